@@ -1,0 +1,106 @@
+// gRPC binding of the authoritative: decode, authorize admins, call the service,
+// shape the answer. The only file of the authoritative that knows gRPC.
+import type * as grpc from "@grpc/grpc-js";
+import {
+  addService,
+  answerToProto,
+  csiHash,
+  DiscoveryError,
+  delegationToProto,
+  type Logger,
+  mappingFromProto,
+  paramsFromProto,
+  pb,
+} from "@mimi/core";
+import type { AuthoritativeService, ImportItem } from "./service.js";
+import type { EnrolledMsp } from "./store.js";
+
+/** Largest batch one ImportMappings message may carry. */
+const MAX_IMPORT_BATCH = 10_000;
+
+/** Registers AuthoritativeService and AuthoritativeAdminService on `server`. */
+export function bindAuthoritativeServer(
+  server: grpc.Server,
+  service: AuthoritativeService,
+  opts: { log: Logger; admins: readonly string[] },
+): void {
+  const { log } = opts;
+  addService(
+    server,
+    pb.AuthoritativeService,
+    {
+      async lookup(req) {
+        const params = paramsFromProto(req.options);
+        const outcome = service.lookup(req.csi);
+        if (log.isLevelEnabled("debug"))
+          log.debug({ csi: csiHash(req.csi), outcome: outcome.kind }, "lookup");
+        return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
+      },
+    },
+    { log },
+  );
+
+  const admins = new Set(opts.admins);
+  addService(
+    server,
+    pb.AuthoritativeAdminService,
+    {
+      async enrolMsp(req, ctx) {
+        const msp = service.enrolMsp(req.mspId, req.tlsIdentity, Number(req.enrolledUsers));
+        log.info({ actor: ctx.peer.name, msp: msp.mspId }, "msp enrolled");
+        return { msp: enrolledToProto(msp) };
+      },
+      async listEnrolledMsps() {
+        return { msps: service.listEnrolled().map(enrolledToProto) };
+      },
+      async importMappings(reqs, ctx) {
+        let imported = 0;
+        let unchanged = 0;
+        for await (const req of reqs) {
+          if (req.mappings.length > MAX_IMPORT_BATCH) {
+            throw new DiscoveryError(
+              "invalid_argument",
+              `a batch may hold at most ${MAX_IMPORT_BATCH} mappings`,
+            );
+          }
+          const items: ImportItem[] = req.mappings.map((r) => {
+            if (!r.mapping) throw new DiscoveryError("invalid_argument", "every record needs a mapping");
+            return { csi: r.csi, mapping: mappingFromProto(r.mapping) };
+          });
+          const r = service.importMappings(items);
+          imported += r.imported;
+          unchanged += r.unchanged;
+        }
+        log.info({ actor: ctx.peer.name, imported, unchanged }, "mappings imported");
+        return { imported: BigInt(imported), unchanged: BigInt(unchanged) };
+      },
+      async getStatus() {
+        const s = service.status();
+        return {
+          dpId: s.dpId,
+          registrySerial: s.serial,
+          delegations: s.delegations.map(delegationToProto),
+          mappingCount: BigInt(s.mappingCount),
+          lookupsServed: BigInt(s.lookupsServed),
+        };
+      },
+    },
+    {
+      log,
+      authorize(peer) {
+        if (!admins.has(peer.name)) {
+          throw new DiscoveryError("permission_denied", `identity "${peer.name}" is not an admin of this DP`);
+        }
+      },
+    },
+  );
+}
+
+function enrolledToProto(m: EnrolledMsp) {
+  return {
+    mspId: m.mspId,
+    tlsIdentity: m.tlsIdentity,
+    enrolledUsers: BigInt(m.enrolledUsers),
+    enrolledAtMs: BigInt(m.enrolledAtMs),
+  };
+}

@@ -1,0 +1,45 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { bitsSet, checkParams, compactBits, filterMappings, type Mapping, orderMappings } from "./answer.js";
+import { DiscoveryError } from "./errors.js";
+
+const m = (mspId: string, createdAtMs: number, isDefault = false): Mapping => ({
+  mspId,
+  ssi: `${mspId}-user`,
+  isDefault,
+  tags: [],
+  createdAtMs,
+});
+
+test("mappings order: default first, then older first, then by MSP", () => {
+  const ordered = orderMappings([m("c", 5), m("b", 9, true), m("a", 5), m("d", 1)]);
+  assert.deepEqual(
+    ordered.map((x) => x.mspId),
+    ["b", "d", "a", "c"],
+  );
+});
+
+test("compact bits set bit i for the MSP with registry index i, LSB first", () => {
+  const index: Record<string, number> = { a: 0, b: 2, c: 9 };
+  const bits = compactBits([m("a", 1), m("b", 1), m("c", 1), m("unknown", 1)], (id) => index[id]);
+  assert.deepEqual([...bits], [0b101, 0b10]);
+  assert.deepEqual(bitsSet(bits), [0, 2, 9]);
+  assert.equal(compactBits([], () => 0).length, 0);
+});
+
+test("the MSP filter keeps only the named MSPs; bad filters are refused", () => {
+  const params = checkParams("verbose", ["b"]);
+  assert.deepEqual(
+    filterMappings([m("a", 1), m("b", 1)], params).map((x) => x.mspId),
+    ["b"],
+  );
+  assert.throws(() => checkParams("verbose", [""]), DiscoveryError);
+  assert.throws(
+    () =>
+      checkParams(
+        "verbose",
+        Array.from({ length: 65 }, (_, i) => `m${i}`),
+      ),
+    DiscoveryError,
+  );
+});

@@ -1,0 +1,104 @@
+// Mappings and answers as domain values, and the query parameters applied to them
+// (R14, R15): ordering by preference, the MSP filter, and the compact bit string.
+import { invalidArgument } from "./errors.js";
+
+/** Where a CSI is reachable: one MSP and the user's identifier there. */
+export interface Mapping {
+  readonly mspId: string;
+  readonly ssi: string;
+  readonly isDefault: boolean;
+  readonly tags: readonly string[];
+  readonly createdAtMs: number;
+}
+
+/** What a lookup yields. NOT_FOUND is an outcome, not an error. */
+export type LookupOutcome =
+  | {
+      readonly kind: "answer";
+      readonly mappings: readonly Mapping[];
+      readonly dpId: string;
+      readonly ttlSeconds: number;
+    }
+  | { readonly kind: "not_found"; readonly dpId: string; readonly ttlSeconds: number };
+
+/** Answer format (R15). */
+export type AnswerFormat = "verbose" | "compact";
+
+/** Query parameters (R10 subset handled today). */
+export interface LookupParams {
+  readonly format: AnswerFormat;
+  /** When non-empty, only these MSPs. */
+  readonly mspFilter: readonly string[];
+}
+
+/** Parameters when a request sets none. */
+export const DEFAULT_PARAMS: LookupParams = Object.freeze({
+  format: "verbose",
+  mspFilter: Object.freeze([]),
+});
+
+/** Most MSP ids one filter may name. */
+export const MAX_MSP_FILTER = 64;
+
+/** Validates query parameters; throws INVALID_ARGUMENT naming the problem. */
+export function checkParams(format: AnswerFormat, mspFilter: readonly string[]): LookupParams {
+  if (mspFilter.length === 0 && format === "verbose") return DEFAULT_PARAMS;
+  if (mspFilter.length > MAX_MSP_FILTER)
+    throw invalidArgument(`msp_filter names more than ${MAX_MSP_FILTER} MSPs`);
+  for (const id of mspFilter) {
+    if (id === "" || id.length > 128) throw invalidArgument("msp_filter entries must be 1 to 128 characters");
+  }
+  return { format, mspFilter };
+}
+
+/**
+ * Orders mappings by preference: the default first, then older before newer (older
+ * mappings take precedence, R17), then by MSP and SSI so the order is total and stable.
+ */
+export function orderMappings(mappings: readonly Mapping[]): Mapping[] {
+  return [...mappings].sort(
+    (a, b) =>
+      Number(b.isDefault) - Number(a.isDefault) ||
+      a.createdAtMs - b.createdAtMs ||
+      cmp(a.mspId, b.mspId) ||
+      cmp(a.ssi, b.ssi),
+  );
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Applies the MSP filter. */
+export function filterMappings(mappings: readonly Mapping[], params: LookupParams): readonly Mapping[] {
+  if (params.mspFilter.length === 0) return mappings;
+  return mappings.filter((m) => params.mspFilter.includes(m.mspId));
+}
+
+/**
+ * The compact form: bit i (byte i>>3, bit i&7, least significant first) is set when a mapping
+ * exists at the MSP with registry index i. MSPs the registry does not know are left out.
+ */
+export function compactBits(
+  mappings: readonly Mapping[],
+  indexOf: (mspId: string) => number | undefined,
+): Uint8Array {
+  let max = -1;
+  const idx: number[] = [];
+  for (const m of mappings) {
+    const i = indexOf(m.mspId);
+    if (i === undefined) continue;
+    idx.push(i);
+    if (i > max) max = i;
+  }
+  const bits = new Uint8Array(max < 0 ? 0 : (max >> 3) + 1);
+  for (const i of idx) bits[i >> 3] = (bits[i >> 3] ?? 0) | (1 << (i & 7));
+  return bits;
+}
+
+/** Indexes of the bits set in a compact answer. */
+export function bitsSet(bits: Uint8Array): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < bits.length * 8; i++) if (((bits[i >> 3] ?? 0) >> (i & 7)) & 1) out.push(i);
+  return out;
+}

@@ -1,0 +1,55 @@
+// How the CLI finds its TLS material and servers: flags, with defaults that match
+// the local network `npm start` runs (data/pki, fixed loopback ports).
+import { resolve } from "node:path";
+import type { Command } from "commander";
+import { devTlsPaths } from "../dev-pki.js";
+import { type Channel, openChannel } from "../grpc.js";
+import { channelCredentials, loadTls } from "../tls.js";
+
+/** Default addresses of the local network started by `npm start`. */
+export const LOCAL_PORTS = { root: 7400, eu: 7501, us: 7502, resolver: 7600 } as const;
+
+/** TLS flags shared by every command that connects. */
+export function addTlsOptions(cmd: Command, defaultIdentity: string): Command {
+  return cmd
+    .option("--pki <dir>", "folder with ca.pem, <identity>.pem and <identity>-key.pem", "data/pki")
+    .option("--identity <name>", "certificate identity to connect as", defaultIdentity)
+    .option("--ca <file>", "CA certificate (overrides --pki)")
+    .option("--cert <file>", "client certificate (overrides --pki)")
+    .option("--key <file>", "client key (overrides --pki)")
+    .option("--timeout <ms>", "deadline per call in milliseconds", "5000");
+}
+
+/** Parsed TLS flags. */
+export interface TlsFlags {
+  pki: string;
+  identity: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  timeout: string;
+}
+
+/** Opens a channel to `address` with the identity the flags name. */
+export function connect(address: string, flags: TlsFlags): Channel {
+  const dev = devTlsPaths(resolve(flags.pki), flags.identity);
+  const tls = loadTls({
+    caFile: flags.ca ?? dev.caFile,
+    certFile: flags.cert ?? dev.certFile,
+    keyFile: flags.key ?? dev.keyFile,
+  });
+  return openChannel(address, channelCredentials(tls));
+}
+
+/** The per-call deadline from the flags. */
+export function timeoutOf(flags: TlsFlags): number {
+  const ms = Number(flags.timeout);
+  if (!Number.isInteger(ms) || ms <= 0)
+    throw new Error("--timeout must be a positive number of milliseconds");
+  return ms;
+}
+
+/** A loopback address for a default port. */
+export function local(port: number): string {
+  return `127.0.0.1:${port}`;
+}

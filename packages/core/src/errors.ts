@@ -1,0 +1,122 @@
+// The closed set of domain errors and their one mapping to gRPC status codes.
+// server.ts files turn errors into statuses only through toServiceError; clients
+// turn statuses back into DiscoveryError through fromServiceError.
+import { Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+
+/** Every failure a discovery component reports to a peer. */
+export type DiscoveryErrorCode =
+  | "invalid_argument"
+  | "not_found"
+  | "already_exists"
+  | "failed_precondition"
+  | "not_authoritative"
+  | "permission_denied"
+  | "unauthenticated"
+  | "not_ready"
+  | "upstream_unavailable"
+  | "upstream_failed"
+  | "referral_limit"
+  | "store_failure";
+
+const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
+  invalid_argument: Status.INVALID_ARGUMENT,
+  not_found: Status.NOT_FOUND,
+  already_exists: Status.ALREADY_EXISTS,
+  failed_precondition: Status.FAILED_PRECONDITION,
+  not_authoritative: Status.FAILED_PRECONDITION,
+  permission_denied: Status.PERMISSION_DENIED,
+  unauthenticated: Status.UNAUTHENTICATED,
+  not_ready: Status.UNAVAILABLE,
+  upstream_unavailable: Status.UNAVAILABLE,
+  upstream_failed: Status.UNAVAILABLE,
+  referral_limit: Status.FAILED_PRECONDITION,
+  store_failure: Status.INTERNAL,
+};
+
+/** A failure with a code from the closed set and a message a person can act on. */
+export class DiscoveryError extends Error {
+  override readonly name = "DiscoveryError";
+  /** gRPC status received from a peer, when the error came from one. */
+  readonly remoteStatus: Status | undefined;
+
+  constructor(
+    readonly code: DiscoveryErrorCode,
+    message: string,
+    options?: { cause?: unknown; remoteStatus?: Status },
+  ) {
+    super(message, options);
+    this.remoteStatus = options?.remoteStatus;
+  }
+
+  /** The gRPC status this error is reported with. */
+  get grpcStatus(): Status {
+    return STATUS_OF[this.code];
+  }
+}
+
+/** Shorthand for throwing INVALID_ARGUMENT with a reason. */
+export function invalidArgument(message: string): DiscoveryError {
+  return new DiscoveryError("invalid_argument", message);
+}
+
+/** A status object grpc-js can send: a code and a message that is safe for the peer to read. */
+export interface WireStatus {
+  code: Status;
+  details: string;
+  metadata: Metadata;
+}
+
+/**
+ * Turns anything thrown inside a handler into a status for the peer.
+ * Unknown errors become INTERNAL with a fixed message; their cause goes to the log only,
+ * because grpc-js would otherwise copy a raw error's message and numeric code onto the wire.
+ */
+export function toWireStatus(err: unknown, log: Logger, method: string): WireStatus {
+  const metadata = new Metadata();
+  if (err instanceof DiscoveryError) {
+    if (err.code === "store_failure") log.error({ err, method }, "request failed");
+    else log.debug({ code: err.code, method, reason: err.message }, "request refused");
+    return { code: err.grpcStatus, details: err.message, metadata };
+  }
+  log.error({ err, method }, "unexpected error in handler");
+  return { code: Status.INTERNAL, details: "internal error; the server log has the cause", metadata };
+}
+
+/** Converts a failure from a gRPC call into a DiscoveryError; UNAVAILABLE and deadline errors become upstream_unavailable. */
+export function fromServiceError(err: unknown, what: string): DiscoveryError {
+  if (err instanceof DiscoveryError) return err;
+  const se = err as Partial<ServiceError>;
+  if (typeof se.code === "number") {
+    const details = se.details || se.message || "no details";
+    const transient =
+      se.code === Status.UNAVAILABLE || se.code === Status.DEADLINE_EXCEEDED || se.code === Status.CANCELLED;
+    return new DiscoveryError(
+      transient ? "upstream_unavailable" : codeOfStatus(se.code),
+      `${what}: ${Status[se.code]}: ${details}`,
+      { cause: err, remoteStatus: se.code },
+    );
+  }
+  return new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error)?.message ?? String(err)}`, {
+    cause: err,
+  });
+}
+
+function codeOfStatus(code: Status): DiscoveryErrorCode {
+  switch (code) {
+    case Status.INVALID_ARGUMENT:
+      return "invalid_argument";
+    case Status.NOT_FOUND:
+      return "not_found";
+    case Status.ALREADY_EXISTS:
+      return "already_exists";
+    case Status.FAILED_PRECONDITION:
+      return "failed_precondition";
+    case Status.PERMISSION_DENIED:
+      return "permission_denied";
+    case Status.UNAUTHENTICATED:
+      return "unauthenticated";
+    default:
+      return "upstream_failed";
+  }
+}

@@ -1,0 +1,5 @@
+// The generated wire types, re-exported as one namespace (`pb`) so they never mix with domain types.
+export * from "./mimi/discovery/v1/common_pb.js";
+export * from "./mimi/discovery/v1/root_pb.js";
+export * from "./mimi/discovery/v1/authoritative_pb.js";
+export * from "./mimi/discovery/v1/resolver_pb.js";

@@ -1,0 +1,170 @@
+// Keeps a local copy of the root registry (H1, like RFC 8806's local root copy):
+// follows RootService.WatchRegistry over several root endpoints with failover and
+// backoff, and persists the copy so a restart while every root is down still resolves.
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { changeFromProto, snapshotFromProto, snapshotToProto } from "./convert.js";
+import { RegistrySnapshotSchema } from "./gen/mimi/discovery/v1/common_pb.js";
+import { RootService } from "./gen/mimi/discovery/v1/root_pb.js";
+import { openChannel } from "./grpc.js";
+import { type RegistryChange, type RegistryData, RegistryView } from "./registry.js";
+
+/** Options for following the root. */
+export interface RegistrySyncOptions {
+  /** Root endpoints ("host:port"), tried in order, then round-robin on failure. */
+  rootEndpoints: readonly string[];
+  credentials: grpc.ChannelCredentials;
+  log: Logger;
+  /** Where the copy is saved after each change; nothing is saved when unset. */
+  persistPath?: string;
+  /** Called after each change is applied (not after snapshots). */
+  onChange?: (change: RegistryChange, view: RegistryView) => void;
+  /** Called after a snapshot replaced the copy. */
+  onSnapshot?: (view: RegistryView) => void;
+  /** Longest pause between reconnect attempts. */
+  maxBackoffMs?: number;
+}
+
+/** A followed registry copy. */
+export interface RegistrySync {
+  readonly view: RegistryView;
+  /** Resolves once the copy is usable: caught up with a root, or loaded from disk. */
+  readonly ready: Promise<void>;
+  /** True while a watch stream to a root is open and caught up. */
+  connected(): boolean;
+  close(): void;
+}
+
+/** Starts following the root. */
+export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
+  const log = opts.log.child({ component: "registry-sync" });
+  const view = new RegistryView();
+  let closed = false;
+  let isConnected = false;
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
+  const abort = new AbortController();
+
+  if (opts.persistPath) {
+    const saved = loadPersisted(opts.persistPath, log);
+    if (saved) {
+      view.replace(saved);
+      log.info({ serial: saved.serial.toString(), path: opts.persistPath }, "registry copy loaded from disk");
+      markReady();
+    }
+  }
+
+  const channels = opts.rootEndpoints.map((address) => openChannel(address, opts.credentials));
+  const save = () => {
+    if (opts.persistPath) persist(opts.persistPath, view.snapshot(), log);
+  };
+
+  (async () => {
+    let attempt = 0;
+    let backoffMs = 100;
+    const maxBackoffMs = opts.maxBackoffMs ?? 5_000;
+    while (!closed) {
+      const channel = channels[attempt % channels.length];
+      attempt++;
+      if (!channel) break;
+      let progressed = false;
+      try {
+        const root = channel.client(RootService);
+        for await (const msg of root.watchRegistry({ sinceSerial: view.serial }, { signal: abort.signal })) {
+          const ev = msg.event;
+          if (ev.case === "snapshot") {
+            view.replace(snapshotFromProto(ev.value));
+            log.info({ serial: view.serial.toString(), root: channel.address }, "registry snapshot applied");
+            opts.onSnapshot?.(view);
+            save();
+          } else if (ev.case === "change") {
+            const change = changeFromProto(ev.value);
+            if (change.serial !== view.serial + 1n) {
+              // A gap means a lost message; restart the watch from what we hold.
+              throw new Error(`registry change ${change.serial} does not follow ${view.serial}`);
+            }
+            view.apply(change);
+            log.info({ serial: change.serial.toString(), kind: change.kind }, "registry change applied");
+            opts.onChange?.(change, view);
+            save();
+          } else if (ev.case === "caughtUp") {
+            isConnected = true;
+            progressed = true;
+            backoffMs = 100;
+            log.info({ serial: view.serial.toString(), root: channel.address }, "registry in sync");
+            markReady();
+          }
+        }
+        if (!closed) log.warn({ root: channel.address }, "registry watch ended; reconnecting");
+      } catch (err) {
+        if (closed) break;
+        log.warn(
+          { root: channel.address, err: (err as Error).message },
+          "registry watch failed; trying next root",
+        );
+      }
+      isConnected = false;
+      if (!progressed) backoffMs = Math.min(backoffMs * 2, maxBackoffMs);
+      await sleep(backoffMs * (0.5 + Math.random() / 2), abort.signal);
+    }
+  })();
+
+  return {
+    view,
+    ready,
+    connected: () => isConnected,
+    close() {
+      closed = true;
+      abort.abort();
+      for (const c of channels) c.close();
+    },
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
+
+// The persisted form is the RegistrySnapshot message, the same bytes the root sends.
+function persist(path: string, data: RegistryData, log: Logger): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(
+      `${path}.tmp`,
+      toBinary(RegistrySnapshotSchema, create(RegistrySnapshotSchema, snapshotToProto(data))),
+    );
+    renameSync(`${path}.tmp`, path);
+  } catch (err) {
+    log.warn({ path, err: (err as Error).message }, "cannot save registry copy");
+  }
+}
+
+function loadPersisted(path: string, log: Logger): RegistryData | undefined {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    return snapshotFromProto(fromBinary(RegistrySnapshotSchema, bytes));
+  } catch (err) {
+    log.warn({ path, err: (err as Error).message }, "saved registry copy is unreadable; ignoring it");
+    return undefined;
+  }
+}

@@ -1,0 +1,240 @@
+// Domain types of the root registry and the in-memory view of it that DPs and
+// resolvers keep: delegations with longest-prefix (E.164) and range (email hash) match.
+import type { LookupKey } from "./csi.js";
+import { invalidArgument } from "./errors.js";
+
+/** The part of the identifier space a delegation covers. */
+export type DelegationKey =
+  | { readonly kind: "e164"; readonly prefix: string }
+  | { readonly kind: "email"; readonly first: bigint; readonly last: bigint };
+
+/** The root's record: this key is served by this DP. */
+export interface Delegation {
+  readonly id: string;
+  readonly key: DelegationKey;
+  readonly dpId: string;
+  readonly ttlSeconds: number;
+}
+
+/** An authoritative DP as published by the root. */
+export interface DpInfo {
+  readonly id: string;
+  readonly endpoints: readonly string[];
+  readonly tlsIdentity: string;
+  readonly jurisdiction: string;
+}
+
+/** A messaging service provider with its stable compact-format index. */
+export interface MspInfo {
+  readonly id: string;
+  readonly name: string;
+  readonly index: number;
+}
+
+/** The whole registry at one serial. */
+export interface RegistryData {
+  readonly serial: bigint;
+  readonly delegations: readonly Delegation[];
+  readonly dps: readonly DpInfo[];
+  readonly msps: readonly MspInfo[];
+}
+
+/** One change; applying changes in serial order to serial N-1 yields serial N. */
+export type RegistryChange = { readonly serial: bigint } & (
+  | { readonly kind: "put_delegation"; readonly delegation: Delegation }
+  | { readonly kind: "delete_delegation"; readonly id: string }
+  | { readonly kind: "put_dp"; readonly dp: DpInfo }
+  | { readonly kind: "delete_dp"; readonly id: string }
+  | { readonly kind: "put_msp"; readonly msp: MspInfo }
+  | { readonly kind: "delete_msp"; readonly id: string }
+);
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** Canonical text of a key, used as the delegation id: "e164:44" or "email:<16 hex>-<16 hex>". */
+export function delegationId(key: DelegationKey): string {
+  if (key.kind === "e164") return `e164:${key.prefix}`;
+  return `email:${hex64(key.first)}-${hex64(key.last)}`;
+}
+
+/** Fixed-width lowercase hex of a 64-bit value; sorts like the number. */
+export function hex64(v: bigint): string {
+  return v.toString(16).padStart(16, "0");
+}
+
+/** Checks a key's bounds; throws INVALID_ARGUMENT naming the problem. */
+export function validateDelegationKey(key: DelegationKey): DelegationKey {
+  if (key.kind === "e164") {
+    if (!/^[1-9][0-9]{0,14}$/.test(key.prefix)) {
+      throw invalidArgument(`E.164 prefix "${key.prefix}" must be 1 to 15 digits not starting with 0`);
+    }
+    return key;
+  }
+  if (key.first < 0n || key.last > U64_MAX || key.first > key.last) {
+    throw invalidArgument("email hash range must satisfy 0 <= first <= last <= 2^64-1");
+  }
+  return key;
+}
+
+/**
+ * Parses a key as an admin types it: "+44", "44", "e164:44", "email:0-7fffffffffffffff"
+ * (hex, inclusive), or "email:*" for the whole hash space.
+ */
+export function parseDelegationKeyText(text: string): DelegationKey {
+  const t = text.trim();
+  if (t.startsWith("email:")) {
+    const spec = t.slice(6);
+    if (spec === "*") return { kind: "email", first: 0n, last: U64_MAX };
+    const m = /^([0-9a-fA-F]{1,16})-([0-9a-fA-F]{1,16})$/.exec(spec);
+    if (!m)
+      throw invalidArgument(`email range "${spec}" must be <first hex>-<last hex>, e.g. 0-7fffffffffffffff`);
+    return validateDelegationKey({ kind: "email", first: BigInt(`0x${m[1]}`), last: BigInt(`0x${m[2]}`) });
+  }
+  const prefix = t.replace(/^e164:/, "").replace(/^\+/, "");
+  return validateDelegationKey({ kind: "e164", prefix });
+}
+
+/** Does `key` cover the lookup key? */
+export function covers(key: DelegationKey, lookup: LookupKey): boolean {
+  if (key.kind === "e164") return lookup.kind === "e164" && lookup.digits.startsWith(key.prefix);
+  return lookup.kind === "email" && lookup.domainHash >= key.first && lookup.domainHash <= key.last;
+}
+
+/** Do two keys share any identifier? E.164 prefixes nest by design; email ranges must not overlap. */
+export function overlaps(a: DelegationKey, b: DelegationKey): boolean {
+  if (a.kind === "email" && b.kind === "email") return a.first <= b.last && b.first <= a.last;
+  return false;
+}
+
+/**
+ * A mutable in-memory copy of the registry with fast matching. E.164 matching is at most
+ * 15 map probes (longest prefix first); email matching is a binary search over sorted,
+ * non-overlapping ranges.
+ */
+export class RegistryView {
+  private serialValue = 0n;
+  private readonly delegations = new Map<string, Delegation>();
+  private readonly e164 = new Map<string, Delegation>();
+  private emailRanges: Delegation[] = [];
+  private readonly dps = new Map<string, DpInfo>();
+  private readonly msps = new Map<string, MspInfo>();
+  private mspsByIndex: (MspInfo | undefined)[] = [];
+
+  get serial(): bigint {
+    return this.serialValue;
+  }
+
+  /** Replaces the whole view. */
+  replace(data: RegistryData): void {
+    this.delegations.clear();
+    this.e164.clear();
+    this.dps.clear();
+    this.msps.clear();
+    for (const d of data.delegations) this.putDelegation(d);
+    for (const dp of data.dps) this.dps.set(dp.id, dp);
+    for (const m of data.msps) this.msps.set(m.id, m);
+    this.reindex();
+    this.serialValue = data.serial;
+  }
+
+  /** Applies one change; the caller checks that serials follow without gaps. */
+  apply(change: RegistryChange): void {
+    switch (change.kind) {
+      case "put_delegation":
+        this.removeDelegation(change.delegation.id);
+        this.putDelegation(change.delegation);
+        break;
+      case "delete_delegation":
+        this.removeDelegation(change.id);
+        break;
+      case "put_dp":
+        this.dps.set(change.dp.id, change.dp);
+        break;
+      case "delete_dp":
+        this.dps.delete(change.id);
+        break;
+      case "put_msp":
+        this.msps.set(change.msp.id, change.msp);
+        break;
+      case "delete_msp":
+        this.msps.delete(change.id);
+        break;
+    }
+    this.reindex();
+    this.serialValue = change.serial;
+  }
+
+  /** The delegation covering a lookup key, or undefined when none does. */
+  find(key: LookupKey): Delegation | undefined {
+    if (key.kind === "e164") {
+      for (let len = Math.min(key.digits.length, 15); len > 0; len--) {
+        const d = this.e164.get(key.digits.slice(0, len));
+        if (d) return d;
+      }
+      return undefined;
+    }
+    const ranges = this.emailRanges;
+    let lo = 0;
+    let hi = ranges.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const d = ranges[mid] as Delegation;
+      const k = d.key as { first: bigint; last: bigint };
+      if (key.domainHash < k.first) hi = mid - 1;
+      else if (key.domainHash > k.last) lo = mid + 1;
+      else return d;
+    }
+    return undefined;
+  }
+
+  dp(id: string): DpInfo | undefined {
+    return this.dps.get(id);
+  }
+
+  msp(id: string): MspInfo | undefined {
+    return this.msps.get(id);
+  }
+
+  mspByIndex(index: number): MspInfo | undefined {
+    return this.mspsByIndex[index];
+  }
+
+  /** Delegations naming `dpId`. */
+  delegationsOf(dpId: string): Delegation[] {
+    return [...this.delegations.values()].filter((d) => d.dpId === dpId);
+  }
+
+  /** A plain copy of the whole view. */
+  snapshot(): RegistryData {
+    return {
+      serial: this.serialValue,
+      delegations: [...this.delegations.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      dps: [...this.dps.values()].sort((a, b) => (a.id < b.id ? -1 : 1)),
+      msps: [...this.msps.values()].sort((a, b) => a.index - b.index),
+    };
+  }
+
+  private putDelegation(d: Delegation): void {
+    this.delegations.set(d.id, d);
+    if (d.key.kind === "e164") this.e164.set(d.key.prefix, d);
+  }
+
+  private removeDelegation(id: string): void {
+    const old = this.delegations.get(id);
+    if (!old) return;
+    this.delegations.delete(id);
+    if (old.key.kind === "e164") this.e164.delete(old.key.prefix);
+  }
+
+  private reindex(): void {
+    this.emailRanges = [...this.delegations.values()]
+      .filter((d) => d.key.kind === "email")
+      .sort((a, b) => {
+        const x = (a.key as { first: bigint }).first;
+        const y = (b.key as { first: bigint }).first;
+        return x < y ? -1 : x > y ? 1 : 0;
+      });
+    this.mspsByIndex = [];
+    for (const m of this.msps.values()) this.mspsByIndex[m.index] = m;
+  }
+}

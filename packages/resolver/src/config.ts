@@ -1,0 +1,77 @@
+// Resolver configuration: parsed by hand, unknown keys rejected, defaults in one place.
+import { resolve } from "node:path";
+import { ConfigReader, deepFreeze, LOG_LEVELS, readTlsSection, type TlsPaths } from "@mimi/core";
+
+/** Cache bounds. */
+export interface CacheConfig {
+  readonly maxEntries: number;
+  readonly minTtlSeconds: number;
+  readonly maxTtlSeconds: number;
+  readonly negativeMaxTtlSeconds: number;
+  readonly staleWindowSeconds: number;
+  readonly staleAnswerTtlSeconds: number;
+}
+
+/** Validated resolver configuration. */
+export interface ResolverConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: TlsPaths;
+  /** Root endpoints, tried in order with failover. */
+  readonly rootEndpoints: readonly string[];
+  /** Where the registry copy is saved so a restart while every root is down still resolves; unset: memory only. */
+  readonly dataDir: string | undefined;
+  readonly cache: CacheConfig;
+  /** Deadline of one attempt at one DP endpoint. */
+  readonly upstreamTimeoutMs: number;
+  readonly logLevel: string;
+}
+
+const DEFAULTS = {
+  host: "127.0.0.1",
+  port: 7600,
+  upstreamTimeoutMs: 1_500,
+  logLevel: "info",
+  cache: {
+    maxEntries: 1_000_000,
+    minTtlSeconds: 5,
+    maxTtlSeconds: 86_400,
+    negativeMaxTtlSeconds: 300,
+    staleWindowSeconds: 86_400,
+    staleAnswerTtlSeconds: 30,
+  },
+} as const;
+
+/** Parses a resolver config; relative paths resolve against `baseDir`. */
+export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
+  const r = ConfigReader.of(raw);
+  const dataDir = r.optionalString("dataDir");
+  const c = r.object("cache", { optional: true });
+  const d = DEFAULTS.cache;
+  const cache: CacheConfig = {
+    maxEntries: c.integer("maxEntries", d.maxEntries, 1, 100_000_000),
+    minTtlSeconds: c.integer("minTtlSeconds", d.minTtlSeconds, 0, 86_400),
+    maxTtlSeconds: c.integer("maxTtlSeconds", d.maxTtlSeconds, 1, 7 * 86_400),
+    negativeMaxTtlSeconds: c.integer("negativeMaxTtlSeconds", d.negativeMaxTtlSeconds, 0, 86_400),
+    staleWindowSeconds: c.integer("staleWindowSeconds", d.staleWindowSeconds, 0, 7 * 86_400),
+    staleAnswerTtlSeconds: c.integer("staleAnswerTtlSeconds", d.staleAnswerTtlSeconds, 1, 3_600),
+  };
+  c.done();
+  if (cache.minTtlSeconds > cache.maxTtlSeconds)
+    throw new Error("config.cache.minTtlSeconds exceeds maxTtlSeconds");
+  const config: ResolverConfig = {
+    host: r.string("host", DEFAULTS.host),
+    port: r.integer("port", DEFAULTS.port, 0, 65535),
+    tls: readTlsSection(r, baseDir),
+    rootEndpoints: r.stringList("rootEndpoints", undefined, { nonEmpty: true }),
+    dataDir: dataDir === undefined ? undefined : resolve(baseDir, dataDir),
+    cache,
+    upstreamTimeoutMs: r.integer("upstreamTimeoutMs", DEFAULTS.upstreamTimeoutMs, 50, 60_000),
+    logLevel: r.string("logLevel", DEFAULTS.logLevel),
+  };
+  r.done();
+  if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {
+    throw new Error(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  return deepFreeze(config);
+}

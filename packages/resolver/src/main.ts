@@ -1,0 +1,83 @@
+// Resolver process entry: argv/env -> config -> logger -> registry sync + cache + upstream -> gRPC -> signals.
+import { join } from "node:path";
+import {
+  channelCredentials,
+  createGrpcServer,
+  createLogger,
+  type LookupOutcome,
+  listen,
+  loadTls,
+  readConfigFile,
+  serverCredentials,
+  shutdown,
+  silenceIpServernameWarning,
+  startRegistrySync,
+  systemClock,
+} from "@mimi/core";
+import { createTtlCache } from "./cache.js";
+import { parseConfig } from "./config.js";
+import { bindResolverServer } from "./server.js";
+import { createResolverService } from "./service.js";
+import { createUpstream } from "./upstream.js";
+
+async function main(): Promise<void> {
+  silenceIpServernameWarning();
+  const configPath = argValue("--config");
+  if (!configPath) throw new Error("usage: resolver --config <file.json>");
+  const { raw, baseDir } = readConfigFile(configPath);
+  const envPort = process.env.RESOLVER_PORT;
+  const config = parseConfig(
+    { ...(raw as object), ...(envPort !== undefined ? { port: Number(envPort) } : {}) },
+    baseDir,
+  );
+  const log = createLogger({ name: "resolver", level: process.env.LOG_LEVEL ?? config.logLevel });
+  const tls = loadTls(config.tls);
+  let synced = false;
+  const sync = startRegistrySync({
+    rootEndpoints: config.rootEndpoints,
+    credentials: channelCredentials(tls),
+    log,
+    ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
+  });
+  void sync.ready.then(() => {
+    synced = true;
+  });
+  const cache = createTtlCache<LookupOutcome>({ ...config.cache, now: systemClock });
+  const upstream = createUpstream({ tls, log, attemptTimeoutMs: config.upstreamTimeoutMs });
+  const service = createResolverService({
+    cache,
+    registry: sync.view,
+    registryReady: () => synced,
+    upstream,
+    log,
+    negativeMaxTtlSeconds: config.cache.negativeMaxTtlSeconds,
+    staleAnswerTtlSeconds: config.cache.staleAnswerTtlSeconds,
+  });
+  const server = createGrpcServer();
+  bindResolverServer(server, service, { log, registry: sync.view });
+  const port = await listen(server, config.host, config.port, serverCredentials(tls));
+  log.info({ host: config.host, port }, "listening");
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, ...service.stats }, "shutdown");
+    sync.close();
+    upstream.close();
+    await shutdown(server, 2_000);
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+function argValue(flag: string): string | undefined {
+  const i = process.argv.indexOf(flag);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+main().catch((err) => {
+  process.stderr.write(`resolver: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

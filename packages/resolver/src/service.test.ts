@@ -1,0 +1,122 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  createLogger,
+  DiscoveryError,
+  type DpInfo,
+  type LookupOutcome,
+  parseCsi,
+  RegistryView,
+} from "@mimi/core";
+import { createTtlCache } from "./cache.js";
+import { createResolverService } from "./service.js";
+import type { Upstream } from "./upstream.js";
+
+const DP: DpInfo = { id: "eu", endpoints: ["127.0.0.1:1"], tlsIdentity: "dp-eu", jurisdiction: "EU" };
+
+function registry(): RegistryView {
+  const v = new RegistryView();
+  v.replace({
+    serial: 1n,
+    delegations: [{ id: "e164:44", key: { kind: "e164", prefix: "44" }, dpId: "eu", ttlSeconds: 3600 }],
+    dps: [DP],
+    msps: [],
+  });
+  return v;
+}
+
+/** An upstream whose answers the test controls; it counts calls and can be held open or failed. */
+function fakeUpstream() {
+  const state = {
+    calls: 0,
+    fail: false,
+    outcome: { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 } as LookupOutcome,
+    gate: undefined as Promise<void> | undefined,
+  };
+  const upstream: Upstream = {
+    async lookup() {
+      state.calls++;
+      if (state.gate) await state.gate;
+      if (state.fail) throw new DiscoveryError("upstream_unavailable", "down");
+      return state.outcome;
+    },
+    close() {},
+  };
+  return { state, upstream };
+}
+
+function setup() {
+  const clock = { now: 1_000_000 };
+  const cache = createTtlCache<LookupOutcome>({
+    maxEntries: 100,
+    minTtlSeconds: 0,
+    maxTtlSeconds: 3600,
+    staleWindowSeconds: 600,
+    now: () => clock.now,
+  });
+  const { state, upstream } = fakeUpstream();
+  const service = createResolverService({
+    cache,
+    registry: registry(),
+    registryReady: () => true,
+    upstream,
+    log: createLogger({ name: "test", level: "silent" }),
+    negativeMaxTtlSeconds: 30,
+    staleAnswerTtlSeconds: 30,
+  });
+  return { clock, state, service };
+}
+
+const CSI = parseCsi("tel:+447700900123");
+
+test("a second lookup is a cache hit with a decreasing ttl", async () => {
+  const { clock, state, service } = setup();
+  assert.equal((await service.resolve(CSI)).source, "upstream");
+  clock.now += 10_000;
+  const r = await service.resolve(CSI);
+  assert.equal(r.source, "cache");
+  assert.equal(r.ttlSeconds, 50);
+  assert.equal(state.calls, 1);
+});
+
+test("concurrent misses for one CSI share one upstream request", async () => {
+  const { state, service } = setup();
+  let open: () => void = () => {};
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  const all = Promise.all(Array.from({ length: 20 }, () => service.resolve(CSI)));
+  open();
+  const results = await all;
+  assert.equal(state.calls, 1);
+  assert.ok(results.every((r) => r.outcome === results[0]?.outcome));
+});
+
+test("NOT_FOUND is cached, bounded by the negative maximum", async () => {
+  const { clock, state, service } = setup();
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 3600 };
+  assert.equal((await service.resolve(CSI)).ttlSeconds, 30);
+  clock.now += 29_000;
+  assert.equal((await service.resolve(CSI)).source, "cache");
+  clock.now += 2_000;
+  assert.equal((await service.resolve(CSI)).source, "upstream");
+  assert.equal(state.calls, 2);
+});
+
+test("an expired answer is served stale when the DP is down, and never without one", async () => {
+  const { clock, state, service } = setup();
+  await service.resolve(CSI);
+  clock.now += 61_000;
+  state.fail = true;
+  const r = await service.resolve(CSI);
+  assert.equal(r.stale, true);
+  assert.equal(r.ttlSeconds, 30);
+  await assert.rejects(service.resolve(parseCsi("tel:+447700900999")), /down/);
+});
+
+test("a CSI no delegation covers is NOT_FOUND without asking any DP", async () => {
+  const { state, service } = setup();
+  const r = await service.resolve(parseCsi("tel:+4915123456789"));
+  assert.equal(r.outcome.kind, "not_found");
+  assert.equal(state.calls, 0);
+});

@@ -1,0 +1,127 @@
+// Resolver logic, protocol-free: cache -> (one in-flight walk per CSI) -> local registry
+// copy -> authoritative -> cache with clamped TTL; serves stale answers when DPs fail.
+//
+// Walk invariant: the resolver holds the whole delegation table (synced from the root), so a
+// walk is one referral lookup in memory plus one call to an authoritative, which never
+// recurses. There is no referral chain to loop through.
+
+import type { Logger } from "@mimi/core";
+import { type Csi, csiHash, DiscoveryError, type LookupOutcome, type RegistryView } from "@mimi/core";
+import type { TtlCache } from "./cache.js";
+import type { Upstream } from "./upstream.js";
+
+/** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
+export interface Resolution {
+  readonly outcome: LookupOutcome;
+  readonly ttlSeconds: number;
+  readonly stale: boolean;
+  readonly source: "cache" | "upstream" | "stale";
+}
+
+/** Counters an operator reads (and tests observe). */
+export interface ResolverStats {
+  hits: number;
+  misses: number;
+  stale: number;
+  upstreamRequests: number;
+  upstreamFailures: number;
+}
+
+/** The resolver's operations. */
+export interface ResolverService {
+  resolve(csi: Csi): Promise<Resolution>;
+  readonly stats: Readonly<ResolverStats>;
+}
+
+/** Options of the resolver service. */
+export interface ResolverServiceOptions {
+  cache: TtlCache<LookupOutcome>;
+  registry: RegistryView;
+  registryReady: () => boolean;
+  upstream: Upstream;
+  log: Logger;
+  /** Upper bound on how long NOT_FOUND is cached, whatever the DP says. */
+  negativeMaxTtlSeconds: number;
+  /** TTL given with stale answers (RFC 8767 recommends 30 s). */
+  staleAnswerTtlSeconds: number;
+}
+
+/** Creates the resolver service. */
+export function createResolverService(o: ResolverServiceOptions): ResolverService {
+  const log = o.log.child({ component: "resolver" });
+  const inflight = new Map<string, Promise<Resolution>>();
+  const stats: ResolverStats = { hits: 0, misses: 0, stale: 0, upstreamRequests: 0, upstreamFailures: 0 };
+
+  const walk = async (csi: Csi): Promise<Resolution> => {
+    if (!o.registryReady()) {
+      throw new DiscoveryError(
+        "not_ready",
+        "the resolver has no copy of the root registry yet; retry shortly",
+      );
+    }
+    const delegation = o.registry.find(csi.key);
+    if (!delegation) {
+      // No DP is delegated this range: a definite negative answer, cached like one.
+      const outcome: LookupOutcome = Object.freeze({
+        kind: "not_found",
+        dpId: "",
+        ttlSeconds: o.negativeMaxTtlSeconds,
+      });
+      const ttl = o.cache.set(csi.uri, outcome, o.negativeMaxTtlSeconds);
+      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
+    }
+    const dp = o.registry.dp(delegation.dpId);
+    if (!dp) {
+      throw new DiscoveryError(
+        "upstream_unavailable",
+        `the registry delegates to DP "${delegation.dpId}" but lists no such DP`,
+      );
+    }
+    try {
+      stats.upstreamRequests++;
+      const outcome = await o.upstream.lookup(dp, csi.uri);
+      const wanted =
+        outcome.kind === "not_found"
+          ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
+          : outcome.ttlSeconds;
+      const ttl = o.cache.set(csi.uri, outcome, wanted);
+      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
+    } catch (err) {
+      stats.upstreamFailures++;
+      const e = err as DiscoveryError;
+      if (e.code !== "invalid_argument") {
+        const stale = o.cache.getStale(csi.uri);
+        if (stale) {
+          stats.stale++;
+          log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
+          return { outcome: stale, ttlSeconds: o.staleAnswerTtlSeconds, stale: true, source: "stale" };
+        }
+      }
+      throw err;
+    }
+  };
+
+  return {
+    stats,
+    resolve(csi) {
+      const hit = o.cache.get(csi.uri);
+      if (hit) {
+        stats.hits++;
+        return Promise.resolve({
+          outcome: hit.value,
+          ttlSeconds: hit.remainingTtlSeconds,
+          stale: false,
+          source: "cache",
+        });
+      }
+      stats.misses++;
+      // Concurrent misses for one CSI share a single upstream request.
+      let p = inflight.get(csi.uri);
+      if (!p) {
+        p = walk(csi).finally(() => inflight.delete(csi.uri));
+        inflight.set(csi.uri, p);
+      }
+      return p;
+    },
+  };
+}

@@ -1,0 +1,169 @@
+// gRPC binding of the root: decodes requests, checks admin identity, calls the service,
+// and streams the registry to watchers. The only file of the root that knows gRPC.
+import type * as grpc from "@grpc/grpc-js";
+import {
+  addService,
+  changeToProto,
+  DiscoveryError,
+  delegationToProto,
+  dpFromProto,
+  dpToProto,
+  keyFromProto,
+  type Logger,
+  mspToProto,
+  pb,
+  snapshotToProto,
+} from "@mimi/core";
+import type { RootService } from "./service.js";
+
+/** A watcher further behind than this gets a snapshot instead of the change backlog. */
+const MAX_BACKLOG = 1_000;
+
+/** Registers RootService and RegistryAdminService on `server`. */
+export function bindRootServer(
+  server: grpc.Server,
+  service: RootService,
+  opts: { log: Logger; admins: readonly string[] },
+): void {
+  const { log } = opts;
+  addService(
+    server,
+    pb.RootService,
+    {
+      async getSnapshot() {
+        return { snapshot: snapshotToProto(service.snapshot()) };
+      },
+      async watchRegistry(req, ctx, send) {
+        const wlog = log.child({ component: "watch", peer: ctx.peer.name });
+        let wake: (() => void) | undefined;
+        let pending = false;
+        const unsubscribe = service.subscribe(() => {
+          pending = true;
+          wake?.();
+        });
+        try {
+          let sent = req.sinceSerial;
+          const current = service.serial();
+          if (sent === 0n || sent > current || current - sent > BigInt(MAX_BACKLOG)) {
+            // Too far behind, or ahead (this root was restored from an older copy): start over.
+            const snap = service.snapshot();
+            await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
+            sent = snap.serial;
+          }
+          wlog.debug({ since: req.sinceSerial.toString(), from: sent.toString() }, "watch started");
+          let caughtUp = false;
+          while (!ctx.signal.aborted) {
+            pending = false;
+            for (;;) {
+              const batch = service.changesSince(sent, 256);
+              for (const c of batch) {
+                await send({ event: { case: "change", value: changeToProto(c) } });
+                sent = c.serial;
+              }
+              if (batch.length < 256) break;
+            }
+            if (!caughtUp) {
+              await send({ event: { case: "caughtUp", value: { serial: sent } } });
+              caughtUp = true;
+            }
+            if (!pending) {
+              await new Promise<void>((resolve) => {
+                const onAbort = () => resolve();
+                wake = () => {
+                  ctx.signal.removeEventListener("abort", onAbort);
+                  resolve();
+                };
+                ctx.signal.addEventListener("abort", onAbort, { once: true });
+              });
+              wake = undefined;
+            }
+          }
+        } finally {
+          unsubscribe();
+        }
+      },
+      async refer(req) {
+        const r = service.refer(req.csi);
+        if (!r) return { serial: service.serial() };
+        return {
+          delegation: delegationToProto(r.delegation),
+          dp: r.dp && dpToProto(r.dp),
+          serial: r.serial,
+        };
+      },
+    },
+    { log },
+  );
+
+  const admins = new Set(opts.admins);
+  addService(
+    server,
+    pb.RegistryAdminService,
+    {
+      async createDelegation(req, ctx) {
+        const c = service.createDelegation(ctx.peer.name, keyFromProto(req.key), req.dpId, req.ttlSeconds);
+        audit(log, ctx.peer.name, c.serial, "delegation created");
+        return {
+          delegation: c.kind === "put_delegation" ? delegationToProto(c.delegation) : undefined,
+          serial: c.serial,
+        };
+      },
+      async updateDelegation(req, ctx) {
+        const c = service.updateDelegation(ctx.peer.name, keyFromProto(req.key), req.dpId, req.ttlSeconds);
+        audit(log, ctx.peer.name, c.serial, "delegation updated");
+        return {
+          delegation: c.kind === "put_delegation" ? delegationToProto(c.delegation) : undefined,
+          serial: c.serial,
+        };
+      },
+      async deleteDelegation(req, ctx) {
+        const c = service.deleteDelegation(ctx.peer.name, keyFromProto(req.key));
+        audit(log, ctx.peer.name, c.serial, "delegation deleted");
+        return { serial: c.serial };
+      },
+      async listDelegations() {
+        const { delegations, serial } = service.listDelegations();
+        return { delegations: delegations.map(delegationToProto), serial };
+      },
+      async putDp(req, ctx) {
+        if (!req.dp) throw new DiscoveryError("invalid_argument", "dp is required");
+        const c = service.putDp(ctx.peer.name, dpFromProto(req.dp));
+        audit(log, ctx.peer.name, c.serial, "dp registered");
+        return { serial: c.serial };
+      },
+      async deleteDp(req, ctx) {
+        const c = service.deleteDp(ctx.peer.name, req.id);
+        audit(log, ctx.peer.name, c.serial, "dp deleted");
+        return { serial: c.serial };
+      },
+      async putMsp(req, ctx) {
+        const { msp, change } = service.putMsp(ctx.peer.name, req.id, req.name);
+        audit(log, ctx.peer.name, change.serial, "msp registered");
+        return { msp: mspToProto(msp), serial: change.serial };
+      },
+      async listAudit(req) {
+        const limit = req.limit === 0 ? 100 : Math.min(req.limit, 10_000);
+        return {
+          records: service.audit(limit).map((e) => ({
+            serial: e.change.serial,
+            atMs: BigInt(e.atMs),
+            actor: e.actor,
+            change: changeToProto(e.change),
+          })),
+        };
+      },
+    },
+    {
+      log,
+      authorize(peer) {
+        if (!admins.has(peer.name)) {
+          throw new DiscoveryError("permission_denied", `identity "${peer.name}" is not a registry admin`);
+        }
+      },
+    },
+  );
+}
+
+function audit(log: Logger, actor: string, serial: bigint, msg: string): void {
+  log.info({ actor, serial: serial.toString() }, msg);
+}

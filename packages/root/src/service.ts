@@ -1,0 +1,207 @@
+// Registry logic, protocol-free: validated edits that each bump the serial, the
+// in-memory view used for referrals and snapshots, and change notification for watchers.
+import {
+  type Clock,
+  type Delegation,
+  type DelegationKey,
+  DiscoveryError,
+  type DpInfo,
+  delegationId,
+  invalidArgument,
+  type MspInfo,
+  parseCsi,
+  type RegistryChange,
+  type RegistryData,
+  RegistryView,
+} from "@mimi/core";
+import type { AuditEntry, RegistryStore } from "./store.js";
+
+/** A referral for one CSI: the delegation covering it and the DP it names. */
+export interface Referral {
+  readonly delegation: Delegation;
+  readonly dp: DpInfo | undefined;
+  readonly serial: bigint;
+}
+
+/** Limits on registry records; ids appear in certificates, logs and answers. */
+const ID_PATTERN = /^[a-z0-9](?:[a-z0-9.-]{0,62}[a-z0-9])?$/;
+const MAX_ENDPOINTS = 16;
+const MAX_TTL_SECONDS = 7 * 86_400;
+
+/** The root's operations. */
+export interface RootService {
+  snapshot(): RegistryData;
+  serial(): bigint;
+  /** Changes after `since`, oldest first, at most `limit`. */
+  changesSince(since: bigint, limit: number): RegistryChange[];
+  /** Registers a callback run after every committed change; returns the unsubscribe function. */
+  subscribe(listener: () => void): () => void;
+  refer(csi: string): Referral | undefined;
+  createDelegation(actor: string, key: DelegationKey, dpId: string, ttlSeconds: number): RegistryChange;
+  updateDelegation(actor: string, key: DelegationKey, dpId: string, ttlSeconds: number): RegistryChange;
+  deleteDelegation(actor: string, key: DelegationKey): RegistryChange;
+  listDelegations(): { delegations: readonly Delegation[]; serial: bigint };
+  putDp(actor: string, dp: DpInfo): RegistryChange;
+  deleteDp(actor: string, id: string): RegistryChange;
+  putMsp(actor: string, id: string, name: string): { msp: MspInfo; change: RegistryChange };
+  audit(limit: number): AuditEntry[];
+}
+
+/** Options of the root service. */
+export interface RootServiceOptions {
+  store: RegistryStore;
+  clock: Clock;
+  defaultDelegationTtlSeconds: number;
+}
+
+/** Creates the root service over an opened store. */
+export function createRootService({
+  store,
+  clock,
+  defaultDelegationTtlSeconds,
+}: RootServiceOptions): RootService {
+  const view = new RegistryView();
+  view.replace(store.load());
+  const listeners = new Set<() => void>();
+
+  const commit = (actor: string, make: (serial: bigint) => RegistryChange, check?: () => void) => {
+    const change = store.commit(actor, clock(), make, check);
+    view.apply(change);
+    for (const l of listeners) l();
+    return change;
+  };
+
+  const requireDp = (dpId: string) => {
+    if (!store.dp(dpId)) {
+      throw new DiscoveryError(
+        "failed_precondition",
+        `DP "${dpId}" is not registered; add it first (mimi root dp put)`,
+      );
+    }
+  };
+
+  const ttlOf = (ttlSeconds: number, fallback: number) => {
+    if (ttlSeconds < 0 || ttlSeconds > MAX_TTL_SECONDS) {
+      throw invalidArgument(`ttl_seconds must be at most ${MAX_TTL_SECONDS}`);
+    }
+    return ttlSeconds === 0 ? fallback : ttlSeconds;
+  };
+
+  return {
+    snapshot: () => view.snapshot(),
+    serial: () => view.serial,
+    changesSince: (since, limit) => store.changesSince(since, limit),
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    refer(csi) {
+      const parsed = parseCsi(csi);
+      const delegation = view.find(parsed.key);
+      return delegation && { delegation, dp: view.dp(delegation.dpId), serial: view.serial };
+    },
+    createDelegation(actor, key, dpId, ttlSeconds) {
+      const id = delegationId(key);
+      const ttl = ttlOf(ttlSeconds, defaultDelegationTtlSeconds);
+      return commit(
+        actor,
+        (serial) => ({ serial, kind: "put_delegation", delegation: { id, key, dpId, ttlSeconds: ttl } }),
+        () => {
+          requireDp(dpId);
+          if (store.delegation(id)) {
+            throw new DiscoveryError("already_exists", `${id} is already delegated; change it with update`);
+          }
+          if (key.kind === "email") {
+            const clash = store.emailOverlaps(key.first, key.last)[0];
+            if (clash) {
+              throw new DiscoveryError(
+                "failed_precondition",
+                `${id} overlaps the existing delegation ${clash.id}`,
+              );
+            }
+          }
+        },
+      );
+    },
+    updateDelegation(actor, key, dpId, ttlSeconds) {
+      const id = delegationId(key);
+      const current = store.delegation(id);
+      if (!current) throw new DiscoveryError("not_found", `${id} is not delegated`);
+      const ttl = ttlOf(ttlSeconds, current.ttlSeconds);
+      return commit(
+        actor,
+        (serial) => ({ serial, kind: "put_delegation", delegation: { id, key, dpId, ttlSeconds: ttl } }),
+        () => requireDp(dpId),
+      );
+    },
+    deleteDelegation(actor, key) {
+      const id = delegationId(key);
+      return commit(
+        actor,
+        (serial) => ({ serial, kind: "delete_delegation", id }),
+        () => {
+          if (!store.delegation(id)) throw new DiscoveryError("not_found", `${id} is not delegated`);
+        },
+      );
+    },
+    listDelegations: () => {
+      const s = view.snapshot();
+      return { delegations: s.delegations, serial: s.serial };
+    },
+    putDp(actor, dp) {
+      checkId("DP id", dp.id);
+      if (dp.endpoints.length === 0 || dp.endpoints.length > MAX_ENDPOINTS) {
+        throw invalidArgument(`a DP needs 1 to ${MAX_ENDPOINTS} endpoints`);
+      }
+      for (const e of dp.endpoints) checkEndpoint(e);
+      if (!dp.tlsIdentity || dp.tlsIdentity.length > 253) throw invalidArgument("tls_identity is required");
+      if (!/^[A-Za-z0-9-]{2,16}$/.test(dp.jurisdiction)) {
+        throw invalidArgument('jurisdiction must be a short code such as "EU" or "US"');
+      }
+      const clean: DpInfo = { ...dp, endpoints: [...dp.endpoints] };
+      return commit(actor, (serial) => ({ serial, kind: "put_dp", dp: clean }));
+    },
+    deleteDp(actor, id) {
+      return commit(
+        actor,
+        (serial) => ({ serial, kind: "delete_dp", id }),
+        () => {
+          if (!store.dp(id)) throw new DiscoveryError("not_found", `DP "${id}" is not registered`);
+          const used = store.delegationsOf(id);
+          if (used.length > 0) {
+            throw new DiscoveryError(
+              "failed_precondition",
+              `DP "${id}" still holds ${used.length} delegation(s), e.g. ${used[0]?.id}; move or delete them first`,
+            );
+          }
+        },
+      );
+    },
+    putMsp(actor, id, name) {
+      checkId("MSP id", id);
+      if (name.trim() === "" || name.length > 128)
+        throw invalidArgument("MSP name must be 1 to 128 characters");
+      let msp: MspInfo | undefined;
+      const change = commit(actor, (serial) => {
+        // The index is assigned once and never reused, so compact answers stay stable (R15).
+        const index = store.msp(id)?.index ?? store.nextMspIndex();
+        msp = { id, name, index };
+        return { serial, kind: "put_msp", msp };
+      });
+      return { msp: msp as MspInfo, change };
+    },
+    audit: (limit) => store.audit(limit),
+  };
+}
+
+function checkId(what: string, id: string): void {
+  if (!ID_PATTERN.test(id)) {
+    throw invalidArgument(`${what} "${id}" must be 1 to 64 lowercase letters, digits, dots or dashes`);
+  }
+}
+
+function checkEndpoint(e: string): void {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(e);
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) throw invalidArgument(`endpoint "${e}" must be host:port`);
+}

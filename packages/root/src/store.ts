@@ -1,0 +1,306 @@
+// The root registry in SQLite: delegations, DPs, MSPs and the serial-numbered change
+// log that doubles as the audit trail (H3). Invariant: the root never stores mappings.
+
+import {
+  type Delegation,
+  type DelegationKey,
+  DiscoveryError,
+  type DpInfo,
+  hex64,
+  type MspInfo,
+  type RegistryChange,
+  type RegistryData,
+} from "@mimi/core";
+import Database from "better-sqlite3";
+
+/** One audited change: who, when, what. */
+export interface AuditEntry {
+  readonly atMs: number;
+  readonly actor: string;
+  readonly change: RegistryChange;
+}
+
+// Each entry runs once, in order; PRAGMA user_version records how many have run.
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE dps (
+     id TEXT PRIMARY KEY,
+     endpoints TEXT NOT NULL,
+     tls_identity TEXT NOT NULL,
+     jurisdiction TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE msps (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     idx INTEGER NOT NULL UNIQUE
+   ) STRICT;
+   CREATE TABLE delegations (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN ('e164', 'email')),
+     e164_prefix TEXT,
+     hash_first TEXT,
+     hash_last TEXT,
+     dp_id TEXT NOT NULL REFERENCES dps(id),
+     ttl_seconds INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE changes (
+     serial INTEGER PRIMARY KEY,
+     at_ms INTEGER NOT NULL,
+     actor TEXT NOT NULL,
+     body TEXT NOT NULL
+   ) STRICT;
+   CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) STRICT;
+   INSERT INTO meta (k, v) VALUES ('next_msp_index', 0);`,
+];
+
+interface DelegationRow {
+  id: string;
+  kind: "e164" | "email";
+  e164_prefix: string | null;
+  hash_first: string | null;
+  hash_last: string | null;
+  dp_id: string;
+  ttl_seconds: number;
+}
+
+/** The registry store. All writes go through `commit`, which assigns the next serial. */
+export interface RegistryStore {
+  serial(): bigint;
+  load(): RegistryData;
+  delegation(id: string): Delegation | undefined;
+  dp(id: string): DpInfo | undefined;
+  msp(id: string): MspInfo | undefined;
+  delegationsOf(dpId: string): Delegation[];
+  /** Email-range delegations overlapping [first, last]. */
+  emailOverlaps(first: bigint, last: bigint): Delegation[];
+  nextMspIndex(): number;
+  /**
+   * Applies a change in one transaction and records it with the next serial; `check` runs inside
+   * the transaction so validation and write see the same state.
+   */
+  commit(
+    actor: string,
+    atMs: number,
+    make: (serial: bigint) => RegistryChange,
+    check?: () => void,
+  ): RegistryChange;
+  /** Changes with serial > `since`, oldest first. */
+  changesSince(since: bigint, limit: number): RegistryChange[];
+  audit(limit: number): AuditEntry[];
+  close(): void;
+}
+
+/** Opens (creating when absent) the registry at `path`; ":memory:" for tests. */
+export function openRegistryStore(path: string): RegistryStore {
+  let db: Database.Database;
+  try {
+    db = new Database(path);
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma("foreign_keys = ON");
+    migrate(db);
+  } catch (err) {
+    throw new DiscoveryError(
+      "store_failure",
+      `cannot open registry store ${path}: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
+  }
+
+  const q = {
+    serial: db.prepare<[], { s: number | null }>("SELECT max(serial) AS s FROM changes"),
+    delegations: db.prepare<[], DelegationRow>("SELECT * FROM delegations ORDER BY id"),
+    delegation: db.prepare<[string], DelegationRow>("SELECT * FROM delegations WHERE id = ?"),
+    delegationsOf: db.prepare<[string], DelegationRow>(
+      "SELECT * FROM delegations WHERE dp_id = ? ORDER BY id",
+    ),
+    overlaps: db.prepare<[string, string], DelegationRow>(
+      "SELECT * FROM delegations WHERE kind = 'email' AND hash_first <= ? AND hash_last >= ?",
+    ),
+    putDelegation: db.prepare(
+      `INSERT INTO delegations (id, kind, e164_prefix, hash_first, hash_last, dp_id, ttl_seconds)
+       VALUES (@id, @kind, @e164_prefix, @hash_first, @hash_last, @dp_id, @ttl_seconds)
+       ON CONFLICT (id) DO UPDATE SET dp_id = excluded.dp_id, ttl_seconds = excluded.ttl_seconds`,
+    ),
+    deleteDelegation: db.prepare<[string]>("DELETE FROM delegations WHERE id = ?"),
+    dps: db.prepare<[], DpRow>("SELECT * FROM dps ORDER BY id"),
+    dp: db.prepare<[string], DpRow>("SELECT * FROM dps WHERE id = ?"),
+    putDp: db.prepare(
+      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction) VALUES (@id, @endpoints, @tls_identity, @jurisdiction)
+       ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, tls_identity = excluded.tls_identity,
+         jurisdiction = excluded.jurisdiction`,
+    ),
+    deleteDp: db.prepare<[string]>("DELETE FROM dps WHERE id = ?"),
+    msps: db.prepare<[], MspRow>("SELECT * FROM msps ORDER BY idx"),
+    msp: db.prepare<[string], MspRow>("SELECT * FROM msps WHERE id = ?"),
+    putMsp: db.prepare(
+      "INSERT INTO msps (id, name, idx) VALUES (@id, @name, @idx) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+    ),
+    deleteMsp: db.prepare<[string]>("DELETE FROM msps WHERE id = ?"),
+    nextMspIndex: db.prepare<[], { v: number }>("SELECT v FROM meta WHERE k = 'next_msp_index'"),
+    bumpMspIndex: db.prepare<[number]>("UPDATE meta SET v = max(v, ? + 1) WHERE k = 'next_msp_index'"),
+    insertChange: db.prepare<[number, number, string, string]>(
+      "INSERT INTO changes (serial, at_ms, actor, body) VALUES (?, ?, ?, ?)",
+    ),
+    changesSince: db.prepare<[number, number], ChangeRow>(
+      "SELECT * FROM changes WHERE serial > ? ORDER BY serial LIMIT ?",
+    ),
+    audit: db.prepare<[number], ChangeRow>("SELECT * FROM changes ORDER BY serial DESC LIMIT ?"),
+  };
+
+  const serial = () => BigInt(q.serial.get()?.s ?? 0);
+
+  const applyChange = (c: RegistryChange) => {
+    switch (c.kind) {
+      case "put_delegation":
+        q.putDelegation.run(delegationRow(c.delegation));
+        break;
+      case "delete_delegation":
+        q.deleteDelegation.run(c.id);
+        break;
+      case "put_dp":
+        q.putDp.run({
+          id: c.dp.id,
+          endpoints: JSON.stringify(c.dp.endpoints),
+          tls_identity: c.dp.tlsIdentity,
+          jurisdiction: c.dp.jurisdiction,
+        });
+        break;
+      case "delete_dp":
+        q.deleteDp.run(c.id);
+        break;
+      case "put_msp":
+        q.putMsp.run({ id: c.msp.id, name: c.msp.name, idx: c.msp.index });
+        q.bumpMspIndex.run(c.msp.index);
+        break;
+      case "delete_msp":
+        q.deleteMsp.run(c.id);
+        break;
+    }
+  };
+
+  const commitTx = db.transaction(
+    (actor: string, atMs: number, make: (serial: bigint) => RegistryChange, check?: () => void) => {
+      check?.();
+      const change = make(serial() + 1n);
+      applyChange(change);
+      q.insertChange.run(Number(change.serial), atMs, actor, JSON.stringify(change, jsonBigint));
+      return change;
+    },
+  );
+
+  return {
+    serial,
+    load: () => ({
+      serial: serial(),
+      delegations: q.delegations.all().map(delegationOf),
+      dps: q.dps.all().map(dpOf),
+      msps: q.msps.all().map(mspOf),
+    }),
+    delegation: (id) => {
+      const r = q.delegation.get(id);
+      return r && delegationOf(r);
+    },
+    dp: (id) => {
+      const r = q.dp.get(id);
+      return r && dpOf(r);
+    },
+    msp: (id) => {
+      const r = q.msp.get(id);
+      return r && mspOf(r);
+    },
+    delegationsOf: (dpId) => q.delegationsOf.all(dpId).map(delegationOf),
+    emailOverlaps: (first, last) => q.overlaps.all(hex64(last), hex64(first)).map(delegationOf),
+    nextMspIndex: () => q.nextMspIndex.get()?.v ?? 0,
+    commit: (actor, atMs, make, check) => {
+      try {
+        return commitTx(actor, atMs, make, check);
+      } catch (err) {
+        if (err instanceof DiscoveryError) throw err;
+        throw new DiscoveryError("store_failure", `registry write failed: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    },
+    changesSince: (since, limit) => q.changesSince.all(Number(since), limit).map((r) => changeOf(r.body)),
+    audit: (limit) =>
+      q.audit.all(limit).map((r) => ({ atMs: r.at_ms, actor: r.actor, change: changeOf(r.body) })),
+    close: () => db.close(),
+  };
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma("user_version", { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`store schema version ${version} is newer than this build knows (${MIGRATIONS.length})`);
+  }
+  db.transaction(() => {
+    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  })();
+}
+
+interface DpRow {
+  id: string;
+  endpoints: string;
+  tls_identity: string;
+  jurisdiction: string;
+}
+interface MspRow {
+  id: string;
+  name: string;
+  idx: number;
+}
+interface ChangeRow {
+  serial: number;
+  at_ms: number;
+  actor: string;
+  body: string;
+}
+
+function delegationRow(d: Delegation): DelegationRow {
+  return {
+    id: d.id,
+    kind: d.key.kind,
+    e164_prefix: d.key.kind === "e164" ? d.key.prefix : null,
+    hash_first: d.key.kind === "email" ? hex64(d.key.first) : null,
+    hash_last: d.key.kind === "email" ? hex64(d.key.last) : null,
+    dp_id: d.dpId,
+    ttl_seconds: d.ttlSeconds,
+  };
+}
+
+function delegationOf(r: DelegationRow): Delegation {
+  const key: DelegationKey =
+    r.kind === "e164"
+      ? { kind: "e164", prefix: r.e164_prefix ?? "" }
+      : { kind: "email", first: BigInt(`0x${r.hash_first}`), last: BigInt(`0x${r.hash_last}`) };
+  return { id: r.id, key, dpId: r.dp_id, ttlSeconds: r.ttl_seconds };
+}
+
+function dpOf(r: DpRow): DpInfo {
+  return {
+    id: r.id,
+    endpoints: JSON.parse(r.endpoints),
+    tlsIdentity: r.tls_identity,
+    jurisdiction: r.jurisdiction,
+  };
+}
+
+function mspOf(r: MspRow): MspInfo {
+  return { id: r.id, name: r.name, index: r.idx };
+}
+
+// Change bodies are JSON; 64-bit values (serials, hash bounds) are tagged strings.
+function jsonBigint(_key: string, v: unknown): unknown {
+  return typeof v === "bigint" ? { $u64: v.toString() } : v;
+}
+
+function changeOf(body: string): RegistryChange {
+  return JSON.parse(body, (_k, v) =>
+    v && typeof v === "object" && typeof (v as { $u64?: unknown }).$u64 === "string"
+      ? BigInt((v as { $u64: string }).$u64)
+      : v,
+  );
+}
