@@ -183,14 +183,14 @@ export function answerToProto(
   ttlSeconds: number,
 ): MessageInitShape<typeof AnswerSchema> {
   const mappings = outcome.kind === "answer" ? filterMappings(outcome.mappings, params) : [];
-  if (mappings.length === 0) {
-    return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds: [outcome.dpId] };
-  }
+  // An empty dpId means no DP is delegated the range: the resolver answered from the registry alone.
+  const dpIds = outcome.dpId ? [outcome.dpId] : [];
+  if (mappings.length === 0) return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds };
   return {
     status: LookupStatus.FOUND,
     mappings: params.format === "verbose" ? mappings.map(mappingToProto) : [],
     compactMspBits: compactBits(mappings, indexOf),
     ttlSeconds,
-    dpIds: [outcome.dpId],
+    dpIds,
   };
 }

@@ -27,8 +27,6 @@ export interface UpstreamOptions {
   log: Logger;
   /** Deadline of one attempt at one endpoint. */
   attemptTimeoutMs: number;
-  /** Counts requests sent, for metrics and tests. */
-  onRequest?: (dpId: string) => void;
 }
 
 /** Creates the pool. */
@@ -60,7 +58,6 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           : dp.endpoints;
       let lastErr: DiscoveryError | undefined;
       for (const endpoint of order) {
-        o.onRequest?.(dp.id);
         try {
           const res = await channelFor(dp, endpoint)
             .client(pb.AuthoritativeService)

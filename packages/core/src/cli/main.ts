@@ -309,14 +309,7 @@ addTlsOptions(
     const r = await api.listAudit({ limit: Number(o.limit) }, opts);
     for (const rec of r.records) {
       const c = rec.change?.change;
-      const what =
-        c?.case === "putDelegation"
-          ? `delegation ${keyText(c.value.key)} -> ${c.value.dpId}`
-          : c?.case === "putDp"
-            ? `dp ${c.value.id} ${c.value.endpoints.join(",")}`
-            : c?.case === "putMsp"
-              ? `msp ${c.value.id} index ${c.value.index}`
-              : `${c?.case ?? "?"} ${typeof c?.value === "string" ? c.value : ""}`;
+      const what = describeChange(rec.change);
       out(
         `${String(rec.serial).padStart(5)}  ${new Date(Number(rec.atMs)).toISOString()}  ${rec.actor.padEnd(10)}  ${what}`,
       );
@@ -397,6 +390,27 @@ program
     await ensureDevPki(dir, identities);
     out(`certificates for ${identities.join(", ")} are in ${dir}`);
   });
+
+/** One line of text for an audited change. */
+function describeChange(change: pb.RegistryChange | undefined): string {
+  const c = change?.change;
+  switch (c?.case) {
+    case "putDelegation":
+      return `delegation ${keyText(c.value.key)} -> ${c.value.dpId}`;
+    case "deleteDelegationId":
+      return `delegation ${c.value} removed`;
+    case "putDp":
+      return `dp ${c.value.id} ${c.value.endpoints.join(",")}`;
+    case "deleteDpId":
+      return `dp ${c.value} removed`;
+    case "putMsp":
+      return `msp ${c.value.id} index ${c.value.index}`;
+    case "deleteMspId":
+      return `msp ${c.value} removed`;
+    default:
+      return "(empty change)";
+  }
+}
 
 function readImportFile(
   file: string,

@@ -1,0 +1,243 @@
+// Resolution through root -> authoritative -> resolver over mutual TLS (R8, R14, R15, R23, D1).
+import assert from "node:assert/strict";
+import { status } from "@grpc/grpc-js";
+import { bitsSet, pb } from "@mimi/core";
+import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
+
+const t = useNetwork();
+const FOUND = pb.LookupStatus.FOUND;
+const NOT_FOUND = pb.LookupStatus.NOT_FOUND;
+
+scenario(t, "a tel CSI resolves through the eu authoritative, ordered by preference", async () => {
+  const r = await t.resolve("tel:+44 7700 900123");
+  assert.equal(r.answer?.status, FOUND);
+  assert.deepEqual(r.answer?.dpIds, ["eu"]);
+  assert.deepEqual(
+    r.answer?.mappings.map((m) => [m.mspId, m.ssi, m.isDefault, m.tags]),
+    [
+      ["bluebird.example", "@amira:bluebird.example", true, ["Personal"]],
+      ["wirechat.example", "wc-77310042", false, ["Business"]],
+    ],
+  );
+  assert.equal(r.stale, false);
+  assert.ok((r.answer?.ttlSeconds ?? 0) > 0);
+});
+
+scenario(t, "a +1 number resolves at us, and a mailto CSI by its domain hash", async () => {
+  const tel = await t.resolve("tel:+12025550142");
+  assert.deepEqual(tel.answer?.dpIds, ["us"]);
+  assert.equal(tel.answer?.mappings[0]?.mspId, "parrot.example");
+  const mail = await t.resolve("mailto:Alice@Example.ORG");
+  assert.equal(mail.answer?.status, FOUND);
+  assert.deepEqual(
+    mail.answer?.mappings.map((m) => m.mspId),
+    ["bluebird.example", "parrot.example"],
+  );
+});
+
+scenario(t, "compact answers set one bit per MSP index; the MSP filter narrows", async () => {
+  const compact = await t.resolve("tel:+447700900123", { compact: true });
+  assert.equal(compact.answer?.mappings.length, 0);
+  assert.deepEqual(bitsSet(compact.answer?.compactMspBits ?? new Uint8Array()), [0, 1]);
+  const filtered = await t.resolve("tel:+447700900123", { mspFilter: ["wirechat.example"] });
+  assert.deepEqual(
+    filtered.answer?.mappings.map((m) => m.mspId),
+    ["wirechat.example"],
+  );
+  const none = await t.resolve("tel:+447700900123", { mspFilter: ["parrot.example"] });
+  assert.equal(none.answer?.status, NOT_FOUND);
+});
+
+scenario(t, "an unknown CSI is NOT_FOUND, a distinct answer rather than an error", async () => {
+  const r = await t.resolve("tel:+447700900000");
+  assert.equal(r.answer?.status, NOT_FOUND);
+  assert.equal(r.answer?.mappings.length, 0);
+  assert.deepEqual(r.answer?.dpIds, ["eu"]);
+  // No delegation covers +81: the resolver answers from its registry copy, naming no DP.
+  const undelegated = await t.resolve("tel:+81312345678");
+  assert.equal(undelegated.answer?.status, NOT_FOUND);
+  assert.deepEqual(undelegated.answer?.dpIds, []);
+});
+
+scenario(t, "a second lookup is served from the cache: the authoritative sees one request", async () => {
+  const before = await t.lookupsServed("eu");
+  const a = await t.resolve("tel:+33612345678");
+  const b = await t.resolve("tel:+33612345678");
+  assert.equal(a.answer?.status, FOUND);
+  assert.deepEqual(b.answer?.mappings, a.answer?.mappings);
+  assert.ok((b.answer?.ttlSeconds ?? 0) <= (a.answer?.ttlSeconds ?? 0));
+  assert.equal((await t.lookupsServed("eu")) - before, 1n);
+});
+
+scenario(t, "NOT_FOUND is cached too", async () => {
+  const before = await t.lookupsServed("us");
+  for (let i = 0; i < 3; i++) assert.equal((await t.resolve("tel:+12025550199")).answer?.status, NOT_FOUND);
+  assert.equal((await t.lookupsServed("us")) - before, 1n);
+});
+
+scenario(t, "concurrent identical misses cause one upstream request", async () => {
+  const before = await t.lookupsServed("eu");
+  const answers = await Promise.all(Array.from({ length: 25 }, () => t.resolve("tel:+4915123456789")));
+  assert.ok(answers.every((a) => a.answer?.mappings[0]?.ssi === "parrot:jonas"));
+  assert.equal((await t.lookupsServed("eu")) - before, 1n);
+});
+
+scenario(t, "malformed CSIs get INVALID_ARGUMENT with the reason", async () => {
+  const cases: [string, RegExp][] = [
+    ["", /empty/],
+    ["tel:+44abc", /only digits/],
+    ["tel:+9991234567", /country code/],
+    ["mailto:alice@-x-.org", /domain/],
+    ["x".repeat(1000), /longer than/],
+  ];
+  for (const [csi, reason] of cases) await rejectsWith(t.resolve(csi), status.INVALID_ARGUMENT, reason);
+});
+
+scenario(t, "an authoritative refuses a CSI outside its delegation", async () => {
+  const n = t.net;
+  const eu = n.channel(n.dps.eu.address, "resolver").client(pb.AuthoritativeService);
+  await rejectsWith(
+    eu.lookup({ csi: "tel:+12025550142" }),
+    status.FAILED_PRECONDITION,
+    /delegated to DP "us"/,
+  );
+  await rejectsWith(eu.lookup({ csi: "tel:+81312345678" }), status.FAILED_PRECONDITION, /no delegation/);
+  const ok = await eu.lookup({ csi: "tel:+447700900123" });
+  assert.equal(ok.answer?.status, FOUND);
+});
+
+scenario(t, "a client without a certificate, or with one from another CA, is refused", async () => {
+  const grpc = await import("@grpc/grpc-js");
+  const { readFileSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { openChannel } = await import("@mimi/core");
+  const ca = readFileSync(join(t.net.pkiDir, "ca.pem"));
+  const noCert = openChannel(t.net.resolver.address, grpc.credentials.createSsl(ca));
+  try {
+    await rejectsWith(
+      noCert.client(pb.ResolverService).resolve({ csi: "tel:+447700900123" }, { timeoutMs: 3_000 }),
+      status.UNAVAILABLE,
+    );
+  } finally {
+    noCert.close();
+  }
+  const { ensureDevPki, devTlsPaths } = await import("@mimi/core/dev-pki");
+  const { mkdtempSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const otherDir = mkdtempSync(join(tmpdir(), "mimi-other-ca-"));
+  await ensureDevPki(otherDir, ["intruder"]);
+  const p = devTlsPaths(otherDir, "intruder");
+  const foreign = openChannel(
+    t.net.resolver.address,
+    grpc.credentials.createSsl(ca, readFileSync(p.keyFile), readFileSync(p.certFile)),
+  );
+  try {
+    await rejectsWith(
+      foreign.client(pb.ResolverService).resolve({ csi: "tel:+447700900123" }, { timeoutMs: 3_000 }),
+      status.UNAVAILABLE,
+    );
+  } finally {
+    foreign.close();
+  }
+});
+
+scenario(t, "admin services refuse identities that are not admins", async () => {
+  const n = t.net;
+  const root = n.channel(n.root.address, "msp-bluebird").client(pb.RegistryAdminService);
+  await rejectsWith(root.listDelegations({}), status.PERMISSION_DENIED, /not a registry admin/);
+  const dp = n.channel(n.dps.eu.address, "resolver").client(pb.AuthoritativeAdminService);
+  await rejectsWith(dp.getStatus({}), status.PERMISSION_DENIED, /not an admin/);
+});
+
+scenario(t, "delegation edits made with the CLI are audited and reach the resolver", async () => {
+  // +4420 moves to us: an uncached London number is now asked of us (which holds nothing for it).
+  const add = await t.cli(["root", "delegation", "add", "+4420", "--dp", "us", "--root", t.net.root.address]);
+  assert.equal(add.code, 0, add.stderr);
+  await eventually(async () => {
+    const r = await t.resolve("tel:+442079460000");
+    assert.deepEqual(r.answer?.dpIds, ["us"]);
+  });
+  const list = await t.cli(["root", "delegation", "list", "--json", "--root", t.net.root.address]);
+  const listed = JSON.parse(list.stdout) as { delegations: { key: string; dp: string }[] };
+  assert.ok(listed.delegations.some((d) => d.key === "+4420" && d.dp === "us"));
+  const upd = await t.cli([
+    "root",
+    "delegation",
+    "update",
+    "+4420",
+    "--dp",
+    "eu",
+    "--root",
+    t.net.root.address,
+  ]);
+  assert.equal(upd.code, 0, upd.stderr);
+  await eventually(async () => {
+    assert.deepEqual((await t.resolve("tel:+442079460001")).answer?.dpIds, ["eu"]);
+  });
+  const rm = await t.cli(["root", "delegation", "remove", "+4420", "--root", t.net.root.address]);
+  assert.equal(rm.code, 0, rm.stderr);
+  const again = await t.cli(["root", "delegation", "remove", "+4420", "--root", t.net.root.address]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /NOT_FOUND: e164:4420 is not delegated/);
+  const audit = await t.cli(["root", "audit", "--limit", "3", "--root", t.net.root.address]);
+  assert.match(audit.stdout, /admin\s+delegation e164:4420 removed/);
+  assert.match(audit.stdout, /admin\s+delegation \+4420 -> eu/);
+});
+
+scenario(t, "mimi resolve prints readable and JSON answers; a malformed CSI exits non-zero", async () => {
+  const human = await t.cli(["resolve", "tel:+447700900123", "--resolver", t.net.resolver.address]);
+  assert.equal(human.code, 0, human.stderr);
+  assert.match(human.stdout, /FOUND/);
+  assert.match(human.stdout, /bluebird\.example\s+@amira:bluebird\.example\s+\[Default, Personal\]/);
+  const js = await t.cli([
+    "resolve",
+    "mailto:alice@example.org",
+    "--json",
+    "--resolver",
+    t.net.resolver.address,
+  ]);
+  const parsed = JSON.parse(js.stdout) as {
+    status: string;
+    mappings: { msp: string; ssi: string; tags: string[] }[];
+  };
+  assert.equal(parsed.status, "FOUND");
+  assert.deepEqual(parsed.mappings[1], {
+    ...parsed.mappings[1],
+    msp: "parrot.example",
+    ssi: "parrot:alice",
+    tags: ["Personal"],
+  });
+  const nf = await t.cli(["resolve", "tel:+447700900001", "--json", "--resolver", t.net.resolver.address]);
+  assert.equal(JSON.parse(nf.stdout).status, "NOT_FOUND");
+  const bad = await t.cli(["resolve", "tel:+44-not-a-number", "--resolver", t.net.resolver.address]);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /invalid CSI: .*digits/);
+});
+
+scenario(t, "a resolver fails over across a DP's endpoints in registry order", async () => {
+  const eu = t.net.dps.eu.address;
+  const put = await t.cli([
+    "root",
+    "dp",
+    "put",
+    "eu",
+    "--endpoint",
+    "127.0.0.1:1",
+    eu,
+    "--tls-identity",
+    "dp-eu",
+    "--jurisdiction",
+    "EU",
+    "--root",
+    t.net.root.address,
+  ]);
+  assert.equal(put.code, 0, put.stderr);
+  const show = await t.cli(["root", "show", "--json", "--root", t.net.root.address]);
+  const snap = JSON.parse(show.stdout) as { dps: { id: string; endpoints: string[] }[] };
+  assert.deepEqual(snap.dps.find((d) => d.id === "eu")?.endpoints, ["127.0.0.1:1", eu]);
+  await eventually(async () => {
+    const r = await t.resolve("tel:+447700900124");
+    assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
+    assert.deepEqual(r.answer?.dpIds, ["eu"]);
+  });
+});
