@@ -26,6 +26,14 @@ const json = (v: unknown) =>
 /** Thrown for bad command-line input; exits 2 like other usage errors. */
 class UsageError extends Error {}
 
+/** A whole-number flag within bounds. */
+function count(flag: string, text: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || n < min || n > max)
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
 const program = new Command("mimi")
   .description("MIMI discovery network: resolve identifiers and administer the root and authoritative DPs")
   .showHelpAfterError()
@@ -137,7 +145,10 @@ addTlsOptions(
 ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
   const { ch, api, opts } = admin(o);
   try {
-    const r = await api.createDelegation({ key: keyArg(key), dpId: o.dp, ttlSeconds: Number(o.ttl) }, opts);
+    const r = await api.createDelegation(
+      { key: keyArg(key), dpId: o.dp, ttlSeconds: count("--ttl", o.ttl, 0, 604_800) },
+      opts,
+    );
     out(`added ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
   } finally {
     ch.close();
@@ -156,7 +167,10 @@ addTlsOptions(
 ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
   const { ch, api, opts } = admin(o);
   try {
-    const r = await api.updateDelegation({ key: keyArg(key), dpId: o.dp, ttlSeconds: Number(o.ttl) }, opts);
+    const r = await api.updateDelegation(
+      { key: keyArg(key), dpId: o.dp, ttlSeconds: count("--ttl", o.ttl, 0, 604_800) },
+      opts,
+    );
     out(`updated ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
   } finally {
     ch.close();
@@ -306,9 +320,8 @@ addTlsOptions(
 ).action(async (o: TlsFlags & { root: string; limit: string }) => {
   const { ch, api, opts } = admin(o);
   try {
-    const r = await api.listAudit({ limit: Number(o.limit) }, opts);
+    const r = await api.listAudit({ limit: count("--limit", o.limit, 1, 10_000) }, opts);
     for (const rec of r.records) {
-      const c = rec.change?.change;
       const what = describeChange(rec.change);
       out(
         `${String(rec.serial).padStart(5)}  ${new Date(Number(rec.atMs)).toISOString()}  ${rec.actor.padEnd(10)}  ${what}`,
@@ -336,7 +349,14 @@ addTlsOptions(
 ).action(async (mspId: string, o: TlsFlags & { dp: string; tlsIdentity: string; users: string }) => {
   const { ch, api, opts } = authAdmin(o);
   try {
-    await api.enrolMsp({ mspId, tlsIdentity: o.tlsIdentity, enrolledUsers: BigInt(o.users) }, opts);
+    await api.enrolMsp(
+      {
+        mspId,
+        tlsIdentity: o.tlsIdentity,
+        enrolledUsers: BigInt(count("--users", o.users, 0, Number.MAX_SAFE_INTEGER)),
+      },
+      opts,
+    );
     out(`MSP ${mspId} enrolled`);
   } finally {
     ch.close();
@@ -352,7 +372,7 @@ addTlsOptions(
   "admin",
 ).action(async (file: string, o: TlsFlags & { dp: string; batch: string }) => {
   const records = readImportFile(file);
-  const size = Number(o.batch);
+  const size = count("--batch", o.batch, 1, 10_000);
   const { ch, api } = authAdmin(o);
   try {
     async function* batches() {
