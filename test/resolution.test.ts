@@ -241,3 +241,28 @@ scenario(t, "a resolver fails over across a DP's endpoints in registry order", a
     assert.deepEqual(r.answer?.dpIds, ["eu"]);
   });
 });
+
+scenario(t, "every server answers the standard health check; the root refers simple clients", async () => {
+  const n = t.net;
+  const servers: [string, string][] = [
+    [n.root.address, "mimi.discovery.v1.RootService"],
+    [n.dps.eu.address, "mimi.discovery.v1.AuthoritativeService"],
+    [n.resolver.address, "mimi.discovery.v1.ResolverService"],
+  ];
+  for (const [address, service] of servers) {
+    const health = n.channel(address, "cli").client(pb.Health);
+    assert.equal((await health.check({})).status, pb.HealthCheckResponse_ServingStatus.SERVING, address);
+    assert.equal(
+      (await health.check({ service })).status,
+      pb.HealthCheckResponse_ServingStatus.SERVING,
+      service,
+    );
+    await rejectsWith(health.check({ service: "no.such.Service" }), status.NOT_FOUND);
+  }
+  const root = n.channel(n.root.address, "cli").client(pb.RootService);
+  const ref = await root.refer({ csi: "tel:+12025550142" });
+  assert.equal(ref.delegation?.dpId, "us");
+  assert.deepEqual(ref.dp?.endpoints, [n.dps.us.address]);
+  assert.equal((await root.refer({ csi: "tel:+81312345678" })).delegation, undefined);
+  await rejectsWith(root.refer({ csi: "tel:12" }), status.INVALID_ARGUMENT);
+});

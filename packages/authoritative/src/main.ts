@@ -2,11 +2,13 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import {
+  addHealthService,
   channelCredentials,
   createGrpcServer,
   createLogger,
   listen,
   loadTls,
+  pb,
   readConfigFile,
   serverCredentials,
   shutdown,
@@ -45,9 +47,6 @@ async function main(): Promise<void> {
     log,
     persistPath: join(config.dataDir, "registry.bin"),
   });
-  void sync.ready.then(() => {
-    synced = true;
-  });
   const service = createAuthoritativeService({
     dpId: config.dpId,
     store,
@@ -59,6 +58,15 @@ async function main(): Promise<void> {
   });
   const server = createGrpcServer();
   bindAuthoritativeServer(server, service, { log, admins: config.admins });
+  const health = addHealthService(server, log, [
+    pb.AuthoritativeService.typeName,
+    pb.AuthoritativeAdminService.typeName,
+  ]);
+  // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
+  void sync.ready.then(() => {
+    synced = true;
+    health.setServing(true);
+  });
   const port = await listen(server, config.host, config.port, serverCredentials(tls));
   log.info({ host: config.host, port, dpId: config.dpId }, "listening");
 
@@ -67,6 +75,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutdown");
+    health.setServing(false);
     sync.close();
     await shutdown(server, 2_000);
     store.close();

@@ -7,6 +7,7 @@ export * from "./csi.js";
 export * from "./errors.js";
 export * as pb from "./gen/index.js";
 export * from "./grpc.js";
+export * from "./health.js";
 export * from "./logger.js";
 export * from "./registry.js";
 export * from "./registry-sync.js";

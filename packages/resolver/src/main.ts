@@ -1,12 +1,14 @@
 // Resolver process entry: argv/env -> config -> logger -> registry sync + cache + upstream -> gRPC -> signals.
 import { join } from "node:path";
 import {
+  addHealthService,
   channelCredentials,
   createGrpcServer,
   createLogger,
   type LookupOutcome,
   listen,
   loadTls,
+  pb,
   readConfigFile,
   serverCredentials,
   shutdown,
@@ -39,9 +41,6 @@ async function main(): Promise<void> {
     log,
     ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
   });
-  void sync.ready.then(() => {
-    synced = true;
-  });
   const cache = createTtlCache<LookupOutcome>({ ...config.cache, now: systemClock });
   const upstream = createUpstream({ tls, log, attemptTimeoutMs: config.upstreamTimeoutMs });
   const service = createResolverService({
@@ -55,6 +54,12 @@ async function main(): Promise<void> {
   });
   const server = createGrpcServer();
   bindResolverServer(server, service, { log, registry: sync.view });
+  const health = addHealthService(server, log, [pb.ResolverService.typeName]);
+  // Resolution needs the registry copy (from a root or from disk); NOT_SERVING until then.
+  void sync.ready.then(() => {
+    synced = true;
+    health.setServing(true);
+  });
   const port = await listen(server, config.host, config.port, serverCredentials(tls));
   log.info({ host: config.host, port }, "listening");
 
@@ -63,6 +68,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal, ...service.stats }, "shutdown");
+    health.setServing(false);
     sync.close();
     upstream.close();
     await shutdown(server, 2_000);

@@ -2,10 +2,12 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import {
+  addHealthService,
   createGrpcServer,
   createLogger,
   listen,
   loadTls,
+  pb,
   readConfigFile,
   serverCredentials,
   shutdown,
@@ -39,6 +41,12 @@ async function main(): Promise<void> {
   });
   const server = createGrpcServer();
   bindRootServer(server, service, { log, admins: config.admins });
+  const health = addHealthService(
+    server,
+    log,
+    [pb.RootService.typeName, pb.RegistryAdminService.typeName],
+    true,
+  );
   const port = await listen(server, config.host, config.port, serverCredentials(loadTls(config.tls)));
   log.info({ host: config.host, port }, "listening");
 
@@ -47,6 +55,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "shutdown");
+    health.setServing(false);
     await shutdown(server, 2_000);
     store.close();
     process.exit(0);
