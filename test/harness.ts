@@ -29,14 +29,14 @@ export interface TestNetwork {
 }
 
 /** Starts a network for the enclosing test file. */
-export function useNetwork(overrides?: NetworkOptions["overrides"]): TestNetwork {
+export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: string): TestNetwork {
   let net: Network | undefined;
   const dir = mkdtempSync(join(tmpdir(), "mimi-it-"));
   const lines: string[] = [];
   before(async () => {
     net = await startNetwork({
       dir,
-      logLevel: process.env.LOG_LEVEL ?? "info",
+      logLevel: logLevel ?? process.env.LOG_LEVEL ?? "info",
       onLine: (name, line) => {
         lines.push(`${name}: ${line}`);
         if (lines.length > 5000) lines.splice(0, 2500);

@@ -4,7 +4,8 @@ import { status } from "@grpc/grpc-js";
 import { bitsSet, pb } from "@mimi/core";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
-const t = useNetwork();
+// Debug level, so the privacy scenario can see every request the DPs log.
+const t = useNetwork(undefined, "debug");
 const FOUND = pb.LookupStatus.FOUND;
 const NOT_FOUND = pb.LookupStatus.NOT_FOUND;
 
@@ -266,3 +267,25 @@ scenario(t, "every server answers the standard health check; the root refers sim
   assert.equal((await root.refer({ csi: "tel:+81312345678" })).delegation, undefined);
   await rejectsWith(root.refer({ csi: "tel:12" }), status.INVALID_ARGUMENT);
 });
+
+scenario(
+  t,
+  "DPs only ever see the resolver, and logs above debug hold no raw CSI (R9, privacy)",
+  async () => {
+    await t.resolve("tel:+447700900125"); // asked by msp-bluebird
+    const records = t
+      .logs()
+      .split("\n")
+      .map((l) => l.slice(l.indexOf(": ") + 2))
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { level: number; msg: string; name: string; peer?: string });
+    const dpLookups = records.filter((r) => r.name.startsWith("authoritative") && r.msg === "lookup");
+    assert.ok(dpLookups.length > 5, "the DPs logged their lookups at debug");
+    const peers = new Set(dpLookups.map((r) => r.peer));
+    assert.ok(!peers.has("msp-bluebird"), "no lookup reached a DP under the MSP's identity");
+    assert.ok(peers.has("resolver"));
+    const raw = /\+?447700900|alice@example|2025550142|4915123456789/;
+    const leaks = records.filter((r) => r.level > 20 && raw.test(JSON.stringify(r)));
+    assert.deepEqual(leaks, []);
+  },
+);

@@ -29,11 +29,11 @@ export function bindAuthoritativeServer(
     server,
     pb.AuthoritativeService,
     {
-      async lookup(req) {
+      async lookup(req, ctx) {
         const params = paramsFromProto(req.options);
         const outcome = service.lookup(req.csi);
         if (log.isLevelEnabled("debug"))
-          log.debug({ csi: csiHash(req.csi), outcome: outcome.kind }, "lookup");
+          log.debug({ peer: ctx.peer.name, csi: csiHash(req.csi), outcome: outcome.kind }, "lookup");
         return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
       },
     },
