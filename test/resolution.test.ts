@@ -289,3 +289,40 @@ scenario(
     assert.deepEqual(leaks, []);
   },
 );
+
+scenario(t, "ResolveStream answers every item once by id; a bad CSI fails only its own item", async () => {
+  const n = t.net;
+  const client = n.channel(n.resolver.address, "msp-wirechat").client(pb.ResolverService);
+  const csis = [
+    "tel:+447700900123",
+    "tel:+44-not",
+    "mailto:alice@example.org",
+    "tel:+447700900126",
+    ...Array.from({ length: 60 }, (_, i) => `tel:+1202555${String(1000 + i)}`),
+  ];
+  async function* requests() {
+    for (const [i, csi] of csis.entries()) yield { requestId: BigInt(i), csi };
+  }
+  const seen = new Map<number, pb.ResolveStreamResponse>();
+  for await (const res of client.resolveStream(requests(), { timeoutMs: 10_000 })) {
+    assert.ok(!seen.has(Number(res.requestId)), "one response per request");
+    seen.set(Number(res.requestId), res);
+  }
+  assert.equal(seen.size, csis.length);
+  const answer = (i: number) => {
+    const r = seen.get(i)?.result;
+    assert.equal(r?.case, "response", `item ${i} has an answer`);
+    return r?.case === "response" ? r.value.answer : undefined;
+  };
+  const error = (i: number) => {
+    const r = seen.get(i)?.result;
+    assert.equal(r?.case, "error", `item ${i} failed`);
+    return r?.case === "error" ? r.value : undefined;
+  };
+  assert.equal(answer(0)?.status, pb.LookupStatus.FOUND);
+  assert.equal(error(1)?.code, status.INVALID_ARGUMENT);
+  assert.match(error(1)?.message ?? "", /digits/);
+  assert.deepEqual(answer(2)?.dpIds, ["us"]);
+  assert.equal(answer(3)?.status, pb.LookupStatus.NOT_FOUND);
+  for (let i = 4; i < csis.length; i++) assert.equal(answer(i)?.status, pb.LookupStatus.NOT_FOUND);
+});

@@ -71,6 +71,11 @@ export class ServerProcess {
     return `127.0.0.1:${this.port}`;
   }
 
+  /** Process id while running, for CPU and memory accounting. */
+  get pid(): number | undefined {
+    return this.running ? this.child?.pid : undefined;
+  }
+
   get running(): boolean {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }

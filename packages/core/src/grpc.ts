@@ -180,7 +180,7 @@ function serverHandler(
         const { ctx, done } = makeContext(call, path);
         (async () => {
           check(ctx);
-          const out = await handler(call as AsyncIterable<unknown>, ctx);
+          const out = await handler(incoming(call), ctx);
           return create(method.output, out as MessageInitShape<DescMessage>);
         })().then(
           (res) => {
@@ -199,7 +199,7 @@ function serverHandler(
         const send = writer(call, method, ctx.signal);
         (async () => {
           check(ctx);
-          await handler(call as AsyncIterable<unknown>, ctx, send);
+          await handler(incoming(call), ctx, send);
         })().then(
           () => {
             done();
@@ -212,6 +212,17 @@ function serverHandler(
         );
       };
   }
+}
+
+/**
+ * The request messages of a streaming call. Iterating a Readable with for-await destroys it
+ * when the loop ends, which for a duplex call would also close the response side before
+ * the handler has sent its last responses; this iterator leaves the call open.
+ */
+function incoming(
+  call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+): AsyncIterable<unknown> {
+  return { [Symbol.asyncIterator]: () => call.iterator({ destroyOnReturn: false }) };
 }
 
 /** A send function that waits for the stream to drain, so a slow reader slows the writer instead of growing memory. */

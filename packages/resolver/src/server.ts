@@ -1,17 +1,22 @@
-// gRPC binding of the resolver: parse the request once (INVALID_ARGUMENT here), resolve,
+// gRPC binding of the resolver: parse each request once (INVALID_ARGUMENT here), resolve,
 // shape the answer for the caller's parameters. The only resolver file that serves gRPC.
 import type * as grpc from "@grpc/grpc-js";
 import {
   addService,
   answerToProto,
+  type CallContext,
   csiHash,
   type Logger,
   paramsFromProto,
   parseCsi,
   pb,
   type RegistryView,
+  toWireStatus,
 } from "@mimi/core";
 import type { ResolverService } from "./service.js";
+
+/** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
+export const MAX_STREAM_INFLIGHT = 1_024;
 
 /** Registers ResolverService on `server`. Any caller with a certificate from the CA may resolve. */
 export function bindResolverServer(
@@ -21,21 +26,45 @@ export function bindResolverServer(
 ): void {
   const { log, registry } = opts;
   const indexOf = (mspId: string) => registry.msp(mspId)?.index;
+
+  const resolveOne = async (csiText: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
+    const csi = parseCsi(csiText);
+    const params = paramsFromProto(options);
+    const r = await service.resolve(csi);
+    if (log.isLevelEnabled("debug")) {
+      log.debug(
+        { peer: ctx.peer.name, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
+        "resolve",
+      );
+    }
+    return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
+  };
+
   addService(
     server,
     pb.ResolverService,
     {
-      async resolve(req, ctx) {
-        const csi = parseCsi(req.csi);
-        const params = paramsFromProto(req.options);
-        const r = await service.resolve(csi);
-        if (log.isLevelEnabled("debug")) {
-          log.debug(
-            { peer: ctx.peer.name, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
-            "resolve",
+      resolve: (req, ctx) => resolveOne(req.csi, req.options, ctx),
+      async resolveStream(reqs, ctx, send) {
+        const pending = new Set<Promise<void>>();
+        for await (const req of reqs) {
+          const item = resolveOne(req.csi, req.options, ctx).then(
+            (response) => send({ requestId: req.requestId, result: { case: "response", value: response } }),
+            (err: unknown) => {
+              const s = toWireStatus(err, log, ctx.method);
+              return send({
+                requestId: req.requestId,
+                result: { case: "error", value: { code: s.code, message: s.details } },
+              });
+            },
           );
+          // A failed send means the caller went away; the item has nobody to go to, and a
+          // rejection left unhandled here would end the process.
+          const tracked: Promise<void> = item.catch(() => {}).finally(() => pending.delete(tracked));
+          pending.add(tracked);
+          if (pending.size >= MAX_STREAM_INFLIGHT) await Promise.race(pending);
         }
-        return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
+        await Promise.all(pending);
       },
     },
     { log },

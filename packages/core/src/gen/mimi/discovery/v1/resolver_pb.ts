@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgyYwoPUmVzb2x2ZXJTZXJ2aWNlElAKB1Jlc29sdmUSIS5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVxdWVzdBoiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgiagoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMinAEKFVJlc29sdmVTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjYKCHJlc3BvbnNlGAIgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCTLLAQoPUmVzb2x2ZXJTZXJ2aWNlElAKB1Jlc29sdmUSIS5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVxdWVzdBoiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZRJmCg1SZXNvbHZlU3RyZWFtEicubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlcXVlc3QaKC5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVzcG9uc2UoATABYgZwcm90bzM", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveRequest
@@ -64,6 +64,97 @@ export const ResolveResponseSchema: GenMessage<ResolveResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_resolver, 1);
 
 /**
+ * @generated from message mimi.discovery.v1.ResolveStreamRequest
+ */
+export type ResolveStreamRequest = Message<"mimi.discovery.v1.ResolveStreamRequest"> & {
+  /**
+   * Chosen by the caller to match responses to requests.
+   *
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * @generated from field: string csi = 2;
+   */
+  csi: string;
+
+  /**
+   * @generated from field: mimi.discovery.v1.LookupOptions options = 3;
+   */
+  options?: LookupOptions | undefined;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ResolveStreamRequest.
+ * Use `create(ResolveStreamRequestSchema)` to create a new message.
+ */
+export const ResolveStreamRequestSchema: GenMessage<ResolveStreamRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 2);
+
+/**
+ * @generated from message mimi.discovery.v1.ResolveStreamResponse
+ */
+export type ResolveStreamResponse = Message<"mimi.discovery.v1.ResolveStreamResponse"> & {
+  /**
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * @generated from oneof mimi.discovery.v1.ResolveStreamResponse.result
+   */
+  result: {
+    /**
+     * @generated from field: mimi.discovery.v1.ResolveResponse response = 2;
+     */
+    value: ResolveResponse;
+    case: "response";
+  } | {
+    /**
+     * Why this item failed; the stream goes on.
+     *
+     * @generated from field: mimi.discovery.v1.ItemError error = 3;
+     */
+    value: ItemError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ResolveStreamResponse.
+ * Use `create(ResolveStreamResponseSchema)` to create a new message.
+ */
+export const ResolveStreamResponseSchema: GenMessage<ResolveStreamResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 3);
+
+/**
+ * The failure of one item of a stream.
+ *
+ * @generated from message mimi.discovery.v1.ItemError
+ */
+export type ItemError = Message<"mimi.discovery.v1.ItemError"> & {
+  /**
+   * A gRPC status code, e.g. 3 (INVALID_ARGUMENT) or 14 (UNAVAILABLE).
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ItemError.
+ * Use `create(ItemErrorSchema)` to create a new message.
+ */
+export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 4);
+
+/**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches
  * by TTL, and never forwards the caller's identity to DPs.
  *
@@ -79,6 +170,21 @@ export const ResolverService: GenService<{
     methodKind: "unary";
     input: typeof ResolveRequestSchema;
     output: typeof ResolveResponseSchema;
+  },
+  /**
+   * Resolves many CSIs over one stream, for MSP servers that resolve whole address
+   * books. Every request gets exactly one response carrying its request_id, in
+   * completion order (not request order). A bad CSI fails only its own item. The
+   * server works on a bounded number of items per stream at a time and stops reading
+   * while that many are pending, so a fast writer is slowed rather than buffered.
+   * Each item counts as one lookup for rate limits.
+   *
+   * @generated from rpc mimi.discovery.v1.ResolverService.ResolveStream
+   */
+  resolveStream: {
+    methodKind: "bidi_streaming";
+    input: typeof ResolveStreamRequestSchema;
+    output: typeof ResolveStreamResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_resolver, 0);

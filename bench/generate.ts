@@ -1,0 +1,53 @@
+// Writes N generated mappings into the two DPs' SQLite stores, through the authoritative's
+// own store module so the schema is the server's. Results are kept under the bench folder
+// and reused while the mapping count matches.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { openMappingStore, type StoredMapping } from "@mimi/authoritative";
+import { BENCH_MSPS, dpOf, existingCsi } from "./keys.js";
+
+const FORMAT = 1; // bump when keys.ts or the generated content changes
+
+/** Ensures `dir`/dp-eu and dp-us hold the N generated mappings; returns seconds spent (0 when cached). */
+export function ensureGenerated(dir: string, n: number, log: (s: string) => void): number {
+  const marker = join(dir, "generated.json");
+  if (existsSync(marker)) {
+    const m = JSON.parse(readFileSync(marker, "utf8")) as { n: number; format: number };
+    if (m.n === n && m.format === FORMAT) return 0;
+  }
+  const started = performance.now();
+  for (const dp of ["eu", "us"] as const) {
+    const folder = join(dir, `dp-${dp}`);
+    rmSync(folder, { recursive: true, force: true });
+    mkdirSync(folder, { recursive: true });
+  }
+  const stores = {
+    eu: openMappingStore(join(dir, "dp-eu", "mappings.sqlite")),
+    us: openMappingStore(join(dir, "dp-us", "mappings.sqlite")),
+  };
+  const BATCH = 100_000;
+  const createdAtMs = Date.UTC(2026, 0, 1);
+  for (let start = 0; start < n; start += BATCH) {
+    const batch: Record<"eu" | "us", StoredMapping[]> = { eu: [], us: [] };
+    for (let i = start; i < Math.min(n, start + BATCH); i++) {
+      const msp = BENCH_MSPS[i % BENCH_MSPS.length] as string;
+      batch[dpOf(i)].push({
+        csi: existingCsi(i),
+        mapping: {
+          mspId: msp,
+          ssi: `u${i}@${msp}`,
+          isDefault: true,
+          tags: i % 4 === 0 ? ["Business"] : [],
+          createdAtMs,
+        },
+      });
+    }
+    stores.eu.upsert(batch.eu);
+    stores.us.upsert(batch.us);
+    if ((start / BATCH) % 10 === 9) log(`generated ${start + BATCH} of ${n} mappings`);
+  }
+  stores.eu.close();
+  stores.us.close();
+  writeFileSync(marker, JSON.stringify({ n, format: FORMAT }));
+  return (performance.now() - started) / 1000;
+}
