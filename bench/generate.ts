@@ -8,12 +8,21 @@ import { BENCH_MSPS, dpOf, existingCsi } from "./keys.js";
 
 const FORMAT = 1; // bump when keys.ts or the generated content changes
 
-/** Ensures `dir`/dp-eu and dp-us hold the N generated mappings; returns seconds spent (0 when cached). */
-export function ensureGenerated(dir: string, n: number, log: (s: string) => void): number {
+/**
+ * Ensures `dir`/dp-eu and dp-us hold the N generated mappings (indexes 0..N-1, alternating
+ * between the DPs), or with `euOnly` N mappings all at eu (the even indexes 0..2N-2).
+ * Returns the seconds spent, 0 when the folder already held them.
+ */
+export function ensureGenerated(
+  dir: string,
+  n: number,
+  log: (s: string) => void,
+  { euOnly = false } = {},
+): number {
   const marker = join(dir, "generated.json");
   if (existsSync(marker)) {
-    const m = JSON.parse(readFileSync(marker, "utf8")) as { n: number; format: number };
-    if (m.n === n && m.format === FORMAT) return 0;
+    const m = JSON.parse(readFileSync(marker, "utf8")) as { n: number; format: number; euOnly?: boolean };
+    if (m.n === n && m.format === FORMAT && (m.euOnly ?? false) === euOnly) return 0;
   }
   const started = performance.now();
   for (const dp of ["eu", "us"] as const) {
@@ -27,9 +36,11 @@ export function ensureGenerated(dir: string, n: number, log: (s: string) => void
   };
   const BATCH = 100_000;
   const createdAtMs = Date.UTC(2026, 0, 1);
+  const step = euOnly ? 2 : 1;
   for (let start = 0; start < n; start += BATCH) {
     const batch: Record<"eu" | "us", StoredMapping[]> = { eu: [], us: [] };
-    for (let i = start; i < Math.min(n, start + BATCH); i++) {
+    for (let k = start; k < Math.min(n, start + BATCH); k++) {
+      const i = k * step;
       const msp = BENCH_MSPS[i % BENCH_MSPS.length] as string;
       batch[dpOf(i)].push({
         csi: existingCsi(i),
@@ -48,6 +59,6 @@ export function ensureGenerated(dir: string, n: number, log: (s: string) => void
   }
   stores.eu.close();
   stores.us.close();
-  writeFileSync(marker, JSON.stringify({ n, format: FORMAT }));
+  writeFileSync(marker, JSON.stringify({ n, format: FORMAT, euOnly }));
   return (performance.now() - started) / 1000;
 }

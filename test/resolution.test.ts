@@ -181,7 +181,7 @@ scenario(t, "delegation edits made with the CLI are audited and reach the resolv
   assert.equal(again.code, 1);
   assert.match(again.stderr, /NOT_FOUND: e164:4420 is not delegated/);
   const audit = await t.cli(["root", "audit", "--limit", "3", "--root", t.net.root.address]);
-  assert.match(audit.stdout, /admin\s+delegation e164:4420 removed/);
+  assert.match(audit.stdout, /admin\s+delegation \+4420 removed/);
   assert.match(audit.stdout, /admin\s+delegation \+4420 -> eu/);
 });
 
@@ -325,4 +325,77 @@ scenario(t, "ResolveStream answers every item once by id; a bad CSI fails only i
   assert.deepEqual(answer(2)?.dpIds, ["us"]);
   assert.equal(answer(3)?.status, pb.LookupStatus.NOT_FOUND);
   for (let i = 4; i < csis.length; i++) assert.equal(answer(i)?.status, pb.LookupStatus.NOT_FOUND);
+});
+
+scenario(
+  t,
+  "a cached answer follows its delegation: a new range is visible at once, TTL-only edits keep the DP",
+  async () => {
+    // Regression: the resolver kept a cached "no DP" NOT_FOUND after +61 was delegated.
+    const before = await t.resolve("tel:+61212345678");
+    assert.deepEqual(before.answer?.dpIds, []);
+    const add = await t.cli(["root", "delegation", "add", "+61", "--dp", "eu", "--root", t.net.root.address]);
+    assert.equal(add.code, 0, add.stderr);
+    await eventually(async () => {
+      assert.deepEqual((await t.resolve("tel:+61212345678")).answer?.dpIds, ["eu"]);
+    });
+    const ttl = await t.cli([
+      "root",
+      "delegation",
+      "update",
+      "+61",
+      "--ttl",
+      "120",
+      "--root",
+      t.net.root.address,
+    ]);
+    assert.equal(ttl.code, 0, ttl.stderr);
+    const list = JSON.parse(
+      (await t.cli(["root", "delegation", "list", "--json", "--root", t.net.root.address])).stdout,
+    ) as { delegations: { key: string; dp: string; ttlSeconds: number }[] };
+    assert.deepEqual(
+      list.delegations.find((d) => d.key === "+61"),
+      { id: "e164:61", key: "+61", dp: "eu", ttlSeconds: 120 },
+    );
+  },
+);
+
+scenario(t, "imports are atomic per batch and say what was stored; bad admin input is refused", async () => {
+  const n = t.net;
+  const admin = n.channel(n.dps.eu.address, "admin").client(pb.AuthoritativeAdminService);
+  const good = {
+    csi: "tel:+447700900320",
+    mapping: { mspId: "bluebird.example", ssi: "@x:bluebird.example", isDefault: true },
+  };
+  async function* batches() {
+    yield { mappings: [good] };
+    yield {
+      mappings: [
+        { ...good, csi: "tel:+447700900321" },
+        { ...good, csi: "garbage" },
+      ],
+    };
+  }
+  await rejectsWith(
+    admin.importMappings(batches()),
+    status.INVALID_ARGUMENT,
+    /batch 1 .* 1 batch\(es\) before it are stored .*mapping 1 of the batch/,
+  );
+  assert.equal((await t.resolve("tel:+447700900320")).answer?.status, pb.LookupStatus.FOUND);
+  assert.equal((await t.resolve("tel:+447700900321")).answer?.status, pb.LookupStatus.NOT_FOUND);
+  await rejectsWith(
+    admin.enrolMsp({ mspId: "bluebird.example", tlsIdentity: "msp-bluebird", enrolledUsers: 2n ** 64n - 1n }),
+    status.INVALID_ARGUMENT,
+    /enrolled_users/,
+  );
+  const timeout = await t.cli([
+    "resolve",
+    "tel:+447700900123",
+    "--timeout",
+    "abc",
+    "--resolver",
+    n.resolver.address,
+  ]);
+  assert.equal(timeout.code, 2);
+  assert.match(timeout.stderr, /--timeout must be/);
 });

@@ -52,12 +52,18 @@ export function loadDemo(): Demo {
 
 type Role = "root" | "authoritative" | "resolver";
 
+/** How long a server may take to bind before start() gives up. */
+const START_TIMEOUT_MS = 30_000;
+
 /** One server process, with the port it bound and its recent log lines. */
 export class ServerProcess {
   port = 0;
   readonly lines: string[] = [];
   private child: ChildProcess | undefined;
   private exited: Promise<number | null> = Promise.resolve(null);
+  private stopping = false;
+  /** Called when the process exits without stop() having been asked for. */
+  onUnexpectedExit: ((name: string, code: number | null, signal: string | null) => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -65,6 +71,7 @@ export class ServerProcess {
     readonly configPath: string,
     private readonly logLevel: string,
     private readonly onLine?: (name: string, line: string) => void,
+    private readonly nodeArgs: readonly string[] = [],
   ) {}
 
   get address(): string {
@@ -83,12 +90,18 @@ export class ServerProcess {
   /** Starts the process and resolves once it logged "listening" (its port), rejects if it exits first. */
   start(): Promise<void> {
     const script = join(REPO, "packages", this.role, "dist", "main.js");
-    const child = spawn(process.execPath, [script, "--config", this.configPath], {
+    const child = spawn(process.execPath, [...this.nodeArgs, script, "--config", this.configPath], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, LOG_LEVEL: this.logLevel },
     });
     this.child = child;
-    this.exited = new Promise((r) => child.once("exit", (code) => r(code)));
+    this.stopping = false;
+    this.exited = new Promise((r) =>
+      child.once("exit", (code, signal) => {
+        if (!this.stopping && this.port !== 0) this.onUnexpectedExit?.(this.name, code, signal);
+        r(code);
+      }),
+    );
     return new Promise((resolveStart, reject) => {
       const keep = (line: string) => {
         this.lines.push(line);
@@ -102,6 +115,7 @@ export class ServerProcess {
             const rec = JSON.parse(line) as { msg?: string; port?: number };
             if (rec.msg === "listening" && typeof rec.port === "number") {
               this.port = rec.port;
+              clearTimeout(timer);
               resolveStart();
             }
           } catch {
@@ -111,12 +125,17 @@ export class ServerProcess {
       });
       createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", keep);
       child.once("exit", (code, signal) => {
+        clearTimeout(timer);
         reject(
           new Error(
             `${this.name} exited (${signal ?? code}) before listening:\n${this.lines.slice(-20).join("\n")}`,
           ),
         );
       });
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`${this.name} did not log "listening" within ${START_TIMEOUT_MS} ms`));
+      }, START_TIMEOUT_MS);
     });
   }
 
@@ -124,6 +143,7 @@ export class ServerProcess {
   async stop(graceMs = 5_000): Promise<void> {
     const child = this.child;
     if (!child || !this.running) return;
+    this.stopping = true;
     child.kill("SIGTERM");
     const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
     await this.exited;
@@ -150,6 +170,8 @@ export interface NetworkOptions {
   demo?: boolean;
   /** Extra config keys for each role. */
   overrides?: { root?: object; authoritative?: object; resolver?: object };
+  /** Extra node arguments for every server, e.g. ["--cpu-prof"]. */
+  nodeArgs?: readonly string[];
 }
 
 /** A running network. */
@@ -207,6 +229,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
       }),
       logLevel,
       opts.onLine,
+      opts.nodeArgs,
     );
     procs.push(root);
     await root.start();
@@ -226,6 +249,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
         }),
         logLevel,
         opts.onLine,
+        opts.nodeArgs,
       );
     const eu = dp("eu", ports.eu);
     const us = dp("us", ports.us);
@@ -246,6 +270,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
       }),
       logLevel,
       opts.onLine,
+      opts.nodeArgs,
     );
     procs.push(resolver);
     await resolver.start();
@@ -280,6 +305,8 @@ async function loadRegistry(ch: Channel, dps: { eu: ServerProcess; us: ServerPro
   for (const m of demo.msps) {
     if (!snap?.msps.some((x) => x.id === m.id)) await admin.putMsp({ id: m.id, name: m.name });
   }
+  // Demo delegations are created on a first start only; an admin may have changed them since.
+  if ((snap?.delegations.length ?? 0) > 0) return;
   for (const d of demo.delegations) {
     try {
       await admin.createDelegation({ key: keyToProto(parseDelegationKeyText(d.key)), dpId: d.dp });

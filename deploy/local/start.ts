@@ -56,15 +56,22 @@ async function main(): Promise<void> {
       `      try: npx mimi resolve tel:+447700900123   (data and certificates are in ${dir})\n`,
   );
   let stopping = false;
-  const stop = async () => {
+  const stop = async (code: number) => {
     if (stopping) return;
     stopping = true;
     process.stdout.write("stopping...\n");
     await net.stop();
-    process.exit(0);
+    process.exit(code);
   };
-  process.on("SIGINT", () => void stop());
-  process.on("SIGTERM", () => void stop());
+  // A server that dies takes the network down with it, loudly, rather than leaving it half up.
+  for (const p of [net.root, net.dps.eu, net.dps.us, net.resolver]) {
+    p.onUnexpectedExit = (name, code, signal) => {
+      process.stderr.write(`start: ${name} exited unexpectedly (${signal ?? code}); stopping the network\n`);
+      void stop(1);
+    };
+  }
+  process.on("SIGINT", () => void stop(0));
+  process.on("SIGTERM", () => void stop(0));
 }
 
 main().catch((err) => {

@@ -8,6 +8,7 @@ import {
   createLogger,
   listen,
   loadTls,
+  logListening,
   pb,
   readConfigFile,
   serverCredentials,
@@ -68,7 +69,7 @@ async function main(): Promise<void> {
     health.setServing(true);
   });
   const port = await listen(server, config.host, config.port, serverCredentials(tls));
-  log.info({ host: config.host, port, dpId: config.dpId }, "listening");
+  logListening(log, { host: config.host, port, dpId: config.dpId });
 
   let stopping = false;
   const stop = async (signal: string) => {

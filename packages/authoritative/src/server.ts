@@ -46,6 +46,9 @@ export function bindAuthoritativeServer(
     pb.AuthoritativeAdminService,
     {
       async enrolMsp(req, ctx) {
+        if (req.enrolledUsers > BigInt(Number.MAX_SAFE_INTEGER)) {
+          throw new DiscoveryError("invalid_argument", "enrolled_users must be at most 2^53-1");
+        }
         const msp = service.enrolMsp(req.mspId, req.tlsIdentity, Number(req.enrolledUsers));
         log.info({ actor: ctx.peer.name, msp: msp.mspId }, "msp enrolled");
         return { msp: enrolledToProto(msp) };
@@ -56,20 +59,33 @@ export function bindAuthoritativeServer(
       async importMappings(reqs, ctx) {
         let imported = 0;
         let unchanged = 0;
+        let batch = 0;
         for await (const req of reqs) {
-          if (req.mappings.length > MAX_IMPORT_BATCH) {
+          try {
+            if (req.mappings.length > MAX_IMPORT_BATCH) {
+              throw new DiscoveryError(
+                "invalid_argument",
+                `a batch may hold at most ${MAX_IMPORT_BATCH} mappings`,
+              );
+            }
+            const items: ImportItem[] = req.mappings.map((r, i) => {
+              if (!r.mapping)
+                throw new DiscoveryError("invalid_argument", `mapping ${i} of the batch is empty`);
+              return { csi: r.csi, mapping: mappingFromProto(r.mapping) };
+            });
+            const r = service.importMappings(items);
+            imported += r.imported;
+            unchanged += r.unchanged;
+            batch++;
+          } catch (err) {
+            // Earlier batches are committed; say so, so the operator can resume after them.
+            if (!(err instanceof DiscoveryError)) throw err;
+            log.warn({ actor: ctx.peer.name, batch, imported, unchanged }, "import stopped at a bad batch");
             throw new DiscoveryError(
-              "invalid_argument",
-              `a batch may hold at most ${MAX_IMPORT_BATCH} mappings`,
+              err.code,
+              `batch ${batch} (counting from 0) refused; the ${batch} batch(es) before it are stored (${imported} new or changed, ${unchanged} unchanged): ${err.message}`,
             );
           }
-          const items: ImportItem[] = req.mappings.map((r) => {
-            if (!r.mapping) throw new DiscoveryError("invalid_argument", "every record needs a mapping");
-            return { csi: r.csi, mapping: mappingFromProto(r.mapping) };
-          });
-          const r = service.importMappings(items);
-          imported += r.imported;
-          unchanged += r.unchanged;
         }
         log.info({ actor: ctx.peer.name, imported, unchanged }, "mappings imported");
         return { imported: BigInt(imported), unchanged: BigInt(unchanged) };

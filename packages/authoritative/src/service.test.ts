@@ -71,6 +71,11 @@ test("a bad record refuses the whole batch and stores nothing", () => {
     [mapping("tel:+447700900124", { ssi: "" }), /ssi must be/],
     [mapping("tel:+447700900124", { tags: ["Default"] }), /is_default/],
     [mapping("nonsense"), /cannot tell the type/],
+    [mapping("tel:+447700900124", { ssi: "   " }), /not all blank/],
+    [mapping("tel:+447700900124", { ssi: "a\u0000b\u001b[31m" }), /control characters/],
+    [mapping("tel:+447700900124", { createdAtMs: -5 }), /created_at_ms/],
+    [mapping("tel:+447700900124", { createdAtMs: 5_000 + 2 * 86_400_000 }), /created_at_ms/],
+    [mapping("tel:+447700900124", { createdAtMs: Number.NaN }), /created_at_ms/],
   ];
   for (const [bad, reason] of cases) {
     assert.throws(

@@ -23,6 +23,8 @@ export interface ImportItem {
 export const MAX_TAGS = 8;
 export const MAX_TAG_LENGTH = 32;
 const MAX_SSI_LENGTH = 256;
+/** Created times may lie at most this far ahead of the DP's clock. */
+const MAX_CLOCK_SKEW_MS = 86_400_000;
 
 /** The authoritative's operations. */
 export interface AuthoritativeService {
@@ -114,12 +116,20 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
           if (!o.store.enrolled(m.mspId)) {
             throw new DiscoveryError("failed_precondition", `MSP "${m.mspId}" is not enrolled at this DP`);
           }
-          if (m.ssi === "" || m.ssi.length > MAX_SSI_LENGTH) {
-            throw invalidArgument(`ssi must be 1 to ${MAX_SSI_LENGTH} characters`);
+          if (m.ssi.trim() === "" || m.ssi.length > MAX_SSI_LENGTH) {
+            throw invalidArgument(`ssi must be 1 to ${MAX_SSI_LENGTH} characters, not all blank`);
+          }
+          // Control characters would reach terminals and logs of whoever reads the answer.
+          if (/\p{Cc}/u.test(m.ssi)) throw invalidArgument("ssi must not hold control characters");
+          const created = m.createdAtMs ?? 0;
+          if (!Number.isSafeInteger(created) || created < 0 || created > now + MAX_CLOCK_SKEW_MS) {
+            throw invalidArgument(
+              "created_at_ms must be 0 (now) or a time in ms since 1970 not in the future",
+            );
           }
           return {
             csi: csi.uri,
-            mapping: { ...m, tags: checkTags(m.tags), createdAtMs: m.createdAtMs || now },
+            mapping: { ...m, tags: checkTags(m.tags), createdAtMs: created === 0 ? now : created },
           };
         } catch (err) {
           if (err instanceof DiscoveryError) {

@@ -149,12 +149,15 @@ export function mappingToProto(m: Mapping): MessageInitShape<typeof MappingSchem
 }
 
 export function mappingFromProto(m: PbMapping): Mapping {
+  // Out-of-range times become NaN, which validation refuses, instead of a silently rounded value.
+  const t = m.createdAtMs;
+  const safe = t >= BigInt(Number.MIN_SAFE_INTEGER) && t <= BigInt(Number.MAX_SAFE_INTEGER);
   return {
     mspId: m.mspId,
     ssi: m.ssi,
     isDefault: m.isDefault,
     tags: [...m.tags],
-    createdAtMs: Number(m.createdAtMs),
+    createdAtMs: safe ? Number(t) : Number.NaN,
   };
 }
 

@@ -37,6 +37,12 @@ const bad: [input: string, reason: RegExp][] = [
   ["mailto:a..b@example.org", /misplaced dot/],
   ["mailto:alice@10.0.0.1", /not an IP address/],
   [`mailto:${"a".repeat(65)}@example.org`, /local part is longer/],
+  // URL syntax after the domain would otherwise be cut off or decoded by IDNA conversion.
+  ["mailto:alice@example.org/x", /not a valid domain/],
+  ["mailto:alice@example.org?subject=hi", /not a valid domain/],
+  ["mailto:alice@example.org#frag", /not a valid domain/],
+  ["alice@exa%6Dple.org", /not a valid domain/],
+  ["alice@example.org\\evil", /not a valid domain/],
 ];
 
 function check(input: string): Csi {
@@ -67,4 +73,23 @@ test("tel keys are the E.164 digits; email keys hash the IDNA domain only", () =
   assert.deepEqual(a, { kind: "email", domainHash: emailDomainHash("example.org") });
   // SHA-256("example.org") starts with 0xa4b4...; the leading 64 bits as an unsigned integer.
   assert.equal(emailDomainHash("example.org") >> 63n, 1n);
+});
+
+test("every example mobile number of every region parses (the length table matches the library)", async () => {
+  const { getCountries, getExampleNumber } = await import("libphonenumber-js/max");
+  const { createRequire } = await import("node:module");
+  const { readFileSync } = await import("node:fs");
+  const { dirname, join } = await import("node:path");
+  const pkg = dirname(createRequire(import.meta.url).resolve("libphonenumber-js/package.json"));
+  const examples = JSON.parse(readFileSync(join(pkg, "examples.mobile.json"), "utf8"));
+  let checked = 0;
+  for (const country of getCountries()) {
+    const n = getExampleNumber(country, examples);
+    if (!n) continue;
+    assert.equal(check(n.number).uri, `tel:${n.number}`, country);
+    checked++;
+  }
+  assert.ok(checked > 200, `checked ${checked} regions`);
+  // Non-geographic codes come from the untyped part of the metadata.
+  assert.equal(check("+80012345678").uri, "tel:+80012345678");
 });

@@ -2,7 +2,7 @@
 // canonical URI and the lookup key that delegations are matched against.
 import { createHash } from "node:crypto";
 import { domainToASCII } from "node:url";
-import { parsePhoneNumberFromString, validatePhoneNumberLength } from "libphonenumber-js/max";
+import { type CountryCode, getCountries, getCountryCallingCode, Metadata } from "libphonenumber-js/max";
 import { invalidArgument } from "./errors.js";
 
 /** The CSI types this network knows. */
@@ -57,22 +57,74 @@ function parseTel(raw: string): Csi {
   if (digits.length > 15) throw invalidArgument("phone number is longer than the 15 digits E.164 allows");
   if (digits.startsWith("0")) throw invalidArgument("country codes never start with 0");
   // Full validity (libphonenumber's isValid) rejects numbers in ranges its metadata does not
-  // know yet, and fictional ranges such as +44 7700 900xxx. A known country code and a
-  // possible length are the checks that stay true over time.
-  const problem = validatePhoneNumberLength(number);
-  if (problem === "INVALID_COUNTRY")
-    throw invalidArgument(`+${digits} does not start with an assigned country code`);
-  if (problem === "TOO_SHORT") throw invalidArgument(`+${digits} is too short for its country code`);
-  if (problem === "TOO_LONG") throw invalidArgument(`+${digits} is too long for its country code`);
-  if (problem !== undefined) throw invalidArgument(`+${digits} has a length no number of its country has`);
-  const parsed = parsePhoneNumberFromString(number);
-  if (!parsed || parsed.number !== number) throw invalidArgument(`+${digits} is not a phone number`);
+  // know yet, and fictional ranges such as +44 7700 900xxx. A known country calling code and
+  // a possible length are the checks that stay true over time.
+  const cc = callingCodeOf(digits);
+  if (!cc) throw invalidArgument(`+${digits} does not start with an assigned country code`);
+  const national = digits.length - cc.code.length;
+  if (!cc.lengths.has(national)) {
+    if (national < cc.min) throw invalidArgument(`+${digits} is too short for country code +${cc.code}`);
+    if (national > cc.max) throw invalidArgument(`+${digits} is too long for country code +${cc.code}`);
+    throw invalidArgument(`+${digits} has a length no number of country code +${cc.code} has`);
+  }
   return { type: "tel", uri: `tel:${number}`, key: { kind: "e164", digits } };
+}
+
+/** Possible national-number lengths of one country calling code. */
+interface CallingCode {
+  readonly code: string;
+  readonly lengths: ReadonlySet<number>;
+  readonly min: number;
+  readonly max: number;
+}
+
+// The parts of libphonenumber-js's Metadata used here; nonGeographic() and selecting a
+// non-geographic plan ("001") are part of its metadata API but absent from its type declarations.
+interface PlanMetadata {
+  selectNumberingPlan(country: string, callingCode?: string): void;
+  numberingPlan?: { possibleLengths(): number[] };
+  nonGeographic?: () => Record<string, unknown>;
+}
+
+/**
+ * Built once from libphonenumber-js's metadata: for each calling code, the union of the
+ * possible lengths of every region sharing it (+1 covers the US, Canada and the rest of NANP).
+ * Its validatePhoneNumberLength first works out the region by matching national-number
+ * patterns, which cost more than everything else on a resolver cache hit; the union needs no
+ * region and accepts every length one of the code's regions accepts.
+ */
+const CALLING_CODES: ReadonlyMap<string, CallingCode> = (() => {
+  const meta = new Metadata() as unknown as PlanMetadata;
+  const lengths = new Map<string, Set<number>>();
+  const add = (code: string, region: string) => {
+    meta.selectNumberingPlan(region, code);
+    const set = lengths.get(code) ?? new Set<number>();
+    for (const l of meta.numberingPlan?.possibleLengths() ?? []) set.add(l);
+    lengths.set(code, set);
+  };
+  for (const country of getCountries()) add(getCountryCallingCode(country as CountryCode), country);
+  for (const code of Object.keys(meta.nonGeographic?.() ?? {})) add(code, "001"); // +800, +882, ...
+  const out = new Map<string, CallingCode>();
+  for (const [code, set] of lengths) {
+    if (set.size > 0) out.set(code, { code, lengths: set, min: Math.min(...set), max: Math.max(...set) });
+  }
+  return out;
+})();
+
+// Calling codes are prefix-free (ITU-T E.164), so at most one of the first 1-3 digits matches.
+function callingCodeOf(digits: string): CallingCode | undefined {
+  for (let len = 1; len <= 3 && len < digits.length; len++) {
+    const cc = CALLING_CODES.get(digits.slice(0, len));
+    if (cc) return cc;
+  }
+  return undefined;
 }
 
 // Characters never allowed in an unquoted local part (RFC 5322 specials, controls, space).
 const LOCAL_FORBIDDEN = /[\s"(),:;<>@[\\\]\p{Cc}]/u;
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+// Characters a domain as typed may hold before IDNA encoding: no URL syntax, no spaces.
+const DOMAIN_CHARS = /^[^\s/?#\\%@:[\]]+$/u;
 
 function parseEmail(raw: string): Csi {
   const at = raw.lastIndexOf("@");
@@ -89,6 +141,10 @@ function parseEmail(raw: string): Csi {
   if (local.startsWith(".") || local.endsWith(".") || local.includes("..")) {
     throw invalidArgument("email local part has a misplaced dot");
   }
+  // domainToASCII would cut the host at "/", "?", "#" or "\\" and decode "%xx", turning
+  // "alice@example.org/x" into a valid address; such input is refused instead.
+  if (!DOMAIN_CHARS.test(domainIn))
+    throw invalidArgument(`"${truncate(domainIn)}" is not a valid domain name`);
   const domain = domainToASCII(domainIn.toLowerCase());
   if (domain === "") throw invalidArgument(`"${truncate(domainIn)}" is not a valid domain name`);
   const labels = domain.split(".");

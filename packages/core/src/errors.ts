@@ -75,8 +75,12 @@ export interface WireStatus {
 export function toWireStatus(err: unknown, log: Logger, method: string): WireStatus {
   const metadata = new Metadata();
   if (err instanceof DiscoveryError) {
-    if (err.code === "store_failure") log.error({ err, method }, "request failed");
-    else log.debug({ code: err.code, method, reason: err.message }, "request refused");
+    if (err.code === "store_failure") {
+      // Storage errors describe our database, not the request: the details stay in the log.
+      log.error({ err, method }, "request failed");
+      return { code: err.grpcStatus, details: "storage failure; the server log has the cause", metadata };
+    }
+    log.debug({ code: err.code, method, reason: err.message }, "request refused");
     return { code: err.grpcStatus, details: err.message, metadata };
   }
   log.error({ err, method }, "unexpected error in handler");

@@ -96,21 +96,34 @@ type AnyCall =
   | grpc.ServerWritableStream<unknown, unknown>
   | grpc.ServerDuplexStream<unknown, unknown>;
 
+/**
+ * The per-call context. Both the peer identity and the abort signal are made on first use:
+ * reading the certificate (grpc-js converts the whole X.509, fingerprints included) and
+ * wiring an AbortController cost more than a cache hit does, and most calls need neither.
+ */
 function makeContext(call: AnyCall, path: string): { ctx: CallContext; done: () => void } {
-  const controller = new AbortController();
-  const onCancel = () => controller.abort(new DiscoveryError("upstream_unavailable", "call cancelled"));
-  const events = call as unknown as NodeJS.EventEmitter;
-  events.on("cancelled", onCancel);
+  const events = call as unknown as NodeJS.EventEmitter & { cancelled?: boolean };
+  let controller: AbortController | undefined;
+  let onCancel: (() => void) | undefined;
   let peer: PeerIdentity | undefined;
   const ctx: CallContext = {
     get peer() {
       peer ??= peerOf(call);
       return peer;
     },
-    signal: controller.signal,
+    get signal() {
+      if (!controller) {
+        const c = new AbortController();
+        controller = c;
+        onCancel = () => c.abort(new DiscoveryError("upstream_unavailable", "call cancelled"));
+        if (events.cancelled) onCancel();
+        else events.on("cancelled", onCancel);
+      }
+      return controller.signal;
+    },
     method: path,
   };
-  return { ctx, done: () => events.removeListener("cancelled", onCancel) };
+  return { ctx, done: () => onCancel && events.removeListener("cancelled", onCancel) };
 }
 
 function peerOf(call: AnyCall): PeerIdentity {
@@ -133,11 +146,9 @@ function serverHandler(
   { log, authorize }: AddServiceOptions,
 ): grpc.UntypedHandleCall {
   const fail = (err: unknown) => toWireStatus(err, log, path);
-  const check = (ctx: CallContext) => {
-    // Reading ctx.peer refuses callers without a certificate even when no authorize hook is set.
-    const peer = ctx.peer;
-    authorize?.(peer, path);
-  };
+  // The TLS handshake already refused clients without a certificate from our CA (servers
+  // require and verify one); the identity is read per call only where a hook needs it.
+  const check = (ctx: CallContext) => authorize?.(ctx.peer, path);
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
@@ -171,7 +182,7 @@ function serverHandler(
           },
           (err) => {
             done();
-            if (!ctx.signal.aborted) call.emit("error", fail(err));
+            if (!call.cancelled) call.emit("error", fail(err));
           },
         );
       };
@@ -207,7 +218,7 @@ function serverHandler(
           },
           (err) => {
             done();
-            if (!ctx.signal.aborted) call.emit("error", fail(err));
+            if (!call.cancelled) call.emit("error", fail(err));
           },
         );
       };

@@ -41,15 +41,22 @@ export function addHealthService(
         const current = (): Status => (known.has(req.service) ? status : Status.SERVICE_UNKNOWN);
         let last: Status | undefined;
         let wake: (() => void) | undefined;
-        const notify = () => wake?.();
+        let changed = false;
+        const notify = () => {
+          changed = true;
+          wake?.();
+        };
         watchers.add(notify);
         try {
           while (!ctx.signal.aborted) {
+            changed = false;
             const now = current();
             if (now !== last) {
               await send({ status: now } satisfies Partial<HealthCheckResponse>);
               last = now;
             }
+            // A change during the send above is picked up without waiting.
+            if (changed) continue;
             await new Promise<void>((resolve) => {
               const onAbort = () => resolve();
               wake = () => {

@@ -24,6 +24,14 @@ export function createLogger(options: { name: string; level: string }): Logger {
 }
 
 /**
+ * Logs the `listening` line whatever the configured level: supervisors and the test
+ * harness read the bound port from it, so it must appear even at level warn or silent.
+ */
+export function logListening(log: Logger, fields: Record<string, unknown>): void {
+  log.child({}, { level: "info" }).info(fields, "listening");
+}
+
+/**
  * A short, stable hash of a CSI for logs. Logs above debug level never hold raw phone
  * numbers or email addresses; this lets an operator correlate lines about the same CSI.
  */

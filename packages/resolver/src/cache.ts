@@ -35,6 +35,8 @@ export interface TtlCache<V> {
   /** An entry that expired less than the stale window ago. */
   getStale(key: string): V | undefined;
   delete(key: string): boolean;
+  /** Deletes every entry (fresh or stale) for which `drop` is true; returns how many. */
+  prune(drop: (key: string, value: V) => boolean): number;
   clear(): void;
   readonly size: number;
 }
@@ -69,6 +71,12 @@ export function createTtlCache<V>(o: TtlCacheOptions): TtlCache<V> {
       return e.value;
     },
     delete: (key) => lru.delete(key),
+    prune(drop) {
+      const doomed: string[] = [];
+      for (const [key, e] of lru.entries()) if (drop(key, e.value)) doomed.push(key);
+      for (const key of doomed) lru.delete(key);
+      return doomed.length;
+    },
     clear: () => lru.clear(),
     get size() {
       return lru.size;

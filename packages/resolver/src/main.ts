@@ -5,9 +5,9 @@ import {
   channelCredentials,
   createGrpcServer,
   createLogger,
-  type LookupOutcome,
   listen,
   loadTls,
+  logListening,
   pb,
   readConfigFile,
   serverCredentials,
@@ -19,7 +19,7 @@ import {
 import { createTtlCache } from "./cache.js";
 import { parseConfig } from "./config.js";
 import { bindResolverServer } from "./server.js";
-import { createResolverService } from "./service.js";
+import { type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
 
 async function main(): Promise<void> {
@@ -35,15 +35,19 @@ async function main(): Promise<void> {
   const log = createLogger({ name: "resolver", level: process.env.LOG_LEVEL ?? config.logLevel });
   const tls = loadTls(config.tls);
   let synced = false;
+  // Registry changes reach the service once it exists (the sync starts first, to load the copy).
+  let service: ResolverService | undefined;
   const sync = startRegistrySync({
     rootEndpoints: config.rootEndpoints,
     credentials: channelCredentials(tls),
     log,
+    onChange: (change) => service?.registryChanged(change),
+    onSnapshot: () => service?.registryReplaced(),
     ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
   });
-  const cache = createTtlCache<LookupOutcome>({ ...config.cache, now: systemClock });
+  const cache = createTtlCache<CachedAnswer>({ ...config.cache, now: systemClock });
   const upstream = createUpstream({ tls, log, attemptTimeoutMs: config.upstreamTimeoutMs });
-  const service = createResolverService({
+  const resolver = createResolverService({
     cache,
     registry: sync.view,
     registryReady: () => synced,
@@ -53,7 +57,8 @@ async function main(): Promise<void> {
     staleAnswerTtlSeconds: config.cache.staleAnswerTtlSeconds,
   });
   const server = createGrpcServer();
-  bindResolverServer(server, service, { log, registry: sync.view });
+  service = resolver;
+  bindResolverServer(server, resolver, { log, registry: sync.view });
   const health = addHealthService(server, log, [pb.ResolverService.typeName]);
   // Resolution needs the registry copy (from a root or from disk); NOT_SERVING until then.
   void sync.ready.then(() => {
@@ -61,13 +66,13 @@ async function main(): Promise<void> {
     health.setServing(true);
   });
   const port = await listen(server, config.host, config.port, serverCredentials(tls));
-  log.info({ host: config.host, port }, "listening");
+  logListening(log, { host: config.host, port });
 
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, ...service.stats }, "shutdown");
+    log.info({ signal, ...resolver.stats }, "shutdown");
     health.setServing(false);
     sync.close();
     upstream.close();

@@ -9,7 +9,7 @@ import {
   RegistryView,
 } from "@mimi/core";
 import { createTtlCache } from "./cache.js";
-import { createResolverService } from "./service.js";
+import { type CachedAnswer, createResolverService } from "./service.js";
 import type { Upstream } from "./upstream.js";
 
 const DP: DpInfo = { id: "eu", endpoints: ["127.0.0.1:1"], tlsIdentity: "dp-eu", jurisdiction: "EU" };
@@ -47,7 +47,7 @@ function fakeUpstream() {
 
 function setup() {
   const clock = { now: 1_000_000 };
-  const cache = createTtlCache<LookupOutcome>({
+  const cache = createTtlCache<CachedAnswer>({
     maxEntries: 100,
     minTtlSeconds: 0,
     maxTtlSeconds: 3600,
@@ -55,16 +55,17 @@ function setup() {
     now: () => clock.now,
   });
   const { state, upstream } = fakeUpstream();
+  const reg = registry();
   const service = createResolverService({
     cache,
-    registry: registry(),
+    registry: reg,
     registryReady: () => true,
     upstream,
     log: createLogger({ name: "test", level: "silent" }),
     negativeMaxTtlSeconds: 30,
     staleAnswerTtlSeconds: 30,
   });
-  return { clock, state, service };
+  return { clock, state, service, reg };
 }
 
 const CSI = parseCsi("tel:+447700900123");
@@ -119,4 +120,44 @@ test("a CSI no delegation covers is NOT_FOUND without asking any DP", async () =
   const r = await service.resolve(parseCsi("tel:+4915123456789"));
   assert.equal(r.outcome.kind, "not_found");
   assert.equal(state.calls, 0);
+});
+
+test("registry changes evict cached answers whose delegation moved, appeared or vanished", async () => {
+  const { state, service, reg } = setup();
+  const uk = parseCsi("tel:+447700900123");
+  const jp = parseCsi("tel:+81312345678");
+  await service.resolve(uk);
+  assert.equal((await service.resolve(jp)).outcome.dpId, "", "undelegated: answered from the registry alone");
+  // +81 appears at eu: the cached "no DP" answer must go, the +44 answer stays.
+  const add = {
+    serial: 2n,
+    kind: "put_delegation" as const,
+    delegation: { id: "e164:81", key: { kind: "e164" as const, prefix: "81" }, dpId: "eu", ttlSeconds: 60 },
+  };
+  reg.apply(add);
+  service.registryChanged(add);
+  assert.equal(service.stats.evictedByRegistry, 1);
+  assert.equal((await service.resolve(uk)).source, "cache");
+  assert.equal((await service.resolve(jp)).source, "upstream");
+  // +44 is removed: its answer from eu no longer stands.
+  const del = { serial: 3n, kind: "delete_delegation" as const, id: "e164:44" };
+  reg.apply(del);
+  service.registryChanged(del);
+  const after = await service.resolve(uk);
+  assert.equal(after.outcome.dpId, "");
+  assert.equal(state.calls, 2);
+});
+
+test("a stale answer is not served once its range belongs to another DP", async () => {
+  const { clock, state, service, reg } = setup();
+  await service.resolve(CSI);
+  clock.now += 61_000;
+  state.fail = true;
+  reg.replace({
+    serial: 9n,
+    delegations: [{ id: "e164:44", key: { kind: "e164", prefix: "44" }, dpId: "uk", ttlSeconds: 60 }],
+    dps: [DP, { ...DP, id: "uk" }],
+    msps: [],
+  });
+  await assert.rejects(service.resolve(CSI), /down/);
 });

@@ -4,11 +4,26 @@
 // Walk invariant: the resolver holds the whole delegation table (synced from the root), so a
 // walk is one referral lookup in memory plus one call to an authoritative, which never
 // recurses. There is no referral chain to loop through.
-
-import type { Logger } from "@mimi/core";
-import { type Csi, csiHash, DiscoveryError, type LookupOutcome, type RegistryView } from "@mimi/core";
+import {
+  type Csi,
+  covers,
+  csiHash,
+  DiscoveryError,
+  type Logger,
+  type LookupKey,
+  type LookupOutcome,
+  parseDelegationKeyText,
+  type RegistryChange,
+  type RegistryView,
+} from "@mimi/core";
 import type { TtlCache } from "./cache.js";
 import type { Upstream } from "./upstream.js";
+
+/** What the cache holds per CSI: the outcome and the key it was delegated by. */
+export interface CachedAnswer {
+  readonly outcome: LookupOutcome;
+  readonly key: LookupKey;
+}
 
 /** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
 export interface Resolution {
@@ -25,17 +40,23 @@ export interface ResolverStats {
   stale: number;
   upstreamRequests: number;
   upstreamFailures: number;
+  /** Cached answers dropped because their delegation changed. */
+  evictedByRegistry: number;
 }
 
 /** The resolver's operations. */
 export interface ResolverService {
   resolve(csi: Csi): Promise<Resolution>;
+  /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
+  registryChanged(change: RegistryChange): void;
+  /** The registry copy was replaced wholesale: re-checks every cached answer. */
+  registryReplaced(): void;
   readonly stats: Readonly<ResolverStats>;
 }
 
 /** Options of the resolver service. */
 export interface ResolverServiceOptions {
-  cache: TtlCache<LookupOutcome>;
+  cache: TtlCache<CachedAnswer>;
   registry: RegistryView;
   registryReady: () => boolean;
   upstream: Upstream;
@@ -50,7 +71,18 @@ export interface ResolverServiceOptions {
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
   const inflight = new Map<string, Promise<Resolution>>();
-  const stats: ResolverStats = { hits: 0, misses: 0, stale: 0, upstreamRequests: 0, upstreamFailures: 0 };
+  const stats: ResolverStats = {
+    hits: 0,
+    misses: 0,
+    stale: 0,
+    upstreamRequests: 0,
+    upstreamFailures: 0,
+    evictedByRegistry: 0,
+  };
+  // The DP an answer must come from now; "" when no delegation covers the key.
+  const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
+  const store = (csi: Csi, outcome: LookupOutcome, ttlSeconds: number) =>
+    o.cache.set(csi.uri, Object.freeze({ outcome, key: csi.key }), ttlSeconds);
 
   const walk = async (csi: Csi): Promise<Resolution> => {
     if (!o.registryReady()) {
@@ -67,7 +99,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         dpId: "",
         ttlSeconds: o.negativeMaxTtlSeconds,
       });
-      const ttl = o.cache.set(csi.uri, outcome, o.negativeMaxTtlSeconds);
+      const ttl = store(csi, outcome, o.negativeMaxTtlSeconds);
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
     }
     const dp = o.registry.dp(delegation.dpId);
@@ -84,21 +116,26 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         outcome.kind === "not_found"
           ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
           : outcome.ttlSeconds;
-      const ttl = o.cache.set(csi.uri, outcome, wanted);
+      const ttl = store(csi, outcome, wanted);
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
     } catch (err) {
       stats.upstreamFailures++;
       const e = err as DiscoveryError;
-      if (e.code !== "invalid_argument") {
-        const stale = o.cache.getStale(csi.uri);
-        if (stale) {
-          stats.stale++;
-          log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
-          return { outcome: stale, ttlSeconds: o.staleAnswerTtlSeconds, stale: true, source: "stale" };
-        }
+      const stale = e.code === "invalid_argument" ? undefined : o.cache.getStale(csi.uri);
+      // Only an answer from the DP that holds the range today may be served stale.
+      if (stale && stale.outcome.dpId === dp.id) {
+        stats.stale++;
+        log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
+        return { outcome: stale.outcome, ttlSeconds: o.staleAnswerTtlSeconds, stale: true, source: "stale" };
       }
       throw err;
     }
+  };
+
+  const evict = (inScope: (key: LookupKey) => boolean, reason: string) => {
+    const n = o.cache.prune((_uri, v) => inScope(v.key) && delegatedDp(v.key) !== v.outcome.dpId);
+    stats.evictedByRegistry += n;
+    if (n > 0) log.info({ evicted: n, reason }, "cached answers evicted after registry change");
   };
 
   return {
@@ -108,7 +145,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (hit) {
         stats.hits++;
         return Promise.resolve({
-          outcome: hit.value,
+          outcome: hit.value.outcome,
           ttlSeconds: hit.remainingTtlSeconds,
           stale: false,
           source: "cache",
@@ -122,6 +159,19 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         inflight.set(csi.uri, p);
       }
       return p;
+    },
+    registryChanged(change) {
+      // Only delegation edits move answers; the changed key bounds which entries to check.
+      if (change.kind === "put_delegation") {
+        const key = change.delegation.key;
+        evict((k) => covers(key, k), change.delegation.id);
+      } else if (change.kind === "delete_delegation") {
+        const key = parseDelegationKeyText(change.id);
+        evict((k) => covers(key, k), change.id);
+      }
+    },
+    registryReplaced() {
+      evict(() => true, "snapshot");
     },
   };
 }

@@ -1,6 +1,7 @@
 // Calls to authoritative DPs: one long-lived, multiplexed channel per endpoint, failover
 // across a DP's endpoints, and conversion of gRPC failures into DiscoveryError. The
 // resolver authenticates as itself; nothing about the querying MSP is forwarded (R9, P2).
+import { status as Status } from "@grpc/grpc-js";
 import {
   type Channel,
   channelCredentials,
@@ -56,7 +57,6 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         first && dp.endpoints.includes(first)
           ? [first, ...dp.endpoints.filter((e) => e !== first)]
           : dp.endpoints;
-      let lastErr: DiscoveryError | undefined;
       for (const endpoint of order) {
         try {
           const res = await channelFor(dp, endpoint)
@@ -66,14 +66,22 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           return outcomeOf(dp.id, res.answer);
         } catch (err) {
           const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
-          if (e.code !== "upstream_unavailable") throw e;
-          log.warn({ dp: dp.id, endpoint, err: e.message }, "dp endpoint unavailable; trying next");
-          lastErr = e;
+          // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
+          log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
+          if (e.code !== "upstream_unavailable") {
+            throw new DiscoveryError(
+              "upstream_failed",
+              `DP "${dp.id}" refused the lookup: ${statusName(e)}`,
+              {
+                cause: e,
+              },
+            );
+          }
         }
       }
       throw new DiscoveryError(
         "upstream_unavailable",
-        `no endpoint of DP "${dp.id}" answered: ${lastErr?.message}`,
+        `DP "${dp.id}" did not answer at any of its ${order.length} endpoint(s)`,
       );
     },
     close() {
@@ -102,4 +110,8 @@ function frozenMapping(m: pb.Mapping) {
   const x = mappingFromProto(m);
   Object.freeze(x.tags);
   return Object.freeze(x);
+}
+
+function statusName(e: DiscoveryError): string {
+  return e.remoteStatus === undefined ? e.code : (Status[e.remoteStatus] ?? String(e.remoteStatus));
 }

@@ -7,6 +7,7 @@ import {
   createLogger,
   listen,
   loadTls,
+  logListening,
   pb,
   readConfigFile,
   serverCredentials,
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
     true,
   );
   const port = await listen(server, config.host, config.port, serverCredentials(loadTls(config.tls)));
-  log.info({ host: config.host, port }, "listening");
+  logListening(log, { host: config.host, port });
 
   let stopping = false;
   const stop = async (signal: string) => {

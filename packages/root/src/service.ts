@@ -128,10 +128,11 @@ export function createRootService({
       const current = store.delegation(id);
       if (!current) throw new DiscoveryError("not_found", `${id} is not delegated`);
       const ttl = ttlOf(ttlSeconds, current.ttlSeconds);
+      const dp = dpId === "" ? current.dpId : dpId;
       return commit(
         actor,
-        (serial) => ({ serial, kind: "put_delegation", delegation: { id, key, dpId, ttlSeconds: ttl } }),
-        () => requireDp(dpId),
+        (serial) => ({ serial, kind: "put_delegation", delegation: { id, key, dpId: dp, ttlSeconds: ttl } }),
+        () => requireDp(dp),
       );
     },
     deleteDelegation(actor, key) {

@@ -41,11 +41,15 @@ export function connect(address: string, flags: TlsFlags): Channel {
   return openChannel(address, channelCredentials(tls));
 }
 
+/** Bad command-line input; the CLI exits 2 for it, like for other usage errors. */
+export class UsageError extends Error {}
+
 /** The per-call deadline from the flags. */
 export function timeoutOf(flags: TlsFlags): number {
   const ms = Number(flags.timeout);
-  if (!Number.isInteger(ms) || ms <= 0)
-    throw new Error("--timeout must be a positive number of milliseconds");
+  if (!/^[0-9]+$/.test(flags.timeout) || ms <= 0) {
+    throw new UsageError("--timeout must be a positive number of milliseconds");
+  }
   return ms;
 }
 

@@ -10,7 +10,15 @@ import { DiscoveryError } from "../errors.js";
 import * as pb from "../gen/index.js";
 import { hex64, parseDelegationKeyText } from "../registry.js";
 import { silenceIpServernameWarning } from "../tls.js";
-import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "./connect.js";
+import {
+  addTlsOptions,
+  connect,
+  LOCAL_PORTS,
+  local,
+  type TlsFlags,
+  timeoutOf,
+  UsageError,
+} from "./connect.js";
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 const json = (v: unknown) =>
@@ -22,9 +30,6 @@ const json = (v: unknown) =>
       2,
     ),
   );
-
-/** Thrown for bad command-line input; exits 2 like other usage errors. */
-class UsageError extends Error {}
 
 /** A whole-number flag within bounds. */
 function count(flag: string, text: string, min: number, max: number): number {
@@ -140,7 +145,7 @@ const KEY_HELP =
 addTlsOptions(
   rootAddr(delegation.command("add").description("delegate a key to a DP").argument("<key>", KEY_HELP))
     .requiredOption("--dp <id>", "the DP that serves the key")
-    .option("--ttl <seconds>", "delegation TTL (default: the root's)", "0"),
+    .option("--ttl <seconds>", "delegation TTL in seconds; 0 takes the root's default", "0"),
   "admin",
 ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
   const { ch, api, opts } = admin(o);
@@ -161,8 +166,8 @@ addTlsOptions(
       .description("move a delegation to another DP or change its TTL")
       .argument("<key>", KEY_HELP),
   )
-    .requiredOption("--dp <id>", "the DP that serves the key")
-    .option("--ttl <seconds>", "new TTL (default: unchanged)", "0"),
+    .option("--dp <id>", "the DP that serves the key (default: unchanged)", "")
+    .option("--ttl <seconds>", "new TTL in seconds; 0 keeps the current one", "0"),
   "admin",
 ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
   const { ch, api, opts } = admin(o);
@@ -418,7 +423,7 @@ function describeChange(change: pb.RegistryChange | undefined): string {
     case "putDelegation":
       return `delegation ${keyText(c.value.key)} -> ${c.value.dpId}`;
     case "deleteDelegationId":
-      return `delegation ${c.value} removed`;
+      return `delegation ${c.value.replace(/^e164:/, "+")} removed`;
     case "putDp":
       return `dp ${c.value.id} ${c.value.endpoints.join(",")}`;
     case "deleteDpId":
@@ -443,12 +448,28 @@ function readImportFile(
   }
   if (!Array.isArray(raw)) throw new UsageError(`${file} must hold a JSON array of mappings`);
   return raw.map((r, i) => {
+    const bad = (why: string) => new UsageError(`${file}: entry ${i} ${why}`);
+    if (typeof r !== "object" || r === null || Array.isArray(r)) throw bad("must be an object");
     const m = r as Record<string, unknown>;
     if (typeof m.csi !== "string" || typeof m.msp !== "string" || typeof m.ssi !== "string") {
-      throw new UsageError(`${file}: entry ${i} needs string fields csi, msp and ssi`);
+      throw bad("needs string fields csi, msp and ssi");
     }
-    const tags = Array.isArray(m.tags) ? m.tags.map(String) : [];
-    return { csi: m.csi, mapping: { mspId: m.msp, ssi: m.ssi, isDefault: m.default === true, tags } };
+    if (m.tags !== undefined && (!Array.isArray(m.tags) || m.tags.some((t) => typeof t !== "string"))) {
+      throw bad("has tags that are not a list of strings");
+    }
+    if (m.default !== undefined && typeof m.default !== "boolean")
+      throw bad("has a default that is not true or false");
+    const unknown = Object.keys(m).filter((k) => !["csi", "msp", "ssi", "tags", "default"].includes(k));
+    if (unknown.length > 0) throw bad(`has unknown field(s) ${unknown.join(", ")}`);
+    return {
+      csi: m.csi,
+      mapping: {
+        mspId: m.msp,
+        ssi: m.ssi,
+        isDefault: m.default === true,
+        tags: (m.tags as string[] | undefined) ?? [],
+      },
+    };
   });
 }
 

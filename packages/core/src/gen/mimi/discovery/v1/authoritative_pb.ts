@@ -72,7 +72,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
   tlsIdentity: string;
 
   /**
-   * Number of users the MSP has enrolled; later issues derive rate limits from it.
+   * Number of users the MSP has enrolled (at most 2^53-1); rate limits derive from it.
    *
    * @generated from field: uint64 enrolled_users = 3;
    */
@@ -213,14 +213,14 @@ export const ImportMappingsRequestSchema: GenMessage<ImportMappingsRequest> = /*
  */
 export type ImportMappingsResponse = Message<"mimi.discovery.v1.ImportMappingsResponse"> & {
   /**
-   * Mappings newly stored.
+   * Mappings newly stored or changed.
    *
    * @generated from field: uint64 imported = 1;
    */
   imported: bigint;
 
   /**
-   * Mappings that were already stored unchanged.
+   * Mappings that were already stored exactly so.
    *
    * @generated from field: uint64 unchanged = 2;
    */
@@ -336,7 +336,10 @@ export const AuthoritativeAdminService: GenService<{
     output: typeof ListEnrolledMspsResponseSchema;
   },
   /**
-   * Stores mappings in batches; idempotent (a mapping already stored is left as it is).
+   * Stores mappings in batches. Each message is one transaction: it is stored whole or
+   * not at all. A mapping (CSI, MSP, SSI) already stored keeps its created time; its
+   * tags and default flag take the imported values. On a bad record the call fails
+   * naming the message and record, and the messages before it stay stored.
    *
    * @generated from rpc mimi.discovery.v1.AuthoritativeAdminService.ImportMappings
    */

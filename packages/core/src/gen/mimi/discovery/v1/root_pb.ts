@@ -235,6 +235,8 @@ export type UpdateDelegationRequest = Message<"mimi.discovery.v1.UpdateDelegatio
   key?: DelegationKey | undefined;
 
   /**
+   * Empty keeps the current DP.
+   *
    * @generated from field: string dp_id = 2;
    */
   dpId: string;

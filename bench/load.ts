@@ -1,0 +1,253 @@
+// One load-generating process: connects as an MSP would (mutual TLS, the generated client),
+// waits for the agreed start time, then drives lookups closed-loop at a concurrency (unary
+// calls, or one ResolveStream with that many outstanding) or open-loop at a fixed rate.
+// Open-loop latency counts from the scheduled send time, so a slow server cannot hide
+// queueing (no coordinated omission). Latencies (microseconds) go to a binary file.
+import { writeFileSync } from "node:fs";
+import {
+  type Channel,
+  channelCredentials,
+  loadTls,
+  openChannel,
+  pb,
+  silenceIpServernameWarning,
+} from "@mimi/core";
+import { devTlsPaths } from "@mimi/core/dev-pki";
+import { absentCsi, existingCsi } from "./keys.js";
+
+/** Which CSIs a worker asks for. */
+export interface KeySpec {
+  mode: "warm" | "cold" | "absent" | "mixed" | "eu-random";
+  /** Existing CSIs [0, warmCount) are cached at the resolver. */
+  warmCount: number;
+  /** Existing CSI indexes this worker may use once each. */
+  cold: [number, number];
+  /** Absent CSI indexes this worker may use once each. */
+  absent: [number, number];
+  /** For eu-random: existing CSIs are [0, universe). */
+  universe: number;
+}
+
+/** What the parent asks of one worker. */
+export interface LoadSpec {
+  target: string;
+  service: "resolver" | "authoritative";
+  api: "unary" | "stream";
+  pkiDir: string;
+  identity: string;
+  startAtMs: number;
+  durationMs: number;
+  concurrency: number;
+  /** Requests per second for open loop; 0 for closed loop. */
+  ratePerSec: number;
+  keys: KeySpec;
+  latFile: string;
+}
+
+/** What a worker reports on stdout as one JSON line. */
+export interface LoadResult {
+  count: number;
+  errors: number;
+  firstError?: string;
+  elapsedMs: number;
+  exhausted: boolean;
+}
+
+function keySource(k: KeySpec, seed: number): () => string | undefined {
+  let cold = k.cold[0];
+  let absent = k.absent[0];
+  let x = seed * 2654435761 + 1;
+  const rand = () => {
+    // xorshift: cheap, deterministic per worker, no allocation.
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+  const warm = () => existingCsi(Math.floor(rand() * k.warmCount));
+  const nextCold = () => (cold < k.cold[1] ? existingCsi(cold++) : undefined);
+  const nextAbsent = () => (absent < k.absent[1] ? absentCsi(absent++) : undefined);
+  switch (k.mode) {
+    case "warm":
+      return warm;
+    case "cold":
+      return nextCold;
+    case "absent":
+      return nextAbsent;
+    case "eu-random":
+      return () => existingCsi(2 * Math.floor((rand() * k.universe) / 2));
+    case "mixed":
+      return () => {
+        const r = rand();
+        return r < 0.9 ? warm() : r < 0.98 ? nextCold() : nextAbsent();
+      };
+  }
+}
+
+class Latencies {
+  private data = new Float64Array(1 << 20);
+  n = 0;
+  add(us: number): void {
+    if (this.n === this.data.length) {
+      const bigger = new Float64Array(this.data.length * 2);
+      bigger.set(this.data);
+      this.data = bigger;
+    }
+    this.data[this.n++] = us;
+  }
+  bytes(): Buffer {
+    return Buffer.from(this.data.buffer, 0, this.n * 8);
+  }
+}
+
+/** A queue an async generator drains: the request side of a stream fed as responses arrive. */
+class Feed<T> {
+  private items: T[] = [];
+  private wake: (() => void) | undefined;
+  private closed = false;
+  push(item: T): void {
+    this.items.push(item);
+    this.wake?.();
+  }
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
+    for (;;) {
+      const item = this.items.shift();
+      if (item !== undefined) {
+        yield item;
+        continue;
+      }
+      if (this.closed) return;
+      await new Promise<void>((r) => {
+        this.wake = r;
+      });
+      this.wake = undefined;
+    }
+  }
+}
+
+async function run(spec: LoadSpec): Promise<LoadResult> {
+  const channel: Channel = openChannel(
+    spec.target,
+    channelCredentials(loadTls(devTlsPaths(spec.pkiDir, spec.identity))),
+  );
+  // Connect (TLS handshake, HTTP/2 settings) before the clock starts; a health check asks for no CSI.
+  await channel.client(pb.Health).check({}, { timeoutMs: 10_000, waitForReady: true });
+  const next = keySource(spec.keys, process.pid);
+  const lat = new Latencies();
+  let errors = 0;
+  let firstError: string | undefined;
+  let exhausted = false;
+  const fail = (err: unknown) => {
+    errors++;
+    firstError ??= err instanceof Error ? err.message : String(err);
+  };
+  const resolver = channel.client(pb.ResolverService);
+  const dp = channel.client(pb.AuthoritativeService);
+  const call =
+    spec.service === "resolver"
+      ? (csi: string) => resolver.resolve({ csi }, { timeoutMs: 10_000 })
+      : (csi: string) => dp.lookup({ csi }, { timeoutMs: 10_000 });
+
+  await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
+  const t0 = performance.now();
+  const end = t0 + spec.durationMs;
+
+  if (spec.ratePerSec > 0) {
+    // Open loop: request i is due at t0 + i/rate, whatever happened to earlier ones.
+    const intervalMs = 1000 / spec.ratePerSec;
+    let i = 0;
+    let inflight = 0;
+    await new Promise<void>((done) => {
+      const tick = () => {
+        const now = performance.now();
+        while (t0 + i * intervalMs <= now && t0 + i * intervalMs < end) {
+          const due = t0 + i * intervalMs;
+          i++;
+          const csi = next();
+          if (csi === undefined) {
+            exhausted = true;
+            break;
+          }
+          inflight++;
+          call(csi)
+            .then(() => lat.add((performance.now() - due) * 1000), fail)
+            .finally(() => {
+              inflight--;
+              if (inflight === 0 && (performance.now() >= end || exhausted)) done();
+            });
+        }
+        if (performance.now() < end && !exhausted) setTimeout(tick, 1);
+        else if (inflight === 0) done();
+      };
+      tick();
+    });
+  } else if (spec.api === "stream") {
+    const feed = new Feed<{ requestId: bigint; csi: string }>();
+    const started = new Map<bigint, number>();
+    let id = 0n;
+    const send = () => {
+      if (performance.now() >= end) return false;
+      const csi = next();
+      if (csi === undefined) {
+        exhausted = true;
+        return false;
+      }
+      started.set(id, performance.now());
+      feed.push({ requestId: id++, csi });
+      return true;
+    };
+    for (let k = 0; k < spec.concurrency; k++) if (!send()) break;
+    if (started.size === 0) feed.close();
+    try {
+      for await (const res of resolver.resolveStream(feed, { timeoutMs: spec.durationMs + 30_000 })) {
+        const s = started.get(res.requestId);
+        started.delete(res.requestId);
+        if (res.result.case === "error") fail(new Error(res.result.value.message));
+        else if (s !== undefined) lat.add((performance.now() - s) * 1000);
+        if (!send() && started.size === 0) feed.close();
+      }
+    } catch (err) {
+      fail(err);
+    }
+  } else {
+    const loop = async () => {
+      for (;;) {
+        if (performance.now() >= end) return;
+        const csi = next();
+        if (csi === undefined) {
+          exhausted = true;
+          return;
+        }
+        const s = performance.now();
+        try {
+          await call(csi);
+          lat.add((performance.now() - s) * 1000);
+        } catch (err) {
+          fail(err);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: spec.concurrency }, loop));
+  }
+  const elapsedMs = performance.now() - t0;
+  writeFileSync(spec.latFile, lat.bytes());
+  channel.close();
+  return { count: lat.n, errors, ...(firstError ? { firstError } : {}), elapsedMs, exhausted };
+}
+
+silenceIpServernameWarning();
+const spec = JSON.parse(process.argv[2] ?? "{}") as LoadSpec;
+run(spec).then(
+  (r) => {
+    process.stdout.write(`${JSON.stringify(r)}\n`);
+    process.exit(0);
+  },
+  (err) => {
+    process.stderr.write(`load: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
