@@ -7,6 +7,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import type { Encoded } from "./encoded.js";
 import { DiscoveryError, fromServiceError, toWireStatus } from "./errors.js";
 
 /** Who is calling, as read from the client certificate of the mutual-TLS connection. */
@@ -30,22 +31,21 @@ type Out<M> = M extends { output: infer O extends DescMessage } ? O : never;
 
 /** The handler of one method, by its kind. */
 export type MethodHandler<M> = M extends { methodKind: "unary" }
-  ? (req: MessageShape<In<M>>, ctx: CallContext) => Promise<MessageInitShape<Out<M>>>
+  ? (req: MessageShape<In<M>>, ctx: CallContext) => Promise<Reply<M>>
   : M extends { methodKind: "server_streaming" }
-    ? (
-        req: MessageShape<In<M>>,
-        ctx: CallContext,
-        send: (msg: MessageInitShape<Out<M>>) => Promise<void>,
-      ) => Promise<void>
+    ? (req: MessageShape<In<M>>, ctx: CallContext, send: (msg: Reply<M>) => Promise<void>) => Promise<void>
     : M extends { methodKind: "client_streaming" }
-      ? (reqs: AsyncIterable<MessageShape<In<M>>>, ctx: CallContext) => Promise<MessageInitShape<Out<M>>>
+      ? (reqs: AsyncIterable<MessageShape<In<M>>>, ctx: CallContext) => Promise<Reply<M>>
       : M extends { methodKind: "bidi_streaming" }
         ? (
             reqs: AsyncIterable<MessageShape<In<M>>>,
             ctx: CallContext,
-            send: (msg: MessageInitShape<Out<M>>) => Promise<void>,
+            send: (msg: Reply<M>) => Promise<void>,
           ) => Promise<void>
         : never;
+
+/** A response: a message (or its init shape), or its bytes already encoded. */
+export type Reply<M> = MessageInitShape<Out<M>> | Encoded<MessageShape<Out<M>>>;
 
 /** Handlers for every method of a service; a missing or mistyped handler is a compile error. */
 export type ServiceHandlers<S extends GenServiceMethods> = { [K in keyof S]: MethodHandler<S[K]> };
@@ -85,7 +85,9 @@ function methodDefinition(method: DescMethod, path: string): grpc.MethodDefiniti
     requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as MessageShape<DescMessage>)),
     requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
     responseSerialize: (msg: unknown) =>
-      Buffer.from(toBinary(method.output, msg as MessageShape<DescMessage>)),
+      msg instanceof Uint8Array
+        ? Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
+        : Buffer.from(toBinary(method.output, msg as MessageShape<DescMessage>)),
     responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
   };
 }
@@ -156,7 +158,7 @@ function serverHandler(
         (async () => {
           check(ctx);
           const out = await handler(call.request, ctx);
-          return create(method.output, out as MessageInitShape<DescMessage>);
+          return asReply(method, out);
         })().then(
           (res) => {
             done();
@@ -192,7 +194,7 @@ function serverHandler(
         (async () => {
           check(ctx);
           const out = await handler(incoming(call), ctx);
-          return create(method.output, out as MessageInitShape<DescMessage>);
+          return asReply(method, out);
         })().then(
           (res) => {
             done();
@@ -236,6 +238,14 @@ function incoming(
   return { [Symbol.asyncIterator]: () => call.iterator({ destroyOnReturn: false }) };
 }
 
+/** Responses a stream may queue before send() waits for the peer to read. */
+const MAX_BUFFERED_MESSAGES = 1_024;
+
+/** Pre-encoded bytes pass through; anything else becomes a message of the method's output type. */
+function asReply(method: DescMethod, out: unknown): unknown {
+  return out instanceof Uint8Array ? out : create(method.output, out as MessageInitShape<DescMessage>);
+}
+
 /** A send function that waits for the stream to drain, so a slow reader slows the writer instead of growing memory. */
 function writer(
   call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
@@ -244,7 +254,10 @@ function writer(
 ): (msg: unknown) => Promise<void> {
   return async (msg: unknown) => {
     if (signal.aborted) throw signal.reason;
-    if (call.write(create(method.output, msg as MessageInitShape<DescMessage>))) return;
+    // Waiting for "drain" each time write() says the buffer is past grpc-js's small object-mode
+    // mark would cost a listener per message; callers bound their own in-flight work, so the
+    // wait starts only once MAX_BUFFERED_MESSAGES are queued.
+    if (call.write(asReply(method, msg)) || call.writableLength < MAX_BUFFERED_MESSAGES) return;
     await new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         call.removeListener("drain", onDrain);
@@ -294,6 +307,7 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.max_reconnect_backoff_ms": 5_000,
   "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.enable_channelz": 0,
 };
 
 /** A connection to one address, on which typed service clients are made. */

@@ -4,6 +4,7 @@ export * from "./clock.js";
 export * from "./config.js";
 export * from "./convert.js";
 export * from "./csi.js";
+export * from "./encoded.js";
 export * from "./errors.js";
 export * as pb from "./gen/index.js";
 export * from "./grpc.js";

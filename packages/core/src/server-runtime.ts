@@ -12,6 +12,8 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.keepalive_timeout_ms": 20_000,
   "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   "grpc.max_receive_message_length": 16 * 1024 * 1024,
+  // Channelz keeps per-call statistics for a debugging service we do not expose.
+  "grpc.enable_channelz": 0,
 };
 
 /** A new grpc-js server with the project's options. */

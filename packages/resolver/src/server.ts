@@ -6,14 +6,19 @@ import {
   answerToProto,
   type CallContext,
   csiHash,
+  DEFAULT_PARAMS,
+  encodeAnswerWithoutTtl,
+  encodeResolveResponse,
+  encodeResolveStreamItem,
   type Logger,
+  type LookupOutcome,
   paramsFromProto,
   parseCsi,
   pb,
   type RegistryView,
   toWireStatus,
 } from "@mimi/core";
-import type { ResolverService } from "./service.js";
+import type { Resolution, ResolverService } from "./service.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 export const MAX_STREAM_INFLIGHT = 1_024;
@@ -27,15 +32,31 @@ export function bindResolverServer(
   const { log, registry } = opts;
   const indexOf = (mspId: string) => registry.msp(mspId)?.index;
 
+  // Cache hits with default parameters (most lookups) reuse the answer's encoding: one per
+  // cached outcome, redone when the registry (MSP indexes) changes. Outcomes are frozen
+  // and shared by the cache, so a WeakMap ties the encoding's life to the cache entry's.
+  const encodings = new WeakMap<LookupOutcome, { serial: bigint; bytes: Uint8Array }>();
+  const encodedAnswer = (outcome: LookupOutcome) => {
+    let e = encodings.get(outcome);
+    if (!e || e.serial !== registry.serial) {
+      e = { serial: registry.serial, bytes: encodeAnswerWithoutTtl(outcome, indexOf) };
+      encodings.set(outcome, e);
+    }
+    return e.bytes;
+  };
+
   const resolveOne = async (csiText: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
-    const r = await service.resolve(csi);
+    const r: Resolution = await service.resolve(csi);
     if (log.isLevelEnabled("debug")) {
       log.debug(
         { peer: ctx.peer.name, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
         "resolve",
       );
+    }
+    if (params === DEFAULT_PARAMS) {
+      return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r.outcome), r.ttlSeconds, r.stale);
     }
     return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
   };
@@ -49,7 +70,12 @@ export function bindResolverServer(
         const pending = new Set<Promise<void>>();
         for await (const req of reqs) {
           const item = resolveOne(req.csi, req.options, ctx).then(
-            (response) => send({ requestId: req.requestId, result: { case: "response", value: response } }),
+            (response) =>
+              send(
+                response instanceof Uint8Array
+                  ? encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response)
+                  : { requestId: req.requestId, result: { case: "response", value: response } },
+              ),
             (err: unknown) => {
               const s = toWireStatus(err, log, ctx.method);
               return send({
