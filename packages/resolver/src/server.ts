@@ -35,6 +35,8 @@ export function bindResolverServer(
   // Cache hits with default parameters (most lookups) reuse the answer's encoding: one per
   // cached outcome, redone when the registry (MSP indexes) changes. Outcomes are frozen
   // and shared by the cache, so a WeakMap ties the encoding's life to the cache entry's.
+  // The first (upstream) answer is encoded without keeping it: most CSIs of an address book
+  // are asked once a day, and a kept encoding costs a typed array per entry.
   const encodings = new WeakMap<LookupOutcome, { serial: bigint; bytes: Uint8Array }>();
   const encodedAnswer = (outcome: LookupOutcome) => {
     let e = encodings.get(outcome);
@@ -56,7 +58,9 @@ export function bindResolverServer(
       );
     }
     if (params === DEFAULT_PARAMS) {
-      return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r.outcome), r.ttlSeconds, r.stale);
+      const answer =
+        r.source === "cache" ? encodedAnswer(r.outcome) : encodeAnswerWithoutTtl(r.outcome, indexOf);
+      return encodeResolveResponse<pb.ResolveResponse>(answer, r.ttlSeconds, r.stale);
     }
     return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
   };

@@ -106,10 +106,23 @@ function outcomeOf(dpId: string, answer: pb.Answer | undefined): LookupOutcome {
   throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
 }
 
+// Cached answers hold many copies of few strings (MSP ids, common tags); sharing one copy
+// each keeps a cached answer small. Bounded, since ids come from the DPs.
+const INTERNED = new Map<string, string>();
+const MAX_INTERNED = 100_000;
+const NO_TAGS: readonly string[] = Object.freeze([]);
+
+function intern(s: string): string {
+  const known = INTERNED.get(s);
+  if (known !== undefined) return known;
+  if (INTERNED.size < MAX_INTERNED) INTERNED.set(s, s);
+  return s;
+}
+
 function frozenMapping(m: pb.Mapping) {
   const x = mappingFromProto(m);
-  Object.freeze(x.tags);
-  return Object.freeze(x);
+  const tags = x.tags.length === 0 ? NO_TAGS : Object.freeze(x.tags.map(intern));
+  return Object.freeze({ ...x, mspId: intern(x.mspId), tags });
 }
 
 function statusName(e: DiscoveryError): string {
