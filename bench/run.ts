@@ -319,7 +319,8 @@ async function main(o: Options): Promise<void> {
   log(HEADER);
 
   const cacheEntries = Math.max(10_000, 2 * o.mappings);
-  await withNetwork(netDir, cacheEntries, async (net) => {
+  const resolverScenarios = ["warm", "cold", "negative", "mixed"].some(want);
+  await (resolverScenarios ? withNetwork : async () => {})(netDir, cacheEntries, async (net) => {
     const keys = (over: Partial<KeySpec>) => (): KeySpec => ({
       mode: "warm",
       warmCount,

@@ -9,6 +9,7 @@ import {
   HealthCheckResponse_ServingStatus as Status,
 } from "./gen/grpc/health/v1/health_pb.js";
 import { addService } from "./grpc.js";
+import { Latch } from "./latch.js";
 
 /** Switches the reported status of the whole server. */
 export interface HealthReporter {
@@ -40,31 +41,17 @@ export function addHealthService(
       async watch(req, ctx, send) {
         const current = (): Status => (known.has(req.service) ? status : Status.SERVICE_UNKNOWN);
         let last: Status | undefined;
-        let wake: (() => void) | undefined;
-        let changed = false;
-        const notify = () => {
-          changed = true;
-          wake?.();
-        };
+        const changed = new Latch();
+        const notify = () => changed.fire();
         watchers.add(notify);
         try {
           while (!ctx.signal.aborted) {
-            changed = false;
             const now = current();
             if (now !== last) {
               await send({ status: now } satisfies Partial<HealthCheckResponse>);
               last = now;
             }
-            // A change during the send above is picked up without waiting.
-            if (changed) continue;
-            await new Promise<void>((resolve) => {
-              const onAbort = () => resolve();
-              wake = () => {
-                ctx.signal.removeEventListener("abort", onAbort);
-                resolve();
-              };
-              ctx.signal.addEventListener("abort", onAbort, { once: true });
-            });
+            await changed.wait(ctx.signal);
           }
         } finally {
           watchers.delete(notify);

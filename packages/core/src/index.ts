@@ -9,6 +9,7 @@ export * from "./errors.js";
 export * as pb from "./gen/index.js";
 export * from "./grpc.js";
 export * from "./health.js";
+export * from "./latch.js";
 export * from "./logger.js";
 export * from "./registry.js";
 export * from "./registry-sync.js";

@@ -9,6 +9,7 @@ import {
   dpFromProto,
   dpToProto,
   keyFromProto,
+  Latch,
   type Logger,
   mspToProto,
   pb,
@@ -35,12 +36,8 @@ export function bindRootServer(
       },
       async watchRegistry(req, ctx, send) {
         const wlog = log.child({ component: "watch", peer: ctx.peer.name });
-        let wake: (() => void) | undefined;
-        let pending = false;
-        const unsubscribe = service.subscribe(() => {
-          pending = true;
-          wake?.();
-        });
+        const changed = new Latch();
+        const unsubscribe = service.subscribe(() => changed.fire());
         try {
           let sent = req.sinceSerial;
           const current = service.serial();
@@ -53,7 +50,7 @@ export function bindRootServer(
           wlog.debug({ since: req.sinceSerial.toString(), from: sent.toString() }, "watch started");
           let caughtUp = false;
           while (!ctx.signal.aborted) {
-            pending = false;
+            // Re-reading from the store after each wake-up means a watcher can never see a gap.
             for (;;) {
               const batch = service.changesSince(sent, 256);
               for (const c of batch) {
@@ -66,17 +63,7 @@ export function bindRootServer(
               await send({ event: { case: "caughtUp", value: { serial: sent } } });
               caughtUp = true;
             }
-            if (!pending) {
-              await new Promise<void>((resolve) => {
-                const onAbort = () => resolve();
-                wake = () => {
-                  ctx.signal.removeEventListener("abort", onAbort);
-                  resolve();
-                };
-                ctx.signal.addEventListener("abort", onAbort, { once: true });
-              });
-              wake = undefined;
-            }
+            await changed.wait(ctx.signal);
           }
         } finally {
           unsubscribe();
