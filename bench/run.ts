@@ -318,7 +318,9 @@ async function main(o: Options): Promise<void> {
   const c = o.concurrency;
   log(HEADER);
 
-  const cacheEntries = Math.max(10_000, 2 * o.mappings);
+  // What the runs can cache: the prewarm set plus the cold and absent CSIs the runs consume
+  // (bounded by the data set), not the data set itself, which may be 100M.
+  const cacheEntries = Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
   const resolverScenarios = ["warm", "cold", "negative", "mixed"].some(want);
   await (resolverScenarios ? withNetwork : async () => {})(netDir, cacheEntries, async (net) => {
     const keys = (over: Partial<KeySpec>) => (): KeySpec => ({
@@ -475,7 +477,7 @@ async function main(o: Options): Promise<void> {
     };
     await withNetwork(
       netDir,
-      cacheEntries,
+      Math.min(o.memoryEntries, o.mappings) + 10_000,
       async (net) => {
         const entries = Math.min(o.memoryEntries, o.mappings);
         const before = rssMbOf(net.resolver.pid);
