@@ -1,9 +1,11 @@
 // gRPC binding of the authoritative: decode, authorize admins, call the service,
 // shape the answer. The only file of the authoritative that knows gRPC.
+import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
   addService,
   answerToProto,
+  type CallContext,
   csiHash,
   DiscoveryError,
   delegationToProto,
@@ -11,6 +13,7 @@ import {
   mappingFromProto,
   paramsFromProto,
   pb,
+  toWireStatus,
 } from "@mimi/core";
 import type { AuthoritativeService, ImportItem } from "./service.js";
 import type { EnrolledMsp } from "./store.js";
@@ -25,16 +28,38 @@ export function bindAuthoritativeServer(
   opts: { log: Logger; admins: readonly string[] },
 ): void {
   const { log } = opts;
+  const lookupOne = (csi: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
+    const params = paramsFromProto(options);
+    const outcome = service.lookup(csi);
+    if (log.isLevelEnabled("debug")) {
+      log.debug({ peer: ctx.peer.name, csi: csiHash(csi), outcome: outcome.kind }, "lookup");
+    }
+    return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
+  };
   addService(
     server,
     pb.AuthoritativeService,
     {
-      async lookup(req, ctx) {
-        const params = paramsFromProto(req.options);
-        const outcome = service.lookup(req.csi);
-        if (log.isLevelEnabled("debug"))
-          log.debug({ peer: ctx.peer.name, csi: csiHash(req.csi), outcome: outcome.kind }, "lookup");
-        return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
+      lookup: async (req, ctx) => lookupOne(req.csi, req.options, ctx),
+      async lookupStream(reqs, ctx, send) {
+        // Lookups are synchronous reads of the store, so items are answered in order; send()
+        // waits when the resolver stops reading, which stops this loop reading requests.
+        for await (const req of reqs) {
+          let reply: pb.LookupStreamResponse["result"];
+          try {
+            reply = {
+              case: "response",
+              value: create(pb.LookupResponseSchema, lookupOne(req.csi, req.options, ctx)),
+            };
+          } catch (err) {
+            const s = toWireStatus(err, log, ctx.method);
+            reply = {
+              case: "error",
+              value: create(pb.ItemErrorSchema, { code: s.code, message: s.details }),
+            };
+          }
+          await send({ requestId: req.requestId, result: reply });
+        }
       },
     },
     { log },

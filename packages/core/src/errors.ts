@@ -91,19 +91,22 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
 export function fromServiceError(err: unknown, what: string): DiscoveryError {
   if (err instanceof DiscoveryError) return err;
   const se = err as Partial<ServiceError>;
-  if (typeof se.code === "number") {
-    const details = se.details || se.message || "no details";
-    const transient =
-      se.code === Status.UNAVAILABLE || se.code === Status.DEADLINE_EXCEEDED || se.code === Status.CANCELLED;
-    return new DiscoveryError(
-      transient ? "upstream_unavailable" : codeOfStatus(se.code),
-      `${what}: ${Status[se.code]}: ${details}`,
-      { cause: err, remoteStatus: se.code },
-    );
-  }
+  if (typeof se.code === "number")
+    return fromStatus(se.code, se.details || se.message || "no details", what, err);
   return new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error)?.message ?? String(err)}`, {
     cause: err,
   });
+}
+
+/** A DiscoveryError for a status a peer reported (for a call, or for one item of a stream). */
+export function fromStatus(code: Status, details: string, what: string, cause?: unknown): DiscoveryError {
+  const transient =
+    code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED;
+  return new DiscoveryError(
+    transient ? "upstream_unavailable" : codeOfStatus(code),
+    `${what}: ${Status[code] ?? code}: ${details}`,
+    { cause, remoteStatus: code },
+  );
 }
 
 function codeOfStatus(code: Status): DiscoveryErrorCode {

@@ -449,7 +449,10 @@ function makeClient<S extends GenServiceMethods>(
 
 async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStream<unknown>): Promise<void> {
   for await (const req of reqs) {
-    if (!call.write(req)) await new Promise<void>((resolve) => call.once("drain", () => resolve()));
+    // As on the server side: wait for the peer only once many messages are queued.
+    if (!call.write(req) && call.writableLength >= MAX_BUFFERED_MESSAGES) {
+      await new Promise<void>((resolve) => call.once("drain", () => resolve()));
+    }
   }
   call.end();
 }

@@ -6,6 +6,7 @@ export * from "./convert.js";
 export * from "./csi.js";
 export * from "./encoded.js";
 export * from "./errors.js";
+export * from "./feed.js";
 export * as pb from "./gen/index.js";
 export * from "./grpc.js";
 export * from "./health.js";

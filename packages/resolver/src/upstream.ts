@@ -1,12 +1,16 @@
-// Calls to authoritative DPs: one long-lived, multiplexed channel per endpoint, failover
-// across a DP's endpoints, and conversion of gRPC failures into DiscoveryError. The
-// resolver authenticates as itself; nothing about the querying MSP is forwarded (R9, P2).
+// Calls to authoritative DPs: one long-lived channel per endpoint carrying one long-lived
+// LookupStream, over which lookups are multiplexed by request id (a lookup costs a message,
+// not an HTTP/2 call, on both sides); failover across a DP's endpoints; gRPC failures become
+// DiscoveryError. The resolver authenticates as itself; nothing about the querying MSP is
+// forwarded (R9, P2).
 import { status as Status } from "@grpc/grpc-js";
 import {
   type Channel,
   channelCredentials,
   DiscoveryError,
   type DpInfo,
+  Feed,
+  fromStatus,
   type Logger,
   type LookupOutcome,
   mappingFromProto,
@@ -30,21 +34,113 @@ export interface UpstreamOptions {
   attemptTimeoutMs: number;
 }
 
+interface Pending {
+  resolve: (answer: pb.Answer | undefined) => void;
+  reject: (err: DiscoveryError) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * One LookupStream to one endpoint. Items time out on their own; when the stream ends or
+ * fails, every pending item fails as upstream_unavailable (so the caller fails over), and the
+ * next lookup opens a new stream. A stream on which items time out while nothing arrives is
+ * presumed stuck and dropped, rather than waiting for keepalive to notice.
+ */
+class LookupMux {
+  private readonly feed = new Feed<{ requestId: bigint; csi: string }>();
+  private readonly pending = new Map<bigint, Pending>();
+  private nextId = 1n;
+  private lastHeardMs = Date.now();
+  private abort = new AbortController();
+  dead = false;
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly what: string,
+    private readonly timeoutMs: number,
+  ) {
+    void this.read();
+  }
+
+  private async read(): Promise<void> {
+    let cause = "the stream ended";
+    try {
+      const responses = this.channel
+        .client(pb.AuthoritativeService)
+        .lookupStream(this.feed, { signal: this.abort.signal });
+      for await (const res of responses) {
+        this.lastHeardMs = Date.now();
+        const p = this.pending.get(res.requestId);
+        if (!p) continue; // timed out already
+        this.pending.delete(res.requestId);
+        clearTimeout(p.timer);
+        if (res.result.case === "response") p.resolve(res.result.value.answer);
+        else if (res.result.case === "error")
+          p.reject(fromStatus(res.result.value.code, res.result.value.message, this.what));
+        else p.reject(new DiscoveryError("upstream_failed", `${this.what}: an item came back empty`));
+      }
+    } catch (err) {
+      cause = (err as Error).message;
+    } finally {
+      this.fail(cause);
+    }
+  }
+
+  private fail(cause: string): void {
+    this.dead = true;
+    this.feed.close();
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new DiscoveryError("upstream_unavailable", `${this.what}: ${cause}`));
+      this.pending.delete(id);
+    }
+  }
+
+  lookup(csi: string): Promise<pb.Answer | undefined> {
+    const requestId = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(
+          new DiscoveryError("upstream_unavailable", `${this.what}: no answer within ${this.timeoutMs} ms`),
+        );
+        if (Date.now() - this.lastHeardMs > this.timeoutMs) {
+          this.abort.abort();
+          this.fail("the stream stopped answering");
+        }
+      }, this.timeoutMs);
+      this.pending.set(requestId, { resolve, reject, timer });
+      this.feed.push({ requestId, csi });
+    });
+  }
+
+  close(): void {
+    this.abort.abort();
+    this.fail("the resolver is shutting down");
+  }
+}
+
 /** Creates the pool. */
 export function createUpstream(o: UpstreamOptions): Upstream {
   const log = o.log.child({ component: "upstream" });
   const channels = new Map<string, Channel>();
+  const muxes = new Map<string, LookupMux>();
   // The endpoint that answered last, per DP: tried first next time.
   const preferred = new Map<string, string>();
 
-  const channelFor = (dp: DpInfo, endpoint: string) => {
+  const muxFor = (dp: DpInfo, endpoint: string) => {
     const k = `${dp.tlsIdentity}|${endpoint}`;
-    let ch = channels.get(k);
-    if (!ch) {
-      ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
-      channels.set(k, ch);
+    let mux = muxes.get(k);
+    if (!mux || mux.dead) {
+      let ch = channels.get(k);
+      if (!ch) {
+        ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
+        channels.set(k, ch);
+      }
+      mux = new LookupMux(ch, `LookupStream at ${endpoint}`, o.attemptTimeoutMs);
+      muxes.set(k, mux);
     }
-    return ch;
+    return mux;
   };
 
   return {
@@ -59,11 +155,9 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           : dp.endpoints;
       for (const endpoint of order) {
         try {
-          const res = await channelFor(dp, endpoint)
-            .client(pb.AuthoritativeService)
-            .lookup({ csi }, { timeoutMs: o.attemptTimeoutMs });
+          const answer = await muxFor(dp, endpoint).lookup(csi);
           preferred.set(dp.id, endpoint);
-          return outcomeOf(dp.id, res.answer);
+          return outcomeOf(dp.id, answer);
         } catch (err) {
           const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
           // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
@@ -85,12 +179,13 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       );
     },
     close() {
+      for (const m of muxes.values()) m.close();
       for (const ch of channels.values()) ch.close();
+      muxes.clear();
       channels.clear();
     },
   };
 }
-
 function outcomeOf(dpId: string, answer: pb.Answer | undefined): LookupOutcome {
   if (answer?.status === pb.LookupStatus.FOUND) {
     return Object.freeze({

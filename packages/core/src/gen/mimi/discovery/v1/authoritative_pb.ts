@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Answer, Delegation, LookupOptions, Mapping } from "./common_pb.js";
+import type { Answer, Delegation, ItemError, LookupOptions, Mapping } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,70 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJPCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIiTwoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQiPwoQRW5yb2xNc3BSZXNwb25zZRIrCgNtc3AYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCJjCgtFbnJvbGxlZE1zcBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhYKDmVucm9sbGVkX2F0X21zGAQgASgDIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AiSQoNTWFwcGluZ1JlY29yZBILCgNjc2kYASABKAkSKwoHbWFwcGluZxgCIAEoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmciSwoVSW1wb3J0TWFwcGluZ3NSZXF1ZXN0EjIKCG1hcHBpbmdzGAEgAygLMiAubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZ1JlY29yZCI9ChZJbXBvcnRNYXBwaW5nc1Jlc3BvbnNlEhAKCGltcG9ydGVkGAEgASgEEhEKCXVuY2hhbmdlZBgCIAEoBCISChBHZXRTdGF0dXNSZXF1ZXN0Ip4BChFHZXRTdGF0dXNSZXNwb25zZRINCgVkcF9pZBgBIAEoCRIXCg9yZWdpc3RyeV9zZXJpYWwYAiABKAQSMgoLZGVsZWdhdGlvbnMYAyADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEhUKDW1hcHBpbmdfY291bnQYBCABKAQSFgoObG9va3Vwc19zZXJ2ZWQYBSABKAQyZQoUQXV0aG9yaXRhdGl2ZVNlcnZpY2USTQoGTG9va3VwEiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVxdWVzdBohLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlc3BvbnNlMp4DChlBdXRob3JpdGF0aXZlQWRtaW5TZXJ2aWNlElMKCEVucm9sTXNwEiIubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xNc3BSZXF1ZXN0GiMubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xNc3BSZXNwb25zZRJrChBMaXN0RW5yb2xsZWRNc3BzEioubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1JlcXVlc3QaKy5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVzcG9uc2USZwoOSW1wb3J0TWFwcGluZ3MSKC5taW1pLmRpc2NvdmVyeS52MS5JbXBvcnRNYXBwaW5nc1JlcXVlc3QaKS5taW1pLmRpc2NvdmVyeS52MS5JbXBvcnRNYXBwaW5nc1Jlc3BvbnNlKAESVgoJR2V0U3RhdHVzEiMubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJpChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpoBChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJPCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIiTwoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQiPwoQRW5yb2xNc3BSZXNwb25zZRIrCgNtc3AYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCJjCgtFbnJvbGxlZE1zcBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhYKDmVucm9sbGVkX2F0X21zGAQgASgDIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AiSQoNTWFwcGluZ1JlY29yZBILCgNjc2kYASABKAkSKwoHbWFwcGluZxgCIAEoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmciSwoVSW1wb3J0TWFwcGluZ3NSZXF1ZXN0EjIKCG1hcHBpbmdzGAEgAygLMiAubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZ1JlY29yZCI9ChZJbXBvcnRNYXBwaW5nc1Jlc3BvbnNlEhAKCGltcG9ydGVkGAEgASgEEhEKCXVuY2hhbmdlZBgCIAEoBCISChBHZXRTdGF0dXNSZXF1ZXN0Ip4BChFHZXRTdGF0dXNSZXNwb25zZRINCgVkcF9pZBgBIAEoCRIXCg9yZWdpc3RyeV9zZXJpYWwYAiABKAQSMgoLZGVsZWdhdGlvbnMYAyADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEhUKDW1hcHBpbmdfY291bnQYBCABKAQSFgoObG9va3Vwc19zZXJ2ZWQYBSABKAQyygEKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABMp4DChlBdXRob3JpdGF0aXZlQWRtaW5TZXJ2aWNlElMKCEVucm9sTXNwEiIubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xNc3BSZXF1ZXN0GiMubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xNc3BSZXNwb25zZRJrChBMaXN0RW5yb2xsZWRNc3BzEioubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1JlcXVlc3QaKy5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVzcG9uc2USZwoOSW1wb3J0TWFwcGluZ3MSKC5taW1pLmRpc2NvdmVyeS52MS5JbXBvcnRNYXBwaW5nc1JlcXVlc3QaKS5taW1pLmRpc2NvdmVyeS52MS5JbXBvcnRNYXBwaW5nc1Jlc3BvbnNlKAESVgoJR2V0U3RhdHVzEiMubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+
+/**
+ * @generated from message mimi.discovery.v1.LookupStreamRequest
+ */
+export type LookupStreamRequest = Message<"mimi.discovery.v1.LookupStreamRequest"> & {
+  /**
+   * Chosen by the caller to match responses to requests.
+   *
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * @generated from field: string csi = 2;
+   */
+  csi: string;
+
+  /**
+   * @generated from field: mimi.discovery.v1.LookupOptions options = 3;
+   */
+  options?: LookupOptions | undefined;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.LookupStreamRequest.
+ * Use `create(LookupStreamRequestSchema)` to create a new message.
+ */
+export const LookupStreamRequestSchema: GenMessage<LookupStreamRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 0);
+
+/**
+ * @generated from message mimi.discovery.v1.LookupStreamResponse
+ */
+export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamResponse"> & {
+  /**
+   * @generated from field: uint64 request_id = 1;
+   */
+  requestId: bigint;
+
+  /**
+   * @generated from oneof mimi.discovery.v1.LookupStreamResponse.result
+   */
+  result: {
+    /**
+     * @generated from field: mimi.discovery.v1.LookupResponse response = 2;
+     */
+    value: LookupResponse;
+    case: "response";
+  } | {
+    /**
+     * @generated from field: mimi.discovery.v1.ItemError error = 3;
+     */
+    value: ItemError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mimi.discovery.v1.LookupStreamResponse.
+ * Use `create(LookupStreamResponseSchema)` to create a new message.
+ */
+export const LookupStreamResponseSchema: GenMessage<LookupStreamResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 1);
 
 /**
  * @generated from message mimi.discovery.v1.LookupRequest
@@ -36,7 +99,7 @@ export type LookupRequest = Message<"mimi.discovery.v1.LookupRequest"> & {
  * Use `create(LookupRequestSchema)` to create a new message.
  */
 export const LookupRequestSchema: GenMessage<LookupRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 0);
+  messageDesc(file_mimi_discovery_v1_authoritative, 2);
 
 /**
  * @generated from message mimi.discovery.v1.LookupResponse
@@ -53,7 +116,7 @@ export type LookupResponse = Message<"mimi.discovery.v1.LookupResponse"> & {
  * Use `create(LookupResponseSchema)` to create a new message.
  */
 export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 1);
+  messageDesc(file_mimi_discovery_v1_authoritative, 3);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
@@ -84,7 +147,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 2);
+  messageDesc(file_mimi_discovery_v1_authoritative, 4);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -101,7 +164,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 3);
+  messageDesc(file_mimi_discovery_v1_authoritative, 5);
 
 /**
  * An MSP enrolled at this DP.
@@ -135,7 +198,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 4);
+  messageDesc(file_mimi_discovery_v1_authoritative, 6);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -148,7 +211,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 5);
+  messageDesc(file_mimi_discovery_v1_authoritative, 7);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -165,7 +228,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 6);
+  messageDesc(file_mimi_discovery_v1_authoritative, 8);
 
 /**
  * A mapping to import for one CSI.
@@ -189,7 +252,7 @@ export type MappingRecord = Message<"mimi.discovery.v1.MappingRecord"> & {
  * Use `create(MappingRecordSchema)` to create a new message.
  */
 export const MappingRecordSchema: GenMessage<MappingRecord> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 7);
+  messageDesc(file_mimi_discovery_v1_authoritative, 9);
 
 /**
  * @generated from message mimi.discovery.v1.ImportMappingsRequest
@@ -206,7 +269,7 @@ export type ImportMappingsRequest = Message<"mimi.discovery.v1.ImportMappingsReq
  * Use `create(ImportMappingsRequestSchema)` to create a new message.
  */
 export const ImportMappingsRequestSchema: GenMessage<ImportMappingsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 8);
+  messageDesc(file_mimi_discovery_v1_authoritative, 10);
 
 /**
  * @generated from message mimi.discovery.v1.ImportMappingsResponse
@@ -232,7 +295,7 @@ export type ImportMappingsResponse = Message<"mimi.discovery.v1.ImportMappingsRe
  * Use `create(ImportMappingsResponseSchema)` to create a new message.
  */
 export const ImportMappingsResponseSchema: GenMessage<ImportMappingsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 9);
+  messageDesc(file_mimi_discovery_v1_authoritative, 11);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -245,7 +308,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 10);
+  messageDesc(file_mimi_discovery_v1_authoritative, 12);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -286,7 +349,7 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 11);
+  messageDesc(file_mimi_discovery_v1_authoritative, 13);
 
 /**
  * An authoritative DP: answers for the CSIs in the ranges the root delegated
@@ -304,6 +367,18 @@ export const AuthoritativeService: GenService<{
     methodKind: "unary";
     input: typeof LookupRequestSchema;
     output: typeof LookupResponseSchema;
+  },
+  /**
+   * Answers many lookups over one stream, for resolvers: each request gets one response
+   * carrying its request_id; a refused CSI fails only its own item. A resolver keeps one
+   * such stream per DP endpoint, so a lookup costs a message rather than a call.
+   *
+   * @generated from rpc mimi.discovery.v1.AuthoritativeService.LookupStream
+   */
+  lookupStream: {
+    methodKind: "bidi_streaming";
+    input: typeof LookupStreamRequestSchema;
+    output: typeof LookupStreamResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_authoritative, 0);

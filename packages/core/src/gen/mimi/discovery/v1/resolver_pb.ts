@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Answer, LookupOptions } from "./common_pb.js";
+import type { Answer, ItemError, LookupOptions } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgiagoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMinAEKFVJlc29sdmVTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjYKCHJlc3BvbnNlGAIgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCTLLAQoPUmVzb2x2ZXJTZXJ2aWNlElAKB1Jlc29sdmUSIS5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVxdWVzdBoiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZRJmCg1SZXNvbHZlU3RyZWFtEicubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlcXVlc3QaKC5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVzcG9uc2UoATABYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgiagoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMinAEKFVJlc29sdmVTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjYKCHJlc3BvbnNlGAIgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQyywEKD1Jlc29sdmVyU2VydmljZRJQCgdSZXNvbHZlEiEubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlcXVlc3QaIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2USZgoNUmVzb2x2ZVN0cmVhbRInLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXF1ZXN0GigubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveRequest
@@ -127,32 +127,6 @@ export type ResolveStreamResponse = Message<"mimi.discovery.v1.ResolveStreamResp
  */
 export const ResolveStreamResponseSchema: GenMessage<ResolveStreamResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_resolver, 3);
-
-/**
- * The failure of one item of a stream.
- *
- * @generated from message mimi.discovery.v1.ItemError
- */
-export type ItemError = Message<"mimi.discovery.v1.ItemError"> & {
-  /**
-   * A gRPC status code, e.g. 3 (INVALID_ARGUMENT) or 14 (UNAVAILABLE).
-   *
-   * @generated from field: int32 code = 1;
-   */
-  code: number;
-
-  /**
-   * @generated from field: string message = 2;
-   */
-  message: string;
-};
-
-/**
- * Describes the message mimi.discovery.v1.ItemError.
- * Use `create(ItemErrorSchema)` to create a new message.
- */
-export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 4);
 
 /**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches
