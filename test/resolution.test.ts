@@ -215,33 +215,40 @@ scenario(t, "mimi resolve prints readable and JSON answers; a malformed CSI exit
   assert.match(bad.stderr, /invalid CSI: .*digits/);
 });
 
-scenario(t, "a resolver fails over across a DP's endpoints in registry order", async () => {
-  const eu = t.net.dps.eu.address;
-  const put = await t.cli([
-    "root",
-    "dp",
-    "put",
-    "eu",
-    "--endpoint",
-    "127.0.0.1:1",
-    eu,
-    "--tls-identity",
-    "dp-eu",
-    "--jurisdiction",
-    "EU",
-    "--root",
-    t.net.root.address,
-  ]);
-  assert.equal(put.code, 0, put.stderr);
-  const show = await t.cli(["root", "show", "--json", "--root", t.net.root.address]);
-  const snap = JSON.parse(show.stdout) as { dps: { id: string; endpoints: string[] }[] };
-  assert.deepEqual(snap.dps.find((d) => d.id === "eu")?.endpoints, ["127.0.0.1:1", eu]);
-  await eventually(async () => {
-    const r = await t.resolve("tel:+447700900124");
-    assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
-    assert.deepEqual(r.answer?.dpIds, ["eu"]);
-  });
-});
+// The resolver keeps using the endpoint that answered last, so this checks that an endpoint
+// list change reaches it and a dead entry does not break lookups; failover from a dead
+// endpoint is covered in failover.test.ts.
+scenario(
+  t,
+  "a DP's new endpoint list reaches the resolver; a dead endpoint listed first does no harm",
+  async () => {
+    const eu = t.net.dps.eu.address;
+    const put = await t.cli([
+      "root",
+      "dp",
+      "put",
+      "eu",
+      "--endpoint",
+      "127.0.0.1:1",
+      eu,
+      "--tls-identity",
+      "dp-eu",
+      "--jurisdiction",
+      "EU",
+      "--root",
+      t.net.root.address,
+    ]);
+    assert.equal(put.code, 0, put.stderr);
+    const show = await t.cli(["root", "show", "--json", "--root", t.net.root.address]);
+    const snap = JSON.parse(show.stdout) as { dps: { id: string; endpoints: string[] }[] };
+    assert.deepEqual(snap.dps.find((d) => d.id === "eu")?.endpoints, ["127.0.0.1:1", eu]);
+    await eventually(async () => {
+      const r = await t.resolve("tel:+447700900124");
+      assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
+      assert.deepEqual(r.answer?.dpIds, ["eu"]);
+    });
+  },
+);
 
 scenario(t, "every server answers the standard health check; the root refers simple clients", async () => {
   const n = t.net;
@@ -339,17 +346,18 @@ scenario(
     await eventually(async () => {
       assert.deepEqual((await t.resolve("tel:+61212345678")).answer?.dpIds, ["eu"]);
     });
-    const ttl = await t.cli([
-      "root",
-      "delegation",
-      "update",
-      "+61",
-      "--ttl",
-      "120",
-      "--root",
-      t.net.root.address,
-    ]);
+    // A TTL-only edit keeps the DP, so the cached +61 answer stays: the DP is not asked again.
+    const served = await t.lookupsServed("eu");
+    const update = ["root", "delegation", "update", "+61", "--ttl", "120", "--root", t.net.root.address];
+    const ttl = await t.cli(update);
     assert.equal(ttl.code, 0, ttl.stderr);
+    const serial = /serial (\d+)/.exec(ttl.stdout)?.[1];
+    await eventually(async () => {
+      assert.match(t.logs(), new RegExp(`resolver: .*"serial":"${serial}".*"registry change applied"`));
+    });
+    await new Promise((r) => setTimeout(r, 50)); // eviction runs on the resolver's next turn
+    assert.deepEqual((await t.resolve("tel:+61212345678")).answer?.dpIds, ["eu"]);
+    assert.equal(await t.lookupsServed("eu"), served);
     const list = JSON.parse(
       (await t.cli(["root", "delegation", "list", "--json", "--root", t.net.root.address])).stdout,
     ) as { delegations: { key: string; dp: string; ttlSeconds: number }[] };

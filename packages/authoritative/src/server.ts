@@ -32,7 +32,7 @@ export function bindAuthoritativeServer(
     const params = paramsFromProto(options);
     const outcome = service.lookup(csi);
     if (log.isLevelEnabled("debug")) {
-      log.debug({ peer: ctx.peer.name, csi: csiHash(csi), outcome: outcome.kind }, "lookup");
+      log.debug({ peer: ctx.peerName, csi: csiHash(csi), outcome: outcome.kind }, "lookup");
     }
     return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
   };

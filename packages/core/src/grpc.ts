@@ -18,8 +18,10 @@ export interface PeerIdentity {
 
 /** What a handler knows about the call besides the request. */
 export interface CallContext {
-  /** The authenticated caller; reading it throws UNAUTHENTICATED when the caller sent no certificate. */
+  /** The authenticated caller; reading it throws UNAUTHENTICATED when the certificate has no common name. */
   readonly peer: PeerIdentity;
+  /** The caller's name for logs; never throws, so logging cannot change a call's outcome. */
+  readonly peerName: string;
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
   /** Full method path, e.g. "/mimi.discovery.v1.ResolverService/Resolve". */
@@ -112,6 +114,13 @@ function makeContext(call: AnyCall, path: string): { ctx: CallContext; done: () 
     get peer() {
       peer ??= peerOf(call);
       return peer;
+    },
+    get peerName() {
+      try {
+        return this.peer.name;
+      } catch {
+        return "(no common name)";
+      }
     },
     get signal() {
       if (!controller) {
@@ -252,13 +261,10 @@ function writer(
   method: DescMethod,
   signal: AbortSignal,
 ): (msg: unknown) => Promise<void> {
-  return async (msg: unknown) => {
-    if (signal.aborted) throw signal.reason;
-    // Waiting for "drain" each time write() says the buffer is past grpc-js's small object-mode
-    // mark would cost a listener per message; callers bound their own in-flight work, so the
-    // wait starts only once MAX_BUFFERED_MESSAGES are queued.
-    if (call.write(asReply(method, msg)) || call.writableLength < MAX_BUFFERED_MESSAGES) return;
-    await new Promise<void>((resolve, reject) => {
+  // One wait for "drain" shared by all senders, so a stalled reader costs one listener, not one per send.
+  let drained: Promise<void> | undefined;
+  const drain = () => {
+    drained ??= new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         call.removeListener("drain", onDrain);
         reject(signal.reason);
@@ -269,7 +275,18 @@ function writer(
       };
       call.once("drain", onDrain);
       signal.addEventListener("abort", onAbort, { once: true });
+    }).finally(() => {
+      drained = undefined;
     });
+    return drained;
+  };
+  return async (msg: unknown) => {
+    if (signal.aborted) throw signal.reason;
+    // Waiting for "drain" each time write() says the buffer is past grpc-js's small object-mode
+    // mark would cost a listener per message; callers bound their own in-flight work, so the
+    // wait starts only once MAX_BUFFERED_MESSAGES are queued.
+    if (call.write(asReply(method, msg)) || call.writableLength < MAX_BUFFERED_MESSAGES) return;
+    await drain();
   };
 }
 

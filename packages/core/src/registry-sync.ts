@@ -60,8 +60,16 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
   }
 
   const channels = opts.rootEndpoints.map((address) => openChannel(address, opts.credentials));
+  // Saving writes the whole copy, so changes arriving together (a replayed backlog) are
+  // saved once, shortly after the last of them.
+  let saveTimer: NodeJS.Timeout | undefined;
   const save = () => {
-    if (opts.persistPath) persist(opts.persistPath, view.snapshot(), log);
+    if (!opts.persistPath || saveTimer) return;
+    const path = opts.persistPath;
+    saveTimer = setTimeout(() => {
+      saveTimer = undefined;
+      persist(path, view.snapshot(), log);
+    }, 200);
   };
 
   (async () => {
@@ -121,6 +129,11 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     close() {
       closed = true;
       abort.abort();
+      if (saveTimer) {
+        clearTimeout(saveTimer);
+        saveTimer = undefined;
+        if (opts.persistPath) persist(opts.persistPath, view.snapshot(), log);
+      }
       for (const c of channels) c.close();
     },
   };

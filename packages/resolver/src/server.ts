@@ -53,7 +53,7 @@ export function bindResolverServer(
     const r: Resolution = await service.resolve(csi);
     if (log.isLevelEnabled("debug")) {
       log.debug(
-        { peer: ctx.peer.name, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
+        { peer: ctx.peerName, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
         "resolve",
       );
     }
@@ -71,30 +71,47 @@ export function bindResolverServer(
     {
       resolve: (req, ctx) => resolveOne(req.csi, req.options, ctx),
       async resolveStream(reqs, ctx, send) {
-        const pending = new Set<Promise<void>>();
+        let inflight = 0;
+        let slotFree: (() => void) | undefined;
+        let allDone: (() => void) | undefined;
         for await (const req of reqs) {
-          const item = resolveOne(req.csi, req.options, ctx).then(
-            (response) =>
-              send(
-                response instanceof Uint8Array
-                  ? encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response)
-                  : { requestId: req.requestId, result: { case: "response", value: response } },
-              ),
-            (err: unknown) => {
-              const s = toWireStatus(err, log, ctx.method);
-              return send({
-                requestId: req.requestId,
-                result: { case: "error", value: { code: s.code, message: s.details } },
-              });
-            },
-          );
-          // A failed send means the caller went away; the item has nobody to go to, and a
-          // rejection left unhandled here would end the process.
-          const tracked: Promise<void> = item.catch(() => {}).finally(() => pending.delete(tracked));
-          pending.add(tracked);
-          if (pending.size >= MAX_STREAM_INFLIGHT) await Promise.race(pending);
+          inflight++;
+          void resolveOne(req.csi, req.options, ctx)
+            .then(
+              (response) =>
+                send(
+                  response instanceof Uint8Array
+                    ? encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response)
+                    : { requestId: req.requestId, result: { case: "response", value: response } },
+                ),
+              (err: unknown) => {
+                const s = toWireStatus(err, log, ctx.method);
+                return send({
+                  requestId: req.requestId,
+                  result: { case: "error", value: { code: s.code, message: s.details } },
+                });
+              },
+            )
+            // A failed send means the caller went away; the item has nobody to go to, and a
+            // rejection left unhandled here would end the process.
+            .catch(() => {})
+            .finally(() => {
+              inflight--;
+              slotFree?.();
+              if (inflight === 0) allDone?.();
+            });
+          if (inflight >= MAX_STREAM_INFLIGHT) {
+            await new Promise<void>((resolve) => {
+              slotFree = resolve;
+            });
+            slotFree = undefined;
+          }
         }
-        await Promise.all(pending);
+        if (inflight > 0) {
+          await new Promise<void>((resolve) => {
+            allDone = resolve;
+          });
+        }
       },
     },
     { log },

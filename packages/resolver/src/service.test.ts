@@ -69,6 +69,7 @@ function setup() {
 }
 
 const CSI = parseCsi("tel:+447700900123");
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
 test("a second lookup is a cache hit with a decreasing ttl", async () => {
   const { clock, state, service } = setup();
@@ -112,6 +113,10 @@ test("an expired answer is served stale when the DP is down, and never without o
   const r = await service.resolve(CSI);
   assert.equal(r.stale, true);
   assert.equal(r.ttlSeconds, 30);
+  // The failure recheck timer: within the stale TTL the failed DP is not asked again.
+  const again = await service.resolve(CSI);
+  assert.equal(again.stale, true);
+  assert.equal(state.calls, 2);
   await assert.rejects(service.resolve(parseCsi("tel:+447700900999")), /down/);
 });
 
@@ -136,6 +141,7 @@ test("registry changes evict cached answers whose delegation moved, appeared or 
   };
   reg.apply(add);
   service.registryChanged(add);
+  await nextTurn(); // eviction runs once per batch of changes, on the next turn
   assert.equal(service.stats.evictedByRegistry, 1);
   assert.equal((await service.resolve(uk)).source, "cache");
   assert.equal((await service.resolve(jp)).source, "upstream");
@@ -143,6 +149,7 @@ test("registry changes evict cached answers whose delegation moved, appeared or 
   const del = { serial: 3n, kind: "delete_delegation" as const, id: "e164:44" };
   reg.apply(del);
   service.registryChanged(del);
+  await nextTurn();
   const after = await service.resolve(uk);
   assert.equal(after.outcome.dpId, "");
   assert.equal(state.calls, 2);
@@ -160,4 +167,26 @@ test("a stale answer is not served once its range belongs to another DP", async 
     msps: [],
   });
   await assert.rejects(service.resolve(CSI), /down/);
+});
+
+test("an answer that arrives after its range moved is not cached; the new DP is asked", async () => {
+  const { state, service, reg } = setup();
+  let open: () => void = () => {};
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  const pending = service.resolve(CSI);
+  // While eu's lookup is in flight, +44 moves to uk.
+  reg.replace({
+    serial: 2n,
+    delegations: [{ id: "e164:44", key: { kind: "e164", prefix: "44" }, dpId: "uk", ttlSeconds: 60 }],
+    dps: [DP, { ...DP, id: "uk" }],
+    msps: [],
+  });
+  state.outcome = { kind: "answer", mappings: [], dpId: "uk", ttlSeconds: 60 };
+  open();
+  const r = await pending;
+  assert.equal(r.outcome.dpId, "uk");
+  assert.equal(state.calls, 2, "asked eu, then uk");
+  assert.equal((await service.resolve(CSI)).source, "cache");
 });

@@ -23,6 +23,8 @@ import type { Upstream } from "./upstream.js";
 export interface CachedAnswer {
   readonly outcome: LookupOutcome;
   readonly key: LookupKey;
+  /** Re-stored after a failed refresh; served as stale until it expires (RFC 8767). */
+  readonly stale?: boolean;
 }
 
 /** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
@@ -81,10 +83,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
   };
   // The DP an answer must come from now; "" when no delegation covers the key.
   const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
-  const store = (csi: Csi, outcome: LookupOutcome, ttlSeconds: number) =>
-    o.cache.set(csi.uri, Object.freeze({ outcome, key: csi.key }), ttlSeconds);
+  const store = (csi: Csi, outcome: LookupOutcome, ttlSeconds: number, stale = false) =>
+    o.cache.set(csi.uri, Object.freeze({ outcome, key: csi.key, ...(stale ? { stale } : {}) }), ttlSeconds);
 
-  const walk = async (csi: Csi): Promise<Resolution> => {
+  const walk = async (csi: Csi, attempt = 0): Promise<Resolution> => {
     if (!o.registryReady()) {
       throw new DiscoveryError(
         "not_ready",
@@ -112,6 +114,12 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     try {
       stats.upstreamRequests++;
       const outcome = await o.upstream.lookup(dp, csi.uri);
+      if (delegatedDp(csi.key) !== dp.id) {
+        // The delegation moved while the lookup was in flight: this answer is from the old DP.
+        // Ask the new one (once; a registry flapping faster than a lookup is not chased).
+        if (attempt === 0) return walk(csi, 1);
+        return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
+      }
       const wanted =
         outcome.kind === "not_found"
           ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
@@ -121,21 +129,38 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     } catch (err) {
       stats.upstreamFailures++;
       const e = err as DiscoveryError;
-      const stale = e.code === "invalid_argument" ? undefined : o.cache.getStale(csi.uri);
+      const stale = o.cache.getStale(csi.uri);
       // Only an answer from the DP that holds the range today may be served stale.
       if (stale && stale.outcome.dpId === dp.id) {
         stats.stale++;
         log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
+        // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
+        // failed DP again for every request (each attempt costs a full upstream timeout).
+        store(csi, stale.outcome, o.staleAnswerTtlSeconds, true);
         return { outcome: stale.outcome, ttlSeconds: o.staleAnswerTtlSeconds, stale: true, source: "stale" };
       }
       throw err;
     }
   };
 
-  const evict = (inScope: (key: LookupKey) => boolean, reason: string) => {
-    const n = o.cache.prune((_uri, v) => inScope(v.key) && delegatedDp(v.key) !== v.outcome.dpId);
-    stats.evictedByRegistry += n;
-    if (n > 0) log.info({ evicted: n, reason }, "cached answers evicted after registry change");
+  // Eviction scans the cache, so changes arriving together (a backlog replayed after a
+  // reconnect) are checked in one pass, on the next turn of the event loop.
+  let scopes: ((key: LookupKey) => boolean)[] | "all" = [];
+  let scheduled = false;
+  const evictSoon = (scope: ((key: LookupKey) => boolean) | "all") => {
+    if (scope === "all") scopes = "all";
+    else if (scopes !== "all") scopes.push(scope);
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      const taken = scopes;
+      scopes = [];
+      scheduled = false;
+      const inScope = taken === "all" ? () => true : (k: LookupKey) => taken.some((f) => f(k));
+      const n = o.cache.prune((_uri, v) => inScope(v.key) && delegatedDp(v.key) !== v.outcome.dpId);
+      stats.evictedByRegistry += n;
+      if (n > 0) log.info({ evicted: n }, "cached answers evicted after registry change");
+    });
   };
 
   return {
@@ -147,8 +172,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         return Promise.resolve({
           outcome: hit.value.outcome,
           ttlSeconds: hit.remainingTtlSeconds,
-          stale: false,
-          source: "cache",
+          stale: hit.value.stale === true,
+          source: hit.value.stale === true ? "stale" : "cache",
         });
       }
       stats.misses++;
@@ -164,14 +189,14 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // Only delegation edits move answers; the changed key bounds which entries to check.
       if (change.kind === "put_delegation") {
         const key = change.delegation.key;
-        evict((k) => covers(key, k), change.delegation.id);
+        evictSoon((k) => covers(key, k));
       } else if (change.kind === "delete_delegation") {
         const key = parseDelegationKeyText(change.id);
-        evict((k) => covers(key, k), change.id);
+        evictSoon((k) => covers(key, k));
       }
     },
     registryReplaced() {
-      evict(() => true, "snapshot");
+      evictSoon("all");
     },
   };
 }

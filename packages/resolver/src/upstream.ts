@@ -34,6 +34,9 @@ export interface UpstreamOptions {
   attemptTimeoutMs: number;
 }
 
+/** Lookups one stream may have outstanding; past it the DP is treated as overloaded. */
+const MAX_PENDING_PER_STREAM = 4_096;
+
 interface Pending {
   resolve: (answer: pb.Answer | undefined) => void;
   reject: (err: DiscoveryError) => void;
@@ -65,9 +68,16 @@ class LookupMux {
   private async read(): Promise<void> {
     let cause = "the stream ended";
     try {
+      // Lookups whose callers gave up (timed out) are not sent: a slow DP should not spend
+      // its time on answers nobody waits for.
+      const pending = this.pending;
+      const feed = this.feed;
+      const live = (async function* () {
+        for await (const item of feed) if (pending.has(item.requestId)) yield item;
+      })();
       const responses = this.channel
         .client(pb.AuthoritativeService)
-        .lookupStream(this.feed, { signal: this.abort.signal });
+        .lookupStream(live, { signal: this.abort.signal });
       for await (const res of responses) {
         this.lastHeardMs = Date.now();
         const p = this.pending.get(res.requestId);
@@ -97,6 +107,14 @@ class LookupMux {
   }
 
   lookup(csi: string): Promise<pb.Answer | undefined> {
+    if (this.pending.size >= MAX_PENDING_PER_STREAM) {
+      return Promise.reject(
+        new DiscoveryError(
+          "upstream_unavailable",
+          `${this.what}: ${MAX_PENDING_PER_STREAM} lookups already waiting`,
+        ),
+      );
+    }
     const requestId = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

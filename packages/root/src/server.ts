@@ -35,7 +35,7 @@ export function bindRootServer(
         return { snapshot: snapshotToProto(service.snapshot()) };
       },
       async watchRegistry(req, ctx, send) {
-        const wlog = log.child({ component: "watch", peer: ctx.peer.name });
+        const wlog = log.child({ component: "watch", peer: ctx.peerName });
         const changed = new Latch();
         const unsubscribe = service.subscribe(() => changed.fire());
         try {
