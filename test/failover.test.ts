@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { pb } from "@mimi/core";
 import { ServerProcess } from "../deploy/local/network.js";
-import { rejectsWith, scenario, useNetwork } from "./harness.js";
+import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 // Short TTLs so expiry happens within the test; the stale window stays long.
 const t = useNetwork({
@@ -18,6 +18,43 @@ const t = useNetwork({
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+scenario(
+  t,
+  "when the endpoint a resolver used last dies, it fails over to the DP's next endpoint",
+  async () => {
+    // Warm the resolver's preference for us's current endpoint, then move us to a new port and
+    // list the old (now dead) address first: the resolver must try it, fail, and go on.
+    assert.equal((await t.resolve("tel:+12025550142")).answer?.status, pb.LookupStatus.FOUND);
+    const old = t.net.dps.us.address;
+    await t.net.dps.us.stop();
+    await t.net.dps.us.start();
+    const moved = await t.cli([
+      "root",
+      "dp",
+      "put",
+      "us",
+      "--endpoint",
+      old,
+      t.net.dps.us.address,
+      "--tls-identity",
+      "dp-us",
+      "--jurisdiction",
+      "US",
+      "--root",
+      t.net.root.address,
+    ]);
+    assert.equal(moved.code, 0, moved.stderr);
+    const serial = /serial (\d+)/.exec(moved.stdout)?.[1];
+    await eventually(async () => {
+      assert.match(t.logs(), new RegExp(`resolver: .*"serial":"${serial}".*"registry change applied"`));
+    });
+    const r = await t.resolve("mailto:alice@example.org"); // not cached yet; held by us
+    assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
+    assert.equal(r.stale, false);
+    assert.match(t.logs(), new RegExp(`resolver: .*"endpoint":"${old}".*"dp lookup failed"`));
+  },
+);
 
 scenario(t, "an expired answer is served, marked stale, while its authoritative is down", async () => {
   const fresh = await t.resolve("tel:+447700900123");
