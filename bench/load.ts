@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs";
 import {
   type Channel,
   channelCredentials,
+  Feed,
   loadTls,
   openChannel,
   pb,
@@ -97,35 +98,6 @@ class Latencies {
   }
   bytes(): Buffer {
     return Buffer.from(this.data.buffer, 0, this.n * 8);
-  }
-}
-
-/** A queue an async generator drains: the request side of a stream fed as responses arrive. */
-class Feed<T> {
-  private items: T[] = [];
-  private wake: (() => void) | undefined;
-  private closed = false;
-  push(item: T): void {
-    this.items.push(item);
-    this.wake?.();
-  }
-  close(): void {
-    this.closed = true;
-    this.wake?.();
-  }
-  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
-    for (;;) {
-      const item = this.items.shift();
-      if (item !== undefined) {
-        yield item;
-        continue;
-      }
-      if (this.closed) return;
-      await new Promise<void>((r) => {
-        this.wake = r;
-      });
-      this.wake = undefined;
-    }
   }
 }
 
