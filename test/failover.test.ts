@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { pb } from "@mimi/core";
 import { ServerProcess } from "../deploy/local/network.js";
-import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
+import { rejectsWith, scenario, useNetwork } from "./harness.js";
 
 // Short TTLs so expiry happens within the test; the stale window stays long.
 const t = useNetwork({
@@ -45,10 +45,7 @@ scenario(
       t.net.root.address,
     ]);
     assert.equal(moved.code, 0, moved.stderr);
-    const serial = /serial (\d+)/.exec(moved.stdout)?.[1];
-    await eventually(async () => {
-      assert.match(t.logs(), new RegExp(`resolver: .*"serial":"${serial}".*"registry change applied"`));
-    });
+    await t.resolverApplied(moved.stdout);
     const r = await t.resolve("mailto:alice@example.org"); // not cached yet; held by us
     assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
     assert.equal(r.stale, false);

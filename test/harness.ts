@@ -26,6 +26,11 @@ export interface TestNetwork {
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Every process's log lines, for diagnosis. */
   logs(): string;
+  /**
+   * Waits until the resolver has applied the registry change a mimi command reported
+   * ("(serial N)" in its output), and the eviction that follows on its next turn.
+   */
+  resolverApplied(cliStdout: string): Promise<void>;
 }
 
 /** Starts a network for the enclosing test file. */
@@ -91,6 +96,15 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
       });
     },
     logs: () => lines.join("\n"),
+    async resolverApplied(cliStdout) {
+      const serial = /serial (\d+)/.exec(cliStdout)?.[1];
+      if (!serial) throw new Error(`no serial in: ${cliStdout}`);
+      const applied = new RegExp(`^resolver: .*"serial":"${serial}".*"registry change applied"`, "m");
+      await eventually(async () => {
+        if (!applied.test(lines.join("\n"))) throw new Error(`the resolver has not applied serial ${serial}`);
+      });
+      await new Promise((r) => setTimeout(r, 50));
+    },
   };
 }
 

@@ -351,11 +351,7 @@ scenario(
     const update = ["root", "delegation", "update", "+61", "--ttl", "120", "--root", t.net.root.address];
     const ttl = await t.cli(update);
     assert.equal(ttl.code, 0, ttl.stderr);
-    const serial = /serial (\d+)/.exec(ttl.stdout)?.[1];
-    await eventually(async () => {
-      assert.match(t.logs(), new RegExp(`resolver: .*"serial":"${serial}".*"registry change applied"`));
-    });
-    await new Promise((r) => setTimeout(r, 50)); // eviction runs on the resolver's next turn
+    await t.resolverApplied(ttl.stdout);
     assert.deepEqual((await t.resolve("tel:+61212345678")).answer?.dpIds, ["eu"]);
     assert.equal(await t.lookupsServed("eu"), served);
     const list = JSON.parse(
