@@ -6,7 +6,6 @@ import {
   type Delegation,
   type DelegationKey,
   delegationId,
-  overlaps,
   parseDelegationKeyText,
   RegistryView,
 } from "./registry.js";
@@ -75,11 +74,4 @@ test("delegation keys parse from admin text", () => {
   ]) {
     assert.throws(() => parseDelegationKeyText(text), DiscoveryError, text);
   }
-});
-
-test("email ranges overlap when they share a value; E.164 prefixes nest", () => {
-  const a: DelegationKey = { kind: "email", first: 0n, last: 100n };
-  assert.equal(overlaps(a, { kind: "email", first: 100n, last: 200n }), true);
-  assert.equal(overlaps(a, { kind: "email", first: 101n, last: 200n }), false);
-  assert.equal(overlaps({ kind: "e164", prefix: "1" }, { kind: "e164", prefix: "1415" }), false);
 });

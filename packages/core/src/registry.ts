@@ -100,12 +100,6 @@ export function covers(key: DelegationKey, lookup: LookupKey): boolean {
   return lookup.kind === "email" && lookup.domainHash >= key.first && lookup.domainHash <= key.last;
 }
 
-/** Do two keys share any identifier? E.164 prefixes nest by design; email ranges must not overlap. */
-export function overlaps(a: DelegationKey, b: DelegationKey): boolean {
-  if (a.kind === "email" && b.kind === "email") return a.first <= b.last && b.first <= a.last;
-  return false;
-}
-
 /**
  * A mutable in-memory copy of the registry with fast matching. E.164 matching is at most
  * 15 map probes (longest prefix first); email matching is a binary search over sorted,
@@ -118,7 +112,6 @@ export class RegistryView {
   private emailRanges: Delegation[] = [];
   private readonly dps = new Map<string, DpInfo>();
   private readonly msps = new Map<string, MspInfo>();
-  private mspsByIndex: (MspInfo | undefined)[] = [];
 
   get serial(): bigint {
     return this.serialValue;
@@ -133,7 +126,7 @@ export class RegistryView {
     for (const d of data.delegations) this.putDelegation(d);
     for (const dp of data.dps) this.dps.set(dp.id, dp);
     for (const m of data.msps) this.msps.set(m.id, m);
-    this.reindex();
+    this.sortEmailRanges();
     this.serialValue = data.serial;
   }
 
@@ -143,9 +136,11 @@ export class RegistryView {
       case "put_delegation":
         this.removeDelegation(change.delegation.id);
         this.putDelegation(change.delegation);
+        this.sortEmailRanges();
         break;
       case "delete_delegation":
         this.removeDelegation(change.id);
+        this.sortEmailRanges();
         break;
       case "put_dp":
         this.dps.set(change.dp.id, change.dp);
@@ -160,7 +155,6 @@ export class RegistryView {
         this.msps.delete(change.id);
         break;
     }
-    this.reindex();
     this.serialValue = change.serial;
   }
 
@@ -195,10 +189,6 @@ export class RegistryView {
     return this.msps.get(id);
   }
 
-  mspByIndex(index: number): MspInfo | undefined {
-    return this.mspsByIndex[index];
-  }
-
   /** Delegations naming `dpId`. */
   delegationsOf(dpId: string): Delegation[] {
     return [...this.delegations.values()].filter((d) => d.dpId === dpId);
@@ -226,7 +216,7 @@ export class RegistryView {
     if (old.key.kind === "e164") this.e164.delete(old.key.prefix);
   }
 
-  private reindex(): void {
+  private sortEmailRanges(): void {
     this.emailRanges = [...this.delegations.values()]
       .filter((d) => d.key.kind === "email")
       .sort((a, b) => {
@@ -234,7 +224,5 @@ export class RegistryView {
         const y = (b.key as { first: bigint }).first;
         return x < y ? -1 : x > y ? 1 : 0;
       });
-    this.mspsByIndex = [];
-    for (const m of this.msps.values()) this.mspsByIndex[m.index] = m;
   }
 }
