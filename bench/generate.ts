@@ -3,10 +3,13 @@
 // and reused while the mapping count matches.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { openMappingStore, type StoredMapping } from "@mimi/authoritative";
+import { type MappingRow, openMappingStore } from "@mimi/authoritative";
+import { bulkRecord, dpSignedParts, SIGNING_CONTEXT, signWith } from "@mimi/core";
+import { ensureDevSigningKeys } from "@mimi/core/dev-pki";
+import { SIGNING_KEYS } from "../deploy/local/network.js";
 import { BENCH_MSPS, dpOf, existingCsi } from "./keys.js";
 
-const FORMAT = 1; // bump when keys.ts or the generated content changes
+const FORMAT = 2; // bump when keys.ts or the generated content changes
 
 /**
  * Ensures `dir`/dp-eu and dp-us hold the N generated mappings (indexes 0..N-1, alternating
@@ -34,27 +37,58 @@ export function ensureGenerated(
     eu: openMappingStore(join(dir, "dp-eu", "mappings.sqlite")),
     us: openMappingStore(join(dir, "dp-us", "mappings.sqlite")),
   };
+  // Records are signed as the demo MSPs and DPs sign them, with the keys of the network that
+  // will serve them (the PKI lives in `dir`), so the resolver verifies them like any others.
+  const keys = ensureDevSigningKeys(join(dir, "pki"), SIGNING_KEYS);
+  const key = (name: string) => {
+    const k = keys.get(name);
+    if (!k) throw new Error(`no signing key ${name}`);
+    return k;
+  };
   const BATCH = 100_000;
-  const createdAtMs = Date.UTC(2026, 0, 1);
+  const createdAtMs = Date.now();
+  const expiresAtMs = createdAtMs + 360 * 86_400_000;
   const step = euOnly ? 2 : 1;
   for (let start = 0; start < n; start += BATCH) {
-    const batch: Record<"eu" | "us", StoredMapping[]> = { eu: [], us: [] };
+    const batch: Record<"eu" | "us", MappingRow[]> = { eu: [], us: [] };
     for (let k = start; k < Math.min(n, start + BATCH); k++) {
       const i = k * step;
       const msp = BENCH_MSPS[i % BENCH_MSPS.length] as string;
-      batch[dpOf(i)].push({
-        csi: existingCsi(i),
-        mapping: {
+      const dp = dpOf(i);
+      const csi = existingCsi(i);
+      const ssi = `u${i}@${msp}`;
+      const { record, mspSignature } = bulkRecord(
+        {
+          csi,
           mspId: msp,
-          ssi: `u${i}@${msp}`,
-          isDefault: true,
+          ssi,
+          defaultRequested: true,
           tags: i % 4 === 0 ? ["Business"] : [],
           createdAtMs,
+          dpId: dp,
+          expiresAtMs,
         },
+        key(`msp-${msp.split(".")[0]}`),
+      );
+      batch[dp].push({
+        csi,
+        mspId: msp,
+        ssi,
+        isDefault: true,
+        precedence: createdAtMs,
+        expiresAtMs,
+        record,
+        userSig: new Uint8Array(0),
+        mspSig: mspSignature,
+        dpSig: signWith(key(`dp-${dp}`), SIGNING_CONTEXT.mappingDp, ...dpSignedParts(true, record)),
       });
     }
-    stores.eu.upsert(batch.eu);
-    stores.us.upsert(batch.us);
+    for (const dp of ["eu", "us"] as const) {
+      const store = stores[dp];
+      store.transaction(() => {
+        for (const row of batch[dp]) store.putMapping(row);
+      });
+    }
     if ((start / BATCH) % 10 === 9) log(`generated ${start + BATCH} of ${n} mappings`);
   }
   stores.eu.close();

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { silenceIpServernameWarning } from "@mimi/core";
+import { bulkRecord, bulkRegister, pb, silenceIpServernameWarning } from "@mimi/core";
 import { Command } from "commander";
 import { type Network, type ServerProcess, startNetwork } from "../deploy/local/network.js";
 import { ensureGenerated } from "./generate.js";
@@ -27,6 +27,8 @@ interface Options {
   rate: number;
   authSizes: number[];
   memoryEntries: number;
+  /** Signed records the bulk run registers. */
+  bulkRecords: number;
   scenarios: string[];
   out: string;
   dataDir: string;
@@ -50,7 +52,7 @@ export interface RunResult {
   extra?: Record<string, number>;
 }
 
-const ALL_SCENARIOS = ["warm", "cold", "negative", "mixed", "authoritative", "memory"];
+const ALL_SCENARIOS = ["warm", "cold", "negative", "mixed", "authoritative", "memory", "bulk"];
 const CLK_TCK = (() => {
   try {
     return Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
@@ -520,6 +522,70 @@ async function main(o: Options): Promise<void> {
     );
   }
 
+  if (want("bulk")) {
+    // Bulk registration (G4): one MSP streams signed records to a fresh DP, which verifies
+    // each MSP signature, countersigns and commits per batch. The MSP's own signing runs in
+    // this process, as it would at the MSP; the rate counts records committed per second.
+    const dir = join(tmp, "bulk");
+    await withNetwork(dir, 10_000, async (net) => {
+      const key = net.signingKey("msp-bluebird");
+      const now = Date.now();
+      const n = o.bulkRecords;
+      const recordsFrom = (first: number, count: number) =>
+        Array.from({ length: count }, (_, k) =>
+          bulkRecord(
+            {
+              csi: `tel:+4479${String(first + k).padStart(8, "0")}`,
+              mspId: "bluebird.example",
+              ssi: `b${first + k}@bluebird.example`,
+              defaultRequested: true,
+              tags: [],
+              createdAtMs: now,
+              dpId: "eu",
+              expiresAtMs: now + 300 * 86_400_000,
+            },
+            key,
+          ),
+        );
+      const procs = { root: net.root, "dp-eu": net.dps.eu, "dp-us": net.dps.us, resolver: net.resolver };
+      const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
+      const started = performance.now();
+      const done = await bulkRegister(
+        net.channel(net.dps.eu.address, "msp-bluebird").client(pb.ClaimService),
+        {
+          sessionId: "bench",
+          total: n,
+          recordsFrom,
+          batchSize: 2_000,
+        },
+      );
+      const elapsedS = (performance.now() - started) / 1000;
+      const cpuSeconds = Object.fromEntries(
+        Object.entries(procs).map(([k, p]) => [k, round(cpuSecondsOf(p.pid) - (cpu0[k] ?? 0), 2)]),
+      );
+      const dpCpu = cpuSeconds["dp-eu"] ?? 0;
+      const result: RunResult = {
+        scenario: "bulk",
+        variant: `${fmtCount(n)} signed records`,
+        lookups: done.stored,
+        errors: n - done.stored,
+        lookupsPerSec: round(done.stored / elapsedS, 0),
+        latencyMs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0 },
+        cpuSeconds,
+        rssMb: Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)])),
+        lookupsPerServerCpuSecond: dpCpu > 0 ? round(done.stored / dpCpu, 0) : 0,
+        extra: {
+          recordsPerSecond: round(done.stored / elapsedS, 0),
+          dpCpuMicrosPerRecord: round((dpCpu * 1e6) / Math.max(1, done.stored), 1),
+        },
+      };
+      bench.results.push(result);
+      log(
+        `bulk: ${done.stored} signed mappings registered in ${elapsedS.toFixed(1)} s = ${result.extra?.recordsPerSecond} mappings/s; DP CPU ${dpCpu.toFixed(1)} s (${result.extra?.dpCpuMicrosPerRecord} µs per mapping)`,
+      );
+    });
+  }
+
   mkdirSync(o.out, { recursive: true });
   const file = join(o.out, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   const { dataDir: _d, out: _o, ...parameters } = o;
@@ -543,6 +609,7 @@ const cli = new Command("bench")
   .option("--rate <n>", "requests per second for open-loop runs", "2000")
   .option("--auth-sizes <list>", "mapping counts for the authoritative-alone runs", "1000000,10000000")
   .option("--memory-entries <n>", "answers to cache in the memory run", "1000000")
+  .option("--bulk-records <n>", "signed mappings the bulk run registers", "200000")
   .option("--scenarios <list>", `subset of ${ALL_SCENARIOS.join(",")}`, ALL_SCENARIOS.join(","))
   .option("--out <dir>", "folder for the JSON result", join(REPO, "bench/results"))
   .option("--data <dir>", "folder for generated data (reused across runs)", join(REPO, "data/bench"))
@@ -560,6 +627,7 @@ const cli = new Command("bench")
       rate: num("rate", 200),
       authSizes: quick ? [1_000] : String(raw.authSizes).split(",").map(Number),
       memoryEntries: num("memoryEntries", 1_000),
+      bulkRecords: num("bulkRecords", 2_000),
       scenarios: String(raw.scenarios).split(","),
       out: String(raw.out),
       dataDir: String(raw.data),

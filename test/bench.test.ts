@@ -53,7 +53,17 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", asy
     assert.ok(report.machine.cores > 0 && report.machine.node.startsWith("v"));
     assert.equal(report.parameters.quick, true);
     const scenarios = new Set(report.results.map((r) => r.scenario));
-    assert.deepEqual([...scenarios].sort(), ["authoritative", "cold", "memory", "mixed", "negative", "warm"]);
+    assert.deepEqual([...scenarios].sort(), [
+      "authoritative",
+      "bulk",
+      "cold",
+      "memory",
+      "mixed",
+      "negative",
+      "warm",
+    ]);
+    const bulk = report.results.find((r) => r.scenario === "bulk");
+    assert.ok((bulk?.extra?.recordsPerSecond ?? 0) > 0, "the bulk run reports signed mappings per second");
     for (const r of report.results) {
       const what = `${r.scenario} ${r.variant}`;
       assert.ok(r.lookups > 0, `${what} made lookups`);

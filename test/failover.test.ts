@@ -101,6 +101,7 @@ scenario(t, "a resolver whose first root endpoint is dead syncs from the next on
         keyFile: join(t.net.pkiDir, "resolver-key.pem"),
       },
       rootEndpoints: ["127.0.0.1:1", t.net.root.address],
+      rootPublicKey: join(t.net.pkiDir, "root-signing.pub"),
     }),
   );
   const second = new ServerProcess("resolver-2", "resolver", config, "info");

@@ -7,19 +7,23 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import {
+  bulkRecord,
+  bulkRegister,
   type Channel,
   channelCredentials,
   covers,
   DiscoveryError,
   keyFromProto,
   keyToProto,
+  loadSigningKey,
   loadTls,
   openChannel,
   parseCsi,
   parseDelegationKeyText,
   pb,
+  type SigningKey,
 } from "@mimi/core";
-import { devTlsPaths, ensureDevPki } from "@mimi/core/dev-pki";
+import { devSigningKeyPaths, devTlsPaths, ensureDevPki, ensureDevSigningKeys } from "@mimi/core/dev-pki";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const DEMO_FILE = join(REPO, "deploy/local/demo.json");
@@ -36,6 +40,9 @@ export const IDENTITIES = [
   "msp-wirechat",
   "msp-parrot",
 ];
+
+/** Names of the Ed25519 signing keys the local network uses (the root, DPs, MSPs). */
+export const SIGNING_KEYS = ["root", "dp-eu", "dp-us", "msp-bluebird", "msp-wirechat", "msp-parrot"];
 
 /** The demo data file's shape. */
 export interface Demo {
@@ -139,6 +146,15 @@ export class ServerProcess {
     });
   }
 
+  /** Kills the process at once (SIGKILL), as a crash would, and waits for it to be gone. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child || !this.running) return;
+    this.stopping = true;
+    child.kill("SIGKILL");
+    await this.exited;
+  }
+
   /** Sends SIGTERM and waits for exit; SIGKILL after `graceMs`. */
   async stop(graceMs = 5_000): Promise<void> {
     const child = this.child;
@@ -183,6 +199,8 @@ export interface Network {
   readonly resolver: ServerProcess;
   /** A channel to `address` authenticated as `identity`; closed by stop(). */
   channel(address: string, identity: string): Channel;
+  /** A development signing key by name (see SIGNING_KEYS). */
+  signingKey(name: string): SigningKey;
   stop(): Promise<void>;
 }
 
@@ -193,6 +211,9 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
   const configDir = join(dir, "config");
   mkdirSync(configDir, { recursive: true });
   await ensureDevPki(pkiDir, IDENTITIES);
+  ensureDevSigningKeys(pkiDir, SIGNING_KEYS);
+  const signingKey = (name: string) => loadSigningKey(devSigningKeyPaths(pkiDir, name).keyFile);
+  const rootPublicKey = devSigningKeyPaths(pkiDir, "root").publicKeyFile;
   const ports = opts.ports ?? { root: 0, eu: 0, us: 0, resolver: 0 };
   const logLevel = opts.logLevel ?? "info";
   const tls = (identity: string) => {
@@ -225,6 +246,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
         dataDir: join(dir, "root"),
         tls: tls("root"),
         admins: ["admin"],
+        signingKey: devSigningKeyPaths(pkiDir, "root").keyFile,
         ...opts.overrides?.root,
       }),
       logLevel,
@@ -245,6 +267,8 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
           tls: tls(`dp-${id}`),
           rootEndpoints: [root.address],
           admins: ["admin"],
+          signingKey: devSigningKeyPaths(pkiDir, `dp-${id}`).keyFile,
+          rootPublicKey,
           ...opts.overrides?.authoritative,
         }),
         logLevel,
@@ -256,7 +280,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     procs.push(eu, us);
     await Promise.all([eu.start(), us.start()]);
 
-    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), { eu, us });
+    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), { eu, us }, signingKey);
 
     const resolver = new ServerProcess(
       "resolver",
@@ -266,6 +290,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
         dataDir: join(dir, "resolver"),
         tls: tls("resolver"),
         rootEndpoints: [root.address],
+        rootPublicKey,
         ...opts.overrides?.resolver,
       }),
       logLevel,
@@ -278,11 +303,17 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     if (opts.demo !== false) {
       const serial =
         (await channel(root.address, "cli").client(pb.RootService).getSnapshot({})).snapshot?.serial ?? 0n;
-      await loadMappings(channel(eu.address, "admin"), serial);
-      await loadMappings(channel(us.address, "admin"), serial);
+      for (const dp of [eu, us]) {
+        await loadMappings(
+          channel(dp.address, "admin"),
+          serial,
+          (identity) => channel(dp.address, identity),
+          signingKey,
+        );
+      }
     }
     await waitUntilResolving(channel(resolver.address, "cli"));
-    return { dir, pkiDir, root, dps: { eu, us }, resolver, channel, stop };
+    return { dir, pkiDir, root, dps: { eu, us }, resolver, channel, signingKey, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -290,20 +321,36 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
 }
 
 /** Registers the demo DPs (at their current ports), delegations and MSPs; keeps what already exists. */
-async function loadRegistry(ch: Channel, dps: { eu: ServerProcess; us: ServerProcess }): Promise<void> {
+async function loadRegistry(
+  ch: Channel,
+  dps: { eu: ServerProcess; us: ServerProcess },
+  signingKey: (name: string) => SigningKey,
+): Promise<void> {
   const demo = loadDemo();
   const admin = ch.client(pb.RegistryAdminService);
   const snap = (await ch.client(pb.RootService).getSnapshot({})).snapshot;
   for (const d of demo.dps) {
     const endpoint = dps[d.id as "eu" | "us"].address;
+    const key = signingKey(d.tlsIdentity).publicKey;
     const have = snap?.dps.find((x) => x.id === d.id);
-    if (have?.endpoints.length === 1 && have.endpoints[0] === endpoint) continue;
+    const same = have?.endpoints.length === 1 && have.endpoints[0] === endpoint;
+    if (same && Buffer.from(have.signingPublicKey).equals(key)) continue;
     await admin.putDp({
-      dp: { id: d.id, endpoints: [endpoint], tlsIdentity: d.tlsIdentity, jurisdiction: d.jurisdiction },
+      dp: {
+        id: d.id,
+        endpoints: [endpoint],
+        tlsIdentity: d.tlsIdentity,
+        jurisdiction: d.jurisdiction,
+        signingPublicKey: key,
+      },
     });
   }
   for (const m of demo.msps) {
-    if (!snap?.msps.some((x) => x.id === m.id)) await admin.putMsp({ id: m.id, name: m.name });
+    const key = signingKey(m.tlsIdentity).publicKey;
+    const have = snap?.msps.find((x) => x.id === m.id);
+    if (!have || !Buffer.from(have.signingPublicKey).equals(key)) {
+      await admin.putMsp({ id: m.id, name: m.name, signingPublicKey: key });
+    }
   }
   // Demo delegations are created on a first start only; an admin may have changed them since.
   if ((snap?.delegations.length ?? 0) > 0) return;
@@ -317,32 +364,60 @@ async function loadRegistry(ch: Channel, dps: { eu: ServerProcess; us: ServerPro
   }
 }
 
-/** Enrols the demo MSPs at a DP and imports the demo mappings delegated to it. */
-async function loadMappings(ch: Channel, minSerial: bigint): Promise<void> {
+/**
+ * Enrols the demo MSPs at a DP (trusted for bulk) and has each register its demo mappings
+ * delegated to that DP in bulk, signed with its key. The "demo" session makes this a no-op
+ * on later starts.
+ */
+async function loadMappings(
+  ch: Channel,
+  minSerial: bigint,
+  channelAs: (identity: string) => Channel,
+  signingKey: (name: string) => SigningKey,
+): Promise<void> {
   const demo = loadDemo();
   const admin = ch.client(pb.AuthoritativeAdminService);
-  // The DP learns its delegations from the root asynchronously; wait until it has them.
   let status = await admin.getStatus({});
   for (let i = 0; status.registrySerial < minSerial; i++) {
     if (i > 200) throw new Error(`DP ${status.dpId} did not sync the registry to serial ${minSerial}`);
     await new Promise((r) => setTimeout(r, 50));
     status = await admin.getStatus({});
   }
+  const now = Date.now();
   for (const m of demo.msps) {
-    await admin.enrolMsp({ mspId: m.id, tlsIdentity: m.tlsIdentity, enrolledUsers: 1000n });
+    const key = signingKey(m.tlsIdentity);
+    await admin.enrolMsp({
+      mspId: m.id,
+      tlsIdentity: m.tlsIdentity,
+      enrolledUsers: 1000n,
+      signingPublicKey: key.publicKey,
+      mayBulk: true,
+    });
+    const mine = demo.mappings.filter(
+      (x) =>
+        x.msp === m.id && status.delegations.some((d) => covers(keyFromProto(d.key), parseCsi(x.csi).key)),
+    );
+    const records = mine.map((x) =>
+      bulkRecord(
+        {
+          csi: parseCsi(x.csi).uri,
+          mspId: x.msp,
+          ssi: x.ssi,
+          defaultRequested: x.default === true,
+          tags: x.tags ?? [],
+          createdAtMs: now,
+          dpId: status.dpId,
+          expiresAtMs: now + 300 * 86_400_000,
+        },
+        key,
+      ),
+    );
+    await bulkRegister(channelAs(m.tlsIdentity).client(pb.ClaimService), {
+      sessionId: "demo",
+      total: records.length,
+      recordsFrom: (first, count) => records.slice(first, first + count),
+    });
   }
-  const mine = demo.mappings.filter((m) =>
-    status.delegations.some((d) => covers(keyFromProto(d.key), parseCsi(m.csi).key)),
-  );
-  async function* batches() {
-    yield {
-      mappings: mine.map((m) => ({
-        csi: m.csi,
-        mapping: { mspId: m.msp, ssi: m.ssi, isDefault: m.default === true, tags: m.tags ?? [] },
-      })),
-    };
-  }
-  await admin.importMappings(batches());
 }
 
 /** A CSI no demo data or test uses, for readiness probes that must not warm the cache. */

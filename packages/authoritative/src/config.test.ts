@@ -11,7 +11,88 @@ const example = () =>
 test("the deploy example parses", () => {
   const config = parseConfig(example(), "/etc/mimi");
   assert.equal(config.tls.caFile, "/etc/mimi/tls/ca.pem");
+  assert.equal(config.signingKey, "/etc/mimi/keys/dp-eu-signing.pem");
+  assert.equal(config.rootPublicKey, "/etc/mimi/keys/root-signing.pub");
+  assert.deepEqual(config.delivery, {
+    email: {
+      kind: "smtp",
+      host: "smtp-relay.dp-eu.mimi.example",
+      port: 587,
+      secure: false,
+      requireTls: true,
+      from: "MIMI discovery <codes@dp-eu.mimi.example>",
+      timeoutMs: 10_000,
+    },
+    tel: { kind: "http", url: "https://sms-gateway.dp-eu.mimi.example/v1/messages", timeoutMs: 5_000 },
+    outboxDir: "/var/lib/mimi/dp-eu/outbox",
+  });
+  assert.deepEqual(config.claims, {
+    codeLength: 6,
+    codeTtlMs: 600_000,
+    maxAttempts: 5,
+    contestWindowMs: 7 * 86_400_000,
+    mappingLifetimeMs: 365 * 86_400_000,
+    proofRanking: ["bulk", "email-code", "sms-code"],
+    noticeRetentionMs: 30 * 86_400_000,
+  });
+  assert.equal(config.sweepIntervalMs, 5_000);
   assert.ok(Object.isFrozen(config));
+  assert.ok(Object.isFrozen(config.delivery.email));
+  assert.ok(Object.isFrozen(config.claims.proofRanking));
+});
+
+test("the DP's signing key and the pinned root key are required", () => {
+  for (const key of ["signingKey", "rootPublicKey"]) {
+    const raw = example();
+    delete raw[key];
+    assert.throws(() => parseConfig(raw, "/etc/mimi"), new RegExp(`${key} must be a non-empty string`));
+  }
+  const relative = parseConfig(
+    { ...example(), signingKey: "dp.pem", rootPublicKey: "root.pub" },
+    "/srv/mimi",
+  );
+  assert.equal(relative.signingKey, "/srv/mimi/dp.pem");
+  assert.equal(relative.rootPublicKey, "/srv/mimi/root.pub");
+});
+
+test("delivery, claims and the sweep interval are optional and take defaults", () => {
+  const { delivery: _d, claims: _c, sweepIntervalSeconds: _s, ...rest } = example();
+  const config = parseConfig(rest, "/etc/mimi");
+  assert.deepEqual(config.delivery, {
+    email: { kind: "outbox" },
+    tel: { kind: "outbox" },
+    outboxDir: "/var/lib/mimi/dp-eu/outbox",
+  });
+  assert.equal(config.claims.codeLength, 6);
+  assert.equal(config.claims.mappingLifetimeMs, 365 * 86_400_000);
+  assert.deepEqual(config.claims.proofRanking, ["bulk", "email-code", "sms-code"]);
+  assert.equal(config.sweepIntervalMs, 5_000);
+});
+
+test("bad delivery and claims settings are refused, naming the key", () => {
+  const raw = example();
+  const cases: [unknown, RegExp][] = [
+    [{ ...raw, claims: { ...raw.claims, proofRanking: ["sms-code", "carrier-pigeon"] } }, /carrier-pigeon/],
+    [{ ...raw, claims: { ...raw.claims, proofRanking: [] } }, /proofRanking must not be empty/],
+    [{ ...raw, claims: { ...raw.claims, codeLength: 4 } }, /codeLength/],
+    [{ ...raw, claims: { ...raw.claims, maxAttempts: 0 } }, /maxAttempts/],
+    [{ ...raw, claims: { ...raw.claims, codeTtl: 60 } }, /unknown key: codeTtl/],
+    [{ ...raw, sweepIntervalSeconds: 0 }, /sweepIntervalSeconds/],
+    [{ ...raw, delivery: { ...raw.delivery, sms: {} } }, /unknown key: sms/],
+    [
+      { ...raw, delivery: { ...raw.delivery, email: { ...raw.delivery.email, kind: "pigeon" } } },
+      /delivery.email.kind/,
+    ],
+    [
+      { ...raw, delivery: { ...raw.delivery, tel: { ...raw.delivery.tel, url: "ftp://gw.example" } } },
+      /delivery.tel.url/,
+    ],
+    [
+      { ...raw, delivery: { ...raw.delivery, email: { ...raw.delivery.email, user: "codes" } } },
+      /set together/,
+    ],
+  ];
+  for (const [bad, reason] of cases) assert.throws(() => parseConfig(bad, "/etc/mimi"), reason);
 });
 
 test("unknown keys and out-of-range values are refused", () => {

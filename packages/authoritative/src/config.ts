@@ -1,6 +1,15 @@
 // Authoritative configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
-import { ConfigReader, deepFreeze, LOG_LEVELS, readTlsSection, type TlsPaths } from "@mimi/core";
+import {
+  ConfigReader,
+  deepFreeze,
+  LOG_LEVELS,
+  PROOF_METHODS,
+  readTlsSection,
+  type TlsPaths,
+} from "@mimi/core";
+import type { ClaimPolicy } from "./claims.js";
+import { type DeliveryConfig, readDeliverySection } from "./senders.js";
 
 /** Validated authoritative configuration. */
 export interface AuthoritativeConfig {
@@ -17,6 +26,15 @@ export interface AuthoritativeConfig {
   readonly answerTtlSeconds: number;
   readonly negativeTtlSeconds: number;
   readonly logLevel: string;
+  /** PEM Ed25519 private key the DP countersigns mappings with; the root registry publishes its public key. */
+  readonly signingKey: string;
+  /** File holding the root's public key; the registry copy must be signed by it. */
+  readonly rootPublicKey: string;
+  /** How codes reach the CSI (SMTP, an SMS gateway, or the outbox folder). */
+  readonly delivery: DeliveryConfig;
+  readonly claims: ClaimPolicy;
+  /** How often conflicts past their deadline are settled and expired state removed. */
+  readonly sweepIntervalMs: number;
 }
 
 const DEFAULTS = {
@@ -25,26 +43,61 @@ const DEFAULTS = {
   answerTtlSeconds: 300,
   negativeTtlSeconds: 60,
   logLevel: "info",
+  codeLength: 6,
+  codeTtlSeconds: 600,
+  maxAttempts: 5,
+  contestWindowSeconds: 7 * 86_400,
+  mappingLifetimeDays: 365,
+  noticeRetentionDays: 30,
+  sweepIntervalSeconds: 5,
 } as const;
 
 /** Parses an authoritative config; relative paths resolve against `baseDir`. */
 export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
   const r = ConfigReader.of(raw);
+  const dataDir = resolve(baseDir, r.string("dataDir"));
   const config: AuthoritativeConfig = {
     host: r.string("host", DEFAULTS.host),
     port: r.integer("port", DEFAULTS.port, 0, 65535),
     dpId: r.string("dpId"),
-    dataDir: resolve(baseDir, r.string("dataDir")),
+    dataDir,
     tls: readTlsSection(r, baseDir),
     rootEndpoints: r.stringList("rootEndpoints", undefined, { nonEmpty: true }),
     admins: r.stringList("admins", []),
     answerTtlSeconds: r.integer("answerTtlSeconds", DEFAULTS.answerTtlSeconds, 0, 86_400),
     negativeTtlSeconds: r.integer("negativeTtlSeconds", DEFAULTS.negativeTtlSeconds, 0, 3_600),
     logLevel: r.string("logLevel", DEFAULTS.logLevel),
+    signingKey: resolve(baseDir, r.string("signingKey")),
+    rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
+    delivery: readDeliverySection(r.has("delivery") ? r.object("delivery") : undefined, baseDir, dataDir),
+    claims: readClaimsSection(r.object("claims", { optional: true })),
+    sweepIntervalMs: r.integer("sweepIntervalSeconds", DEFAULTS.sweepIntervalSeconds, 1, 3_600) * 1000,
   };
   r.done();
   if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {
     throw new Error(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
   }
   return deepFreeze(config);
+}
+
+function readClaimsSection(r: ConfigReader): ClaimPolicy {
+  const ranking = r.stringList("proofRanking", [...PROOF_METHODS], { nonEmpty: true });
+  for (const m of ranking) {
+    if (!(PROOF_METHODS as readonly string[]).includes(m)) {
+      throw new Error(
+        `config.claims.proofRanking: unknown proof method "${m}" (known: ${PROOF_METHODS.join(", ")})`,
+      );
+    }
+  }
+  const policy: ClaimPolicy = {
+    codeLength: r.integer("codeLength", DEFAULTS.codeLength, 6, 10),
+    codeTtlMs: r.integer("codeTtlSeconds", DEFAULTS.codeTtlSeconds, 30, 3_600) * 1000,
+    maxAttempts: r.integer("maxAttempts", DEFAULTS.maxAttempts, 1, 10),
+    contestWindowMs: r.integer("contestWindowSeconds", DEFAULTS.contestWindowSeconds, 1, 90 * 86_400) * 1000,
+    mappingLifetimeMs: r.integer("mappingLifetimeDays", DEFAULTS.mappingLifetimeDays, 1, 3_650) * 86_400_000,
+    proofRanking: ranking,
+    noticeRetentionMs: r.integer("noticeRetentionDays", DEFAULTS.noticeRetentionDays, 1, 365) * 86_400_000,
+  };
+  r.done();
+  return policy;
 }

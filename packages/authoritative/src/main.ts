@@ -1,5 +1,6 @@
 // Authoritative process entry: argv/env -> config -> logger -> store + registry sync -> gRPC -> signals.
-import { mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   addHealthService,
@@ -7,6 +8,8 @@ import {
   createGrpcServer,
   createLogger,
   listen,
+  loadPublicKey,
+  loadSigningKey,
   loadTls,
   logListening,
   pb,
@@ -17,7 +20,9 @@ import {
   startRegistrySync,
   systemClock,
 } from "@mimi/core";
+import { createClaims } from "./claims.js";
 import { parseConfig } from "./config.js";
+import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
 import { createAuthoritativeService } from "./service.js";
 import { openMappingStore } from "./store.js";
@@ -40,6 +45,11 @@ async function main(): Promise<void> {
   const dbPath = join(config.dataDir, "mappings.sqlite");
   const store = openMappingStore(dbPath);
   log.info({ path: dbPath, mappings: store.count() }, "store opened");
+  const legacy = store.legacyCount();
+  if (legacy > 0) {
+    log.warn({ legacy }, "unsigned mappings from an older version are kept but not served; re-register them");
+  }
+  const signingKey = loadSigningKey(config.signingKey);
   const tls = loadTls(config.tls);
   let synced = false;
   const sync = startRegistrySync({
@@ -47,7 +57,26 @@ async function main(): Promise<void> {
     credentials: channelCredentials(tls),
     log,
     persistPath: join(config.dataDir, "registry.bin"),
+    rootPublicKey: loadPublicKey(config.rootPublicKey),
+    onChange: () => synced && checkPublishedKey(),
+    onSnapshot: () => synced && checkPublishedKey(),
   });
+  // Answers verify only if the registry publishes this DP's key: say so loudly while it does
+  // not (a new DP is often registered after it first starts), and once when it does.
+  let keyPublished: boolean | undefined;
+  const checkPublishedKey = () => {
+    const published = sync.view.dp(config.dpId)?.signingPublicKey;
+    const ok = published !== undefined && Buffer.from(published).equals(signingKey.publicKey);
+    if (ok === keyPublished) return;
+    keyPublished = ok;
+    if (ok) log.info({ dpId: config.dpId }, "the root registry publishes this DP's signing key");
+    else {
+      log.warn(
+        { dpId: config.dpId },
+        "the root registry does not (yet) publish this DP's signing key; resolvers refuse its answers until it does (mimi root dp put --signing-key)",
+      );
+    }
+  };
   const service = createAuthoritativeService({
     dpId: config.dpId,
     store,
@@ -57,8 +86,28 @@ async function main(): Promise<void> {
     answerTtlSeconds: config.answerTtlSeconds,
     negativeTtlSeconds: config.negativeTtlSeconds,
   });
+  const sender = createCodeSender(config.delivery, log);
+  const claims = createClaims({
+    dpId: config.dpId,
+    store,
+    clock: systemClock,
+    signingKey,
+    sender,
+    codeSecret: codeSecret(join(config.dataDir, "code-secret")),
+    policy: config.claims,
+    requireDelegated: (csi) => service.requireDelegated(csi),
+    registryMsp: (id) => sync.view.msp(id),
+    log,
+  });
+  const sweep = setInterval(() => {
+    try {
+      claims.sweep();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "sweep failed");
+    }
+  }, config.sweepIntervalMs);
   const server = createGrpcServer();
-  bindAuthoritativeServer(server, service, { log, admins: config.admins });
+  bindAuthoritativeServer(server, service, claims, { log, admins: config.admins });
   const health = addHealthService(server, log, [
     pb.AuthoritativeService.typeName,
     pb.AuthoritativeAdminService.typeName,
@@ -66,6 +115,7 @@ async function main(): Promise<void> {
   // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
   void sync.ready.then(() => {
     synced = true;
+    checkPublishedKey();
     health.setServing(true);
   });
   const port = await listen(server, config.host, config.port, serverCredentials(tls));
@@ -77,6 +127,8 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, "shutdown");
     health.setServing(false);
+    clearInterval(sweep);
+    sender.close();
     sync.close();
     await shutdown(server, 2_000);
     store.close();
@@ -84,6 +136,12 @@ async function main(): Promise<void> {
   };
   process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+// Keys the hashes of open codes; made once per DP and kept beside its store.
+function codeSecret(path: string): Uint8Array {
+  if (!existsSync(path)) writeFileSync(path, randomBytes(32), { mode: 0o600, flag: "wx" });
+  return new Uint8Array(readFileSync(path));
 }
 
 function argValue(flag: string): string | undefined {

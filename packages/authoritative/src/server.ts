@@ -10,21 +10,24 @@ import {
   DiscoveryError,
   delegationToProto,
   type Logger,
-  mappingFromProto,
+  mappingToProto,
+  mspToProto,
   paramsFromProto,
   pb,
   toWireStatus,
 } from "@mimi/core";
-import type { AuthoritativeService, ImportItem } from "./service.js";
-import type { EnrolledMsp } from "./store.js";
+import type { Claims, FeedEntry, StartRequest } from "./claims.js";
+import type { AuthoritativeService } from "./service.js";
+import type { EnrolledMsp, NoticeBody, NoticeRow } from "./store.js";
 
-/** Largest batch one ImportMappings message may carry. */
-const MAX_IMPORT_BATCH = 10_000;
+/** Most entries one feed message may carry. */
+const MAX_FEED_BATCH = 10_000;
 
-/** Registers AuthoritativeService and AuthoritativeAdminService on `server`. */
+/** Registers AuthoritativeService, AuthoritativeAdminService and ClaimService on `server`. */
 export function bindAuthoritativeServer(
   server: grpc.Server,
   service: AuthoritativeService,
+  claims: Claims,
   opts: { log: Logger; admins: readonly string[] },
 ): void {
   const { log } = opts;
@@ -74,46 +77,44 @@ export function bindAuthoritativeServer(
         if (req.enrolledUsers > BigInt(Number.MAX_SAFE_INTEGER)) {
           throw new DiscoveryError("invalid_argument", "enrolled_users must be at most 2^53-1");
         }
-        const msp = service.enrolMsp(req.mspId, req.tlsIdentity, Number(req.enrolledUsers));
-        log.info({ actor: ctx.peer.name, msp: msp.mspId }, "msp enrolled");
+        const msp = service.enrolMsp({
+          mspId: req.mspId,
+          tlsIdentity: req.tlsIdentity,
+          enrolledUsers: Number(req.enrolledUsers),
+          signingPublicKey: req.signingPublicKey,
+          mayBulk: req.mayBulk,
+        });
+        log.info({ actor: ctx.peer.name, msp: msp.mspId, mayBulk: msp.mayBulk }, "msp enrolled");
         return { msp: enrolledToProto(msp) };
       },
       async listEnrolledMsps() {
         return { msps: service.listEnrolled().map(enrolledToProto) };
       },
-      async importMappings(reqs, ctx) {
-        let imported = 0;
-        let unchanged = 0;
+      async ingestProviderFeed(reqs, ctx) {
+        let entries = 0;
+        let removed = 0;
         let batch = 0;
         for await (const req of reqs) {
           try {
-            if (req.mappings.length > MAX_IMPORT_BATCH) {
+            if (req.entries.length > MAX_FEED_BATCH) {
               throw new DiscoveryError(
                 "invalid_argument",
-                `a batch may hold at most ${MAX_IMPORT_BATCH} mappings`,
+                `a message may hold at most ${MAX_FEED_BATCH} entries`,
               );
             }
-            const items: ImportItem[] = req.mappings.map((r, i) => {
-              if (!r.mapping)
-                throw new DiscoveryError("invalid_argument", `mapping ${i} of the batch is empty`);
-              return { csi: r.csi, mapping: mappingFromProto(r.mapping) };
-            });
-            const r = service.importMappings(items);
-            imported += r.imported;
-            unchanged += r.unchanged;
+            removed += claims.ingestFeed(req.entries.map(feedEntryOf));
+            entries += req.entries.length;
             batch++;
           } catch (err) {
-            // Earlier batches are committed; say so, so the operator can resume after them.
             if (!(err instanceof DiscoveryError)) throw err;
-            log.warn({ actor: ctx.peer.name, batch, imported, unchanged }, "import stopped at a bad batch");
             throw new DiscoveryError(
               err.code,
-              `batch ${batch} (counting from 0) refused; the ${batch} batch(es) before it are stored (${imported} new or changed, ${unchanged} unchanged): ${err.message}`,
+              `message ${batch} (counting from 0) refused; the ${entries} entries before it are applied (${removed} mappings removed): ${err.message}`,
             );
           }
         }
-        log.info({ actor: ctx.peer.name, imported, unchanged }, "mappings imported");
-        return { imported: BigInt(imported), unchanged: BigInt(unchanged) };
+        log.info({ actor: ctx.peer.name, entries, removed }, "provider feed applied");
+        return { entries: BigInt(entries), mappingsRemoved: BigInt(removed) };
       },
       async getStatus() {
         const s = service.status();
@@ -135,6 +136,157 @@ export function bindAuthoritativeServer(
       },
     },
   );
+
+  addService(
+    server,
+    pb.ClaimService,
+    {
+      async startChallenge(req, ctx) {
+        const caller = claims.callerOf(ctx.peer.name);
+        const a = req.action;
+        let r: StartRequest;
+        if (a.case === "claim") {
+          r = {
+            action: "claim",
+            csi: req.csi,
+            ssi: a.value.ssi,
+            tags: a.value.tags,
+            makeDefault: a.value.makeDefault,
+            userPublicKey: a.value.userPublicKey,
+            replaceExisting: a.value.replaceExisting,
+          };
+        } else if (a.case === "invalidate") {
+          r = {
+            action: "invalidate",
+            csi: req.csi,
+            mspId: a.value.mspId,
+            ssi: a.value.ssi,
+            userPublicKey: a.value.userPublicKey,
+          };
+        } else if (a.case === "optOut") {
+          r = { action: "opt_out", csi: req.csi, userPublicKey: a.value.userPublicKey };
+        } else {
+          throw new DiscoveryError("invalid_argument", "set one action: claim, invalidate or opt_out");
+        }
+        const s = await claims.start(caller, r);
+        return {
+          challengeId: s.challengeId,
+          expiresAtMs: BigInt(s.expiresAtMs),
+          proofMethod: s.proofMethod,
+          statement: s.statement,
+        };
+      },
+      async completeChallenge(req, ctx) {
+        const caller = claims.callerOf(ctx.peer.name);
+        const r = claims.complete(caller, req.challengeId, req.code, req.userSignature, req.mspSignature);
+        return {
+          mapping: r.mapping && mappingToProto(r.mapping),
+          hasPrecedence: r.hasPrecedence,
+          existingMsps: r.existingMsps.map(mspToProto),
+          conflictId: r.conflictId,
+          contestDeadlineMs: BigInt(r.contestDeadlineMs),
+          removed: r.removed,
+        };
+      },
+      async contestConflict(req, ctx) {
+        claims.contest(claims.callerOf(ctx.peer.name), req.conflictId);
+        return {};
+      },
+      async watchNotices(req, ctx, send) {
+        const caller = claims.callerOf(ctx.peer.name);
+        let seq =
+          req.sinceSeq > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(req.sinceSeq);
+        while (!ctx.signal.aborted) {
+          // Wait first, read second: a notice committed between the read and the wait still wakes us.
+          const woken = claims.waitForNotice(caller.mspId, ctx.signal);
+          for (;;) {
+            const batch = claims.notices(caller.mspId, seq, 256);
+            for (const n of batch) {
+              await send({ notice: noticeToProto(n) });
+              seq = n.seq;
+            }
+            if (batch.length < 256) break;
+          }
+          await woken;
+        }
+      },
+      async bulkRegister(reqs, ctx, send) {
+        const caller = claims.callerOf(ctx.peer.name);
+        let session: string | undefined;
+        let total = 0;
+        for await (const req of reqs) {
+          const m = req.message;
+          if (m.case === "start") {
+            if (session !== undefined)
+              throw new DiscoveryError("invalid_argument", "the session is already started");
+            const committed = claims.bulkResume(caller, m.value.sessionId);
+            session = m.value.sessionId;
+            log.info({ msp: caller.mspId, session, committed }, "bulk session opened");
+            await send({ message: { case: "resume", value: { committed: BigInt(committed) } } });
+          } else if (m.case === "batch") {
+            if (session === undefined)
+              throw new DiscoveryError("invalid_argument", "send start before the first batch");
+            const ack = claims.bulkBatch(caller, session, Number(m.value.firstIndex), m.value.records);
+            total += ack.stored;
+            await send({
+              message: {
+                case: "ack",
+                value: {
+                  committed: BigInt(ack.committed),
+                  stored: ack.stored,
+                  unchanged: ack.unchanged,
+                  optedOut: ack.optedOut,
+                },
+              },
+            });
+          } else {
+            throw new DiscoveryError("invalid_argument", "a bulk message must be start or batch");
+          }
+        }
+        log.info({ msp: caller.mspId, session, stored: total }, "bulk session ended");
+      },
+    },
+    { log },
+  );
+}
+
+function feedEntryOf(e: pb.FeedEntry): FeedEntry {
+  const events: Record<number, FeedEntry["event"]> = {
+    [pb.FeedEvent.DISCONNECTED]: "disconnected",
+    [pb.FeedEvent.REASSIGNED]: "reassigned",
+    [pb.FeedEvent.PORTED]: "ported",
+  };
+  const event = events[e.event];
+  if (!event)
+    throw new DiscoveryError("invalid_argument", "event must be DISCONNECTED, REASSIGNED or PORTED");
+  const t = e.effectiveAtMs;
+  return {
+    csi: e.csi,
+    event,
+    effectiveAtMs: t > 0n && t <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(t) : -1,
+    donorMspId: e.donorMspId,
+  };
+}
+
+const NOTICE_KINDS: Record<NoticeBody["kind"], pb.NoticeKind> = {
+  conflict_opened: pb.NoticeKind.CONFLICT_OPENED,
+  conflict_closed: pb.NoticeKind.CONFLICT_CLOSED,
+  precedence_lost: pb.NoticeKind.PRECEDENCE_LOST,
+  mapping_removed: pb.NoticeKind.MAPPING_REMOVED,
+  default_changed: pb.NoticeKind.DEFAULT_CHANGED,
+};
+
+function noticeToProto(n: NoticeRow) {
+  return {
+    seq: BigInt(n.seq),
+    atMs: BigInt(n.atMs),
+    kind: NOTICE_KINDS[n.body.kind],
+    csi: n.body.csi,
+    ssi: n.body.ssi,
+    conflictId: n.body.conflictId ?? "",
+    contestDeadlineMs: BigInt(n.body.deadlineMs ?? 0),
+    reason: n.body.reason,
+  };
 }
 
 function enrolledToProto(m: EnrolledMsp) {
@@ -143,5 +295,7 @@ function enrolledToProto(m: EnrolledMsp) {
     tlsIdentity: m.tlsIdentity,
     enrolledUsers: BigInt(m.enrolledUsers),
     enrolledAtMs: BigInt(m.enrolledAtMs),
+    signingPublicKey: m.signingPublicKey,
+    mayBulk: m.mayBulk,
   };
 }

@@ -1,19 +1,63 @@
+// The authoritative's claim side against a real (in-memory) SQLite store, with a sender that
+// plays the CSI's channel and a clock the tests move: claims, codes, signatures, preferences,
+// answer shapes, conflicts, removal, feeds, porting and bulk registration.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DiscoveryError, RegistryView } from "@mimi/core";
-import { checkTags, createAuthoritativeService } from "./service.js";
-import { openMappingStore } from "./store.js";
+import {
+  bulkRecord,
+  createLogger,
+  DiscoveryError,
+  decodeMappingRecord,
+  encodeMappingRecord,
+  generateSigningKey,
+  type LookupOutcome,
+  mappingProblem,
+  RegistryView,
+  SIGNING_CONTEXT,
+  type SigningKey,
+  signWith,
+} from "@mimi/core";
+import { type Claims, checkTags, createClaims, type StartRequest } from "./claims.js";
+import type { CodeMessage } from "./senders.js";
+import { createAuthoritativeService } from "./service.js";
+import { type EnrolledMsp, openMappingStore } from "./store.js";
 
-function setup() {
+const DAY = 86_400_000;
+const MSPS = ["bluebird.example", "wirechat.example", "parrot.example", "telco.example"] as const;
+type MspId = (typeof MSPS)[number];
+
+function setup({ contestWindowMs = 60_000 } = {}) {
+  let now = Date.UTC(2026, 10, 1);
+  const dpKey = generateSigningKey();
+  const mspKeys = new Map<string, SigningKey>(MSPS.map((m) => [m, generateSigningKey()]));
   const registry = new RegistryView();
   registry.replace({
     serial: 3n,
     delegations: [
       { id: "e164:44", key: { kind: "e164", prefix: "44" }, dpId: "eu", ttlSeconds: 3600 },
       { id: "e164:1", key: { kind: "e164", prefix: "1" }, dpId: "us", ttlSeconds: 3600 },
+      {
+        id: "email:0000000000000000-ffffffffffffffff",
+        key: { kind: "email", first: 0n, last: (1n << 64n) - 1n },
+        dpId: "eu",
+        ttlSeconds: 3600,
+      },
     ],
-    dps: [],
-    msps: [{ id: "bluebird.example", name: "Bluebird", index: 0 }],
+    dps: [
+      {
+        id: "eu",
+        endpoints: ["127.0.0.1:1"],
+        tlsIdentity: "dp-eu",
+        jurisdiction: "EU",
+        signingPublicKey: dpKey.publicKey,
+      },
+    ],
+    msps: MSPS.map((id, index) => ({
+      id,
+      name: id,
+      index,
+      signingPublicKey: (mspKeys.get(id) as SigningKey).publicKey,
+    })),
   });
   const store = openMappingStore(":memory:");
   const service = createAuthoritativeService({
@@ -21,79 +65,731 @@ function setup() {
     store,
     registry,
     registryReady: () => true,
-    clock: () => 5_000,
+    clock: () => now,
     answerTtlSeconds: 300,
     negativeTtlSeconds: 60,
   });
-  service.enrolMsp("bluebird.example", "msp-bluebird", 10);
-  return { service, store };
+  const sent: CodeMessage[] = [];
+  const claims = createClaims({
+    dpId: "eu",
+    store,
+    clock: () => now,
+    signingKey: dpKey,
+    sender: { send: async (m) => void sent.push(m), close() {} },
+    codeSecret: new Uint8Array(32).fill(7),
+    policy: {
+      codeLength: 6,
+      codeTtlMs: 600_000,
+      maxAttempts: 3,
+      contestWindowMs,
+      mappingLifetimeMs: 365 * DAY,
+      proofRanking: ["bulk", "email-code", "sms-code"],
+      noticeRetentionMs: 30 * DAY,
+    },
+    requireDelegated: (csi) => service.requireDelegated(csi),
+    registryMsp: (id) => registry.msp(id),
+    log: createLogger({ name: "test", level: "silent" }),
+  });
+  const msp = (id: MspId): EnrolledMsp =>
+    service.enrolMsp({
+      mspId: id,
+      tlsIdentity: `tls-${id}`,
+      enrolledUsers: 10,
+      signingPublicKey: (mspKeys.get(id) as SigningKey).publicKey,
+      mayBulk: id !== "parrot.example",
+    });
+  for (const id of MSPS) msp(id);
+  const caller = (id: MspId) => claims.callerOf(`tls-${id}`);
+  const keys = {
+    dpKey: (id: string) => registry.dp(id)?.signingPublicKey,
+    mspKey: (id: string) => registry.msp(id)?.signingPublicKey,
+  };
+  const lastCode = () => (sent.at(-1) as CodeMessage).code;
+  const sign = (ch: { statement: Uint8Array }, kind: "claim" | "action", user: SigningKey, mspId: MspId) => ({
+    user: signWith(
+      user,
+      kind === "claim" ? SIGNING_CONTEXT.mappingUser : SIGNING_CONTEXT.actionUser,
+      ch.statement,
+    ),
+    msp: signWith(
+      mspKeys.get(mspId) as SigningKey,
+      kind === "claim" ? SIGNING_CONTEXT.mappingMsp : SIGNING_CONTEXT.actionMsp,
+      ch.statement,
+    ),
+  });
+  /** Runs a whole claim as the MSP and its user would. */
+  const claim = async (
+    mspId: MspId,
+    csi: string,
+    ssi: string,
+    opts: { tags?: string[]; makeDefault?: boolean; replace?: boolean; user?: SigningKey } = {},
+  ) => {
+    const user = opts.user ?? generateSigningKey();
+    const ch = await claims.start(caller(mspId), {
+      action: "claim",
+      csi,
+      ssi,
+      tags: opts.tags ?? [],
+      makeDefault: opts.makeDefault ?? false,
+      userPublicKey: user.publicKey,
+      replaceExisting: opts.replace ?? false,
+    });
+    const s = sign(ch, "claim", user, mspId);
+    return { ...claims.complete(caller(mspId), ch.challengeId, lastCode(), s.user, s.msp), user };
+  };
+  const act = async (mspId: MspId, req: StartRequest, user: SigningKey) => {
+    const ch = await claims.start(caller(mspId), req);
+    const s = sign(ch, "action", user, mspId);
+    return claims.complete(caller(mspId), ch.challengeId, lastCode(), s.user, s.msp);
+  };
+  const bulk = (
+    mspId: MspId,
+    session: string,
+    items: { csi: string; ssi: string; def?: boolean; createdAtMs?: number; tags?: string[] }[],
+    first = 0,
+  ) =>
+    claims.bulkBatch(
+      caller(mspId),
+      session,
+      first,
+      items.map((x) =>
+        bulkRecord(
+          {
+            csi: x.csi,
+            mspId,
+            ssi: x.ssi,
+            defaultRequested: x.def ?? false,
+            tags: x.tags ?? [],
+            createdAtMs: x.createdAtMs ?? now,
+            dpId: "eu",
+            expiresAtMs: now + 300 * DAY,
+          },
+          mspKeys.get(mspId) as SigningKey,
+        ),
+      ),
+    );
+  const answer = (csi: string) => {
+    const o = service.lookup(csi);
+    // Every answer the DP gives must verify end to end.
+    if (o.kind === "answer")
+      for (const m of o.mappings) assert.equal(mappingProblem(csi, m, keys, now), undefined);
+    return o;
+  };
+  const summary = (o: LookupOutcome) =>
+    o.kind === "answer" ? o.mappings.map((m) => `${m.mspId}${m.isDefault ? "*" : ""}`).join(" ") : o.kind;
+  return {
+    claims: claims as Claims,
+    service,
+    store,
+    sent,
+    caller,
+    claim,
+    act,
+    bulk,
+    answer,
+    summary,
+    lastCode,
+    sign,
+    keys,
+    mspKeys,
+    dpKey,
+    tick: (ms: number) => {
+      now += ms;
+    },
+    now: () => now,
+  };
 }
 
-const mapping = (csi: string, over: object = {}) => ({
-  csi,
-  mapping: {
-    mspId: "bluebird.example",
-    ssi: "@a:bluebird.example",
-    isDefault: true,
-    tags: ["Personal"],
-    ...over,
-  },
+const rejects = async (p: Promise<unknown> | (() => unknown), code: string, re: RegExp) => {
+  await assert.rejects(
+    async () => (typeof p === "function" ? p() : p),
+    (e: unknown) => e instanceof DiscoveryError && e.code === code && re.test(e.message),
+  );
+};
+
+const ALICE = "tel:+447700900123";
+
+test("a claim sends a code over the CSI's channel, and completing it stores a mapping that verifies", async () => {
+  const t = setup();
+  const r = await t.claim("bluebird.example", ALICE, "@alice", { tags: ["Personal"], makeDefault: true });
+  const msg = t.sent[0] as CodeMessage;
+  assert.equal(msg.csiType, "tel");
+  assert.equal(msg.to, "+447700900123");
+  assert.match(msg.code, /^\d{6}$/);
+  assert.equal(r.hasPrecedence, true);
+  assert.equal(r.mapping?.proofMethod, "sms-code");
+  const a = t.answer(ALICE);
+  assert.equal(t.summary(a), "bluebird.example*");
+  assert.deepEqual(a.kind === "answer" && a.mappings[0]?.tags, ["Personal"]);
+  // The code is stored only as a keyed hash: it appears nowhere in the challenge row.
+  const ch = t.store.challenge(msg.challengeId);
+  assert.ok(ch && !Buffer.from(ch.codeHash).toString("latin1").includes(msg.code));
 });
 
-test("imported mappings are answered; a re-import is idempotent", () => {
-  const { service } = setup();
-  assert.deepEqual(service.importMappings([mapping("tel:+44 7700 900123")]), { imported: 1, unchanged: 0 });
-  assert.deepEqual(service.importMappings([mapping("tel:+447700900123")]), { imported: 0, unchanged: 1 });
-  const out = service.lookup("tel:+447700900123");
-  assert.equal(out.kind, "answer");
-  assert.equal(out.kind === "answer" && out.mappings[0]?.createdAtMs, 5_000);
-  assert.equal(out.ttlSeconds, 300);
-  const none = service.lookup("tel:+447700900999");
-  assert.deepEqual(none, { kind: "not_found", dpId: "eu", ttlSeconds: 60 });
+test("email CSIs get an email-code proof", async () => {
+  const t = setup();
+  const r = await t.claim("wirechat.example", "mailto:Bob@Example.org", "wc-1");
+  assert.equal(t.sent[0]?.csiType, "mailto");
+  assert.equal(t.sent[0]?.to, "bob@example.org");
+  assert.equal(r.mapping?.proofMethod, "email-code");
 });
 
-test("CSIs outside this DP's delegations are refused", () => {
-  const { service } = setup();
-  for (const csi of ["tel:+12025550142", "tel:+4915123456789", "mailto:alice@example.org"]) {
-    assert.throws(
-      () => service.lookup(csi),
-      (e: unknown) => e instanceof DiscoveryError && e.code === "not_authoritative",
-      csi,
-    );
-  }
+test("wrong, expired, replayed and exhausted codes are refused", async () => {
+  const t = setup();
+  const user = generateSigningKey();
+  const start = () =>
+    t.claims.start(t.caller("bluebird.example"), {
+      action: "claim",
+      csi: ALICE,
+      ssi: "@a",
+      tags: [],
+      makeDefault: false,
+      userPublicKey: user.publicKey,
+      replaceExisting: false,
+    });
+  let ch = await start();
+  let s = t.sign(ch, "claim", user, "bluebird.example");
+  const wrong = t.lastCode() === "000000" ? "000001" : "000000";
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, wrong, s.user, s.msp),
+    "invalid_argument",
+    /wrong code; 2 attempt/,
+  );
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, wrong, s.user, s.msp),
+    "invalid_argument",
+    /1 attempt/,
+  );
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, wrong, s.user, s.msp),
+    "invalid_argument",
+    /no attempts left/,
+  );
+  // Exhausted: even the right code no longer works.
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, t.lastCode(), s.user, s.msp),
+    "failed_precondition",
+    /too many wrong codes/,
+  );
+
+  ch = await start();
+  s = t.sign(ch, "claim", user, "bluebird.example");
+  t.tick(600_001);
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, t.lastCode(), s.user, s.msp),
+    "failed_precondition",
+    /expired/,
+  );
+
+  ch = await start();
+  s = t.sign(ch, "claim", user, "bluebird.example");
+  t.claims.complete(t.caller("bluebird.example"), ch.challengeId, t.lastCode(), s.user, s.msp);
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, t.lastCode(), s.user, s.msp),
+    "failed_precondition",
+    /already completed/,
+  );
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
 });
 
-test("a bad record refuses the whole batch and stores nothing", () => {
-  const { service, store } = setup();
-  const cases: [object, RegExp][] = [
-    [mapping("tel:+12025550142"), /mapping 1 of the batch: .*delegated to DP "us"/],
-    [mapping("tel:+447700900124", { mspId: "other.example" }), /not enrolled/],
-    [mapping("tel:+447700900124", { ssi: "" }), /ssi must be/],
-    [mapping("tel:+447700900124", { tags: ["Default"] }), /is_default/],
-    [mapping("nonsense"), /cannot tell the type/],
-    [mapping("tel:+447700900124", { ssi: "   " }), /not all blank/],
-    [mapping("tel:+447700900124", { ssi: "a\u0000b\u001b[31m" }), /control characters/],
-    [mapping("tel:+447700900124", { createdAtMs: -5 }), /created_at_ms/],
-    [mapping("tel:+447700900124", { createdAtMs: 5_000 + 2 * 86_400_000 }), /created_at_ms/],
-    [mapping("tel:+447700900124", { createdAtMs: Number.NaN }), /created_at_ms/],
-  ];
-  for (const [bad, reason] of cases) {
-    assert.throws(
-      () => service.importMappings([mapping("tel:+447700900123"), bad as ReturnType<typeof mapping>]),
-      reason,
-    );
-  }
-  assert.equal(store.count(), 0);
+test("an MSP cannot complete another MSP's challenge, claim for another MSP, or act unenrolled (R21)", async () => {
+  const t = setup();
+  const user = generateSigningKey();
+  const ch = await t.claims.start(t.caller("bluebird.example"), {
+    action: "claim",
+    csi: ALICE,
+    ssi: "@a",
+    tags: [],
+    makeDefault: false,
+    userPublicKey: user.publicKey,
+    replaceExisting: false,
+  });
+  const s = t.sign(ch, "claim", user, "wirechat.example");
+  await rejects(
+    () => t.claims.complete(t.caller("wirechat.example"), ch.challengeId, t.lastCode(), s.user, s.msp),
+    "not_found",
+    /no challenge/,
+  );
+  // Bulk records name their MSP; wirechat cannot register for bluebird.
+  const rec = bulkRecord(
+    {
+      csi: ALICE,
+      mspId: "bluebird.example",
+      ssi: "@x",
+      defaultRequested: false,
+      tags: [],
+      createdAtMs: t.now(),
+      dpId: "eu",
+      expiresAtMs: t.now() + DAY,
+    },
+    t.mspKeys.get("wirechat.example") as SigningKey,
+  );
+  await rejects(
+    () => t.claims.bulkBatch(t.caller("wirechat.example"), "s", 0, [rec]),
+    "permission_denied",
+    /record 0: .*only its own users/,
+  );
+  await rejects(() => t.claims.callerOf("someone-else"), "permission_denied", /not enrolled/);
+  // parrot is enrolled without bulk trust.
+  await rejects(() => t.claims.bulkResume(t.caller("parrot.example"), "s"), "permission_denied", /bulk/);
 });
 
-test("tags: bounded, distinct, never Default", () => {
+test("forged or missing signatures are refused and leave the challenge open", async () => {
+  const t = setup();
+  const user = generateSigningKey();
+  const ch = await t.claims.start(t.caller("bluebird.example"), {
+    action: "claim",
+    csi: ALICE,
+    ssi: "@a",
+    tags: [],
+    makeDefault: false,
+    userPublicKey: user.publicKey,
+    replaceExisting: false,
+  });
+  const good = t.sign(ch, "claim", user, "bluebird.example");
+  const forgedUser = t.sign(ch, "claim", generateSigningKey(), "bluebird.example");
+  const forgedMsp = t.sign(ch, "claim", user, "wirechat.example");
+  const c = () => t.caller("bluebird.example");
+  await rejects(
+    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), forgedUser.user, good.msp),
+    "invalid_argument",
+    /user_signature/,
+  );
+  await rejects(
+    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), new Uint8Array(0), good.msp),
+    "invalid_argument",
+    /user_signature/,
+  );
+  await rejects(
+    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), good.user, forgedMsp.msp),
+    "invalid_argument",
+    /msp_signature/,
+  );
+  // A user signature made for an action does not pass for a mapping (contexts differ).
+  const actionSig = signWith(user, SIGNING_CONTEXT.actionUser, ch.statement);
+  await rejects(
+    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), actionSig, good.msp),
+    "invalid_argument",
+    /user_signature/,
+  );
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  t.claims.complete(c(), ch.challengeId, t.lastCode(), good.user, good.msp);
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+});
+
+test("the statement the MSP signs is the canonical record the DP countersigns", async () => {
+  const t = setup();
+  const r = await t.claim("bluebird.example", ALICE, "@a", { tags: ["Business", "Work"] });
+  const rec = decodeMappingRecord(r.mapping?.signed?.record as Uint8Array);
+  assert.deepEqual(rec.tags, ["Business", "Work"]);
+  assert.equal(rec.dpId, "eu");
+  assert.equal(rec.expiresAtMs, t.now() + 365 * DAY);
+  assert.deepEqual(encodeMappingRecord(rec), r.mapping?.signed?.record);
+});
+
+test("tag rules: Default is a flag never a tag; tags are few, short, distinct", async () => {
   assert.deepEqual(checkTags(["Business", "Personal"]), ["Business", "Personal"]);
-  for (const tags of [["default"], ["a", "A"], Array(9).fill("x"), ["x".repeat(33)], ["<b>"]]) {
-    assert.throws(() => checkTags(tags), DiscoveryError, JSON.stringify(tags));
+  for (const bad of [
+    ["Default"],
+    ["default"],
+    ["a", "A"],
+    ["x".repeat(33)],
+    [""],
+    ["bad\ttag"],
+    Array.from({ length: 9 }, (_, i) => `t${i}`),
+  ]) {
+    assert.throws(
+      () => checkTags(bad),
+      (e: unknown) => e instanceof DiscoveryError && e.code === "invalid_argument",
+    );
   }
+  const t = setup();
+  await rejects(
+    t.claim("bluebird.example", ALICE, "@a", { tags: ["Default"] }),
+    "invalid_argument",
+    /make_default/,
+  );
+  await rejects(t.claim("bluebird.example", ALICE, "x\u0007"), "invalid_argument", /control/);
 });
 
-test("enrolment needs an MSP the root knows", () => {
-  const { service } = setup();
-  assert.throws(() => service.enrolMsp("ghost.example", "x", 1), /not in the root's MSP registry/);
+test("answer shapes: not found, one MSP, several MSPs, several mappings at one MSP, opted out (R14)", async () => {
+  const t = setup();
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@a", { makeDefault: true, user: holder });
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  await t.claim("wirechat.example", ALICE, "wc-1", { user: holder, tags: ["Business"] });
+  await t.claim("wirechat.example", ALICE, "wc-2", { user: holder });
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example wirechat.example");
+  const r = await t.act(
+    "parrot.example",
+    { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
+    holder,
+  );
+  assert.equal(r.removed, 3);
+  assert.equal(t.answer(ALICE).kind, "opted_out");
+  // Bulk registration respects the opt-out; only a new claim by the holder lifts it.
+  const ack = t.bulk("bluebird.example", "s1", [{ csi: ALICE, ssi: "@a" }]);
+  assert.deepEqual([ack.stored, ack.optedOut], [0, 1]);
+  assert.equal(t.answer(ALICE).kind, "opted_out");
+  await t.claim("parrot.example", ALICE, "p-1", { user: holder });
+  assert.equal(t.summary(t.answer(ALICE)), "parrot.example*");
+});
+
+test("default tie-break: first mapping is the default; a requester wins once; only the holder moves it (R7)", async () => {
+  const t = setup();
+  t.bulk("bluebird.example", "b", [{ csi: ALICE, ssi: "@a" }]);
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  t.tick(1);
+  t.bulk("wirechat.example", "w", [{ csi: ALICE, ssi: "wc", def: true }]);
+  t.tick(1);
+  t.bulk("telco.example", "t", [{ csi: ALICE, ssi: "tc", def: true }]);
+  // wirechat asked first (better precedence) and keeps it; telco's later request changes nothing.
+  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example* bluebird.example telco.example");
+  // A holder's claim with make_default moves it; a code proof is stricter than bulk, so it
+  // takes precedence at once. The others then follow in precedence order.
+  const r = await t.claim("parrot.example", ALICE, "p", { makeDefault: true });
+  assert.equal(r.hasPrecedence, true, "a code proof is stricter than bulk, so it takes precedence at once");
+  assert.equal(t.summary(t.answer(ALICE)), "parrot.example* bluebird.example wirechat.example telco.example");
+});
+
+test("a query may ask for a tag; Default selects the default mapping", async () => {
+  const t = setup();
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@a", { makeDefault: true, tags: ["Personal"], user: holder });
+  await t.claim("wirechat.example", ALICE, "wc", { tags: ["Business"], user: holder });
+  const { filterMappings } = await import("@mimi/core");
+  const a = t.answer(ALICE);
+  assert.ok(a.kind === "answer");
+  const pick = (tag: string) =>
+    filterMappings(a.mappings, { format: "verbose", mspFilter: [], tag }).map((m) => m.mspId);
+  assert.deepEqual(pick("business"), ["wirechat.example"]);
+  assert.deepEqual(pick("Default"), ["bluebird.example"]);
+  assert.deepEqual(pick("Gaming"), []);
+});
+
+test("a claim beside another holder's mapping opens a conflict; the old MSP is told without learning who (R17, G3)", async () => {
+  const t = setup();
+  const old = await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
+  const r = await t.claim("wirechat.example", ALICE, "@new", { makeDefault: true });
+  assert.equal(r.hasPrecedence, false);
+  assert.ok(r.conflictId.startsWith("cf_"));
+  assert.deepEqual(
+    r.existingMsps.map((m) => m.id),
+    ["bluebird.example"],
+  );
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
+  const notices = t.claims.notices("bluebird.example", 0, 10);
+  assert.equal(notices.length, 1);
+  const n = notices[0]?.body;
+  assert.equal(n?.kind, "conflict_opened");
+  assert.equal(n?.ssi, "@old");
+  assert.equal(n?.conflictId, r.conflictId);
+  assert.doesNotMatch(JSON.stringify(n), /wirechat|@new/);
+  assert.ok(old.user);
+});
+
+test("a contested conflict keeps the older mapping's precedence past the deadline", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
+  const r = await t.claim("wirechat.example", ALICE, "@new", { makeDefault: true, replace: true });
+  // Only an MSP whose user is concerned may contest.
+  await rejects(() => t.claims.contest(t.caller("parrot.example"), r.conflictId), "not_found", /concerns/);
+  t.claims.contest(t.caller("bluebird.example"), r.conflictId);
+  t.tick(2_000);
+  assert.equal(t.claims.sweep(), 0);
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
+  const told = t.claims.notices("wirechat.example", 0, 10).map((x) => x.body.kind);
+  assert.deepEqual(told, ["conflict_closed"]);
+  await rejects(
+    () => t.claims.contest(t.caller("bluebird.example"), r.conflictId),
+    "failed_precondition",
+    /contested/,
+  );
+});
+
+test("an uncontested conflict lapses: the new claim takes precedence and the default", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
+  const r = await t.claim("wirechat.example", ALICE, "@new", { makeDefault: true });
+  t.tick(500);
+  assert.equal(t.claims.sweep(), 0, "not before the deadline");
+  t.tick(600);
+  assert.equal(t.claims.sweep(), 1);
+  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example* bluebird.example");
+  const kinds = t.claims.notices("bluebird.example", 0, 10).map((x) => x.body.kind);
+  assert.deepEqual(kinds, ["conflict_opened", "precedence_lost", "default_changed"]);
+  await rejects(
+    () => t.claims.contest(t.caller("bluebird.example"), r.conflictId),
+    "failed_precondition",
+    /lapsed/,
+  );
+});
+
+test("replacement: uncontested, the older holder's mappings are removed and their MSP told (G3, R19)", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  await t.claim("bluebird.example", ALICE, "@old");
+  await t.claim("wirechat.example", ALICE, "@new", { replace: true });
+  t.tick(1_001);
+  t.claims.sweep();
+  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  const removed = t.claims.notices("bluebird.example", 0, 10).at(-1)?.body;
+  assert.equal(removed?.kind, "mapping_removed");
+  assert.equal(removed?.ssi, "@old");
+});
+
+test("a stricter proof takes precedence at once, and with replace removes the bulk mappings", async () => {
+  const t = setup();
+  t.bulk("bluebird.example", "b", [{ csi: ALICE, ssi: "@bulk" }]);
+  const r = await t.claim("wirechat.example", ALICE, "@claimed", { replace: true, makeDefault: true });
+  assert.equal(r.hasPrecedence, true);
+  assert.equal(r.conflictId, "");
+  assert.equal(r.removed, 1);
+  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  assert.equal(t.claims.notices("bluebird.example", 0, 10)[0]?.body.kind, "mapping_removed");
+});
+
+test("the holder invalidates their own mapping at once; another holder's only through a conflict", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@mine", { user: holder });
+  await t.claim("wirechat.example", ALICE, "@theirs");
+  // Through another MSP, signed with the key of the mapping: immediate.
+  const own = await t.act(
+    "parrot.example",
+    {
+      action: "invalidate",
+      csi: ALICE,
+      mspId: "bluebird.example",
+      ssi: "@mine",
+      userPublicKey: holder.publicKey,
+    },
+    holder,
+  );
+  assert.equal(own.removed, 1);
+  assert.equal(own.conflictId, "");
+  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  // Someone else's mapping: a conflict its MSP may contest.
+  const other = await t.act(
+    "parrot.example",
+    { action: "invalidate", csi: ALICE, mspId: "", ssi: "", userPublicKey: holder.publicKey },
+    holder,
+  );
+  assert.equal(other.removed, 0);
+  assert.ok(other.conflictId);
+  t.tick(1_001);
+  t.claims.sweep();
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  await rejects(
+    t.act(
+      "parrot.example",
+      { action: "invalidate", csi: ALICE, mspId: "", ssi: "", userPublicKey: holder.publicKey },
+      holder,
+    ),
+    "not_found",
+    /no mapping/,
+  );
+});
+
+test("provider feed: reassigned and disconnected remove mappings created before the date, and is idempotent (R16)", async () => {
+  const t = setup();
+  const BOB = "tel:+447700900222";
+  t.bulk("bluebird.example", "b", [
+    { csi: ALICE, ssi: "@a" },
+    { csi: BOB, ssi: "@b" },
+  ]);
+  const before = t.now();
+  t.tick(DAY);
+  await t.claim("wirechat.example", BOB, "@new-holder");
+  const entries = [
+    { csi: ALICE, event: "disconnected" as const, effectiveAtMs: before + 1, donorMspId: "" },
+    { csi: BOB, event: "reassigned" as const, effectiveAtMs: before + 1, donorMspId: "" },
+  ];
+  assert.equal(t.claims.ingestFeed(entries), 2);
+  assert.equal(t.claims.ingestFeed(entries), 0);
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal(t.summary(t.answer(BOB)), "wirechat.example*", "the new holder's later claim survives");
+  await rejects(
+    () =>
+      t.claims.ingestFeed([
+        { csi: "tel:+12025550142", event: "disconnected", effectiveAtMs: 1, donorMspId: "" },
+      ]),
+    "not_authoritative",
+    /entry 0/,
+  );
+});
+
+test("number porting: the four cases of D2", async () => {
+  const t = setup();
+  const port = (csi: string, donor: string) =>
+    t.claims.ingestFeed([{ csi, event: "ported", effectiveAtMs: t.now(), donorMspId: donor }]);
+  // 1. Neither operator is an MSP: the OTT mapping is untouched.
+  const c1 = "tel:+447700900301";
+  t.bulk("bluebird.example", "1", [{ csi: c1, ssi: "@ott" }]);
+  t.tick(1);
+  assert.equal(port(c1, ""), 0);
+  assert.equal(t.summary(t.answer(c1)), "bluebird.example*");
+  // 2. Only the recipient operator is an MSP: it registers; the user now has two and may choose.
+  const c2 = "tel:+447700900302";
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", c2, "@ott", { user: holder });
+  t.tick(1);
+  assert.equal(port(c2, ""), 0);
+  await t.claim("telco.example", c2, "telco-user", { user: holder, makeDefault: true });
+  assert.equal(t.summary(t.answer(c2)), "telco.example* bluebird.example");
+  // 3. Only the donor operator is an MSP: its mapping goes; nothing is left.
+  const c3 = "tel:+447700900303";
+  t.bulk("telco.example", "3", [{ csi: c3, ssi: "telco-old" }]);
+  t.tick(1);
+  assert.equal(port(c3, "telco.example"), 1);
+  assert.equal(t.answer(c3).kind, "not_found");
+  // 4. Both operators are MSPs: the donor's mapping goes, the recipient's appears.
+  const c4 = "tel:+447700900304";
+  t.bulk("telco.example", "4", [{ csi: c4, ssi: "telco-old" }]);
+  t.tick(1);
+  assert.equal(port(c4, "telco.example"), 1);
+  t.bulk("wirechat.example", "4", [{ csi: c4, ssi: "wirechat-operator-user" }]);
+  assert.equal(t.summary(t.answer(c4)), "wirechat.example*");
+});
+
+test("bulk registration is idempotent, resumes from the committed count, and is atomic per batch (G4)", async () => {
+  const t = setup();
+  const items = Array.from({ length: 20 }, (_, i) => ({
+    csi: `tel:+4477009004${String(i).padStart(2, "0")}`,
+    ssi: `u${i}`,
+  }));
+  const a1 = t.bulk("bluebird.example", "s", items.slice(0, 10));
+  assert.deepEqual([a1.committed, a1.stored], [10, 10]);
+  assert.equal(t.claims.bulkResume(t.caller("bluebird.example"), "s"), 10);
+  // Re-sending an overlapping batch skips what is committed.
+  const a2 = t.bulk("bluebird.example", "s", items.slice(5, 20), 5);
+  assert.deepEqual([a2.committed, a2.stored, a2.unchanged], [20, 10, 0]);
+  // A gap is refused.
+  await rejects(
+    () => t.bulk("bluebird.example", "s", items.slice(0, 1), 25),
+    "failed_precondition",
+    /resend from 20/,
+  );
+  // A new session with the same records stores nothing new.
+  const a3 = t.bulk("bluebird.example", "again", items);
+  assert.deepEqual([a3.stored, a3.unchanged], [0, 20]);
+  // One bad record refuses the whole batch.
+  const before = t.store.count();
+  const good = items.map((x) => ({ ...x, csi: x.csi.replace("+4477009004", "+4477009005") }));
+  await rejects(
+    () => t.bulk("bluebird.example", "bad", [...good, { csi: "tel:+12025550142", ssi: "x" }]),
+    "not_authoritative",
+    /record 20/,
+  );
+  assert.equal(t.store.count(), before);
+  assert.equal(t.claims.bulkResume(t.caller("bluebird.example"), "bad"), 0);
+});
+
+test("bulk records must be canonical, bulk-proof, unexpired and signed by the caller", async () => {
+  const t = setup();
+  const key = t.mspKeys.get("bluebird.example") as SigningKey;
+  const base = {
+    csi: ALICE,
+    mspId: "bluebird.example",
+    ssi: "@a",
+    defaultRequested: false,
+    tags: [],
+    createdAtMs: t.now(),
+    dpId: "eu",
+    expiresAtMs: t.now() + DAY,
+  };
+  const send = (rec: { record: Uint8Array; mspSignature: Uint8Array }) => () =>
+    t.claims.bulkBatch(t.caller("bluebird.example"), "x", 0, [rec]);
+  await rejects(
+    send(bulkRecord({ ...base, csi: "tel:+44 7700 900123" }, key)),
+    "invalid_argument",
+    /canonical/,
+  );
+  await rejects(send(bulkRecord({ ...base, dpId: "us" }, key)), "invalid_argument", /names DP "us"/);
+  await rejects(send(bulkRecord({ ...base, expiresAtMs: t.now() - 1 }, key)), "invalid_argument", /expired/);
+  await rejects(
+    send(bulkRecord({ ...base, expiresAtMs: t.now() + 400 * DAY }, key)),
+    "invalid_argument",
+    /lifetime/,
+  );
+  await rejects(
+    send(bulkRecord(base, t.mspKeys.get("wirechat.example") as SigningKey)),
+    "invalid_argument",
+    /msp_signature/,
+  );
+  const claimed = encodeMappingRecord({
+    ...base,
+    proofMethod: "sms-code",
+    proofId: "",
+    userPublicKey: new Uint8Array(0),
+  });
+  await rejects(
+    send({ record: claimed, mspSignature: signWith(key, SIGNING_CONTEXT.mappingMsp, claimed) }),
+    "invalid_argument",
+    /proof method "bulk"/,
+  );
+  await rejects(
+    send({ record: new Uint8Array([1, 2, 3]), mspSignature: new Uint8Array(64) }),
+    "invalid_argument",
+    /record 0/,
+  );
+});
+
+test("expired mappings are not served and the sweep removes them with a notice", async () => {
+  const t = setup();
+  t.bulk("bluebird.example", "b", [{ csi: ALICE, ssi: "@a" }]);
+  t.tick(301 * DAY);
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  t.claims.sweep();
+  assert.equal(t.store.count(), 0);
+  assert.match(t.claims.notices("bluebird.example", 0, 10)[0]?.body.reason ?? "", /expired/);
+});
+
+test("a DP-only record does not verify: the DP cannot mint mappings (R4)", async () => {
+  const t = setup();
+  // The DP signs a record in an MSP's name with a key of its own making.
+  const fake = bulkRecord(
+    {
+      csi: ALICE,
+      mspId: "bluebird.example",
+      ssi: "@fake",
+      defaultRequested: false,
+      tags: [],
+      createdAtMs: t.now(),
+      dpId: "eu",
+      expiresAtMs: t.now() + DAY,
+    },
+    generateSigningKey(),
+  );
+  const m = {
+    mspId: "bluebird.example",
+    ssi: "@fake",
+    isDefault: true,
+    tags: [],
+    createdAtMs: t.now(),
+    proofMethod: "bulk",
+    expiresAtMs: t.now() + DAY,
+    signed: {
+      record: fake.record,
+      userSignature: new Uint8Array(0),
+      mspSignature: fake.mspSignature,
+      dpSignature: signWith(t.dpKey, SIGNING_CONTEXT.mappingDp, Uint8Array.of(1), fake.record),
+    },
+  };
+  assert.match(mappingProblem(ALICE, m, t.keys, t.now()) ?? "", /MSP's signature/);
+});
+
+test("notices resume after a sequence number", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  await t.claim("bluebird.example", ALICE, "@old");
+  await t.claim("wirechat.example", ALICE, "@new");
+  t.tick(1_001);
+  t.claims.sweep();
+  const all = t.claims.notices("bluebird.example", 0, 10);
+  assert.ok(all.length >= 2);
+  const rest = t.claims.notices("bluebird.example", all[0]?.seq ?? 0, 10);
+  assert.deepEqual(
+    rest.map((n) => n.seq),
+    all.slice(1).map((n) => n.seq),
+  );
 });

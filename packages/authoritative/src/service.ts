@@ -2,36 +2,25 @@
 // validates imports, and keeps MSP enrolments. It never recurses (no upstream calls).
 import {
   type Clock,
+  type Csi,
+  checkPublicKey,
   type Delegation,
   DiscoveryError,
   invalidArgument,
   type LookupOutcome,
-  type Mapping,
-  orderMappings,
   parseCsi,
   type RegistryView,
 } from "@mimi/core";
-import type { EnrolledMsp, MappingStore, StoredMapping } from "./store.js";
-
-/** A mapping to import, as received. */
-export interface ImportItem {
-  readonly csi: string;
-  readonly mapping: Omit<Mapping, "createdAtMs"> & { createdAtMs?: number };
-}
-
-/** Bounds on preference tags (R7): a short list of short words. */
-export const MAX_TAGS = 8;
-export const MAX_TAG_LENGTH = 32;
-const MAX_SSI_LENGTH = 256;
-/** Created times may lie at most this far ahead of the DP's clock. */
-const MAX_CLOCK_SKEW_MS = 86_400_000;
+import { mappingOfRow } from "./claims.js";
+import type { EnrolledMsp, MappingStore } from "./store.js";
 
 /** The authoritative's operations. */
 export interface AuthoritativeService {
   lookup(csi: string): LookupOutcome;
-  enrolMsp(mspId: string, tlsIdentity: string, enrolledUsers: number): EnrolledMsp;
+  enrolMsp(e: Omit<EnrolledMsp, "enrolledAtMs">): EnrolledMsp;
   listEnrolled(): EnrolledMsp[];
-  importMappings(items: readonly ImportItem[]): { imported: number; unchanged: number };
+  /** Parses a CSI and checks this DP serves it. */
+  requireDelegated(csi: string): Csi;
   status(): {
     dpId: string;
     serial: bigint;
@@ -82,64 +71,48 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     lookup(csiText) {
       lookupsServed++;
       const csi = requireDelegated(csiText);
-      const mappings = o.store.lookup(csi.uri);
-      if (mappings.length === 0) return { kind: "not_found", dpId: o.dpId, ttlSeconds: o.negativeTtlSeconds };
+      const now = o.clock();
+      // Expired mappings are not served even before the sweep removes them.
+      const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now);
+      if (rows.length === 0) {
+        const kind = o.store.optedOutAt(csi.uri) === undefined ? "not_found" : "opted_out";
+        return { kind, dpId: o.dpId, ttlSeconds: o.negativeTtlSeconds };
+      }
+      // The store returns them by preference: default first, then precedence (R7, R17).
       return {
         kind: "answer",
-        mappings: orderMappings(mappings),
+        mappings: rows.map(mappingOfRow),
         dpId: o.dpId,
         ttlSeconds: o.answerTtlSeconds,
       };
     },
-    enrolMsp(mspId, tlsIdentity, enrolledUsers) {
-      if (!o.registry.msp(mspId)) {
-        throw new DiscoveryError("failed_precondition", `MSP "${mspId}" is not in the root's MSP registry`);
+    enrolMsp(e) {
+      const published = o.registry.msp(e.mspId);
+      if (!published) {
+        throw new DiscoveryError("failed_precondition", `MSP "${e.mspId}" is not in the root's MSP registry`);
       }
-      if (!tlsIdentity) throw invalidArgument("tls_identity is required");
-      const existing = o.store.enrolled(mspId);
-      const msp: EnrolledMsp = {
-        mspId,
-        tlsIdentity,
-        enrolledUsers,
-        enrolledAtMs: existing?.enrolledAtMs ?? o.clock(),
-      };
+      if (!e.tlsIdentity) throw invalidArgument("tls_identity is required");
+      checkPublicKey(e.signingPublicKey, "signing_public_key");
+      // Records the MSP signs are verified against the registry's key, so the two must agree.
+      if (!Buffer.from(published.signingPublicKey).equals(e.signingPublicKey)) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `the signing key differs from the one the root registry publishes for MSP "${e.mspId}"; update the registry first (mimi root msp)`,
+        );
+      }
+      const clash = o.store.enrolledByIdentity(e.tlsIdentity).find((m) => m.mspId !== e.mspId);
+      if (clash) {
+        throw new DiscoveryError(
+          "already_exists",
+          `identity "${e.tlsIdentity}" is already enrolled for MSP "${clash.mspId}"`,
+        );
+      }
+      const msp: EnrolledMsp = { ...e, enrolledAtMs: o.store.enrolled(e.mspId)?.enrolledAtMs ?? o.clock() };
       o.store.enrol(msp);
       return msp;
     },
     listEnrolled: () => o.store.listEnrolled(),
-    importMappings(items) {
-      const now = o.clock();
-      const records: StoredMapping[] = items.map((item, i) => {
-        try {
-          const csi = requireDelegated(item.csi);
-          const m = item.mapping;
-          if (!o.store.enrolled(m.mspId)) {
-            throw new DiscoveryError("failed_precondition", `MSP "${m.mspId}" is not enrolled at this DP`);
-          }
-          if (m.ssi.trim() === "" || m.ssi.length > MAX_SSI_LENGTH) {
-            throw invalidArgument(`ssi must be 1 to ${MAX_SSI_LENGTH} characters, not all blank`);
-          }
-          // Control characters would reach terminals and logs of whoever reads the answer.
-          if (/\p{Cc}/u.test(m.ssi)) throw invalidArgument("ssi must not hold control characters");
-          const created = m.createdAtMs ?? 0;
-          if (!Number.isSafeInteger(created) || created < 0 || created > now + MAX_CLOCK_SKEW_MS) {
-            throw invalidArgument(
-              "created_at_ms must be 0 (now) or a time in ms since 1970 not in the future",
-            );
-          }
-          return {
-            csi: csi.uri,
-            mapping: { ...m, tags: checkTags(m.tags), createdAtMs: created === 0 ? now : created },
-          };
-        } catch (err) {
-          if (err instanceof DiscoveryError) {
-            throw new DiscoveryError(err.code, `mapping ${i} of the batch: ${err.message}`);
-          }
-          throw err;
-        }
-      });
-      return o.store.upsert(records);
-    },
+    requireDelegated,
     status: () => ({
       dpId: o.dpId,
       serial: o.registry.serial,
@@ -149,22 +122,4 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     }),
     mspIndex: (id) => o.registry.msp(id)?.index,
   };
-}
-
-/** Validates preference tags: "Default" is a flag, never a tag (R7); tags are few, short and distinct. */
-export function checkTags(tags: readonly string[]): string[] {
-  if (tags.length > MAX_TAGS) throw invalidArgument(`at most ${MAX_TAGS} tags`);
-  const seen = new Set<string>();
-  for (const t of tags) {
-    if (t.toLowerCase() === "default")
-      throw invalidArgument('"Default" is set with is_default, never as a tag');
-    if (!/^[\p{L}\p{N}][\p{L}\p{N} _-]*$/u.test(t) || t.length > MAX_TAG_LENGTH) {
-      throw invalidArgument(
-        `tag "${t.slice(0, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`,
-      );
-    }
-    if (seen.has(t.toLowerCase())) throw invalidArgument(`tag "${t}" appears twice`);
-    seen.add(t.toLowerCase());
-  }
-  return [...tags];
 }

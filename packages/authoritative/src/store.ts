@@ -1,7 +1,8 @@
-// The authoritative's mapping store in SQLite (WAL), kept on the DP's own disk in its
-// jurisdiction (H2). Lookups are one prepared statement on the primary key.
+// The authoritative's store in SQLite (WAL), kept on the DP's own disk in its jurisdiction
+// (H2): signed mappings, enrolled MSPs, challenges (code hashes only), conflicts, notices,
+// opt-outs and bulk sessions. Lookups are one prepared statement on the primary key.
 
-import { DiscoveryError, type Mapping } from "@mimi/core";
+import { DiscoveryError } from "@mimi/core";
 import Database from "better-sqlite3";
 
 /** An MSP enrolled at this DP (G1). */
@@ -10,12 +11,76 @@ export interface EnrolledMsp {
   readonly tlsIdentity: string;
   readonly enrolledUsers: number;
   readonly enrolledAtMs: number;
+  /** Ed25519 key the MSP signs mappings with. */
+  readonly signingPublicKey: Uint8Array;
+  /** Trusted to register mappings in bulk (G4). */
+  readonly mayBulk: boolean;
 }
 
-/** A mapping with the CSI it belongs to. */
-export interface StoredMapping {
+/** A stored mapping: the signed record with the DP's current ordering and default decision. */
+export interface MappingRow {
   readonly csi: string;
-  readonly mapping: Mapping;
+  readonly mspId: string;
+  readonly ssi: string;
+  readonly isDefault: boolean;
+  /** Sort key among the CSI's mappings: lower takes precedence (R17). */
+  readonly precedence: number;
+  readonly expiresAtMs: number;
+  readonly record: Uint8Array;
+  readonly userSig: Uint8Array;
+  readonly mspSig: Uint8Array;
+  readonly dpSig: Uint8Array;
+}
+
+/** A proof-of-possession challenge; only a keyed hash of its code is kept. */
+export interface ChallengeRow {
+  readonly id: string;
+  readonly mspId: string;
+  readonly csi: string;
+  readonly action: "claim" | "invalidate" | "opt_out";
+  /** Action parameters not in the statement (JSON). */
+  readonly params: string;
+  readonly statement: Uint8Array;
+  readonly codeHash: Uint8Array;
+  readonly attempts: number;
+  readonly expiresAtMs: number;
+  readonly state: "open" | "used" | "exhausted";
+}
+
+/** A pending change other holders' MSPs may contest (R17, G3). */
+export interface ConflictRow {
+  readonly id: string;
+  readonly csi: string;
+  readonly claimantMsp: string;
+  /** The claimant's new mapping; empty for an invalidation of other holders' mappings. */
+  readonly newMsp: string;
+  readonly newSsi: string;
+  readonly replace: boolean;
+  readonly makeDefault: boolean;
+  readonly openedAtMs: number;
+  readonly deadlineMs: number;
+  readonly state: "open" | "contested" | "lapsed" | "void";
+}
+
+/** A notice to an MSP about one of its users' mappings. */
+export interface NoticeRow {
+  readonly seq: number;
+  readonly mspId: string;
+  readonly atMs: number;
+  readonly body: NoticeBody;
+}
+export interface NoticeBody {
+  readonly kind:
+    | "conflict_opened"
+    | "conflict_closed"
+    | "precedence_lost"
+    | "mapping_removed"
+    | "default_changed";
+  readonly csi: string;
+  readonly ssi: string;
+  readonly conflictId?: string;
+  readonly deadlineMs?: number;
+  readonly reason: string;
 }
 
 const MIGRATIONS: readonly string[] = [
@@ -34,14 +99,86 @@ const MIGRATIONS: readonly string[] = [
      enrolled_users INTEGER NOT NULL,
      enrolled_at_ms INTEGER NOT NULL
    ) STRICT;`,
+  // v2: signed mappings (issue 4). Unsigned mappings from v1 cannot be verified, so they are
+  // kept aside, never served, until re-registered.
+  `ALTER TABLE mappings RENAME TO legacy_unsigned_mappings;
+   CREATE TABLE mappings (
+     csi TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     is_default INTEGER NOT NULL,
+     precedence INTEGER NOT NULL,
+     expires_at_ms INTEGER NOT NULL,
+     record BLOB NOT NULL,
+     user_sig BLOB NOT NULL,
+     msp_sig BLOB NOT NULL,
+     dp_sig BLOB NOT NULL,
+     PRIMARY KEY (csi, msp_id, ssi)
+   ) STRICT;
+   CREATE INDEX mappings_by_expiry ON mappings (expires_at_ms);
+   ALTER TABLE enrolled_msps ADD COLUMN signing_key BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE enrolled_msps ADD COLUMN may_bulk INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX enrolled_by_identity ON enrolled_msps (tls_identity);
+   CREATE TABLE opt_outs (csi TEXT PRIMARY KEY, at_ms INTEGER NOT NULL) STRICT;
+   CREATE TABLE challenges (
+     id TEXT PRIMARY KEY,
+     msp_id TEXT NOT NULL,
+     csi TEXT NOT NULL,
+     action TEXT NOT NULL,
+     params TEXT NOT NULL,
+     statement BLOB NOT NULL,
+     code_hash BLOB NOT NULL,
+     attempts INTEGER NOT NULL,
+     expires_at_ms INTEGER NOT NULL,
+     state TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX challenges_by_expiry ON challenges (expires_at_ms);
+   CREATE TABLE conflicts (
+     id TEXT PRIMARY KEY,
+     csi TEXT NOT NULL,
+     claimant_msp TEXT NOT NULL,
+     new_msp TEXT NOT NULL,
+     new_ssi TEXT NOT NULL,
+     replace INTEGER NOT NULL,
+     make_default INTEGER NOT NULL,
+     opened_at_ms INTEGER NOT NULL,
+     deadline_ms INTEGER NOT NULL,
+     state TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX conflicts_due ON conflicts (state, deadline_ms);
+   CREATE TABLE conflict_targets (
+     conflict_id TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     PRIMARY KEY (conflict_id, msp_id, ssi)
+   ) STRICT;
+   CREATE TABLE notices (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     msp_id TEXT NOT NULL,
+     at_ms INTEGER NOT NULL,
+     body TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX notices_by_msp ON notices (msp_id, seq);
+   CREATE TABLE bulk_sessions (
+     msp_id TEXT NOT NULL,
+     session_id TEXT NOT NULL,
+     committed INTEGER NOT NULL,
+     updated_at_ms INTEGER NOT NULL,
+     PRIMARY KEY (msp_id, session_id)
+   ) STRICT;`,
 ];
 
-interface MappingRow {
+interface MappingSqlRow {
+  csi: string;
   msp_id: string;
   ssi: string;
   is_default: number;
-  tags: string;
-  created_at_ms: number;
+  precedence: number;
+  expires_at_ms: number;
+  record: Buffer;
+  user_sig: Buffer;
+  msp_sig: Buffer;
+  dp_sig: Buffer;
 }
 
 interface MspRow {
@@ -49,18 +186,54 @@ interface MspRow {
   tls_identity: string;
   enrolled_users: number;
   enrolled_at_ms: number;
+  signing_key: Buffer;
+  may_bulk: number;
 }
 
-/** The DP's store. */
+/** The DP's store. Writes that must happen together run inside `transaction`. */
 export interface MappingStore {
-  /** Mappings of one canonical CSI, in storage order. */
-  lookup(csi: string): Mapping[];
-  /** Stores mappings in one transaction; returns how many were new or changed. */
-  upsert(records: readonly StoredMapping[]): { imported: number; unchanged: number };
+  /** Mappings of one canonical CSI, by preference: default first, then precedence, MSP, SSI. */
+  mappings(csi: string): MappingRow[];
+  mapping(csi: string, mspId: string, ssi: string): MappingRow | undefined;
+  /** Inserts or replaces a mapping. */
+  putMapping(row: MappingRow): void;
+  /** Changes the ordering fields (and the countersignature that covers the default flag). */
+  updateMapping(
+    csi: string,
+    mspId: string,
+    ssi: string,
+    fields: { isDefault: boolean; precedence: number; dpSig: Uint8Array },
+  ): void;
+  deleteMapping(csi: string, mspId: string, ssi: string): boolean;
+  /** Mappings that expired at `nowMs`, at most `limit`. */
+  expired(nowMs: number, limit: number): MappingRow[];
   count(): number;
+  /** Mappings of the v1 schema that are kept but not served. */
+  legacyCount(): number;
+  optedOutAt(csi: string): number | undefined;
+  setOptOut(csi: string, atMs: number): void;
+  clearOptOut(csi: string): void;
+  insertChallenge(c: ChallengeRow): void;
+  challenge(id: string): ChallengeRow | undefined;
+  updateChallenge(id: string, attempts: number, state: ChallengeRow["state"]): void;
+  deleteChallengesBefore(ms: number): number;
+  insertConflict(c: ConflictRow, targets: readonly { mspId: string; ssi: string }[]): void;
+  conflict(id: string): ConflictRow | undefined;
+  conflictTargets(id: string): { mspId: string; ssi: string }[];
+  setConflictState(id: string, state: ConflictRow["state"]): void;
+  dueConflicts(nowMs: number, limit: number): ConflictRow[];
+  openConflicts(csi: string): ConflictRow[];
+  addNotice(mspId: string, atMs: number, body: NoticeBody): number;
+  noticesSince(mspId: string, seq: number, limit: number): NoticeRow[];
+  deleteNoticesBefore(ms: number): number;
+  bulkCommitted(mspId: string, sessionId: string): number;
+  setBulkCommitted(mspId: string, sessionId: string, committed: number, atMs: number): void;
   enrol(msp: EnrolledMsp): void;
   enrolled(mspId: string): EnrolledMsp | undefined;
+  enrolledByIdentity(tlsIdentity: string): EnrolledMsp[];
   listEnrolled(): EnrolledMsp[];
+  /** Runs `f` in one transaction (nested calls join the outer one). */
+  transaction<T>(f: () => T): T;
   close(): void;
 }
 
@@ -82,66 +255,253 @@ export function openMappingStore(path: string): MappingStore {
     );
   }
   const q = {
-    lookup: db.prepare<[string], MappingRow>(
-      "SELECT msp_id, ssi, is_default, tags, created_at_ms FROM mappings WHERE csi = ?",
+    mappings: db.prepare<[string], MappingSqlRow>(
+      "SELECT * FROM mappings WHERE csi = ? ORDER BY is_default DESC, precedence, msp_id, ssi",
     ),
-    upsert: db.prepare(
-      `INSERT INTO mappings (csi, msp_id, ssi, is_default, tags, created_at_ms)
-       VALUES (@csi, @msp_id, @ssi, @is_default, @tags, @created_at_ms)
-       ON CONFLICT (csi, msp_id, ssi) DO UPDATE SET is_default = excluded.is_default, tags = excluded.tags
-       WHERE is_default != excluded.is_default OR tags != excluded.tags`,
+    mapping: db.prepare<[string, string, string], MappingSqlRow>(
+      "SELECT * FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
+    ),
+    putMapping: db.prepare(
+      `INSERT OR REPLACE INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig)
+       VALUES (@csi, @msp_id, @ssi, @is_default, @precedence, @expires_at_ms, @record, @user_sig, @msp_sig, @dp_sig)`,
+    ),
+    updateMapping: db.prepare(
+      `UPDATE mappings SET is_default = @is_default, precedence = @precedence, dp_sig = @dp_sig
+       WHERE csi = @csi AND msp_id = @msp_id AND ssi = @ssi`,
+    ),
+    deleteMapping: db.prepare<[string, string, string]>(
+      "DELETE FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
+    ),
+    expired: db.prepare<[number, number], MappingSqlRow>(
+      "SELECT * FROM mappings WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
     ),
     count: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM mappings"),
+    legacyCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM legacy_unsigned_mappings"),
+    optedOut: db.prepare<[string], { at_ms: number }>("SELECT at_ms FROM opt_outs WHERE csi = ?"),
+    setOptOut: db.prepare<[string, number]>("INSERT OR REPLACE INTO opt_outs (csi, at_ms) VALUES (?, ?)"),
+    clearOptOut: db.prepare<[string]>("DELETE FROM opt_outs WHERE csi = ?"),
+    insertChallenge: db.prepare(
+      `INSERT INTO challenges (id, msp_id, csi, action, params, statement, code_hash, attempts, expires_at_ms, state)
+       VALUES (@id, @mspId, @csi, @action, @params, @statement, @codeHash, @attempts, @expiresAtMs, @state)`,
+    ),
+    challenge: db.prepare<[string], ChallengeSqlRow>("SELECT * FROM challenges WHERE id = ?"),
+    updateChallenge: db.prepare<[number, string, string]>(
+      "UPDATE challenges SET attempts = ?, state = ? WHERE id = ?",
+    ),
+    deleteChallenges: db.prepare<[number]>("DELETE FROM challenges WHERE expires_at_ms < ?"),
+    insertConflict: db.prepare(
+      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state)
+       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state)`,
+    ),
+    insertTarget: db.prepare<[string, string, string]>(
+      "INSERT OR IGNORE INTO conflict_targets (conflict_id, msp_id, ssi) VALUES (?, ?, ?)",
+    ),
+    conflict: db.prepare<[string], ConflictSqlRow>("SELECT * FROM conflicts WHERE id = ?"),
+    targets: db.prepare<[string], { msp_id: string; ssi: string }>(
+      "SELECT msp_id, ssi FROM conflict_targets WHERE conflict_id = ? ORDER BY msp_id, ssi",
+    ),
+    setConflictState: db.prepare<[string, string]>("UPDATE conflicts SET state = ? WHERE id = ?"),
+    dueConflicts: db.prepare<[number, number], ConflictSqlRow>(
+      "SELECT * FROM conflicts WHERE state = 'open' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
+    ),
+    openConflicts: db.prepare<[string], ConflictSqlRow>(
+      "SELECT * FROM conflicts WHERE state = 'open' AND csi = ? ORDER BY opened_at_ms",
+    ),
+    addNotice: db.prepare<[string, number, string]>(
+      "INSERT INTO notices (msp_id, at_ms, body) VALUES (?, ?, ?)",
+    ),
+    noticesSince: db.prepare<
+      [string, number, number],
+      { seq: number; msp_id: string; at_ms: number; body: string }
+    >("SELECT * FROM notices WHERE msp_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
+    deleteNotices: db.prepare<[number]>("DELETE FROM notices WHERE at_ms < ?"),
+    bulkCommitted: db.prepare<[string, string], { committed: number }>(
+      "SELECT committed FROM bulk_sessions WHERE msp_id = ? AND session_id = ?",
+    ),
+    setBulk: db.prepare<[string, string, number, number]>(
+      `INSERT INTO bulk_sessions (msp_id, session_id, committed, updated_at_ms) VALUES (?, ?, ?, ?)
+       ON CONFLICT (msp_id, session_id) DO UPDATE SET committed = excluded.committed, updated_at_ms = excluded.updated_at_ms`,
+    ),
     enrol: db.prepare(
-      `INSERT INTO enrolled_msps (msp_id, tls_identity, enrolled_users, enrolled_at_ms)
-       VALUES (@mspId, @tlsIdentity, @enrolledUsers, @enrolledAtMs)
+      `INSERT INTO enrolled_msps (msp_id, tls_identity, enrolled_users, enrolled_at_ms, signing_key, may_bulk)
+       VALUES (@mspId, @tlsIdentity, @enrolledUsers, @enrolledAtMs, @signingKey, @mayBulk)
        ON CONFLICT (msp_id) DO UPDATE SET tls_identity = excluded.tls_identity,
-         enrolled_users = excluded.enrolled_users`,
+         enrolled_users = excluded.enrolled_users, signing_key = excluded.signing_key, may_bulk = excluded.may_bulk`,
     ),
     enrolled: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE msp_id = ?"),
+    byIdentity: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE tls_identity = ?"),
     listEnrolled: db.prepare<[], MspRow>("SELECT * FROM enrolled_msps ORDER BY msp_id"),
   };
-  const upsertTx = db.transaction((records: readonly StoredMapping[]) => {
-    let imported = 0;
-    for (const { csi, mapping: m } of records) {
-      imported += q.upsert.run({
-        csi,
-        msp_id: m.mspId,
-        ssi: m.ssi,
-        is_default: m.isDefault ? 1 : 0,
-        tags: JSON.stringify(m.tags),
-        created_at_ms: m.createdAtMs,
-      }).changes;
-    }
-    return { imported, unchanged: records.length - imported };
-  });
   const wrap = <T>(what: string, f: () => T): T => {
     try {
       return f();
     } catch (err) {
+      if (err instanceof DiscoveryError) throw err;
       throw new DiscoveryError("store_failure", `${what} failed: ${(err as Error).message}`, { cause: err });
     }
   };
+  const w =
+    <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
+    (...a: A) =>
+      wrap(what, () => f(...a));
   return {
-    lookup: (csi) =>
-      wrap("lookup", () =>
-        q.lookup.all(csi).map((r) => ({
-          mspId: r.msp_id,
-          ssi: r.ssi,
-          isDefault: r.is_default === 1,
-          tags: JSON.parse(r.tags) as string[],
-          createdAtMs: r.created_at_ms,
-        })),
-      ),
-    upsert: (records) => wrap("import", () => upsertTx(records)),
+    mappings: w("lookup", (csi) => q.mappings.all(csi).map(mappingOf)),
+    mapping: w("lookup", (csi, msp, ssi) => {
+      const r = q.mapping.get(csi, msp, ssi);
+      return r && mappingOf(r);
+    }),
+    putMapping: w("store", (m) => {
+      q.putMapping.run({
+        csi: m.csi,
+        msp_id: m.mspId,
+        ssi: m.ssi,
+        is_default: m.isDefault ? 1 : 0,
+        precedence: m.precedence,
+        expires_at_ms: m.expiresAtMs,
+        record: m.record,
+        user_sig: m.userSig,
+        msp_sig: m.mspSig,
+        dp_sig: m.dpSig,
+      });
+    }),
+    updateMapping: w("store", (csi, msp, ssi, f) => {
+      q.updateMapping.run({
+        csi,
+        msp_id: msp,
+        ssi,
+        is_default: f.isDefault ? 1 : 0,
+        precedence: f.precedence,
+        dp_sig: f.dpSig,
+      });
+    }),
+    deleteMapping: w("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
+    expired: w("expiry scan", (now, limit) => q.expired.all(now, limit).map(mappingOf)),
     count: () => q.count.get()?.n ?? 0,
-    enrol: (msp) => wrap("enrolment", () => void q.enrol.run(msp)),
+    legacyCount: () => q.legacyCount.get()?.n ?? 0,
+    optedOutAt: (csi) => q.optedOut.get(csi)?.at_ms,
+    setOptOut: w("opt-out", (csi, at) => void q.setOptOut.run(csi, at)),
+    clearOptOut: w("opt-out", (csi) => void q.clearOptOut.run(csi)),
+    insertChallenge: w(
+      "challenge",
+      (c) => void q.insertChallenge.run({ ...c, statement: c.statement, codeHash: c.codeHash }),
+    ),
+    challenge: (id) => {
+      const r = q.challenge.get(id);
+      return (
+        r && {
+          id: r.id,
+          mspId: r.msp_id,
+          csi: r.csi,
+          action: r.action as ChallengeRow["action"],
+          params: r.params,
+          statement: new Uint8Array(r.statement),
+          codeHash: new Uint8Array(r.code_hash),
+          attempts: r.attempts,
+          expiresAtMs: r.expires_at_ms,
+          state: r.state as ChallengeRow["state"],
+        }
+      );
+    },
+    updateChallenge: w("challenge", (id, attempts, state) => void q.updateChallenge.run(attempts, state, id)),
+    deleteChallengesBefore: w("challenge cleanup", (ms) => q.deleteChallenges.run(ms).changes),
+    insertConflict: w("conflict", (c, targets) => {
+      q.insertConflict.run({ ...c, replace: c.replace ? 1 : 0, makeDefault: c.makeDefault ? 1 : 0 });
+      for (const t of targets) q.insertTarget.run(c.id, t.mspId, t.ssi);
+    }),
+    conflict: (id) => {
+      const r = q.conflict.get(id);
+      return r && conflictOf(r);
+    },
+    conflictTargets: (id) => q.targets.all(id).map((t) => ({ mspId: t.msp_id, ssi: t.ssi })),
+    setConflictState: w("conflict", (id, state) => void q.setConflictState.run(state, id)),
+    dueConflicts: (now, limit) => q.dueConflicts.all(now, limit).map(conflictOf),
+    openConflicts: (csi) => q.openConflicts.all(csi).map(conflictOf),
+    addNotice: w("notice", (msp, at, body) =>
+      Number(q.addNotice.run(msp, at, JSON.stringify(body)).lastInsertRowid),
+    ),
+    noticesSince: (msp, seq, limit) =>
+      q.noticesSince.all(msp, seq, limit).map((r) => ({
+        seq: r.seq,
+        mspId: r.msp_id,
+        atMs: r.at_ms,
+        body: JSON.parse(r.body) as NoticeBody,
+      })),
+    deleteNoticesBefore: w("notice cleanup", (ms) => q.deleteNotices.run(ms).changes),
+    bulkCommitted: (msp, session) => q.bulkCommitted.get(msp, session)?.committed ?? 0,
+    setBulkCommitted: w("bulk", (msp, session, n, at) => void q.setBulk.run(msp, session, n, at)),
+    enrol: w(
+      "enrolment",
+      (msp) =>
+        void q.enrol.run({
+          ...msp,
+          signingKey: Buffer.from(msp.signingPublicKey),
+          mayBulk: msp.mayBulk ? 1 : 0,
+        }),
+    ),
     enrolled: (id) => {
       const r = q.enrolled.get(id);
       return r && mspOf(r);
     },
+    enrolledByIdentity: (identity) => q.byIdentity.all(identity).map(mspOf),
     listEnrolled: () => q.listEnrolled.all().map(mspOf),
+    transaction: (f) => wrap("transaction", () => db.transaction(f)()),
     close: () => db.close(),
+  };
+}
+
+interface ChallengeSqlRow {
+  id: string;
+  msp_id: string;
+  csi: string;
+  action: string;
+  params: string;
+  statement: Buffer;
+  code_hash: Buffer;
+  attempts: number;
+  expires_at_ms: number;
+  state: string;
+}
+
+interface ConflictSqlRow {
+  id: string;
+  csi: string;
+  claimant_msp: string;
+  new_msp: string;
+  new_ssi: string;
+  replace: number;
+  make_default: number;
+  opened_at_ms: number;
+  deadline_ms: number;
+  state: string;
+}
+
+function conflictOf(r: ConflictSqlRow): ConflictRow {
+  return {
+    id: r.id,
+    csi: r.csi,
+    claimantMsp: r.claimant_msp,
+    newMsp: r.new_msp,
+    newSsi: r.new_ssi,
+    replace: r.replace === 1,
+    makeDefault: r.make_default === 1,
+    openedAtMs: r.opened_at_ms,
+    deadlineMs: r.deadline_ms,
+    state: r.state as ConflictRow["state"],
+  };
+}
+
+function mappingOf(r: MappingSqlRow): MappingRow {
+  return {
+    csi: r.csi,
+    mspId: r.msp_id,
+    ssi: r.ssi,
+    isDefault: r.is_default === 1,
+    precedence: r.precedence,
+    expiresAtMs: r.expires_at_ms,
+    record: new Uint8Array(r.record.buffer, r.record.byteOffset, r.record.byteLength),
+    userSig: new Uint8Array(r.user_sig.buffer, r.user_sig.byteOffset, r.user_sig.byteLength),
+    mspSig: new Uint8Array(r.msp_sig.buffer, r.msp_sig.byteOffset, r.msp_sig.byteLength),
+    dpSig: new Uint8Array(r.dp_sig.buffer, r.dp_sig.byteOffset, r.dp_sig.byteLength),
   };
 }
 
@@ -151,6 +511,8 @@ function mspOf(r: MspRow): EnrolledMsp {
     tlsIdentity: r.tls_identity,
     enrolledUsers: r.enrolled_users,
     enrolledAtMs: r.enrolled_at_ms,
+    signingPublicKey: new Uint8Array(r.signing_key),
+    mayBulk: r.may_bulk === 1,
   };
 }
 

@@ -3,12 +3,14 @@ import { test } from "node:test";
 import { bitsSet, checkParams, compactBits, filterMappings, type Mapping, orderMappings } from "./answer.js";
 import { DiscoveryError } from "./errors.js";
 
-const m = (mspId: string, createdAtMs: number, isDefault = false): Mapping => ({
+const m = (mspId: string, createdAtMs: number, isDefault = false, tags: string[] = []): Mapping => ({
   mspId,
   ssi: `${mspId}-user`,
   isDefault,
-  tags: [],
+  tags,
   createdAtMs,
+  proofMethod: "sms-code",
+  expiresAtMs: createdAtMs + 86_400_000,
 });
 
 test("mappings order: default first, then older first, then by MSP", () => {
@@ -41,5 +43,31 @@ test("the MSP filter keeps only the named MSPs; bad filters are refused", () => 
         Array.from({ length: 65 }, (_, i) => `m${i}`),
       ),
     DiscoveryError,
+  );
+});
+
+test("the tag keeps mappings carrying it, case-insensitively; Default selects the default", () => {
+  const all = [m("a", 1, true, ["Personal"]), m("b", 2, false, ["Business"]), m("c", 3, false, ["business"])];
+  const cases: [tag: string, expected: string[]][] = [
+    ["Business", ["b", "c"]],
+    ["BUSINESS", ["b", "c"]],
+    ["personal", ["a"]],
+    ["Default", ["a"]],
+    ["default", ["a"]],
+    ["Holiday", []],
+    ["", ["a", "b", "c"]],
+  ];
+  for (const [tag, expected] of cases) {
+    const got = filterMappings(all, checkParams("verbose", [], tag)).map((x) => x.mspId);
+    assert.deepEqual(got, expected, `tag "${tag}"`);
+  }
+  // The tag and the MSP filter both apply.
+  assert.deepEqual(
+    filterMappings(all, checkParams("verbose", ["c"], "business")).map((x) => x.mspId),
+    ["c"],
+  );
+  assert.throws(
+    () => checkParams("verbose", [], "x".repeat(33)),
+    (e: unknown) => e instanceof DiscoveryError && e.code === "invalid_argument",
   );
 });

@@ -9,6 +9,20 @@ export interface Mapping {
   readonly isDefault: boolean;
   readonly tags: readonly string[];
   readonly createdAtMs: number;
+  /** How possession was proven ("sms-code", "email-code", "bulk"). */
+  readonly proofMethod: string;
+  readonly expiresAtMs: number;
+  /** The signed record; every verifiable mapping has one. */
+  readonly signed?: MappingSignatures;
+}
+
+/** A mapping record and the holder's, the MSP's and the DP's signatures over it (R3). */
+export interface MappingSignatures {
+  readonly record: Uint8Array;
+  /** Empty for bulk records, which no holder signed. */
+  readonly userSignature: Uint8Array;
+  readonly mspSignature: Uint8Array;
+  readonly dpSignature: Uint8Array;
 }
 
 /** What a lookup yields. NOT_FOUND is an outcome, not an error. */
@@ -19,7 +33,9 @@ export type LookupOutcome =
       readonly dpId: string;
       readonly ttlSeconds: number;
     }
-  | { readonly kind: "not_found"; readonly dpId: string; readonly ttlSeconds: number };
+  | { readonly kind: "not_found"; readonly dpId: string; readonly ttlSeconds: number }
+  /** The holder chose to be undiscoverable (R14): distinct from having no mapping. */
+  | { readonly kind: "opted_out"; readonly dpId: string; readonly ttlSeconds: number };
 
 /** Answer format (R15). */
 export type AnswerFormat = "verbose" | "compact";
@@ -29,26 +45,30 @@ export interface LookupParams {
   readonly format: AnswerFormat;
   /** When non-empty, only these MSPs. */
   readonly mspFilter: readonly string[];
+  /** When set, only mappings with this preference tag; "Default" selects the default mapping. */
+  readonly tag: string;
 }
 
 /** Parameters when a request sets none. */
 export const DEFAULT_PARAMS: LookupParams = Object.freeze({
   format: "verbose",
   mspFilter: Object.freeze([]),
+  tag: "",
 });
 
 /** Most MSP ids one filter may name. */
 export const MAX_MSP_FILTER = 64;
 
 /** Validates query parameters; throws INVALID_ARGUMENT naming the problem. */
-export function checkParams(format: AnswerFormat, mspFilter: readonly string[]): LookupParams {
-  if (mspFilter.length === 0 && format === "verbose") return DEFAULT_PARAMS;
+export function checkParams(format: AnswerFormat, mspFilter: readonly string[], tag = ""): LookupParams {
+  if (mspFilter.length === 0 && format === "verbose" && tag === "") return DEFAULT_PARAMS;
+  if (tag.length > 32) throw invalidArgument("tag must be at most 32 characters");
   if (mspFilter.length > MAX_MSP_FILTER)
     throw invalidArgument(`msp_filter names more than ${MAX_MSP_FILTER} MSPs`);
   for (const id of mspFilter) {
     if (id === "" || id.length > 128) throw invalidArgument("msp_filter entries must be 1 to 128 characters");
   }
-  return { format, mspFilter };
+  return { format, mspFilter, tag };
 }
 
 /**
@@ -69,10 +89,15 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** Applies the MSP filter. */
+/** Applies the MSP filter and the tag; tags compare case-insensitively. */
 export function filterMappings(mappings: readonly Mapping[], params: LookupParams): readonly Mapping[] {
-  if (params.mspFilter.length === 0) return mappings;
-  return mappings.filter((m) => params.mspFilter.includes(m.mspId));
+  if (params.mspFilter.length === 0 && params.tag === "") return mappings;
+  const tag = params.tag.toLowerCase();
+  return mappings.filter(
+    (m) =>
+      (params.mspFilter.length === 0 || params.mspFilter.includes(m.mspId)) &&
+      (tag === "" || (tag === "default" ? m.isDefault : m.tags.some((t) => t.toLowerCase() === tag))),
+  );
 }
 
 /**

@@ -67,19 +67,31 @@ export function delegationFromProto(d: PbDelegation): Delegation {
 }
 
 export function dpToProto(d: DpInfo) {
-  return { id: d.id, endpoints: [...d.endpoints], tlsIdentity: d.tlsIdentity, jurisdiction: d.jurisdiction };
+  return {
+    id: d.id,
+    endpoints: [...d.endpoints],
+    tlsIdentity: d.tlsIdentity,
+    jurisdiction: d.jurisdiction,
+    signingPublicKey: d.signingPublicKey,
+  };
 }
 
 export function dpFromProto(d: DpRecord): DpInfo {
-  return { id: d.id, endpoints: [...d.endpoints], tlsIdentity: d.tlsIdentity, jurisdiction: d.jurisdiction };
+  return {
+    id: d.id,
+    endpoints: [...d.endpoints],
+    tlsIdentity: d.tlsIdentity,
+    jurisdiction: d.jurisdiction,
+    signingPublicKey: d.signingPublicKey,
+  };
 }
 
 export function mspToProto(m: MspInfo) {
-  return { id: m.id, name: m.name, index: m.index };
+  return { id: m.id, name: m.name, index: m.index, signingPublicKey: m.signingPublicKey };
 }
 
 export function mspFromProto(m: MspRecord): MspInfo {
-  return { id: m.id, name: m.name, index: m.index };
+  return { id: m.id, name: m.name, index: m.index, signingPublicKey: m.signingPublicKey };
 }
 
 export function snapshotToProto(s: RegistryData) {
@@ -88,6 +100,7 @@ export function snapshotToProto(s: RegistryData) {
     delegations: s.delegations.map(delegationToProto),
     dps: s.dps.map(dpToProto),
     msps: s.msps.map(mspToProto),
+    signature: s.signature ?? new Uint8Array(0),
   };
 }
 
@@ -97,10 +110,15 @@ export function snapshotFromProto(s: RegistrySnapshot): RegistryData {
     delegations: s.delegations.map(delegationFromProto),
     dps: s.dps.map(dpFromProto),
     msps: s.msps.map(mspFromProto),
+    signature: s.signature,
   };
 }
 
 export function changeToProto(c: RegistryChange) {
+  return { ...changeBodyToProto(c), signature: c.signature ?? new Uint8Array(0) };
+}
+
+function changeBodyToProto(c: RegistryChange) {
   const serial = c.serial;
   switch (c.kind) {
     case "put_delegation":
@@ -120,6 +138,10 @@ export function changeToProto(c: RegistryChange) {
 
 export function changeFromProto(c: PbChange): RegistryChange {
   const serial = c.serial;
+  return { ...changeBodyFromProto(c, serial), signature: c.signature };
+}
+
+function changeBodyFromProto(c: PbChange, serial: bigint): RegistryChange {
   switch (c.change.case) {
     case "putDelegation":
       return { serial, kind: "put_delegation", delegation: delegationFromProto(c.change.value) };
@@ -145,19 +167,37 @@ export function mappingToProto(m: Mapping): MessageInitShape<typeof MappingSchem
     isDefault: m.isDefault,
     tags: [...m.tags],
     createdAtMs: BigInt(m.createdAtMs),
+    proofMethod: m.proofMethod,
+    expiresAtMs: BigInt(m.expiresAtMs),
+    signed: m.signed,
   };
 }
 
+// Out-of-range times become NaN, which validation refuses, instead of a silently rounded value.
+function safeTime(t: bigint): number {
+  return t >= BigInt(Number.MIN_SAFE_INTEGER) && t <= BigInt(Number.MAX_SAFE_INTEGER)
+    ? Number(t)
+    : Number.NaN;
+}
+
 export function mappingFromProto(m: PbMapping): Mapping {
-  // Out-of-range times become NaN, which validation refuses, instead of a silently rounded value.
-  const t = m.createdAtMs;
-  const safe = t >= BigInt(Number.MIN_SAFE_INTEGER) && t <= BigInt(Number.MAX_SAFE_INTEGER);
+  const s = m.signed;
   return {
     mspId: m.mspId,
     ssi: m.ssi,
     isDefault: m.isDefault,
     tags: [...m.tags],
-    createdAtMs: safe ? Number(t) : Number.NaN,
+    createdAtMs: safeTime(m.createdAtMs),
+    proofMethod: m.proofMethod,
+    expiresAtMs: safeTime(m.expiresAtMs),
+    ...(s && {
+      signed: {
+        record: s.record,
+        userSignature: s.userSignature,
+        mspSignature: s.mspSignature,
+        dpSignature: s.dpSignature,
+      },
+    }),
   };
 }
 
@@ -172,7 +212,7 @@ export function paramsFromProto(o: LookupOptions | undefined): LookupParams {
   ) {
     throw invalidArgument(`unknown answer format ${o.format}`);
   }
-  return checkParams(format, o?.mspFilter ?? []);
+  return checkParams(format, o?.mspFilter ?? [], o?.tag ?? "");
 }
 
 /**
@@ -188,6 +228,7 @@ export function answerToProto(
   const mappings = outcome.kind === "answer" ? filterMappings(outcome.mappings, params) : [];
   // An empty dpId means no DP is delegated the range: the resolver answered from the registry alone.
   const dpIds = outcome.dpId ? [outcome.dpId] : [];
+  if (outcome.kind === "opted_out") return { status: LookupStatus.OPTED_OUT, ttlSeconds, dpIds };
   if (mappings.length === 0) return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds };
   return {
     status: LookupStatus.FOUND,

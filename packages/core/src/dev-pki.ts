@@ -5,6 +5,13 @@ import { webcrypto } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
+import {
+  generateSigningKey,
+  loadSigningKey,
+  publicKeyPem,
+  type SigningKey,
+  signingKeyPem,
+} from "./signing.js";
 import type { TlsPaths } from "./tls.js";
 
 type CryptoKey = webcrypto.CryptoKey;
@@ -107,4 +114,28 @@ async function exportKey(key: CryptoKey): Promise<string> {
 async function importKey(pem: string): Promise<CryptoKey> {
   const b64 = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
   return webcrypto.subtle.importKey("pkcs8", Buffer.from(b64, "base64"), ALG, true, ["sign"]);
+}
+
+/** Paths of a development Ed25519 signing key (private PEM) and its public key (SPKI PEM). */
+export function devSigningKeyPaths(dir: string, name: string): { keyFile: string; publicKeyFile: string } {
+  return { keyFile: join(dir, `${name}-signing.pem`), publicKeyFile: join(dir, `${name}-signing.pub`) };
+}
+
+/**
+ * Makes sure `dir` holds an Ed25519 signing key for each name (the root, DPs, MSPs, demo
+ * users); existing keys are kept. Returns the keys by name.
+ */
+export function ensureDevSigningKeys(dir: string, names: readonly string[]): Map<string, SigningKey> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const out = new Map<string, SigningKey>();
+  for (const name of names) {
+    const p = devSigningKeyPaths(dir, name);
+    if (!existsSync(p.keyFile)) {
+      const key = generateSigningKey();
+      writeFileSync(p.keyFile, signingKeyPem(key), { mode: 0o600 });
+      writeFileSync(p.publicKeyFile, publicKeyPem(key.publicKey));
+    }
+    out.set(name, loadSigningKey(p.keyFile));
+  }
+  return out;
 }

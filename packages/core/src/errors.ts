@@ -17,7 +17,8 @@ export type DiscoveryErrorCode =
   | "upstream_unavailable"
   | "upstream_failed"
   | "referral_limit"
-  | "store_failure";
+  | "store_failure"
+  | "verification_failed";
 
 const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
   invalid_argument: Status.INVALID_ARGUMENT,
@@ -32,6 +33,8 @@ const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
   upstream_failed: Status.UNAVAILABLE,
   referral_limit: Status.FAILED_PRECONDITION,
   store_failure: Status.INTERNAL,
+  // Like a DNSSEC-validating resolver's SERVFAIL: the answer exists but cannot be trusted.
+  verification_failed: Status.UNAVAILABLE,
 };
 
 /** A failure with a code from the closed set and a message a person can act on. */

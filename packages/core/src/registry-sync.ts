@@ -11,6 +11,7 @@ import { RegistrySnapshotSchema } from "./gen/mimi/discovery/v1/common_pb.js";
 import { RootService } from "./gen/mimi/discovery/v1/root_pb.js";
 import { openChannel } from "./grpc.js";
 import { type RegistryChange, type RegistryData, RegistryView } from "./registry.js";
+import { registrySignatureValid } from "./verify.js";
 
 /** Options for following the root. */
 export interface RegistrySyncOptions {
@@ -18,6 +19,11 @@ export interface RegistrySyncOptions {
   rootEndpoints: readonly string[];
   credentials: grpc.ChannelCredentials;
   log: Logger;
+  /**
+   * The pinned root key: every snapshot and change must carry the root's valid signature
+   * over the resulting registry, or it is refused and the next root is tried.
+   */
+  rootPublicKey: Uint8Array;
   /** Where the copy is saved after each change; nothing is saved when unset. */
   persistPath?: string;
   /** Called after each change is applied (not after snapshots). */
@@ -50,9 +56,25 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
   });
   const abort = new AbortController();
 
+  // The last copy whose signature verified; a change that fails verification rolls back to it.
+  let verified: RegistryData = view.snapshot();
+  const accept = (data: RegistryData, what: string) => {
+    if (!data.signature || !registrySignatureValid(data, data.signature, opts.rootPublicKey)) {
+      throw new Error(`${what} at serial ${data.serial} is not signed by the pinned root key`);
+    }
+  };
+
   if (opts.persistPath) {
     const saved = loadPersisted(opts.persistPath, log);
-    if (saved) {
+    let trusted = false;
+    try {
+      if (saved) accept(saved, "saved registry copy");
+      trusted = saved !== undefined;
+    } catch (err) {
+      log.warn({ path: opts.persistPath, err: (err as Error).message }, "ignoring saved registry copy");
+    }
+    if (saved && trusted) {
+      verified = saved;
       view.replace(saved);
       log.info({ serial: saved.serial.toString(), path: opts.persistPath }, "registry copy loaded from disk");
       markReady();
@@ -68,7 +90,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     const path = opts.persistPath;
     saveTimer = setTimeout(() => {
       saveTimer = undefined;
-      persist(path, view.snapshot(), log);
+      persist(path, verified, log);
     }, 200);
   };
 
@@ -86,7 +108,10 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
         for await (const msg of root.watchRegistry({ sinceSerial: view.serial }, { signal: abort.signal })) {
           const ev = msg.event;
           if (ev.case === "snapshot") {
-            view.replace(snapshotFromProto(ev.value));
+            const data = snapshotFromProto(ev.value);
+            accept(data, "registry snapshot");
+            view.replace(data);
+            verified = data;
             log.info({ serial: view.serial.toString(), root: channel.address }, "registry snapshot applied");
             opts.onSnapshot?.(view);
             save();
@@ -97,6 +122,14 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
               throw new Error(`registry change ${change.serial} does not follow ${view.serial}`);
             }
             view.apply(change);
+            const now: RegistryData = { ...view.snapshot(), signature: change.signature };
+            try {
+              accept(now, "registry change");
+            } catch (err) {
+              view.replace(verified);
+              throw err;
+            }
+            verified = now;
             log.info({ serial: change.serial.toString(), kind: change.kind }, "registry change applied");
             opts.onChange?.(change, view);
             save();
@@ -132,7 +165,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
       if (saveTimer) {
         clearTimeout(saveTimer);
         saveTimer = undefined;
-        if (opts.persistPath) persist(opts.persistPath, view.snapshot(), log);
+        if (opts.persistPath) persist(opts.persistPath, verified, log);
       }
       for (const c of channels) c.close();
     },

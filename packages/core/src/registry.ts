@@ -22,6 +22,8 @@ export interface DpInfo {
   readonly endpoints: readonly string[];
   readonly tlsIdentity: string;
   readonly jurisdiction: string;
+  /** Ed25519 key verifying the DP's countersignatures; empty when the DP publishes none. */
+  readonly signingPublicKey: Uint8Array;
 }
 
 /** A messaging service provider with its stable compact-format index. */
@@ -29,6 +31,8 @@ export interface MspInfo {
   readonly id: string;
   readonly name: string;
   readonly index: number;
+  /** Ed25519 key verifying the MSP's signatures; empty when the MSP publishes none. */
+  readonly signingPublicKey: Uint8Array;
 }
 
 /** The whole registry at one serial. */
@@ -37,10 +41,16 @@ export interface RegistryData {
   readonly delegations: readonly Delegation[];
   readonly dps: readonly DpInfo[];
   readonly msps: readonly MspInfo[];
+  /** The root's signature over this content (see verify.ts), when known. */
+  readonly signature?: Uint8Array;
 }
 
 /** One change; applying changes in serial order to serial N-1 yields serial N. */
-export type RegistryChange = { readonly serial: bigint } & (
+export type RegistryChange = {
+  readonly serial: bigint;
+  /** The root's signature over the registry as it is after this change. */
+  readonly signature?: Uint8Array;
+} & (
   | { readonly kind: "put_delegation"; readonly delegation: Delegation }
   | { readonly kind: "delete_delegation"; readonly id: string }
   | { readonly kind: "put_dp"; readonly dp: DpInfo }

@@ -9,7 +9,18 @@ const example = () =>
 test("the deploy example parses", () => {
   const config = parseConfig(example(), "/etc/mimi");
   assert.equal(config.tls.caFile, "/etc/mimi/tls/ca.pem");
+  assert.equal(config.rootPublicKey, "/etc/mimi/keys/root-signing.pub");
   assert.ok(Object.isFrozen(config));
+});
+
+test("the pinned root key is required and resolves against the config's folder", () => {
+  const { rootPublicKey: _omit, ...rest } = example();
+  assert.throws(() => parseConfig(rest, "/etc/mimi"), /rootPublicKey must be a non-empty string/);
+  assert.throws(() => parseConfig({ ...rest, rootPublicKey: 32 }, "/etc/mimi"), /rootPublicKey/);
+  assert.equal(
+    parseConfig({ ...rest, rootPublicKey: "root.pub" }, "/srv/mimi").rootPublicKey,
+    "/srv/mimi/root.pub",
+  );
 });
 
 test("unknown keys and out-of-range values are refused", () => {

@@ -25,6 +25,8 @@ export interface ResolverConfig {
   /** Deadline of one attempt at one DP endpoint. */
   readonly upstreamTimeoutMs: number;
   readonly logLevel: string;
+  /** File holding the pinned root key (trust anchor): the registry and, through it, every answer verify against it. */
+  readonly rootPublicKey: string;
 }
 
 const DEFAULTS = {
@@ -68,6 +70,7 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     cache,
     upstreamTimeoutMs: r.integer("upstreamTimeoutMs", DEFAULTS.upstreamTimeoutMs, 50, 60_000),
     logLevel: r.string("logLevel", DEFAULTS.logLevel),
+    rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
   };
   r.done();
   if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {

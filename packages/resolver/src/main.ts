@@ -6,15 +6,18 @@ import {
   createGrpcServer,
   createLogger,
   listen,
+  loadPublicKey,
   loadTls,
   logListening,
   pb,
   readConfigFile,
+  registryKeys,
   serverCredentials,
   shutdown,
   silenceIpServernameWarning,
   startRegistrySync,
   systemClock,
+  verifyOutcome,
 } from "@mimi/core";
 import { createTtlCache } from "./cache.js";
 import { parseConfig } from "./config.js";
@@ -41,11 +44,13 @@ async function main(): Promise<void> {
     rootEndpoints: config.rootEndpoints,
     credentials: channelCredentials(tls),
     log,
+    rootPublicKey: loadPublicKey(config.rootPublicKey),
     onChange: (change) => service?.registryChanged(change),
     onSnapshot: () => service?.registryReplaced(),
     ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
   });
   const cache = createTtlCache<CachedAnswer>({ ...config.cache, now: systemClock });
+  const keys = registryKeys(sync.view);
   const upstream = createUpstream({ tls, log, attemptTimeoutMs: config.upstreamTimeoutMs });
   const resolver = createResolverService({
     cache,
@@ -55,6 +60,7 @@ async function main(): Promise<void> {
     log,
     negativeMaxTtlSeconds: config.cache.negativeMaxTtlSeconds,
     staleAnswerTtlSeconds: config.cache.staleAnswerTtlSeconds,
+    verify: (csi, outcome) => verifyOutcome(csi, outcome, keys, systemClock()),
   });
   const server = createGrpcServer();
   service = resolver;

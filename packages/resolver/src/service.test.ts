@@ -12,7 +12,13 @@ import { createTtlCache } from "./cache.js";
 import { type CachedAnswer, createResolverService } from "./service.js";
 import type { Upstream } from "./upstream.js";
 
-const DP: DpInfo = { id: "eu", endpoints: ["127.0.0.1:1"], tlsIdentity: "dp-eu", jurisdiction: "EU" };
+const DP: DpInfo = {
+  id: "eu",
+  endpoints: ["127.0.0.1:1"],
+  tlsIdentity: "dp-eu",
+  jurisdiction: "EU",
+  signingPublicKey: new Uint8Array(32),
+};
 
 function registry(): RegistryView {
   const v = new RegistryView();
@@ -32,6 +38,9 @@ function fakeUpstream() {
     fail: false,
     outcome: { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 } as LookupOutcome,
     gate: undefined as Promise<void> | undefined,
+    /** When set, verification refuses every answer with this reason. */
+    verifyRefuses: undefined as string | undefined,
+    verified: [] as [string, LookupOutcome][],
   };
   const upstream: Upstream = {
     async lookup() {
@@ -64,6 +73,10 @@ function setup() {
     log: createLogger({ name: "test", level: "silent" }),
     negativeMaxTtlSeconds: 30,
     staleAnswerTtlSeconds: 30,
+    verify(csi, outcome) {
+      state.verified.push([csi, outcome]);
+      if (state.verifyRefuses) throw new DiscoveryError("verification_failed", state.verifyRefuses);
+    },
   });
   return { clock, state, service, reg };
 }
@@ -189,4 +202,80 @@ test("an answer that arrives after its range moved is not cached; the new DP is 
   assert.equal(r.outcome.dpId, "uk");
   assert.equal(state.calls, 2, "asked eu, then uk");
   assert.equal((await service.resolve(CSI)).source, "cache");
+});
+
+const isVerificationFailure = (e: unknown) =>
+  e instanceof DiscoveryError && e.code === "verification_failed" && /forged/.test(e.message);
+
+test("every upstream answer is verified for the CSI asked, before it is used", async () => {
+  const { state, service } = setup();
+  await service.resolve(CSI);
+  assert.deepEqual(state.verified, [[CSI.uri, state.outcome]]);
+  await service.resolve(CSI);
+  assert.equal(state.verified.length, 1, "a cache hit is not verified again");
+});
+
+test("an answer that fails verification surfaces as verification_failed, is counted and never cached", async () => {
+  const { state, service } = setup();
+  state.verifyRefuses = "forged MSP signature";
+  await assert.rejects(service.resolve(CSI), isVerificationFailure);
+  assert.equal(service.stats.verificationFailures, 1);
+  // Not cached: the next lookup asks the DP again, and fails again.
+  await assert.rejects(service.resolve(CSI), isVerificationFailure);
+  assert.equal(state.calls, 2);
+  assert.equal(service.stats.verificationFailures, 2);
+  // Once the DP answers correctly, that answer is used and cached.
+  state.verifyRefuses = undefined;
+  assert.equal((await service.resolve(CSI)).source, "upstream");
+  assert.equal((await service.resolve(CSI)).source, "cache");
+  assert.equal(state.calls, 3);
+  assert.equal(service.stats.verificationFailures, 2);
+});
+
+test("a failed verification is not cached as NOT_FOUND either", async () => {
+  const { state, service } = setup();
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60 };
+  state.verifyRefuses = "forged";
+  await assert.rejects(service.resolve(CSI), isVerificationFailure);
+  state.verifyRefuses = undefined;
+  const r = await service.resolve(CSI);
+  assert.equal(r.source, "upstream");
+  assert.equal(r.outcome.kind, "not_found");
+  assert.equal(state.calls, 2);
+});
+
+test("concurrent misses share one failed verification", async () => {
+  const { state, service } = setup();
+  state.verifyRefuses = "forged";
+  const all = await Promise.allSettled(Array.from({ length: 5 }, () => service.resolve(CSI)));
+  assert.ok(all.every((r) => r.status === "rejected" && isVerificationFailure(r.reason)));
+  assert.equal(state.calls, 1);
+  assert.equal(service.stats.verificationFailures, 1);
+});
+
+test("a verified answer gone stale is served when the DP's new answer fails verification", async () => {
+  // Same rule as a DP that is down (RFC 8767): the earlier, verified answer is served stale;
+  // the answer that failed is never served or cached.
+  const { clock, state, service } = setup();
+  const verified = (await service.resolve(CSI)).outcome;
+  clock.now += 61_000;
+  state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 600 };
+  state.verifyRefuses = "forged";
+  const r = await service.resolve(CSI);
+  assert.equal(r.stale, true);
+  assert.equal(r.source, "stale");
+  assert.equal(r.outcome, verified, "the earlier answer, not the one that failed");
+  assert.equal(r.ttlSeconds, 30);
+  assert.equal(service.stats.verificationFailures, 1);
+  assert.equal(service.stats.stale, 1);
+  // Within the stale TTL the DP is not asked again.
+  assert.equal((await service.resolve(CSI)).outcome, verified);
+  assert.equal(state.calls, 2);
+  // After it, the DP is asked again; a good answer replaces the stale one.
+  clock.now += 31_000;
+  state.verifyRefuses = undefined;
+  const fresh = await service.resolve(CSI);
+  assert.equal(fresh.source, "upstream");
+  assert.equal(fresh.outcome, state.outcome);
+  assert.equal(fresh.ttlSeconds, 600);
 });

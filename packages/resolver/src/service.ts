@@ -44,6 +44,8 @@ export interface ResolverStats {
   upstreamFailures: number;
   /** Cached answers dropped because their delegation changed. */
   evictedByRegistry: number;
+  /** Upstream answers refused because they did not verify. */
+  verificationFailures: number;
 }
 
 /** The resolver's operations. */
@@ -67,6 +69,11 @@ export interface ResolverServiceOptions {
   negativeMaxTtlSeconds: number;
   /** TTL given with stale answers (RFC 8767 recommends 30 s). */
   staleAnswerTtlSeconds: number;
+  /**
+   * Checks an upstream answer end to end (signatures against the root-signed registry) and
+   * throws verification_failed when it does not hold; such answers are never cached or served.
+   */
+  verify: (csi: string, outcome: LookupOutcome) => void;
 }
 
 /** Creates the resolver service. */
@@ -80,6 +87,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     upstreamRequests: 0,
     upstreamFailures: 0,
     evictedByRegistry: 0,
+    verificationFailures: 0,
   };
   // The DP an answer must come from now; "" when no delegation covers the key.
   const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
@@ -114,6 +122,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     try {
       stats.upstreamRequests++;
       const outcome = await o.upstream.lookup(dp, csi.uri);
+      try {
+        o.verify(csi.uri, outcome);
+      } catch (err) {
+        stats.verificationFailures++;
+        log.warn(
+          { csi: csiHash(csi.uri), dp: dp.id, err: (err as Error).message },
+          "answer failed verification",
+        );
+        throw err;
+      }
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
@@ -121,7 +139,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
-        outcome.kind === "not_found"
+        outcome.kind !== "answer"
           ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
           : outcome.ttlSeconds;
       const ttl = store(csi, outcome, wanted);

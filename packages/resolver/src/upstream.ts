@@ -216,6 +216,9 @@ function outcomeOf(dpId: string, answer: pb.Answer | undefined): LookupOutcome {
   if (answer?.status === pb.LookupStatus.NOT_FOUND) {
     return Object.freeze({ kind: "not_found", dpId, ttlSeconds: answer.ttlSeconds });
   }
+  if (answer?.status === pb.LookupStatus.OPTED_OUT) {
+    return Object.freeze({ kind: "opted_out", dpId, ttlSeconds: answer.ttlSeconds });
+  }
   throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
 }
 

@@ -13,6 +13,8 @@ export interface RootConfig {
   readonly admins: readonly string[];
   readonly defaultDelegationTtlSeconds: number;
   readonly logLevel: string;
+  /** PEM Ed25519 private key that signs the registry; resolvers pin its public key. */
+  readonly signingKey: string;
 }
 
 const DEFAULTS = {
@@ -38,6 +40,7 @@ export function parseConfig(raw: unknown, baseDir = "."): RootConfig {
       604_800,
     ),
     logLevel: r.string("logLevel", DEFAULTS.logLevel),
+    signingKey: resolve(baseDir, r.string("signingKey")),
   };
   r.done();
   if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {

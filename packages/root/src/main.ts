@@ -6,6 +6,7 @@ import {
   createGrpcServer,
   createLogger,
   listen,
+  loadSigningKey,
   loadTls,
   logListening,
   pb,
@@ -39,6 +40,7 @@ async function main(): Promise<void> {
     store,
     clock: systemClock,
     defaultDelegationTtlSeconds: config.defaultDelegationTtlSeconds,
+    signingKey: loadSigningKey(config.signingKey),
   });
   const server = createGrpcServer();
   bindRootServer(server, service, { log, admins: config.admins });

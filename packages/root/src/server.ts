@@ -124,7 +124,7 @@ export function bindRootServer(
         return { serial: c.serial };
       },
       async putMsp(req, ctx) {
-        const { msp, change } = service.putMsp(ctx.peer.name, req.id, req.name);
+        const { msp, change } = service.putMsp(ctx.peer.name, req.id, req.name, req.signingPublicKey);
         audit(log, ctx.peer.name, change.serial, "msp registered");
         return { msp: mspToProto(msp), serial: change.serial };
       },

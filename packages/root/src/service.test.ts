@@ -1,16 +1,43 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DiscoveryError, type DpInfo, parseDelegationKeyText } from "@mimi/core";
+import {
+  DiscoveryError,
+  type DpInfo,
+  generateSigningKey,
+  parseDelegationKeyText,
+  RegistryView,
+  registrySignatureValid,
+  type SigningKey,
+} from "@mimi/core";
 import { createRootService } from "./service.js";
-import { openRegistryStore } from "./store.js";
+import { openRegistryStore, type RegistryStore } from "./store.js";
 
-const EU: DpInfo = { id: "eu", endpoints: ["127.0.0.1:7501"], tlsIdentity: "dp-eu", jurisdiction: "EU" };
-const US: DpInfo = { id: "us", endpoints: ["127.0.0.1:7502"], tlsIdentity: "dp-us", jurisdiction: "US" };
+const EMPTY = new Uint8Array(0);
+const dpEuKey = generateSigningKey().publicKey;
+const EU: DpInfo = {
+  id: "eu",
+  endpoints: ["127.0.0.1:7501"],
+  tlsIdentity: "dp-eu",
+  jurisdiction: "EU",
+  signingPublicKey: dpEuKey,
+};
+const US: DpInfo = {
+  id: "us",
+  endpoints: ["127.0.0.1:7502"],
+  tlsIdentity: "dp-us",
+  jurisdiction: "US",
+  signingPublicKey: EMPTY,
+};
+const rootKey = generateSigningKey();
 
-function setup() {
-  const store = openRegistryStore(":memory:");
+function setup(store: RegistryStore = openRegistryStore(":memory:"), signingKey: SigningKey = rootKey) {
   let now = 1_000;
-  const service = createRootService({ store, clock: () => now++, defaultDelegationTtlSeconds: 3600 });
+  const service = createRootService({
+    store,
+    clock: () => now++,
+    defaultDelegationTtlSeconds: 3600,
+    signingKey,
+  });
   return { store, service };
 }
 
@@ -69,7 +96,11 @@ test("bad edits are refused and leave the registry unchanged", () => {
     [() => service.deleteDp("a", "eu"), "failed_precondition"],
     [() => service.putDp("a", { ...EU, id: "Bad Id" }), "invalid_argument"],
     [() => service.putDp("a", { ...EU, endpoints: ["nohost"] }), "invalid_argument"],
-    [() => service.putMsp("a", "x", ""), "invalid_argument"],
+    [() => service.putMsp("a", "x", "", EMPTY), "invalid_argument"],
+    [() => service.putMsp("a", "x", "X", new Uint8Array(31)), "invalid_argument"],
+    [() => service.putMsp("a", "x", "X", new Uint8Array(33)), "invalid_argument"],
+    [() => service.putDp("a", { ...US, signingPublicKey: new Uint8Array(31) }), "invalid_argument"],
+    [() => service.putDp("a", { ...US, signingPublicKey: new Uint8Array(64) }), "invalid_argument"],
   ];
   for (const [f, code] of cases) {
     assert.throws(f, (e: unknown) => e instanceof DiscoveryError && e.code === code, code);
@@ -79,10 +110,170 @@ test("bad edits are refused and leave the registry unchanged", () => {
 
 test("MSP indexes are assigned once and survive renames and restarts", () => {
   const { store, service } = setup();
-  assert.equal(service.putMsp("a", "one.example", "One").msp.index, 0);
-  assert.equal(service.putMsp("a", "two.example", "Two").msp.index, 1);
-  assert.equal(service.putMsp("a", "one.example", "One renamed").msp.index, 0);
-  const again = createRootService({ store, clock: () => 0, defaultDelegationTtlSeconds: 1 });
-  assert.equal(again.putMsp("a", "three.example", "Three").msp.index, 2);
+  assert.equal(service.putMsp("a", "one.example", "One", EMPTY).msp.index, 0);
+  assert.equal(service.putMsp("a", "two.example", "Two", EMPTY).msp.index, 1);
+  assert.equal(service.putMsp("a", "one.example", "One renamed", EMPTY).msp.index, 0);
+  const again = createRootService({
+    store,
+    clock: () => 0,
+    defaultDelegationTtlSeconds: 1,
+    signingKey: rootKey,
+  });
+  assert.equal(again.putMsp("a", "three.example", "Three", EMPTY).msp.index, 2);
   assert.equal(again.snapshot().msps.find((m) => m.id === "one.example")?.name, "One renamed");
+});
+
+/** Runs one edit of each kind, in an order that keeps every edit valid. */
+function editAll(service: ReturnType<typeof setup>["service"]) {
+  const mspKey = generateSigningKey().publicKey;
+  return [
+    () => service.putDp("admin", EU),
+    () => service.putDp("admin", US),
+    () => service.putMsp("admin", "one.example", "One", mspKey).change,
+    () => service.createDelegation("admin", key("+44"), "eu", 0),
+    () => service.createDelegation("admin", key("email:0-7fffffffffffffff"), "us", 600),
+    () => service.updateDelegation("admin", key("+44"), "us", 60),
+    () => service.putMsp("admin", "one.example", "One renamed", EMPTY).change,
+    () => service.putDp("admin", { ...EU, endpoints: ["127.0.0.1:7509", "127.0.0.1:7501"] }),
+    () => service.deleteDelegation("admin", key("+44")),
+  ];
+}
+
+test("every change carries the root's signature over the registry right after it", () => {
+  const { service } = setup();
+  const signatures = new Set<string>();
+  for (const edit of editAll(service)) {
+    const change = edit();
+    const snapshot = service.snapshot();
+    assert.equal(snapshot.serial, change.serial);
+    assert.ok(snapshot.signature, `serial ${change.serial}: the snapshot is signed`);
+    assert.equal(registrySignatureValid(snapshot, snapshot.signature, rootKey.publicKey), true);
+    assert.deepEqual(change.signature, snapshot.signature, "the returned change carries the same signature");
+    const [stored] = service.changesSince(change.serial - 1n, 1);
+    assert.deepEqual(stored?.signature, snapshot.signature, "and so does the stored change");
+    signatures.add(Buffer.from(snapshot.signature).toString("hex"));
+  }
+  assert.equal(signatures.size, editAll(service).length, "each registry state has its own signature");
+  assert.equal(
+    registrySignatureValid(
+      service.snapshot(),
+      service.snapshot().signature ?? EMPTY,
+      generateSigningKey().publicKey,
+    ),
+    false,
+    "not valid under another root key",
+  );
+});
+
+test("a follower replaying changesSince(0) can check every change's signature", () => {
+  // This is what registry-sync does: apply a change, then check its signature over the result.
+  const { service } = setup();
+  for (const edit of editAll(service)) edit();
+  const follower = new RegistryView();
+  const changes = service.changesSince(0n, 100);
+  assert.equal(changes.length, editAll(service).length);
+  for (const change of changes) {
+    follower.apply(change);
+    assert.equal(
+      registrySignatureValid(follower.snapshot(), change.signature ?? EMPTY, rootKey.publicKey),
+      true,
+      `serial ${change.serial}`,
+    );
+  }
+  assert.deepEqual(changes.at(-1)?.signature, service.snapshot().signature);
+});
+
+test("a restart over the same store and key re-signs the registry identically", () => {
+  const { store, service } = setup();
+  for (const edit of editAll(service)) edit();
+  const before = service.snapshot();
+  const changesBefore = service.changesSince(0n, 100);
+  const restarted = setup(store).service;
+  assert.deepEqual(restarted.snapshot(), before);
+  assert.deepEqual(restarted.changesSince(0n, 100), changesBefore);
+  // After a restart the next edit still yields a verifiable signature.
+  const change = restarted.deleteDelegation("admin", key("email:0-7fffffffffffffff"));
+  assert.equal(
+    registrySignatureValid(restarted.snapshot(), change.signature ?? EMPTY, rootKey.publicKey),
+    true,
+  );
+});
+
+test("a root that stopped between commit and signing signs the last change at start", () => {
+  const { store, service } = setup();
+  service.putDp("admin", EU);
+  // The change is committed but the process stops before service.ts stores its signature.
+  store.commit("admin", 5, (serial) => ({ serial, kind: "put_dp", dp: US }));
+  assert.deepEqual(store.changesSince(1n, 1)[0]?.signature, EMPTY);
+  const restarted = setup(store).service;
+  const [last] = restarted.changesSince(1n, 1);
+  const snapshot = restarted.snapshot();
+  assert.equal(snapshot.serial, 2n);
+  assert.equal(registrySignatureValid(snapshot, last?.signature ?? EMPTY, rootKey.publicKey), true);
+  assert.deepEqual(last?.signature, snapshot.signature);
+});
+
+test("a restart with a new root key signs with the new key", () => {
+  const { store, service } = setup();
+  service.putDp("admin", EU);
+  const newKey = generateSigningKey();
+  const snapshot = setup(store, newKey).service.snapshot();
+  assert.equal(registrySignatureValid(snapshot, snapshot.signature ?? EMPTY, newKey.publicKey), true);
+  assert.equal(registrySignatureValid(snapshot, snapshot.signature ?? EMPTY, rootKey.publicKey), false);
+});
+
+test("putMsp with an empty key keeps the MSP's key; a new key replaces it", () => {
+  const { service } = setup();
+  const first = generateSigningKey().publicKey;
+  const second = generateSigningKey().publicKey;
+  assert.deepEqual(service.putMsp("a", "one.example", "One", first).msp.signingPublicKey, first);
+  const renamed = service.putMsp("a", "one.example", "One renamed", EMPTY);
+  assert.deepEqual(renamed.msp.signingPublicKey, first);
+  assert.equal(renamed.change.kind === "put_msp" && renamed.change.msp.signingPublicKey.length, 32);
+  assert.deepEqual(service.snapshot().msps[0]?.signingPublicKey, first);
+  assert.deepEqual(service.putMsp("a", "one.example", "One", second).msp.signingPublicKey, second);
+  assert.deepEqual(service.snapshot().msps[0]?.signingPublicKey, second);
+  // An MSP registered without a key publishes none.
+  assert.deepEqual(service.putMsp("a", "two.example", "Two", EMPTY).msp.signingPublicKey, EMPTY);
+});
+
+test("putDp with an empty key keeps the DP's key, so moving endpoints cannot unpublish it", () => {
+  const { service } = setup();
+  service.putDp("a", EU);
+  service.putDp("a", { ...EU, endpoints: ["127.0.0.1:7599"], signingPublicKey: EMPTY });
+  const dp = service.snapshot().dps.find((d) => d.id === "eu");
+  assert.deepEqual(dp?.endpoints, ["127.0.0.1:7599"]);
+  assert.deepEqual(dp?.signingPublicKey, dpEuKey);
+});
+
+test("keys given as Buffers round-trip through the change log as the same bytes", () => {
+  // Regression: grpc-js hands bytes over as Buffers, and Buffer.toJSON ran before the
+  // JSON replacer saw the value, so keys were stored as {type:"Buffer",data:[...]} and came
+  // back from changesSince as objects instead of bytes (breaking followers' signature checks).
+  const { store, service } = setup();
+  const dpKey = Buffer.from(generateSigningKey().publicKey);
+  const mspKey = Buffer.from(generateSigningKey().publicKey);
+  service.putDp("a", { ...EU, signingPublicKey: dpKey });
+  service.putMsp("a", "one.example", "One", mspKey);
+  const [putDp, putMsp] = service.changesSince(0n, 10);
+  assert.equal(putDp?.kind, "put_dp");
+  assert.equal(putMsp?.kind, "put_msp");
+  const dpGot = putDp?.kind === "put_dp" ? putDp.dp.signingPublicKey : undefined;
+  const mspGot = putMsp?.kind === "put_msp" ? putMsp.msp.signingPublicKey : undefined;
+  assert.ok(dpGot instanceof Uint8Array && mspGot instanceof Uint8Array);
+  assert.equal(Buffer.from(dpGot).toString("hex"), dpKey.toString("hex"));
+  assert.equal(Buffer.from(mspGot).toString("hex"), mspKey.toString("hex"));
+  // The audit trail reads the same bodies, and the tables the same keys after a restart.
+  const audited = service.audit(10).find((a) => a.change.kind === "put_dp")?.change;
+  assert.equal(audited?.kind === "put_dp" && Buffer.from(audited.dp.signingPublicKey).equals(dpKey), true);
+  const loaded = setup(store).service.snapshot();
+  assert.equal(Buffer.from(loaded.dps[0]?.signingPublicKey ?? EMPTY).equals(dpKey), true);
+  assert.equal(Buffer.from(loaded.msps[0]?.signingPublicKey ?? EMPTY).equals(mspKey), true);
+  // A follower replaying the log reaches a registry the root's signature covers.
+  const follower = new RegistryView();
+  for (const c of service.changesSince(0n, 10)) follower.apply(c);
+  assert.equal(
+    registrySignatureValid(follower.snapshot(), service.snapshot().signature ?? EMPTY, rootKey.publicKey),
+    true,
+  );
 });

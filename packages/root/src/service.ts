@@ -2,6 +2,7 @@
 // in-memory view used for referrals and snapshots, and change notification for watchers.
 import {
   type Clock,
+  checkPublicKey,
   type Delegation,
   type DelegationKey,
   DiscoveryError,
@@ -13,6 +14,8 @@ import {
   type RegistryChange,
   type RegistryData,
   RegistryView,
+  type SigningKey,
+  signRegistry,
 } from "@mimi/core";
 import type { AuditEntry, RegistryStore } from "./store.js";
 
@@ -43,7 +46,13 @@ export interface RootService {
   listDelegations(): { delegations: readonly Delegation[]; serial: bigint };
   putDp(actor: string, dp: DpInfo): RegistryChange;
   deleteDp(actor: string, id: string): RegistryChange;
-  putMsp(actor: string, id: string, name: string): { msp: MspInfo; change: RegistryChange };
+  /** An empty signing key keeps the MSP's current one. */
+  putMsp(
+    actor: string,
+    id: string,
+    name: string,
+    signingPublicKey: Uint8Array,
+  ): { msp: MspInfo; change: RegistryChange };
   audit(limit: number): AuditEntry[];
 }
 
@@ -52,6 +61,8 @@ export interface RootServiceOptions {
   store: RegistryStore;
   clock: Clock;
   defaultDelegationTtlSeconds: number;
+  /** The root's key; it signs the registry after every change. */
+  signingKey: SigningKey;
 }
 
 /** Creates the root service over an opened store. */
@@ -59,16 +70,24 @@ export function createRootService({
   store,
   clock,
   defaultDelegationTtlSeconds,
+  signingKey,
 }: RootServiceOptions): RootService {
   const view = new RegistryView();
   view.replace(store.load());
   const listeners = new Set<() => void>();
+  // The signature of the current registry. Signing happens right after each commit; a root
+  // that stopped in between re-signs at start (Ed25519 signatures are deterministic, so
+  // an unchanged registry gets the same bytes again).
+  let signature = signRegistry(view.snapshot(), signingKey);
+  if (view.serial > 0n) store.setSignature(view.serial, signature);
 
   const commit = (actor: string, make: (serial: bigint) => RegistryChange, check?: () => void) => {
     const change = store.commit(actor, clock(), make, check);
     view.apply(change);
+    signature = signRegistry(view.snapshot(), signingKey);
+    store.setSignature(change.serial, signature);
     for (const l of listeners) l();
-    return change;
+    return { ...change, signature };
   };
 
   const requireDp = (dpId: string) => {
@@ -88,7 +107,7 @@ export function createRootService({
   };
 
   return {
-    snapshot: () => view.snapshot(),
+    snapshot: () => ({ ...view.snapshot(), signature }),
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),
     subscribe(listener) {
@@ -156,10 +175,16 @@ export function createRootService({
       }
       for (const e of dp.endpoints) checkEndpoint(e);
       if (!dp.tlsIdentity || dp.tlsIdentity.length > 253) throw invalidArgument("tls_identity is required");
+      if (dp.signingPublicKey.length > 0) checkPublicKey(dp.signingPublicKey, "the DP's signing key");
       if (!/^[A-Za-z0-9-]{2,16}$/.test(dp.jurisdiction)) {
         throw invalidArgument('jurisdiction must be a short code such as "EU" or "US"');
       }
-      const clean: DpInfo = { ...dp, endpoints: [...dp.endpoints] };
+      // An empty key keeps the DP's current one, so moving endpoints cannot unpublish it.
+      const key =
+        dp.signingPublicKey.length > 0
+          ? dp.signingPublicKey
+          : (store.dp(dp.id)?.signingPublicKey ?? new Uint8Array(0));
+      const clean: DpInfo = { ...dp, endpoints: [...dp.endpoints], signingPublicKey: key };
       return commit(actor, (serial) => ({ serial, kind: "put_dp", dp: clean }));
     },
     deleteDp(actor, id) {
@@ -178,15 +203,19 @@ export function createRootService({
         },
       );
     },
-    putMsp(actor, id, name) {
+    putMsp(actor, id, name, signingPublicKey) {
       checkId("MSP id", id);
+      if (signingPublicKey.length > 0) checkPublicKey(signingPublicKey, "the MSP's signing key");
       if (name.trim() === "" || name.length > 128)
         throw invalidArgument("MSP name must be 1 to 128 characters");
       let msp: MspInfo | undefined;
       const change = commit(actor, (serial) => {
         // The index is assigned once and never reused, so compact answers stay stable (R15).
-        const index = store.msp(id)?.index ?? store.nextMspIndex();
-        msp = { id, name, index };
+        const current = store.msp(id);
+        const index = current?.index ?? store.nextMspIndex();
+        const key =
+          signingPublicKey.length > 0 ? signingPublicKey : (current?.signingPublicKey ?? new Uint8Array(0));
+        msp = { id, name, index, signingPublicKey: key };
         return { serial, kind: "put_msp", msp };
       });
       return { msp: msp as MspInfo, change };

@@ -50,6 +50,10 @@ const MIGRATIONS: readonly string[] = [
    ) STRICT;
    CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) STRICT;
    INSERT INTO meta (k, v) VALUES ('next_msp_index', 0);`,
+  // v2: signing keys of DPs and MSPs, and the root's signature of the registry after each change.
+  `ALTER TABLE dps ADD COLUMN signing_key BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE msps ADD COLUMN signing_key BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE changes ADD COLUMN signature BLOB NOT NULL DEFAULT x'';`,
 ];
 
 interface DelegationRow {
@@ -83,8 +87,10 @@ export interface RegistryStore {
     make: (serial: bigint) => RegistryChange,
     check?: () => void,
   ): RegistryChange;
-  /** Changes with serial > `since`, oldest first. */
+  /** Changes with serial > `since`, oldest first, with their signatures. */
   changesSince(since: bigint, limit: number): RegistryChange[];
+  /** Records the root's signature of the registry as it was after change `serial`. */
+  setSignature(serial: bigint, signature: Uint8Array): void;
   audit(limit: number): AuditEntry[];
   close(): void;
 }
@@ -127,15 +133,17 @@ export function openRegistryStore(path: string): RegistryStore {
     dps: db.prepare<[], DpRow>("SELECT * FROM dps ORDER BY id"),
     dp: db.prepare<[string], DpRow>("SELECT * FROM dps WHERE id = ?"),
     putDp: db.prepare(
-      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction) VALUES (@id, @endpoints, @tls_identity, @jurisdiction)
+      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key)
+       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key)
        ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, tls_identity = excluded.tls_identity,
-         jurisdiction = excluded.jurisdiction`,
+         jurisdiction = excluded.jurisdiction, signing_key = excluded.signing_key`,
     ),
     deleteDp: db.prepare<[string]>("DELETE FROM dps WHERE id = ?"),
     msps: db.prepare<[], MspRow>("SELECT * FROM msps ORDER BY idx"),
     msp: db.prepare<[string], MspRow>("SELECT * FROM msps WHERE id = ?"),
     putMsp: db.prepare(
-      "INSERT INTO msps (id, name, idx) VALUES (@id, @name, @idx) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+      `INSERT INTO msps (id, name, idx, signing_key) VALUES (@id, @name, @idx, @signing_key)
+       ON CONFLICT (id) DO UPDATE SET name = excluded.name, signing_key = excluded.signing_key`,
     ),
     deleteMsp: db.prepare<[string]>("DELETE FROM msps WHERE id = ?"),
     nextMspIndex: db.prepare<[], { v: number }>("SELECT v FROM meta WHERE k = 'next_msp_index'"),
@@ -147,6 +155,7 @@ export function openRegistryStore(path: string): RegistryStore {
       "SELECT * FROM changes WHERE serial > ? ORDER BY serial LIMIT ?",
     ),
     audit: db.prepare<[number], ChangeRow>("SELECT * FROM changes ORDER BY serial DESC LIMIT ?"),
+    setSignature: db.prepare<[Buffer, number]>("UPDATE changes SET signature = ? WHERE serial = ?"),
   };
 
   const serial = () => BigInt(q.serial.get()?.s ?? 0);
@@ -165,13 +174,19 @@ export function openRegistryStore(path: string): RegistryStore {
           endpoints: JSON.stringify(c.dp.endpoints),
           tls_identity: c.dp.tlsIdentity,
           jurisdiction: c.dp.jurisdiction,
+          signing_key: Buffer.from(c.dp.signingPublicKey),
         });
         break;
       case "delete_dp":
         q.deleteDp.run(c.id);
         break;
       case "put_msp":
-        q.putMsp.run({ id: c.msp.id, name: c.msp.name, idx: c.msp.index });
+        q.putMsp.run({
+          id: c.msp.id,
+          name: c.msp.name,
+          idx: c.msp.index,
+          signing_key: Buffer.from(c.msp.signingPublicKey),
+        });
         q.bumpMspIndex.run(c.msp.index);
         break;
       case "delete_msp":
@@ -223,7 +238,14 @@ export function openRegistryStore(path: string): RegistryStore {
         });
       }
     },
-    changesSince: (since, limit) => q.changesSince.all(Number(since), limit).map((r) => changeOf(r.body)),
+    changesSince: (since, limit) =>
+      q.changesSince.all(Number(since), limit).map((r) => ({
+        ...changeOf(r.body),
+        signature: new Uint8Array(r.signature),
+      })),
+    setSignature: (serial, signature) => {
+      q.setSignature.run(Buffer.from(signature), Number(serial));
+    },
     audit: (limit) =>
       q.audit.all(limit).map((r) => ({ atMs: r.at_ms, actor: r.actor, change: changeOf(r.body) })),
     close: () => db.close(),
@@ -246,17 +268,20 @@ interface DpRow {
   endpoints: string;
   tls_identity: string;
   jurisdiction: string;
+  signing_key: Buffer;
 }
 interface MspRow {
   id: string;
   name: string;
   idx: number;
+  signing_key: Buffer;
 }
 interface ChangeRow {
   serial: number;
   at_ms: number;
   actor: string;
   body: string;
+  signature: Buffer;
 }
 
 function delegationRow(d: Delegation): DelegationRow {
@@ -285,22 +310,39 @@ function dpOf(r: DpRow): DpInfo {
     endpoints: JSON.parse(r.endpoints),
     tlsIdentity: r.tls_identity,
     jurisdiction: r.jurisdiction,
+    signingPublicKey: new Uint8Array(r.signing_key),
   };
 }
 
 function mspOf(r: MspRow): MspInfo {
-  return { id: r.id, name: r.name, index: r.idx };
+  return { id: r.id, name: r.name, index: r.idx, signingPublicKey: new Uint8Array(r.signing_key) };
 }
 
-// Change bodies are JSON; 64-bit values (serials, hash bounds) are tagged strings.
-function jsonBigint(_key: string, v: unknown): unknown {
-  return typeof v === "bigint" ? { $u64: v.toString() } : v;
+// Change bodies are JSON; 64-bit values (serials, hash bounds) and byte strings (keys) are
+// tagged strings. Bodies written before keys existed lack them; they read as empty keys.
+function jsonBigint(this: Record<string, unknown>, key: string, v: unknown): unknown {
+  if (typeof v === "bigint") return { $u64: v.toString() };
+  // Read the holder's own value: a Buffer (as grpc-js hands bytes over) has already been
+  // turned into {type, data} by its toJSON when `v` arrives.
+  const raw = this[key];
+  if (raw instanceof Uint8Array) return { $b64: Buffer.from(raw).toString("base64") };
+  return v;
 }
 
 function changeOf(body: string): RegistryChange {
-  return JSON.parse(body, (_k, v) =>
-    v && typeof v === "object" && typeof (v as { $u64?: unknown }).$u64 === "string"
-      ? BigInt((v as { $u64: string }).$u64)
-      : v,
-  );
+  const c = JSON.parse(body, (_k, v) => {
+    if (v && typeof v === "object") {
+      const tagged = v as { $u64?: unknown; $b64?: unknown };
+      if (typeof tagged.$u64 === "string") return BigInt(tagged.$u64);
+      if (typeof tagged.$b64 === "string") return new Uint8Array(Buffer.from(tagged.$b64, "base64"));
+    }
+    return v;
+  }) as RegistryChange;
+  if (c.kind === "put_dp" && !c.dp.signingPublicKey) {
+    return { ...c, dp: { ...c.dp, signingPublicKey: new Uint8Array(0) } };
+  }
+  if (c.kind === "put_msp" && !c.msp.signingPublicKey) {
+    return { ...c, msp: { ...c.msp, signingPublicKey: new Uint8Array(0) } };
+  }
+  return c;
 }

@@ -5,15 +5,51 @@ import type { Command } from "commander";
 import { devTlsPaths } from "../dev-pki.js";
 import { type Channel, openChannel } from "../grpc.js";
 import { channelCredentials, loadTls } from "../tls.js";
+import { UsageError } from "./args.js";
+
+export { UsageError } from "./args.js";
 
 /** Default addresses of the local network started by `npm start`. */
 export const LOCAL_PORTS = { root: 7400, eu: 7501, us: 7502, resolver: 7600 } as const;
 
 /** TLS flags shared by every command that connects. */
 export function addTlsOptions(cmd: Command, defaultIdentity: string): Command {
+  return addTlsFiles(
+    cmd
+      .option("--pki <dir>", "folder with ca.pem, <identity>.pem and <identity>-key.pem", "data/pki")
+      .option("--identity <name>", "certificate identity to connect as", defaultIdentity),
+  );
+}
+
+/**
+ * TLS flags for commands an MSP runs: `--as <identity>` names both the certificate the MSP
+ * connects with and its signing key, <pki>/<identity>-signing.pem.
+ */
+export function addMspOptions(cmd: Command): Command {
+  return addTlsFiles(
+    cmd
+      .requiredOption(
+        "--as <identity>",
+        "the MSP's certificate identity, e.g. msp-bluebird; its signing key is <pki>/<identity>-signing.pem",
+      )
+      .option(
+        "--pki <dir>",
+        "folder with ca.pem, <identity>.pem, <identity>-key.pem and <identity>-signing.pem",
+        "data/pki",
+      ),
+  );
+}
+
+/** Flags parsed by addMspOptions. */
+export type MspFlags = Omit<TlsFlags, "identity"> & { as: string };
+
+/** The TLS flags of an MSP command, connecting as its `--as` identity. */
+export function asTls(o: MspFlags): TlsFlags {
+  return { ...o, identity: o.as };
+}
+
+function addTlsFiles(cmd: Command): Command {
   return cmd
-    .option("--pki <dir>", "folder with ca.pem, <identity>.pem and <identity>-key.pem", "data/pki")
-    .option("--identity <name>", "certificate identity to connect as", defaultIdentity)
     .option("--ca <file>", "CA certificate (overrides --pki)")
     .option("--cert <file>", "client certificate (overrides --pki)")
     .option("--key <file>", "client key (overrides --pki)")
@@ -40,9 +76,6 @@ export function connect(address: string, flags: TlsFlags): Channel {
   });
   return openChannel(address, channelCredentials(tls));
 }
-
-/** Bad command-line input; the CLI exits 2 for it, like for other usage errors. */
-export class UsageError extends Error {}
 
 /** The per-call deadline from the flags. */
 export function timeoutOf(flags: TlsFlags): number {

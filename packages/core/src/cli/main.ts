@@ -1,15 +1,18 @@
 // The `mimi` command: one CLI for every role. `resolve` for MSPs and operators,
-// `root` for registry admins, `auth` for authoritative operators, `dev` for the local PKI.
+// `root` for registry admins, `auth` for authoritative operators, `claim` for MSPs acting
+// at a DP (claim.ts), `dev-pki` for the local PKI.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { bitsSet } from "../answer.js";
-import { keyToProto } from "../convert.js";
-import { parseCsi } from "../csi.js";
-import { ensureDevPki } from "../dev-pki.js";
+import { keyToProto, mappingFromProto, snapshotFromProto } from "../convert.js";
+import { devSigningKeyPaths, ensureDevPki } from "../dev-pki.js";
 import { DiscoveryError } from "../errors.js";
 import * as pb from "../gen/index.js";
-import { hex64, parseDelegationKeyText } from "../registry.js";
+import { hex64, parseDelegationKeyText, RegistryView } from "../registry.js";
 import { silenceIpServernameWarning } from "../tls.js";
+import { mappingProblem, registryKeys, registrySignatureValid } from "../verify.js";
+import { count, csiArg, fingerprint, Interrupted } from "./args.js";
+import { addClaimCommands } from "./claim.js";
 import {
   addTlsOptions,
   connect,
@@ -19,28 +22,14 @@ import {
   timeoutOf,
   UsageError,
 } from "./connect.js";
-
-const out = (s: string) => process.stdout.write(`${s}\n`);
-const json = (v: unknown) =>
-  out(
-    JSON.stringify(
-      v,
-      (_k, x) =>
-        typeof x === "bigint" ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x,
-      2,
-    ),
-  );
-
-/** A whole-number flag within bounds. */
-function count(flag: string, text: string, min: number, max: number): number {
-  const n = Number(text);
-  if (!/^[0-9]+$/.test(text) || n < min || n > max)
-    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}`);
-  return n;
-}
+import { type FeedLine, parseFeed } from "./jsonl.js";
+import { publicKeyArg } from "./keys.js";
+import { isoTime, json, out } from "./output.js";
 
 const program = new Command("mimi")
-  .description("MIMI discovery network: resolve identifiers and administer the root and authoritative DPs")
+  .description(
+    "MIMI discovery network: resolve identifiers, act as an MSP at a DP, and administer the root and authoritative DPs",
+  )
   .showHelpAfterError()
   .exitOverride();
 
@@ -53,68 +42,164 @@ addTlsOptions(
     .option("--resolver <host:port>", "resolver address", local(LOCAL_PORTS.resolver))
     .option("--json", "print the answer as JSON")
     .option("--compact", "ask for the compact answer (a bit per MSP)")
-    .option("--msp <id...>", "only mappings at these MSPs"),
+    .option("--msp <id...>", "only mappings at these MSPs")
+    .option(
+      "--tag <tag>",
+      'only mappings with this preference tag, e.g. "Business"; "Default" for the default',
+    )
+    .option(
+      "--verify",
+      "check every mapping's user, MSP and DP signatures against the registry, whose signature is checked with the pinned root key",
+    )
+    .option("--root <host:port>", "root to fetch the registry from (with --verify)", local(LOCAL_PORTS.root))
+    .option("--root-key <file>", "the pinned root public key (with --verify; default <pki>/root-signing.pub)")
+    .addHelpText(
+      "after",
+      "\nExit status: 0 for FOUND, NOT_FOUND and OPTED_OUT answers, 1 when the lookup or --verify fails, 2 for bad input.",
+    ),
   "cli",
 ).action(
   async (
     csiText: string,
-    o: TlsFlags & { resolver: string; json?: boolean; compact?: boolean; msp?: string[] },
+    o: TlsFlags & {
+      resolver: string;
+      json?: boolean;
+      compact?: boolean;
+      msp?: string[];
+      tag?: string;
+      verify?: boolean;
+      root: string;
+      rootKey?: string;
+    },
   ) => {
-    let csi: string;
-    try {
-      csi = parseCsi(csiText).uri;
-    } catch (err) {
-      throw new UsageError(`invalid CSI: ${(err as Error).message}`);
-    }
+    const csi = csiArg(csiText);
+    if (o.tag !== undefined && (o.tag === "" || o.tag.length > 32))
+      throw new UsageError("--tag must be 1 to 32 characters");
+    if (o.verify && o.compact)
+      throw new UsageError("--verify needs the mappings, which --compact leaves out");
+    const rootKey = o.verify
+      ? publicKeyArg("--root-key", o.rootKey ?? devSigningKeyPaths(o.pki, "root").publicKeyFile)
+      : undefined;
+    const timeoutMs = timeoutOf(o);
     const ch = connect(o.resolver, o);
+    let res: pb.ResolveResponse;
     try {
-      const res = await ch.client(pb.ResolverService).resolve(
+      res = await ch.client(pb.ResolverService).resolve(
         {
           csi,
           options: {
             format: o.compact ? pb.AnswerFormat.COMPACT : pb.AnswerFormat.VERBOSE,
             mspFilter: o.msp ?? [],
+            tag: o.tag ?? "",
           },
         },
-        { timeoutMs: timeoutOf(o) },
+        { timeoutMs },
       );
-      const a = res.answer;
-      const status = a?.status === pb.LookupStatus.FOUND ? "FOUND" : "NOT_FOUND";
-      const mappings = (a?.mappings ?? []).map((m) => ({
-        msp: m.mspId,
-        ssi: m.ssi,
-        default: m.isDefault,
-        tags: m.tags,
-        createdAt: new Date(Number(m.createdAtMs)).toISOString(),
-      }));
-      const bits = a?.compactMspBits ?? new Uint8Array();
-      if (o.json) {
-        json({
-          csi,
-          status,
-          stale: res.stale,
-          ttlSeconds: a?.ttlSeconds ?? 0,
-          dpIds: a?.dpIds ?? [],
-          mappings,
-          compact: { hex: Buffer.from(bits).toString("hex"), mspIndexes: bitsSet(bits) },
-        });
-        return;
-      }
+    } finally {
+      ch.close();
+    }
+    const a = res.answer;
+    const status = statusText(a?.status);
+    const mappings = (a?.mappings ?? []).map((m) => ({
+      msp: m.mspId,
+      ssi: m.ssi,
+      default: m.isDefault,
+      tags: m.tags,
+      proofMethod: m.proofMethod,
+      createdAt: isoTime(m.createdAtMs),
+      expiresAt: isoTime(m.expiresAtMs),
+    }));
+    // Verified before printing, so a JSON answer can say whether it verified.
+    const verdict = rootKey ? await verifyAnswer(csi, a?.mappings ?? [], rootKey, o) : undefined;
+    const bits = a?.compactMspBits ?? new Uint8Array();
+    if (o.json) {
+      json({
+        csi,
+        status,
+        stale: res.stale,
+        ttlSeconds: a?.ttlSeconds ?? 0,
+        dpIds: a?.dpIds ?? [],
+        mappings,
+        compact: { hex: Buffer.from(bits).toString("hex"), mspIndexes: bitsSet(bits) },
+        ...(verdict && { verified: verdict.problem === undefined, verification: verdict.text }),
+      });
+    } else {
       const from = a?.dpIds.filter(Boolean).length ? `, from DP ${a?.dpIds.join(", ")}` : "";
-      out(`${csi}: ${status}${res.stale ? " (STALE)" : ""} (ttl ${a?.ttlSeconds ?? 0}s${from})`);
+      const what = status === "OPTED_OUT" ? "OPTED_OUT: the holder chose not to be discoverable" : status;
+      out(`${csi}: ${what}${res.stale ? " (STALE)" : ""} (ttl ${a?.ttlSeconds ?? 0}s${from})`);
       mappings.forEach((m, i) => {
         const tags = [...(m.default ? ["Default"] : []), ...m.tags];
-        out(`  ${i + 1}. ${m.msp}  ${m.ssi}${tags.length ? `  [${tags.join(", ")}]` : ""}`);
+        out(
+          `  ${i + 1}. ${m.msp}  ${m.ssi}${tags.length ? `  [${tags.join(", ")}]` : ""}  (proof ${m.proofMethod || "unknown"})`,
+        );
       });
       if (o.compact)
         out(
           `  compact: ${Buffer.from(bits).toString("hex") || "(empty)"} -> MSP indexes ${bitsSet(bits).join(", ") || "none"}`,
         );
-    } finally {
-      ch.close();
+      if (verdict && verdict.problem === undefined) out(verdict.text);
     }
+    if (verdict?.problem !== undefined) throw new Error(verdict.text);
   },
 );
+
+/** The text of a lookup status; unknown values are named by number. */
+function statusText(s: pb.LookupStatus | undefined): string {
+  switch (s) {
+    case pb.LookupStatus.FOUND:
+      return "FOUND";
+    case pb.LookupStatus.NOT_FOUND:
+      return "NOT_FOUND";
+    case pb.LookupStatus.OPTED_OUT:
+      return "OPTED_OUT";
+    default:
+      return `UNKNOWN_STATUS_${s ?? 0}`;
+  }
+}
+
+/**
+ * Checks an answer end to end, like a DNSSEC-validating stub: the registry from the root must
+ * carry the pinned root key's signature, and each mapping the signatures of its holder (unless
+ * "bulk"), its MSP and its DP, with the keys that registry publishes.
+ */
+async function verifyAnswer(
+  csi: string,
+  mappings: readonly pb.Mapping[],
+  rootKey: Uint8Array,
+  o: TlsFlags & { root: string },
+): Promise<{ problem?: string; text: string }> {
+  const ch = connect(o.root, o);
+  let snapshot: pb.RegistrySnapshot | undefined;
+  try {
+    snapshot = (await ch.client(pb.RootService).getSnapshot({}, { timeoutMs: timeoutOf(o) })).snapshot;
+  } finally {
+    ch.close();
+  }
+  const fail = (problem: string) => ({ problem, text: `verification failed: ${problem}` });
+  if (!snapshot) return fail(`the root at ${o.root} sent no registry`);
+  const registry = snapshotFromProto(snapshot);
+  if (!registrySignatureValid(registry, snapshot.signature, rootKey)) {
+    return fail(
+      `the registry (serial ${registry.serial}) from ${o.root} does not carry a valid signature of the pinned root key`,
+    );
+  }
+  const view = new RegistryView();
+  view.replace(registry);
+  const keys = registryKeys(view);
+  const now = Date.now();
+  for (const [i, m] of mappings.entries()) {
+    const problem = mappingProblem(csi, mappingFromProto(m), keys, now);
+    if (problem) return fail(`mapping ${i + 1} (${m.mspId} ${m.ssi}): ${problem}`);
+  }
+  if (mappings.length === 0) {
+    return {
+      text: `nothing to verify: the answer holds no mappings (negative answers carry no signatures); the registry (serial ${registry.serial}) carries the root key's signature`,
+    };
+  }
+  return {
+    text: `verified: all ${mappings.length} mappings carry valid user/MSP/DP signatures chained to the root key (registry serial ${registry.serial})`,
+  };
+}
 
 // ---- root: registry administration ------------------------------------------------------
 const root = program
@@ -224,20 +309,46 @@ addTlsOptions(
   rootAddr(dp.command("put").description("register or update a DP").argument("<id>"))
     .requiredOption("--endpoint <host:port...>", "endpoints in order of preference")
     .requiredOption("--tls-identity <name>", "certificate identity the DP's servers present")
-    .requiredOption("--jurisdiction <code>", 'e.g. "EU"'),
+    .requiredOption("--jurisdiction <code>", 'e.g. "EU"')
+    .option(
+      "--signing-key <file>",
+      "the DP's Ed25519 public key file, or its private key PEM (default: keep the key the registry has)",
+    ),
   "admin",
 ).action(
   async (
     id: string,
-    o: TlsFlags & { root: string; endpoint: string[]; tlsIdentity: string; jurisdiction: string },
+    o: TlsFlags & {
+      root: string;
+      endpoint: string[];
+      tlsIdentity: string;
+      jurisdiction: string;
+      signingKey?: string;
+    },
   ) => {
+    const given = o.signingKey !== undefined ? publicKeyArg("--signing-key", o.signingKey) : undefined;
     const { ch, api, opts } = admin(o);
     try {
+      // PutDp replaces the whole record, so a key not given is carried over rather than dropped.
+      const key =
+        given ??
+        (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find((d) => d.id === id)
+          ?.signingPublicKey ??
+        new Uint8Array(0);
       const r = await api.putDp(
-        { dp: { id, endpoints: o.endpoint, tlsIdentity: o.tlsIdentity, jurisdiction: o.jurisdiction } },
+        {
+          dp: {
+            id,
+            endpoints: o.endpoint,
+            tlsIdentity: o.tlsIdentity,
+            jurisdiction: o.jurisdiction,
+            signingPublicKey: key,
+          },
+        },
         opts,
       );
-      out(`DP ${id} registered (serial ${r.serial})`);
+      out(`DP ${id} registered with signing key ${fingerprint(key)} (serial ${r.serial})`);
+      if (key.length === 0) out("  without a signing key, answers from this DP do not verify");
     } finally {
       ch.close();
     }
@@ -258,13 +369,21 @@ addTlsOptions(
 addTlsOptions(
   rootAddr(
     root.command("msp").description("register an MSP (its compact index is assigned once)").argument("<id>"),
-  ).requiredOption("--name <name>", "display name"),
+  )
+    .requiredOption("--name <name>", "display name")
+    .option(
+      "--signing-key <file>",
+      "the MSP's Ed25519 public key file, or its private key PEM (default: keep the key the registry has)",
+    ),
   "admin",
-).action(async (id: string, o: TlsFlags & { root: string; name: string }) => {
+).action(async (id: string, o: TlsFlags & { root: string; name: string; signingKey?: string }) => {
+  const key = o.signingKey !== undefined ? publicKeyArg("--signing-key", o.signingKey) : new Uint8Array(0);
   const { ch, api, opts } = admin(o);
   try {
-    const r = await api.putMsp({ id, name: o.name }, opts);
-    out(`MSP ${id} has index ${r.msp?.index} (serial ${r.serial})`);
+    const r = await api.putMsp({ id, name: o.name, signingPublicKey: key }, opts);
+    out(
+      `MSP ${id} has index ${r.msp?.index} and signing key ${fingerprint(r.msp?.signingPublicKey ?? key)} (serial ${r.serial})`,
+    );
   } finally {
     ch.close();
   }
@@ -293,8 +412,14 @@ addTlsOptions(
         endpoints: d.endpoints,
         tlsIdentity: d.tlsIdentity,
         jurisdiction: d.jurisdiction,
+        signingKey: fingerprint(d.signingPublicKey),
       })),
-      msps: (s?.msps ?? []).map((m) => ({ id: m.id, name: m.name, index: m.index })),
+      msps: (s?.msps ?? []).map((m) => ({
+        id: m.id,
+        name: m.name,
+        index: m.index,
+        signingKey: fingerprint(m.signingPublicKey),
+      })),
     };
     if (o.json) {
       json(view);
@@ -306,10 +431,11 @@ addTlsOptions(
     out("DPs:");
     for (const d of view.dps)
       out(
-        `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} ${d.endpoints.join(" ")}`,
+        `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} key ${d.signingKey.padEnd(8)}  ${d.endpoints.join(" ")}`,
       );
     out("MSPs:");
-    for (const m of view.msps) out(`  ${String(m.index).padStart(3)}  ${m.id}  (${m.name})`);
+    for (const m of view.msps)
+      out(`  ${String(m.index).padStart(3)}  ${m.id}  (${m.name})  key ${m.signingKey}`);
   } finally {
     ch.close();
   }
@@ -340,51 +466,101 @@ addTlsOptions(
 // ---- auth: authoritative administration ----------------------------------------------
 const auth = program
   .command("auth")
-  .description("administer an authoritative DP (MSP enrolment, mapping import)");
+  .description("administer an authoritative DP (MSP enrolment, provider feeds, status)");
 const authAddr = (c: Command) => c.option("--dp <host:port>", "authoritative address", local(LOCAL_PORTS.eu));
 const authAdmin = (o: TlsFlags & { dp: string }) => {
   const ch = connect(o.dp, o);
   return { ch, api: ch.client(pb.AuthoritativeAdminService), opts: { timeoutMs: timeoutOf(o) } };
 };
+/** Feed entries per IngestProviderFeed message. */
+const FEED_BATCH = 1000;
+
+const FEED_EVENT: Record<FeedLine["event"], pb.FeedEvent> = {
+  disconnected: pb.FeedEvent.DISCONNECTED,
+  reassigned: pb.FeedEvent.REASSIGNED,
+  ported: pb.FeedEvent.PORTED,
+};
+
+function feedEntry(e: FeedLine) {
+  return {
+    csi: e.csi,
+    event: FEED_EVENT[e.event],
+    effectiveAtMs: BigInt(e.effectiveAtMs),
+    donorMspId: e.donorMspId,
+  };
+}
+
 addTlsOptions(
   authAddr(auth.command("enrol").description("enrol an MSP at the DP").argument("<msp-id>"))
     .requiredOption("--tls-identity <name>", "certificate identity the MSP connects with")
-    .option("--users <n>", "number of users the MSP has enrolled", "0"),
+    .requiredOption(
+      "--signing-key <file>",
+      "the MSP's Ed25519 public key file, or its private key PEM; must equal the key the root registry publishes",
+    )
+    .option("--users <n>", "number of users the MSP has enrolled", "0")
+    .option("--bulk", "let the MSP register mappings in bulk, without a proof by each holder"),
   "admin",
-).action(async (mspId: string, o: TlsFlags & { dp: string; tlsIdentity: string; users: string }) => {
-  const { ch, api, opts } = authAdmin(o);
-  try {
-    await api.enrolMsp(
-      {
-        mspId,
-        tlsIdentity: o.tlsIdentity,
-        enrolledUsers: BigInt(count("--users", o.users, 0, Number.MAX_SAFE_INTEGER)),
-      },
-      opts,
-    );
-    out(`MSP ${mspId} enrolled`);
-  } finally {
-    ch.close();
-  }
-});
+).action(
+  async (
+    mspId: string,
+    o: TlsFlags & { dp: string; tlsIdentity: string; users: string; signingKey: string; bulk?: boolean },
+  ) => {
+    const enrolledUsers = BigInt(count("--users", o.users, 0, Number.MAX_SAFE_INTEGER));
+    const key = publicKeyArg("--signing-key", o.signingKey);
+    const { ch, api, opts } = authAdmin(o);
+    try {
+      await api.enrolMsp(
+        { mspId, tlsIdentity: o.tlsIdentity, enrolledUsers, signingPublicKey: key, mayBulk: o.bulk === true },
+        opts,
+      );
+      out(
+        `MSP ${mspId} enrolled with signing key ${fingerprint(key)}${o.bulk ? ", allowed to register in bulk" : ""}`,
+      );
+    } finally {
+      ch.close();
+    }
+  },
+);
 addTlsOptions(
   authAddr(
     auth
-      .command("import")
-      .description('import mappings from a JSON file: [{"csi","msp","ssi","default"?,"tags"?}]')
-      .argument("<file>"),
-  ).option("--batch <n>", "mappings per message", "1000"),
+      .command("feed")
+      .description(
+        "apply a provider feed of disconnected, reassigned and ported identifiers, removing the mappings each makes outdated",
+      )
+      .argument(
+        "<file>",
+        'JSON Lines: {"csi","event":"disconnected"|"reassigned"|"ported","effective":"2026-11-01" or ms,"donorMsp"?}',
+      )
+      .addHelpText(
+        "after",
+        `
+Only mappings created before "effective" are removed, so a new holder's claim survives a late
+feed. "ported" removes only the mappings at "donorMsp", the MSP of the operator the number left.
+Entries are sent ${FEED_BATCH} to a message; each message is one transaction at the DP, and
+feeding the same file again removes nothing more.`,
+      ),
+  ),
   "admin",
-).action(async (file: string, o: TlsFlags & { dp: string; batch: string }) => {
-  const records = readImportFile(file);
-  const size = count("--batch", o.batch, 1, 10_000);
+).action(async (file: string, o: TlsFlags & { dp: string }) => {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  const entries = parseFeed(file, text);
+  if (entries.length === 0) throw new UsageError(`${file} holds no entries`);
+  const timeoutMs = timeoutOf(o);
   const { ch, api } = authAdmin(o);
   try {
     async function* batches() {
-      for (let i = 0; i < records.length; i += size) yield { mappings: records.slice(i, i + size) };
+      for (let i = 0; i < entries.length; i += FEED_BATCH) {
+        yield { entries: entries.slice(i, i + FEED_BATCH).map(feedEntry) };
+      }
     }
-    const r = await api.importMappings(batches(), { timeoutMs: Math.max(timeoutOf(o), 600_000) });
-    out(`imported ${r.imported}, unchanged ${r.unchanged}`);
+    const r = await api.ingestProviderFeed(batches(), { timeoutMs: Math.max(timeoutMs, 600_000) });
+    out(`applied ${r.entries} feed entries: removed ${r.mappingsRemoved} mapping(s)`);
   } finally {
     ch.close();
   }
@@ -404,6 +580,8 @@ addTlsOptions(
     ch.close();
   }
 });
+
+addClaimCommands(program);
 
 // ---- dev ------------------------------------------------------------------------------
 program
@@ -437,42 +615,6 @@ function describeChange(change: pb.RegistryChange | undefined): string {
   }
 }
 
-function readImportFile(
-  file: string,
-): { csi: string; mapping: { mspId: string; ssi: string; isDefault: boolean; tags: string[] } }[] {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
-  }
-  if (!Array.isArray(raw)) throw new UsageError(`${file} must hold a JSON array of mappings`);
-  return raw.map((r, i) => {
-    const bad = (why: string) => new UsageError(`${file}: entry ${i} ${why}`);
-    if (typeof r !== "object" || r === null || Array.isArray(r)) throw bad("must be an object");
-    const m = r as Record<string, unknown>;
-    if (typeof m.csi !== "string" || typeof m.msp !== "string" || typeof m.ssi !== "string") {
-      throw bad("needs string fields csi, msp and ssi");
-    }
-    if (m.tags !== undefined && (!Array.isArray(m.tags) || m.tags.some((t) => typeof t !== "string"))) {
-      throw bad("has tags that are not a list of strings");
-    }
-    if (m.default !== undefined && typeof m.default !== "boolean")
-      throw bad("has a default that is not true or false");
-    const unknown = Object.keys(m).filter((k) => !["csi", "msp", "ssi", "tags", "default"].includes(k));
-    if (unknown.length > 0) throw bad(`has unknown field(s) ${unknown.join(", ")}`);
-    return {
-      csi: m.csi,
-      mapping: {
-        mspId: m.msp,
-        ssi: m.ssi,
-        isDefault: m.default === true,
-        tags: (m.tags as string[] | undefined) ?? [],
-      },
-    };
-  });
-}
-
 /** Runs the CLI; resolves to the process exit code. */
 export async function run(argv: readonly string[]): Promise<number> {
   try {
@@ -484,6 +626,8 @@ export async function run(argv: readonly string[]): Promise<number> {
       process.stderr.write(`mimi: ${err.message}\n`);
       return 2;
     }
+    // The command already said where it stopped and how to go on.
+    if (err instanceof Interrupted) return 130;
     const msg = err instanceof DiscoveryError || err instanceof Error ? err.message : String(err);
     process.stderr.write(`mimi: ${msg}\n`);
     return 1;

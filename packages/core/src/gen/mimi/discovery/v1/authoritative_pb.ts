@@ -2,9 +2,9 @@
 // @generated from file mimi/discovery/v1/authoritative.proto (package mimi.discovery.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Answer, Delegation, ItemError, LookupOptions, Mapping } from "./common_pb.js";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Answer, Delegation, ItemError, LookupOptions } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJpChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpoBChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJPCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIiTwoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQiPwoQRW5yb2xNc3BSZXNwb25zZRIrCgNtc3AYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCJjCgtFbnJvbGxlZE1zcBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhYKDmVucm9sbGVkX2F0X21zGAQgASgDIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AiSQoNTWFwcGluZ1JlY29yZBILCgNjc2kYASABKAkSKwoHbWFwcGluZxgCIAEoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmciSwoVSW1wb3J0TWFwcGluZ3NSZXF1ZXN0EjIKCG1hcHBpbmdzGAEgAygLMiAubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZ1JlY29yZCI9ChZJbXBvcnRNYXBwaW5nc1Jlc3BvbnNlEhAKCGltcG9ydGVkGAEgASgEEhEKCXVuY2hhbmdlZBgCIAEoBCISChBHZXRTdGF0dXNSZXF1ZXN0Ip4BChFHZXRTdGF0dXNSZXNwb25zZRINCgVkcF9pZBgBIAEoCRIXCg9yZWdpc3RyeV9zZXJpYWwYAiABKAQSMgoLZGVsZWdhdGlvbnMYAyADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEhUKDW1hcHBpbmdfY291bnQYBCABKAQSFgoObG9va3Vwc19zZXJ2ZWQYBSABKAQyygEKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABMp4DChlBdXRob3JpdGF0aXZlQWRtaW5TZXJ2aWNlElMKCEVucm9sTXNwEiIubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xNc3BSZXF1ZXN0GiMubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xNc3BSZXNwb25zZRJrChBMaXN0RW5yb2xsZWRNc3BzEioubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1JlcXVlc3QaKy5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVzcG9uc2USZwoOSW1wb3J0TWFwcGluZ3MSKC5taW1pLmRpc2NvdmVyeS52MS5JbXBvcnRNYXBwaW5nc1JlcXVlc3QaKS5taW1pLmRpc2NvdmVyeS52MS5JbXBvcnRNYXBwaW5nc1Jlc3BvbnNlKAESVgoJR2V0U3RhdHVzEiMubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJpChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpoBChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJPCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCKeAQoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEKnYKCUZlZWRFdmVudBIaChZGRUVEX0VWRU5UX1VOU1BFQ0lGSUVEEAASGwoXRkVFRF9FVkVOVF9ESVNDT05ORUNURUQQARIZChVGRUVEX0VWRU5UX1JFQVNTSUdORUQQAhIVChFGRUVEX0VWRU5UX1BPUlRFRBADMsoBChRBdXRob3JpdGF0aXZlU2VydmljZRJNCgZMb29rdXASIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXF1ZXN0GiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2USYwoMTG9va3VwU3RyZWFtEiYubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlc3BvbnNlKAEwATKqAwoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamRequest
@@ -128,7 +128,8 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
   mspId: string;
 
   /**
-   * Certificate identity the MSP connects with.
+   * Certificate identity the MSP connects with; ClaimService calls are attributed to
+   * the MSP enrolled with the caller's identity.
    *
    * @generated from field: string tls_identity = 2;
    */
@@ -140,6 +141,21 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
    * @generated from field: uint64 enrolled_users = 3;
    */
   enrolledUsers: bigint;
+
+  /**
+   * Ed25519 public key (32 bytes) the MSP signs mappings with. It must equal the key the
+   * root registry publishes for the MSP, or answers would not verify.
+   *
+   * @generated from field: bytes signing_public_key = 4;
+   */
+  signingPublicKey: Uint8Array;
+
+  /**
+   * Whether the MSP may register mappings in bulk, without a proof by each holder (G4).
+   *
+   * @generated from field: bool may_bulk = 5;
+   */
+  mayBulk: boolean;
 };
 
 /**
@@ -191,6 +207,16 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
    * @generated from field: int64 enrolled_at_ms = 4;
    */
   enrolledAtMs: bigint;
+
+  /**
+   * @generated from field: bytes signing_public_key = 5;
+   */
+  signingPublicKey: Uint8Array;
+
+  /**
+   * @generated from field: bool may_bulk = 6;
+   */
+  mayBulk: boolean;
 };
 
 /**
@@ -231,70 +257,81 @@ export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse
   messageDesc(file_mimi_discovery_v1_authoritative, 8);
 
 /**
- * A mapping to import for one CSI.
+ * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
  *
- * @generated from message mimi.discovery.v1.MappingRecord
+ * @generated from message mimi.discovery.v1.FeedEntry
  */
-export type MappingRecord = Message<"mimi.discovery.v1.MappingRecord"> & {
+export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
   /**
    * @generated from field: string csi = 1;
    */
   csi: string;
 
   /**
-   * @generated from field: mimi.discovery.v1.Mapping mapping = 2;
+   * @generated from field: mimi.discovery.v1.FeedEvent event = 2;
    */
-  mapping?: Mapping | undefined;
+  event: FeedEvent;
+
+  /**
+   * When the event took effect (ms since the Unix epoch). Only mappings created before it
+   * are affected, so a claim by the identifier's new holder survives a late feed.
+   *
+   * @generated from field: int64 effective_at_ms = 3;
+   */
+  effectiveAtMs: bigint;
+
+  /**
+   * PORTED only: the MSP of the operator the number left, when that operator is an MSP.
+   *
+   * @generated from field: string donor_msp_id = 4;
+   */
+  donorMspId: string;
 };
 
 /**
- * Describes the message mimi.discovery.v1.MappingRecord.
- * Use `create(MappingRecordSchema)` to create a new message.
+ * Describes the message mimi.discovery.v1.FeedEntry.
+ * Use `create(FeedEntrySchema)` to create a new message.
  */
-export const MappingRecordSchema: GenMessage<MappingRecord> = /*@__PURE__*/
+export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 9);
 
 /**
- * @generated from message mimi.discovery.v1.ImportMappingsRequest
+ * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
  */
-export type ImportMappingsRequest = Message<"mimi.discovery.v1.ImportMappingsRequest"> & {
+export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProviderFeedRequest"> & {
   /**
-   * @generated from field: repeated mimi.discovery.v1.MappingRecord mappings = 1;
+   * @generated from field: repeated mimi.discovery.v1.FeedEntry entries = 1;
    */
-  mappings: MappingRecord[];
+  entries: FeedEntry[];
 };
 
 /**
- * Describes the message mimi.discovery.v1.ImportMappingsRequest.
- * Use `create(ImportMappingsRequestSchema)` to create a new message.
+ * Describes the message mimi.discovery.v1.IngestProviderFeedRequest.
+ * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
-export const ImportMappingsRequestSchema: GenMessage<ImportMappingsRequest> = /*@__PURE__*/
+export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 10);
 
 /**
- * @generated from message mimi.discovery.v1.ImportMappingsResponse
+ * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
  */
-export type ImportMappingsResponse = Message<"mimi.discovery.v1.ImportMappingsResponse"> & {
+export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProviderFeedResponse"> & {
   /**
-   * Mappings newly stored or changed.
-   *
-   * @generated from field: uint64 imported = 1;
+   * @generated from field: uint64 entries = 1;
    */
-  imported: bigint;
+  entries: bigint;
 
   /**
-   * Mappings that were already stored exactly so.
-   *
-   * @generated from field: uint64 unchanged = 2;
+   * @generated from field: uint64 mappings_removed = 2;
    */
-  unchanged: bigint;
+  mappingsRemoved: bigint;
 };
 
 /**
- * Describes the message mimi.discovery.v1.ImportMappingsResponse.
- * Use `create(ImportMappingsResponseSchema)` to create a new message.
+ * Describes the message mimi.discovery.v1.IngestProviderFeedResponse.
+ * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
-export const ImportMappingsResponseSchema: GenMessage<ImportMappingsResponse> = /*@__PURE__*/
+export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 11);
 
 /**
@@ -350,6 +387,43 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 13);
+
+/**
+ * @generated from enum mimi.discovery.v1.FeedEvent
+ */
+export enum FeedEvent {
+  /**
+   * @generated from enum value: FEED_EVENT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Disconnected or released: every mapping created before the event is removed.
+   *
+   * @generated from enum value: FEED_EVENT_DISCONNECTED = 1;
+   */
+  DISCONNECTED = 1,
+
+  /**
+   * Given to a new holder: every mapping created before the event is removed.
+   *
+   * @generated from enum value: FEED_EVENT_REASSIGNED = 2;
+   */
+  REASSIGNED = 2,
+
+  /**
+   * Moved to another operator: only the donor operator's MSP's mappings are removed.
+   *
+   * @generated from enum value: FEED_EVENT_PORTED = 3;
+   */
+  PORTED = 3,
+}
+
+/**
+ * Describes the enum mimi.discovery.v1.FeedEvent.
+ */
+export const FeedEventSchema: GenEnum<FeedEvent> = /*@__PURE__*/
+  enumDesc(file_mimi_discovery_v1_authoritative, 0);
 
 /**
  * An authoritative DP: answers for the CSIs in the ranges the root delegated
@@ -411,17 +485,16 @@ export const AuthoritativeAdminService: GenService<{
     output: typeof ListEnrolledMspsResponseSchema;
   },
   /**
-   * Stores mappings in batches. Each message is one transaction: it is stored whole or
-   * not at all. A mapping (CSI, MSP, SSI) already stored keeps its created time; its
-   * tags and default flag take the imported values. On a bad record the call fails
-   * naming the message and record, and the messages before it stay stored.
+   * Applies a provider feed of disconnected, reassigned and ported identifiers, removing
+   * the mappings each entry makes outdated and telling their MSPs. Each message is one
+   * transaction; feeding the same entries again removes nothing more.
    *
-   * @generated from rpc mimi.discovery.v1.AuthoritativeAdminService.ImportMappings
+   * @generated from rpc mimi.discovery.v1.AuthoritativeAdminService.IngestProviderFeed
    */
-  importMappings: {
+  ingestProviderFeed: {
     methodKind: "client_streaming";
-    input: typeof ImportMappingsRequestSchema;
-    output: typeof ImportMappingsResponseSchema;
+    input: typeof IngestProviderFeedRequestSchema;
+    output: typeof IngestProviderFeedResponseSchema;
   },
   /**
    * Reports the DP's identity, delegations and store size.

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/common.proto.
  */
 export const file_mimi_discovery_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCJrCgpEZWxlZ2F0aW9uEgoKAmlkGAEgASgJEi0KA2tleRgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25LZXkSDQoFZHBfaWQYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0iVQoIRHBSZWNvcmQSCgoCaWQYASABKAkSEQoJZW5kcG9pbnRzGAIgAygJEhQKDHRsc19pZGVudGl0eRgDIAEoCRIUCgxqdXJpc2RpY3Rpb24YBCABKAkiNAoJTXNwUmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW5kZXgYAyABKA0irAEKEFJlZ2lzdHJ5U25hcHNob3QSDgoGc2VyaWFsGAEgASgEEjIKC2RlbGVnYXRpb25zGAIgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIoCgNkcHMYAyADKAsyGy5taW1pLmRpc2NvdmVyeS52MS5EcFJlY29yZBIqCgRtc3BzGAQgAygLMhwubWltaS5kaXNjb3ZlcnkudjEuTXNwUmVjb3JkIpQCCg5SZWdpc3RyeUNoYW5nZRIOCgZzZXJpYWwYASABKAQSNwoOcHV0X2RlbGVnYXRpb24YAiABKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uSAASHgoUZGVsZXRlX2RlbGVnYXRpb25faWQYAyABKAlIABItCgZwdXRfZHAYBCABKAsyGy5taW1pLmRpc2NvdmVyeS52MS5EcFJlY29yZEgAEhYKDGRlbGV0ZV9kcF9pZBgFIAEoCUgAEi8KB3B1dF9tc3AYBiABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmRIABIXCg1kZWxldGVfbXNwX2lkGAcgASgJSABCCAoGY2hhbmdlIl8KB01hcHBpbmcSDgoGbXNwX2lkGAEgASgJEgsKA3NzaRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEgwKBHRhZ3MYBCADKAkSFQoNY3JlYXRlZF9hdF9tcxgFIAEoAyJUCg1Mb29rdXBPcHRpb25zEi8KBmZvcm1hdBgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlckZvcm1hdBISCgptc3BfZmlsdGVyGAIgAygJIioKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkipgEKBkFuc3dlchIvCgZzdGF0dXMYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSLAoIbWFwcGluZ3MYAiADKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nEhgKEGNvbXBhY3RfbXNwX2JpdHMYAyABKAwSEwoLdHRsX3NlY29uZHMYBCABKA0SDgoGZHBfaWRzGAUgAygJKmMKDExvb2t1cFN0YXR1cxIdChlMT09LVVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTE9PS1VQX1NUQVRVU19GT1VORBABEhsKF0xPT0tVUF9TVEFUVVNfTk9UX0ZPVU5EEAIqYwoMQW5zd2VyRm9ybWF0Eh0KGUFOU1dFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVBTlNXRVJfRk9STUFUX1ZFUkJPU0UQARIZChVBTlNXRVJfRk9STUFUX0NPTVBBQ1QQAmIGcHJvdG8z");
+  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCJrCgpEZWxlZ2F0aW9uEgoKAmlkGAEgASgJEi0KA2tleRgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25LZXkSDQoFZHBfaWQYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0icQoIRHBSZWNvcmQSCgoCaWQYASABKAkSEQoJZW5kcG9pbnRzGAIgAygJEhQKDHRsc19pZGVudGl0eRgDIAEoCRIUCgxqdXJpc2RpY3Rpb24YBCABKAkSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMIlAKCU1zcFJlY29yZBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgNEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDCK/AQoQUmVnaXN0cnlTbmFwc2hvdBIOCgZzZXJpYWwYASABKAQSMgoLZGVsZWdhdGlvbnMYAiADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEigKA2RwcxgDIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkEioKBG1zcHMYBCADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmQSEQoJc2lnbmF0dXJlGAUgASgMIjYKEVJlZ2lzdHJ5U2lnbmF0dXJlEg4KBnNlcmlhbBgBIAEoBBIRCglzaWduYXR1cmUYAiABKAwipwIKDlJlZ2lzdHJ5Q2hhbmdlEg4KBnNlcmlhbBgBIAEoBBI3Cg5wdXRfZGVsZWdhdGlvbhgCIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25IABIeChRkZWxldGVfZGVsZWdhdGlvbl9pZBgDIAEoCUgAEi0KBnB1dF9kcBgEIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkSAASFgoMZGVsZXRlX2RwX2lkGAUgASgJSAASLwoHcHV0X21zcBgGIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZEgAEhcKDWRlbGV0ZV9tc3BfaWQYByABKAlIABIRCglzaWduYXR1cmUYCCABKAxCCAoGY2hhbmdlIsgBCgdNYXBwaW5nEg4KBm1zcF9pZBgBIAEoCRILCgNzc2kYAiABKAkSEgoKaXNfZGVmYXVsdBgDIAEoCBIMCgR0YWdzGAQgAygJEhUKDWNyZWF0ZWRfYXRfbXMYBSABKAMSFAoMcHJvb2ZfbWV0aG9kGAYgASgJEhUKDWV4cGlyZXNfYXRfbXMYByABKAMSOgoGc2lnbmVkGAggASgLMioubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZ1JlY29yZFNpZ25hdHVyZXMibgoXTWFwcGluZ1JlY29yZFNpZ25hdHVyZXMSDgoGcmVjb3JkGAEgASgMEhYKDnVzZXJfc2lnbmF0dXJlGAIgASgMEhUKDW1zcF9zaWduYXR1cmUYAyABKAwSFAoMZHBfc2lnbmF0dXJlGAQgASgMImEKDUxvb2t1cE9wdGlvbnMSLwoGZm9ybWF0GAEgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyRm9ybWF0EhIKCm1zcF9maWx0ZXIYAiADKAkSCwoDdGFnGAMgASgJIioKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkipgEKBkFuc3dlchIvCgZzdGF0dXMYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSLAoIbWFwcGluZ3MYAiADKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nEhgKEGNvbXBhY3RfbXNwX2JpdHMYAyABKAwSEwoLdHRsX3NlY29uZHMYBCABKA0SDgoGZHBfaWRzGAUgAygJKoABCgxMb29rdXBTdGF0dXMSHQoZTE9PS1VQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0xPT0tVUF9TVEFUVVNfRk9VTkQQARIbChdMT09LVVBfU1RBVFVTX05PVF9GT1VORBACEhsKF0xPT0tVUF9TVEFUVVNfT1BURURfT1VUEAMqYwoMQW5zd2VyRm9ybWF0Eh0KGUFOU1dFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVBTlNXRVJfRk9STUFUX1ZFUkJPU0UQARIZChVBTlNXRVJfRk9STUFUX0NPTVBBQ1QQAmIGcHJvdG8z");
 
 /**
  * The part of the identifier space a delegation covers.
@@ -148,6 +148,13 @@ export type DpRecord = Message<"mimi.discovery.v1.DpRecord"> & {
    * @generated from field: string jurisdiction = 4;
    */
   jurisdiction: string;
+
+  /**
+   * Ed25519 public key (32 bytes, raw) that verifies the DP's countersignatures on mappings.
+   *
+   * @generated from field: bytes signing_public_key = 5;
+   */
+  signingPublicKey: Uint8Array;
 };
 
 /**
@@ -181,6 +188,13 @@ export type MspRecord = Message<"mimi.discovery.v1.MspRecord"> & {
    * @generated from field: uint32 index = 3;
    */
   index: number;
+
+  /**
+   * Ed25519 public key (32 bytes, raw) that verifies the MSP's signatures on mappings.
+   *
+   * @generated from field: bytes signing_public_key = 4;
+   */
+  signingPublicKey: Uint8Array;
 };
 
 /**
@@ -217,6 +231,13 @@ export type RegistrySnapshot = Message<"mimi.discovery.v1.RegistrySnapshot"> & {
    * @generated from field: repeated mimi.discovery.v1.MspRecord msps = 4;
    */
   msps: MspRecord[];
+
+  /**
+   * The root's Ed25519 signature over the registry at `serial` (see RegistrySignature).
+   *
+   * @generated from field: bytes signature = 5;
+   */
+  signature: Uint8Array;
 };
 
 /**
@@ -225,6 +246,40 @@ export type RegistrySnapshot = Message<"mimi.discovery.v1.RegistrySnapshot"> & {
  */
 export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_common, 5);
+
+/**
+ * How the root signs its registry, so that a copy received from anywhere (a secondary, a
+ * file) can be checked against a pinned root key, like a DNSSEC trust anchor.
+ *
+ * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v1",
+ * then serial (u64), then the delegations sorted by id, the DPs sorted by id and the MSPs
+ * sorted by id, each list as a u32 count followed by its entries. Strings are a u32 byte
+ * length and UTF-8 bytes; integers are big-endian; bytes fields are a u32 length and the
+ * bytes. A delegation is (id, dp_id, ttl_seconds u32); a DP is (id, endpoints as a u32 count
+ * of strings, tls_identity, jurisdiction, signing_public_key); an MSP is (id, name, index
+ * u32, signing_public_key).
+ * signature = Ed25519 over the ASCII string "MIMI-REGISTRY-SIG-v1", a zero byte, and digest.
+ *
+ * @generated from message mimi.discovery.v1.RegistrySignature
+ */
+export type RegistrySignature = Message<"mimi.discovery.v1.RegistrySignature"> & {
+  /**
+   * @generated from field: uint64 serial = 1;
+   */
+  serial: bigint;
+
+  /**
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.RegistrySignature.
+ * Use `create(RegistrySignatureSchema)` to create a new message.
+ */
+export const RegistrySignatureSchema: GenMessage<RegistrySignature> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 6);
 
 /**
  * One change to the registry; applying changes in serial order to the snapshot
@@ -278,6 +333,13 @@ export type RegistryChange = Message<"mimi.discovery.v1.RegistryChange"> & {
     value: string;
     case: "deleteMspId";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * The root's signature over the registry as it is after this change.
+   *
+   * @generated from field: bytes signature = 8;
+   */
+  signature: Uint8Array;
 };
 
 /**
@@ -285,7 +347,7 @@ export type RegistryChange = Message<"mimi.discovery.v1.RegistryChange"> & {
  * Use `create(RegistryChangeSchema)` to create a new message.
  */
 export const RegistryChangeSchema: GenMessage<RegistryChange> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 6);
+  messageDesc(file_mimi_discovery_v1_common, 7);
 
 /**
  * Where a CSI is reachable: one service and the user's identifier there.
@@ -325,6 +387,28 @@ export type Mapping = Message<"mimi.discovery.v1.Mapping"> & {
    * @generated from field: int64 created_at_ms = 5;
    */
   createdAtMs: bigint;
+
+  /**
+   * How possession of the CSI was proven: "sms-code", "email-code", or "bulk" (registered
+   * in bulk by a trusted MSP, without a proof by the holder).
+   *
+   * @generated from field: string proof_method = 6;
+   */
+  proofMethod: string;
+
+  /**
+   * The mapping is void after this time (ms since the Unix epoch) unless re-verified.
+   *
+   * @generated from field: int64 expires_at_ms = 7;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * The signed record: every field above except is_default comes from it and must match.
+   *
+   * @generated from field: mimi.discovery.v1.MappingRecordSignatures signed = 8;
+   */
+  signed?: MappingRecordSignatures | undefined;
 };
 
 /**
@@ -332,7 +416,52 @@ export type Mapping = Message<"mimi.discovery.v1.Mapping"> & {
  * Use `create(MappingSchema)` to create a new message.
  */
 export const MappingSchema: GenMessage<Mapping> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 7);
+  messageDesc(file_mimi_discovery_v1_common, 8);
+
+/**
+ * A mapping record and its three signatures (R3-R6). `record` is the canonical encoding:
+ * the ASCII string "MIMI-MAPPING-v1", then the fields in this order: csi, msp_id, ssi,
+ * default_requested (u8 0/1), tags (u8 count, then each string), created_at_ms (u64),
+ * proof_method, proof_id, user_public_key (bytes), dp_id, expires_at_ms (u64). Strings and
+ * bytes are a u16 big-endian byte length and the bytes (UTF-8 for strings); integers are
+ * big-endian.
+ *
+ * Each signature is Ed25519 over a context string, a zero byte and a message:
+ * - user: "MIMI-MAPPING-USER-v1" over the record, by the key in the record (absent for "bulk");
+ * - msp:  "MIMI-MAPPING-MSP-v1" over the record, by the MSP's key in the root registry;
+ * - dp:   "MIMI-MAPPING-DP-v1" over is_default (u8 0/1) then the record, by the key the
+ *   root registry publishes for the record's dp_id.
+ *
+ * @generated from message mimi.discovery.v1.MappingRecordSignatures
+ */
+export type MappingRecordSignatures = Message<"mimi.discovery.v1.MappingRecordSignatures"> & {
+  /**
+   * @generated from field: bytes record = 1;
+   */
+  record: Uint8Array;
+
+  /**
+   * @generated from field: bytes user_signature = 2;
+   */
+  userSignature: Uint8Array;
+
+  /**
+   * @generated from field: bytes msp_signature = 3;
+   */
+  mspSignature: Uint8Array;
+
+  /**
+   * @generated from field: bytes dp_signature = 4;
+   */
+  dpSignature: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.MappingRecordSignatures.
+ * Use `create(MappingRecordSignaturesSchema)` to create a new message.
+ */
+export const MappingRecordSignaturesSchema: GenMessage<MappingRecordSignatures> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 9);
 
 /**
  * Query parameters shared by the resolver and authoritative lookups.
@@ -351,6 +480,14 @@ export type LookupOptions = Message<"mimi.discovery.v1.LookupOptions"> & {
    * @generated from field: repeated string msp_filter = 2;
    */
   mspFilter: string[];
+
+  /**
+   * When set, only mappings carrying this preference tag, e.g. "Business"; "Default"
+   * selects the default mapping.
+   *
+   * @generated from field: string tag = 3;
+   */
+  tag: string;
 };
 
 /**
@@ -358,7 +495,7 @@ export type LookupOptions = Message<"mimi.discovery.v1.LookupOptions"> & {
  * Use `create(LookupOptionsSchema)` to create a new message.
  */
 export const LookupOptionsSchema: GenMessage<LookupOptions> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 8);
+  messageDesc(file_mimi_discovery_v1_common, 10);
 
 /**
  * The failure of one item of a stream (ResolveStream, LookupStream); the stream goes on.
@@ -384,7 +521,7 @@ export type ItemError = Message<"mimi.discovery.v1.ItemError"> & {
  * Use `create(ItemErrorSchema)` to create a new message.
  */
 export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 9);
+  messageDesc(file_mimi_discovery_v1_common, 11);
 
 /**
  * An answer about one CSI.
@@ -432,7 +569,7 @@ export type Answer = Message<"mimi.discovery.v1.Answer"> & {
  * Use `create(AnswerSchema)` to create a new message.
  */
 export const AnswerSchema: GenMessage<Answer> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 10);
+  messageDesc(file_mimi_discovery_v1_common, 12);
 
 /**
  * Outcome of a lookup. NOT_FOUND is a definite answer ("no mapping exists"),
@@ -455,6 +592,13 @@ export enum LookupStatus {
    * @generated from enum value: LOOKUP_STATUS_NOT_FOUND = 2;
    */
   NOT_FOUND = 2,
+
+  /**
+   * The holder chose to be undiscoverable; no mappings are given.
+   *
+   * @generated from enum value: LOOKUP_STATUS_OPTED_OUT = 3;
+   */
+  OPTED_OUT = 3,
 }
 
 /**

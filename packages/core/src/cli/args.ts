@@ -1,0 +1,108 @@
+// Checking command-line values, and the defaults that tie the CLI to the local network's
+// layout (data/pki next to data/dp-eu and data/dp-us). Pure: no sockets, so it is unit-tested.
+import { dirname, join } from "node:path";
+import { parseCsi } from "../csi.js";
+
+/** Bad command-line input; the CLI exits 2 for it, like for other usage errors. */
+export class UsageError extends Error {}
+
+/** The user stopped a command with Ctrl-C after it said how to go on; the CLI exits 130. */
+export class Interrupted extends Error {}
+
+/** A whole-number flag within bounds. */
+export function count(flag: string, text: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || n < min || n > max)
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** The canonical URI of a CSI argument ("+447700900123" becomes "tel:+447700900123"). */
+export function csiArg(text: string): string {
+  try {
+    return parseCsi(text).uri;
+  } catch (err) {
+    throw new UsageError(`invalid CSI: ${(err as Error).message}`);
+  }
+}
+
+/** Collects a repeatable flag (`--tag a --tag b`) into a list. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/**
+ * The MSP id of a local-network MSP certificate identity: "msp-bluebird" is
+ * "bluebird.example" (deploy/local/demo.json). Undefined for any other identity.
+ */
+export function mspIdOf(identity: string): string | undefined {
+  const m = /^msp-([a-z0-9][a-z0-9-]*)$/.exec(identity);
+  return m ? `${m[1]}.example` : undefined;
+}
+
+/** A DP of the local network, found by the loopback port `mimi` talks to. */
+export interface LocalDp {
+  readonly dpId: string;
+  /** Where the DP writes codes when no SMS gateway or mail relay is configured. */
+  readonly outboxDir: string;
+}
+
+const LOCAL_DPS: Readonly<Record<string, string>> = { "7501": "eu", "7502": "us" };
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1", "[::1]"]);
+
+/**
+ * The local DP behind `address`, when it is a loopback address on a local DP port. Its
+ * outbox is <pki>/../dp-<id>/outbox: the network keeps its PKI and each DP's data folder
+ * side by side (data/pki and data/dp-eu for `npm start`).
+ */
+export function localDp(address: string, pkiDir: string): LocalDp | undefined {
+  const at = address.lastIndexOf(":");
+  if (at <= 0) return undefined;
+  const dpId = LOCAL_DPS[address.slice(at + 1)];
+  if (!dpId || !LOOPBACK.has(address.slice(0, at))) return undefined;
+  return { dpId, outboxDir: localOutbox(pkiDir, dpId) };
+}
+
+/** The outbox of every local DP, for commands that look for a code without knowing the DP. */
+export function localOutboxes(pkiDir: string): string[] {
+  return Object.values(LOCAL_DPS).map((id) => localOutbox(pkiDir, id));
+}
+
+function localOutbox(pkiDir: string, dpId: string): string {
+  return join(dirname(pkiDir), `dp-${dpId}`, "outbox");
+}
+
+/** Short fingerprint of a raw public key (its first 8 hex digits), or "none". */
+export function fingerprint(key: Uint8Array): string {
+  return key.length === 0 ? "none" : Buffer.from(key.subarray(0, 4)).toString("hex");
+}
+
+// The DP's limits on tags and SSIs (packages/authoritative claims.ts, checkTags and checkSsi),
+// checked here too so that a bad line of a large file fails before anything is sent.
+const MAX_TAGS = 8;
+const MAX_TAG_LENGTH = 32;
+const MAX_SSI_LENGTH = 256;
+
+/** Why preference tags would be refused, or undefined when they are fine. */
+export function tagsProblem(tags: readonly string[]): string | undefined {
+  if (tags.length > MAX_TAGS) return `at most ${MAX_TAGS} tags are allowed`;
+  const seen = new Set<string>();
+  for (const t of tags) {
+    if (t.toLowerCase() === "default") return '"Default" is not a tag; ask for the default mapping instead';
+    if (!/^[\p{L}\p{N}][\p{L}\p{N} _-]*$/u.test(t) || t.length > MAX_TAG_LENGTH) {
+      return `tag "${t.slice(0, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`;
+    }
+    if (seen.has(t.toLowerCase())) return `tag "${t}" appears twice`;
+    seen.add(t.toLowerCase());
+  }
+  return undefined;
+}
+
+/** Why an SSI would be refused, or undefined when it is fine. */
+export function ssiProblem(ssi: string): string | undefined {
+  if (ssi.trim() === "" || ssi.length > MAX_SSI_LENGTH) {
+    return `ssi must be 1 to ${MAX_SSI_LENGTH} characters, not all blank`;
+  }
+  if (/\p{Cc}/u.test(ssi)) return "ssi must not hold control characters";
+  return undefined;
+}

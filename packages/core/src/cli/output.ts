@@ -1,0 +1,33 @@
+// How commands print: results on stdout (plain text, or JSON with --json), progress and
+// notes on stderr, so that `--json` output can be piped whole into another program.
+
+/** Prints a line of results. */
+export const out = (s: string): void => {
+  process.stdout.write(`${s}\n`);
+};
+
+/** Prints a line that is not a result (progress, hints) to stderr. */
+export const note = (s: string): void => {
+  process.stderr.write(`${s}\n`);
+};
+
+/** JSON text with 64-bit integers as numbers where exact, else as strings. */
+export function jsonText(v: unknown, indent?: number): string {
+  return JSON.stringify(
+    v,
+    (_k, x) =>
+      typeof x === "bigint" ? (x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x.toString()) : x,
+    indent,
+  );
+}
+
+/** Prints a result as indented JSON. */
+export const json = (v: unknown): void => out(jsonText(v, 2));
+
+/** ISO 8601 text of a time in ms (bigint or number) since 1970; "-" for 0. */
+export function isoTime(ms: bigint | number): string {
+  const n = Number(ms);
+  if (n === 0) return "-";
+  // Beyond what Date can hold (±8.64e15 ms), show the number rather than throw.
+  return Math.abs(n) <= 8.64e15 ? new Date(n).toISOString() : String(ms);
+}

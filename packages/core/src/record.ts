@@ -1,0 +1,240 @@
+// The canonical encodings that get signed: mapping records (R3-R6) and holder action
+// statements. Byte layouts are fixed and versioned (documented in common.proto and
+// claims.proto) so that any implementation can rebuild and check them; nothing here
+// depends on how protobuf happens to serialize a message.
+import { invalidArgument } from "./errors.js";
+
+/** How possession was proven; the ranking (weakest first) decides conflicts (R17). */
+export const PROOF_METHODS = ["bulk", "email-code", "sms-code"] as const;
+export type ProofMethod = (typeof PROOF_METHODS)[number];
+
+/** The signed content of a mapping. */
+export interface MappingRecord {
+  readonly csi: string;
+  readonly mspId: string;
+  readonly ssi: string;
+  /** What the holder asked for; the DP decides the effective default and signs it separately. */
+  readonly defaultRequested: boolean;
+  readonly tags: readonly string[];
+  readonly createdAtMs: number;
+  readonly proofMethod: string;
+  /** The challenge (or bulk session) the proof came from. */
+  readonly proofId: string;
+  /** The holder's Ed25519 key; empty for "bulk" records. */
+  readonly userPublicKey: Uint8Array;
+  /** The DP that verified the proof and countersigns. */
+  readonly dpId: string;
+  readonly expiresAtMs: number;
+}
+
+/** A statement a holder and an MSP sign to invalidate mappings or opt out. */
+export interface ActionStatement {
+  readonly action: "invalidate" | "opt_out";
+  readonly csi: string;
+  readonly challengeId: string;
+  readonly dpId: string;
+  /** The MSP the holder acts through. */
+  readonly mspId: string;
+  /** Invalidate only: "" for every MSP / every SSI. */
+  readonly targetMspId: string;
+  readonly targetSsi: string;
+  readonly userPublicKey: Uint8Array;
+  readonly issuedAtMs: number;
+}
+
+const RECORD_MAGIC = "MIMI-MAPPING-v1";
+const ACTION_MAGIC = "MIMI-ACTION-v1";
+const MAX_FIELD = 0xffff;
+
+class Writer {
+  private chunks: Uint8Array[] = [];
+  ascii(s: string): this {
+    this.chunks.push(Buffer.from(s, "ascii"));
+    return this;
+  }
+  bytes(b: Uint8Array): this {
+    if (b.length > MAX_FIELD) throw invalidArgument("a record field is longer than 65535 bytes");
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(b.length);
+    this.chunks.push(len, b);
+    return this;
+  }
+  string(s: string): this {
+    // Strings the decoder would refuse (lone surrogates, U+FFFD) must not get signed either.
+    const b = Buffer.from(s, "utf8");
+    if (s.includes("\uFFFD") || b.toString("utf8") !== s) {
+      throw invalidArgument("a record string holds a lone surrogate or U+FFFD");
+    }
+    return this.bytes(b);
+  }
+  u8(n: number): this {
+    this.chunks.push(Uint8Array.of(n));
+    return this;
+  }
+  u64(n: number): this {
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw invalidArgument("a record time must be a non-negative integer");
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(BigInt(n));
+    this.chunks.push(b);
+    return this;
+  }
+  done(): Uint8Array {
+    return new Uint8Array(Buffer.concat(this.chunks));
+  }
+}
+
+class Reader {
+  private at = 0;
+  private readonly buf: Buffer;
+  constructor(
+    bytes: Uint8Array,
+    private readonly what: string,
+  ) {
+    this.buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  private need(n: number): void {
+    if (this.at + n > this.buf.length) throw invalidArgument(`${this.what} is truncated`);
+  }
+  magic(m: string): void {
+    this.need(m.length);
+    if (this.buf.toString("latin1", this.at, this.at + m.length) !== m) {
+      throw invalidArgument(
+        `${this.what} does not start with "${m}" (unknown version or not a ${this.what})`,
+      );
+    }
+    this.at += m.length;
+  }
+  bytes(): Uint8Array {
+    this.need(2);
+    const n = this.buf.readUInt16BE(this.at);
+    this.at += 2;
+    this.need(n);
+    const out = new Uint8Array(this.buf.subarray(this.at, this.at + n));
+    this.at += n;
+    return out;
+  }
+  string(): string {
+    const b = this.bytes();
+    const s = Buffer.from(b).toString("utf8");
+    // Reject bytes that do not round-trip, or two encodings of one record would exist.
+    if (Buffer.byteLength(s) !== b.length || s.includes("\uFFFD")) {
+      throw invalidArgument(`${this.what} holds a string that is not valid UTF-8`);
+    }
+    return s;
+  }
+  u8(): number {
+    this.need(1);
+    return this.buf[this.at++] as number;
+  }
+  bool(): boolean {
+    const v = this.u8();
+    if (v > 1) throw invalidArgument(`${this.what} holds a flag that is neither 0 nor 1`);
+    return v === 1;
+  }
+  u64(): number {
+    this.need(8);
+    const v = this.buf.readBigUInt64BE(this.at);
+    this.at += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${this.what} holds a time beyond 2^53`);
+    return Number(v);
+  }
+  end(): void {
+    if (this.at !== this.buf.length) throw invalidArgument(`${this.what} has trailing bytes`);
+  }
+}
+
+/** The canonical bytes of a mapping record. */
+export function encodeMappingRecord(r: MappingRecord): Uint8Array {
+  if (r.tags.length > 255) throw invalidArgument("a record holds at most 255 tags");
+  const w = new Writer()
+    .ascii(RECORD_MAGIC)
+    .string(r.csi)
+    .string(r.mspId)
+    .string(r.ssi)
+    .u8(r.defaultRequested ? 1 : 0)
+    .u8(r.tags.length);
+  for (const t of r.tags) w.string(t);
+  return w
+    .u64(r.createdAtMs)
+    .string(r.proofMethod)
+    .string(r.proofId)
+    .bytes(r.userPublicKey)
+    .string(r.dpId)
+    .u64(r.expiresAtMs)
+    .done();
+}
+
+/** Decodes a mapping record; throws INVALID_ARGUMENT naming what is wrong. */
+export function decodeMappingRecord(bytes: Uint8Array): MappingRecord {
+  const r = new Reader(bytes, "mapping record");
+  r.magic(RECORD_MAGIC);
+  const csi = r.string();
+  const mspId = r.string();
+  const ssi = r.string();
+  const defaultRequested = r.bool();
+  const tags: string[] = [];
+  for (let n = r.u8(); n > 0; n--) tags.push(r.string());
+  const record: MappingRecord = {
+    csi,
+    mspId,
+    ssi,
+    defaultRequested,
+    tags,
+    createdAtMs: r.u64(),
+    proofMethod: r.string(),
+    proofId: r.string(),
+    userPublicKey: r.bytes(),
+    dpId: r.string(),
+    expiresAtMs: r.u64(),
+  };
+  r.end();
+  return record;
+}
+
+/** The canonical bytes of an action statement. */
+export function encodeActionStatement(s: ActionStatement): Uint8Array {
+  return new Writer()
+    .ascii(ACTION_MAGIC)
+    .string(s.action)
+    .string(s.csi)
+    .string(s.challengeId)
+    .string(s.dpId)
+    .string(s.mspId)
+    .string(s.targetMspId)
+    .string(s.targetSsi)
+    .bytes(s.userPublicKey)
+    .u64(s.issuedAtMs)
+    .done();
+}
+
+/** Decodes an action statement; throws INVALID_ARGUMENT naming what is wrong. */
+export function decodeActionStatement(bytes: Uint8Array): ActionStatement {
+  const r = new Reader(bytes, "action statement");
+  r.magic(ACTION_MAGIC);
+  const action = r.string();
+  if (action !== "invalidate" && action !== "opt_out") throw invalidArgument(`unknown action "${action}"`);
+  const s: ActionStatement = {
+    action,
+    csi: r.string(),
+    challengeId: r.string(),
+    dpId: r.string(),
+    mspId: r.string(),
+    targetMspId: r.string(),
+    targetSsi: r.string(),
+    userPublicKey: r.bytes(),
+    issuedAtMs: r.u64(),
+  };
+  r.end();
+  return s;
+}
+
+/** The DP's countersignature covers the effective default flag as well as the record. */
+export function dpSignedParts(isDefault: boolean, record: Uint8Array): Uint8Array[] {
+  return [Uint8Array.of(isDefault ? 1 : 0), record];
+}
+
+/** Rank of a proof method: higher is stricter; unknown methods rank below every known one. */
+export function proofRank(method: string): number {
+  return (PROOF_METHODS as readonly string[]).indexOf(method);
+}

@@ -1,0 +1,181 @@
+// Ed25519 helpers: context separation, failure as `false` rather than exceptions, and the
+// key file formats operators hand to loadPublicKey / loadSigningKey.
+import assert from "node:assert/strict";
+import { generateKeyPairSync, verify } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { DiscoveryError } from "./errors.js";
+import {
+  checkPublicKey,
+  generateSigningKey,
+  loadPublicKey,
+  loadSigningKey,
+  PUBLIC_KEY_BYTES,
+  publicKeyPem,
+  SIGNATURE_BYTES,
+  SIGNING_CONTEXT,
+  signingKeyPem,
+  signWith,
+  verifyWith,
+} from "./signing.js";
+
+const dir = mkdtempSync(join(tmpdir(), "mimi-signing-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+let files = 0;
+function file(content: string | Uint8Array): string {
+  const path = join(dir, `f${files++}`);
+  writeFileSync(path, content);
+  return path;
+}
+
+const isInvalid = (e: unknown) => e instanceof DiscoveryError && e.code === "invalid_argument";
+const CONTEXTS = Object.values(SIGNING_CONTEXT);
+const MESSAGE = Buffer.from("a mapping record");
+
+test("a signature verifies with the signer's key, for the same context and message only", () => {
+  const key = generateSigningKey();
+  assert.equal(key.publicKey.length, PUBLIC_KEY_BYTES);
+  const sig = signWith(key, SIGNING_CONTEXT.mappingMsp, MESSAGE);
+  assert.equal(sig.length, SIGNATURE_BYTES);
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [MESSAGE]), true);
+  assert.equal(
+    verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [MESSAGE], { registryKey: true }),
+    true,
+  );
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [Buffer.from("another")]), false);
+  // Ed25519 is deterministic: the root relies on this to re-sign an unchanged registry identically.
+  assert.deepEqual(signWith(key, SIGNING_CONTEXT.mappingMsp, MESSAGE), sig);
+});
+
+test("the signed message is the context, a zero byte, then the parts concatenated", () => {
+  const key = generateSigningKey();
+  const sig = signWith(key, SIGNING_CONTEXT.mappingDp, Uint8Array.of(1), MESSAGE);
+  const spelled = Buffer.concat([Buffer.from("MIMI-MAPPING-DP-v1\0", "ascii"), Uint8Array.of(1), MESSAGE]);
+  assert.equal(verify(null, spelled, key.privateKey, sig), true);
+  assert.equal(
+    verifyWith(key.publicKey, SIGNING_CONTEXT.mappingDp, sig, [Buffer.concat([Uint8Array.of(1), MESSAGE])]),
+    true,
+  );
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingDp, sig, [Uint8Array.of(0), MESSAGE]), false);
+});
+
+test("a signature made under one context verifies under no other", () => {
+  const key = generateSigningKey();
+  assert.equal(new Set(CONTEXTS).size, CONTEXTS.length, "contexts are distinct");
+  for (const signedAs of CONTEXTS) {
+    const sig = signWith(key, signedAs, MESSAGE);
+    for (const checkedAs of CONTEXTS) {
+      assert.equal(
+        verifyWith(key.publicKey, checkedAs, sig, [MESSAGE]),
+        signedAs === checkedAs,
+        `${signedAs} checked as ${checkedAs}`,
+      );
+    }
+  }
+});
+
+test("wrong keys, damaged signatures and garbage are simply not valid, never an exception", () => {
+  const key = generateSigningKey();
+  const other = generateSigningKey();
+  const ctx = SIGNING_CONTEXT.registry;
+  const sig = signWith(key, ctx, MESSAGE);
+  const flipped = Uint8Array.from(sig);
+  flipped[10] = (flipped[10] ?? 0) ^ 1;
+  const cases: [string, Uint8Array, Uint8Array][] = [
+    ["another key", other.publicKey, sig],
+    ["a flipped bit", key.publicKey, flipped],
+    ["a truncated signature", key.publicKey, sig.subarray(0, 63)],
+    ["an overlong signature", key.publicKey, Buffer.concat([sig, Uint8Array.of(0)])],
+    ["an empty signature", key.publicKey, new Uint8Array(0)],
+    ["a zero signature", key.publicKey, new Uint8Array(64)],
+    ["a truncated key", key.publicKey.subarray(0, 31), sig],
+    ["an empty key", new Uint8Array(0), sig],
+    ["a key that is no curve point", new Uint8Array(32).fill(0xff), sig],
+    ["an all-zero key", new Uint8Array(32), sig],
+  ];
+  for (const [name, publicKey, signature] of cases) {
+    for (const registryKey of [false, true]) {
+      assert.equal(verifyWith(publicKey, ctx, signature, [MESSAGE], { registryKey }), false, name);
+    }
+  }
+  assert.equal(
+    verifyWith(key.publicKey, ctx, sig, [MESSAGE]),
+    true,
+    "the undamaged signature still verifies",
+  );
+});
+
+test("loadPublicKey reads SPKI PEM, hex and base64, with or without surrounding whitespace", () => {
+  const { publicKey } = generateSigningKey();
+  const hex = Buffer.from(publicKey).toString("hex");
+  const b64 = Buffer.from(publicKey).toString("base64");
+  const cases: [string, string][] = [
+    ["PEM", publicKeyPem(publicKey)],
+    ["hex", hex],
+    ["upper-case hex with a newline", `${hex.toUpperCase()}\n`],
+    ["base64", b64],
+    ["base64 with spaces and a newline", `  ${b64}\n`],
+  ];
+  for (const [name, content] of cases) {
+    const got = loadPublicKey(file(content));
+    assert.ok(got instanceof Uint8Array, name);
+    assert.deepEqual(Buffer.from(got), Buffer.from(publicKey), name);
+  }
+});
+
+test("loadPublicKey refuses keys of the wrong length with INVALID_ARGUMENT", () => {
+  const raw = generateSigningKey().publicKey;
+  const cases: [string, string][] = [
+    ["31 bytes in hex", Buffer.from(raw.subarray(0, 31)).toString("hex")],
+    ["33 bytes in hex", Buffer.concat([raw, Uint8Array.of(0)]).toString("hex")],
+    ["31 bytes in base64", Buffer.from(raw.subarray(0, 31)).toString("base64")],
+    ["33 bytes in base64", Buffer.concat([raw, Uint8Array.of(0)]).toString("base64")],
+    ["an empty file", ""],
+    ["a signature instead of a key", Buffer.alloc(64, 7).toString("base64")],
+  ];
+  for (const [name, content] of cases) {
+    assert.throws(() => loadPublicKey(file(content)), isInvalid, name);
+  }
+  assert.throws(() => loadPublicKey(join(dir, "missing.pub")), /ENOENT/);
+});
+
+test("loadPublicKey refuses a PEM file holding another kind of key", () => {
+  const others = [
+    ["x25519", generateKeyPairSync("x25519").publicKey],
+    ["ed448", generateKeyPairSync("ed448").publicKey],
+    ["rsa", generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey],
+  ] as const;
+  for (const [type, key] of others) {
+    const pem = key.export({ format: "pem", type: "spki" }).toString();
+    assert.throws(() => loadPublicKey(file(pem)), isInvalid, type);
+  }
+});
+
+test("checkPublicKey accepts exactly 32 bytes and names what it checked", () => {
+  assert.doesNotThrow(() => checkPublicKey(new Uint8Array(32), "k"));
+  for (const n of [0, 31, 33, 64]) {
+    assert.throws(
+      () => checkPublicKey(new Uint8Array(n), "the MSP's signing key"),
+      (e: unknown) => isInvalid(e) && /the MSP's signing key/.test((e as Error).message),
+      String(n),
+    );
+  }
+});
+
+test("a private key saved as PEM loads back to the same key", () => {
+  const key = generateSigningKey();
+  const loaded = loadSigningKey(file(signingKeyPem(key)));
+  assert.deepEqual(loaded.publicKey, key.publicKey);
+  const sig = signWith(loaded, SIGNING_CONTEXT.actionUser, MESSAGE);
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.actionUser, sig, [MESSAGE]), true);
+  assert.ok(!signingKeyPem(key).includes("PUBLIC KEY"));
+});
+
+test("loadSigningKey refuses a private key that is not Ed25519", () => {
+  const x25519 = generateKeyPairSync("x25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+  assert.throws(() => loadSigningKey(file(x25519)), /x25519 key, not an Ed25519 key/);
+  assert.throws(() => loadSigningKey(file("not a key")));
+});

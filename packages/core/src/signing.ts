@@ -1,0 +1,142 @@
+// Ed25519 keys and signatures (node:crypto). Every signature is made over a context string
+// and a zero byte before the message, so a signature made for one purpose (a mapping
+// record, an action, the registry) can never be replayed as another.
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  sign,
+  verify,
+} from "node:crypto";
+import { readFileSync } from "node:fs";
+import { invalidArgument } from "./errors.js";
+
+/** Signature contexts; each names what is signed and by whom. */
+export const SIGNING_CONTEXT = {
+  mappingUser: "MIMI-MAPPING-USER-v1",
+  mappingMsp: "MIMI-MAPPING-MSP-v1",
+  mappingDp: "MIMI-MAPPING-DP-v1",
+  actionUser: "MIMI-ACTION-USER-v1",
+  actionMsp: "MIMI-ACTION-MSP-v1",
+  registry: "MIMI-REGISTRY-SIG-v1",
+} as const;
+export type SigningContext = (typeof SIGNING_CONTEXT)[keyof typeof SIGNING_CONTEXT];
+
+/** Length of a raw Ed25519 public key and of a signature. */
+export const PUBLIC_KEY_BYTES = 32;
+export const SIGNATURE_BYTES = 64;
+
+// DER SubjectPublicKeyInfo header of an Ed25519 key; the raw key follows it.
+const SPKI_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
+
+/** A private key with its raw public key. */
+export interface SigningKey {
+  readonly privateKey: KeyObject;
+  readonly publicKey: Uint8Array;
+}
+
+/** Makes a new key pair. */
+export function generateSigningKey(): SigningKey {
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  return { privateKey, publicKey: rawPublicKey(publicKey) };
+}
+
+/** Reads a PKCS#8 PEM Ed25519 private key. */
+export function loadSigningKey(path: string): SigningKey {
+  const privateKey = createPrivateKey(readFileSync(path));
+  if (privateKey.asymmetricKeyType !== "ed25519") {
+    throw new Error(`${path} holds a ${privateKey.asymmetricKeyType} key, not an Ed25519 key`);
+  }
+  return { privateKey, publicKey: rawPublicKey(createPublicKey(privateKey)) };
+}
+
+/** PEM text of a private key, to save it. */
+export function signingKeyPem(key: SigningKey): string {
+  return key.privateKey.export({ format: "pem", type: "pkcs8" }).toString();
+}
+
+/** PEM text of a raw public key. */
+export function publicKeyPem(raw: Uint8Array): string {
+  return publicKeyObject(raw).export({ format: "pem", type: "spki" }).toString();
+}
+
+/**
+ * Reads a public key file: SPKI PEM, or the raw key in base64 or hex on one line.
+ * Returns the raw 32 bytes.
+ */
+export function loadPublicKey(path: string): Uint8Array {
+  const text = readFileSync(path, "utf8").trim();
+  if (text.startsWith("-----BEGIN")) {
+    const key = createPublicKey(text);
+    if (key.asymmetricKeyType !== "ed25519") {
+      throw invalidArgument(`${path} holds a ${key.asymmetricKeyType} key, not an Ed25519 public key`);
+    }
+    return rawPublicKey(key);
+  }
+  const raw = /^[0-9a-f]{64}$/i.test(text) ? Buffer.from(text, "hex") : Buffer.from(text, "base64");
+  checkPublicKey(raw, path);
+  return new Uint8Array(raw);
+}
+
+/** Raw 32-byte form of a public key object. */
+export function rawPublicKey(key: KeyObject): Uint8Array {
+  const der = key.export({ format: "der", type: "spki" });
+  return new Uint8Array(der.subarray(SPKI_PREFIX.length));
+}
+
+/** Throws INVALID_ARGUMENT unless `raw` has the length of an Ed25519 public key. */
+export function checkPublicKey(raw: Uint8Array, what: string): void {
+  if (raw.length !== PUBLIC_KEY_BYTES) {
+    throw invalidArgument(
+      `${what} must be an Ed25519 public key of ${PUBLIC_KEY_BYTES} bytes, not ${raw.length}`,
+    );
+  }
+}
+
+// Registry keys (DPs, MSPs, the root) are few and used for every verification, so their
+// key objects are kept; user keys are seen once per record and are not.
+const keyObjects = new Map<string, KeyObject>();
+const MAX_KEPT_KEYS = 4096;
+
+function publicKeyObject(raw: Uint8Array, keep = false): KeyObject {
+  const id = keep ? Buffer.from(raw).toString("hex") : "";
+  if (keep) {
+    const hit = keyObjects.get(id);
+    if (hit) return hit;
+  }
+  const key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: "der", type: "spki" });
+  if (keep) {
+    if (keyObjects.size >= MAX_KEPT_KEYS) keyObjects.clear();
+    keyObjects.set(id, key);
+  }
+  return key;
+}
+
+function message(context: SigningContext, parts: readonly Uint8Array[]): Buffer {
+  return Buffer.concat([Buffer.from(context, "ascii"), Buffer.of(0), ...parts]);
+}
+
+/** Signs `parts` (concatenated) under `context`. */
+export function signWith(key: SigningKey, context: SigningContext, ...parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(sign(null, message(context, parts), key.privateKey));
+}
+
+/**
+ * Whether `signature` is `publicKey`'s signature of `parts` under `context`. Malformed keys
+ * and signatures are simply not valid. `registryKey` keeps the key object for reuse.
+ */
+export function verifyWith(
+  publicKey: Uint8Array,
+  context: SigningContext,
+  signature: Uint8Array,
+  parts: readonly Uint8Array[],
+  { registryKey = false } = {},
+): boolean {
+  if (publicKey.length !== PUBLIC_KEY_BYTES || signature.length !== SIGNATURE_BYTES) return false;
+  try {
+    return verify(null, message(context, parts), publicKeyObject(publicKey, registryKey), signature);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,171 @@
+// End-to-end verification, like a DNSSEC chain: a pinned root key verifies the registry, the
+// registry publishes each DP's and MSP's key, and those keys (with the holder's key inside
+// the record) verify each mapping. The resolver, MSPs and tests all use these functions.
+import { createHash } from "node:crypto";
+import type { LookupOutcome, Mapping } from "./answer.js";
+import { DiscoveryError } from "./errors.js";
+import { decodeMappingRecord, dpSignedParts, PROOF_METHODS } from "./record.js";
+import { delegationId, type RegistryData } from "./registry.js";
+import { PUBLIC_KEY_BYTES, SIGNING_CONTEXT, type SigningKey, signWith, verifyWith } from "./signing.js";
+
+/** Where verification finds the DPs' and MSPs' keys (the root-signed registry). */
+export interface KeyDirectory {
+  dpKey(dpId: string): Uint8Array | undefined;
+  mspKey(mspId: string): Uint8Array | undefined;
+}
+
+/** A key directory over a registry copy. */
+export function registryKeys(registry: {
+  dp(id: string): { signingPublicKey: Uint8Array } | undefined;
+  msp(id: string): { signingPublicKey: Uint8Array } | undefined;
+}): KeyDirectory {
+  return {
+    dpKey: (id) => registry.dp(id)?.signingPublicKey,
+    mspKey: (id) => registry.msp(id)?.signingPublicKey,
+  };
+}
+
+function sameTags(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((t, i) => t === b[i]);
+}
+
+/**
+ * Why `m` fails to verify as a mapping of `csi` (canonical URI) at time `nowMs`, or
+ * undefined when it verifies: the record decodes and matches the mapping's fields, has not
+ * expired, carries the MSP's and the named DP's valid signatures, and a holder's valid
+ * signature unless it discloses the "bulk" method (R4-R6).
+ */
+export function mappingProblem(
+  csi: string,
+  m: Mapping,
+  keys: KeyDirectory,
+  nowMs: number,
+): string | undefined {
+  const s = m.signed;
+  if (!s || s.record.length === 0) return "it carries no signed record";
+  let r: ReturnType<typeof decodeMappingRecord>;
+  try {
+    r = decodeMappingRecord(s.record);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (r.csi !== csi) return "its record is for another CSI";
+  if (r.mspId !== m.mspId || r.ssi !== m.ssi) return "its record names another MSP or SSI";
+  if (!sameTags(r.tags, m.tags) || r.createdAtMs !== m.createdAtMs) {
+    return "its tags or created time differ from the record";
+  }
+  if (r.proofMethod !== m.proofMethod || r.expiresAtMs !== m.expiresAtMs) {
+    return "its proof method or expiry differ from the record";
+  }
+  if (r.expiresAtMs <= nowMs) return "its record has expired";
+  if (!(PROOF_METHODS as readonly string[]).includes(r.proofMethod)) {
+    return `its proof method "${r.proofMethod}" is unknown`;
+  }
+  const mspKey = keys.mspKey(r.mspId);
+  if (!mspKey || mspKey.length !== PUBLIC_KEY_BYTES) {
+    return `the registry publishes no signing key for MSP "${r.mspId}"`;
+  }
+  if (!verifyWith(mspKey, SIGNING_CONTEXT.mappingMsp, s.mspSignature, [s.record], { registryKey: true })) {
+    return "the MSP's signature does not verify";
+  }
+  const dpKey = keys.dpKey(r.dpId);
+  if (!dpKey || dpKey.length !== PUBLIC_KEY_BYTES) {
+    return `the registry publishes no signing key for DP "${r.dpId}"`;
+  }
+  const dpParts = dpSignedParts(m.isDefault, s.record);
+  if (!verifyWith(dpKey, SIGNING_CONTEXT.mappingDp, s.dpSignature, dpParts, { registryKey: true })) {
+    return "the DP's countersignature does not verify";
+  }
+  if (r.proofMethod === "bulk") {
+    if (r.userPublicKey.length !== 0 || s.userSignature.length !== 0) {
+      return "a bulk record carries a holder key or signature";
+    }
+    return undefined;
+  }
+  // A DP cannot claim a proof of possession on its own (R5): the holder signs the record.
+  if (s.userSignature.length === 0) return `it claims "${r.proofMethod}" without the holder's signature`;
+  if (!verifyWith(r.userPublicKey, SIGNING_CONTEXT.mappingUser, s.userSignature, [s.record])) {
+    return "the holder's signature does not verify";
+  }
+  return undefined;
+}
+
+/** Throws verification_failed, naming the mapping and the reason, unless every mapping of the outcome verifies. */
+export function verifyOutcome(csi: string, outcome: LookupOutcome, keys: KeyDirectory, nowMs: number): void {
+  if (outcome.kind !== "answer") return;
+  for (const m of outcome.mappings) {
+    const problem = mappingProblem(csi, m, keys, nowMs);
+    if (problem) {
+      throw new DiscoveryError(
+        "verification_failed",
+        `answer from DP "${outcome.dpId}" failed verification: the mapping at MSP "${m.mspId}": ${problem}`,
+      );
+    }
+  }
+}
+
+class Canonical {
+  private readonly h = createHash("sha256");
+  string(s: string): this {
+    const b = Buffer.from(s, "utf8");
+    return this.u32(b.length).raw(b);
+  }
+  bytes(b: Uint8Array): this {
+    return this.u32(b.length).raw(b);
+  }
+  u32(n: number): this {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n);
+    return this.raw(b);
+  }
+  u64(n: bigint): this {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(n);
+    return this.raw(b);
+  }
+  raw(b: Uint8Array): this {
+    this.h.update(b);
+    return this;
+  }
+  digest(): Uint8Array {
+    return new Uint8Array(this.h.digest());
+  }
+}
+
+const byId = <T extends { id: string }>(xs: readonly T[]) =>
+  [...xs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
+/** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
+export function registryDigest(data: RegistryData): Uint8Array {
+  const c = new Canonical().raw(Buffer.from("MIMI-REGISTRY-v1", "ascii")).u64(data.serial);
+  c.u32(data.delegations.length);
+  for (const d of byId(data.delegations)) c.string(d.id).string(d.dpId).u32(d.ttlSeconds);
+  c.u32(data.dps.length);
+  for (const dp of byId(data.dps)) {
+    c.string(dp.id).u32(dp.endpoints.length);
+    for (const e of dp.endpoints) c.string(e);
+    c.string(dp.tlsIdentity).string(dp.jurisdiction).bytes(dp.signingPublicKey);
+  }
+  c.u32(data.msps.length);
+  for (const m of byId(data.msps)) c.string(m.id).string(m.name).u32(m.index).bytes(m.signingPublicKey);
+  return c.digest();
+}
+
+/** The root's signature over the registry. */
+export function signRegistry(data: RegistryData, rootKey: SigningKey): Uint8Array {
+  return signWith(rootKey, SIGNING_CONTEXT.registry, registryDigest(data));
+}
+
+/** Whether `signature` is the root's signature over `data`. */
+export function registrySignatureValid(
+  data: RegistryData,
+  signature: Uint8Array,
+  rootPublicKey: Uint8Array,
+): boolean {
+  // The digest covers each delegation's id, which is the canonical text of its key; a key
+  // that disagrees with its id would route by something the root never signed.
+  if (data.delegations.some((d) => d.id !== delegationId(d.key))) return false;
+  return verifyWith(rootPublicKey, SIGNING_CONTEXT.registry, signature, [registryDigest(data)], {
+    registryKey: true,
+  });
+}

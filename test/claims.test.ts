@@ -1,0 +1,352 @@
+// Claims across real processes: codes by email through a real SMTP server and by SMS through
+// a local HTTP gateway, MSPs identified by their certificates, answers verified end to end
+// at the resolver and again by the test against the root-signed registry, notices streamed.
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { after } from "node:test";
+import { status } from "@grpc/grpc-js";
+import {
+  completeChallenge,
+  generateSigningKey,
+  loadPublicKey,
+  mappingFromProto,
+  mappingProblem,
+  pb,
+  registryKeys,
+  registrySignatureValid,
+  snapshotFromProto,
+  startAction,
+  startClaim,
+} from "@mimi/core";
+import { devSigningKeyPaths } from "@mimi/core/dev-pki";
+import { SMTPServer } from "smtp-server";
+import { rejectsWith, scenario, useNetwork } from "./harness.js";
+
+// The CSI's own channels, played by the test: every code the DPs send lands here.
+const mail: { to: string; body: string }[] = [];
+const smtp = new SMTPServer({
+  authOptional: true,
+  disabledCommands: ["STARTTLS"],
+  logger: false,
+  onData(stream, session, cb) {
+    const chunks: Buffer[] = [];
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("end", () => {
+      mail.push({
+        to: session.envelope.rcptTo[0]?.address ?? "",
+        body: Buffer.concat(chunks).toString("utf8"),
+      });
+      cb();
+    });
+  },
+});
+await new Promise<void>((r) => smtp.listen(0, "127.0.0.1", r));
+const sms: { to: string; text: string }[] = [];
+const gateway = createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => (body += c));
+  req.on("end", () => {
+    if (req.headers.authorization !== "Bearer gw-token") {
+      res.writeHead(401).end();
+      return;
+    }
+    sms.push(JSON.parse(body) as { to: string; text: string });
+    res.writeHead(202).end();
+  });
+});
+await new Promise<void>((r) => gateway.listen(0, "127.0.0.1", r));
+after(() => {
+  smtp.close(() => {});
+  gateway.close();
+});
+
+const t = useNetwork({
+  authoritative: {
+    delivery: {
+      email: {
+        kind: "smtp",
+        host: "127.0.0.1",
+        port: (smtp.server.address() as AddressInfo).port,
+        tls: "opportunistic",
+        from: "MIMI codes <codes@dp.test>",
+      },
+      tel: {
+        kind: "http",
+        url: `http://127.0.0.1:${(gateway.address() as AddressInfo).port}/sms`,
+        token: "gw-token",
+      },
+    },
+    claims: { contestWindowSeconds: 2 },
+    sweepIntervalSeconds: 1,
+  },
+});
+
+const codeFrom = async (channel: "mail" | "sms", to: string) => {
+  for (let i = 0; i < 100; i++) {
+    const hit =
+      channel === "mail"
+        ? mail.filter((m) => m.to === to).at(-1)?.body
+        : sms.filter((m) => m.to === to).at(-1)?.text;
+    const code = hit && /\b(\d{6})\b/.exec(hit)?.[1];
+    if (code) return code;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no code reached ${to}`);
+};
+
+/** The MSP's view: a ClaimService client under its own certificate and its signing key. */
+const asMsp = (identity: "msp-bluebird" | "msp-wirechat" | "msp-parrot", dp: "eu" | "us" = "eu") => ({
+  api: t.net.channel(t.net.dps[dp].address, identity).client(pb.ClaimService),
+  key: t.net.signingKey(identity),
+});
+
+/** Verifies an answer as an MSP would: the pinned root key, the signed registry, each mapping. */
+const verifyAtMsp = async (csi: string, answer: pb.Answer | undefined) => {
+  const snap = (await t.net.channel(t.net.root.address, "cli").client(pb.RootService).getSnapshot({}))
+    .snapshot;
+  const data = snapshotFromProto(snap as pb.RegistrySnapshot);
+  const rootKey = loadPublicKey(devSigningKeyPaths(t.net.pkiDir, "root").publicKeyFile);
+  assert.ok(
+    registrySignatureValid(data, data.signature ?? new Uint8Array(0), rootKey),
+    "registry signed by the root",
+  );
+  const byId = {
+    dp: (id: string) => data.dps.find((d) => d.id === id),
+    msp: (id: string) => data.msps.find((m) => m.id === id),
+  };
+  for (const m of answer?.mappings ?? []) {
+    assert.equal(mappingProblem(csi, mappingFromProto(m), registryKeys(byId), Date.now()), undefined);
+  }
+};
+
+scenario(
+  t,
+  "an email claim: the code travels by SMTP, the MSP never sees it, the answer verifies end to end",
+  async () => {
+    const csi = "mailto:carol@example.net";
+    const user = generateSigningKey();
+    // example.net hashes into one of the two email ranges; find which DP serves it.
+    const refer = await t.net.channel(t.net.root.address, "cli").client(pb.RootService).refer({ csi });
+    const dp = refer.delegation?.dpId === "us" ? "us" : "eu";
+    const msp = asMsp("msp-bluebird", dp);
+    const ch = await startClaim(
+      msp.api,
+      { csi, ssi: "@carol:bluebird.example", tags: ["Personal"], makeDefault: true },
+      user,
+    );
+    assert.equal(ch.proofMethod, "email-code");
+    assert.doesNotMatch(
+      Buffer.from(ch.statement).toString("latin1"),
+      /\b\d{6}\b/,
+      "the statement holds no code",
+    );
+    const code = await codeFrom("mail", "carol@example.net");
+    const done = await completeChallenge(msp.api, ch, code, user, msp.key);
+    assert.equal(done.hasPrecedence, true);
+    const a = (await t.resolve(csi)).answer;
+    assert.equal(a?.status, pb.LookupStatus.FOUND);
+    assert.equal(a?.mappings[0]?.ssi, "@carol:bluebird.example");
+    assert.equal(a?.mappings[0]?.proofMethod, "email-code");
+    assert.ok((a?.mappings[0]?.signed?.userSignature.length ?? 0) > 0);
+    await verifyAtMsp(csi, a);
+  },
+);
+
+scenario(
+  t,
+  "an SMS claim through the HTTP gateway; wrong codes count, and another MSP cannot use the challenge",
+  async () => {
+    const csi = "tel:+447700900555";
+    const user = generateSigningKey();
+    const wc = asMsp("msp-wirechat");
+    const ch = await startClaim(wc.api, { csi, ssi: "wc-555", makeDefault: true }, user);
+    const code = await codeFrom("sms", "+447700900555");
+    // R21: the challenge belongs to the MSP of the certificate that opened it.
+    const other = asMsp("msp-parrot");
+    await rejectsWith(
+      completeChallenge(other.api, ch, code, user, other.key),
+      status.NOT_FOUND,
+      /no challenge/,
+    );
+    const wrong = code === "000000" ? "111111" : "000000";
+    await rejectsWith(
+      completeChallenge(wc.api, ch, wrong, user, wc.key),
+      status.INVALID_ARGUMENT,
+      /wrong code; 4 attempt/,
+    );
+    // The MSP signs with a key that is not its enrolled one: refused, challenge stays usable.
+    await rejectsWith(
+      completeChallenge(wc.api, ch, code, user, generateSigningKey()),
+      status.INVALID_ARGUMENT,
+      /msp_signature/,
+    );
+    await completeChallenge(wc.api, ch, code, user, wc.key);
+    await rejectsWith(
+      completeChallenge(wc.api, ch, code, user, wc.key),
+      status.FAILED_PRECONDITION,
+      /already completed/,
+    );
+    const a = (await t.resolve(csi)).answer;
+    assert.equal(a?.mappings[0]?.proofMethod, "sms-code");
+    await verifyAtMsp(csi, a);
+  },
+);
+
+scenario(
+  t,
+  "a conflicting claim notifies the old MSP's stream; uncontested, the new claim takes precedence",
+  async () => {
+    // The demo's bulk-registered +33 number: a code claim is a stricter proof than bulk, so use two claims.
+    const csi = "tel:+447700900556";
+    const first = asMsp("msp-parrot");
+    const u1 = generateSigningKey();
+    await completeChallenge(
+      first.api,
+      await startClaim(first.api, { csi, ssi: "parrot:old", makeDefault: true }, u1),
+      await codeFrom("sms", "+447700900556"),
+      u1,
+      first.key,
+    );
+    sms.length = 0;
+    const watch = new AbortController();
+    const notices: pb.Notice[] = [];
+    const watching = (async () => {
+      try {
+        for await (const r of first.api.watchNotices({ sinceSeq: 0n }, { signal: watch.signal })) {
+          if (r.notice) notices.push(r.notice);
+        }
+      } catch {
+        // Cancelled at the end of the test.
+      }
+    })();
+    const second = asMsp("msp-bluebird");
+    const u2 = generateSigningKey();
+    const ch = await startClaim(second.api, { csi, ssi: "@new", makeDefault: true }, u2);
+    const r = await completeChallenge(second.api, ch, await codeFrom("sms", "+447700900556"), u2, second.key);
+    assert.equal(r.hasPrecedence, false);
+    assert.deepEqual(
+      r.existingMsps.map((m) => m.id),
+      ["parrot.example"],
+    );
+    assert.ok(r.conflictId);
+    // Within the 2 s window the old mapping keeps precedence, and its MSP hears of the conflict.
+    const before = (await t.resolve(csi)).answer;
+    assert.deepEqual(
+      before?.mappings.map((m) => m.mspId),
+      ["parrot.example", "bluebird.example"],
+    );
+    for (let i = 0; i < 100 && !notices.some((n) => n.kind === pb.NoticeKind.CONFLICT_OPENED); i++) {
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    const opened = notices.find((n) => n.kind === pb.NoticeKind.CONFLICT_OPENED);
+    assert.equal(opened?.conflictId, r.conflictId);
+    assert.equal(opened?.ssi, "parrot:old");
+    // The window lapses (the DP sweeps every second); its answer changes at once, and the
+    // resolver's copy by its TTL: ask the DP directly.
+    const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
+    let order: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      order = ((await dp.lookup({ csi })).answer?.mappings ?? []).map(
+        (m) => `${m.mspId}${m.isDefault ? "*" : ""}`,
+      );
+      if (order[0] === "bluebird.example*") break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.deepEqual(order, ["bluebird.example*", "parrot.example"]);
+    for (let i = 0; i < 100 && !notices.some((n) => n.kind === pb.NoticeKind.PRECEDENCE_LOST); i++) {
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.ok(notices.some((n) => n.kind === pb.NoticeKind.PRECEDENCE_LOST));
+    // Resume after the first notice: only the later ones come back.
+    const resumed: bigint[] = [];
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(), 500);
+    try {
+      for await (const x of first.api.watchNotices(
+        { sinceSeq: notices[0]?.seq ?? 0n },
+        { signal: stop.signal },
+      )) {
+        resumed.push(x.notice?.seq ?? 0n);
+      }
+    } catch {
+      // Aborted.
+    }
+    assert.deepEqual(
+      resumed,
+      notices.slice(1).map((n) => n.seq),
+    );
+    watch.abort();
+    await watching;
+  },
+);
+
+scenario(t, "opting out answers OPTED_OUT, distinct from NOT_FOUND, through the resolver", async () => {
+  const csi = "tel:+4915123456789"; // a demo mapping at parrot, registered in bulk
+  const holder = generateSigningKey();
+  const msp = asMsp("msp-wirechat");
+  const ch = await startAction(msp.api, csi, { optOut: true }, holder);
+  const r = await completeChallenge(msp.api, ch, await codeFrom("sms", "+4915123456789"), holder, msp.key);
+  assert.equal(r.removed, 1);
+  const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
+  assert.equal((await dp.lookup({ csi })).answer?.status, pb.LookupStatus.OPTED_OUT);
+  // A CSI never looked up before goes through the resolver fresh.
+  const fresh = "tel:+447700900557";
+  const ch2 = await startAction(msp.api, fresh, { optOut: true }, holder);
+  await completeChallenge(msp.api, ch2, await codeFrom("sms", "+447700900557"), holder, msp.key);
+  assert.equal((await t.resolve(fresh)).answer?.status, pb.LookupStatus.OPTED_OUT);
+});
+
+scenario(
+  t,
+  "bulk registration needs bulk trust and the caller's own MSP; the provider feed removes outdated mappings",
+  async () => {
+    const parrot = asMsp("msp-parrot");
+    // The demo enrols every MSP with bulk trust; records for another MSP are refused.
+    const { bulkRecord, bulkRegister } = await import("@mimi/core");
+    const now = Date.now();
+    const rec = bulkRecord(
+      {
+        csi: "tel:+447700900560",
+        mspId: "bluebird.example",
+        ssi: "x",
+        defaultRequested: false,
+        tags: [],
+        createdAtMs: now,
+        dpId: "eu",
+        expiresAtMs: now + 86_400_000,
+      },
+      parrot.key,
+    );
+    await rejectsWith(
+      bulkRegister(parrot.api, { sessionId: "wrong-msp", total: 1, recordsFrom: () => [rec] }),
+      status.PERMISSION_DENIED,
+      /only its own users/,
+    );
+    const admin = t.net.channel(t.net.dps.eu.address, "admin").client(pb.AuthoritativeAdminService);
+    async function* feed() {
+      yield {
+        entries: [
+          { csi: "tel:+447700900123", event: pb.FeedEvent.REASSIGNED, effectiveAtMs: BigInt(Date.now()) },
+          {
+            csi: "tel:+33612345678",
+            event: pb.FeedEvent.PORTED,
+            effectiveAtMs: BigInt(Date.now()),
+            donorMspId: "parrot.example",
+          },
+        ],
+      };
+    }
+    const r = await admin.ingestProviderFeed(feed());
+    assert.equal(
+      r.mappingsRemoved,
+      2n,
+      "both demo mappings of +447700900123; the +33 mapping is at wirechat, not the donor",
+    );
+    const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
+    assert.equal((await dp.lookup({ csi: "tel:+447700900123" })).answer?.status, pb.LookupStatus.NOT_FOUND);
+    assert.equal((await dp.lookup({ csi: "tel:+33612345678" })).answer?.status, pb.LookupStatus.FOUND);
+    const notAdmin = t.net.channel(t.net.dps.eu.address, "msp-parrot").client(pb.AuthoritativeAdminService);
+    await rejectsWith(notAdmin.ingestProviderFeed(feed()), status.PERMISSION_DENIED, /not an admin/);
+  },
+);
