@@ -797,6 +797,12 @@ export function createClaims(o: ClaimsOptions): Claims {
           if (!Number.isSafeInteger(e.effectiveAtMs) || e.effectiveAtMs <= 0) {
             throw invalidArgument("effective_at_ms must be a time in ms since 1970");
           }
+          // A scheduled event must not remove today's mappings; feed it once it has happened.
+          if (e.effectiveAtMs > o.clock() + MAX_CLOCK_SKEW_MS) {
+            throw invalidArgument(
+              "effective_at_ms lies in the future; send the entry once the event has happened",
+            );
+          }
           if (e.event === "ported" && e.donorMspId.length > 128)
             throw invalidArgument("donor_msp_id is too long");
           return { e, csi: o.requireDelegated(e.csi) };

@@ -617,6 +617,14 @@ test("provider feed: reassigned and disconnected remove mappings created before 
     "not_authoritative",
     /entry 0/,
   );
+  // A scheduled event must not remove mappings before it happens.
+  await rejects(
+    () =>
+      t.claims.ingestFeed([{ csi: BOB, event: "reassigned", effectiveAtMs: t.now() + DAY, donorMspId: "" }]),
+    "invalid_argument",
+    /future/,
+  );
+  assert.equal(t.summary(t.answer(BOB)), "wirechat.example*");
 });
 
 test("number porting: the four cases of D2", async () => {

@@ -278,7 +278,7 @@ export function addClaimCommands(program: Command): void {
           out(`${csi}: the claim was accepted; the mapping is stored once the conflict below is settled`);
         }
         out(
-          `  precedence: ${res.hasPrecedence ? "yes, this mapping comes first" : "no, an older mapping of another holder comes first"}`,
+          `  precedence: ${res.hasPrecedence ? "yes, no other holder's mapping outranks it" : "no, an older mapping of another holder keeps precedence"}`,
         );
         if (existing.length > 0)
           out(`  other holders' mappings stand at: ${existing.map((x) => `${x.id} (${x.name})`).join(", ")}`);
