@@ -7,6 +7,8 @@ import type { AddressInfo } from "node:net";
 import { after } from "node:test";
 import { status } from "@grpc/grpc-js";
 import {
+  bulkRecord,
+  bulkRegister,
   completeChallenge,
   generateSigningKey,
   loadPublicKey,
@@ -136,12 +138,9 @@ scenario(
       user,
     );
     assert.equal(ch.proofMethod, "email-code");
-    assert.doesNotMatch(
-      Buffer.from(ch.statement).toString("latin1"),
-      /\b\d{6}\b/,
-      "the statement holds no code",
-    );
     const code = await codeFrom("mail", "carol@example.net");
+    // The statement the MSP signs never carries the code.
+    assert.ok(!Buffer.from(ch.statement).toString("latin1").includes(code), "the statement holds no code");
     const done = await completeChallenge(msp.api, ch, code, user, msp.key);
     assert.equal(done.hasPrecedence, true);
     const a = (await t.resolve(csi)).answer;
@@ -303,7 +302,6 @@ scenario(
   async () => {
     const parrot = asMsp("msp-parrot");
     // The demo enrols every MSP with bulk trust; records for another MSP are refused.
-    const { bulkRecord, bulkRegister } = await import("@mimi/core");
     const now = Date.now();
     const rec = bulkRecord(
       {

@@ -18,12 +18,15 @@ import {
   invalidArgument,
   Latch,
   type Logger,
+  MAX_SSI_LENGTH,
   type Mapping,
   type MappingRecord,
   type MspInfo,
   SIGNING_CONTEXT,
   type SigningKey,
   signWith,
+  ssiProblem,
+  tagsProblem,
   verifyWith,
 } from "@mimi/core";
 import type { CodeSender } from "./senders.js";
@@ -37,9 +40,6 @@ import type {
   NoticeRow,
 } from "./store.js";
 
-export const MAX_TAGS = 8;
-export const MAX_TAG_LENGTH = 32;
-const MAX_SSI_LENGTH = 256;
 /** Created times may lie at most this far ahead of the DP's clock. */
 const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 /** Largest batch one bulk message may carry. */
@@ -148,31 +148,17 @@ export interface Claims {
   sweep(): number;
 }
 
-/** Validates preference tags: "Default" is a flag, never a tag (R7); tags are few, short and distinct. */
+/** Validates preference tags (R7); throws INVALID_ARGUMENT with the reason. */
 export function checkTags(tags: readonly string[]): string[] {
-  if (tags.length > MAX_TAGS) throw invalidArgument(`at most ${MAX_TAGS} tags`);
-  const seen = new Set<string>();
-  for (const t of tags) {
-    if (t.toLowerCase() === "default")
-      throw invalidArgument('"Default" is set with make_default, never as a tag');
-    if (!/^[\p{L}\p{N}][\p{L}\p{N} _-]*$/u.test(t) || t.length > MAX_TAG_LENGTH) {
-      throw invalidArgument(
-        `tag "${t.slice(0, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`,
-      );
-    }
-    if (seen.has(t.toLowerCase())) throw invalidArgument(`tag "${t}" appears twice`);
-    seen.add(t.toLowerCase());
-  }
+  const why = tagsProblem(tags);
+  if (why) throw invalidArgument(why);
   return [...tags];
 }
 
-/** Validates a service-specific identifier. */
+/** Validates a service-specific identifier; throws INVALID_ARGUMENT with the reason. */
 export function checkSsi(ssi: string): void {
-  if (ssi.trim() === "" || ssi.length > MAX_SSI_LENGTH) {
-    throw invalidArgument(`ssi must be 1 to ${MAX_SSI_LENGTH} characters, not all blank`);
-  }
-  // Control characters would reach terminals and logs of whoever reads the answer.
-  if (/\p{Cc}/u.test(ssi)) throw invalidArgument("ssi must not hold control characters");
+  const why = ssiProblem(ssi);
+  if (why) throw invalidArgument(why);
 }
 
 /** The domain form of a stored mapping. */
@@ -753,11 +739,14 @@ export function createClaims(o: ClaimsOptions): Claims {
       const ack: BulkAck = { committed: 0, stored: 0, unchanged: 0, optedOut: 0 };
       tx(() => {
         for (const { r, x } of fresh) {
-          if (store.optedOutAt(r.csi) !== undefined) {
+          // One read per record: an opted-out CSI has no mappings, so the marker is only
+          // looked up for CSIs that have none.
+          const rows = store.mappings(r.csi);
+          if (rows.length === 0 && store.optedOutAt(r.csi) !== undefined) {
             ack.optedOut++;
             continue;
           }
-          const same = store.mapping(r.csi, r.mspId, r.ssi);
+          const same = rows.find((m) => m.mspId === r.mspId && m.ssi === r.ssi);
           if (same && Buffer.from(same.record).equals(x.record)) {
             ack.unchanged++;
             continue;
@@ -767,8 +756,7 @@ export function createClaims(o: ClaimsOptions): Claims {
             ack.unchanged++;
             continue;
           }
-          const first = same === undefined && store.mappings(r.csi).length === 0;
-          const isDefault = same?.isDefault ?? first;
+          const isDefault = same?.isDefault ?? rows.length === 0;
           store.putMapping({
             csi: r.csi,
             mspId: r.mspId,

@@ -69,7 +69,7 @@ export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
     logLevel: r.string("logLevel", DEFAULTS.logLevel),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
-    delivery: readDeliverySection(r.has("delivery") ? r.object("delivery") : undefined, baseDir, dataDir),
+    delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),
     claims: readClaimsSection(r.object("claims", { optional: true })),
     sweepIntervalMs: r.integer("sweepIntervalSeconds", DEFAULTS.sweepIntervalSeconds, 1, 3_600) * 1000,
   };

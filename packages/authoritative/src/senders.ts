@@ -71,25 +71,14 @@ const DEFAULTS = {
 const SMTP_TLS_MODES = ["implicit", "starttls", "opportunistic"] as const;
 
 /**
- * Parses the "delivery" config section (a ConfigReader over it, or undefined when absent => both outbox).
+ * Parses the "delivery" config section; an absent (empty) section means both channels use the outbox.
  *
  * outboxDir defaults to join(dataDir, "outbox"); relative paths resolve against baseDir. The SMTP
  * TLS setting is one string, `tls`, because ConfigReader has no boolean field: "implicit" (secure),
  * "starttls" (requireTls, the default except on port 465) or "opportunistic" (a local relay).
  */
-export function readDeliverySection(
-  r: ConfigReader | undefined,
-  baseDir: string,
-  dataDir: string,
-): DeliveryConfig {
+export function readDeliverySection(r: ConfigReader, baseDir: string, dataDir: string): DeliveryConfig {
   const defaultOutbox = resolve(baseDir, dataDir, "outbox");
-  if (r === undefined) {
-    return deepFreeze<DeliveryConfig>({
-      email: { kind: "outbox" },
-      tel: { kind: "outbox" },
-      outboxDir: defaultOutbox,
-    });
-  }
   const outboxDir = resolve(baseDir, r.string("outboxDir", defaultOutbox));
   const email = readEmail(r.object("email", { optional: true }));
   const tel = readTel(r.object("tel", { optional: true }));

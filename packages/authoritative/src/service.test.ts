@@ -9,6 +9,7 @@ import {
   DiscoveryError,
   decodeMappingRecord,
   encodeMappingRecord,
+  filterMappings,
   generateSigningKey,
   type LookupOutcome,
   mappingProblem,
@@ -137,6 +138,17 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     const s = sign(ch, "claim", user, mspId);
     return { ...claims.complete(caller(mspId), ch.challengeId, lastCode(), s.user, s.msp), user };
   };
+  /** Opens a claim of ALICE for "@a" at bluebird, for tests that complete it by hand. */
+  const openClaim = (user: SigningKey) =>
+    claims.start(caller("bluebird.example"), {
+      action: "claim",
+      csi: ALICE,
+      ssi: "@a",
+      tags: [],
+      makeDefault: false,
+      userPublicKey: user.publicKey,
+      replaceExisting: false,
+    });
   const act = async (mspId: MspId, req: StartRequest, user: SigningKey) => {
     const ch = await claims.start(caller(mspId), req);
     const s = sign(ch, "action", user, mspId);
@@ -184,6 +196,7 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     sent,
     caller,
     claim,
+    openClaim,
     act,
     bulk,
     answer,
@@ -237,16 +250,7 @@ test("email CSIs get an email-code proof", async () => {
 test("wrong, expired, replayed and exhausted codes are refused", async () => {
   const t = setup();
   const user = generateSigningKey();
-  const start = () =>
-    t.claims.start(t.caller("bluebird.example"), {
-      action: "claim",
-      csi: ALICE,
-      ssi: "@a",
-      tags: [],
-      makeDefault: false,
-      userPublicKey: user.publicKey,
-      replaceExisting: false,
-    });
+  const start = () => t.openClaim(user);
   let ch = await start();
   let s = t.sign(ch, "claim", user, "bluebird.example");
   const wrong = t.lastCode() === "000000" ? "000001" : "000000";
@@ -295,15 +299,7 @@ test("wrong, expired, replayed and exhausted codes are refused", async () => {
 test("an MSP cannot complete another MSP's challenge, claim for another MSP, or act unenrolled (R21)", async () => {
   const t = setup();
   const user = generateSigningKey();
-  const ch = await t.claims.start(t.caller("bluebird.example"), {
-    action: "claim",
-    csi: ALICE,
-    ssi: "@a",
-    tags: [],
-    makeDefault: false,
-    userPublicKey: user.publicKey,
-    replaceExisting: false,
-  });
+  const ch = await t.openClaim(user);
   const s = t.sign(ch, "claim", user, "wirechat.example");
   await rejects(
     () => t.claims.complete(t.caller("wirechat.example"), ch.challengeId, t.lastCode(), s.user, s.msp),
@@ -337,15 +333,7 @@ test("an MSP cannot complete another MSP's challenge, claim for another MSP, or 
 test("forged or missing signatures are refused and leave the challenge open", async () => {
   const t = setup();
   const user = generateSigningKey();
-  const ch = await t.claims.start(t.caller("bluebird.example"), {
-    action: "claim",
-    csi: ALICE,
-    ssi: "@a",
-    tags: [],
-    makeDefault: false,
-    userPublicKey: user.publicKey,
-    replaceExisting: false,
-  });
+  const ch = await t.openClaim(user);
   const good = t.sign(ch, "claim", user, "bluebird.example");
   const forgedUser = t.sign(ch, "claim", generateSigningKey(), "bluebird.example");
   const forgedMsp = t.sign(ch, "claim", user, "wirechat.example");
@@ -458,7 +446,6 @@ test("a query may ask for a tag; Default selects the default mapping", async () 
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@a", { makeDefault: true, tags: ["Personal"], user: holder });
   await t.claim("wirechat.example", ALICE, "wc", { tags: ["Business"], user: holder });
-  const { filterMappings } = await import("@mimi/core");
   const a = t.answer(ALICE);
   assert.ok(a.kind === "answer");
   const pick = (tag: string) =>
@@ -470,7 +457,7 @@ test("a query may ask for a tag; Default selects the default mapping", async () 
 
 test("a claim beside another holder's mapping opens a conflict; the old MSP is told without learning who (R17, G3)", async () => {
   const t = setup();
-  const old = await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
+  await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
   const r = await t.claim("wirechat.example", ALICE, "@new", { makeDefault: true });
   assert.equal(r.hasPrecedence, false);
   assert.ok(r.conflictId.startsWith("cf_"));
@@ -486,7 +473,6 @@ test("a claim beside another holder's mapping opens a conflict; the old MSP is t
   assert.equal(n?.ssi, "@old");
   assert.equal(n?.conflictId, r.conflictId);
   assert.doesNotMatch(JSON.stringify(n), /wirechat|@new/);
-  assert.ok(old.user);
 });
 
 test("a contested conflict keeps the older mapping's precedence past the deadline", async () => {

@@ -12,11 +12,3 @@ test("config reader applies defaults, checks bounds and rejects unknown keys", (
   assert.throws(() => ConfigReader.of([]), /must be an object/);
   assert.deepEqual(ConfigReader.of({}).object("cache", { optional: true }).integer("n", 3, 0, 9), 3);
 });
-
-test("has tells a present key from an absent one without reading it", () => {
-  const r = ConfigReader.of({ delivery: { email: {} }, zero: 0 });
-  assert.equal(r.has("delivery"), true);
-  assert.equal(r.has("zero"), true, "a falsy value is present");
-  assert.equal(r.has("claims"), false);
-  assert.equal(r.object("delivery").has("email"), true);
-});

@@ -60,11 +60,6 @@ export class ConfigReader {
     return [...v];
   }
 
-  /** Whether the key is present. */
-  has(key: string): boolean {
-    return this.obj[key] !== undefined;
-  }
-
   /** A nested object; an absent optional one reads as empty, so its fields take their defaults. */
   object(key: string, { optional = false } = {}): ConfigReader {
     const v = this.take(key);

@@ -12,7 +12,8 @@ import {
   encodeMappingRecord,
   type MappingRecord,
   PROOF_METHODS,
-  proofRank,
+  ssiProblem,
+  tagsProblem,
 } from "./record.js";
 
 const USER_KEY = Uint8Array.from({ length: 32 }, (_, i) => i + 1);
@@ -319,9 +320,18 @@ test("the DP signs the effective default flag ahead of the record", () => {
   assert.deepEqual(dpSignedParts(false, record)[0], Uint8Array.of(0));
 });
 
-test("proof methods rank weakest first; unknown methods rank below all of them", () => {
+test("proof methods are listed weakest first", () => {
   assert.deepEqual([...PROOF_METHODS], ["bulk", "email-code", "sms-code"]);
-  assert.ok(proofRank("sms-code") > proofRank("email-code"));
-  assert.ok(proofRank("email-code") > proofRank("bulk"));
-  assert.ok(proofRank("carrier-pigeon") < proofRank("bulk"));
+});
+
+test("tag and ssi checks are the DP's limits (R7), shared with clients", () => {
+  assert.equal(tagsProblem(["Business", "Personal"]), undefined);
+  assert.match(tagsProblem(["Default"]) ?? "", /not a tag/);
+  assert.match(tagsProblem(["a", "A"]) ?? "", /twice/);
+  assert.match(tagsProblem(["-x"]) ?? "", /letters, digits/);
+  assert.match(tagsProblem(["x".repeat(33)]) ?? "", /1 to 32/);
+  assert.match(tagsProblem(Array.from({ length: 9 }, (_, i) => `t${i}`)) ?? "", /at most 8/);
+  assert.equal(ssiProblem("@amira:bluebird.example"), undefined);
+  assert.match(ssiProblem("  ") ?? "", /not all blank/);
+  assert.match(ssiProblem("a\u0007b") ?? "", /control/);
 });

@@ -234,7 +234,35 @@ export function dpSignedParts(isDefault: boolean, record: Uint8Array): Uint8Arra
   return [Uint8Array.of(isDefault ? 1 : 0), record];
 }
 
-/** Rank of a proof method: higher is stricter; unknown methods rank below every known one. */
-export function proofRank(method: string): number {
-  return (PROOF_METHODS as readonly string[]).indexOf(method);
+/** Bounds on preference tags (R7) and SSIs; the DP enforces them, clients check early. */
+export const MAX_TAGS = 8;
+export const MAX_TAG_LENGTH = 32;
+export const MAX_SSI_LENGTH = 256;
+
+/**
+ * Why preference tags would be refused, or undefined when they are fine: "Default" is a
+ * flag, never a tag (R7); tags are few, short, distinct (case-insensitively) words.
+ */
+export function tagsProblem(tags: readonly string[]): string | undefined {
+  if (tags.length > MAX_TAGS) return `at most ${MAX_TAGS} tags are allowed`;
+  const seen = new Set<string>();
+  for (const t of tags) {
+    if (t.toLowerCase() === "default") return '"Default" is not a tag; ask for the default with make_default';
+    if (!/^[\p{L}\p{N}][\p{L}\p{N} _-]*$/u.test(t) || t.length > MAX_TAG_LENGTH) {
+      return `tag "${t.slice(0, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`;
+    }
+    if (seen.has(t.toLowerCase())) return `tag "${t}" appears twice`;
+    seen.add(t.toLowerCase());
+  }
+  return undefined;
+}
+
+/** Why an SSI would be refused, or undefined when it is fine. */
+export function ssiProblem(ssi: string): string | undefined {
+  if (ssi.trim() === "" || ssi.length > MAX_SSI_LENGTH) {
+    return `ssi must be 1 to ${MAX_SSI_LENGTH} characters, not all blank`;
+  }
+  // Control characters would reach terminals and logs of whoever reads the answer.
+  if (/\p{Cc}/u.test(ssi)) return "ssi must not hold control characters";
+  return undefined;
 }

@@ -1,18 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
-import {
-  collect,
-  count,
-  csiArg,
-  fingerprint,
-  localDp,
-  localOutboxes,
-  mspIdOf,
-  ssiProblem,
-  tagsProblem,
-  UsageError,
-} from "./args.js";
+import { collect, count, csiArg, fingerprint, localDp, localOutboxes, mspIdOf, UsageError } from "./args.js";
 
 test("mspIdOf derives the local network's MSP ids from certificate identities", () => {
   const cases: [string, string | undefined][] = [
@@ -57,18 +46,6 @@ test("csiArg normalizes and reports bad CSIs as usage errors", () => {
 
 test("collect gathers a repeatable flag", () => {
   assert.deepEqual(collect("b", collect("a", undefined)), ["a", "b"]);
-});
-
-test("tag and ssi checks match the DP's limits", () => {
-  assert.equal(tagsProblem(["Business", "Personal"]), undefined);
-  assert.match(tagsProblem(["Default"]) ?? "", /not a tag/);
-  assert.match(tagsProblem(["a", "A"]) ?? "", /twice/);
-  assert.match(tagsProblem(["-x"]) ?? "", /letters, digits/);
-  assert.match(tagsProblem(["x".repeat(33)]) ?? "", /1 to 32/);
-  assert.match(tagsProblem(Array.from({ length: 9 }, (_, i) => `t${i}`)) ?? "", /at most 8/);
-  assert.equal(ssiProblem("@amira:bluebird.example"), undefined);
-  assert.match(ssiProblem("  ") ?? "", /not all blank/);
-  assert.match(ssiProblem("a\u0007b") ?? "", /control/);
 });
 
 test("fingerprint is the first 8 hex digits of a key", () => {

@@ -76,33 +76,3 @@ function localOutbox(pkiDir: string, dpId: string): string {
 export function fingerprint(key: Uint8Array): string {
   return key.length === 0 ? "none" : Buffer.from(key.subarray(0, 4)).toString("hex");
 }
-
-// The DP's limits on tags and SSIs (packages/authoritative claims.ts, checkTags and checkSsi),
-// checked here too so that a bad line of a large file fails before anything is sent.
-const MAX_TAGS = 8;
-const MAX_TAG_LENGTH = 32;
-const MAX_SSI_LENGTH = 256;
-
-/** Why preference tags would be refused, or undefined when they are fine. */
-export function tagsProblem(tags: readonly string[]): string | undefined {
-  if (tags.length > MAX_TAGS) return `at most ${MAX_TAGS} tags are allowed`;
-  const seen = new Set<string>();
-  for (const t of tags) {
-    if (t.toLowerCase() === "default") return '"Default" is not a tag; ask for the default mapping instead';
-    if (!/^[\p{L}\p{N}][\p{L}\p{N} _-]*$/u.test(t) || t.length > MAX_TAG_LENGTH) {
-      return `tag "${t.slice(0, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`;
-    }
-    if (seen.has(t.toLowerCase())) return `tag "${t}" appears twice`;
-    seen.add(t.toLowerCase());
-  }
-  return undefined;
-}
-
-/** Why an SSI would be refused, or undefined when it is fine. */
-export function ssiProblem(ssi: string): string | undefined {
-  if (ssi.trim() === "" || ssi.length > MAX_SSI_LENGTH) {
-    return `ssi must be 1 to ${MAX_SSI_LENGTH} characters, not all blank`;
-  }
-  if (/\p{Cc}/u.test(ssi)) return "ssi must not hold control characters";
-  return undefined;
-}

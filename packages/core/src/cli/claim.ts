@@ -1,6 +1,7 @@
 // `mimi claim ...`: what an MSP does at a DP's ClaimService (GLADOS 8.2, 8.3): claims with a
 // proof of possession, invalidations and opt-outs, contesting conflicts, watching notices,
 // and bulk registration. The protocol steps are core's msp.ts; this file is flags and output.
+
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -17,24 +18,14 @@ import {
   startAction,
   startClaim,
 } from "../msp.js";
+import { ssiProblem, tagsProblem } from "../record.js";
 import type { SigningKey } from "../signing.js";
-import {
-  collect,
-  count,
-  csiArg,
-  Interrupted,
-  localDp,
-  localOutboxes,
-  mspIdOf,
-  ssiProblem,
-  tagsProblem,
-  UsageError,
-} from "./args.js";
+import { collect, count, csiArg, Interrupted, localDp, localOutboxes, mspIdOf, UsageError } from "./args.js";
 import { addMspOptions, asTls, connect, LOCAL_PORTS, local, type MspFlags, timeoutOf } from "./connect.js";
 import { BulkFile } from "./jsonl.js";
 import { ensureSigningKey, signingKeyArg } from "./keys.js";
 import { addressOf, codeFor, newestFor } from "./outbox.js";
-import { isoTime, json, jsonText, note, out } from "./output.js";
+import { isoTime, json, jsonText, mappingJson, note, out } from "./output.js";
 import { createProgressReporter, formatDuration } from "./progress.js";
 
 /** How long `claim run` waits for a code to appear in an outbox, and how often it looks. */
@@ -246,15 +237,7 @@ export function addClaimCommands(program: Command): void {
           o.json === true,
         );
         const m = res.mapping;
-        const mapping = m && {
-          msp: m.mspId,
-          ssi: m.ssi,
-          default: m.isDefault,
-          tags: m.tags,
-          proofMethod: m.proofMethod,
-          createdAt: isoTime(m.createdAtMs),
-          expiresAt: isoTime(m.expiresAtMs),
-        };
+        const mapping = m && mappingJson(m);
         const existing = res.existingMsps.map((x) => ({ id: x.id, name: x.name }));
         if (o.json) {
           json({

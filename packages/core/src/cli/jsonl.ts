@@ -2,7 +2,8 @@
 // provider feeds (`mimi auth feed`). Every line is checked before anything is sent, and
 // errors name the file and line, so a bad line never leaves an import half done.
 import { parseCsi } from "../csi.js";
-import { ssiProblem, tagsProblem, UsageError } from "./args.js";
+import { ssiProblem, tagsProblem } from "../record.js";
+import { UsageError } from "./args.js";
 
 /** One line of a bulk file. */
 export interface BulkLine {

@@ -24,7 +24,7 @@ import {
 } from "./connect.js";
 import { type FeedLine, parseFeed } from "./jsonl.js";
 import { publicKeyArg } from "./keys.js";
-import { isoTime, json, out } from "./output.js";
+import { isoTime, json, mappingJson, out } from "./output.js";
 
 const program = new Command("mimi")
   .description(
@@ -100,15 +100,7 @@ addTlsOptions(
     }
     const a = res.answer;
     const status = statusText(a?.status);
-    const mappings = (a?.mappings ?? []).map((m) => ({
-      msp: m.mspId,
-      ssi: m.ssi,
-      default: m.isDefault,
-      tags: m.tags,
-      proofMethod: m.proofMethod,
-      createdAt: isoTime(m.createdAtMs),
-      expiresAt: isoTime(m.expiresAtMs),
-    }));
+    const mappings = (a?.mappings ?? []).map(mappingJson);
     // Verified before printing, so a JSON answer can say whether it verified.
     const verdict = rootKey ? await verifyAnswer(csi, a?.mappings ?? [], rootKey, o) : undefined;
     const bits = a?.compactMspBits ?? new Uint8Array();

@@ -31,3 +31,24 @@ export function isoTime(ms: bigint | number): string {
   // Beyond what Date can hold (±8.64e15 ms), show the number rather than throw.
   return Math.abs(n) <= 8.64e15 ? new Date(n).toISOString() : String(ms);
 }
+
+/** The JSON shape every command prints a mapping in. */
+export function mappingJson(m: {
+  mspId: string;
+  ssi: string;
+  isDefault: boolean;
+  tags: readonly string[];
+  proofMethod: string;
+  createdAtMs: bigint;
+  expiresAtMs: bigint;
+}) {
+  return {
+    msp: m.mspId,
+    ssi: m.ssi,
+    default: m.isDefault,
+    tags: m.tags,
+    proofMethod: m.proofMethod,
+    createdAt: isoTime(m.createdAtMs),
+    expiresAt: isoTime(m.expiresAtMs),
+  };
+}
