@@ -94,12 +94,20 @@ export class ServerProcess {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** Starts the process and resolves once it logged "listening" (its port), rejects if it exits first. */
-  start(): Promise<void> {
+  /**
+   * Starts the process and resolves once it logged "listening" (its port), rejects if it exits
+   * first. A restart binds a new port unless `samePort` asks for the one it had.
+   */
+  start(opts: { samePort?: boolean } = {}): Promise<void> {
     const script = join(REPO, "packages", this.role, "dist", "main.js");
+    const portEnv = `${this.role.toUpperCase()}_PORT`;
     const child = spawn(process.execPath, [...this.nodeArgs, script, "--config", this.configPath], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, LOG_LEVEL: this.logLevel },
+      env: {
+        ...process.env,
+        LOG_LEVEL: this.logLevel,
+        ...(opts.samePort && this.port !== 0 ? { [portEnv]: String(this.port) } : {}),
+      },
     });
     this.child = child;
     this.stopping = false;
@@ -291,6 +299,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
         tls: tls("resolver"),
         rootEndpoints: [root.address],
         rootPublicKey,
+        admins: ["admin"],
         ...opts.overrides?.resolver,
       }),
       logLevel,

@@ -35,6 +35,8 @@ export interface AuthoritativeConfig {
   readonly claims: ClaimPolicy;
   /** How often conflicts past their deadline are settled and expired state removed. */
   readonly sweepIntervalMs: number;
+  /** How long change-log events are kept; a resolver disconnected longer must resync. */
+  readonly changeLogRetentionMs: number;
 }
 
 const DEFAULTS = {
@@ -50,6 +52,7 @@ const DEFAULTS = {
   mappingLifetimeDays: 365,
   noticeRetentionDays: 30,
   sweepIntervalSeconds: 5,
+  changeLogRetentionSeconds: 86_400,
 } as const;
 
 /** Parses an authoritative config; relative paths resolve against `baseDir`. */
@@ -72,6 +75,8 @@ export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
     delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),
     claims: readClaimsSection(r.object("claims", { optional: true })),
     sweepIntervalMs: r.integer("sweepIntervalSeconds", DEFAULTS.sweepIntervalSeconds, 1, 3_600) * 1000,
+    changeLogRetentionMs:
+      r.integer("changeLogRetentionSeconds", DEFAULTS.changeLogRetentionSeconds, 1, 30 * 86_400) * 1000,
   };
   r.done();
   if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {

@@ -20,6 +20,7 @@ import {
   startRegistrySync,
   systemClock,
 } from "@mimi/core";
+import { createChangeFeed } from "./changes.js";
 import { createClaims } from "./claims.js";
 import { parseConfig } from "./config.js";
 import { createCodeSender } from "./senders.js";
@@ -99,15 +100,22 @@ async function main(): Promise<void> {
     registryMsp: (id) => sync.view.msp(id),
     log,
   });
+  const feed = createChangeFeed({
+    store,
+    clock: systemClock,
+    retentionMs: config.changeLogRetentionMs,
+    log,
+  });
   const sweep = setInterval(() => {
     try {
       claims.sweep();
+      feed.prune();
     } catch (err) {
       log.error({ err: (err as Error).message }, "sweep failed");
     }
   }, config.sweepIntervalMs);
   const server = createGrpcServer();
-  bindAuthoritativeServer(server, service, claims, { log, admins: config.admins });
+  bindAuthoritativeServer(server, service, claims, { log, admins: config.admins, feed });
   const health = addHealthService(server, log, [
     pb.AuthoritativeService.typeName,
     pb.AuthoritativeAdminService.typeName,

@@ -6,6 +6,7 @@ import {
   addService,
   answerToProto,
   type CallContext,
+  changeHash,
   csiHash,
   DiscoveryError,
   delegationToProto,
@@ -16,6 +17,7 @@ import {
   pb,
   toWireStatus,
 } from "@mimi/core";
+import type { ChangeFeed, Resync } from "./changes.js";
 import type { Claims, FeedEntry, StartRequest } from "./claims.js";
 import type { AuthoritativeService } from "./service.js";
 import type { EnrolledMsp, NoticeBody, NoticeRow } from "./store.js";
@@ -23,14 +25,26 @@ import type { EnrolledMsp, NoticeBody, NoticeRow } from "./store.js";
 /** Most entries one feed message may carry. */
 const MAX_FEED_BATCH = 10_000;
 
+/** Change-log events read from the store per query while a watcher catches up. */
+const CHANGE_PAGE = 1_024;
+
+const RESYNC: Record<Resync, pb.ResyncReason> = {
+  none: pb.ResyncReason.UNSPECIFIED,
+  new_watcher: pb.ResyncReason.NEW_WATCHER,
+  other_log: pb.ResyncReason.OTHER_LOG,
+  too_old: pb.ResyncReason.TOO_OLD,
+  behind: pb.ResyncReason.BEHIND,
+  diverged: pb.ResyncReason.DIVERGED,
+};
+
 /** Registers AuthoritativeService, AuthoritativeAdminService and ClaimService on `server`. */
 export function bindAuthoritativeServer(
   server: grpc.Server,
   service: AuthoritativeService,
   claims: Claims,
-  opts: { log: Logger; admins: readonly string[] },
+  opts: { log: Logger; admins: readonly string[]; feed: ChangeFeed },
 ): void {
-  const { log } = opts;
+  const { log, feed } = opts;
   const lookupOne = (csi: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
     const params = paramsFromProto(options);
     const outcome = service.lookup(csi);
@@ -62,6 +76,72 @@ export function bindAuthoritativeServer(
             };
           }
           await send({ requestId: req.requestId, result: reply });
+        }
+      },
+      async watchChanges(req, ctx, send) {
+        const start = feed.start({
+          logId: req.logId,
+          sinceSeq: clampToNumber(req.sinceSeq),
+          sinceAtMs: clampToNumber(req.sinceAtMs),
+        });
+        if (start.resync !== "none" && start.resync !== "new_watcher") {
+          log.info(
+            { peer: ctx.peerName, reason: start.resync },
+            "change watcher cannot continue; told to resync",
+          );
+        }
+        // Watch first, read second: a change committed between a read and the wait still wakes us.
+        const latch = feed.watch();
+        try {
+          await send({
+            event: {
+              case: "start",
+              value: create(pb.ChangeLogStartSchema, {
+                logId: start.logId,
+                seq: BigInt(start.seq),
+                resync: RESYNC[start.resync],
+                oldestSeq: BigInt(start.oldestSeq),
+              }),
+            },
+          });
+          let seq = start.seq;
+          let caughtUp = false;
+          while (!ctx.signal.aborted) {
+            for (;;) {
+              const page = feed.since(seq, CHANGE_PAGE);
+              const first = page[0];
+              if (first && first.seq !== seq + 1) {
+                // Pruned under a slow watcher: it reconnects from its position and is told to resync.
+                throw new DiscoveryError(
+                  "failed_precondition",
+                  `events after ${seq} left the retention window before they were sent; watch again from your position`,
+                );
+              }
+              for (const c of page) {
+                await send({
+                  event: {
+                    case: "change",
+                    value: create(pb.MappingChangedSchema, {
+                      seq: BigInt(c.seq),
+                      csiHash: changeHash(c.csi),
+                      atMs: BigInt(c.atMs),
+                    }),
+                  },
+                });
+                seq = c.seq;
+              }
+              if (page.length < CHANGE_PAGE) break;
+            }
+            if (!caughtUp) {
+              caughtUp = true;
+              await send({
+                event: { case: "caughtUp", value: create(pb.ChangeLogCaughtUpSchema, { seq: BigInt(seq) }) },
+              });
+            }
+            await latch.wait(ctx.signal);
+          }
+        } finally {
+          feed.unwatch(latch);
         }
       },
     },
@@ -298,4 +378,9 @@ function enrolledToProto(m: EnrolledMsp) {
     signingPublicKey: m.signingPublicKey,
     mayBulk: m.mayBulk,
   };
+}
+
+function clampToNumber(v: bigint): number {
+  if (v < 0n) return 0;
+  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
 }

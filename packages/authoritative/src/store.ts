@@ -166,7 +166,40 @@ const MIGRATIONS: readonly string[] = [
      updated_at_ms INTEGER NOT NULL,
      PRIMARY KEY (msp_id, session_id)
    ) STRICT;`,
+  // v3: the change log (issue 5). Triggers write it, so no change to a CSI's mappings or
+  // opt-out can commit without its event. The log id is new with every store, so a watcher
+  // following another store's log notices.
+  `CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+   INSERT INTO store_meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));
+   CREATE TABLE change_log (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     csi TEXT NOT NULL,
+     at_ms INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX change_log_by_time ON change_log (at_ms);
+   CREATE TRIGGER log_mapping_insert AFTER INSERT ON mappings BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_mapping_update AFTER UPDATE ON mappings BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_mapping_delete AFTER DELETE ON mappings BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_opt_out_insert AFTER INSERT ON opt_outs BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_opt_out_delete AFTER DELETE ON opt_outs BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;`,
 ];
+
+/** One event of the change log: something about this CSI's mappings or opt-out changed. */
+export interface ChangeRow {
+  readonly seq: number;
+  readonly csi: string;
+  readonly atMs: number;
+}
 
 interface MappingSqlRow {
   csi: string;
@@ -232,6 +265,16 @@ export interface MappingStore {
   enrolled(mspId: string): EnrolledMsp | undefined;
   enrolledByIdentity(tlsIdentity: string): EnrolledMsp[];
   listEnrolled(): EnrolledMsp[];
+  /** Identity of this store's change log; a new store gets a new one. */
+  logId(): string;
+  /** Last sequence number given (0 for none) and the oldest still held (latest + 1 when empty). */
+  logBounds(): { oldest: number; latest: number };
+  changeAt(seq: number): ChangeRow | undefined;
+  changesSince(seq: number, limit: number): ChangeRow[];
+  /** Drops events older than `ms`, at most `limit`; returns how many. */
+  pruneChangesBefore(ms: number, limit: number): number;
+  /** Calls `listener` after each commit that added to the change log. */
+  onChangeLogged(listener: () => void): void;
   /** Runs `f` in one transaction (nested calls join the outer one). */
   transaction<T>(f: () => T): T;
   close(): void;
@@ -331,6 +374,27 @@ export function openMappingStore(path: string): MappingStore {
     enrolled: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE msp_id = ?"),
     byIdentity: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE tls_identity = ?"),
     listEnrolled: db.prepare<[], MspRow>("SELECT * FROM enrolled_msps ORDER BY msp_id"),
+    logId: db.prepare<[], { value: string }>("SELECT value FROM store_meta WHERE key = 'log_id'"),
+    latestSeq: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'change_log'"),
+    oldestSeq: db.prepare<[], { seq: number | null }>("SELECT min(seq) AS seq FROM change_log"),
+    changeAt: db.prepare<[number], ChangeSqlRow>("SELECT * FROM change_log WHERE seq = ?"),
+    changesSince: db.prepare<[number, number], ChangeSqlRow>(
+      "SELECT * FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
+    ),
+    pruneChanges: db.prepare<[number, number]>(
+      "DELETE FROM change_log WHERE seq IN (SELECT seq FROM change_log WHERE at_ms < ? ORDER BY seq LIMIT ?)",
+    ),
+  };
+  const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
+  // Watchers are told after commit, never from inside a transaction that may still roll back.
+  const listeners: (() => void)[] = [];
+  let announced = latestSeq();
+  const announce = () => {
+    if (db.inTransaction || listeners.length === 0) return;
+    const seq = latestSeq();
+    if (seq === announced) return;
+    announced = seq;
+    for (const l of listeners) l();
   };
   const wrap = <T>(what: string, f: () => T): T => {
     try {
@@ -344,13 +408,21 @@ export function openMappingStore(path: string): MappingStore {
     <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
     (...a: A) =>
       wrap(what, () => f(...a));
+  // Writes that may touch mappings or opt-outs, and so the change log.
+  const logged =
+    <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
+    (...a: A) => {
+      const r = wrap(what, () => f(...a));
+      announce();
+      return r;
+    };
   return {
     mappings: w("lookup", (csi) => q.mappings.all(csi).map(mappingOf)),
     mapping: w("lookup", (csi, msp, ssi) => {
       const r = q.mapping.get(csi, msp, ssi);
       return r && mappingOf(r);
     }),
-    putMapping: w("store", (m) => {
+    putMapping: logged("store", (m) => {
       q.putMapping.run({
         csi: m.csi,
         msp_id: m.mspId,
@@ -364,7 +436,7 @@ export function openMappingStore(path: string): MappingStore {
         dp_sig: m.dpSig,
       });
     }),
-    updateMapping: w("store", (csi, msp, ssi, f) => {
+    updateMapping: logged("store", (csi, msp, ssi, f) => {
       q.updateMapping.run({
         csi,
         msp_id: msp,
@@ -374,13 +446,13 @@ export function openMappingStore(path: string): MappingStore {
         dp_sig: f.dpSig,
       });
     }),
-    deleteMapping: w("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
+    deleteMapping: logged("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
     expired: w("expiry scan", (now, limit) => q.expired.all(now, limit).map(mappingOf)),
     count: () => q.count.get()?.n ?? 0,
     legacyCount: () => q.legacyCount.get()?.n ?? 0,
     optedOutAt: (csi) => q.optedOut.get(csi)?.at_ms,
-    setOptOut: w("opt-out", (csi, at) => void q.setOptOut.run(csi, at)),
-    clearOptOut: w("opt-out", (csi) => void q.clearOptOut.run(csi)),
+    setOptOut: logged("opt-out", (csi, at) => void q.setOptOut.run(csi, at)),
+    clearOptOut: logged("opt-out", (csi) => void q.clearOptOut.run(csi)),
     insertChallenge: w(
       "challenge",
       (c) => void q.insertChallenge.run({ ...c, statement: c.statement, codeHash: c.codeHash }),
@@ -444,9 +516,35 @@ export function openMappingStore(path: string): MappingStore {
     },
     enrolledByIdentity: (identity) => q.byIdentity.all(identity).map(mspOf),
     listEnrolled: () => q.listEnrolled.all().map(mspOf),
-    transaction: (f) => wrap("transaction", () => db.transaction(f)()),
+    logId: () => q.logId.get()?.value ?? "",
+    logBounds: () => {
+      const latest = latestSeq();
+      return { oldest: q.oldestSeq.get()?.seq ?? latest + 1, latest };
+    },
+    changeAt: (seq) => {
+      const r = q.changeAt.get(seq);
+      return r && { seq: r.seq, csi: r.csi, atMs: r.at_ms };
+    },
+    changesSince: (seq, limit) =>
+      q.changesSince.all(seq, limit).map((r) => ({ seq: r.seq, csi: r.csi, atMs: r.at_ms })),
+    pruneChangesBefore: w("change log pruning", (ms, limit) => q.pruneChanges.run(ms, limit).changes),
+    onChangeLogged: (l) => {
+      announced = latestSeq();
+      listeners.push(l);
+    },
+    transaction: (f) => {
+      const r = wrap("transaction", () => db.transaction(f)());
+      announce();
+      return r;
+    },
     close: () => db.close(),
   };
+}
+
+interface ChangeSqlRow {
+  seq: number;
+  csi: string;
+  at_ms: number;
 }
 
 interface ChallengeSqlRow {

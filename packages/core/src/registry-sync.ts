@@ -6,6 +6,7 @@ import { dirname } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { sleepUnlessAborted } from "./clock.js";
 import { changeFromProto, snapshotFromProto, snapshotToProto } from "./convert.js";
 import { RegistrySnapshotSchema } from "./gen/mimi/discovery/v1/common_pb.js";
 import { RootService } from "./gen/mimi/discovery/v1/root_pb.js";
@@ -28,8 +29,13 @@ export interface RegistrySyncOptions {
   persistPath?: string;
   /** Called after each change is applied (not after snapshots). */
   onChange?: (change: RegistryChange, view: RegistryView) => void;
-  /** Called after a snapshot replaced the copy. */
-  onSnapshot?: (view: RegistryView) => void;
+  /**
+   * A copy the caller keeps itself (a secondary root keeps it in its own store), used instead
+   * of `persistPath`: adopted when its signature verifies, ignored with a warning otherwise.
+   */
+  initialCopy?: RegistryData;
+  /** Called after a snapshot replaced the copy; `data` carries the root's signature. */
+  onSnapshot?: (view: RegistryView, data: RegistryData) => void;
   /** Longest pause between reconnect attempts. */
   maxBackoffMs?: number;
 }
@@ -64,8 +70,8 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     }
   };
 
-  if (opts.persistPath) {
-    const saved = loadPersisted(opts.persistPath, log);
+  if (opts.persistPath || opts.initialCopy) {
+    const saved = opts.persistPath ? loadPersisted(opts.persistPath, log) : opts.initialCopy;
     let trusted = false;
     try {
       if (saved) accept(saved, "saved registry copy");
@@ -113,7 +119,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
             view.replace(data);
             verified = data;
             log.info({ serial: view.serial.toString(), root: channel.address }, "registry snapshot applied");
-            opts.onSnapshot?.(view);
+            opts.onSnapshot?.(view, data);
             save();
           } else if (ev.case === "change") {
             const change = changeFromProto(ev.value);
@@ -151,7 +157,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
       }
       isConnected = false;
       if (!progressed) backoffMs = Math.min(backoffMs * 2, maxBackoffMs);
-      await sleep(backoffMs * (0.5 + Math.random() / 2), abort.signal);
+      await sleepUnlessAborted(backoffMs * (0.5 + Math.random() / 2), abort.signal);
     }
   })();
 
@@ -170,21 +176,6 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
       for (const c of channels) c.close();
     },
   };
-}
-
-/** Waits `ms` or until `signal` aborts, leaving no listener behind either way. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const onAbort = () => {
-      clearTimeout(t);
-      resolve();
-    };
-    const t = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 // The persisted form is the RegistrySnapshot message, the same bytes the root sends.

@@ -195,6 +195,11 @@ export class RegistryView {
     return this.dps.get(id);
   }
 
+  /** Every DP, in no particular order. */
+  allDps(): DpInfo[] {
+    return [...this.dps.values()];
+  }
+
   msp(id: string): MspInfo | undefined {
     return this.msps.get(id);
   }

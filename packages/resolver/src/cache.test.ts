@@ -53,3 +53,39 @@ test("least recently used entries are evicted at maxEntries", () => {
   assert.equal(cache.get("a")?.value, "1");
   assert.equal(cache.get("c")?.value, "3");
 });
+
+test("entries are found by their second key, collisions included, and the index follows evictions", () => {
+  // A deliberately colliding index: keys index by their first letter.
+  const { cache } = setup({ maxEntries: 3, indexKey: (k: string) => k.slice(0, 1) });
+  cache.set("a1", "x", 60);
+  cache.set("a2", "y", 60);
+  cache.set("b1", "z", 60);
+  cache.set("a1", "x2", 60); // an overwrite keeps a1 indexed once
+  assert.equal(cache.deleteIndexed("a"), 2);
+  assert.equal(cache.get("a1"), undefined);
+  assert.equal(cache.get("b1")?.value, "z");
+  assert.equal(cache.deleteIndexed("a"), 0);
+  // LRU eviction removes the evicted key from the index: c1..c3 push b1 out.
+  cache.set("c1", "1", 60);
+  cache.set("c2", "2", 60);
+  cache.set("c3", "3", 60);
+  assert.equal(cache.size, 3);
+  assert.equal(cache.deleteIndexed("b"), 0);
+  cache.delete("c2");
+  assert.equal(cache.deleteIndexed("c"), 2);
+  cache.set("d1", "4", 60);
+  cache.clear();
+  assert.equal(cache.deleteIndexed("d"), 0);
+});
+
+test("hits are counted per stored value and report the TTL it was stored with", () => {
+  const { cache, clock } = setup();
+  cache.set("k", "v", 100);
+  clock.now += 10_000;
+  assert.deepEqual(
+    [cache.get("k")?.hits, cache.get("k")?.hits, cache.get("k")?.ttlMs, cache.get("k")?.remainingMs],
+    [1, 2, 100_000, 90_000],
+  );
+  cache.set("k", "w", 50);
+  assert.equal(cache.get("k")?.hits, 1);
+});

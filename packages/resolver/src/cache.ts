@@ -1,6 +1,7 @@
 // The resolver's answer cache: LRU-bounded (lru-cache), TTLs clamped to [min, max],
 // expiry by an injected clock, and a bounded window in which expired entries may
-// still be served when upstreams fail (RFC 8767 "serve stale").
+// still be served when upstreams fail (RFC 8767 "serve stale"). Entries are also indexed
+// by a second key (the CSI's change hash), so a DP's change event finds them.
 
 import type { Clock } from "@mimi/core";
 import { LRUCache } from "lru-cache";
@@ -13,17 +14,27 @@ export interface TtlCacheOptions {
   /** How long after expiry an entry may still be served stale; 0 disables serve-stale. */
   staleWindowSeconds: number;
   now: Clock;
+  /** The second key of an entry (e.g. a hash of its key); several keys may share one. */
+  indexKey?: (key: string) => string;
 }
 
 /** A fresh hit. */
 export interface CacheHit<V> {
   readonly value: V;
   readonly remainingTtlSeconds: number;
+  readonly remainingMs: number;
+  /** The TTL the entry was stored with. */
+  readonly ttlMs: number;
+  /** Fresh hits since it was stored, this one included. */
+  readonly hits: number;
 }
 
 interface Entry<V> {
   value: V;
   expiresAtMs: number;
+  ttlMs: number;
+  hits: number;
+  index: string | undefined;
 }
 
 /** The cache. Values are stored as given; callers store frozen values so hits cannot be mutated. */
@@ -37,18 +48,49 @@ export interface TtlCache<V> {
   delete(key: string): boolean;
   /** Deletes every entry (fresh or stale) for which `drop` is true; returns how many. */
   prune(drop: (key: string, value: V) => boolean): number;
+  /** Deletes the entries whose second key is `index`; returns how many. */
+  deleteIndexed(index: string): number;
   clear(): void;
   readonly size: number;
 }
 
 /** Creates a TTL cache. */
 export function createTtlCache<V>(o: TtlCacheOptions): TtlCache<V> {
-  const lru = new LRUCache<string, Entry<V>>({ max: o.maxEntries });
+  // Second key -> key, or keys when several share it (a hash collision).
+  const index = new Map<string, string | string[]>();
+  const unindex = (ix: string, key: string) => {
+    const at = index.get(ix);
+    if (at === key) index.delete(ix);
+    else if (Array.isArray(at)) {
+      const rest = at.filter((k) => k !== key);
+      if (rest.length === 1) index.set(ix, rest[0] as string);
+      else index.set(ix, rest);
+    }
+  };
+  const lru = new LRUCache<string, Entry<V>>({
+    max: o.maxEntries,
+    // Overwrites keep the key, and so its index entry; every other removal drops it.
+    ...(o.indexKey
+      ? {
+          dispose: (e: Entry<V>, key: string, reason: LRUCache.DisposeReason) => {
+            if (reason !== "set" && e.index !== undefined) unindex(e.index, key);
+          },
+        }
+      : {}),
+  });
   const staleMs = o.staleWindowSeconds * 1000;
   return {
     set(key, value, ttlSeconds) {
       const ttl = Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds);
-      lru.set(key, { value, expiresAtMs: o.now() + ttl * 1000 });
+      const before = lru.peek(key);
+      const ix = before ? before.index : o.indexKey?.(key);
+      lru.set(key, { value, expiresAtMs: o.now() + ttl * 1000, ttlMs: ttl * 1000, hits: 0, index: ix });
+      if (ix !== undefined && !before) {
+        const at = index.get(ix);
+        if (at === undefined) index.set(ix, key);
+        else if (Array.isArray(at)) at.push(key);
+        else index.set(ix, [at, key]);
+      }
       return ttl;
     },
     get(key) {
@@ -59,7 +101,14 @@ export function createTtlCache<V>(o: TtlCacheOptions): TtlCache<V> {
         if (-remainingMs >= staleMs) lru.delete(key);
         return undefined;
       }
-      return { value: e.value, remainingTtlSeconds: Math.ceil(remainingMs / 1000) };
+      e.hits++;
+      return {
+        value: e.value,
+        remainingTtlSeconds: Math.ceil(remainingMs / 1000),
+        remainingMs,
+        ttlMs: e.ttlMs,
+        hits: e.hits,
+      };
     },
     getStale(key) {
       const e = lru.peek(key);
@@ -77,7 +126,18 @@ export function createTtlCache<V>(o: TtlCacheOptions): TtlCache<V> {
       for (const key of doomed) lru.delete(key);
       return doomed.length;
     },
-    clear: () => lru.clear(),
+    deleteIndexed(ix) {
+      const at = index.get(ix);
+      if (at === undefined) return 0;
+      const keys = Array.isArray(at) ? [...at] : [at];
+      let n = 0;
+      for (const k of keys) if (lru.delete(k)) n++;
+      return n;
+    },
+    clear() {
+      lru.clear();
+      index.clear();
+    },
     get size() {
       return lru.size;
     },

@@ -10,6 +10,10 @@ export interface CacheConfig {
   readonly negativeMaxTtlSeconds: number;
   readonly staleWindowSeconds: number;
   readonly staleAnswerTtlSeconds: number;
+  /** Fresh hits an answer needs within its TTL to be refreshed before it expires; 0 turns prefetch off. */
+  readonly prefetchMinHits: number;
+  /** Refresh once less than this percentage of the TTL remains. */
+  readonly prefetchPercent: number;
 }
 
 /** Validated resolver configuration. */
@@ -24,6 +28,8 @@ export interface ResolverConfig {
   readonly cache: CacheConfig;
   /** Deadline of one attempt at one DP endpoint. */
   readonly upstreamTimeoutMs: number;
+  /** Certificate identities allowed to call ResolverAdminService (flush, stats). */
+  readonly admins: readonly string[];
   readonly logLevel: string;
   /** File holding the pinned root key (trust anchor): the registry and, through it, every answer verify against it. */
   readonly rootPublicKey: string;
@@ -41,6 +47,8 @@ const DEFAULTS = {
     negativeMaxTtlSeconds: 300,
     staleWindowSeconds: 86_400,
     staleAnswerTtlSeconds: 30,
+    prefetchMinHits: 2,
+    prefetchPercent: 10,
   },
 } as const;
 
@@ -57,6 +65,8 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     negativeMaxTtlSeconds: c.integer("negativeMaxTtlSeconds", d.negativeMaxTtlSeconds, 0, 86_400),
     staleWindowSeconds: c.integer("staleWindowSeconds", d.staleWindowSeconds, 0, 7 * 86_400),
     staleAnswerTtlSeconds: c.integer("staleAnswerTtlSeconds", d.staleAnswerTtlSeconds, 1, 3_600),
+    prefetchMinHits: c.integer("prefetchMinHits", d.prefetchMinHits, 0, 1_000_000),
+    prefetchPercent: c.integer("prefetchPercent", d.prefetchPercent, 1, 90),
   };
   c.done();
   if (cache.minTtlSeconds > cache.maxTtlSeconds)
@@ -69,6 +79,7 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     dataDir: dataDir === undefined ? undefined : resolve(baseDir, dataDir),
     cache,
     upstreamTimeoutMs: r.integer("upstreamTimeoutMs", DEFAULTS.upstreamTimeoutMs, 50, 60_000),
+    admins: r.stringList("admins", []),
     logLevel: r.string("logLevel", DEFAULTS.logLevel),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
   };

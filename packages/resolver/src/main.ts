@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import {
   addHealthService,
+  changeHashHex,
   channelCredentials,
   createGrpcServer,
   createLogger,
@@ -20,6 +21,7 @@ import {
   verifyOutcome,
 } from "@mimi/core";
 import { createTtlCache } from "./cache.js";
+import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig } from "./config.js";
 import { bindResolverServer } from "./server.js";
 import { type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
@@ -40,16 +42,23 @@ async function main(): Promise<void> {
   let synced = false;
   // Registry changes reach the service once it exists (the sync starts first, to load the copy).
   let service: ResolverService | undefined;
+  let subscriptions: ChangeSubscriptions | undefined;
   const sync = startRegistrySync({
     rootEndpoints: config.rootEndpoints,
     credentials: channelCredentials(tls),
     log,
     rootPublicKey: loadPublicKey(config.rootPublicKey),
-    onChange: (change) => service?.registryChanged(change),
-    onSnapshot: () => service?.registryReplaced(),
+    onChange: (change) => {
+      service?.registryChanged(change);
+      if (change.kind === "put_dp" || change.kind === "delete_dp") subscriptions?.reconcile();
+    },
+    onSnapshot: () => {
+      service?.registryReplaced();
+      subscriptions?.reconcile();
+    },
     ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
   });
-  const cache = createTtlCache<CachedAnswer>({ ...config.cache, now: systemClock });
+  const cache = createTtlCache<CachedAnswer>({ ...config.cache, now: systemClock, indexKey: changeHashHex });
   const keys = registryKeys(sync.view);
   const upstream = createUpstream({ tls, log, attemptTimeoutMs: config.upstreamTimeoutMs });
   const resolver = createResolverService({
@@ -61,14 +70,35 @@ async function main(): Promise<void> {
     negativeMaxTtlSeconds: config.cache.negativeMaxTtlSeconds,
     staleAnswerTtlSeconds: config.cache.staleAnswerTtlSeconds,
     verify: (csi, outcome) => verifyOutcome(csi, outcome, keys, systemClock()),
+    prefetch: {
+      minHits: config.cache.prefetchMinHits,
+      remainingFraction: config.cache.prefetchPercent / 100,
+    },
+    now: systemClock,
   });
+  const subs = createChangeSubscriptions({
+    registry: sync.view,
+    upstream,
+    sink: resolver,
+    log,
+    now: systemClock,
+    maxBackoffMs: 5_000,
+  });
+  subscriptions = subs;
   const server = createGrpcServer();
   service = resolver;
-  bindResolverServer(server, resolver, { log, registry: sync.view });
+  bindResolverServer(server, resolver, {
+    log,
+    registry: sync.view,
+    admins: config.admins,
+    subscriptions: subs,
+    registryConnected: () => sync.connected(),
+  });
   const health = addHealthService(server, log, [pb.ResolverService.typeName]);
   // Resolution needs the registry copy (from a root or from disk); NOT_SERVING until then.
   void sync.ready.then(() => {
     synced = true;
+    subs.reconcile();
     health.setServing(true);
   });
   const port = await listen(server, config.host, config.port, serverCredentials(tls));
@@ -81,6 +111,7 @@ async function main(): Promise<void> {
     log.info({ signal, ...resolver.stats }, "shutdown");
     health.setServing(false);
     sync.close();
+    subs.close();
     upstream.close();
     await shutdown(server, 2_000);
     process.exit(0);

@@ -7,6 +7,7 @@ import {
   type CallContext,
   csiHash,
   DEFAULT_PARAMS,
+  DiscoveryError,
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
@@ -18,16 +19,30 @@ import {
   type RegistryView,
   toWireStatus,
 } from "@mimi/core";
-import type { Resolution, ResolverService } from "./service.js";
+import type { ChangeSubscriptions } from "./changes.js";
+import type { FlushScope, Resolution, ResolverService } from "./service.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 export const MAX_STREAM_INFLIGHT = 1_024;
 
-/** Registers ResolverService on `server`. Any caller with a certificate from the CA may resolve. */
+/** Options of the resolver's gRPC binding. */
+export interface ResolverServerOptions {
+  log: Logger;
+  registry: RegistryView;
+  /** Identities allowed to call ResolverAdminService. */
+  admins: readonly string[];
+  subscriptions: ChangeSubscriptions;
+  registryConnected: () => boolean;
+}
+
+/**
+ * Registers ResolverService (any caller with a certificate from the CA may resolve) and
+ * ResolverAdminService (admins only) on `server`.
+ */
 export function bindResolverServer(
   server: grpc.Server,
   service: ResolverService,
-  opts: { log: Logger; registry: RegistryView },
+  opts: ResolverServerOptions,
 ): void {
   const { log, registry } = opts;
   const indexOf = (mspId: string) => registry.msp(mspId)?.index;
@@ -115,5 +130,80 @@ export function bindResolverServer(
       },
     },
     { log },
+  );
+
+  const admins = new Set(opts.admins);
+  addService(
+    server,
+    pb.ResolverAdminService,
+    {
+      async flush(req, ctx) {
+        const s = req.scope;
+        let scope: FlushScope;
+        let what: string;
+        if (s.case === "csi") {
+          const csi = parseCsi(s.value);
+          scope = { csi };
+          what = `csi ${csiHash(csi.uri)}`;
+        } else if (s.case === "dpId" && s.value) {
+          scope = { dpId: s.value };
+          what = `dp ${s.value}`;
+        } else if (s.case === "all" && s.value) {
+          scope = "all";
+          what = "all";
+        } else {
+          throw new DiscoveryError(
+            "invalid_argument",
+            "say what to flush: a csi, a non-empty dp_id, or all = true",
+          );
+        }
+        const evicted = service.flush(scope);
+        log.info({ actor: ctx.peer.name, scope: what, evicted }, "cache flushed");
+        return { evicted: BigInt(evicted) };
+      },
+      async getStats() {
+        const st = service.stats;
+        const n = (v: number) => BigInt(v);
+        return {
+          cacheEntries: n(service.cacheSize),
+          hits: n(st.hits),
+          misses: n(st.misses),
+          stale: n(st.stale),
+          prefetches: n(st.prefetches),
+          invalidations: n(st.invalidations),
+          resyncs: n(st.resyncs),
+          evictedByRegistry: n(st.evictedByRegistry),
+          flushed: n(st.flushed),
+          upstreamRequests: n(st.upstreamRequests),
+          upstreamFailures: n(st.upstreamFailures),
+          verificationFailures: n(st.verificationFailures),
+          registrySerial: registry.serial,
+          registryConnected: opts.registryConnected(),
+          subscriptions: opts.subscriptions
+            .states()
+            .sort((a, b) => (a.dpId < b.dpId ? -1 : 1))
+            .map((x) => ({
+              dpId: x.dpId,
+              connected: x.connected,
+              logId: x.logId,
+              seq: n(x.seq),
+              events: n(x.events),
+              resyncs: n(x.resyncs),
+              lastEventAtMs: n(x.lastEventAtMs),
+            })),
+        };
+      },
+    },
+    {
+      log,
+      authorize(peer) {
+        if (!admins.has(peer.name)) {
+          throw new DiscoveryError(
+            "permission_denied",
+            `identity "${peer.name}" is not an admin of this resolver`,
+          );
+        }
+      },
+    },
   );
 }

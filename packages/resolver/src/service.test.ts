@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
+  changeHashHex,
   createLogger,
   DiscoveryError,
   type DpInfo,
@@ -49,12 +50,15 @@ function fakeUpstream() {
       if (state.fail) throw new DiscoveryError("upstream_unavailable", "down");
       return state.outcome;
     },
+    channel() {
+      throw new Error("no channels in unit tests");
+    },
     close() {},
   };
   return { state, upstream };
 }
 
-function setup() {
+function setup(prefetch = { minHits: 0, remainingFraction: 0.1 }) {
   const clock = { now: 1_000_000 };
   const cache = createTtlCache<CachedAnswer>({
     maxEntries: 100,
@@ -62,6 +66,7 @@ function setup() {
     maxTtlSeconds: 3600,
     staleWindowSeconds: 600,
     now: () => clock.now,
+    indexKey: changeHashHex,
   });
   const { state, upstream } = fakeUpstream();
   const reg = registry();
@@ -77,6 +82,8 @@ function setup() {
       state.verified.push([csi, outcome]);
       if (state.verifyRefuses) throw new DiscoveryError("verification_failed", state.verifyRefuses);
     },
+    prefetch,
+    now: () => clock.now,
   });
   return { clock, state, service, reg };
 }
@@ -278,4 +285,110 @@ test("a verified answer gone stale is served when the DP's new answer fails veri
   assert.equal(fresh.source, "upstream");
   assert.equal(fresh.outcome, state.outcome);
   assert.equal(fresh.ttlSeconds, 600);
+});
+
+test("a change event evicts the cached answer, a negative one included, and only that CSI's", async () => {
+  const { state, service } = setup();
+  const other = parseCsi("tel:+447700900999");
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60 };
+  await service.resolve(CSI);
+  await service.resolve(other);
+  assert.equal((await service.resolve(CSI)).source, "cache");
+  service.changed(changeHashHex(CSI.uri));
+  assert.equal(service.stats.invalidations, 1);
+  state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 };
+  const r = await service.resolve(CSI);
+  assert.equal(r.source, "upstream");
+  assert.equal(r.outcome.kind, "answer");
+  assert.equal((await service.resolve(other)).source, "cache");
+  // An event for a CSI nobody cached evicts nothing.
+  service.changed(changeHashHex("tel:+447700900555"));
+  assert.equal(service.stats.invalidations, 1);
+});
+
+test("an answer whose lookup raced a change event for its CSI is asked again, not cached", async () => {
+  const { state, service } = setup();
+  let open: () => void = () => {};
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60 };
+  const pending = service.resolve(CSI);
+  await nextTurn();
+  // The mapping is created while the first lookup is out; its event overtakes the answer.
+  service.changed(changeHashHex(CSI.uri));
+  state.gate = undefined;
+  open();
+  state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 };
+  // The first answer (read before the change in a real DP) is replaced by a second lookup.
+  const r = await pending;
+  assert.equal(state.calls, 2);
+  assert.equal(r.outcome.kind, "answer");
+  assert.equal((await service.resolve(CSI)).outcome.kind, "answer");
+});
+
+test("a resync drops every answer from that DP and counts only when it is not a first subscription", async () => {
+  const { service } = setup();
+  await service.resolve(CSI);
+  await service.resolve(parseCsi("tel:+447700900999"));
+  assert.equal(service.cacheSize, 2);
+  assert.equal(service.resync("eu", false), 2);
+  assert.equal(service.stats.resyncs, 0);
+  await service.resolve(CSI);
+  assert.equal(service.resync("us", true), 0);
+  assert.equal(service.resync("eu", true), 1);
+  assert.equal(service.stats.resyncs, 2);
+  assert.equal(service.cacheSize, 0);
+});
+
+test("flush drops one CSI, one DP's answers, or everything", async () => {
+  const { service } = setup();
+  const other = parseCsi("tel:+447700900999");
+  await service.resolve(CSI);
+  await service.resolve(other);
+  assert.equal(service.flush({ csi: CSI }), 1);
+  assert.equal(service.flush({ csi: CSI }), 0);
+  assert.equal((await service.resolve(other)).source, "cache");
+  assert.equal(service.flush({ dpId: "us" }), 0);
+  assert.equal(service.flush({ dpId: "eu" }), 1);
+  await service.resolve(CSI);
+  assert.equal(service.flush("all"), 1);
+  assert.equal(service.stats.flushed, 3);
+  assert.equal(service.cacheSize, 0);
+});
+
+test("a popular answer is refreshed in the background shortly before it expires", async () => {
+  const { clock, state, service } = setup({ minHits: 2, remainingFraction: 0.1 });
+  await service.resolve(CSI); // ttl 60 s
+  assert.equal(state.calls, 1);
+  clock.now += 30_000;
+  await service.resolve(CSI); // hit 1, half the TTL left: nothing to do
+  clock.now += 25_000;
+  await service.resolve(CSI); // hit 2 with 5 s of 60 left: popular and near expiry
+  await nextTurn();
+  assert.equal(state.calls, 2, "refreshed once the answer is popular and near expiry");
+  assert.equal(service.stats.prefetches, 1);
+  assert.equal(service.stats.misses, 1);
+  // The refreshed entry has its full TTL again, and was never missed.
+  clock.now += 10_000;
+  const r = await service.resolve(CSI);
+  assert.equal(r.source, "cache");
+  assert.equal(r.ttlSeconds, 50);
+});
+
+test("an answer asked once is left to expire; a failed prefetch keeps the fresh answer", async () => {
+  const { clock, state, service } = setup({ minHits: 2, remainingFraction: 0.5 });
+  await service.resolve(CSI);
+  clock.now += 40_000;
+  await service.resolve(CSI); // one hit: not popular
+  await nextTurn();
+  assert.equal(state.calls, 1);
+  state.fail = true;
+  await service.resolve(CSI); // second hit: prefetch, which fails
+  await nextTurn();
+  await nextTurn();
+  assert.equal(state.calls, 2);
+  const r = await service.resolve(CSI);
+  assert.equal(r.source, "cache");
+  assert.equal(r.stale, false);
 });

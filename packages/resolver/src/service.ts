@@ -1,11 +1,15 @@
 // Resolver logic, protocol-free: cache -> (one in-flight walk per CSI) -> local registry
 // copy -> authoritative -> cache with clamped TTL; serves stale answers when DPs fail.
+// Freshness: DPs' change events evict answers at once (positive and negative, R20), a log
+// that cannot be continued drops all of that DP's answers, popular answers are refreshed
+// shortly before they expire, and an operator can flush.
 //
 // Walk invariant: the resolver holds the whole delegation table (synced from the root), so a
 // walk is one referral lookup in memory plus one call to an authoritative, which never
 // recurses. There is no referral chain to loop through.
 import {
   type Csi,
+  changeHashHex,
   covers,
   csiHash,
   DiscoveryError,
@@ -40,6 +44,14 @@ export interface ResolverStats {
   hits: number;
   misses: number;
   stale: number;
+  /** Popular answers refreshed in the background shortly before they expired. */
+  prefetches: number;
+  /** Cached answers dropped by DP change events. */
+  invalidations: number;
+  /** Times every answer from one DP was dropped because its change log could not be continued. */
+  resyncs: number;
+  /** Cached answers dropped by an operator's flush. */
+  flushed: number;
   upstreamRequests: number;
   upstreamFailures: number;
   /** Cached answers dropped because their delegation changed. */
@@ -48,6 +60,9 @@ export interface ResolverStats {
   verificationFailures: number;
 }
 
+/** What an operator's flush drops. */
+export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "all";
+
 /** The resolver's operations. */
 export interface ResolverService {
   resolve(csi: Csi): Promise<Resolution>;
@@ -55,7 +70,25 @@ export interface ResolverService {
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
   registryReplaced(): void;
+  /** A DP changed the mappings of the CSI with this change hash (hex): drops its answers. */
+  changed(hashHex: string): void;
+  /**
+   * A DP's change log cannot be continued from where we were: drops every answer it gave.
+   * `counted` is false for a first subscription, which is expected rather than a fault.
+   */
+  resync(dpId: string, counted: boolean): number;
+  /** Drops cached answers; returns how many. */
+  flush(scope: FlushScope): number;
+  readonly cacheSize: number;
   readonly stats: Readonly<ResolverStats>;
+}
+
+/** Background refresh of popular answers (like Unbound's prefetch). */
+export interface PrefetchPolicy {
+  /** Fresh hits an answer needs within its TTL to be refreshed; 0 turns prefetch off. */
+  readonly minHits: number;
+  /** Refresh once less than this share of the TTL remains (0..1). */
+  readonly remainingFraction: number;
 }
 
 /** Options of the resolver service. */
@@ -74,7 +107,17 @@ export interface ResolverServiceOptions {
    * throws verification_failed when it does not hold; such answers are never cached or served.
    */
   verify: (csi: string, outcome: LookupOutcome) => void;
+  prefetch: PrefetchPolicy;
+  /** Clock for the record of recent change events. */
+  now: () => number;
 }
+
+/**
+ * How long a change event is remembered: an answer whose lookup started before the event
+ * and arrived after it may predate the change, so it is asked again rather than cached.
+ * Longer than any lookup may take (attempt timeout times endpoints).
+ */
+const RECENT_CHANGE_MS = 60_000;
 
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
@@ -86,15 +129,35 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     stale: 0,
     upstreamRequests: 0,
     upstreamFailures: 0,
+    prefetches: 0,
+    invalidations: 0,
+    resyncs: 0,
+    flushed: 0,
     evictedByRegistry: 0,
     verificationFailures: 0,
+  };
+  // Change events seen lately: hash -> event number, with a time-ordered queue to forget them.
+  let eventCount = 0;
+  const recent = new Map<string, number>();
+  const recentQueue: { atMs: number; hash: string; n: number }[] = [];
+  let recentHead = 0;
+  const forgetOldEvents = () => {
+    const cutoff = o.now() - RECENT_CHANGE_MS;
+    while (recentHead < recentQueue.length && (recentQueue[recentHead] as { atMs: number }).atMs < cutoff) {
+      const e = recentQueue[recentHead++] as { hash: string; n: number };
+      if (recent.get(e.hash) === e.n) recent.delete(e.hash);
+    }
+    if (recentHead > 1024 && recentHead * 2 > recentQueue.length) {
+      recentQueue.splice(0, recentHead);
+      recentHead = 0;
+    }
   };
   // The DP an answer must come from now; "" when no delegation covers the key.
   const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
   const store = (csi: Csi, outcome: LookupOutcome, ttlSeconds: number, stale = false) =>
     o.cache.set(csi.uri, Object.freeze({ outcome, key: csi.key, ...(stale ? { stale } : {}) }), ttlSeconds);
 
-  const walk = async (csi: Csi, attempt = 0): Promise<Resolution> => {
+  const walk = async (csi: Csi, attempt = 0, background = false): Promise<Resolution> => {
     if (!o.registryReady()) {
       throw new DiscoveryError(
         "not_ready",
@@ -119,6 +182,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         `the registry delegates to DP "${delegation.dpId}" but lists no such DP`,
       );
     }
+    const startedAt = eventCount;
     try {
       stats.upstreamRequests++;
       const outcome = await o.upstream.lookup(dp, csi.uri);
@@ -135,7 +199,13 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
-        if (attempt === 0) return walk(csi, 1);
+        if (attempt === 0) return walk(csi, 1, background);
+        return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
+      }
+      if (startedAt !== eventCount && (recent.get(changeHashHex(csi.uri)) ?? -1) >= startedAt) {
+        // A change event for this CSI arrived while the lookup was out: the answer may predate
+        // the change (the event and the answer travel on different streams). Ask again.
+        if (attempt === 0) return walk(csi, 1, background);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
@@ -146,6 +216,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
     } catch (err) {
       stats.upstreamFailures++;
+      // A failed prefetch leaves the fresh entry as it is.
+      if (background) throw err;
       const e = err as DiscoveryError;
       const stale = o.cache.getStale(csi.uri);
       // Only an answer from the DP that holds the range today may be served stale.
@@ -181,12 +253,35 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
+  const single = (csi: Csi, background: boolean) => {
+    let p = inflight.get(csi.uri);
+    if (!p) {
+      p = walk(csi, 0, background).finally(() => inflight.delete(csi.uri));
+      inflight.set(csi.uri, p);
+    }
+    return p;
+  };
+  const { minHits, remainingFraction } = o.prefetch;
+
   return {
     stats,
     resolve(csi) {
       const hit = o.cache.get(csi.uri);
       if (hit) {
         stats.hits++;
+        if (
+          minHits > 0 &&
+          hit.hits >= minHits &&
+          hit.remainingMs <= hit.ttlMs * remainingFraction &&
+          hit.value.stale !== true &&
+          !inflight.has(csi.uri)
+        ) {
+          // Refreshed in the background; this query is answered from the cache at once.
+          stats.prefetches++;
+          single(csi, true).catch((err: Error) => {
+            log.debug({ csi: csiHash(csi.uri), err: err.message }, "prefetch failed");
+          });
+        }
         return Promise.resolve({
           outcome: hit.value.outcome,
           ttlSeconds: hit.remainingTtlSeconds,
@@ -196,12 +291,43 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       stats.misses++;
       // Concurrent misses for one CSI share a single upstream request.
-      let p = inflight.get(csi.uri);
-      if (!p) {
-        p = walk(csi).finally(() => inflight.delete(csi.uri));
-        inflight.set(csi.uri, p);
+      return single(csi, false);
+    },
+    changed(hashHex) {
+      eventCount++;
+      recent.set(hashHex, eventCount);
+      recentQueue.push({ atMs: o.now(), hash: hashHex, n: eventCount });
+      forgetOldEvents();
+      stats.invalidations += o.cache.deleteIndexed(hashHex);
+    },
+    resync(dpId, counted) {
+      const n = o.cache.prune((_uri, v) => v.outcome.dpId === dpId);
+      if (counted) {
+        stats.resyncs++;
+        log.warn(
+          { dp: dpId, dropped: n },
+          "change log could not be continued; dropped this DP's cached answers",
+        );
+      } else if (n > 0) {
+        log.info({ dp: dpId, dropped: n }, "new change subscription; dropped this DP's cached answers");
       }
-      return p;
+      return n;
+    },
+    flush(scope) {
+      let n: number;
+      if (scope === "all") {
+        n = o.cache.size;
+        o.cache.clear();
+      } else if ("csi" in scope) {
+        n = o.cache.delete(scope.csi.uri) ? 1 : 0;
+      } else {
+        n = o.cache.prune((_uri, v) => v.outcome.dpId === scope.dpId);
+      }
+      stats.flushed += n;
+      return n;
+    },
+    get cacheSize() {
+      return o.cache.size;
     },
     registryChanged(change) {
       // Only delegation edits move answers; the changed key bounds which entries to check.

@@ -23,6 +23,8 @@ import {
 export interface Upstream {
   /** Looks up a canonical CSI at the DP, trying its endpoints in order. */
   lookup(dp: DpInfo, csi: string): Promise<LookupOutcome>;
+  /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
+  channel(dp: DpInfo, endpoint: string): Channel;
   close(): void;
 }
 
@@ -146,22 +148,27 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   // The endpoint that answered last, per DP: tried first next time.
   const preferred = new Map<string, string>();
 
+  const channelFor = (dp: DpInfo, endpoint: string) => {
+    const k = `${dp.tlsIdentity}|${endpoint}`;
+    let ch = channels.get(k);
+    if (!ch) {
+      ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
+      channels.set(k, ch);
+    }
+    return ch;
+  };
   const muxFor = (dp: DpInfo, endpoint: string) => {
     const k = `${dp.tlsIdentity}|${endpoint}`;
     let mux = muxes.get(k);
     if (!mux || mux.dead) {
-      let ch = channels.get(k);
-      if (!ch) {
-        ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
-        channels.set(k, ch);
-      }
-      mux = new LookupMux(ch, `LookupStream at ${endpoint}`, o.attemptTimeoutMs);
+      mux = new LookupMux(channelFor(dp, endpoint), `LookupStream at ${endpoint}`, o.attemptTimeoutMs);
       muxes.set(k, mux);
     }
     return mux;
   };
 
   return {
+    channel: channelFor,
     async lookup(dp, csi) {
       if (dp.endpoints.length === 0) {
         throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);

@@ -1,6 +1,7 @@
 // The `mimi` command: one CLI for every role. `resolve` for MSPs and operators,
 // `root` for registry admins, `auth` for authoritative operators, `claim` for MSPs acting
-// at a DP (claim.ts), `dev-pki` for the local PKI.
+// at a DP (claim.ts), `resolver` for resolver operators (resolver-admin.ts), `dev-pki` for
+// the local PKI.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { bitsSet } from "../answer.js";
@@ -25,6 +26,7 @@ import {
 import { type FeedLine, parseFeed } from "./jsonl.js";
 import { publicKeyArg } from "./keys.js";
 import { isoTime, json, mappingJson, out } from "./output.js";
+import { addResolverCommands } from "./resolver-admin.js";
 
 const program = new Command("mimi")
   .description(
@@ -574,6 +576,7 @@ addTlsOptions(
 });
 
 addClaimCommands(program);
+addResolverCommands(program);
 
 // ---- dev ------------------------------------------------------------------------------
 program

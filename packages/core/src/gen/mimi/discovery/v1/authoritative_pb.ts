@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Answer, Delegation, ItemError, LookupOptions } from "./common_pb.js";
+import type { Answer, Delegation, ItemError, LookupOptions, Mapping } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,225 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJpChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpoBChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJPCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCKeAQoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEKnYKCUZlZWRFdmVudBIaChZGRUVEX0VWRU5UX1VOU1BFQ0lGSUVEEAASGwoXRkVFRF9FVkVOVF9ESVNDT05ORUNURUQQARIZChVGRUVEX0VWRU5UX1JFQVNTSUdORUQQAhIVChFGRUVEX0VWRU5UX1BPUlRFRBADMsoBChRBdXRob3JpdGF0aXZlU2VydmljZRJNCgZMb29rdXASIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXF1ZXN0GiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2USYwoMTG9va3VwU3RyZWFtEiYubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlc3BvbnNlKAEwATKqAwoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQicgoOQ2hhbmdlTG9nU3RhcnQSDgoGbG9nX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIvCgZyZXN5bmMYAyABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5SZXN5bmNSZWFzb24SEgoKb2xkZXN0X3NlcRgEIAEoBCI+Cg5NYXBwaW5nQ2hhbmdlZBILCgNzZXEYASABKAQSEAoIY3NpX2hhc2gYAiABKAwSDQoFYXRfbXMYAyABKAMiIAoRQ2hhbmdlTG9nQ2F1Z2h0VXASCwoDc2VxGAEgASgEIlIKFkludmFsaWRhdGVPbGRlclJlcXVlc3QSCwoDY3NpGAEgASgJEisKB21hcHBpbmcYAiABKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nIj0KF0ludmFsaWRhdGVPbGRlclJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0SEQoJY29udGVzdGVkGAIgASgNImkKE0xvb2t1cFN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMimgEKFExvb2t1cFN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNQoIcmVzcG9uc2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZUgAEi0KBWVycm9yGAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuSXRlbUVycm9ySABCCAoGcmVzdWx0Ik8KDUxvb2t1cFJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIjsKDkxvb2t1cFJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlciJ9Cg9FbnJvbE1zcFJlcXVlc3QSDgoGbXNwX2lkGAEgASgJEhQKDHRsc19pZGVudGl0eRgCIAEoCRIWCg5lbnJvbGxlZF91c2VycxgDIAEoBBIaChJzaWduaW5nX3B1YmxpY19rZXkYBCABKAwSEAoIbWF5X2J1bGsYBSABKAgiPwoQRW5yb2xNc3BSZXNwb25zZRIrCgNtc3AYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCKRAQoLRW5yb2xsZWRNc3ASDgoGbXNwX2lkGAEgASgJEhQKDHRsc19pZGVudGl0eRgCIAEoCRIWCg5lbnJvbGxlZF91c2VycxgDIAEoBBIWCg5lbnJvbGxlZF9hdF9tcxgEIAEoAxIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSEAoIbWF5X2J1bGsYBiABKAgiGQoXTGlzdEVucm9sbGVkTXNwc1JlcXVlc3QiSAoYTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEiwKBG1zcHMYASADKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCJ0CglGZWVkRW50cnkSCwoDY3NpGAEgASgJEisKBWV2ZW50GAIgASgOMhwubWltaS5kaXNjb3ZlcnkudjEuRmVlZEV2ZW50EhcKD2VmZmVjdGl2ZV9hdF9tcxgDIAEoAxIUCgxkb25vcl9tc3BfaWQYBCABKAkiSgoZSW5nZXN0UHJvdmlkZXJGZWVkUmVxdWVzdBItCgdlbnRyaWVzGAEgAygLMhwubWltaS5kaXNjb3ZlcnkudjEuRmVlZEVudHJ5IkcKGkluZ2VzdFByb3ZpZGVyRmVlZFJlc3BvbnNlEg8KB2VudHJpZXMYASABKAQSGAoQbWFwcGluZ3NfcmVtb3ZlZBgCIAEoBCISChBHZXRTdGF0dXNSZXF1ZXN0Ip4BChFHZXRTdGF0dXNSZXNwb25zZRINCgVkcF9pZBgBIAEoCRIXCg9yZWdpc3RyeV9zZXJpYWwYAiABKAQSMgoLZGVsZWdhdGlvbnMYAyADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEhUKDW1hcHBpbmdfY291bnQYBCABKAQSFgoObG9va3Vwc19zZXJ2ZWQYBSABKAQqugEKDFJlc3luY1JlYXNvbhIdChlSRVNZTkNfUkVBU09OX1VOU1BFQ0lGSUVEEAASHQoZUkVTWU5DX1JFQVNPTl9ORVdfV0FUQ0hFUhABEhsKF1JFU1lOQ19SRUFTT05fT1RIRVJfTE9HEAISGQoVUkVTWU5DX1JFQVNPTl9UT09fT0xEEAMSGAoUUkVTWU5DX1JFQVNPTl9CRUhJTkQQBBIaChZSRVNZTkNfUkVBU09OX0RJVkVSR0VEEAUqdgoJRmVlZEV2ZW50EhoKFkZFRURfRVZFTlRfVU5TUEVDSUZJRUQQABIbChdGRUVEX0VWRU5UX0RJU0NPTk5FQ1RFRBABEhkKFUZFRURfRVZFTlRfUkVBU1NJR05FRBACEhUKEUZFRURfRVZFTlRfUE9SVEVEEAMyrQIKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABEmEKDFdhdGNoQ2hhbmdlcxImLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZTABMncKC1BlZXJTZXJ2aWNlEmgKD0ludmFsaWRhdGVPbGRlchIpLm1pbWkuZGlzY292ZXJ5LnYxLkludmFsaWRhdGVPbGRlclJlcXVlc3QaKi5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXNwb25zZTKqAwoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
+
+/**
+ * @generated from message mimi.discovery.v1.WatchChangesRequest
+ */
+export type WatchChangesRequest = Message<"mimi.discovery.v1.WatchChangesRequest"> & {
+  /**
+   * The log the caller followed (from its last ChangeLogStart); empty for none.
+   *
+   * @generated from field: string log_id = 1;
+   */
+  logId: string;
+
+  /**
+   * The last sequence number the caller applied from that log; 0 for none.
+   *
+   * @generated from field: uint64 since_seq = 2;
+   */
+  sinceSeq: bigint;
+
+  /**
+   * `at_ms` of that event. A log restored from an older copy of the store may reuse the
+   * number for another event; the mismatch is noticed and the caller told to resync.
+   *
+   * @generated from field: int64 since_at_ms = 3;
+   */
+  sinceAtMs: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.WatchChangesRequest.
+ * Use `create(WatchChangesRequestSchema)` to create a new message.
+ */
+export const WatchChangesRequestSchema: GenMessage<WatchChangesRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 0);
+
+/**
+ * @generated from message mimi.discovery.v1.WatchChangesResponse
+ */
+export type WatchChangesResponse = Message<"mimi.discovery.v1.WatchChangesResponse"> & {
+  /**
+   * @generated from oneof mimi.discovery.v1.WatchChangesResponse.event
+   */
+  event: {
+    /**
+     * @generated from field: mimi.discovery.v1.ChangeLogStart start = 1;
+     */
+    value: ChangeLogStart;
+    case: "start";
+  } | {
+    /**
+     * @generated from field: mimi.discovery.v1.MappingChanged change = 2;
+     */
+    value: MappingChanged;
+    case: "change";
+  } | {
+    /**
+     * @generated from field: mimi.discovery.v1.ChangeLogCaughtUp caught_up = 3;
+     */
+    value: ChangeLogCaughtUp;
+    case: "caughtUp";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mimi.discovery.v1.WatchChangesResponse.
+ * Use `create(WatchChangesResponseSchema)` to create a new message.
+ */
+export const WatchChangesResponseSchema: GenMessage<WatchChangesResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 1);
+
+/**
+ * The first message of every watch.
+ *
+ * @generated from message mimi.discovery.v1.ChangeLogStart
+ */
+export type ChangeLogStart = Message<"mimi.discovery.v1.ChangeLogStart"> & {
+  /**
+   * Identity of this log; a new store gets a new one.
+   *
+   * @generated from field: string log_id = 1;
+   */
+  logId: string;
+
+  /**
+   * Events follow from the one after this sequence number.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * RESYNC_REASON_UNSPECIFIED when the caller's position continues; otherwise the caller
+   * must drop every answer it cached from this DP before applying what follows.
+   *
+   * @generated from field: mimi.discovery.v1.ResyncReason resync = 3;
+   */
+  resync: ResyncReason;
+
+  /**
+   * Oldest sequence number the log still holds (retention window).
+   *
+   * @generated from field: uint64 oldest_seq = 4;
+   */
+  oldestSeq: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ChangeLogStart.
+ * Use `create(ChangeLogStartSchema)` to create a new message.
+ */
+export const ChangeLogStartSchema: GenMessage<ChangeLogStart> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 2);
+
+/**
+ * Something about the mappings of one CSI changed: added, removed, reordered, its default
+ * or its opt-out. Cached answers for it, positive or negative, are out of date.
+ *
+ * @generated from message mimi.discovery.v1.MappingChanged
+ */
+export type MappingChanged = Message<"mimi.discovery.v1.MappingChanged"> & {
+  /**
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * The CSI's change hash: the first 8 bytes of SHA-256 over the ASCII string
+   * "MIMI-CHANGE-v1", a zero byte, and the canonical CSI URI.
+   *
+   * @generated from field: bytes csi_hash = 2;
+   */
+  csiHash: Uint8Array;
+
+  /**
+   * When the change committed (ms since the Unix epoch).
+   *
+   * @generated from field: int64 at_ms = 3;
+   */
+  atMs: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.MappingChanged.
+ * Use `create(MappingChangedSchema)` to create a new message.
+ */
+export const MappingChangedSchema: GenMessage<MappingChanged> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 3);
+
+/**
+ * The backlog is delivered; live changes follow.
+ *
+ * @generated from message mimi.discovery.v1.ChangeLogCaughtUp
+ */
+export type ChangeLogCaughtUp = Message<"mimi.discovery.v1.ChangeLogCaughtUp"> & {
+  /**
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ChangeLogCaughtUp.
+ * Use `create(ChangeLogCaughtUpSchema)` to create a new message.
+ */
+export const ChangeLogCaughtUpSchema: GenMessage<ChangeLogCaughtUp> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 4);
+
+/**
+ * @generated from message mimi.discovery.v1.InvalidateOlderRequest
+ */
+export type InvalidateOlderRequest = Message<"mimi.discovery.v1.InvalidateOlderRequest"> & {
+  /**
+   * Canonical CSI URI.
+   *
+   * @generated from field: string csi = 1;
+   */
+  csi: string;
+
+  /**
+   * The new mapping as the caller stores it, with its record and signatures.
+   *
+   * @generated from field: mimi.discovery.v1.Mapping mapping = 2;
+   */
+  mapping?: Mapping | undefined;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.InvalidateOlderRequest.
+ * Use `create(InvalidateOlderRequestSchema)` to create a new message.
+ */
+export const InvalidateOlderRequestSchema: GenMessage<InvalidateOlderRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 5);
+
+/**
+ * @generated from message mimi.discovery.v1.InvalidateOlderResponse
+ */
+export type InvalidateOlderResponse = Message<"mimi.discovery.v1.InvalidateOlderResponse"> & {
+  /**
+   * Mappings removed at once.
+   *
+   * @generated from field: uint32 removed = 1;
+   */
+  removed: number;
+
+  /**
+   * Mappings put under a conflict their MSPs may contest.
+   *
+   * @generated from field: uint32 contested = 2;
+   */
+  contested: number;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.InvalidateOlderResponse.
+ * Use `create(InvalidateOlderResponseSchema)` to create a new message.
+ */
+export const InvalidateOlderResponseSchema: GenMessage<InvalidateOlderResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 6);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamRequest
@@ -41,7 +259,7 @@ export type LookupStreamRequest = Message<"mimi.discovery.v1.LookupStreamRequest
  * Use `create(LookupStreamRequestSchema)` to create a new message.
  */
 export const LookupStreamRequestSchema: GenMessage<LookupStreamRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 0);
+  messageDesc(file_mimi_discovery_v1_authoritative, 7);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamResponse
@@ -75,7 +293,7 @@ export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamRespon
  * Use `create(LookupStreamResponseSchema)` to create a new message.
  */
 export const LookupStreamResponseSchema: GenMessage<LookupStreamResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 1);
+  messageDesc(file_mimi_discovery_v1_authoritative, 8);
 
 /**
  * @generated from message mimi.discovery.v1.LookupRequest
@@ -99,7 +317,7 @@ export type LookupRequest = Message<"mimi.discovery.v1.LookupRequest"> & {
  * Use `create(LookupRequestSchema)` to create a new message.
  */
 export const LookupRequestSchema: GenMessage<LookupRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 2);
+  messageDesc(file_mimi_discovery_v1_authoritative, 9);
 
 /**
  * @generated from message mimi.discovery.v1.LookupResponse
@@ -116,7 +334,7 @@ export type LookupResponse = Message<"mimi.discovery.v1.LookupResponse"> & {
  * Use `create(LookupResponseSchema)` to create a new message.
  */
 export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 3);
+  messageDesc(file_mimi_discovery_v1_authoritative, 10);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
@@ -163,7 +381,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 4);
+  messageDesc(file_mimi_discovery_v1_authoritative, 11);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -180,7 +398,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 5);
+  messageDesc(file_mimi_discovery_v1_authoritative, 12);
 
 /**
  * An MSP enrolled at this DP.
@@ -224,7 +442,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 6);
+  messageDesc(file_mimi_discovery_v1_authoritative, 13);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -237,7 +455,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 7);
+  messageDesc(file_mimi_discovery_v1_authoritative, 14);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -254,7 +472,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 8);
+  messageDesc(file_mimi_discovery_v1_authoritative, 15);
 
 /**
  * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
@@ -293,7 +511,7 @@ export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
  * Use `create(FeedEntrySchema)` to create a new message.
  */
 export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 9);
+  messageDesc(file_mimi_discovery_v1_authoritative, 16);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
@@ -310,7 +528,7 @@ export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProvide
  * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
 export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 10);
+  messageDesc(file_mimi_discovery_v1_authoritative, 17);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
@@ -332,7 +550,7 @@ export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProvid
  * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
 export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 11);
+  messageDesc(file_mimi_discovery_v1_authoritative, 18);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -345,7 +563,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 12);
+  messageDesc(file_mimi_discovery_v1_authoritative, 19);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -386,7 +604,62 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 13);
+  messageDesc(file_mimi_discovery_v1_authoritative, 20);
+
+/**
+ * Why a watcher cannot continue from its position and must drop what it cached from this DP.
+ *
+ * @generated from enum mimi.discovery.v1.ResyncReason
+ */
+export enum ResyncReason {
+  /**
+   * The position continues; nothing need be dropped.
+   *
+   * @generated from enum value: RESYNC_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The caller named no position (a first subscription).
+   *
+   * @generated from enum value: RESYNC_REASON_NEW_WATCHER = 1;
+   */
+  NEW_WATCHER = 1,
+
+  /**
+   * The caller followed another log: the DP's store was replaced or recreated.
+   *
+   * @generated from enum value: RESYNC_REASON_OTHER_LOG = 2;
+   */
+  OTHER_LOG = 2,
+
+  /**
+   * The caller's position is older than the retention window; the events are gone.
+   *
+   * @generated from enum value: RESYNC_REASON_TOO_OLD = 3;
+   */
+  TOO_OLD = 3,
+
+  /**
+   * The caller saw events this log does not hold: the store was restored from an older copy.
+   *
+   * @generated from enum value: RESYNC_REASON_BEHIND = 4;
+   */
+  BEHIND = 4,
+
+  /**
+   * The event at the caller's position differs: the log was rewound and written again.
+   *
+   * @generated from enum value: RESYNC_REASON_DIVERGED = 5;
+   */
+  DIVERGED = 5,
+}
+
+/**
+ * Describes the enum mimi.discovery.v1.ResyncReason.
+ */
+export const ResyncReasonSchema: GenEnum<ResyncReason> = /*@__PURE__*/
+  enumDesc(file_mimi_discovery_v1_authoritative, 0);
 
 /**
  * @generated from enum mimi.discovery.v1.FeedEvent
@@ -423,7 +696,7 @@ export enum FeedEvent {
  * Describes the enum mimi.discovery.v1.FeedEvent.
  */
 export const FeedEventSchema: GenEnum<FeedEvent> = /*@__PURE__*/
-  enumDesc(file_mimi_discovery_v1_authoritative, 0);
+  enumDesc(file_mimi_discovery_v1_authoritative, 1);
 
 /**
  * An authoritative DP: answers for the CSIs in the ranges the root delegated
@@ -454,8 +727,46 @@ export const AuthoritativeService: GenService<{
     input: typeof LookupStreamRequestSchema;
     output: typeof LookupStreamResponseSchema;
   },
+  /**
+   * Streams this DP's change log, so a resolver can drop cached answers (positive and
+   * negative) the moment they change here (R20, D1). First a ChangeLogStart saying whether
+   * the caller's position continues; then every change after it, oldest first; then
+   * ChangeLogCaughtUp; then changes as they commit. Any caller with a certificate from the
+   * network's CA may watch; events name CSIs only by their change hash, never in clear.
+   *
+   * @generated from rpc mimi.discovery.v1.AuthoritativeService.WatchChanges
+   */
+  watchChanges: {
+    methodKind: "server_streaming";
+    input: typeof WatchChangesRequestSchema;
+    output: typeof WatchChangesResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_authoritative, 0);
+
+/**
+ * Calls between DPs. Callers must present the certificate of a DP the root registry lists.
+ *
+ * @generated from service mimi.discovery.v1.PeerService
+ */
+export const PeerService: GenService<{
+  /**
+   * Tells this DP that the caller, the DP now delegated for the CSI, stored the first mapping
+   * for it (R18). This DP de-lists older mappings of other holders for that CSI under its
+   * precedence rules (R17): at once when the new mapping's proof is stricter than theirs,
+   * otherwise through a conflict their MSPs may contest within the contest window. The
+   * request carries the new mapping with its signatures, which this DP checks against the
+   * registry. Repeating a request changes nothing more.
+   *
+   * @generated from rpc mimi.discovery.v1.PeerService.InvalidateOlder
+   */
+  invalidateOlder: {
+    methodKind: "unary";
+    input: typeof InvalidateOlderRequestSchema;
+    output: typeof InvalidateOlderResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_mimi_discovery_v1_authoritative, 1);
 
 /**
  * Operator functions of an authoritative DP. Callers must present a
@@ -507,5 +818,5 @@ export const AuthoritativeAdminService: GenService<{
     output: typeof GetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_mimi_discovery_v1_authoritative, 1);
+  serviceDesc(file_mimi_discovery_v1_authoritative, 2);
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgiagoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMinAEKFVJlc29sdmVTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjYKCHJlc3BvbnNlGAIgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQyywEKD1Jlc29sdmVyU2VydmljZRJQCgdSZXNvbHZlEiEubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlcXVlc3QaIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2USZgoNUmVzb2x2ZVN0cmVhbRInLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXF1ZXN0GigubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgiagoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMinAEKFVJlc29sdmVTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjYKCHJlc3BvbnNlGAIgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQiRgoMRmx1c2hSZXF1ZXN0Eg0KA2NzaRgBIAEoCUgAEg8KBWRwX2lkGAIgASgJSAASDQoDYWxsGAMgASgISABCBwoFc2NvcGUiIAoNRmx1c2hSZXNwb25zZRIPCgdldmljdGVkGAEgASgEIhEKD0dldFN0YXRzUmVxdWVzdCKIAwoQR2V0U3RhdHNSZXNwb25zZRIVCg1jYWNoZV9lbnRyaWVzGAEgASgEEgwKBGhpdHMYAiABKAQSDgoGbWlzc2VzGAMgASgEEg0KBXN0YWxlGAQgASgEEhIKCnByZWZldGNoZXMYBSABKAQSFQoNaW52YWxpZGF0aW9ucxgGIAEoBBIPCgdyZXN5bmNzGAcgASgEEhsKE2V2aWN0ZWRfYnlfcmVnaXN0cnkYCCABKAQSDwoHZmx1c2hlZBgJIAEoBBIZChF1cHN0cmVhbV9yZXF1ZXN0cxgKIAEoBBIZChF1cHN0cmVhbV9mYWlsdXJlcxgLIAEoBBIdChV2ZXJpZmljYXRpb25fZmFpbHVyZXMYDCABKAQSFwoPcmVnaXN0cnlfc2VyaWFsGA0gASgEEhoKEnJlZ2lzdHJ5X2Nvbm5lY3RlZBgOIAEoCBI8Cg1zdWJzY3JpcHRpb25zGA8gAygLMiUubWltaS5kaXNjb3ZlcnkudjEuU3Vic2NyaXB0aW9uU3RhdHVzIo4BChJTdWJzY3JpcHRpb25TdGF0dXMSDQoFZHBfaWQYASABKAkSEQoJY29ubmVjdGVkGAIgASgIEg4KBmxvZ19pZBgDIAEoCRILCgNzZXEYBCABKAQSDgoGZXZlbnRzGAUgASgEEg8KB3Jlc3luY3MYBiABKAQSGAoQbGFzdF9ldmVudF9hdF9tcxgHIAEoAzLLAQoPUmVzb2x2ZXJTZXJ2aWNlElAKB1Jlc29sdmUSIS5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVxdWVzdBoiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZRJmCg1SZXNvbHZlU3RyZWFtEicubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlcXVlc3QaKC5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVzcG9uc2UoATABMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveRequest
@@ -129,6 +129,245 @@ export const ResolveStreamResponseSchema: GenMessage<ResolveStreamResponse> = /*
   messageDesc(file_mimi_discovery_v1_resolver, 3);
 
 /**
+ * @generated from message mimi.discovery.v1.FlushRequest
+ */
+export type FlushRequest = Message<"mimi.discovery.v1.FlushRequest"> & {
+  /**
+   * @generated from oneof mimi.discovery.v1.FlushRequest.scope
+   */
+  scope: {
+    /**
+     * CSI URI; its cached answer (positive or negative) is dropped.
+     *
+     * @generated from field: string csi = 1;
+     */
+    value: string;
+    case: "csi";
+  } | {
+    /**
+     * Every answer this DP gave is dropped.
+     *
+     * @generated from field: string dp_id = 2;
+     */
+    value: string;
+    case: "dpId";
+  } | {
+    /**
+     * Everything is dropped.
+     *
+     * @generated from field: bool all = 3;
+     */
+    value: boolean;
+    case: "all";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FlushRequest.
+ * Use `create(FlushRequestSchema)` to create a new message.
+ */
+export const FlushRequestSchema: GenMessage<FlushRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 4);
+
+/**
+ * @generated from message mimi.discovery.v1.FlushResponse
+ */
+export type FlushResponse = Message<"mimi.discovery.v1.FlushResponse"> & {
+  /**
+   * Cached answers dropped.
+   *
+   * @generated from field: uint64 evicted = 1;
+   */
+  evicted: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FlushResponse.
+ * Use `create(FlushResponseSchema)` to create a new message.
+ */
+export const FlushResponseSchema: GenMessage<FlushResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 5);
+
+/**
+ * @generated from message mimi.discovery.v1.GetStatsRequest
+ */
+export type GetStatsRequest = Message<"mimi.discovery.v1.GetStatsRequest"> & {
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetStatsRequest.
+ * Use `create(GetStatsRequestSchema)` to create a new message.
+ */
+export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 6);
+
+/**
+ * @generated from message mimi.discovery.v1.GetStatsResponse
+ */
+export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
+  /**
+   * Answers held now.
+   *
+   * @generated from field: uint64 cache_entries = 1;
+   */
+  cacheEntries: bigint;
+
+  /**
+   * Counters since the process started.
+   *
+   * @generated from field: uint64 hits = 2;
+   */
+  hits: bigint;
+
+  /**
+   * @generated from field: uint64 misses = 3;
+   */
+  misses: bigint;
+
+  /**
+   * Expired answers served because their DP could not be reached.
+   *
+   * @generated from field: uint64 stale = 4;
+   */
+  stale: bigint;
+
+  /**
+   * Background refreshes of popular answers shortly before they expired.
+   *
+   * @generated from field: uint64 prefetches = 5;
+   */
+  prefetches: bigint;
+
+  /**
+   * Cached answers dropped by a DP's change event.
+   *
+   * @generated from field: uint64 invalidations = 6;
+   */
+  invalidations: bigint;
+
+  /**
+   * Times everything cached from one DP was dropped because its change log could not be continued.
+   *
+   * @generated from field: uint64 resyncs = 7;
+   */
+  resyncs: bigint;
+
+  /**
+   * Cached answers dropped because their delegation changed at the root.
+   *
+   * @generated from field: uint64 evicted_by_registry = 8;
+   */
+  evictedByRegistry: bigint;
+
+  /**
+   * Cached answers dropped by Flush.
+   *
+   * @generated from field: uint64 flushed = 9;
+   */
+  flushed: bigint;
+
+  /**
+   * @generated from field: uint64 upstream_requests = 10;
+   */
+  upstreamRequests: bigint;
+
+  /**
+   * @generated from field: uint64 upstream_failures = 11;
+   */
+  upstreamFailures: bigint;
+
+  /**
+   * Upstream answers refused because they did not verify.
+   *
+   * @generated from field: uint64 verification_failures = 12;
+   */
+  verificationFailures: bigint;
+
+  /**
+   * Serial of the registry copy, and whether a root's watch stream is open.
+   *
+   * @generated from field: uint64 registry_serial = 13;
+   */
+  registrySerial: bigint;
+
+  /**
+   * @generated from field: bool registry_connected = 14;
+   */
+  registryConnected: boolean;
+
+  /**
+   * @generated from field: repeated mimi.discovery.v1.SubscriptionStatus subscriptions = 15;
+   */
+  subscriptions: SubscriptionStatus[];
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetStatsResponse.
+ * Use `create(GetStatsResponseSchema)` to create a new message.
+ */
+export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 7);
+
+/**
+ * The resolver's change subscription to one DP.
+ *
+ * @generated from message mimi.discovery.v1.SubscriptionStatus
+ */
+export type SubscriptionStatus = Message<"mimi.discovery.v1.SubscriptionStatus"> & {
+  /**
+   * @generated from field: string dp_id = 1;
+   */
+  dpId: string;
+
+  /**
+   * True while the watch is open and caught up.
+   *
+   * @generated from field: bool connected = 2;
+   */
+  connected: boolean;
+
+  /**
+   * @generated from field: string log_id = 3;
+   */
+  logId: string;
+
+  /**
+   * Last sequence number applied.
+   *
+   * @generated from field: uint64 seq = 4;
+   */
+  seq: bigint;
+
+  /**
+   * Change events received.
+   *
+   * @generated from field: uint64 events = 5;
+   */
+  events: bigint;
+
+  /**
+   * Times this DP's answers were all dropped because its log could not be continued.
+   *
+   * @generated from field: uint64 resyncs = 6;
+   */
+  resyncs: bigint;
+
+  /**
+   * When the last event arrived (ms since the Unix epoch); 0 for none.
+   *
+   * @generated from field: int64 last_event_at_ms = 7;
+   */
+  lastEventAtMs: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.SubscriptionStatus.
+ * Use `create(SubscriptionStatusSchema)` to create a new message.
+ */
+export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 8);
+
+/**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches
  * by TTL, and never forwards the caller's identity to DPs.
  *
@@ -162,4 +401,34 @@ export const ResolverService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_resolver, 0);
+
+/**
+ * Operator functions of a resolver. Callers must present a certificate whose identity the
+ * resolver's configuration lists as an admin.
+ *
+ * @generated from service mimi.discovery.v1.ResolverAdminService
+ */
+export const ResolverAdminService: GenService<{
+  /**
+   * Drops cached answers: for one CSI, for everything one DP answered, or all of them.
+   *
+   * @generated from rpc mimi.discovery.v1.ResolverAdminService.Flush
+   */
+  flush: {
+    methodKind: "unary";
+    input: typeof FlushRequestSchema;
+    output: typeof FlushResponseSchema;
+  },
+  /**
+   * Reports cache and freshness counters and the state of each change subscription.
+   *
+   * @generated from rpc mimi.discovery.v1.ResolverAdminService.GetStats
+   */
+  getStats: {
+    methodKind: "unary";
+    input: typeof GetStatsRequestSchema;
+    output: typeof GetStatsResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_mimi_discovery_v1_resolver, 1);
 

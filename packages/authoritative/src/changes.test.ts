@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { createLogger } from "@mimi/core";
+import { createChangeFeed } from "./changes.js";
+import { type MappingRow, openMappingStore } from "./store.js";
+
+const row = (csi: string, ssi = "s1"): MappingRow => ({
+  csi,
+  mspId: "m",
+  ssi,
+  isDefault: false,
+  precedence: 1,
+  expiresAtMs: Date.now() + 60_000,
+  record: new Uint8Array([1]),
+  userSig: new Uint8Array(),
+  mspSig: new Uint8Array([2]),
+  dpSig: new Uint8Array([3]),
+});
+
+function setup(retentionMs = 3_600_000) {
+  const store = openMappingStore(":memory:");
+  const clock = { now: Date.now() };
+  const feed = createChangeFeed({
+    store,
+    clock: () => clock.now,
+    retentionMs,
+    log: createLogger({ name: "test", level: "silent" }),
+  });
+  return { store, feed, clock };
+}
+
+test("every change to a CSI's mappings or opt-out is logged, in commit order", () => {
+  const { store, feed } = setup();
+  store.putMapping(row("tel:+441"));
+  store.updateMapping("tel:+441", "m", "s1", { isDefault: true, precedence: 0, dpSig: new Uint8Array([4]) });
+  store.setOptOut("tel:+442", 1);
+  store.clearOptOut("tel:+442");
+  store.deleteMapping("tel:+441", "m", "s1");
+  store.deleteMapping("tel:+441", "m", "s1"); // nothing to delete: nothing logged
+  store.enrol({
+    mspId: "m",
+    tlsIdentity: "x",
+    enrolledUsers: 1,
+    enrolledAtMs: 1,
+    signingPublicKey: new Uint8Array(32),
+    mayBulk: false,
+  });
+  const events = feed.since(0, 100);
+  assert.deepEqual(
+    events.map((e) => [e.seq, e.csi]),
+    [
+      [1, "tel:+441"],
+      [2, "tel:+441"],
+      [3, "tel:+442"],
+      [4, "tel:+442"],
+      [5, "tel:+441"],
+    ],
+  );
+  assert.deepEqual(
+    feed.since(3, 1).map((e) => e.seq),
+    [4],
+  );
+  assert.deepEqual(store.logBounds(), { oldest: 1, latest: 5 });
+});
+
+test("watchers are woken once per committed transaction, never for a rolled-back one", () => {
+  const { store, feed } = setup();
+  const latch = feed.watch();
+  let fired = 0;
+  latch.fire = (() => {
+    fired++;
+  }) as typeof latch.fire;
+  store.transaction(() => {
+    store.putMapping(row("tel:+441", "a"));
+    store.putMapping(row("tel:+441", "b"));
+    assert.equal(fired, 0, "not from inside the transaction");
+  });
+  assert.equal(fired, 1);
+  assert.throws(() =>
+    store.transaction(() => {
+      store.putMapping(row("tel:+443"));
+      throw new Error("abort");
+    }),
+  );
+  assert.equal(fired, 1);
+  assert.equal(feed.since(0, 100).length, 2);
+  store.enrol({
+    mspId: "m",
+    tlsIdentity: "x",
+    enrolledUsers: 1,
+    enrolledAtMs: 1,
+    signingPublicKey: new Uint8Array(32),
+    mayBulk: false,
+  });
+  assert.equal(fired, 1, "writes that log nothing wake nobody");
+  feed.unwatch(latch);
+  store.putMapping(row("tel:+444"));
+  assert.equal(fired, 1);
+});
+
+test("a watcher continues from its position, or is told why it must resync", () => {
+  const { store, feed, clock } = setup(60_000);
+  const logId = store.logId();
+  assert.match(logId, /^[0-9a-f]{32}$/);
+  assert.equal(feed.start({ logId: "", sinceSeq: 0, sinceAtMs: 0 }).resync, "new_watcher");
+  // An empty log continues from 0.
+  assert.deepEqual(feed.start({ logId, sinceSeq: 0, sinceAtMs: 0 }), {
+    logId,
+    seq: 0,
+    resync: "none",
+    oldestSeq: 1,
+  });
+  for (let i = 1; i <= 3; i++) store.putMapping(row(`tel:+44${i}`));
+  const [e1, e2] = feed.since(0, 2);
+  assert.ok(e1 && e2);
+  assert.equal(feed.start({ logId, sinceSeq: 2, sinceAtMs: e2.atMs }).resync, "none");
+  assert.equal(feed.start({ logId, sinceSeq: 2, sinceAtMs: e2.atMs }).seq, 2);
+  assert.equal(feed.start({ logId: "0".repeat(32), sinceSeq: 2, sinceAtMs: e2.atMs }).resync, "other_log");
+  assert.equal(feed.start({ logId, sinceSeq: 9, sinceAtMs: 1 }).resync, "behind");
+  assert.equal(feed.start({ logId, sinceSeq: 2, sinceAtMs: e2.atMs - 1 }).resync, "diverged");
+  const restart = feed.start({ logId, sinceSeq: 9, sinceAtMs: 1 });
+  assert.equal(restart.seq, 3, "a resync starts at the end of the log");
+  // Pruning: everything is older than the window once the clock moves on.
+  clock.now = Math.max(e1.atMs, e2.atMs) + 120_000;
+  assert.equal(feed.prune(), 3);
+  assert.deepEqual(store.logBounds(), { oldest: 4, latest: 3 });
+  assert.equal(feed.start({ logId, sinceSeq: 1, sinceAtMs: e1.atMs }).resync, "too_old");
+  // The last event is gone but nothing after it is: the watcher loses nothing by going on.
+  assert.equal(feed.start({ logId, sinceSeq: 3, sinceAtMs: 0 }).resync, "none");
+  store.putMapping(row("tel:+449"));
+  assert.deepEqual(
+    feed.since(3, 10).map((e) => e.seq),
+    [4],
+    "sequence numbers are never reused",
+  );
+});
+
+test("each store has its own log id", () => {
+  assert.notEqual(setup().store.logId(), setup().store.logId());
+});

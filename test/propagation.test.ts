@@ -1,0 +1,277 @@
+// Change propagation across real processes (G6, R20, D1): DPs' change logs streamed to the
+// resolver, which evicts cached answers (negative ones included) as mappings change, catches
+// up after a partition, and resyncs when a DP's log cannot be continued. A TCP proxy between
+// the resolver and the eu DP plays the partition.
+import assert from "node:assert/strict";
+import { copyFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { after } from "node:test";
+import { status } from "@grpc/grpc-js";
+import { bulkRecord, bulkRegister, pb } from "@mimi/core";
+import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
+import { startProxy, type TcpProxy } from "./proxy.js";
+
+// A short change-log window so a partition can outlast it within the test.
+const RETENTION_SECONDS = 5;
+const t = useNetwork({
+  authoritative: { changeLogRetentionSeconds: RETENTION_SECONDS, sweepIntervalSeconds: 1 },
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let proxy: TcpProxy | undefined;
+after(() => proxy?.close());
+
+const stats = () =>
+  t.net.channel(t.net.resolver.address, "admin").client(pb.ResolverAdminService).getStats({});
+const subscription = async (dp: "eu" | "us") => {
+  const s = (await stats()).subscriptions.find((x) => x.dpId === dp);
+  assert.ok(s, `a subscription to ${dp}`);
+  return s;
+};
+
+/** Writes a mapping at a DP as a bulk-trusted MSP would: one signed record, one transaction. */
+let session = 0;
+const write = async (dp: "eu" | "us", csi: string, ssi: string) => {
+  const key = t.net.signingKey("msp-parrot");
+  const now = Date.now();
+  const record = bulkRecord(
+    {
+      csi,
+      mspId: "parrot.example",
+      ssi,
+      defaultRequested: false,
+      tags: [],
+      createdAtMs: now,
+      dpId: dp,
+      expiresAtMs: now + 86_400_000,
+    },
+    key,
+  );
+  await bulkRegister(t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService), {
+    sessionId: `propagation-${++session}`,
+    total: 1,
+    recordsFrom: () => [record],
+  });
+};
+
+const outbox = (dp: "eu" | "us") => join(t.net.dir, `dp-${dp}`, "outbox");
+
+scenario(t, "a claim becomes visible at once at a resolver that had cached NOT_FOUND", async () => {
+  await eventually(async () => assert.equal((await subscription("eu")).connected, true));
+  const csi = "tel:+447700900611";
+  const before = await t.resolve(csi);
+  assert.equal(before.answer?.status, pb.LookupStatus.NOT_FOUND);
+  const ttl = before.answer?.ttlSeconds ?? 0;
+  assert.ok(ttl >= 30, `NOT_FOUND is cached for ${ttl} s, far longer than this test waits`);
+  const served = await t.lookupsServed("eu");
+  assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
+  assert.equal(await t.lookupsServed("eu"), served, "the second answer came from the cache");
+  const run = await t.cli([
+    "claim",
+    "run",
+    csi,
+    "--ssi",
+    "@newcomer:bluebird.example",
+    "--as",
+    "msp-bluebird",
+    "--dp",
+    t.net.dps.eu.address,
+    "--outbox",
+    outbox("eu"),
+  ]);
+  assert.equal(run.code, 0, run.stderr);
+  await eventually(async () => {
+    const r = await t.resolve(csi);
+    assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
+    assert.equal(r.answer?.mappings[0]?.ssi, "@newcomer:bluebird.example");
+  }, 3_000);
+  assert.ok((await stats()).invalidations >= 1n);
+});
+
+scenario(t, "a removal is visible at once where the answer was cached", async () => {
+  const csi = "tel:+447700900611";
+  assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND);
+  const inv = await t.cli([
+    "claim",
+    "invalidate",
+    csi,
+    "--as",
+    "msp-bluebird",
+    "--dp",
+    t.net.dps.eu.address,
+    "--outbox",
+    outbox("eu"),
+  ]);
+  assert.equal(inv.code, 0, inv.stderr);
+  await eventually(async () => {
+    assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
+  }, 3_000);
+});
+
+scenario(t, "a delegation moved to another DP is followed by the resolver and both DPs", async () => {
+  const csi = "tel:+447700900711";
+  await write("eu", csi, "parrot:old-holder");
+  const first = await t.resolve(csi);
+  assert.deepEqual(first.answer?.dpIds, ["eu"]);
+  assert.equal(first.answer?.status, pb.LookupStatus.FOUND);
+  const add = await t.cli([
+    "root",
+    "delegation",
+    "add",
+    "+44770090071",
+    "--dp",
+    "us",
+    "--root",
+    t.net.root.address,
+  ]);
+  assert.equal(add.code, 0, add.stderr);
+  await t.resolverApplied(add.stdout);
+  // The cached eu answer is gone: us answers now, and has nothing yet.
+  const moved = await t.resolve(csi);
+  assert.deepEqual(moved.answer?.dpIds, ["us"]);
+  assert.equal(moved.answer?.status, pb.LookupStatus.NOT_FOUND);
+  // eu refuses the range it lost; us accepts it.
+  await eventually(() =>
+    rejectsWith(
+      t.net.channel(t.net.dps.eu.address, "cli").client(pb.AuthoritativeService).lookup({ csi }),
+      status.FAILED_PRECONDITION,
+      /delegated to DP "us"/,
+    ).then(() => undefined),
+  );
+  await write("us", csi, "parrot:new-holder");
+  await eventually(async () => {
+    const r = await t.resolve(csi);
+    assert.equal(r.answer?.mappings[0]?.ssi, "parrot:new-holder");
+  }, 3_000);
+});
+
+scenario(t, "a resolver cut off from a DP catches up on reconnect, without a resync", async () => {
+  // Route the resolver to eu through the proxy; the subscription moves with the DP's endpoints.
+  proxy = await startProxy(t.net.dps.eu.address);
+  const put = await t.cli([
+    "root",
+    "dp",
+    "put",
+    "eu",
+    "--endpoint",
+    proxy.address,
+    "--tls-identity",
+    "dp-eu",
+    "--jurisdiction",
+    "EU",
+    "--root",
+    t.net.root.address,
+  ]);
+  assert.equal(put.code, 0, put.stderr);
+  await t.resolverApplied(put.stdout);
+  await eventually(async () => {
+    const s = await subscription("eu");
+    assert.equal(s.connected, true);
+  });
+  const csi = "tel:+447700900811";
+  assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
+  const before = await subscription("eu");
+  proxy.cut();
+  await eventually(async () => assert.equal((await subscription("eu")).connected, false));
+  await write("eu", csi, "parrot:while-apart");
+  // While apart the resolver still has (and serves) its cached NOT_FOUND.
+  assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
+  await sleep(500);
+  proxy.restore();
+  await eventually(async () => {
+    assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND);
+  }, RETENTION_SECONDS * 1000);
+  const later = await subscription("eu");
+  assert.equal(later.resyncs, before.resyncs, "the log continued where it left off");
+  assert.ok(later.seq > before.seq);
+  assert.equal(later.logId, before.logId);
+});
+
+scenario(t, "a partition longer than the DP's change-log window forces a resync", async () => {
+  assert.ok(proxy, "the previous scenario set up the proxy");
+  await eventually(async () => assert.equal((await subscription("eu")).connected, true));
+  const kept = "tel:+447700900123"; // a demo mapping, cached below
+  const changed = "tel:+447700900812";
+  assert.equal((await t.resolve(kept)).answer?.status, pb.LookupStatus.FOUND);
+  assert.equal((await t.resolve(changed)).answer?.status, pb.LookupStatus.NOT_FOUND);
+  const before = await stats();
+  proxy.cut();
+  await write("eu", changed, "parrot:long-apart");
+  // Outlast the window (and a sweep interval) so the events the resolver missed are pruned.
+  await sleep((RETENTION_SECONDS + 2.5) * 1000);
+  proxy.restore();
+  await eventually(async () => {
+    const s = await stats();
+    assert.equal(s.resyncs, before.resyncs + 1n);
+  }, 10_000);
+  assert.equal((await t.resolve(changed)).answer?.status, pb.LookupStatus.FOUND);
+  // Everything eu answered was dropped, not only what changed: the kept answer is asked again.
+  const served = await t.lookupsServed("eu");
+  assert.equal((await t.resolve(kept)).answer?.status, pb.LookupStatus.FOUND);
+  assert.equal((await t.lookupsServed("eu")) - served, 1n);
+  assert.match(t.logs(), /resolver: .*"reason":"our position left the DP's retention window".*resyncing/);
+});
+
+scenario(t, "an authoritative restarted from an older copy of its store makes resolvers resync", async () => {
+  const eu = t.net.dps.eu;
+  const db = join(t.net.dir, "dp-eu", "mappings.sqlite");
+  const backup = join(t.net.dir, "mappings-backup.sqlite");
+  await eu.stop(); // a clean stop checkpoints the WAL, so the file alone is the whole store
+  copyFileSync(db, backup);
+  await eu.start({ samePort: true });
+  const csi = "tel:+447700900813";
+  await eventually(async () => assert.equal((await subscription("eu")).connected, true), 10_000);
+  await write("eu", csi, "parrot:after-backup");
+  await eventually(async () => {
+    assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND);
+  }, 3_000);
+  const before = await stats();
+  await eu.stop();
+  copyFileSync(backup, db);
+  rmSync(`${db}-wal`, { force: true });
+  rmSync(`${db}-shm`, { force: true });
+  await eu.start({ samePort: true });
+  await eventually(async () => {
+    assert.equal((await stats()).resyncs, before.resyncs + 1n);
+  }, 10_000);
+  // The restored store does not hold the mapping, and the resolver no longer claims it does.
+  assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
+  assert.match(t.logs(), /resolver: .*"reason":"the DP's log is behind what we saw.*resyncing/);
+});
+
+scenario(t, "operators flush one CSI, one DP's answers, or everything, and read the counters", async () => {
+  const csi = "tel:+12025550142";
+  assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND);
+  const served = await t.lookupsServed("us");
+  const one = await t.cli(["resolver", "flush", csi, "--resolver", t.net.resolver.address]);
+  assert.equal(one.code, 0, one.stderr);
+  assert.match(one.stdout, /^1 cached answer\(s\) dropped/);
+  await t.resolve(csi);
+  assert.equal((await t.lookupsServed("us")) - served, 1n, "the flushed CSI was asked again");
+  const dp = await t.cli(["resolver", "flush", "--dp", "us", "--resolver", t.net.resolver.address]);
+  assert.equal(dp.code, 0, dp.stderr);
+  assert.match(dp.stdout, /^[1-9]\d* cached answer\(s\) dropped/);
+  const all = await t.cli(["resolver", "flush", "--all", "--resolver", t.net.resolver.address]);
+  assert.equal(all.code, 0, all.stderr);
+  assert.equal((await stats()).cacheEntries, 0n);
+  const bad = await t.cli(["resolver", "flush", csi, "--all", "--resolver", t.net.resolver.address]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /exactly one of/);
+  const st = await t.cli(["resolver", "stats", "--json", "--resolver", t.net.resolver.address]);
+  assert.equal(st.code, 0, st.stderr);
+  const parsed = JSON.parse(st.stdout) as { flushed: number; subscriptions: { dpId: string }[] };
+  assert.ok(parsed.flushed >= 2);
+  assert.deepEqual(
+    parsed.subscriptions.map((s) => s.dpId),
+    ["eu", "us"],
+  );
+  // Only admins may flush.
+  await rejectsWith(
+    t.net
+      .channel(t.net.resolver.address, "msp-bluebird")
+      .client(pb.ResolverAdminService)
+      .flush({ scope: { case: "all", value: true } }),
+    status.PERMISSION_DENIED,
+    /not an admin of this resolver/,
+  );
+});
