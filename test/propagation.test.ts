@@ -145,6 +145,94 @@ scenario(t, "a delegation moved to another DP is followed by the resolver and bo
   }, 3_000);
 });
 
+scenario(
+  t,
+  "a first claimed mapping at a DP de-lists older mappings at the peer DP whose range covers it (R18)",
+  async () => {
+    const csi = "tel:+447700900911";
+    await write("eu", csi, "parrot:previous-holder");
+    // Carve +4477009009 out of eu's +44 for us: eu still covers the CSI with a shorter prefix.
+    const add = await t.cli([
+      "root",
+      "delegation",
+      "add",
+      "+4477009009",
+      "--dp",
+      "us",
+      "--root",
+      t.net.root.address,
+    ]);
+    assert.equal(add.code, 0, add.stderr);
+    await t.resolverApplied(add.stdout);
+    const notices: pb.Notice[] = [];
+    const watch = new AbortController();
+    const watching = (async () => {
+      const parrotAtEu = t.net.channel(t.net.dps.eu.address, "msp-parrot").client(pb.ClaimService);
+      try {
+        for await (const r of parrotAtEu.watchNotices({ sinceSeq: 0n }, { signal: watch.signal })) {
+          if (r.notice) notices.push(r.notice);
+        }
+      } catch {
+        // Cancelled at the end of the test.
+      }
+    })();
+    try {
+      const run = await t.cli([
+        "claim",
+        "run",
+        csi,
+        "--ssi",
+        "@new-holder:bluebird.example",
+        "--as",
+        "msp-bluebird",
+        "--dp",
+        t.net.dps.us.address,
+        "--outbox",
+        outbox("us"),
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      // An SMS code is a stricter proof than the bulk registration at eu: removed at once, and
+      // parrot hears of it from eu, without learning who the new holder is.
+      await eventually(async () => {
+        const removed = notices.find((n) => n.kind === pb.NoticeKind.MAPPING_REMOVED && n.csi === csi);
+        assert.ok(removed, "parrot's mapping at eu was removed");
+        assert.equal(removed.ssi, "parrot:previous-holder");
+        assert.match(removed.reason, /new holder proved possession more strictly at DP "us"/);
+        assert.doesNotMatch(removed.reason, /bluebird/);
+      }, 10_000);
+    } finally {
+      watch.abort();
+      await watching;
+    }
+    assert.match(t.logs(), /dp-us: .*"peer":"eu".*"first-mapping request delivered to peer DP"/);
+    // The answer comes from us alone, and only the new holder's mapping is in it.
+    const r = await t.resolve(csi);
+    assert.deepEqual(r.answer?.dpIds, ["us"]);
+    assert.deepEqual(
+      r.answer?.mappings.map((m) => m.ssi),
+      ["@new-holder:bluebird.example"],
+    );
+    // A DP that is not delegated the CSI cannot ask others to de-list: eu asking us is refused.
+    await rejectsWith(
+      t.net
+        .channel(t.net.dps.us.address, "dp-eu")
+        .client(pb.PeerService)
+        .invalidateOlder({ csi, mapping: r.answer?.mappings[0] }),
+      status.PERMISSION_DENIED,
+      /DP "eu" is not delegated this CSI/,
+    );
+    // Nor can an MSP pose as a DP.
+    await rejectsWith(
+      t.net
+        .channel(t.net.dps.eu.address, "msp-bluebird")
+        .client(pb.PeerService)
+        .invalidateOlder({ csi, mapping: r.answer?.mappings[0] }),
+      status.PERMISSION_DENIED,
+      /not another DP of the root registry/,
+    );
+  },
+);
+
 scenario(t, "a resolver cut off from a DP catches up on reconnect, without a resync", async () => {
   // Route the resolver to eu through the proxy; the subscription moves with the DP's endpoints.
   proxy = await startProxy(t.net.dps.eu.address);

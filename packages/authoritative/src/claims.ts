@@ -22,6 +22,10 @@ import {
   type Mapping,
   type MappingRecord,
   type MspInfo,
+  mappingProblem,
+  parseCsi,
+  type RegistryView,
+  registryKeys,
   SIGNING_CONTEXT,
   type SigningKey,
   signWith,
@@ -71,7 +75,17 @@ export interface ClaimsOptions {
   requireDelegated(csi: string): Csi;
   /** The root registry's MSP record, for names shown to claimants. */
   registryMsp(id: string): MspInfo | undefined;
+  /** The DP's registry copy: peers for first-mapping requests, and keys to check theirs (R18). */
+  registry: RegistryView;
+  /** Called after a commit that queued first-mapping requests to peer DPs. */
+  onPeerRequests?: () => void;
   log: Logger;
+}
+
+/** What a peer's first-mapping request did here (R18). */
+export interface InvalidateOlderResult {
+  removed: number;
+  contested: number;
 }
 
 export type StartRequest =
@@ -144,6 +158,11 @@ export interface Claims {
   ): BulkAck;
   /** Applies one transaction's worth of feed entries; returns mappings removed. */
   ingestFeed(entries: readonly FeedEntry[]): number;
+  /**
+   * A peer DP, now delegated the CSI, stored its first mapping (R18): de-list older mappings of
+   * other holders here, at once when the new proof is stricter, else through a conflict.
+   */
+  invalidateOlder(callerIdentity: string, csi: string, mapping: Mapping): InvalidateOlderResult;
   /** Settles conflicts past their deadline and removes expired state; returns conflicts settled. */
   sweep(): number;
 }
@@ -194,9 +213,24 @@ export function createClaims(o: ClaimsOptions): Claims {
     store.addNotice(mspId, o.clock(), body);
     woken.add(mspId);
   };
+  let peerRequestsQueued = false;
   const wake = () => {
     for (const id of woken) latches.get(id)?.fire();
     woken.clear();
+    if (peerRequestsQueued) {
+      peerRequestsQueued = false;
+      o.onPeerRequests?.();
+    }
+  };
+  const keys = registryKeys(o.registry);
+  /**
+   * Other DPs whose delegations also cover the CSI: a shorter E.164 prefix carved around this
+   * DP's range. They may hold mappings from before the range moved here (R18).
+   */
+  const peersOf = (csi: string) => {
+    const key = parseCsi(csi).key;
+    const ids = o.registry.covering(key).map((d) => d.dpId);
+    return [...new Set(ids)].filter((id) => id !== o.dpId);
   };
   const tx = <T>(f: () => T): T => {
     try {
@@ -334,6 +368,20 @@ export function createClaims(o: ClaimsOptions): Claims {
       dpSig: dpSign(same?.isDefault ?? all.length === 0, ch.statement),
     };
     store.putMapping(row);
+    if (all.length === 0) {
+      // The first mapping for this CSI here: peers that may hold older ones are told (R18).
+      for (const peerDp of peersOf(r.csi)) {
+        store.addPeerRequest({
+          peerDp,
+          csi: r.csi,
+          mspId: r.mspId,
+          ssi: r.ssi,
+          createdAtMs: now,
+          nextAtMs: now,
+        });
+        peerRequestsQueued = true;
+      }
+    }
     const result: CompleteResult = {
       hasPrecedence: true,
       existingMsps: existingMsps(others),
@@ -820,6 +868,71 @@ export function createClaims(o: ClaimsOptions): Claims {
           settleDefault(csi.uri);
         }
         return removed;
+      });
+    },
+
+    invalidateOlder(callerIdentity, csiText, m) {
+      const csi = parseCsi(csiText);
+      const caller = o.registry.allDps().find((d) => d.tlsIdentity === callerIdentity);
+      if (!caller || caller.id === o.dpId) {
+        throw new DiscoveryError(
+          "permission_denied",
+          `identity "${callerIdentity}" is not another DP of the root registry`,
+        );
+      }
+      const d = o.registry.find(csi.key);
+      if (d?.dpId !== caller.id) {
+        throw new DiscoveryError(
+          "permission_denied",
+          `DP "${caller.id}" is not delegated this CSI (the registry delegates it to ${d ? `"${d.dpId}"` : "no DP"}); only that DP may ask peers to de-list older mappings`,
+        );
+      }
+      const now = o.clock();
+      const problem = mappingProblem(csi.uri, m, keys, now);
+      if (problem) throw invalidArgument(`the new mapping does not verify: ${problem}`);
+      const r = decodeMappingRecord((m.signed as { record: Uint8Array }).record);
+      if (r.dpId !== caller.id)
+        throw invalidArgument(`the new mapping is countersigned for DP "${r.dpId}", not the caller`);
+      if (r.proofMethod === "bulk") {
+        throw invalidArgument(
+          "a bulk mapping carries no proof by the holder, so it cannot de-list other holders' mappings",
+        );
+      }
+      return tx(() => {
+        const older = store
+          .mappings(csi.uri)
+          .filter(
+            (x) =>
+              !sameKey(userKeyOf(x), r.userPublicKey) &&
+              decodeMappingRecord(x.record).createdAtMs < r.createdAtMs,
+          );
+        const stricter = older.filter(
+          (x) => rank(decodeMappingRecord(x.record).proofMethod) < rank(r.proofMethod),
+        );
+        removeRows(
+          stricter,
+          `the identifier's new holder proved possession more strictly at DP "${caller.id}"`,
+        );
+        // Repeated requests do not open a second conflict over the same mappings.
+        const pending = new Set(
+          store
+            .openConflicts(csi.uri)
+            .flatMap((c) => store.conflictTargets(c.id).map((t) => `${t.mspId}\0${t.ssi}`)),
+        );
+        const contested = older.filter((x) => !stricter.includes(x));
+        const fresh = contested.filter((x) => !pending.has(`${x.mspId}\0${x.ssi}`));
+        if (fresh.length > 0) {
+          openConflict(
+            { csi: csi.uri, claimantMsp: r.mspId, newMsp: "", newSsi: "", replace: true, makeDefault: false },
+            fresh,
+          );
+        }
+        settleDefault(csi.uri);
+        log.info(
+          { csi: csiHash(csi.uri), peer: caller.id, removed: stricter.length, contested: contested.length },
+          "older mappings de-listed at a peer's request",
+        );
+        return { removed: stricter.length, contested: contested.length };
       });
     },
 

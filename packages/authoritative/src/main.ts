@@ -23,6 +23,7 @@ import {
 import { createChangeFeed } from "./changes.js";
 import { createClaims } from "./claims.js";
 import { parseConfig } from "./config.js";
+import { createPeerSender } from "./peers.js";
 import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
 import { createAuthoritativeService } from "./service.js";
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
     negativeTtlSeconds: config.negativeTtlSeconds,
   });
   const sender = createCodeSender(config.delivery, log);
+  const peers = createPeerSender({ store, registry: sync.view, tls, clock: systemClock, log });
   const claims = createClaims({
     dpId: config.dpId,
     store,
@@ -98,6 +100,8 @@ async function main(): Promise<void> {
     policy: config.claims,
     requireDelegated: (csi) => service.requireDelegated(csi),
     registryMsp: (id) => sync.view.msp(id),
+    registry: sync.view,
+    onPeerRequests: () => peers.kick(),
     log,
   });
   const feed = createChangeFeed({
@@ -110,6 +114,7 @@ async function main(): Promise<void> {
     try {
       claims.sweep();
       feed.prune();
+      peers.kick();
     } catch (err) {
       log.error({ err: (err as Error).message }, "sweep failed");
     }
@@ -119,6 +124,7 @@ async function main(): Promise<void> {
   const health = addHealthService(server, log, [
     pb.AuthoritativeService.typeName,
     pb.AuthoritativeAdminService.typeName,
+    pb.PeerService.typeName,
   ]);
   // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
   void sync.ready.then(() => {
@@ -137,6 +143,7 @@ async function main(): Promise<void> {
     health.setServing(false);
     clearInterval(sweep);
     sender.close();
+    peers.close();
     sync.close();
     await shutdown(server, 2_000);
     store.close();

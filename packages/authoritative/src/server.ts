@@ -11,6 +11,7 @@ import {
   DiscoveryError,
   delegationToProto,
   type Logger,
+  mappingFromProto,
   mappingToProto,
   mspToProto,
   paramsFromProto,
@@ -215,6 +216,19 @@ export function bindAuthoritativeServer(
         }
       },
     },
+  );
+
+  addService(
+    server,
+    pb.PeerService,
+    {
+      async invalidateOlder(req, ctx) {
+        if (!req.mapping) throw new DiscoveryError("invalid_argument", "mapping is required");
+        const r = claims.invalidateOlder(ctx.peer.name, req.csi, mappingFromProto(req.mapping));
+        return { removed: r.removed, contested: r.contested };
+      },
+    },
+    { log },
   );
 
   addService(

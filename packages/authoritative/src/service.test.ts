@@ -8,6 +8,7 @@ import {
   createLogger,
   DiscoveryError,
   decodeMappingRecord,
+  dpSignedParts,
   encodeMappingRecord,
   filterMappings,
   generateSigningKey,
@@ -89,6 +90,7 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     },
     requireDelegated: (csi) => service.requireDelegated(csi),
     registryMsp: (id) => registry.msp(id),
+    registry,
     log: createLogger({ name: "test", level: "silent" }),
   });
   const msp = (id: MspId): EnrolledMsp =>
@@ -206,6 +208,7 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     keys,
     mspKeys,
     dpKey,
+    registry,
     tick: (ms: number) => {
       now += ms;
     },
@@ -786,4 +789,136 @@ test("notices resume after a sequence number", async () => {
     rest.map((n) => n.seq),
     all.slice(1).map((n) => n.seq),
   );
+});
+
+// ---- first-mapping requests from peer DPs (R18) -----------------------------------------
+
+const CARVED = "tel:+447900000001";
+
+/** Carves +4479 out of eu's +44 for DP "us"; returns us's key and a signer of its mappings. */
+function carveOut(t: ReturnType<typeof setup>) {
+  const usKey = generateSigningKey();
+  const serial = t.registry.serial;
+  t.registry.apply({
+    serial: serial + 1n,
+    kind: "put_dp",
+    dp: {
+      id: "us",
+      endpoints: ["127.0.0.1:2"],
+      tlsIdentity: "dp-us",
+      jurisdiction: "US",
+      signingPublicKey: usKey.publicKey,
+    },
+  });
+  t.registry.apply({
+    serial: serial + 2n,
+    kind: "put_delegation",
+    delegation: { id: "e164:4479", key: { kind: "e164", prefix: "4479" }, dpId: "us", ttlSeconds: 3600 },
+  });
+  /** The mapping us stores for the CSI's new holder, as us would send it. */
+  const peerMapping = (o: { proofMethod?: string; dpKey?: SigningKey; createdAtMs?: number } = {}) => {
+    const user = generateSigningKey();
+    const proofMethod = o.proofMethod ?? "sms-code";
+    const record = encodeMappingRecord({
+      csi: CARVED,
+      mspId: "wirechat.example",
+      ssi: "wc-new",
+      defaultRequested: true,
+      tags: [],
+      createdAtMs: o.createdAtMs ?? t.now(),
+      proofMethod,
+      proofId: "ch_peer",
+      userPublicKey: proofMethod === "bulk" ? new Uint8Array(0) : user.publicKey,
+      dpId: "us",
+      expiresAtMs: t.now() + 30 * DAY,
+    });
+    return {
+      mspId: "wirechat.example",
+      ssi: "wc-new",
+      isDefault: true,
+      tags: [],
+      createdAtMs: o.createdAtMs ?? t.now(),
+      proofMethod,
+      expiresAtMs: t.now() + 30 * DAY,
+      signed: {
+        record,
+        userSignature:
+          proofMethod === "bulk" ? new Uint8Array(0) : signWith(user, SIGNING_CONTEXT.mappingUser, record),
+        mspSignature: signWith(
+          t.mspKeys.get("wirechat.example") as SigningKey,
+          SIGNING_CONTEXT.mappingMsp,
+          record,
+        ),
+        dpSignature: signWith(o.dpKey ?? usKey, SIGNING_CONTEXT.mappingDp, ...dpSignedParts(true, record)),
+      },
+    };
+  };
+  return { peerMapping };
+}
+
+test("a peer's first mapping with a stricter proof removes older mappings at once, once", () => {
+  const t = setup();
+  t.bulk("bluebird.example", "old", [{ csi: CARVED, ssi: "@old" }]);
+  t.tick(1000);
+  const { peerMapping } = carveOut(t);
+  const m = peerMapping();
+  assert.deepEqual(t.claims.invalidateOlder("dp-us", CARVED, m), { removed: 1, contested: 0 });
+  assert.equal(t.store.mappings(CARVED).length, 0);
+  const notice = t.claims.notices("bluebird.example", 0, 10).find((n) => n.body.kind === "mapping_removed");
+  assert.match(notice?.body.reason ?? "", /more strictly at DP "us"/);
+  assert.deepEqual(t.claims.invalidateOlder("dp-us", CARVED, m), { removed: 0, contested: 0 });
+});
+
+test("a peer's first mapping with an equal proof opens one contestable conflict, which lapses into removal", async () => {
+  const t = setup({ contestWindowMs: 60_000 });
+  await t.claim("bluebird.example", CARVED, "@old");
+  t.tick(1000);
+  const { peerMapping } = carveOut(t);
+  const m = peerMapping();
+  assert.deepEqual(t.claims.invalidateOlder("dp-us", CARVED, m), { removed: 0, contested: 1 });
+  assert.deepEqual(t.claims.invalidateOlder("dp-us", CARVED, m), { removed: 0, contested: 1 });
+  assert.equal(t.store.openConflicts(CARVED).length, 1, "a repeated request opens no second conflict");
+  assert.ok(t.claims.notices("bluebird.example", 0, 10).some((n) => n.body.kind === "conflict_opened"));
+  t.tick(61_000);
+  t.claims.sweep();
+  assert.equal(t.store.mappings(CARVED).length, 0);
+});
+
+test("peer requests are refused unless a registry DP delegated the CSI sends a mapping that verifies", async () => {
+  const t = setup();
+  t.bulk("bluebird.example", "old", [{ csi: CARVED, ssi: "@old" }]);
+  // Before the carve-out, us is not even in the registry.
+  const early = carveOut(setup()).peerMapping();
+  await rejects(
+    () => t.claims.invalidateOlder("dp-us", CARVED, early),
+    "permission_denied",
+    /not another DP/,
+  );
+  const { peerMapping } = carveOut(t);
+  await rejects(
+    () => t.claims.invalidateOlder("dp-eu", CARVED, peerMapping()),
+    "permission_denied",
+    /not another DP/,
+  );
+  await rejects(
+    () => t.claims.invalidateOlder("dp-us", ALICE, peerMapping()),
+    "permission_denied",
+    /DP "us" is not delegated this CSI/,
+  );
+  await rejects(
+    () => t.claims.invalidateOlder("dp-us", CARVED, peerMapping({ dpKey: generateSigningKey() })),
+    "invalid_argument",
+    /countersignature does not verify/,
+  );
+  await rejects(
+    () => t.claims.invalidateOlder("dp-us", CARVED, peerMapping({ proofMethod: "bulk" })),
+    "invalid_argument",
+    /bulk mapping carries no proof/,
+  );
+  // A mapping no newer than the ones held de-lists nothing.
+  assert.deepEqual(t.claims.invalidateOlder("dp-us", CARVED, peerMapping({ createdAtMs: t.now() - DAY })), {
+    removed: 0,
+    contested: 0,
+  });
+  assert.equal(t.store.mappings(CARVED).length, 1);
 });

@@ -192,7 +192,35 @@ const MIGRATIONS: readonly string[] = [
    CREATE TRIGGER log_opt_out_delete AFTER DELETE ON opt_outs BEGIN
      INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
    END;`,
+  // v4: first-mapping invalidation requests to peer DPs (R18), written in the claim's
+  // transaction and delivered until acknowledged.
+  `CREATE TABLE peer_requests (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     peer_dp TEXT NOT NULL,
+     csi TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     next_at_ms INTEGER NOT NULL,
+     last_error TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX peer_requests_due ON peer_requests (next_at_ms);`,
 ];
+
+/** A first-mapping invalidation request waiting to reach a peer DP (R18). */
+export interface PeerRequestRow {
+  readonly id: number;
+  readonly peerDp: string;
+  /** The new mapping, by key; it is read when sent, so the peer sees its current signatures. */
+  readonly csi: string;
+  readonly mspId: string;
+  readonly ssi: string;
+  readonly createdAtMs: number;
+  readonly attempts: number;
+  readonly nextAtMs: number;
+  readonly lastError: string;
+}
 
 /** One event of the change log: something about this CSI's mappings or opt-out changed. */
 export interface ChangeRow {
@@ -275,6 +303,11 @@ export interface MappingStore {
   pruneChangesBefore(ms: number, limit: number): number;
   /** Calls `listener` after each commit that added to the change log. */
   onChangeLogged(listener: () => void): void;
+  addPeerRequest(r: Omit<PeerRequestRow, "id" | "attempts" | "lastError">): void;
+  duePeerRequests(nowMs: number, limit: number): PeerRequestRow[];
+  reschedulePeerRequest(id: number, attempts: number, nextAtMs: number, error: string): void;
+  deletePeerRequest(id: number): void;
+  peerRequestCount(): number;
   /** Runs `f` in one transaction (nested calls join the outer one). */
   transaction<T>(f: () => T): T;
   close(): void;
@@ -374,6 +407,18 @@ export function openMappingStore(path: string): MappingStore {
     enrolled: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE msp_id = ?"),
     byIdentity: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE tls_identity = ?"),
     listEnrolled: db.prepare<[], MspRow>("SELECT * FROM enrolled_msps ORDER BY msp_id"),
+    addPeer: db.prepare(
+      `INSERT INTO peer_requests (peer_dp, csi, msp_id, ssi, created_at_ms, attempts, next_at_ms, last_error)
+       VALUES (@peerDp, @csi, @mspId, @ssi, @createdAtMs, 0, @nextAtMs, '')`,
+    ),
+    duePeers: db.prepare<[number, number], PeerSqlRow>(
+      "SELECT * FROM peer_requests WHERE next_at_ms <= ? ORDER BY next_at_ms LIMIT ?",
+    ),
+    reschedulePeer: db.prepare<[number, number, string, number]>(
+      "UPDATE peer_requests SET attempts = ?, next_at_ms = ?, last_error = ? WHERE id = ?",
+    ),
+    deletePeer: db.prepare<[number]>("DELETE FROM peer_requests WHERE id = ?"),
+    countPeers: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM peer_requests"),
     logId: db.prepare<[], { value: string }>("SELECT value FROM store_meta WHERE key = 'log_id'"),
     latestSeq: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'change_log'"),
     oldestSeq: db.prepare<[], { seq: number | null }>("SELECT min(seq) AS seq FROM change_log"),
@@ -516,6 +561,25 @@ export function openMappingStore(path: string): MappingStore {
     },
     enrolledByIdentity: (identity) => q.byIdentity.all(identity).map(mspOf),
     listEnrolled: () => q.listEnrolled.all().map(mspOf),
+    addPeerRequest: w("peer request", (r) => void q.addPeer.run(r)),
+    duePeerRequests: (now, limit) =>
+      q.duePeers.all(now, limit).map((r) => ({
+        id: r.id,
+        peerDp: r.peer_dp,
+        csi: r.csi,
+        mspId: r.msp_id,
+        ssi: r.ssi,
+        createdAtMs: r.created_at_ms,
+        attempts: r.attempts,
+        nextAtMs: r.next_at_ms,
+        lastError: r.last_error,
+      })),
+    reschedulePeerRequest: w(
+      "peer request",
+      (id, attempts, next, error) => void q.reschedulePeer.run(attempts, next, error, id),
+    ),
+    deletePeerRequest: w("peer request", (id) => void q.deletePeer.run(id)),
+    peerRequestCount: () => q.countPeers.get()?.n ?? 0,
     logId: () => q.logId.get()?.value ?? "",
     logBounds: () => {
       const latest = latestSeq();
@@ -539,6 +603,18 @@ export function openMappingStore(path: string): MappingStore {
     },
     close: () => db.close(),
   };
+}
+
+interface PeerSqlRow {
+  id: number;
+  peer_dp: string;
+  csi: string;
+  msp_id: string;
+  ssi: string;
+  created_at_ms: number;
+  attempts: number;
+  next_at_ms: number;
+  last_error: string;
 }
 
 interface ChangeSqlRow {

@@ -191,6 +191,20 @@ export class RegistryView {
     return undefined;
   }
 
+  /** Every delegation whose key contains the lookup key, longest E.164 prefix first. */
+  covering(key: LookupKey): Delegation[] {
+    if (key.kind === "e164") {
+      const found: Delegation[] = [];
+      for (let len = Math.min(key.digits.length, 15); len > 0; len--) {
+        const d = this.e164.get(key.digits.slice(0, len));
+        if (d) found.push(d);
+      }
+      return found;
+    }
+    const d = this.find(key);
+    return d ? [d] : [];
+  }
+
   dp(id: string): DpInfo | undefined {
     return this.dps.get(id);
   }

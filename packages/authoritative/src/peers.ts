@@ -1,0 +1,137 @@
+// Delivery of first-mapping requests to peer DPs (R18): the claim's transaction queues them in
+// the store, so none is lost to a crash; this sends each to the peer's endpoints in order, with
+// this DP's own certificate, and retries with backoff until the peer acknowledges.
+import {
+  type Channel,
+  type Clock,
+  channelCredentials,
+  csiHash,
+  DiscoveryError,
+  type DpInfo,
+  type Logger,
+  mappingToProto,
+  openChannel,
+  pb,
+  type RegistryView,
+  type TlsMaterial,
+} from "@mimi/core";
+import { mappingOfRow } from "./claims.js";
+import type { MappingStore, PeerRequestRow } from "./store.js";
+
+/** Sends queued requests. */
+export interface PeerSender {
+  /** Sends what is due now (also called by the sweep, for retries). */
+  kick(): void;
+  close(): void;
+}
+
+/** Options of the sender. */
+export interface PeerSenderOptions {
+  store: MappingStore;
+  registry: RegistryView;
+  tls: TlsMaterial;
+  clock: Clock;
+  log: Logger;
+  /** Deadline of one call. */
+  timeoutMs?: number;
+}
+
+/** A request older than this is dropped with a warning rather than retried forever. */
+const GIVE_UP_AFTER_MS = 7 * 86_400_000;
+const MAX_BACKOFF_MS = 3_600_000;
+
+/** Creates the sender. */
+export function createPeerSender(o: PeerSenderOptions): PeerSender {
+  const log = o.log.child({ component: "peers" });
+  const channels = new Map<string, Channel>();
+  const channel = (dp: DpInfo, endpoint: string) => {
+    const k = `${dp.tlsIdentity}|${endpoint}`;
+    let ch = channels.get(k);
+    if (!ch) {
+      ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
+      channels.set(k, ch);
+    }
+    return ch;
+  };
+  let running = false;
+  let again = false;
+  let closed = false;
+
+  const sendOne = async (r: PeerRequestRow) => {
+    const row = o.store.mapping(r.csi, r.mspId, r.ssi);
+    const dp = o.registry.dp(r.peerDp);
+    if (!row || !dp) {
+      // The mapping went (its holder removed it) or the peer left the registry: nothing to ask.
+      o.store.deletePeerRequest(r.id);
+      return;
+    }
+    let error = `DP "${dp.id}" lists no endpoints`;
+    for (const endpoint of dp.endpoints) {
+      try {
+        const res = await channel(dp, endpoint)
+          .client(pb.PeerService)
+          .invalidateOlder(
+            { csi: r.csi, mapping: mappingToProto(mappingOfRow(row)) },
+            { timeoutMs: o.timeoutMs ?? 5_000 },
+          );
+        o.store.deletePeerRequest(r.id);
+        log.info(
+          { csi: csiHash(r.csi), peer: dp.id, removed: res.removed, contested: res.contested },
+          "first-mapping request delivered to peer DP",
+        );
+        return;
+      } catch (err) {
+        error = (err as Error).message;
+        // Refusals are retried too: the peer's registry copy may not yet show our delegation.
+        if (!(err instanceof DiscoveryError && err.code === "upstream_unavailable")) break;
+      }
+    }
+    const now = o.clock();
+    if (now - r.createdAtMs > GIVE_UP_AFTER_MS) {
+      o.store.deletePeerRequest(r.id);
+      log.warn(
+        { csi: csiHash(r.csi), peer: dp.id, attempts: r.attempts + 1, err: error },
+        "first-mapping request abandoned",
+      );
+      return;
+    }
+    const backoff = Math.min(1_000 * 2 ** Math.min(r.attempts, 20), MAX_BACKOFF_MS);
+    o.store.reschedulePeerRequest(r.id, r.attempts + 1, now + backoff, error);
+    log.warn(
+      { csi: csiHash(r.csi), peer: dp.id, attempts: r.attempts + 1, retryInMs: backoff, err: error },
+      "first-mapping request not delivered; will retry",
+    );
+  };
+
+  const drain = async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      let due: PeerRequestRow[];
+      do {
+        again = false;
+        due = o.store.duePeerRequests(o.clock(), 50);
+        for (const r of due) {
+          if (closed) return;
+          await sendOne(r);
+        }
+      } while (!closed && (again || due.length === 50));
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "sending first-mapping requests failed");
+    } finally {
+      running = false;
+    }
+  };
+
+  return {
+    kick: () => void drain(),
+    close() {
+      closed = true;
+      for (const ch of channels.values()) ch.close();
+      channels.clear();
+    },
+  };
+}
