@@ -13,6 +13,39 @@ test("the deploy example parses", () => {
   assert.ok(Object.isFrozen(config));
 });
 
+const secondaryExample = () =>
+  JSON.parse(readFileSync(new URL("../../../deploy/examples/root-secondary.json", import.meta.url), "utf8"));
+
+test("the secondary deploy example parses; it holds no signing key", () => {
+  const config = parseConfig(secondaryExample(), "/etc/mimi");
+  assert.equal(config.signingKey, undefined);
+  assert.deepEqual(config.primary?.endpoints, ["root-a.mimi.example:7400"]);
+  assert.equal(config.primary?.rootPublicKey, "/etc/mimi/keys/root-signing.pub");
+  assert.ok(Object.isFrozen(config.primary));
+});
+
+test("a secondary's primary section resolves paths and refuses a signing key beside it", () => {
+  const { primary, ...rest } = secondaryExample();
+  assert.equal(
+    parseConfig({ ...rest, primary: { ...primary, rootPublicKey: "keys/root.pub" } }, "/srv/mimi").primary
+      ?.rootPublicKey,
+    "/srv/mimi/keys/root.pub",
+  );
+  assert.throws(
+    () => parseConfig({ ...secondaryExample(), signingKey: "/etc/mimi/keys/root-signing.pem" }),
+    /signingKey and config.primary exclude each other: a secondary never holds the root's private key/,
+  );
+  assert.throws(
+    () => parseConfig({ ...rest, primary: { ...primary, endpoints: [] } }),
+    /endpoints must not be empty/,
+  );
+  assert.throws(
+    () => parseConfig({ ...rest, primary: { ...primary, port: 1 } }),
+    /primary has unknown key: port/,
+  );
+  assert.throws(() => parseConfig({ ...rest, primary: { endpoints: ["a:1"] } }), /rootPublicKey/);
+});
+
 test("the registry signing key is required and resolves against the config's folder", () => {
   const { signingKey: _omit, ...rest } = example();
   assert.throws(() => parseConfig(rest, "/etc/mimi"), /signingKey must be a non-empty string/);

@@ -38,20 +38,24 @@ export function bindRootServer(
         const wlog = log.child({ component: "watch", peer: ctx.peerName });
         const changed = new Latch();
         const unsubscribe = service.subscribe(() => changed.fire());
+        const sendSnapshot = async () => {
+          const snap = service.snapshot();
+          await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
+          return snap.serial;
+        };
         try {
           let sent = req.sinceSerial;
           const current = service.serial();
-          if (sent === 0n || sent > current || current - sent > BigInt(MAX_BACKLOG)) {
-            // Too far behind, or ahead (this root was restored from an older copy): start over.
-            const snap = service.snapshot();
-            await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
-            sent = snap.serial;
-          }
+          if (sent === 0n || current - sent > BigInt(MAX_BACKLOG)) sent = await sendSnapshot();
           wlog.debug({ since: req.sinceSerial.toString(), from: sent.toString() }, "watch started");
           let caughtUp = false;
           while (!ctx.signal.aborted) {
             // Re-reading from the store after each wake-up means a watcher can never see a gap.
             for (;;) {
+              // Ahead of this root (it was restored from an older copy), or behind the changes it
+              // holds (a secondary that replaced its copy with a snapshot, possibly mid-watch):
+              // start over. Checked before each read, which runs in the same turn as the check.
+              if (sent > service.serial() || sent < service.backlogStart()) sent = await sendSnapshot();
               const batch = service.changesSince(sent, 256);
               for (const c of batch) {
                 await send({ event: { case: "change", value: changeToProto(c) } });
@@ -143,6 +147,8 @@ export function bindRootServer(
     {
       log,
       authorize(peer) {
+        // A secondary refuses every caller alike, naming the primary, before identity matters.
+        service.checkWritable();
         if (!admins.has(peer.name)) {
           throw new DiscoveryError("permission_denied", `identity "${peer.name}" is not a registry admin`);
         }

@@ -37,6 +37,10 @@ export interface RootService {
   serial(): bigint;
   /** Changes after `since`, oldest first, at most `limit`. */
   changesSince(since: bigint, limit: number): RegistryChange[];
+  /** Every change after this serial is held; a watcher behind it needs a snapshot. */
+  backlogStart(): bigint;
+  /** Throws FAILED_PRECONDITION when this server does not take registry edits (a secondary). */
+  checkWritable(): void;
   /** Registers a callback run after every committed change; returns the unsubscribe function. */
   subscribe(listener: () => void): () => void;
   refer(csi: string): Referral | undefined;
@@ -110,15 +114,13 @@ export function createRootService({
     snapshot: () => ({ ...view.snapshot(), signature }),
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),
+    backlogStart: () => store.baseSerial(),
+    checkWritable: () => {},
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    refer(csi) {
-      const parsed = parseCsi(csi);
-      const delegation = view.find(parsed.key);
-      return delegation && { delegation, dp: view.dp(delegation.dpId), serial: view.serial };
-    },
+    refer: (csi) => referIn(view, csi),
     createDelegation(actor, key, dpId, ttlSeconds) {
       const id = delegationId(key);
       const ttl = ttlOf(ttlSeconds, defaultDelegationTtlSeconds);
@@ -222,6 +224,12 @@ export function createRootService({
     },
     audit: (limit) => store.audit(limit),
   };
+}
+
+/** The referral for `csi` in a registry view; shared by primary and secondary. */
+export function referIn(view: RegistryView, csi: string): Referral | undefined {
+  const delegation = view.find(parseCsi(csi).key);
+  return delegation && { delegation, dp: view.dp(delegation.dpId), serial: view.serial };
 }
 
 function checkId(what: string, id: string): void {

@@ -1,5 +1,6 @@
 // The root registry in SQLite: delegations, DPs, MSPs and the serial-numbered change
-// log that doubles as the audit trail (H3). Invariant: the root never stores mappings.
+// log that doubles as the audit trail (H3). A secondary keeps the same tables, written as
+// received from the primary. Invariant: the root never stores mappings.
 
 import {
   type Delegation,
@@ -54,6 +55,13 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE dps ADD COLUMN signing_key BLOB NOT NULL DEFAULT x'';
    ALTER TABLE msps ADD COLUMN signing_key BLOB NOT NULL DEFAULT x'';
    ALTER TABLE changes ADD COLUMN signature BLOB NOT NULL DEFAULT x'';`,
+  // v3: the snapshot a secondary last replaced its copy with. The changes before it are not
+  // held, so serving a watcher further behind takes a snapshot; on a primary it stays empty.
+  `CREATE TABLE base (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     serial INTEGER NOT NULL,
+     signature BLOB NOT NULL
+   ) STRICT;`,
 ];
 
 interface DelegationRow {
@@ -66,9 +74,18 @@ interface DelegationRow {
   ttl_seconds: number;
 }
 
-/** The registry store. All writes go through `commit`, which assigns the next serial. */
+/**
+ * The registry store. A primary writes through `commit`, which assigns the next serial; a
+ * secondary writes through `replace` and `append`, which keep the primary's serials and signatures.
+ */
 export interface RegistryStore {
   serial(): bigint;
+  /** Every change after this serial is held; 0 unless the registry was replaced by a snapshot. */
+  baseSerial(): bigint;
+  /** The stored root signature of the registry at its current serial, if any. */
+  signature(): Uint8Array | undefined;
+  /** Whether anything was ever written (a change or a snapshot). */
+  isEmpty(): boolean;
   load(): RegistryData;
   delegation(id: string): Delegation | undefined;
   dp(id: string): DpInfo | undefined;
@@ -91,6 +108,15 @@ export interface RegistryStore {
   changesSince(since: bigint, limit: number): RegistryChange[];
   /** Records the root's signature of the registry as it was after change `serial`. */
   setSignature(serial: bigint, signature: Uint8Array): void;
+  /**
+   * Replaces the whole registry with a signed snapshot in one transaction. The change log is
+   * emptied: the changes that led there were never received, so none can be served.
+   */
+  replace(data: RegistryData & { signature: Uint8Array }): void;
+  /** Applies a received change with its own serial (which must follow) and signature, in one transaction. */
+  append(change: RegistryChange & { signature: Uint8Array }, atMs: number, actor: string): void;
+  /** Discards everything, e.g. a copy that no longer verifies. */
+  clear(): void;
   audit(limit: number): AuditEntry[];
   close(): void;
 }
@@ -115,7 +141,19 @@ export function openRegistryStore(path: string): RegistryStore {
   }
 
   const q = {
-    serial: db.prepare<[], { s: number | null }>("SELECT max(serial) AS s FROM changes"),
+    serial: db.prepare<[], { s: number }>(
+      "SELECT max(coalesce((SELECT max(serial) FROM changes), 0), coalesce((SELECT serial FROM base), 0)) AS s",
+    ),
+    base: db.prepare<[], { serial: number; signature: Buffer }>("SELECT serial, signature FROM base"),
+    lastSignature: db.prepare<[], { signature: Buffer }>(
+      "SELECT signature FROM changes ORDER BY serial DESC LIMIT 1",
+    ),
+    anyChange: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM changes"),
+    setBase: db.prepare<[number, Buffer]>(
+      `INSERT INTO base (id, serial, signature) VALUES (1, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET serial = excluded.serial, signature = excluded.signature`,
+    ),
+    resetMspIndex: db.prepare<[number]>("UPDATE meta SET v = ? WHERE k = 'next_msp_index'"),
     delegations: db.prepare<[], DelegationRow>("SELECT * FROM delegations ORDER BY id"),
     delegation: db.prepare<[string], DelegationRow>("SELECT * FROM delegations WHERE id = ?"),
     delegationsOf: db.prepare<[string], DelegationRow>(
@@ -151,6 +189,9 @@ export function openRegistryStore(path: string): RegistryStore {
     insertChange: db.prepare<[number, number, string, string]>(
       "INSERT INTO changes (serial, at_ms, actor, body) VALUES (?, ?, ?, ?)",
     ),
+    insertSignedChange: db.prepare<[number, number, string, string, Buffer]>(
+      "INSERT INTO changes (serial, at_ms, actor, body, signature) VALUES (?, ?, ?, ?, ?)",
+    ),
     changesSince: db.prepare<[number, number], ChangeRow>(
       "SELECT * FROM changes WHERE serial > ? ORDER BY serial LIMIT ?",
     ),
@@ -159,6 +200,7 @@ export function openRegistryStore(path: string): RegistryStore {
   };
 
   const serial = () => BigInt(q.serial.get()?.s ?? 0);
+  const baseSerial = () => BigInt(q.base.get()?.serial ?? 0);
 
   const applyChange = (c: RegistryChange) => {
     switch (c.kind) {
@@ -205,8 +247,63 @@ export function openRegistryStore(path: string): RegistryStore {
     },
   );
 
+  const clearTx = db.transaction(() => {
+    // Delegations first: they reference DPs.
+    db.exec(
+      "DELETE FROM delegations; DELETE FROM dps; DELETE FROM msps; DELETE FROM changes; DELETE FROM base",
+    );
+    q.resetMspIndex.run(0);
+  });
+
+  const replaceTx = db.transaction((data: RegistryData & { signature: Uint8Array }) => {
+    clearTx();
+    for (const dp of data.dps) applyChange({ serial: data.serial, kind: "put_dp", dp });
+    for (const msp of data.msps) applyChange({ serial: data.serial, kind: "put_msp", msp });
+    for (const delegation of data.delegations) {
+      applyChange({ serial: data.serial, kind: "put_delegation", delegation });
+    }
+    q.setBase.run(Number(data.serial), Buffer.from(data.signature));
+  });
+
+  const appendTx = db.transaction(
+    (change: RegistryChange & { signature: Uint8Array }, atMs: number, actor: string) => {
+      const expected = serial() + 1n;
+      if (change.serial !== expected) {
+        throw new Error(`change ${change.serial} does not follow ${expected - 1n}`);
+      }
+      applyChange(change);
+      const { signature, ...body } = change;
+      q.insertSignedChange.run(
+        Number(change.serial),
+        atMs,
+        actor,
+        JSON.stringify(body, jsonBigint),
+        Buffer.from(signature),
+      );
+    },
+  );
+
+  // Failures of the secondary's writes are store failures, like those of commit.
+  const wrap = (what: string, write: () => void) => {
+    try {
+      write();
+    } catch (err) {
+      throw new DiscoveryError("store_failure", `${what} failed: ${(err as Error).message}`, { cause: err });
+    }
+  };
+
   return {
     serial,
+    baseSerial,
+    signature: () => {
+      const last = q.lastSignature.get();
+      const raw = last ? last.signature : q.base.get()?.signature;
+      return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
+    },
+    isEmpty: () => (q.anyChange.get()?.n ?? 0) === 0 && q.base.get() === undefined,
+    replace: (data) => wrap("registry replace", () => replaceTx(data)),
+    append: (change, atMs, actor) => wrap("registry append", () => appendTx(change, atMs, actor)),
+    clear: () => wrap("registry clear", () => clearTx()),
     load: () => ({
       serial: serial(),
       delegations: q.delegations.all().map(delegationOf),

@@ -1,0 +1,168 @@
+// A read-only root (H1: root failure must not stop resolution): keeps the registry it follows
+// from a primary in its own store exactly as received, with the primary's serials and
+// signatures, and serves it through the same operations as the primary. It holds no signing key.
+import {
+  type Clock,
+  DiscoveryError,
+  type Logger,
+  type RegistryChange,
+  type RegistryData,
+  RegistryView,
+  registrySignatureValid,
+} from "@mimi/core";
+import { type RootService, referIn } from "./service.js";
+import type { RegistryStore } from "./store.js";
+
+/** The actor recorded with received changes; the primary's audit log keeps the admin's identity. */
+const RECEIVED_ACTOR = "primary";
+
+/** Options of a secondary root. */
+export interface SecondaryOptions {
+  store: RegistryStore;
+  clock: Clock;
+  log: Logger;
+  /** The pinned root key; the stored copy must verify with it. */
+  rootPublicKey: Uint8Array;
+  /** Where edits go instead; named in every refusal. */
+  primaryEndpoints: readonly string[];
+}
+
+/** A root that follows another root; feed it what registry-sync verified. */
+export interface SecondaryService extends RootService {
+  /** The verified copy held, with its signature; undefined until there is one. */
+  copy(): RegistryData | undefined;
+  /** Replaces the copy with a verified snapshot. */
+  snapshotReceived(data: RegistryData): void;
+  /** Applies a verified change; `current` reads the follower's whole registry after it. */
+  changeReceived(change: RegistryChange, current: () => RegistryData): void;
+}
+
+/**
+ * Opens a secondary over its store. A stored copy that does not verify with the pinned key
+ * (altered on disk) is discarded, so the secondary refetches rather than serve it.
+ */
+export function createSecondaryService(opts: SecondaryOptions): SecondaryService {
+  const { store, clock, rootPublicKey, primaryEndpoints } = opts;
+  const log = opts.log.child({ component: "secondary" });
+  const view = new RegistryView();
+  // The primary's signature over `view`; undefined while no verified copy is held, during
+  // which the read operations answer UNAVAILABLE so that watchers try another root.
+  let signature: Uint8Array | undefined;
+  const listeners = new Set<() => void>();
+  const primaries = primaryEndpoints.join(", ");
+
+  if (!store.isEmpty()) {
+    let stored: RegistryData | undefined;
+    let storedSignature: Uint8Array | undefined;
+    try {
+      stored = store.load();
+      storedSignature = store.signature();
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "stored registry copy is unreadable");
+    }
+    if (stored && storedSignature && registrySignatureValid(stored, storedSignature, rootPublicKey)) {
+      view.replace(stored);
+      signature = storedSignature;
+      log.info({ serial: stored.serial.toString() }, "registry copy loaded");
+    } else {
+      // The backlog goes too: it led to a state nobody signed, so none of it can be trusted.
+      log.warn(
+        { serial: stored?.serial.toString() },
+        "stored registry copy does not verify with the pinned root key; discarding it",
+      );
+      store.clear();
+    }
+  }
+
+  const notify = () => {
+    for (const l of listeners) l();
+  };
+  const readOnly = () =>
+    new DiscoveryError(
+      "failed_precondition",
+      `this root server is a read-only secondary; send registry edits to the primary at ${primaries}`,
+    );
+  const requireCopy = () => {
+    if (!signature) {
+      throw new DiscoveryError(
+        "not_ready",
+        `this secondary root holds no verified registry copy yet (following ${primaries})`,
+      );
+    }
+    return signature;
+  };
+
+  return {
+    copy: () => (signature ? { ...view.snapshot(), signature } : undefined),
+    snapshotReceived(data) {
+      if (!data.signature) return; // registry-sync passes only verified, hence signed, data
+      store.replace({ ...data, signature: data.signature });
+      view.replace(data);
+      signature = data.signature;
+      notify();
+    },
+    changeReceived(change, current) {
+      if (!change.signature) return;
+      if (signature && change.serial === view.serial + 1n) {
+        store.append({ ...change, signature: change.signature }, clock(), RECEIVED_ACTOR);
+        view.apply(change);
+      } else {
+        // The store missed a change (a failed write): the follower's whole registry is verified
+        // under this same signature, so it replaces ours, and watchers behind it get a snapshot.
+        log.warn(
+          { serial: change.serial.toString(), held: view.serial.toString() },
+          "registry change does not follow the stored copy; storing the whole registry",
+        );
+        const whole = current();
+        store.replace({ ...whole, signature: change.signature });
+        view.replace(whole);
+      }
+      signature = change.signature;
+      notify();
+    },
+    snapshot: () => {
+      const sig = requireCopy();
+      return { ...view.snapshot(), signature: sig };
+    },
+    serial: () => view.serial,
+    changesSince: (since, limit) => store.changesSince(since, limit),
+    backlogStart: () => store.baseSerial(),
+    checkWritable: () => {
+      throw readOnly();
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    refer(csi) {
+      requireCopy();
+      return referIn(view, csi);
+    },
+    createDelegation: () => {
+      throw readOnly();
+    },
+    updateDelegation: () => {
+      throw readOnly();
+    },
+    deleteDelegation: () => {
+      throw readOnly();
+    },
+    listDelegations: () => {
+      const s = view.snapshot();
+      return { delegations: s.delegations, serial: s.serial };
+    },
+    putDp: () => {
+      throw readOnly();
+    },
+    deleteDp: () => {
+      throw readOnly();
+    },
+    putMsp: () => {
+      throw readOnly();
+    },
+    // The received changes carry no actor or time, so the audit log lives at the primary only.
+    audit: () => {
+      throw readOnly();
+    },
+  };
+}
