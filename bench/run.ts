@@ -29,6 +29,8 @@ interface Options {
   memoryEntries: number;
   /** Signed records the bulk run registers. */
   bulkRecords: number;
+  /** Mapping writes per second in the propagation run. */
+  changeRate: number;
   scenarios: string[];
   out: string;
   dataDir: string;
@@ -52,7 +54,7 @@ export interface RunResult {
   extra?: Record<string, number>;
 }
 
-const ALL_SCENARIOS = ["warm", "cold", "negative", "mixed", "authoritative", "memory", "bulk"];
+const ALL_SCENARIOS = ["warm", "cold", "negative", "mixed", "authoritative", "memory", "bulk", "propagation"];
 const CLK_TCK = (() => {
   try {
     return Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
@@ -586,12 +588,130 @@ async function main(o: Options): Promise<void> {
     });
   }
 
+  if (want("propagation")) await propagation(o, bench, join(tmp, "propagation"), log);
+
   mkdirSync(o.out, { recursive: true });
   const file = join(o.out, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   const { dataDir: _d, out: _o, ...parameters } = o;
   writeFileSync(file, `${JSON.stringify({ machine, parameters, results: bench.results }, null, 2)}\n`);
   log(`results: ${file}`);
   rmSync(tmp, { recursive: true, force: true });
+}
+
+/**
+ * Change propagation (G6, R20): mappings are written at the eu DP at `changeRate` per second
+ * (bulk batches every 10 ms) for CSIs the resolver has cached as NOT_FOUND. For one write in
+ * ten the benchmark polls the resolver every millisecond until the mapping is visible; the
+ * latency runs from the DP's acknowledgement of the committed batch to the first FOUND answer,
+ * so it covers the change event's trip, the eviction and the fresh lookup.
+ */
+async function propagation(o: Options, bench: Bench, dir: string, log: (s: string) => void): Promise<void> {
+  await withNetwork(dir, 100_000, async (net) => {
+    const key = net.signingKey("msp-parrot");
+    const total = Math.max(10, Math.round((o.changeRate * o.durationMs) / 1000));
+    const perTick = Math.max(1, Math.round(o.changeRate / 100));
+    const csiOf = (i: number) => `tel:+4478${String(i).padStart(8, "0")}`;
+    const resolver = net.channel(net.resolver.address, "msp-bluebird").client(pb.ResolverService);
+    const claim = net.channel(net.dps.eu.address, "msp-parrot").client(pb.ClaimService);
+    // Cache NOT_FOUND for every CSI the run will write: the case negative caching alone gets wrong.
+    for (let i = 0; i < total; i += 256) {
+      await Promise.all(
+        Array.from({ length: Math.min(256, total - i) }, (_, k) => resolver.resolve({ csi: csiOf(i + k) })),
+      );
+    }
+    const procs = { root: net.root, "dp-eu": net.dps.eu, "dp-us": net.dps.us, resolver: net.resolver };
+    const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
+    const latencies: number[] = [];
+    let missed = 0;
+    let firstError: string | undefined;
+    const watchers: Promise<void>[] = [];
+    const visibleAfter = async (csi: string, fromMs: number) => {
+      for (;;) {
+        const r = await resolver.resolve({ csi });
+        if (r.answer?.status === pb.LookupStatus.FOUND) {
+          latencies.push((performance.now() - fromMs) * 1000); // µs, as percentile() expects
+          return;
+        }
+        if (performance.now() - fromMs > 10_000) {
+          missed++;
+          return;
+        }
+        await new Promise((res) => setTimeout(res, 1));
+      }
+    };
+    const started = performance.now();
+    let written = 0;
+    let tick = 0;
+    const writes: Promise<void>[] = [];
+    while (written < total) {
+      const first = written;
+      const count = Math.min(perTick, total - written);
+      written += count;
+      const now = Date.now();
+      const records = Array.from({ length: count }, (_, k) =>
+        bulkRecord(
+          {
+            csi: csiOf(first + k),
+            mspId: "parrot.example",
+            ssi: `p${first + k}`,
+            defaultRequested: false,
+            tags: [],
+            createdAtMs: now,
+            dpId: "eu",
+            expiresAtMs: now + 86_400_000,
+          },
+          key,
+        ),
+      );
+      writes.push(
+        bulkRegister(claim, {
+          sessionId: `propagation-${tick}`,
+          total: count,
+          recordsFrom: () => records,
+        }).then(
+          () => {
+            const acked = performance.now();
+            for (let k = 0; k < count; k++) {
+              if ((first + k) % 10 === 0) watchers.push(visibleAfter(csiOf(first + k), acked));
+            }
+          },
+          (err: Error) => {
+            firstError ??= err.message;
+          },
+        ),
+      );
+      tick++;
+      // Paced against the start, so a slow tick is caught up rather than lowering the rate.
+      const due = started + tick * 10;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+    }
+    await Promise.all(writes);
+    const writeSeconds = (performance.now() - started) / 1000;
+    await Promise.all(watchers);
+    const cpuSeconds = Object.fromEntries(
+      Object.entries(procs).map(([k, p]) => [k, round(cpuSecondsOf(p.pid) - (cpu0[k] ?? 0), 2)]),
+    );
+    const sorted = Float64Array.from(latencies).sort();
+    const q = (p: number) => round(percentile(sorted, p), 2);
+    const result: RunResult = {
+      scenario: "propagation",
+      variant: `${o.changeRate} changes/s`,
+      lookups: latencies.length,
+      errors: missed + (firstError ? 1 : 0),
+      ...(firstError ? { firstError } : {}),
+      lookupsPerSec: round(total / writeSeconds, 0),
+      latencyMs: { p50: q(50), p90: q(90), p99: q(99), p999: q(99.9), max: q(100) },
+      cpuSeconds,
+      rssMb: Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)])),
+      lookupsPerServerCpuSecond: 0,
+      extra: { changesPerSecond: round(total / writeSeconds, 0), samples: latencies.length },
+    };
+    bench.results.push(result);
+    log(
+      `propagation: ${total} writes at ${result.extra?.changesPerSecond}/s; write -> visible at the resolver (${latencies.length} samples): p50 ${q(50)} ms, p99 ${q(99)} ms, max ${q(100)} ms${missed ? `; ${missed} never seen within 10 s` : ""}`,
+    );
+  });
 }
 
 function fmtCount(n: number): string {
@@ -610,6 +730,7 @@ const cli = new Command("bench")
   .option("--auth-sizes <list>", "mapping counts for the authoritative-alone runs", "1000000,10000000")
   .option("--memory-entries <n>", "answers to cache in the memory run", "1000000")
   .option("--bulk-records <n>", "signed mappings the bulk run registers", "200000")
+  .option("--change-rate <n>", "mapping writes per second in the propagation run", "1000")
   .option("--scenarios <list>", `subset of ${ALL_SCENARIOS.join(",")}`, ALL_SCENARIOS.join(","))
   .option("--out <dir>", "folder for the JSON result", join(REPO, "bench/results"))
   .option("--data <dir>", "folder for generated data (reused across runs)", join(REPO, "data/bench"))
@@ -628,6 +749,7 @@ const cli = new Command("bench")
       authSizes: quick ? [1_000] : String(raw.authSizes).split(",").map(Number),
       memoryEntries: num("memoryEntries", 1_000),
       bulkRecords: num("bulkRecords", 2_000),
+      changeRate: num("changeRate", 200),
       scenarios: String(raw.scenarios).split(","),
       out: String(raw.out),
       dataDir: String(raw.data),

@@ -60,6 +60,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", asy
       "memory",
       "mixed",
       "negative",
+      "propagation",
       "warm",
     ]);
     const bulk = report.results.find((r) => r.scenario === "bulk");
@@ -79,6 +80,9 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", asy
         `${what} CPU`,
       );
     }
+    const propagation = report.results.find((r) => r.scenario === "propagation");
+    assert.ok((propagation?.extra?.samples ?? 0) > 0, "the propagation run saw writes become visible");
+    assert.ok((propagation?.latencyMs.p50 ?? 0) > 0, "and measured how long that took");
     const memory = report.results.find((r) => r.scenario === "memory");
     assert.ok((memory?.extra?.cachedAnswers ?? 0) > 0, "the memory run cached answers");
     assert.ok(Number.isFinite(memory?.extra?.bytesPerCachedAnswer), "and reported bytes per answer");
