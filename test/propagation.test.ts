@@ -54,7 +54,22 @@ const write = async (dp: "eu" | "us", csi: string, ssi: string) => {
   });
 };
 
-const outbox = (dp: "eu" | "us") => join(t.net.dir, `dp-${dp}`, "outbox");
+/** Runs `mimi claim <action> <csi> ...` as bluebird at a DP, the code read from its outbox. */
+const claimAs = async (action: "run" | "invalidate", dp: "eu" | "us", csi: string, ...extra: string[]) => {
+  const r = await t.cli([
+    "claim",
+    action,
+    csi,
+    ...extra,
+    "--as",
+    "msp-bluebird",
+    "--dp",
+    t.net.dps[dp].address,
+    "--outbox",
+    join(t.net.dir, `dp-${dp}`, "outbox"),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+};
 
 scenario(t, "a claim becomes visible at once at a resolver that had cached NOT_FOUND", async () => {
   await eventually(async () => assert.equal((await subscription("eu")).connected, true));
@@ -66,20 +81,7 @@ scenario(t, "a claim becomes visible at once at a resolver that had cached NOT_F
   const served = await t.lookupsServed("eu");
   assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
   assert.equal(await t.lookupsServed("eu"), served, "the second answer came from the cache");
-  const run = await t.cli([
-    "claim",
-    "run",
-    csi,
-    "--ssi",
-    "@newcomer:bluebird.example",
-    "--as",
-    "msp-bluebird",
-    "--dp",
-    t.net.dps.eu.address,
-    "--outbox",
-    outbox("eu"),
-  ]);
-  assert.equal(run.code, 0, run.stderr);
+  await claimAs("run", "eu", csi, "--ssi", "@newcomer:bluebird.example");
   await eventually(async () => {
     const r = await t.resolve(csi);
     assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
@@ -91,18 +93,7 @@ scenario(t, "a claim becomes visible at once at a resolver that had cached NOT_F
 scenario(t, "a removal is visible at once where the answer was cached", async () => {
   const csi = "tel:+447700900611";
   assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND);
-  const inv = await t.cli([
-    "claim",
-    "invalidate",
-    csi,
-    "--as",
-    "msp-bluebird",
-    "--dp",
-    t.net.dps.eu.address,
-    "--outbox",
-    outbox("eu"),
-  ]);
-  assert.equal(inv.code, 0, inv.stderr);
+  await claimAs("invalidate", "eu", csi);
   await eventually(async () => {
     assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
   }, 3_000);
@@ -177,20 +168,7 @@ scenario(
       }
     })();
     try {
-      const run = await t.cli([
-        "claim",
-        "run",
-        csi,
-        "--ssi",
-        "@new-holder:bluebird.example",
-        "--as",
-        "msp-bluebird",
-        "--dp",
-        t.net.dps.us.address,
-        "--outbox",
-        outbox("us"),
-      ]);
-      assert.equal(run.code, 0, run.stderr);
+      await claimAs("run", "us", csi, "--ssi", "@new-holder:bluebird.example");
       // An SMS code is a stricter proof than the bulk registration at eu: removed at once, and
       // parrot hears of it from eu, without learning who the new holder is.
       await eventually(async () => {

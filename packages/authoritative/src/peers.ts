@@ -2,15 +2,12 @@
 // the store, so none is lost to a crash; this sends each to the peer's endpoints in order, with
 // this DP's own certificate, and retries with backoff until the peer acknowledges.
 import {
-  type Channel,
   type Clock,
-  channelCredentials,
+  createChannelPool,
   csiHash,
   DiscoveryError,
-  type DpInfo,
   type Logger,
   mappingToProto,
-  openChannel,
   pb,
   type RegistryView,
   type TlsMaterial,
@@ -43,16 +40,7 @@ const MAX_BACKOFF_MS = 3_600_000;
 /** Creates the sender. */
 export function createPeerSender(o: PeerSenderOptions): PeerSender {
   const log = o.log.child({ component: "peers" });
-  const channels = new Map<string, Channel>();
-  const channel = (dp: DpInfo, endpoint: string) => {
-    const k = `${dp.tlsIdentity}|${endpoint}`;
-    let ch = channels.get(k);
-    if (!ch) {
-      ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
-      channels.set(k, ch);
-    }
-    return ch;
-  };
+  const channels = createChannelPool(o.tls);
   let running = false;
   let again = false;
   let closed = false;
@@ -68,7 +56,8 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
     let error = `DP "${dp.id}" lists no endpoints`;
     for (const endpoint of dp.endpoints) {
       try {
-        const res = await channel(dp, endpoint)
+        const res = await channels
+          .get(endpoint, dp.tlsIdentity)
           .client(pb.PeerService)
           .invalidateOlder(
             { csi: r.csi, mapping: mappingToProto(mappingOfRow(row)) },
@@ -130,8 +119,7 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
     kick: () => void drain(),
     close() {
       closed = true;
-      for (const ch of channels.values()) ch.close();
-      channels.clear();
+      channels.close();
     },
   };
 }

@@ -1,6 +1,7 @@
 // Public surface of @mimi/core: everything the servers, the CLI and tests share.
 export * from "./answer.js";
 export * from "./change.js";
+export * from "./channel-pool.js";
 export * from "./clock.js";
 export * from "./config.js";
 export * from "./convert.js";

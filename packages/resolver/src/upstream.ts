@@ -6,7 +6,7 @@
 import { status as Status } from "@grpc/grpc-js";
 import {
   type Channel,
-  channelCredentials,
+  createChannelPool,
   DiscoveryError,
   type DpInfo,
   Feed,
@@ -14,7 +14,6 @@ import {
   type Logger,
   type LookupOutcome,
   mappingFromProto,
-  openChannel,
   pb,
   type TlsMaterial,
 } from "@mimi/core";
@@ -143,20 +142,12 @@ class LookupMux {
 /** Creates the pool. */
 export function createUpstream(o: UpstreamOptions): Upstream {
   const log = o.log.child({ component: "upstream" });
-  const channels = new Map<string, Channel>();
+  const channels = createChannelPool(o.tls);
   const muxes = new Map<string, LookupMux>();
   // The endpoint that answered last, per DP: tried first next time.
   const preferred = new Map<string, string>();
 
-  const channelFor = (dp: DpInfo, endpoint: string) => {
-    const k = `${dp.tlsIdentity}|${endpoint}`;
-    let ch = channels.get(k);
-    if (!ch) {
-      ch = openChannel(endpoint, channelCredentials(o.tls, dp.tlsIdentity));
-      channels.set(k, ch);
-    }
-    return ch;
-  };
+  const channelFor = (dp: DpInfo, endpoint: string) => channels.get(endpoint, dp.tlsIdentity);
   const muxFor = (dp: DpInfo, endpoint: string) => {
     const k = `${dp.tlsIdentity}|${endpoint}`;
     let mux = muxes.get(k);
@@ -205,9 +196,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     },
     close() {
       for (const m of muxes.values()) m.close();
-      for (const ch of channels.values()) ch.close();
       muxes.clear();
-      channels.clear();
+      channels.close();
     },
   };
 }

@@ -25,7 +25,7 @@ import {
 } from "./connect.js";
 import { type FeedLine, parseFeed } from "./jsonl.js";
 import { publicKeyArg } from "./keys.js";
-import { isoTime, json, mappingJson, out } from "./output.js";
+import { json, mappingJson, out } from "./output.js";
 import { addResolverCommands } from "./resolver-admin.js";
 
 const program = new Command("mimi")
