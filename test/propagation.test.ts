@@ -13,8 +13,11 @@ import { startProxy, type TcpProxy } from "./proxy.js";
 
 // A short change-log window so a partition can outlast it within the test.
 const RETENTION_SECONDS = 5;
+// Prefetch once 90% of a TTL has passed (after 2 hits), so the prefetch scenario sees one
+// within seconds of a 60 s NOT_FOUND TTL.
 const t = useNetwork({
   authoritative: { changeLogRetentionSeconds: RETENTION_SECONDS, sweepIntervalSeconds: 1 },
+  resolver: { cache: { prefetchMinHits: 2, prefetchPercent: 90 } },
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -182,7 +185,10 @@ scenario(
       watch.abort();
       await watching;
     }
-    assert.match(t.logs(), /dp-us: .*"peer":"eu".*"first-mapping request delivered to peer DP"/);
+    // us logs the delivery once eu's reply is back, which may follow parrot's notice.
+    await eventually(async () =>
+      assert.match(t.logs(), /dp-us: .*"peer":"eu".*"first-mapping request delivered to peer DP"/),
+    );
     // The answer comes from us alone, and only the new holder's mapping is in it.
     const r = await t.resolve(csi);
     assert.deepEqual(r.answer?.dpIds, ["us"]);
@@ -303,6 +309,26 @@ scenario(t, "an authoritative restarted from an older copy of its store makes re
   // The restored store does not hold the mapping, and the resolver no longer claims it does.
   assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.NOT_FOUND);
   assert.match(t.logs(), /resolver: .*"reason":"the DP's log is behind what we saw.*resyncing/);
+});
+
+scenario(t, "a popular answer is refreshed in the background before it expires", async () => {
+  const csi = "tel:+12025550199";
+  const first = await t.resolve(csi);
+  assert.equal(first.answer?.status, pb.LookupStatus.NOT_FOUND);
+  const ttl = first.answer?.ttlSeconds ?? 0;
+  // Wait until less than 90% of the TTL is left, then ask twice: the second hit makes it popular.
+  await sleep(Math.ceil(ttl * 0.1 + 1) * 1000);
+  const before = await stats();
+  const served = await t.lookupsServed("us");
+  const hit = await t.resolve(csi);
+  await t.resolve(csi);
+  assert.ok((hit.answer?.ttlSeconds ?? ttl) < ttl * 0.9, "the cached answer had aged");
+  await eventually(async () => assert.equal((await stats()).prefetches, before.prefetches + 1n));
+  assert.equal((await t.lookupsServed("us")) - served, 1n, "one background lookup at the DP");
+  // The callers never waited for it: no miss was counted, and the entry is fresh again.
+  const after = await t.resolve(csi);
+  assert.equal((await stats()).misses, before.misses);
+  assert.ok((after.answer?.ttlSeconds ?? 0) > (hit.answer?.ttlSeconds ?? 0), "the TTL started over");
 });
 
 scenario(t, "operators flush one CSI, one DP's answers, or everything, and read the counters", async () => {
