@@ -29,23 +29,7 @@ scenario(
     const old = t.net.dps.us.address;
     await t.net.dps.us.stop();
     await t.net.dps.us.start();
-    const moved = await t.cli([
-      "root",
-      "dp",
-      "put",
-      "us",
-      "--endpoint",
-      old,
-      t.net.dps.us.address,
-      "--tls-identity",
-      "dp-us",
-      "--jurisdiction",
-      "US",
-      "--root",
-      t.net.root.address,
-    ]);
-    assert.equal(moved.code, 0, moved.stderr);
-    await t.resolverApplied(moved.stdout);
+    await t.resolverApplied(await t.putDp("us", [old, t.net.dps.us.address]));
     const r = await t.resolve("mailto:alice@example.org"); // not cached yet; held by us
     assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
     assert.equal(r.stale, false);

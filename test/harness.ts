@@ -2,6 +2,7 @@
 // files in a temp folder, ports chosen by the OS) through the same launcher `npm start`
 // uses, keeps every process's log, and prints the logs when a scenario fails.
 // Tests speak gRPC (or run the CLI) only; they never import server internals.
+import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,6 +25,11 @@ export interface TestNetwork {
   lookupsServed(dp: "eu" | "us"): Promise<bigint>;
   /** Runs the mimi CLI against this network; resolves with exit code and output. */
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /**
+   * Re-registers a demo DP at the root with these endpoints (`mimi root dp put`), asserting the
+   * command succeeds; returns its output (with the serial, for resolverApplied).
+   */
+  putDp(dp: "eu" | "us", endpoints: string[]): Promise<string>;
   /** Every process's log lines, for diagnosis. */
   logs(): string;
   /**
@@ -94,6 +100,24 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
           (err, stdout, stderr) => done({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
         );
       });
+    },
+    async putDp(dp, endpoints) {
+      const r = await this.cli([
+        "root",
+        "dp",
+        "put",
+        dp,
+        "--endpoint",
+        ...endpoints,
+        "--tls-identity",
+        `dp-${dp}`,
+        "--jurisdiction",
+        dp.toUpperCase(),
+        "--root",
+        the().root.address,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
     },
     logs: () => lines.join("\n"),
     async resolverApplied(cliStdout) {

@@ -220,22 +220,7 @@ scenario(
 scenario(t, "a resolver cut off from a DP catches up on reconnect, without a resync", async () => {
   // Route the resolver to eu through the proxy; the subscription moves with the DP's endpoints.
   proxy = await startProxy(t.net.dps.eu.address);
-  const put = await t.cli([
-    "root",
-    "dp",
-    "put",
-    "eu",
-    "--endpoint",
-    proxy.address,
-    "--tls-identity",
-    "dp-eu",
-    "--jurisdiction",
-    "EU",
-    "--root",
-    t.net.root.address,
-  ]);
-  assert.equal(put.code, 0, put.stderr);
-  await t.resolverApplied(put.stdout);
+  await t.resolverApplied(await t.putDp("eu", [proxy.address]));
   await eventually(async () => {
     const s = await subscription("eu");
     assert.equal(s.connected, true);

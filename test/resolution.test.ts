@@ -223,22 +223,7 @@ scenario(
   "a DP's new endpoint list reaches the resolver; a dead endpoint listed first does no harm",
   async () => {
     const eu = t.net.dps.eu.address;
-    const put = await t.cli([
-      "root",
-      "dp",
-      "put",
-      "eu",
-      "--endpoint",
-      "127.0.0.1:1",
-      eu,
-      "--tls-identity",
-      "dp-eu",
-      "--jurisdiction",
-      "EU",
-      "--root",
-      t.net.root.address,
-    ]);
-    assert.equal(put.code, 0, put.stderr);
+    await t.putDp("eu", ["127.0.0.1:1", eu]);
     const show = await t.cli(["root", "show", "--json", "--root", t.net.root.address]);
     const snap = JSON.parse(show.stdout) as { dps: { id: string; endpoints: string[] }[] };
     assert.deepEqual(snap.dps.find((d) => d.id === "eu")?.endpoints, ["127.0.0.1:1", eu]);

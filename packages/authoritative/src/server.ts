@@ -288,8 +288,7 @@ export function bindAuthoritativeServer(
       },
       async watchNotices(req, ctx, send) {
         const caller = claims.callerOf(ctx.peer.name);
-        let seq =
-          req.sinceSeq > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(req.sinceSeq);
+        let seq = clampToNumber(req.sinceSeq);
         while (!ctx.signal.aborted) {
           // Wait first, read second: a notice committed between the read and the wait still wakes us.
           const woken = claims.waitForNotice(caller.mspId, ctx.signal);

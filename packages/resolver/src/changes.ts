@@ -105,7 +105,7 @@ class Subscription {
             if (ev.case === "start") {
               const s = ev.value;
               if (s.resync !== pb.ResyncReason.UNSPECIFIED) {
-                const counted = s.resync !== pb.ResyncReason.NEW_WATCHER || this.logId !== "";
+                const counted = s.resync !== pb.ResyncReason.NEW_WATCHER;
                 if (counted) {
                   this.resyncs++;
                   this.log.warn(

@@ -392,3 +392,20 @@ test("an answer asked once is left to expire; a failed prefetch keeps the fresh 
   assert.equal(r.source, "cache");
   assert.equal(r.stale, false);
 });
+
+test("an event that came before a lookup started does not make its answer be asked again", async () => {
+  const { state, service } = setup();
+  service.changed(changeHashHex(CSI.uri)); // e.g. the event that evicted the entry
+  let open: () => void = () => {};
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  const pending = service.resolve(CSI);
+  await nextTurn();
+  service.changed(changeHashHex("tel:+447700900999")); // another CSI changes meanwhile
+  state.gate = undefined;
+  open();
+  await pending;
+  assert.equal(state.calls, 1);
+  assert.equal((await service.resolve(CSI)).source, "cache");
+});

@@ -202,7 +202,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         if (attempt === 0) return walk(csi, 1, background);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
-      if (startedAt !== eventCount && (recent.get(changeHashHex(csi.uri)) ?? -1) >= startedAt) {
+      if (startedAt !== eventCount && (recent.get(changeHashHex(csi.uri)) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
         if (attempt === 0) return walk(csi, 1, background);

@@ -300,6 +300,28 @@ export function addClaimCommands(program: Command): void {
     });
 
   // ---- invalidate / opt-out ----------------------------------------------------------------
+  /** Proves possession and completes an invalidation or opt-out, printing the outcome. */
+  const runAction = async (
+    o: ProofFlags,
+    csi: string,
+    label: "invalidate" | "opt-out",
+    action: Parameters<typeof startAction>[2],
+  ) => {
+    const s = proofSetup(o);
+    const { ch, api } = channelOf(o);
+    try {
+      const { ch: challenge, res } = await prove(
+        api,
+        csi,
+        s,
+        () => startAction(api, csi, action, s.userKey, s.timeoutMs),
+        o.json === true,
+      );
+      printAction(csi, label, challenge, res, o.json === true);
+    } finally {
+      ch.close();
+    }
+  };
   addProofOptions(
     claim
       .command("invalidate")
@@ -314,21 +336,7 @@ export function addClaimCommands(program: Command): void {
     if (o.ssi !== undefined && o.msp === undefined) throw new UsageError("--ssi needs --msp");
     if (o.msp !== undefined && (o.msp === "" || o.msp.length > 128))
       throw new UsageError("--msp must be an MSP id of 1 to 128 characters");
-    const s = proofSetup(o);
-    const { ch, api } = channelOf(o);
-    try {
-      const target = { mspId: o.msp ?? "", ssi: o.ssi ?? "" };
-      const { ch: challenge, res } = await prove(
-        api,
-        csi,
-        s,
-        () => startAction(api, csi, { invalidate: target }, s.userKey, s.timeoutMs),
-        o.json === true,
-      );
-      printAction(csi, "invalidate", challenge, res, o.json === true);
-    } finally {
-      ch.close();
-    }
+    await runAction(o, csi, "invalidate", { invalidate: { mspId: o.msp ?? "", ssi: o.ssi ?? "" } });
   });
   addProofOptions(
     claim
@@ -338,21 +346,7 @@ export function addClaimCommands(program: Command): void {
       )
       .argument("<csi>", 'e.g. "tel:+447700900123"'),
   ).action(async (csiText: string, o: ProofFlags) => {
-    const csi = csiArg(csiText);
-    const s = proofSetup(o);
-    const { ch, api } = channelOf(o);
-    try {
-      const { ch: challenge, res } = await prove(
-        api,
-        csi,
-        s,
-        () => startAction(api, csi, { optOut: true }, s.userKey, s.timeoutMs),
-        o.json === true,
-      );
-      printAction(csi, "opt-out", challenge, res, o.json === true);
-    } finally {
-      ch.close();
-    }
+    await runAction(o, csiArg(csiText), "opt-out", { optOut: true });
   });
 
   // ---- contest ----------------------------------------------------------------------------
