@@ -3,10 +3,9 @@
 // and reused while the mapping count matches.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type MappingRow, openMappingStore } from "@mimi/authoritative";
+import { type MappingRow, openMappingStore } from "@mimi/authoritative/offline";
 import { bulkRecord, dpSignedParts, SIGNING_CONTEXT, signWith } from "@mimi/core";
-import { ensureDevSigningKeys } from "@mimi/core/dev-pki";
-import { SIGNING_KEYS } from "../deploy/local/network.js";
+import { ensureDevSigningKeys, SIGNING_KEYS } from "@mimi/devnet";
 import { BENCH_MSPS, dpOf, existingCsi } from "./keys.js";
 
 const FORMAT = 2; // bump when keys.ts or the generated content changes

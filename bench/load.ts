@@ -5,15 +5,15 @@
 // queueing (no coordinated omission). Latencies (microseconds) go to a binary file.
 import { writeFileSync } from "node:fs";
 import {
+  AsyncQueue,
   type Channel,
   channelCredentials,
-  Feed,
   loadTls,
   openChannel,
   pb,
   silenceIpServernameWarning,
 } from "@mimi/core";
-import { devTlsPaths } from "@mimi/core/dev-pki";
+import { devTlsPaths } from "@mimi/devnet/paths";
 import { absentCsi, existingCsi } from "./keys.js";
 
 /** Which CSIs a worker asks for. */
@@ -158,7 +158,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       tick();
     });
   } else if (spec.api === "stream") {
-    const feed = new Feed<{ requestId: bigint; csi: string }>();
+    const feed = new AsyncQueue<{ requestId: bigint; csi: string }>();
     const started = new Map<bigint, number>();
     let id = 0n;
     const send = () => {
@@ -211,7 +211,10 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   return { count: lat.n, errors, ...(firstError ? { firstError } : {}), elapsedMs, exhausted };
 }
 
-silenceIpServernameWarning();
+silenceIpServernameWarning(process);
+// The benchmark holds our stdin open; when it goes (finished, killed, timed out), so do we.
+process.stdin.on("end", () => process.exit(2));
+process.stdin.resume();
 const spec = JSON.parse(process.argv[2] ?? "{}") as LoadSpec;
 run(spec).then(
   (r) => {

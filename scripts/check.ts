@@ -1,5 +1,5 @@
 // `npm run check`: lint and format (biome), types (tsc), proto lint (buf), generated code
-// fresh, no circular imports, and the package dependency rules of ARCHITECTURE.md.
+// fresh, no circular imports, and the layout rules of ARCHITECTURE.md for every package.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,8 +20,9 @@ function step(name: string, cmd: string, args: string[]): void {
 function files(dir: string, out: string[] = []): string[] {
   for (const e of readdirSync(dir)) {
     const p = join(dir, e);
-    if (statSync(p).isDirectory()) files(p, out);
-    else out.push(p);
+    if (statSync(p).isDirectory()) {
+      if (e !== "node_modules" && e !== "dist") files(p, out);
+    } else out.push(p);
   }
   return out;
 }
@@ -60,30 +61,68 @@ step("no circular imports", bin("madge"), [
   "--ts-config",
   "tsconfig.base.json",
   "packages",
+  "bench",
+  "test",
 ]);
 
-// Dependency rules: servers import only core, never each other; grpc-js only in server.ts and
-// upstream.ts (and core); better-sqlite3 only in store.ts; process.env/argv/exit only in main.ts.
-process.stdout.write("check: dependency rules\n");
-for (const pkg of ["root", "authoritative", "resolver"]) {
-  for (const f of files(join("packages", pkg, "src"))) {
-    if (!f.endsWith(".ts") || f.endsWith(".test.ts")) continue;
+// ---- layout rules --------------------------------------------------------------------------
+process.stdout.write("check: layout rules\n");
+
+/** Which workspace packages each part of the tree may import (subpaths included). */
+const MAY_IMPORT: Record<string, readonly string[]> = {
+  core: [],
+  root: ["@mimi/core"],
+  authoritative: ["@mimi/core"],
+  resolver: ["@mimi/core"],
+  devnet: ["@mimi/core"],
+  cli: ["@mimi/core", "@mimi/devnet/paths", "@mimi/devnet/pki"],
+  bench: ["@mimi/core", "@mimi/devnet", "@mimi/devnet/paths", "@mimi/authoritative/offline"],
+  test: ["@mimi/core", "@mimi/devnet"],
+};
+const SERVERS = ["root", "authoritative", "resolver"];
+/** Largest hand-written source file, in lines (generated code and tests are exempt). */
+const MAX_FILE_LINES = 500;
+
+const parts = [
+  ...Object.keys(MAY_IMPORT)
+    .filter((p) => p !== "bench" && p !== "test")
+    .map((p) => ({ part: p, dir: join("packages", p, "src") })),
+  { part: "bench", dir: "bench" },
+  { part: "test", dir: "test" },
+];
+for (const { part, dir } of parts) {
+  for (const f of files(dir)) {
+    if (!f.endsWith(".ts") || f.includes("/gen/")) continue;
     const src = readFileSync(f, "utf8");
     const base = f.split("/").pop() ?? "";
-    for (const other of ["root", "authoritative", "resolver"]) {
-      if (other !== pkg && src.includes(`@mimi/${other}`)) failures.push(`${f} imports @mimi/${other}`);
+    const isTest = f.endsWith(".test.ts");
+    const code = src
+      .split("\n")
+      .filter((l) => !/^\s*(\/\/|\*|\/\*)/.test(l))
+      .join("\n");
+    for (const m of code.matchAll(/(?:from|import\()\s*"(@mimi\/[^"]+)"/g)) {
+      const spec = m[1] as string;
+      const allowed = MAY_IMPORT[part] ?? [];
+      // Unit tests of a package may use the dev network's helpers (PKI, in-process servers).
+      const testOk = isTest && part !== "test" && spec.startsWith("@mimi/devnet");
+      if (!allowed.includes(spec) && !testOk) failures.push(`${f} imports ${spec}`);
     }
-    if (
-      /from "@grpc\/grpc-js"/.test(src) &&
-      !/^import type/m.test(src.match(/.*@grpc\/grpc-js.*/)?.[0] ?? "") &&
-      !["server.ts", "upstream.ts"].includes(base)
-    ) {
+    if (/(?:from|import\()\s*"\.\.\/packages\//.test(code))
+      failures.push(`${f} reaches into packages/ by path`);
+    if (isTest) continue;
+    const lines = src.split("\n").length;
+    if (lines > MAX_FILE_LINES) failures.push(`${f} has ${lines} lines (at most ${MAX_FILE_LINES})`);
+    if (/from "better-sqlite3"/.test(code) && base !== "store.ts")
+      failures.push(`${f} imports better-sqlite3 (only store.ts may)`);
+    const grpcValue = /^import (?!type)[^;]*from "@grpc\/grpc-js"/m.test(code);
+    if (part === "core" && grpcValue && !f.includes("/wire/"))
+      failures.push(`${f} imports @grpc/grpc-js (in core only wire/ may)`);
+    if (SERVERS.includes(part) && grpcValue && !["server.ts", "upstream.ts"].includes(base))
       failures.push(`${f} imports @grpc/grpc-js (only server.ts and upstream.ts may)`);
-    }
-    if (src.includes('from "better-sqlite3"') && base !== "store.ts")
-      failures.push(`${f} imports better-sqlite3`);
-    if (/process\.(env|argv|exit)\b/.test(src) && base !== "main.ts")
-      failures.push(`${f} uses process.env/argv/exit`);
+    // core is a library: the process is what main.ts hands to runServer, never a global.
+    if (part === "core" && /\bprocess\./.test(code)) failures.push(`${f} uses the process global`);
+    if ([...SERVERS, "cli"].includes(part) && /process\.(env|argv|exit)\b/.test(code) && base !== "main.ts")
+      failures.push(`${f} uses process.env/argv/exit (only main.ts may)`);
   }
 }
 

@@ -21,9 +21,9 @@ import {
   startAction,
   startClaim,
 } from "@mimi/core";
-import { devSigningKeyPaths } from "@mimi/core/dev-pki";
+import { devSigningKeyPaths } from "@mimi/devnet";
 import { SMTPServer } from "smtp-server";
-import { rejectsWith, scenario, useNetwork } from "./harness.js";
+import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 // The CSI's own channels, played by the test: every code the DPs send lands here.
 const mail: { to: string; body: string }[] = [];
@@ -79,23 +79,21 @@ const t = useNetwork({
         token: "gw-token",
       },
     },
-    claims: { contestWindowSeconds: 2 },
     sweepIntervalSeconds: 1,
   },
 });
 
-const codeFrom = async (channel: "mail" | "sms", to: string) => {
-  for (let i = 0; i < 100; i++) {
+/** The newest code that reached `to` by mail or SMS, once one has. */
+const codeFrom = (channel: "mail" | "sms", to: string) =>
+  eventually(async () => {
     const hit =
       channel === "mail"
         ? mail.filter((m) => m.to === to).at(-1)?.body
         : sms.filter((m) => m.to === to).at(-1)?.text;
     const code = hit && /\b(\d{6})\b/.exec(hit)?.[1];
-    if (code) return code;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`no code reached ${to}`);
-};
+    if (!code) throw new Error(`no code reached ${to}`);
+    return code;
+  });
 
 /** The MSP's view: a ClaimService client under its own certificate and its signing key. */
 const asMsp = (identity: "msp-bluebird" | "msp-wirechat" | "msp-parrot", dp: "eu" | "us" = "eu") => ({
@@ -229,52 +227,60 @@ scenario(
       ["parrot.example"],
     );
     assert.ok(r.conflictId);
-    // Within the 2 s window the old mapping keeps precedence, and its MSP hears of the conflict.
+    // Within the window (7 days) the old mapping keeps precedence, and its MSP hears of the conflict.
     const before = (await t.resolve(csi)).answer;
     assert.deepEqual(
       before?.mappings.map((m) => m.mspId),
       ["parrot.example", "bluebird.example"],
     );
-    for (let i = 0; i < 100 && !notices.some((n) => n.kind === pb.NoticeKind.CONFLICT_OPENED); i++) {
-      await new Promise((res) => setTimeout(res, 50));
-    }
-    const opened = notices.find((n) => n.kind === pb.NoticeKind.CONFLICT_OPENED);
-    assert.equal(opened?.conflictId, r.conflictId);
-    assert.equal(opened?.ssi, "parrot:old");
-    // The window lapses (the DP sweeps every second); its answer changes at once, and the
-    // resolver's copy by its TTL: ask the DP directly.
+    const opened = await eventually(async () => {
+      const n = notices.find((x) => x.kind === pb.NoticeKind.CONFLICT_OPENED);
+      assert.ok(n, "parrot heard of the conflict");
+      return n;
+    });
+    assert.equal(opened.conflictId, r.conflictId);
+    assert.equal(opened.ssi, "parrot:old");
+    // The window lapses: the DP's clock moves past the deadline and its sweep (every second)
+    // settles the conflict. Its answer changes at once, the resolver's copy by its TTL: ask the DP.
     const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
-    let order: string[] = [];
-    for (let i = 0; i < 100; i++) {
-      order = ((await dp.lookup({ csi })).answer?.mappings ?? []).map(
-        (m) => `${m.mspId}${m.isDefault ? "*" : ""}`,
-      );
-      if (order[0] === "bluebird.example*") break;
-      await new Promise((res) => setTimeout(res, 100));
+    try {
+      t.advanceClock(t.net.dps.eu, 8 * 86_400_000);
+      await eventually(async () => {
+        const order = ((await dp.lookup({ csi })).answer?.mappings ?? []).map(
+          (m) => `${m.mspId}${m.isDefault ? "*" : ""}`,
+        );
+        assert.deepEqual(order, ["bluebird.example*", "parrot.example"]);
+      });
+    } finally {
+      t.resetClocks();
     }
-    assert.deepEqual(order, ["bluebird.example*", "parrot.example"]);
-    for (let i = 0; i < 100 && !notices.some((n) => n.kind === pb.NoticeKind.PRECEDENCE_LOST); i++) {
-      await new Promise((res) => setTimeout(res, 50));
-    }
-    assert.ok(notices.some((n) => n.kind === pb.NoticeKind.PRECEDENCE_LOST));
-    // Resume after the first notice: only the later ones come back.
+    await eventually(async () => assert.ok(notices.some((n) => n.kind === pb.NoticeKind.PRECEDENCE_LOST)));
+    // Resume after the first notice: exactly the later ones come back, then the stream waits.
     const resumed: bigint[] = [];
     const stop = new AbortController();
-    setTimeout(() => stop.abort(), 500);
-    try {
-      for await (const x of first.api.watchNotices(
-        { sinceSeq: notices[0]?.seq ?? 0n },
-        { signal: stop.signal },
-      )) {
-        resumed.push(x.notice?.seq ?? 0n);
+    const resuming = (async () => {
+      try {
+        for await (const x of first.api.watchNotices(
+          { sinceSeq: notices[0]?.seq ?? 0n },
+          { signal: stop.signal },
+        )) {
+          resumed.push(x.notice?.seq ?? 0n);
+        }
+      } catch {
+        // Cancelled below.
       }
-    } catch {
-      // Aborted.
+    })();
+    // Both streams end up with the same notices: the live one's after its first.
+    const later = () => notices.slice(1).map((n) => n.seq);
+    try {
+      await eventually(async () => {
+        assert.ok(later().length > 0);
+        assert.deepEqual(resumed, later());
+      });
+    } finally {
+      stop.abort();
+      await resuming;
     }
-    assert.deepEqual(
-      resumed,
-      notices.slice(1).map((n) => n.seq),
-    );
     watch.abort();
     await watching;
   },

@@ -1,23 +1,24 @@
-// Failure handling: serve-stale when a DP is unreachable (RFC 8767), resolution without
-// the root (H1: resolvers hold a synced copy of the delegation table), root failover.
+// Failure handling: serve-stale when a DP is unreachable (RFC 8767), resolution without the
+// root (H1: resolvers hold a synced copy of the delegation table), root and DP endpoint
+// failover. Every scenario puts back what it stops, so each one can run alone.
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { pb } from "@mimi/core";
-import { ServerProcess } from "../deploy/local/network.js";
-import { rejectsWith, scenario, useNetwork } from "./harness.js";
+import { startResolver } from "@mimi/devnet";
+import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
-// Short TTLs so expiry happens within the test; the stale window stays long.
+// Short TTLs, expired by moving the resolver's clock; the stale window stays long.
+const TTL_SECONDS = 1;
 const t = useNetwork({
-  authoritative: { answerTtlSeconds: 1, negativeTtlSeconds: 1 },
+  authoritative: { answerTtlSeconds: TTL_SECONDS, negativeTtlSeconds: TTL_SECONDS },
   resolver: {
     cache: { minTtlSeconds: 0, staleWindowSeconds: 3600, staleAnswerTtlSeconds: 30 },
     upstreamTimeoutMs: 500,
   },
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Lets every answer the resolver cached so far expire. */
+const expireCachedAnswers = () => t.advanceClock(t.net.resolver, (TTL_SECONDS + 1) * 1000);
 
 scenario(
   t,
@@ -41,63 +42,59 @@ scenario(t, "an expired answer is served, marked stale, while its authoritative 
   const fresh = await t.resolve("tel:+447700900123");
   assert.equal(fresh.stale, false);
   await t.net.dps.eu.stop();
-  await sleep(1_200);
-  const stale = await t.resolve("tel:+447700900123");
-  assert.equal(stale.stale, true);
-  assert.equal(stale.answer?.ttlSeconds, 30);
-  assert.deepEqual(stale.answer?.mappings, fresh.answer?.mappings);
-  // Nothing cached: the failure is reported, naming the DP.
-  await rejectsWith(t.resolve("tel:+447700900555"), status.UNAVAILABLE, /DP "eu"/);
-  // The other region is unaffected.
-  assert.equal((await t.resolve("tel:+12025550142")).answer?.status, pb.LookupStatus.FOUND);
+  try {
+    expireCachedAnswers();
+    const stale = await t.resolve("tel:+447700900123");
+    assert.equal(stale.stale, true);
+    assert.equal(stale.answer?.ttlSeconds, 30);
+    assert.deepEqual(stale.answer?.mappings, fresh.answer?.mappings);
+    // Nothing cached: the failure is reported, naming the DP.
+    await rejectsWith(t.resolve("tel:+447700900555"), status.UNAVAILABLE, /DP "eu"/);
+    // The other region is unaffected.
+    assert.equal((await t.resolve("tel:+12025550142")).answer?.status, pb.LookupStatus.FOUND);
+  } finally {
+    await t.net.dps.eu.start({ samePort: true });
+  }
 });
 
 scenario(t, "resolution goes on with the root stopped", async () => {
+  await t.resolve("tel:+12025550142");
   await t.net.root.stop();
-  await sleep(1_100); // let the cached +1 answer expire so the next lookup walks to the DP
-  const before = await t.lookupsServed("us");
-  const r = await t.resolve("tel:+12025550142");
-  assert.equal(r.stale, false);
-  assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
-  assert.equal((await t.lookupsServed("us")) - before, 1n);
+  try {
+    expireCachedAnswers(); // so the next lookup walks to the DP
+    const before = await t.lookupsServed("us");
+    const r = await t.resolve("tel:+12025550142");
+    assert.equal(r.stale, false);
+    assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
+    assert.equal((await t.lookupsServed("us")) - before, 1n);
+  } finally {
+    await t.net.root.start({ samePort: true });
+  }
 });
 
 scenario(t, "a restarted resolver resolves from its saved registry copy while the root is down", async () => {
-  await t.net.resolver.stop();
-  await t.net.resolver.start();
-  const r = await t.resolve("mailto:alice@example.org");
-  assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
-  assert.deepEqual(r.answer?.dpIds, ["us"]);
+  await t.net.root.stop();
+  try {
+    await t.net.resolver.stop();
+    await t.net.resolver.start({ samePort: true });
+    const r = await t.resolve("mailto:alice@example.org");
+    assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
+    assert.deepEqual(r.answer?.dpIds, ["us"]);
+  } finally {
+    await t.net.root.start({ samePort: true });
+  }
 });
 
 scenario(t, "a resolver whose first root endpoint is dead syncs from the next one", async () => {
-  await t.net.root.start(); // back, on a new port
-  const dir = t.net.dir;
-  const config = join(dir, "config", "resolver-2.json");
-  writeFileSync(
-    config,
-    JSON.stringify({
-      port: 0,
-      dataDir: join(dir, "resolver-2"),
-      tls: {
-        caFile: join(t.net.pkiDir, "ca.pem"),
-        certFile: join(t.net.pkiDir, "resolver.pem"),
-        keyFile: join(t.net.pkiDir, "resolver-key.pem"),
-      },
-      rootEndpoints: ["127.0.0.1:1", t.net.root.address],
-      rootPublicKey: join(t.net.pkiDir, "root-signing.pub"),
-    }),
-  );
-  const second = new ServerProcess("resolver-2", "resolver", config, "info");
-  await second.start();
+  const second = await startResolver(t.net, {
+    name: "resolver-2",
+    rootEndpoints: ["127.0.0.1:1", t.net.root.address],
+  });
   try {
     const client = t.net.channel(second.address, "msp-parrot").client(pb.ResolverService);
-    let answer: pb.ResolveResponse | undefined;
-    for (let i = 0; i < 100 && !answer; i++) {
-      answer = await client.resolve({ csi: "tel:+12025550142" }).catch(() => undefined);
-      if (!answer) await sleep(100);
-    }
-    assert.equal(answer?.answer?.status, pb.LookupStatus.FOUND);
+    // Until its registry copy arrives the new resolver answers UNAVAILABLE; then it resolves.
+    const answer = await eventually(() => client.resolve({ csi: "tel:+12025550142" }, { timeoutMs: 2_000 }));
+    assert.equal(answer.answer?.status, pb.LookupStatus.FOUND);
   } finally {
     await second.stop();
   }

@@ -1,7 +1,9 @@
-// Integration harness: starts the real network (separate processes, mutual TLS, SQLite
-// files in a temp folder, ports chosen by the OS) through the same launcher `npm start`
-// uses, keeps every process's log, and prints the logs when a scenario fails.
-// Tests speak gRPC (or run the CLI) only; they never import server internals.
+// Integration harness: starts the real network (separate processes, mutual TLS, SQLite files in
+// a temp folder, ports chosen by the OS, a test clock per server) through the same launcher
+// `npm start` uses, keeps every process's log, and prints the logs when a scenario fails.
+// Tests speak gRPC (or run the CLI) only; they never import server internals. They wait by
+// polling state with a deadline, never by sleeping, and move servers' clocks instead of
+// waiting for time to pass.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -10,10 +12,13 @@ import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { DiscoveryError, pb, silenceIpServernameWarning } from "@mimi/core";
-import { type Network, type NetworkOptions, startNetwork } from "../deploy/local/network.js";
+import { type Network, type NetworkOptions, type ServerProcess, startNetwork } from "@mimi/devnet";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../..");
-silenceIpServernameWarning();
+silenceIpServernameWarning(process);
+
+/** How long `eventually` polls by default: generous, so a loaded machine is slow, not failing. */
+const DEFAULT_WAIT_MS = 20_000;
 
 /** A network for one test file, started in `before` and stopped in `after`. */
 export interface TestNetwork {
@@ -23,6 +28,8 @@ export interface TestNetwork {
   resolve(csi: string, options?: { mspFilter?: string[]; compact?: boolean }): Promise<pb.ResolveResponse>;
   /** How many lookups a DP has answered so far. */
   lookupsServed(dp: "eu" | "us"): Promise<bigint>;
+  /** The resolver's counters (ResolverAdminService.GetStats). */
+  stats(): Promise<pb.GetStatsResponse>;
   /** Runs the mimi CLI against this network; resolves with exit code and output. */
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /**
@@ -34,9 +41,13 @@ export interface TestNetwork {
   logs(): string;
   /**
    * Waits until the resolver has applied the registry change a mimi command reported
-   * ("(serial N)" in its output), and the eviction that follows on its next turn.
+   * ("(serial N)" in its output): its registry serial in GetStats is at least N.
    */
   resolverApplied(cliStdout: string): Promise<void>;
+  /** Moves a server's clock `ms` further ahead (it reads the clock file at every reading). */
+  advanceClock(proc: ServerProcess, ms: number): void;
+  /** Puts every server's clock back on the wall clock. */
+  resetClocks(): void;
 }
 
 /** Starts a network for the enclosing test file. */
@@ -44,10 +55,12 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
   let net: Network | undefined;
   const dir = mkdtempSync(join(tmpdir(), "mimi-it-"));
   const lines: string[] = [];
+  const offsets = new Map<ServerProcess, number>();
   before(async () => {
     net = await startNetwork({
       dir,
       logLevel: logLevel ?? process.env.LOG_LEVEL ?? "info",
+      testClock: true,
       onLine: (name, line) => {
         lines.push(`${name}: ${line}`);
         if (lines.length > 5000) lines.splice(0, 2500);
@@ -62,6 +75,10 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
   const the = () => {
     if (!net) throw new Error("network not started");
     return net;
+  };
+  const stats = () => {
+    const n = the();
+    return n.channel(n.resolver.address, "admin").client(pb.ResolverAdminService).getStats({});
   };
   return {
     get net() {
@@ -80,7 +97,7 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
               mspFilter: o.mspFilter ?? [],
             },
           },
-          { timeoutMs: 5_000 },
+          { timeoutMs: 10_000 },
         );
     },
     async lookupsServed(dp) {
@@ -91,12 +108,13 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
         .getStatus({});
       return s.lookupsServed;
     },
+    stats,
     cli(args) {
       return new Promise((done) => {
         execFile(
           process.execPath,
-          [join(REPO, "packages/core/bin/mimi.js"), ...args, "--pki", the().pkiDir],
-          { timeout: 20_000 },
+          [join(REPO, "packages/cli/bin/mimi.js"), ...args, "--pki", the().pkiDir],
+          { timeout: 60_000 },
           (err, stdout, stderr) => done({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
         );
       });
@@ -123,18 +141,34 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
     async resolverApplied(cliStdout) {
       const serial = /serial (\d+)/.exec(cliStdout)?.[1];
       if (!serial) throw new Error(`no serial in: ${cliStdout}`);
-      const applied = new RegExp(`^resolver: .*"serial":"${serial}".*"registry change applied"`, "m");
+      // A GetStats that sees the serial is handled after the change was applied, and so after
+      // the eviction it scheduled for that turn of the resolver's event loop.
       await eventually(async () => {
-        if (!applied.test(lines.join("\n"))) throw new Error(`the resolver has not applied serial ${serial}`);
+        const s = await stats();
+        if (s.registrySerial < BigInt(serial))
+          throw new Error(`the resolver is at serial ${s.registrySerial}, not yet ${serial}`);
       });
-      await new Promise((r) => setTimeout(r, 50));
+    },
+    advanceClock(proc, ms) {
+      const next = (offsets.get(proc) ?? 0) + ms;
+      offsets.set(proc, next);
+      proc.setClockOffset(next);
+    },
+    resetClocks() {
+      for (const proc of offsets.keys()) proc.setClockOffset(0);
+      offsets.clear();
     },
   };
 }
 
-/** A test that prints the network's logs when it fails. */
-export function scenario(t: TestNetwork, name: string, fn: () => Promise<void>): void {
-  test(name, async () => {
+/** A test that prints the network's logs when it fails; `timeoutMs` overrides --test-timeout. */
+export function scenario(
+  t: TestNetwork,
+  name: string,
+  fn: () => Promise<void>,
+  options: { timeoutMs?: number } = {},
+): void {
+  test(name, options.timeoutMs ? { timeout: options.timeoutMs } : {}, async () => {
     try {
       await fn();
     } catch (err) {
@@ -166,13 +200,15 @@ export async function rejectsWith(
   throw new Error(`expected status ${status}, but the call succeeded`);
 }
 
-/** Retries `check` until it passes or `timeoutMs` elapses (for effects that cross processes). */
-export async function eventually(check: () => Promise<void>, timeoutMs = 5_000): Promise<void> {
+/**
+ * Polls `check` until it passes, for effects that cross processes; fails with the last
+ * error once `timeoutMs` has passed. Nothing is asserted about how long it took.
+ */
+export async function eventually<T>(check: () => Promise<T>, timeoutMs = DEFAULT_WAIT_MS): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     try {
-      await check();
-      return;
+      return await check();
     } catch (err) {
       if (Date.now() > end) throw err;
       await new Promise((r) => setTimeout(r, 50));

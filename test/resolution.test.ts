@@ -122,7 +122,7 @@ scenario(t, "a client without a certificate, or with one from another CA, is ref
   } finally {
     noCert.close();
   }
-  const { ensureDevPki, devTlsPaths } = await import("@mimi/core/dev-pki");
+  const { ensureDevPki, devTlsPaths } = await import("@mimi/devnet");
   const { mkdtempSync } = await import("node:fs");
   const { tmpdir } = await import("node:os");
   const otherDir = mkdtempSync(join(tmpdir(), "mimi-other-ca-"));
@@ -264,7 +264,14 @@ scenario(
   t,
   "DPs only ever see the resolver, and logs above debug hold no raw CSI (R9, privacy)",
   async () => {
-    await t.resolve("tel:+447700900125"); // asked by msp-bluebird
+    // Lookups of its own, asked by msp-bluebird, so the scenario also holds when run alone.
+    for (const csi of [
+      "tel:+447700900125",
+      "tel:+447700900127",
+      "tel:+12025550125",
+      "mailto:dana@example.org",
+    ])
+      await t.resolve(csi);
     const records = t
       .logs()
       .split("\n")
@@ -272,7 +279,7 @@ scenario(
       .filter((l) => l.startsWith("{"))
       .map((l) => JSON.parse(l) as { level: number; msg: string; name: string; peer?: string });
     const dpLookups = records.filter((r) => r.name.startsWith("authoritative") && r.msg === "lookup");
-    assert.ok(dpLookups.length > 5, "the DPs logged their lookups at debug");
+    assert.ok(dpLookups.length >= 4, "the DPs logged their lookups at debug");
     const peers = new Set(dpLookups.map((r) => r.peer));
     assert.ok(!peers.has("msp-bluebird"), "no lookup reached a DP under the MSP's identity");
     assert.ok(peers.has("resolver"));

@@ -16,21 +16,21 @@ import {
   serverCredentials,
   shutdown,
 } from "@mimi/core";
-import { devTlsPaths } from "@mimi/core/dev-pki";
+import {
+  devTlsPaths,
+  type ServerProcess,
+  startResolver,
+  startRootSecondary,
+  waitUntilServing,
+} from "@mimi/devnet";
 import Database from "better-sqlite3";
-import type { ServerProcess } from "../deploy/local/network.js";
-import { startResolver, startRootSecondary, waitUntilServing } from "../deploy/local/secondary.js";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 const t = useNetwork();
 
-// The processes started here are not the network's: their logs are kept and printed here.
-const extraLines: string[] = [];
-const onLine = (name: string, line: string) => {
-  extraLines.push(`${name}: ${line}`);
-  if (extraLines.length > 5000) extraLines.splice(0, 2500);
-};
+// The processes started here are not the network's: their logs are printed here.
 const extras: ServerProcess[] = [];
+const extraLines = () => extras.flatMap((p) => p.lines.map((l) => `${p.name}: ${l}`));
 after(async () => {
   await Promise.all(extras.map((p) => p.stop()));
 });
@@ -38,18 +38,31 @@ after(async () => {
 function check(name: string, fn: () => Promise<void>): void {
   scenario(t, name, async () => {
     try {
+      await withSecondary();
       await fn();
     } catch (err) {
       process.stderr.write(
-        `\n--- logs of the extra processes for "${name}" ---\n${extraLines.slice(-150).join("\n")}\n`,
+        `\n--- logs of the extra processes for "${name}" ---\n${extraLines().slice(-150).join("\n")}\n`,
       );
       throw err;
     }
   });
 }
 
+// Every scenario starts with a secondary that follows the primary and serves its copy: the
+// first one to run starts it, so each scenario can also run alone.
 let secondary: ServerProcess;
 let primaryAddress: string;
+let started: Promise<void> | undefined;
+const withSecondary = () => {
+  started ??= (async () => {
+    primaryAddress = t.net.root.address;
+    secondary = await startRootSecondary(t.net);
+    extras.push(secondary);
+    await waitUntilServing(t.net, secondary);
+  })();
+  return started;
+};
 
 const snapshotAt = async (address: string) => {
   const r = await t.net.channel(address, "cli").client(pb.RootService).getSnapshot({}, { timeoutMs: 2_000 });
@@ -76,7 +89,7 @@ const resolvedVia = async (
   await eventually(async () => {
     last = await client.resolve({ csi }, { timeoutMs: 2_000 });
     if (!ok(last)) throw new Error(`${proc.name} answered ${JSON.stringify(last.answer?.dpIds)} for ${csi}`);
-  }, 15_000);
+  });
   return last as pb.ResolveResponse;
 };
 
@@ -102,16 +115,11 @@ const watchEvents = async (address: string, since: bigint, n: number) => {
 check(
   "a secondary serves the primary's signed registry, and a primary edit reaches a resolver that knows only the secondary",
   async () => {
-    primaryAddress = t.net.root.address;
-    secondary = await startRootSecondary(t.net, { onLine });
-    extras.push(secondary);
-    await waitUntilServing(t.net, secondary);
-    await sameAsPrimary();
+    await eventually(sameAsPrimary);
 
     const viaSecondary = await startResolver(t.net, {
       name: "resolver-via-secondary",
       rootEndpoints: [secondary.address],
-      onLine,
     });
     extras.push(viaSecondary);
     await resolvedVia(viaSecondary, "tel:+447700900123", (r) => r.answer?.status === pb.LookupStatus.FOUND);
@@ -172,43 +180,50 @@ check(
 check(
   "with the primary stopped, a new resolver syncs through the secondary, and a restarted secondary serves its copy",
   async () => {
-    const before = await snapshotAt(primaryAddress);
+    // An edit the secondary received before the primary went down.
+    const added = await t.cli(["root", "delegation", "add", "+86", "--dp", "eu", "--root", primaryAddress]);
+    assert.equal(added.code, 0, added.stderr);
+    await eventually(sameAsPrimary);
+    const held = await snapshotAt(primaryAddress);
+    // The DP that now serves +86 has the edit too (DPs follow the primary).
+    const eu = t.net.channel(t.net.dps.eu.address, "admin").client(pb.AuthoritativeAdminService);
+    await eventually(async () => assert.ok((await eu.getStatus({})).registrySerial >= held.serial));
     await t.net.root.stop();
-
-    const fresh = await startResolver(t.net, {
-      name: "resolver-primary-down",
-      rootEndpoints: [primaryAddress, secondary.address],
-      onLine,
-    });
-    extras.push(fresh);
-    const r = await resolvedVia(
-      fresh,
-      "tel:+447700900123",
-      (x) => x.answer?.status === pb.LookupStatus.FOUND,
-    );
-    assert.deepEqual(r.answer?.dpIds, ["eu"]);
-    // The edit of the first scenario came through the secondary too.
-    await resolvedVia(fresh, "tel:+81312345678", (x) => x.answer?.dpIds.includes("eu") === true);
-    assert.ok(
-      extraLines.some(
-        (l) =>
-          l.startsWith("resolver-primary-down: ") &&
-          l.includes('"registry in sync"') &&
-          l.includes(`"root":"${secondary.address}"`),
-      ),
-    );
-
-    await secondary.stop();
-    await secondary.start(); // on a new port; the primary is still down
-    await waitUntilServing(t.net, secondary);
-    assert.deepEqual(await snapshotAt(secondary.address), before);
-    assert.ok(
-      extraLines.some((l) => l.startsWith("root-secondary: ") && l.includes('"registry copy loaded"')),
-    );
-
-    await t.net.root.start({ samePort: true });
+    try {
+      await withPrimaryDown(held);
+    } finally {
+      await t.net.root.start({ samePort: true });
+    }
   },
 );
+
+/** A new resolver syncs through the secondary, which also serves its copy after a restart. */
+async function withPrimaryDown(held: pb.RegistrySnapshot): Promise<void> {
+  const fresh = await startResolver(t.net, {
+    name: "resolver-primary-down",
+    rootEndpoints: [primaryAddress, secondary.address],
+  });
+  extras.push(fresh);
+  const r = await resolvedVia(fresh, "tel:+447700900123", (x) => x.answer?.status === pb.LookupStatus.FOUND);
+  assert.deepEqual(r.answer?.dpIds, ["eu"]);
+  await resolvedVia(fresh, "tel:+8613812345678", (x) => x.answer?.dpIds.includes("eu") === true);
+  assert.ok(
+    extraLines().some(
+      (l) =>
+        l.startsWith("resolver-primary-down: ") &&
+        l.includes('"registry in sync"') &&
+        l.includes(`"root":"${secondary.address}"`),
+    ),
+  );
+
+  await secondary.stop();
+  await secondary.start(); // on a new port; the primary is still down
+  await waitUntilServing(t.net, secondary);
+  assert.deepEqual(await snapshotAt(secondary.address), held);
+  assert.ok(
+    extraLines().some((l) => l.startsWith("root-secondary: ") && l.includes('"registry copy loaded"')),
+  );
+}
 
 check(
   "a registry altered by a root server is refused, and the resolver resolves through the secondary",
@@ -252,7 +267,6 @@ check(
       const resolver = await startResolver(t.net, {
         name: "resolver-fake-first",
         rootEndpoints: [fakeAddress, secondary.address],
-        onLine,
       });
       extras.push(resolver);
       const r = await resolvedVia(
@@ -262,7 +276,7 @@ check(
       );
       assert.deepEqual(r.answer?.dpIds, ["eu"]);
       assert.ok(
-        extraLines.some(
+        extraLines().some(
           (l) =>
             l.startsWith("resolver-fake-first: ") &&
             l.includes(`"root":"${fakeAddress}"`) &&
@@ -277,7 +291,7 @@ check(
 );
 
 check("a secondary whose stored copy was altered on disk discards it on restart and refetches", async () => {
-  await eventually(sameAsPrimary, 15_000); // the primary is back on its port
+  await eventually(sameAsPrimary);
   await secondary.stop();
   // What an attacker with access to the disk (not to the root key) could do.
   const db = new Database(join(t.net.dir, "root-secondary", "registry.sqlite"));
@@ -287,10 +301,10 @@ check("a secondary whose stored copy was altered on disk discards it on restart 
   } finally {
     db.close();
   }
-  const seen = extraLines.length;
+  const seen = secondary.lines.length;
   await secondary.start();
-  await waitUntilServing(t.net, secondary, 15_000);
-  const restartLines = extraLines.slice(seen).filter((l) => l.startsWith("root-secondary: "));
+  await waitUntilServing(t.net, secondary, 20_000);
+  const restartLines = secondary.lines.slice(seen);
   assert.ok(
     restartLines.some((l) => l.includes("stored registry copy does not verify with the pinned root key")),
     "the secondary warns that it discards its copy",

@@ -1,31 +1,27 @@
 // Authoritative configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
 import {
+  ConfigError,
   ConfigReader,
   deepFreeze,
-  LOG_LEVELS,
   PROOF_METHODS,
-  readTlsSection,
-  type TlsPaths,
+  readServerBasics,
+  type ServerBasics,
 } from "@mimi/core";
-import type { ClaimPolicy } from "./claims.js";
+import type { ClaimPolicy } from "./claims/index.js";
 import { type DeliveryConfig, readDeliverySection } from "./senders.js";
 
 /** Validated authoritative configuration. */
-export interface AuthoritativeConfig {
-  readonly host: string;
-  readonly port: number;
+export interface AuthoritativeConfig extends ServerBasics {
   /** This DP's id in the root registry; it answers for the ranges delegated to this id. */
   readonly dpId: string;
   /** Folder holding mappings.sqlite and the saved registry copy; keep it in the DP's jurisdiction (H2). */
   readonly dataDir: string;
-  readonly tls: TlsPaths;
   readonly rootEndpoints: readonly string[];
   /** Certificate identities allowed to call AuthoritativeAdminService. */
   readonly admins: readonly string[];
   readonly answerTtlSeconds: number;
   readonly negativeTtlSeconds: number;
-  readonly logLevel: string;
   /** PEM Ed25519 private key the DP countersigns mappings with; the root registry publishes its public key. */
   readonly signingKey: string;
   /** File holding the root's public key; the registry copy must be signed by it. */
@@ -44,7 +40,6 @@ const DEFAULTS = {
   port: 7500,
   answerTtlSeconds: 300,
   negativeTtlSeconds: 60,
-  logLevel: "info",
   codeLength: 6,
   codeTtlSeconds: 600,
   maxAttempts: 5,
@@ -60,16 +55,13 @@ export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
   const r = ConfigReader.of(raw);
   const dataDir = resolve(baseDir, r.string("dataDir"));
   const config: AuthoritativeConfig = {
-    host: r.string("host", DEFAULTS.host),
-    port: r.integer("port", DEFAULTS.port, 0, 65535),
+    ...readServerBasics(r, baseDir, DEFAULTS),
     dpId: r.string("dpId"),
     dataDir,
-    tls: readTlsSection(r, baseDir),
     rootEndpoints: r.stringList("rootEndpoints", undefined, { nonEmpty: true }),
     admins: r.stringList("admins", []),
     answerTtlSeconds: r.integer("answerTtlSeconds", DEFAULTS.answerTtlSeconds, 0, 86_400),
     negativeTtlSeconds: r.integer("negativeTtlSeconds", DEFAULTS.negativeTtlSeconds, 0, 3_600),
-    logLevel: r.string("logLevel", DEFAULTS.logLevel),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),
@@ -79,9 +71,6 @@ export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
       r.integer("changeLogRetentionSeconds", DEFAULTS.changeLogRetentionSeconds, 1, 30 * 86_400) * 1000,
   };
   r.done();
-  if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {
-    throw new Error(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
-  }
   return deepFreeze(config);
 }
 
@@ -89,7 +78,7 @@ function readClaimsSection(r: ConfigReader): ClaimPolicy {
   const ranking = r.stringList("proofRanking", [...PROOF_METHODS], { nonEmpty: true });
   for (const m of ranking) {
     if (!(PROOF_METHODS as readonly string[]).includes(m)) {
-      throw new Error(
+      throw new ConfigError(
         `config.claims.proofRanking: unknown proof method "${m}" (known: ${PROOF_METHODS.join(", ")})`,
       );
     }

@@ -2,18 +2,17 @@
 // the store, so none is lost to a crash; this sends each to the peer's endpoints in order, with
 // this DP's own certificate, and retries with backoff until the peer acknowledges.
 import {
+  type ChannelPool,
   type Clock,
-  createChannelPool,
   csiHash,
   DiscoveryError,
   type Logger,
   mappingToProto,
   pb,
   type RegistryView,
-  type TlsMaterial,
 } from "@mimi/core";
-import { mappingOfRow } from "./claims.js";
-import type { MappingStore, PeerRequestRow } from "./store.js";
+import { mappingOfRow, type PeerRequestRow } from "./store/rows.js";
+import type { MappingStore } from "./store/store.js";
 
 /** Sends queued requests. */
 export interface PeerSender {
@@ -26,7 +25,8 @@ export interface PeerSender {
 export interface PeerSenderOptions {
   store: MappingStore;
   registry: RegistryView;
-  tls: TlsMaterial;
+  /** Channels to peers, authenticated as this DP (closed with the sender). */
+  channels: ChannelPool;
   clock: Clock;
   log: Logger;
   /** Deadline of one call. */
@@ -40,7 +40,7 @@ const MAX_BACKOFF_MS = 3_600_000;
 /** Creates the sender. */
 export function createPeerSender(o: PeerSenderOptions): PeerSender {
   const log = o.log.child({ component: "peers" });
-  const channels = createChannelPool(o.tls);
+  const channels = o.channels;
   let running = false;
   let again = false;
   let closed = false;

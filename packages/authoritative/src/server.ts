@@ -16,18 +16,22 @@ import {
   mspToProto,
   paramsFromProto,
   pb,
+  serveLog,
   toWireStatus,
 } from "@mimi/core";
-import type { ChangeFeed, Resync } from "./changes.js";
-import type { Claims, FeedEntry, StartRequest } from "./claims.js";
+import type { ChangeLog, Resync } from "./change-log.js";
+import type { Claims, FeedEntry, StartRequest } from "./claims/index.js";
 import type { AuthoritativeService } from "./service.js";
-import type { EnrolledMsp, NoticeBody, NoticeRow } from "./store.js";
+import type { ChangeRow, EnrolledMsp, NoticeBody, NoticeRow } from "./store/rows.js";
 
 /** Most entries one feed message may carry. */
 const MAX_FEED_BATCH = 10_000;
 
 /** Change-log events read from the store per query while a watcher catches up. */
 const CHANGE_PAGE = 1_024;
+
+/** Notices read from the store per query. */
+const NOTICE_PAGE = 256;
 
 const RESYNC: Record<Resync, pb.ResyncReason> = {
   none: pb.ResyncReason.UNSPECIFIED,
@@ -43,9 +47,9 @@ export function bindAuthoritativeServer(
   server: grpc.Server,
   service: AuthoritativeService,
   claims: Claims,
-  opts: { log: Logger; admins: readonly string[]; feed: ChangeFeed },
+  opts: { log: Logger; admins: readonly string[]; changeLog: ChangeLog },
 ): void {
-  const { log, feed } = opts;
+  const { log, changeLog } = opts;
   const lookupOne = (csi: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
     const params = paramsFromProto(options);
     const outcome = service.lookup(csi);
@@ -80,7 +84,7 @@ export function bindAuthoritativeServer(
         }
       },
       async watchChanges(req, ctx, send) {
-        const start = feed.start({
+        const start = changeLog.start({
           logId: req.logId,
           sinceSeq: clampToNumber(req.sinceSeq),
           sinceAtMs: clampToNumber(req.sinceAtMs),
@@ -91,59 +95,51 @@ export function bindAuthoritativeServer(
             "change watcher cannot continue; told to resync",
           );
         }
-        // Watch first, read second: a change committed between a read and the wait still wakes us.
-        const latch = feed.watch();
-        try {
-          await send({
-            event: {
-              case: "start",
-              value: create(pb.ChangeLogStartSchema, {
-                logId: start.logId,
-                seq: BigInt(start.seq),
-                resync: RESYNC[start.resync],
-                oldestSeq: BigInt(start.oldestSeq),
-              }),
-            },
-          });
-          let seq = start.seq;
-          let caughtUp = false;
-          while (!ctx.signal.aborted) {
-            for (;;) {
-              const page = feed.since(seq, CHANGE_PAGE);
-              const first = page[0];
-              if (first && first.seq !== seq + 1) {
-                // Pruned under a slow watcher: it reconnects from its position and is told to resync.
-                throw new DiscoveryError(
-                  "failed_precondition",
-                  `events after ${seq} left the retention window before they were sent; watch again from your position`,
-                );
-              }
-              for (const c of page) {
-                await send({
-                  event: {
-                    case: "change",
-                    value: create(pb.MappingChangedSchema, {
-                      seq: BigInt(c.seq),
-                      csiHash: changeHash(c.csi),
-                      atMs: BigInt(c.atMs),
-                    }),
-                  },
-                });
-                seq = c.seq;
-              }
-              if (page.length < CHANGE_PAGE) break;
+        await send({
+          event: {
+            case: "start",
+            value: create(pb.ChangeLogStartSchema, {
+              logId: start.logId,
+              seq: BigInt(start.seq),
+              resync: RESYNC[start.resync],
+              oldestSeq: BigInt(start.oldestSeq),
+            }),
+          },
+        });
+        await serveLog<ChangeRow, number>(start.seq, {
+          signal: ctx.signal,
+          subscribe: (wake) => changeLog.subscribe(wake),
+          pageSize: CHANGE_PAGE,
+          read(seq, limit) {
+            const page = changeLog.since(seq, limit);
+            const first = page[0];
+            if (first && first.seq !== seq + 1) {
+              // Pruned under a slow watcher: it reconnects from its position and is told to resync.
+              throw new DiscoveryError(
+                "failed_precondition",
+                `events after ${seq} left the retention window before they were sent; watch again from your position`,
+              );
             }
-            if (!caughtUp) {
-              caughtUp = true;
-              await send({
-                event: { case: "caughtUp", value: create(pb.ChangeLogCaughtUpSchema, { seq: BigInt(seq) }) },
-              });
-            }
-            await latch.wait(ctx.signal);
-          }
-        } finally {
-          feed.unwatch(latch);
-        }
+            return page;
+          },
+          async send(c) {
+            await send({
+              event: {
+                case: "change",
+                value: create(pb.MappingChangedSchema, {
+                  seq: BigInt(c.seq),
+                  csiHash: changeHash(c.csi),
+                  atMs: BigInt(c.atMs),
+                }),
+              },
+            });
+            return c.seq;
+          },
+          caughtUp: (seq) =>
+            send({
+              event: { case: "caughtUp", value: create(pb.ChangeLogCaughtUpSchema, { seq: BigInt(seq) }) },
+            }),
+        });
       },
     },
     { log },
@@ -288,20 +284,16 @@ export function bindAuthoritativeServer(
       },
       async watchNotices(req, ctx, send) {
         const caller = claims.callerOf(ctx.peer.name);
-        let seq = clampToNumber(req.sinceSeq);
-        while (!ctx.signal.aborted) {
-          // Wait first, read second: a notice committed between the read and the wait still wakes us.
-          const woken = claims.waitForNotice(caller.mspId, ctx.signal);
-          for (;;) {
-            const batch = claims.notices(caller.mspId, seq, 256);
-            for (const n of batch) {
-              await send({ notice: noticeToProto(n) });
-              seq = n.seq;
-            }
-            if (batch.length < 256) break;
-          }
-          await woken;
-        }
+        await serveLog<NoticeRow, number>(clampToNumber(req.sinceSeq), {
+          signal: ctx.signal,
+          subscribe: (wake) => claims.subscribeNotices(caller.mspId, wake),
+          pageSize: NOTICE_PAGE,
+          read: (seq, limit) => claims.notices(caller.mspId, seq, limit),
+          async send(n) {
+            await send({ notice: noticeToProto(n) });
+            return n.seq;
+          },
+        });
       },
       async bulkRegister(reqs, ctx, send) {
         const caller = claims.callerOf(ctx.peer.name);

@@ -19,10 +19,11 @@ import {
   type SigningKey,
   signWith,
 } from "@mimi/core";
-import { type Claims, checkTags, createClaims, type StartRequest } from "./claims.js";
+import { type Claims, checkTags, createClaims, type StartRequest } from "./claims/index.js";
 import type { CodeMessage } from "./senders.js";
 import { createAuthoritativeService } from "./service.js";
-import { type EnrolledMsp, openMappingStore } from "./store.js";
+import type { EnrolledMsp } from "./store/rows.js";
+import { openMappingStore } from "./store/store.js";
 
 const DAY = 86_400_000;
 const MSPS = ["bluebird.example", "wirechat.example", "parrot.example", "telco.example"] as const;
@@ -89,7 +90,6 @@ function setup({ contestWindowMs = 60_000 } = {}) {
       noticeRetentionMs: 30 * DAY,
     },
     requireDelegated: (csi) => service.requireDelegated(csi),
-    registryMsp: (id) => registry.msp(id),
     registry,
     log: createLogger({ name: "test", level: "silent" }),
   });

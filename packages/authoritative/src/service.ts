@@ -11,8 +11,8 @@ import {
   parseCsi,
   type RegistryView,
 } from "@mimi/core";
-import { mappingOfRow } from "./claims.js";
-import type { EnrolledMsp, MappingStore } from "./store.js";
+import { type EnrolledMsp, mappingOfRow } from "./store/rows.js";
+import type { MappingStore } from "./store/store.js";
 
 /** The authoritative's operations. */
 export interface AuthoritativeService {

@@ -1,14 +1,16 @@
 // Change subscriptions (G6, R20, D1): one WatchChanges stream to every DP the registry lists,
-// resumed from the last event applied, with backoff and failover across the DP's endpoints.
+// resumed from the last event applied, with backoff and failover across the DP's endpoints
+// (core's followLog).
 // Each event evicts the answers cached for its CSI; a log that cannot be continued (too old,
 // another store, a store restored from an older copy) drops everything that DP answered.
 import {
   changeHashKey,
   type DpInfo,
+  followLog,
+  type LogFollower,
   type Logger,
   pb,
   type RegistryView,
-  sleepUnlessAborted,
 } from "@mimi/core";
 import type { Upstream } from "./upstream.js";
 
@@ -46,6 +48,8 @@ export interface ChangeSubscriptionOptions {
   now: () => number;
   /** Longest pause between reconnect attempts. */
   maxBackoffMs: number;
+  /** Waits between reconnect attempts (tests pass one that does not wait). */
+  pause?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
 const RESYNC_NAMES: Record<number, string> = {
@@ -56,124 +60,97 @@ const RESYNC_NAMES: Record<number, string> = {
   [pb.ResyncReason.DIVERGED]: "the DP's log differs at our position (rewound and rewritten)",
 };
 
+/** One DP's subscription: its position in the DP's log and what it has seen. */
 class Subscription {
-  connected = false;
   logId = "";
   seq = 0;
   atMs = 0;
   events = 0;
   resyncs = 0;
   lastEventAtMs = 0;
-  /** The endpoint of the open stream, if any. */
-  endpoint: string | undefined;
-  private readonly abort = new AbortController();
-  /** Ends the current stream only; the loop reconnects from the same position. */
-  private attempt = new AbortController();
-  private closed = false;
+  private readonly follower: LogFollower;
 
   constructor(
     readonly dpId: string,
     private readonly o: ChangeSubscriptionOptions,
     private readonly log: Logger,
   ) {
-    void this.run();
+    this.follower = followLog<pb.WatchChangesResponse>({
+      endpoints: () => this.dp()?.endpoints ?? [],
+      open: (endpoint, signal) => {
+        const dp = this.dp() as DpInfo;
+        return this.o.upstream
+          .channel(dp, endpoint)
+          .client(pb.AuthoritativeService)
+          .watchChanges(
+            { logId: this.logId, sinceSeq: BigInt(this.seq), sinceAtMs: BigInt(this.atMs) },
+            { signal },
+          );
+      },
+      apply: (msg, endpoint) => this.apply(msg, endpoint),
+      log,
+      logFields: { dp: dpId },
+      messages: { ended: "change stream ended; reconnecting", failed: "change stream failed; reconnecting" },
+      maxBackoffMs: o.maxBackoffMs,
+      ...(o.pause && { pause: o.pause }),
+    });
+  }
+
+  get connected(): boolean {
+    return this.follower.connected();
   }
 
   private dp(): DpInfo | undefined {
     return this.o.registry.dp(this.dpId);
   }
 
-  private async run(): Promise<void> {
-    let attempt = 0;
-    let backoffMs = 100;
-    while (!this.closed) {
-      const dp = this.dp();
-      const endpoint = dp?.endpoints[attempt % Math.max(1, dp.endpoints.length)];
-      attempt++;
-      let progressed = false;
-      if (dp && endpoint) {
-        this.attempt = new AbortController();
-        this.endpoint = endpoint;
-        try {
-          const client = this.o.upstream.channel(dp, endpoint).client(pb.AuthoritativeService);
-          const stream = client.watchChanges(
-            { logId: this.logId, sinceSeq: BigInt(this.seq), sinceAtMs: BigInt(this.atMs) },
-            { signal: AbortSignal.any([this.abort.signal, this.attempt.signal]) },
-          );
-          for await (const msg of stream) {
-            const ev = msg.event;
-            if (ev.case === "start") {
-              const s = ev.value;
-              if (s.resync !== pb.ResyncReason.UNSPECIFIED) {
-                const counted = s.resync !== pb.ResyncReason.NEW_WATCHER;
-                if (counted) {
-                  this.resyncs++;
-                  this.log.warn(
-                    { dp: this.dpId, reason: RESYNC_NAMES[s.resync] ?? String(s.resync) },
-                    "change log cannot be continued; resyncing",
-                  );
-                }
-                this.o.sink.resync(this.dpId, counted);
-                this.atMs = 0;
-              }
-              this.logId = s.logId;
-              this.seq = Number(s.seq);
-            } else if (ev.case === "change") {
-              const c = ev.value;
-              const seq = Number(c.seq);
-              if (seq !== this.seq + 1) {
-                throw new Error(`change ${seq} does not follow ${this.seq}`);
-              }
-              const hash = changeHashKey(c.csiHash);
-              if (hash === undefined) throw new Error(`change ${seq} carries a malformed CSI hash`);
-              this.o.sink.changed(hash);
-              this.seq = seq;
-              this.atMs = Number(c.atMs);
-              this.events++;
-              this.lastEventAtMs = this.o.now();
-            } else if (ev.case === "caughtUp") {
-              this.connected = true;
-              progressed = true;
-              backoffMs = 100;
-              this.log.info({ dp: this.dpId, endpoint, seq: this.seq }, "change subscription caught up");
-            }
-          }
-          if (!this.closed) this.log.warn({ dp: this.dpId, endpoint }, "change stream ended; reconnecting");
-        } catch (err) {
-          if (this.closed) break;
-          if (this.attempt.signal.aborted) {
-            // Moved on purpose (endpointsChanged): reconnect at once, from the same position.
-            this.connected = false;
-            continue;
-          }
+  private apply(msg: pb.WatchChangesResponse, endpoint: string): boolean {
+    const ev = msg.event;
+    if (ev.case === "start") {
+      const s = ev.value;
+      if (s.resync !== pb.ResyncReason.UNSPECIFIED) {
+        const counted = s.resync !== pb.ResyncReason.NEW_WATCHER;
+        if (counted) {
+          this.resyncs++;
           this.log.warn(
-            { dp: this.dpId, endpoint, err: (err as Error).message },
-            "change stream failed; reconnecting",
+            { dp: this.dpId, reason: RESYNC_NAMES[s.resync] ?? String(s.resync) },
+            "change log cannot be continued; resyncing",
           );
         }
+        this.o.sink.resync(this.dpId, counted);
+        this.atMs = 0;
       }
-      this.connected = false;
-      this.endpoint = undefined;
-      if (!progressed) backoffMs = Math.min(backoffMs * 2, this.o.maxBackoffMs);
-      await sleepUnlessAborted(backoffMs * (0.5 + Math.random() / 2), this.abort.signal);
+      this.logId = s.logId;
+      this.seq = Number(s.seq);
+    } else if (ev.case === "change") {
+      const c = ev.value;
+      const seq = Number(c.seq);
+      if (seq !== this.seq + 1) throw new Error(`change ${seq} does not follow ${this.seq}`);
+      const hash = changeHashKey(c.csiHash);
+      if (hash === undefined) throw new Error(`change ${seq} carries a malformed CSI hash`);
+      this.o.sink.changed(hash);
+      this.seq = seq;
+      this.atMs = Number(c.atMs);
+      this.events++;
+      this.lastEventAtMs = this.o.now();
+    } else if (ev.case === "caughtUp") {
+      this.log.info({ dp: this.dpId, endpoint, seq: this.seq }, "change subscription caught up");
+      return true;
     }
+    return false;
   }
 
   /** Reconnects when the DP no longer lists the endpoint the stream uses. */
   endpointsChanged(): void {
-    const dp = this.dp();
-    if (this.endpoint !== undefined && !dp?.endpoints.includes(this.endpoint)) {
-      this.log.info(
-        { dp: this.dpId, endpoint: this.endpoint },
-        "DP endpoints changed; moving the change stream",
-      );
-      this.attempt.abort();
+    const endpoint = this.follower.endpoint();
+    if (endpoint !== undefined && !this.dp()?.endpoints.includes(endpoint)) {
+      this.log.info({ dp: this.dpId, endpoint }, "DP endpoints changed; moving the change stream");
+      this.follower.reconnect();
     }
   }
 
   close(): void {
-    this.closed = true;
-    this.abort.abort();
+    this.follower.close();
   }
 }
 

@@ -1,6 +1,6 @@
 // Resolver configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
-import { ConfigReader, deepFreeze, LOG_LEVELS, readTlsSection, type TlsPaths } from "@mimi/core";
+import { ConfigError, ConfigReader, deepFreeze, readServerBasics, type ServerBasics } from "@mimi/core";
 
 /** Cache bounds. */
 export interface CacheConfig {
@@ -17,10 +17,7 @@ export interface CacheConfig {
 }
 
 /** Validated resolver configuration. */
-export interface ResolverConfig {
-  readonly host: string;
-  readonly port: number;
-  readonly tls: TlsPaths;
+export interface ResolverConfig extends ServerBasics {
   /** Root endpoints, tried in order with failover. */
   readonly rootEndpoints: readonly string[];
   /** Where the registry copy is saved so a restart while every root is down still resolves; unset: memory only. */
@@ -30,7 +27,6 @@ export interface ResolverConfig {
   readonly upstreamTimeoutMs: number;
   /** Certificate identities allowed to call ResolverAdminService (flush, stats). */
   readonly admins: readonly string[];
-  readonly logLevel: string;
   /** File holding the pinned root key (trust anchor): the registry and, through it, every answer verify against it. */
   readonly rootPublicKey: string;
 }
@@ -39,7 +35,6 @@ const DEFAULTS = {
   host: "127.0.0.1",
   port: 7600,
   upstreamTimeoutMs: 1_500,
-  logLevel: "info",
   cache: {
     maxEntries: 1_000_000,
     minTtlSeconds: 5,
@@ -70,22 +65,16 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
   };
   c.done();
   if (cache.minTtlSeconds > cache.maxTtlSeconds)
-    throw new Error("config.cache.minTtlSeconds exceeds maxTtlSeconds");
+    throw new ConfigError("config.cache.minTtlSeconds exceeds maxTtlSeconds");
   const config: ResolverConfig = {
-    host: r.string("host", DEFAULTS.host),
-    port: r.integer("port", DEFAULTS.port, 0, 65535),
-    tls: readTlsSection(r, baseDir),
+    ...readServerBasics(r, baseDir, DEFAULTS),
     rootEndpoints: r.stringList("rootEndpoints", undefined, { nonEmpty: true }),
     dataDir: dataDir === undefined ? undefined : resolve(baseDir, dataDir),
     cache,
     upstreamTimeoutMs: r.integer("upstreamTimeoutMs", DEFAULTS.upstreamTimeoutMs, 50, 60_000),
     admins: r.stringList("admins", []),
-    logLevel: r.string("logLevel", DEFAULTS.logLevel),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
   };
   r.done();
-  if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {
-    throw new Error(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
-  }
   return deepFreeze(config);
 }

@@ -1,6 +1,6 @@
 // Root configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
-import { ConfigError, ConfigReader, deepFreeze, LOG_LEVELS, readTlsSection, type TlsPaths } from "@mimi/core";
+import { ConfigError, ConfigReader, deepFreeze, readServerBasics, type ServerBasics } from "@mimi/core";
 
 /** Where a secondary follows the registry from, and the key everything it receives must verify with. */
 export interface PrimaryConfig {
@@ -11,16 +11,12 @@ export interface PrimaryConfig {
 }
 
 /** Validated root configuration. */
-export interface RootConfig {
-  readonly host: string;
-  readonly port: number;
+export interface RootConfig extends ServerBasics {
   /** Folder holding registry.sqlite. */
   readonly dataDir: string;
-  readonly tls: TlsPaths;
   /** Certificate identities allowed to edit the registry. */
   readonly admins: readonly string[];
   readonly defaultDelegationTtlSeconds: number;
-  readonly logLevel: string;
   /**
    * PEM Ed25519 private key that signs the registry; resolvers pin its public key. Set on the
    * primary only; exactly one of `signingKey` and `primary` is set.
@@ -34,7 +30,6 @@ const DEFAULTS = {
   host: "127.0.0.1",
   port: 7400,
   defaultDelegationTtlSeconds: 3600,
-  logLevel: "info",
 } as const;
 
 /** Parses a root config; relative paths resolve against `baseDir`. */
@@ -56,10 +51,8 @@ export function parseConfig(raw: unknown, baseDir = "."): RootConfig {
     );
   }
   const config: RootConfig = {
-    host: r.string("host", DEFAULTS.host),
-    port: r.integer("port", DEFAULTS.port, 0, 65535),
+    ...readServerBasics(r, baseDir, DEFAULTS),
     dataDir: resolve(baseDir, r.string("dataDir")),
-    tls: readTlsSection(r, baseDir),
     admins: r.stringList("admins", []),
     defaultDelegationTtlSeconds: r.integer(
       "defaultDelegationTtlSeconds",
@@ -67,14 +60,10 @@ export function parseConfig(raw: unknown, baseDir = "."): RootConfig {
       1,
       604_800,
     ),
-    logLevel: r.string("logLevel", DEFAULTS.logLevel),
     signingKey: signingKey === undefined ? undefined : resolve(baseDir, signingKey),
     primary,
   };
   r.done();
-  if (!(LOG_LEVELS as readonly string[]).includes(config.logLevel)) {
-    throw new Error(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
-  }
   return deepFreeze(config);
 }
 

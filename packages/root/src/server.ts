@@ -1,5 +1,6 @@
 // gRPC binding of the root: decodes requests, checks admin identity, calls the service,
-// and streams the registry to watchers. The only file of the root that knows gRPC.
+// and streams the registry to watchers (core's serveLog). The only file of the root that
+// knows gRPC.
 import type * as grpc from "@grpc/grpc-js";
 import {
   addService,
@@ -9,16 +10,20 @@ import {
   dpFromProto,
   dpToProto,
   keyFromProto,
-  Latch,
   type Logger,
   mspToProto,
   pb,
+  type RegistryChange,
+  serveLog,
   snapshotToProto,
 } from "@mimi/core";
 import type { RootService } from "./service.js";
 
 /** A watcher further behind than this gets a snapshot instead of the change backlog. */
 const MAX_BACKLOG = 1_000;
+
+/** Changes read from the store per query while a watcher catches up. */
+const CHANGE_PAGE = 256;
 
 /** Registers RootService and RegistryAdminService on `server`. */
 export function bindRootServer(
@@ -35,43 +40,37 @@ export function bindRootServer(
         return { snapshot: snapshotToProto(service.snapshot()) };
       },
       async watchRegistry(req, ctx, send) {
-        const wlog = log.child({ component: "watch", peer: ctx.peerName });
-        const changed = new Latch();
-        const unsubscribe = service.subscribe(() => changed.fire());
         const sendSnapshot = async () => {
           const snap = service.snapshot();
           await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
           return snap.serial;
         };
-        try {
-          let sent = req.sinceSerial;
-          const current = service.serial();
-          if (sent === 0n || current - sent > BigInt(MAX_BACKLOG)) sent = await sendSnapshot();
-          wlog.debug({ since: req.sinceSerial.toString(), from: sent.toString() }, "watch started");
-          let caughtUp = false;
-          while (!ctx.signal.aborted) {
-            // Re-reading from the store after each wake-up means a watcher can never see a gap.
-            for (;;) {
-              // Ahead of this root (it was restored from an older copy), or behind the changes it
-              // holds (a secondary that replaced its copy with a snapshot, possibly mid-watch):
-              // start over. Checked before each read, which runs in the same turn as the check.
-              if (sent > service.serial() || sent < service.backlogStart()) sent = await sendSnapshot();
-              const batch = service.changesSince(sent, 256);
-              for (const c of batch) {
-                await send({ event: { case: "change", value: changeToProto(c) } });
-                sent = c.serial;
-              }
-              if (batch.length < 256) break;
-            }
-            if (!caughtUp) {
-              await send({ event: { case: "caughtUp", value: { serial: sent } } });
-              caughtUp = true;
-            }
-            await changed.wait(ctx.signal);
-          }
-        } finally {
-          unsubscribe();
-        }
+        let from = req.sinceSerial;
+        if (from === 0n || service.serial() - from > BigInt(MAX_BACKLOG)) from = await sendSnapshot();
+        log.debug(
+          {
+            component: "watch",
+            peer: ctx.peerName,
+            since: req.sinceSerial.toString(),
+            from: from.toString(),
+          },
+          "watch started",
+        );
+        await serveLog<RegistryChange, bigint>(from, {
+          signal: ctx.signal,
+          subscribe: (wake) => service.subscribe(wake),
+          pageSize: CHANGE_PAGE,
+          // Ahead of this root (it was restored from an older copy), or behind the changes it holds
+          // (a secondary that replaced its copy with a snapshot, possibly mid-watch): start over.
+          // Re-reading the store after every wake-up means a watcher never sees a gap.
+          check: (sent) => (sent > service.serial() || sent < service.backlogStart() ? sendSnapshot() : sent),
+          read: (sent, limit) => service.changesSince(sent, limit),
+          async send(c) {
+            await send({ event: { case: "change", value: changeToProto(c) } });
+            return c.serial;
+          },
+          caughtUp: (serial) => send({ event: { case: "caughtUp", value: { serial } } }),
+        });
       },
       async refer(req) {
         const r = service.refer(req.csi);

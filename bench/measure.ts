@@ -1,0 +1,297 @@
+// How the benchmark measures: load processes started at one moment, CPU-seconds and RSS of
+// each server process read from /proc around the run, latency percentiles merged from the
+// load processes' samples, and the table row each run prints.
+import { execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Network, type ServerProcess, startNetwork } from "@mimi/devnet";
+import type { KeySpec, LoadResult, LoadSpec } from "./load.js";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+export interface Options {
+  mappings: number;
+  quick: boolean;
+  durationMs: number;
+  workers: number;
+  concurrency: number;
+  streamConcurrency: number;
+  rate: number;
+  authSizes: number[];
+  memoryEntries: number;
+  /** Signed records the bulk run registers. */
+  bulkRecords: number;
+  /** Mapping writes per second in the propagation run. */
+  changeRate: number;
+  scenarios: string[];
+  out: string;
+  dataDir: string;
+  /** When set, servers run under node --cpu-prof and write profiles here. */
+  profileDir: string | undefined;
+}
+
+/** One measured run of one scenario. */
+export interface RunResult {
+  scenario: string;
+  variant: string;
+  lookups: number;
+  errors: number;
+  firstError?: string;
+  lookupsPerSec: number;
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
+  cpuSeconds: Record<string, number>;
+  rssMb: Record<string, number>;
+  lookupsPerResolverCpuSecond?: number;
+  lookupsPerServerCpuSecond: number;
+  extra?: Record<string, number>;
+}
+
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+export function cpuSecondsOf(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+  } catch {
+    return 0;
+  }
+}
+
+export function rssMbOf(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return 0;
+  return (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) / 1000;
+}
+
+export function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
+  return new Promise((done, reject) => {
+    // stdin is a pipe the worker watches: it ends when the benchmark does, however it ends.
+    const child = spawn(process.execPath, ["--import", "tsx", join(HERE, "load.ts"), JSON.stringify(spec)], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...process.env, LOG_LEVEL: "silent" },
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+    });
+    child.stderr.on("data", (d) => {
+      err += d;
+    });
+    child.on("exit", (code) => {
+      if (code !== 0) return reject(new Error(`load worker failed (${code}): ${err.slice(-2000)}`));
+      try {
+        done(JSON.parse(out.trim().split("\n").pop() ?? "{}") as LoadResult);
+      } catch {
+        reject(new Error(`load worker printed no result: ${out.slice(-500)} ${err.slice(-500)}`));
+      }
+    });
+  });
+}
+
+/** Splits [a, b) into n contiguous parts. */
+export function split([a, b]: [number, number], n: number): [number, number][] {
+  const size = Math.floor((b - a) / n);
+  return Array.from({ length: n }, (_, i) => [a + i * size, i === n - 1 ? b : a + (i + 1) * size]);
+}
+
+export class Bench {
+  readonly results: RunResult[] = [];
+  /** Extra node arguments for every server (e.g. --cpu-prof when profiling). */
+  nodeArgs: string[] = [];
+  private coldCursor: number;
+  private absentCursor = 0;
+
+  constructor(
+    private readonly o: Options,
+    private readonly tmp: string,
+    warmCount: number,
+  ) {
+    this.coldCursor = warmCount;
+  }
+
+  /** Takes the next `count` never-asked existing CSIs (bounded by the data set). */
+  takeCold(count: number): [number, number] {
+    const start = Math.min(this.coldCursor, this.o.mappings);
+    const end = Math.min(start + count, this.o.mappings);
+    this.coldCursor = end;
+    return [start, end];
+  }
+
+  takeAbsent(count: number): [number, number] {
+    const r: [number, number] = [this.absentCursor, this.absentCursor + count];
+    this.absentCursor += count;
+    return r;
+  }
+
+  /** Runs one load configuration and records the result. */
+  async measure(
+    net: Network,
+    scenario: string,
+    variant: string,
+    load: {
+      service: "resolver" | "authoritative";
+      api: "unary" | "stream";
+      concurrency: number;
+      rate?: number;
+      keys: (worker: number) => KeySpec;
+      durationMs?: number;
+      workers?: number;
+    },
+  ): Promise<RunResult> {
+    const workers = load.workers ?? this.o.workers;
+    const durationMs = load.durationMs ?? this.o.durationMs;
+    const target = load.service === "resolver" ? net.resolver.address : net.dps.eu.address;
+    const startAtMs = Date.now() + 1_500;
+    const specs: LoadSpec[] = Array.from({ length: workers }, (_, w) => ({
+      target,
+      service: load.service,
+      api: load.api,
+      pkiDir: net.pkiDir,
+      identity: load.service === "resolver" ? "msp-bluebird" : "resolver",
+      startAtMs,
+      durationMs,
+      concurrency: Math.max(1, Math.round(load.concurrency / workers)),
+      ratePerSec: (load.rate ?? 0) / workers,
+      keys: load.keys(w),
+      latFile: join(this.tmp, `lat-${this.results.length}-${w}.bin`),
+    }));
+    const procs: Record<string, ServerProcess> = {
+      root: net.root,
+      "dp-eu": net.dps.eu,
+      "dp-us": net.dps.us,
+      resolver: net.resolver,
+    };
+    const running = Promise.all(specs.map(spawnWorker));
+    await new Promise((r) => setTimeout(r, Math.max(0, startAtMs - Date.now())));
+    const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
+    const outcomes = await running;
+    const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
+    const cpuSeconds = Object.fromEntries(
+      Object.keys(procs).map((k) => [k, round((cpu1[k] ?? 0) - (cpu0[k] ?? 0), 2)]),
+    );
+    const rssMb = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)]));
+    const parts = specs.map((s) => new Float64Array(new Uint8Array(readFileSync(s.latFile)).buffer));
+    const all = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      all.set(p, off);
+      off += p.length;
+    }
+    all.sort();
+    const lookups = all.length;
+    const elapsedS = Math.max(...outcomes.map((o) => o.elapsedMs)) / 1000;
+    const serverCpu = Object.values(cpuSeconds).reduce((a, b) => a + b, 0);
+    const errors = outcomes.reduce((n, o) => n + o.errors, 0);
+    const firstError = outcomes.find((o) => o.firstError)?.firstError;
+    const result: RunResult = {
+      scenario,
+      variant,
+      lookups,
+      errors,
+      ...(firstError ? { firstError } : {}),
+      lookupsPerSec: round(lookups / elapsedS, 0),
+      latencyMs: {
+        p50: round(percentile(all, 50), 3),
+        p90: round(percentile(all, 90), 3),
+        p99: round(percentile(all, 99), 3),
+        p999: round(percentile(all, 99.9), 3),
+        max: round((all[all.length - 1] ?? 0) / 1000, 3),
+      },
+      cpuSeconds,
+      rssMb,
+      ...(load.service === "resolver" && (cpuSeconds.resolver ?? 0) > 0
+        ? { lookupsPerResolverCpuSecond: round(lookups / (cpuSeconds.resolver ?? 1), 0) }
+        : {}),
+      lookupsPerServerCpuSecond: serverCpu > 0 ? round(lookups / serverCpu, 0) : 0,
+    };
+    this.results.push(result);
+    printRow(result);
+    return result;
+  }
+}
+
+export function round(v: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+export const HEADER =
+  "scenario       variant                 lookups/s   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms  res CPU-s  all CPU-s  /res CPU-s  /all CPU-s  res RSS MB";
+
+export function printRow(r: RunResult): void {
+  const cpuAll = Object.values(r.cpuSeconds).reduce((a, b) => a + b, 0);
+  const cells = [
+    r.scenario.padEnd(14),
+    r.variant.padEnd(22),
+    String(r.lookupsPerSec).padStart(10),
+    r.latencyMs.p50.toFixed(3).padStart(8),
+    r.latencyMs.p90.toFixed(3).padStart(8),
+    r.latencyMs.p99.toFixed(3).padStart(8),
+    r.latencyMs.p999.toFixed(3).padStart(9),
+    r.latencyMs.max.toFixed(1).padStart(8),
+    (r.cpuSeconds.resolver ?? 0).toFixed(2).padStart(10),
+    cpuAll.toFixed(2).padStart(10),
+    String(r.lookupsPerResolverCpuSecond ?? "-").padStart(11),
+    String(r.lookupsPerServerCpuSecond).padStart(11),
+    String(r.rssMb.resolver ?? 0).padStart(11),
+  ];
+  process.stdout.write(`${cells.join(" ")}${r.errors ? `  errors=${r.errors} (${r.firstError})` : ""}\n`);
+}
+
+export async function withNetwork<T>(
+  bench: Bench,
+  dir: string,
+  cacheEntries: number,
+  fn: (net: Network) => Promise<T>,
+  extra: { nodeArgs?: string[]; onLine?: (name: string, line: string) => void } = {},
+): Promise<T> {
+  const net = await startNetwork({
+    dir,
+    nodeArgs: [...bench.nodeArgs, ...(extra.nodeArgs ?? [])],
+    ...(extra.onLine ? { onLine: extra.onLine } : {}),
+    logLevel: "warn",
+    overrides: {
+      // Answers stay cached for the whole run; the benchmark measures the cache, not expiry.
+      authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600 },
+      // lru-cache preallocates for maxEntries, so size it to what the run can cache.
+      resolver: { cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 } },
+    },
+  });
+  // A server that dies mid-run says why here; the run then fails with the lookups' errors.
+  for (const p of [net.root, net.dps.eu, net.dps.us, net.resolver]) {
+    p.onUnexpectedExit = (name, code, signal) => {
+      process.stderr.write(
+        `bench: ${name} exited during the run (${signal ?? code}); its last lines:\n${p.lines.slice(-20).join("\n")}\n`,
+      );
+    };
+  }
+  try {
+    return await fn(net);
+  } finally {
+    await net.stop();
+  }
+}
+
+/** A count as the table prints it: 2k, 1M. */
+export function fmtCount(n: number): string {
+  return n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n);
+}

@@ -1,0 +1,230 @@
+// The read-path scenarios: cache hits, cold walks to the DPs, negative answers, a mix of the
+// three, the authoritative alone at large sizes, and the resolver's memory per cached answer.
+import { join } from "node:path";
+import { ensureGenerated } from "./generate.js";
+import type { KeySpec } from "./load.js";
+import { type Bench, fmtCount, type Options, round, rssMbOf, split, withNetwork } from "./measure.js";
+
+/** warm, cold, negative and mixed runs against one network holding `o.mappings` mappings. */
+export async function resolverScenarios(
+  o: Options,
+  bench: Bench,
+  netDir: string,
+  warmCount: number,
+  want: (s: string) => boolean,
+): Promise<void> {
+  const c = o.concurrency;
+  // What the runs can cache: the prewarm set plus the cold and absent CSIs the runs consume
+  // (bounded by the data set), not the data set itself, which may be 100M.
+  const cacheEntries = Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
+  await withNetwork(bench, netDir, cacheEntries, async (net) => {
+    const keys = (over: Partial<KeySpec>) => (): KeySpec => ({
+      mode: "warm",
+      warmCount,
+      cold: [0, 0],
+      absent: [0, 0],
+      universe: 0,
+      ...over,
+    });
+    const coldFor = (count: number) => {
+      const parts = split(bench.takeCold(count), o.workers);
+      return (w: number) => keys({ mode: "cold", cold: parts[w] ?? [0, 0] })();
+    };
+    const absentFor = (count: number) => {
+      const parts = split(bench.takeAbsent(count), o.workers);
+      return (w: number) => keys({ mode: "absent", absent: parts[w] ?? [0, 0] })();
+    };
+    // Prewarm the CSIs the warm and mixed scenarios hit.
+    await bench.measure(net, "prewarm", `${warmCount} CSIs`, {
+      service: "resolver",
+      api: "stream",
+      concurrency: 64,
+      keys: (w) => keys({ mode: "cold", cold: split([0, warmCount], o.workers)[w] ?? [0, 0] })(),
+      durationMs: 120_000,
+    });
+    bench.results.pop();
+    // Each run that consumes never-asked CSIs gets what its rate could use, but at most a
+    // sixth of the data set, so later runs (cold, mixed) still find unused CSIs.
+    const budget = (rate: number) =>
+      Math.min(Math.ceil((rate * o.durationMs) / 1000), Math.floor((o.mappings - warmCount) / 6));
+
+    if (want("warm")) {
+      await bench.measure(net, "warm", "unary c=1", {
+        service: "resolver",
+        api: "unary",
+        concurrency: 1,
+        keys: keys({}),
+        workers: 1,
+      });
+      await bench.measure(net, "warm", `unary c=${c}`, {
+        service: "resolver",
+        api: "unary",
+        concurrency: c,
+        keys: keys({}),
+      });
+      await bench.measure(net, "warm", `stream c=${o.streamConcurrency}`, {
+        service: "resolver",
+        api: "stream",
+        concurrency: o.streamConcurrency,
+        keys: keys({}),
+      });
+      await bench.measure(net, "warm", `open ${o.rate}/s`, {
+        service: "resolver",
+        api: "unary",
+        concurrency: 1,
+        rate: o.rate,
+        keys: keys({}),
+      });
+    }
+    if (want("cold")) {
+      await bench.measure(net, "cold", "unary c=1", {
+        service: "resolver",
+        api: "unary",
+        concurrency: 1,
+        keys: coldFor(budget(5_000)),
+        workers: 1,
+      });
+      await bench.measure(net, "cold", `unary c=${c}`, {
+        service: "resolver",
+        api: "unary",
+        concurrency: c,
+        keys: coldFor(budget(30_000)),
+      });
+      await bench.measure(net, "cold", `stream c=${o.streamConcurrency}`, {
+        service: "resolver",
+        api: "stream",
+        concurrency: o.streamConcurrency,
+        keys: coldFor(budget(40_000)),
+      });
+    }
+    if (want("negative")) {
+      await bench.measure(net, "negative", `unary c=${c}`, {
+        service: "resolver",
+        api: "unary",
+        concurrency: c,
+        keys: absentFor(budget(30_000)),
+      });
+    }
+    if (want("mixed")) {
+      const mixedKeys = () => {
+        const cold = split(bench.takeCold(budget(3_000)), o.workers);
+        const absent = split(bench.takeAbsent(budget(1_000)), o.workers);
+        return (w: number) => keys({ mode: "mixed", cold: cold[w] ?? [0, 0], absent: absent[w] ?? [0, 0] })();
+      };
+      await bench.measure(net, "mixed", `unary c=${c}`, {
+        service: "resolver",
+        api: "unary",
+        concurrency: c,
+        keys: mixedKeys(),
+      });
+      await bench.measure(net, "mixed", `open ${o.rate}/s`, {
+        service: "resolver",
+        api: "unary",
+        concurrency: 1,
+        rate: o.rate,
+        keys: mixedKeys(),
+      });
+    }
+  });
+}
+
+/** The authoritative alone, at each size of `o.authSizes`. */
+export async function authoritativeScenario(
+  o: Options,
+  bench: Bench,
+  log: (s: string) => void,
+): Promise<void> {
+  const c = o.concurrency;
+  for (const size of o.authSizes) {
+    // One DP holding `size` mappings (eu; us holds none).
+    const dir = join(o.dataDir, `eu-${size}`);
+    const s = ensureGenerated(dir, size, log, { euOnly: true });
+    if (s > 0) log(`generated ${size} mappings at eu in ${s.toFixed(1)} s`);
+    await withNetwork(bench, dir, 10_000, async (net) => {
+      const k = (): KeySpec => ({
+        mode: "eu-random",
+        warmCount: 0,
+        cold: [0, 0],
+        absent: [0, 0],
+        universe: 2 * size,
+      });
+      await bench.measure(net, "authoritative", `${fmtCount(size)} unary c=1`, {
+        service: "authoritative",
+        api: "unary",
+        concurrency: 1,
+        keys: k,
+        workers: 1,
+      });
+      await bench.measure(net, "authoritative", `${fmtCount(size)} unary c=${c}`, {
+        service: "authoritative",
+        api: "unary",
+        concurrency: c,
+        keys: k,
+      });
+    });
+  }
+}
+
+/** The resolver's memory per cached answer after a fill of `o.memoryEntries` answers. */
+export async function memoryScenario(
+  o: Options,
+  bench: Bench,
+  netDir: string,
+  log: (s: string) => void,
+): Promise<void> {
+  // RSS after a fast fill is mostly allocator high-water (heap committed during the fill,
+  // HTTP/2 and TLS buffers). The live heap after V8's idle "reduce" collection, read from
+  // --trace-gc, is what the cached answers themselves hold.
+  const gc: { liveHeapMb: number | undefined } = { liveHeapMb: undefined };
+  // Assigned by the log watcher below; read through a call so flow analysis does not pin it.
+  const liveHeap = (): number | undefined => gc.liveHeapMb;
+  const gcLine = /Mark-Compact \(reduce\) [\d.]+ \([\d.]+\) -> ([\d.]+) \(/;
+  const watchGc = (name: string, line: string) => {
+    const m = name === "resolver" ? gcLine.exec(line) : null;
+    if (m) gc.liveHeapMb = Number(m[1]);
+  };
+  await withNetwork(
+    bench,
+    netDir,
+    Math.min(o.memoryEntries, o.mappings) + 10_000,
+    async (net) => {
+      const entries = Math.min(o.memoryEntries, o.mappings);
+      const before = rssMbOf(net.resolver.pid);
+      const r = await bench.measure(net, "memory", `fill ${fmtCount(entries)}`, {
+        service: "resolver",
+        api: "stream",
+        concurrency: o.streamConcurrency,
+        keys: (w) => ({
+          mode: "cold",
+          warmCount: 0,
+          cold: split([0, entries], o.workers)[w] ?? [0, 0],
+          absent: [0, 0],
+          universe: 0,
+        }),
+        durationMs: 3_600_000,
+      });
+      const after = rssMbOf(net.resolver.pid);
+      // Wait (bounded) for the idle collection that follows the fill.
+      gc.liveHeapMb = undefined;
+      for (let waited = 0; liveHeap() === undefined && waited < (o.quick ? 3_000 : 60_000); waited += 250) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      const live = liveHeap();
+      const perAnswer = (mb: number) => (r.lookups > 0 ? Math.round((mb * 2 ** 20) / r.lookups) : 0);
+      r.extra = {
+        cachedAnswers: r.lookups,
+        rssBeforeMb: round(before, 1),
+        rssAfterMb: round(after, 1),
+        bytesPerCachedAnswer: perAnswer(after - before),
+        ...(live !== undefined ? { liveHeapMb: live, liveHeapBytesPerCachedAnswer: perAnswer(live) } : {}),
+      };
+      log(
+        `memory: resolver RSS ${before.toFixed(0)} MB -> ${after.toFixed(0)} MB for ${r.lookups} cached answers = ${r.extra.bytesPerCachedAnswer} bytes per answer (RSS); ` +
+          (live !== undefined
+            ? `live heap after GC ${live} MB = ${r.extra.liveHeapBytesPerCachedAnswer} bytes per answer, baseline included`
+            : "no idle GC seen, live heap unknown"),
+      );
+    },
+    { nodeArgs: ["--trace-gc"], onLine: watchGc },
+  );
+}

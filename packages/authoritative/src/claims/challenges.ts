@@ -1,0 +1,180 @@
+// Proof of possession (R1, R2, G2): a challenge sends a short-lived random code to the CSI
+// itself, keeps only a keyed hash of it, and hands the MSP the statement its user and it will
+// sign. Completing checks the code (attempts counted, constant-time compare), then both
+// signatures, and applies the action in one transaction.
+import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+import {
+  checkPublicKey,
+  csiHash,
+  DiscoveryError,
+  decodeActionStatement,
+  decodeMappingRecord,
+  encodeActionStatement,
+  encodeMappingRecord,
+  invalidArgument,
+  MAX_SSI_LENGTH,
+  SIGNING_CONTEXT,
+  verifyWith,
+} from "@mimi/core";
+import type { CodeSender } from "../senders.js";
+import type { EnrolledMsp } from "../store/rows.js";
+import { applyClaim } from "./claim.js";
+import type { ClaimsContext } from "./context.js";
+import { checkSsi, checkTags } from "./input.js";
+import { applyInvalidate, applyOptOut } from "./removal.js";
+import type { CompleteResult, StartRequest, StartResult } from "./types.js";
+
+/** How codes are made, sent and checked. */
+export interface ChallengeDeps {
+  sender: CodeSender;
+  /** Keys the code hashes, so a copy of the database does not reveal open codes. */
+  codeSecret: Uint8Array;
+}
+
+const hashCode = (secret: Uint8Array, challengeId: string, code: string) =>
+  new Uint8Array(createHmac("sha256", secret).update(`${challengeId}\0${code}`).digest());
+
+/** Opens a challenge for `req` and sends its code; returns the statement to sign. */
+export async function startChallenge(
+  ctx: ClaimsContext,
+  deps: ChallengeDeps,
+  caller: EnrolledMsp,
+  req: StartRequest,
+): Promise<StartResult> {
+  const { store, policy } = ctx;
+  const csi = ctx.requireDelegated(req.csi);
+  checkPublicKey(req.userPublicKey, "user_public_key");
+  const now = ctx.clock();
+  const id = `ch_${randomBytes(16).toString("base64url")}`;
+  const proofMethod = csi.type === "tel" ? "sms-code" : "email-code";
+  let statement: Uint8Array;
+  let params = {};
+  if (req.action === "claim") {
+    checkSsi(req.ssi);
+    const tags = checkTags(req.tags);
+    statement = encodeMappingRecord({
+      csi: csi.uri,
+      mspId: caller.mspId,
+      ssi: req.ssi,
+      defaultRequested: req.makeDefault,
+      tags,
+      createdAtMs: now,
+      proofMethod,
+      proofId: id,
+      userPublicKey: req.userPublicKey,
+      dpId: ctx.dpId,
+      expiresAtMs: now + policy.mappingLifetimeMs,
+    });
+    params = { replaceExisting: req.replaceExisting, makeDefault: req.makeDefault };
+  } else {
+    const target = req.action === "invalidate" ? { mspId: req.mspId, ssi: req.ssi } : { mspId: "", ssi: "" };
+    if (target.ssi !== "" && target.mspId === "")
+      throw invalidArgument("an ssi to invalidate needs its msp_id");
+    if (target.mspId.length > 128 || target.ssi.length > MAX_SSI_LENGTH)
+      throw invalidArgument("target is too long");
+    statement = encodeActionStatement({
+      action: req.action,
+      csi: csi.uri,
+      challengeId: id,
+      dpId: ctx.dpId,
+      mspId: caller.mspId,
+      targetMspId: target.mspId,
+      targetSsi: target.ssi,
+      userPublicKey: req.userPublicKey,
+      issuedAtMs: now,
+    });
+  }
+  const code = String(randomInt(0, 10 ** policy.codeLength)).padStart(policy.codeLength, "0");
+  const expiresAtMs = now + policy.codeTtlMs;
+  store.insertChallenge({
+    id,
+    mspId: caller.mspId,
+    csi: csi.uri,
+    action: req.action,
+    params: JSON.stringify(params),
+    statement,
+    codeHash: hashCode(deps.codeSecret, id, code),
+    attempts: 0,
+    expiresAtMs,
+    state: "open",
+  });
+  try {
+    await deps.sender.send({
+      csiType: csi.type,
+      to: csi.uri.slice(csi.uri.indexOf(":") + 1),
+      code,
+      expiresAtMs,
+      dpId: ctx.dpId,
+      purpose: req.action,
+      challengeId: id,
+    });
+  } catch (err) {
+    store.updateChallenge(id, 0, "exhausted");
+    throw err;
+  }
+  ctx.log.info(
+    { csi: csiHash(csi.uri), msp: caller.mspId, action: req.action, challenge: id },
+    "challenge sent",
+  );
+  return { challengeId: id, expiresAtMs, proofMethod, statement };
+}
+
+/** Checks the code and both signatures, then applies the challenge's action. */
+export function completeChallenge(
+  ctx: ClaimsContext,
+  deps: ChallengeDeps,
+  caller: EnrolledMsp,
+  challengeId: string,
+  code: string,
+  userSig: Uint8Array,
+  mspSig: Uint8Array,
+): CompleteResult {
+  const { store, policy } = ctx;
+  const ch = store.challenge(challengeId);
+  // Another MSP's challenge is reported like a missing one, so ids reveal nothing.
+  if (!ch || ch.mspId !== caller.mspId) {
+    throw new DiscoveryError("not_found", `no challenge "${challengeId.slice(0, 64)}" is open for this MSP`);
+  }
+  if (ch.state === "used")
+    throw new DiscoveryError("failed_precondition", "this challenge was already completed");
+  if (ch.state === "exhausted") {
+    throw new DiscoveryError(
+      "failed_precondition",
+      "this challenge is closed after too many wrong codes; start a new one",
+    );
+  }
+  if (ctx.clock() > ch.expiresAtMs) {
+    throw new DiscoveryError("failed_precondition", "the code has expired; start a new challenge");
+  }
+  if (!timingSafeEqual(hashCode(deps.codeSecret, ch.id, code), ch.codeHash)) {
+    const attempts = ch.attempts + 1;
+    const left = policy.maxAttempts - attempts;
+    store.updateChallenge(ch.id, attempts, left <= 0 ? "exhausted" : "open");
+    ctx.log.info({ challenge: ch.id, msp: caller.mspId, attempts }, "wrong code");
+    throw invalidArgument(
+      left <= 0
+        ? "wrong code; no attempts left, start a new challenge"
+        : `wrong code; ${left} attempt(s) left`,
+    );
+  }
+  const claim = ch.action === "claim";
+  const ctxUser = claim ? SIGNING_CONTEXT.mappingUser : SIGNING_CONTEXT.actionUser;
+  const ctxMsp = claim ? SIGNING_CONTEXT.mappingMsp : SIGNING_CONTEXT.actionMsp;
+  const userKey = claim
+    ? decodeMappingRecord(ch.statement).userPublicKey
+    : decodeActionStatement(ch.statement).userPublicKey;
+  // Signatures are checked after the code so that a wrong signature cannot probe codes;
+  // the challenge stays open for a corrected submission.
+  if (!verifyWith(userKey, ctxUser, userSig, [ch.statement])) {
+    throw invalidArgument("user_signature does not verify with the user's key over the statement");
+  }
+  if (!verifyWith(caller.signingPublicKey, ctxMsp, mspSig, [ch.statement], { registryKey: true })) {
+    throw invalidArgument("msp_signature does not verify with the MSP's enrolled signing key");
+  }
+  return ctx.tx(() => {
+    store.updateChallenge(ch.id, ch.attempts, "used");
+    if (claim) return applyClaim(ctx, caller, ch, userSig, mspSig);
+    const s = decodeActionStatement(ch.statement);
+    return s.action === "invalidate" ? applyInvalidate(ctx, caller, s) : applyOptOut(ctx, caller, s);
+  });
+}

@@ -1,0 +1,119 @@
+// A completed claim (G2, R17, R18): the mapping is stored with the holder's, the MSP's and
+// this DP's signatures; beside other holders' mappings it takes precedence at once only with a
+// stricter proof, else it opens a conflict they may contest. A first mapping asks peer DPs
+// to de-list older ones.
+import { csiHash, decodeMappingRecord, parseCsi } from "@mimi/core";
+import { type ChallengeRow, type EnrolledMsp, type MappingRow, mappingOfRow } from "../store/rows.js";
+import type { ClaimsContext } from "./context.js";
+import { existingMsps, openConflict, promote, removeRows, settleDefault } from "./effects.js";
+import { decideClaim } from "./rules.js";
+import type { CompleteResult } from "./types.js";
+
+/**
+ * Other DPs whose delegations also cover the CSI: a shorter E.164 prefix carved around this
+ * DP's range. They may hold mappings from before the range moved here (R18).
+ */
+function peersOf(ctx: ClaimsContext, csi: string): string[] {
+  const key = parseCsi(csi).key;
+  const ids = ctx.registry.covering(key).map((d) => d.dpId);
+  return [...new Set(ids)].filter((id) => id !== ctx.dpId);
+}
+
+/** Stores the claimed mapping and settles precedence, conflicts and the default; in the caller's transaction. */
+export function applyClaim(
+  ctx: ClaimsContext,
+  caller: EnrolledMsp,
+  ch: ChallengeRow,
+  userSig: Uint8Array,
+  mspSig: Uint8Array,
+): CompleteResult {
+  const { store } = ctx;
+  const r = decodeMappingRecord(ch.statement);
+  const params = JSON.parse(ch.params) as { replaceExisting: boolean; makeDefault: boolean };
+  const now = ctx.clock();
+  store.clearOptOut(r.csi);
+  const d = decideClaim(store.mappings(r.csi), r, ctx.policy.proofRanking, now);
+  const row: MappingRow = {
+    csi: r.csi,
+    mspId: r.mspId,
+    ssi: r.ssi,
+    isDefault: d.isDefault,
+    precedence: d.precedence,
+    expiresAtMs: r.expiresAtMs,
+    record: ch.statement,
+    userSig,
+    mspSig,
+    dpSig: ctx.dpSign(d.isDefault, ch.statement),
+  };
+  store.putMapping(row);
+  if (d.first) {
+    // The first mapping for this CSI here: peers that may hold older ones are told (R18).
+    for (const peerDp of peersOf(ctx, r.csi)) {
+      ctx.queuePeerRequest({
+        peerDp,
+        csi: r.csi,
+        mspId: r.mspId,
+        ssi: r.ssi,
+        createdAtMs: now,
+        nextAtMs: now,
+      });
+    }
+  }
+  const result: CompleteResult = {
+    hasPrecedence: true,
+    existingMsps: existingMsps(ctx, d.others),
+    conflictId: "",
+    contestDeadlineMs: 0,
+    removed: 0,
+  };
+  const mine = { mspId: r.mspId, ssi: r.ssi };
+  if (d.outcome === "sole") {
+    settleDefault(ctx, r.csi, params.makeDefault ? mine : undefined);
+  } else if (d.outcome === "stricter") {
+    // A stricter proof supersedes the older mappings at once (R17).
+    promote(ctx, r.csi, mine);
+    if (params.replaceExisting) {
+      removeRows(ctx, d.others, "replaced by a claim with a stricter proof of possession");
+      result.removed = d.others.length;
+    } else {
+      for (const x of d.others) {
+        ctx.notify(x.mspId, {
+          kind: "precedence_lost",
+          csi: r.csi,
+          ssi: x.ssi,
+          reason: "a claim with a stricter proof of possession now takes precedence",
+        });
+      }
+    }
+    settleDefault(ctx, r.csi, params.makeDefault ? mine : undefined);
+  } else {
+    const c = openConflict(
+      ctx,
+      {
+        csi: r.csi,
+        claimantMsp: caller.mspId,
+        newMsp: r.mspId,
+        newSsi: r.ssi,
+        replace: params.replaceExisting,
+        makeDefault: params.makeDefault,
+      },
+      d.others,
+    );
+    settleDefault(ctx, r.csi);
+    result.hasPrecedence = false;
+    result.conflictId = c.id;
+    result.contestDeadlineMs = c.deadlineMs;
+  }
+  const stored = store.mapping(r.csi, r.mspId, r.ssi) as MappingRow;
+  result.mapping = mappingOfRow(stored);
+  ctx.log.info(
+    {
+      csi: csiHash(r.csi),
+      msp: caller.mspId,
+      conflict: result.conflictId || undefined,
+      others: d.others.length,
+    },
+    "mapping claimed",
+  );
+  return result;
+}

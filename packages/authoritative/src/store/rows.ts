@@ -1,0 +1,122 @@
+// The rows of a DP's store as the rest of the DP sees them (the SQL shapes stay in store.ts),
+// and the one mapper from a stored mapping to the domain Mapping that answers carry.
+import { decodeMappingRecord, type Mapping } from "@mimi/core";
+
+/** An MSP enrolled at this DP (G1). */
+export interface EnrolledMsp {
+  readonly mspId: string;
+  readonly tlsIdentity: string;
+  readonly enrolledUsers: number;
+  readonly enrolledAtMs: number;
+  /** Ed25519 key the MSP signs mappings with. */
+  readonly signingPublicKey: Uint8Array;
+  /** Trusted to register mappings in bulk (G4). */
+  readonly mayBulk: boolean;
+}
+
+/** A stored mapping: the signed record with the DP's current ordering and default decision. */
+export interface MappingRow {
+  readonly csi: string;
+  readonly mspId: string;
+  readonly ssi: string;
+  readonly isDefault: boolean;
+  /** Sort key among the CSI's mappings: lower takes precedence (R17). */
+  readonly precedence: number;
+  readonly expiresAtMs: number;
+  readonly record: Uint8Array;
+  readonly userSig: Uint8Array;
+  readonly mspSig: Uint8Array;
+  readonly dpSig: Uint8Array;
+}
+
+/** A proof-of-possession challenge; only a keyed hash of its code is kept. */
+export interface ChallengeRow {
+  readonly id: string;
+  readonly mspId: string;
+  readonly csi: string;
+  readonly action: "claim" | "invalidate" | "opt_out";
+  /** Action parameters not in the statement (JSON). */
+  readonly params: string;
+  readonly statement: Uint8Array;
+  readonly codeHash: Uint8Array;
+  readonly attempts: number;
+  readonly expiresAtMs: number;
+  readonly state: "open" | "used" | "exhausted";
+}
+
+/** A pending change other holders' MSPs may contest (R17, G3). */
+export interface ConflictRow {
+  readonly id: string;
+  readonly csi: string;
+  readonly claimantMsp: string;
+  /** The claimant's new mapping; empty for an invalidation of other holders' mappings. */
+  readonly newMsp: string;
+  readonly newSsi: string;
+  readonly replace: boolean;
+  readonly makeDefault: boolean;
+  readonly openedAtMs: number;
+  readonly deadlineMs: number;
+  readonly state: "open" | "contested" | "lapsed" | "void";
+}
+
+/** A notice to an MSP about one of its users' mappings. */
+export interface NoticeRow {
+  readonly seq: number;
+  readonly mspId: string;
+  readonly atMs: number;
+  readonly body: NoticeBody;
+}
+export interface NoticeBody {
+  readonly kind:
+    | "conflict_opened"
+    | "conflict_closed"
+    | "precedence_lost"
+    | "mapping_removed"
+    | "default_changed";
+  readonly csi: string;
+  readonly ssi: string;
+  readonly conflictId?: string;
+  readonly deadlineMs?: number;
+  readonly reason: string;
+}
+
+/** A first-mapping invalidation request waiting to reach a peer DP (R18). */
+export interface PeerRequestRow {
+  readonly id: number;
+  readonly peerDp: string;
+  /** The new mapping, by key; it is read when sent, so the peer sees its current signatures. */
+  readonly csi: string;
+  readonly mspId: string;
+  readonly ssi: string;
+  readonly createdAtMs: number;
+  readonly attempts: number;
+  readonly nextAtMs: number;
+  readonly lastError: string;
+}
+
+/** One event of the change log: something about this CSI's mappings or opt-out changed. */
+export interface ChangeRow {
+  readonly seq: number;
+  readonly csi: string;
+  readonly atMs: number;
+}
+
+/** The domain form of a stored mapping: what lookups answer and peers are sent. */
+export function mappingOfRow(row: MappingRow): Mapping {
+  const r = decodeMappingRecord(row.record);
+  return {
+    mspId: row.mspId,
+    ssi: row.ssi,
+    isDefault: row.isDefault,
+    tags: r.tags,
+    createdAtMs: r.createdAtMs,
+    proofMethod: r.proofMethod,
+    expiresAtMs: row.expiresAtMs,
+    signed: {
+      record: row.record,
+      userSignature: row.userSig,
+      mspSignature: row.mspSig,
+      dpSignature: row.dpSig,
+    },
+  };
+}

@@ -1,0 +1,128 @@
+// The schema of a DP's store, as the migrations that build it, in order: a store at version N
+// has run the first N. Applied in one transaction at open (store.ts), never edited once shipped.
+
+/** Migration v(i+1) is MIGRATIONS[i]. */
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE mappings (
+     csi TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     is_default INTEGER NOT NULL,
+     tags TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL,
+     PRIMARY KEY (csi, msp_id, ssi)
+   ) STRICT, WITHOUT ROWID;
+   CREATE TABLE enrolled_msps (
+     msp_id TEXT PRIMARY KEY,
+     tls_identity TEXT NOT NULL,
+     enrolled_users INTEGER NOT NULL,
+     enrolled_at_ms INTEGER NOT NULL
+   ) STRICT;`,
+  // v2: signed mappings (issue 4). Unsigned mappings from v1 cannot be verified, so they are
+  // kept aside, never served, until re-registered.
+  `ALTER TABLE mappings RENAME TO legacy_unsigned_mappings;
+   CREATE TABLE mappings (
+     csi TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     is_default INTEGER NOT NULL,
+     precedence INTEGER NOT NULL,
+     expires_at_ms INTEGER NOT NULL,
+     record BLOB NOT NULL,
+     user_sig BLOB NOT NULL,
+     msp_sig BLOB NOT NULL,
+     dp_sig BLOB NOT NULL,
+     PRIMARY KEY (csi, msp_id, ssi)
+   ) STRICT;
+   CREATE INDEX mappings_by_expiry ON mappings (expires_at_ms);
+   ALTER TABLE enrolled_msps ADD COLUMN signing_key BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE enrolled_msps ADD COLUMN may_bulk INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX enrolled_by_identity ON enrolled_msps (tls_identity);
+   CREATE TABLE opt_outs (csi TEXT PRIMARY KEY, at_ms INTEGER NOT NULL) STRICT;
+   CREATE TABLE challenges (
+     id TEXT PRIMARY KEY,
+     msp_id TEXT NOT NULL,
+     csi TEXT NOT NULL,
+     action TEXT NOT NULL,
+     params TEXT NOT NULL,
+     statement BLOB NOT NULL,
+     code_hash BLOB NOT NULL,
+     attempts INTEGER NOT NULL,
+     expires_at_ms INTEGER NOT NULL,
+     state TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX challenges_by_expiry ON challenges (expires_at_ms);
+   CREATE TABLE conflicts (
+     id TEXT PRIMARY KEY,
+     csi TEXT NOT NULL,
+     claimant_msp TEXT NOT NULL,
+     new_msp TEXT NOT NULL,
+     new_ssi TEXT NOT NULL,
+     replace INTEGER NOT NULL,
+     make_default INTEGER NOT NULL,
+     opened_at_ms INTEGER NOT NULL,
+     deadline_ms INTEGER NOT NULL,
+     state TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX conflicts_due ON conflicts (state, deadline_ms);
+   CREATE TABLE conflict_targets (
+     conflict_id TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     PRIMARY KEY (conflict_id, msp_id, ssi)
+   ) STRICT;
+   CREATE TABLE notices (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     msp_id TEXT NOT NULL,
+     at_ms INTEGER NOT NULL,
+     body TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX notices_by_msp ON notices (msp_id, seq);
+   CREATE TABLE bulk_sessions (
+     msp_id TEXT NOT NULL,
+     session_id TEXT NOT NULL,
+     committed INTEGER NOT NULL,
+     updated_at_ms INTEGER NOT NULL,
+     PRIMARY KEY (msp_id, session_id)
+   ) STRICT;`,
+  // v3: the change log (issue 5). Triggers write it, so no change to a CSI's mappings or
+  // opt-out can commit without its event. The log id is new with every store, so a watcher
+  // following another store's log notices.
+  `CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+   INSERT INTO store_meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));
+   CREATE TABLE change_log (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     csi TEXT NOT NULL,
+     at_ms INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX change_log_by_time ON change_log (at_ms);
+   CREATE TRIGGER log_mapping_insert AFTER INSERT ON mappings BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_mapping_update AFTER UPDATE ON mappings BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_mapping_delete AFTER DELETE ON mappings BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_opt_out_insert AFTER INSERT ON opt_outs BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_opt_out_delete AFTER DELETE ON opt_outs BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;`,
+  // v4: first-mapping invalidation requests to peer DPs (R18), written in the claim's
+  // transaction and delivered until acknowledged.
+  `CREATE TABLE peer_requests (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     peer_dp TEXT NOT NULL,
+     csi TEXT NOT NULL,
+     msp_id TEXT NOT NULL,
+     ssi TEXT NOT NULL,
+     created_at_ms INTEGER NOT NULL,
+     attempts INTEGER NOT NULL,
+     next_at_ms INTEGER NOT NULL,
+     last_error TEXT NOT NULL
+   ) STRICT;
+   CREATE INDEX peer_requests_due ON peer_requests (next_at_ms);`,
+];

@@ -1,0 +1,489 @@
+// The authoritative's store in SQLite (WAL), kept on the DP's own disk in its jurisdiction
+// (H2): signed mappings, enrolled MSPs, challenges (code hashes only), conflicts, notices,
+// opt-outs and bulk sessions. Lookups are one prepared statement on the primary key.
+
+import { DiscoveryError } from "@mimi/core";
+import Database from "better-sqlite3";
+import type {
+  ChallengeRow,
+  ChangeRow,
+  ConflictRow,
+  EnrolledMsp,
+  MappingRow,
+  NoticeBody,
+  NoticeRow,
+  PeerRequestRow,
+} from "./rows.js";
+import { MIGRATIONS } from "./schema.js";
+
+interface MappingSqlRow {
+  csi: string;
+  msp_id: string;
+  ssi: string;
+  is_default: number;
+  precedence: number;
+  expires_at_ms: number;
+  record: Buffer;
+  user_sig: Buffer;
+  msp_sig: Buffer;
+  dp_sig: Buffer;
+}
+
+interface MspRow {
+  msp_id: string;
+  tls_identity: string;
+  enrolled_users: number;
+  enrolled_at_ms: number;
+  signing_key: Buffer;
+  may_bulk: number;
+}
+
+/** The DP's store. Writes that must happen together run inside `transaction`. */
+export interface MappingStore {
+  /** Mappings of one canonical CSI, by preference: default first, then precedence, MSP, SSI. */
+  mappings(csi: string): MappingRow[];
+  mapping(csi: string, mspId: string, ssi: string): MappingRow | undefined;
+  /** Inserts or replaces a mapping. */
+  putMapping(row: MappingRow): void;
+  /** Changes the ordering fields (and the countersignature that covers the default flag). */
+  updateMapping(
+    csi: string,
+    mspId: string,
+    ssi: string,
+    fields: { isDefault: boolean; precedence: number; dpSig: Uint8Array },
+  ): void;
+  deleteMapping(csi: string, mspId: string, ssi: string): boolean;
+  /** Mappings that expired at `nowMs`, at most `limit`. */
+  expired(nowMs: number, limit: number): MappingRow[];
+  count(): number;
+  /** Mappings of the v1 schema that are kept but not served. */
+  legacyCount(): number;
+  optedOutAt(csi: string): number | undefined;
+  setOptOut(csi: string, atMs: number): void;
+  clearOptOut(csi: string): void;
+  insertChallenge(c: ChallengeRow): void;
+  challenge(id: string): ChallengeRow | undefined;
+  updateChallenge(id: string, attempts: number, state: ChallengeRow["state"]): void;
+  deleteChallengesBefore(ms: number): number;
+  insertConflict(c: ConflictRow, targets: readonly { mspId: string; ssi: string }[]): void;
+  conflict(id: string): ConflictRow | undefined;
+  conflictTargets(id: string): { mspId: string; ssi: string }[];
+  setConflictState(id: string, state: ConflictRow["state"]): void;
+  dueConflicts(nowMs: number, limit: number): ConflictRow[];
+  openConflicts(csi: string): ConflictRow[];
+  addNotice(mspId: string, atMs: number, body: NoticeBody): number;
+  noticesSince(mspId: string, seq: number, limit: number): NoticeRow[];
+  deleteNoticesBefore(ms: number): number;
+  bulkCommitted(mspId: string, sessionId: string): number;
+  setBulkCommitted(mspId: string, sessionId: string, committed: number, atMs: number): void;
+  enrol(msp: EnrolledMsp): void;
+  enrolled(mspId: string): EnrolledMsp | undefined;
+  enrolledByIdentity(tlsIdentity: string): EnrolledMsp[];
+  listEnrolled(): EnrolledMsp[];
+  /** Identity of this store's change log; a new store gets a new one. */
+  logId(): string;
+  /** Last sequence number given (0 for none) and the oldest still held (latest + 1 when empty). */
+  logBounds(): { oldest: number; latest: number };
+  changeAt(seq: number): ChangeRow | undefined;
+  changesSince(seq: number, limit: number): ChangeRow[];
+  /** Drops events older than `ms`, at most `limit`; returns how many. */
+  pruneChangesBefore(ms: number, limit: number): number;
+  /** Calls `listener` after each commit that added to the change log. */
+  onChangeLogged(listener: () => void): void;
+  addPeerRequest(r: Omit<PeerRequestRow, "id" | "attempts" | "lastError">): void;
+  duePeerRequests(nowMs: number, limit: number): PeerRequestRow[];
+  reschedulePeerRequest(id: number, attempts: number, nextAtMs: number, error: string): void;
+  deletePeerRequest(id: number): void;
+  peerRequestCount(): number;
+  /** Runs `f` in one transaction (nested calls join the outer one). */
+  transaction<T>(f: () => T): T;
+  close(): void;
+}
+
+/** Opens (creating when absent) the store at `path`; ":memory:" for tests. */
+export function openMappingStore(path: string): MappingStore {
+  let db: Database.Database;
+  try {
+    db = new Database(path);
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    migrate(db);
+  } catch (err) {
+    throw new DiscoveryError(
+      "store_failure",
+      `cannot open mapping store ${path}: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  const q = {
+    mappings: db.prepare<[string], MappingSqlRow>(
+      "SELECT * FROM mappings WHERE csi = ? ORDER BY is_default DESC, precedence, msp_id, ssi",
+    ),
+    mapping: db.prepare<[string, string, string], MappingSqlRow>(
+      "SELECT * FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
+    ),
+    putMapping: db.prepare(
+      `INSERT OR REPLACE INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig)
+       VALUES (@csi, @msp_id, @ssi, @is_default, @precedence, @expires_at_ms, @record, @user_sig, @msp_sig, @dp_sig)`,
+    ),
+    updateMapping: db.prepare(
+      `UPDATE mappings SET is_default = @is_default, precedence = @precedence, dp_sig = @dp_sig
+       WHERE csi = @csi AND msp_id = @msp_id AND ssi = @ssi`,
+    ),
+    deleteMapping: db.prepare<[string, string, string]>(
+      "DELETE FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
+    ),
+    expired: db.prepare<[number, number], MappingSqlRow>(
+      "SELECT * FROM mappings WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
+    ),
+    count: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM mappings"),
+    legacyCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM legacy_unsigned_mappings"),
+    optedOut: db.prepare<[string], { at_ms: number }>("SELECT at_ms FROM opt_outs WHERE csi = ?"),
+    setOptOut: db.prepare<[string, number]>("INSERT OR REPLACE INTO opt_outs (csi, at_ms) VALUES (?, ?)"),
+    clearOptOut: db.prepare<[string]>("DELETE FROM opt_outs WHERE csi = ?"),
+    insertChallenge: db.prepare(
+      `INSERT INTO challenges (id, msp_id, csi, action, params, statement, code_hash, attempts, expires_at_ms, state)
+       VALUES (@id, @mspId, @csi, @action, @params, @statement, @codeHash, @attempts, @expiresAtMs, @state)`,
+    ),
+    challenge: db.prepare<[string], ChallengeSqlRow>("SELECT * FROM challenges WHERE id = ?"),
+    updateChallenge: db.prepare<[number, string, string]>(
+      "UPDATE challenges SET attempts = ?, state = ? WHERE id = ?",
+    ),
+    deleteChallenges: db.prepare<[number]>("DELETE FROM challenges WHERE expires_at_ms < ?"),
+    insertConflict: db.prepare(
+      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state)
+       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state)`,
+    ),
+    insertTarget: db.prepare<[string, string, string]>(
+      "INSERT OR IGNORE INTO conflict_targets (conflict_id, msp_id, ssi) VALUES (?, ?, ?)",
+    ),
+    conflict: db.prepare<[string], ConflictSqlRow>("SELECT * FROM conflicts WHERE id = ?"),
+    targets: db.prepare<[string], { msp_id: string; ssi: string }>(
+      "SELECT msp_id, ssi FROM conflict_targets WHERE conflict_id = ? ORDER BY msp_id, ssi",
+    ),
+    setConflictState: db.prepare<[string, string]>("UPDATE conflicts SET state = ? WHERE id = ?"),
+    dueConflicts: db.prepare<[number, number], ConflictSqlRow>(
+      "SELECT * FROM conflicts WHERE state = 'open' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
+    ),
+    openConflicts: db.prepare<[string], ConflictSqlRow>(
+      "SELECT * FROM conflicts WHERE state = 'open' AND csi = ? ORDER BY opened_at_ms",
+    ),
+    addNotice: db.prepare<[string, number, string]>(
+      "INSERT INTO notices (msp_id, at_ms, body) VALUES (?, ?, ?)",
+    ),
+    noticesSince: db.prepare<
+      [string, number, number],
+      { seq: number; msp_id: string; at_ms: number; body: string }
+    >("SELECT * FROM notices WHERE msp_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
+    deleteNotices: db.prepare<[number]>("DELETE FROM notices WHERE at_ms < ?"),
+    bulkCommitted: db.prepare<[string, string], { committed: number }>(
+      "SELECT committed FROM bulk_sessions WHERE msp_id = ? AND session_id = ?",
+    ),
+    setBulk: db.prepare<[string, string, number, number]>(
+      `INSERT INTO bulk_sessions (msp_id, session_id, committed, updated_at_ms) VALUES (?, ?, ?, ?)
+       ON CONFLICT (msp_id, session_id) DO UPDATE SET committed = excluded.committed, updated_at_ms = excluded.updated_at_ms`,
+    ),
+    enrol: db.prepare(
+      `INSERT INTO enrolled_msps (msp_id, tls_identity, enrolled_users, enrolled_at_ms, signing_key, may_bulk)
+       VALUES (@mspId, @tlsIdentity, @enrolledUsers, @enrolledAtMs, @signingKey, @mayBulk)
+       ON CONFLICT (msp_id) DO UPDATE SET tls_identity = excluded.tls_identity,
+         enrolled_users = excluded.enrolled_users, signing_key = excluded.signing_key, may_bulk = excluded.may_bulk`,
+    ),
+    enrolled: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE msp_id = ?"),
+    byIdentity: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE tls_identity = ?"),
+    listEnrolled: db.prepare<[], MspRow>("SELECT * FROM enrolled_msps ORDER BY msp_id"),
+    addPeer: db.prepare(
+      `INSERT INTO peer_requests (peer_dp, csi, msp_id, ssi, created_at_ms, attempts, next_at_ms, last_error)
+       VALUES (@peerDp, @csi, @mspId, @ssi, @createdAtMs, 0, @nextAtMs, '')`,
+    ),
+    duePeers: db.prepare<[number, number], PeerSqlRow>(
+      "SELECT * FROM peer_requests WHERE next_at_ms <= ? ORDER BY next_at_ms LIMIT ?",
+    ),
+    reschedulePeer: db.prepare<[number, number, string, number]>(
+      "UPDATE peer_requests SET attempts = ?, next_at_ms = ?, last_error = ? WHERE id = ?",
+    ),
+    deletePeer: db.prepare<[number]>("DELETE FROM peer_requests WHERE id = ?"),
+    countPeers: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM peer_requests"),
+    logId: db.prepare<[], { value: string }>("SELECT value FROM store_meta WHERE key = 'log_id'"),
+    latestSeq: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'change_log'"),
+    oldestSeq: db.prepare<[], { seq: number | null }>("SELECT min(seq) AS seq FROM change_log"),
+    changeAt: db.prepare<[number], ChangeSqlRow>("SELECT * FROM change_log WHERE seq = ?"),
+    changesSince: db.prepare<[number, number], ChangeSqlRow>(
+      "SELECT * FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
+    ),
+    pruneChanges: db.prepare<[number, number]>(
+      "DELETE FROM change_log WHERE seq IN (SELECT seq FROM change_log WHERE at_ms < ? ORDER BY seq LIMIT ?)",
+    ),
+  };
+  const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
+  // Watchers are told after commit, never from inside a transaction that may still roll back.
+  const listeners: (() => void)[] = [];
+  let announced = latestSeq();
+  const announce = () => {
+    if (db.inTransaction || listeners.length === 0) return;
+    const seq = latestSeq();
+    if (seq === announced) return;
+    announced = seq;
+    for (const l of listeners) l();
+  };
+  const wrap = <T>(what: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (err) {
+      if (err instanceof DiscoveryError) throw err;
+      throw new DiscoveryError("store_failure", `${what} failed: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const w =
+    <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
+    (...a: A) =>
+      wrap(what, () => f(...a));
+  // Writes that may touch mappings or opt-outs, and so the change log.
+  const logged =
+    <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
+    (...a: A) => {
+      const r = wrap(what, () => f(...a));
+      announce();
+      return r;
+    };
+  return {
+    mappings: w("lookup", (csi) => q.mappings.all(csi).map(mappingOf)),
+    mapping: w("lookup", (csi, msp, ssi) => {
+      const r = q.mapping.get(csi, msp, ssi);
+      return r && mappingOf(r);
+    }),
+    putMapping: logged("store", (m) => {
+      q.putMapping.run({
+        csi: m.csi,
+        msp_id: m.mspId,
+        ssi: m.ssi,
+        is_default: m.isDefault ? 1 : 0,
+        precedence: m.precedence,
+        expires_at_ms: m.expiresAtMs,
+        record: m.record,
+        user_sig: m.userSig,
+        msp_sig: m.mspSig,
+        dp_sig: m.dpSig,
+      });
+    }),
+    updateMapping: logged("store", (csi, msp, ssi, f) => {
+      q.updateMapping.run({
+        csi,
+        msp_id: msp,
+        ssi,
+        is_default: f.isDefault ? 1 : 0,
+        precedence: f.precedence,
+        dp_sig: f.dpSig,
+      });
+    }),
+    deleteMapping: logged("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
+    expired: w("expiry scan", (now, limit) => q.expired.all(now, limit).map(mappingOf)),
+    count: () => q.count.get()?.n ?? 0,
+    legacyCount: () => q.legacyCount.get()?.n ?? 0,
+    optedOutAt: (csi) => q.optedOut.get(csi)?.at_ms,
+    setOptOut: logged("opt-out", (csi, at) => void q.setOptOut.run(csi, at)),
+    clearOptOut: logged("opt-out", (csi) => void q.clearOptOut.run(csi)),
+    insertChallenge: w(
+      "challenge",
+      (c) => void q.insertChallenge.run({ ...c, statement: c.statement, codeHash: c.codeHash }),
+    ),
+    challenge: (id) => {
+      const r = q.challenge.get(id);
+      return (
+        r && {
+          id: r.id,
+          mspId: r.msp_id,
+          csi: r.csi,
+          action: r.action as ChallengeRow["action"],
+          params: r.params,
+          statement: new Uint8Array(r.statement),
+          codeHash: new Uint8Array(r.code_hash),
+          attempts: r.attempts,
+          expiresAtMs: r.expires_at_ms,
+          state: r.state as ChallengeRow["state"],
+        }
+      );
+    },
+    updateChallenge: w("challenge", (id, attempts, state) => void q.updateChallenge.run(attempts, state, id)),
+    deleteChallengesBefore: w("challenge cleanup", (ms) => q.deleteChallenges.run(ms).changes),
+    insertConflict: w("conflict", (c, targets) => {
+      q.insertConflict.run({ ...c, replace: c.replace ? 1 : 0, makeDefault: c.makeDefault ? 1 : 0 });
+      for (const t of targets) q.insertTarget.run(c.id, t.mspId, t.ssi);
+    }),
+    conflict: (id) => {
+      const r = q.conflict.get(id);
+      return r && conflictOf(r);
+    },
+    conflictTargets: (id) => q.targets.all(id).map((t) => ({ mspId: t.msp_id, ssi: t.ssi })),
+    setConflictState: w("conflict", (id, state) => void q.setConflictState.run(state, id)),
+    dueConflicts: (now, limit) => q.dueConflicts.all(now, limit).map(conflictOf),
+    openConflicts: (csi) => q.openConflicts.all(csi).map(conflictOf),
+    addNotice: w("notice", (msp, at, body) =>
+      Number(q.addNotice.run(msp, at, JSON.stringify(body)).lastInsertRowid),
+    ),
+    noticesSince: (msp, seq, limit) =>
+      q.noticesSince.all(msp, seq, limit).map((r) => ({
+        seq: r.seq,
+        mspId: r.msp_id,
+        atMs: r.at_ms,
+        body: JSON.parse(r.body) as NoticeBody,
+      })),
+    deleteNoticesBefore: w("notice cleanup", (ms) => q.deleteNotices.run(ms).changes),
+    bulkCommitted: (msp, session) => q.bulkCommitted.get(msp, session)?.committed ?? 0,
+    setBulkCommitted: w("bulk", (msp, session, n, at) => void q.setBulk.run(msp, session, n, at)),
+    enrol: w(
+      "enrolment",
+      (msp) =>
+        void q.enrol.run({
+          ...msp,
+          signingKey: Buffer.from(msp.signingPublicKey),
+          mayBulk: msp.mayBulk ? 1 : 0,
+        }),
+    ),
+    enrolled: (id) => {
+      const r = q.enrolled.get(id);
+      return r && mspOf(r);
+    },
+    enrolledByIdentity: (identity) => q.byIdentity.all(identity).map(mspOf),
+    listEnrolled: () => q.listEnrolled.all().map(mspOf),
+    addPeerRequest: w("peer request", (r) => void q.addPeer.run(r)),
+    duePeerRequests: (now, limit) =>
+      q.duePeers.all(now, limit).map((r) => ({
+        id: r.id,
+        peerDp: r.peer_dp,
+        csi: r.csi,
+        mspId: r.msp_id,
+        ssi: r.ssi,
+        createdAtMs: r.created_at_ms,
+        attempts: r.attempts,
+        nextAtMs: r.next_at_ms,
+        lastError: r.last_error,
+      })),
+    reschedulePeerRequest: w(
+      "peer request",
+      (id, attempts, next, error) => void q.reschedulePeer.run(attempts, next, error, id),
+    ),
+    deletePeerRequest: w("peer request", (id) => void q.deletePeer.run(id)),
+    peerRequestCount: () => q.countPeers.get()?.n ?? 0,
+    logId: () => q.logId.get()?.value ?? "",
+    logBounds: () => {
+      const latest = latestSeq();
+      return { oldest: q.oldestSeq.get()?.seq ?? latest + 1, latest };
+    },
+    changeAt: (seq) => {
+      const r = q.changeAt.get(seq);
+      return r && { seq: r.seq, csi: r.csi, atMs: r.at_ms };
+    },
+    changesSince: (seq, limit) =>
+      q.changesSince.all(seq, limit).map((r) => ({ seq: r.seq, csi: r.csi, atMs: r.at_ms })),
+    pruneChangesBefore: w("change log pruning", (ms, limit) => q.pruneChanges.run(ms, limit).changes),
+    onChangeLogged: (l) => {
+      announced = latestSeq();
+      listeners.push(l);
+    },
+    transaction: (f) => {
+      const r = wrap("transaction", () => db.transaction(f)());
+      announce();
+      return r;
+    },
+    close: () => db.close(),
+  };
+}
+
+interface PeerSqlRow {
+  id: number;
+  peer_dp: string;
+  csi: string;
+  msp_id: string;
+  ssi: string;
+  created_at_ms: number;
+  attempts: number;
+  next_at_ms: number;
+  last_error: string;
+}
+
+interface ChangeSqlRow {
+  seq: number;
+  csi: string;
+  at_ms: number;
+}
+
+interface ChallengeSqlRow {
+  id: string;
+  msp_id: string;
+  csi: string;
+  action: string;
+  params: string;
+  statement: Buffer;
+  code_hash: Buffer;
+  attempts: number;
+  expires_at_ms: number;
+  state: string;
+}
+
+interface ConflictSqlRow {
+  id: string;
+  csi: string;
+  claimant_msp: string;
+  new_msp: string;
+  new_ssi: string;
+  replace: number;
+  make_default: number;
+  opened_at_ms: number;
+  deadline_ms: number;
+  state: string;
+}
+
+function conflictOf(r: ConflictSqlRow): ConflictRow {
+  return {
+    id: r.id,
+    csi: r.csi,
+    claimantMsp: r.claimant_msp,
+    newMsp: r.new_msp,
+    newSsi: r.new_ssi,
+    replace: r.replace === 1,
+    makeDefault: r.make_default === 1,
+    openedAtMs: r.opened_at_ms,
+    deadlineMs: r.deadline_ms,
+    state: r.state as ConflictRow["state"],
+  };
+}
+
+function mappingOf(r: MappingSqlRow): MappingRow {
+  return {
+    csi: r.csi,
+    mspId: r.msp_id,
+    ssi: r.ssi,
+    isDefault: r.is_default === 1,
+    precedence: r.precedence,
+    expiresAtMs: r.expires_at_ms,
+    record: new Uint8Array(r.record.buffer, r.record.byteOffset, r.record.byteLength),
+    userSig: new Uint8Array(r.user_sig.buffer, r.user_sig.byteOffset, r.user_sig.byteLength),
+    mspSig: new Uint8Array(r.msp_sig.buffer, r.msp_sig.byteOffset, r.msp_sig.byteLength),
+    dpSig: new Uint8Array(r.dp_sig.buffer, r.dp_sig.byteOffset, r.dp_sig.byteLength),
+  };
+}
+
+function mspOf(r: MspRow): EnrolledMsp {
+  return {
+    mspId: r.msp_id,
+    tlsIdentity: r.tls_identity,
+    enrolledUsers: r.enrolled_users,
+    enrolledAtMs: r.enrolled_at_ms,
+    signingPublicKey: new Uint8Array(r.signing_key),
+    mayBulk: r.may_bulk === 1,
+  };
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma("user_version", { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new Error(`store schema version ${version} is newer than this build knows (${MIGRATIONS.length})`);
+  }
+  db.transaction(() => {
+    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
+    db.pragma(`user_version = ${MIGRATIONS.length}`);
+  })();
+}

@@ -1,0 +1,18 @@
+// `mimi dev-pki`: a development CA and certificates (never for production). The generator is
+// loaded only when the command runs, so other commands start without it.
+import type { Command } from "commander";
+import { out } from "../output.js";
+
+/** Adds `dev-pki`. */
+export function addDevPkiCommand(program: Command): void {
+  program
+    .command("dev-pki")
+    .description("create a development CA and certificates (never for production)")
+    .argument("<dir>", "output folder")
+    .argument("<identity...>", "certificate identities (subject common names)")
+    .action(async (dir: string, identities: string[]) => {
+      const { ensureDevPki } = await import("@mimi/devnet/pki");
+      await ensureDevPki(dir, identities);
+      out(`certificates for ${identities.join(", ")} are in ${dir}`);
+    });
+}

@@ -1,0 +1,89 @@
+// `mimi resolver`: operator commands of a resolver (ResolverAdminService): targeted flush and
+// the freshness counters, like `unbound-control flush*` and `stats`.
+
+import { pb, type ServiceClient } from "@mimi/core";
+import type { Command } from "commander";
+import { csiArg, UsageError } from "../args.js";
+import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
+import { isoTime, json, out } from "../output.js";
+
+type ResolverFlags = TlsFlags & { resolver: string };
+
+const withResolver = (c: Command) =>
+  addTlsOptions(c.option("--resolver <host:port>", "resolver address", local(LOCAL_PORTS.resolver)), "admin");
+
+type AdminApi = ServiceClient<(typeof pb.ResolverAdminService)["method"]>;
+
+async function withAdmin<T>(
+  o: ResolverFlags,
+  f: (api: AdminApi, opts: { timeoutMs: number }) => Promise<T>,
+): Promise<T> {
+  const ch = connect(o.resolver, o);
+  try {
+    return await f(ch.client(pb.ResolverAdminService), { timeoutMs: timeoutOf(o) });
+  } finally {
+    ch.close();
+  }
+}
+
+/** Adds `resolver flush` and `resolver stats`. */
+export function addResolverCommands(program: Command): void {
+  const resolver = program
+    .command("resolver")
+    .description("operate a resolver: drop cached answers, read its cache and freshness counters");
+
+  withResolver(
+    resolver
+      .command("flush")
+      .description(
+        "drop cached answers: for one CSI (positive or negative), everything one DP answered, or all",
+      )
+      .argument("[csi]", "the CSI whose cached answer to drop")
+      .option("--dp <dp-id>", "drop every answer this DP gave")
+      .option("--all", "drop everything"),
+  ).action(async (csiText: string | undefined, o: ResolverFlags & { dp?: string; all?: boolean }) => {
+    const given = [csiText !== undefined, o.dp !== undefined, o.all === true].filter(Boolean).length;
+    if (given !== 1) throw new UsageError("give exactly one of <csi>, --dp <dp-id> and --all");
+    const scope: pb.FlushRequest["scope"] =
+      csiText !== undefined
+        ? { case: "csi", value: csiArg(csiText) }
+        : o.dp !== undefined
+          ? { case: "dpId", value: o.dp }
+          : { case: "all", value: true };
+    const r = await withAdmin(o, (api, opts) => api.flush({ scope }, opts));
+    out(`${r.evicted} cached answer(s) dropped`);
+  });
+
+  withResolver(
+    resolver
+      .command("stats")
+      .description("show cache and freshness counters and each DP change subscription")
+      .option("--json", "print the counters as JSON"),
+  ).action(async (o: ResolverFlags & { json?: boolean }) => {
+    const s = await withAdmin(o, (api, opts) => api.getStats({}, opts));
+    if (o.json) {
+      const { $typeName: _, subscriptions, ...counters } = s;
+      json({ ...counters, subscriptions: subscriptions.map(({ $typeName: __, ...x }) => x) });
+      return;
+    }
+    out(`cache entries     ${s.cacheEntries}`);
+    out(`hits / misses     ${s.hits} / ${s.misses}`);
+    out(`stale answers     ${s.stale}`);
+    out(`prefetches        ${s.prefetches}`);
+    out(
+      `invalidations     ${s.invalidations} by change events, ${s.evictedByRegistry} by registry changes, ${s.flushed} flushed`,
+    );
+    out(`resyncs           ${s.resyncs}`);
+    out(
+      `upstream          ${s.upstreamRequests} requests, ${s.upstreamFailures} failed, ${s.verificationFailures} failed verification`,
+    );
+    out(
+      `registry          serial ${s.registrySerial}, ${s.registryConnected ? "following a root" : "no root connected"}`,
+    );
+    for (const sub of s.subscriptions) {
+      out(
+        `DP ${sub.dpId.padEnd(10)} ${sub.connected ? "subscribed" : "reconnecting"}, seq ${sub.seq}, ${sub.events} events, ${sub.resyncs} resyncs, last event ${isoTime(sub.lastEventAtMs)}`,
+      );
+    }
+  });
+}

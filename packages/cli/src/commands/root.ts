@@ -1,0 +1,290 @@
+// `mimi root ...`: registry administration (H3): delegations, the DP and MSP registries, the
+// signed snapshot and the audit log. Every edit is checked and audited by the root itself.
+import { keyToProto, parseDelegationKeyText, pb } from "@mimi/core";
+import type { Command } from "commander";
+import { count, fingerprint, UsageError } from "../args.js";
+import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
+import { publicKeyArg } from "../keys.js";
+import { json, keyText, out } from "../output.js";
+
+/** Adds `root` and its subcommands. */
+export function addRootCommands(program: Command): void {
+  const root = program
+    .command("root")
+    .description("administer the root registry (delegations, DPs, MSPs, audit)");
+  const rootAddr = (c: Command) => c.option("--root <host:port>", "root address", local(LOCAL_PORTS.root));
+  const admin = (o: TlsFlags & { root: string }) => {
+    const ch = connect(o.root, o);
+    return { ch, api: ch.client(pb.RegistryAdminService), opts: { timeoutMs: timeoutOf(o) } };
+  };
+  const keyArg = (text: string) => {
+    try {
+      return keyToProto(parseDelegationKeyText(text));
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  };
+  const delegation = root.command("delegation").description("add, change, list and remove delegations");
+  const KEY_HELP =
+    'an E.164 prefix ("+44", "+1415") or an email-hash range ("email:0-7fffffffffffffff", "email:*")';
+  addTlsOptions(
+    rootAddr(delegation.command("add").description("delegate a key to a DP").argument("<key>", KEY_HELP))
+      .requiredOption("--dp <id>", "the DP that serves the key")
+      .option("--ttl <seconds>", "delegation TTL in seconds; 0 takes the root's default", "0"),
+    "admin",
+  ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.createDelegation(
+        { key: keyArg(key), dpId: o.dp, ttlSeconds: count("--ttl", o.ttl, 0, 604_800) },
+        opts,
+      );
+      out(`added ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
+    } finally {
+      ch.close();
+    }
+  });
+  addTlsOptions(
+    rootAddr(
+      delegation
+        .command("update")
+        .description("move a delegation to another DP or change its TTL")
+        .argument("<key>", KEY_HELP),
+    )
+      .option("--dp <id>", "the DP that serves the key (default: unchanged)", "")
+      .option("--ttl <seconds>", "new TTL in seconds; 0 keeps the current one", "0"),
+    "admin",
+  ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.updateDelegation(
+        { key: keyArg(key), dpId: o.dp, ttlSeconds: count("--ttl", o.ttl, 0, 604_800) },
+        opts,
+      );
+      out(`updated ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
+    } finally {
+      ch.close();
+    }
+  });
+  addTlsOptions(
+    rootAddr(delegation.command("remove").description("remove a delegation").argument("<key>", KEY_HELP)),
+    "admin",
+  ).action(async (key: string, o: TlsFlags & { root: string }) => {
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.deleteDelegation({ key: keyArg(key) }, opts);
+      out(`removed (serial ${r.serial})`);
+    } finally {
+      ch.close();
+    }
+  });
+  addTlsOptions(
+    rootAddr(delegation.command("list").description("list delegations").option("--json", "as JSON")),
+    "admin",
+  ).action(async (o: TlsFlags & { root: string; json?: boolean }) => {
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.listDelegations({}, opts);
+      if (o.json) {
+        json({
+          serial: r.serial,
+          delegations: r.delegations.map((d) => ({
+            id: d.id,
+            key: keyText(d.key),
+            dp: d.dpId,
+            ttlSeconds: d.ttlSeconds,
+          })),
+        });
+        return;
+      }
+      out(`serial ${r.serial}`);
+      for (const d of r.delegations)
+        out(`  ${keyText(d.key).padEnd(40)} -> ${d.dpId}  (ttl ${d.ttlSeconds}s)`);
+    } finally {
+      ch.close();
+    }
+  });
+
+  const dp = root.command("dp").description("register and remove DPs");
+  addTlsOptions(
+    rootAddr(dp.command("put").description("register or update a DP").argument("<id>"))
+      .requiredOption("--endpoint <host:port...>", "endpoints in order of preference")
+      .requiredOption("--tls-identity <name>", "certificate identity the DP's servers present")
+      .requiredOption("--jurisdiction <code>", 'e.g. "EU"')
+      .option(
+        "--signing-key <file>",
+        "the DP's Ed25519 public key file, or its private key PEM (default: keep the key the registry has)",
+      ),
+    "admin",
+  ).action(
+    async (
+      id: string,
+      o: TlsFlags & {
+        root: string;
+        endpoint: string[];
+        tlsIdentity: string;
+        jurisdiction: string;
+        signingKey?: string;
+      },
+    ) => {
+      const given = o.signingKey !== undefined ? publicKeyArg("--signing-key", o.signingKey) : undefined;
+      const { ch, api, opts } = admin(o);
+      try {
+        // PutDp replaces the whole record, so a key not given is carried over rather than dropped.
+        const key =
+          given ??
+          (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find((d) => d.id === id)
+            ?.signingPublicKey ??
+          new Uint8Array(0);
+        const r = await api.putDp(
+          {
+            dp: {
+              id,
+              endpoints: o.endpoint,
+              tlsIdentity: o.tlsIdentity,
+              jurisdiction: o.jurisdiction,
+              signingPublicKey: key,
+            },
+          },
+          opts,
+        );
+        out(`DP ${id} registered with signing key ${fingerprint(key)} (serial ${r.serial})`);
+        if (key.length === 0) out("  without a signing key, answers from this DP do not verify");
+      } finally {
+        ch.close();
+      }
+    },
+  );
+  addTlsOptions(
+    rootAddr(dp.command("remove").description("remove a DP with no delegations").argument("<id>")),
+    "admin",
+  ).action(async (id: string, o: TlsFlags & { root: string }) => {
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.deleteDp({ id }, opts);
+      out(`DP ${id} removed (serial ${r.serial})`);
+    } finally {
+      ch.close();
+    }
+  });
+  addTlsOptions(
+    rootAddr(
+      root
+        .command("msp")
+        .description("register an MSP (its compact index is assigned once)")
+        .argument("<id>"),
+    )
+      .requiredOption("--name <name>", "display name")
+      .option(
+        "--signing-key <file>",
+        "the MSP's Ed25519 public key file, or its private key PEM (default: keep the key the registry has)",
+      ),
+    "admin",
+  ).action(async (id: string, o: TlsFlags & { root: string; name: string; signingKey?: string }) => {
+    const key = o.signingKey !== undefined ? publicKeyArg("--signing-key", o.signingKey) : new Uint8Array(0);
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.putMsp({ id, name: o.name, signingPublicKey: key }, opts);
+      out(
+        `MSP ${id} has index ${r.msp?.index} and signing key ${fingerprint(r.msp?.signingPublicKey ?? key)} (serial ${r.serial})`,
+      );
+    } finally {
+      ch.close();
+    }
+  });
+  addTlsOptions(
+    rootAddr(
+      root
+        .command("show")
+        .description("print the registry snapshot (delegations, DPs, MSPs)")
+        .option("--json", "as JSON"),
+    ),
+    "cli",
+  ).action(async (o: TlsFlags & { root: string; json?: boolean }) => {
+    const ch = connect(o.root, o);
+    try {
+      const { snapshot: s } = await ch.client(pb.RootService).getSnapshot({}, { timeoutMs: timeoutOf(o) });
+      const view = {
+        serial: s?.serial ?? 0n,
+        delegations: (s?.delegations ?? []).map((d) => ({
+          key: keyText(d.key),
+          dp: d.dpId,
+          ttlSeconds: d.ttlSeconds,
+        })),
+        dps: (s?.dps ?? []).map((d) => ({
+          id: d.id,
+          endpoints: d.endpoints,
+          tlsIdentity: d.tlsIdentity,
+          jurisdiction: d.jurisdiction,
+          signingKey: fingerprint(d.signingPublicKey),
+        })),
+        msps: (s?.msps ?? []).map((m) => ({
+          id: m.id,
+          name: m.name,
+          index: m.index,
+          signingKey: fingerprint(m.signingPublicKey),
+        })),
+      };
+      if (o.json) {
+        json(view);
+        return;
+      }
+      out(`serial ${view.serial}`);
+      out("delegations:");
+      for (const d of view.delegations) out(`  ${d.key.padEnd(40)} -> ${d.dp}`);
+      out("DPs:");
+      for (const d of view.dps)
+        out(
+          `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} key ${d.signingKey.padEnd(8)}  ${d.endpoints.join(" ")}`,
+        );
+      out("MSPs:");
+      for (const m of view.msps)
+        out(`  ${String(m.index).padStart(3)}  ${m.id}  (${m.name})  key ${m.signingKey}`);
+    } finally {
+      ch.close();
+    }
+  });
+  addTlsOptions(
+    rootAddr(
+      root
+        .command("audit")
+        .description("show the audit log, newest first")
+        .option("--limit <n>", "records", "20"),
+    ),
+    "admin",
+  ).action(async (o: TlsFlags & { root: string; limit: string }) => {
+    const { ch, api, opts } = admin(o);
+    try {
+      const r = await api.listAudit({ limit: count("--limit", o.limit, 1, 10_000) }, opts);
+      for (const rec of r.records) {
+        const what = describeChange(rec.change);
+        out(
+          `${String(rec.serial).padStart(5)}  ${new Date(Number(rec.atMs)).toISOString()}  ${rec.actor.padEnd(10)}  ${what}`,
+        );
+      }
+    } finally {
+      ch.close();
+    }
+  });
+}
+
+/** One line of text for an audited change. */
+function describeChange(change: pb.RegistryChange | undefined): string {
+  const c = change?.change;
+  switch (c?.case) {
+    case "putDelegation":
+      return `delegation ${keyText(c.value.key)} -> ${c.value.dpId}`;
+    case "deleteDelegationId":
+      return `delegation ${c.value.replace(/^e164:/, "+")} removed`;
+    case "putDp":
+      return `dp ${c.value.id} ${c.value.endpoints.join(",")}`;
+    case "deleteDpId":
+      return `dp ${c.value} removed`;
+    case "putMsp":
+      return `msp ${c.value.id} index ${c.value.index}`;
+    case "deleteMspId":
+      return `msp ${c.value} removed`;
+    default:
+      return "(empty change)";
+  }
+}

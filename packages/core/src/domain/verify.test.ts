@@ -1,0 +1,560 @@
+// End-to-end verification (R3-R6): what makes a mapping verify, one specific reason for
+// each way it can fail, and the root's signature over the registry that publishes the keys.
+import assert from "node:assert/strict";
+import { createHash, verify } from "node:crypto";
+import { test } from "node:test";
+import { bulkRecord } from "../client/msp.js";
+import type { LookupOutcome, Mapping } from "./answer.js";
+import { DiscoveryError } from "./errors.js";
+import { dpSignedParts, encodeMappingRecord, type MappingRecord } from "./record.js";
+import { type Delegation, type DpInfo, type MspInfo, type RegistryData, RegistryView } from "./registry.js";
+import { generateSigningKey, SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
+import {
+  type KeyDirectory,
+  mappingProblem,
+  registryDigest,
+  registryKeys,
+  registrySignatureValid,
+  signRegistry,
+  verifyOutcome,
+} from "./verify.js";
+
+const userKey = generateSigningKey();
+const mspKey = generateSigningKey();
+const dpKey = generateSigningKey();
+const otherKey = generateSigningKey();
+const rootKey = generateSigningKey();
+
+const CSI = "tel:+447700900123";
+const NOW = 1_700_000_500_000;
+const EMPTY = new Uint8Array(0);
+
+const EU: DpInfo = {
+  id: "eu",
+  endpoints: ["dp-eu-1.example:7500", "dp-eu-2.example:7500"],
+  tlsIdentity: "dp-eu",
+  jurisdiction: "EU",
+  signingPublicKey: dpKey.publicKey,
+};
+const US: DpInfo = {
+  id: "us",
+  endpoints: ["dp-us.example:7500"],
+  tlsIdentity: "dp-us",
+  jurisdiction: "US",
+  signingPublicKey: otherKey.publicKey,
+};
+const MSP_A: MspInfo = { id: "a.example", name: "A", index: 0, signingPublicKey: mspKey.publicKey };
+const MSP_B: MspInfo = { id: "b.example", name: "Bé", index: 1, signingPublicKey: otherKey.publicKey };
+const MSP_NO_KEY: MspInfo = { id: "nokey.example", name: "No key", index: 2, signingPublicKey: EMPTY };
+
+const DELEGATIONS: Delegation[] = [
+  { id: "e164:44", key: { kind: "e164", prefix: "44" }, dpId: "eu", ttlSeconds: 3600 },
+  {
+    id: "email:0000000000000000-7fffffffffffffff",
+    key: { kind: "email", first: 0n, last: 0x7fffffffffffffffn },
+    dpId: "us",
+    ttlSeconds: 600,
+  },
+];
+
+const REGISTRY: RegistryData = {
+  serial: 42n,
+  delegations: DELEGATIONS,
+  dps: [EU, US],
+  msps: [MSP_A, MSP_B, MSP_NO_KEY],
+};
+
+function keysOf(data: RegistryData): KeyDirectory {
+  const view = new RegistryView();
+  view.replace(data);
+  return registryKeys(view);
+}
+const KEYS = keysOf(REGISTRY);
+
+/** A claim record as a DP issues it after an SMS code: the holder's key inside. */
+const CLAIM: MappingRecord = {
+  csi: CSI,
+  mspId: "a.example",
+  ssi: "@alice:a.example",
+  defaultRequested: true,
+  tags: ["Personal"],
+  createdAtMs: 1_700_000_000_000,
+  proofMethod: "sms-code",
+  proofId: "ch-1",
+  userPublicKey: userKey.publicKey,
+  dpId: "eu",
+  expiresAtMs: NOW + 86_400_000,
+};
+
+const BULK: MappingRecord = { ...CLAIM, proofMethod: "bulk", proofId: "session-1", userPublicKey: EMPTY };
+
+interface Signers {
+  /** null: no signature at all. */
+  user?: SigningKey | null;
+  msp?: SigningKey | null;
+  dp?: SigningKey | null;
+  /** The effective default the mapping shows; the DP signs it unless dpSignsDefault says otherwise. */
+  isDefault?: boolean;
+  dpSignsDefault?: boolean;
+}
+
+/** A mapping showing exactly the record's fields, signed as `s` says (by default: correctly). */
+function signedMapping(record: MappingRecord, s: Signers = {}): Mapping {
+  const bytes = encodeMappingRecord(record);
+  const isDefault = s.isDefault ?? record.defaultRequested;
+  const user = s.user === undefined ? (record.proofMethod === "bulk" ? null : userKey) : s.user;
+  const msp = s.msp === undefined ? mspKey : s.msp;
+  const dp = s.dp === undefined ? dpKey : s.dp;
+  return {
+    mspId: record.mspId,
+    ssi: record.ssi,
+    isDefault,
+    tags: record.tags,
+    createdAtMs: record.createdAtMs,
+    proofMethod: record.proofMethod,
+    expiresAtMs: record.expiresAtMs,
+    signed: {
+      record: bytes,
+      userSignature: user ? signWith(user, SIGNING_CONTEXT.mappingUser, bytes) : EMPTY,
+      mspSignature: msp ? signWith(msp, SIGNING_CONTEXT.mappingMsp, bytes) : EMPTY,
+      dpSignature: dp
+        ? signWith(dp, SIGNING_CONTEXT.mappingDp, ...dpSignedParts(s.dpSignsDefault ?? isDefault, bytes))
+        : EMPTY,
+    },
+  };
+}
+
+const GOOD = signedMapping(CLAIM);
+
+test("a properly signed claim record verifies, whichever proof of possession it names", () => {
+  assert.equal(mappingProblem(CSI, GOOD, KEYS, NOW), undefined);
+  assert.equal(
+    mappingProblem(CSI, signedMapping({ ...CLAIM, proofMethod: "email-code" }), KEYS, NOW),
+    undefined,
+  );
+  // The DP decides the effective default and signs that, not what the holder asked for.
+  assert.equal(mappingProblem(CSI, signedMapping(CLAIM, { isDefault: false }), KEYS, NOW), undefined);
+  assert.equal(mappingProblem(CSI, signedMapping({ ...CLAIM, tags: [] }), KEYS, NOW), undefined);
+  // One millisecond before expiry it still stands.
+  assert.equal(mappingProblem(CSI, GOOD, KEYS, CLAIM.expiresAtMs - 1), undefined);
+});
+
+test("a bulk record signed by the MSP and the DP verifies without a holder", () => {
+  assert.equal(mappingProblem(CSI, signedMapping(BULK), KEYS, NOW), undefined);
+  // The same, with the record made by the MSP helper the CLI and the bulk import use.
+  const { proofMethod: _p, userPublicKey: _u, ...fields } = BULK;
+  const { record, mspSignature } = bulkRecord(fields, mspKey);
+  const m: Mapping = {
+    ...signedMapping(BULK),
+    signed: {
+      record,
+      userSignature: EMPTY,
+      mspSignature,
+      dpSignature: signWith(dpKey, SIGNING_CONTEXT.mappingDp, ...dpSignedParts(true, record)),
+    },
+  };
+  assert.equal(mappingProblem(CSI, m, KEYS, NOW), undefined);
+});
+
+interface Case {
+  name: string;
+  mapping: Mapping;
+  /** What the reason must say. */
+  reason: RegExp;
+  csi?: string;
+  keys?: KeyDirectory;
+  nowMs?: number;
+}
+
+const cases: Case[] = [
+  {
+    name: "no signed record",
+    mapping: { ...GOOD, signed: undefined },
+    reason: /carries no signed record/,
+  },
+  {
+    name: "an empty record",
+    mapping: { ...GOOD, signed: { ...(GOOD.signed as NonNullable<Mapping["signed"]>), record: EMPTY } },
+    reason: /carries no signed record/,
+  },
+  {
+    name: "a record that does not decode",
+    mapping: {
+      ...GOOD,
+      signed: { ...(GOOD.signed as NonNullable<Mapping["signed"]>), record: Buffer.from("MIMI-MAPPING-v9") },
+    },
+    reason: /does not start with "MIMI-MAPPING-v1"/,
+  },
+  {
+    name: "a record for another CSI (a replayed answer)",
+    mapping: GOOD,
+    csi: "tel:+447700900999",
+    reason: /record is for another CSI/,
+  },
+  // The displayed fields must be the signed ones; each is changed alone.
+  { name: "another MSP shown", mapping: { ...GOOD, mspId: "b.example" }, reason: /another MSP or SSI/ },
+  {
+    name: "another SSI shown",
+    mapping: { ...GOOD, ssi: "@mallory:a.example" },
+    reason: /another MSP or SSI/,
+  },
+  {
+    name: "a tag added",
+    mapping: { ...GOOD, tags: ["Personal", "Business"] },
+    reason: /tags or created time/,
+  },
+  { name: "the tags dropped", mapping: { ...GOOD, tags: [] }, reason: /tags or created time/ },
+  { name: "a tag renamed", mapping: { ...GOOD, tags: ["Business"] }, reason: /tags or created time/ },
+  {
+    name: "an older created time (to win precedence)",
+    mapping: { ...GOOD, createdAtMs: GOOD.createdAtMs - 1 },
+    reason: /tags or created time/,
+  },
+  {
+    name: "a stronger proof method shown",
+    mapping: { ...signedMapping(BULK), proofMethod: "sms-code" },
+    reason: /proof method or expiry/,
+  },
+  {
+    name: "a later expiry shown",
+    mapping: { ...GOOD, expiresAtMs: GOOD.expiresAtMs + 1 },
+    reason: /proof method or expiry/,
+  },
+  {
+    name: "is_default flipped without the DP re-signing",
+    mapping: { ...GOOD, isDefault: false },
+    reason: /DP's countersignature does not verify/,
+  },
+  {
+    name: "is_default set where the DP signed it unset",
+    mapping: signedMapping(CLAIM, { isDefault: true, dpSignsDefault: false }),
+    reason: /DP's countersignature does not verify/,
+  },
+  { name: "expired exactly now", mapping: GOOD, nowMs: CLAIM.expiresAtMs, reason: /has expired/ },
+  { name: "expired long ago", mapping: GOOD, nowMs: CLAIM.expiresAtMs + 86_400_000, reason: /has expired/ },
+  {
+    name: "an unknown proof method, every signature valid",
+    mapping: signedMapping({ ...CLAIM, proofMethod: "carrier-pigeon" }),
+    reason: /proof method "carrier-pigeon" is unknown/,
+  },
+  {
+    name: "an MSP the registry does not list",
+    mapping: signedMapping({ ...CLAIM, mspId: "unlisted.example" }),
+    reason: /publishes no signing key for MSP "unlisted.example"/,
+  },
+  {
+    name: "an MSP the registry lists without a key",
+    mapping: signedMapping({ ...CLAIM, mspId: "nokey.example" }),
+    reason: /publishes no signing key for MSP "nokey.example"/,
+  },
+  {
+    name: "an MSP whose published key is malformed",
+    mapping: GOOD,
+    keys: { ...KEYS, mspKey: () => mspKey.publicKey.subarray(0, 31) },
+    reason: /publishes no signing key for MSP "a.example"/,
+  },
+  {
+    name: "a forged MSP signature (another key)",
+    mapping: signedMapping(CLAIM, { msp: otherKey }),
+    reason: /MSP's signature does not verify/,
+  },
+  {
+    name: "an MSP signature under the holder's context",
+    mapping: {
+      ...GOOD,
+      signed: {
+        ...(GOOD.signed as NonNullable<Mapping["signed"]>),
+        mspSignature: signWith(mspKey, SIGNING_CONTEXT.mappingUser, encodeMappingRecord(CLAIM)),
+      },
+    },
+    reason: /MSP's signature does not verify/,
+  },
+  {
+    // R4: a DP cannot create a mapping on its own. It signs the record, but the "MSP"
+    // signature is by a key the registry does not list for that MSP (the DP's own key).
+    name: "a DP-only record: the MSP signature is the DP's",
+    mapping: signedMapping(CLAIM, { msp: dpKey }),
+    reason: /MSP's signature does not verify/,
+  },
+  {
+    name: "a DP-only record: no MSP signature at all",
+    mapping: signedMapping(CLAIM, { msp: null }),
+    reason: /MSP's signature does not verify/,
+  },
+  {
+    // R5: a proof of possession is the holder's signature; the MSP and DP cannot supply it.
+    name: "an sms-code record without the holder's signature",
+    mapping: signedMapping(CLAIM, { user: null }),
+    reason: /claims "sms-code" without the holder's signature/,
+  },
+  {
+    name: "an sms-code record signed by another holder key",
+    mapping: signedMapping(CLAIM, { user: otherKey }),
+    reason: /holder's signature does not verify/,
+  },
+  {
+    name: "an email-code record whose holder signature is the MSP's",
+    mapping: signedMapping({ ...CLAIM, proofMethod: "email-code" }, { user: mspKey }),
+    reason: /holder's signature does not verify/,
+  },
+  {
+    name: "a bulk record carrying a holder key",
+    mapping: signedMapping({ ...BULK, userPublicKey: userKey.publicKey }),
+    reason: /bulk record carries a holder key or signature/,
+  },
+  {
+    name: "a bulk record carrying a holder signature",
+    mapping: signedMapping(BULK, { user: userKey }),
+    reason: /bulk record carries a holder key or signature/,
+  },
+  {
+    name: "a record naming a DP the registry does not list",
+    mapping: signedMapping({ ...CLAIM, dpId: "ghost" }),
+    reason: /publishes no signing key for DP "ghost"/,
+  },
+  {
+    name: "a DP missing from the registry",
+    mapping: GOOD,
+    keys: keysOf({ ...REGISTRY, dps: [US] }),
+    reason: /publishes no signing key for DP "eu"/,
+  },
+  {
+    name: "a DP listed without a key",
+    mapping: GOOD,
+    keys: keysOf({ ...REGISTRY, dps: [{ ...EU, signingPublicKey: EMPTY }, US] }),
+    reason: /publishes no signing key for DP "eu"/,
+  },
+  {
+    name: "a countersignature by another DP's key",
+    mapping: signedMapping(CLAIM, { dp: otherKey }),
+    reason: /DP's countersignature does not verify/,
+  },
+  {
+    name: "a record naming DP us, countersigned by eu",
+    mapping: signedMapping({ ...CLAIM, dpId: "us" }),
+    reason: /DP's countersignature does not verify/,
+  },
+];
+
+test("each way a mapping can be wrong fails with its own reason", () => {
+  for (const c of cases) {
+    const problem = mappingProblem(c.csi ?? CSI, c.mapping, c.keys ?? KEYS, c.nowMs ?? NOW);
+    assert.ok(problem !== undefined, `${c.name}: verified`);
+    assert.match(problem, c.reason, c.name);
+  }
+});
+
+test("the failure cases differ from a good mapping in one thing only", () => {
+  // Guards the table above: with that one thing put back, the same mapping verifies.
+  assert.equal(mappingProblem(CSI, GOOD, keysOf({ ...REGISTRY, dps: [EU] }), NOW), undefined);
+  assert.equal(mappingProblem(CSI, signedMapping(CLAIM, { msp: mspKey }), KEYS, NOW), undefined);
+  assert.equal(
+    mappingProblem(CSI, signedMapping({ ...CLAIM, dpId: "us" }, { dp: otherKey }), KEYS, NOW),
+    undefined,
+  );
+  assert.equal(
+    mappingProblem(CSI, signedMapping({ ...CLAIM, mspId: "b.example" }, { msp: otherKey }), KEYS, NOW),
+    undefined,
+  );
+});
+
+test("verifyOutcome throws verification_failed naming the DP, the MSP and the reason", () => {
+  const bad = signedMapping({ ...CLAIM, mspId: "b.example", ssi: "b-1" }, { msp: mspKey });
+  const outcome: LookupOutcome = { kind: "answer", dpId: "eu", ttlSeconds: 60, mappings: [GOOD, bad] };
+  assert.throws(
+    () => verifyOutcome(CSI, outcome, KEYS, NOW),
+    (e: unknown) =>
+      e instanceof DiscoveryError &&
+      e.code === "verification_failed" &&
+      /DP "eu"/.test(e.message) &&
+      /MSP "b.example"/.test(e.message) &&
+      /MSP's signature does not verify/.test(e.message),
+  );
+  assert.doesNotThrow(() =>
+    verifyOutcome(CSI, { ...outcome, mappings: [GOOD, signedMapping(BULK)] }, KEYS, NOW),
+  );
+  assert.doesNotThrow(() => verifyOutcome(CSI, { ...outcome, mappings: [] }, KEYS, NOW));
+  assert.throws(
+    () => verifyOutcome("tel:+15550100", { ...outcome, mappings: [GOOD] }, KEYS, NOW),
+    /another CSI/,
+  );
+});
+
+test("verifyOutcome passes not_found and opted_out through: they carry no mapping to check", () => {
+  const none: KeyDirectory = { dpKey: () => undefined, mspKey: () => undefined };
+  for (const kind of ["not_found", "opted_out"] as const) {
+    assert.doesNotThrow(() => verifyOutcome(CSI, { kind, dpId: "eu", ttlSeconds: 60 }, none, NOW), kind);
+  }
+  assert.throws(
+    () => verifyOutcome(CSI, { kind: "answer", dpId: "eu", ttlSeconds: 60, mappings: [GOOD] }, none, NOW),
+    DiscoveryError,
+  );
+});
+
+test("registryKeys reads each DP's and MSP's key from the registry copy", () => {
+  assert.deepEqual(KEYS.dpKey("eu"), dpKey.publicKey);
+  assert.deepEqual(KEYS.mspKey("b.example"), otherKey.publicKey);
+  assert.deepEqual(KEYS.mspKey("nokey.example"), EMPTY);
+  assert.equal(KEYS.dpKey("a.example"), undefined, "DPs and MSPs are separate namespaces");
+  assert.equal(KEYS.mspKey("eu"), undefined);
+});
+
+test("the root's registry signature round-trips and ignores the signature field itself", () => {
+  const sig = signRegistry(REGISTRY, rootKey);
+  assert.equal(registrySignatureValid(REGISTRY, sig, rootKey.publicKey), true);
+  assert.equal(registrySignatureValid({ ...REGISTRY, signature: sig }, sig, rootKey.publicKey), true);
+  assert.deepEqual(registryDigest({ ...REGISTRY, signature: sig }), registryDigest(REGISTRY));
+  assert.equal(registrySignatureValid(REGISTRY, sig, otherKey.publicKey), false, "another root key");
+  assert.equal(registrySignatureValid(REGISTRY, signRegistry(REGISTRY, otherKey), rootKey.publicKey), false);
+  assert.equal(registrySignatureValid(REGISTRY, sig.subarray(0, 63), rootKey.publicKey), false);
+  assert.equal(registrySignatureValid(REGISTRY, EMPTY, rootKey.publicKey), false);
+  // The same digest signed under another context is not a registry signature.
+  const wrongContext = signWith(rootKey, SIGNING_CONTEXT.mappingDp, registryDigest(REGISTRY));
+  assert.equal(registrySignatureValid(REGISTRY, wrongContext, rootKey.publicKey), false);
+});
+
+test("changing any signed field of the registry invalidates the signature", () => {
+  const sig = signRegistry(REGISTRY, rootKey);
+  const [d0, d1] = DELEGATIONS as [Delegation, Delegation];
+  const changes: [string, RegistryData][] = [
+    ["the serial", { ...REGISTRY, serial: 43n }],
+    ["a delegation's DP", { ...REGISTRY, delegations: [{ ...d0, dpId: "us" }, d1] }],
+    ["a delegation's TTL", { ...REGISTRY, delegations: [{ ...d0, ttlSeconds: 3601 }, d1] }],
+    ["a delegation's id", { ...REGISTRY, delegations: [{ ...d0, id: "e164:4" }, d1] }],
+    ["a delegation removed", { ...REGISTRY, delegations: [d1] }],
+    [
+      "a DP endpoint",
+      { ...REGISTRY, dps: [{ ...EU, endpoints: ["evil.example:7500", "dp-eu-2.example:7500"] }, US] },
+    ],
+    [
+      "a DP endpoint appended",
+      { ...REGISTRY, dps: [{ ...EU, endpoints: [...EU.endpoints, "x.example:1"] }, US] },
+    ],
+    [
+      "the DP endpoints' preference order",
+      { ...REGISTRY, dps: [{ ...EU, endpoints: [...EU.endpoints].reverse() }, US] },
+    ],
+    ["a DP's TLS identity", { ...REGISTRY, dps: [{ ...EU, tlsIdentity: "dp-evil" }, US] }],
+    ["a DP's jurisdiction", { ...REGISTRY, dps: [{ ...EU, jurisdiction: "US" }, US] }],
+    ["a DP's key", { ...REGISTRY, dps: [{ ...EU, signingPublicKey: otherKey.publicKey }, US] }],
+    ["a DP's key removed", { ...REGISTRY, dps: [{ ...EU, signingPublicKey: EMPTY }, US] }],
+    [
+      "an MSP's key",
+      { ...REGISTRY, msps: [{ ...MSP_A, signingPublicKey: otherKey.publicKey }, MSP_B, MSP_NO_KEY] },
+    ],
+    [
+      "an MSP's key added",
+      { ...REGISTRY, msps: [MSP_A, MSP_B, { ...MSP_NO_KEY, signingPublicKey: mspKey.publicKey }] },
+    ],
+    ["an MSP's name", { ...REGISTRY, msps: [MSP_A, { ...MSP_B, name: "Be" }, MSP_NO_KEY] }],
+    ["an MSP's index", { ...REGISTRY, msps: [{ ...MSP_A, index: 7 }, MSP_B, MSP_NO_KEY] }],
+    ["an MSP removed", { ...REGISTRY, msps: [MSP_A, MSP_B] }],
+    // A field moved across an entry boundary keeps the concatenated text the same.
+    [
+      "text moved between fields",
+      { ...REGISTRY, dps: [{ ...EU, tlsIdentity: "dp-e", jurisdiction: "uEU" }, US] },
+    ],
+  ];
+  for (const [what, data] of changes) {
+    assert.equal(registrySignatureValid(data, sig, rootKey.publicKey), false, what);
+  }
+});
+
+test("a delegation whose key disagrees with its signed id does not verify", () => {
+  const sig = signRegistry(REGISTRY, rootKey);
+  const [d0, d1] = DELEGATIONS as [Delegation, Delegation];
+  const moved: RegistryData = {
+    ...REGISTRY,
+    delegations: [{ ...d0, key: { kind: "e164", prefix: "1" } }, d1],
+  };
+  assert.equal(registrySignatureValid(moved, sig, rootKey.publicKey), false);
+});
+
+test("the order of the registry's lists does not matter: the digest sorts them by id", () => {
+  const sig = signRegistry(REGISTRY, rootKey);
+  const shuffled: RegistryData = {
+    ...REGISTRY,
+    delegations: [...REGISTRY.delegations].reverse(),
+    dps: [...REGISTRY.dps].reverse(),
+    msps: [MSP_NO_KEY, MSP_A, MSP_B],
+  };
+  assert.deepEqual(registryDigest(shuffled), registryDigest(REGISTRY));
+  assert.equal(registrySignatureValid(shuffled, sig, rootKey.publicKey), true);
+  // A RegistryView's snapshot (MSPs by index) verifies against the signature of the data it came from.
+  const view = new RegistryView();
+  view.replace(shuffled);
+  assert.equal(registrySignatureValid(view.snapshot(), sig, rootKey.publicKey), true);
+});
+
+test("known answer: registryDigest follows the layout in common.proto (RegistrySignature)", () => {
+  const u32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n);
+    return b;
+  };
+  const u64 = (n: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(n);
+    return b;
+  };
+  const str = (s: string) => Buffer.concat([u32(Buffer.byteLength(s, "utf8")), Buffer.from(s, "utf8")]);
+  const bytes = (b: Uint8Array) => Buffer.concat([u32(b.length), b]);
+  const data: RegistryData = {
+    serial: (1n << 40n) + 5n,
+    // Given out of order on purpose: the layout sorts each list by id.
+    delegations: [DELEGATIONS[1] as Delegation, DELEGATIONS[0] as Delegation],
+    dps: [US, EU],
+    msps: [MSP_NO_KEY, MSP_B, MSP_A],
+  };
+  const h = createHash("sha256");
+  h.update("MIMI-REGISTRY-v1", "ascii");
+  h.update(u64((1n << 40n) + 5n));
+  h.update(u32(2));
+  // Sorted by id: "e164:44" < "email:...".
+  h.update(Buffer.concat([str("e164:44"), str("eu"), u32(3600)]));
+  h.update(Buffer.concat([str("email:0000000000000000-7fffffffffffffff"), str("us"), u32(600)]));
+  h.update(u32(2));
+  h.update(
+    Buffer.concat([
+      str("eu"),
+      u32(2),
+      str("dp-eu-1.example:7500"),
+      str("dp-eu-2.example:7500"),
+      str("dp-eu"),
+      str("EU"),
+      bytes(dpKey.publicKey),
+    ]),
+  );
+  h.update(
+    Buffer.concat([
+      str("us"),
+      u32(1),
+      str("dp-us.example:7500"),
+      str("dp-us"),
+      str("US"),
+      bytes(otherKey.publicKey),
+    ]),
+  );
+  h.update(u32(3));
+  h.update(Buffer.concat([str("a.example"), str("A"), u32(0), bytes(mspKey.publicKey)]));
+  // "Bé" is 3 bytes of UTF-8: lengths count bytes.
+  h.update(
+    Buffer.concat([str("b.example"), u32(3), Buffer.from("Bé", "utf8"), u32(1), bytes(otherKey.publicKey)]),
+  );
+  h.update(Buffer.concat([str("nokey.example"), str("No key"), u32(2), u32(0)]));
+  const expected = h.digest();
+  assert.equal(Buffer.from(registryDigest(data)).toString("hex"), expected.toString("hex"));
+
+  // signature = Ed25519 over "MIMI-REGISTRY-SIG-v1", a zero byte, and the digest.
+  const sig = signRegistry(data, rootKey);
+  const message = Buffer.concat([Buffer.from("MIMI-REGISTRY-SIG-v1", "ascii"), Buffer.of(0), expected]);
+  assert.equal(verify(null, message, rootKey.privateKey, sig), true);
+});
+
+test("an empty registry has a fixed digest", () => {
+  const empty: RegistryData = { serial: 0n, delegations: [], dps: [], msps: [] };
+  const expected = createHash("sha256")
+    .update(Buffer.concat([Buffer.from("MIMI-REGISTRY-v1"), Buffer.alloc(8), Buffer.alloc(12)]))
+    .digest("hex");
+  assert.equal(Buffer.from(registryDigest(empty)).toString("hex"), expected);
+});

@@ -1,0 +1,110 @@
+// Following a resumable log over a stream (the root's registry, a DP's change log), client side:
+// one loop that opens the stream at an endpoint and hands each message to the caller; when the
+// stream fails or ends it moves to the next endpoint after a jittered pause that doubles while
+// attempts make no progress and starts over once a stream catches up. Where to resume from is
+// the caller's: open() asks for the stream from the position the caller holds.
+import type { Logger } from "pino";
+import { sleepUnlessAborted } from "../runtime/clock.js";
+
+/** Options of followLog. */
+export interface FollowLogOptions<M> {
+  /** The endpoints to try, read again before every attempt (registry edits move them). */
+  endpoints(): readonly string[];
+  /** Opens the stream at `endpoint`, from the caller's current position. */
+  open(endpoint: string, signal: AbortSignal): AsyncIterable<M>;
+  /**
+   * Applies one message; returns true when it says the stream has caught up with the log.
+   * Throwing drops the stream and reconnects (a gap, a message that does not verify).
+   */
+  apply(msg: M, endpoint: string): boolean | undefined;
+  log: Logger;
+  /** Log lines for a stream that ended and one that failed. */
+  messages: { readonly ended: string; readonly failed: string };
+  /** Fields added to those lines (e.g. { dp: "eu" }). */
+  logFields?: Record<string, unknown>;
+  /** The field naming the endpoint in those lines (default "endpoint"). */
+  endpointField?: string;
+  /** First pause after a failure. */
+  initialBackoffMs?: number;
+  /** Longest pause between attempts. */
+  maxBackoffMs: number;
+  /** Jitter in [0, 1): a pause is between half and all of the backoff. Tests pass a fixed one. */
+  random?: () => number;
+  /** Waits between attempts; tests pass one that records the pause instead. */
+  pause?: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+/** A running follower. */
+export interface LogFollower {
+  /** True while a stream is open and has caught up. */
+  connected(): boolean;
+  /** The endpoint of the stream being read, if any. */
+  endpoint(): string | undefined;
+  /** Drops the current stream and reconnects at once, from the same position. */
+  reconnect(): void;
+  /** Stops following; `done` resolves once the loop has ended. */
+  close(): void;
+  readonly done: Promise<void>;
+}
+
+/** Starts following; the first attempt goes to the first endpoint. */
+export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
+  const closing = new AbortController();
+  const initialBackoffMs = o.initialBackoffMs ?? 100;
+  const random = o.random ?? Math.random;
+  const pause = o.pause ?? sleepUnlessAborted;
+  let attemptAbort = new AbortController();
+  let isConnected = false;
+  let current: string | undefined;
+  const field = o.endpointField ?? "endpoint";
+
+  const run = async () => {
+    let attempt = 0;
+    let backoffMs = initialBackoffMs;
+    while (!closing.signal.aborted) {
+      const endpoints = o.endpoints();
+      const endpoint = endpoints.length > 0 ? endpoints[attempt % endpoints.length] : undefined;
+      attempt++;
+      let progressed = false;
+      if (endpoint !== undefined) {
+        attemptAbort = new AbortController();
+        current = endpoint;
+        try {
+          const signal = AbortSignal.any([closing.signal, attemptAbort.signal]);
+          for await (const msg of o.open(endpoint, signal)) {
+            if (o.apply(msg, endpoint) === true) {
+              isConnected = true;
+              progressed = true;
+              backoffMs = initialBackoffMs;
+            }
+          }
+          if (!closing.signal.aborted) o.log.warn({ ...o.logFields, [field]: endpoint }, o.messages.ended);
+        } catch (err) {
+          if (closing.signal.aborted) break;
+          if (attemptAbort.signal.aborted) {
+            // Moved on purpose (reconnect): go on at once, from the same position.
+            isConnected = false;
+            current = undefined;
+            continue;
+          }
+          o.log.warn({ ...o.logFields, [field]: endpoint, err: (err as Error).message }, o.messages.failed);
+        }
+      }
+      isConnected = false;
+      current = undefined;
+      if (!progressed) backoffMs = Math.min(backoffMs * 2, o.maxBackoffMs);
+      await pause(backoffMs * (0.5 + random() / 2), closing.signal);
+    }
+    isConnected = false;
+    current = undefined;
+  };
+  const done = run();
+
+  return {
+    connected: () => isConnected,
+    endpoint: () => current,
+    reconnect: () => attemptAbort.abort(),
+    close: () => closing.abort(),
+    done,
+  };
+}

@@ -1,0 +1,104 @@
+// Helpers for hand-written parseConfig functions: strict objects (unknown keys are
+// errors), typed fields with defaults, and messages that name the offending key.
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+
+/** A configuration problem, naming the key and what was expected. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** Reads fields of one configuration object, rejecting keys that are not read. */
+export class ConfigReader {
+  private readonly seen = new Set<string>();
+
+  constructor(
+    private readonly obj: Record<string, unknown>,
+    private readonly path: string,
+  ) {}
+
+  /** Wraps `raw` after checking that it is a plain object. */
+  static of(raw: unknown, path = "config"): ConfigReader {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new ConfigError(`${path} must be an object`);
+    }
+    return new ConfigReader(raw as Record<string, unknown>, path);
+  }
+
+  private take(key: string): unknown {
+    this.seen.add(key);
+    return this.obj[key];
+  }
+
+  string(key: string, fallback?: string): string {
+    const v = this.take(key) ?? fallback;
+    if (typeof v !== "string" || v === "")
+      throw new ConfigError(`${this.path}.${key} must be a non-empty string`);
+    return v;
+  }
+
+  optionalString(key: string): string | undefined {
+    const v = this.take(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v === "")
+      throw new ConfigError(`${this.path}.${key} must be a non-empty string`);
+    return v;
+  }
+
+  integer(key: string, fallback: number, min: number, max: number): number {
+    const v = this.take(key) ?? fallback;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+      throw new ConfigError(`${this.path}.${key} must be an integer from ${min} to ${max}`);
+    }
+    return v;
+  }
+
+  stringList(key: string, fallback?: readonly string[], { nonEmpty = false } = {}): string[] {
+    const v = this.take(key) ?? fallback;
+    if (!Array.isArray(v) || v.some((s) => typeof s !== "string" || s === "")) {
+      throw new ConfigError(`${this.path}.${key} must be a list of non-empty strings`);
+    }
+    if (nonEmpty && v.length === 0) throw new ConfigError(`${this.path}.${key} must not be empty`);
+    return [...v];
+  }
+
+  /** A nested object; an absent optional one reads as empty, so its fields take their defaults. */
+  object(key: string, { optional = false } = {}): ConfigReader {
+    const v = this.take(key);
+    return ConfigReader.of(v === undefined && optional ? {} : v, `${this.path}.${key}`);
+  }
+
+  /** Throws when the object has keys no reader asked for (a misspelt knob must not be ignored). */
+  done(): void {
+    const unknown = Object.keys(this.obj).filter((k) => !this.seen.has(k));
+    if (unknown.length > 0) {
+      throw new ConfigError(
+        `${this.path} has unknown key${unknown.length > 1 ? "s" : ""}: ${unknown.join(", ")}`,
+      );
+    }
+  }
+}
+
+/** Deeply freezes a parsed configuration so no component can change it after start. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** Reads a JSON config file; returns the parsed value and the folder relative paths are resolved against. */
+export function readConfigFile(path: string): { raw: unknown; baseDir: string } {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    return { raw: JSON.parse(text), baseDir: dirname(resolve(path)) };
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,240 @@
+// Conversions between generated protobuf messages and domain types. Generated types
+// stop here: stores, caches and services work on the domain types only.
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  checkParams,
+  compactBits,
+  filterMappings,
+  type LookupOutcome,
+  type LookupParams,
+  type Mapping,
+} from "../domain/answer.js";
+import { invalidArgument } from "../domain/errors.js";
+import {
+  type Delegation,
+  type DelegationKey,
+  type DpInfo,
+  type MspInfo,
+  type RegistryChange,
+  type RegistryData,
+  validateDelegationKey,
+} from "../domain/registry.js";
+import {
+  type AnswerSchema,
+  DelegationKeySchema,
+  type DpRecord,
+  type LookupOptions,
+  LookupStatus,
+  type MappingSchema,
+  type MspRecord,
+  type RegistryChange as PbChange,
+  type Delegation as PbDelegation,
+  AnswerFormat as PbFormat,
+  type DelegationKey as PbKey,
+  type Mapping as PbMapping,
+  type RegistrySnapshot,
+} from "../gen/mimi/discovery/v1/common_pb.js";
+
+/** Domain key from proto; throws INVALID_ARGUMENT when unset or out of bounds. */
+export function keyFromProto(k: PbKey | undefined): DelegationKey {
+  switch (k?.key.case) {
+    case "e164Prefix":
+      return validateDelegationKey({ kind: "e164", prefix: k.key.value });
+    case "emailHashRange":
+      return validateDelegationKey({ kind: "email", first: k.key.value.first, last: k.key.value.last });
+    default:
+      throw invalidArgument("delegation key is missing: set e164_prefix or email_hash_range");
+  }
+}
+
+export function keyToProto(k: DelegationKey): MessageInitShape<typeof DelegationKeySchema> {
+  return k.kind === "e164"
+    ? { key: { case: "e164Prefix", value: k.prefix } }
+    : { key: { case: "emailHashRange", value: { first: k.first, last: k.last } } };
+}
+
+export function delegationToProto(d: Delegation) {
+  return {
+    id: d.id,
+    key: create(DelegationKeySchema, keyToProto(d.key)),
+    dpId: d.dpId,
+    ttlSeconds: d.ttlSeconds,
+  };
+}
+
+export function delegationFromProto(d: PbDelegation): Delegation {
+  return { id: d.id, key: keyFromProto(d.key), dpId: d.dpId, ttlSeconds: d.ttlSeconds };
+}
+
+export function dpToProto(d: DpInfo) {
+  return {
+    id: d.id,
+    endpoints: [...d.endpoints],
+    tlsIdentity: d.tlsIdentity,
+    jurisdiction: d.jurisdiction,
+    signingPublicKey: d.signingPublicKey,
+  };
+}
+
+export function dpFromProto(d: DpRecord): DpInfo {
+  return {
+    id: d.id,
+    endpoints: [...d.endpoints],
+    tlsIdentity: d.tlsIdentity,
+    jurisdiction: d.jurisdiction,
+    signingPublicKey: d.signingPublicKey,
+  };
+}
+
+export function mspToProto(m: MspInfo) {
+  return { id: m.id, name: m.name, index: m.index, signingPublicKey: m.signingPublicKey };
+}
+
+export function mspFromProto(m: MspRecord): MspInfo {
+  return { id: m.id, name: m.name, index: m.index, signingPublicKey: m.signingPublicKey };
+}
+
+export function snapshotToProto(s: RegistryData) {
+  return {
+    serial: s.serial,
+    delegations: s.delegations.map(delegationToProto),
+    dps: s.dps.map(dpToProto),
+    msps: s.msps.map(mspToProto),
+    signature: s.signature ?? new Uint8Array(0),
+  };
+}
+
+export function snapshotFromProto(s: RegistrySnapshot): RegistryData {
+  return {
+    serial: s.serial,
+    delegations: s.delegations.map(delegationFromProto),
+    dps: s.dps.map(dpFromProto),
+    msps: s.msps.map(mspFromProto),
+    signature: s.signature,
+  };
+}
+
+export function changeToProto(c: RegistryChange) {
+  return { ...changeBodyToProto(c), signature: c.signature ?? new Uint8Array(0) };
+}
+
+function changeBodyToProto(c: RegistryChange) {
+  const serial = c.serial;
+  switch (c.kind) {
+    case "put_delegation":
+      return { serial, change: { case: "putDelegation" as const, value: delegationToProto(c.delegation) } };
+    case "delete_delegation":
+      return { serial, change: { case: "deleteDelegationId" as const, value: c.id } };
+    case "put_dp":
+      return { serial, change: { case: "putDp" as const, value: dpToProto(c.dp) } };
+    case "delete_dp":
+      return { serial, change: { case: "deleteDpId" as const, value: c.id } };
+    case "put_msp":
+      return { serial, change: { case: "putMsp" as const, value: mspToProto(c.msp) } };
+    case "delete_msp":
+      return { serial, change: { case: "deleteMspId" as const, value: c.id } };
+  }
+}
+
+export function changeFromProto(c: PbChange): RegistryChange {
+  const serial = c.serial;
+  return { ...changeBodyFromProto(c, serial), signature: c.signature };
+}
+
+function changeBodyFromProto(c: PbChange, serial: bigint): RegistryChange {
+  switch (c.change.case) {
+    case "putDelegation":
+      return { serial, kind: "put_delegation", delegation: delegationFromProto(c.change.value) };
+    case "deleteDelegationId":
+      return { serial, kind: "delete_delegation", id: c.change.value };
+    case "putDp":
+      return { serial, kind: "put_dp", dp: dpFromProto(c.change.value) };
+    case "deleteDpId":
+      return { serial, kind: "delete_dp", id: c.change.value };
+    case "putMsp":
+      return { serial, kind: "put_msp", msp: mspFromProto(c.change.value) };
+    case "deleteMspId":
+      return { serial, kind: "delete_msp", id: c.change.value };
+    default:
+      throw invalidArgument("registry change has no content");
+  }
+}
+
+export function mappingToProto(m: Mapping): MessageInitShape<typeof MappingSchema> {
+  return {
+    mspId: m.mspId,
+    ssi: m.ssi,
+    isDefault: m.isDefault,
+    tags: [...m.tags],
+    createdAtMs: BigInt(m.createdAtMs),
+    proofMethod: m.proofMethod,
+    expiresAtMs: BigInt(m.expiresAtMs),
+    signed: m.signed,
+  };
+}
+
+// Out-of-range times become NaN, which validation refuses, instead of a silently rounded value.
+function safeTime(t: bigint): number {
+  return t >= BigInt(Number.MIN_SAFE_INTEGER) && t <= BigInt(Number.MAX_SAFE_INTEGER)
+    ? Number(t)
+    : Number.NaN;
+}
+
+export function mappingFromProto(m: PbMapping): Mapping {
+  const s = m.signed;
+  return {
+    mspId: m.mspId,
+    ssi: m.ssi,
+    isDefault: m.isDefault,
+    tags: [...m.tags],
+    createdAtMs: safeTime(m.createdAtMs),
+    proofMethod: m.proofMethod,
+    expiresAtMs: safeTime(m.expiresAtMs),
+    ...(s && {
+      signed: {
+        record: s.record,
+        userSignature: s.userSignature,
+        mspSignature: s.mspSignature,
+        dpSignature: s.dpSignature,
+      },
+    }),
+  };
+}
+
+/** Query parameters from a request; throws INVALID_ARGUMENT on bad values. */
+export function paramsFromProto(o: LookupOptions | undefined): LookupParams {
+  const format = o?.format === PbFormat.COMPACT ? "compact" : "verbose";
+  if (
+    o &&
+    o.format !== PbFormat.UNSPECIFIED &&
+    o.format !== PbFormat.VERBOSE &&
+    o.format !== PbFormat.COMPACT
+  ) {
+    throw invalidArgument(`unknown answer format ${o.format}`);
+  }
+  return checkParams(format, o?.mspFilter ?? [], o?.tag ?? "");
+}
+
+/**
+ * Builds the wire answer for an outcome under the query parameters. `ttlSeconds` is what the
+ * receiver may cache it for (a resolver passes the remaining TTL of its cached copy).
+ */
+export function answerToProto(
+  outcome: LookupOutcome,
+  params: LookupParams,
+  indexOf: (mspId: string) => number | undefined,
+  ttlSeconds: number,
+): MessageInitShape<typeof AnswerSchema> {
+  const mappings = outcome.kind === "answer" ? filterMappings(outcome.mappings, params) : [];
+  // An empty dpId means no DP is delegated the range: the resolver answered from the registry alone.
+  const dpIds = outcome.dpId ? [outcome.dpId] : [];
+  if (outcome.kind === "opted_out") return { status: LookupStatus.OPTED_OUT, ttlSeconds, dpIds };
+  if (mappings.length === 0) return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds };
+  return {
+    status: LookupStatus.FOUND,
+    mappings: params.format === "verbose" ? mappings.map(mappingToProto) : [],
+    compactMspBits: compactBits(mappings, indexOf),
+    ttlSeconds,
+    dpIds,
+  };
+}

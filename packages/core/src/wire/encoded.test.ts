@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
+import { LookupStatus } from "../gen/mimi/discovery/v1/common_pb.js";
+import { ResolveResponseSchema, ResolveStreamResponseSchema } from "../gen/mimi/discovery/v1/resolver_pb.js";
+import { answerToProto } from "./convert.js";
+import { encodeAnswerWithoutTtl, encodeResolveResponse, encodeResolveStreamItem } from "./encoded.js";
+
+const index: Record<string, number> = { "a.example": 0, "b.example": 9 };
+const indexOf = (id: string) => index[id];
+const outcomes: LookupOutcome[] = [
+  {
+    kind: "answer",
+    dpId: "eu",
+    ttlSeconds: 300,
+    mappings: [
+      {
+        mspId: "a.example",
+        ssi: "@x:a",
+        isDefault: true,
+        tags: ["Personal"],
+        createdAtMs: 1_700_000_000_000,
+        proofMethod: "sms-code",
+        expiresAtMs: 1_731_536_000_000,
+        signed: {
+          record: Uint8Array.of(1, 2, 3),
+          userSignature: new Uint8Array(64).fill(4),
+          mspSignature: new Uint8Array(64).fill(5),
+          dpSignature: new Uint8Array(64).fill(6),
+        },
+      },
+      {
+        mspId: "b.example",
+        ssi: "b-1",
+        isDefault: false,
+        tags: [],
+        createdAtMs: 1_700_000_000_001,
+        proofMethod: "bulk",
+        expiresAtMs: 1_731_536_000_001,
+      },
+    ],
+  },
+  { kind: "not_found", dpId: "us", ttlSeconds: 60 },
+  { kind: "opted_out", dpId: "eu", ttlSeconds: 120 },
+  { kind: "not_found", dpId: "", ttlSeconds: 60 },
+];
+
+test("pre-encoded responses decode exactly like the messages built field by field", () => {
+  for (const outcome of outcomes) {
+    for (const [ttl, stale] of [
+      [0, false],
+      [1, false],
+      [299, true],
+      [86_400, false],
+    ] as const) {
+      const fast = encodeResolveResponse(encodeAnswerWithoutTtl(outcome, indexOf), ttl, stale);
+      const slow = create(ResolveResponseSchema, {
+        answer: answerToProto(outcome, DEFAULT_PARAMS, indexOf, ttl),
+        stale,
+      });
+      assert.deepEqual(
+        fromBinary(ResolveResponseSchema, fast),
+        fromBinary(ResolveResponseSchema, toBinary(ResolveResponseSchema, slow)),
+      );
+    }
+  }
+});
+
+test("pre-encoded stream items carry the request id and the response", () => {
+  const response = encodeResolveResponse(
+    encodeAnswerWithoutTtl(outcomes[0] as LookupOutcome, indexOf),
+    42,
+    false,
+  );
+  for (const id of [0n, 1n, 2n ** 40n]) {
+    const item = fromBinary(ResolveStreamResponseSchema, encodeResolveStreamItem(id, response));
+    assert.equal(item.requestId, id);
+    assert.equal(item.result.case, "response");
+    assert.equal(item.result.case === "response" && item.result.value.answer?.ttlSeconds, 42);
+  }
+});
+
+test("pre-encoded answers keep the signed record and say OPTED_OUT for an opted-out holder", () => {
+  const decode = (outcome: LookupOutcome) =>
+    fromBinary(
+      ResolveResponseSchema,
+      encodeResolveResponse(encodeAnswerWithoutTtl(outcome, indexOf), 7, false),
+    ).answer;
+  const found = decode(outcomes[0] as LookupOutcome);
+  assert.equal(found?.status, LookupStatus.FOUND);
+  const first = found?.mappings[0];
+  assert.equal(first?.proofMethod, "sms-code");
+  assert.equal(first?.expiresAtMs, 1_731_536_000_000n);
+  assert.deepEqual([...(first?.signed?.record ?? [])], [1, 2, 3]);
+  assert.deepEqual(first?.signed?.dpSignature, new Uint8Array(64).fill(6));
+  assert.equal(found?.mappings[1]?.signed, undefined, "a mapping without a record sends none");
+  const optedOut = decode({ kind: "opted_out", dpId: "eu", ttlSeconds: 120 });
+  assert.equal(optedOut?.status, LookupStatus.OPTED_OUT);
+  assert.equal(optedOut?.mappings.length, 0);
+  assert.deepEqual(optedOut?.dpIds, ["eu"]);
+});

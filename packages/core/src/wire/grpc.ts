@@ -1,0 +1,476 @@
+// The one bridge between grpc-js and protobuf-es: typed service handlers and
+// typed clients built from generated service descriptors. Errors cross this
+// boundary only as DiscoveryError (see errors.ts).
+
+import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { DiscoveryError } from "../domain/errors.js";
+import type { Encoded } from "./encoded.js";
+import { fromServiceError, toWireStatus } from "./status.js";
+
+/** Who is calling, as read from the client certificate of the mutual-TLS connection. */
+export interface PeerIdentity {
+  /** The certificate subject's common name. */
+  readonly name: string;
+}
+
+/** What a handler knows about the call besides the request. */
+export interface CallContext {
+  /** The authenticated caller; reading it throws UNAUTHENTICATED when the certificate has no common name. */
+  readonly peer: PeerIdentity;
+  /** The caller's name for logs; never throws, so logging cannot change a call's outcome. */
+  readonly peerName: string;
+  /** Aborted when the caller cancels or the deadline passes. */
+  readonly signal: AbortSignal;
+  /** Full method path, e.g. "/mimi.discovery.v1.ResolverService/Resolve". */
+  readonly method: string;
+}
+
+type In<M> = M extends { input: infer I extends DescMessage } ? I : never;
+type Out<M> = M extends { output: infer O extends DescMessage } ? O : never;
+
+/** The handler of one method, by its kind. */
+export type MethodHandler<M> = M extends { methodKind: "unary" }
+  ? (req: MessageShape<In<M>>, ctx: CallContext) => Promise<Reply<M>>
+  : M extends { methodKind: "server_streaming" }
+    ? (req: MessageShape<In<M>>, ctx: CallContext, send: (msg: Reply<M>) => Promise<void>) => Promise<void>
+    : M extends { methodKind: "client_streaming" }
+      ? (reqs: AsyncIterable<MessageShape<In<M>>>, ctx: CallContext) => Promise<Reply<M>>
+      : M extends { methodKind: "bidi_streaming" }
+        ? (
+            reqs: AsyncIterable<MessageShape<In<M>>>,
+            ctx: CallContext,
+            send: (msg: Reply<M>) => Promise<void>,
+          ) => Promise<void>
+        : never;
+
+/** A response: a message (or its init shape), or its bytes already encoded. */
+export type Reply<M> = MessageInitShape<Out<M>> | Encoded<MessageShape<Out<M>>>;
+
+/** Handlers for every method of a service; a missing or mistyped handler is a compile error. */
+export type ServiceHandlers<S extends GenServiceMethods> = { [K in keyof S]: MethodHandler<S[K]> };
+
+/** Options for registering a service on a server. */
+export interface AddServiceOptions {
+  log: Logger;
+  /** Called before every handler; throw a DiscoveryError to refuse the call. */
+  authorize?: (peer: PeerIdentity, method: string) => void;
+}
+
+/** Registers typed handlers for a generated service on a grpc-js server. */
+export function addService<S extends GenServiceMethods>(
+  server: grpc.Server,
+  service: GenService<S>,
+  handlers: ServiceHandlers<S>,
+  options: AddServiceOptions,
+): void {
+  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  const implementation: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const path = `/${service.typeName}/${method.name}`;
+    definition[method.localName] = methodDefinition(method, path);
+    const handler = (handlers as Record<string, unknown>)[method.localName] as (
+      ...args: unknown[]
+    ) => unknown;
+    implementation[method.localName] = serverHandler(method, path, handler, options);
+  }
+  server.addService(definition, implementation);
+}
+
+function methodDefinition(method: DescMethod, path: string): grpc.MethodDefinition<unknown, unknown> {
+  return {
+    path,
+    requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+    responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+    requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as MessageShape<DescMessage>)),
+    requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
+    responseSerialize: (msg: unknown) =>
+      msg instanceof Uint8Array
+        ? Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
+        : Buffer.from(toBinary(method.output, msg as MessageShape<DescMessage>)),
+    responseDeserialize: (buf: Buffer) => fromBinary(method.output, buf),
+  };
+}
+
+type AnyCall =
+  | grpc.ServerUnaryCall<unknown, unknown>
+  | grpc.ServerReadableStream<unknown, unknown>
+  | grpc.ServerWritableStream<unknown, unknown>
+  | grpc.ServerDuplexStream<unknown, unknown>;
+
+/**
+ * The per-call context. Both the peer identity and the abort signal are made on first use:
+ * reading the certificate (grpc-js converts the whole X.509, fingerprints included) and
+ * wiring an AbortController cost more than a cache hit does, and most calls need neither.
+ */
+function makeContext(call: AnyCall, path: string): { ctx: CallContext; done: () => void } {
+  const events = call as unknown as NodeJS.EventEmitter & { cancelled?: boolean };
+  let controller: AbortController | undefined;
+  let onCancel: (() => void) | undefined;
+  let peer: PeerIdentity | undefined;
+  const ctx: CallContext = {
+    get peer() {
+      peer ??= peerOf(call);
+      return peer;
+    },
+    get peerName() {
+      try {
+        return this.peer.name;
+      } catch {
+        return "(no common name)";
+      }
+    },
+    get signal() {
+      if (!controller) {
+        const c = new AbortController();
+        controller = c;
+        onCancel = () => c.abort(new DiscoveryError("upstream_unavailable", "call cancelled"));
+        if (events.cancelled) onCancel();
+        else events.on("cancelled", onCancel);
+      }
+      return controller.signal;
+    },
+    method: path,
+  };
+  return { ctx, done: () => onCancel && events.removeListener("cancelled", onCancel) };
+}
+
+function peerOf(call: AnyCall): PeerIdentity {
+  const cert = call.getAuthContext().sslPeerCertificate;
+  const cn = cert?.subject?.CN;
+  const name = Array.isArray(cn) ? cn[0] : cn;
+  if (!name) {
+    throw new DiscoveryError(
+      "unauthenticated",
+      "a client certificate with a subject common name is required",
+    );
+  }
+  return { name };
+}
+
+function serverHandler(
+  method: DescMethod,
+  path: string,
+  handler: (...args: unknown[]) => unknown,
+  { log, authorize }: AddServiceOptions,
+): grpc.UntypedHandleCall {
+  const fail = (err: unknown) => toWireStatus(err, log, path);
+  // The TLS handshake already refused clients without a certificate from our CA (servers
+  // require and verify one); the identity is read per call only where a hook needs it.
+  const check = (ctx: CallContext) => authorize?.(ctx.peer, path);
+  switch (method.methodKind) {
+    case "unary":
+      return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const { ctx, done } = makeContext(call, path);
+        (async () => {
+          check(ctx);
+          const out = await handler(call.request, ctx);
+          return asReply(method, out);
+        })().then(
+          (res) => {
+            done();
+            callback(null, res);
+          },
+          (err) => {
+            done();
+            callback(fail(err));
+          },
+        );
+      };
+    case "server_streaming":
+      return (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        const { ctx, done } = makeContext(call, path);
+        const send = writer(call, method, ctx.signal);
+        (async () => {
+          check(ctx);
+          await handler(call.request, ctx, send);
+        })().then(
+          () => {
+            done();
+            call.end();
+          },
+          (err) => {
+            done();
+            if (!call.cancelled) call.emit("error", fail(err));
+          },
+        );
+      };
+    case "client_streaming":
+      return (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        const { ctx, done } = makeContext(call, path);
+        (async () => {
+          check(ctx);
+          const out = await handler(incoming(call), ctx);
+          return asReply(method, out);
+        })().then(
+          (res) => {
+            done();
+            callback(null, res);
+          },
+          (err) => {
+            done();
+            callback(fail(err));
+          },
+        );
+      };
+    case "bidi_streaming":
+      return (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+        const { ctx, done } = makeContext(call, path);
+        const send = writer(call, method, ctx.signal);
+        (async () => {
+          check(ctx);
+          await handler(incoming(call), ctx, send);
+        })().then(
+          () => {
+            done();
+            call.end();
+          },
+          (err) => {
+            done();
+            if (!call.cancelled) call.emit("error", fail(err));
+          },
+        );
+      };
+  }
+}
+
+/**
+ * The request messages of a streaming call. Iterating a Readable with for-await destroys it
+ * when the loop ends, which for a duplex call would also close the response side before
+ * the handler has sent its last responses; this iterator leaves the call open.
+ */
+function incoming(
+  call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+): AsyncIterable<unknown> {
+  return { [Symbol.asyncIterator]: () => call.iterator({ destroyOnReturn: false }) };
+}
+
+/** Responses a stream may queue before send() waits for the peer to read. */
+const MAX_BUFFERED_MESSAGES = 1_024;
+
+/** Pre-encoded bytes pass through; anything else becomes a message of the method's output type. */
+function asReply(method: DescMethod, out: unknown): unknown {
+  return out instanceof Uint8Array ? out : create(method.output, out as MessageInitShape<DescMessage>);
+}
+
+/** A send function that waits for the stream to drain, so a slow reader slows the writer instead of growing memory. */
+function writer(
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  method: DescMethod,
+  signal: AbortSignal,
+): (msg: unknown) => Promise<void> {
+  // One wait for "drain" shared by all senders, so a stalled reader costs one listener, not one per send.
+  let drained: Promise<void> | undefined;
+  const drain = () => {
+    drained ??= new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        call.removeListener("drain", onDrain);
+        reject(signal.reason);
+      };
+      const onDrain = () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      call.once("drain", onDrain);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }).finally(() => {
+      drained = undefined;
+    });
+    return drained;
+  };
+  return async (msg: unknown) => {
+    if (signal.aborted) throw signal.reason;
+    // Waiting for "drain" each time write() says the buffer is past grpc-js's small object-mode
+    // mark would cost a listener per message; callers bound their own in-flight work, so the
+    // wait starts only once MAX_BUFFERED_MESSAGES are queued.
+    if (call.write(asReply(method, msg)) || call.writableLength < MAX_BUFFERED_MESSAGES) return;
+    await drain();
+  };
+}
+
+/** Per-call client options. */
+export interface CallOptions {
+  /** Deadline relative to now. */
+  timeoutMs?: number;
+  /** Cancels the call when aborted. */
+  signal?: AbortSignal;
+  /** Queue the call while the channel connects instead of failing fast. */
+  waitForReady?: boolean;
+}
+
+/** The client form of one method, by its kind. */
+export type ClientMethod<M> = M extends { methodKind: "unary" }
+  ? (req: MessageInitShape<In<M>>, opts?: CallOptions) => Promise<MessageShape<Out<M>>>
+  : M extends { methodKind: "server_streaming" }
+    ? (req: MessageInitShape<In<M>>, opts?: CallOptions) => AsyncIterable<MessageShape<Out<M>>>
+    : M extends { methodKind: "client_streaming" }
+      ? (reqs: AsyncIterable<MessageInitShape<In<M>>>, opts?: CallOptions) => Promise<MessageShape<Out<M>>>
+      : M extends { methodKind: "bidi_streaming" }
+        ? (
+            reqs: AsyncIterable<MessageInitShape<In<M>>>,
+            opts?: CallOptions,
+          ) => AsyncIterable<MessageShape<Out<M>>>
+        : never;
+
+/** A typed client for one service on one channel. */
+export type ServiceClient<S extends GenServiceMethods> = { [K in keyof S]: ClientMethod<S[K]> };
+
+/** Channel options that keep long-lived streams alive across idle periods and detect dead peers. */
+export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.max_reconnect_backoff_ms": 5_000,
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.enable_channelz": 0,
+};
+
+/** A connection to one address, on which typed service clients are made. */
+export interface Channel {
+  readonly address: string;
+  client<S extends GenServiceMethods>(service: GenService<S>): ServiceClient<S>;
+  close(): void;
+}
+
+/** Opens a channel (one multiplexed HTTP/2 connection, reconnected by grpc-js) to `address`. */
+export function openChannel(address: string, credentials: grpc.ChannelCredentials): Channel {
+  const raw = new grpc.Client(address, credentials, CHANNEL_OPTIONS);
+  return {
+    address,
+    client: (service) => makeClient(raw, address, service),
+    close: () => raw.close(),
+  };
+}
+
+function callOptions(opts: CallOptions | undefined): grpc.CallOptions {
+  const o: grpc.CallOptions = {};
+  if (opts?.timeoutMs !== undefined) o.deadline = Date.now() + opts.timeoutMs;
+  return o;
+}
+
+function metadataFor(opts: CallOptions | undefined): grpc.Metadata {
+  return new grpc.Metadata({ waitForReady: opts?.waitForReady ?? false });
+}
+
+function bindSignal(call: { cancel(): void }, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => {};
+  if (signal.aborted) {
+    call.cancel();
+    return () => {};
+  }
+  const onAbort = () => call.cancel();
+  signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
+}
+
+function makeClient<S extends GenServiceMethods>(
+  raw: grpc.Client,
+  address: string,
+  service: GenService<S>,
+): ServiceClient<S> {
+  const out: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const path = `/${service.typeName}/${method.name}`;
+    const what = `${method.name} at ${address}`;
+    const ser = (msg: unknown) =>
+      Buffer.from(toBinary(method.input, create(method.input, msg as MessageInitShape<DescMessage>)));
+    const de = (buf: Buffer) => fromBinary(method.output, buf);
+    switch (method.methodKind) {
+      case "unary":
+        out[method.localName] = (req: unknown, opts?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const call = raw.makeUnaryRequest(
+              path,
+              ser,
+              de,
+              req,
+              metadataFor(opts),
+              callOptions(opts),
+              (err, res) => {
+                unbind();
+                if (err) reject(fromServiceError(err, what));
+                else resolve(res);
+              },
+            );
+            const unbind = bindSignal(call, opts?.signal);
+          });
+        break;
+      case "server_streaming":
+        out[method.localName] = (req: unknown, opts?: CallOptions) => ({
+          async *[Symbol.asyncIterator]() {
+            const call = raw.makeServerStreamRequest(
+              path,
+              ser,
+              de,
+              req,
+              metadataFor(opts),
+              callOptions(opts),
+            );
+            const unbind = bindSignal(call, opts?.signal);
+            try {
+              for await (const msg of call) yield msg;
+            } catch (err) {
+              throw fromServiceError(err, what);
+            } finally {
+              unbind();
+              call.cancel();
+            }
+          },
+        });
+        break;
+      case "client_streaming":
+        out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const call = raw.makeClientStreamRequest(
+              path,
+              ser,
+              de,
+              metadataFor(opts),
+              callOptions(opts),
+              (err, res) => {
+                unbind();
+                if (err) reject(fromServiceError(err, what));
+                else resolve(res);
+              },
+            );
+            const unbind = bindSignal(call, opts?.signal);
+            pump(reqs, call).catch((err) => {
+              call.cancel();
+              reject(err);
+            });
+          });
+        break;
+      case "bidi_streaming":
+        out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) => ({
+          async *[Symbol.asyncIterator]() {
+            const call = raw.makeBidiStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts));
+            const unbind = bindSignal(call, opts?.signal);
+            pump(reqs, call).catch(() => call.cancel());
+            try {
+              for await (const msg of call) yield msg;
+            } catch (err) {
+              throw fromServiceError(err, what);
+            } finally {
+              unbind();
+              call.cancel();
+            }
+          },
+        });
+        break;
+    }
+  }
+  return out as ServiceClient<S>;
+}
+
+async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStream<unknown>): Promise<void> {
+  for await (const req of reqs) {
+    // As on the server side: wait for the peer only once many messages are queued.
+    if (!call.write(req) && call.writableLength >= MAX_BUFFERED_MESSAGES) {
+      await new Promise<void>((resolve) => call.once("drain", () => resolve()));
+    }
+  }
+  call.end();
+}

@@ -1,0 +1,210 @@
+// How every server process runs: argv and environment -> config -> logger -> the server's own
+// wiring -> health -> listen -> signals -> graceful shutdown. The three mains call runServer
+// with `process`, so the lifecycle lives in one place and nothing else touches the process.
+import { resolve } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { type Clock, fileOffsetClock, systemClock } from "../runtime/clock.js";
+import { ConfigError, type ConfigReader, readConfigFile } from "../runtime/config.js";
+import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
+import { addHealthService } from "./health.js";
+import {
+  loadTls,
+  readTlsSection,
+  serverCredentials,
+  silenceIpServernameWarning,
+  type TlsMaterial,
+  type TlsPaths,
+  type WarningEmitter,
+} from "./tls.js";
+
+/** Server options: keepalive pings to find dead clients, and tolerance for clients' pings on idle streams. */
+const SERVER_OPTIONS: grpc.ServerOptions = {
+  "grpc.keepalive_time_ms": 60_000,
+  "grpc.keepalive_timeout_ms": 20_000,
+  "grpc.http2.min_ping_interval_without_data_ms": 10_000,
+  "grpc.max_receive_message_length": 16 * 1024 * 1024,
+  // Channelz keeps per-call statistics for a debugging service we do not expose.
+  "grpc.enable_channelz": 0,
+};
+
+/** How long a stopping server lets running calls finish before cutting them off. */
+const SHUTDOWN_GRACE_MS = 2_000;
+
+/** A new grpc-js server with the project's options. */
+export function createGrpcServer(): grpc.Server {
+  return new grpc.Server(SERVER_OPTIONS);
+}
+
+/** Binds `server` on host:port (0 picks a free port) and returns the bound port. */
+export function listen(
+  server: grpc.Server,
+  host: string,
+  port: number,
+  credentials: grpc.ServerCredentials,
+): Promise<number> {
+  const address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  return new Promise((resolvePort, reject) => {
+    server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolvePort(bound)));
+  });
+}
+
+/** Stops accepting calls and waits up to `graceMs` for running ones before cutting them off. */
+export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
+  return new Promise((done) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      done();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      done();
+    });
+  });
+}
+
+/** The keys every server's configuration has. */
+export interface ServerBasics {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: TlsPaths;
+  readonly logLevel: string;
+  /** Testing only: a file whose number (ms) is added to the server's clock (see fileOffsetClock). */
+  readonly testClockFile: string | undefined;
+}
+
+/** Reads host, port, tls, logLevel and testClockFile; relative paths resolve against `baseDir`. */
+export function readServerBasics(
+  r: ConfigReader,
+  baseDir: string,
+  defaults: { host: string; port: number },
+): ServerBasics {
+  const logLevel = r.string("logLevel", "info");
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+  const clockFile = r.optionalString("testClockFile");
+  return {
+    host: r.string("host", defaults.host),
+    port: r.integer("port", defaults.port, 0, 65535),
+    tls: readTlsSection(r, baseDir),
+    logLevel,
+    testClockFile: clockFile === undefined ? undefined : resolve(baseDir, clockFile),
+  };
+}
+
+/** The parts of Node's `process` a server uses; main.ts passes `process` itself. */
+export interface ProcessHost extends WarningEmitter {
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly pid: number;
+  readonly stdin: NodeJS.ReadableStream;
+  readonly stderr: { write(text: string): unknown };
+  on(event: "SIGINT" | "SIGTERM", listener: () => void): unknown;
+  exit(code: number): void;
+}
+
+/** What a server's own wiring gets to work with. */
+export interface ServerContext<C> {
+  readonly config: C;
+  readonly log: Logger;
+  /** The server's clock: the wall clock, or the test clock when `testClockFile` is set. */
+  readonly clock: Clock;
+  readonly tls: TlsMaterial;
+  /** Register services here; health is added by runServer. */
+  readonly server: grpc.Server;
+}
+
+/** A server's parts once wired, as runServer needs to know them. */
+export interface RunningServer {
+  /** Services reported by grpc.health.v1 besides "" (the whole server). */
+  readonly healthServices: readonly string[];
+  /** Resolves once the server can answer; health reports NOT_SERVING until then. */
+  readonly ready: Promise<void>;
+  /** Extra fields of the `listening` line. */
+  readonly listening?: Record<string, unknown>;
+  /** Stops background work when shutdown begins, before running calls drain. */
+  stop(): void;
+  /** Releases what calls use (stores) once the gRPC server has shut down. */
+  close?(): void;
+  /** Fields of the `shutdown` line (counters worth keeping). */
+  shutdownFields?(): Record<string, unknown>;
+}
+
+/** How runServer starts one kind of server. */
+export interface ServerSpec<C extends ServerBasics> {
+  /** "root", "authoritative" or "resolver": names messages and the port variable (ROOT_PORT). */
+  readonly role: string;
+  parseConfig(raw: unknown, baseDir: string): C;
+  /** The logger's name; default the role. */
+  logName?(config: C): string;
+  /** Builds the server's parts and registers its services. */
+  start(ctx: ServerContext<C>): Promise<RunningServer> | RunningServer;
+}
+
+/** Usage of every server binary. */
+export const SERVER_USAGE = "--config <file.json> [--stop-with-parent]";
+
+/**
+ * Runs a server process until SIGINT or SIGTERM (or, with --stop-with-parent, until standard
+ * input closes: launchers pass a pipe, so their servers never outlive them). Shutdown reports
+ * NOT_SERVING, stops background work, lets running calls finish for a grace period, releases
+ * stores and exits 0. A failure to start is printed as `<role>: <reason>` and exits 1.
+ */
+export function runServer<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec<C>): void {
+  start(host, spec).catch((err) => {
+    host.stderr.write(`${spec.role}: ${err instanceof Error ? err.message : String(err)}\n`);
+    host.exit(1);
+  });
+}
+
+async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec<C>): Promise<void> {
+  silenceIpServernameWarning(host);
+  const configPath = argValue(host.argv, "--config");
+  if (!configPath) throw new ConfigError(`usage: ${spec.role} ${SERVER_USAGE}`);
+  const { raw, baseDir } = readConfigFile(configPath);
+  const envPort = host.env[`${spec.role.toUpperCase()}_PORT`];
+  const config = spec.parseConfig(
+    { ...(raw as object), ...(envPort !== undefined ? { port: Number(envPort) } : {}) },
+    baseDir,
+  );
+  const log = createLogger({
+    name: spec.logName?.(config) ?? spec.role,
+    level: host.env.LOG_LEVEL ?? config.logLevel,
+    pid: host.pid,
+  });
+  const clock = config.testClockFile ? fileOffsetClock(config.testClockFile) : systemClock;
+  if (config.testClockFile)
+    log.warn({ file: config.testClockFile }, "test clock in use; never in production");
+  const tls = loadTls(config.tls);
+  const server = createGrpcServer();
+  const running = await spec.start({ config, log, clock, tls, server });
+  const health = addHealthService(server, log, running.healthServices);
+  void running.ready.then(() => health.setServing(true));
+  const port = await listen(server, config.host, config.port, serverCredentials(tls));
+  logListening(log, { host: config.host, port, ...running.listening });
+
+  let stopping = false;
+  const stop = async (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal: reason, ...running.shutdownFields?.() }, "shutdown");
+    health.setServing(false);
+    running.stop();
+    await shutdown(server, SHUTDOWN_GRACE_MS);
+    running.close?.();
+    host.exit(0);
+  };
+  host.on("SIGINT", () => void stop("SIGINT"));
+  host.on("SIGTERM", () => void stop("SIGTERM"));
+  if (host.argv.includes("--stop-with-parent")) {
+    host.stdin.on("end", () => void stop("parent exited"));
+    host.stdin.on("error", () => void stop("parent exited"));
+    host.stdin.resume();
+  }
+}
+
+function argValue(argv: readonly string[], flag: string): string | undefined {
+  const i = argv.indexOf(flag);
+  return i >= 0 ? argv[i + 1] : undefined;
+}

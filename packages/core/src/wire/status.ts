@@ -1,0 +1,104 @@
+// The one mapping between domain errors and gRPC status codes. The adapter in grpc.ts turns
+// whatever a handler throws into a status through toWireStatus; clients turn statuses back
+// into DiscoveryError through fromServiceError and fromStatus.
+import { Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { DiscoveryError, type DiscoveryErrorCode } from "../domain/errors.js";
+
+const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
+  invalid_argument: Status.INVALID_ARGUMENT,
+  not_found: Status.NOT_FOUND,
+  already_exists: Status.ALREADY_EXISTS,
+  failed_precondition: Status.FAILED_PRECONDITION,
+  not_authoritative: Status.FAILED_PRECONDITION,
+  permission_denied: Status.PERMISSION_DENIED,
+  unauthenticated: Status.UNAUTHENTICATED,
+  not_ready: Status.UNAVAILABLE,
+  upstream_unavailable: Status.UNAVAILABLE,
+  upstream_failed: Status.UNAVAILABLE,
+  store_failure: Status.INTERNAL,
+  // Like a DNSSEC-validating resolver's SERVFAIL: the answer exists but cannot be trusted.
+  verification_failed: Status.UNAVAILABLE,
+};
+
+/** The gRPC status an error code is reported with. */
+export function statusOf(code: DiscoveryErrorCode): Status {
+  return STATUS_OF[code];
+}
+
+/** A status object grpc-js can send: a code and a message that is safe for the peer to read. */
+export interface WireStatus {
+  code: Status;
+  details: string;
+  metadata: Metadata;
+}
+
+/**
+ * Turns anything thrown inside a handler into a status for the peer.
+ * Unknown errors become INTERNAL with a fixed message; their cause goes to the log only,
+ * because grpc-js would otherwise copy a raw error's message and numeric code onto the wire.
+ */
+export function toWireStatus(err: unknown, log: Logger, method: string): WireStatus {
+  const metadata = new Metadata();
+  if (err instanceof DiscoveryError) {
+    if (err.code === "store_failure") {
+      // Storage errors describe our database, not the request: the details stay in the log.
+      log.error({ err, method }, "request failed");
+      return {
+        code: statusOf(err.code),
+        details: "storage failure; the server log has the cause",
+        metadata,
+      };
+    }
+    log.debug({ code: err.code, method, reason: err.message }, "request refused");
+    return { code: statusOf(err.code), details: err.message, metadata };
+  }
+  log.error({ err, method }, "unexpected error in handler");
+  return { code: Status.INTERNAL, details: "internal error; the server log has the cause", metadata };
+}
+
+/** Converts a failure from a gRPC call into a DiscoveryError; UNAVAILABLE and deadline errors become upstream_unavailable. */
+export function fromServiceError(err: unknown, what: string): DiscoveryError {
+  if (err instanceof DiscoveryError) return err;
+  const se = err as Partial<ServiceError>;
+  if (typeof se.code === "number")
+    return fromStatus(se.code, se.details || se.message || "no details", what, err);
+  return new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error)?.message ?? String(err)}`, {
+    cause: err,
+  });
+}
+
+/** A DiscoveryError for a status a peer reported (for a call, or for one item of a stream). */
+export function fromStatus(code: Status, details: string, what: string, cause?: unknown): DiscoveryError {
+  const transient =
+    code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED;
+  return new DiscoveryError(
+    transient ? "upstream_unavailable" : codeOfStatus(code),
+    `${what}: ${Status[code] ?? code}: ${details}`,
+    { cause, remoteStatus: code },
+  );
+}
+
+/** The name of a gRPC status code ("PERMISSION_DENIED"), or its number when unknown. */
+export function statusName(code: number): string {
+  return Status[code] ?? String(code);
+}
+
+function codeOfStatus(code: Status): DiscoveryErrorCode {
+  switch (code) {
+    case Status.INVALID_ARGUMENT:
+      return "invalid_argument";
+    case Status.NOT_FOUND:
+      return "not_found";
+    case Status.ALREADY_EXISTS:
+      return "already_exists";
+    case Status.FAILED_PRECONDITION:
+      return "failed_precondition";
+    case Status.PERMISSION_DENIED:
+      return "permission_denied";
+    case Status.UNAUTHENTICATED:
+      return "unauthenticated";
+    default:
+      return "upstream_failed";
+  }
+}

@@ -1,0 +1,153 @@
+// The local network's demo data (demo.json): DPs, delegations and MSPs at the root, then each
+// demo MSP enrolled at the DPs and its demo mappings bulk-registered, signed with its key.
+// Loading twice changes nothing: what exists is kept, and the bulk session resumes at its end.
+import { readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  bulkRecord,
+  bulkRegister,
+  type Channel,
+  covers,
+  DiscoveryError,
+  keyFromProto,
+  keyToProto,
+  parseCsi,
+  parseDelegationKeyText,
+  pb,
+  type SigningKey,
+} from "@mimi/core";
+import type { ServerProcess } from "./server-process.js";
+
+const DEMO_FILE = join(resolve(dirname(fileURLToPath(import.meta.url)), ".."), "demo.json");
+
+/** The demo data file's shape. */
+export interface Demo {
+  dps: { id: string; tlsIdentity: string; jurisdiction: string }[];
+  delegations: { key: string; dp: string }[];
+  msps: { id: string; name: string; tlsIdentity: string }[];
+  mappings: { csi: string; msp: string; ssi: string; default?: boolean; tags?: string[] }[];
+}
+
+/** Loads demo.json. */
+export function loadDemo(): Demo {
+  return JSON.parse(readFileSync(DEMO_FILE, "utf8")) as Demo;
+}
+
+/** Registers the demo DPs (at their current ports), delegations and MSPs; keeps what already exists. */
+export async function loadRegistry(
+  ch: Channel,
+  dps: { eu: ServerProcess; us: ServerProcess },
+  signingKey: (name: string) => SigningKey,
+): Promise<void> {
+  const demo = loadDemo();
+  const admin = ch.client(pb.RegistryAdminService);
+  const snap = (await ch.client(pb.RootService).getSnapshot({})).snapshot;
+  for (const d of demo.dps) {
+    const endpoint = dps[d.id as "eu" | "us"].address;
+    const key = signingKey(d.tlsIdentity).publicKey;
+    const have = snap?.dps.find((x) => x.id === d.id);
+    const same = have?.endpoints.length === 1 && have.endpoints[0] === endpoint;
+    if (same && Buffer.from(have.signingPublicKey).equals(key)) continue;
+    await admin.putDp({
+      dp: {
+        id: d.id,
+        endpoints: [endpoint],
+        tlsIdentity: d.tlsIdentity,
+        jurisdiction: d.jurisdiction,
+        signingPublicKey: key,
+      },
+    });
+  }
+  for (const m of demo.msps) {
+    const key = signingKey(m.tlsIdentity).publicKey;
+    const have = snap?.msps.find((x) => x.id === m.id);
+    if (!have || !Buffer.from(have.signingPublicKey).equals(key)) {
+      await admin.putMsp({ id: m.id, name: m.name, signingPublicKey: key });
+    }
+  }
+  // Demo delegations are created on a first start only; an admin may have changed them since.
+  if ((snap?.delegations.length ?? 0) > 0) return;
+  for (const d of demo.delegations) {
+    try {
+      await admin.createDelegation({ key: keyToProto(parseDelegationKeyText(d.key)), dpId: d.dp });
+    } catch (err) {
+      // A re-run keeps delegations an admin may have changed since.
+      if (!(err instanceof DiscoveryError && err.code === "already_exists")) throw err;
+    }
+  }
+}
+
+/**
+ * Enrols the demo MSPs at a DP (trusted for bulk) and has each register its demo mappings
+ * delegated to that DP in bulk, signed with its key. The "demo" session makes this a no-op
+ * on later starts.
+ */
+export async function loadMappings(
+  ch: Channel,
+  minSerial: bigint,
+  channelAs: (identity: string) => Channel,
+  signingKey: (name: string) => SigningKey,
+): Promise<void> {
+  const demo = loadDemo();
+  const admin = ch.client(pb.AuthoritativeAdminService);
+  let status = await admin.getStatus({});
+  for (let i = 0; status.registrySerial < minSerial; i++) {
+    if (i > 200) throw new Error(`DP ${status.dpId} did not sync the registry to serial ${minSerial}`);
+    await new Promise((r) => setTimeout(r, 50));
+    status = await admin.getStatus({});
+  }
+  const now = Date.now();
+  for (const m of demo.msps) {
+    const key = signingKey(m.tlsIdentity);
+    await admin.enrolMsp({
+      mspId: m.id,
+      tlsIdentity: m.tlsIdentity,
+      enrolledUsers: 1000n,
+      signingPublicKey: key.publicKey,
+      mayBulk: true,
+    });
+    const mine = demo.mappings.filter(
+      (x) =>
+        x.msp === m.id && status.delegations.some((d) => covers(keyFromProto(d.key), parseCsi(x.csi).key)),
+    );
+    const records = mine.map((x) =>
+      bulkRecord(
+        {
+          csi: parseCsi(x.csi).uri,
+          mspId: x.msp,
+          ssi: x.ssi,
+          defaultRequested: x.default === true,
+          tags: x.tags ?? [],
+          createdAtMs: now,
+          dpId: status.dpId,
+          expiresAtMs: now + 300 * 86_400_000,
+        },
+        key,
+      ),
+    );
+    await bulkRegister(channelAs(m.tlsIdentity).client(pb.ClaimService), {
+      sessionId: "demo",
+      total: records.length,
+      recordsFrom: (first, count) => records.slice(first, first + count),
+    });
+  }
+}
+
+/** A CSI no demo data or test uses, for readiness probes that must not warm the cache. */
+const PROBE_CSI = "tel:+19995550100";
+
+/** Waits until the resolver has its registry copy and answers (it says UNAVAILABLE until then). */
+export async function waitUntilResolving(ch: Channel): Promise<void> {
+  const resolver = ch.client(pb.ResolverService);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await resolver.resolve({ csi: PROBE_CSI }, { timeoutMs: 2_000 });
+      return;
+    } catch (err) {
+      const transient = err instanceof DiscoveryError && err.code === "upstream_unavailable";
+      if (!transient || attempt >= 200) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}

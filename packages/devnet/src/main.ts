@@ -1,0 +1,68 @@
+// `npm start`: runs the local network on fixed loopback ports with data under ./data, prints
+// one READY line with the resolver's address, then the servers' logs (rendered by pino-pretty,
+// one labelled stream per server) until Ctrl-C.
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { silenceIpServernameWarning } from "@mimi/core";
+import pretty from "pino-pretty";
+import { startNetwork } from "./network.js";
+import { LOCAL_PORTS } from "./paths.js";
+
+const REPO = resolve(fileURLToPath(import.meta.url), "../../../..");
+const COLORS: Record<string, number> = { root: 35, "dp-eu": 34, "dp-us": 36, resolver: 32 };
+const tty = process.stdout.isTTY === true;
+
+// One pretty-printer per server, so every line carries the server's name as its label.
+const printers = new Map<string, ReturnType<typeof pretty>>();
+function show(name: string, line: string): void {
+  let printer = printers.get(name);
+  if (!printer) {
+    const label = name.padEnd(8);
+    printer = pretty({
+      colorize: tty,
+      sync: true,
+      translateTime: "SYS:HH:MM:ss",
+      ignore: "pid,hostname,name",
+      messageFormat: tty ? `\x1b[${COLORS[name] ?? 0}m${label}\x1b[0m {msg}` : `${label} {msg}`,
+    });
+    printers.set(name, printer);
+  }
+  printer.write(`${line}\n`);
+}
+
+async function main(): Promise<void> {
+  silenceIpServernameWarning(process);
+  const dir = join(REPO, "data");
+  const net = await startNetwork({
+    dir,
+    ports: { ...LOCAL_PORTS },
+    logLevel: process.env.LOG_LEVEL ?? "info",
+    onLine: show,
+  });
+  process.stdout.write(
+    `READY resolver=${net.resolver.address} root=${net.root.address} dp-eu=${net.dps.eu.address} dp-us=${net.dps.us.address}\n` +
+      `      try: npx mimi resolve tel:+447700900123   (data and certificates are in ${dir})\n`,
+  );
+  let stopping = false;
+  const stop = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write("stopping...\n");
+    await net.stop();
+    process.exit(code);
+  };
+  // A server that dies takes the network down with it, loudly, rather than leaving it half up.
+  for (const p of [net.root, net.dps.eu, net.dps.us, net.resolver]) {
+    p.onUnexpectedExit = (name, code, signal) => {
+      process.stderr.write(`start: ${name} exited unexpectedly (${signal ?? code}); stopping the network\n`);
+      void stop(1);
+    };
+  }
+  process.on("SIGINT", () => void stop(0));
+  process.on("SIGTERM", () => void stop(0));
+}
+
+main().catch((err) => {
+  process.stderr.write(`start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,177 @@
+// Starts a whole local network (root, two regional authoritatives, a resolver) as separate
+// processes on loopback with a development PKI, and loads the demo data. `npm start` runs it
+// on fixed ports; the integration tests and the benchmark run it on ports the OS picks.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import {
+  type Channel,
+  channelCredentials,
+  loadSigningKey,
+  loadTls,
+  openChannel,
+  pb,
+  type SigningKey,
+} from "@mimi/core";
+import { loadMappings, loadRegistry, waitUntilResolving } from "./demo.js";
+import { devSigningKeyPaths, devTlsPaths, IDENTITIES, SIGNING_KEYS } from "./paths.js";
+import { ensureDevPki, ensureDevSigningKeys } from "./pki.js";
+import { type Role, ServerProcess } from "./server-process.js";
+
+/** Port choices; 0 lets the OS pick. */
+export interface NetworkPorts {
+  root: number;
+  eu: number;
+  us: number;
+  resolver: number;
+}
+
+/** Options of startNetwork. */
+export interface NetworkOptions {
+  /** Folder for the PKI, configs and data; created when absent. */
+  dir: string;
+  ports?: NetworkPorts;
+  logLevel?: string;
+  onLine?: (name: string, line: string) => void;
+  /** Load the demo delegations, MSPs and mappings (default true). */
+  demo?: boolean;
+  /** Extra config keys for each role. */
+  overrides?: { root?: object; authoritative?: object; resolver?: object };
+  /** Extra node arguments for every server, e.g. ["--cpu-prof"]. */
+  nodeArgs?: readonly string[];
+  /** Give every server a test clock that setClockOffset moves (tests only). */
+  testClock?: boolean;
+}
+
+/** A running network. */
+export interface Network {
+  readonly dir: string;
+  readonly pkiDir: string;
+  readonly root: ServerProcess;
+  readonly dps: { readonly eu: ServerProcess; readonly us: ServerProcess };
+  readonly resolver: ServerProcess;
+  /** A channel to `address` authenticated as `identity`; closed by stop(). */
+  channel(address: string, identity: string): Channel;
+  /** A development signing key by name (see SIGNING_KEYS). */
+  signingKey(name: string): SigningKey;
+  /**
+   * A server process beside the network (a secondary root, another resolver): its config
+   * `name`.json is written from `config`, with a test clock when the network has them.
+   * Whoever starts it stops it.
+   */
+  process(name: string, role: Role, config: Record<string, unknown>): ServerProcess;
+  /** The TLS section of a config for `identity`. */
+  tlsConfig(identity: string): { caFile: string; certFile: string; keyFile: string };
+  stop(): Promise<void>;
+}
+
+/** Starts root, authoritatives eu and us, and a resolver; loads the demo data. */
+export async function startNetwork(opts: NetworkOptions): Promise<Network> {
+  const dir = resolve(opts.dir);
+  const pkiDir = join(dir, "pki");
+  const configDir = join(dir, "config");
+  const clockDir = join(dir, "clock");
+  mkdirSync(configDir, { recursive: true });
+  if (opts.testClock) mkdirSync(clockDir, { recursive: true });
+  await ensureDevPki(pkiDir, IDENTITIES);
+  ensureDevSigningKeys(pkiDir, SIGNING_KEYS);
+  const signingKey = (name: string) => loadSigningKey(devSigningKeyPaths(pkiDir, name).keyFile);
+  const rootPublicKey = devSigningKeyPaths(pkiDir, "root").publicKeyFile;
+  const ports = opts.ports ?? { root: 0, eu: 0, us: 0, resolver: 0 };
+  const logLevel = opts.logLevel ?? "info";
+  const tlsConfig = (identity: string) => devTlsPaths(pkiDir, identity);
+  const channels: Channel[] = [];
+  const channel = (address: string, identity: string) => {
+    const ch = openChannel(address, channelCredentials(loadTls(devTlsPaths(pkiDir, identity))));
+    channels.push(ch);
+    return ch;
+  };
+  const serverProcess = (name: string, role: Role, config: Record<string, unknown>) => {
+    const clockFile = opts.testClock ? join(clockDir, name) : undefined;
+    const path = join(configDir, `${name}.json`);
+    const full = { ...config, ...(clockFile && { testClockFile: clockFile }) };
+    writeFileSync(path, `${JSON.stringify(full, null, 2)}\n`);
+    return new ServerProcess(name, role, path, logLevel, {
+      ...(opts.nodeArgs && { nodeArgs: opts.nodeArgs }),
+      ...(opts.onLine && { onLine: opts.onLine }),
+      ...(clockFile && { clockFile }),
+    });
+  };
+  const procs: ServerProcess[] = [];
+  const stop = async () => {
+    for (const ch of channels) ch.close();
+    await Promise.all(procs.map((p) => p.stop()));
+  };
+
+  try {
+    const root = serverProcess("root", "root", {
+      port: ports.root,
+      dataDir: join(dir, "root"),
+      tls: tlsConfig("root"),
+      admins: ["admin"],
+      signingKey: devSigningKeyPaths(pkiDir, "root").keyFile,
+      ...opts.overrides?.root,
+    });
+    procs.push(root);
+    await root.start();
+
+    const dp = (id: "eu" | "us", port: number) =>
+      serverProcess(`dp-${id}`, "authoritative", {
+        port,
+        dpId: id,
+        dataDir: join(dir, `dp-${id}`),
+        tls: tlsConfig(`dp-${id}`),
+        rootEndpoints: [root.address],
+        admins: ["admin"],
+        signingKey: devSigningKeyPaths(pkiDir, `dp-${id}`).keyFile,
+        rootPublicKey,
+        ...opts.overrides?.authoritative,
+      });
+    const eu = dp("eu", ports.eu);
+    const us = dp("us", ports.us);
+    procs.push(eu, us);
+    await Promise.all([eu.start(), us.start()]);
+
+    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), { eu, us }, signingKey);
+
+    const resolver = serverProcess("resolver", "resolver", {
+      port: ports.resolver,
+      dataDir: join(dir, "resolver"),
+      tls: tlsConfig("resolver"),
+      rootEndpoints: [root.address],
+      rootPublicKey,
+      admins: ["admin"],
+      ...opts.overrides?.resolver,
+    });
+    procs.push(resolver);
+    await resolver.start();
+
+    if (opts.demo !== false) {
+      const serial =
+        (await channel(root.address, "cli").client(pb.RootService).getSnapshot({})).snapshot?.serial ?? 0n;
+      for (const dp of [eu, us]) {
+        await loadMappings(
+          channel(dp.address, "admin"),
+          serial,
+          (identity) => channel(dp.address, identity),
+          signingKey,
+        );
+      }
+    }
+    await waitUntilResolving(channel(resolver.address, "cli"));
+    return {
+      dir,
+      pkiDir,
+      root,
+      dps: { eu, us },
+      resolver,
+      channel,
+      signingKey,
+      process: serverProcess,
+      tlsConfig,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,121 @@
+// A development certificate authority and leaf certificates for the local network
+// and tests. Production operators bring their own PKI; the servers only read PEM files.
+import "reflect-metadata";
+import { webcrypto } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { generateSigningKey, loadSigningKey, publicKeyPem, type SigningKey, signingKeyPem } from "@mimi/core";
+import * as x509 from "@peculiar/x509";
+import { devSigningKeyPaths, devTlsPaths } from "./paths.js";
+
+type CryptoKey = webcrypto.CryptoKey;
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+
+const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+const DAY_MS = 86_400_000;
+
+/**
+ * Makes sure `dir` holds a development CA and a certificate for each identity (subject CN,
+ * SANs localhost, 127.0.0.1 and ::1, usable as server and client). Existing files are kept,
+ * so re-running adds only what is missing. Private keys are written with mode 0600.
+ */
+export async function ensureDevPki(dir: string, identities: readonly string[]): Promise<void> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const caCertPath = join(dir, "ca.pem");
+  const caKeyPath = join(dir, "ca-key.pem");
+  let caCert: x509.X509Certificate;
+  let caKey: CryptoKey;
+  if (existsSync(caCertPath) && existsSync(caKeyPath)) {
+    caCert = new x509.X509Certificate(readFileSync(caCertPath, "utf8"));
+    caKey = await importKey(readFileSync(caKeyPath, "utf8"));
+  } else {
+    const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
+    caCert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: randomSerial(),
+      name: "CN=MIMI Development CA",
+      notBefore: new Date(Date.now() - DAY_MS),
+      notAfter: new Date(Date.now() + 3650 * DAY_MS),
+      signingAlgorithm: ALG,
+      keys,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
+    });
+    caKey = keys.privateKey;
+    writeFileSync(caKeyPath, await exportKey(caKey), { mode: 0o600 });
+    writeFileSync(caCertPath, caCert.toString("pem"));
+  }
+  for (const identity of identities) {
+    const paths = devTlsPaths(dir, identity);
+    if (existsSync(paths.certFile) && existsSync(paths.keyFile)) continue;
+    const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerial(),
+      subject: `CN=${identity}`,
+      issuer: caCert.subject,
+      notBefore: new Date(Date.now() - DAY_MS),
+      notAfter: new Date(Date.now() + 825 * DAY_MS),
+      signingAlgorithm: ALG,
+      publicKey: keys.publicKey,
+      signingKey: caKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement,
+          true,
+        ),
+        new x509.ExtendedKeyUsageExtension([
+          x509.ExtendedKeyUsage.serverAuth,
+          x509.ExtendedKeyUsage.clientAuth,
+        ]),
+        new x509.SubjectAlternativeNameExtension([
+          { type: "dns", value: "localhost" },
+          { type: "ip", value: "127.0.0.1" },
+          { type: "ip", value: "::1" },
+        ]),
+        await x509.AuthorityKeyIdentifierExtension.create(caCert),
+      ],
+    });
+    writeFileSync(paths.keyFile, await exportKey(keys.privateKey), { mode: 0o600 });
+    writeFileSync(paths.certFile, cert.toString("pem"));
+  }
+}
+
+function randomSerial(): string {
+  const b = webcrypto.getRandomValues(new Uint8Array(16));
+  b[0] = (b[0] ?? 0) & 0x7f;
+  return Buffer.from(b).toString("hex");
+}
+
+async function exportKey(key: CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", key));
+  const b64 = der.toString("base64").replace(/(.{64})/g, "$1\n");
+  return `-----BEGIN PRIVATE KEY-----\n${b64.trimEnd()}\n-----END PRIVATE KEY-----\n`;
+}
+
+async function importKey(pem: string): Promise<CryptoKey> {
+  const b64 = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
+  return webcrypto.subtle.importKey("pkcs8", Buffer.from(b64, "base64"), ALG, true, ["sign"]);
+}
+
+/**
+ * Makes sure `dir` holds an Ed25519 signing key for each name (the root, DPs, MSPs, demo
+ * users); existing keys are kept. Returns the keys by name.
+ */
+export function ensureDevSigningKeys(dir: string, names: readonly string[]): Map<string, SigningKey> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const out = new Map<string, SigningKey>();
+  for (const name of names) {
+    const p = devSigningKeyPaths(dir, name);
+    if (!existsSync(p.keyFile)) {
+      const key = generateSigningKey();
+      writeFileSync(p.keyFile, signingKeyPem(key), { mode: 0o600 });
+      writeFileSync(p.publicKeyFile, publicKeyPem(key.publicKey));
+    }
+    out.set(name, loadSigningKey(p.keyFile));
+  }
+  return out;
+}

@@ -1,0 +1,135 @@
+// One long-lived LookupStream to one DP endpoint, over which lookups are multiplexed by request
+// id: a lookup costs a message each way, not an HTTP/2 call. Items time out on their own; a
+// stream that stops answering is dropped; when the stream ends every pending item fails as
+// upstream_unavailable, so the caller fails over and the next lookup opens a new stream.
+import { AsyncQueue, type Channel, DiscoveryError, fromStatus, pb } from "@mimi/core";
+
+/** Lookups one stream may have outstanding by default; past it the DP is treated as overloaded. */
+const MAX_PENDING_PER_STREAM = 4_096;
+
+/** Options of one multiplexed stream. */
+export interface LookupMuxOptions {
+  /** Names the stream in errors, e.g. "LookupStream at 10.0.0.1:7501". */
+  what: string;
+  /** How long one lookup waits for its answer. */
+  timeoutMs: number;
+  /** Lookups outstanding at once; more are refused as upstream_unavailable. */
+  maxPending?: number;
+  /** Clock for noticing a stream that stopped answering. */
+  now?: () => number;
+}
+
+interface Pending {
+  resolve: (answer: pb.Answer | undefined) => void;
+  reject: (err: DiscoveryError) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * One LookupStream to one endpoint. Items time out on their own; when the stream ends or
+ * fails, every pending item fails as upstream_unavailable (so the caller fails over), and the
+ * next lookup opens a new stream. A stream on which items time out while nothing arrives is
+ * presumed stuck and dropped, rather than waiting for keepalive to notice.
+ */
+export class LookupMux {
+  private readonly queue = new AsyncQueue<{ requestId: bigint; csi: string }>();
+  private readonly pending = new Map<bigint, Pending>();
+  private nextId = 1n;
+  private lastHeardMs: number;
+  private abort = new AbortController();
+  dead = false;
+
+  private readonly what: string;
+  private readonly timeoutMs: number;
+  private readonly maxPending: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly channel: Channel,
+    o: LookupMuxOptions,
+  ) {
+    this.what = o.what;
+    this.timeoutMs = o.timeoutMs;
+    this.maxPending = o.maxPending ?? MAX_PENDING_PER_STREAM;
+    this.now = o.now ?? Date.now;
+    this.lastHeardMs = this.now();
+    void this.read();
+  }
+
+  /** Lookups sent and not yet answered (or failed). */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  private async read(): Promise<void> {
+    let cause = "the stream ended";
+    try {
+      // Lookups whose callers gave up (timed out) are not sent: a slow DP should not spend
+      // its time on answers nobody waits for.
+      const pending = this.pending;
+      const queue = this.queue;
+      const live = (async function* () {
+        for await (const item of queue) if (pending.has(item.requestId)) yield item;
+      })();
+      const responses = this.channel
+        .client(pb.AuthoritativeService)
+        .lookupStream(live, { signal: this.abort.signal });
+      for await (const res of responses) {
+        this.lastHeardMs = this.now();
+        const p = this.pending.get(res.requestId);
+        if (!p) continue; // timed out already
+        this.pending.delete(res.requestId);
+        clearTimeout(p.timer);
+        if (res.result.case === "response") p.resolve(res.result.value.answer);
+        else if (res.result.case === "error")
+          p.reject(fromStatus(res.result.value.code, res.result.value.message, this.what));
+        else p.reject(new DiscoveryError("upstream_failed", `${this.what}: an item came back empty`));
+      }
+    } catch (err) {
+      cause = (err as Error).message;
+    } finally {
+      this.fail(cause);
+    }
+  }
+
+  private fail(cause: string): void {
+    this.dead = true;
+    this.queue.close();
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new DiscoveryError("upstream_unavailable", `${this.what}: ${cause}`));
+      this.pending.delete(id);
+    }
+  }
+
+  lookup(csi: string): Promise<pb.Answer | undefined> {
+    if (this.pending.size >= this.maxPending) {
+      return Promise.reject(
+        new DiscoveryError(
+          "upstream_unavailable",
+          `${this.what}: ${this.maxPending} lookups already waiting`,
+        ),
+      );
+    }
+    const requestId = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(
+          new DiscoveryError("upstream_unavailable", `${this.what}: no answer within ${this.timeoutMs} ms`),
+        );
+        if (this.now() - this.lastHeardMs > this.timeoutMs) {
+          this.abort.abort();
+          this.fail("the stream stopped answering");
+        }
+      }, this.timeoutMs);
+      this.pending.set(requestId, { resolve, reject, timer });
+      this.queue.push({ requestId, csi });
+    });
+  }
+
+  close(): void {
+    this.abort.abort();
+    this.fail("the resolver is shutting down");
+  }
+}

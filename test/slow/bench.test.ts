@@ -1,0 +1,100 @@
+// The benchmark's tiny mode, so its code never rots: every scenario runs against a real
+// network and reports numbers. Nothing here is about speed; figures come from npm run bench.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const REPO = resolve(fileURLToPath(import.meta.url), "../../..");
+
+interface Report {
+  machine: { cores: number; cpuModel: string; node: string };
+  parameters: { mappings: number; quick: boolean };
+  results: {
+    scenario: string;
+    variant: string;
+    lookups: number;
+    errors: number;
+    lookupsPerSec: number;
+    latencyMs: Record<string, number>;
+    cpuSeconds: Record<string, number>;
+    rssMb: Record<string, number>;
+    extra?: Record<string, number>;
+  }[];
+}
+
+/** Longest the quick run may take; on a loaded 2-core machine it has needed about 3 minutes. */
+const BENCH_LIMIT_MS = 900_000;
+
+test("npm run bench -- --quick runs every scenario and reports its numbers", {
+  timeout: BENCH_LIMIT_MS + 60_000,
+}, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-bench-"));
+  try {
+    const out = await new Promise<string>((done, fail) =>
+      execFile(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          join(REPO, "bench/run.ts"),
+          "--quick",
+          "--out",
+          join(dir, "out"),
+          "--data",
+          join(dir, "data"),
+        ],
+        // SIGKILL on timeout: the benchmark's servers and load processes watch its pipes and
+        // end with it, so nothing is left running.
+        { timeout: BENCH_LIMIT_MS, killSignal: "SIGKILL", cwd: REPO, maxBuffer: 64 * 1024 * 1024 },
+        (err, stdout, stderr) =>
+          err ? fail(new Error(`${err.message}\n${stdout}\n${stderr}`)) : done(stdout),
+      ),
+    );
+    const files = readdirSync(join(dir, "out")).filter((f) => f.endsWith(".json"));
+    assert.equal(files.length, 1, out);
+    const report = JSON.parse(readFileSync(join(dir, "out", files[0] as string), "utf8")) as Report;
+    assert.ok(report.machine.cores > 0 && report.machine.node.startsWith("v"));
+    assert.equal(report.parameters.quick, true);
+    const scenarios = new Set(report.results.map((r) => r.scenario));
+    assert.deepEqual([...scenarios].sort(), [
+      "authoritative",
+      "bulk",
+      "cold",
+      "memory",
+      "mixed",
+      "negative",
+      "propagation",
+      "warm",
+    ]);
+    const bulk = report.results.find((r) => r.scenario === "bulk");
+    assert.ok((bulk?.extra?.recordsPerSecond ?? 0) > 0, "the bulk run reports signed mappings per second");
+    for (const r of report.results) {
+      const what = `${r.scenario} ${r.variant}`;
+      assert.ok(r.lookups > 0, `${what} made lookups`);
+      assert.equal(r.errors, 0, `${what} had no errors`);
+      assert.ok(r.lookupsPerSec > 0, what);
+      for (const p of ["p50", "p90", "p99", "p999", "max"])
+        assert.ok(Number.isFinite(r.latencyMs[p]), `${what} ${p}`);
+      assert.deepEqual(Object.keys(r.cpuSeconds).sort(), ["dp-eu", "dp-us", "resolver", "root"], what);
+      assert.ok((r.rssMb.resolver ?? 0) > 0, `${what} resolver RSS`);
+      // Tiny runs may use less than one clock tick (10 ms) of CPU, so only the form is checked.
+      assert.ok(
+        Object.values(r.cpuSeconds).every((s) => Number.isFinite(s) && s >= 0),
+        `${what} CPU`,
+      );
+    }
+    const propagation = report.results.find((r) => r.scenario === "propagation");
+    assert.ok((propagation?.extra?.samples ?? 0) > 0, "the propagation run saw writes become visible");
+    assert.ok((propagation?.latencyMs.p50 ?? 0) > 0, "and measured how long that took");
+    const memory = report.results.find((r) => r.scenario === "memory");
+    assert.ok((memory?.extra?.cachedAnswers ?? 0) > 0, "the memory run cached answers");
+    assert.ok(Number.isFinite(memory?.extra?.bytesPerCachedAnswer), "and reported bytes per answer");
+    assert.match(out, /scenario\s+variant\s+lookups\/s/, "the table is printed");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
