@@ -81,7 +81,7 @@ export function percentile(sorted: Float64Array, p: number): number {
   return (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) / 1000;
 }
 
-export function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
+function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
   return new Promise((done, reject) => {
     // stdin is a pipe the worker watches: it ends when the benchmark does, however it ends.
     const child = spawn(process.execPath, ["--import", "tsx", join(HERE, "load.ts"), JSON.stringify(spec)], {
@@ -237,7 +237,7 @@ export function round(v: number, digits: number): number {
 export const HEADER =
   "scenario       variant                 lookups/s   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms  res CPU-s  all CPU-s  /res CPU-s  /all CPU-s  res RSS MB";
 
-export function printRow(r: RunResult): void {
+function printRow(r: RunResult): void {
   const cpuAll = Object.values(r.cpuSeconds).reduce((a, b) => a + b, 0);
   const cells = [
     r.scenario.padEnd(14),

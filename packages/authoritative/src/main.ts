@@ -91,7 +91,7 @@ runServer<AuthoritativeConfig>(process, {
       policy: config.claims,
       requireDelegated: (csi) => service.requireDelegated(csi),
       registry: sync.view,
-      onPeerRequests: () => peers.kick(),
+      onPeerRequests: () => void peers.kick(),
       log,
     });
     const changeLog = createChangeLog({
@@ -104,7 +104,7 @@ runServer<AuthoritativeConfig>(process, {
       try {
         claims.sweep();
         changeLog.prune();
-        peers.kick();
+        void peers.kick();
       } catch (err) {
         log.error({ err: (err as Error).message }, "sweep failed");
       }

@@ -16,8 +16,8 @@ import type { MappingStore } from "./store/store.js";
 
 /** Sends queued requests. */
 export interface PeerSender {
-  /** Sends what is due now (also called by the sweep, for retries). */
-  kick(): void;
+  /** Sends what is due now (also called by the sweep, for retries); resolves once that round is over. */
+  kick(): Promise<void>;
   close(): void;
 }
 
@@ -116,7 +116,7 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
   };
 
   return {
-    kick: () => void drain(),
+    kick: () => drain(),
     close() {
       closed = true;
       channels.close();

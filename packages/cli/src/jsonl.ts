@@ -124,7 +124,7 @@ export function parseFeed(name: string, text: string): FeedLine[] {
 }
 
 /** Parses one feed line: {"csi","event","effective","donorMsp"?}. */
-export function parseFeedLine(text: string, where: string): FeedLine {
+function parseFeedLine(text: string, where: string): FeedLine {
   const o = jsonObject(text, where, FEED_FIELDS);
   const bad = (why: string) => new UsageError(`${where}: ${why}`);
   const csi = csiField(o, where);

@@ -19,7 +19,7 @@ export function formatDuration(seconds: number): string {
 }
 
 /** Items per second of this run, or 0 before any time has passed. */
-export function rateOf(p: ProgressState): number {
+function rateOf(p: ProgressState): number {
   return p.elapsedMs > 0 ? ((p.done - p.resumedAt) * 1000) / p.elapsedMs : 0;
 }
 

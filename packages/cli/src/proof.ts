@@ -14,9 +14,9 @@ import { isoTime, note, out } from "./output.js";
 import { formatDuration } from "./progress.js";
 
 /** How long `claim run` waits for a code to appear in an outbox, and how often it looks. */
-export const OUTBOX_WAIT_MS = 30_000;
-export const OUTBOX_POLL_MS = 200;
-export const DEMO_USER_KEY = "demo-user-signing.pem";
+const OUTBOX_WAIT_MS = 30_000;
+const OUTBOX_POLL_MS = 200;
+const DEMO_USER_KEY = "demo-user-signing.pem";
 
 export type DpFlags = MspFlags & { dp: string };
 export type ProofFlags = DpFlags & {
@@ -36,7 +36,7 @@ export const channelOf = (o: DpFlags) => {
   return { ch, api: ch.client(pb.ClaimService) as ClaimClient };
 };
 
-export const PROOF_HELP = `
+const PROOF_HELP = `
 How the code reaches the command (one of):
   --code <code>    the user read it and it is given here
   --prompt         ask for it on stdin (the question goes to stderr)

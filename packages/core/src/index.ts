@@ -16,26 +16,15 @@ export {
 export {
   type AnswerFormat,
   bitsSet,
-  checkParams,
-  compactBits,
   DEFAULT_PARAMS,
   filterMappings,
   type LookupOutcome,
   type LookupParams,
-  MAX_MSP_FILTER,
   type Mapping,
   type MappingSignatures,
-  orderMappings,
 } from "./domain/answer.js";
 export { changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
-export {
-  type Csi,
-  type CsiType,
-  emailDomainHash,
-  type LookupKey,
-  MAX_CSI_LENGTH,
-  parseCsi,
-} from "./domain/csi.js";
+export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
 // Domain: identifiers, the registry, answers, signed records and their verification.
 export { DiscoveryError, type DiscoveryErrorCode, invalidArgument } from "./domain/errors.js";
 export {
@@ -46,8 +35,6 @@ export {
   encodeActionStatement,
   encodeMappingRecord,
   MAX_SSI_LENGTH,
-  MAX_TAG_LENGTH,
-  MAX_TAGS,
   type MappingRecord,
   PROOF_METHODS,
   type ProofMethod,
@@ -66,7 +53,6 @@ export {
   type RegistryChange,
   type RegistryData,
   RegistryView,
-  validateDelegationKey,
 } from "./domain/registry.js";
 export {
   checkPublicKey,
@@ -75,8 +61,6 @@ export {
   loadSigningKey,
   PUBLIC_KEY_BYTES,
   publicKeyPem,
-  rawPublicKey,
-  SIGNATURE_BYTES,
   SIGNING_CONTEXT,
   type SigningContext,
   type SigningKey,
@@ -87,7 +71,6 @@ export {
 export {
   type KeyDirectory,
   mappingProblem,
-  registryDigest,
   registryKeys,
   registrySignatureValid,
   signRegistry,
@@ -101,16 +84,21 @@ export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 export * as pb from "./gen/index.js";
 export { AsyncQueue } from "./runtime/async-queue.js";
 // Runtime: time, wake-ups, queues, configuration and logging.
-export { type Clock, fileOffsetClock, sleepUnlessAborted, systemClock } from "./runtime/clock.js";
-export { ConfigError, ConfigReader, deepFreeze, readConfigFile } from "./runtime/config.js";
-export { Latch } from "./runtime/latch.js";
-export { createLogger, csiHash, LOG_LEVELS, type Logger, logListening } from "./runtime/logger.js";
+export { type Clock, systemClock } from "./runtime/clock.js";
+export { ConfigError, ConfigReader, deepFreeze } from "./runtime/config.js";
+
+export { createLogger, csiHash, type Logger } from "./runtime/logger.js";
+export {
+  type CallOptions,
+  type Channel,
+  type ClientMethod,
+  openChannel,
+  type ServiceClient,
+} from "./wire/channel.js";
 export { type ChannelPool, createChannelPool } from "./wire/channel-pool.js";
 export {
   answerToProto,
-  changeFromProto,
   changeToProto,
-  delegationFromProto,
   delegationToProto,
   dpFromProto,
   dpToProto,
@@ -118,7 +106,6 @@ export {
   keyToProto,
   mappingFromProto,
   mappingToProto,
-  mspFromProto,
   mspToProto,
   paramsFromProto,
   snapshotFromProto,
@@ -134,18 +121,12 @@ export {
   type AddServiceOptions,
   addService,
   type CallContext,
-  type CallOptions,
-  CHANNEL_OPTIONS,
-  type Channel,
-  type ClientMethod,
   type MethodHandler,
-  openChannel,
   type PeerIdentity,
   type Reply,
-  type ServiceClient,
   type ServiceHandlers,
 } from "./wire/grpc.js";
-export { addHealthService, type HealthReporter } from "./wire/health.js";
+export type { HealthReporter } from "./wire/health.js";
 export {
   createGrpcServer,
   listen,
@@ -153,25 +134,16 @@ export {
   type RunningServer,
   readServerBasics,
   runServer,
-  SERVER_USAGE,
   type ServerBasics,
   type ServerContext,
   type ServerSpec,
   shutdown,
 } from "./wire/server.js";
 // Wire: gRPC services and clients, protobuf conversion, TLS, health and the server lifecycle.
-export {
-  fromServiceError,
-  fromStatus,
-  statusName,
-  statusOf,
-  toWireStatus,
-  type WireStatus,
-} from "./wire/status.js";
+export { fromStatus, statusName, toWireStatus, type WireStatus } from "./wire/status.js";
 export {
   channelCredentials,
   loadTls,
-  readTlsSection,
   serverCredentials,
   silenceIpServernameWarning,
   type TlsMaterial,

@@ -23,7 +23,7 @@ import type { ChangeSubscriptions } from "./changes.js";
 import type { FlushScope, Resolution, ResolverService } from "./service.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
-export const MAX_STREAM_INFLIGHT = 1_024;
+const MAX_STREAM_INFLIGHT = 1_024;
 
 /** Options of the resolver's gRPC binding. */
 export interface ResolverServerOptions {

@@ -18,7 +18,7 @@ import { decideBulk } from "./rules.js";
 import type { BulkAck } from "./types.js";
 
 /** Largest batch one bulk message may carry. */
-export const MAX_BULK_BATCH = 10_000;
+const MAX_BULK_BATCH = 10_000;
 
 /** Opens (or resumes) a session; returns how many of its records are committed. */
 export function bulkResume(ctx: ClaimsContext, caller: EnrolledMsp, sessionId: string): number {

@@ -36,7 +36,7 @@ export function contestConflict(ctx: ClaimsContext, caller: EnrolledMsp, conflic
 }
 
 /** Applies a conflict whose window passed uncontested; in the caller's transaction. */
-export function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
+function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
   const { store } = ctx;
   const rows = store.mappings(c.csi);
   const targets = store

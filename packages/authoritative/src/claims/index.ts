@@ -30,8 +30,7 @@ import type {
   StartResult,
 } from "./types.js";
 
-export { MAX_BULK_BATCH } from "./bulk.js";
-export { checkSsi, checkTags } from "./input.js";
+export { checkTags } from "./input.js";
 export type {
   BulkAck,
   ClaimPolicy,

@@ -13,17 +13,17 @@ export function rankOf(ranking: ProofRanking, method: string): number {
 }
 
 /** The holder's key a stored mapping carries (empty for bulk records). */
-export function holderOf(row: MappingRow): Uint8Array {
+function holderOf(row: MappingRow): Uint8Array {
   return decodeMappingRecord(row.record).userPublicKey;
 }
 
 /** The proof method of a stored mapping. */
-export function proofOf(row: MappingRow): string {
+function proofOf(row: MappingRow): string {
   return decodeMappingRecord(row.record).proofMethod;
 }
 
 /** Two holder keys are one holder; an empty key (a bulk record's) is no holder at all. */
-export function sameHolder(a: Uint8Array, b: Uint8Array): boolean {
+function sameHolder(a: Uint8Array, b: Uint8Array): boolean {
   return a.length > 0 && a.length === b.length && Buffer.from(a).equals(b);
 }
 

@@ -11,7 +11,7 @@ import {
 } from "../domain/record.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith } from "../domain/signing.js";
 import type { ClaimService, CompleteChallengeResponseSchema } from "../gen/mimi/discovery/v1/claims_pb.js";
-import type { ServiceClient } from "../wire/grpc.js";
+import type { ServiceClient } from "../wire/channel.js";
 
 export type ClaimClient = ServiceClient<typeof ClaimService.method>;
 

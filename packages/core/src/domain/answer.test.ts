@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bitsSet, checkParams, compactBits, filterMappings, type Mapping, orderMappings } from "./answer.js";
+import { bitsSet, checkParams, compactBits, filterMappings, type Mapping } from "./answer.js";
 import { DiscoveryError } from "./errors.js";
 
 const m = (mspId: string, createdAtMs: number, isDefault = false, tags: string[] = []): Mapping => ({
@@ -11,14 +11,6 @@ const m = (mspId: string, createdAtMs: number, isDefault = false, tags: string[]
   createdAtMs,
   proofMethod: "sms-code",
   expiresAtMs: createdAtMs + 86_400_000,
-});
-
-test("mappings order: default first, then older first, then by MSP", () => {
-  const ordered = orderMappings([m("c", 5), m("b", 9, true), m("a", 5), m("d", 1)]);
-  assert.deepEqual(
-    ordered.map((x) => x.mspId),
-    ["b", "d", "a", "c"],
-  );
 });
 
 test("compact bits set bit i for the MSP with registry index i, LSB first", () => {

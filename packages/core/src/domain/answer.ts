@@ -57,7 +57,7 @@ export const DEFAULT_PARAMS: LookupParams = Object.freeze({
 });
 
 /** Most MSP ids one filter may name. */
-export const MAX_MSP_FILTER = 64;
+const MAX_MSP_FILTER = 64;
 
 /** Validates query parameters; throws INVALID_ARGUMENT naming the problem. */
 export function checkParams(format: AnswerFormat, mspFilter: readonly string[], tag = ""): LookupParams {
@@ -69,24 +69,6 @@ export function checkParams(format: AnswerFormat, mspFilter: readonly string[], 
     if (id === "" || id.length > 128) throw invalidArgument("msp_filter entries must be 1 to 128 characters");
   }
   return { format, mspFilter, tag };
-}
-
-/**
- * Orders mappings by preference: the default first, then older before newer (older
- * mappings take precedence, R17), then by MSP and SSI so the order is total and stable.
- */
-export function orderMappings(mappings: readonly Mapping[]): Mapping[] {
-  return [...mappings].sort(
-    (a, b) =>
-      Number(b.isDefault) - Number(a.isDefault) ||
-      a.createdAtMs - b.createdAtMs ||
-      cmp(a.mspId, b.mspId) ||
-      cmp(a.ssi, b.ssi),
-  );
-}
-
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** Applies the MSP filter and the tag; tags compare case-insensitively. */

@@ -22,7 +22,7 @@ export interface Csi {
 }
 
 /** Longest input accepted, before any parsing. */
-export const MAX_CSI_LENGTH = 512;
+const MAX_CSI_LENGTH = 512;
 const MAX_EMAIL_LENGTH = 254;
 const MAX_LOCAL_PART_LENGTH = 64;
 

@@ -235,8 +235,8 @@ export function dpSignedParts(isDefault: boolean, record: Uint8Array): Uint8Arra
 }
 
 /** Bounds on preference tags (R7) and SSIs; the DP enforces them, clients check early. */
-export const MAX_TAGS = 8;
-export const MAX_TAG_LENGTH = 32;
+const MAX_TAGS = 8;
+const MAX_TAG_LENGTH = 32;
 export const MAX_SSI_LENGTH = 256;
 
 /**

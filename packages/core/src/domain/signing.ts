@@ -80,7 +80,7 @@ export function loadPublicKey(path: string): Uint8Array {
 }
 
 /** Raw 32-byte form of a public key object. */
-export function rawPublicKey(key: KeyObject): Uint8Array {
+function rawPublicKey(key: KeyObject): Uint8Array {
   const der = key.export({ format: "der", type: "spki" });
   return new Uint8Array(der.subarray(SPKI_PREFIX.length));
 }

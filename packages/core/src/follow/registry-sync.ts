@@ -11,8 +11,8 @@ import { type RegistryChange, type RegistryData, RegistryView } from "../domain/
 import { registrySignatureValid } from "../domain/verify.js";
 import { RegistrySnapshotSchema } from "../gen/mimi/discovery/v1/common_pb.js";
 import { RootService, type WatchRegistryResponse } from "../gen/mimi/discovery/v1/root_pb.js";
+import { type Channel, openChannel } from "../wire/channel.js";
 import { changeFromProto, snapshotFromProto, snapshotToProto } from "../wire/convert.js";
-import { type Channel, openChannel } from "../wire/grpc.js";
 import { followLog } from "./follow-log.js";
 
 /** Options for following the root. */

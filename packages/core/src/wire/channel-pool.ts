@@ -1,6 +1,6 @@
 // Channels to peers that may share an address with a different expected identity: one channel
 // per (identity, address), made on first use and kept, since grpc-js reconnects channels itself.
-import { type Channel, openChannel } from "./grpc.js";
+import { type Channel, openChannel } from "./channel.js";
 import { channelCredentials, type TlsMaterial } from "./tls.js";
 
 /** A pool of channels authenticated with one client certificate. */

@@ -62,7 +62,7 @@ export function delegationToProto(d: Delegation) {
   };
 }
 
-export function delegationFromProto(d: PbDelegation): Delegation {
+function delegationFromProto(d: PbDelegation): Delegation {
   return { id: d.id, key: keyFromProto(d.key), dpId: d.dpId, ttlSeconds: d.ttlSeconds };
 }
 
@@ -90,7 +90,7 @@ export function mspToProto(m: MspInfo) {
   return { id: m.id, name: m.name, index: m.index, signingPublicKey: m.signingPublicKey };
 }
 
-export function mspFromProto(m: MspRecord): MspInfo {
+function mspFromProto(m: MspRecord): MspInfo {
   return { id: m.id, name: m.name, index: m.index, signingPublicKey: m.signingPublicKey };
 }
 

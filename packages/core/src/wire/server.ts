@@ -143,7 +143,7 @@ export interface ServerSpec<C extends ServerBasics> {
 }
 
 /** Usage of every server binary. */
-export const SERVER_USAGE = "--config <file.json> [--stop-with-parent]";
+const SERVER_USAGE = "--config <file.json> [--stop-with-parent]";
 
 /**
  * Runs a server process until SIGINT or SIGTERM (or, with --stop-with-parent, until standard

@@ -22,7 +22,7 @@ const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
 };
 
 /** The gRPC status an error code is reported with. */
-export function statusOf(code: DiscoveryErrorCode): Status {
+function statusOf(code: DiscoveryErrorCode): Status {
   return STATUS_OF[code];
 }
 

@@ -1,0 +1,201 @@
+// Delivery of first-mapping requests (R18) to a peer DP played by an in-process gRPC server:
+// delivered requests leave the queue, failures are retried with a doubling backoff on the
+// injected clock, a dead endpoint fails over to the next, and requests that can no longer
+// matter (the mapping went, or a week passed) are dropped.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import { addService, createLogger, DiscoveryError, encodeMappingRecord, pb, RegistryView } from "@mimi/core";
+import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
+import { createPeerSender } from "./peers.js";
+import { openMappingStore } from "./store/store.js";
+
+const log = createLogger({ name: "test", level: "silent" });
+const DAY = 86_400_000;
+const CSI = "tel:+447700900321";
+const servers: InProcessServer[] = [];
+after(async () => {
+  for (const s of servers) await s.close();
+});
+
+/** A peer whose InvalidateOlder runs `answer`, recording every request. */
+async function peer(answer: () => pb.InvalidateOlderResponse | Promise<never>) {
+  const seen: pb.InvalidateOlderRequest[] = [];
+  const server = await startInProcess((s) =>
+    addService(
+      s,
+      pb.PeerService,
+      {
+        async invalidateOlder(req) {
+          seen.push(req);
+          return answer();
+        },
+      },
+      { log },
+    ),
+  );
+  servers.push(server);
+  return { server, seen };
+}
+
+function setup(endpoints: string[], createdAtMs = Date.UTC(2026, 10, 1)) {
+  const clock = { now: createdAtMs };
+  const store = openMappingStore(":memory:");
+  const record = encodeMappingRecord({
+    csi: CSI,
+    mspId: "bluebird.example",
+    ssi: "@new",
+    defaultRequested: true,
+    tags: [],
+    createdAtMs,
+    proofMethod: "sms-code",
+    proofId: "ch_1",
+    userPublicKey: new Uint8Array(32).fill(1),
+    dpId: "eu",
+    expiresAtMs: createdAtMs + 365 * DAY,
+  });
+  store.putMapping({
+    csi: CSI,
+    mspId: "bluebird.example",
+    ssi: "@new",
+    isDefault: true,
+    precedence: createdAtMs,
+    expiresAtMs: createdAtMs + 365 * DAY,
+    record,
+    userSig: new Uint8Array(64).fill(2),
+    mspSig: new Uint8Array(64).fill(3),
+    dpSig: new Uint8Array(64).fill(4),
+  });
+  store.addPeerRequest({
+    peerDp: "us",
+    csi: CSI,
+    mspId: "bluebird.example",
+    ssi: "@new",
+    createdAtMs,
+    nextAtMs: createdAtMs,
+  });
+  const registry = new RegistryView();
+  registry.replace({
+    serial: 1n,
+    delegations: [],
+    dps: [
+      { id: "us", endpoints, tlsIdentity: "dp-us", jurisdiction: "US", signingPublicKey: new Uint8Array(0) },
+    ],
+    msps: [],
+  });
+  return { clock, store, registry, record };
+}
+
+/** The queued request, as the store holds it now. */
+const queued = (store: ReturnType<typeof openMappingStore>) =>
+  store.duePeerRequests(Number.MAX_SAFE_INTEGER, 10);
+
+test("a delivered request carries the signed mapping and leaves the queue", async () => {
+  const { server, seen } = await peer(() => ({ removed: 1, contested: 0 }) as pb.InvalidateOlderResponse);
+  const { clock, store, registry, record } = setup([server.address]);
+  const sender = createPeerSender({ store, registry, channels: server.pool(), clock: () => clock.now, log });
+  await sender.kick();
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0]?.csi, CSI);
+  assert.ok(
+    Buffer.from(record).equals(seen[0]?.mapping?.signed?.record ?? new Uint8Array()),
+    "the record as stored",
+  );
+  assert.equal(store.peerRequestCount(), 0);
+  sender.close();
+});
+
+test("an unreachable peer is retried with a doubling backoff on the clock, then reached", async () => {
+  let up = false;
+  const { server, seen } = await peer(() => {
+    if (!up) return Promise.reject(new DiscoveryError("upstream_unavailable", "peer restarting"));
+    return { removed: 0, contested: 1 } as pb.InvalidateOlderResponse;
+  });
+  const { clock, store, registry } = setup([server.address]);
+  const sender = createPeerSender({ store, registry, channels: server.pool(), clock: () => clock.now, log });
+  await sender.kick();
+  let [r] = queued(store);
+  assert.equal(r?.attempts, 1);
+  assert.equal(r?.nextAtMs, clock.now + 1_000);
+  assert.match(r?.lastError ?? "", /peer restarting/);
+  await sender.kick(); // not due yet: nothing is sent
+  assert.equal(seen.length, 1);
+  clock.now += 1_000;
+  await sender.kick();
+  [r] = queued(store);
+  assert.equal(r?.attempts, 2);
+  assert.equal(r?.nextAtMs, clock.now + 2_000);
+  up = true;
+  clock.now += 2_000;
+  await sender.kick();
+  assert.equal(seen.length, 3);
+  assert.equal(store.peerRequestCount(), 0);
+  sender.close();
+});
+
+test("a dead endpoint fails over to the peer's next one; a refusal is retried later, not failed over", async () => {
+  const { server, seen } = await peer(() => ({ removed: 0, contested: 0 }) as pb.InvalidateOlderResponse);
+  const ok = setup(["127.0.0.1:1", server.address]);
+  const sender = createPeerSender({
+    store: ok.store,
+    registry: ok.registry,
+    channels: server.pool(),
+    clock: () => ok.clock.now,
+    log,
+    timeoutMs: 2_000,
+  });
+  await sender.kick();
+  assert.equal(seen.length, 1);
+  assert.equal(ok.store.peerRequestCount(), 0);
+  sender.close();
+
+  const refusing = await peer(() =>
+    Promise.reject(new DiscoveryError("permission_denied", "not delegated to you yet")),
+  );
+  const second = await peer(() => ({ removed: 0, contested: 0 }) as pb.InvalidateOlderResponse);
+  const r = setup([refusing.server.address, second.server.address]);
+  const s2 = createPeerSender({
+    store: r.store,
+    registry: r.registry,
+    channels: refusing.server.pool(),
+    clock: () => r.clock.now,
+    log,
+  });
+  await s2.kick();
+  assert.equal(refusing.seen.length, 1);
+  assert.equal(second.seen.length, 0, "a refusal is an answer: the next endpoint is not asked");
+  assert.match(queued(r.store)[0]?.lastError ?? "", /not delegated to you yet/);
+  s2.close();
+});
+
+test("a request whose mapping went, or that failed for a week, is dropped", async () => {
+  const { server, seen } = await peer(() =>
+    Promise.reject(new DiscoveryError("upstream_unavailable", "peer down")),
+  );
+  const gone = setup([server.address]);
+  gone.store.deleteMapping(CSI, "bluebird.example", "@new");
+  const s1 = createPeerSender({
+    store: gone.store,
+    registry: gone.registry,
+    channels: server.pool(),
+    clock: () => gone.clock.now,
+    log,
+  });
+  await s1.kick();
+  assert.equal(seen.length, 0, "nothing to ask for a mapping that is gone");
+  assert.equal(gone.store.peerRequestCount(), 0);
+  s1.close();
+
+  const old = setup([server.address]);
+  old.clock.now += 8 * DAY;
+  const s2 = createPeerSender({
+    store: old.store,
+    registry: old.registry,
+    channels: server.pool(),
+    clock: () => old.clock.now,
+    log,
+  });
+  await s2.kick();
+  assert.equal(seen.length, 1, "one last try");
+  assert.equal(old.store.peerRequestCount(), 0, "then it is abandoned");
+  s2.close();
+});

@@ -1,0 +1,185 @@
+// Following the registry over real gRPC streams in this process: a root made of serveLog over
+// an in-memory signed log, and startRegistrySync as the follower. The follower resumes from its
+// serial after the stream breaks, refetches after a gap, fails over to the next root, and
+// refuses what the pinned key did not sign.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { DiscoveryError } from "../domain/errors.js";
+import { type RegistryChange, type RegistryData, RegistryView } from "../domain/registry.js";
+import { generateSigningKey, type SigningKey } from "../domain/signing.js";
+import { signRegistry } from "../domain/verify.js";
+import { RootService } from "../gen/mimi/discovery/v1/root_pb.js";
+import { createLogger } from "../runtime/logger.js";
+import { changeToProto, snapshotToProto } from "../wire/convert.js";
+import { addService } from "../wire/grpc.js";
+import { createGrpcServer, listen } from "../wire/server.js";
+import { startRegistrySync } from "./registry-sync.js";
+import { serveLog } from "./serve-log.js";
+
+const log = createLogger({ name: "test", level: "silent" });
+const cleanups: (() => void)[] = [];
+after(() => {
+  for (const c of cleanups) c();
+});
+
+/** A signed log of `n` changes (one MSP each) after an empty registry at serial 0. */
+function signedLog(key: SigningKey, n: number): RegistryChange[] {
+  const view = new RegistryView();
+  const out: RegistryChange[] = [];
+  for (let i = 1; i <= n; i++) {
+    const change: RegistryChange = {
+      serial: BigInt(i),
+      kind: "put_msp",
+      msp: { id: `m${i}.example`, name: `M${i}`, index: i - 1, signingPublicKey: new Uint8Array(0) },
+    };
+    view.apply(change);
+    out.push({ ...change, signature: signRegistry(view.snapshot(), key) });
+  }
+  return out;
+}
+
+/** The registry after the first `serial` changes, signed. */
+function stateAt(changes: readonly RegistryChange[], serial: number, key: SigningKey): RegistryData {
+  const view = new RegistryView();
+  for (const c of changes.slice(0, serial)) view.apply(c);
+  return { ...view.snapshot(), signature: signRegistry(view.snapshot(), key) };
+}
+
+interface FakeRoot {
+  address: string;
+  /** The since_serial of every watch, in order. */
+  watches: bigint[];
+  /** Changes the root holds now; appending and calling commit() reaches watchers. */
+  held: RegistryChange[];
+  commit(): void;
+}
+
+/**
+ * A root serving `held` through serveLog. `breakAfter` ends the first watch with UNAVAILABLE
+ * after that many changes; `skip` leaves out one serial on the first watch (a lost message).
+ */
+async function fakeRoot(
+  key: SigningKey,
+  all: readonly RegistryChange[],
+  opts: { breakAfter?: number; skip?: bigint } = {},
+): Promise<FakeRoot> {
+  const listeners = new Set<() => void>();
+  const root: FakeRoot = {
+    address: "",
+    watches: [],
+    held: [...all],
+    commit: () => {
+      for (const l of listeners) l();
+    },
+  };
+  const server = createGrpcServer();
+  addService(
+    server,
+    RootService,
+    {
+      async getSnapshot() {
+        return { snapshot: snapshotToProto(stateAt(root.held, root.held.length, key)) };
+      },
+      async watchRegistry(req, ctx, send) {
+        const first = root.watches.length === 0;
+        root.watches.push(req.sinceSerial);
+        let from = req.sinceSerial;
+        if (from === 0n) {
+          const snap = stateAt(root.held, 0, key);
+          await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
+          from = snap.serial;
+        }
+        let sent = 0;
+        await serveLog<RegistryChange, bigint>(from, {
+          signal: ctx.signal,
+          subscribe: (wake) => {
+            listeners.add(wake);
+            return () => listeners.delete(wake);
+          },
+          pageSize: 2,
+          read: (since, limit) =>
+            root.held.filter((c) => c.serial > since && !(first && c.serial === opts.skip)).slice(0, limit),
+          async send(c) {
+            if (first && opts.breakAfter !== undefined && sent === opts.breakAfter) {
+              throw new DiscoveryError("upstream_unavailable", "the root went away");
+            }
+            await send({ event: { case: "change", value: changeToProto(c) } });
+            sent++;
+            return c.serial;
+          },
+          caughtUp: (serial) => send({ event: { case: "caughtUp", value: { serial } } }),
+        });
+      },
+      async refer() {
+        throw new DiscoveryError("not_found", "not in this test");
+      },
+    },
+    { log },
+  );
+  const port = await listen(server, "127.0.0.1", 0, grpc.ServerCredentials.createInsecure());
+  root.address = `127.0.0.1:${port}`;
+  cleanups.push(() => server.forceShutdown());
+  return root;
+}
+
+function follow(key: SigningKey, endpoints: string[]) {
+  const sync = startRegistrySync({
+    rootEndpoints: endpoints,
+    credentials: grpc.credentials.createInsecure(),
+    log,
+    rootPublicKey: key.publicKey,
+    maxBackoffMs: 50,
+  });
+  cleanups.push(() => sync.close());
+  return sync;
+}
+
+async function until(ok: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 20_000;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test("a follower gets the snapshot and every change, then live changes as they commit", async () => {
+  const key = generateSigningKey();
+  const changes = signedLog(key, 8);
+  const root = await fakeRoot(key, changes.slice(0, 5));
+  const sync = follow(key, [root.address]);
+  await sync.ready;
+  await until(() => sync.view.serial === 5n, "the backlog is applied");
+  root.held.push(...changes.slice(5));
+  root.commit();
+  await until(() => sync.view.serial === 8n, "the live changes are applied");
+  assert.equal(sync.view.msp("m8.example")?.index, 7);
+  assert.deepEqual(root.watches, [0n], "one watch was enough");
+});
+
+test("after a broken stream the follower resumes from the serial it holds, without a snapshot", async () => {
+  const key = generateSigningKey();
+  const root = await fakeRoot(key, signedLog(key, 6), { breakAfter: 3 });
+  const sync = follow(key, [root.address]);
+  await until(() => sync.view.serial === 6n, "all changes are applied");
+  assert.deepEqual(root.watches, [0n, 3n]);
+});
+
+test("a gap in the changes makes the follower watch again from what it holds", async () => {
+  const key = generateSigningKey();
+  const root = await fakeRoot(key, signedLog(key, 5), { skip: 3n });
+  const sync = follow(key, [root.address]);
+  await until(() => sync.view.serial === 5n, "all changes are applied");
+  assert.deepEqual(root.watches, [0n, 2n], "the second watch starts after serial 2, before the gap");
+});
+
+test("a dead first root is skipped; changes another key signed are refused and never applied", async () => {
+  const key = generateSigningKey();
+  const other = generateSigningKey();
+  const good = await fakeRoot(key, signedLog(key, 3));
+  const forged = await fakeRoot(other, signedLog(other, 3));
+  const sync = follow(key, ["127.0.0.1:1", forged.address, good.address]);
+  await until(() => sync.view.serial === 3n && sync.connected(), "the follower syncs from the good root");
+  assert.ok(forged.watches.length >= 1, "the forged root was asked");
+  assert.equal(sync.view.msp("m1.example")?.name, "M1");
+});

@@ -1,0 +1,223 @@
+// The client half of the bridge between grpc-js and protobuf-es: typed clients built from
+// generated service descriptors, on channels that keep long-lived streams alive. Failures come
+// back as DiscoveryError (status.ts); request streams are written with backpressure.
+
+import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import * as grpc from "@grpc/grpc-js";
+import { type In, MAX_BUFFERED_MESSAGES, type Out } from "./grpc.js";
+import { fromServiceError } from "./status.js";
+
+/** Per-call client options. */
+export interface CallOptions {
+  /** Deadline relative to now. */
+  timeoutMs?: number;
+  /** Cancels the call when aborted. */
+  signal?: AbortSignal;
+  /** Queue the call while the channel connects instead of failing fast. */
+  waitForReady?: boolean;
+}
+
+/** The client form of one method, by its kind. */
+export type ClientMethod<M> = M extends { methodKind: "unary" }
+  ? (req: MessageInitShape<In<M>>, opts?: CallOptions) => Promise<MessageShape<Out<M>>>
+  : M extends { methodKind: "server_streaming" }
+    ? (req: MessageInitShape<In<M>>, opts?: CallOptions) => AsyncIterable<MessageShape<Out<M>>>
+    : M extends { methodKind: "client_streaming" }
+      ? (reqs: AsyncIterable<MessageInitShape<In<M>>>, opts?: CallOptions) => Promise<MessageShape<Out<M>>>
+      : M extends { methodKind: "bidi_streaming" }
+        ? (
+            reqs: AsyncIterable<MessageInitShape<In<M>>>,
+            opts?: CallOptions,
+          ) => AsyncIterable<MessageShape<Out<M>>>
+        : never;
+
+/** A typed client for one service on one channel. */
+export type ServiceClient<S extends GenServiceMethods> = { [K in keyof S]: ClientMethod<S[K]> };
+
+/** Channel options that keep long-lived streams alive across idle periods and detect dead peers. */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  "grpc.keepalive_time_ms": 30_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.max_reconnect_backoff_ms": 5_000,
+  "grpc.initial_reconnect_backoff_ms": 200,
+  "grpc.enable_channelz": 0,
+};
+
+/** A connection to one address, on which typed service clients are made. */
+export interface Channel {
+  readonly address: string;
+  client<S extends GenServiceMethods>(service: GenService<S>): ServiceClient<S>;
+  close(): void;
+}
+
+/** Opens a channel (one multiplexed HTTP/2 connection, reconnected by grpc-js) to `address`. */
+export function openChannel(address: string, credentials: grpc.ChannelCredentials): Channel {
+  const raw = new grpc.Client(address, credentials, CHANNEL_OPTIONS);
+  return {
+    address,
+    client: (service) => makeClient(raw, address, service),
+    close: () => raw.close(),
+  };
+}
+
+function callOptions(opts: CallOptions | undefined): grpc.CallOptions {
+  const o: grpc.CallOptions = {};
+  if (opts?.timeoutMs !== undefined) o.deadline = Date.now() + opts.timeoutMs;
+  return o;
+}
+
+function metadataFor(opts: CallOptions | undefined): grpc.Metadata {
+  return new grpc.Metadata({ waitForReady: opts?.waitForReady ?? false });
+}
+
+function bindSignal(call: { cancel(): void }, signal: AbortSignal | undefined): () => void {
+  if (!signal) return () => {};
+  if (signal.aborted) {
+    call.cancel();
+    return () => {};
+  }
+  const onAbort = () => call.cancel();
+  signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
+}
+
+function makeClient<S extends GenServiceMethods>(
+  raw: grpc.Client,
+  address: string,
+  service: GenService<S>,
+): ServiceClient<S> {
+  const out: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    const path = `/${service.typeName}/${method.name}`;
+    const what = `${method.name} at ${address}`;
+    const ser = (msg: unknown) =>
+      Buffer.from(toBinary(method.input, create(method.input, msg as MessageInitShape<DescMessage>)));
+    const de = (buf: Buffer) => fromBinary(method.output, buf);
+    switch (method.methodKind) {
+      case "unary":
+        out[method.localName] = (req: unknown, opts?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const call = raw.makeUnaryRequest(
+              path,
+              ser,
+              de,
+              req,
+              metadataFor(opts),
+              callOptions(opts),
+              (err, res) => {
+                unbind();
+                if (err) reject(fromServiceError(err, what));
+                else resolve(res);
+              },
+            );
+            const unbind = bindSignal(call, opts?.signal);
+          });
+        break;
+      case "server_streaming":
+        out[method.localName] = (req: unknown, opts?: CallOptions) => ({
+          async *[Symbol.asyncIterator]() {
+            const call = raw.makeServerStreamRequest(
+              path,
+              ser,
+              de,
+              req,
+              metadataFor(opts),
+              callOptions(opts),
+            );
+            const unbind = bindSignal(call, opts?.signal);
+            try {
+              for await (const msg of call) yield msg;
+            } catch (err) {
+              throw fromServiceError(err, what);
+            } finally {
+              unbind();
+              call.cancel();
+            }
+          },
+        });
+        break;
+      case "client_streaming":
+        out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) =>
+          new Promise((resolve, reject) => {
+            const call = raw.makeClientStreamRequest(
+              path,
+              ser,
+              de,
+              metadataFor(opts),
+              callOptions(opts),
+              (err, res) => {
+                unbind();
+                if (err) reject(fromServiceError(err, what));
+                else resolve(res);
+              },
+            );
+            const unbind = bindSignal(call, opts?.signal);
+            pump(reqs, call).catch((err) => {
+              call.cancel();
+              reject(err);
+            });
+          });
+        break;
+      case "bidi_streaming":
+        out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) => ({
+          async *[Symbol.asyncIterator]() {
+            const call = raw.makeBidiStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts));
+            const unbind = bindSignal(call, opts?.signal);
+            pump(reqs, call).catch(() => call.cancel());
+            try {
+              for await (const msg of call) yield msg;
+            } catch (err) {
+              throw fromServiceError(err, what);
+            } finally {
+              unbind();
+              call.cancel();
+            }
+          },
+        });
+        break;
+    }
+  }
+  return out as ServiceClient<S>;
+}
+
+/**
+ * Writes the request messages of a client or bidi stream, in order. Like the server side it
+ * waits for the peer only once many messages are queued, and it stops as soon as the call
+ * ends (cancelled, failed, or finished by the server): a wait for "drain" that can never come
+ * would otherwise hold the request iterable, and everything it holds, for good.
+ */
+async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStream<unknown>): Promise<void> {
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const onEnd = () => {
+    ended = true;
+    wake?.();
+  };
+  call.once("status", onEnd);
+  call.once("error", onEnd);
+  try {
+    for await (const req of reqs) {
+      // Leaving the loop calls the iterable's return(), so a generator runs its finally blocks.
+      if (ended) return;
+      if (!call.write(req) && call.writableLength >= MAX_BUFFERED_MESSAGES) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            call.removeListener("drain", done);
+            wake = undefined;
+            resolve();
+          };
+          wake = done;
+          call.once("drain", done);
+        });
+        if (ended) return;
+      }
+    }
+    if (!ended) call.end();
+  } finally {
+    call.removeListener("status", onEnd);
+    call.removeListener("error", onEnd);
+  }
+}

@@ -1,0 +1,182 @@
+// The adapter between grpc-js and protobuf-es, over a real grpc-js server on a free port in
+// this process: typed handlers of every kind, errors as statuses, backpressure in both
+// directions, and cancellation, which must release a handler and a client's request pump.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import * as grpc from "@grpc/grpc-js";
+import { DiscoveryError } from "../domain/errors.js";
+import {
+  AuthoritativeAdminService,
+  AuthoritativeService,
+} from "../gen/mimi/discovery/v1/authoritative_pb.js";
+import { RootService } from "../gen/mimi/discovery/v1/root_pb.js";
+import { createLogger } from "../runtime/logger.js";
+import { type Channel, openChannel } from "./channel.js";
+import { addService, type ServiceHandlers } from "./grpc.js";
+import { createGrpcServer, listen } from "./server.js";
+
+const log = createLogger({ name: "test", level: "silent" });
+const servers: grpc.Server[] = [];
+const channels: Channel[] = [];
+after(() => {
+  for (const c of channels) c.close();
+  for (const s of servers) s.forceShutdown();
+});
+
+/** Polls `ok` until it holds (a state another party changes), failing after `ms`. */
+async function until(ok: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/**
+ * Waits until `count()` stops moving for many turns of the event loop. A writer that is not
+ * back-pressured never awaits I/O, so it moves on every turn; one that stopped is waiting.
+ */
+async function stalled(count: () => number, what: string): Promise<number> {
+  let last = -1;
+  let still = 0;
+  await until(() => {
+    const n = count();
+    still = n === last ? still + 1 : 0;
+    last = n;
+    return still >= 50;
+  }, what);
+  return last;
+}
+
+async function serve<S extends GenServiceMethods>(
+  service: GenService<S>,
+  handlers: Partial<ServiceHandlers<S>>,
+): Promise<Channel> {
+  const server = createGrpcServer();
+  servers.push(server);
+  const missing = async () => {
+    throw new DiscoveryError("failed_precondition", "not in this test");
+  };
+  const all = Object.fromEntries(
+    service.methods.map((m) => [m.localName, (handlers as Record<string, unknown>)[m.localName] ?? missing]),
+  ) as ServiceHandlers<S>;
+  addService(server, service, all, { log });
+  const port = await listen(server, "127.0.0.1", 0, grpc.ServerCredentials.createInsecure());
+  const ch = openChannel(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  channels.push(ch);
+  return ch;
+}
+
+test("unary: the typed handler answers; a DiscoveryError is its status; anything else is a fixed INTERNAL", async () => {
+  const ch = await serve(RootService, {
+    async refer(req) {
+      if (req.csi === "bad") throw new DiscoveryError("invalid_argument", "csi is bad");
+      if (req.csi === "boom") throw new Error("secret database detail");
+      return { serial: 7n };
+    },
+  });
+  const root = ch.client(RootService);
+  assert.equal((await root.refer({ csi: "tel:+1" })).serial, 7n);
+  await assert.rejects(root.refer({ csi: "bad" }), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "invalid_argument");
+    assert.equal(err.remoteStatus, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.message, /csi is bad/);
+    return true;
+  });
+  await assert.rejects(root.refer({ csi: "boom" }), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.remoteStatus, grpc.status.INTERNAL);
+    assert.doesNotMatch(err.message, /secret/);
+    return true;
+  });
+});
+
+test("a server stream waits for a reader that stops reading, and cancelling it releases the handler", async () => {
+  let sent = 0;
+  let handlerDone = false;
+  let sendError: unknown;
+  const ch = await serve(RootService, {
+    async watchRegistry(_req, _ctx, send) {
+      try {
+        for (;;) {
+          await send({ event: { case: "caughtUp", value: { serial: BigInt(sent) } } });
+          sent++;
+        }
+      } catch (err) {
+        sendError = err;
+      } finally {
+        handlerDone = true;
+      }
+    },
+  });
+  const abort = new AbortController();
+  const it = ch.client(RootService).watchRegistry({}, { signal: abort.signal })[Symbol.asyncIterator]();
+  await it.next(); // the call is open; from here on nobody reads
+  const at = await stalled(() => sent, "the handler stops sending to a reader that does not read");
+  assert.ok(at >= 1_000, `the handler waited only after its own buffer filled (${at} sent)`);
+  abort.abort();
+  await until(() => handlerDone, "the cancelled handler returns");
+  assert.ok(sendError instanceof DiscoveryError, "the waiting send was refused when the call was cancelled");
+  // The client side ends too: after what was already received, the cancellation.
+  await assert.rejects(async () => {
+    for (let r = await it.next(); !r.done; r = await it.next());
+  }, DiscoveryError);
+});
+
+test("a stream's request pump stops when the call ends, even while it waits for the peer to read", async () => {
+  // Regression: pump() waited for "drain" with no way out, so a cancelled call kept its request
+  // iterable (and what that holds) suspended for good. The server here never reads.
+  const ch = await serve(AuthoritativeService, {
+    async lookupStream(_reqs, ctx) {
+      await new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true }));
+    },
+  });
+  let produced = 0;
+  let released = false;
+  async function* requests() {
+    try {
+      for (;;) {
+        produced++;
+        yield { requestId: BigInt(produced), csi: "x".repeat(4_096) };
+      }
+    } finally {
+      released = true;
+    }
+  }
+  const abort = new AbortController();
+  const responses = ch.client(AuthoritativeService).lookupStream(requests(), { signal: abort.signal });
+  const reading = (async () => {
+    try {
+      for await (const r of responses) void r;
+    } catch {
+      // Cancelled below.
+    }
+  })();
+  const at = await stalled(() => produced, "the pump waits once the peer stops reading");
+  assert.ok(at >= 1_000, `the pump waited only after its own buffer filled (${at} produced)`);
+  abort.abort();
+  await reading;
+  await until(() => released, "the request iterable is closed once the call ends");
+});
+
+test("client streaming: every message reaches the handler in order, and its one reply comes back", async () => {
+  let seen: string[] = [];
+  const ch = await serve(AuthoritativeAdminService, {
+    async ingestProviderFeed(reqs) {
+      seen = [];
+      for await (const r of reqs) for (const e of r.entries) seen.push(e.csi);
+      return { entries: BigInt(seen.length), mappingsRemoved: 0n };
+    },
+  });
+  async function* reqs() {
+    for (let i = 0; i < 2_000; i++) yield { entries: [{ csi: `tel:+44${i}` }] };
+  }
+  const r = await ch.client(AuthoritativeAdminService).ingestProviderFeed(reqs());
+  assert.equal(r.entries, 2_000n);
+  assert.deepEqual(
+    seen,
+    Array.from({ length: 2_000 }, (_, i) => `tel:+44${i}`),
+  );
+});

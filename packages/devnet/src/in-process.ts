@@ -1,0 +1,55 @@
+// gRPC servers inside a test process, on a free loopback port without TLS: the tier between
+// unit tests and the multi-process network, for code that streams, resumes, back-pressures and
+// times out (log followers, multiplexed streams, peers). Never used by a server.
+import * as grpc from "@grpc/grpc-js";
+import { type Channel, type ChannelPool, createGrpcServer, listen, openChannel } from "@mimi/core";
+
+/** A server in this process and channels to it. */
+export interface InProcessServer {
+  readonly address: string;
+  /** A new channel to the server (closed by close()). */
+  channel(): Channel;
+  /** A channel pool that connects every address without TLS (for code that takes a pool). */
+  pool(): ChannelPool;
+  /** Stops the server at once and closes the channels made here. */
+  close(): Promise<void>;
+}
+
+/** Starts a server whose services `register` adds. */
+export async function startInProcess(register: (server: grpc.Server) => void): Promise<InProcessServer> {
+  const server = createGrpcServer();
+  register(server);
+  const port = await listen(server, "127.0.0.1", 0, grpc.ServerCredentials.createInsecure());
+  const address = `127.0.0.1:${port}`;
+  const channels: Channel[] = [];
+  const open = (to: string) => {
+    const ch = openChannel(to, grpc.credentials.createInsecure());
+    channels.push(ch);
+    return ch;
+  };
+  return {
+    address,
+    channel: () => open(address),
+    pool: () => {
+      const byAddress = new Map<string, Channel>();
+      return {
+        get(to) {
+          let ch = byAddress.get(to);
+          if (!ch) {
+            ch = open(to);
+            byAddress.set(to, ch);
+          }
+          return ch;
+        },
+        close() {
+          for (const ch of byAddress.values()) ch.close();
+          byAddress.clear();
+        },
+      };
+    },
+    async close() {
+      for (const ch of channels) ch.close();
+      server.forceShutdown();
+    },
+  };
+}

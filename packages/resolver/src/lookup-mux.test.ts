@@ -1,0 +1,157 @@
+// The resolver's multiplexed LookupStream against a DP played by an in-process gRPC server:
+// answers matched by request id whatever their order, item errors as statuses, the per-item
+// timeout, a stream that stops answering, the pending cap, and a stream that ends.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
+import { addService, createLogger, DiscoveryError, pb } from "@mimi/core";
+import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
+import { LookupMux } from "./lookup-mux.js";
+
+const log = createLogger({ name: "test", level: "silent" });
+const servers: InProcessServer[] = [];
+after(async () => {
+  for (const s of servers) await s.close();
+});
+
+type Item = { requestId: bigint; csi: string };
+type Reply = (msg: MessageInitShape<typeof pb.LookupStreamResponseSchema>) => Promise<void>;
+
+/** A DP whose LookupStream hands every item to `onItem`, which answers (or not) through `reply`. */
+async function dp(onItem: (item: Item, reply: Reply, end: () => void) => void): Promise<InProcessServer> {
+  const server = await startInProcess((s) =>
+    addService(
+      s,
+      pb.AuthoritativeService,
+      {
+        async lookup() {
+          throw new DiscoveryError("failed_precondition", "not in this test");
+        },
+        async lookupStream(reqs, ctx, send) {
+          let ended: () => void = () => {};
+          const over = new Promise<void>((r) => {
+            ended = r;
+          });
+          (async () => {
+            for await (const r of reqs) onItem({ requestId: r.requestId, csi: r.csi }, send as Reply, ended);
+          })().catch(() => {});
+          await Promise.race([
+            over,
+            new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
+          ]);
+        },
+        async watchChanges() {
+          throw new DiscoveryError("failed_precondition", "not in this test");
+        },
+      },
+      { log },
+    ),
+  );
+  servers.push(server);
+  return server;
+}
+
+const found = (requestId: bigint, ssi: string) => ({
+  requestId,
+  result: {
+    case: "response" as const,
+    value: {
+      answer: {
+        status: pb.LookupStatus.FOUND,
+        mappings: [{ mspId: "m.example", ssi }],
+        ttlSeconds: 60,
+      },
+    },
+  },
+});
+
+test("answers find their lookups by request id, in whatever order they come", async () => {
+  const held: Item[] = [];
+  const server = await dp((item, reply) => {
+    held.push(item);
+    // Answer in reverse once three are in.
+    if (held.length === 3) for (const h of [...held].reverse()) void reply(found(h.requestId, h.csi));
+  });
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 10_000 });
+  const answers = await Promise.all(["a", "b", "c"].map((csi) => mux.lookup(csi)));
+  assert.deepEqual(
+    answers.map((a) => a?.mappings[0]?.ssi),
+    ["a", "b", "c"],
+  );
+  assert.equal(mux.pendingCount, 0);
+  mux.close();
+});
+
+test("an item error is that item's failure, with the DP's status", async () => {
+  const server = await dp((item, reply) => {
+    void reply(
+      item.csi === "refused"
+        ? {
+            requestId: item.requestId,
+            result: { case: "error", value: { code: status.PERMISSION_DENIED, message: "not yours" } },
+          }
+        : found(item.requestId, item.csi),
+    );
+  });
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 10_000 });
+  await assert.rejects(mux.lookup("refused"), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "permission_denied");
+    assert.equal(err.remoteStatus, status.PERMISSION_DENIED);
+    return true;
+  });
+  assert.equal((await mux.lookup("fine"))?.mappings[0]?.ssi, "fine", "the stream goes on");
+  mux.close();
+});
+
+test("an unanswered item times out alone while the stream keeps answering others", async () => {
+  const server = await dp((item, reply) => {
+    if (item.csi !== "silent") void reply(found(item.requestId, item.csi));
+  });
+  const now = 0;
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50, now: () => now });
+  const silent = mux.lookup("silent");
+  assert.equal((await mux.lookup("heard"))?.mappings[0]?.ssi, "heard");
+  await assert.rejects(silent, /no answer within 50 ms/);
+  assert.equal(mux.dead, false, "something was heard lately, so the stream is kept");
+  mux.close();
+});
+
+test("a stream on which nothing is heard while an item times out is dropped, failing every pending item", async () => {
+  const server = await dp(() => {});
+  let now = 0;
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50, now: () => now });
+  const first = mux.lookup("one");
+  const second = mux.lookup("two");
+  now += 1_000; // nothing heard for longer than a timeout when the first item gives up
+  await assert.rejects(first, /no answer within/);
+  await assert.rejects(second, (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "upstream_unavailable");
+    assert.match(err.message, /stopped answering/);
+    return true;
+  });
+  assert.equal(mux.dead, true);
+});
+
+test("past the pending cap a lookup is refused at once, as an overloaded DP", async () => {
+  const server = await dp(() => {});
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 10_000, maxPending: 3 });
+  const waiting = ["a", "b", "c"].map((csi) => mux.lookup(csi).catch((err: Error) => err));
+  await assert.rejects(mux.lookup("d"), /3 lookups already waiting/);
+  assert.equal(mux.pendingCount, 3);
+  mux.close();
+  for (const w of await Promise.all(waiting)) assert.ok(w instanceof DiscoveryError);
+});
+
+test("when the DP ends the stream, pending items fail as unavailable and the mux is dead", async () => {
+  const server = await dp((_item, _reply, end) => end());
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 10_000 });
+  await assert.rejects(mux.lookup("x"), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "upstream_unavailable");
+    return true;
+  });
+  assert.equal(mux.dead, true);
+});
