@@ -45,6 +45,11 @@ export async function run(argv: readonly string[]): Promise<number> {
 }
 
 silenceIpServernameWarning(process);
+// A reader that went away (`mimi root show | head`) ends the command quietly, as for any CLI.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
 run(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

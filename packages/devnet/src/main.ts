@@ -20,6 +20,7 @@ function show(name: string, line: string): void {
     const label = name.padEnd(8);
     printer = pretty({
       colorize: tty,
+      singleLine: true,
       sync: true,
       translateTime: "SYS:HH:MM:ss",
       ignore: "pid,hostname,name",

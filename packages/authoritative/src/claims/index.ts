@@ -31,15 +31,7 @@ import type {
 } from "./types.js";
 
 export { checkTags } from "./input.js";
-export type {
-  BulkAck,
-  ClaimPolicy,
-  CompleteResult,
-  FeedEntry,
-  InvalidateOlderResult,
-  StartRequest,
-  StartResult,
-} from "./types.js";
+export type * from "./types.js";
 
 /** Options of the claim side. */
 export interface ClaimsOptions {
