@@ -36,7 +36,7 @@ process.stdout.write("check: generated code is fresh\n");
 const tmp = mkdtempSync(join(tmpdir(), "mimi-gen-"));
 try {
   execFileSync(bin("buf"), ["generate", "-o", tmp], { stdio: "inherit" });
-  const committed = "packages/core/src/gen";
+  const committed = "packages/core/src/generated";
   const fresh = join(tmp, committed);
   // index.ts is hand-written (it re-exports the generated files); everything else is generated.
   const generated = (root: string) =>
@@ -92,7 +92,7 @@ const parts = [
 ];
 for (const { part, dir } of parts) {
   for (const f of files(dir)) {
-    if (!f.endsWith(".ts") || f.includes("/gen/")) continue;
+    if (!f.endsWith(".ts") || f.includes("/generated/")) continue;
     const src = readFileSync(f, "utf8");
     const base = f.split("/").pop() ?? "";
     const isTest = f.endsWith(".test.ts");

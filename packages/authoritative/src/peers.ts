@@ -16,7 +16,10 @@ import type { MappingStore } from "./store/store.js";
 
 /** Sends queued requests. */
 export interface PeerSender {
-  /** Sends what is due now (also called by the sweep, for retries); resolves once that round is over. */
+  /**
+   * Sends what is due now (also called by the sweep, for retries). Resolves once this call's
+   * round is over, or at once when a round is already running (it then goes round again).
+   */
   kick(): Promise<void>;
   close(): void;
 }

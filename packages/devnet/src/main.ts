@@ -12,19 +12,28 @@ const REPO = resolve(fileURLToPath(import.meta.url), "../../../..");
 const COLORS: Record<string, number> = { root: 35, "dp-eu": 34, "dp-us": 36, resolver: 32 };
 const tty = process.stdout.isTTY === true;
 
-// One pretty-printer per server, so every line carries the server's name as its label.
+const labelOf = (name: string) => {
+  const label = name.padEnd(8);
+  return tty ? `\x1b[${COLORS[name] ?? 0}m${label}\x1b[0m` : label;
+};
+
+// One pretty-printer per server, so every line carries the server's name as its label; lines
+// that are not log records (a crash trace on stderr) keep the label too.
 const printers = new Map<string, ReturnType<typeof pretty>>();
 function show(name: string, line: string): void {
+  if (!line.startsWith("{")) {
+    process.stdout.write(`${labelOf(name)} ${line}\n`);
+    return;
+  }
   let printer = printers.get(name);
   if (!printer) {
-    const label = name.padEnd(8);
     printer = pretty({
       colorize: tty,
       singleLine: true,
       sync: true,
       translateTime: "SYS:HH:MM:ss",
       ignore: "pid,hostname,name",
-      messageFormat: tty ? `\x1b[${COLORS[name] ?? 0}m${label}\x1b[0m {msg}` : `${label} {msg}`,
+      messageFormat: `${labelOf(name)} {msg}`,
     });
     printers.set(name, printer);
   }

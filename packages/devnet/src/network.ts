@@ -87,9 +87,9 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
   };
   const serverProcess = (name: string, role: Role, config: Record<string, unknown>) => {
     const clockFile = opts.testClock ? join(clockDir, name) : undefined;
+    if (clockFile) writeFileSync(clockFile, "0", { mode: 0o600 });
     const path = join(configDir, `${name}.json`);
-    const full = { ...config, ...(clockFile && { testClockFile: clockFile }) };
-    writeFileSync(path, `${JSON.stringify(full, null, 2)}\n`);
+    writeFileSync(path, `${JSON.stringify(config, null, 2)}\n`);
     return new ServerProcess(name, role, path, logLevel, {
       ...(opts.nodeArgs && { nodeArgs: opts.nodeArgs }),
       ...(opts.onLine && { onLine: opts.onLine }),

@@ -32,7 +32,7 @@ export interface ServerProcessOptions {
   nodeArgs?: readonly string[];
   /** Receives every line the process prints. */
   onLine?: (name: string, line: string) => void;
-  /** The process's test clock file (its config's testClockFile), for setClockOffset. */
+  /** A test clock file, passed as --test-clock, that setClockOffset writes. */
   clockFile?: string;
 }
 
@@ -76,7 +76,14 @@ export class ServerProcess {
     const portEnv = `${this.role.toUpperCase()}_PORT`;
     const child = spawn(
       process.execPath,
-      [...(this.options.nodeArgs ?? []), script, "--config", this.configPath, "--stop-with-parent"],
+      [
+        ...(this.options.nodeArgs ?? []),
+        script,
+        "--config",
+        this.configPath,
+        "--stop-with-parent",
+        ...(this.options.clockFile ? ["--test-clock", this.options.clockFile] : []),
+      ],
       {
         stdio: ["pipe", "pipe", "pipe"],
         env: {
@@ -161,7 +168,7 @@ export class ServerProcess {
     const file = this.options.clockFile;
     if (!file) throw new Error(`${this.name} was started without a test clock`);
     // Written aside and renamed, so a reading never sees a half-written file.
-    writeFileSync(`${file}.tmp`, String(Math.round(offsetMs)));
+    writeFileSync(`${file}.tmp`, String(Math.round(offsetMs)), { mode: 0o600 });
     renameSync(`${file}.tmp`, file);
   }
 }

@@ -62,7 +62,8 @@ export function bindRootServer(
           pageSize: CHANGE_PAGE,
           // Ahead of this root (it was restored from an older copy), or behind the changes it holds
           // (a secondary that replaced its copy with a snapshot, possibly mid-watch): start over.
-          // Re-reading the store after every wake-up means a watcher never sees a gap.
+          // A check that passes is followed by the read in the same turn, and the store is read
+          // again after every wake-up, so a watcher never sees a gap.
           check: (sent) => (sent > service.serial() || sent < service.backlogStart() ? sendSnapshot() : sent),
           read: (sent, limit) => service.changesSince(sent, limit),
           async send(c) {

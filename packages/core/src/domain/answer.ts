@@ -1,5 +1,6 @@
 // Mappings and answers as domain values, and the query parameters applied to them
-// (R14, R15): ordering by preference, the MSP filter, and the compact bit string.
+// (R14, R15): the MSP and tag filter, and the compact bit string. Mappings arrive ordered by
+// preference from the DP's store.
 import { invalidArgument } from "./errors.js";
 
 /** Where a CSI is reachable: one MSP and the user's identifier there. */

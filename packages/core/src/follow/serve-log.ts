@@ -31,7 +31,10 @@ export async function serveLog<E, P>(from: P, o: ServeLogOptions<E, P>): Promise
     let caughtUp = false;
     while (!o.signal.aborted) {
       for (;;) {
-        if (o.check) position = await o.check(position);
+        // A check that answers at once is followed by the read in the same turn, so nothing can
+        // commit between them; only one that sent something (a snapshot) yields first.
+        const checked = o.check?.(position);
+        if (checked !== undefined) position = checked instanceof Promise ? await checked : checked;
         const page = o.read(position, o.pageSize);
         for (const entry of page) position = await o.send(entry);
         if (page.length < o.pageSize) break;

@@ -10,7 +10,7 @@ export const systemClock: Clock = () => Date.now();
 /**
  * The wall clock plus an offset read from `path` (milliseconds as text) at every reading; a
  * missing or unreadable file reads as no offset. Integration tests move a server's clock by
- * rewriting the file (see the servers' `testClockFile` key); never configured in production.
+ * rewriting the file (the servers' --test-clock flag); never used in production.
  */
 export function fileOffsetClock(path: string): Clock {
   return () => Date.now() + readOffset(path);

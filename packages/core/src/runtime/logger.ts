@@ -1,5 +1,5 @@
 // Logger factory and the privacy helper for identifiers in logs.
-import { createHash } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { type LevelWithSilent, type Logger, pino } from "pino";
 
 export type { Logger } from "pino";
@@ -36,9 +36,17 @@ export function logListening(log: Logger, fields: Record<string, unknown>): void
 }
 
 /**
- * A short, stable hash of a CSI for logs. Logs above debug level never hold raw phone
- * numbers or email addresses; this lets an operator correlate lines about the same CSI.
+ * Keys the CSI hashes in logs. It lives only in this process's memory: a hash of a phone
+ * number without a key is reversible by hashing the whole number space, so logs must not
+ * carry one; with the key unknown outside the process they cannot be reversed.
+ */
+const LOG_HASH_KEY = randomBytes(32);
+
+/**
+ * A short hash of a CSI for logs, stable for the life of the process, so an operator can
+ * follow one CSI through the lines of a run. Logs never hold raw phone numbers or email
+ * addresses above debug level, nor a hash anyone could reverse (see LOG_HASH_KEY).
  */
 export function csiHash(csi: string): string {
-  return createHash("sha256").update(csi).digest("hex").slice(0, 12);
+  return createHmac("sha256", LOG_HASH_KEY).update(csi).digest("hex").slice(0, 12);
 }

@@ -183,41 +183,57 @@ function makeClient<S extends GenServiceMethods>(
   return out as ServiceClient<S>;
 }
 
+/** What a wait yields when the call ended first. */
+const ENDED = Symbol("call ended");
+
 /**
  * Writes the request messages of a client or bidi stream, in order. Like the server side it
- * waits for the peer only once many messages are queued, and it stops as soon as the call
- * ends (cancelled, failed, or finished by the server): a wait for "drain" that can never come
- * would otherwise hold the request iterable, and everything it holds, for good.
+ * waits for the peer only once many messages are queued. It stops as soon as the call ends
+ * (cancelled, failed, or finished by the server), whether it is waiting for "drain" or for
+ * the next request, and then closes the request iterable: otherwise a wait that can never
+ * end would hold the call and the iterable, and everything they hold, for good.
  */
 async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStream<unknown>): Promise<void> {
   let ended = false;
-  let wake: (() => void) | undefined;
-  const onEnd = () => {
-    ended = true;
-    wake?.();
-  };
+  let onEnd: () => void = () => {};
+  const end = new Promise<typeof ENDED>((resolve) => {
+    onEnd = () => {
+      ended = true;
+      resolve(ENDED);
+    };
+  });
   call.once("status", onEnd);
   call.once("error", onEnd);
+  const it = reqs[Symbol.asyncIterator]();
+  let finished = false;
   try {
-    for await (const req of reqs) {
-      // Leaving the loop calls the iterable's return(), so a generator runs its finally blocks.
-      if (ended) return;
-      if (!call.write(req) && call.writableLength >= MAX_BUFFERED_MESSAGES) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            call.removeListener("drain", done);
-            wake = undefined;
-            resolve();
-          };
-          wake = done;
-          call.once("drain", done);
+    for (;;) {
+      const pending = it.next();
+      // A request source that fails after the call ended has nobody left to tell.
+      pending.catch(() => {});
+      const next = await Promise.race([pending, end]);
+      if (next === ENDED) return;
+      if (next.done) {
+        finished = true;
+        break;
+      }
+      if (!call.write(next.value) && call.writableLength >= MAX_BUFFERED_MESSAGES) {
+        let onDrain: () => void = () => {};
+        const drained = new Promise<void>((resolve) => {
+          onDrain = resolve;
+          call.once("drain", onDrain);
         });
-        if (ended) return;
+        const woke = await Promise.race([drained, end]);
+        call.removeListener("drain", onDrain);
+        if (woke === ENDED) return;
       }
     }
     if (!ended) call.end();
   } finally {
     call.removeListener("status", onEnd);
     call.removeListener("error", onEnd);
+    // An iterable left early is closed, so a generator runs its finally blocks (once a pending
+    // next() settles: async generators take requests in order).
+    if (!finished) it.return?.().catch(() => {});
   }
 }

@@ -1,6 +1,7 @@
 // How every server process runs: argv and environment -> config -> logger -> the server's own
 // wiring -> health -> listen -> signals -> graceful shutdown. The three mains call runServer
 // with `process`, so the lifecycle lives in one place and nothing else touches the process.
+import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -69,11 +70,9 @@ export interface ServerBasics {
   readonly port: number;
   readonly tls: TlsPaths;
   readonly logLevel: string;
-  /** Testing only: a file whose number (ms) is added to the server's clock (see fileOffsetClock). */
-  readonly testClockFile: string | undefined;
 }
 
-/** Reads host, port, tls, logLevel and testClockFile; relative paths resolve against `baseDir`. */
+/** Reads host, port, tls and logLevel; relative paths resolve against `baseDir`. */
 export function readServerBasics(
   r: ConfigReader,
   baseDir: string,
@@ -83,13 +82,11 @@ export function readServerBasics(
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError(`config.logLevel must be one of ${LOG_LEVELS.join(", ")}`);
   }
-  const clockFile = r.optionalString("testClockFile");
   return {
     host: r.string("host", defaults.host),
     port: r.integer("port", defaults.port, 0, 65535),
     tls: readTlsSection(r, baseDir),
     logLevel,
-    testClockFile: clockFile === undefined ? undefined : resolve(baseDir, clockFile),
   };
 }
 
@@ -108,7 +105,7 @@ export interface ProcessHost extends WarningEmitter {
 export interface ServerContext<C> {
   readonly config: C;
   readonly log: Logger;
-  /** The server's clock: the wall clock, or the test clock when `testClockFile` is set. */
+  /** The server's clock: the wall clock, or the test clock given by --test-clock. */
   readonly clock: Clock;
   readonly tls: TlsMaterial;
   /** Register services here; health is added by runServer. */
@@ -143,13 +140,17 @@ export interface ServerSpec<C extends ServerBasics> {
 }
 
 /** Usage of every server binary. */
-const SERVER_USAGE = "--config <file.json> [--stop-with-parent]";
+const SERVER_USAGE = "--config <file.json> [--stop-with-parent] [--test-clock <file>]";
 
 /**
  * Runs a server process until SIGINT or SIGTERM (or, with --stop-with-parent, until standard
  * input closes: launchers pass a pipe, so their servers never outlive them). Shutdown reports
  * NOT_SERVING, stops background work, lets running calls finish for a grace period, releases
  * stores and exits 0. A failure to start is printed as `<role>: <reason>` and exits 1.
+ *
+ * `--test-clock <file>` is for tests only: the server's clock becomes the wall clock plus the
+ * offset in that file. It is a flag, not a config key, so a deployed config cannot turn it on;
+ * the file must not be writable by group or others, and the server says so at every start.
  */
 export function runServer<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec<C>): void {
   start(host, spec).catch((err) => {
@@ -173,9 +174,14 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     level: host.env.LOG_LEVEL ?? config.logLevel,
     pid: host.pid,
   });
-  const clock = config.testClockFile ? fileOffsetClock(config.testClockFile) : systemClock;
-  if (config.testClockFile)
-    log.warn({ file: config.testClockFile }, "test clock in use; never in production");
+  const clockFile = argValue(host.argv, "--test-clock");
+  const clock = clockFile ? testClock(resolve(clockFile)) : systemClock;
+  // Said whatever the configured level, like the listening line: a moved clock must not go unnoticed.
+  if (clockFile) {
+    log
+      .child({}, { level: "warn" })
+      .warn({ file: resolve(clockFile) }, "test clock in use; never in production");
+  }
   const tls = loadTls(config.tls);
   const server = createGrpcServer();
   const running = await spec.start({ config, log, clock, tls, server });
@@ -202,6 +208,16 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     host.stdin.on("error", () => void stop("parent exited"));
     host.stdin.resume();
   }
+}
+
+/** The test clock over `file`, refused when others could move it. */
+function testClock(file: string) {
+  const st = statSync(file, { throwIfNoEntry: false });
+  if (!st) throw new ConfigError(`--test-clock ${file} does not exist`);
+  if ((st.mode & 0o022) !== 0) {
+    throw new ConfigError(`--test-clock ${file} is writable by group or others; it must not be`);
+  }
+  return fileOffsetClock(file);
 }
 
 function argValue(argv: readonly string[], flag: string): string | undefined {
