@@ -34,7 +34,7 @@ scenario(
     const r = await t.resolve("mailto:alice@example.org"); // not cached yet; held by us
     assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
     assert.equal(r.stale, false);
-    assert.match(t.logs(), new RegExp(`resolver: .*"endpoint":"${old}".*"dp lookup failed"`));
+    await t.logged(new RegExp(`resolver: .*"endpoint":"${old}".*"dp lookup failed"`));
   },
 );
 

@@ -40,6 +40,13 @@ export interface TestNetwork {
   /** Every process's log lines, for diagnosis. */
   logs(): string;
   /**
+   * Asserts that a process logged a line matching `pattern`: the line an operator reads about
+   * something the test has already observed through the API. It was written before that, but
+   * may still be in the pipe, so the collected lines are polled with a deadline. Never a way
+   * to wait for progress: tests wait by polling state.
+   */
+  logged(pattern: RegExp, what?: string): Promise<void>;
+  /**
    * Waits until the resolver has applied the registry change a mimi command reported
    * ("(serial N)" in its output): its registry serial in GetStats is at least N.
    */
@@ -138,6 +145,10 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
       return r.stdout;
     },
     logs: () => lines.join("\n"),
+    logged: (pattern, what) =>
+      eventually(async () =>
+        assert.match(lines.join("\n"), pattern, what ?? `a log line matching ${pattern}`),
+      ),
     async resolverApplied(cliStdout) {
       const serial = /serial (\d+)/.exec(cliStdout)?.[1];
       if (!serial) throw new Error(`no serial in: ${cliStdout}`);
