@@ -81,7 +81,7 @@ export { type FollowLogOptions, followLog, type LogFollower } from "./follow/fol
 export { type RegistrySync, type RegistrySyncOptions, startRegistrySync } from "./follow/registry-sync.js";
 export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 // The generated wire types, one namespace so they never mix with domain types.
-export * as pb from "./generated/index.js";
+export * as pb from "./gen/index.js";
 export { AsyncQueue } from "./runtime/async-queue.js";
 // Runtime: time, wake-ups, queues, configuration and logging.
 export { type Clock, systemClock } from "./runtime/clock.js";

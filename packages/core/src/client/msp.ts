@@ -13,7 +13,7 @@ import { SIGNING_CONTEXT, type SigningKey, signWith } from "../domain/signing.js
 import type {
   ClaimService,
   CompleteChallengeResponseSchema,
-} from "../generated/mimi/discovery/v1/claims_pb.js";
+} from "../gen/generated/mimi/discovery/v1/claims_pb.js";
 import type { ServiceClient } from "../wire/channel.js";
 
 export type ClaimClient = ServiceClient<typeof ClaimService.method>;

@@ -9,7 +9,7 @@ import { DiscoveryError } from "../domain/errors.js";
 import { type RegistryChange, type RegistryData, RegistryView } from "../domain/registry.js";
 import { generateSigningKey, type SigningKey } from "../domain/signing.js";
 import { signRegistry } from "../domain/verify.js";
-import { RootService } from "../generated/mimi/discovery/v1/root_pb.js";
+import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
 import { createLogger } from "../runtime/logger.js";
 import { changeToProto, snapshotToProto } from "../wire/convert.js";
 import { addService } from "../wire/grpc.js";
@@ -139,7 +139,7 @@ async function until(ok: () => boolean, what: string): Promise<void> {
   const end = Date.now() + 20_000;
   while (!ok()) {
     if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setImmediate(r));
   }
 }
 

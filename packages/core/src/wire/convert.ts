@@ -33,7 +33,7 @@ import {
   type DelegationKey as PbKey,
   type Mapping as PbMapping,
   type RegistrySnapshot,
-} from "../generated/mimi/discovery/v1/common_pb.js";
+} from "../gen/generated/mimi/discovery/v1/common_pb.js";
 
 /** Domain key from proto; throws INVALID_ARGUMENT when unset or out of bounds. */
 export function keyFromProto(k: PbKey | undefined): DelegationKey {

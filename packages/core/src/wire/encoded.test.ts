@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
-import { LookupStatus } from "../generated/mimi/discovery/v1/common_pb.js";
+import { LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import {
   ResolveResponseSchema,
   ResolveStreamResponseSchema,
-} from "../generated/mimi/discovery/v1/resolver_pb.js";
+} from "../gen/generated/mimi/discovery/v1/resolver_pb.js";
 import { answerToProto } from "./convert.js";
 import { encodeAnswerWithoutTtl, encodeResolveResponse, encodeResolveStreamItem } from "./encoded.js";
 

@@ -4,7 +4,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
-import { AnswerSchema } from "../generated/mimi/discovery/v1/common_pb.js";
+import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import { answerToProto } from "./convert.js";
 
 /** Bytes that are already the wire form of a message of type M. */

@@ -9,8 +9,8 @@ import { DiscoveryError } from "../domain/errors.js";
 import {
   AuthoritativeAdminService,
   AuthoritativeService,
-} from "../generated/mimi/discovery/v1/authoritative_pb.js";
-import { RootService } from "../generated/mimi/discovery/v1/root_pb.js";
+} from "../gen/generated/mimi/discovery/v1/authoritative_pb.js";
+import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
 import { createLogger } from "../runtime/logger.js";
 import { type Channel, openChannel } from "./channel.js";
 import { addService, type ServiceHandlers } from "./grpc.js";

@@ -7,7 +7,7 @@ import {
   Health,
   type HealthCheckResponse,
   HealthCheckResponse_ServingStatus as Status,
-} from "../generated/grpc/health/v1/health_pb.js";
+} from "../gen/generated/grpc/health/v1/health_pb.js";
 import { Latch } from "../runtime/latch.js";
 import { addService } from "./grpc.js";
 
