@@ -82,7 +82,17 @@ function setup(endpoints: string[], createdAtMs = Date.UTC(2026, 10, 1)) {
     ],
     msps: [],
   });
-  return { clock, store, registry, record };
+  /** A sender over this queue, connecting through `server`'s pool. */
+  const senderVia = (server: InProcessServer, timeoutMs?: number) =>
+    createPeerSender({
+      store,
+      registry,
+      channels: server.pool(),
+      clock: () => clock.now,
+      log,
+      ...(timeoutMs !== undefined && { timeoutMs }),
+    });
+  return { clock, store, registry, record, senderVia };
 }
 
 /** The queued request, as the store holds it now. */
@@ -91,8 +101,8 @@ const queued = (store: ReturnType<typeof openMappingStore>) =>
 
 test("a delivered request carries the signed mapping and leaves the queue", async () => {
   const { server, seen } = await peer(() => ({ removed: 1, contested: 0 }) as pb.InvalidateOlderResponse);
-  const { clock, store, registry, record } = setup([server.address]);
-  const sender = createPeerSender({ store, registry, channels: server.pool(), clock: () => clock.now, log });
+  const { store, record, senderVia } = setup([server.address]);
+  const sender = senderVia(server);
   await sender.kick();
   assert.equal(seen.length, 1);
   assert.equal(seen[0]?.csi, CSI);
@@ -110,8 +120,8 @@ test("an unreachable peer is retried with a doubling backoff on the clock, then 
     if (!up) return Promise.reject(new DiscoveryError("upstream_unavailable", "peer restarting"));
     return { removed: 0, contested: 1 } as pb.InvalidateOlderResponse;
   });
-  const { clock, store, registry } = setup([server.address]);
-  const sender = createPeerSender({ store, registry, channels: server.pool(), clock: () => clock.now, log });
+  const { clock, store, senderVia } = setup([server.address]);
+  const sender = senderVia(server);
   await sender.kick();
   let [r] = queued(store);
   assert.equal(r?.attempts, 1);
@@ -135,14 +145,7 @@ test("an unreachable peer is retried with a doubling backoff on the clock, then 
 test("a dead endpoint fails over to the peer's next one; a refusal is retried later, not failed over", async () => {
   const { server, seen } = await peer(() => ({ removed: 0, contested: 0 }) as pb.InvalidateOlderResponse);
   const ok = setup(["127.0.0.1:1", server.address]);
-  const sender = createPeerSender({
-    store: ok.store,
-    registry: ok.registry,
-    channels: server.pool(),
-    clock: () => ok.clock.now,
-    log,
-    timeoutMs: 2_000,
-  });
+  const sender = ok.senderVia(server, 2_000);
   await sender.kick();
   assert.equal(seen.length, 1);
   assert.equal(ok.store.peerRequestCount(), 0);
@@ -153,13 +156,7 @@ test("a dead endpoint fails over to the peer's next one; a refusal is retried la
   );
   const second = await peer(() => ({ removed: 0, contested: 0 }) as pb.InvalidateOlderResponse);
   const r = setup([refusing.server.address, second.server.address]);
-  const s2 = createPeerSender({
-    store: r.store,
-    registry: r.registry,
-    channels: refusing.server.pool(),
-    clock: () => r.clock.now,
-    log,
-  });
+  const s2 = r.senderVia(refusing.server);
   await s2.kick();
   assert.equal(refusing.seen.length, 1);
   assert.equal(second.seen.length, 0, "a refusal is an answer: the next endpoint is not asked");
@@ -173,13 +170,7 @@ test("a request whose mapping went, or that failed for a week, is dropped", asyn
   );
   const gone = setup([server.address]);
   gone.store.deleteMapping(CSI, "bluebird.example", "@new");
-  const s1 = createPeerSender({
-    store: gone.store,
-    registry: gone.registry,
-    channels: server.pool(),
-    clock: () => gone.clock.now,
-    log,
-  });
+  const s1 = gone.senderVia(server);
   await s1.kick();
   assert.equal(seen.length, 0, "nothing to ask for a mapping that is gone");
   assert.equal(gone.store.peerRequestCount(), 0);
@@ -187,13 +178,7 @@ test("a request whose mapping went, or that failed for a week, is dropped", asyn
 
   const old = setup([server.address]);
   old.clock.now += 8 * DAY;
-  const s2 = createPeerSender({
-    store: old.store,
-    registry: old.registry,
-    channels: server.pool(),
-    clock: () => old.clock.now,
-    log,
-  });
+  const s2 = old.senderVia(server);
   await s2.kick();
   assert.equal(seen.length, 1, "one last try");
   assert.equal(old.store.peerRequestCount(), 0, "then it is abandoned");
