@@ -30,7 +30,7 @@ export function ensureGenerated(
   for (const dp of ["eu", "us"] as const) {
     const folder = join(dir, `dp-${dp}`);
     rmSync(folder, { recursive: true, force: true });
-    mkdirSync(folder, { recursive: true });
+    mkdirSync(folder, { recursive: true, mode: 0o700 });
   }
   const stores = {
     eu: openMappingStore(join(dir, "dp-eu", "mappings.sqlite")),

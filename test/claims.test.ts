@@ -99,6 +99,8 @@ const codeFrom = (channel: "mail" | "sms", to: string) =>
 const asMsp = (identity: "msp-bluebird" | "msp-wirechat" | "msp-parrot", dp: "eu" | "us" = "eu") => ({
   api: t.net.channel(t.net.dps[dp].address, identity).client(pb.ClaimService),
   key: t.net.signingKey(identity),
+  /** The MSP's registry id (demo.json) and the DP asked: every statement it signs must name both. */
+  party: { mspId: `${identity.slice(4)}.example`, dpId: dp },
 });
 
 /** Verifies an answer as an MSP would: the pinned root key, the signed registry, each mapping. */
@@ -108,7 +110,7 @@ const verifyAtMsp = async (csi: string, answer: pb.Answer | undefined) => {
   const data = snapshotFromProto(snap as pb.RegistrySnapshot);
   const rootKey = loadPublicKey(devSigningKeyPaths(t.net.pkiDir, "root").publicKeyFile);
   assert.ok(
-    registrySignatureValid(data, data.signature ?? new Uint8Array(0), rootKey),
+    data.seal !== undefined && registrySignatureValid(data, data.seal, rootKey),
     "registry signed by the root",
   );
   const byId = {
@@ -132,6 +134,7 @@ scenario(
     const msp = asMsp("msp-bluebird", dp);
     const ch = await startClaim(
       msp.api,
+      msp.party,
       { csi, ssi: "@carol:bluebird.example", tags: ["Personal"], makeDefault: true },
       user,
     );
@@ -157,7 +160,7 @@ scenario(
     const csi = "tel:+447700900555";
     const user = generateSigningKey();
     const wc = asMsp("msp-wirechat");
-    const ch = await startClaim(wc.api, { csi, ssi: "wc-555", makeDefault: true }, user);
+    const ch = await startClaim(wc.api, wc.party, { csi, ssi: "wc-555", makeDefault: true }, user);
     const code = await codeFrom("sms", "+447700900555");
     // R21: the challenge belongs to the MSP of the certificate that opened it.
     const other = asMsp("msp-parrot");
@@ -200,7 +203,7 @@ scenario(
     const u1 = generateSigningKey();
     await completeChallenge(
       first.api,
-      await startClaim(first.api, { csi, ssi: "parrot:old", makeDefault: true }, u1),
+      await startClaim(first.api, first.party, { csi, ssi: "parrot:old", makeDefault: true }, u1),
       await codeFrom("sms", "+447700900556"),
       u1,
       first.key,
@@ -219,7 +222,7 @@ scenario(
     })();
     const second = asMsp("msp-bluebird");
     const u2 = generateSigningKey();
-    const ch = await startClaim(second.api, { csi, ssi: "@new", makeDefault: true }, u2);
+    const ch = await startClaim(second.api, second.party, { csi, ssi: "@new", makeDefault: true }, u2);
     const r = await completeChallenge(second.api, ch, await codeFrom("sms", "+447700900556"), u2, second.key);
     assert.equal(r.hasPrecedence, false);
     assert.deepEqual(
@@ -290,14 +293,14 @@ scenario(t, "opting out answers OPTED_OUT, distinct from NOT_FOUND, through the 
   const csi = "tel:+4915123456789"; // a demo mapping at parrot, registered in bulk
   const holder = generateSigningKey();
   const msp = asMsp("msp-wirechat");
-  const ch = await startAction(msp.api, csi, { optOut: true }, holder);
+  const ch = await startAction(msp.api, msp.party, csi, { optOut: true }, holder);
   const r = await completeChallenge(msp.api, ch, await codeFrom("sms", "+4915123456789"), holder, msp.key);
   assert.equal(r.removed, 1);
   const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
   assert.equal((await dp.lookup({ csi })).answer?.status, pb.LookupStatus.OPTED_OUT);
   // A CSI never looked up before goes through the resolver fresh.
   const fresh = "tel:+447700900557";
-  const ch2 = await startAction(msp.api, fresh, { optOut: true }, holder);
+  const ch2 = await startAction(msp.api, msp.party, fresh, { optOut: true }, holder);
   await completeChallenge(msp.api, ch2, await codeFrom("sms", "+447700900557"), holder, msp.key);
   assert.equal((await t.resolve(fresh)).answer?.status, pb.LookupStatus.OPTED_OUT);
 });
@@ -351,6 +354,10 @@ scenario(
     assert.equal((await dp.lookup({ csi: "tel:+447700900123" })).answer?.status, pb.LookupStatus.NOT_FOUND);
     assert.equal((await dp.lookup({ csi: "tel:+33612345678" })).answer?.status, pb.LookupStatus.FOUND);
     const notAdmin = t.net.channel(t.net.dps.eu.address, "msp-parrot").client(pb.AuthoritativeAdminService);
-    await rejectsWith(notAdmin.ingestProviderFeed(feed()), status.PERMISSION_DENIED, /not an admin/);
+    await rejectsWith(
+      notAdmin.ingestProviderFeed(feed()),
+      status.PERMISSION_DENIED,
+      /needs a certificate with role admin/,
+    );
   },
 );

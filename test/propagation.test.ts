@@ -62,6 +62,8 @@ const claimAs = async (action: "run" | "invalidate", dp: "eu" | "us", csi: strin
     "msp-bluebird",
     "--dp",
     t.net.dps[dp].address,
+    "--dp-id",
+    dp,
     "--outbox",
     join(t.net.dir, `dp-${dp}`, "outbox"),
   ]);
@@ -122,7 +124,7 @@ scenario(t, "a delegation moved to another DP is followed by the resolver and bo
   // eu refuses the range it lost; us accepts it.
   await eventually(() =>
     rejectsWith(
-      t.net.channel(t.net.dps.eu.address, "cli").client(pb.AuthoritativeService).lookup({ csi }),
+      t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService).lookup({ csi }),
       status.FAILED_PRECONDITION,
       /delegated to DP "us"/,
     ).then(() => undefined),
@@ -196,14 +198,14 @@ scenario(
       status.PERMISSION_DENIED,
       /DP "eu" is not delegated this CSI/,
     );
-    // Nor can an MSP pose as a DP.
+    // Nor can an MSP pose as a DP: its certificate lacks the dp role.
     await rejectsWith(
       t.net
         .channel(t.net.dps.eu.address, "msp-bluebird")
         .client(pb.PeerService)
         .invalidateOlder({ csi, mapping: r.answer?.mappings[0] }),
       status.PERMISSION_DENIED,
-      /not another DP of the root registry/,
+      /needs a certificate with role dp/,
     );
   },
 );
@@ -374,6 +376,6 @@ scenario(t, "operators flush one CSI, one DP's answers, or everything, and read 
       .client(pb.ResolverAdminService)
       .flush({ scope: { case: "all", value: true } }),
     status.PERMISSION_DENIED,
-    /not an admin of this resolver/,
+    /needs a certificate with role admin/,
   );
 });

@@ -25,6 +25,7 @@ function setup(retentionMs = 3_600_000) {
     store,
     clock: () => clock.now,
     retentionMs,
+    hashKey: new Uint8Array(32),
     log: createLogger({ name: "test", level: "silent" }),
   });
   return { store, changeLog, clock };

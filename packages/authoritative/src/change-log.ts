@@ -26,6 +26,10 @@ export interface LogPosition {
 
 /** The change log of one store. */
 export interface ChangeLog {
+  /** The store's log identity, new whenever the store is recreated or restored (notices share it). */
+  logId(): string;
+  /** The key of this DP's change hashes, sent to watchers in the start message. */
+  readonly hashKey: Uint8Array;
   start(position: LogPosition): LogStart;
   since(seq: number, limit: number): ChangeRow[];
   /** Runs `listener` after every commit that logged a change; returns the unsubscribe function. */
@@ -42,6 +46,8 @@ export interface ChangeLogOptions {
   clock: Clock;
   /** How long events are kept; a watcher further behind must resync. */
   retentionMs: number;
+  /** The key of the change hashes (CHANGE_HASH_KEY_BYTES random bytes kept in the data folder). */
+  hashKey: Uint8Array;
   log: Logger;
 }
 
@@ -56,6 +62,8 @@ export function createChangeLog(o: ChangeLogOptions): ChangeLog {
   });
   const log = o.log.child({ component: "change-log" });
   return {
+    logId: () => o.store.logId(),
+    hashKey: o.hashKey,
     start(p) {
       const logId = o.store.logId();
       const { oldest, latest } = o.store.logBounds();

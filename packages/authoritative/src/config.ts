@@ -1,15 +1,18 @@
 // Authoritative configuration: parsed by hand, unknown keys rejected, defaults in one place.
+import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import {
   ConfigError,
   ConfigReader,
   deepFreeze,
+  MAX_MAPPING_LIFETIME_DAYS,
   PROOF_METHODS,
   readServerBasics,
   type ServerBasics,
 } from "@mimi/core";
 import type { ClaimPolicy } from "./claims/index.js";
 import { type DeliveryConfig, readDeliverySection } from "./senders.js";
+import type { Durability } from "./store/store.js";
 
 /** Validated authoritative configuration. */
 export interface AuthoritativeConfig extends ServerBasics {
@@ -33,6 +36,12 @@ export interface AuthoritativeConfig extends ServerBasics {
   readonly sweepIntervalMs: number;
   /** How long change-log events are kept; a resolver disconnected longer must resync. */
   readonly changeLogRetentionMs: number;
+  /** "full" (default): a commit is on disk before it is acknowledged; see Durability in store.ts. */
+  readonly durability: Durability;
+  /** Start even when the data folder or a store file is open to group or others, or owned by another user. */
+  readonly allowInsecureDataPermissions: boolean;
+  /** Worker threads that verify bulk batches' signatures; 0 verifies on the event loop. */
+  readonly bulkVerifyThreads: number;
 }
 
 const DEFAULTS = {
@@ -48,10 +57,18 @@ const DEFAULTS = {
   noticeRetentionDays: 30,
   sweepIntervalSeconds: 5,
   changeLogRetentionSeconds: 86_400,
+  durability: "full",
 } as const;
 
-/** Parses an authoritative config; relative paths resolve against `baseDir`. */
-export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
+/**
+ * Parses an authoritative config; relative paths resolve against `baseDir`. `cores` sets the
+ * default of `bulkVerifyThreads`: every core but the one the event loop runs on.
+ */
+export function parseConfig(
+  raw: unknown,
+  baseDir = ".",
+  cores = availableParallelism(),
+): AuthoritativeConfig {
   const r = ConfigReader.of(raw);
   const dataDir = resolve(baseDir, r.string("dataDir"));
   const config: AuthoritativeConfig = {
@@ -69,9 +86,18 @@ export function parseConfig(raw: unknown, baseDir = "."): AuthoritativeConfig {
     sweepIntervalMs: r.integer("sweepIntervalSeconds", DEFAULTS.sweepIntervalSeconds, 1, 3_600) * 1000,
     changeLogRetentionMs:
       r.integer("changeLogRetentionSeconds", DEFAULTS.changeLogRetentionSeconds, 1, 30 * 86_400) * 1000,
+    durability: readDurability(r),
+    allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
+    bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
   };
   r.done();
   return deepFreeze(config);
+}
+
+function readDurability(r: ConfigReader): Durability {
+  const d = r.string("durability", DEFAULTS.durability);
+  if (d !== "full" && d !== "normal") throw new ConfigError('config.durability must be "full" or "normal"');
+  return d;
 }
 
 function readClaimsSection(r: ConfigReader): ClaimPolicy {
@@ -88,7 +114,9 @@ function readClaimsSection(r: ConfigReader): ClaimPolicy {
     codeTtlMs: r.integer("codeTtlSeconds", DEFAULTS.codeTtlSeconds, 30, 3_600) * 1000,
     maxAttempts: r.integer("maxAttempts", DEFAULTS.maxAttempts, 1, 10),
     contestWindowMs: r.integer("contestWindowSeconds", DEFAULTS.contestWindowSeconds, 1, 90 * 86_400) * 1000,
-    mappingLifetimeMs: r.integer("mappingLifetimeDays", DEFAULTS.mappingLifetimeDays, 1, 3_650) * 86_400_000,
+    mappingLifetimeMs:
+      r.integer("mappingLifetimeDays", DEFAULTS.mappingLifetimeDays, 1, MAX_MAPPING_LIFETIME_DAYS) *
+      86_400_000,
     proofRanking: ranking,
     noticeRetentionMs: r.integer("noticeRetentionDays", DEFAULTS.noticeRetentionDays, 1, 365) * 86_400_000,
   };

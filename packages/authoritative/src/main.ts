@@ -1,17 +1,20 @@
 // Authoritative process entry: argv/env -> config -> logger -> store + registry sync + claims +
 // change log + peer requests -> gRPC -> signals, through core's runServer.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   channelCredentials,
+  checkDataDir,
   createChannelPool,
   loadPublicKey,
   loadSigningKey,
   pb,
   runServer,
+  sqliteFilesOf,
   startRegistrySync,
 } from "@mimi/core";
+import { createBulkVerifier } from "./bulk-verifier.js";
 import { createChangeLog } from "./change-log.js";
 import { createClaims } from "./claims/index.js";
 import { type AuthoritativeConfig, parseConfig } from "./config.js";
@@ -26,10 +29,16 @@ runServer<AuthoritativeConfig>(process, {
   parseConfig,
   logName: (config) => `authoritative-${config.dpId}`,
   start({ config, log, clock, tls, server }) {
-    mkdirSync(config.dataDir, { recursive: true });
     const dbPath = join(config.dataDir, "mappings.sqlite");
-    const store = openMappingStore(dbPath);
-    log.info({ path: dbPath, mappings: store.count() }, "store opened");
+    // The store holds phone numbers, email addresses and service ids: the data folder is made
+    // 0700 and the store 0600, and one that others may open is refused unless the config accepts it.
+    const dataFiles = [...sqliteFilesOf(dbPath), join(config.dataDir, "code-secret")];
+    const allowInsecure = config.allowInsecureDataPermissions;
+    for (const problem of checkDataDir(config.dataDir, dataFiles, { allowInsecure })) {
+      log.warn({ problem }, "insecure data permissions accepted");
+    }
+    const store = openMappingStore(dbPath, { durability: config.durability });
+    log.info({ path: dbPath, mappings: store.count(), durability: store.durability() }, "store opened");
     const legacy = store.legacyCount();
     if (legacy > 0) {
       log.warn(
@@ -41,8 +50,10 @@ runServer<AuthoritativeConfig>(process, {
     let synced = false;
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
-      credentials: channelCredentials(tls),
+      // Only a root may serve the registry (a certificate with the root role).
+      credentials: channelCredentials(tls, { role: "root" }),
       log,
+      clock,
       persistPath: join(config.dataDir, "registry.bin"),
       rootPublicKey: loadPublicKey(config.rootPublicKey),
       onChange: () => synced && checkPublishedKey(),
@@ -68,7 +79,7 @@ runServer<AuthoritativeConfig>(process, {
       dpId: config.dpId,
       store,
       registry: sync.view,
-      registryReady: () => synced,
+      registryProblem: () => (synced ? sync.problem() : "no registry copy received from a root yet"),
       clock,
       answerTtlSeconds: config.answerTtlSeconds,
       negativeTtlSeconds: config.negativeTtlSeconds,
@@ -81,6 +92,7 @@ runServer<AuthoritativeConfig>(process, {
       clock,
       log,
     });
+    const bulkVerifier = createBulkVerifier({ threads: config.bulkVerifyThreads });
     const claims = createClaims({
       dpId: config.dpId,
       store,
@@ -92,12 +104,16 @@ runServer<AuthoritativeConfig>(process, {
       requireDelegated: (csi) => service.requireDelegated(csi),
       registry: sync.view,
       onPeerRequests: () => void peers.kick(),
+      bulkVerifier,
       log,
     });
     const changeLog = createChangeLog({
       store,
       clock,
       retentionMs: config.changeLogRetentionMs,
+      // Kept in the data folder like the code secret: the same key across restarts, so
+      // resolvers' indexes stay valid; only watchers (resolvers, DPs) are sent it.
+      hashKey: codeSecret(join(config.dataDir, "change-key")),
       log,
     });
     const sweep = setInterval(() => {
@@ -129,7 +145,11 @@ runServer<AuthoritativeConfig>(process, {
         peers.close();
         sync.close();
       },
-      close: () => store.close(),
+      close() {
+        // Calls have drained (or been cut off); a batch still verifying fails before the store closes.
+        void bulkVerifier.close();
+        store.close();
+      },
     };
   },
 });

@@ -103,6 +103,7 @@ export function bindAuthoritativeServer(
               seq: BigInt(start.seq),
               resync: RESYNC[start.resync],
               oldestSeq: BigInt(start.oldestSeq),
+              hashKey: changeLog.hashKey,
             }),
           },
         });
@@ -128,7 +129,7 @@ export function bindAuthoritativeServer(
                 case: "change",
                 value: create(pb.MappingChangedSchema, {
                   seq: BigInt(c.seq),
-                  csiHash: changeHash(c.csi),
+                  csiHash: changeHash(changeLog.hashKey, c.csi),
                   atMs: BigInt(c.atMs),
                 }),
               },
@@ -142,7 +143,8 @@ export function bindAuthoritativeServer(
         });
       },
     },
-    { log },
+    // Resolvers look up (and follow changes); DPs may ask peers. An MSP goes through a resolver.
+    { log, roles: ["resolver", "dp"] },
   );
 
   const admins = new Set(opts.admins);
@@ -206,6 +208,7 @@ export function bindAuthoritativeServer(
     },
     {
       log,
+      roles: ["admin"],
       authorize(peer) {
         if (!admins.has(peer.name)) {
           throw new DiscoveryError("permission_denied", `identity "${peer.name}" is not an admin of this DP`);
@@ -224,7 +227,7 @@ export function bindAuthoritativeServer(
         return { removed: r.removed, contested: r.contested };
       },
     },
-    { log },
+    { log, roles: ["dp"] },
   );
 
   addService(
@@ -284,13 +287,16 @@ export function bindAuthoritativeServer(
       },
       async watchNotices(req, ctx, send) {
         const caller = claims.callerOf(ctx.peer.name);
-        await serveLog<NoticeRow, number>(clampToNumber(req.sinceSeq), {
+        const logId = changeLog.logId();
+        // Positions in another log (a restored store reuses sequence numbers) mean nothing here.
+        const from = req.logId !== "" && req.logId !== logId ? 0 : clampToNumber(req.sinceSeq);
+        await serveLog<NoticeRow, number>(from, {
           signal: ctx.signal,
           subscribe: (wake) => claims.subscribeNotices(caller.mspId, wake),
           pageSize: NOTICE_PAGE,
           read: (seq, limit) => claims.notices(caller.mspId, seq, limit),
           async send(n) {
-            await send({ notice: noticeToProto(n) });
+            await send({ notice: { ...noticeToProto(n), logId } });
             return n.seq;
           },
         });
@@ -311,7 +317,12 @@ export function bindAuthoritativeServer(
           } else if (m.case === "batch") {
             if (session === undefined)
               throw new DiscoveryError("invalid_argument", "send start before the first batch");
-            const ack = claims.bulkBatch(caller, session, Number(m.value.firstIndex), m.value.records);
+            const ack = await claims.bulkBatchAsync(
+              caller,
+              session,
+              Number(m.value.firstIndex),
+              m.value.records,
+            );
             total += ack.stored;
             await send({
               message: {
@@ -331,7 +342,7 @@ export function bindAuthoritativeServer(
         log.info({ msp: caller.mspId, session, stored: total }, "bulk session ended");
       },
     },
-    { log },
+    { log, roles: ["msp"] },
   );
 }
 

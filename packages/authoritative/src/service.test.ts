@@ -67,7 +67,7 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     dpId: "eu",
     store,
     registry,
-    registryReady: () => true,
+    registryProblem: () => undefined,
     clock: () => now,
     answerTtlSeconds: 300,
     negativeTtlSeconds: 60,

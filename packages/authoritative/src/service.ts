@@ -38,8 +38,11 @@ export interface AuthoritativeServiceOptions {
   store: MappingStore;
   /** The DP's copy of the root registry (kept current by registry sync). */
   registry: RegistryView;
-  /** False until the registry copy is usable; lookups answer UNAVAILABLE meanwhile. */
-  registryReady: () => boolean;
+  /**
+   * Why the registry copy is not usable (none yet, or its seal expired), or undefined when it
+   * is; lookups answer UNAVAILABLE meanwhile.
+   */
+  registryProblem: () => string | undefined;
   clock: Clock;
   answerTtlSeconds: number;
   negativeTtlSeconds: number;
@@ -51,9 +54,8 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
   // answering REFUSED for zones it does not serve.
   const requireDelegated = (csiText: string) => {
     const csi = parseCsi(csiText);
-    if (!o.registryReady()) {
-      throw new DiscoveryError("not_ready", "this DP has not yet received its delegations from the root");
-    }
+    const problem = o.registryProblem();
+    if (problem) throw new DiscoveryError("not_ready", `this DP cannot use its registry copy: ${problem}`);
     const d = o.registry.find(csi.key);
     if (!d || d.dpId !== o.dpId) {
       throw new DiscoveryError(

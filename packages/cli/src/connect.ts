@@ -1,7 +1,7 @@
 // How the CLI finds its TLS material and servers: flags, with defaults that match
 // the local network `npm start` runs (data/pki, fixed loopback ports).
 import { resolve } from "node:path";
-import { type Channel, channelCredentials, loadTls, openChannel } from "@mimi/core";
+import { type Channel, channelCredentials, loadTls, openChannel, type Role } from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet/paths";
 import type { Command } from "commander";
 import { UsageError } from "./args.js";
@@ -62,15 +62,19 @@ export interface TlsFlags {
   timeout: string;
 }
 
-/** Opens a channel to `address` with the identity the flags name. */
-export function connect(address: string, flags: TlsFlags): Channel {
+/**
+ * Opens a channel to `address` with the identity the flags name; the server's certificate must
+ * grant `serverRole` (a root, a DP, a resolver), so that no other certificate of the network's
+ * CA can stand in for it.
+ */
+export function connect(address: string, flags: TlsFlags, serverRole: Role): Channel {
   const dev = devTlsPaths(resolve(flags.pki), flags.identity);
   const tls = loadTls({
     caFile: flags.ca ?? dev.caFile,
     certFile: flags.cert ?? dev.certFile,
     keyFile: flags.key ?? dev.keyFile,
   });
-  return openChannel(address, channelCredentials(tls));
+  return openChannel(address, channelCredentials(tls, { role: serverRole }));
 }
 
 /** The per-call deadline from the flags. */

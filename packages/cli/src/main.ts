@@ -1,7 +1,7 @@
 // The `mimi` command: one CLI for every role. `resolve` for MSPs and operators, `root` for
 // registry admins, `auth` for authoritative operators, `claim` for MSPs acting at a DP,
-// `resolver` for resolver operators, `dev-pki` for the local PKI; one file per group in
-// commands/. This file assembles them and maps failures to exit codes.
+// `resolver` for resolver operators, `store` for backups of a server's store, `dev-pki` for the
+// local PKI; one file per group in commands/. This file assembles them and maps failures to exit codes.
 import { DiscoveryError, silenceIpServernameWarning } from "@mimi/core";
 import { Command, CommanderError } from "commander";
 import { Interrupted, UsageError } from "./args.js";
@@ -11,6 +11,7 @@ import { addDevPkiCommand } from "./commands/dev-pki.js";
 import { addResolveCommand } from "./commands/resolve.js";
 import { addResolverCommands } from "./commands/resolver.js";
 import { addRootCommands } from "./commands/root.js";
+import { addStoreCommands } from "./commands/store.js";
 
 const program = new Command("mimi")
   .description(
@@ -23,6 +24,7 @@ addRootCommands(program);
 addAuthCommands(program);
 addClaimCommands(program);
 addResolverCommands(program);
+addStoreCommands(program);
 addDevPkiCommand(program);
 
 /** Runs the CLI; resolves to the process exit code. */

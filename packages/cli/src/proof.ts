@@ -3,7 +3,14 @@
 // local DP's outbox). The protocol steps are core's MSP client; this file is flags and I/O.
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { type ClaimClient, completeChallenge, type OpenChallenge, pb, type SigningKey } from "@mimi/core";
+import {
+  type ClaimClient,
+  type ClaimParty,
+  completeChallenge,
+  type OpenChallenge,
+  pb,
+  type SigningKey,
+} from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet/paths";
 import type { Command } from "commander";
 import { localDp, UsageError } from "./args.js";
@@ -20,6 +27,8 @@ const DEMO_USER_KEY = "demo-user-signing.pem";
 
 export type DpFlags = MspFlags & { dp: string };
 export type ProofFlags = DpFlags & {
+  mspId?: string;
+  dpId?: string;
   code?: string;
   outbox?: string;
   prompt?: boolean;
@@ -32,7 +41,7 @@ export const dpAddr = (c: Command) =>
   c.option("--dp <host:port>", "the DP's address (ClaimService)", local(LOCAL_PORTS.eu));
 
 export const channelOf = (o: DpFlags) => {
-  const ch = connect(o.dp, asTls(o));
+  const ch = connect(o.dp, asTls(o), "dp");
   return { ch, api: ch.client(pb.ClaimService) as ClaimClient };
 };
 
@@ -58,6 +67,14 @@ export function addProofOptions(cmd: Command): Command {
         `the user's Ed25519 key (default <pki>/${DEMO_USER_KEY}, created when absent)`,
       )
       .option("--msp-key <pem>", "the MSP's Ed25519 signing key (default <pki>/<--as>-signing.pem)")
+      .option(
+        "--msp-id <id>",
+        "the MSP's id in the registry, which every record it signs must name (default for the demo MSPs: msp-NAME is NAME.example)",
+      )
+      .option(
+        "--dp-id <id>",
+        "the DP's id in the registry, which every record it signs must name (default for a local DP: its id)",
+      )
       .option("--json", "print the result as JSON"),
   ).addHelpText("after", PROOF_HELP);
 }
@@ -65,6 +82,8 @@ export function addProofOptions(cmd: Command): Command {
 type CodeSource = { kind: "code"; code: string } | { kind: "prompt" } | { kind: "outbox"; dir: string };
 
 interface ProofSetup {
+  /** Whom every statement must name; the MSP refuses to sign anything else. */
+  party: ClaimParty;
   source: CodeSource;
   userKey: SigningKey;
   mspKey: SigningKey;
@@ -105,7 +124,11 @@ export function proofSetup(o: ProofFlags): ProofSetup {
     o.mspKey ?? devSigningKeyPaths(o.pki, o.as).keyFile,
     "the local network creates it on start (npm start); or pass --msp-key",
   );
-  return { source, userKey, mspKey, timeoutMs };
+  const dpId = o.dpId ?? localDp(o.dp, o.pki)?.dpId;
+  if (!dpId) throw new UsageError(`${o.dp} is not a local DP: give --dp-id, its id in the registry`);
+  const mspId = o.mspId ?? (o.as.startsWith("msp-") ? `${o.as.slice(4)}.example` : undefined);
+  if (!mspId) throw new UsageError(`give --msp-id, the registry id of the MSP that --as ${o.as} acts for`);
+  return { party: { mspId, dpId }, source, userKey, mspKey, timeoutMs };
 }
 
 /** Opens the challenge, gets the code, and completes with the user's and the MSP's signatures. */

@@ -7,9 +7,11 @@ export {
   bulkRecord,
   bulkRegister,
   type ClaimClient,
+  type ClaimParty,
   type ClaimRequest,
   completeChallenge,
   type OpenChallenge,
+  type StatementCheckOptions,
   startAction,
   startClaim,
 } from "./client/msp.js";
@@ -23,7 +25,7 @@ export {
   type Mapping,
   type MappingSignatures,
 } from "./domain/answer.js";
-export { changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
+export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
 // Domain: identifiers, the registry, answers, signed records and their verification.
 export { DiscoveryError, type DiscoveryErrorCode, invalidArgument } from "./domain/errors.js";
@@ -34,10 +36,14 @@ export {
   dpSignedParts,
   encodeActionStatement,
   encodeMappingRecord,
+  MAX_MAPPING_LIFETIME_DAYS,
+  MAX_MAPPING_LIFETIME_MS,
   MAX_SSI_LENGTH,
   type MappingRecord,
   PROOF_METHODS,
   type ProofMethod,
+  proofMethodFor,
+  RECORD_CLOCK_SKEW_MS,
   ssiProblem,
   tagsProblem,
 } from "./domain/record.js";
@@ -52,6 +58,7 @@ export {
   parseDelegationKeyText,
   type RegistryChange,
   type RegistryData,
+  type RegistrySeal,
   RegistryView,
 } from "./domain/registry.js";
 export {
@@ -71,8 +78,11 @@ export {
 export {
   type KeyDirectory,
   mappingProblem,
+  REGISTRY_CLOCK_SKEW_MS,
   registryKeys,
   registrySignatureValid,
+  type SealPeriod,
+  sealProblem,
   signRegistry,
   verifyOutcome,
 } from "./domain/verify.js";
@@ -88,6 +98,17 @@ export { type Clock, systemClock } from "./runtime/clock.js";
 export { ConfigError, ConfigReader, deepFreeze } from "./runtime/config.js";
 
 export { createLogger, csiHash, type Logger } from "./runtime/logger.js";
+export {
+  checkDataDir,
+  checkPrivate,
+  createPrivateFile,
+  ensurePrivateDir,
+  type PrivateKind,
+  type PrivateOptions,
+  privateProblem,
+  restrictFile,
+  sqliteFilesOf,
+} from "./runtime/private-files.js";
 export {
   type CallOptions,
   type Channel,
@@ -127,8 +148,11 @@ export {
   type ServiceHandlers,
 } from "./wire/grpc.js";
 export type { HealthReporter } from "./wire/health.js";
+export { describeRoles, ROLE_URI_PREFIX, ROLES, type Role, rolesOf, roleUri } from "./wire/roles.js";
 export {
   createGrpcServer,
+  DEVELOPMENT_CA_SUBJECT,
+  holdsDevelopmentCa,
   listen,
   type ProcessHost,
   type RunningServer,
@@ -144,6 +168,7 @@ export { fromStatus, statusName, toWireStatus, type WireStatus } from "./wire/st
 export {
   channelCredentials,
   loadTls,
+  type ServerExpectation,
   serverCredentials,
   silenceIpServernameWarning,
   type TlsMaterial,

@@ -1,7 +1,7 @@
 // Starts a whole local network (root, two regional authoritatives, a resolver) as separate
 // processes on loopback with a development PKI, and loads the demo data. `npm start` runs it
 // on fixed ports; the integration tests and the benchmark run it on ports the OS picks.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   type Channel,
@@ -72,6 +72,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
   const clockDir = join(dir, "clock");
   mkdirSync(configDir, { recursive: true });
   if (opts.testClock) mkdirSync(clockDir, { recursive: true });
+  makeDataPrivate(dir);
   await ensureDevPki(pkiDir, IDENTITIES);
   ensureDevSigningKeys(pkiDir, SIGNING_KEYS);
   const signingKey = (name: string) => loadSigningKey(devSigningKeyPaths(pkiDir, name).keyFile);
@@ -89,7 +90,8 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     const clockFile = opts.testClock ? join(clockDir, name) : undefined;
     if (clockFile) writeFileSync(clockFile, "0", { mode: 0o600 });
     const path = join(configDir, `${name}.json`);
-    writeFileSync(path, `${JSON.stringify(config, null, 2)}\n`);
+    // The local network runs on the development CA, which servers refuse unless told.
+    writeFileSync(path, `${JSON.stringify({ allowDevelopmentCa: true, ...config }, null, 2)}\n`);
     return new ServerProcess(name, role, path, logLevel, {
       ...(opts.nodeArgs && { nodeArgs: opts.nodeArgs }),
       ...(opts.onLine && { onLine: opts.onLine }),
@@ -173,5 +175,20 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+/**
+ * Servers refuse data folders and files that others may open. Folders an earlier version of
+ * the local network made 0755 (with 0644 stores) belong to this network, so it makes them
+ * private instead of refusing to start.
+ */
+function makeDataPrivate(dir: string): void {
+  for (const name of ["root", "dp-eu", "dp-us", "resolver"]) {
+    const folder = join(dir, name);
+    if (!existsSync(folder)) continue;
+    chmodSync(folder, 0o700);
+    for (const e of readdirSync(folder, { withFileTypes: true }))
+      if (e.isFile()) chmodSync(join(folder, e.name), 0o600);
   }
 }

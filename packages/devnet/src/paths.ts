@@ -19,6 +19,35 @@ export const IDENTITIES = [
   "msp-parrot",
 ] as const;
 
+/** The certificate roles of the local network (as core's ROLES; kept here so the CLI loads no core code for them). */
+export type DevRole = "root" | "dp" | "resolver" | "msp" | "admin";
+const DEV_ROLES: readonly DevRole[] = ["root", "dp", "resolver", "msp", "admin"];
+
+/**
+ * The name and roles of a development certificate, from "name" or "name=role[+role...]". Without
+ * roles, the local network's naming gives them: root*, dp-*, resolver*, admin*; msp-* and "cli"
+ * are MSPs; any other name gets none (it can call only what every member may call).
+ */
+export function parseDevIdentity(spec: string): { name: string; roles: DevRole[] } {
+  const [name = "", roleText] = spec.split("=", 2);
+  if (roleText !== undefined) {
+    const roles = roleText.split("+").filter((r) => r !== "");
+    for (const r of roles) {
+      if (!(DEV_ROLES as readonly string[]).includes(r)) {
+        throw new Error(`unknown role "${r}" in "${spec}": roles are ${DEV_ROLES.join(", ")}`);
+      }
+    }
+    return { name, roles: roles as DevRole[] };
+  }
+  const roles: DevRole[] = [];
+  if (name.startsWith("root")) roles.push("root");
+  else if (name.startsWith("dp-")) roles.push("dp");
+  else if (name.startsWith("resolver")) roles.push("resolver");
+  else if (name.startsWith("admin")) roles.push("admin");
+  else if (name.startsWith("msp-") || name === "cli") roles.push("msp");
+  return { name, roles };
+}
+
 /** Names of the Ed25519 signing keys the local network uses (the root, DPs, MSPs). */
 export const SIGNING_KEYS = ["root", "dp-eu", "dp-us", "msp-bluebird", "msp-wirechat", "msp-parrot"] as const;
 

@@ -4,9 +4,16 @@ import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { generateSigningKey, loadSigningKey, publicKeyPem, type SigningKey, signingKeyPem } from "@mimi/core";
+import {
+  DEVELOPMENT_CA_SUBJECT,
+  generateSigningKey,
+  loadSigningKey,
+  publicKeyPem,
+  type SigningKey,
+  signingKeyPem,
+} from "@mimi/core";
 import * as x509 from "@peculiar/x509";
-import { devSigningKeyPaths, devTlsPaths } from "./paths.js";
+import { devSigningKeyPaths, devTlsPaths, parseDevIdentity } from "./paths.js";
 
 type CryptoKey = webcrypto.CryptoKey;
 
@@ -17,8 +24,10 @@ const DAY_MS = 86_400_000;
 
 /**
  * Makes sure `dir` holds a development CA and a certificate for each identity (subject CN,
- * SANs localhost, 127.0.0.1 and ::1, usable as server and client). Existing files are kept,
- * so re-running adds only what is missing. Private keys are written with mode 0600.
+ * SANs localhost, 127.0.0.1 and ::1 and a URI SAN per role, usable as server and client; see
+ * parseDevIdentity for "name=role" and the roles names imply). Existing files are kept when
+ * they grant the same roles, so re-running adds only what is missing. Private keys are written
+ * with mode 0600.
  */
 export async function ensureDevPki(dir: string, identities: readonly string[]): Promise<void> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -33,7 +42,7 @@ export async function ensureDevPki(dir: string, identities: readonly string[]): 
     const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
     caCert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: randomSerial(),
-      name: "CN=MIMI Development CA",
+      name: DEVELOPMENT_CA_SUBJECT,
       notBefore: new Date(Date.now() - DAY_MS),
       notAfter: new Date(Date.now() + 3650 * DAY_MS),
       signingAlgorithm: ALG,
@@ -48,9 +57,12 @@ export async function ensureDevPki(dir: string, identities: readonly string[]): 
     writeFileSync(caKeyPath, await exportKey(caKey), { mode: 0o600 });
     writeFileSync(caCertPath, caCert.toString("pem"));
   }
-  for (const identity of identities) {
+  for (const spec of identities) {
+    const { name: identity, roles } = parseDevIdentity(spec);
     const paths = devTlsPaths(dir, identity);
-    if (existsSync(paths.certFile) && existsSync(paths.keyFile)) continue;
+    const roleUris = roles.map((r) => `urn:mimi:role:${r}`);
+    if (existsSync(paths.certFile) && existsSync(paths.keyFile) && sameRoles(paths.certFile, roleUris))
+      continue;
     const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: randomSerial(),
@@ -75,6 +87,7 @@ export async function ensureDevPki(dir: string, identities: readonly string[]): 
           { type: "dns", value: "localhost" },
           { type: "ip", value: "127.0.0.1" },
           { type: "ip", value: "::1" },
+          ...roleUris.map((value) => ({ type: "url" as const, value })),
         ]),
         await x509.AuthorityKeyIdentifierExtension.create(caCert),
       ],
@@ -82,6 +95,17 @@ export async function ensureDevPki(dir: string, identities: readonly string[]): 
     writeFileSync(paths.keyFile, await exportKey(keys.privateKey), { mode: 0o600 });
     writeFileSync(paths.certFile, cert.toString("pem"));
   }
+}
+
+/** Whether the certificate at `path` grants exactly these role URIs (older ones grant none). */
+function sameRoles(path: string, roleUris: readonly string[]): boolean {
+  const cert = new x509.X509Certificate(readFileSync(path, "utf8"));
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  const held = (san?.names.items ?? [])
+    .filter((n) => n.type === "url" && n.value.startsWith("urn:mimi:role:"))
+    .map((n) => n.value)
+    .sort();
+  return held.join(" ") === [...roleUris].sort().join(" ");
 }
 
 function randomSerial(): string {

@@ -1,21 +1,24 @@
 // The resolver's answer cache: LRU-bounded (lru-cache), TTLs clamped to [min, max],
 // expiry by an injected clock, and a bounded window in which expired entries may
 // still be served when upstreams fail (RFC 8767 "serve stale"). Entries are also indexed
-// by a second key (the CSI's change hash), so a DP's change event finds them.
+// by a second key (the answering DP and the CSI's change hash), so a DP's change event finds them.
 
 import type { Clock } from "@mimi/core";
 import { LRUCache } from "lru-cache";
 
 /** Options of the TTL cache. */
-export interface TtlCacheOptions {
+export interface TtlCacheOptions<V = unknown> {
   maxEntries: number;
   minTtlSeconds: number;
   maxTtlSeconds: number;
   /** How long after expiry an entry may still be served stale; 0 disables serve-stale. */
   staleWindowSeconds: number;
   now: Clock;
-  /** The second key of an entry (e.g. a hash of its key); several keys may share one. */
-  indexKey?: (key: string) => string;
+  /**
+   * The second key of an entry (e.g. a hash of its key), or undefined for none; several keys
+   * may share one. Computed at every store, so an overwrite follows the new value.
+   */
+  indexKey?: (key: string, value: V) => string | undefined;
 }
 
 /** A fresh hit. */
@@ -55,7 +58,7 @@ export interface TtlCache<V> {
 }
 
 /** Creates a TTL cache. */
-export function createTtlCache<V>(o: TtlCacheOptions): TtlCache<V> {
+export function createTtlCache<V>(o: TtlCacheOptions<V>): TtlCache<V> {
   // Second key -> key, or keys when several share it (a hash collision).
   const index = new Map<string, string | string[]>();
   const unindex = (ix: string, key: string) => {
@@ -83,9 +86,12 @@ export function createTtlCache<V>(o: TtlCacheOptions): TtlCache<V> {
     set(key, value, ttlSeconds) {
       const ttl = Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds);
       const before = lru.peek(key);
-      const ix = before ? before.index : o.indexKey?.(key);
+      const ix = o.indexKey?.(key, value);
+      // An overwrite may move the entry to another index (another DP answered it).
+      const moved = before !== undefined && before.index !== ix;
+      if (moved && before.index !== undefined) unindex(before.index, key);
       lru.set(key, { value, expiresAtMs: o.now() + ttl * 1000, ttlMs: ttl * 1000, hits: 0, index: ix });
-      if (ix !== undefined && !before) {
+      if (ix !== undefined && (!before || moved)) {
         const at = index.get(ix);
         if (at === undefined) index.set(ix, key);
         else if (Array.isArray(at)) at.push(key);

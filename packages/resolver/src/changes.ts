@@ -4,6 +4,7 @@
 // Each event evicts the answers cached for its CSI; a log that cannot be continued (too old,
 // another store, a store restored from an older copy) drops everything that DP answered.
 import {
+  CHANGE_HASH_KEY_BYTES,
   changeHashKey,
   type DpInfo,
   followLog,
@@ -16,7 +17,9 @@ import type { Upstream } from "./upstream.js";
 
 /** What a subscription reports to the resolver. */
 export interface ChangeSink {
-  changed(hashHex: string): void;
+  changed(dpId: string, hashHex: string): void;
+  /** The log's change-hash key; true when it differs from the one held (the DP's answers are dropped). */
+  changeKey(dpId: string, key: Uint8Array): boolean;
   resync(dpId: string, counted: boolean): number;
 }
 
@@ -108,6 +111,15 @@ class Subscription {
     const ev = msg.event;
     if (ev.case === "start") {
       const s = ev.value;
+      if (s.hashKey.length !== CHANGE_HASH_KEY_BYTES) {
+        throw new Error(
+          `the change log's hash key is ${s.hashKey.length} bytes, not ${CHANGE_HASH_KEY_BYTES}`,
+        );
+      }
+      // A new key (before any event of this start is applied) drops what the old key indexed.
+      if (this.o.sink.changeKey(this.dpId, s.hashKey) && this.logId !== "") {
+        this.log.warn({ dp: this.dpId }, "the DP's change-hash key changed; dropped its cached answers");
+      }
       if (s.resync !== pb.ResyncReason.UNSPECIFIED) {
         const counted = s.resync !== pb.ResyncReason.NEW_WATCHER;
         if (counted) {
@@ -128,7 +140,7 @@ class Subscription {
       if (seq !== this.seq + 1) throw new Error(`change ${seq} does not follow ${this.seq}`);
       const hash = changeHashKey(c.csiHash);
       if (hash === undefined) throw new Error(`change ${seq} carries a malformed CSI hash`);
-      this.o.sink.changed(hash);
+      this.o.sink.changed(this.dpId, hash);
       this.seq = seq;
       this.atMs = Number(c.atMs);
       this.events++;

@@ -29,6 +29,8 @@ export interface ResolverConfig extends ServerBasics {
   readonly admins: readonly string[];
   /** File holding the pinned root key (trust anchor): the registry and, through it, every answer verify against it. */
   readonly rootPublicKey: string;
+  /** Start even when `dataDir` is open to group or others, or owned by another user. */
+  readonly allowInsecureDataPermissions: boolean;
 }
 
 const DEFAULTS = {
@@ -74,6 +76,7 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     upstreamTimeoutMs: r.integer("upstreamTimeoutMs", DEFAULTS.upstreamTimeoutMs, 50, 60_000),
     admins: r.stringList("admins", []),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
+    allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
   };
   r.done();
   return deepFreeze(config);

@@ -2,9 +2,9 @@
 // change subscriptions -> gRPC -> signals, through core's runServer.
 import { join } from "node:path";
 import {
-  changeHashHex,
   channelCredentials,
   createChannelPool,
+  ensurePrivateDir,
   loadPublicKey,
   pb,
   registryKeys,
@@ -16,21 +16,30 @@ import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
 import { bindResolverServer } from "./server.js";
-import { type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
+import { answerIndex, type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
 
 runServer<ResolverConfig>(process, {
   role: "resolver",
   parseConfig,
   start({ config, log, clock, tls, server }) {
+    // The saved registry copy lives in a folder only this user may open (0700); one that others
+    // may open or change is refused unless the config accepts it.
+    if (config.dataDir) {
+      const allowInsecure = config.allowInsecureDataPermissions;
+      const problem = ensurePrivateDir(config.dataDir, { allowInsecure });
+      if (problem) log.warn({ problem }, "insecure data permissions accepted");
+    }
     let synced = false;
     // Registry changes reach the service once it exists (the sync starts first, to load the copy).
     let service: ResolverService | undefined;
     let subscriptions: ChangeSubscriptions | undefined;
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
-      credentials: channelCredentials(tls),
+      // Only a root may serve the registry (a certificate with the root role).
+      credentials: channelCredentials(tls, { role: "root" }),
       log,
+      clock,
       rootPublicKey: loadPublicKey(config.rootPublicKey),
       onChange: (change) => {
         service?.registryChanged(change);
@@ -42,7 +51,12 @@ runServer<ResolverConfig>(process, {
       },
       ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
     });
-    const cache = createTtlCache<CachedAnswer>({ ...config.cache, now: clock, indexKey: changeHashHex });
+    const changeKeys = new Map<string, Uint8Array>();
+    const cache = createTtlCache<CachedAnswer>({
+      ...config.cache,
+      now: clock,
+      indexKey: answerIndex(changeKeys),
+    });
     const keys = registryKeys(sync.view);
     const upstream = createUpstream({
       channels: createChannelPool(tls),
@@ -52,7 +66,7 @@ runServer<ResolverConfig>(process, {
     const resolver = createResolverService({
       cache,
       registry: sync.view,
-      registryReady: () => synced,
+      registryProblem: () => (synced ? sync.problem() : "the resolver has no copy of the root registry yet"),
       upstream,
       log,
       negativeMaxTtlSeconds: config.cache.negativeMaxTtlSeconds,
@@ -63,6 +77,7 @@ runServer<ResolverConfig>(process, {
         remainingFraction: config.cache.prefetchPercent / 100,
       },
       now: clock,
+      changeKeys,
     });
     service = resolver;
     const subs = createChangeSubscriptions({

@@ -196,6 +196,7 @@ export function bindResolverServer(
     },
     {
       log,
+      roles: ["admin"],
       authorize(peer) {
         if (!admins.has(peer.name)) {
           throw new DiscoveryError(

@@ -10,7 +10,7 @@ import {
   RegistryView,
 } from "@mimi/core";
 import { createTtlCache } from "./cache.js";
-import { type CachedAnswer, createResolverService } from "./service.js";
+import { answerIndex, type CachedAnswer, createResolverService } from "./service.js";
 import type { Upstream } from "./upstream.js";
 
 const DP: DpInfo = {
@@ -41,6 +41,8 @@ function fakeUpstream() {
     gate: undefined as Promise<void> | undefined,
     /** When set, verification refuses every answer with this reason. */
     verifyRefuses: undefined as string | undefined,
+    /** When set, only this outcome is refused (the others verify). */
+    refusesOnly: undefined as LookupOutcome | undefined,
     verified: [] as [string, LookupOutcome][],
   };
   const upstream: Upstream = {
@@ -58,34 +60,41 @@ function fakeUpstream() {
   return { state, upstream };
 }
 
+/** The change-hash key DP eu sends with its log. */
+const KEY = new Uint8Array(32).fill(7);
+
 function setup(prefetch = { minHits: 0, remainingFraction: 0.1 }) {
   const clock = { now: 1_000_000 };
+  const changeKeys = new Map<string, Uint8Array>([["eu", KEY]]);
   const cache = createTtlCache<CachedAnswer>({
     maxEntries: 100,
     minTtlSeconds: 0,
     maxTtlSeconds: 3600,
     staleWindowSeconds: 600,
     now: () => clock.now,
-    indexKey: changeHashHex,
+    indexKey: answerIndex(changeKeys),
   });
   const { state, upstream } = fakeUpstream();
   const reg = registry();
   const service = createResolverService({
     cache,
     registry: reg,
-    registryReady: () => true,
+    registryProblem: () => undefined,
     upstream,
     log: createLogger({ name: "test", level: "silent" }),
     negativeMaxTtlSeconds: 30,
     staleAnswerTtlSeconds: 30,
     verify(csi, outcome) {
       state.verified.push([csi, outcome]);
-      if (state.verifyRefuses) throw new DiscoveryError("verification_failed", state.verifyRefuses);
+      if (state.verifyRefuses && (state.refusesOnly === undefined || state.refusesOnly === outcome)) {
+        throw new DiscoveryError("verification_failed", state.verifyRefuses);
+      }
     },
     prefetch,
     now: () => clock.now,
+    changeKeys,
   });
-  return { clock, state, service, reg };
+  return { clock, state, service, reg, changeKeys };
 }
 
 const CSI = parseCsi("tel:+447700900123");
@@ -268,6 +277,7 @@ test("a verified answer gone stale is served when the DP's new answer fails veri
   clock.now += 61_000;
   state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 600 };
   state.verifyRefuses = "forged";
+  state.refusesOnly = state.outcome; // the earlier answer still verifies (it is checked again)
   const r = await service.resolve(CSI);
   assert.equal(r.stale, true);
   assert.equal(r.source, "stale");
@@ -294,7 +304,7 @@ test("a change event evicts the cached answer, a negative one included, and only
   await service.resolve(CSI);
   await service.resolve(other);
   assert.equal((await service.resolve(CSI)).source, "cache");
-  service.changed(changeHashHex(CSI.uri));
+  service.changed("eu", changeHashHex(KEY, CSI.uri));
   assert.equal(service.stats.invalidations, 1);
   state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 };
   const r = await service.resolve(CSI);
@@ -302,7 +312,7 @@ test("a change event evicts the cached answer, a negative one included, and only
   assert.equal(r.outcome.kind, "answer");
   assert.equal((await service.resolve(other)).source, "cache");
   // An event for a CSI nobody cached evicts nothing.
-  service.changed(changeHashHex("tel:+447700900555"));
+  service.changed("eu", changeHashHex(KEY, "tel:+447700900555"));
   assert.equal(service.stats.invalidations, 1);
 });
 
@@ -316,7 +326,7 @@ test("an answer whose lookup raced a change event for its CSI is asked again, no
   const pending = service.resolve(CSI);
   await nextTurn();
   // The mapping is created while the first lookup is out; its event overtakes the answer.
-  service.changed(changeHashHex(CSI.uri));
+  service.changed("eu", changeHashHex(KEY, CSI.uri));
   state.gate = undefined;
   open();
   state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 };
@@ -395,17 +405,93 @@ test("an answer asked once is left to expire; a failed prefetch keeps the fresh 
 
 test("an event that came before a lookup started does not make its answer be asked again", async () => {
   const { state, service } = setup();
-  service.changed(changeHashHex(CSI.uri)); // e.g. the event that evicted the entry
+  service.changed("eu", changeHashHex(KEY, CSI.uri)); // e.g. the event that evicted the entry
   let open: () => void = () => {};
   state.gate = new Promise((r) => {
     open = r;
   });
   const pending = service.resolve(CSI);
   await nextTurn();
-  service.changed(changeHashHex("tel:+447700900999")); // another CSI changes meanwhile
+  service.changed("eu", changeHashHex(KEY, "tel:+447700900999")); // another CSI changes meanwhile
   state.gate = undefined;
   open();
   await pending;
   assert.equal(state.calls, 1);
   assert.equal((await service.resolve(CSI)).source, "cache");
+});
+
+test("a change event evicts only the answers of the DP that sent it", async () => {
+  const { service, changeKeys } = setup();
+  await service.resolve(CSI);
+  // DP us, with its own key, reports a change of the same CSI (it may hold it too): eu's answer stays.
+  const usKey = new Uint8Array(32).fill(9);
+  changeKeys.set("us", usKey);
+  service.changed("us", changeHashHex(usKey, CSI.uri));
+  service.changed("us", changeHashHex(KEY, CSI.uri)); // even with eu's hash
+  assert.equal(service.stats.invalidations, 0);
+  assert.equal((await service.resolve(CSI)).source, "cache");
+  service.changed("eu", changeHashHex(KEY, CSI.uri));
+  assert.equal(service.stats.invalidations, 1);
+});
+
+test("a new change-hash key from a DP drops its answers; the same key again drops nothing", async () => {
+  const { service } = setup();
+  await service.resolve(CSI);
+  assert.equal(service.changeKey("eu", KEY), false);
+  assert.equal(service.cacheSize, 1);
+  assert.equal(service.changeKey("eu", new Uint8Array(32).fill(8)), true);
+  assert.equal(service.cacheSize, 0);
+});
+
+test("a DP's or MSP's key change in the registry evicts the answers it signed, and nothing else", async () => {
+  const { state, service, reg } = setup();
+  const mapping = {
+    mspId: "m.example",
+    ssi: "s",
+    isDefault: true,
+    tags: [],
+    createdAtMs: 1,
+    proofMethod: "sms-code",
+    expiresAtMs: 2,
+  };
+  const other = parseCsi("tel:+447700900999");
+  state.outcome = { kind: "answer", mappings: [mapping], dpId: "eu", ttlSeconds: 60 };
+  await service.resolve(CSI);
+  state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 };
+  await service.resolve(other);
+  const apply = (change: Parameters<RegistryView["apply"]>[0]) => {
+    reg.apply(change);
+    service.registryChanged(change);
+  };
+  // Another DP's entry, and an endpoint move that keeps eu's key: nothing evicted.
+  apply({ serial: 2n, kind: "put_dp", dp: { ...DP, id: "us" } });
+  apply({ serial: 3n, kind: "put_dp", dp: { ...DP, endpoints: ["127.0.0.1:2"] } });
+  assert.equal(service.cacheSize, 2);
+  // The MSP's key appears: only the answer holding its mapping goes.
+  const mspKey = new Uint8Array(32).fill(3);
+  apply({
+    serial: 4n,
+    kind: "put_msp",
+    msp: { id: "m.example", name: "M", index: 0, signingPublicKey: mspKey },
+  });
+  assert.equal(service.cacheSize, 1);
+  assert.equal((await service.resolve(other)).source, "cache");
+  // The DP's key rotates: everything it signed goes.
+  apply({ serial: 5n, kind: "put_dp", dp: { ...DP, signingPublicKey: new Uint8Array(32).fill(4) } });
+  assert.equal(service.cacheSize, 0);
+  assert.equal(service.stats.evictedByRegistry, 2);
+});
+
+test("a stale answer is verified again before it is served, and dropped when it no longer verifies", async () => {
+  const { clock, state, service } = setup();
+  await service.resolve(CSI);
+  clock.now += 61_000;
+  state.fail = true;
+  state.verifyRefuses = "the DP's countersignature does not verify";
+  await assert.rejects(
+    service.resolve(CSI),
+    (e: unknown) => e instanceof DiscoveryError && e.code === "upstream_unavailable",
+  );
+  assert.equal(service.stats.stale, 0);
+  assert.equal(service.cacheSize, 0, "the answer that no longer verifies is gone");
 });

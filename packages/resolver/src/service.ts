@@ -1,8 +1,9 @@
 // Resolver logic, protocol-free: cache -> (one in-flight walk per CSI) -> local registry
 // copy -> authoritative -> cache with clamped TTL; serves stale answers when DPs fail.
-// Freshness: DPs' change events evict answers at once (positive and negative, R20), a log
-// that cannot be continued drops all of that DP's answers, popular answers are refreshed
-// shortly before they expire, and an operator can flush.
+// Freshness: DPs' change events evict the answers that DP gave at once (positive and negative,
+// R20), a log that cannot be continued drops all of that DP's answers, a key change in the
+// registry drops every answer the old key signed, popular answers are refreshed shortly before
+// they expire, a stale answer is verified again before it is served, and an operator can flush.
 //
 // Walk invariant: the resolver holds the whole delegation table (synced from the root), so a
 // walk is one referral lookup in memory plus one call to an authoritative, which never
@@ -54,7 +55,7 @@ export interface ResolverStats {
   flushed: number;
   upstreamRequests: number;
   upstreamFailures: number;
-  /** Cached answers dropped because their delegation changed. */
+  /** Cached answers dropped because their delegation, or the key of a DP or MSP that signed them, changed. */
   evictedByRegistry: number;
   /** Upstream answers refused because they did not verify. */
   verificationFailures: number;
@@ -70,8 +71,13 @@ export interface ResolverService {
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
   registryReplaced(): void;
-  /** A DP changed the mappings of the CSI with this change hash (hex): drops its answers. */
-  changed(hashHex: string): void;
+  /** DP `dpId` changed the mappings of the CSI with this change hash (hex): drops the answers it gave. */
+  changed(dpId: string, hashHex: string): void;
+  /**
+   * The change-hash key DP `dpId` sent with its log; a key other than the one held drops every
+   * answer of that DP (their index was made with the old key). Returns whether it changed.
+   */
+  changeKey(dpId: string, key: Uint8Array): boolean;
   /**
    * A DP's change log cannot be continued from where we were: drops every answer it gave.
    * `counted` is false for a first subscription, which is expected rather than a fault.
@@ -95,7 +101,8 @@ export interface PrefetchPolicy {
 export interface ResolverServiceOptions {
   cache: TtlCache<CachedAnswer>;
   registry: RegistryView;
-  registryReady: () => boolean;
+  /** Why the registry copy may not be used now (none yet, or expired), or undefined when it may. */
+  registryProblem: () => string | undefined;
   upstream: Upstream;
   log: Logger;
   /** Upper bound on how long NOT_FOUND is cached, whatever the DP says. */
@@ -110,6 +117,19 @@ export interface ResolverServiceOptions {
   prefetch: PrefetchPolicy;
   /** Clock for the record of recent change events. */
   now: () => number;
+  /**
+   * Each DP's change-hash key, as its change log sent it; shared with the cache's index (see
+   * answerIndex), which the service keeps current.
+   */
+  changeKeys: Map<string, Uint8Array>;
+}
+
+/** The cache's second key of an answer: its DP and the CSI's change hash under that DP's key. */
+export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
+  return (uri: string, v: CachedAnswer): string | undefined => {
+    const key = changeKeys.get(v.outcome.dpId);
+    return key ? `${v.outcome.dpId}/${changeHashHex(key, uri)}` : undefined;
+  };
 }
 
 /**
@@ -158,12 +178,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     o.cache.set(csi.uri, Object.freeze({ outcome, key: csi.key, ...(stale ? { stale } : {}) }), ttlSeconds);
 
   const walk = async (csi: Csi, attempt = 0, background = false): Promise<Resolution> => {
-    if (!o.registryReady()) {
-      throw new DiscoveryError(
-        "not_ready",
-        "the resolver has no copy of the root registry yet; retry shortly",
-      );
-    }
+    const problem = o.registryProblem();
+    if (problem) throw new DiscoveryError("not_ready", `${problem}; retry shortly`);
     const delegation = o.registry.find(csi.key);
     if (!delegation) {
       // No DP is delegated this range: a definite negative answer, cached like one.
@@ -202,7 +218,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         if (attempt === 0) return walk(csi, 1, background);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
-      if (startedAt !== eventCount && (recent.get(changeHashHex(csi.uri)) ?? 0) > startedAt) {
+      const hashKey = o.changeKeys.get(dp.id);
+      const ix = hashKey && `${dp.id}/${changeHashHex(hashKey, csi.uri)}`;
+      if (startedAt !== eventCount && ix && (recent.get(ix) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
         if (attempt === 0) return walk(csi, 1, background);
@@ -220,8 +238,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (background) throw err;
       const e = err as DiscoveryError;
       const stale = o.cache.getStale(csi.uri);
-      // Only an answer from the DP that holds the range today may be served stale.
-      if (stale && stale.outcome.dpId === dp.id) {
+      // Only an answer from the DP that holds the range today may be served stale, and only
+      // while it still verifies against today's registry (keys rotate, records expire).
+      if (stale && stale.outcome.dpId === dp.id && verifiesNow(csi, stale.outcome)) {
         stats.stale++;
         log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
         // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
@@ -231,6 +250,55 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       throw err;
     }
+  };
+
+  const verifiesNow = (csi: Csi, outcome: LookupOutcome): boolean => {
+    try {
+      o.verify(csi.uri, outcome);
+      return true;
+    } catch (err) {
+      o.cache.delete(csi.uri);
+      log.warn(
+        { csi: csiHash(csi.uri), err: (err as Error).message },
+        "stale answer no longer verifies; not served",
+      );
+      return false;
+    }
+  };
+
+  // The signing keys of DPs and MSPs as they were when cached answers were verified; a key
+  // that changed or vanished drops what it signed (the answers would not verify any more).
+  const signerKeys = new Map<string, string>();
+  const signersNow = () => {
+    const now = new Map<string, string>();
+    for (const dp of o.registry.allDps())
+      now.set(`dp:${dp.id}`, Buffer.from(dp.signingPublicKey).toString("hex"));
+    for (const m of o.registry.allMsps())
+      now.set(`msp:${m.id}`, Buffer.from(m.signingPublicKey).toString("hex"));
+    return now;
+  };
+  for (const [k, v] of signersNow()) signerKeys.set(k, v);
+  const evictChangedSigners = () => {
+    const now = signersNow();
+    const dps = new Set<string>();
+    const msps = new Set<string>();
+    for (const k of new Set([...signerKeys.keys(), ...now.keys()])) {
+      if (signerKeys.get(k) === now.get(k)) continue;
+      (k.startsWith("dp:") ? dps : msps).add(k.slice(k.indexOf(":") + 1));
+    }
+    signerKeys.clear();
+    for (const [k, v] of now) signerKeys.set(k, v);
+    if (dps.size === 0 && msps.size === 0) return;
+    const n = o.cache.prune(
+      (_uri, v) =>
+        dps.has(v.outcome.dpId) ||
+        (v.outcome.kind === "answer" && v.outcome.mappings.some((m) => msps.has(m.mspId))),
+    );
+    stats.evictedByRegistry += n;
+    log.info(
+      { dps: [...dps], msps: [...msps], evicted: n },
+      "signing keys changed; evicted the answers they signed",
+    );
   };
 
   // Eviction scans the cache, so changes arriving together (a backlog replayed after a
@@ -293,12 +361,21 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // Concurrent misses for one CSI share a single upstream request.
       return single(csi, false);
     },
-    changed(hashHex) {
+    changed(dpId, hashHex) {
+      // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.
+      const ix = `${dpId}/${hashHex}`;
       eventCount++;
-      recent.set(hashHex, eventCount);
-      recentQueue.push({ atMs: o.now(), hash: hashHex, n: eventCount });
+      recent.set(ix, eventCount);
+      recentQueue.push({ atMs: o.now(), hash: ix, n: eventCount });
       forgetOldEvents();
-      stats.invalidations += o.cache.deleteIndexed(hashHex);
+      stats.invalidations += o.cache.deleteIndexed(ix);
+    },
+    changeKey(dpId, key) {
+      const held = o.changeKeys.get(dpId);
+      if (held && Buffer.from(held).equals(key)) return false;
+      o.changeKeys.set(dpId, new Uint8Array(key));
+      if (held) o.cache.prune((_uri, v) => v.outcome.dpId === dpId);
+      return true;
     },
     resync(dpId, counted) {
       const n = o.cache.prune((_uri, v) => v.outcome.dpId === dpId);
@@ -330,7 +407,15 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       return o.cache.size;
     },
     registryChanged(change) {
-      // Only delegation edits move answers; the changed key bounds which entries to check.
+      if (
+        change.kind === "put_dp" ||
+        change.kind === "delete_dp" ||
+        change.kind === "put_msp" ||
+        change.kind === "delete_msp"
+      ) {
+        evictChangedSigners();
+      }
+      // Delegation edits move answers; the changed key bounds which entries to check.
       if (change.kind === "put_delegation") {
         const key = change.delegation.key;
         evictSoon((k) => covers(key, k));
@@ -340,6 +425,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
     },
     registryReplaced() {
+      evictChangedSigners();
       evictSoon("all");
     },
   };

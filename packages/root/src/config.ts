@@ -1,6 +1,7 @@
 // Root configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
 import { ConfigError, ConfigReader, deepFreeze, readServerBasics, type ServerBasics } from "@mimi/core";
+import type { Durability } from "./store.js";
 
 /** Where a secondary follows the registry from, and the key everything it receives must verify with. */
 export interface PrimaryConfig {
@@ -24,12 +25,25 @@ export interface RootConfig extends ServerBasics {
   readonly signingKey: string | undefined;
   /** Set on a read-only secondary, which follows the primary and never holds the private key. */
   readonly primary: PrimaryConfig | undefined;
+  /**
+   * How long each registry signature is valid (like a DNSSEC RRSIG's validity period): a
+   * follower refuses a registry past it, which bounds how long an old registry (with a since
+   * rotated key) can be replayed, and how long followers ride out a root outage.
+   */
+  readonly signatureValiditySeconds: number;
+  /** The primary re-signs (a refresh change) once less than this remains of the validity. */
+  readonly signatureRefreshSeconds: number;
+  /** "full" (default): a change is on disk before its serial is published; see Durability in store.ts. */
+  readonly durability: Durability;
+  /** Start even when the data folder or the store is open to group or others, or owned by another user. */
+  readonly allowInsecureDataPermissions: boolean;
 }
 
 const DEFAULTS = {
   host: "127.0.0.1",
   port: 7400,
   defaultDelegationTtlSeconds: 3600,
+  signatureValiditySeconds: 14 * 86_400,
 } as const;
 
 /** Parses a root config; relative paths resolve against `baseDir`. */
@@ -62,9 +76,38 @@ export function parseConfig(raw: unknown, baseDir = "."): RootConfig {
     ),
     signingKey: signingKey === undefined ? undefined : resolve(baseDir, signingKey),
     primary,
+    ...readSignaturePeriod(r),
+    durability: readDurability(r),
+    allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
   };
   r.done();
   return deepFreeze(config);
+}
+
+function readDurability(r: ConfigReader): Durability {
+  const d = r.string("durability", "full");
+  if (d !== "full" && d !== "normal") throw new ConfigError('config.durability must be "full" or "normal"');
+  return d;
+}
+
+function readSignaturePeriod(r: ConfigReader): {
+  signatureValiditySeconds: number;
+  signatureRefreshSeconds: number;
+} {
+  const validity = r.integer(
+    "signatureValiditySeconds",
+    DEFAULTS.signatureValiditySeconds,
+    3_600,
+    90 * 86_400,
+  );
+  const refresh = r.integer("signatureRefreshSeconds", Math.floor(validity / 2), 60, 90 * 86_400);
+  if (refresh >= validity) {
+    throw new ConfigError(
+      "config.signatureRefreshSeconds must be below config.signatureValiditySeconds: the root re-signs " +
+        "when less than the refresh time remains",
+    );
+  }
+  return { signatureValiditySeconds: validity, signatureRefreshSeconds: refresh };
 }
 
 function readPrimary(p: ConfigReader, baseDir: string): PrimaryConfig {

@@ -1,14 +1,15 @@
 // Root process entry: argv/env -> config -> logger -> store -> (primary: signing service |
 // secondary: follower of the primary) -> gRPC -> signals, through core's runServer.
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import {
   channelCredentials,
+  checkDataDir,
   loadPublicKey,
   loadSigningKey,
   pb,
   type RegistrySync,
   runServer,
+  sqliteFilesOf,
   startRegistrySync,
 } from "@mimi/core";
 import { parseConfig, type RootConfig } from "./config.js";
@@ -21,13 +22,22 @@ runServer<RootConfig>(process, {
   role: "root",
   parseConfig,
   start({ config, log, clock, tls, server }) {
-    mkdirSync(config.dataDir, { recursive: true });
     const dbPath = join(config.dataDir, "registry.sqlite");
-    const store = openRegistryStore(dbPath);
-    log.info({ path: dbPath, serial: store.serial().toString() }, "store opened");
+    // The data folder is made 0700 and the store 0600; one that others may open or change is
+    // refused unless the config accepts it.
+    const allowInsecure = config.allowInsecureDataPermissions;
+    for (const problem of checkDataDir(config.dataDir, sqliteFilesOf(dbPath), { allowInsecure })) {
+      log.warn({ problem }, "insecure data permissions accepted");
+    }
+    const store = openRegistryStore(dbPath, { durability: config.durability });
+    log.info(
+      { path: dbPath, serial: store.serial().toString(), durability: store.durability() },
+      "store opened",
+    );
     let service: RootService;
     let sync: RegistrySync | undefined;
     let ready = Promise.resolve();
+    let refreshTimer: NodeJS.Timeout | undefined;
     if (config.primary) {
       const { endpoints, rootPublicKey } = config.primary;
       const pinned = loadPublicKey(rootPublicKey);
@@ -42,8 +52,10 @@ runServer<RootConfig>(process, {
       const copy = secondary.copy();
       sync = startRegistrySync({
         rootEndpoints: endpoints,
-        credentials: channelCredentials(tls),
+        // Only a root may serve the registry (a certificate with the root role).
+        credentials: channelCredentials(tls, { role: "root" }),
         log,
+        clock,
         rootPublicKey: pinned,
         ...(copy ? { initialCopy: copy } : {}),
         onSnapshot: (_view, data) => secondary.snapshotReceived(data),
@@ -59,13 +71,33 @@ runServer<RootConfig>(process, {
         clock,
         defaultDelegationTtlSeconds: config.defaultDelegationTtlSeconds,
         signingKey: loadSigningKey(config.signingKey as string),
+        signatureValidityMs: config.signatureValiditySeconds * 1000,
+        signatureRefreshMs: config.signatureRefreshSeconds * 1000,
       });
+      // Re-signing is due days ahead; a check a second costs one comparison and follows a
+      // moved test clock without delay.
+      const primary = service;
+      const refresh = () => {
+        try {
+          const c = primary.refreshIfDue();
+          if (c)
+            log.info({ serial: c.serial.toString(), expiresAtMs: c.seal?.expiresAtMs }, "registry re-signed");
+        } catch (err) {
+          log.error({ err: (err as Error).message }, "registry re-sign failed; retrying");
+        }
+      };
+      refresh();
+      refreshTimer = setInterval(refresh, 1_000);
+      refreshTimer.unref();
     }
     bindRootServer(server, service, { log, admins: config.admins });
     return {
       healthServices: [pb.RootService.typeName, pb.RegistryAdminService.typeName],
       ready,
-      stop: () => sync?.close(),
+      stop: () => {
+        clearInterval(refreshTimer);
+        sync?.close();
+      },
       close: () => store.close(),
     };
   },

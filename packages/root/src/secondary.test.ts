@@ -8,6 +8,7 @@ import {
   parseDelegationKeyText,
   type RegistryChange,
   type RegistryData,
+  type RegistrySeal,
   RegistryView,
 } from "@mimi/core";
 import { createSecondaryService } from "./secondary.js";
@@ -25,6 +26,8 @@ const EU: DpInfo = {
   signingPublicKey: generateSigningKey().publicKey,
 };
 const key = parseDelegationKeyText;
+/** Signatures valid for a day, re-signed when half a day is left. */
+const VALIDITY = { signatureValidityMs: 86_400_000, signatureRefreshMs: 43_200_000 };
 
 function primary() {
   let now = 1_000;
@@ -33,6 +36,7 @@ function primary() {
     clock: () => now++,
     defaultDelegationTtlSeconds: 3600,
     signingKey: rootKey,
+    ...VALIDITY,
   });
 }
 
@@ -131,22 +135,21 @@ test("a stored copy that does not verify is discarded at start", () => {
   p.putDp("admin", EU);
   p.createDelegation("admin", key("+44"), "eu", 0);
   const signed = p.snapshot();
-  const cases: { name: string; stored: RegistryData & { signature: Uint8Array }; publicKey?: Uint8Array }[] =
-    [
-      {
-        name: "a delegation moved to another DP, the signature kept",
-        stored: {
-          ...signed,
-          signature: signed.signature as Uint8Array,
-          delegations: signed.delegations.map((d) => ({ ...d, ttlSeconds: d.ttlSeconds + 1 })),
-        },
+  const cases: { name: string; stored: RegistryData & { seal: RegistrySeal }; publicKey?: Uint8Array }[] = [
+    {
+      name: "a delegation moved to another DP, the signature kept",
+      stored: {
+        ...signed,
+        seal: signed.seal as RegistrySeal,
+        delegations: signed.delegations.map((d) => ({ ...d, ttlSeconds: d.ttlSeconds + 1 })),
       },
-      {
-        name: "a copy signed by another key",
-        stored: { ...signed, signature: signed.signature as Uint8Array },
-        publicKey: generateSigningKey().publicKey,
-      },
-    ];
+    },
+    {
+      name: "a copy signed by another key",
+      stored: { ...signed, seal: signed.seal as RegistrySeal },
+      publicKey: generateSigningKey().publicKey,
+    },
+  ];
   for (const c of cases) {
     const store = openRegistryStore(":memory:");
     store.replace(c.stored);
@@ -181,15 +184,15 @@ test("the store refuses a received change that does not follow, and keeps serial
   const p = primary();
   p.putDp("admin", EU);
   const snap = p.snapshot();
-  store.replace({ ...snap, signature: snap.signature as Uint8Array });
+  store.replace({ ...snap, seal: snap.seal as RegistrySeal });
   assert.equal(store.serial(), 1n);
   assert.equal(store.baseSerial(), 1n);
   assert.ok(!store.isEmpty());
-  const gap: RegistryChange & { signature: Uint8Array } = {
+  const gap: RegistryChange & { seal: RegistrySeal } = {
     serial: 3n,
     kind: "delete_dp",
     id: "eu",
-    signature: new Uint8Array(64),
+    seal: { signature: new Uint8Array(64), signedAtMs: 0, expiresAtMs: 1 },
   };
   assert.throws(
     () => store.append(gap, 0, "primary"),
@@ -209,6 +212,7 @@ test("a secondary's store promoted to a primary (same key) continues at the next
     clock: () => 9_000,
     defaultDelegationTtlSeconds: 3600,
     signingKey: rootKey,
+    ...VALIDITY,
   });
   assert.deepEqual(promoted.snapshot(), p.snapshot());
   assert.equal(promoted.createDelegation("admin", key("+33"), "eu", 0).serial, 3n);

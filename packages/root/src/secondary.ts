@@ -7,6 +7,7 @@ import {
   type Logger,
   type RegistryChange,
   type RegistryData,
+  type RegistrySeal,
   RegistryView,
   registrySignatureValid,
 } from "@mimi/core";
@@ -47,22 +48,22 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
   const view = new RegistryView();
   // The primary's signature over `view`; undefined while no verified copy is held, during
   // which the read operations answer UNAVAILABLE so that watchers try another root.
-  let signature: Uint8Array | undefined;
+  let seal: RegistrySeal | undefined;
   const listeners = new Set<() => void>();
   const primaries = primaryEndpoints.join(", ");
 
   if (!store.isEmpty()) {
     let stored: RegistryData | undefined;
-    let storedSignature: Uint8Array | undefined;
+    let storedSeal: RegistrySeal | undefined;
     try {
       stored = store.load();
-      storedSignature = store.signature();
+      storedSeal = store.seal();
     } catch (err) {
       log.warn({ err: (err as Error).message }, "stored registry copy is unreadable");
     }
-    if (stored && storedSignature && registrySignatureValid(stored, storedSignature, rootPublicKey)) {
+    if (stored && storedSeal && registrySignatureValid(stored, storedSeal, rootPublicKey)) {
       view.replace(stored);
-      signature = storedSignature;
+      seal = storedSeal;
       log.info({ serial: stored.serial.toString() }, "registry copy loaded");
     } else {
       // The backlog goes too: it led to a state nobody signed, so none of it can be trusted.
@@ -83,28 +84,28 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
       `this root server is a read-only secondary; send registry edits to the primary at ${primaries}`,
     );
   const requireCopy = () => {
-    if (!signature) {
+    if (!seal) {
       throw new DiscoveryError(
         "not_ready",
         `this secondary root holds no verified registry copy yet (following ${primaries})`,
       );
     }
-    return signature;
+    return seal;
   };
 
   return {
-    copy: () => (signature ? { ...view.snapshot(), signature } : undefined),
+    copy: () => (seal ? { ...view.snapshot(), seal } : undefined),
     snapshotReceived(data) {
-      if (!data.signature) return; // registry-sync passes only verified, hence signed, data
-      store.replace({ ...data, signature: data.signature });
+      if (!data.seal) return; // registry-sync passes only verified, hence signed, data
+      store.replace({ ...data, seal: data.seal });
       view.replace(data);
-      signature = data.signature;
+      seal = data.seal;
       notify();
     },
     changeReceived(change, current) {
-      if (!change.signature) return;
-      if (signature && change.serial === view.serial + 1n) {
-        store.append({ ...change, signature: change.signature }, clock(), RECEIVED_ACTOR);
+      if (!change.seal) return;
+      if (seal && change.serial === view.serial + 1n) {
+        store.append({ ...change, seal: change.seal }, clock(), RECEIVED_ACTOR);
         view.apply(change);
       } else {
         // The store missed a change (a failed write): the follower's whole registry is verified
@@ -114,15 +115,14 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
           "registry change does not follow the stored copy; storing the whole registry",
         );
         const whole = current();
-        store.replace({ ...whole, signature: change.signature });
+        store.replace({ ...whole, seal: change.seal });
         view.replace(whole);
       }
-      signature = change.signature;
+      seal = change.seal;
       notify();
     },
     snapshot: () => {
-      const sig = requireCopy();
-      return { ...view.snapshot(), signature: sig };
+      return { ...view.snapshot(), seal: requireCopy() };
     },
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),
@@ -164,5 +164,7 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
     audit: () => {
       throw readOnly();
     },
+    // Only the primary signs; a secondary serves the primary's seals as received.
+    refreshIfDue: () => undefined,
   };
 }

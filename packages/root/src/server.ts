@@ -146,6 +146,7 @@ export function bindRootServer(
     },
     {
       log,
+      roles: ["admin"],
       authorize(peer) {
         // A secondary refuses every caller alike, naming the primary, before identity matters.
         service.checkWritable();

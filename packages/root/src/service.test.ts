@@ -5,6 +5,7 @@ import {
   type DpInfo,
   generateSigningKey,
   parseDelegationKeyText,
+  type RegistrySeal,
   RegistryView,
   registrySignatureValid,
   type SigningKey,
@@ -37,11 +38,14 @@ function setup(store: RegistryStore = openRegistryStore(":memory:"), signingKey:
     clock: () => now++,
     defaultDelegationTtlSeconds: 3600,
     signingKey,
+    ...VALIDITY,
   });
   return { store, service };
 }
 
 const key = parseDelegationKeyText;
+/** Signatures valid for a day, re-signed when half a day is left. */
+const VALIDITY = { signatureValidityMs: 86_400_000, signatureRefreshMs: 43_200_000 };
 
 test("every change bumps the serial and is audited with actor and time", () => {
   const { service } = setup();
@@ -118,6 +122,7 @@ test("MSP indexes are assigned once and survive renames and restarts", () => {
     clock: () => 0,
     defaultDelegationTtlSeconds: 1,
     signingKey: rootKey,
+    ...VALIDITY,
   });
   assert.equal(again.putMsp("a", "three.example", "Three", EMPTY).msp.index, 2);
   assert.equal(again.snapshot().msps.find((m) => m.id === "one.example")?.name, "One renamed");
@@ -146,18 +151,18 @@ test("every change carries the root's signature over the registry right after it
     const change = edit();
     const snapshot = service.snapshot();
     assert.equal(snapshot.serial, change.serial);
-    assert.ok(snapshot.signature, `serial ${change.serial}: the snapshot is signed`);
-    assert.equal(registrySignatureValid(snapshot, snapshot.signature, rootKey.publicKey), true);
-    assert.deepEqual(change.signature, snapshot.signature, "the returned change carries the same signature");
+    assert.ok(snapshot.seal, `serial ${change.serial}: the snapshot is signed`);
+    assert.equal(registrySignatureValid(snapshot, snapshot.seal, rootKey.publicKey), true);
+    assert.deepEqual(change.seal, snapshot.seal, "the returned change carries the same signature");
     const [stored] = service.changesSince(change.serial - 1n, 1);
-    assert.deepEqual(stored?.signature, snapshot.signature, "and so does the stored change");
-    signatures.add(Buffer.from(snapshot.signature).toString("hex"));
+    assert.deepEqual(stored?.seal, snapshot.seal, "and so does the stored change");
+    signatures.add(Buffer.from(snapshot.seal.signature).toString("hex"));
   }
   assert.equal(signatures.size, editAll(service).length, "each registry state has its own signature");
   assert.equal(
     registrySignatureValid(
       service.snapshot(),
-      service.snapshot().signature ?? EMPTY,
+      service.snapshot().seal as RegistrySeal,
       generateSigningKey().publicKey,
     ),
     false,
@@ -175,12 +180,12 @@ test("a follower replaying changesSince(0) can check every change's signature", 
   for (const change of changes) {
     follower.apply(change);
     assert.equal(
-      registrySignatureValid(follower.snapshot(), change.signature ?? EMPTY, rootKey.publicKey),
+      registrySignatureValid(follower.snapshot(), change.seal as RegistrySeal, rootKey.publicKey),
       true,
       `serial ${change.serial}`,
     );
   }
-  assert.deepEqual(changes.at(-1)?.signature, service.snapshot().signature);
+  assert.deepEqual(changes.at(-1)?.seal, service.snapshot().seal);
 });
 
 test("a restart over the same store and key re-signs the registry identically", () => {
@@ -194,7 +199,7 @@ test("a restart over the same store and key re-signs the registry identically", 
   // After a restart the next edit still yields a verifiable signature.
   const change = restarted.deleteDelegation("admin", key("email:0-7fffffffffffffff"));
   assert.equal(
-    registrySignatureValid(restarted.snapshot(), change.signature ?? EMPTY, rootKey.publicKey),
+    registrySignatureValid(restarted.snapshot(), change.seal as RegistrySeal, rootKey.publicKey),
     true,
   );
 });
@@ -204,13 +209,13 @@ test("a root that stopped between commit and signing signs the last change at st
   service.putDp("admin", EU);
   // The change is committed but the process stops before service.ts stores its signature.
   store.commit("admin", 5, (serial) => ({ serial, kind: "put_dp", dp: US }));
-  assert.deepEqual(store.changesSince(1n, 1)[0]?.signature, EMPTY);
+  assert.equal(store.changesSince(1n, 1)[0]?.seal, undefined);
   const restarted = setup(store).service;
   const [last] = restarted.changesSince(1n, 1);
   const snapshot = restarted.snapshot();
   assert.equal(snapshot.serial, 2n);
-  assert.equal(registrySignatureValid(snapshot, last?.signature ?? EMPTY, rootKey.publicKey), true);
-  assert.deepEqual(last?.signature, snapshot.signature);
+  assert.equal(registrySignatureValid(snapshot, last?.seal as RegistrySeal, rootKey.publicKey), true);
+  assert.deepEqual(last?.seal, snapshot.seal);
 });
 
 test("a restart with a new root key signs with the new key", () => {
@@ -218,8 +223,8 @@ test("a restart with a new root key signs with the new key", () => {
   service.putDp("admin", EU);
   const newKey = generateSigningKey();
   const snapshot = setup(store, newKey).service.snapshot();
-  assert.equal(registrySignatureValid(snapshot, snapshot.signature ?? EMPTY, newKey.publicKey), true);
-  assert.equal(registrySignatureValid(snapshot, snapshot.signature ?? EMPTY, rootKey.publicKey), false);
+  assert.equal(registrySignatureValid(snapshot, snapshot.seal as RegistrySeal, newKey.publicKey), true);
+  assert.equal(registrySignatureValid(snapshot, snapshot.seal as RegistrySeal, rootKey.publicKey), false);
 });
 
 test("putMsp with an empty key keeps the MSP's key; a new key replaces it", () => {
@@ -273,7 +278,33 @@ test("keys given as Buffers round-trip through the change log as the same bytes"
   const follower = new RegistryView();
   for (const c of service.changesSince(0n, 10)) follower.apply(c);
   assert.equal(
-    registrySignatureValid(follower.snapshot(), service.snapshot().signature ?? EMPTY, rootKey.publicKey),
+    registrySignatureValid(follower.snapshot(), service.snapshot().seal as RegistrySeal, rootKey.publicKey),
     true,
   );
+});
+
+test("the root re-signs before its signature expires, under a new serial with the content unchanged", () => {
+  let now = 10_000;
+  const service = createRootService({
+    store: openRegistryStore(":memory:"),
+    clock: () => now,
+    defaultDelegationTtlSeconds: 3600,
+    signingKey: rootKey,
+    ...VALIDITY,
+  });
+  service.putDp("admin", EU);
+  const first = service.snapshot().seal as RegistrySeal;
+  assert.deepEqual([first.signedAtMs, first.expiresAtMs], [10_000, 10_000 + VALIDITY.signatureValidityMs]);
+  now = first.expiresAtMs - VALIDITY.signatureRefreshMs - 1;
+  assert.equal(service.refreshIfDue(), undefined, "more than the refresh time is left");
+  now += 1;
+  const refresh = service.refreshIfDue();
+  assert.equal(refresh?.kind, "refresh");
+  assert.equal(refresh?.serial, 2n);
+  const after = service.snapshot();
+  assert.equal(after.seal?.expiresAtMs, now + VALIDITY.signatureValidityMs);
+  assert.equal(registrySignatureValid(after, after.seal as RegistrySeal, rootKey.publicKey), true);
+  assert.deepEqual(after.dps, [EU]);
+  assert.equal(service.refreshIfDue(), undefined, "the new seal is fresh");
+  assert.equal(service.audit(1)[0]?.actor, "(root re-sign)");
 });

@@ -13,7 +13,9 @@ import {
   parseCsi,
   type RegistryChange,
   type RegistryData,
+  type RegistrySeal,
   RegistryView,
+  registrySignatureValid,
   type SigningKey,
   signRegistry,
 } from "@mimi/core";
@@ -58,7 +60,15 @@ export interface RootService {
     signingPublicKey: Uint8Array,
   ): { msp: MspInfo; change: RegistryChange };
   audit(limit: number): AuditEntry[];
+  /**
+   * Re-signs the registry under a new serial (a refresh change) when less than the refresh
+   * time remains of the current signature's validity; returns the change, if one was made.
+   */
+  refreshIfDue(): RegistryChange | undefined;
 }
+
+/** The actor the root's own re-signing is audited under. */
+export const REFRESH_ACTOR = "(root re-sign)";
 
 /** Options of the root service. */
 export interface RootServiceOptions {
@@ -67,6 +77,10 @@ export interface RootServiceOptions {
   defaultDelegationTtlSeconds: number;
   /** The root's key; it signs the registry after every change. */
   signingKey: SigningKey;
+  /** How long each signature is valid. */
+  signatureValidityMs: number;
+  /** Re-sign once less than this remains of the validity. */
+  signatureRefreshMs: number;
 }
 
 /** Creates the root service over an opened store. */
@@ -75,23 +89,37 @@ export function createRootService({
   clock,
   defaultDelegationTtlSeconds,
   signingKey,
+  signatureValidityMs,
+  signatureRefreshMs,
 }: RootServiceOptions): RootService {
   const view = new RegistryView();
   view.replace(store.load());
   const listeners = new Set<() => void>();
-  // The signature of the current registry. Signing happens right after each commit; a root
-  // that stopped in between re-signs at start (Ed25519 signatures are deterministic, so
-  // an unchanged registry gets the same bytes again).
-  let signature = signRegistry(view.snapshot(), signingKey);
-  if (view.serial > 0n) store.setSignature(view.serial, signature);
+  const sign = (): RegistrySeal => {
+    const now = clock();
+    return signRegistry(view.snapshot(), signingKey, {
+      signedAtMs: now,
+      expiresAtMs: now + signatureValidityMs,
+    });
+  };
+  // The seal of the current registry. Signing happens right after each commit; a root that
+  // stopped in between (or holds a seal from before seals had a validity period) signs the
+  // current serial at start: no follower can have seen that serial under another seal.
+  const stored = store.seal();
+  let seal: RegistrySeal;
+  if (stored && registrySignatureValid(view.snapshot(), stored, signingKey.publicKey)) seal = stored;
+  else {
+    seal = sign();
+    if (view.serial > 0n) store.setSeal(view.serial, seal);
+  }
 
   const commit = (actor: string, make: (serial: bigint) => RegistryChange, check?: () => void) => {
     const change = store.commit(actor, clock(), make, check);
     view.apply(change);
-    signature = signRegistry(view.snapshot(), signingKey);
-    store.setSignature(change.serial, signature);
+    seal = sign();
+    store.setSeal(change.serial, seal);
     for (const l of listeners) l();
-    return { ...change, signature };
+    return { ...change, seal };
   };
 
   const requireDp = (dpId: string) => {
@@ -111,7 +139,7 @@ export function createRootService({
   };
 
   return {
-    snapshot: () => ({ ...view.snapshot(), signature }),
+    snapshot: () => ({ ...view.snapshot(), seal }),
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),
     backlogStart: () => store.baseSerial(),
@@ -223,6 +251,10 @@ export function createRootService({
       return { msp: msp as MspInfo, change };
     },
     audit: (limit) => store.audit(limit),
+    refreshIfDue() {
+      if (seal.expiresAtMs - clock() > signatureRefreshMs) return undefined;
+      return commit(REFRESH_ACTOR, (serial) => ({ serial, kind: "refresh" }));
+    },
   };
 }
 

@@ -3,6 +3,7 @@
 // received from the primary. Invariant: the root never stores mappings.
 
 import {
+  createPrivateFile,
   type Delegation,
   type DelegationKey,
   DiscoveryError,
@@ -11,6 +12,9 @@ import {
   type MspInfo,
   type RegistryChange,
   type RegistryData,
+  type RegistrySeal,
+  restrictFile,
+  sqliteFilesOf,
 } from "@mimi/core";
 import Database from "better-sqlite3";
 
@@ -82,8 +86,8 @@ export interface RegistryStore {
   serial(): bigint;
   /** Every change after this serial is held; 0 unless the registry was replaced by a snapshot. */
   baseSerial(): bigint;
-  /** The stored root signature of the registry at its current serial, if any. */
-  signature(): Uint8Array | undefined;
+  /** The stored root seal of the registry at its current serial, if any. */
+  seal(): RegistrySeal | undefined;
   /** Whether anything was ever written (a change or a snapshot). */
   isEmpty(): boolean;
   load(): RegistryData;
@@ -106,28 +110,43 @@ export interface RegistryStore {
   ): RegistryChange;
   /** Changes with serial > `since`, oldest first, with their signatures. */
   changesSince(since: bigint, limit: number): RegistryChange[];
-  /** Records the root's signature of the registry as it was after change `serial`. */
-  setSignature(serial: bigint, signature: Uint8Array): void;
+  /** Records the root's seal of the registry as it was after change `serial`. */
+  setSeal(serial: bigint, seal: RegistrySeal): void;
   /**
    * Replaces the whole registry with a signed snapshot in one transaction. The change log is
    * emptied: the changes that led there were never received, so none can be served.
    */
-  replace(data: RegistryData & { signature: Uint8Array }): void;
-  /** Applies a received change with its own serial (which must follow) and signature, in one transaction. */
-  append(change: RegistryChange & { signature: Uint8Array }, atMs: number, actor: string): void;
+  replace(data: RegistryData & { seal: RegistrySeal }): void;
+  /** Applies a received change with its own serial (which must follow) and seal, in one transaction. */
+  append(change: RegistryChange & { seal: RegistrySeal }, atMs: number, actor: string): void;
   /** Discards everything, e.g. a copy that no longer verifies. */
   clear(): void;
   audit(limit: number): AuditEntry[];
+  /** The durability SQLite runs with, read back from it. */
+  durability(): Durability;
   close(): void;
 }
 
-/** Opens (creating when absent) the registry at `path`; ":memory:" for tests. */
-export function openRegistryStore(path: string): RegistryStore {
+/**
+ * How a commit reaches the disk. "full" (the default): WAL with synchronous=FULL, the WAL is
+ * synced at every commit, so a serial the root has published survives a power loss. "normal"
+ * syncs only at checkpoints: a power loss may undo the last changes, and the root would then
+ * publish their serials again with other content, which followers that saw them refuse.
+ */
+export type Durability = "full" | "normal";
+
+/**
+ * Opens (creating when absent) the registry at `path`; ":memory:" for tests. A new store file
+ * is made 0600 before SQLite opens it, and its -wal and -shm are set to 0600 after.
+ */
+export function openRegistryStore(path: string, options: { durability?: Durability } = {}): RegistryStore {
   let db: Database.Database;
   try {
+    if (path !== ":memory:") createPrivateFile(path);
     db = new Database(path);
     db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = NORMAL");
+    db.pragma(`synchronous = ${options.durability === "normal" ? "NORMAL" : "FULL"}`);
+    if (path !== ":memory:") for (const f of sqliteFilesOf(path).slice(1)) restrictFile(f);
     db.pragma("foreign_keys = ON");
     migrate(db);
   } catch (err) {
@@ -234,6 +253,8 @@ export function openRegistryStore(path: string): RegistryStore {
       case "delete_msp":
         q.deleteMsp.run(c.id);
         break;
+      case "refresh":
+        break;
     }
   };
 
@@ -255,30 +276,30 @@ export function openRegistryStore(path: string): RegistryStore {
     q.resetMspIndex.run(0);
   });
 
-  const replaceTx = db.transaction((data: RegistryData & { signature: Uint8Array }) => {
+  const replaceTx = db.transaction((data: RegistryData & { seal: RegistrySeal }) => {
     clearTx();
     for (const dp of data.dps) applyChange({ serial: data.serial, kind: "put_dp", dp });
     for (const msp of data.msps) applyChange({ serial: data.serial, kind: "put_msp", msp });
     for (const delegation of data.delegations) {
       applyChange({ serial: data.serial, kind: "put_delegation", delegation });
     }
-    q.setBase.run(Number(data.serial), Buffer.from(data.signature));
+    q.setBase.run(Number(data.serial), sealBytes(data.seal));
   });
 
   const appendTx = db.transaction(
-    (change: RegistryChange & { signature: Uint8Array }, atMs: number, actor: string) => {
+    (change: RegistryChange & { seal: RegistrySeal }, atMs: number, actor: string) => {
       const expected = serial() + 1n;
       if (change.serial !== expected) {
         throw new Error(`change ${change.serial} does not follow ${expected - 1n}`);
       }
       applyChange(change);
-      const { signature, ...body } = change;
+      const { seal, ...body } = change;
       q.insertSignedChange.run(
         Number(change.serial),
         atMs,
         actor,
         JSON.stringify(body, jsonBigint),
-        Buffer.from(signature),
+        sealBytes(seal),
       );
     },
   );
@@ -295,10 +316,9 @@ export function openRegistryStore(path: string): RegistryStore {
   return {
     serial,
     baseSerial,
-    signature: () => {
+    seal: () => {
       const last = q.lastSignature.get();
-      const raw = last ? last.signature : q.base.get()?.signature;
-      return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
+      return sealOf(last ? last.signature : q.base.get()?.signature);
     },
     isEmpty: () => (q.anyChange.get()?.n ?? 0) === 0 && q.base.get() === undefined,
     replace: (data) => wrap("registry replace", () => replaceTx(data)),
@@ -336,16 +356,40 @@ export function openRegistryStore(path: string): RegistryStore {
       }
     },
     changesSince: (since, limit) =>
-      q.changesSince.all(Number(since), limit).map((r) => ({
-        ...changeOf(r.body),
-        signature: new Uint8Array(r.signature),
-      })),
-    setSignature: (serial, signature) => {
-      q.setSignature.run(Buffer.from(signature), Number(serial));
+      q.changesSince.all(Number(since), limit).map((r) => {
+        const seal = sealOf(r.signature);
+        return { ...changeOf(r.body), ...(seal ? { seal } : {}) };
+      }),
+    setSeal: (serial, seal) => {
+      q.setSignature.run(sealBytes(seal), Number(serial));
     },
     audit: (limit) =>
       q.audit.all(limit).map((r) => ({ atMs: r.at_ms, actor: r.actor, change: changeOf(r.body) })),
+    durability: () => ((db.pragma("synchronous", { simple: true }) as number) >= 2 ? "full" : "normal"),
     close: () => db.close(),
+  };
+}
+
+// A seal is stored in the signature column as the 64-byte signature, then the signing time
+// and the expiry as big-endian u64 milliseconds. Values of another length (signatures stored
+// before seals had a validity period) read as no seal: the primary re-signs at start and a
+// secondary takes a new snapshot.
+const SEAL_BYTES = 64 + 16;
+
+function sealBytes(seal: RegistrySeal): Buffer {
+  const b = Buffer.alloc(SEAL_BYTES);
+  Buffer.from(seal.signature).copy(b, 0);
+  b.writeBigUInt64BE(BigInt(seal.signedAtMs), 64);
+  b.writeBigUInt64BE(BigInt(seal.expiresAtMs), 72);
+  return b;
+}
+
+function sealOf(raw: Buffer | undefined): RegistrySeal | undefined {
+  if (!raw || raw.length !== SEAL_BYTES) return undefined;
+  return {
+    signature: new Uint8Array(raw.subarray(0, 64)),
+    signedAtMs: Number(raw.readBigUInt64BE(64)),
+    expiresAtMs: Number(raw.readBigUInt64BE(72)),
   };
 }
 

@@ -10,10 +10,11 @@ import {
   type RegistryView,
   type SigningKey,
 } from "@mimi/core";
+import { type BulkVerifier, createBulkVerifier } from "../bulk-verifier.js";
 import type { CodeSender } from "../senders.js";
 import type { EnrolledMsp, NoticeRow } from "../store/rows.js";
 import type { MappingStore } from "../store/store.js";
-import { bulkBatch, bulkResume } from "./bulk.js";
+import { bulkBatch, bulkBatchAsync, bulkResume } from "./bulk.js";
 import { completeChallenge, startChallenge } from "./challenges.js";
 import { contestConflict, sweep } from "./conflicts.js";
 import { createContext } from "./context.js";
@@ -49,6 +50,8 @@ export interface ClaimsOptions {
   registry: RegistryView;
   /** Called after a commit that queued first-mapping requests to peer DPs. */
   onPeerRequests?: () => void;
+  /** Checks bulk records' signatures for bulkBatchAsync; default: inline, on the event loop. */
+  bulkVerifier?: BulkVerifier;
   log: Logger;
 }
 
@@ -76,6 +79,13 @@ export interface Claims {
     firstIndex: number,
     records: readonly { record: Uint8Array; mspSignature: Uint8Array }[],
   ): BulkAck;
+  /** bulkBatch with the signatures checked by the bulk verifier, off the event loop: what the server calls. */
+  bulkBatchAsync(
+    caller: EnrolledMsp,
+    sessionId: string,
+    firstIndex: number,
+    records: readonly { record: Uint8Array; mspSignature: Uint8Array }[],
+  ): Promise<BulkAck>;
   /** Applies one transaction's worth of feed entries; returns mappings removed. */
   ingestFeed(entries: readonly FeedEntry[]): number;
   /**
@@ -92,6 +102,7 @@ export function createClaims(o: ClaimsOptions): Claims {
   const notices = createNotices(o.store);
   const ctx = createContext({ ...o, notices, log: o.log });
   const deps = { sender: o.sender, codeSecret: o.codeSecret };
+  const bulkVerifier = o.bulkVerifier ?? createBulkVerifier({ threads: 0 });
   return {
     callerOf(tlsIdentity) {
       const found = o.store.enrolledByIdentity(tlsIdentity);
@@ -114,6 +125,8 @@ export function createClaims(o: ClaimsOptions): Claims {
     bulkResume: (caller, sessionId) => bulkResume(ctx, caller, sessionId),
     bulkBatch: (caller, sessionId, firstIndex, records) =>
       bulkBatch(ctx, caller, sessionId, firstIndex, records),
+    bulkBatchAsync: (caller, sessionId, firstIndex, records) =>
+      bulkBatchAsync(ctx, bulkVerifier, caller, sessionId, firstIndex, records),
     ingestFeed: (entries) => ingestFeed(ctx, entries),
     invalidateOlder: (identity, csi, mapping) => invalidateOlder(ctx, identity, csi, mapping),
     sweep: () => sweep(ctx),

@@ -1,4 +1,4 @@
-// The rows of a DP's store as the rest of the DP sees them (the SQL shapes stay in store.ts),
+// The rows of a DP's store as the rest of the DP sees them (the SQL shapes are in sql-rows.ts),
 // and the one mapper from a stored mapping to the domain Mapping that answers carry.
 import { decodeMappingRecord, type Mapping } from "@mimi/core";
 

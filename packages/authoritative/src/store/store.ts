@@ -2,7 +2,7 @@
 // (H2): signed mappings, enrolled MSPs, challenges (code hashes only), conflicts, notices,
 // opt-outs and bulk sessions. Lookups are one prepared statement on the primary key.
 
-import { DiscoveryError } from "@mimi/core";
+import { createPrivateFile, DiscoveryError, restrictFile, sqliteFilesOf } from "@mimi/core";
 import Database from "better-sqlite3";
 import type {
   ChallengeRow,
@@ -15,28 +15,17 @@ import type {
   PeerRequestRow,
 } from "./rows.js";
 import { MIGRATIONS } from "./schema.js";
-
-interface MappingSqlRow {
-  csi: string;
-  msp_id: string;
-  ssi: string;
-  is_default: number;
-  precedence: number;
-  expires_at_ms: number;
-  record: Buffer;
-  user_sig: Buffer;
-  msp_sig: Buffer;
-  dp_sig: Buffer;
-}
-
-interface MspRow {
-  msp_id: string;
-  tls_identity: string;
-  enrolled_users: number;
-  enrolled_at_ms: number;
-  signing_key: Buffer;
-  may_bulk: number;
-}
+import {
+  type ChallengeSqlRow,
+  type ChangeSqlRow,
+  type ConflictSqlRow,
+  conflictOf,
+  type MappingSqlRow,
+  type MspRow,
+  mappingOf,
+  mspOf,
+  type PeerSqlRow,
+} from "./sql-rows.js";
 
 /** The DP's store. Writes that must happen together run inside `transaction`. */
 export interface MappingStore {
@@ -97,16 +86,40 @@ export interface MappingStore {
   peerRequestCount(): number;
   /** Runs `f` in one transaction (nested calls join the outer one). */
   transaction<T>(f: () => T): T;
+  /** The durability SQLite runs with, read back from it. */
+  durability(): Durability;
   close(): void;
 }
 
-/** Opens (creating when absent) the store at `path`; ":memory:" for tests. */
-export function openMappingStore(path: string): MappingStore {
+/**
+ * How a commit reaches the disk. "full" (the default): WAL with synchronous=FULL, the WAL is
+ * synced at every commit, so a claim, removal, feed message or bulk batch acknowledged to its
+ * caller survives a power loss or an OS crash (one fsync per transaction). "normal": the WAL is
+ * synced only at checkpoints, so a power loss may undo the last commits (never corrupt the
+ * store): acknowledged mappings vanish and their change-log sequence numbers are given again
+ * to other events (resolvers see "behind" or "diverged" and resync), and notice sequence
+ * numbers an MSP has seen are reused, so it skips the new notices that get them.
+ */
+export type Durability = "full" | "normal";
+
+/** Options of openMappingStore. */
+export interface MappingStoreOptions {
+  /** Default "full". */
+  readonly durability?: Durability;
+}
+
+/**
+ * Opens (creating when absent) the store at `path`; ":memory:" for tests. A new store file is
+ * made 0600 before SQLite opens it, and its -wal and -shm are set to 0600 after.
+ */
+export function openMappingStore(path: string, options: MappingStoreOptions = {}): MappingStore {
   let db: Database.Database;
   try {
+    if (path !== ":memory:") createPrivateFile(path);
     db = new Database(path);
     db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = NORMAL");
+    db.pragma(`synchronous = ${options.durability === "normal" ? "NORMAL" : "FULL"}`);
+    if (path !== ":memory:") for (const f of sqliteFilesOf(path).slice(1)) restrictFile(f);
     migrate(db);
   } catch (err) {
     throw new DiscoveryError(
@@ -388,92 +401,8 @@ export function openMappingStore(path: string): MappingStore {
       announce();
       return r;
     },
+    durability: () => ((db.pragma("synchronous", { simple: true }) as number) >= 2 ? "full" : "normal"),
     close: () => db.close(),
-  };
-}
-
-interface PeerSqlRow {
-  id: number;
-  peer_dp: string;
-  csi: string;
-  msp_id: string;
-  ssi: string;
-  created_at_ms: number;
-  attempts: number;
-  next_at_ms: number;
-  last_error: string;
-}
-
-interface ChangeSqlRow {
-  seq: number;
-  csi: string;
-  at_ms: number;
-}
-
-interface ChallengeSqlRow {
-  id: string;
-  msp_id: string;
-  csi: string;
-  action: string;
-  params: string;
-  statement: Buffer;
-  code_hash: Buffer;
-  attempts: number;
-  expires_at_ms: number;
-  state: string;
-}
-
-interface ConflictSqlRow {
-  id: string;
-  csi: string;
-  claimant_msp: string;
-  new_msp: string;
-  new_ssi: string;
-  replace: number;
-  make_default: number;
-  opened_at_ms: number;
-  deadline_ms: number;
-  state: string;
-}
-
-function conflictOf(r: ConflictSqlRow): ConflictRow {
-  return {
-    id: r.id,
-    csi: r.csi,
-    claimantMsp: r.claimant_msp,
-    newMsp: r.new_msp,
-    newSsi: r.new_ssi,
-    replace: r.replace === 1,
-    makeDefault: r.make_default === 1,
-    openedAtMs: r.opened_at_ms,
-    deadlineMs: r.deadline_ms,
-    state: r.state as ConflictRow["state"],
-  };
-}
-
-function mappingOf(r: MappingSqlRow): MappingRow {
-  return {
-    csi: r.csi,
-    mspId: r.msp_id,
-    ssi: r.ssi,
-    isDefault: r.is_default === 1,
-    precedence: r.precedence,
-    expiresAtMs: r.expires_at_ms,
-    record: new Uint8Array(r.record.buffer, r.record.byteOffset, r.record.byteLength),
-    userSig: new Uint8Array(r.user_sig.buffer, r.user_sig.byteOffset, r.user_sig.byteLength),
-    mspSig: new Uint8Array(r.msp_sig.buffer, r.msp_sig.byteOffset, r.msp_sig.byteLength),
-    dpSig: new Uint8Array(r.dp_sig.buffer, r.dp_sig.byteOffset, r.dp_sig.byteLength),
-  };
-}
-
-function mspOf(r: MspRow): EnrolledMsp {
-  return {
-    mspId: r.msp_id,
-    tlsIdentity: r.tls_identity,
-    enrolledUsers: r.enrolled_users,
-    enrolledAtMs: r.enrolled_at_ms,
-    signingPublicKey: new Uint8Array(r.signing_key),
-    mayBulk: r.may_bulk === 1,
   };
 }
 

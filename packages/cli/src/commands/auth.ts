@@ -17,7 +17,7 @@ export function addAuthCommands(program: Command): void {
   const authAddr = (c: Command) =>
     c.option("--dp <host:port>", "authoritative address", local(LOCAL_PORTS.eu));
   const authAdmin = (o: TlsFlags & { dp: string }) => {
-    const ch = connect(o.dp, o);
+    const ch = connect(o.dp, o, "dp");
     return { ch, api: ch.client(pb.AuthoritativeAdminService), opts: { timeoutMs: timeoutOf(o) } };
   };
   /** Feed entries per IngestProviderFeed message. */

@@ -64,9 +64,10 @@ export function addClaimCommands(program: Command): void {
           () =>
             startClaim(
               api,
+              s.party,
               { csi, ssi: o.ssi, tags, makeDefault: o.default, replaceExisting: o.replace },
               s.userKey,
-              s.timeoutMs,
+              { timeoutMs: s.timeoutMs },
             ),
           o.json === true,
         );
@@ -139,7 +140,7 @@ export function addClaimCommands(program: Command): void {
     o: ProofFlags,
     csi: string,
     label: "invalidate" | "opt-out",
-    action: Parameters<typeof startAction>[2],
+    action: Parameters<typeof startAction>[3],
   ) => {
     const s = proofSetup(o);
     const { ch, api } = channelOf(o);
@@ -148,7 +149,7 @@ export function addClaimCommands(program: Command): void {
         api,
         csi,
         s,
-        () => startAction(api, csi, action, s.userKey, s.timeoutMs),
+        () => startAction(api, s.party, csi, action, s.userKey, { timeoutMs: s.timeoutMs }),
         o.json === true,
       );
       printAction(csi, label, challenge, res, o.json === true);
@@ -215,11 +216,16 @@ export function addClaimCommands(program: Command): void {
           `print notices about your users' mappings at a DP (conflicts, precedence, removals); without --follow, stop after ${NOTICES_QUIET_MS / 1000} s without a new one`,
         )
         .option("--since <seq>", "only notices after this sequence number", "0")
+        .option(
+          "--log-id <id>",
+          "the log the --since number belongs to (printed with it); a DP whose store was restored has another log and then sends everything",
+        )
         .option("--follow", "keep watching until Ctrl-C")
         .option("--json", "one JSON object per line"),
     ),
-  ).action(async (o: DpFlags & { since: string; follow?: boolean; json?: boolean }) => {
+  ).action(async (o: DpFlags & { since: string; logId?: string; follow?: boolean; json?: boolean }) => {
     let last = count("--since", o.since, 0, Number.MAX_SAFE_INTEGER);
+    let logId = o.logId ?? "";
     const timeoutMs = timeoutOf(asTls(o));
     const { ch, api } = channelOf(o);
     const stop = new AbortController();
@@ -237,15 +243,16 @@ export function addClaimCommands(program: Command): void {
       // looks like a quiet second without notices.
       await ch.client(pb.Health).check({ service: "" }, { timeoutMs });
       rearm();
-      for await (const r of api.watchNotices({ sinceSeq: BigInt(last) }, { signal: stop.signal })) {
+      for await (const r of api.watchNotices({ sinceSeq: BigInt(last), logId }, { signal: stop.signal })) {
         const n = r.notice;
         if (!n) continue;
         printNotice(n, o.json === true);
         printed++;
         last = Number(n.seq);
+        logId = n.logId;
         rearm();
       }
-      if (o.follow) throw new Error(`the DP ended the stream; resume with --since ${last}`);
+      if (o.follow) throw new Error(`the DP ended the stream; resume with --since ${last} --log-id ${logId}`);
     } catch (err) {
       if (!stop.signal.aborted) throw err;
     } finally {
@@ -256,7 +263,7 @@ export function addClaimCommands(program: Command): void {
     note(
       printed === 0
         ? `no notices after seq ${last}`
-        : `${printed} notice(s); next time use --since ${last} to see only newer ones`,
+        : `${printed} notice(s); next time use --since ${last} --log-id ${logId} to see only newer ones`,
     );
   });
 

@@ -9,7 +9,10 @@ export function addDevPkiCommand(program: Command): void {
     .command("dev-pki")
     .description("create a development CA and certificates (never for production)")
     .argument("<dir>", "output folder")
-    .argument("<identity...>", "certificate identities (subject common names)")
+    .argument(
+      "<identity...>",
+      "certificate identities (subject common names), each optionally with roles: name=dp+resolver (default from the name: root*, dp-*, resolver*, admin*; msp-* and cli are MSPs)",
+    )
     .action(async (dir: string, identities: string[]) => {
       const { ensureDevPki } = await import("@mimi/devnet/pki");
       await ensureDevPki(dir, identities);

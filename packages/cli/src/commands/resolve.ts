@@ -9,6 +9,7 @@ import {
   RegistryView,
   registryKeys,
   registrySignatureValid,
+  sealProblem,
   snapshotFromProto,
 } from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet/paths";
@@ -74,7 +75,7 @@ export function addResolveCommand(program: Command): void {
         ? publicKeyArg("--root-key", o.rootKey ?? devSigningKeyPaths(o.pki, "root").publicKeyFile)
         : undefined;
       const timeoutMs = timeoutOf(o);
-      const ch = connect(o.resolver, o);
+      const ch = connect(o.resolver, o, "resolver");
       let res: pb.ResolveResponse;
       try {
         res = await ch.client(pb.ResolverService).resolve(
@@ -155,7 +156,7 @@ async function verifyAnswer(
   rootKey: Uint8Array,
   o: TlsFlags & { root: string },
 ): Promise<{ problem?: string; text: string }> {
-  const ch = connect(o.root, o);
+  const ch = connect(o.root, o, "root");
   let snapshot: pb.RegistrySnapshot | undefined;
   try {
     snapshot = (await ch.client(pb.RootService).getSnapshot({}, { timeoutMs: timeoutOf(o) })).snapshot;
@@ -165,11 +166,13 @@ async function verifyAnswer(
   const fail = (problem: string) => ({ problem, text: `verification failed: ${problem}` });
   if (!snapshot) return fail(`the root at ${o.root} sent no registry`);
   const registry = snapshotFromProto(snapshot);
-  if (!registrySignatureValid(registry, snapshot.signature, rootKey)) {
+  if (!registry.seal || !registrySignatureValid(registry, registry.seal, rootKey)) {
     return fail(
       `the registry (serial ${registry.serial}) from ${o.root} does not carry a valid signature of the pinned root key`,
     );
   }
+  const expired = sealProblem(registry.serial, registry.seal, Date.now());
+  if (expired) return fail(expired);
   const view = new RegistryView();
   view.replace(registry);
   const keys = registryKeys(view);

@@ -18,7 +18,7 @@ async function withAdmin<T>(
   o: ResolverFlags,
   f: (api: AdminApi, opts: { timeoutMs: number }) => Promise<T>,
 ): Promise<T> {
-  const ch = connect(o.resolver, o);
+  const ch = connect(o.resolver, o, "resolver");
   try {
     return await f(ch.client(pb.ResolverAdminService), { timeoutMs: timeoutOf(o) });
   } finally {

@@ -14,7 +14,7 @@ export function addRootCommands(program: Command): void {
     .description("administer the root registry (delegations, DPs, MSPs, audit)");
   const rootAddr = (c: Command) => c.option("--root <host:port>", "root address", local(LOCAL_PORTS.root));
   const admin = (o: TlsFlags & { root: string }) => {
-    const ch = connect(o.root, o);
+    const ch = connect(o.root, o, "root");
     return { ch, api: ch.client(pb.RegistryAdminService), opts: { timeoutMs: timeoutOf(o) } };
   };
   const keyArg = (text: string) => {
@@ -201,7 +201,7 @@ export function addRootCommands(program: Command): void {
     ),
     "cli",
   ).action(async (o: TlsFlags & { root: string; json?: boolean }) => {
-    const ch = connect(o.root, o);
+    const ch = connect(o.root, o, "root");
     try {
       const { snapshot: s } = await ch.client(pb.RootService).getSnapshot({}, { timeoutMs: timeoutOf(o) });
       const view = {

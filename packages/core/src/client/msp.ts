@@ -2,12 +2,17 @@
 // to sign, signing, and streaming bulk registrations with resume. The CLI, the local network's
 // demo data, tests and the benchmark all drive DPs through these functions.
 import type { MessageShape } from "@bufbuild/protobuf";
+import { parseCsi } from "../domain/csi.js";
 import { invalidArgument } from "../domain/errors.js";
 import {
   decodeActionStatement,
   decodeMappingRecord,
   encodeMappingRecord,
+  MAX_MAPPING_LIFETIME_DAYS,
+  MAX_MAPPING_LIFETIME_MS,
   type MappingRecord,
+  proofMethodFor,
+  RECORD_CLOCK_SKEW_MS,
 } from "../domain/record.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith } from "../domain/signing.js";
 import type {
@@ -17,6 +22,16 @@ import type {
 import type { ServiceClient } from "../wire/channel.js";
 
 export type ClaimClient = ServiceClient<typeof ClaimService.method>;
+
+/**
+ * Who an MSP client acts as and where: the MSP's id in the registry and the DP it asks (the
+ * CSI's delegated DP). Every statement the MSP and its user sign must name both, so a DP cannot
+ * obtain their signatures over a record for another MSP or another DP.
+ */
+export interface ClaimParty {
+  readonly mspId: string;
+  readonly dpId: string;
+}
 
 /** What an MSP asks the DP to map for its user. */
 export interface ClaimRequest {
@@ -36,13 +51,43 @@ export interface OpenChallenge {
   readonly kind: "claim" | "action";
 }
 
-/** Starts a claim; checks that the record the DP returns says what was asked before anyone signs it. */
+/** Options of the statement checks: the clock they judge times by (tests move it). */
+export interface StatementCheckOptions {
+  readonly timeoutMs?: number;
+  readonly now?: () => number;
+}
+
+/** Refuses to sign: names the field that differs from what was asked. */
+function refuse(what: string, field: string, got: unknown, wanted: unknown): never {
+  const show = (v: unknown) => (typeof v === "string" ? `"${v}"` : String(v));
+  throw invalidArgument(
+    `the DP returned a ${what} whose ${field} is ${show(got)}, not ${show(wanted)} as asked; not signing it`,
+  );
+}
+
+/** A signed time must be the present (within the clock skew), as the DP made the statement just now. */
+function checkPresent(what: string, field: string, atMs: number, nowMs: number): void {
+  if (Math.abs(atMs - nowMs) > RECORD_CLOCK_SKEW_MS) {
+    throw invalidArgument(
+      `the DP returned a ${what} whose ${field} (${atMs}) is not the present time; not signing it`,
+    );
+  }
+}
+
+/**
+ * Starts a claim. Before anyone signs, every field of the record the DP returns is checked
+ * against what was asked: the CSI (canonical form), MSP, DP, SSI, tags, default flag, holder
+ * key, proof method (the one for the CSI's type, as the challenge says) and proof id (the
+ * challenge), a creation time of now and a lifetime within the published maximum.
+ */
 export async function startClaim(
   api: ClaimClient,
+  party: ClaimParty,
   req: ClaimRequest,
   userKey: SigningKey,
-  timeoutMs = 10_000,
+  opts: StatementCheckOptions = {},
 ): Promise<OpenChallenge & { record: MappingRecord }> {
+  const csi = parseCsi(req.csi);
   const r = await api.startChallenge(
     {
       csi: req.csi,
@@ -57,17 +102,34 @@ export async function startClaim(
         },
       },
     },
-    { timeoutMs },
+    { timeoutMs: opts.timeoutMs ?? 10_000 },
   );
   const record = decodeMappingRecord(r.statement);
-  const asked = (req.tags ?? []).join("\n");
-  if (
-    record.ssi !== req.ssi ||
-    record.tags.join("\n") !== asked ||
-    record.defaultRequested !== (req.makeDefault ?? false) ||
-    !Buffer.from(record.userPublicKey).equals(userKey.publicKey)
-  ) {
-    throw invalidArgument("the DP returned a record that differs from the claim; not signing it");
+  const nowMs = (opts.now ?? Date.now)();
+  const what = "record";
+  const method = proofMethodFor(csi.type);
+  if (record.csi !== csi.uri) refuse(what, "CSI", record.csi, csi.uri);
+  if (record.mspId !== party.mspId) refuse(what, "MSP", record.mspId, party.mspId);
+  if (record.dpId !== party.dpId) refuse(what, "DP", record.dpId, party.dpId);
+  if (record.ssi !== req.ssi) refuse(what, "SSI", record.ssi, req.ssi);
+  const asked = (req.tags ?? []).join(", ");
+  if (record.tags.join(", ") !== asked) refuse(what, "tags", record.tags.join(", "), asked);
+  if (record.defaultRequested !== (req.makeDefault ?? false)) {
+    refuse(what, "default flag", record.defaultRequested, req.makeDefault ?? false);
+  }
+  if (!Buffer.from(record.userPublicKey).equals(userKey.publicKey)) {
+    refuse(what, "holder key", "another key", "the user's key");
+  }
+  if (record.proofMethod !== method) refuse(what, "proof method", record.proofMethod, method);
+  if (r.proofMethod !== method) refuse("challenge", "proof method", r.proofMethod, method);
+  if (record.proofId !== r.challengeId) refuse(what, "proof id", record.proofId, r.challengeId);
+  checkPresent(what, "creation time", record.createdAtMs, nowMs);
+  if (record.expiresAtMs <= record.createdAtMs)
+    refuse(what, "expiry", record.expiresAtMs, "after its creation");
+  if (record.expiresAtMs - record.createdAtMs > MAX_MAPPING_LIFETIME_MS) {
+    throw invalidArgument(
+      `the DP returned a record that would live longer than the published maximum of ${MAX_MAPPING_LIFETIME_DAYS} days; not signing it`,
+    );
   }
   return {
     challengeId: r.challengeId,
@@ -79,31 +141,45 @@ export async function startClaim(
   };
 }
 
-/** Starts an invalidation (empty mspId: every mapping of the CSI) or an opt-out. */
+/**
+ * Starts an invalidation (empty mspId: every mapping of the CSI) or an opt-out; the statement
+ * the DP returns is checked field by field (action, CSI, MSP, DP, challenge, targets, holder
+ * key, a time of now) before anyone signs it.
+ */
 export async function startAction(
   api: ClaimClient,
-  csi: string,
+  party: ClaimParty,
+  csiText: string,
   action: { invalidate: { mspId: string; ssi: string } } | { optOut: true },
   userKey: SigningKey,
-  timeoutMs = 10_000,
+  opts: StatementCheckOptions = {},
 ): Promise<OpenChallenge> {
+  const csi = parseCsi(csiText);
   const r = await api.startChallenge(
     {
-      csi,
+      csi: csiText,
       action:
         "invalidate" in action
           ? { case: "invalidate", value: { ...action.invalidate, userPublicKey: userKey.publicKey } }
           : { case: "optOut", value: { userPublicKey: userKey.publicKey } },
     },
-    { timeoutMs },
+    { timeoutMs: opts.timeoutMs ?? 10_000 },
   );
   const s = decodeActionStatement(r.statement);
-  if (
-    s.action !== ("invalidate" in action ? "invalidate" : "opt_out") ||
-    !Buffer.from(s.userPublicKey).equals(userKey.publicKey)
-  ) {
-    throw invalidArgument("the DP returned a statement that differs from the request; not signing it");
+  const what = "statement";
+  const kind = "invalidate" in action ? "invalidate" : "opt_out";
+  const target = "invalidate" in action ? action.invalidate : { mspId: "", ssi: "" };
+  if (s.action !== kind) refuse(what, "action", s.action, kind);
+  if (s.csi !== csi.uri) refuse(what, "CSI", s.csi, csi.uri);
+  if (s.mspId !== party.mspId) refuse(what, "MSP", s.mspId, party.mspId);
+  if (s.dpId !== party.dpId) refuse(what, "DP", s.dpId, party.dpId);
+  if (s.challengeId !== r.challengeId) refuse(what, "challenge", s.challengeId, r.challengeId);
+  if (s.targetMspId !== target.mspId) refuse(what, "target MSP", s.targetMspId, target.mspId);
+  if (s.targetSsi !== target.ssi) refuse(what, "target SSI", s.targetSsi, target.ssi);
+  if (!Buffer.from(s.userPublicKey).equals(userKey.publicKey)) {
+    refuse(what, "holder key", "another key", "the user's key");
   }
+  checkPresent(what, "time", s.issuedAtMs, (opts.now ?? Date.now)());
   return {
     challengeId: r.challengeId,
     expiresAtMs: Number(r.expiresAtMs),

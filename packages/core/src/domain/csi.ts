@@ -2,7 +2,14 @@
 // canonical URI and the lookup key that delegations are matched against.
 import { createHash } from "node:crypto";
 import { domainToASCII } from "node:url";
-import { type CountryCode, getCountries, getCountryCallingCode, Metadata } from "libphonenumber-js/max";
+import {
+  type CountryCode,
+  getCountries,
+  getCountryCallingCode,
+  Metadata,
+  PhoneNumber,
+  parsePhoneNumberWithError,
+} from "libphonenumber-js/max";
 import { invalidArgument } from "./errors.js";
 
 /** The CSI types this network knows. */
@@ -29,60 +36,164 @@ const MAX_LOCAL_PART_LENGTH = 64;
 /**
  * Parses a CSI given as a URI ("tel:+44 7700 900123", "mailto:Alice@Example.ORG") or bare
  * ("+447700900123", "alice@example.org"). Throws INVALID_ARGUMENT with the reason otherwise.
+ * Every way of writing one number or address yields the same canonical URI and key, and
+ * parsing a canonical URI returns it unchanged.
  */
 export function parseCsi(input: string): Csi {
   if (typeof input !== "string" || input.trim() === "") throw invalidArgument("CSI is empty");
   if (input.length > MAX_CSI_LENGTH) throw invalidArgument(`CSI is longer than ${MAX_CSI_LENGTH} characters`);
   const text = input.trim();
-  const lower = text.toLowerCase();
-  if (lower.startsWith("tel:")) return parseTel(text.slice(4));
-  if (lower.startsWith("mailto:")) return parseEmail(text.slice(7));
-  if (text.startsWith("+")) return parseTel(text);
+  const scheme = text.slice(0, 7).toLowerCase();
+  if (scheme.startsWith("tel:")) return parseTel(text.slice(4));
+  if (scheme === "mailto:") return parseEmail(decodeMailto(text.slice(7)));
+  if (text.startsWith("+") || text.startsWith(FULLWIDTH_PLUS)) return parseTel(text);
   if (text.includes("@")) return parseEmail(text);
   throw invalidArgument(
     `cannot tell the type of CSI "${truncate(text)}": use tel:+<country code><number> or mailto:<address>`,
   );
 }
 
-// Visual separators allowed in tel URIs (RFC 3966 section 5.1.1) and in typed numbers.
-const TEL_SEPARATORS = /[\s\-.()]/g;
+const FULLWIDTH_PLUS = "\uFF0B";
+// Input that is already "+" and ASCII digits skips the per-character scan below.
+const PLAIN_DIGITS = /^\+[0-9]+$/;
+// What libphonenumber accepts between digits (its VALID_PUNCTUATION, plus any white space):
+// dashes, slashes, dots, brackets, tildes and spaces, with their full-width forms. RFC 3966
+// section 5.1.1 allows only "-", "." and brackets in a tel URI; people also write "/" and
+// "(0)", and all of them are dropped before the number is read.
+const TEL_SEPARATOR =
+  /[\s\-\u2010-\u2015\u2212\u30FC\uFF0D/\uFF0F.\uFF0E\u00AD\u200B\u2060()\uFF08\uFF09[\]\uFF3B\uFF3D~\u2053\u223C\uFF5E]/;
+// A national number longer than this (libphonenumber's MAX_LENGTH_FOR_NSN) is refused before
+// any prefix handling; the E.164 limit of 15 digits applies after it.
+const MAX_WRITTEN_DIGITS = 3 + 17;
 
 function parseTel(raw: string): Csi {
-  const number = raw.replace(TEL_SEPARATORS, "");
-  if (!number.startsWith("+")) {
-    throw invalidArgument("phone number must be in international form: + then the country code");
+  const digits = PLAIN_DIGITS.test(raw) ? raw.slice(1) : telDigits(raw);
+  if (digits.length > MAX_WRITTEN_DIGITS) {
+    throw invalidArgument("phone number is longer than the 15 digits E.164 allows");
   }
-  const digits = number.slice(1);
-  if (!/^[0-9]+$/.test(digits)) throw invalidArgument("phone number may hold only digits after the +");
-  if (digits.length > 15) throw invalidArgument("phone number is longer than the 15 digits E.164 allows");
   if (digits.startsWith("0")) throw invalidArgument("country codes never start with 0");
+  const cc = callingCodeOf(digits);
+  if (!cc) throw invalidArgument(`+${digits} does not start with an assigned country code`);
+  const written = digits.slice(cc.code.length);
+  const national = withoutNationalPrefix(cc, written);
+  // One key per number: the result must read back as itself. A second trunk prefix
+  // ("+49 (0)0 30 ...") would be dropped when the canonical URI is parsed again.
+  if (national !== written && withoutNationalPrefix(cc, national) !== national) {
+    throw invalidArgument(
+      `+${digits} still starts with a national prefix once one is removed: write the prefix once or leave it out`,
+    );
+  }
+  const e164 = `${cc.code}${national}`;
+  if (e164.length > 15) throw invalidArgument("phone number is longer than the 15 digits E.164 allows");
   // Full validity (libphonenumber's isValid) rejects numbers in ranges its metadata does not
   // know yet, and fictional ranges such as +44 7700 900xxx. A known country calling code and
   // a possible length are the checks that stay true over time.
-  const cc = callingCodeOf(digits);
-  if (!cc) throw invalidArgument(`+${digits} does not start with an assigned country code`);
-  const national = digits.length - cc.code.length;
-  if (!cc.lengths.has(national)) {
-    if (national < cc.min) throw invalidArgument(`+${digits} is too short for country code +${cc.code}`);
-    if (national > cc.max) throw invalidArgument(`+${digits} is too long for country code +${cc.code}`);
-    throw invalidArgument(`+${digits} has a length no number of country code +${cc.code} has`);
+  if (!cc.lengths.has(national.length)) {
+    if (national.length < cc.min) throw invalidArgument(`+${e164} is too short for country code +${cc.code}`);
+    if (national.length > cc.max) throw invalidArgument(`+${e164} is too long for country code +${cc.code}`);
+    throw invalidArgument(`+${e164} has a length no number of country code +${cc.code} has`);
   }
-  return { type: "tel", uri: `tel:${number}`, key: { kind: "e164", digits } };
+  return { type: "tel", uri: `tel:+${e164}`, key: { kind: "e164", digits: e164 } };
 }
 
-/** Possible national-number lengths of one country calling code. */
+const TEL_CHARS_MESSAGE =
+  "phone number may hold only digits and the separators space - . / ( ) [ ] ~ after the +";
+
+/** The ASCII digits after the leading "+", with separators dropped and non-ASCII digits mapped. */
+function telDigits(raw: string): string {
+  let digits = "";
+  let plus = false;
+  for (const ch of raw) {
+    const digit = asciiDigit(ch.charCodeAt(0));
+    if (digit !== undefined) {
+      if (!plus) throw invalidArgument("phone number must be in international form: + then the country code");
+      digits += digit;
+    } else if (ch === "+" || ch === FULLWIDTH_PLUS) {
+      if (plus || digits !== "") throw invalidArgument(TEL_CHARS_MESSAGE);
+      plus = true;
+    } else if (ch === ";") {
+      // RFC 3966 parameters: ;ext= and ;isub= name another endpoint than the number's key,
+      // and ;phone-context= only qualifies local numbers, which are refused anyway.
+      throw invalidArgument(
+        "tel URI parameters (;ext=, ;isub=, ...) are not part of a CSI: give the number alone",
+      );
+    } else if (!TEL_SEPARATOR.test(ch)) {
+      throw invalidArgument(TEL_CHARS_MESSAGE);
+    }
+  }
+  if (!plus) throw invalidArgument("phone number must be in international form: + then the country code");
+  if (digits === "") throw invalidArgument("phone number has no digits after the +");
+  return digits;
+}
+
+// The digits libphonenumber reads as digits: ASCII, full-width, Arabic-Indic, Eastern Arabic-Indic.
+function asciiDigit(c: number): string | undefined {
+  if (c >= 0x30 && c <= 0x39) return String.fromCharCode(c);
+  for (const zero of [0xff10, 0x0660, 0x06f0]) {
+    if (c >= zero && c <= zero + 9) return String.fromCharCode(0x30 + c - zero);
+  }
+  return undefined;
+}
+
+/**
+ * The national number with a trunk prefix written after the country code removed, as
+ * libphonenumber's parser removes it ("+49 (0)30 123456" is +49 30 123456).
+ * libphonenumber strips national_prefix_for_parsing of the calling code's main region (with
+ * its transform rule), except where the number as written matches the national number
+ * pattern and the stripped one does not (+7 800 ...: the 8 is part of the number), or where
+ * the stripped one has no possible length. One more guard: a number valid as written is
+ * kept if the stripped reading is not valid (+375 810 ... premium numbers), so that no real
+ * number's E.164 form turns into another number's key.
+ */
+function withoutNationalPrefix(cc: CallingCode, national: string): string {
+  // When the prefix pattern does not match, or matches only the empty string (so no group
+  // captured anything), libphonenumber's extractNationalNumber returns the number unchanged.
+  const match = cc.nationalPrefix?.exec(national);
+  if (!match || match[0] === "") return national;
+  const digits = `${cc.code}${national}`;
+  const cached = STRIPPED.get(digits);
+  if (cached !== undefined) return cached;
+  let stripped = national;
+  try {
+    const parsed = parsePhoneNumberWithError(`+${digits}`, { extract: false });
+    if (parsed.countryCallingCode === cc.code) stripped = parsed.nationalNumber;
+  } catch {
+    // Too short or too long for libphonenumber: the length checks of the caller report it.
+  }
+  if (stripped !== national && isValidNumber(`+${digits}`) && !isValidNumber(`+${cc.code}${stripped}`)) {
+    stripped = national;
+  }
+  if (STRIPPED.size >= MAX_STRIPPED_ENTRIES) STRIPPED.clear();
+  STRIPPED.set(digits, stripped);
+  return stripped;
+}
+
+function isValidNumber(e164: string): boolean {
+  return new PhoneNumber(e164 as ConstructorParameters<typeof PhoneNumber>[0]).isValid();
+}
+
+// Numbers whose start matches a prefix pattern go through libphonenumber's parser (several
+// microseconds); their results are kept here. The map is cleared when full, so it stays
+// bounded whatever a peer sends.
+const MAX_STRIPPED_ENTRIES = 1024;
+const STRIPPED = new Map<string, string>();
+
+/** Possible national-number lengths and the national prefix pattern of one country calling code. */
 interface CallingCode {
   readonly code: string;
   readonly lengths: ReadonlySet<number>;
   readonly min: number;
   readonly max: number;
+  /** national_prefix_for_parsing of the code's main region, anchored; absent if it has none. */
+  readonly nationalPrefix: RegExp | undefined;
 }
 
-// The parts of libphonenumber-js's Metadata used here; nonGeographic() and selecting a
-// non-geographic plan ("001") are part of its metadata API but absent from its type declarations.
+// The parts of libphonenumber-js's Metadata used here; nonGeographic(), selecting a
+// non-geographic plan ("001") and nationalPrefixForParsing() are part of its metadata API but
+// absent from its type declarations.
 interface PlanMetadata {
   selectNumberingPlan(country: string, callingCode?: string): void;
-  numberingPlan?: { possibleLengths(): number[] };
+  numberingPlan?: { possibleLengths(): number[]; nationalPrefixForParsing(): unknown };
   nonGeographic?: () => Record<string, unknown>;
 }
 
@@ -106,7 +217,17 @@ const CALLING_CODES: ReadonlyMap<string, CallingCode> = (() => {
   for (const code of Object.keys(meta.nonGeographic?.() ?? {})) add(code, "001"); // +800, +882, ...
   const out = new Map<string, CallingCode>();
   for (const [code, set] of lengths) {
-    if (set.size > 0) out.set(code, { code, lengths: set, min: Math.min(...set), max: Math.max(...set) });
+    if (set.size === 0) continue;
+    // Selecting by calling code picks its main region, whose rules libphonenumber parses with.
+    meta.selectNumberingPlan(code);
+    const prefix = meta.numberingPlan?.nationalPrefixForParsing();
+    out.set(code, {
+      code,
+      lengths: set,
+      min: Math.min(...set),
+      max: Math.max(...set),
+      nationalPrefix: typeof prefix === "string" && prefix !== "" ? new RegExp(`^(?:${prefix})`) : undefined,
+    });
   }
   return out;
 })();
@@ -118,6 +239,31 @@ function callingCodeOf(digits: string): CallingCode | undefined {
     if (cc) return cc;
   }
   return undefined;
+}
+
+const MAILTO_HEADERS_MESSAGE =
+  "mailto URI holds header fields (?subject=, ?body=, ...): a CSI is one address without headers";
+
+/**
+ * The address of a mailto URI, percent-decoded as RFC 6068 section 2 requires, so that
+ * "mailto:a%2Bb@example.com" and "a+b@example.com" are one CSI. Bare addresses are not decoded.
+ */
+function decodeMailto(body: string): string {
+  if (body.includes("?")) throw invalidArgument(MAILTO_HEADERS_MESSAGE);
+  if (body.includes(","))
+    throw invalidArgument("mailto URI lists more than one address: a CSI is one address");
+  if (!body.includes("%")) return body;
+  if (/%(?![0-9A-Fa-f]{2})/.test(body)) {
+    throw invalidArgument("mailto URI has a malformed percent-escape: % must be followed by two hex digits");
+  }
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(body);
+  } catch {
+    throw invalidArgument("mailto URI has percent-escapes that are not UTF-8");
+  }
+  if (/\p{Cc}/u.test(decoded)) throw invalidArgument("mailto URI decodes to a control character");
+  return decoded;
 }
 
 // Characters never allowed in an unquoted local part (RFC 5322 specials, controls, space).
@@ -159,9 +305,16 @@ function parseEmail(raw: string): Csi {
     throw invalidArgument(`email address is longer than ${MAX_EMAIL_LENGTH} characters`);
   return {
     type: "mailto",
-    uri: `mailto:${address}`,
+    uri: `mailto:${mailtoLocalPart(local)}@${domain}`,
     key: { kind: "email", domainHash: emailDomainHash(domain) },
   };
+}
+
+// The local part as the canonical URI writes it: "%" and "?" are escaped so that the URI
+// parses back to the same address (RFC 6068 section 2); everything else stays as it is.
+function mailtoLocalPart(local: string): string {
+  if (!local.includes("%") && !local.includes("?")) return local;
+  return local.replaceAll("%", "%25").replaceAll("?", "%3F");
 }
 
 /** The leading 64 bits of SHA-256 over the IDNA (ASCII, lowercase) domain, as an unsigned integer. */

@@ -8,6 +8,20 @@ import { invalidArgument } from "./errors.js";
 export const PROOF_METHODS = ["bulk", "email-code", "sms-code"] as const;
 export type ProofMethod = (typeof PROOF_METHODS)[number];
 
+/**
+ * The longest a mapping record may live, from creation to expiry: published so that every
+ * verifier refuses a record a DP (or anyone) made to outlive it, and DPs cannot configure more.
+ */
+export const MAX_MAPPING_LIFETIME_DAYS = 1_095;
+export const MAX_MAPPING_LIFETIME_MS = MAX_MAPPING_LIFETIME_DAYS * 86_400_000;
+/** How far a record's creation time may lie in a verifier's future: clocks of hosts differ. */
+export const RECORD_CLOCK_SKEW_MS = 5 * 60_000;
+
+/** The proof method a DP uses for a CSI type: a code by SMS to a number, by email to an address. */
+export function proofMethodFor(csiType: "tel" | "mailto"): ProofMethod {
+  return csiType === "tel" ? "sms-code" : "email-code";
+}
+
 /** The signed content of a mapping. */
 export interface MappingRecord {
   readonly csi: string;

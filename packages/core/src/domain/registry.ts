@@ -35,6 +35,16 @@ export interface MspInfo {
   readonly signingPublicKey: Uint8Array;
 }
 
+/**
+ * The root's signature over a registry at one serial and the period it is valid for, like a
+ * DNSSEC RRSIG's inception and expiration: a copy is usable only until `expiresAtMs`.
+ */
+export interface RegistrySeal {
+  readonly signature: Uint8Array;
+  readonly signedAtMs: number;
+  readonly expiresAtMs: number;
+}
+
 /** The whole registry at one serial. */
 export interface RegistryData {
   readonly serial: bigint;
@@ -42,14 +52,14 @@ export interface RegistryData {
   readonly dps: readonly DpInfo[];
   readonly msps: readonly MspInfo[];
   /** The root's signature over this content (see verify.ts), when known. */
-  readonly signature?: Uint8Array;
+  readonly seal?: RegistrySeal;
 }
 
 /** One change; applying changes in serial order to serial N-1 yields serial N. */
 export type RegistryChange = {
   readonly serial: bigint;
   /** The root's signature over the registry as it is after this change. */
-  readonly signature?: Uint8Array;
+  readonly seal?: RegistrySeal;
 } & (
   | { readonly kind: "put_delegation"; readonly delegation: Delegation }
   | { readonly kind: "delete_delegation"; readonly id: string }
@@ -57,6 +67,8 @@ export type RegistryChange = {
   | { readonly kind: "delete_dp"; readonly id: string }
   | { readonly kind: "put_msp"; readonly msp: MspInfo }
   | { readonly kind: "delete_msp"; readonly id: string }
+  /** The root re-signed an unchanged registry (a new validity period under a new serial). */
+  | { readonly kind: "refresh" }
 );
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -164,6 +176,8 @@ export class RegistryView {
       case "delete_msp":
         this.msps.delete(change.id);
         break;
+      case "refresh":
+        break;
     }
     this.serialValue = change.serial;
   }
@@ -216,6 +230,11 @@ export class RegistryView {
 
   msp(id: string): MspInfo | undefined {
     return this.msps.get(id);
+  }
+
+  /** Every MSP, in no particular order. */
+  allMsps(): MspInfo[] {
+    return [...this.msps.values()];
   }
 
   /** Delegations naming `dpId`. */

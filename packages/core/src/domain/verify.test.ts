@@ -12,9 +12,11 @@ import { generateSigningKey, SIGNING_CONTEXT, type SigningKey, signWith } from "
 import {
   type KeyDirectory,
   mappingProblem,
+  REGISTRY_CLOCK_SKEW_MS,
   registryDigest,
   registryKeys,
   registrySignatureValid,
+  sealProblem,
   signRegistry,
   verifyOutcome,
 } from "./verify.js";
@@ -28,6 +30,8 @@ const rootKey = generateSigningKey();
 const CSI = "tel:+447700900123";
 const NOW = 1_700_000_500_000;
 const EMPTY = new Uint8Array(0);
+/** The validity period registry signatures in these tests cover. */
+const PERIOD = { signedAtMs: NOW - 60_000, expiresAtMs: NOW + 86_400_000 };
 
 const EU: DpInfo = {
   id: "eu",
@@ -190,6 +194,17 @@ const cases: Case[] = [
     mapping: GOOD,
     csi: "tel:+447700900999",
     reason: /record is for another CSI/,
+  },
+  {
+    // Signed by everyone, as the audit reproduced: a DP obtained the signatures over it.
+    name: "a record expiring in the year 275760",
+    mapping: signedMapping({ ...CLAIM, expiresAtMs: 8_640_000_000_000_000 }),
+    reason: /would live longer than the published maximum of 1095 days/,
+  },
+  {
+    name: "a record created beyond the clock skew in the verifier's future",
+    mapping: signedMapping({ ...CLAIM, createdAtMs: NOW + 600_000, expiresAtMs: NOW + 86_400_000 }),
+    reason: /created in the future/,
   },
   // The displayed fields must be the signed ones; each is changed alone.
   { name: "another MSP shown", mapping: { ...GOOD, mspId: "b.example" }, reason: /another MSP or SSI/ },
@@ -400,21 +415,28 @@ test("registryKeys reads each DP's and MSP's key from the registry copy", () => 
 });
 
 test("the root's registry signature round-trips and ignores the signature field itself", () => {
-  const sig = signRegistry(REGISTRY, rootKey);
+  const sig = signRegistry(REGISTRY, rootKey, PERIOD);
   assert.equal(registrySignatureValid(REGISTRY, sig, rootKey.publicKey), true);
-  assert.equal(registrySignatureValid({ ...REGISTRY, signature: sig }, sig, rootKey.publicKey), true);
-  assert.deepEqual(registryDigest({ ...REGISTRY, signature: sig }), registryDigest(REGISTRY));
+  assert.equal(registrySignatureValid({ ...REGISTRY, seal: sig }, sig, rootKey.publicKey), true);
+  assert.deepEqual(registryDigest({ ...REGISTRY, seal: sig }, PERIOD), registryDigest(REGISTRY, PERIOD));
   assert.equal(registrySignatureValid(REGISTRY, sig, otherKey.publicKey), false, "another root key");
-  assert.equal(registrySignatureValid(REGISTRY, signRegistry(REGISTRY, otherKey), rootKey.publicKey), false);
-  assert.equal(registrySignatureValid(REGISTRY, sig.subarray(0, 63), rootKey.publicKey), false);
-  assert.equal(registrySignatureValid(REGISTRY, EMPTY, rootKey.publicKey), false);
+  assert.equal(
+    registrySignatureValid(REGISTRY, signRegistry(REGISTRY, otherKey, PERIOD), rootKey.publicKey),
+    false,
+  );
+  const withSignature = (signature: Uint8Array) => ({ ...sig, signature });
+  assert.equal(
+    registrySignatureValid(REGISTRY, withSignature(sig.signature.subarray(0, 63)), rootKey.publicKey),
+    false,
+  );
+  assert.equal(registrySignatureValid(REGISTRY, withSignature(EMPTY), rootKey.publicKey), false);
   // The same digest signed under another context is not a registry signature.
-  const wrongContext = signWith(rootKey, SIGNING_CONTEXT.mappingDp, registryDigest(REGISTRY));
-  assert.equal(registrySignatureValid(REGISTRY, wrongContext, rootKey.publicKey), false);
+  const wrongContext = signWith(rootKey, SIGNING_CONTEXT.mappingDp, registryDigest(REGISTRY, PERIOD));
+  assert.equal(registrySignatureValid(REGISTRY, withSignature(wrongContext), rootKey.publicKey), false);
 });
 
 test("changing any signed field of the registry invalidates the signature", () => {
-  const sig = signRegistry(REGISTRY, rootKey);
+  const sig = signRegistry(REGISTRY, rootKey, PERIOD);
   const [d0, d1] = DELEGATIONS as [Delegation, Delegation];
   const changes: [string, RegistryData][] = [
     ["the serial", { ...REGISTRY, serial: 43n }],
@@ -458,10 +480,34 @@ test("changing any signed field of the registry invalidates the signature", () =
   for (const [what, data] of changes) {
     assert.equal(registrySignatureValid(data, sig, rootKey.publicKey), false, what);
   }
+  // The validity period is signed too: nobody can extend an old registry's life.
+  assert.equal(
+    registrySignatureValid(REGISTRY, { ...sig, expiresAtMs: sig.expiresAtMs + 1 }, rootKey.publicKey),
+    false,
+  );
+  assert.equal(
+    registrySignatureValid(REGISTRY, { ...sig, signedAtMs: sig.signedAtMs + 1 }, rootKey.publicKey),
+    false,
+  );
+});
+
+test("a seal is usable from shortly before it was made until it expires, and says why not otherwise", () => {
+  const { signedAtMs, expiresAtMs } = PERIOD;
+  assert.equal(sealProblem(7n, PERIOD, signedAtMs), undefined);
+  assert.equal(sealProblem(7n, PERIOD, expiresAtMs - 1), undefined);
+  assert.match(sealProblem(7n, PERIOD, expiresAtMs) ?? "", /serial 7 expired at .*no root has re-signed it/);
+  assert.equal(sealProblem(7n, PERIOD, signedAtMs - REGISTRY_CLOCK_SKEW_MS), undefined, "within the skew");
+  assert.match(
+    sealProblem(7n, PERIOD, signedAtMs - REGISTRY_CLOCK_SKEW_MS - 1) ?? "",
+    /in this host's future/,
+  );
+  assert.throws(() => signRegistry(REGISTRY, rootKey, { signedAtMs: 5, expiresAtMs: 5 }), RangeError);
+  const backwards = { ...signRegistry(REGISTRY, rootKey, PERIOD), expiresAtMs: signedAtMs - 1 };
+  assert.equal(registrySignatureValid(REGISTRY, backwards, rootKey.publicKey), false);
 });
 
 test("a delegation whose key disagrees with its signed id does not verify", () => {
-  const sig = signRegistry(REGISTRY, rootKey);
+  const sig = signRegistry(REGISTRY, rootKey, PERIOD);
   const [d0, d1] = DELEGATIONS as [Delegation, Delegation];
   const moved: RegistryData = {
     ...REGISTRY,
@@ -471,14 +517,14 @@ test("a delegation whose key disagrees with its signed id does not verify", () =
 });
 
 test("the order of the registry's lists does not matter: the digest sorts them by id", () => {
-  const sig = signRegistry(REGISTRY, rootKey);
+  const sig = signRegistry(REGISTRY, rootKey, PERIOD);
   const shuffled: RegistryData = {
     ...REGISTRY,
     delegations: [...REGISTRY.delegations].reverse(),
     dps: [...REGISTRY.dps].reverse(),
     msps: [MSP_NO_KEY, MSP_A, MSP_B],
   };
-  assert.deepEqual(registryDigest(shuffled), registryDigest(REGISTRY));
+  assert.deepEqual(registryDigest(shuffled, PERIOD), registryDigest(REGISTRY, PERIOD));
   assert.equal(registrySignatureValid(shuffled, sig, rootKey.publicKey), true);
   // A RegistryView's snapshot (MSPs by index) verifies against the signature of the data it came from.
   const view = new RegistryView();
@@ -507,8 +553,10 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
     msps: [MSP_NO_KEY, MSP_B, MSP_A],
   };
   const h = createHash("sha256");
-  h.update("MIMI-REGISTRY-v1", "ascii");
+  h.update("MIMI-REGISTRY-v2", "ascii");
   h.update(u64((1n << 40n) + 5n));
+  h.update(u64(BigInt(PERIOD.signedAtMs)));
+  h.update(u64(BigInt(PERIOD.expiresAtMs)));
   h.update(u32(2));
   // Sorted by id: "e164:44" < "email:...".
   h.update(Buffer.concat([str("e164:44"), str("eu"), u32(3600)]));
@@ -543,18 +591,31 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
   );
   h.update(Buffer.concat([str("nokey.example"), str("No key"), u32(2), u32(0)]));
   const expected = h.digest();
-  assert.equal(Buffer.from(registryDigest(data)).toString("hex"), expected.toString("hex"));
+  assert.equal(Buffer.from(registryDigest(data, PERIOD)).toString("hex"), expected.toString("hex"));
 
   // signature = Ed25519 over "MIMI-REGISTRY-SIG-v1", a zero byte, and the digest.
-  const sig = signRegistry(data, rootKey);
+  const sig = signRegistry(data, rootKey, PERIOD);
   const message = Buffer.concat([Buffer.from("MIMI-REGISTRY-SIG-v1", "ascii"), Buffer.of(0), expected]);
-  assert.equal(verify(null, message, rootKey.privateKey, sig), true);
+  assert.equal(verify(null, message, rootKey.privateKey, sig.signature), true);
 });
 
 test("an empty registry has a fixed digest", () => {
+  const u64 = (n: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(n);
+    return b;
+  };
   const empty: RegistryData = { serial: 0n, delegations: [], dps: [], msps: [] };
   const expected = createHash("sha256")
-    .update(Buffer.concat([Buffer.from("MIMI-REGISTRY-v1"), Buffer.alloc(8), Buffer.alloc(12)]))
+    .update(
+      Buffer.concat([
+        Buffer.from("MIMI-REGISTRY-v2"),
+        Buffer.alloc(8),
+        u64(BigInt(PERIOD.signedAtMs)),
+        u64(BigInt(PERIOD.expiresAtMs)),
+        Buffer.alloc(12),
+      ]),
+    )
     .digest("hex");
-  assert.equal(Buffer.from(registryDigest(empty)).toString("hex"), expected);
+  assert.equal(Buffer.from(registryDigest(empty, PERIOD)).toString("hex"), expected);
 });

@@ -4,8 +4,15 @@
 import { createHash } from "node:crypto";
 import type { LookupOutcome, Mapping } from "./answer.js";
 import { DiscoveryError } from "./errors.js";
-import { decodeMappingRecord, dpSignedParts, PROOF_METHODS } from "./record.js";
-import { delegationId, type RegistryData } from "./registry.js";
+import {
+  decodeMappingRecord,
+  dpSignedParts,
+  MAX_MAPPING_LIFETIME_DAYS,
+  MAX_MAPPING_LIFETIME_MS,
+  PROOF_METHODS,
+  RECORD_CLOCK_SKEW_MS,
+} from "./record.js";
+import { delegationId, type RegistryData, type RegistrySeal } from "./registry.js";
 import { PUBLIC_KEY_BYTES, SIGNING_CONTEXT, type SigningKey, signWith, verifyWith } from "./signing.js";
 
 /** Where verification finds the DPs' and MSPs' keys (the root-signed registry). */
@@ -58,6 +65,10 @@ export function mappingProblem(
     return "its proof method or expiry differ from the record";
   }
   if (r.expiresAtMs <= nowMs) return "its record has expired";
+  if (r.expiresAtMs - r.createdAtMs > MAX_MAPPING_LIFETIME_MS) {
+    return `its record would live longer than the published maximum of ${MAX_MAPPING_LIFETIME_DAYS} days`;
+  }
+  if (r.createdAtMs > nowMs + RECORD_CLOCK_SKEW_MS) return "its record was created in the future";
   if (!(PROOF_METHODS as readonly string[]).includes(r.proofMethod)) {
     return `its proof method "${r.proofMethod}" is unknown`;
   }
@@ -135,9 +146,16 @@ class Canonical {
 const byId = <T extends { id: string }>(xs: readonly T[]) =>
   [...xs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 
+/** The validity period a seal covers; the signature is over it too. */
+export type SealPeriod = Pick<RegistrySeal, "signedAtMs" | "expiresAtMs">;
+
 /** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
-export function registryDigest(data: RegistryData): Uint8Array {
-  const c = new Canonical().raw(Buffer.from("MIMI-REGISTRY-v1", "ascii")).u64(data.serial);
+export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Array {
+  const c = new Canonical()
+    .raw(Buffer.from("MIMI-REGISTRY-v2", "ascii"))
+    .u64(data.serial)
+    .u64(BigInt(period.signedAtMs))
+    .u64(BigInt(period.expiresAtMs));
   c.u32(data.delegations.length);
   for (const d of byId(data.delegations)) c.string(d.id).string(d.dpId).u32(d.ttlSeconds);
   c.u32(data.dps.length);
@@ -151,21 +169,57 @@ export function registryDigest(data: RegistryData): Uint8Array {
   return c.digest();
 }
 
-/** The root's signature over the registry. */
-export function signRegistry(data: RegistryData, rootKey: SigningKey): Uint8Array {
-  return signWith(rootKey, SIGNING_CONTEXT.registry, registryDigest(data));
+/** The root's seal over the registry: its signature, valid over `period`. */
+export function signRegistry(data: RegistryData, rootKey: SigningKey, period: SealPeriod): RegistrySeal {
+  checkPeriod(period);
+  return { ...period, signature: signWith(rootKey, SIGNING_CONTEXT.registry, registryDigest(data, period)) };
 }
 
-/** Whether `signature` is the root's signature over `data`. */
+function checkPeriod(p: SealPeriod): void {
+  if (!Number.isSafeInteger(p.signedAtMs) || !Number.isSafeInteger(p.expiresAtMs) || p.signedAtMs < 0) {
+    throw new RangeError("a registry seal's times must be non-negative integers of milliseconds");
+  }
+  if (p.expiresAtMs <= p.signedAtMs) throw new RangeError("a registry seal must expire after it was made");
+}
+
+/** Whether `seal` is the root's valid signature over `data` (its period is checked by the follower). */
 export function registrySignatureValid(
   data: RegistryData,
-  signature: Uint8Array,
+  seal: RegistrySeal,
   rootPublicKey: Uint8Array,
 ): boolean {
   // The digest covers each delegation's id, which is the canonical text of its key; a key
   // that disagrees with its id would route by something the root never signed.
   if (data.delegations.some((d) => d.id !== delegationId(d.key))) return false;
-  return verifyWith(rootPublicKey, SIGNING_CONTEXT.registry, signature, [registryDigest(data)], {
+  try {
+    checkPeriod(seal);
+  } catch {
+    return false;
+  }
+  return verifyWith(rootPublicKey, SIGNING_CONTEXT.registry, seal.signature, [registryDigest(data, seal)], {
     registryKey: true,
   });
+}
+
+/** Longest a follower tolerates a seal made in its future: clocks of different hosts differ. */
+export const REGISTRY_CLOCK_SKEW_MS = 5 * 60_000;
+
+/**
+ * Why a verified registry copy may not be used at `nowMs`, or undefined when it may: its seal
+ * has expired, or was made in the future beyond the allowed clock skew.
+ */
+export function sealProblem(serial: bigint, seal: SealPeriod, nowMs: number): string | undefined {
+  if (seal.expiresAtMs <= nowMs) {
+    return (
+      `the registry at serial ${serial} expired at ${new Date(seal.expiresAtMs).toISOString()}; ` +
+      "no root has re-signed it since (is the primary root down for longer than the signature validity?)"
+    );
+  }
+  if (seal.signedAtMs > nowMs + REGISTRY_CLOCK_SKEW_MS) {
+    return (
+      `the registry at serial ${serial} was signed at ${new Date(seal.signedAtMs).toISOString()}, ` +
+      "in this host's future; check the clocks of this host and the root"
+    );
+  }
+  return undefined;
 }

@@ -1,8 +1,12 @@
 // Following the registry over real gRPC streams in this process: a root made of serveLog over
 // an in-memory signed log, and startRegistrySync as the follower. The follower resumes from its
 // serial after the stream breaks, refetches after a gap, fails over to the next root, and
-// refuses what the pinned key did not sign.
+// refuses what the pinned key did not sign, anything older than what it already accepted (also
+// after a restart), and any registry whose seal has expired.
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "../domain/errors.js";
@@ -18,6 +22,11 @@ import { startRegistrySync } from "./registry-sync.js";
 import { serveLog } from "./serve-log.js";
 
 const log = createLogger({ name: "test", level: "silent" });
+/** The followers' clock; tests move it. */
+let nowMs = 1_800_000_000_000;
+const clock = () => nowMs;
+/** Every registry signature in these tests is valid for a day from the clock's start. */
+const PERIOD = { signedAtMs: nowMs - 1_000, expiresAtMs: nowMs + 86_400_000 };
 const cleanups: (() => void)[] = [];
 after(() => {
   for (const c of cleanups) c();
@@ -34,7 +43,7 @@ function signedLog(key: SigningKey, n: number): RegistryChange[] {
       msp: { id: `m${i}.example`, name: `M${i}`, index: i - 1, signingPublicKey: new Uint8Array(0) },
     };
     view.apply(change);
-    out.push({ ...change, signature: signRegistry(view.snapshot(), key) });
+    out.push({ ...change, seal: signRegistry(view.snapshot(), key, PERIOD) });
   }
   return out;
 }
@@ -43,7 +52,7 @@ function signedLog(key: SigningKey, n: number): RegistryChange[] {
 function stateAt(changes: readonly RegistryChange[], serial: number, key: SigningKey): RegistryData {
   const view = new RegistryView();
   for (const c of changes.slice(0, serial)) view.apply(c);
-  return { ...view.snapshot(), signature: signRegistry(view.snapshot(), key) };
+  return { ...view.snapshot(), seal: signRegistry(view.snapshot(), key, PERIOD) };
 }
 
 interface FakeRoot {
@@ -57,12 +66,14 @@ interface FakeRoot {
 
 /**
  * A root serving `held` through serveLog. `breakAfter` ends the first watch with UNAVAILABLE
- * after that many changes; `skip` leaves out one serial on the first watch (a lost message).
+ * after that many changes; `skip` leaves out one serial on the first watch (a lost message);
+ * `replay` answers every watch with a snapshot of everything held, whatever the follower holds
+ * (a root replaying an old registry).
  */
 async function fakeRoot(
   key: SigningKey,
   all: readonly RegistryChange[],
-  opts: { breakAfter?: number; skip?: bigint } = {},
+  opts: { breakAfter?: number; skip?: bigint; replay?: boolean } = {},
 ): Promise<FakeRoot> {
   const listeners = new Set<() => void>();
   const root: FakeRoot = {
@@ -85,8 +96,8 @@ async function fakeRoot(
         const first = root.watches.length === 0;
         root.watches.push(req.sinceSerial);
         let from = req.sinceSerial;
-        if (from === 0n) {
-          const snap = stateAt(root.held, 0, key);
+        if (from === 0n || opts.replay) {
+          const snap = stateAt(root.held, opts.replay ? root.held.length : 0, key);
           await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
           from = snap.serial;
         }
@@ -123,13 +134,15 @@ async function fakeRoot(
   return root;
 }
 
-function follow(key: SigningKey, endpoints: string[]) {
+function follow(key: SigningKey, endpoints: string[], persistPath?: string) {
   const sync = startRegistrySync({
     rootEndpoints: endpoints,
     credentials: grpc.credentials.createInsecure(),
     log,
+    clock,
     rootPublicKey: key.publicKey,
     maxBackoffMs: 50,
+    ...(persistPath ? { persistPath } : {}),
   });
   cleanups.push(() => sync.close());
   return sync;
@@ -182,4 +195,48 @@ test("a dead first root is skipped; changes another key signed are refused and n
   await until(() => sync.view.serial === 3n && sync.connected(), "the follower syncs from the good root");
   assert.ok(forged.watches.length >= 1, "the forged root was asked");
   assert.equal(sync.view.msp("m1.example")?.name, "M1");
+});
+
+test("a follower never goes back to an older registry, not even after a restart", async () => {
+  const key = generateSigningKey();
+  const changes = signedLog(key, 6);
+  const path = join(mkdtempSync(join(tmpdir(), "mimi-sync-")), "registry.bin");
+  const current = await fakeRoot(key, changes);
+  const first = follow(key, [current.address], path);
+  await until(() => first.view.serial === 6n, "the follower holds serial 6");
+  first.close();
+
+  // Serial 5 carries the root's genuine signature, as every old registry does.
+  const replaying = await fakeRoot(key, changes.slice(0, 5), { replay: true });
+  const again = follow(key, [replaying.address], path);
+  await until(() => replaying.watches.length >= 2, "the replaying root was asked twice");
+  assert.equal(again.view.serial, 6n, "the saved serial 6 is the high-water mark");
+  assert.equal(again.view.msp("m6.example")?.name, "M6");
+  assert.equal(again.problem(), undefined, "the saved copy is still in use");
+
+  // Without the saved copy the same follower would have taken serial 5: the refusal is the mark's doing.
+  const fresh = follow(key, [replaying.address]);
+  await until(() => fresh.view.serial === 5n, "a follower without history accepts serial 5");
+});
+
+test("a registry whose seal expired is refused, and a held copy stops being usable when it expires", async () => {
+  const key = generateSigningKey();
+  const root = await fakeRoot(key, signedLog(key, 2));
+  const start = nowMs;
+  try {
+    const sync = follow(key, [root.address]);
+    await sync.ready;
+    await until(() => sync.view.serial === 2n, "the follower holds serial 2");
+    assert.equal(sync.problem(), undefined);
+    nowMs = PERIOD.expiresAtMs;
+    assert.match(sync.problem() ?? "", /serial 2 expired at .*no root has re-signed it/);
+
+    // A new follower refuses the same, now expired, registry outright.
+    const late = follow(key, [root.address]);
+    await until(() => root.watches.length >= 3, "the late follower asked again after a refusal");
+    assert.equal(late.view.serial, 0n);
+    assert.match(late.problem() ?? "", /no verified copy/);
+  } finally {
+    nowMs = start;
+  }
 });

@@ -7,10 +7,16 @@ import { dirname } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type RegistryChange, type RegistryData, RegistryView } from "../domain/registry.js";
-import { registrySignatureValid } from "../domain/verify.js";
+import {
+  type RegistryChange,
+  type RegistryData,
+  type RegistrySeal,
+  RegistryView,
+} from "../domain/registry.js";
+import { registrySignatureValid, sealProblem } from "../domain/verify.js";
 import { RegistrySnapshotSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import { RootService, type WatchRegistryResponse } from "../gen/generated/mimi/discovery/v1/root_pb.js";
+import { type Clock, systemClock } from "../runtime/clock.js";
 import { type Channel, openChannel } from "../wire/channel.js";
 import { changeFromProto, snapshotFromProto, snapshotToProto } from "../wire/convert.js";
 import { followLog } from "./follow-log.js";
@@ -26,6 +32,8 @@ export interface RegistrySyncOptions {
    * over the resulting registry, or it is refused and the next root is tried.
    */
   rootPublicKey: Uint8Array;
+  /** Judges seal expiry; the wall clock unless a test moves it. */
+  clock?: Clock;
   /** Where the copy is saved after each change; nothing is saved when unset. */
   persistPath?: string;
   /** Called after each change is applied (not after snapshots). */
@@ -48,6 +56,13 @@ export interface RegistrySync {
   readonly ready: Promise<void>;
   /** True while a watch stream to a root is open and caught up. */
   connected(): boolean;
+  /**
+   * Why the copy may not be used now (no verified copy yet, its seal expired, or was made in
+   * the future), or undefined when it may. Checked by whoever resolves against the copy.
+   */
+  problem(): string | undefined;
+  /** The seal of the copy in use, when there is one. */
+  seal(): RegistrySeal | undefined;
   close(): void;
 }
 
@@ -60,28 +75,54 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     markReady = resolve;
   });
 
+  const clock = opts.clock ?? systemClock;
   // The last copy whose signature verified; a change that fails verification rolls back to it.
   let verified: RegistryData = view.snapshot();
+  // The highest serial ever accepted, kept across restarts by the saved copy: a root (or
+  // anyone holding a root's old signatures) cannot take this follower back to an older
+  // registry, such as one with a DP's compromised, since rotated key.
+  let highWater = 0n;
+  let expiryLogged = false;
   const accept = (data: RegistryData, what: string) => {
-    if (!data.signature || !registrySignatureValid(data, data.signature, opts.rootPublicKey)) {
+    if (!data.seal || !registrySignatureValid(data, data.seal, opts.rootPublicKey)) {
       throw new Error(`${what} at serial ${data.serial} is not signed by the pinned root key`);
     }
+    if (data.serial < highWater) {
+      throw new Error(
+        `${what} at serial ${data.serial} is older than serial ${highWater}, which this follower ` +
+          "already accepted; refusing to go back (a root is replaying an old registry)",
+      );
+    }
+    const problem = sealProblem(data.serial, data.seal, clock());
+    if (problem) throw new Error(`refusing ${what}: ${problem}`);
   };
 
   if (opts.persistPath || opts.initialCopy) {
     const saved = opts.persistPath ? loadPersisted(opts.persistPath, log) : opts.initialCopy;
-    let trusted = false;
-    try {
-      if (saved) accept(saved, "saved registry copy");
-      trusted = saved !== undefined;
-    } catch (err) {
-      log.warn({ path: opts.persistPath, err: (err as Error).message }, "ignoring saved registry copy");
-    }
-    if (saved && trusted) {
+    if (saved?.seal && registrySignatureValid(saved, saved.seal, opts.rootPublicKey)) {
+      // A genuine copy sets the high-water mark even when it has expired; it is used (and the
+      // follower ready) only while its seal holds.
+      highWater = saved.serial;
       verified = saved;
       view.replace(saved);
-      log.info({ serial: saved.serial.toString(), path: opts.persistPath }, "registry copy loaded from disk");
-      markReady();
+      const problem = sealProblem(saved.serial, saved.seal, clock());
+      if (problem) {
+        log.warn(
+          { serial: saved.serial.toString(), path: opts.persistPath, problem },
+          "saved registry copy not used",
+        );
+      } else {
+        log.info(
+          { serial: saved.serial.toString(), path: opts.persistPath },
+          "registry copy loaded from disk",
+        );
+        markReady();
+      }
+    } else if (saved) {
+      log.warn(
+        { path: opts.persistPath, serial: saved.serial.toString() },
+        "ignoring saved registry copy: it is not signed by the pinned root key",
+      );
     }
   }
 
@@ -105,6 +146,8 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
       accept(data, "registry snapshot");
       view.replace(data);
       verified = data;
+      highWater = data.serial;
+      expiryLogged = false;
       log.info({ serial: view.serial.toString(), root }, "registry snapshot applied");
       opts.onSnapshot?.(view, data);
       save();
@@ -115,7 +158,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
         throw new Error(`registry change ${change.serial} does not follow ${view.serial}`);
       }
       view.apply(change);
-      const now: RegistryData = { ...view.snapshot(), signature: change.signature };
+      const now: RegistryData = { ...view.snapshot(), ...(change.seal ? { seal: change.seal } : {}) };
       try {
         accept(now, "registry change");
       } catch (err) {
@@ -123,12 +166,14 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
         throw err;
       }
       verified = now;
+      highWater = change.serial;
+      expiryLogged = false;
       log.info({ serial: change.serial.toString(), kind: change.kind }, "registry change applied");
       opts.onChange?.(change, view);
       save();
     } else if (ev.case === "caughtUp") {
       log.info({ serial: view.serial.toString(), root }, "registry in sync");
-      markReady();
+      if (verified.seal && !sealProblem(verified.serial, verified.seal, clock())) markReady();
       return true;
     }
     return false;
@@ -154,6 +199,16 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     view,
     ready,
     connected: () => follower.connected(),
+    problem() {
+      if (!verified.seal) return "no verified copy of the root registry yet";
+      const problem = sealProblem(verified.serial, verified.seal, clock());
+      if (problem && !expiryLogged) {
+        expiryLogged = true;
+        log.warn({ serial: verified.serial.toString(), problem }, "registry copy unusable");
+      }
+      return problem;
+    },
+    seal: () => verified.seal,
     close() {
       follower.close();
       if (saveTimer) {
@@ -169,10 +224,11 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
 // The persisted form is the RegistrySnapshot message, the same bytes the root sends.
 function persist(path: string, data: RegistryData, log: Logger): void {
   try {
-    mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     writeFileSync(
       `${path}.tmp`,
       toBinary(RegistrySnapshotSchema, create(RegistrySnapshotSchema, snapshotToProto(data))),
+      { mode: 0o600 },
     );
     renameSync(`${path}.tmp`, path);
   } catch (err) {

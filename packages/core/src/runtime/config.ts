@@ -53,6 +53,12 @@ export class ConfigReader {
     return v;
   }
 
+  boolean(key: string, fallback: boolean): boolean {
+    const v = this.take(key) ?? fallback;
+    if (typeof v !== "boolean") throw new ConfigError(`${this.path}.${key} must be true or false`);
+    return v;
+  }
+
   stringList(key: string, fallback?: readonly string[], { nonEmpty = false } = {}): string[] {
     const v = this.take(key) ?? fallback;
     if (!Array.isArray(v) || v.some((s) => typeof s !== "string" || s === "")) {

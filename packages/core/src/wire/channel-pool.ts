@@ -3,9 +3,9 @@
 import { type Channel, openChannel } from "./channel.js";
 import { channelCredentials, type TlsMaterial } from "./tls.js";
 
-/** A pool of channels authenticated with one client certificate. */
+/** A pool of channels to DPs, authenticated with one client certificate. */
 export interface ChannelPool {
-  /** The channel to `address` whose server must present `identity`. */
+  /** The channel to `address` whose server must present `identity` and the dp role. */
   get(address: string, identity: string): Channel;
   close(): void;
 }
@@ -18,7 +18,7 @@ export function createChannelPool(tls: TlsMaterial): ChannelPool {
       const k = `${identity}|${address}`;
       let ch = channels.get(k);
       if (!ch) {
-        ch = openChannel(address, channelCredentials(tls, identity));
+        ch = openChannel(address, channelCredentials(tls, { identity, role: "dp" }));
         channels.set(k, ch);
       }
       return ch;

@@ -17,6 +17,7 @@ import {
   type MspInfo,
   type RegistryChange,
   type RegistryData,
+  type RegistrySeal,
   validateDelegationKey,
 } from "../domain/registry.js";
 import {
@@ -100,8 +101,27 @@ export function snapshotToProto(s: RegistryData) {
     delegations: s.delegations.map(delegationToProto),
     dps: s.dps.map(dpToProto),
     msps: s.msps.map(mspToProto),
-    signature: s.signature ?? new Uint8Array(0),
+    ...sealToProto(s.seal),
   };
+}
+
+function sealToProto(seal: RegistrySeal | undefined) {
+  return {
+    signature: seal?.signature ?? new Uint8Array(0),
+    signedAtMs: BigInt(seal?.signedAtMs ?? 0),
+    expiresAtMs: BigInt(seal?.expiresAtMs ?? 0),
+  };
+}
+
+/** The seal of a snapshot or change; absent when it carries no signature. Times beyond 2^53 ms read as invalid (0). */
+function sealFromProto(m: {
+  signature: Uint8Array;
+  signedAtMs: bigint;
+  expiresAtMs: bigint;
+}): RegistrySeal | undefined {
+  if (m.signature.length === 0) return undefined;
+  const ms = (v: bigint) => (v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : 0);
+  return { signature: m.signature, signedAtMs: ms(m.signedAtMs), expiresAtMs: ms(m.expiresAtMs) };
 }
 
 export function snapshotFromProto(s: RegistrySnapshot): RegistryData {
@@ -110,12 +130,17 @@ export function snapshotFromProto(s: RegistrySnapshot): RegistryData {
     delegations: s.delegations.map(delegationFromProto),
     dps: s.dps.map(dpFromProto),
     msps: s.msps.map(mspFromProto),
-    signature: s.signature,
+    ...optionalSeal(s),
   };
 }
 
+function optionalSeal(m: { signature: Uint8Array; signedAtMs: bigint; expiresAtMs: bigint }) {
+  const seal = sealFromProto(m);
+  return seal ? { seal } : {};
+}
+
 export function changeToProto(c: RegistryChange) {
-  return { ...changeBodyToProto(c), signature: c.signature ?? new Uint8Array(0) };
+  return { ...changeBodyToProto(c), ...sealToProto(c.seal) };
 }
 
 function changeBodyToProto(c: RegistryChange) {
@@ -133,12 +158,14 @@ function changeBodyToProto(c: RegistryChange) {
       return { serial, change: { case: "putMsp" as const, value: mspToProto(c.msp) } };
     case "delete_msp":
       return { serial, change: { case: "deleteMspId" as const, value: c.id } };
+    case "refresh":
+      return { serial, change: { case: "refresh" as const, value: {} } };
   }
 }
 
 export function changeFromProto(c: PbChange): RegistryChange {
   const serial = c.serial;
-  return { ...changeBodyFromProto(c, serial), signature: c.signature };
+  return { ...changeBodyFromProto(c, serial), ...optionalSeal(c) };
 }
 
 function changeBodyFromProto(c: PbChange, serial: bigint): RegistryChange {
@@ -155,6 +182,8 @@ function changeBodyFromProto(c: PbChange, serial: bigint): RegistryChange {
       return { serial, kind: "put_msp", msp: mspFromProto(c.change.value) };
     case "deleteMspId":
       return { serial, kind: "delete_msp", id: c.change.value };
+    case "refresh":
+      return { serial, kind: "refresh" };
     default:
       throw invalidArgument("registry change has no content");
   }

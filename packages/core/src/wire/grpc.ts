@@ -9,12 +9,15 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { DiscoveryError } from "../domain/errors.js";
 import type { Encoded } from "./encoded.js";
+import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { toWireStatus } from "./status.js";
 
 /** Who is calling, as read from the client certificate of the mutual-TLS connection. */
 export interface PeerIdentity {
   /** The certificate subject's common name. */
   readonly name: string;
+  /** The roles the certificate grants (roles.ts). */
+  readonly roles: ReadonlySet<Role>;
 }
 
 /** What a handler knows about the call besides the request. */
@@ -58,7 +61,12 @@ export type ServiceHandlers<S extends GenServiceMethods> = { [K in keyof S]: Met
 /** Options for registering a service on a server. */
 export interface AddServiceOptions {
   log: Logger;
-  /** Called before every handler; throw a DiscoveryError to refuse the call. */
+  /**
+   * Roles of which the caller's certificate must hold at least one; checked before the request
+   * is read or any hook runs. Unset: any certificate from the network's CA may call.
+   */
+  roles?: readonly Role[];
+  /** Called before every handler, after the role check; throw a DiscoveryError to refuse the call. */
   authorize?: (peer: PeerIdentity, method: string) => void;
 }
 
@@ -150,25 +158,49 @@ function peerOf(call: AnyCall): PeerIdentity {
       "a client certificate with a subject common name is required",
     );
   }
-  return { name };
+  return { name, roles: rolesOf(cert) };
+}
+
+/** The per-call check of a service's required roles, or undefined when any role may call. */
+function roleCheck(
+  roles: readonly Role[] | undefined,
+  path: string,
+): ((peer: PeerIdentity) => void) | undefined {
+  if (!roles) return undefined;
+  const service = path.split("/")[1] ?? path;
+  return (peer) => {
+    for (const r of roles) if (peer.roles.has(r)) return;
+    throw new DiscoveryError(
+      "permission_denied",
+      `identity "${peer.name}" (role ${describeRoles(peer.roles)}) may not call ${service}: ` +
+        `it needs a certificate with role ${describeRoles(roles)}`,
+    );
+  };
 }
 
 function serverHandler(
   method: DescMethod,
   path: string,
   handler: (...args: unknown[]) => unknown,
-  { log, authorize }: AddServiceOptions,
+  { log, authorize, roles }: AddServiceOptions,
 ): grpc.UntypedHandleCall {
   const fail = (err: unknown) => toWireStatus(err, log, path);
   // The TLS handshake already refused clients without a certificate from our CA (servers
-  // require and verify one); the identity is read per call only where a hook needs it.
-  const check = (ctx: CallContext) => authorize?.(ctx.peer, path);
+  // require and verify one); the identity is read per call only where a check needs it.
+  const needsRole = roleCheck(roles, path);
+  const check =
+    needsRole || authorize
+      ? (ctx: CallContext) => {
+          needsRole?.(ctx.peer);
+          authorize?.(ctx.peer, path);
+        }
+      : undefined;
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const { ctx, done } = makeContext(call, path);
         (async () => {
-          check(ctx);
+          check?.(ctx);
           const out = await handler(call.request, ctx);
           return asReply(method, out);
         })().then(
@@ -187,7 +219,7 @@ function serverHandler(
         const { ctx, done } = makeContext(call, path);
         const send = writer(call, method, ctx.signal);
         (async () => {
-          check(ctx);
+          check?.(ctx);
           await handler(call.request, ctx, send);
         })().then(
           () => {
@@ -204,7 +236,7 @@ function serverHandler(
       return (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const { ctx, done } = makeContext(call, path);
         (async () => {
-          check(ctx);
+          check?.(ctx);
           const out = await handler(incoming(call), ctx);
           return asReply(method, out);
         })().then(
@@ -223,7 +255,7 @@ function serverHandler(
         const { ctx, done } = makeContext(call, path);
         const send = writer(call, method, ctx.signal);
         (async () => {
-          check(ctx);
+          check?.(ctx);
           await handler(incoming(call), ctx, send);
         })().then(
           () => {

@@ -1,6 +1,7 @@
 // How every server process runs: argv and environment -> config -> logger -> the server's own
 // wiring -> health -> listen -> signals -> graceful shutdown. The three mains call runServer
 // with `process`, so the lifecycle lives in one place and nothing else touches the process.
+import { X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -70,6 +71,11 @@ export interface ServerBasics {
   readonly port: number;
   readonly tls: TlsPaths;
   readonly logLevel: string;
+  /**
+   * Whether the server may trust the development CA that `npm start` and `mimi dev-pki` make.
+   * Off by default: with it, any development certificate (anyone's laptop has one) is a member.
+   */
+  readonly allowDevelopmentCa: boolean;
 }
 
 /** Reads host, port, tls and logLevel; relative paths resolve against `baseDir`. */
@@ -87,7 +93,24 @@ export function readServerBasics(
     port: r.integer("port", defaults.port, 0, 65535),
     tls: readTlsSection(r, baseDir),
     logLevel,
+    allowDevelopmentCa: r.boolean("allowDevelopmentCa", false),
   };
+}
+
+/** The subject of the development CA (devnet's pki.ts makes it). */
+export const DEVELOPMENT_CA_SUBJECT = "CN=MIMI Development CA";
+
+/** Whether a PEM bundle holds the development CA. */
+export function holdsDevelopmentCa(pem: Buffer): boolean {
+  const blocks =
+    pem.toString("utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.some((b) => {
+    try {
+      return new X509Certificate(b).subject === DEVELOPMENT_CA_SUBJECT;
+    } catch {
+      return false;
+    }
+  });
 }
 
 /** The parts of Node's `process` a server uses; main.ts passes `process` itself. */
@@ -183,6 +206,17 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .warn({ file: resolve(clockFile) }, "test clock in use; never in production");
   }
   const tls = loadTls(config.tls);
+  if (holdsDevelopmentCa(tls.ca)) {
+    if (!config.allowDevelopmentCa) {
+      throw new ConfigError(
+        `${config.tls.caFile} holds the development CA (made by npm start or mimi dev-pki), which anyone can ` +
+          "have; use your network's own CA, or set allowDevelopmentCa: true for a development network",
+      );
+    }
+    log
+      .child({}, { level: "warn" })
+      .warn({ caFile: config.tls.caFile }, "trusting the development CA; never in production");
+  }
   const server = createGrpcServer();
   const running = await spec.start({ config, log, clock, tls, server });
   const health = addHealthService(server, log, running.healthServices);

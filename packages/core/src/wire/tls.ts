@@ -6,6 +6,7 @@ import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "../domain/errors.js";
 import type { ConfigReader } from "../runtime/config.js";
+import { type Role, rolesOf } from "./roles.js";
 
 /** Paths of the PEM files a component uses. */
 export interface TlsPaths {
@@ -46,21 +47,40 @@ export function serverCredentials(tls: TlsMaterial): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(tls.ca, [{ private_key: tls.key, cert_chain: tls.cert }], true);
 }
 
+/** What a server must present, besides a certificate chaining to our CA and naming the host. */
+export interface ServerExpectation {
+  /** The subject common name, so a DP endpoint cannot be answered by another DP. */
+  readonly identity?: string;
+  /** A role the certificate must grant, so that only a root can serve a registry. */
+  readonly role?: Role;
+}
+
 /**
- * Client credentials presenting our certificate. When `expectedIdentity` is given, the server's
- * certificate must also carry it as subject common name, so a DP endpoint cannot be answered by
- * another DP holding a certificate from the same CA.
+ * Client credentials presenting our certificate. The server's certificate must also carry what
+ * `expect` names: a string is the expected identity (subject common name); an object may also
+ * name the role.
  */
-export function channelCredentials(tls: TlsMaterial, expectedIdentity?: string): grpc.ChannelCredentials {
+export function channelCredentials(
+  tls: TlsMaterial,
+  expect?: string | ServerExpectation,
+): grpc.ChannelCredentials {
+  const want: ServerExpectation = typeof expect === "string" ? { identity: expect } : (expect ?? {});
   return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, {
     checkServerIdentity: (host: string, cert: PeerCertificate) => {
       const hostErr = checkServerIdentity(host, cert);
       if (hostErr) return hostErr;
-      if (expectedIdentity === undefined) return undefined;
       const cn = cert.subject?.CN;
       const name = Array.isArray(cn) ? cn[0] : cn;
-      if (name === expectedIdentity) return undefined;
-      return new Error(`server presented identity "${name ?? "(none)"}", expected "${expectedIdentity}"`);
+      if (want.identity !== undefined && name !== want.identity) {
+        return new Error(`server presented identity "${name ?? "(none)"}", expected "${want.identity}"`);
+      }
+      if (want.role !== undefined && !rolesOf(cert).has(want.role)) {
+        return new Error(
+          `server "${name ?? "(none)"}" presented a certificate without role ${want.role}; ` +
+            `only a ${want.role} may serve here`,
+        );
+      }
+      return undefined;
     },
   });
 }

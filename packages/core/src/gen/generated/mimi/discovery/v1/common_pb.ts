@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/common.proto.
  */
 export const file_mimi_discovery_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCJrCgpEZWxlZ2F0aW9uEgoKAmlkGAEgASgJEi0KA2tleRgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25LZXkSDQoFZHBfaWQYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0icQoIRHBSZWNvcmQSCgoCaWQYASABKAkSEQoJZW5kcG9pbnRzGAIgAygJEhQKDHRsc19pZGVudGl0eRgDIAEoCRIUCgxqdXJpc2RpY3Rpb24YBCABKAkSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMIlAKCU1zcFJlY29yZBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgNEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDCK/AQoQUmVnaXN0cnlTbmFwc2hvdBIOCgZzZXJpYWwYASABKAQSMgoLZGVsZWdhdGlvbnMYAiADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEigKA2RwcxgDIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkEioKBG1zcHMYBCADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmQSEQoJc2lnbmF0dXJlGAUgASgMIjYKEVJlZ2lzdHJ5U2lnbmF0dXJlEg4KBnNlcmlhbBgBIAEoBBIRCglzaWduYXR1cmUYAiABKAwipwIKDlJlZ2lzdHJ5Q2hhbmdlEg4KBnNlcmlhbBgBIAEoBBI3Cg5wdXRfZGVsZWdhdGlvbhgCIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25IABIeChRkZWxldGVfZGVsZWdhdGlvbl9pZBgDIAEoCUgAEi0KBnB1dF9kcBgEIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkSAASFgoMZGVsZXRlX2RwX2lkGAUgASgJSAASLwoHcHV0X21zcBgGIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZEgAEhcKDWRlbGV0ZV9tc3BfaWQYByABKAlIABIRCglzaWduYXR1cmUYCCABKAxCCAoGY2hhbmdlIsgBCgdNYXBwaW5nEg4KBm1zcF9pZBgBIAEoCRILCgNzc2kYAiABKAkSEgoKaXNfZGVmYXVsdBgDIAEoCBIMCgR0YWdzGAQgAygJEhUKDWNyZWF0ZWRfYXRfbXMYBSABKAMSFAoMcHJvb2ZfbWV0aG9kGAYgASgJEhUKDWV4cGlyZXNfYXRfbXMYByABKAMSOgoGc2lnbmVkGAggASgLMioubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZ1JlY29yZFNpZ25hdHVyZXMibgoXTWFwcGluZ1JlY29yZFNpZ25hdHVyZXMSDgoGcmVjb3JkGAEgASgMEhYKDnVzZXJfc2lnbmF0dXJlGAIgASgMEhUKDW1zcF9zaWduYXR1cmUYAyABKAwSFAoMZHBfc2lnbmF0dXJlGAQgASgMImEKDUxvb2t1cE9wdGlvbnMSLwoGZm9ybWF0GAEgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyRm9ybWF0EhIKCm1zcF9maWx0ZXIYAiADKAkSCwoDdGFnGAMgASgJIioKCUl0ZW1FcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkipgEKBkFuc3dlchIvCgZzdGF0dXMYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSLAoIbWFwcGluZ3MYAiADKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nEhgKEGNvbXBhY3RfbXNwX2JpdHMYAyABKAwSEwoLdHRsX3NlY29uZHMYBCABKA0SDgoGZHBfaWRzGAUgAygJKoABCgxMb29rdXBTdGF0dXMSHQoZTE9PS1VQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0xPT0tVUF9TVEFUVVNfRk9VTkQQARIbChdMT09LVVBfU1RBVFVTX05PVF9GT1VORBACEhsKF0xPT0tVUF9TVEFUVVNfT1BURURfT1VUEAMqYwoMQW5zd2VyRm9ybWF0Eh0KGUFOU1dFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVBTlNXRVJfRk9STUFUX1ZFUkJPU0UQARIZChVBTlNXRVJfRk9STUFUX0NPTVBBQ1QQAmIGcHJvdG8z");
+  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCJrCgpEZWxlZ2F0aW9uEgoKAmlkGAEgASgJEi0KA2tleRgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25LZXkSDQoFZHBfaWQYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0icQoIRHBSZWNvcmQSCgoCaWQYASABKAkSEQoJZW5kcG9pbnRzGAIgAygJEhQKDHRsc19pZGVudGl0eRgDIAEoCRIUCgxqdXJpc2RpY3Rpb24YBCABKAkSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMIlAKCU1zcFJlY29yZBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgNEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDCLsAQoQUmVnaXN0cnlTbmFwc2hvdBIOCgZzZXJpYWwYASABKAQSMgoLZGVsZWdhdGlvbnMYAiADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEigKA2RwcxgDIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkEioKBG1zcHMYBCADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmQSEQoJc2lnbmF0dXJlGAUgASgMEhQKDHNpZ25lZF9hdF9tcxgGIAEoAxIVCg1leHBpcmVzX2F0X21zGAcgASgDImMKEVJlZ2lzdHJ5U2lnbmF0dXJlEg4KBnNlcmlhbBgBIAEoBBIRCglzaWduYXR1cmUYAiABKAwSFAoMc2lnbmVkX2F0X21zGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMiiwMKDlJlZ2lzdHJ5Q2hhbmdlEg4KBnNlcmlhbBgBIAEoBBI3Cg5wdXRfZGVsZWdhdGlvbhgCIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25IABIeChRkZWxldGVfZGVsZWdhdGlvbl9pZBgDIAEoCUgAEi0KBnB1dF9kcBgEIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkSAASFgoMZGVsZXRlX2RwX2lkGAUgASgJSAASLwoHcHV0X21zcBgGIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZEgAEhcKDWRlbGV0ZV9tc3BfaWQYByABKAlIABI1CgdyZWZyZXNoGAsgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVnaXN0cnlSZWZyZXNoSAASEQoJc2lnbmF0dXJlGAggASgMEhQKDHNpZ25lZF9hdF9tcxgJIAEoAxIVCg1leHBpcmVzX2F0X21zGAogASgDQggKBmNoYW5nZSIRCg9SZWdpc3RyeVJlZnJlc2giyAEKB01hcHBpbmcSDgoGbXNwX2lkGAEgASgJEgsKA3NzaRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEgwKBHRhZ3MYBCADKAkSFQoNY3JlYXRlZF9hdF9tcxgFIAEoAxIUCgxwcm9vZl9tZXRob2QYBiABKAkSFQoNZXhwaXJlc19hdF9tcxgHIAEoAxI6CgZzaWduZWQYCCABKAsyKi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nUmVjb3JkU2lnbmF0dXJlcyJuChdNYXBwaW5nUmVjb3JkU2lnbmF0dXJlcxIOCgZyZWNvcmQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDBIUCgxkcF9zaWduYXR1cmUYBCABKAwiYQoNTG9va3VwT3B0aW9ucxIvCgZmb3JtYXQYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXJGb3JtYXQSEgoKbXNwX2ZpbHRlchgCIAMoCRILCgN0YWcYAyABKAkiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKmAQoGQW5zd2VyEi8KBnN0YXR1cxgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0YXR1cxIsCghtYXBwaW5ncxgCIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmcSGAoQY29tcGFjdF9tc3BfYml0cxgDIAEoDBITCgt0dGxfc2Vjb25kcxgEIAEoDRIOCgZkcF9pZHMYBSADKAkqgAEKDExvb2t1cFN0YXR1cxIdChlMT09LVVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTE9PS1VQX1NUQVRVU19GT1VORBABEhsKF0xPT0tVUF9TVEFUVVNfTk9UX0ZPVU5EEAISGwoXTE9PS1VQX1NUQVRVU19PUFRFRF9PVVQQAypjCgxBbnN3ZXJGb3JtYXQSHQoZQU5TV0VSX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhkKFUFOU1dFUl9GT1JNQVRfVkVSQk9TRRABEhkKFUFOU1dFUl9GT1JNQVRfQ09NUEFDVBACYgZwcm90bzM");
 
 /**
  * The part of the identifier space a delegation covers.
@@ -233,11 +233,23 @@ export type RegistrySnapshot = Message<"mimi.discovery.v1.RegistrySnapshot"> & {
   msps: MspRecord[];
 
   /**
-   * The root's Ed25519 signature over the registry at `serial` (see RegistrySignature).
+   * The root's Ed25519 signature over the registry at `serial` (see RegistrySignature),
+   * valid from `signed_at_ms` until `expires_at_ms`. A follower refuses a copy past its
+   * expiry, like a DNSSEC RRSIG past its expiration.
    *
    * @generated from field: bytes signature = 5;
    */
   signature: Uint8Array;
+
+  /**
+   * @generated from field: int64 signed_at_ms = 6;
+   */
+  signedAtMs: bigint;
+
+  /**
+   * @generated from field: int64 expires_at_ms = 7;
+   */
+  expiresAtMs: bigint;
 };
 
 /**
@@ -251,14 +263,20 @@ export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*
  * How the root signs its registry, so that a copy received from anywhere (a secondary, a
  * file) can be checked against a pinned root key, like a DNSSEC trust anchor.
  *
- * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v1",
- * then serial (u64), then the delegations sorted by id, the DPs sorted by id and the MSPs
- * sorted by id, each list as a u32 count followed by its entries. Strings are a u32 byte
- * length and UTF-8 bytes; integers are big-endian; bytes fields are a u32 length and the
- * bytes. A delegation is (id, dp_id, ttl_seconds u32); a DP is (id, endpoints as a u32 count
- * of strings, tls_identity, jurisdiction, signing_public_key); an MSP is (id, name, index
- * u32, signing_public_key).
+ * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v2",
+ * then serial (u64), signed_at_ms (u64) and expires_at_ms (u64), then the delegations sorted
+ * by id, the DPs sorted by id and the MSPs sorted by id, each list as a u32 count followed by
+ * its entries. Strings are a u32 byte length and UTF-8 bytes; integers are big-endian; bytes
+ * fields are a u32 length and the bytes. A delegation is (id, dp_id, ttl_seconds u32); a DP is
+ * (id, endpoints as a u32 count of strings, tls_identity, jurisdiction, signing_public_key); an
+ * MSP is (id, name, index u32, signing_public_key).
  * signature = Ed25519 over the ASCII string "MIMI-REGISTRY-SIG-v1", a zero byte, and digest.
+ *
+ * A follower accepts a signed registry only when the signature verifies, signed_at_ms is not
+ * in its future (beyond a small clock skew), expires_at_ms is in its future, and the serial is
+ * not below the highest serial it has accepted before (kept across restarts), so that nobody
+ * can replay an older, validly signed registry. The root re-signs (a `refresh` change, a new
+ * serial with unchanged content) well before the signature expires.
  *
  * @generated from message mimi.discovery.v1.RegistrySignature
  */
@@ -272,6 +290,16 @@ export type RegistrySignature = Message<"mimi.discovery.v1.RegistrySignature"> &
    * @generated from field: bytes signature = 2;
    */
   signature: Uint8Array;
+
+  /**
+   * @generated from field: int64 signed_at_ms = 3;
+   */
+  signedAtMs: bigint;
+
+  /**
+   * @generated from field: int64 expires_at_ms = 4;
+   */
+  expiresAtMs: bigint;
 };
 
 /**
@@ -332,14 +360,32 @@ export type RegistryChange = Message<"mimi.discovery.v1.RegistryChange"> & {
      */
     value: string;
     case: "deleteMspId";
+  } | {
+    /**
+     * No content change: the root re-signed the registry with a new validity period.
+     *
+     * @generated from field: mimi.discovery.v1.RegistryRefresh refresh = 11;
+     */
+    value: RegistryRefresh;
+    case: "refresh";
   } | { case: undefined; value?: undefined };
 
   /**
-   * The root's signature over the registry as it is after this change.
+   * The root's signature over the registry as it is after this change, and its validity.
    *
    * @generated from field: bytes signature = 8;
    */
   signature: Uint8Array;
+
+  /**
+   * @generated from field: int64 signed_at_ms = 9;
+   */
+  signedAtMs: bigint;
+
+  /**
+   * @generated from field: int64 expires_at_ms = 10;
+   */
+  expiresAtMs: bigint;
 };
 
 /**
@@ -348,6 +394,21 @@ export type RegistryChange = Message<"mimi.discovery.v1.RegistryChange"> & {
  */
 export const RegistryChangeSchema: GenMessage<RegistryChange> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_common, 7);
+
+/**
+ * The body of a refresh change (nothing: the new signature is the point).
+ *
+ * @generated from message mimi.discovery.v1.RegistryRefresh
+ */
+export type RegistryRefresh = Message<"mimi.discovery.v1.RegistryRefresh"> & {
+};
+
+/**
+ * Describes the message mimi.discovery.v1.RegistryRefresh.
+ * Use `create(RegistryRefreshSchema)` to create a new message.
+ */
+export const RegistryRefreshSchema: GenMessage<RegistryRefresh> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 8);
 
 /**
  * Where a CSI is reachable: one service and the user's identifier there.
@@ -416,7 +477,7 @@ export type Mapping = Message<"mimi.discovery.v1.Mapping"> & {
  * Use `create(MappingSchema)` to create a new message.
  */
 export const MappingSchema: GenMessage<Mapping> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 8);
+  messageDesc(file_mimi_discovery_v1_common, 9);
 
 /**
  * A mapping record and its three signatures (R3-R6). `record` is the canonical encoding:
@@ -461,7 +522,7 @@ export type MappingRecordSignatures = Message<"mimi.discovery.v1.MappingRecordSi
  * Use `create(MappingRecordSignaturesSchema)` to create a new message.
  */
 export const MappingRecordSignaturesSchema: GenMessage<MappingRecordSignatures> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 9);
+  messageDesc(file_mimi_discovery_v1_common, 10);
 
 /**
  * Query parameters shared by the resolver and authoritative lookups.
@@ -495,7 +556,7 @@ export type LookupOptions = Message<"mimi.discovery.v1.LookupOptions"> & {
  * Use `create(LookupOptionsSchema)` to create a new message.
  */
 export const LookupOptionsSchema: GenMessage<LookupOptions> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 10);
+  messageDesc(file_mimi_discovery_v1_common, 11);
 
 /**
  * The failure of one item of a stream (ResolveStream, LookupStream); the stream goes on.
@@ -521,7 +582,7 @@ export type ItemError = Message<"mimi.discovery.v1.ItemError"> & {
  * Use `create(ItemErrorSchema)` to create a new message.
  */
 export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 11);
+  messageDesc(file_mimi_discovery_v1_common, 12);
 
 /**
  * An answer about one CSI.
@@ -569,7 +630,7 @@ export type Answer = Message<"mimi.discovery.v1.Answer"> & {
  * Use `create(AnswerSchema)` to create a new message.
  */
 export const AnswerSchema: GenMessage<Answer> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 12);
+  messageDesc(file_mimi_discovery_v1_common, 13);
 
 /**
  * Outcome of a lookup. NOT_FOUND is a definite answer ("no mapping exists"),

@@ -1,0 +1,119 @@
+// The rows of a DP's store as SQLite returns them, and their conversion to the rows of rows.ts.
+// Only store.ts reads them; they are apart so that store.ts stays one screenful of statements.
+import type { ConflictRow, EnrolledMsp, MappingRow } from "./rows.js";
+
+/** A row of `mappings`. */
+export interface MappingSqlRow {
+  csi: string;
+  msp_id: string;
+  ssi: string;
+  is_default: number;
+  precedence: number;
+  expires_at_ms: number;
+  record: Buffer;
+  user_sig: Buffer;
+  msp_sig: Buffer;
+  dp_sig: Buffer;
+}
+
+/** A row of `enrolled_msps`. */
+export interface MspRow {
+  msp_id: string;
+  tls_identity: string;
+  enrolled_users: number;
+  enrolled_at_ms: number;
+  signing_key: Buffer;
+  may_bulk: number;
+}
+
+/** A row of `peer_requests`. */
+export interface PeerSqlRow {
+  id: number;
+  peer_dp: string;
+  csi: string;
+  msp_id: string;
+  ssi: string;
+  created_at_ms: number;
+  attempts: number;
+  next_at_ms: number;
+  last_error: string;
+}
+
+/** A row of `change_log`. */
+export interface ChangeSqlRow {
+  seq: number;
+  csi: string;
+  at_ms: number;
+}
+
+/** A row of `challenges`. */
+export interface ChallengeSqlRow {
+  id: string;
+  msp_id: string;
+  csi: string;
+  action: string;
+  params: string;
+  statement: Buffer;
+  code_hash: Buffer;
+  attempts: number;
+  expires_at_ms: number;
+  state: string;
+}
+
+/** A row of `conflicts`. */
+export interface ConflictSqlRow {
+  id: string;
+  csi: string;
+  claimant_msp: string;
+  new_msp: string;
+  new_ssi: string;
+  replace: number;
+  make_default: number;
+  opened_at_ms: number;
+  deadline_ms: number;
+  state: string;
+}
+
+/** The conflict a `conflicts` row holds. */
+export function conflictOf(r: ConflictSqlRow): ConflictRow {
+  return {
+    id: r.id,
+    csi: r.csi,
+    claimantMsp: r.claimant_msp,
+    newMsp: r.new_msp,
+    newSsi: r.new_ssi,
+    replace: r.replace === 1,
+    makeDefault: r.make_default === 1,
+    openedAtMs: r.opened_at_ms,
+    deadlineMs: r.deadline_ms,
+    state: r.state as ConflictRow["state"],
+  };
+}
+
+/** The mapping a `mappings` row holds; its byte fields are views of the row's buffers, not copies. */
+export function mappingOf(r: MappingSqlRow): MappingRow {
+  return {
+    csi: r.csi,
+    mspId: r.msp_id,
+    ssi: r.ssi,
+    isDefault: r.is_default === 1,
+    precedence: r.precedence,
+    expiresAtMs: r.expires_at_ms,
+    record: new Uint8Array(r.record.buffer, r.record.byteOffset, r.record.byteLength),
+    userSig: new Uint8Array(r.user_sig.buffer, r.user_sig.byteOffset, r.user_sig.byteLength),
+    mspSig: new Uint8Array(r.msp_sig.buffer, r.msp_sig.byteOffset, r.msp_sig.byteLength),
+    dpSig: new Uint8Array(r.dp_sig.buffer, r.dp_sig.byteOffset, r.dp_sig.byteLength),
+  };
+}
+
+/** The enrolled MSP an `enrolled_msps` row holds. */
+export function mspOf(r: MspRow): EnrolledMsp {
+  return {
+    mspId: r.msp_id,
+    tlsIdentity: r.tls_identity,
+    enrolledUsers: r.enrolled_users,
+    enrolledAtMs: r.enrolled_at_ms,
+    signingPublicKey: new Uint8Array(r.signing_key),
+    mayBulk: r.may_bulk === 1,
+  };
+}
