@@ -252,14 +252,21 @@ scenario(
 );
 
 /** Claims `csi` at eu through the CLI as `msp`, proving possession with a fresh holder key. */
-async function claimAtEu(msp: string, csi: string, ssi: string): Promise<void> {
-  const keyFile = join(mkdtempSync(join(tmpdir(), "mimi-holder-")), "holder.pem");
-  writeFileSync(keyFile, signingKeyPem(generateSigningKey()), { mode: 0o600 });
+async function claimAtEu(msp: string, csi: string, ssi: string): Promise<string> {
+  const keyFile = holderKeyFile();
   const r = await t.cli([
     ...["claim", "run", csi, "--ssi", ssi, "--as", msp, "--user-key", keyFile],
     ...["--dp", t.net.dps.eu.address, "--dp-id", "eu", "--outbox", join(t.net.dir, "dp-eu", "outbox")],
   ]);
   assert.equal(r.code, 0, r.stderr);
+  return keyFile;
+}
+
+/** A fresh holder key in a file of its own. */
+function holderKeyFile(): string {
+  const keyFile = join(mkdtempSync(join(tmpdir(), "mimi-holder-")), "holder.pem");
+  writeFileSync(keyFile, signingKeyPem(generateSigningKey()), { mode: 0o600 });
+  return keyFile;
 }
 
 scenario(
@@ -267,7 +274,7 @@ scenario(
   "every open notice stream of an MSP gets every notice, and a stream from another log gets them all",
   async () => {
     const csi = "tel:+447700900601";
-    await claimAtEu("msp-parrot", csi, "parrot-601");
+    const parrotHolder = await claimAtEu("msp-parrot", csi, "parrot-601");
     const api = t.net.channel(t.net.dps.eu.address, "msp-parrot").client(pb.ClaimService);
     const stop = new AbortController();
     const watch = (req: { sinceSeq: bigint; logId: string }) => {
@@ -304,6 +311,35 @@ scenario(
       const later = watch({ sinceSeq: 0n, logId: notice.logId });
       await eventually(async () => assert.ok(opened(later)));
       assert.equal(opened(same), undefined);
+
+      // While the conflict is open the claim is withheld: no answer names bluebird.
+      const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
+      const served = async () => ((await dp.lookup({ csi })).answer?.mappings ?? []).map((m) => m.mspId);
+      assert.deepEqual(await served(), ["parrot.example"]);
+      // Parrot contests through the CLI: only with its holder's key, and only once.
+      const contest = (keyFile: string) =>
+        t.cli([
+          ...[
+            "claim",
+            "contest",
+            notice.conflictId,
+            "--csi",
+            csi,
+            "--ssi",
+            "parrot-601",
+            "--as",
+            "msp-parrot",
+          ],
+          ...["--dp", t.net.dps.eu.address, "--signer-key", keyFile],
+        ]);
+      const forged = await contest(holderKeyFile());
+      assert.notEqual(forged.code, 0);
+      assert.match(forged.stderr, /PERMISSION_DENIED: a contest needs the holder's fresh consent/);
+      const ok = await contest(parrotHolder);
+      assert.equal(ok.code, 0, ok.stderr);
+      const again = await contest(parrotHolder);
+      assert.match(again.stderr, /contested; a contest is final/);
+      assert.deepEqual(await served(), ["parrot.example"], "the contested claim is not kept");
     } finally {
       stop.abort();
     }

@@ -282,7 +282,11 @@ export function bindAuthoritativeServer(
         };
       },
       async contestConflict(req, ctx) {
-        claims.contest(claims.callerOf(ctx.peer.name), req.conflictId);
+        claims.contest(claims.callerOf(ctx.peer.name), {
+          conflictId: req.conflictId,
+          ssi: req.ssi,
+          holderSignature: req.holderSignature,
+        });
         return {};
       },
       async watchNotices(req, ctx, send) {

@@ -9,6 +9,7 @@ import {
   DiscoveryError,
   decodeMappingRecord,
   dpSignedParts,
+  encodeContestStatement,
   encodeMappingRecord,
   filterMappings,
   generateSigningKey,
@@ -468,7 +469,10 @@ test("a claim beside another holder's mapping opens a conflict; the old MSP is t
     r.existingMsps.map((m) => m.id),
     ["bluebird.example"],
   );
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
+  // The claim is stored but withheld while the conflict is open: answers do not reveal the
+  // claimant to the old holder's MSP (or anyone).
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.store.mapping(ALICE, "wirechat.example", "@new")?.withheld, true);
   const notices = t.claims.notices("bluebird.example", 0, 10);
   assert.equal(notices.length, 1);
   const n = notices[0]?.body;
@@ -478,28 +482,108 @@ test("a claim beside another holder's mapping opens a conflict; the old MSP is t
   assert.doesNotMatch(JSON.stringify(n), /wirechat|@new/);
 });
 
-test("a contested conflict keeps the older mapping's precedence past the deadline", async () => {
+/** The holder's fresh consent to keep `ssi`'s mapping at `mspId`, for the conflict. */
+const consent = (conflictId: string, mspId: string, ssi: string, signer: SigningKey) => ({
+  conflictId,
+  ssi,
+  holderSignature: signWith(
+    signer,
+    SIGNING_CONTEXT.contestHolder,
+    encodeContestStatement({ conflictId, csi: ALICE, mspId, ssi }),
+  ),
+});
+
+test("a contest needs the holder's fresh signature, is final, and drops the withheld claim", async () => {
   const t = setup({ contestWindowMs: 1_000 });
-  await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
+  const old = await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
   const r = await t.claim("wirechat.example", ALICE, "@new", { makeDefault: true, replace: true });
+  const bluebird = t.caller("bluebird.example");
   // Only an MSP whose user is concerned may contest.
-  await rejects(() => t.claims.contest(t.caller("parrot.example"), r.conflictId), "not_found", /concerns/);
-  t.claims.contest(t.caller("bluebird.example"), r.conflictId);
+  await rejects(
+    () =>
+      t.claims.contest(t.caller("parrot.example"), consent(r.conflictId, "parrot.example", "@old", old.user)),
+    "not_found",
+    /concerns/,
+  );
+  // Without the holder: no signature, someone else's, or one over another conflict.
+  const stranger = generateSigningKey();
+  for (const attempt of [
+    { conflictId: r.conflictId, ssi: "@old", holderSignature: new Uint8Array(64) },
+    consent(r.conflictId, "bluebird.example", "@old", stranger),
+    { ...consent("cf_other", "bluebird.example", "@old", old.user), conflictId: r.conflictId },
+  ]) {
+    await rejects(() => t.claims.contest(bluebird, attempt), "permission_denied", /holder's fresh consent/);
+  }
+  await rejects(
+    () => t.claims.contest(bluebird, consent(r.conflictId, "bluebird.example", "@other", old.user)),
+    "invalid_argument",
+    /not about this MSP's user/,
+  );
+  t.claims.contest(bluebird, consent(r.conflictId, "bluebird.example", "@old", old.user));
   t.tick(2_000);
   assert.equal(t.claims.sweep(), 0);
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.store.mapping(ALICE, "wirechat.example", "@new"), undefined, "the withheld claim is gone");
   const told = t.claims.notices("wirechat.example", 0, 10).map((x) => x.body.kind);
   assert.deepEqual(told, ["conflict_closed"]);
   await rejects(
-    () => t.claims.contest(t.caller("bluebird.example"), r.conflictId),
+    () => t.claims.contest(bluebird, consent(r.conflictId, "bluebird.example", "@old", old.user)),
     "failed_precondition",
-    /contested/,
+    /contested; a contest is final/,
   );
+});
+
+test("opt-out follows the removal rules: own mappings at once, another holder's through a conflict", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@mine", { user: holder });
+  const other = await t.claim("wirechat.example", ALICE, "@theirs");
+  t.tick(1_001);
+  t.claims.sweep(); // the wirechat claim's own conflict lapses: both are served now
+  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
+  // A third claim opens a conflict that the opt-out must leave open.
+  const third = await t.claim("parrot.example", ALICE, "p-3");
+  const r = await t.act(
+    "telco.example",
+    { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
+    holder,
+  );
+  assert.equal(r.removed, 1, "only the holder's own mapping goes at once");
+  assert.ok(r.conflictId.startsWith("cf_"));
+  assert.equal(t.answer(ALICE).kind, "answer", "not opted out while another holder's mapping stands");
+  assert.equal(t.store.conflict(third.conflictId)?.state, "open", "open conflicts are not voided");
+  // The other holder contests with fresh consent: their mapping stays, the CSI is not opted out.
+  t.claims.contest(
+    t.caller("wirechat.example"),
+    consent(r.conflictId, "wirechat.example", "@theirs", other.user),
+  );
+  t.tick(1_001);
+  t.claims.sweep();
+  assert.equal(t.store.optedOutAt(ALICE), undefined);
+  assert.equal(t.summary(t.answer(ALICE)).startsWith("wirechat.example"), true);
+});
+
+test("an uncontested opt-out conflict removes the other holders' mappings and opts the CSI out", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@mine", { user: holder });
+  t.bulk("wirechat.example", "w", [{ csi: ALICE, ssi: "wc" }]);
+  const r = await t.act(
+    "bluebird.example",
+    { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
+    holder,
+  );
+  assert.equal(r.removed, 1);
+  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  t.tick(1_001);
+  assert.equal(t.claims.sweep(), 1);
+  assert.equal(t.answer(ALICE).kind, "opted_out");
+  assert.equal(t.claims.notices("wirechat.example", 0, 10).at(-1)?.body.kind, "mapping_removed");
 });
 
 test("an uncontested conflict lapses: the new claim takes precedence and the default", async () => {
   const t = setup({ contestWindowMs: 1_000 });
-  await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
+  const old = await t.claim("bluebird.example", ALICE, "@old", { makeDefault: true });
   const r = await t.claim("wirechat.example", ALICE, "@new", { makeDefault: true });
   t.tick(500);
   assert.equal(t.claims.sweep(), 0, "not before the deadline");
@@ -509,7 +593,11 @@ test("an uncontested conflict lapses: the new claim takes precedence and the def
   const kinds = t.claims.notices("bluebird.example", 0, 10).map((x) => x.body.kind);
   assert.deepEqual(kinds, ["conflict_opened", "precedence_lost", "default_changed"]);
   await rejects(
-    () => t.claims.contest(t.caller("bluebird.example"), r.conflictId),
+    () =>
+      t.claims.contest(
+        t.caller("bluebird.example"),
+        consent(r.conflictId, "bluebird.example", "@old", old.user),
+      ),
     "failed_precondition",
     /lapsed/,
   );

@@ -74,8 +74,9 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       lookupsServed++;
       const csi = requireDelegated(csiText);
       const now = o.clock();
-      // Expired mappings are not served even before the sweep removes them.
-      const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now);
+      // Expired mappings are not served even before the sweep removes them, nor claims withheld
+      // while their conflict is open.
+      const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now && !r.withheld);
       if (rows.length === 0) {
         const kind = o.store.optedOutAt(csi.uri) === undefined ? "not_found" : "opted_out";
         return { kind, dpId: o.dpId, ttlSeconds: o.negativeTtlSeconds };

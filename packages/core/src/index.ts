@@ -10,6 +10,7 @@ export {
   type ClaimParty,
   type ClaimRequest,
   completeChallenge,
+  contestConflict,
   type OpenChallenge,
   type StatementCheckOptions,
   startAction,
@@ -31,10 +32,12 @@ export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.j
 export { DiscoveryError, type DiscoveryErrorCode, invalidArgument } from "./domain/errors.js";
 export {
   type ActionStatement,
+  type ContestStatement,
   decodeActionStatement,
   decodeMappingRecord,
   dpSignedParts,
   encodeActionStatement,
+  encodeContestStatement,
   encodeMappingRecord,
   MAX_MAPPING_LIFETIME_DAYS,
   MAX_MAPPING_LIFETIME_MS,

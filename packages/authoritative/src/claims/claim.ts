@@ -44,6 +44,9 @@ export function applyClaim(
     userSig,
     mspSig,
     dpSig: ctx.dpSign(d.isDefault, ch.statement),
+    // A new claim that must wait for a conflict is not served meanwhile (see effects,
+    // conflicts); a renewal of a mapping already served stays served.
+    ...(d.outcome === "conflict" && (!d.same || d.same.withheld) ? { withheld: true } : {}),
   };
   store.putMapping(row);
   if (d.first) {

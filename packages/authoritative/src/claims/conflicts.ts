@@ -1,35 +1,83 @@
 // Conflicts (R17, G3): the existing holders' MSPs may contest within the window; when it
 // passes uncontested, the claimant's mapping takes precedence (and replaces theirs when asked).
-import { DiscoveryError } from "@mimi/core";
+import {
+  DiscoveryError,
+  decodeMappingRecord,
+  encodeContestStatement,
+  invalidArgument,
+  SIGNING_CONTEXT,
+  verifyWith,
+} from "@mimi/core";
 import type { ConflictRow, EnrolledMsp, MappingRow } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
 import { promote, removeRows, settleDefault } from "./effects.js";
 
-/** The caller's MSP contests an open conflict about one of its users' mappings. */
-export function contestConflict(ctx: ClaimsContext, caller: EnrolledMsp, conflictId: string): void {
+/** A contest: the caller's user whose mapping the conflict is about, and the holder's fresh consent. */
+export interface Contest {
+  readonly conflictId: string;
+  readonly ssi: string;
+  readonly holderSignature: Uint8Array;
+}
+
+/**
+ * The caller's MSP contests an open conflict about one of its users' mappings, with the
+ * holder's signature over the conflict (the key in that mapping's record; for a bulk mapping,
+ * which has none, the MSP's key). A contest is final: the claimant's withheld mapping goes, an
+ * opt-out does not take effect, and the conflict cannot be contested or lapse again.
+ */
+export function contestConflict(ctx: ClaimsContext, caller: EnrolledMsp, contest: Contest): void {
   const { store } = ctx;
-  const c = store.conflict(conflictId);
-  const concerned = c && store.conflictTargets(c.id).some((t) => t.mspId === caller.mspId);
-  if (!c || !concerned) {
+  const c = store.conflict(contest.conflictId);
+  const targets = c ? store.conflictTargets(c.id).filter((t) => t.mspId === caller.mspId) : [];
+  if (!c || targets.length === 0) {
     throw new DiscoveryError(
       "not_found",
-      `no conflict "${conflictId.slice(0, 64)}" concerns this MSP's users`,
+      `no conflict "${contest.conflictId.slice(0, 64)}" concerns this MSP's users`,
     );
   }
   if (c.state !== "open" || ctx.clock() > c.deadlineMs) {
     throw new DiscoveryError(
       "failed_precondition",
-      `the conflict is ${c.state === "open" ? "past its deadline" : c.state}`,
+      `the conflict is ${c.state === "open" ? "past its deadline" : c.state}; a contest is final`,
+    );
+  }
+  if (!targets.some((t) => t.ssi === contest.ssi)) {
+    throw invalidArgument(`the conflict is not about this MSP's user "${contest.ssi.slice(0, 64)}"`);
+  }
+  const held = store.mapping(c.csi, caller.mspId, contest.ssi);
+  if (!held) throw new DiscoveryError("failed_precondition", "the mapping the conflict is about is gone");
+  const holderKey = decodeMappingRecord(held.record).userPublicKey;
+  const key = holderKey.length > 0 ? holderKey : caller.signingPublicKey;
+  const statement = encodeContestStatement({
+    conflictId: c.id,
+    csi: c.csi,
+    mspId: caller.mspId,
+    ssi: contest.ssi,
+  });
+  if (!verifyWith(key, SIGNING_CONTEXT.contestHolder, contest.holderSignature, [statement])) {
+    throw new DiscoveryError(
+      "permission_denied",
+      holderKey.length > 0
+        ? "a contest needs the holder's fresh consent: a signature by the key in the mapping's record over the contest statement"
+        : "a contest of a bulk mapping needs the MSP's signature, by its registry key, over the contest statement",
     );
   }
   ctx.tx(() => {
     store.setConflictState(c.id, "contested");
+    // The claimant's mapping was withheld for this conflict; the holder kept theirs, so it goes.
+    const claimed = c.newMsp ? store.mapping(c.csi, c.newMsp, c.newSsi) : undefined;
+    if (claimed?.withheld) {
+      removeRows(ctx, [claimed], "contested", c.newMsp);
+      settleDefault(ctx, c.csi);
+    }
     ctx.notify(c.claimantMsp, {
       kind: "conflict_closed",
       csi: c.csi,
       ssi: c.newSsi,
       conflictId: c.id,
-      reason: "contested by the existing holder; the older mapping keeps precedence",
+      reason: claimed?.withheld
+        ? "contested by the existing holder with fresh consent; the claimed mapping was not kept"
+        : "contested by the existing holder with fresh consent; the older mapping keeps precedence",
     });
   });
   ctx.log.info({ conflict: c.id, msp: caller.mspId }, "conflict contested");
@@ -49,9 +97,24 @@ function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
     store.setConflictState(c.id, "void");
     return;
   }
+  if (claimed?.withheld) {
+    // Served from now on; the DP's countersignature covers the default flag, which stays.
+    store.updateMapping(c.csi, claimed.mspId, claimed.ssi, {
+      isDefault: claimed.isDefault,
+      precedence: claimed.precedence,
+      dpSig: claimed.dpSig,
+      withheld: false,
+    });
+  }
   if (claimed) promote(ctx, c.csi, claimed);
   if (c.replace) {
-    removeRows(ctx, targets, "replaced: the CSI's holder claimed it elsewhere and the contest window passed");
+    removeRows(
+      ctx,
+      targets,
+      c.optOut
+        ? "removed: the CSI's holder opted out of discovery and the contest window passed"
+        : "replaced: the CSI's holder claimed it elsewhere and the contest window passed",
+    );
   } else {
     for (const t of targets) {
       ctx.notify(t.mspId, {
@@ -63,6 +126,8 @@ function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
       });
     }
   }
+  // An opt-out takes effect once no holder's mapping is left (another may have claimed since).
+  if (c.optOut && store.mappings(c.csi).length === 0) store.setOptOut(c.csi, ctx.clock());
   settleDefault(ctx, c.csi, claimed && c.makeDefault ? claimed : undefined);
   store.setConflictState(c.id, "lapsed");
   ctx.notify(c.claimantMsp, {

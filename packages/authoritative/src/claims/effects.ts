@@ -19,11 +19,45 @@ export function removeRows(
       ctx.notify(r.mspId, { kind: "mapping_removed", csi: r.csi, ssi: r.ssi, reason });
     }
   }
+  for (const csi of new Set(rows.map((r) => r.csi))) releaseOrphanedClaims(ctx, csi);
+}
+
+/**
+ * A claim withheld for a conflict whose mappings are all gone (removed by their holder, a
+ * feed, expiry) has nothing left to wait for: it is served, and the conflict is void.
+ */
+function releaseOrphanedClaims(ctx: ClaimsContext, csi: string): void {
+  const { store } = ctx;
+  for (const c of store.openConflicts(csi)) {
+    if (!c.newMsp) continue;
+    const rows = store.mappings(csi);
+    const targets = store.conflictTargets(c.id);
+    if (targets.some((t) => rows.some((r) => r.mspId === t.mspId && r.ssi === t.ssi))) continue;
+    const claimed = rows.find((r) => r.mspId === c.newMsp && r.ssi === c.newSsi);
+    if (claimed?.withheld) {
+      store.updateMapping(csi, claimed.mspId, claimed.ssi, {
+        isDefault: claimed.isDefault,
+        precedence: claimed.precedence,
+        dpSig: claimed.dpSig,
+        withheld: false,
+      });
+    }
+    store.setConflictState(c.id, "void");
+    ctx.notify(c.claimantMsp, {
+      kind: "conflict_closed",
+      csi,
+      ssi: c.newSsi,
+      conflictId: c.id,
+      reason: "the mappings the conflict was about are gone; the claim took effect",
+    });
+  }
 }
 
 /** Keeps exactly one default for `csi` (R7; see defaultChanges), re-signing every flag it changes. */
 export function settleDefault(ctx: ClaimsContext, csi: string, preferred?: MappingKey): void {
-  for (const { row: r, isDefault } of defaultChanges(ctx.store.mappings(csi), preferred)) {
+  // A withheld claim is nobody's default until its conflict lapses.
+  const served = ctx.store.mappings(csi).filter((r) => !r.withheld);
+  for (const { row: r, isDefault } of defaultChanges(served, preferred)) {
     ctx.store.updateMapping(r.csi, r.mspId, r.ssi, {
       isDefault,
       precedence: r.precedence,
@@ -60,6 +94,11 @@ export function openConflict(
   c: Omit<ConflictRow, "id" | "state" | "openedAtMs" | "deadlineMs">,
   targets: readonly MappingRow[],
 ): ConflictRow {
+  const asks = c.optOut
+    ? "someone who proved possession of this CSI opted out of discovery and asks to remove this mapping; contest before the deadline to keep it"
+    : c.replace
+      ? "someone who proved possession of this CSI asks to replace this mapping; contest before the deadline to keep it"
+      : "someone who proved possession of this CSI claimed it at another service; contest before the deadline to keep precedence";
   const now = ctx.clock();
   const conflict: ConflictRow = {
     ...c,
@@ -76,9 +115,7 @@ export function openConflict(
       ssi: t.ssi,
       conflictId: conflict.id,
       deadlineMs: conflict.deadlineMs,
-      reason: c.replace
-        ? "someone who proved possession of this CSI asks to replace this mapping; contest before the deadline to keep it"
-        : "someone who proved possession of this CSI claimed it at another service; contest before the deadline to keep precedence",
+      reason: asks,
     });
   }
   return conflict;

@@ -16,7 +16,7 @@ import type { EnrolledMsp, NoticeRow } from "../store/rows.js";
 import type { MappingStore } from "../store/store.js";
 import { bulkBatch, bulkBatchAsync, bulkResume } from "./bulk.js";
 import { completeChallenge, startChallenge } from "./challenges.js";
-import { contestConflict, sweep } from "./conflicts.js";
+import { type Contest, contestConflict, sweep } from "./conflicts.js";
 import { createContext } from "./context.js";
 import { createNotices } from "./notices.js";
 import { invalidateOlder } from "./peer-invalidation.js";
@@ -67,7 +67,7 @@ export interface Claims {
     userSig: Uint8Array,
     mspSig: Uint8Array,
   ): CompleteResult;
-  contest(caller: EnrolledMsp, conflictId: string): void;
+  contest(caller: EnrolledMsp, contest: Contest): void;
   /** Notices for `mspId` after `seq`, at most `limit`. */
   notices(mspId: string, seq: number, limit: number): NoticeRow[];
   /** Runs `listener` after every transaction that added a notice for `mspId`; returns the unsubscribe. */
@@ -119,7 +119,7 @@ export function createClaims(o: ClaimsOptions): Claims {
     start: (caller, req) => startChallenge(ctx, deps, caller, req),
     complete: (caller, id, code, userSig, mspSig) =>
       completeChallenge(ctx, deps, caller, id, code, userSig, mspSig),
-    contest: (caller, id) => contestConflict(ctx, caller, id),
+    contest: (caller, c) => contestConflict(ctx, caller, c),
     notices: (mspId, seq, limit) => notices.since(mspId, seq, limit),
     subscribeNotices: (mspId, listener) => notices.subscribe(mspId, listener),
     bulkResume: (caller, sessionId) => bulkResume(ctx, caller, sessionId),

@@ -1,6 +1,6 @@
 // A holder's removals after a new proof (R16, R19): invalidating mappings, or opting out of
 // discovery. The holder's own mappings go at once; other holders' only through a conflict they
-// may contest, like a claim that asks to replace them (R17).
+// may contest, like a claim that asks to replace them (R17); an opt-out follows the same rules.
 import { type ActionStatement, csiHash, DiscoveryError } from "@mimi/core";
 import type { EnrolledMsp } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
@@ -39,19 +39,49 @@ export function applyInvalidate(ctx: ClaimsContext, caller: EnrolledMsp, s: Acti
   return result;
 }
 
-/** Removes every mapping of the CSI and marks it opted out (R14); in the caller's transaction. */
+/**
+ * Opts the CSI out of discovery (R14) under the same precedence rules as a removal: the holder's
+ * own mappings (at the acting MSP, or under the holder's key) go at once; other holders'
+ * mappings only through a conflict they may contest, which opts the CSI out when it lapses.
+ * Open conflicts stay as they are. With no other holder's mapping, the CSI is opted out at
+ * once. In the caller's transaction.
+ */
 export function applyOptOut(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionStatement): CompleteResult {
   const { store } = ctx;
-  const rows = store.mappings(s.csi);
-  removeRows(ctx, rows, "the holder opted out of discovery", caller.mspId);
-  for (const c of store.openConflicts(s.csi)) store.setConflictState(c.id, "void");
-  store.setOptOut(s.csi, ctx.clock());
-  ctx.log.info({ csi: csiHash(s.csi), msp: caller.mspId, removed: rows.length }, "holder opted out");
-  return {
+  const { own, foreign } = splitByHolder(store.mappings(s.csi), caller.mspId, s.userPublicKey);
+  removeRows(ctx, own, "the holder opted out of discovery", caller.mspId);
+  const result: CompleteResult = {
     hasPrecedence: false,
-    existingMsps: [],
+    existingMsps: existingMsps(ctx, foreign),
     conflictId: "",
     contestDeadlineMs: 0,
-    removed: rows.length,
+    removed: own.length,
   };
+  if (foreign.length === 0) {
+    store.setOptOut(s.csi, ctx.clock());
+  } else {
+    const c = openConflict(
+      ctx,
+      {
+        csi: s.csi,
+        claimantMsp: caller.mspId,
+        newMsp: "",
+        newSsi: "",
+        replace: true,
+        makeDefault: false,
+        optOut: true,
+      },
+      foreign,
+    );
+    result.conflictId = c.id;
+    result.contestDeadlineMs = c.deadlineMs;
+    settleDefault(ctx, s.csi);
+  }
+  ctx.log.info(
+    { csi: csiHash(s.csi), msp: caller.mspId, removed: own.length, pending: foreign.length },
+    foreign.length === 0
+      ? "holder opted out"
+      : "holder opted out; other holders' mappings go through a conflict",
+  );
+  return result;
 }

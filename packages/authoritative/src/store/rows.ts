@@ -27,6 +27,11 @@ export interface MappingRow {
   readonly userSig: Uint8Array;
   readonly mspSig: Uint8Array;
   readonly dpSig: Uint8Array;
+  /**
+   * A claim waiting for its conflict: stored, never served or made default, so that the
+   * existing holders' MSPs do not learn who claimed (R17's notice names nobody).
+   */
+  readonly withheld?: boolean;
 }
 
 /** A proof-of-possession challenge; only a keyed hash of its code is kept. */
@@ -57,6 +62,8 @@ export interface ConflictRow {
   readonly openedAtMs: number;
   readonly deadlineMs: number;
   readonly state: "open" | "contested" | "lapsed" | "void";
+  /** An opt-out's conflict: when it lapses, the CSI is opted out once no mapping is left. */
+  readonly optOut?: boolean;
 }
 
 /** A notice to an MSP about one of its users' mappings. */

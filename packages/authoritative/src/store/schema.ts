@@ -125,4 +125,9 @@ export const MIGRATIONS: readonly string[] = [
      last_error TEXT NOT NULL
    ) STRICT;
    CREATE INDEX peer_requests_due ON peer_requests (next_at_ms);`,
+  // v5 (trust audit): a claim that opens a conflict is stored withheld (never served) until
+  // the conflict lapses, so the existing holder's MSP does not learn the claimant; a conflict
+  // may be an opt-out's, which opts the CSI out when it lapses.
+  `ALTER TABLE mappings ADD COLUMN withheld INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE conflicts ADD COLUMN opt_out INTEGER NOT NULL DEFAULT 0;`,
 ];

@@ -14,6 +14,7 @@ export interface MappingSqlRow {
   user_sig: Buffer;
   msp_sig: Buffer;
   dp_sig: Buffer;
+  withheld: number;
 }
 
 /** A row of `enrolled_msps`. */
@@ -72,6 +73,7 @@ export interface ConflictSqlRow {
   opened_at_ms: number;
   deadline_ms: number;
   state: string;
+  opt_out: number;
 }
 
 /** The conflict a `conflicts` row holds. */
@@ -87,6 +89,7 @@ export function conflictOf(r: ConflictSqlRow): ConflictRow {
     openedAtMs: r.opened_at_ms,
     deadlineMs: r.deadline_ms,
     state: r.state as ConflictRow["state"],
+    optOut: r.opt_out === 1,
   };
 }
 
@@ -103,6 +106,7 @@ export function mappingOf(r: MappingSqlRow): MappingRow {
     userSig: new Uint8Array(r.user_sig.buffer, r.user_sig.byteOffset, r.user_sig.byteLength),
     mspSig: new Uint8Array(r.msp_sig.buffer, r.msp_sig.byteOffset, r.msp_sig.byteLength),
     dpSig: new Uint8Array(r.dp_sig.buffer, r.dp_sig.byteOffset, r.dp_sig.byteLength),
+    ...(r.withheld === 1 ? { withheld: true } : {}),
   };
 }
 

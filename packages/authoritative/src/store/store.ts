@@ -39,7 +39,7 @@ export interface MappingStore {
     csi: string,
     mspId: string,
     ssi: string,
-    fields: { isDefault: boolean; precedence: number; dpSig: Uint8Array },
+    fields: { isDefault: boolean; precedence: number; dpSig: Uint8Array; withheld?: boolean },
   ): void;
   deleteMapping(csi: string, mspId: string, ssi: string): boolean;
   /** Mappings that expired at `nowMs`, at most `limit`. */
@@ -138,12 +138,12 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       "SELECT * FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
     ),
     putMapping: db.prepare(
-      `INSERT OR REPLACE INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig)
-       VALUES (@csi, @msp_id, @ssi, @is_default, @precedence, @expires_at_ms, @record, @user_sig, @msp_sig, @dp_sig)`,
+      `INSERT OR REPLACE INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig, withheld)
+       VALUES (@csi, @msp_id, @ssi, @is_default, @precedence, @expires_at_ms, @record, @user_sig, @msp_sig, @dp_sig, @withheld)`,
     ),
     updateMapping: db.prepare(
-      `UPDATE mappings SET is_default = @is_default, precedence = @precedence, dp_sig = @dp_sig
-       WHERE csi = @csi AND msp_id = @msp_id AND ssi = @ssi`,
+      `UPDATE mappings SET is_default = @is_default, precedence = @precedence, dp_sig = @dp_sig,
+       withheld = coalesce(@withheld, withheld) WHERE csi = @csi AND msp_id = @msp_id AND ssi = @ssi`,
     ),
     deleteMapping: db.prepare<[string, string, string]>(
       "DELETE FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
@@ -166,8 +166,8 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     ),
     deleteChallenges: db.prepare<[number]>("DELETE FROM challenges WHERE expires_at_ms < ?"),
     insertConflict: db.prepare(
-      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state)
-       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state)`,
+      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state, opt_out)
+       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state, @optOut)`,
     ),
     insertTarget: db.prepare<[string, string, string]>(
       "INSERT OR IGNORE INTO conflict_targets (conflict_id, msp_id, ssi) VALUES (?, ?, ?)",
@@ -279,6 +279,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
         user_sig: m.userSig,
         msp_sig: m.mspSig,
         dp_sig: m.dpSig,
+        withheld: m.withheld ? 1 : 0,
       });
     }),
     updateMapping: logged("store", (csi, msp, ssi, f) => {
@@ -289,6 +290,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
         is_default: f.isDefault ? 1 : 0,
         precedence: f.precedence,
         dp_sig: f.dpSig,
+        withheld: f.withheld === undefined ? null : f.withheld ? 1 : 0,
       });
     }),
     deleteMapping: logged("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
@@ -322,7 +324,12 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     updateChallenge: w("challenge", (id, attempts, state) => void q.updateChallenge.run(attempts, state, id)),
     deleteChallengesBefore: w("challenge cleanup", (ms) => q.deleteChallenges.run(ms).changes),
     insertConflict: w("conflict", (c, targets) => {
-      q.insertConflict.run({ ...c, replace: c.replace ? 1 : 0, makeDefault: c.makeDefault ? 1 : 0 });
+      q.insertConflict.run({
+        ...c,
+        replace: c.replace ? 1 : 0,
+        makeDefault: c.makeDefault ? 1 : 0,
+        optOut: c.optOut ? 1 : 0,
+      });
       for (const t of targets) q.insertTarget.run(c.id, t.mspId, t.ssi);
     }),
     conflict: (id) => {

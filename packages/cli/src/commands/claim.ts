@@ -2,10 +2,19 @@
 // proof of possession, invalidations and opt-outs, contesting conflicts, watching notices,
 // and bulk registration (claim-bulk.ts). The protocol steps are core's MSP client; this file
 // is flags and output.
-import { type OpenChallenge, pb, ssiProblem, startAction, startClaim, tagsProblem } from "@mimi/core";
+import {
+  contestConflict,
+  type OpenChallenge,
+  pb,
+  ssiProblem,
+  startAction,
+  startClaim,
+  tagsProblem,
+} from "@mimi/core";
 import type { Command } from "commander";
 import { collect, count, csiArg, localOutboxes, UsageError } from "../args.js";
 import { addMspOptions, asTls, timeoutOf } from "../connect.js";
+import { signingKeyArg } from "../keys.js";
 import { addressOf, newestFor } from "../outbox.js";
 import { isoTime, json, jsonText, mappingJson, note, out } from "../output.js";
 import { formatDuration } from "../progress.js";
@@ -190,22 +199,44 @@ export function addClaimCommands(program: Command): void {
       claim
         .command("contest")
         .description(
-          "contest a conflict about a mapping of one of your users before its deadline: the older mapping keeps its precedence",
+          "contest a conflict about a mapping of one of your users before its deadline, with the holder's fresh consent: the older mapping keeps its precedence",
         )
-        .argument("<conflict-id>", "from a CONFLICT_OPENED notice (mimi claim notices)"),
+        .argument("<conflict-id>", "from a CONFLICT_OPENED notice (mimi claim notices)")
+        .requiredOption("--csi <csi>", "the CSI of the notice")
+        .requiredOption("--ssi <ssi>", "your user whose mapping the notice is about")
+        .option(
+          "--msp-id <id>",
+          "your MSP's registry id (default for the demo MSPs: msp-NAME is NAME.example)",
+        )
+        .requiredOption(
+          "--signer-key <pem>",
+          "the holder's Ed25519 key (the one in the mapping's record), or your MSP's signing key for a bulk mapping",
+        ),
     ),
-  ).action(async (conflictId: string, o: DpFlags) => {
-    if (conflictId === "" || conflictId.length > 128)
-      throw new UsageError("<conflict-id> must be 1 to 128 characters");
-    const timeoutMs = timeoutOf(asTls(o));
-    const { ch, api } = channelOf(o);
-    try {
-      await api.contestConflict({ conflictId }, { timeoutMs });
-      out(`conflict ${conflictId} contested: the older mapping keeps its precedence and is not replaced`);
-    } finally {
-      ch.close();
-    }
-  });
+  ).action(
+    async (
+      conflictId: string,
+      o: DpFlags & { csi: string; ssi: string; mspId?: string; signerKey: string },
+    ) => {
+      if (conflictId === "" || conflictId.length > 128)
+        throw new UsageError("<conflict-id> must be 1 to 128 characters");
+      const csi = csiArg(o.csi);
+      const mspId = o.mspId ?? (o.as.startsWith("msp-") ? `${o.as.slice(4)}.example` : undefined);
+      if (!mspId)
+        throw new UsageError(`give --msp-id, the registry id of the MSP that --as ${o.as} acts for`);
+      const signer = signingKeyArg("--signer-key", o.signerKey);
+      const timeoutMs = timeoutOf(asTls(o));
+      const { ch, api } = channelOf(o);
+      try {
+        await contestConflict(api, { conflictId, csi, mspId, ssi: o.ssi }, signer, timeoutMs);
+        out(
+          `conflict ${conflictId} contested: the older mapping keeps its precedence and the claim is not kept`,
+        );
+      } finally {
+        ch.close();
+      }
+    },
+  );
 
   // ---- notices ----------------------------------------------------------------------------
   addMspOptions(

@@ -7,6 +7,7 @@ import { invalidArgument } from "../domain/errors.js";
 import {
   decodeActionStatement,
   decodeMappingRecord,
+  encodeContestStatement,
   encodeMappingRecord,
   MAX_MAPPING_LIFETIME_DAYS,
   MAX_MAPPING_LIFETIME_MS,
@@ -187,6 +188,29 @@ export async function startAction(
     statement: r.statement,
     kind: "action",
   };
+}
+
+/**
+ * Contests a conflict about the mapping of `ssi` at this MSP, with the holder's fresh consent:
+ * `signer` is the holder's key (the one in the mapping's record), or the MSP's key for a bulk
+ * mapping. A contest is final.
+ */
+export async function contestConflict(
+  api: ClaimClient,
+  conflict: { conflictId: string; csi: string; mspId: string; ssi: string },
+  signer: SigningKey,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const csi = parseCsi(conflict.csi).uri;
+  const statement = encodeContestStatement({ ...conflict, csi });
+  await api.contestConflict(
+    {
+      conflictId: conflict.conflictId,
+      ssi: conflict.ssi,
+      holderSignature: signWith(signer, SIGNING_CONTEXT.contestHolder, statement),
+    },
+    { timeoutMs },
+  );
 }
 
 /** Submits the code the user typed, with the user's and the MSP's signatures over the statement. */

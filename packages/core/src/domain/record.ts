@@ -222,6 +222,31 @@ export function encodeActionStatement(s: ActionStatement): Uint8Array {
     .done();
 }
 
+/** What a holder signs to contest a conflict about their mapping: fresh consent to keep it. */
+export interface ContestStatement {
+  readonly conflictId: string;
+  readonly csi: string;
+  /** The holder's mapping the conflict is about. */
+  readonly mspId: string;
+  readonly ssi: string;
+}
+
+const CONTEST_MAGIC = "MIMI-CONTEST-v1";
+
+/**
+ * The bytes of a contest statement (claims.proto, ContestConflictRequest): "MIMI-CONTEST-v1",
+ * then conflict id, CSI, MSP id and SSI as u16-length-prefixed UTF-8 strings.
+ */
+export function encodeContestStatement(s: ContestStatement): Uint8Array {
+  return new Writer()
+    .ascii(CONTEST_MAGIC)
+    .string(s.conflictId)
+    .string(s.csi)
+    .string(s.mspId)
+    .string(s.ssi)
+    .done();
+}
+
 /** Decodes an action statement; throws INVALID_ARGUMENT naming what is wrong. */
 export function decodeActionStatement(bytes: Uint8Array): ActionStatement {
   const r = new Reader(bytes, "action statement");
