@@ -388,7 +388,11 @@ test("verifyOutcome throws verification_failed naming the DP, the MSP and the re
   assert.doesNotThrow(() =>
     verifyOutcome(CSI, { ...outcome, mappings: [GOOD, signedMapping(BULK)] }, KEYS, NOW),
   );
-  assert.doesNotThrow(() => verifyOutcome(CSI, { ...outcome, mappings: [] }, KEYS, NOW));
+  // FOUND with nothing in it (a path that dropped the mappings) is refused, not passed.
+  assert.throws(
+    () => verifyOutcome(CSI, { ...outcome, mappings: [] }, KEYS, NOW),
+    (e: unknown) => e instanceof DiscoveryError && /says FOUND but carries no mapping/.test(e.message),
+  );
   assert.throws(
     () => verifyOutcome("tel:+15550100", { ...outcome, mappings: [GOOD] }, KEYS, NOW),
     /another CSI/,

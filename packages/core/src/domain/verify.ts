@@ -104,6 +104,13 @@ export function mappingProblem(
 /** Throws verification_failed, naming the mapping and the reason, unless every mapping of the outcome verifies. */
 export function verifyOutcome(csi: string, outcome: LookupOutcome, keys: KeyDirectory, nowMs: number): void {
   if (outcome.kind !== "answer") return;
+  // A DP answers NOT_FOUND when it holds nothing; a FOUND with nothing in it is not an answer.
+  if (outcome.mappings.length === 0) {
+    throw new DiscoveryError(
+      "verification_failed",
+      `answer from DP "${outcome.dpId}" failed verification: it says FOUND but carries no mapping`,
+    );
+  }
   for (const m of outcome.mappings) {
     const problem = mappingProblem(csi, m, keys, nowMs);
     if (problem) {
