@@ -4,6 +4,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
+  CHANGE_HASH_KEY_BYTES,
   channelCredentials,
   checkDataDir,
   createChannelPool,
@@ -113,7 +114,7 @@ runServer<AuthoritativeConfig>(process, {
       retentionMs: config.changeLogRetentionMs,
       // Kept in the data folder like the code secret: the same key across restarts, so
       // resolvers' indexes stay valid; only watchers (resolvers, DPs) are sent it.
-      hashKey: codeSecret(join(config.dataDir, "change-key")),
+      hashKey: changeKey(join(config.dataDir, "change-key")),
       log,
     });
     const sweep = setInterval(() => {
@@ -158,4 +159,15 @@ runServer<AuthoritativeConfig>(process, {
 function codeSecret(path: string): Uint8Array {
   if (!existsSync(path)) writeFileSync(path, randomBytes(32), { mode: 0o600, flag: "wx" });
   return new Uint8Array(readFileSync(path));
+}
+
+/** The change-hash key; a damaged file would break every resolver's subscription, so it is refused. */
+function changeKey(path: string): Uint8Array {
+  const key = codeSecret(path);
+  if (key.length !== CHANGE_HASH_KEY_BYTES) {
+    throw new Error(
+      `${path} holds ${key.length} bytes, not the ${CHANGE_HASH_KEY_BYTES} of a change-hash key; remove it to make a new one (resolvers resync)`,
+    );
+  }
+  return key;
 }

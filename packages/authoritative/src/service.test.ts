@@ -541,8 +541,19 @@ test("opt-out follows the removal rules: own mappings at once, another holder's 
   t.tick(1_001);
   t.claims.sweep(); // the wirechat claim's own conflict lapses: both are served now
   assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
-  // A third claim opens a conflict that the opt-out must leave open.
-  const third = await t.claim("parrot.example", ALICE, "p-3");
+  // Another holder's invalidation of wirechat's mapping: a conflict the opt-out must leave open.
+  const stranger = generateSigningKey();
+  const third = await t.act(
+    "parrot.example",
+    {
+      action: "invalidate",
+      csi: ALICE,
+      mspId: "wirechat.example",
+      ssi: "@theirs",
+      userPublicKey: stranger.publicKey,
+    },
+    stranger,
+  );
   const r = await t.act(
     "telco.example",
     { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
@@ -559,11 +570,14 @@ test("opt-out follows the removal rules: own mappings at once, another holder's 
   );
   t.tick(1_001);
   t.claims.sweep();
-  assert.equal(t.store.optedOutAt(ALICE), undefined);
-  assert.equal(t.summary(t.answer(ALICE)).startsWith("wirechat.example"), true);
+  assert.equal(t.store.conflict(r.conflictId)?.state, "contested");
+  assert.equal(t.store.optedOutAt(ALICE), undefined, "a contested opt-out does not take effect");
+  // The stranger's invalidation, left open by the opt-out and not contested, took effect.
+  assert.equal(t.store.conflict(third.conflictId)?.state, "lapsed");
+  assert.equal(t.answer(ALICE).kind, "not_found");
 });
 
-test("an uncontested opt-out conflict removes the other holders' mappings and opts the CSI out", async () => {
+test("an opt-out removes weaker (bulk) mappings at once: an MSP cannot veto it with its own key", async () => {
   const t = setup({ contestWindowMs: 1_000 });
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@mine", { user: holder });
@@ -573,12 +587,46 @@ test("an uncontested opt-out conflict removes the other holders' mappings and op
     { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
     holder,
   );
-  assert.equal(r.removed, 1);
-  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
-  t.tick(1_001);
-  assert.equal(t.claims.sweep(), 1);
+  assert.equal(r.removed, 2);
+  assert.equal(r.conflictId, "");
   assert.equal(t.answer(ALICE).kind, "opted_out");
   assert.equal(t.claims.notices("wirechat.example", 0, 10).at(-1)?.body.kind, "mapping_removed");
+});
+
+test("an uncontested opt-out conflict removes the other holders' mappings, and bulk ones added meanwhile", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@mine", { user: holder });
+  await t.claim("wirechat.example", ALICE, "@theirs");
+  t.tick(1_001);
+  t.claims.sweep(); // wirechat's claim lapses: both served
+  const r = await t.act(
+    "bluebird.example",
+    { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
+    holder,
+  );
+  assert.ok(r.conflictId);
+  // An MSP registers the number in bulk during the window, to keep it discoverable.
+  t.bulk("parrot.example", "p", [{ csi: ALICE, ssi: "p-bulk" }]);
+  t.tick(1_001);
+  t.claims.sweep();
+  assert.equal(t.answer(ALICE).kind, "opted_out");
+});
+
+test("an opt-out by the existing holder does not publish the claim withheld against their mapping", async () => {
+  const t = setup({ contestWindowMs: 1_000 });
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@mine", { user: holder });
+  const rival = await t.claim("wirechat.example", ALICE, "@rival");
+  assert.ok(rival.conflictId);
+  await t.act("parrot.example", { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey }, holder);
+  assert.equal(
+    t.store.mapping(ALICE, "wirechat.example", "@rival"),
+    undefined,
+    "the withheld claim is dropped",
+  );
+  assert.equal(t.store.conflict(rival.conflictId)?.state, "contested");
+  assert.equal(t.answer(ALICE).kind, "opted_out");
 });
 
 test("an uncontested conflict lapses: the new claim takes precedence and the default", async () => {

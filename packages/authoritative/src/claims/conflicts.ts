@@ -5,12 +5,15 @@ import {
   decodeMappingRecord,
   encodeContestStatement,
   invalidArgument,
+  parseCsi,
+  proofMethodFor,
   SIGNING_CONTEXT,
   verifyWith,
 } from "@mimi/core";
 import type { ConflictRow, EnrolledMsp, MappingRow } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
 import { promote, removeRows, settleDefault } from "./effects.js";
+import { splitByProof } from "./rules.js";
 
 /** A contest: the caller's user whose mapping the conflict is about, and the holder's fresh consent. */
 export interface Contest {
@@ -126,17 +129,25 @@ function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
       });
     }
   }
-  // An opt-out takes effect once no holder's mapping is left (another may have claimed since).
-  if (c.optOut && store.mappings(c.csi).length === 0) store.setOptOut(c.csi, ctx.clock());
+  let reason = "not contested; the change took effect";
+  if (c.optOut) {
+    // Mappings with a weaker proof than the holder's (bulk ones an MSP added while the window
+    // ran) go too; the CSI is opted out only once no holder's mapping is left, and the holder's
+    // MSP is told truthfully when a newer claim stands.
+    const proof = proofMethodFor(parseCsi(c.csi).type);
+    removeRows(
+      ctx,
+      splitByProof(store.mappings(c.csi), ctx.policy.proofRanking, proof).weaker,
+      "removed: the CSI's holder opted out of discovery",
+    );
+    if (store.mappings(c.csi).length === 0) store.setOptOut(c.csi, ctx.clock());
+    else
+      reason =
+        "not contested; the mappings were removed, but a newer claim stands, so the CSI is not opted out";
+  }
   settleDefault(ctx, c.csi, claimed && c.makeDefault ? claimed : undefined);
   store.setConflictState(c.id, "lapsed");
-  ctx.notify(c.claimantMsp, {
-    kind: "conflict_closed",
-    csi: c.csi,
-    ssi: c.newSsi,
-    conflictId: c.id,
-    reason: "not contested; the change took effect",
-  });
+  ctx.notify(c.claimantMsp, { kind: "conflict_closed", csi: c.csi, ssi: c.newSsi, conflictId: c.id, reason });
 }
 
 /** Conflicts settled per sweep, and expired mappings removed per sweep. */

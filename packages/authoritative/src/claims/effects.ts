@@ -123,7 +123,8 @@ export function openConflict(
 
 /** The MSPs holding `rows`, as the registry names them, for a claimant to read. */
 export function existingMsps(ctx: ClaimsContext, rows: readonly MappingRow[]): MspInfo[] {
-  const ids = [...new Set(rows.map((r) => r.mspId))].sort();
+  // A withheld claim's MSP is not named: that would tell a later claimant who claimed before.
+  const ids = [...new Set(rows.filter((r) => !r.withheld).map((r) => r.mspId))].sort();
   return ids.map(
     (id) => ctx.registry.msp(id) ?? { id, name: id, index: -1, signingPublicKey: new Uint8Array(0) },
   );

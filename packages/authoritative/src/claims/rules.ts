@@ -144,6 +144,22 @@ export function splitByHolder(
   return { own, foreign: rows.filter((x) => !own.includes(x)) };
 }
 
+/**
+ * Splits other holders' mappings by the strength of the acting holder's proof (R17's "stricter
+ * proof supersedes"): those with a weaker proof (bulk, against a code) go at once, the rest only
+ * through a conflict. Without this, an MSP that registers numbers in bulk could veto every
+ * holder's removal or opt-out by contesting with its own key.
+ */
+export function splitByProof(
+  rows: readonly MappingRow[],
+  ranking: ProofRanking,
+  actionProof: string,
+): { weaker: MappingRow[]; contestable: MappingRow[] } {
+  const rank = rankOf(ranking, actionProof);
+  const weaker = rows.filter((x) => rankOf(ranking, proofOf(x)) < rank);
+  return { weaker, contestable: rows.filter((x) => !weaker.includes(x)) };
+}
+
 /** A provider's report about an identifier (R16, D2). */
 export interface ProviderEvent {
   readonly event: "disconnected" | "reassigned" | "ported";

@@ -116,3 +116,9 @@ test("an action statement differing from the request is refused, naming the fiel
   await act(asked, invalidate);
   await refused(act({ ...asked, targetMspId: "" }, invalidate), /target MSP/);
 });
+
+test("tags are compared one by one: two asked tags cannot come back as one that reads the same", async () => {
+  const asked = { ...request, tags: ["Work", "Business"] };
+  const merged = encodeMappingRecord({ ...honest, tags: ["Work, Business"] });
+  await refused(startClaim(dpReturning(merged), party, asked, user, { now: () => NOW }), /tags/);
+});

@@ -113,8 +113,10 @@ export async function startClaim(
   if (record.mspId !== party.mspId) refuse(what, "MSP", record.mspId, party.mspId);
   if (record.dpId !== party.dpId) refuse(what, "DP", record.dpId, party.dpId);
   if (record.ssi !== req.ssi) refuse(what, "SSI", record.ssi, req.ssi);
-  const asked = (req.tags ?? []).join(", ");
-  if (record.tags.join(", ") !== asked) refuse(what, "tags", record.tags.join(", "), asked);
+  const asked = req.tags ?? [];
+  if (record.tags.length !== asked.length || record.tags.some((tag, i) => tag !== asked[i])) {
+    refuse(what, "tags", JSON.stringify(record.tags), JSON.stringify(asked));
+  }
   if (record.defaultRequested !== (req.makeDefault ?? false)) {
     refuse(what, "default flag", record.defaultRequested, req.makeDefault ?? false);
   }

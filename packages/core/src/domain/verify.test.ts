@@ -388,6 +388,12 @@ test("verifyOutcome throws verification_failed naming the DP, the MSP and the re
   assert.doesNotThrow(() =>
     verifyOutcome(CSI, { ...outcome, mappings: [GOOD, signedMapping(BULK)] }, KEYS, NOW),
   );
+  // A record another DP countersigned (still valid there, or de-listed) is not this DP's to serve.
+  const atUs = signedMapping({ ...CLAIM, dpId: "us" }, { dp: otherKey });
+  assert.throws(
+    () => verifyOutcome(CSI, { ...outcome, mappings: [atUs] }, KEYS, NOW),
+    /countersigned by DP "us", not the answering DP/,
+  );
   // FOUND with nothing in it (a path that dropped the mappings) is refused, not passed.
   assert.throws(
     () => verifyOutcome(CSI, { ...outcome, mappings: [] }, KEYS, NOW),

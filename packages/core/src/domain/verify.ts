@@ -101,6 +101,11 @@ export function mappingProblem(
   return undefined;
 }
 
+/** The DP a mapping's record names (it verified; mappingProblem has decoded it already). */
+function recordDp(m: Mapping): string {
+  return m.signed ? decodeMappingRecord(m.signed.record).dpId : "";
+}
+
 /** Throws verification_failed, naming the mapping and the reason, unless every mapping of the outcome verifies. */
 export function verifyOutcome(csi: string, outcome: LookupOutcome, keys: KeyDirectory, nowMs: number): void {
   if (outcome.kind !== "answer") return;
@@ -112,7 +117,13 @@ export function verifyOutcome(csi: string, outcome: LookupOutcome, keys: KeyDire
     );
   }
   for (const m of outcome.mappings) {
-    const problem = mappingProblem(csi, m, keys, nowMs);
+    // A DP answers with what it countersigned; another DP's records (perhaps de-listed there)
+    // are not its to serve.
+    const problem =
+      mappingProblem(csi, m, keys, nowMs) ??
+      (recordDp(m) !== outcome.dpId
+        ? `its record was countersigned by DP "${recordDp(m)}", not the answering DP`
+        : undefined);
     if (problem) {
       throw new DiscoveryError(
         "verification_failed",

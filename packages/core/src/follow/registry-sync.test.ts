@@ -240,3 +240,40 @@ test("a registry whose seal expired is refused, and a held copy stops being usab
     nowMs = start;
   }
 });
+
+test("a follower offline longer than the validity catches up through the backlog to a fresh seal", async () => {
+  const key = generateSigningKey();
+  const start = nowMs;
+  // Changes 1..3 were sealed long ago (their seals have expired); change 4 is fresh.
+  const old = signedLog(key, 3);
+  const view = new RegistryView();
+  for (const c of old) view.apply(c);
+  const change4: RegistryChange = { serial: 4n, kind: "refresh" };
+  view.apply(change4);
+  try {
+    nowMs = PERIOD.expiresAtMs + 86_400_000;
+    const fresh = { signedAtMs: nowMs - 1_000, expiresAtMs: nowMs + 86_400_000 };
+    const all = [...old, { ...change4, seal: signRegistry(view.snapshot(), key, fresh) }];
+    const path = join(mkdtempSync(join(tmpdir(), "mimi-sync-")), "registry.bin");
+    // The saved copy at serial 1, sealed long ago, as a follower restarted after weeks holds it.
+    const one = new RegistryView();
+    one.apply(old[0] as RegistryChange);
+    const { writeFileSync } = await import("node:fs");
+    const { create, toBinary } = await import("@bufbuild/protobuf");
+    const { RegistrySnapshotSchema } = await import("../gen/generated/mimi/discovery/v1/common_pb.js");
+    const saved = { ...one.snapshot(), seal: (old[0] as RegistryChange).seal };
+    writeFileSync(
+      path,
+      toBinary(RegistrySnapshotSchema, create(RegistrySnapshotSchema, snapshotToProto(saved))),
+    );
+    const root = await fakeRoot(key, all);
+    const sync = follow(key, [root.address], path);
+    assert.match(sync.problem() ?? "", /expired/, "the saved copy alone is unusable");
+    await sync.ready;
+    await until(() => sync.view.serial === 4n, "the backlog up to the fresh seal is applied");
+    assert.equal(sync.problem(), undefined);
+    assert.deepEqual(root.watches, [1n], "it resumed from its saved serial, not from a snapshot");
+  } finally {
+    nowMs = start;
+  }
+});

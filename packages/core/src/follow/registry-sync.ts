@@ -83,7 +83,11 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
   // registry, such as one with a DP's compromised, since rotated key.
   let highWater = 0n;
   let expiryLogged = false;
-  const accept = (data: RegistryData, what: string) => {
+  // Freshness is judged for snapshots; a change of a backlog carries its own, possibly long
+  // expired, seal (a follower offline longer than the validity replays it), so for changes only
+  // the signature, the serial and a signing time not in this host's future count, and
+  // problem()/ready judge the state reached.
+  const accept = (data: RegistryData, what: string, judgeFreshness = true) => {
     if (!data.seal || !registrySignatureValid(data, data.seal, opts.rootPublicKey)) {
       throw new Error(`${what} at serial ${data.serial} is not signed by the pinned root key`);
     }
@@ -93,7 +97,10 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
           "already accepted; refusing to go back (a root is replaying an old registry)",
       );
     }
-    const problem = sealProblem(data.serial, data.seal, clock());
+    // A seal from this host's future is refused either way: taking it would leave the copy
+    // unusable here, while the copy held may still be good.
+    const period = judgeFreshness ? data.seal : { ...data.seal, expiresAtMs: Number.MAX_SAFE_INTEGER };
+    const problem = sealProblem(data.serial, period, clock());
     if (problem) throw new Error(`refusing ${what}: ${problem}`);
   };
 
@@ -160,7 +167,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
       view.apply(change);
       const now: RegistryData = { ...view.snapshot(), ...(change.seal ? { seal: change.seal } : {}) };
       try {
-        accept(now, "registry change");
+        accept(now, "registry change", false);
       } catch (err) {
         view.replace(verified);
         throw err;
