@@ -12,7 +12,7 @@ import {
 } from "@mimi/core";
 import type { ConflictRow, EnrolledMsp, MappingRow } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
-import { promote, removeRows, settleDefault } from "./effects.js";
+import { promote, release, removeRows, settleDefault } from "./effects.js";
 import { splitByProof } from "./rules.js";
 
 /** A contest: the caller's user whose mapping the conflict is about, and the holder's fresh consent. */
@@ -100,16 +100,10 @@ function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
     store.setConflictState(c.id, "void");
     return;
   }
-  if (claimed?.withheld) {
-    // Served from now on; the DP's countersignature covers the default flag, which stays.
-    store.updateMapping(c.csi, claimed.mspId, claimed.ssi, {
-      isDefault: claimed.isDefault,
-      precedence: claimed.precedence,
-      dpSig: claimed.dpSig,
-      withheld: false,
-    });
+  if (claimed) {
+    release(ctx, claimed);
+    promote(ctx, c.csi, claimed);
   }
-  if (claimed) promote(ctx, c.csi, claimed);
   if (c.replace) {
     removeRows(
       ctx,

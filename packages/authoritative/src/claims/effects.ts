@@ -22,6 +22,17 @@ export function removeRows(
   for (const csi of new Set(rows.map((r) => r.csi))) releaseOrphanedClaims(ctx, csi);
 }
 
+/** Serves a withheld claim from now on (its flags and countersignature stay as they are). */
+export function release(ctx: ClaimsContext, row: MappingRow): void {
+  if (!row.withheld) return;
+  ctx.store.updateMapping(row.csi, row.mspId, row.ssi, {
+    isDefault: row.isDefault,
+    precedence: row.precedence,
+    dpSig: row.dpSig,
+    withheld: false,
+  });
+}
+
 /**
  * A claim withheld for a conflict whose mappings are all gone (removed by their holder, a
  * feed, expiry) has nothing left to wait for: it is served, and the conflict is void.
@@ -34,14 +45,7 @@ function releaseOrphanedClaims(ctx: ClaimsContext, csi: string): void {
     const targets = store.conflictTargets(c.id);
     if (targets.some((t) => rows.some((r) => r.mspId === t.mspId && r.ssi === t.ssi))) continue;
     const claimed = rows.find((r) => r.mspId === c.newMsp && r.ssi === c.newSsi);
-    if (claimed?.withheld) {
-      store.updateMapping(csi, claimed.mspId, claimed.ssi, {
-        isDefault: claimed.isDefault,
-        precedence: claimed.precedence,
-        dpSig: claimed.dpSig,
-        withheld: false,
-      });
-    }
+    if (claimed) release(ctx, claimed);
     store.setConflictState(c.id, "void");
     ctx.notify(c.claimantMsp, {
       kind: "conflict_closed",

@@ -24,14 +24,26 @@ function splitForRemoval(
   return { own, weaker, contestable };
 }
 
-/** Removes the targeted mappings of the statement's CSI; in the caller's transaction. */
-export function applyInvalidate(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionStatement): CompleteResult {
-  const targets = invalidationTargets(ctx.store.mappings(s.csi), s);
-  if (targets.length === 0)
-    throw new DiscoveryError("not_found", "no mapping of this CSI matches the target");
-  const { own, weaker, contestable } = splitForRemoval(ctx, caller, s, targets);
-  removeRows(ctx, own, "invalidated by the holder", caller.mspId);
-  removeRows(ctx, weaker, "removed: the CSI's holder proved possession and invalidated it");
+/**
+ * Removes the holder's own rows and weaker ones at once and opens a conflict (an opt-out's when
+ * `optOut`) over the contestable rest; returns the result and how many wait for the conflict.
+ */
+function removeAsHolder(
+  ctx: ClaimsContext,
+  caller: EnrolledMsp,
+  s: ActionStatement,
+  rows: readonly MappingRow[],
+  optOut: boolean,
+): CompleteResult {
+  const { own, weaker, contestable } = splitForRemoval(ctx, caller, s, rows);
+  const what = optOut ? "opted out of discovery" : "invalidated it";
+  removeRows(
+    ctx,
+    own,
+    optOut ? "the holder opted out of discovery" : "invalidated by the holder",
+    caller.mspId,
+  );
+  removeRows(ctx, weaker, `removed: the CSI's holder proved possession and ${what}`);
   const result: CompleteResult = {
     hasPrecedence: false,
     existingMsps: existingMsps(ctx, contestable),
@@ -42,46 +54,6 @@ export function applyInvalidate(ctx: ClaimsContext, caller: EnrolledMsp, s: Acti
   if (contestable.length > 0) {
     const c = openConflict(
       ctx,
-      { csi: s.csi, claimantMsp: caller.mspId, newMsp: "", newSsi: "", replace: true, makeDefault: false },
-      contestable,
-    );
-    result.conflictId = c.id;
-    result.contestDeadlineMs = c.deadlineMs;
-  }
-  settleDefault(ctx, s.csi);
-  ctx.log.info(
-    { csi: csiHash(s.csi), msp: caller.mspId, removed: result.removed, pending: contestable.length },
-    "mappings invalidated",
-  );
-  return result;
-}
-
-/**
- * Opts the CSI out of discovery (R14) under the removal rules above. With no other holder's
- * mapping left, the CSI is opted out at once; otherwise an opt_out conflict opts it out when it
- * lapses. Claims withheld for conflicts about the holder's own mappings are dropped (the holder
- * acted, as a contest would). Other open conflicts stay as they are. In the caller's transaction.
- */
-export function applyOptOut(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionStatement): CompleteResult {
-  const { store } = ctx;
-  // First the claims withheld against the holder's own mappings go, so they are not counted as
-  // other holders' mappings below.
-  dropClaimsAgainst(ctx, s.csi, splitByHolder(store.mappings(s.csi), caller.mspId, s.userPublicKey).own);
-  const { own, weaker, contestable } = splitForRemoval(ctx, caller, s, store.mappings(s.csi));
-  removeRows(ctx, own, "the holder opted out of discovery", caller.mspId);
-  removeRows(ctx, weaker, "removed: the CSI's holder proved possession and opted out of discovery");
-  const result: CompleteResult = {
-    hasPrecedence: false,
-    existingMsps: existingMsps(ctx, contestable),
-    conflictId: "",
-    contestDeadlineMs: 0,
-    removed: own.length + weaker.length,
-  };
-  if (contestable.length === 0) {
-    store.setOptOut(s.csi, ctx.clock());
-  } else {
-    const c = openConflict(
-      ctx,
       {
         csi: s.csi,
         claimantMsp: caller.mspId,
@@ -89,21 +61,42 @@ export function applyOptOut(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionSt
         newSsi: "",
         replace: true,
         makeDefault: false,
-        optOut: true,
+        optOut,
       },
       contestable,
     );
     result.conflictId = c.id;
     result.contestDeadlineMs = c.deadlineMs;
-    settleDefault(ctx, s.csi);
+  } else if (optOut) {
+    ctx.store.setOptOut(s.csi, ctx.clock());
   }
+  settleDefault(ctx, s.csi);
   ctx.log.info(
     { csi: csiHash(s.csi), msp: caller.mspId, removed: result.removed, pending: contestable.length },
-    contestable.length === 0
-      ? "holder opted out"
-      : "holder opted out; other holders' mappings go through a conflict",
+    optOut ? "holder opted out" : "mappings invalidated",
   );
   return result;
+}
+
+/** Removes the targeted mappings of the statement's CSI; in the caller's transaction. */
+export function applyInvalidate(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionStatement): CompleteResult {
+  const targets = invalidationTargets(ctx.store.mappings(s.csi), s);
+  if (targets.length === 0)
+    throw new DiscoveryError("not_found", "no mapping of this CSI matches the target");
+  return removeAsHolder(ctx, caller, s, targets, false);
+}
+
+/**
+ * Opts the CSI out of discovery (R14) under the removal rules above. With no other holder's
+ * mapping left, the CSI is opted out at once; otherwise an opt_out conflict opts it out when it
+ * lapses. Claims withheld for conflicts about the holder's own mappings are dropped first (the
+ * holder acted, as a contest would), so they are not counted as other holders' mappings. Other
+ * open conflicts stay as they are. In the caller's transaction.
+ */
+export function applyOptOut(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionStatement): CompleteResult {
+  const { store } = ctx;
+  dropClaimsAgainst(ctx, s.csi, splitByHolder(store.mappings(s.csi), caller.mspId, s.userPublicKey).own);
+  return removeAsHolder(ctx, caller, s, store.mappings(s.csi), true);
 }
 
 /** Open conflicts about `rows` end as contested by their holder: the claims withheld for them go. */
