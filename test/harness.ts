@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { DiscoveryError, pb, silenceIpServernameWarning } from "@mimi/core";
+import { bulkRecord, bulkRegister, DiscoveryError, pb, silenceIpServernameWarning } from "@mimi/core";
 import { type Network, type NetworkOptions, type ServerProcess, startNetwork } from "@mimi/devnet";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../..");
@@ -225,4 +225,32 @@ export async function eventually<T>(check: () => Promise<T>, timeoutMs = DEFAULT
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+let bulkSession = 0;
+
+/**
+ * Commits one mapping at a DP as a bulk-trusted demo MSP (parrot) would: one signed record in
+ * its own bulk session, one transaction.
+ */
+export async function writeMapping(t: TestNetwork, dp: "eu" | "us", csi: string, ssi: string): Promise<void> {
+  const now = Date.now();
+  const record = bulkRecord(
+    {
+      csi,
+      mspId: "parrot.example",
+      ssi,
+      defaultRequested: false,
+      tags: [],
+      createdAtMs: now,
+      dpId: dp,
+      expiresAtMs: now + 86_400_000,
+    },
+    t.net.signingKey("msp-parrot"),
+  );
+  await bulkRegister(t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService), {
+    sessionId: `test-write-${process.pid}-${++bulkSession}`,
+    total: 1,
+    recordsFrom: () => [record],
+  });
 }

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { copyFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { bulkRecord, bulkRegister, pb } from "@mimi/core";
-import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
+import { pb } from "@mimi/core";
+import { eventually, rejectsWith, scenario, useNetwork, writeMapping } from "./harness.js";
 import { startProxy, type TcpProxy } from "./proxy.js";
 
 // The change-log window a partition outlasts once the DP's clock moves past it.
@@ -26,30 +26,7 @@ const subscription = async (dp: "eu" | "us") => {
   return s;
 };
 
-/** Writes a mapping at a DP as a bulk-trusted MSP would: one signed record, one transaction. */
-let session = 0;
-const write = async (dp: "eu" | "us", csi: string, ssi: string) => {
-  const key = t.net.signingKey("msp-parrot");
-  const now = Date.now();
-  const record = bulkRecord(
-    {
-      csi,
-      mspId: "parrot.example",
-      ssi,
-      defaultRequested: false,
-      tags: [],
-      createdAtMs: now,
-      dpId: dp,
-      expiresAtMs: now + 86_400_000,
-    },
-    key,
-  );
-  await bulkRegister(t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService), {
-    sessionId: `propagation-${++session}`,
-    total: 1,
-    recordsFrom: () => [record],
-  });
-};
+const write = (dp: "eu" | "us", csi: string, ssi: string) => writeMapping(t, dp, csi, ssi);
 
 /** Runs `mimi claim <action> <csi> ...` as bluebird at a DP, the code read from its outbox. */
 const claimAs = async (action: "run" | "invalidate", dp: "eu" | "us", csi: string, ...extra: string[]) => {

@@ -8,9 +8,9 @@ import { execFile } from "node:child_process";
 import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bulkRecord, bulkRegister, pb } from "@mimi/core";
+import { pb } from "@mimi/core";
 import { startResolver } from "@mimi/devnet";
-import { eventually, scenario, useNetwork } from "./harness.js";
+import { eventually, scenario, useNetwork, writeMapping } from "./harness.js";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../..");
 const t = useNetwork();
@@ -32,29 +32,7 @@ const subscription = async (dp: "eu" | "us") => {
   return s;
 };
 
-/** Commits a mapping at a DP as a bulk-trusted MSP would: one signed record, one transaction. */
-let session = 0;
-const write = async (dp: "eu" | "us", csi: string, ssi: string) => {
-  const now = Date.now();
-  const record = bulkRecord(
-    {
-      csi,
-      mspId: "parrot.example",
-      ssi,
-      defaultRequested: false,
-      tags: [],
-      createdAtMs: now,
-      dpId: dp,
-      expiresAtMs: now + 86_400_000,
-    },
-    t.net.signingKey("msp-parrot"),
-  );
-  await bulkRegister(t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService), {
-    sessionId: `store-backup-${++session}`,
-    total: 1,
-    recordsFrom: () => [record],
-  });
-};
+const write = (dp: "eu" | "us", csi: string, ssi: string) => writeMapping(t, dp, csi, ssi);
 const found = async (csi: string) => (await t.resolve(csi)).answer?.status === pb.LookupStatus.FOUND;
 
 scenario(t, "data folders are 0700 and stores 0600; a server refuses a folder others may open", async () => {

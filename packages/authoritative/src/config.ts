@@ -86,18 +86,12 @@ export function parseConfig(
     sweepIntervalMs: r.integer("sweepIntervalSeconds", DEFAULTS.sweepIntervalSeconds, 1, 3_600) * 1000,
     changeLogRetentionMs:
       r.integer("changeLogRetentionSeconds", DEFAULTS.changeLogRetentionSeconds, 1, 30 * 86_400) * 1000,
-    durability: readDurability(r),
+    durability: r.oneOf<Durability>("durability", ["full", "normal"], DEFAULTS.durability),
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
   };
   r.done();
   return deepFreeze(config);
-}
-
-function readDurability(r: ConfigReader): Durability {
-  const d = r.string("durability", DEFAULTS.durability);
-  if (d !== "full" && d !== "normal") throw new ConfigError('config.durability must be "full" or "normal"');
-  return d;
 }
 
 function readClaimsSection(r: ConfigReader): ClaimPolicy {

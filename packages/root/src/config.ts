@@ -77,17 +77,11 @@ export function parseConfig(raw: unknown, baseDir = "."): RootConfig {
     signingKey: signingKey === undefined ? undefined : resolve(baseDir, signingKey),
     primary,
     ...readSignaturePeriod(r),
-    durability: readDurability(r),
+    durability: r.oneOf<Durability>("durability", ["full", "normal"], "full"),
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
   };
   r.done();
   return deepFreeze(config);
-}
-
-function readDurability(r: ConfigReader): Durability {
-  const d = r.string("durability", "full");
-  if (d !== "full" && d !== "normal") throw new ConfigError('config.durability must be "full" or "normal"');
-  return d;
 }
 
 function readSignaturePeriod(r: ConfigReader): {

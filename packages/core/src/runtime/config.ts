@@ -53,6 +53,17 @@ export class ConfigReader {
     return v;
   }
 
+  /** One of a fixed set of strings. */
+  oneOf<T extends string>(key: string, choices: readonly T[], fallback: T): T {
+    const v = this.take(key) ?? fallback;
+    if (typeof v !== "string" || !(choices as readonly string[]).includes(v)) {
+      const names = choices.map((c) => `"${c}"`);
+      const list = names.length === 2 ? names.join(" or ") : `one of ${names.join(", ")}`;
+      throw new ConfigError(`${this.path}.${key} must be ${list}`);
+    }
+    return v as T;
+  }
+
   boolean(key: string, fallback: boolean): boolean {
     const v = this.take(key) ?? fallback;
     if (typeof v !== "boolean") throw new ConfigError(`${this.path}.${key} must be true or false`);
