@@ -371,9 +371,14 @@ scenario(t, "a registry past its signature's validity is refused until the root 
     /registry at serial \d+ expired at .*no root has re-signed it/,
   );
   // The root, seven days or more before its signature's expiry, re-signs under a new serial.
+  // The DP's clock moves too: its answers are sealed with its own time, which the resolver checks.
   t.advanceClock(t.net.root, 15 * DAY_MS);
+  t.advanceClock(t.net.dps.eu, 15 * DAY_MS);
   await t.logged(/^root: .*"registry re-signed"/m, "the root says it re-signed");
   await eventually(async () => assert.ok((await t.stats()).registrySerial > held, "the refresh arrived"));
-  const r = await client.resolve({ csi: "tel:+447700900999" });
-  assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
+  // The DP follows the same refresh; until it has, it says its copy expired.
+  await eventually(async () => {
+    const r = await client.resolve({ csi: "tel:+447700900999" });
+    assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
+  });
 });

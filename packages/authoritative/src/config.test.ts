@@ -100,3 +100,16 @@ test("unknown keys and out-of-range values are refused", () => {
   assert.throws(() => parseConfig({ ...example(), port: 70000 }), /port must be an integer/);
   assert.throws(() => parseConfig({ ...example(), logLevel: "loud" }), /logLevel/);
 });
+
+test("answer seals last a day by default, at least the longest TTL and at most the published maximum", () => {
+  assert.equal(parseConfig(example()).answerSealSeconds, 86_400);
+  assert.equal(
+    parseConfig({ ...example(), answerTtlSeconds: 600, answerSealSeconds: 600 }).answerSealSeconds,
+    600,
+  );
+  assert.throws(
+    () => parseConfig({ ...example(), answerTtlSeconds: 600, answerSealSeconds: 599 }),
+    /answerSealSeconds \(599\) must be at least the longest TTL given \(600\)/,
+  );
+  assert.throws(() => parseConfig({ ...example(), answerSealSeconds: 7 * 86_400 + 1 }), /answerSealSeconds/);
+});

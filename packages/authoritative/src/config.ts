@@ -5,6 +5,7 @@ import {
   ConfigError,
   ConfigReader,
   deepFreeze,
+  MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
   PROOF_METHODS,
   readServerBasics,
@@ -25,6 +26,11 @@ export interface AuthoritativeConfig extends ServerBasics {
   readonly admins: readonly string[];
   readonly answerTtlSeconds: number;
   readonly negativeTtlSeconds: number;
+  /**
+   * How long the seal of an answer stays valid: the longest a replayed answer (or a superseded
+   * default flag) passes as current, and the longest a resolver may serve it stale.
+   */
+  readonly answerSealSeconds: number;
   /** PEM Ed25519 private key the DP countersigns mappings with; the root registry publishes its public key. */
   readonly signingKey: string;
   /** File holding the root's public key; the registry copy must be signed by it. */
@@ -49,6 +55,7 @@ const DEFAULTS = {
   port: 7500,
   answerTtlSeconds: 300,
   negativeTtlSeconds: 60,
+  answerSealSeconds: 86_400,
   codeLength: 6,
   codeTtlSeconds: 600,
   maxAttempts: 5,
@@ -79,6 +86,7 @@ export function parseConfig(
     admins: r.stringList("admins", []),
     answerTtlSeconds: r.integer("answerTtlSeconds", DEFAULTS.answerTtlSeconds, 0, 86_400),
     negativeTtlSeconds: r.integer("negativeTtlSeconds", DEFAULTS.negativeTtlSeconds, 0, 3_600),
+    answerSealSeconds: r.integer("answerSealSeconds", DEFAULTS.answerSealSeconds, 1, MAX_ANSWER_SEAL_SECONDS),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),
@@ -91,6 +99,13 @@ export function parseConfig(
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
   };
   r.done();
+  // A seal must outlive the TTL it comes with, or a resolver could not cache the answer that long.
+  const longestTtl = Math.max(config.answerTtlSeconds, config.negativeTtlSeconds);
+  if (config.answerSealSeconds < longestTtl) {
+    throw new ConfigError(
+      `config.answerSealSeconds (${config.answerSealSeconds}) must be at least the longest TTL given (${longestTtl})`,
+    );
+  }
   return deepFreeze(config);
 }
 

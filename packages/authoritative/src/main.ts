@@ -84,6 +84,8 @@ runServer<AuthoritativeConfig>(process, {
       clock,
       answerTtlSeconds: config.answerTtlSeconds,
       negativeTtlSeconds: config.negativeTtlSeconds,
+      signingKey,
+      answerSealMs: config.answerSealSeconds * 1000,
     });
     const sender = createCodeSender(config.delivery, log, clock);
     const peers = createPeerSender({

@@ -15,10 +15,13 @@ import {
   generateSigningKey,
   type LookupOutcome,
   mappingProblem,
+  parseCsi,
   RegistryView,
+  registryTrust,
   SIGNING_CONTEXT,
   type SigningKey,
   signWith,
+  verifyOutcome,
 } from "@mimi/core";
 import { type Claims, checkTags, createClaims, type StartRequest } from "./claims/index.js";
 import type { CodeMessage } from "./senders.js";
@@ -72,6 +75,8 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     clock: () => now,
     answerTtlSeconds: 300,
     negativeTtlSeconds: 60,
+    signingKey: dpKey,
+    answerSealMs: DAY,
   });
   const sent: CodeMessage[] = [];
   const claims = createClaims({
@@ -185,7 +190,9 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     );
   const answer = (csi: string) => {
     const o = service.lookup(csi);
-    // Every answer the DP gives must verify end to end.
+    // Every answer the DP gives must verify end to end, denials and opt-outs included, and
+    // every mapping in it on its own (countersignature too).
+    assert.equal(verifyOutcome(parseCsi(csi), o, registryTrust(registry), now)?.dpId, "eu");
     if (o.kind === "answer")
       for (const m of o.mappings) assert.equal(mappingProblem(csi, m, keys, now), undefined);
     return o;
@@ -426,6 +433,31 @@ test("answer shapes: not found, one MSP, several MSPs, several mappings at one M
   assert.equal(t.answer(ALICE).kind, "opted_out");
   await t.claim("parrot.example", ALICE, "p-1", { user: holder });
   assert.equal(t.summary(t.answer(ALICE)), "parrot.example*");
+});
+
+test("every answer is sealed; an opt-out it cannot prove is answered as a sealed NOT_FOUND", async () => {
+  const t = setup();
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@a", { user: holder });
+  await t.act("wirechat.example", { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey }, holder);
+  const opted = t.answer(ALICE);
+  assert.equal(opted.kind, "opted_out");
+  assert.ok(opted.kind === "opted_out" && opted.optOut && opted.seal, "the seal and the holder's opt-out");
+  // The MSP the holder acted through changes its key: its signature on the opt-out no longer
+  // verifies, so the DP says NOT_FOUND (the holder stays hidden) rather than an answer that fails.
+  const wirechat = t.registry.msp("wirechat.example");
+  assert.ok(wirechat);
+  t.registry.apply({
+    serial: 4n,
+    kind: "put_msp",
+    msp: { ...wirechat, signingPublicKey: generateSigningKey().publicKey },
+  });
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  // An opt-out kept from before signed denials has no statement: likewise a sealed NOT_FOUND.
+  const bob = "tel:+447700900124";
+  t.store.setOptOut(bob, t.now());
+  assert.equal(t.answer(bob).kind, "not_found");
+  assert.equal(t.store.optedOutAt(bob), t.now(), "it is still opted out for claims and bulk");
 });
 
 test("default tie-break: first mapping is the default; a requester wins once; only the holder moves it (R7)", async () => {

@@ -6,12 +6,17 @@ import {
   checkPublicKey,
   type Delegation,
   DiscoveryError,
+  decodeActionStatement,
   invalidArgument,
   type LookupOutcome,
+  type Mapping,
+  type OutcomeKind,
   parseCsi,
   type RegistryView,
+  type SigningKey,
+  sealAnswer,
 } from "@mimi/core";
-import { type EnrolledMsp, mappingOfRow } from "./store/rows.js";
+import { type EnrolledMsp, mappingOfRow, type OptOutEvidence } from "./store/rows.js";
 import type { MappingStore } from "./store/store.js";
 
 /** The authoritative's operations. */
@@ -46,6 +51,10 @@ export interface AuthoritativeServiceOptions {
   clock: Clock;
   answerTtlSeconds: number;
   negativeTtlSeconds: number;
+  /** The key the registry publishes for this DP: it seals every answer. */
+  signingKey: SigningKey;
+  /** How long a seal is valid from the lookup (at least the longest TTL given). */
+  answerSealMs: number;
 }
 
 /** Creates the authoritative service. */
@@ -68,6 +77,15 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     return csi;
   };
 
+  // An opt-out is answered OPTED_OUT only while its proof verifies: with the MSP key the registry
+  // publishes now. Otherwise (an opt-out from before v6, an MSP that changed its key) the CSI is
+  // answered NOT_FOUND, which hides the holder just as well and stays verifiable.
+  const provableOptOut = (e: OptOutEvidence | undefined) => {
+    if (!e) return undefined;
+    const published = o.registry.msp(decodeActionStatement(e.statement).mspId)?.signingPublicKey;
+    return published && Buffer.from(published).equals(e.mspKey) ? e : undefined;
+  };
+
   let lookupsServed = 0;
   return {
     lookup(csiText) {
@@ -77,16 +95,42 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       // Expired mappings are not served even before the sweep removes them, nor claims withheld
       // while their conflict is open.
       const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now && !r.withheld);
+      // Every answer is sealed, denials included, so a resolver can tell a real denial from a
+      // DP or a path that drops answers (AnswerSeal in common.proto).
+      const seal = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
+        sealAnswer(
+          {
+            csi: csi.uri,
+            dpId: o.dpId,
+            status,
+            mappings,
+            ...(optOut && { optOutStatement: optOut.statement }),
+          },
+          o.signingKey,
+          now,
+          o.answerSealMs,
+        );
       if (rows.length === 0) {
-        const kind = o.store.optedOutAt(csi.uri) === undefined ? "not_found" : "opted_out";
-        return { kind, dpId: o.dpId, ttlSeconds: o.negativeTtlSeconds };
+        const ttlSeconds = o.negativeTtlSeconds;
+        const optOut = provableOptOut(o.store.optOut(csi.uri)?.evidence);
+        if (!optOut) return { kind: "not_found", dpId: o.dpId, ttlSeconds, seal: seal("not_found", []) };
+        const { mspKey: _, ...proof } = optOut;
+        return {
+          kind: "opted_out",
+          dpId: o.dpId,
+          ttlSeconds,
+          seal: seal("opted_out", [], optOut),
+          optOut: proof,
+        };
       }
       // The store returns them by preference: default first, then precedence (R7, R17).
+      const mappings = rows.map(mappingOfRow);
       return {
         kind: "answer",
-        mappings: rows.map(mappingOfRow),
+        mappings,
         dpId: o.dpId,
         ttlSeconds: o.answerTtlSeconds,
+        seal: seal("answer", mappings),
       };
     },
     enrolMsp(e) {

@@ -18,6 +18,7 @@ export {
 } from "./client/msp.js";
 export {
   type AnswerFormat,
+  type AnswerSeal,
   bitsSet,
   DEFAULT_PARAMS,
   filterMappings,
@@ -25,7 +26,20 @@ export {
   type LookupParams,
   type Mapping,
   type MappingSignatures,
+  type OptOutProof,
+  type OutcomeKind,
 } from "./domain/answer.js";
+export {
+  decodeSealStatement,
+  encodeSealStatement,
+  MAX_ANSWER_SEAL_MS,
+  MAX_ANSWER_SEAL_SECONDS,
+  type Sealable,
+  type SealedEntry,
+  type SealStatement,
+  sealAnswer,
+  sealDigest,
+} from "./domain/answer-seal.js";
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
 // Domain: identifiers, the registry, answers, signed records and their verification.
@@ -65,6 +79,13 @@ export {
   RegistryView,
 } from "./domain/registry.js";
 export {
+  REGISTRY_CLOCK_SKEW_MS,
+  registrySignatureValid,
+  type SealPeriod,
+  sealProblem,
+  signRegistry,
+} from "./domain/registry-seal.js";
+export {
   checkPublicKey,
   generateSigningKey,
   loadPublicKey,
@@ -79,14 +100,15 @@ export {
   verifyWith,
 } from "./domain/signing.js";
 export {
+  type AnsweredCsi,
+  answerProblem,
   type KeyDirectory,
   mappingProblem,
-  REGISTRY_CLOCK_SKEW_MS,
+  type ReceivedAnswer,
   registryKeys,
-  registrySignatureValid,
-  type SealPeriod,
-  sealProblem,
-  signRegistry,
+  registryTrust,
+  type TrustAnchors,
+  type VerifiedAnswer,
   verifyOutcome,
 } from "./domain/verify.js";
 // Following and serving resumable logs (the registry, DP change logs).
@@ -128,10 +150,13 @@ export {
   dpToProto,
   keyFromProto,
   keyToProto,
+  kindOfStatus,
   mappingFromProto,
   mappingToProto,
   mspToProto,
   paramsFromProto,
+  receivedAnswerFromProto,
+  sealPartsFromProto,
   snapshotFromProto,
   snapshotToProto,
 } from "./wire/convert.js";

@@ -42,8 +42,12 @@ interface Entry<V> {
 
 /** The cache. Values are stored as given; callers store frozen values so hits cannot be mutated. */
 export interface TtlCache<V> {
-  /** Stores `value` for `ttlSeconds` clamped to the configured bounds; returns the TTL used. */
-  set(key: string, value: V, ttlSeconds: number): number;
+  /**
+   * Stores `value` for `ttlSeconds` clamped to the configured bounds, and never longer than
+   * `capSeconds` (a hard limit of the value itself, such as its signature's expiry, which the
+   * minimum TTL does not override); returns the TTL used. A cap of 0 or less stores nothing.
+   */
+  set(key: string, value: V, ttlSeconds: number, capSeconds?: number): number;
   /** A fresh entry, or undefined when absent or expired. */
   get(key: string): CacheHit<V> | undefined;
   /** An entry that expired less than the stale window ago. */
@@ -83,8 +87,12 @@ export function createTtlCache<V>(o: TtlCacheOptions<V>): TtlCache<V> {
   });
   const staleMs = o.staleWindowSeconds * 1000;
   return {
-    set(key, value, ttlSeconds) {
-      const ttl = Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds);
+    set(key, value, ttlSeconds, capSeconds = Number.POSITIVE_INFINITY) {
+      const ttl = Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds, capSeconds);
+      if (ttl <= 0) {
+        lru.delete(key);
+        return 0;
+      }
       const before = lru.peek(key);
       const ix = o.indexKey?.(key, value);
       // An overwrite may move the entry to another index (another DP answered it).

@@ -44,6 +44,8 @@ function fakeUpstream() {
     /** When set, only this outcome is refused (the others verify). */
     refusesOnly: undefined as LookupOutcome | undefined,
     verified: [] as [string, LookupOutcome][],
+    /** When set, verification reports a seal that expires at this time. */
+    sealExpiresAtMs: undefined as number | undefined,
   };
   const upstream: Upstream = {
     async lookup() {
@@ -85,10 +87,20 @@ function setup(prefetch = { minHits: 0, remainingFraction: 0.1 }) {
     negativeMaxTtlSeconds: 30,
     staleAnswerTtlSeconds: 30,
     verify(csi, outcome) {
-      state.verified.push([csi, outcome]);
+      state.verified.push([csi.uri, outcome]);
       if (state.verifyRefuses && (state.refusesOnly === undefined || state.refusesOnly === outcome)) {
         throw new DiscoveryError("verification_failed", state.verifyRefuses);
       }
+      if (state.sealExpiresAtMs === undefined) return undefined;
+      return {
+        csi: csi.uri,
+        dpId: outcome.dpId,
+        status: outcome.kind,
+        signedAtMs: 0,
+        expiresAtMs: state.sealExpiresAtMs,
+        entries: [],
+        optOutDigest: new Uint8Array(0),
+      };
     },
     prefetch,
     now: () => clock.now,
@@ -295,6 +307,38 @@ test("a verified answer gone stale is served when the DP's new answer fails veri
   assert.equal(fresh.source, "upstream");
   assert.equal(fresh.outcome, state.outcome);
   assert.equal(fresh.ttlSeconds, 600);
+});
+
+test("an answer is cached no longer than its seal, whatever the TTLs say, and never served stale past it", async () => {
+  // Regression: a cached answer outliving its seal would be served, then fail every verifier.
+  const { clock, state, service } = setup();
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 3600 };
+  state.sealExpiresAtMs = clock.now + 20_500;
+  const first = await service.resolve(CSI);
+  assert.equal(first.ttlSeconds, 20, "the seal's 20 s, not the negative TTL's 30");
+  clock.now += 21_000;
+  state.fail = true;
+  // The seal has expired: the stale copy no longer verifies (the verifier says so), and goes.
+  state.verifyRefuses = "its seal expired";
+  await assert.rejects(service.resolve(CSI), (e: unknown) => e instanceof DiscoveryError);
+  assert.equal(service.stats.stale, 0);
+  // A seal about to expire: served stale for what is left of it, not the full stale TTL.
+  state.fail = false;
+  state.verifyRefuses = undefined;
+  state.sealExpiresAtMs = clock.now + 10_000;
+  await service.resolve(CSI);
+  clock.now += 31_000;
+  state.fail = true;
+  state.sealExpiresAtMs = clock.now + 5_000;
+  const stale = await service.resolve(CSI);
+  assert.equal(stale.stale, true);
+  assert.equal(stale.ttlSeconds, 5);
+  // A seal already past: nothing is cached at all, and the answer goes out with TTL 0.
+  state.fail = false;
+  service.flush("all");
+  state.sealExpiresAtMs = clock.now;
+  assert.equal((await service.resolve(CSI)).ttlSeconds, 0);
+  assert.equal(service.cacheSize, 0);
 });
 
 test("a change event evicts the cached answer, a negative one included, and only that CSI's", async () => {

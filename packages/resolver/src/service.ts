@@ -20,6 +20,7 @@ import {
   parseDelegationKeyText,
   type RegistryChange,
   type RegistryView,
+  type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
 import type { Upstream } from "./upstream.js";
@@ -110,10 +111,11 @@ export interface ResolverServiceOptions {
   /** TTL given with stale answers (RFC 8767 recommends 30 s). */
   staleAnswerTtlSeconds: number;
   /**
-   * Checks an upstream answer end to end (signatures against the root-signed registry) and
-   * throws verification_failed when it does not hold; such answers are never cached or served.
+   * Checks an upstream answer end to end (its seal and signatures against the root-signed
+   * registry) and returns its seal; throws verification_failed when it does not hold. Such
+   * answers are never cached or served.
    */
-  verify: (csi: string, outcome: LookupOutcome) => void;
+  verify: (csi: Csi, outcome: LookupOutcome) => SealStatement | undefined;
   prefetch: PrefetchPolicy;
   /** Clock for the record of recent change events. */
   now: () => number;
@@ -174,8 +176,22 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
   };
   // The DP an answer must come from now; "" when no delegation covers the key.
   const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
-  const store = (csi: Csi, outcome: LookupOutcome, ttlSeconds: number, stale = false) =>
-    o.cache.set(csi.uri, Object.freeze({ outcome, key: csi.key, ...(stale ? { stale } : {}) }), ttlSeconds);
+  // An answer is never cached past its seal: once the seal expires it no longer verifies anywhere.
+  const sealLeftSeconds = (sealed: SealStatement | undefined) =>
+    sealed ? Math.floor((sealed.expiresAtMs - o.now()) / 1000) : Number.POSITIVE_INFINITY;
+  const store = (
+    csi: Csi,
+    outcome: LookupOutcome,
+    ttlSeconds: number,
+    sealed: SealStatement | undefined,
+    stale = false,
+  ) =>
+    o.cache.set(
+      csi.uri,
+      Object.freeze({ outcome, key: csi.key, ...(stale ? { stale } : {}) }),
+      ttlSeconds,
+      sealLeftSeconds(sealed),
+    );
 
   const walk = async (csi: Csi, attempt = 0, background = false): Promise<Resolution> => {
     const problem = o.registryProblem();
@@ -188,7 +204,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         dpId: "",
         ttlSeconds: o.negativeMaxTtlSeconds,
       });
-      const ttl = store(csi, outcome, o.negativeMaxTtlSeconds);
+      const ttl = store(csi, outcome, o.negativeMaxTtlSeconds, undefined);
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
     }
     const dp = o.registry.dp(delegation.dpId);
@@ -202,8 +218,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     try {
       stats.upstreamRequests++;
       const outcome = await o.upstream.lookup(dp, csi.uri);
+      let sealed: SealStatement | undefined;
       try {
-        o.verify(csi.uri, outcome);
+        sealed = o.verify(csi, outcome);
       } catch (err) {
         stats.verificationFailures++;
         log.warn(
@@ -230,7 +247,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         outcome.kind !== "answer"
           ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
           : outcome.ttlSeconds;
-      const ttl = store(csi, outcome, wanted);
+      const ttl = store(csi, outcome, wanted, sealed);
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
     } catch (err) {
       stats.upstreamFailures++;
@@ -239,23 +256,24 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       const e = err as DiscoveryError;
       const stale = o.cache.getStale(csi.uri);
       // Only an answer from the DP that holds the range today may be served stale, and only
-      // while it still verifies against today's registry (keys rotate, records expire).
-      if (stale && stale.outcome.dpId === dp.id && verifiesNow(csi, stale.outcome)) {
+      // while it still verifies against today's registry (keys rotate, records and seals expire).
+      const verified = stale && stale.outcome.dpId === dp.id ? verifiedNow(csi, stale.outcome) : false;
+      if (stale && verified !== false) {
         stats.stale++;
         log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
         // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
         // failed DP again for every request (each attempt costs a full upstream timeout).
-        store(csi, stale.outcome, o.staleAnswerTtlSeconds, true);
-        return { outcome: stale.outcome, ttlSeconds: o.staleAnswerTtlSeconds, stale: true, source: "stale" };
+        const ttl = store(csi, stale.outcome, o.staleAnswerTtlSeconds, verified, true);
+        return { outcome: stale.outcome, ttlSeconds: ttl, stale: true, source: "stale" };
       }
       throw err;
     }
   };
 
-  const verifiesNow = (csi: Csi, outcome: LookupOutcome): boolean => {
+  /** The seal of an answer that verifies now, or false (and the answer is dropped). */
+  const verifiedNow = (csi: Csi, outcome: LookupOutcome): SealStatement | undefined | false => {
     try {
-      o.verify(csi.uri, outcome);
-      return true;
+      return o.verify(csi, outcome);
     } catch (err) {
       o.cache.delete(csi.uri);
       log.warn(

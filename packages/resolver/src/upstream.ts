@@ -7,10 +7,12 @@ import {
   type ChannelPool,
   DiscoveryError,
   type DpInfo,
+  kindOfStatus,
   type Logger,
   type LookupOutcome,
   mappingFromProto,
-  pb,
+  type pb,
+  sealPartsFromProto,
   statusName,
 } from "@mimi/core";
 import { LookupMux } from "./lookup-mux.js";
@@ -99,21 +101,27 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   };
 }
 function outcomeOf(dpId: string, answer: pb.Answer | undefined): LookupOutcome {
-  if (answer?.status === pb.LookupStatus.FOUND) {
+  const kind = answer && kindOfStatus(answer.status);
+  if (!answer || !kind)
+    throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
+  // The seal and opt-out proof are kept as received, for verification and for our own answers.
+  const { seal, optOut } = sealPartsFromProto(answer);
+  const sealed = seal ? { seal: Object.freeze(seal) } : {};
+  const ttlSeconds = answer.ttlSeconds;
+  if (kind === "answer") {
+    const mappings = Object.freeze(answer.mappings.map(frozenMapping));
+    return Object.freeze({ kind, mappings, dpId, ttlSeconds, ...sealed });
+  }
+  if (kind === "opted_out") {
     return Object.freeze({
-      kind: "answer",
-      mappings: Object.freeze(answer.mappings.map(frozenMapping)),
+      kind,
       dpId,
-      ttlSeconds: answer.ttlSeconds,
+      ttlSeconds,
+      ...sealed,
+      ...(optOut && { optOut: Object.freeze(optOut) }),
     });
   }
-  if (answer?.status === pb.LookupStatus.NOT_FOUND) {
-    return Object.freeze({ kind: "not_found", dpId, ttlSeconds: answer.ttlSeconds });
-  }
-  if (answer?.status === pb.LookupStatus.OPTED_OUT) {
-    return Object.freeze({ kind: "opted_out", dpId, ttlSeconds: answer.ttlSeconds });
-  }
-  throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
+  return Object.freeze({ kind, dpId, ttlSeconds, ...sealed });
 }
 
 // Cached answers hold many copies of few strings (MSP ids, common tags); sharing one copy

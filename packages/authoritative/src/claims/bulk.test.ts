@@ -53,6 +53,8 @@ function setup(bulkVerifier?: BulkVerifier) {
     clock: () => NOW,
     answerTtlSeconds: 300,
     negativeTtlSeconds: 60,
+    signingKey: dpKey,
+    answerSealMs: DAY,
   });
   const claims = createClaims({
     dpId: "eu",

@@ -175,6 +175,13 @@ export function completeChallenge(
     store.updateChallenge(ch.id, ch.attempts, "used");
     if (claim) return applyClaim(ctx, caller, ch, userSig, mspSig);
     const s = decodeActionStatement(ch.statement);
-    return s.action === "invalidate" ? applyInvalidate(ctx, caller, s) : applyOptOut(ctx, caller, s);
+    if (s.action === "invalidate") return applyInvalidate(ctx, caller, s);
+    const evidence = {
+      statement: ch.statement,
+      userSignature: userSig,
+      mspSignature: mspSig,
+      mspKey: caller.signingPublicKey,
+    };
+    return applyOptOut(ctx, caller, s, evidence);
   });
 }

@@ -134,7 +134,7 @@ function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
       splitByProof(store.mappings(c.csi), ctx.policy.proofRanking, proof).weaker,
       "removed: the CSI's holder opted out of discovery",
     );
-    if (store.mappings(c.csi).length === 0) store.setOptOut(c.csi, ctx.clock());
+    if (store.mappings(c.csi).length === 0) store.setOptOut(c.csi, ctx.clock(), c.optOutEvidence);
     else
       reason =
         "not contested; the mappings were removed, but a newer claim stands, so the CSI is not opted out";

@@ -5,7 +5,7 @@
 // follows the same rules, and counts as the holder contesting the conflicts about their own
 // mappings: an opt-out must not publish the claim it was waiting on.
 import { type ActionStatement, csiHash, DiscoveryError, parseCsi, proofMethodFor } from "@mimi/core";
-import type { EnrolledMsp, MappingRow } from "../store/rows.js";
+import type { EnrolledMsp, MappingRow, OptOutEvidence } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
 import { existingMsps, openConflict, removeRows, settleDefault } from "./effects.js";
 import { invalidationTargets, splitByHolder, splitByProof } from "./rules.js";
@@ -33,7 +33,7 @@ function removeAsHolder(
   caller: EnrolledMsp,
   s: ActionStatement,
   rows: readonly MappingRow[],
-  optOut: boolean,
+  optOut: OptOutEvidence | undefined,
 ): CompleteResult {
   const { own, weaker, contestable } = splitForRemoval(ctx, caller, s, rows);
   const what = optOut ? "opted out of discovery" : "invalidated it";
@@ -61,14 +61,15 @@ function removeAsHolder(
         newSsi: "",
         replace: true,
         makeDefault: false,
-        optOut,
+        optOut: optOut !== undefined,
+        ...(optOut && { optOutEvidence: optOut }),
       },
       contestable,
     );
     result.conflictId = c.id;
     result.contestDeadlineMs = c.deadlineMs;
   } else if (optOut) {
-    ctx.store.setOptOut(s.csi, ctx.clock());
+    ctx.store.setOptOut(s.csi, ctx.clock(), optOut);
   }
   settleDefault(ctx, s.csi);
   ctx.log.info(
@@ -83,7 +84,7 @@ export function applyInvalidate(ctx: ClaimsContext, caller: EnrolledMsp, s: Acti
   const targets = invalidationTargets(ctx.store.mappings(s.csi), s);
   if (targets.length === 0)
     throw new DiscoveryError("not_found", "no mapping of this CSI matches the target");
-  return removeAsHolder(ctx, caller, s, targets, false);
+  return removeAsHolder(ctx, caller, s, targets, undefined);
 }
 
 /**
@@ -91,12 +92,18 @@ export function applyInvalidate(ctx: ClaimsContext, caller: EnrolledMsp, s: Acti
  * mapping left, the CSI is opted out at once; otherwise an opt_out conflict opts it out when it
  * lapses. Claims withheld for conflicts about the holder's own mappings are dropped first (the
  * holder acted, as a contest would), so they are not counted as other holders' mappings. Other
- * open conflicts stay as they are. In the caller's transaction.
+ * open conflicts stay as they are. `evidence` (the statement as signed) is kept with the opt-out,
+ * so OPTED_OUT answers prove the holder's choice. In the caller's transaction.
  */
-export function applyOptOut(ctx: ClaimsContext, caller: EnrolledMsp, s: ActionStatement): CompleteResult {
+export function applyOptOut(
+  ctx: ClaimsContext,
+  caller: EnrolledMsp,
+  s: ActionStatement,
+  evidence: OptOutEvidence,
+): CompleteResult {
   const { store } = ctx;
   dropClaimsAgainst(ctx, s.csi, splitByHolder(store.mappings(s.csi), caller.mspId, s.userPublicKey).own);
-  return removeAsHolder(ctx, caller, s, store.mappings(s.csi), true);
+  return removeAsHolder(ctx, caller, s, store.mappings(s.csi), evidence);
 }
 
 /** Open conflicts about `rows` end as contested by their holder: the claims withheld for them go. */

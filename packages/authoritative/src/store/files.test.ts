@@ -6,7 +6,9 @@ import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import Database from "better-sqlite3";
 import { parseConfig } from "../config.js";
+import { MIGRATIONS } from "./schema.js";
 import { openMappingStore } from "./store.js";
 
 const dir = mkdtempSync(join(tmpdir(), "mimi-dp-store-"));
@@ -77,4 +79,34 @@ test("the config's durability defaults to full; the permission check is on unles
     /config.durability must be "full" or "normal"/,
   );
   assert.throws(() => parseConfig({ ...raw, allowInsecureDataPermissions: "yes" }), /must be true or false/);
+});
+
+test("a v5 store upgrades in place: opt-outs and opt-out conflicts kept, without evidence until new ones", () => {
+  const path = join(dir, "v5.sqlite");
+  const db = new Database(path);
+  for (const m of MIGRATIONS.slice(0, 5)) db.exec(m);
+  db.pragma("user_version = 5");
+  db.prepare("INSERT INTO opt_outs (csi, at_ms) VALUES ('tel:+441', 7)").run();
+  db.prepare(
+    `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state, opt_out)
+     VALUES ('c1', 'tel:+442', 'm', '', '', 1, 0, 1, 2, 'open', 1)`,
+  ).run();
+  db.close();
+  const store = openMappingStore(path);
+  try {
+    assert.deepEqual(store.optOut("tel:+441"), { atMs: 7 });
+    const c = store.conflict("c1");
+    assert.equal(c?.optOut, true);
+    assert.equal(c?.optOutEvidence, undefined);
+    const evidence = {
+      statement: Uint8Array.of(1),
+      userSignature: Uint8Array.of(2),
+      mspSignature: Uint8Array.of(3),
+      mspKey: Uint8Array.of(4),
+    };
+    store.setOptOut("tel:+443", 9, evidence);
+    assert.deepEqual(store.optOut("tel:+443"), { atMs: 9, evidence });
+  } finally {
+    store.close();
+  }
 });

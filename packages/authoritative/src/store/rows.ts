@@ -1,6 +1,6 @@
 // The rows of a DP's store as the rest of the DP sees them (the SQL shapes are in sql-rows.ts),
 // and the one mapper from a stored mapping to the domain Mapping that answers carry.
-import { decodeMappingRecord, type Mapping } from "@mimi/core";
+import { decodeMappingRecord, type Mapping, type OptOutProof } from "@mimi/core";
 
 /** An MSP enrolled at this DP (G1). */
 export interface EnrolledMsp {
@@ -64,6 +64,23 @@ export interface ConflictRow {
   readonly state: "open" | "contested" | "lapsed" | "void";
   /** An opt-out's conflict: when it lapses, the CSI is opted out once no mapping is left. */
   readonly optOut?: boolean;
+  /** An opt-out's conflict: the holder's signed opt-out, kept for the opt-out it leads to. */
+  readonly optOutEvidence?: OptOutEvidence;
+}
+
+/**
+ * The holder's signed opt-out as the DP verified it, kept so that OPTED_OUT answers can prove
+ * the holder's choice (OptOutProof in common.proto).
+ */
+export interface OptOutEvidence extends OptOutProof {
+  /** The MSP key that verified it; once the registry publishes another, it proves nothing. */
+  readonly mspKey: Uint8Array;
+}
+
+/** A CSI's opt-out: when, and the holder's signed statement (absent for opt-outs from before v6). */
+export interface OptOutRow {
+  readonly atMs: number;
+  readonly evidence?: OptOutEvidence;
 }
 
 /** A notice to an MSP about one of its users' mappings. */

@@ -130,4 +130,15 @@ export const MIGRATIONS: readonly string[] = [
   // may be an opt-out's, which opts the CSI out when it lapses.
   `ALTER TABLE mappings ADD COLUMN withheld INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE conflicts ADD COLUMN opt_out INTEGER NOT NULL DEFAULT 0;`,
+  // v6 (signed denials): the holder's signed opt-out is kept with the opt-out, and with an
+  // opt-out's conflict until it lapses, so OPTED_OUT answers can carry it (OptOutProof). Opt-outs
+  // from before v6 have none and are answered as a sealed NOT_FOUND.
+  `ALTER TABLE opt_outs ADD COLUMN statement BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE opt_outs ADD COLUMN user_sig BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE opt_outs ADD COLUMN msp_sig BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE opt_outs ADD COLUMN msp_key BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE conflicts ADD COLUMN opt_out_statement BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE conflicts ADD COLUMN opt_out_user_sig BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE conflicts ADD COLUMN opt_out_msp_sig BLOB NOT NULL DEFAULT x'';
+   ALTER TABLE conflicts ADD COLUMN opt_out_msp_key BLOB NOT NULL DEFAULT x'';`,
 ];

@@ -1,6 +1,6 @@
 // The rows of a DP's store as SQLite returns them, and their conversion to the rows of rows.ts.
 // Only store.ts reads them; they are apart so that store.ts stays one screenful of statements.
-import type { ConflictRow, EnrolledMsp, MappingRow } from "./rows.js";
+import type { ConflictRow, EnrolledMsp, MappingRow, OptOutEvidence, OptOutRow } from "./rows.js";
 
 /** A row of `mappings`. */
 export interface MappingSqlRow {
@@ -74,6 +74,52 @@ export interface ConflictSqlRow {
   deadline_ms: number;
   state: string;
   opt_out: number;
+  opt_out_statement: Buffer;
+  opt_out_user_sig: Buffer;
+  opt_out_msp_sig: Buffer;
+  opt_out_msp_key: Buffer;
+}
+
+/** A row of `opt_outs`. */
+export interface OptOutSqlRow {
+  at_ms: number;
+  statement: Buffer;
+  user_sig: Buffer;
+  msp_sig: Buffer;
+  msp_key: Buffer;
+}
+
+/** Evidence from its four columns; undefined when the statement is empty (kept from before v6). */
+function evidenceOf(
+  statement: Buffer,
+  userSig: Buffer,
+  mspSig: Buffer,
+  mspKey: Buffer,
+): OptOutEvidence | undefined {
+  if (statement.length === 0) return undefined;
+  return {
+    statement: new Uint8Array(statement),
+    userSignature: new Uint8Array(userSig),
+    mspSignature: new Uint8Array(mspSig),
+    mspKey: new Uint8Array(mspKey),
+  };
+}
+
+/** The opt-out an `opt_outs` row holds. */
+export function optOutOf(r: OptOutSqlRow): OptOutRow {
+  const evidence = evidenceOf(r.statement, r.user_sig, r.msp_sig, r.msp_key);
+  return { atMs: r.at_ms, ...(evidence && { evidence }) };
+}
+
+/** The SQL parameters of opt-out evidence; empty blobs for none. */
+export function evidenceParams(e: OptOutEvidence | undefined) {
+  const none = new Uint8Array(0);
+  return {
+    statement: e?.statement ?? none,
+    userSig: e?.userSignature ?? none,
+    mspSig: e?.mspSignature ?? none,
+    mspKey: e?.mspKey ?? none,
+  };
 }
 
 /** The conflict a `conflicts` row holds. */
@@ -90,6 +136,7 @@ export function conflictOf(r: ConflictSqlRow): ConflictRow {
     deadlineMs: r.deadline_ms,
     state: r.state as ConflictRow["state"],
     optOut: r.opt_out === 1,
+    ...optional(evidenceOf(r.opt_out_statement, r.opt_out_user_sig, r.opt_out_msp_sig, r.opt_out_msp_key)),
   };
 }
 
@@ -120,4 +167,8 @@ export function mspOf(r: MspRow): EnrolledMsp {
     signingPublicKey: new Uint8Array(r.signing_key),
     mayBulk: r.may_bulk === 1,
   };
+}
+
+function optional(optOutEvidence: OptOutEvidence | undefined) {
+  return optOutEvidence ? { optOutEvidence } : {};
 }

@@ -12,6 +12,8 @@ import type {
   MappingRow,
   NoticeBody,
   NoticeRow,
+  OptOutEvidence,
+  OptOutRow,
   PeerRequestRow,
 } from "./rows.js";
 import { MIGRATIONS } from "./schema.js";
@@ -20,10 +22,13 @@ import {
   type ChangeSqlRow,
   type ConflictSqlRow,
   conflictOf,
+  evidenceParams,
   type MappingSqlRow,
   type MspRow,
   mappingOf,
   mspOf,
+  type OptOutSqlRow,
+  optOutOf,
   type PeerSqlRow,
 } from "./sql-rows.js";
 
@@ -48,7 +53,9 @@ export interface MappingStore {
   /** Mappings of the v1 schema that are kept but not served. */
   legacyCount(): number;
   optedOutAt(csi: string): number | undefined;
-  setOptOut(csi: string, atMs: number): void;
+  /** The CSI's opt-out with the holder's signed statement, when it has one. */
+  optOut(csi: string): OptOutRow | undefined;
+  setOptOut(csi: string, atMs: number, evidence?: OptOutEvidence): void;
   clearOptOut(csi: string): void;
   insertChallenge(c: ChallengeRow): void;
   challenge(id: string): ChallengeRow | undefined;
@@ -153,8 +160,11 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     ),
     count: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM mappings"),
     legacyCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM legacy_unsigned_mappings"),
-    optedOut: db.prepare<[string], { at_ms: number }>("SELECT at_ms FROM opt_outs WHERE csi = ?"),
-    setOptOut: db.prepare<[string, number]>("INSERT OR REPLACE INTO opt_outs (csi, at_ms) VALUES (?, ?)"),
+    optedOut: db.prepare<[string], OptOutSqlRow>("SELECT * FROM opt_outs WHERE csi = ?"),
+    setOptOut: db.prepare(
+      `INSERT OR REPLACE INTO opt_outs (csi, at_ms, statement, user_sig, msp_sig, msp_key)
+       VALUES (@csi, @atMs, @statement, @userSig, @mspSig, @mspKey)`,
+    ),
     clearOptOut: db.prepare<[string]>("DELETE FROM opt_outs WHERE csi = ?"),
     insertChallenge: db.prepare(
       `INSERT INTO challenges (id, msp_id, csi, action, params, statement, code_hash, attempts, expires_at_ms, state)
@@ -166,8 +176,10 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     ),
     deleteChallenges: db.prepare<[number]>("DELETE FROM challenges WHERE expires_at_ms < ?"),
     insertConflict: db.prepare(
-      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state, opt_out)
-       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state, @optOut)`,
+      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state, opt_out,
+         opt_out_statement, opt_out_user_sig, opt_out_msp_sig, opt_out_msp_key)
+       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state, @optOut,
+         @statement, @userSig, @mspSig, @mspKey)`,
     ),
     insertTarget: db.prepare<[string, string, string]>(
       "INSERT OR IGNORE INTO conflict_targets (conflict_id, msp_id, ssi) VALUES (?, ?, ?)",
@@ -298,7 +310,11 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     count: () => q.count.get()?.n ?? 0,
     legacyCount: () => q.legacyCount.get()?.n ?? 0,
     optedOutAt: (csi) => q.optedOut.get(csi)?.at_ms,
-    setOptOut: logged("opt-out", (csi, at) => void q.setOptOut.run(csi, at)),
+    optOut: (csi) => {
+      const r = q.optedOut.get(csi);
+      return r && optOutOf(r);
+    },
+    setOptOut: logged("opt-out", (csi, atMs, e) => void q.setOptOut.run({ csi, atMs, ...evidenceParams(e) })),
     clearOptOut: logged("opt-out", (csi) => void q.clearOptOut.run(csi)),
     insertChallenge: w(
       "challenge",
@@ -324,11 +340,13 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     updateChallenge: w("challenge", (id, attempts, state) => void q.updateChallenge.run(attempts, state, id)),
     deleteChallengesBefore: w("challenge cleanup", (ms) => q.deleteChallenges.run(ms).changes),
     insertConflict: w("conflict", (c, targets) => {
+      const { optOutEvidence, ...fields } = c;
       q.insertConflict.run({
-        ...c,
+        ...fields,
         replace: c.replace ? 1 : 0,
         makeDefault: c.makeDefault ? 1 : 0,
         optOut: c.optOut ? 1 : 0,
+        ...evidenceParams(optOutEvidence),
       });
       for (const t of targets) q.insertTarget.run(c.id, t.mspId, t.ssi);
     }),

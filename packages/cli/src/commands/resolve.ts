@@ -2,13 +2,16 @@
 // check it on this side like a DNSSEC-validating stub: the registry against the pinned root
 // key, each mapping against the keys that registry publishes.
 import {
+  answerProblem,
   bitsSet,
-  mappingFromProto,
-  mappingProblem,
+  type Csi,
+  type LookupParams,
+  parseCsi,
   pb,
   RegistryView,
-  registryKeys,
+  receivedAnswerFromProto,
   registrySignatureValid,
+  registryTrust,
   sealProblem,
   snapshotFromProto,
 } from "@mimi/core";
@@ -36,7 +39,7 @@ export function addResolveCommand(program: Command): void {
       )
       .option(
         "--verify",
-        "check every mapping's user, MSP and DP signatures against the registry, whose signature is checked with the pinned root key",
+        "check the answer end to end against the registry, whose signature is checked with the pinned root key: the DP's seal over the answer (denials included), each mapping's holder and MSP signatures, an opt-out's signed statement",
       )
       .option(
         "--root <host:port>",
@@ -69,8 +72,6 @@ export function addResolveCommand(program: Command): void {
       const csi = csiArg(csiText);
       if (o.tag !== undefined && (o.tag === "" || o.tag.length > 32))
         throw new UsageError("--tag must be 1 to 32 characters");
-      if (o.verify && o.compact)
-        throw new UsageError("--verify needs the mappings, which --compact leaves out");
       const rootKey = o.verify
         ? publicKeyArg("--root-key", o.rootKey ?? devSigningKeyPaths(o.pki, "root").publicKeyFile)
         : undefined;
@@ -96,7 +97,12 @@ export function addResolveCommand(program: Command): void {
       const status = statusText(a?.status);
       const mappings = (a?.mappings ?? []).map(mappingJson);
       // Verified before printing, so a JSON answer can say whether it verified.
-      const verdict = rootKey ? await verifyAnswer(csi, a?.mappings ?? [], rootKey, o) : undefined;
+      const params: LookupParams = {
+        format: o.compact ? "compact" : "verbose",
+        mspFilter: o.msp ?? [],
+        tag: o.tag ?? "",
+      };
+      const verdict = rootKey ? await verifyAnswer(parseCsi(csi), a, params, rootKey, o) : undefined;
       const bits = a?.compactMspBits ?? new Uint8Array();
       if (o.json) {
         json({
@@ -147,15 +153,19 @@ function statusText(s: pb.LookupStatus | undefined): string {
 
 /**
  * Checks an answer end to end, like a DNSSEC-validating stub: the registry from the root must
- * carry the pinned root key's signature, and each mapping the signatures of its holder (unless
- * "bulk"), its MSP and its DP, with the keys that registry publishes.
+ * carry the pinned root key's signature; the answer the seal of the DP that registry delegates
+ * the CSI to, and each mapping its holder's (unless "bulk") and MSP's signatures, with the keys
+ * that registry publishes.
  */
 async function verifyAnswer(
-  csi: string,
-  mappings: readonly pb.Mapping[],
+  csi: Csi,
+  answer: pb.Answer | undefined,
+  params: LookupParams,
   rootKey: Uint8Array,
   o: TlsFlags & { root: string },
 ): Promise<{ problem?: string; text: string }> {
+  const fail = (problem: string) => ({ problem, text: `verification failed: ${problem}` });
+  if (!answer) return fail("the resolver sent no answer");
   const ch = connect(o.root, o, "root");
   let snapshot: pb.RegistrySnapshot | undefined;
   try {
@@ -163,7 +173,6 @@ async function verifyAnswer(
   } finally {
     ch.close();
   }
-  const fail = (problem: string) => ({ problem, text: `verification failed: ${problem}` });
   if (!snapshot) return fail(`the root at ${o.root} sent no registry`);
   const registry = snapshotFromProto(snapshot);
   if (!registry.seal || !registrySignatureValid(registry, registry.seal, rootKey)) {
@@ -171,22 +180,28 @@ async function verifyAnswer(
       `the registry (serial ${registry.serial}) from ${o.root} does not carry a valid signature of the pinned root key`,
     );
   }
-  const expired = sealProblem(registry.serial, registry.seal, Date.now());
+  const now = Date.now();
+  const expired = sealProblem(registry.serial, registry.seal, now);
   if (expired) return fail(expired);
   const view = new RegistryView();
   view.replace(registry);
-  const keys = registryKeys(view);
-  const now = Date.now();
-  for (const [i, m] of mappings.entries()) {
-    const problem = mappingProblem(csi, mappingFromProto(m), keys, now);
-    if (problem) return fail(`mapping ${i + 1} (${m.mspId} ${m.ssi}): ${problem}`);
+  let received: ReturnType<typeof receivedAnswerFromProto>;
+  try {
+    received = receivedAnswerFromProto(answer);
+  } catch (err) {
+    return fail((err as Error).message);
   }
-  if (mappings.length === 0) {
-    return {
-      text: `nothing to verify: the answer holds no mappings (negative answers carry no signatures); the registry (serial ${registry.serial}) carries the root key's signature`,
-    };
-  }
-  return {
-    text: `verified: all ${mappings.length} mappings carry valid user/MSP/DP signatures chained to the root key (registry serial ${registry.serial})`,
-  };
+  const r = answerProblem(csi, received, params, registryTrust(view), now);
+  if ("problem" in r) return fail(r.problem);
+  const chain = `chained to the root key (registry serial ${registry.serial})`;
+  if (!r.seal) return { text: `verified: no delegation covers this CSI in the registry ${chain}` };
+  const until = new Date(r.seal.expiresAtMs).toISOString();
+  const what =
+    received.status === "answer" && params.format === "verbose"
+      ? `${received.mappings.length} mapping(s) with valid holder/MSP signatures, sealed by DP "${r.seal.dpId}"`
+      : received.status === "opted_out"
+        ? `OPTED_OUT sealed by DP "${r.seal.dpId}", with the holder's signed opt-out`
+        : `${received.status === "answer" ? "FOUND" : "NOT_FOUND"} sealed by DP "${r.seal.dpId}"`;
+  const partial = r.complete ? "" : " (a tag filter: the seal cannot show that no mapping was left out)";
+  return { text: `verified: ${what}, valid until ${until}, ${chain}${partial}` };
 }

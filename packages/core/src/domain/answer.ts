@@ -26,17 +26,53 @@ export interface MappingSignatures {
   readonly dpSignature: Uint8Array;
 }
 
-/** What a lookup yields. NOT_FOUND is an outcome, not an error. */
+/**
+ * The answering DP's signature over a whole answer for one CSI, valid for a bounded time (like a
+ * DNSSEC RRSIG): which mappings, in which order, with which default, or that there are none, or
+ * that the holder opted out. The statement layout is in answer-seal.ts and common.proto.
+ */
+export interface AnswerSeal {
+  readonly statement: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+/** The holder's opt-out as they signed it: an action statement with the holder's and the MSP's signatures. */
+export interface OptOutProof {
+  readonly statement: Uint8Array;
+  readonly userSignature: Uint8Array;
+  readonly mspSignature: Uint8Array;
+}
+
+/**
+ * What a lookup yields. NOT_FOUND is an outcome, not an error. Every outcome a DP gives carries
+ * its seal; the only unsealed one is the resolver's own NOT_FOUND for a CSI no delegation covers
+ * (dpId ""), which the root-signed registry proves.
+ */
 export type LookupOutcome =
   | {
       readonly kind: "answer";
       readonly mappings: readonly Mapping[];
       readonly dpId: string;
       readonly ttlSeconds: number;
+      readonly seal?: AnswerSeal;
     }
-  | { readonly kind: "not_found"; readonly dpId: string; readonly ttlSeconds: number }
+  | {
+      readonly kind: "not_found";
+      readonly dpId: string;
+      readonly ttlSeconds: number;
+      readonly seal?: AnswerSeal;
+    }
   /** The holder chose to be undiscoverable (R14): distinct from having no mapping. */
-  | { readonly kind: "opted_out"; readonly dpId: string; readonly ttlSeconds: number };
+  | {
+      readonly kind: "opted_out";
+      readonly dpId: string;
+      readonly ttlSeconds: number;
+      readonly seal?: AnswerSeal;
+      readonly optOut?: OptOutProof;
+    };
+
+/** The kind of a lookup outcome. */
+export type OutcomeKind = LookupOutcome["kind"];
 
 /** Answer format (R15). */
 export type AnswerFormat = "verbose" | "compact";
@@ -88,7 +124,7 @@ export function filterMappings(mappings: readonly Mapping[], params: LookupParam
  * exists at the MSP with registry index i. MSPs the registry does not know are left out.
  */
 export function compactBits(
-  mappings: readonly Mapping[],
+  mappings: readonly { readonly mspId: string }[],
   indexOf: (mspId: string) => number | undefined,
 ): Uint8Array {
   let max = -1;

@@ -2,6 +2,7 @@
 // statements. Byte layouts are fixed and versioned (documented in common.proto and
 // claims.proto) so that any implementation can rebuild and check them; nothing here
 // depends on how protobuf happens to serialize a message.
+import { ByteReader, ByteWriter } from "./canonical-bytes.js";
 import { invalidArgument } from "./errors.js";
 
 /** How possession was proven; the ranking (weakest first) decides conflicts (R17). */
@@ -58,110 +59,10 @@ export interface ActionStatement {
 
 const RECORD_MAGIC = "MIMI-MAPPING-v1";
 const ACTION_MAGIC = "MIMI-ACTION-v1";
-const MAX_FIELD = 0xffff;
-
-class Writer {
-  private chunks: Uint8Array[] = [];
-  ascii(s: string): this {
-    this.chunks.push(Buffer.from(s, "ascii"));
-    return this;
-  }
-  bytes(b: Uint8Array): this {
-    if (b.length > MAX_FIELD) throw invalidArgument("a record field is longer than 65535 bytes");
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(b.length);
-    this.chunks.push(len, b);
-    return this;
-  }
-  string(s: string): this {
-    // Strings the decoder would refuse (lone surrogates, U+FFFD) must not get signed either.
-    const b = Buffer.from(s, "utf8");
-    if (s.includes("\uFFFD") || b.toString("utf8") !== s) {
-      throw invalidArgument("a record string holds a lone surrogate or U+FFFD");
-    }
-    return this.bytes(b);
-  }
-  u8(n: number): this {
-    this.chunks.push(Uint8Array.of(n));
-    return this;
-  }
-  u64(n: number): this {
-    if (!Number.isSafeInteger(n) || n < 0)
-      throw invalidArgument("a record time must be a non-negative integer");
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(BigInt(n));
-    this.chunks.push(b);
-    return this;
-  }
-  done(): Uint8Array {
-    return new Uint8Array(Buffer.concat(this.chunks));
-  }
-}
-
-class Reader {
-  private at = 0;
-  private readonly buf: Buffer;
-  constructor(
-    bytes: Uint8Array,
-    private readonly what: string,
-  ) {
-    this.buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-  private need(n: number): void {
-    if (this.at + n > this.buf.length) throw invalidArgument(`${this.what} is truncated`);
-  }
-  magic(m: string): void {
-    this.need(m.length);
-    if (this.buf.toString("latin1", this.at, this.at + m.length) !== m) {
-      throw invalidArgument(
-        `${this.what} does not start with "${m}" (unknown version or not a ${this.what})`,
-      );
-    }
-    this.at += m.length;
-  }
-  bytes(): Uint8Array {
-    this.need(2);
-    const n = this.buf.readUInt16BE(this.at);
-    this.at += 2;
-    this.need(n);
-    const out = new Uint8Array(this.buf.subarray(this.at, this.at + n));
-    this.at += n;
-    return out;
-  }
-  string(): string {
-    const b = this.bytes();
-    const s = Buffer.from(b).toString("utf8");
-    // Reject bytes that do not round-trip, or two encodings of one record would exist.
-    if (Buffer.byteLength(s) !== b.length || s.includes("\uFFFD")) {
-      throw invalidArgument(`${this.what} holds a string that is not valid UTF-8`);
-    }
-    return s;
-  }
-  u8(): number {
-    this.need(1);
-    return this.buf[this.at++] as number;
-  }
-  bool(): boolean {
-    const v = this.u8();
-    if (v > 1) throw invalidArgument(`${this.what} holds a flag that is neither 0 nor 1`);
-    return v === 1;
-  }
-  u64(): number {
-    this.need(8);
-    const v = this.buf.readBigUInt64BE(this.at);
-    this.at += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${this.what} holds a time beyond 2^53`);
-    return Number(v);
-  }
-  end(): void {
-    if (this.at !== this.buf.length) throw invalidArgument(`${this.what} has trailing bytes`);
-  }
-}
-
 /** The canonical bytes of a mapping record. */
 export function encodeMappingRecord(r: MappingRecord): Uint8Array {
   if (r.tags.length > 255) throw invalidArgument("a record holds at most 255 tags");
-  const w = new Writer()
+  const w = new ByteWriter()
     .ascii(RECORD_MAGIC)
     .string(r.csi)
     .string(r.mspId)
@@ -181,7 +82,7 @@ export function encodeMappingRecord(r: MappingRecord): Uint8Array {
 
 /** Decodes a mapping record; throws INVALID_ARGUMENT naming what is wrong. */
 export function decodeMappingRecord(bytes: Uint8Array): MappingRecord {
-  const r = new Reader(bytes, "mapping record");
+  const r = new ByteReader(bytes, "mapping record");
   r.magic(RECORD_MAGIC);
   const csi = r.string();
   const mspId = r.string();
@@ -208,7 +109,7 @@ export function decodeMappingRecord(bytes: Uint8Array): MappingRecord {
 
 /** The canonical bytes of an action statement. */
 export function encodeActionStatement(s: ActionStatement): Uint8Array {
-  return new Writer()
+  return new ByteWriter()
     .ascii(ACTION_MAGIC)
     .string(s.action)
     .string(s.csi)
@@ -238,7 +139,7 @@ const CONTEST_MAGIC = "MIMI-CONTEST-v1";
  * then conflict id, CSI, MSP id and SSI as u16-length-prefixed UTF-8 strings.
  */
 export function encodeContestStatement(s: ContestStatement): Uint8Array {
-  return new Writer()
+  return new ByteWriter()
     .ascii(CONTEST_MAGIC)
     .string(s.conflictId)
     .string(s.csi)
@@ -249,7 +150,7 @@ export function encodeContestStatement(s: ContestStatement): Uint8Array {
 
 /** Decodes an action statement; throws INVALID_ARGUMENT naming what is wrong. */
 export function decodeActionStatement(bytes: Uint8Array): ActionStatement {
-  const r = new Reader(bytes, "action statement");
+  const r = new ByteReader(bytes, "action statement");
   r.magic(ACTION_MAGIC);
   const action = r.string();
   if (action !== "invalidate" && action !== "opt_out") throw invalidArgument(`unknown action "${action}"`);

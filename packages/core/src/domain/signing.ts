@@ -20,6 +20,7 @@ export const SIGNING_CONTEXT = {
   actionUser: "MIMI-ACTION-USER-v1",
   actionMsp: "MIMI-ACTION-MSP-v1",
   contestHolder: "MIMI-CONTEST-HOLDER-v1",
+  answerDp: "MIMI-ANSWER-DP-v1",
   registry: "MIMI-REGISTRY-SIG-v1",
 } as const;
 export type SigningContext = (typeof SIGNING_CONTEXT)[keyof typeof SIGNING_CONTEXT];

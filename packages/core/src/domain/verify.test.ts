@@ -4,20 +4,34 @@ import assert from "node:assert/strict";
 import { createHash, verify } from "node:crypto";
 import { test } from "node:test";
 import { bulkRecord } from "../client/msp.js";
-import type { LookupOutcome, Mapping } from "./answer.js";
+import { DEFAULT_PARAMS, type LookupOutcome, type LookupParams, type Mapping } from "./answer.js";
+import { encodeSealStatement, MAX_ANSWER_SEAL_MS, type Sealable, sealAnswer } from "./answer-seal.js";
+import { parseCsi } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
-import { dpSignedParts, encodeMappingRecord, type MappingRecord } from "./record.js";
-import { type Delegation, type DpInfo, type MspInfo, type RegistryData, RegistryView } from "./registry.js";
-import { generateSigningKey, SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
 import {
-  type KeyDirectory,
-  mappingProblem,
+  decodeActionStatement,
+  dpSignedParts,
+  encodeActionStatement,
+  encodeMappingRecord,
+  type MappingRecord,
+} from "./record.js";
+import { type Delegation, type DpInfo, type MspInfo, type RegistryData, RegistryView } from "./registry.js";
+import {
   REGISTRY_CLOCK_SKEW_MS,
   registryDigest,
-  registryKeys,
   registrySignatureValid,
   sealProblem,
   signRegistry,
+} from "./registry-seal.js";
+import { generateSigningKey, SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
+import {
+  answerProblem,
+  type KeyDirectory,
+  mappingProblem,
+  type ReceivedAnswer,
+  registryKeys,
+  registryTrust,
+  type TrustAnchors,
   verifyOutcome,
 } from "./verify.js";
 
@@ -373,11 +387,226 @@ test("the failure cases differ from a good mapping in one thing only", () => {
   );
 });
 
-test("verifyOutcome throws verification_failed naming the DP, the MSP and the reason", () => {
+// Answers sealed by a DP (AnswerSeal): the seal stands for the whole answer, denials included.
+const TRUST = (() => {
+  const view = new RegistryView();
+  view.replace(REGISTRY);
+  return registryTrust(view);
+})();
+const AT = parseCsi(CSI);
+const DAY = 86_400_000;
+/** A second mapping, at MSP b (index 1), registered in bulk, not the default. */
+const AT_B = signedMapping(
+  { ...BULK, mspId: "b.example", ssi: "b-1", defaultRequested: false },
+  { msp: otherKey },
+);
+
+function seal(
+  a: Partial<Sealable> & Pick<Sealable, "status">,
+  key = dpKey,
+  signedAtMs = NOW - 1_000,
+  validMs = DAY,
+) {
+  return sealAnswer({ csi: CSI, dpId: "eu", mappings: [], ...a }, key, signedAtMs, validMs);
+}
+
+function found(mappings: readonly Mapping[], extra: Partial<ReceivedAnswer> = {}): ReceivedAnswer {
+  return { status: "answer", mappings, dpIds: ["eu"], seal: seal({ status: "answer", mappings }), ...extra };
+}
+
+/** What answerProblem says: "ok" or "ok (incomplete)" when it verifies, else the problem. */
+function check(
+  a: ReceivedAnswer,
+  params: Partial<LookupParams> = {},
+  nowMs = NOW,
+  trust: KeyDirectory & Partial<TrustAnchors> = TRUST,
+): string {
+  const r = answerProblem(AT, a, { ...DEFAULT_PARAMS, ...params }, trust, nowMs);
+  return "problem" in r ? r.problem : r.complete ? "ok" : "ok (incomplete)";
+}
+
+test("a sealed answer verifies whole; a path cannot drop, reorder or re-flag its mappings", () => {
+  const both = [GOOD, AT_B];
+  const a = found(both);
+  assert.equal(check(a), "ok");
+  // Regression: a path could drop mappings or turn FOUND into NOT_FOUND, and nothing noticed.
+  assert.match(check({ ...a, mappings: [GOOD] }), /holds 1 of the 2 mappings the seal lists/);
+  assert.match(check({ ...a, mappings: [AT_B, GOOD] }), /mapping 2 .* not in the seal as shown/);
+  assert.match(check({ ...a, mappings: [] }), /says FOUND but carries no mapping/);
+  assert.match(check({ ...a, status: "not_found", mappings: [] }), /says NOT_FOUND, but the seal lists 2/);
+  assert.match(check({ ...a, status: "opted_out", mappings: [] }), /OPTED_OUT but the seal says FOUND/);
+  // Regression: a superseded countersignature (the DP once signed GOOD as not the default) still
+  // verifies as a record, but not as part of the current answer.
+  const oldFlag = signedMapping(CLAIM, { isDefault: false });
+  assert.equal(mappingProblem(CSI, oldFlag, KEYS, NOW), undefined);
+  assert.match(check({ ...a, mappings: [oldFlag, AT_B] }), /mapping 1 .* not in the seal as shown/);
+  // The mappings themselves must still verify: the seal does not vouch for the MSP's signature.
+  const forged = signedMapping(
+    { ...BULK, mspId: "b.example", ssi: "b-1", defaultRequested: false },
+    { msp: mspKey },
+  );
+  assert.match(check(found([GOOD, forged])), /MSP "b.example": the MSP's signature does not verify/);
+});
+
+test("a denial verifies only with the seal of the delegated DP for this very CSI, within its period", () => {
+  const nf = (extra: Partial<ReceivedAnswer> = {}): ReceivedAnswer => ({
+    status: "not_found",
+    mappings: [],
+    dpIds: ["eu"],
+    seal: seal({ status: "not_found" }),
+    ...extra,
+  });
+  assert.equal(check(nf()), "ok");
+  // Regression: NOT_FOUND and OPTED_OUT used to carry nothing, so anyone could make one up.
+  const { seal: _, ...unsealed } = nf();
+  assert.match(check(unsealed), /NOT_FOUND answer carries no DP seal/);
+  assert.match(check(nf({ seal: seal({ status: "not_found", csi: "tel:+447700900124" }) })), /another CSI/);
+  assert.match(check(nf({ seal: seal({ status: "not_found" }, otherKey) })), /seal does not verify/);
+  assert.match(check(nf({ dpIds: ["us"] })), /names DP\(s\) \[us\] but was sealed by DP "eu"/);
+  const us = nf({ dpIds: ["us"], seal: seal({ status: "not_found", dpId: "us" }, otherKey) });
+  assert.match(check(us), /sealed by DP "us", but the registry delegates this CSI to DP "eu"/);
+  // Without delegations (a resolver checks them itself) the DP's own key is what counts.
+  assert.equal(check(us, {}, NOW, { ...KEYS }), "ok");
+  // Time: from a little before it was made until it expires, never longer than the maximum.
+  assert.match(check(nf(), {}, NOW + DAY), /seal expired at/);
+  assert.equal(check(nf(), {}, NOW - REGISTRY_CLOCK_SKEW_MS), "ok");
+  assert.match(check(nf(), {}, NOW - REGISTRY_CLOCK_SKEW_MS - 2_000), /in this host's future/);
+  const statement = encodeSealStatement({
+    csi: CSI,
+    dpId: "eu",
+    status: "not_found",
+    signedAtMs: NOW - 1_000,
+    expiresAtMs: NOW - 1_000 + MAX_ANSWER_SEAL_MS + 1,
+    entries: [],
+    optOutDigest: EMPTY,
+  });
+  const tooLong = { statement, signature: signWith(dpKey, SIGNING_CONTEXT.answerDp, statement) };
+  assert.match(check(nf({ seal: tooLong })), /longer than the published maximum/);
+  // A signature made for another purpose with the DP's key is not a seal.
+  const fine = seal({ status: "not_found" }).statement;
+  const wrongContext = { statement: fine, signature: signWith(dpKey, SIGNING_CONTEXT.mappingDp, fine) };
+  assert.match(check(nf({ seal: wrongContext })), /seal does not verify/);
+});
+
+test("a resolver's NOT_FOUND without a seal verifies only where no delegation covers the CSI", () => {
+  const none = { status: "not_found" as const, mappings: [], dpIds: [] };
+  const tokyo = parseCsi("tel:+81312345678");
+  const r = answerProblem(tokyo, none, DEFAULT_PARAMS, TRUST, NOW);
+  assert.deepEqual(r, { seal: undefined, complete: true });
+  assert.match(check(none), /no seal, but the registry delegates this CSI to DP "eu"/);
+  // Whoever cannot read delegations cannot accept it.
+  assert.match(check(none, {}, NOW, KEYS), /carries no DP seal/);
+});
+
+test("OPTED_OUT verifies only with the holder's opt-out, signed by the holder and the MSP", () => {
+  const statement = encodeActionStatement({
+    action: "opt_out",
+    csi: CSI,
+    challengeId: "ch-9",
+    dpId: "eu",
+    mspId: "a.example",
+    targetMspId: "",
+    targetSsi: "",
+    userPublicKey: userKey.publicKey,
+    issuedAtMs: NOW - 5_000,
+  });
+  const optOut = {
+    statement,
+    userSignature: signWith(userKey, SIGNING_CONTEXT.actionUser, statement),
+    mspSignature: signWith(mspKey, SIGNING_CONTEXT.actionMsp, statement),
+  };
+  const opted: ReceivedAnswer = {
+    status: "opted_out",
+    mappings: [],
+    dpIds: ["eu"],
+    seal: seal({ status: "opted_out", optOutStatement: statement }),
+    optOut,
+  };
+  assert.equal(check(opted), "ok");
+  const { optOut: _, ...bare } = opted;
+  assert.match(check(bare), /OPTED_OUT without the holder's signed opt-out/);
+  assert.match(
+    check({
+      ...opted,
+      optOut: { ...optOut, mspSignature: signWith(otherKey, SIGNING_CONTEXT.actionMsp, statement) },
+    }),
+    /valid signature of MSP "a.example"/,
+  );
+  assert.match(
+    check({
+      ...opted,
+      optOut: { ...optOut, userSignature: signWith(otherKey, SIGNING_CONTEXT.actionUser, statement) },
+    }),
+    /valid signature of the holder/,
+  );
+  const invalidate = encodeActionStatement({ ...decodeActionStatement(statement), action: "invalidate" });
+  assert.match(
+    check({
+      ...opted,
+      seal: seal({ status: "opted_out", optOutStatement: invalidate }),
+      optOut: { ...optOut, statement: invalidate },
+    }),
+    /not an opt-out of this CSI/,
+  );
+  assert.match(
+    check({ ...opted, optOut: { ...optOut, statement: invalidate } }),
+    /not the one the seal names/,
+  );
+  // Statuses cannot be swapped: the seal says which it is.
+  assert.match(
+    check({ ...opted, seal: seal({ status: "not_found" }) }),
+    /says OPTED_OUT but the seal says NOT_FOUND/,
+  );
+  assert.match(check({ ...opted, status: "not_found" }), /says NOT_FOUND but the seal says OPTED_OUT/);
+});
+
+test("filtered and compact answers verify as far as the seal can tell", () => {
+  const a = found([GOOD, AT_B]);
+  assert.equal(check({ ...a, mappings: [AT_B] }, { mspFilter: ["b.example"] }), "ok");
+  assert.match(
+    check({ ...a, status: "not_found", mappings: [] }, { mspFilter: ["b.example"] }),
+    /says NOT_FOUND, but the seal lists 1 mapping/,
+  );
+  assert.equal(check({ ...a, status: "not_found", mappings: [] }, { mspFilter: ["c.example"] }), "ok");
+  // A tag filter can only leave mappings out; what it shows must still be sealed.
+  assert.equal(check({ ...a, mappings: [GOOD] }, { tag: "Personal" }), "ok (incomplete)");
+  // Compact: the bits must be those of the sealed MSPs (a at index 0, b at index 1).
+  const compact = { format: "compact" as const };
+  assert.equal(check({ ...a, mappings: [], compactBits: Uint8Array.of(0b11) }, compact), "ok");
+  assert.match(
+    check({ ...a, mappings: [], compactBits: Uint8Array.of(0b01) }, compact),
+    /compact bits differ/,
+  );
+  assert.equal(
+    check({ ...a, mappings: [], compactBits: Uint8Array.of(0b01) }, { ...compact, tag: "Personal" }),
+    "ok (incomplete)",
+  );
+  assert.match(
+    check({ ...a, mappings: [], compactBits: Uint8Array.of(0b100) }, { ...compact, tag: "x" }),
+    /compact bits differ/,
+  );
+  assert.match(check({ ...a, mappings: [GOOD, AT_B] }, compact), /compact answer carries mappings/);
+});
+
+test("verifyOutcome throws verification_failed naming the DP and the reason, and returns the seal", () => {
+  const mappings = [GOOD, AT_B];
+  const outcome: LookupOutcome = {
+    kind: "answer",
+    dpId: "eu",
+    ttlSeconds: 60,
+    mappings,
+    seal: seal({ status: "answer", mappings }),
+  };
+  assert.equal(verifyOutcome(AT, outcome, KEYS, NOW)?.dpId, "eu");
   const bad = signedMapping({ ...CLAIM, mspId: "b.example", ssi: "b-1" }, { msp: mspKey });
-  const outcome: LookupOutcome = { kind: "answer", dpId: "eu", ttlSeconds: 60, mappings: [GOOD, bad] };
   assert.throws(
-    () => verifyOutcome(CSI, outcome, KEYS, NOW),
+    () =>
+      verifyOutcome(
+        AT,
+        { ...outcome, mappings: [GOOD, bad], seal: seal({ status: "answer", mappings: [GOOD, bad] }) },
+        KEYS,
+        NOW,
+      ),
     (e: unknown) =>
       e instanceof DiscoveryError &&
       e.code === "verification_failed" &&
@@ -385,35 +614,20 @@ test("verifyOutcome throws verification_failed naming the DP, the MSP and the re
       /MSP "b.example"/.test(e.message) &&
       /MSP's signature does not verify/.test(e.message),
   );
-  assert.doesNotThrow(() =>
-    verifyOutcome(CSI, { ...outcome, mappings: [GOOD, signedMapping(BULK)] }, KEYS, NOW),
-  );
   // A record another DP countersigned (still valid there, or de-listed) is not this DP's to serve.
   const atUs = signedMapping({ ...CLAIM, dpId: "us" }, { dp: otherKey });
   assert.throws(
-    () => verifyOutcome(CSI, { ...outcome, mappings: [atUs] }, KEYS, NOW),
-    /countersigned by DP "us", not the answering DP/,
+    () =>
+      verifyOutcome(
+        AT,
+        { ...outcome, mappings: [atUs], seal: seal({ status: "answer", mappings: [atUs] }) },
+        KEYS,
+        NOW,
+      ),
+    /countersigned by DP "us", not the sealing DP/,
   );
-  // FOUND with nothing in it (a path that dropped the mappings) is refused, not passed.
-  assert.throws(
-    () => verifyOutcome(CSI, { ...outcome, mappings: [] }, KEYS, NOW),
-    (e: unknown) => e instanceof DiscoveryError && /says FOUND but carries no mapping/.test(e.message),
-  );
-  assert.throws(
-    () => verifyOutcome("tel:+15550100", { ...outcome, mappings: [GOOD] }, KEYS, NOW),
-    /another CSI/,
-  );
-});
-
-test("verifyOutcome passes not_found and opted_out through: they carry no mapping to check", () => {
-  const none: KeyDirectory = { dpKey: () => undefined, mspKey: () => undefined };
-  for (const kind of ["not_found", "opted_out"] as const) {
-    assert.doesNotThrow(() => verifyOutcome(CSI, { kind, dpId: "eu", ttlSeconds: 60 }, none, NOW), kind);
-  }
-  assert.throws(
-    () => verifyOutcome(CSI, { kind: "answer", dpId: "eu", ttlSeconds: 60, mappings: [GOOD] }, none, NOW),
-    DiscoveryError,
-  );
+  const notFound: LookupOutcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60 };
+  assert.throws(() => verifyOutcome(AT, notFound, KEYS, NOW), /NOT_FOUND answer carries no DP seal/);
 });
 
 test("registryKeys reads each DP's and MSP's key from the registry copy", () => {

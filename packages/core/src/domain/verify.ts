@@ -1,10 +1,28 @@
 // End-to-end verification, like a DNSSEC chain: a pinned root key verifies the registry, the
 // registry publishes each DP's and MSP's key, and those keys (with the holder's key inside
 // the record) verify each mapping. The resolver, MSPs and tests all use these functions.
-import { createHash } from "node:crypto";
-import type { LookupOutcome, Mapping } from "./answer.js";
+import {
+  type AnswerFormat,
+  compactBits,
+  DEFAULT_PARAMS,
+  type LookupOutcome,
+  type LookupParams,
+  type Mapping,
+  type OptOutProof,
+  type OutcomeKind,
+} from "./answer.js";
+import {
+  decodeSealStatement,
+  MAX_ANSWER_SEAL_MS,
+  MAX_ANSWER_SEAL_SECONDS,
+  type SealedEntry,
+  type SealStatement,
+  sealDigest,
+} from "./answer-seal.js";
+import type { LookupKey } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
 import {
+  decodeActionStatement,
   decodeMappingRecord,
   dpSignedParts,
   MAX_MAPPING_LIFETIME_DAYS,
@@ -12,8 +30,7 @@ import {
   PROOF_METHODS,
   RECORD_CLOCK_SKEW_MS,
 } from "./record.js";
-import { delegationId, type RegistryData, type RegistrySeal } from "./registry.js";
-import { PUBLIC_KEY_BYTES, SIGNING_CONTEXT, type SigningKey, signWith, verifyWith } from "./signing.js";
+import { PUBLIC_KEY_BYTES, SIGNING_CONTEXT, verifyWith } from "./signing.js";
 
 /** Where verification finds the DPs' and MSPs' keys (the root-signed registry). */
 export interface KeyDirectory {
@@ -32,6 +49,29 @@ export function registryKeys(registry: {
   };
 }
 
+/**
+ * What an end-to-end verifier (an MSP, `mimi resolve --verify`) learns from a verified registry
+ * besides keys: which DP is delegated a CSI now, and each MSP's compact-answer index.
+ */
+export interface TrustAnchors extends KeyDirectory {
+  /** The DP the registry delegates the key's range to; undefined when no delegation covers it. */
+  delegatedDp(key: LookupKey): string | undefined;
+  mspIndex(mspId: string): number | undefined;
+}
+
+/** Trust anchors over a verified registry copy. */
+export function registryTrust(registry: {
+  dp(id: string): { signingPublicKey: Uint8Array } | undefined;
+  msp(id: string): { signingPublicKey: Uint8Array; index: number } | undefined;
+  find(key: LookupKey): { dpId: string } | undefined;
+}): TrustAnchors {
+  return {
+    ...registryKeys(registry),
+    delegatedDp: (key) => registry.find(key)?.dpId,
+    mspIndex: (id) => registry.msp(id)?.index,
+  };
+}
+
 function sameTags(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((t, i) => t === b[i]);
 }
@@ -47,6 +87,7 @@ export function mappingProblem(
   m: Mapping,
   keys: KeyDirectory,
   nowMs: number,
+  { countersignature = true }: { countersignature?: boolean } = {},
 ): string | undefined {
   const s = m.signed;
   if (!s || s.record.length === 0) return "it carries no signed record";
@@ -79,13 +120,17 @@ export function mappingProblem(
   if (!verifyWith(mspKey, SIGNING_CONTEXT.mappingMsp, s.mspSignature, [s.record], { registryKey: true })) {
     return "the MSP's signature does not verify";
   }
-  const dpKey = keys.dpKey(r.dpId);
-  if (!dpKey || dpKey.length !== PUBLIC_KEY_BYTES) {
-    return `the registry publishes no signing key for DP "${r.dpId}"`;
-  }
-  const dpParts = dpSignedParts(m.isDefault, s.record);
-  if (!verifyWith(dpKey, SIGNING_CONTEXT.mappingDp, s.dpSignature, dpParts, { registryKey: true })) {
-    return "the DP's countersignature does not verify";
+  // Inside a sealed answer the seal signs (MSP, default flag, record digest) with the same DP
+  // key, so checking the countersignature too would only spend another verification.
+  if (countersignature) {
+    const dpKey = keys.dpKey(r.dpId);
+    if (!dpKey || dpKey.length !== PUBLIC_KEY_BYTES) {
+      return `the registry publishes no signing key for DP "${r.dpId}"`;
+    }
+    const dpParts = dpSignedParts(m.isDefault, s.record);
+    if (!verifyWith(dpKey, SIGNING_CONTEXT.mappingDp, s.dpSignature, dpParts, { registryKey: true })) {
+      return "the DP's countersignature does not verify";
+    }
   }
   if (r.proofMethod === "bulk") {
     if (r.userPublicKey.length !== 0 || s.userSignature.length !== 0) {
@@ -101,143 +146,267 @@ export function mappingProblem(
   return undefined;
 }
 
+/** An answer as a client receives it, perhaps filtered by MSP or tag, perhaps compact (R10, R15). */
+export interface ReceivedAnswer {
+  readonly status: OutcomeKind;
+  readonly mappings: readonly Mapping[];
+  readonly dpIds: readonly string[];
+  readonly seal?: LookupOutcome["seal"];
+  readonly optOut?: OptOutProof;
+  /** The compact bits as received; checked against the seal when given. */
+  readonly compactBits?: Uint8Array;
+}
+
+/** The CSI an answer is about: its canonical URI and the key its delegation is found by. */
+export interface AnsweredCsi {
+  readonly uri: string;
+  readonly key: LookupKey;
+}
+
+/**
+ * What verifying an answer established: the seal it carries (undefined for a NOT_FOUND no DP
+ * gave, which the registry proves), and whether the answer is provably complete for the query.
+ */
+export interface VerifiedAnswer {
+  readonly seal: SealStatement | undefined;
+  readonly complete: boolean;
+}
+
+const KIND_TEXT: Record<OutcomeKind, string> = {
+  answer: "FOUND",
+  not_found: "NOT_FOUND",
+  opted_out: "OPTED_OUT",
+};
+
+/**
+ * Why `a` fails to verify as the answer for `csi` under the query parameters at `nowMs`, or what
+ * it established when it verifies: the seal decodes, names this CSI and the answering DP (and,
+ * when `trust` knows delegations, the DP delegated the CSI now), is within its validity period
+ * and carries that DP's signature; the status is the sealed one; every mapping is a sealed one in
+ * the sealed order, with the sealed default flag, and verifies itself (holder and MSP
+ * signatures); a sealed opt-out is the holder's signed statement. An unfiltered verbose answer
+ * must hold every sealed mapping, an MSP-filtered one every sealed mapping at those MSPs; with a
+ * tag filter the seal cannot tell which mappings carry the tag, so completeness is not known.
+ */
+export function answerProblem(
+  csi: AnsweredCsi,
+  a: ReceivedAnswer,
+  params: LookupParams,
+  trust: KeyDirectory & Partial<TrustAnchors>,
+  nowMs: number,
+): { problem: string } | VerifiedAnswer {
+  const fail = (problem: string) => ({ problem });
+  if (!a.seal) {
+    // The resolver's own NOT_FOUND when no DP is delegated the range: the registry proves it.
+    if (a.status === "not_found" && a.dpIds.length === 0 && trust.delegatedDp) {
+      const dp = trust.delegatedDp(csi.key);
+      if (dp === undefined) return { seal: undefined, complete: true };
+      return fail(`it carries no seal, but the registry delegates this CSI to DP "${dp}"`);
+    }
+    return fail(`the ${KIND_TEXT[a.status]} answer carries no DP seal`);
+  }
+  let s: SealStatement;
+  try {
+    s = decodeSealStatement(a.seal.statement);
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+  if (s.csi !== csi.uri) return fail("its seal is for another CSI");
+  if (a.dpIds.length !== 1 || a.dpIds[0] !== s.dpId) {
+    return fail(`it names DP(s) [${a.dpIds.join(", ")}] but was sealed by DP "${s.dpId}"`);
+  }
+  const delegated = trust.delegatedDp?.(csi.key);
+  if (trust.delegatedDp && delegated !== s.dpId) {
+    return fail(
+      delegated
+        ? `it was sealed by DP "${s.dpId}", but the registry delegates this CSI to DP "${delegated}"`
+        : `it was sealed by DP "${s.dpId}", but no delegation covers this CSI`,
+    );
+  }
+  const period = sealPeriodProblem(s, nowMs);
+  if (period) return fail(period);
+  const dpKey = trust.dpKey(s.dpId);
+  if (!dpKey || dpKey.length !== PUBLIC_KEY_BYTES) {
+    return fail(`the registry publishes no signing key for DP "${s.dpId}"`);
+  }
+  if (
+    !verifyWith(dpKey, SIGNING_CONTEXT.answerDp, a.seal.signature, [a.seal.statement], { registryKey: true })
+  ) {
+    return fail("the DP's seal does not verify");
+  }
+  if (s.status === "opted_out") {
+    if (a.status !== "opted_out") return fail(`it says ${KIND_TEXT[a.status]} but the seal says OPTED_OUT`);
+    const problem = optOutProblem(csi.uri, s, a.optOut, trust, nowMs);
+    return problem ? fail(problem) : { seal: s, complete: true };
+  }
+  if (s.status === "not_found") {
+    if (a.status !== "not_found" || a.mappings.length > 0) {
+      return fail(`it says ${KIND_TEXT[a.status]} but the seal says NOT_FOUND`);
+    }
+    return { seal: s, complete: true };
+  }
+  return sealedMappingsProblem(csi.uri, s, a, params, trust, nowMs);
+}
+
+/** Checks a FOUND seal's mappings against what was received under the query parameters. */
+function sealedMappingsProblem(
+  csi: string,
+  s: SealStatement,
+  a: ReceivedAnswer,
+  params: LookupParams,
+  keys: KeyDirectory & Partial<TrustAnchors>,
+  nowMs: number,
+): { problem: string } | VerifiedAnswer {
+  const fail = (problem: string) => ({ problem });
+  const byMsp = params.mspFilter.length > 0;
+  const expected = byMsp ? s.entries.filter((e) => params.mspFilter.includes(e.mspId)) : s.entries;
+  // A tag filter leaves out mappings the seal cannot tell apart (tags are in the records).
+  const complete = params.tag === "";
+  let next = 0;
+  for (const [i, m] of a.mappings.entries()) {
+    const digest = m.signed ? sealDigest(m.signed.record) : undefined;
+    const at = digest ? expected.findIndex((e, j) => j >= next && sameEntry(e, m, digest)) : -1;
+    if (at < 0) {
+      return fail(
+        `mapping ${i + 1} (MSP "${m.mspId}") is not in the seal as shown (record, default flag or order differ)`,
+      );
+    }
+    next = at + 1;
+    const problem =
+      mappingProblem(csi, m, keys, nowMs, { countersignature: false }) ??
+      (recordDp(m) !== s.dpId
+        ? `its record was countersigned by DP "${recordDp(m)}", not the sealing DP`
+        : undefined);
+    if (problem) return fail(`the mapping at MSP "${m.mspId}": ${problem}`);
+  }
+  const format: AnswerFormat = params.format;
+  if (format === "compact" && a.mappings.length > 0) return fail("a compact answer carries mappings");
+  if (a.status === "opted_out") return fail("it says OPTED_OUT but the seal says FOUND");
+  if (format === "verbose" && a.status === "answer" && a.mappings.length === 0) {
+    return fail("it says FOUND but carries no mapping");
+  }
+  // FOUND exactly when the query leaves a sealed mapping; under a tag filter, when one is shown.
+  const found = complete ? expected.length > 0 : format === "verbose" ? a.mappings.length > 0 : undefined;
+  if (found !== undefined && (a.status === "answer") !== found) {
+    return fail(
+      `it says ${KIND_TEXT[a.status]}, but the seal lists ${expected.length} mapping(s) for this query`,
+    );
+  }
+  if (format === "verbose" && complete && a.mappings.length !== expected.length) {
+    return fail(
+      `it holds ${a.mappings.length} of the ${expected.length} mappings the seal lists for this query`,
+    );
+  }
+  if (a.compactBits && keys.mspIndex) {
+    const want = compactBits(expected, keys.mspIndex);
+    const got = a.compactBits;
+    const fits = complete
+      ? Buffer.from(trimBits(got)).equals(Buffer.from(want))
+      : got.every((b, i) => (b & ~(want[i] ?? 0)) === 0);
+    if (!fits) return fail("its compact bits differ from the MSPs the seal lists");
+  }
+  return { seal: s, complete };
+}
+
+function sameEntry(e: SealedEntry, m: Mapping, digest: Uint8Array): boolean {
+  return e.mspId === m.mspId && e.isDefault === m.isDefault && Buffer.from(e.recordDigest).equals(digest);
+}
+
+/** Bits without trailing zero bytes, as compactBits makes them. */
+function trimBits(b: Uint8Array): Uint8Array {
+  let n = b.length;
+  while (n > 0 && b[n - 1] === 0) n--;
+  return b.subarray(0, n);
+}
+
+/** Why a seal's validity period does not hold at `nowMs`, or undefined when it does. */
+function sealPeriodProblem(s: SealStatement, nowMs: number): string | undefined {
+  if (s.expiresAtMs <= s.signedAtMs) return "its seal expires before it was made";
+  if (s.expiresAtMs - s.signedAtMs > MAX_ANSWER_SEAL_MS) {
+    return `its seal would be valid longer than the published maximum of ${MAX_ANSWER_SEAL_SECONDS} s`;
+  }
+  if (s.signedAtMs > nowMs + RECORD_CLOCK_SKEW_MS) {
+    return `its seal was made at ${new Date(s.signedAtMs).toISOString()}, in this host's future; check the clocks`;
+  }
+  if (s.expiresAtMs <= nowMs) return `its seal expired at ${new Date(s.expiresAtMs).toISOString()}`;
+  return undefined;
+}
+
+/**
+ * Why the opt-out proof of an OPTED_OUT seal fails, or undefined: it is the statement the seal
+ * names, an opt-out of this CSI through the sealing DP, signed by the holder key it carries and
+ * by the MSP the holder acted through, with the key the registry publishes.
+ */
+function optOutProblem(
+  csi: string,
+  s: SealStatement,
+  proof: OptOutProof | undefined,
+  keys: KeyDirectory,
+  nowMs: number,
+): string | undefined {
+  if (!proof || proof.statement.length === 0) return "it says OPTED_OUT without the holder's signed opt-out";
+  if (!Buffer.from(sealDigest(proof.statement)).equals(s.optOutDigest)) {
+    return "its opt-out statement is not the one the seal names";
+  }
+  let st: ReturnType<typeof decodeActionStatement>;
+  try {
+    st = decodeActionStatement(proof.statement);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (st.action !== "opt_out" || st.csi !== csi || st.dpId !== s.dpId) {
+    return "its opt-out statement is not an opt-out of this CSI at the sealing DP";
+  }
+  if (st.issuedAtMs > nowMs + RECORD_CLOCK_SKEW_MS) return "its opt-out statement was issued in the future";
+  const mspKey = keys.mspKey(st.mspId);
+  if (
+    !mspKey ||
+    !verifyWith(mspKey, SIGNING_CONTEXT.actionMsp, proof.mspSignature, [proof.statement], {
+      registryKey: true,
+    })
+  ) {
+    return `the opt-out does not carry a valid signature of MSP "${st.mspId}"`;
+  }
+  if (!verifyWith(st.userPublicKey, SIGNING_CONTEXT.actionUser, proof.userSignature, [proof.statement])) {
+    return "the opt-out does not carry a valid signature of the holder";
+  }
+  return undefined;
+}
+
 /** The DP a mapping's record names (it verified; mappingProblem has decoded it already). */
 function recordDp(m: Mapping): string {
   return m.signed ? decodeMappingRecord(m.signed.record).dpId : "";
 }
 
-/** Throws verification_failed, naming the mapping and the reason, unless every mapping of the outcome verifies. */
-export function verifyOutcome(csi: string, outcome: LookupOutcome, keys: KeyDirectory, nowMs: number): void {
-  if (outcome.kind !== "answer") return;
-  // A DP answers NOT_FOUND when it holds nothing; a FOUND with nothing in it is not an answer.
-  if (outcome.mappings.length === 0) {
+/**
+ * Verifies a whole, unfiltered outcome from the DP `outcome.dpId` (what a resolver caches) and
+ * returns its seal; throws verification_failed naming the DP and the reason. The caller checks
+ * that this DP is the one delegated the CSI, unless `trust` knows delegations.
+ */
+export function verifyOutcome(
+  csi: AnsweredCsi,
+  outcome: LookupOutcome,
+  trust: KeyDirectory & Partial<TrustAnchors>,
+  nowMs: number,
+): SealStatement | undefined {
+  const r = answerProblem(
+    csi,
+    {
+      status: outcome.kind,
+      mappings: outcome.kind === "answer" ? outcome.mappings : [],
+      dpIds: outcome.dpId ? [outcome.dpId] : [],
+      ...(outcome.seal && { seal: outcome.seal }),
+      ...(outcome.kind === "opted_out" && outcome.optOut && { optOut: outcome.optOut }),
+    },
+    DEFAULT_PARAMS,
+    trust,
+    nowMs,
+  );
+  if ("problem" in r) {
     throw new DiscoveryError(
       "verification_failed",
-      `answer from DP "${outcome.dpId}" failed verification: it says FOUND but carries no mapping`,
+      `answer from DP "${outcome.dpId}" failed verification: ${r.problem}`,
     );
   }
-  for (const m of outcome.mappings) {
-    // A DP answers with what it countersigned; another DP's records (perhaps de-listed there)
-    // are not its to serve.
-    const problem =
-      mappingProblem(csi, m, keys, nowMs) ??
-      (recordDp(m) !== outcome.dpId
-        ? `its record was countersigned by DP "${recordDp(m)}", not the answering DP`
-        : undefined);
-    if (problem) {
-      throw new DiscoveryError(
-        "verification_failed",
-        `answer from DP "${outcome.dpId}" failed verification: the mapping at MSP "${m.mspId}": ${problem}`,
-      );
-    }
-  }
-}
-
-class Canonical {
-  private readonly h = createHash("sha256");
-  string(s: string): this {
-    const b = Buffer.from(s, "utf8");
-    return this.u32(b.length).raw(b);
-  }
-  bytes(b: Uint8Array): this {
-    return this.u32(b.length).raw(b);
-  }
-  u32(n: number): this {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(n);
-    return this.raw(b);
-  }
-  u64(n: bigint): this {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(n);
-    return this.raw(b);
-  }
-  raw(b: Uint8Array): this {
-    this.h.update(b);
-    return this;
-  }
-  digest(): Uint8Array {
-    return new Uint8Array(this.h.digest());
-  }
-}
-
-const byId = <T extends { id: string }>(xs: readonly T[]) =>
-  [...xs].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-
-/** The validity period a seal covers; the signature is over it too. */
-export type SealPeriod = Pick<RegistrySeal, "signedAtMs" | "expiresAtMs">;
-
-/** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
-export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Array {
-  const c = new Canonical()
-    .raw(Buffer.from("MIMI-REGISTRY-v2", "ascii"))
-    .u64(data.serial)
-    .u64(BigInt(period.signedAtMs))
-    .u64(BigInt(period.expiresAtMs));
-  c.u32(data.delegations.length);
-  for (const d of byId(data.delegations)) c.string(d.id).string(d.dpId).u32(d.ttlSeconds);
-  c.u32(data.dps.length);
-  for (const dp of byId(data.dps)) {
-    c.string(dp.id).u32(dp.endpoints.length);
-    for (const e of dp.endpoints) c.string(e);
-    c.string(dp.tlsIdentity).string(dp.jurisdiction).bytes(dp.signingPublicKey);
-  }
-  c.u32(data.msps.length);
-  for (const m of byId(data.msps)) c.string(m.id).string(m.name).u32(m.index).bytes(m.signingPublicKey);
-  return c.digest();
-}
-
-/** The root's seal over the registry: its signature, valid over `period`. */
-export function signRegistry(data: RegistryData, rootKey: SigningKey, period: SealPeriod): RegistrySeal {
-  checkPeriod(period);
-  return { ...period, signature: signWith(rootKey, SIGNING_CONTEXT.registry, registryDigest(data, period)) };
-}
-
-function checkPeriod(p: SealPeriod): void {
-  if (!Number.isSafeInteger(p.signedAtMs) || !Number.isSafeInteger(p.expiresAtMs) || p.signedAtMs < 0) {
-    throw new RangeError("a registry seal's times must be non-negative integers of milliseconds");
-  }
-  if (p.expiresAtMs <= p.signedAtMs) throw new RangeError("a registry seal must expire after it was made");
-}
-
-/** Whether `seal` is the root's valid signature over `data` (its period is checked by the follower). */
-export function registrySignatureValid(
-  data: RegistryData,
-  seal: RegistrySeal,
-  rootPublicKey: Uint8Array,
-): boolean {
-  // The digest covers each delegation's id, which is the canonical text of its key; a key
-  // that disagrees with its id would route by something the root never signed.
-  if (data.delegations.some((d) => d.id !== delegationId(d.key))) return false;
-  try {
-    checkPeriod(seal);
-  } catch {
-    return false;
-  }
-  return verifyWith(rootPublicKey, SIGNING_CONTEXT.registry, seal.signature, [registryDigest(data, seal)], {
-    registryKey: true,
-  });
-}
-
-/** Longest a follower tolerates a seal made in its future: clocks of different hosts differ. */
-export const REGISTRY_CLOCK_SKEW_MS = 5 * 60_000;
-
-/**
- * Why a verified registry copy may not be used at `nowMs`, or undefined when it may: its seal
- * has expired, or was made in the future beyond the allowed clock skew.
- */
-export function sealProblem(serial: bigint, seal: SealPeriod, nowMs: number): string | undefined {
-  if (seal.expiresAtMs <= nowMs) {
-    return (
-      `the registry at serial ${serial} expired at ${new Date(seal.expiresAtMs).toISOString()}; ` +
-      "no root has re-signed it since (is the primary root down for longer than the signature validity?)"
-    );
-  }
-  if (seal.signedAtMs > nowMs + REGISTRY_CLOCK_SKEW_MS) {
-    return (
-      `the registry at serial ${serial} was signed at ${new Date(seal.signedAtMs).toISOString()}, ` +
-      "in this host's future; check the clocks of this host and the root"
-    );
-  }
-  return undefined;
+  return r.seal;
 }

@@ -13,7 +13,7 @@ import {
   type RegistrySeal,
   RegistryView,
 } from "../domain/registry.js";
-import { registrySignatureValid, sealProblem } from "../domain/verify.js";
+import { registrySignatureValid, sealProblem } from "../domain/registry-seal.js";
 import { RegistrySnapshotSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import { RootService, type WatchRegistryResponse } from "../gen/generated/mimi/discovery/v1/root_pb.js";
 import { type Clock, systemClock } from "../runtime/clock.js";

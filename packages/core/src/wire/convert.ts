@@ -2,12 +2,15 @@
 // stop here: stores, caches and services work on the domain types only.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
+  type AnswerSeal,
   checkParams,
   compactBits,
   filterMappings,
   type LookupOutcome,
   type LookupParams,
   type Mapping,
+  type OptOutProof,
+  type OutcomeKind,
 } from "../domain/answer.js";
 import { invalidArgument } from "../domain/errors.js";
 import {
@@ -20,7 +23,9 @@ import {
   type RegistrySeal,
   validateDelegationKey,
 } from "../domain/registry.js";
+import type { ReceivedAnswer } from "../domain/verify.js";
 import {
+  type Answer,
   type AnswerSchema,
   DelegationKeySchema,
   type DpRecord,
@@ -257,13 +262,62 @@ export function answerToProto(
   const mappings = outcome.kind === "answer" ? filterMappings(outcome.mappings, params) : [];
   // An empty dpId means no DP is delegated the range: the resolver answered from the registry alone.
   const dpIds = outcome.dpId ? [outcome.dpId] : [];
-  if (outcome.kind === "opted_out") return { status: LookupStatus.OPTED_OUT, ttlSeconds, dpIds };
-  if (mappings.length === 0) return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds };
+  // The seal covers the whole answer and goes with every shape of it (AnswerSeal in common.proto).
+  const seal = outcome.seal && { seal: { ...outcome.seal } };
+  if (outcome.kind === "opted_out") {
+    return {
+      status: LookupStatus.OPTED_OUT,
+      ttlSeconds,
+      dpIds,
+      ...seal,
+      ...(outcome.optOut && { optOut: { ...outcome.optOut } }),
+    };
+  }
+  if (mappings.length === 0) return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds, ...seal };
   return {
     status: LookupStatus.FOUND,
     mappings: params.format === "verbose" ? mappings.map(mappingToProto) : [],
     compactMspBits: compactBits(mappings, indexOf),
     ttlSeconds,
     dpIds,
+    ...seal,
+  };
+}
+
+const KIND_OF_STATUS = new Map<LookupStatus, OutcomeKind>([
+  [LookupStatus.FOUND, "answer"],
+  [LookupStatus.NOT_FOUND, "not_found"],
+  [LookupStatus.OPTED_OUT, "opted_out"],
+]);
+
+/** The kind of a wire status; undefined for an unset or unknown one. */
+export function kindOfStatus(s: LookupStatus): OutcomeKind | undefined {
+  return KIND_OF_STATUS.get(s);
+}
+
+/** The seal and opt-out proof of a wire answer, as domain values (absent when not sent). */
+export function sealPartsFromProto(a: Answer): { seal?: AnswerSeal; optOut?: OptOutProof } {
+  return {
+    ...(a.seal && { seal: { statement: a.seal.statement, signature: a.seal.signature } }),
+    ...(a.optOut && {
+      optOut: {
+        statement: a.optOut.statement,
+        userSignature: a.optOut.userSignature,
+        mspSignature: a.optOut.mspSignature,
+      },
+    }),
+  };
+}
+
+/** A wire answer as a client verifies it (answerProblem); throws INVALID_ARGUMENT for an unknown status. */
+export function receivedAnswerFromProto(a: Answer): ReceivedAnswer {
+  const status = kindOfStatus(a.status);
+  if (!status) throw invalidArgument(`the answer has an unknown status ${a.status}`);
+  return {
+    status,
+    mappings: a.mappings.map(mappingFromProto),
+    dpIds: [...a.dpIds],
+    compactBits: a.compactMspBits,
+    ...sealPartsFromProto(a),
   };
 }

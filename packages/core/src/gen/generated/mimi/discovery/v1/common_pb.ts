@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/common.proto.
  */
 export const file_mimi_discovery_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCJrCgpEZWxlZ2F0aW9uEgoKAmlkGAEgASgJEi0KA2tleRgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25LZXkSDQoFZHBfaWQYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0icQoIRHBSZWNvcmQSCgoCaWQYASABKAkSEQoJZW5kcG9pbnRzGAIgAygJEhQKDHRsc19pZGVudGl0eRgDIAEoCRIUCgxqdXJpc2RpY3Rpb24YBCABKAkSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMIlAKCU1zcFJlY29yZBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgNEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDCLsAQoQUmVnaXN0cnlTbmFwc2hvdBIOCgZzZXJpYWwYASABKAQSMgoLZGVsZWdhdGlvbnMYAiADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEigKA2RwcxgDIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkEioKBG1zcHMYBCADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmQSEQoJc2lnbmF0dXJlGAUgASgMEhQKDHNpZ25lZF9hdF9tcxgGIAEoAxIVCg1leHBpcmVzX2F0X21zGAcgASgDImMKEVJlZ2lzdHJ5U2lnbmF0dXJlEg4KBnNlcmlhbBgBIAEoBBIRCglzaWduYXR1cmUYAiABKAwSFAoMc2lnbmVkX2F0X21zGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMiiwMKDlJlZ2lzdHJ5Q2hhbmdlEg4KBnNlcmlhbBgBIAEoBBI3Cg5wdXRfZGVsZWdhdGlvbhgCIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25IABIeChRkZWxldGVfZGVsZWdhdGlvbl9pZBgDIAEoCUgAEi0KBnB1dF9kcBgEIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkSAASFgoMZGVsZXRlX2RwX2lkGAUgASgJSAASLwoHcHV0X21zcBgGIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZEgAEhcKDWRlbGV0ZV9tc3BfaWQYByABKAlIABI1CgdyZWZyZXNoGAsgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVnaXN0cnlSZWZyZXNoSAASEQoJc2lnbmF0dXJlGAggASgMEhQKDHNpZ25lZF9hdF9tcxgJIAEoAxIVCg1leHBpcmVzX2F0X21zGAogASgDQggKBmNoYW5nZSIRCg9SZWdpc3RyeVJlZnJlc2giyAEKB01hcHBpbmcSDgoGbXNwX2lkGAEgASgJEgsKA3NzaRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEgwKBHRhZ3MYBCADKAkSFQoNY3JlYXRlZF9hdF9tcxgFIAEoAxIUCgxwcm9vZl9tZXRob2QYBiABKAkSFQoNZXhwaXJlc19hdF9tcxgHIAEoAxI6CgZzaWduZWQYCCABKAsyKi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nUmVjb3JkU2lnbmF0dXJlcyJuChdNYXBwaW5nUmVjb3JkU2lnbmF0dXJlcxIOCgZyZWNvcmQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDBIUCgxkcF9zaWduYXR1cmUYBCABKAwiYQoNTG9va3VwT3B0aW9ucxIvCgZmb3JtYXQYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXJGb3JtYXQSEgoKbXNwX2ZpbHRlchgCIAMoCRILCgN0YWcYAyABKAkiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKmAQoGQW5zd2VyEi8KBnN0YXR1cxgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0YXR1cxIsCghtYXBwaW5ncxgCIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmcSGAoQY29tcGFjdF9tc3BfYml0cxgDIAEoDBITCgt0dGxfc2Vjb25kcxgEIAEoDRIOCgZkcF9pZHMYBSADKAkqgAEKDExvb2t1cFN0YXR1cxIdChlMT09LVVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTE9PS1VQX1NUQVRVU19GT1VORBABEhsKF0xPT0tVUF9TVEFUVVNfTk9UX0ZPVU5EEAISGwoXTE9PS1VQX1NUQVRVU19PUFRFRF9PVVQQAypjCgxBbnN3ZXJGb3JtYXQSHQoZQU5TV0VSX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhkKFUFOU1dFUl9GT1JNQVRfVkVSQk9TRRABEhkKFUFOU1dFUl9GT1JNQVRfQ09NUEFDVBACYgZwcm90bzM");
+  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCJrCgpEZWxlZ2F0aW9uEgoKAmlkGAEgASgJEi0KA2tleRgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25LZXkSDQoFZHBfaWQYAyABKAkSEwoLdHRsX3NlY29uZHMYBCABKA0icQoIRHBSZWNvcmQSCgoCaWQYASABKAkSEQoJZW5kcG9pbnRzGAIgAygJEhQKDHRsc19pZGVudGl0eRgDIAEoCRIUCgxqdXJpc2RpY3Rpb24YBCABKAkSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMIlAKCU1zcFJlY29yZBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgNEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDCLsAQoQUmVnaXN0cnlTbmFwc2hvdBIOCgZzZXJpYWwYASABKAQSMgoLZGVsZWdhdGlvbnMYAiADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEigKA2RwcxgDIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkEioKBG1zcHMYBCADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmQSEQoJc2lnbmF0dXJlGAUgASgMEhQKDHNpZ25lZF9hdF9tcxgGIAEoAxIVCg1leHBpcmVzX2F0X21zGAcgASgDImMKEVJlZ2lzdHJ5U2lnbmF0dXJlEg4KBnNlcmlhbBgBIAEoBBIRCglzaWduYXR1cmUYAiABKAwSFAoMc2lnbmVkX2F0X21zGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMiiwMKDlJlZ2lzdHJ5Q2hhbmdlEg4KBnNlcmlhbBgBIAEoBBI3Cg5wdXRfZGVsZWdhdGlvbhgCIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25IABIeChRkZWxldGVfZGVsZWdhdGlvbl9pZBgDIAEoCUgAEi0KBnB1dF9kcBgEIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkSAASFgoMZGVsZXRlX2RwX2lkGAUgASgJSAASLwoHcHV0X21zcBgGIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZEgAEhcKDWRlbGV0ZV9tc3BfaWQYByABKAlIABI1CgdyZWZyZXNoGAsgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVnaXN0cnlSZWZyZXNoSAASEQoJc2lnbmF0dXJlGAggASgMEhQKDHNpZ25lZF9hdF9tcxgJIAEoAxIVCg1leHBpcmVzX2F0X21zGAogASgDQggKBmNoYW5nZSIRCg9SZWdpc3RyeVJlZnJlc2giyAEKB01hcHBpbmcSDgoGbXNwX2lkGAEgASgJEgsKA3NzaRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEgwKBHRhZ3MYBCADKAkSFQoNY3JlYXRlZF9hdF9tcxgFIAEoAxIUCgxwcm9vZl9tZXRob2QYBiABKAkSFQoNZXhwaXJlc19hdF9tcxgHIAEoAxI6CgZzaWduZWQYCCABKAsyKi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nUmVjb3JkU2lnbmF0dXJlcyJuChdNYXBwaW5nUmVjb3JkU2lnbmF0dXJlcxIOCgZyZWNvcmQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDBIUCgxkcF9zaWduYXR1cmUYBCABKAwiYQoNTG9va3VwT3B0aW9ucxIvCgZmb3JtYXQYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXJGb3JtYXQSEgoKbXNwX2ZpbHRlchgCIAMoCRILCgN0YWcYAyABKAkiKgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKEAgoGQW5zd2VyEi8KBnN0YXR1cxgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0YXR1cxIsCghtYXBwaW5ncxgCIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmcSGAoQY29tcGFjdF9tc3BfYml0cxgDIAEoDBITCgt0dGxfc2Vjb25kcxgEIAEoDRIOCgZkcF9pZHMYBSADKAkSKwoEc2VhbBgGIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgHIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mIjIKCkFuc3dlclNlYWwSEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJPCgtPcHRPdXRQcm9vZhIRCglzdGF0ZW1lbnQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDCqAAQoMTG9va3VwU3RhdHVzEh0KGUxPT0tVUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNMT09LVVBfU1RBVFVTX0ZPVU5EEAESGwoXTE9PS1VQX1NUQVRVU19OT1RfRk9VTkQQAhIbChdMT09LVVBfU1RBVFVTX09QVEVEX09VVBADKmMKDEFuc3dlckZvcm1hdBIdChlBTlNXRVJfRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVQU5TV0VSX0ZPUk1BVF9WRVJCT1NFEAESGQoVQU5TV0VSX0ZPUk1BVF9DT01QQUNUEAJiBnByb3RvMw");
 
 /**
  * The part of the identifier space a delegation covers.
@@ -623,6 +623,22 @@ export type Answer = Message<"mimi.discovery.v1.Answer"> & {
    * @generated from field: repeated string dp_ids = 5;
    */
   dpIds: string[];
+
+  /**
+   * The answering DP's seal over the whole answer, present in every answer a DP gives, whatever
+   * the status and format. Only a resolver's NOT_FOUND for a CSI that no delegation covers (empty
+   * dp_ids) has none: the root-signed registry proves that one.
+   *
+   * @generated from field: mimi.discovery.v1.AnswerSeal seal = 6;
+   */
+  seal?: AnswerSeal | undefined;
+
+  /**
+   * OPTED_OUT only: the holder's signed opt-out the DP acts on.
+   *
+   * @generated from field: mimi.discovery.v1.OptOutProof opt_out = 7;
+   */
+  optOut?: OptOutProof | undefined;
 };
 
 /**
@@ -631,6 +647,85 @@ export type Answer = Message<"mimi.discovery.v1.Answer"> & {
  */
 export const AnswerSchema: GenMessage<Answer> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_common, 13);
+
+/**
+ * A DP's signature over its whole answer for one CSI, valid for a bounded time (like a DNSSEC
+ * RRSIG's inception and expiration), so that a denial is as verifiable as a mapping, nobody on
+ * the path can drop or reorder mappings or replay a superseded default flag as current, and a
+ * replayed answer is current at most until its expiry. It names the exact CSI, never a range, so
+ * a denial tells nothing about other identifiers.
+ *
+ * `statement` is the canonical encoding: the ASCII string "MIMI-ANSWER-v1", then csi, dp_id,
+ * status (u8: the LookupStatus number, 1 FOUND, 2 NOT_FOUND, 3 OPTED_OUT), signed_at_ms (u64),
+ * expires_at_ms (u64), the mapping count (u16), each mapping in answer order as msp_id,
+ * is_default (u8 0/1) and the SHA-256 of its record (bytes, 32), then the SHA-256 of the
+ * holder's opt-out statement (bytes: 32 for OPTED_OUT, 0 otherwise). Strings and bytes are a u16
+ * big-endian byte length and the bytes (UTF-8 for strings); integers are big-endian. FOUND lists
+ * at least one mapping; denials list none.
+ * `signature` is Ed25519 over the ASCII string "MIMI-ANSWER-DP-v1", a zero byte and the statement,
+ * by the key the root registry publishes for dp_id.
+ *
+ * A verifier accepts a seal when the signature verifies, the CSI is the one asked, dp_id is the
+ * DP the registry delegates the CSI to, signed_at_ms is not in its future (beyond a small clock
+ * skew), expires_at_ms is in its future and at most 7 days after signed_at_ms, the status is the
+ * answer's, and every mapping of the answer is one the seal lists, in the same order, with the
+ * same default flag (the seal stands in for the mappings' own DP countersignatures). A verbose
+ * answer without filters must hold every mapping the seal lists, one filtered by MSP every listed
+ * mapping at those MSPs; compact bits must be those of the listed MSPs (a tag filter can only
+ * leave mappings out, since tags are inside the records).
+ *
+ * @generated from message mimi.discovery.v1.AnswerSeal
+ */
+export type AnswerSeal = Message<"mimi.discovery.v1.AnswerSeal"> & {
+  /**
+   * @generated from field: bytes statement = 1;
+   */
+  statement: Uint8Array;
+
+  /**
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.AnswerSeal.
+ * Use `create(AnswerSealSchema)` to create a new message.
+ */
+export const AnswerSealSchema: GenMessage<AnswerSeal> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 14);
+
+/**
+ * The holder's opt-out (R14) as it was signed: the action statement of claims.proto
+ * ("MIMI-ACTION-v1", action "opt_out") with the holder's signature ("MIMI-ACTION-USER-v1", by
+ * the key in the statement) and the MSP's ("MIMI-ACTION-MSP-v1", by the key the registry
+ * publishes for the statement's msp_id). The seal names it by its SHA-256.
+ *
+ * @generated from message mimi.discovery.v1.OptOutProof
+ */
+export type OptOutProof = Message<"mimi.discovery.v1.OptOutProof"> & {
+  /**
+   * @generated from field: bytes statement = 1;
+   */
+  statement: Uint8Array;
+
+  /**
+   * @generated from field: bytes user_signature = 2;
+   */
+  userSignature: Uint8Array;
+
+  /**
+   * @generated from field: bytes msp_signature = 3;
+   */
+  mspSignature: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.OptOutProof.
+ * Use `create(OptOutProofSchema)` to create a new message.
+ */
+export const OptOutProofSchema: GenMessage<OptOutProof> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 15);
 
 /**
  * Outcome of a lookup. NOT_FOUND is a definite answer ("no mapping exists"),
