@@ -73,7 +73,7 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   authoritative: ["@mimi/core"],
   resolver: ["@mimi/core"],
   devnet: ["@mimi/core"],
-  cli: ["@mimi/core", "@mimi/devnet/paths", "@mimi/devnet/pki"],
+  cli: ["@mimi/core", "@mimi/devnet/paths", "@mimi/devnet/pki", "@mimi/root/offline"],
   bench: ["@mimi/core", "@mimi/devnet", "@mimi/devnet/paths", "@mimi/authoritative/offline"],
   test: ["@mimi/core", "@mimi/devnet"],
 };

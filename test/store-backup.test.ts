@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pb } from "@mimi/core";
-import { startResolver } from "@mimi/devnet";
+import { devSigningKeyPaths, startResolver } from "@mimi/devnet";
 import { eventually, scenario, useNetwork, writeMapping } from "./harness.js";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../..");
@@ -117,7 +117,16 @@ scenario(t, "a root restored from a backup publishes a serial above what followe
   assert.ok(published > BigInt(backedUp.serial));
 
   await root.stop();
-  const r = await store("restore", "--from", backup, "--db", db, "--serial-bump", "1000", "--json");
+  const restore = (...more: string[]) =>
+    store("restore", "--from", backup, "--db", db, "--serial-bump", "1000", "--json", ...more);
+  // The restored root signs what it holds, so the backup must carry the root's seal.
+  const unchecked = await restore();
+  assert.equal(unchecked.code, 1, unchecked.stderr);
+  assert.match(
+    unchecked.stderr,
+    /restoring a root needs the root's public signing key \(--root-key <file>\)/,
+  );
+  const r = await restore("--root-key", devSigningKeyPaths(t.net.pkiDir, "root").publicKeyFile);
   assert.equal(r.code, 0, r.stderr);
   const restored = JSON.parse(r.stdout) as { restored: { serial: number } };
   assert.equal(

@@ -6,16 +6,20 @@ import assert from "node:assert/strict";
 import {
   chmodSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { generateSigningKey, type SigningKey, signRegistry } from "@mimi/core";
+import { openRegistryStore, type RegistryStore } from "@mimi/root/offline";
 import Database from "better-sqlite3";
 import { backupStore, DEFAULT_BUMP, restoreStore, verifyStore } from "./store.js";
 
@@ -67,8 +71,6 @@ const addMappings = (db: Database.Database, from: number, to: number) => {
 };
 const addNotice = (db: Database.Database) =>
   Number(db.prepare("INSERT INTO notices (msp_id, at_ms, body) VALUES ('m', 1, '{}')").run().lastInsertRowid);
-const addChange = (db: Database.Database, serial: number) =>
-  db.prepare("INSERT INTO changes VALUES (?, 1, 'admin', '{}', x'01')").run(serial);
 const read = <T>(path: string, sql: string): T => {
   const db = new Database(path, { readonly: true });
   try {
@@ -119,19 +121,40 @@ test("a DP store backed up while in use restores with its data, a new change-log
   reopened.close();
 });
 
+/** A root's store written as the root writes it: each change sealed with `key` (unless `sealed` is false). */
+function rootChange(store: RegistryStore, key: SigningKey, n: number, sealed = true): void {
+  const dp = {
+    id: `dp${n}`,
+    endpoints: [`127.0.0.1:${7000 + n}`],
+    tlsIdentity: `dp-${n}`,
+    jurisdiction: "EU",
+  };
+  const change = store.commit("admin", 1_000 + n, (serial) => ({
+    serial,
+    kind: "put_dp",
+    dp: { ...dp, signingPublicKey: generateSigningKey().publicKey },
+  }));
+  if (!sealed) return;
+  const period = { signedAtMs: 1_000 + n, expiresAtMs: 2_000 + n };
+  store.setSeal(change.serial, signRegistry(store.load(), key, period));
+}
+const rootKey = generateSigningKey();
+
 test("a restored root publishes a serial above any it held, and its backlog starts there", async () => {
   const dir = folder();
   const db = join(dir, "registry.sqlite");
-  const server = openStore(db, "root");
-  for (let s = 1; s <= 5; s++) addChange(server, s);
+  const server = openRegistryStore(db);
+  for (let n = 1; n <= 5; n++) rootChange(server, rootKey, n);
   const out = join(dir, "root.sqlite");
   assert.equal((await backupStore({ db, out })).kind, "root");
-  addChange(server, 6);
-  addChange(server, 7); // published, then lost with the store
+  rootChange(server, rootKey, 6);
+  rootChange(server, rootKey, 7); // published, then lost with the store
   server.close();
 
-  const { restored } = await restoreStore({ from: out, db, bump: 100, now: () => 42 });
-  assert.deepEqual(restored, { kind: "root", schemaVersion: 3, serial: 107, delegations: 0 });
+  const rootPublicKey = rootKey.publicKey;
+  const { restored } = await restoreStore({ from: out, db, bump: 100, now: () => 42, rootPublicKey });
+  assert.equal(restored.kind === "root" && restored.serial, 107);
+  assert.equal(restored.kind === "root" && restored.delegations, 0);
   assert.equal(read<number>(db, "SELECT serial FROM base"), 107, "watchers behind it take a snapshot");
   const row = new Database(db, { readonly: true }).prepare("SELECT * FROM changes WHERE serial = 107").get();
   assert.deepEqual(row, {
@@ -145,9 +168,56 @@ test("a restored root publishes a serial above any it held, and its backlog star
 
   // Onto a new host (the store is gone), only the backup's serial is known.
   const elsewhere = join(folder(), "root", "registry.sqlite");
-  assert.equal((await restoreStore({ from: out, db: elsewhere })).restored.kind, "root");
+  assert.equal((await restoreStore({ from: out, db: elsewhere, rootPublicKey })).restored.kind, "root");
   assert.equal(read<number>(elsewhere, "SELECT serial FROM base"), 5 + DEFAULT_BUMP);
   assert.equal(modeOf(join(elsewhere, "..")), 0o700);
+});
+
+test("a root backup is restored only with the root's key and only when the key signed what it holds", async () => {
+  const dir = folder();
+  const db = join(dir, "registry.sqlite");
+  const server = openRegistryStore(db);
+  for (let n = 1; n <= 3; n++) rootChange(server, rootKey, n);
+  const out = join(dir, "root.sqlite");
+  await backupStore({ db, out });
+  rootChange(server, rootKey, 4);
+  rootChange(server, rootKey, 5, false); // committed, not yet signed
+  const unsigned = join(dir, "unsigned.sqlite");
+  await backupStore({ db, out: unsigned });
+  server.close();
+  const before = readFileSync(db);
+  const rootPublicKey = rootKey.publicKey;
+
+  await assert.rejects(
+    restoreStore({ from: out, db }),
+    /restoring a root needs the root's public signing key/,
+  );
+  // Whoever can write a backup swaps a DP's key (its answers would then verify with theirs).
+  const tampered = join(dir, "tampered.sqlite");
+  writeFileSync(tampered, readFileSync(out), { mode: 0o600 });
+  const edit = new Database(tampered);
+  edit
+    .prepare("UPDATE dps SET signing_key = ? WHERE id = 'dp2'")
+    .run(Buffer.from(generateSigningKey().publicKey));
+  edit.close();
+  await assert.rejects(
+    restoreStore({ from: tampered, db, rootPublicKey }),
+    /not restored: it does not verify with the root.s public key at serial 3: it was changed after the root signed it/,
+  );
+  await assert.rejects(
+    restoreStore({ from: out, db, rootPublicKey: generateSigningKey().publicKey }),
+    /does not verify with the root's public key/,
+  );
+  await assert.rejects(
+    restoreStore({ from: unsigned, db, rootPublicKey }),
+    /not restored: it holds no root seal for serial 5 /,
+  );
+  assert.deepEqual(readFileSync(db), before, "the store is left alone");
+  for (const f of [`${db}.before-restore`, `${db}.restoring`, `${db}.restoring-wal`])
+    assert.equal(existsSync(f), false, f);
+  // The honest backup restores; its copy was checked as it was put in place.
+  const { restored } = await restoreStore({ from: out, db, rootPublicKey });
+  assert.equal(restored.kind === "root" && restored.serial, 5 + DEFAULT_BUMP);
 });
 
 test("a corrupt or foreign backup is refused and the store is left alone", async () => {
@@ -234,6 +304,13 @@ test("a DP backup is refused over a root store, and a backup never overwrites a 
   await backupStore({ db: dpDb, out });
   await assert.rejects(restoreStore({ from: out, db: rootDb }), /is a root store and .* a dp backup/);
   await assert.rejects(backupStore({ db: dpDb, out }), /exists; a backup never overwrites a file/);
+  // Nor writes through a link left where the backup goes, even one to a file not there yet.
+  const target = join(folder(), "elsewhere.sqlite");
+  const link = join(dir, "link.sqlite");
+  symlinkSync(target, link);
+  await assert.rejects(backupStore({ db: dpDb, out: link }), /exists; a backup never overwrites a file/);
+  assert.equal(existsSync(target), false, "nothing was written through the link");
+  assert.equal(lstatSync(link).isSymbolicLink(), true, "and the link is left as it was");
   await assert.rejects(backupStore({ db: join(dir, "none.sqlite"), out: join(dir, "x") }), /no store at/);
 });
 

@@ -3,6 +3,8 @@
 // never blocks the writer). A restore refuses while any process holds the store, verifies the
 // backup, and makes followers start over rather than trust positions the restored store would
 // give again: a DP's store gets a new change-log id, a root's a serial above any it published.
+// A root backup is restored only when the root's key signed what it holds: the restored root
+// signs whatever its store holds at start, so an unchecked backup would be as good as the key.
 import {
   closeSync,
   copyFileSync,
@@ -16,9 +18,11 @@ import {
 } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createPrivateFile, DiscoveryError, ensurePrivateDir, restrictFile } from "@mimi/core";
+import { registrySealProblem } from "@mimi/root/offline";
 import Database from "better-sqlite3";
 import type { Command } from "commander";
 import { count } from "../args.js";
+import { publicKeyArg } from "../keys.js";
 import { json, note, out } from "../output.js";
 
 /** The server a store belongs to. */
@@ -46,6 +50,8 @@ export interface RestoreOptions {
   /** How far a root's serial and a DP's notice sequence jump past the highest known one. */
   readonly bump?: number;
   readonly allowInsecure?: boolean;
+  /** The root's public signing key: required to restore a root backup, whose seal it checks. */
+  readonly rootPublicKey?: Uint8Array;
   readonly now?: () => number;
 }
 
@@ -86,7 +92,10 @@ export async function backupStore(o: {
   try {
     storeKind(src, db);
     ensurePrivateDir(dirname(outPath), { allowInsecure: o.allowInsecure ?? false, allowHint: HINT });
-    createPrivateFile(outPath);
+    // Created exclusively (O_EXCL, no symlink followed): a file or link that appeared since the
+    // check above is neither written through nor removed.
+    if (!createPrivateFile(outPath))
+      throw refusal(`${outPath} exists; a backup never overwrites a file, give a new name`);
     try {
       await src.backup(outPath, { progress: () => ALL_PAGES });
       const summary = finishBackup(outPath);
@@ -120,6 +129,9 @@ export function verifyStore(path: string): StoreSummary {
  * miss nothing new. A root's registry gets a serial `bump` above the highest known one (a
  * refresh change the root signs at start), and its backlog starts there, so every follower,
  * whatever serial it holds, takes a snapshot: followers refuse serials below what they hold.
+ * A root backup must carry the root's valid signature over the registry it holds, checked
+ * with `o.rootPublicKey` on the copy that is put in place (its seal may have expired: the
+ * restored root signs again at start).
  */
 export async function restoreStore(o: RestoreOptions): Promise<RestoreResult> {
   const from = resolve(o.from);
@@ -129,6 +141,13 @@ export async function restoreStore(o: RestoreOptions): Promise<RestoreResult> {
   const src = openDb(from, { readonly: true, fileMustExist: true }, "backup");
   try {
     const backup = inspect(src, from);
+    if (backup.kind === "root" && !o.rootPublicKey) {
+      throw new DiscoveryError(
+        "invalid_argument",
+        "restoring a root needs the root's public signing key (--root-key <file>): " +
+          "the restore checks that the root signed what the backup holds",
+      );
+    }
     ensurePrivateDir(dirname(dbPath), { allowInsecure: o.allowInsecure ?? false, allowHint: HINT });
     // An absent store is created (empty, 0600) so that the one code path below locks it: a
     // server starting meanwhile then finds it locked instead of a store about to be replaced.
@@ -141,16 +160,24 @@ export async function restoreStore(o: RestoreOptions): Promise<RestoreResult> {
         throw refusal(`${dbPath} is a ${current.kind} store and ${from} a ${backup.kind} backup`);
       }
       const tmp = `${dbPath}.restoring`;
-      for (const f of [tmp, `${tmp}-journal`]) rmSync(f, { force: true });
-      createPrivateFile(tmp);
+      const leftovers = [tmp, `${tmp}-journal`, `${tmp}-wal`, `${tmp}-shm`];
+      for (const f of leftovers) rmSync(f, { force: true });
+      if (!createPrivateFile(tmp)) throw refusal(`${tmp} appeared while the store was locked; try again`);
       try {
         await src.backup(tmp, { progress: () => ALL_PAGES });
+        const unsigned =
+          o.rootPublicKey && backup.kind === "root" && registrySealProblem(tmp, o.rootPublicKey);
+        if (unsigned) {
+          throw refusal(
+            `the root backup ${from} is not restored: ${unsigned}; nothing was changed, restore another backup of this root`,
+          );
+        }
         const restored = renew(tmp, backup.kind, current.high, bump, o.now ?? Date.now);
         const previous = swapIn(lock, dbPath, tmp, existed);
         done = true;
         return { restored, previous };
       } finally {
-        for (const f of [tmp, `${tmp}-journal`]) rmSync(f, { force: true });
+        for (const f of leftovers) rmSync(f, { force: true });
       }
     } finally {
       // The empty store made above goes if nothing took its place (the lock keeps servers off it).
@@ -205,12 +232,14 @@ export function addStoreCommands(program: Command): void {
         "how far a root's serial (a DP's notice sequence) jumps past the highest known",
         String(DEFAULT_BUMP),
       )
+      .option("--root-key <file>", "the root's public signing key; required for a root backup")
       .option("--json", "print the summary as JSON"),
   ).action(
     async (o: {
       from: string;
       db: string;
       serialBump: string;
+      rootKey?: string;
       json?: boolean;
       allowInsecurePermissions?: boolean;
     }) => {
@@ -219,6 +248,7 @@ export function addStoreCommands(program: Command): void {
         db: o.db,
         bump: count("--serial-bump", o.serialBump, 1, 1_000_000_000_000),
         allowInsecure: o.allowInsecurePermissions ?? false,
+        ...(o.rootKey !== undefined && { rootPublicKey: publicKeyArg("--root-key", o.rootKey) }),
       });
       if (o.json) {
         json(r);
