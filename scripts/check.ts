@@ -73,7 +73,13 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   authoritative: ["@mimi/core"],
   resolver: ["@mimi/core"],
   devnet: ["@mimi/core"],
-  cli: ["@mimi/core", "@mimi/devnet/paths", "@mimi/devnet/pki", "@mimi/root/offline"],
+  cli: [
+    "@mimi/core",
+    "@mimi/devnet/paths",
+    "@mimi/devnet/pki",
+    "@mimi/root/offline",
+    "@mimi/authoritative/offline",
+  ],
   bench: ["@mimi/core", "@mimi/devnet", "@mimi/devnet/paths", "@mimi/authoritative/offline"],
   test: ["@mimi/core", "@mimi/devnet"],
 };

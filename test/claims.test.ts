@@ -307,6 +307,18 @@ scenario(t, "opting out answers OPTED_OUT, distinct from NOT_FOUND, through the 
   const ch2 = await startAction(msp.api, msp.party, fresh, { optOut: true }, holder);
   await completeChallenge(msp.api, ch2, await codeFrom("sms", "+447700900557"), holder, msp.key);
   assert.equal((await t.resolve(fresh)).answer?.status, pb.LookupStatus.OPTED_OUT);
+  // The denial is the holder's own choice, and anyone holding the root key can check it.
+  const v = await t.cli([
+    "resolve",
+    fresh,
+    "--verify",
+    "--resolver",
+    t.net.resolver.address,
+    "--root",
+    t.net.root.address,
+  ]);
+  assert.equal(v.code, 0, v.stderr);
+  assert.match(v.stdout, /verified: OPTED_OUT sealed by DP "eu", with the holder's signed opt-out/);
 });
 
 scenario(

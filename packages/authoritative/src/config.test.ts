@@ -101,8 +101,13 @@ test("unknown keys and out-of-range values are refused", () => {
   assert.throws(() => parseConfig({ ...example(), logLevel: "loud" }), /logLevel/);
 });
 
-test("answer seals last a day by default, at least the longest TTL and at most the published maximum", () => {
-  assert.equal(parseConfig(example()).answerSealSeconds, 86_400);
+test("answer seals last an hour by default, at least the longest TTL and at most the published maximum", () => {
+  assert.equal(parseConfig(example()).answerSealSeconds, 3_600);
+  assert.equal(
+    parseConfig({ ...example(), answerTtlSeconds: 7_200 }).answerSealSeconds,
+    7_200,
+    "at least the TTL",
+  );
   assert.equal(
     parseConfig({ ...example(), answerTtlSeconds: 600, answerSealSeconds: 600 }).answerSealSeconds,
     600,

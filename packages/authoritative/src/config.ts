@@ -55,7 +55,7 @@ const DEFAULTS = {
   port: 7500,
   answerTtlSeconds: 300,
   negativeTtlSeconds: 60,
-  answerSealSeconds: 86_400,
+  answerSealSeconds: 3_600,
   codeLength: 6,
   codeTtlSeconds: 600,
   maxAttempts: 5,
@@ -78,15 +78,25 @@ export function parseConfig(
 ): AuthoritativeConfig {
   const r = ConfigReader.of(raw);
   const dataDir = resolve(baseDir, r.string("dataDir"));
+  const answerTtlSeconds = r.integer("answerTtlSeconds", DEFAULTS.answerTtlSeconds, 0, 86_400);
+  const negativeTtlSeconds = r.integer("negativeTtlSeconds", DEFAULTS.negativeTtlSeconds, 0, 3_600);
+  // A seal must outlive the TTL it comes with, or a resolver could not cache the answer that
+  // long; by default it is an hour, or the longest TTL when that is longer.
+  const longestTtl = Math.max(answerTtlSeconds, negativeTtlSeconds);
   const config: AuthoritativeConfig = {
     ...readServerBasics(r, baseDir, DEFAULTS),
     dpId: r.string("dpId"),
     dataDir,
     rootEndpoints: r.stringList("rootEndpoints", undefined, { nonEmpty: true }),
     admins: r.stringList("admins", []),
-    answerTtlSeconds: r.integer("answerTtlSeconds", DEFAULTS.answerTtlSeconds, 0, 86_400),
-    negativeTtlSeconds: r.integer("negativeTtlSeconds", DEFAULTS.negativeTtlSeconds, 0, 3_600),
-    answerSealSeconds: r.integer("answerSealSeconds", DEFAULTS.answerSealSeconds, 1, MAX_ANSWER_SEAL_SECONDS),
+    answerTtlSeconds,
+    negativeTtlSeconds,
+    answerSealSeconds: r.integer(
+      "answerSealSeconds",
+      Math.max(DEFAULTS.answerSealSeconds, longestTtl),
+      1,
+      MAX_ANSWER_SEAL_SECONDS,
+    ),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),
@@ -99,8 +109,6 @@ export function parseConfig(
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
   };
   r.done();
-  // A seal must outlive the TTL it comes with, or a resolver could not cache the answer that long.
-  const longestTtl = Math.max(config.answerTtlSeconds, config.negativeTtlSeconds);
   if (config.answerSealSeconds < longestTtl) {
     throw new ConfigError(
       `config.answerSealSeconds (${config.answerSealSeconds}) must be at least the longest TTL given (${longestTtl})`,

@@ -8,6 +8,7 @@ import {
   createLogger,
   DiscoveryError,
   decodeMappingRecord,
+  decodeSealStatement,
   dpSignedParts,
   encodeContestStatement,
   encodeMappingRecord,
@@ -458,6 +459,23 @@ test("every answer is sealed; an opt-out it cannot prove is answered as a sealed
   t.store.setOptOut(bob, t.now());
   assert.equal(t.answer(bob).kind, "not_found");
   assert.equal(t.store.optedOutAt(bob), t.now(), "it is still opted out for claims and bulk");
+});
+
+test("a seal never outlives a record it lists, so no cache keeps a record past its expiry", async () => {
+  const t = setup();
+  await t.claim("bluebird.example", ALICE, "@a");
+  const sealOf = () => {
+    const a = t.answer(ALICE);
+    assert.ok(a.kind === "answer" && a.seal);
+    return { seal: decodeSealStatement(a.seal.statement), expiresAtMs: a.mappings[0]?.expiresAtMs ?? 0 };
+  };
+  const fresh = sealOf();
+  assert.equal(fresh.seal.expiresAtMs - fresh.seal.signedAtMs, DAY, "answerSealMs while the record lasts");
+  // Ten seconds before the record expires, the seal ends with it.
+  t.tick(fresh.expiresAtMs - t.now() - 10_000);
+  const late = sealOf();
+  assert.equal(late.seal.expiresAtMs, late.expiresAtMs);
+  assert.equal(late.seal.expiresAtMs - late.seal.signedAtMs, 10_000);
 });
 
 test("default tie-break: first mapping is the default; a requester wins once; only the holder moves it (R7)", async () => {

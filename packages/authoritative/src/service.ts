@@ -97,6 +97,8 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now && !r.withheld);
       // Every answer is sealed, denials included, so a resolver can tell a real denial from a
       // DP or a path that drops answers (AnswerSeal in common.proto).
+      // A seal never outlives a record it lists, so no cache keeps a record past its expiry.
+      const validMs = rows.reduce((ms, r) => Math.min(ms, r.expiresAtMs - now), o.answerSealMs);
       const seal = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
         sealAnswer(
           {
@@ -108,7 +110,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
           },
           o.signingKey,
           now,
-          o.answerSealMs,
+          validMs,
         );
       if (rows.length === 0) {
         const ttlSeconds = o.negativeTtlSeconds;

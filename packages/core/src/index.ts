@@ -135,6 +135,13 @@ export {
   sqliteFilesOf,
 } from "./runtime/private-files.js";
 export {
+  SCHEMA_OBJECTS_SQL,
+  type SchemaObject,
+  type SchemaSource,
+  schemaDrift,
+  schemaDriftBetween,
+} from "./runtime/store-schema.js";
+export {
   type CallOptions,
   type Channel,
   type ClientMethod,

@@ -499,10 +499,13 @@ test("a DP's or MSP's key change in the registry evicts the answers it signed, a
     expiresAtMs: 2,
   };
   const other = parseCsi("tel:+447700900999");
+  const optedOut = parseCsi("tel:+447700900998");
   state.outcome = { kind: "answer", mappings: [mapping], dpId: "eu", ttlSeconds: 60 };
   await service.resolve(CSI);
   state.outcome = { kind: "answer", mappings: [], dpId: "eu", ttlSeconds: 60 };
   await service.resolve(other);
+  state.outcome = { kind: "opted_out", dpId: "eu", ttlSeconds: 60 };
+  await service.resolve(optedOut);
   const apply = (change: Parameters<RegistryView["apply"]>[0]) => {
     reg.apply(change);
     service.registryChanged(change);
@@ -510,8 +513,9 @@ test("a DP's or MSP's key change in the registry evicts the answers it signed, a
   // Another DP's entry, and an endpoint move that keeps eu's key: nothing evicted.
   apply({ serial: 2n, kind: "put_dp", dp: { ...DP, id: "us" } });
   apply({ serial: 3n, kind: "put_dp", dp: { ...DP, endpoints: ["127.0.0.1:2"] } });
-  assert.equal(service.cacheSize, 2);
-  // The MSP's key appears: only the answer holding its mapping goes.
+  assert.equal(service.cacheSize, 3);
+  // The MSP's key appears: the answer holding its mapping goes, and opt-outs (an MSP signed
+  // each holder's opt-out, and they are few).
   const mspKey = new Uint8Array(32).fill(3);
   apply({
     serial: 4n,
@@ -523,7 +527,7 @@ test("a DP's or MSP's key change in the registry evicts the answers it signed, a
   // The DP's key rotates: everything it signed goes.
   apply({ serial: 5n, kind: "put_dp", dp: { ...DP, signingPublicKey: new Uint8Array(32).fill(4) } });
   assert.equal(service.cacheSize, 0);
-  assert.equal(service.stats.evictedByRegistry, 2);
+  assert.equal(service.stats.evictedByRegistry, 3);
 });
 
 test("a stale answer is verified again before it is served, and dropped when it no longer verifies", async () => {

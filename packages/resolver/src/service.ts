@@ -310,7 +310,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     const n = o.cache.prune(
       (_uri, v) =>
         dps.has(v.outcome.dpId) ||
-        (v.outcome.kind === "answer" && v.outcome.mappings.some((m) => msps.has(m.mspId))),
+        (v.outcome.kind === "answer" && v.outcome.mappings.some((m) => msps.has(m.mspId))) ||
+        // An opt-out's proof carries an MSP's signature; opt-outs are few, so all of them go.
+        (v.outcome.kind === "opted_out" && msps.size > 0),
     );
     stats.evictedByRegistry += n;
     log.info(

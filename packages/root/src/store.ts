@@ -14,6 +14,7 @@ import {
   type RegistryData,
   type RegistrySeal,
   restrictFile,
+  schemaDriftBetween,
   sqliteFilesOf,
 } from "@mimi/core";
 import Database from "better-sqlite3";
@@ -391,6 +392,13 @@ function sealOf(raw: Buffer | undefined): RegistrySeal | undefined {
     signedAtMs: Number(raw.readBigUInt64BE(64)),
     expiresAtMs: Number(raw.readBigUInt64BE(72)),
   };
+}
+
+/** How the schema of the store at `path`, migrated to this build, differs from a new store's. */
+export function schemaDriftOf(path: string): string[] {
+  const fresh = new Database(":memory:");
+  migrate(fresh);
+  return schemaDriftBetween(fresh, new Database(path, { readonly: true, fileMustExist: true }));
 }
 
 function migrate(db: Database.Database): void {

@@ -2,7 +2,13 @@
 // (H2): signed mappings, enrolled MSPs, challenges (code hashes only), conflicts, notices,
 // opt-outs and bulk sessions. Lookups are one prepared statement on the primary key.
 
-import { createPrivateFile, DiscoveryError, restrictFile, sqliteFilesOf } from "@mimi/core";
+import {
+  createPrivateFile,
+  DiscoveryError,
+  restrictFile,
+  schemaDriftBetween,
+  sqliteFilesOf,
+} from "@mimi/core";
 import Database from "better-sqlite3";
 import type {
   ChallengeRow,
@@ -429,6 +435,13 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     durability: () => ((db.pragma("synchronous", { simple: true }) as number) >= 2 ? "full" : "normal"),
     close: () => db.close(),
   };
+}
+
+/** How the schema of the store at `path`, migrated to this build, differs from a new store's. */
+export function schemaDriftOf(path: string): string[] {
+  const fresh = new Database(":memory:");
+  migrate(fresh);
+  return schemaDriftBetween(fresh, new Database(path, { readonly: true, fileMustExist: true }));
 }
 
 function migrate(db: Database.Database): void {

@@ -18,6 +18,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { openMappingStore } from "@mimi/authoritative/offline";
 import { generateSigningKey, type SigningKey, signRegistry } from "@mimi/core";
 import { openRegistryStore, type RegistryStore } from "@mimi/root/offline";
 import Database from "better-sqlite3";
@@ -47,27 +48,23 @@ const SCHEMA = {
          INSERT INTO meta (k, v) VALUES ('next_msp_index', 0);
          CREATE TABLE base (id INTEGER PRIMARY KEY CHECK (id = 1), serial INTEGER NOT NULL, signature BLOB NOT NULL) STRICT;
          PRAGMA user_version = 3;`,
-  dp: `CREATE TABLE mappings (csi TEXT NOT NULL, msp_id TEXT NOT NULL, ssi TEXT NOT NULL,
-         PRIMARY KEY (csi, msp_id, ssi)) STRICT;
-       CREATE TABLE enrolled_msps (msp_id TEXT PRIMARY KEY, tls_identity TEXT NOT NULL) STRICT;
-       CREATE TABLE notices (seq INTEGER PRIMARY KEY AUTOINCREMENT, msp_id TEXT NOT NULL, at_ms INTEGER NOT NULL,
-         body TEXT NOT NULL) STRICT;
-       CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-       INSERT INTO store_meta (key, value) VALUES ('log_id', lower(hex(randomblob(16))));
-       CREATE TABLE change_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, csi TEXT NOT NULL, at_ms INTEGER NOT NULL) STRICT;
-       PRAGMA user_version = 4;`,
 };
 
 /** A store as its server holds it: WAL mode, open; the caller closes it ("stops the server"). */
 function openStore(path: string, kind: "root" | "dp"): Database.Database {
+  // A DP's store with the DP's own schema; rows are then written directly (no signatures needed).
+  if (kind === "dp" && !existsSync(path)) openMappingStore(path).close();
   const db = new Database(path);
   db.pragma("journal_mode = WAL");
-  if ((db.pragma("user_version", { simple: true }) as number) === 0) db.exec(SCHEMA[kind]);
+  if ((db.pragma("user_version", { simple: true }) as number) === 0) db.exec(SCHEMA.root);
   return db;
 }
 const addMappings = (db: Database.Database, from: number, to: number) => {
-  for (let i = from; i < to; i++)
-    db.prepare("INSERT INTO mappings VALUES (?, 'm', 's')").run(`tel:+4477009${i}`);
+  const put = db.prepare(
+    `INSERT INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig)
+     VALUES (?, 'm', 's', 0, 0, 0, x'', x'', x'', x'')`,
+  );
+  for (let i = from; i < to; i++) put.run(`tel:+4477009${i}`);
 };
 const addNotice = (db: Database.Database) =>
   Number(db.prepare("INSERT INTO notices (msp_id, at_ms, body) VALUES ('m', 1, '{}')").run().lastInsertRowid);
@@ -212,6 +209,18 @@ test("a root backup is restored only with the root's key and only when the key s
     restoreStore({ from: unsigned, db, rootPublicKey }),
     /not restored: it holds no root seal for serial 5 /,
   );
+  // A trigger planted in a genuine backup would rewrite the registry once the restore has added
+  // its refresh change, after the seal was checked; the restored root would then sign that.
+  const planted = join(dir, "planted.sqlite");
+  writeFileSync(planted, readFileSync(out), { mode: 0o600 });
+  const plant = new Database(planted);
+  plant.exec(`CREATE TRIGGER swap AFTER INSERT ON changes BEGIN
+      UPDATE dps SET signing_key = x'${"41".repeat(32)}' WHERE id = 'dp1'; END`);
+  plant.close();
+  await assert.rejects(
+    restoreStore({ from: planted, db, rootPublicKey }),
+    /root backup .* is not restored: its schema is not this build's: trigger "swap" is not part of this build's schema/,
+  );
   assert.deepEqual(readFileSync(db), before, "the store is left alone");
   for (const f of [`${db}.before-restore`, `${db}.restoring`, `${db}.restoring-wal`])
     assert.equal(existsSync(f), false, f);
@@ -258,6 +267,26 @@ test("a corrupt or foreign backup is refused and the store is left alone", async
     restoreStore({ from: other, db }),
     /neither a root registry store nor a DP mapping store/,
   );
+  // A trigger planted in a backup (it would run inside the DP on every claim), or one of the
+  // DP's own removed (claims would no longer reach the change log, so resolvers would not hear).
+  const edited = (name: string, sql: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, readFileSync(out), { mode: 0o600 });
+    const edit = new Database(path);
+    edit.exec(sql);
+    edit.close();
+    return path;
+  };
+  const planted = edited(
+    "planted.sqlite",
+    "CREATE TRIGGER eat AFTER INSERT ON mappings BEGIN DELETE FROM mappings; END",
+  );
+  await assert.rejects(
+    restoreStore({ from: planted, db }),
+    /DP backup .* is not restored: its schema is not this build's: trigger "eat" is not part of this build's schema/,
+  );
+  const dropped = edited("dropped.sqlite", "DROP TRIGGER log_mapping_insert");
+  await assert.rejects(restoreStore({ from: dropped, db }), /trigger "log_mapping_insert" is missing/);
   assert.deepEqual(readFileSync(db), before);
   assert.equal(existsSync(`${db}.before-restore`), false);
 });

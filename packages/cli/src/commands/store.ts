@@ -17,8 +17,9 @@ import {
   writeSync,
 } from "node:fs";
 import { dirname, resolve } from "node:path";
+import { dpBackupProblem } from "@mimi/authoritative/offline";
 import { createPrivateFile, DiscoveryError, ensurePrivateDir, restrictFile } from "@mimi/core";
-import { registrySealProblem } from "@mimi/root/offline";
+import { rootBackupProblem } from "@mimi/root/offline";
 import Database from "better-sqlite3";
 import type { Command } from "commander";
 import { count } from "../args.js";
@@ -60,6 +61,8 @@ export interface RestoreResult {
   readonly restored: StoreSummary;
   /** The store that was replaced, kept beside it (0600) until the operator deletes it. */
   readonly previous: string | undefined;
+  /** A root backup's registry: the serial and time the root signed it, before the bump. */
+  readonly signed?: { readonly serial: number; readonly atMs: number };
 }
 
 /** The default jump: far beyond the registry edits or notices a store sees between two backups. */
@@ -165,17 +168,21 @@ export async function restoreStore(o: RestoreOptions): Promise<RestoreResult> {
       if (!createPrivateFile(tmp)) throw refusal(`${tmp} appeared while the store was locked; try again`);
       try {
         await src.backup(tmp, { progress: () => ALL_PAGES });
-        const unsigned =
-          o.rootPublicKey && backup.kind === "root" && registrySealProblem(tmp, o.rootPublicKey);
-        if (unsigned) {
+        // Checked on the copy that goes in place, before anything in it runs again.
+        const root =
+          backup.kind === "root" ? rootBackupProblem(tmp, o.rootPublicKey as Uint8Array) : undefined;
+        const problem = root ? ("problem" in root ? root.problem : undefined) : dpBackupProblem(tmp);
+        if (problem) {
           throw refusal(
-            `the root backup ${from} is not restored: ${unsigned}; nothing was changed, restore another backup of this root`,
+            `the ${backup.kind === "root" ? "root" : "DP"} backup ${from} is not restored: ${problem}; ` +
+              "nothing was changed, restore another backup of this store",
           );
         }
         const restored = renew(tmp, backup.kind, current.high, bump, o.now ?? Date.now);
         const previous = swapIn(lock, dbPath, tmp, existed);
         done = true;
-        return { restored, previous };
+        const signed = root && !("problem" in root) && { serial: Number(root.serial), atMs: root.signedAtMs };
+        return { restored, previous, ...(signed && { signed }) };
       } finally {
         for (const f of leftovers) rmSync(f, { force: true });
       }
@@ -259,6 +266,10 @@ export function addStoreCommands(program: Command): void {
         note("resolvers see a new change log and resync; mappings committed after the backup are gone");
         note("and must be registered again by their MSPs");
       } else {
+        if (r.signed) {
+          const at = new Date(r.signed.atMs).toISOString();
+          note(`the backup holds the registry the root signed at serial ${r.signed.serial} on ${at};`);
+        }
         note(`start the root: it signs serial ${r.restored.serial}, and every follower takes a snapshot;`);
         note("changes made after the backup are gone and must be made again");
       }

@@ -486,6 +486,10 @@ test("a denial verifies only with the seal of the delegated DP for this very CSI
   const fine = seal({ status: "not_found" }).statement;
   const wrongContext = { statement: fine, signature: signWith(dpKey, SIGNING_CONTEXT.mappingDp, fine) };
   assert.match(check(nf({ seal: wrongContext })), /seal does not verify/);
+  // A denial shows nothing: mappings or bits added on the path would be printed as verified.
+  assert.match(check(nf({ mappings: [GOOD] })), /says NOT_FOUND but carries mappings or compact bits/);
+  assert.match(check(nf({ compactBits: Uint8Array.of(1) })), /carries mappings or compact bits/);
+  assert.equal(check(nf({ compactBits: new Uint8Array(0) })), "ok");
 });
 
 test("a resolver's NOT_FOUND without a seal verifies only where no delegation covers the CSI", () => {
@@ -494,8 +498,14 @@ test("a resolver's NOT_FOUND without a seal verifies only where no delegation co
   const r = answerProblem(tokyo, none, DEFAULT_PARAMS, TRUST, NOW);
   assert.deepEqual(r, { seal: undefined, complete: true });
   assert.match(check(none), /no seal, but the registry delegates this CSI to DP "eu"/);
-  // Whoever cannot read delegations cannot accept it.
+  // Whoever cannot read delegations cannot accept it; nor can anyone with mappings added.
   assert.match(check(none, {}, NOW, KEYS), /carries no DP seal/);
+  assert.match(
+    "problem" in answerProblem(tokyo, { ...none, mappings: [GOOD] }, DEFAULT_PARAMS, TRUST, NOW)
+      ? "refused"
+      : "verified",
+    /refused/,
+  );
 });
 
 test("OPTED_OUT verifies only with the holder's opt-out, signed by the holder and the MSP", () => {
@@ -558,6 +568,7 @@ test("OPTED_OUT verifies only with the holder's opt-out, signed by the holder an
     /says OPTED_OUT but the seal says NOT_FOUND/,
   );
   assert.match(check({ ...opted, status: "not_found" }), /says NOT_FOUND but the seal says OPTED_OUT/);
+  assert.match(check({ ...opted, mappings: [GOOD] }), /says OPTED_OUT but carries mappings/);
 });
 
 test("filtered and compact answers verify as far as the seal can tell", () => {
@@ -568,8 +579,21 @@ test("filtered and compact answers verify as far as the seal can tell", () => {
     /says NOT_FOUND, but the seal lists 1 mapping/,
   );
   assert.equal(check({ ...a, status: "not_found", mappings: [] }, { mspFilter: ["c.example"] }), "ok");
-  // A tag filter can only leave mappings out; what it shows must still be sealed.
+  // A tag filter can only leave mappings out; what it shows must still be sealed and carry the tag.
   assert.equal(check({ ...a, mappings: [GOOD] }, { tag: "Personal" }), "ok (incomplete)");
+  assert.match(check({ ...a, mappings: [GOOD] }, { tag: "Business" }), /does not carry the tag "Business"/);
+  // "Default" is in the seal, so that filter is checked in full.
+  assert.equal(check({ ...a, mappings: [GOOD] }, { tag: "Default" }), "ok");
+  assert.match(
+    check({ ...a, mappings: [AT_B] }, { tag: "default" }),
+    /mapping 1 .* not in the seal as shown/,
+  );
+  assert.match(
+    check({ ...a, status: "not_found", mappings: [] }, { tag: "Default" }),
+    /says NOT_FOUND, but the seal lists 1 mapping/,
+  );
+  // A DP lists each record once (a repeat would only make verifiers check it again).
+  assert.match(check(found([GOOD, GOOD])), /lists a record twice/);
   // Compact: the bits must be those of the sealed MSPs (a at index 0, b at index 1).
   const compact = { format: "compact" as const };
   assert.equal(check({ ...a, mappings: [], compactBits: Uint8Array.of(0b11) }, compact), "ok");

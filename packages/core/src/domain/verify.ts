@@ -196,6 +196,10 @@ export function answerProblem(
   nowMs: number,
 ): { problem: string } | VerifiedAnswer {
   const fail = (problem: string) => ({ problem });
+  // A denial shows nothing: no mapping, no compact bit (whatever the seal says, below).
+  if (a.status !== "answer" && (a.mappings.length > 0 || a.compactBits?.some((b) => b !== 0))) {
+    return fail(`it says ${KIND_TEXT[a.status]} but carries mappings or compact bits`);
+  }
   if (!a.seal) {
     // The resolver's own NOT_FOUND when no DP is delegated the range: the registry proves it.
     if (a.status === "not_found" && a.dpIds.length === 0 && trust.delegatedDp) {
@@ -240,9 +244,7 @@ export function answerProblem(
     return problem ? fail(problem) : { seal: s, complete: true };
   }
   if (s.status === "not_found") {
-    if (a.status !== "not_found" || a.mappings.length > 0) {
-      return fail(`it says ${KIND_TEXT[a.status]} but the seal says NOT_FOUND`);
-    }
+    if (a.status !== "not_found") return fail(`it says ${KIND_TEXT[a.status]} but the seal says NOT_FOUND`);
     return { seal: s, complete: true };
   }
   return sealedMappingsProblem(csi.uri, s, a, params, trust, nowMs);
@@ -258,15 +260,25 @@ function sealedMappingsProblem(
   nowMs: number,
 ): { problem: string } | VerifiedAnswer {
   const fail = (problem: string) => ({ problem });
-  const byMsp = params.mspFilter.length > 0;
-  const expected = byMsp ? s.entries.filter((e) => params.mspFilter.includes(e.mspId)) : s.entries;
-  // A tag filter leaves out mappings the seal cannot tell apart (tags are in the records).
-  const complete = params.tag === "";
+  // A DP lists each record once; a repeated one would only make a verifier check it again.
+  if (new Set(s.entries.map((e) => Buffer.from(e.recordDigest).toString("hex"))).size !== s.entries.length) {
+    return fail("its seal lists a record twice");
+  }
+  const tag = params.tag.toLowerCase();
+  // The seal holds the default flag, so "Default" is checked in full; another tag filter leaves
+  // out mappings the seal cannot tell apart (tags are in the records, which are not sent).
+  const complete = tag === "" || tag === "default";
+  const expected = s.entries.filter(
+    (e) =>
+      (params.mspFilter.length === 0 || params.mspFilter.includes(e.mspId)) &&
+      (tag !== "default" || e.isDefault),
+  );
   let next = 0;
   for (const [i, m] of a.mappings.entries()) {
     const digest = m.signed ? sealDigest(m.signed.record) : undefined;
-    const at = digest ? expected.findIndex((e, j) => j >= next && sameEntry(e, m, digest)) : -1;
-    if (at < 0) {
+    let at = next;
+    while (digest && at < expected.length && !sameEntry(expected[at] as SealedEntry, m, digest)) at++;
+    if (!digest || at >= expected.length) {
       return fail(
         `mapping ${i + 1} (MSP "${m.mspId}") is not in the seal as shown (record, default flag or order differ)`,
       );
@@ -278,6 +290,9 @@ function sealedMappingsProblem(
         ? `its record was countersigned by DP "${recordDp(m)}", not the sealing DP`
         : undefined);
     if (problem) return fail(`the mapping at MSP "${m.mspId}": ${problem}`);
+    if (!complete && !m.tags.some((t) => t.toLowerCase() === tag)) {
+      return fail(`the mapping at MSP "${m.mspId}" does not carry the tag "${params.tag}" asked for`);
+    }
   }
   const format: AnswerFormat = params.format;
   if (format === "compact" && a.mappings.length > 0) return fail("a compact answer carries mappings");
