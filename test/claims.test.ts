@@ -377,3 +377,54 @@ scenario(
     );
   },
 );
+
+scenario(
+  t,
+  "a code flood to one number stops at its budget, whichever MSP sends it; the holder claims later",
+  async () => {
+    const number = "+447700900444";
+    const csi = `tel:${number}`;
+    const user = generateSigningKey();
+    const bluebird = asMsp("msp-bluebird");
+    const wirechat = asMsp("msp-wirechat");
+    const start = (m: ReturnType<typeof asMsp>, ssi: string) =>
+      startClaim(m.api, m.party, { csi, ssi, tags: [], makeDefault: false }, user);
+    const texts = () => sms.filter((m) => m.to === number).length;
+    // Regression: 200 StartChallenge calls for one number sent 200 codes.
+    for (const m of [bluebird, wirechat, bluebird]) await start(m, `@flood:${m.party.mspId}`);
+    assert.equal(texts(), 3);
+    for (const m of [bluebird, wirechat]) {
+      const err = await rejectsWith(
+        start(m, `@flood:${m.party.mspId}`),
+        status.RESOURCE_EXHAUSTED,
+        /the budget of 3 codes per number per hour is spent; try again in 1200 s/,
+      );
+      // The rich error model: when to retry and which budget, for clients in any language.
+      const retry = err.details?.retryAfterMs ?? 0;
+      assert.ok(retry > 1_100_000 && retry <= 1_200_000, `one code back in 20 minutes (${retry} ms)`);
+      assert.deepEqual(err.details?.quota, [{ subject: "csi", description: "3 codes per number per hour" }]);
+      assert.equal(err.details?.reason, "CODE_LIMIT_CSI_HOUR");
+    }
+    assert.equal(texts(), 3, "no code went out for the refused calls");
+    // An hour later (on the DP's, the resolver's and the MSP's clocks) the budget has refilled
+    // and the holder claims.
+    const HOUR = 3_600_000;
+    t.advanceClock(t.net.dps.eu, HOUR);
+    t.advanceClock(t.net.resolver, HOUR);
+    try {
+      const ch = await startClaim(
+        bluebird.api,
+        bluebird.party,
+        { csi, ssi: "@holder:bluebird.example", tags: [], makeDefault: false },
+        user,
+        { now: () => Date.now() + HOUR },
+      );
+      await completeChallenge(bluebird.api, ch, await codeFrom("sms", number), user, bluebird.key);
+      await eventually(async () =>
+        assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND),
+      );
+    } finally {
+      t.resetClocks();
+    }
+  },
+);

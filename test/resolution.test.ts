@@ -1,7 +1,16 @@
 // Resolution through root -> authoritative -> resolver over mutual TLS (R8, R14, R15, R23, D1).
 import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { bitsSet, pb } from "@mimi/core";
+import {
+  bitsSet,
+  channelCredentials,
+  decodeStatusDetails,
+  loadTls,
+  pb,
+  STATUS_DETAILS_KEY,
+} from "@mimi/core";
+import { devTlsPaths } from "@mimi/devnet";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 // Debug level, so the privacy scenario can see every request the DPs log.
@@ -379,3 +388,51 @@ scenario(t, "bad admin input is refused with a reason", async () => {
   assert.equal(timeout.code, 2);
   assert.match(timeout.stderr, /--timeout must be/);
 });
+
+scenario(
+  t,
+  "malformed request bytes get INVALID_ARGUMENT naming the fault, on unary and streaming calls",
+  async () => {
+    const creds = channelCredentials(loadTls(devTlsPaths(t.net.pkiDir, "msp-bluebird")));
+    const raw = new grpc.Client(t.net.resolver.address, creds);
+    const same = (b: Buffer) => b;
+    // Field 1 (csi, a string) holding bytes that are not UTF-8; a varint cut short; a wrong wire type.
+    const bad = [
+      Buffer.from([0x0a, 0x02, 0xc3, 0x28]),
+      Buffer.from([0x08, 0xff]),
+      Buffer.from([0x0d, 1, 2, 3, 4]),
+    ];
+    try {
+      for (const bytes of bad) {
+        const err = await new Promise<grpc.ServiceError | undefined>((done) =>
+          raw.makeUnaryRequest("/mimi.discovery.v1.ResolverService/Resolve", same, same, bytes, (e) =>
+            done(e ?? undefined),
+          ),
+        );
+        // Regression: these were INTERNAL "Error deserializing request".
+        assert.equal(err?.code, grpc.status.INVALID_ARGUMENT, `${bytes.toString("hex")}: ${err?.message}`);
+        assert.match(err?.details ?? "", /^malformed request message: /);
+        assert.equal(
+          decodeStatusDetails(err?.metadata.get(STATUS_DETAILS_KEY)[0] as Buffer)?.reason,
+          "MALFORMED_MESSAGE",
+        );
+      }
+      // A stream: the call ends with the status at the first malformed message.
+      const stream = raw.makeBidiStreamRequest(
+        "/mimi.discovery.v1.ResolverService/ResolveStream",
+        same,
+        same,
+      );
+      const ended = new Promise<grpc.ServiceError>((done) => stream.on("error", done));
+      stream.on("data", () => {});
+      stream.write(bad[0] as Buffer);
+      const err = await ended;
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(err.details, /malformed request message/);
+      // The server is unharmed.
+      assert.equal((await t.resolve("tel:+447700900123")).answer?.status, pb.LookupStatus.FOUND);
+    } finally {
+      raw.close();
+    }
+  },
+);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
+import { DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
 import { parseConfig } from "./config.js";
 
 const example = () =>
@@ -34,7 +35,25 @@ test("the deploy example parses", () => {
     mappingLifetimeMs: 365 * 86_400_000,
     proofRanking: ["bulk", "email-code", "sms-code"],
     noticeRetentionMs: 30 * 86_400_000,
+    limits: {
+      codesPerCsiPerHour: 3,
+      codesPerCsiPerDay: 10,
+      mspCodesPerThousandUsersPerDay: 50,
+      mspCodesPerDayFloor: 100,
+      smsCodesPerHour: 1_000,
+      emailCodesPerHour: 10_000,
+      failuresPerCsiPerHour: 10,
+    },
   });
+  assert.deepEqual(parseConfig({ ...example(), claims: {} }).claims.limits, DEFAULT_CLAIM_LIMITS);
+  assert.throws(
+    () => parseConfig({ ...example(), claims: { limits: { codesPerCsiPerHour: 5, codesPerCsiPerDay: 4 } } }),
+    /codesPerCsiPerDay must be at least codesPerCsiPerHour/,
+  );
+  assert.throws(
+    () => parseConfig({ ...example(), claims: { limits: { smsCodesPerHour: 0 } } }),
+    /smsCodesPerHour/,
+  );
   assert.equal(config.sweepIntervalMs, 5_000);
   assert.ok(Object.isFrozen(config));
   assert.ok(Object.isFrozen(config.delivery.email));

@@ -11,7 +11,7 @@ import {
   readServerBasics,
   type ServerBasics,
 } from "@mimi/core";
-import type { ClaimPolicy } from "./claims/index.js";
+import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
 import { type DeliveryConfig, readDeliverySection } from "./senders.js";
 import type { Durability } from "./store/store.js";
 
@@ -136,7 +136,28 @@ function readClaimsSection(r: ConfigReader): ClaimPolicy {
       86_400_000,
     proofRanking: ranking,
     noticeRetentionMs: r.integer("noticeRetentionDays", DEFAULTS.noticeRetentionDays, 1, 365) * 86_400_000,
+    limits: readClaimLimits(r.object("limits", { optional: true })),
   };
   r.done();
   return policy;
+}
+
+/** claims.limits: every budget of the code flow (claims/throttle.ts), each with its default. */
+function readClaimLimits(r: ConfigReader): ClaimLimits {
+  const d = DEFAULT_CLAIM_LIMITS;
+  const n = (key: keyof ClaimLimits, max: number) => r.integer(key, d[key], 1, max);
+  const limits: ClaimLimits = {
+    codesPerCsiPerHour: n("codesPerCsiPerHour", 100),
+    codesPerCsiPerDay: n("codesPerCsiPerDay", 1_000),
+    mspCodesPerThousandUsersPerDay: n("mspCodesPerThousandUsersPerDay", 1_000_000),
+    mspCodesPerDayFloor: n("mspCodesPerDayFloor", 10_000_000),
+    smsCodesPerHour: n("smsCodesPerHour", 10_000_000),
+    emailCodesPerHour: n("emailCodesPerHour", 10_000_000),
+    failuresPerCsiPerHour: n("failuresPerCsiPerHour", 1_000),
+  };
+  r.done();
+  if (limits.codesPerCsiPerDay < limits.codesPerCsiPerHour) {
+    throw new ConfigError("config.claims.limits.codesPerCsiPerDay must be at least codesPerCsiPerHour");
+  }
+  return limits;
 }

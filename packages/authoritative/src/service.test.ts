@@ -24,7 +24,13 @@ import {
   signWith,
   verifyOutcome,
 } from "@mimi/core";
-import { type Claims, checkTags, createClaims, type StartRequest } from "./claims/index.js";
+import {
+  type Claims,
+  checkTags,
+  createClaims,
+  DEFAULT_CLAIM_LIMITS,
+  type StartRequest,
+} from "./claims/index.js";
 import type { CodeMessage } from "./senders.js";
 import { createAuthoritativeService } from "./service.js";
 import type { EnrolledMsp } from "./store/rows.js";
@@ -95,6 +101,13 @@ function setup({ contestWindowMs = 60_000 } = {}) {
       mappingLifetimeMs: 365 * DAY,
       proofRanking: ["bulk", "email-code", "sms-code"],
       noticeRetentionMs: 30 * DAY,
+      // The flows here claim one CSI many times; the budgets have their own tests (throttle.test.ts).
+      limits: {
+        ...DEFAULT_CLAIM_LIMITS,
+        codesPerCsiPerHour: 100,
+        codesPerCsiPerDay: 100,
+        failuresPerCsiPerHour: 100,
+      },
     },
     requireDelegated: (csi) => service.requireDelegated(csi),
     registry,
@@ -342,38 +355,47 @@ test("an MSP cannot complete another MSP's challenge, claim for another MSP, or 
   await rejects(() => t.claims.bulkResume(t.caller("parrot.example"), "s"), "permission_denied", /bulk/);
 });
 
-test("forged or missing signatures are refused and leave the challenge open", async () => {
+test("forged or missing signatures are refused and spend an attempt, like a wrong code", async () => {
   const t = setup();
   const user = generateSigningKey();
-  const ch = await t.openClaim(user);
-  const good = t.sign(ch, "claim", user, "bluebird.example");
-  const forgedUser = t.sign(ch, "claim", generateSigningKey(), "bluebird.example");
-  const forgedMsp = t.sign(ch, "claim", user, "wirechat.example");
   const c = () => t.caller("bluebird.example");
+  // Regression: bad signatures cost nothing, so a challenge took any number of them.
+  const first = await t.openClaim(user);
+  const good = t.sign(first, "claim", user, "bluebird.example");
   await rejects(
-    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), forgedUser.user, good.msp),
+    () => t.claims.complete(c(), first.challengeId, t.lastCode(), new Uint8Array(0), good.msp),
     "invalid_argument",
-    /user_signature/,
-  );
-  await rejects(
-    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), new Uint8Array(0), good.msp),
-    "invalid_argument",
-    /user_signature/,
-  );
-  await rejects(
-    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), good.user, forgedMsp.msp),
-    "invalid_argument",
-    /msp_signature/,
+    /user_signature does not verify .*; 2 attempt\(s\) left/,
   );
   // A user signature made for an action does not pass for a mapping (contexts differ).
-  const actionSig = signWith(user, SIGNING_CONTEXT.actionUser, ch.statement);
+  const actionSig = signWith(user, SIGNING_CONTEXT.actionUser, first.statement);
   await rejects(
-    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), actionSig, good.msp),
+    () => t.claims.complete(c(), first.challengeId, t.lastCode(), actionSig, good.msp),
+    "invalid_argument",
+    /user_signature .*; 1 attempt\(s\) left/,
+  );
+  const forgedMsp = t.sign(first, "claim", user, "wirechat.example");
+  await rejects(
+    () => t.claims.complete(c(), first.challengeId, t.lastCode(), good.user, forgedMsp.msp),
+    "invalid_argument",
+    /msp_signature .*; no attempts left, start a new challenge/,
+  );
+  await rejects(
+    () => t.claims.complete(c(), first.challengeId, t.lastCode(), good.user, good.msp),
+    "failed_precondition",
+    /closed after too many/,
+  );
+  assert.equal(t.answer(ALICE).kind, "not_found");
+  // A corrected submission within the attempts goes through.
+  const ch = await t.openClaim(user);
+  const ok = t.sign(ch, "claim", user, "bluebird.example");
+  const forgedUser = t.sign(ch, "claim", generateSigningKey(), "bluebird.example");
+  await rejects(
+    () => t.claims.complete(c(), ch.challengeId, t.lastCode(), forgedUser.user, ok.msp),
     "invalid_argument",
     /user_signature/,
   );
-  assert.equal(t.answer(ALICE).kind, "not_found");
-  t.claims.complete(c(), ch.challengeId, t.lastCode(), good.user, good.msp);
+  t.claims.complete(c(), ch.challengeId, t.lastCode(), ok.user, ok.msp);
   assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
 });
 

@@ -43,7 +43,12 @@ export {
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
 // Domain: identifiers, the registry, answers, signed records and their verification.
-export { DiscoveryError, type DiscoveryErrorCode, invalidArgument } from "./domain/errors.js";
+export {
+  DiscoveryError,
+  type DiscoveryErrorCode,
+  type ErrorDetails,
+  invalidArgument,
+} from "./domain/errors.js";
 export {
   type ActionStatement,
   type ContestStatement,
@@ -135,6 +140,12 @@ export {
   sqliteFilesOf,
 } from "./runtime/private-files.js";
 export {
+  createRateLimiter,
+  type KeyedRateLimiter,
+  type RateLimit,
+  type RateRefusal,
+} from "./runtime/rate-limit.js";
+export {
   SCHEMA_OBJECTS_SQL,
   type SchemaObject,
   type SchemaSource,
@@ -173,6 +184,7 @@ export {
   encodeResolveResponse,
   encodeResolveStreamItem,
 } from "./wire/encoded.js";
+export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./wire/error-details.js";
 export {
   type AddServiceOptions,
   addService,

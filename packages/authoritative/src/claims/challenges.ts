@@ -22,6 +22,7 @@ import { applyClaim } from "./claim.js";
 import type { ClaimsContext } from "./context.js";
 import { checkSsi, checkTags } from "./input.js";
 import { applyInvalidate, applyOptOut } from "./removal.js";
+import type { ClaimThrottle } from "./throttle.js";
 import type { CompleteResult, StartRequest, StartResult } from "./types.js";
 
 /** How codes are made, sent and checked. */
@@ -29,6 +30,7 @@ export interface ChallengeDeps {
   sender: CodeSender;
   /** Keys the code hashes, so a copy of the database does not reveal open codes. */
   codeSecret: Uint8Array;
+  throttle: ClaimThrottle;
 }
 
 const hashCode = (secret: Uint8Array, challengeId: string, code: string) =>
@@ -84,6 +86,8 @@ export async function startChallenge(
       issuedAtMs: now,
     });
   }
+  // Last, once the request is known to be well formed: a refused code spends no budget.
+  deps.throttle.beforeCode(csi, caller, now);
   const code = String(randomInt(0, 10 ** policy.codeLength)).padStart(policy.codeLength, "0");
   const expiresAtMs = now + policy.codeTtlMs;
   store.insertChallenge({
@@ -143,20 +147,24 @@ export function completeChallenge(
       "this challenge is closed after too many wrong codes; start a new one",
     );
   }
-  if (ctx.clock() > ch.expiresAtMs) {
+  const now = ctx.clock();
+  if (now > ch.expiresAtMs) {
     throw new DiscoveryError("failed_precondition", "the code has expired; start a new challenge");
   }
-  if (!timingSafeEqual(hashCode(deps.codeSecret, ch.id, code), ch.codeHash)) {
+  deps.throttle.beforeProof(ch.csi, now);
+  // A wrong code and a bad signature both spend an attempt of the challenge and count toward
+  // the CSI's lock, across challenges.
+  const failedProof = (what: string) => {
     const attempts = ch.attempts + 1;
     const left = policy.maxAttempts - attempts;
     store.updateChallenge(ch.id, attempts, left <= 0 ? "exhausted" : "open");
-    ctx.log.info({ challenge: ch.id, msp: caller.mspId, attempts }, "wrong code");
-    throw invalidArgument(
-      left <= 0
-        ? "wrong code; no attempts left, start a new challenge"
-        : `wrong code; ${left} attempt(s) left`,
+    deps.throttle.failed(ch.csi, now);
+    ctx.log.info({ challenge: ch.id, msp: caller.mspId, attempts }, "failed proof");
+    return invalidArgument(
+      left <= 0 ? `${what}; no attempts left, start a new challenge` : `${what}; ${left} attempt(s) left`,
     );
-  }
+  };
+  if (!timingSafeEqual(hashCode(deps.codeSecret, ch.id, code), ch.codeHash)) throw failedProof("wrong code");
   const claim = ch.action === "claim";
   const ctxUser = claim ? SIGNING_CONTEXT.mappingUser : SIGNING_CONTEXT.actionUser;
   const ctxMsp = claim ? SIGNING_CONTEXT.mappingMsp : SIGNING_CONTEXT.actionMsp;
@@ -166,10 +174,10 @@ export function completeChallenge(
   // Signatures are checked after the code so that a wrong signature cannot probe codes;
   // the challenge stays open for a corrected submission.
   if (!verifyWith(userKey, ctxUser, userSig, [ch.statement])) {
-    throw invalidArgument("user_signature does not verify with the user's key over the statement");
+    throw failedProof("user_signature does not verify with the user's key over the statement");
   }
   if (!verifyWith(caller.signingPublicKey, ctxMsp, mspSig, [ch.statement], { registryKey: true })) {
-    throw invalidArgument("msp_signature does not verify with the MSP's enrolled signing key");
+    throw failedProof("msp_signature does not verify with the MSP's enrolled signing key");
   }
   return ctx.tx(() => {
     store.updateChallenge(ch.id, ch.attempts, "used");

@@ -21,6 +21,7 @@ import { createContext } from "./context.js";
 import { createNotices } from "./notices.js";
 import { invalidateOlder } from "./peer-invalidation.js";
 import { ingestFeed } from "./provider-feed.js";
+import { createClaimThrottle, DEFAULT_CLAIM_LIMITS } from "./throttle.js";
 import type {
   BulkAck,
   ClaimPolicy,
@@ -32,6 +33,7 @@ import type {
 } from "./types.js";
 
 export { checkTags } from "./input.js";
+export { type ClaimLimits, DEFAULT_CLAIM_LIMITS } from "./throttle.js";
 export type * from "./types.js";
 
 /** Options of the claim side. */
@@ -101,7 +103,8 @@ export interface Claims {
 export function createClaims(o: ClaimsOptions): Claims {
   const notices = createNotices(o.store);
   const ctx = createContext({ ...o, notices, log: o.log });
-  const deps = { sender: o.sender, codeSecret: o.codeSecret };
+  const throttle = createClaimThrottle(o.policy.limits ?? DEFAULT_CLAIM_LIMITS);
+  const deps = { sender: o.sender, codeSecret: o.codeSecret, throttle };
   const bulkVerifier = o.bulkVerifier ?? createBulkVerifier({ threads: 0 });
   return {
     callerOf(tlsIdentity) {

@@ -1,6 +1,8 @@
 // The claim flow's inputs and results as the server binding sees them (protocol-free).
+
 import type { Mapping, MspInfo } from "@mimi/core";
 import type { ProofRanking, ProviderEvent } from "./rules.js";
+import type { ClaimLimits } from "./throttle.js";
 
 /** Policy of the claim flow; every value comes from the DP's configuration. */
 export interface ClaimPolicy {
@@ -13,6 +15,8 @@ export interface ClaimPolicy {
   /** Proof methods from weakest to strongest (R17's "stricter proof"). */
   readonly proofRanking: ProofRanking;
   readonly noticeRetentionMs: number;
+  /** Code budgets and the failure lock (claims/throttle.ts); DEFAULT_CLAIM_LIMITS when absent. */
+  readonly limits?: ClaimLimits;
 }
 
 /** What an MSP asks to prove possession for. */

@@ -14,21 +14,41 @@ export type DiscoveryErrorCode =
   | "upstream_unavailable"
   | "upstream_failed"
   | "store_failure"
-  | "verification_failed";
+  | "verification_failed"
+  | "resource_exhausted";
+
+/**
+ * What a client can act on without parsing the message: sent as gRPC's rich error model
+ * (google.rpc.Status in the grpc-status-details-bin trailer; wire/status.ts).
+ */
+export interface ErrorDetails {
+  /** When trying again can succeed (RetryInfo). */
+  readonly retryAfterMs?: number;
+  /** The budgets the call ran out of (QuotaFailure). */
+  readonly quota?: readonly { readonly subject: string; readonly description: string }[];
+  /** The request fields at fault (BadRequest). */
+  readonly fields?: readonly { readonly field: string; readonly description: string }[];
+  /** A stable UPPER_SNAKE_CASE reason and facts about it (ErrorInfo). */
+  readonly reason?: string;
+  readonly metadata?: Readonly<Record<string, string>>;
+}
 
 /** A failure with a code from the closed set and a message a person can act on. */
 export class DiscoveryError extends Error {
   override readonly name = "DiscoveryError";
   /** The gRPC status code a peer reported, when the error came from one. */
   readonly remoteStatus: number | undefined;
+  /** Machine-readable details, sent to the peer or received from it. */
+  readonly details: ErrorDetails | undefined;
 
   constructor(
     readonly code: DiscoveryErrorCode,
     message: string,
-    options?: { cause?: unknown; remoteStatus?: number },
+    options?: { cause?: unknown; remoteStatus?: number; details?: ErrorDetails },
   ) {
     super(message, options);
     this.remoteStatus = options?.remoteStatus;
+    this.details = options?.details;
   }
 }
 

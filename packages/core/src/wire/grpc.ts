@@ -90,13 +90,35 @@ export function addService<S extends GenServiceMethods>(
   server.addService(definition, implementation);
 }
 
+/** A request message that did not decode; the handler wrapper answers it INVALID_ARGUMENT. */
+class Malformed {
+  constructor(readonly reason: string) {}
+}
+
+/** The request, or INVALID_ARGUMENT naming what in its bytes is wrong. */
+function wellFormed<T>(msg: T): T {
+  if (msg instanceof Malformed) {
+    throw new DiscoveryError("invalid_argument", `malformed request message: ${msg.reason}`, {
+      details: { reason: "MALFORMED_MESSAGE" },
+    });
+  }
+  return msg;
+}
+
 function methodDefinition(method: DescMethod, path: string): grpc.MethodDefinition<unknown, unknown> {
   return {
     path,
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as MessageShape<DescMessage>)),
-    requestDeserialize: (buf: Buffer) => fromBinary(method.input, buf),
+    // grpc-js answers a throwing deserializer with INTERNAL; bad bytes are the caller's fault.
+    requestDeserialize: (buf: Buffer) => {
+      try {
+        return fromBinary(method.input, buf);
+      } catch (err) {
+        return new Malformed((err as Error).message);
+      }
+    },
     responseSerialize: (msg: unknown) =>
       msg instanceof Uint8Array
         ? Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
@@ -201,7 +223,7 @@ function serverHandler(
         const { ctx, done } = makeContext(call, path);
         (async () => {
           check?.(ctx);
-          const out = await handler(call.request, ctx);
+          const out = await handler(wellFormed(call.request), ctx);
           return asReply(method, out);
         })().then(
           (res) => {
@@ -220,7 +242,7 @@ function serverHandler(
         const send = writer(call, method, ctx.signal);
         (async () => {
           check?.(ctx);
-          await handler(call.request, ctx, send);
+          await handler(wellFormed(call.request), ctx, send);
         })().then(
           () => {
             done();
@@ -279,7 +301,19 @@ function serverHandler(
 function incoming(
   call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
 ): AsyncIterable<unknown> {
-  return { [Symbol.asyncIterator]: () => call.iterator({ destroyOnReturn: false }) };
+  return {
+    [Symbol.asyncIterator]: () => {
+      const it = call.iterator({ destroyOnReturn: false });
+      return {
+        next: () =>
+          it.next().then((r) => {
+            if (!r.done) wellFormed(r.value);
+            return r;
+          }),
+        return: (value?: unknown) => it.return?.(value) ?? Promise.resolve({ done: true, value }),
+      };
+    },
+  };
 }
 
 /** Messages a stream may queue, either way, before the writer waits for the peer to read. */

@@ -3,7 +3,8 @@
 // into DiscoveryError through fromServiceError and fromStatus.
 import { Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { DiscoveryError, type DiscoveryErrorCode } from "../domain/errors.js";
+import { DiscoveryError, type DiscoveryErrorCode, type ErrorDetails } from "../domain/errors.js";
+import { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./error-details.js";
 
 const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
   invalid_argument: Status.INVALID_ARGUMENT,
@@ -19,6 +20,7 @@ const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
   store_failure: Status.INTERNAL,
   // Like a DNSSEC-validating resolver's SERVFAIL: the answer exists but cannot be trusted.
   verification_failed: Status.UNAVAILABLE,
+  resource_exhausted: Status.RESOURCE_EXHAUSTED,
 };
 
 /** The gRPC status an error code is reported with. */
@@ -51,7 +53,11 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
       };
     }
     log.debug({ code: err.code, method, reason: err.message }, "request refused");
-    return { code: statusOf(err.code), details: err.message, metadata };
+    const code = statusOf(err.code);
+    if (err.details) {
+      metadata.set(STATUS_DETAILS_KEY, Buffer.from(encodeStatusDetails(code, err.message, err.details)));
+    }
+    return { code, details: err.message, metadata };
   }
   log.error({ err, method }, "unexpected error in handler");
   return { code: Status.INTERNAL, details: "internal error; the server log has the cause", metadata };
@@ -61,21 +67,30 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
 export function fromServiceError(err: unknown, what: string): DiscoveryError {
   if (err instanceof DiscoveryError) return err;
   const se = err as Partial<ServiceError>;
-  if (typeof se.code === "number")
-    return fromStatus(se.code, se.details || se.message || "no details", what, err);
+  if (typeof se.code === "number") {
+    const raw = se.metadata?.get(STATUS_DETAILS_KEY)[0];
+    const details = decodeStatusDetails(typeof raw === "string" ? undefined : raw);
+    return fromStatus(se.code, se.details || se.message || "no details", what, err, details);
+  }
   return new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error)?.message ?? String(err)}`, {
     cause: err,
   });
 }
 
 /** A DiscoveryError for a status a peer reported (for a call, or for one item of a stream). */
-export function fromStatus(code: Status, details: string, what: string, cause?: unknown): DiscoveryError {
+export function fromStatus(
+  code: Status,
+  details: string,
+  what: string,
+  cause?: unknown,
+  errorDetails?: ErrorDetails,
+): DiscoveryError {
   const transient =
     code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.CANCELLED;
   return new DiscoveryError(
     transient ? "upstream_unavailable" : codeOfStatus(code),
     `${what}: ${Status[code] ?? code}: ${details}`,
-    { cause, remoteStatus: code },
+    { cause, remoteStatus: code, ...(errorDetails && { details: errorDetails }) },
   );
 }
 
@@ -98,6 +113,8 @@ function codeOfStatus(code: Status): DiscoveryErrorCode {
       return "permission_denied";
     case Status.UNAUTHENTICATED:
       return "unauthenticated";
+    case Status.RESOURCE_EXHAUSTED:
+      return "resource_exhausted";
     default:
       return "upstream_failed";
   }

@@ -711,7 +711,10 @@ export const NoticeKindSchema: GenEnum<NoticeKind> = /*@__PURE__*/
  */
 export const ClaimService: GenService<{
   /**
-   * Opens a challenge and sends its code to the CSI. The MSP never sees the code.
+   * Opens a challenge and sends its code to the CSI. The MSP never sees the code. Codes are
+   * budgeted per CSI (across MSPs), per MSP (from its enrolled users) and per channel; a spent
+   * budget, or a CSI locked after failed proofs, fails RESOURCE_EXHAUSTED with RetryInfo,
+   * QuotaFailure and ErrorInfo in grpc-status-details-bin (google/rpc/error_details.proto).
    *
    * @generated from rpc mimi.discovery.v1.ClaimService.StartChallenge
    */
@@ -721,8 +724,9 @@ export const ClaimService: GenService<{
     output: typeof StartChallengeResponseSchema;
   },
   /**
-   * Completes a challenge with the code the user typed. Wrong codes count against a small
-   * number of attempts; an expired, used or exhausted challenge fails FAILED_PRECONDITION.
+   * Completes a challenge with the code the user typed. Wrong codes and bad signatures count
+   * against a small number of attempts and toward the CSI's lock (RESOURCE_EXHAUSTED while
+   * locked); an expired, used or exhausted challenge fails FAILED_PRECONDITION.
    *
    * @generated from rpc mimi.discovery.v1.ClaimService.CompleteChallenge
    */

@@ -1,0 +1,149 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DiscoveryError, parseCsi } from "@mimi/core";
+import type { EnrolledMsp } from "../store/rows.js";
+import { type ClaimLimits, createClaimThrottle, DEFAULT_CLAIM_LIMITS } from "./throttle.js";
+
+const HOUR = 3_600_000;
+const msp = (mspId: string, enrolledUsers = 0): EnrolledMsp => ({
+  mspId,
+  tlsIdentity: mspId,
+  enrolledUsers,
+  enrolledAtMs: 0,
+  signingPublicKey: new Uint8Array(32),
+  mayBulk: false,
+});
+const A = parseCsi("tel:+447700900123");
+const B = parseCsi("tel:+447700900124");
+
+/** The refusal `f` throws: its reason and retry-after, or "ok". */
+function outcome(f: () => void): string {
+  try {
+    f();
+    return "ok";
+  } catch (err) {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "resource_exhausted");
+    return `${err.details?.reason} ${err.details?.retryAfterMs}`;
+  }
+}
+
+test("codes to one number stop at its hourly and daily budgets, across MSPs, and refill", () => {
+  const t = createClaimThrottle(DEFAULT_CLAIM_LIMITS);
+  const x = msp("x.example");
+  const y = msp("y.example");
+  for (let i = 0; i < 3; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(A, i % 2 ? x : y, 0)),
+      "ok",
+    );
+  // Regression: 200 codes to one number went out in 0.7 s.
+  assert.equal(
+    outcome(() => t.beforeCode(A, y, 0)),
+    `CODE_LIMIT_CSI_HOUR ${HOUR / 3}`,
+  );
+  assert.equal(
+    outcome(() => t.beforeCode(B, y, 0)),
+    "ok",
+    "another number has its own budget",
+  );
+  // One try every 20 minutes for a day: the hourly budget refills one code per 20 minutes, the
+  // daily one (10) one per 2.4 hours, so a day holds its 10 at once and 10 refilled, never more.
+  let sent = 3;
+  for (let now = HOUR / 3; now <= 24 * HOUR; now += HOUR / 3) {
+    if (outcome(() => t.beforeCode(A, x, now)) === "ok") sent++;
+  }
+  assert.equal(sent, 20);
+  assert.match(
+    outcome(() => t.beforeCode(A, x, 24 * HOUR)),
+    /^CODE_LIMIT_CSI_DAY \d+$/,
+  );
+});
+
+test("a refusal says which budget and when, and charges no budget", () => {
+  const limits: ClaimLimits = { ...DEFAULT_CLAIM_LIMITS, smsCodesPerHour: 2 };
+  const t = createClaimThrottle(limits);
+  const x = msp("x.example");
+  t.beforeCode(A, x, 0);
+  t.beforeCode(B, x, 0);
+  let err: DiscoveryError | undefined;
+  try {
+    t.beforeCode(parseCsi("tel:+447700900125"), x, 0);
+  } catch (e) {
+    err = e as DiscoveryError;
+  }
+  assert.ok(err);
+  assert.match(err.message, /the budget of 2 sms codes per hour is spent; try again in 1800 s/);
+  assert.deepEqual(err.details?.quota, [{ subject: "channel:sms", description: "2 sms codes per hour" }]);
+  assert.equal(err.details?.retryAfterMs, 1_800_000);
+  // Email has its own channel budget; the refused SMS did not spend the number's budget.
+  assert.equal(
+    outcome(() => t.beforeCode(parseCsi("mailto:a@example.org"), x, 0)),
+    "ok",
+  );
+  assert.equal(
+    outcome(() => t.beforeCode(parseCsi("tel:+447700900125"), x, 1_800_000)),
+    "ok",
+  );
+});
+
+test("an MSP's daily codes follow its enrolled users, never below the floor", () => {
+  const limits: ClaimLimits = {
+    ...DEFAULT_CLAIM_LIMITS,
+    mspCodesPerDayFloor: 2,
+    mspCodesPerThousandUsersPerDay: 1,
+  };
+  const t = createClaimThrottle(limits);
+  const small = msp("small.example", 10); // 0.01 codes a day: the floor of 2 applies
+  const big = msp("big.example", 4_000); // 4 a day
+  let n = 0;
+  const numbers = () => parseCsi(`tel:+4477009001${String(n++).padStart(2, "0")}`);
+  for (let i = 0; i < 2; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(numbers(), small, 0)),
+      "ok",
+    );
+  assert.match(
+    outcome(() => t.beforeCode(numbers(), small, 0)),
+    /^CODE_LIMIT_MSP /,
+  );
+  for (let i = 0; i < 4; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(numbers(), big, 0)),
+      "ok",
+    );
+  assert.equal(
+    outcome(() => t.beforeCode(numbers(), big, 0)),
+    `CODE_LIMIT_MSP ${86_400_000 / 4}`,
+  );
+});
+
+test("failed proofs lock a number's challenges across challenges, for a while", () => {
+  const t = createClaimThrottle({ ...DEFAULT_CLAIM_LIMITS, failuresPerCsiPerHour: 3 });
+  for (let i = 0; i < 3; i++) {
+    assert.equal(
+      outcome(() => t.beforeProof(A.uri, 0)),
+      "ok",
+    );
+    t.failed(A.uri, 0);
+  }
+  assert.equal(
+    outcome(() => t.beforeProof(A.uri, 0)),
+    `CSI_LOCKED ${HOUR / 3}`,
+  );
+  assert.equal(
+    outcome(() => t.beforeCode(A, msp("x.example"), 0)),
+    `CSI_LOCKED ${HOUR / 3}`,
+    "no new codes either",
+  );
+  assert.equal(
+    outcome(() => t.beforeProof(B.uri, 0)),
+    "ok",
+    "only that number",
+  );
+  assert.equal(
+    outcome(() => t.beforeProof(A.uri, HOUR / 3)),
+    "ok",
+    "the lock lifts",
+  );
+});

@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { createRateLimiter } from "./rate-limit.js";
+
+const HOUR = 3_600_000;
+
+test("a budget allows its limit at once, then one unit per refill interval, and says when", () => {
+  const l = createRateLimiter({ limit: 3, windowMs: HOUR }, 100);
+  for (let i = 0; i < 3; i++) assert.equal(l.take("a", 0), undefined);
+  assert.equal(l.remaining("a", 0), 0);
+  assert.deepEqual(l.take("a", 0), { retryAfterMs: HOUR / 3 });
+  assert.deepEqual(l.take("a", 1_000), { retryAfterMs: HOUR / 3 - 1_000 }, "a refusal takes nothing");
+  assert.equal(l.take("a", HOUR / 3), undefined, "one unit back after a third of the window");
+  assert.ok(l.take("a", HOUR / 3));
+  // Other keys have their own budget; after a whole window the budget is full again.
+  assert.equal(l.take("b", 0), undefined);
+  assert.equal(l.remaining("a", HOUR + HOUR / 3), 3);
+});
+
+test("check takes nothing; a cost above the limit is never available", () => {
+  const l = createRateLimiter({ limit: 2, windowMs: 1_000 }, 10);
+  assert.equal(l.check("k", 0, 2), undefined);
+  assert.equal(l.remaining("k", 0), 2);
+  assert.equal(l.take("k", 0, 2), undefined);
+  assert.deepEqual(l.check("k", 0), { retryAfterMs: 500 });
+  assert.equal(l.check("k", 0, 3)?.retryAfterMs, Number.POSITIVE_INFINITY);
+});
+
+test("keys are bounded: the least recently charged key goes first", () => {
+  const l = createRateLimiter({ limit: 1, windowMs: HOUR }, 2);
+  l.take("a", 0);
+  l.take("b", 0);
+  l.take("c", 0);
+  assert.equal(l.size, 2);
+  assert.equal(l.take("a", 0), undefined, "a was forgotten, so its budget is whole again");
+  assert.ok(l.take("c", 0), "c is still held");
+  assert.throws(() => createRateLimiter({ limit: 0, windowMs: 1 }, 1), RangeError);
+});

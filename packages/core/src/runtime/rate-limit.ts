@@ -1,0 +1,65 @@
+// A keyed rate limiter: GCRA (the generic cell rate algorithm), one "theoretical arrival time"
+// per key. It allows `limit` units at once and refills them evenly over `windowMs` (a token
+// bucket of `limit` tokens, without a timer), answers exactly when a refused call could
+// succeed, and keeps 8 bytes of state per key. Keys live in a Map used as an LRU bounded by
+// `maxKeys`: an evicted key only loses what it had spent, so `maxKeys` must exceed the number of
+// keys that can be busy within one window (callers size it from the budgets in front of it).
+
+/** A budget: `limit` units per `windowMs`, all of them available at once. */
+export interface RateLimit {
+  readonly limit: number;
+  readonly windowMs: number;
+}
+
+/** A refusal: when the units asked for would be available. */
+export interface RateRefusal {
+  readonly retryAfterMs: number;
+}
+
+/** The limiter of one budget over many keys. */
+export interface KeyedRateLimiter {
+  readonly budget: RateLimit;
+  /** Whether `cost` units may be taken for `key` at `nowMs`, without taking them. */
+  check(key: string, nowMs: number, cost?: number): RateRefusal | undefined;
+  /** Takes `cost` units for `key` when they are available; otherwise takes nothing. */
+  take(key: string, nowMs: number, cost?: number): RateRefusal | undefined;
+  /** Units `key` could take at `nowMs`. */
+  remaining(key: string, nowMs: number): number;
+  /** Keys held now (for metrics and tests). */
+  readonly size: number;
+}
+
+/** A limiter of `budget` per key, holding at most `maxKeys` keys. */
+export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRateLimiter {
+  if (!(budget.limit >= 1 && budget.windowMs >= 1))
+    throw new RangeError("a rate limit needs limit and window ≥ 1");
+  const interval = budget.windowMs / budget.limit; // ms per unit
+  const span = budget.windowMs; // the whole budget, in ms of arrival time
+  const tat = new Map<string, number>();
+  const arrival = (key: string, nowMs: number) => Math.max(tat.get(key) ?? nowMs, nowMs);
+  const refusal = (key: string, nowMs: number, cost: number): RateRefusal | undefined => {
+    if (cost > budget.limit) return { retryAfterMs: Number.POSITIVE_INFINITY };
+    const allowAt = arrival(key, nowMs) + cost * interval - span;
+    return allowAt > nowMs ? { retryAfterMs: Math.ceil(allowAt - nowMs) } : undefined;
+  };
+  return {
+    budget,
+    check: (key, nowMs, cost = 1) => refusal(key, nowMs, cost),
+    take(key, nowMs, cost = 1) {
+      const refused = refusal(key, nowMs, cost);
+      if (refused) return refused;
+      const next = arrival(key, nowMs) + cost * interval;
+      tat.delete(key); // re-inserted last: the Map's order is the LRU order
+      tat.set(key, next);
+      while (tat.size > maxKeys) {
+        const oldest = tat.keys().next().value as string;
+        tat.delete(oldest);
+      }
+      return undefined;
+    },
+    remaining: (key, nowMs) => Math.floor((span - (arrival(key, nowMs) - nowMs)) / interval + 1e-9),
+    get size() {
+      return tat.size;
+    },
+  };
+}
