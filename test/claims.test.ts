@@ -10,6 +10,7 @@ import {
   bulkRecord,
   bulkRegister,
   completeChallenge,
+  type DiscoveryError,
   generateSigningKey,
   loadPublicKey,
   mappingFromProto,
@@ -426,5 +427,52 @@ scenario(
     } finally {
       t.resetClocks();
     }
+  },
+);
+
+scenario(
+  t,
+  "one identity's watch streams stop at the cap; the rest are refused and lookups go on",
+  async () => {
+    const api = t.net.channel(t.net.dps.eu.address, "msp-parrot").client(pb.ClaimService);
+    /**
+     * Opens `n` watch streams and checks that all but 64 are refused. A refusal is sent before the
+     * answer to a later call on the same connection, so after one round trip every refusal is in.
+     */
+    const open = async (n: number, stop: AbortController) => {
+      let refused = 0;
+      let other = "";
+      for (let i = 0; i < n; i++) {
+        api
+          .watchNotices({ sinceSeq: 0n }, { signal: stop.signal })
+          [Symbol.asyncIterator]()
+          .next()
+          .catch((err: DiscoveryError) => {
+            if (stop.signal.aborted) return;
+            if (err.remoteStatus === status.RESOURCE_EXHAUSTED && /64 open watch streams/.test(err.message)) {
+              refused++;
+            } else other = err.message;
+          });
+      }
+      await rejectsWith(api.completeChallenge({ challengeId: "ch_none", code: "000000" }), status.NOT_FOUND);
+      assert.equal(other, "");
+      assert.equal(refused, n - 64);
+      // Lookups go on meanwhile (this number's answer depends on the scenarios before).
+      const answer = (await t.resolve("tel:+447700900123")).answer;
+      assert.ok(answer && answer.status !== pb.LookupStatus.UNSPECIFIED);
+    };
+    // Regression: 2,000 streams on one connection were all served, at 33 times the DP's cost per write.
+    const first = new AbortController();
+    await open(200, first);
+    first.abort();
+    // Closed streams give their slots back.
+    await eventually(async () => {
+      const again = new AbortController();
+      try {
+        await open(100, again);
+      } finally {
+        again.abort();
+      }
+    });
   },
 );

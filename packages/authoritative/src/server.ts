@@ -11,6 +11,7 @@ import {
   DiscoveryError,
   delegationToProto,
   type Logger,
+  MAX_METHOD_REQUEST_BYTES,
   mappingFromProto,
   mappingToProto,
   mspToProto,
@@ -214,6 +215,8 @@ export function bindAuthoritativeServer(
           throw new DiscoveryError("permission_denied", `identity "${peer.name}" is not an admin of this DP`);
         }
       },
+      // A feed message of MAX_FEED_BATCH entries.
+      maxRequestBytes: { ingestProviderFeed: MAX_METHOD_REQUEST_BYTES },
     },
   );
 
@@ -346,7 +349,8 @@ export function bindAuthoritativeServer(
         log.info({ msp: caller.mspId, session, stored: total }, "bulk session ended");
       },
     },
-    { log, roles: ["msp"] },
+    // A bulk batch holds up to 10,000 signed records.
+    { log, roles: ["msp"], maxRequestBytes: { bulkRegister: MAX_METHOD_REQUEST_BYTES } },
   );
 }
 

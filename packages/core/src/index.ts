@@ -210,6 +210,13 @@ export {
   type ServerSpec,
   shutdown,
 } from "./wire/server.js";
+export {
+  type ConnectionLimits,
+  createWatchSlots,
+  DEFAULT_CONNECTION_LIMITS,
+  MAX_METHOD_REQUEST_BYTES,
+  type WatchSlots,
+} from "./wire/server-limits.js";
 // Wire: gRPC services and clients, protobuf conversion, TLS, health and the server lifecycle.
 export { fromStatus, statusName, toWireStatus, type WireStatus } from "./wire/status.js";
 export {

@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { DiscoveryError } from "../domain/errors.js";
 import type { Encoded } from "./encoded.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
+import { limitsOf, type WatchSlots } from "./server-limits.js";
 import { toWireStatus } from "./status.js";
 
 /** Who is calling, as read from the client certificate of the mutual-TLS connection. */
@@ -68,6 +69,11 @@ export interface AddServiceOptions {
   roles?: readonly Role[];
   /** Called before every handler, after the role check; throw a DiscoveryError to refuse the call. */
   authorize?: (peer: PeerIdentity, method: string) => void;
+  /**
+   * Largest request message per method (by its local name) where it is more than the server's
+   * `connections.maxRequestBytes`, e.g. a bulk batch; larger messages fail RESOURCE_EXHAUSTED.
+   */
+  maxRequestBytes?: Readonly<Record<string, number>>;
 }
 
 /** Registers typed handlers for a generated service on a grpc-js server. */
@@ -79,33 +85,46 @@ export function addService<S extends GenServiceMethods>(
 ): void {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const implementation: grpc.UntypedServiceImplementation = {};
+  const limits = limitsOf(server);
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
-    definition[method.localName] = methodDefinition(method, path);
+    const maxBytes = options.maxRequestBytes?.[method.localName] ?? limits.limits.maxRequestBytes;
+    definition[method.localName] = methodDefinition(method, path, maxBytes);
     const handler = (handlers as Record<string, unknown>)[method.localName] as (
       ...args: unknown[]
     ) => unknown;
-    implementation[method.localName] = serverHandler(method, path, handler, options);
+    implementation[method.localName] = serverHandler(method, path, handler, options, limits.watchers);
   }
   server.addService(definition, implementation);
 }
 
-/** A request message that did not decode; the handler wrapper answers it INVALID_ARGUMENT. */
+/**
+ * A request message that was not decoded: malformed (INVALID_ARGUMENT) or larger than its method
+ * takes (RESOURCE_EXHAUSTED, as gRPC reports oversized messages). The handler wrapper answers it.
+ */
 class Malformed {
-  constructor(readonly reason: string) {}
+  constructor(
+    readonly reason: string,
+    readonly tooLarge = false,
+  ) {}
 }
 
-/** The request, or INVALID_ARGUMENT naming what in its bytes is wrong. */
+/** The request, or the status naming what in its bytes is wrong. */
 function wellFormed<T>(msg: T): T {
-  if (msg instanceof Malformed) {
-    throw new DiscoveryError("invalid_argument", `malformed request message: ${msg.reason}`, {
-      details: { reason: "MALFORMED_MESSAGE" },
-    });
+  if (!(msg instanceof Malformed)) return msg;
+  if (msg.tooLarge) {
+    throw new DiscoveryError("resource_exhausted", msg.reason, { details: { reason: "REQUEST_TOO_LARGE" } });
   }
-  return msg;
+  throw new DiscoveryError("invalid_argument", `malformed request message: ${msg.reason}`, {
+    details: { reason: "MALFORMED_MESSAGE" },
+  });
 }
 
-function methodDefinition(method: DescMethod, path: string): grpc.MethodDefinition<unknown, unknown> {
+function methodDefinition(
+  method: DescMethod,
+  path: string,
+  maxBytes: number,
+): grpc.MethodDefinition<unknown, unknown> {
   return {
     path,
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
@@ -113,6 +132,12 @@ function methodDefinition(method: DescMethod, path: string): grpc.MethodDefiniti
     requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as MessageShape<DescMessage>)),
     // grpc-js answers a throwing deserializer with INTERNAL; bad bytes are the caller's fault.
     requestDeserialize: (buf: Buffer) => {
+      if (buf.length > maxBytes) {
+        return new Malformed(
+          `the request message of ${buf.length} bytes is larger than ${maxBytes}, the most ${method.name} takes`,
+          true,
+        );
+      }
       try {
         return fromBinary(method.input, buf);
       } catch (err) {
@@ -205,6 +230,7 @@ function serverHandler(
   path: string,
   handler: (...args: unknown[]) => unknown,
   { log, authorize, roles }: AddServiceOptions,
+  watchers: WatchSlots,
 ): grpc.UntypedHandleCall {
   const fail = (err: unknown) => toWireStatus(err, log, path);
   // The TLS handshake already refused clients without a certificate from our CA (servers
@@ -237,19 +263,27 @@ function serverHandler(
         );
       };
     case "server_streaming":
+      // Server streams are watches, held open for long: each takes a slot of its caller's
+      // identity (connections.maxWatchersPerIdentity), given back when the stream ends.
       return (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const { ctx, done } = makeContext(call, path);
         const send = writer(call, method, ctx.signal);
+        let release: (() => void) | undefined;
+        const finish = () => {
+          release?.();
+          done();
+        };
         (async () => {
           check?.(ctx);
+          release = watchers.acquire(ctx.peerName);
           await handler(wellFormed(call.request), ctx, send);
         })().then(
           () => {
-            done();
+            finish();
             call.end();
           },
           (err) => {
-            done();
+            finish();
             if (!call.cancelled) call.emit("error", fail(err));
           },
         );

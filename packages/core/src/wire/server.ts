@@ -11,6 +11,14 @@ import { ConfigError, type ConfigReader, readConfigFile } from "../runtime/confi
 import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
 import { addHealthService } from "./health.js";
 import {
+  attachLimits,
+  type ConnectionLimits,
+  capConnections,
+  DEFAULT_CONNECTION_LIMITS,
+  grpcLimitOptions,
+  readConnectionLimits,
+} from "./server-limits.js";
+import {
   loadTls,
   readTlsSection,
   serverCredentials,
@@ -25,7 +33,6 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.keepalive_time_ms": 60_000,
   "grpc.keepalive_timeout_ms": 20_000,
   "grpc.http2.min_ping_interval_without_data_ms": 10_000,
-  "grpc.max_receive_message_length": 16 * 1024 * 1024,
   // Channelz keeps per-call statistics for a debugging service we do not expose.
   "grpc.enable_channelz": 0,
 };
@@ -33,9 +40,11 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
 /** How long a stopping server lets running calls finish before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2_000;
 
-/** A new grpc-js server with the project's options. */
-export function createGrpcServer(): grpc.Server {
-  return new grpc.Server(SERVER_OPTIONS);
+/** A new grpc-js server with the project's options and `limits` (connections section). */
+export function createGrpcServer(limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS): grpc.Server {
+  const server = new grpc.Server({ ...SERVER_OPTIONS, ...grpcLimitOptions(limits) });
+  attachLimits(server, limits);
+  return server;
 }
 
 /** Binds `server` on host:port (0 picks a free port) and returns the bound port. */
@@ -76,6 +85,8 @@ export interface ServerBasics {
    * Off by default: with it, any development certificate (anyone's laptop has one) is a member.
    */
   readonly allowDevelopmentCa: boolean;
+  /** What peers may hold open: connections, streams, watchers, handshake, idle, age, sizes. */
+  readonly connections: ConnectionLimits;
 }
 
 /** Reads host, port, tls and logLevel; relative paths resolve against `baseDir`. */
@@ -94,6 +105,7 @@ export function readServerBasics(
     tls: readTlsSection(r, baseDir),
     logLevel,
     allowDevelopmentCa: r.boolean("allowDevelopmentCa", false),
+    connections: readConnectionLimits(r),
   };
 }
 
@@ -217,11 +229,13 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .child({}, { level: "warn" })
       .warn({ caFile: config.tls.caFile }, "trusting the development CA; never in production");
   }
-  const server = createGrpcServer();
+  const server = createGrpcServer(config.connections);
   const running = await spec.start({ config, log, clock, tls, server });
   const health = addHealthService(server, log, running.healthServices);
   void running.ready.then(() => health.setServing(true));
-  const port = await listen(server, config.host, config.port, serverCredentials(tls));
+  const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
+  const port = await listen(server, config.host, config.port, credentials);
+  capConnections(server, config.connections.maxConnections);
   logListening(log, { host: config.host, port, ...running.listening });
 
   let stopping = false;

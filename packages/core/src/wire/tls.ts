@@ -42,9 +42,29 @@ export function loadTls(paths: TlsPaths): TlsMaterial {
   };
 }
 
-/** Server credentials that require and verify a client certificate. */
-export function serverCredentials(tls: TlsMaterial): grpc.ServerCredentials {
-  return grpc.ServerCredentials.createSsl(tls.ca, [{ private_key: tls.key, cert_chain: tls.cert }], true);
+/**
+ * Server credentials that require and verify a client certificate; a connection that has not
+ * finished its handshake after `handshakeTimeoutMs` is closed.
+ */
+export function serverCredentials(
+  tls: TlsMaterial,
+  { handshakeTimeoutMs }: { handshakeTimeoutMs?: number } = {},
+): grpc.ServerCredentials {
+  const creds = grpc.ServerCredentials.createSsl(
+    tls.ca,
+    [{ private_key: tls.key, cert_chain: tls.cert }],
+    true,
+  );
+  if (handshakeTimeoutMs !== undefined) {
+    // grpc-js passes these options to Node's TLS server (1.14: _getConstructorOptions); the
+    // handshake timeout is one of them that createSsl does not take.
+    const options = (
+      creds as unknown as { _getConstructorOptions(): Record<string, unknown> | null }
+    )._getConstructorOptions();
+    if (!options) throw new Error("cannot set the TLS handshake timeout (grpc-js changed?)");
+    options.handshakeTimeout = handshakeTimeoutMs;
+  }
+  return creds;
 }
 
 /** What a server must present, besides a certificate chaining to our CA and naming the host. */

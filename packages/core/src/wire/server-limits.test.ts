@@ -1,0 +1,141 @@
+// Connection hygiene (the abuse issue): watch streams per identity, request sizes per method,
+// the connection cap and the TLS handshake timeout, on real sockets.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { devTlsPaths } from "@mimi/devnet/paths";
+import { ensureDevPki } from "@mimi/devnet/pki";
+import { DiscoveryError } from "../domain/errors.js";
+import { ResolverService } from "../gen/generated/mimi/discovery/v1/resolver_pb.js";
+import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
+import { createLogger } from "../runtime/logger.js";
+import { type Channel, openChannel } from "./channel.js";
+import { addService } from "./grpc.js";
+import { createGrpcServer, listen } from "./server.js";
+import { capConnections, DEFAULT_CONNECTION_LIMITS } from "./server-limits.js";
+import { loadTls, serverCredentials } from "./tls.js";
+
+const log = createLogger({ name: "test", level: "silent" });
+const closers: (() => void)[] = [];
+after(() => {
+  for (const c of closers) c();
+});
+const missing = async () => {
+  throw new DiscoveryError("failed_precondition", "not in this test");
+};
+
+async function serve(
+  limits: Partial<typeof DEFAULT_CONNECTION_LIMITS>,
+  creds = grpc.ServerCredentials.createInsecure(),
+) {
+  const server = createGrpcServer({ ...DEFAULT_CONNECTION_LIMITS, ...limits });
+  closers.push(() => server.forceShutdown());
+  let watching = 0;
+  addService(
+    server,
+    RootService,
+    {
+      getSnapshot: missing,
+      refer: missing,
+      async watchRegistry(_req, ctx) {
+        watching++;
+        await new Promise<void>((done) => ctx.signal.addEventListener("abort", () => done()));
+        watching--;
+      },
+    },
+    { log },
+  );
+  addService(server, ResolverService, { resolve: async () => ({}), resolveStream: missing }, { log });
+  const port = await listen(server, "127.0.0.1", 0, creds);
+  return { server, port, watching: () => watching };
+}
+
+async function until(ok: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 20_000;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function channel(port: number): Channel {
+  const ch = openChannel(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  closers.push(() => ch.close());
+  return ch;
+}
+
+test("one identity holds at most its watch streams; a closed one frees its slot", async () => {
+  const s = await serve({ maxWatchersPerIdentity: 2 });
+  const root = channel(s.port).client(RootService);
+  const watches = [new AbortController(), new AbortController()];
+  const open = watches.map((w) =>
+    root.watchRegistry({}, { signal: w.signal })[Symbol.asyncIterator]().next(),
+  );
+  for (const p of open) p.catch(() => {});
+  await until(() => s.watching() === 2, "two watches run");
+  // Regression: 2,000 watch streams on one connection multiplied the DP's cost per write.
+  await assert.rejects(root.watchRegistry({})[Symbol.asyncIterator]().next(), (err: DiscoveryError) => {
+    assert.equal(err.remoteStatus, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(err.message, /already holds 2 open watch streams here/);
+    assert.equal(err.details?.reason, "WATCH_STREAMS_PER_IDENTITY");
+    return true;
+  });
+  (watches[0] as AbortController).abort();
+  await until(() => s.watching() === 1, "the cancelled watch ended");
+  const again = new AbortController();
+  root
+    .watchRegistry({}, { signal: again.signal })
+    [Symbol.asyncIterator]()
+    .next()
+    .catch(() => {});
+  await until(() => s.watching() === 2, "a new watch took the freed slot");
+  again.abort();
+  (watches[1] as AbortController).abort();
+});
+
+test("a request larger than its method takes is RESOURCE_EXHAUSTED, before it is decoded", async () => {
+  const s = await serve({ maxRequestBytes: 1_024 });
+  const resolver = channel(s.port).client(ResolverService);
+  await resolver.resolve({ csi: "x".repeat(900) });
+  await assert.rejects(resolver.resolve({ csi: "x".repeat(2_000) }), (err: DiscoveryError) => {
+    assert.equal(err.remoteStatus, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(err.message, /request message of 2003 bytes is larger than 1024, the most Resolve takes/);
+    assert.equal(err.details?.reason, "REQUEST_TOO_LARGE");
+    return true;
+  });
+});
+
+test("connections past the cap are closed as they arrive", async () => {
+  const s = await serve({});
+  capConnections(s.server, 1);
+  const first = connect(s.port, "127.0.0.1");
+  closers.push(() => first.destroy());
+  await new Promise((r) => first.once("connect", r));
+  const second = connect(s.port, "127.0.0.1");
+  let closed = false;
+  second.once("close", () => {
+    closed = true;
+  });
+  second.on("error", () => {});
+  await until(() => closed, "the second connection is closed");
+  assert.equal(first.destroyed, false, "the first is kept");
+});
+
+test("a connection that does not finish its TLS handshake in time is closed", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-limits-"));
+  closers.push(() => rmSync(dir, { recursive: true, force: true }));
+  await ensureDevPki(dir, ["server"]);
+  const creds = serverCredentials(loadTls(devTlsPaths(dir, "server")), { handshakeTimeoutMs: 200 });
+  const s = await serve({}, creds);
+  const silent = connect(s.port, "127.0.0.1"); // says nothing, holds the slot
+  let closed = false;
+  silent.once("close", () => {
+    closed = true;
+  });
+  silent.on("error", () => {});
+  await until(() => closed, "the silent connection is closed");
+});

@@ -1,0 +1,140 @@
+// What one server lets its peers hold open (the abuse issue's connection hygiene): connections,
+// streams per connection, watch streams per identity, handshake time, idle time and connection
+// age, and request size. Every limit is a key of the server's `connections` config section.
+import type * as grpc from "@grpc/grpc-js";
+import { DiscoveryError } from "../domain/errors.js";
+import type { ConfigReader } from "../runtime/config.js";
+
+/** The connection limits of a server. */
+export interface ConnectionLimits {
+  /** Open connections at once; more are closed as they arrive. */
+  readonly maxConnections: number;
+  /** Concurrent streams (calls) on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  readonly maxStreamsPerConnection: number;
+  /** Open watch streams (server-streaming calls) per caller identity, across its connections. */
+  readonly maxWatchersPerIdentity: number;
+  /** A connection that has not finished its TLS handshake by then is closed. */
+  readonly handshakeTimeoutMs: number;
+  /** A connection without calls for this long is closed (clients reconnect when they need to). */
+  readonly idleTimeoutMs: number;
+  /** A connection is asked to go away at this age, and closed a grace period later. */
+  readonly maxConnectionAgeMs: number;
+  /** The largest request message of a method that names no larger limit of its own. */
+  readonly maxRequestBytes: number;
+}
+
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  maxConnections: 1_000,
+  maxStreamsPerConnection: 1_000,
+  maxWatchersPerIdentity: 64,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 300_000,
+  maxConnectionAgeMs: 3_600_000,
+  maxRequestBytes: 64 * 1024,
+};
+
+/** The largest request any method may name (a bulk batch of 10,000 signed records). */
+export const MAX_METHOD_REQUEST_BYTES = 16 * 1024 * 1024;
+/** How long a connection past its age may finish its calls. */
+const CONNECTION_AGE_GRACE_MS = 60_000;
+
+/** Reads the optional `connections` section. */
+export function readConnectionLimits(root: ConfigReader): ConnectionLimits {
+  const r = root.object("connections", { optional: true });
+  const d = DEFAULT_CONNECTION_LIMITS;
+  const s = (key: string, fallbackMs: number, min: number, max: number) =>
+    r.integer(key, fallbackMs / 1000, min, max) * 1000;
+  const limits: ConnectionLimits = {
+    maxConnections: r.integer("maxConnections", d.maxConnections, 1, 1_000_000),
+    maxStreamsPerConnection: r.integer("maxStreamsPerConnection", d.maxStreamsPerConnection, 1, 100_000),
+    maxWatchersPerIdentity: r.integer("maxWatchersPerIdentity", d.maxWatchersPerIdentity, 1, 100_000),
+    handshakeTimeoutMs: s("handshakeTimeoutSeconds", d.handshakeTimeoutMs, 1, 600),
+    idleTimeoutMs: s("idleTimeoutSeconds", d.idleTimeoutMs, 1, 86_400),
+    maxConnectionAgeMs: s("maxConnectionAgeSeconds", d.maxConnectionAgeMs, 60, 30 * 86_400),
+    maxRequestBytes: r.integer("maxRequestBytes", d.maxRequestBytes, 1_024, MAX_METHOD_REQUEST_BYTES),
+  };
+  r.done();
+  return limits;
+}
+
+/** The grpc-js options that carry the limits grpc-js knows itself. */
+export function grpcLimitOptions(l: ConnectionLimits): grpc.ServerOptions {
+  return {
+    "grpc.max_concurrent_streams": l.maxStreamsPerConnection,
+    "grpc.max_connection_idle_ms": l.idleTimeoutMs,
+    "grpc.max_connection_age_ms": l.maxConnectionAgeMs,
+    "grpc.max_connection_age_grace_ms": CONNECTION_AGE_GRACE_MS,
+    // Methods check their own, smaller limits (wire/grpc.ts); this is the ceiling.
+    "grpc.max_receive_message_length": MAX_METHOD_REQUEST_BYTES,
+  };
+}
+
+/** Watch streams held per identity, refused past the limit with RESOURCE_EXHAUSTED. */
+export interface WatchSlots {
+  /** Takes a slot for `identity`; returns its release (safe to call twice). */
+  acquire(identity: string): () => void;
+  held(identity: string): number;
+}
+
+/** Slots of `max` watch streams per identity. */
+export function createWatchSlots(max: number): WatchSlots {
+  const held = new Map<string, number>();
+  return {
+    acquire(identity) {
+      const n = held.get(identity) ?? 0;
+      if (n >= max) {
+        throw new DiscoveryError(
+          "resource_exhausted",
+          `"${identity}" already holds ${max} open watch streams here, the most one identity may; close one first`,
+          {
+            details: {
+              quota: [{ subject: `identity:${identity}`, description: `${max} open watch streams` }],
+              reason: "WATCH_STREAMS_PER_IDENTITY",
+            },
+          },
+        );
+      }
+      held.set(identity, n + 1);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        const left = (held.get(identity) ?? 1) - 1;
+        if (left <= 0) held.delete(identity);
+        else held.set(identity, left);
+      };
+    },
+    held: (identity) => held.get(identity) ?? 0,
+  };
+}
+
+const attached = new WeakMap<grpc.Server, { limits: ConnectionLimits; watchers: WatchSlots }>();
+
+/** Gives `server` its limits; addService reads them (createGrpcServer calls this). */
+export function attachLimits(server: grpc.Server, limits: ConnectionLimits): void {
+  attached.set(server, { limits, watchers: createWatchSlots(limits.maxWatchersPerIdentity) });
+}
+
+/** The limits of `server`: those attached, or the defaults for a server made elsewhere. */
+export function limitsOf(server: grpc.Server): { limits: ConnectionLimits; watchers: WatchSlots } {
+  let l = attached.get(server);
+  if (!l) {
+    attachLimits(server, DEFAULT_CONNECTION_LIMITS);
+    l = attached.get(server) as { limits: ConnectionLimits; watchers: WatchSlots };
+  }
+  return l;
+}
+
+/**
+ * Sets what grpc-js has no option for on the listening sockets of `server` (call after listen):
+ * the connection cap. grpc-js keeps its HTTP/2 servers in a private map (1.14); a version
+ * without it fails here, at start, rather than running without the cap.
+ */
+export function capConnections(server: grpc.Server, maxConnections: number): void {
+  const listeners = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> })
+    .http2Servers;
+  if (!(listeners instanceof Map) || listeners.size === 0) {
+    throw new Error("cannot reach grpc-js's listening sockets to cap connections (grpc-js changed?)");
+  }
+  for (const l of listeners.keys()) l.maxConnections = maxConnections;
+}
