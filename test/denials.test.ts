@@ -156,6 +156,9 @@ scenario(
           async resolveStream() {
             throw new Error("not used");
           },
+          async getQuota() {
+            throw new Error("not used");
+          },
         },
         { log },
       ),

@@ -142,6 +142,16 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
       rootEndpoints: [root.address],
       rootPublicKey,
       admins: ["admin"],
+      // Lookup budgets: the demo MSPs (and the CLI) have users enough for tests and benchmarks;
+      // an identity not listed gets one user's budget (quotas.ts).
+      quotas: {
+        enrolledUsers: {
+          "msp-bluebird": 2_000_000,
+          "msp-wirechat": 1_000_000,
+          "msp-parrot": 100_000,
+          cli: 100_000,
+        },
+      },
       ...opts.overrides?.resolver,
     });
     procs.push(resolver);

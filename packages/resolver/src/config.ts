@@ -1,6 +1,7 @@
 // Resolver configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
 import { ConfigError, ConfigReader, deepFreeze, readServerBasics, type ServerBasics } from "@mimi/core";
+import { DEFAULT_QUOTA_POLICY, LOOKUP_FLOOR_PER_USER_PER_DAY, type QuotaPolicy } from "./quotas.js";
 
 /** Cache bounds. */
 export interface CacheConfig {
@@ -31,6 +32,8 @@ export interface ResolverConfig extends ServerBasics {
   readonly rootPublicKey: string;
   /** Start even when `dataDir` is open to group or others, or owned by another user. */
   readonly allowInsecureDataPermissions: boolean;
+  /** Lookup budgets of callers (quotas.ts). */
+  readonly quotas: QuotaPolicy;
 }
 
 const DEFAULTS = {
@@ -77,7 +80,31 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     admins: r.stringList("admins", []),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
+    quotas: readQuotas(r.object("quotas", { optional: true })),
   };
   r.done();
   return deepFreeze(config);
+}
+
+function readQuotas(r: ConfigReader): QuotaPolicy {
+  const d = DEFAULT_QUOTA_POLICY;
+  const users = r.object("enrolledUsers", { optional: true });
+  const enrolledUsers: Record<string, number> = {};
+  for (const identity of users.keys())
+    enrolledUsers[identity] = users.integer(identity, 0, 1, 10_000_000_000);
+  users.done();
+  const policy: QuotaPolicy = {
+    lookupsPerUserPerDay: r.integer(
+      "lookupsPerUserPerDay",
+      d.lookupsPerUserPerDay,
+      LOOKUP_FLOOR_PER_USER_PER_DAY,
+      1_000_000,
+    ),
+    burstFactor: r.integer("burstFactor", d.burstFactor, 1, 1_440),
+    perMinuteFloor: r.integer("perMinuteFloor", d.perMinuteFloor, 1, 10_000_000),
+    enrolledUsers,
+    defaultEnrolledUsers: r.integer("defaultEnrolledUsers", d.defaultEnrolledUsers, 1, 10_000_000_000),
+  };
+  r.done();
+  return policy;
 }

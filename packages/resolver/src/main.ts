@@ -15,6 +15,7 @@ import {
 import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
+import { createQuotas } from "./quotas.js";
 import { bindResolverServer } from "./server.js";
 import { answerIndex, type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
@@ -95,6 +96,8 @@ runServer<ResolverConfig>(process, {
       admins: config.admins,
       subscriptions: subs,
       registryConnected: () => sync.connected(),
+      quotas: createQuotas(config.quotas),
+      now: clock,
     });
     // Resolution needs the registry copy (from a root or from disk); NOT_SERVING until then.
     const ready = sync.ready.then(() => {

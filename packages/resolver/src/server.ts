@@ -20,6 +20,7 @@ import {
   toWireStatus,
 } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
+import type { Quotas } from "./quotas.js";
 import type { FlushScope, Resolution, ResolverService } from "./service.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
@@ -33,6 +34,9 @@ export interface ResolverServerOptions {
   admins: readonly string[];
   subscriptions: ChangeSubscriptions;
   registryConnected: () => boolean;
+  /** Lookup budgets: what the cache cannot answer is charged to the caller. */
+  quotas: Quotas;
+  now: () => number;
 }
 
 /**
@@ -65,7 +69,9 @@ export function bindResolverServer(
   const resolveOne = async (csiText: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
-    const r: Resolution = await service.resolve(csi);
+    // The caller's identity is read only on a miss: a cache hit costs nobody a lookup.
+    const charge = () => opts.quotas.charge(ctx.peerName, registry.find(csi.key)?.dpId ?? "", opts.now());
+    const r: Resolution = await service.resolve(csi, charge);
     if (log.isLevelEnabled("debug")) {
       log.debug(
         { peer: ctx.peerName, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
@@ -101,9 +107,13 @@ export function bindResolverServer(
                 ),
               (err: unknown) => {
                 const s = toWireStatus(err, log, ctx.method);
+                const retry = err instanceof DiscoveryError ? (err.details?.retryAfterMs ?? 0) : 0;
                 return send({
                   requestId: req.requestId,
-                  result: { case: "error", value: { code: s.code, message: s.details } },
+                  result: {
+                    case: "error",
+                    value: { code: s.code, message: s.details, retryAfterMs: BigInt(Math.ceil(retry)) },
+                  },
                 });
               },
             )
@@ -127,6 +137,21 @@ export function bindResolverServer(
             allDone = resolve;
           });
         }
+      },
+      async getQuota(_req, ctx) {
+        const dpIds = registry.snapshot().dps.map((d) => d.id);
+        const q = opts.quotas.report(ctx.peerName, dpIds, opts.now());
+        return {
+          identity: q.identity,
+          enrolledUsers: BigInt(q.enrolledUsers),
+          dps: q.dps.map((d) => ({
+            dpId: d.dpId,
+            dailyLimit: BigInt(d.dailyLimit),
+            remaining: BigInt(d.remaining),
+          })),
+          perMinuteLimit: BigInt(q.perMinuteLimit),
+          perMinuteRemaining: BigInt(q.perMinuteRemaining),
+        };
       },
     },
     { log },

@@ -543,3 +543,18 @@ test("a stale answer is verified again before it is served, and dropped when it 
   assert.equal(service.stats.stale, 0);
   assert.equal(service.cacheSize, 0, "the answer that no longer verifies is gone");
 });
+
+test("only a miss is charged: a refused charge asks no DP, and cache hits cost nothing", async () => {
+  const { state, service } = setup();
+  let charged = 0;
+  const refuse = () => {
+    throw new DiscoveryError("resource_exhausted", "spent");
+  };
+  await assert.rejects(service.resolve(CSI, refuse), /spent/);
+  assert.equal(state.calls, 0, "no DP was asked");
+  await service.resolve(CSI, () => void charged++);
+  assert.equal(charged, 1);
+  const hit = await service.resolve(CSI, refuse);
+  assert.equal(hit.source, "cache");
+  assert.equal(state.calls, 1);
+});

@@ -67,7 +67,11 @@ export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "al
 
 /** The resolver's operations. */
 export interface ResolverService {
-  resolve(csi: Csi): Promise<Resolution>;
+  /**
+   * Resolves `csi`; `onMiss` runs first when the cache cannot answer (the caller's lookup is
+   * charged there), and what it throws fails the call without asking anyone.
+   */
+  resolve(csi: Csi, onMiss?: () => void): Promise<Resolution>;
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -353,7 +357,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
 
   return {
     stats,
-    resolve(csi) {
+    resolve(csi, onMiss) {
       const hit = o.cache.get(csi.uri);
       if (hit) {
         stats.hits++;
@@ -378,6 +382,13 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         });
       }
       stats.misses++;
+      if (onMiss) {
+        try {
+          onMiss();
+        } catch (err) {
+          return Promise.reject(err);
+        }
+      }
       // Concurrent misses for one CSI share a single upstream request.
       return single(csi, false);
     },

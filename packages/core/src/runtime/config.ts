@@ -79,6 +79,11 @@ export class ConfigReader {
     return [...v];
   }
 
+  /** The keys of this object (for maps such as identity -> count); each is read through the reader. */
+  keys(): string[] {
+    return Object.keys(this.obj);
+  }
+
   /** A nested object; an absent optional one reads as empty, so its fields take their defaults. */
   object(key: string, { optional = false } = {}): ConfigReader {
     const v = this.take(key);

@@ -36,3 +36,11 @@ test("keys are bounded: the least recently charged key goes first", () => {
   assert.ok(l.take("c", 0), "c is still held");
   assert.throws(() => createRateLimiter({ limit: 0, windowMs: 1 }, 1), RangeError);
 });
+
+test("a clock stepped back does not lock a key out for the jump", () => {
+  const l = createRateLimiter({ limit: 2, windowMs: 1_000 }, 10);
+  l.take("k", 3_600_000);
+  l.take("k", 3_600_000);
+  assert.ok(l.check("k", 3_600_000), "spent at the later time");
+  assert.equal(l.take("k", 0), undefined, "an hour back: forgiven, not refused for an hour");
+});

@@ -36,7 +36,12 @@ export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRate
   const interval = budget.windowMs / budget.limit; // ms per unit
   const span = budget.windowMs; // the whole budget, in ms of arrival time
   const tat = new Map<string, number>();
-  const arrival = (key: string, nowMs: number) => Math.max(tat.get(key) ?? nowMs, nowMs);
+  // An arrival time more than a whole budget ahead cannot come from charges; the clock went
+  // back (a host's clock is stepped), and the key is forgiven rather than locked out that long.
+  const arrival = (key: string, nowMs: number) => {
+    const t = tat.get(key) ?? nowMs;
+    return t > nowMs + span ? nowMs : Math.max(t, nowMs);
+  };
   const refusal = (key: string, nowMs: number, cost: number): RateRefusal | undefined => {
     if (cost > budget.limit) return { retryAfterMs: Number.POSITIVE_INFINITY };
     const allowAt = arrival(key, nowMs) + cost * interval - span;

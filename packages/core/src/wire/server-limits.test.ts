@@ -49,7 +49,12 @@ async function serve(
     },
     { log },
   );
-  addService(server, ResolverService, { resolve: async () => ({}), resolveStream: missing }, { log });
+  addService(
+    server,
+    ResolverService,
+    { resolve: async () => ({}), resolveStream: missing, getQuota: missing },
+    { log },
+  );
   const port = await listen(server, "127.0.0.1", 0, creds);
   return { server, port, watching: () => watching };
 }

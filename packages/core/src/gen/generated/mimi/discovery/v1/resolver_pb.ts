@@ -12,7 +12,94 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiUAoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIksKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgiagoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMinAEKFVJlc29sdmVTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjYKCHJlc3BvbnNlGAIgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQiRgoMRmx1c2hSZXF1ZXN0Eg0KA2NzaRgBIAEoCUgAEg8KBWRwX2lkGAIgASgJSAASDQoDYWxsGAMgASgISABCBwoFc2NvcGUiIAoNRmx1c2hSZXNwb25zZRIPCgdldmljdGVkGAEgASgEIhEKD0dldFN0YXRzUmVxdWVzdCKIAwoQR2V0U3RhdHNSZXNwb25zZRIVCg1jYWNoZV9lbnRyaWVzGAEgASgEEgwKBGhpdHMYAiABKAQSDgoGbWlzc2VzGAMgASgEEg0KBXN0YWxlGAQgASgEEhIKCnByZWZldGNoZXMYBSABKAQSFQoNaW52YWxpZGF0aW9ucxgGIAEoBBIPCgdyZXN5bmNzGAcgASgEEhsKE2V2aWN0ZWRfYnlfcmVnaXN0cnkYCCABKAQSDwoHZmx1c2hlZBgJIAEoBBIZChF1cHN0cmVhbV9yZXF1ZXN0cxgKIAEoBBIZChF1cHN0cmVhbV9mYWlsdXJlcxgLIAEoBBIdChV2ZXJpZmljYXRpb25fZmFpbHVyZXMYDCABKAQSFwoPcmVnaXN0cnlfc2VyaWFsGA0gASgEEhoKEnJlZ2lzdHJ5X2Nvbm5lY3RlZBgOIAEoCBI8Cg1zdWJzY3JpcHRpb25zGA8gAygLMiUubWltaS5kaXNjb3ZlcnkudjEuU3Vic2NyaXB0aW9uU3RhdHVzIo4BChJTdWJzY3JpcHRpb25TdGF0dXMSDQoFZHBfaWQYASABKAkSEQoJY29ubmVjdGVkGAIgASgIEg4KBmxvZ19pZBgDIAEoCRILCgNzZXEYBCABKAQSDgoGZXZlbnRzGAUgASgEEg8KB3Jlc3luY3MYBiABKAQSGAoQbGFzdF9ldmVudF9hdF9tcxgHIAEoAzLLAQoPUmVzb2x2ZXJTZXJ2aWNlElAKB1Jlc29sdmUSIS5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVxdWVzdBoiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZRJmCg1SZXNvbHZlU3RyZWFtEicubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlcXVlc3QaKC5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVzcG9uc2UoATABMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCJQCg5SZXNvbHZlUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMiSwoPUmVzb2x2ZVJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlchINCgVzdGFsZRgCIAEoCCJqChRSZXNvbHZlU3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA2NzaRgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyKcAQoVUmVzb2x2ZVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNgoIcmVzcG9uc2UYAiABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJGCgxGbHVzaFJlcXVlc3QSDQoDY3NpGAEgASgJSAASDwoFZHBfaWQYAiABKAlIABINCgNhbGwYAyABKAhIAEIHCgVzY29wZSIgCg1GbHVzaFJlc3BvbnNlEg8KB2V2aWN0ZWQYASABKAQiEQoPR2V0U3RhdHNSZXF1ZXN0IogDChBHZXRTdGF0c1Jlc3BvbnNlEhUKDWNhY2hlX2VudHJpZXMYASABKAQSDAoEaGl0cxgCIAEoBBIOCgZtaXNzZXMYAyABKAQSDQoFc3RhbGUYBCABKAQSEgoKcHJlZmV0Y2hlcxgFIAEoBBIVCg1pbnZhbGlkYXRpb25zGAYgASgEEg8KB3Jlc3luY3MYByABKAQSGwoTZXZpY3RlZF9ieV9yZWdpc3RyeRgIIAEoBBIPCgdmbHVzaGVkGAkgASgEEhkKEXVwc3RyZWFtX3JlcXVlc3RzGAogASgEEhkKEXVwc3RyZWFtX2ZhaWx1cmVzGAsgASgEEh0KFXZlcmlmaWNhdGlvbl9mYWlsdXJlcxgMIAEoBBIXCg9yZWdpc3RyeV9zZXJpYWwYDSABKAQSGgoScmVnaXN0cnlfY29ubmVjdGVkGA4gASgIEjwKDXN1YnNjcmlwdGlvbnMYDyADKAsyJS5taW1pLmRpc2NvdmVyeS52MS5TdWJzY3JpcHRpb25TdGF0dXMijgEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVkcF9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDgoGbG9nX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIOCgZldmVudHMYBSABKAQSDwoHcmVzeW5jcxgGIAEoBBIYChBsYXN0X2V2ZW50X2F0X21zGAcgASgDMqACCg9SZXNvbHZlclNlcnZpY2USUAoHUmVzb2x2ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlEmYKDVJlc29sdmVTdHJlYW0SJy5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVxdWVzdBooLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXNwb25zZSgBMAESUwoIR2V0UXVvdGESIi5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlc3BvbnNlMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+
+/**
+ * @generated from message mimi.discovery.v1.GetQuotaRequest
+ */
+export type GetQuotaRequest = Message<"mimi.discovery.v1.GetQuotaRequest"> & {
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetQuotaRequest.
+ * Use `create(GetQuotaRequestSchema)` to create a new message.
+ */
+export const GetQuotaRequestSchema: GenMessage<GetQuotaRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 0);
+
+/**
+ * @generated from message mimi.discovery.v1.GetQuotaResponse
+ */
+export type GetQuotaResponse = Message<"mimi.discovery.v1.GetQuotaResponse"> & {
+  /**
+   * The caller as the resolver knows it (its certificate identity) and its enrolled users.
+   *
+   * @generated from field: string identity = 1;
+   */
+  identity: string;
+
+  /**
+   * @generated from field: uint64 enrolled_users = 2;
+   */
+  enrolledUsers: bigint;
+
+  /**
+   * One entry per DP in the registry.
+   *
+   * @generated from field: repeated mimi.discovery.v1.DpQuota dps = 3;
+   */
+  dps: DpQuota[];
+
+  /**
+   * Lookups per minute across all DPs, and how many are left now.
+   *
+   * @generated from field: uint64 per_minute_limit = 4;
+   */
+  perMinuteLimit: bigint;
+
+  /**
+   * @generated from field: uint64 per_minute_remaining = 5;
+   */
+  perMinuteRemaining: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetQuotaResponse.
+ * Use `create(GetQuotaResponseSchema)` to create a new message.
+ */
+export const GetQuotaResponseSchema: GenMessage<GetQuotaResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 1);
+
+/**
+ * A caller's budget at one DP.
+ *
+ * @generated from message mimi.discovery.v1.DpQuota
+ */
+export type DpQuota = Message<"mimi.discovery.v1.DpQuota"> & {
+  /**
+   * @generated from field: string dp_id = 1;
+   */
+  dpId: string;
+
+  /**
+   * Lookups per day; a spent budget refills evenly over the day.
+   *
+   * @generated from field: uint64 daily_limit = 2;
+   */
+  dailyLimit: bigint;
+
+  /**
+   * @generated from field: uint64 remaining = 3;
+   */
+  remaining: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.DpQuota.
+ * Use `create(DpQuotaSchema)` to create a new message.
+ */
+export const DpQuotaSchema: GenMessage<DpQuota> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 2);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveRequest
@@ -36,7 +123,7 @@ export type ResolveRequest = Message<"mimi.discovery.v1.ResolveRequest"> & {
  * Use `create(ResolveRequestSchema)` to create a new message.
  */
 export const ResolveRequestSchema: GenMessage<ResolveRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 0);
+  messageDesc(file_mimi_discovery_v1_resolver, 3);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveResponse
@@ -61,7 +148,7 @@ export type ResolveResponse = Message<"mimi.discovery.v1.ResolveResponse"> & {
  * Use `create(ResolveResponseSchema)` to create a new message.
  */
 export const ResolveResponseSchema: GenMessage<ResolveResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 1);
+  messageDesc(file_mimi_discovery_v1_resolver, 4);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveStreamRequest
@@ -90,7 +177,7 @@ export type ResolveStreamRequest = Message<"mimi.discovery.v1.ResolveStreamReque
  * Use `create(ResolveStreamRequestSchema)` to create a new message.
  */
 export const ResolveStreamRequestSchema: GenMessage<ResolveStreamRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 2);
+  messageDesc(file_mimi_discovery_v1_resolver, 5);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveStreamResponse
@@ -126,7 +213,7 @@ export type ResolveStreamResponse = Message<"mimi.discovery.v1.ResolveStreamResp
  * Use `create(ResolveStreamResponseSchema)` to create a new message.
  */
 export const ResolveStreamResponseSchema: GenMessage<ResolveStreamResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 3);
+  messageDesc(file_mimi_discovery_v1_resolver, 6);
 
 /**
  * @generated from message mimi.discovery.v1.FlushRequest
@@ -167,7 +254,7 @@ export type FlushRequest = Message<"mimi.discovery.v1.FlushRequest"> & {
  * Use `create(FlushRequestSchema)` to create a new message.
  */
 export const FlushRequestSchema: GenMessage<FlushRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 4);
+  messageDesc(file_mimi_discovery_v1_resolver, 7);
 
 /**
  * @generated from message mimi.discovery.v1.FlushResponse
@@ -186,7 +273,7 @@ export type FlushResponse = Message<"mimi.discovery.v1.FlushResponse"> & {
  * Use `create(FlushResponseSchema)` to create a new message.
  */
 export const FlushResponseSchema: GenMessage<FlushResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 5);
+  messageDesc(file_mimi_discovery_v1_resolver, 8);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatsRequest
@@ -199,7 +286,7 @@ export type GetStatsRequest = Message<"mimi.discovery.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 6);
+  messageDesc(file_mimi_discovery_v1_resolver, 9);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatsResponse
@@ -306,7 +393,7 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 7);
+  messageDesc(file_mimi_discovery_v1_resolver, 10);
 
 /**
  * The resolver's change subscription to one DP.
@@ -365,7 +452,7 @@ export type SubscriptionStatus = Message<"mimi.discovery.v1.SubscriptionStatus">
  * Use `create(SubscriptionStatusSchema)` to create a new message.
  */
 export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 8);
+  messageDesc(file_mimi_discovery_v1_resolver, 11);
 
 /**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches
@@ -375,7 +462,10 @@ export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PUR
  */
 export const ResolverService: GenService<{
   /**
-   * Resolves one CSI.
+   * Resolves one CSI. A CSI the resolver must ask a DP for (not in its cache) is charged to
+   * the caller's lookup budget at that DP (from its enrolled users, at least 50 per user per
+   * DP per day, P1); cached answers are free. A spent budget fails RESOURCE_EXHAUSTED with
+   * RetryInfo and QuotaFailure in grpc-status-details-bin.
    *
    * @generated from rpc mimi.discovery.v1.ResolverService.Resolve
    */
@@ -390,7 +480,8 @@ export const ResolverService: GenService<{
    * completion order (not request order). A bad CSI fails only its own item. The
    * server works on a bounded number of items per stream at a time and stops reading
    * while that many are pending, so a fast writer is slowed rather than buffered.
-   * Each item counts as one lookup for rate limits.
+   * Each item counts as one lookup for rate limits; an item over budget fails alone with
+   * RESOURCE_EXHAUSTED and retry_after_ms.
    *
    * @generated from rpc mimi.discovery.v1.ResolverService.ResolveStream
    */
@@ -398,6 +489,16 @@ export const ResolverService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof ResolveStreamRequestSchema;
     output: typeof ResolveStreamResponseSchema;
+  },
+  /**
+   * The caller's lookup budgets: per DP per day, and per minute across DPs.
+   *
+   * @generated from rpc mimi.discovery.v1.ResolverService.GetQuota
+   */
+  getQuota: {
+    methodKind: "unary";
+    input: typeof GetQuotaRequestSchema;
+    output: typeof GetQuotaResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_resolver, 0);

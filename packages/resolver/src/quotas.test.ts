@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DiscoveryError } from "@mimi/core";
+import { createQuotas, DEFAULT_QUOTA_POLICY } from "./quotas.js";
+
+const MINUTE = 60_000;
+/** How many charges pass before the first refusal, and that refusal. */
+function spend(charge: () => void, max = 1_000_000): { passed: number; refusal: DiscoveryError } {
+  for (let passed = 0; passed < max; passed++) {
+    try {
+      charge();
+    } catch (err) {
+      assert.ok(err instanceof DiscoveryError);
+      return { passed, refusal: err };
+    }
+  }
+  throw new Error("never refused");
+}
+
+test("a caller's budget per DP per day follows its enrolled users, never below 50 per user", () => {
+  const q = createQuotas({ ...DEFAULT_QUOTA_POLICY, lookupsPerUserPerDay: 10, perMinuteFloor: 1_000_000 });
+  // 10 per user is below P1's floor: 50 per user per DP per day holds.
+  const { passed, refusal } = spend(() => q.charge("msp-a", "eu", 0));
+  assert.equal(passed, 50);
+  assert.equal(refusal.code, "resource_exhausted");
+  assert.match(
+    refusal.message,
+    /"msp-a" has spent its budget of 50 lookups per day at DP "eu"; .*try again in 1728 s/,
+  );
+  assert.equal(refusal.details?.reason, "LOOKUP_LIMIT_DAY");
+  assert.equal(refusal.details?.retryAfterMs, 86_400_000 / 50);
+  // Each DP has its own budget, and so does each caller.
+  assert.equal(spend(() => q.charge("msp-a", "us", 0)).passed, 50);
+  assert.equal(spend(() => q.charge("msp-b", "eu", 0)).passed, 50);
+  assert.equal(q.refused, 3);
+});
+
+test("enrolled users scale the budget; a sweep is stopped within its first minute", () => {
+  const q = createQuotas({ ...DEFAULT_QUOTA_POLICY, enrolledUsers: { big: 1_000 } });
+  // big: 100,000 a day per DP, so at most 100,000 / 1,440 * 10 = 695 a minute across DPs.
+  let now = 0;
+  const { passed, refusal } = spend(() => q.charge("big", now++ % 2 ? "eu" : "us", 0));
+  assert.equal(passed, 695);
+  assert.equal(refusal.details?.reason, "LOOKUP_LIMIT_MINUTE");
+  assert.ok((refusal.details?.retryAfterMs ?? 0) <= MINUTE);
+  const r = q.report("big", ["eu", "us"], 0);
+  assert.equal(r.enrolledUsers, 1_000);
+  assert.deepEqual(
+    r.dps.map((d) => [d.dpId, d.dailyLimit, d.remaining]),
+    [
+      ["eu", 100_000, 100_000 - 347],
+      ["us", 100_000, 100_000 - 348],
+    ],
+  );
+  assert.equal(r.perMinuteLimit, 695);
+  assert.equal(r.perMinuteRemaining, 0);
+  // A minute later the rate is back; an identity not listed has one user's budget.
+  assert.equal(q.report("big", [], MINUTE).perMinuteRemaining, 695);
+  assert.equal(q.report("stranger", ["eu"], 0).dps[0]?.dailyLimit, 100);
+});

@@ -1,0 +1,125 @@
+// Lookup budgets (R22, G5, P1; the abuse issue): an MSP that resolves numbers it does not know
+// turns the network into a spam list, so each caller identity gets a budget per DP per day from
+// its enrolled users (at least 50 lookups per user per DP per day, the private-discovery
+// draft's floor) and a per-minute rate across DPs that stops a sweep within its first minute.
+// Only what the resolver must ask a DP for is charged: cached answers cost nobody anything,
+// so an address book resolved again is free while fresh numbers are not (Signal's contact
+// discovery charges only new numbers the same way). Budgets are GCRA limiters in memory.
+import { createRateLimiter, DiscoveryError, type KeyedRateLimiter } from "@mimi/core";
+
+/** The quota configuration of a resolver (its `quotas` section). */
+export interface QuotaPolicy {
+  /** Lookups per enrolled user per DP per day; never below P1's floor of 50. */
+  readonly lookupsPerUserPerDay: number;
+  /** How many times the day's average rate a caller may reach within a minute. */
+  readonly burstFactor: number;
+  /** The per-minute rate no caller is held below. */
+  readonly perMinuteFloor: number;
+  /** Enrolled users of each caller identity (certificate CN); others count as `defaultEnrolledUsers`. */
+  readonly enrolledUsers: Readonly<Record<string, number>>;
+  readonly defaultEnrolledUsers: number;
+}
+
+/** P1: a user can look up at least 50 CSIs per DP per MSP per day. */
+export const LOOKUP_FLOOR_PER_USER_PER_DAY = 50;
+
+export const DEFAULT_QUOTA_POLICY: QuotaPolicy = {
+  lookupsPerUserPerDay: 100,
+  burstFactor: 10,
+  perMinuteFloor: 120,
+  enrolledUsers: {},
+  defaultEnrolledUsers: 1,
+};
+
+const DAY = 86_400_000;
+const MINUTE = 60_000;
+/** Caller identities and (identity, DP) pairs tracked; an evicted one is only forgiven what it spent. */
+const MAX_KEYS = 100_000;
+
+/** A caller's budgets now, as GetQuota reports them. */
+export interface QuotaReport {
+  readonly identity: string;
+  readonly enrolledUsers: number;
+  readonly dps: readonly { dpId: string; dailyLimit: number; remaining: number }[];
+  readonly perMinuteLimit: number;
+  readonly perMinuteRemaining: number;
+}
+
+/** The resolver's lookup budgets. */
+export interface Quotas {
+  /** Charges one lookup of `identity` at `dpId` ("" when no DP is delegated), or throws RESOURCE_EXHAUSTED. */
+  charge(identity: string, dpId: string, nowMs: number): void;
+  report(identity: string, dpIds: readonly string[], nowMs: number): QuotaReport;
+  /** Refusals so far (GetStats). */
+  readonly refused: number;
+}
+
+/** Creates the budgets of `policy`. */
+export function createQuotas(policy: QuotaPolicy): Quotas {
+  const perUser = Math.max(policy.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);
+  const usersOf = (identity: string) => policy.enrolledUsers[identity] ?? policy.defaultEnrolledUsers;
+  const dailyOf = (identity: string) => Math.max(1, usersOf(identity)) * perUser;
+  const minuteOf = (identity: string) =>
+    Math.max(policy.perMinuteFloor, Math.ceil((dailyOf(identity) / 1440) * policy.burstFactor));
+  // One limiter per budget size: callers with the same enrolled users share it, keyed apart.
+  const limiters = new Map<string, KeyedRateLimiter>();
+  const limiter = (limit: number, windowMs: number) => {
+    const k = `${limit}/${windowMs}`;
+    let l = limiters.get(k);
+    if (!l) {
+      l = createRateLimiter({ limit, windowMs }, MAX_KEYS);
+      limiters.set(k, l);
+    }
+    return l;
+  };
+  let refused = 0;
+  return {
+    charge(identity, dpId, nowMs) {
+      const day = limiter(dailyOf(identity), DAY);
+      const minute = limiter(minuteOf(identity), MINUTE);
+      const dayKey = `${identity}\0${dpId}`;
+      const dpName = dpId === "" ? "ranges no DP serves" : `DP "${dpId}"`;
+      const budgets: [KeyedRateLimiter, string, string, string][] = [
+        [minute, identity, "LOOKUP_LIMIT_MINUTE", `${minute.budget.limit} lookups per minute`],
+        [day, dayKey, "LOOKUP_LIMIT_DAY", `${day.budget.limit} lookups per day at ${dpName}`],
+      ];
+      for (const [l, key, reason, budget] of budgets) {
+        const r = l.check(key, nowMs);
+        if (!r) continue;
+        refused++;
+        const s = Math.ceil(r.retryAfterMs / 1000);
+        throw new DiscoveryError(
+          "resource_exhausted",
+          `"${identity}" has spent its budget of ${budget}; cached answers stay free; try again in ${s} s`,
+          {
+            details: {
+              retryAfterMs: r.retryAfterMs,
+              quota: [{ subject: `identity:${identity}`, description: budget }],
+              reason,
+              metadata: { dp: dpId },
+            },
+          },
+        );
+      }
+      for (const [l, key] of budgets) l.take(key, nowMs);
+    },
+    report(identity, dpIds, nowMs) {
+      const day = limiter(dailyOf(identity), DAY);
+      const minute = limiter(minuteOf(identity), MINUTE);
+      return {
+        identity,
+        enrolledUsers: usersOf(identity),
+        dps: dpIds.map((dpId) => ({
+          dpId,
+          dailyLimit: day.budget.limit,
+          remaining: day.remaining(`${identity}\0${dpId}`, nowMs),
+        })),
+        perMinuteLimit: minute.budget.limit,
+        perMinuteRemaining: minute.remaining(identity, nowMs),
+      };
+    },
+    get refused() {
+      return refused;
+    },
+  };
+}

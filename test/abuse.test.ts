@@ -1,0 +1,100 @@
+// Abuse resistance across real processes (the abuse issue): an MSP sweeping random numbers is
+// throttled within its first minute, while another MSP resolving its address book at a normal
+// rate is not touched; each keeps the P1 floor; the caller can read its budget.
+import assert from "node:assert/strict";
+import { status } from "@grpc/grpc-js";
+import { pb } from "@mimi/core";
+import { startResolver, waitUntilServing } from "@mimi/devnet";
+import { scenario, useNetwork } from "./harness.js";
+
+const t = useNetwork();
+
+scenario(
+  t,
+  "a sweep of 20,000 random numbers is throttled in its first minute; an address book is not",
+  async () => {
+    // Parrot has 2 enrolled users here (100 lookups per DP per day each, 120 a minute at most);
+    // wirechat 100,000.
+    const resolver = await startResolver(t.net, {
+      name: "resolver-quotas",
+      rootEndpoints: [t.net.root.address],
+      overrides: { quotas: { enrolledUsers: { "msp-parrot": 2, "msp-wirechat": 100_000 } } },
+    });
+    try {
+      await waitUntilServing(t.net, resolver);
+      const client = (identity: string) =>
+        t.net.channel(resolver.address, identity).client(pb.ResolverService);
+      const sweeper = client("msp-parrot");
+      const book = client("msp-wirechat");
+      const before = await sweeper.getQuota({});
+      assert.equal(before.identity, "msp-parrot");
+      assert.equal(before.enrolledUsers, 2n);
+      assert.deepEqual(
+        before.dps.map((d) => [d.dpId, d.dailyLimit, d.remaining]),
+        [
+          ["eu", 200n, 200n],
+          ["us", 200n, 200n],
+        ],
+      );
+      assert.equal(before.perMinuteLimit, 120n);
+
+      // The sweep: 20,000 random UK numbers over one stream, as fast as the resolver takes them.
+      // Meanwhile the address book: 20 numbers, asked 10 times each (cached after the first).
+      const N = 20_000;
+      async function* sweep() {
+        for (let i = 0; i < N; i++) {
+          yield {
+            requestId: BigInt(i),
+            csi: `tel:+447700${String(100_000 + ((i * 7919) % 900_000)).padStart(6, "0")}`,
+          };
+        }
+      }
+      const addresses = [
+        "tel:+447700900123",
+        "tel:+4915123456789",
+        "tel:+33612345678",
+        "mailto:alice@example.org",
+        ...Array.from({ length: 16 }, (_, i) => `tel:+447700900${String(200 + i)}`),
+      ];
+      const bookRun = (async () => {
+        let answered = 0;
+        for (let round = 0; round < 10; round++) {
+          for (const csi of addresses) {
+            const r = await book.resolve({ csi });
+            if (r.answer) answered++;
+          }
+        }
+        return answered;
+      })();
+      let answered = 0;
+      let refused = 0;
+      let other = "";
+      let retryAfter = 0n;
+      for await (const res of sweeper.resolveStream(sweep(), { timeoutMs: 120_000 })) {
+        if (res.result.case === "response") answered++;
+        else if (res.result.case === "error" && res.result.value.code === status.RESOURCE_EXHAUSTED) {
+          refused++;
+          retryAfter = res.result.value.retryAfterMs;
+        } else other = `${res.result.value?.message}`;
+      }
+      const bookAnswered = await bookRun;
+      assert.equal(other, "");
+      assert.equal(answered + refused, N, "every item answered or refused, none failed otherwise");
+      // Within the first minute: the minute's 120 (and what refilled while the sweep ran) went to
+      // a DP, never more than the day's 200 at eu; P1's floor (50 per user per DP per day) is inside.
+      assert.ok(answered >= 100 && answered <= 200, `${answered} answered`);
+      assert.ok(retryAfter > 0n && retryAfter <= 60_000n, `retry after ${retryAfter} ms`);
+      // The address book was not touched: every lookup answered.
+      assert.equal(bookAnswered, addresses.length * 10);
+      const after = await sweeper.getQuota({});
+      const spent = after.dps.reduce((n, d) => n + Number(d.dailyLimit - d.remaining), 0);
+      assert.equal(spent, answered, "what reached a DP is what was charged");
+      assert.ok(after.perMinuteRemaining < 120n);
+      // Asking again for what the cache holds is free, whatever the budget.
+      const again = await sweeper.resolve({ csi: "tel:+447700100000" });
+      assert.ok(again.answer);
+    } finally {
+      await resolver.stop();
+    }
+  },
+);
