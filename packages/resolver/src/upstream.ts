@@ -2,6 +2,8 @@
 // LookupStream (lookup-mux.ts); failover across a DP's endpoints; gRPC failures become
 // DiscoveryError. The resolver authenticates as itself; nothing about the querying MSP is
 // forwarded (R9, P2).
+
+import { performance } from "node:perf_hooks";
 import {
   type Channel,
   type ChannelPool,
@@ -15,11 +17,15 @@ import {
   sealPartsFromProto,
   statusName,
 } from "@mimi/core";
+import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { LookupMux } from "./lookup-mux.js";
 
 /** Asks DPs for answers. */
 export interface Upstream {
-  /** Looks up a canonical CSI at the DP, trying its endpoints in order. */
+  /**
+   * Looks up a canonical CSI at the DP, trying its endpoints in order, within the DP's adaptive
+   * window of lookups in flight (adaptive-gate.ts).
+   */
   lookup(dp: DpInfo, csi: string): Promise<LookupOutcome>;
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
   channel(dp: DpInfo, endpoint: string): Channel;
@@ -42,6 +48,21 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const muxes = new Map<string, LookupMux>();
   // The endpoint that answered last, per DP: tried first next time.
   const preferred = new Map<string, string>();
+  // One window per DP (bounded by the registry's DPs; a removed DP's gate is small and idle).
+  const gates = new Map<string, AdaptiveGate>();
+  const gateFor = (dpId: string) => {
+    let g = gates.get(dpId);
+    if (!g) {
+      g = new AdaptiveGate(dpId, {
+        ...DEFAULT_GATE,
+        decreaseEveryMs: o.attemptTimeoutMs,
+        now: () => performance.now(),
+      });
+      gates.set(dpId, g);
+    }
+    return g;
+  };
+  const unavailable = (err: unknown) => err instanceof DiscoveryError && err.code === "upstream_unavailable";
 
   const channelFor = (dp: DpInfo, endpoint: string) => channels.get(endpoint, dp.tlsIdentity);
   const muxFor = (dp: DpInfo, endpoint: string) => {
@@ -57,41 +78,53 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     return mux;
   };
 
+  const attempt = async (dp: DpInfo, csi: string): Promise<LookupOutcome> => {
+    if (dp.endpoints.length === 0) {
+      throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
+    }
+    const first = preferred.get(dp.id);
+    const order =
+      first && dp.endpoints.includes(first)
+        ? [first, ...dp.endpoints.filter((e) => e !== first)]
+        : dp.endpoints;
+    for (const endpoint of order) {
+      try {
+        const answer = await muxFor(dp, endpoint).lookup(csi);
+        preferred.set(dp.id, endpoint);
+        return outcomeOf(dp.id, answer);
+      } catch (err) {
+        const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
+        // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
+        log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
+        if (e.code !== "upstream_unavailable") {
+          throw new DiscoveryError(
+            "upstream_failed",
+            `DP "${dp.id}" refused the lookup: ${e.remoteStatus === undefined ? e.code : statusName(e.remoteStatus)}`,
+            {
+              cause: e,
+            },
+          );
+        }
+      }
+    }
+    throw new DiscoveryError(
+      "upstream_unavailable",
+      `DP "${dp.id}" did not answer at any of its ${order.length} endpoint(s)`,
+    );
+  };
+
   return {
     channel: channelFor,
     async lookup(dp, csi) {
-      if (dp.endpoints.length === 0) {
-        throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
+      const gate = gateFor(dp.id);
+      try {
+        return await gate.run(() => attempt(dp, csi), unavailable);
+      } catch (err) {
+        // Once more after a timeout: the window has shrunk to what the DP answers in time, so
+        // an overloaded DP is asked more slowly instead of the lookup failing.
+        if (!unavailable(err) || !gate.shrank) throw err;
+        return gate.run(() => attempt(dp, csi), unavailable);
       }
-      const first = preferred.get(dp.id);
-      const order =
-        first && dp.endpoints.includes(first)
-          ? [first, ...dp.endpoints.filter((e) => e !== first)]
-          : dp.endpoints;
-      for (const endpoint of order) {
-        try {
-          const answer = await muxFor(dp, endpoint).lookup(csi);
-          preferred.set(dp.id, endpoint);
-          return outcomeOf(dp.id, answer);
-        } catch (err) {
-          const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
-          // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
-          log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
-          if (e.code !== "upstream_unavailable") {
-            throw new DiscoveryError(
-              "upstream_failed",
-              `DP "${dp.id}" refused the lookup: ${e.remoteStatus === undefined ? e.code : statusName(e.remoteStatus)}`,
-              {
-                cause: e,
-              },
-            );
-          }
-        }
-      }
-      throw new DiscoveryError(
-        "upstream_unavailable",
-        `DP "${dp.id}" did not answer at any of its ${order.length} endpoint(s)`,
-      );
     },
     close() {
       for (const m of muxes.values()) m.close();

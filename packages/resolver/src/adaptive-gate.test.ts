@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { DiscoveryError } from "@mimi/core";
+import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
+
+const timeout = () => new DiscoveryError("upstream_unavailable", "deadline");
+const isTimeout = (e: unknown) => e instanceof DiscoveryError && e.code === "upstream_unavailable";
+
+/** A lookup the test settles by hand. */
+function pending() {
+  let settle: (ok: boolean) => void = () => {};
+  const p = new Promise<string>((resolve, reject) => {
+    settle = (ok) => (ok ? resolve("answer") : reject(timeout()));
+  });
+  return { p, settle };
+}
+
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 10_000 && !ok(); i++) await new Promise((r) => setImmediate(r));
+  assert.ok(ok());
+}
+
+test("lookups over the window wait, in order, and start as others finish", async () => {
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 2,
+    minWindow: 1,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  const calls = Array.from({ length: 5 }, () => pending());
+  const started: number[] = [];
+  const runs = calls.map((c, i) =>
+    gate.run(() => {
+      started.push(i);
+      return c.p;
+    }, isTimeout),
+  );
+  await until(() => started.length === 2);
+  assert.deepEqual(gate.state, { inflight: 2, window: 2, queued: 3 });
+  // An answer in slow start widens the window by one: two more start.
+  calls[0]?.settle(true);
+  await until(() => started.length === 4);
+  assert.deepEqual(started, [0, 1, 2, 3]);
+  // Timeouts halve it (once per deadline): the last waits until the in-flight ones are down to it.
+  calls[1]?.settle(false);
+  calls[2]?.settle(false);
+  await assert.rejects(runs[1] as Promise<string>);
+  await assert.rejects(runs[2] as Promise<string>);
+  assert.deepEqual(gate.state, { inflight: 1, window: 1, queued: 1 });
+  calls[3]?.settle(true);
+  await until(() => started.length === 5);
+  calls[4]?.settle(true);
+  assert.deepEqual(await Promise.all(runs.slice(3)), ["answer", "answer"]);
+});
+
+test("slow start doubles the window per round until a timeout; then one per window; timeouts halve it", async () => {
+  let now = 0;
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 8,
+    minWindow: 4,
+    decreaseEveryMs: 1_000,
+    now: () => now,
+  });
+  for (let i = 0; i < 8; i++) await gate.run(async () => "ok", isTimeout);
+  assert.equal(gate.state.window, 16, "a window of answers doubles it");
+  const fail = () =>
+    gate.run(async () => {
+      throw timeout();
+    }, isTimeout);
+  await assert.rejects(fail());
+  await assert.rejects(fail());
+  assert.equal(gate.state.window, 8, "halved once within one deadline");
+  assert.equal(gate.shrank, true);
+  for (let i = 0; i < 8; i++) await gate.run(async () => "ok", isTimeout);
+  assert.equal(gate.state.window, 8, "after a timeout, eight answers are not yet a whole step");
+  for (let i = 0; i < 2; i++) await gate.run(async () => "ok", isTimeout);
+  assert.equal(gate.state.window, 9);
+  now += 1_000;
+  await assert.rejects(fail());
+  now += 1_000;
+  await assert.rejects(fail());
+  assert.equal(gate.state.window, 4, "never below the minimum");
+  now += 10_000;
+  assert.equal(gate.shrank, false);
+});
+
+test("a full queue is refused at once, and a lookup that waits too long gives up", async () => {
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    maxQueue: 1,
+    maxWaitMs: 50,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  const first = pending();
+  const running = gate.run(() => first.p, isTimeout);
+  const waiting = gate.run(async () => "late", isTimeout);
+  await assert.rejects(
+    gate.run(async () => "x", isTimeout),
+    (e: DiscoveryError) => {
+      assert.equal(e.code, "resource_exhausted");
+      assert.match(e.message, /DP "eu" answers slower than lookups arrive: 1 are waiting/);
+      return true;
+    },
+  );
+  await assert.rejects(waiting, /DP "eu" is overloaded: the lookup waited 50 ms/);
+  first.settle(true);
+  assert.equal(await running, "answer");
+  assert.deepEqual(gate.state, { inflight: 0, window: 2, queued: 0 }, "its answer widened the window");
+  assert.equal(await gate.run(async () => "next", isTimeout), "next", "a gone waiter's turn passes on");
+});

@@ -1,0 +1,143 @@
+// How many lookups a resolver keeps in flight at one DP: a window that adapts to what the DP
+// answers, as TCP's congestion window does: it starts small and grows by one per answer (slow
+// start, doubling per round trip) until the first timeout, then by one per window of answers
+// (additive increase), and halves when an attempt times out (multiplicative decrease, at most
+// once per attempt deadline, so one slow burst halves it once). What is over the window waits in a bounded queue, for a bounded time, instead of
+// being sent to a DP that cannot answer it within the deadline; a full queue or a wait past its
+// bound fails at once with a clear status rather than after a timeout (the abuse issue's
+// "bend, do not break").
+import { DiscoveryError } from "@mimi/core";
+
+/** The gate's bounds. */
+export interface GateOptions {
+  readonly initialWindow: number;
+  readonly minWindow: number;
+  readonly maxWindow: number;
+  /** Lookups waiting for the window at most; more are refused at once. */
+  readonly maxQueue: number;
+  /** How long a lookup may wait for the window. */
+  readonly maxWaitMs: number;
+  /** A timeout halves the window at most once per this long (the attempt deadline). */
+  readonly decreaseEveryMs: number;
+  readonly now: () => number;
+}
+
+export const DEFAULT_GATE: Omit<GateOptions, "now" | "decreaseEveryMs"> = {
+  initialWindow: 4,
+  minWindow: 4,
+  maxWindow: 1_024,
+  maxQueue: 10_000,
+  maxWaitMs: 10_000,
+};
+
+interface Waiter {
+  start(): void;
+  /** It stopped waiting (its time ran out): its turn is skipped. */
+  gone: boolean;
+}
+
+/** The gate of one DP. */
+export class AdaptiveGate {
+  private window: number;
+  private inflight = 0;
+  private readonly queue: Waiter[] = [];
+  private head = 0;
+  private waiting = 0;
+  private lastDecreaseMs = Number.NEGATIVE_INFINITY;
+  /** Slow start lasts until the first timeout. */
+  private slowStart = true;
+
+  constructor(
+    private readonly name: string,
+    private readonly o: GateOptions,
+  ) {
+    this.window = o.initialWindow;
+  }
+
+  /** Whether a timeout has shrunk the window within the last attempt deadline. */
+  get shrank(): boolean {
+    return this.o.now() - this.lastDecreaseMs < this.o.decreaseEveryMs * 2;
+  }
+
+  /** Lookups in flight now, the window and the queue (for stats and tests). */
+  get state(): { inflight: number; window: number; queued: number } {
+    return { inflight: this.inflight, window: Math.floor(this.window), queued: this.waiting };
+  }
+
+  /**
+   * Runs `f` once the window has room. A failure of `f` for which `timedOut` is true halves the
+   * window; a success widens it.
+   */
+  async run<T>(f: () => Promise<T>, timedOut: (err: unknown) => boolean): Promise<T> {
+    // A waiter is counted in flight by whoever starts it, so the window is never overrun.
+    if (this.inflight < Math.floor(this.window) && this.waiting === 0) this.inflight++;
+    else await this.wait();
+    try {
+      const r = await f();
+      this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
+      return r;
+    } catch (err) {
+      if (timedOut(err)) this.shrink();
+      throw err;
+    } finally {
+      this.inflight--;
+      this.next();
+    }
+  }
+
+  private shrink(): void {
+    const now = this.o.now();
+    if (now - this.lastDecreaseMs < this.o.decreaseEveryMs) return;
+    this.lastDecreaseMs = now;
+    this.slowStart = false;
+    this.window = Math.max(this.o.minWindow, this.window / 2);
+  }
+
+  private wait(): Promise<void> {
+    if (this.waiting >= this.o.maxQueue) {
+      return Promise.reject(
+        new DiscoveryError(
+          "resource_exhausted",
+          `DP "${this.name}" answers slower than lookups arrive: ${this.waiting} are waiting for it; try again shortly`,
+          { details: { retryAfterMs: 1_000, reason: "UPSTREAM_SATURATED" } },
+        ),
+      );
+    }
+    this.waiting++;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        w.gone = true;
+        this.waiting--;
+        reject(
+          new DiscoveryError(
+            "upstream_unavailable",
+            `DP "${this.name}" is overloaded: the lookup waited ${this.o.maxWaitMs} ms for it`,
+          ),
+        );
+      }, this.o.maxWaitMs);
+      const w: Waiter = {
+        gone: false,
+        start: () => {
+          clearTimeout(timer);
+          this.waiting--;
+          resolve();
+        },
+      };
+      this.queue.push(w);
+    });
+  }
+
+  /** Starts waiters while the window has room. */
+  private next(): void {
+    while (this.inflight < Math.floor(this.window) && this.head < this.queue.length) {
+      const w = this.queue[this.head++] as Waiter;
+      if (this.head >= 1_024) {
+        this.queue.splice(0, this.head);
+        this.head = 0;
+      }
+      if (w.gone) continue;
+      this.inflight++;
+      w.start();
+    }
+  }
+}
