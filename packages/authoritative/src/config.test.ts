@@ -38,6 +38,8 @@ test("the deploy example parses", () => {
     limits: {
       codesPerCsiPerHour: 3,
       codesPerCsiPerDay: 10,
+      sharedCodesPerCsiPerHour: 10,
+      sharedCodesPerCsiPerDay: 30,
       mspCodesPerThousandUsersPerDay: 50,
       mspCodesPerDayFloor: 100,
       smsCodesPerHour: 1_000,

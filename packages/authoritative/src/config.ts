@@ -149,6 +149,8 @@ function readClaimLimits(r: ConfigReader): ClaimLimits {
   const limits: ClaimLimits = {
     codesPerCsiPerHour: n("codesPerCsiPerHour", 100),
     codesPerCsiPerDay: n("codesPerCsiPerDay", 1_000),
+    sharedCodesPerCsiPerHour: n("sharedCodesPerCsiPerHour", 1_000),
+    sharedCodesPerCsiPerDay: n("sharedCodesPerCsiPerDay", 10_000),
     mspCodesPerThousandUsersPerDay: n("mspCodesPerThousandUsersPerDay", 1_000_000),
     mspCodesPerDayFloor: n("mspCodesPerDayFloor", 10_000_000),
     smsCodesPerHour: n("smsCodesPerHour", 10_000_000),

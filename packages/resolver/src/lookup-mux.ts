@@ -31,6 +31,9 @@ interface Pending {
  * next lookup opens a new stream. A stream on which items time out while nothing arrives is
  * presumed stuck and dropped, rather than waiting for keepalive to notice.
  */
+/** The reason of an item that timed out: the adaptive window's signal of an overloaded DP. */
+export const UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT";
+
 export class LookupMux {
   private readonly queue = new AsyncQueue<{ requestId: bigint; csi: string }>();
   private readonly pending = new Map<bigint, Pending>();
@@ -116,7 +119,9 @@ export class LookupMux {
       const timer = setTimeout(() => {
         this.pending.delete(requestId);
         reject(
-          new DiscoveryError("upstream_unavailable", `${this.what}: no answer within ${this.timeoutMs} ms`),
+          new DiscoveryError("upstream_unavailable", `${this.what}: no answer within ${this.timeoutMs} ms`, {
+            details: { reason: UPSTREAM_TIMEOUT },
+          }),
         );
         if (this.now() - this.lastHeardMs > this.timeoutMs) {
           this.abort.abort();

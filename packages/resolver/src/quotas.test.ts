@@ -58,3 +58,15 @@ test("enrolled users scale the budget; a sweep is stopped within its first minut
   assert.equal(q.report("big", [], MINUTE).perMinuteRemaining, 695);
   assert.equal(q.report("stranger", ["eu"], 0).dps[0]?.dailyLimit, 100);
 });
+
+test("a lookup that got no answer is given back; odd identity names are just unlisted identities", () => {
+  const q = createQuotas({ ...DEFAULT_QUOTA_POLICY, perMinuteFloor: 1_000_000 });
+  for (let i = 0; i < 1_000; i++) {
+    q.charge("msp-a", "eu", 0);
+    q.refund("msp-a", "eu", 0);
+  }
+  assert.equal(q.report("msp-a", ["eu"], 0).dps[0]?.remaining, 100, "a DP outage spends nothing");
+  for (const name of ["__proto__", "constructor", "toString"]) {
+    assert.equal(spend(() => q.charge(name, "eu", 0)).passed, 100, name);
+  }
+});

@@ -49,6 +49,8 @@ export interface QuotaReport {
 export interface Quotas {
   /** Charges one lookup of `identity` at `dpId` ("" when no DP is delegated), or throws RESOURCE_EXHAUSTED. */
   charge(identity: string, dpId: string, nowMs: number): void;
+  /** Gives back a charge whose lookup got no answer (the DP was down, the resolver not ready). */
+  refund(identity: string, dpId: string, nowMs: number): void;
   report(identity: string, dpIds: readonly string[], nowMs: number): QuotaReport;
   /** Refusals so far (GetStats). */
   readonly refused: number;
@@ -57,7 +59,11 @@ export interface Quotas {
 /** Creates the budgets of `policy`. */
 export function createQuotas(policy: QuotaPolicy): Quotas {
   const perUser = Math.max(policy.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);
-  const usersOf = (identity: string) => policy.enrolledUsers[identity] ?? policy.defaultEnrolledUsers;
+  // Own keys only: a certificate named "__proto__" or "constructor" is just an unlisted identity.
+  const usersOf = (identity: string) =>
+    Object.hasOwn(policy.enrolledUsers, identity)
+      ? (policy.enrolledUsers[identity] as number)
+      : policy.defaultEnrolledUsers;
   const dailyOf = (identity: string) => Math.max(1, usersOf(identity)) * perUser;
   const minuteOf = (identity: string) =>
     Math.max(policy.perMinuteFloor, Math.ceil((dailyOf(identity) / 1440) * policy.burstFactor));
@@ -102,6 +108,10 @@ export function createQuotas(policy: QuotaPolicy): Quotas {
         );
       }
       for (const [l, key] of budgets) l.take(key, nowMs);
+    },
+    refund(identity, dpId, nowMs) {
+      limiter(minuteOf(identity), MINUTE).giveBack(identity, nowMs);
+      limiter(dailyOf(identity), DAY).giveBack(`${identity}\0${dpId}`, nowMs);
     },
     report(identity, dpIds, nowMs) {
       const day = limiter(dailyOf(identity), DAY);

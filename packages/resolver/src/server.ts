@@ -69,9 +69,21 @@ export function bindResolverServer(
   const resolveOne = async (csiText: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
-    // The caller's identity is read only on a miss: a cache hit costs nobody a lookup.
-    const charge = () => opts.quotas.charge(ctx.peerName, registry.find(csi.key)?.dpId ?? "", opts.now());
-    const r: Resolution = await service.resolve(csi, charge);
+    // The caller's identity is read only on a miss: a cache hit costs nobody a lookup. A lookup
+    // that got no answer (DP down, resolver not ready) is given back.
+    let charged: { identity: string; dpId: string } | undefined;
+    const charge = () => {
+      const c = { identity: ctx.peerName, dpId: registry.find(csi.key)?.dpId ?? "" };
+      opts.quotas.charge(c.identity, c.dpId, opts.now());
+      charged = c;
+    };
+    let r: Resolution;
+    try {
+      r = await service.resolve(csi, charge);
+    } catch (err) {
+      if (charged) opts.quotas.refund(charged.identity, charged.dpId, opts.now());
+      throw err;
+    }
     if (log.isLevelEnabled("debug")) {
       log.debug(
         { peer: ctx.peerName, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
@@ -107,7 +119,8 @@ export function bindResolverServer(
                 ),
               (err: unknown) => {
                 const s = toWireStatus(err, log, ctx.method);
-                const retry = err instanceof DiscoveryError ? (err.details?.retryAfterMs ?? 0) : 0;
+                const given = err instanceof DiscoveryError ? (err.details?.retryAfterMs ?? 0) : 0;
+                const retry = Number.isFinite(given) && given > 0 ? given : 0;
                 return send({
                   requestId: req.requestId,
                   result: {

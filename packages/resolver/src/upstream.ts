@@ -18,7 +18,7 @@ import {
   statusName,
 } from "@mimi/core";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
-import { LookupMux } from "./lookup-mux.js";
+import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
 
 /** Asks DPs for answers. */
 export interface Upstream {
@@ -62,7 +62,10 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     }
     return g;
   };
-  const unavailable = (err: unknown) => err instanceof DiscoveryError && err.code === "upstream_unavailable";
+  // Only an item that timed out says the DP is overloaded; a refused connection, a stream cut
+  // (connection age) or the gate's own refusals do not shrink the window or earn a retry.
+  const timedOut = (err: unknown) =>
+    err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
   const channelFor = (dp: DpInfo, endpoint: string) => channels.get(endpoint, dp.tlsIdentity);
   const muxFor = (dp: DpInfo, endpoint: string) => {
@@ -87,6 +90,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       first && dp.endpoints.includes(first)
         ? [first, ...dp.endpoints.filter((e) => e !== first)]
         : dp.endpoints;
+    let timeouts = 0;
     for (const endpoint of order) {
       try {
         const answer = await muxFor(dp, endpoint).lookup(csi);
@@ -96,6 +100,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
         // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
         log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
+        if (timedOut(e)) timeouts++;
         if (e.code !== "upstream_unavailable") {
           throw new DiscoveryError(
             "upstream_failed",
@@ -110,6 +115,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     throw new DiscoveryError(
       "upstream_unavailable",
       `DP "${dp.id}" did not answer at any of its ${order.length} endpoint(s)`,
+      // Every endpoint timed out: the DP is there but overloaded.
+      timeouts === order.length ? { details: { reason: UPSTREAM_TIMEOUT } } : undefined,
     );
   };
 
@@ -118,12 +125,12 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     async lookup(dp, csi) {
       const gate = gateFor(dp.id);
       try {
-        return await gate.run(() => attempt(dp, csi), unavailable);
+        return await gate.run(() => attempt(dp, csi), timedOut);
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
-        if (!unavailable(err) || !gate.shrank) throw err;
-        return gate.run(() => attempt(dp, csi), unavailable);
+        if (!timedOut(err) || !gate.shrank) throw err;
+        return gate.run(() => attempt(dp, csi), timedOut);
       }
     },
     close() {

@@ -114,6 +114,8 @@ export async function startChallenge(
     });
   } catch (err) {
     store.updateChallenge(id, 0, "exhausted");
+    // Nobody got a code: the budgets are not spent (an SMS gateway outage must not use up a day).
+    deps.throttle.notSent(csi, caller, ctx.clock());
     throw err;
   }
   ctx.log.info(
@@ -151,14 +153,14 @@ export function completeChallenge(
   if (now > ch.expiresAtMs) {
     throw new DiscoveryError("failed_precondition", "the code has expired; start a new challenge");
   }
-  deps.throttle.beforeProof(ch.csi, now);
+  deps.throttle.beforeProof(ch.csi, caller.mspId, now);
   // A wrong code and a bad signature both spend an attempt of the challenge and count toward
   // the CSI's lock, across challenges.
   const failedProof = (what: string) => {
     const attempts = ch.attempts + 1;
     const left = policy.maxAttempts - attempts;
     store.updateChallenge(ch.id, attempts, left <= 0 ? "exhausted" : "open");
-    deps.throttle.failed(ch.csi, now);
+    deps.throttle.failed(ch.csi, caller.mspId, now);
     ctx.log.info({ challenge: ch.id, msp: caller.mspId, attempts }, "failed proof");
     return invalidArgument(
       left <= 0 ? `${what}; no attempts left, start a new challenge` : `${what}; ${left} attempt(s) left`,

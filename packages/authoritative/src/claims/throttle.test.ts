@@ -15,6 +15,7 @@ const msp = (mspId: string, enrolledUsers = 0): EnrolledMsp => ({
 });
 const A = parseCsi("tel:+447700900123");
 const B = parseCsi("tel:+447700900124");
+const C = parseCsi("tel:+447700900126");
 
 /** The refusal `f` throws: its reason and retry-after, or "ok". */
 function outcome(f: () => void): string {
@@ -28,27 +29,47 @@ function outcome(f: () => void): string {
   }
 }
 
-test("codes to one number stop at its hourly and daily budgets, across MSPs, and refill", () => {
+test("codes to one number stop at each MSP's budget and at a larger one for all MSPs, and refill", () => {
   const t = createClaimThrottle(DEFAULT_CLAIM_LIMITS);
   const x = msp("x.example");
   const y = msp("y.example");
+  const z = msp("z.example");
+  const w = msp("w.example");
   for (let i = 0; i < 3; i++)
     assert.equal(
-      outcome(() => t.beforeCode(A, i % 2 ? x : y, 0)),
+      outcome(() => t.beforeCode(A, x, 0)),
       "ok",
     );
   // Regression: 200 codes to one number went out in 0.7 s.
   assert.equal(
-    outcome(() => t.beforeCode(A, y, 0)),
+    outcome(() => t.beforeCode(A, x, 0)),
     `CODE_LIMIT_CSI_HOUR ${HOUR / 3}`,
+  );
+  // Another MSP is not held by x's budget (x cannot spend the number's codes for everyone)...
+  for (const m of [y, z])
+    for (let i = 0; i < 3; i++)
+      assert.equal(
+        outcome(() => t.beforeCode(A, m, 0)),
+        "ok",
+      );
+  assert.equal(
+    outcome(() => t.beforeCode(A, w, 0)),
+    "ok",
+  );
+  // ...but all MSPs together stop at 10 an hour: a flood through many MSPs stops too.
+  assert.equal(
+    outcome(() => t.beforeCode(A, w, 0)),
+    `CODE_LIMIT_CSI_SHARED_HOUR ${HOUR / 10}`,
   );
   assert.equal(
     outcome(() => t.beforeCode(B, y, 0)),
     "ok",
-    "another number has its own budget",
+    "another number has its own budgets",
   );
+  const x2 = msp("x2.example");
   // One try every 20 minutes for a day: the hourly budget refills one code per 20 minutes, the
   // daily one (10) one per 2.4 hours, so a day holds its 10 at once and 10 refilled, never more.
+  for (let i = 0; i < 3; i++) t.beforeCode(C, x2, 0);
   let sent = 3;
   for (let now = HOUR / 3; now <= 24 * HOUR; now += HOUR / 3) {
     if (outcome(() => t.beforeCode(A, x, now)) === "ok") sent++;
@@ -118,17 +139,17 @@ test("an MSP's daily codes follow its enrolled users, never below the floor", ()
   );
 });
 
-test("failed proofs lock a number's challenges across challenges, for a while", () => {
+test("failed proofs lock a number's challenges for the MSP that failed, across challenges, for a while", () => {
   const t = createClaimThrottle({ ...DEFAULT_CLAIM_LIMITS, failuresPerCsiPerHour: 3 });
   for (let i = 0; i < 3; i++) {
     assert.equal(
-      outcome(() => t.beforeProof(A.uri, 0)),
+      outcome(() => t.beforeProof(A.uri, "x.example", 0)),
       "ok",
     );
-    t.failed(A.uri, 0);
+    t.failed(A.uri, "x.example", 0);
   }
   assert.equal(
-    outcome(() => t.beforeProof(A.uri, 0)),
+    outcome(() => t.beforeProof(A.uri, "x.example", 0)),
     `CSI_LOCKED ${HOUR / 3}`,
   );
   assert.equal(
@@ -136,14 +157,33 @@ test("failed proofs lock a number's challenges across challenges, for a while", 
     `CSI_LOCKED ${HOUR / 3}`,
     "no new codes either",
   );
+  // The holder's own MSP is not locked out by another's failures.
   assert.equal(
-    outcome(() => t.beforeProof(B.uri, 0)),
+    outcome(() => t.beforeProof(A.uri, "y.example", 0)),
+    "ok",
+  );
+  assert.equal(
+    outcome(() => t.beforeProof(B.uri, "x.example", 0)),
     "ok",
     "only that number",
   );
   assert.equal(
-    outcome(() => t.beforeProof(A.uri, HOUR / 3)),
+    outcome(() => t.beforeProof(A.uri, "x.example", HOUR / 3)),
     "ok",
     "the lock lifts",
   );
+});
+
+test("a code that could not be sent spends no budget", () => {
+  const t = createClaimThrottle(DEFAULT_CLAIM_LIMITS);
+  const x = msp("x.example");
+  for (let i = 0; i < 10; i++) {
+    t.beforeCode(A, x, 0);
+    t.notSent(A, x, 0);
+  }
+  for (let i = 0; i < 3; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(A, x, 0)),
+      "ok",
+    );
 });

@@ -1,31 +1,39 @@
 // Code throttles (R22, G5; GLADOS 8.1 and 11.2): a code costs its recipient attention and the DP
-// money (SMS), and every code is one more chance to guess. So codes are budgeted per CSI (per
-// hour and per day, across MSPs: a flood to one person stops whoever sends it), per MSP (from
-// its enrolled user count), and per channel (all MSPs together, the DP's SMS bill), and failed
-// proofs (wrong codes and bad signatures, across challenges) lock the CSI's challenges for a
-// while. Budgets are GCRA limiters in memory (core runtime/rate-limit.ts): a restart forgives
-// what was spent, at most one more day's budget per CSI. Each refusal is RESOURCE_EXHAUSTED
-// naming the budget, with RetryInfo and QuotaFailure details.
+// money (SMS), and every code is one more chance to guess. So codes are budgeted per CSI and
+// calling MSP (per hour and per day), per CSI across all MSPs (a larger cap: a flood through
+// many MSPs still stops), per MSP (from its enrolled user count), and per channel (all MSPs
+// together, the DP's SMS bill); failed proofs (wrong codes and bad signatures, across
+// challenges) lock the CSI's challenges for the MSP that failed, and only for it, so one MSP
+// cannot lock a number against the holder's own MSP. Budgets are GCRA limiters in memory (core
+// runtime/rate-limit.ts): a restart forgives what was spent. Each refusal is
+// RESOURCE_EXHAUSTED naming the budget, with RetryInfo and QuotaFailure details; a code that
+// could not be sent is given back.
 import { type Csi, createRateLimiter, DiscoveryError, type KeyedRateLimiter } from "@mimi/core";
 import type { EnrolledMsp } from "../store/rows.js";
 
 /** The budgets of the claim flow; every one is a config key (claims.limits). */
 export interface ClaimLimits {
+  /** Codes to one CSI for one MSP. */
   readonly codesPerCsiPerHour: number;
   readonly codesPerCsiPerDay: number;
+  /** Codes to one CSI for all MSPs together. */
+  readonly sharedCodesPerCsiPerHour: number;
+  readonly sharedCodesPerCsiPerDay: number;
   /** An MSP's daily codes: this many per thousand enrolled users, never below the floor. */
   readonly mspCodesPerThousandUsersPerDay: number;
   readonly mspCodesPerDayFloor: number;
   /** All MSPs together, per channel: the DP's SMS bill and its mail reputation. */
   readonly smsCodesPerHour: number;
   readonly emailCodesPerHour: number;
-  /** Failed proofs (wrong code, bad signature) per CSI per hour before its challenges lock. */
+  /** Failed proofs (wrong code, bad signature) per CSI per MSP per hour before they lock. */
   readonly failuresPerCsiPerHour: number;
 }
 
 export const DEFAULT_CLAIM_LIMITS: ClaimLimits = {
   codesPerCsiPerHour: 3,
   codesPerCsiPerDay: 10,
+  sharedCodesPerCsiPerHour: 10,
+  sharedCodesPerCsiPerDay: 30,
   mspCodesPerThousandUsersPerDay: 50,
   mspCodesPerDayFloor: 100,
   smsCodesPerHour: 1_000,
@@ -35,28 +43,34 @@ export const DEFAULT_CLAIM_LIMITS: ClaimLimits = {
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-/** CSIs tracked: far above the CSIs the channel budgets let the DP send to in a day. */
-const MAX_CSIS = 200_000;
+/** Keys tracked per limiter: an evicted key is forgiven what it spent (named in ARCHITECTURE). */
+const MAX_KEYS = 200_000;
 const MAX_MSPS = 10_000;
 
 /** The throttles of one DP. */
 export interface ClaimThrottle {
   /** Before a code is sent: charges every budget, or throws RESOURCE_EXHAUSTED and charges none. */
   beforeCode(csi: Csi, caller: EnrolledMsp, nowMs: number): void;
-  /** Before a code is checked: throws RESOURCE_EXHAUSTED while the CSI is locked. */
-  beforeProof(csi: string, nowMs: number): void;
-  /** A wrong code or a bad signature for `csi`. */
-  failed(csi: string, nowMs: number): void;
+  /** A code that could not be sent: gives back what beforeCode charged. */
+  notSent(csi: Csi, caller: EnrolledMsp, nowMs: number): void;
+  /** Before a code is checked: throws RESOURCE_EXHAUSTED while `mspId` is locked out of the CSI. */
+  beforeProof(csi: string, mspId: string, nowMs: number): void;
+  /** A wrong code or a bad signature for `csi` from `mspId`. */
+  failed(csi: string, mspId: string, nowMs: number): void;
 }
 
 /** Creates the throttles for `limits`. */
 export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
-  const perHour = createRateLimiter({ limit: limits.codesPerCsiPerHour, windowMs: HOUR }, MAX_CSIS);
-  const perDay = createRateLimiter({ limit: limits.codesPerCsiPerDay, windowMs: DAY }, MAX_CSIS);
-  const failures = createRateLimiter({ limit: limits.failuresPerCsiPerHour, windowMs: HOUR }, MAX_CSIS);
+  const rate = (limit: number, windowMs: number, keys = MAX_KEYS) =>
+    createRateLimiter({ limit, windowMs }, keys);
+  const perHour = rate(limits.codesPerCsiPerHour, HOUR);
+  const perDay = rate(limits.codesPerCsiPerDay, DAY);
+  const sharedHour = rate(limits.sharedCodesPerCsiPerHour, HOUR);
+  const sharedDay = rate(limits.sharedCodesPerCsiPerDay, DAY);
+  const failures = rate(limits.failuresPerCsiPerHour, HOUR);
   const channels = {
-    tel: createRateLimiter({ limit: limits.smsCodesPerHour, windowMs: HOUR }, 1),
-    mailto: createRateLimiter({ limit: limits.emailCodesPerHour, windowMs: HOUR }, 1),
+    tel: rate(limits.smsCodesPerHour, HOUR, 1),
+    mailto: rate(limits.emailCodesPerHour, HOUR, 1),
   };
   // One limiter per MSP budget size: an MSP's size changes only when it is enrolled again.
   const mspLimiters = new Map<number, KeyedRateLimiter>();
@@ -67,38 +81,55 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
     );
     let l = mspLimiters.get(limit);
     if (!l) {
-      l = createRateLimiter({ limit, windowMs: DAY }, MAX_MSPS);
+      l = rate(limit, DAY, MAX_MSPS);
       mspLimiters.set(limit, l);
     }
     return l;
   };
-  const lockedProblem = (csi: string, nowMs: number) => {
-    const r = failures.check(csi, nowMs);
+  const pair = (csi: string, mspId: string) => `${csi}\0${mspId}`;
+  const lockedProblem = (csi: string, mspId: string, nowMs: number) => {
+    const r = failures.check(pair(csi, mspId), nowMs);
     return (
       r &&
       refusal(
         "CSI_LOCKED",
         "csi",
         `${limits.failuresPerCsiPerHour} failed proofs per number per hour`,
-        "this number's challenges are locked after too many wrong codes or bad signatures",
+        "this MSP's challenges for this number are locked after too many wrong codes or bad signatures",
         r.retryAfterMs,
       )
     );
   };
+  const budgetsOf = (csi: Csi, caller: EnrolledMsp): [KeyedRateLimiter, string, string, string, string][] => {
+    const channelName = csi.type === "tel" ? "sms" : "email";
+    const own = pair(csi.uri, caller.mspId);
+    return [
+      [mspLimiter(caller), caller.mspId, "CODE_LIMIT_MSP", `msp:${caller.mspId}`, "codes per MSP per day"],
+      [perHour, own, "CODE_LIMIT_CSI_HOUR", "csi", "codes per number per hour"],
+      [perDay, own, "CODE_LIMIT_CSI_DAY", "csi", "codes per number per day"],
+      [
+        sharedHour,
+        csi.uri,
+        "CODE_LIMIT_CSI_SHARED_HOUR",
+        "csi",
+        "codes per number per hour, all MSPs together",
+      ],
+      [sharedDay, csi.uri, "CODE_LIMIT_CSI_SHARED_DAY", "csi", "codes per number per day, all MSPs together"],
+      [
+        csi.type === "tel" ? channels.tel : channels.mailto,
+        "",
+        "CODE_LIMIT_CHANNEL",
+        `channel:${channelName}`,
+        `${channelName} codes per hour`,
+      ],
+    ];
+  };
   return {
     beforeCode(csi, caller, nowMs) {
-      const locked = lockedProblem(csi.uri, nowMs);
+      const locked = lockedProblem(csi.uri, caller.mspId, nowMs);
       if (locked) throw locked;
-      const channel = csi.type === "tel" ? channels.tel : channels.mailto;
-      const channelName = csi.type === "tel" ? "sms" : "email";
-      const msp = mspLimiter(caller);
       // Checked first, taken only when all allow: a refused call spends nothing.
-      const budgets: [KeyedRateLimiter, string, string, string, string][] = [
-        [msp, caller.mspId, "CODE_LIMIT_MSP", `msp:${caller.mspId}`, "codes per MSP per day"],
-        [perHour, csi.uri, "CODE_LIMIT_CSI_HOUR", "csi", "codes per number per hour"],
-        [perDay, csi.uri, "CODE_LIMIT_CSI_DAY", "csi", "codes per number per day"],
-        [channel, "", "CODE_LIMIT_CHANNEL", `channel:${channelName}`, `${channelName} codes per hour`],
-      ];
+      const budgets = budgetsOf(csi, caller);
       for (const [limiter, key, reason, subject, what] of budgets) {
         const r = limiter.check(key, nowMs);
         if (r) {
@@ -108,12 +139,15 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
       }
       for (const [limiter, key] of budgets) limiter.take(key, nowMs);
     },
-    beforeProof(csi, nowMs) {
-      const locked = lockedProblem(csi, nowMs);
+    notSent(csi, caller, nowMs) {
+      for (const [limiter, key] of budgetsOf(csi, caller)) limiter.giveBack(key, nowMs);
+    },
+    beforeProof(csi, mspId, nowMs) {
+      const locked = lockedProblem(csi, mspId, nowMs);
       if (locked) throw locked;
     },
-    failed(csi, nowMs) {
-      failures.take(csi, nowMs);
+    failed(csi, mspId, nowMs) {
+      failures.take(pair(csi, mspId), nowMs);
     },
   };
 }
@@ -125,8 +159,14 @@ function refusal(
   what: string,
   retryAfterMs: number,
 ): DiscoveryError {
-  const at = Math.ceil(retryAfterMs / 1000);
-  return new DiscoveryError("resource_exhausted", `${what}; try again in ${at} s`, {
-    details: { retryAfterMs, quota: [{ subject, description: budget }], reason, metadata: { budget } },
+  // Whole seconds: the exact time would tell an MSP when another MSP acted on the number.
+  const seconds = Math.ceil(retryAfterMs / 1000);
+  return new DiscoveryError("resource_exhausted", `${what}; try again in ${seconds} s`, {
+    details: {
+      retryAfterMs: seconds * 1000,
+      quota: [{ subject, description: budget }],
+      reason,
+      metadata: { budget },
+    },
   });
 }

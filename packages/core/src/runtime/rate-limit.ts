@@ -23,6 +23,8 @@ export interface KeyedRateLimiter {
   check(key: string, nowMs: number, cost?: number): RateRefusal | undefined;
   /** Takes `cost` units for `key` when they are available; otherwise takes nothing. */
   take(key: string, nowMs: number, cost?: number): RateRefusal | undefined;
+  /** Gives back `cost` units taken for `key` (a charge for work that did not happen). */
+  giveBack(key: string, nowMs: number, cost?: number): void;
   /** Units `key` could take at `nowMs`. */
   remaining(key: string, nowMs: number): number;
   /** Keys held now (for metrics and tests). */
@@ -61,6 +63,13 @@ export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRate
         tat.delete(oldest);
       }
       return undefined;
+    },
+    giveBack(key, nowMs, cost = 1) {
+      const t = tat.get(key);
+      if (t === undefined) return;
+      const back = t - cost * interval;
+      if (back <= nowMs) tat.delete(key);
+      else tat.set(key, back);
     },
     remaining: (key, nowMs) => Math.floor((span - (arrival(key, nowMs) - nowMs)) / interval + 1e-9),
     get size() {

@@ -116,7 +116,7 @@ test("a request larger than its method takes is RESOURCE_EXHAUSTED, before it is
 
 test("connections past the cap are closed as they arrive", async () => {
   const s = await serve({});
-  capConnections(s.server, 1);
+  capConnections(s.server, { maxConnections: 1, maxConnectionsPerAddress: 100 });
   const first = connect(s.port, "127.0.0.1");
   closers.push(() => first.destroy());
   await new Promise((r) => first.once("connect", r));
@@ -128,6 +128,36 @@ test("connections past the cap are closed as they arrive", async () => {
   second.on("error", () => {});
   await until(() => closed, "the second connection is closed");
   assert.equal(first.destroyed, false, "the first is kept");
+});
+
+test("one source address holds at most its share of the connections", async () => {
+  const s = await serve({});
+  capConnections(s.server, { maxConnections: 100, maxConnectionsPerAddress: 2 });
+  const held = [connect(s.port, "127.0.0.1"), connect(s.port, "127.0.0.1")];
+  for (const h of held) closers.push(() => h.destroy());
+  await Promise.all(held.map((h) => new Promise((r) => h.once("connect", r))));
+  const third = connect(s.port, "127.0.0.1");
+  let closed = false;
+  third.once("close", () => {
+    closed = true;
+  });
+  third.on("error", () => {});
+  await until(() => closed, "the third connection from the address is closed");
+  // Once one goes, the address may connect again: a call on a new connection gets through.
+  (held[0] as ReturnType<typeof connect>).destroy();
+  let through = false;
+  for (let i = 0; i < 200 && !through; i++) {
+    const ch = openChannel(`127.0.0.1:${s.port}`, grpc.credentials.createInsecure());
+    try {
+      await ch.client(ResolverService).resolve({ csi: "x" }, { timeoutMs: 5_000 });
+      through = true;
+    } catch {
+      // Refused while the server had not yet seen the old connection close: try again.
+    } finally {
+      ch.close();
+    }
+  }
+  assert.ok(through);
 });
 
 test("a connection that does not finish its TLS handshake in time is closed", async () => {

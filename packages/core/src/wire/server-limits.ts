@@ -1,6 +1,7 @@
 // What one server lets its peers hold open (the abuse issue's connection hygiene): connections,
 // streams per connection, watch streams per identity, handshake time, idle time and connection
 // age, and request size. Every limit is a key of the server's `connections` config section.
+import type { Server, Socket } from "node:net";
 import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "../domain/errors.js";
 import type { ConfigReader } from "../runtime/config.js";
@@ -9,6 +10,11 @@ import type { ConfigReader } from "../runtime/config.js";
 export interface ConnectionLimits {
   /** Open connections at once; more are closed as they arrive. */
   readonly maxConnections: number;
+  /**
+   * Open connections from one source address: counted before TLS, so without it anyone who can
+   * reach the port could hold every connection (reconnecting at each handshake timeout).
+   */
+  readonly maxConnectionsPerAddress: number;
   /** Concurrent streams (calls) on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
   readonly maxStreamsPerConnection: number;
   /** Open watch streams (server-streaming calls) per caller identity, across its connections. */
@@ -25,6 +31,7 @@ export interface ConnectionLimits {
 
 export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   maxConnections: 1_000,
+  maxConnectionsPerAddress: 100,
   maxStreamsPerConnection: 1_000,
   maxWatchersPerIdentity: 64,
   handshakeTimeoutMs: 10_000,
@@ -46,6 +53,7 @@ export function readConnectionLimits(root: ConfigReader): ConnectionLimits {
     r.integer(key, fallbackMs / 1000, min, max) * 1000;
   const limits: ConnectionLimits = {
     maxConnections: r.integer("maxConnections", d.maxConnections, 1, 1_000_000),
+    maxConnectionsPerAddress: r.integer("maxConnectionsPerAddress", d.maxConnectionsPerAddress, 1, 1_000_000),
     maxStreamsPerConnection: r.integer("maxStreamsPerConnection", d.maxStreamsPerConnection, 1, 100_000),
     maxWatchersPerIdentity: r.integer("maxWatchersPerIdentity", d.maxWatchersPerIdentity, 1, 100_000),
     handshakeTimeoutMs: s("handshakeTimeoutSeconds", d.handshakeTimeoutMs, 1, 600),
@@ -127,14 +135,35 @@ export function limitsOf(server: grpc.Server): { limits: ConnectionLimits; watch
 
 /**
  * Sets what grpc-js has no option for on the listening sockets of `server` (call after listen):
- * the connection cap. grpc-js keeps its HTTP/2 servers in a private map (1.14); a version
- * without it fails here, at start, rather than running without the cap.
+ * the connection caps, in all and per source address. grpc-js keeps its HTTP/2 servers in a
+ * private map (1.14); a version without it fails here, at start, rather than running without
+ * the caps. With several listeners (addresses) each has the caps.
  */
-export function capConnections(server: grpc.Server, maxConnections: number): void {
-  const listeners = (server as unknown as { http2Servers?: Map<{ maxConnections: number }, unknown> })
-    .http2Servers;
+export function capConnections(
+  server: grpc.Server,
+  caps: Pick<ConnectionLimits, "maxConnections" | "maxConnectionsPerAddress">,
+): void {
+  const listeners = (server as unknown as { http2Servers?: Map<Server, unknown> }).http2Servers;
   if (!(listeners instanceof Map) || listeners.size === 0) {
     throw new Error("cannot reach grpc-js's listening sockets to cap connections (grpc-js changed?)");
   }
-  for (const l of listeners.keys()) l.maxConnections = maxConnections;
+  for (const l of listeners.keys()) {
+    l.maxConnections = caps.maxConnections;
+    // Entries are addresses with an open connection: at most maxConnections of them.
+    const open = new Map<string, number>();
+    l.on("connection", (socket: Socket) => {
+      const address = socket.remoteAddress ?? "";
+      const n = (open.get(address) ?? 0) + 1;
+      if (n > caps.maxConnectionsPerAddress) {
+        socket.destroy();
+        return;
+      }
+      open.set(address, n);
+      socket.once("close", () => {
+        const left = (open.get(address) ?? 1) - 1;
+        if (left <= 0) open.delete(address);
+        else open.set(address, left);
+      });
+    });
+  }
 }

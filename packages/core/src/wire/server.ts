@@ -235,7 +235,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   void running.ready.then(() => health.setServing(true));
   const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
   const port = await listen(server, config.host, config.port, credentials);
-  capConnections(server, config.connections.maxConnections);
+  capConnections(server, config.connections);
   logListening(log, { host: config.host, port, ...running.listening });
 
   let stopping = false;
