@@ -20,7 +20,10 @@ scenario(
     const resolver = await startResolver(t.net, {
       name: "resolver-quotas",
       rootEndpoints: [t.net.root.address],
-      overrides: { quotas: { enrolledUsers: { "msp-parrot": 2, "msp-wirechat": 100_000 } } },
+      overrides: {
+        admins: ["admin"],
+        quotas: { enrolledUsers: { "msp-parrot": 2, "msp-wirechat": 100_000 } },
+      },
     });
     try {
       await waitUntilServing(t.net, resolver);
@@ -91,6 +94,12 @@ scenario(
       const after = await sweeper.getQuota({});
       const spent = after.dps.reduce((n, d) => n + Number(d.dailyLimit - d.remaining), 0);
       assert.equal(spent, answered, "what reached a DP is what was charged");
+      // The operator sees the refusals.
+      const stats = await t.net
+        .channel(resolver.address, "admin")
+        .client(pb.ResolverAdminService)
+        .getStats({});
+      assert.equal(stats.quotaRefusals, BigInt(refused));
       assert.ok(after.perMinuteRemaining < 120n);
       // Asking again for what the cache holds is free, whatever the budget.
       const again = await sweeper.resolve({ csi: "tel:+447700100000" });
@@ -130,6 +139,16 @@ scenario(
       }
       assert.deepEqual(failed.slice(0, 3), []);
       assert.equal(answered, N);
+      // The operator sees the window the DP was given, and nothing left waiting.
+      const stats = await t.net
+        .channel(t.net.resolver.address, "admin")
+        .client(pb.ResolverAdminService)
+        .getStats({});
+      const eu = stats.upstreamWindows.find((w) => w.dpId === "eu");
+      assert.ok(
+        eu && eu.window >= 4n && eu.queued === 0n,
+        JSON.stringify(eu, (_k, v) => (typeof v === "bigint" ? String(v) : v)),
+      );
     } finally {
       for (const h of hogs) h.kill();
       try {

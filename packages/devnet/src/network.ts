@@ -90,8 +90,10 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     const clockFile = opts.testClock ? join(clockDir, name) : undefined;
     if (clockFile) writeFileSync(clockFile, "0", { mode: 0o600 });
     const path = join(configDir, `${name}.json`);
-    // The local network runs on the development CA, which servers refuse unless told.
-    writeFileSync(path, `${JSON.stringify({ allowDevelopmentCa: true, ...config }, null, 2)}\n`);
+    // The local network runs on the development CA, which servers refuse unless told; and every
+    // party of it (tests, CLIs, load generators) connects from one loopback address.
+    const local = { allowDevelopmentCa: true, connections: { maxConnectionsPerAddress: 10_000 } };
+    writeFileSync(path, `${JSON.stringify({ ...local, ...config }, null, 2)}\n`);
     return new ServerProcess(name, role, path, logLevel, {
       ...(opts.nodeArgs && { nodeArgs: opts.nodeArgs }),
       ...(opts.onLine && { onLine: opts.onLine }),

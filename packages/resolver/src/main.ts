@@ -97,6 +97,7 @@ runServer<ResolverConfig>(process, {
       subscriptions: subs,
       registryConnected: () => sync.connected(),
       quotas: createQuotas(config.quotas),
+      upstreamWindows: () => upstream.windows(),
       now: clock,
     });
     // Resolution needs the registry copy (from a root or from disk); NOT_SERVING until then.

@@ -36,6 +36,8 @@ export interface ResolverServerOptions {
   registryConnected: () => boolean;
   /** Lookup budgets: what the cache cannot answer is charged to the caller. */
   quotas: Quotas;
+  /** The adaptive windows of lookups in flight per DP (upstream.ts). */
+  upstreamWindows: () => { dpId: string; inflight: number; window: number; queued: number }[];
   now: () => number;
 }
 
@@ -228,6 +230,16 @@ export function bindResolverServer(
               events: n(x.events),
               resyncs: n(x.resyncs),
               lastEventAtMs: n(x.lastEventAtMs),
+            })),
+          quotaRefusals: n(opts.quotas.refused),
+          upstreamWindows: opts
+            .upstreamWindows()
+            .sort((a, b) => (a.dpId < b.dpId ? -1 : 1))
+            .map((w) => ({
+              dpId: w.dpId,
+              inflight: n(w.inflight),
+              window: n(w.window),
+              queued: n(w.queued),
             })),
         };
       },

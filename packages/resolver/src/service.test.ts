@@ -57,6 +57,7 @@ function fakeUpstream() {
     channel() {
       throw new Error("no channels in unit tests");
     },
+    windows: () => [],
     close() {},
   };
   return { state, upstream };

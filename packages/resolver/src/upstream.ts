@@ -27,6 +27,8 @@ export interface Upstream {
    * window of lookups in flight (adaptive-gate.ts).
    */
   lookup(dp: DpInfo, csi: string): Promise<LookupOutcome>;
+  /** The window of each DP asked so far (GetStats). */
+  windows(): { dpId: string; inflight: number; window: number; queued: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
   channel(dp: DpInfo, endpoint: string): Channel;
   close(): void;
@@ -133,6 +135,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         return gate.run(() => attempt(dp, csi), timedOut);
       }
     },
+    windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),
     close() {
       for (const m of muxes.values()) m.close();
       muxes.clear();

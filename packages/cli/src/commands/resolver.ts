@@ -77,9 +77,13 @@ export function addResolverCommands(program: Command): void {
     out(
       `upstream          ${s.upstreamRequests} requests, ${s.upstreamFailures} failed, ${s.verificationFailures} failed verification`,
     );
+    out(`quota refusals    ${s.quotaRefusals}`);
     out(
       `registry          serial ${s.registrySerial}, ${s.registryConnected ? "following a root" : "no root connected"}`,
     );
+    for (const w of s.upstreamWindows) {
+      out(`window ${w.dpId.padEnd(10)} ${w.inflight} in flight of ${w.window}, ${w.queued} waiting`);
+    }
     for (const sub of s.subscriptions) {
       out(
         `DP ${sub.dpId.padEnd(10)} ${sub.connected ? "subscribed" : "reconnecting"}, seq ${sub.seq}, ${sub.events} events, ${sub.resyncs} resyncs, last event ${isoTime(sub.lastEventAtMs)}`,

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCJQCg5SZXNvbHZlUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMiSwoPUmVzb2x2ZVJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlchINCgVzdGFsZRgCIAEoCCJqChRSZXNvbHZlU3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA2NzaRgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyKcAQoVUmVzb2x2ZVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNgoIcmVzcG9uc2UYAiABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJGCgxGbHVzaFJlcXVlc3QSDQoDY3NpGAEgASgJSAASDwoFZHBfaWQYAiABKAlIABINCgNhbGwYAyABKAhIAEIHCgVzY29wZSIgCg1GbHVzaFJlc3BvbnNlEg8KB2V2aWN0ZWQYASABKAQiEQoPR2V0U3RhdHNSZXF1ZXN0IogDChBHZXRTdGF0c1Jlc3BvbnNlEhUKDWNhY2hlX2VudHJpZXMYASABKAQSDAoEaGl0cxgCIAEoBBIOCgZtaXNzZXMYAyABKAQSDQoFc3RhbGUYBCABKAQSEgoKcHJlZmV0Y2hlcxgFIAEoBBIVCg1pbnZhbGlkYXRpb25zGAYgASgEEg8KB3Jlc3luY3MYByABKAQSGwoTZXZpY3RlZF9ieV9yZWdpc3RyeRgIIAEoBBIPCgdmbHVzaGVkGAkgASgEEhkKEXVwc3RyZWFtX3JlcXVlc3RzGAogASgEEhkKEXVwc3RyZWFtX2ZhaWx1cmVzGAsgASgEEh0KFXZlcmlmaWNhdGlvbl9mYWlsdXJlcxgMIAEoBBIXCg9yZWdpc3RyeV9zZXJpYWwYDSABKAQSGgoScmVnaXN0cnlfY29ubmVjdGVkGA4gASgIEjwKDXN1YnNjcmlwdGlvbnMYDyADKAsyJS5taW1pLmRpc2NvdmVyeS52MS5TdWJzY3JpcHRpb25TdGF0dXMijgEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVkcF9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDgoGbG9nX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIOCgZldmVudHMYBSABKAQSDwoHcmVzeW5jcxgGIAEoBBIYChBsYXN0X2V2ZW50X2F0X21zGAcgASgDMqACCg9SZXNvbHZlclNlcnZpY2USUAoHUmVzb2x2ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlEmYKDVJlc29sdmVTdHJlYW0SJy5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVxdWVzdBooLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXNwb25zZSgBMAESUwoIR2V0UXVvdGESIi5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlc3BvbnNlMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCJQCg5SZXNvbHZlUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMiSwoPUmVzb2x2ZVJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlchINCgVzdGFsZRgCIAEoCCJqChRSZXNvbHZlU3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA2NzaRgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyKcAQoVUmVzb2x2ZVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNgoIcmVzcG9uc2UYAiABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJGCgxGbHVzaFJlcXVlc3QSDQoDY3NpGAEgASgJSAASDwoFZHBfaWQYAiABKAlIABINCgNhbGwYAyABKAhIAEIHCgVzY29wZSIgCg1GbHVzaFJlc3BvbnNlEg8KB2V2aWN0ZWQYASABKAQiEQoPR2V0U3RhdHNSZXF1ZXN0It0DChBHZXRTdGF0c1Jlc3BvbnNlEhUKDWNhY2hlX2VudHJpZXMYASABKAQSDAoEaGl0cxgCIAEoBBIOCgZtaXNzZXMYAyABKAQSDQoFc3RhbGUYBCABKAQSEgoKcHJlZmV0Y2hlcxgFIAEoBBIVCg1pbnZhbGlkYXRpb25zGAYgASgEEg8KB3Jlc3luY3MYByABKAQSGwoTZXZpY3RlZF9ieV9yZWdpc3RyeRgIIAEoBBIPCgdmbHVzaGVkGAkgASgEEhkKEXVwc3RyZWFtX3JlcXVlc3RzGAogASgEEhkKEXVwc3RyZWFtX2ZhaWx1cmVzGAsgASgEEh0KFXZlcmlmaWNhdGlvbl9mYWlsdXJlcxgMIAEoBBIXCg9yZWdpc3RyeV9zZXJpYWwYDSABKAQSGgoScmVnaXN0cnlfY29ubmVjdGVkGA4gASgIEjwKDXN1YnNjcmlwdGlvbnMYDyADKAsyJS5taW1pLmRpc2NvdmVyeS52MS5TdWJzY3JpcHRpb25TdGF0dXMSFgoOcXVvdGFfcmVmdXNhbHMYECABKAQSOwoQdXBzdHJlYW1fd2luZG93cxgRIAMoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLlVwc3RyZWFtV2luZG93IlEKDlVwc3RyZWFtV2luZG93Eg0KBWRwX2lkGAEgASgJEhAKCGluZmxpZ2h0GAIgASgEEg4KBndpbmRvdxgDIAEoBBIOCgZxdWV1ZWQYBCABKAQijgEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVkcF9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDgoGbG9nX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIOCgZldmVudHMYBSABKAQSDwoHcmVzeW5jcxgGIAEoBBIYChBsYXN0X2V2ZW50X2F0X21zGAcgASgDMqACCg9SZXNvbHZlclNlcnZpY2USUAoHUmVzb2x2ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlEmYKDVJlc29sdmVTdHJlYW0SJy5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVxdWVzdBooLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXNwb25zZSgBMAESUwoIR2V0UXVvdGESIi5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlc3BvbnNlMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.GetQuotaRequest
@@ -386,6 +386,20 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
    * @generated from field: repeated mimi.discovery.v1.SubscriptionStatus subscriptions = 15;
    */
   subscriptions: SubscriptionStatus[];
+
+  /**
+   * Lookups refused because the caller's budget was spent (GetQuota).
+   *
+   * @generated from field: uint64 quota_refusals = 16;
+   */
+  quotaRefusals: bigint;
+
+  /**
+   * The adaptive window of lookups in flight at each DP asked so far.
+   *
+   * @generated from field: repeated mimi.discovery.v1.UpstreamWindow upstream_windows = 17;
+   */
+  upstreamWindows: UpstreamWindow[];
 };
 
 /**
@@ -394,6 +408,42 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_resolver, 10);
+
+/**
+ * Lookups in flight at one DP and the window that bounds them (it adapts to the DP's answers).
+ *
+ * @generated from message mimi.discovery.v1.UpstreamWindow
+ */
+export type UpstreamWindow = Message<"mimi.discovery.v1.UpstreamWindow"> & {
+  /**
+   * @generated from field: string dp_id = 1;
+   */
+  dpId: string;
+
+  /**
+   * @generated from field: uint64 inflight = 2;
+   */
+  inflight: bigint;
+
+  /**
+   * @generated from field: uint64 window = 3;
+   */
+  window: bigint;
+
+  /**
+   * Lookups waiting for room in the window.
+   *
+   * @generated from field: uint64 queued = 4;
+   */
+  queued: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.UpstreamWindow.
+ * Use `create(UpstreamWindowSchema)` to create a new message.
+ */
+export const UpstreamWindowSchema: GenMessage<UpstreamWindow> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 11);
 
 /**
  * The resolver's change subscription to one DP.
@@ -452,7 +502,7 @@ export type SubscriptionStatus = Message<"mimi.discovery.v1.SubscriptionStatus">
  * Use `create(SubscriptionStatusSchema)` to create a new message.
  */
 export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 11);
+  messageDesc(file_mimi_discovery_v1_resolver, 12);
 
 /**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches
