@@ -154,7 +154,7 @@ export function bindResolverServer(
         }
       },
       async getQuota(_req, ctx) {
-        const dpIds = registry.snapshot().dps.map((d) => d.id);
+        const dpIds = registry.allDps().map((d) => d.id);
         const q = opts.quotas.report(ctx.peerName, dpIds, opts.now());
         return {
           identity: q.identity,

@@ -59,11 +59,15 @@ async function serve(
   return { server, port, watching: () => watching };
 }
 
+/**
+ * Polls `ok` (state the server or a socket changes) once per turn of the event loop. The bound
+ * matters: Node's own handshake timeout (120 s) would close a socket too, only much later.
+ */
 async function until(ok: () => boolean, what: string): Promise<void> {
   const end = Date.now() + 20_000;
   while (!ok()) {
     if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setImmediate(r));
   }
 }
 
