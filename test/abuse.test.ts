@@ -1,13 +1,14 @@
 // Abuse resistance across real processes (the abuse issue): an MSP sweeping random numbers is
 // throttled within its first minute, while another MSP resolving its address book at a normal
-// rate is not touched; each keeps the P1 floor; the caller can read its budget.
+// rate is not touched; each keeps the P1 floor; the caller can read its budget; a crawl of one
+// number block is detected and, in enforce mode, refused.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { setPriority } from "node:os";
 import { status } from "@grpc/grpc-js";
 import { pb } from "@mimi/core";
 import { startResolver, waitUntilServing } from "@mimi/devnet";
-import { scenario, useNetwork } from "./harness.js";
+import { rejectsWith, scenario, useNetwork } from "./harness.js";
 
 const t = useNetwork();
 
@@ -156,6 +157,73 @@ scenario(
       } catch {
         // Raising a priority back may need privileges; the DP stays slow for this file's end.
       }
+    }
+  },
+);
+
+scenario(
+  t,
+  "a crawl of one number block is detected at its 50th number and refused; cached answers and other MSPs are not",
+  async () => {
+    // Budgets far above the crawl, so only the detector can stop it.
+    const resolver = await startResolver(t.net, {
+      name: "resolver-enumeration",
+      rootEndpoints: [t.net.root.address],
+      overrides: {
+        admins: ["admin"],
+        quotas: { enrolledUsers: { "msp-parrot": 100_000, "msp-wirechat": 100_000 } },
+        enumeration: { mode: "enforce" },
+      },
+    });
+    try {
+      await waitUntilServing(t.net, resolver);
+      const client = (identity: string) =>
+        t.net.channel(resolver.address, identity).client(pb.ResolverService);
+      const crawler = client("msp-parrot");
+      const book = client("msp-wirechat");
+      // Wirechat's address book first: mostly found, and asked twice; never a crawl.
+      const contacts = ["tel:+447700900123", "tel:+4915123456789", "tel:+33612345678"];
+      for (let round = 0; round < 2; round++) for (const csi of contacts) await book.resolve({ csi });
+
+      // Parrot walks block +44770030 (nobody registered there) one number at a time.
+      const number = (i: number) => `tel:+44770030${String(i).padStart(4, "0")}`;
+      let answered = 0;
+      for (; answered < 50; answered++) {
+        const r = await crawler.resolve({ csi: number(answered) });
+        assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
+      }
+      const err = await rejectsWith(
+        crawler.resolve({ csi: number(50) }),
+        status.RESOURCE_EXHAUSTED,
+        /looked like enumeration \(50 distinct numbers in a window, 50 of 50 not found, 0 cached\)/,
+      );
+      assert.equal(err.details?.reason, "ENUMERATION_SUSPECTED");
+      assert.ok((err.details?.retryAfterMs ?? 0) > 290_000, `retry after ${err.details?.retryAfterMs} ms`);
+      // The whole of parrot's traffic was the crawl, so other blocks are refused too...
+      await rejectsWith(crawler.resolve({ csi: "tel:+15555550100" }), status.RESOURCE_EXHAUSTED);
+      // ...but what the cache holds is still answered: it tells the crawler nothing new.
+      assert.equal((await crawler.resolve({ csi: number(7) })).answer?.status, pb.LookupStatus.NOT_FOUND);
+      assert.ok((await crawler.resolve({ csi: contacts[0] as string })).answer);
+      // Another MSP asking in the same block is not held by parrot's detection.
+      assert.equal((await book.resolve({ csi: number(77) })).answer?.status, pb.LookupStatus.NOT_FOUND);
+
+      // The operator sees it.
+      const stats = await t.net
+        .channel(resolver.address, "admin")
+        .client(pb.ResolverAdminService)
+        .getStats({});
+      assert.equal(stats.enumerationMode, "enforce");
+      assert.equal(stats.enumerationDetections, 2n);
+      assert.equal(stats.enumerationRefusals, 2n);
+      assert.deepEqual(
+        stats.recentDetections.map((d) => [d.subject, d.scope, d.distinct, d.notFound, d.cacheHits]),
+        [
+          ["msp-parrot", "tel:+44770030", 50n, 50n, 0n],
+          ["msp-parrot", "all", 50n, 50n, 0n],
+        ],
+      );
+    } finally {
+      await resolver.stop();
     }
   },
 );

@@ -126,7 +126,16 @@ export { AsyncQueue } from "./runtime/async-queue.js";
 // Runtime: time, wake-ups, queues, configuration and logging.
 export { type Clock, systemClock } from "./runtime/clock.js";
 export { ConfigError, ConfigReader, deepFreeze } from "./runtime/config.js";
-
+export {
+  createEnumerationDetector,
+  csiBlockOf,
+  DEFAULT_ENUMERATION_POLICY,
+  type Detection,
+  type EnumerationDetector,
+  type EnumerationMode,
+  type EnumerationPolicy,
+  readEnumerationPolicy,
+} from "./runtime/enumeration.js";
 export { createLogger, csiHash, type Logger } from "./runtime/logger.js";
 export {
   checkDataDir,

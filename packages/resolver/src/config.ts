@@ -1,6 +1,14 @@
 // Resolver configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
-import { ConfigError, ConfigReader, deepFreeze, readServerBasics, type ServerBasics } from "@mimi/core";
+import {
+  ConfigError,
+  ConfigReader,
+  deepFreeze,
+  type EnumerationPolicy,
+  readEnumerationPolicy,
+  readServerBasics,
+  type ServerBasics,
+} from "@mimi/core";
 import { DEFAULT_QUOTA_POLICY, LOOKUP_FLOOR_PER_USER_PER_DAY, type QuotaPolicy } from "./quotas.js";
 
 /** Cache bounds. */
@@ -34,6 +42,8 @@ export interface ResolverConfig extends ServerBasics {
   readonly allowInsecureDataPermissions: boolean;
   /** Lookup budgets of callers (quotas.ts). */
   readonly quotas: QuotaPolicy;
+  /** Enumeration detection over each caller's answers (core runtime/enumeration.ts). */
+  readonly enumeration: EnumerationPolicy;
 }
 
 const DEFAULTS = {
@@ -81,6 +91,7 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
     quotas: readQuotas(r.object("quotas", { optional: true })),
+    enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
   };
   r.done();
   return deepFreeze(config);

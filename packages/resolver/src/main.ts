@@ -4,6 +4,7 @@ import { join } from "node:path";
 import {
   channelCredentials,
   createChannelPool,
+  createEnumerationDetector,
   ensurePrivateDir,
   loadPublicKey,
   pb,
@@ -97,6 +98,7 @@ runServer<ResolverConfig>(process, {
       subscriptions: subs,
       registryConnected: () => sync.connected(),
       quotas: createQuotas(config.quotas),
+      enumeration: createEnumerationDetector(config.enumeration),
       upstreamWindows: () => upstream.windows(),
       now: clock,
     });

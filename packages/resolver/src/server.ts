@@ -7,7 +7,9 @@ import {
   type CallContext,
   csiHash,
   DEFAULT_PARAMS,
+  type Detection,
   DiscoveryError,
+  type EnumerationDetector,
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
@@ -36,6 +38,8 @@ export interface ResolverServerOptions {
   registryConnected: () => boolean;
   /** Lookup budgets: what the cache cannot answer is charged to the caller. */
   quotas: Quotas;
+  /** Watches each caller's answers for the crawl pattern; in enforce mode refuses its misses. */
+  enumeration: EnumerationDetector;
   /** The adaptive windows of lookups in flight per DP (upstream.ts). */
   upstreamWindows: () => { dpId: string; inflight: number; window: number; queued: number }[];
   now: () => number;
@@ -50,7 +54,7 @@ export function bindResolverServer(
   service: ResolverService,
   opts: ResolverServerOptions,
 ): void {
-  const { log, registry } = opts;
+  const { log, registry, enumeration } = opts;
   const indexOf = (mspId: string) => registry.msp(mspId)?.index;
 
   // Cache hits with default parameters (most lookups) reuse the answer's encoding: one per
@@ -71,21 +75,32 @@ export function bindResolverServer(
   const resolveOne = async (csiText: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
-    // The caller's identity is read only on a miss: a cache hit costs nobody a lookup. A lookup
-    // that got no answer (DP down, resolver not ready) is given back.
-    let charged: { identity: string; dpId: string } | undefined;
+    // The caller's identity is read once per connection (core wire/grpc.ts). A miss is charged
+    // to it, unless an enforced enumeration detection refuses it; a cache hit costs nobody a
+    // lookup. A lookup that got no answer (DP down, resolver not ready) is given back.
+    const identity = ctx.peerName;
+    let charged: { dpId: string } | undefined;
     const charge = () => {
-      const c = { identity: ctx.peerName, dpId: registry.find(csi.key)?.dpId ?? "" };
-      opts.quotas.charge(c.identity, c.dpId, opts.now());
+      const block = enumeration.blocked(identity, csi.uri, opts.now());
+      if (block) throw enumerationRefusal(block, opts.now());
+      const c = { dpId: registry.find(csi.key)?.dpId ?? "" };
+      opts.quotas.charge(identity, c.dpId, opts.now());
       charged = c;
     };
     let r: Resolution;
     try {
       r = await service.resolve(csi, charge);
     } catch (err) {
-      if (charged) opts.quotas.refund(charged.identity, charged.dpId, opts.now());
+      if (charged) opts.quotas.refund(identity, charged.dpId, opts.now());
       throw err;
     }
+    const tripped = enumeration.observe(
+      identity,
+      csi.uri,
+      { cacheHit: r.source !== "upstream", notFound: r.outcome.kind === "not_found" },
+      opts.now(),
+    );
+    for (const d of tripped) logDetection(log, d, enumeration.policy.mode);
     if (log.isLevelEnabled("debug")) {
       log.debug(
         { peer: ctx.peerName, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
@@ -232,6 +247,10 @@ export function bindResolverServer(
               lastEventAtMs: n(x.lastEventAtMs),
             })),
           quotaRefusals: n(opts.quotas.refused),
+          enumerationMode: enumeration.policy.mode,
+          enumerationDetections: n(enumeration.counts.detections),
+          enumerationRefusals: n(enumeration.counts.refused),
+          recentDetections: enumeration.recent().map(detectionToProto),
           upstreamWindows: opts
             .upstreamWindows()
             .sort((a, b) => (a.dpId < b.dpId ? -1 : 1))
@@ -257,4 +276,54 @@ export function bindResolverServer(
       },
     },
   );
+}
+
+/** RESOURCE_EXHAUSTED for a lookup an enforced enumeration detection refuses. */
+function enumerationRefusal(d: Detection, nowMs: number): DiscoveryError {
+  const retryAfterMs = Math.max(0, d.blockedUntilMs - nowMs);
+  const what = d.scope === "all" ? "its lookups" : `its lookups in number block ${d.scope}`;
+  return new DiscoveryError(
+    "resource_exhausted",
+    `"${d.subject}": ${what} looked like enumeration (${d.distinct} distinct numbers in a window, ` +
+      `${d.notFound} of ${d.answers} not found, ${d.cacheHits} cached), so lookups that need a DP are ` +
+      `refused for ${Math.ceil(retryAfterMs / 1000)} s; cached answers are still served`,
+    {
+      details: {
+        retryAfterMs,
+        reason: "ENUMERATION_SUSPECTED",
+        quota: [{ subject: `identity:${d.subject}`, description: `enumeration detection, scope ${d.scope}` }],
+      },
+    },
+  );
+}
+
+/** A detection is an operator's business: logged at warn with its counts (a block, never a number). */
+function logDetection(log: Logger, d: Detection, mode: string): void {
+  log.warn(
+    {
+      identity: d.subject,
+      scope: d.scope,
+      distinct: d.distinct,
+      answers: d.answers,
+      notFound: d.notFound,
+      cacheHits: d.cacheHits,
+      mode,
+      ...(d.blockedUntilMs > 0 && { blockedUntilMs: d.blockedUntilMs }),
+    },
+    mode === "enforce" ? "enumeration suspected; lookups refused" : "enumeration suspected (log mode)",
+  );
+}
+
+/** A detection as GetStats reports it. */
+export function detectionToProto(d: Detection) {
+  return {
+    subject: d.subject,
+    scope: d.scope,
+    distinct: BigInt(d.distinct),
+    answers: BigInt(d.answers),
+    notFound: BigInt(d.notFound),
+    cacheHits: BigInt(d.cacheHits),
+    atMs: BigInt(d.atMs),
+    blockedUntilMs: BigInt(d.blockedUntilMs),
+  };
 }

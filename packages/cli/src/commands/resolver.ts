@@ -62,8 +62,14 @@ export function addResolverCommands(program: Command): void {
   ).action(async (o: ResolverFlags & { json?: boolean }) => {
     const s = await withAdmin(o, (api, opts) => api.getStats({}, opts));
     if (o.json) {
-      const { $typeName: _, subscriptions, ...counters } = s;
-      json({ ...counters, subscriptions: subscriptions.map(({ $typeName: __, ...x }) => x) });
+      const { $typeName: _, subscriptions, upstreamWindows, recentDetections, ...counters } = s;
+      const plain = <T extends { $typeName: string }>(xs: T[]) => xs.map(({ $typeName: __, ...x }) => x);
+      json({
+        ...counters,
+        subscriptions: plain(subscriptions),
+        upstreamWindows: plain(upstreamWindows),
+        recentDetections: plain(recentDetections),
+      });
       return;
     }
     out(`cache entries     ${s.cacheEntries}`);
@@ -78,6 +84,14 @@ export function addResolverCommands(program: Command): void {
       `upstream          ${s.upstreamRequests} requests, ${s.upstreamFailures} failed, ${s.verificationFailures} failed verification`,
     );
     out(`quota refusals    ${s.quotaRefusals}`);
+    out(
+      `enumeration       ${s.enumerationMode} mode, ${s.enumerationDetections} detections, ${s.enumerationRefusals} lookups refused`,
+    );
+    for (const d of s.recentDetections) {
+      out(
+        `  ${isoTime(d.atMs)} ${d.subject} ${d.scope}: ${d.distinct} distinct, ${d.notFound}/${d.answers} not found, ${d.cacheHits} cached${d.blockedUntilMs > 0n ? `, refused until ${isoTime(d.blockedUntilMs)}` : ""}`,
+      );
+    }
     out(
       `registry          serial ${s.registrySerial}, ${s.registryConnected ? "following a root" : "no root connected"}`,
     );

@@ -6,6 +6,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { TLSSocket, connect as tlsConnect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { devTlsPaths } from "@mimi/devnet/paths";
 import { ensureDevPki } from "@mimi/devnet/pki";
@@ -17,7 +18,7 @@ import { type Channel, openChannel } from "./channel.js";
 import { addService } from "./grpc.js";
 import { createGrpcServer, listen } from "./server.js";
 import { capConnections, DEFAULT_CONNECTION_LIMITS } from "./server-limits.js";
-import { loadTls, serverCredentials } from "./tls.js";
+import { channelCredentials, loadTls, serverCredentials } from "./tls.js";
 
 const log = createLogger({ name: "test", level: "silent" });
 const closers: (() => void)[] = [];
@@ -177,4 +178,70 @@ test("a connection that does not finish its TLS handshake in time is closed", as
   });
   silent.on("error", () => {});
   await until(() => closed, "the silent connection is closed");
+});
+
+test("each connection's identity is its own certificate's, read once per connection; TLS 1.2 is refused", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-limits-"));
+  closers.push(() => rmSync(dir, { recursive: true, force: true }));
+  await ensureDevPki(dir, ["server", "alice", "bob"]);
+  const server = createGrpcServer(DEFAULT_CONNECTION_LIMITS);
+  closers.push(() => server.forceShutdown());
+  const seen: string[] = [];
+  addService(
+    server,
+    RootService,
+    {
+      getSnapshot: missing,
+      watchRegistry: missing,
+      async refer(req, ctx) {
+        seen.push(`${req.csi}=${ctx.peer.name}`);
+        return {};
+      },
+    },
+    { log },
+  );
+  const port = await listen(server, "127.0.0.1", 0, serverCredentials(loadTls(devTlsPaths(dir, "server"))));
+  const open = (who: string) => {
+    const ch = openChannel(`127.0.0.1:${port}`, channelCredentials(loadTls(devTlsPaths(dir, who)), "server"));
+    closers.push(() => ch.close());
+    return ch.client(RootService);
+  };
+  const [alice, bob] = [open("alice"), open("bob")];
+  await alice.refer({ csi: "alice" });
+  await bob.refer({ csi: "bob" });
+  // Counts certificate reads once both connections are up (the cost the cache saves).
+  const read = TLSSocket.prototype.getPeerCertificate;
+  let reads = 0;
+  TLSSocket.prototype.getPeerCertificate = function (this: TLSSocket, ...args: [true]) {
+    reads++;
+    return read.apply(this, args);
+  } as typeof read;
+  try {
+    for (let i = 0; i < 2; i++) {
+      await alice.refer({ csi: "alice" });
+      await bob.refer({ csi: "bob" });
+    }
+  } finally {
+    TLSSocket.prototype.getPeerCertificate = read;
+  }
+  assert.deepEqual(seen, ["alice=alice", "bob=bob", "alice=alice", "bob=bob", "alice=alice", "bob=bob"]);
+  assert.equal(reads, 0, "the certificate is read once per connection, not per call");
+
+  const tlsFiles = loadTls(devTlsPaths(dir, "alice"));
+  const old = tlsConnect({
+    port,
+    host: "127.0.0.1",
+    ca: tlsFiles.ca,
+    cert: tlsFiles.cert,
+    key: tlsFiles.key,
+    maxVersion: "TLSv1.2",
+    checkServerIdentity: () => undefined,
+    ALPNProtocols: ["h2"],
+  });
+  const failure = await new Promise<string>((resolve) => {
+    old.once("secureConnect", () => resolve("connected"));
+    old.once("error", (e) => resolve(e.message));
+  });
+  old.destroy();
+  assert.match(failure, /version|protocol/i);
 });

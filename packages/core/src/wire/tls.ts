@@ -55,15 +55,16 @@ export function serverCredentials(
     [{ private_key: tls.key, cert_chain: tls.cert }],
     true,
   );
-  if (handshakeTimeoutMs !== undefined) {
-    // grpc-js passes these options to Node's TLS server (1.14: _getConstructorOptions); the
-    // handshake timeout is one of them that createSsl does not take.
-    const options = (
-      creds as unknown as { _getConstructorOptions(): Record<string, unknown> | null }
-    )._getConstructorOptions();
-    if (!options) throw new Error("cannot set the TLS handshake timeout (grpc-js changed?)");
-    options.handshakeTimeout = handshakeTimeoutMs;
-  }
+  // grpc-js passes these options to Node's TLS server (1.14: _getConstructorOptions); the
+  // handshake timeout and the minimum version are among those createSsl does not take.
+  const options = (
+    creds as unknown as { _getConstructorOptions(): Record<string, unknown> | null }
+  )._getConstructorOptions();
+  if (!options) throw new Error("cannot set the TLS server options (grpc-js changed?)");
+  // TLS 1.3 only: no renegotiation, so a connection's client certificate is fixed and its
+  // identity can be read once per connection (grpc.ts).
+  options.minVersion = "TLSv1.3";
+  if (handshakeTimeoutMs !== undefined) options.handshakeTimeout = handshakeTimeoutMs;
   return creds;
 }
 

@@ -1,0 +1,218 @@
+// Enumeration detection (R22; the abuse issue): a crawler that walks a number range to build a
+// spam list asks many distinct numbers, most of which nobody registered, and few of which
+// anyone asked before. PowerDNS's random-subdomain detector looks for the same shape in DNS
+// (many distinct names under one zone, mostly NXDOMAIN, mostly cache misses), and its defaults
+// are ours: 60 s windows, at least 50 distinct names, a failure ratio of 0.8, a cache-hit ratio
+// of at most 0.2. Each subject (a caller identity at a resolver, a pseudonymous rate-limit
+// context at a DP) is watched as a whole and per number block (the number without its last
+// four digits; an email address's domain), so a sweep of one block is seen even when it hides
+// inside normal traffic, and a sweep spread over many blocks is seen as a whole. In `log` mode
+// a detection is logged and counted; in `enforce` mode the subject's lookups that would reach
+// a DP are also refused for `blockMs` (cached answers stay served: they reveal nothing new).
+// State is in memory and bounded: windows in an LRU of `maxTracked` keys, blocks in their own
+// bounded map, so a crawler cannot push its block out by opening new windows.
+import { ConfigError, type ConfigReader } from "./config.js";
+
+/** What the detector does when it sees the pattern. */
+export type EnumerationMode = "off" | "log" | "enforce";
+
+/** The detector's configuration (an `enumeration` config section). */
+export interface EnumerationPolicy {
+  readonly mode: EnumerationMode;
+  readonly windowSeconds: number;
+  /** Distinct CSIs a window needs before it is judged. */
+  readonly minDistinct: number;
+  /** NOT_FOUND answers, in percent of the window's answers, at or above which it is a crawl. */
+  readonly minNotFoundPercent: number;
+  /** Cache hits, in percent of the window's answers, at or below which it is a crawl. */
+  readonly maxCacheHitPercent: number;
+  /** How long an enforced detection refuses the subject's lookups. */
+  readonly blockSeconds: number;
+  /** Windows held at once (subjects and number blocks); the least recently opened go first. */
+  readonly maxTracked: number;
+}
+
+export const DEFAULT_ENUMERATION_POLICY: EnumerationPolicy = {
+  mode: "log",
+  windowSeconds: 60,
+  minDistinct: 50,
+  minNotFoundPercent: 80,
+  maxCacheHitPercent: 20,
+  blockSeconds: 300,
+  maxTracked: 10_000,
+};
+
+/** Reads an `enumeration` config section (absent: the defaults). */
+export function readEnumerationPolicy(r: ConfigReader, d = DEFAULT_ENUMERATION_POLICY): EnumerationPolicy {
+  const mode = r.string("mode", d.mode);
+  if (mode !== "off" && mode !== "log" && mode !== "enforce")
+    throw new ConfigError(`enumeration.mode must be "off", "log" or "enforce", not "${mode}"`);
+  const policy: EnumerationPolicy = {
+    mode,
+    windowSeconds: r.integer("windowSeconds", d.windowSeconds, 1, 3_600),
+    minDistinct: r.integer("minDistinct", d.minDistinct, 2, 100_000),
+    minNotFoundPercent: r.integer("minNotFoundPercent", d.minNotFoundPercent, 0, 100),
+    maxCacheHitPercent: r.integer("maxCacheHitPercent", d.maxCacheHitPercent, 0, 100),
+    blockSeconds: r.integer("blockSeconds", d.blockSeconds, 1, 86_400),
+    maxTracked: r.integer("maxTracked", d.maxTracked, 1, 10_000_000),
+  };
+  r.done();
+  return policy;
+}
+
+/** One detection: what was seen in the window that tripped it. */
+export interface Detection {
+  readonly subject: string;
+  /** "all" for the subject as a whole, otherwise the number block ("tel:+4477009", "mailto:@example.org"). */
+  readonly scope: string;
+  readonly distinct: number;
+  readonly answers: number;
+  readonly notFound: number;
+  readonly cacheHits: number;
+  readonly atMs: number;
+  /** When its block ends (enforce mode); 0 in log mode. */
+  readonly blockedUntilMs: number;
+}
+
+/** The detector. */
+export interface EnumerationDetector {
+  readonly policy: EnumerationPolicy;
+  /**
+   * Records one answer to `subject` for the canonical `csi`; returns the detections it
+   * tripped (at most one per window and scope), already counted and, in enforce mode, blocking.
+   */
+  observe(
+    subject: string,
+    csi: string,
+    answer: { readonly cacheHit: boolean; readonly notFound: boolean },
+    nowMs: number,
+  ): readonly Detection[];
+  /** The enforced detection that refuses `subject`'s lookup of `csi` now, if any. */
+  blocked(subject: string, csi: string, nowMs: number): Detection | undefined;
+  /** Detections so far, and lookups refused by blocks. */
+  readonly counts: { readonly detections: number; readonly refused: number };
+  /** The latest detections, newest first (at most 32), for the operator. */
+  recent(): readonly Detection[];
+}
+
+/** The number block of a canonical CSI URI: its digits but the last four, or its email domain. */
+export function csiBlockOf(uri: string): string {
+  if (uri.startsWith("tel:+")) {
+    const digits = uri.length - 5;
+    return uri.slice(0, 5 + Math.max(1, digits - 4));
+  }
+  const at = uri.lastIndexOf("@");
+  const colon = uri.indexOf(":");
+  return at >= 0 ? `${uri.slice(0, colon + 1)}@${uri.slice(at + 1)}` : uri;
+}
+
+interface Window {
+  startMs: number;
+  answers: number;
+  notFound: number;
+  cacheHits: number;
+  /** 32-bit hashes of the distinct CSIs seen, up to minDistinct. */
+  distinct: Set<number>;
+  tripped: boolean;
+}
+
+const RECENT = 32;
+
+/** Creates a detector with `policy`. */
+export function createEnumerationDetector(policy: EnumerationPolicy): EnumerationDetector {
+  const windowMs = policy.windowSeconds * 1000;
+  const windows = new Map<string, Window>();
+  const blocks = new Map<string, Detection>();
+  const recent: Detection[] = [];
+  const counts = { detections: 0, refused: 0 };
+
+  const windowOf = (key: string, nowMs: number): Window => {
+    let w = windows.get(key);
+    if (w && nowMs - w.startMs < windowMs && nowMs >= w.startMs) return w;
+    // A new window goes to the back of the LRU; the oldest-opened is dropped past the bound.
+    if (w) windows.delete(key);
+    else if (windows.size >= policy.maxTracked) {
+      const oldest = windows.keys().next().value;
+      if (oldest !== undefined) windows.delete(oldest);
+    }
+    w = { startMs: nowMs, answers: 0, notFound: 0, cacheHits: 0, distinct: new Set(), tripped: false };
+    windows.set(key, w);
+    return w;
+  };
+
+  const judge = (subject: string, scope: string, w: Window, nowMs: number): Detection | undefined => {
+    if (w.tripped || w.distinct.size < policy.minDistinct) return undefined;
+    if (w.notFound * 100 < policy.minNotFoundPercent * w.answers) return undefined;
+    if (w.cacheHits * 100 > policy.maxCacheHitPercent * w.answers) return undefined;
+    w.tripped = true;
+    const d: Detection = {
+      subject,
+      scope,
+      distinct: w.distinct.size,
+      answers: w.answers,
+      notFound: w.notFound,
+      cacheHits: w.cacheHits,
+      atMs: nowMs,
+      blockedUntilMs: policy.mode === "enforce" ? nowMs + policy.blockSeconds * 1000 : 0,
+    };
+    counts.detections++;
+    recent.unshift(d);
+    if (recent.length > RECENT) recent.pop();
+    if (policy.mode === "enforce") {
+      const key = `${subject}\0${scope}`;
+      blocks.delete(key);
+      // Bounded like the windows; each block took a window of paid lookups to earn.
+      if (blocks.size >= policy.maxTracked) {
+        const oldest = blocks.keys().next().value;
+        if (oldest !== undefined) blocks.delete(oldest);
+      }
+      blocks.set(key, d);
+    }
+    return d;
+  };
+
+  const activeBlock = (key: string, nowMs: number) => {
+    const b = blocks.get(key);
+    if (!b) return undefined;
+    if (nowMs < b.blockedUntilMs && nowMs >= b.atMs) return b;
+    blocks.delete(key);
+    return undefined;
+  };
+
+  return {
+    policy,
+    observe(subject, csi, answer, nowMs) {
+      if (policy.mode === "off") return [];
+      const h = hash32(csi);
+      const found: Detection[] = [];
+      for (const scope of ["all", csiBlockOf(csi)]) {
+        const w = windowOf(`${subject}\0${scope}`, nowMs);
+        w.answers++;
+        if (answer.notFound) w.notFound++;
+        if (answer.cacheHit) w.cacheHits++;
+        if (w.distinct.size < policy.minDistinct) w.distinct.add(h);
+        const d = judge(subject, scope, w, nowMs);
+        if (d) found.push(d);
+      }
+      return found;
+    },
+    blocked(subject, csi, nowMs) {
+      if (policy.mode !== "enforce" || blocks.size === 0) return undefined;
+      const b = activeBlock(`${subject}\0all`, nowMs) ?? activeBlock(`${subject}\0${csiBlockOf(csi)}`, nowMs);
+      if (b) counts.refused++;
+      return b;
+    },
+    counts,
+    recent: () => recent.slice(),
+  };
+}
+
+/** FNV-1a over the UTF-16 code units: distinct CSIs are counted by a 32-bit hash (a rare collision undercounts by one). */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
