@@ -10,7 +10,9 @@ import { pb } from "@mimi/core";
 import { startResolver, waitUntilServing } from "@mimi/devnet";
 import { rejectsWith, scenario, useNetwork } from "./harness.js";
 
-const t = useNetwork();
+// The DPs hold each rate-limit context (one MSP behind one resolver, one day) to 1,500 lookups
+// a minute; the resolvers' budgets below stop everything else first.
+const t = useNetwork({ authoritative: { lookupLimits: { perContextPerMinute: 1_500 } } });
 
 scenario(
   t,
@@ -222,6 +224,73 @@ scenario(
           ["msp-parrot", "all", 50n, 50n, 0n],
         ],
       );
+    } finally {
+      await resolver.stop();
+    }
+  },
+);
+
+scenario(
+  t,
+  "a DP caps one MSP behind a shared resolver by its pseudonymous context, without learning who it is",
+  async () => {
+    // A lax resolver: budgets far above what the DP lets one context make.
+    const resolver = await startResolver(t.net, {
+      name: "resolver-lax",
+      rootEndpoints: [t.net.root.address],
+      overrides: { quotas: { enrolledUsers: { "msp-parrot": 1_000_000, "msp-wirechat": 1_000_000 } } },
+    });
+    try {
+      await waitUntilServing(t.net, resolver);
+      const client = (identity: string) =>
+        t.net.channel(resolver.address, identity).client(pb.ResolverService);
+      const N = 2_000;
+      async function* sweep() {
+        for (let i = 0; i < N; i++) yield { requestId: BigInt(i), csi: `tel:+447700${400_000 + i}` };
+      }
+      let answered = 0;
+      const reasons = new Map<string, number>();
+      let message = "";
+      let retryAfter = 0n;
+      for await (const res of client("msp-parrot").resolveStream(sweep(), { timeoutMs: 120_000 })) {
+        if (res.result.case === "response") answered++;
+        else if (res.result.case === "error") {
+          const e = res.result.value;
+          reasons.set(`${e.code}/${e.reason}`, (reasons.get(`${e.code}/${e.reason}`) ?? 0) + 1);
+          message = e.message;
+          retryAfter = e.retryAfterMs;
+        }
+      }
+      // The DP let the context make its minute's 1,500 (and what refilled meanwhile), no more.
+      assert.ok(answered >= 1_500 && answered < 1_800, `${answered} answered`);
+      assert.deepEqual([...reasons], [[`${status.RESOURCE_EXHAUSTED}/DP_CONTEXT_LIMIT`, N - answered]]);
+      assert.match(
+        message,
+        /^DP "eu" refused the lookup: RESOURCE_EXHAUSTED: the rate-limit context has made its 1500 lookups per minute at this DP; try again in \d+ s$/,
+      );
+      assert.ok(retryAfter > 0n && retryAfter <= 60_000n, `retry after ${retryAfter} ms`);
+      // Another MSP behind the same resolver has its own context: not held by parrot's.
+      const other = client("msp-wirechat");
+      for (let i = 0; i < 5; i++) {
+        const r = await other.resolve({ csi: `tel:+447700${410_000 + i}` });
+        assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
+      }
+      // The DP counted the refusals and saw the crawl, under a pseudonym only: the resolver's
+      // identity and 16 bytes that name no MSP.
+      const dp = await t.net
+        .channel(t.net.dps.eu.address, "admin")
+        .client(pb.AuthoritativeAdminService)
+        .getStatus({});
+      assert.equal(dp.refusedContext, BigInt(N - answered));
+      assert.equal(dp.enumerationMode, "log");
+      assert.ok(dp.recentDetections.length > 0);
+      for (const d of dp.recentDetections) assert.match(d.subject, /^resolver\/[0-9a-f]{32}$/);
+      const dpLines = t
+        .logs()
+        .split("\n")
+        .filter((l) => l.startsWith("dp-eu"));
+      assert.ok(dpLines.some((l) => l.includes("enumeration suspected")));
+      assert.ok(!dpLines.some((l) => l.includes("msp-parrot")));
     } finally {
       await resolver.stop();
     }

@@ -5,13 +5,16 @@ import {
   ConfigError,
   ConfigReader,
   deepFreeze,
+  type EnumerationPolicy,
   MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
   PROOF_METHODS,
+  readEnumerationPolicy,
   readServerBasics,
   type ServerBasics,
 } from "@mimi/core";
 import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
+import { type LookupLimitPolicy, readLookupLimits } from "./lookup-limits.js";
 import { type DeliveryConfig, readDeliverySection } from "./senders.js";
 import type { Durability } from "./store/store.js";
 
@@ -48,6 +51,10 @@ export interface AuthoritativeConfig extends ServerBasics {
   readonly allowInsecureDataPermissions: boolean;
   /** Worker threads that verify bulk batches' signatures; 0 verifies on the event loop. */
   readonly bulkVerifyThreads: number;
+  /** What reaches the store: capacity, per calling resolver, per rate-limit context (lookup-limits.ts). */
+  readonly lookupLimits: LookupLimitPolicy;
+  /** Enumeration detection per rate-limit context (core runtime/enumeration.ts). */
+  readonly enumeration: EnumerationPolicy;
 }
 
 const DEFAULTS = {
@@ -107,6 +114,8 @@ export function parseConfig(
     durability: r.oneOf<Durability>("durability", ["full", "normal"], DEFAULTS.durability),
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
+    lookupLimits: readLookupLimits(r.object("lookupLimits", { optional: true })),
+    enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
   };
   r.done();
   if (config.answerSealSeconds < longestTtl) {

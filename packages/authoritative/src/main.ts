@@ -19,6 +19,7 @@ import { createBulkVerifier } from "./bulk-verifier.js";
 import { createChangeLog } from "./change-log.js";
 import { createClaims } from "./claims/index.js";
 import { type AuthoritativeConfig, parseConfig } from "./config.js";
+import { createLookupLimits } from "./lookup-limits.js";
 import { createPeerSender } from "./peers.js";
 import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
@@ -128,7 +129,28 @@ runServer<AuthoritativeConfig>(process, {
         log.error({ err: (err as Error).message }, "sweep failed");
       }
     }, config.sweepIntervalMs);
-    bindAuthoritativeServer(server, service, claims, { log, admins: config.admins, changeLog });
+    const limits = createLookupLimits(config.lookupLimits, config.enumeration, (d) =>
+      log.warn(
+        {
+          subject: d.subject,
+          scope: d.scope,
+          distinct: d.distinct,
+          answers: d.answers,
+          notFound: d.notFound,
+          mode: config.enumeration.mode,
+        },
+        config.enumeration.mode === "enforce"
+          ? "enumeration suspected; the context's lookups refused"
+          : "enumeration suspected (log mode)",
+      ),
+    );
+    bindAuthoritativeServer(server, service, claims, {
+      log,
+      admins: config.admins,
+      changeLog,
+      limits,
+      now: clock,
+    });
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
     const ready = sync.ready.then(() => {
       synced = true;

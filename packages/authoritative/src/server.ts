@@ -10,6 +10,8 @@ import {
   csiHash,
   DiscoveryError,
   delegationToProto,
+  detectionToProto,
+  itemError,
   type Logger,
   MAX_METHOD_REQUEST_BYTES,
   mappingFromProto,
@@ -18,10 +20,10 @@ import {
   paramsFromProto,
   pb,
   serveLog,
-  toWireStatus,
 } from "@mimi/core";
 import type { ChangeLog, Resync } from "./change-log.js";
 import type { Claims, FeedEntry, StartRequest } from "./claims/index.js";
+import type { LookupLimits } from "./lookup-limits.js";
 import type { AuthoritativeService } from "./service.js";
 import type { ChangeRow, EnrolledMsp, NoticeBody, NoticeRow } from "./store/rows.js";
 
@@ -48,14 +50,30 @@ export function bindAuthoritativeServer(
   server: grpc.Server,
   service: AuthoritativeService,
   claims: Claims,
-  opts: { log: Logger; admins: readonly string[]; changeLog: ChangeLog },
+  opts: {
+    log: Logger;
+    admins: readonly string[];
+    changeLog: ChangeLog;
+    /** What reaches the store: capacity, per caller, per rate-limit context, enumeration. */
+    limits: LookupLimits;
+    now: () => number;
+  },
 ): void {
-  const { log, changeLog } = opts;
-  const lookupOne = (csi: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
+  const { log, changeLog, limits, now } = opts;
+  const lookupOne = (
+    csi: string,
+    options: pb.LookupOptions | undefined,
+    context: Uint8Array,
+    ctx: CallContext,
+  ) => {
     const params = paramsFromProto(options);
+    // The caller's identity is read once per connection (core wire/grpc.ts).
+    const caller = ctx.peerName;
+    limits.admit(caller, context, csi, now());
     const outcome = service.lookup(csi);
+    limits.answered(caller, context, csi, outcome.kind === "not_found", now());
     if (log.isLevelEnabled("debug")) {
-      log.debug({ peer: ctx.peerName, csi: csiHash(csi), outcome: outcome.kind }, "lookup");
+      log.debug({ peer: caller, csi: csiHash(csi), outcome: outcome.kind }, "lookup");
     }
     return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
   };
@@ -63,8 +81,13 @@ export function bindAuthoritativeServer(
     server,
     pb.AuthoritativeService,
     {
-      lookup: async (req, ctx) => lookupOne(req.csi, req.options, ctx),
+      lookup: async (req, ctx) => lookupOne(req.csi, req.options, req.rateContext, ctx),
       async lookupStream(reqs, ctx, send) {
+        // First what this endpoint takes from the caller, so a resolver paces itself (R13).
+        await send({
+          requestId: 0n,
+          result: { case: "limits", value: { lookupsPerSecond: limits.publishedRate() } },
+        });
         // Lookups are synchronous reads of the store, so items are answered in order; send()
         // waits when the resolver stops reading, which stops this loop reading requests.
         for await (const req of reqs) {
@@ -72,14 +95,10 @@ export function bindAuthoritativeServer(
           try {
             reply = {
               case: "response",
-              value: create(pb.LookupResponseSchema, lookupOne(req.csi, req.options, ctx)),
+              value: create(pb.LookupResponseSchema, lookupOne(req.csi, req.options, req.rateContext, ctx)),
             };
           } catch (err) {
-            const s = toWireStatus(err, log, ctx.method);
-            reply = {
-              case: "error",
-              value: create(pb.ItemErrorSchema, { code: s.code, message: s.details }),
-            };
+            reply = { case: "error", value: create(pb.ItemErrorSchema, itemError(err, log, ctx.method)) };
           }
           await send({ requestId: req.requestId, result: reply });
         }
@@ -198,12 +217,21 @@ export function bindAuthoritativeServer(
       },
       async getStatus() {
         const s = service.status();
+        const refused = limits.refused;
+        const enumeration = limits.enumeration;
         return {
           dpId: s.dpId,
           registrySerial: s.serial,
           delegations: s.delegations.map(delegationToProto),
           mappingCount: BigInt(s.mappingCount),
           lookupsServed: BigInt(s.lookupsServed),
+          refusedCapacity: BigInt(refused.capacity),
+          refusedResolver: BigInt(refused.resolver),
+          refusedContext: BigInt(refused.context),
+          refusedEnumeration: BigInt(refused.enumeration),
+          enumerationMode: enumeration.policy.mode,
+          enumerationDetections: BigInt(enumeration.counts.detections),
+          recentDetections: enumeration.recent().map(detectionToProto),
         };
       },
     },

@@ -173,6 +173,7 @@ export {
   answerToProto,
   changeToProto,
   delegationToProto,
+  detectionToProto,
   dpFromProto,
   dpToProto,
   keyFromProto,
@@ -227,7 +228,14 @@ export {
   type WatchSlots,
 } from "./wire/server-limits.js";
 // Wire: gRPC services and clients, protobuf conversion, TLS, health and the server lifecycle.
-export { fromStatus, statusName, toWireStatus, type WireStatus } from "./wire/status.js";
+export {
+  fromStatus,
+  itemError,
+  itemErrorDetails,
+  statusName,
+  toWireStatus,
+  type WireStatus,
+} from "./wire/status.js";
 export {
   channelCredentials,
   loadTls,

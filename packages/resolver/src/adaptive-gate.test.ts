@@ -113,3 +113,56 @@ test("a full queue is refused at once, and a lookup that waits too long gives up
   assert.deepEqual(gate.state, { inflight: 0, window: 2, queued: 0 }, "its answer widened the window");
   assert.equal(await gate.run(async () => "next", isTimeout), "next", "a gone waiter's turn passes on");
 });
+
+test("a published rate paces lookups out of the gate and refuses at once what could not leave in time", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  let now = 0;
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 100,
+    maxWaitMs: 1_000,
+    decreaseEveryMs: 1_000,
+    now: () => now,
+  });
+  // 10 a second with a burst of one: one every 100 ms.
+  gate.setRate(10);
+  const started: number[] = [];
+  const runs = Array.from({ length: 5 }, (_, i) =>
+    gate.run(async () => {
+      started.push(now);
+      return "answer";
+    }, isTimeout),
+  );
+  await until(() => started.length === 1);
+  assert.deepEqual(gate.state, { inflight: 0, window: 101, queued: 4 });
+  for (let step = 1; step <= 4; step++) {
+    now += 100;
+    t.mock.timers.tick(100);
+    await until(() => started.length === step + 1);
+  }
+  assert.deepEqual(started, [0, 100, 200, 300, 400]);
+  assert.deepEqual(await Promise.all(runs), Array(5).fill("answer"));
+
+  // A moment later twelve arrive together: one goes, nine wait (the ninth leaves after 900 ms),
+  // and the rest, which would not leave before the 1 s bound, are refused now with when to retry.
+  now += 100;
+  t.mock.timers.tick(100);
+  const more = Array.from({ length: 12 }, () => gate.run(async () => "answer", isTimeout));
+  for (const refused of more.slice(10)) {
+    await assert.rejects(refused, (e: DiscoveryError) => {
+      assert.equal(e.code, "resource_exhausted");
+      assert.equal(e.details?.reason, "DP_CAPACITY");
+      assert.equal(e.details?.retryAfterMs, 1_000);
+      assert.match(e.message, /takes 10 lookups per second and 9 are waiting/);
+      return true;
+    });
+  }
+  for (let i = 0; i < 9; i++) {
+    now += 100;
+    t.mock.timers.tick(100);
+  }
+  assert.equal((await Promise.all(more.slice(0, 10))).length, 10);
+  // Without a rate, nothing waits for one.
+  gate.setRate(0);
+  assert.equal(await gate.run(async () => "answer", isTimeout), "answer");
+});

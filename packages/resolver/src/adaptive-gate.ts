@@ -5,7 +5,10 @@
 // once per attempt deadline, so one slow burst halves it once). What is over the window waits in a bounded queue, for a bounded time, instead of
 // being sent to a DP that cannot answer it within the deadline; a full queue or a wait past its
 // bound fails at once with a clear status rather than after a timeout (the abuse issue's
-// "bend, do not break").
+// "bend, do not break"). A DP endpoint may also publish the rate it takes (R13; EndpointLimits
+// at the start of each LookupStream): lookups then also leave the gate no faster than that rate
+// (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
+// that could not leave within the queue's bound is refused at once (DP_CAPACITY).
 import { DiscoveryError } from "@mimi/core";
 
 /** The gate's bounds. */
@@ -46,6 +49,10 @@ export class AdaptiveGate {
   private lastDecreaseMs = Number.NEGATIVE_INFINITY;
   /** Slow start lasts until the first timeout. */
   private slowStart = true;
+  /** The published rate (lookups per second; 0: none), its schedule, and the timer that resumes it. */
+  private rate = 0;
+  private tatMs = 0;
+  private paceTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly name: string,
@@ -64,13 +71,21 @@ export class AdaptiveGate {
     return { inflight: this.inflight, window: Math.floor(this.window), queued: this.waiting };
   }
 
+  /** The rate the DP's endpoint published, in lookups per second (0: none). */
+  setRate(perSecond: number): void {
+    if (perSecond === this.rate) return;
+    this.rate = perSecond > 0 && Number.isFinite(perSecond) ? perSecond : 0;
+    this.tatMs = 0;
+    this.next();
+  }
+
   /**
-   * Runs `f` once the window has room. A failure of `f` for which `timedOut` is true halves the
-   * window; a success widens it.
+   * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
+   * which `timedOut` is true halves the window; a success widens it.
    */
   async run<T>(f: () => Promise<T>, timedOut: (err: unknown) => boolean): Promise<T> {
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
-    if (this.inflight < Math.floor(this.window) && this.waiting === 0) this.inflight++;
+    if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
     else await this.wait();
     try {
       const r = await f();
@@ -93,7 +108,47 @@ export class AdaptiveGate {
     this.window = Math.max(this.o.minWindow, this.window / 2);
   }
 
+  /**
+   * Whether the published rate lets one more lookup go now (and counts it); if not, arranges to
+   * try the queue again when it will.
+   */
+  private paced(): boolean {
+    if (this.rate === 0) return true;
+    const now = this.o.now();
+    const interval = 1_000 / this.rate;
+    const tolerance = Math.max(1, Math.floor(this.rate / 10)) * interval;
+    const due = Math.max(this.tatMs, now);
+    const earliest = due - tolerance + interval;
+    if (earliest <= now) {
+      this.tatMs = due + interval;
+      return true;
+    }
+    if (!this.paceTimer) {
+      this.paceTimer = setTimeout(
+        () => {
+          this.paceTimer = undefined;
+          this.next();
+        },
+        Math.ceil(earliest - now),
+      );
+      this.paceTimer.unref();
+    }
+    return false;
+  }
+
   private wait(): Promise<void> {
+    // At the published rate, the queue ahead drains in waiting / rate seconds: a lookup that
+    // would not leave before its wait bound is refused now rather than after it.
+    const drainMs = this.rate > 0 ? ((this.waiting + 1) * 1_000) / this.rate : 0;
+    if (drainMs >= this.o.maxWaitMs) {
+      return Promise.reject(
+        new DiscoveryError(
+          "resource_exhausted",
+          `DP "${this.name}" takes ${this.rate} lookups per second and ${this.waiting} are waiting for it; try again in ${Math.ceil(drainMs / 1_000)} s`,
+          { details: { retryAfterMs: Math.ceil(drainMs), reason: "DP_CAPACITY" } },
+        ),
+      );
+    }
     if (this.waiting >= this.o.maxQueue) {
       return Promise.reject(
         new DiscoveryError(
@@ -130,7 +185,9 @@ export class AdaptiveGate {
   /** Starts waiters while the window has room. */
   private next(): void {
     while (this.inflight < Math.floor(this.window) && this.head < this.queue.length) {
-      const w = this.queue[this.head++] as Waiter;
+      const w = this.queue[this.head] as Waiter;
+      if (!w.gone && !this.paced()) return;
+      this.head++;
       if (this.head >= 1_024) {
         this.queue.splice(0, this.head);
         this.head = 0;

@@ -2,10 +2,12 @@
 // id: a lookup costs a message each way, not an HTTP/2 call. Items time out on their own; a
 // stream that stops answering is dropped; when the stream ends every pending item fails as
 // upstream_unavailable, so the caller fails over and the next lookup opens a new stream.
-import { AsyncQueue, type Channel, DiscoveryError, fromStatus, pb } from "@mimi/core";
+import { AsyncQueue, type Channel, DiscoveryError, fromStatus, itemErrorDetails, pb } from "@mimi/core";
 
 /** Lookups one stream may have outstanding by default; past it the DP is treated as overloaded. */
 const MAX_PENDING_PER_STREAM = 4_096;
+
+const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 
 /** Options of one multiplexed stream. */
 export interface LookupMuxOptions {
@@ -17,6 +19,8 @@ export interface LookupMuxOptions {
   maxPending?: number;
   /** Clock for noticing a stream that stopped answering. */
   now?: () => number;
+  /** Hears the rate the endpoint publishes at the start of each stream (lookups per second; 0: none). */
+  onLimits?: (lookupsPerSecond: number) => void;
 }
 
 interface Pending {
@@ -35,7 +39,7 @@ interface Pending {
 export const UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT";
 
 export class LookupMux {
-  private readonly queue = new AsyncQueue<{ requestId: bigint; csi: string }>();
+  private readonly queue = new AsyncQueue<{ requestId: bigint; csi: string; rateContext: Uint8Array }>();
   private readonly pending = new Map<bigint, Pending>();
   private nextId = 1n;
   private lastHeardMs: number;
@@ -46,6 +50,7 @@ export class LookupMux {
   private readonly timeoutMs: number;
   private readonly maxPending: number;
   private readonly now: () => number;
+  private readonly onLimits: ((lookupsPerSecond: number) => void) | undefined;
 
   constructor(
     private readonly channel: Channel,
@@ -55,6 +60,7 @@ export class LookupMux {
     this.timeoutMs = o.timeoutMs;
     this.maxPending = o.maxPending ?? MAX_PENDING_PER_STREAM;
     this.now = o.now ?? Date.now;
+    this.onLimits = o.onLimits;
     this.lastHeardMs = this.now();
     void this.read();
   }
@@ -79,14 +85,19 @@ export class LookupMux {
         .lookupStream(live, { signal: this.abort.signal });
       for await (const res of responses) {
         this.lastHeardMs = this.now();
+        if (res.result.case === "limits") {
+          this.onLimits?.(res.result.value.lookupsPerSecond);
+          continue;
+        }
         const p = this.pending.get(res.requestId);
         if (!p) continue; // timed out already
         this.pending.delete(res.requestId);
         clearTimeout(p.timer);
         if (res.result.case === "response") p.resolve(res.result.value.answer);
-        else if (res.result.case === "error")
-          p.reject(fromStatus(res.result.value.code, res.result.value.message, this.what));
-        else p.reject(new DiscoveryError("upstream_failed", `${this.what}: an item came back empty`));
+        else if (res.result.case === "error") {
+          const e = res.result.value;
+          p.reject(fromStatus(e.code, e.message, this.what, undefined, itemErrorDetails(e)));
+        } else p.reject(new DiscoveryError("upstream_failed", `${this.what}: an item came back empty`));
       }
     } catch (err) {
       cause = (err as Error).message;
@@ -105,7 +116,8 @@ export class LookupMux {
     }
   }
 
-  lookup(csi: string): Promise<pb.Answer | undefined> {
+  /** Looks `csi` up, forwarding `rateContext` (P2; empty for none). */
+  lookup(csi: string, rateContext: Uint8Array = NO_CONTEXT): Promise<pb.Answer | undefined> {
     if (this.pending.size >= this.maxPending) {
       return Promise.reject(
         new DiscoveryError(
@@ -129,7 +141,7 @@ export class LookupMux {
         }
       }, this.timeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
-      this.queue.push({ requestId, csi });
+      this.queue.push({ requestId, csi, rateContext });
     });
   }
 

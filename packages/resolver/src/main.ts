@@ -17,6 +17,7 @@ import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
 import { createQuotas } from "./quotas.js";
+import { createRateContexts } from "./rate-context.js";
 import { bindResolverServer } from "./server.js";
 import { answerIndex, type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
@@ -99,6 +100,7 @@ runServer<ResolverConfig>(process, {
       registryConnected: () => sync.connected(),
       quotas: createQuotas(config.quotas),
       enumeration: createEnumerationDetector(config.enumeration),
+      rateContexts: createRateContexts(),
       upstreamWindows: () => upstream.windows(),
       now: clock,
     });

@@ -9,10 +9,12 @@ import {
   DEFAULT_PARAMS,
   type Detection,
   DiscoveryError,
+  detectionToProto,
   type EnumerationDetector,
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
+  itemError,
   type Logger,
   type LookupOutcome,
   paramsFromProto,
@@ -23,6 +25,7 @@ import {
 } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { Quotas } from "./quotas.js";
+import type { RateContexts } from "./rate-context.js";
 import type { FlushScope, Resolution, ResolverService } from "./service.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
@@ -38,6 +41,8 @@ export interface ResolverServerOptions {
   registryConnected: () => boolean;
   /** Lookup budgets: what the cache cannot answer is charged to the caller. */
   quotas: Quotas;
+  /** The pseudonyms forwarded to DPs for each caller's lookups (P2). */
+  rateContexts: RateContexts;
   /** Watches each caller's answers for the crawl pattern; in enforce mode refuses its misses. */
   enumeration: EnumerationDetector;
   /** The adaptive windows of lookups in flight per DP (upstream.ts). */
@@ -81,11 +86,14 @@ export function bindResolverServer(
     const identity = ctx.peerName;
     let charged: { dpId: string } | undefined;
     const charge = () => {
-      const block = enumeration.blocked(identity, csi.uri, opts.now());
-      if (block) throw enumerationRefusal(block, opts.now());
+      const now = opts.now();
+      const block = enumeration.blocked(identity, csi.uri, now);
+      if (block) throw enumerationRefusal(block, now);
       const c = { dpId: registry.find(csi.key)?.dpId ?? "" };
-      opts.quotas.charge(identity, c.dpId, opts.now());
+      opts.quotas.charge(identity, c.dpId, now);
       charged = c;
+      // The DP gets a pseudonym of the caller, never its identity (P2).
+      return opts.rateContexts.of(identity, now);
     };
     let r: Resolution;
     try {
@@ -134,18 +142,11 @@ export function bindResolverServer(
                     ? encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response)
                     : { requestId: req.requestId, result: { case: "response", value: response } },
                 ),
-              (err: unknown) => {
-                const s = toWireStatus(err, log, ctx.method);
-                const given = err instanceof DiscoveryError ? (err.details?.retryAfterMs ?? 0) : 0;
-                const retry = Number.isFinite(given) && given > 0 ? given : 0;
-                return send({
+              (err: unknown) =>
+                send({
                   requestId: req.requestId,
-                  result: {
-                    case: "error",
-                    value: { code: s.code, message: s.details, retryAfterMs: BigInt(Math.ceil(retry)) },
-                  },
-                });
-              },
+                  result: { case: "error", value: itemError(err, log, ctx.method) },
+                }),
             )
             // A failed send means the caller went away; the item has nobody to go to, and a
             // rejection left unhandled here would end the process.
@@ -312,18 +313,4 @@ function logDetection(log: Logger, d: Detection, mode: string): void {
     },
     mode === "enforce" ? "enumeration suspected; lookups refused" : "enumeration suspected (log mode)",
   );
-}
-
-/** A detection as GetStats reports it. */
-export function detectionToProto(d: Detection) {
-  return {
-    subject: d.subject,
-    scope: d.scope,
-    distinct: BigInt(d.distinct),
-    answers: BigInt(d.answers),
-    notFound: BigInt(d.notFound),
-    cacheHits: BigInt(d.cacheHits),
-    atMs: BigInt(d.atMs),
-    blockedUntilMs: BigInt(d.blockedUntilMs),
-  };
 }

@@ -69,9 +69,11 @@ export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "al
 export interface ResolverService {
   /**
    * Resolves `csi`; `onMiss` runs first when the cache cannot answer (the caller's lookup is
-   * charged there), and what it throws fails the call without asking anyone.
+   * charged there), and what it throws fails the call without asking anyone; what it returns is
+   * forwarded to the DP as the pseudonymous rate-limit context (P2). Concurrent misses for one
+   * CSI share one lookup, under the first caller's context.
    */
-  resolve(csi: Csi, onMiss?: () => void): Promise<Resolution>;
+  resolve(csi: Csi, onMiss?: () => Uint8Array | undefined): Promise<Resolution>;
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -145,6 +147,9 @@ export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
  */
 const RECENT_CHANGE_MS = 60_000;
 
+/** The rate-limit context of the resolver's own lookups (refreshes): none. */
+const NO_CONTEXT: Uint8Array = new Uint8Array(0);
+
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
@@ -197,7 +202,12 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       sealLeftSeconds(sealed),
     );
 
-  const walk = async (csi: Csi, attempt = 0, background = false): Promise<Resolution> => {
+  const walk = async (
+    csi: Csi,
+    attempt = 0,
+    background = false,
+    context = NO_CONTEXT,
+  ): Promise<Resolution> => {
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `${problem}; retry shortly`);
     const delegation = o.registry.find(csi.key);
@@ -221,7 +231,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     const startedAt = eventCount;
     try {
       stats.upstreamRequests++;
-      const outcome = await o.upstream.lookup(dp, csi.uri);
+      const outcome = await o.upstream.lookup(dp, csi.uri, context);
       let sealed: SealStatement | undefined;
       try {
         sealed = o.verify(csi, outcome);
@@ -236,7 +246,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
-        if (attempt === 0) return walk(csi, 1, background);
+        if (attempt === 0) return walk(csi, 1, background, context);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const hashKey = o.changeKeys.get(dp.id);
@@ -244,7 +254,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (startedAt !== eventCount && ix && (recent.get(ix) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
-        if (attempt === 0) return walk(csi, 1, background);
+        if (attempt === 0) return walk(csi, 1, background, context);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
@@ -345,10 +355,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
-  const single = (csi: Csi, background: boolean) => {
+  const single = (csi: Csi, background: boolean, context = NO_CONTEXT) => {
     let p = inflight.get(csi.uri);
     if (!p) {
-      p = walk(csi, 0, background).finally(() => inflight.delete(csi.uri));
+      p = walk(csi, 0, background, context).finally(() => inflight.delete(csi.uri));
       inflight.set(csi.uri, p);
     }
     return p;
@@ -382,15 +392,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         });
       }
       stats.misses++;
+      let context: Uint8Array | undefined;
       if (onMiss) {
         try {
-          onMiss();
+          context = onMiss();
         } catch (err) {
           return Promise.reject(err);
         }
       }
       // Concurrent misses for one CSI share a single upstream request.
-      return single(csi, false);
+      return single(csi, false, context);
     },
     changed(dpId, hashHex) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.

@@ -4,6 +4,7 @@
 // forwarded (R9, P2).
 
 import { performance } from "node:perf_hooks";
+import { status } from "@grpc/grpc-js";
 import {
   type Channel,
   type ChannelPool,
@@ -20,13 +21,15 @@ import {
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
 
+const NO_CONTEXT: Uint8Array = new Uint8Array(0);
+
 /** Asks DPs for answers. */
 export interface Upstream {
   /**
    * Looks up a canonical CSI at the DP, trying its endpoints in order, within the DP's adaptive
    * window of lookups in flight (adaptive-gate.ts).
    */
-  lookup(dp: DpInfo, csi: string): Promise<LookupOutcome>;
+  lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array): Promise<LookupOutcome>;
   /** The window of each DP asked so far (GetStats). */
   windows(): { dpId: string; inflight: number; window: number; queued: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
@@ -77,13 +80,17 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       mux = new LookupMux(channelFor(dp, endpoint), {
         what: `LookupStream at ${endpoint}`,
         timeoutMs: o.attemptTimeoutMs,
+        // The rate the endpoint takes (R13): the DP's lookups leave its gate no faster.
+        onLimits: (rate) => {
+          if (preferred.get(dp.id) === endpoint || dp.endpoints[0] === endpoint) gateFor(dp.id).setRate(rate);
+        },
       });
       muxes.set(k, mux);
     }
     return mux;
   };
 
-  const attempt = async (dp: DpInfo, csi: string): Promise<LookupOutcome> => {
+  const attempt = async (dp: DpInfo, csi: string, rateContext: Uint8Array): Promise<LookupOutcome> => {
     if (dp.endpoints.length === 0) {
       throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
     }
@@ -95,11 +102,21 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     let timeouts = 0;
     for (const endpoint of order) {
       try {
-        const answer = await muxFor(dp, endpoint).lookup(csi);
+        const answer = await muxFor(dp, endpoint).lookup(csi, rateContext);
         preferred.set(dp.id, endpoint);
         return outcomeOf(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
+        if (e.remoteStatus === status.RESOURCE_EXHAUSTED) {
+          // The DP's own limits (its capacity, our rate, the caller's context, an enumeration
+          // detection): the caller is told when to retry. No failover: another endpoint of the
+          // same DP is not a second budget.
+          throw new DiscoveryError(
+            "resource_exhausted",
+            `DP "${dp.id}" refused the lookup: ${e.message.slice(e.message.indexOf(": ") + 2)}`,
+            { cause: e, ...(e.details && { details: e.details }) },
+          );
+        }
         // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
         log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
         if (timedOut(e)) timeouts++;
@@ -124,15 +141,15 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   return {
     channel: channelFor,
-    async lookup(dp, csi) {
+    async lookup(dp, csi, rateContext = NO_CONTEXT) {
       const gate = gateFor(dp.id);
       try {
-        return await gate.run(() => attempt(dp, csi), timedOut);
+        return await gate.run(() => attempt(dp, csi, rateContext), timedOut);
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
         if (!timedOut(err) || !gate.shrank) throw err;
-        return gate.run(() => attempt(dp, csi), timedOut);
+        return gate.run(() => attempt(dp, csi, rateContext), timedOut);
       }
     },
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),

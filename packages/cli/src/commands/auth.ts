@@ -7,7 +7,7 @@ import { count, fingerprint, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
 import { type FeedLine, parseFeed } from "../jsonl.js";
 import { publicKeyArg } from "../keys.js";
-import { keyText, out } from "../output.js";
+import { isoTime, keyText, out } from "../output.js";
 
 /** Adds `auth` and its subcommands. */
 export function addAuthCommands(program: Command): void {
@@ -130,6 +130,15 @@ feeding the same file again removes nothing more.`,
         `DP ${s.dpId}: ${s.mappingCount} mappings, ${s.lookupsServed} lookups served, registry serial ${s.registrySerial}`,
       );
       for (const d of s.delegations) out(`  ${keyText(d.key)}`);
+      out(
+        `refused lookups: ${s.refusedCapacity} over capacity, ${s.refusedResolver} over a resolver's rate, ${s.refusedContext} over a context's budget, ${s.refusedEnumeration} as enumeration`,
+      );
+      out(`enumeration: ${s.enumerationMode} mode, ${s.enumerationDetections} detections`);
+      for (const d of s.recentDetections) {
+        out(
+          `  ${isoTime(d.atMs)} ${d.subject} ${d.scope}: ${d.distinct} distinct, ${d.notFound}/${d.answers} not found${d.blockedUntilMs > 0n ? `, refused until ${isoTime(d.blockedUntilMs)}` : ""}`,
+        );
+      }
     } finally {
       ch.close();
     }

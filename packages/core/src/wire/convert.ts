@@ -40,6 +40,7 @@ import {
   type Mapping as PbMapping,
   type RegistrySnapshot,
 } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import type { Detection } from "../runtime/enumeration.js";
 
 /** Domain key from proto; throws INVALID_ARGUMENT when unset or out of bounds. */
 export function keyFromProto(k: PbKey | undefined): DelegationKey {
@@ -319,5 +320,19 @@ export function receivedAnswerFromProto(a: Answer): ReceivedAnswer {
     dpIds: [...a.dpIds],
     compactBits: a.compactMspBits,
     ...sealPartsFromProto(a),
+  };
+}
+
+/** An enumeration detection as GetStats (resolver) and GetStatus (DP) report it. */
+export function detectionToProto(d: Detection) {
+  return {
+    subject: d.subject,
+    scope: d.scope,
+    distinct: BigInt(d.distinct),
+    answers: BigInt(d.answers),
+    notFound: BigInt(d.notFound),
+    cacheHits: BigInt(d.cacheHits),
+    atMs: BigInt(d.atMs),
+    blockedUntilMs: BigInt(d.blockedUntilMs),
   };
 }

@@ -119,3 +119,29 @@ function codeOfStatus(code: Status): DiscoveryErrorCode {
       return "upstream_failed";
   }
 }
+
+/** The failure of one stream item (ItemError's fields): status, message, retry-after and reason. */
+export function itemError(
+  err: unknown,
+  log: Logger,
+  method: string,
+): { code: number; message: string; retryAfterMs: bigint; reason: string } {
+  const s = toWireStatus(err, log, method);
+  const d = err instanceof DiscoveryError ? err.details : undefined;
+  const retry = d?.retryAfterMs ?? 0;
+  return {
+    code: s.code,
+    message: s.details,
+    retryAfterMs: BigInt(Number.isFinite(retry) && retry > 0 ? Math.ceil(retry) : 0),
+    reason: d?.reason ?? "",
+  };
+}
+
+/** The details an ItemError carries, for the DiscoveryError made of it (fromStatus). */
+export function itemErrorDetails(e: { retryAfterMs: bigint; reason: string }): ErrorDetails | undefined {
+  if (e.retryAfterMs === 0n && e.reason === "") return undefined;
+  return {
+    ...(e.retryAfterMs > 0n && { retryAfterMs: Number(e.retryAfterMs) }),
+    ...(e.reason !== "" && { reason: e.reason }),
+  };
+}

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Answer, Delegation, ItemError, LookupOptions, Mapping } from "./common_pb.js";
+import type { Answer, Delegation, EnumerationDetection, ItemError, LookupOptions, Mapping } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQihAEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCJSChZJbnZhbGlkYXRlT2xkZXJSZXF1ZXN0EgsKA2NzaRgBIAEoCRIrCgdtYXBwaW5nGAIgASgLMhoubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZyI9ChdJbnZhbGlkYXRlT2xkZXJSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgNEhEKCWNvbnRlc3RlZBgCIAEoDSJpChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpoBChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJPCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCKeAQoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEKroBCgxSZXN5bmNSZWFzb24SHQoZUkVTWU5DX1JFQVNPTl9VTlNQRUNJRklFRBAAEh0KGVJFU1lOQ19SRUFTT05fTkVXX1dBVENIRVIQARIbChdSRVNZTkNfUkVBU09OX09USEVSX0xPRxACEhkKFVJFU1lOQ19SRUFTT05fVE9PX09MRBADEhgKFFJFU1lOQ19SRUFTT05fQkVISU5EEAQSGgoWUkVTWU5DX1JFQVNPTl9ESVZFUkdFRBAFKnYKCUZlZWRFdmVudBIaChZGRUVEX0VWRU5UX1VOU1BFQ0lGSUVEEAASGwoXRkVFRF9FVkVOVF9ESVNDT05ORUNURUQQARIZChVGRUVEX0VWRU5UX1JFQVNTSUdORUQQAhIVChFGRUVEX0VWRU5UX1BPUlRFRBADMq0CChRBdXRob3JpdGF0aXZlU2VydmljZRJNCgZMb29rdXASIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXF1ZXN0GiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2USYwoMTG9va3VwU3RyZWFtEiYubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlc3BvbnNlKAEwARJhCgxXYXRjaENoYW5nZXMSJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuV2F0Y2hDaGFuZ2VzUmVzcG9uc2UwATJ3CgtQZWVyU2VydmljZRJoCg9JbnZhbGlkYXRlT2xkZXISKS5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXF1ZXN0GioubWltaS5kaXNjb3ZlcnkudjEuSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2UyqgMKGUF1dGhvcml0YXRpdmVBZG1pblNlcnZpY2USUwoIRW5yb2xNc3ASIi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlc3BvbnNlEmsKEExpc3RFbnJvbGxlZE1zcHMSKi5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVxdWVzdBorLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRJzChJJbmdlc3RQcm92aWRlckZlZWQSLC5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Gi0ubWltaS5kaXNjb3ZlcnkudjEuSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2UoARJWCglHZXRTdGF0dXMSIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXF1ZXN0GiQubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQihAEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCJSChZJbnZhbGlkYXRlT2xkZXJSZXF1ZXN0EgsKA2NzaRgBIAEoCRIrCgdtYXBwaW5nGAIgASgLMhoubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZyI9ChdJbnZhbGlkYXRlT2xkZXJSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgNEhEKCWNvbnRlc3RlZBgCIAEoDSJ/ChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEhQKDHJhdGVfY29udGV4dBgEIAEoDCLPAQoUTG9va3VwU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBI1CghyZXNwb25zZRgCIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIABIzCgZsaW1pdHMYBCABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5FbmRwb2ludExpbWl0c0gAQggKBnJlc3VsdCIsCg5FbmRwb2ludExpbWl0cxIaChJsb29rdXBzX3Blcl9zZWNvbmQYASABKA0iZQoNTG9va3VwUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAMgASgMIjsKDkxvb2t1cFJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlciJ9Cg9FbnJvbE1zcFJlcXVlc3QSDgoGbXNwX2lkGAEgASgJEhQKDHRsc19pZGVudGl0eRgCIAEoCRIWCg5lbnJvbGxlZF91c2VycxgDIAEoBBIaChJzaWduaW5nX3B1YmxpY19rZXkYBCABKAwSEAoIbWF5X2J1bGsYBSABKAgiPwoQRW5yb2xNc3BSZXNwb25zZRIrCgNtc3AYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCKRAQoLRW5yb2xsZWRNc3ASDgoGbXNwX2lkGAEgASgJEhQKDHRsc19pZGVudGl0eRgCIAEoCRIWCg5lbnJvbGxlZF91c2VycxgDIAEoBBIWCg5lbnJvbGxlZF9hdF9tcxgEIAEoAxIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSEAoIbWF5X2J1bGsYBiABKAgiGQoXTGlzdEVucm9sbGVkTXNwc1JlcXVlc3QiSAoYTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEiwKBG1zcHMYASADKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCJ0CglGZWVkRW50cnkSCwoDY3NpGAEgASgJEisKBWV2ZW50GAIgASgOMhwubWltaS5kaXNjb3ZlcnkudjEuRmVlZEV2ZW50EhcKD2VmZmVjdGl2ZV9hdF9tcxgDIAEoAxIUCgxkb25vcl9tc3BfaWQYBCABKAkiSgoZSW5nZXN0UHJvdmlkZXJGZWVkUmVxdWVzdBItCgdlbnRyaWVzGAEgAygLMhwubWltaS5kaXNjb3ZlcnkudjEuRmVlZEVudHJ5IkcKGkluZ2VzdFByb3ZpZGVyRmVlZFJlc3BvbnNlEg8KB2VudHJpZXMYASABKAQSGAoQbWFwcGluZ3NfcmVtb3ZlZBgCIAEoBCISChBHZXRTdGF0dXNSZXF1ZXN0IoYDChFHZXRTdGF0dXNSZXNwb25zZRINCgVkcF9pZBgBIAEoCRIXCg9yZWdpc3RyeV9zZXJpYWwYAiABKAQSMgoLZGVsZWdhdGlvbnMYAyADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEhUKDW1hcHBpbmdfY291bnQYBCABKAQSFgoObG9va3Vwc19zZXJ2ZWQYBSABKAQSGAoQcmVmdXNlZF9jYXBhY2l0eRgGIAEoBBIYChByZWZ1c2VkX3Jlc29sdmVyGAcgASgEEhcKD3JlZnVzZWRfY29udGV4dBgIIAEoBBIbChNyZWZ1c2VkX2VudW1lcmF0aW9uGAkgASgEEhgKEGVudW1lcmF0aW9uX21vZGUYCiABKAkSHgoWZW51bWVyYXRpb25fZGV0ZWN0aW9ucxgLIAEoBBJCChFyZWNlbnRfZGV0ZWN0aW9ucxgMIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVudW1lcmF0aW9uRGV0ZWN0aW9uKroBCgxSZXN5bmNSZWFzb24SHQoZUkVTWU5DX1JFQVNPTl9VTlNQRUNJRklFRBAAEh0KGVJFU1lOQ19SRUFTT05fTkVXX1dBVENIRVIQARIbChdSRVNZTkNfUkVBU09OX09USEVSX0xPRxACEhkKFVJFU1lOQ19SRUFTT05fVE9PX09MRBADEhgKFFJFU1lOQ19SRUFTT05fQkVISU5EEAQSGgoWUkVTWU5DX1JFQVNPTl9ESVZFUkdFRBAFKnYKCUZlZWRFdmVudBIaChZGRUVEX0VWRU5UX1VOU1BFQ0lGSUVEEAASGwoXRkVFRF9FVkVOVF9ESVNDT05ORUNURUQQARIZChVGRUVEX0VWRU5UX1JFQVNTSUdORUQQAhIVChFGRUVEX0VWRU5UX1BPUlRFRBADMq0CChRBdXRob3JpdGF0aXZlU2VydmljZRJNCgZMb29rdXASIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXF1ZXN0GiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2USYwoMTG9va3VwU3RyZWFtEiYubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlc3BvbnNlKAEwARJhCgxXYXRjaENoYW5nZXMSJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuV2F0Y2hDaGFuZ2VzUmVzcG9uc2UwATJ3CgtQZWVyU2VydmljZRJoCg9JbnZhbGlkYXRlT2xkZXISKS5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXF1ZXN0GioubWltaS5kaXNjb3ZlcnkudjEuSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2UyqgMKGUF1dGhvcml0YXRpdmVBZG1pblNlcnZpY2USUwoIRW5yb2xNc3ASIi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlc3BvbnNlEmsKEExpc3RFbnJvbGxlZE1zcHMSKi5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVxdWVzdBorLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRJzChJJbmdlc3RQcm92aWRlckZlZWQSLC5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Gi0ubWltaS5kaXNjb3ZlcnkudjEuSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2UoARJWCglHZXRTdGF0dXMSIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXF1ZXN0GiQubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.WatchChangesRequest
@@ -261,6 +261,13 @@ export type LookupStreamRequest = Message<"mimi.discovery.v1.LookupStreamRequest
    * @generated from field: mimi.discovery.v1.LookupOptions options = 3;
    */
   options?: LookupOptions | undefined;
+
+  /**
+   * As in LookupRequest.
+   *
+   * @generated from field: bytes rate_context = 4;
+   */
+  rateContext: Uint8Array;
 };
 
 /**
@@ -275,6 +282,8 @@ export const LookupStreamRequestSchema: GenMessage<LookupStreamRequest> = /*@__P
  */
 export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamResponse"> & {
   /**
+   * The request answered; 0 for `limits`.
+   *
    * @generated from field: uint64 request_id = 1;
    */
   requestId: bigint;
@@ -294,6 +303,14 @@ export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamRespon
      */
     value: ItemError;
     case: "error";
+  } | {
+    /**
+     * Sent first on every stream: what this endpoint accepts from the caller (R13).
+     *
+     * @generated from field: mimi.discovery.v1.EndpointLimits limits = 4;
+     */
+    value: EndpointLimits;
+    case: "limits";
   } | { case: undefined; value?: undefined };
 };
 
@@ -303,6 +320,29 @@ export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamRespon
  */
 export const LookupStreamResponseSchema: GenMessage<LookupStreamResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 8);
+
+/**
+ * The rate of lookups one DP endpoint takes from one caller. A resolver paces its lookups to
+ * it (queueing, then refusing with RESOURCE_EXHAUSTED, reason DP_CAPACITY) rather than
+ * overrunning the endpoint; the endpoint refuses what goes beyond it all the same.
+ *
+ * @generated from message mimi.discovery.v1.EndpointLimits
+ */
+export type EndpointLimits = Message<"mimi.discovery.v1.EndpointLimits"> & {
+  /**
+   * Lookups per second; 0 when the endpoint publishes no limit.
+   *
+   * @generated from field: uint32 lookups_per_second = 1;
+   */
+  lookupsPerSecond: number;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.EndpointLimits.
+ * Use `create(EndpointLimitsSchema)` to create a new message.
+ */
+export const EndpointLimitsSchema: GenMessage<EndpointLimits> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 9);
 
 /**
  * @generated from message mimi.discovery.v1.LookupRequest
@@ -319,6 +359,16 @@ export type LookupRequest = Message<"mimi.discovery.v1.LookupRequest"> & {
    * @generated from field: mimi.discovery.v1.LookupOptions options = 2;
    */
   options?: LookupOptions | undefined;
+
+  /**
+   * The pseudonymous rate-limit context of the party the resolver asks for (P2): 16 bytes the
+   * resolver derives from the querying MSP's identity and the UTC day under a key only it
+   * holds, so the DP can limit one MSP behind a shared resolver without learning who it is
+   * or linking its days. Empty for the resolver's own lookups (refreshes) and for DPs.
+   *
+   * @generated from field: bytes rate_context = 3;
+   */
+  rateContext: Uint8Array;
 };
 
 /**
@@ -326,7 +376,7 @@ export type LookupRequest = Message<"mimi.discovery.v1.LookupRequest"> & {
  * Use `create(LookupRequestSchema)` to create a new message.
  */
 export const LookupRequestSchema: GenMessage<LookupRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 9);
+  messageDesc(file_mimi_discovery_v1_authoritative, 10);
 
 /**
  * @generated from message mimi.discovery.v1.LookupResponse
@@ -343,7 +393,7 @@ export type LookupResponse = Message<"mimi.discovery.v1.LookupResponse"> & {
  * Use `create(LookupResponseSchema)` to create a new message.
  */
 export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 10);
+  messageDesc(file_mimi_discovery_v1_authoritative, 11);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
@@ -390,7 +440,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 11);
+  messageDesc(file_mimi_discovery_v1_authoritative, 12);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -407,7 +457,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 12);
+  messageDesc(file_mimi_discovery_v1_authoritative, 13);
 
 /**
  * An MSP enrolled at this DP.
@@ -451,7 +501,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 13);
+  messageDesc(file_mimi_discovery_v1_authoritative, 14);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -464,7 +514,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 14);
+  messageDesc(file_mimi_discovery_v1_authoritative, 15);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -481,7 +531,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 15);
+  messageDesc(file_mimi_discovery_v1_authoritative, 16);
 
 /**
  * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
@@ -520,7 +570,7 @@ export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
  * Use `create(FeedEntrySchema)` to create a new message.
  */
 export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 16);
+  messageDesc(file_mimi_discovery_v1_authoritative, 17);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
@@ -537,7 +587,7 @@ export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProvide
  * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
 export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 17);
+  messageDesc(file_mimi_discovery_v1_authoritative, 18);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
@@ -559,7 +609,7 @@ export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProvid
  * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
 export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 18);
+  messageDesc(file_mimi_discovery_v1_authoritative, 19);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -572,7 +622,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 19);
+  messageDesc(file_mimi_discovery_v1_authoritative, 20);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -606,6 +656,47 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
    * @generated from field: uint64 lookups_served = 5;
    */
   lookupsServed: bigint;
+
+  /**
+   * Lookups refused by the DP's own limits (lookupLimits), by kind: the endpoint's capacity,
+   * a calling resolver's rate, a rate-limit context's budgets, an enumeration detection.
+   *
+   * @generated from field: uint64 refused_capacity = 6;
+   */
+  refusedCapacity: bigint;
+
+  /**
+   * @generated from field: uint64 refused_resolver = 7;
+   */
+  refusedResolver: bigint;
+
+  /**
+   * @generated from field: uint64 refused_context = 8;
+   */
+  refusedContext: bigint;
+
+  /**
+   * @generated from field: uint64 refused_enumeration = 9;
+   */
+  refusedEnumeration: bigint;
+
+  /**
+   * Enumeration detection over rate-limit contexts: "off", "log" or "enforce"; detections so
+   * far; the latest, newest first (at most 32).
+   *
+   * @generated from field: string enumeration_mode = 10;
+   */
+  enumerationMode: string;
+
+  /**
+   * @generated from field: uint64 enumeration_detections = 11;
+   */
+  enumerationDetections: bigint;
+
+  /**
+   * @generated from field: repeated mimi.discovery.v1.EnumerationDetection recent_detections = 12;
+   */
+  recentDetections: EnumerationDetection[];
 };
 
 /**
@@ -613,7 +704,7 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 20);
+  messageDesc(file_mimi_discovery_v1_authoritative, 21);
 
 /**
  * Why a watcher cannot continue from its position and must drop what it cached from this DP.

@@ -1,0 +1,98 @@
+// The DP's own lookup limits: capacity, per calling resolver, per rate-limit context (per
+// minute and per day), enumeration per context; a refusal costs no budget and says when to retry.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ConfigReader, DEFAULT_ENUMERATION_POLICY, type Detection, DiscoveryError } from "@mimi/core";
+import {
+  createLookupLimits,
+  DEFAULT_LOOKUP_LIMITS,
+  type LookupLimitPolicy,
+  readLookupLimits,
+} from "./lookup-limits.js";
+
+const ctx = (n: number) => new Uint8Array(16).fill(n);
+const none = new Uint8Array(0);
+const limits = (p: Partial<LookupLimitPolicy>, mode: "log" | "enforce" = "log") => {
+  const seen: Detection[] = [];
+  const l = createLookupLimits(
+    { ...DEFAULT_LOOKUP_LIMITS, ...p },
+    { ...DEFAULT_ENUMERATION_POLICY, mode },
+    (d) => seen.push(d),
+  );
+  return { l, seen };
+};
+const refusal = (f: () => void, reason: string): DiscoveryError => {
+  try {
+    f();
+  } catch (err) {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "resource_exhausted");
+    assert.equal(err.details?.reason, reason);
+    return err;
+  }
+  assert.fail(`expected a ${reason} refusal`);
+};
+
+test("a context is held to its minute and day; another context and the resolver's own lookups are not", () => {
+  const { l } = limits({ perContextPerMinute: 3, perContextPerDay: 5 });
+  for (let i = 0; i < 3; i++) l.admit("resolver", ctx(1), "tel:+447700900001", 0);
+  const e = refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
+  assert.equal(e.details?.retryAfterMs, 20_000);
+  l.admit("resolver", ctx(2), "tel:+447700900001", 0);
+  l.admit("resolver", none, "tel:+447700900001", 0);
+  // The same bytes from another resolver are another context.
+  for (let i = 0; i < 3; i++) l.admit("resolver-b", ctx(1), "tel:+447700900001", 0);
+  // A minute later the minute has refilled, but the day has two left.
+  l.admit("resolver", ctx(1), "tel:+447700900001", 60_000);
+  l.admit("resolver", ctx(1), "tel:+447700900001", 60_000);
+  refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 60_000), "DP_CONTEXT_LIMIT");
+  assert.equal(l.refused.context, 2);
+});
+
+test("each calling resolver is held to its rate, and all of them to the endpoint's capacity, which is published", () => {
+  const { l } = limits({ perResolverPerSecond: 4, capacityPerSecond: 6 });
+  assert.equal(l.publishedRate(), 4);
+  for (let i = 0; i < 4; i++) l.admit("resolver-a", none, "tel:+1", 0);
+  const e = refusal(() => l.admit("resolver-a", none, "tel:+1", 0), "DP_RESOLVER_LIMIT");
+  assert.equal(e.details?.retryAfterMs, 250);
+  l.admit("resolver-b", none, "tel:+1", 0);
+  l.admit("resolver-b", none, "tel:+1", 0);
+  refusal(() => l.admit("resolver-b", none, "tel:+1", 0), "DP_CAPACITY");
+  assert.deepEqual({ ...l.refused }, { capacity: 1, resolver: 1, context: 0, enumeration: 0 });
+  // Refused lookups took nothing: after the refill both go again.
+  l.admit("resolver-b", none, "tel:+1", 1_000);
+  assert.equal(limits({ capacityPerSecond: 0, perResolverPerSecond: 9 }).l.publishedRate(), 9);
+});
+
+test("a crawl under one context is detected and, in enforce mode, refused; other contexts go on", () => {
+  const { l, seen } = limits({}, "enforce");
+  for (let i = 0; i < 50; i++) {
+    const csi = `tel:+44770030${String(i).padStart(4, "0")}`;
+    l.admit("resolver", ctx(9), csi, 1_000);
+    l.answered("resolver", ctx(9), csi, true, 1_000);
+  }
+  assert.deepEqual(
+    seen.map((d) => [d.subject, d.scope]),
+    [
+      [`resolver/${"09".repeat(16)}`, "all"],
+      [`resolver/${"09".repeat(16)}`, "tel:+44770030"],
+    ],
+  );
+  refusal(() => l.admit("resolver", ctx(9), "tel:+15550000000", 2_000), "ENUMERATION_SUSPECTED");
+  l.admit("resolver", ctx(8), "tel:+447700300001", 2_000);
+  // Lookups without a context (the resolver's refreshes) are not watched.
+  for (let i = 0; i < 100; i++)
+    l.answered("resolver", none, `tel:+44770031${String(i).padStart(4, "0")}`, true, 3);
+  assert.equal(l.enumeration.counts.detections, 2);
+});
+
+test("a context of the wrong size is INVALID_ARGUMENT; the config section has bounds", () => {
+  const { l } = limits({});
+  assert.throws(
+    () => l.admit("resolver", new Uint8Array(3), "tel:+1", 0),
+    /rate_context must be empty or 16 bytes/,
+  );
+  assert.deepEqual(readLookupLimits(ConfigReader.of({})), DEFAULT_LOOKUP_LIMITS);
+  assert.throws(() => readLookupLimits(ConfigReader.of({ perResolverPerSecond: 0 })), /perResolverPerSecond/);
+  assert.throws(() => readLookupLimits(ConfigReader.of({ perContext: 1 })), /perContext/);
+});

@@ -1,0 +1,185 @@
+// What a DP lets reach its store (the abuse issue; R13, R22, P2). Resolvers hold each MSP to
+// its budgets, but a DP cannot rely on every resolver doing so, so it limits on its own side:
+// - the endpoint's capacity (all callers together), published to each resolver at the start
+//   of its LookupStream so a well-behaved resolver paces itself instead of being refused;
+// - each calling resolver (or peer DP), by its certificate identity;
+// - each rate-limit context a resolver forwards: a per-MSP, per-day pseudonym (P2) that lets
+//   the DP cap one abusive MSP behind a shared resolver without learning which MSP it is;
+// - enumeration detection per context (core runtime/enumeration.ts), since a DP sees every
+//   miss of every resolver: a crawl through a lax resolver is still a crawl here.
+// GCRA limiters in memory with bounded keys; refusals are RESOURCE_EXHAUSTED with retry-after.
+import {
+  type ConfigReader,
+  createEnumerationDetector,
+  createRateLimiter,
+  type Detection,
+  DiscoveryError,
+  type EnumerationDetector,
+  type EnumerationPolicy,
+  type KeyedRateLimiter,
+} from "@mimi/core";
+
+/** The `lookupLimits` config section. */
+export interface LookupLimitPolicy {
+  /** Lookups per second this endpoint takes from all callers together; 0: not limited, not published. */
+  readonly capacityPerSecond: number;
+  /** Lookups per second one calling identity (a resolver, a peer DP) may send. */
+  readonly perResolverPerSecond: number;
+  /** Lookups one rate-limit context (one MSP behind one resolver, one day) may make per minute. */
+  readonly perContextPerMinute: number;
+  /** ...and per day. */
+  readonly perContextPerDay: number;
+}
+
+export const DEFAULT_LOOKUP_LIMITS: LookupLimitPolicy = {
+  capacityPerSecond: 0,
+  perResolverPerSecond: 20_000,
+  perContextPerMinute: 60_000,
+  perContextPerDay: 5_000_000,
+};
+
+/** Reads the `lookupLimits` section. */
+export function readLookupLimits(r: ConfigReader): LookupLimitPolicy {
+  const d = DEFAULT_LOOKUP_LIMITS;
+  const policy: LookupLimitPolicy = {
+    capacityPerSecond: r.integer("capacityPerSecond", d.capacityPerSecond, 0, 10_000_000),
+    perResolverPerSecond: r.integer("perResolverPerSecond", d.perResolverPerSecond, 1, 10_000_000),
+    perContextPerMinute: r.integer("perContextPerMinute", d.perContextPerMinute, 1, 100_000_000),
+    perContextPerDay: r.integer("perContextPerDay", d.perContextPerDay, 1, 10_000_000_000),
+  };
+  r.done();
+  return policy;
+}
+
+/** Size of a rate-limit context (bytes); other lengths are refused. */
+export const RATE_CONTEXT_BYTES = 16;
+
+/** Calling identities and contexts tracked; an evicted one only loses what it spent. */
+const MAX_KEYS = 100_000;
+
+/** Refusals by kind (GetStatus). */
+export interface LookupRefusals {
+  capacity: number;
+  resolver: number;
+  context: number;
+  enumeration: number;
+}
+
+/** The DP's lookup limits. */
+export interface LookupLimits {
+  /** Admits one lookup of `csi` by `caller` for `context` (empty: none), or throws RESOURCE_EXHAUSTED. */
+  admit(caller: string, context: Uint8Array, csi: string, nowMs: number): void;
+  /** Records the answer of an admitted lookup for enumeration detection. */
+  answered(caller: string, context: Uint8Array, csi: string, notFound: boolean, nowMs: number): void;
+  /** Lookups per second `caller` may send this endpoint (0: no limit published). */
+  publishedRate(): number;
+  readonly refused: Readonly<LookupRefusals>;
+  readonly enumeration: EnumerationDetector;
+}
+
+/** Creates the limits; `onDetection` hears each enumeration detection (for the log). */
+export function createLookupLimits(
+  policy: LookupLimitPolicy,
+  enumeration: EnumerationPolicy,
+  onDetection: (d: Detection) => void,
+): LookupLimits {
+  const second = 1_000;
+  const capacity =
+    policy.capacityPerSecond > 0
+      ? createRateLimiter({ limit: policy.capacityPerSecond, windowMs: second }, 1)
+      : undefined;
+  const perCaller = createRateLimiter({ limit: policy.perResolverPerSecond, windowMs: second }, MAX_KEYS);
+  const perMinute = createRateLimiter({ limit: policy.perContextPerMinute, windowMs: 60_000 }, MAX_KEYS);
+  const perDay = createRateLimiter({ limit: policy.perContextPerDay, windowMs: 86_400_000 }, MAX_KEYS);
+  const detector = createEnumerationDetector(enumeration);
+  const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
+  // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
+  const subjectOf = (caller: string, context: Uint8Array) =>
+    context.length === 0 ? caller : `${caller}/${Buffer.from(context).toString("hex")}`;
+
+  const refuse = (
+    kind: keyof LookupRefusals,
+    retryAfterMs: number,
+    reason: string,
+    what: string,
+  ): DiscoveryError => {
+    refused[kind]++;
+    const ms = Number.isFinite(retryAfterMs) ? retryAfterMs : 86_400_000;
+    return new DiscoveryError("resource_exhausted", `${what}; try again in ${Math.ceil(ms / 1000)} s`, {
+      details: { retryAfterMs: ms, reason },
+    });
+  };
+
+  return {
+    admit(caller, context, csi, nowMs) {
+      if (context.length !== 0 && context.length !== RATE_CONTEXT_BYTES) {
+        throw new DiscoveryError(
+          "invalid_argument",
+          `rate_context must be empty or ${RATE_CONTEXT_BYTES} bytes, not ${context.length}`,
+        );
+      }
+      const subject = subjectOf(caller, context);
+      const block = context.length > 0 ? detector.blocked(subject, csi, nowMs) : undefined;
+      if (block) {
+        throw refuse(
+          "enumeration",
+          block.blockedUntilMs - nowMs,
+          "ENUMERATION_SUSPECTED",
+          "this DP saw lookups of this rate-limit context that looked like enumeration; its lookups are refused for a while",
+        );
+      }
+      // Checked before anything is taken, so a refused lookup costs no budget.
+      const c = capacity?.check("all", nowMs);
+      if (c)
+        throw refuse(
+          "capacity",
+          c.retryAfterMs,
+          "DP_CAPACITY",
+          `this DP endpoint is at its capacity of ${policy.capacityPerSecond} lookups per second`,
+        );
+      const r = perCaller.check(caller, nowMs);
+      if (r)
+        throw refuse(
+          "resolver",
+          r.retryAfterMs,
+          "DP_RESOLVER_LIMIT",
+          `"${caller}" has sent this DP its ${policy.perResolverPerSecond} lookups per second`,
+        );
+      if (context.length > 0) {
+        const key = subject;
+        const m = perMinute.check(key, nowMs);
+        if (m)
+          throw refuse(
+            "context",
+            m.retryAfterMs,
+            "DP_CONTEXT_LIMIT",
+            `the rate-limit context has made its ${policy.perContextPerMinute} lookups per minute at this DP`,
+          );
+        const d = perDay.check(key, nowMs);
+        if (d)
+          throw refuse(
+            "context",
+            d.retryAfterMs,
+            "DP_CONTEXT_LIMIT",
+            `the rate-limit context has made its ${policy.perContextPerDay} lookups per day at this DP`,
+          );
+        perMinute.take(key, nowMs);
+        perDay.take(key, nowMs);
+      }
+      capacity?.take("all", nowMs);
+      perCaller.take(caller, nowMs);
+    },
+    answered(caller, context, csi, notFound, nowMs) {
+      // Only contexts are watched: a resolver as a whole asks for every MSP behind it.
+      if (context.length === 0) return;
+      const found = detector.observe(subjectOf(caller, context), csi, { cacheHit: false, notFound }, nowMs);
+      for (const d of found) onDetection(d);
+    },
+    publishedRate: () =>
+      policy.capacityPerSecond > 0
+        ? Math.min(policy.capacityPerSecond, policy.perResolverPerSecond)
+        : policy.perResolverPerSecond,
+    refused,
+    enumeration: detector,
+  };
+}

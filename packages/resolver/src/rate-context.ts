@@ -1,0 +1,46 @@
+// Pseudonymous rate-limit contexts (P2): what a resolver forwards to a DP instead of the
+// querying MSP's identity, so the DP can hold one MSP behind a shared resolver to its limits
+// without learning which MSP it is. A context is the first 16 bytes of HMAC-SHA256 under a
+// key made at start and kept in memory only, over the UTC day and the caller's identity: the
+// same all day for one caller at one resolver, unrelated across days and across resolvers,
+// and irreversible without the key (identities are few, so an unkeyed hash would not hide
+// them). A restart makes a new key, which starts every caller afresh at the DPs, as it does
+// the resolver's own budgets.
+import { createHmac, randomBytes } from "node:crypto";
+
+const DAY_MS = 86_400_000;
+/** Contexts remembered for the current day (callers are few; the bound is for safety). */
+const MAX_CACHED = 100_000;
+
+/** The contexts of one resolver process. */
+export interface RateContexts {
+  /** The context to forward for `identity`'s lookups at `nowMs`. */
+  of(identity: string, nowMs: number): Uint8Array;
+}
+
+/** Creates the contexts under a new random key (or `key`, for tests). */
+export function createRateContexts(key: Uint8Array = randomBytes(32)): RateContexts {
+  let day = -1;
+  const cached = new Map<string, Uint8Array>();
+  return {
+    of(identity, nowMs) {
+      const today = Math.floor(nowMs / DAY_MS);
+      if (today !== day) {
+        day = today;
+        cached.clear();
+      }
+      let c = cached.get(identity);
+      if (!c) {
+        c = new Uint8Array(
+          createHmac("sha256", key)
+            .update(`MIMI-RATE-CONTEXT-v1\0${today}\0${identity}`)
+            .digest()
+            .subarray(0, 16),
+        );
+        if (cached.size >= MAX_CACHED) cached.clear();
+        cached.set(identity, c);
+      }
+      return c;
+    },
+  };
+}
