@@ -27,6 +27,11 @@ export interface KeySpec {
   absent: [number, number];
   /** For eu-random: existing CSIs are [0, universe). */
   universe: number;
+  /**
+   * Absent CSI index i asks absentCsi(i * absentStride): 1 walks one number block after another
+   * (a sweep), a large stride scatters them over many blocks (an address book's unknown numbers).
+   */
+  absentStride?: number;
 }
 
 /** What the parent asks of one worker. */
@@ -50,6 +55,8 @@ export interface LoadResult {
   count: number;
   errors: number;
   firstError?: string;
+  /** When the first error came, from the start (ms). */
+  firstErrorAfterMs?: number;
   elapsedMs: number;
   exhausted: boolean;
 }
@@ -67,7 +74,10 @@ function keySource(k: KeySpec, seed: number): () => string | undefined {
   };
   const warm = () => existingCsi(Math.floor(rand() * k.warmCount));
   const nextCold = () => (cold < k.cold[1] ? existingCsi(cold++) : undefined);
-  const nextAbsent = () => (absent < k.absent[1] ? absentCsi(absent++) : undefined);
+  const stride = k.absentStride ?? 1;
+  // Modulo what absentCsi can write (8 digits after +4478, 2 x 10^7 per +1 area code run).
+  const nextAbsent = () =>
+    absent < k.absent[1] ? absentCsi((stride * absent++) % 100_000_000) : undefined;
   switch (k.mode) {
     case "warm":
       return warm;
@@ -112,9 +122,12 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const lat = new Latencies();
   let errors = 0;
   let firstError: string | undefined;
+  let firstErrorAfterMs: number | undefined;
   let exhausted = false;
+  let t0 = 0;
   const fail = (err: unknown) => {
     errors++;
+    firstErrorAfterMs ??= performance.now() - t0;
     firstError ??= err instanceof Error ? err.message : String(err);
   };
   const resolver = channel.client(pb.ResolverService);
@@ -125,7 +138,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       : (csi: string) => dp.lookup({ csi }, { timeoutMs: 10_000 });
 
   await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
-  const t0 = performance.now();
+  t0 = performance.now();
   const end = t0 + spec.durationMs;
 
   if (spec.ratePerSec > 0) {
@@ -208,7 +221,13 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const elapsedMs = performance.now() - t0;
   writeFileSync(spec.latFile, lat.bytes());
   channel.close();
-  return { count: lat.n, errors, ...(firstError ? { firstError } : {}), elapsedMs, exhausted };
+  return {
+    count: lat.n,
+    errors,
+    ...(firstError ? { firstError, firstErrorAfterMs } : {}),
+    elapsedMs,
+    exhausted,
+  };
 }
 
 silenceIpServernameWarning(process);

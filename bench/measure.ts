@@ -38,6 +38,8 @@ export interface RunResult {
   lookups: number;
   errors: number;
   firstError?: string;
+  /** When the first error came, from the start of the run (ms). */
+  firstErrorAfterMs?: number;
   lookupsPerSec: number;
   latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
   cpuSeconds: Record<string, number>;
@@ -143,44 +145,46 @@ export class Bench {
   }
 
   /** Runs one load configuration and records the result. */
-  async measure(
+  async measure(net: Network, scenario: string, variant: string, load: Load): Promise<RunResult> {
+    const [r] = await this.measureSideBySide(net, scenario, [{ variant, load }]);
+    return r as RunResult;
+  }
+
+  /**
+   * Runs several load configurations at once (their workers start at the same moment) and
+   * records one result per configuration; the servers' CPU is the whole run's, in each.
+   */
+  async measureSideBySide(
     net: Network,
     scenario: string,
-    variant: string,
-    load: {
-      service: "resolver" | "authoritative";
-      api: "unary" | "stream";
-      concurrency: number;
-      rate?: number;
-      keys: (worker: number) => KeySpec;
-      durationMs?: number;
-      workers?: number;
-    },
-  ): Promise<RunResult> {
-    const workers = load.workers ?? this.o.workers;
-    const durationMs = load.durationMs ?? this.o.durationMs;
-    const target = load.service === "resolver" ? net.resolver.address : net.dps.eu.address;
+    groups: readonly { variant: string; load: Load }[],
+  ): Promise<RunResult[]> {
     const startAtMs = Date.now() + 1_500;
-    const specs: LoadSpec[] = Array.from({ length: workers }, (_, w) => ({
-      target,
-      service: load.service,
-      api: load.api,
-      pkiDir: net.pkiDir,
-      identity: load.service === "resolver" ? "msp-bluebird" : "resolver",
-      startAtMs,
-      durationMs,
-      concurrency: Math.max(1, Math.round(load.concurrency / workers)),
-      ratePerSec: (load.rate ?? 0) / workers,
-      keys: load.keys(w),
-      latFile: join(this.tmp, `lat-${this.results.length}-${w}.bin`),
-    }));
+    const specsOf = (load: Load, g: number): LoadSpec[] => {
+      const workers = load.workers ?? this.o.workers;
+      const target = load.service === "resolver" ? net.resolver.address : net.dps.eu.address;
+      return Array.from({ length: workers }, (_, w) => ({
+        target,
+        service: load.service,
+        api: load.api,
+        pkiDir: net.pkiDir,
+        identity: load.identity ?? (load.service === "resolver" ? "msp-bluebird" : "resolver"),
+        startAtMs,
+        durationMs: load.durationMs ?? this.o.durationMs,
+        concurrency: Math.max(1, Math.round(load.concurrency / workers)),
+        ratePerSec: (load.rate ?? 0) / workers,
+        keys: load.keys(w),
+        latFile: join(this.tmp, `lat-${this.results.length}-${g}-${w}.bin`),
+      }));
+    };
+    const specs = groups.map((g, i) => specsOf(g.load, i));
     const procs: Record<string, ServerProcess> = {
       root: net.root,
       "dp-eu": net.dps.eu,
       "dp-us": net.dps.us,
       resolver: net.resolver,
     };
-    const running = Promise.all(specs.map(spawnWorker));
+    const running = Promise.all(specs.map((group) => Promise.all(group.map(spawnWorker))));
     await new Promise((r) => setTimeout(r, Math.max(0, startAtMs - Date.now())));
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
     const outcomes = await running;
@@ -189,44 +193,81 @@ export class Bench {
       Object.keys(procs).map((k) => [k, round((cpu1[k] ?? 0) - (cpu0[k] ?? 0), 2)]),
     );
     const rssMb = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)]));
-    const parts = specs.map((s) => new Float64Array(new Uint8Array(readFileSync(s.latFile)).buffer));
-    const all = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      all.set(p, off);
-      off += p.length;
-    }
-    all.sort();
-    const lookups = all.length;
-    const elapsedS = Math.max(...outcomes.map((o) => o.elapsedMs)) / 1000;
-    const serverCpu = Object.values(cpuSeconds).reduce((a, b) => a + b, 0);
-    const errors = outcomes.reduce((n, o) => n + o.errors, 0);
-    const firstError = outcomes.find((o) => o.firstError)?.firstError;
-    const result: RunResult = {
-      scenario,
-      variant,
-      lookups,
-      errors,
-      ...(firstError ? { firstError } : {}),
-      lookupsPerSec: round(lookups / elapsedS, 0),
-      latencyMs: {
-        p50: round(percentile(all, 50), 3),
-        p90: round(percentile(all, 90), 3),
-        p99: round(percentile(all, 99), 3),
-        p999: round(percentile(all, 99.9), 3),
-        max: round((all[all.length - 1] ?? 0) / 1000, 3),
-      },
-      cpuSeconds,
-      rssMb,
-      ...(load.service === "resolver" && (cpuSeconds.resolver ?? 0) > 0
-        ? { lookupsPerResolverCpuSecond: round(lookups / (cpuSeconds.resolver ?? 1), 0) }
-        : {}),
-      lookupsPerServerCpuSecond: serverCpu > 0 ? round(lookups / serverCpu, 0) : 0,
-    };
-    this.results.push(result);
-    printRow(result);
-    return result;
+    return groups.map((g, i) => {
+      const result = resultOf(
+        scenario,
+        g.variant,
+        g.load,
+        specs[i] as LoadSpec[],
+        outcomes[i] as LoadResult[],
+        cpuSeconds,
+        rssMb,
+      );
+      this.results.push(result);
+      printRow(result);
+      return result;
+    });
   }
+}
+
+/** One load configuration of a run. */
+export interface Load {
+  service: "resolver" | "authoritative";
+  api: "unary" | "stream";
+  concurrency: number;
+  rate?: number;
+  keys: (worker: number) => KeySpec;
+  durationMs?: number;
+  workers?: number;
+  /** The certificate the workers present (default: msp-bluebird at a resolver, resolver at a DP). */
+  identity?: string;
+}
+
+function resultOf(
+  scenario: string,
+  variant: string,
+  load: Load,
+  specs: readonly LoadSpec[],
+  outcomes: readonly LoadResult[],
+  cpuSeconds: Record<string, number>,
+  rssMb: Record<string, number>,
+): RunResult {
+  const parts = specs.map((s) => new Float64Array(new Uint8Array(readFileSync(s.latFile)).buffer));
+  const all = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.length;
+  }
+  all.sort();
+  const lookups = all.length;
+  const elapsedS = Math.max(...outcomes.map((o) => o.elapsedMs)) / 1000;
+  const serverCpu = Object.values(cpuSeconds).reduce((a, b) => a + b, 0);
+  const errors = outcomes.reduce((n, o) => n + o.errors, 0);
+  const firstError = outcomes.find((o) => o.firstError)?.firstError;
+  const errorTimes = outcomes.flatMap((o) => (o.firstErrorAfterMs === undefined ? [] : [o.firstErrorAfterMs]));
+  return {
+    scenario,
+    variant,
+    lookups,
+    errors,
+    ...(firstError ? { firstError } : {}),
+    ...(errorTimes.length > 0 ? { firstErrorAfterMs: round(Math.min(...errorTimes), 1) } : {}),
+    lookupsPerSec: round(lookups / elapsedS, 0),
+    latencyMs: {
+      p50: round(percentile(all, 50), 3),
+      p90: round(percentile(all, 90), 3),
+      p99: round(percentile(all, 99), 3),
+      p999: round(percentile(all, 99.9), 3),
+      max: round((all[all.length - 1] ?? 0) / 1000, 3),
+    },
+    cpuSeconds,
+    rssMb,
+    ...(load.service === "resolver" && (cpuSeconds.resolver ?? 0) > 0
+      ? { lookupsPerResolverCpuSecond: round(lookups / (cpuSeconds.resolver ?? 1), 0) }
+      : {}),
+    lookupsPerServerCpuSecond: serverCpu > 0 ? round(lookups / serverCpu, 0) : 0,
+  };
 }
 
 export function round(v: number, digits: number): number {
@@ -262,7 +303,12 @@ export async function withNetwork<T>(
   dir: string,
   cacheEntries: number,
   fn: (net: Network) => Promise<T>,
-  extra: { nodeArgs?: string[]; onLine?: (name: string, line: string) => void } = {},
+  extra: {
+    nodeArgs?: string[];
+    onLine?: (name: string, line: string) => void;
+    /** More of the resolver's config (top-level keys replace the local network's). */
+    resolver?: Record<string, unknown>;
+  } = {},
 ): Promise<T> {
   const net = await startNetwork({
     dir,
@@ -273,7 +319,7 @@ export async function withNetwork<T>(
       // Answers stay cached for the whole run; the benchmark measures the cache, not expiry.
       authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600 },
       // lru-cache preallocates for maxEntries, so size it to what the run can cache.
-      resolver: { cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 } },
+      resolver: { cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 }, ...extra.resolver },
     },
   });
   // A server that dies mid-run says why here; the run then fails with the lookups' errors.

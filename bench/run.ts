@@ -9,6 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { silenceIpServernameWarning } from "@mimi/core";
 import { Command } from "commander";
+import { abuseScenario } from "./abuse.js";
 import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { authoritativeScenario, memoryScenario, resolverScenarios } from "./scenarios.js";
@@ -17,7 +18,17 @@ import { bulkScenario, propagationScenario } from "./writes.js";
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
 
-const ALL_SCENARIOS = ["warm", "cold", "negative", "mixed", "authoritative", "memory", "bulk", "propagation"];
+const ALL_SCENARIOS = [
+  "warm",
+  "cold",
+  "negative",
+  "mixed",
+  "abuse",
+  "authoritative",
+  "memory",
+  "bulk",
+  "propagation",
+];
 
 async function main(o: Options): Promise<void> {
   silenceIpServernameWarning(process);
@@ -52,6 +63,7 @@ async function main(o: Options): Promise<void> {
   log(HEADER);
   if (["warm", "cold", "negative", "mixed"].some(want))
     await resolverScenarios(o, bench, netDir, warmCount, want);
+  if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);

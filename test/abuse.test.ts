@@ -16,7 +16,7 @@ const t = useNetwork({ authoritative: { lookupLimits: { perContextPerMinute: 1_5
 
 scenario(
   t,
-  "a sweep of 20,000 random numbers is throttled in its first minute; an address book is not",
+  "a sweep of 20,000 random numbers is throttled in its first minute, and slowed; an address book is not",
   async () => {
     // Parrot has 2 enrolled users here (100 lookups per DP per day each, 120 a minute at most);
     // wirechat 100,000.
@@ -78,16 +78,19 @@ scenario(
       let refused = 0;
       let other = "";
       let retryAfter = 0n;
-      for await (const res of sweeper.resolveStream(sweep(), { timeoutMs: 120_000 })) {
+      // The sweeper ignores retry-after; it gives up after 500 refusals.
+      const stream = sweeper.resolveStream(sweep(), { timeoutMs: 120_000 });
+      for await (const res of stream) {
         if (res.result.case === "response") answered++;
         else if (res.result.case === "error" && res.result.value.code === status.RESOURCE_EXHAUSTED) {
           refused++;
           retryAfter = res.result.value.retryAfterMs;
+          if (refused === 500) break;
         } else other = `${res.result.value?.message}`;
       }
       const bookAnswered = await bookRun;
       assert.equal(other, "");
-      assert.equal(answered + refused, N, "every item answered or refused, none failed otherwise");
+      assert.equal(refused, 500, "the sweep was refused");
       // Within the first minute: the minute's 120 (and what refilled while the sweep ran) went to
       // a DP, never more than the day's 200 at eu; P1's floor (50 per user per DP per day) is inside.
       assert.ok(answered >= 100 && answered <= 200, `${answered} answered`);
@@ -102,7 +105,12 @@ scenario(
         .channel(resolver.address, "admin")
         .client(pb.ResolverAdminService)
         .getStats({});
-      assert.equal(stats.quotaRefusals, BigInt(refused));
+      // Past 100 refusals a second the stream was read no faster than it was refused: the
+      // resolver did not race through the 20,000 items to refuse them all.
+      assert.ok(
+        stats.quotaRefusals >= BigInt(refused) && stats.quotaRefusals < 1_500n,
+        `${stats.quotaRefusals} refused at the resolver`,
+      );
       assert.ok(after.perMinuteRemaining < 120n);
       // Asking again for what the cache holds is free, whatever the budget.
       const again = await sweeper.resolve({ csi: "tel:+447700100000" });

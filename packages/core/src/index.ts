@@ -124,7 +124,7 @@ export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 export * as pb from "./gen/index.js";
 export { AsyncQueue } from "./runtime/async-queue.js";
 // Runtime: time, wake-ups, queues, configuration and logging.
-export { type Clock, systemClock } from "./runtime/clock.js";
+export { type Clock, sleepUnlessAborted, systemClock } from "./runtime/clock.js";
 export { ConfigError, ConfigReader, deepFreeze } from "./runtime/config.js";
 export {
   createEnumerationDetector,

@@ -1,10 +1,12 @@
 // gRPC binding of the resolver: parse each request once (INVALID_ARGUMENT here), resolve,
 // shape the answer for the caller's parameters. The only resolver file that serves gRPC.
+import { performance } from "node:perf_hooks";
 import type * as grpc from "@grpc/grpc-js";
 import {
   addService,
   answerToProto,
   type CallContext,
+  createRateLimiter,
   csiHash,
   DEFAULT_PARAMS,
   type Detection,
@@ -21,7 +23,7 @@ import {
   parseCsi,
   pb,
   type RegistryView,
-  toWireStatus,
+  sleepUnlessAborted,
 } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { Quotas } from "./quotas.js";
@@ -30,6 +32,13 @@ import type { FlushScope, Resolution, ResolverService } from "./service.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 const MAX_STREAM_INFLIGHT = 1_024;
+
+/** Refusals one caller gets at full speed each second; past it, its calls are slowed. */
+const REFUSALS_PER_SECOND = 100;
+/** The longest one refusal holds a caller back. */
+const MAX_REFUSAL_PAUSE_MS = 1_000;
+/** Callers whose refusals are counted at once (an evicted one starts afresh). */
+const MAX_REFUSING_KEYS = 100_000;
 
 /** Options of the resolver's gRPC binding. */
 export interface ResolverServerOptions {
@@ -77,7 +86,28 @@ export function bindResolverServer(
     return e.bytes;
   };
 
-  const resolveOne = async (csiText: string, options: pb.LookupOptions | undefined, ctx: CallContext) => {
+  // A caller that ignores retry-after would keep the resolver busy refusing it (a refusal costs
+  // about what a cache hit does: the message round trip). Past REFUSALS_PER_SECOND refusals a
+  // second, its calls are slowed instead: a refused unary call is answered only after a pause,
+  // and a ResolveStream reads no further request until the pause is over (HTTP/2 flow control
+  // then holds the sender).
+  const refusals = createRateLimiter({ limit: REFUSALS_PER_SECOND, windowMs: 1_000 }, MAX_REFUSING_KEYS);
+  const refusalPause = (err: unknown, identity: string): number => {
+    if (!(err instanceof DiscoveryError) || err.code !== "resource_exhausted") return 0;
+    const over = refusals.take(identity, opts.now());
+    return over ? Math.min(over.retryAfterMs, MAX_REFUSAL_PAUSE_MS) : 0;
+  };
+
+  /**
+   * Resolves one CSI for the caller; `onRefused` hears a RESOURCE_EXHAUSTED failure as soon as
+   * it is known (at once, for the caller's own budgets, before this returns).
+   */
+  const resolveOne = async (
+    csiText: string,
+    options: pb.LookupOptions | undefined,
+    ctx: CallContext,
+    onRefused?: (err: DiscoveryError) => void,
+  ) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
     // The caller's identity is read once per connection (core wire/grpc.ts). A miss is charged
@@ -88,19 +118,31 @@ export function bindResolverServer(
     const charge = () => {
       const now = opts.now();
       const block = enumeration.blocked(identity, csi.uri, now);
-      if (block) throw enumerationRefusal(block, now);
+      if (block) throw refused(enumerationRefusal(block, now));
       const c = { dpId: registry.find(csi.key)?.dpId ?? "" };
-      opts.quotas.charge(identity, c.dpId, now);
+      try {
+        opts.quotas.charge(identity, c.dpId, now);
+      } catch (err) {
+        throw refused(err);
+      }
       charged = c;
       // The DP gets a pseudonym of the caller, never its identity (P2).
       return opts.rateContexts.of(identity, now);
+    };
+    let told = false;
+    const refused = (err: unknown) => {
+      if (!told && err instanceof DiscoveryError && err.code === "resource_exhausted") {
+        told = true;
+        onRefused?.(err);
+      }
+      return err;
     };
     let r: Resolution;
     try {
       r = await service.resolve(csi, charge);
     } catch (err) {
       if (charged) opts.quotas.refund(identity, charged.dpId, opts.now());
-      throw err;
+      throw refused(err);
     }
     const tripped = enumeration.observe(
       identity,
@@ -127,14 +169,29 @@ export function bindResolverServer(
     server,
     pb.ResolverService,
     {
-      resolve: (req, ctx) => resolveOne(req.csi, req.options, ctx),
+      async resolve(req, ctx) {
+        let pause = 0;
+        try {
+          return await resolveOne(req.csi, req.options, ctx, (err) => {
+            pause = refusalPause(err, ctx.peerName);
+          });
+        } catch (err) {
+          if (pause > 0) await sleepUnlessAborted(pause, ctx.signal);
+          throw err;
+        }
+      },
       async resolveStream(reqs, ctx, send) {
         let inflight = 0;
         let slotFree: (() => void) | undefined;
         let allDone: (() => void) | undefined;
+        let pauseUntil = 0;
+        const onRefused = (err: DiscoveryError) => {
+          const pause = refusalPause(err, ctx.peerName);
+          if (pause > 0) pauseUntil = Math.max(pauseUntil, performance.now() + pause);
+        };
         for await (const req of reqs) {
           inflight++;
-          void resolveOne(req.csi, req.options, ctx)
+          void resolveOne(req.csi, req.options, ctx, onRefused)
             .then(
               (response) =>
                 send(
@@ -156,6 +213,9 @@ export function bindResolverServer(
               slotFree?.();
               if (inflight === 0) allDone?.();
             });
+          // Refused too often: read nothing more until the pause is over.
+          const wait = pauseUntil - performance.now();
+          if (wait > 0) await sleepUnlessAborted(wait, ctx.signal);
           if (inflight >= MAX_STREAM_INFLIGHT) {
             await new Promise<void>((resolve) => {
               slotFree = resolve;
