@@ -76,8 +76,7 @@ function keySource(k: KeySpec, seed: number): () => string | undefined {
   const nextCold = () => (cold < k.cold[1] ? existingCsi(cold++) : undefined);
   const stride = k.absentStride ?? 1;
   // Modulo what absentCsi can write (8 digits after +4478, 2 x 10^7 per +1 area code run).
-  const nextAbsent = () =>
-    absent < k.absent[1] ? absentCsi((stride * absent++) % 100_000_000) : undefined;
+  const nextAbsent = () => (absent < k.absent[1] ? absentCsi((stride * absent++) % 100_000_000) : undefined);
   switch (k.mode) {
     case "warm":
       return warm;

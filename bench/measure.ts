@@ -245,7 +245,9 @@ function resultOf(
   const serverCpu = Object.values(cpuSeconds).reduce((a, b) => a + b, 0);
   const errors = outcomes.reduce((n, o) => n + o.errors, 0);
   const firstError = outcomes.find((o) => o.firstError)?.firstError;
-  const errorTimes = outcomes.flatMap((o) => (o.firstErrorAfterMs === undefined ? [] : [o.firstErrorAfterMs]));
+  const errorTimes = outcomes.flatMap((o) =>
+    o.firstErrorAfterMs === undefined ? [] : [o.firstErrorAfterMs],
+  );
   return {
     scenario,
     variant,

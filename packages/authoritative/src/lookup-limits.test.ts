@@ -33,20 +33,34 @@ const refusal = (f: () => void, reason: string): DiscoveryError => {
   assert.fail(`expected a ${reason} refusal`);
 };
 
-test("a context is held to its minute and day; another context and the resolver's own lookups are not", () => {
+test("a context is held to its minute and day; another context is not; no context is the caller's own", () => {
   const { l } = limits({ perContextPerMinute: 3, perContextPerDay: 5 });
   for (let i = 0; i < 3; i++) l.admit("resolver", ctx(1), "tel:+447700900001", 0);
   const e = refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
   assert.equal(e.details?.retryAfterMs, 20_000);
   l.admit("resolver", ctx(2), "tel:+447700900001", 0);
-  l.admit("resolver", none, "tel:+447700900001", 0);
+  // Without a context the caller is held to the same budgets under its own name.
+  for (let i = 0; i < 3; i++) l.admit("resolver", none, "tel:+447700900001", 0);
+  refusal(() => l.admit("resolver", none, "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
   // The same bytes from another resolver are another context.
   for (let i = 0; i < 3; i++) l.admit("resolver-b", ctx(1), "tel:+447700900001", 0);
   // A minute later the minute has refilled, but the day has two left.
   l.admit("resolver", ctx(1), "tel:+447700900001", 60_000);
   l.admit("resolver", ctx(1), "tel:+447700900001", 60_000);
   refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 60_000), "DP_CONTEXT_LIMIT");
-  assert.equal(l.refused.context, 2);
+  assert.equal(l.refused.context, 3);
+});
+
+test("a caller inventing a context per lookup is refused past its contexts for the day", () => {
+  const { l } = limits({ maxContextsPerResolverPerDay: 3 });
+  for (let n = 1; n <= 3; n++) l.admit("resolver", ctx(n), "tel:+1", 1_000);
+  const e = refusal(() => l.admit("resolver", ctx(4), "tel:+1", 1_000), "DP_CONTEXT_LIMIT");
+  assert.match(e.message, /has opened its 3 rate-limit contexts at this DP today/);
+  assert.equal(e.details?.retryAfterMs, 86_400_000 - 1_000);
+  // Those it has go on; another caller has its own; a new day starts afresh.
+  l.admit("resolver", ctx(2), "tel:+1", 1_000);
+  l.admit("resolver-b", ctx(4), "tel:+1", 1_000);
+  l.admit("resolver", ctx(4), "tel:+1", 86_400_000);
 });
 
 test("each calling resolver is held to its rate, and all of them to the endpoint's capacity, which is published", () => {
@@ -64,7 +78,7 @@ test("each calling resolver is held to its rate, and all of them to the endpoint
   assert.equal(limits({ capacityPerSecond: 0, perResolverPerSecond: 9 }).l.publishedRate(), 9);
 });
 
-test("a crawl under one context is detected and, in enforce mode, refused; other contexts go on", () => {
+test("a crawl under one context is detected and, in enforce mode, refused in its block; other contexts go on", () => {
   const { l, seen } = limits({}, "enforce");
   for (let i = 0; i < 50; i++) {
     const csi = `tel:+44770030${String(i).padStart(4, "0")}`;
@@ -78,12 +92,14 @@ test("a crawl under one context is detected and, in enforce mode, refused; other
       [`resolver/${"09".repeat(16)}`, "tel:+44770030"],
     ],
   );
-  refusal(() => l.admit("resolver", ctx(9), "tel:+15550000000", 2_000), "ENUMERATION_SUSPECTED");
+  refusal(() => l.admit("resolver", ctx(9), "tel:+447700309999", 2_000), "ENUMERATION_SUSPECTED");
+  l.admit("resolver", ctx(9), "tel:+15550000000", 2_000);
   l.admit("resolver", ctx(8), "tel:+447700300001", 2_000);
-  // Lookups without a context (the resolver's refreshes) are not watched.
-  for (let i = 0; i < 100; i++)
+  // Lookups without a context are watched as the caller's own.
+  for (let i = 0; i < 50; i++)
     l.answered("resolver", none, `tel:+44770031${String(i).padStart(4, "0")}`, true, 3);
-  assert.equal(l.enumeration.counts.detections, 2);
+  assert.equal(l.enumeration.counts.detections, 4);
+  refusal(() => l.admit("resolver", none, "tel:+447700310077", 4), "ENUMERATION_SUSPECTED");
 });
 
 test("a context of the wrong size is INVALID_ARGUMENT; the config section has bounds", () => {

@@ -29,6 +29,8 @@ export interface LookupLimitPolicy {
   readonly perContextPerMinute: number;
   /** ...and per day. */
   readonly perContextPerDay: number;
+  /** Distinct contexts one caller may use per UTC day (a resolver sends one per MSP it serves). */
+  readonly maxContextsPerResolverPerDay: number;
 }
 
 export const DEFAULT_LOOKUP_LIMITS: LookupLimitPolicy = {
@@ -36,6 +38,7 @@ export const DEFAULT_LOOKUP_LIMITS: LookupLimitPolicy = {
   perResolverPerSecond: 20_000,
   perContextPerMinute: 60_000,
   perContextPerDay: 5_000_000,
+  maxContextsPerResolverPerDay: 10_000,
 };
 
 /** Reads the `lookupLimits` section. */
@@ -46,6 +49,12 @@ export function readLookupLimits(r: ConfigReader): LookupLimitPolicy {
     perResolverPerSecond: r.integer("perResolverPerSecond", d.perResolverPerSecond, 1, 10_000_000),
     perContextPerMinute: r.integer("perContextPerMinute", d.perContextPerMinute, 1, 100_000_000),
     perContextPerDay: r.integer("perContextPerDay", d.perContextPerDay, 1, 10_000_000_000),
+    maxContextsPerResolverPerDay: r.integer(
+      "maxContextsPerResolverPerDay",
+      d.maxContextsPerResolverPerDay,
+      1,
+      1_000_000,
+    ),
   };
   r.done();
   return policy;
@@ -54,8 +63,15 @@ export function readLookupLimits(r: ConfigReader): LookupLimitPolicy {
 /** Size of a rate-limit context (bytes); other lengths are refused. */
 export const RATE_CONTEXT_BYTES = 16;
 
-/** Calling identities and contexts tracked; an evicted one only loses what it spent. */
+/**
+ * Contexts tracked per limiter; an evicted one only loses what it spent. One caller can hold at
+ * most `maxContextsPerResolverPerDay` of them, so it cannot push out all of the others'.
+ */
 const MAX_KEYS = 100_000;
+/** Callers whose contexts are counted at once (identities with the resolver or dp role). */
+const MAX_CALLERS = 1_000;
+
+const msToNextDay = (nowMs: number) => 86_400_000 - (nowMs % 86_400_000);
 
 /** Refusals by kind (GetStatus). */
 export interface LookupRefusals {
@@ -94,8 +110,29 @@ export function createLookupLimits(
   const detector = createEnumerationDetector(enumeration);
   const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
   // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
+  // Lookups without one (a resolver's own refreshes, a peer DP) are the caller's own context,
+  // held to the same budgets and watched the same way.
   const subjectOf = (caller: string, context: Uint8Array) =>
     context.length === 0 ? caller : `${caller}/${Buffer.from(context).toString("hex")}`;
+  // The contexts each caller opened today: a resolver forwards one per MSP it serves, so a
+  // caller inventing a context per lookup (a fresh budget each time) is refused past the cap.
+  const opened = new Map<string, { day: number; contexts: Set<string> }>();
+  const opens = (caller: string, subject: string, nowMs: number): boolean => {
+    const day = Math.floor(nowMs / 86_400_000);
+    let o = opened.get(caller);
+    if (!o || o.day !== day) {
+      if (!o && opened.size >= MAX_CALLERS) {
+        const oldest = opened.keys().next().value;
+        if (oldest !== undefined) opened.delete(oldest);
+      }
+      o = { day, contexts: new Set() };
+      opened.set(caller, o);
+    }
+    if (o.contexts.has(subject)) return true;
+    if (o.contexts.size >= policy.maxContextsPerResolverPerDay) return false;
+    o.contexts.add(subject);
+    return true;
+  };
 
   const refuse = (
     kind: keyof LookupRefusals,
@@ -119,13 +156,13 @@ export function createLookupLimits(
         );
       }
       const subject = subjectOf(caller, context);
-      const block = context.length > 0 ? detector.blocked(subject, csi, nowMs) : undefined;
+      const block = detector.blocked(subject, csi, nowMs);
       if (block) {
         throw refuse(
           "enumeration",
           block.blockedUntilMs - nowMs,
           "ENUMERATION_SUSPECTED",
-          "this DP saw lookups of this rate-limit context that looked like enumeration; its lookups are refused for a while",
+          `this DP saw lookups of this rate-limit context in number block ${block.scope} that looked like enumeration; its lookups there are refused for a while`,
         );
       }
       // Checked before anything is taken, so a refused lookup costs no budget.
@@ -145,7 +182,15 @@ export function createLookupLimits(
           "DP_RESOLVER_LIMIT",
           `"${caller}" has sent this DP its ${policy.perResolverPerSecond} lookups per second`,
         );
-      if (context.length > 0) {
+      if (context.length > 0 && !opens(caller, subject, nowMs)) {
+        throw refuse(
+          "context",
+          msToNextDay(nowMs),
+          "DP_CONTEXT_LIMIT",
+          `"${caller}" has opened its ${policy.maxContextsPerResolverPerDay} rate-limit contexts at this DP today`,
+        );
+      }
+      {
         const key = subject;
         const m = perMinute.check(key, nowMs);
         if (m)
@@ -170,9 +215,7 @@ export function createLookupLimits(
       perCaller.take(caller, nowMs);
     },
     answered(caller, context, csi, notFound, nowMs) {
-      // Only contexts are watched: a resolver as a whole asks for every MSP behind it.
-      if (context.length === 0) return;
-      const found = detector.observe(subjectOf(caller, context), csi, { cacheHit: false, notFound }, nowMs);
+      const found = detector.observe(subjectOf(caller, context), csi, notFound, nowMs);
       for (const d of found) onDetection(d);
     },
     publishedRate: () =>

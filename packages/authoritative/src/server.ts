@@ -18,6 +18,7 @@ import {
   mappingToProto,
   mspToProto,
   paramsFromProto,
+  parseCsi,
   pb,
   serveLog,
 } from "@mimi/core";
@@ -61,19 +62,21 @@ export function bindAuthoritativeServer(
 ): void {
   const { log, changeLog, limits, now } = opts;
   const lookupOne = (
-    csi: string,
+    text: string,
     options: pb.LookupOptions | undefined,
     context: Uint8Array,
     ctx: CallContext,
   ) => {
+    // Parsed first, so limits and detection see the canonical CSI however it was written.
+    const csi = parseCsi(text);
     const params = paramsFromProto(options);
     // The caller's identity is read once per connection (core wire/grpc.ts).
-    const caller = ctx.peerName;
-    limits.admit(caller, context, csi, now());
+    const caller = ctx.peer.name;
+    limits.admit(caller, context, csi.uri, now());
     const outcome = service.lookup(csi);
-    limits.answered(caller, context, csi, outcome.kind === "not_found", now());
+    limits.answered(caller, context, csi.uri, outcome.kind === "not_found", now());
     if (log.isLevelEnabled("debug")) {
-      log.debug({ peer: caller, csi: csiHash(csi), outcome: outcome.kind }, "lookup");
+      log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
     }
     return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
   };

@@ -21,11 +21,12 @@ import type { MappingStore } from "./store/store.js";
 
 /** The authoritative's operations. */
 export interface AuthoritativeService {
-  lookup(csi: string): LookupOutcome;
+  /** Answers for a CSI (text, or already parsed); refuses one this DP does not serve. */
+  lookup(csi: string | Csi): LookupOutcome;
   enrolMsp(e: Omit<EnrolledMsp, "enrolledAtMs">): EnrolledMsp;
   listEnrolled(): EnrolledMsp[];
-  /** Parses a CSI and checks this DP serves it. */
-  requireDelegated(csi: string): Csi;
+  /** Parses a CSI (unless it is parsed already) and checks this DP serves it. */
+  requireDelegated(csi: string | Csi): Csi;
   status(): {
     dpId: string;
     serial: bigint;
@@ -61,8 +62,8 @@ export interface AuthoritativeServiceOptions {
 export function createAuthoritativeService(o: AuthoritativeServiceOptions): AuthoritativeService {
   // Refuses CSIs outside the ranges the root delegated to this DP, like a DNS server
   // answering REFUSED for zones it does not serve.
-  const requireDelegated = (csiText: string) => {
-    const csi = parseCsi(csiText);
+  const requireDelegated = (given: string | Csi) => {
+    const csi = typeof given === "string" ? parseCsi(given) : given;
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `this DP cannot use its registry copy: ${problem}`);
     const d = o.registry.find(csi.key);

@@ -166,3 +166,26 @@ test("a published rate paces lookups out of the gate and refuses at once what co
   gate.setRate(0);
   assert.equal(await gate.run(async () => "answer", isTimeout), "answer");
 });
+
+test("a lookup waits for the window as long as its caller allows, not the default", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    maxWaitMs: 1_000,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  const busy = pending();
+  const first = gate.run(() => busy.p, isTimeout);
+  const hurried = gate.run(async () => "answer", isTimeout, 100);
+  const patient = gate.run(async () => "answer", isTimeout, 5_000);
+  t.mock.timers.tick(100);
+  await assert.rejects(hurried, /waited 100 ms/);
+  t.mock.timers.tick(2_000);
+  assert.deepEqual(gate.state, { inflight: 1, window: 1, queued: 1 }, "still waiting past the default");
+  busy.settle(true);
+  assert.equal(await first, "answer");
+  assert.equal(await patient, "answer");
+});

@@ -18,7 +18,7 @@ export interface GateOptions {
   readonly maxWindow: number;
   /** Lookups waiting for the window at most; more are refused at once. */
   readonly maxQueue: number;
-  /** How long a lookup may wait for the window. */
+  /** How long a lookup may wait for the window when its caller named no deadline. */
   readonly maxWaitMs: number;
   /** A timeout halves the window at most once per this long (the attempt deadline). */
   readonly decreaseEveryMs: number;
@@ -83,10 +83,14 @@ export class AdaptiveGate {
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
    * which `timedOut` is true halves the window; a success widens it.
    */
-  async run<T>(f: () => Promise<T>, timedOut: (err: unknown) => boolean): Promise<T> {
+  async run<T>(
+    f: () => Promise<T>,
+    timedOut: (err: unknown) => boolean,
+    maxWaitMs = this.o.maxWaitMs,
+  ): Promise<T> {
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
-    else await this.wait();
+    else await this.wait(maxWaitMs);
     try {
       const r = await f();
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
@@ -136,11 +140,11 @@ export class AdaptiveGate {
     return false;
   }
 
-  private wait(): Promise<void> {
+  private wait(maxWaitMs: number): Promise<void> {
     // At the published rate, the queue ahead drains in waiting / rate seconds: a lookup that
     // would not leave before its wait bound is refused now rather than after it.
     const drainMs = this.rate > 0 ? ((this.waiting + 1) * 1_000) / this.rate : 0;
-    if (drainMs >= this.o.maxWaitMs) {
+    if (drainMs >= maxWaitMs) {
       return Promise.reject(
         new DiscoveryError(
           "resource_exhausted",
@@ -166,10 +170,10 @@ export class AdaptiveGate {
         reject(
           new DiscoveryError(
             "upstream_unavailable",
-            `DP "${this.name}" is overloaded: the lookup waited ${this.o.maxWaitMs} ms for it`,
+            `DP "${this.name}" is overloaded: the lookup waited ${Math.round(maxWaitMs)} ms for it`,
           ),
         );
-      }, this.o.maxWaitMs);
+      }, maxWaitMs);
       const w: Waiter = {
         gone: false,
         start: () => {

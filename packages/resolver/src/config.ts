@@ -115,6 +115,7 @@ function readQuotas(r: ConfigReader): QuotaPolicy {
     perMinuteFloor: r.integer("perMinuteFloor", d.perMinuteFloor, 1, 10_000_000),
     enrolledUsers,
     defaultEnrolledUsers: r.integer("defaultEnrolledUsers", d.defaultEnrolledUsers, 1, 10_000_000_000),
+    fanOutCostPerExtraDp: r.integer("fanOutCostPerExtraDp", d.fanOutCostPerExtraDp, 1, 1_000),
   };
   r.done();
   return policy;

@@ -83,12 +83,16 @@ export class LookupMux {
       const responses = this.channel
         .client(pb.AuthoritativeService)
         .lookupStream(live, { signal: this.abort.signal });
+      let first = true;
       for await (const res of responses) {
         this.lastHeardMs = this.now();
         if (res.result.case === "limits") {
-          this.onLimits?.(res.result.value.lookupsPerSecond);
+          // Only as the stream's first message, as the protocol says; later ones are ignored.
+          if (first) this.onLimits?.(res.result.value.lookupsPerSecond);
+          first = false;
           continue;
         }
+        first = false;
         const p = this.pending.get(res.requestId);
         if (!p) continue; // timed out already
         this.pending.delete(res.requestId);

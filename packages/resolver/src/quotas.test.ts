@@ -70,3 +70,15 @@ test("a lookup that got no answer is given back; odd identity names are just unl
     assert.equal(spend(() => q.charge(name, "eu", 0)).passed, 100, name);
   }
 });
+
+test("a query that fans out to several DPs costs more than a local one (R12)", () => {
+  const q = createQuotas({ ...DEFAULT_QUOTA_POLICY, enrolledUsers: { msp: 2 }, fanOutCostPerExtraDp: 2 });
+  assert.equal(q.lookupCost(1), 1);
+  assert.equal(q.lookupCost(3), 5);
+  // Two users: 200 a day at eu, 120 a minute. A query asking 3 DPs takes 5 of them.
+  for (let i = 0; i < 24; i++) q.charge("msp", "eu", 0, 3);
+  assert.throws(() => q.charge("msp", "eu", 0, 3), /120 lookups per minute/);
+  assert.equal(q.report("msp", ["eu"], 0).perMinuteRemaining, 0);
+  q.refund("msp", "eu", 0, 3);
+  assert.equal(q.report("msp", ["eu"], 0).perMinuteRemaining, 5);
+});

@@ -18,6 +18,11 @@ export interface QuotaPolicy {
   /** Enrolled users of each caller identity (certificate CN); others count as `defaultEnrolledUsers`. */
   readonly enrolledUsers: Readonly<Record<string, number>>;
   readonly defaultEnrolledUsers: number;
+  /**
+   * What each DP beyond the first costs a fanned-out (federated) query, in lookups (R12: such
+   * queries may be limited harder). A local query asks one DP and costs 1.
+   */
+  readonly fanOutCostPerExtraDp: number;
 }
 
 /** P1: a user can look up at least 50 CSIs per DP per MSP per day. */
@@ -29,6 +34,7 @@ export const DEFAULT_QUOTA_POLICY: QuotaPolicy = {
   perMinuteFloor: 120,
   enrolledUsers: {},
   defaultEnrolledUsers: 1,
+  fanOutCostPerExtraDp: 2,
 };
 
 const DAY = 86_400_000;
@@ -47,10 +53,15 @@ export interface QuotaReport {
 
 /** The resolver's lookup budgets. */
 export interface Quotas {
-  /** Charges one lookup of `identity` at `dpId` ("" when no DP is delegated), or throws RESOURCE_EXHAUSTED. */
-  charge(identity: string, dpId: string, nowMs: number): void;
+  /**
+   * Charges a lookup of `identity` at `dpId` ("" when no DP is delegated) that asks `dpsAsked`
+   * DPs (1 unless it fans out; see lookupCost), or throws RESOURCE_EXHAUSTED.
+   */
+  charge(identity: string, dpId: string, nowMs: number, dpsAsked?: number): void;
   /** Gives back a charge whose lookup got no answer (the DP was down, the resolver not ready). */
-  refund(identity: string, dpId: string, nowMs: number): void;
+  refund(identity: string, dpId: string, nowMs: number, dpsAsked?: number): void;
+  /** What a query asking `dpsAsked` DPs costs, in lookups (R12). */
+  lookupCost(dpsAsked: number): number;
   report(identity: string, dpIds: readonly string[], nowMs: number): QuotaReport;
   /** Refusals so far (GetStats). */
   readonly refused: number;
@@ -79,8 +90,11 @@ export function createQuotas(policy: QuotaPolicy): Quotas {
     return l;
   };
   let refused = 0;
+  const lookupCost = (dpsAsked: number) =>
+    1 + Math.max(0, Math.floor(dpsAsked) - 1) * policy.fanOutCostPerExtraDp;
   return {
-    charge(identity, dpId, nowMs) {
+    charge(identity, dpId, nowMs, dpsAsked = 1) {
+      const cost = lookupCost(dpsAsked);
       const day = limiter(dailyOf(identity), DAY);
       const minute = limiter(minuteOf(identity), MINUTE);
       const dayKey = `${identity}\0${dpId}`;
@@ -90,7 +104,7 @@ export function createQuotas(policy: QuotaPolicy): Quotas {
         [day, dayKey, "LOOKUP_LIMIT_DAY", `${day.budget.limit} lookups per day at ${dpName}`],
       ];
       for (const [l, key, reason, budget] of budgets) {
-        const r = l.check(key, nowMs);
+        const r = l.check(key, nowMs, cost);
         if (!r) continue;
         refused++;
         const s = Math.ceil(r.retryAfterMs / 1000);
@@ -107,12 +121,14 @@ export function createQuotas(policy: QuotaPolicy): Quotas {
           },
         );
       }
-      for (const [l, key] of budgets) l.take(key, nowMs);
+      for (const [l, key] of budgets) l.take(key, nowMs, cost);
     },
-    refund(identity, dpId, nowMs) {
-      limiter(minuteOf(identity), MINUTE).giveBack(identity, nowMs);
-      limiter(dailyOf(identity), DAY).giveBack(`${identity}\0${dpId}`, nowMs);
+    refund(identity, dpId, nowMs, dpsAsked = 1) {
+      const cost = lookupCost(dpsAsked);
+      limiter(minuteOf(identity), MINUTE).giveBack(identity, nowMs, cost);
+      limiter(dailyOf(identity), DAY).giveBack(`${identity}\0${dpId}`, nowMs, cost);
     },
+    lookupCost,
     report(identity, dpIds, nowMs) {
       const day = limiter(dailyOf(identity), DAY);
       const minute = limiter(minuteOf(identity), MINUTE);

@@ -1,9 +1,10 @@
 // Pseudonymous rate-limit contexts (P2): what a resolver forwards to a DP instead of the
 // querying MSP's identity, so the DP can hold one MSP behind a shared resolver to its limits
 // without learning which MSP it is. A context is the first 16 bytes of HMAC-SHA256 under a
-// key made at start and kept in memory only, over the UTC day and the caller's identity: the
-// same all day for one caller at one resolver, unrelated across days and across resolvers,
-// and irreversible without the key (identities are few, so an unkeyed hash would not hide
+// key made at start and kept in memory only, over the UTC day, the DP and the caller's
+// identity: the same all day for one caller at one DP, unrelated across days, across DPs (two
+// DPs comparing notes cannot join one MSP's traffic) and across resolvers, and irreversible
+// without the key (identities are few, so an unkeyed hash would not hide
 // them). A restart makes a new key, which starts every caller afresh at the DPs, as it does
 // the resolver's own budgets.
 import { createHmac, randomBytes } from "node:crypto";
@@ -14,8 +15,8 @@ const MAX_CACHED = 100_000;
 
 /** The contexts of one resolver process. */
 export interface RateContexts {
-  /** The context to forward for `identity`'s lookups at `nowMs`. */
-  of(identity: string, nowMs: number): Uint8Array;
+  /** The context to forward to DP `dpId` for `identity`'s lookups at `nowMs`. */
+  of(identity: string, dpId: string, nowMs: number): Uint8Array;
 }
 
 /** Creates the contexts under a new random key (or `key`, for tests). */
@@ -23,22 +24,20 @@ export function createRateContexts(key: Uint8Array = randomBytes(32)): RateConte
   let day = -1;
   const cached = new Map<string, Uint8Array>();
   return {
-    of(identity, nowMs) {
+    of(identity, dpId, nowMs) {
       const today = Math.floor(nowMs / DAY_MS);
       if (today !== day) {
         day = today;
         cached.clear();
       }
-      let c = cached.get(identity);
+      const k = `${today}\0${dpId}\0${identity}`;
+      let c = cached.get(k);
       if (!c) {
         c = new Uint8Array(
-          createHmac("sha256", key)
-            .update(`MIMI-RATE-CONTEXT-v1\0${today}\0${identity}`)
-            .digest()
-            .subarray(0, 16),
+          createHmac("sha256", key).update(`MIMI-RATE-CONTEXT-v2\0${k}`).digest().subarray(0, 16),
         );
         if (cached.size >= MAX_CACHED) cached.clear();
-        cached.set(identity, c);
+        cached.set(k, c);
       }
       return c;
     },

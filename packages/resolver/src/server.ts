@@ -26,12 +26,28 @@ import {
   sleepUnlessAborted,
 } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
+import { createHeldRefusals } from "./held-refusals.js";
 import type { Quotas } from "./quotas.js";
 import type { RateContexts } from "./rate-context.js";
 import type { FlushScope, Resolution, ResolverService } from "./service.js";
+import { isCallerRefusal } from "./upstream.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 const MAX_STREAM_INFLIGHT = 1_024;
+
+/** The longest a lookup waits for a DP's window, however far its caller's deadline. */
+const MAX_CALLER_WAIT_MS = 60_000;
+
+/**
+ * How long a lookup may wait for its DP's window: most of what is left of its caller's deadline
+ * (a ResolveStream's items share the stream's), so a caller that allows a slow DP a minute is
+ * not failed after the gate's default; none named: the gate's default.
+ */
+function waitBound(deadlineMs: number): number | undefined {
+  if (!Number.isFinite(deadlineMs)) return undefined;
+  const left = deadlineMs - Date.now();
+  return Math.max(0, Math.min(MAX_CALLER_WAIT_MS, left * 0.9));
+}
 
 /** Refusals one caller gets at full speed each second; past it, its calls are slowed. */
 const REFUSALS_PER_SECOND = 100;
@@ -91,6 +107,7 @@ export function bindResolverServer(
   // second, its calls are slowed instead: a refused unary call is answered only after a pause,
   // and a ResolveStream reads no further request until the pause is over (HTTP/2 flow control
   // then holds the sender).
+  const held = createHeldRefusals();
   const refusals = createRateLimiter({ limit: REFUSALS_PER_SECOND, windowMs: 1_000 }, MAX_REFUSING_KEYS);
   const refusalPause = (err: unknown, identity: string): number => {
     if (!(err instanceof DiscoveryError) || err.code !== "resource_exhausted") return 0;
@@ -110,16 +127,18 @@ export function bindResolverServer(
   ) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
-    // The caller's identity is read once per connection (core wire/grpc.ts). A miss is charged
-    // to it, unless an enforced enumeration detection refuses it; a cache hit costs nobody a
-    // lookup. A lookup that got no answer (DP down, resolver not ready) is given back.
-    const identity = ctx.peerName;
+    // The caller's identity (read once per connection, core wire/grpc.ts) is charged a miss,
+    // unless an enforced enumeration detection refuses it; a cache hit costs nobody a lookup.
+    // A lookup that got no answer (DP down, resolver not ready) is given back.
+    const identity = ctx.peer.name;
     let charged: { dpId: string } | undefined;
     const charge = () => {
       const now = opts.now();
       const block = enumeration.blocked(identity, csi.uri, now);
       if (block) throw refused(enumerationRefusal(block, now));
       const c = { dpId: registry.find(csi.key)?.dpId ?? "" };
+      const dpRefused = held.check(identity, c.dpId, csi.uri, now);
+      if (dpRefused) throw refused(dpRefused);
       try {
         opts.quotas.charge(identity, c.dpId, now);
       } catch (err) {
@@ -127,7 +146,7 @@ export function bindResolverServer(
       }
       charged = c;
       // The DP gets a pseudonym of the caller, never its identity (P2).
-      return opts.rateContexts.of(identity, now);
+      return opts.rateContexts.of(identity, c.dpId, now);
     };
     let told = false;
     const refused = (err: unknown) => {
@@ -139,18 +158,22 @@ export function bindResolverServer(
     };
     let r: Resolution;
     try {
-      r = await service.resolve(csi, charge);
+      r = await service.resolve(csi, charge, waitBound(ctx.deadlineMs));
     } catch (err) {
-      if (charged) opts.quotas.refund(identity, charged.dpId, opts.now());
+      if (charged) {
+        // A DP refusing the caller's own context is the caller's doing: it stays charged, and
+        // its next lookups there are refused here until the DP's retry-after.
+        if (isCallerRefusal(err)) held.hold(identity, charged.dpId, csi.uri, err, opts.now());
+        else opts.quotas.refund(identity, charged.dpId, opts.now());
+      }
       throw refused(err);
     }
-    const tripped = enumeration.observe(
-      identity,
-      csi.uri,
-      { cacheHit: r.source !== "upstream", notFound: r.outcome.kind === "not_found" },
-      opts.now(),
-    );
-    for (const d of tripped) logDetection(log, d, enumeration.policy.mode);
+    // Only what a DP answered counts towards enumeration: cached answers are free to fake.
+    if (r.source === "upstream") {
+      const notFound = r.outcome.kind === "not_found";
+      for (const d of enumeration.observe(identity, csi.uri, notFound, opts.now()))
+        logDetection(log, d, enumeration.policy.mode);
+    }
     if (log.isLevelEnabled("debug")) {
       log.debug(
         { peer: ctx.peerName, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
@@ -231,7 +254,7 @@ export function bindResolverServer(
       },
       async getQuota(_req, ctx) {
         const dpIds = registry.allDps().map((d) => d.id);
-        const q = opts.quotas.report(ctx.peerName, dpIds, opts.now());
+        const q = opts.quotas.report(ctx.peer.name, dpIds, opts.now());
         return {
           identity: q.identity,
           enrolledUsers: BigInt(q.enrolledUsers),
@@ -345,8 +368,8 @@ function enumerationRefusal(d: Detection, nowMs: number): DiscoveryError {
   const what = d.scope === "all" ? "its lookups" : `its lookups in number block ${d.scope}`;
   return new DiscoveryError(
     "resource_exhausted",
-    `"${d.subject}": ${what} looked like enumeration (${d.distinct} distinct numbers in a window, ` +
-      `${d.notFound} of ${d.answers} not found, ${d.cacheHits} cached), so lookups that need a DP are ` +
+    `"${d.subject}": ${what} looked like enumeration (${d.distinct} distinct numbers asked of DPs in a ` +
+      `window, ${d.notFound} of ${d.answers} not found), so lookups there that need a DP are ` +
       `refused for ${Math.ceil(retryAfterMs / 1000)} s; cached answers are still served`,
     {
       details: {
@@ -367,7 +390,6 @@ function logDetection(log: Logger, d: Detection, mode: string): void {
       distinct: d.distinct,
       answers: d.answers,
       notFound: d.notFound,
-      cacheHits: d.cacheHits,
       mode,
       ...(d.blockedUntilMs > 0 && { blockedUntilMs: d.blockedUntilMs }),
     },

@@ -23,7 +23,7 @@ import {
   type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
-import type { Upstream } from "./upstream.js";
+import { isCallerRefusal, type Upstream } from "./upstream.js";
 
 /** What the cache holds per CSI: the outcome and the key it was delegated by. */
 export interface CachedAnswer {
@@ -73,7 +73,7 @@ export interface ResolverService {
    * forwarded to the DP as the pseudonymous rate-limit context (P2). Concurrent misses for one
    * CSI share one lookup, under the first caller's context.
    */
-  resolve(csi: Csi, onMiss?: () => Uint8Array | undefined): Promise<Resolution>;
+  resolve(csi: Csi, onMiss?: () => Uint8Array | undefined, maxWaitMs?: number): Promise<Resolution>;
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -153,7 +153,7 @@ const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
-  const inflight = new Map<string, Promise<Resolution>>();
+  const inflight = new Map<string, { p: Promise<Resolution>; context: Uint8Array }>();
   const stats: ResolverStats = {
     hits: 0,
     misses: 0,
@@ -207,6 +207,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     attempt = 0,
     background = false,
     context = NO_CONTEXT,
+    maxWaitMs: number | undefined = undefined,
   ): Promise<Resolution> => {
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `${problem}; retry shortly`);
@@ -231,7 +232,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     const startedAt = eventCount;
     try {
       stats.upstreamRequests++;
-      const outcome = await o.upstream.lookup(dp, csi.uri, context);
+      const outcome = await o.upstream.lookup(dp, csi.uri, context, maxWaitMs);
       let sealed: SealStatement | undefined;
       try {
         sealed = o.verify(csi, outcome);
@@ -246,7 +247,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
-        if (attempt === 0) return walk(csi, 1, background, context);
+        if (attempt === 0) return walk(csi, 1, background, context, maxWaitMs);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const hashKey = o.changeKeys.get(dp.id);
@@ -254,7 +255,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (startedAt !== eventCount && ix && (recent.get(ix) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
-        if (attempt === 0) return walk(csi, 1, background, context);
+        if (attempt === 0) return walk(csi, 1, background, context, maxWaitMs);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
@@ -355,19 +356,31 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
-  const single = (csi: Csi, background: boolean, context = NO_CONTEXT) => {
-    let p = inflight.get(csi.uri);
-    if (!p) {
-      p = walk(csi, 0, background, context).finally(() => inflight.delete(csi.uri));
-      inflight.set(csi.uri, p);
+  const single = (
+    csi: Csi,
+    background: boolean,
+    context = NO_CONTEXT,
+    maxWaitMs?: number,
+  ): Promise<Resolution> => {
+    const running = inflight.get(csi.uri);
+    if (!running) {
+      const p = walk(csi, 0, background, context, maxWaitMs).finally(() => inflight.delete(csi.uri));
+      inflight.set(csi.uri, { p, context });
+      return p;
     }
-    return p;
+    if (running.context === context) return running.p;
+    // Joined under another caller's context: a DP refusing that context says nothing about
+    // this caller, who is asked for under its own.
+    return running.p.catch((err: unknown) => {
+      if (isCallerRefusal(err)) return single(csi, background, context, maxWaitMs);
+      throw err;
+    });
   };
   const { minHits, remainingFraction } = o.prefetch;
 
   return {
     stats,
-    resolve(csi, onMiss) {
+    resolve(csi, onMiss, maxWaitMs) {
       const hit = o.cache.get(csi.uri);
       if (hit) {
         stats.hits++;
@@ -401,7 +414,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         }
       }
       // Concurrent misses for one CSI share a single upstream request.
-      return single(csi, false, context);
+      return single(csi, false, context, maxWaitMs);
     },
     changed(dpId, hashHex) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.

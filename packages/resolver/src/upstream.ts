@@ -29,7 +29,7 @@ export interface Upstream {
    * Looks up a canonical CSI at the DP, trying its endpoints in order, within the DP's adaptive
    * window of lookups in flight (adaptive-gate.ts).
    */
-  lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array): Promise<LookupOutcome>;
+  lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array, maxWaitMs?: number): Promise<LookupOutcome>;
   /** The window of each DP asked so far (GetStats). */
   windows(): { dpId: string; inflight: number; window: number; queued: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
@@ -107,16 +107,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         return outcomeOf(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
-        if (e.remoteStatus === status.RESOURCE_EXHAUSTED) {
-          // The DP's own limits (its capacity, our rate, the caller's context, an enumeration
-          // detection): the caller is told when to retry. No failover: another endpoint of the
-          // same DP is not a second budget.
-          throw new DiscoveryError(
-            "resource_exhausted",
-            `DP "${dp.id}" refused the lookup: ${e.message.slice(e.message.indexOf(": ") + 2)}`,
-            { cause: e, ...(e.details && { details: e.details }) },
-          );
-        }
+        if (e.remoteStatus === status.RESOURCE_EXHAUSTED) throw dpRefusal(dp.id, e);
         // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
         log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
         if (timedOut(e)) timeouts++;
@@ -141,15 +132,15 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   return {
     channel: channelFor,
-    async lookup(dp, csi, rateContext = NO_CONTEXT) {
+    async lookup(dp, csi, rateContext = NO_CONTEXT, maxWaitMs) {
       const gate = gateFor(dp.id);
       try {
-        return await gate.run(() => attempt(dp, csi, rateContext), timedOut);
+        return await gate.run(() => attempt(dp, csi, rateContext), timedOut, maxWaitMs);
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
         if (!timedOut(err) || !gate.shrank) throw err;
-        return gate.run(() => attempt(dp, csi, rateContext), timedOut);
+        return gate.run(() => attempt(dp, csi, rateContext), timedOut, maxWaitMs);
       }
     },
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),
@@ -160,6 +151,46 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     },
   };
 }
+/** Why a DP may refuse a lookup (lookup-limits.ts at the DP); anything else reads DP_LIMIT. */
+const DP_REASONS = new Set(["DP_CAPACITY", "DP_RESOLVER_LIMIT", "DP_CONTEXT_LIMIT", "ENUMERATION_SUSPECTED"]);
+/** Reasons that concern the caller's rate-limit context, not the resolver as a whole. */
+const CALLER_REASONS = new Set(["DP_CONTEXT_LIMIT", "ENUMERATION_SUSPECTED"]);
+const DAY_MS = 86_400_000;
+
+/**
+ * A DP's RESOURCE_EXHAUSTED, as the caller gets it: in the resolver's words (the DP's text is
+ * for our log; it may name this resolver), a known reason, a retry-after of at most a day. No
+ * failover: another endpoint of the same DP is not a second budget.
+ */
+function dpRefusal(dpId: string, e: DiscoveryError): DiscoveryError {
+  const given = e.details?.reason ?? "";
+  const reason = DP_REASONS.has(given) ? given : "DP_LIMIT";
+  const raw = e.details?.retryAfterMs ?? 1_000;
+  const retryAfterMs = Math.min(DAY_MS, Math.max(0, Number.isFinite(raw) ? raw : DAY_MS));
+  return new DiscoveryError(
+    "resource_exhausted",
+    `DP "${dpId}" refused the lookup (${reason}); try again in ${Math.ceil(retryAfterMs / 1000)} s`,
+    {
+      cause: e,
+      remoteStatus: status.RESOURCE_EXHAUSTED,
+      details: { retryAfterMs, reason, metadata: { dp: dpId } },
+    },
+  );
+}
+
+/**
+ * Whether `err` is a DP refusing the caller's own rate-limit context (its budget there, or an
+ * enumeration block): charged to the caller, not retried under its name.
+ */
+export function isCallerRefusal(err: unknown): err is DiscoveryError {
+  return (
+    err instanceof DiscoveryError &&
+    err.code === "resource_exhausted" &&
+    err.remoteStatus === status.RESOURCE_EXHAUSTED &&
+    CALLER_REASONS.has(err.details?.reason ?? "")
+  );
+}
+
 function outcomeOf(dpId: string, answer: pb.Answer | undefined): LookupOutcome {
   const kind = answer && kindOfStatus(answer.status);
   if (!answer || !kind)

@@ -89,7 +89,7 @@ export function addResolverCommands(program: Command): void {
     );
     for (const d of s.recentDetections) {
       out(
-        `  ${isoTime(d.atMs)} ${d.subject} ${d.scope}: ${d.distinct} distinct, ${d.notFound}/${d.answers} not found, ${d.cacheHits} cached${d.blockedUntilMs > 0n ? `, refused until ${isoTime(d.blockedUntilMs)}` : ""}`,
+        `  ${isoTime(d.atMs)} ${d.subject} ${d.scope}: ${d.distinct} distinct, ${d.notFound}/${d.answers} not found${d.blockedUntilMs > 0n ? `, refused until ${isoTime(d.blockedUntilMs)}` : ""}`,
       );
     }
     out(

@@ -1,16 +1,19 @@
 // Enumeration detection (R22; the abuse issue): a crawler that walks a number range to build a
-// spam list asks many distinct numbers, most of which nobody registered, and few of which
-// anyone asked before. PowerDNS's random-subdomain detector looks for the same shape in DNS
-// (many distinct names under one zone, mostly NXDOMAIN, mostly cache misses), and its defaults
-// are ours: 60 s windows, at least 50 distinct names, a failure ratio of 0.8, a cache-hit ratio
-// of at most 0.2. Each subject (a caller identity at a resolver, a pseudonymous rate-limit
-// context at a DP) is watched as a whole and per number block (the number without its last
-// four digits; an email address's domain), so a sweep of one block is seen even when it hides
-// inside normal traffic, and a sweep spread over many blocks is seen as a whole. In `log` mode
-// a detection is logged and counted; in `enforce` mode the subject's lookups that would reach
-// a DP are also refused for `blockMs` (cached answers stay served: they reveal nothing new).
-// State is in memory and bounded: windows in an LRU of `maxTracked` keys, blocks in their own
-// bounded map, so a crawler cannot push its block out by opening new windows.
+// spam list asks many distinct numbers, most of which nobody registered and nobody asked before.
+// PowerDNS's random-subdomain detector looks for the same shape in DNS (many distinct names
+// under one zone, mostly NXDOMAIN, mostly cache misses) with 60 s windows, at least 50 distinct
+// names and a failure ratio of 0.8, and so do we, with one change: only lookups that had to
+// reach a DP are counted. A cache hit is free, so counting hits (PowerDNS's hit-ratio guard)
+// would let a crawler dilute its windows with cached numbers at no cost; judging the misses
+// alone, a window is by construction all cache misses, and diluting its NOT_FOUND share takes
+// paid lookups of numbers that exist. Each subject (a caller identity at a resolver; a calling
+// resolver and rate-limit context at a DP) is watched per number block (the number without its
+// last four digits; an email address's domain) and as a whole. In `enforce` mode a block-scope
+// detection refuses the subject's lookups in that block for `blockMs`; a whole-subject
+// detection is only logged and counted in either mode, since a third party can make an MSP's
+// users ask for a few dozen unknown numbers (a shared contact list) and must not be able to
+// switch the MSP off. State is in memory and bounded: windows in an LRU of `maxTracked` keys,
+// blocks in their own bounded map, so new windows cannot push a block out.
 import { ConfigError, type ConfigReader } from "./config.js";
 
 /** What the detector does when it sees the pattern. */
@@ -24,8 +27,6 @@ export interface EnumerationPolicy {
   readonly minDistinct: number;
   /** NOT_FOUND answers, in percent of the window's answers, at or above which it is a crawl. */
   readonly minNotFoundPercent: number;
-  /** Cache hits, in percent of the window's answers, at or below which it is a crawl. */
-  readonly maxCacheHitPercent: number;
   /** How long an enforced detection refuses the subject's lookups. */
   readonly blockSeconds: number;
   /** Windows held at once (subjects and number blocks); the least recently opened go first. */
@@ -37,7 +38,6 @@ export const DEFAULT_ENUMERATION_POLICY: EnumerationPolicy = {
   windowSeconds: 60,
   minDistinct: 50,
   minNotFoundPercent: 80,
-  maxCacheHitPercent: 20,
   blockSeconds: 300,
   maxTracked: 10_000,
 };
@@ -52,7 +52,6 @@ export function readEnumerationPolicy(r: ConfigReader, d = DEFAULT_ENUMERATION_P
     windowSeconds: r.integer("windowSeconds", d.windowSeconds, 1, 3_600),
     minDistinct: r.integer("minDistinct", d.minDistinct, 2, 100_000),
     minNotFoundPercent: r.integer("minNotFoundPercent", d.minNotFoundPercent, 0, 100),
-    maxCacheHitPercent: r.integer("maxCacheHitPercent", d.maxCacheHitPercent, 0, 100),
     blockSeconds: r.integer("blockSeconds", d.blockSeconds, 1, 86_400),
     maxTracked: r.integer("maxTracked", d.maxTracked, 1, 10_000_000),
   };
@@ -63,14 +62,13 @@ export function readEnumerationPolicy(r: ConfigReader, d = DEFAULT_ENUMERATION_P
 /** One detection: what was seen in the window that tripped it. */
 export interface Detection {
   readonly subject: string;
-  /** "all" for the subject as a whole, otherwise the number block ("tel:+4477009", "mailto:@example.org"). */
+  /** "all" for the subject as a whole (logged, never refused), otherwise the number block ("tel:+4477009", "mailto:@example.org"). */
   readonly scope: string;
   readonly distinct: number;
   readonly answers: number;
   readonly notFound: number;
-  readonly cacheHits: number;
   readonly atMs: number;
-  /** When its block ends (enforce mode); 0 in log mode. */
+  /** When its block ends (enforce mode, block scope); 0 when nothing is refused. */
   readonly blockedUntilMs: number;
 }
 
@@ -78,15 +76,11 @@ export interface Detection {
 export interface EnumerationDetector {
   readonly policy: EnumerationPolicy;
   /**
-   * Records one answer to `subject` for the canonical `csi`; returns the detections it
-   * tripped (at most one per window and scope), already counted and, in enforce mode, blocking.
+   * Records one answer a DP gave `subject` for the canonical `csi` (never a cached one); returns
+   * the detections it tripped (at most one per window and scope), already counted and, in
+   * enforce mode, blocking.
    */
-  observe(
-    subject: string,
-    csi: string,
-    answer: { readonly cacheHit: boolean; readonly notFound: boolean },
-    nowMs: number,
-  ): readonly Detection[];
+  observe(subject: string, csi: string, notFound: boolean, nowMs: number): readonly Detection[];
   /** The enforced detection that refuses `subject`'s lookup of `csi` now, if any. */
   blocked(subject: string, csi: string, nowMs: number): Detection | undefined;
   /** Detections so far, and lookups refused by blocks. */
@@ -110,13 +104,17 @@ interface Window {
   startMs: number;
   answers: number;
   notFound: number;
-  cacheHits: number;
   /** 32-bit hashes of the distinct CSIs seen, up to minDistinct. */
   distinct: Set<number>;
   tripped: boolean;
 }
 
 const RECENT = 32;
+/**
+ * Blocks held at once, the oldest dropped first. A crawler whose whole traffic is a crawl trips a
+ * block within one window of one block (50 paid lookups), so filling this bound takes millions.
+ */
+const MAX_BLOCKS = 100_000;
 
 /** Creates a detector with `policy`. */
 export function createEnumerationDetector(policy: EnumerationPolicy): EnumerationDetector {
@@ -128,14 +126,15 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
 
   const windowOf = (key: string, nowMs: number): Window => {
     let w = windows.get(key);
-    if (w && nowMs - w.startMs < windowMs && nowMs >= w.startMs) return w;
+    // A clock stepped back keeps the window open rather than starting a fresh one.
+    if (w && nowMs - w.startMs < windowMs) return w;
     // A new window goes to the back of the LRU; the oldest-opened is dropped past the bound.
     if (w) windows.delete(key);
     else if (windows.size >= policy.maxTracked) {
       const oldest = windows.keys().next().value;
       if (oldest !== undefined) windows.delete(oldest);
     }
-    w = { startMs: nowMs, answers: 0, notFound: 0, cacheHits: 0, distinct: new Set(), tripped: false };
+    w = { startMs: nowMs, answers: 0, notFound: 0, distinct: new Set(), tripped: false };
     windows.set(key, w);
     return w;
   };
@@ -143,26 +142,24 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
   const judge = (subject: string, scope: string, w: Window, nowMs: number): Detection | undefined => {
     if (w.tripped || w.distinct.size < policy.minDistinct) return undefined;
     if (w.notFound * 100 < policy.minNotFoundPercent * w.answers) return undefined;
-    if (w.cacheHits * 100 > policy.maxCacheHitPercent * w.answers) return undefined;
     w.tripped = true;
+    const refuses = policy.mode === "enforce" && scope !== "all";
     const d: Detection = {
       subject,
       scope,
       distinct: w.distinct.size,
       answers: w.answers,
       notFound: w.notFound,
-      cacheHits: w.cacheHits,
       atMs: nowMs,
-      blockedUntilMs: policy.mode === "enforce" ? nowMs + policy.blockSeconds * 1000 : 0,
+      blockedUntilMs: refuses ? nowMs + policy.blockSeconds * 1000 : 0,
     };
     counts.detections++;
     recent.unshift(d);
     if (recent.length > RECENT) recent.pop();
-    if (policy.mode === "enforce") {
+    if (refuses) {
       const key = `${subject}\0${scope}`;
       blocks.delete(key);
-      // Bounded like the windows; each block took a window of paid lookups to earn.
-      if (blocks.size >= policy.maxTracked) {
+      if (blocks.size >= MAX_BLOCKS) {
         const oldest = blocks.keys().next().value;
         if (oldest !== undefined) blocks.delete(oldest);
       }
@@ -174,22 +171,22 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
   const activeBlock = (key: string, nowMs: number) => {
     const b = blocks.get(key);
     if (!b) return undefined;
-    if (nowMs < b.blockedUntilMs && nowMs >= b.atMs) return b;
+    // A clock stepped back lengthens a block by the step; it never lifts one.
+    if (nowMs < b.blockedUntilMs) return b;
     blocks.delete(key);
     return undefined;
   };
 
   return {
     policy,
-    observe(subject, csi, answer, nowMs) {
+    observe(subject, csi, notFound, nowMs) {
       if (policy.mode === "off") return [];
       const h = hash32(csi);
       const found: Detection[] = [];
       for (const scope of ["all", csiBlockOf(csi)]) {
         const w = windowOf(`${subject}\0${scope}`, nowMs);
         w.answers++;
-        if (answer.notFound) w.notFound++;
-        if (answer.cacheHit) w.cacheHits++;
+        if (notFound) w.notFound++;
         if (w.distinct.size < policy.minDistinct) w.distinct.add(h);
         const d = judge(subject, scope, w, nowMs);
         if (d) found.push(d);
@@ -198,7 +195,7 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
     },
     blocked(subject, csi, nowMs) {
       if (policy.mode !== "enforce" || blocks.size === 0) return undefined;
-      const b = activeBlock(`${subject}\0all`, nowMs) ?? activeBlock(`${subject}\0${csiBlockOf(csi)}`, nowMs);
+      const b = activeBlock(`${subject}\0${csiBlockOf(csi)}`, nowMs);
       if (b) counts.refused++;
       return b;
     },

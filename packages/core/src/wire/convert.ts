@@ -331,7 +331,6 @@ export function detectionToProto(d: Detection) {
     distinct: BigInt(d.distinct),
     answers: BigInt(d.answers),
     notFound: BigInt(d.notFound),
-    cacheHits: BigInt(d.cacheHits),
     atMs: BigInt(d.atMs),
     blockedUntilMs: BigInt(d.blockedUntilMs),
   };

@@ -31,6 +31,8 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Full method path, e.g. "/mimi.discovery.v1.ResolverService/Resolve". */
   readonly method: string;
+  /** When the caller stops waiting (ms since 1970 by this host's clock); Infinity for no deadline. */
+  readonly deadlineMs: number;
 }
 
 /** The request message of a method. */
@@ -93,7 +95,7 @@ export function addService<S extends GenServiceMethods>(
     const handler = (handlers as Record<string, unknown>)[method.localName] as (
       ...args: unknown[]
     ) => unknown;
-    implementation[method.localName] = serverHandler(method, path, handler, options, limits.watchers);
+    implementation[method.localName] = serverHandler(method, path, handler, options, limits);
   }
   server.addService(definition, implementation);
 }
@@ -191,6 +193,10 @@ function makeContext(call: AnyCall, path: string): { ctx: CallContext; done: () 
       return controller.signal;
     },
     method: path,
+    get deadlineMs() {
+      const d = call.getDeadline();
+      return d instanceof Date ? d.getTime() : d;
+    },
   };
   return { ctx, done: () => onCancel && events.removeListener("cancelled", onCancel) };
 }
@@ -262,7 +268,7 @@ function serverHandler(
   path: string,
   handler: (...args: unknown[]) => unknown,
   { log, authorize, roles }: AddServiceOptions,
-  watchers: WatchSlots,
+  { watchers, streamingCalls }: { watchers: WatchSlots; streamingCalls: WatchSlots },
 ): grpc.UntypedHandleCall {
   const fail = (err: unknown) => toWireStatus(err, log, path);
   // The TLS handshake already refused clients without a certificate from our CA (servers
@@ -321,18 +327,24 @@ function serverHandler(
         );
       };
     case "client_streaming":
+      // Client and bidirectional streams take a slot of their caller's identity too
+      // (connections.maxStreamingCallsPerIdentity), for as long as they are open.
       return (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         const { ctx, done } = makeContext(call, path);
+        let release: (() => void) | undefined;
         (async () => {
           check?.(ctx);
+          release = streamingCalls.acquire(ctx.peerName);
           const out = await handler(incoming(call), ctx);
           return asReply(method, out);
         })().then(
           (res) => {
+            release?.();
             done();
             callback(null, res);
           },
           (err) => {
+            release?.();
             done();
             callback(fail(err));
           },
@@ -342,15 +354,19 @@ function serverHandler(
       return (call: grpc.ServerDuplexStream<unknown, unknown>) => {
         const { ctx, done } = makeContext(call, path);
         const send = writer(call, method, ctx.signal);
+        let release: (() => void) | undefined;
         (async () => {
           check?.(ctx);
+          release = streamingCalls.acquire(ctx.peerName);
           await handler(incoming(call), ctx, send);
         })().then(
           () => {
+            release?.();
             done();
             call.end();
           },
           (err) => {
+            release?.();
             done();
             if (!call.cancelled) call.emit("error", fail(err));
           },

@@ -36,6 +36,7 @@ async function serve(
   const server = createGrpcServer({ ...DEFAULT_CONNECTION_LIMITS, ...limits });
   closers.push(() => server.forceShutdown());
   let watching = 0;
+  let streaming = 0;
   addService(
     server,
     RootService,
@@ -53,11 +54,19 @@ async function serve(
   addService(
     server,
     ResolverService,
-    { resolve: async () => ({}), resolveStream: missing, getQuota: missing },
+    {
+      resolve: async () => ({}),
+      async resolveStream(_reqs, ctx) {
+        streaming++;
+        await new Promise<void>((done) => ctx.signal.addEventListener("abort", () => done()));
+        streaming--;
+      },
+      getQuota: missing,
+    },
     { log },
   );
   const port = await listen(server, "127.0.0.1", 0, creds);
-  return { server, port, watching: () => watching };
+  return { server, port, watching: () => watching, streaming: () => streaming };
 }
 
 /**
@@ -105,6 +114,34 @@ test("one identity holds at most its watch streams; a closed one frees its slot"
   await until(() => s.watching() === 2, "a new watch took the freed slot");
   again.abort();
   (watches[1] as AbortController).abort();
+});
+
+test("one identity holds at most its streaming calls; a closed one frees its slot", async () => {
+  const s = await serve({ maxStreamingCallsPerIdentity: 2 });
+  const resolver = channel(s.port).client(ResolverService);
+  const open = () => {
+    const c = new AbortController();
+    const it = resolver
+      .resolveStream((async function* () {})(), { signal: c.signal })
+      [Symbol.asyncIterator]();
+    const first = it.next();
+    first.catch(() => {});
+    return { c, first };
+  };
+  const calls = [open(), open()];
+  await until(() => s.streaming() === 2, "two streams run");
+  await assert.rejects(open().first, (err: DiscoveryError) => {
+    assert.equal(err.remoteStatus, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(err.message, /already holds 2 open streaming calls here/);
+    assert.equal(err.details?.reason, "STREAMING_CALLS_PER_IDENTITY");
+    return true;
+  });
+  calls[0]?.c.abort();
+  await until(() => s.streaming() === 1, "the cancelled stream ended");
+  const again = open();
+  await until(() => s.streaming() === 2, "a new stream took the freed slot");
+  again.c.abort();
+  calls[1]?.c.abort();
 });
 
 test("a request larger than its method takes is RESOURCE_EXHAUSTED, before it is decoded", async () => {

@@ -19,6 +19,12 @@ export interface ConnectionLimits {
   readonly maxStreamsPerConnection: number;
   /** Open watch streams (server-streaming calls) per caller identity, across its connections. */
   readonly maxWatchersPerIdentity: number;
+  /**
+   * Open client-streaming and bidirectional calls (ResolveStream, LookupStream, BulkRegister,
+   * provider feeds) per caller identity, across its connections: each may hold up to a window of
+   * items in flight, so without a cap one identity's connections could hold millions.
+   */
+  readonly maxStreamingCallsPerIdentity: number;
   /** A connection that has not finished its TLS handshake by then is closed. */
   readonly handshakeTimeoutMs: number;
   /** A connection without calls for this long is closed (clients reconnect when they need to). */
@@ -34,6 +40,7 @@ export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   maxConnectionsPerAddress: 100,
   maxStreamsPerConnection: 1_000,
   maxWatchersPerIdentity: 64,
+  maxStreamingCallsPerIdentity: 256,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 300_000,
   maxConnectionAgeMs: 3_600_000,
@@ -56,6 +63,12 @@ export function readConnectionLimits(root: ConfigReader): ConnectionLimits {
     maxConnectionsPerAddress: r.integer("maxConnectionsPerAddress", d.maxConnectionsPerAddress, 1, 1_000_000),
     maxStreamsPerConnection: r.integer("maxStreamsPerConnection", d.maxStreamsPerConnection, 1, 100_000),
     maxWatchersPerIdentity: r.integer("maxWatchersPerIdentity", d.maxWatchersPerIdentity, 1, 100_000),
+    maxStreamingCallsPerIdentity: r.integer(
+      "maxStreamingCallsPerIdentity",
+      d.maxStreamingCallsPerIdentity,
+      1,
+      100_000,
+    ),
     handshakeTimeoutMs: s("handshakeTimeoutSeconds", d.handshakeTimeoutMs, 1, 600),
     idleTimeoutMs: s("idleTimeoutSeconds", d.idleTimeoutMs, 1, 86_400),
     maxConnectionAgeMs: s("maxConnectionAgeSeconds", d.maxConnectionAgeMs, 60, 30 * 86_400),
@@ -84,8 +97,19 @@ export interface WatchSlots {
   held(identity: string): number;
 }
 
-/** Slots of `max` watch streams per identity. */
-export function createWatchSlots(max: number): WatchSlots {
+/** What a kind of slot is called in refusals. */
+interface SlotKind {
+  readonly noun: string;
+  readonly reason: string;
+}
+const WATCHES: SlotKind = { noun: "open watch streams", reason: "WATCH_STREAMS_PER_IDENTITY" };
+const STREAMING_CALLS: SlotKind = {
+  noun: "open streaming calls",
+  reason: "STREAMING_CALLS_PER_IDENTITY",
+};
+
+/** Slots of `max` watch streams (or, with `kind`, other long calls) per identity. */
+export function createWatchSlots(max: number, kind: SlotKind = WATCHES): WatchSlots {
   const held = new Map<string, number>();
   return {
     acquire(identity) {
@@ -93,11 +117,11 @@ export function createWatchSlots(max: number): WatchSlots {
       if (n >= max) {
         throw new DiscoveryError(
           "resource_exhausted",
-          `"${identity}" already holds ${max} open watch streams here, the most one identity may; close one first`,
+          `"${identity}" already holds ${max} ${kind.noun} here, the most one identity may; close one first`,
           {
             details: {
-              quota: [{ subject: `identity:${identity}`, description: `${max} open watch streams` }],
-              reason: "WATCH_STREAMS_PER_IDENTITY",
+              quota: [{ subject: `identity:${identity}`, description: `${max} ${kind.noun}` }],
+              reason: kind.reason,
             },
           },
         );
@@ -116,19 +140,29 @@ export function createWatchSlots(max: number): WatchSlots {
   };
 }
 
-const attached = new WeakMap<grpc.Server, { limits: ConnectionLimits; watchers: WatchSlots }>();
+/** A server's limits and the per-identity slots of its long calls. */
+export interface AttachedLimits {
+  limits: ConnectionLimits;
+  watchers: WatchSlots;
+  streamingCalls: WatchSlots;
+}
+const attached = new WeakMap<grpc.Server, AttachedLimits>();
 
 /** Gives `server` its limits; addService reads them (createGrpcServer calls this). */
 export function attachLimits(server: grpc.Server, limits: ConnectionLimits): void {
-  attached.set(server, { limits, watchers: createWatchSlots(limits.maxWatchersPerIdentity) });
+  attached.set(server, {
+    limits,
+    watchers: createWatchSlots(limits.maxWatchersPerIdentity),
+    streamingCalls: createWatchSlots(limits.maxStreamingCallsPerIdentity, STREAMING_CALLS),
+  });
 }
 
 /** The limits of `server`: those attached, or the defaults for a server made elsewhere. */
-export function limitsOf(server: grpc.Server): { limits: ConnectionLimits; watchers: WatchSlots } {
+export function limitsOf(server: grpc.Server): AttachedLimits {
   let l = attached.get(server);
   if (!l) {
     attachLimits(server, DEFAULT_CONNECTION_LIMITS);
-    l = attached.get(server) as { limits: ConnectionLimits; watchers: WatchSlots };
+    l = attached.get(server) as AttachedLimits;
   }
   return l;
 }
