@@ -470,7 +470,7 @@ scenario(
     };
     // Regression: 2,000 streams on one connection were all served, at 33 times the DP's cost per write.
     const first = new AbortController();
-    await open(200, first);
+    await open(2_000, first);
     first.abort();
     // Closed streams give their slots back.
     await eventually(async () => {
