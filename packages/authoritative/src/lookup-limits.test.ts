@@ -34,27 +34,28 @@ const refusal = (f: () => void, reason: string): DiscoveryError => {
 };
 
 test("a context is held to its minute and day; another context is not; no context is the caller's own", () => {
-  const { l } = limits({ perContextPerMinute: 3, perContextPerDay: 5 });
+  const { l } = limits({ perContextPerMinute: 3, perContextPerDay: 5, ownPerMinute: 3 });
   for (let i = 0; i < 3; i++) l.admit("resolver", ctx(1), "tel:+447700900001", 0);
   const e = refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
   assert.equal(e.details?.retryAfterMs, 20_000);
   l.admit("resolver", ctx(2), "tel:+447700900001", 0);
-  // Without a context the caller is held to the same budgets under its own name.
+  // Without a context the caller is held to its own budget (its refreshes, larger by default).
   for (let i = 0; i < 3; i++) l.admit("resolver", none, "tel:+447700900001", 0);
-  refusal(() => l.admit("resolver", none, "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
+  const own = refusal(() => l.admit("resolver", none, "tel:+447700900001", 0), "DP_RESOLVER_LIMIT");
+  assert.match(own.message, /"resolver" has made its 3 lookups per minute without a context/);
   // The same bytes from another resolver are another context.
   for (let i = 0; i < 3; i++) l.admit("resolver-b", ctx(1), "tel:+447700900001", 0);
   // A minute later the minute has refilled, but the day has two left.
   l.admit("resolver", ctx(1), "tel:+447700900001", 60_000);
   l.admit("resolver", ctx(1), "tel:+447700900001", 60_000);
   refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 60_000), "DP_CONTEXT_LIMIT");
-  assert.equal(l.refused.context, 3);
+  assert.deepEqual([l.refused.context, l.refused.resolver], [2, 1]);
 });
 
 test("a caller inventing a context per lookup is refused past its contexts for the day", () => {
   const { l } = limits({ maxContextsPerResolverPerDay: 3 });
   for (let n = 1; n <= 3; n++) l.admit("resolver", ctx(n), "tel:+1", 1_000);
-  const e = refusal(() => l.admit("resolver", ctx(4), "tel:+1", 1_000), "DP_CONTEXT_LIMIT");
+  const e = refusal(() => l.admit("resolver", ctx(4), "tel:+1", 1_000), "DP_CONTEXTS_PER_RESOLVER");
   assert.match(e.message, /has opened its 3 rate-limit contexts at this DP today/);
   assert.equal(e.details?.retryAfterMs, 86_400_000 - 1_000);
   // Those it has go on; another caller has its own; a new day starts afresh.

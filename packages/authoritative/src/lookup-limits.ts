@@ -31,6 +31,12 @@ export interface LookupLimitPolicy {
   readonly perContextPerDay: number;
   /** Distinct contexts one caller may use per UTC day (a resolver sends one per MSP it serves). */
   readonly maxContextsPerResolverPerDay: number;
+  /**
+   * Lookups a caller may make per minute and per day without a context (a resolver's own
+   * refreshes of popular answers, a peer DP): its own budget, larger than one MSP's.
+   */
+  readonly ownPerMinute: number;
+  readonly ownPerDay: number;
 }
 
 export const DEFAULT_LOOKUP_LIMITS: LookupLimitPolicy = {
@@ -39,6 +45,8 @@ export const DEFAULT_LOOKUP_LIMITS: LookupLimitPolicy = {
   perContextPerMinute: 60_000,
   perContextPerDay: 5_000_000,
   maxContextsPerResolverPerDay: 10_000,
+  ownPerMinute: 600_000,
+  ownPerDay: 50_000_000,
 };
 
 /** Reads the `lookupLimits` section. */
@@ -53,8 +61,10 @@ export function readLookupLimits(r: ConfigReader): LookupLimitPolicy {
       "maxContextsPerResolverPerDay",
       d.maxContextsPerResolverPerDay,
       1,
-      1_000_000,
+      100_000,
     ),
+    ownPerMinute: r.integer("ownPerMinute", d.ownPerMinute, 1, 1_000_000_000),
+    ownPerDay: r.integer("ownPerDay", d.ownPerDay, 1, 100_000_000_000),
   };
   r.done();
   return policy;
@@ -68,8 +78,11 @@ export const RATE_CONTEXT_BYTES = 16;
  * most `maxContextsPerResolverPerDay` of them, so it cannot push out all of the others'.
  */
 const MAX_KEYS = 100_000;
-/** Callers whose contexts are counted at once (identities with the resolver or dp role). */
-const MAX_CALLERS = 1_000;
+/**
+ * Callers whose contexts are counted at once (identities with the resolver or dp role, which
+ * only the CA hands out): at most this many times maxContextsPerResolverPerDay entries.
+ */
+const MAX_CALLERS = 256;
 
 const msToNextDay = (nowMs: number) => 86_400_000 - (nowMs % 86_400_000);
 
@@ -107,6 +120,9 @@ export function createLookupLimits(
   const perCaller = createRateLimiter({ limit: policy.perResolverPerSecond, windowMs: second }, MAX_KEYS);
   const perMinute = createRateLimiter({ limit: policy.perContextPerMinute, windowMs: 60_000 }, MAX_KEYS);
   const perDay = createRateLimiter({ limit: policy.perContextPerDay, windowMs: 86_400_000 }, MAX_KEYS);
+  // Lookups without a context: the caller's own budget (its refreshes, or a peer DP's lookups).
+  const ownPerMinute = createRateLimiter({ limit: policy.ownPerMinute, windowMs: 60_000 }, MAX_CALLERS);
+  const ownPerDay = createRateLimiter({ limit: policy.ownPerDay, windowMs: 86_400_000 }, MAX_CALLERS);
   const detector = createEnumerationDetector(enumeration);
   const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
   // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
@@ -184,32 +200,36 @@ export function createLookupLimits(
         );
       if (context.length > 0 && !opens(caller, subject, nowMs)) {
         throw refuse(
-          "context",
+          "resolver",
           msToNextDay(nowMs),
-          "DP_CONTEXT_LIMIT",
+          // Not the context's doing: the resolver as a whole is refused new contexts.
+          "DP_CONTEXTS_PER_RESOLVER",
           `"${caller}" has opened its ${policy.maxContextsPerResolverPerDay} rate-limit contexts at this DP today`,
         );
       }
       {
-        const key = subject;
-        const m = perMinute.check(key, nowMs);
+        const own = context.length === 0;
+        const [minute, day] = own ? [ownPerMinute, ownPerDay] : [perMinute, perDay];
+        const whose = own ? `"${caller}" has made its` : "the rate-limit context has made its";
+        const reason = own ? "DP_RESOLVER_LIMIT" : "DP_CONTEXT_LIMIT";
+        const m = minute.check(subject, nowMs);
         if (m)
           throw refuse(
-            "context",
+            own ? "resolver" : "context",
             m.retryAfterMs,
-            "DP_CONTEXT_LIMIT",
-            `the rate-limit context has made its ${policy.perContextPerMinute} lookups per minute at this DP`,
+            reason,
+            `${whose} ${minute.budget.limit} lookups per minute${own ? " without a context" : ""} at this DP`,
           );
-        const d = perDay.check(key, nowMs);
+        const d = day.check(subject, nowMs);
         if (d)
           throw refuse(
-            "context",
+            own ? "resolver" : "context",
             d.retryAfterMs,
-            "DP_CONTEXT_LIMIT",
-            `the rate-limit context has made its ${policy.perContextPerDay} lookups per day at this DP`,
+            reason,
+            `${whose} ${day.budget.limit} lookups per day${own ? " without a context" : ""} at this DP`,
           );
-        perMinute.take(key, nowMs);
-        perDay.take(key, nowMs);
+        minute.take(subject, nowMs);
+        day.take(subject, nowMs);
       }
       capacity?.take("all", nowMs);
       perCaller.take(caller, nowMs);

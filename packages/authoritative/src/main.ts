@@ -1,7 +1,5 @@
 // Authoritative process entry: argv/env -> config -> logger -> store + registry sync + claims +
 // change log + peer requests -> gRPC -> signals, through core's runServer.
-import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   CHANGE_HASH_KEY_BYTES,
@@ -11,6 +9,7 @@ import {
   loadPublicKey,
   loadSigningKey,
   pb,
+  readOrCreateSecret,
   runServer,
   sqliteFilesOf,
   startRegistrySync,
@@ -181,17 +180,14 @@ runServer<AuthoritativeConfig>(process, {
 
 // Keys the hashes of open codes; made once per DP and kept beside its store.
 function codeSecret(path: string): Uint8Array {
-  if (!existsSync(path)) writeFileSync(path, randomBytes(32), { mode: 0o600, flag: "wx" });
-  return new Uint8Array(readFileSync(path));
+  return readOrCreateSecret(path, 32, "a code-hash key");
 }
 
 /** The change-hash key; a damaged file would break every resolver's subscription, so it is refused. */
 function changeKey(path: string): Uint8Array {
-  const key = codeSecret(path);
-  if (key.length !== CHANGE_HASH_KEY_BYTES) {
-    throw new Error(
-      `${path} holds ${key.length} bytes, not the ${CHANGE_HASH_KEY_BYTES} of a change-hash key; remove it to make a new one (resolvers resync)`,
-    );
-  }
-  return key;
+  return readOrCreateSecret(
+    path,
+    CHANGE_HASH_KEY_BYTES,
+    "a change-hash key (a new one makes resolvers resync)",
+  );
 }

@@ -145,6 +145,7 @@ export {
   type PrivateKind,
   type PrivateOptions,
   privateProblem,
+  readOrCreateSecret,
   restrictFile,
   sqliteFilesOf,
 } from "./runtime/private-files.js";

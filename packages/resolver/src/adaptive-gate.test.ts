@@ -167,7 +167,7 @@ test("a published rate paces lookups out of the gate and refuses at once what co
   assert.equal(await gate.run(async () => "answer", isTimeout), "answer");
 });
 
-test("a lookup waits for the window as long as its caller allows, not the default", async (t) => {
+test("a lookup waits for the window until its caller's deadline, not the default; none left fails at once", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout"] });
   const gate = new AdaptiveGate("eu", {
     ...DEFAULT_GATE,
@@ -185,6 +185,10 @@ test("a lookup waits for the window as long as its caller allows, not the defaul
   await assert.rejects(hurried, /waited 100 ms/);
   t.mock.timers.tick(2_000);
   assert.deepEqual(gate.state, { inflight: 1, window: 1, queued: 1 }, "still waiting past the default");
+  await assert.rejects(
+    gate.run(async () => "answer", isTimeout, 0),
+    /leaves no time to wait/,
+  );
   busy.settle(true);
   assert.equal(await first, "answer");
   assert.equal(await patient, "answer");

@@ -83,14 +83,10 @@ export class AdaptiveGate {
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
    * which `timedOut` is true halves the window; a success widens it.
    */
-  async run<T>(
-    f: () => Promise<T>,
-    timedOut: (err: unknown) => boolean,
-    maxWaitMs = this.o.maxWaitMs,
-  ): Promise<T> {
+  async run<T>(f: () => Promise<T>, timedOut: (err: unknown) => boolean, waitUntilMs?: number): Promise<T> {
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
-    else await this.wait(maxWaitMs);
+    else await this.wait(waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now());
     try {
       const r = await f();
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
@@ -141,10 +137,18 @@ export class AdaptiveGate {
   }
 
   private wait(maxWaitMs: number): Promise<void> {
+    if (maxWaitMs <= 0) {
+      return Promise.reject(
+        new DiscoveryError(
+          "upstream_unavailable",
+          `DP "${this.name}" has lookups waiting and the caller's deadline leaves no time to wait`,
+        ),
+      );
+    }
     // At the published rate, the queue ahead drains in waiting / rate seconds: a lookup that
     // would not leave before its wait bound is refused now rather than after it.
     const drainMs = this.rate > 0 ? ((this.waiting + 1) * 1_000) / this.rate : 0;
-    if (drainMs >= maxWaitMs) {
+    if (this.rate > 0 && drainMs >= maxWaitMs) {
       return Promise.reject(
         new DiscoveryError(
           "resource_exhausted",

@@ -8,6 +8,7 @@ import {
   ensurePrivateDir,
   loadPublicKey,
   pb,
+  readOrCreateSecret,
   registryKeys,
   runServer,
   startRegistrySync,
@@ -17,7 +18,7 @@ import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
 import { createQuotas } from "./quotas.js";
-import { createRateContexts } from "./rate-context.js";
+import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
 import { bindResolverServer } from "./server.js";
 import { answerIndex, type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
@@ -100,7 +101,15 @@ runServer<ResolverConfig>(process, {
       registryConnected: () => sync.connected(),
       quotas: createQuotas(config.quotas),
       enumeration: createEnumerationDetector(config.enumeration),
-      rateContexts: createRateContexts(),
+      rateContexts: createRateContexts(
+        config.dataDir
+          ? readOrCreateSecret(
+              join(config.dataDir, "rate-context.key"),
+              RATE_CONTEXT_KEY_BYTES,
+              "a rate-limit context key",
+            )
+          : undefined,
+      ),
       upstreamWindows: () => upstream.windows(),
       now: clock,
     });

@@ -4,9 +4,10 @@
 // key made at start and kept in memory only, over the UTC day, the DP and the caller's
 // identity: the same all day for one caller at one DP, unrelated across days, across DPs (two
 // DPs comparing notes cannot join one MSP's traffic) and across resolvers, and irreversible
-// without the key (identities are few, so an unkeyed hash would not hide
-// them). A restart makes a new key, which starts every caller afresh at the DPs, as it does
-// the resolver's own budgets.
+// without the key (identities are few, so an unkeyed hash would not hide them). With a data
+// folder the key is kept there (`rate-context.key`, 0600), so a restart keeps each caller's
+// contexts: a crash loop would otherwise mint a new set at every start (fresh budgets at the
+// DPs) and use up the contexts a DP allows one resolver a day. Without one it lasts the process.
 import { createHmac, randomBytes } from "node:crypto";
 
 const DAY_MS = 86_400_000;
@@ -19,8 +20,10 @@ export interface RateContexts {
   of(identity: string, dpId: string, nowMs: number): Uint8Array;
 }
 
-/** Creates the contexts under a new random key (or `key`, for tests). */
-export function createRateContexts(key: Uint8Array = randomBytes(32)): RateContexts {
+export const RATE_CONTEXT_KEY_BYTES = 32;
+
+/** Creates the contexts under `key` (a new random one by default). */
+export function createRateContexts(key: Uint8Array = randomBytes(RATE_CONTEXT_KEY_BYTES)): RateContexts {
   let day = -1;
   const cached = new Map<string, Uint8Array>();
   return {

@@ -29,7 +29,7 @@ import type { ChangeSubscriptions } from "./changes.js";
 import { createHeldRefusals } from "./held-refusals.js";
 import type { Quotas } from "./quotas.js";
 import type { RateContexts } from "./rate-context.js";
-import type { FlushScope, Resolution, ResolverService } from "./service.js";
+import type { FlushScope, MissCaller, Resolution, ResolverService } from "./service.js";
 import { isCallerRefusal } from "./upstream.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
@@ -39,14 +39,14 @@ const MAX_STREAM_INFLIGHT = 1_024;
 const MAX_CALLER_WAIT_MS = 60_000;
 
 /**
- * How long a lookup may wait for its DP's window: most of what is left of its caller's deadline
- * (a ResolveStream's items share the stream's), so a caller that allows a slow DP a minute is
- * not failed after the gate's default; none named: the gate's default.
+ * Until when (performance.now()) a lookup may wait for its DP's window: most of what is left of
+ * its caller's deadline (a ResolveStream's items share the stream's), so a caller that allows a
+ * slow DP a minute is not failed after the gate's default; none named: the gate's default.
  */
 function waitBound(deadlineMs: number): number | undefined {
   if (!Number.isFinite(deadlineMs)) return undefined;
   const left = deadlineMs - Date.now();
-  return Math.max(0, Math.min(MAX_CALLER_WAIT_MS, left * 0.9));
+  return performance.now() + Math.max(0, Math.min(MAX_CALLER_WAIT_MS, left * 0.9));
 }
 
 /** Refusals one caller gets at full speed each second; past it, its calls are slowed. */
@@ -145,9 +145,15 @@ export function bindResolverServer(
         throw refused(err);
       }
       charged = c;
-      // The DP gets a pseudonym of the caller, never its identity (P2).
-      return opts.rateContexts.of(identity, c.dpId, now);
+      // The DP gets a pseudonym of the caller, never its identity (P2), made for the DP asked.
+      const caller: MissCaller = {
+        key: identity,
+        contextFor: (dpId) => opts.rateContexts.of(identity, dpId, now),
+        ...(waitUntilMs !== undefined && { waitUntilMs }),
+      };
+      return caller;
     };
+    const waitUntilMs = waitBound(ctx.deadlineMs);
     let told = false;
     const refused = (err: unknown) => {
       if (!told && err instanceof DiscoveryError && err.code === "resource_exhausted") {
@@ -158,7 +164,7 @@ export function bindResolverServer(
     };
     let r: Resolution;
     try {
-      r = await service.resolve(csi, charge, waitBound(ctx.deadlineMs));
+      r = await service.resolve(csi, charge);
     } catch (err) {
       if (charged) {
         // A DP refusing the caller's own context is the caller's doing: it stays charged, and
@@ -365,10 +371,9 @@ export function bindResolverServer(
 /** RESOURCE_EXHAUSTED for a lookup an enforced enumeration detection refuses. */
 function enumerationRefusal(d: Detection, nowMs: number): DiscoveryError {
   const retryAfterMs = Math.max(0, d.blockedUntilMs - nowMs);
-  const what = d.scope === "all" ? "its lookups" : `its lookups in number block ${d.scope}`;
   return new DiscoveryError(
     "resource_exhausted",
-    `"${d.subject}": ${what} looked like enumeration (${d.distinct} distinct numbers asked of DPs in a ` +
+    `"${d.subject}": its lookups in number block ${d.scope} looked like enumeration (${d.distinct} distinct numbers asked of DPs in a ` +
       `window, ${d.notFound} of ${d.answers} not found), so lookups there that need a DP are ` +
       `refused for ${Math.ceil(retryAfterMs / 1000)} s; cached answers are still served`,
     {
@@ -393,6 +398,8 @@ function logDetection(log: Logger, d: Detection, mode: string): void {
       mode,
       ...(d.blockedUntilMs > 0 && { blockedUntilMs: d.blockedUntilMs }),
     },
-    mode === "enforce" ? "enumeration suspected; lookups refused" : "enumeration suspected (log mode)",
+    d.blockedUntilMs > 0
+      ? "enumeration suspected; lookups in the block refused"
+      : "enumeration suspected (logged, not refused)",
   );
 }

@@ -69,11 +69,12 @@ export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "al
 export interface ResolverService {
   /**
    * Resolves `csi`; `onMiss` runs first when the cache cannot answer (the caller's lookup is
-   * charged there), and what it throws fails the call without asking anyone; what it returns is
-   * forwarded to the DP as the pseudonymous rate-limit context (P2). Concurrent misses for one
-   * CSI share one lookup, under the first caller's context.
+   * charged there), and what it throws fails the call without asking anyone; the caller it
+   * returns is who the DP is asked for (its pseudonymous rate-limit context, P2, and how long
+   * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context;
+   * a joiner whose first caller's context the DP refused is asked for again under its own.
    */
-  resolve(csi: Csi, onMiss?: () => Uint8Array | undefined, maxWaitMs?: number): Promise<Resolution>;
+  resolve(csi: Csi, onMiss?: () => MissCaller | undefined): Promise<Resolution>;
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -147,13 +148,26 @@ export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
  */
 const RECENT_CHANGE_MS = 60_000;
 
+/** Who a lookup that reaches a DP is made for. */
+export interface MissCaller {
+  /** Names the caller: misses of one CSI by one caller share a lookup. */
+  readonly key: string;
+  /** The rate-limit context sent to DP `dpId` (the DP actually asked, should the range move). */
+  contextFor(dpId: string): Uint8Array;
+  /** When (performance.now()) it stops waiting for a DP's window; unset: the gate's default. */
+  readonly waitUntilMs?: number;
+}
+
+/** The resolver's own lookups (refreshes): no context, the gate's default wait. */
+const OWN: MissCaller = { key: "", contextFor: () => NO_CONTEXT };
+
 /** The rate-limit context of the resolver's own lookups (refreshes): none. */
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
-  const inflight = new Map<string, { p: Promise<Resolution>; context: Uint8Array }>();
+  const inflight = new Map<string, { p: Promise<Resolution>; key: string }>();
   const stats: ResolverStats = {
     hits: 0,
     misses: 0,
@@ -206,8 +220,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     csi: Csi,
     attempt = 0,
     background = false,
-    context = NO_CONTEXT,
-    maxWaitMs: number | undefined = undefined,
+    caller: MissCaller = OWN,
   ): Promise<Resolution> => {
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `${problem}; retry shortly`);
@@ -232,7 +245,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     const startedAt = eventCount;
     try {
       stats.upstreamRequests++;
-      const outcome = await o.upstream.lookup(dp, csi.uri, context, maxWaitMs);
+      const outcome = await o.upstream.lookup(dp, csi.uri, caller.contextFor(dp.id), caller.waitUntilMs);
       let sealed: SealStatement | undefined;
       try {
         sealed = o.verify(csi, outcome);
@@ -247,7 +260,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
-        if (attempt === 0) return walk(csi, 1, background, context, maxWaitMs);
+        if (attempt === 0) return walk(csi, 1, background, caller);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const hashKey = o.changeKeys.get(dp.id);
@@ -255,7 +268,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (startedAt !== eventCount && ix && (recent.get(ix) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
-        if (attempt === 0) return walk(csi, 1, background, context, maxWaitMs);
+        if (attempt === 0) return walk(csi, 1, background, caller);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
@@ -266,8 +279,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
     } catch (err) {
       stats.upstreamFailures++;
-      // A failed prefetch leaves the fresh entry as it is.
-      if (background) throw err;
+      // A failed prefetch leaves the fresh entry as it is. A refusal (a budget, a DP's limit, no
+      // time left to wait) is the caller's answer: it is not papered over with a stale one, which
+      // would also mark the answer stale for everyone.
+      if (background || (err instanceof DiscoveryError && err.code === "resource_exhausted")) throw err;
       const e = err as DiscoveryError;
       const stale = o.cache.getStale(csi.uri);
       // Only an answer from the DP that holds the range today may be served stale, and only
@@ -356,23 +371,18 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
-  const single = (
-    csi: Csi,
-    background: boolean,
-    context = NO_CONTEXT,
-    maxWaitMs?: number,
-  ): Promise<Resolution> => {
+  const single = (csi: Csi, background: boolean, caller: MissCaller = OWN): Promise<Resolution> => {
     const running = inflight.get(csi.uri);
     if (!running) {
-      const p = walk(csi, 0, background, context, maxWaitMs).finally(() => inflight.delete(csi.uri));
-      inflight.set(csi.uri, { p, context });
+      const p = walk(csi, 0, background, caller).finally(() => inflight.delete(csi.uri));
+      inflight.set(csi.uri, { p, key: caller.key });
       return p;
     }
-    if (running.context === context) return running.p;
+    if (running.key === caller.key) return running.p;
     // Joined under another caller's context: a DP refusing that context says nothing about
     // this caller, who is asked for under its own.
     return running.p.catch((err: unknown) => {
-      if (isCallerRefusal(err)) return single(csi, background, context, maxWaitMs);
+      if (isCallerRefusal(err)) return single(csi, background, caller);
       throw err;
     });
   };
@@ -380,7 +390,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
 
   return {
     stats,
-    resolve(csi, onMiss, maxWaitMs) {
+    resolve(csi, onMiss) {
       const hit = o.cache.get(csi.uri);
       if (hit) {
         stats.hits++;
@@ -405,16 +415,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         });
       }
       stats.misses++;
-      let context: Uint8Array | undefined;
+      let caller: MissCaller | undefined;
       if (onMiss) {
         try {
-          context = onMiss();
+          caller = onMiss();
         } catch (err) {
           return Promise.reject(err);
         }
       }
       // Concurrent misses for one CSI share a single upstream request.
-      return single(csi, false, context, maxWaitMs);
+      return single(csi, false, caller);
     },
     changed(dpId, hashHex) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.

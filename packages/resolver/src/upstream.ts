@@ -29,7 +29,7 @@ export interface Upstream {
    * Looks up a canonical CSI at the DP, trying its endpoints in order, within the DP's adaptive
    * window of lookups in flight (adaptive-gate.ts).
    */
-  lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array, maxWaitMs?: number): Promise<LookupOutcome>;
+  lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array, waitUntilMs?: number): Promise<LookupOutcome>;
   /** The window of each DP asked so far (GetStats). */
   windows(): { dpId: string; inflight: number; window: number; queued: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
@@ -108,8 +108,10 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
         if (e.remoteStatus === status.RESOURCE_EXHAUSTED) throw dpRefusal(dp.id, e);
-        // Details (addresses, transport errors) go to our log; the MSP learns which DP failed.
-        log.warn({ dp: dp.id, endpoint, err: e.message }, "dp lookup failed");
+        // Details (addresses, transport errors) go to our log; the MSP learns which DP failed. A
+        // DP's own text may quote the CSI, so of a DP's refusal only its status is logged.
+        const what = e.remoteStatus === undefined ? e.message : statusName(e.remoteStatus);
+        log.warn({ dp: dp.id, endpoint, err: what }, "dp lookup failed");
         if (timedOut(e)) timeouts++;
         if (e.code !== "upstream_unavailable") {
           throw new DiscoveryError(
@@ -132,15 +134,15 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   return {
     channel: channelFor,
-    async lookup(dp, csi, rateContext = NO_CONTEXT, maxWaitMs) {
+    async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs) {
       const gate = gateFor(dp.id);
       try {
-        return await gate.run(() => attempt(dp, csi, rateContext), timedOut, maxWaitMs);
+        return await gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
         if (!timedOut(err) || !gate.shrank) throw err;
-        return gate.run(() => attempt(dp, csi, rateContext), timedOut, maxWaitMs);
+        return gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
       }
     },
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),
@@ -152,7 +154,13 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   };
 }
 /** Why a DP may refuse a lookup (lookup-limits.ts at the DP); anything else reads DP_LIMIT. */
-const DP_REASONS = new Set(["DP_CAPACITY", "DP_RESOLVER_LIMIT", "DP_CONTEXT_LIMIT", "ENUMERATION_SUSPECTED"]);
+const DP_REASONS = new Set([
+  "DP_CAPACITY",
+  "DP_RESOLVER_LIMIT",
+  "DP_CONTEXTS_PER_RESOLVER",
+  "DP_CONTEXT_LIMIT",
+  "ENUMERATION_SUSPECTED",
+]);
 /** Reasons that concern the caller's rate-limit context, not the resolver as a whole. */
 const CALLER_REASONS = new Set(["DP_CONTEXT_LIMIT", "ENUMERATION_SUSPECTED"]);
 const DAY_MS = 86_400_000;

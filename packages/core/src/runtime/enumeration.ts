@@ -12,7 +12,8 @@
 // detection refuses the subject's lookups in that block for `blockMs`; a whole-subject
 // detection is only logged and counted in either mode, since a third party can make an MSP's
 // users ask for a few dozen unknown numbers (a shared contact list) and must not be able to
-// switch the MSP off. State is in memory and bounded: windows in an LRU of `maxTracked` keys,
+// switch the MSP off. State is in memory and bounded: windows in an LRU of `maxTracked` keys
+// (by last use),
 // blocks in their own bounded map, so new windows cannot push a block out.
 import { ConfigError, type ConfigReader } from "./config.js";
 
@@ -126,9 +127,13 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
 
   const windowOf = (key: string, nowMs: number): Window => {
     let w = windows.get(key);
-    // A clock stepped back keeps the window open rather than starting a fresh one.
-    if (w && nowMs - w.startMs < windowMs) return w;
-    // A new window goes to the back of the LRU; the oldest-opened is dropped past the bound.
+    // A clock stepped back keeps the window open rather than starting a fresh one. A window in
+    // use goes to the back of the LRU, so a slow crawl's window outlives many one-off ones.
+    if (w && nowMs - w.startMs < windowMs) {
+      windows.delete(key);
+      windows.set(key, w);
+      return w;
+    }
     if (w) windows.delete(key);
     else if (windows.size >= policy.maxTracked) {
       const oldest = windows.keys().next().value;

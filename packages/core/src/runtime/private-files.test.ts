@@ -11,6 +11,7 @@ import {
   createPrivateFile,
   ensurePrivateDir,
   privateProblem,
+  readOrCreateSecret,
   restrictFile,
 } from "./private-files.js";
 
@@ -127,4 +128,22 @@ test("privateProblem is silent for private and absent paths", () => {
   ensurePrivateDir(dir);
   assert.equal(privateProblem(dir, "folder"), undefined);
   assert.equal(privateProblem(join(dir, "none"), "file"), undefined);
+});
+
+test("a secret is made once with mode 0600, read back the same, and refused when damaged", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-secret-"));
+  try {
+    const path = join(dir, "key");
+    const made = readOrCreateSecret(path, 32, "a test key");
+    assert.equal(made.length, 32);
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    assert.deepEqual(readOrCreateSecret(path, 32, "a test key"), made);
+    writeFileSync(path, "short");
+    assert.throws(
+      () => readOrCreateSecret(path, 32, "a test key"),
+      /holds 5 bytes, not the 32 of a test key/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -2,7 +2,18 @@
 // so a data folder is made 0700 and a store file 0600 whatever the umask, and a server refuses
 // to start on a folder or file that group or others may open, or that another user owns (as
 // sshd's StrictModes does), unless its config sets allowInsecureDataPermissions.
-import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, statSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  fchmodSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { platform, userInfo } from "node:os";
 import { dirname, resolve } from "node:path";
 import { DiscoveryError } from "../domain/errors.js";
@@ -108,6 +119,25 @@ export function createPrivateFile(path: string): boolean {
     closeSync(fd);
   }
   return true;
+}
+
+/**
+ * The secret kept in `path` (`bytes` random bytes), made there with mode 0600 (O_EXCL) when the
+ * file is absent; a file of another length is refused, naming `what` it should hold, since a
+ * damaged key would silently change what was derived from it.
+ */
+export function readOrCreateSecret(path: string, bytes: number, what: string): Uint8Array {
+  try {
+    writeFileSync(path, randomBytes(bytes), { mode: PRIVATE_FILE_MODE, flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  const key = readFileSync(path);
+  if (key.length !== bytes)
+    throw new Error(
+      `${path} holds ${key.length} bytes, not the ${bytes} of ${what}; remove it to make a new one`,
+    );
+  return new Uint8Array(key);
 }
 
 /** Sets mode 0600 on `path` if it exists (a store's -wal and -shm after open); returns whether it did. */
