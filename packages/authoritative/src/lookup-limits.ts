@@ -17,6 +17,7 @@ import {
   type EnumerationDetector,
   type EnumerationPolicy,
   type KeyedRateLimiter,
+  setNewest,
 } from "@mimi/core";
 
 /** The `lookupLimits` config section. */
@@ -137,12 +138,8 @@ export function createLookupLimits(
     const day = Math.floor(nowMs / 86_400_000);
     let o = opened.get(caller);
     if (!o || o.day !== day) {
-      if (!o && opened.size >= MAX_CALLERS) {
-        const oldest = opened.keys().next().value;
-        if (oldest !== undefined) opened.delete(oldest);
-      }
       o = { day, contexts: new Set() };
-      opened.set(caller, o);
+      setNewest(opened, caller, o, MAX_CALLERS);
     }
     if (o.contexts.has(subject)) return true;
     if (o.contexts.size >= policy.maxContextsPerResolverPerDay) return false;
@@ -212,24 +209,21 @@ export function createLookupLimits(
         const [minute, day] = own ? [ownPerMinute, ownPerDay] : [perMinute, perDay];
         const whose = own ? `"${caller}" has made its` : "the rate-limit context has made its";
         const reason = own ? "DP_RESOLVER_LIMIT" : "DP_CONTEXT_LIMIT";
-        const m = minute.check(subject, nowMs);
-        if (m)
-          throw refuse(
-            own ? "resolver" : "context",
-            m.retryAfterMs,
-            reason,
-            `${whose} ${minute.budget.limit} lookups per minute${own ? " without a context" : ""} at this DP`,
-          );
-        const d = day.check(subject, nowMs);
-        if (d)
-          throw refuse(
-            own ? "resolver" : "context",
-            d.retryAfterMs,
-            reason,
-            `${whose} ${day.budget.limit} lookups per day${own ? " without a context" : ""} at this DP`,
-          );
-        minute.take(subject, nowMs);
-        day.take(subject, nowMs);
+        const budgets = [
+          [minute, "minute"],
+          [day, "day"],
+        ] as const;
+        for (const [l, per] of budgets) {
+          const over = l.check(subject, nowMs);
+          if (over)
+            throw refuse(
+              own ? "resolver" : "context",
+              over.retryAfterMs,
+              reason,
+              `${whose} ${l.budget.limit} lookups per ${per}${own ? " without a context" : ""} at this DP`,
+            );
+        }
+        for (const [l] of budgets) l.take(subject, nowMs);
       }
       capacity?.take("all", nowMs);
       perCaller.take(caller, nowMs);

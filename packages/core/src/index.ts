@@ -123,6 +123,7 @@ export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 // The generated wire types, one namespace so they never mix with domain types.
 export * as pb from "./gen/index.js";
 export { AsyncQueue } from "./runtime/async-queue.js";
+export { setNewest } from "./runtime/bounded-map.js";
 // Runtime: time, wake-ups, queues, configuration and logging.
 export { type Clock, sleepUnlessAborted, systemClock } from "./runtime/clock.js";
 export { ConfigError, ConfigReader, deepFreeze } from "./runtime/config.js";

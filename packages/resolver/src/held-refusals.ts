@@ -3,7 +3,7 @@
 // instead of being sent to a DP that will refuse them too (and spending the DP's window, which
 // every caller shares). Bounded: past the bound the oldest is forgotten, which only means the
 // next lookup asks the DP again.
-import { csiBlockOf, DiscoveryError } from "@mimi/core";
+import { csiBlockOf, DiscoveryError, setNewest } from "@mimi/core";
 
 const MAX_HELD = 100_000;
 
@@ -45,13 +45,7 @@ export function createHeldRefusals(): HeldRefusals {
       const reason = err.details?.reason ?? "";
       const untilMs = nowMs + (err.details?.retryAfterMs ?? 0);
       if (untilMs <= nowMs) return;
-      const key = keyOf(identity, dpId, csi, reason);
-      held.delete(key);
-      if (held.size >= MAX_HELD) {
-        const oldest = held.keys().next().value;
-        if (oldest !== undefined) held.delete(oldest);
-      }
-      held.set(key, { untilMs, reason });
+      setNewest(held, keyOf(identity, dpId, csi, reason), { untilMs, reason }, MAX_HELD);
     },
   };
 }

@@ -15,6 +15,7 @@
 // switch the MSP off. State is in memory and bounded: windows in an LRU of `maxTracked` keys
 // (by last use),
 // blocks in their own bounded map, so new windows cannot push a block out.
+import { setNewest } from "./bounded-map.js";
 import { ConfigError, type ConfigReader } from "./config.js";
 
 /** What the detector does when it sees the pattern. */
@@ -129,18 +130,9 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
     let w = windows.get(key);
     // A clock stepped back keeps the window open rather than starting a fresh one. A window in
     // use goes to the back of the LRU, so a slow crawl's window outlives many one-off ones.
-    if (w && nowMs - w.startMs < windowMs) {
-      windows.delete(key);
-      windows.set(key, w);
-      return w;
-    }
-    if (w) windows.delete(key);
-    else if (windows.size >= policy.maxTracked) {
-      const oldest = windows.keys().next().value;
-      if (oldest !== undefined) windows.delete(oldest);
-    }
-    w = { startMs: nowMs, answers: 0, notFound: 0, distinct: new Set(), tripped: false };
-    windows.set(key, w);
+    if (!w || nowMs - w.startMs >= windowMs)
+      w = { startMs: nowMs, answers: 0, notFound: 0, distinct: new Set(), tripped: false };
+    setNewest(windows, key, w, policy.maxTracked);
     return w;
   };
 
@@ -162,13 +154,7 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
     recent.unshift(d);
     if (recent.length > RECENT) recent.pop();
     if (refuses) {
-      const key = `${subject}\0${scope}`;
-      blocks.delete(key);
-      if (blocks.size >= MAX_BLOCKS) {
-        const oldest = blocks.keys().next().value;
-        if (oldest !== undefined) blocks.delete(oldest);
-      }
-      blocks.set(key, d);
+      setNewest(blocks, `${subject}\0${scope}`, d, MAX_BLOCKS);
     }
     return d;
   };

@@ -5,6 +5,8 @@
 // `maxKeys`: an evicted key only loses what it had spent, so `maxKeys` must exceed the number of
 // keys that can be busy within one window (callers size it from the budgets in front of it).
 
+import { setNewest } from "./bounded-map.js";
+
 /** A budget: `limit` units per `windowMs`, all of them available at once. */
 export interface RateLimit {
   readonly limit: number;
@@ -56,12 +58,7 @@ export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRate
       const refused = refusal(key, nowMs, cost);
       if (refused) return refused;
       const next = arrival(key, nowMs) + cost * interval;
-      tat.delete(key); // re-inserted last: the Map's order is the LRU order
-      tat.set(key, next);
-      while (tat.size > maxKeys) {
-        const oldest = tat.keys().next().value as string;
-        tat.delete(oldest);
-      }
+      setNewest(tat, key, next, maxKeys); // the Map's order is the LRU order
       return undefined;
     },
     giveBack(key, nowMs, cost = 1) {
