@@ -436,3 +436,48 @@ scenario(
     }
   },
 );
+
+scenario(
+  t,
+  "every server's ops listener answers probes, and its metrics count the calls it served",
+  async () => {
+    const net = t.net;
+    const scrape = async (port: number, path = "/metrics") => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`);
+      return { status: res.status, body: await res.text() };
+    };
+    for (const p of [net.root, net.dps.eu, net.dps.us, net.resolver]) {
+      assert.ok(p.opsPort > 0, `${p.name} has an ops listener`);
+      assert.equal((await scrape(p.opsPort, "/healthz")).status, 200);
+      assert.deepEqual(await scrape(p.opsPort, "/readyz"), { status: 200, body: "ready\n" });
+    }
+    const labels = 'grpc_type="unary",grpc_service="mimi.discovery.v1.ResolverService",grpc_method="Resolve"';
+    const count = async (code: string) => {
+      const m = new RegExp(`grpc_server_handled_total\\{${labels},grpc_code="${code}"\\} (\\d+)`).exec(
+        (await scrape(net.resolver.opsPort)).body,
+      );
+      return Number(m?.[1] ?? 0);
+    };
+    const [ok, bad] = [await count("OK"), await count("INVALID_ARGUMENT")];
+    for (let i = 0; i < 3; i++) await t.resolve("tel:+447700900123");
+    await assert.rejects(t.resolve("not a number"));
+    assert.equal(await count("OK"), ok + 3);
+    assert.equal(await count("INVALID_ARGUMENT"), bad + 1);
+    // No label carries a CSI or anything per user: only services, methods, types and codes.
+    const body = (await scrape(net.resolver.opsPort)).body;
+    assert.doesNotMatch(body, /7700900123|msp-bluebird|tel:/);
+    assert.match(body, /mimi_build_info\{role="resolver"/);
+  },
+);
+
+scenario(t, "every binary tells its version", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  for (const role of ["root", "authoritative", "resolver"]) {
+    const main = fileURLToPath(new URL(`../packages/${role}/dist/main.js`, import.meta.url));
+    assert.match(
+      execFileSync(process.execPath, [main, "--version"]).toString(),
+      new RegExp(`^mimi ${role} \\d+\\.\\d+\\.\\d+\\n$`),
+    );
+  }
+});

@@ -162,6 +162,8 @@ runServer<AuthoritativeConfig>(process, {
         pb.PeerService.typeName,
       ],
       ready,
+      // Readiness (ops /readyz): a registry copy that expired or did not verify cannot be served from.
+      notReady: () => sync.problem(),
       listening: { dpId: config.dpId },
       stop() {
         clearInterval(sweep);

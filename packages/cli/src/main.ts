@@ -2,7 +2,7 @@
 // registry admins, `auth` for authoritative operators, `claim` for MSPs acting at a DP,
 // `resolver` for resolver operators, `store` for backups of a server's store, `dev-pki` for the
 // local PKI; one file per group in commands/. This file assembles them and maps failures to exit codes.
-import { DiscoveryError, silenceIpServernameWarning } from "@mimi/core";
+import { DiscoveryError, MIMI_VERSION, silenceIpServernameWarning } from "@mimi/core";
 import { Command, CommanderError } from "commander";
 import { Interrupted, UsageError } from "./args.js";
 import { addAuthCommands } from "./commands/auth.js";
@@ -17,6 +17,7 @@ const program = new Command("mimi")
   .description(
     "MIMI discovery network: resolve identifiers, act as an MSP at a DP, and administer the root and authoritative DPs",
   )
+  .version(`mimi ${MIMI_VERSION}`, "--version", "print the version")
   .showHelpAfterError()
   .exitOverride();
 addResolveCommand(program);

@@ -92,7 +92,14 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     const path = join(configDir, `${name}.json`);
     // The local network runs on the development CA, which servers refuse unless told; and every
     // party of it (tests, CLIs, load generators) connects from one loopback address.
-    const local = { allowDevelopmentCa: true, connections: { maxConnectionsPerAddress: 10_000 } };
+    // Each has an ops listener on loopback: its gRPC port + 1000 on fixed ports (npm start:
+    // 8400, 8501, 8502, 8600), any free port otherwise.
+    const grpcPort = typeof config.port === "number" ? config.port : 0;
+    const local = {
+      allowDevelopmentCa: true,
+      connections: { maxConnectionsPerAddress: 10_000 },
+      ops: { port: grpcPort > 0 ? grpcPort + 1000 : 0 },
+    };
     writeFileSync(path, `${JSON.stringify({ ...local, ...config }, null, 2)}\n`);
     return new ServerProcess(name, role, path, logLevel, {
       ...(opts.nodeArgs && { nodeArgs: opts.nodeArgs }),

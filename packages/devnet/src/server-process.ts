@@ -39,6 +39,8 @@ export interface ServerProcessOptions {
 /** One server process, with the port it bound and its recent log lines. */
 export class ServerProcess {
   port = 0;
+  /** The ops listener's port (metrics, probes); 0 when the server has none. */
+  opsPort = 0;
   readonly lines: string[] = [];
   private child: ChildProcess | undefined;
   private exited: Promise<number | null> = Promise.resolve(null);
@@ -113,9 +115,10 @@ export class ServerProcess {
         keep(line);
         if (line.includes('"listening"')) {
           try {
-            const rec = JSON.parse(line) as { msg?: string; port?: number };
+            const rec = JSON.parse(line) as { msg?: string; port?: number; opsPort?: number };
             if (rec.msg === "listening" && typeof rec.port === "number") {
               this.port = rec.port;
+              this.opsPort = typeof rec.opsPort === "number" ? rec.opsPort : 0;
               clearTimeout(timer);
               resolveStart();
             }

@@ -121,6 +121,7 @@ runServer<ResolverConfig>(process, {
     return {
       healthServices: [pb.ResolverService.typeName],
       ready,
+      notReady: () => sync.problem(),
       shutdownFields: () => ({ ...resolver.stats }),
       stop() {
         sync.close();

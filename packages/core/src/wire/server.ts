@@ -6,10 +6,13 @@ import { statSync } from "node:fs";
 import { resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import { type Clock, fileOffsetClock, systemClock } from "../runtime/clock.js";
 import { ConfigError, type ConfigReader, readConfigFile } from "../runtime/config.js";
 import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
 import { addHealthService } from "./health.js";
+import { createServerMetrics, MIMI_VERSION } from "./metrics.js";
+import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
 import {
   attachLimits,
   type ConnectionLimits,
@@ -40,9 +43,16 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
 /** How long a stopping server lets running calls finish before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2_000;
 
-/** A new grpc-js server with the project's options and `limits` (connections section). */
-export function createGrpcServer(limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS): grpc.Server {
-  const server = new grpc.Server({ ...SERVER_OPTIONS, ...grpcLimitOptions(limits) });
+/** A new grpc-js server with the project's options, `limits` (connections section) and `interceptors`. */
+export function createGrpcServer(
+  limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
+  interceptors: grpc.ServerInterceptor[] = [],
+): grpc.Server {
+  const server = new grpc.Server({
+    ...SERVER_OPTIONS,
+    ...grpcLimitOptions(limits),
+    ...(interceptors.length > 0 && { interceptors }),
+  });
   attachLimits(server, limits);
   return server;
 }
@@ -87,6 +97,8 @@ export interface ServerBasics {
   readonly allowDevelopmentCa: boolean;
   /** What peers may hold open: connections, streams, watchers, handshake, idle, age, sizes. */
   readonly connections: ConnectionLimits;
+  /** The ops listener (metrics, probes); undefined: none. */
+  readonly ops: OpsConfig | undefined;
 }
 
 /** Reads host, port, tls and logLevel; relative paths resolve against `baseDir`. */
@@ -106,6 +118,7 @@ export function readServerBasics(
     logLevel,
     allowDevelopmentCa: r.boolean("allowDevelopmentCa", false),
     connections: readConnectionLimits(r),
+    ops: readOpsSection(r),
   };
 }
 
@@ -131,6 +144,7 @@ export interface ProcessHost extends WarningEmitter {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly pid: number;
   readonly stdin: NodeJS.ReadableStream;
+  readonly stdout: { write(text: string): unknown };
   readonly stderr: { write(text: string): unknown };
   on(event: "SIGINT" | "SIGTERM", listener: () => void): unknown;
   exit(code: number): void;
@@ -145,6 +159,8 @@ export interface ServerContext<C> {
   readonly tls: TlsMaterial;
   /** Register services here; health is added by runServer. */
   readonly server: grpc.Server;
+  /** The metrics registry the ops listener serves (undefined without one): add the server's own here. */
+  readonly metrics: Registry | undefined;
 }
 
 /** A server's parts once wired, as runServer needs to know them. */
@@ -153,6 +169,8 @@ export interface RunningServer {
   readonly healthServices: readonly string[];
   /** Resolves once the server can answer; health reports NOT_SERVING until then. */
   readonly ready: Promise<void>;
+  /** After `ready`: why the server cannot serve now (its registry copy expired...), or undefined. */
+  notReady?(): string | undefined;
   /** Extra fields of the `listening` line. */
   readonly listening?: Record<string, unknown>;
   /** Stops background work when shutdown begins, before running calls drain. */
@@ -175,7 +193,7 @@ export interface ServerSpec<C extends ServerBasics> {
 }
 
 /** Usage of every server binary. */
-const SERVER_USAGE = "--config <file.json> [--stop-with-parent] [--test-clock <file>]";
+const SERVER_USAGE = "--config <file.json> [--stop-with-parent] [--test-clock <file>] | --version";
 
 /**
  * Runs a server process until SIGINT or SIGTERM (or, with --stop-with-parent, until standard
@@ -196,6 +214,11 @@ export function runServer<C extends ServerBasics>(host: ProcessHost, spec: Serve
 
 async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec<C>): Promise<void> {
   silenceIpServernameWarning(host);
+  if (host.argv.includes("--version")) {
+    host.stdout.write(`mimi ${spec.role} ${MIMI_VERSION}\n`);
+    host.exit(0);
+    return;
+  }
   const configPath = argValue(host.argv, "--config");
   if (!configPath) throw new ConfigError(`usage: ${spec.role} ${SERVER_USAGE}`);
   const { raw, baseDir } = readConfigFile(configPath);
@@ -229,16 +252,32 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .child({}, { level: "warn" })
       .warn({ caFile: config.tls.caFile }, "trusting the development CA; never in production");
   }
-  const server = createGrpcServer(config.connections);
-  const running = await spec.start({ config, log, clock, tls, server });
+  const metrics = config.ops ? createServerMetrics(spec.role) : undefined;
+  const server = createGrpcServer(config.connections, metrics ? [metrics.interceptor] : []);
+  const running = await spec.start({ config, log, clock, tls, server, metrics: metrics?.registry });
   const health = addHealthService(server, log, running.healthServices);
-  void running.ready.then(() => health.setServing(true));
+  let ready = false;
+  let stopping = false;
+  void running.ready.then(() => {
+    ready = true;
+    health.setServing(true);
+  });
   const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
   const port = await listen(server, config.host, config.port, credentials);
   capConnections(server, config.connections);
-  logListening(log, { host: config.host, port, ...running.listening });
+  const ops =
+    config.ops && metrics
+      ? await startOps(
+          config.ops,
+          {
+            registry: metrics.registry,
+            notReady: () => (stopping ? "shutting down" : !ready ? "starting" : running.notReady?.()),
+          },
+          log,
+        )
+      : undefined;
+  logListening(log, { host: config.host, port, ...(ops && { opsPort: ops.port }), ...running.listening });
 
-  let stopping = false;
   const stop = async (reason: string) => {
     if (stopping) return;
     stopping = true;

@@ -1,0 +1,96 @@
+// The ops listener of a server (the operations issue): plain HTTP on its own port, loopback by
+// default, for what cannot present a client certificate (Prometheus, kubelet, a load
+// balancer): GET /metrics (Prometheus text), /healthz (the process is alive) and /readyz (it
+// can serve: ready, not draining, and nothing its server reports missing). It serves nothing
+// about mappings: counters carry no CSI, hash or pseudonym. Bounded like the gRPC side: no
+// request bodies, short header and request timeouts, a connection cap.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { ConfigError, type ConfigReader } from "../runtime/config.js";
+
+/** The `ops` config section; absent, the server has no ops listener. */
+export interface OpsConfig {
+  readonly host: string;
+  /** 0 picks a free port (tests); the bound port is logged. */
+  readonly port: number;
+}
+
+/** Reads the optional `ops` section: undefined when it is absent. */
+export function readOpsSection(r: ConfigReader): OpsConfig | undefined {
+  if (!r.keys().includes("ops")) return undefined;
+  const o = r.object("ops");
+  const ops: OpsConfig = {
+    host: o.string("host", "127.0.0.1"),
+    port: o.integer("port", 0, 0, 65_535),
+  };
+  o.done();
+  if (ops.host === "") throw new ConfigError("config.ops.host must not be empty");
+  return ops;
+}
+
+/** What the ops listener reports. */
+export interface OpsSources {
+  readonly registry: Registry;
+  /** Why the server is not ready now, or undefined when it is. */
+  readonly notReady: () => string | undefined;
+}
+
+/** A running ops listener. */
+export interface OpsListener {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const MAX_CONNECTIONS = 64;
+
+/** Starts the ops listener on `config`. */
+export function startOps(config: OpsConfig, sources: OpsSources, log: Logger): Promise<OpsListener> {
+  const server: Server = createServer((req, res) => {
+    void answer(req, res, sources).catch((err: Error) => {
+      log.warn({ err: err.message, path: req.url }, "ops request failed");
+      if (!res.headersSent) send(res, 500, "internal error\n");
+      else res.destroy();
+    });
+  });
+  server.headersTimeout = 5_000;
+  server.requestTimeout = 10_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxHeadersCount = 50;
+  server.maxConnections = MAX_CONNECTIONS;
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : config.port;
+      resolve({
+        port,
+        close: () => new Promise((done) => server.close(() => done())),
+      });
+    });
+  });
+}
+
+async function answer(req: IncomingMessage, res: ServerResponse, sources: OpsSources): Promise<void> {
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.setHeader("allow", "GET, HEAD");
+    return send(res, 405, "only GET and HEAD\n");
+  }
+  const path = (req.url ?? "/").split("?")[0];
+  if (path === "/healthz") return send(res, 200, "ok\n");
+  if (path === "/readyz") {
+    const why = sources.notReady();
+    return why === undefined ? send(res, 200, "ready\n") : send(res, 503, `not ready: ${why}\n`);
+  }
+  if (path === "/metrics") {
+    const body = await sources.registry.metrics();
+    return send(res, 200, body, sources.registry.contentType);
+  }
+  return send(res, 404, "not found: try /metrics, /healthz or /readyz\n");
+}
+
+function send(res: ServerResponse, code: number, body: string, type = "text/plain; charset=utf-8"): void {
+  res.writeHead(code, { "content-type": type, "cache-control": "no-store" });
+  res.end(res.req.method === "HEAD" ? undefined : body);
+}
