@@ -458,11 +458,21 @@ scenario(
       );
       return Number(m?.[1] ?? 0);
     };
+    const value = async (port: number, series: string) => {
+      const line = (await scrape(port)).body.split("\n").find((l) => l.startsWith(`${series} `));
+      return Number(line?.split(" ")[1] ?? Number.NaN);
+    };
     const [ok, bad] = [await count("OK"), await count("INVALID_ARGUMENT")];
+    const hits = await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total");
+    const dpLookups = await value(net.dps.eu.opsPort, "mimi_dp_lookups_total");
+    await t.resolve("tel:+447700900199"); // a miss: the eu DP is asked
     for (let i = 0; i < 3; i++) await t.resolve("tel:+447700900123");
     await assert.rejects(t.resolve("not a number"));
-    assert.equal(await count("OK"), ok + 3);
+    assert.equal(await count("OK"), ok + 4);
     assert.equal(await count("INVALID_ARGUMENT"), bad + 1);
+    assert.ok((await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total")) >= hits + 2);
+    assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
+    assert.ok((await value(net.root.opsPort, "mimi_registry_serial")) > 0);
     // No label carries a CSI or anything per user: only services, methods, types and codes.
     const body = (await scrape(net.resolver.opsPort)).body;
     assert.doesNotMatch(body, /7700900123|msp-bluebird|tel:/);

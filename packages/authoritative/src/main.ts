@@ -5,7 +5,10 @@ import {
   CHANGE_HASH_KEY_BYTES,
   channelCredentials,
   checkDataDir,
+  counterFrom,
+  countersFrom,
   createChannelPool,
+  gaugeFrom,
   loadPublicKey,
   loadSigningKey,
   pb,
@@ -29,7 +32,7 @@ runServer<AuthoritativeConfig>(process, {
   role: "authoritative",
   parseConfig,
   logName: (config) => `authoritative-${config.dpId}`,
-  start({ config, log, clock, tls, server }) {
+  start({ config, log, clock, tls, server, metrics }) {
     const dbPath = join(config.dataDir, "mappings.sqlite");
     // The store holds phone numbers, email addresses and service ids: the data folder is made
     // 0700 and the store 0600, and one that others may open is refused unless the config accepts it.
@@ -143,6 +146,26 @@ runServer<AuthoritativeConfig>(process, {
           : "enumeration suspected (log mode)",
       ),
     );
+    if (metrics) {
+      // Read when scraped; no label names anything per caller (a context is never a label).
+      counterFrom(metrics, "mimi_dp_lookups_total", "Lookups answered.", () => service.lookupsServed);
+      countersFrom(
+        metrics,
+        "mimi_dp_lookups_refused_total",
+        "Lookups refused by the DP's limits (lookupLimits, enumeration), by kind.",
+        "kind",
+        () => ({ ...limits.refused }),
+      );
+      counterFrom(
+        metrics,
+        "mimi_dp_enumeration_detections_total",
+        "Windows of a rate-limit context's lookups that looked like a crawl.",
+        () => limits.enumeration.counts.detections,
+      );
+      gaugeFrom(metrics, "mimi_registry_serial", "Serial of the registry copy in use.", () =>
+        Number(sync.view.serial),
+      );
+    }
     bindAuthoritativeServer(server, service, claims, {
       log,
       admins: config.admins,

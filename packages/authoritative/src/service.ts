@@ -34,6 +34,8 @@ export interface AuthoritativeService {
     mappingCount: number;
     lookupsServed: number;
   };
+  /** Lookups answered since the process started (without counting the store, as status() does). */
+  readonly lookupsServed: number;
   /** Registry index of an MSP, for compact answers. */
   mspIndex(mspId: string): number | undefined;
 }
@@ -171,5 +173,8 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       lookupsServed,
     }),
     mspIndex: (id) => o.registry.msp(id)?.index,
+    get lookupsServed() {
+      return lookupsServed;
+    },
   };
 }

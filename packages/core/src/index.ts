@@ -207,7 +207,14 @@ export {
   type ServiceHandlers,
 } from "./wire/grpc.js";
 export type { HealthReporter } from "./wire/health.js";
-export { createServerMetrics, MIMI_VERSION, type ServerMetrics } from "./wire/metrics.js";
+export {
+  counterFrom,
+  countersFrom,
+  createServerMetrics,
+  gaugeFrom,
+  MIMI_VERSION,
+  type ServerMetrics,
+} from "./wire/metrics.js";
 export { type OpsConfig, type OpsListener, readOpsSection, startOps } from "./wire/ops.js";
 export { describeRoles, ROLE_URI_PREFIX, ROLES, type Role, rolesOf, roleUri } from "./wire/roles.js";
 export {

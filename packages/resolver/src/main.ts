@@ -17,6 +17,7 @@ import {
 import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
+import { registerResolverMetrics } from "./metrics.js";
 import { createQuotas } from "./quotas.js";
 import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
 import { bindResolverServer } from "./server.js";
@@ -26,7 +27,7 @@ import { createUpstream } from "./upstream.js";
 runServer<ResolverConfig>(process, {
   role: "resolver",
   parseConfig,
-  start({ config, log, clock, tls, server }) {
+  start({ config, log, clock, tls, server, metrics }) {
     // The saved registry copy lives in a folder only this user may open (0700); one that others
     // may open or change is refused unless the config accepts it.
     if (config.dataDir) {
@@ -93,14 +94,26 @@ runServer<ResolverConfig>(process, {
       maxBackoffMs: 5_000,
     });
     subscriptions = subs;
+    const quotas = createQuotas(config.quotas);
+    const enumeration = createEnumerationDetector(config.enumeration);
+    if (metrics) {
+      registerResolverMetrics(metrics, {
+        service: resolver,
+        upstream,
+        subscriptions: subs,
+        quotas,
+        enumeration,
+        registrySerial: () => sync.view.serial,
+      });
+    }
     bindResolverServer(server, resolver, {
       log,
       registry: sync.view,
       admins: config.admins,
       subscriptions: subs,
       registryConnected: () => sync.connected(),
-      quotas: createQuotas(config.quotas),
-      enumeration: createEnumerationDetector(config.enumeration),
+      quotas,
+      enumeration,
       rateContexts: createRateContexts(
         config.dataDir
           ? readOrCreateSecret(

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import {
   channelCredentials,
   checkDataDir,
+  gaugeFrom,
   loadPublicKey,
   loadSigningKey,
   pb,
@@ -21,7 +22,7 @@ import { openRegistryStore } from "./store.js";
 runServer<RootConfig>(process, {
   role: "root",
   parseConfig,
-  start({ config, log, clock, tls, server }) {
+  start({ config, log, clock, tls, server, metrics }) {
     const dbPath = join(config.dataDir, "registry.sqlite");
     // The data folder is made 0700 and the store 0600; one that others may open or change is
     // refused unless the config accepts it.
@@ -34,6 +35,11 @@ runServer<RootConfig>(process, {
       { path: dbPath, serial: store.serial().toString(), durability: store.durability() },
       "store opened",
     );
+    if (metrics) {
+      gaugeFrom(metrics, "mimi_registry_serial", "Serial of the registry this root serves.", () =>
+        Number(store.serial()),
+      );
+    }
     let service: RootService;
     let sync: RegistrySync | undefined;
     let ready = Promise.resolve();

@@ -9,6 +9,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { DiscoveryError } from "../domain/errors.js";
 import type { Encoded } from "./encoded.js";
+import { type CallObservers, observed } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
 import { toWireStatus } from "./status.js";
@@ -263,7 +264,31 @@ function roleCheck(
   };
 }
 
+const CALL_TYPES = {
+  unary: "unary",
+  client_streaming: "client_stream",
+  server_streaming: "server_stream",
+  bidi_streaming: "bidi_stream",
+} as const;
+
+/**
+ * The grpc-js handler of one method, counted for the ops listener's metrics when the server has
+ * observers: each call's start, and its end with the status it ended with (CANCELLED when the
+ * caller went away).
+ */
 function serverHandler(
+  method: DescMethod,
+  path: string,
+  handler: (...args: unknown[]) => unknown,
+  options: AddServiceOptions,
+  limits: { watchers: WatchSlots; streamingCalls: WatchSlots; observers?: CallObservers },
+): grpc.UntypedHandleCall {
+  const raw = methodHandler(method, path, handler, options, limits);
+  if (!limits.observers) return raw;
+  return observed(raw, limits.observers(path, CALL_TYPES[method.methodKind]), method.methodKind);
+}
+
+function methodHandler(
   method: DescMethod,
   path: string,
   handler: (...args: unknown[]) => unknown,

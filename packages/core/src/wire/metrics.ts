@@ -2,9 +2,12 @@
 // build info, the process's own figures (CPU, memory, event-loop lag, from prom-client's
 // defaults) and, for every gRPC call, the shape the grpc-ecosystem interceptors made common
 // (grpc_server_started_total, grpc_server_handled_total by code, grpc_server_handling_seconds),
-// fed by a grpc-js server interceptor so no handler carries metric code. Labels name only the
-// service, method, call type and status code; grpc-js runs interceptors only for registered
-// methods, so a caller cannot invent label values. Servers add their own gauges and counters to
+// fed by the server adapter (wire/grpc.ts, which every service goes through) so no handler
+// carries metric code. Not a grpc-js interceptor: its ServerInterceptingCall wraps every call
+// in another layer of listeners and responders, which measured about 15 us per unary call here
+// (a tenth of a cache hit); the adapter's hook costs two increments and a clock read. Labels
+// name only the service, method, call type and status code of registered methods, so a caller
+// cannot invent label values. Servers add their own gauges and counters to
 // the same registry (collect callbacks that read their stats when scraped).
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
@@ -20,13 +23,23 @@ export const MIMI_VERSION: string = (
 /** Latency buckets in seconds, from a cache hit (sub-millisecond) to a deadline (10 s). */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-/** A server's metrics: the registry to scrape and the interceptor that feeds it. */
-export interface ServerMetrics {
-  readonly registry: Registry;
-  readonly interceptor: grpc.ServerInterceptor;
+/** The kind of a gRPC method, as the metrics label it. */
+export type CallType = "unary" | "client_stream" | "server_stream" | "bidi_stream";
+
+/** Counts one method's calls: `begin` when a call starts, `end` with its status code. */
+export interface MethodObserver {
+  begin(): number;
+  end(t0: number, code: number): void;
 }
 
-type CallType = "unary" | "client_stream" | "server_stream" | "bidi_stream";
+/** Makes the observer of each registered method (addService calls it once per method). */
+export type CallObservers = (path: string, type: CallType) => MethodObserver;
+
+/** A server's metrics: the registry to scrape and the observers that feed it. */
+export interface ServerMetrics {
+  readonly registry: Registry;
+  readonly observers: CallObservers;
+}
 
 /** Creates the registry of a server of `role` ("root", "authoritative", "resolver"). */
 export function createServerMetrics(role: string): ServerMetrics {
@@ -61,59 +74,140 @@ export function createServerMetrics(role: string): ServerMetrics {
     registers: [registry],
   });
 
-  // Bound children per method (and code), made on first use: a call costs two increments and
-  // one observation, not label hashing.
-  const perMethod = new Map<
-    string,
-    {
-      type: CallType;
-      started: Counter.Internal;
-      seconds: Histogram.Internal<string>;
-      handled: Map<number, Counter.Internal>;
-      labels: [string, string, string];
-    }
-  >();
-  const methodOf = (d: grpc.ServerMethodDefinition<unknown, unknown>) => {
-    let m = perMethod.get(d.path);
-    if (!m) {
-      const type: CallType = d.requestStream
-        ? d.responseStream
-          ? "bidi_stream"
-          : "client_stream"
-        : d.responseStream
-          ? "server_stream"
-          : "unary";
-      const [, service = "", method = ""] = d.path.split("/");
-      const l: [string, string, string] = [type, service, method];
-      m = {
-        type,
-        started: started.labels(...l),
-        seconds: seconds.labels(...l),
-        handled: new Map(),
-        labels: l,
-      };
-      perMethod.set(d.path, m);
-    }
-    return m;
-  };
-  const codeName = (code: number) => grpc.status[code] ?? String(code);
-
-  const interceptor: grpc.ServerInterceptor = (definition, call) => {
-    const m = methodOf(definition);
-    m.started.inc();
-    const t0 = performance.now();
-    return new grpc.ServerInterceptingCall(call, {
-      sendStatus(status, next) {
-        let h = m.handled.get(status.code);
+  // Bound children per method (and code), made when the method is registered: a call costs
+  // two increments and one observation, not label hashing.
+  const observers: CallObservers = (path, type) => {
+    const [, service = "", method = ""] = path.split("/");
+    const l: [string, string, string] = [type, service, method];
+    const start = started.labels(...l);
+    const time = seconds.labels(...l);
+    const byCode = new Map<number, Counter.Internal>();
+    return {
+      begin() {
+        start.inc();
+        return performance.now();
+      },
+      end(t0, code) {
+        let h = byCode.get(code);
         if (!h) {
-          h = handled.labels(...m.labels, codeName(status.code));
-          m.handled.set(status.code, h);
+          h = handled.labels(...l, grpc.status[code] ?? String(code));
+          byCode.set(code, h);
         }
         h.inc();
-        if (m.type === "unary") m.seconds.observe((performance.now() - t0) / 1000);
-        next(status);
+        if (type === "unary") time.observe((performance.now() - t0) / 1000);
       },
-    });
+    };
   };
-  return { registry, interceptor };
+  return { registry, observers };
+}
+
+/**
+ * Adds to `registry` a counter read from a running total when scraped (a server's existing
+ * stats), so the hot path keeps its plain increments and pays nothing for metrics.
+ */
+export function counterFrom(registry: Registry, name: string, help: string, read: () => number): void {
+  let last = 0;
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      const now = read();
+      if (now > last) this.inc(now - last);
+      last = Math.max(last, now);
+    },
+  });
+}
+
+/** Adds to `registry` a gauge read when scraped; `read` gives one value, or values by label. */
+export function gaugeFrom(
+  registry: Registry,
+  name: string,
+  help: string,
+  read: () => number | readonly { labels: Record<string, string>; value: number }[],
+  labelNames: readonly string[] = [],
+): void {
+  new Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      const v = read();
+      if (typeof v === "number") {
+        this.set(v);
+        return;
+      }
+      this.reset();
+      for (const x of v) this.set(x.labels, x.value);
+    },
+  });
+}
+
+/** Like counterFrom, with one label: `read` gives the running total of each label value. */
+export function countersFrom(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelName: string,
+  read: () => Readonly<Record<string, number>>,
+): void {
+  const last = new Map<string, number>();
+  new Counter({
+    name,
+    help,
+    labelNames: [labelName],
+    registers: [registry],
+    collect() {
+      for (const [value, now] of Object.entries(read())) {
+        const before = last.get(value) ?? 0;
+        this.inc({ [labelName]: value }, Math.max(0, now - before));
+        last.set(value, Math.max(before, now));
+      }
+    },
+  });
+}
+
+/** `raw` (a grpc-js method handler of `kind`), counting each call's start and its end with its status. */
+export function observed(
+  raw: grpc.UntypedHandleCall,
+  observer: MethodObserver,
+  kind: "unary" | "client_streaming" | "server_streaming" | "bidi_streaming",
+): grpc.UntypedHandleCall {
+  const codeOf = (err: unknown) => {
+    const code = (err as { code?: unknown } | null)?.code;
+    return typeof code === "number" ? code : grpc.status.UNKNOWN;
+  };
+  if (kind === "unary" || kind === "client_streaming") {
+    const f = raw as (call: unknown, callback: grpc.sendUnaryData<unknown>) => void;
+    return ((call: unknown, callback: grpc.sendUnaryData<unknown>) => {
+      const t0 = observer.begin();
+      f(call, (err, value, trailer, flags) => {
+        observer.end(t0, err ? codeOf(err) : grpc.status.OK);
+        callback(err, value, trailer, flags);
+      });
+    }) as grpc.UntypedHandleCall;
+  }
+  const f = raw as (call: grpc.ServerWritableStream<unknown, unknown>) => void;
+  return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
+    const t0 = observer.begin();
+    let ended = false;
+    const finish = (code: number) => {
+      if (ended) return;
+      ended = true;
+      observer.end(t0, code);
+    };
+    const end = call.end.bind(call) as (...a: unknown[]) => unknown;
+    const emit = call.emit.bind(call) as (event: string | symbol, ...a: unknown[]) => boolean;
+    (call as unknown as { end: (...a: unknown[]) => unknown }).end = (...a: unknown[]) => {
+      finish(grpc.status.OK);
+      return end(...a);
+    };
+    (call as unknown as { emit: typeof emit }).emit = (event, ...a) => {
+      if (event === "error") finish(codeOf(a[0]));
+      return emit(event, ...a);
+    };
+    call.once("cancelled", () => finish(grpc.status.CANCELLED));
+    f(call);
+  }) as grpc.UntypedHandleCall;
 }

@@ -1,5 +1,5 @@
 // The ops listener: probes and metrics over plain HTTP on loopback, nothing else; the gRPC
-// interceptor counts calls by method and status.
+// server adapter counts calls by method and status.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
@@ -51,9 +51,9 @@ test("probes say alive and why not ready; other paths and methods are refused", 
   assert.match(m.body, /process_cpu_seconds_total/);
 });
 
-test("the interceptor counts each call by method and status, and times unary calls", async () => {
+test("every call is counted by method and status, and unary calls are timed", async () => {
   const metrics = createServerMetrics("root");
-  const server = createGrpcServer(undefined, [metrics.interceptor]);
+  const server = createGrpcServer(undefined, metrics.observers);
   closers.push(() => server.forceShutdown());
   addService(
     server,

@@ -5,6 +5,7 @@ import type { Server, Socket } from "node:net";
 import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "../domain/errors.js";
 import type { ConfigReader } from "../runtime/config.js";
+import type { CallObservers } from "./metrics.js";
 
 /** The connection limits of a server. */
 export interface ConnectionLimits {
@@ -143,15 +144,18 @@ export function createWatchSlots(max: number, kind: SlotKind = WATCHES): WatchSl
 /** A server's limits and the per-identity slots of its long calls. */
 export interface AttachedLimits {
   limits: ConnectionLimits;
+  /** Counts calls for the ops listener's metrics, when the server has one. */
+  observers?: CallObservers;
   watchers: WatchSlots;
   streamingCalls: WatchSlots;
 }
 const attached = new WeakMap<grpc.Server, AttachedLimits>();
 
 /** Gives `server` its limits; addService reads them (createGrpcServer calls this). */
-export function attachLimits(server: grpc.Server, limits: ConnectionLimits): void {
+export function attachLimits(server: grpc.Server, limits: ConnectionLimits, observers?: CallObservers): void {
   attached.set(server, {
     limits,
+    ...(observers && { observers }),
     watchers: createWatchSlots(limits.maxWatchersPerIdentity),
     streamingCalls: createWatchSlots(limits.maxStreamingCallsPerIdentity, STREAMING_CALLS),
   });

@@ -11,7 +11,7 @@ import { type Clock, fileOffsetClock, systemClock } from "../runtime/clock.js";
 import { ConfigError, type ConfigReader, readConfigFile } from "../runtime/config.js";
 import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
 import { addHealthService } from "./health.js";
-import { createServerMetrics, MIMI_VERSION } from "./metrics.js";
+import { type CallObservers, createServerMetrics, MIMI_VERSION } from "./metrics.js";
 import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
 import {
   attachLimits,
@@ -43,17 +43,13 @@ const SERVER_OPTIONS: grpc.ServerOptions = {
 /** How long a stopping server lets running calls finish before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2_000;
 
-/** A new grpc-js server with the project's options, `limits` (connections section) and `interceptors`. */
+/** A new grpc-js server with the project's options, `limits` (connections section) and call metrics. */
 export function createGrpcServer(
   limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
-  interceptors: grpc.ServerInterceptor[] = [],
+  observers?: CallObservers,
 ): grpc.Server {
-  const server = new grpc.Server({
-    ...SERVER_OPTIONS,
-    ...grpcLimitOptions(limits),
-    ...(interceptors.length > 0 && { interceptors }),
-  });
-  attachLimits(server, limits);
+  const server = new grpc.Server({ ...SERVER_OPTIONS, ...grpcLimitOptions(limits) });
+  attachLimits(server, limits, observers);
   return server;
 }
 
@@ -253,7 +249,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .warn({ caFile: config.tls.caFile }, "trusting the development CA; never in production");
   }
   const metrics = config.ops ? createServerMetrics(spec.role) : undefined;
-  const server = createGrpcServer(config.connections, metrics ? [metrics.interceptor] : []);
+  const server = createGrpcServer(config.connections, metrics?.observers);
   const running = await spec.start({ config, log, clock, tls, server, metrics: metrics?.registry });
   const health = addHealthService(server, log, running.healthServices);
   let ready = false;

@@ -1,0 +1,98 @@
+// The resolver's own metrics on the ops listener, in the shape of CoreDNS's cache plugin and
+// PowerDNS Recursor's counters: read from the stats the resolver keeps anyway when scraped, so
+// the hot path pays nothing. Labels: a DP id (from the registry) at most; nothing per caller.
+import { counterFrom, type EnumerationDetector, gaugeFrom } from "@mimi/core";
+import type { Registry } from "prom-client";
+import type { ChangeSubscriptions } from "./changes.js";
+import type { Quotas } from "./quotas.js";
+import type { ResolverService } from "./service.js";
+import type { Upstream } from "./upstream.js";
+
+/** What the resolver's metrics read. */
+export interface ResolverMetricSources {
+  readonly service: ResolverService;
+  readonly upstream: Upstream;
+  readonly subscriptions: ChangeSubscriptions;
+  readonly quotas: Quotas;
+  readonly enumeration: EnumerationDetector;
+  readonly registrySerial: () => bigint;
+}
+
+/** Registers the resolver's metrics on `registry`. */
+export function registerResolverMetrics(registry: Registry, s: ResolverMetricSources): void {
+  const stats = () => s.service.stats;
+  const c = (name: string, help: string, read: () => number) =>
+    counterFrom(registry, `mimi_resolver_${name}`, help, read);
+  gaugeFrom(registry, "mimi_resolver_cache_entries", "Answers held in the cache.", () => s.service.cacheSize);
+  c("cache_hits_total", "Lookups answered from the cache.", () => stats().hits);
+  c("cache_misses_total", "Lookups the cache could not answer.", () => stats().misses);
+  c("cache_prefetches_total", "Popular answers refreshed before they expired.", () => stats().prefetches);
+  c("cache_served_stale_total", "Expired answers served because their DP failed.", () => stats().stale);
+  c(
+    "cache_invalidations_total",
+    "Cached answers dropped by a DP's change event.",
+    () => stats().invalidations,
+  );
+  c(
+    "cache_resyncs_total",
+    "Times a DP's answers were all dropped (its log could not be continued).",
+    () => stats().resyncs,
+  );
+  c(
+    "cache_registry_evictions_total",
+    "Cached answers dropped by registry changes.",
+    () => stats().evictedByRegistry,
+  );
+  c("cache_flushed_total", "Cached answers dropped by an operator's flush.", () => stats().flushed);
+  c("upstream_requests_total", "Lookups sent to DPs.", () => stats().upstreamRequests);
+  c("upstream_failures_total", "Lookups to DPs that failed.", () => stats().upstreamFailures);
+  c(
+    "verification_failures_total",
+    "DP answers refused because they did not verify.",
+    () => stats().verificationFailures,
+  );
+  c("quota_refusals_total", "Lookups refused because the caller's budget was spent.", () => s.quotas.refused);
+  c(
+    "enumeration_detections_total",
+    "Windows of a caller's lookups that looked like a crawl.",
+    () => s.enumeration.counts.detections,
+  );
+  c(
+    "enumeration_refusals_total",
+    "Lookups refused by an enforced enumeration detection.",
+    () => s.enumeration.counts.refused,
+  );
+  gaugeFrom(registry, "mimi_registry_serial", "Serial of the registry copy in use.", () =>
+    Number(s.registrySerial()),
+  );
+  const perDp = (pick: (w: { inflight: number; window: number; queued: number }) => number) => () =>
+    s.upstream.windows().map((w) => ({ labels: { dp: w.dpId }, value: pick(w) }));
+  gaugeFrom(
+    registry,
+    "mimi_resolver_upstream_window",
+    "Lookups the adaptive window lets be in flight at a DP.",
+    perDp((w) => w.window),
+    ["dp"],
+  );
+  gaugeFrom(
+    registry,
+    "mimi_resolver_upstream_inflight",
+    "Lookups in flight at a DP.",
+    perDp((w) => w.inflight),
+    ["dp"],
+  );
+  gaugeFrom(
+    registry,
+    "mimi_resolver_upstream_queued",
+    "Lookups waiting for a DP's window.",
+    perDp((w) => w.queued),
+    ["dp"],
+  );
+  gaugeFrom(
+    registry,
+    "mimi_resolver_change_subscription_connected",
+    "1 while the change subscription to a DP is open and caught up.",
+    () => s.subscriptions.states().map((x) => ({ labels: { dp: x.dpId }, value: x.connected ? 1 : 0 })),
+    ["dp"],
+  );
+}
