@@ -462,6 +462,7 @@ scenario(
       const line = (await scrape(port)).body.split("\n").find((l) => l.startsWith(`${series} `));
       return Number(line?.split(" ")[1] ?? Number.NaN);
     };
+    await t.resolve("tel:+447700900123"); // cached from here on
     const [ok, bad] = [await count("OK"), await count("INVALID_ARGUMENT")];
     const hits = await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total");
     const dpLookups = await value(net.dps.eu.opsPort, "mimi_dp_lookups_total");
@@ -491,3 +492,85 @@ scenario(t, "every binary tells its version", async () => {
     );
   }
 });
+
+scenario(
+  t,
+  "--check passes a good config and names what is wrong with a bad one, binding nothing",
+  async () => {
+    const { execFileSync } = await import("node:child_process");
+    const { readFileSync, writeFileSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const { fileURLToPath } = await import("node:url");
+    const main = fileURLToPath(new URL("../packages/resolver/dist/main.js", import.meta.url));
+    const good = join(t.net.dir, "config", "resolver.json");
+    const check = (file: string) => {
+      try {
+        return {
+          code: 0,
+          out: execFileSync(process.execPath, [main, "--check", "--config", file], {
+            stdio: "pipe",
+          }).toString(),
+        };
+      } catch (err) {
+        const e = err as { status: number; stderr: Buffer };
+        return { code: e.status, out: e.stderr.toString() };
+      }
+    };
+    const ok = check(good);
+    assert.equal(ok.code, 0, ok.out);
+    assert.match(ok.out, /resolver\.json: ok \(resolver; port \d+, ops port \d+\)/);
+    const config = JSON.parse(readFileSync(good, "utf8")) as Config;
+    type Config = { tls: { keyFile: string }; rootPublicKey: string };
+    const bad = (name: string, change: (c: Config) => void) => {
+      const c = structuredClone(config);
+      change(c);
+      const file = join(t.net.dir, "config", `check-${name}.json`);
+      writeFileSync(file, JSON.stringify(c));
+      return check(file);
+    };
+    const mismatched = bad("tls", (c) => {
+      c.tls.keyFile = c.tls.keyFile.replace("resolver-key.pem", "root-key.pem");
+    });
+    assert.equal(mismatched.code, 1);
+    assert.match(mismatched.out, /TLS material .* does not load/);
+    const noKey = bad("root-key", (c) => {
+      c.rootPublicKey = join(t.net.dir, "missing.pub");
+    });
+    assert.equal(noKey.code, 1);
+    assert.match(noKey.out, /missing\.pub/);
+    const unknown = bad("unknown", (c) => {
+      (c as unknown as Record<string, unknown>).upstreamTimeoutMz = 5;
+    });
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.out, /upstreamTimeoutMz/);
+  },
+);
+
+scenario(
+  t,
+  "SIGTERM makes a server not ready at once, while it goes on answering for its lame-duck period",
+  async () => {
+    const { startResolver } = await import("@mimi/devnet");
+    const proc = await startResolver(t.net, {
+      name: "resolver-lame-duck",
+      rootEndpoints: [t.net.root.address],
+      overrides: { lameDuckSeconds: 3, ops: { port: 0 } },
+    });
+    await eventually(async () => {
+      assert.equal((await fetch(`http://127.0.0.1:${proc.opsPort}/readyz`)).status, 200);
+    });
+    const stopped = proc.stop(20_000);
+    await eventually(async () => {
+      const res = await fetch(`http://127.0.0.1:${proc.opsPort}/readyz`);
+      assert.deepEqual([res.status, await res.text()], [503, "not ready: shutting down\n"]);
+    });
+    // Still answering: callers that have not moved away yet are served.
+    const r = await t.net
+      .channel(proc.address, "msp-bluebird")
+      .client(pb.ResolverService)
+      .resolve({ csi: "tel:+447700900123" });
+    assert.equal(r.answer?.status, FOUND);
+    await stopped;
+    assert.ok(proc.lines.some((l) => l.includes("lame duck: not ready, still serving")));
+  },
+);

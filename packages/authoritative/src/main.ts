@@ -31,6 +31,10 @@ import { openMappingStore } from "./store/store.js";
 runServer<AuthoritativeConfig>(process, {
   role: "authoritative",
   parseConfig,
+  check(config) {
+    loadSigningKey(config.signingKey);
+    loadPublicKey(config.rootPublicKey);
+  },
   logName: (config) => `authoritative-${config.dpId}`,
   start({ config, log, clock, tls, server, metrics }) {
     const dbPath = join(config.dataDir, "mappings.sqlite");

@@ -27,6 +27,9 @@ import { createUpstream } from "./upstream.js";
 runServer<ResolverConfig>(process, {
   role: "resolver",
   parseConfig,
+  check(config) {
+    loadPublicKey(config.rootPublicKey);
+  },
   start({ config, log, clock, tls, server, metrics }) {
     // The saved registry copy lives in a folder only this user may open (0700); one that others
     // may open or change is refused unless the config accepts it.

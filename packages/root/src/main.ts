@@ -22,6 +22,10 @@ import { openRegistryStore } from "./store.js";
 runServer<RootConfig>(process, {
   role: "root",
   parseConfig,
+  check(config) {
+    if (config.signingKey) loadSigningKey(config.signingKey);
+    if (config.primary) loadPublicKey(config.primary.rootPublicKey);
+  },
   start({ config, log, clock, tls, server, metrics }) {
     const dbPath = join(config.dataDir, "registry.sqlite");
     // The data folder is made 0700 and the store 0600; one that others may open or change is

@@ -4,6 +4,7 @@
 import { X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
+import { createSecureContext } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -95,6 +96,8 @@ export interface ServerBasics {
   readonly connections: ConnectionLimits;
   /** The ops listener (metrics, probes); undefined: none. */
   readonly ops: OpsConfig | undefined;
+  /** How long a stopping server keeps serving while it reports not ready (`lameDuckSeconds`). */
+  readonly lameDuckMs: number;
 }
 
 /** Reads host, port, tls and logLevel; relative paths resolve against `baseDir`. */
@@ -115,6 +118,7 @@ export function readServerBasics(
     allowDevelopmentCa: r.boolean("allowDevelopmentCa", false),
     connections: readConnectionLimits(r),
     ops: readOpsSection(r),
+    lameDuckMs: r.integer("lameDuckSeconds", 0, 0, 600) * 1000,
   };
 }
 
@@ -186,10 +190,15 @@ export interface ServerSpec<C extends ServerBasics> {
   logName?(config: C): string;
   /** Builds the server's parts and registers its services. */
   start(ctx: ServerContext<C>): Promise<RunningServer> | RunningServer;
+  /**
+   * For --check: loads what `start` would load besides TLS (keys, key files) and throws, naming
+   * the file, what does not load. Nothing is opened for writing and no port is bound.
+   */
+  check?(config: C): void;
 }
 
 /** Usage of every server binary. */
-const SERVER_USAGE = "--config <file.json> [--stop-with-parent] [--test-clock <file>] | --version";
+const SERVER_USAGE = "--config <file.json> [--check] [--stop-with-parent] [--test-clock <file>] | --version";
 
 /**
  * Runs a server process until SIGINT or SIGTERM (or, with --stop-with-parent, until standard
@@ -237,6 +246,13 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .warn({ file: resolve(clockFile) }, "test clock in use; never in production");
   }
   const tls = loadTls(config.tls);
+  if (host.argv.includes("--check")) {
+    checkConfig(spec, config, tls);
+    const ops = config.ops ? `, ops port ${config.ops.port}` : "";
+    host.stdout.write(`${configPath}: ok (${spec.role}; port ${config.port}${ops})\n`);
+    host.exit(0);
+    return;
+  }
   if (holdsDevelopmentCa(tls.ca)) {
     if (!config.allowDevelopmentCa) {
       throw new ConfigError(
@@ -279,6 +295,12 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     stopping = true;
     log.info({ signal: reason, ...running.shutdownFields?.() }, "shutdown");
     health.setServing(false);
+    // Lame duck: readiness and health already say NOT_SERVING, so load balancers and resolvers
+    // move away, while calls are still answered; then background work stops and calls drain.
+    if (config.lameDuckMs > 0 && reason !== "parent exited") {
+      log.info({ lameDuckMs: config.lameDuckMs }, "lame duck: not ready, still serving");
+      await new Promise((r) => setTimeout(r, config.lameDuckMs));
+    }
     running.stop();
     await shutdown(server, SHUTDOWN_GRACE_MS);
     running.close?.();
@@ -291,6 +313,28 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     host.stdin.on("error", () => void stop("parent exited"));
     host.stdin.resume();
   }
+}
+
+/**
+ * What --check verifies beyond parsing the config: the TLS key matches its certificate and both
+ * parse, the CA bundle parses, the development CA is allowed if present, and the server's own
+ * keys load (spec.check).
+ */
+function checkConfig<C extends ServerBasics>(spec: ServerSpec<C>, config: C, tls: TlsMaterial): void {
+  try {
+    createSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca });
+    new X509Certificate(tls.cert);
+  } catch (err) {
+    throw new ConfigError(
+      `TLS material (${config.tls.certFile}, ${config.tls.keyFile}, ${config.tls.caFile}) does not load: ${(err as Error).message}`,
+    );
+  }
+  if (holdsDevelopmentCa(tls.ca) && !config.allowDevelopmentCa) {
+    throw new ConfigError(
+      `${config.tls.caFile} holds the development CA; set allowDevelopmentCa: true only for a development network`,
+    );
+  }
+  spec.check?.(config);
 }
 
 /** The test clock over `file`, refused when others could move it. */
