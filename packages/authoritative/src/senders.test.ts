@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { type AddressInfo, createServer as createTcpServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -452,5 +452,32 @@ test("logs above debug hold neither the address nor the code", async (t) => {
     for (const secret of ["+447700900123", "alice@example.org", "483920"]) {
       assert.ok(!text.includes(secret), `${line.msg} logs ${secret}`);
     }
+  }
+});
+
+test("delivery secrets may come from files the process user alone can read", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-secrets-"));
+  try {
+    writeFileSync(join(dir, "smtp-password"), "s3cret\n", { mode: 0o600 });
+    writeFileSync(join(dir, "sms-token"), "tok", { mode: 0o600 });
+    writeFileSync(join(dir, "open-token"), "tok", { mode: 0o644 });
+    chmodSync(join(dir, "open-token"), 0o644);
+    const read = (email: object, tel: object = {}) =>
+      readDeliverySection(ConfigReader.of({ email, tel }, "config.delivery"), dir, "/data");
+    const smtp = { kind: "smtp", host: "smtp.example.org", from: "MIMI <codes@dp.example>", user: "dp" };
+    const parsed = read(
+      { ...smtp, passwordFile: "smtp-password" },
+      { kind: "http", url: "https://sms.example.org/send", tokenFile: "sms-token" },
+    );
+    assert.equal(parsed.email.kind === "smtp" && parsed.email.password, "s3cret");
+    assert.equal(parsed.tel.kind === "http" && parsed.tel.token, "tok");
+    assert.throws(() => read({ ...smtp, password: "x", passwordFile: "smtp-password" }), /not both/);
+    assert.throws(
+      () => read({}, { kind: "http", url: "https://sms.example.org/send", tokenFile: "open-token" }),
+      /has mode 0644: group or others may read it; fix: chmod 600/,
+    );
+    assert.throws(() => read({ ...smtp, passwordFile: "missing" }), /cannot be read/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,8 +1,9 @@
 // Delivers proof-of-possession codes to a CSI over its own channel: email through SMTP, SMS
 // through an HTTP gateway, or files in a local outbox for development and tests.
 import { randomUUID } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { platform } from "node:os";
 import { join, resolve } from "node:path";
 import {
   type Clock,
@@ -80,13 +81,42 @@ const SMTP_TLS_MODES = ["implicit", "starttls", "opportunistic"] as const;
 export function readDeliverySection(r: ConfigReader, baseDir: string, dataDir: string): DeliveryConfig {
   const defaultOutbox = resolve(baseDir, dataDir, "outbox");
   const outboxDir = resolve(baseDir, r.string("outboxDir", defaultOutbox));
-  const email = readEmail(r.object("email", { optional: true }));
-  const tel = readTel(r.object("tel", { optional: true }));
+  const email = readEmail(r.object("email", { optional: true }), baseDir);
+  const tel = readTel(r.object("tel", { optional: true }), baseDir);
   r.done();
   return deepFreeze<DeliveryConfig>({ email, tel, outboxDir });
 }
 
-function readEmail(e: ConfigReader): EmailDelivery {
+/**
+ * A secret given inline (`key`) or in a file (`fileKey`, read now, trailing newline dropped), so
+ * deployments can keep it out of the config (a mounted secret, a credentials file). The file
+ * must be the process user's and closed to group and others.
+ */
+function readSecret(r: ConfigReader, key: string, fileKey: string, baseDir: string, what: string) {
+  const inline = r.optionalString(key);
+  const file = r.optionalString(fileKey);
+  if (inline !== undefined && file !== undefined)
+    throw new ConfigError(`${what}: set ${key} or ${fileKey}, not both`);
+  if (file === undefined) return inline;
+  const path = resolve(baseDir, file);
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new ConfigError(`${what}.${fileKey}: ${path} cannot be read`);
+  }
+  if (platform() !== "win32" && (st.mode & 0o077) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, "0");
+    throw new ConfigError(
+      `${what}.${fileKey}: ${path} has mode ${mode}: group or others may read it; fix: chmod 600 ${path}`,
+    );
+  }
+  const secret = readFileSync(path, "utf8").replace(/\r?\n$/, "");
+  if (secret === "") throw new ConfigError(`${what}.${fileKey}: ${path} is empty`);
+  return secret;
+}
+
+function readEmail(e: ConfigReader, baseDir: string): EmailDelivery {
   const kind = e.string("kind", "outbox");
   if (kind === "outbox") {
     e.done();
@@ -104,9 +134,11 @@ function readEmail(e: ConfigReader): EmailDelivery {
     throw new ConfigError('delivery.email.from must be an address such as "MIMI <codes@dp.example>"');
   }
   const user = e.optionalString("user");
-  const password = e.optionalString("password");
+  const password = readSecret(e, "password", "passwordFile", baseDir, "delivery.email");
   if ((user === undefined) !== (password === undefined)) {
-    throw new ConfigError("delivery.email.user and delivery.email.password must be set together");
+    throw new ConfigError(
+      "delivery.email.user and delivery.email.password (or passwordFile) must be set together",
+    );
   }
   const timeoutMs = e.integer("timeoutMs", DEFAULTS.smtpTimeoutMs, 100, 120_000);
   e.done();
@@ -122,7 +154,7 @@ function readEmail(e: ConfigReader): EmailDelivery {
   };
 }
 
-function readTel(t: ConfigReader): TelDelivery {
+function readTel(t: ConfigReader, baseDir: string): TelDelivery {
   const kind = t.string("kind", "outbox");
   if (kind === "outbox") {
     t.done();
@@ -133,7 +165,7 @@ function readTel(t: ConfigReader): TelDelivery {
   if (!/^https?:$/.test(parseUrl(url)?.protocol ?? "")) {
     throw new ConfigError("delivery.tel.url must be an http or https URL");
   }
-  const token = t.optionalString("token");
+  const token = readSecret(t, "token", "tokenFile", baseDir, "delivery.tel");
   const timeoutMs = t.integer("timeoutMs", DEFAULTS.httpTimeoutMs, 100, 60_000);
   t.done();
   return { kind, url, ...(token !== undefined && { token }), timeoutMs };
