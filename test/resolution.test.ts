@@ -574,3 +574,19 @@ scenario(
     assert.ok(proc.lines.some((l) => l.includes("lame duck: not ready, still serving")));
   },
 );
+
+scenario(t, "mimi health asks a server whether it serves, and fails when it does not", async () => {
+  const ok = await t.cli(["health", t.net.resolver.address]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout, `${t.net.resolver.address}: SERVING\n`);
+  const dp = await t.cli([
+    "health",
+    t.net.dps.eu.address,
+    "--service",
+    "mimi.discovery.v1.AuthoritativeService",
+  ]);
+  assert.equal(dp.code, 0, dp.stderr);
+  const unknown = await t.cli(["health", t.net.root.address, "--service", "no.such.Service"]);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /NOT_FOUND|unknown service/i);
+});

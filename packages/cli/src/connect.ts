@@ -67,14 +67,14 @@ export interface TlsFlags {
  * grant `serverRole` (a root, a DP, a resolver), so that no other certificate of the network's
  * CA can stand in for it.
  */
-export function connect(address: string, flags: TlsFlags, serverRole: Role): Channel {
+export function connect(address: string, flags: TlsFlags, serverRole?: Role): Channel {
   const dev = devTlsPaths(resolve(flags.pki), flags.identity);
   const tls = loadTls({
     caFile: flags.ca ?? dev.caFile,
     certFile: flags.cert ?? dev.certFile,
     keyFile: flags.key ?? dev.keyFile,
   });
-  return openChannel(address, channelCredentials(tls, { role: serverRole }));
+  return openChannel(address, channelCredentials(tls, serverRole ? { role: serverRole } : {}));
 }
 
 /** The per-call deadline from the flags. */

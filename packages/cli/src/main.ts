@@ -8,6 +8,7 @@ import { Interrupted, UsageError } from "./args.js";
 import { addAuthCommands } from "./commands/auth.js";
 import { addClaimCommands } from "./commands/claim.js";
 import { addDevPkiCommand } from "./commands/dev-pki.js";
+import { addHealthCommand } from "./commands/health.js";
 import { addResolveCommand } from "./commands/resolve.js";
 import { addResolverCommands } from "./commands/resolver.js";
 import { addRootCommands } from "./commands/root.js";
@@ -27,6 +28,7 @@ addClaimCommands(program);
 addResolverCommands(program);
 addStoreCommands(program);
 addDevPkiCommand(program);
+addHealthCommand(program);
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function run(argv: readonly string[]): Promise<number> {
