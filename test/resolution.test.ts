@@ -469,10 +469,13 @@ scenario(
     await t.resolve("tel:+447700900199"); // a miss: the eu DP is asked
     for (let i = 0; i < 3; i++) await t.resolve("tel:+447700900123");
     await assert.rejects(t.resolve("not a number"));
-    assert.equal(await count("OK"), ok + 4);
-    assert.equal(await count("INVALID_ARGUMENT"), bad + 1);
-    assert.ok((await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total")) >= hits + 2);
-    assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
+    // A rendering of the metrics serves scrapes for a second: poll until the new one shows.
+    await eventually(async () => {
+      assert.equal(await count("OK"), ok + 4);
+      assert.equal(await count("INVALID_ARGUMENT"), bad + 1);
+      assert.ok((await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total")) >= hits + 3);
+      assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
+    });
     assert.ok((await value(net.root.opsPort, "mimi_registry_serial")) > 0);
     // No label carries a CSI or anything per user: only services, methods, types and codes.
     const body = (await scrape(net.resolver.opsPort)).body;
@@ -554,7 +557,7 @@ scenario(
     const proc = await startResolver(t.net, {
       name: "resolver-lame-duck",
       rootEndpoints: [t.net.root.address],
-      overrides: { lameDuckSeconds: 3, ops: { port: 0 } },
+      overrides: { lameDuckSeconds: 60, ops: { port: 0 } },
     });
     await eventually(async () => {
       assert.equal((await fetch(`http://127.0.0.1:${proc.opsPort}/readyz`)).status, 200);
@@ -570,8 +573,11 @@ scenario(
       .client(pb.ResolverService)
       .resolve({ csi: "tel:+447700900123" });
     assert.equal(r.answer?.status, FOUND);
+    // A second signal ends the lame duck at once (an operator's second Ctrl-C, a launcher gone).
+    process.kill(proc.pid as number, "SIGTERM");
     await stopped;
     assert.ok(proc.lines.some((l) => l.includes("lame duck: not ready, still serving")));
+    assert.ok(proc.lines.some((l) => l.includes("lame duck ended early by another stop signal")));
   },
 );
 

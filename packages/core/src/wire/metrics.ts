@@ -112,7 +112,7 @@ export function counterFrom(registry: Registry, name: string, help: string, read
     help,
     registers: [registry],
     collect() {
-      const now = read();
+      const now = safely(read, last);
       if (now > last) this.inc(now - last);
       last = Math.max(last, now);
     },
@@ -133,7 +133,7 @@ export function gaugeFrom(
     labelNames,
     registers: [registry],
     collect() {
-      const v = read();
+      const v = safely(read, []);
       if (typeof v === "number") {
         this.set(v);
         return;
@@ -159,7 +159,7 @@ export function countersFrom(
     labelNames: [labelName],
     registers: [registry],
     collect() {
-      for (const [value, now] of Object.entries(read())) {
+      for (const [value, now] of Object.entries(safely(read, {}))) {
         const before = last.get(value) ?? 0;
         this.inc({ [labelName]: value }, Math.max(0, now - before));
         last.set(value, Math.max(before, now));
@@ -207,7 +207,22 @@ export function observed(
       if (event === "error") finish(codeOf(a[0]));
       return emit(event, ...a);
     };
+    // grpc-js says "cancelled" for any stream that closes without our status, a deadline too.
     call.once("cancelled", () => finish(grpc.status.CANCELLED));
-    f(call);
+    try {
+      f(call);
+    } catch (err) {
+      finish(grpc.status.UNKNOWN);
+      throw err;
+    }
   }) as grpc.UntypedHandleCall;
+}
+
+/** What `read` gives, or `fallback` when it throws: one broken source must not fail a scrape. */
+function safely<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch {
+    return fallback;
+  }
 }

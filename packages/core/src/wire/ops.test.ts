@@ -95,3 +95,15 @@ test("the ops section: absent means no listener; loopback by default", () => {
   assert.throws(() => readOpsSection(ConfigReader.of({ ops: { port: 70_000 } })), /port/);
   assert.throws(() => readOpsSection(ConfigReader.of({ ops: { path: "/m" } })), /path/);
 });
+
+test("the ops listener leaves loopback only when told to", () => {
+  assert.throws(
+    () => readOpsSection(ConfigReader.of({ ops: { host: "0.0.0.0" } })),
+    /not loopback.*allowNonLoopback/,
+  );
+  assert.deepEqual(readOpsSection(ConfigReader.of({ ops: { host: "0.0.0.0", allowNonLoopback: true } })), {
+    host: "0.0.0.0",
+    port: 0,
+  });
+  assert.equal(readOpsSection(ConfigReader.of({ ops: { host: "::1" } }))?.host, "::1");
+});

@@ -5,6 +5,7 @@
 // about mappings: counters carry no CSI, hash or pseudonym. Bounded like the gRPC side: no
 // request bodies, short header and request timeouts, a connection cap.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { ConfigError, type ConfigReader } from "../runtime/config.js";
@@ -16,6 +17,8 @@ export interface OpsConfig {
   readonly port: number;
 }
 
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
 /** Reads the optional `ops` section: undefined when it is absent. */
 export function readOpsSection(r: ConfigReader): OpsConfig | undefined {
   if (!r.keys().includes("ops")) return undefined;
@@ -24,8 +27,17 @@ export function readOpsSection(r: ConfigReader): OpsConfig | undefined {
     host: o.string("host", "127.0.0.1"),
     port: o.integer("port", 0, 0, 65_535),
   };
+  // Metrics are unauthenticated and say more than probes need (a quiet resolver's hit counter
+  // tells whether someone asked a CSI lately), so leaving loopback is an explicit choice.
+  const allowNonLoopback = o.boolean("allowNonLoopback", false);
   o.done();
   if (ops.host === "") throw new ConfigError("config.ops.host must not be empty");
+  if (!LOOPBACK.has(ops.host) && !allowNonLoopback) {
+    throw new ConfigError(
+      `config.ops.host ${ops.host} is not loopback: the ops listener has no authentication and its metrics ` +
+        "show cache activity; keep it on 127.0.0.1, or set ops.allowNonLoopback: true and restrict who can reach it (a firewall, a NetworkPolicy)",
+    );
+  }
   return ops;
 }
 
@@ -43,17 +55,35 @@ export interface OpsListener {
 }
 
 const MAX_CONNECTIONS = 64;
+/** A scrape renders every series (about 1.6 ms); one rendering serves all scrapes for this long. */
+const METRICS_CACHE_MS = 1_000;
 
 /** Starts the ops listener on `config`. */
 export function startOps(config: OpsConfig, sources: OpsSources, log: Logger): Promise<OpsListener> {
-  const server: Server = createServer((req, res) => {
-    void answer(req, res, sources).catch((err: Error) => {
+  // Concurrent scrapes share one rendering, and a rendering serves for METRICS_CACHE_MS, so a
+  // flood of scrapes costs at most one rendering a second on the thread that serves gRPC.
+  let cached: { atMs: number; text: Promise<string> } | undefined;
+  const render = () => {
+    const now = performance.now();
+    if (!cached || now - cached.atMs >= METRICS_CACHE_MS) {
+      const text = sources.registry.metrics();
+      cached = { atMs: now, text };
+      text.catch(() => {
+        if (cached?.text === text) cached = undefined;
+      });
+    }
+    return cached.text;
+  };
+  // Half-sent requests are cut after the header timeout, checked every second (Node's default
+  // check every 30 s would let 64 silent connections hold every slot, probes included).
+  const server: Server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => {
+    void answer(req, res, sources, render).catch((err: Error) => {
       log.warn({ err: err.message, path: req.url }, "ops request failed");
       if (!res.headersSent) send(res, 500, "internal error\n");
       else res.destroy();
     });
   });
-  server.headersTimeout = 5_000;
+  server.headersTimeout = 2_000;
   server.requestTimeout = 10_000;
   server.keepAliveTimeout = 5_000;
   server.maxHeadersCount = 50;
@@ -72,7 +102,12 @@ export function startOps(config: OpsConfig, sources: OpsSources, log: Logger): P
   });
 }
 
-async function answer(req: IncomingMessage, res: ServerResponse, sources: OpsSources): Promise<void> {
+async function answer(
+  req: IncomingMessage,
+  res: ServerResponse,
+  sources: OpsSources,
+  render: () => Promise<string>,
+): Promise<void> {
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.setHeader("allow", "GET, HEAD");
     return send(res, 405, "only GET and HEAD\n");
@@ -84,7 +119,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, sources: OpsSou
     return why === undefined ? send(res, 200, "ready\n") : send(res, 503, `not ready: ${why}\n`);
   }
   if (path === "/metrics") {
-    const body = await sources.registry.metrics();
+    const body = await render();
     return send(res, 200, body, sources.registry.contentType);
   }
   return send(res, 404, "not found: try /metrics, /healthz or /readyz\n");

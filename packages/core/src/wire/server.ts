@@ -290,8 +290,13 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       : undefined;
   logListening(log, { host: config.host, port, ...(ops && { opsPort: ops.port }), ...running.listening });
 
+  let skipLameDuck: (() => void) | undefined;
   const stop = async (reason: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal, or the launcher going away, ends the lame duck at once.
+      skipLameDuck?.();
+      return;
+    }
     stopping = true;
     log.info({ signal: reason, ...running.shutdownFields?.() }, "shutdown");
     health.setServing(false);
@@ -299,7 +304,14 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     // move away, while calls are still answered; then background work stops and calls drain.
     if (config.lameDuckMs > 0 && reason !== "parent exited") {
       log.info({ lameDuckMs: config.lameDuckMs }, "lame duck: not ready, still serving");
-      await new Promise((r) => setTimeout(r, config.lameDuckMs));
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, config.lameDuckMs);
+        skipLameDuck = () => {
+          log.info({}, "lame duck ended early by another stop signal");
+          clearTimeout(t);
+          r();
+        };
+      });
     }
     running.stop();
     await shutdown(server, SHUTDOWN_GRACE_MS);
