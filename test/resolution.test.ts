@@ -596,3 +596,34 @@ scenario(t, "mimi health asks a server whether it serves, and fails when it does
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /NOT_FOUND|unknown service/i);
 });
+
+scenario(
+  t,
+  "the local network keeps running when a server dies, and restarts it on its port when asked",
+  async () => {
+    const { PassThrough } = await import("node:stream");
+    const { supervise, waitUntilServing } = await import("@mimi/devnet");
+    const input = new PassThrough();
+    const said: string[] = [];
+    const us = t.net.dps.us;
+    const port = us.port;
+    const stopWatching = supervise([t.net.dps.us], { input, write: (text) => said.push(text) });
+    try {
+      process.kill(us.pid as number, "SIGKILL");
+      await eventually(async () =>
+        assert.match(said.join(""), /dp-us exited unexpectedly .*the others keep running/),
+      );
+      // The rest still answer: the eu DP's numbers resolve.
+      assert.equal((await t.resolve("tel:+447700900123")).answer?.status, FOUND);
+      input.write("restart\n");
+      await eventually(async () => assert.match(said.join(""), /dp-us restarted at 127\.0\.0\.1:\d+/));
+      assert.equal(us.port, port, "on the port it had");
+      await waitUntilServing(t.net, us);
+      // The resolver reconnects on its own (its channel's backoff) and asks the DP again.
+      await eventually(async () => assert.ok((await t.resolve("tel:+12025550142")).answer), 60_000);
+    } finally {
+      stopWatching();
+      input.end();
+    }
+  },
+);

@@ -15,3 +15,4 @@ export { type Network, type NetworkOptions, type NetworkPorts, startNetwork } fr
 export { devSigningKeyPaths, devTlsPaths, IDENTITIES, LOCAL_PORTS, SIGNING_KEYS } from "./paths.js";
 export { ensureDevPki, ensureDevSigningKeys } from "./pki.js";
 export { type Role, ServerProcess, type ServerProcessOptions } from "./server-process.js";
+export { type SupervisorIo, supervise } from "./supervise.js";

@@ -7,6 +7,7 @@ import { silenceIpServernameWarning } from "@mimi/core";
 import pretty from "pino-pretty";
 import { startNetwork } from "./network.js";
 import { LOCAL_PORTS } from "./paths.js";
+import { supervise } from "./supervise.js";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../../../..");
 const COLORS: Record<string, number> = { root: 35, "dp-eu": 34, "dp-us": 36, resolver: 32 };
@@ -61,13 +62,11 @@ async function main(): Promise<void> {
     await net.stop();
     process.exit(code);
   };
-  // A server that dies takes the network down with it, loudly, rather than leaving it half up.
-  for (const p of [net.root, net.dps.eu, net.dps.us, net.resolver]) {
-    p.onUnexpectedExit = (name, code, signal) => {
-      process.stderr.write(`start: ${name} exited unexpectedly (${signal ?? code}); stopping the network\n`);
-      void stop(1);
-    };
-  }
+  // A server that dies is reported and the rest keep running; "restart" brings it back.
+  supervise([net.root, net.dps.eu, net.dps.us, net.resolver], {
+    input: process.stdin,
+    write: (text) => process.stderr.write(text),
+  });
   process.on("SIGINT", () => void stop(0));
   process.on("SIGTERM", () => void stop(0));
 }
