@@ -83,8 +83,8 @@ test("a crawl under one context is detected and, in enforce mode, refused in its
   const { l, seen } = limits({}, "enforce");
   for (let i = 0; i < 50; i++) {
     const csi = `tel:+44770030${String(i).padStart(4, "0")}`;
-    l.admit("resolver", ctx(9), csi, 1_000);
-    l.answered("resolver", ctx(9), csi, true, 1_000);
+    const subject = l.admit("resolver", ctx(9), csi, 1_000);
+    l.answered(subject, csi, true, 1_000);
   }
   assert.deepEqual(
     seen.map((d) => [d.subject, d.scope]),
@@ -97,8 +97,10 @@ test("a crawl under one context is detected and, in enforce mode, refused in its
   l.admit("resolver", ctx(9), "tel:+15550000000", 2_000);
   l.admit("resolver", ctx(8), "tel:+447700300001", 2_000);
   // Lookups without a context are watched as the caller's own.
-  for (let i = 0; i < 50; i++)
-    l.answered("resolver", none, `tel:+44770031${String(i).padStart(4, "0")}`, true, 3);
+  for (let i = 0; i < 50; i++) {
+    const csi = `tel:+44770031${String(i).padStart(4, "0")}`;
+    l.answered(l.admit("resolver", none, csi, 3), csi, true, 3);
+  }
   assert.equal(l.enumeration.counts.detections, 4);
   refusal(() => l.admit("resolver", none, "tel:+447700310077", 4), "ENUMERATION_SUSPECTED");
 });

@@ -16,7 +16,6 @@ import {
   DiscoveryError,
   type EnumerationDetector,
   type EnumerationPolicy,
-  type KeyedRateLimiter,
   setNewest,
 } from "@mimi/core";
 
@@ -97,10 +96,13 @@ export interface LookupRefusals {
 
 /** The DP's lookup limits. */
 export interface LookupLimits {
-  /** Admits one lookup of `csi` by `caller` for `context` (empty: none), or throws RESOURCE_EXHAUSTED. */
-  admit(caller: string, context: Uint8Array, csi: string, nowMs: number): void;
-  /** Records the answer of an admitted lookup for enumeration detection. */
-  answered(caller: string, context: Uint8Array, csi: string, notFound: boolean, nowMs: number): void;
+  /**
+   * Admits one lookup of `csi` by `caller` for `context` (empty: none), or throws
+   * RESOURCE_EXHAUSTED; returns the lookup's subject (caller and context) for `answered`.
+   */
+  admit(caller: string, context: Uint8Array, csi: string, nowMs: number): string;
+  /** Records the answer to an admitted lookup of `subject` for enumeration detection. */
+  answered(subject: string, csi: string, notFound: boolean, nowMs: number): void;
   /** Lookups per second `caller` may send this endpoint (0: no limit published). */
   publishedRate(): number;
   readonly refused: Readonly<LookupRefusals>;
@@ -126,6 +128,15 @@ export function createLookupLimits(
   const ownPerDay = createRateLimiter({ limit: policy.ownPerDay, windowMs: 86_400_000 }, MAX_CALLERS);
   const detector = createEnumerationDetector(enumeration);
   const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
+  // The minute and day budgets of a context, and of the lookups without one.
+  const contextBudgets = [
+    [perMinute, "minute"],
+    [perDay, "day"],
+  ] as const;
+  const ownBudgets = [
+    [ownPerMinute, "minute"],
+    [ownPerDay, "day"],
+  ] as const;
   // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
   // Lookups without one (a resolver's own refreshes, a peer DP) are the caller's own context,
   // held to the same budgets and watched the same way.
@@ -204,32 +215,25 @@ export function createLookupLimits(
           `"${caller}" has opened its ${policy.maxContextsPerResolverPerDay} rate-limit contexts at this DP today`,
         );
       }
-      {
-        const own = context.length === 0;
-        const [minute, day] = own ? [ownPerMinute, ownPerDay] : [perMinute, perDay];
-        const whose = own ? `"${caller}" has made its` : "the rate-limit context has made its";
-        const reason = own ? "DP_RESOLVER_LIMIT" : "DP_CONTEXT_LIMIT";
-        const budgets = [
-          [minute, "minute"],
-          [day, "day"],
-        ] as const;
-        for (const [l, per] of budgets) {
-          const over = l.check(subject, nowMs);
-          if (over)
-            throw refuse(
-              own ? "resolver" : "context",
-              over.retryAfterMs,
-              reason,
-              `${whose} ${l.budget.limit} lookups per ${per}${own ? " without a context" : ""} at this DP`,
-            );
-        }
-        for (const [l] of budgets) l.take(subject, nowMs);
+      const own = context.length === 0;
+      const budgets = own ? ownBudgets : contextBudgets;
+      for (const [l, per] of budgets) {
+        const over = l.check(subject, nowMs);
+        if (over)
+          throw refuse(
+            own ? "resolver" : "context",
+            over.retryAfterMs,
+            own ? "DP_RESOLVER_LIMIT" : "DP_CONTEXT_LIMIT",
+            `${own ? `"${caller}"` : "the rate-limit context"} has made its ${l.budget.limit} lookups per ${per}${own ? " without a context" : ""} at this DP`,
+          );
       }
+      for (const [l] of budgets) l.take(subject, nowMs);
       capacity?.take("all", nowMs);
       perCaller.take(caller, nowMs);
+      return subject;
     },
-    answered(caller, context, csi, notFound, nowMs) {
-      const found = detector.observe(subjectOf(caller, context), csi, notFound, nowMs);
+    answered(subject, csi, notFound, nowMs) {
+      const found = detector.observe(subject, csi, notFound, nowMs);
       for (const d of found) onDetection(d);
     },
     publishedRate: () =>

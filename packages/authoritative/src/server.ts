@@ -72,9 +72,10 @@ export function bindAuthoritativeServer(
     const params = paramsFromProto(options);
     // The caller's identity is read once per connection (core wire/grpc.ts).
     const caller = ctx.peer.name;
-    limits.admit(caller, context, csi.uri, now());
+    const nowMs = now();
+    const subject = limits.admit(caller, context, csi.uri, nowMs);
     const outcome = service.lookup(csi);
-    limits.answered(caller, context, csi.uri, outcome.kind === "not_found", now());
+    limits.answered(subject, csi.uri, outcome.kind === "not_found", nowMs);
     if (log.isLevelEnabled("debug")) {
       log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
     }

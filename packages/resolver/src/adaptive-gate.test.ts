@@ -127,7 +127,7 @@ test("a published rate paces lookups out of the gate and refuses at once what co
   // 10 a second with a burst of one: one every 100 ms.
   gate.setRate(10);
   const started: number[] = [];
-  const runs = Array.from({ length: 5 }, (_, i) =>
+  const runs = Array.from({ length: 5 }, (_, _i) =>
     gate.run(async () => {
       started.push(now);
       return "answer";

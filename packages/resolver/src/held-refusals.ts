@@ -3,7 +3,8 @@
 // instead of being sent to a DP that will refuse them too (and spending the DP's window, which
 // every caller shares). Bounded: past the bound the oldest is forgotten, which only means the
 // next lookup asks the DP again.
-import { csiBlockOf, DiscoveryError, setNewest } from "@mimi/core";
+import { csiBlockOf, type DiscoveryError, setNewest } from "@mimi/core";
+import { dpRefusalError } from "./upstream.js";
 
 const MAX_HELD = 100_000;
 
@@ -34,12 +35,7 @@ export function createHeldRefusals(): HeldRefusals {
         active(keyOf(identity, dpId, csi, "DP_CONTEXT_LIMIT"), nowMs) ??
         active(keyOf(identity, dpId, csi, "ENUMERATION_SUSPECTED"), nowMs);
       if (!h) return undefined;
-      const retryAfterMs = h.untilMs - nowMs;
-      return new DiscoveryError(
-        "resource_exhausted",
-        `DP "${dpId}" refused the lookup (${h.reason}); try again in ${Math.ceil(retryAfterMs / 1000)} s`,
-        { details: { retryAfterMs, reason: h.reason, metadata: { dp: dpId } } },
-      );
+      return dpRefusalError(dpId, h.reason, h.untilMs - nowMs);
     },
     hold(identity, dpId, csi, err, nowMs) {
       const reason = err.details?.reason ?? "";

@@ -109,15 +109,15 @@ export function bindResolverServer(
   // then holds the sender).
   const held = createHeldRefusals();
   const refusals = createRateLimiter({ limit: REFUSALS_PER_SECOND, windowMs: 1_000 }, MAX_REFUSING_KEYS);
-  const refusalPause = (err: unknown, identity: string): number => {
-    if (!(err instanceof DiscoveryError) || err.code !== "resource_exhausted") return 0;
+  const refusalPause = (identity: string): number => {
     const over = refusals.take(identity, opts.now());
     return over ? Math.min(over.retryAfterMs, MAX_REFUSAL_PAUSE_MS) : 0;
   };
 
   /**
-   * Resolves one CSI for the caller; `onRefused` hears a RESOURCE_EXHAUSTED failure as soon as
-   * it is known (at once, for the caller's own budgets, before this returns).
+   * Resolves one CSI for the caller. A stream passes `onRefused`, which hears each
+   * RESOURCE_EXHAUSTED failure and holds the stream (it reads at most one more request before
+   * the hold applies); a unary call refused too often waits here before it hears so.
    */
   const resolveOne = async (
     csiText: string,
@@ -127,40 +127,28 @@ export function bindResolverServer(
   ) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
-    // The caller's identity (read once per connection, core wire/grpc.ts) is charged a miss,
-    // unless an enforced enumeration detection refuses it; a cache hit costs nobody a lookup.
-    // A lookup that got no answer (DP down, resolver not ready) is given back.
-    const identity = ctx.peer.name;
-    let charged: { dpId: string } | undefined;
-    const charge = () => {
+    // Everything about the caller happens on a miss only: a cache hit costs nobody a lookup and
+    // reads nothing of the call. The caller's identity (read once per connection, core
+    // wire/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
+    // refusal holds it; a lookup that got no answer (DP down, resolver not ready) is given back.
+    let charged: { identity: string; dpId: string } | undefined;
+    const charge = (): MissCaller => {
+      const identity = ctx.peer.name;
       const now = opts.now();
       const block = enumeration.blocked(identity, csi.uri, now);
-      if (block) throw refused(enumerationRefusal(block, now));
-      const c = { dpId: registry.find(csi.key)?.dpId ?? "" };
-      const dpRefused = held.check(identity, c.dpId, csi.uri, now);
-      if (dpRefused) throw refused(dpRefused);
-      try {
-        opts.quotas.charge(identity, c.dpId, now);
-      } catch (err) {
-        throw refused(err);
-      }
-      charged = c;
+      if (block) throw enumerationRefusal(block, now);
+      const dpId = registry.find(csi.key)?.dpId ?? "";
+      const dpRefused = held.check(identity, dpId, csi.uri, now);
+      if (dpRefused) throw dpRefused;
+      opts.quotas.charge(identity, dpId, now);
+      charged = { identity, dpId };
+      const waitUntilMs = waitBound(ctx.deadlineMs);
       // The DP gets a pseudonym of the caller, never its identity (P2), made for the DP asked.
-      const caller: MissCaller = {
+      return {
         key: identity,
-        contextFor: (dpId) => opts.rateContexts.of(identity, dpId, now),
+        contextFor: (dp) => opts.rateContexts.of(identity, dp, now),
         ...(waitUntilMs !== undefined && { waitUntilMs }),
       };
-      return caller;
-    };
-    const waitUntilMs = waitBound(ctx.deadlineMs);
-    let told = false;
-    const refused = (err: unknown) => {
-      if (!told && err instanceof DiscoveryError && err.code === "resource_exhausted") {
-        told = true;
-        onRefused?.(err);
-      }
-      return err;
     };
     let r: Resolution;
     try {
@@ -169,14 +157,23 @@ export function bindResolverServer(
       if (charged) {
         // A DP refusing the caller's own context is the caller's doing: it stays charged, and
         // its next lookups there are refused here until the DP's retry-after.
-        if (isCallerRefusal(err)) held.hold(identity, charged.dpId, csi.uri, err, opts.now());
-        else opts.quotas.refund(identity, charged.dpId, opts.now());
+        const { identity, dpId } = charged;
+        if (isCallerRefusal(err)) held.hold(identity, dpId, csi.uri, err, opts.now());
+        else opts.quotas.refund(identity, dpId, opts.now());
       }
-      throw refused(err);
+      if (err instanceof DiscoveryError && err.code === "resource_exhausted") {
+        if (onRefused) onRefused(err);
+        else {
+          const pause = refusalPause(ctx.peerName);
+          if (pause > 0) await sleepUnlessAborted(pause, ctx.signal);
+        }
+      }
+      throw err;
     }
     // Only what a DP answered counts towards enumeration: cached answers are free to fake.
     if (r.source === "upstream") {
       const notFound = r.outcome.kind === "not_found";
+      const identity = charged?.identity ?? ctx.peer.name;
       for (const d of enumeration.observe(identity, csi.uri, notFound, opts.now()))
         logDetection(log, d, enumeration.policy.mode);
     }
@@ -198,24 +195,14 @@ export function bindResolverServer(
     server,
     pb.ResolverService,
     {
-      async resolve(req, ctx) {
-        let pause = 0;
-        try {
-          return await resolveOne(req.csi, req.options, ctx, (err) => {
-            pause = refusalPause(err, ctx.peerName);
-          });
-        } catch (err) {
-          if (pause > 0) await sleepUnlessAborted(pause, ctx.signal);
-          throw err;
-        }
-      },
+      resolve: (req, ctx) => resolveOne(req.csi, req.options, ctx),
       async resolveStream(reqs, ctx, send) {
         let inflight = 0;
         let slotFree: (() => void) | undefined;
         let allDone: (() => void) | undefined;
         let pauseUntil = 0;
-        const onRefused = (err: DiscoveryError) => {
-          const pause = refusalPause(err, ctx.peerName);
+        const onRefused = (_err: DiscoveryError) => {
+          const pause = refusalPause(ctx.peerName);
           if (pause > 0) pauseUntil = Math.max(pauseUntil, performance.now() + pause);
         };
         for await (const req of reqs) {

@@ -175,12 +175,24 @@ function dpRefusal(dpId: string, e: DiscoveryError): DiscoveryError {
   const reason = DP_REASONS.has(given) ? given : "DP_LIMIT";
   const raw = e.details?.retryAfterMs ?? 1_000;
   const retryAfterMs = Math.min(DAY_MS, Math.max(0, Number.isFinite(raw) ? raw : DAY_MS));
+  return dpRefusalError(dpId, reason, retryAfterMs, e);
+}
+
+/**
+ * The caller's RESOURCE_EXHAUSTED for a DP's refusal: as the DP sent it (`cause`, marked with
+ * the DP's status), or as the resolver repeats it while it holds the caller (held-refusals.ts).
+ */
+export function dpRefusalError(
+  dpId: string,
+  reason: string,
+  retryAfterMs: number,
+  cause?: DiscoveryError,
+): DiscoveryError {
   return new DiscoveryError(
     "resource_exhausted",
     `DP "${dpId}" refused the lookup (${reason}); try again in ${Math.ceil(retryAfterMs / 1000)} s`,
     {
-      cause: e,
-      remoteStatus: status.RESOURCE_EXHAUSTED,
+      ...(cause && { cause, remoteStatus: status.RESOURCE_EXHAUSTED }),
       details: { retryAfterMs, reason, metadata: { dp: dpId } },
     },
   );

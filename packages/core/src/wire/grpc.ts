@@ -203,8 +203,8 @@ function makeContext(call: AnyCall, path: string): { ctx: CallContext; done: () 
 }
 
 // The identity of each HTTP/2 connection, read from its certificate once. Node converts the
-// whole X.509 on every getPeerCertificate() (about 25 us here, a tenth of a cache hit), and
-// the enumeration detector needs the caller of every call, hits included. A connection's
+// whole X.509 on every getPeerCertificate() (about 25 us here), and a DP limits every lookup
+// by its caller, as a resolver does every miss. A connection's
 // certificate cannot change: Node's HTTP/2 disables TLS renegotiation on every session, and
 // servers speak TLS 1.3 only (tls.ts), which has none.
 const peersBySession = new WeakMap<object, PeerIdentity>();
