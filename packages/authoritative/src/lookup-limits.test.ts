@@ -115,3 +115,20 @@ test("a context of the wrong size is INVALID_ARGUMENT; the config section has bo
   assert.throws(() => readLookupLimits(ConfigReader.of({ perResolverPerSecond: 0 })), /perResolverPerSecond/);
   assert.throws(() => readLookupLimits(ConfigReader.of({ perContext: 1 })), /perContext/);
 });
+
+test("a reload changes the budgets that changed and keeps what callers used of the others", () => {
+  const { l } = limits({ perContextPerMinute: 3, perResolverPerSecond: 1_000 });
+  for (let i = 0; i < 3; i++) l.admit("resolver", ctx(1), "tel:+447700900001", 0);
+  refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
+  // The per-resolver budget changes; the context's minute does not, so its use stands.
+  l.reconfigure(
+    { ...DEFAULT_LOOKUP_LIMITS, perContextPerMinute: 3, perResolverPerSecond: 2 },
+    { ...DEFAULT_ENUMERATION_POLICY, mode: "enforce" },
+  );
+  refusal(() => l.admit("resolver", ctx(1), "tel:+447700900001", 0), "DP_CONTEXT_LIMIT");
+  assert.equal(l.publishedRate(), 2);
+  assert.equal(l.enumeration.policy.mode, "enforce");
+  // A larger minute is a new budget: the context may go on at once.
+  l.reconfigure({ ...DEFAULT_LOOKUP_LIMITS, perContextPerMinute: 10 }, DEFAULT_ENUMERATION_POLICY);
+  l.admit("resolver", ctx(1), "tel:+447700900001", 0);
+});

@@ -16,6 +16,7 @@ import {
   DiscoveryError,
   type EnumerationDetector,
   type EnumerationPolicy,
+  type KeyedRateLimiter,
   setNewest,
 } from "@mimi/core";
 
@@ -105,38 +106,47 @@ export interface LookupLimits {
   answered(subject: string, csi: string, notFound: boolean, nowMs: number): void;
   /** Lookups per second `caller` may send this endpoint (0: no limit published). */
   publishedRate(): number;
+  /** Applies new limits (a reload); budgets that did not change keep their callers' use. */
+  reconfigure(policy: LookupLimitPolicy, enumeration: EnumerationPolicy): void;
   readonly refused: Readonly<LookupRefusals>;
   readonly enumeration: EnumerationDetector;
 }
 
 /** Creates the limits; `onDetection` hears each enumeration detection (for the log). */
 export function createLookupLimits(
-  policy: LookupLimitPolicy,
+  initial: LookupLimitPolicy,
   enumeration: EnumerationPolicy,
   onDetection: (d: Detection) => void,
 ): LookupLimits {
   const second = 1_000;
-  const capacity =
-    policy.capacityPerSecond > 0
-      ? createRateLimiter({ limit: policy.capacityPerSecond, windowMs: second }, 1)
-      : undefined;
-  const perCaller = createRateLimiter({ limit: policy.perResolverPerSecond, windowMs: second }, MAX_KEYS);
-  const perMinute = createRateLimiter({ limit: policy.perContextPerMinute, windowMs: 60_000 }, MAX_KEYS);
-  const perDay = createRateLimiter({ limit: policy.perContextPerDay, windowMs: 86_400_000 }, MAX_KEYS);
-  // Lookups without a context: the caller's own budget (its refreshes, or a peer DP's lookups).
-  const ownPerMinute = createRateLimiter({ limit: policy.ownPerMinute, windowMs: 60_000 }, MAX_CALLERS);
-  const ownPerDay = createRateLimiter({ limit: policy.ownPerDay, windowMs: 86_400_000 }, MAX_CALLERS);
+  let policy = initial;
+  // A limiter per budget; a reload replaces only those whose budget changed (their windows
+  // start afresh), so the others keep what callers have used.
+  const limiter = (old: KeyedRateLimiter | undefined, limit: number, windowMs: number, keys: number) =>
+    old && old.budget.limit === limit && old.budget.windowMs === windowMs
+      ? old
+      : createRateLimiter({ limit, windowMs }, keys);
+  let capacity: KeyedRateLimiter | undefined;
+  let perCaller!: KeyedRateLimiter;
+  let contextBudgets: (readonly [KeyedRateLimiter, string])[] = [];
+  let ownBudgets: (readonly [KeyedRateLimiter, string])[] = [];
+  const build = (p: LookupLimitPolicy) => {
+    capacity = p.capacityPerSecond > 0 ? limiter(capacity, p.capacityPerSecond, second, 1) : undefined;
+    perCaller = limiter(perCaller, p.perResolverPerSecond, second, MAX_KEYS);
+    // The minute and day budgets of a context, and of the lookups without one (the caller's
+    // own budget: its refreshes, or a peer DP's lookups).
+    contextBudgets = [
+      [limiter(contextBudgets[0]?.[0], p.perContextPerMinute, 60_000, MAX_KEYS), "minute"],
+      [limiter(contextBudgets[1]?.[0], p.perContextPerDay, 86_400_000, MAX_KEYS), "day"],
+    ];
+    ownBudgets = [
+      [limiter(ownBudgets[0]?.[0], p.ownPerMinute, 60_000, MAX_CALLERS), "minute"],
+      [limiter(ownBudgets[1]?.[0], p.ownPerDay, 86_400_000, MAX_CALLERS), "day"],
+    ];
+  };
+  build(policy);
   const detector = createEnumerationDetector(enumeration);
   const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
-  // The minute and day budgets of a context, and of the lookups without one.
-  const contextBudgets = [
-    [perMinute, "minute"],
-    [perDay, "day"],
-  ] as const;
-  const ownBudgets = [
-    [ownPerMinute, "minute"],
-    [ownPerDay, "day"],
-  ] as const;
   // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
   // Lookups without one (a resolver's own refreshes, a peer DP) are the caller's own context,
   // held to the same budgets and watched the same way.
@@ -240,6 +250,11 @@ export function createLookupLimits(
       policy.capacityPerSecond > 0
         ? Math.min(policy.capacityPerSecond, policy.perResolverPerSecond)
         : policy.perResolverPerSecond,
+    reconfigure(next, nextEnumeration) {
+      policy = next;
+      build(next);
+      detector.setPolicy(nextEnumeration);
+    },
     refused,
     enumeration: detector,
   };

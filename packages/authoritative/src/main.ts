@@ -13,6 +13,7 @@ import {
   loadSigningKey,
   pb,
   readOrCreateSecret,
+  reloadAdmins,
   runServer,
   sqliteFilesOf,
   startRegistrySync,
@@ -35,6 +36,7 @@ runServer<AuthoritativeConfig>(process, {
     loadSigningKey(config.signingKey);
     loadPublicKey(config.rootPublicKey);
   },
+  reloadable: ["admins", "lookupLimits", "enumeration"],
   logName: (config) => `authoritative-${config.dpId}`,
   start({ config, log, clock, tls, server, metrics }) {
     const dbPath = join(config.dataDir, "mappings.sqlite");
@@ -143,9 +145,9 @@ runServer<AuthoritativeConfig>(process, {
           distinct: d.distinct,
           answers: d.answers,
           notFound: d.notFound,
-          mode: config.enumeration.mode,
+          mode: limits.enumeration.policy.mode,
         },
-        config.enumeration.mode === "enforce"
+        limits.enumeration.policy.mode === "enforce"
           ? "enumeration suspected; the context's lookups refused"
           : "enumeration suspected (log mode)",
       ),
@@ -170,9 +172,10 @@ runServer<AuthoritativeConfig>(process, {
         Number(sync.view.serial),
       );
     }
+    const admins = new Set(config.admins);
     bindAuthoritativeServer(server, service, claims, {
       log,
-      admins: config.admins,
+      admins,
       changeLog,
       limits,
       now: clock,
@@ -192,6 +195,13 @@ runServer<AuthoritativeConfig>(process, {
       // Readiness (ops /readyz): a registry copy that expired or did not verify cannot be served from.
       notReady: () => sync.problem(),
       listening: { dpId: config.dpId },
+      reload(next, applied) {
+        if (applied.includes("admins")) reloadAdmins(admins, next.admins, log);
+        if (applied.includes("lookupLimits") || applied.includes("enumeration")) {
+          limits.reconfigure(next.lookupLimits, next.enumeration);
+          log.info({ lookupLimits: next.lookupLimits, enumeration: next.enumeration }, "lookup limits reloaded");
+        }
+      },
       stop() {
         clearInterval(sweep);
         sender.close();

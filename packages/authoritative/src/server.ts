@@ -53,7 +53,7 @@ export function bindAuthoritativeServer(
   claims: Claims,
   opts: {
     log: Logger;
-    admins: readonly string[];
+    admins: ReadonlySet<string>;
     changeLog: ChangeLog;
     /** What reaches the store: capacity, per caller, per rate-limit context, enumeration. */
     limits: LookupLimits;
@@ -171,7 +171,7 @@ export function bindAuthoritativeServer(
     { log, roles: ["resolver", "dp"] },
   );
 
-  const admins = new Set(opts.admins);
+  const { admins } = opts;
   addService(
     server,
     pb.AuthoritativeAdminService,

@@ -137,7 +137,7 @@ export {
   type EnumerationPolicy,
   readEnumerationPolicy,
 } from "./runtime/enumeration.js";
-export { createLogger, csiHash, type Logger } from "./runtime/logger.js";
+export { createLogger, csiHash, type Logger, setLogLevel } from "./runtime/logger.js";
 export {
   checkDataDir,
   checkPrivate,
@@ -216,6 +216,7 @@ export {
   type ServerMetrics,
 } from "./wire/metrics.js";
 export { type OpsConfig, type OpsListener, readOpsSection, startOps } from "./wire/ops.js";
+export { applyReload, planReload, type ReloadPlan, reloadAdmins } from "./wire/reload.js";
 export { describeRoles, ROLE_URI_PREFIX, ROLES, type Role, rolesOf, roleUri } from "./wire/roles.js";
 export {
   createGrpcServer,
@@ -247,13 +248,16 @@ export {
   toWireStatus,
   type WireStatus,
 } from "./wire/status.js";
+export { type CertificateSummary, checkTlsMaterial, TlsFiles, type TlsReload } from "./wire/tls-files.js";
 export {
   channelCredentials,
+  type LiveTls,
   loadTls,
   type ServerExpectation,
   serverCredentials,
   silenceIpServernameWarning,
   type TlsMaterial,
   type TlsPaths,
+  type TlsSource,
   type WarningEmitter,
 } from "./wire/tls.js";

@@ -10,6 +10,7 @@ import {
   pb,
   readOrCreateSecret,
   registryKeys,
+  reloadAdmins,
   runServer,
   startRegistrySync,
   verifyOutcome,
@@ -30,6 +31,7 @@ runServer<ResolverConfig>(process, {
   check(config) {
     loadPublicKey(config.rootPublicKey);
   },
+  reloadable: ["admins", "quotas", "enumeration"],
   start({ config, log, clock, tls, server, metrics }) {
     // The saved registry copy lives in a folder only this user may open (0700); one that others
     // may open or change is refused unless the config accepts it.
@@ -109,10 +111,11 @@ runServer<ResolverConfig>(process, {
         registrySerial: () => sync.view.serial,
       });
     }
+    const admins = new Set(config.admins);
     bindResolverServer(server, resolver, {
       log,
       registry: sync.view,
-      admins: config.admins,
+      admins,
       subscriptions: subs,
       registryConnected: () => sync.connected(),
       quotas,
@@ -137,6 +140,17 @@ runServer<ResolverConfig>(process, {
     return {
       healthServices: [pb.ResolverService.typeName],
       ready,
+      reload(next, applied) {
+        if (applied.includes("admins")) reloadAdmins(admins, next.admins, log);
+        if (applied.includes("quotas")) {
+          quotas.setPolicy(next.quotas);
+          log.info({ quotas: next.quotas }, "quotas reloaded");
+        }
+        if (applied.includes("enumeration")) {
+          enumeration.setPolicy(next.enumeration);
+          log.info({ enumeration: next.enumeration }, "enumeration detection reloaded");
+        }
+      },
       notReady: () => sync.problem(),
       shutdownFields: () => ({ ...resolver.stats }),
       stop() {

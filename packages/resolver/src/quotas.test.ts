@@ -82,3 +82,15 @@ test("a query that fans out to several DPs costs more than a local one (R12)", (
   q.refund("msp", "eu", 0, 3);
   assert.equal(q.report("msp", ["eu"], 0).perMinuteRemaining, 5);
 });
+
+test("a reload of the policy moves a caller whose enrolled users changed; others keep their use", () => {
+  const policy = { ...DEFAULT_QUOTA_POLICY, lookupsPerUserPerDay: 50, perMinuteFloor: 1_000_000 };
+  const q = createQuotas({ ...policy, enrolledUsers: { grown: 1, same: 1 } });
+  assert.equal(spend(() => q.charge("grown", "eu", 0)).passed, 50);
+  for (let i = 0; i < 20; i++) q.charge("same", "eu", 0);
+  q.setPolicy({ ...policy, enrolledUsers: { grown: 2, same: 1 } });
+  // "grown" now has 100 a day, a budget of a new size; "same" keeps the 20 it spent.
+  assert.equal(spend(() => q.charge("grown", "eu", 0)).passed, 100);
+  assert.equal(spend(() => q.charge("same", "eu", 0)).passed, 30);
+  assert.equal(q.report("grown", ["eu"], 0).enrolledUsers, 2);
+});

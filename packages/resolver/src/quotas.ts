@@ -65,11 +65,17 @@ export interface Quotas {
   report(identity: string, dpIds: readonly string[], nowMs: number): QuotaReport;
   /** Refusals so far (GetStats). */
   readonly refused: number;
+  /**
+   * Applies a new policy (a reload): a caller whose budgets keep their size keeps what it has
+   * used; one whose budgets changed starts the new ones afresh.
+   */
+  setPolicy(policy: QuotaPolicy): void;
 }
 
 /** Creates the budgets of `policy`. */
-export function createQuotas(policy: QuotaPolicy): Quotas {
-  const perUser = Math.max(policy.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);
+export function createQuotas(initial: QuotaPolicy): Quotas {
+  let policy = initial;
+  let perUser = Math.max(policy.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);
   // Own keys only: a certificate named "__proto__" or "constructor" is just an unlisted identity.
   const usersOf = (identity: string) =>
     Object.hasOwn(policy.enrolledUsers, identity)
@@ -129,6 +135,16 @@ export function createQuotas(policy: QuotaPolicy): Quotas {
       limiter(dailyOf(identity), DAY).giveBack(`${identity}\0${dpId}`, nowMs, cost);
     },
     lookupCost,
+    setPolicy(next) {
+      policy = next;
+      perUser = Math.max(next.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);
+      // Limiters of budget sizes no caller can have any more are dropped, so reloads do not pile them up.
+      const identities = [...Object.keys(next.enrolledUsers), "\0default"];
+      const sizes = new Set(
+        identities.flatMap((id) => [`${dailyOf(id)}/${DAY}`, `${minuteOf(id)}/${MINUTE}`]),
+      );
+      for (const k of limiters.keys()) if (!sizes.has(k)) limiters.delete(k);
+    },
     report(identity, dpIds, nowMs) {
       const day = limiter(dailyOf(identity), DAY);
       const minute = limiter(minuteOf(identity), MINUTE);

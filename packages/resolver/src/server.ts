@@ -60,8 +60,8 @@ const MAX_REFUSING_KEYS = 100_000;
 export interface ResolverServerOptions {
   log: Logger;
   registry: RegistryView;
-  /** Identities allowed to call ResolverAdminService. */
-  admins: readonly string[];
+  /** Identities allowed to call ResolverAdminService (live: a reload replaces its members). */
+  admins: ReadonlySet<string>;
   subscriptions: ChangeSubscriptions;
   registryConnected: () => boolean;
   /** Lookup budgets: what the cache cannot answer is charged to the caller. */
@@ -264,7 +264,7 @@ export function bindResolverServer(
     { log },
   );
 
-  const admins = new Set(opts.admins);
+  const { admins } = opts;
   addService(
     server,
     pb.ResolverAdminService,

@@ -9,6 +9,7 @@ import {
   loadSigningKey,
   pb,
   type RegistrySync,
+  reloadAdmins,
   runServer,
   sqliteFilesOf,
   startRegistrySync,
@@ -26,6 +27,7 @@ runServer<RootConfig>(process, {
     if (config.signingKey) loadSigningKey(config.signingKey);
     if (config.primary) loadPublicKey(config.primary.rootPublicKey);
   },
+  reloadable: ["admins"],
   start({ config, log, clock, tls, server, metrics }) {
     const dbPath = join(config.dataDir, "registry.sqlite");
     // The data folder is made 0700 and the store 0600; one that others may open or change is
@@ -100,8 +102,12 @@ runServer<RootConfig>(process, {
       refreshTimer = setInterval(refresh, 1_000);
       refreshTimer.unref();
     }
-    bindRootServer(server, service, { log, admins: config.admins });
+    const admins = new Set(config.admins);
+    bindRootServer(server, service, { log, admins });
     return {
+      reload: (next, applied) => {
+        if (applied.includes("admins")) reloadAdmins(admins, next.admins, log);
+      },
       healthServices: [pb.RootService.typeName, pb.RegistryAdminService.typeName],
       ready,
       stop: () => {

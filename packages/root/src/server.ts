@@ -29,7 +29,8 @@ const CHANGE_PAGE = 256;
 export function bindRootServer(
   server: grpc.Server,
   service: RootService,
-  opts: { log: Logger; admins: readonly string[] },
+  /** `admins` is live: a reload replaces its members. */
+  opts: { log: Logger; admins: ReadonlySet<string> },
 ): void {
   const { log } = opts;
   addService(
@@ -86,7 +87,7 @@ export function bindRootServer(
     { log },
   );
 
-  const admins = new Set(opts.admins);
+  const { admins } = opts;
   addService(
     server,
     pb.RegistryAdminService,

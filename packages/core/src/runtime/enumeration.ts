@@ -78,6 +78,11 @@ export interface Detection {
 export interface EnumerationDetector {
   readonly policy: EnumerationPolicy;
   /**
+   * Changes the policy (a reload): windows and blocks already open keep their counts; a block
+   * is enforced only while the mode is "enforce".
+   */
+  setPolicy(policy: EnumerationPolicy): void;
+  /**
    * Records one answer a DP gave `subject` for the canonical `csi` (never a cached one); returns
    * the detections it tripped (at most one per window and scope), already counted and, in
    * enforce mode, blocking.
@@ -119,8 +124,9 @@ const RECENT = 32;
 const MAX_BLOCKS = 100_000;
 
 /** Creates a detector with `policy`. */
-export function createEnumerationDetector(policy: EnumerationPolicy): EnumerationDetector {
-  const windowMs = policy.windowSeconds * 1000;
+export function createEnumerationDetector(initial: EnumerationPolicy): EnumerationDetector {
+  let policy = initial;
+  let windowMs = policy.windowSeconds * 1000;
   const windows = new Map<string, Window>();
   const blocks = new Map<string, Detection>();
   const recent: Detection[] = [];
@@ -169,7 +175,13 @@ export function createEnumerationDetector(policy: EnumerationPolicy): Enumeratio
   };
 
   return {
-    policy,
+    get policy() {
+      return policy;
+    },
+    setPolicy(next) {
+      policy = next;
+      windowMs = next.windowSeconds * 1000;
+    },
     observe(subject, csi, notFound, nowMs) {
       if (policy.mode === "off") return [];
       const h = hash32(csi);

@@ -15,16 +15,45 @@ export const LOG_LEVELS: readonly LevelWithSilent[] = [
   "silent",
 ];
 
+/** Child loggers by root logger, so that setLogLevel reaches the components' loggers too. */
+const childrenOf = new WeakMap<Logger, WeakRef<Logger>[]>();
+/** Past this many tracked children, the ones collected are dropped from the list. */
+const PRUNE_CHILDREN_AT = 1_024;
+
 /** Creates a process's root logger, writing JSON lines to stdout; `pid`, when given, goes on every line. */
 export function createLogger(options: { name: string; level: string; pid?: number }): Logger {
   if (!(LOG_LEVELS as readonly string[]).includes(options.level)) {
     throw new Error(`unknown log level "${options.level}"; use one of ${LOG_LEVELS.join(", ")}`);
   }
-  return pino({
+  let children: WeakRef<Logger>[] = [];
+  const root = pino({
     name: options.name,
     level: options.level,
     base: { name: options.name, ...(options.pid !== undefined && { pid: options.pid }) },
+    // pino gives each child its own level at creation; keep them, so a new level reaches all.
+    onChild: (child) => {
+      children.push(new WeakRef(child));
+      if (children.length > PRUNE_CHILDREN_AT) children = children.filter((c) => c.deref());
+      childrenOf.set(root, children);
+    },
   });
+  childrenOf.set(root, children);
+  return root;
+}
+
+/**
+ * Sets the level of a root logger made by createLogger and of every child made from it (the
+ * components' loggers), as a reload does.
+ */
+export function setLogLevel(root: Logger, level: string): void {
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new Error(`unknown log level "${level}"; use one of ${LOG_LEVELS.join(", ")}`);
+  }
+  root.level = level;
+  for (const c of childrenOf.get(root) ?? []) {
+    const child = c.deref();
+    if (child) child.level = level;
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 // Channels to peers that may share an address with a different expected identity: one channel
 // per (identity, address), made on first use and kept, since grpc-js reconnects channels itself.
 import { type Channel, openChannel } from "./channel.js";
-import { channelCredentials, type TlsMaterial } from "./tls.js";
+import { channelCredentials, type TlsSource } from "./tls.js";
 
 /** A pool of channels to DPs, authenticated with one client certificate. */
 export interface ChannelPool {
@@ -11,7 +11,7 @@ export interface ChannelPool {
 }
 
 /** Creates a pool connecting with `tls`. */
-export function createChannelPool(tls: TlsMaterial): ChannelPool {
+export function createChannelPool(tls: TlsSource): ChannelPool {
   const channels = new Map<string, Channel>();
   return {
     get(address, identity) {

@@ -4,7 +4,6 @@
 import { X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
-import { createSecureContext } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -14,6 +13,7 @@ import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
 import { addHealthService } from "./health.js";
 import { type CallObservers, createServerMetrics, MIMI_VERSION } from "./metrics.js";
 import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
+import { applyReload } from "./reload.js";
 import {
   attachLimits,
   type ConnectionLimits,
@@ -23,14 +23,13 @@ import {
   readConnectionLimits,
 } from "./server-limits.js";
 import {
-  loadTls,
   readTlsSection,
   serverCredentials,
   silenceIpServernameWarning,
-  type TlsMaterial,
   type TlsPaths,
   type WarningEmitter,
 } from "./tls.js";
+import { TlsFiles } from "./tls-files.js";
 
 /** Server options: keepalive pings to find dead clients, and tolerance for clients' pings on idle streams. */
 const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -146,7 +145,7 @@ export interface ProcessHost extends WarningEmitter {
   readonly stdin: NodeJS.ReadableStream;
   readonly stdout: { write(text: string): unknown };
   readonly stderr: { write(text: string): unknown };
-  on(event: "SIGINT" | "SIGTERM", listener: () => void): unknown;
+  on(event: "SIGINT" | "SIGTERM" | "SIGHUP", listener: () => void): unknown;
   exit(code: number): void;
 }
 
@@ -156,7 +155,8 @@ export interface ServerContext<C> {
   readonly log: Logger;
   /** The server's clock: the wall clock, or the test clock given by --test-clock. */
   readonly clock: Clock;
-  readonly tls: TlsMaterial;
+  /** The server's TLS files; they rotate on SIGHUP or when they change (channels made from them follow). */
+  readonly tls: TlsFiles;
   /** Register services here; health is added by runServer. */
   readonly server: grpc.Server;
   /** The metrics registry the ops listener serves (undefined without one): add the server's own here. */
@@ -164,7 +164,7 @@ export interface ServerContext<C> {
 }
 
 /** A server's parts once wired, as runServer needs to know them. */
-export interface RunningServer {
+export interface RunningServer<C = never> {
   /** Services reported by grpc.health.v1 besides "" (the whole server). */
   readonly healthServices: readonly string[];
   /** Resolves once the server can answer; health reports NOT_SERVING until then. */
@@ -179,6 +179,11 @@ export interface RunningServer {
   close?(): void;
   /** Fields of the `shutdown` line (counters worth keeping). */
   shutdownFields?(): Record<string, unknown>;
+  /**
+   * Applies a reloaded config (SIGHUP): `applied` names the changed keys among the spec's
+   * `reloadable` ones (and the basics runServer applies itself: logLevel, tls, lameDuckMs).
+   */
+  reload?(config: C, applied: readonly string[]): void;
 }
 
 /** How runServer starts one kind of server. */
@@ -189,7 +194,9 @@ export interface ServerSpec<C extends ServerBasics> {
   /** The logger's name; default the role. */
   logName?(config: C): string;
   /** Builds the server's parts and registers its services. */
-  start(ctx: ServerContext<C>): Promise<RunningServer> | RunningServer;
+  start(ctx: ServerContext<C>): Promise<RunningServer<C>> | RunningServer<C>;
+  /** Config keys this server applies on SIGHUP through RunningServer.reload (admins, limits). */
+  readonly reloadable?: readonly (keyof C & string)[];
   /**
    * For --check: loads what `start` would load besides TLS (keys, key files) and throws, naming
    * the file, what does not load. Nothing is opened for writing and no port is bound.
@@ -226,12 +233,15 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   }
   const configPath = argValue(host.argv, "--config");
   if (!configPath) throw new ConfigError(`usage: ${spec.role} ${SERVER_USAGE}`);
-  const { raw, baseDir } = readConfigFile(configPath);
   const envPort = host.env[`${spec.role.toUpperCase()}_PORT`];
-  const config = spec.parseConfig(
-    { ...(raw as object), ...(envPort !== undefined ? { port: Number(envPort) } : {}) },
-    baseDir,
-  );
+  const readConfig = (): C => {
+    const { raw, baseDir } = readConfigFile(configPath);
+    return spec.parseConfig(
+      { ...(raw as object), ...(envPort !== undefined ? { port: Number(envPort) } : {}) },
+      baseDir,
+    );
+  };
+  let config = readConfig();
   const log = createLogger({
     name: spec.logName?.(config) ?? spec.role,
     level: host.env.LOG_LEVEL ?? config.logLevel,
@@ -245,15 +255,15 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .child({}, { level: "warn" })
       .warn({ file: resolve(clockFile) }, "test clock in use; never in production");
   }
-  const tls = loadTls(config.tls);
   if (host.argv.includes("--check")) {
-    checkConfig(spec, config, tls);
+    checkConfig(spec, config);
     const ops = config.ops ? `, ops port ${config.ops.port}` : "";
     host.stdout.write(`${configPath}: ok (${spec.role}; port ${config.port}${ops})\n`);
     host.exit(0);
     return;
   }
-  if (holdsDevelopmentCa(tls.ca)) {
+  const tls = new TlsFiles(config.tls);
+  if (holdsDevelopmentCa(tls.material.ca)) {
     if (!config.allowDevelopmentCa) {
       throw new ConfigError(
         `${config.tls.caFile} holds the development CA (made by npm start or mimi dev-pki), which anyone can ` +
@@ -270,6 +280,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   const health = addHealthService(server, log, running.healthServices);
   let ready = false;
   let stopping = false;
+  let stopWatching = watchTls(tls, config.tls, log);
   void running.ready.then(() => {
     ready = true;
     health.setServing(true);
@@ -313,11 +324,33 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
         };
       });
     }
+    stopWatching();
     running.stop();
     await shutdown(server, SHUTDOWN_GRACE_MS);
     running.close?.();
     host.exit(0);
   };
+  host.on("SIGHUP", () => {
+    if (stopping) return;
+    let next: C;
+    try {
+      next = readConfig();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "reload refused: the config does not load; nothing changed");
+      return;
+    }
+    const before = config.tls.watchSeconds;
+    config = applyReload(config, next, spec.reloadable ?? [], {
+      log,
+      tls,
+      levelOverride: host.env.LOG_LEVEL,
+      apply: (c, applied) => running.reload?.(c, applied),
+    });
+    if (config.tls.watchSeconds !== before) {
+      stopWatching();
+      stopWatching = watchTls(tls, config.tls, log);
+    }
+  });
   host.on("SIGINT", () => void stop("SIGINT"));
   host.on("SIGTERM", () => void stop("SIGTERM"));
   if (host.argv.includes("--stop-with-parent")) {
@@ -332,21 +365,28 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
  * parse, the CA bundle parses, the development CA is allowed if present, and the server's own
  * keys load (spec.check).
  */
-function checkConfig<C extends ServerBasics>(spec: ServerSpec<C>, config: C, tls: TlsMaterial): void {
-  try {
-    createSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca });
-    new X509Certificate(tls.cert);
-  } catch (err) {
-    throw new ConfigError(
-      `TLS material (${config.tls.certFile}, ${config.tls.keyFile}, ${config.tls.caFile}) does not load: ${(err as Error).message}`,
-    );
-  }
+function checkConfig<C extends ServerBasics>(spec: ServerSpec<C>, config: C): void {
+  // TlsFiles checks the pair, its dates and its chain to the CA file.
+  const tls = new TlsFiles(config.tls).material;
   if (holdsDevelopmentCa(tls.ca) && !config.allowDevelopmentCa) {
     throw new ConfigError(
       `${config.tls.caFile} holds the development CA; set allowDevelopmentCa: true only for a development network`,
     );
   }
   spec.check?.(config);
+}
+
+/** Checks the TLS files for a rotation every `paths.watchSeconds` (none at 0); returns the stop. */
+function watchTls(tls: TlsFiles, paths: TlsPaths, log: Logger): () => void {
+  const seconds = paths.watchSeconds ?? 0;
+  if (seconds === 0) return () => {};
+  return tls.watch(seconds * 1000, (r) => {
+    if (r instanceof Error) {
+      log.error({ err: r.message }, "changed TLS files refused; the certificate in use stays in use");
+    } else if (r.changed) {
+      log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+    }
+  });
 }
 
 /** The test clock over `file`, refused when others could move it. */

@@ -14,6 +14,8 @@ export interface TlsPaths {
   caFile: string;
   certFile: string;
   keyFile: string;
+  /** How often a server checks the files for a rotation (0: only on SIGHUP); default 60. */
+  watchSeconds?: number;
 }
 
 /** Loaded PEM material. */
@@ -43,18 +45,31 @@ export function loadTls(paths: TlsPaths): TlsMaterial {
 }
 
 /**
+ * TLS material that may change while a process runs (TlsFiles in tls-files.ts): a grpc-js
+ * certificate provider, so new connections use the newest material.
+ */
+export interface LiveTls extends grpc.experimental.CertificateProvider {
+  /** The material in use now. */
+  readonly material: TlsMaterial;
+}
+
+/** Fixed material, or material that may rotate. */
+export type TlsSource = TlsMaterial | LiveTls;
+
+const isLive = (t: TlsSource): t is LiveTls => "addCaCertificateListener" in t;
+
+/**
  * Server credentials that require and verify a client certificate; a connection that has not
- * finished its handshake after `handshakeTimeoutMs` is closed.
+ * finished its handshake after `handshakeTimeoutMs` is closed. Live material (TlsFiles) is used
+ * through grpc-js's certificate-provider credentials, so a rotation applies to new handshakes.
  */
 export function serverCredentials(
-  tls: TlsMaterial,
+  tls: TlsSource,
   { handshakeTimeoutMs }: { handshakeTimeoutMs?: number } = {},
 ): grpc.ServerCredentials {
-  const creds = grpc.ServerCredentials.createSsl(
-    tls.ca,
-    [{ private_key: tls.key, cert_chain: tls.cert }],
-    true,
-  );
+  const creds = isLive(tls)
+    ? grpc.experimental.createCertificateProviderServerCredentials(tls, tls, true)
+    : grpc.ServerCredentials.createSsl(tls.ca, [{ private_key: tls.key, cert_chain: tls.cert }], true);
   // grpc-js passes these options to Node's TLS server (1.14: _getConstructorOptions); the
   // handshake timeout and the minimum version are among those createSsl does not take.
   const options = (
@@ -77,16 +92,17 @@ export interface ServerExpectation {
 }
 
 /**
- * Client credentials presenting our certificate. The server's certificate must also carry what
+ * Client credentials presenting our certificate (live material: the newest for each new
+ * connection). The server's certificate must also carry what
  * `expect` names: a string is the expected identity (subject common name); an object may also
  * name the role.
  */
 export function channelCredentials(
-  tls: TlsMaterial,
+  tls: TlsSource,
   expect?: string | ServerExpectation,
 ): grpc.ChannelCredentials {
   const want: ServerExpectation = typeof expect === "string" ? { identity: expect } : (expect ?? {});
-  return grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, {
+  const verify = {
     checkServerIdentity: (host: string, cert: PeerCertificate) => {
       const hostErr = checkServerIdentity(host, cert);
       if (hostErr) return hostErr;
@@ -103,7 +119,10 @@ export function channelCredentials(
       }
       return undefined;
     },
-  });
+  };
+  return isLive(tls)
+    ? grpc.experimental.createCertificateProviderChannelCredentials(tls, tls, verify)
+    : grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, verify);
 }
 
 /** Reads a `tls` section ({caFile, certFile, keyFile}); relative paths are resolved against `baseDir`. */
@@ -113,6 +132,7 @@ export function readTlsSection(r: ConfigReader, baseDir: string): TlsPaths {
     caFile: resolve(baseDir, t.string("caFile")),
     certFile: resolve(baseDir, t.string("certFile")),
     keyFile: resolve(baseDir, t.string("keyFile")),
+    watchSeconds: t.integer("watchSeconds", 60, 0, 86_400),
   };
   t.done();
   return paths;

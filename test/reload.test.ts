@@ -1,0 +1,189 @@
+// Reload without restart (issue 13): SIGHUP re-reads a running server's config and applies what
+// can change (admins, log level, limits, TLS files), names what needs a restart, and keeps
+// running on a config that does not load; a rotated certificate serves new connections while a
+// stream opened before goes on; a bad rotation is refused; the files are also watched.
+import assert from "node:assert/strict";
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:tls";
+import { status } from "@grpc/grpc-js";
+import { loadTls, pb } from "@mimi/core";
+import {
+  devTlsPaths,
+  ensureDevPki,
+  type ServerProcess,
+  startResolver,
+  waitUntilServing,
+} from "@mimi/devnet";
+import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
+
+const t = useNetwork();
+
+/** The serial of the certificate a new TLS connection to `proc` is shown. */
+function servedSerial(proc: ServerProcess): Promise<string> {
+  const tls = loadTls(devTlsPaths(t.net.pkiDir, "cli"));
+  return new Promise((done, fail) => {
+    const socket = connect({
+      host: "127.0.0.1",
+      port: proc.port,
+      ca: tls.ca,
+      cert: tls.cert,
+      key: tls.key,
+      servername: "localhost",
+      ALPNProtocols: ["h2"],
+    });
+    socket.once("secureConnect", () => {
+      const serial = socket.getPeerCertificate().serialNumber;
+      socket.destroy();
+      done(serial);
+    });
+    socket.once("error", fail);
+  });
+}
+
+/** Makes a new key and certificate for `identity` (same name and roles): a rotation. */
+async function rotate(identity: string): Promise<void> {
+  const p = devTlsPaths(t.net.pkiDir, identity);
+  rmSync(p.certFile);
+  rmSync(p.keyFile);
+  await ensureDevPki(t.net.pkiDir, [identity]);
+}
+
+/** Rewrites `proc`'s config file with `change` applied. */
+function editConfig(proc: ServerProcess, change: (c: Record<string, unknown>) => void): void {
+  const c = JSON.parse(readFileSync(proc.configPath, "utf8")) as Record<string, unknown>;
+  change(c);
+  writeFileSync(proc.configPath, `${JSON.stringify(c, null, 2)}\n`);
+}
+
+const hangUp = (proc: ServerProcess) => {
+  assert.ok(proc.pid, `${proc.name} runs`);
+  process.kill(proc.pid, "SIGHUP");
+};
+
+/** A request stream the test feeds by hand. */
+function feed<T>() {
+  const queue: T[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  return {
+    push(v: T) {
+      queue.push(v);
+      wake?.();
+    },
+    end() {
+      ended = true;
+      wake?.();
+    },
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        const v = queue.shift();
+        if (v !== undefined) yield v;
+        else if (ended) return;
+        else await new Promise<void>((r) => (wake = r));
+      }
+    },
+  };
+}
+
+// Each scenario has its own resolver, so what it reloads or rotates touches no other test.
+const extras: ServerProcess[] = [];
+const resolverAs = async (identity: string, overrides: object = {}): Promise<ServerProcess> => {
+  await ensureDevPki(t.net.pkiDir, [identity, "admin-ops"]);
+  const proc = await startResolver(t.net, {
+    name: identity,
+    rootEndpoints: [t.net.root.address],
+    overrides: { tls: t.net.tlsConfig(identity), admins: ["admin"], ...overrides },
+  });
+  extras.push(proc);
+  await waitUntilServing(t.net, proc);
+  return proc;
+};
+const lines = (proc: ServerProcess, pattern: RegExp) => proc.lines.filter((l) => pattern.test(l));
+
+scenario(t, "SIGHUP applies admins and the log level, names what needs a restart, and survives a bad file", async () => {
+  try {
+    const proc = await resolverAs("resolver-reload");
+    const stats = () =>
+      t.net.channel(proc.address, "admin-ops").client(pb.ResolverAdminService).getStats({}, { timeoutMs: 5_000 });
+    await rejectsWith(stats(), status.PERMISSION_DENIED, /not an admin|admin/);
+    editConfig(proc, (c) => {
+      c.admins = ["admin", "admin-ops"];
+      c.logLevel = "debug";
+      c.upstreamTimeoutMs = 2_345;
+    });
+    hangUp(proc);
+    await eventually(stats);
+    const reloaded = await eventually(async () => {
+      const l = lines(proc, /configuration reloaded/);
+      assert.equal(l.length, 1);
+      return JSON.parse(l[0] as string) as { changed: string[]; needsRestart: string[] };
+    });
+    assert.deepEqual(reloaded.changed, ["admins", "logLevel"]);
+    assert.deepEqual(reloaded.needsRestart, ["upstreamTimeoutMs"]);
+    await eventually(async () => assert.equal(lines(proc, /admins reloaded/).length, 1));
+    assert.match(lines(proc, /admins reloaded/)[0] as string, /"added":\["admin-ops"\]/);
+    // A file that does not parse changes nothing: the server goes on with what it had.
+    writeFileSync(proc.configPath, "{ not json");
+    hangUp(proc);
+    await eventually(async () => assert.equal(lines(proc, /reload refused/).length, 1));
+    assert.ok(proc.running);
+    await stats();
+  } finally {
+    await Promise.all(extras.splice(0).map((p) => p.stop()));
+  }
+});
+
+scenario(t, "a rotated certificate serves new connections; a stream opened before goes on; a bad one is refused", async () => {
+  try {
+    const proc = await resolverAs("resolver-rotate", {});
+    const csi = "tel:+447700900123";
+    const requests = feed<{ requestId: bigint; csi: string }>();
+    const responses = t.net
+      .channel(proc.address, "msp-bluebird")
+      .client(pb.ResolverService)
+      .resolveStream(requests, { timeoutMs: 60_000 })
+      [Symbol.asyncIterator]();
+    requests.push({ requestId: 1n, csi });
+    const first = await responses.next();
+    assert.equal(first.done ? undefined : first.value.result.case, "response");
+    const before = await servedSerial(proc);
+
+    await rotate("resolver-rotate");
+    hangUp(proc);
+    const after = await eventually(async () => {
+      const s = await servedSerial(proc);
+      assert.notEqual(s, before);
+      return s;
+    });
+    await eventually(async () => assert.equal(lines(proc, /TLS certificate rotated/).length, 1));
+    // The stream's connection keeps the handshake it made: it is still answered.
+    requests.push({ requestId: 2n, csi });
+    const next = await responses.next();
+    assert.equal(next.done ? undefined : next.value.result.case, "response");
+    assert.equal(next.done ? undefined : next.value.requestId, 2n);
+    requests.end();
+    // A key that does not match the certificate is refused, and the certificate in use stays.
+    const paths = devTlsPaths(t.net.pkiDir, "resolver-rotate");
+    copyFileSync(devTlsPaths(t.net.pkiDir, "admin-ops").keyFile, paths.keyFile);
+    hangUp(proc);
+    await eventually(async () => assert.equal(lines(proc, /new TLS material refused/).length, 1));
+    assert.match(lines(proc, /new TLS material refused/)[0] as string, /key values mismatch/);
+    assert.equal(await servedSerial(proc), after);
+  } finally {
+    await Promise.all(extras.splice(0).map((p) => p.stop()));
+  }
+});
+
+scenario(t, "with tls.watchSeconds the server picks up rotated files without a signal", async () => {
+  try {
+    const identity = "resolver-watch";
+    await ensureDevPki(t.net.pkiDir, [identity]);
+    const proc = await resolverAs(identity, { tls: { ...t.net.tlsConfig(identity), watchSeconds: 1 } });
+    const before = await servedSerial(proc);
+    await rotate(identity);
+    await eventually(async () => assert.notEqual(await servedSerial(proc), before));
+    assert.equal(lines(proc, /TLS certificate rotated/).length, 1);
+  } finally {
+    await Promise.all(extras.splice(0).map((p) => p.stop()));
+  }
+});
