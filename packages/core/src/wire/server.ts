@@ -13,6 +13,7 @@ import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
 import { addHealthService } from "./health.js";
 import { type CallObservers, createServerMetrics, MIMI_VERSION } from "./metrics.js";
 import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
+import { addReflection } from "./reflection.js";
 import { applyReload } from "./reload.js";
 import {
   attachLimits,
@@ -97,6 +98,8 @@ export interface ServerBasics {
   readonly ops: OpsConfig | undefined;
   /** How long a stopping server keeps serving while it reports not ready (`lameDuckSeconds`). */
   readonly lameDuckMs: number;
+  /** Whether gRPC server reflection is served (for grpcurl; off by default). */
+  readonly reflection: boolean;
 }
 
 /** Reads host, port, tls and logLevel; relative paths resolve against `baseDir`. */
@@ -118,6 +121,7 @@ export function readServerBasics(
     connections: readConnectionLimits(r),
     ops: readOpsSection(r),
     lameDuckMs: r.integer("lameDuckSeconds", 0, 0, 600) * 1000,
+    reflection: r.boolean("reflection", false),
   };
 }
 
@@ -278,6 +282,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   const server = createGrpcServer(config.connections, metrics?.observers);
   const running = await spec.start({ config, log, clock, tls, server, metrics: metrics?.registry });
   const health = addHealthService(server, log, running.healthServices);
+  if (config.reflection) addReflection(server);
   let ready = false;
   let stopping = false;
   let stopWatching = watchTls(tls, config.tls, log);

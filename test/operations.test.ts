@@ -1,12 +1,14 @@
-// Reload without restart (issue 13): SIGHUP re-reads a running server's config and applies what
-// can change (admins, log level, limits, TLS files), names what needs a restart, and keeps
-// running on a config that does not load; a rotated certificate serves new connections while a
-// stream opened before goes on; a bad rotation is refused; the files are also watched.
+// Operating a running server (issue 13). Reload without restart: SIGHUP re-reads the config and
+// applies what can change (admins, log level, limits, TLS files), names what needs a restart,
+// and keeps running on a config that does not load; a rotated certificate serves new
+// connections while a stream opened before goes on; a bad rotation is refused; the files are
+// also watched. Server reflection answers tools like grpcurl when the config turns it on.
 import assert from "node:assert/strict";
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:tls";
+import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { loadTls, pb } from "@mimi/core";
+import { channelCredentials, loadTls, pb } from "@mimi/core";
 import {
   devTlsPaths,
   ensureDevPki,
@@ -183,6 +185,51 @@ scenario(t, "with tls.watchSeconds the server picks up rotated files without a s
     await rotate(identity);
     await eventually(async () => assert.notEqual(await servedSerial(proc), before));
     assert.equal(lines(proc, /TLS certificate rotated/).length, 1);
+  } finally {
+    await Promise.all(extras.splice(0).map((p) => p.stop()));
+  }
+});
+
+/**
+ * One grpc.reflection.v1 request as grpcurl sends it, hand-encoded (field `number`, a string):
+ * the raw response bytes, where the names it lists or the descriptors it returns can be found.
+ */
+async function reflect(proc: ServerProcess, field: number, value: string): Promise<Buffer> {
+  const tls = loadTls(devTlsPaths(t.net.pkiDir, "cli"));
+  const client = new grpc.Client(`localhost:${proc.port}`, channelCredentials(tls));
+  try {
+    const text = Buffer.from(value);
+    const request = Buffer.concat([Buffer.from([(field << 3) | 2, text.length]), text]);
+    const call = client.makeBidiStreamRequest(
+      "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+    );
+    const reply = new Promise<Buffer>((done, fail) => {
+      call.once("data", done);
+      call.once("error", fail);
+    });
+    call.write(request);
+    call.end();
+    return await reply;
+  } finally {
+    client.close();
+  }
+}
+
+scenario(t, "server reflection lists the services and serves their descriptors only when turned on", async () => {
+  try {
+    const off = await resolverAs("resolver-plain");
+    await assert.rejects(reflect(off, 7, ""), (err: grpc.ServiceError) => err.code === status.UNIMPLEMENTED);
+    const on = await resolverAs("resolver-reflect", { reflection: true });
+    const list = (await reflect(on, 7, "")).toString("latin1");
+    for (const service of ["mimi.discovery.v1.ResolverService", "grpc.health.v1.Health"]) {
+      assert.ok(list.includes(service), `reflection lists ${service}`);
+    }
+    // The file that declares a symbol, with the files it imports (grpcurl needs them all).
+    const files = (await reflect(on, 4, "mimi.discovery.v1.ResolverService")).toString("latin1");
+    assert.ok(files.includes("mimi/discovery/v1/resolver.proto"));
+    assert.ok(files.includes("mimi/discovery/v1/common.proto"));
   } finally {
     await Promise.all(extras.splice(0).map((p) => p.stop()));
   }
