@@ -24,7 +24,7 @@ import {
 } from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet";
 import { SMTPServer } from "smtp-server";
-import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
+import { eventually, metricValue, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 // The CSI's own channels, played by the test: every code the DPs send lands here.
 const mail: { to: string; body: string }[] = [];
@@ -161,8 +161,12 @@ scenario(
     const csi = "tel:+447700900555";
     const user = generateSigningKey();
     const wc = asMsp("msp-wirechat");
+    const sentSeries = 'mimi_dp_codes_sent_total{channel="sms-http"}';
+    const sent = (await metricValue(t.net.dps.eu.opsPort, sentSeries)) || 0;
     const ch = await startClaim(wc.api, wc.party, { csi, ssi: "wc-555", makeDefault: true }, user);
     const code = await codeFrom("sms", "+447700900555");
+    // The ops listener counts the code by its channel (and names no number).
+    await eventually(async () => assert.equal(await metricValue(t.net.dps.eu.opsPort, sentSeries), sent + 1));
     // R21: the challenge belongs to the MSP of the certificate that opened it.
     const other = asMsp("msp-parrot");
     await rejectsWith(
@@ -223,6 +227,8 @@ scenario(
     })();
     const second = asMsp("msp-bluebird");
     const u2 = generateSigningKey();
+    const openConflicts = () => metricValue(t.net.dps.eu.opsPort, "mimi_dp_conflicts_open");
+    const open0 = await openConflicts();
     const ch = await startClaim(second.api, second.party, { csi, ssi: "@new", makeDefault: true }, u2);
     const r = await completeChallenge(second.api, ch, await codeFrom("sms", "+447700900556"), u2, second.key);
     assert.equal(r.hasPrecedence, false);
@@ -244,6 +250,7 @@ scenario(
       return n;
     });
     assert.equal(opened.conflictId, r.conflictId);
+    await eventually(async () => assert.equal(await openConflicts(), open0 + 1));
     assert.equal(opened.ssi, "parrot:old");
     // The window lapses: the DP's clock moves past the deadline and its sweep (every second)
     // settles the conflict. Its answer changes at once, the resolver's copy by its TTL: ask the DP.
@@ -256,6 +263,7 @@ scenario(
         );
         assert.deepEqual(order, ["bluebird.example*", "parrot.example"]);
       });
+      await eventually(async () => assert.equal(await openConflicts(), open0));
     } finally {
       t.resetClocks();
     }
@@ -394,6 +402,9 @@ scenario(
     // Regression: 200 StartChallenge calls for one number sent 200 codes. Now each MSP may send
     // 3 an hour, and all MSPs together 10.
     const parrot = asMsp("msp-parrot");
+    const refusedHour = async () =>
+      (await metricValue(t.net.dps.eu.opsPort, 'mimi_dp_claim_refusals_total{reason="CODE_LIMIT_CSI_HOUR"}')) || 0;
+    const refusedBefore = await refusedHour();
     for (let i = 0; i < 3; i++) await start(bluebird, "@flood:bluebird.example");
     const err = await rejectsWith(
       start(bluebird, "@flood:bluebird.example"),
@@ -414,6 +425,8 @@ scenario(
       /3 codes per number/,
     );
     assert.equal(texts(), 9, "no code went out for the refused calls");
+    // The DP's metrics count the refusals by reason, never by number or MSP.
+    await eventually(async () => assert.equal(await refusedHour(), refusedBefore + 2));
     // An hour later (on the DP's, the resolver's and the MSP's clocks) the budget has refilled
     // and the holder claims.
     const HOUR = 3_600_000;

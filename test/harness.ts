@@ -254,3 +254,13 @@ export async function writeMapping(t: TestNetwork, dp: "eu" | "us", csi: string,
     recordsFrom: () => [record],
   });
 }
+
+/**
+ * The value of one series (name with its labels, as Prometheus prints it) on an ops listener's
+ * /metrics, or NaN when it is not there. A rendering serves scrapes for a second: poll for changes.
+ */
+export async function metricValue(opsPort: number, series: string): Promise<number> {
+  const body = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  const line = body.split("\n").find((l) => l.startsWith(`${series} `));
+  return Number(line?.split(" ")[1] ?? Number.NaN);
+}

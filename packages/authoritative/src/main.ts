@@ -13,6 +13,7 @@ import {
   loadSigningKey,
   pb,
   readOrCreateSecret,
+  registryGauges,
   reloadAdmins,
   runServer,
   sqliteFilesOf,
@@ -168,9 +169,32 @@ runServer<AuthoritativeConfig>(process, {
         "Windows of a rate-limit context's lookups that looked like a crawl.",
         () => limits.enumeration.counts.detections,
       );
-      gaugeFrom(metrics, "mimi_registry_serial", "Serial of the registry copy in use.", () =>
-        Number(sync.view.serial),
+      registryGauges(metrics, { serial: () => sync.view.serial, seal: () => sync.seal(), now: clock });
+      countersFrom(
+        metrics,
+        "mimi_dp_codes_sent_total",
+        "Codes handed to a delivery channel, by channel.",
+        "channel",
+        () => ({ ...sender.counts.sent }),
       );
+      countersFrom(
+        metrics,
+        "mimi_dp_code_delivery_failures_total",
+        "Codes a delivery channel could not take, by channel.",
+        "channel",
+        () => ({ ...sender.counts.failed }),
+      );
+      countersFrom(
+        metrics,
+        "mimi_dp_claim_refusals_total",
+        "Claim steps refused by the code and proof throttles, by reason (CODE_LIMIT_*, CSI_LOCKED).",
+        "reason",
+        () => ({ ...claims.refusals }),
+      );
+      gaugeFrom(metrics, "mimi_dp_conflicts_open", "Claim conflicts waiting for their deadline.", () =>
+        store.openConflictCount(),
+      );
+      gaugeFrom(metrics, "mimi_dp_mappings", "Mappings this DP holds.", () => store.count());
     }
     const admins = new Set(config.admins);
     bindAuthoritativeServer(server, service, claims, {

@@ -60,6 +60,8 @@ export type TelDelivery =
 /** Sends codes; one instance per process, closed on shutdown. */
 export interface CodeSender {
   send(msg: CodeMessage): Promise<void>;
+  /** Codes handed to each channel, and those a channel could not take, by channel name (metrics). */
+  readonly counts: { readonly sent: Record<string, number>; readonly failed: Record<string, number> };
   close(): void;
 }
 
@@ -207,7 +209,12 @@ export function createCodeSender(
   const outbox = outboxChannel(config.outboxDir);
   const email = config.email.kind === "smtp" ? smtpChannel(config.email, slog) : outbox;
   const tel = config.tel.kind === "http" ? httpSmsChannel(config.tel) : outbox;
+  const counts = { sent: {} as Record<string, number>, failed: {} as Record<string, number> };
+  const count = (by: Record<string, number>, name: string) => {
+    by[name] = (by[name] ?? 0) + 1;
+  };
   return {
+    counts,
     async send(msg) {
       const channel = msg.csiType === "tel" ? tel : email;
       const fields = {
@@ -222,11 +229,13 @@ export function createCodeSender(
         // Logged here rather than at the gRPC boundary, which reports refusals at debug only:
         // an operator must see a broken mail relay or SMS gateway.
         const reason = err instanceof DiscoveryError ? err.message : "unexpected error";
+        count(counts.failed, channel.name);
         slog.warn({ ...fields, reason }, "code delivery failed");
         slog.debug({ ...fields, to: msg.to, err }, "code delivery failure detail");
         if (err instanceof DiscoveryError) throw err;
         throw new DiscoveryError("upstream_unavailable", `could not send the code over ${channel.name}`);
       }
+      count(counts.sent, channel.name);
       slog.info(fields, "code sent");
     },
     close() {

@@ -91,7 +91,7 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     store,
     clock: () => now,
     signingKey: dpKey,
-    sender: { send: async (m) => void sent.push(m), close() {} },
+    sender: { send: async (m) => void sent.push(m), counts: { sent: {}, failed: {} }, close() {} },
     codeSecret: new Uint8Array(32).fill(7),
     policy: {
       codeLength: 6,

@@ -213,6 +213,7 @@ export {
   createServerMetrics,
   gaugeFrom,
   MIMI_VERSION,
+  registryGauges,
   type ServerMetrics,
 } from "./wire/metrics.js";
 export { type OpsConfig, type OpsListener, readOpsSection, startOps } from "./wire/ops.js";

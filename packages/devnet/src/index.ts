@@ -2,7 +2,7 @@
 // the launcher, its server processes, the extra processes tests start beside it, the demo
 // data and the development PKI. Never a dependency of a server.
 
-export { type Demo, loadDemo } from "./demo.js";
+export { type Demo, loadDemo, loadMappings, waitUntilResolving } from "./demo.js";
 export {
   type ExtraProcessOptions,
   type ExtraResolverOptions,

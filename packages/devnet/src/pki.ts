@@ -25,11 +25,16 @@ const DAY_MS = 86_400_000;
 /**
  * Makes sure `dir` holds a development CA and a certificate for each identity (subject CN,
  * SANs localhost, 127.0.0.1 and ::1 and a URI SAN per role, usable as server and client; see
- * parseDevIdentity for "name=role" and the roles names imply). Existing files are kept when
- * they grant the same roles, so re-running adds only what is missing. Private keys are written
- * with mode 0600.
+ * parseDevIdentity for "name=role" and the roles names imply). `extraIps` adds IP SANs to the
+ * certificates of the identities it names (servers on other hosts, e.g. the multi-host test's
+ * network namespaces). Existing files are kept when they grant the same roles and addresses, so
+ * re-running adds only what is missing. Private keys are written with mode 0600.
  */
-export async function ensureDevPki(dir: string, identities: readonly string[]): Promise<void> {
+export async function ensureDevPki(
+  dir: string,
+  identities: readonly string[],
+  extraIps: Readonly<Record<string, readonly string[]>> = {},
+): Promise<void> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const caCertPath = join(dir, "ca.pem");
   const caKeyPath = join(dir, "ca-key.pem");
@@ -61,7 +66,13 @@ export async function ensureDevPki(dir: string, identities: readonly string[]): 
     const { name: identity, roles } = parseDevIdentity(spec);
     const paths = devTlsPaths(dir, identity);
     const roleUris = roles.map((r) => `urn:mimi:role:${r}`);
-    if (existsSync(paths.certFile) && existsSync(paths.keyFile) && sameRoles(paths.certFile, roleUris))
+    const ips = extraIps[identity] ?? [];
+    if (
+      existsSync(paths.certFile) &&
+      existsSync(paths.keyFile) &&
+      sameRoles(paths.certFile, roleUris) &&
+      holdsIps(paths.certFile, ips)
+    )
       continue;
     const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
     const cert = await x509.X509CertificateGenerator.create({
@@ -87,6 +98,7 @@ export async function ensureDevPki(dir: string, identities: readonly string[]): 
           { type: "dns", value: "localhost" },
           { type: "ip", value: "127.0.0.1" },
           { type: "ip", value: "::1" },
+          ...ips.map((value) => ({ type: "ip" as const, value })),
           ...roleUris.map((value) => ({ type: "url" as const, value })),
         ]),
         await x509.AuthorityKeyIdentifierExtension.create(caCert),
@@ -106,6 +118,15 @@ function sameRoles(path: string, roleUris: readonly string[]): boolean {
     .map((n) => n.value)
     .sort();
   return held.join(" ") === [...roleUris].sort().join(" ");
+}
+
+/** Whether the certificate at `path` names every one of these IP addresses. */
+function holdsIps(path: string, ips: readonly string[]): boolean {
+  if (ips.length === 0) return true;
+  const cert = new x509.X509Certificate(readFileSync(path, "utf8"));
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  const held = new Set((san?.names.items ?? []).filter((n) => n.type === "ip").map((n) => n.value));
+  return ips.every((ip) => held.has(ip));
 }
 
 function randomSerial(): string {

@@ -108,7 +108,7 @@ runServer<ResolverConfig>(process, {
         subscriptions: subs,
         quotas,
         enumeration,
-        registrySerial: () => sync.view.serial,
+        registry: { serial: () => sync.view.serial, seal: () => sync.seal(), now: clock },
       });
     }
     const admins = new Set(config.admins);

@@ -1,7 +1,7 @@
 // The resolver's own metrics on the ops listener, in the shape of CoreDNS's cache plugin and
 // PowerDNS Recursor's counters: read from the stats the resolver keeps anyway when scraped, so
 // the hot path pays nothing. Labels: a DP id (from the registry) at most; nothing per caller.
-import { counterFrom, type EnumerationDetector, gaugeFrom } from "@mimi/core";
+import { counterFrom, type EnumerationDetector, gaugeFrom, registryGauges } from "@mimi/core";
 import type { Registry } from "prom-client";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { Quotas } from "./quotas.js";
@@ -15,7 +15,8 @@ export interface ResolverMetricSources {
   readonly subscriptions: ChangeSubscriptions;
   readonly quotas: Quotas;
   readonly enumeration: EnumerationDetector;
-  readonly registrySerial: () => bigint;
+  /** The registry copy in use (registryGauges). */
+  readonly registry: Parameters<typeof registryGauges>[1];
 }
 
 /** Registers the resolver's metrics on `registry`. */
@@ -62,9 +63,7 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     "Lookups refused by an enforced enumeration detection.",
     () => s.enumeration.counts.refused,
   );
-  gaugeFrom(registry, "mimi_registry_serial", "Serial of the registry copy in use.", () =>
-    Number(s.registrySerial()),
-  );
+  registryGauges(registry, s.registry);
   const perDp = (pick: (w: { inflight: number; window: number; queued: number }) => number) => () =>
     s.upstream.windows().map((w) => ({ labels: { dp: w.dpId }, value: pick(w) }));
   gaugeFrom(

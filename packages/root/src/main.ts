@@ -4,11 +4,11 @@ import { join } from "node:path";
 import {
   channelCredentials,
   checkDataDir,
-  gaugeFrom,
   loadPublicKey,
   loadSigningKey,
   pb,
   type RegistrySync,
+  registryGauges,
   reloadAdmins,
   runServer,
   sqliteFilesOf,
@@ -42,9 +42,7 @@ runServer<RootConfig>(process, {
       "store opened",
     );
     if (metrics) {
-      gaugeFrom(metrics, "mimi_registry_serial", "Serial of the registry this root serves.", () =>
-        Number(store.serial()),
-      );
+      registryGauges(metrics, { serial: () => store.serial(), seal: () => store.seal(), now: clock });
     }
     let service: RootService;
     let sync: RegistrySync | undefined;

@@ -61,7 +61,7 @@ function setup(bulkVerifier?: BulkVerifier) {
     store,
     clock: () => NOW,
     signingKey: dpKey,
-    sender: { send: async () => {}, close() {} },
+    sender: { send: async () => {}, counts: { sent: {}, failed: {} }, close() {} },
     codeSecret: new Uint8Array(32),
     policy: {
       codeLength: 6,

@@ -59,6 +59,8 @@ export interface ClaimsOptions {
 
 /** The claim side of a DP. */
 export interface Claims {
+  /** Claim steps the code and proof throttles refused, by reason (metrics). */
+  readonly refusals: Readonly<Record<string, number>>;
   /** The enrolled MSP a certificate identity acts as (R21). */
   callerOf(tlsIdentity: string): EnrolledMsp;
   start(caller: EnrolledMsp, req: StartRequest): Promise<StartResult>;
@@ -107,6 +109,7 @@ export function createClaims(o: ClaimsOptions): Claims {
   const deps = { sender: o.sender, codeSecret: o.codeSecret, throttle };
   const bulkVerifier = o.bulkVerifier ?? createBulkVerifier({ threads: 0 });
   return {
+    refusals: throttle.refused,
     callerOf(tlsIdentity) {
       const found = o.store.enrolledByIdentity(tlsIdentity);
       if (found.length !== 1) {

@@ -57,6 +57,8 @@ export interface ClaimThrottle {
   beforeProof(csi: string, mspId: string, nowMs: number): void;
   /** A wrong code or a bad signature for `csi` from `mspId`. */
   failed(csi: string, mspId: string, nowMs: number): void;
+  /** Refusals so far by reason (CODE_LIMIT_*, CSI_LOCKED), for metrics. */
+  readonly refused: Readonly<Record<string, number>>;
 }
 
 /** Creates the throttles for `limits`. */
@@ -87,6 +89,10 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
     return l;
   };
   const pair = (csi: string, mspId: string) => `${csi}\0${mspId}`;
+  const refused: Record<string, number> = {};
+  const counted = (reason: string) => {
+    refused[reason] = (refused[reason] ?? 0) + 1;
+  };
   const lockedProblem = (csi: string, mspId: string, nowMs: number) => {
     const r = failures.check(pair(csi, mspId), nowMs);
     return (
@@ -125,15 +131,20 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
     ];
   };
   return {
+    refused,
     beforeCode(csi, caller, nowMs) {
       const locked = lockedProblem(csi.uri, caller.mspId, nowMs);
-      if (locked) throw locked;
+      if (locked) {
+        counted("CSI_LOCKED");
+        throw locked;
+      }
       // Checked first, taken only when all allow: a refused call spends nothing.
       const budgets = budgetsOf(csi, caller);
       for (const [limiter, key, reason, subject, what] of budgets) {
         const r = limiter.check(key, nowMs);
         if (r) {
           const budget = `${limiter.budget.limit} ${what}`;
+          counted(reason);
           throw refusal(reason, subject, budget, `the budget of ${budget} is spent`, r.retryAfterMs);
         }
       }
@@ -144,7 +155,10 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
     },
     beforeProof(csi, mspId, nowMs) {
       const locked = lockedProblem(csi, mspId, nowMs);
-      if (locked) throw locked;
+      if (locked) {
+        counted("CSI_LOCKED");
+        throw locked;
+      }
     },
     failed(csi, mspId, nowMs) {
       failures.take(pair(csi, mspId), nowMs);

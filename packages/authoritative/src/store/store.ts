@@ -72,6 +72,8 @@ export interface MappingStore {
   conflictTargets(id: string): { mspId: string; ssi: string }[];
   setConflictState(id: string, state: ConflictRow["state"]): void;
   dueConflicts(nowMs: number, limit: number): ConflictRow[];
+  /** Conflicts still open (metrics). */
+  openConflictCount(): number;
   openConflicts(csi: string): ConflictRow[];
   addNotice(mspId: string, atMs: number, body: NoticeBody): number;
   noticesSince(mspId: string, seq: number, limit: number): NoticeRow[];
@@ -195,6 +197,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       "SELECT msp_id, ssi FROM conflict_targets WHERE conflict_id = ? ORDER BY msp_id, ssi",
     ),
     setConflictState: db.prepare<[string, string]>("UPDATE conflicts SET state = ? WHERE id = ?"),
+    openConflictCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM conflicts WHERE state = 'open'"),
     dueConflicts: db.prepare<[number, number], ConflictSqlRow>(
       "SELECT * FROM conflicts WHERE state = 'open' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
     ),
@@ -363,6 +366,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     conflictTargets: (id) => q.targets.all(id).map((t) => ({ mspId: t.msp_id, ssi: t.ssi })),
     setConflictState: w("conflict", (id, state) => void q.setConflictState.run(state, id)),
     dueConflicts: (now, limit) => q.dueConflicts.all(now, limit).map(conflictOf),
+    openConflictCount: () => q.openConflictCount.get()?.n ?? 0,
     openConflicts: (csi) => q.openConflicts.all(csi).map(conflictOf),
     addNotice: w("notice", (msp, at, body) =>
       Number(q.addNotice.run(msp, at, JSON.stringify(body)).lastInsertRowid),

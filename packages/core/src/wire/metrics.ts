@@ -226,3 +226,31 @@ function safely<T>(read: () => T, fallback: T): T {
     return fallback;
   }
 }
+
+/**
+ * The registry copy a server answers with: its serial, how old its root signature is, and how
+ * long until it expires (a copy that stops refreshing shows as a growing age and a shrinking
+ * expiry, long before it is refused). A server without a copy yet reports neither time.
+ */
+export function registryGauges(
+  registry: Registry,
+  copy: { serial(): bigint; seal(): { signedAtMs: number; expiresAtMs: number } | undefined; now(): number },
+): void {
+  gaugeFrom(registry, "mimi_registry_serial", "Serial of the registry copy in use.", () => Number(copy.serial()));
+  const since = (pick: (s: { signedAtMs: number; expiresAtMs: number }, now: number) => number) => () => {
+    const s = copy.seal();
+    return s ? [{ labels: {}, value: pick(s, copy.now()) / 1000 }] : [];
+  };
+  gaugeFrom(
+    registry,
+    "mimi_registry_age_seconds",
+    "Seconds since the root signed the registry copy in use.",
+    since((s, now) => now - s.signedAtMs),
+  );
+  gaugeFrom(
+    registry,
+    "mimi_registry_expires_in_seconds",
+    "Seconds until the registry copy in use expires unless refreshed.",
+    since((s, now) => s.expiresAtMs - now),
+  );
+}
