@@ -5,7 +5,7 @@
 // expires; and an MSP checking on its side (`mimi resolve --verify`) catches a resolver doing the same.
 import assert from "node:assert/strict";
 import { after } from "node:test";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import {
   addService,
@@ -126,6 +126,22 @@ scenario(
       // One of two mappings dropped, the seal kept.
       path.set((_csi, a) => create(pb.AnswerSchema, { ...a, mappings: a.mappings.slice(0, 1) }));
       await refused(TWO, /holds 1 of the 2 mappings the seal lists/);
+      // Explained, the failure says where it happened: the DP, the endpoint that answered, a miss.
+      const failed = await rejectsWith(
+        t.net
+          .channel(t.net.resolver.address, "admin")
+          .client(pb.ResolverService)
+          .resolve({ csi: TWO, explain: true }, { timeoutMs: 10_000 }),
+        status.UNAVAILABLE,
+        /holds 1 of the 2 mappings/,
+      );
+      const e = fromBinary(pb.ExplanationSchema, failed.details?.explanation ?? new Uint8Array());
+      assert.deepEqual([e.dpId, e.endpoint, e.cache], ["eu", path.address, pb.Explanation_CacheState.MISS]);
+      assert.match(e.failure, /failed verification: .*holds 1 of the 2 mappings/);
+      assert.deepEqual(
+        e.steps.map((x) => x.name),
+        ["upstream", "total"],
+      );
       // An honest path again: the real answer, which was never replaced by a cached denial.
       path.set(undefined);
       const r = await resolver().resolve({ csi: TWO });

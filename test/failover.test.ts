@@ -48,6 +48,15 @@ scenario(t, "an expired answer is served, marked stale, while its authoritative 
     assert.equal(stale.stale, true);
     assert.equal(stale.answer?.ttlSeconds, 30);
     assert.deepEqual(stale.answer?.mappings, fresh.answer?.mappings);
+    // Explained (to an admin): the stale copy, from the cache, every signature still good.
+    const explained = await t.net
+      .channel(t.net.resolver.address, "admin")
+      .client(pb.ResolverService)
+      .resolve({ csi: "tel:+447700900123", explain: true }, { timeoutMs: 10_000 });
+    const e = explained.explanation;
+    assert.equal(e?.cache, pb.Explanation_CacheState.STALE);
+    assert.deepEqual([e?.delegation, e?.dpId, e?.endpoint], ["e164:44", "eu", ""]);
+    assert.ok(e && e.signatures.length >= 2 && e.signatures.every((c) => c.ok));
     // Nothing cached: the failure is reported, naming the DP.
     await rejectsWith(t.resolve("tel:+447700900555"), status.UNAVAILABLE, /DP "eu"/);
     // The other region is unaffected.

@@ -9,13 +9,7 @@ import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import { channelCredentials, loadTls, pb } from "@mimi/core";
-import {
-  devTlsPaths,
-  ensureDevPki,
-  type ServerProcess,
-  startResolver,
-  waitUntilServing,
-} from "@mimi/devnet";
+import { devTlsPaths, ensureDevPki, type ServerProcess, startResolver, waitUntilServing } from "@mimi/devnet";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 const t = useNetwork();
@@ -102,79 +96,90 @@ const resolverAs = async (identity: string, overrides: object = {}): Promise<Ser
 };
 const lines = (proc: ServerProcess, pattern: RegExp) => proc.lines.filter((l) => pattern.test(l));
 
-scenario(t, "SIGHUP applies admins and the log level, names what needs a restart, and survives a bad file", async () => {
-  try {
-    const proc = await resolverAs("resolver-reload");
-    const stats = () =>
-      t.net.channel(proc.address, "admin-ops").client(pb.ResolverAdminService).getStats({}, { timeoutMs: 5_000 });
-    await rejectsWith(stats(), status.PERMISSION_DENIED, /not an admin|admin/);
-    editConfig(proc, (c) => {
-      c.admins = ["admin", "admin-ops"];
-      c.logLevel = "debug";
-      c.upstreamTimeoutMs = 2_345;
-    });
-    hangUp(proc);
-    await eventually(stats);
-    const reloaded = await eventually(async () => {
-      const l = lines(proc, /configuration reloaded/);
-      assert.equal(l.length, 1);
-      return JSON.parse(l[0] as string) as { changed: string[]; needsRestart: string[] };
-    });
-    assert.deepEqual(reloaded.changed, ["admins", "logLevel"]);
-    assert.deepEqual(reloaded.needsRestart, ["upstreamTimeoutMs"]);
-    await eventually(async () => assert.equal(lines(proc, /admins reloaded/).length, 1));
-    assert.match(lines(proc, /admins reloaded/)[0] as string, /"added":\["admin-ops"\]/);
-    // A file that does not parse changes nothing: the server goes on with what it had.
-    writeFileSync(proc.configPath, "{ not json");
-    hangUp(proc);
-    await eventually(async () => assert.equal(lines(proc, /reload refused/).length, 1));
-    assert.ok(proc.running);
-    await stats();
-  } finally {
-    await Promise.all(extras.splice(0).map((p) => p.stop()));
-  }
-});
+scenario(
+  t,
+  "SIGHUP applies admins and the log level, names what needs a restart, and survives a bad file",
+  async () => {
+    try {
+      const proc = await resolverAs("resolver-reload");
+      const stats = () =>
+        t.net
+          .channel(proc.address, "admin-ops")
+          .client(pb.ResolverAdminService)
+          .getStats({}, { timeoutMs: 5_000 });
+      await rejectsWith(stats(), status.PERMISSION_DENIED, /not an admin|admin/);
+      editConfig(proc, (c) => {
+        c.admins = ["admin", "admin-ops"];
+        c.logLevel = "debug";
+        c.upstreamTimeoutMs = 2_345;
+      });
+      hangUp(proc);
+      await eventually(stats);
+      const reloaded = await eventually(async () => {
+        const l = lines(proc, /configuration reloaded/);
+        assert.equal(l.length, 1);
+        return JSON.parse(l[0] as string) as { changed: string[]; needsRestart: string[] };
+      });
+      assert.deepEqual(reloaded.changed, ["admins", "logLevel"]);
+      assert.deepEqual(reloaded.needsRestart, ["upstreamTimeoutMs"]);
+      await eventually(async () => assert.equal(lines(proc, /admins reloaded/).length, 1));
+      assert.match(lines(proc, /admins reloaded/)[0] as string, /"added":\["admin-ops"\]/);
+      // A file that does not parse changes nothing: the server goes on with what it had.
+      writeFileSync(proc.configPath, "{ not json");
+      hangUp(proc);
+      await eventually(async () => assert.equal(lines(proc, /reload refused/).length, 1));
+      assert.ok(proc.running);
+      await stats();
+    } finally {
+      await Promise.all(extras.splice(0).map((p) => p.stop()));
+    }
+  },
+);
 
-scenario(t, "a rotated certificate serves new connections; a stream opened before goes on; a bad one is refused", async () => {
-  try {
-    const proc = await resolverAs("resolver-rotate", {});
-    const csi = "tel:+447700900123";
-    const requests = feed<{ requestId: bigint; csi: string }>();
-    const responses = t.net
-      .channel(proc.address, "msp-bluebird")
-      .client(pb.ResolverService)
-      .resolveStream(requests, { timeoutMs: 60_000 })
-      [Symbol.asyncIterator]();
-    requests.push({ requestId: 1n, csi });
-    const first = await responses.next();
-    assert.equal(first.done ? undefined : first.value.result.case, "response");
-    const before = await servedSerial(proc);
+scenario(
+  t,
+  "a rotated certificate serves new connections; a stream opened before goes on; a bad one is refused",
+  async () => {
+    try {
+      const proc = await resolverAs("resolver-rotate", {});
+      const csi = "tel:+447700900123";
+      const requests = feed<{ requestId: bigint; csi: string }>();
+      const responses = t.net
+        .channel(proc.address, "msp-bluebird")
+        .client(pb.ResolverService)
+        .resolveStream(requests, { timeoutMs: 60_000 })
+        [Symbol.asyncIterator]();
+      requests.push({ requestId: 1n, csi });
+      const first = await responses.next();
+      assert.equal(first.done ? undefined : first.value.result.case, "response");
+      const before = await servedSerial(proc);
 
-    await rotate("resolver-rotate");
-    hangUp(proc);
-    const after = await eventually(async () => {
-      const s = await servedSerial(proc);
-      assert.notEqual(s, before);
-      return s;
-    });
-    await eventually(async () => assert.equal(lines(proc, /TLS certificate rotated/).length, 1));
-    // The stream's connection keeps the handshake it made: it is still answered.
-    requests.push({ requestId: 2n, csi });
-    const next = await responses.next();
-    assert.equal(next.done ? undefined : next.value.result.case, "response");
-    assert.equal(next.done ? undefined : next.value.requestId, 2n);
-    requests.end();
-    // A key that does not match the certificate is refused, and the certificate in use stays.
-    const paths = devTlsPaths(t.net.pkiDir, "resolver-rotate");
-    copyFileSync(devTlsPaths(t.net.pkiDir, "admin-ops").keyFile, paths.keyFile);
-    hangUp(proc);
-    await eventually(async () => assert.equal(lines(proc, /new TLS material refused/).length, 1));
-    assert.match(lines(proc, /new TLS material refused/)[0] as string, /key values mismatch/);
-    assert.equal(await servedSerial(proc), after);
-  } finally {
-    await Promise.all(extras.splice(0).map((p) => p.stop()));
-  }
-});
+      await rotate("resolver-rotate");
+      hangUp(proc);
+      const after = await eventually(async () => {
+        const s = await servedSerial(proc);
+        assert.notEqual(s, before);
+        return s;
+      });
+      await eventually(async () => assert.equal(lines(proc, /TLS certificate rotated/).length, 1));
+      // The stream's connection keeps the handshake it made: it is still answered.
+      requests.push({ requestId: 2n, csi });
+      const next = await responses.next();
+      assert.equal(next.done ? undefined : next.value.result.case, "response");
+      assert.equal(next.done ? undefined : next.value.requestId, 2n);
+      requests.end();
+      // A key that does not match the certificate is refused, and the certificate in use stays.
+      const paths = devTlsPaths(t.net.pkiDir, "resolver-rotate");
+      copyFileSync(devTlsPaths(t.net.pkiDir, "admin-ops").keyFile, paths.keyFile);
+      hangUp(proc);
+      await eventually(async () => assert.equal(lines(proc, /new TLS material refused/).length, 1));
+      assert.match(lines(proc, /new TLS material refused/)[0] as string, /key values mismatch/);
+      assert.equal(await servedSerial(proc), after);
+    } finally {
+      await Promise.all(extras.splice(0).map((p) => p.stop()));
+    }
+  },
+);
 
 scenario(t, "with tls.watchSeconds the server picks up rotated files without a signal", async () => {
   try {
@@ -217,20 +222,73 @@ async function reflect(proc: ServerProcess, field: number, value: string): Promi
   }
 }
 
-scenario(t, "server reflection lists the services and serves their descriptors only when turned on", async () => {
-  try {
-    const off = await resolverAs("resolver-plain");
-    await assert.rejects(reflect(off, 7, ""), (err: grpc.ServiceError) => err.code === status.UNIMPLEMENTED);
-    const on = await resolverAs("resolver-reflect", { reflection: true });
-    const list = (await reflect(on, 7, "")).toString("latin1");
-    for (const service of ["mimi.discovery.v1.ResolverService", "grpc.health.v1.Health"]) {
-      assert.ok(list.includes(service), `reflection lists ${service}`);
+scenario(
+  t,
+  "server reflection lists the services and serves their descriptors only when turned on",
+  async () => {
+    try {
+      const off = await resolverAs("resolver-plain");
+      await assert.rejects(
+        reflect(off, 7, ""),
+        (err: grpc.ServiceError) => err.code === status.UNIMPLEMENTED,
+      );
+      const on = await resolverAs("resolver-reflect", { reflection: true });
+      const list = (await reflect(on, 7, "")).toString("latin1");
+      for (const service of ["mimi.discovery.v1.ResolverService", "grpc.health.v1.Health"]) {
+        assert.ok(list.includes(service), `reflection lists ${service}`);
+      }
+      // The file that declares a symbol, with the files it imports (grpcurl needs them all).
+      const files = (await reflect(on, 4, "mimi.discovery.v1.ResolverService")).toString("latin1");
+      assert.ok(files.includes("mimi/discovery/v1/resolver.proto"));
+      assert.ok(files.includes("mimi/discovery/v1/common.proto"));
+    } finally {
+      await Promise.all(extras.splice(0).map((p) => p.stop()));
     }
-    // The file that declares a symbol, with the files it imports (grpcurl needs them all).
-    const files = (await reflect(on, 4, "mimi.discovery.v1.ResolverService")).toString("latin1");
-    assert.ok(files.includes("mimi/discovery/v1/resolver.proto"));
-    assert.ok(files.includes("mimi/discovery/v1/common.proto"));
-  } finally {
-    await Promise.all(extras.splice(0).map((p) => p.stop()));
-  }
-});
+  },
+);
+
+scenario(
+  t,
+  "resolve --explain shows the delegation, endpoint, cache state, signatures and steps (admins only)",
+  async () => {
+    const csi = "tel:+447700900123";
+    const explain = async () => {
+      const r = await t.cli(["resolve", csi, "--explain", "--json", "--resolver", t.net.resolver.address]);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { explanation: Record<string, unknown> }).explanation;
+    };
+    await t.net
+      .channel(t.net.resolver.address, "admin")
+      .client(pb.ResolverAdminService)
+      .flush({ scope: { case: "csi", value: csi } });
+    const miss = await explain();
+    assert.equal(miss.cache, "MISS");
+    assert.deepEqual([miss.delegation, miss.dpId, miss.endpoint], ["e164:44", "eu", t.net.dps.eu.address]);
+    assert.ok(Number(miss.registrySerial) > 0);
+    const signatures = miss.signatures as { what: string; signer: string; ok: boolean }[];
+    assert.equal(signatures[0]?.what, "answer seal");
+    assert.equal(signatures[0]?.signer, "dp:eu");
+    assert.ok(signatures.length >= 3 && signatures.every((c) => c.ok), JSON.stringify(signatures));
+    assert.deepEqual(Object.keys(miss.steps as object), ["upstream", "verify", "total"]);
+    const hit = await explain();
+    assert.equal(hit.cache, "HIT");
+    assert.equal(hit.endpoint, "");
+    assert.ok(Number(hit.ttlSeconds) > 0);
+    assert.deepEqual(Object.keys(hit.steps as object), ["total"]);
+    // The text form names the same things.
+    const text = await t.cli(["resolve", csi, "--explain", "--resolver", t.net.resolver.address]);
+    assert.match(text.stdout, /explain:\n {2}delegation {2}e164:44 -> DP eu\n {2}cache {7}HIT/);
+    // An MSP may not see the cache state: it would tell who asked for what lately.
+    const msp = await t.cli([
+      "resolve",
+      csi,
+      "--explain",
+      "--identity",
+      "cli",
+      "--resolver",
+      t.net.resolver.address,
+    ]);
+    assert.equal(msp.code, 1);
+    assert.match(msp.stderr, /PERMISSION_DENIED|explain is for this resolver's admins/);
+  },
+);

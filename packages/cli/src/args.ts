@@ -3,11 +3,9 @@
 import { dirname, join } from "node:path";
 import { parseCsi } from "@mimi/core";
 
-/** Bad command-line input; the CLI exits 2 for it, like for other usage errors. */
-export class UsageError extends Error {}
+import { UsageError } from "./errors.js";
 
-/** The user stopped a command with Ctrl-C after it said how to go on; the CLI exits 130. */
-export class Interrupted extends Error {}
+export { Interrupted, UsageError } from "./errors.js";
 
 /** A whole-number flag within bounds. */
 export function count(flag: string, text: string, min: number, max: number): number {

@@ -249,7 +249,6 @@ export {
   toWireStatus,
   type WireStatus,
 } from "./wire/status.js";
-export { type CertificateSummary, checkTlsMaterial, TlsFiles, type TlsReload } from "./wire/tls-files.js";
 export {
   channelCredentials,
   type LiveTls,
@@ -262,3 +261,4 @@ export {
   type TlsSource,
   type WarningEmitter,
 } from "./wire/tls.js";
+export { type CertificateSummary, checkTlsMaterial, TlsFiles, type TlsReload } from "./wire/tls-files.js";

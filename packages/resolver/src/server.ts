@@ -1,6 +1,7 @@
 // gRPC binding of the resolver: parse each request once (INVALID_ARGUMENT here), resolve,
 // shape the answer for the caller's parameters. The only resolver file that serves gRPC.
 import { performance } from "node:perf_hooks";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
   addService,
@@ -26,7 +27,9 @@ import {
   sleepUnlessAborted,
 } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
+import { explanation, withExplanation } from "./explain.js";
 import { createHeldRefusals } from "./held-refusals.js";
+import type { ExplainTrace } from "./lookup-context.js";
 import type { Quotas } from "./quotas.js";
 import type { RateContexts } from "./rate-context.js";
 import type { FlushScope, MissCaller, Resolution, ResolverService } from "./service.js";
@@ -124,6 +127,7 @@ export function bindResolverServer(
     options: pb.LookupOptions | undefined,
     ctx: CallContext,
     onRefused?: (err: DiscoveryError) => void,
+    trace?: ExplainTrace,
   ) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
@@ -152,7 +156,7 @@ export function bindResolverServer(
     };
     let r: Resolution;
     try {
-      r = await service.resolve(csi, charge);
+      r = await service.resolve(csi, charge, trace);
     } catch (err) {
       if (charged) {
         // A DP refusing the caller's own context is the caller's doing: it stays charged, and
@@ -170,6 +174,7 @@ export function bindResolverServer(
       }
       throw err;
     }
+    if (trace) Object.assign(trace, { outcome: r.outcome, ttlSeconds: r.ttlSeconds });
     // Only what a DP answered counts towards enumeration: cached answers are free to fake.
     if (r.source === "upstream") {
       const notFound = r.outcome.kind === "not_found";
@@ -191,11 +196,47 @@ export function bindResolverServer(
     return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
   };
 
+  /** Resolve with `explain`: the same lookup, traced, and the explanation in the answer or the error. */
+  const explained = async (req: pb.ResolveRequest, ctx: CallContext): Promise<pb.ResolveResponse> => {
+    // Cache state tells whether someone asked for the CSI lately (DNS's cache snooping), so
+    // only the resolver's operators may see it.
+    if (!opts.admins.has(ctx.peer.name)) {
+      throw new DiscoveryError(
+        "permission_denied",
+        `explain is for this resolver's admins; identity "${ctx.peer.name}" is not one (the cache state it shows would tell a caller what others looked up)`,
+      );
+    }
+    const trace: ExplainTrace = {};
+    const t0 = performance.now();
+    const explain = (failure?: string) => {
+      const csi = parseCsi(req.csi);
+      return create(pb.ExplanationSchema, {
+        ...explanation(registry, opts.now(), {
+          csi,
+          trace,
+          ...(trace.outcome && { outcome: trace.outcome }),
+          ...(trace.ttlSeconds !== undefined && { ttlSeconds: trace.ttlSeconds }),
+          totalMs: performance.now() - t0,
+          ...(failure !== undefined && { failure }),
+        }),
+      });
+    };
+    try {
+      const res = await resolveOne(req.csi, req.options, ctx, undefined, trace);
+      const message = res instanceof Uint8Array ? fromBinary(pb.ResolveResponseSchema, res) : res;
+      return { ...message, explanation: explain() } as pb.ResolveResponse;
+    } catch (err) {
+      // A CSI that does not parse has nothing to explain: its INVALID_ARGUMENT says it all.
+      if (err instanceof DiscoveryError && err.code === "invalid_argument") throw err;
+      throw withExplanation(err, toBinary(pb.ExplanationSchema, explain((err as Error).message)));
+    }
+  };
+
   addService(
     server,
     pb.ResolverService,
     {
-      resolve: (req, ctx) => resolveOne(req.csi, req.options, ctx),
+      resolve: (req, ctx) => (req.explain ? explained(req, ctx) : resolveOne(req.csi, req.options, ctx)),
       async resolveStream(reqs, ctx, send) {
         let inflight = 0;
         let slotFree: (() => void) | undefined;

@@ -48,6 +48,7 @@ function fakeUpstream() {
     sealExpiresAtMs: undefined as number | undefined,
   };
   const upstream: Upstream = {
+    answeredBy: () => "127.0.0.1:1",
     async lookup() {
       state.calls++;
       if (state.gate) await state.gate;

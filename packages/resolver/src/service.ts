@@ -23,7 +23,10 @@ import {
   type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
+import { type LookupTrace, type MissCaller, OWN } from "./lookup-context.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
+
+export type { MissCaller } from "./lookup-context.js";
 
 /** What the cache holds per CSI: the outcome and the key it was delegated by. */
 export interface CachedAnswer {
@@ -74,7 +77,7 @@ export interface ResolverService {
    * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context;
    * a joiner whose first caller's context the DP refused is asked for again under its own.
    */
-  resolve(csi: Csi, onMiss?: () => MissCaller | undefined): Promise<Resolution>;
+  resolve(csi: Csi, onMiss?: () => MissCaller | undefined, trace?: LookupTrace): Promise<Resolution>;
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -148,22 +151,6 @@ export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
  */
 const RECENT_CHANGE_MS = 60_000;
 
-/** Who a lookup that reaches a DP is made for. */
-export interface MissCaller {
-  /** Names the caller: misses of one CSI by one caller share a lookup. */
-  readonly key: string;
-  /** The rate-limit context sent to DP `dpId` (the DP actually asked, should the range move). */
-  contextFor(dpId: string): Uint8Array;
-  /** When (performance.now()) it stops waiting for a DP's window; unset: the gate's default. */
-  readonly waitUntilMs?: number;
-}
-
-/** The resolver's own lookups (refreshes): no context, the gate's default wait. */
-const OWN: MissCaller = { key: "", contextFor: () => NO_CONTEXT };
-
-/** The rate-limit context of the resolver's own lookups (refreshes): none. */
-const NO_CONTEXT: Uint8Array = new Uint8Array(0);
-
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
@@ -221,6 +208,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     attempt = 0,
     background = false,
     caller: MissCaller = OWN,
+    trace?: LookupTrace,
   ): Promise<Resolution> => {
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `${problem}; retry shortly`);
@@ -245,10 +233,14 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     const startedAt = eventCount;
     try {
       stats.upstreamRequests++;
+      const t0 = trace ? performance.now() : 0;
       const outcome = await o.upstream.lookup(dp, csi.uri, caller.contextFor(dp.id), caller.waitUntilMs);
+      const t1 = trace ? performance.now() : 0;
+      if (trace) Object.assign(trace, { endpoint: o.upstream.answeredBy(dp.id), upstreamMs: t1 - t0 });
       let sealed: SealStatement | undefined;
       try {
         sealed = o.verify(csi, outcome);
+        if (trace) trace.verifyMs = performance.now() - t1;
       } catch (err) {
         stats.verificationFailures++;
         log.warn(
@@ -260,7 +252,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
-        if (attempt === 0) return walk(csi, 1, background, caller);
+        if (attempt === 0) return walk(csi, 1, background, caller, trace);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const hashKey = o.changeKeys.get(dp.id);
@@ -268,7 +260,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (startedAt !== eventCount && ix && (recent.get(ix) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
-        if (attempt === 0) return walk(csi, 1, background, caller);
+        if (attempt === 0) return walk(csi, 1, background, caller, trace);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
@@ -294,6 +286,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
         // failed DP again for every request (each attempt costs a full upstream timeout).
         const ttl = store(csi, stale.outcome, o.staleAnswerTtlSeconds, verified, true);
+        if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
         return { outcome: stale.outcome, ttlSeconds: ttl, stale: true, source: "stale" };
       }
       throw err;
@@ -371,10 +364,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
-  const single = (csi: Csi, background: boolean, caller: MissCaller = OWN): Promise<Resolution> => {
+  const single = (
+    csi: Csi,
+    background: boolean,
+    caller: MissCaller = OWN,
+    trace?: LookupTrace,
+  ): Promise<Resolution> => {
     const running = inflight.get(csi.uri);
+    if (trace) trace.cache = running ? "joined" : "miss";
     if (!running) {
-      const p = walk(csi, 0, background, caller).finally(() => inflight.delete(csi.uri));
+      const p = walk(csi, 0, background, caller, trace).finally(() => inflight.delete(csi.uri));
       inflight.set(csi.uri, { p, key: caller.key });
       return p;
     }
@@ -382,7 +381,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     // Joined under another caller's context: a DP refusing that context says nothing about
     // this caller, who is asked for under its own.
     return running.p.catch((err: unknown) => {
-      if (isCallerRefusal(err)) return single(csi, background, caller);
+      if (isCallerRefusal(err)) return single(csi, background, caller, trace);
       throw err;
     });
   };
@@ -390,10 +389,11 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
 
   return {
     stats,
-    resolve(csi, onMiss) {
+    resolve(csi, onMiss, trace) {
       const hit = o.cache.get(csi.uri);
       if (hit) {
         stats.hits++;
+        if (trace) trace.cache = hit.value.stale === true ? "stale" : "hit";
         if (
           minHits > 0 &&
           hit.hits >= minHits &&
@@ -403,6 +403,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         ) {
           // Refreshed in the background; this query is answered from the cache at once.
           stats.prefetches++;
+          if (trace) trace.cache = "prefetched";
           single(csi, true).catch((err: Error) => {
             log.debug({ csi: csiHash(csi.uri), err: err.message }, "prefetch failed");
           });
@@ -424,7 +425,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         }
       }
       // Concurrent misses for one CSI share a single upstream request.
-      return single(csi, false, caller);
+      return single(csi, false, caller, trace);
     },
     changed(dpId, hashHex) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.

@@ -30,6 +30,8 @@ export interface Upstream {
    * window of lookups in flight (adaptive-gate.ts).
    */
   lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array, waitUntilMs?: number): Promise<LookupOutcome>;
+  /** The endpoint of DP `dpId` that answered last (read right after a lookup: the one that answered it). */
+  answeredBy(dpId: string): string | undefined;
   /** The window of each DP asked so far (GetStats). */
   windows(): { dpId: string; inflight: number; window: number; queued: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
@@ -145,6 +147,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         return gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
       }
     },
+    answeredBy: (dpId) => preferred.get(dpId),
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),
     close() {
       for (const m of muxes.values()) m.close();

@@ -5,15 +5,14 @@ import { pb } from "@mimi/core";
 import type { Command } from "commander";
 import { count, fingerprint, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
+import { about } from "../help.js";
 import { type FeedLine, parseFeed } from "../jsonl.js";
 import { publicKeyArg } from "../keys.js";
 import { isoTime, keyText, out } from "../output.js";
 
 /** Adds `auth` and its subcommands. */
 export function addAuthCommands(program: Command): void {
-  const auth = program
-    .command("auth")
-    .description("administer an authoritative DP (MSP enrolment, provider feeds, status)");
+  const auth = program.command("auth").description(about("auth"));
   const authAddr = (c: Command) =>
     c.option("--dp <host:port>", "authoritative address", local(LOCAL_PORTS.eu));
   const authAdmin = (o: TlsFlags & { dp: string }) => {

@@ -14,6 +14,7 @@ import {
 import type { Command } from "commander";
 import { collect, count, csiArg, localOutboxes, UsageError } from "../args.js";
 import { addMspOptions, asTls, timeoutOf } from "../connect.js";
+import { about } from "../help.js";
 import { signingKeyArg } from "../keys.js";
 import { addressOf, newestFor } from "../outbox.js";
 import { isoTime, json, jsonText, mappingJson, note, out } from "../output.js";
@@ -36,11 +37,7 @@ const NOTICES_QUIET_MS = 1_000;
 
 /** Adds `mimi claim` and its subcommands to `program`. */
 export function addClaimCommands(program: Command): void {
-  const claim = program
-    .command("claim")
-    .description(
-      "act as an MSP at a DP: claim a CSI for a user with a proof of possession, invalidate, opt out, contest, watch notices, register in bulk",
-    );
+  const claim = program.command("claim").description(about("claim"));
 
   // ---- run: a whole claim ---------------------------------------------------------------
   addProofOptions(

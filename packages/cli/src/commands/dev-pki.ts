@@ -1,13 +1,14 @@
 // `mimi dev-pki`: a development CA and certificates (never for production). The generator is
 // loaded only when the command runs, so other commands start without it.
 import type { Command } from "commander";
+import { about } from "../help.js";
 import { out } from "../output.js";
 
 /** Adds `dev-pki`. */
 export function addDevPkiCommand(program: Command): void {
   program
     .command("dev-pki")
-    .description("create a development CA and certificates (never for production)")
+    .description(about("dev-pki"))
     .argument("<dir>", "output folder")
     .argument(
       "<identity...>",

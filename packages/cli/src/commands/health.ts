@@ -4,6 +4,7 @@
 import { pb } from "@mimi/core";
 import type { Command } from "commander";
 import { addTlsOptions, connect, type TlsFlags, timeoutOf } from "../connect.js";
+import { about } from "../help.js";
 import { out } from "../output.js";
 
 /** Adds `health`. */
@@ -11,7 +12,7 @@ export function addHealthCommand(program: Command): void {
   addTlsOptions(
     program
       .command("health")
-      .description("ask a server (root, authoritative or resolver) whether it is serving; exit 1 if not")
+      .description(about("health"))
       .argument("<host:port>", "the server's gRPC address")
       .option(
         "--service <name>",

@@ -19,6 +19,8 @@ import { devSigningKeyPaths } from "@mimi/devnet/paths";
 import type { Command } from "commander";
 import { csiArg, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
+import { explanationJson, explanationOf, printExplanation } from "../explain.js";
+import { about } from "../help.js";
 import { publicKeyArg } from "../keys.js";
 import { json, mappingJson, out } from "../output.js";
 
@@ -27,10 +29,14 @@ export function addResolveCommand(program: Command): void {
   addTlsOptions(
     program
       .command("resolve")
-      .description("ask a resolver where a CSI (tel:+... or mailto:...) is reachable")
+      .description(about("resolve"))
       .argument("<csi>", 'e.g. "tel:+447700900123" or "mailto:alice@example.org"')
       .option("--resolver <host:port>", "resolver address", local(LOCAL_PORTS.resolver))
       .option("--json", "print the answer as JSON")
+      .option(
+        "--explain",
+        "also show how the resolver found the answer: delegation, DP endpoint, cache state, each signature, timings (resolver admins only; connects as admin unless --identity is given)",
+      )
       .option("--compact", "ask for the compact answer (a bit per MSP)")
       .option("--msp <id...>", "only mappings at these MSPs")
       .option(
@@ -67,9 +73,13 @@ export function addResolveCommand(program: Command): void {
         verify?: boolean;
         root: string;
         rootKey?: string;
+        explain?: boolean;
       },
+      cmd: Command,
     ) => {
       const csi = csiArg(csiText);
+      // Explain is for the resolver's operators: connect as one unless told otherwise.
+      if (o.explain && cmd.getOptionValueSource("identity") === "default") o.identity = "admin";
       if (o.tag !== undefined && (o.tag === "" || o.tag.length > 32))
         throw new UsageError("--tag must be 1 to 32 characters");
       const rootKey = o.verify
@@ -87,9 +97,16 @@ export function addResolveCommand(program: Command): void {
               mspFilter: o.msp ?? [],
               tag: o.tag ?? "",
             },
+            explain: o.explain === true,
           },
           { timeoutMs },
         );
+      } catch (err) {
+        // A failed lookup still says how far it got.
+        const e = explanationOf(err);
+        if (e && o.json) json({ csi, explanation: explanationJson(e) });
+        else if (e) printExplanation(e);
+        throw err;
       } finally {
         ch.close();
       }
@@ -114,6 +131,7 @@ export function addResolveCommand(program: Command): void {
           mappings,
           compact: { hex: Buffer.from(bits).toString("hex"), mspIndexes: bitsSet(bits) },
           ...(verdict && { verified: verdict.problem === undefined, verification: verdict.text }),
+          ...(res.explanation && { explanation: explanationJson(res.explanation) }),
         });
       } else {
         const from = a?.dpIds.filter(Boolean).length ? `, from DP ${a?.dpIds.join(", ")}` : "";
@@ -130,6 +148,7 @@ export function addResolveCommand(program: Command): void {
             `  compact: ${Buffer.from(bits).toString("hex") || "(empty)"} -> MSP indexes ${bitsSet(bits).join(", ") || "none"}`,
           );
         if (verdict && verdict.problem === undefined) out(verdict.text);
+        if (res.explanation) printExplanation(res.explanation);
       }
       if (verdict?.problem !== undefined) throw new Error(verdict.text);
     },

@@ -5,6 +5,7 @@ import { pb, type ServiceClient } from "@mimi/core";
 import type { Command } from "commander";
 import { csiArg, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
+import { about } from "../help.js";
 import { isoTime, json, out } from "../output.js";
 
 type ResolverFlags = TlsFlags & { resolver: string };
@@ -28,9 +29,7 @@ async function withAdmin<T>(
 
 /** Adds `resolver flush` and `resolver stats`. */
 export function addResolverCommands(program: Command): void {
-  const resolver = program
-    .command("resolver")
-    .description("operate a resolver: drop cached answers, read its cache and freshness counters");
+  const resolver = program.command("resolver").description(about("resolver"));
 
   withResolver(
     resolver

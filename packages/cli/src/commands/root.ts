@@ -4,14 +4,13 @@ import { keyToProto, parseDelegationKeyText, pb } from "@mimi/core";
 import type { Command } from "commander";
 import { count, fingerprint, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
+import { about } from "../help.js";
 import { publicKeyArg } from "../keys.js";
 import { json, keyText, out } from "../output.js";
 
 /** Adds `root` and its subcommands. */
 export function addRootCommands(program: Command): void {
-  const root = program
-    .command("root")
-    .description("administer the root registry (delegations, DPs, MSPs, audit)");
+  const root = program.command("root").description(about("root"));
   const rootAddr = (c: Command) => c.option("--root <host:port>", "root address", local(LOCAL_PORTS.root));
   const admin = (o: TlsFlags & { root: string }) => {
     const ch = connect(o.root, o, "root");

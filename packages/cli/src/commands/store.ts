@@ -23,6 +23,7 @@ import { rootBackupProblem } from "@mimi/root/offline";
 import Database from "better-sqlite3";
 import type { Command } from "commander";
 import { count } from "../args.js";
+import { about } from "../help.js";
 import { publicKeyArg } from "../keys.js";
 import { json, note, out } from "../output.js";
 
@@ -198,9 +199,7 @@ export async function restoreStore(o: RestoreOptions): Promise<RestoreResult> {
 
 /** Adds `store backup`, `store restore` and `store verify`. */
 export function addStoreCommands(program: Command): void {
-  const store = program
-    .command("store")
-    .description("back up, verify and restore a root's or a DP's SQLite store (run on its host)");
+  const store = program.command("store").description(about("store"));
   const insecure = (c: Command) =>
     c.option("--allow-insecure-permissions", "accept a folder that group or others may open");
   insecure(

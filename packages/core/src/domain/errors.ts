@@ -31,6 +31,8 @@ export interface ErrorDetails {
   /** A stable UPPER_SNAKE_CASE reason and facts about it (ErrorInfo). */
   readonly reason?: string;
   readonly metadata?: Readonly<Record<string, string>>;
+  /** An encoded mimi.discovery.v1.Explanation: how a lookup asked to explain itself failed. */
+  readonly explanation?: Uint8Array;
 }
 
 /** A failure with a code from the closed set and a message a person can act on. */

@@ -3,7 +3,7 @@
 // client libraries in every language decode. A malformed or oversized trailer from a peer is
 // ignored: details help a client, they never decide whether a call failed.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Any, anyPack, anyUnpack, durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
+import { type Any, AnySchema, anyPack, anyUnpack, durationFromMs, durationMs } from "@bufbuild/protobuf/wkt";
 import type { ErrorDetails } from "../domain/errors.js";
 import {
   BadRequestSchema,
@@ -17,6 +17,8 @@ import { StatusSchema } from "../gen/generated/google/rpc/status_pb.js";
 export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 /** The domain named in ErrorInfo. */
 export const ERROR_DOMAIN = "discovery.mimi";
+/** The type of an Explanation (resolver.proto) among the details. */
+const EXPLANATION_TYPE = "type.googleapis.com/mimi.discovery.v1.Explanation";
 /** Larger trailers from a peer are not decoded. */
 const MAX_DETAILS_BYTES = 16 * 1024;
 
@@ -41,6 +43,7 @@ export function encodeStatusDetails(code: number, message: string, d: ErrorDetai
     });
     details.push(anyPack(ErrorInfoSchema, info));
   }
+  if (d.explanation) details.push(create(AnySchema, { typeUrl: EXPLANATION_TYPE, value: d.explanation }));
   return toBinary(StatusSchema, create(StatusSchema, { code, message, details }));
 }
 
@@ -55,6 +58,10 @@ export function decodeStatusDetails(bytes: Uint8Array | undefined): ErrorDetails
   }
   let out: { -readonly [K in keyof ErrorDetails]: ErrorDetails[K] } = {};
   for (const any of status.details) {
+    if (any.typeUrl === EXPLANATION_TYPE) {
+      out.explanation = any.value;
+      continue;
+    }
     try {
       const retry = anyUnpack(any, RetryInfoSchema);
       if (retry?.retryDelay) out.retryAfterMs = durationMs(retry.retryDelay);

@@ -236,7 +236,9 @@ export function registryGauges(
   registry: Registry,
   copy: { serial(): bigint; seal(): { signedAtMs: number; expiresAtMs: number } | undefined; now(): number },
 ): void {
-  gaugeFrom(registry, "mimi_registry_serial", "Serial of the registry copy in use.", () => Number(copy.serial()));
+  gaugeFrom(registry, "mimi_registry_serial", "Serial of the registry copy in use.", () =>
+    Number(copy.serial()),
+  );
   const since = (pick: (s: { signedAtMs: number; expiresAtMs: number }, now: number) => number) => () => {
     const s = copy.seal();
     return s ? [{ labels: {}, value: pick(s, copy.now()) / 1000 }] : [];

@@ -25,7 +25,9 @@ function allFiles(): GenFile[] {
 
 /** Adds the reflection services to `server`, describing every service the generated code holds. */
 export function addReflection(server: Pick<grpc.Server, "addService">): void {
-  const fileDescriptorProtos = allFiles().map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
+  const fileDescriptorProtos = allFiles().map((f) =>
+    Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)),
+  );
   // @grpc/reflection reads only the descriptors of a proto-loader package definition.
   const definition = { mimi: { fileDescriptorProtos } } as unknown as ConstructorParameters<
     typeof ReflectionService

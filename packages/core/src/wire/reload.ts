@@ -6,8 +6,8 @@
 // a listening address or a data folder.
 import type { Logger } from "pino";
 import { setLogLevel } from "../runtime/logger.js";
-import type { TlsFiles } from "./tls-files.js";
 import type { TlsPaths } from "./tls.js";
+import type { TlsFiles } from "./tls-files.js";
 
 /** Keys of the parsed config that every server applies on reload. */
 const RELOADED_BY_EVERY_SERVER = ["logLevel", "tls", "lameDuckMs"] as const;

@@ -2,8 +2,8 @@
 // @generated from file mimi/discovery/v1/resolver.proto (package mimi.discovery.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Answer, EnumerationDetection, ItemError, LookupOptions } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCJQCg5SZXNvbHZlUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMiSwoPUmVzb2x2ZVJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlchINCgVzdGFsZRgCIAEoCCJqChRSZXNvbHZlU3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA2NzaRgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucyKcAQoVUmVzb2x2ZVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNgoIcmVzcG9uc2UYAiABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJGCgxGbHVzaFJlcXVlc3QSDQoDY3NpGAEgASgJSAASDwoFZHBfaWQYAiABKAlIABINCgNhbGwYAyABKAhIAEIHCgVzY29wZSIgCg1GbHVzaFJlc3BvbnNlEg8KB2V2aWN0ZWQYASABKAQiEQoPR2V0U3RhdHNSZXF1ZXN0IvkEChBHZXRTdGF0c1Jlc3BvbnNlEhUKDWNhY2hlX2VudHJpZXMYASABKAQSDAoEaGl0cxgCIAEoBBIOCgZtaXNzZXMYAyABKAQSDQoFc3RhbGUYBCABKAQSEgoKcHJlZmV0Y2hlcxgFIAEoBBIVCg1pbnZhbGlkYXRpb25zGAYgASgEEg8KB3Jlc3luY3MYByABKAQSGwoTZXZpY3RlZF9ieV9yZWdpc3RyeRgIIAEoBBIPCgdmbHVzaGVkGAkgASgEEhkKEXVwc3RyZWFtX3JlcXVlc3RzGAogASgEEhkKEXVwc3RyZWFtX2ZhaWx1cmVzGAsgASgEEh0KFXZlcmlmaWNhdGlvbl9mYWlsdXJlcxgMIAEoBBIXCg9yZWdpc3RyeV9zZXJpYWwYDSABKAQSGgoScmVnaXN0cnlfY29ubmVjdGVkGA4gASgIEjwKDXN1YnNjcmlwdGlvbnMYDyADKAsyJS5taW1pLmRpc2NvdmVyeS52MS5TdWJzY3JpcHRpb25TdGF0dXMSFgoOcXVvdGFfcmVmdXNhbHMYECABKAQSOwoQdXBzdHJlYW1fd2luZG93cxgRIAMoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLlVwc3RyZWFtV2luZG93EhgKEGVudW1lcmF0aW9uX21vZGUYEiABKAkSHgoWZW51bWVyYXRpb25fZGV0ZWN0aW9ucxgTIAEoBBIcChRlbnVtZXJhdGlvbl9yZWZ1c2FscxgUIAEoBBJCChFyZWNlbnRfZGV0ZWN0aW9ucxgVIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVudW1lcmF0aW9uRGV0ZWN0aW9uIlEKDlVwc3RyZWFtV2luZG93Eg0KBWRwX2lkGAEgASgJEhAKCGluZmxpZ2h0GAIgASgEEg4KBndpbmRvdxgDIAEoBBIOCgZxdWV1ZWQYBCABKAQijgEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVkcF9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDgoGbG9nX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIOCgZldmVudHMYBSABKAQSDwoHcmVzeW5jcxgGIAEoBBIYChBsYXN0X2V2ZW50X2F0X21zGAcgASgDMqACCg9SZXNvbHZlclNlcnZpY2USUAoHUmVzb2x2ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlEmYKDVJlc29sdmVTdHJlYW0SJy5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVxdWVzdBooLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXNwb25zZSgBMAESUwoIR2V0UXVvdGESIi5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlc3BvbnNlMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCJhCg5SZXNvbHZlUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSDwoHZXhwbGFpbhgDIAEoCCKAAQoPUmVzb2x2ZVJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlchINCgVzdGFsZRgCIAEoCBIzCgtleHBsYW5hdGlvbhgDIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkV4cGxhbmF0aW9uIrwDCgtFeHBsYW5hdGlvbhISCgpkZWxlZ2F0aW9uGAEgASgJEg0KBWRwX2lkGAIgASgJEhAKCGVuZHBvaW50GAMgASgJEjgKBWNhY2hlGAQgASgOMikubWltaS5kaXNjb3ZlcnkudjEuRXhwbGFuYXRpb24uQ2FjaGVTdGF0ZRITCgt0dGxfc2Vjb25kcxgFIAEoDRIXCg9yZWdpc3RyeV9zZXJpYWwYBiABKAQSNQoKc2lnbmF0dXJlcxgHIAMoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLlNpZ25hdHVyZUNoZWNrEiYKBXN0ZXBzGAggAygLMhcubWltaS5kaXNjb3ZlcnkudjEuU3RlcBIPCgdmYWlsdXJlGAkgASgJIp8BCgpDYWNoZVN0YXRlEhsKF0NBQ0hFX1NUQVRFX1VOU1BFQ0lGSUVEEAASEwoPQ0FDSEVfU1RBVEVfSElUEAESFAoQQ0FDSEVfU1RBVEVfTUlTUxACEhUKEUNBQ0hFX1NUQVRFX1NUQUxFEAMSGgoWQ0FDSEVfU1RBVEVfUFJFRkVUQ0hFRBAEEhYKEkNBQ0hFX1NUQVRFX0pPSU5FRBAFIkoKDlNpZ25hdHVyZUNoZWNrEgwKBHdoYXQYASABKAkSDgoGc2lnbmVyGAIgASgJEg4KBmtleV9pZBgDIAEoCRIKCgJvaxgEIAEoCCIkCgRTdGVwEgwKBG5hbWUYASABKAkSDgoGbWljcm9zGAIgASgEImoKFFJlc29sdmVTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpwBChVSZXNvbHZlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBI2CghyZXNwb25zZRgCIAEoCzIiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZUgAEi0KBWVycm9yGAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuSXRlbUVycm9ySABCCAoGcmVzdWx0IkYKDEZsdXNoUmVxdWVzdBINCgNjc2kYASABKAlIABIPCgVkcF9pZBgCIAEoCUgAEg0KA2FsbBgDIAEoCEgAQgcKBXNjb3BlIiAKDUZsdXNoUmVzcG9uc2USDwoHZXZpY3RlZBgBIAEoBCIRCg9HZXRTdGF0c1JlcXVlc3Qi+QQKEEdldFN0YXRzUmVzcG9uc2USFQoNY2FjaGVfZW50cmllcxgBIAEoBBIMCgRoaXRzGAIgASgEEg4KBm1pc3NlcxgDIAEoBBINCgVzdGFsZRgEIAEoBBISCgpwcmVmZXRjaGVzGAUgASgEEhUKDWludmFsaWRhdGlvbnMYBiABKAQSDwoHcmVzeW5jcxgHIAEoBBIbChNldmljdGVkX2J5X3JlZ2lzdHJ5GAggASgEEg8KB2ZsdXNoZWQYCSABKAQSGQoRdXBzdHJlYW1fcmVxdWVzdHMYCiABKAQSGQoRdXBzdHJlYW1fZmFpbHVyZXMYCyABKAQSHQoVdmVyaWZpY2F0aW9uX2ZhaWx1cmVzGAwgASgEEhcKD3JlZ2lzdHJ5X3NlcmlhbBgNIAEoBBIaChJyZWdpc3RyeV9jb25uZWN0ZWQYDiABKAgSPAoNc3Vic2NyaXB0aW9ucxgPIAMoCzIlLm1pbWkuZGlzY292ZXJ5LnYxLlN1YnNjcmlwdGlvblN0YXR1cxIWCg5xdW90YV9yZWZ1c2FscxgQIAEoBBI7ChB1cHN0cmVhbV93aW5kb3dzGBEgAygLMiEubWltaS5kaXNjb3ZlcnkudjEuVXBzdHJlYW1XaW5kb3cSGAoQZW51bWVyYXRpb25fbW9kZRgSIAEoCRIeChZlbnVtZXJhdGlvbl9kZXRlY3Rpb25zGBMgASgEEhwKFGVudW1lcmF0aW9uX3JlZnVzYWxzGBQgASgEEkIKEXJlY2VudF9kZXRlY3Rpb25zGBUgAygLMicubWltaS5kaXNjb3ZlcnkudjEuRW51bWVyYXRpb25EZXRlY3Rpb24iUQoOVXBzdHJlYW1XaW5kb3cSDQoFZHBfaWQYASABKAkSEAoIaW5mbGlnaHQYAiABKAQSDgoGd2luZG93GAMgASgEEg4KBnF1ZXVlZBgEIAEoBCKOAQoSU3Vic2NyaXB0aW9uU3RhdHVzEg0KBWRwX2lkGAEgASgJEhEKCWNvbm5lY3RlZBgCIAEoCBIOCgZsb2dfaWQYAyABKAkSCwoDc2VxGAQgASgEEg4KBmV2ZW50cxgFIAEoBBIPCgdyZXN5bmNzGAYgASgEEhgKEGxhc3RfZXZlbnRfYXRfbXMYByABKAMyoAIKD1Jlc29sdmVyU2VydmljZRJQCgdSZXNvbHZlEiEubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlcXVlc3QaIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2USZgoNUmVzb2x2ZVN0cmVhbRInLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXF1ZXN0GigubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlc3BvbnNlKAEwARJTCghHZXRRdW90YRIiLm1pbWkuZGlzY292ZXJ5LnYxLkdldFF1b3RhUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkdldFF1b3RhUmVzcG9uc2UytwEKFFJlc29sdmVyQWRtaW5TZXJ2aWNlEkoKBUZsdXNoEh8ubWltaS5kaXNjb3ZlcnkudjEuRmx1c2hSZXF1ZXN0GiAubWltaS5kaXNjb3ZlcnkudjEuRmx1c2hSZXNwb25zZRJTCghHZXRTdGF0cxIiLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXRzUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.GetQuotaRequest
@@ -116,6 +116,16 @@ export type ResolveRequest = Message<"mimi.discovery.v1.ResolveRequest"> & {
    * @generated from field: mimi.discovery.v1.LookupOptions options = 2;
    */
   options?: LookupOptions | undefined;
+
+  /**
+   * Also say how the answer was found (ResolveResponse.explanation): like DNS's extended
+   * errors and LoST's path, for operators. A failed lookup carries the explanation as a
+   * google.rpc.Status detail of type mimi.discovery.v1.Explanation. Costs one more
+   * verification of the answer; it is charged like any lookup.
+   *
+   * @generated from field: bool explain = 3;
+   */
+  explain: boolean;
 };
 
 /**
@@ -141,6 +151,13 @@ export type ResolveResponse = Message<"mimi.discovery.v1.ResolveResponse"> & {
    * @generated from field: bool stale = 2;
    */
   stale: boolean;
+
+  /**
+   * Present when the request asked to explain.
+   *
+   * @generated from field: mimi.discovery.v1.Explanation explanation = 3;
+   */
+  explanation?: Explanation | undefined;
 };
 
 /**
@@ -149,6 +166,187 @@ export type ResolveResponse = Message<"mimi.discovery.v1.ResolveResponse"> & {
  */
 export const ResolveResponseSchema: GenMessage<ResolveResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_resolver, 4);
+
+/**
+ * How the resolver found an answer, or where it failed.
+ *
+ * @generated from message mimi.discovery.v1.Explanation
+ */
+export type Explanation = Message<"mimi.discovery.v1.Explanation"> & {
+  /**
+   * The registry delegation that matched (its key, e.g. "tel:+44") and the DP it names; both
+   * empty when no delegation covers the CSI.
+   *
+   * @generated from field: string delegation = 1;
+   */
+  delegation: string;
+
+  /**
+   * @generated from field: string dp_id = 2;
+   */
+  dpId: string;
+
+  /**
+   * The DP endpoint that answered; empty when the cache answered.
+   *
+   * @generated from field: string endpoint = 3;
+   */
+  endpoint: string;
+
+  /**
+   * @generated from field: mimi.discovery.v1.Explanation.CacheState cache = 4;
+   */
+  cache: Explanation_CacheState;
+
+  /**
+   * Seconds the answer stays in the cache (its TTL as served).
+   *
+   * @generated from field: uint32 ttl_seconds = 5;
+   */
+  ttlSeconds: number;
+
+  /**
+   * What was verified, against the registry at `registry_serial`: each signature in turn.
+   *
+   * @generated from field: uint64 registry_serial = 6;
+   */
+  registrySerial: bigint;
+
+  /**
+   * @generated from field: repeated mimi.discovery.v1.SignatureCheck signatures = 7;
+   */
+  signatures: SignatureCheck[];
+
+  /**
+   * The time each step took in microseconds, in order (cache, upstream, verify, total).
+   *
+   * @generated from field: repeated mimi.discovery.v1.Step steps = 8;
+   */
+  steps: Step[];
+
+  /**
+   * Why the lookup failed, when it did (also the call's status message).
+   *
+   * @generated from field: string failure = 9;
+   */
+  failure: string;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.Explanation.
+ * Use `create(ExplanationSchema)` to create a new message.
+ */
+export const ExplanationSchema: GenMessage<Explanation> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 5);
+
+/**
+ * @generated from enum mimi.discovery.v1.Explanation.CacheState
+ */
+export enum Explanation_CacheState {
+  /**
+   * @generated from enum value: CACHE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A fresh cached answer.
+   *
+   * @generated from enum value: CACHE_STATE_HIT = 1;
+   */
+  HIT = 1,
+
+  /**
+   * Not cached: the DP was asked.
+   *
+   * @generated from enum value: CACHE_STATE_MISS = 2;
+   */
+  MISS = 2,
+
+  /**
+   * An expired answer, served because the DP could not be reached (RFC 8767).
+   *
+   * @generated from enum value: CACHE_STATE_STALE = 3;
+   */
+  STALE = 3,
+
+  /**
+   * A fresh cached answer near its expiry: it was served, and refreshed in the background.
+   *
+   * @generated from enum value: CACHE_STATE_PREFETCHED = 4;
+   */
+  PREFETCHED = 4,
+
+  /**
+   * Not cached, and the same CSI was already being asked for: this lookup shared that answer.
+   *
+   * @generated from enum value: CACHE_STATE_JOINED = 5;
+   */
+  JOINED = 5,
+}
+
+/**
+ * Describes the enum mimi.discovery.v1.Explanation.CacheState.
+ */
+export const Explanation_CacheStateSchema: GenEnum<Explanation_CacheState> = /*@__PURE__*/
+  enumDesc(file_mimi_discovery_v1_resolver, 5, 0);
+
+/**
+ * @generated from message mimi.discovery.v1.SignatureCheck
+ */
+export type SignatureCheck = Message<"mimi.discovery.v1.SignatureCheck"> & {
+  /**
+   * What was signed: "answer seal", "mapping <msp-id> holder", "mapping <msp-id> msp", ...
+   *
+   * @generated from field: string what = 1;
+   */
+  what: string;
+
+  /**
+   * Who signed it: "dp:<id>", "msp:<id>" or "user", and the first 8 hex digits of the key.
+   *
+   * @generated from field: string signer = 2;
+   */
+  signer: string;
+
+  /**
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: bool ok = 4;
+   */
+  ok: boolean;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.SignatureCheck.
+ * Use `create(SignatureCheckSchema)` to create a new message.
+ */
+export const SignatureCheckSchema: GenMessage<SignatureCheck> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 6);
+
+/**
+ * @generated from message mimi.discovery.v1.Step
+ */
+export type Step = Message<"mimi.discovery.v1.Step"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 micros = 2;
+   */
+  micros: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.Step.
+ * Use `create(StepSchema)` to create a new message.
+ */
+export const StepSchema: GenMessage<Step> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 7);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveStreamRequest
@@ -177,7 +375,7 @@ export type ResolveStreamRequest = Message<"mimi.discovery.v1.ResolveStreamReque
  * Use `create(ResolveStreamRequestSchema)` to create a new message.
  */
 export const ResolveStreamRequestSchema: GenMessage<ResolveStreamRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 5);
+  messageDesc(file_mimi_discovery_v1_resolver, 8);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveStreamResponse
@@ -213,7 +411,7 @@ export type ResolveStreamResponse = Message<"mimi.discovery.v1.ResolveStreamResp
  * Use `create(ResolveStreamResponseSchema)` to create a new message.
  */
 export const ResolveStreamResponseSchema: GenMessage<ResolveStreamResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 6);
+  messageDesc(file_mimi_discovery_v1_resolver, 9);
 
 /**
  * @generated from message mimi.discovery.v1.FlushRequest
@@ -254,7 +452,7 @@ export type FlushRequest = Message<"mimi.discovery.v1.FlushRequest"> & {
  * Use `create(FlushRequestSchema)` to create a new message.
  */
 export const FlushRequestSchema: GenMessage<FlushRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 7);
+  messageDesc(file_mimi_discovery_v1_resolver, 10);
 
 /**
  * @generated from message mimi.discovery.v1.FlushResponse
@@ -273,7 +471,7 @@ export type FlushResponse = Message<"mimi.discovery.v1.FlushResponse"> & {
  * Use `create(FlushResponseSchema)` to create a new message.
  */
 export const FlushResponseSchema: GenMessage<FlushResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 8);
+  messageDesc(file_mimi_discovery_v1_resolver, 11);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatsRequest
@@ -286,7 +484,7 @@ export type GetStatsRequest = Message<"mimi.discovery.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 9);
+  messageDesc(file_mimi_discovery_v1_resolver, 12);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatsResponse
@@ -430,7 +628,7 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 10);
+  messageDesc(file_mimi_discovery_v1_resolver, 13);
 
 /**
  * Lookups in flight at one DP and the window that bounds them (it adapts to the DP's answers).
@@ -466,7 +664,7 @@ export type UpstreamWindow = Message<"mimi.discovery.v1.UpstreamWindow"> & {
  * Use `create(UpstreamWindowSchema)` to create a new message.
  */
 export const UpstreamWindowSchema: GenMessage<UpstreamWindow> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 11);
+  messageDesc(file_mimi_discovery_v1_resolver, 14);
 
 /**
  * The resolver's change subscription to one DP.
@@ -525,7 +723,7 @@ export type SubscriptionStatus = Message<"mimi.discovery.v1.SubscriptionStatus">
  * Use `create(SubscriptionStatusSchema)` to create a new message.
  */
 export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 12);
+  messageDesc(file_mimi_discovery_v1_resolver, 15);
 
 /**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches

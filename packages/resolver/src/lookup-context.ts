@@ -1,0 +1,42 @@
+// Who a resolver lookup is made for, and what it records when the caller asked to explain it.
+import type { LookupOutcome } from "@mimi/core";
+
+/** Who a lookup that reaches a DP is made for. */
+export interface MissCaller {
+  /** Names the caller: misses of one CSI by one caller share a lookup. */
+  readonly key: string;
+  /** The rate-limit context sent to DP `dpId` (the DP actually asked, should the range move). */
+  contextFor(dpId: string): Uint8Array;
+  /** When (performance.now()) it stops waiting for a DP's window; unset: the gate's default. */
+  readonly waitUntilMs?: number;
+}
+
+/** The rate-limit context of the resolver's own lookups (refreshes): none. */
+const NO_CONTEXT: Uint8Array = new Uint8Array(0);
+
+/** The resolver's own lookups (refreshes): no context, the gate's default wait. */
+export const OWN: MissCaller = { key: "", contextFor: () => NO_CONTEXT };
+
+/** How the cache took part in a lookup (Explanation.CacheState). */
+export type CacheState = "hit" | "miss" | "stale" | "prefetched" | "joined";
+
+/**
+ * What one lookup records when its caller asked to explain it (ResolveRequest.explain); the
+ * service fills it in as it goes. Lookups without one pay a single check per step.
+ */
+export interface LookupTrace {
+  cache?: CacheState;
+  /** The DP endpoint that answered. */
+  endpoint?: string;
+  /** Time spent waiting for the DP (its window, the call) and verifying its answer, in ms. */
+  upstreamMs?: number;
+  verifyMs?: number;
+  /** Why the DP was not used, when a stale answer was served instead. */
+  failure?: string;
+}
+
+/** A trace as the gRPC binding keeps it: with the outcome and TTL it served. */
+export interface ExplainTrace extends LookupTrace {
+  outcome?: LookupOutcome;
+  ttlSeconds?: number;
+}
