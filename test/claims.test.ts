@@ -403,7 +403,10 @@ scenario(
     // 3 an hour, and all MSPs together 10.
     const parrot = asMsp("msp-parrot");
     const refusedHour = async () =>
-      (await metricValue(t.net.dps.eu.opsPort, 'mimi_dp_claim_refusals_total{reason="CODE_LIMIT_CSI_HOUR"}')) || 0;
+      (await metricValue(
+        t.net.dps.eu.opsPort,
+        'mimi_dp_claim_refusals_total{reason="CODE_LIMIT_CSI_HOUR"}',
+      )) || 0;
     const refusedBefore = await refusedHour();
     for (let i = 0; i < 3; i++) await start(bluebird, "@flood:bluebird.example");
     const err = await rejectsWith(

@@ -223,7 +223,10 @@ runServer<AuthoritativeConfig>(process, {
         if (applied.includes("admins")) reloadAdmins(admins, next.admins, log);
         if (applied.includes("lookupLimits") || applied.includes("enumeration")) {
           limits.reconfigure(next.lookupLimits, next.enumeration);
-          log.info({ lookupLimits: next.lookupLimits, enumeration: next.enumeration }, "lookup limits reloaded");
+          log.info(
+            { lookupLimits: next.lookupLimits, enumeration: next.enumeration },
+            "lookup limits reloaded",
+          );
         }
       },
       stop() {

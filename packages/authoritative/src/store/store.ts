@@ -197,7 +197,9 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       "SELECT msp_id, ssi FROM conflict_targets WHERE conflict_id = ? ORDER BY msp_id, ssi",
     ),
     setConflictState: db.prepare<[string, string]>("UPDATE conflicts SET state = ? WHERE id = ?"),
-    openConflictCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM conflicts WHERE state = 'open'"),
+    openConflictCount: db.prepare<[], { n: number }>(
+      "SELECT count(*) AS n FROM conflicts WHERE state = 'open'",
+    ),
     dueConflicts: db.prepare<[number, number], ConflictSqlRow>(
       "SELECT * FROM conflicts WHERE state = 'open' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
     ),
