@@ -370,6 +370,14 @@ scenario(t, "a registry past its signature's validity is refused until the root 
     status.UNAVAILABLE,
     /registry at serial \d+ expired at .*no root has re-signed it/,
   );
+  // Its readiness says so, so a load balancer moves MSPs to a resolver that can answer.
+  const ready = async (proc: typeof resolver) => {
+    const res = await fetch(`http://127.0.0.1:${proc.opsPort}/readyz`);
+    return { status: res.status, body: await res.text() };
+  };
+  const down = await ready(resolver);
+  assert.equal(down.status, 503);
+  assert.match(down.body, /^not ready: .*registry at serial \d+ expired/);
   // The root, seven days or more before its signature's expiry, re-signs under a new serial.
   // The DP's clock moves too: its answers are sealed with its own time, which the resolver checks.
   t.advanceClock(t.net.root, 15 * DAY_MS);
@@ -381,4 +389,6 @@ scenario(t, "a registry past its signature's validity is refused until the root 
     const r = await client.resolve({ csi: "tel:+447700900999" });
     assert.equal(r.answer?.status, pb.LookupStatus.NOT_FOUND);
   });
+  assert.equal((await ready(resolver)).status, 200);
+  await eventually(async () => assert.equal((await ready(t.net.dps.eu)).status, 200));
 });
