@@ -237,7 +237,15 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   }
   const configPath = argValue(host.argv, "--config");
   if (!configPath) throw new ConfigError(`usage: ${spec.role} ${SERVER_USAGE}`);
-  const envPort = host.env[`${spec.role.toUpperCase()}_PORT`];
+  const portVariable = `${spec.role.toUpperCase()}_PORT`;
+  const envPort = host.env[portVariable];
+  // Kubernetes' service links set <SERVICE>_PORT=tcp://ip:port in every pod of a namespace.
+  if (envPort !== undefined && !/^[0-9]{1,5}$/.test(envPort)) {
+    throw new ConfigError(
+      `${portVariable}=${envPort} is not a port number (Kubernetes service links set such variables: ` +
+        "set enableServiceLinks: false in the pod, or unset it)",
+    );
+  }
   const readConfig = (): C => {
     const { raw, baseDir } = readConfigFile(configPath);
     return spec.parseConfig(
