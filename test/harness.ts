@@ -234,6 +234,18 @@ let bulkSession = 0;
  * its own bulk session, one transaction.
  */
 export async function writeMapping(t: TestNetwork, dp: "eu" | "us", csi: string, ssi: string): Promise<void> {
+  const claims = t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService);
+  await writeParrotMapping(claims, t.net.signingKey("msp-parrot"), dp, csi, ssi);
+}
+
+/** writeMapping over any ClaimService client of a DP (`dpId`), with parrot's signing key. */
+export async function writeParrotMapping(
+  claims: Parameters<typeof bulkRegister>[0],
+  parrotKey: Parameters<typeof bulkRecord>[1],
+  dpId: string,
+  csi: string,
+  ssi: string,
+): Promise<void> {
   const now = Date.now();
   const record = bulkRecord(
     {
@@ -243,12 +255,12 @@ export async function writeMapping(t: TestNetwork, dp: "eu" | "us", csi: string,
       defaultRequested: false,
       tags: [],
       createdAtMs: now,
-      dpId: dp,
+      dpId,
       expiresAtMs: now + 86_400_000,
     },
-    t.net.signingKey("msp-parrot"),
+    parrotKey,
   );
-  await bulkRegister(t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService), {
+  await bulkRegister(claims, {
     sessionId: `test-write-${process.pid}-${++bulkSession}`,
     total: 1,
     recordsFrom: () => [record],

@@ -110,6 +110,7 @@ test("a watcher continues from its position, or is told why it must resync", () 
     seq: 0,
     resync: "none",
     oldestSeq: 1,
+    atMs: 0,
   });
   for (let i = 1; i <= 3; i++) store.putMapping(row(`tel:+44${i}`));
   const [e1, e2] = changeLog.since(0, 2);
@@ -124,6 +125,14 @@ test("a watcher continues from its position, or is told why it must resync", () 
   assert.equal(changeLog.start({ logId, sinceSeq: 2, sinceAtMs: e2.atMs - 1 }).resync, "diverged");
   const restart = changeLog.start({ logId, sinceSeq: 9, sinceAtMs: 1 });
   assert.equal(restart.seq, 3, "a resync starts at the end of the log");
+  // ... with that event's time, so the watcher resuming there is not told to resync again
+  // (regression: a resynced resolver reconnecting to a quiet DP resynced at every reconnect).
+  const e3 = changeLog.since(2, 1)[0];
+  assert.equal(restart.atMs, e3?.atMs);
+  const resumed = changeLog.start({ logId, sinceSeq: restart.seq, sinceAtMs: restart.atMs });
+  assert.deepEqual([resumed.resync, resumed.seq, resumed.atMs], ["none", 3, e3?.atMs]);
+  const fresh = changeLog.start({ logId: "", sinceSeq: 0, sinceAtMs: 0 });
+  assert.equal(changeLog.start({ logId, sinceSeq: fresh.seq, sinceAtMs: fresh.atMs }).resync, "none");
   // Pruning: everything is older than the window once the clock moves on.
   clock.now = Math.max(e1.atMs, e2.atMs) + 120_000;
   assert.equal(changeLog.prune(), 3);

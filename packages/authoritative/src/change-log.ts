@@ -15,6 +15,8 @@ export interface LogStart {
   readonly seq: number;
   readonly resync: Resync;
   readonly oldestSeq: number;
+  /** When the event at `seq` committed (0: none), for the watcher's next position. */
+  readonly atMs: number;
 }
 
 /** A watcher's position, as it last saw the log. */
@@ -67,7 +69,15 @@ export function createChangeLog(o: ChangeLogOptions): ChangeLog {
     start(p) {
       const logId = o.store.logId();
       const { oldest, latest } = o.store.logBounds();
-      const restart = (resync: Resync): LogStart => ({ logId, seq: latest, resync, oldestSeq: oldest });
+      // A restarted watcher resumes from the latest event, so it needs that event's time too:
+      // without it, its next reconnect would not match and be told to resync for nothing.
+      const restart = (resync: Resync): LogStart => ({
+        logId,
+        seq: latest,
+        resync,
+        oldestSeq: oldest,
+        atMs: o.store.changeAt(latest)?.atMs ?? 0,
+      });
       if (p.logId === "" && p.sinceSeq === 0) return restart("new_watcher");
       if (p.logId !== logId) return restart("other_log");
       if (p.sinceSeq > latest) return restart("behind");
@@ -77,7 +87,7 @@ export function createChangeLog(o: ChangeLogOptions): ChangeLog {
         const at = o.store.changeAt(p.sinceSeq);
         if (!at || at.atMs !== p.sinceAtMs) return restart("diverged");
       }
-      return { logId, seq: p.sinceSeq, resync: "none", oldestSeq: oldest };
+      return { logId, seq: p.sinceSeq, resync: "none", oldestSeq: oldest, atMs: p.sinceAtMs };
     },
     since: (seq, limit) => o.store.changesSince(seq, limit),
     subscribe(listener) {

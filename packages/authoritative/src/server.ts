@@ -128,6 +128,7 @@ export function bindAuthoritativeServer(
               resync: RESYNC[start.resync],
               oldestSeq: BigInt(start.oldestSeq),
               hashKey: changeLog.hashKey,
+              atMs: BigInt(start.atMs),
             }),
           },
         });

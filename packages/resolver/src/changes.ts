@@ -130,7 +130,8 @@ class Subscription {
           );
         }
         this.o.sink.resync(this.dpId, counted);
-        this.atMs = 0;
+        // The position to resume from: the latest event, with its time (0 from an older DP).
+        this.atMs = Number(s.atMs);
       }
       this.logId = s.logId;
       this.seq = Number(s.seq);
