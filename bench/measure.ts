@@ -29,6 +29,8 @@ export interface Options {
   dataDir: string;
   /** When set, servers run under node --cpu-prof and write profiles here. */
   profileDir: string | undefined;
+  /** False: the resolver runs without its ops listener, so without metrics (to price them). */
+  metrics: boolean;
 }
 
 /** One measured run of one scenario. */
@@ -123,7 +125,7 @@ export class Bench {
   private absentCursor = 0;
 
   constructor(
-    private readonly o: Options,
+    readonly o: Options,
     private readonly tmp: string,
     warmCount: number,
   ) {
@@ -321,7 +323,12 @@ export async function withNetwork<T>(
       // Answers stay cached for the whole run; the benchmark measures the cache, not expiry.
       authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600 },
       // lru-cache preallocates for maxEntries, so size it to what the run can cache.
-      resolver: { cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 }, ...extra.resolver },
+      resolver: {
+        cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 },
+        // No ops section, no metrics: what the metrics cost is the difference (--no-metrics).
+        ...(bench.o.metrics ? {} : { ops: undefined }),
+        ...extra.resolver,
+      },
     },
   });
   // A server that dies mid-run says why here; the run then fails with the lookups' errors.

@@ -94,6 +94,7 @@ const cli = new Command("bench")
   .option("--out <dir>", "folder for the JSON result", join(REPO, "bench/results"))
   .option("--data <dir>", "folder for generated data (reused across runs)", join(REPO, "data/bench"))
   .option("--profile <dir>", "run the servers under node --cpu-prof, writing profiles to <dir>")
+  .option("--no-metrics", "run the resolver without its ops listener and metrics (to price them)")
   .action(async (raw: Record<string, string | boolean>) => {
     const quick = raw.quick === true;
     const num = (k: string, q: number) => (quick ? q : Number(raw[k]));
@@ -113,6 +114,7 @@ const cli = new Command("bench")
       out: String(raw.out),
       dataDir: String(raw.data),
       profileDir: typeof raw.profile === "string" ? raw.profile : undefined,
+      metrics: raw.metrics !== false,
     };
     for (const [k, v] of Object.entries(o)) {
       if (typeof v === "number" && !(Number.isFinite(v) && v > 0))

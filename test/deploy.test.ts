@@ -90,7 +90,10 @@ test("every systemd unit runs a built binary on an example config, checked first
     assert.equal(service.get("ExecStartPre"), `/usr/bin/node ${main} --check --config ${exec[3]}`);
     // A reload checks the config, then sends SIGHUP (which the servers handle: core wire/reload.ts).
     const reloads = (unit.get("Service") ?? []).filter(([k]) => k === "ExecReload").map(([, v]) => v);
-    assert.deepEqual(reloads, [`/usr/bin/node ${main} --check --config ${exec[3]}`, "/bin/kill -HUP $MAINPID"]);
+    assert.deepEqual(reloads, [
+      `/usr/bin/node ${main} --check --config ${exec[3]}`,
+      "/bin/kill -HUP $MAINPID",
+    ]);
     const dataDir = (JSON.parse(readFileSync(example, "utf8")) as { dataDir: string }).dataDir;
     assert.equal(`/var/lib/${(service.get("StateDirectory") ?? "").replace("%i", "eu")}`, dataDir, file);
     assert.equal(service.get("User"), "mimi");
