@@ -464,6 +464,22 @@ scenario(
     };
     await t.resolve("tel:+447700900123"); // cached from here on
     const [ok, bad] = [await count("OK"), await count("INVALID_ARGUMENT")];
+    const streams = async () => {
+      const m =
+        /grpc_server_handled_total\{grpc_type="bidi_stream",grpc_service="mimi.discovery.v1.ResolverService",grpc_method="ResolveStream",grpc_code="OK"\} (\d+)/.exec(
+          (await scrape(net.resolver.opsPort)).body,
+        );
+      return Number(m?.[1] ?? 0);
+    };
+    const streamsBefore = await streams();
+    const stream = net.channel(net.resolver.address, "msp-bluebird").client(pb.ResolverService);
+    async function* two() {
+      yield { requestId: 1n, csi: "tel:+447700900123" };
+      yield { requestId: 2n, csi: "tel:+447700900123" };
+    }
+    for await (const _ of stream.resolveStream(two(), { timeoutMs: 10_000 })) {
+      // Each item is answered; the stream ends OK.
+    }
     const hits = await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total");
     const dpLookups = await value(net.dps.eu.opsPort, "mimi_dp_lookups_total");
     await t.resolve("tel:+447700900199"); // a miss: the eu DP is asked
@@ -475,6 +491,7 @@ scenario(
       assert.equal(await count("INVALID_ARGUMENT"), bad + 1);
       assert.ok((await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total")) >= hits + 3);
       assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
+      assert.equal(await streams(), streamsBefore + 1);
     });
     assert.ok((await value(net.root.opsPort, "mimi_registry_serial")) > 0);
     // No label carries a CSI or anything per user: only services, methods, types and codes.

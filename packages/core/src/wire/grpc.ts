@@ -6,10 +6,11 @@ import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@b
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type * as grpc from "@grpc/grpc-js";
+import { status as grpcStatus } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { DiscoveryError } from "../domain/errors.js";
 import type { Encoded } from "./encoded.js";
-import { type CallObservers, observed } from "./metrics.js";
+import { type CallObservers, observed, streamEnded } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
 import { toWireStatus } from "./status.js";
@@ -343,11 +344,15 @@ function methodHandler(
         })().then(
           () => {
             finish();
+            streamEnded(call, grpcStatus.OK);
             call.end();
           },
           (err) => {
             finish();
-            if (!call.cancelled) call.emit("error", fail(err));
+            if (call.cancelled) return;
+            const status = fail(err);
+            streamEnded(call, status.code ?? grpcStatus.UNKNOWN);
+            call.emit("error", status);
           },
         );
       };
@@ -388,12 +393,16 @@ function methodHandler(
           () => {
             release?.();
             done();
+            streamEnded(call, grpcStatus.OK);
             call.end();
           },
           (err) => {
             release?.();
             done();
-            if (!call.cancelled) call.emit("error", fail(err));
+            if (call.cancelled) return;
+            const status = fail(err);
+            streamEnded(call, status.code ?? grpcStatus.UNKNOWN);
+            call.emit("error", status);
           },
         );
       };

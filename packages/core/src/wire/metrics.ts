@@ -197,16 +197,9 @@ export function observed(
       ended = true;
       observer.end(t0, code);
     };
-    const end = call.end.bind(call) as (...a: unknown[]) => unknown;
-    const emit = call.emit.bind(call) as (event: string | symbol, ...a: unknown[]) => boolean;
-    (call as unknown as { end: (...a: unknown[]) => unknown }).end = (...a: unknown[]) => {
-      finish(grpc.status.OK);
-      return end(...a);
-    };
-    (call as unknown as { emit: typeof emit }).emit = (event, ...a) => {
-      if (event === "error") finish(codeOf(a[0]));
-      return emit(event, ...a);
-    };
+    // The stream adapter (grpc.ts) says how the stream ends (streamEnded). Nothing of the call
+    // is wrapped: a wrapper on emit would run for every message the stream carries.
+    (call as unknown as { [STREAM_END]?: (code: number) => void })[STREAM_END] = finish;
     // grpc-js says "cancelled" for any stream that closes without our status, a deadline too.
     call.once("cancelled", () => finish(grpc.status.CANCELLED));
     try {
@@ -216,6 +209,14 @@ export function observed(
       throw err;
     }
   }) as grpc.UntypedHandleCall;
+}
+
+/** Where observed() keeps a stream's end hook on its call. */
+const STREAM_END = Symbol("mimi.streamEnd");
+
+/** Tells the metrics of a streaming call (observed) that it ends with `code`; once per call. */
+export function streamEnded(call: object, code: number): void {
+  (call as { [STREAM_END]?: (code: number) => void })[STREAM_END]?.(code);
 }
 
 /** What `read` gives, or `fallback` when it throws: one broken source must not fail a scrape. */
