@@ -4,7 +4,9 @@
 // connections while a stream opened before goes on; a bad rotation is refused; the files are
 // also watched. Server reflection answers tools like grpcurl when the config turns it on.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
@@ -15,10 +17,11 @@ import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 const t = useNetwork();
 
 /** The serial of the certificate a new TLS connection to `proc` is shown. */
-function servedSerial(proc: ServerProcess): Promise<string> {
+function servedSerial(proc: ServerProcess, o: { maxVersion?: "TLSv1.2" } = {}): Promise<string> {
   const tls = loadTls(devTlsPaths(t.net.pkiDir, "cli"));
   return new Promise((done, fail) => {
     const socket = connect({
+      ...o,
       host: "127.0.0.1",
       port: proc.port,
       ca: tls.ca,
@@ -181,26 +184,93 @@ scenario(
   },
 );
 
-scenario(t, "with tls.watchSeconds the server picks up rotated files without a signal", async () => {
-  try {
-    const identity = "resolver-watch";
-    await ensureDevPki(t.net.pkiDir, [identity]);
-    const proc = await resolverAs(identity, { tls: { ...t.net.tlsConfig(identity), watchSeconds: 1 } });
-    const before = await servedSerial(proc);
-    await rotate(identity);
-    await eventually(async () => assert.notEqual(await servedSerial(proc), before));
-    assert.equal(lines(proc, /TLS certificate rotated/).length, 1);
-  } finally {
-    await Promise.all(extras.splice(0).map((p) => p.stop()));
-  }
-});
+scenario(
+  t,
+  "with tls.watchSeconds the server picks up a rotated certificate; the CA file waits for a reload",
+  async () => {
+    try {
+      const identity = "resolver-watch";
+      await ensureDevPki(t.net.pkiDir, [identity]);
+      // Its own copy of the CA file, so what this scenario adds to it touches no other server.
+      const tlsConfig = {
+        ...t.net.tlsConfig(identity),
+        caFile: join(t.net.dir, "watch-ca.pem"),
+        watchSeconds: 1,
+      };
+      copyFileSync(t.net.tlsConfig(identity).caFile, tlsConfig.caFile);
+      const proc = await resolverAs(identity, { tls: tlsConfig });
+      const before = await servedSerial(proc);
+      await rotate(identity);
+      await eventually(async () => assert.notEqual(await servedSerial(proc), before));
+      assert.equal(lines(proc, /TLS certificate rotated/).length, 1);
+      // A rotated certificate keeps the TLS 1.3 floor (grpc-js sets a fresh context for it).
+      await assert.rejects(servedSerial(proc, { maxVersion: "TLSv1.2" }), /protocol version|alert|socket/i);
+      // A second CA of the same name is refused (OpenSSL would pick one of the two by name, and
+      // refuse the peers of the other)...
+      const trusted = readFileSync(tlsConfig.caFile);
+      const sameName = join(t.net.dir, "other-pki");
+      await ensureDevPki(sameName, ["stranger"]);
+      writeFileSync(tlsConfig.caFile, Buffer.concat([trusted, readFileSync(join(sameName, "ca.pem"))]));
+      hangUp(proc);
+      await eventually(async () =>
+        assert.equal(lines(proc, /two different CAs named CN=MIMI Development CA/).length, 1),
+      );
+      // ...another CA appended to the CA file: the watch says so but does not trust it...
+      const stranger = join(t.net.dir, "stranger-ca.pem");
+      execFileSync(
+        "openssl",
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:P-256",
+          "-nodes",
+          "-subj",
+          "/CN=Stranger CA",
+          "-days",
+          "2",
+          "-keyout",
+          join(t.net.dir, "stranger-ca-key.pem"),
+          "-out",
+          stranger,
+        ],
+        { stdio: "ignore" },
+      );
+      // (Run together without a newline, OpenSSL would read only the first: refused too.)
+      writeFileSync(tlsConfig.caFile, `${trusted.toString().trimEnd()}${readFileSync(stranger, "utf8")}`);
+      hangUp(proc);
+      await eventually(async () => assert.equal(lines(proc, /not each on their own lines/).length, 1));
+      writeFileSync(tlsConfig.caFile, `${trusted.toString().trimEnd()}\n${readFileSync(stranger, "utf8")}`);
+      await eventually(async () => assert.ok(lines(proc, /trusted only after a reload/).length >= 1));
+      // ...until an operator reloads, which says at warn what was added.
+      hangUp(proc);
+      await eventually(async () => assert.equal(lines(proc, /trusted CAs changed/).length, 1));
+      assert.match(lines(proc, /trusted CAs changed/)[0] as string, /"level":40.*"added":\["CN=Stranger CA/);
+      await waitUntilServing(t.net, proc);
+      // A certificate with other roles is not a rotation, and a FIFO in a file's place does not
+      // hang the server: both are refused, and it goes on serving with what it has.
+      await ensureDevPki(t.net.pkiDir, [`${identity}=resolver+admin`]);
+      await eventually(async () => assert.equal(lines(proc, /keeps the identity and the roles/).length, 1));
+      const paths = devTlsPaths(t.net.pkiDir, identity);
+      rmSync(paths.certFile);
+      execFileSync("mkfifo", [paths.certFile]);
+      await eventually(async () => assert.equal(lines(proc, /not a regular file/).length, 1));
+      await waitUntilServing(t.net, proc);
+    } finally {
+      rmSync(devTlsPaths(t.net.pkiDir, "resolver-watch").certFile, { force: true });
+      await Promise.all(extras.splice(0).map((p) => p.stop()));
+    }
+  },
+);
 
 /**
  * One grpc.reflection.v1 request as grpcurl sends it, hand-encoded (field `number`, a string):
  * the raw response bytes, where the names it lists or the descriptors it returns can be found.
  */
-async function reflect(proc: ServerProcess, field: number, value: string): Promise<Buffer> {
-  const tls = loadTls(devTlsPaths(t.net.pkiDir, "cli"));
+async function reflect(proc: ServerProcess, field: number, value: string, as = "admin"): Promise<Buffer> {
+  const tls = loadTls(devTlsPaths(t.net.pkiDir, as));
   const client = new grpc.Client(`localhost:${proc.port}`, channelCredentials(tls));
   try {
     const text = Buffer.from(value);
@@ -224,7 +294,7 @@ async function reflect(proc: ServerProcess, field: number, value: string): Promi
 
 scenario(
   t,
-  "server reflection lists the services and serves their descriptors only when turned on",
+  "server reflection, when turned on, lists this server's services and their descriptors to admins",
   async () => {
     try {
       const off = await resolverAs("resolver-plain");
@@ -237,6 +307,13 @@ scenario(
       for (const service of ["mimi.discovery.v1.ResolverService", "grpc.health.v1.Health"]) {
         assert.ok(list.includes(service), `reflection lists ${service}`);
       }
+      // Only what this server serves: a resolver has no registry admin service.
+      assert.ok(!list.includes("RegistryAdminService"), "reflection lists only registered services");
+      // For operators only: an MSP's certificate is refused.
+      await assert.rejects(
+        reflect(on, 7, "", "cli"),
+        (err: grpc.ServiceError) => err.code === status.PERMISSION_DENIED && /admin role/.test(err.details),
+      );
       // The file that declares a symbol, with the files it imports (grpcurl needs them all).
       const files = (await reflect(on, 4, "mimi.discovery.v1.ResolverService")).toString("latin1");
       assert.ok(files.includes("mimi/discovery/v1/resolver.proto"));

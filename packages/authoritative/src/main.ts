@@ -194,7 +194,6 @@ runServer<AuthoritativeConfig>(process, {
       gaugeFrom(metrics, "mimi_dp_conflicts_open", "Claim conflicts waiting for their deadline.", () =>
         store.openConflictCount(),
       );
-      gaugeFrom(metrics, "mimi_dp_mappings", "Mappings this DP holds.", () => store.count());
     }
     const admins = new Set(config.admins);
     bindAuthoritativeServer(server, service, claims, {

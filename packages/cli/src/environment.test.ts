@@ -2,7 +2,7 @@
 // over the built-in default, in every subcommand; flags not in the table read nothing.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EnvironmentCommand } from "./environment.js";
+import { EnvironmentCommand, refuseMixedIdentity } from "./environment.js";
 import { GROUPS } from "./groups.js";
 import { ABOUT } from "./help.js";
 
@@ -51,5 +51,31 @@ test("every group has its help line and its module, and each module adds the com
       program.commands.map((c) => [c.name(), c.description()]),
       [[name, ABOUT[name as keyof typeof ABOUT]]],
     );
+  }
+});
+
+test("a command line that names the identity is refused while the environment picks the certificate", () => {
+  const program = new EnvironmentCommand("mimi").exitOverride().configureOutput({ writeErr: () => {} });
+  program
+    .command("run")
+    .option("--identity <name>", "identity", "cli")
+    .option("--cert <file>", "certificate")
+    .option("--key <file>", "key")
+    .hook("preAction", (_c, action) => refuseMixedIdentity(action))
+    .action(() => {});
+  const saved = { ...process.env };
+  try {
+    process.env.MIMI_CERT = "/tmp/other.pem";
+    assert.throws(
+      () => program.parse(["run", "--identity", "msp-x"], { from: "user" }),
+      /--identity is given, but MIMI_CERT chooses the certificate/,
+    );
+    // Both from the command line, or the identity from the environment too: no conflict.
+    program.parse(["run", "--identity", "msp-x", "--cert", "a.pem", "--key", "a-key.pem"], { from: "user" });
+    process.env.MIMI_IDENTITY = "msp-x";
+    program.parse(["run"], { from: "user" });
+  } finally {
+    for (const k of ["MIMI_CERT", "MIMI_IDENTITY"]) delete process.env[k];
+    Object.assign(process.env, saved);
   }
 });

@@ -5,7 +5,7 @@
 // is used (groups.ts). This file assembles them and maps failures to exit codes.
 import { createRequire } from "node:module";
 import { type Command, CommanderError } from "commander";
-import { EnvironmentCommand } from "./environment.js";
+import { EnvironmentCommand, refuseMixedIdentity } from "./environment.js";
 import { Interrupted, UsageError } from "./errors.js";
 import { GROUPS } from "./groups.js";
 import { ABOUT } from "./help.js";
@@ -28,7 +28,8 @@ async function programFor(argv: readonly string[]): Promise<Command> {
     )
     .version(`mimi ${VERSION}`, "--version", "print the version")
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    .hook("preAction", (_program, action) => refuseMixedIdentity(action));
   const used = groupOf(argv);
   for (const name of Object.keys(GROUPS) as (keyof typeof GROUPS)[]) {
     if (name === used) {

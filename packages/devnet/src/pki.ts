@@ -60,7 +60,7 @@ export async function ensureDevPki(
     });
     caKey = keys.privateKey;
     writeFileSync(caKeyPath, await exportKey(caKey), { mode: 0o600 });
-    writeFileSync(caCertPath, caCert.toString("pem"));
+    writeFileSync(caCertPath, `${caCert.toString("pem")}\n`);
   }
   for (const spec of identities) {
     const { name: identity, roles } = parseDevIdentity(spec);
@@ -105,7 +105,7 @@ export async function ensureDevPki(
       ],
     });
     writeFileSync(paths.keyFile, await exportKey(keys.privateKey), { mode: 0o600 });
-    writeFileSync(paths.certFile, cert.toString("pem"));
+    writeFileSync(paths.certFile, `${cert.toString("pem")}\n`);
   }
 }
 

@@ -45,13 +45,15 @@ export function signatureChecks(
   const trust = registryTrust(registry);
   const checks: Check[] = [];
   if (!outcome.seal) return checks;
-  let sealOk = true;
+  const dpId = outcome.dpId;
+  // The seal holds when the DP's key is published and the whole answer verifies, or when what
+  // fails is not the seal (a mapping's own signature, shown below).
+  let sealOk = trust.dpKey(dpId) !== undefined;
   try {
     verifyOutcome(csi, outcome, trust, nowMs);
   } catch (err) {
-    sealOk = !/seal/.test((err as Error).message);
+    sealOk &&= !/seal|signing key for DP|sealed by DP|delegates this CSI/.test((err as Error).message);
   }
-  const dpId = outcome.dpId;
   checks.push({ what: "answer seal", signer: `dp:${dpId}`, keyId: keyId(trust.dpKey(dpId)), ok: sealOk });
   if (outcome.kind !== "answer") return checks;
   for (const m of outcome.mappings) {
@@ -60,7 +62,7 @@ export function signatureChecks(
       what: `mapping at ${m.mspId}: MSP signature`,
       signer: `msp:${m.mspId}`,
       keyId: keyId(trust.mspKey(m.mspId)),
-      ok: !/MSP's signature|no signing key for MSP|record/.test(problem),
+      ok: trust.mspKey(m.mspId) !== undefined && !/MSP's signature|no signing key for MSP/.test(problem),
     });
     if (m.proofMethod === "bulk") continue;
     let userKey: Uint8Array | undefined;
@@ -73,7 +75,7 @@ export function signatureChecks(
       what: `mapping at ${m.mspId}: holder signature`,
       signer: "user",
       keyId: keyId(userKey),
-      ok: !/holder|record/.test(problem),
+      ok: !/holder/.test(problem),
     });
   }
   return checks;
@@ -113,7 +115,8 @@ export function explanation(
     registrySerial: registry.serial,
     signatures: e.outcome ? signatureChecks(e.csi, e.outcome, registry, nowMs) : [],
     steps,
-    failure: e.failure ?? trace.failure ?? "",
+    // Capped: it travels in a status detail, whose whole trailer a client reads up to 16 KiB.
+    failure: (e.failure || trace.failure || "").slice(0, 1024),
   };
 }
 

@@ -200,10 +200,10 @@ export function bindResolverServer(
   const explained = async (req: pb.ResolveRequest, ctx: CallContext): Promise<pb.ResolveResponse> => {
     // Cache state tells whether someone asked for the CSI lately (DNS's cache snooping), so
     // only the resolver's operators may see it.
-    if (!opts.admins.has(ctx.peer.name)) {
+    if (!ctx.peer.roles.has("admin") || !opts.admins.has(ctx.peer.name)) {
       throw new DiscoveryError(
         "permission_denied",
-        `explain is for this resolver's admins; identity "${ctx.peer.name}" is not one (the cache state it shows would tell a caller what others looked up)`,
+        `explain is for this resolver's admins (a certificate with the admin role, listed in admins); identity "${ctx.peer.name}" is not one (the cache state it shows would tell a caller what others looked up)`,
       );
     }
     const trace: ExplainTrace = {};
@@ -228,7 +228,8 @@ export function bindResolverServer(
     } catch (err) {
       // A CSI that does not parse has nothing to explain: its INVALID_ARGUMENT says it all.
       if (err instanceof DiscoveryError && err.code === "invalid_argument") throw err;
-      throw withExplanation(err, toBinary(pb.ExplanationSchema, explain((err as Error).message)));
+      // The status message says why; the explanation says where (its failure only when it adds to it).
+      throw withExplanation(err, toBinary(pb.ExplanationSchema, explain("")));
     }
   };
 

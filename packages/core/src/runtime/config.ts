@@ -121,6 +121,37 @@ export function readConfigFile(path: string): { raw: unknown; baseDir: string } 
   try {
     return { raw: JSON.parse(text), baseDir: dirname(resolve(path)) };
   } catch (err) {
-    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+    throw new ConfigError(`config file ${path} is not valid JSON${jsonErrorPlace(text, err as Error)}`);
   }
+}
+
+/**
+ * Where JSON.parse failed, as " at line L, column C", or "" when it does not say. Never the
+ * parser's own text, which may quote the file around the error (an inline password).
+ */
+function jsonErrorPlace(text: string, err: Error): string {
+  let at = Number(/at position (\d+)/.exec(err.message)?.[1] ?? Number.NaN);
+  if (Number.isNaN(at)) {
+    // "Unexpected token 'x', ..." names the token: find it where parsing would have stopped.
+    const token = /^Unexpected token '(.)'/.exec(err.message)?.[1];
+    if (token === undefined) return "";
+    at = firstStrayToken(text, token);
+    if (at < 0) return "";
+  }
+  const before = text.slice(0, at).split("\n");
+  return ` at line ${before.length}, column ${(before[before.length - 1] ?? "").length + 1}`;
+}
+
+/** The first place outside strings where `token` stands (or -1). */
+function firstStrayToken(text: string, token: string): number {
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === token) return i;
+  }
+  return -1;
 }

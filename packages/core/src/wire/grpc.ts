@@ -226,7 +226,8 @@ function sessionOf(call: AnyCall): object | undefined {
   return undefined;
 }
 
-function peerOf(call: AnyCall): PeerIdentity {
+/** The certificate identity of a call's peer, read once per connection (for raw grpc-js handlers). */
+export function peerOf(call: AnyCall): PeerIdentity {
   const session = sessionOf(call);
   const known = session && peersBySession.get(session);
   if (known) return known;

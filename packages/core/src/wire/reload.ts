@@ -87,6 +87,8 @@ export function applyReload<C extends { tls: TlsPaths; logLevel: string }>(
     const r = target.tls.reload(config.tls);
     if (r.changed) {
       log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+      // Whom the server trusts changed: said louder, with what came and went.
+      if (r.ca) log.warn({ caFile: config.tls.caFile, ...r.ca }, "trusted CAs changed");
       if (!applied.includes("tls")) applied.push("tls");
     }
   } catch (err) {
@@ -98,11 +100,21 @@ export function applyReload<C extends { tls: TlsPaths; logLevel: string }>(
     const i = applied.indexOf("tls");
     if (i >= 0) applied.splice(i, 1);
   }
-  setLogLevel(log, target.levelOverride ?? config.logLevel);
+  try {
+    setLogLevel(log, target.levelOverride ?? config.logLevel);
+  } catch (err) {
+    log.error({ err: (err as Error).message }, "reload: log level not changed");
+    config = { ...config, logLevel: running.logLevel };
+  }
   try {
     target.apply?.(config, applied);
   } catch (err) {
-    log.error({ err: (err as Error).message }, "reload: the server could not apply the new config");
+    // What the server could not apply keeps its running value, so the next reload tries again.
+    log.error({ err: (err as Error).message }, "reload: the server could not apply its own keys");
+    const kept: Record<string, unknown> = { ...config };
+    for (const key of reloadable) kept[key] = (running as Record<string, unknown>)[key];
+    config = kept as C;
+    applied.splice(0, applied.length, ...applied.filter((k) => !reloadable.includes(k)));
   }
   // Said whatever the level, as the listening line: an operator who reloads wants to see it.
   log

@@ -30,7 +30,7 @@ import {
   type TlsPaths,
   type WarningEmitter,
 } from "./tls.js";
-import { TlsFiles } from "./tls-files.js";
+import { holdsDevelopmentCa, TlsFiles } from "./tls-files.js";
 
 /** Server options: keepalive pings to find dead clients, and tolerance for clients' pings on idle streams. */
 const SERVER_OPTIONS: grpc.ServerOptions = {
@@ -125,21 +125,7 @@ export function readServerBasics(
   };
 }
 
-/** The subject of the development CA (devnet's pki.ts makes it). */
-export const DEVELOPMENT_CA_SUBJECT = "CN=MIMI Development CA";
-
-/** Whether a PEM bundle holds the development CA. */
-export function holdsDevelopmentCa(pem: Buffer): boolean {
-  const blocks =
-    pem.toString("utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.some((b) => {
-    try {
-      return new X509Certificate(b).subject === DEVELOPMENT_CA_SUBJECT;
-    } catch {
-      return false;
-    }
-  });
-}
+export { DEVELOPMENT_CA_SUBJECT, holdsDevelopmentCa } from "./tls-files.js";
 
 /** The parts of Node's `process` a server uses; main.ts passes `process` itself. */
 export interface ProcessHost extends WarningEmitter {
@@ -230,6 +216,13 @@ export function runServer<C extends ServerBasics>(host: ProcessHost, spec: Serve
 
 async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec<C>): Promise<void> {
   silenceIpServernameWarning(host);
+  // SIGHUP's default action ends the process: a reload sent while the server is still starting
+  // (systemctl reload right after start) is put off with a note instead.
+  let reload: (() => void) | undefined;
+  host.on("SIGHUP", () => {
+    if (reload) reload();
+    else host.stderr.write(`${spec.role}: reload (SIGHUP) ignored: still starting\n`);
+  });
   if (host.argv.includes("--version")) {
     host.stdout.write(`mimi ${spec.role} ${MIMI_VERSION}\n`);
     host.exit(0);
@@ -274,7 +267,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     host.exit(0);
     return;
   }
-  const tls = new TlsFiles(config.tls);
+  const tls = new TlsFiles(config.tls, { allowDevelopmentCa: config.allowDevelopmentCa });
   if (holdsDevelopmentCa(tls.material.ca)) {
     if (!config.allowDevelopmentCa) {
       throw new ConfigError(
@@ -343,7 +336,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     running.close?.();
     host.exit(0);
   };
-  host.on("SIGHUP", () => {
+  reload = () => {
     if (stopping) return;
     let next: C;
     try {
@@ -363,7 +356,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       stopWatching();
       stopWatching = watchTls(tls, config.tls, log);
     }
-  });
+  };
   host.on("SIGINT", () => void stop("SIGINT"));
   host.on("SIGTERM", () => void stop("SIGTERM"));
   if (host.argv.includes("--stop-with-parent")) {
@@ -396,8 +389,14 @@ function watchTls(tls: TlsFiles, paths: TlsPaths, log: Logger): () => void {
   return tls.watch(seconds * 1000, (r) => {
     if (r instanceof Error) {
       log.error({ err: r.message }, "changed TLS files refused; the certificate in use stays in use");
-    } else if (r.changed) {
-      log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+      return;
+    }
+    if (r.changed) log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+    if (r.caPending) {
+      log.warn(
+        { caFile: paths.caFile },
+        "the CA file changed; it is trusted only after a reload (SIGHUP, systemctl reload)",
+      );
     }
   });
 }

@@ -3,8 +3,11 @@
 // provider for the server's credentials and for its outgoing channels alike, so a rotation
 // reaches both. Unlike grpc-js's own file watcher, it checks new material before using it: a
 // half-written pair, a key that does not match, an expired certificate, one that does not chain
-// to the CA bundle or that names another identity is refused and the old material kept, so a
-// bad rotation never leaves a server unable to handshake.
+// to the CA bundle or that names another identity (subject or roles) is refused and the old
+// material kept, so a bad rotation never leaves a server unable to handshake. The CA file (whom
+// the server trusts) changes only on an explicit reload (SIGHUP), logged with what it adds and
+// removes, never by the file watch: write access to a certificate folder must not be enough to
+// bring in a new trust anchor unnoticed.
 import { createHash, X509Certificate } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { experimental } from "@grpc/grpc-js";
@@ -28,20 +31,35 @@ export interface CertificateSummary {
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /**
- * Checks that `m` can serve: the pair loads and matches, the leaf is current at `nowMs`, the
- * chain in the certificate file ends at a CA of the bundle, and (when given) the leaf keeps the
- * subject `sameSubject`. Throws a ConfigError naming the files.
+ * Checks that `m` can serve: every PEM block is whole, the pair loads and matches, every
+ * certificate of the chain is current at `nowMs`, the chain in the certificate file ends at a CA
+ * of the bundle, and (when given) the leaf keeps the identity `sameIdentity` (identityOf: its
+ * subject and its role URIs). Throws a ConfigError naming the files.
  */
 export function checkTlsMaterial(
   m: TlsMaterial,
   paths: TlsPaths,
   nowMs: number,
-  sameSubject?: string,
+  sameIdentity?: string,
 ): CertificateSummary {
   const files = `${paths.certFile}, ${paths.keyFile}, ${paths.caFile}`;
   const fail = (why: string): never => {
     throw new ConfigError(`TLS material (${files}) ${why}`);
   };
+  for (const [what, pem] of [
+    ["certificate file", m.cert],
+    ["CA file", m.ca],
+  ] as const) {
+    const text = pem.toString("utf8");
+    if ((text.match(/-----BEGIN /g) ?? []).length !== (text.match(/-----END /g) ?? []).length) {
+      fail(`has a ${what} with a PEM block cut short`);
+    }
+    // OpenSSL stops at an END line run into the next BEGIN (files concatenated without a
+    // newline between them) and loses what follows, though Node loads the file without a word.
+    if (/-----END [A-Z0-9 ]+-----(?!\r?\n|\s*$)/.test(text)) {
+      fail(`has a ${what} whose PEM blocks are not each on their own lines`);
+    }
+  }
   let chain: X509Certificate[] = [];
   let cas: X509Certificate[] = [];
   try {
@@ -53,8 +71,23 @@ export function checkTlsMaterial(
   }
   const leaf = chain[0] ?? fail("holds no certificate");
   if (cas.length === 0) fail("has a CA file with no certificate");
-  if (Date.parse(leaf.validTo) <= nowMs) fail(`has a certificate that expired on ${leaf.validTo}`);
-  if (Date.parse(leaf.validFrom) > nowMs) fail(`has a certificate not valid before ${leaf.validFrom}`);
+  // OpenSSL looks issuers up by subject: with two different CAs of one subject, peers whose
+  // certificates one of them issued are refused (seen with Node 20's OpenSSL).
+  const bySubject = new Map<string, string>();
+  for (const ca of cas) {
+    const seen = bySubject.get(ca.subject);
+    if (seen !== undefined && seen !== ca.fingerprint256) {
+      fail(
+        `has two different CAs named ${ca.subject.replace(/\n/g, ", ")} in its CA file; give each CA its own name`,
+      );
+    }
+    bySubject.set(ca.subject, ca.fingerprint256);
+  }
+  for (const c of [...chain, ...cas]) {
+    const name = c.subject.replace(/\n/g, ", ");
+    if (Date.parse(c.validTo) <= nowMs) fail(`has a certificate (${name}) that expired on ${c.validTo}`);
+    if (Date.parse(c.validFrom) > nowMs) fail(`has a certificate (${name}) not valid before ${c.validFrom}`);
+  }
   for (let i = 0; i + 1 < chain.length; i++) {
     const [child, parent] = [chain[i] as X509Certificate, chain[i + 1] as X509Certificate];
     if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
@@ -65,10 +98,10 @@ export function checkTlsMaterial(
   if (!cas.some((ca) => top.checkIssued(ca) && top.verify(ca.publicKey))) {
     fail("has a certificate that does not chain to a CA of the CA file");
   }
-  if (sameSubject !== undefined && leaf.subject !== sameSubject) {
+  if (sameIdentity !== undefined && identityOf(leaf) !== sameIdentity) {
     fail(
-      `names ${leaf.subject.replace(/\n/g, ", ")} instead of ${sameSubject.replace(/\n/g, ", ")}; ` +
-        "a rotation keeps the identity (restart the server to change it)",
+      `names ${identityOf(leaf)} instead of ${sameIdentity}; a rotation keeps the identity and ` +
+        "the roles (restart the server to change them)",
     );
   }
   return {
@@ -80,10 +113,56 @@ export function checkTlsMaterial(
   };
 }
 
+/** A certificate's identity as a rotation must keep it: its subject and its role URIs. */
+function identityOf(c: X509Certificate): string {
+  const roles = (c.subjectAltName ?? "")
+    .split(", ")
+    .filter((n) => n.startsWith("URI:urn:mimi:role:"))
+    .sort();
+  return `${c.subject.replace(/\n/g, ", ")} [${roles.join(" ")}]`;
+}
+
+/** The subjects of the CAs in a PEM bundle (unparseable blocks are skipped). */
+function caSubjects(pem: Buffer): string[] {
+  return (pem.toString("utf8").match(PEM_CERT) ?? []).flatMap((b) => {
+    try {
+      const c = new X509Certificate(b);
+      return [`${c.subject.replace(/\n/g, ", ")} (${c.fingerprint256.slice(0, 23)})`];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** The subject of the development CA (devnet's pki.ts makes it). */
+export const DEVELOPMENT_CA_SUBJECT = "CN=MIMI Development CA";
+
+/** Whether a PEM bundle holds the development CA. */
+export function holdsDevelopmentCa(pem: Buffer): boolean {
+  const blocks = pem.toString("utf8").match(PEM_CERT) ?? [];
+  return blocks.some((b) => {
+    try {
+      return new X509Certificate(b).subject === DEVELOPMENT_CA_SUBJECT;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** The outcome of one reload: unchanged, or rotated to new material. */
-export type TlsReload =
+export type TlsReload = {
+  /** The CA file changed but was not applied (the file watch): it needs a reload. */
+  readonly caPending?: boolean;
+} & (
   | { readonly changed: false }
-  | { readonly changed: true; readonly before: CertificateSummary; readonly after: CertificateSummary };
+  | {
+      readonly changed: true;
+      readonly before: CertificateSummary;
+      readonly after: CertificateSummary;
+      /** CAs the reload added to and removed from what the server trusts, when it changed them. */
+      readonly ca?: { readonly added: readonly string[]; readonly removed: readonly string[] };
+    }
+);
 
 /**
  * A server's TLS files, loaded and checked at start, reloaded on request (SIGHUP) or when they
@@ -98,11 +177,14 @@ export class TlsFiles implements experimental.CertificateProvider {
   readonly #caListeners = new Set<CaListener>();
   readonly #identityListeners = new Set<IdentityListener>();
 
-  constructor(paths: TlsPaths, now: () => number = Date.now) {
-    this.#now = now;
+  readonly #allowDevelopmentCa: boolean;
+
+  constructor(paths: TlsPaths, o: { now?: () => number; allowDevelopmentCa?: boolean } = {}) {
+    this.#now = o.now ?? Date.now;
+    this.#allowDevelopmentCa = o.allowDevelopmentCa ?? true;
     this.#paths = paths;
     this.#material = loadTls(paths);
-    this.#summary = checkTlsMaterial(this.#material, paths, now());
+    this.#summary = checkTlsMaterial(this.#material, paths, this.#now());
   }
 
   /** The material in use. */
@@ -121,30 +203,43 @@ export class TlsFiles implements experimental.CertificateProvider {
 
   /**
    * Reads the files again (at `paths`, when the config moved them) and, when their bytes
-   * changed and pass the checks, uses them from the next handshake on. Throws a ConfigError
-   * (keeping the material in use) when they do not load or pass.
+   * changed and pass the checks, uses them from the next handshake on. With `ca` false (the
+   * file watch) the CA file in use is kept, and a changed one is only reported (`caPending`).
+   * Throws a ConfigError (keeping the material in use) when they do not load or pass.
    */
-  reload(paths: TlsPaths = this.#paths): TlsReload {
-    const next = loadTls(paths);
-    const same =
-      next.cert.equals(this.#material.cert) &&
-      next.key.equals(this.#material.key) &&
-      next.ca.equals(this.#material.ca);
-    if (same && paths === this.#paths) return { changed: false };
+  reload(paths: TlsPaths = this.#paths, { ca = true }: { ca?: boolean } = {}): TlsReload {
+    const read = loadTls(paths);
+    const caPending = !ca && !read.ca.equals(this.#material.ca);
+    const next = ca ? read : { ...read, ca: this.#material.ca };
+    const sameCa = next.ca.equals(this.#material.ca);
+    const same = sameCa && next.cert.equals(this.#material.cert) && next.key.equals(this.#material.key);
+    const pending = caPending ? { caPending } : {};
+    if (same && paths === this.#paths) return { changed: false, ...pending };
+    if (!sameCa && holdsDevelopmentCa(next.ca) && !this.#allowDevelopmentCa) {
+      throw new ConfigError(
+        `${paths.caFile} now holds the development CA; allowDevelopmentCa is off, so it is refused`,
+      );
+    }
     const before = this.#summary;
-    const after = checkTlsMaterial(next, paths, this.#now(), this.#subject());
+    const after = checkTlsMaterial(
+      next,
+      paths,
+      this.#now(),
+      identityOf(new X509Certificate(this.#material.cert)),
+    );
+    const caChange = sameCa
+      ? undefined
+      : (() => {
+          const [was, now] = [caSubjects(this.#material.ca), caSubjects(next.ca)];
+          return { added: now.filter((c) => !was.includes(c)), removed: was.filter((c) => !now.includes(c)) };
+        })();
     this.#paths = paths;
     this.#material = next;
     this.#summary = after;
-    if (same) return { changed: false };
+    if (same) return { changed: false, ...pending };
     for (const l of this.#caListeners) l({ caCertificate: next.ca });
     for (const l of this.#identityListeners) l({ certificate: next.cert, privateKey: next.key });
-    return { changed: true, before, after };
-  }
-
-  /** The leaf's subject as X509Certificate prints it (the identity a rotation keeps). */
-  #subject(): string {
-    return new X509Certificate(this.#material.cert).subject;
+    return { changed: true, before, after, ...(caChange && { ca: caChange }), ...pending };
   }
 
   /**
@@ -153,11 +248,15 @@ export class TlsFiles implements experimental.CertificateProvider {
    */
   watch(intervalMs: number, onResult: (r: TlsReload | Error) => void): () => void {
     let lastError = "";
+    let pendingSaid = false;
     const timer = setInterval(() => {
       try {
-        const r = this.reload();
+        const r = this.reload(undefined, { ca: false });
         lastError = "";
-        if (r.changed) onResult(r);
+        // A changed CA file is said once, until a reload applies it.
+        const sayPending = r.caPending === true && !pendingSaid;
+        pendingSaid = r.caPending === true;
+        if (r.changed || sayPending) onResult(r);
       } catch (err) {
         // Said once per distinct problem, not at every check while the files stay bad.
         const message = (err as Error).message;

@@ -1,8 +1,8 @@
 // Mutual TLS for every connection (R23): loading key material, server and
 // channel credentials, and checking that a server presents the expected identity.
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { checkServerIdentity, type PeerCertificate } from "node:tls";
+import { checkServerIdentity, type PeerCertificate, type SecureContextOptions } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "../domain/errors.js";
 import type { ConfigReader } from "../runtime/config.js";
@@ -25,22 +25,38 @@ export interface TlsMaterial {
   key: Buffer;
 }
 
+/** The largest PEM file read: a CA bundle of a few hundred certificates. */
+const MAX_PEM_BYTES = 1024 * 1024;
+
+/**
+ * Reads one PEM file: a regular file of at most MAX_PEM_BYTES, opened without blocking, so a
+ * FIFO, a device or a huge file put in its place (a rotation gone wrong, or on purpose) is
+ * refused rather than freezing or exhausting the server that reads it.
+ */
+function readPem(what: string, path: string): Buffer {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error("not a regular file");
+    if (st.size > MAX_PEM_BYTES) throw new Error(`larger than ${MAX_PEM_BYTES} bytes`);
+    return readFileSync(fd);
+  } catch (err) {
+    throw new DiscoveryError(
+      "failed_precondition",
+      `cannot read TLS ${what} ${path}: ${(err as Error).message}`,
+    );
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 /** Reads the PEM files; a missing or unreadable file is reported with its path. */
 export function loadTls(paths: TlsPaths): TlsMaterial {
-  const read = (what: string, path: string) => {
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new DiscoveryError(
-        "failed_precondition",
-        `cannot read TLS ${what} ${path}: ${(err as Error).message}`,
-      );
-    }
-  };
   return {
-    ca: read("CA file", paths.caFile),
-    cert: read("certificate", paths.certFile),
-    key: read("key", paths.keyFile),
+    ca: readPem("CA file", paths.caFile),
+    cert: readPem("certificate", paths.certFile),
+    key: readPem("key", paths.keyFile),
   };
 }
 
@@ -79,6 +95,13 @@ export function serverCredentials(
   // TLS 1.3 only: no renegotiation, so a connection's client certificate is fixed and its
   // identity can be read once per connection (grpc.ts).
   options.minVersion = "TLSv1.3";
+  if (isLive(tls)) {
+    // Each context a provider publishes reaches Node's setSecureContext, which resets what it
+    // is not given (the minimum version among them): give it the floor every time.
+    const c = creds as unknown as { updateSecureContextOptions(o: SecureContextOptions | null): void };
+    const update = c.updateSecureContextOptions.bind(c);
+    c.updateSecureContextOptions = (o) => update(o && { ...o, minVersion: "TLSv1.3" });
+  }
   if (handshakeTimeoutMs !== undefined) options.handshakeTimeout = handshakeTimeoutMs;
   return creds;
 }
