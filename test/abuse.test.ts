@@ -99,7 +99,9 @@ scenario(
       assert.equal(bookAnswered, addresses.length * 10);
       const after = await sweeper.getQuota({});
       const spent = after.dps.reduce((n, d) => n + Number(d.dailyLimit - d.remaining), 0);
-      assert.equal(spent, answered, "what reached a DP is what was charged");
+      // What was charged went to a DP: the answers read, and at most a few whose lookups were in
+      // flight when the sweeper stopped reading (its minute refills 2 a second, so few are).
+      assert.ok(spent >= answered && spent <= answered + 5, `${spent} charged, ${answered} answered`);
       // The operator sees the refusals.
       const stats = await t.net
         .channel(resolver.address, "admin")

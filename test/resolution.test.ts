@@ -482,6 +482,8 @@ scenario(
     }
     const hits = await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total");
     const dpLookups = await value(net.dps.eu.opsPort, "mimi_dp_lookups_total");
+    const dpOk =
+      (await value(net.resolver.opsPort, 'mimi_resolver_dp_lookups_total{dp="eu",result="ok"}')) || 0;
     await t.resolve("tel:+447700900199"); // a miss: the eu DP is asked
     for (let i = 0; i < 3; i++) await t.resolve("tel:+447700900123");
     await assert.rejects(t.resolve("not a number"));
@@ -492,12 +494,18 @@ scenario(
       assert.ok((await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total")) >= hits + 3);
       assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
       assert.equal(await streams(), streamsBefore + 1);
+      // The miss went to eu: counted, and timed, per DP.
+      assert.equal(
+        await value(net.resolver.opsPort, 'mimi_resolver_dp_lookups_total{dp="eu",result="ok"}'),
+        dpOk + 1,
+      );
     });
     assert.ok((await value(net.root.opsPort, "mimi_registry_serial")) > 0);
     // No label carries a CSI or anything per user: only services, methods, types and codes.
     const body = (await scrape(net.resolver.opsPort)).body;
     assert.doesNotMatch(body, /7700900123|msp-bluebird|tel:/);
     assert.match(body, /mimi_build_info\{role="resolver"/);
+    assert.match(body, /mimi_resolver_dp_lookup_duration_seconds_count\{dp="eu"\} [1-9]/);
   },
 );
 

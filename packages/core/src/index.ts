@@ -213,6 +213,7 @@ export {
   createServerMetrics,
   gaugeFrom,
   MIMI_VERSION,
+  outcomesBy,
   registryGauges,
   type ServerMetrics,
 } from "./wire/metrics.js";

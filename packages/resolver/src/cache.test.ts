@@ -89,3 +89,18 @@ test("hits are counted per stored value and report the TTL it was stored with", 
   cache.set("k", "w", 50);
   assert.equal(cache.get("k")?.hits, 1);
 });
+
+test("entries dropped for room are counted by kind", () => {
+  const { cache } = setup({
+    maxEntries: 2,
+    kindOf: (v) => (String(v).startsWith("+") ? "positive" : "negative"),
+  });
+  cache.set("a", "+1", 60);
+  cache.set("b", "-2", 60);
+  cache.set("c", "+3", 60); // evicts a
+  cache.set("d", "+4", 60); // evicts b
+  cache.delete("c"); // a deletion is not an eviction
+  cache.set("c", "-5", 60);
+  cache.set("e", "-6", 60); // evicts d
+  assert.deepEqual(cache.evictions, { positive: 2, negative: 1 });
+});

@@ -19,6 +19,8 @@ export interface TtlCacheOptions<V = unknown> {
    * may share one. Computed at every store, so an overwrite follows the new value.
    */
   indexKey?: (key: string, value: V) => string | undefined;
+  /** The kind of an entry, for the count of entries evicted for room (e.g. positive, negative). */
+  kindOf?: (value: V) => string;
 }
 
 /** A fresh hit. */
@@ -59,6 +61,8 @@ export interface TtlCache<V> {
   deleteIndexed(index: string): number;
   clear(): void;
   readonly size: number;
+  /** Entries dropped to make room (the least recently used), by kind (TtlCacheOptions.kindOf). */
+  readonly evictions: Readonly<Record<string, number>>;
 }
 
 /** Creates a TTL cache. */
@@ -74,19 +78,21 @@ export function createTtlCache<V>(o: TtlCacheOptions<V>): TtlCache<V> {
       else index.set(ix, rest);
     }
   };
+  const evictions: Record<string, number> = {};
   const lru = new LRUCache<string, Entry<V>>({
     max: o.maxEntries,
-    // Overwrites keep the key, and so its index entry; every other removal drops it.
-    ...(o.indexKey
-      ? {
-          dispose: (e: Entry<V>, key: string, reason: LRUCache.DisposeReason) => {
-            if (reason !== "set" && e.index !== undefined) unindex(e.index, key);
-          },
-        }
-      : {}),
+    dispose: (e: Entry<V>, key: string, reason: LRUCache.DisposeReason) => {
+      // Overwrites keep the key, and so its index entry; every other removal drops it.
+      if (reason !== "set" && e.index !== undefined) unindex(e.index, key);
+      if (reason === "evict") {
+        const kind = o.kindOf?.(e.value) ?? "any";
+        evictions[kind] = (evictions[kind] ?? 0) + 1;
+      }
+    },
   });
   const staleMs = o.staleWindowSeconds * 1000;
   return {
+    evictions,
     set(key, value, ttlSeconds, capSeconds = Number.POSITIVE_INFINITY) {
       const ttl = Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds, capSeconds);
       if (ttl <= 0) {

@@ -7,6 +7,7 @@ import {
   createEnumerationDetector,
   ensurePrivateDir,
   loadPublicKey,
+  outcomesBy,
   pb,
   readOrCreateSecret,
   registryKeys,
@@ -66,12 +67,22 @@ runServer<ResolverConfig>(process, {
       ...config.cache,
       now: clock,
       indexKey: answerIndex(changeKeys),
+      kindOf: (v) => (v.outcome.kind === "answer" ? "positive" : "negative"),
     });
     const keys = registryKeys(sync.view);
     const upstream = createUpstream({
       channels: createChannelPool(tls),
       log,
       attemptTimeoutMs: config.upstreamTimeoutMs,
+      // Per DP (ids from the registry): each lookup's time, window wait included, and result.
+      ...(metrics && {
+        observe: outcomesBy(
+          metrics,
+          { total: "mimi_resolver_dp_lookups_total", seconds: "mimi_resolver_dp_lookup_duration_seconds" },
+          "Lookups sent to each DP",
+          "dp",
+        ),
+      }),
     });
     const resolver = createResolverService({
       cache,
@@ -109,6 +120,7 @@ runServer<ResolverConfig>(process, {
         quotas,
         enumeration,
         registry: { serial: () => sync.view.serial, seal: () => sync.seal(), now: clock },
+        cacheEvictions: () => cache.evictions,
       });
     }
     const admins = new Set(config.admins);

@@ -1,7 +1,7 @@
 // The resolver's own metrics on the ops listener, in the shape of CoreDNS's cache plugin and
 // PowerDNS Recursor's counters: read from the stats the resolver keeps anyway when scraped, so
 // the hot path pays nothing. Labels: a DP id (from the registry) at most; nothing per caller.
-import { counterFrom, type EnumerationDetector, gaugeFrom, registryGauges } from "@mimi/core";
+import { counterFrom, countersFrom, type EnumerationDetector, gaugeFrom, registryGauges } from "@mimi/core";
 import type { Registry } from "prom-client";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { Quotas } from "./quotas.js";
@@ -17,6 +17,8 @@ export interface ResolverMetricSources {
   readonly enumeration: EnumerationDetector;
   /** The registry copy in use (registryGauges). */
   readonly registry: Parameters<typeof registryGauges>[1];
+  /** Answers the cache dropped for room, by kind (positive, negative). */
+  readonly cacheEvictions: () => Readonly<Record<string, number>>;
 }
 
 /** Registers the resolver's metrics on `registry`. */
@@ -45,6 +47,13 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     () => stats().evictedByRegistry,
   );
   c("cache_flushed_total", "Cached answers dropped by an operator's flush.", () => stats().flushed);
+  countersFrom(
+    registry,
+    "mimi_resolver_cache_evictions_total",
+    "Answers dropped to make room (least recently used), by kind: positive (mappings) or negative (not found, opted out).",
+    "kind",
+    s.cacheEvictions,
+  );
   c("upstream_requests_total", "Lookups sent to DPs.", () => stats().upstreamRequests);
   c("upstream_failures_total", "Lookups to DPs that failed.", () => stats().upstreamFailures);
   c(

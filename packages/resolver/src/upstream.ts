@@ -46,6 +46,8 @@ export interface UpstreamOptions {
   log: Logger;
   /** Deadline of one attempt at one endpoint. */
   attemptTimeoutMs: number;
+  /** Hears how long each lookup at a DP took (window wait included) and whether it failed. */
+  observe?: (dpId: string, seconds: number, failed: boolean) => void;
 }
 
 /** Creates the pool. */
@@ -138,13 +140,21 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     channel: channelFor,
     async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs) {
       const gate = gateFor(dp.id);
+      const t0 = performance.now();
+      let failed = true;
       try {
-        return await gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
+        const answer = await gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
+        failed = false;
+        return answer;
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
         if (!timedOut(err) || !gate.shrank) throw err;
-        return gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
+        const answer = await gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
+        failed = false;
+        return answer;
+      } finally {
+        o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
     },
     answeredBy: (dpId) => preferred.get(dpId),

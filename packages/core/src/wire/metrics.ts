@@ -257,3 +257,33 @@ export function registryGauges(
     since((s, now) => s.expiresAtMs - now),
   );
 }
+
+/**
+ * A histogram of durations (`names.seconds`) and a counter of outcomes (`names.total`, result
+ * "ok" or "failed") by one label whose values the caller bounds (a DP id from the registry);
+ * returns the observer.
+ */
+export function outcomesBy(
+  registry: Registry,
+  names: { readonly total: string; readonly seconds: string },
+  help: string,
+  labelName: string,
+): (label: string, seconds: number, failed: boolean) => void {
+  const durations = new Histogram({
+    name: names.seconds,
+    help: `${help}: how long each took.`,
+    labelNames: [labelName],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const outcomes = new Counter({
+    name: names.total,
+    help: `${help}, by result.`,
+    labelNames: [labelName, "result"],
+    registers: [registry],
+  });
+  return (label, seconds, failed) => {
+    durations.observe({ [labelName]: label }, seconds);
+    outcomes.inc({ [labelName]: label, result: failed ? "failed" : "ok" });
+  };
+}
