@@ -571,6 +571,31 @@ scenario(
     });
     assert.equal(unknown.code, 1);
     assert.match(unknown.out, /upstreamTimeoutMz/);
+    // A DP's signing key is checked against the registry copy it saved: another key is caught
+    // before the DP starts answering what resolvers would refuse.
+    const { existsSync } = await import("node:fs");
+    const dpMain = fileURLToPath(new URL("../packages/authoritative/dist/main.js", import.meta.url));
+    const dpGood = join(t.net.dir, "config", "dp-eu.json");
+    const dpConfig = JSON.parse(readFileSync(dpGood, "utf8")) as { dataDir: string; signingKey: string };
+    await eventually(async () => assert.ok(existsSync(join(dpConfig.dataDir, "registry.bin"))));
+    const dpCheck = (file: string) => {
+      try {
+        execFileSync(process.execPath, [dpMain, "--check", "--config", file], { stdio: "pipe" });
+        return { code: 0, out: "" };
+      } catch (err) {
+        const e = err as { status: number; stderr: Buffer };
+        return { code: e.status, out: e.stderr.toString() };
+      }
+    };
+    assert.equal(dpCheck(dpGood).code, 0);
+    const otherKey = join(t.net.dir, "config", "check-dp-key.json");
+    writeFileSync(
+      otherKey,
+      JSON.stringify({ ...dpConfig, signingKey: dpConfig.signingKey.replace("dp-eu", "dp-us") }),
+    );
+    const wrongKey = dpCheck(otherKey);
+    assert.equal(wrongKey.code, 1);
+    assert.match(wrongKey.out, /publishes another signing key for DP "eu"/);
   },
 );
 

@@ -3,6 +3,7 @@
 import { join } from "node:path";
 import {
   CHANGE_HASH_KEY_BYTES,
+  ConfigError,
   channelCredentials,
   checkDataDir,
   counterFrom,
@@ -16,6 +17,7 @@ import {
   registryGauges,
   reloadAdmins,
   runServer,
+  savedRegistryCopy,
   sqliteFilesOf,
   startRegistrySync,
 } from "@mimi/core";
@@ -34,8 +36,26 @@ runServer<AuthoritativeConfig>(process, {
   role: "authoritative",
   parseConfig,
   check(config) {
-    loadSigningKey(config.signingKey);
-    loadPublicKey(config.rootPublicKey);
+    const key = loadSigningKey(config.signingKey);
+    // The signing key against the registry this DP last saw: a key the registry does not
+    // publish makes resolvers refuse every answer (a copy the root did not sign is an error too).
+    const path = join(config.dataDir, "registry.bin");
+    const saved = savedRegistryCopy(path, loadPublicKey(config.rootPublicKey));
+    if (saved && "problem" in saved) throw new ConfigError(saved.problem);
+    if (saved) {
+      const entry = saved.data.dps.find((d) => d.id === config.dpId);
+      if (!entry) {
+        throw new ConfigError(
+          `the registry (serial ${saved.data.serial}, ${path}) lists no DP "${config.dpId}"`,
+        );
+      }
+      if (!Buffer.from(entry.signingPublicKey).equals(key.publicKey)) {
+        throw new ConfigError(
+          `the registry (serial ${saved.data.serial}, ${path}) publishes another signing key for DP "${config.dpId}" ` +
+            `than ${config.signingKey}; resolvers would refuse its answers (fix signingKey, or mimi root dp put --signing-key)`,
+        );
+      }
+    }
   },
   reloadable: ["admins", "lookupLimits", "enumeration"],
   logName: (config) => `authoritative-${config.dpId}`,

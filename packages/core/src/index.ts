@@ -118,7 +118,12 @@ export {
 } from "./domain/verify.js";
 // Following and serving resumable logs (the registry, DP change logs).
 export { type FollowLogOptions, followLog, type LogFollower } from "./follow/follow-log.js";
-export { type RegistrySync, type RegistrySyncOptions, startRegistrySync } from "./follow/registry-sync.js";
+export {
+  type RegistrySync,
+  type RegistrySyncOptions,
+  savedRegistryCopy,
+  startRegistrySync,
+} from "./follow/registry-sync.js";
 export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 // The generated wire types, one namespace so they never mix with domain types.
 export * as pb from "./gen/index.js";

@@ -257,3 +257,28 @@ function loadPersisted(path: string, log: Logger): RegistryData | undefined {
     return undefined;
   }
 }
+
+/**
+ * The registry copy a server saved at `path` (for `--check`): undefined when there is none,
+ * otherwise the copy when the pinned root key's signature over it verifies, or why not.
+ */
+export function savedRegistryCopy(
+  path: string,
+  rootPublicKey: Uint8Array,
+): { readonly data: RegistryData } | { readonly problem: string } | undefined {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    const data = snapshotFromProto(fromBinary(RegistrySnapshotSchema, bytes));
+    if (!data.seal || !registrySignatureValid(data, data.seal, rootPublicKey)) {
+      return { problem: `the saved registry copy ${path} does not carry a valid signature of the root key` };
+    }
+    return { data };
+  } catch (err) {
+    return { problem: `the saved registry copy ${path} is unreadable: ${(err as Error).message}` };
+  }
+}
