@@ -244,6 +244,14 @@ function persist(path: string, data: RegistryData, log: Logger): void {
 }
 
 function loadPersisted(path: string, log: Logger): RegistryData | undefined {
+  const saved = readSaved(path);
+  if (!(saved instanceof Error)) return saved;
+  log.warn({ path, err: saved.message }, "saved registry copy is unreadable; ignoring it");
+  return undefined;
+}
+
+/** The copy saved at `path`: undefined when there is no file, an Error when it does not decode. */
+function readSaved(path: string): RegistryData | Error | undefined {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -253,8 +261,7 @@ function loadPersisted(path: string, log: Logger): RegistryData | undefined {
   try {
     return snapshotFromProto(fromBinary(RegistrySnapshotSchema, bytes));
   } catch (err) {
-    log.warn({ path, err: (err as Error).message }, "saved registry copy is unreadable; ignoring it");
-    return undefined;
+    return err as Error;
   }
 }
 
@@ -266,19 +273,12 @@ export function savedRegistryCopy(
   path: string,
   rootPublicKey: Uint8Array,
 ): { readonly data: RegistryData } | { readonly problem: string } | undefined {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch {
-    return undefined;
+  const data = readSaved(path);
+  if (data instanceof Error)
+    return { problem: `the saved registry copy ${path} is unreadable: ${data.message}` };
+  if (!data) return undefined;
+  if (!data.seal || !registrySignatureValid(data, data.seal, rootPublicKey)) {
+    return { problem: `the saved registry copy ${path} does not carry a valid signature of the root key` };
   }
-  try {
-    const data = snapshotFromProto(fromBinary(RegistrySnapshotSchema, bytes));
-    if (!data.seal || !registrySignatureValid(data, data.seal, rootPublicKey)) {
-      return { problem: `the saved registry copy ${path} does not carry a valid signature of the root key` };
-    }
-    return { data };
-  } catch (err) {
-    return { problem: `the saved registry copy ${path} is unreadable: ${(err as Error).message}` };
-  }
+  return { data };
 }
