@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { createLogger } from "@mimi/core";
+import Database from "better-sqlite3";
 import { createChangeLog } from "./change-log.js";
 import type { MappingRow } from "./store/rows.js";
 import { openMappingStore } from "./store/store.js";
@@ -150,4 +154,39 @@ test("a watcher continues from its position, or is told why it must resync", () 
 
 test("each store has its own log id", () => {
   assert.notEqual(setup().store.logId(), setup().store.logId());
+});
+
+test("pruning drops a prefix of the log: a younger event (a clock stepped back) stops it, never a hole", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-prune-"));
+  try {
+    const path = join(dir, "mappings.sqlite");
+    openMappingStore(path).close();
+    // Events committed under a clock that stepped back between the second and the third.
+    const db = new Database(path);
+    const ins = db.prepare("INSERT INTO change_log (csi, at_ms) VALUES (?, ?)");
+    for (const [csi, at] of [
+      ["tel:+441", 1_000],
+      ["tel:+442", 5_000],
+      ["tel:+443", 2_000],
+    ] as const)
+      ins.run(csi, at);
+    db.close();
+    const store = openMappingStore(path);
+    try {
+      assert.equal(store.pruneChangesBefore(3_000, 10), 1, "the third is older, but behind a younger one");
+      assert.deepEqual(store.logBounds(), { oldest: 2, latest: 3 });
+      assert.equal(
+        store.pruneChangesBefore(3_000, 10),
+        0,
+        "a sweep with nothing old at the front reads one row",
+      );
+      assert.equal(store.pruneChangesBefore(6_000, 1), 1, "at most `limit`");
+      assert.equal(store.pruneChangesBefore(6_000, 10), 1);
+      assert.deepEqual(store.logBounds(), { oldest: 4, latest: 3 });
+    } finally {
+      store.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -90,7 +90,10 @@ export interface MappingStore {
   logBounds(): { oldest: number; latest: number };
   changeAt(seq: number): ChangeRow | undefined;
   changesSince(seq: number, limit: number): ChangeRow[];
-  /** Drops events older than `ms`, at most `limit`; returns how many. */
+  /**
+   * Drops the oldest events while they are older than `ms` (a prefix of the log: it stops at the
+   * first younger one, so pruning never leaves a hole), at most `limit`; returns how many.
+   */
   pruneChangesBefore(ms: number, limit: number): number;
   /** Calls `listener` after each commit that added to the change log. */
   onChangeLogged(listener: () => void): void;
@@ -249,9 +252,13 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     changesSince: db.prepare<[number, number], ChangeSqlRow>(
       "SELECT * FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
     ),
-    pruneChanges: db.prepare<[number, number]>(
-      "DELETE FROM change_log WHERE seq IN (SELECT seq FROM change_log WHERE at_ms < ? ORDER BY seq LIMIT ?)",
+    // Pruning walks the log from its oldest event by seq (the rowid: no scan) and deletes a
+    // prefix: a sweep with nothing old reads one row, and a clock stepped back never leaves a
+    // hole behind a watcher's position (a younger event stops the prefix until it ages).
+    oldestChanges: db.prepare<[number], { seq: number; at_ms: number }>(
+      "SELECT seq, at_ms FROM change_log ORDER BY seq LIMIT ?",
     ),
+    pruneChangesThrough: db.prepare<[number]>("DELETE FROM change_log WHERE seq <= ?"),
   };
   const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
   // Watchers are told after commit, never from inside a transaction that may still roll back.
@@ -428,7 +435,16 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     },
     changesSince: (seq, limit) =>
       q.changesSince.all(seq, limit).map((r) => ({ seq: r.seq, csi: r.csi, atMs: r.at_ms })),
-    pruneChangesBefore: w("change log pruning", (ms, limit) => q.pruneChanges.run(ms, limit).changes),
+    pruneChangesBefore: w("change log pruning", (ms, limit) => {
+      const first = q.oldestChanges.get(1);
+      if (!first || first.at_ms >= ms) return 0;
+      let through = 0;
+      for (const r of q.oldestChanges.iterate(limit)) {
+        if (r.at_ms >= ms) break;
+        through = r.seq;
+      }
+      return q.pruneChangesThrough.run(through).changes;
+    }),
     onChangeLogged: (l) => {
       announced = latestSeq();
       listeners.push(l);
