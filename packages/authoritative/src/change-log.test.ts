@@ -156,7 +156,7 @@ test("each store has its own log id", () => {
   assert.notEqual(setup().store.logId(), setup().store.logId());
 });
 
-test("pruning drops a prefix of the log: a younger event (a clock stepped back) stops it, never a hole", () => {
+test("pruning drops a prefix of the log and of the notices: a younger entry (a clock stepped back) stops it, never a hole", () => {
   const dir = mkdtempSync(join(tmpdir(), "mimi-prune-"));
   try {
     const path = join(dir, "mappings.sqlite");
@@ -183,6 +183,15 @@ test("pruning drops a prefix of the log: a younger event (a clock stepped back) 
       assert.equal(store.pruneChangesBefore(6_000, 1), 1, "at most `limit`");
       assert.equal(store.pruneChangesBefore(6_000, 10), 1);
       assert.deepEqual(store.logBounds(), { oldest: 4, latest: 3 });
+      // Notices are pruned the same way: by seq, while old, so a notice stream resumes cleanly.
+      const body = { kind: "mapping_removed", csi: "tel:+441", ssi: "s", reason: "test" } as const;
+      for (const at of [1_000, 5_000, 2_000]) store.addNotice("m", at, body);
+      assert.equal(store.deleteNoticesBefore(3_000), 1);
+      assert.deepEqual(
+        store.noticesSince("m", 0, 10).map((n) => n.seq),
+        [2, 3],
+      );
+      assert.equal(store.deleteNoticesBefore(6_000), 2);
     } finally {
       store.close();
     }

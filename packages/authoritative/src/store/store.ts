@@ -9,7 +9,7 @@ import {
   schemaDriftBetween,
   sqliteFilesOf,
 } from "@mimi/core";
-import Database from "better-sqlite3";
+import Database, { type Statement } from "better-sqlite3";
 import type {
   ChallengeRow,
   ChangeRow,
@@ -77,6 +77,7 @@ export interface MappingStore {
   openConflicts(csi: string): ConflictRow[];
   addNotice(mspId: string, atMs: number, body: NoticeBody): number;
   noticesSince(mspId: string, seq: number, limit: number): NoticeRow[];
+  /** Drops the oldest notices while they are older than `ms` (a prefix by seq; at most 10,000 a call). */
   deleteNoticesBefore(ms: number): number;
   bulkCommitted(mspId: string, sessionId: string): number;
   setBulkCommitted(mspId: string, sessionId: string, committed: number, atMs: number): void;
@@ -216,7 +217,10 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       [string, number, number],
       { seq: number; msp_id: string; at_ms: number; body: string }
     >("SELECT * FROM notices WHERE msp_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
-    deleteNotices: db.prepare<[number]>("DELETE FROM notices WHERE at_ms < ?"),
+    oldestNotices: db.prepare<[number], { seq: number; at_ms: number }>(
+      "SELECT seq, at_ms FROM notices ORDER BY seq LIMIT ?",
+    ),
+    deleteNoticesThrough: db.prepare<[number]>("DELETE FROM notices WHERE seq <= ?"),
     bulkCommitted: db.prepare<[string, string], { committed: number }>(
       "SELECT committed FROM bulk_sessions WHERE msp_id = ? AND session_id = ?",
     ),
@@ -252,9 +256,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     changesSince: db.prepare<[number, number], ChangeSqlRow>(
       "SELECT * FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
     ),
-    // Pruning walks the log from its oldest event by seq (the rowid: no scan) and deletes a
-    // prefix: a sweep with nothing old reads one row, and a clock stepped back never leaves a
-    // hole behind a watcher's position (a younger event stops the prefix until it ages).
+    // Pruning deletes a prefix by seq (prunePrefix below), never a hole behind a reader.
     oldestChanges: db.prepare<[number], { seq: number; at_ms: number }>(
       "SELECT seq, at_ms FROM change_log ORDER BY seq LIMIT ?",
     ),
@@ -387,7 +389,9 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
         atMs: r.at_ms,
         body: JSON.parse(r.body) as NoticeBody,
       })),
-    deleteNoticesBefore: w("notice cleanup", (ms) => q.deleteNotices.run(ms).changes),
+    deleteNoticesBefore: w("notice cleanup", (ms) =>
+      prunePrefix(q.oldestNotices, q.deleteNoticesThrough, ms, NOTICE_PRUNE_BATCH),
+    ),
     bulkCommitted: (msp, session) => q.bulkCommitted.get(msp, session)?.committed ?? 0,
     setBulkCommitted: w("bulk", (msp, session, n, at) => void q.setBulk.run(msp, session, n, at)),
     enrol: w(
@@ -435,16 +439,9 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     },
     changesSince: (seq, limit) =>
       q.changesSince.all(seq, limit).map((r) => ({ seq: r.seq, csi: r.csi, atMs: r.at_ms })),
-    pruneChangesBefore: w("change log pruning", (ms, limit) => {
-      const first = q.oldestChanges.get(1);
-      if (!first || first.at_ms >= ms) return 0;
-      let through = 0;
-      for (const r of q.oldestChanges.iterate(limit)) {
-        if (r.at_ms >= ms) break;
-        through = r.seq;
-      }
-      return q.pruneChangesThrough.run(through).changes;
-    }),
+    pruneChangesBefore: w("change log pruning", (ms, limit) =>
+      prunePrefix(q.oldestChanges, q.pruneChangesThrough, ms, limit),
+    ),
     onChangeLogged: (l) => {
       announced = latestSeq();
       listeners.push(l);
@@ -475,4 +472,28 @@ function migrate(db: Database.Database): void {
     for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
     db.pragma(`user_version = ${MIGRATIONS.length}`);
   })();
+}
+
+/** Notices one sweep deletes at most (the next sweep goes on). */
+const NOTICE_PRUNE_BATCH = 10_000;
+
+/**
+ * Deletes the oldest rows of a log table (by seq) while they are older than `ms`, at most
+ * `limit`: a prefix, so a reader's position never falls into a hole, and a sweep with nothing
+ * old reads one row. Returns how many went.
+ */
+function prunePrefix(
+  oldest: Statement<[number], { seq: number; at_ms: number }>,
+  deleteThrough: Statement<[number]>,
+  ms: number,
+  limit: number,
+): number {
+  const first = oldest.get(1);
+  if (!first || first.at_ms >= ms) return 0;
+  let through = 0;
+  for (const r of oldest.iterate(limit)) {
+    if (r.at_ms >= ms) break;
+    through = r.seq;
+  }
+  return deleteThrough.run(through).changes;
 }
