@@ -164,7 +164,8 @@ export class Bench {
     const startAtMs = Date.now() + 1_500;
     const specsOf = (load: Load, g: number): LoadSpec[] => {
       const workers = load.workers ?? this.o.workers;
-      const target = load.service === "resolver" ? net.resolver.address : net.dps.eu.address;
+      const target =
+        load.target?.address ?? (load.service === "resolver" ? net.resolver.address : net.dps.eu.address);
       return Array.from({ length: workers }, (_, w) => ({
         target,
         service: load.service,
@@ -180,11 +181,13 @@ export class Bench {
       }));
     };
     const specs = groups.map((g, i) => specsOf(g.load, i));
-    const procs: Record<string, ServerProcess> = {
+    // A run against the echo reference counts the echo's CPU where the resolver's would be.
+    const stand = groups.find((g) => g.load.target)?.load.target;
+    const procs: Record<string, { readonly pid: number | undefined }> = {
       root: net.root,
       "dp-eu": net.dps.eu,
       "dp-us": net.dps.us,
-      resolver: net.resolver,
+      resolver: stand ?? net.resolver,
     };
     const running = Promise.all(specs.map((group) => Promise.all(group.map(spawnWorker))));
     await new Promise((r) => setTimeout(r, Math.max(0, startAtMs - Date.now())));
@@ -223,6 +226,8 @@ export interface Load {
   workers?: number;
   /** The certificate the workers present (default: msp-bluebird at a resolver, resolver at a DP). */
   identity?: string;
+  /** Another server with the resolver's API to load instead (the echo reference); its CPU counts as the resolver's. */
+  target?: { readonly address: string; readonly pid: number | undefined };
 }
 
 function resultOf(

@@ -12,13 +12,19 @@ import { Command } from "commander";
 import { abuseScenario } from "./abuse.js";
 import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
-import { authoritativeScenario, memoryScenario, resolverScenarios } from "./scenarios.js";
+import {
+  authoritativeScenario,
+  memoryScenario,
+  printReferenceRatios,
+  resolverScenarios,
+} from "./scenarios.js";
 import { bulkScenario, propagationScenario } from "./writes.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
 
 const ALL_SCENARIOS = [
+  "echo",
   "warm",
   "cold",
   "negative",
@@ -61,8 +67,9 @@ async function main(o: Options): Promise<void> {
   }
   const want = (s: string) => o.scenarios.includes(s);
   log(HEADER);
-  if (["warm", "cold", "negative", "mixed"].some(want))
+  if (["echo", "warm", "cold", "negative", "mixed"].some(want))
     await resolverScenarios(o, bench, netDir, warmCount, want);
+  printReferenceRatios(bench, log);
   if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);

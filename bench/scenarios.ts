@@ -1,9 +1,84 @@
 // The read-path scenarios: cache hits, cold walks to the DPs, negative answers, a mix of the
 // three, the authoritative alone at large sizes, and the resolver's memory per cached answer.
-import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { toBinary } from "@bufbuild/protobuf";
+import { pb } from "@mimi/core";
+import type { Network } from "@mimi/devnet";
 import { ensureGenerated } from "./generate.js";
+import { existingCsi } from "./keys.js";
 import type { KeySpec } from "./load.js";
 import { type Bench, fmtCount, type Options, round, rssMbOf, split, withNetwork } from "./measure.js";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * The reference measured in the same run (bench/echo-server.ts): the resolver's API over the same
+ * TLS and framework, answering every lookup with a real cached answer's bytes and doing nothing
+ * else. Run with the warm runs' shapes, so each warm figure reads as a ratio of it.
+ */
+async function echoReference(o: Options, bench: Bench, net: Network, keys: () => KeySpec): Promise<void> {
+  const res = await net
+    .channel(net.resolver.address, "msp-bluebird")
+    .client(pb.ResolverService)
+    .resolve({ csi: existingCsi(0) }, { timeoutMs: 10_000 });
+  const responseHex = Buffer.from(toBinary(pb.ResolveResponseSchema, res)).toString("hex");
+  for (const mode of ["bare", "core"] as const) {
+    const spec = { mode, pkiDir: net.pkiDir, responseHex };
+    const echo = spawn(
+      process.execPath,
+      ["--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
+      {
+        stdio: ["pipe", "pipe", "inherit"],
+      },
+    );
+    try {
+      const port = await new Promise<number>((done, fail) => {
+        let out = "";
+        echo.stdout.on("data", (d) => {
+          out += d;
+          if (out.includes("\n")) done((JSON.parse(out.split("\n")[0] ?? "") as { port: number }).port);
+        });
+        echo.once("exit", (code) => fail(new Error(`the echo reference exited (${code}) before listening`)));
+      });
+      const target = { address: `127.0.0.1:${port}`, pid: echo.pid };
+      const shape = (api: "unary" | "stream", concurrency: number, workers?: number) => ({
+        service: "resolver" as const,
+        api,
+        concurrency,
+        keys,
+        target,
+        ...(workers !== undefined && { workers }),
+      });
+      const scenario = `echo-${mode}`;
+      await bench.measure(net, scenario, "unary c=1", shape("unary", 1, 1));
+      await bench.measure(net, scenario, `unary c=${o.concurrency}`, shape("unary", o.concurrency));
+      await bench.measure(
+        net,
+        scenario,
+        `stream c=${o.streamConcurrency}`,
+        shape("stream", o.streamConcurrency),
+      );
+    } finally {
+      echo.stdin.end();
+      echo.kill();
+    }
+  }
+}
+
+/** Each warm run as a ratio of the echo reference's run of the same shape (same run, same machine). */
+export function printReferenceRatios(bench: Bench, log: (line: string) => void): void {
+  const find = (scenario: string, variant: string) =>
+    bench.results.find((r) => r.scenario === scenario && r.variant === variant);
+  for (const echo of bench.results.filter((r) => r.scenario.startsWith("echo-"))) {
+    const warm = find("warm", echo.variant);
+    if (!warm?.lookupsPerResolverCpuSecond || !echo.lookupsPerResolverCpuSecond) continue;
+    const cpu = round(warm.lookupsPerResolverCpuSecond / echo.lookupsPerResolverCpuSecond, 2);
+    const p50 = round(warm.latencyMs.p50 / Math.max(echo.latencyMs.p50, 0.001), 2);
+    log(`warm ${echo.variant}: ${cpu}x ${echo.scenario}'s calls per CPU-second; p50 latency ${p50}x`);
+  }
+}
 
 /** warm, cold, negative and mixed runs against one network holding `o.mappings` mappings. */
 export async function resolverScenarios(
@@ -48,6 +123,7 @@ export async function resolverScenarios(
     const budget = (rate: number) =>
       Math.min(Math.ceil((rate * o.durationMs) / 1000), Math.floor((o.mappings - warmCount) / 6));
 
+    if (want("echo")) await echoReference(o, bench, net, keys({}));
     if (want("warm")) {
       await bench.measure(net, "warm", "unary c=1", {
         service: "resolver",

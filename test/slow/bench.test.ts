@@ -1,5 +1,5 @@
 // The benchmark's tiny mode, so its code never rots: every scenario runs against a real
-// network and reports numbers. Nothing here is about speed; figures come from npm run bench.
+// network (and the echo references beside it) and reports numbers. Nothing here is about speed; figures come from npm run bench.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -66,6 +66,8 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       "authoritative",
       "bulk",
       "cold",
+      "echo-bare",
+      "echo-core",
       "memory",
       "mixed",
       "negative",

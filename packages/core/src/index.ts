@@ -211,7 +211,7 @@ export {
   type Reply,
   type ServiceHandlers,
 } from "./wire/grpc.js";
-export type { HealthReporter } from "./wire/health.js";
+export { addHealthService, type HealthReporter } from "./wire/health.js";
 export {
   counterFrom,
   countersFrom,

@@ -1,0 +1,92 @@
+// The benchmark's references: servers with the resolver's API over the same mutual TLS 1.3 that
+// do no work. They answer every Resolve with the same ResolveResponse bytes (a real cached
+// answer, taken from the network at the start of the run) and every ResolveStream item with
+// them, so lookups per CPU-second of the real resolver read as a ratio of what the stack allows
+// on this machine in this hour. Two of them: "bare" is grpc-js alone (a raw handler, the
+// request decoded by protobuf-es only where the stream needs its id), "core" adds core's server
+// options, connection limits and service adapter (decoding, role checks, metrics hooks), the
+// framework every server runs on. Started by bench/scenarios.ts; prints {"port":N}.
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  addHealthService,
+  addService,
+  createGrpcServer,
+  createLogger,
+  encodeResolveStreamItem,
+  listen,
+  loadTls,
+  pb,
+  serverCredentials,
+  silenceIpServernameWarning,
+} from "@mimi/core";
+import { devTlsPaths } from "@mimi/devnet/paths";
+
+interface EchoSpec {
+  mode: "bare" | "core";
+  /** The local network's PKI: the echo presents the resolver's certificate. */
+  pkiDir: string;
+  /** An encoded ResolveResponse, hex. */
+  responseHex: string;
+}
+
+silenceIpServernameWarning(process);
+const spec = JSON.parse(process.argv[2] ?? "{}") as EchoSpec;
+const response = new Uint8Array(Buffer.from(spec.responseHex, "hex"));
+const log = createLogger({ name: "echo", level: "warn" });
+const server = spec.mode === "core" ? createGrpcServer() : new grpc.Server({ "grpc.enable_channelz": 0 });
+addHealthService(server, log, [pb.ResolverService.typeName], true);
+if (spec.mode === "core") {
+  // Typed as the message; the adapter writes Uint8Array answers as they are (core wire/encoded.ts).
+  const answer = response as unknown as pb.ResolveResponse;
+  addService(
+    server,
+    pb.ResolverService,
+    {
+      resolve: async () => answer,
+      async resolveStream(reqs, _ctx, send) {
+        for await (const req of reqs) {
+          await send(encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response));
+        }
+      },
+      getQuota: async () => ({}),
+    },
+    { log },
+  );
+} else {
+  const raw = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  const method = (name: string, stream: boolean): grpc.MethodDefinition<Buffer, Buffer> => ({
+    path: `/${pb.ResolverService.typeName}/${name}`,
+    requestStream: stream,
+    responseStream: stream,
+    requestSerialize: (b) => b,
+    requestDeserialize: (b) => b,
+    responseSerialize: (b) => b,
+    responseDeserialize: (b) => b,
+  });
+  const bytes = raw(response);
+  server.addService(
+    { Resolve: method("Resolve", false), ResolveStream: method("ResolveStream", true) },
+    {
+      Resolve: (_call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) =>
+        done(null, bytes),
+      ResolveStream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+        call.on("data", (req: Buffer) => {
+          const { requestId } = fromBinary(pb.ResolveStreamRequestSchema, req);
+          call.write(raw(encodeResolveStreamItem(requestId, response)));
+        });
+        call.on("end", () => call.end());
+      },
+    },
+  );
+}
+const port = await listen(
+  server,
+  "127.0.0.1",
+  0,
+  serverCredentials(loadTls(devTlsPaths(spec.pkiDir, "resolver")), { handshakeTimeoutMs: 10_000 }),
+);
+process.stdout.write(`${JSON.stringify({ port })}\n`);
+// The benchmark holds our stdin open; when it goes, so do we.
+process.stdin.on("end", () => process.exit(0));
+process.stdin.resume();
