@@ -506,6 +506,7 @@ scenario(
     assert.doesNotMatch(body, /7700900123|msp-bluebird|tel:/);
     assert.match(body, /mimi_build_info\{role="resolver"/);
     assert.match(body, /mimi_resolver_dp_lookup_duration_seconds_count\{dp="eu"\} [1-9]/);
+    assert.match(body, /mimi_signature_checks_total\{how="computed"\} [1-9]/);
   },
 );
 

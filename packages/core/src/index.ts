@@ -102,6 +102,7 @@ export {
   type SigningKey,
   signingKeyPem,
   signWith,
+  verifications,
   verifyWith,
 } from "./domain/signing.js";
 export {

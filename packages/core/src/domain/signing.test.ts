@@ -18,6 +18,7 @@ import {
   SIGNING_CONTEXT,
   signingKeyPem,
   signWith,
+  verifications,
   verifyWith,
 } from "./signing.js";
 
@@ -178,4 +179,29 @@ test("loadSigningKey refuses a private key that is not Ed25519", () => {
   const x25519 = generateKeyPairSync("x25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString();
   assert.throws(() => loadSigningKey(file(x25519)), /x25519 key, not an Ed25519 key/);
   assert.throws(() => loadSigningKey(file("not a key")));
+});
+
+test("a signature that verified once is remembered; anything else is verified afresh", () => {
+  const key = generateSigningKey();
+  const other = generateSigningKey();
+  const sig = signWith(key, SIGNING_CONTEXT.mappingMsp, MESSAGE);
+  const count = () => ({ ...verifications });
+  const c0 = count();
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [MESSAGE]), true);
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [MESSAGE]), true);
+  const c1 = count();
+  assert.deepEqual([c1.computed - c0.computed, c1.remembered - c0.remembered], [1, 1]);
+  // Another key (a rotation), another context, another message or a changed signature: the
+  // memory does not answer, and each is refused on its own merits.
+  const tampered = Uint8Array.from(sig);
+  tampered[0] = (tampered[0] ?? 0) ^ 1;
+  assert.equal(verifyWith(other.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [MESSAGE]), false);
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingUser, sig, [MESSAGE]), false);
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, sig, [Buffer.from("x")]), false);
+  assert.equal(verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, tampered, [MESSAGE]), false);
+  const c2 = count();
+  assert.deepEqual([c2.computed - c1.computed, c2.remembered - c1.remembered], [4, 0]);
+  // A failure is not remembered: the same bad signature is checked again.
+  verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, tampered, [MESSAGE]);
+  assert.equal(count().computed - c2.computed, 1);
 });

@@ -14,6 +14,7 @@ import { performance } from "node:perf_hooks";
 import { versions } from "node:process";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { verifications } from "../domain/signing.js";
 
 /** This build's version (the packages' version). */
 export const MIMI_VERSION: string = (
@@ -53,6 +54,13 @@ export function createServerMetrics(role: string): ServerMetrics {
   })
     .labels(role, MIMI_VERSION, versions.node)
     .set(1);
+  countersFrom(
+    registry,
+    "mimi_signature_checks_total",
+    "Ed25519 signature checks: computed, or answered from the memory of signatures that verified before.",
+    "how",
+    () => ({ computed: verifications.computed, remembered: verifications.remembered }),
+  );
   const labels = ["grpc_type", "grpc_service", "grpc_method"] as const;
   const started = new Counter({
     name: "grpc_server_started_total",
