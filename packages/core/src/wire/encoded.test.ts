@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
-import { LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import { AnswerSchema, LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import {
   ResolveResponseSchema,
   ResolveStreamResponseSchema,
@@ -102,4 +102,29 @@ test("pre-encoded answers keep the signed record and say OPTED_OUT for an opted-
   assert.equal(optedOut?.status, LookupStatus.OPTED_OUT);
   assert.equal(optedOut?.mappings.length, 0);
   assert.deepEqual(optedOut?.dpIds, ["eu"]);
+});
+
+test("the hand-written framing decodes as the message at every varint length, stale or not", () => {
+  const answer = encodeAnswerWithoutTtl(outcomes[0] as LookupOutcome, indexOf);
+  for (const ttl of [0, 1, 127, 128, 16_383, 16_384, 2_097_152, 2 ** 31 - 1]) {
+    for (const stale of [false, true]) {
+      const bytes = encodeResolveResponse<unknown>(answer, ttl, stale);
+      const m = fromBinary(ResolveResponseSchema, bytes);
+      assert.equal(m.answer?.ttlSeconds, ttl);
+      assert.equal(m.stale, stale);
+      // The same message as one built field by field (proto3 readers take fields in any order).
+      const built = create(ResolveResponseSchema, {
+        answer: { ...fromBinary(AnswerSchema, answer), ttlSeconds: ttl },
+        stale,
+      });
+      assert.deepEqual(m, built);
+    }
+  }
+  const response = encodeResolveResponse<unknown>(answer, 300, false);
+  for (const id of [0n, 1n, 127n, 128n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 64n - 1n]) {
+    const item = fromBinary(ResolveStreamResponseSchema, encodeResolveStreamItem<unknown>(id, response));
+    assert.equal(item.requestId, id);
+    assert.equal(item.result.case, "response");
+    assert.deepEqual(item.result.value, fromBinary(ResolveResponseSchema, response));
+  }
 });
