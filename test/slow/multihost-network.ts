@@ -32,13 +32,14 @@ import {
   IDENTITIES,
   loadDemo,
   loadMappings,
+  type Role,
+  ServerProcess,
   SIGNING_KEYS,
   waitUntilResolving,
 } from "@mimi/devnet";
 import { eventually, writeParrotMapping } from "../harness.js";
 import {
   alive,
-  HostServer,
   type HostSpec,
   type Lab,
   type Relay,
@@ -74,11 +75,11 @@ export interface HostNetwork {
   readonly lab: Lab;
   readonly dir: string;
   readonly servers: {
-    readonly root: HostServer;
-    readonly sec: HostServer;
-    readonly eu: HostServer;
-    readonly us: HostServer;
-    readonly resolver: HostServer;
+    readonly root: ServerProcess;
+    readonly sec: ServerProcess;
+    readonly eu: ServerProcess;
+    readonly us: ServerProcess;
+    readonly resolver: ServerProcess;
   };
   /** Addresses ("ip:port") of the servers as the registry and configs name them. */
   readonly at: {
@@ -128,8 +129,10 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
     if (lines.length > 10_000) lines.splice(0, 5_000);
   };
   const channels: Channel[] = [];
+  const procs: ServerProcess[] = [];
   const stop = async () => {
     for (const ch of channels.splice(0)) ch.close();
+    await Promise.all(procs.map((p) => p.stop()));
     await stopAll();
     lab.destroy();
     rmSync(dir, { recursive: true, force: true });
@@ -160,30 +163,23 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
     mkdirSync(join(dir, "config"));
     mkdirSync(join(dir, "sockets"));
 
-    const server = (
-      name: string,
-      host: string,
-      role: string,
-      port: number,
-      config: object,
-      clock = false,
-    ) => {
+    const server = (name: string, host: string, role: Role, port: number, config: object, clock = false) => {
       const path = join(dir, "config", `${name}.json`);
       // Servers bind every address of their host; the ops listener stays on its loopback.
       const common = { host: "0.0.0.0", port, allowDevelopmentCa: true, ops: { port: 0 } };
       writeFileSync(path, `${JSON.stringify({ ...common, ...config }, null, 2)}\n`);
-      return new HostServer(
-        name,
-        lab.ns(host),
-        join(REPO, "packages", role, "dist", "main.js"),
-        `${lab.ip(host)}:${port}`,
-        path,
-        {
-          logLevel: process.env.LOG_LEVEL ?? "info",
-          onLine,
-          ...(clock && { clockFile: join(dir, `${name}.clock`) }),
-        },
-      );
+      const clockFile = join(dir, `${name}.clock`);
+      if (clock) writeFileSync(clockFile, "0", { mode: 0o600 });
+      // devnet's server process, launched inside its host's namespace (ip netns exec execs node
+      // in place, so the PID is the server's).
+      const proc = new ServerProcess(name, role, path, process.env.LOG_LEVEL ?? "info", {
+        launcher: ["ip", "netns", "exec", lab.ns(host)],
+        address: `${lab.ip(host)}:${port}`,
+        onLine,
+        ...(clock && { clockFile }),
+      });
+      procs.push(proc);
+      return proc;
     };
     const tls = (identity: string) => devTlsPaths(pkiDir, identity);
     const rootEndpoints = [at.root, at.sec];

@@ -6,7 +6,6 @@
 // another's, and a run that died is cleaned up by the next one (its PID is gone).
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
@@ -249,67 +248,6 @@ function waitForLine(
       reject(new Error(`${what} was not ready within ${START_TIMEOUT_MS} ms:\n${recent.join("\n")}`));
     }, START_TIMEOUT_MS);
   });
-}
-
-/** One built server (packages/<role>/dist/main.js) running on a host. */
-export class HostServer {
-  private child: ChildProcess | undefined;
-
-  constructor(
-    readonly name: string,
-    private readonly ns: string,
-    private readonly script: string,
-    readonly address: string,
-    private readonly configPath: string,
-    private readonly o: {
-      logLevel: string;
-      clockFile?: string;
-      onLine: (name: string, line: string) => void;
-    },
-  ) {
-    if (o.clockFile) writeFileSync(o.clockFile, "0", { mode: 0o600 });
-  }
-
-  /** The server's process id while it runs (`ip netns exec` execs in place: node's own). */
-  get pid(): number | undefined {
-    const c = this.child;
-    return c && c.exitCode === null && c.signalCode === null ? c.pid : undefined;
-  }
-
-  /** Starts the server; resolves once it logged "listening". */
-  async start(): Promise<void> {
-    const child = spawnIn(
-      this.ns,
-      [
-        this.script,
-        "--config",
-        this.configPath,
-        "--stop-with-parent",
-        ...(this.o.clockFile ? ["--test-clock", this.o.clockFile] : []),
-      ],
-      { ...process.env, LOG_LEVEL: this.o.logLevel },
-    );
-    this.child = child;
-    await waitForLine(
-      child,
-      this.name,
-      (line) => line.includes('"msg":"listening"'),
-      (line) => this.o.onLine(this.name, line),
-    );
-  }
-
-  /** Stops the server by its PID (SIGTERM, SIGKILL after `graceMs`). */
-  async stop(graceMs = 5_000): Promise<void> {
-    if (this.child) await stopChild(this.child, graceMs);
-  }
-
-  /** Moves the server's clock `offsetMs` away from the wall clock (it reads it at every reading). */
-  setClockOffset(offsetMs: number): void {
-    const file = this.o.clockFile;
-    if (!file) throw new Error(`${this.name} was started without a test clock`);
-    writeFileSync(`${file}.tmp`, String(Math.round(offsetMs)), { mode: 0o600 });
-    renameSync(`${file}.tmp`, file);
-  }
 }
 
 /** A relay into a host (relay.ts): the test process's way onto the test's network. */

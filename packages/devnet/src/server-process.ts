@@ -34,6 +34,13 @@ export interface ServerProcessOptions {
   onLine?: (name: string, line: string) => void;
   /** A test clock file, passed as --test-clock, that setClockOffset writes. */
   clockFile?: string;
+  /**
+   * A command that runs node for it, e.g. ["ip", "netns", "exec", ns] for a server on a host of
+   * its own (the multi-host test); it must exec node in place, so the PID stays the server's.
+   */
+  launcher?: readonly string[];
+  /** Where clients reach it (host:port) when not on loopback at the port it logged. */
+  address?: string;
 }
 
 /** One server process, with the port it bound and its recent log lines. */
@@ -57,7 +64,7 @@ export class ServerProcess {
   ) {}
 
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    return this.options.address ?? `127.0.0.1:${this.port}`;
   }
 
   /** Process id while running, for CPU and memory accounting. */
@@ -76,9 +83,11 @@ export class ServerProcess {
   start(opts: { samePort?: boolean } = {}): Promise<void> {
     const script = join(PACKAGES, this.role, "dist", "main.js");
     const portEnv = `${this.role.toUpperCase()}_PORT`;
+    const [command = process.execPath, ...prefix] = [...(this.options.launcher ?? []), process.execPath];
     const child = spawn(
-      process.execPath,
+      command,
       [
+        ...prefix,
         ...(this.options.nodeArgs ?? []),
         script,
         "--config",
