@@ -29,6 +29,8 @@ export interface Options {
   dataDir: string;
   /** When set, servers run under node --cpu-prof and write profiles here. */
   profileDir: string | undefined;
+  /** Rounds of the echo reference and the warm runs, alternating (their ratios' median is reported). */
+  rounds: number;
   /** False: the resolver runs without its ops listener, so without metrics (to price them). */
   metrics: boolean;
 }
@@ -49,6 +51,8 @@ export interface RunResult {
   lookupsPerResolverCpuSecond?: number;
   lookupsPerServerCpuSecond: number;
   extra?: Record<string, number>;
+  /** Which round of the alternating reference and warm runs, when there are rounds. */
+  round?: number;
 }
 
 const CLK_TCK = (() => {
@@ -121,6 +125,8 @@ export class Bench {
   readonly results: RunResult[] = [];
   /** Extra node arguments for every server (e.g. --cpu-prof when profiling). */
   nodeArgs: string[] = [];
+  /** The round the runs being measured belong to (recorded with their results). */
+  round: number | undefined;
   private coldCursor: number;
   private absentCursor = 0;
 
@@ -199,7 +205,7 @@ export class Bench {
     );
     const rssMb = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)]));
     return groups.map((g, i) => {
-      const result = resultOf(
+      const result: RunResult = resultOf(
         scenario,
         g.variant,
         g.load,
@@ -208,6 +214,7 @@ export class Bench {
         cpuSeconds,
         rssMb,
       );
+      if (this.round !== undefined) result.round = this.round;
       this.results.push(result);
       printRow(result);
       return result;

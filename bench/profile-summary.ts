@@ -1,5 +1,7 @@
 // Summarizes V8 CPU profiles (.cpuprofile, from node --cpu-prof): the functions with the
-// most self time, and self time by package, so an optimisation starts from evidence.
+// most self time, self time by package, and the total (inclusive) time of this project's
+// functions, so an optimisation starts from evidence. `--window a:b` keeps the samples from a
+// to b seconds after the profile started (e.g. one scenario of a bench run).
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -7,6 +9,7 @@ interface Node {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
+  children?: number[];
 }
 interface Profile {
   nodes: Node[];
@@ -25,11 +28,24 @@ function where(url: string): string {
   return url === "" ? "(native/gc/idle)" : url;
 }
 
-function summarize(file: string, top: number): void {
+function label(f: Node["callFrame"]): string {
+  const file = f.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*\/packages\//, "");
+  return `${f.functionName || "(anonymous)"}  ${file}:${f.lineNumber + 1}`;
+}
+
+function summarize(file: string, top: number, window: [number, number]): void {
   const prof = JSON.parse(readFileSync(file, "utf8")) as Profile;
   const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const self = new Map<number, number>();
-  for (const [i, id] of prof.samples.entries()) self.set(id, (self.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0));
+  let at = 0;
+  for (const [i, id] of prof.samples.entries()) {
+    const dt = prof.timeDeltas[i] ?? 0;
+    at += dt;
+    if (at < window[0] * 1e6 || at > window[1] * 1e6) continue;
+    self.set(id, (self.get(id) ?? 0) + dt);
+  }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const fns = new Map<string, number>();
   const pkgs = new Map<string, number>();
@@ -38,7 +54,7 @@ function summarize(file: string, top: number): void {
     if (!n) continue;
     const f = n.callFrame;
     if (f.functionName === "(idle)") continue;
-    const key = `${f.functionName || "(anonymous)"}  ${f.url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*\/packages\//, "")}:${f.lineNumber + 1}`;
+    const key = label(f);
     fns.set(key, (fns.get(key) ?? 0) + us);
     const pkg = where(f.url);
     pkgs.set(pkg, (pkgs.get(pkg) ?? 0) + us);
@@ -54,17 +70,39 @@ function summarize(file: string, top: number): void {
   process.stdout.write("-- top functions (self time)\n");
   for (const [k, v] of [...fns].sort((a, b) => b[1] - a[1]).slice(0, top))
     process.stdout.write(`${pct(v)}  ${k}\n`);
+  // Inclusive time: each sample counts once for every distinct project function on its stack.
+  const inclusive = new Map<string, number>();
+  for (const [id, us] of self) {
+    if (byId.get(id)?.callFrame.functionName === "(idle)") continue;
+    const seen = new Set<string>();
+    for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
+      const f = byId.get(n)?.callFrame;
+      if (f && f.url.includes("/packages/") && !seen.has(label(f))) seen.add(label(f));
+    }
+    for (const k of seen) inclusive.set(k, (inclusive.get(k) ?? 0) + us);
+  }
+  process.stdout.write("-- this project's functions (total time, callees included)\n");
+  for (const [k, v] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top))
+    process.stdout.write(`${pct(v)}  ${k}\n`);
 }
 
-const target = process.argv[2];
-if (!target) {
-  process.stderr.write("usage: profile-summary <file.cpuprofile | folder> [top]\n");
+const args = process.argv.slice(2);
+const w = args.indexOf("--window");
+const window = (w >= 0 ? (args.splice(w, 2)[1] ?? "") : "0:")
+  .split(":")
+  .map((x) => (x === "" ? Infinity : Number(x)));
+window[0] = Number.isFinite(window[0]) ? (window[0] as number) : 0;
+const [target, topArg] = args;
+if (!target || window.some(Number.isNaN)) {
+  process.stderr.write(
+    "usage: profile-summary <file.cpuprofile | folder> [top] [--window from:to seconds]\n",
+  );
   process.exit(2);
 }
-const top = Number(process.argv[3] ?? 25);
+const top = Number(topArg ?? 25);
 const files = target.endsWith(".cpuprofile")
   ? [target]
   : readdirSync(target)
       .filter((f) => f.endsWith(".cpuprofile"))
       .map((f) => join(target, f));
-for (const f of files) summarize(f, top);
+for (const f of files) summarize(f, top, [window[0] as number, window[1] ?? Infinity]);

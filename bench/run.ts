@@ -69,7 +69,7 @@ async function main(o: Options): Promise<void> {
   log(HEADER);
   if (["echo", "warm", "cold", "negative", "mixed"].some(want))
     await resolverScenarios(o, bench, netDir, warmCount, want);
-  printReferenceRatios(bench, log);
+  const referenceRatios = printReferenceRatios(bench, log);
   if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
@@ -79,7 +79,10 @@ async function main(o: Options): Promise<void> {
   mkdirSync(o.out, { recursive: true });
   const file = join(o.out, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
   const { dataDir: _d, out: _o, ...parameters } = o;
-  writeFileSync(file, `${JSON.stringify({ machine, parameters, results: bench.results }, null, 2)}\n`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ machine, parameters, referenceRatios, results: bench.results }, null, 2)}\n`,
+  );
   log(`results: ${file}`);
   rmSync(tmp, { recursive: true, force: true });
 }
@@ -93,6 +96,7 @@ const cli = new Command("bench")
   .option("--concurrency <n>", "closed-loop concurrency for unary runs", "64")
   .option("--stream-concurrency <n>", "outstanding requests per ResolveStream run", "256")
   .option("--rate <n>", "requests per second for open-loop runs", "2000")
+  .option("--rounds <n>", "rounds of the echo reference and warm runs, alternating (median ratio)", "3")
   .option("--auth-sizes <list>", "mapping counts for the authoritative-alone runs", "1000000,10000000")
   .option("--memory-entries <n>", "answers to cache in the memory run", "1000000")
   .option("--bulk-records <n>", "signed mappings the bulk run registers", "200000")
@@ -113,6 +117,7 @@ const cli = new Command("bench")
       concurrency: num("concurrency", 4),
       streamConcurrency: num("streamConcurrency", 16),
       rate: num("rate", 200),
+      rounds: num("rounds", 2),
       authSizes: quick ? [1_000] : String(raw.authSizes).split(",").map(Number),
       memoryEntries: num("memoryEntries", 1_000),
       bulkRecords: num("bulkRecords", 2_000),

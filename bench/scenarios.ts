@@ -28,7 +28,7 @@ async function echoReference(o: Options, bench: Bench, net: Network, keys: () =>
     const spec = { mode, pkiDir: net.pkiDir, responseHex };
     const echo = spawn(
       process.execPath,
-      ["--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
+      [...bench.nodeArgs, "--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
       {
         stdio: ["pipe", "pipe", "inherit"],
       },
@@ -61,23 +61,59 @@ async function echoReference(o: Options, bench: Bench, net: Network, keys: () =>
         shape("stream", o.streamConcurrency),
       );
     } finally {
+      // Closing its stdin ends it cleanly (a profile, when asked for, is written on exit).
+      const exited = new Promise((done) => echo.once("exit", done));
       echo.stdin.end();
-      echo.kill();
+      const timer = setTimeout(() => echo.kill(), 10_000);
+      await exited;
+      clearTimeout(timer);
     }
   }
 }
 
-/** Each warm run as a ratio of the echo reference's run of the same shape (same run, same machine). */
-export function printReferenceRatios(bench: Bench, log: (line: string) => void): void {
-  const find = (scenario: string, variant: string) =>
-    bench.results.find((r) => r.scenario === scenario && r.variant === variant);
-  for (const echo of bench.results.filter((r) => r.scenario.startsWith("echo-"))) {
-    const warm = find("warm", echo.variant);
-    if (!warm?.lookupsPerResolverCpuSecond || !echo.lookupsPerResolverCpuSecond) continue;
-    const cpu = round(warm.lookupsPerResolverCpuSecond / echo.lookupsPerResolverCpuSecond, 2);
-    const p50 = round(warm.latencyMs.p50 / Math.max(echo.latencyMs.p50, 0.001), 2);
-    log(`warm ${echo.variant}: ${cpu}x ${echo.scenario}'s calls per CPU-second; p50 latency ${p50}x`);
+/**
+ * Each warm run shape as a ratio of the echo reference's run of the same shape: the ratio of
+ * each round (runs minutes apart at most), then the median over the rounds. Returns them.
+ */
+export function printReferenceRatios(
+  bench: Bench,
+  log: (line: string) => void,
+): { reference: string; variant: string; cpu: number; p50: number; rounds: number[] }[] {
+  const out: ReturnType<typeof printReferenceRatios> = [];
+  const shapes = new Set(
+    bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => `${r.scenario}|${r.variant}`),
+  );
+  for (const shape of shapes) {
+    const [reference = "", variant = ""] = shape.split("|");
+    const cpu: number[] = [];
+    const p50: number[] = [];
+    for (const echo of bench.results.filter((r) => r.scenario === reference && r.variant === variant)) {
+      const warm = bench.results.find(
+        (r) => r.scenario === "warm" && r.variant === variant && r.round === echo.round,
+      );
+      if (!warm?.lookupsPerResolverCpuSecond || !echo.lookupsPerResolverCpuSecond) continue;
+      cpu.push(warm.lookupsPerResolverCpuSecond / echo.lookupsPerResolverCpuSecond);
+      p50.push(warm.latencyMs.p50 / Math.max(echo.latencyMs.p50, 0.001));
+    }
+    if (cpu.length === 0) continue;
+    const r = {
+      reference,
+      variant,
+      cpu: round(median(cpu), 2),
+      p50: round(median(p50), 2),
+      rounds: cpu.map((x) => round(x, 2)),
+    };
+    out.push(r);
+    const each = cpu.length > 1 ? ` (rounds: ${r.rounds.join(", ")})` : "";
+    log(`warm ${variant}: ${r.cpu}x ${reference}'s calls per CPU-second${each}; p50 latency ${r.p50}x`);
   }
+  return out;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
 /** warm, cold, negative and mixed runs against one network holding `o.mappings` mappings. */
@@ -123,8 +159,13 @@ export async function resolverScenarios(
     const budget = (rate: number) =>
       Math.min(Math.ceil((rate * o.durationMs) / 1000), Math.floor((o.mappings - warmCount) / 6));
 
-    if (want("echo")) await echoReference(o, bench, net, keys({}));
-    if (want("warm")) {
+    // The reference and the warm runs alternate, round after round: this machine's speed
+    // drifts by tens of percent within minutes, and a ratio is only as good as the moment
+    // its two runs shared (printReferenceRatios takes the median of the rounds).
+    for (let round = 1; round <= (want("echo") && want("warm") ? o.rounds : 1); round++) {
+      bench.round = round;
+      if (want("echo")) await echoReference(o, bench, net, keys({}));
+      if (!want("warm")) continue;
       await bench.measure(net, "warm", "unary c=1", {
         service: "resolver",
         api: "unary",
@@ -144,6 +185,9 @@ export async function resolverScenarios(
         concurrency: o.streamConcurrency,
         keys: keys({}),
       });
+    }
+    bench.round = undefined;
+    if (want("warm")) {
       await bench.measure(net, "warm", `open ${o.rate}/s`, {
         service: "resolver",
         api: "unary",

@@ -320,6 +320,49 @@ scenario(t, "a popular answer is refreshed in the background before it expires",
   assert.ok((after.answer?.ttlSeconds ?? 0) > (hit.answer?.ttlSeconds ?? 0), "the TTL started over");
 });
 
+scenario(
+  t,
+  "cache hits answered from the request's bytes are the full path's answers, unary and streamed",
+  async () => {
+    const resolver = t.net.channel(t.net.resolver.address, "msp-bluebird").client(pb.ResolverService);
+    const csi = "tel:+447700900123";
+    const first = await t.resolve(csi);
+    assert.equal(first.answer?.status, pb.LookupStatus.FOUND);
+    const before = await stats();
+    // The canonical URI takes the fast path; other spellings, options or explain take the full
+    // one, which finds the same cache entry.
+    const fast = await t.resolve(csi);
+    const spelled = await t.resolve("tel:+44 7700 900123");
+    const verbose = await resolver.resolve({ csi, options: { format: pb.AnswerFormat.VERBOSE } });
+    const items = new Map<bigint, pb.ResolveStreamResponse>();
+    async function* requests() {
+      yield { requestId: 7n, csi };
+      yield { requestId: 2n ** 60n, csi };
+      yield { requestId: 9n, csi: "tel:+44 7700 900123" };
+    }
+    for await (const r of resolver.resolveStream(requests())) items.set(r.requestId, r);
+    const after = await stats();
+    assert.equal(after.misses, before.misses, "all of them were cache hits");
+    assert.equal(after.hits - before.hits, 6n);
+    const withoutTtl = (r: pb.ResolveResponse | undefined) => ({
+      ...r,
+      answer: { ...r?.answer, ttlSeconds: 0 },
+    });
+    const streamed = (id: bigint) => {
+      const r = items.get(id)?.result;
+      assert.equal(r?.case, "response", `item ${id} answered`);
+      return r?.case === "response" ? r.value : undefined;
+    };
+    for (const other of [spelled, verbose, streamed(7n), streamed(2n ** 60n), streamed(9n)]) {
+      assert.deepEqual(withoutTtl(other), withoutTtl(fast));
+    }
+    assert.ok(
+      (fast.answer?.ttlSeconds ?? 0) > 0 && (fast.answer?.ttlSeconds ?? 0) <= (first.answer?.ttlSeconds ?? 0),
+    );
+    assert.equal(fast.stale, false);
+  },
+);
+
 scenario(t, "operators flush one CSI, one DP's answers, or everything, and read the counters", async () => {
   const csi = "tel:+12025550142";
   assert.equal((await t.resolve(csi)).answer?.status, pb.LookupStatus.FOUND);

@@ -24,6 +24,7 @@ interface Report {
     cpuSeconds: Record<string, number>;
     rssMb: Record<string, number>;
     extra?: Record<string, number>;
+    round?: number;
   }[];
 }
 
@@ -95,6 +96,15 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       assert.ok(
         Object.values(r.cpuSeconds).every((s) => Number.isFinite(s) && s >= 0),
         `${what} CPU`,
+      );
+    }
+    // The reference and the warm runs alternate in rounds, each result saying its round.
+    for (const scenario of ["echo-bare", "echo-core", "warm"]) {
+      const rounds = report.results.filter((r) => r.scenario === scenario && r.variant === "unary c=1");
+      assert.deepEqual(
+        rounds.map((r) => r.round),
+        [1, 2],
+        `${scenario} ran in two rounds`,
       );
     }
     const propagation = report.results.find((r) => r.scenario === "propagation");

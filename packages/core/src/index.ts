@@ -201,8 +201,11 @@ export {
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
+  readSimpleRequest,
+  type SimpleRequest,
 } from "./wire/encoded.js";
 export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./wire/error-details.js";
+export type { FastPath } from "./wire/fast-path.js";
 export {
   type AddServiceOptions,
   addService,

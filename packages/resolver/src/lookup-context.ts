@@ -1,5 +1,5 @@
 // Who a resolver lookup is made for, and what it records when the caller asked to explain it.
-import type { LookupOutcome } from "@mimi/core";
+import type { LookupKey, LookupOutcome } from "@mimi/core";
 
 /** Who a lookup that reaches a DP is made for. */
 export interface MissCaller {
@@ -39,4 +39,41 @@ export interface LookupTrace {
 export interface ExplainTrace extends LookupTrace {
   outcome?: LookupOutcome;
   ttlSeconds?: number;
+}
+
+/** What the cache holds per CSI: the outcome and the key it was delegated by. */
+export interface CachedAnswer {
+  readonly outcome: LookupOutcome;
+  readonly key: LookupKey;
+  /** Re-stored after a failed refresh; served as stale until it expires (RFC 8767). */
+  readonly stale?: boolean;
+}
+
+/** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
+export interface Resolution {
+  readonly outcome: LookupOutcome;
+  readonly ttlSeconds: number;
+  readonly stale: boolean;
+  readonly source: "cache" | "upstream" | "stale";
+}
+
+/** Counters an operator reads (and tests observe). */
+export interface ResolverStats {
+  hits: number;
+  misses: number;
+  stale: number;
+  /** Popular answers refreshed in the background shortly before they expired. */
+  prefetches: number;
+  /** Cached answers dropped by DP change events. */
+  invalidations: number;
+  /** Times every answer from one DP was dropped because its change log could not be continued. */
+  resyncs: number;
+  /** Cached answers dropped by an operator's flush. */
+  flushed: number;
+  upstreamRequests: number;
+  upstreamFailures: number;
+  /** Cached answers dropped because their delegation, or the key of a DP or MSP that signed them, changed. */
+  evictedByRegistry: number;
+  /** Upstream answers refused because they did not verify. */
+  verificationFailures: number;
 }

@@ -24,6 +24,7 @@ import {
   parseCsi,
   pb,
   type RegistryView,
+  readSimpleRequest,
   sleepUnlessAborted,
 } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
@@ -37,6 +38,11 @@ import { isCallerRefusal } from "./upstream.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 const MAX_STREAM_INFLIGHT = 1_024;
+
+// Field numbers of ResolveRequest.csi, ResolveStreamRequest.request_id and .csi (resolver.proto).
+const RESOLVE_CSI = 1;
+const STREAM_REQUEST_ID = 1;
+const STREAM_CSI = 2;
 
 /** The longest a lookup waits for a DP's window, however far its caller's deadline. */
 const MAX_CALLER_WAIT_MS = 60_000;
@@ -103,6 +109,30 @@ export function bindResolverServer(
       encodings.set(outcome, e);
     }
     return e.bytes;
+  };
+
+  // Cache hits asked with default parameters are answered from the request's bytes (core
+  // wire/fast-path.ts): no decoding, no call context, no promise. The cache holds canonical URIs
+  // only, so a CSI written any other way misses here and takes the full path (resolveOne), as
+  // does every request with options or explain, and every lookup while debug logging is on.
+  const hitResponse = (csi: string): Uint8Array | undefined => {
+    if (log.isLevelEnabled("debug")) return undefined;
+    const r = service.cached(csi);
+    if (!r) return undefined;
+    const answer =
+      r.source === "cache" ? encodedAnswer(r.outcome) : encodeAnswerWithoutTtl(r.outcome, indexOf);
+    return encodeResolveResponse(answer, r.ttlSeconds, r.stale);
+  };
+  const fast = {
+    resolve: (bytes: Uint8Array) => {
+      const req = readSimpleRequest(bytes, RESOLVE_CSI);
+      return req && hitResponse(req.csi);
+    },
+    resolveStream: (bytes: Uint8Array) => {
+      const req = readSimpleRequest(bytes, STREAM_CSI, STREAM_REQUEST_ID);
+      const response = req && hitResponse(req.csi);
+      return response && encodeResolveStreamItem(req.id, response);
+    },
   };
 
   // A caller that ignores retry-after would keep the resolver busy refusing it (a refusal costs
@@ -303,7 +333,7 @@ export function bindResolverServer(
         };
       },
     },
-    { log },
+    { log, fast },
   );
 
   const { admins } = opts;

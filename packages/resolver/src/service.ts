@@ -23,47 +23,17 @@ import {
   type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
-import { type LookupTrace, type MissCaller, OWN } from "./lookup-context.js";
+import {
+  type CachedAnswer,
+  type LookupTrace,
+  type MissCaller,
+  OWN,
+  type Resolution,
+  type ResolverStats,
+} from "./lookup-context.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
-export type { MissCaller } from "./lookup-context.js";
-
-/** What the cache holds per CSI: the outcome and the key it was delegated by. */
-export interface CachedAnswer {
-  readonly outcome: LookupOutcome;
-  readonly key: LookupKey;
-  /** Re-stored after a failed refresh; served as stale until it expires (RFC 8767). */
-  readonly stale?: boolean;
-}
-
-/** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
-export interface Resolution {
-  readonly outcome: LookupOutcome;
-  readonly ttlSeconds: number;
-  readonly stale: boolean;
-  readonly source: "cache" | "upstream" | "stale";
-}
-
-/** Counters an operator reads (and tests observe). */
-export interface ResolverStats {
-  hits: number;
-  misses: number;
-  stale: number;
-  /** Popular answers refreshed in the background shortly before they expired. */
-  prefetches: number;
-  /** Cached answers dropped by DP change events. */
-  invalidations: number;
-  /** Times every answer from one DP was dropped because its change log could not be continued. */
-  resyncs: number;
-  /** Cached answers dropped by an operator's flush. */
-  flushed: number;
-  upstreamRequests: number;
-  upstreamFailures: number;
-  /** Cached answers dropped because their delegation, or the key of a DP or MSP that signed them, changed. */
-  evictedByRegistry: number;
-  /** Upstream answers refused because they did not verify. */
-  verificationFailures: number;
-}
+export type { CachedAnswer, MissCaller, Resolution, ResolverStats } from "./lookup-context.js";
 
 /** What an operator's flush drops. */
 export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "all";
@@ -78,6 +48,11 @@ export interface ResolverService {
    * a joiner whose first caller's context the DP refused is asked for again under its own.
    */
   resolve(csi: Csi, onMiss?: () => MissCaller | undefined, trace?: LookupTrace): Promise<Resolution>;
+  /**
+   * The cached answer for `uri` (a canonical CSI URI: a string that is not one finds nothing),
+   * exactly as `resolve` would give it, prefetch included; undefined when the cache has none.
+   */
+  cached(uri: string, trace?: LookupTrace): Resolution | undefined;
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -387,34 +362,40 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
   };
   const { minHits, remainingFraction } = o.prefetch;
 
+  const cached = (uri: string, trace?: LookupTrace): Resolution | undefined => {
+    const hit = o.cache.get(uri);
+    if (!hit) return undefined;
+    stats.hits++;
+    if (trace) trace.cache = hit.value.stale === true ? "stale" : "hit";
+    if (
+      minHits > 0 &&
+      hit.hits >= minHits &&
+      hit.remainingMs <= hit.ttlMs * remainingFraction &&
+      hit.value.stale !== true &&
+      !inflight.has(uri)
+    ) {
+      // Refreshed in the background; this query is answered from the cache at once.
+      stats.prefetches++;
+      if (trace) trace.cache = "prefetched";
+      const csi: Csi = { type: hit.value.key.kind === "e164" ? "tel" : "mailto", uri, key: hit.value.key };
+      single(csi, true).catch((err: Error) => {
+        log.debug({ csi: csiHash(uri), err: err.message }, "prefetch failed");
+      });
+    }
+    return {
+      outcome: hit.value.outcome,
+      ttlSeconds: hit.remainingTtlSeconds,
+      stale: hit.value.stale === true,
+      source: hit.value.stale === true ? "stale" : "cache",
+    };
+  };
+
   return {
     stats,
+    cached,
     resolve(csi, onMiss, trace) {
-      const hit = o.cache.get(csi.uri);
-      if (hit) {
-        stats.hits++;
-        if (trace) trace.cache = hit.value.stale === true ? "stale" : "hit";
-        if (
-          minHits > 0 &&
-          hit.hits >= minHits &&
-          hit.remainingMs <= hit.ttlMs * remainingFraction &&
-          hit.value.stale !== true &&
-          !inflight.has(csi.uri)
-        ) {
-          // Refreshed in the background; this query is answered from the cache at once.
-          stats.prefetches++;
-          if (trace) trace.cache = "prefetched";
-          single(csi, true).catch((err: Error) => {
-            log.debug({ csi: csiHash(csi.uri), err: err.message }, "prefetch failed");
-          });
-        }
-        return Promise.resolve({
-          outcome: hit.value.outcome,
-          ttlSeconds: hit.remainingTtlSeconds,
-          stale: hit.value.stale === true,
-          source: hit.value.stale === true ? "stale" : "cache",
-        });
-      }
+      const hit = cached(csi.uri, trace);
+      if (hit) return Promise.resolve(hit);
       stats.misses++;
       let caller: MissCaller | undefined;
       if (onMiss) {

@@ -2,13 +2,20 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
-import { AnswerSchema, LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import { AnswerFormat, AnswerSchema, LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import {
+  ResolveRequestSchema,
   ResolveResponseSchema,
+  ResolveStreamRequestSchema,
   ResolveStreamResponseSchema,
 } from "../gen/generated/mimi/discovery/v1/resolver_pb.js";
 import { answerToProto } from "./convert.js";
-import { encodeAnswerWithoutTtl, encodeResolveResponse, encodeResolveStreamItem } from "./encoded.js";
+import {
+  encodeAnswerWithoutTtl,
+  encodeResolveResponse,
+  encodeResolveStreamItem,
+  readSimpleRequest,
+} from "./encoded.js";
 
 const index: Record<string, number> = { "a.example": 0, "b.example": 9 };
 const indexOf = (id: string) => index[id];
@@ -127,4 +134,70 @@ test("the hand-written framing decodes as the message at every varint length, st
     assert.equal(item.result.case, "response");
     assert.deepEqual(item.result.value, fromBinary(ResolveResponseSchema, response));
   }
+});
+
+test("the simple-request reader takes exactly the requests that hold a CSI and an id, as protobuf-es decodes them", () => {
+  const csis = [
+    "tel:+447700900123",
+    "mailto:alice@example.org",
+    "x".repeat(127),
+    "x".repeat(128),
+    "x".repeat(512),
+  ];
+  for (const csi of csis) {
+    const unary = toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi }));
+    assert.deepEqual(readSimpleRequest(Buffer.from(unary), 1), { id: 0, csi }, `unary ${csi.length}`);
+    for (const id of [0n, 1n, 127n, 128n, 2n ** 49n - 1n]) {
+      const item = toBinary(
+        ResolveStreamRequestSchema,
+        create(ResolveStreamRequestSchema, { requestId: id, csi }),
+      );
+      assert.deepEqual(readSimpleRequest(Buffer.from(item), 2, 1), { id: Number(id), csi });
+    }
+  }
+  // Everything else is left to the full decoder.
+  const declined: [Uint8Array, number, number?][] = [
+    [toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi: "tel:+1", explain: true })), 1],
+    [
+      toBinary(
+        ResolveRequestSchema,
+        create(ResolveRequestSchema, { csi: "tel:+1", options: { format: AnswerFormat.COMPACT } }),
+      ),
+      1,
+    ],
+    [toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi: "x".repeat(513) })), 1],
+    [
+      toBinary(
+        ResolveStreamRequestSchema,
+        create(ResolveStreamRequestSchema, { requestId: 2n ** 49n, csi: "a" }),
+      ),
+      2,
+      1,
+    ],
+    [
+      toBinary(
+        ResolveStreamRequestSchema,
+        create(ResolveStreamRequestSchema, { requestId: 2n ** 64n - 1n, csi: "a" }),
+      ),
+      2,
+      1,
+    ],
+    [Uint8Array.of(0x12, 0x01, 0x61, 0x08, 0x01), 2, 1], // the id after the CSI
+    [Uint8Array.of(0x0a, 0x05, 0x61), 1], // truncated
+    [Uint8Array.of(0x0a, 0x01, 0x61, 0x00), 1], // trailing bytes
+    [Uint8Array.of(0x0a, 0x80), 1], // truncated length
+    [Uint8Array.of(0x0a, 0xff, 0xff, 0x01), 1], // a length of three bytes
+    [Uint8Array.of(0x08, 0xff), 2, 1], // truncated id
+    [new Uint8Array(0), 1], // no CSI: the full path says what is wrong
+  ];
+  for (const [bytes, csiField, idField] of declined) {
+    assert.equal(
+      readSimpleRequest(Buffer.from(bytes), csiField, idField),
+      undefined,
+      Buffer.from(bytes).toString("hex").slice(0, 40),
+    );
+  }
+  // Not UTF-8 decoding: a non-ASCII CSI reads as other characters, which no canonical key has.
+  const utf8 = toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi: "tel:+44\u00e9" }));
+  assert.notEqual(readSimpleRequest(Buffer.from(utf8), 1)?.csi, "tel:+44\u00e9");
 });

@@ -75,10 +75,13 @@ const STREAM_REQUEST_ID = 1;
 const STREAM_RESPONSE = 2;
 
 /** A ResolveStreamResponse carrying an encoded ResolveResponse. */
-export function encodeResolveStreamItem<M>(requestId: bigint, resolveResponse: Uint8Array): Encoded<M> {
+export function encodeResolveStreamItem<M>(
+  requestId: bigint | number,
+  resolveResponse: Uint8Array,
+): Encoded<M> {
   // By hand, as encodeResolveResponse. A request id beyond 2^53 (a client's choice) takes
   // protobuf-es's 64-bit writer.
-  if (requestId < 0n || requestId > BigInt(Number.MAX_SAFE_INTEGER)) {
+  if (typeof requestId === "bigint" && (requestId < 0n || requestId > BigInt(Number.MAX_SAFE_INTEGER))) {
     const w = new BinaryWriter();
     if (requestId !== 0n) w.tag(STREAM_REQUEST_ID, WireType.Varint).uint64(requestId);
     w.tag(STREAM_RESPONSE, WireType.LengthDelimited).bytes(resolveResponse);
@@ -96,4 +99,56 @@ export function encodeResolveStreamItem<M>(requestId: bigint, resolveResponse: U
   at = writeVarint(out, at, resolveResponse.length);
   out.set(resolveResponse, at);
   return out as Encoded<M>;
+}
+
+/** A request of the simple shape the cache-hit path answers without decoding it (readSimpleRequest). */
+export interface SimpleRequest {
+  /** The request id (0 when absent). */
+  readonly id: number;
+  /** The CSI text, read as Latin-1: canonical CSIs are ASCII, so anything else misses the cache. */
+  readonly csi: string;
+}
+
+/** Longest CSI the simple reader takes (parseCsi's limit); longer ones take the full decoder. */
+const MAX_SIMPLE_CSI_BYTES = 512;
+
+/**
+ * Reads a request that holds only a CSI string (field `csiField`) and, when `idField` is given,
+ * before it an optional request id below 2^53 (varint field `idField`): ResolveRequest and
+ * ResolveStreamRequest as clients send them for default parameters. Anything else (options,
+ * explain, unknown fields, other field orders, a long CSI) gives undefined, and the request
+ * takes the full decoder; so this reader only ever answers requests whose decoded form has
+ * default values in every other field.
+ */
+export function readSimpleRequest(
+  bytes: Uint8Array,
+  csiField: number,
+  idField?: number,
+): SimpleRequest | undefined {
+  let at = 0;
+  let id = 0;
+  if (idField !== undefined && bytes[0] === idField << 3) {
+    let shift = 1;
+    at = 1;
+    for (;;) {
+      const b = bytes[at++];
+      // Seven bytes at most: 49 bits, below 2^53.
+      if (b === undefined || shift > 2 ** 42) return undefined;
+      id += (b & 0x7f) * shift;
+      shift *= 128;
+      if (b < 0x80) break;
+    }
+  }
+  if (bytes[at++] !== ((csiField << 3) | 2)) return undefined;
+  let length = bytes[at++];
+  if (length === undefined) return undefined;
+  if (length >= 0x80) {
+    const high = bytes[at++];
+    if (high === undefined || high >= 0x80) return undefined;
+    length = (length & 0x7f) + high * 128;
+  }
+  if (length > MAX_SIMPLE_CSI_BYTES || at + length !== bytes.length) return undefined;
+  const buffer =
+    bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { id, csi: buffer.toString("latin1", at, at + length) };
 }

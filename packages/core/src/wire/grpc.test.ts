@@ -3,12 +3,17 @@
 // directions, and cancellation, which must release a handler and a client's request pump.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "../domain/errors.js";
 import {
   AuthoritativeAdminService,
   AuthoritativeService,
+  LookupRequestSchema,
+  LookupResponseSchema,
+  LookupStreamRequestSchema,
+  LookupStreamResponseSchema,
 } from "../gen/generated/mimi/discovery/v1/authoritative_pb.js";
 import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
 import { createLogger } from "../runtime/logger.js";
@@ -178,5 +183,96 @@ test("client streaming: every message reaches the handler in order, and its one 
   assert.deepEqual(
     seen,
     Array.from({ length: 2_000 }, (_, i) => `tel:+44${i}`),
+  );
+});
+
+test("a fast path answers from the request's bytes; what it declines is decoded and handled as usual", async () => {
+  const server = createGrpcServer();
+  servers.push(server);
+  const seen: string[] = [];
+  const fastSaw: number[] = [];
+  // The fast path answers "tel:+1fast" only; everything else reaches the handlers decoded.
+  const fastLookup = toBinary(
+    LookupResponseSchema,
+    create(LookupResponseSchema, { answer: { dpIds: ["fast"] } }),
+  );
+  const handlers: Partial<ServiceHandlers<typeof AuthoritativeService.method>> = {
+    lookup: async (req) => {
+      seen.push(req.csi);
+      return { answer: { dpIds: ["slow"] } };
+    },
+    async lookupStream(reqs, _ctx, send) {
+      for await (const r of reqs) {
+        seen.push(r.csi);
+        await send(
+          create(LookupStreamResponseSchema, {
+            requestId: r.requestId,
+            result: { case: "response", value: { answer: { dpIds: ["slow"] } } },
+          }),
+        );
+      }
+    },
+  };
+  addService(server, AuthoritativeService, handlers as ServiceHandlers<typeof AuthoritativeService.method>, {
+    log,
+    maxRequestBytes: { lookup: 2_048 },
+    fast: {
+      lookup: (bytes) => {
+        fastSaw.push(bytes.length);
+        return fromBinary(LookupRequestSchema, bytes).csi === "tel:+1fast" ? fastLookup : undefined;
+      },
+      lookupStream: (bytes) => {
+        const r = fromBinary(LookupStreamRequestSchema, bytes);
+        return r.csi === "tel:+1fast"
+          ? toBinary(
+              LookupStreamResponseSchema,
+              create(LookupStreamResponseSchema, {
+                requestId: r.requestId,
+                result: { case: "response", value: { answer: { dpIds: ["fast"] } } },
+              }),
+            )
+          : undefined;
+      },
+    },
+  });
+  const port = await listen(server, "127.0.0.1", 0, grpc.ServerCredentials.createInsecure());
+  const ch = openChannel(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  channels.push(ch);
+  const dp = ch.client(AuthoritativeService);
+  assert.equal((await dp.lookup({ csi: "tel:+1fast" })).answer?.dpIds[0], "fast");
+  assert.equal((await dp.lookup({ csi: "tel:+1slow" })).answer?.dpIds[0], "slow");
+  assert.deepEqual(seen, ["tel:+1slow"], "the handler saw only what the fast path declined");
+  // Too large for the method: refused before the fast path sees it.
+  const before = fastSaw.length;
+  await assert.rejects(dp.lookup({ csi: "x".repeat(4_096) }), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.remoteStatus, grpc.status.RESOURCE_EXHAUSTED);
+    return true;
+  });
+  assert.equal(fastSaw.length, before);
+  // A stream mixes both: every item is answered once, in whichever way.
+  seen.length = 0;
+  async function* items() {
+    for (let i = 1; i <= 200; i++) yield { requestId: BigInt(i), csi: i % 2 ? "tel:+1fast" : `tel:+1${i}` };
+  }
+  const got = new Map<bigint, string>();
+  for await (const r of dp.lookupStream(items())) {
+    assert.equal(r.result.case, "response");
+    got.set(r.requestId, r.result.case === "response" ? (r.result.value.answer?.dpIds[0] ?? "") : "");
+  }
+  assert.equal(got.size, 200);
+  for (const [id, by] of got) assert.equal(by, id % 2n ? "fast" : "slow");
+  assert.equal(seen.length, 100);
+});
+
+test("a fast path is refused on a service with role checks, which it would skip", () => {
+  assert.throws(
+    () =>
+      addService(createGrpcServer(), RootService, {} as ServiceHandlers<typeof RootService.method>, {
+        log,
+        roles: ["admin"],
+        fast: { refer: () => undefined },
+      }),
+    /role checks/,
   );
 });

@@ -10,6 +10,7 @@ import { status as grpcStatus } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { DiscoveryError } from "../domain/errors.js";
 import type { Encoded } from "./encoded.js";
+import { decoder, type FastPath, fastItems, fastUnary, sizeChecked, wellFormed } from "./fast-path.js";
 import { type CallObservers, observed, streamEnded } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
@@ -78,6 +79,11 @@ export interface AddServiceOptions {
    * `connections.maxRequestBytes`, e.g. a bulk batch; larger messages fail RESOURCE_EXHAUSTED.
    */
   maxRequestBytes?: Readonly<Record<string, number>>;
+  /**
+   * Per method (by its local name; unary or bidirectional): answers from a request's bytes,
+   * tried before it is decoded (wire/fast-path.ts), e.g. the resolver's cache hits.
+   */
+  fast?: Readonly<Record<string, FastPath>>;
 }
 
 /** Registers typed handlers for a generated service on a grpc-js server. */
@@ -93,61 +99,53 @@ export function addService<S extends GenServiceMethods>(
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
     const maxBytes = options.maxRequestBytes?.[method.localName] ?? limits.limits.maxRequestBytes;
-    definition[method.localName] = methodDefinition(method, path, maxBytes);
+    const decode = decoder(method, maxBytes);
+    const fast = fastPathOf(method, options);
+    // With a fast path the request stays bytes until the fast path declines it.
+    definition[method.localName] = methodDefinition(
+      method,
+      path,
+      fast ? sizeChecked(method, maxBytes) : decode,
+    );
     const handler = (handlers as Record<string, unknown>)[method.localName] as (
       ...args: unknown[]
     ) => unknown;
-    implementation[method.localName] = serverHandler(method, path, handler, options, limits);
+    implementation[method.localName] = serverHandler(
+      method,
+      path,
+      handler,
+      options,
+      limits,
+      fast && { fast, decode },
+    );
   }
   server.addService(definition, implementation);
 }
 
-/**
- * A request message that was not decoded: malformed (INVALID_ARGUMENT) or larger than its method
- * takes (RESOURCE_EXHAUSTED, as gRPC reports oversized messages). The handler wrapper answers it.
- */
-class Malformed {
-  constructor(
-    readonly reason: string,
-    readonly tooLarge = false,
-  ) {}
-}
-
-/** The request, or the status naming what in its bytes is wrong. */
-function wellFormed<T>(msg: T): T {
-  if (!(msg instanceof Malformed)) return msg;
-  if (msg.tooLarge) {
-    throw new DiscoveryError("resource_exhausted", msg.reason, { details: { reason: "REQUEST_TOO_LARGE" } });
+/** The fast path of `method`, checked against what fast paths allow. */
+function fastPathOf(method: DescMethod, options: AddServiceOptions): FastPath | undefined {
+  const fast = options.fast?.[method.localName];
+  if (!fast) return undefined;
+  if (options.roles || options.authorize) {
+    throw new Error(`${method.name}: a fast path runs before role checks, so its service may have none`);
   }
-  throw new DiscoveryError("invalid_argument", `malformed request message: ${msg.reason}`, {
-    details: { reason: "MALFORMED_MESSAGE" },
-  });
+  if (method.methodKind !== "unary" && method.methodKind !== "bidi_streaming") {
+    throw new Error(`${method.name}: fast paths are for unary and bidirectional methods`);
+  }
+  return fast;
 }
 
 function methodDefinition(
   method: DescMethod,
   path: string,
-  maxBytes: number,
+  deserialize: (buf: Buffer) => unknown,
 ): grpc.MethodDefinition<unknown, unknown> {
   return {
     path,
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (msg: unknown) => Buffer.from(toBinary(method.input, msg as MessageShape<DescMessage>)),
-    // grpc-js answers a throwing deserializer with INTERNAL; bad bytes are the caller's fault.
-    requestDeserialize: (buf: Buffer) => {
-      if (buf.length > maxBytes) {
-        return new Malformed(
-          `the request message of ${buf.length} bytes is larger than ${maxBytes}, the most ${method.name} takes`,
-          true,
-        );
-      }
-      try {
-        return fromBinary(method.input, buf);
-      } catch (err) {
-        return new Malformed((err as Error).message);
-      }
-    },
+    requestDeserialize: deserialize,
     responseSerialize: (msg: unknown) =>
       msg instanceof Uint8Array
         ? Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
@@ -284,10 +282,20 @@ function serverHandler(
   handler: (...args: unknown[]) => unknown,
   options: AddServiceOptions,
   limits: { watchers: WatchSlots; streamingCalls: WatchSlots; observers?: CallObservers },
+  fast?: FastDecoding,
 ): grpc.UntypedHandleCall {
-  const raw = methodHandler(method, path, handler, options, limits);
+  let raw = methodHandler(method, path, handler, options, limits, fast);
+  if (fast && method.methodKind === "unary") {
+    raw = fastUnary(raw as grpc.handleUnaryCall<unknown, unknown>, fast.fast, fast.decode);
+  }
   if (!limits.observers) return raw;
   return observed(raw, limits.observers(path, CALL_TYPES[method.methodKind]), method.methodKind);
+}
+
+/** A method's fast path and the decoder of the requests it declines. */
+interface FastDecoding {
+  fast: FastPath;
+  decode: (buf: Buffer) => unknown;
 }
 
 function methodHandler(
@@ -296,6 +304,7 @@ function methodHandler(
   handler: (...args: unknown[]) => unknown,
   { log, authorize, roles }: AddServiceOptions,
   { watchers, streamingCalls }: { watchers: WatchSlots; streamingCalls: WatchSlots },
+  fast: FastDecoding | undefined,
 ): grpc.UntypedHandleCall {
   const fail = (err: unknown) => toWireStatus(err, log, path);
   // The TLS handshake already refused clients without a certificate from our CA (servers
@@ -389,7 +398,7 @@ function methodHandler(
         (async () => {
           check?.(ctx);
           release = streamingCalls.acquire(ctx.peerName);
-          await handler(incoming(call), ctx, send);
+          await handler(incoming(call, fast && { ...fast, send }), ctx, send);
         })().then(
           () => {
             release?.();
@@ -417,10 +426,12 @@ function methodHandler(
  */
 function incoming(
   call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  fast?: FastDecoding & { send: (reply: Uint8Array) => Promise<void> },
 ): AsyncIterable<unknown> {
   return {
     [Symbol.asyncIterator]: () => {
-      const it = call.iterator({ destroyOnReturn: false });
+      const items = call.iterator({ destroyOnReturn: false });
+      const it = fast ? fastItems(items, fast.fast, fast.decode, fast.send) : items;
       return {
         next: () =>
           it.next().then((r) => {

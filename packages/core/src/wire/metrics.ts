@@ -5,16 +5,19 @@
 // fed by the server adapter (wire/grpc.ts, which every service goes through) so no handler
 // carries metric code. Not a grpc-js interceptor: its ServerInterceptingCall wraps every call
 // in another layer of listeners and responders, which measured about 15 us per unary call here
-// (a tenth of a cache hit); the adapter's hook costs two increments and a clock read. Labels
+// (a tenth of a cache hit); the adapter's hook costs two increments and a clock read, and the
+// figures become metrics only when scraped (call-metrics.ts). Labels
 // name only the service, method, call type and status code of registered methods, so a caller
 // cannot invent label values. Servers add their own gauges and counters to
 // the same registry (collect callbacks that read their stats when scraped).
 import { createRequire } from "node:module";
-import { performance } from "node:perf_hooks";
 import { versions } from "node:process";
 import * as grpc from "@grpc/grpc-js";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { verifications } from "../domain/signing.js";
+import { type CallObservers, callMetrics, type MethodObserver } from "./call-metrics.js";
+
+export type { CallObservers, CallType, MethodObserver } from "./call-metrics.js";
 
 /** This build's version (the packages' version). */
 export const MIMI_VERSION: string = (
@@ -23,18 +26,6 @@ export const MIMI_VERSION: string = (
 
 /** Latency buckets in seconds, from a cache hit (sub-millisecond) to a deadline (10 s). */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
-/** The kind of a gRPC method, as the metrics label it. */
-export type CallType = "unary" | "client_stream" | "server_stream" | "bidi_stream";
-
-/** Counts one method's calls: `begin` when a call starts, `end` with its status code. */
-export interface MethodObserver {
-  begin(): number;
-  end(t0: number, code: number): void;
-}
-
-/** Makes the observer of each registered method (addService calls it once per method). */
-export type CallObservers = (path: string, type: CallType) => MethodObserver;
 
 /** A server's metrics: the registry to scrape and the observers that feed it. */
 export interface ServerMetrics {
@@ -61,51 +52,7 @@ export function createServerMetrics(role: string): ServerMetrics {
     "how",
     () => ({ computed: verifications.computed, remembered: verifications.remembered }),
   );
-  const labels = ["grpc_type", "grpc_service", "grpc_method"] as const;
-  const started = new Counter({
-    name: "grpc_server_started_total",
-    help: "RPCs started on the server.",
-    labelNames: labels,
-    registers: [registry],
-  });
-  const handled = new Counter({
-    name: "grpc_server_handled_total",
-    help: "RPCs completed on the server, by status code.",
-    labelNames: [...labels, "grpc_code"],
-    registers: [registry],
-  });
-  const seconds = new Histogram({
-    name: "grpc_server_handling_seconds",
-    help: "Time from the start of a unary RPC to its status (streams are not timed: their length is the caller's).",
-    labelNames: labels,
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
-
-  // Bound children per method (and code), made when the method is registered: a call costs
-  // two increments and one observation, not label hashing.
-  const observers: CallObservers = (path, type) => {
-    const [, service = "", method = ""] = path.split("/");
-    const l: [string, string, string] = [type, service, method];
-    const start = started.labels(...l);
-    const time = seconds.labels(...l);
-    const byCode = new Map<number, Counter.Internal>();
-    return {
-      begin() {
-        start.inc();
-        return performance.now();
-      },
-      end(t0, code) {
-        let h = byCode.get(code);
-        if (!h) {
-          h = handled.labels(...l, grpc.status[code] ?? String(code));
-          byCode.set(code, h);
-        }
-        h.inc();
-        if (type === "unary") time.observe((performance.now() - t0) / 1000);
-      },
-    };
-  };
+  const observers = callMetrics(registry, LATENCY_BUCKETS);
   return { registry, observers };
 }
 

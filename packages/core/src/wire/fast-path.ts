@@ -1,0 +1,112 @@
+// Request decoding for the server adapter (wire/grpc.ts), and its fast paths: a method may
+// answer some requests straight from their bytes (the resolver's cache hits), before protobuf-es
+// decodes them and before the adapter builds a call context, a promise chain and a typed reply.
+// A fast path sees only requests whose size its method takes; whatever it declines (returns
+// undefined) is decoded and handled as usual, so it can answer a subset of requests and nothing
+// else changes.
+
+import type { DescMessage, DescMethod } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { DiscoveryError } from "../domain/errors.js";
+
+/**
+ * Answers a request from its encoded bytes, or declines with undefined. It must answer exactly
+ * what the method's handler would, must not throw, and runs before any role check, so only
+ * services without `roles` or `authorize` may have one.
+ */
+export type FastPath = (request: Buffer) => Uint8Array | undefined;
+
+/**
+ * A request message that was not decoded: malformed (INVALID_ARGUMENT) or larger than its method
+ * takes (RESOURCE_EXHAUSTED, as gRPC reports oversized messages). The handler wrapper answers it.
+ */
+export class Malformed {
+  constructor(
+    readonly reason: string,
+    readonly tooLarge = false,
+  ) {}
+}
+
+/** The request, or the status naming what in its bytes is wrong. */
+export function wellFormed<T>(msg: T): T {
+  if (!(msg instanceof Malformed)) return msg;
+  if (msg.tooLarge) {
+    throw new DiscoveryError("resource_exhausted", msg.reason, { details: { reason: "REQUEST_TOO_LARGE" } });
+  }
+  throw new DiscoveryError("invalid_argument", `malformed request message: ${msg.reason}`, {
+    details: { reason: "MALFORMED_MESSAGE" },
+  });
+}
+
+/** The size check every request gets: the bytes, or Malformed when they are too many. */
+export function sizeChecked(method: DescMethod, maxBytes: number): (buf: Buffer) => Buffer | Malformed {
+  return (buf) =>
+    buf.length > maxBytes
+      ? new Malformed(
+          `the request message of ${buf.length} bytes is larger than ${maxBytes}, the most ${method.name} takes`,
+          true,
+        )
+      : buf;
+}
+
+/**
+ * The request decoder of a method: the message, or Malformed. (grpc-js answers a throwing
+ * deserializer with INTERNAL; bad bytes are the caller's fault.)
+ */
+export function decoder(method: DescMethod, maxBytes: number): (buf: Buffer) => unknown {
+  const checked = sizeChecked(method, maxBytes);
+  return (buf) => {
+    const b = checked(buf);
+    if (b instanceof Malformed) return b;
+    try {
+      return fromBinary(method.input as DescMessage, b);
+    } catch (err) {
+      return new Malformed((err as Error).message);
+    }
+  };
+}
+
+/** A unary handler that tries `fast` on the request's bytes first (the method's deserializer kept them). */
+export function fastUnary(
+  slow: grpc.handleUnaryCall<unknown, unknown>,
+  fast: FastPath,
+  decode: (buf: Buffer) => unknown,
+): grpc.handleUnaryCall<unknown, unknown> {
+  return (call, callback) => {
+    const req = call.request;
+    if (req instanceof Buffer) {
+      const out = fast(req);
+      if (out) {
+        callback(null, out);
+        return;
+      }
+      call.request = decode(req);
+    }
+    slow(call, callback);
+  };
+}
+
+/**
+ * The items of a streaming call for its handler: each raw item is offered to `fast` first, and
+ * what it answers is sent at once (waiting for the peer like any send); the rest are decoded.
+ */
+export function fastItems(
+  items: AsyncIterator<unknown>,
+  fast: FastPath,
+  decode: (buf: Buffer) => unknown,
+  send: (reply: Uint8Array) => Promise<void>,
+): AsyncIterator<unknown> {
+  return {
+    async next() {
+      for (;;) {
+        const r = await items.next();
+        if (r.done || !(r.value instanceof Buffer)) return r;
+        const out = fast(r.value);
+        if (!out) return { done: false, value: decode(r.value) };
+        await send(out);
+      }
+    },
+    return: (value?: unknown) => items.return?.(value) ?? Promise.resolve({ done: true, value }),
+  };
+}
