@@ -5,6 +5,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
 import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import { handEncodable, varintSize, writeAnswerWithoutTtl } from "./answer-encoding.js";
 import { answerToProto } from "./convert.js";
 
 /** Bytes that are already the wire form of a message of type M. */
@@ -20,6 +21,8 @@ export function encodeAnswerWithoutTtl(
   outcome: LookupOutcome,
   indexOf: (mspId: string) => number | undefined,
 ): Uint8Array {
+  // By hand (answer-encoding.ts), but for times no varint of ours takes (negative or past 2^53).
+  if (handEncodable(outcome)) return writeAnswerWithoutTtl(outcome, indexOf);
   return toBinary(AnswerSchema, create(AnswerSchema, answerToProto(outcome, DEFAULT_PARAMS, indexOf, 0)));
 }
 
@@ -48,16 +51,6 @@ export function encodeResolveResponse<M>(
     out[at++] = 1;
   }
   return out as Encoded<M>;
-}
-
-/** Bytes of a varint of `n` (0 <= n < 2^53). */
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
 }
 
 /** Writes `n` (0 <= n < 2^53) as a varint at `at`; returns the position after it. */

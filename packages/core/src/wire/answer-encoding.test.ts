@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { DEFAULT_PARAMS, type LookupOutcome, type Mapping } from "../domain/answer.js";
+import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import { handEncodable, writeAnswerWithoutTtl } from "./answer-encoding.js";
+import { answerToProto } from "./convert.js";
+
+const index: Record<string, number> = { "a.example": 0, "b.example": 9, "ü.example": 3 };
+const indexOf = (id: string) => index[id];
+const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill);
+const mapping = (over: Partial<Mapping>): Mapping => ({
+  mspId: "a.example",
+  ssi: "@x:a",
+  isDefault: true,
+  tags: ["Personal"],
+  createdAtMs: 1_700_000_000_000,
+  proofMethod: "sms-code",
+  expiresAtMs: 1_731_536_000_000,
+  signed: {
+    record: bytes(150, 1),
+    userSignature: bytes(64, 2),
+    mspSignature: bytes(64, 3),
+    dpSignature: bytes(64, 4),
+  },
+  ...over,
+});
+const seal = { statement: bytes(90, 7), signature: bytes(64, 8) };
+
+test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
+  const outcomes: LookupOutcome[] = [
+    {
+      kind: "answer",
+      dpId: "eu",
+      ttlSeconds: 300,
+      seal,
+      mappings: [mapping({}), mapping({ mspId: "b.example", isDefault: false, tags: [] })],
+    },
+    // Empty strings and tags, no signatures, zero times, an unknown MSP, non-ASCII text.
+    {
+      kind: "answer",
+      dpId: "",
+      ttlSeconds: 1,
+      mappings: [
+        mapping({
+          mspId: "",
+          ssi: "",
+          tags: ["", "Ärger", "😀"],
+          createdAtMs: 0,
+          expiresAtMs: 0,
+          proofMethod: "",
+        }),
+        mapping({
+          mspId: "ü.example",
+          ssi: "x".repeat(300),
+          signed: {
+            record: new Uint8Array(0),
+            userSignature: new Uint8Array(0),
+            mspSignature: bytes(64, 1),
+            dpSignature: bytes(64, 2),
+          },
+        }),
+        mapping({ mspId: "unknown.example", signed: undefined }),
+      ],
+    },
+    { kind: "answer", dpId: "us", ttlSeconds: 0, mappings: [] },
+    { kind: "not_found", dpId: "us", ttlSeconds: 60, seal },
+    { kind: "not_found", dpId: "", ttlSeconds: 60 },
+    {
+      kind: "opted_out",
+      dpId: "eu",
+      ttlSeconds: 120,
+      seal,
+      optOut: { statement: bytes(40, 5), userSignature: bytes(64, 6), mspSignature: bytes(64, 7) },
+    },
+    { kind: "opted_out", dpId: "eu", ttlSeconds: 120 },
+    {
+      kind: "answer",
+      dpId: "eu",
+      ttlSeconds: 3,
+      mappings: Array.from({ length: 40 }, (_, i) => mapping({ ssi: `s${i}`, createdAtMs: 2 ** 53 - 1 - i })),
+    },
+  ];
+  for (const [i, o] of outcomes.entries()) {
+    assert.ok(handEncodable(o));
+    const want = toBinary(AnswerSchema, create(AnswerSchema, answerToProto(o, DEFAULT_PARAMS, indexOf, 0)));
+    assert.deepEqual(Buffer.from(writeAnswerWithoutTtl(o, indexOf)), Buffer.from(want), `outcome ${i}`);
+  }
+});
+
+test("times the varint writer does not take are left to protobuf-es", () => {
+  for (const t of [-1, 2 ** 53, Number.NaN]) {
+    assert.equal(
+      handEncodable({ kind: "answer", dpId: "eu", ttlSeconds: 1, mappings: [mapping({ expiresAtMs: t })] }),
+      false,
+    );
+  }
+});

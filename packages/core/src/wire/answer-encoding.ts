@@ -1,0 +1,181 @@
+// The Answer message for default parameters (verbose, no filter) written by hand, without its
+// TTL: what the resolver caches per answer and sends on every hit, and sends once per miss.
+// protobuf-es builds it by reflection (create, then toBinary), about 90 us an answer of two
+// signed mappings here; this writes the same bytes in two passes (sizes, then one buffer of the
+// exact size). Fields go in field-number order and proto3 defaults are left out, as protobuf-es
+// writes them, so the bytes are identical (answer-encoding.test.ts compares them).
+import type { LookupOutcome, Mapping, MappingSignatures } from "../domain/answer.js";
+import { compactBits } from "../domain/answer.js";
+import { LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+
+// Field numbers of Answer, Mapping, MappingRecordSignatures, AnswerSeal and OptOutProof (common.proto).
+const LEN = 2;
+const VARINT = 0;
+const tag = (field: number, wire: number) => (field << 3) | wire;
+
+/** Whether every number of the answer is one the varint writer takes (0 <= n < 2^53). */
+export function handEncodable(outcome: LookupOutcome): boolean {
+  if (outcome.kind !== "answer") return true;
+  return outcome.mappings.every(
+    (m) =>
+      Number.isSafeInteger(m.createdAtMs) &&
+      m.createdAtMs >= 0 &&
+      Number.isSafeInteger(m.expiresAtMs) &&
+      m.expiresAtMs >= 0,
+  );
+}
+
+/** The Answer without ttl_seconds, as protobuf-es would encode it; numbers must be handEncodable. */
+export function writeAnswerWithoutTtl(
+  outcome: LookupOutcome,
+  indexOf: (mspId: string) => number | undefined,
+): Uint8Array {
+  const mappings = outcome.kind === "answer" ? outcome.mappings : [];
+  const status =
+    outcome.kind === "opted_out"
+      ? LookupStatus.OPTED_OUT
+      : mappings.length === 0
+        ? LookupStatus.NOT_FOUND
+        : LookupStatus.FOUND;
+  const bits = status === LookupStatus.FOUND ? compactBits(mappings, indexOf) : new Uint8Array(0);
+  const mappingSizes = mappings.map(mappingSize);
+  const seal = outcome.seal;
+  const optOut = outcome.kind === "opted_out" ? outcome.optOut : undefined;
+  const sealSize = seal ? bytesSize(seal.statement) + bytesSize(seal.signature) : 0;
+  const optOutSize = optOut
+    ? bytesSize(optOut.statement) + bytesSize(optOut.userSignature) + bytesSize(optOut.mspSignature)
+    : 0;
+  // Status is never UNSPECIFIED (0), so it is always written.
+  let size = 1 + varintSize(status);
+  for (const n of mappingSizes) size += 1 + varintSize(n) + n;
+  size += bytesSize(bits);
+  if (outcome.dpId) size += repeatedStringSize(outcome.dpId);
+  if (seal) size += 1 + varintSize(sealSize) + sealSize;
+  if (optOut) size += 1 + varintSize(optOutSize) + optOutSize;
+
+  const w = new Writer(size);
+  w.varintField(1, status);
+  mappings.forEach((m, i) => {
+    w.lengthPrefix(2, mappingSizes[i] as number);
+    writeMapping(w, m);
+  });
+  w.bytesField(3, bits);
+  if (outcome.dpId) w.stringField(5, outcome.dpId, true);
+  if (seal) {
+    w.lengthPrefix(6, sealSize);
+    w.bytesField(1, seal.statement);
+    w.bytesField(2, seal.signature);
+  }
+  if (optOut) {
+    w.lengthPrefix(7, optOutSize);
+    w.bytesField(1, optOut.statement);
+    w.bytesField(2, optOut.userSignature);
+    w.bytesField(3, optOut.mspSignature);
+  }
+  return w.done();
+}
+
+function mappingSize(m: Mapping): number {
+  let n = stringSize(m.mspId) + stringSize(m.ssi) + (m.isDefault ? 2 : 0);
+  for (const t of m.tags) n += repeatedStringSize(t);
+  n += m.createdAtMs !== 0 ? 1 + varintSize(m.createdAtMs) : 0;
+  n += stringSize(m.proofMethod);
+  n += m.expiresAtMs !== 0 ? 1 + varintSize(m.expiresAtMs) : 0;
+  if (m.signed) {
+    const s = signedSize(m.signed);
+    n += 1 + varintSize(s) + s;
+  }
+  return n;
+}
+
+function signedSize(s: MappingSignatures): number {
+  return (
+    bytesSize(s.record) + bytesSize(s.userSignature) + bytesSize(s.mspSignature) + bytesSize(s.dpSignature)
+  );
+}
+
+function writeMapping(w: Writer, m: Mapping): void {
+  w.stringField(1, m.mspId);
+  w.stringField(2, m.ssi);
+  if (m.isDefault) w.varintField(3, 1);
+  for (const t of m.tags) w.stringField(4, t, true);
+  if (m.createdAtMs !== 0) w.varintField(5, m.createdAtMs);
+  w.stringField(6, m.proofMethod);
+  if (m.expiresAtMs !== 0) w.varintField(7, m.expiresAtMs);
+  const s = m.signed;
+  if (s) {
+    w.lengthPrefix(8, signedSize(s));
+    w.bytesField(1, s.record);
+    w.bytesField(2, s.userSignature);
+    w.bytesField(3, s.mspSignature);
+    w.bytesField(4, s.dpSignature);
+  }
+}
+
+/** Bytes of a varint of `n` (0 <= n < 2^53). */
+export function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    size++;
+  }
+  return size;
+}
+
+const bytesSize = (b: Uint8Array) => (b.length ? 1 + varintSize(b.length) + b.length : 0);
+const stringSize = (s: string) => (s ? repeatedStringSize(s) : 0);
+/** An element of a repeated string, written even when empty. */
+const repeatedStringSize = (s: string) => {
+  const n = Buffer.byteLength(s, "utf8");
+  return 1 + varintSize(n) + n;
+};
+
+/** Writes fields (numbers below 16, so one-byte tags) into a buffer of the size computed first. */
+class Writer {
+  private readonly out: Buffer;
+  private at = 0;
+
+  constructor(size: number) {
+    // Not from Buffer's shared pool: a cached answer must not keep a pool slab alive.
+    this.out = Buffer.from(new ArrayBuffer(size));
+  }
+
+  varint(n: number): void {
+    while (n >= 0x80) {
+      this.out[this.at++] = (n % 128) | 0x80;
+      n = Math.floor(n / 128);
+    }
+    this.out[this.at++] = n;
+  }
+
+  varintField(field: number, n: number): void {
+    this.out[this.at++] = tag(field, VARINT);
+    this.varint(n);
+  }
+
+  lengthPrefix(field: number, length: number): void {
+    this.out[this.at++] = tag(field, LEN);
+    this.varint(length);
+  }
+
+  bytesField(field: number, b: Uint8Array): void {
+    if (b.length === 0) return;
+    this.lengthPrefix(field, b.length);
+    this.out.set(b, this.at);
+    this.at += b.length;
+  }
+
+  /** A string field; `always` for elements of repeated fields, written even when empty. */
+  stringField(field: number, s: string, always = false): void {
+    if (!s && !always) return;
+    const n = Buffer.byteLength(s, "utf8");
+    this.lengthPrefix(field, n);
+    this.at += this.out.write(s, this.at, "utf8");
+  }
+
+  done(): Uint8Array {
+    if (this.at !== this.out.length)
+      throw new Error(`answer encoding wrote ${this.at} of ${this.out.length} bytes`);
+    return new Uint8Array(this.out.buffer, 0, this.at);
+  }
+}
