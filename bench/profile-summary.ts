@@ -1,7 +1,8 @@
 // Summarizes V8 CPU profiles (.cpuprofile, from node --cpu-prof): the functions with the
 // most self time, self time by package, and the total (inclusive) time of this project's
 // functions, so an optimisation starts from evidence. `--window a:b` keeps the samples from a
-// to b seconds after the profile started (e.g. one scenario of a bench run).
+// to b seconds after the profile started (e.g. one scenario of a bench run); a negative bound
+// counts back from its end.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -39,11 +40,14 @@ function summarize(file: string, top: number, window: [number, number]): void {
   const parent = new Map<number, number>();
   for (const n of prof.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const self = new Map<number, number>();
+  // A negative bound counts back from the end of the profile.
+  const length = prof.timeDeltas.reduce((a, b) => a + b, 0) / 1e6;
+  const [from, to] = window.map((b) => (b < 0 ? length + b : b)) as [number, number];
   let at = 0;
   for (const [i, id] of prof.samples.entries()) {
     const dt = prof.timeDeltas[i] ?? 0;
     at += dt;
-    if (at < window[0] * 1e6 || at > window[1] * 1e6) continue;
+    if (at < from * 1e6 || at > to * 1e6) continue;
     self.set(id, (self.get(id) ?? 0) + dt);
   }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
@@ -77,7 +81,7 @@ function summarize(file: string, top: number, window: [number, number]): void {
     const seen = new Set<string>();
     for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
       const f = byId.get(n)?.callFrame;
-      if (f && f.url.includes("/packages/") && !seen.has(label(f))) seen.add(label(f));
+      if (f?.url.includes("/packages/") && !seen.has(label(f))) seen.add(label(f));
     }
     for (const k of seen) inclusive.set(k, (inclusive.get(k) ?? 0) + us);
   }

@@ -1,5 +1,6 @@
 // Who a resolver lookup is made for, and what it records when the caller asked to explain it.
-import type { LookupKey, LookupOutcome } from "@mimi/core";
+import type { LookupOutcome } from "@mimi/core";
+import type { CachedAnswer } from "./cached-answer.js";
 
 /** Who a lookup that reaches a DP is made for. */
 export interface MissCaller {
@@ -41,17 +42,11 @@ export interface ExplainTrace extends LookupTrace {
   ttlSeconds?: number;
 }
 
-/** What the cache holds per CSI: the outcome and the key it was delegated by. */
-export interface CachedAnswer {
-  readonly outcome: LookupOutcome;
-  readonly key: LookupKey;
-  /** Re-stored after a failed refresh; served as stale until it expires (RFC 8767). */
-  readonly stale?: boolean;
-}
-
 /** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
 export interface Resolution {
   readonly outcome: LookupOutcome;
+  /** The cache entry it was answered from or stored as, whose encoding a response reuses. */
+  readonly answer?: CachedAnswer;
   readonly ttlSeconds: number;
   readonly stale: boolean;
   readonly source: "cache" | "upstream" | "stale";

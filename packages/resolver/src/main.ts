@@ -67,7 +67,7 @@ runServer<ResolverConfig>(process, {
       ...config.cache,
       now: clock,
       indexKey: answerIndex(changeKeys),
-      kindOf: (v) => (v.outcome.kind === "answer" ? "positive" : "negative"),
+      kindOf: (v) => (v.kind === "answer" ? "positive" : "negative"),
     });
     const keys = registryKeys(sync.view);
     const upstream = createUpstream({

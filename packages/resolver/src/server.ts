@@ -19,7 +19,6 @@ import {
   encodeResolveStreamItem,
   itemError,
   type Logger,
-  type LookupOutcome,
   paramsFromProto,
   parseCsi,
   pb,
@@ -96,20 +95,11 @@ export function bindResolverServer(
   const { log, registry, enumeration } = opts;
   const indexOf = (mspId: string) => registry.msp(mspId)?.index;
 
-  // Cache hits with default parameters (most lookups) reuse the answer's encoding: one per
-  // cached outcome, redone when the registry (MSP indexes) changes. Outcomes are frozen
-  // and shared by the cache, so a WeakMap ties the encoding's life to the cache entry's.
-  // The first (upstream) answer is encoded without keeping it: most CSIs of an address book
-  // are asked once a day, and a kept encoding costs a typed array per entry.
-  const encodings = new WeakMap<LookupOutcome, { serial: bigint; bytes: Uint8Array }>();
-  const encodedAnswer = (outcome: LookupOutcome) => {
-    let e = encodings.get(outcome);
-    if (!e || e.serial !== registry.serial) {
-      e = { serial: registry.serial, bytes: encodeAnswerWithoutTtl(outcome, indexOf) };
-      encodings.set(outcome, e);
-    }
-    return e.bytes;
-  };
+  // A response reuses the encoding of the cache entry it came from or was stored as
+  // (redone there when the registry's MSP indexes change); only an answer that was not cached
+  // (its TTL was 0) is encoded for the one response.
+  const encodedAnswer = (r: Resolution) =>
+    r.answer ? r.answer.encoded(registry.serial, indexOf) : encodeAnswerWithoutTtl(r.outcome, indexOf);
 
   // Cache hits asked with default parameters are answered from the request's bytes (core
   // wire/fast-path.ts): no decoding, no call context, no promise. The cache holds canonical URIs
@@ -118,10 +108,7 @@ export function bindResolverServer(
   const hitResponse = (csi: string): Uint8Array | undefined => {
     if (log.isLevelEnabled("debug")) return undefined;
     const r = service.cached(csi);
-    if (!r) return undefined;
-    const answer =
-      r.source === "cache" ? encodedAnswer(r.outcome) : encodeAnswerWithoutTtl(r.outcome, indexOf);
-    return encodeResolveResponse(answer, r.ttlSeconds, r.stale);
+    return r && encodeResolveResponse(encodedAnswer(r), r.ttlSeconds, r.stale);
   };
   const fast = {
     resolve: (bytes: Uint8Array) => {
@@ -219,9 +206,7 @@ export function bindResolverServer(
       );
     }
     if (params === DEFAULT_PARAMS) {
-      const answer =
-        r.source === "cache" ? encodedAnswer(r.outcome) : encodeAnswerWithoutTtl(r.outcome, indexOf);
-      return encodeResolveResponse<pb.ResolveResponse>(answer, r.ttlSeconds, r.stale);
+      return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r), r.ttlSeconds, r.stale);
     }
     return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
   };

@@ -23,8 +23,8 @@ import {
   type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
+import { CachedAnswer } from "./cached-answer.js";
 import {
-  type CachedAnswer,
   type LookupTrace,
   type MissCaller,
   OWN,
@@ -33,7 +33,8 @@ import {
 } from "./lookup-context.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
-export type { CachedAnswer, MissCaller, Resolution, ResolverStats } from "./lookup-context.js";
+export { CachedAnswer } from "./cached-answer.js";
+export type { MissCaller, Resolution, ResolverStats } from "./lookup-context.js";
 
 /** What an operator's flush drops. */
 export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "all";
@@ -114,8 +115,8 @@ export interface ResolverServiceOptions {
 /** The cache's second key of an answer: its DP and the CSI's change hash under that DP's key. */
 export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
   return (uri: string, v: CachedAnswer): string | undefined => {
-    const key = changeKeys.get(v.outcome.dpId);
-    return key ? `${v.outcome.dpId}/${changeHashHex(key, uri)}` : undefined;
+    const key = changeKeys.get(v.dpId);
+    return key ? `${v.dpId}/${changeHashHex(key, uri)}` : undefined;
   };
 }
 
@@ -164,19 +165,25 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
   // An answer is never cached past its seal: once the seal expires it no longer verifies anywhere.
   const sealLeftSeconds = (sealed: SealStatement | undefined) =>
     sealed ? Math.floor((sealed.expiresAtMs - o.now()) / 1000) : Number.POSITIVE_INFINITY;
+  // MSP indexes for the compact bits of cached answers' encodings.
+  const encodingRegistry = {
+    get serial() {
+      return o.registry.serial;
+    },
+    indexOf: (mspId: string) => o.registry.msp(mspId)?.index,
+  };
+  /** Caches `outcome`; returns the TTL it got and the entry (undefined when not cached). */
   const store = (
     csi: Csi,
     outcome: LookupOutcome,
     ttlSeconds: number,
     sealed: SealStatement | undefined,
     stale = false,
-  ) =>
-    o.cache.set(
-      csi.uri,
-      Object.freeze({ outcome, key: csi.key, ...(stale ? { stale } : {}) }),
-      ttlSeconds,
-      sealLeftSeconds(sealed),
-    );
+  ): { ttl: number; answer?: CachedAnswer } => {
+    const answer = new CachedAnswer(outcome, csi.key, stale, encodingRegistry);
+    const ttl = o.cache.set(csi.uri, answer, ttlSeconds, sealLeftSeconds(sealed));
+    return ttl > 0 ? { ttl, answer } : { ttl };
+  };
 
   const walk = async (
     csi: Csi,
@@ -195,8 +202,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         dpId: "",
         ttlSeconds: o.negativeMaxTtlSeconds,
       });
-      const ttl = store(csi, outcome, o.negativeMaxTtlSeconds, undefined);
-      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
+      const { ttl, answer } = store(csi, outcome, o.negativeMaxTtlSeconds, undefined);
+      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", ...(answer && { answer }) };
     }
     const dp = o.registry.dp(delegation.dpId);
     if (!dp) {
@@ -242,8 +249,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         outcome.kind !== "answer"
           ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
           : outcome.ttlSeconds;
-      const ttl = store(csi, outcome, wanted, sealed);
-      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream" };
+      const { ttl, answer } = store(csi, outcome, wanted, sealed);
+      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", ...(answer && { answer }) };
     } catch (err) {
       stats.upstreamFailures++;
       // A failed prefetch leaves the fresh entry as it is. A refusal (a budget, a DP's limit, no
@@ -254,15 +261,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       const stale = o.cache.getStale(csi.uri);
       // Only an answer from the DP that holds the range today may be served stale, and only
       // while it still verifies against today's registry (keys rotate, records and seals expire).
-      const verified = stale && stale.outcome.dpId === dp.id ? verifiedNow(csi, stale.outcome) : false;
-      if (stale && verified !== false) {
+      const staleOutcome = stale && stale.dpId === dp.id ? stale.outcome : undefined;
+      const verified = staleOutcome ? verifiedNow(csi, staleOutcome) : false;
+      if (staleOutcome && verified !== false) {
         stats.stale++;
         log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
         // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
         // failed DP again for every request (each attempt costs a full upstream timeout).
-        const ttl = store(csi, stale.outcome, o.staleAnswerTtlSeconds, verified, true);
+        const { ttl } = store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true);
         if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
-        return { outcome: stale.outcome, ttlSeconds: ttl, stale: true, source: "stale" };
+        return { outcome: staleOutcome, ttlSeconds: ttl, stale: true, source: "stale" };
       }
       throw err;
     }
@@ -307,10 +315,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     if (dps.size === 0 && msps.size === 0) return;
     const n = o.cache.prune(
       (_uri, v) =>
-        dps.has(v.outcome.dpId) ||
-        (v.outcome.kind === "answer" && v.outcome.mappings.some((m) => msps.has(m.mspId))) ||
+        dps.has(v.dpId) ||
+        v.mspIds.some((m) => msps.has(m)) ||
         // An opt-out's proof carries an MSP's signature; opt-outs are few, so all of them go.
-        (v.outcome.kind === "opted_out" && msps.size > 0),
+        (v.kind === "opted_out" && msps.size > 0),
     );
     stats.evictedByRegistry += n;
     log.info(
@@ -333,7 +341,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       scopes = [];
       scheduled = false;
       const inScope = taken === "all" ? () => true : (k: LookupKey) => taken.some((f) => f(k));
-      const n = o.cache.prune((_uri, v) => inScope(v.key) && delegatedDp(v.key) !== v.outcome.dpId);
+      const n = o.cache.prune((_uri, v) => inScope(v.key) && delegatedDp(v.key) !== v.dpId);
       stats.evictedByRegistry += n;
       if (n > 0) log.info({ evicted: n }, "cached answers evicted after registry change");
     });
@@ -366,12 +374,12 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     const hit = o.cache.get(uri);
     if (!hit) return undefined;
     stats.hits++;
-    if (trace) trace.cache = hit.value.stale === true ? "stale" : "hit";
+    if (trace) trace.cache = hit.value.stale ? "stale" : "hit";
     if (
       minHits > 0 &&
       hit.hits >= minHits &&
       hit.remainingMs <= hit.ttlMs * remainingFraction &&
-      hit.value.stale !== true &&
+      !hit.value.stale &&
       !inflight.has(uri)
     ) {
       // Refreshed in the background; this query is answered from the cache at once.
@@ -382,11 +390,17 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         log.debug({ csi: csiHash(uri), err: err.message }, "prefetch failed");
       });
     }
+    const answer = hit.value;
+    // The outcome is rebuilt only if asked for: a hit with default parameters sends the
+    // answer's encoding and never reads it.
     return {
-      outcome: hit.value.outcome,
+      get outcome() {
+        return answer.outcome;
+      },
+      answer,
       ttlSeconds: hit.remainingTtlSeconds,
-      stale: hit.value.stale === true,
-      source: hit.value.stale === true ? "stale" : "cache",
+      stale: answer.stale,
+      source: answer.stale ? "stale" : "cache",
     };
   };
 
@@ -421,11 +435,11 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       const held = o.changeKeys.get(dpId);
       if (held && Buffer.from(held).equals(key)) return false;
       o.changeKeys.set(dpId, new Uint8Array(key));
-      if (held) o.cache.prune((_uri, v) => v.outcome.dpId === dpId);
+      if (held) o.cache.prune((_uri, v) => v.dpId === dpId);
       return true;
     },
     resync(dpId, counted) {
-      const n = o.cache.prune((_uri, v) => v.outcome.dpId === dpId);
+      const n = o.cache.prune((_uri, v) => v.dpId === dpId);
       if (counted) {
         stats.resyncs++;
         log.warn(
@@ -445,7 +459,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       } else if ("csi" in scope) {
         n = o.cache.delete(scope.csi.uri) ? 1 : 0;
       } else {
-        n = o.cache.prune((_uri, v) => v.outcome.dpId === scope.dpId);
+        n = o.cache.prune((_uri, v) => v.dpId === scope.dpId);
       }
       stats.flushed += n;
       return n;

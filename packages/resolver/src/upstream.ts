@@ -10,15 +10,12 @@ import {
   type ChannelPool,
   DiscoveryError,
   type DpInfo,
-  kindOfStatus,
   type Logger,
   type LookupOutcome,
-  mappingFromProto,
-  type pb,
-  sealPartsFromProto,
   statusName,
 } from "@mimi/core";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
+import { outcomeFromAnswer } from "./cached-answer.js";
 import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
@@ -108,7 +105,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       try {
         const answer = await muxFor(dp, endpoint).lookup(csi, rateContext);
         preferred.set(dp.id, endpoint);
-        return outcomeOf(dp.id, answer);
+        return outcomeFromAnswer(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
         if (e.remoteStatus === status.RESOURCE_EXHAUSTED) throw dpRefusal(dp.id, e);
@@ -222,47 +219,4 @@ export function isCallerRefusal(err: unknown): err is DiscoveryError {
     err.remoteStatus === status.RESOURCE_EXHAUSTED &&
     CALLER_REASONS.has(err.details?.reason ?? "")
   );
-}
-
-function outcomeOf(dpId: string, answer: pb.Answer | undefined): LookupOutcome {
-  const kind = answer && kindOfStatus(answer.status);
-  if (!answer || !kind)
-    throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
-  // The seal and opt-out proof are kept as received, for verification and for our own answers.
-  const { seal, optOut } = sealPartsFromProto(answer);
-  const sealed = seal ? { seal: Object.freeze(seal) } : {};
-  const ttlSeconds = answer.ttlSeconds;
-  if (kind === "answer") {
-    const mappings = Object.freeze(answer.mappings.map(frozenMapping));
-    return Object.freeze({ kind, mappings, dpId, ttlSeconds, ...sealed });
-  }
-  if (kind === "opted_out") {
-    return Object.freeze({
-      kind,
-      dpId,
-      ttlSeconds,
-      ...sealed,
-      ...(optOut && { optOut: Object.freeze(optOut) }),
-    });
-  }
-  return Object.freeze({ kind, dpId, ttlSeconds, ...sealed });
-}
-
-// Cached answers hold many copies of few strings (MSP ids, common tags); sharing one copy
-// each keeps a cached answer small. Bounded, since ids come from the DPs.
-const INTERNED = new Map<string, string>();
-const MAX_INTERNED = 100_000;
-const NO_TAGS: readonly string[] = Object.freeze([]);
-
-function intern(s: string): string {
-  const known = INTERNED.get(s);
-  if (known !== undefined) return known;
-  if (INTERNED.size < MAX_INTERNED) INTERNED.set(s, s);
-  return s;
-}
-
-function frozenMapping(m: pb.Mapping) {
-  const x = mappingFromProto(m);
-  const tags = x.tags.length === 0 ? NO_TAGS : Object.freeze(x.tags.map(intern));
-  return Object.freeze({ ...x, mspId: intern(x.mspId), tags });
 }

@@ -1,0 +1,124 @@
+// What the resolver's cache holds per CSI, and how a DP's answer becomes a domain outcome.
+//
+// A cached answer is kept as the bytes a cache hit sends (the Answer for default parameters,
+// without its TTL, core wire/answer-encoding.ts) plus the few fields the cache's own work reads:
+// the DP, the kind, the MSPs (for evictions when a signing key changes) and the delegation key.
+// The outcome's object graph (mappings, strings, a typed-array view per signature, each view
+// pinning the whole stream buffer it was decoded from) is rebuilt from the bytes only where it
+// is needed: other query parameters, explain, re-checking an answer before serving it stale,
+// and a new encoding when the registry's MSP indexes (compact bits) change.
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  DiscoveryError,
+  encodeAnswerWithoutTtl,
+  kindOfStatus,
+  type LookupKey,
+  type LookupOutcome,
+  mappingFromProto,
+  type OutcomeKind,
+  pb,
+  sealPartsFromProto,
+} from "@mimi/core";
+
+/** An MSP's index in the registry (for compact bits); undefined for an MSP it does not list. */
+export type IndexOf = (mspId: string) => number | undefined;
+
+const NO_MSPS: readonly string[] = Object.freeze([]);
+
+/** One cached answer. Frozen; only its encoding is redone, when the registry's serial moves. */
+export class CachedAnswer {
+  readonly dpId: string;
+  readonly kind: OutcomeKind;
+  /** The MSPs of its mappings (interned). */
+  readonly mspIds: readonly string[];
+  /** The TTL the DP gave (the cache keeps the entry's own). */
+  readonly ttlSeconds: number;
+  #bytes: Uint8Array;
+  #serial: bigint;
+
+  constructor(
+    outcome: LookupOutcome,
+    /** The key the CSI was delegated by. */
+    readonly key: LookupKey,
+    /** Re-stored after a failed refresh; served as stale until it expires (RFC 8767). */
+    readonly stale: boolean,
+    registry: { readonly serial: bigint; readonly indexOf: IndexOf },
+  ) {
+    this.dpId = intern(outcome.dpId);
+    this.kind = outcome.kind;
+    this.mspIds =
+      outcome.kind === "answer" && outcome.mappings.length > 0
+        ? Object.freeze(outcome.mappings.map((m) => intern(m.mspId)))
+        : NO_MSPS;
+    this.ttlSeconds = outcome.ttlSeconds;
+    this.#bytes = encodeAnswerWithoutTtl(outcome, registry.indexOf);
+    this.#serial = registry.serial;
+    Object.freeze(this);
+  }
+
+  /** The Answer for default parameters without its TTL, for the registry at `serial`. */
+  encoded(serial: bigint, indexOf: IndexOf): Uint8Array {
+    if (serial !== this.#serial) {
+      this.#bytes = encodeAnswerWithoutTtl(this.outcome, indexOf);
+      this.#serial = serial;
+    }
+    return this.#bytes;
+  }
+
+  /** The outcome, rebuilt from the bytes (a new object each time; equal to the one stored). */
+  get outcome(): LookupOutcome {
+    const o = outcomeFromAnswer(this.dpId, fromBinary(pb.AnswerSchema, this.#bytes), this.kind);
+    return Object.freeze({ ...o, ttlSeconds: this.ttlSeconds });
+  }
+}
+
+/**
+ * A DP's answer as a domain outcome (frozen). `kind` overrides the status for answers the cache
+ * rebuilds (an answer of no mappings is written NOT_FOUND on the wire, like every empty one).
+ */
+export function outcomeFromAnswer(
+  dpId: string,
+  answer: pb.Answer | undefined,
+  kind?: OutcomeKind,
+): LookupOutcome {
+  kind ??= answer && kindOfStatus(answer.status);
+  if (!answer || !kind)
+    throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
+  // The seal and opt-out proof are kept as received, for verification and for our own answers.
+  const { seal, optOut } = sealPartsFromProto(answer);
+  const sealed = seal ? { seal: Object.freeze(seal) } : {};
+  const ttlSeconds = answer.ttlSeconds;
+  if (kind === "answer") {
+    const mappings = Object.freeze(answer.mappings.map(frozenMapping));
+    return Object.freeze({ kind, mappings, dpId, ttlSeconds, ...sealed });
+  }
+  if (kind === "opted_out") {
+    return Object.freeze({
+      kind,
+      dpId,
+      ttlSeconds,
+      ...sealed,
+      ...(optOut && { optOut: Object.freeze(optOut) }),
+    });
+  }
+  return Object.freeze({ kind, dpId, ttlSeconds, ...sealed });
+}
+
+// Cached answers hold many copies of few strings (MSP ids, common tags); sharing one copy
+// each keeps a cached answer small. Bounded, since ids come from the DPs.
+const INTERNED = new Map<string, string>();
+const MAX_INTERNED = 100_000;
+const NO_TAGS: readonly string[] = Object.freeze([]);
+
+function intern(s: string): string {
+  const known = INTERNED.get(s);
+  if (known !== undefined) return known;
+  if (INTERNED.size < MAX_INTERNED) INTERNED.set(s, s);
+  return s;
+}
+
+function frozenMapping(m: pb.Mapping) {
+  const x = mappingFromProto(m);
+  const tags = x.tags.length === 0 ? NO_TAGS : Object.freeze(x.tags.map(intern));
+  return Object.freeze({ ...x, mspId: intern(x.mspId), tags });
+}
