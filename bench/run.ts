@@ -50,7 +50,7 @@ async function main(o: Options): Promise<void> {
   };
   log(`machine: ${machine.cores} x ${machine.cpuModel}, ${machine.memoryGb} GiB, node ${machine.node}`);
   const netDir = join(o.dataDir, `net-${o.mappings}`);
-  const genSeconds = ensureGenerated(netDir, o.mappings, log);
+  const genSeconds = await ensureGenerated(netDir, o.mappings, log);
   log(
     genSeconds > 0
       ? `generated ${o.mappings} mappings in ${genSeconds.toFixed(1)} s`
