@@ -8,9 +8,13 @@ import {
   type CallContext,
   changeHash,
   csiHash,
+  DEFAULT_PARAMS,
   DiscoveryError,
   delegationToProto,
   detectionToProto,
+  encodeAnswerWithoutTtl,
+  encodeLookupResponse,
+  encodeLookupStreamItem,
   itemError,
   type Logger,
   MAX_METHOD_REQUEST_BYTES,
@@ -79,7 +83,17 @@ export function bindAuthoritativeServer(
     if (log.isLevelEnabled("debug")) {
       log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
     }
-    return { answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds) };
+    // Default parameters (what resolvers ask) get the answer written by hand (core
+    // wire/answer-encoding.ts), the same bytes protobuf-es would write, at a third of the cost.
+    if (params === DEFAULT_PARAMS) {
+      return encodeLookupResponse<pb.LookupResponse>(
+        encodeAnswerWithoutTtl(outcome, service.mspIndex),
+        outcome.ttlSeconds,
+      );
+    }
+    return create(pb.LookupResponseSchema, {
+      answer: answerToProto(outcome, params, service.mspIndex, outcome.ttlSeconds),
+    });
   };
   addService(
     server,
@@ -95,16 +109,18 @@ export function bindAuthoritativeServer(
         // Lookups are synchronous reads of the store, so items are answered in order; send()
         // waits when the resolver stops reading, which stops this loop reading requests.
         for await (const req of reqs) {
-          let reply: pb.LookupStreamResponse["result"];
+          let reply: pb.LookupStreamResponse["result"] | Uint8Array;
           try {
-            reply = {
-              case: "response",
-              value: create(pb.LookupResponseSchema, lookupOne(req.csi, req.options, req.rateContext, ctx)),
-            };
+            const response = lookupOne(req.csi, req.options, req.rateContext, ctx);
+            reply = response instanceof Uint8Array ? response : { case: "response", value: response };
           } catch (err) {
             reply = { case: "error", value: create(pb.ItemErrorSchema, itemError(err, log, ctx.method)) };
           }
-          await send({ requestId: req.requestId, result: reply });
+          await send(
+            reply instanceof Uint8Array
+              ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, reply)
+              : { requestId: req.requestId, result: reply },
+          );
         }
       },
       async watchChanges(req, ctx, send) {

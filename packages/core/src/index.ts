@@ -199,6 +199,8 @@ export {
 export {
   type Encoded,
   encodeAnswerWithoutTtl,
+  encodeLookupResponse,
+  encodeLookupStreamItem,
   encodeResolveResponse,
   encodeResolveStreamItem,
   readSimpleRequest,

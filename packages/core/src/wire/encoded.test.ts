@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
+import {
+  LookupResponseSchema,
+  LookupStreamResponseSchema,
+} from "../gen/generated/mimi/discovery/v1/authoritative_pb.js";
 import { AnswerFormat, AnswerSchema, LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import {
   ResolveRequestSchema,
@@ -12,6 +16,8 @@ import {
 import { answerToProto } from "./convert.js";
 import {
   encodeAnswerWithoutTtl,
+  encodeLookupResponse,
+  encodeLookupStreamItem,
   encodeResolveResponse,
   encodeResolveStreamItem,
   readSimpleRequest,
@@ -200,4 +206,17 @@ test("the simple-request reader takes exactly the requests that hold a CSI and a
   // Not UTF-8 decoding: a non-ASCII CSI reads as other characters, which no canonical key has.
   const utf8 = toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi: "tel:+44\u00e9" }));
   assert.notEqual(readSimpleRequest(Buffer.from(utf8), 1)?.csi, "tel:+44\u00e9");
+});
+
+test("a DP's pre-encoded answers decode as the LookupResponse and stream item built field by field", () => {
+  for (const o of outcomes) {
+    const bytes = encodeLookupResponse<unknown>(encodeAnswerWithoutTtl(o, indexOf), o.ttlSeconds);
+    const built = create(LookupResponseSchema, {
+      answer: answerToProto(o, DEFAULT_PARAMS, indexOf, o.ttlSeconds),
+    });
+    assert.deepEqual(fromBinary(LookupResponseSchema, bytes), built);
+    const item = fromBinary(LookupStreamResponseSchema, encodeLookupStreamItem<unknown>(42n, bytes));
+    assert.equal(item.requestId, 42n);
+    assert.deepEqual(item.result, { case: "response", value: built });
+  }
 });

@@ -145,3 +145,16 @@ export function readSimpleRequest(
     bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { id, csi: buffer.toString("latin1", at, at + length) };
 }
+
+/**
+ * A LookupResponse (a DP's answer to a resolver) from an answer encoded without TTL: the same
+ * layout as a ResolveResponse that is not stale (the Answer is field 1 of both).
+ */
+export function encodeLookupResponse<M>(answerWithoutTtl: Uint8Array, ttlSeconds: number): Encoded<M> {
+  return encodeResolveResponse<M>(answerWithoutTtl, ttlSeconds, false);
+}
+
+/** A LookupStreamResponse carrying an encoded LookupResponse: ResolveStreamResponse's layout. */
+export function encodeLookupStreamItem<M>(requestId: bigint, lookupResponse: Uint8Array): Encoded<M> {
+  return encodeResolveStreamItem<M>(requestId, lookupResponse);
+}
