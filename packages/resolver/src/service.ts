@@ -268,9 +268,15 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
         // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
         // failed DP again for every request (each attempt costs a full upstream timeout).
-        const { ttl } = store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true);
+        const { ttl, answer } = store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true);
         if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
-        return { outcome: staleOutcome, ttlSeconds: ttl, stale: true, source: "stale" };
+        return {
+          outcome: staleOutcome,
+          ttlSeconds: ttl,
+          stale: true,
+          source: "stale",
+          ...(answer && { answer }),
+        };
       }
       throw err;
     }

@@ -203,9 +203,14 @@ test("the simple-request reader takes exactly the requests that hold a CSI and a
       Buffer.from(bytes).toString("hex").slice(0, 40),
     );
   }
-  // Not UTF-8 decoding: a non-ASCII CSI reads as other characters, which no canonical key has.
-  const utf8 = toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi: "tel:+44\u00e9" }));
-  assert.notEqual(readSimpleRequest(Buffer.from(utf8), 1)?.csi, "tel:+44\u00e9");
+  // Non-ASCII CSIs take the full decoder: UTF-8 read one byte to a character could spell another
+  // canonical CSI (U+0861 is E0 A1 A1, which reads "\u00e0\u00a1\u00a1"), and bytes that are
+  // not UTF-8 must get the full decoder's INVALID_ARGUMENT.
+  for (const csi of ["mailto:\u0861@x.org", "tel:+44\u00e9"]) {
+    const bytes = toBinary(ResolveRequestSchema, create(ResolveRequestSchema, { csi }));
+    assert.equal(readSimpleRequest(Buffer.from(bytes), 1), undefined, csi);
+  }
+  assert.equal(readSimpleRequest(Buffer.from([0x0a, 0x03, 0x61, 0xff, 0x62]), 1), undefined);
 });
 
 test("a DP's pre-encoded answers decode as the LookupResponse and stream item built field by field", () => {

@@ -98,7 +98,7 @@ export function encodeResolveStreamItem<M>(
 export interface SimpleRequest {
   /** The request id (0 when absent). */
   readonly id: number;
-  /** The CSI text, read as Latin-1: canonical CSIs are ASCII, so anything else misses the cache. */
+  /** The CSI text (ASCII only: other CSIs take the full decoder). */
   readonly csi: string;
 }
 
@@ -109,7 +109,7 @@ const MAX_SIMPLE_CSI_BYTES = 512;
  * Reads a request that holds only a CSI string (field `csiField`) and, when `idField` is given,
  * before it an optional request id below 2^53 (varint field `idField`): ResolveRequest and
  * ResolveStreamRequest as clients send them for default parameters. Anything else (options,
- * explain, unknown fields, other field orders, a long CSI) gives undefined, and the request
+ * explain, unknown fields, other field orders, a long or non-ASCII CSI) gives undefined, and the request
  * takes the full decoder; so this reader only ever answers requests whose decoded form has
  * default values in every other field.
  */
@@ -141,6 +141,10 @@ export function readSimpleRequest(
     length = (length & 0x7f) + high * 128;
   }
   if (length > MAX_SIMPLE_CSI_BYTES || at + length !== bytes.length) return undefined;
+  // ASCII only: bytes read one to a character then mean what UTF-8 means. A canonical CSI may
+  // hold other characters (an email's local part), and UTF-8 read as Latin-1 could spell one
+  // of them; such CSIs, and bytes that are not UTF-8 at all, take the full decoder.
+  for (let i = at; i < bytes.length; i++) if ((bytes[i] as number) >= 0x80) return undefined;
   const buffer =
     bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { id, csi: buffer.toString("latin1", at, at + length) };

@@ -12,10 +12,19 @@ import { DiscoveryError } from "../domain/errors.js";
 
 /**
  * Answers a request from its encoded bytes, or declines with undefined. It must answer exactly
- * what the method's handler would, must not throw, and runs before any role check, so only
- * services without `roles` or `authorize` may have one.
+ * what the method's handler would, and runs before any role check, so only services without
+ * `roles` or `authorize` may have one. Should it throw, the request takes the full path.
  */
 export type FastPath = (request: Buffer) => Uint8Array | undefined;
+
+/** What `fast` answers, or undefined when it declines or fails (the full path then answers). */
+function tryFast(fast: FastPath, request: Buffer): Uint8Array | undefined {
+  try {
+    return fast(request);
+  } catch {
+    return undefined;
+  }
+}
 
 /**
  * A request message that was not decoded: malformed (INVALID_ARGUMENT) or larger than its method
@@ -76,7 +85,7 @@ export function fastUnary(
   return (call, callback) => {
     const req = call.request;
     if (req instanceof Buffer) {
-      const out = fast(req);
+      const out = tryFast(fast, req);
       if (out) {
         callback(null, out);
         return;
@@ -102,7 +111,7 @@ export function fastItems(
       for (;;) {
         const r = await items.next();
         if (r.done || !(r.value instanceof Buffer)) return r;
-        const out = fast(r.value);
+        const out = tryFast(fast, r.value);
         if (!out) return { done: false, value: decode(r.value) };
         await send(out);
       }

@@ -219,7 +219,9 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
     fast: {
       lookup: (bytes) => {
         fastSaw.push(bytes.length);
-        return fromBinary(LookupRequestSchema, bytes).csi === "tel:+1fast" ? fastLookup : undefined;
+        const csi = fromBinary(LookupRequestSchema, bytes).csi;
+        if (csi === "tel:+1throw") throw new Error("a fast path that fails");
+        return csi === "tel:+1fast" ? fastLookup : undefined;
       },
       lookupStream: (bytes) => {
         const r = fromBinary(LookupStreamRequestSchema, bytes);
@@ -241,7 +243,9 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
   const dp = ch.client(AuthoritativeService);
   assert.equal((await dp.lookup({ csi: "tel:+1fast" })).answer?.dpIds[0], "fast");
   assert.equal((await dp.lookup({ csi: "tel:+1slow" })).answer?.dpIds[0], "slow");
-  assert.deepEqual(seen, ["tel:+1slow"], "the handler saw only what the fast path declined");
+  // A fast path that throws is a decline: the full path answers.
+  assert.equal((await dp.lookup({ csi: "tel:+1throw" })).answer?.dpIds[0], "slow");
+  assert.deepEqual(seen, ["tel:+1slow", "tel:+1throw"], "the handler saw only what the fast path declined");
   // Too large for the method: refused before the fast path sees it.
   const before = fastSaw.length;
   await assert.rejects(dp.lookup({ csi: "x".repeat(4_096) }), (err: unknown) => {
