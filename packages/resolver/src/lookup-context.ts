@@ -45,7 +45,7 @@ export interface ExplainTrace extends LookupTrace {
 /** A resolution: the outcome, how long the caller may cache it, and whether it is stale. */
 export interface Resolution {
   readonly outcome: LookupOutcome;
-  /** The cache entry it was answered from or stored as, whose encoding a response reuses. */
+  /** The cache entry it was answered from or made into, whose encoding a response reuses. */
   readonly answer?: CachedAnswer;
   readonly ttlSeconds: number;
   readonly stale: boolean;

@@ -95,9 +95,9 @@ export function bindResolverServer(
   const { log, registry, enumeration } = opts;
   const indexOf = (mspId: string) => registry.msp(mspId)?.index;
 
-  // A response reuses the encoding of the cache entry it came from or was stored as
-  // (redone there when the registry's MSP indexes change); only an answer that was not cached
-  // (its TTL was 0) is encoded for the one response.
+  // A response reuses the encoding of the cache entry it came from or was made into (redone
+  // there when the registry's MSP indexes change); only an answer that raced a delegation move,
+  // which has no entry, is encoded for the one response.
   const encodedAnswer = (r: Resolution) =>
     r.answer ? r.answer.encoded(registry.serial, indexOf) : encodeAnswerWithoutTtl(r.outcome, indexOf);
 

@@ -172,17 +172,17 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     },
     indexOf: (mspId: string) => o.registry.msp(mspId)?.index,
   };
-  /** Caches `outcome`; returns the TTL it got and the entry (undefined when not cached). */
+  /** Caches `outcome`; returns its TTL and entry (whose bytes a response reuses, even at TTL 0). */
   const store = (
     csi: Csi,
     outcome: LookupOutcome,
     ttlSeconds: number,
     sealed: SealStatement | undefined,
     stale = false,
-  ): { ttl: number; answer?: CachedAnswer } => {
+  ): { ttl: number; answer: CachedAnswer } => {
     const answer = new CachedAnswer(outcome, csi.key, stale, encodingRegistry);
     const ttl = o.cache.set(csi.uri, answer, ttlSeconds, sealLeftSeconds(sealed));
-    return ttl > 0 ? { ttl, answer } : { ttl };
+    return { ttl, answer };
   };
 
   const walk = async (
@@ -203,7 +203,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         ttlSeconds: o.negativeMaxTtlSeconds,
       });
       const { ttl, answer } = store(csi, outcome, o.negativeMaxTtlSeconds, undefined);
-      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", ...(answer && { answer }) };
+      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", answer };
     }
     const dp = o.registry.dp(delegation.dpId);
     if (!dp) {
@@ -250,7 +250,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
           ? Math.min(outcome.ttlSeconds, o.negativeMaxTtlSeconds)
           : outcome.ttlSeconds;
       const { ttl, answer } = store(csi, outcome, wanted, sealed);
-      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", ...(answer && { answer }) };
+      return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", answer };
     } catch (err) {
       stats.upstreamFailures++;
       // A failed prefetch leaves the fresh entry as it is. A refusal (a budget, a DP's limit, no
@@ -275,7 +275,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
           ttlSeconds: ttl,
           stale: true,
           source: "stale",
-          ...(answer && { answer }),
+          answer,
         };
       }
       throw err;
