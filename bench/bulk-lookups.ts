@@ -8,8 +8,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { bulkRecord, bulkRegister, pb, silenceIpServernameWarning } from "@mimi/core";
+import { bulkRegister } from "@mimi/client";
+import { bulkRecord, pb } from "@mimi/core";
 import { startNetwork } from "@mimi/devnet";
+import { silenceIpServernameWarning } from "@mimi/rpc";
 
 const { values } = parseArgs({
   options: {

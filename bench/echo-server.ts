@@ -8,19 +8,17 @@
 // framework every server runs on. Started by bench/scenarios.ts; prints {"port":N}.
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { createLogger, encodeResolveStreamItem, pb } from "@mimi/core";
+import { devTlsPaths } from "@mimi/devnet/paths";
 import {
   addHealthService,
   addService,
   createGrpcServer,
-  createLogger,
-  encodeResolveStreamItem,
   listen,
   loadTls,
-  pb,
   serverCredentials,
   silenceIpServernameWarning,
-} from "@mimi/core";
-import { devTlsPaths } from "@mimi/devnet/paths";
+} from "@mimi/rpc";
 
 interface EchoSpec {
   mode: "bare" | "core";
@@ -37,7 +35,7 @@ const log = createLogger({ name: "echo", level: "warn" });
 const server = spec.mode === "core" ? createGrpcServer() : new grpc.Server({ "grpc.enable_channelz": 0 });
 addHealthService(server, log, [pb.ResolverService.typeName], true);
 if (spec.mode === "core") {
-  // Typed as the message; the adapter writes Uint8Array answers as they are (core wire/encoded.ts).
+  // Typed as the message; the adapter writes Uint8Array answers as they are (core codec/encoded.ts).
   const answer = response as unknown as pb.ResolveResponse;
   addService(
     server,

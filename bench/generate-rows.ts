@@ -1,6 +1,7 @@
 // The rows of generated mappings, signed as the demo MSPs and DPs sign them: shared by the
 // generator's main thread and its signing workers (generate-worker.ts).
 import type { MappingRow } from "@mimi/authoritative/offline";
+
 import { bulkRecord, dpSignedParts, SIGNING_CONTEXT, type SigningKey, signWith } from "@mimi/core";
 import { ensureDevSigningKeys, SIGNING_KEYS } from "@mimi/devnet";
 import { BENCH_MSPS, dpOf, existingCsi } from "./keys.js";

@@ -4,16 +4,15 @@
 // Open-loop latency counts from the scheduled send time, so a slow server cannot hide
 // queueing (no coordinated omission). Latencies (microseconds) go to a binary file.
 import { writeFileSync } from "node:fs";
+import { AsyncQueue, pb } from "@mimi/core";
+import { devTlsPaths } from "@mimi/devnet/paths";
 import {
-  AsyncQueue,
   type Channel,
   channelCredentials,
   loadTls,
   openChannel,
-  pb,
   silenceIpServernameWarning,
-} from "@mimi/core";
-import { devTlsPaths } from "@mimi/devnet/paths";
+} from "@mimi/rpc";
 import { absentCsi, existingCsi } from "./keys.js";
 
 /** Which CSIs a worker asks for. */

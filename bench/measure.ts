@@ -5,7 +5,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Network, type ServerProcess, startNetwork } from "@mimi/devnet";
+import { type Network, startNetwork } from "@mimi/devnet";
 import type { KeySpec, LoadResult, LoadSpec } from "./load.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));

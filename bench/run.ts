@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { silenceIpServernameWarning } from "@mimi/core";
+import { silenceIpServernameWarning } from "@mimi/rpc";
 import { Command } from "commander";
 import { abuseScenario } from "./abuse.js";
 import { ensureGenerated } from "./generate.js";

@@ -1,7 +1,8 @@
 // The write-path scenarios: bulk registration (G4) and change propagation (G6, R20), both
 // measured from the MSP's side of the DP with the signing done in this process, as at an MSP.
 import { join } from "node:path";
-import { bulkRecord, bulkRegister, pb } from "@mimi/core";
+import { bulkRegister } from "@mimi/client";
+import { bulkRecord, pb } from "@mimi/core";
 import {
   type Bench,
   cpuSecondsOf,

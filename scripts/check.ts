@@ -66,23 +66,33 @@ step("no circular imports", bin("madge"), [
 // ---- layout rules --------------------------------------------------------------------------
 process.stdout.write("check: layout rules\n");
 
+/** The shared libraries, for the parts that may use all of them. */
+const SHARED = ["@mimi/core", "@mimi/core/pb", "@mimi/rpc", "@mimi/host", "@mimi/client"];
 /** Which workspace packages each part of the tree may import (subpaths included). */
 const MAY_IMPORT: Record<string, readonly string[]> = {
   core: [],
-  root: ["@mimi/core"],
-  authoritative: ["@mimi/core"],
-  resolver: ["@mimi/core"],
-  devnet: ["@mimi/core"],
+  rpc: ["@mimi/core", "@mimi/core/pb"],
+  host: ["@mimi/core", "@mimi/core/pb", "@mimi/rpc"],
+  client: ["@mimi/core", "@mimi/core/pb", "@mimi/rpc"],
+  root: [...SHARED],
+  authoritative: [...SHARED],
+  resolver: [...SHARED],
+  devnet: [...SHARED],
   cli: [
     "@mimi/core",
+    "@mimi/core/pb",
+    "@mimi/rpc",
+    "@mimi/client",
     "@mimi/devnet/paths",
     "@mimi/devnet/pki",
     "@mimi/root/offline",
     "@mimi/authoritative/offline",
   ],
-  bench: ["@mimi/core", "@mimi/devnet", "@mimi/devnet/paths", "@mimi/authoritative/offline"],
-  test: ["@mimi/core", "@mimi/devnet"],
+  bench: [...SHARED, "@mimi/devnet", "@mimi/devnet/paths", "@mimi/authoritative/offline"],
+  test: [...SHARED, "@mimi/devnet"],
 };
+/** Libraries: no process of their own, so they read no process global. */
+const LIBRARIES = ["core", "rpc", "host", "client"];
 const SERVERS = ["root", "authoritative", "resolver"];
 /** Largest hand-written source file, in lines (generated code and tests are exempt). */
 const MAX_FILE_LINES = 500;
@@ -119,12 +129,13 @@ for (const { part, dir } of parts) {
     if (/from "better-sqlite3"/.test(code) && base !== "store.ts")
       failures.push(`${f} imports better-sqlite3 (only store.ts may)`);
     const grpcValue = /^import (?!type)[^;]*from "@grpc\/grpc-js"/m.test(code);
-    if (part === "core" && grpcValue && !f.includes("/wire/"))
-      failures.push(`${f} imports @grpc/grpc-js (in core only wire/ may)`);
+    // core is the protocol's model: no network, so a client in any language can mirror it.
+    if (part === "core" && /from "@grpc\/grpc-js"/.test(code))
+      failures.push(`${f} imports @grpc/grpc-js (core has no network; gRPC lives in @mimi/rpc)`);
     if (SERVERS.includes(part) && grpcValue && !["server.ts", "upstream.ts"].includes(base))
       failures.push(`${f} imports @grpc/grpc-js (only server.ts and upstream.ts may)`);
-    // core is a library: the process is what main.ts hands to runServer, never a global.
-    if (part === "core" && /\bprocess\./.test(code)) failures.push(`${f} uses the process global`);
+    // Libraries: the process is what main.ts hands to runServer, never a global.
+    if (LIBRARIES.includes(part) && /\bprocess\./.test(code)) failures.push(`${f} uses the process global`);
     if ([...SERVERS, "cli"].includes(part) && /process\.(env|argv|exit)\b/.test(code) && base !== "main.ts")
       failures.push(`${f} uses process.env/argv/exit (only main.ts may)`);
   }

@@ -3,16 +3,8 @@
 // committed before the crash is lost, nothing is stored twice, and the result verifies.
 // bulk.test.ts runs it at a size that proves the logic; test/slow at a million.
 import assert from "node:assert/strict";
-import {
-  type BulkProgress,
-  bulkRecord,
-  bulkRegister,
-  DiscoveryError,
-  mappingFromProto,
-  mappingProblem,
-  pb,
-  registryKeys,
-} from "@mimi/core";
+import { type BulkProgress, bulkRegister } from "@mimi/client";
+import { bulkRecord, DiscoveryError, mappingFromProto, mappingProblem, pb, registryKeys } from "@mimi/core";
 import { scenario, useNetwork } from "./harness.js";
 
 /** Declares the crash-and-resume scenario for a test file, with `TOTAL` records in batches of `batchSize`. */

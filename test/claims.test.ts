@@ -6,10 +6,9 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after } from "node:test";
 import { status } from "@grpc/grpc-js";
+import { bulkRegister, completeChallenge, startAction, startClaim } from "@mimi/client";
 import {
   bulkRecord,
-  bulkRegister,
-  completeChallenge,
   type DiscoveryError,
   generateSigningKey,
   loadPublicKey,
@@ -19,8 +18,6 @@ import {
   registryKeys,
   registrySignatureValid,
   snapshotFromProto,
-  startAction,
-  startClaim,
 } from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet";
 import { SMTPServer } from "smtp-server";

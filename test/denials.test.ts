@@ -7,17 +7,9 @@ import assert from "node:assert/strict";
 import { after } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import {
-  addService,
-  createGrpcServer,
-  createLogger,
-  listen,
-  loadTls,
-  pb,
-  serverCredentials,
-  shutdown,
-} from "@mimi/core";
+import { createLogger, pb } from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet";
+import { addService, createGrpcServer, listen, loadTls, serverCredentials, shutdown } from "@mimi/rpc";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 const t = useNetwork();

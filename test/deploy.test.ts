@@ -88,7 +88,7 @@ test("every systemd unit runs a built binary on an example config, checked first
     const example = join(REPO, "deploy/examples", config.replace("/etc/mimi/", ""));
     assert.ok(existsSync(example), `${file}: ${config} has an example`);
     assert.equal(service.get("ExecStartPre"), `/usr/bin/node ${main} --check --config ${exec[3]}`);
-    // A reload checks the config, then sends SIGHUP (which the servers handle: core wire/reload.ts).
+    // A reload checks the config, then sends SIGHUP (which the servers handle: host reload.ts).
     const reloads = (unit.get("Service") ?? []).filter(([k]) => k === "ExecReload").map(([, v]) => v);
     assert.deepEqual(reloads, [
       `/usr/bin/node ${main} --check --config ${exec[3]}`,
@@ -109,7 +109,7 @@ const K8S = join(REPO, "deploy/kubernetes");
 const INSTALL_DIR = "/opt/mimi";
 /** The servers' uid and gid in the image, the manifests' runAsUser and fsGroup. */
 const SERVER_UID = 10001;
-/** How long a stopping server lets running calls finish after its lame duck (core wire/server.ts). */
+/** How long a stopping server lets running calls finish after its lame duck (host server.ts). */
 const SHUTDOWN_GRACE_SECONDS = 2;
 
 interface PackageJson {
@@ -233,7 +233,7 @@ test("the image is built in a stage of its own from a context without host artef
     "data/pki/ca-key.pem",
     ".git/HEAD",
     "test/deploy.test.ts",
-    "packages/core/src/wire/ops.test.ts",
+    "packages/host/src/ops.test.ts",
     "deploy/examples/root.json",
   ]) {
     assert.ok(ignored(f), `${f} stays out of the build context`);

@@ -11,8 +11,10 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { bulkRecord, bulkRegister, DiscoveryError, pb, silenceIpServernameWarning } from "@mimi/core";
+import { bulkRegister } from "@mimi/client";
+import { bulkRecord, DiscoveryError, pb } from "@mimi/core";
 import { type Network, type NetworkOptions, type ServerProcess, startNetwork } from "@mimi/devnet";
+import { silenceIpServernameWarning } from "@mimi/rpc";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../..");
 silenceIpServernameWarning(process);

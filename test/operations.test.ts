@@ -10,8 +10,9 @@ import { join } from "node:path";
 import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { channelCredentials, loadTls, pb } from "@mimi/core";
+import { pb } from "@mimi/core";
 import { devTlsPaths, ensureDevPki, type ServerProcess, startResolver, waitUntilServing } from "@mimi/devnet";
+import { channelCredentials, loadTls } from "@mimi/rpc";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 const t = useNetwork();

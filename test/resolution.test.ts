@@ -2,15 +2,9 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import {
-  bitsSet,
-  channelCredentials,
-  decodeStatusDetails,
-  loadTls,
-  pb,
-  STATUS_DETAILS_KEY,
-} from "@mimi/core";
+import { bitsSet, decodeStatusDetails, pb, STATUS_DETAILS_KEY } from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet";
+import { channelCredentials, loadTls } from "@mimi/rpc";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 // Debug level, so the privacy scenario can see every request the DPs log.
@@ -120,7 +114,7 @@ scenario(t, "a client without a certificate, or with one from another CA, is ref
   const grpc = await import("@grpc/grpc-js");
   const { readFileSync } = await import("node:fs");
   const { join } = await import("node:path");
-  const { openChannel } = await import("@mimi/core");
+  const { openChannel } = await import("@mimi/rpc");
   const ca = readFileSync(join(t.net.pkiDir, "ca.pem"));
   const noCert = openChannel(t.net.resolver.address, grpc.credentials.createSsl(ca));
   try {

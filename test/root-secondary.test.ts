@@ -5,17 +5,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after } from "node:test";
 import { status } from "@grpc/grpc-js";
-import {
-  addService,
-  createGrpcServer,
-  createLogger,
-  DiscoveryError,
-  listen,
-  loadTls,
-  pb,
-  serverCredentials,
-  shutdown,
-} from "@mimi/core";
+import { createLogger, DiscoveryError, pb } from "@mimi/core";
 import {
   devTlsPaths,
   type ServerProcess,
@@ -23,6 +13,7 @@ import {
   startRootSecondary,
   waitUntilServing,
 } from "@mimi/devnet";
+import { addService, createGrpcServer, listen, loadTls, serverCredentials, shutdown } from "@mimi/rpc";
 import Database from "better-sqlite3";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 

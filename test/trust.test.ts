@@ -10,20 +10,15 @@ import { join } from "node:path";
 import { after } from "node:test";
 import { status } from "@grpc/grpc-js";
 import {
-  addService,
-  createGrpcServer,
   createLogger,
   DiscoveryError,
   encodeMappingRecord,
   generateSigningKey,
-  listen,
-  loadTls,
   pb,
-  serverCredentials,
-  shutdown,
   signingKeyPem,
 } from "@mimi/core";
 import { devTlsPaths, type ServerProcess, startResolver } from "@mimi/devnet";
+import { addService, createGrpcServer, listen, loadTls, serverCredentials, shutdown } from "@mimi/rpc";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
 const t = useNetwork();

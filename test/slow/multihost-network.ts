@@ -14,16 +14,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  type Channel,
-  channelCredentials,
-  keyToProto,
-  loadSigningKey,
-  loadTls,
-  openChannel,
-  parseDelegationKeyText,
-  pb,
-} from "@mimi/core";
+import { keyToProto, loadSigningKey, parseDelegationKeyText, pb } from "@mimi/core";
 import {
   devSigningKeyPaths,
   devTlsPaths,
@@ -37,6 +28,7 @@ import {
   SIGNING_KEYS,
   waitUntilResolving,
 } from "@mimi/devnet";
+import { type Channel, channelCredentials, loadTls, openChannel } from "@mimi/rpc";
 import { eventually, writeParrotMapping } from "../harness.js";
 import {
   alive,

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, test } from "node:test";
+
 import { bulkRecord, DiscoveryError, generateSigningKey, type SigningKey } from "@mimi/core";
 import {
   type BulkVerifier,

@@ -10,9 +10,8 @@ import {
   MAX_MAPPING_LIFETIME_DAYS,
   PROOF_METHODS,
   readEnumerationPolicy,
-  readServerBasics,
-  type ServerBasics,
 } from "@mimi/core";
+import { readServerBasics, type ServerBasics } from "@mimi/host";
 import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
 import { type LookupLimitPolicy, readLookupLimits } from "./lookup-limits.js";
 import { type DeliveryConfig, readDeliverySection } from "./senders.js";

@@ -1,26 +1,26 @@
 // Authoritative process entry: argv/env -> config -> logger -> store + registry sync + claims +
 // change log + peer requests -> gRPC -> signals, through core's runServer.
 import { join } from "node:path";
+import { savedRegistryCopy, startRegistrySync } from "@mimi/client";
 import {
   CHANGE_HASH_KEY_BYTES,
   ConfigError,
-  channelCredentials,
   checkDataDir,
-  counterFrom,
-  countersFrom,
-  createChannelPool,
-  gaugeFrom,
   loadPublicKey,
   loadSigningKey,
   pb,
   readOrCreateSecret,
-  registryGauges,
-  reloadAdmins,
-  runServer,
-  savedRegistryCopy,
   sqliteFilesOf,
-  startRegistrySync,
 } from "@mimi/core";
+import { reloadAdmins, runServer } from "@mimi/host";
+import {
+  channelCredentials,
+  counterFrom,
+  countersFrom,
+  createChannelPool,
+  gaugeFrom,
+  registryGauges,
+} from "@mimi/rpc";
 import { createBulkVerifier } from "./bulk-verifier.js";
 import { createChangeLog } from "./change-log.js";
 import { createClaims } from "./claims/index.js";

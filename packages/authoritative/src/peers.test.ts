@@ -4,8 +4,9 @@
 // matter (the mapping went, or a week passed) are dropped.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { addService, createLogger, DiscoveryError, encodeMappingRecord, pb, RegistryView } from "@mimi/core";
+import { createLogger, DiscoveryError, encodeMappingRecord, pb, RegistryView } from "@mimi/core";
 import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
+import { addService } from "@mimi/rpc";
 import { createPeerSender } from "./peers.js";
 import { openMappingStore } from "./store/store.js";
 

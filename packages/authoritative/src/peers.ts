@@ -1,8 +1,8 @@
 // Delivery of first-mapping requests to peer DPs (R18): the claim's transaction queues them in
 // the store, so none is lost to a crash; this sends each to the peer's endpoints in order, with
 // this DP's own certificate, and retries with backoff until the peer acknowledges.
+
 import {
-  type ChannelPool,
   type Clock,
   csiHash,
   DiscoveryError,
@@ -11,6 +11,7 @@ import {
   pb,
   type RegistryView,
 } from "@mimi/core";
+import type { ChannelPool } from "@mimi/rpc";
 import { mappingOfRow, type PeerRequestRow } from "./store/rows.js";
 import type { MappingStore } from "./store/store.js";
 

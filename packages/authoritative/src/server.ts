@@ -3,9 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
-  addService,
   answerToProto,
-  type CallContext,
   changeHash,
   csiHash,
   DEFAULT_PARAMS,
@@ -15,9 +13,7 @@ import {
   encodeAnswerWithoutTtl,
   encodeLookupResponse,
   encodeLookupStreamItem,
-  itemError,
   type Logger,
-  MAX_METHOD_REQUEST_BYTES,
   mappingFromProto,
   mappingToProto,
   mspToProto,
@@ -26,6 +22,7 @@ import {
   pb,
   serveLog,
 } from "@mimi/core";
+import { addService, type CallContext, itemError, MAX_METHOD_REQUEST_BYTES } from "@mimi/rpc";
 import type { ChangeLog, Resync } from "./change-log.js";
 import type { Claims, FeedEntry, StartRequest } from "./claims/index.js";
 import type { LookupLimits } from "./lookup-limits.js";
@@ -74,7 +71,7 @@ export function bindAuthoritativeServer(
     // Parsed first, so limits and detection see the canonical CSI however it was written.
     const csi = parseCsi(text);
     const params = paramsFromProto(options);
-    // The caller's identity is read once per connection (core wire/grpc.ts).
+    // The caller's identity is read once per connection (rpc/grpc.ts).
     const caller = ctx.peer.name;
     const nowMs = now();
     const subject = limits.admit(caller, context, csi.uri, nowMs);
@@ -84,7 +81,7 @@ export function bindAuthoritativeServer(
       log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
     }
     // Default parameters (what resolvers ask) get the answer written by hand (core
-    // wire/answer-encoding.ts), the same bytes protobuf-es would write, at a third of the cost.
+    // codec/answer-encoding.ts), the same bytes protobuf-es would write, at a third of the cost.
     if (params === DEFAULT_PARAMS) {
       return encodeLookupResponse<pb.LookupResponse>(
         encodeAnswerWithoutTtl(outcome, service.mspIndex),

@@ -3,6 +3,7 @@
 // answer shapes, conflicts, removal, feeds, porting and bulk registration.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+
 import {
   bulkRecord,
   createLogger,

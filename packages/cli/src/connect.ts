@@ -1,8 +1,8 @@
 // How the CLI finds its TLS material and servers: flags, with defaults that match
 // the local network `npm start` runs (data/pki, fixed loopback ports).
 import { resolve } from "node:path";
-import { type Channel, channelCredentials, loadTls, openChannel, type Role } from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet/paths";
+import { type Channel, channelCredentials, loadTls, openChannel, type Role } from "@mimi/rpc";
 import type { Command } from "commander";
 import { UsageError } from "./args.js";
 

@@ -33,8 +33,8 @@ async function programFor(argv: readonly string[]): Promise<Command> {
   const used = groupOf(argv);
   for (const name of Object.keys(GROUPS) as (keyof typeof GROUPS)[]) {
     if (name === used) {
-      const core = await import("@mimi/core");
-      core.silenceIpServernameWarning(process);
+      const rpc = await import("@mimi/rpc");
+      rpc.silenceIpServernameWarning(process);
       (await GROUPS[name]())(program);
     } else {
       // Listed in `mimi --help`; never run, since a command line that names it loads it.

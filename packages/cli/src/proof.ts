@@ -3,14 +3,8 @@
 // local DP's outbox). The protocol steps are core's MSP client; this file is flags and I/O.
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import {
-  type ClaimClient,
-  type ClaimParty,
-  completeChallenge,
-  type OpenChallenge,
-  pb,
-  type SigningKey,
-} from "@mimi/core";
+import { type ClaimClient, type ClaimParty, completeChallenge, type OpenChallenge } from "@mimi/client";
+import { pb, type SigningKey } from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet/paths";
 import type { Command } from "commander";
 import { localDp, UsageError } from "./args.js";

@@ -1,21 +1,42 @@
-// The public surface of @mimi/core, by job. Servers, the CLI, the dev network, tests and the
-// benchmark import from here; everything not listed is internal to core.
+// The public surface of @mimi/core: the protocol's model, with no network and no process.
+// domain/: identifiers, the registry, answers, signed records and their verification.
+// codec/: proto <-> domain conversion, answers written by hand, google.rpc.Status details.
+// follow/: following and serving resumable logs, whatever carries them.
+// runtime/: time, wake-ups, queues, configuration, logging, private files.
+// The generated wire types are the `pb` namespace (also `@mimi/core/pb`), so they never mix with
+// domain types.
 
-// The MSP side of claims and bulk registration.
 export {
-  type BulkProgress,
-  bulkRecord,
-  bulkRegister,
-  type ClaimClient,
-  type ClaimParty,
-  type ClaimRequest,
-  completeChallenge,
-  contestConflict,
-  type OpenChallenge,
-  type StatementCheckOptions,
-  startAction,
-  startClaim,
-} from "./client/msp.js";
+  answerToProto,
+  changeFromProto,
+  changeToProto,
+  delegationToProto,
+  detectionToProto,
+  dpFromProto,
+  dpToProto,
+  keyFromProto,
+  keyToProto,
+  kindOfStatus,
+  mappingFromProto,
+  mappingToProto,
+  mspToProto,
+  paramsFromProto,
+  receivedAnswerFromProto,
+  sealPartsFromProto,
+  snapshotFromProto,
+  snapshotToProto,
+} from "./codec/convert.js";
+export {
+  type Encoded,
+  encodeAnswerWithoutTtl,
+  encodeLookupResponse,
+  encodeLookupStreamItem,
+  encodeResolveResponse,
+  encodeResolveStreamItem,
+  readSimpleRequest,
+  type SimpleRequest,
+} from "./codec/encoded.js";
+export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./codec/error-details.js";
 export {
   type AnswerFormat,
   type AnswerSeal,
@@ -42,7 +63,6 @@ export {
 } from "./domain/answer-seal.js";
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
-// Domain: identifiers, the registry, answers, signed records and their verification.
 export {
   DiscoveryError,
   type DiscoveryErrorCode,
@@ -51,6 +71,7 @@ export {
 } from "./domain/errors.js";
 export {
   type ActionStatement,
+  bulkRecord,
   type ContestStatement,
   decodeActionStatement,
   decodeMappingRecord,
@@ -117,22 +138,13 @@ export {
   type VerifiedAnswer,
   verifyOutcome,
 } from "./domain/verify.js";
-// Following and serving resumable logs (the registry, DP change logs).
 export { type FollowLogOptions, followLog, type LogFollower } from "./follow/follow-log.js";
-export {
-  type RegistrySync,
-  type RegistrySyncOptions,
-  savedRegistryCopy,
-  startRegistrySync,
-} from "./follow/registry-sync.js";
 export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
-// The generated wire types, one namespace so they never mix with domain types.
 export * as pb from "./gen/index.js";
 export { AsyncQueue } from "./runtime/async-queue.js";
 export { setNewest } from "./runtime/bounded-map.js";
-// Runtime: time, wake-ups, queues, configuration and logging.
-export { type Clock, sleepUnlessAborted, systemClock } from "./runtime/clock.js";
-export { ConfigError, ConfigReader, deepFreeze } from "./runtime/config.js";
+export { type Clock, fileOffsetClock, sleepUnlessAborted, systemClock } from "./runtime/clock.js";
+export { ConfigError, ConfigReader, deepFreeze, readConfigFile } from "./runtime/config.js";
 export {
   createEnumerationDetector,
   csiBlockOf,
@@ -143,7 +155,15 @@ export {
   type EnumerationPolicy,
   readEnumerationPolicy,
 } from "./runtime/enumeration.js";
-export { createLogger, csiHash, type Logger, setLogLevel } from "./runtime/logger.js";
+export { Latch } from "./runtime/latch.js";
+export {
+  createLogger,
+  csiHash,
+  LOG_LEVELS,
+  type Logger,
+  logListening,
+  setLogLevel,
+} from "./runtime/logger.js";
 export {
   checkDataDir,
   checkPrivate,
@@ -169,108 +189,3 @@ export {
   schemaDrift,
   schemaDriftBetween,
 } from "./runtime/store-schema.js";
-export {
-  type CallOptions,
-  type Channel,
-  type ClientMethod,
-  openChannel,
-  type ServiceClient,
-} from "./wire/channel.js";
-export { type ChannelPool, createChannelPool } from "./wire/channel-pool.js";
-export {
-  answerToProto,
-  changeToProto,
-  delegationToProto,
-  detectionToProto,
-  dpFromProto,
-  dpToProto,
-  keyFromProto,
-  keyToProto,
-  kindOfStatus,
-  mappingFromProto,
-  mappingToProto,
-  mspToProto,
-  paramsFromProto,
-  receivedAnswerFromProto,
-  sealPartsFromProto,
-  snapshotFromProto,
-  snapshotToProto,
-} from "./wire/convert.js";
-export {
-  type Encoded,
-  encodeAnswerWithoutTtl,
-  encodeLookupResponse,
-  encodeLookupStreamItem,
-  encodeResolveResponse,
-  encodeResolveStreamItem,
-  readSimpleRequest,
-  type SimpleRequest,
-} from "./wire/encoded.js";
-export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./wire/error-details.js";
-export type { FastPath } from "./wire/fast-path.js";
-export {
-  type AddServiceOptions,
-  addService,
-  type CallContext,
-  type MethodHandler,
-  type PeerIdentity,
-  type Reply,
-  type ServiceHandlers,
-} from "./wire/grpc.js";
-export { addHealthService, type HealthReporter } from "./wire/health.js";
-export {
-  counterFrom,
-  countersFrom,
-  createServerMetrics,
-  gaugeFrom,
-  MIMI_VERSION,
-  outcomesBy,
-  registryGauges,
-  type ServerMetrics,
-} from "./wire/metrics.js";
-export { type OpsConfig, type OpsListener, readOpsSection, startOps } from "./wire/ops.js";
-export { applyReload, planReload, type ReloadPlan, reloadAdmins } from "./wire/reload.js";
-export { describeRoles, ROLE_URI_PREFIX, ROLES, type Role, rolesOf, roleUri } from "./wire/roles.js";
-export {
-  createGrpcServer,
-  DEVELOPMENT_CA_SUBJECT,
-  holdsDevelopmentCa,
-  listen,
-  type ProcessHost,
-  type RunningServer,
-  readServerBasics,
-  runServer,
-  type ServerBasics,
-  type ServerContext,
-  type ServerSpec,
-  shutdown,
-} from "./wire/server.js";
-export {
-  type ConnectionLimits,
-  createWatchSlots,
-  DEFAULT_CONNECTION_LIMITS,
-  MAX_METHOD_REQUEST_BYTES,
-  type WatchSlots,
-} from "./wire/server-limits.js";
-// Wire: gRPC services and clients, protobuf conversion, TLS, health and the server lifecycle.
-export {
-  fromStatus,
-  itemError,
-  itemErrorDetails,
-  statusName,
-  toWireStatus,
-  type WireStatus,
-} from "./wire/status.js";
-export {
-  channelCredentials,
-  type LiveTls,
-  loadTls,
-  type ServerExpectation,
-  serverCredentials,
-  silenceIpServernameWarning,
-  type TlsMaterial,
-  type TlsPaths,
-  type TlsSource,
-  type WarningEmitter,
-} from "./wire/tls.js";
-export { type CertificateSummary, checkTlsMaterial, TlsFiles, type TlsReload } from "./wire/tls-files.js";

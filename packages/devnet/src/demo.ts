@@ -4,10 +4,9 @@
 import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { bulkRegister } from "@mimi/client";
 import {
   bulkRecord,
-  bulkRegister,
-  type Channel,
   covers,
   DiscoveryError,
   keyFromProto,
@@ -17,6 +16,7 @@ import {
   pb,
   type SigningKey,
 } from "@mimi/core";
+import type { Channel } from "@mimi/rpc";
 import type { ServerProcess } from "./server-process.js";
 
 const DEMO_FILE = join(resolve(dirname(fileURLToPath(import.meta.url)), ".."), "demo.json");

@@ -2,7 +2,7 @@
 // unit tests and the multi-process network, for code that streams, resumes, back-pressures and
 // times out (log followers, multiplexed streams, peers). Never used by a server.
 import * as grpc from "@grpc/grpc-js";
-import { type Channel, type ChannelPool, createGrpcServer, listen, openChannel } from "@mimi/core";
+import { type Channel, type ChannelPool, createGrpcServer, listen, openChannel } from "@mimi/rpc";
 
 /** A server in this process and channels to it. */
 export interface InProcessServer {

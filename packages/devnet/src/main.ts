@@ -3,7 +3,7 @@
 // one labelled stream per server) until Ctrl-C.
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { silenceIpServernameWarning } from "@mimi/core";
+import { silenceIpServernameWarning } from "@mimi/rpc";
 import pretty from "pino-pretty";
 import { startNetwork } from "./network.js";
 import { LOCAL_PORTS } from "./paths.js";

@@ -3,15 +3,8 @@
 // on fixed ports; the integration tests and the benchmark run it on ports the OS picks.
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import {
-  type Channel,
-  channelCredentials,
-  loadSigningKey,
-  loadTls,
-  openChannel,
-  pb,
-  type SigningKey,
-} from "@mimi/core";
+import { loadSigningKey, pb, type SigningKey } from "@mimi/core";
+import { type Channel, channelCredentials, loadTls, openChannel } from "@mimi/rpc";
 import { loadMappings, loadRegistry, waitUntilResolving } from "./demo.js";
 import { devSigningKeyPaths, devTlsPaths, IDENTITIES, SIGNING_KEYS } from "./paths.js";
 import { ensureDevPki, ensureDevSigningKeys } from "./pki.js";

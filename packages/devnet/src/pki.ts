@@ -4,14 +4,8 @@ import "reflect-metadata";
 import { webcrypto } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  DEVELOPMENT_CA_SUBJECT,
-  generateSigningKey,
-  loadSigningKey,
-  publicKeyPem,
-  type SigningKey,
-  signingKeyPem,
-} from "@mimi/core";
+import { generateSigningKey, loadSigningKey, publicKeyPem, type SigningKey, signingKeyPem } from "@mimi/core";
+import { DEVELOPMENT_CA_SUBJECT } from "@mimi/host";
 import * as x509 from "@peculiar/x509";
 import { devSigningKeyPaths, devTlsPaths, parseDevIdentity } from "./paths.js";
 

@@ -1,7 +1,7 @@
 // What the resolver's cache holds per CSI, and how a DP's answer becomes a domain outcome.
 //
 // A cached answer is kept as the bytes a cache hit sends (the Answer for default parameters,
-// without its TTL, core wire/answer-encoding.ts) plus the few fields the cache's own work reads:
+// without its TTL, core codec/answer-encoding.ts) plus the few fields the cache's own work reads:
 // the DP, the kind, the MSPs (for evictions when a signing key changes) and the delegation key.
 // The outcome's object graph (mappings, strings, a typed-array view per signature, each view
 // pinning the whole stream buffer it was decoded from) is rebuilt from the bytes only where it

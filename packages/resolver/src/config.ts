@@ -6,9 +6,8 @@ import {
   deepFreeze,
   type EnumerationPolicy,
   readEnumerationPolicy,
-  readServerBasics,
-  type ServerBasics,
 } from "@mimi/core";
+import { readServerBasics, type ServerBasics } from "@mimi/host";
 import { DEFAULT_QUOTA_POLICY, LOOKUP_FLOOR_PER_USER_PER_DAY, type QuotaPolicy } from "./quotas.js";
 
 /** Cache bounds. */

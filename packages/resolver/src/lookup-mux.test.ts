@@ -5,8 +5,9 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import { addService, createLogger, DiscoveryError, pb } from "@mimi/core";
+import { createLogger, DiscoveryError, pb } from "@mimi/core";
 import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
+import { addService } from "@mimi/rpc";
 import { LookupMux } from "./lookup-mux.js";
 
 const log = createLogger({ name: "test", level: "silent" });

@@ -2,7 +2,8 @@
 // id: a lookup costs a message each way, not an HTTP/2 call. Items time out on their own; a
 // stream that stops answering is dropped; when the stream ends every pending item fails as
 // upstream_unavailable, so the caller fails over and the next lookup opens a new stream.
-import { AsyncQueue, type Channel, DiscoveryError, fromStatus, itemErrorDetails, pb } from "@mimi/core";
+import { AsyncQueue, DiscoveryError, pb } from "@mimi/core";
+import { type Channel, fromStatus, itemErrorDetails } from "@mimi/rpc";
 
 /** Lookups one stream may have outstanding by default; past it the DP is treated as overloaded. */
 const MAX_PENDING_PER_STREAM = 4_096;

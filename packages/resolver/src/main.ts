@@ -1,21 +1,18 @@
 // Resolver process entry: argv/env -> config -> logger -> registry sync + cache + upstream +
 // change subscriptions -> gRPC -> signals, through core's runServer.
 import { join } from "node:path";
+import { startRegistrySync } from "@mimi/client";
 import {
-  channelCredentials,
-  createChannelPool,
   createEnumerationDetector,
   ensurePrivateDir,
   loadPublicKey,
-  outcomesBy,
   pb,
   readOrCreateSecret,
   registryKeys,
-  reloadAdmins,
-  runServer,
-  startRegistrySync,
   verifyOutcome,
 } from "@mimi/core";
+import { reloadAdmins, runServer } from "@mimi/host";
+import { channelCredentials, createChannelPool, outcomesBy } from "@mimi/rpc";
 import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { parseConfig, type ResolverConfig } from "./config.js";

@@ -1,7 +1,9 @@
 // The resolver's own metrics on the ops listener, in the shape of CoreDNS's cache plugin and
 // PowerDNS Recursor's counters: read from the stats the resolver keeps anyway when scraped, so
 // the hot path pays nothing. Labels: a DP id (from the registry) at most; nothing per caller.
-import { counterFrom, countersFrom, type EnumerationDetector, gaugeFrom, registryGauges } from "@mimi/core";
+
+import type { EnumerationDetector } from "@mimi/core";
+import { counterFrom, countersFrom, gaugeFrom, registryGauges } from "@mimi/rpc";
 import type { Registry } from "prom-client";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { Quotas } from "./quotas.js";

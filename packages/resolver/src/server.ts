@@ -4,9 +4,7 @@ import { performance } from "node:perf_hooks";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
-  addService,
   answerToProto,
-  type CallContext,
   createRateLimiter,
   csiHash,
   DEFAULT_PARAMS,
@@ -17,7 +15,6 @@ import {
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
-  itemError,
   type Logger,
   paramsFromProto,
   parseCsi,
@@ -26,6 +23,7 @@ import {
   readSimpleRequest,
   sleepUnlessAborted,
 } from "@mimi/core";
+import { addService, type CallContext, itemError } from "@mimi/rpc";
 import type { ChangeSubscriptions } from "./changes.js";
 import { explanation, withExplanation } from "./explain.js";
 import { createHeldRefusals } from "./held-refusals.js";
@@ -102,7 +100,7 @@ export function bindResolverServer(
     r.answer ? r.answer.encoded(registry.serial, indexOf) : encodeAnswerWithoutTtl(r.outcome, indexOf);
 
   // Cache hits asked with default parameters are answered from the request's bytes (core
-  // wire/fast-path.ts): no decoding, no call context, no promise. The cache holds canonical URIs
+  // rpc/fast-path.ts): no decoding, no call context, no promise. The cache holds canonical URIs
   // only, so a CSI written any other way misses here and takes the full path (resolveOne), as
   // does every request with options or explain, and every lookup while debug logging is on.
   const hitResponse = (csi: string): Uint8Array | undefined => {
@@ -150,7 +148,7 @@ export function bindResolverServer(
     const params = paramsFromProto(options);
     // Everything about the caller happens on a miss only: a cache hit costs nobody a lookup and
     // reads nothing of the call. The caller's identity (read once per connection, core
-    // wire/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
+    // rpc/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
     // refusal holds it; a lookup that got no answer (DP down, resolver not ready) is given back.
     let charged: { identity: string; dpId: string } | undefined;
     const charge = (): MissCaller => {

@@ -5,15 +5,8 @@
 
 import { performance } from "node:perf_hooks";
 import { status } from "@grpc/grpc-js";
-import {
-  type Channel,
-  type ChannelPool,
-  DiscoveryError,
-  type DpInfo,
-  type Logger,
-  type LookupOutcome,
-  statusName,
-} from "@mimi/core";
+import { DiscoveryError, type DpInfo, type Logger, type LookupOutcome } from "@mimi/core";
+import { type Channel, type ChannelPool, statusName } from "@mimi/rpc";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
 import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";

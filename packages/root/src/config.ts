@@ -1,6 +1,7 @@
 // Root configuration: parsed by hand, unknown keys rejected, defaults in one place.
 import { resolve } from "node:path";
-import { ConfigError, ConfigReader, deepFreeze, readServerBasics, type ServerBasics } from "@mimi/core";
+import { ConfigError, ConfigReader, deepFreeze } from "@mimi/core";
+import { readServerBasics, type ServerBasics } from "@mimi/host";
 import type { Durability } from "./store.js";
 
 /** Where a secondary follows the registry from, and the key everything it receives must verify with. */

@@ -1,19 +1,10 @@
 // Root process entry: argv/env -> config -> logger -> store -> (primary: signing service |
 // secondary: follower of the primary) -> gRPC -> signals, through core's runServer.
 import { join } from "node:path";
-import {
-  channelCredentials,
-  checkDataDir,
-  loadPublicKey,
-  loadSigningKey,
-  pb,
-  type RegistrySync,
-  registryGauges,
-  reloadAdmins,
-  runServer,
-  sqliteFilesOf,
-  startRegistrySync,
-} from "@mimi/core";
+import { type RegistrySync, startRegistrySync } from "@mimi/client";
+import { checkDataDir, loadPublicKey, loadSigningKey, pb, sqliteFilesOf } from "@mimi/core";
+import { reloadAdmins, runServer } from "@mimi/host";
+import { channelCredentials, registryGauges } from "@mimi/rpc";
 import { parseConfig, type RootConfig } from "./config.js";
 import { createSecondaryService } from "./secondary.js";
 import { bindRootServer } from "./server.js";

@@ -3,7 +3,6 @@
 // knows gRPC.
 import type * as grpc from "@grpc/grpc-js";
 import {
-  addService,
   changeToProto,
   DiscoveryError,
   delegationToProto,
@@ -17,6 +16,7 @@ import {
   serveLog,
   snapshotToProto,
 } from "@mimi/core";
+import { addService } from "@mimi/rpc";
 import type { RootService } from "./service.js";
 
 /** A watcher further behind than this gets a snapshot instead of the change backlog. */

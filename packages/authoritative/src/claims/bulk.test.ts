@@ -3,6 +3,7 @@
 // change nothing a batch reports: the same acknowledgement, the same first failing record.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
+
 import {
   bulkRecord,
   createLogger,

@@ -3,7 +3,8 @@
 // progress bar goes to stderr, and re-running the same command resumes the DP's session.
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { type BulkProgress, bulkRecord, bulkRegister } from "@mimi/core";
+import { type BulkProgress, bulkRegister } from "@mimi/client";
+import { bulkRecord } from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet/paths";
 import type { Command } from "commander";
 import { count, Interrupted, localDp, mspIdOf, UsageError } from "../args.js";

@@ -2,15 +2,8 @@
 // proof of possession, invalidations and opt-outs, contesting conflicts, watching notices,
 // and bulk registration (claim-bulk.ts). The protocol steps are core's MSP client; this file
 // is flags and output.
-import {
-  contestConflict,
-  type OpenChallenge,
-  pb,
-  ssiProblem,
-  startAction,
-  startClaim,
-  tagsProblem,
-} from "@mimi/core";
+import { contestConflict, type OpenChallenge, startAction, startClaim } from "@mimi/client";
+import { pb, ssiProblem, tagsProblem } from "@mimi/core";
 import type { Command } from "commander";
 import { collect, count, csiArg, localOutboxes, UsageError } from "../args.js";
 import { addMspOptions, asTls, timeoutOf } from "../connect.js";

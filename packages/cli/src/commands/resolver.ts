@@ -1,7 +1,8 @@
 // `mimi resolver`: operator commands of a resolver (ResolverAdminService): targeted flush and
 // the freshness counters, like `unbound-control flush*` and `stats`.
 
-import { pb, type ServiceClient } from "@mimi/core";
+import { pb } from "@mimi/core";
+import type { ServiceClient } from "@mimi/rpc";
 import type { Command } from "commander";
 import { csiArg, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";

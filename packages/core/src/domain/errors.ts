@@ -1,5 +1,5 @@
 // The closed set of domain errors. Every failure a component reports to a peer is a
-// DiscoveryError with one of these codes; wire/status.ts maps each code to a gRPC status.
+// DiscoveryError with one of these codes; rpc/status.ts maps each code to a gRPC status.
 
 /** Every failure a discovery component reports to a peer. */
 export type DiscoveryErrorCode =
@@ -19,7 +19,7 @@ export type DiscoveryErrorCode =
 
 /**
  * What a client can act on without parsing the message: sent as gRPC's rich error model
- * (google.rpc.Status in the grpc-status-details-bin trailer; wire/status.ts).
+ * (google.rpc.Status in the grpc-status-details-bin trailer; rpc/status.ts).
  */
 export interface ErrorDetails {
   /** When trying again can succeed (RetryInfo). */

@@ -4,6 +4,7 @@
 // depends on how protobuf happens to serialize a message.
 import { ByteReader, ByteWriter } from "./canonical-bytes.js";
 import { invalidArgument } from "./errors.js";
+import { SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
 
 /** How possession was proven; the ranking (weakest first) decides conflicts (R17). */
 export const PROOF_METHODS = ["bulk", "email-code", "sms-code"] as const;
@@ -205,4 +206,18 @@ export function ssiProblem(ssi: string): string | undefined {
   // Control characters would reach terminals and logs of whoever reads the answer.
   if (/\p{Cc}/u.test(ssi)) return "ssi must not hold control characters";
   return undefined;
+}
+
+/** A bulk record ("bulk" proof, no holder key) signed by the MSP. */
+export function bulkRecord(
+  fields: Omit<MappingRecord, "proofMethod" | "userPublicKey" | "proofId"> & { proofId?: string },
+  mspKey: SigningKey,
+): { record: Uint8Array; mspSignature: Uint8Array } {
+  const record = encodeMappingRecord({
+    ...fields,
+    proofId: fields.proofId ?? "",
+    proofMethod: "bulk",
+    userPublicKey: new Uint8Array(0),
+  });
+  return { record, mspSignature: signWith(mspKey, SIGNING_CONTEXT.mappingMsp, record) };
 }

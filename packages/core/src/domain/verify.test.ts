@@ -3,12 +3,12 @@
 import assert from "node:assert/strict";
 import { createHash, verify } from "node:crypto";
 import { test } from "node:test";
-import { bulkRecord } from "../client/msp.js";
 import { DEFAULT_PARAMS, type LookupOutcome, type LookupParams, type Mapping } from "./answer.js";
 import { encodeSealStatement, MAX_ANSWER_SEAL_MS, type Sealable, sealAnswer } from "./answer-seal.js";
 import { parseCsi } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
 import {
+  bulkRecord,
   decodeActionStatement,
   dpSignedParts,
   encodeActionStatement,

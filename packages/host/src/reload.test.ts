@@ -2,7 +2,7 @@
 // and are named; the log level reaches the components' loggers; admin sets are replaced.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createLogger, setLogLevel } from "../runtime/logger.js";
+import { createLogger, setLogLevel } from "@mimi/core";
 import { planReload, reloadAdmins } from "./reload.js";
 
 test("a changed reloadable key is applied; any other changed key keeps its running value and is named", () => {

@@ -8,15 +8,13 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { TLSSocket, connect as tlsConnect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
+import { createLogger, DiscoveryError } from "@mimi/core";
+import { ResolverService, RootService } from "@mimi/core/pb";
 import { devTlsPaths } from "@mimi/devnet/paths";
 import { ensureDevPki } from "@mimi/devnet/pki";
-import { DiscoveryError } from "../domain/errors.js";
-import { ResolverService } from "../gen/generated/mimi/discovery/v1/resolver_pb.js";
-import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
-import { createLogger } from "../runtime/logger.js";
 import { type Channel, openChannel } from "./channel.js";
 import { addService } from "./grpc.js";
-import { createGrpcServer, listen } from "./server.js";
+import { createGrpcServer, listen } from "./listen.js";
 import { capConnections, DEFAULT_CONNECTION_LIMITS } from "./server-limits.js";
 import { channelCredentials, loadTls, serverCredentials } from "./tls.js";
 

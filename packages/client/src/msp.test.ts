@@ -2,15 +2,15 @@
 // action statement differing from the request in any signed field gets no signature.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DiscoveryError } from "../domain/errors.js";
 import {
   type ActionStatement,
+  DiscoveryError,
   encodeActionStatement,
   encodeMappingRecord,
+  generateSigningKey,
   MAX_MAPPING_LIFETIME_MS,
   type MappingRecord,
-} from "../domain/record.js";
-import { generateSigningKey } from "../domain/signing.js";
+} from "@mimi/core";
 import { type ClaimClient, startAction, startClaim } from "./msp.js";
 
 const NOW = 1_800_000_000_000;

@@ -4,8 +4,8 @@ import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs
 import { resolve } from "node:path";
 import { checkServerIdentity, type PeerCertificate, type SecureContextOptions } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "../domain/errors.js";
-import type { ConfigReader } from "../runtime/config.js";
+import type { ConfigReader } from "@mimi/core";
+import { DiscoveryError } from "@mimi/core";
 import { type Role, rolesOf } from "./roles.js";
 
 /** Paths of the PEM files a component uses. */

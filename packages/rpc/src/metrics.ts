@@ -2,7 +2,7 @@
 // build info, the process's own figures (CPU, memory, event-loop lag, from prom-client's
 // defaults) and, for every gRPC call, the shape the grpc-ecosystem interceptors made common
 // (grpc_server_started_total, grpc_server_handled_total by code, grpc_server_handling_seconds),
-// fed by the server adapter (wire/grpc.ts, which every service goes through) so no handler
+// fed by the server adapter (rpc/grpc.ts, which every service goes through) so no handler
 // carries metric code. Not a grpc-js interceptor: its ServerInterceptingCall wraps every call
 // in another layer of listeners and responders, which measured about 15 us per unary call here
 // (a tenth of a cache hit); the adapter's hook costs two increments and a clock read, and the
@@ -13,15 +13,15 @@
 import { createRequire } from "node:module";
 import { versions } from "node:process";
 import * as grpc from "@grpc/grpc-js";
+import { verifications } from "@mimi/core";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import { verifications } from "../domain/signing.js";
 import { type CallObservers, callMetrics, type MethodObserver } from "./call-metrics.js";
 
 export type { CallObservers, CallType, MethodObserver } from "./call-metrics.js";
 
 /** This build's version (the packages' version). */
 export const MIMI_VERSION: string = (
-  createRequire(import.meta.url)("../../package.json") as { version: string }
+  createRequire(import.meta.url)("../package.json") as { version: string }
 ).version;
 
 /** Latency buckets in seconds, from a cache hit (sub-millisecond) to a deadline (10 s). */

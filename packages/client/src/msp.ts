@@ -2,25 +2,23 @@
 // to sign, signing, and streaming bulk registrations with resume. The CLI, the local network's
 // demo data, tests and the benchmark all drive DPs through these functions.
 import type { MessageShape } from "@bufbuild/protobuf";
-import { parseCsi } from "../domain/csi.js";
-import { invalidArgument } from "../domain/errors.js";
 import {
   decodeActionStatement,
   decodeMappingRecord,
   encodeContestStatement,
-  encodeMappingRecord,
+  invalidArgument,
   MAX_MAPPING_LIFETIME_DAYS,
   MAX_MAPPING_LIFETIME_MS,
   type MappingRecord,
+  parseCsi,
   proofMethodFor,
   RECORD_CLOCK_SKEW_MS,
-} from "../domain/record.js";
-import { SIGNING_CONTEXT, type SigningKey, signWith } from "../domain/signing.js";
-import type {
-  ClaimService,
-  CompleteChallengeResponseSchema,
-} from "../gen/generated/mimi/discovery/v1/claims_pb.js";
-import type { ServiceClient } from "../wire/channel.js";
+  SIGNING_CONTEXT,
+  type SigningKey,
+  signWith,
+} from "@mimi/core";
+import type { ClaimService, CompleteChallengeResponseSchema } from "@mimi/core/pb";
+import type { ServiceClient } from "@mimi/rpc";
 
 export type ClaimClient = ServiceClient<typeof ClaimService.method>;
 
@@ -242,20 +240,6 @@ export function completeChallenge(
     },
     { timeoutMs },
   );
-}
-
-/** A bulk record ("bulk" proof, no holder key) signed by the MSP. */
-export function bulkRecord(
-  fields: Omit<MappingRecord, "proofMethod" | "userPublicKey" | "proofId"> & { proofId?: string },
-  mspKey: SigningKey,
-): { record: Uint8Array; mspSignature: Uint8Array } {
-  const record = encodeMappingRecord({
-    ...fields,
-    proofId: fields.proofId ?? "",
-    proofMethod: "bulk",
-    userPublicKey: new Uint8Array(0),
-  });
-  return { record, mspSignature: signWith(mspKey, SIGNING_CONTEXT.mappingMsp, record) };
 }
 
 /** Progress of a bulk registration. */

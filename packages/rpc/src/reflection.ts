@@ -12,7 +12,7 @@ import type { GenFile } from "@bufbuild/protobuf/codegenv2";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
-import * as pb from "../gen/index.js";
+import * as pb from "@mimi/core/pb";
 import { peerOf } from "./grpc.js";
 
 /** Reflection streams served at once, across callers. */

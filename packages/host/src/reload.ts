@@ -4,9 +4,10 @@
 // and what each server names: admins, limits) are applied; every other changed key is kept at
 // its running value and named in the log as needing a restart, so a reload never half-applies
 // a listening address or a data folder.
+
+import { setLogLevel } from "@mimi/core";
+import type { TlsPaths } from "@mimi/rpc";
 import type { Logger } from "pino";
-import { setLogLevel } from "../runtime/logger.js";
-import type { TlsPaths } from "./tls.js";
 import type { TlsFiles } from "./tls-files.js";
 
 /** Keys of the parsed config that every server applies on reload. */

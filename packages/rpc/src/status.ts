@@ -2,9 +2,15 @@
 // whatever a handler throws into a status through toWireStatus; clients turn statuses back
 // into DiscoveryError through fromServiceError and fromStatus.
 import { Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
+import {
+  DiscoveryError,
+  type DiscoveryErrorCode,
+  decodeStatusDetails,
+  type ErrorDetails,
+  encodeStatusDetails,
+  STATUS_DETAILS_KEY,
+} from "@mimi/core";
 import type { Logger } from "pino";
-import { DiscoveryError, type DiscoveryErrorCode, type ErrorDetails } from "../domain/errors.js";
-import { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./error-details.js";
 
 const STATUS_OF: Record<DiscoveryErrorCode, Status> = {
   invalid_argument: Status.INVALID_ARGUMENT,

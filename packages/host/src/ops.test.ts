@@ -3,15 +3,10 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "../domain/errors.js";
-import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
-import { ConfigReader } from "../runtime/config.js";
-import { createLogger } from "../runtime/logger.js";
-import { openChannel } from "./channel.js";
-import { addService } from "./grpc.js";
-import { createServerMetrics } from "./metrics.js";
+import { ConfigReader, createLogger, DiscoveryError } from "@mimi/core";
+import { RootService } from "@mimi/core/pb";
+import { addService, createGrpcServer, createServerMetrics, listen, openChannel } from "@mimi/rpc";
 import { readOpsSection, startOps } from "./ops.js";
-import { createGrpcServer, listen } from "./server.js";
 
 const log = createLogger({ name: "test", level: "silent" });
 const closers: (() => unknown)[] = [];

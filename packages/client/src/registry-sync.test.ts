@@ -9,17 +9,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "../domain/errors.js";
-import { type RegistryChange, type RegistryData, RegistryView } from "../domain/registry.js";
-import { signRegistry } from "../domain/registry-seal.js";
-import { generateSigningKey, type SigningKey } from "../domain/signing.js";
-import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
-import { createLogger } from "../runtime/logger.js";
-import { changeToProto, snapshotToProto } from "../wire/convert.js";
-import { addService } from "../wire/grpc.js";
-import { createGrpcServer, listen } from "../wire/server.js";
+import {
+  changeToProto,
+  createLogger,
+  DiscoveryError,
+  generateSigningKey,
+  type RegistryChange,
+  type RegistryData,
+  RegistryView,
+  type SigningKey,
+  serveLog,
+  signRegistry,
+  snapshotToProto,
+} from "@mimi/core";
+import { RootService } from "@mimi/core/pb";
+import { addService, createGrpcServer, listen } from "@mimi/rpc";
 import { startRegistrySync } from "./registry-sync.js";
-import { serveLog } from "./serve-log.js";
 
 const log = createLogger({ name: "test", level: "silent" });
 /** The followers' clock; tests move it. */
@@ -260,7 +265,7 @@ test("a follower offline longer than the validity catches up through the backlog
     one.apply(old[0] as RegistryChange);
     const { writeFileSync } = await import("node:fs");
     const { create, toBinary } = await import("@bufbuild/protobuf");
-    const { RegistrySnapshotSchema } = await import("../gen/generated/mimi/discovery/v1/common_pb.js");
+    const { RegistrySnapshotSchema } = await import("@mimi/core/pb");
     const saved = { ...one.snapshot(), seal: (old[0] as RegistryChange).seal };
     writeFileSync(
       path,

@@ -7,9 +7,9 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type * as grpc from "@grpc/grpc-js";
 import { status as grpcStatus } from "@grpc/grpc-js";
+import type { Encoded } from "@mimi/core";
+import { DiscoveryError } from "@mimi/core";
 import type { Logger } from "pino";
-import { DiscoveryError } from "../domain/errors.js";
-import type { Encoded } from "./encoded.js";
 import { decoder, type FastPath, fastItems, fastUnary, sizeChecked, wellFormed } from "./fast-path.js";
 import { type CallObservers, observed, streamEnded } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
@@ -81,7 +81,7 @@ export interface AddServiceOptions {
   maxRequestBytes?: Readonly<Record<string, number>>;
   /**
    * Per method (by its local name; unary or bidirectional): answers from a request's bytes,
-   * tried before it is decoded (wire/fast-path.ts), e.g. the resolver's cache hits.
+   * tried before it is decoded (rpc/fast-path.ts), e.g. the resolver's cache hits.
    */
   fast?: Readonly<Record<string, FastPath>>;
 }

@@ -6,20 +6,23 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import type { Logger } from "pino";
 import {
+  type Clock,
+  changeFromProto,
+  followLog,
   type RegistryChange,
   type RegistryData,
   type RegistrySeal,
   RegistryView,
-} from "../domain/registry.js";
-import { registrySignatureValid, sealProblem } from "../domain/registry-seal.js";
-import { RegistrySnapshotSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
-import { RootService, type WatchRegistryResponse } from "../gen/generated/mimi/discovery/v1/root_pb.js";
-import { type Clock, systemClock } from "../runtime/clock.js";
-import { type Channel, openChannel } from "../wire/channel.js";
-import { changeFromProto, snapshotFromProto, snapshotToProto } from "../wire/convert.js";
-import { followLog } from "./follow-log.js";
+  registrySignatureValid,
+  sealProblem,
+  snapshotFromProto,
+  snapshotToProto,
+  systemClock,
+} from "@mimi/core";
+import { RegistrySnapshotSchema, RootService, type WatchRegistryResponse } from "@mimi/core/pb";
+import { type Channel, openChannel } from "@mimi/rpc";
+import type { Logger } from "pino";
 
 /** Options for following the root. */
 export interface RegistrySyncOptions {

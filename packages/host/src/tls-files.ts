@@ -11,8 +11,8 @@
 import { createHash, X509Certificate } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { experimental } from "@grpc/grpc-js";
-import { ConfigError } from "../runtime/config.js";
-import { loadTls, type TlsMaterial, type TlsPaths } from "./tls.js";
+import { ConfigError } from "@mimi/core";
+import { loadTls, type TlsMaterial, type TlsPaths } from "@mimi/rpc";
 
 type CaListener = experimental.CaCertificateUpdateListener;
 type IdentityListener = experimental.IdentityCertificateUpdateListener;

@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "../domain/errors.js";
+import { createLogger, DiscoveryError } from "@mimi/core";
 import {
   AuthoritativeAdminService,
   AuthoritativeService,
@@ -14,12 +14,11 @@ import {
   LookupResponseSchema,
   LookupStreamRequestSchema,
   LookupStreamResponseSchema,
-} from "../gen/generated/mimi/discovery/v1/authoritative_pb.js";
-import { RootService } from "../gen/generated/mimi/discovery/v1/root_pb.js";
-import { createLogger } from "../runtime/logger.js";
+  RootService,
+} from "@mimi/core/pb";
 import { type Channel, openChannel } from "./channel.js";
 import { addService, type ServiceHandlers } from "./grpc.js";
-import { createGrpcServer, listen } from "./server.js";
+import { createGrpcServer, listen } from "./listen.js";
 
 const log = createLogger({ name: "test", level: "silent" });
 const servers: grpc.Server[] = [];

@@ -3,8 +3,8 @@
 // age, and request size. Every limit is a key of the server's `connections` config section.
 import type { Server, Socket } from "node:net";
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "../domain/errors.js";
-import type { ConfigReader } from "../runtime/config.js";
+import type { ConfigReader } from "@mimi/core";
+import { DiscoveryError } from "@mimi/core";
 import type { CallObservers } from "./metrics.js";
 
 /** The connection limits of a server. */
@@ -86,7 +86,7 @@ export function grpcLimitOptions(l: ConnectionLimits): grpc.ServerOptions {
     "grpc.max_connection_idle_ms": l.idleTimeoutMs,
     "grpc.max_connection_age_ms": l.maxConnectionAgeMs,
     "grpc.max_connection_age_grace_ms": CONNECTION_AGE_GRACE_MS,
-    // Methods check their own, smaller limits (wire/grpc.ts); this is the ceiling.
+    // Methods check their own, smaller limits (rpc/grpc.ts); this is the ceiling.
     "grpc.max_receive_message_length": MAX_METHOD_REQUEST_BYTES,
   };
 }

@@ -1,85 +1,45 @@
 // How every server process runs: argv and environment -> config -> logger -> the server's own
 // wiring -> health -> listen -> signals -> graceful shutdown. The three mains call runServer
 // with `process`, so the lifecycle lives in one place and nothing else touches the process.
-import { X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
 import { resolve } from "node:path";
-import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "pino";
-import type { Registry } from "prom-client";
-import { type Clock, fileOffsetClock, systemClock } from "../runtime/clock.js";
-import { ConfigError, type ConfigReader, readConfigFile } from "../runtime/config.js";
-import { createLogger, LOG_LEVELS, logListening } from "../runtime/logger.js";
-import { addHealthService } from "./health.js";
-import { type CallObservers, createServerMetrics, MIMI_VERSION } from "./metrics.js";
-import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
-import { addReflection } from "./reflection.js";
-import { applyReload } from "./reload.js";
+import type * as grpc from "@grpc/grpc-js";
 import {
-  attachLimits,
+  type Clock,
+  ConfigError,
+  type ConfigReader,
+  createLogger,
+  fileOffsetClock,
+  LOG_LEVELS,
+  logListening,
+  readConfigFile,
+  systemClock,
+} from "@mimi/core";
+import {
+  addHealthService,
+  addReflection,
   type ConnectionLimits,
   capConnections,
-  DEFAULT_CONNECTION_LIMITS,
-  grpcLimitOptions,
+  createGrpcServer,
+  createServerMetrics,
+  listen,
+  MIMI_VERSION,
   readConnectionLimits,
-} from "./server-limits.js";
-import {
   readTlsSection,
   serverCredentials,
+  shutdown,
   silenceIpServernameWarning,
   type TlsPaths,
   type WarningEmitter,
-} from "./tls.js";
+} from "@mimi/rpc";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
+import { applyReload } from "./reload.js";
 import { holdsDevelopmentCa, TlsFiles } from "./tls-files.js";
-
-/** Server options: keepalive pings to find dead clients, and tolerance for clients' pings on idle streams. */
-const SERVER_OPTIONS: grpc.ServerOptions = {
-  "grpc.keepalive_time_ms": 60_000,
-  "grpc.keepalive_timeout_ms": 20_000,
-  "grpc.http2.min_ping_interval_without_data_ms": 10_000,
-  // Channelz keeps per-call statistics for a debugging service we do not expose.
-  "grpc.enable_channelz": 0,
-};
 
 /** How long a stopping server lets running calls finish before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2_000;
-
-/** A new grpc-js server with the project's options, `limits` (connections section) and call metrics. */
-export function createGrpcServer(
-  limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
-  observers?: CallObservers,
-): grpc.Server {
-  const server = new grpc.Server({ ...SERVER_OPTIONS, ...grpcLimitOptions(limits) });
-  attachLimits(server, limits, observers);
-  return server;
-}
-
-/** Binds `server` on host:port (0 picks a free port) and returns the bound port. */
-export function listen(
-  server: grpc.Server,
-  host: string,
-  port: number,
-  credentials: grpc.ServerCredentials,
-): Promise<number> {
-  const address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-  return new Promise((resolvePort, reject) => {
-    server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolvePort(bound)));
-  });
-}
-
-/** Stops accepting calls and waits up to `graceMs` for running ones before cutting them off. */
-export function shutdown(server: grpc.Server, graceMs: number): Promise<void> {
-  return new Promise((done) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      done();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      done();
-    });
-  });
-}
 
 /** The keys every server's configuration has. */
 export interface ServerBasics {

@@ -1,4 +1,4 @@
-// Request decoding for the server adapter (wire/grpc.ts), and its fast paths: a method may
+// Request decoding for the server adapter (rpc/grpc.ts), and its fast paths: a method may
 // answer some requests straight from their bytes (the resolver's cache hits), before protobuf-es
 // decodes them and before the adapter builds a call context, a promise chain and a typed reply.
 // A fast path sees only requests whose size its method takes; whatever it declines (returns
@@ -8,7 +8,7 @@
 import type { DescMessage, DescMethod } from "@bufbuild/protobuf";
 import { fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "../domain/errors.js";
+import { DiscoveryError } from "@mimi/core";
 
 /**
  * Answers a request from its encoded bytes, or declines with undefined. It must answer exactly

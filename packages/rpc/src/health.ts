@@ -1,14 +1,9 @@
 // The standard gRPC health service (grpc.health.v1) for every server: NOT_SERVING until the
 // server can answer (e.g. before its first registry copy) and again while it shuts down.
 import type * as grpc from "@grpc/grpc-js";
+import { DiscoveryError, Latch } from "@mimi/core";
+import { Health, type HealthCheckResponse, HealthCheckResponse_ServingStatus as Status } from "@mimi/core/pb";
 import type { Logger } from "pino";
-import { DiscoveryError } from "../domain/errors.js";
-import {
-  Health,
-  type HealthCheckResponse,
-  HealthCheckResponse_ServingStatus as Status,
-} from "../gen/generated/grpc/health/v1/health_pb.js";
-import { Latch } from "../runtime/latch.js";
 import { addService } from "./grpc.js";
 
 /** Switches the reported status of the whole server. */

@@ -6,9 +6,9 @@
 // request bodies, short header and request timeouts, a connection cap.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
+import { ConfigError, type ConfigReader } from "@mimi/core";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { ConfigError, type ConfigReader } from "../runtime/config.js";
 
 /** The `ops` config section; absent, the server has no ops listener. */
 export interface OpsConfig {
