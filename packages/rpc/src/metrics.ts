@@ -20,9 +20,8 @@ import { type CallObservers, callMetrics, type MethodObserver } from "./call-met
 export type { CallObservers, CallType, MethodObserver } from "./call-metrics.js";
 
 /** This build's version (the packages' version). */
-export const MIMI_VERSION: string = (
-  createRequire(import.meta.url)("../package.json") as { version: string }
-).version;
+export const MIMI_VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string })
+  .version;
 
 /** Latency buckets in seconds, from a cache hit (sub-millisecond) to a deadline (10 s). */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

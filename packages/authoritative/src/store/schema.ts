@@ -141,4 +141,16 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE conflicts ADD COLUMN opt_out_user_sig BLOB NOT NULL DEFAULT x'';
    ALTER TABLE conflicts ADD COLUMN opt_out_msp_sig BLOB NOT NULL DEFAULT x'';
    ALTER TABLE conflicts ADD COLUMN opt_out_msp_key BLOB NOT NULL DEFAULT x'';`,
+  // v7 (issue 14): the mapping count is kept by triggers in the writes' own transactions, so
+  // start-up and GetStatus read one row instead of counting every mapping (seconds at 100M).
+  // Mappings are written by upsert (INSERT ... ON CONFLICT DO UPDATE), never REPLACE: a
+  // replacement's implicit delete fires no trigger, so it would count twice.
+  `CREATE TABLE row_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT;
+   INSERT INTO row_counts (name, n) SELECT 'mappings', count(*) FROM mappings;
+   CREATE TRIGGER count_mapping_insert AFTER INSERT ON mappings BEGIN
+     UPDATE row_counts SET n = n + 1 WHERE name = 'mappings';
+   END;
+   CREATE TRIGGER count_mapping_delete AFTER DELETE ON mappings BEGIN
+     UPDATE row_counts SET n = n - 1 WHERE name = 'mappings';
+   END;`,
 ];

@@ -23,6 +23,7 @@ import type {
   PeerRequestRow,
 } from "./rows.js";
 import { MIGRATIONS } from "./schema.js";
+import { SQL } from "./sql.js";
 import {
   type ChallengeSqlRow,
   type ChangeSqlRow,
@@ -150,117 +151,54 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     );
   }
   const q = {
-    mappings: db.prepare<[string], MappingSqlRow>(
-      "SELECT * FROM mappings WHERE csi = ? ORDER BY is_default DESC, precedence, msp_id, ssi",
-    ),
-    mapping: db.prepare<[string, string, string], MappingSqlRow>(
-      "SELECT * FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
-    ),
-    putMapping: db.prepare(
-      `INSERT OR REPLACE INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig, withheld)
-       VALUES (@csi, @msp_id, @ssi, @is_default, @precedence, @expires_at_ms, @record, @user_sig, @msp_sig, @dp_sig, @withheld)`,
-    ),
-    updateMapping: db.prepare(
-      `UPDATE mappings SET is_default = @is_default, precedence = @precedence, dp_sig = @dp_sig,
-       withheld = coalesce(@withheld, withheld) WHERE csi = @csi AND msp_id = @msp_id AND ssi = @ssi`,
-    ),
-    deleteMapping: db.prepare<[string, string, string]>(
-      "DELETE FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
-    ),
-    expired: db.prepare<[number, number], MappingSqlRow>(
-      "SELECT * FROM mappings WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
-    ),
-    count: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM mappings"),
-    legacyCount: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM legacy_unsigned_mappings"),
-    optedOut: db.prepare<[string], OptOutSqlRow>("SELECT * FROM opt_outs WHERE csi = ?"),
-    setOptOut: db.prepare(
-      `INSERT OR REPLACE INTO opt_outs (csi, at_ms, statement, user_sig, msp_sig, msp_key)
-       VALUES (@csi, @atMs, @statement, @userSig, @mspSig, @mspKey)`,
-    ),
-    clearOptOut: db.prepare<[string]>("DELETE FROM opt_outs WHERE csi = ?"),
-    insertChallenge: db.prepare(
-      `INSERT INTO challenges (id, msp_id, csi, action, params, statement, code_hash, attempts, expires_at_ms, state)
-       VALUES (@id, @mspId, @csi, @action, @params, @statement, @codeHash, @attempts, @expiresAtMs, @state)`,
-    ),
-    challenge: db.prepare<[string], ChallengeSqlRow>("SELECT * FROM challenges WHERE id = ?"),
-    updateChallenge: db.prepare<[number, string, string]>(
-      "UPDATE challenges SET attempts = ?, state = ? WHERE id = ?",
-    ),
-    deleteChallenges: db.prepare<[number]>("DELETE FROM challenges WHERE expires_at_ms < ?"),
-    insertConflict: db.prepare(
-      `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state, opt_out,
-         opt_out_statement, opt_out_user_sig, opt_out_msp_sig, opt_out_msp_key)
-       VALUES (@id, @csi, @claimantMsp, @newMsp, @newSsi, @replace, @makeDefault, @openedAtMs, @deadlineMs, @state, @optOut,
-         @statement, @userSig, @mspSig, @mspKey)`,
-    ),
-    insertTarget: db.prepare<[string, string, string]>(
-      "INSERT OR IGNORE INTO conflict_targets (conflict_id, msp_id, ssi) VALUES (?, ?, ?)",
-    ),
-    conflict: db.prepare<[string], ConflictSqlRow>("SELECT * FROM conflicts WHERE id = ?"),
-    targets: db.prepare<[string], { msp_id: string; ssi: string }>(
-      "SELECT msp_id, ssi FROM conflict_targets WHERE conflict_id = ? ORDER BY msp_id, ssi",
-    ),
-    setConflictState: db.prepare<[string, string]>("UPDATE conflicts SET state = ? WHERE id = ?"),
-    openConflictCount: db.prepare<[], { n: number }>(
-      "SELECT count(*) AS n FROM conflicts WHERE state = 'open'",
-    ),
-    dueConflicts: db.prepare<[number, number], ConflictSqlRow>(
-      "SELECT * FROM conflicts WHERE state = 'open' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
-    ),
-    openConflicts: db.prepare<[string], ConflictSqlRow>(
-      "SELECT * FROM conflicts WHERE state = 'open' AND csi = ? ORDER BY opened_at_ms",
-    ),
-    addNotice: db.prepare<[string, number, string]>(
-      "INSERT INTO notices (msp_id, at_ms, body) VALUES (?, ?, ?)",
-    ),
+    mappings: db.prepare<[string], MappingSqlRow>(SQL.mappings),
+    mapping: db.prepare<[string, string, string], MappingSqlRow>(SQL.mapping),
+    putMapping: db.prepare(SQL.putMapping),
+    updateMapping: db.prepare(SQL.updateMapping),
+    deleteMapping: db.prepare<[string, string, string]>(SQL.deleteMapping),
+    expired: db.prepare<[number, number], MappingSqlRow>(SQL.expired),
+    count: db.prepare<[], { n: number }>(SQL.count),
+    legacyCount: db.prepare<[], { n: number }>(SQL.legacyCount),
+    optedOut: db.prepare<[string], OptOutSqlRow>(SQL.optedOut),
+    setOptOut: db.prepare(SQL.setOptOut),
+    clearOptOut: db.prepare<[string]>(SQL.clearOptOut),
+    insertChallenge: db.prepare(SQL.insertChallenge),
+    challenge: db.prepare<[string], ChallengeSqlRow>(SQL.challenge),
+    updateChallenge: db.prepare<[number, string, string]>(SQL.updateChallenge),
+    deleteChallenges: db.prepare<[number]>(SQL.deleteChallenges),
+    insertConflict: db.prepare(SQL.insertConflict),
+    insertTarget: db.prepare<[string, string, string]>(SQL.insertTarget),
+    conflict: db.prepare<[string], ConflictSqlRow>(SQL.conflict),
+    targets: db.prepare<[string], { msp_id: string; ssi: string }>(SQL.targets),
+    setConflictState: db.prepare<[string, string]>(SQL.setConflictState),
+    openConflictCount: db.prepare<[], { n: number }>(SQL.openConflictCount),
+    dueConflicts: db.prepare<[number, number], ConflictSqlRow>(SQL.dueConflicts),
+    openConflicts: db.prepare<[string], ConflictSqlRow>(SQL.openConflicts),
+    addNotice: db.prepare<[string, number, string]>(SQL.addNotice),
     noticesSince: db.prepare<
       [string, number, number],
       { seq: number; msp_id: string; at_ms: number; body: string }
-    >("SELECT * FROM notices WHERE msp_id = ? AND seq > ? ORDER BY seq LIMIT ?"),
-    oldestNotices: db.prepare<[number], { seq: number; at_ms: number }>(
-      "SELECT seq, at_ms FROM notices ORDER BY seq LIMIT ?",
-    ),
-    deleteNoticesThrough: db.prepare<[number]>("DELETE FROM notices WHERE seq <= ?"),
-    bulkCommitted: db.prepare<[string, string], { committed: number }>(
-      "SELECT committed FROM bulk_sessions WHERE msp_id = ? AND session_id = ?",
-    ),
-    setBulk: db.prepare<[string, string, number, number]>(
-      `INSERT INTO bulk_sessions (msp_id, session_id, committed, updated_at_ms) VALUES (?, ?, ?, ?)
-       ON CONFLICT (msp_id, session_id) DO UPDATE SET committed = excluded.committed, updated_at_ms = excluded.updated_at_ms`,
-    ),
-    enrol: db.prepare(
-      `INSERT INTO enrolled_msps (msp_id, tls_identity, enrolled_users, enrolled_at_ms, signing_key, may_bulk)
-       VALUES (@mspId, @tlsIdentity, @enrolledUsers, @enrolledAtMs, @signingKey, @mayBulk)
-       ON CONFLICT (msp_id) DO UPDATE SET tls_identity = excluded.tls_identity,
-         enrolled_users = excluded.enrolled_users, signing_key = excluded.signing_key, may_bulk = excluded.may_bulk`,
-    ),
-    enrolled: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE msp_id = ?"),
-    byIdentity: db.prepare<[string], MspRow>("SELECT * FROM enrolled_msps WHERE tls_identity = ?"),
-    listEnrolled: db.prepare<[], MspRow>("SELECT * FROM enrolled_msps ORDER BY msp_id"),
-    addPeer: db.prepare(
-      `INSERT INTO peer_requests (peer_dp, csi, msp_id, ssi, created_at_ms, attempts, next_at_ms, last_error)
-       VALUES (@peerDp, @csi, @mspId, @ssi, @createdAtMs, 0, @nextAtMs, '')`,
-    ),
-    duePeers: db.prepare<[number, number], PeerSqlRow>(
-      "SELECT * FROM peer_requests WHERE next_at_ms <= ? ORDER BY next_at_ms LIMIT ?",
-    ),
-    reschedulePeer: db.prepare<[number, number, string, number]>(
-      "UPDATE peer_requests SET attempts = ?, next_at_ms = ?, last_error = ? WHERE id = ?",
-    ),
-    deletePeer: db.prepare<[number]>("DELETE FROM peer_requests WHERE id = ?"),
-    countPeers: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM peer_requests"),
-    logId: db.prepare<[], { value: string }>("SELECT value FROM store_meta WHERE key = 'log_id'"),
-    latestSeq: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'change_log'"),
-    oldestSeq: db.prepare<[], { seq: number | null }>("SELECT min(seq) AS seq FROM change_log"),
-    changeAt: db.prepare<[number], ChangeSqlRow>("SELECT * FROM change_log WHERE seq = ?"),
-    changesSince: db.prepare<[number, number], ChangeSqlRow>(
-      "SELECT * FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
-    ),
-    // Pruning deletes a prefix by seq (prunePrefix below), never a hole behind a reader.
-    oldestChanges: db.prepare<[number], { seq: number; at_ms: number }>(
-      "SELECT seq, at_ms FROM change_log ORDER BY seq LIMIT ?",
-    ),
-    pruneChangesThrough: db.prepare<[number]>("DELETE FROM change_log WHERE seq <= ?"),
+    >(SQL.noticesSince),
+    oldestNotices: db.prepare<[number], { seq: number; at_ms: number }>(SQL.oldestNotices),
+    deleteNoticesThrough: db.prepare<[number]>(SQL.deleteNoticesThrough),
+    bulkCommitted: db.prepare<[string, string], { committed: number }>(SQL.bulkCommitted),
+    setBulk: db.prepare<[string, string, number, number]>(SQL.setBulk),
+    enrol: db.prepare(SQL.enrol),
+    enrolled: db.prepare<[string], MspRow>(SQL.enrolled),
+    byIdentity: db.prepare<[string], MspRow>(SQL.byIdentity),
+    listEnrolled: db.prepare<[], MspRow>(SQL.listEnrolled),
+    addPeer: db.prepare(SQL.addPeer),
+    duePeers: db.prepare<[number, number], PeerSqlRow>(SQL.duePeers),
+    reschedulePeer: db.prepare<[number, number, string, number]>(SQL.reschedulePeer),
+    deletePeer: db.prepare<[number]>(SQL.deletePeer),
+    countPeers: db.prepare<[], { n: number }>(SQL.countPeers),
+    logId: db.prepare<[], { value: string }>(SQL.logId),
+    latestSeq: db.prepare<[], { seq: number }>(SQL.latestSeq),
+    oldestSeq: db.prepare<[], { seq: number | null }>(SQL.oldestSeq),
+    changeAt: db.prepare<[number], ChangeSqlRow>(SQL.changeAt),
+    changesSince: db.prepare<[number, number], ChangeSqlRow>(SQL.changesSince),
+    oldestChanges: db.prepare<[number], { seq: number; at_ms: number }>(SQL.oldestChanges),
+    pruneChangesThrough: db.prepare<[number]>(SQL.pruneChangesThrough),
   };
   const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
   // Watchers are told after commit, never from inside a transaction that may still roll back.

@@ -1,0 +1,151 @@
+// Issue 14: a DP must cost nothing measurable when nothing changes, at 100M mappings. Every
+// statement the store prepares is read here through SQLite's query planner: none may read a
+// large table whole, so neither the sweep nor a lookup grows with the store. The mapping count,
+// which start-up and GetStatus read, is kept by triggers instead of counted.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import Database from "better-sqlite3";
+import type { MappingRow } from "./rows.js";
+import { MIGRATIONS } from "./schema.js";
+import { SQL } from "./sql.js";
+import { openMappingStore } from "./store.js";
+
+const dir = mkdtempSync(join(tmpdir(), "mimi-dp-sql-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * Tables a statement may scan, and why that stays small whatever the number of mappings.
+ * Everything else (mappings, opt-outs, the change log, notices, challenges, conflicts) must be
+ * searched by key or index, or read in key order under a LIMIT.
+ */
+const SMALL_TABLES: Record<string, string> = {
+  store_meta: "a handful of keys",
+  row_counts: "one row per counted table",
+  sqlite_sequence: "one row per AUTOINCREMENT table",
+  enrolled_msps: "one row per enrolled MSP",
+  peer_requests: "undelivered peer invalidations only; rows leave when acknowledged",
+  legacy_unsigned_mappings: "v1 leftovers, read once at start-up, emptied by re-registration",
+};
+
+/** Binds every parameter of `sql` to 0: the plan depends on the SQL, not on the values. */
+function planOf(db: Database.Database, sql: string): string[] {
+  const named = Object.fromEntries([...sql.matchAll(/@(\w+)/g)].map((m) => [m[1], 0]));
+  const positional = [...sql.matchAll(/\?/g)].map(() => 0);
+  const stmt = db.prepare(`EXPLAIN QUERY PLAN ${sql}`);
+  const args: unknown[] = Object.keys(named).length > 0 ? [named] : positional;
+  return (stmt.all(...args) as { detail: string }[]).map((r) => r.detail);
+}
+
+/** What is wrong with a statement's plan at 100M rows, if anything. */
+function scanProblem(sql: string, plan: readonly string[]): string | undefined {
+  // Rows read in key order with no filter, stopping at a LIMIT (the oldest log rows): bounded.
+  const bounded =
+    /\bLIMIT\b/.test(sql) && !/\bWHERE\b/.test(sql) && !plan.some((d) => d.startsWith("USE TEMP B-TREE"));
+  for (const d of plan) {
+    const scan = /^SCAN (\w+)/.exec(d);
+    if (!scan) continue;
+    const table = scan[1] as string;
+    if (table in SMALL_TABLES) continue;
+    if (bounded) continue;
+    return `scans ${table} (${d})`;
+  }
+  return undefined;
+}
+
+test("no statement of the store reads a large table whole (query plans)", () => {
+  const path = join(dir, "plans.sqlite");
+  openMappingStore(path).close();
+  const db = new Database(path, { readonly: true });
+  try {
+    const problems: string[] = [];
+    for (const [name, sql] of Object.entries(SQL)) {
+      const problem = scanProblem(sql, planOf(db, sql));
+      if (problem) problems.push(`${name}: ${problem}`);
+    }
+    assert.deepEqual(problems, []);
+    // The check itself: a count of all mappings, and a filter no index serves (even under a
+    // LIMIT: it reads until enough rows match), are caught.
+    assert.match(
+      scanProblem("SELECT count(*) FROM mappings", planOf(db, "SELECT count(*) FROM mappings")) ?? "",
+      /scans mappings/,
+    );
+    const byRecord = "SELECT * FROM mappings WHERE record = ? ORDER BY csi LIMIT 5";
+    assert.match(scanProblem(byRecord, planOf(db, byRecord)) ?? "", /scans mappings/);
+  } finally {
+    db.close();
+  }
+});
+
+const row = (csi: string, ssi = "s1", expiresAtMs = Date.UTC(2027, 0, 1)): MappingRow => ({
+  csi,
+  mspId: "m",
+  ssi,
+  isDefault: false,
+  precedence: 1,
+  expiresAtMs,
+  record: new Uint8Array([1]),
+  userSig: new Uint8Array(),
+  mspSig: new Uint8Array([2]),
+  dpSig: new Uint8Array([3]),
+});
+
+test("the mapping count follows inserts, rewrites, deletes and rolled-back transactions", () => {
+  const path = join(dir, "count.sqlite");
+  const store = openMappingStore(path);
+  const truth = new Database(path, { readonly: true });
+  const counted = () => truth.prepare("SELECT count(*) AS n FROM mappings").get() as { n: number };
+  try {
+    assert.equal(store.count(), 0);
+    store.putMapping(row("tel:+441"));
+    store.putMapping(row("tel:+441", "s2"));
+    store.putMapping(row("tel:+442"));
+    assert.equal(store.count(), 3);
+    // A rewrite of the same key (a re-registration) is an update: still 3, and one change event.
+    const before = store.logBounds().latest;
+    store.putMapping({ ...row("tel:+441"), precedence: 0, record: new Uint8Array([9]) });
+    assert.equal(store.count(), 3);
+    assert.equal(store.logBounds().latest, before + 1, "one change event for the rewrite");
+    assert.deepEqual(store.mapping("tel:+441", "m", "s1")?.record, new Uint8Array([9]));
+    assert.equal(store.deleteMapping("tel:+442", "m", "s1"), true);
+    assert.equal(store.deleteMapping("tel:+442", "m", "s1"), false);
+    assert.equal(store.count(), 2);
+    assert.throws(() =>
+      store.transaction(() => {
+        store.putMapping(row("tel:+443"));
+        throw new Error("abort");
+      }),
+    );
+    assert.equal(store.count(), 2);
+    assert.equal(store.count(), counted().n);
+  } finally {
+    truth.close();
+    store.close();
+  }
+  const reopened = openMappingStore(path);
+  assert.equal(reopened.count(), 2, "kept across a restart");
+  reopened.close();
+});
+
+test("a v6 store upgrades with its mappings counted once", () => {
+  const path = join(dir, "v6.sqlite");
+  const db = new Database(path);
+  for (const m of MIGRATIONS.slice(0, 6)) db.exec(m);
+  db.pragma("user_version = 6");
+  const insert = db.prepare(
+    `INSERT INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig)
+     VALUES (?, 'm', 's', 0, 1, 0, x'01', x'', x'02', x'03')`,
+  );
+  for (let i = 0; i < 25; i++) insert.run(`tel:+44${i}`);
+  db.close();
+  const store = openMappingStore(path);
+  try {
+    assert.equal(store.count(), 25);
+    store.putMapping(row("tel:+4499"));
+    assert.equal(store.count(), 26);
+  } finally {
+    store.close();
+  }
+});
