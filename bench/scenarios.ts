@@ -1,6 +1,6 @@
 // The read-path scenarios: cache hits, cold walks to the DPs, negative answers, a mix of the
 // three, the authoritative alone at large sizes, and the resolver's memory per cached answer.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { toBinary } from "@bufbuild/protobuf";
@@ -301,6 +301,39 @@ export async function memoryScenario(
   netDir: string,
   log: (s: string) => void,
 ): Promise<void> {
+  // First the cache's own heap per answer, in a process of its own with full collections
+  // around the fill (bench/cache-memory.ts): the figure to size cache.maxEntries by.
+  const probeAnswers = o.quick ? 20_000 : Math.min(o.memoryEntries, 200_000);
+  for (const perAnswer of [1, 2]) {
+    const out = execFileSync(
+      process.execPath,
+      [
+        "--expose-gc",
+        "--import",
+        "tsx",
+        join(HERE, "cache-memory.ts"),
+        String(probeAnswers),
+        String(perAnswer),
+      ],
+      { encoding: "utf8" },
+    );
+    const p = JSON.parse(out) as Record<string, number>;
+    bench.results.push({
+      scenario: "memory",
+      variant: `cache heap, ${perAnswer} mapping${perAnswer > 1 ? "s" : ""} per answer`,
+      lookups: p.answers ?? 0,
+      errors: 0,
+      lookupsPerSec: 0,
+      latencyMs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0 },
+      cpuSeconds: {},
+      rssMb: {},
+      lookupsPerServerCpuSecond: 0,
+      extra: p,
+    });
+    log(
+      `memory: the resolver's cache holds ${p.heapBytesPerAnswer} bytes of V8 heap and ${p.externalBytesPerAnswer} external bytes (the answer's encoding, ${p.answerWireBytes} bytes on the wire) per cached answer of ${perAnswer} signed mapping(s), ${p.answers} answers`,
+    );
+  }
   // RSS after a fast fill is mostly allocator high-water (heap committed during the fill,
   // HTTP/2 and TLS buffers). The live heap after V8's idle "reduce" collection, read from
   // --trace-gc, is what the cached answers themselves hold.

@@ -88,7 +88,13 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
     "@mimi/root/offline",
     "@mimi/authoritative/offline",
   ],
-  bench: [...SHARED, "@mimi/devnet", "@mimi/devnet/paths", "@mimi/authoritative/offline"],
+  bench: [
+    ...SHARED,
+    "@mimi/devnet",
+    "@mimi/devnet/paths",
+    "@mimi/authoritative/offline",
+    "@mimi/resolver/offline",
+  ],
   test: [...SHARED, "@mimi/devnet"],
 };
 /** Libraries: no process of their own, so they read no process global. */

@@ -110,7 +110,14 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     const propagation = report.results.find((r) => r.scenario === "propagation");
     assert.ok((propagation?.extra?.samples ?? 0) > 0, "the propagation run saw writes become visible");
     assert.ok((propagation?.latencyMs.p50 ?? 0) > 0, "and measured how long that took");
-    const memory = report.results.find((r) => r.scenario === "memory");
+    const memory = report.results.find((r) => r.scenario === "memory" && r.variant.startsWith("fill"));
+    const heap = report.results.filter((r) => r.scenario === "memory" && r.variant.startsWith("cache heap"));
+    assert.equal(heap.length, 2, "the cache's heap per answer, for answers of one and two mappings");
+    for (const h of heap) {
+      assert.ok((h.extra?.heapBytesPerAnswer ?? 0) > 0, `${h.variant}: heap per answer`);
+      // The encoding is kept whole, outside the heap: at least the answer's bytes on the wire.
+      assert.ok((h.extra?.externalBytesPerAnswer ?? 0) >= (h.extra?.answerWireBytes ?? 1) * 0.9, h.variant);
+    }
     assert.ok((memory?.extra?.cachedAnswers ?? 0) > 0, "the memory run cached answers");
     assert.ok(Number.isFinite(memory?.extra?.bytesPerCachedAnswer), "and reported bytes per answer");
     assert.match(out, /scenario\s+variant\s+lookups\/s/, "the table is printed");

@@ -55,27 +55,47 @@ test("least recently used entries are evicted at maxEntries", () => {
 });
 
 test("entries are found by their second key, collisions included, and the index follows evictions", () => {
-  // A deliberately colliding index: keys index by their first letter.
-  const { cache } = setup({ maxEntries: 3, indexKey: (k: string) => k.slice(0, 1) });
+  // A deliberately colliding index: keys index by their first letter's code.
+  const { cache } = setup({ maxEntries: 3, indexKey: (k: string) => k.charCodeAt(0) });
+  const at = (c: string) => c.charCodeAt(0);
   cache.set("a1", "x", 60);
   cache.set("a2", "y", 60);
   cache.set("b1", "z", 60);
   cache.set("a1", "x2", 60); // an overwrite keeps a1 indexed once
-  assert.equal(cache.deleteIndexed("a"), 2);
+  assert.equal(cache.deleteIndexed(at("a")), 2);
   assert.equal(cache.get("a1"), undefined);
   assert.equal(cache.get("b1")?.value, "z");
-  assert.equal(cache.deleteIndexed("a"), 0);
+  assert.equal(cache.deleteIndexed(at("a")), 0);
   // LRU eviction removes the evicted key from the index: c1..c3 push b1 out.
   cache.set("c1", "1", 60);
   cache.set("c2", "2", 60);
   cache.set("c3", "3", 60);
   assert.equal(cache.size, 3);
-  assert.equal(cache.deleteIndexed("b"), 0);
+  assert.equal(cache.deleteIndexed(at("b")), 0);
   cache.delete("c2");
-  assert.equal(cache.deleteIndexed("c"), 2);
+  assert.equal(cache.deleteIndexed(at("c")), 2);
   cache.set("d1", "4", 60);
   cache.clear();
-  assert.equal(cache.deleteIndexed("d"), 0);
+  assert.equal(cache.deleteIndexed(at("d")), 0);
+});
+
+test("a deletion by second key takes only the entries its filter accepts (another DP's stay)", () => {
+  const { cache } = setup({ maxEntries: 10, indexKey: () => 7 });
+  cache.set("k1", "dp-a", 60);
+  cache.set("k2", "dp-b", 60);
+  cache.set("k3", "dp-a", 60);
+  assert.equal(
+    cache.deleteIndexed(7, (v) => v === "dp-a"),
+    2,
+  );
+  assert.equal(cache.get("k2")?.value, "dp-b");
+  assert.equal(cache.get("k1"), undefined);
+  assert.equal(
+    cache.deleteIndexed(7, (v) => v === "dp-a"),
+    0,
+    "the index no longer lists them",
+  );
+  assert.equal(cache.deleteIndexed(7), 1);
 });
 
 test("hits are counted per stored value and report the TTL it was stored with", () => {

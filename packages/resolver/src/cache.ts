@@ -15,10 +15,12 @@ export interface TtlCacheOptions<V = unknown> {
   staleWindowSeconds: number;
   now: Clock;
   /**
-   * The second key of an entry (e.g. a hash of its key), or undefined for none; several keys
-   * may share one. Computed at every store, so an overwrite follows the new value.
+   * The second key of an entry (e.g. bits of a hash of its key; a small integer, which costs no
+   * allocation, where a string would cost an entry as much as its answer's other fields), or
+   * undefined for none; several keys may share one. Computed at every store, so an overwrite
+   * follows the new value.
    */
-  indexKey?: (key: string, value: V) => string | undefined;
+  indexKey?: (key: string, value: V) => number | undefined;
   /** The kind of an entry, for the count of entries evicted for room (e.g. positive, negative). */
   kindOf?: (value: V) => string;
 }
@@ -39,7 +41,7 @@ interface Entry<V> {
   expiresAtMs: number;
   ttlMs: number;
   hits: number;
-  index: string | undefined;
+  index: number | undefined;
 }
 
 /** The cache. Values are stored as given; callers store frozen values so hits cannot be mutated. */
@@ -57,8 +59,8 @@ export interface TtlCache<V> {
   delete(key: string): boolean;
   /** Deletes every entry (fresh or stale) for which `drop` is true; returns how many. */
   prune(drop: (key: string, value: V) => boolean): number;
-  /** Deletes the entries whose second key is `index`; returns how many. */
-  deleteIndexed(index: string): number;
+  /** Deletes the entries whose second key is `index` and that `match` accepts; returns how many. */
+  deleteIndexed(index: number, match?: (value: V) => boolean): number;
   clear(): void;
   readonly size: number;
   /** Entries dropped to make room (the least recently used), by kind (TtlCacheOptions.kindOf). */
@@ -68,8 +70,8 @@ export interface TtlCache<V> {
 /** Creates a TTL cache. */
 export function createTtlCache<V>(o: TtlCacheOptions<V>): TtlCache<V> {
   // Second key -> key, or keys when several share it (a hash collision).
-  const index = new Map<string, string | string[]>();
-  const unindex = (ix: string, key: string) => {
+  const index = new Map<number, string | string[]>();
+  const unindex = (ix: number, key: string) => {
     const at = index.get(ix);
     if (at === key) index.delete(ix);
     else if (Array.isArray(at)) {
@@ -146,12 +148,15 @@ export function createTtlCache<V>(o: TtlCacheOptions<V>): TtlCache<V> {
       for (const key of doomed) lru.delete(key);
       return doomed.length;
     },
-    deleteIndexed(ix) {
+    deleteIndexed(ix, match) {
       const at = index.get(ix);
       if (at === undefined) return 0;
       const keys = Array.isArray(at) ? [...at] : [at];
       let n = 0;
-      for (const k of keys) if (lru.delete(k)) n++;
+      for (const k of keys) {
+        const e = lru.peek(k);
+        if (e && (!match || match(e.value)) && lru.delete(k)) n++;
+      }
       return n;
     },
     clear() {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
-import { bitsSet, type LookupKey, type LookupOutcome, pb } from "@mimi/core";
-import { CachedAnswer } from "./cached-answer.js";
+import { bitsSet, changeHashHex, type LookupKey, type LookupOutcome, pb } from "@mimi/core";
+import { answerIndex, CachedAnswer, indexSlot } from "./cached-answer.js";
 
 const key: LookupKey = { kind: "e164", digits: "447700900123" };
 const bytes = (n: number, fill: number) => new Uint8Array(n).fill(fill);
@@ -76,4 +76,47 @@ test("its encoding follows the registry's MSP indexes: redone when the serial mo
   const second = c.encoded(6n, indexOf);
   assert.deepEqual(bitsSet(fromBinary(pb.AnswerSchema, second).compactMspBits), [0, 9]);
   assert.deepEqual(fromBinary(pb.AnswerSchema, second).mappings, fromBinary(pb.AnswerSchema, first).mappings);
+});
+
+test("an entry keeps little besides its bytes: the delegation key of a phone number comes from its URI, MSP lists are shared", () => {
+  const indexes = { serial: 1n, indexOf: () => 0 };
+  const outcome: LookupOutcome = {
+    kind: "answer",
+    dpId: "eu",
+    ttlSeconds: 300,
+    seal,
+    mappings: [mapping("a.example", true), mapping("b.example", false)],
+  };
+  const phone = new CachedAnswer(outcome, key, false, indexes);
+  assert.deepEqual(phone.keyOf("tel:+447700900123"), key);
+  const emailKey: LookupKey = { kind: "email", domainHash: 0x1234n };
+  const email = new CachedAnswer(outcome, emailKey, false, indexes);
+  assert.equal(email.keyOf("mailto:someone@example.org"), emailKey);
+  assert.equal(phone.mspIds, email.mspIds, "one array for answers of the same MSPs");
+  const other = new CachedAnswer(
+    { ...outcome, mappings: [mapping("b.example", false)] },
+    key,
+    false,
+    indexes,
+  );
+  assert.deepEqual(other.mspIds, ["b.example"]);
+  assert.notEqual(other.mspIds, phone.mspIds);
+});
+
+test("the cache index of an answer is 30 bits of its change hash, so a DP's event finds it", () => {
+  const hashKey = new Uint8Array(32).fill(9);
+  const index = answerIndex(new Map([["eu", hashKey]]));
+  const c = new CachedAnswer({ kind: "not_found", dpId: "eu", ttlSeconds: 60 }, key, false, {
+    serial: 1n,
+    indexOf: () => 0,
+  });
+  const slot = index("tel:+447700900123", c);
+  assert.equal(slot, indexSlot(changeHashHex(hashKey, "tel:+447700900123")));
+  assert.ok(slot !== undefined && Number.isInteger(slot) && slot >= 0 && slot < 2 ** 30);
+  assert.notEqual(index("tel:+447700900124", c), slot);
+  assert.equal(
+    answerIndex(new Map())("tel:+447700900123", c),
+    undefined,
+    "no key from the DP yet: not indexed",
+  );
 });

@@ -9,6 +9,7 @@
 // and a new encoding when the registry's MSP indexes (compact bits) change.
 import { fromBinary } from "@bufbuild/protobuf";
 import {
+  changeHashHex,
   DiscoveryError,
   encodeAnswerWithoutTtl,
   kindOfStatus,
@@ -29,17 +30,19 @@ const NO_MSPS: readonly string[] = Object.freeze([]);
 export class CachedAnswer {
   readonly dpId: string;
   readonly kind: OutcomeKind;
-  /** The MSPs of its mappings (interned). */
+  /** The MSPs of its mappings (the array interned: answers of the same MSPs share one). */
   readonly mspIds: readonly string[];
   /** The TTL the DP gave (the cache keeps the entry's own). */
   readonly ttlSeconds: number;
   #bytes: Uint8Array;
   #serial: bigint;
+  /** An email CSI's delegation key; a phone number's is read from its URI (keyOf). */
+  readonly #emailKey: LookupKey | undefined;
 
   constructor(
     outcome: LookupOutcome,
     /** The key the CSI was delegated by. */
-    readonly key: LookupKey,
+    key: LookupKey,
     /** Re-stored after a failed refresh; served as stale until it expires (RFC 8767). */
     readonly stale: boolean,
     registry: { readonly serial: bigint; readonly indexOf: IndexOf },
@@ -48,12 +51,19 @@ export class CachedAnswer {
     this.kind = outcome.kind;
     this.mspIds =
       outcome.kind === "answer" && outcome.mappings.length > 0
-        ? Object.freeze(outcome.mappings.map((m) => intern(m.mspId)))
+        ? internList(outcome.mappings.map((m) => m.mspId))
         : NO_MSPS;
+    this.#emailKey = key.kind === "email" ? key : undefined;
     this.ttlSeconds = outcome.ttlSeconds;
     this.#bytes = encodeAnswerWithoutTtl(outcome, registry.indexOf);
     this.#serial = registry.serial;
     Object.freeze(this);
+  }
+
+  /** The key the CSI at `uri` (this entry's cache key) was delegated by. */
+  keyOf(uri: string): LookupKey {
+    // A canonical phone URI is "tel:+" and the E.164 digits (parseCsi).
+    return this.#emailKey ?? { kind: "e164", digits: uri.slice(5) };
   }
 
   /** The Answer for default parameters without its TTL, for the registry at `serial`. */
@@ -117,8 +127,39 @@ function intern(s: string): string {
   return s;
 }
 
+// Lists of MSP ids, shared by every answer of the same MSPs in the same order. Bounded.
+const INTERNED_LISTS = new Map<string, readonly string[]>();
+const MAX_INTERNED_LISTS = 10_000;
+
+function internList(ids: readonly string[]): readonly string[] {
+  const name = ids.join("\n");
+  const known = INTERNED_LISTS.get(name);
+  if (known) return known;
+  const list = Object.freeze(ids.map(intern));
+  if (INTERNED_LISTS.size < MAX_INTERNED_LISTS) INTERNED_LISTS.set(name, list);
+  return list;
+}
+
 function frozenMapping(m: pb.Mapping) {
   const x = mappingFromProto(m);
   const tags = x.tags.length === 0 ? NO_TAGS : Object.freeze(x.tags.map(intern));
   return Object.freeze({ ...x, mspId: intern(x.mspId), tags });
+}
+
+/**
+ * The cache's second key of an answer: 30 bits of the CSI's change hash under its DP's key, a
+ * small integer so the index allocates nothing per entry. Entries of several CSIs (or DPs) may
+ * share one; a change event deletes only its own DP's entries under it (an extra miss for a
+ * same-DP collision, about one event in 500 at a million cached answers of one DP).
+ */
+export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
+  return (uri: string, v: CachedAnswer): number | undefined => {
+    const key = changeKeys.get(v.dpId);
+    return key ? indexSlot(changeHashHex(key, uri)) : undefined;
+  };
+}
+
+/** The index slot of a change hash given as hex (the first 30 bits). */
+export function indexSlot(hashHex: string): number {
+  return Number.parseInt(hashHex.slice(0, 8), 16) >>> 2;
 }

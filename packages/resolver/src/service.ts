@@ -23,7 +23,7 @@ import {
   type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
-import { CachedAnswer } from "./cached-answer.js";
+import { CachedAnswer, indexSlot } from "./cached-answer.js";
 import {
   type LookupTrace,
   type MissCaller,
@@ -33,7 +33,7 @@ import {
 } from "./lookup-context.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
-export { CachedAnswer } from "./cached-answer.js";
+export { answerIndex, CachedAnswer } from "./cached-answer.js";
 export type { MissCaller, Resolution, ResolverStats } from "./lookup-context.js";
 
 /** What an operator's flush drops. */
@@ -110,14 +110,6 @@ export interface ResolverServiceOptions {
    * answerIndex), which the service keeps current.
    */
   changeKeys: Map<string, Uint8Array>;
-}
-
-/** The cache's second key of an answer: its DP and the CSI's change hash under that DP's key. */
-export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
-  return (uri: string, v: CachedAnswer): string | undefined => {
-    const key = changeKeys.get(v.dpId);
-    return key ? `${v.dpId}/${changeHashHex(key, uri)}` : undefined;
-  };
 }
 
 /**
@@ -347,7 +339,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       scopes = [];
       scheduled = false;
       const inScope = taken === "all" ? () => true : (k: LookupKey) => taken.some((f) => f(k));
-      const n = o.cache.prune((_uri, v) => inScope(v.key) && delegatedDp(v.key) !== v.dpId);
+      const n = o.cache.prune((uri, v) => {
+        const key = v.keyOf(uri);
+        return inScope(key) && delegatedDp(key) !== v.dpId;
+      });
       stats.evictedByRegistry += n;
       if (n > 0) log.info({ evicted: n }, "cached answers evicted after registry change");
     });
@@ -391,7 +386,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // Refreshed in the background; this query is answered from the cache at once.
       stats.prefetches++;
       if (trace) trace.cache = "prefetched";
-      const csi: Csi = { type: hit.value.key.kind === "e164" ? "tel" : "mailto", uri, key: hit.value.key };
+      const key = hit.value.keyOf(uri);
+      const csi: Csi = { type: key.kind === "e164" ? "tel" : "mailto", uri, key };
       single(csi, true).catch((err: Error) => {
         log.debug({ csi: csiHash(uri), err: err.message }, "prefetch failed");
       });
@@ -435,7 +431,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       recent.set(ix, eventCount);
       recentQueue.push({ atMs: o.now(), hash: ix, n: eventCount });
       forgetOldEvents();
-      stats.invalidations += o.cache.deleteIndexed(ix);
+      stats.invalidations += o.cache.deleteIndexed(indexSlot(hashHex), (v) => v.dpId === dpId);
     },
     changeKey(dpId, key) {
       const held = o.changeKeys.get(dpId);
