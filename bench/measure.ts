@@ -33,6 +33,8 @@ export interface Options {
   rounds: number;
   /** False: the resolver runs without its ops listener, so without metrics (to price them). */
   metrics: boolean;
+  /** The resolver's verifyThreads; undefined keeps its default. */
+  verifyThreads?: number | undefined;
 }
 
 /** One measured run of one scenario. */
@@ -339,6 +341,7 @@ export async function withNetwork<T>(
         cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 },
         // No ops section, no metrics: what the metrics cost is the difference (--no-metrics).
         ...(bench.o.metrics ? {} : { ops: undefined }),
+        ...(bench.o.verifyThreads === undefined ? {} : { verifyThreads: bench.o.verifyThreads }),
         ...extra.resolver,
       },
     },

@@ -106,6 +106,10 @@ const cli = new Command("bench")
   .option("--data <dir>", "folder for generated data (reused across runs)", join(REPO, "data/bench"))
   .option("--profile <dir>", "run the servers under node --cpu-prof, writing profiles to <dir>")
   .option("--no-metrics", "run the resolver without its ops listener and metrics (to price them)")
+  .option(
+    "--verify-threads <n>",
+    "the resolver's verifyThreads (default: its own, cores - 1; 0 checks on the event loop)",
+  )
   .action(async (raw: Record<string, string | boolean>) => {
     const quick = raw.quick === true;
     const num = (k: string, q: number) => (quick ? q : Number(raw[k]));
@@ -127,9 +131,12 @@ const cli = new Command("bench")
       dataDir: String(raw.data),
       profileDir: typeof raw.profile === "string" ? raw.profile : undefined,
       metrics: raw.metrics !== false,
+      verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
     };
+    if (o.verifyThreads !== undefined && !(Number.isInteger(o.verifyThreads) && o.verifyThreads >= 0))
+      throw new Error("--verify-threads must be an integer >= 0");
     for (const [k, v] of Object.entries(o)) {
-      if (typeof v === "number" && !(Number.isFinite(v) && v > 0))
+      if (k !== "verifyThreads" && typeof v === "number" && !(Number.isFinite(v) && v > 0))
         throw new Error(`--${k} must be a positive number`);
     }
     await main(o);

@@ -1,7 +1,7 @@
 // Verifies the MSP signatures of bulk batches on worker threads (piscina), so that a batch of
 // thousands of records neither stalls lookups on the event loop nor keeps the import to one
 // core. The queue is bounded: a flood of batches is refused at once, never queued without end.
-import { DiscoveryError } from "@mimi/core";
+import { compiledWorkerUrl, DiscoveryError } from "@mimi/core";
 import { Piscina } from "piscina";
 import { type VerifyTask, verifySlice } from "./bulk-verify-worker.js";
 
@@ -35,12 +35,7 @@ const RETRY_AFTER_SECONDS = 1;
 /** Idle workers exit after this; the next batch starts them again. */
 const IDLE_TIMEOUT_MS = 60_000;
 
-// Always the compiled worker: beside this module under dist/, or in dist/ when tests run this
-// module's source through tsx, whose loader hooks do not reach worker threads on Node 20 (the
-// worker imports @mimi/core, which resolves to its dist/ in either case).
-const WORKER_URL = import.meta.url.endsWith(".ts")
-  ? new URL("../dist/bulk-verify-worker.js", import.meta.url)
-  : new URL("./bulk-verify-worker.js", import.meta.url);
+const WORKER_URL = compiledWorkerUrl(import.meta.url, "bulk-verify-worker.js");
 
 /** Creates a verifier with `threads` workers (0: check inline, on the calling thread). */
 export function createBulkVerifier({ threads }: { threads: number }): BulkVerifier {

@@ -113,14 +113,18 @@ export {
 } from "./domain/registry-seal.js";
 export {
   checkPublicKey,
+  deferVerification,
   generateSigningKey,
   loadPublicKey,
   loadSigningKey,
+  type PendingCheck,
   PUBLIC_KEY_BYTES,
   publicKeyPem,
   SIGNING_CONTEXT,
   type SigningContext,
   type SigningKey,
+  settleDeferred,
+  signatureValid,
   signingKeyPem,
   signWith,
   verifications,
@@ -189,3 +193,4 @@ export {
   schemaDrift,
   schemaDriftBetween,
 } from "./runtime/store-schema.js";
+export { compiledWorkerUrl } from "./runtime/worker-url.js";

@@ -1,4 +1,5 @@
 // Resolver configuration: parsed by hand, unknown keys rejected, defaults in one place.
+import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import {
   ConfigError,
@@ -43,6 +44,8 @@ export interface ResolverConfig extends ServerBasics {
   readonly quotas: QuotaPolicy;
   /** Enumeration detection over each caller's answers (core runtime/enumeration.ts). */
   readonly enumeration: EnumerationPolicy;
+  /** Worker threads that make the Ed25519 checks of DP answers; 0 checks on the event loop. */
+  readonly verifyThreads: number;
 }
 
 const DEFAULTS = {
@@ -61,8 +64,11 @@ const DEFAULTS = {
   },
 } as const;
 
-/** Parses a resolver config; relative paths resolve against `baseDir`. */
-export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
+/**
+ * Parses a resolver config; relative paths resolve against `baseDir`. `cores` sets the default
+ * of `verifyThreads`: every core but the one the event loop runs on.
+ */
+export function parseConfig(raw: unknown, baseDir = ".", cores = availableParallelism()): ResolverConfig {
   const r = ConfigReader.of(raw);
   const dataDir = r.optionalString("dataDir");
   const c = r.object("cache", { optional: true });
@@ -91,6 +97,7 @@ export function parseConfig(raw: unknown, baseDir = "."): ResolverConfig {
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
     quotas: readQuotas(r.object("quotas", { optional: true })),
     enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
+    verifyThreads: r.integer("verifyThreads", Math.max(1, cores - 1), 0, 256),
   };
   r.done();
   return deepFreeze(config);

@@ -1,5 +1,5 @@
 // Who a resolver lookup is made for, and what it records when the caller asked to explain it.
-import type { LookupOutcome } from "@mimi/core";
+import type { LookupOutcome, SealStatement } from "@mimi/core";
 import type { CachedAnswer } from "./cached-answer.js";
 
 /** Who a lookup that reaches a DP is made for. */
@@ -72,3 +72,6 @@ export interface ResolverStats {
   /** Upstream answers refused because they did not verify. */
   verificationFailures: number;
 }
+
+/** An answer's seal once it verified (undefined for an answer that carries none). */
+export type Verified = SealStatement | undefined;

@@ -22,6 +22,7 @@ import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
 import { bindResolverServer } from "./server.js";
 import { answerIndex, type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
+import { createVerifyPool, verifyOffLoop } from "./verify-pool.js";
 
 runServer<ResolverConfig>(process, {
   role: "resolver",
@@ -67,6 +68,8 @@ runServer<ResolverConfig>(process, {
       kindOf: (v) => (v.kind === "answer" ? "positive" : "negative"),
     });
     const keys = registryKeys(sync.view);
+    // Ed25519 checks of DP answers run on worker threads, started at the first cold lookup.
+    const verifyPool = createVerifyPool({ threads: config.verifyThreads });
     const upstream = createUpstream({
       channels: createChannelPool(tls),
       log,
@@ -89,7 +92,7 @@ runServer<ResolverConfig>(process, {
       log,
       negativeMaxTtlSeconds: config.cache.negativeMaxTtlSeconds,
       staleAnswerTtlSeconds: config.cache.staleAnswerTtlSeconds,
-      verify: (csi, outcome) => verifyOutcome(csi, outcome, keys, clock()),
+      verify: (csi, outcome) => verifyOffLoop(verifyPool, () => verifyOutcome(csi, outcome, keys, clock())),
       prefetch: {
         minHits: config.cache.prefetchMinHits,
         remainingFraction: config.cache.prefetchPercent / 100,
@@ -118,6 +121,7 @@ runServer<ResolverConfig>(process, {
         enumeration,
         registry: { serial: () => sync.view.serial, seal: () => sync.seal(), now: clock },
         cacheEvictions: () => cache.evictions,
+        verifyPool,
       });
     }
     const admins = new Set(config.admins);
@@ -166,6 +170,7 @@ runServer<ResolverConfig>(process, {
         sync.close();
         subs.close();
         upstream.close();
+        void verifyPool.close();
       },
     };
   },

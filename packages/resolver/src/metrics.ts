@@ -21,6 +21,8 @@ export interface ResolverMetricSources {
   readonly registry: Parameters<typeof registryGauges>[1];
   /** Answers the cache dropped for room, by kind (positive, negative). */
   readonly cacheEvictions: () => Readonly<Record<string, number>>;
+  /** The verification pool's work so far (verify-pool.ts). */
+  readonly verifyPool: { readonly stats: { readonly batches: number; readonly inline: number } };
 }
 
 /** Registers the resolver's metrics on `registry`. */
@@ -49,6 +51,16 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     () => stats().evictedByRegistry,
   );
   c("cache_flushed_total", "Cached answers dropped by an operator's flush.", () => stats().flushed);
+  c(
+    "verify_batches_total",
+    "Batches of Ed25519 checks of DP answers sent to the verification threads.",
+    () => s.verifyPool.stats.batches,
+  );
+  c(
+    "verify_inline_total",
+    "Ed25519 checks made on the event loop because the verification threads were busy (or verifyThreads is 0).",
+    () => s.verifyPool.stats.inline,
+  );
   countersFrom(
     registry,
     "mimi_resolver_cache_evictions_total",

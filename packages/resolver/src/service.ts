@@ -30,6 +30,7 @@ import {
   OWN,
   type Resolution,
   type ResolverStats,
+  type Verified,
 } from "./lookup-context.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
@@ -101,7 +102,7 @@ export interface ResolverServiceOptions {
    * registry) and returns its seal; throws verification_failed when it does not hold. Such
    * answers are never cached or served.
    */
-  verify: (csi: Csi, outcome: LookupOutcome) => SealStatement | undefined;
+  verify: (csi: Csi, outcome: LookupOutcome) => Verified | Promise<Verified>;
   prefetch: PrefetchPolicy;
   /** Clock for the record of recent change events. */
   now: () => number;
@@ -213,7 +214,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (trace) Object.assign(trace, { endpoint: o.upstream.answeredBy(dp.id), upstreamMs: t1 - t0 });
       let sealed: SealStatement | undefined;
       try {
-        sealed = o.verify(csi, outcome);
+        sealed = await o.verify(csi, outcome);
         if (trace) trace.verifyMs = performance.now() - t1;
       } catch (err) {
         stats.verificationFailures++;
@@ -254,7 +255,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // Only an answer from the DP that holds the range today may be served stale, and only
       // while it still verifies against today's registry (keys rotate, records and seals expire).
       const staleOutcome = stale && stale.dpId === dp.id ? stale.outcome : undefined;
-      const verified = staleOutcome ? verifiedNow(csi, staleOutcome) : false;
+      const verified = staleOutcome ? await verifiedNow(csi, staleOutcome) : false;
       if (staleOutcome && verified !== false) {
         stats.stale++;
         log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
@@ -275,9 +276,12 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
   };
 
   /** The seal of an answer that verifies now, or false (and the answer is dropped). */
-  const verifiedNow = (csi: Csi, outcome: LookupOutcome): SealStatement | undefined | false => {
+  const verifiedNow = async (
+    csi: Csi,
+    outcome: LookupOutcome,
+  ): Promise<SealStatement | undefined | false> => {
     try {
-      return o.verify(csi, outcome);
+      return await o.verify(csi, outcome);
     } catch (err) {
       o.cache.delete(csi.uri);
       log.warn(

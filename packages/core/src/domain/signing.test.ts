@@ -9,6 +9,7 @@ import { after, test } from "node:test";
 import { DiscoveryError } from "./errors.js";
 import {
   checkPublicKey,
+  deferVerification,
   generateSigningKey,
   loadPublicKey,
   loadSigningKey,
@@ -16,6 +17,8 @@ import {
   publicKeyPem,
   SIGNATURE_BYTES,
   SIGNING_CONTEXT,
+  settleDeferred,
+  signatureValid,
   signingKeyPem,
   signWith,
   verifications,
@@ -204,4 +207,43 @@ test("a signature that verified once is remembered; anything else is verified af
   // A failure is not remembered: the same bad signature is checked again.
   verifyWith(key.publicKey, SIGNING_CONTEXT.mappingMsp, tampered, [MESSAGE]);
   assert.equal(count().computed - c2.computed, 1);
+});
+
+test("deferred checks are collected instead of made, and only what verifies is remembered", () => {
+  const key = generateSigningKey();
+  const good = signWith(key, SIGNING_CONTEXT.mappingDp, MESSAGE);
+  const bad = Uint8Array.from(good);
+  bad[5] = (bad[5] ?? 0) ^ 1;
+  const check = (sig: Uint8Array) => verifyWith(key.publicKey, SIGNING_CONTEXT.mappingDp, sig, [MESSAGE]);
+  const c0 = { ...verifications };
+  // Taken as valid while deferred, whatever the signature; nothing is computed yet.
+  const run = deferVerification(() => [check(good), check(bad)]);
+  assert.ok(run.ok);
+  assert.deepEqual(run.ok && run.result, [true, true]);
+  assert.equal(run.checks.length, 2);
+  assert.equal(verifications.computed, c0.computed);
+  // Each check carries exactly the bytes a worker needs.
+  const [g, b] = run.checks;
+  assert.ok(g && b);
+  assert.equal(signatureValid(g.publicKey, g.message, g.signature, g.registryKey), true);
+  assert.equal(signatureValid(b.publicKey, b.message, b.signature, b.registryKey), false);
+  settleDeferred(run.checks, Uint8Array.of(1, 0));
+  assert.equal(verifications.computed, c0.computed + 2);
+  // The valid one is remembered (no check collected for it now); the invalid one is not.
+  const again = deferVerification(() => [check(good), check(bad)]);
+  assert.deepEqual(
+    again.checks.map((c) => c.id),
+    [b.id],
+  );
+  // Outside a deferral the invalid signature is refused as ever.
+  assert.equal(check(bad), false);
+  // What `f` throws is kept with the checks it collected; deferrals do not nest.
+  const thrown = deferVerification(() => {
+    check(bad);
+    throw new Error("structural problem");
+  });
+  assert.equal(thrown.ok, false);
+  assert.equal(thrown.checks.length, 1);
+  const nested = deferVerification(() => deferVerification(() => 1));
+  assert.match(String(!nested.ok && nested.error), /does not nest/);
 });

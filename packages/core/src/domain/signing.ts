@@ -147,14 +147,71 @@ export function verifyWith(
     verifications.remembered++;
     return true;
   }
+  if (deferred) {
+    deferred.push({ id, publicKey, message: msg, signature, registryKey });
+    return true;
+  }
   verifications.computed++;
+  const ok = signatureValid(publicKey, msg, signature, registryKey);
+  if (ok) setNewest(verified, id, true, MAX_VERIFIED);
+  return ok;
+}
+
+/** One Ed25519 check: `message` already holds its context prefix (see verifyWith). */
+export function signatureValid(
+  publicKey: Uint8Array,
+  message: Uint8Array,
+  signature: Uint8Array,
+  registryKey: boolean,
+): boolean {
   try {
-    const ok = verify(null, msg, publicKeyObject(publicKey, registryKey), signature);
-    if (ok) setNewest(verified, id, true, MAX_VERIFIED);
-    return ok;
+    return verify(null, message, publicKeyObject(publicKey, registryKey), signature);
   } catch {
     return false;
   }
+}
+
+/** A signature check that verifyWith left for later (deferVerification). */
+export interface PendingCheck {
+  /** The memo's key of the check (key, signature, message). */
+  readonly id: string;
+  readonly publicKey: Uint8Array;
+  /** Context, zero byte, parts: the bytes signed. */
+  readonly message: Uint8Array;
+  readonly signature: Uint8Array;
+  readonly registryKey: boolean;
+}
+
+let deferred: PendingCheck[] | undefined;
+
+/**
+ * Runs `f` (synchronous) with every Ed25519 check it makes that is not already remembered
+ * taken as valid and collected instead, so they can be made elsewhere (a worker thread) in one
+ * batch. `f`'s outcome (its result, or what it threw) stands only if every collected check then
+ * passes; if one fails, run `f` again without deferring for its real outcome (the checks that
+ * passed are remembered by then, so only the failing ones cost again). Calls do not nest.
+ */
+export function deferVerification<T>(
+  f: () => T,
+): { checks: PendingCheck[] } & ({ ok: true; result: T } | { ok: false; error: unknown }) {
+  if (deferred) throw new Error("deferVerification does not nest");
+  const checks: PendingCheck[] = [];
+  deferred = checks;
+  try {
+    return { checks, ok: true, result: f() };
+  } catch (error) {
+    return { checks, ok: false, error };
+  } finally {
+    deferred = undefined;
+  }
+}
+
+/** Records the outcome of deferred checks made elsewhere: counted, and the valid ones remembered. */
+export function settleDeferred(checks: readonly PendingCheck[], valid: Uint8Array): void {
+  verifications.computed += checks.length;
+  checks.forEach((c, i) => {
+    if (valid[i] === 1) setNewest(verified, c.id, true, MAX_VERIFIED);
+  });
 }
 
 /** Signature checks so far in this process: Ed25519 verifications made, and answered from memory. */

@@ -1,0 +1,172 @@
+// Ed25519 checks of cold lookups on worker threads (piscina), so that verifying a DP's answer
+// (two or three signatures per mapping plus the seal, about 150-175 us each here) neither holds
+// the event loop that serves cache hits nor keeps cold lookups to one core. Checks asked for in
+// the same turn of the event loop go to the workers as one batch, each distinct check once; a
+// lone lookup's few checks with no batch in flight are made inline. Bounded: past a few
+// batches per thread in flight, checks are made inline (the event loop slows, which is the
+// back-pressure), never queued without end.
+import {
+  compiledWorkerUrl,
+  deferVerification,
+  type PendingCheck,
+  settleDeferred,
+  signatureValid,
+} from "@mimi/core";
+import { Piscina } from "piscina";
+import type { CheckBatch } from "./verify-worker.js";
+
+/** Makes deferred signature checks; resolves to one byte per check (1: valid), in order. */
+export interface VerifyPool {
+  /** Worker threads; 0 checks inline. */
+  readonly threads: number;
+  check(checks: readonly PendingCheck[]): Promise<Uint8Array>;
+  /** Batches sent to the workers and checks made inline because they were busy, so far. */
+  readonly stats: { batches: number; inline: number };
+  close(): Promise<void>;
+}
+
+/** Checks in one batch at most (about 40 ms of one thread's work). */
+const MAX_BATCH = 256;
+/** Batches in flight per thread before checks are made inline. */
+const BATCHES_PER_THREAD = 4;
+/**
+ * A batch this small is made inline while no batch is in flight: one lookup's checks with
+ * nothing else to overlap, where the hand-off to a thread costs latency and CPU and frees the
+ * event loop for nothing (cold unary c=1: 213-219 lookups/s through a thread, 232-235 inline).
+ */
+const INLINE_WHEN_IDLE = 8;
+/** Idle workers exit after this; the next cold lookup starts them again. */
+const IDLE_TIMEOUT_MS = 60_000;
+
+const WORKER_URL = compiledWorkerUrl(import.meta.url, "verify-worker.js");
+
+const inline = (checks: readonly PendingCheck[]) =>
+  Uint8Array.from(checks, (c) =>
+    signatureValid(c.publicKey, c.message, c.signature, c.registryKey) ? 1 : 0,
+  );
+
+/** Creates a pool of `threads` workers (0: every check inline, on the calling thread). */
+export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
+  if (!Number.isInteger(threads) || threads < 0) throw new RangeError("threads must be an integer >= 0");
+  const stats = { batches: 0, inline: 0 };
+  if (threads === 0) {
+    return {
+      threads,
+      stats,
+      check: (checks) => {
+        stats.inline += checks.length;
+        return Promise.resolve(inline(checks));
+      },
+      close: async () => {},
+    };
+  }
+  const maxInFlight = threads * BATCHES_PER_THREAD;
+  const pool = new Piscina<CheckBatch, Uint8Array>({
+    filename: WORKER_URL.href,
+    minThreads: 0,
+    maxThreads: threads,
+    idleTimeout: IDLE_TIMEOUT_MS,
+    // Admission below keeps to maxInFlight; piscina's own bound is the backstop.
+    maxQueue: maxInFlight,
+  });
+  let inFlight = 0;
+  // This turn's checks, by id (each distinct check made once), with who waits for them.
+  let waiting = new Map<string, { check: PendingCheck; done: ((ok: boolean) => void)[] }>();
+  let scheduled = false;
+
+  const send = (batch: { check: PendingCheck; done: ((ok: boolean) => void)[] }[]) => {
+    const settle = (valid: Uint8Array) => {
+      batch.forEach((w, i) => {
+        for (const done of w.done) done(valid[i] === 1);
+      });
+    };
+    if (inFlight >= maxInFlight || (inFlight === 0 && batch.length <= INLINE_WHEN_IDLE)) {
+      stats.inline += batch.length;
+      settle(inline(batch.map((w) => w.check)));
+      return;
+    }
+    inFlight++;
+    stats.batches++;
+    const task = pack(batch.map((w) => w.check));
+    pool
+      .run(task, {
+        transferList: [
+          task.keys.buffer,
+          task.signatures.buffer,
+          task.messages.buffer,
+          task.ends.buffer,
+          task.registryKeys.buffer,
+        ],
+      })
+      // A worker that failed (it should not: checks do not throw) leaves the checks to us.
+      .catch(() => inline(batch.map((w) => w.check)))
+      .then(settle)
+      .finally(() => inFlight--);
+  };
+
+  const flush = () => {
+    scheduled = false;
+    const all = [...waiting.values()];
+    waiting = new Map();
+    for (let i = 0; i < all.length; i += MAX_BATCH) send(all.slice(i, i + MAX_BATCH));
+  };
+
+  return {
+    threads,
+    stats,
+    check(checks) {
+      const results = checks.map(
+        (c) =>
+          new Promise<boolean>((resolve) => {
+            const w = waiting.get(c.id);
+            if (w) w.done.push(resolve);
+            else waiting.set(c.id, { check: c, done: [resolve] });
+          }),
+      );
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+      return Promise.all(results).then((ok) => Uint8Array.from(ok, (v) => (v ? 1 : 0)));
+    },
+    close: () => pool.destroy(),
+  };
+}
+
+/**
+ * Runs `verify` (synchronous, e.g. verifyOutcome) with its Ed25519 checks made on `pool`: the
+ * same result or error as running it inline, with the event loop free while the checks run.
+ */
+export async function verifyOffLoop<T>(pool: VerifyPool, verify: () => T): Promise<T> {
+  if (pool.threads === 0) return verify();
+  const run = deferVerification(verify);
+  if (run.checks.length === 0) {
+    if (run.ok) return run.result;
+    throw run.error;
+  }
+  const valid = await pool.check(run.checks);
+  settleDeferred(run.checks, valid);
+  if (run.ok && valid.every((v) => v === 1)) return run.result;
+  // A check failed (or a check's success led to a failure): the inline run says exactly what.
+  return verify();
+}
+
+function pack(checks: readonly PendingCheck[]): CheckBatch {
+  const keys = new Uint8Array(32 * checks.length);
+  const signatures = new Uint8Array(64 * checks.length);
+  const ends = new Uint32Array(checks.length);
+  const registryKeys = new Uint8Array(checks.length);
+  let total = 0;
+  for (const c of checks) total += c.message.length;
+  const messages = new Uint8Array(total);
+  let at = 0;
+  checks.forEach((c, i) => {
+    keys.set(c.publicKey, 32 * i);
+    signatures.set(c.signature, 64 * i);
+    messages.set(c.message, at);
+    at += c.message.length;
+    ends[i] = at;
+    registryKeys[i] = c.registryKey ? 1 : 0;
+  });
+  return { keys, signatures, messages, ends, registryKeys };
+}
