@@ -138,6 +138,8 @@ for (const { part, dir } of parts) {
     // core is the protocol's model: no network, so a client in any language can mirror it.
     if (part === "core" && /from "@grpc\/grpc-js"/.test(code))
       failures.push(`${f} imports @grpc/grpc-js (core has no network; gRPC lives in @mimi/rpc)`);
+    // The shared clients speak through @mimi/rpc's typed channels, never grpc-js directly.
+    if (part === "client" && grpcValue) failures.push(`${f} imports @grpc/grpc-js (clients use @mimi/rpc)`);
     if (SERVERS.includes(part) && grpcValue && !["server.ts", "upstream.ts"].includes(base))
       failures.push(`${f} imports @grpc/grpc-js (only server.ts and upstream.ts may)`);
     // Libraries: the process is what main.ts hands to runServer, never a global.

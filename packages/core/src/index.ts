@@ -113,21 +113,21 @@ export {
 } from "./domain/registry-seal.js";
 export {
   checkPublicKey,
-  deferVerification,
   generateSigningKey,
   loadPublicKey,
   loadSigningKey,
+  MAX_DEFERRED_CHECKS,
   type PendingCheck,
   PUBLIC_KEY_BYTES,
   publicKeyPem,
   SIGNING_CONTEXT,
   type SigningContext,
   type SigningKey,
-  settleDeferred,
   signatureValid,
   signingKeyPem,
   signWith,
   verifications,
+  verifyDeferred,
   verifyWith,
 } from "./domain/signing.js";
 export {

@@ -92,7 +92,12 @@ runServer<ResolverConfig>(process, {
       log,
       negativeMaxTtlSeconds: config.cache.negativeMaxTtlSeconds,
       staleAnswerTtlSeconds: config.cache.staleAnswerTtlSeconds,
-      verify: (csi, outcome) => verifyOffLoop(verifyPool, () => verifyOutcome(csi, outcome, keys, clock())),
+      verify: (csi, outcome) =>
+        verifyOffLoop(
+          verifyPool,
+          () => verifyOutcome(csi, outcome, keys, clock()),
+          () => sync.view.serial,
+        ),
       prefetch: {
         minHits: config.cache.prefetchMinHits,
         remainingFraction: config.cache.prefetchPercent / 100,

@@ -5,13 +5,7 @@
 // lone lookup's few checks with no batch in flight are made inline. Bounded: past a few
 // batches per thread in flight, checks are made inline (the event loop slows, which is the
 // back-pressure), never queued without end.
-import {
-  compiledWorkerUrl,
-  deferVerification,
-  type PendingCheck,
-  settleDeferred,
-  signatureValid,
-} from "@mimi/core";
+import { compiledWorkerUrl, type PendingCheck, signatureValid, verifyDeferred } from "@mimi/core";
 import { Piscina } from "piscina";
 import type { CheckBatch } from "./verify-worker.js";
 
@@ -135,20 +129,17 @@ export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
 
 /**
  * Runs `verify` (synchronous, e.g. verifyOutcome) with its Ed25519 checks made on `pool`: the
- * same result or error as running it inline, with the event loop free while the checks run.
+ * same result or error as running it inline (core verifyDeferred), with the event loop free
+ * while the checks run. `state` is what `verify` reads besides signatures (the registry's
+ * serial): when it moved meanwhile, `verify` runs again inline.
  */
-export async function verifyOffLoop<T>(pool: VerifyPool, verify: () => T): Promise<T> {
+export async function verifyOffLoop<T>(
+  pool: VerifyPool,
+  verify: () => T,
+  state: () => unknown = () => undefined,
+): Promise<T> {
   if (pool.threads === 0) return verify();
-  const run = deferVerification(verify);
-  if (run.checks.length === 0) {
-    if (run.ok) return run.result;
-    throw run.error;
-  }
-  const valid = await pool.check(run.checks);
-  settleDeferred(run.checks, valid);
-  if (run.ok && valid.every((v) => v === 1)) return run.result;
-  // A check failed (or a check's success led to a failure): the inline run says exactly what.
-  return verify();
+  return verifyDeferred(verify, (checks) => pool.check(checks), state);
 }
 
 function pack(checks: readonly PendingCheck[]): CheckBatch {

@@ -13,6 +13,8 @@ import {
   generateSigningKey,
   loadPublicKey,
   loadSigningKey,
+  MAX_DEFERRED_CHECKS,
+  type PendingCheck,
   PUBLIC_KEY_BYTES,
   publicKeyPem,
   SIGNATURE_BYTES,
@@ -22,6 +24,7 @@ import {
   signingKeyPem,
   signWith,
   verifications,
+  verifyDeferred,
   verifyWith,
 } from "./signing.js";
 
@@ -246,4 +249,59 @@ test("deferred checks are collected instead of made, and only what verifies is r
   assert.equal(thrown.checks.length, 1);
   const nested = deferVerification(() => deferVerification(() => 1));
   assert.match(String(!nested.ok && nested.error), /does not nest/);
+});
+
+test("verifyDeferred gives what inline checking gives now: big runs are not handed off, and a key removed meanwhile is refused", async () => {
+  const key = generateSigningKey();
+  const other = generateSigningKey();
+  const msg = (n: number) => Buffer.from(`deferred record ${n}`);
+  const sig = (n: number, k = key) => signWith(k, SIGNING_CONTEXT.mappingMsp, msg(n));
+  // The registry's key for the MSP, as verifyOutcome would read it at each run.
+  let registered = key.publicKey;
+  const verifyAll = (sigs: Uint8Array[], from: number) => () => {
+    sigs.forEach((s, i) => {
+      if (!verifyWith(registered, SIGNING_CONTEXT.mappingMsp, s, [msg(from + i)]))
+        throw new Error(`record ${from + i} does not verify`);
+    });
+    return sigs.length;
+  };
+  const handedOff: number[] = [];
+  const worker = async (checks: readonly PendingCheck[]) => {
+    handedOff.push(checks.length);
+    return Uint8Array.from(checks, (c) =>
+      signatureValid(c.publicKey, c.message, c.signature, c.registryKey) ? 1 : 0,
+    );
+  };
+  assert.equal(await verifyDeferred(verifyAll([sig(0), sig(1)], 0), worker), 2);
+  assert.deepEqual(handedOff, [2]);
+  // A forged signature among good ones: the inline error.
+  await assert.rejects(
+    verifyDeferred(verifyAll([sig(2), sig(3, other)], 2), worker),
+    /record 3 does not verify/,
+  );
+  // More checks than may be handed off (a flood of made-up mappings): inline, stopping at the first bad one.
+  const many = Array.from({ length: MAX_DEFERRED_CHECKS + 1 }, (_, i) => sig(100 + i, other));
+  handedOff.length = 0;
+  await assert.rejects(verifyDeferred(verifyAll(many, 100), worker), /record 100 does not verify/);
+  assert.deepEqual(handedOff, []);
+  // The registry drops the key while the checks are out: the answer is refused, though they passed.
+  const pending = verifyDeferred(
+    verifyAll([sig(200)], 200),
+    async (checks) => {
+      const valid = await worker(checks);
+      registered = other.publicKey;
+      return valid;
+    },
+    () => registered,
+  );
+  await assert.rejects(pending, /record 200 does not verify/);
+  // With the state unchanged and every check valid, the deferred run stands: `verify` runs once.
+  registered = key.publicKey;
+  let runs = 0;
+  const counted = () => {
+    runs++;
+    return verifyAll([sig(300), sig(301)], 300)();
+  };
+  assert.equal(await verifyDeferred(counted, worker, () => registered), 2);
+  assert.equal(runs, 1);
 });

@@ -214,6 +214,39 @@ export function settleDeferred(checks: readonly PendingCheck[], valid: Uint8Arra
   });
 }
 
+/**
+ * Deferred checks one verification may hand off at most. An answer that needs more (a DP's
+ * answer of thousands of made-up mappings) is verified inline instead, which stops at its first
+ * bad signature: deferring takes every check as valid, so it would collect them all.
+ */
+export const MAX_DEFERRED_CHECKS = 64;
+
+/**
+ * Runs `verify` (synchronous, e.g. verifyOutcome) with its Ed25519 checks made by `check`
+ * (e.g. on a worker thread), and resolves to exactly what running it inline would give. The
+ * deferred run's outcome stands when every check passed and `state()` (what `verify` reads
+ * besides signatures, e.g. the registry's serial) is what it was before; otherwise `verify`
+ * runs again inline, where every valid check is a memo hit (a key the registry removed while
+ * the checks were out is refused; a bad signature gives the inline error). A run that needs
+ * more than MAX_DEFERRED_CHECKS checks is not handed off.
+ */
+export async function verifyDeferred<T>(
+  verify: () => T,
+  check: (checks: readonly PendingCheck[]) => Promise<Uint8Array>,
+  state: () => unknown = () => undefined,
+): Promise<T> {
+  const before = state();
+  const run = deferVerification(verify);
+  if (run.checks.length === 0 || run.checks.length > MAX_DEFERRED_CHECKS) return verify();
+  const valid = await check(run.checks);
+  settleDeferred(run.checks, valid);
+  if (valid.every((v) => v === 1) && Object.is(state(), before)) {
+    if (run.ok) return run.result;
+    throw run.error;
+  }
+  return verify();
+}
+
 /** Signature checks so far in this process: Ed25519 verifications made, and answered from memory. */
 export const verifications = { computed: 0, remembered: 0 };
 
