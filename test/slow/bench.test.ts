@@ -83,7 +83,8 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     assert.ok(sweep && sweep.errors > 0, "the sweep was refused");
     assert.match(sweep?.firstError ?? "", /RESOURCE_EXHAUSTED|budget|enumeration/);
     assert.ok((sweep?.extra?.granted ?? 0) <= 120, "no more than its minute's budget went to a DP");
-    for (const r of report.results) {
+    // The cache's heap per answer is measured in a process of its own (checked below), not a load run.
+    for (const r of report.results.filter((x) => !x.variant.startsWith("cache heap"))) {
       const what = `${r.scenario} ${r.variant}`;
       assert.ok(r.lookups > 0, `${what} made lookups`);
       if (r !== sweep) assert.equal(r.errors, 0, `${what} had no errors`);
