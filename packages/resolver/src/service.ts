@@ -230,9 +230,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         if (attempt === 0) return walk(csi, 1, background, caller, trace);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
-      const hashKey = o.changeKeys.get(dp.id);
+      const hashKey = startedAt !== eventCount ? o.changeKeys.get(dp.id) : undefined; // events came meanwhile
       const ix = hashKey && `${dp.id}/${changeHashHex(hashKey, csi.uri)}`;
-      if (startedAt !== eventCount && ix && (recent.get(ix) ?? 0) > startedAt) {
+      if (ix && (recent.get(ix) ?? 0) > startedAt) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
         if (attempt === 0) return walk(csi, 1, background, caller, trace);

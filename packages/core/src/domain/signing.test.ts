@@ -304,4 +304,9 @@ test("verifyDeferred gives what inline checking gives now: big runs are not hand
   };
   assert.equal(await verifyDeferred(counted, worker, () => registered), 2);
   assert.equal(runs, 1);
+  // Asked again, every check is remembered: one run, nothing handed off.
+  const handed = handedOff.length;
+  assert.equal(await verifyDeferred(counted, worker, () => registered), 2);
+  assert.equal(runs, 2);
+  assert.equal(handedOff.length, handed);
 });
