@@ -8,5 +8,8 @@ const port = parentPort;
 if (!port) throw new Error("generate-worker runs as a worker thread");
 port.on("message", (msg: { job?: RowsJob; rateMs?: number }) => {
   if (msg.rateMs !== undefined) port.postMessage({ rate: signingRate(key("dp-eu"), msg.rateMs) });
-  else if (msg.job) port.postMessage({ rows: signRows(key, msg.job) });
+  else if (msg.job) {
+    const signed = signRows(key, msg.job);
+    port.postMessage(signed, [signed.packed]);
+  }
 });

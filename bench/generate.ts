@@ -1,6 +1,7 @@
 // Writes N generated mappings into the two DPs' SQLite stores, through the authoritative's
 // own store module so the schema is the server's. Signing (two Ed25519 signatures a mapping)
-// runs on a worker thread per core (generate-worker.ts) while this thread writes; the log says
+// runs on a worker thread per core (generate-worker.ts), which sends back records and signatures
+// packed in one transferred buffer, while this thread writes; the log says
 // how the signing rate compares with what the machine's cores sign when doing nothing else.
 // Results are kept under the bench folder and reused while the mapping count matches.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -8,7 +9,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { type MappingRow, openMappingStore } from "@mimi/authoritative/offline";
-import { generatorKeys, type RowsJob } from "./generate-rows.js";
+import { generatorKeys, type RowsJob, rowsOf, type SignedRows } from "./generate-rows.js";
 
 const FORMAT = 2; // bump when keys.ts or the generated content changes
 /** Mappings per job sent to a signing thread. */
@@ -79,7 +80,7 @@ export async function ensureGenerated(
     // Each thread works through its own queue of jobs; replies come in order per thread.
     await Promise.all(
       threads.map(async (t) => {
-        const pending: Promise<{ rows: Record<"eu" | "us", MappingRow[]> }>[] = [];
+        const pending: Promise<SignedRows>[] = [];
         const post = () => {
           if (next >= n) return;
           const job: RowsJob = { from: next, to: Math.min(n, next + JOB), step, createdAtMs, expiresAtMs };
@@ -87,8 +88,8 @@ export async function ensureGenerated(
           pending.push(request(t, { job }));
         };
         for (let q = 0; q < QUEUED_PER_THREAD; q++) post();
-        while (pending.length > 0) {
-          write((await pending.shift()!).rows);
+        for (let p = pending.shift(); p; p = pending.shift()) {
+          write(rowsOf(await p));
           post();
         }
       }),

@@ -153,4 +153,8 @@ export const MIGRATIONS: readonly string[] = [
    CREATE TRIGGER count_mapping_delete AFTER DELETE ON mappings BEGIN
      UPDATE row_counts SET n = n - 1 WHERE name = 'mappings';
    END;`,
+  // v8 (issue 14): the change log's time index served the pruning query until pruning went by
+  // sequence (a prefix of the log); nothing reads it since, and keeping it up to date was more
+  // than half of what a mapping write cost (15-20 us of 35).
+  "DROP INDEX change_log_by_time;",
 ];

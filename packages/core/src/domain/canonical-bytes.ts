@@ -6,49 +6,74 @@ import { invalidArgument } from "./errors.js";
 
 const MAX_FIELD = 0xffff;
 
-/** Writes a canonical encoding: ASCII magic, u16-length-prefixed fields, big-endian integers. */
+/** Strings whose UTF-8 encoding decodes back to themselves (no lone surrogate). ES2024. */
+const wellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+
+/**
+ * Writes a canonical encoding: ASCII magic, u16-length-prefixed fields, big-endian integers.
+ * Into one buffer that doubles when full: a record is built per claim, bulk row and answer seal,
+ * and a small allocation per field cost more than the bytes themselves.
+ */
 export class ByteWriter {
-  private chunks: Uint8Array[] = [];
+  private buf = Buffer.allocUnsafe(256);
+  private at = 0;
+  private room(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n));
+    this.buf.copy(next, 0, 0, this.at);
+    this.buf = next;
+  }
   ascii(s: string): this {
-    this.chunks.push(Buffer.from(s, "ascii"));
+    this.room(s.length);
+    this.at += this.buf.write(s, this.at, "ascii");
     return this;
   }
   bytes(b: Uint8Array): this {
     if (b.length > MAX_FIELD) throw invalidArgument("a record field is longer than 65535 bytes");
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(b.length);
-    this.chunks.push(len, b);
+    this.room(2 + b.length);
+    this.buf.writeUInt16BE(b.length, this.at);
+    this.buf.set(b, this.at + 2);
+    this.at += 2 + b.length;
     return this;
   }
   string(s: string): this {
     // Strings the decoder would refuse (lone surrogates, U+FFFD) must not get signed either.
-    const b = Buffer.from(s, "utf8");
-    if (s.includes("\uFFFD") || b.toString("utf8") !== s) {
+    if (s.includes("\uFFFD") || !wellFormed(s)) {
       throw invalidArgument("a record string holds a lone surrogate or U+FFFD");
     }
-    return this.bytes(b);
+    const n = Buffer.byteLength(s, "utf8");
+    if (n > MAX_FIELD) throw invalidArgument("a record field is longer than 65535 bytes");
+    this.room(2 + n);
+    this.buf.writeUInt16BE(n, this.at);
+    this.buf.write(s, this.at + 2, n, "utf8");
+    this.at += 2 + n;
+    return this;
   }
   u8(n: number): this {
-    this.chunks.push(Uint8Array.of(n));
+    this.room(1);
+    this.buf[this.at++] = n;
     return this;
   }
   u16(n: number): this {
     if (!Number.isInteger(n) || n < 0 || n > MAX_FIELD) throw invalidArgument("a count exceeds 65535");
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(n);
-    this.chunks.push(b);
+    this.room(2);
+    this.buf.writeUInt16BE(n, this.at);
+    this.at += 2;
     return this;
   }
   u64(n: number): this {
     if (!Number.isSafeInteger(n) || n < 0)
       throw invalidArgument("a record time must be a non-negative integer");
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(BigInt(n));
-    this.chunks.push(b);
+    this.room(8);
+    // Safe integers fit in 53 bits: the high and low 32-bit halves, no BigInt.
+    this.buf.writeUInt32BE(Math.floor(n / 0x1_0000_0000), this.at);
+    this.buf.writeUInt32BE(n >>> 0, this.at + 4);
+    this.at += 8;
     return this;
   }
+  /** The encoding, in a buffer of its own. */
   done(): Uint8Array {
-    return new Uint8Array(Buffer.concat(this.chunks));
+    return new Uint8Array(this.buf.subarray(0, this.at));
   }
 }
 

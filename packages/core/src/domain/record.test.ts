@@ -295,6 +295,17 @@ test("encoding refuses what the layout cannot hold: over 255 tags, fields over 6
   assert.throws(() => encodeMappingRecord({ ...RECORD, ssi: "é".repeat(0x8000) }), isInvalid);
 });
 
+test("encoding refuses strings the decoder would refuse: a lone surrogate, U+FFFD", () => {
+  const emoji = "\u{1F426}"; // a surrogate pair: four UTF-8 bytes
+  assert.equal(decodeMappingRecord(encodeMappingRecord({ ...RECORD, ssi: emoji })).ssi, emoji);
+  for (const ssi of ["\uD83D", "a\uDC26", "\uDC26\uD83D", "\uFFFD"]) {
+    assert.throws(() => encodeMappingRecord({ ...RECORD, ssi }), isInvalid, JSON.stringify(ssi));
+  }
+  // A record longer than the writer's first buffer (256 bytes) comes out whole.
+  const long = { ...RECORD, ssi: "s".repeat(1000), tags: Array(40).fill("tag") };
+  assert.deepEqual(decodeMappingRecord(encodeMappingRecord(long)), long);
+});
+
 test("decoding refuses an unknown action", () => {
   const bytes = new Bytes()
     .ascii("MIMI-ACTION-v1")

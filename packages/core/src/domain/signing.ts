@@ -117,8 +117,16 @@ function publicKeyObject(raw: Uint8Array, keep = false): KeyObject {
   return key;
 }
 
+/** Each context's string and zero byte, made once. */
+const prefixes = new Map<SigningContext, Buffer>();
+
 function message(context: SigningContext, parts: readonly Uint8Array[]): Buffer {
-  return Buffer.concat([Buffer.from(context, "ascii"), Buffer.of(0), ...parts]);
+  let prefix = prefixes.get(context);
+  if (!prefix) {
+    prefix = Buffer.concat([Buffer.from(context, "ascii"), Buffer.of(0)]);
+    prefixes.set(context, prefix);
+  }
+  return Buffer.concat([prefix, ...parts]);
 }
 
 /** Signs `parts` (concatenated) under `context`. */
