@@ -17,7 +17,7 @@ import { absentCsi, existingCsi } from "./keys.js";
 
 /** Which CSIs a worker asks for. */
 export interface KeySpec {
-  mode: "warm" | "cold" | "absent" | "mixed" | "eu-random";
+  mode: "warm" | "cold" | "absent" | "mixed" | "misses" | "eu-random";
   /** Existing CSIs [0, warmCount) are cached at the resolver. */
   warmCount: number;
   /** Existing CSI indexes this worker may use once each. */
@@ -45,6 +45,8 @@ export interface LoadSpec {
   concurrency: number;
   /** Requests per second for open loop; 0 for closed loop. */
   ratePerSec: number;
+  /** Each call's deadline (ms), as an MSP would set it. */
+  deadlineMs: number;
   keys: KeySpec;
   latFile: string;
 }
@@ -58,7 +60,32 @@ export interface LoadResult {
   firstErrorAfterMs?: number;
   elapsedMs: number;
   exhausted: boolean;
+  /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
+  errorsByKind: Record<string, number>;
+  /** Percentiles of the failures' latency (ms), from send (or due time, open loop) to failure. */
+  failureMs?: { p50: number; p99: number };
 }
+
+/** gRPC status names by code. */
+const STATUS_NAMES = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
 
 function keySource(k: KeySpec, seed: number): () => string | undefined {
   let cold = k.cold[0];
@@ -85,6 +112,9 @@ function keySource(k: KeySpec, seed: number): () => string | undefined {
       return nextAbsent;
     case "eu-random":
       return () => existingCsi(2 * Math.floor((rand() * k.universe) / 2));
+    case "misses":
+      // New contacts, half of them known somewhere: every lookup needs a DP.
+      return () => (rand() < 0.5 ? (nextCold() ?? nextAbsent()) : nextAbsent());
     case "mixed":
       return () => {
         const r = rand();
@@ -123,17 +153,27 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   let firstErrorAfterMs: number | undefined;
   let exhausted = false;
   let t0 = 0;
-  const fail = (err: unknown) => {
+  const errorsByKind: Record<string, number> = {};
+  const failLat = new Latencies();
+  /** A failure of a call sent (or due, open loop) at `since`. */
+  const fail = (err: unknown, since?: number) => {
     errors++;
+    if (since !== undefined) failLat.add((performance.now() - since) * 1000);
     firstErrorAfterMs ??= performance.now() - t0;
     firstError ??= err instanceof Error ? err.message : String(err);
+    // By the gRPC status the server (or the client's deadline) gave, and the reason when named.
+    const e = err as { remoteStatus?: unknown; details?: { reason?: unknown } };
+    const status =
+      typeof e.remoteStatus === "number" ? (STATUS_NAMES[e.remoteStatus] ?? String(e.remoteStatus)) : "OTHER";
+    const kind = `${status}${typeof e.details?.reason === "string" && e.details.reason ? `/${e.details.reason}` : ""}`;
+    errorsByKind[kind] = (errorsByKind[kind] ?? 0) + 1;
   };
   const resolver = channel.client(pb.ResolverService);
   const dp = channel.client(pb.AuthoritativeService);
   const call =
     spec.service === "resolver"
-      ? (csi: string) => resolver.resolve({ csi }, { timeoutMs: 10_000 })
-      : (csi: string) => dp.lookup({ csi }, { timeoutMs: 10_000 });
+      ? (csi: string) => resolver.resolve({ csi }, { timeoutMs: spec.deadlineMs })
+      : (csi: string) => dp.lookup({ csi }, { timeoutMs: spec.deadlineMs });
 
   await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
   t0 = performance.now();
@@ -157,7 +197,10 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
           }
           inflight++;
           call(csi)
-            .then(() => lat.add((performance.now() - due) * 1000), fail)
+            .then(
+              () => lat.add((performance.now() - due) * 1000),
+              (err: unknown) => fail(err, due),
+            )
             .finally(() => {
               inflight--;
               if (inflight === 0 && (performance.now() >= end || exhausted)) done();
@@ -210,7 +253,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
           await call(csi);
           lat.add((performance.now() - s) * 1000);
         } catch (err) {
-          fail(err);
+          fail(err, s);
         }
       }
     };
@@ -219,12 +262,17 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const elapsedMs = performance.now() - t0;
   writeFileSync(spec.latFile, lat.bytes());
   channel.close();
+  const failed = new Float64Array(failLat.bytes().buffer, 0, failLat.n).sort();
+  const at = (p: number) =>
+    (failed[Math.min(failed.length - 1, Math.floor((p / 100) * failed.length))] ?? 0) / 1000;
   return {
     count: lat.n,
     errors,
     ...(firstError ? { firstError, firstErrorAfterMs } : {}),
     elapsedMs,
     exhausted,
+    errorsByKind,
+    ...(failed.length > 0 && { failureMs: { p50: at(50), p99: at(99) } }),
   };
 }
 

@@ -52,6 +52,10 @@ export interface RunResult {
   rssMb: Record<string, number>;
   lookupsPerResolverCpuSecond?: number;
   lookupsPerServerCpuSecond: number;
+  /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
+  errorsByKind?: Record<string, number>;
+  /** How fast failures came: the worst worker's p50 and p99 (ms). */
+  failureMs?: { p50: number; p99: number };
   extra?: Record<string, number>;
   /** Which round of the alternating reference and warm runs, when there are rounds. */
   round?: number;
@@ -184,6 +188,7 @@ export class Bench {
         durationMs: load.durationMs ?? this.o.durationMs,
         concurrency: Math.max(1, Math.round(load.concurrency / workers)),
         ratePerSec: (load.rate ?? 0) / workers,
+        deadlineMs: load.deadlineMs ?? 10_000,
         keys: load.keys(w),
         latFile: join(this.tmp, `lat-${this.results.length}-${g}-${w}.bin`),
       }));
@@ -230,6 +235,8 @@ export interface Load {
   api: "unary" | "stream";
   concurrency: number;
   rate?: number;
+  /** Each call's deadline; default 10 s. */
+  deadlineMs?: number;
   keys: (worker: number) => KeySpec;
   durationMs?: number;
   workers?: number;
@@ -264,6 +271,10 @@ function resultOf(
   const errorTimes = outcomes.flatMap((o) =>
     o.firstErrorAfterMs === undefined ? [] : [o.firstErrorAfterMs],
   );
+  const errorsByKind: Record<string, number> = {};
+  for (const o of outcomes)
+    for (const [k, n] of Object.entries(o.errorsByKind)) errorsByKind[k] = (errorsByKind[k] ?? 0) + n;
+  const failures = outcomes.flatMap((o) => (o.failureMs ? [o.failureMs] : []));
   return {
     scenario,
     variant,
@@ -271,6 +282,13 @@ function resultOf(
     errors,
     ...(firstError ? { firstError } : {}),
     ...(errorTimes.length > 0 ? { firstErrorAfterMs: round(Math.min(...errorTimes), 1) } : {}),
+    ...(errors > 0 && { errorsByKind }),
+    ...(failures.length > 0 && {
+      failureMs: {
+        p50: round(Math.max(...failures.map((f) => f.p50)), 3),
+        p99: round(Math.max(...failures.map((f) => f.p99)), 3),
+      },
+    }),
     lookupsPerSec: round(lookups / elapsedS, 0),
     latencyMs: {
       p50: round(percentile(all, 50), 3),
@@ -313,7 +331,15 @@ function printRow(r: RunResult): void {
     String(r.lookupsPerServerCpuSecond).padStart(11),
     String(r.rssMb.resolver ?? 0).padStart(11),
   ];
-  process.stdout.write(`${cells.join(" ")}${r.errors ? `  errors=${r.errors} (${r.firstError})` : ""}\n`);
+  const failed = r.errorsByKind
+    ? Object.entries(r.errorsByKind)
+        .map(([k, n]) => `${k}=${n}`)
+        .join(" ")
+    : "";
+  const failFast = r.failureMs ? `, failures p50 ${r.failureMs.p50} ms p99 ${r.failureMs.p99} ms` : "";
+  process.stdout.write(
+    `${cells.join(" ")}${r.errors ? `  errors=${r.errors} (${failed}${failFast}; first: ${r.firstError})` : ""}\n`,
+  );
 }
 
 export async function withNetwork<T>(

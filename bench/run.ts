@@ -12,6 +12,7 @@ import { Command } from "commander";
 import { abuseScenario } from "./abuse.js";
 import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
+import { overloadScenario } from "./overload.js";
 import {
   authoritativeScenario,
   memoryScenario,
@@ -30,6 +31,7 @@ const ALL_SCENARIOS = [
   "negative",
   "mixed",
   "abuse",
+  "overload",
   "authoritative",
   "memory",
   "bulk",
@@ -71,6 +73,7 @@ async function main(o: Options): Promise<void> {
     await resolverScenarios(o, bench, netDir, warmCount, want);
   const referenceRatios = printReferenceRatios(bench, log);
   if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
+  if (want("overload")) await overloadScenario(o, bench, netDir, warmCount, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);

@@ -168,6 +168,7 @@ export {
   logListening,
   setLogLevel,
 } from "./runtime/logger.js";
+export { LoopDelayGuard, type LoopDelayOptions } from "./runtime/loop-delay.js";
 export {
   checkDataDir,
   checkPrivate,

@@ -35,3 +35,10 @@ test("the cache section is optional and takes defaults", () => {
   assert.equal(config.cache.negativeMaxTtlSeconds, 300);
   assert.throws(() => parseConfig({ ...rest, cache: { minTtlSeconds: 100, maxTtlSeconds: 10 } }), /exceeds/);
 });
+
+test("the event-loop guard is off unless configured, and its bound is checked", () => {
+  assert.equal(parseConfig(example(), "/").maxEventLoopDelayMs, 0);
+  assert.equal(parseConfig({ ...example(), maxEventLoopDelayMs: 100 }, "/").maxEventLoopDelayMs, 100);
+  assert.throws(() => parseConfig({ ...example(), maxEventLoopDelayMs: -1 }, "/"), /maxEventLoopDelayMs/);
+  assert.throws(() => parseConfig({ ...example(), maxEventLoopDelayMs: "fast" }, "/"), /maxEventLoopDelayMs/);
+});

@@ -46,12 +46,21 @@ export interface ResolverConfig extends ServerBasics {
   readonly enumeration: EnumerationPolicy;
   /** Worker threads that make the Ed25519 checks of DP answers; 0 checks on the event loop. */
   readonly verifyThreads: number;
+  /**
+   * Lookups that need a DP are refused (RESOURCE_EXHAUSTED, RESOLVER_OVERLOADED) while the
+   * event loop runs this many ms late or later (core runtime/loop-delay.ts); cache hits are
+   * still answered. 0 (the default) turns the guard off; 100 suits a dedicated machine.
+   */
+  readonly maxEventLoopDelayMs: number;
 }
 
 const DEFAULTS = {
   host: "127.0.0.1",
   port: 7600,
   upstreamTimeoutMs: 1_500,
+  // Off by default: on a machine shared with other work, the loop can run 100 ms late for reasons
+  // that are not this resolver's load, and every miss would be refused meanwhile.
+  maxEventLoopDelayMs: 0,
   cache: {
     maxEntries: 1_000_000,
     minTtlSeconds: 5,
@@ -98,6 +107,7 @@ export function parseConfig(raw: unknown, baseDir = ".", cores = availableParall
     quotas: readQuotas(r.object("quotas", { optional: true })),
     enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
     verifyThreads: r.integer("verifyThreads", Math.max(1, cores - 1), 0, 256),
+    maxEventLoopDelayMs: r.integer("maxEventLoopDelayMs", DEFAULTS.maxEventLoopDelayMs, 0, 60_000),
   };
   r.done();
   return deepFreeze(config);

@@ -5,6 +5,7 @@ import { startRegistrySync } from "@mimi/client";
 import {
   createEnumerationDetector,
   ensurePrivateDir,
+  LoopDelayGuard,
   loadPublicKey,
   pb,
   readOrCreateSecret,
@@ -117,6 +118,12 @@ runServer<ResolverConfig>(process, {
     subscriptions = subs;
     const quotas = createQuotas(config.quotas);
     const enumeration = createEnumerationDetector(config.enumeration);
+    // Lateness is measured on the monotonic clock: a wall clock that steps would read as delay.
+    const loop = new LoopDelayGuard({
+      maxDelayMs: config.maxEventLoopDelayMs,
+      everyMs: 10,
+      now: () => performance.now(),
+    }).start();
     if (metrics) {
       registerResolverMetrics(metrics, {
         service: resolver,
@@ -127,6 +134,7 @@ runServer<ResolverConfig>(process, {
         registry: { serial: () => sync.view.serial, seal: () => sync.seal(), now: clock },
         cacheEvictions: () => cache.evictions,
         verifyPool,
+        loop,
       });
     }
     const admins = new Set(config.admins);
@@ -148,6 +156,7 @@ runServer<ResolverConfig>(process, {
           : undefined,
       ),
       upstreamWindows: () => upstream.windows(),
+      loop,
       now: clock,
     });
     // Resolution needs the registry copy (from a root or from disk); NOT_SERVING until then.
@@ -172,6 +181,7 @@ runServer<ResolverConfig>(process, {
       notReady: () => sync.problem(),
       shutdownFields: () => ({ ...resolver.stats }),
       stop() {
+        loop.stop();
         sync.close();
         subs.close();
         upstream.close();

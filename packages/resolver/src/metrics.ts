@@ -23,6 +23,8 @@ export interface ResolverMetricSources {
   readonly cacheEvictions: () => Readonly<Record<string, number>>;
   /** The verification pool's work so far (verify-pool.ts). */
   readonly verifyPool: { readonly stats: { readonly batches: number; readonly inline: number } };
+  /** The event loop's delay and the lookups refused for it (core runtime/loop-delay.ts). */
+  readonly loop: { readonly refused: number; takePeak(): number };
 }
 
 /** Registers the resolver's metrics on `registry`. */
@@ -51,6 +53,17 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     () => stats().evictedByRegistry,
   );
   c("cache_flushed_total", "Cached answers dropped by an operator's flush.", () => stats().flushed);
+  gaugeFrom(
+    registry,
+    "mimi_resolver_event_loop_delay_peak_ms",
+    "The event loop's largest delay since the last scrape, ms; past maxEventLoopDelayMs, lookups that need a DP are refused.",
+    () => s.loop.takePeak(),
+  );
+  c(
+    "overload_refusals_total",
+    "Lookups that needed a DP refused while the event loop ran late (RESOLVER_OVERLOADED).",
+    () => s.loop.refused,
+  );
   c(
     "verify_batches_total",
     "Batches of Ed25519 checks of DP answers sent to the verification threads.",

@@ -16,6 +16,7 @@ import {
   encodeResolveResponse,
   encodeResolveStreamItem,
   type Logger,
+  type LoopDelayGuard,
   paramsFromProto,
   parseCsi,
   pb,
@@ -78,6 +79,8 @@ export interface ResolverServerOptions {
   enumeration: EnumerationDetector;
   /** The adaptive windows of lookups in flight per DP (upstream.ts). */
   upstreamWindows: () => { dpId: string; inflight: number; window: number; queued: number }[];
+  /** Whether the event loop is too far behind to take lookups that need a DP (core runtime/loop-delay.ts). */
+  loop: Pick<LoopDelayGuard, "admit" | "delayMs">;
   now: () => number;
 }
 
@@ -152,6 +155,8 @@ export function bindResolverServer(
     // refusal holds it; a lookup that got no answer (DP down, resolver not ready) is given back.
     let charged: { identity: string; dpId: string } | undefined;
     const charge = (): MissCaller => {
+      // Overload first: it is nobody's doing, so nobody is charged or held for it.
+      if (!opts.loop.admit()) throw overloadRefusal(opts.loop.delayMs);
       const identity = ctx.peer.name;
       const now = opts.now();
       const block = enumeration.blocked(identity, csi.uri, now);
@@ -180,7 +185,11 @@ export function bindResolverServer(
         if (isCallerRefusal(err)) held.hold(identity, dpId, csi.uri, err, opts.now());
         else opts.quotas.refund(identity, dpId, opts.now());
       }
-      if (err instanceof DiscoveryError && err.code === "resource_exhausted") {
+      if (
+        err instanceof DiscoveryError &&
+        err.code === "resource_exhausted" &&
+        err.details?.reason !== OVERLOADED
+      ) {
         if (onRefused) onRefused(err);
         else {
           const pause = refusalPause(ctx.peerName);
@@ -407,6 +416,23 @@ export function bindResolverServer(
         }
       },
     },
+  );
+}
+
+const OVERLOADED = "RESOLVER_OVERLOADED";
+
+/**
+ * RESOURCE_EXHAUSTED for a lookup that needs a DP while the event loop is `delayMs` behind. The
+ * retry-after is spread (one to two times the delay, at least 100 ms) so that refused callers
+ * do not all come back in the same instant.
+ */
+function overloadRefusal(delayMs: number): DiscoveryError {
+  const retryAfterMs = Math.round(Math.max(100, delayMs) * (1 + Math.random()));
+  return new DiscoveryError(
+    "resource_exhausted",
+    `this resolver is overloaded (its event loop runs ${Math.round(delayMs)} ms late), so lookups that need a DP are refused for now; ` +
+      `cached answers are still served; retry after ${retryAfterMs} ms, or through another resolver`,
+    { details: { retryAfterMs, reason: OVERLOADED } },
   );
 }
 
