@@ -3,7 +3,7 @@
 // enumeration detection enforcing. Reports what each was granted, how soon the sweep was
 // refused, and the address book's latency beside the sweep against alone.
 import type { KeySpec } from "./load.js";
-import { type Bench, type Load, type Options, split, withNetwork } from "./measure.js";
+import { type Bench, type Load, type Options, prewarm, withNetwork } from "./measure.js";
 
 /** The sweeper's enrolled users here: 20 users, so 2,000 lookups per DP per day and 120 a minute. */
 const SWEEPER_USERS = 20;
@@ -35,14 +35,7 @@ export async function abuseScenario(
     cacheEntries,
     async (net) => {
       const base: KeySpec = { mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 };
-      await bench.measure(net, "prewarm", `${warmCount} CSIs`, {
-        service: "resolver",
-        api: "stream",
-        concurrency: 64,
-        keys: (w) => ({ ...base, mode: "cold", cold: split([0, warmCount], o.workers)[w] ?? [0, 0] }),
-        durationMs: 120_000,
-      });
-      bench.results.pop();
+      await prewarm(bench, net, o, warmCount);
       // The address book: mostly contacts asked before (cached), some new, a few unknown ones
       // scattered over many number blocks, at a steady rate (open loop: latency counts from
       // when each lookup was due, so queueing behind the sweep shows). One worker each.

@@ -62,6 +62,8 @@ export interface LoadResult {
   exhausted: boolean;
   /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
   errorsByKind: Record<string, number>;
+  /** The first failure's message of each kind. */
+  errorSamples: Record<string, string>;
   /** Percentiles of the failures' latency (ms), from send (or due time, open loop) to failure. */
   failureMs?: { p50: number; p99: number };
 }
@@ -154,6 +156,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   let exhausted = false;
   let t0 = 0;
   const errorsByKind: Record<string, number> = {};
+  const errorSamples: Record<string, string> = {};
   const failLat = new Latencies();
   /** A failure of a call sent (or due, open loop) at `since`. */
   const fail = (err: unknown, since?: number) => {
@@ -167,6 +170,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
       typeof e.remoteStatus === "number" ? (STATUS_NAMES[e.remoteStatus] ?? String(e.remoteStatus)) : "OTHER";
     const kind = `${status}${typeof e.details?.reason === "string" && e.details.reason ? `/${e.details.reason}` : ""}`;
     errorsByKind[kind] = (errorsByKind[kind] ?? 0) + 1;
+    if (errorsByKind[kind] === 1) errorSamples[kind] = err instanceof Error ? err.message : String(err);
   };
   const resolver = channel.client(pb.ResolverService);
   const dp = channel.client(pb.AuthoritativeService);
@@ -272,6 +276,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     elapsedMs,
     exhausted,
     errorsByKind,
+    errorSamples,
     ...(failed.length > 0 && { failureMs: { p50: at(50), p99: at(99) } }),
   };
 }

@@ -54,6 +54,8 @@ export interface RunResult {
   lookupsPerServerCpuSecond: number;
   /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
   errorsByKind?: Record<string, number>;
+  /** The first failure's message of each kind (one worker's). */
+  errorSamples?: Record<string, string>;
   /** How fast failures came: the worst worker's p50 and p99 (ms). */
   failureMs?: { p50: number; p99: number };
   extra?: Record<string, number>;
@@ -119,6 +121,27 @@ function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
       }
     });
   });
+}
+
+/**
+ * Fills the resolver's cache with existing CSIs [0, warmCount), as the warm, mixed, abuse and
+ * overload runs expect; the fill is not a result of its own.
+ */
+export async function prewarm(bench: Bench, net: Network, o: Options, warmCount: number): Promise<void> {
+  await bench.measure(net, "prewarm", `${warmCount} CSIs`, {
+    service: "resolver",
+    api: "stream",
+    concurrency: 64,
+    keys: (w) => ({
+      mode: "cold",
+      warmCount,
+      cold: split([0, warmCount], o.workers)[w] ?? [0, 0],
+      absent: [0, 0],
+      universe: 0,
+    }),
+    durationMs: 120_000,
+  });
+  bench.results.pop();
 }
 
 /** Splits [a, b) into n contiguous parts. */
@@ -282,7 +305,10 @@ function resultOf(
     errors,
     ...(firstError ? { firstError } : {}),
     ...(errorTimes.length > 0 ? { firstErrorAfterMs: round(Math.min(...errorTimes), 1) } : {}),
-    ...(errors > 0 && { errorsByKind }),
+    ...(errors > 0 && {
+      errorsByKind,
+      errorSamples: Object.assign({}, ...outcomes.map((o) => o.errorSamples)) as Record<string, string>,
+    }),
     ...(failures.length > 0 && {
       failureMs: {
         p50: round(Math.max(...failures.map((f) => f.p50)), 3),

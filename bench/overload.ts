@@ -8,7 +8,15 @@
 // hits at twice the resolver's rate overloads the load processes first (their deadlines fire
 // late, the servers idle). A miss costs the resolver several times what it costs the client.
 import type { KeySpec } from "./load.js";
-import { type Bench, type Load, type Options, type RunResult, split, withNetwork } from "./measure.js";
+import {
+  type Bench,
+  type Load,
+  type Options,
+  prewarm,
+  type RunResult,
+  split,
+  withNetwork,
+} from "./measure.js";
 
 /** An MSP's deadline for one lookup. */
 const DEADLINE_MS = 1_000;
@@ -41,14 +49,7 @@ export async function overloadScenario(
       netDir,
       cacheEntries,
       async (net) => {
-        await bench.measure(net, "prewarm", `${warmCount} CSIs`, {
-          service: "resolver",
-          api: "stream",
-          concurrency: 64,
-          keys: (w) => ({ ...base, mode: "cold", cold: split([0, warmCount], o.workers)[w] ?? [0, 0] }),
-          durationMs: 120_000,
-        });
-        bench.results.pop();
+        await prewarm(bench, net, o, warmCount);
         if (sustainable === 0) {
           const closed = await bench.measure(net, "overload", `sustainable c=${o.streamConcurrency}`, {
             service: "resolver",
@@ -68,8 +69,12 @@ export async function overloadScenario(
           deadlineMs: DEADLINE_MS,
           keys: misses(Math.ceil((rate * o.durationMs) / 1000)),
         };
+        const before = await counters(net.resolver.opsPort);
         const r = await bench.measure(net, "overload", `open ${rate}/s, ${label}`, load);
-        log(summary(r, rate, sustainable, label));
+        const after = await counters(net.resolver.opsPort);
+        // What the resolver did with the load, from its own counters (ops listener).
+        r.extra = Object.fromEntries(COUNTERS.map((c) => [c, (after[c] ?? 0) - (before[c] ?? 0)]));
+        log(`${summary(r, rate, sustainable, label)}; resolver: ${JSON.stringify(r.extra)}`);
       },
       {
         resolver: {
@@ -79,6 +84,28 @@ export async function overloadScenario(
       },
     );
   }
+}
+
+/** The resolver counters the overload runs report (without their mimi_resolver_ prefix). */
+const COUNTERS = [
+  "cache_misses_total",
+  "overload_refusals_total",
+  "lookups_abandoned_total",
+  "verify_batches_total",
+  "verify_inline_total",
+];
+
+/** The resolver's COUNTERS now; empty when it runs without an ops listener. */
+async function counters(opsPort: number): Promise<Record<string, number>> {
+  if (!opsPort) return {};
+  const body = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of body.split("\n")) {
+    const [series, value] = line.split(" ");
+    const name = series?.replace(/^mimi_resolver_/, "");
+    if (name && series !== name && COUNTERS.includes(name)) out[name] = Number(value);
+  }
+  return out;
 }
 
 function summary(r: RunResult, rate: number, sustainable: number, label: string): string {

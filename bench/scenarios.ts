@@ -1,6 +1,7 @@
 // The read-path scenarios: cache hits, cold walks to the DPs, negative answers, a mix of the
 // three, the authoritative alone at large sizes, and the resolver's memory per cached answer.
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { toBinary } from "@bufbuild/protobuf";
@@ -9,7 +10,16 @@ import type { Network } from "@mimi/devnet";
 import { ensureGenerated } from "./generate.js";
 import { existingCsi } from "./keys.js";
 import type { KeySpec } from "./load.js";
-import { type Bench, fmtCount, type Options, round, rssMbOf, split, withNetwork } from "./measure.js";
+import {
+  type Bench,
+  fmtCount,
+  type Options,
+  prewarm,
+  round,
+  rssMbOf,
+  split,
+  withNetwork,
+} from "./measure.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -155,14 +165,7 @@ export async function resolverScenarios(
       return (w: number) => keys({ mode: "absent", absent: parts[w] ?? [0, 0] })();
     };
     // Prewarm the CSIs the warm and mixed scenarios hit.
-    await bench.measure(net, "prewarm", `${warmCount} CSIs`, {
-      service: "resolver",
-      api: "stream",
-      concurrency: 64,
-      keys: (w) => keys({ mode: "cold", cold: split([0, warmCount], o.workers)[w] ?? [0, 0] })(),
-      durationMs: 120_000,
-    });
-    bench.results.pop();
+    await prewarm(bench, net, o, warmCount);
     // Each run that consumes never-asked CSIs gets what its rate could use, but at most a
     // sixth of the data set, so later runs (cold, mixed) still find unused CSIs.
     const budget = (rate: number) =>
@@ -269,7 +272,20 @@ export async function authoritativeScenario(
     const dir = join(o.dataDir, `eu-${size}`);
     const s = await ensureGenerated(dir, size, log, { euOnly: true });
     if (s > 0) log(`generated ${size} mappings at eu in ${s.toFixed(1)} s`);
+    // What a DP of this size costs at rest: its files per mapping, and how long the network took
+    // to start serving (its slowest server is this DP, opening the store).
+    const store = join(dir, "dp-eu", "mappings.sqlite");
+    const storeBytes = [store, `${store}-wal`].reduce(
+      (n, f) => n + (existsSync(f) ? statSync(f).size : 0),
+      0,
+    );
+    const t0 = performance.now();
     await withNetwork(bench, dir, 10_000, async (net) => {
+      const startupSeconds = round((performance.now() - t0) / 1000, 2);
+      log(
+        `authoritative ${fmtCount(size)}: store ${round(storeBytes / size, 0)} bytes per mapping ` +
+          `(${round(storeBytes / 1e9, 2)} GB), network serving ${startupSeconds} s after start`,
+      );
       const k = (): KeySpec => ({
         mode: "eu-random",
         warmCount: 0,
@@ -284,12 +300,17 @@ export async function authoritativeScenario(
         keys: k,
         workers: 1,
       });
-      await bench.measure(net, "authoritative", `${fmtCount(size)} unary c=${c}`, {
+      const r = await bench.measure(net, "authoritative", `${fmtCount(size)} unary c=${c}`, {
         service: "authoritative",
         api: "unary",
         concurrency: c,
         keys: k,
       });
+      r.extra = {
+        storeBytesPerMapping: round(storeBytes / size, 0),
+        startupSeconds,
+        generationSeconds: round(s, 1),
+      };
     });
   }
 }

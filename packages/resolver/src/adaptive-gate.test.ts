@@ -193,3 +193,41 @@ test("a lookup waits for the window until its caller's deadline, not the default
   assert.equal(await first, "answer");
   assert.equal(await patient, "answer");
 });
+
+test("a waiter nobody waits for any more leaves at its turn: never sent, and the next one goes", async () => {
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  const first = pending();
+  const started: string[] = [];
+  const running = gate.run(() => {
+    started.push("first");
+    return first.p;
+  }, isTimeout);
+  let gone = false;
+  const dropped = gate.run(
+    () => {
+      started.push("gone");
+      return Promise.resolve("answer");
+    },
+    isTimeout,
+    undefined,
+    () => gone,
+  );
+  const next = gate.run(() => {
+    started.push("next");
+    return Promise.resolve("answer");
+  }, isTimeout);
+  await until(() => gate.state.queued === 2);
+  gone = true; // its caller left while it waited
+  first.settle(true);
+  await running;
+  await assert.rejects(dropped, /nobody was waiting/);
+  assert.equal(await next, "answer");
+  assert.deepEqual(started, ["first", "next"], "the dropped lookup was never sent");
+  assert.deepEqual(gate.state, { inflight: 0, window: 3, queued: 0 }, "two answers widened it");
+});

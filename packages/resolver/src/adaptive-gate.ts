@@ -10,6 +10,7 @@
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
 import { DiscoveryError } from "@mimi/core";
+import { callerGone } from "./call-bounds.js";
 
 /** The gate's bounds. */
 export interface GateOptions {
@@ -35,8 +36,11 @@ export const DEFAULT_GATE: Omit<GateOptions, "now" | "decreaseEveryMs"> = {
 
 interface Waiter {
   start(): void;
-  /** It stopped waiting (its time ran out): its turn is skipped. */
+  /** It stopped waiting (its time ran out, or it was dropped): its turn is skipped. */
   gone: boolean;
+  /** Whether nobody waits for it any more: it is dropped at its turn, using no rate slot. */
+  abandoned?: () => boolean;
+  drop(): void;
 }
 
 /** The gate of one DP. */
@@ -83,10 +87,16 @@ export class AdaptiveGate {
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
    * which `timedOut` is true halves the window; a success widens it.
    */
-  async run<T>(f: () => Promise<T>, timedOut: (err: unknown) => boolean, waitUntilMs?: number): Promise<T> {
+  async run<T>(
+    f: () => Promise<T>,
+    timedOut: (err: unknown) => boolean,
+    waitUntilMs?: number,
+    abandoned?: () => boolean,
+  ): Promise<T> {
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
-    else await this.wait(waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now());
+    else
+      await this.wait(waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now(), abandoned);
     try {
       const r = await f();
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
@@ -136,7 +146,7 @@ export class AdaptiveGate {
     return false;
   }
 
-  private wait(maxWaitMs: number): Promise<void> {
+  private wait(maxWaitMs: number, abandoned?: () => boolean): Promise<void> {
     if (maxWaitMs <= 0) {
       return Promise.reject(
         new DiscoveryError(
@@ -180,10 +190,17 @@ export class AdaptiveGate {
       }, maxWaitMs);
       const w: Waiter = {
         gone: false,
+        ...(abandoned && { abandoned }),
         start: () => {
           clearTimeout(timer);
           this.waiting--;
           resolve();
+        },
+        drop: () => {
+          clearTimeout(timer);
+          w.gone = true;
+          this.waiting--;
+          reject(callerGone(false));
         },
       };
       this.queue.push(w);
@@ -194,6 +211,7 @@ export class AdaptiveGate {
   private next(): void {
     while (this.inflight < Math.floor(this.window) && this.head < this.queue.length) {
       const w = this.queue[this.head] as Waiter;
+      if (!w.gone && w.abandoned?.()) w.drop();
       if (!w.gone && !this.paced()) return;
       this.head++;
       if (this.head >= 1_024) {

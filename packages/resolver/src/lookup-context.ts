@@ -10,6 +10,12 @@ export interface MissCaller {
   contextFor(dpId: string): Uint8Array;
   /** When (performance.now()) it stops waiting for a DP's window; unset: the gate's default. */
   readonly waitUntilMs?: number;
+  /**
+   * Whether the caller has gone away (cancelled, or its deadline passed). A lookup nobody else
+   * joined is then abandoned: not sent if it is still waiting for the DP's window, and its
+   * answer neither verified nor cached if it already was.
+   */
+  readonly gone?: () => boolean;
 }
 
 /** The rate-limit context of the resolver's own lookups (refreshes): none. */
@@ -71,6 +77,8 @@ export interface ResolverStats {
   evictedByRegistry: number;
   /** Upstream answers refused because they did not verify. */
   verificationFailures: number;
+  /** Lookups dropped, unsent or unverified, because their caller had gone (MissCaller.gone). */
+  abandoned: number;
 }
 
 /** An answer's seal once it verified (undefined for an answer that carries none). */

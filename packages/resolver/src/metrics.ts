@@ -52,6 +52,11 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     "Cached answers dropped by registry changes.",
     () => stats().evictedByRegistry,
   );
+  c(
+    "lookups_abandoned_total",
+    "Lookups dropped unsent or unverified because their caller had gone (cancelled or past its deadline).",
+    () => stats().abandoned,
+  );
   c("cache_flushed_total", "Cached answers dropped by an operator's flush.", () => stats().flushed);
   gaugeFrom(
     registry,

@@ -25,6 +25,14 @@ import {
   sleepUnlessAborted,
 } from "@mimi/core";
 import { addService, type CallContext, itemError } from "@mimi/rpc";
+import {
+  answerBound,
+  answerInTime,
+  chargedAnyway,
+  OVERLOADED,
+  overloadRefusal,
+  waitBound,
+} from "./call-bounds.js";
 import type { ChangeSubscriptions } from "./changes.js";
 import { explanation, withExplanation } from "./explain.js";
 import { createHeldRefusals } from "./held-refusals.js";
@@ -41,20 +49,6 @@ const MAX_STREAM_INFLIGHT = 1_024;
 const RESOLVE_CSI = 1;
 const STREAM_REQUEST_ID = 1;
 const STREAM_CSI = 2;
-
-/** The longest a lookup waits for a DP's window, however far its caller's deadline. */
-const MAX_CALLER_WAIT_MS = 60_000;
-
-/**
- * Until when (performance.now()) a lookup may wait for its DP's window: most of what is left of
- * its caller's deadline (a ResolveStream's items share the stream's), so a caller that allows a
- * slow DP a minute is not failed after the gate's default; none named: the gate's default.
- */
-function waitBound(deadlineMs: number): number | undefined {
-  if (!Number.isFinite(deadlineMs)) return undefined;
-  const left = deadlineMs - Date.now();
-  return performance.now() + Math.max(0, Math.min(MAX_CALLER_WAIT_MS, left * 0.9));
-}
 
 /** Refusals one caller gets at full speed each second; past it, its calls are slowed. */
 const REFUSALS_PER_SECOND = 100;
@@ -154,6 +148,8 @@ export function bindResolverServer(
     // rpc/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
     // refusal holds it; a lookup that got no answer (DP down, resolver not ready) is given back.
     let charged: { identity: string; dpId: string } | undefined;
+    // When a miss must be answered, hit or not: set by charge() for a caller with a deadline.
+    let answerBy: number | undefined;
     const charge = (): MissCaller => {
       // Overload first: it is nobody's doing, so nobody is charged or held for it.
       if (!opts.loop.admit()) throw overloadRefusal(opts.loop.delayMs);
@@ -167,23 +163,37 @@ export function bindResolverServer(
       opts.quotas.charge(identity, dpId, now);
       charged = { identity, dpId };
       const waitUntilMs = waitBound(ctx.deadlineMs);
+      answerBy = answerBound(ctx.deadlineMs);
       // The DP gets a pseudonym of the caller, never its identity (P2), made for the DP asked.
       return {
         key: identity,
         contextFor: (dp) => opts.rateContexts.of(identity, dp, now),
         ...(waitUntilMs !== undefined && { waitUntilMs }),
+        gone: () => ctx.signal.aborted || Date.now() >= ctx.deadlineMs,
       };
+    };
+    // Only what a DP answered counts towards enumeration (cached answers are free to fake),
+    // counted when it comes, whether or not the caller was answered before it.
+    const observed = (r: Resolution) => {
+      if (r.source !== "upstream") return r;
+      const notFound = r.outcome.kind === "not_found";
+      const identity = charged?.identity ?? ctx.peer.name;
+      for (const d of enumeration.observe(identity, csi.uri, notFound, opts.now()))
+        logDetection(log, d, enumeration.policy.mode);
+      return r;
     };
     let r: Resolution;
     try {
-      r = await service.resolve(csi, charge, trace);
+      const pending = service.resolve(csi, charge, trace).then(observed);
+      r = await (answerBy === undefined ? pending : answerInTime(pending, answerBy));
     } catch (err) {
       if (charged) {
         // A DP refusing the caller's own context is the caller's doing: it stays charged, and
-        // its next lookups there are refused here until the DP's retry-after.
+        // its next lookups there are refused here until the DP's retry-after. So does a lookup
+        // the DP did, or one asked with too short a deadline; others are given back.
         const { identity, dpId } = charged;
         if (isCallerRefusal(err)) held.hold(identity, dpId, csi.uri, err, opts.now());
-        else opts.quotas.refund(identity, dpId, opts.now());
+        else if (!chargedAnyway(err)) opts.quotas.refund(identity, dpId, opts.now());
       }
       if (
         err instanceof DiscoveryError &&
@@ -199,13 +209,6 @@ export function bindResolverServer(
       throw err;
     }
     if (trace) Object.assign(trace, { outcome: r.outcome, ttlSeconds: r.ttlSeconds });
-    // Only what a DP answered counts towards enumeration: cached answers are free to fake.
-    if (r.source === "upstream") {
-      const notFound = r.outcome.kind === "not_found";
-      const identity = charged?.identity ?? ctx.peer.name;
-      for (const d of enumeration.observe(identity, csi.uri, notFound, opts.now()))
-        logDetection(log, d, enumeration.policy.mode);
-    }
     if (log.isLevelEnabled("debug")) {
       log.debug(
         { peer: ctx.peerName, csi: csiHash(csi.uri), source: r.source, outcome: r.outcome.kind },
@@ -416,23 +419,6 @@ export function bindResolverServer(
         }
       },
     },
-  );
-}
-
-const OVERLOADED = "RESOLVER_OVERLOADED";
-
-/**
- * RESOURCE_EXHAUSTED for a lookup that needs a DP while the event loop is `delayMs` behind. The
- * retry-after is spread (one to two times the delay, at least 100 ms) so that refused callers
- * do not all come back in the same instant.
- */
-function overloadRefusal(delayMs: number): DiscoveryError {
-  const retryAfterMs = Math.round(Math.max(100, delayMs) * (1 + Math.random()));
-  return new DiscoveryError(
-    "resource_exhausted",
-    `this resolver is overloaded (its event loop runs ${Math.round(delayMs)} ms late), so lookups that need a DP are refused for now; ` +
-      `cached answers are still served; retry after ${retryAfterMs} ms, or through another resolver`,
-    { details: { retryAfterMs, reason: OVERLOADED } },
   );
 }
 

@@ -561,3 +561,50 @@ test("only a miss is charged: a refused charge asks no DP, and cache hits cost n
   assert.equal(hit.source, "cache");
   assert.equal(state.calls, 1);
 });
+
+test("a lookup whose caller went away is neither verified nor cached, unless someone joined it", async () => {
+  const { state, service } = setup();
+  let release = () => {};
+  const hold = () => {
+    state.gate = new Promise<void>((r) => {
+      release = r;
+    });
+  };
+  let gone = false;
+  const caller =
+    (key: string, isGone = () => false) =>
+    () => ({
+      key,
+      contextFor: () => new Uint8Array(0),
+      gone: isGone,
+    });
+
+  // Alone: the caller goes while the DP is asked; the answer is dropped unverified.
+  hold();
+  const alone = service.resolve(
+    CSI,
+    caller("a", () => gone),
+  );
+  gone = true;
+  release();
+  await assert.rejects(alone, /nobody was waiting/);
+  assert.equal(state.verified.length, 0, "nothing verified for nobody");
+  assert.equal(service.stats.abandoned, 1);
+  assert.equal(service.cached(CSI.uri), undefined, "nothing cached");
+
+  // Joined: the first caller goes, the one that joined still waits; verified and cached.
+  hold();
+  gone = false;
+  const first = service.resolve(
+    CSI,
+    caller("a", () => gone),
+  );
+  const second = service.resolve(CSI, caller("b"));
+  gone = true;
+  release();
+  assert.equal((await second).source, "upstream");
+  await first;
+  assert.equal(state.verified.length, 1);
+  assert.equal(service.stats.abandoned, 1);
+  assert.ok(service.cached(CSI.uri), "cached for the next caller");
+});

@@ -24,6 +24,7 @@ import {
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
 import { CachedAnswer, indexSlot } from "./cached-answer.js";
+import { callerGone, isCallerGone } from "./call-bounds.js";
 import {
   type LookupTrace,
   type MissCaller,
@@ -32,6 +33,7 @@ import {
   type ResolverStats,
   type Verified,
 } from "./lookup-context.js";
+import { RecentChanges } from "./recent-changes.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
 export { answerIndex, CachedAnswer } from "./cached-answer.js";
@@ -113,17 +115,11 @@ export interface ResolverServiceOptions {
   changeKeys: Map<string, Uint8Array>;
 }
 
-/**
- * How long a change event is remembered: an answer whose lookup started before the event
- * and arrived after it may predate the change, so it is asked again rather than cached.
- * Longer than any lookup may take (attempt timeout times endpoints).
- */
-const RECENT_CHANGE_MS = 60_000;
-
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
-  const inflight = new Map<string, { p: Promise<Resolution>; key: string }>();
+  // A lookup in flight, its first caller's key, and whether anyone joined it.
+  const inflight = new Map<string, { p: Promise<Resolution>; key: string; joined: boolean }>();
   const stats: ResolverStats = {
     hits: 0,
     misses: 0,
@@ -136,23 +132,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     flushed: 0,
     evictedByRegistry: 0,
     verificationFailures: 0,
+    abandoned: 0,
   };
-  // Change events seen lately: hash -> event number, with a time-ordered queue to forget them.
-  let eventCount = 0;
-  const recent = new Map<string, number>();
-  const recentQueue: { atMs: number; hash: string; n: number }[] = [];
-  let recentHead = 0;
-  const forgetOldEvents = () => {
-    const cutoff = o.now() - RECENT_CHANGE_MS;
-    while (recentHead < recentQueue.length && (recentQueue[recentHead] as { atMs: number }).atMs < cutoff) {
-      const e = recentQueue[recentHead++] as { hash: string; n: number };
-      if (recent.get(e.hash) === e.n) recent.delete(e.hash);
-    }
-    if (recentHead > 1024 && recentHead * 2 > recentQueue.length) {
-      recentQueue.splice(0, recentHead);
-      recentHead = 0;
-    }
-  };
+  const recent = new RecentChanges(o.now);
   // The DP an answer must come from now; "" when no delegation covers the key.
   const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
   // An answer is never cached past its seal: once the seal expires it no longer verifies anywhere.
@@ -205,11 +187,22 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         `the registry delegates to DP "${delegation.dpId}" but lists no such DP`,
       );
     }
-    const startedAt = eventCount;
+    const startedAt = recent.count;
+    // Nobody is left to hear the answer: its caller went away and nobody joined its lookup.
+    const abandoned = () => caller.gone?.() === true && inflight.get(csi.uri)?.joined !== true;
     try {
       stats.upstreamRequests++;
       const t0 = trace ? performance.now() : 0;
-      const outcome = await o.upstream.lookup(dp, csi.uri, caller.contextFor(dp.id), caller.waitUntilMs);
+      const outcome = await o.upstream.lookup(
+        dp,
+        csi.uri,
+        caller.contextFor(dp.id),
+        caller.waitUntilMs,
+        abandoned,
+      );
+      // Verifying (the costliest step of a miss) and caching an answer nobody waits for is
+      // what an overloaded resolver can least afford.
+      if (abandoned()) throw callerGone(true);
       const t1 = trace ? performance.now() : 0;
       if (trace) Object.assign(trace, { endpoint: o.upstream.answeredBy(dp.id), upstreamMs: t1 - t0 });
       let sealed: SealStatement | undefined;
@@ -230,9 +223,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         if (attempt === 0) return walk(csi, 1, background, caller, trace);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
-      const hashKey = startedAt !== eventCount ? o.changeKeys.get(dp.id) : undefined; // events came meanwhile
+      const hashKey = startedAt !== recent.count ? o.changeKeys.get(dp.id) : undefined; // events came meanwhile
       const ix = hashKey && `${dp.id}/${changeHashHex(hashKey, csi.uri)}`;
-      if (ix && (recent.get(ix) ?? 0) > startedAt) {
+      if (ix && recent.after(ix, startedAt)) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again.
         if (attempt === 0) return walk(csi, 1, background, caller, trace);
@@ -249,6 +242,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // A failed prefetch leaves the fresh entry as it is. A refusal (a budget, a DP's limit, no
       // time left to wait) is the caller's answer: it is not papered over with a stale one, which
       // would also mark the answer stale for everyone.
+      if (abandoned()) {
+        if (isCallerGone(err)) stats.abandoned++;
+        throw err;
+      }
       if (background || (err instanceof DiscoveryError && err.code === "resource_exhausted")) throw err;
       const e = err as DiscoveryError;
       const stale = o.cache.getStale(csi.uri);
@@ -362,14 +359,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     if (trace) trace.cache = running ? "joined" : "miss";
     if (!running) {
       const p = walk(csi, 0, background, caller, trace).finally(() => inflight.delete(csi.uri));
-      inflight.set(csi.uri, { p, key: caller.key });
+      inflight.set(csi.uri, { p, key: caller.key, joined: false });
       return p;
     }
+    running.joined = true;
     if (running.key === caller.key) return running.p;
     // Joined under another caller's context: a DP refusing that context says nothing about
     // this caller, who is asked for under its own.
     return running.p.catch((err: unknown) => {
-      if (isCallerRefusal(err)) return single(csi, background, caller, trace);
+      // Nor does a lookup dropped because its first caller left (this one joined as it was).
+      if (isCallerRefusal(err) || isCallerGone(err)) return single(csi, background, caller, trace);
       throw err;
     });
   };
@@ -431,10 +430,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     changed(dpId, hashHex) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.
       const ix = `${dpId}/${hashHex}`;
-      eventCount++;
-      recent.set(ix, eventCount);
-      recentQueue.push({ atMs: o.now(), hash: ix, n: eventCount });
-      forgetOldEvents();
+      recent.note(ix);
       stats.invalidations += o.cache.deleteIndexed(indexSlot(hashHex), (v) => v.dpId === dpId);
     },
     changeKey(dpId, key) {

@@ -9,6 +9,7 @@ import { DiscoveryError, type DpInfo, type Logger, type LookupOutcome } from "@m
 import { type Channel, type ChannelPool, statusName } from "@mimi/rpc";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
+import { callerGone, isCallerGone } from "./call-bounds.js";
 import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
@@ -19,7 +20,17 @@ export interface Upstream {
    * Looks up a canonical CSI at the DP, trying its endpoints in order, within the DP's adaptive
    * window of lookups in flight (adaptive-gate.ts).
    */
-  lookup(dp: DpInfo, csi: string, rateContext?: Uint8Array, waitUntilMs?: number): Promise<LookupOutcome>;
+  /**
+   * Asks DP `dp` for `csi` through its window. `abandoned`, asked when the window lets the lookup
+   * go, says its caller has gone: the lookup then fails without being sent.
+   */
+  lookup(
+    dp: DpInfo,
+    csi: string,
+    rateContext?: Uint8Array,
+    waitUntilMs?: number,
+    abandoned?: () => boolean,
+  ): Promise<LookupOutcome>;
   /** The endpoint of DP `dpId` that answered last (read right after a lookup: the one that answered it). */
   answeredBy(dpId: string): string | undefined;
   /** The window of each DP asked so far (GetStats). */
@@ -128,23 +139,27 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   return {
     channel: channelFor,
-    async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs) {
+    async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs, abandoned) {
       const gate = gateFor(dp.id);
       const t0 = performance.now();
       let failed = true;
+      let observed = true;
+      const send = () => (abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, rateContext));
       try {
-        const answer = await gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
+        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned);
         failed = false;
         return answer;
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
+        // A lookup dropped for nobody is not the DP's doing: neither a failure nor a latency.
+        if (isCallerGone(err)) observed = false;
         if (!timedOut(err) || !gate.shrank) throw err;
-        const answer = await gate.run(() => attempt(dp, csi, rateContext), timedOut, waitUntilMs);
+        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned);
         failed = false;
         return answer;
       } finally {
-        o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
+        if (observed) o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
     },
     answeredBy: (dpId) => preferred.get(dpId),

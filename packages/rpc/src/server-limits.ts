@@ -16,7 +16,13 @@ export interface ConnectionLimits {
    * reach the port could hold every connection (reconnecting at each handshake timeout).
    */
   readonly maxConnectionsPerAddress: number;
-  /** Concurrent streams (calls) on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  /**
+   * Concurrent streams (calls) on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). Calls
+   * past it wait at the client, where one whose deadline passes ends without a word to us; past
+   * the server, an overloaded one holds every call it was sent, and each of them that the
+   * client cancels at its deadline spends the connection's reset budget (see answerInTime in the
+   * resolver's server.ts).
+   */
   readonly maxStreamsPerConnection: number;
   /** Open watch streams (server-streaming calls) per caller identity, across its connections. */
   readonly maxWatchersPerIdentity: number;
@@ -39,7 +45,7 @@ export interface ConnectionLimits {
 export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   maxConnections: 1_000,
   maxConnectionsPerAddress: 100,
-  maxStreamsPerConnection: 1_000,
+  maxStreamsPerConnection: 100,
   maxWatchersPerIdentity: 64,
   maxStreamingCallsPerIdentity: 256,
   handshakeTimeoutMs: 10_000,
