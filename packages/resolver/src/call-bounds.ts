@@ -7,24 +7,32 @@ import { DiscoveryError } from "@mimi/core";
 /** The longest a lookup waits for a DP's window, however far its caller's deadline. */
 const MAX_CALLER_WAIT_MS = 60_000;
 
+/** The two clocks a bound is read against: the deadline's (wall, ms) and the timers' (monotonic). */
+export interface BoundClocks {
+  readonly wallMs: number;
+  readonly monoMs: number;
+}
+
+/** The clocks now. */
+export const clocksNow = (): BoundClocks => ({ wallMs: Date.now(), monoMs: performance.now() });
+
 /**
- * Until when (performance.now()) a lookup may wait for its DP's window: most of what is left of
- * its caller's deadline (a ResolveStream's items share the stream's), so a caller that allows a
+ * Until when (monotonic ms) a lookup may wait for its DP's window: most of what is left of its
+ * caller's deadline (a ResolveStream's items share the stream's), so a caller that allows a
  * slow DP a minute is not failed after the gate's default; none named: the gate's default.
  */
-export function waitBound(deadlineMs: number): number | undefined {
+export function waitBound(deadlineMs: number, now: BoundClocks): number | undefined {
   if (!Number.isFinite(deadlineMs)) return undefined;
-  const left = deadlineMs - Date.now();
-  return performance.now() + Math.max(0, Math.min(MAX_CALLER_WAIT_MS, left * 0.9));
+  return now.monoMs + Math.max(0, Math.min(MAX_CALLER_WAIT_MS, (deadlineMs - now.wallMs) * 0.9));
 }
 
 /**
- * When (performance.now()) a miss is answered whatever its DP has done: nine tenths of what is
- * left of its caller's deadline, however far (the window's wait is capped apart, by waitBound).
+ * When (monotonic ms) a miss is answered whatever its DP has done: nine tenths of what is left
+ * of its caller's deadline, however far (the window's wait is capped apart, by waitBound).
  */
-export function answerBound(deadlineMs: number): number | undefined {
+export function answerBound(deadlineMs: number, now: BoundClocks): number | undefined {
   if (!Number.isFinite(deadlineMs)) return undefined;
-  return performance.now() + Math.max(0, (deadlineMs - Date.now()) * 0.9);
+  return now.monoMs + Math.max(0, (deadlineMs - now.wallMs) * 0.9);
 }
 
 /** The reason of the failure answerInTime gives, which the caller is still charged for. */
@@ -59,13 +67,13 @@ export function chargedAnyway(err: unknown): boolean {
 }
 
 /**
- * `pending`, or UNAVAILABLE when it has not settled by `byMs` (performance.now()): a miss still
+ * `pending`, or UNAVAILABLE when it has not settled within `inMs`: a miss still
  * waiting for its DP at nine tenths of the caller's deadline is answered then, so that the caller
  * hears a status before its deadline instead of cancelling. Each cancellation is a reset stream,
  * and a server's HTTP/2 stack closes a connection whose peer resets more than 1,000 streams in a
  * burst (nghttp2's CVE-2023-44487 defence: 33 a second after that), failing every call on it.
  */
-export function answerInTime<T>(pending: Promise<T>, byMs: number): Promise<T> {
+export function answerInTime<T>(pending: Promise<T>, inMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -77,7 +85,7 @@ export function answerInTime<T>(pending: Promise<T>, byMs: number): Promise<T> {
             { details: { reason: TOO_LATE } },
           ),
         ),
-      Math.max(0, byMs - performance.now()),
+      Math.max(0, inMs),
     );
   });
   pending.catch(() => {}); // heard through the race, or by nobody once the deadline answered

@@ -29,6 +29,7 @@ import {
   answerBound,
   answerInTime,
   chargedAnyway,
+  clocksNow,
   OVERLOADED,
   overloadRefusal,
   waitBound,
@@ -148,7 +149,7 @@ export function bindResolverServer(
     // rpc/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
     // refusal holds it; a lookup that got no answer (DP down, resolver not ready) is given back.
     let charged: { identity: string; dpId: string } | undefined;
-    // When a miss must be answered, hit or not: set by charge() for a caller with a deadline.
+    // When a miss is answered, whatever its DP has done: set by charge() if the caller has a deadline.
     let answerBy: number | undefined;
     const charge = (): MissCaller => {
       // Overload first: it is nobody's doing, so nobody is charged or held for it.
@@ -162,8 +163,9 @@ export function bindResolverServer(
       if (dpRefused) throw dpRefused;
       opts.quotas.charge(identity, dpId, now);
       charged = { identity, dpId };
-      const waitUntilMs = waitBound(ctx.deadlineMs);
-      answerBy = answerBound(ctx.deadlineMs);
+      const clocks = clocksNow();
+      const waitUntilMs = waitBound(ctx.deadlineMs, clocks);
+      answerBy = answerBound(ctx.deadlineMs, clocks);
       // The DP gets a pseudonym of the caller, never its identity (P2), made for the DP asked.
       return {
         key: identity,
@@ -184,8 +186,10 @@ export function bindResolverServer(
     };
     let r: Resolution;
     try {
-      const pending = service.resolve(csi, charge, trace).then(observed);
-      r = await (answerBy === undefined ? pending : answerInTime(pending, answerBy));
+      const resolving = service.resolve(csi, charge, trace);
+      // charge() ran (synchronously) only on a miss: a hit has nothing to observe.
+      const pending = charged ? resolving.then(observed) : resolving;
+      r = await (answerBy === undefined ? pending : answerInTime(pending, answerBy - performance.now()));
     } catch (err) {
       if (charged) {
         // A DP refusing the caller's own context is the caller's doing: it stays charged, and
