@@ -2,7 +2,7 @@
 // each server process read from /proc around the run, latency percentiles merged from the
 // load processes' samples, and the table row each run prints.
 import { execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Network, startNetwork } from "@mimi/devnet";
@@ -71,25 +71,52 @@ const CLK_TCK = (() => {
   }
 })();
 
-export function cpuSecondsOf(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
-  } catch {
-    return 0;
+/** The process and its descendants (a clustered resolver's workers), from /proc. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length && out.length < 1_024; i++) {
+    try {
+      const p = out[i] as number;
+      for (const task of readdirSync(`/proc/${p}/task`)) {
+        const children = readFileSync(`/proc/${p}/task/${task}/children`, "utf8").trim();
+        if (children) out.push(...children.split(" ").map(Number));
+      }
+    } catch {
+      // Gone meanwhile.
+    }
   }
+  return out;
 }
 
+/** CPU seconds (user + system) of a process and its descendants so far. */
+export function cpuSecondsOf(pid: number | undefined): number {
+  if (!pid) return 0;
+  let total = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime + stime
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return total;
+}
+
+/** Resident memory of a process and its descendants, in MB. */
 export function rssMbOf(pid: number | undefined): number {
   if (!pid) return 0;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
+  let kb = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      kb += m ? Number(m[1]) : 0;
+    } catch {
+      // Gone meanwhile.
+    }
   }
+  return kb / 1024;
 }
 
 export function percentile(sorted: Float64Array, p: number): number {
@@ -411,6 +438,24 @@ export async function withNetwork<T>(
   } finally {
     await net.stop();
   }
+}
+
+/**
+ * The resolver's counters `names` (without their mimi_resolver_ prefix) now, summed over their
+ * label sets (a clustered resolver's workers); empty when it runs without an ops listener.
+ */
+export async function resolverCounters(
+  opsPort: number,
+  names: readonly string[],
+): Promise<Record<string, number>> {
+  if (!opsPort) return {};
+  const body = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of body.split("\n")) {
+    const m = /^mimi_resolver_([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && names.includes(m[1] as string)) out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
+  }
+  return out;
 }
 
 /** A count as the table prints it: 2k, 1M. */

@@ -14,6 +14,7 @@ import {
   type Options,
   prewarm,
   type RunResult,
+  resolverCounters,
   split,
   withNetwork,
 } from "./measure.js";
@@ -69,9 +70,9 @@ export async function overloadScenario(
           deadlineMs: DEADLINE_MS,
           keys: misses(Math.ceil((rate * o.durationMs) / 1000)),
         };
-        const before = await counters(net.resolver.opsPort);
+        const before = await resolverCounters(net.resolver.opsPort, COUNTERS);
         const r = await bench.measure(net, "overload", `open ${rate}/s, ${label}`, load);
-        const after = await counters(net.resolver.opsPort);
+        const after = await resolverCounters(net.resolver.opsPort, COUNTERS);
         // What the resolver did with the load, from its own counters (ops listener).
         r.extra = Object.fromEntries(COUNTERS.map((c) => [c, (after[c] ?? 0) - (before[c] ?? 0)]));
         log(`${summary(r, rate, sustainable, label)}; resolver: ${JSON.stringify(r.extra)}`);
@@ -94,19 +95,6 @@ const COUNTERS = [
   "verify_batches_total",
   "verify_inline_total",
 ];
-
-/** The resolver's COUNTERS now; empty when it runs without an ops listener. */
-async function counters(opsPort: number): Promise<Record<string, number>> {
-  if (!opsPort) return {};
-  const body = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
-  const out: Record<string, number> = {};
-  for (const line of body.split("\n")) {
-    const [series, value] = line.split(" ");
-    const name = series?.replace(/^mimi_resolver_/, "");
-    if (name && series !== name && COUNTERS.includes(name)) out[name] = Number(value);
-  }
-  return out;
-}
 
 function summary(r: RunResult, rate: number, sustainable: number, label: string): string {
   const seconds = (r.lookups + r.errors) / rate;

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { silenceIpServernameWarning } from "@mimi/rpc";
 import { Command } from "commander";
 import { abuseScenario } from "./abuse.js";
+import { clusterScenario } from "./cluster.js";
 import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
@@ -32,6 +33,7 @@ const ALL_SCENARIOS = [
   "mixed",
   "abuse",
   "overload",
+  "cluster",
   "authoritative",
   "memory",
   "bulk",
@@ -74,6 +76,7 @@ async function main(o: Options): Promise<void> {
   const referenceRatios = printReferenceRatios(bench, log);
   if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
   if (want("overload")) await overloadScenario(o, bench, netDir, warmCount, log);
+  if (want("cluster")) await clusterScenario(o, bench, netDir, warmCount, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);

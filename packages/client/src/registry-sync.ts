@@ -2,7 +2,8 @@
 // RootService.WatchRegistry over several root endpoints (followLog: failover and backoff),
 // verifies every snapshot and change against the pinned root key, and persists the copy so
 // a restart while every root is down still resolves.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
@@ -233,15 +234,22 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
 
 // The persisted form is the RegistrySnapshot message, the same bytes the root sends.
 function persist(path: string, data: RegistryData, log: Logger): void {
+  // A name of its own: several processes (a resolver's cluster workers) may save the same copy at once.
+  const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     writeFileSync(
-      `${path}.tmp`,
+      tmp,
       toBinary(RegistrySnapshotSchema, create(RegistrySnapshotSchema, snapshotToProto(data))),
       { mode: 0o600 },
     );
-    renameSync(`${path}.tmp`, path);
+    renameSync(tmp, path);
   } catch (err) {
+    try {
+      rmSync(tmp, { force: true });
+    } catch {
+      // Left for the operator; the warning below names the cause.
+    }
     log.warn({ path, err: (err as Error).message }, "cannot save registry copy");
   }
 }

@@ -152,6 +152,7 @@ export { ConfigError, ConfigReader, deepFreeze, readConfigFile } from "./runtime
 export {
   createEnumerationDetector,
   csiBlockOf,
+  csiHash32,
   DEFAULT_ENUMERATION_POLICY,
   type Detection,
   type EnumerationDetector,

@@ -161,15 +161,16 @@ export class ServerProcess {
     await this.exited;
   }
 
-  /** Sends SIGTERM and waits for exit; SIGKILL after `graceMs`. */
-  async stop(graceMs = 5_000): Promise<void> {
+  /** Sends SIGTERM and waits for exit; SIGKILL after `graceMs`. Resolves with the exit code (null: killed). */
+  async stop(graceMs = 5_000): Promise<number | null> {
     const child = this.child;
-    if (!child || !this.running) return;
+    if (!child || !this.running) return null;
     this.stopping = true;
     child.kill("SIGTERM");
     const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
-    await this.exited;
+    const code = await this.exited;
     clearTimeout(t);
+    return code;
   }
 
   /**

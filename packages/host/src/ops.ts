@@ -43,7 +43,8 @@ export function readOpsSection(r: ConfigReader): OpsConfig | undefined {
 
 /** What the ops listener reports. */
 export interface OpsSources {
-  readonly registry: Registry;
+  /** A registry, or what renders like one (a cluster's primary aggregates its workers'). */
+  readonly registry: Pick<Registry, "metrics" | "contentType">;
   /** Why the server is not ready now, or undefined when it is. */
   readonly notReady: () => string | undefined;
 }

@@ -34,6 +34,7 @@ import {
 } from "@mimi/rpc";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import { answerMetrics, type ClusterLink, type ClusterSpec, runPrimary, workerLink } from "./cluster.js";
 import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
 import { applyReload } from "./reload.js";
 import { holdsDevelopmentCa, TlsFiles } from "./tls-files.js";
@@ -95,7 +96,15 @@ export interface ProcessHost extends WarningEmitter {
   readonly stdin: NodeJS.ReadableStream;
   readonly stdout: { write(text: string): unknown };
   readonly stderr: { write(text: string): unknown };
-  on(event: "SIGINT" | "SIGTERM" | "SIGHUP", listener: () => void): unknown;
+  on(event: "SIGINT" | "SIGTERM" | "SIGHUP" | "disconnect", listener: () => void): unknown;
+  on(event: "message", listener: (message: unknown) => void): unknown;
+  /** Set in a forked process (a cluster worker): sends to its primary. */
+  send?(
+    message: unknown,
+    sendHandle?: undefined,
+    options?: undefined,
+    callback?: (error: Error | null) => void,
+  ): boolean;
   exit(code: number): void;
 }
 
@@ -111,6 +120,8 @@ export interface ServerContext<C> {
   readonly server: grpc.Server;
   /** The metrics registry the ops listener serves (undefined without one): add the server's own here. */
   readonly metrics: Registry | undefined;
+  /** Set when this process is one worker of several (the spec's `cluster`): what it shares with the others. */
+  readonly cluster: ClusterLink | undefined;
 }
 
 /** A server's parts once wired, as runServer needs to know them. */
@@ -152,6 +163,8 @@ export interface ServerSpec<C extends ServerBasics> {
    * the file, what does not load. Nothing is opened for writing and no port is bound.
    */
   check?(config: C): void;
+  /** Present when the server can run as several worker processes on one port (cluster.ts). */
+  readonly cluster?: ClusterSpec<C>;
 }
 
 /** Usage of every server binary. */
@@ -227,6 +240,46 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     host.exit(0);
     return;
   }
+  const link = workerLink(host);
+  const workers = link ? 1 : (spec.cluster?.workers(config) ?? 1);
+  if (spec.cluster && workers > 1) {
+    const primary = runPrimary({
+      role: spec.role,
+      config,
+      workers,
+      log,
+      clock,
+      exec: host.argv[1] ?? "",
+      args: host.argv.slice(2).filter((a) => a !== "--stop-with-parent"),
+      spec: spec.cluster,
+      stopBoundMs: () => config.lameDuckMs + SHUTDOWN_GRACE_MS + 5_000,
+      exit: (code) => host.exit(code),
+      stderr: host.stderr,
+    });
+    reload = () => {
+      let next: C | undefined;
+      try {
+        next = readConfig();
+        config = next;
+      } catch (err) {
+        log.error(
+          { err: (err as Error).message },
+          "reload: the config does not load; the workers will say so too",
+        );
+      }
+      primary.reload(next);
+    };
+    host.on("SIGINT", () => primary.stop("SIGINT"));
+    host.on("SIGTERM", () => primary.stop("SIGTERM"));
+    if (host.argv.includes("--stop-with-parent")) {
+      // The launcher is gone: no lame duck (a second stop ends it at once).
+      const gone = () => primary.stop("parent exited", true);
+      host.stdin.on("end", gone);
+      host.stdin.on("error", gone);
+      host.stdin.resume();
+    }
+    return;
+  }
   const tls = new TlsFiles(config.tls, { allowDevelopmentCa: config.allowDevelopmentCa });
   if (holdsDevelopmentCa(tls.material.ca)) {
     if (!config.allowDevelopmentCa) {
@@ -241,7 +294,15 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   }
   const metrics = config.ops ? createServerMetrics(spec.role) : undefined;
   const server = createGrpcServer(config.connections, metrics?.observers);
-  const running = await spec.start({ config, log, clock, tls, server, metrics: metrics?.registry });
+  const running = await spec.start({
+    config,
+    log,
+    clock,
+    tls,
+    server,
+    metrics: metrics?.registry,
+    cluster: link,
+  });
   const health = addHealthService(server, log, running.healthServices);
   if (config.reflection) addReflection(server);
   let ready = false;
@@ -254,18 +315,38 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
   const port = await listen(server, config.host, config.port, credentials);
   capConnections(server, config.connections);
+  const notReady = () => (stopping ? "shutting down" : !ready ? "starting" : running.notReady?.());
+  // A worker's metrics and readiness go to its primary, which serves the ops listener for all.
+  if (link) {
+    answerMetrics(link, metrics?.registry);
+    const report = () => link.post({ mimi: "state", notReady: notReady() ?? null });
+    setInterval(report, 1_000).unref();
+    void running.ready.then(report);
+    link.post({ mimi: "listening", port });
+    log
+      .child({}, { level: "info" })
+      .info({ host: config.host, port, worker: link.worker }, "worker listening");
+    host.on("disconnect", () => void stop("primary exited"));
+    link.onRequest((m) => {
+      if (m.mimi === "stop") {
+        void stop("primary asked");
+        if (m.fast) void stop("primary asked");
+      } else if (m.mimi === "reload") reload?.();
+    });
+  }
   const ops =
-    config.ops && metrics
+    config.ops && metrics && !link
       ? await startOps(
           config.ops,
           {
             registry: metrics.registry,
-            notReady: () => (stopping ? "shutting down" : !ready ? "starting" : running.notReady?.()),
+            notReady,
           },
           log,
         )
       : undefined;
-  logListening(log, { host: config.host, port, ...(ops && { opsPort: ops.port }), ...running.listening });
+  if (!link)
+    logListening(log, { host: config.host, port, ...(ops && { opsPort: ops.port }), ...running.listening });
 
   let skipLameDuck: (() => void) | undefined;
   const stop = async (reason: string) => {
@@ -279,7 +360,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
     health.setServing(false);
     // Lame duck: readiness and health already say NOT_SERVING, so load balancers and resolvers
     // move away, while calls are still answered; then background work stops and calls drain.
-    if (config.lameDuckMs > 0 && reason !== "parent exited") {
+    if (config.lameDuckMs > 0 && reason !== "parent exited" && reason !== "primary exited") {
       log.info({ lameDuckMs: config.lameDuckMs }, "lame duck: not ready, still serving");
       await new Promise<void>((r) => {
         const t = setTimeout(r, config.lameDuckMs);
@@ -317,8 +398,9 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       stopWatching = watchTls(tls, config.tls, log);
     }
   };
-  host.on("SIGINT", () => void stop("SIGINT"));
-  host.on("SIGTERM", () => void stop("SIGTERM"));
+  // A worker stops when its primary says (systemd and terminals signal the whole group).
+  host.on("SIGINT", () => void (link ? undefined : stop("SIGINT")));
+  host.on("SIGTERM", () => void (link ? undefined : stop("SIGTERM")));
   if (host.argv.includes("--stop-with-parent")) {
     host.stdin.on("end", () => void stop("parent exited"));
     host.stdin.on("error", () => void stop("parent exited"));

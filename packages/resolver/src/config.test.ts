@@ -42,3 +42,19 @@ test("the event-loop guard is off unless configured, and its bound is checked", 
   assert.throws(() => parseConfig({ ...example(), maxEventLoopDelayMs: -1 }, "/"), /maxEventLoopDelayMs/);
   assert.throws(() => parseConfig({ ...example(), maxEventLoopDelayMs: "fast" }, "/"), /maxEventLoopDelayMs/);
 });
+
+test("workers: one by default, one per core at 0 (at most 32), and several need a data folder", () => {
+  const withData = { ...example(), dataDir: "/var/lib/mimi/resolver" };
+  assert.equal(parseConfig(withData, "/", 8).workers, 1);
+  assert.equal(parseConfig(withData, "/", 8).verifyThreads, 7);
+  const all = parseConfig({ ...withData, workers: 0 }, "/", 8);
+  assert.equal(all.workers, 8);
+  assert.equal(all.verifyThreads, 1, "one verification thread per worker");
+  assert.equal(parseConfig({ ...withData, workers: 0 }, "/", 64).workers, 32);
+  assert.throws(() => parseConfig({ ...withData, workers: 33 }, "/"), /workers must be an integer/);
+  const { dataDir: _omit, ...noData } = withData;
+  assert.throws(
+    () => parseConfig({ ...noData, workers: 2 }, "/"),
+    /config.workers is 2 but dataDir is unset/,
+  );
+});

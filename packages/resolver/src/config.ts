@@ -52,7 +52,16 @@ export interface ResolverConfig extends ServerBasics {
    * still answered. 0 (the default) turns the guard off; 100 suits a dedicated machine.
    */
   readonly maxEventLoopDelayMs: number;
+  /**
+   * Processes serving this resolver's port (host cluster.ts): 1 serves from this process; more
+   * run a primary and that many workers, each with its own cache, sharing budgets and
+   * enumeration detection. 0 means one per core.
+   */
+  readonly workers: number;
 }
+
+/** The most workers a resolver runs (see `workers`). */
+const MAX_WORKERS = 32;
 
 const DEFAULTS = {
   host: "127.0.0.1",
@@ -75,7 +84,7 @@ const DEFAULTS = {
 
 /**
  * Parses a resolver config; relative paths resolve against `baseDir`. `cores` sets the default
- * of `verifyThreads`: every core but the one the event loop runs on.
+ * of `verifyThreads` (every core but the one the event loop runs on) and what `workers: 0` means.
  */
 export function parseConfig(raw: unknown, baseDir = ".", cores = availableParallelism()): ResolverConfig {
   const r = ConfigReader.of(raw);
@@ -95,6 +104,10 @@ export function parseConfig(raw: unknown, baseDir = ".", cores = availableParall
   c.done();
   if (cache.minTtlSeconds > cache.maxTtlSeconds)
     throw new ConfigError("config.cache.minTtlSeconds exceeds maxTtlSeconds");
+  // At most 32: each worker holds its own change subscription to every DP, and a DP allows 64
+  // watchers per identity; and each flush interval the primary sends every worker its batch.
+  const workersRaw = r.integer("workers", 1, 0, MAX_WORKERS);
+  const workers = workersRaw === 0 ? Math.min(cores, MAX_WORKERS) : workersRaw;
   const config: ResolverConfig = {
     ...readServerBasics(r, baseDir, DEFAULTS),
     rootEndpoints: r.stringList("rootEndpoints", undefined, { nonEmpty: true }),
@@ -106,10 +119,16 @@ export function parseConfig(raw: unknown, baseDir = ".", cores = availableParall
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
     quotas: readQuotas(r.object("quotas", { optional: true })),
     enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
-    verifyThreads: r.integer("verifyThreads", Math.max(1, cores - 1), 0, 256),
+    // Alone, every core but the event loop's; as one of several workers, one thread each.
+    verifyThreads: r.integer("verifyThreads", workers === 1 ? Math.max(1, cores - 1) : 1, 0, 256),
     maxEventLoopDelayMs: r.integer("maxEventLoopDelayMs", DEFAULTS.maxEventLoopDelayMs, 0, 60_000),
+    workers,
   };
   r.done();
+  if (config.workers > 1 && !config.dataDir)
+    throw new ConfigError(
+      `config.workers is ${config.workers} but dataDir is unset: the workers share the key of their rate-limit contexts through the data folder; set dataDir`,
+    );
   return deepFreeze(config);
 }
 

@@ -16,11 +16,12 @@ import { reloadAdmins, runServer } from "@mimi/host";
 import { channelCredentials, createChannelPool, outcomesBy } from "@mimi/rpc";
 import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
+import { clusterPrimary, shareWithCluster } from "./cluster-share.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
 import { registerResolverMetrics } from "./metrics.js";
 import { createQuotas } from "./quotas.js";
 import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
-import { bindResolverServer } from "./server.js";
+import { bindResolverServer, logDetection } from "./server.js";
 import { answerIndex, type CachedAnswer, createResolverService, type ResolverService } from "./service.js";
 import { createUpstream } from "./upstream.js";
 import { createVerifyPool, verifyOffLoop } from "./verify-pool.js";
@@ -32,7 +33,13 @@ runServer<ResolverConfig>(process, {
     loadPublicKey(config.rootPublicKey);
   },
   reloadable: ["admins", "quotas", "enumeration"],
-  start({ config, log, clock, tls, server, metrics }) {
+  cluster: {
+    workers: (config) => config.workers,
+    // The data folder and the rate-context key exist before the workers start, so they all use one key.
+    prepare: (config) => void rateContextKey(config),
+    primary: (ctx) => clusterPrimary(ctx, logDetection),
+  },
+  start({ config, log, clock, tls, server, metrics, cluster }) {
     // The saved registry copy lives in a folder only this user may open (0700); one that others
     // may open or change is refused unless the config accepts it.
     if (config.dataDir) {
@@ -116,8 +123,10 @@ runServer<ResolverConfig>(process, {
       maxBackoffMs: 5_000,
     });
     subscriptions = subs;
-    const quotas = createQuotas(config.quotas);
-    const enumeration = createEnumerationDetector(config.enumeration);
+    // A worker of several shares budgets and enumeration detection with the others (cluster-share.ts).
+    const share = cluster && shareWithCluster(cluster, config, clock);
+    const quotas = share ? share.quotas : createQuotas(config.quotas);
+    const enumeration = share ? share.enumeration : createEnumerationDetector(config.enumeration);
     // Lateness is measured on the monotonic clock: a wall clock that steps would read as delay.
     const loop = new LoopDelayGuard({
       maxDelayMs: config.maxEventLoopDelayMs,
@@ -146,15 +155,7 @@ runServer<ResolverConfig>(process, {
       registryConnected: () => sync.connected(),
       quotas,
       enumeration,
-      rateContexts: createRateContexts(
-        config.dataDir
-          ? readOrCreateSecret(
-              join(config.dataDir, "rate-context.key"),
-              RATE_CONTEXT_KEY_BYTES,
-              "a rate-limit context key",
-            )
-          : undefined,
-      ),
+      rateContexts: createRateContexts(rateContextKey(config)),
       upstreamWindows: () => upstream.windows(),
       loop,
       now: clock,
@@ -182,6 +183,7 @@ runServer<ResolverConfig>(process, {
       shutdownFields: () => ({ ...resolver.stats }),
       stop() {
         loop.stop();
+        share?.close();
         sync.close();
         subs.close();
         upstream.close();
@@ -190,3 +192,18 @@ runServer<ResolverConfig>(process, {
     };
   },
 });
+
+/**
+ * The key of the rate-limit contexts this resolver sends DPs (kept in the data folder, so a
+ * restart keeps them; without one, a key for this process's life). A cluster's primary makes it
+ * before its workers start.
+ */
+function rateContextKey(config: ResolverConfig): Uint8Array | undefined {
+  if (!config.dataDir) return undefined;
+  ensurePrivateDir(config.dataDir, { allowInsecure: config.allowInsecureDataPermissions });
+  return readOrCreateSecret(
+    join(config.dataDir, "rate-context.key"),
+    RATE_CONTEXT_KEY_BYTES,
+    "a rate-limit context key",
+  );
+}

@@ -58,6 +58,15 @@ export interface Quotas {
    * DPs (1 unless it fans out; see lookupCost), or throws RESOURCE_EXHAUSTED.
    */
   charge(identity: string, dpId: string, nowMs: number, dpsAsked?: number): void;
+  /**
+   * Records `times` lookups another worker of this resolver already charged (cluster-share.ts):
+   * taken even past the budget, which then refuses this worker's next ones.
+   */
+  absorb(identity: string, dpId: string, nowMs: number, dpsAsked: number, times: number): void;
+  /** The limiters' state (see QuotaState). */
+  state(): QuotaState;
+  /** Raises this process's limiters to `state` (another's): never lowers what a key has spent. */
+  adopt(state: QuotaState, nowMs: number): void;
   /** Gives back a charge whose lookup got no answer (the DP was down, the resolver not ready). */
   refund(identity: string, dpId: string, nowMs: number, dpsAsked?: number): void;
   /** What a query asking `dpsAsked` DPs costs, in lookups (R12). */
@@ -72,8 +81,14 @@ export interface Quotas {
   setPolicy(policy: QuotaPolicy): void;
 }
 
-/** Creates the budgets of `policy`. */
-export function createQuotas(initial: QuotaPolicy): Quotas {
+/** Every limiter's keys and arrival times, by budget size (to hand to a worker that starts). */
+export type QuotaState = [string, [string, number][]][];
+
+/**
+ * Creates the budgets of `policy`. `processes` is how many processes grant them and report to
+ * each other (a resolver's workers): a caller may be that many budgets in debt.
+ */
+export function createQuotas(initial: QuotaPolicy, processes = 1): Quotas {
   let policy = initial;
   let perUser = Math.max(policy.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);
   // Own keys only: a certificate named "__proto__" or "constructor" is just an unlisted identity.
@@ -90,7 +105,7 @@ export function createQuotas(initial: QuotaPolicy): Quotas {
     const k = `${limit}/${windowMs}`;
     let l = limiters.get(k);
     if (!l) {
-      l = createRateLimiter({ limit, windowMs }, MAX_KEYS);
+      l = createRateLimiter({ limit, windowMs }, MAX_KEYS, { maxDebtBudgets: processes });
       limiters.set(k, l);
     }
     return l;
@@ -128,6 +143,20 @@ export function createQuotas(initial: QuotaPolicy): Quotas {
         );
       }
       for (const [l, key] of budgets) l.take(key, nowMs, cost);
+    },
+    absorb(identity, dpId, nowMs, dpsAsked, times) {
+      const cost = lookupCost(dpsAsked) * times;
+      limiter(minuteOf(identity), MINUTE).force(identity, nowMs, cost);
+      limiter(dailyOf(identity), DAY).force(`${identity}\0${dpId}`, nowMs, cost);
+    },
+    state: () => [...limiters].map(([size, l]) => [size, l.entries()]),
+    adopt(state, nowMs) {
+      for (const [size, entries] of state) {
+        const [limit, windowMs] = size.split("/").map(Number);
+        if (!limit || !windowMs) continue;
+        const l = limiter(limit, windowMs);
+        for (const [key, tat] of entries) l.raise(key, tat, nowMs);
+      }
     },
     refund(identity, dpId, nowMs, dpsAsked = 1) {
       const cost = lookupCost(dpsAsked);

@@ -445,7 +445,8 @@ function enumerationRefusal(d: Detection, nowMs: number): DiscoveryError {
 }
 
 /** A detection is an operator's business: logged at warn with its counts (a block, never a number). */
-function logDetection(log: Logger, d: Detection, mode: string): void {
+/** Logs one enumeration detection (never the CSIs: the subject, the number block and counts). */
+export function logDetection(log: Logger, d: Detection, mode: string): void {
   log.warn(
     {
       identity: d.subject,

@@ -88,6 +88,19 @@ export interface EnumerationDetector {
    * enforce mode, blocking.
    */
   observe(subject: string, csi: string, notFound: boolean, nowMs: number): readonly Detection[];
+  /**
+   * observe() for a CSI given as its number block and csiHash32 (what another process sends:
+   * the detector needs no more of the CSI).
+   */
+  observeParts(
+    subject: string,
+    block: string,
+    hash: number,
+    notFound: boolean,
+    nowMs: number,
+  ): readonly Detection[];
+  /** The enforced blocks in force now (to hand to a process that starts). */
+  activeBlocks(nowMs: number): readonly Detection[];
   /** The enforced detection that refuses `subject`'s lookup of `csi` now, if any. */
   blocked(subject: string, csi: string, nowMs: number): Detection | undefined;
   /** Detections so far, and lookups refused by blocks. */
@@ -174,6 +187,26 @@ export function createEnumerationDetector(initial: EnumerationPolicy): Enumerati
     return undefined;
   };
 
+  const observeParts = (
+    subject: string,
+    block: string,
+    h: number,
+    notFound: boolean,
+    nowMs: number,
+  ): Detection[] => {
+    if (policy.mode === "off") return [];
+    const found: Detection[] = [];
+    for (const scope of ["all", block]) {
+      const w = windowOf(`${subject}\0${scope}`, nowMs);
+      w.answers++;
+      if (notFound) w.notFound++;
+      if (w.distinct.size < policy.minDistinct) w.distinct.add(h);
+      const d = judge(subject, scope, w, nowMs);
+      if (d) found.push(d);
+    }
+    return found;
+  };
+
   return {
     get policy() {
       return policy;
@@ -183,32 +216,23 @@ export function createEnumerationDetector(initial: EnumerationPolicy): Enumerati
       windowMs = next.windowSeconds * 1000;
     },
     observe(subject, csi, notFound, nowMs) {
-      if (policy.mode === "off") return [];
-      const h = hash32(csi);
-      const found: Detection[] = [];
-      for (const scope of ["all", csiBlockOf(csi)]) {
-        const w = windowOf(`${subject}\0${scope}`, nowMs);
-        w.answers++;
-        if (notFound) w.notFound++;
-        if (w.distinct.size < policy.minDistinct) w.distinct.add(h);
-        const d = judge(subject, scope, w, nowMs);
-        if (d) found.push(d);
-      }
-      return found;
+      return observeParts(subject, csiBlockOf(csi), csiHash32(csi), notFound, nowMs);
     },
+    observeParts,
     blocked(subject, csi, nowMs) {
       if (policy.mode !== "enforce" || blocks.size === 0) return undefined;
       const b = activeBlock(`${subject}\0${csiBlockOf(csi)}`, nowMs);
       if (b) counts.refused++;
       return b;
     },
+    activeBlocks: (nowMs) => [...blocks.values()].filter((b) => nowMs < b.blockedUntilMs),
     counts,
     recent: () => recent.slice(),
   };
 }
 
 /** FNV-1a over the UTF-16 code units: distinct CSIs are counted by a 32-bit hash (a rare collision undercounts by one). */
-function hash32(s: string): number {
+export function csiHash32(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

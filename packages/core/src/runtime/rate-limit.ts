@@ -25,6 +25,16 @@ export interface KeyedRateLimiter {
   check(key: string, nowMs: number, cost?: number): RateRefusal | undefined;
   /** Takes `cost` units for `key` when they are available; otherwise takes nothing. */
   take(key: string, nowMs: number, cost?: number): RateRefusal | undefined;
+  /**
+   * Takes `cost` units for `key` even past its budget (units another process already granted
+   * and reports afterwards): the key goes into debt, at most `maxDebtBudgets` whole budgets
+   * ahead, and is refused until it has paid it off.
+   */
+  force(key: string, nowMs: number, cost?: number): void;
+  /** Every key's arrival time, to hand a limiter's state to another process (a restarted worker). */
+  entries(): [string, number][];
+  /** Raises `key`'s arrival time to `tatMs` (from entries()), within the debt bound. */
+  raise(key: string, tatMs: number, nowMs: number): void;
   /** Gives back `cost` units taken for `key` (a charge for work that did not happen). */
   giveBack(key: string, nowMs: number, cost?: number): void;
   /** Units `key` could take at `nowMs`. */
@@ -33,18 +43,27 @@ export interface KeyedRateLimiter {
   readonly size: number;
 }
 
-/** A limiter of `budget` per key, holding at most `maxKeys` keys. */
-export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRateLimiter {
+/**
+ * A limiter of `budget` per key, holding at most `maxKeys` keys. `maxDebtBudgets` (default 1:
+ * none) bounds how far force() may push a key past its budget: the number of processes that
+ * grant the same budget and report to each other.
+ */
+export function createRateLimiter(
+  budget: RateLimit,
+  maxKeys: number,
+  opts: { maxDebtBudgets?: number } = {},
+): KeyedRateLimiter {
   if (!(budget.limit >= 1 && budget.windowMs >= 1))
     throw new RangeError("a rate limit needs limit and window ≥ 1");
   const interval = budget.windowMs / budget.limit; // ms per unit
   const span = budget.windowMs; // the whole budget, in ms of arrival time
+  const ahead = span * Math.max(1, opts.maxDebtBudgets ?? 1); // the furthest an arrival time may be
   const tat = new Map<string, number>();
-  // An arrival time more than a whole budget ahead cannot come from charges; the clock went
-  // back (a host's clock is stepped), and the key is forgiven rather than locked out that long.
+  // An arrival time further ahead than charges (and debts) can put it means the clock went back
+  // (a host's clock is stepped): the key is forgiven rather than locked out that long.
   const arrival = (key: string, nowMs: number) => {
     const t = tat.get(key) ?? nowMs;
-    return t > nowMs + span ? nowMs : Math.max(t, nowMs);
+    return t > nowMs + ahead ? nowMs : Math.max(t, nowMs);
   };
   const refusal = (key: string, nowMs: number, cost: number): RateRefusal | undefined => {
     if (cost > budget.limit) return { retryAfterMs: Number.POSITIVE_INFINITY };
@@ -61,6 +80,14 @@ export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRate
       setNewest(tat, key, next, maxKeys); // the Map's order is the LRU order
       return undefined;
     },
+    force(key, nowMs, cost = 1) {
+      setNewest(tat, key, Math.min(arrival(key, nowMs) + cost * interval, nowMs + ahead), maxKeys);
+    },
+    entries: () => [...tat],
+    raise(key, tatMs, nowMs) {
+      const t = Math.min(tatMs, nowMs + ahead);
+      if (t > arrival(key, nowMs)) setNewest(tat, key, t, maxKeys);
+    },
     giveBack(key, nowMs, cost = 1) {
       const t = tat.get(key);
       if (t === undefined) return;
@@ -68,7 +95,8 @@ export function createRateLimiter(budget: RateLimit, maxKeys: number): KeyedRate
       if (back <= nowMs) tat.delete(key);
       else tat.set(key, back);
     },
-    remaining: (key, nowMs) => Math.floor((span - (arrival(key, nowMs) - nowMs)) / interval + 1e-9),
+    remaining: (key, nowMs) =>
+      Math.max(0, Math.floor((span - (arrival(key, nowMs) - nowMs)) / interval + 1e-9)),
     get size() {
       return tat.size;
     },
