@@ -36,6 +36,8 @@ export interface KeySpec {
 /** What the parent asks of one worker. */
 export interface LoadSpec {
   target: string;
+  /** The CPUs the load process runs on (a taskset list), when the bench pins (--pin). */
+  pin?: string;
   service: "resolver" | "authoritative";
   api: "unary" | "stream";
   pkiDir: string;

@@ -35,6 +35,11 @@ export interface Options {
   metrics: boolean;
   /** The resolver's verifyThreads; undefined keeps its default. */
   verifyThreads?: number | undefined;
+  /**
+   * CPU pinning (--pin): the servers run on `servers` (a taskset list such as "0"), the load
+   * processes on `load` ("1"), so neither takes the other's cores.
+   */
+  pin?: { servers: string; load: string } | undefined;
 }
 
 /** One measured run of one scenario. */
@@ -127,7 +132,11 @@ export function percentile(sorted: Float64Array, p: number): number {
 function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
   return new Promise((done, reject) => {
     // stdin is a pipe the worker watches: it ends when the benchmark does, however it ends.
-    const child = spawn(process.execPath, ["--import", "tsx", join(HERE, "load.ts"), JSON.stringify(spec)], {
+    const args = ["--import", "tsx", join(HERE, "load.ts"), JSON.stringify(spec)];
+    const [command, ...rest] = spec.pin
+      ? ["taskset", "-c", spec.pin, process.execPath, ...args]
+      : [process.execPath, ...args];
+    const child = spawn(command as string, rest, {
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, LOG_LEVEL: "silent" },
     });
@@ -240,6 +249,7 @@ export class Bench {
         ratePerSec: (load.rate ?? 0) / workers,
         deadlineMs: load.deadlineMs ?? 10_000,
         keys: load.keys(w),
+        ...(this.o.pin && { pin: this.o.pin.load }),
         latFile: join(this.tmp, `lat-${this.results.length}-${g}-${w}.bin`),
       }));
     };
@@ -410,6 +420,7 @@ export async function withNetwork<T>(
   const net = await startNetwork({
     dir,
     nodeArgs: [...bench.nodeArgs, ...(extra.nodeArgs ?? [])],
+    ...(bench.o.pin && { launcher: ["taskset", "-c", bench.o.pin.servers] }),
     ...(extra.onLine ? { onLine: extra.onLine } : {}),
     logLevel: "warn",
     overrides: {

@@ -4,7 +4,7 @@
 // lookups/s, latency percentiles, CPU-seconds of each server process, and RSS.
 // Writes a table to stdout and a JSON file per run. `--quick` is the tiny mode npm test runs.
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { availableParallelism, cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { silenceIpServernameWarning } from "@mimi/rpc";
@@ -40,6 +40,13 @@ const ALL_SCENARIOS = [
   "propagation",
 ];
 
+/** Servers on the first half of the cores, load on the rest (one core each on a 2-core machine). */
+function pinning(cores: number): { servers: string; load: string } {
+  if (cores < 2) throw new Error("--pin needs at least 2 cores");
+  const half = Math.floor(cores / 2);
+  return { servers: `0-${half - 1}`, load: `${half}-${cores - 1}` };
+}
+
 async function main(o: Options): Promise<void> {
   silenceIpServernameWarning(process);
   const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -53,6 +60,7 @@ async function main(o: Options): Promise<void> {
     node: process.version,
   };
   log(`machine: ${machine.cores} x ${machine.cpuModel}, ${machine.memoryGb} GiB, node ${machine.node}`);
+  if (o.pin) log(`pinned: servers on CPUs ${o.pin.servers}, load processes on CPUs ${o.pin.load}`);
   const netDir = join(o.dataDir, `net-${o.mappings}`);
   const genSeconds = await ensureGenerated(netDir, o.mappings, log);
   log(
@@ -116,6 +124,10 @@ const cli = new Command("bench")
     "--verify-threads <n>",
     "the resolver's verifyThreads (default: its own, cores - 1; 0 checks on the event loop)",
   )
+  .option(
+    "--pin",
+    "run the servers on the first half of the cores and the load processes on the rest (taskset), so load cannot steal the servers' CPU",
+  )
   .action(async (raw: Record<string, string | boolean>) => {
     const quick = raw.quick === true;
     const num = (k: string, q: number) => (quick ? q : Number(raw[k]));
@@ -138,6 +150,7 @@ const cli = new Command("bench")
       profileDir: typeof raw.profile === "string" ? raw.profile : undefined,
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
+      pin: raw.pin === true ? pinning(availableParallelism()) : undefined,
     };
     if (o.verifyThreads !== undefined && !(Number.isInteger(o.verifyThreads) && o.verifyThreads >= 0))
       throw new Error("--verify-threads must be an integer >= 0");

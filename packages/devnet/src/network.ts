@@ -31,6 +31,8 @@ export interface NetworkOptions {
   overrides?: { root?: object; authoritative?: object; resolver?: object };
   /** Extra node arguments for every server, e.g. ["--cpu-prof"]. */
   nodeArgs?: readonly string[];
+  /** A command that runs node for every server, e.g. ["taskset", "-c", "0"] (server-process.ts). */
+  launcher?: readonly string[];
   /** Give every server a test clock that setClockOffset moves (tests only). */
   testClock?: boolean;
 }
@@ -96,6 +98,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     writeFileSync(path, `${JSON.stringify({ ...local, ...config }, null, 2)}\n`);
     return new ServerProcess(name, role, path, logLevel, {
       ...(opts.nodeArgs && { nodeArgs: opts.nodeArgs }),
+      ...(opts.launcher && { launcher: opts.launcher }),
       ...(opts.onLine && { onLine: opts.onLine }),
       ...(clockFile && { clockFile }),
     });

@@ -231,3 +231,48 @@ test("a waiter nobody waits for any more leaves at its turn: never sent, and the
   assert.deepEqual(started, ["first", "next"], "the dropped lookup was never sent");
   assert.deepEqual(gate.state, { inflight: 0, window: 3, queued: 0 }, "two answers widened it");
 });
+
+test("a lookup that could not leave the queue before its bound, at the rate answers come back, is refused at once", async () => {
+  let now = 0;
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 2,
+    minWindow: 2,
+    maxWindow: 2,
+    decreaseEveryMs: 1_000,
+    now: () => now,
+  });
+  // 40 answers in the last second: the DP drains about 40 lookups a second through this gate.
+  for (let i = 0; i < 40; i++) {
+    const c = pending();
+    const run = gate.run(() => c.p, isTimeout);
+    now += 25;
+    c.settle(true);
+    await run;
+  }
+  // The window full, three wait.
+  const hold = [pending(), pending()];
+  const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  const waiters = [pending(), pending(), pending()];
+  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  await until(() => gate.state.queued === 3);
+  // One with 80 ms left would leave in about 100 ms (fourth in line at 40 a second): refused
+  // now, with that as retry-after.
+  const refused = await gate
+    .run(() => Promise.resolve("no"), isTimeout, now + 80)
+    .then(
+      () => undefined,
+      (e: DiscoveryError) => e,
+    );
+  assert.equal(refused?.code, "resource_exhausted");
+  assert.equal(refused?.details?.reason, "UPSTREAM_SATURATED");
+  const retryAfter = Number(refused?.details?.retryAfterMs);
+  assert.ok(retryAfter >= 95 && retryAfter <= 105, `retry after ${retryAfter} ms`);
+  assert.match(refused?.message ?? "", /answers about 4[01] lookups per second here and 3 are waiting/);
+  // One with a second left waits its turn.
+  const patient = pending();
+  const last = gate.run(() => patient.p, isTimeout, now + 1_000);
+  await until(() => gate.state.queued === 4);
+  for (const c of [...hold, ...waiters, patient]) c.settle(true);
+  await Promise.all([...held, ...waiting, last]);
+});

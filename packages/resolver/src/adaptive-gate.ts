@@ -9,6 +9,13 @@
 // at the start of each LookupStream): lookups then also leave the gate no faster than that rate
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
+// Without a published rate the same holds at the rate answers have come back over the last
+// second: a lookup that would not leave the queue before its wait bound is refused at once
+// (UPSTREAM_SATURATED, with the drain time as retry-after) instead of holding its caller until
+// it times out. The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
+// gradient limiter: shrink when answers take well over the base round trip) was tried and
+// collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
+// queue from its own CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
 import { DiscoveryError } from "@mimi/core";
 import { callerGone } from "./call-bounds.js";
 
@@ -43,6 +50,11 @@ interface Waiter {
   drop(): void;
 }
 
+/** Completions are counted over two buckets of this length to estimate the drain rate. */
+const DRAIN_BUCKET_MS = 500;
+/** Fewer completions than this in the buckets do not estimate a drain rate. */
+const MIN_DRAIN_SAMPLES = 20;
+
 /** The gate of one DP. */
 export class AdaptiveGate {
   private window: number;
@@ -57,6 +69,10 @@ export class AdaptiveGate {
   private rate = 0;
   private tatMs = 0;
   private paceTimer: NodeJS.Timeout | undefined;
+  /** Completions in the current and the previous drain bucket. */
+  private doneNow = 0;
+  private donePrev = 0;
+  private doneStart = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly name: string,
@@ -105,9 +121,31 @@ export class AdaptiveGate {
       if (timedOut(err)) this.shrink();
       throw err;
     } finally {
+      this.countDone();
       this.inflight--;
       this.next();
     }
+  }
+
+  private countDone(): void {
+    const now = this.o.now();
+    const buckets = Math.floor((now - this.doneStart) / DRAIN_BUCKET_MS);
+    if (buckets >= 1) {
+      this.donePrev = buckets === 1 ? this.doneNow : 0;
+      this.doneNow = 0;
+      this.doneStart = buckets === 1 ? this.doneStart + DRAIN_BUCKET_MS : now;
+    }
+    this.doneNow++;
+  }
+
+  /** Answers per second over the last half second to second, or 0 when too few to tell. */
+  private drainRate(): number {
+    const age = this.o.now() - this.doneStart; // how far into the current bucket
+    if (age >= 2 * DRAIN_BUCKET_MS) return 0;
+    const done = this.doneNow + (age < DRAIN_BUCKET_MS ? this.donePrev : 0);
+    if (done < MIN_DRAIN_SAMPLES) return 0;
+    const spanMs = age < DRAIN_BUCKET_MS ? age + DRAIN_BUCKET_MS : age;
+    return (done * 1_000) / Math.max(spanMs, 1);
   }
 
   private shrink(): void {
@@ -164,6 +202,20 @@ export class AdaptiveGate {
           "resource_exhausted",
           `DP "${this.name}" takes ${this.rate} lookups per second and ${this.waiting} are waiting for it; try again in ${Math.ceil(drainMs / 1_000)} s`,
           { details: { retryAfterMs: Math.ceil(drainMs), reason: "DP_CAPACITY" } },
+        ),
+      );
+    }
+    // At the rate answers come back, the same: a lookup that would wait past its bound is
+    // refused now, fast, instead of holding its caller until it times out.
+    const drained = this.drainRate();
+    const drainedMs = drained > 0 ? ((this.waiting + 1) * 1_000) / drained : 0;
+    if (drained > 0 && drainedMs >= maxWaitMs) {
+      const retryAfterMs = Math.ceil(Math.min(drainedMs, 10_000));
+      return Promise.reject(
+        new DiscoveryError(
+          "resource_exhausted",
+          `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.waiting} are waiting for it: this one would not leave within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
+          { details: { retryAfterMs, reason: "UPSTREAM_SATURATED" } },
         ),
       );
     }
