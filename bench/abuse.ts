@@ -3,7 +3,7 @@
 // enumeration detection enforcing. Reports what each was granted, how soon the sweep was
 // refused, and the address book's latency beside the sweep against alone.
 import type { KeySpec } from "./load.js";
-import { type Bench, type Load, type Options, prewarm, withNetwork } from "./measure.js";
+import { type Bench, cacheEntriesFor, type Load, type Options, prewarm, withNetwork } from "./measure.js";
 
 /** The sweeper's enrolled users here: 20 users, so 2,000 lookups per DP per day and 120 a minute. */
 const SWEEPER_USERS = 20;
@@ -28,7 +28,7 @@ export async function abuseScenario(
     },
     enumeration: { mode: "enforce" },
   };
-  const cacheEntries = Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
+  const cacheEntries = cacheEntriesFor(o);
   await withNetwork(
     bench,
     netDir,

@@ -10,6 +10,7 @@ import { availableParallelism } from "node:os";
 import type { KeySpec } from "./load.js";
 import {
   type Bench,
+  cacheEntriesFor,
   type Options,
   prewarm,
   type RunResult,
@@ -24,7 +25,7 @@ export async function clusterScenario(
   warmCount: number,
   log: (s: string) => void,
 ): Promise<void> {
-  const cacheEntries = Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
+  const cacheEntries = cacheEntriesFor(o);
   const warm = (): KeySpec => ({ mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 });
   const cores = availableParallelism();
   const byWorkers = new Map<number, RunResult[]>();

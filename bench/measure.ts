@@ -129,14 +129,19 @@ export function percentile(sorted: Float64Array, p: number): number {
   return (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) / 1000;
 }
 
+/** The command that runs node with `args`, on the CPUs `cpus` (a taskset list) when given. */
+export function nodeCommand(args: readonly string[], cpus?: string): [string, string[]] {
+  return cpus ? ["taskset", ["-c", cpus, process.execPath, ...args]] : [process.execPath, [...args]];
+}
+
 function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
   return new Promise((done, reject) => {
     // stdin is a pipe the worker watches: it ends when the benchmark does, however it ends.
-    const args = ["--import", "tsx", join(HERE, "load.ts"), JSON.stringify(spec)];
-    const [command, ...rest] = spec.pin
-      ? ["taskset", "-c", spec.pin, process.execPath, ...args]
-      : [process.execPath, ...args];
-    const child = spawn(command as string, rest, {
+    const [command, args] = nodeCommand(
+      ["--import", "tsx", join(HERE, "load.ts"), JSON.stringify(spec)],
+      spec.pin,
+    );
+    const child = spawn(command, args, {
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, LOG_LEVEL: "silent" },
     });
@@ -467,6 +472,15 @@ export async function resolverCounters(
     if (m && names.includes(m[1] as string)) out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
   }
   return out;
+}
+
+/**
+ * What a run's resolver cache can hold: the prewarm set plus the cold and absent CSIs the runs
+ * consume (bounded by the data set), not the data set itself, which may be 100M. lru-cache
+ * preallocates for its bound, so it is sized to what is used.
+ */
+export function cacheEntriesFor(o: Options): number {
+  return Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
 }
 
 /** A count as the table prints it: 2k, 1M. */

@@ -13,6 +13,7 @@
 import type { KeySpec } from "./load.js";
 import {
   type Bench,
+  cacheEntriesFor,
   type Load,
   type Options,
   prewarm,
@@ -32,7 +33,7 @@ export async function overloadScenario(
   warmCount: number,
   log: (s: string) => void,
 ): Promise<void> {
-  const cacheEntries = Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
+  const cacheEntries = cacheEntriesFor(o);
   const base: KeySpec = { mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 };
   const misses = (lookups: number) => {
     const cold = split(bench.takeCold(Math.ceil(lookups / 2)), o.workers);

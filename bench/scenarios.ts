@@ -12,7 +12,9 @@ import { existingCsi } from "./keys.js";
 import type { KeySpec } from "./load.js";
 import {
   type Bench,
+  cacheEntriesFor,
   fmtCount,
+  nodeCommand,
   type Options,
   prewarm,
   round,
@@ -36,13 +38,12 @@ async function echoReference(o: Options, bench: Bench, net: Network, keys: () =>
   const responseHex = Buffer.from(toBinary(pb.ResolveResponseSchema, res)).toString("hex");
   for (const mode of ["bare", "core"] as const) {
     const spec = { mode, pkiDir: net.pkiDir, responseHex };
-    const echo = spawn(
-      process.execPath,
+    // Pinned like the servers it stands for (--pin).
+    const [command, args] = nodeCommand(
       [...bench.nodeArgs, "--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
-      {
-        stdio: ["pipe", "pipe", "inherit"],
-      },
+      o.pin?.servers,
     );
+    const echo = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
     try {
       const port = await new Promise<number>((done, fail) => {
         let out = "";
@@ -144,9 +145,7 @@ export async function resolverScenarios(
   want: (s: string) => boolean,
 ): Promise<void> {
   const c = o.concurrency;
-  // What the runs can cache: the prewarm set plus the cold and absent CSIs the runs consume
-  // (bounded by the data set), not the data set itself, which may be 100M.
-  const cacheEntries = Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
+  const cacheEntries = cacheEntriesFor(o);
   await withNetwork(bench, netDir, cacheEntries, async (net) => {
     const keys = (over: Partial<KeySpec>) => (): KeySpec => ({
       mode: "warm",

@@ -67,6 +67,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       "abuse",
       "authoritative",
       "bulk",
+      "cluster",
       "cold",
       "echo-bare",
       "echo-core",
@@ -114,6 +115,16 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
         [1, 2],
         `${scenario} ran in two rounds`,
       );
+    }
+    // The cluster runs: one worker and one per core, each reporting its workers and hit share.
+    const cluster = report.results.filter((r) => r.scenario === "cluster");
+    assert.deepEqual(
+      [...new Set(cluster.map((r) => r.extra?.workers))].sort(),
+      [...new Set([1, report.machine.cores])].sort(),
+    );
+    for (const r of cluster) {
+      const hits = r.extra?.hitPercent ?? -1;
+      assert.ok(hits >= 0 && hits <= 100, `${r.variant}: hit share ${hits}%`);
     }
     const propagation = report.results.find((r) => r.scenario === "propagation");
     assert.ok((propagation?.extra?.samples ?? 0) > 0, "the propagation run saw writes become visible");

@@ -137,7 +137,11 @@ export async function loadMappings(
 /** A CSI no demo data or test uses, for readiness probes that must not warm the cache. */
 const PROBE_CSI = "tel:+19995550100";
 
-/** Waits until the resolver has its registry copy and answers (it says UNAVAILABLE until then). */
+/**
+ * Waits until the resolver has its registry copy and answers (it says UNAVAILABLE until then,
+ * and, with its event-loop guard on, RESOURCE_EXHAUSTED RESOLVER_OVERLOADED while its start-up
+ * work keeps the loop late: asked again after the retry-after it gives).
+ */
 export async function waitUntilResolving(ch: Channel): Promise<void> {
   const resolver = ch.client(pb.ResolverService);
   for (let attempt = 0; ; attempt++) {
@@ -145,9 +149,12 @@ export async function waitUntilResolving(ch: Channel): Promise<void> {
       await resolver.resolve({ csi: PROBE_CSI }, { timeoutMs: 2_000 });
       return;
     } catch (err) {
-      const transient = err instanceof DiscoveryError && err.code === "upstream_unavailable";
-      if (!transient || attempt >= 200) throw err;
-      await new Promise((r) => setTimeout(r, 50));
+      const e = err instanceof DiscoveryError ? err : undefined;
+      const overloaded = e?.code === "resource_exhausted" && e.details?.reason === "RESOLVER_OVERLOADED";
+      if (!(e?.code === "upstream_unavailable" || overloaded) || attempt >= 200) throw err;
+      await new Promise((r) =>
+        setTimeout(r, Math.min(1_000, Math.max(50, Number(e?.details?.retryAfterMs ?? 0)))),
+      );
     }
   }
 }

@@ -13,6 +13,7 @@ import {
   LOG_LEVELS,
   logListening,
   readConfigFile,
+  setLogLevel,
   systemClock,
 } from "@mimi/core";
 import {
@@ -261,6 +262,8 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       try {
         next = readConfig();
         config = next;
+        // The primary's own lines (worker deaths, detections) follow the level like the workers'.
+        setLogLevel(log, host.env.LOG_LEVEL ?? next.logLevel);
       } catch (err) {
         log.error(
           { err: (err as Error).message },
