@@ -4,6 +4,7 @@
 // listener reports every worker; a worker that dies is replaced; a stop ends them all.
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { status } from "@grpc/grpc-js";
 import { pb } from "@mimi/core";
 import { type ServerProcess, startResolver, waitUntilServing } from "@mimi/devnet";
@@ -176,4 +177,24 @@ scenario(t, "a worker that cannot start stops the whole resolver with exit code 
   );
   assert.match(resolver.message, /exited \(1\) before listening/);
   assert.match(resolver.message, /worker \d exited \(1\) before listening/);
+});
+
+scenario(t, "a primary whose ops port is taken stops with exit code 1 and says why", async () => {
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+  const port = (taken.address() as AddressInfo).port;
+  try {
+    const err = await startResolver(t.net, {
+      name: "resolver-cluster-ops",
+      rootEndpoints: [t.net.root.address],
+      overrides: { workers: 2, ops: { port } },
+    }).then(
+      () => assert.fail("the resolver started"),
+      (e: Error) => e,
+    );
+    assert.match(err.message, /exited \(1\) before listening/);
+    assert.match(err.message, /resolver: ops listener: listen EADDRINUSE/);
+  } finally {
+    taken.close();
+  }
 });

@@ -215,11 +215,19 @@ export function runPrimary<C>(o: PrimaryOptions<C>): Primary {
   const allListening = async () => {
     listening = true;
     if (o.config.ops && metrics) {
-      ops = await startOps(
-        o.config.ops,
-        { registry: { metrics: render, contentType: metrics.registry.contentType }, notReady },
-        log,
-      );
+      try {
+        ops = await startOps(
+          o.config.ops,
+          { registry: { metrics: render, contentType: metrics.registry.contentType }, notReady },
+          log,
+        );
+      } catch (err) {
+        // Its port taken, say: the resolver stops with the reason, as a single process would.
+        o.stderr.write(`${o.role}: ops listener: ${(err as Error).message}\n`);
+        stop("the ops listener failed", 1);
+        return;
+      }
+      if (stopping) return;
     }
     log
       .child({}, { level: "info" })
