@@ -381,10 +381,16 @@ export function workerLink(host: {
   if (!cluster.isWorker || !Number.isInteger(n) || n < 1 || !send) return undefined;
   const shareHandlers: ((body: unknown) => void)[] = [];
   const requestHandlers: ((m: ClusterMessage) => void)[] = [];
+  // A stop or reload that comes while the worker is still starting is kept (the latest of each)
+  // and given to each handler as it registers: runServer listens for them once it serves.
+  const held = new Map<string, ClusterMessage>();
   host.on("message", (m) => {
     if (!isClusterMessage(m)) return;
     if (m.mimi === "share") for (const h of shareHandlers) h(m.body);
-    else for (const h of requestHandlers) h(m);
+    else {
+      if (m.mimi === "stop" || m.mimi === "reload") held.set(m.mimi, m);
+      for (const h of requestHandlers) h(m);
+    }
   });
   // A send after the primary went away fails into the callback (the worker ends on disconnect).
   const post = (m: ClusterMessage) => {
@@ -399,7 +405,10 @@ export function workerLink(host: {
     workers: Number(host.env.MIMI_CLUSTER_WORKERS) || n,
     share: (body) => post({ mimi: "share", body }),
     onShare: (h) => shareHandlers.push(h),
-    onRequest: (h) => requestHandlers.push(h),
+    onRequest(h) {
+      requestHandlers.push(h);
+      for (const m of held.values()) h(m);
+    },
     post,
   };
 }
