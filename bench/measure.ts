@@ -465,7 +465,8 @@ export async function resolverCounters(
   names: readonly string[],
 ): Promise<Record<string, number>> {
   if (!opsPort) return {};
-  const body = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  const url = `http://127.0.0.1:${opsPort}/metrics`;
+  const body = await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
   const out: Record<string, number> = {};
   for (const line of body.split("\n")) {
     const m = /^mimi_resolver_([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);

@@ -87,9 +87,13 @@ export async function overloadScenario(
             await new Promise((r) => setTimeout(r, 1_000));
           }
         })();
-        const r = await bench.measure(net, "overload", `open ${rate}/s, ${label}`, load);
-        sampling = false;
-        await sampler;
+        let r: RunResult;
+        try {
+          r = await bench.measure(net, "overload", `open ${rate}/s, ${label}`, load);
+        } finally {
+          sampling = false;
+          await sampler;
+        }
         const after = await resolverCounters(net.resolver.opsPort, COUNTERS);
         // What the resolver did with the load, from its own counters (ops listener).
         r.extra = {

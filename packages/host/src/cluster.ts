@@ -214,6 +214,7 @@ export function runPrimary<C>(o: PrimaryOptions<C>): Primary {
 
   const allListening = async () => {
     listening = true;
+    if (stopping) return;
     if (o.config.ops && metrics) {
       try {
         ops = await startOps(
@@ -223,11 +224,17 @@ export function runPrimary<C>(o: PrimaryOptions<C>): Primary {
         );
       } catch (err) {
         // Its port taken, say: the resolver stops with the reason, as a single process would.
+        if (stopping) return;
         o.stderr.write(`${o.role}: ops listener: ${(err as Error).message}\n`);
         stop("the ops listener failed", 1);
         return;
       }
-      if (stopping) return;
+      if (stopping) {
+        // A stop began while it started: finish may have closed nothing yet, or already run.
+        void ops.close();
+        ops = undefined;
+        return;
+      }
     }
     log
       .child({}, { level: "info" })

@@ -330,12 +330,6 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .child({}, { level: "info" })
       .info({ host: config.host, port, worker: link.worker }, "worker listening");
     host.on("disconnect", () => void stop("primary exited"));
-    link.onRequest((m) => {
-      if (m.mimi === "stop") {
-        void stop("primary asked");
-        if (m.fast) void stop("primary asked");
-      } else if (m.mimi === "reload") reload?.();
-    });
   }
   const ops =
     config.ops && metrics && !link
@@ -401,7 +395,14 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       stopWatching = watchTls(tls, config.tls, log);
     }
   };
-  // A worker stops when its primary says (systemd and terminals signal the whole group).
+  // A worker stops and reloads when its primary says (systemd and terminals signal the whole
+  // group); registered once stop and reload exist, since a held message is given at once.
+  link?.onRequest((m) => {
+    if (m.mimi === "stop") {
+      void stop("primary asked");
+      if (m.fast) void stop("primary asked");
+    } else if (m.mimi === "reload") reload?.();
+  });
   host.on("SIGINT", () => void (link ? undefined : stop("SIGINT")));
   host.on("SIGTERM", () => void (link ? undefined : stop("SIGTERM")));
   if (host.argv.includes("--stop-with-parent")) {

@@ -9,8 +9,8 @@
 // at the start of each LookupStream): lookups then also leave the gate no faster than that rate
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
-// Without a published rate the same holds at the rate answers have come back over the last
-// second: a lookup that would not leave the queue before its wait bound is refused at once
+// Without a published rate, once slow start is over, the same holds at the rate answers have
+// come back over the last second: a lookup that would not leave the queue before its wait bound is refused at once
 // (UPSTREAM_SATURATED, with the drain time as retry-after) instead of holding its caller until
 // it times out. The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
@@ -73,6 +73,9 @@ export class AdaptiveGate {
   private doneNow = 0;
   private donePrev = 0;
   private doneStart = Number.NEGATIVE_INFINITY;
+  /** How much of the previous bucket counted (0 after an idle spell), and whether the current one began on time. */
+  private prevSpanMs = 0;
+  private nowSpanWhole = false;
 
   constructor(
     private readonly name: string,
@@ -131,21 +134,29 @@ export class AdaptiveGate {
     const now = this.o.now();
     const buckets = Math.floor((now - this.doneStart) / DRAIN_BUCKET_MS);
     if (buckets >= 1) {
+      // The previous bucket counts only when it was the one just before and was counted whole.
       this.donePrev = buckets === 1 ? this.doneNow : 0;
+      this.prevSpanMs = buckets === 1 && this.nowSpanWhole ? DRAIN_BUCKET_MS : 0;
       this.doneNow = 0;
+      this.nowSpanWhole = buckets === 1;
       this.doneStart = buckets === 1 ? this.doneStart + DRAIN_BUCKET_MS : now;
     }
     this.doneNow++;
   }
 
-  /** Answers per second over the last half second to second, or 0 when too few to tell. */
+  /**
+   * Answers per second over the last half second to second, counting only time answers were
+   * coming in (a burst after an idle spell is not averaged with the idle time), or 0 when too
+   * few to tell.
+   */
   private drainRate(): number {
     const age = this.o.now() - this.doneStart; // how far into the current bucket
     if (age >= 2 * DRAIN_BUCKET_MS) return 0;
-    const done = this.doneNow + (age < DRAIN_BUCKET_MS ? this.donePrev : 0);
+    const withPrev = age < DRAIN_BUCKET_MS;
+    const done = this.doneNow + (withPrev ? this.donePrev : 0);
     if (done < MIN_DRAIN_SAMPLES) return 0;
-    const spanMs = age < DRAIN_BUCKET_MS ? age + DRAIN_BUCKET_MS : age;
-    return (done * 1_000) / Math.max(spanMs, 1);
+    const spanMs = age + (withPrev ? this.prevSpanMs : 0);
+    return (done * 1_000) / Math.max(spanMs, 100);
   }
 
   private shrink(): void {
@@ -207,7 +218,8 @@ export class AdaptiveGate {
     }
     // At the rate answers come back, the same: a lookup that would wait past its bound is
     // refused now, fast, instead of holding its caller until it times out.
-    const drained = this.drainRate();
+    // Only once slow start is over: before, the window, not the DP, sets the rate.
+    const drained = this.slowStart ? 0 : this.drainRate();
     const drainedMs = drained > 0 ? ((this.waiting + 1) * 1_000) / drained : 0;
     if (drained > 0 && drainedMs >= maxWaitMs) {
       const retryAfterMs = Math.ceil(Math.min(drainedMs, 10_000));

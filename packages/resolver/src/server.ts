@@ -202,7 +202,9 @@ export function bindResolverServer(
       if (
         err instanceof DiscoveryError &&
         err.code === "resource_exhausted" &&
-        err.details?.reason !== OVERLOADED
+        // The resolver's own capacity (its loop, a DP's drain) is not the caller's doing: no pause.
+        err.details?.reason !== OVERLOADED &&
+        err.details?.reason !== "UPSTREAM_SATURATED"
       ) {
         if (onRefused) onRefused(err);
         else {
