@@ -2,7 +2,7 @@
 // config asks for `workers` > 1 runs as a primary that forks that many copies of itself on the
 // same port (node:cluster: the primary accepts connections and hands them to the workers in
 // turn; connection age limits make long-lived HTTP/2 clients reconnect and so spread). The
-// primary serves no calls. It restarts a worker that dies (with backoff), relays what workers
+// primary serves no calls. It restarts a worker that dies (with backoff), hands what workers
 // share (budgets, enumeration observations) through its spec's hook, serves the ops listener
 // for all of them (every series gains a `worker` label), and stops them together.
 import cluster, { type Worker } from "node:cluster";
@@ -24,9 +24,9 @@ export interface ClusterLink {
   /** This worker's number, 1..workers. */
   readonly worker: number;
   readonly workers: number;
-  /** Sends `body` to the primary, which gives it to its hook or relays it to the other workers. */
+  /** Sends `body` to the primary's hook (the spec's `primary` part). */
   share(body: unknown): void;
-  /** Receives what the primary relays or broadcasts. */
+  /** Receives what the primary broadcasts (or sends this worker alone). */
   onShare(handler: (body: unknown) => void): void;
 }
 
@@ -41,11 +41,8 @@ export interface PrimaryContext<C> {
 
 /** A spec's part in the primary. */
 export interface PrimaryPart<C> {
-  /**
-   * A worker's shared `body`: returns true when the hook consumed it; otherwise the primary
-   * relays it to every other worker.
-   */
-  onShare(body: unknown, from: number): boolean;
+  /** A worker's shared `body` (from worker `from`); what the hook does not know it ignores. */
+  onShare(body: unknown, from: number): void;
   /** What a worker that has just started listening gets (a restarted one catches up), if anything. */
   welcome?(worker: number): unknown;
   reload?(config: C): void;
@@ -201,8 +198,7 @@ export function runPrimary<C>(o: PrimaryOptions<C>): Primary {
         slot.heardAtMs = performance.now();
         return;
       case "share":
-        if (part?.onShare(m.body, slot.n)) return;
-        for (const s of slots) if (s !== slot) send(s, m);
+        part?.onShare(m.body, slot.n);
         return;
       case "metrics":
         pendingMetrics.get(m.id)?.(m.json);

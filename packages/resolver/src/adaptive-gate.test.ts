@@ -232,29 +232,41 @@ test("a waiter nobody waits for any more leaves at its turn: never sent, and the
   assert.deepEqual(gate.state, { inflight: 0, window: 3, queued: 0 }, "two answers widened it");
 });
 
-test("a lookup that could not leave the queue before its bound, at the rate answers come back, is refused at once", async () => {
-  let now = 0;
+/**
+ * A gate of window 2 past slow start (a timeout ended it: before, the window sets the rate, not
+ * the DP) on a clock the test moves, and `answers(n, everyMs)`: n lookups answered in turn.
+ */
+async function drainingGate() {
+  const clock = { now: 0 };
   const gate = new AdaptiveGate("eu", {
     ...DEFAULT_GATE,
     initialWindow: 2,
     minWindow: 2,
     maxWindow: 2,
     decreaseEveryMs: 1_000,
-    now: () => now,
+    now: () => clock.now,
   });
-  // A timeout ends slow start (before it, the window sets the rate, not the DP).
   const lost = pending();
   const lostRun = gate.run(() => lost.p, isTimeout);
   lost.settle(false);
   await assert.rejects(lostRun);
+  const answers = async (n: number, everyMs: number) => {
+    for (let i = 0; i < n; i++) {
+      const c = pending();
+      const run = gate.run(() => c.p, isTimeout);
+      clock.now += everyMs;
+      c.settle(true);
+      await run;
+    }
+  };
+  return { gate, answers, clock };
+}
+
+test("a lookup that could not leave the queue before its bound, at the rate answers come back, is refused at once", async () => {
+  const { gate, answers, clock } = await drainingGate();
   // 40 answers in the last second: the DP drains about 40 lookups a second through this gate.
-  for (let i = 0; i < 40; i++) {
-    const c = pending();
-    const run = gate.run(() => c.p, isTimeout);
-    now += 25;
-    c.settle(true);
-    await run;
-  }
+  await answers(40, 25);
+  const now = clock.now;
   // The window full, three wait.
   const hold = [pending(), pending()];
   const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
@@ -283,28 +295,11 @@ test("a lookup that could not leave the queue before its bound, at the rate answ
 });
 
 test("a burst after an idle spell is judged at the rate of the burst, not averaged with the idle time", async () => {
-  let now = 0;
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 2,
-    minWindow: 2,
-    maxWindow: 2,
-    decreaseEveryMs: 1_000,
-    now: () => now,
-  });
-  const lost = pending();
-  const lostRun = gate.run(() => lost.p, isTimeout);
-  lost.settle(false);
-  await assert.rejects(lostRun);
+  const { gate, answers, clock } = await drainingGate();
   // Idle for five seconds, then 30 answers in 30 ms: about a thousand a second.
-  now = 5_000;
-  for (let i = 0; i < 30; i++) {
-    const c = pending();
-    const run = gate.run(() => c.p, isTimeout);
-    now += 1;
-    c.settle(true);
-    await run;
-  }
+  clock.now = 5_000;
+  await answers(30, 1);
+  const now = clock.now;
   const hold = [pending(), pending()];
   const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
   const waiters = Array.from({ length: 20 }, () => pending());

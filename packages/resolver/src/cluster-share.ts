@@ -207,7 +207,7 @@ export function clusterPrimary<
   const str = (v: unknown) => typeof v === "string";
   return {
     onShare(body, from) {
-      if (!isShared(body)) return false;
+      if (!isShared(body) || !("items" in body) || !Array.isArray(body.items)) return;
       const t = ctx.clock();
       if (body.kind === "charges") {
         for (const [identity, dpId, dpsAsked, n] of body.items) {
@@ -215,7 +215,7 @@ export function clusterPrimary<
           charges.add(identity, dpId, dpsAsked, n, from);
           absorbAll(quotas, [[identity, dpId, dpsAsked, n, from]], t);
         }
-        return true;
+        return;
       }
       if (body.kind === "observations") {
         const found: { d: Detection; by: number }[] = [];
@@ -227,9 +227,7 @@ export function clusterPrimary<
           }
         }
         if (found.length > 0) ctx.broadcast({ kind: "detections", items: found });
-        return true;
       }
-      return false;
     },
     welcome: () => ({
       kind: "welcome",
