@@ -60,7 +60,11 @@ export interface TestNetwork {
 }
 
 /** Starts a network for the enclosing test file. */
-export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: string): TestNetwork {
+export function useNetwork(
+  overrides?: NetworkOptions["overrides"],
+  logLevel?: string,
+  extra: Pick<NetworkOptions, "thirdParty"> = {},
+): TestNetwork {
   let net: Network | undefined;
   const dir = mkdtempSync(join(tmpdir(), "mimi-it-"));
   const lines: string[] = [];
@@ -75,6 +79,7 @@ export function useNetwork(overrides?: NetworkOptions["overrides"], logLevel?: s
         if (lines.length > 5000) lines.splice(0, 2500);
       },
       ...(overrides ? { overrides } : {}),
+      ...extra,
     });
   });
   after(async () => {
@@ -239,8 +244,15 @@ let bulkSession = 0;
  * Commits one mapping at a DP as a bulk-trusted demo MSP (parrot) would: one signed record in
  * its own bulk session, one transaction.
  */
-export async function writeMapping(t: TestNetwork, dp: "eu" | "us", csi: string, ssi: string): Promise<void> {
-  const claims = t.net.channel(t.net.dps[dp].address, "msp-parrot").client(pb.ClaimService);
+export async function writeMapping(
+  t: TestNetwork,
+  dp: "eu" | "us" | "fed",
+  csi: string,
+  ssi: string,
+): Promise<void> {
+  const proc = t.net.dps[dp];
+  if (!proc) throw new Error(`DP ${dp} is not running in this network`);
+  const claims = t.net.channel(proc.address, "msp-parrot").client(pb.ClaimService);
   await writeParrotMapping(claims, t.net.signingKey("msp-parrot"), dp, csi, ssi);
 }
 

@@ -355,10 +355,10 @@ scenario(
     assert.equal(await t.lookupsServed("eu"), served);
     const list = JSON.parse(
       (await t.cli(["root", "delegation", "list", "--json", "--root", t.net.root.address])).stdout,
-    ) as { delegations: { key: string; dp: string; ttlSeconds: number }[] };
+    ) as { delegations: { key: string; dp: string; ttlSeconds: number; federated: string[] }[] };
     assert.deepEqual(
       list.delegations.find((d) => d.key === "+61"),
-      { id: "e164:61", key: "+61", dp: "eu", ttlSeconds: 120 },
+      { id: "e164:61", key: "+61", dp: "eu", ttlSeconds: 120, federated: [] },
     );
   },
 );

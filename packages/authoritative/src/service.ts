@@ -15,6 +15,7 @@ import {
   type RegistryView,
   type SigningKey,
   sealAnswer,
+  servesRange,
 } from "@mimi/core";
 import { type EnrolledMsp, mappingOfRow, type OptOutEvidence } from "./store/rows.js";
 import type { MappingStore } from "./store/store.js";
@@ -69,11 +70,12 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `this DP cannot use its registry copy: ${problem}`);
     const d = o.registry.find(csi.key);
-    if (!d || d.dpId !== o.dpId) {
+    // A federated DP of the range (D4) holds mappings for it too, and answers for it.
+    if (!d || !servesRange(d, o.dpId)) {
       throw new DiscoveryError(
         "not_authoritative",
         d
-          ? `${csi.type} identifier is in ${d.id}, delegated to DP "${d.dpId}", not to this DP ("${o.dpId}")`
+          ? `${csi.type} identifier is in ${d.id}, delegated to DP "${d.dpId}", not to this DP ("${o.dpId}"), which is not one of its federated DPs either`
           : `no delegation covers this ${csi.type} identifier, so this DP ("${o.dpId}") does not serve it`,
       );
     }

@@ -38,6 +38,12 @@ export {
 } from "./codec/encoded.js";
 export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./codec/error-details.js";
 export {
+  federatedResponseToProto,
+  federationFromProto,
+  receivedFederatedFromProto,
+  type SourceReport,
+} from "./codec/federation-codec.js";
+export {
   type AnswerFormat,
   type AnswerSeal,
   bitsSet,
@@ -70,6 +76,18 @@ export {
   invalidArgument,
 } from "./domain/errors.js";
 export {
+  DEFAULT_FEDERATION,
+  type FederatedMapping,
+  type FederatedPart,
+  type FederationPlan,
+  type FederationQuery,
+  type MergedAnswer,
+  mergeFederated,
+  planFederation,
+  selectedDps,
+  servesRange,
+} from "./domain/federation.js";
+export {
   type ActionStatement,
   bulkRecord,
   type ContestStatement,
@@ -96,7 +114,11 @@ export {
   type DelegationKey,
   type DpInfo,
   delegationId,
+  type FederationMode,
+  type FederationPolicy,
   hex64,
+  LOCAL_POLICY,
+  MAX_FEDERATED_DPS,
   type MspInfo,
   parseDelegationKeyText,
   type RegistryChange,
@@ -142,6 +164,11 @@ export {
   type VerifiedAnswer,
   verifyOutcome,
 } from "./domain/verify.js";
+export {
+  federatedAnswerProblem,
+  type ReceivedFederatedAnswer,
+  type ReceivedSource,
+} from "./domain/verify-federated.js";
 export { type FollowLogOptions, followLog, type LogFollower } from "./follow/follow-log.js";
 export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 export * as pb from "./gen/index.js";

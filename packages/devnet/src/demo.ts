@@ -23,10 +23,13 @@ const DEMO_FILE = join(resolve(dirname(fileURLToPath(import.meta.url)), ".."), "
 
 /** The demo data file's shape. */
 export interface Demo {
-  dps: { id: string; tlsIdentity: string; jurisdiction: string }[];
-  delegations: { key: string; dp: string }[];
+  /** `thirdParty`: a DP that holds mappings for others' ranges (federation), run when asked for. */
+  dps: { id: string; tlsIdentity: string; jurisdiction: string; thirdParty?: boolean }[];
+  /** `federated`: the range's federated DPs (those of them that run). */
+  delegations: { key: string; dp: string; federated?: string[] }[];
   msps: { id: string; name: string; tlsIdentity: string }[];
-  mappings: { csi: string; msp: string; ssi: string; default?: boolean; tags?: string[] }[];
+  /** `dp`: the DP that holds the mapping; by default the DP its range is delegated to. */
+  mappings: { csi: string; msp: string; ssi: string; default?: boolean; tags?: string[]; dp?: string }[];
 }
 
 /** Loads demo.json. */
@@ -37,14 +40,16 @@ export function loadDemo(): Demo {
 /** Registers the demo DPs (at their current ports), delegations and MSPs; keeps what already exists. */
 export async function loadRegistry(
   ch: Channel,
-  dps: { eu: ServerProcess; us: ServerProcess },
+  dps: Readonly<Record<string, ServerProcess | undefined>>,
   signingKey: (name: string) => SigningKey,
 ): Promise<void> {
   const demo = loadDemo();
   const admin = ch.client(pb.RegistryAdminService);
   const snap = (await ch.client(pb.RootService).getSnapshot({})).snapshot;
   for (const d of demo.dps) {
-    const endpoint = dps[d.id as "eu" | "us"].address;
+    const running = dps[d.id];
+    if (!running) continue;
+    const endpoint = running.address;
     const key = signingKey(d.tlsIdentity).publicKey;
     const have = snap?.dps.find((x) => x.id === d.id);
     const same = have?.endpoints.length === 1 && have.endpoints[0] === endpoint;
@@ -70,7 +75,11 @@ export async function loadRegistry(
   if ((snap?.delegations.length ?? 0) > 0) return;
   for (const d of demo.delegations) {
     try {
-      await admin.createDelegation({ key: keyToProto(parseDelegationKeyText(d.key)), dpId: d.dp });
+      await admin.createDelegation({
+        key: keyToProto(parseDelegationKeyText(d.key)),
+        dpId: d.dp,
+        federatedDpIds: (d.federated ?? []).filter((id) => dps[id] !== undefined),
+      });
     } catch (err) {
       // A re-run keeps delegations an admin may have changed since.
       if (!(err instanceof DiscoveryError && err.code === "already_exists")) throw err;
@@ -107,9 +116,15 @@ export async function loadMappings(
       signingPublicKey: key.publicKey,
       mayBulk: true,
     });
+    // This DP's: those it is named for, and those of the ranges delegated to it that name no DP.
     const mine = demo.mappings.filter(
       (x) =>
-        x.msp === m.id && status.delegations.some((d) => covers(keyFromProto(d.key), parseCsi(x.csi).key)),
+        x.msp === m.id &&
+        (x.dp !== undefined
+          ? x.dp === status.dpId
+          : status.delegations.some(
+              (d) => d.dpId === status.dpId && covers(keyFromProto(d.key), parseCsi(x.csi).key),
+            )),
     );
     const records = mine.map((x) =>
       bulkRecord(

@@ -10,7 +10,7 @@ import { LOCAL_PORTS } from "./paths.js";
 import { supervise } from "./supervise.js";
 
 const REPO = resolve(fileURLToPath(import.meta.url), "../../../..");
-const COLORS: Record<string, number> = { root: 35, "dp-eu": 34, "dp-us": 36, resolver: 32 };
+const COLORS: Record<string, number> = { root: 35, "dp-eu": 34, "dp-us": 36, "dp-fed": 33, resolver: 32 };
 const tty = process.stdout.isTTY === true;
 
 const labelOf = (name: string) => {
@@ -49,10 +49,12 @@ async function main(): Promise<void> {
     ports: { ...LOCAL_PORTS },
     logLevel: process.env.LOG_LEVEL ?? "info",
     onLine: show,
+    thirdParty: true,
   });
   process.stdout.write(
-    `READY resolver=${net.resolver.address} root=${net.root.address} dp-eu=${net.dps.eu.address} dp-us=${net.dps.us.address}\n` +
-      `      try: npx mimi resolve tel:+447700900123   (data and certificates are in ${dir})\n`,
+    `READY resolver=${net.resolver.address} root=${net.root.address} dp-eu=${net.dps.eu.address} dp-us=${net.dps.us.address} dp-fed=${net.dps.fed?.address}\n` +
+      `      try: npx mimi resolve tel:+447700900123   (data and certificates are in ${dir})\n` +
+      "      and: npx mimi resolve tel:+447700900123 --federate   (also asks the third-party DP fed)\n",
   );
   let stopping = false;
   const stop = async (code: number) => {
@@ -63,7 +65,7 @@ async function main(): Promise<void> {
     process.exit(code);
   };
   // A server that dies is reported and the rest keep running; "restart" brings it back.
-  supervise([net.root, net.dps.eu, net.dps.us, net.resolver], {
+  supervise([net.root, ...Object.values(net.dps), net.resolver], {
     input: process.stdin,
     write: (text) => process.stderr.write(text),
   });

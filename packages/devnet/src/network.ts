@@ -15,6 +15,8 @@ export interface NetworkPorts {
   root: number;
   eu: number;
   us: number;
+  /** The third-party DP's (with `thirdParty`). */
+  fed?: number;
   resolver: number;
 }
 
@@ -35,6 +37,11 @@ export interface NetworkOptions {
   launcher?: readonly string[];
   /** Give every server a test clock that setClockOffset moves (tests only). */
   testClock?: boolean;
+  /**
+   * Also run the third-party DP "fed" (EU), a federated DP of +44 holding a few demo mappings of
+   * its own (federation, D4). `npm start` runs it; tests ask for it.
+   */
+  thirdParty?: boolean;
 }
 
 /** A running network. */
@@ -42,7 +49,7 @@ export interface Network {
   readonly dir: string;
   readonly pkiDir: string;
   readonly root: ServerProcess;
-  readonly dps: { readonly eu: ServerProcess; readonly us: ServerProcess };
+  readonly dps: { readonly eu: ServerProcess; readonly us: ServerProcess; readonly fed?: ServerProcess };
   readonly resolver: ServerProcess;
   /** A channel to `address` authenticated as `identity`; closed by stop(). */
   channel(address: string, identity: string): Channel;
@@ -59,7 +66,7 @@ export interface Network {
   stop(): Promise<void>;
 }
 
-/** Starts root, authoritatives eu and us, and a resolver; loads the demo data. */
+/** Starts root, authoritatives eu and us (and the third-party fed), and a resolver; loads the demo data. */
 export async function startNetwork(opts: NetworkOptions): Promise<Network> {
   const dir = resolve(opts.dir);
   const pkiDir = join(dir, "pki");
@@ -121,7 +128,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     procs.push(root);
     await root.start();
 
-    const dp = (id: "eu" | "us", port: number) =>
+    const dp = (id: "eu" | "us" | "fed", port: number) =>
       serverProcess(`dp-${id}`, "authoritative", {
         port,
         dpId: id,
@@ -135,10 +142,12 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
       });
     const eu = dp("eu", ports.eu);
     const us = dp("us", ports.us);
-    procs.push(eu, us);
-    await Promise.all([eu.start(), us.start()]);
+    const fed = opts.thirdParty ? dp("fed", ports.fed ?? 0) : undefined;
+    const dps = { eu, us, ...(fed && { fed }) };
+    procs.push(...Object.values(dps));
+    await Promise.all(Object.values(dps).map((p) => p.start()));
 
-    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), { eu, us }, signingKey);
+    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), dps, signingKey);
 
     const resolver = serverProcess("resolver", "resolver", {
       port: ports.resolver,
@@ -165,7 +174,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     if (opts.demo !== false) {
       const serial =
         (await channel(root.address, "cli").client(pb.RootService).getSnapshot({})).snapshot?.serial ?? 0n;
-      for (const dp of [eu, us]) {
+      for (const dp of Object.values(dps)) {
         await loadMappings(
           channel(dp.address, "admin"),
           serial,
@@ -179,7 +188,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
       dir,
       pkiDir,
       root,
-      dps: { eu, us },
+      dps,
       resolver,
       channel,
       signingKey,
@@ -199,7 +208,7 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
  * private instead of refusing to start.
  */
 function makeDataPrivate(dir: string): void {
-  for (const name of ["root", "dp-eu", "dp-us", "resolver"]) {
+  for (const name of ["root", "dp-eu", "dp-us", "dp-fed", "resolver"]) {
     const folder = join(dir, name);
     if (!existsSync(folder)) continue;
     chmodSync(folder, 0o700);

@@ -4,13 +4,14 @@
 import { join } from "node:path";
 
 /** The fixed loopback ports of `npm start`'s network. */
-export const LOCAL_PORTS = { root: 7400, eu: 7501, us: 7502, resolver: 7600 } as const;
+export const LOCAL_PORTS = { root: 7400, eu: 7501, us: 7502, fed: 7503, resolver: 7600 } as const;
 
 /** Every certificate identity the local network uses. */
 export const IDENTITIES = [
   "root",
   "dp-eu",
   "dp-us",
+  "dp-fed",
   "resolver",
   "admin",
   "cli",
@@ -49,7 +50,15 @@ export function parseDevIdentity(spec: string): { name: string; roles: DevRole[]
 }
 
 /** Names of the Ed25519 signing keys the local network uses (the root, DPs, MSPs). */
-export const SIGNING_KEYS = ["root", "dp-eu", "dp-us", "msp-bluebird", "msp-wirechat", "msp-parrot"] as const;
+export const SIGNING_KEYS = [
+  "root",
+  "dp-eu",
+  "dp-us",
+  "dp-fed",
+  "msp-bluebird",
+  "msp-wirechat",
+  "msp-parrot",
+] as const;
 
 /** Paths of the CA and of an identity's certificate and key in a PKI folder. */
 export function devTlsPaths(

@@ -146,6 +146,24 @@ function frozenMapping(m: pb.Mapping) {
   return Object.freeze({ ...x, mspId: intern(x.mspId), tags });
 }
 
+/** Cache keys of federated DPs' answers (federation.ts) start with this; a CSI URI never does. */
+const PART = "fed:";
+
+/** The cache key of DP `dpId`'s answer for `uri` when it is asked as a federated DP. */
+export function partKey(dpId: string, uri: string): string {
+  return `${PART}${dpId}/${uri}`;
+}
+
+/** Whether a cache key is a federated DP's answer. */
+export function isPartKey(key: string): boolean {
+  return key.startsWith(PART);
+}
+
+/** The CSI URI of a cache key (the key itself, or the URI inside a federated part's key). */
+export function uriOfKey(key: string): string {
+  return key.startsWith(PART) ? key.slice(key.indexOf("/") + 1) : key;
+}
+
 /**
  * The cache's second key of an answer: 30 bits of the CSI's change hash under its DP's key, a
  * small integer so the index allocates nothing per entry. Entries of several CSIs (or DPs) may
@@ -153,9 +171,9 @@ function frozenMapping(m: pb.Mapping) {
  * same-DP collision, about one event in 500 at a million cached answers of one DP).
  */
 export function answerIndex(changeKeys: ReadonlyMap<string, Uint8Array>) {
-  return (uri: string, v: CachedAnswer): number | undefined => {
+  return (cacheKey: string, v: CachedAnswer): number | undefined => {
     const key = changeKeys.get(v.dpId);
-    return key ? indexSlot(changeHashHex(key, uri)) : undefined;
+    return key ? indexSlot(changeHashHex(key, uriOfKey(cacheKey))) : undefined;
   };
 }
 

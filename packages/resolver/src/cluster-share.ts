@@ -34,7 +34,7 @@ const MAX_BATCH = 4_096;
 const RECENT = 32;
 const MAX_BLOCKS = 100_000;
 
-/** Charges and refunds: [identity, dpId, dpsAsked, net count, the worker that made them]. */
+/** Charges and refunds: [identity, dpId, cost, net count, the worker that made them]. */
 type ChargeItem = [string, string, number, number, number];
 /** Observations: [subject, number block, csiHash32, notFound]. */
 type ObservationItem = [string, string, number, boolean];
@@ -60,11 +60,11 @@ function chargeBatch(send: (items: ChargeItem[]) => void) {
     if (items.length > 0) send(items);
   };
   return {
-    add(identity: string, dpId: string, dpsAsked: number, n: number, from: number) {
-      const key = `${identity}\0${dpId}\0${dpsAsked}\0${from}`;
+    add(identity: string, dpId: string, cost: number, n: number, from: number) {
+      const key = `${identity}\0${dpId}\0${cost}\0${from}`;
       const c = pending.get(key);
       if (c) c[3] += n;
-      else pending.set(key, [identity, dpId, dpsAsked, n, from]);
+      else pending.set(key, [identity, dpId, cost, n, from]);
       if (pending.size >= MAX_BATCH) flush();
     },
     flush,
@@ -73,10 +73,10 @@ function chargeBatch(send: (items: ChargeItem[]) => void) {
 
 /** Applies charges another process made to `quotas`: charges as debt, refunds given back. */
 function absorbAll(quotas: Quotas, items: readonly ChargeItem[], nowMs: number, skip?: number): void {
-  for (const [identity, dpId, dpsAsked, n, from] of items) {
+  for (const [identity, dpId, cost, n, from] of items) {
     if (from === skip) continue;
-    if (n > 0) quotas.absorb(identity, dpId, nowMs, dpsAsked, n);
-    else for (let i = 0; i < Math.min(-n, MAX_BATCH); i++) quotas.refund(identity, dpId, nowMs, dpsAsked);
+    if (n > 0) quotas.absorb(identity, dpId, nowMs, cost, n);
+    else for (let i = 0; i < Math.min(-n, MAX_BATCH); i++) quotas.refund(identity, dpId, nowMs, cost);
   }
 }
 
@@ -107,13 +107,13 @@ export function shareWithCluster(
   };
   const shared: Quotas = {
     ...quotas,
-    charge(identity, dpId, nowMs, dpsAsked = 1) {
-      quotas.charge(identity, dpId, nowMs, dpsAsked);
-      charges.add(identity, dpId, dpsAsked, 1, link.worker);
+    charge(identity, dpId, nowMs, cost = 1) {
+      quotas.charge(identity, dpId, nowMs, cost);
+      charges.add(identity, dpId, cost, 1, link.worker);
     },
-    refund(identity, dpId, nowMs, dpsAsked = 1) {
-      quotas.refund(identity, dpId, nowMs, dpsAsked);
-      charges.add(identity, dpId, dpsAsked, -1, link.worker);
+    refund(identity, dpId, nowMs, cost = 1) {
+      quotas.refund(identity, dpId, nowMs, cost);
+      charges.add(identity, dpId, cost, -1, link.worker);
     },
     get refused() {
       return quotas.refused;
@@ -210,10 +210,10 @@ export function clusterPrimary<
       if (!isShared(body) || !("items" in body) || !Array.isArray(body.items)) return;
       const t = ctx.clock();
       if (body.kind === "charges") {
-        for (const [identity, dpId, dpsAsked, n] of body.items) {
-          if (!str(identity) || !str(dpId) || !Number.isInteger(dpsAsked) || !Number.isInteger(n)) continue;
-          charges.add(identity, dpId, dpsAsked, n, from);
-          absorbAll(quotas, [[identity, dpId, dpsAsked, n, from]], t);
+        for (const [identity, dpId, cost, n] of body.items) {
+          if (!str(identity) || !str(dpId) || !Number.isInteger(cost) || !Number.isInteger(n)) continue;
+          charges.add(identity, dpId, cost, n, from);
+          absorbAll(quotas, [[identity, dpId, cost, n, from]], t);
         }
         return;
       }

@@ -6,6 +6,7 @@ import {
   ConfigReader,
   deepFreeze,
   type EnumerationPolicy,
+  MAX_FEDERATED_DPS,
   readEnumerationPolicy,
 } from "@mimi/core";
 import { readServerBasics, type ServerBasics } from "@mimi/host";
@@ -58,6 +59,12 @@ export interface ResolverConfig extends ServerBasics {
    * enumeration detection. 0 means one per core.
    */
   readonly workers: number;
+  /**
+   * Most federated DPs one query asks besides the range's own DP (R12, R13): a client's list
+   * of more is refused INVALID_ARGUMENT, and of a longer selection the first this many are
+   * asked and the answer is marked partial. Each DP asked is one lookup charged to the caller.
+   */
+  readonly maxFederatedDps: number;
 }
 
 /** The most workers a resolver runs (see `workers`). */
@@ -70,6 +77,7 @@ const DEFAULTS = {
   // Off by default: on a machine shared with other work, the loop can run 100 ms late for reasons
   // that are not this resolver's load, and every miss would be refused meanwhile.
   maxEventLoopDelayMs: 0,
+  maxFederatedDps: 8,
   cache: {
     maxEntries: 1_000_000,
     minTtlSeconds: 5,
@@ -123,6 +131,7 @@ export function parseConfig(raw: unknown, baseDir = ".", cores = availableParall
     verifyThreads: r.integer("verifyThreads", workers === 1 ? Math.max(1, cores - 1) : 1, 0, 256),
     maxEventLoopDelayMs: r.integer("maxEventLoopDelayMs", DEFAULTS.maxEventLoopDelayMs, 0, 60_000),
     workers,
+    maxFederatedDps: r.integer("maxFederatedDps", DEFAULTS.maxFederatedDps, 0, MAX_FEDERATED_DPS),
   };
   r.done();
   if (config.workers > 1 && !config.dataDir)

@@ -157,6 +157,7 @@ runServer<ResolverConfig>(process, {
       enumeration,
       rateContexts: createRateContexts(rateContextKey(config)),
       upstreamWindows: () => upstream.windows(),
+      maxFederatedDps: config.maxFederatedDps,
       loop,
       now: clock,
     });

@@ -76,10 +76,10 @@ test("a query that fans out to several DPs costs more than a local one (R12)", (
   assert.equal(q.lookupCost(1), 1);
   assert.equal(q.lookupCost(3), 5);
   // Two users: 200 a day at eu, 120 a minute. A query asking 3 DPs takes 5 of them.
-  for (let i = 0; i < 24; i++) q.charge("msp", "eu", 0, 3);
-  assert.throws(() => q.charge("msp", "eu", 0, 3), /120 lookups per minute/);
+  for (let i = 0; i < 24; i++) q.charge("msp", "eu", 0, q.lookupCost(3));
+  assert.throws(() => q.charge("msp", "eu", 0, q.lookupCost(3)), /120 lookups per minute/);
   assert.equal(q.report("msp", ["eu"], 0).perMinuteRemaining, 0);
-  q.refund("msp", "eu", 0, 3);
+  q.refund("msp", "eu", 0, q.lookupCost(3));
   assert.equal(q.report("msp", ["eu"], 0).perMinuteRemaining, 5);
 });
 

@@ -54,23 +54,26 @@ export interface QuotaReport {
 /** The resolver's lookup budgets. */
 export interface Quotas {
   /**
-   * Charges a lookup of `identity` at `dpId` ("" when no DP is delegated) that asks `dpsAsked`
-   * DPs (1 unless it fans out; see lookupCost), or throws RESOURCE_EXHAUSTED.
+   * Charges a lookup of `identity` at `dpId` ("" when no DP is delegated) costing `cost`
+   * lookups (1; a federated DP's part of a fanned-out query costs extraDpCost), or throws
+   * RESOURCE_EXHAUSTED.
    */
-  charge(identity: string, dpId: string, nowMs: number, dpsAsked?: number): void;
+  charge(identity: string, dpId: string, nowMs: number, cost?: number): void;
   /**
    * Records `times` lookups another worker of this resolver already charged (cluster-share.ts):
    * taken even past the budget, which then refuses this worker's next ones.
    */
-  absorb(identity: string, dpId: string, nowMs: number, dpsAsked: number, times: number): void;
+  absorb(identity: string, dpId: string, nowMs: number, cost: number, times: number): void;
   /** The limiters' state (see QuotaState). */
   state(): QuotaState;
   /** Raises this process's limiters to `state` (another's): never lowers what a key has spent. */
   adopt(state: QuotaState, nowMs: number): void;
   /** Gives back a charge whose lookup got no answer (the DP was down, the resolver not ready). */
-  refund(identity: string, dpId: string, nowMs: number, dpsAsked?: number): void;
-  /** What a query asking `dpsAsked` DPs costs, in lookups (R12). */
+  refund(identity: string, dpId: string, nowMs: number, cost?: number): void;
+  /** What a query asking `dpsAsked` DPs costs in all, in lookups (R12). */
   lookupCost(dpsAsked: number): number;
+  /** What each federated DP a query asks costs besides the first DP's lookup (R12). */
+  extraDpCost(): number;
   report(identity: string, dpIds: readonly string[], nowMs: number): QuotaReport;
   /** Refusals so far (GetStats). */
   readonly refused: number;
@@ -114,8 +117,7 @@ export function createQuotas(initial: QuotaPolicy, processes = 1): Quotas {
   const lookupCost = (dpsAsked: number) =>
     1 + Math.max(0, Math.floor(dpsAsked) - 1) * policy.fanOutCostPerExtraDp;
   return {
-    charge(identity, dpId, nowMs, dpsAsked = 1) {
-      const cost = lookupCost(dpsAsked);
+    charge(identity, dpId, nowMs, cost = 1) {
       const day = limiter(dailyOf(identity), DAY);
       const minute = limiter(minuteOf(identity), MINUTE);
       const dayKey = `${identity}\0${dpId}`;
@@ -144,10 +146,9 @@ export function createQuotas(initial: QuotaPolicy, processes = 1): Quotas {
       }
       for (const [l, key] of budgets) l.take(key, nowMs, cost);
     },
-    absorb(identity, dpId, nowMs, dpsAsked, times) {
-      const cost = lookupCost(dpsAsked) * times;
-      limiter(minuteOf(identity), MINUTE).force(identity, nowMs, cost);
-      limiter(dailyOf(identity), DAY).force(`${identity}\0${dpId}`, nowMs, cost);
+    absorb(identity, dpId, nowMs, cost, times) {
+      limiter(minuteOf(identity), MINUTE).force(identity, nowMs, cost * times);
+      limiter(dailyOf(identity), DAY).force(`${identity}\0${dpId}`, nowMs, cost * times);
     },
     state: () => [...limiters].map(([size, l]) => [size, l.entries()]),
     adopt(state, nowMs) {
@@ -158,12 +159,12 @@ export function createQuotas(initial: QuotaPolicy, processes = 1): Quotas {
         for (const [key, tat] of entries) l.raise(key, tat, nowMs);
       }
     },
-    refund(identity, dpId, nowMs, dpsAsked = 1) {
-      const cost = lookupCost(dpsAsked);
+    refund(identity, dpId, nowMs, cost = 1) {
       limiter(minuteOf(identity), MINUTE).giveBack(identity, nowMs, cost);
       limiter(dailyOf(identity), DAY).giveBack(`${identity}\0${dpId}`, nowMs, cost);
     },
     lookupCost,
+    extraDpCost: () => policy.fanOutCostPerExtraDp,
     setPolicy(next) {
       policy = next;
       perUser = Math.max(next.lookupsPerUserPerDay, LOOKUP_FLOOR_PER_USER_PER_DAY);

@@ -5,26 +5,31 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
   answerToProto,
+  type Csi,
   createRateLimiter,
   csiHash,
   DEFAULT_PARAMS,
   type Detection,
   DiscoveryError,
-  detectionToProto,
+  type DpInfo,
   type EnumerationDetector,
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
+  federatedResponseToProto,
+  federationFromProto,
   type Logger,
   type LoopDelayGuard,
   paramsFromProto,
   parseCsi,
   pb,
+  planFederation,
   type RegistryView,
   readSimpleRequest,
   sleepUnlessAborted,
 } from "@mimi/core";
 import { addService, type CallContext, itemError } from "@mimi/rpc";
+import { bindResolverAdmin } from "./admin-server.js";
 import {
   answerBound,
   answerInTime,
@@ -36,11 +41,13 @@ import {
 } from "./call-bounds.js";
 import type { ChangeSubscriptions } from "./changes.js";
 import { explanation, withExplanation } from "./explain.js";
+import { resolveFederated } from "./federation.js";
 import { createHeldRefusals } from "./held-refusals.js";
 import type { ExplainTrace } from "./lookup-context.js";
 import type { Quotas } from "./quotas.js";
 import type { RateContexts } from "./rate-context.js";
-import type { FlushScope, MissCaller, Resolution, ResolverService } from "./service.js";
+import type { ResolverServerOptions } from "./server-options.js";
+import type { MissCaller, Resolution, ResolverService } from "./service.js";
 import { isCallerRefusal } from "./upstream.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
@@ -57,27 +64,6 @@ const REFUSALS_PER_SECOND = 100;
 const MAX_REFUSAL_PAUSE_MS = 1_000;
 /** Callers whose refusals are counted at once (an evicted one starts afresh). */
 const MAX_REFUSING_KEYS = 100_000;
-
-/** Options of the resolver's gRPC binding. */
-export interface ResolverServerOptions {
-  log: Logger;
-  registry: RegistryView;
-  /** Identities allowed to call ResolverAdminService (live: a reload replaces its members). */
-  admins: ReadonlySet<string>;
-  subscriptions: ChangeSubscriptions;
-  registryConnected: () => boolean;
-  /** Lookup budgets: what the cache cannot answer is charged to the caller. */
-  quotas: Quotas;
-  /** The pseudonyms forwarded to DPs for each caller's lookups (P2). */
-  rateContexts: RateContexts;
-  /** Watches each caller's answers for the crawl pattern; in enforce mode refuses its misses. */
-  enumeration: EnumerationDetector;
-  /** The adaptive windows of lookups in flight per DP (upstream.ts). */
-  upstreamWindows: () => { dpId: string; inflight: number; window: number; queued: number }[];
-  /** Whether the event loop is too far behind to take lookups that need a DP (core runtime/loop-delay.ts). */
-  loop: Pick<LoopDelayGuard, "admit" | "delayMs">;
-  now: () => number;
-}
 
 /**
  * Registers ResolverService (any caller with a certificate from the CA may resolve) and
@@ -101,8 +87,24 @@ export function bindResolverServer(
   // rpc/fast-path.ts): no decoding, no call context, no promise. The cache holds canonical URIs
   // only, so a CSI written any other way misses here and takes the full path (resolveOne), as
   // does every request with options or explain, and every lookup while debug logging is on.
+  // A range whose DP federates by default (R11) is answered by the full path, which federates.
+  let federating = { serial: -1n, any: false };
+  const federatesByDefault = (uri: string) => {
+    if (federating.serial !== registry.serial) {
+      const any = registry.allDps().some((d) => d.federation?.defaultMode === "federate");
+      federating = { serial: registry.serial, any };
+    }
+    if (!federating.any) return false;
+    let d: ReturnType<typeof registry.find>;
+    try {
+      d = registry.find(parseCsi(uri).key);
+    } catch {
+      return true; // not a CSI: the full path says why
+    }
+    return d !== undefined && registry.dp(d.dpId)?.federation?.defaultMode === "federate";
+  };
   const hitResponse = (csi: string): Uint8Array | undefined => {
-    if (log.isLevelEnabled("debug")) return undefined;
+    if (log.isLevelEnabled("debug") || federatesByDefault(csi)) return undefined;
     const r = service.cached(csi);
     return r && encodeResolveResponse(encodedAnswer(r), r.ttlSeconds, r.stale);
   };
@@ -131,9 +133,8 @@ export function bindResolverServer(
   };
 
   /**
-   * Resolves one CSI for the caller. A stream passes `onRefused`, which hears each
-   * RESOURCE_EXHAUSTED failure and holds the stream (it reads at most one more request before
-   * the hold applies); a unary call refused too often waits here before it hears so.
+   * Resolves one CSI for the caller under its parameters: at the CSI's DP, or federated (R10,
+   * federation.ts), one lookup (lookupOne) at each DP asked.
    */
   const resolveOne = async (
     csiText: string,
@@ -141,14 +142,45 @@ export function bindResolverServer(
     ctx: CallContext,
     onRefused?: (err: DiscoveryError) => void,
     trace?: ExplainTrace,
+    federation?: pb.FederationOptions,
   ) => {
     const csi = parseCsi(csiText);
     const params = paramsFromProto(options);
+    // A query federates when it asks to, or when the range's DP publishes that as its default (R11).
+    const query = federationFromProto(federation);
+    const delegation = registry.find(csi.key);
+    const plan = delegation && planFederation(registry, delegation, query, opts.maxFederatedDps);
+    if (plan) {
+      const f = await resolveFederated(plan, params, registry, (dp) =>
+        lookupOne(csi, ctx, onRefused, undefined, dp),
+      );
+      return federatedResponseToProto(f.merged, f.sources, params, indexOf, f.ttlSeconds, f.stale);
+    }
+    const r = await lookupOne(csi, ctx, onRefused, trace);
+    if (params === DEFAULT_PARAMS) {
+      return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r), r.ttlSeconds, r.stale);
+    }
+    return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
+  };
+
+  /**
+   * One lookup for the caller: of the CSI's DP, or with `dp` of that federated DP. A stream
+   * passes `onRefused`, which hears each RESOURCE_EXHAUSTED failure and holds the stream (it
+   * reads at most one more request before the hold applies); a unary call refused too often
+   * waits here before it hears so.
+   */
+  const lookupOne = async (
+    csi: Csi,
+    ctx: CallContext,
+    onRefused?: (err: DiscoveryError) => void,
+    trace?: ExplainTrace,
+    dp?: DpInfo,
+  ): Promise<Resolution> => {
     // Everything about the caller happens on a miss only: a cache hit costs nobody a lookup and
     // reads nothing of the call. The caller's identity (read once per connection, core
     // rpc/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
     // refusal holds it; a lookup that got no answer (DP down, resolver not ready) is given back.
-    let charged: { identity: string; dpId: string } | undefined;
+    let charged: { identity: string; dpId: string; cost: number } | undefined;
     // When a miss is answered, whatever its DP has done: set by charge() if the caller has a deadline.
     let answerBy: number | undefined;
     const charge = (): MissCaller => {
@@ -158,11 +190,13 @@ export function bindResolverServer(
       const now = opts.now();
       const block = enumeration.blocked(identity, csi.uri, now);
       if (block) throw enumerationRefusal(block, now);
-      const dpId = registry.find(csi.key)?.dpId ?? "";
+      const dpId = dp?.id ?? registry.find(csi.key)?.dpId ?? "";
       const dpRefused = held.check(identity, dpId, csi.uri, now);
       if (dpRefused) throw dpRefused;
-      opts.quotas.charge(identity, dpId, now);
-      charged = { identity, dpId };
+      // A federated DP's part of a fanned-out query draws harder on the budgets (R12).
+      const cost = dp ? opts.quotas.extraDpCost() : 1;
+      opts.quotas.charge(identity, dpId, now, cost);
+      charged = { identity, dpId, cost };
       const clocks = clocksNow();
       const waitUntilMs = waitBound(ctx.deadlineMs, clocks);
       answerBy = answerBound(ctx.deadlineMs, clocks);
@@ -186,7 +220,7 @@ export function bindResolverServer(
     };
     let r: Resolution;
     try {
-      const resolving = service.resolve(csi, charge, trace);
+      const resolving = dp ? service.part(dp, csi, charge) : service.resolve(csi, charge, trace);
       // charge() ran (synchronously) only on a miss: a hit has nothing to observe.
       const pending = charged ? resolving.then(observed) : resolving;
       r = await (answerBy === undefined ? pending : answerInTime(pending, answerBy - performance.now()));
@@ -197,7 +231,7 @@ export function bindResolverServer(
         // the DP did, or one asked with too short a deadline; others are given back.
         const { identity, dpId } = charged;
         if (isCallerRefusal(err)) held.hold(identity, dpId, csi.uri, err, opts.now());
-        else if (!chargedAnyway(err)) opts.quotas.refund(identity, dpId, opts.now());
+        else if (!chargedAnyway(err)) opts.quotas.refund(identity, dpId, opts.now(), charged.cost);
       }
       if (
         err instanceof DiscoveryError &&
@@ -221,10 +255,7 @@ export function bindResolverServer(
         "resolve",
       );
     }
-    if (params === DEFAULT_PARAMS) {
-      return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r), r.ttlSeconds, r.stale);
-    }
-    return { answer: answerToProto(r.outcome, params, indexOf, r.ttlSeconds), stale: r.stale };
+    return r;
   };
 
   /** Resolve with `explain`: the same lookup, traced, and the explanation in the answer or the error. */
@@ -253,7 +284,7 @@ export function bindResolverServer(
       });
     };
     try {
-      const res = await resolveOne(req.csi, req.options, ctx, undefined, trace);
+      const res = await resolveOne(req.csi, req.options, ctx, undefined, trace, req.federation);
       const message = res instanceof Uint8Array ? fromBinary(pb.ResolveResponseSchema, res) : res;
       return { ...message, explanation: explain() } as pb.ResolveResponse;
     } catch (err) {
@@ -268,7 +299,10 @@ export function bindResolverServer(
     server,
     pb.ResolverService,
     {
-      resolve: (req, ctx) => (req.explain ? explained(req, ctx) : resolveOne(req.csi, req.options, ctx)),
+      resolve: (req, ctx) =>
+        req.explain
+          ? explained(req, ctx)
+          : resolveOne(req.csi, req.options, ctx, undefined, undefined, req.federation),
       async resolveStream(reqs, ctx, send) {
         let inflight = 0;
         let slotFree: (() => void) | undefined;
@@ -280,7 +314,7 @@ export function bindResolverServer(
         };
         for await (const req of reqs) {
           inflight++;
-          void resolveOne(req.csi, req.options, ctx, onRefused)
+          void resolveOne(req.csi, req.options, ctx, onRefused, undefined, req.federation)
             .then(
               (response) =>
                 send(
@@ -337,95 +371,7 @@ export function bindResolverServer(
     { log, fast },
   );
 
-  const { admins } = opts;
-  addService(
-    server,
-    pb.ResolverAdminService,
-    {
-      async flush(req, ctx) {
-        const s = req.scope;
-        let scope: FlushScope;
-        let what: string;
-        if (s.case === "csi") {
-          const csi = parseCsi(s.value);
-          scope = { csi };
-          what = `csi ${csiHash(csi.uri)}`;
-        } else if (s.case === "dpId" && s.value) {
-          scope = { dpId: s.value };
-          what = `dp ${s.value}`;
-        } else if (s.case === "all" && s.value) {
-          scope = "all";
-          what = "all";
-        } else {
-          throw new DiscoveryError(
-            "invalid_argument",
-            "say what to flush: a csi, a non-empty dp_id, or all = true",
-          );
-        }
-        const evicted = service.flush(scope);
-        log.info({ actor: ctx.peer.name, scope: what, evicted }, "cache flushed");
-        return { evicted: BigInt(evicted) };
-      },
-      async getStats() {
-        const st = service.stats;
-        const n = (v: number) => BigInt(v);
-        return {
-          cacheEntries: n(service.cacheSize),
-          hits: n(st.hits),
-          misses: n(st.misses),
-          stale: n(st.stale),
-          prefetches: n(st.prefetches),
-          invalidations: n(st.invalidations),
-          resyncs: n(st.resyncs),
-          evictedByRegistry: n(st.evictedByRegistry),
-          flushed: n(st.flushed),
-          upstreamRequests: n(st.upstreamRequests),
-          upstreamFailures: n(st.upstreamFailures),
-          verificationFailures: n(st.verificationFailures),
-          registrySerial: registry.serial,
-          registryConnected: opts.registryConnected(),
-          subscriptions: opts.subscriptions
-            .states()
-            .sort((a, b) => (a.dpId < b.dpId ? -1 : 1))
-            .map((x) => ({
-              dpId: x.dpId,
-              connected: x.connected,
-              logId: x.logId,
-              seq: n(x.seq),
-              events: n(x.events),
-              resyncs: n(x.resyncs),
-              lastEventAtMs: n(x.lastEventAtMs),
-            })),
-          quotaRefusals: n(opts.quotas.refused),
-          enumerationMode: enumeration.policy.mode,
-          enumerationDetections: n(enumeration.counts.detections),
-          enumerationRefusals: n(enumeration.counts.refused),
-          recentDetections: enumeration.recent().map(detectionToProto),
-          upstreamWindows: opts
-            .upstreamWindows()
-            .sort((a, b) => (a.dpId < b.dpId ? -1 : 1))
-            .map((w) => ({
-              dpId: w.dpId,
-              inflight: n(w.inflight),
-              window: n(w.window),
-              queued: n(w.queued),
-            })),
-        };
-      },
-    },
-    {
-      log,
-      roles: ["admin"],
-      authorize(peer) {
-        if (!admins.has(peer.name)) {
-          throw new DiscoveryError(
-            "permission_denied",
-            `identity "${peer.name}" is not an admin of this resolver`,
-          );
-        }
-      },
-    },
-  );
+  bindResolverAdmin(server, service, opts);
 }
 
 /** RESOURCE_EXHAUSTED for a lookup an enforced enumeration detection refuses. */

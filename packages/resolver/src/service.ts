@@ -23,8 +23,9 @@ import {
   type SealStatement,
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
-import { CachedAnswer, indexSlot } from "./cached-answer.js";
+import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
+import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
 import {
   type LookupTrace,
   type MissCaller,
@@ -57,6 +58,8 @@ export interface ResolverService {
    * exactly as `resolve` would give it, prefetch included; undefined when the cache has none.
    */
   cached(uri: string, trace?: LookupTrace): Resolution | undefined;
+  /** DP `dp`'s answer for `csi` as a federated DP of its range (federation.ts); `onMiss` as for resolve. */
+  part: PartLookups["part"];
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
   registryChanged(change: RegistryChange): void;
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
@@ -340,10 +343,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       scopes = [];
       scheduled = false;
       const inScope = taken === "all" ? () => true : (k: LookupKey) => taken.some((f) => f(k));
-      const n = o.cache.prune((uri, v) => {
-        const key = v.keyOf(uri);
-        return inScope(key) && delegatedDp(key) !== v.dpId;
-      });
+      const n = o.cache.prune((k, v) => inScope(v.keyOf(uriOfKey(k))) && !answersRange(o.registry, k, v));
       stats.evictedByRegistry += n;
       if (n > 0) log.info({ evicted: n }, "cached answers evicted after registry change");
     });
@@ -375,7 +375,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
   const { minHits, remainingFraction } = o.prefetch;
 
   const cached = (uri: string, trace?: LookupTrace): Resolution | undefined => {
-    const hit = o.cache.get(uri);
+    // A caller's text that names a federated part's key finds nothing (only `part` reads those).
+    const hit = isPartKey(uri) ? undefined : o.cache.get(uri);
     if (!hit) return undefined;
     stats.hits++;
     if (trace) trace.cache = hit.value.stale ? "stale" : "hit";
@@ -409,8 +410,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     };
   };
 
+  const parts = createPartLookups({ ...o, recent, stats, log, encodingRegistry, sealLeftSeconds });
   return {
     stats,
+    part: parts.part,
     cached,
     resolve(csi, onMiss, trace) {
       const hit = cached(csi.uri, trace);
@@ -459,7 +462,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         n = o.cache.size;
         o.cache.clear();
       } else if ("csi" in scope) {
-        n = o.cache.delete(scope.csi.uri) ? 1 : 0;
+        n = (o.cache.delete(scope.csi.uri) ? 1 : 0) + parts.flush(scope.csi.uri);
       } else {
         n = o.cache.prune((_uri, v) => v.dpId === scope.dpId);
       }

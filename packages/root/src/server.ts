@@ -8,6 +8,7 @@ import {
   delegationToProto,
   dpFromProto,
   dpToProto,
+  invalidArgument,
   keyFromProto,
   type Logger,
   mspToProto,
@@ -93,7 +94,13 @@ export function bindRootServer(
     pb.RegistryAdminService,
     {
       async createDelegation(req, ctx) {
-        const c = service.createDelegation(ctx.peer.name, keyFromProto(req.key), req.dpId, req.ttlSeconds);
+        const c = service.createDelegation(
+          ctx.peer.name,
+          keyFromProto(req.key),
+          req.dpId,
+          req.ttlSeconds,
+          req.federatedDpIds,
+        );
         audit(log, ctx.peer.name, c.serial, "delegation created");
         return {
           delegation: c.kind === "put_delegation" ? delegationToProto(c.delegation) : undefined,
@@ -101,7 +108,16 @@ export function bindRootServer(
         };
       },
       async updateDelegation(req, ctx) {
-        const c = service.updateDelegation(ctx.peer.name, keyFromProto(req.key), req.dpId, req.ttlSeconds);
+        if (!req.setFederatedDpIds && req.federatedDpIds.length > 0) {
+          throw invalidArgument("federated_dp_ids is only read with set_federated_dp_ids = true");
+        }
+        const c = service.updateDelegation(
+          ctx.peer.name,
+          keyFromProto(req.key),
+          req.dpId,
+          req.ttlSeconds,
+          req.setFederatedDpIds ? req.federatedDpIds : undefined,
+        );
         audit(log, ctx.peer.name, c.serial, "delegation updated");
         return {
           delegation: c.kind === "put_delegation" ? delegationToProto(c.delegation) : undefined,

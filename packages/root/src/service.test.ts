@@ -308,3 +308,79 @@ test("the root re-signs before its signature expires, under a new serial with th
   assert.equal(service.refreshIfDue(), undefined, "the new seal is fresh");
   assert.equal(service.audit(1)[0]?.actor, "(root re-sign)");
 });
+
+test("a range's federated DPs and a DP's federation default are published, signed and survive a restart", () => {
+  const store = openRegistryStore(":memory:");
+  const { service } = setup(store);
+  service.putDp("a", EU);
+  service.putDp("a", { ...US, federation: { defaultMode: "federate", preferredDpIds: ["eu"] } });
+  service.createDelegation("a", key("+1"), "us", 0, ["eu"]);
+  const d = () => service.snapshot().delegations.find((x) => x.id === "e164:1");
+  assert.deepEqual(d()?.federatedDpIds, ["eu"]);
+  // An update that does not name the list keeps it; one that names an empty list clears it.
+  service.updateDelegation("a", key("+1"), "", 60);
+  assert.deepEqual(d()?.federatedDpIds, ["eu"]);
+  // A DP a delegation federates to cannot be removed.
+  assert.throws(
+    () => service.deleteDp("a", "eu"),
+    (e: unknown) =>
+      e instanceof DiscoveryError && e.code === "failed_precondition" && /federated DP/.test(e.message),
+  );
+  const snap = service.snapshot();
+  assert.ok(snap.seal && registrySignatureValid(snap, snap.seal, rootKey.publicKey));
+  const again = setup(store).service.snapshot();
+  assert.deepEqual(again.dps.find((x) => x.id === "us")?.federation, {
+    defaultMode: "federate",
+    preferredDpIds: ["eu"],
+  });
+  assert.deepEqual(again.delegations.find((x) => x.id === "e164:1")?.federatedDpIds, ["eu"]);
+  service.updateDelegation("a", key("+1"), "", 0, []);
+  assert.equal(d()?.federatedDpIds, undefined);
+  service.deleteDp("a", "eu");
+});
+
+test("bad federation edits are refused, naming the problem", () => {
+  const { service } = setup();
+  service.putDp("a", EU);
+  service.putDp("a", US);
+  const before = service.serial();
+  const cases: [() => unknown, string, RegExp][] = [
+    [() => service.createDelegation("a", key("+44"), "eu", 0, ["eu"]), "invalid_argument", /the range's DP/],
+    [
+      () => service.createDelegation("a", key("+44"), "eu", 0, ["nope"]),
+      "failed_precondition",
+      /not registered/,
+    ],
+    [() => service.createDelegation("a", key("+44"), "eu", 0, ["us", "us"]), "invalid_argument", /twice/],
+    [
+      () =>
+        service.createDelegation(
+          "a",
+          key("+44"),
+          "eu",
+          0,
+          Array.from({ length: 33 }, (_, i) => `d${i}`),
+        ),
+      "invalid_argument",
+      /at most 32/,
+    ],
+    [
+      () => service.putDp("a", { ...EU, federation: { defaultMode: "federate", preferredDpIds: ["eu"] } }),
+      "invalid_argument",
+      /prefer the DP itself/,
+    ],
+    [
+      () => service.putDp("a", { ...EU, federation: { defaultMode: "local", preferredDpIds: ["Bad Id"] } }),
+      "invalid_argument",
+      /preferred DP id/,
+    ],
+  ];
+  for (const [f, code, reason] of cases) {
+    assert.throws(
+      f,
+      (e: unknown) => e instanceof DiscoveryError && e.code === code && reason.test(e.message),
+      String(reason),
+    );
+  }
+  assert.equal(service.serial(), before);
+});

@@ -8,7 +8,9 @@ import {
   DiscoveryError,
   type DpInfo,
   delegationId,
+  type FederationPolicy,
   invalidArgument,
+  MAX_FEDERATED_DPS,
   type MspInfo,
   parseCsi,
   type RegistryChange,
@@ -46,8 +48,22 @@ export interface RootService {
   /** Registers a callback run after every committed change; returns the unsubscribe function. */
   subscribe(listener: () => void): () => void;
   refer(csi: string): Referral | undefined;
-  createDelegation(actor: string, key: DelegationKey, dpId: string, ttlSeconds: number): RegistryChange;
-  updateDelegation(actor: string, key: DelegationKey, dpId: string, ttlSeconds: number): RegistryChange;
+  /** `federated`: the range's federated DPs (Delegation.federatedDpIds), each registered. */
+  createDelegation(
+    actor: string,
+    key: DelegationKey,
+    dpId: string,
+    ttlSeconds: number,
+    federated?: readonly string[],
+  ): RegistryChange;
+  /** An empty dpId or a 0 TTL keeps the current one; an undefined `federated` keeps the current list. */
+  updateDelegation(
+    actor: string,
+    key: DelegationKey,
+    dpId: string,
+    ttlSeconds: number,
+    federated?: readonly string[],
+  ): RegistryChange;
   deleteDelegation(actor: string, key: DelegationKey): RegistryChange;
   listDelegations(): { delegations: readonly Delegation[]; serial: bigint };
   putDp(actor: string, dp: DpInfo): RegistryChange;
@@ -131,6 +147,21 @@ export function createRootService({
     }
   };
 
+  // A range's federated DPs: registered, each once, at most MAX_FEDERATED_DPS, never its own DP.
+  const requireFederated = (d: Delegation) => {
+    const ids = d.federatedDpIds ?? [];
+    if (ids.length > MAX_FEDERATED_DPS) {
+      throw invalidArgument(`a delegation names at most ${MAX_FEDERATED_DPS} federated DPs`);
+    }
+    if (new Set(ids).size !== ids.length) throw invalidArgument("a federated DP is named twice");
+    for (const f of ids) {
+      if (f === d.dpId) {
+        throw invalidArgument(`DP "${f}" is the range's DP; it cannot also be one of its federated DPs`);
+      }
+      requireDp(f);
+    }
+  };
+
   const ttlOf = (ttlSeconds: number, fallback: number) => {
     if (ttlSeconds < 0 || ttlSeconds > MAX_TTL_SECONDS) {
       throw invalidArgument(`ttl_seconds must be at most ${MAX_TTL_SECONDS}`);
@@ -149,14 +180,16 @@ export function createRootService({
       return () => listeners.delete(listener);
     },
     refer: (csi) => referIn(view, csi),
-    createDelegation(actor, key, dpId, ttlSeconds) {
+    createDelegation(actor, key, dpId, ttlSeconds, federated = []) {
       const id = delegationId(key);
       const ttl = ttlOf(ttlSeconds, defaultDelegationTtlSeconds);
+      const delegation = withFederated({ id, key, dpId, ttlSeconds: ttl }, federated);
       return commit(
         actor,
-        (serial) => ({ serial, kind: "put_delegation", delegation: { id, key, dpId, ttlSeconds: ttl } }),
+        (serial) => ({ serial, kind: "put_delegation", delegation }),
         () => {
           requireDp(dpId);
+          requireFederated(delegation);
           if (store.delegation(id)) {
             throw new DiscoveryError("already_exists", `${id} is already delegated; change it with update`);
           }
@@ -172,16 +205,23 @@ export function createRootService({
         },
       );
     },
-    updateDelegation(actor, key, dpId, ttlSeconds) {
+    updateDelegation(actor, key, dpId, ttlSeconds, federated) {
       const id = delegationId(key);
       const current = store.delegation(id);
       if (!current) throw new DiscoveryError("not_found", `${id} is not delegated`);
       const ttl = ttlOf(ttlSeconds, current.ttlSeconds);
       const dp = dpId === "" ? current.dpId : dpId;
+      const delegation = withFederated(
+        { id, key, dpId: dp, ttlSeconds: ttl },
+        federated ?? current.federatedDpIds ?? [],
+      );
       return commit(
         actor,
-        (serial) => ({ serial, kind: "put_delegation", delegation: { id, key, dpId: dp, ttlSeconds: ttl } }),
-        () => requireDp(dp),
+        (serial) => ({ serial, kind: "put_delegation", delegation }),
+        () => {
+          requireDp(dp);
+          requireFederated(delegation);
+        },
       );
     },
     deleteDelegation(actor, key) {
@@ -214,6 +254,7 @@ export function createRootService({
         dp.signingPublicKey.length > 0
           ? dp.signingPublicKey
           : (store.dp(dp.id)?.signingPublicKey ?? new Uint8Array(0));
+      if (dp.federation) checkPolicy(dp.id, dp.federation);
       const clean: DpInfo = { ...dp, endpoints: [...dp.endpoints], signingPublicKey: key };
       return commit(actor, (serial) => ({ serial, kind: "put_dp", dp: clean }));
     },
@@ -227,7 +268,7 @@ export function createRootService({
           if (used.length > 0) {
             throw new DiscoveryError(
               "failed_precondition",
-              `DP "${id}" still holds ${used.length} delegation(s), e.g. ${used[0]?.id}; move or delete them first`,
+              `DP "${id}" is still named by ${used.length} delegation(s) as their DP or a federated DP, e.g. ${used[0]?.id}; move or delete them first`,
             );
           }
         },
@@ -262,6 +303,25 @@ export function createRootService({
 export function referIn(view: RegistryView, csi: string): Referral | undefined {
   const delegation = view.find(parseCsi(csi).key);
   return delegation && { delegation, dp: view.dp(delegation.dpId), serial: view.serial };
+}
+
+/** A delegation with its federated DPs (the field left out when there are none). */
+function withFederated(d: Delegation, federated: readonly string[]): Delegation {
+  return federated.length > 0 ? { ...d, federatedDpIds: [...federated] } : d;
+}
+
+/** A DP's published federation default: known ids, each once, at most MAX_FEDERATED_DPS. */
+function checkPolicy(dpId: string, p: FederationPolicy): void {
+  if (p.preferredDpIds.length > MAX_FEDERATED_DPS) {
+    throw invalidArgument(`a DP's policy prefers at most ${MAX_FEDERATED_DPS} federated DPs`);
+  }
+  if (new Set(p.preferredDpIds).size !== p.preferredDpIds.length) {
+    throw invalidArgument("the policy names a preferred DP twice");
+  }
+  for (const id of p.preferredDpIds) {
+    checkId("preferred DP id", id);
+    if (id === dpId) throw invalidArgument("a DP's policy cannot prefer the DP itself");
+  }
 }
 
 function checkId(what: string, id: string): void {

@@ -8,6 +8,7 @@ import {
   type DelegationKey,
   DiscoveryError,
   type DpInfo,
+  type FederationPolicy,
   hex64,
   type MspInfo,
   type RegistryChange,
@@ -18,6 +19,18 @@ import {
   sqliteFilesOf,
 } from "@mimi/core";
 import Database from "better-sqlite3";
+import {
+  type ChangeRow,
+  changeOf,
+  type DelegationRow,
+  type DpRow,
+  delegationOf,
+  delegationRow,
+  dpOf,
+  jsonBigint,
+  type MspRow,
+  mspOf,
+} from "./store-rows.js";
 
 /** One audited change: who, when, what. */
 export interface AuditEntry {
@@ -67,17 +80,11 @@ const MIGRATIONS: readonly string[] = [
      serial INTEGER NOT NULL,
      signature BLOB NOT NULL
    ) STRICT;`,
+  // v4: federation (D4, R11): a delegation's federated DPs (a JSON list of ids) and a DP's
+  // published default behaviour (JSON; empty for the default, LOCAL with no preference).
+  `ALTER TABLE delegations ADD COLUMN federated TEXT NOT NULL DEFAULT '[]';
+   ALTER TABLE dps ADD COLUMN federation TEXT NOT NULL DEFAULT '';`,
 ];
-
-interface DelegationRow {
-  id: string;
-  kind: "e164" | "email";
-  e164_prefix: string | null;
-  hash_first: string | null;
-  hash_last: string | null;
-  dp_id: string;
-  ttl_seconds: number;
-}
 
 /**
  * The registry store. A primary writes through `commit`, which assigns the next serial; a
@@ -95,6 +102,7 @@ export interface RegistryStore {
   delegation(id: string): Delegation | undefined;
   dp(id: string): DpInfo | undefined;
   msp(id: string): MspInfo | undefined;
+  /** Delegations naming `dpId` as their DP or as one of their federated DPs. */
   delegationsOf(dpId: string): Delegation[];
   /** Email-range delegations overlapping [first, last]. */
   emailOverlaps(first: bigint, last: bigint): Delegation[];
@@ -176,25 +184,29 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
     resetMspIndex: db.prepare<[number]>("UPDATE meta SET v = ? WHERE k = 'next_msp_index'"),
     delegations: db.prepare<[], DelegationRow>("SELECT * FROM delegations ORDER BY id"),
     delegation: db.prepare<[string], DelegationRow>("SELECT * FROM delegations WHERE id = ?"),
-    delegationsOf: db.prepare<[string], DelegationRow>(
-      "SELECT * FROM delegations WHERE dp_id = ? ORDER BY id",
+    delegationsOf: db.prepare<[{ dp: string }], DelegationRow>(
+      // As the range's DP or one of its federated DPs.
+      `SELECT * FROM delegations
+       WHERE dp_id = @dp OR EXISTS (SELECT 1 FROM json_each(delegations.federated) WHERE value = @dp)
+       ORDER BY id`,
     ),
     overlaps: db.prepare<[string, string], DelegationRow>(
       "SELECT * FROM delegations WHERE kind = 'email' AND hash_first <= ? AND hash_last >= ?",
     ),
     putDelegation: db.prepare(
-      `INSERT INTO delegations (id, kind, e164_prefix, hash_first, hash_last, dp_id, ttl_seconds)
-       VALUES (@id, @kind, @e164_prefix, @hash_first, @hash_last, @dp_id, @ttl_seconds)
-       ON CONFLICT (id) DO UPDATE SET dp_id = excluded.dp_id, ttl_seconds = excluded.ttl_seconds`,
+      `INSERT INTO delegations (id, kind, e164_prefix, hash_first, hash_last, dp_id, ttl_seconds, federated)
+       VALUES (@id, @kind, @e164_prefix, @hash_first, @hash_last, @dp_id, @ttl_seconds, @federated)
+       ON CONFLICT (id) DO UPDATE SET dp_id = excluded.dp_id, ttl_seconds = excluded.ttl_seconds,
+         federated = excluded.federated`,
     ),
     deleteDelegation: db.prepare<[string]>("DELETE FROM delegations WHERE id = ?"),
     dps: db.prepare<[], DpRow>("SELECT * FROM dps ORDER BY id"),
     dp: db.prepare<[string], DpRow>("SELECT * FROM dps WHERE id = ?"),
     putDp: db.prepare(
-      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key)
-       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key)
+      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key, federation)
+       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key, @federation)
        ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, tls_identity = excluded.tls_identity,
-         jurisdiction = excluded.jurisdiction, signing_key = excluded.signing_key`,
+         jurisdiction = excluded.jurisdiction, signing_key = excluded.signing_key, federation = excluded.federation`,
     ),
     deleteDp: db.prepare<[string]>("DELETE FROM dps WHERE id = ?"),
     msps: db.prepare<[], MspRow>("SELECT * FROM msps ORDER BY idx"),
@@ -237,6 +249,7 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
           tls_identity: c.dp.tlsIdentity,
           jurisdiction: c.dp.jurisdiction,
           signing_key: Buffer.from(c.dp.signingPublicKey),
+          federation: c.dp.federation ? JSON.stringify(c.dp.federation) : "",
         });
         break;
       case "delete_dp":
@@ -343,7 +356,7 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
       const r = q.msp.get(id);
       return r && mspOf(r);
     },
-    delegationsOf: (dpId) => q.delegationsOf.all(dpId).map(delegationOf),
+    delegationsOf: (dpId) => q.delegationsOf.all({ dp: dpId }).map(delegationOf),
     emailOverlaps: (first, last) => q.overlaps.all(hex64(last), hex64(first)).map(delegationOf),
     nextMspIndex: () => q.nextMspIndex.get()?.v ?? 0,
     commit: (actor, atMs, make, check) => {
@@ -410,88 +423,4 @@ function migrate(db: Database.Database): void {
     for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
     db.pragma(`user_version = ${MIGRATIONS.length}`);
   })();
-}
-
-interface DpRow {
-  id: string;
-  endpoints: string;
-  tls_identity: string;
-  jurisdiction: string;
-  signing_key: Buffer;
-}
-interface MspRow {
-  id: string;
-  name: string;
-  idx: number;
-  signing_key: Buffer;
-}
-interface ChangeRow {
-  serial: number;
-  at_ms: number;
-  actor: string;
-  body: string;
-  signature: Buffer;
-}
-
-function delegationRow(d: Delegation): DelegationRow {
-  return {
-    id: d.id,
-    kind: d.key.kind,
-    e164_prefix: d.key.kind === "e164" ? d.key.prefix : null,
-    hash_first: d.key.kind === "email" ? hex64(d.key.first) : null,
-    hash_last: d.key.kind === "email" ? hex64(d.key.last) : null,
-    dp_id: d.dpId,
-    ttl_seconds: d.ttlSeconds,
-  };
-}
-
-function delegationOf(r: DelegationRow): Delegation {
-  const key: DelegationKey =
-    r.kind === "e164"
-      ? { kind: "e164", prefix: r.e164_prefix ?? "" }
-      : { kind: "email", first: BigInt(`0x${r.hash_first}`), last: BigInt(`0x${r.hash_last}`) };
-  return { id: r.id, key, dpId: r.dp_id, ttlSeconds: r.ttl_seconds };
-}
-
-function dpOf(r: DpRow): DpInfo {
-  return {
-    id: r.id,
-    endpoints: JSON.parse(r.endpoints),
-    tlsIdentity: r.tls_identity,
-    jurisdiction: r.jurisdiction,
-    signingPublicKey: new Uint8Array(r.signing_key),
-  };
-}
-
-function mspOf(r: MspRow): MspInfo {
-  return { id: r.id, name: r.name, index: r.idx, signingPublicKey: new Uint8Array(r.signing_key) };
-}
-
-// Change bodies are JSON; 64-bit values (serials, hash bounds) and byte strings (keys) are
-// tagged strings. Bodies written before keys existed lack them; they read as empty keys.
-function jsonBigint(this: Record<string, unknown>, key: string, v: unknown): unknown {
-  if (typeof v === "bigint") return { $u64: v.toString() };
-  // Read the holder's own value: a Buffer (as grpc-js hands bytes over) has already been
-  // turned into {type, data} by its toJSON when `v` arrives.
-  const raw = this[key];
-  if (raw instanceof Uint8Array) return { $b64: Buffer.from(raw).toString("base64") };
-  return v;
-}
-
-function changeOf(body: string): RegistryChange {
-  const c = JSON.parse(body, (_k, v) => {
-    if (v && typeof v === "object") {
-      const tagged = v as { $u64?: unknown; $b64?: unknown };
-      if (typeof tagged.$u64 === "string") return BigInt(tagged.$u64);
-      if (typeof tagged.$b64 === "string") return new Uint8Array(Buffer.from(tagged.$b64, "base64"));
-    }
-    return v;
-  }) as RegistryChange;
-  if (c.kind === "put_dp" && !c.dp.signingPublicKey) {
-    return { ...c, dp: { ...c.dp, signingPublicKey: new Uint8Array(0) } };
-  }
-  if (c.kind === "put_msp" && !c.msp.signingPublicKey) {
-    return { ...c, msp: { ...c.msp, signingPublicKey: new Uint8Array(0) } };
-  }
-  return c;
 }

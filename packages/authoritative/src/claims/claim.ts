@@ -15,6 +15,9 @@ import type { CompleteResult } from "./types.js";
  */
 function peersOf(ctx: ClaimsContext, csi: string): string[] {
   const key = parseCsi(csi).key;
+  // Only the DP the range is delegated to asks (peers accept no one else); a federated DP's
+  // first mappings ask nobody, and federated DPs are never asked (they hold mappings of their own).
+  if (ctx.registry.find(key)?.dpId !== ctx.dpId) return [];
   const ids = ctx.registry.covering(key).map((d) => d.dpId);
   return [...new Set(ids)].filter((id) => id !== ctx.dpId);
 }

@@ -39,6 +39,14 @@ export function invalidateOlder(
       `DP "${caller.id}" is not delegated this CSI (the registry delegates it to ${d ? `"${d.dpId}"` : "no DP"}); only that DP may ask peers to de-list older mappings`,
     );
   }
+  // A federated DP of the range holds live mappings of its own beside the delegated DP's (D4);
+  // R18's de-listing is for mappings left from before a range was carved out, not for those.
+  if ((d.federatedDpIds ?? []).includes(ctx.dpId)) {
+    throw new DiscoveryError(
+      "failed_precondition",
+      `this DP ("${ctx.dpId}") is a federated DP of ${d.id}: its mappings there are its own and are not de-listed by the range's DP`,
+    );
+  }
   const problem = mappingProblem(csi.uri, m, registryKeys(registry), ctx.clock());
   if (problem) throw invalidArgument(`the new mapping does not verify: ${problem}`);
   const r = decodeMappingRecord((m.signed as { record: Uint8Array }).record);

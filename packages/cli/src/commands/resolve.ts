@@ -5,14 +5,19 @@ import {
   answerProblem,
   bitsSet,
   type Csi,
+  type FederationQuery,
+  federatedAnswerProblem,
+  federationFromProto,
   type LookupParams,
   parseCsi,
   pb,
   RegistryView,
   receivedAnswerFromProto,
+  receivedFederatedFromProto,
   registrySignatureValid,
   registryTrust,
   sealProblem,
+  selectedDps,
   snapshotFromProto,
 } from "@mimi/core";
 import { devSigningKeyPaths } from "@mimi/devnet/paths";
@@ -44,6 +49,13 @@ export function addResolveCommand(program: Command): void {
         'only mappings with this preference tag, e.g. "Business"; "Default" for the default',
       )
       .option(
+        "--federate",
+        "federate (R10): also ask the federated DPs of the CSI's range (those the range's DP prefers, unless --dp or --all-dps) and merge their answers",
+      )
+      .option("--local", "do not federate, whatever the range's DP publishes as its default")
+      .option("--dp <id...>", "with --federate: ask exactly these federated DPs")
+      .option("--all-dps", "with --federate: ask every federated DP of the range")
+      .option(
         "--verify",
         "check the answer end to end against the registry, whose signature is checked with the pinned root key: the DP's seal over the answer (denials included), each mapping's holder and MSP signatures, an opt-out's signed statement",
       )
@@ -74,10 +86,15 @@ export function addResolveCommand(program: Command): void {
         root: string;
         rootKey?: string;
         explain?: boolean;
+        federate?: boolean;
+        local?: boolean;
+        dp?: string[];
+        allDps?: boolean;
       },
       cmd: Command,
     ) => {
       const csi = csiArg(csiText);
+      const federation = federationArgs(o);
       // Explain is for the resolver's operators: connect as one unless told otherwise.
       if (o.explain && cmd.getOptionValueSource("identity") === "default") o.identity = "admin";
       if (o.tag !== undefined && (o.tag === "" || o.tag.length > 32))
@@ -98,6 +115,7 @@ export function addResolveCommand(program: Command): void {
               tag: o.tag ?? "",
             },
             explain: o.explain === true,
+            ...(federation && { federation }),
           },
           { timeoutMs },
         );
@@ -119,7 +137,10 @@ export function addResolveCommand(program: Command): void {
         mspFilter: o.msp ?? [],
         tag: o.tag ?? "",
       };
-      const verdict = rootKey ? await verifyAnswer(parseCsi(csi), a, params, rootKey, o) : undefined;
+      const verdict = rootKey
+        ? await verifyAnswer(parseCsi(csi), res, params, federationFromProto(federation), rootKey, o)
+        : undefined;
+      const sources = res.federation?.sources ?? [];
       const bits = a?.compactMspBits ?? new Uint8Array();
       if (o.json) {
         json({
@@ -128,7 +149,10 @@ export function addResolveCommand(program: Command): void {
           stale: res.stale,
           ttlSeconds: a?.ttlSeconds ?? 0,
           dpIds: a?.dpIds ?? [],
-          mappings,
+          mappings: mappings.map((m, i) => ({ ...m, ...(res.federation && { dp: a?.mappings[i]?.dpId }) })),
+          ...(res.federation && {
+            federation: { partial: res.federation.partial, sources: sources.map(sourceJson) },
+          }),
           compact: { hex: Buffer.from(bits).toString("hex"), mspIndexes: bitsSet(bits) },
           ...(verdict && { verified: verdict.problem === undefined, verification: verdict.text }),
           ...(res.explanation && { explanation: explanationJson(res.explanation) }),
@@ -139,10 +163,19 @@ export function addResolveCommand(program: Command): void {
         out(`${csi}: ${what}${res.stale ? " (STALE)" : ""} (ttl ${a?.ttlSeconds ?? 0}s${from})`);
         mappings.forEach((m, i) => {
           const tags = [...(m.default ? ["Default"] : []), ...m.tags];
+          const at = res.federation ? `, at DP ${a?.mappings[i]?.dpId}` : "";
           out(
-            `  ${i + 1}. ${m.msp}  ${m.ssi}${tags.length ? `  [${tags.join(", ")}]` : ""}  (proof ${m.proofMethod || "unknown"})`,
+            `  ${i + 1}. ${m.msp}  ${m.ssi}${tags.length ? `  [${tags.join(", ")}]` : ""}  (proof ${m.proofMethod || "unknown"}${at})`,
           );
         });
+        if (res.federation) {
+          out(`  federated${res.federation.partial ? " (PARTIAL: not every DP answered)" : ""}:`);
+          for (const s of sources.map(sourceJson)) {
+            const what =
+              s.outcome === "answered" ? s.status : `${s.outcome}${s.failure ? `: ${s.failure}` : ""}`;
+            out(`    DP ${s.dp}${s.authoritative ? " (authoritative)" : ""}: ${what}`);
+          }
+        }
         if (o.compact)
           out(
             `  compact: ${Buffer.from(bits).toString("hex") || "(empty)"} -> MSP indexes ${bitsSet(bits).join(", ") || "none"}`,
@@ -155,6 +188,37 @@ export function addResolveCommand(program: Command): void {
   );
 
   /** The text of a lookup status; unknown values are named by number. */
+}
+
+/** The --federate, --local, --dp and --all-dps flags as FederationOptions; undefined when none is given. */
+function federationArgs(o: { federate?: boolean; local?: boolean; dp?: string[]; allDps?: boolean }) {
+  if (o.federate && o.local) throw new UsageError("--federate and --local contradict each other");
+  if ((o.dp || o.allDps) && !o.federate) throw new UsageError("--dp and --all-dps go with --federate");
+  if (o.dp && o.allDps) throw new UsageError("--dp and --all-dps contradict each other");
+  if (!o.federate && !o.local) return undefined;
+  const S = pb.FederationOptions_DpSelection;
+  return {
+    mode: o.federate ? pb.FederationMode.FEDERATE : pb.FederationMode.LOCAL,
+    dps: o.dp ? S.LISTED : o.allDps ? S.ALL : S.UNSPECIFIED,
+    dpIds: o.dp ?? [],
+  };
+}
+
+const OUTCOME_TEXT: Record<number, string> = {
+  [pb.DpSource_Outcome.ANSWERED]: "answered",
+  [pb.DpSource_Outcome.FAILED]: "failed",
+  [pb.DpSource_Outcome.OVER_LIMIT]: "over the fan-out limit",
+};
+
+/** One DP of a federated answer, for printing. */
+function sourceJson(s: pb.DpSource) {
+  return {
+    dp: s.dpId,
+    authoritative: s.authoritative,
+    outcome: OUTCOME_TEXT[s.outcome] ?? `unknown ${s.outcome}`,
+    ...(s.outcome === pb.DpSource_Outcome.ANSWERED && { status: statusText(s.status) }),
+    ...(s.failure && { failure: s.failure }),
+  };
 }
 
 function statusText(s: pb.LookupStatus | undefined): string {
@@ -178,12 +242,14 @@ function statusText(s: pb.LookupStatus | undefined): string {
  */
 async function verifyAnswer(
   csi: Csi,
-  answer: pb.Answer | undefined,
+  res: pb.ResolveResponse,
   params: LookupParams,
+  query: FederationQuery,
   rootKey: Uint8Array,
   o: TlsFlags & { root: string },
 ): Promise<{ problem?: string; text: string }> {
   const fail = (problem: string) => ({ problem, text: `verification failed: ${problem}` });
+  const answer = res.answer;
   if (!answer) return fail("the resolver sent no answer");
   const ch = connect(o.root, o, "root");
   let snapshot: pb.RegistrySnapshot | undefined;
@@ -204,6 +270,34 @@ async function verifyAnswer(
   if (expired) return fail(expired);
   const view = new RegistryView();
   view.replace(registry);
+  const chain = `chained to the root key (registry serial ${registry.serial})`;
+  // Which DPs the query selects, by the registry: a resolver may not leave one out unsaid, nor
+  // answer a federating query locally.
+  const delegation = view.find(csi.key);
+  const selected = delegation && selectedDps(view, delegation, query);
+  if (selected && !res.federation)
+    return fail(`the query federates to [${selected.join(", ")}], but the answer is local`);
+  if (!selected && res.federation) return fail("the answer is federated, but the query does not federate");
+  if (res.federation && selected) {
+    let fed: ReturnType<typeof receivedFederatedFromProto>;
+    try {
+      fed = receivedFederatedFromProto(res);
+    } catch (err) {
+      return fail((err as Error).message);
+    }
+    if (!fed) return fail("the resolver sent no answer");
+    const r = federatedAnswerProblem(csi, fed, params, registryTrust(view), now, selected);
+    if ("problem" in r) return fail(r.problem);
+    const answered = fed.sources.filter((s) => s.outcome === "answered").map((s) => s.dpId);
+    const partial = fed.partial
+      ? " (PARTIAL: not every DP answered)"
+      : r.complete
+        ? ""
+        : " (a tag filter: completeness cannot be shown)";
+    return {
+      text: `verified: the merge of the sealed answers of DP(s) ${answered.join(", ")}, each seal valid, ${chain}${partial}`,
+    };
+  }
   let received: ReturnType<typeof receivedAnswerFromProto>;
   try {
     received = receivedAnswerFromProto(answer);
@@ -212,7 +306,6 @@ async function verifyAnswer(
   }
   const r = answerProblem(csi, received, params, registryTrust(view), now);
   if ("problem" in r) return fail(r.problem);
-  const chain = `chained to the root key (registry serial ${registry.serial})`;
   if (!r.seal) return { text: `verified: no delegation covers this CSI in the registry ${chain}` };
   const until = new Date(r.seal.expiresAtMs).toISOString();
   const what =

@@ -29,20 +29,28 @@ export function addRootCommands(program: Command): void {
   addTlsOptions(
     rootAddr(delegation.command("add").description("delegate a key to a DP").argument("<key>", KEY_HELP))
       .requiredOption("--dp <id>", "the DP that serves the key")
-      .option("--ttl <seconds>", "delegation TTL in seconds; 0 takes the root's default", "0"),
+      .option("--ttl <seconds>", "delegation TTL in seconds; 0 takes the root's default", "0")
+      .option("--federated <id...>", "DPs that may also hold mappings for the key's range (federation)"),
     "admin",
-  ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
-    const { ch, api, opts } = admin(o);
-    try {
-      const r = await api.createDelegation(
-        { key: keyArg(key), dpId: o.dp, ttlSeconds: count("--ttl", o.ttl, 0, 604_800) },
-        opts,
-      );
-      out(`added ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
-    } finally {
-      ch.close();
-    }
-  });
+  ).action(
+    async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string; federated?: string[] }) => {
+      const { ch, api, opts } = admin(o);
+      try {
+        const r = await api.createDelegation(
+          {
+            key: keyArg(key),
+            dpId: o.dp,
+            ttlSeconds: count("--ttl", o.ttl, 0, 604_800),
+            federatedDpIds: o.federated ?? [],
+          },
+          opts,
+        );
+        out(`added ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
+      } finally {
+        ch.close();
+      }
+    },
+  );
   addTlsOptions(
     rootAddr(
       delegation
@@ -51,20 +59,35 @@ export function addRootCommands(program: Command): void {
         .argument("<key>", KEY_HELP),
     )
       .option("--dp <id>", "the DP that serves the key (default: unchanged)", "")
-      .option("--ttl <seconds>", "new TTL in seconds; 0 keeps the current one", "0"),
+      .option("--ttl <seconds>", "new TTL in seconds; 0 keeps the current one", "0")
+      .option("--federated <id...>", "the range's federated DPs from now on (default: unchanged)")
+      .option("--no-federated", "the range has no federated DPs from now on"),
     "admin",
-  ).action(async (key: string, o: TlsFlags & { root: string; dp: string; ttl: string }) => {
-    const { ch, api, opts } = admin(o);
-    try {
-      const r = await api.updateDelegation(
-        { key: keyArg(key), dpId: o.dp, ttlSeconds: count("--ttl", o.ttl, 0, 604_800) },
-        opts,
-      );
-      out(`updated ${r.delegation?.id} -> ${o.dp} (serial ${r.serial})`);
-    } finally {
-      ch.close();
-    }
-  });
+  ).action(
+    async (
+      key: string,
+      o: TlsFlags & { root: string; dp: string; ttl: string; federated?: string[] | boolean },
+    ) => {
+      const { ch, api, opts } = admin(o);
+      try {
+        // Commander gives true when neither flag is given (the --no- flag's default), false for --no-federated.
+        const federated = Array.isArray(o.federated) ? o.federated : o.federated === false ? [] : undefined;
+        const r = await api.updateDelegation(
+          {
+            key: keyArg(key),
+            dpId: o.dp,
+            ttlSeconds: count("--ttl", o.ttl, 0, 604_800),
+            federatedDpIds: federated ?? [],
+            setFederatedDpIds: federated !== undefined,
+          },
+          opts,
+        );
+        out(`updated ${r.delegation?.id} -> ${r.delegation?.dpId} (serial ${r.serial})`);
+      } finally {
+        ch.close();
+      }
+    },
+  );
   addTlsOptions(
     rootAddr(delegation.command("remove").description("remove a delegation").argument("<key>", KEY_HELP)),
     "admin",
@@ -92,13 +115,16 @@ export function addRootCommands(program: Command): void {
             key: keyText(d.key),
             dp: d.dpId,
             ttlSeconds: d.ttlSeconds,
+            federated: d.federatedDpIds,
           })),
         });
         return;
       }
       out(`serial ${r.serial}`);
       for (const d of r.delegations)
-        out(`  ${keyText(d.key).padEnd(40)} -> ${d.dpId}  (ttl ${d.ttlSeconds}s)`);
+        out(
+          `  ${keyText(d.key).padEnd(40)} -> ${d.dpId}  (ttl ${d.ttlSeconds}s)${federatedText(d.federatedDpIds)}`,
+        );
     } finally {
       ch.close();
     }
@@ -113,6 +139,14 @@ export function addRootCommands(program: Command): void {
       .option(
         "--signing-key <file>",
         "the DP's Ed25519 public key file, or its private key PEM (default: keep the key the registry has)",
+      )
+      .option(
+        "--federation <mode>",
+        'what queries for its ranges do by default (R11): "local" or "federate" (default: keep the published policy)',
+      )
+      .option(
+        "--prefer <id...>",
+        "the federated DPs it prefers asked, in order (default: keep; with --federation alone: none)",
       ),
     "admin",
   ).action(
@@ -124,17 +158,32 @@ export function addRootCommands(program: Command): void {
         tlsIdentity: string;
         jurisdiction: string;
         signingKey?: string;
+        federation?: string;
+        prefer?: string[];
       },
     ) => {
       const given = o.signingKey !== undefined ? publicKeyArg("--signing-key", o.signingKey) : undefined;
+      if (o.federation !== undefined && o.federation !== "local" && o.federation !== "federate") {
+        throw new UsageError('--federation must be "local" or "federate"');
+      }
       const { ch, api, opts } = admin(o);
       try {
-        // PutDp replaces the whole record, so a key not given is carried over rather than dropped.
-        const key =
-          given ??
-          (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find((d) => d.id === id)
-            ?.signingPublicKey ??
-          new Uint8Array(0);
+        // PutDp replaces the whole record, so a key or policy not given is carried over rather than dropped.
+        const current =
+          given && (o.federation !== undefined || o.prefer !== undefined)
+            ? undefined
+            : (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find((d) => d.id === id);
+        const key = given ?? current?.signingPublicKey ?? new Uint8Array(0);
+        const federation =
+          o.federation === undefined && o.prefer === undefined
+            ? current?.federation
+            : {
+                defaultMode:
+                  (o.federation ?? "local") === "federate"
+                    ? pb.FederationMode.FEDERATE
+                    : pb.FederationMode.LOCAL,
+                preferredDpIds: o.prefer ?? [],
+              };
         const r = await api.putDp(
           {
             dp: {
@@ -143,6 +192,7 @@ export function addRootCommands(program: Command): void {
               tlsIdentity: o.tlsIdentity,
               jurisdiction: o.jurisdiction,
               signingPublicKey: key,
+              ...(federation && { federation }),
             },
           },
           opts,
@@ -209,6 +259,7 @@ export function addRootCommands(program: Command): void {
           key: keyText(d.key),
           dp: d.dpId,
           ttlSeconds: d.ttlSeconds,
+          federated: d.federatedDpIds,
         })),
         dps: (s?.dps ?? []).map((d) => ({
           id: d.id,
@@ -216,6 +267,10 @@ export function addRootCommands(program: Command): void {
           tlsIdentity: d.tlsIdentity,
           jurisdiction: d.jurisdiction,
           signingKey: fingerprint(d.signingPublicKey),
+          federation: {
+            defaultMode: d.federation?.defaultMode === pb.FederationMode.FEDERATE ? "federate" : "local",
+            preferred: d.federation?.preferredDpIds ?? [],
+          },
         })),
         msps: (s?.msps ?? []).map((m) => ({
           id: m.id,
@@ -230,11 +285,11 @@ export function addRootCommands(program: Command): void {
       }
       out(`serial ${view.serial}`);
       out("delegations:");
-      for (const d of view.delegations) out(`  ${d.key.padEnd(40)} -> ${d.dp}`);
+      for (const d of view.delegations) out(`  ${d.key.padEnd(40)} -> ${d.dp}${federatedText(d.federated)}`);
       out("DPs:");
       for (const d of view.dps)
         out(
-          `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} key ${d.signingKey.padEnd(8)}  ${d.endpoints.join(" ")}`,
+          `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} key ${d.signingKey.padEnd(8)}  ${d.endpoints.join(" ")}  (${d.federation.defaultMode}${d.federation.preferred.length ? `, prefers ${d.federation.preferred.join(", ")}` : ""})`,
         );
       out("MSPs:");
       for (const m of view.msps)
@@ -286,4 +341,9 @@ function describeChange(change: pb.RegistryChange | undefined): string {
     default:
       return "(empty change)";
   }
+}
+
+/** ", federated: a, b" for a delegation with federated DPs; "" without. */
+function federatedText(ids: readonly string[]): string {
+  return ids.length > 0 ? `  federated: ${ids.join(", ")}` : "";
 }

@@ -17,6 +17,7 @@ import {
   type Delegation,
   type DelegationKey,
   type DpInfo,
+  type FederationPolicy,
   type MspInfo,
   type RegistryChange,
   type RegistryData,
@@ -29,12 +30,15 @@ import {
   type AnswerSchema,
   DelegationKeySchema,
   type DpRecord,
+  FederationMode,
+  FederationPolicySchema,
   type LookupOptions,
   LookupStatus,
   type MappingSchema,
   type MspRecord,
   type RegistryChange as PbChange,
   type Delegation as PbDelegation,
+  type FederationPolicy as PbFederationPolicy,
   AnswerFormat as PbFormat,
   type DelegationKey as PbKey,
   type Mapping as PbMapping,
@@ -66,11 +70,37 @@ export function delegationToProto(d: Delegation) {
     key: create(DelegationKeySchema, keyToProto(d.key)),
     dpId: d.dpId,
     ttlSeconds: d.ttlSeconds,
+    federatedDpIds: [...(d.federatedDpIds ?? [])],
   };
 }
 
 function delegationFromProto(d: PbDelegation): Delegation {
-  return { id: d.id, key: keyFromProto(d.key), dpId: d.dpId, ttlSeconds: d.ttlSeconds };
+  return {
+    id: d.id,
+    key: keyFromProto(d.key),
+    dpId: d.dpId,
+    ttlSeconds: d.ttlSeconds,
+    ...(d.federatedDpIds.length > 0 && { federatedDpIds: Object.freeze([...d.federatedDpIds]) }),
+  };
+}
+
+const MODE_TO_PROTO = { local: FederationMode.LOCAL, federate: FederationMode.FEDERATE } as const;
+
+/** A policy as the wire carries it (absent for the default, LOCAL with no preference). */
+export function policyToProto(p: FederationPolicy | undefined) {
+  if (!p || (p.defaultMode === "local" && p.preferredDpIds.length === 0)) return undefined;
+  return create(FederationPolicySchema, {
+    defaultMode: MODE_TO_PROTO[p.defaultMode],
+    preferredDpIds: [...p.preferredDpIds],
+  });
+}
+
+/** A policy from the wire; undefined for the default one. */
+export function policyFromProto(p: PbFederationPolicy | undefined): FederationPolicy | undefined {
+  if (!p) return undefined;
+  const mode = p.defaultMode === FederationMode.FEDERATE ? "federate" : "local";
+  if (mode === "local" && p.preferredDpIds.length === 0) return undefined;
+  return Object.freeze({ defaultMode: mode, preferredDpIds: Object.freeze([...p.preferredDpIds]) });
 }
 
 export function dpToProto(d: DpInfo) {
@@ -80,16 +110,19 @@ export function dpToProto(d: DpInfo) {
     tlsIdentity: d.tlsIdentity,
     jurisdiction: d.jurisdiction,
     signingPublicKey: d.signingPublicKey,
+    federation: policyToProto(d.federation),
   };
 }
 
 export function dpFromProto(d: DpRecord): DpInfo {
+  const federation = policyFromProto(d.federation);
   return {
     id: d.id,
     endpoints: [...d.endpoints],
     tlsIdentity: d.tlsIdentity,
     jurisdiction: d.jurisdiction,
     signingPublicKey: d.signingPublicKey,
+    ...(federation && { federation }),
   };
 }
 

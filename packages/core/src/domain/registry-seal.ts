@@ -2,7 +2,7 @@
 // of the whole registry at a serial, its signature under the root key, and the validity period
 // a follower checks before it uses a copy.
 import { createHash } from "node:crypto";
-import { delegationId, type RegistryData, type RegistrySeal } from "./registry.js";
+import { delegationId, LOCAL_POLICY, type RegistryData, type RegistrySeal } from "./registry.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith, verifyWith } from "./signing.js";
 
 class Canonical {
@@ -10,6 +10,11 @@ class Canonical {
   string(s: string): this {
     const b = Buffer.from(s, "utf8");
     return this.u32(b.length).raw(b);
+  }
+  strings(list: readonly string[]): this {
+    this.u32(list.length);
+    for (const x of list) this.string(x);
+    return this;
   }
   bytes(b: Uint8Array): this {
     return this.u32(b.length).raw(b);
@@ -42,17 +47,24 @@ export type SealPeriod = Pick<RegistrySeal, "signedAtMs" | "expiresAtMs">;
 /** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
 export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Array {
   const c = new Canonical()
-    .raw(Buffer.from("MIMI-REGISTRY-v2", "ascii"))
+    .raw(Buffer.from("MIMI-REGISTRY-v3", "ascii"))
     .u64(data.serial)
     .u64(BigInt(period.signedAtMs))
     .u64(BigInt(period.expiresAtMs));
   c.u32(data.delegations.length);
-  for (const d of byId(data.delegations)) c.string(d.id).string(d.dpId).u32(d.ttlSeconds);
+  for (const d of byId(data.delegations)) {
+    c.string(d.id)
+      .string(d.dpId)
+      .u32(d.ttlSeconds)
+      .strings(d.federatedDpIds ?? []);
+  }
   c.u32(data.dps.length);
   for (const dp of byId(data.dps)) {
     c.string(dp.id).u32(dp.endpoints.length);
     for (const e of dp.endpoints) c.string(e);
     c.string(dp.tlsIdentity).string(dp.jurisdiction).bytes(dp.signingPublicKey);
+    const policy = dp.federation ?? LOCAL_POLICY;
+    c.u32(policy.defaultMode === "federate" ? 2 : 1).strings(policy.preferredDpIds);
   }
   c.u32(data.msps.length);
   for (const m of byId(data.msps)) c.string(m.id).string(m.name).u32(m.index).bytes(m.signingPublicKey);

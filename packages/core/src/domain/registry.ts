@@ -14,7 +14,31 @@ export interface Delegation {
   readonly key: DelegationKey;
   readonly dpId: string;
   readonly ttlSeconds: number;
+  /**
+   * Federation (D4): other DPs that may also hold mappings for the range, in the order a
+   * federated query asks them; absent or empty when there are none. Never `dpId`.
+   */
+  readonly federatedDpIds?: readonly string[];
 }
+
+/** Whether a query federates (R10): only the authoritative DP, or its federated DPs too. */
+export type FederationMode = "local" | "federate";
+
+/** A DP's disclosed default behaviour (R11), in its signed registry entry. */
+export interface FederationPolicy {
+  readonly defaultMode: FederationMode;
+  /** The federated DPs it prefers asked, in order; empty: every federated DP of the range. */
+  readonly preferredDpIds: readonly string[];
+}
+
+/** The policy of a DP that publishes none: answers locally. */
+export const LOCAL_POLICY: FederationPolicy = Object.freeze({
+  defaultMode: "local",
+  preferredDpIds: Object.freeze([]),
+});
+
+/** Most federated DPs one delegation may name, and a DP's policy may prefer. */
+export const MAX_FEDERATED_DPS = 32;
 
 /** An authoritative DP as published by the root. */
 export interface DpInfo {
@@ -24,6 +48,8 @@ export interface DpInfo {
   readonly jurisdiction: string;
   /** Ed25519 key verifying the DP's countersignatures; empty when the DP publishes none. */
   readonly signingPublicKey: Uint8Array;
+  /** Its default federation behaviour; absent: LOCAL_POLICY. */
+  readonly federation?: FederationPolicy;
 }
 
 /** A messaging service provider with its stable compact-format index. */
@@ -237,9 +263,11 @@ export class RegistryView {
     return [...this.msps.values()];
   }
 
-  /** Delegations naming `dpId`. */
+  /** Delegations naming `dpId` as their DP or as one of their federated DPs. */
   delegationsOf(dpId: string): Delegation[] {
-    return [...this.delegations.values()].filter((d) => d.dpId === dpId);
+    return [...this.delegations.values()].filter(
+      (d) => d.dpId === dpId || (d.federatedDpIds ?? []).includes(dpId),
+    );
   }
 
   /** A plain copy of the whole view. */

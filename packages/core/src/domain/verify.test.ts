@@ -796,19 +796,23 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
   const data: RegistryData = {
     serial: (1n << 40n) + 5n,
     // Given out of order on purpose: the layout sorts each list by id.
-    delegations: [DELEGATIONS[1] as Delegation, DELEGATIONS[0] as Delegation],
-    dps: [US, EU],
+    // The +44 range federated to us, and eu publishing federation as its default.
+    delegations: [
+      DELEGATIONS[1] as Delegation,
+      { ...(DELEGATIONS[0] as Delegation), federatedDpIds: ["us"] },
+    ],
+    dps: [US, { ...EU, federation: { defaultMode: "federate", preferredDpIds: ["us"] } }],
     msps: [MSP_NO_KEY, MSP_B, MSP_A],
   };
   const h = createHash("sha256");
-  h.update("MIMI-REGISTRY-v2", "ascii");
+  h.update("MIMI-REGISTRY-v3", "ascii");
   h.update(u64((1n << 40n) + 5n));
   h.update(u64(BigInt(PERIOD.signedAtMs)));
   h.update(u64(BigInt(PERIOD.expiresAtMs)));
   h.update(u32(2));
   // Sorted by id: "e164:44" < "email:...".
-  h.update(Buffer.concat([str("e164:44"), str("eu"), u32(3600)]));
-  h.update(Buffer.concat([str("email:0000000000000000-7fffffffffffffff"), str("us"), u32(600)]));
+  h.update(Buffer.concat([str("e164:44"), str("eu"), u32(3600), u32(1), str("us")]));
+  h.update(Buffer.concat([str("email:0000000000000000-7fffffffffffffff"), str("us"), u32(600), u32(0)]));
   h.update(u32(2));
   h.update(
     Buffer.concat([
@@ -819,6 +823,10 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       str("dp-eu"),
       str("EU"),
       bytes(dpKey.publicKey),
+      // FEDERATE (2), preferring us.
+      u32(2),
+      u32(1),
+      str("us"),
     ]),
   );
   h.update(
@@ -829,6 +837,9 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       str("dp-us"),
       str("US"),
       bytes(otherKey.publicKey),
+      // No policy published: LOCAL (1), no preference.
+      u32(1),
+      u32(0),
     ]),
   );
   h.update(u32(3));
@@ -857,7 +868,7 @@ test("an empty registry has a fixed digest", () => {
   const expected = createHash("sha256")
     .update(
       Buffer.concat([
-        Buffer.from("MIMI-REGISTRY-v2"),
+        Buffer.from("MIMI-REGISTRY-v3"),
         Buffer.alloc(8),
         u64(BigInt(PERIOD.signedAtMs)),
         u64(BigInt(PERIOD.expiresAtMs)),

@@ -328,14 +328,14 @@ function sameEntry(e: SealedEntry, m: Mapping, digest: Uint8Array): boolean {
 }
 
 /** Bits without trailing zero bytes, as compactBits makes them. */
-function trimBits(b: Uint8Array): Uint8Array {
+export function trimBits(b: Uint8Array): Uint8Array {
   let n = b.length;
   while (n > 0 && b[n - 1] === 0) n--;
   return b.subarray(0, n);
 }
 
 /** Why a seal's validity period does not hold at `nowMs`, or undefined when it does. */
-function sealPeriodProblem(s: SealStatement, nowMs: number): string | undefined {
+export function sealPeriodProblem(s: SealStatement, nowMs: number): string | undefined {
   if (s.expiresAtMs <= s.signedAtMs) return "its seal expires before it was made";
   if (s.expiresAtMs - s.signedAtMs > MAX_ANSWER_SEAL_MS) {
     return `its seal would be valid longer than the published maximum of ${MAX_ANSWER_SEAL_SECONDS} s`;
@@ -352,7 +352,7 @@ function sealPeriodProblem(s: SealStatement, nowMs: number): string | undefined 
  * names, an opt-out of this CSI through the sealing DP, signed by the holder key it carries and
  * by the MSP the holder acted through, with the key the registry publishes.
  */
-function optOutProblem(
+export function optOutProblem(
   csi: string,
   s: SealStatement,
   proof: OptOutProof | undefined,
@@ -389,7 +389,7 @@ function optOutProblem(
 }
 
 /** The DP a mapping's record names (it verified; mappingProblem has decoded it already). */
-function recordDp(m: Mapping): string {
+export function recordDp(m: Mapping): string {
   return m.signed ? decodeMappingRecord(m.signed.record).dpId : "";
 }
 

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Answer, EnumerationDetection, ItemError, LookupOptions } from "./common_pb.js";
+import type { Answer, AnswerSeal, EnumerationDetection, FederationMode, ItemError, LookupOptions, LookupStatus, OptOutProof } from "./common_pb.js";
 import { file_mimi_discovery_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCJhCg5SZXNvbHZlUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSDwoHZXhwbGFpbhgDIAEoCCKAAQoPUmVzb2x2ZVJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlchINCgVzdGFsZRgCIAEoCBIzCgtleHBsYW5hdGlvbhgDIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkV4cGxhbmF0aW9uIrwDCgtFeHBsYW5hdGlvbhISCgpkZWxlZ2F0aW9uGAEgASgJEg0KBWRwX2lkGAIgASgJEhAKCGVuZHBvaW50GAMgASgJEjgKBWNhY2hlGAQgASgOMikubWltaS5kaXNjb3ZlcnkudjEuRXhwbGFuYXRpb24uQ2FjaGVTdGF0ZRITCgt0dGxfc2Vjb25kcxgFIAEoDRIXCg9yZWdpc3RyeV9zZXJpYWwYBiABKAQSNQoKc2lnbmF0dXJlcxgHIAMoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLlNpZ25hdHVyZUNoZWNrEiYKBXN0ZXBzGAggAygLMhcubWltaS5kaXNjb3ZlcnkudjEuU3RlcBIPCgdmYWlsdXJlGAkgASgJIp8BCgpDYWNoZVN0YXRlEhsKF0NBQ0hFX1NUQVRFX1VOU1BFQ0lGSUVEEAASEwoPQ0FDSEVfU1RBVEVfSElUEAESFAoQQ0FDSEVfU1RBVEVfTUlTUxACEhUKEUNBQ0hFX1NUQVRFX1NUQUxFEAMSGgoWQ0FDSEVfU1RBVEVfUFJFRkVUQ0hFRBAEEhYKEkNBQ0hFX1NUQVRFX0pPSU5FRBAFIkoKDlNpZ25hdHVyZUNoZWNrEgwKBHdoYXQYASABKAkSDgoGc2lnbmVyGAIgASgJEg4KBmtleV9pZBgDIAEoCRIKCgJvaxgEIAEoCCIkCgRTdGVwEgwKBG5hbWUYASABKAkSDgoGbWljcm9zGAIgASgEImoKFFJlc29sdmVTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zIpwBChVSZXNvbHZlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBI2CghyZXNwb25zZRgCIAEoCzIiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZUgAEi0KBWVycm9yGAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuSXRlbUVycm9ySABCCAoGcmVzdWx0IkYKDEZsdXNoUmVxdWVzdBINCgNjc2kYASABKAlIABIPCgVkcF9pZBgCIAEoCUgAEg0KA2FsbBgDIAEoCEgAQgcKBXNjb3BlIiAKDUZsdXNoUmVzcG9uc2USDwoHZXZpY3RlZBgBIAEoBCIRCg9HZXRTdGF0c1JlcXVlc3Qi+QQKEEdldFN0YXRzUmVzcG9uc2USFQoNY2FjaGVfZW50cmllcxgBIAEoBBIMCgRoaXRzGAIgASgEEg4KBm1pc3NlcxgDIAEoBBINCgVzdGFsZRgEIAEoBBISCgpwcmVmZXRjaGVzGAUgASgEEhUKDWludmFsaWRhdGlvbnMYBiABKAQSDwoHcmVzeW5jcxgHIAEoBBIbChNldmljdGVkX2J5X3JlZ2lzdHJ5GAggASgEEg8KB2ZsdXNoZWQYCSABKAQSGQoRdXBzdHJlYW1fcmVxdWVzdHMYCiABKAQSGQoRdXBzdHJlYW1fZmFpbHVyZXMYCyABKAQSHQoVdmVyaWZpY2F0aW9uX2ZhaWx1cmVzGAwgASgEEhcKD3JlZ2lzdHJ5X3NlcmlhbBgNIAEoBBIaChJyZWdpc3RyeV9jb25uZWN0ZWQYDiABKAgSPAoNc3Vic2NyaXB0aW9ucxgPIAMoCzIlLm1pbWkuZGlzY292ZXJ5LnYxLlN1YnNjcmlwdGlvblN0YXR1cxIWCg5xdW90YV9yZWZ1c2FscxgQIAEoBBI7ChB1cHN0cmVhbV93aW5kb3dzGBEgAygLMiEubWltaS5kaXNjb3ZlcnkudjEuVXBzdHJlYW1XaW5kb3cSGAoQZW51bWVyYXRpb25fbW9kZRgSIAEoCRIeChZlbnVtZXJhdGlvbl9kZXRlY3Rpb25zGBMgASgEEhwKFGVudW1lcmF0aW9uX3JlZnVzYWxzGBQgASgEEkIKEXJlY2VudF9kZXRlY3Rpb25zGBUgAygLMicubWltaS5kaXNjb3ZlcnkudjEuRW51bWVyYXRpb25EZXRlY3Rpb24iUQoOVXBzdHJlYW1XaW5kb3cSDQoFZHBfaWQYASABKAkSEAoIaW5mbGlnaHQYAiABKAQSDgoGd2luZG93GAMgASgEEg4KBnF1ZXVlZBgEIAEoBCKOAQoSU3Vic2NyaXB0aW9uU3RhdHVzEg0KBWRwX2lkGAEgASgJEhEKCWNvbm5lY3RlZBgCIAEoCBIOCgZsb2dfaWQYAyABKAkSCwoDc2VxGAQgASgEEg4KBmV2ZW50cxgFIAEoBBIPCgdyZXN5bmNzGAYgASgEEhgKEGxhc3RfZXZlbnRfYXRfbXMYByABKAMyoAIKD1Jlc29sdmVyU2VydmljZRJQCgdSZXNvbHZlEiEubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlcXVlc3QaIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2USZgoNUmVzb2x2ZVN0cmVhbRInLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXF1ZXN0GigubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlc3BvbnNlKAEwARJTCghHZXRRdW90YRIiLm1pbWkuZGlzY292ZXJ5LnYxLkdldFF1b3RhUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkdldFF1b3RhUmVzcG9uc2UytwEKFFJlc29sdmVyQWRtaW5TZXJ2aWNlEkoKBUZsdXNoEh8ubWltaS5kaXNjb3ZlcnkudjEuRmx1c2hSZXF1ZXN0GiAubWltaS5kaXNjb3ZlcnkudjEuRmx1c2hSZXNwb25zZRJTCghHZXRTdGF0cxIiLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXRzUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCKbAQoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEg8KB2V4cGxhaW4YAyABKAgSOAoKZmVkZXJhdGlvbhgEIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25PcHRpb25zIu8BChFGZWRlcmF0aW9uT3B0aW9ucxIvCgRtb2RlGAEgASgOMiEubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvbk1vZGUSPQoDZHBzGAIgASgOMjAubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvbk9wdGlvbnMuRHBTZWxlY3Rpb24SDgoGZHBfaWRzGAMgAygJIloKC0RwU2VsZWN0aW9uEhwKGERQX1NFTEVDVElPTl9VTlNQRUNJRklFRBAAEhcKE0RQX1NFTEVDVElPTl9MSVNURUQQARIUChBEUF9TRUxFQ1RJT05fQUxMEAIiUQoQRmVkZXJhdGlvblJlc3VsdBIsCgdzb3VyY2VzGAEgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBTb3VyY2USDwoHcGFydGlhbBgCIAEoCCKUAwoIRHBTb3VyY2USDQoFZHBfaWQYASABKAkSFQoNYXV0aG9yaXRhdGl2ZRgCIAEoCBI0CgdvdXRjb21lGAMgASgOMiMubWltaS5kaXNjb3ZlcnkudjEuRHBTb3VyY2UuT3V0Y29tZRIvCgZzdGF0dXMYBCABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSKwoEc2VhbBgFIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgGIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mEg8KB2ZhaWx1cmUYByABKAkSDgoGcmVhc29uGAggASgJEhYKDnJldHJ5X2FmdGVyX21zGAkgASgEImQKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhQKEE9VVENPTUVfQU5TV0VSRUQQARISCg5PVVRDT01FX0ZBSUxFRBACEhYKEk9VVENPTUVfT1ZFUl9MSU1JVBADIrkBCg9SZXNvbHZlUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyEg0KBXN0YWxlGAIgASgIEjMKC2V4cGxhbmF0aW9uGAMgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRXhwbGFuYXRpb24SNwoKZmVkZXJhdGlvbhgEIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25SZXN1bHQivAMKC0V4cGxhbmF0aW9uEhIKCmRlbGVnYXRpb24YASABKAkSDQoFZHBfaWQYAiABKAkSEAoIZW5kcG9pbnQYAyABKAkSOAoFY2FjaGUYBCABKA4yKS5taW1pLmRpc2NvdmVyeS52MS5FeHBsYW5hdGlvbi5DYWNoZVN0YXRlEhMKC3R0bF9zZWNvbmRzGAUgASgNEhcKD3JlZ2lzdHJ5X3NlcmlhbBgGIAEoBBI1CgpzaWduYXR1cmVzGAcgAygLMiEubWltaS5kaXNjb3ZlcnkudjEuU2lnbmF0dXJlQ2hlY2sSJgoFc3RlcHMYCCADKAsyFy5taW1pLmRpc2NvdmVyeS52MS5TdGVwEg8KB2ZhaWx1cmUYCSABKAkinwEKCkNhY2hlU3RhdGUSGwoXQ0FDSEVfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9DQUNIRV9TVEFURV9ISVQQARIUChBDQUNIRV9TVEFURV9NSVNTEAISFQoRQ0FDSEVfU1RBVEVfU1RBTEUQAxIaChZDQUNIRV9TVEFURV9QUkVGRVRDSEVEEAQSFgoSQ0FDSEVfU1RBVEVfSk9JTkVEEAUiSgoOU2lnbmF0dXJlQ2hlY2sSDAoEd2hhdBgBIAEoCRIOCgZzaWduZXIYAiABKAkSDgoGa2V5X2lkGAMgASgJEgoKAm9rGAQgASgIIiQKBFN0ZXASDAoEbmFtZRgBIAEoCRIOCgZtaWNyb3MYAiABKAQipAEKFFJlc29sdmVTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEjgKCmZlZGVyYXRpb24YBCABKAsyJC5taW1pLmRpc2NvdmVyeS52MS5GZWRlcmF0aW9uT3B0aW9ucyKcAQoVUmVzb2x2ZVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNgoIcmVzcG9uc2UYAiABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJGCgxGbHVzaFJlcXVlc3QSDQoDY3NpGAEgASgJSAASDwoFZHBfaWQYAiABKAlIABINCgNhbGwYAyABKAhIAEIHCgVzY29wZSIgCg1GbHVzaFJlc3BvbnNlEg8KB2V2aWN0ZWQYASABKAQiEQoPR2V0U3RhdHNSZXF1ZXN0IvkEChBHZXRTdGF0c1Jlc3BvbnNlEhUKDWNhY2hlX2VudHJpZXMYASABKAQSDAoEaGl0cxgCIAEoBBIOCgZtaXNzZXMYAyABKAQSDQoFc3RhbGUYBCABKAQSEgoKcHJlZmV0Y2hlcxgFIAEoBBIVCg1pbnZhbGlkYXRpb25zGAYgASgEEg8KB3Jlc3luY3MYByABKAQSGwoTZXZpY3RlZF9ieV9yZWdpc3RyeRgIIAEoBBIPCgdmbHVzaGVkGAkgASgEEhkKEXVwc3RyZWFtX3JlcXVlc3RzGAogASgEEhkKEXVwc3RyZWFtX2ZhaWx1cmVzGAsgASgEEh0KFXZlcmlmaWNhdGlvbl9mYWlsdXJlcxgMIAEoBBIXCg9yZWdpc3RyeV9zZXJpYWwYDSABKAQSGgoScmVnaXN0cnlfY29ubmVjdGVkGA4gASgIEjwKDXN1YnNjcmlwdGlvbnMYDyADKAsyJS5taW1pLmRpc2NvdmVyeS52MS5TdWJzY3JpcHRpb25TdGF0dXMSFgoOcXVvdGFfcmVmdXNhbHMYECABKAQSOwoQdXBzdHJlYW1fd2luZG93cxgRIAMoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLlVwc3RyZWFtV2luZG93EhgKEGVudW1lcmF0aW9uX21vZGUYEiABKAkSHgoWZW51bWVyYXRpb25fZGV0ZWN0aW9ucxgTIAEoBBIcChRlbnVtZXJhdGlvbl9yZWZ1c2FscxgUIAEoBBJCChFyZWNlbnRfZGV0ZWN0aW9ucxgVIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVudW1lcmF0aW9uRGV0ZWN0aW9uIlEKDlVwc3RyZWFtV2luZG93Eg0KBWRwX2lkGAEgASgJEhAKCGluZmxpZ2h0GAIgASgEEg4KBndpbmRvdxgDIAEoBBIOCgZxdWV1ZWQYBCABKAQijgEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVkcF9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDgoGbG9nX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIOCgZldmVudHMYBSABKAQSDwoHcmVzeW5jcxgGIAEoBBIYChBsYXN0X2V2ZW50X2F0X21zGAcgASgDMqACCg9SZXNvbHZlclNlcnZpY2USUAoHUmVzb2x2ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlEmYKDVJlc29sdmVTdHJlYW0SJy5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVxdWVzdBooLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXNwb25zZSgBMAESUwoIR2V0UXVvdGESIi5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlc3BvbnNlMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.GetQuotaRequest
@@ -126,6 +126,13 @@ export type ResolveRequest = Message<"mimi.discovery.v1.ResolveRequest"> & {
    * @generated from field: bool explain = 3;
    */
   explain: boolean;
+
+  /**
+   * Federation (R10): whether to ask the range's federated DPs too, and which.
+   *
+   * @generated from field: mimi.discovery.v1.FederationOptions federation = 4;
+   */
+  federation?: FederationOptions | undefined;
 };
 
 /**
@@ -134,6 +141,216 @@ export type ResolveRequest = Message<"mimi.discovery.v1.ResolveRequest"> & {
  */
 export const ResolveRequestSchema: GenMessage<ResolveRequest> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_resolver, 3);
+
+/**
+ * R10's federation parameters. Unset: what the authoritative DP publishes as its default
+ * (DpRecord.federation). A federated query is charged one lookup at the range's DP and, at
+ * each federated DP it asks, the resolver's fan-out cost (2 lookups by default; cached answers
+ * stay free), so it draws harder on the caller's budgets than a local one (R12); it asks at
+ * most the resolver's fan-out limit of federated DPs.
+ *
+ * @generated from message mimi.discovery.v1.FederationOptions
+ */
+export type FederationOptions = Message<"mimi.discovery.v1.FederationOptions"> & {
+  /**
+   * @generated from field: mimi.discovery.v1.FederationMode mode = 1;
+   */
+  mode: FederationMode;
+
+  /**
+   * @generated from field: mimi.discovery.v1.FederationOptions.DpSelection dps = 2;
+   */
+  dps: FederationOptions_DpSelection;
+
+  /**
+   * @generated from field: repeated string dp_ids = 3;
+   */
+  dpIds: string[];
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FederationOptions.
+ * Use `create(FederationOptionsSchema)` to create a new message.
+ */
+export const FederationOptionsSchema: GenMessage<FederationOptions> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 4);
+
+/**
+ * @generated from enum mimi.discovery.v1.FederationOptions.DpSelection
+ */
+export enum FederationOptions_DpSelection {
+  /**
+   * The authoritative DP's preferred list (FederationPolicy.preferred_dp_ids), or every
+   * federated DP of the range when it names none.
+   *
+   * @generated from enum value: DP_SELECTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Exactly the federated DPs in dp_ids (each must be a federated DP of the CSI's range, or
+   * the call fails INVALID_ARGUMENT naming it).
+   *
+   * @generated from enum value: DP_SELECTION_LISTED = 1;
+   */
+  LISTED = 1,
+
+  /**
+   * Every federated DP of the range.
+   *
+   * @generated from enum value: DP_SELECTION_ALL = 2;
+   */
+  ALL = 2,
+}
+
+/**
+ * Describes the enum mimi.discovery.v1.FederationOptions.DpSelection.
+ */
+export const FederationOptions_DpSelectionSchema: GenEnum<FederationOptions_DpSelection> = /*@__PURE__*/
+  enumDesc(file_mimi_discovery_v1_resolver, 4, 0);
+
+/**
+ * What a federated query did at each DP, so that the merged answer can be checked: every DP's
+ * own seal is here, and the merge is a function of the sealed answers (see FederatedAnswer).
+ *
+ * @generated from message mimi.discovery.v1.FederationResult
+ */
+export type FederationResult = Message<"mimi.discovery.v1.FederationResult"> & {
+  /**
+   * Exactly the DPs the query selects, which a client derives from the signed registry: the
+   * range's DP first, then the federated DPs in the order of the DP-preferred list, the client's
+   * list or the delegation (each once); a client checks that none is missing or moved.
+   *
+   * @generated from field: repeated mimi.discovery.v1.DpSource sources = 1;
+   */
+  sources: DpSource[];
+
+  /**
+   * True when a DP that should have been asked did not answer (failed, or over the fan-out
+   * limit): the answer holds what the others said and may lack mappings.
+   *
+   * @generated from field: bool partial = 2;
+   */
+  partial: boolean;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FederationResult.
+ * Use `create(FederationResultSchema)` to create a new message.
+ */
+export const FederationResultSchema: GenMessage<FederationResult> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 5);
+
+/**
+ * One DP of a federated query. The merged Answer's status, mappings (each naming its dp_id),
+ * compact bits and TTL come from the ANSWERED sources:
+ * - OPTED_OUT when any of them is OPTED_OUT (a holder's signed opt-out is honoured everywhere);
+ *   otherwise FOUND when any mapping remains after the query's filters, else NOT_FOUND;
+ * - the mappings of each source in order, each as its DP sealed it and filtered by the query's
+ *   MSP filter and tag (under "Default", each DP's default is kept, so every candidate is
+ *   shown); of the mappings a DP sealed as its default, the one created last is the answer's
+ *   default (GLADOS's timestamp rule; earlier source on a tie) and comes first, and every other
+ *   mapping is marked not default;
+ * - the TTL is the shortest of theirs.
+ *
+ * @generated from message mimi.discovery.v1.DpSource
+ */
+export type DpSource = Message<"mimi.discovery.v1.DpSource"> & {
+  /**
+   * @generated from field: string dp_id = 1;
+   */
+  dpId: string;
+
+  /**
+   * True for the DP the range is delegated to.
+   *
+   * @generated from field: bool authoritative = 2;
+   */
+  authoritative: boolean;
+
+  /**
+   * @generated from field: mimi.discovery.v1.DpSource.Outcome outcome = 3;
+   */
+  outcome: DpSource_Outcome;
+
+  /**
+   * @generated from field: mimi.discovery.v1.LookupStatus status = 4;
+   */
+  status: LookupStatus;
+
+  /**
+   * @generated from field: mimi.discovery.v1.AnswerSeal seal = 5;
+   */
+  seal?: AnswerSeal | undefined;
+
+  /**
+   * @generated from field: mimi.discovery.v1.OptOutProof opt_out = 6;
+   */
+  optOut?: OptOutProof | undefined;
+
+  /**
+   * FAILED and OVER_LIMIT: why, for a person; a machine-readable reason (google.rpc.ErrorInfo's,
+   * e.g. LOOKUP_LIMIT_DAY when the caller's budget at this DP is spent, DP_CAPACITY) and when
+   * asking again can succeed (0 when not known), as ItemError gives them.
+   *
+   * @generated from field: string failure = 7;
+   */
+  failure: string;
+
+  /**
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: uint64 retry_after_ms = 9;
+   */
+  retryAfterMs: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.DpSource.
+ * Use `create(DpSourceSchema)` to create a new message.
+ */
+export const DpSourceSchema: GenMessage<DpSource> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 6);
+
+/**
+ * @generated from enum mimi.discovery.v1.DpSource.Outcome
+ */
+export enum DpSource_Outcome {
+  /**
+   * @generated from enum value: OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * It answered; its seal (and opt-out proof) are below.
+   *
+   * @generated from enum value: OUTCOME_ANSWERED = 1;
+   */
+  ANSWERED = 1,
+
+  /**
+   * It could not be asked or did not answer; `failure` says why.
+   *
+   * @generated from enum value: OUTCOME_FAILED = 2;
+   */
+  FAILED = 2,
+
+  /**
+   * Not asked: the query would have asked more DPs than the resolver's fan-out limit.
+   *
+   * @generated from enum value: OUTCOME_OVER_LIMIT = 3;
+   */
+  OVER_LIMIT = 3,
+}
+
+/**
+ * Describes the enum mimi.discovery.v1.DpSource.Outcome.
+ */
+export const DpSource_OutcomeSchema: GenEnum<DpSource_Outcome> = /*@__PURE__*/
+  enumDesc(file_mimi_discovery_v1_resolver, 6, 0);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveResponse
@@ -158,6 +375,14 @@ export type ResolveResponse = Message<"mimi.discovery.v1.ResolveResponse"> & {
    * @generated from field: mimi.discovery.v1.Explanation explanation = 3;
    */
   explanation?: Explanation | undefined;
+
+  /**
+   * Present when the query federated: each DP asked and what it said. `answer` is then the
+   * merge of their answers, and answer.seal is empty (each DP's seal is in its source).
+   *
+   * @generated from field: mimi.discovery.v1.FederationResult federation = 4;
+   */
+  federation?: FederationResult | undefined;
 };
 
 /**
@@ -165,7 +390,7 @@ export type ResolveResponse = Message<"mimi.discovery.v1.ResolveResponse"> & {
  * Use `create(ResolveResponseSchema)` to create a new message.
  */
 export const ResolveResponseSchema: GenMessage<ResolveResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 4);
+  messageDesc(file_mimi_discovery_v1_resolver, 7);
 
 /**
  * How the resolver found an answer, or where it failed.
@@ -237,7 +462,7 @@ export type Explanation = Message<"mimi.discovery.v1.Explanation"> & {
  * Use `create(ExplanationSchema)` to create a new message.
  */
 export const ExplanationSchema: GenMessage<Explanation> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 5);
+  messageDesc(file_mimi_discovery_v1_resolver, 8);
 
 /**
  * @generated from enum mimi.discovery.v1.Explanation.CacheState
@@ -288,7 +513,7 @@ export enum Explanation_CacheState {
  * Describes the enum mimi.discovery.v1.Explanation.CacheState.
  */
 export const Explanation_CacheStateSchema: GenEnum<Explanation_CacheState> = /*@__PURE__*/
-  enumDesc(file_mimi_discovery_v1_resolver, 5, 0);
+  enumDesc(file_mimi_discovery_v1_resolver, 8, 0);
 
 /**
  * @generated from message mimi.discovery.v1.SignatureCheck
@@ -324,7 +549,7 @@ export type SignatureCheck = Message<"mimi.discovery.v1.SignatureCheck"> & {
  * Use `create(SignatureCheckSchema)` to create a new message.
  */
 export const SignatureCheckSchema: GenMessage<SignatureCheck> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 6);
+  messageDesc(file_mimi_discovery_v1_resolver, 9);
 
 /**
  * @generated from message mimi.discovery.v1.Step
@@ -346,7 +571,7 @@ export type Step = Message<"mimi.discovery.v1.Step"> & {
  * Use `create(StepSchema)` to create a new message.
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 7);
+  messageDesc(file_mimi_discovery_v1_resolver, 10);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveStreamRequest
@@ -368,6 +593,11 @@ export type ResolveStreamRequest = Message<"mimi.discovery.v1.ResolveStreamReque
    * @generated from field: mimi.discovery.v1.LookupOptions options = 3;
    */
   options?: LookupOptions | undefined;
+
+  /**
+   * @generated from field: mimi.discovery.v1.FederationOptions federation = 4;
+   */
+  federation?: FederationOptions | undefined;
 };
 
 /**
@@ -375,7 +605,7 @@ export type ResolveStreamRequest = Message<"mimi.discovery.v1.ResolveStreamReque
  * Use `create(ResolveStreamRequestSchema)` to create a new message.
  */
 export const ResolveStreamRequestSchema: GenMessage<ResolveStreamRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 8);
+  messageDesc(file_mimi_discovery_v1_resolver, 11);
 
 /**
  * @generated from message mimi.discovery.v1.ResolveStreamResponse
@@ -411,7 +641,7 @@ export type ResolveStreamResponse = Message<"mimi.discovery.v1.ResolveStreamResp
  * Use `create(ResolveStreamResponseSchema)` to create a new message.
  */
 export const ResolveStreamResponseSchema: GenMessage<ResolveStreamResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 9);
+  messageDesc(file_mimi_discovery_v1_resolver, 12);
 
 /**
  * @generated from message mimi.discovery.v1.FlushRequest
@@ -452,7 +682,7 @@ export type FlushRequest = Message<"mimi.discovery.v1.FlushRequest"> & {
  * Use `create(FlushRequestSchema)` to create a new message.
  */
 export const FlushRequestSchema: GenMessage<FlushRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 10);
+  messageDesc(file_mimi_discovery_v1_resolver, 13);
 
 /**
  * @generated from message mimi.discovery.v1.FlushResponse
@@ -471,7 +701,7 @@ export type FlushResponse = Message<"mimi.discovery.v1.FlushResponse"> & {
  * Use `create(FlushResponseSchema)` to create a new message.
  */
 export const FlushResponseSchema: GenMessage<FlushResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 11);
+  messageDesc(file_mimi_discovery_v1_resolver, 14);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatsRequest
@@ -484,7 +714,7 @@ export type GetStatsRequest = Message<"mimi.discovery.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 12);
+  messageDesc(file_mimi_discovery_v1_resolver, 15);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatsResponse
@@ -628,7 +858,7 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 13);
+  messageDesc(file_mimi_discovery_v1_resolver, 16);
 
 /**
  * Lookups in flight at one DP and the window that bounds them (it adapts to the DP's answers).
@@ -664,7 +894,7 @@ export type UpstreamWindow = Message<"mimi.discovery.v1.UpstreamWindow"> & {
  * Use `create(UpstreamWindowSchema)` to create a new message.
  */
 export const UpstreamWindowSchema: GenMessage<UpstreamWindow> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 14);
+  messageDesc(file_mimi_discovery_v1_resolver, 17);
 
 /**
  * The resolver's change subscription to one DP.
@@ -723,7 +953,7 @@ export type SubscriptionStatus = Message<"mimi.discovery.v1.SubscriptionStatus">
  * Use `create(SubscriptionStatusSchema)` to create a new message.
  */
 export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 15);
+  messageDesc(file_mimi_discovery_v1_resolver, 18);
 
 /**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches
