@@ -37,6 +37,13 @@ const putEu = (mode: "local" | "federate") =>
     "--root",
     t.net.root.address,
   ]);
+/** Waits until the resolver's filter of fed does (or does not) route federated lookups. */
+const filterRouting = (routing: boolean) =>
+  eventually(async () => {
+    const f = (await t.stats()).filters.find((x) => x.dpId === "fed");
+    assert.equal(f?.routing, routing, `fed's filter routing: ${f?.routing}`);
+    return f;
+  });
 const outcomes = (r: pb.ResolveResponse) =>
   r.federation?.sources.map((s) => [s.dpId, s.authoritative, pb.DpSource_Outcome[s.outcome]]);
 
@@ -89,6 +96,37 @@ scenario(t, "the CLI's --verify checks a federated answer end to end", async () 
   );
 });
 
+scenario(
+  t,
+  "a federated DP whose filter rules the CSI out is not asked, and the answer is not partial",
+  async () => {
+    const f = await filterRouting(true);
+    // Sized for the DP's CSIs (at least 1,024) at 1% false positives: 9.6 bits a CSI, 7 hashes.
+    assert.equal(f?.hashes, 7);
+    assert.ok((f?.bits ?? 0n) >= 9_792n);
+    const served = await t.lookupsServed("fed");
+    const r = await resolve("tel:+447700900999", FEDERATE);
+    assert.equal(r.answer?.status, NOT_FOUND);
+    assert.deepEqual(outcomes(r), [
+      ["eu", true, "ANSWERED"],
+      ["fed", false, "SKIPPED_BY_FILTER"],
+    ]);
+    assert.equal(r.federation?.partial, false);
+    assert.equal(await t.lookupsServed("fed"), served);
+    // A number fed holds passes its filter and is asked (or answered from its cached part).
+    const held = await resolve("tel:+447700900456", FEDERATE);
+    assert.deepEqual(outcomes(held)?.[1], ["fed", false, "ANSWERED"]);
+    // Asked to ignore filters, the resolver asks fed too, and the answer can be shown complete.
+    const all = await resolve("tel:+447700900999", { mode: pb.FederationMode.FEDERATE, ignoreFilters: true });
+    assert.deepEqual(outcomes(all)?.[1], ["fed", false, "ANSWERED"]);
+    assert.ok((await t.lookupsServed("fed")) > served);
+    const cli = await mimi(["resolve", "tel:+447700900999", "--federate", "--verify"]);
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /DP fed: not asked: its filter rules the CSI out/);
+    assert.match(cli.stdout, /skipped by their filters, the resolver's word/);
+  },
+);
+
 scenario(t, "a number only the third-party DP holds is NOT_FOUND locally and FOUND federated", async () => {
   const local = await resolve("tel:+447700900456");
   assert.equal(local.answer?.status, NOT_FOUND);
@@ -126,24 +164,36 @@ scenario(
   },
 );
 
-scenario(t, "a new sign-up at the federated DP is visible at once, through its change push", async () => {
-  const before = await resolve("tel:+447700900777", FEDERATE);
-  assert.equal(before.answer?.status, NOT_FOUND);
-  await writeMapping(t, "fed", "tel:+447700900777", "parrot:new");
-  // The federated part was cached as NOT_FOUND; fed's change event evicts it.
-  await eventually(async () => {
-    const r = await resolve("tel:+447700900777", FEDERATE);
-    assert.deepEqual(
-      r.answer?.mappings.map((m) => [m.ssi, m.dpId]),
-      [["parrot:new", "fed"]],
-    );
-  });
-});
+scenario(
+  t,
+  "a new sign-up at the federated DP is routable at once, through its filter's additions",
+  async () => {
+    await filterRouting(true);
+    const before = await resolve("tel:+447700900777", FEDERATE);
+    assert.equal(before.answer?.status, NOT_FOUND);
+    assert.deepEqual(outcomes(before)?.[1], ["fed", false, "SKIPPED_BY_FILTER"]);
+    const position = (await filterRouting(true))?.position ?? 0n;
+    await writeMapping(t, "fed", "tel:+447700900777", "parrot:new");
+    // fed's filter sends the new CSI's bits; no negative cache stands in the way (nothing was cached).
+    await eventually(async () => assert.ok(((await filterRouting(true))?.position ?? 0n) > position));
+    await eventually(async () => {
+      const r = await resolve("tel:+447700900777", FEDERATE);
+      assert.deepEqual(
+        r.answer?.mappings.map((m) => [m.ssi, m.dpId]),
+        [["parrot:new", "fed"]],
+      );
+    });
+  },
+);
 
 scenario(
   t,
-  "each DP a federated lookup asks is charged to the caller there; cached parts are free",
+  "each DP a federated lookup asks is charged to the caller, a federated one more; cached parts are free",
   async () => {
+    // A number fed holds (so its filter lets the lookup through), asked for the first time.
+    const position = (await filterRouting(true))?.position ?? 0n;
+    await writeMapping(t, "fed", "tel:+447700900321", "parrot:charged");
+    await eventually(async () => assert.ok(((await filterRouting(true))?.position ?? 0n) > position));
     // An identity the resolver's quotas do not list has one user's budget (50 a DP a day), which
     // refills too slowly to hide a charge.
     const asAdmin = t.net.channel(t.net.resolver.address, "admin").client(pb.ResolverService);
@@ -152,10 +202,12 @@ scenario(
       return Object.fromEntries(q.dps.map((d) => [d.dpId, d.remaining]));
     };
     const q0 = await quota();
-    await asAdmin.resolve({ csi: "tel:+447700900321", federation: FEDERATE });
+    const r = await asAdmin.resolve({ csi: "tel:+447700900321", federation: FEDERATE });
+    assert.deepEqual(outcomes(r)?.[1], ["fed", false, "ANSWERED"]);
     const q1 = await quota();
-    assert.ok((q0.eu ?? 0n) - (q1.eu ?? 0n) >= 1n, "eu charged");
-    assert.ok((q0.fed ?? 0n) - (q1.fed ?? 0n) >= 1n, "fed charged");
+    assert.equal((q0.eu ?? 0n) - (q1.eu ?? 0n), 1n, "eu charged one lookup");
+    // A federated DP's part costs the resolver's fan-out cost (quotas.fanOutCostPerExtraDp, 2).
+    assert.equal((q0.fed ?? 0n) - (q1.fed ?? 0n), 2n, "fed charged the fan-out cost");
     await asAdmin.resolve({ csi: "tel:+447700900321", federation: FEDERATE });
     const q2 = await quota();
     // Budgets refill over the day, so a second look may only have gained.
@@ -168,6 +220,8 @@ scenario(t, "a federated DP that is down gives a partial answer, marked and stil
   assert.ok(fed);
   await fed.stop();
   try {
+    // Without its filter stream the resolver asks fed, which is down: a failure, not a skip.
+    await filterRouting(false);
     const r = await resolve("tel:+447700900888", FEDERATE);
     assert.equal(r.federation?.partial, true);
     assert.deepEqual(outcomes(r), [
@@ -179,7 +233,8 @@ scenario(t, "a federated DP that is down gives a partial answer, marked and stil
     assert.equal(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, /PARTIAL/);
   } finally {
-    await fed.start();
+    await fed.start({ samePort: true });
+    await filterRouting(true);
   }
 });
 

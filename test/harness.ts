@@ -29,7 +29,7 @@ export interface TestNetwork {
   /** Resolves through the resolver as an MSP would. */
   resolve(csi: string, options?: { mspFilter?: string[]; compact?: boolean }): Promise<pb.ResolveResponse>;
   /** How many lookups a DP has answered so far. */
-  lookupsServed(dp: "eu" | "us"): Promise<bigint>;
+  lookupsServed(dp: "eu" | "us" | "fed"): Promise<bigint>;
   /** The resolver's counters (ResolverAdminService.GetStats). */
   stats(): Promise<pb.GetStatsResponse>;
   /** Runs the mimi CLI against this network; resolves with exit code and output. */
@@ -120,10 +120,9 @@ export function useNetwork(
     },
     async lookupsServed(dp) {
       const n = the();
-      const s = await n
-        .channel(n.dps[dp].address, "admin")
-        .client(pb.AuthoritativeAdminService)
-        .getStatus({});
+      const proc = n.dps[dp];
+      if (!proc) throw new Error(`DP ${dp} is not running in this network`);
+      const s = await n.channel(proc.address, "admin").client(pb.AuthoritativeAdminService).getStatus({});
       return s.lookupsServed;
     },
     stats,

@@ -44,6 +44,12 @@ export interface AuthoritativeConfig extends ServerBasics {
   readonly sweepIntervalMs: number;
   /** How long change-log events are kept; a resolver disconnected longer must resync. */
   readonly changeLogRetentionMs: number;
+  /**
+   * The false-positive rate the DP sizes its CSI filter for (csi-filter.ts), in parts per
+   * million (10,000: 1%): the share of lookups of CSIs it does not hold that resolvers still
+   * send it. Lower costs filter memory: about 9.6 bits per CSI at 1%, 14.4 at 0.1%.
+   */
+  readonly filterFalsePositivePpm: number;
   /** "full" (default): a commit is on disk before it is acknowledged; see Durability in store.ts. */
   readonly durability: Durability;
   /** Start even when the data folder or a store file is open to group or others, or owned by another user. */
@@ -70,6 +76,7 @@ const DEFAULTS = {
   noticeRetentionDays: 30,
   sweepIntervalSeconds: 5,
   changeLogRetentionSeconds: 86_400,
+  filterFalsePositivePpm: 10_000,
   durability: "full",
 } as const;
 
@@ -110,6 +117,7 @@ export function parseConfig(
     sweepIntervalMs: r.integer("sweepIntervalSeconds", DEFAULTS.sweepIntervalSeconds, 1, 3_600) * 1000,
     changeLogRetentionMs:
       r.integer("changeLogRetentionSeconds", DEFAULTS.changeLogRetentionSeconds, 1, 30 * 86_400) * 1000,
+    filterFalsePositivePpm: r.integer("filterFalsePositivePpm", DEFAULTS.filterFalsePositivePpm, 1, 500_000),
     durability: r.oneOf<Durability>("durability", ["full", "normal"], DEFAULTS.durability),
     allowInsecureDataPermissions: r.boolean("allowInsecureDataPermissions", false),
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),

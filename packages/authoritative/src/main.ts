@@ -25,6 +25,8 @@ import { createBulkVerifier } from "./bulk-verifier.js";
 import { createChangeLog } from "./change-log.js";
 import { createClaims } from "./claims/index.js";
 import { type AuthoritativeConfig, parseConfig } from "./config.js";
+import { createDpFilter } from "./csi-filter.js";
+import { bindFilterServer } from "./filter-server.js";
 import { createLookupLimits } from "./lookup-limits.js";
 import { createPeerSender } from "./peers.js";
 import { createCodeSender } from "./senders.js";
@@ -149,6 +151,13 @@ runServer<AuthoritativeConfig>(process, {
       hashKey: changeKey(join(config.dataDir, "change-key")),
       log,
     });
+    // The CSI filter resolvers route federated lookups by (G6); built from the store in the background.
+    const filter = createDpFilter({
+      store,
+      changeLog,
+      falsePositiveRate: config.filterFalsePositivePpm / 1e6,
+      log,
+    });
     const sweep = setInterval(() => {
       try {
         claims.sweep();
@@ -214,6 +223,18 @@ runServer<AuthoritativeConfig>(process, {
       gaugeFrom(metrics, "mimi_dp_conflicts_open", "Claim conflicts waiting for their deadline.", () =>
         store.openConflictCount(),
       );
+      gaugeFrom(
+        metrics,
+        "mimi_dp_csi_filter_false_positive_rate",
+        "The CSI filter's false-positive rate at its present fill (a new version is built past its target).",
+        () => filter.stats().falsePositiveRate,
+      );
+      counterFrom(
+        metrics,
+        "mimi_dp_csi_filter_builds_total",
+        "Versions of the CSI filter built.",
+        () => filter.stats().versions,
+      );
     }
     const admins = new Set(config.admins);
     bindAuthoritativeServer(server, service, claims, {
@@ -223,6 +244,7 @@ runServer<AuthoritativeConfig>(process, {
       limits,
       now: clock,
     });
+    bindFilterServer(server, filter, log);
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
     const ready = sync.ready.then(() => {
       synced = true;
@@ -233,6 +255,7 @@ runServer<AuthoritativeConfig>(process, {
         pb.AuthoritativeService.typeName,
         pb.AuthoritativeAdminService.typeName,
         pb.PeerService.typeName,
+        pb.CsiFilterService.typeName,
       ],
       ready,
       // Readiness (ops /readyz): a registry copy that expired or did not verify cannot be served from.
@@ -250,6 +273,7 @@ runServer<AuthoritativeConfig>(process, {
       },
       stop() {
         clearInterval(sweep);
+        filter.close();
         sender.close();
         peers.close();
         sync.close();

@@ -70,6 +70,18 @@ export {
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
 export {
+  expectedFpr,
+  FILTER_KEY_BYTES,
+  FILTER_VERSION_BYTES,
+  FilterBits,
+  type FilterShape,
+  filterPositions,
+  filterShape,
+  MAX_FILTER_BITS,
+  MAX_FILTER_HASHES,
+  MIN_FILTER_CSIS,
+} from "./domain/csi-filter.js";
+export {
   DiscoveryError,
   type DiscoveryErrorCode,
   type ErrorDetails,

@@ -77,6 +77,17 @@ export function bindResolverAdmin(
           enumerationDetections: n(enumeration.counts.detections),
           enumerationRefusals: n(enumeration.counts.refused),
           recentDetections: enumeration.recent().map(detectionToProto),
+          filters: opts
+            .filterStates()
+            .map((f) => ({
+              dpId: f.dpId,
+              routing: f.routing,
+              bits: n(f.bits),
+              hashes: f.hashes,
+              position: n(f.position),
+              versions: n(f.versions),
+            }))
+            .sort((a, b) => (a.dpId < b.dpId ? -1 : 1)),
           upstreamWindows: opts
             .upstreamWindows()
             .sort((a, b) => (a.dpId < b.dpId ? -1 : 1))

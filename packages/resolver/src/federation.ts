@@ -181,11 +181,15 @@ export async function resolveFederated(
   params: LookupParams,
   registry: Pick<RegistryView, "dp">,
   lookup: (dp?: DpInfo) => Promise<Resolution>,
+  mayHold: (dpId: string) => boolean = () => true,
 ): Promise<FederatedResolution> {
+  // A federated DP whose filter says it holds nothing for the CSI is not asked (G6).
+  const skipped = new Set(plan.federated.filter((id) => !mayHold(id)));
   const ids = [plan.delegation.dpId, ...plan.federated];
   const settled = await Promise.allSettled(
     ids.map((id, i) => {
       if (i === 0) return lookup();
+      if (skipped.has(id)) return Promise.resolve(undefined);
       const dp = registry.dp(id);
       return dp
         ? lookup(dp)
@@ -210,6 +214,10 @@ export async function resolveFederated(
         ...(e?.details?.reason && { reason: e.details.reason }),
         ...(e?.details?.retryAfterMs !== undefined && { retryAfterMs: e.details.retryAfterMs }),
       });
+      continue;
+    }
+    if (r.value === undefined) {
+      sources.push({ dpId, authoritative, outcome: "skipped" });
       continue;
     }
     const { outcome } = r.value;

@@ -18,6 +18,7 @@ import { createTtlCache } from "./cache.js";
 import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.js";
 import { clusterPrimary, shareWithCluster } from "./cluster-share.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
+import { type CsiFilters, createCsiFilters } from "./csi-filters.js";
 import { registerResolverMetrics } from "./metrics.js";
 import { createQuotas } from "./quotas.js";
 import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
@@ -51,6 +52,7 @@ runServer<ResolverConfig>(process, {
     // Registry changes reach the service once it exists (the sync starts first, to load the copy).
     let service: ResolverService | undefined;
     let subscriptions: ChangeSubscriptions | undefined;
+    let filters: CsiFilters | undefined;
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -61,10 +63,13 @@ runServer<ResolverConfig>(process, {
       onChange: (change) => {
         service?.registryChanged(change);
         if (change.kind === "put_dp" || change.kind === "delete_dp") subscriptions?.reconcile();
+        if (change.kind !== "put_msp" && change.kind !== "delete_msp" && change.kind !== "refresh")
+          filters?.reconcile();
       },
       onSnapshot: () => {
         service?.registryReplaced();
         subscriptions?.reconcile();
+        filters?.reconcile();
       },
       ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
     });
@@ -123,6 +128,9 @@ runServer<ResolverConfig>(process, {
       maxBackoffMs: 5_000,
     });
     subscriptions = subs;
+    // Federated DPs' CSI filters: a federated query asks such a DP only when its filter may hold the CSI.
+    const csiFilters = createCsiFilters({ registry: sync.view, upstream, log, maxBackoffMs: 5_000 });
+    filters = csiFilters;
     // A worker of several shares budgets and enumeration detection with the others (cluster-share.ts).
     const share = cluster && shareWithCluster(cluster, config, clock);
     const quotas = share ? share.quotas : createQuotas(config.quotas);
@@ -158,6 +166,8 @@ runServer<ResolverConfig>(process, {
       rateContexts: createRateContexts(rateContextKey(config)),
       upstreamWindows: () => upstream.windows(),
       maxFederatedDps: config.maxFederatedDps,
+      mayHold: (dpId, uri) => csiFilters.mayHold(dpId, uri),
+      filterStates: () => csiFilters.states(),
       loop,
       now: clock,
     });
@@ -165,6 +175,7 @@ runServer<ResolverConfig>(process, {
     const ready = sync.ready.then(() => {
       synced = true;
       subs.reconcile();
+      csiFilters.reconcile();
     });
     return {
       healthServices: [pb.ResolverService.typeName],
@@ -187,6 +198,7 @@ runServer<ResolverConfig>(process, {
         share?.close();
         sync.close();
         subs.close();
+        csiFilters.close();
         upstream.close();
         void verifyPool.close();
       },

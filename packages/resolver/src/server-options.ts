@@ -1,6 +1,7 @@
 // What the resolver's gRPC bindings (server.ts, admin-server.ts) are given besides the service.
 import type { EnumerationDetector, Logger, LoopDelayGuard, RegistryView } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
+import type { FilterState } from "./csi-filters.js";
 import type { Quotas } from "./quotas.js";
 import type { RateContexts } from "./rate-context.js";
 
@@ -20,6 +21,10 @@ export interface ResolverServerOptions {
   enumeration: EnumerationDetector;
   /** Most federated DPs one query asks (R12); a longer client list is refused, the rest of a longer selection left out. */
   maxFederatedDps: number;
+  /** False when federated DP `dpId`'s CSI filter says it holds nothing for `uri` (csi-filters.ts). */
+  mayHold: (dpId: string, uri: string) => boolean;
+  /** The federated DPs' filters, for GetStats. */
+  filterStates: () => readonly FilterState[];
   /** The adaptive windows of lookups in flight per DP (upstream.ts). */
   upstreamWindows: () => { dpId: string; inflight: number; window: number; queued: number }[];
   /** Whether the event loop is too far behind to take lookups that need a DP (core runtime/loop-delay.ts). */

@@ -151,8 +151,13 @@ export function bindResolverServer(
     const delegation = registry.find(csi.key);
     const plan = delegation && planFederation(registry, delegation, query, opts.maxFederatedDps);
     if (plan) {
-      const f = await resolveFederated(plan, params, registry, (dp) =>
-        lookupOne(csi, ctx, onRefused, undefined, dp),
+      const ask = (dp?: DpInfo) => lookupOne(csi, ctx, onRefused, undefined, dp);
+      const f = await resolveFederated(
+        plan,
+        params,
+        registry,
+        ask,
+        (dpId) => query.ignoreFilters === true || opts.mayHold(dpId, csi.uri),
       );
       return federatedResponseToProto(f.merged, f.sources, params, indexOf, f.ttlSeconds, f.stale);
     }

@@ -13,6 +13,9 @@ export const SQL = {
     "UPDATE mappings SET is_default = @is_default, precedence = @precedence, dp_sig = @dp_sig, withheld = coalesce(@withheld, withheld) WHERE csi = @csi AND msp_id = @msp_id AND ssi = @ssi",
   deleteMapping: "DELETE FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
   expired: "SELECT * FROM mappings WHERE expires_at_ms <= ? ORDER BY expires_at_ms LIMIT ?",
+  // The CSI filter's build (csi-filter.ts): CSIs with mappings or an opt-out, in pages, by key order.
+  mappedCsisAfter: "SELECT DISTINCT csi FROM mappings WHERE csi > ? ORDER BY csi LIMIT ?",
+  optedOutCsisAfter: "SELECT csi FROM opt_outs WHERE csi > ? ORDER BY csi LIMIT ?",
   count: "SELECT n FROM row_counts WHERE name = 'mappings'",
   legacyCount: "SELECT count(*) AS n FROM legacy_unsigned_mappings",
   optedOut: "SELECT * FROM opt_outs WHERE csi = ?",

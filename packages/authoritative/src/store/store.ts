@@ -56,6 +56,8 @@ export interface MappingStore {
   deleteMapping(csi: string, mspId: string, ssi: string): boolean;
   /** Mappings that expired at `nowMs`, at most `limit`. */
   expired(nowMs: number, limit: number): MappingRow[];
+  /** Up to `limit` CSIs after `after` (in key order) that have mappings, or (`optedOut`) an opt-out. */
+  csisAfter(after: string, limit: number, optedOut?: boolean): string[];
   count(): number;
   /** Mappings of the v1 schema that are kept but not served. */
   legacyCount(): number;
@@ -157,6 +159,8 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     updateMapping: db.prepare(SQL.updateMapping),
     deleteMapping: db.prepare<[string, string, string]>(SQL.deleteMapping),
     expired: db.prepare<[number, number], MappingSqlRow>(SQL.expired),
+    mappedCsisAfter: db.prepare<[string, number], { csi: string }>(SQL.mappedCsisAfter),
+    optedOutCsisAfter: db.prepare<[string, number], { csi: string }>(SQL.optedOutCsisAfter),
     count: db.prepare<[], { n: number }>(SQL.count),
     legacyCount: db.prepare<[], { n: number }>(SQL.legacyCount),
     optedOut: db.prepare<[string], OptOutSqlRow>(SQL.optedOut),
@@ -265,6 +269,9 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     }),
     deleteMapping: logged("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
     expired: w("expiry scan", (now, limit) => q.expired.all(now, limit).map(mappingOf)),
+    csisAfter: w("filter build", (after, limit, optedOut = false) =>
+      (optedOut ? q.optedOutCsisAfter : q.mappedCsisAfter).all(after, limit).map((r) => r.csi),
+    ),
     count: () => q.count.get()?.n ?? 0,
     legacyCount: () => q.legacyCount.get()?.n ?? 0,
     optedOutAt: (csi) => q.optedOut.get(csi)?.at_ms,

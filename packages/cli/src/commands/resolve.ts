@@ -56,6 +56,10 @@ export function addResolveCommand(program: Command): void {
       .option("--dp <id...>", "with --federate: ask exactly these federated DPs")
       .option("--all-dps", "with --federate: ask every federated DP of the range")
       .option(
+        "--ask-all",
+        "with --federate: ask each selected DP whatever its CSI filter says (an answer --verify can call complete)",
+      )
+      .option(
         "--verify",
         "check the answer end to end against the registry, whose signature is checked with the pinned root key: the DP's seal over the answer (denials included), each mapping's holder and MSP signatures, an opt-out's signed statement",
       )
@@ -90,6 +94,7 @@ export function addResolveCommand(program: Command): void {
         local?: boolean;
         dp?: string[];
         allDps?: boolean;
+        askAll?: boolean;
       },
       cmd: Command,
     ) => {
@@ -191,9 +196,16 @@ export function addResolveCommand(program: Command): void {
 }
 
 /** The --federate, --local, --dp and --all-dps flags as FederationOptions; undefined when none is given. */
-function federationArgs(o: { federate?: boolean; local?: boolean; dp?: string[]; allDps?: boolean }) {
+function federationArgs(o: {
+  federate?: boolean;
+  local?: boolean;
+  dp?: string[];
+  allDps?: boolean;
+  askAll?: boolean;
+}) {
   if (o.federate && o.local) throw new UsageError("--federate and --local contradict each other");
-  if ((o.dp || o.allDps) && !o.federate) throw new UsageError("--dp and --all-dps go with --federate");
+  if ((o.dp || o.allDps || o.askAll) && !o.federate)
+    throw new UsageError("--dp, --all-dps and --ask-all go with --federate");
   if (o.dp && o.allDps) throw new UsageError("--dp and --all-dps contradict each other");
   if (!o.federate && !o.local) return undefined;
   const S = pb.FederationOptions_DpSelection;
@@ -201,6 +213,7 @@ function federationArgs(o: { federate?: boolean; local?: boolean; dp?: string[];
     mode: o.federate ? pb.FederationMode.FEDERATE : pb.FederationMode.LOCAL,
     dps: o.dp ? S.LISTED : o.allDps ? S.ALL : S.UNSPECIFIED,
     dpIds: o.dp ?? [],
+    ignoreFilters: o.askAll === true,
   };
 }
 
@@ -208,6 +221,7 @@ const OUTCOME_TEXT: Record<number, string> = {
   [pb.DpSource_Outcome.ANSWERED]: "answered",
   [pb.DpSource_Outcome.FAILED]: "failed",
   [pb.DpSource_Outcome.OVER_LIMIT]: "over the fan-out limit",
+  [pb.DpSource_Outcome.SKIPPED_BY_FILTER]: "not asked: its filter rules the CSI out",
 };
 
 /** One DP of a federated answer, for printing. */
@@ -288,12 +302,18 @@ async function verifyAnswer(
     if (!fed) return fail("the resolver sent no answer");
     const r = federatedAnswerProblem(csi, fed, params, registryTrust(view), now, selected);
     if ("problem" in r) return fail(r.problem);
+    const skipped = fed.sources.filter((s) => s.outcome === "skipped").map((s) => s.dpId);
+    if (query.ignoreFilters && skipped.length > 0) {
+      return fail(`the query asked every DP, but the resolver skipped ${skipped.join(", ")} by its filter`);
+    }
     const answered = fed.sources.filter((s) => s.outcome === "answered").map((s) => s.dpId);
     const partial = fed.partial
       ? " (PARTIAL: not every DP answered)"
-      : r.complete
-        ? ""
-        : " (a tag filter: completeness cannot be shown)";
+      : skipped.length > 0
+        ? ` (DP(s) ${skipped.join(", ")} skipped by their filters, the resolver's word; --ask-all asks them)`
+        : r.complete
+          ? ""
+          : " (a tag filter: completeness cannot be shown)";
     return {
       text: `verified: the merge of the sealed answers of DP(s) ${answered.join(", ")}, each seal valid, ${chain}${partial}`,
     };

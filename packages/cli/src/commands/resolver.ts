@@ -62,13 +62,14 @@ export function addResolverCommands(program: Command): void {
   ).action(async (o: ResolverFlags & { json?: boolean }) => {
     const s = await withAdmin(o, (api, opts) => api.getStats({}, opts));
     if (o.json) {
-      const { $typeName: _, subscriptions, upstreamWindows, recentDetections, ...counters } = s;
+      const { $typeName: _, subscriptions, upstreamWindows, recentDetections, filters, ...counters } = s;
       const plain = <T extends { $typeName: string }>(xs: T[]) => xs.map(({ $typeName: __, ...x }) => x);
       json({
         ...counters,
         subscriptions: plain(subscriptions),
         upstreamWindows: plain(upstreamWindows),
         recentDetections: plain(recentDetections),
+        filters: plain(filters),
       });
       return;
     }
@@ -97,6 +98,11 @@ export function addResolverCommands(program: Command): void {
     );
     for (const w of s.upstreamWindows) {
       out(`window ${w.dpId.padEnd(10)} ${w.inflight} in flight of ${w.window}, ${w.queued} waiting`);
+    }
+    for (const f of s.filters) {
+      out(
+        `filter ${f.dpId.padEnd(10)} ${f.routing ? "routing" : "not routing (the DP is asked)"}, ${f.bits} bits, ${f.hashes} hashes, ${f.position} additions, ${f.versions} versions`,
+      );
     }
     for (const sub of s.subscriptions) {
       out(

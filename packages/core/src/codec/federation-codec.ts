@@ -20,7 +20,7 @@ const DP_ID = /^[a-z0-9][a-z0-9.-]{0,63}$/;
 
 /** R10's federation parameters from a request; throws INVALID_ARGUMENT naming the problem. */
 export function federationFromProto(
-  o: Pick<FederationOptions, "mode" | "dps" | "dpIds"> | undefined,
+  o: Pick<FederationOptions, "mode" | "dps" | "dpIds" | "ignoreFilters"> | undefined,
 ): FederationQuery {
   if (!o) return DEFAULT_FEDERATION;
   const mode =
@@ -55,8 +55,8 @@ export function federationFromProto(
   for (const id of o.dpIds) {
     if (!DP_ID.test(id)) throw invalidArgument(`federation.dp_ids entry "${id.slice(0, 64)}" is not a DP id`);
   }
-  if (mode === undefined && dps === "preferred") return DEFAULT_FEDERATION;
-  return { ...(mode && { mode }), dps, dpIds: [...o.dpIds] };
+  if (mode === undefined && dps === "preferred" && !o.ignoreFilters) return DEFAULT_FEDERATION;
+  return { ...(mode && { mode }), dps, dpIds: [...o.dpIds], ...(o.ignoreFilters && { ignoreFilters: true }) };
 }
 
 /** One DP of a federated query as the resolver reports it. */
@@ -75,7 +75,12 @@ const OUTCOME = {
   answered: DpSource_Outcome.ANSWERED,
   failed: DpSource_Outcome.FAILED,
   over_limit: DpSource_Outcome.OVER_LIMIT,
+  skipped: DpSource_Outcome.SKIPPED_BY_FILTER,
 } as const;
+
+const OUTCOME_OF = new Map<DpSource_Outcome, ReceivedSource["outcome"]>(
+  Object.entries(OUTCOME).map(([k, v]) => [v, k as keyof typeof OUTCOME]),
+);
 
 /** The federated ResolveResponse: the merged answer in the query's format, and every source. */
 export function federatedResponseToProto(
@@ -86,7 +91,7 @@ export function federatedResponseToProto(
   ttlSeconds: number,
   stale: boolean,
 ): MessageInitShape<typeof ResolveResponseSchema> {
-  const partial = sources.some((s) => s.outcome !== "answered");
+  const partial = sources.some((s) => s.outcome === "failed" || s.outcome === "over_limit");
   return {
     answer: {
       status: STATUS[merged.kind],
@@ -134,12 +139,7 @@ export function receivedFederatedFromProto(r: ResolveResponse): ReceivedFederate
       return {
         dpId: s.dpId,
         authoritative: s.authoritative,
-        outcome:
-          s.outcome === DpSource_Outcome.ANSWERED
-            ? "answered"
-            : s.outcome === DpSource_Outcome.OVER_LIMIT
-              ? "over_limit"
-              : "failed",
+        outcome: OUTCOME_OF.get(s.outcome) ?? "failed",
         ...(st && { status: st }),
         ...parts,
       };

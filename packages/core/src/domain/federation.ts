@@ -20,6 +20,8 @@ export interface FederationQuery {
   readonly dps: "preferred" | "listed" | "all";
   /** For "listed": the federated DPs to ask. */
   readonly dpIds: readonly string[];
+  /** Ask every selected DP, whatever its CSI filter says. */
+  readonly ignoreFilters?: boolean;
 }
 
 /** A query that says nothing about federation. */

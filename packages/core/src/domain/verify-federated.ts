@@ -1,8 +1,10 @@
 // End-to-end verification of a federated answer: every DP that answered sealed its own answer,
 // and the merged answer must be exactly what mergeFederated makes of those sealed answers under
-// the query's parameters. A resolver can therefore neither add nor drop a DP's mapping, nor
-// re-rank them, without the MSP noticing; what it can do is say a DP failed (the answer is then
-// marked partial) or leave a DP out as over its fan-out limit (also partial).
+// the query's parameters. A resolver can therefore neither add nor drop an answering DP's
+// mapping, nor re-rank them, without the MSP noticing. What it can do is say a DP failed or was
+// over its fan-out limit (the answer is then marked partial), or that a DP's CSI filter ruled
+// the CSI out (not checkable by an MSP, which has no filter key: such an answer verifies but is
+// never called complete; a query with ignore_filters asks every DP).
 import {
   type AnswerSeal,
   compactBits,
@@ -30,7 +32,8 @@ import {
 export interface ReceivedSource {
   readonly dpId: string;
   readonly authoritative: boolean;
-  readonly outcome: "answered" | "failed" | "over_limit";
+  /** "skipped": not asked, its CSI filter says it holds nothing for the CSI (the resolver's word). */
+  readonly outcome: "answered" | "failed" | "over_limit" | "skipped";
   readonly status?: OutcomeKind;
   readonly seal?: AnswerSeal;
   readonly optOut?: OptOutProof;
@@ -73,8 +76,12 @@ export function federatedAnswerProblem(
         `DP "${s.dpId}" is ${s.authoritative ? "marked" : "not marked"} authoritative, against the registry`,
       );
     }
-    if (s.outcome !== "answered" && !a.partial)
+    // A DP its filter ruled out is not a gap: the filter keeps no holder's CSI out (MSPs cannot
+    // check it, the key being the resolvers' and DPs' alone: that skip is the resolver's word).
+    if ((s.outcome === "failed" || s.outcome === "over_limit") && !a.partial) {
       return fail(`DP "${s.dpId}" did not answer, but the answer is not marked partial`);
+    }
+    if (s.outcome === "skipped" && s.authoritative) return fail("the authoritative DP is never skipped");
   }
   const tag = params.tag.toLowerCase();
   // Without a tag, or with "Default" (whose every candidate the seals name), all that the MSP
@@ -135,7 +142,8 @@ export function federatedAnswerProblem(
   const unknown = a.mappings.find((m) => !parts.some((p) => p.dpId === m.dpId));
   if (unknown)
     return fail(`the mapping at MSP "${unknown.mspId}" names DP "${unknown.dpId}", which did not answer`);
-  const done = { complete: complete && !a.partial };
+  // A DP skipped by its filter is the resolver's word: the answer is not provably complete.
+  const done = { complete: complete && !a.partial && !a.sources.some((s) => s.outcome === "skipped") };
   if (params.format === "compact") {
     if (a.mappings.length > 0) return fail("a compact answer carries mappings");
     const bits = a.compactBits ?? new Uint8Array(0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCJSChZJbnZhbGlkYXRlT2xkZXJSZXF1ZXN0EgsKA2NzaRgBIAEoCRIrCgdtYXBwaW5nGAIgASgLMhoubWltaS5kaXNjb3ZlcnkudjEuTWFwcGluZyI9ChdJbnZhbGlkYXRlT2xkZXJSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgNEhEKCWNvbnRlc3RlZBgCIAEoDSJ/ChNMb29rdXBTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEhQKDHJhdGVfY29udGV4dBgEIAEoDCLPAQoUTG9va3VwU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBI1CghyZXNwb25zZRgCIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlc3BvbnNlSAASLQoFZXJyb3IYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5JdGVtRXJyb3JIABIzCgZsaW1pdHMYBCABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5FbmRwb2ludExpbWl0c0gAQggKBnJlc3VsdCIsCg5FbmRwb2ludExpbWl0cxIaChJsb29rdXBzX3Blcl9zZWNvbmQYASABKA0iZQoNTG9va3VwUmVxdWVzdBILCgNjc2kYASABKAkSMQoHb3B0aW9ucxgCIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAMgASgMIjsKDkxvb2t1cFJlc3BvbnNlEikKBmFuc3dlchgBIAEoCzIZLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlciJ9Cg9FbnJvbE1zcFJlcXVlc3QSDgoGbXNwX2lkGAEgASgJEhQKDHRsc19pZGVudGl0eRgCIAEoCRIWCg5lbnJvbGxlZF91c2VycxgDIAEoBBIaChJzaWduaW5nX3B1YmxpY19rZXkYBCABKAwSEAoIbWF5X2J1bGsYBSABKAgiPwoQRW5yb2xNc3BSZXNwb25zZRIrCgNtc3AYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCKRAQoLRW5yb2xsZWRNc3ASDgoGbXNwX2lkGAEgASgJEhQKDHRsc19pZGVudGl0eRgCIAEoCRIWCg5lbnJvbGxlZF91c2VycxgDIAEoBBIWCg5lbnJvbGxlZF9hdF9tcxgEIAEoAxIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSEAoIbWF5X2J1bGsYBiABKAgiGQoXTGlzdEVucm9sbGVkTXNwc1JlcXVlc3QiSAoYTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEiwKBG1zcHMYASADKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbGxlZE1zcCJ0CglGZWVkRW50cnkSCwoDY3NpGAEgASgJEisKBWV2ZW50GAIgASgOMhwubWltaS5kaXNjb3ZlcnkudjEuRmVlZEV2ZW50EhcKD2VmZmVjdGl2ZV9hdF9tcxgDIAEoAxIUCgxkb25vcl9tc3BfaWQYBCABKAkiSgoZSW5nZXN0UHJvdmlkZXJGZWVkUmVxdWVzdBItCgdlbnRyaWVzGAEgAygLMhwubWltaS5kaXNjb3ZlcnkudjEuRmVlZEVudHJ5IkcKGkluZ2VzdFByb3ZpZGVyRmVlZFJlc3BvbnNlEg8KB2VudHJpZXMYASABKAQSGAoQbWFwcGluZ3NfcmVtb3ZlZBgCIAEoBCISChBHZXRTdGF0dXNSZXF1ZXN0IoYDChFHZXRTdGF0dXNSZXNwb25zZRINCgVkcF9pZBgBIAEoCRIXCg9yZWdpc3RyeV9zZXJpYWwYAiABKAQSMgoLZGVsZWdhdGlvbnMYAyADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEhUKDW1hcHBpbmdfY291bnQYBCABKAQSFgoObG9va3Vwc19zZXJ2ZWQYBSABKAQSGAoQcmVmdXNlZF9jYXBhY2l0eRgGIAEoBBIYChByZWZ1c2VkX3Jlc29sdmVyGAcgASgEEhcKD3JlZnVzZWRfY29udGV4dBgIIAEoBBIbChNyZWZ1c2VkX2VudW1lcmF0aW9uGAkgASgEEhgKEGVudW1lcmF0aW9uX21vZGUYCiABKAkSHgoWZW51bWVyYXRpb25fZGV0ZWN0aW9ucxgLIAEoBBJCChFyZWNlbnRfZGV0ZWN0aW9ucxgMIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVudW1lcmF0aW9uRGV0ZWN0aW9uKroBCgxSZXN5bmNSZWFzb24SHQoZUkVTWU5DX1JFQVNPTl9VTlNQRUNJRklFRBAAEh0KGVJFU1lOQ19SRUFTT05fTkVXX1dBVENIRVIQARIbChdSRVNZTkNfUkVBU09OX09USEVSX0xPRxACEhkKFVJFU1lOQ19SRUFTT05fVE9PX09MRBADEhgKFFJFU1lOQ19SRUFTT05fQkVISU5EEAQSGgoWUkVTWU5DX1JFQVNPTl9ESVZFUkdFRBAFKnYKCUZlZWRFdmVudBIaChZGRUVEX0VWRU5UX1VOU1BFQ0lGSUVEEAASGwoXRkVFRF9FVkVOVF9ESVNDT05ORUNURUQQARIZChVGRUVEX0VWRU5UX1JFQVNTSUdORUQQAhIVChFGRUVEX0VWRU5UX1BPUlRFRBADMq0CChRBdXRob3JpdGF0aXZlU2VydmljZRJNCgZMb29rdXASIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXF1ZXN0GiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2USYwoMTG9va3VwU3RyZWFtEiYubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlc3BvbnNlKAEwARJhCgxXYXRjaENoYW5nZXMSJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuV2F0Y2hDaGFuZ2VzUmVzcG9uc2UwATJ3CgtQZWVyU2VydmljZRJoCg9JbnZhbGlkYXRlT2xkZXISKS5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXF1ZXN0GioubWltaS5kaXNjb3ZlcnkudjEuSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2UyqgMKGUF1dGhvcml0YXRpdmVBZG1pblNlcnZpY2USUwoIRW5yb2xNc3ASIi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlc3BvbnNlEmsKEExpc3RFbnJvbGxlZE1zcHMSKi5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVxdWVzdBorLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRJzChJJbmdlc3RQcm92aWRlckZlZWQSLC5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Gi0ubWltaS5kaXNjb3ZlcnkudjEuSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2UoARJWCglHZXRTdGF0dXMSIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXF1ZXN0GiQubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiUgoWSW52YWxpZGF0ZU9sZGVyUmVxdWVzdBILCgNjc2kYASABKAkSKwoHbWFwcGluZxgCIAEoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmciPQoXSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDRIRCgljb250ZXN0ZWQYAiABKA0ifwoTTG9va3VwU3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA2NzaRgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYBCABKAwizwEKFExvb2t1cFN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNQoIcmVzcG9uc2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZUgAEi0KBWVycm9yGAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuSXRlbUVycm9ySAASMwoGbGltaXRzGAQgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW5kcG9pbnRMaW1pdHNIAEIICgZyZXN1bHQiLAoORW5kcG9pbnRMaW1pdHMSGgoSbG9va3Vwc19wZXJfc2Vjb25kGAEgASgNImUKDUxvb2t1cFJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEhQKDHJhdGVfY29udGV4dBgDIAEoDCI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCKGAwoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEEhgKEHJlZnVzZWRfY2FwYWNpdHkYBiABKAQSGAoQcmVmdXNlZF9yZXNvbHZlchgHIAEoBBIXCg9yZWZ1c2VkX2NvbnRleHQYCCABKAQSGwoTcmVmdXNlZF9lbnVtZXJhdGlvbhgJIAEoBBIYChBlbnVtZXJhdGlvbl9tb2RlGAogASgJEh4KFmVudW1lcmF0aW9uX2RldGVjdGlvbnMYCyABKAQSQgoRcmVjZW50X2RldGVjdGlvbnMYDCADKAsyJy5taW1pLmRpc2NvdmVyeS52MS5FbnVtZXJhdGlvbkRldGVjdGlvbiq6AQoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIdChlSRVNZTkNfUkVBU09OX05FV19XQVRDSEVSEAESGwoXUkVTWU5DX1JFQVNPTl9PVEhFUl9MT0cQAhIZChVSRVNZTkNfUkVBU09OX1RPT19PTEQQAxIYChRSRVNZTkNfUkVBU09OX0JFSElORBAEEhoKFlJFU1lOQ19SRUFTT05fRElWRVJHRUQQBSp2CglGZWVkRXZlbnQSGgoWRkVFRF9FVkVOVF9VTlNQRUNJRklFRBAAEhsKF0ZFRURfRVZFTlRfRElTQ09OTkVDVEVEEAESGQoVRkVFRF9FVkVOVF9SRUFTU0lHTkVEEAISFQoRRkVFRF9FVkVOVF9QT1JURUQQAzKtAgoUQXV0aG9yaXRhdGl2ZVNlcnZpY2USTQoGTG9va3VwEiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVxdWVzdBohLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlc3BvbnNlEmMKDExvb2t1cFN0cmVhbRImLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXNwb25zZSgBMAESYQoMV2F0Y2hDaGFuZ2VzEiYubWltaS5kaXNjb3ZlcnkudjEuV2F0Y2hDaGFuZ2VzUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1Jlc3BvbnNlMAEycgoQQ3NpRmlsdGVyU2VydmljZRJeCgtXYXRjaEZpbHRlchIlLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoRmlsdGVyUmVxdWVzdBomLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoRmlsdGVyUmVzcG9uc2UwATJ3CgtQZWVyU2VydmljZRJoCg9JbnZhbGlkYXRlT2xkZXISKS5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXF1ZXN0GioubWltaS5kaXNjb3ZlcnkudjEuSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2UyqgMKGUF1dGhvcml0YXRpdmVBZG1pblNlcnZpY2USUwoIRW5yb2xNc3ASIi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlc3BvbnNlEmsKEExpc3RFbnJvbGxlZE1zcHMSKi5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVxdWVzdBorLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRJzChJJbmdlc3RQcm92aWRlckZlZWQSLC5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Gi0ubWltaS5kaXNjb3ZlcnkudjEuSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2UoARJWCglHZXRTdGF0dXMSIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXF1ZXN0GiQubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.WatchChangesRequest
@@ -198,6 +198,185 @@ export const ChangeLogCaughtUpSchema: GenMessage<ChangeLogCaughtUp> = /*@__PURE_
   messageDesc(file_mimi_discovery_v1_authoritative, 4);
 
 /**
+ * @generated from message mimi.discovery.v1.WatchFilterRequest
+ */
+export type WatchFilterRequest = Message<"mimi.discovery.v1.WatchFilterRequest"> & {
+  /**
+   * The version the caller holds and how many additions of it it has applied; empty for none.
+   *
+   * @generated from field: bytes version = 1;
+   */
+  version: Uint8Array;
+
+  /**
+   * @generated from field: uint64 position = 2;
+   */
+  position: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.WatchFilterRequest.
+ * Use `create(WatchFilterRequestSchema)` to create a new message.
+ */
+export const WatchFilterRequestSchema: GenMessage<WatchFilterRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 5);
+
+/**
+ * @generated from message mimi.discovery.v1.WatchFilterResponse
+ */
+export type WatchFilterResponse = Message<"mimi.discovery.v1.WatchFilterResponse"> & {
+  /**
+   * @generated from oneof mimi.discovery.v1.WatchFilterResponse.item
+   */
+  item: {
+    /**
+     * @generated from field: mimi.discovery.v1.FilterHeader header = 1;
+     */
+    value: FilterHeader;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: mimi.discovery.v1.FilterChunk chunk = 2;
+     */
+    value: FilterChunk;
+    case: "chunk";
+  } | {
+    /**
+     * @generated from field: mimi.discovery.v1.FilterAdditions additions = 3;
+     */
+    value: FilterAdditions;
+    case: "additions";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message mimi.discovery.v1.WatchFilterResponse.
+ * Use `create(WatchFilterResponseSchema)` to create a new message.
+ */
+export const WatchFilterResponseSchema: GenMessage<WatchFilterResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 6);
+
+/**
+ * A whole filter follows: its parameters, then its bits in chunks.
+ *
+ * @generated from message mimi.discovery.v1.FilterHeader
+ */
+export type FilterHeader = Message<"mimi.discovery.v1.FilterHeader"> & {
+  /**
+   * 16 random bytes, new with every build.
+   *
+   * @generated from field: bytes version = 1;
+   */
+  version: Uint8Array;
+
+  /**
+   * 32 bytes. A CSI's positions: HMAC-SHA256(key, "MIMI-FILTER-v1", a zero byte, canonical CSI
+   * URI); h1 and h2 are its first two 48-bit big-endian halves (h2 plus 1 when it is even); the
+   * positions are (h1 + i * h2) mod bits for i in 0..hashes-1. Bit b is bit (b mod 8) of byte
+   * b / 8, least significant first.
+   *
+   * @generated from field: bytes key = 2;
+   */
+  key: Uint8Array;
+
+  /**
+   * Bits of the filter (a multiple of 64) and hash functions per CSI.
+   *
+   * @generated from field: uint64 bits = 3;
+   */
+  bits: bigint;
+
+  /**
+   * @generated from field: uint32 hashes = 4;
+   */
+  hashes: number;
+
+  /**
+   * Additions already in the bits that follow: the position to resume from.
+   *
+   * @generated from field: uint64 position = 5;
+   */
+  position: bigint;
+
+  /**
+   * What the DP sized it for, and the CSIs in it when it was built (for operators).
+   *
+   * @generated from field: uint64 sized_for = 6;
+   */
+  sizedFor: bigint;
+
+  /**
+   * @generated from field: double target_false_positive_rate = 7;
+   */
+  targetFalsePositiveRate: number;
+
+  /**
+   * @generated from field: uint64 csis = 8;
+   */
+  csis: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FilterHeader.
+ * Use `create(FilterHeaderSchema)` to create a new message.
+ */
+export const FilterHeaderSchema: GenMessage<FilterHeader> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 7);
+
+/**
+ * `data` are the filter's bytes from `offset`; the chunk with `last` completes it.
+ *
+ * @generated from message mimi.discovery.v1.FilterChunk
+ */
+export type FilterChunk = Message<"mimi.discovery.v1.FilterChunk"> & {
+  /**
+   * @generated from field: uint64 offset = 1;
+   */
+  offset: bigint;
+
+  /**
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * @generated from field: bool last = 3;
+   */
+  last: boolean;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FilterChunk.
+ * Use `create(FilterChunkSchema)` to create a new message.
+ */
+export const FilterChunkSchema: GenMessage<FilterChunk> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 8);
+
+/**
+ * Bits that went from 0 to 1; `position` is the count of additions once these are applied.
+ *
+ * @generated from message mimi.discovery.v1.FilterAdditions
+ */
+export type FilterAdditions = Message<"mimi.discovery.v1.FilterAdditions"> & {
+  /**
+   * @generated from field: uint64 position = 1;
+   */
+  position: bigint;
+
+  /**
+   * @generated from field: repeated uint64 bits = 2;
+   */
+  bits: bigint[];
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FilterAdditions.
+ * Use `create(FilterAdditionsSchema)` to create a new message.
+ */
+export const FilterAdditionsSchema: GenMessage<FilterAdditions> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 9);
+
+/**
  * @generated from message mimi.discovery.v1.InvalidateOlderRequest
  */
 export type InvalidateOlderRequest = Message<"mimi.discovery.v1.InvalidateOlderRequest"> & {
@@ -221,7 +400,7 @@ export type InvalidateOlderRequest = Message<"mimi.discovery.v1.InvalidateOlderR
  * Use `create(InvalidateOlderRequestSchema)` to create a new message.
  */
 export const InvalidateOlderRequestSchema: GenMessage<InvalidateOlderRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 5);
+  messageDesc(file_mimi_discovery_v1_authoritative, 10);
 
 /**
  * @generated from message mimi.discovery.v1.InvalidateOlderResponse
@@ -247,7 +426,7 @@ export type InvalidateOlderResponse = Message<"mimi.discovery.v1.InvalidateOlder
  * Use `create(InvalidateOlderResponseSchema)` to create a new message.
  */
 export const InvalidateOlderResponseSchema: GenMessage<InvalidateOlderResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 6);
+  messageDesc(file_mimi_discovery_v1_authoritative, 11);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamRequest
@@ -283,7 +462,7 @@ export type LookupStreamRequest = Message<"mimi.discovery.v1.LookupStreamRequest
  * Use `create(LookupStreamRequestSchema)` to create a new message.
  */
 export const LookupStreamRequestSchema: GenMessage<LookupStreamRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 7);
+  messageDesc(file_mimi_discovery_v1_authoritative, 12);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamResponse
@@ -327,7 +506,7 @@ export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamRespon
  * Use `create(LookupStreamResponseSchema)` to create a new message.
  */
 export const LookupStreamResponseSchema: GenMessage<LookupStreamResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 8);
+  messageDesc(file_mimi_discovery_v1_authoritative, 13);
 
 /**
  * The rate of lookups one DP endpoint takes from one caller. A resolver paces its lookups to
@@ -350,7 +529,7 @@ export type EndpointLimits = Message<"mimi.discovery.v1.EndpointLimits"> & {
  * Use `create(EndpointLimitsSchema)` to create a new message.
  */
 export const EndpointLimitsSchema: GenMessage<EndpointLimits> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 9);
+  messageDesc(file_mimi_discovery_v1_authoritative, 14);
 
 /**
  * @generated from message mimi.discovery.v1.LookupRequest
@@ -384,7 +563,7 @@ export type LookupRequest = Message<"mimi.discovery.v1.LookupRequest"> & {
  * Use `create(LookupRequestSchema)` to create a new message.
  */
 export const LookupRequestSchema: GenMessage<LookupRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 10);
+  messageDesc(file_mimi_discovery_v1_authoritative, 15);
 
 /**
  * @generated from message mimi.discovery.v1.LookupResponse
@@ -401,7 +580,7 @@ export type LookupResponse = Message<"mimi.discovery.v1.LookupResponse"> & {
  * Use `create(LookupResponseSchema)` to create a new message.
  */
 export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 11);
+  messageDesc(file_mimi_discovery_v1_authoritative, 16);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
@@ -448,7 +627,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 12);
+  messageDesc(file_mimi_discovery_v1_authoritative, 17);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -465,7 +644,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 13);
+  messageDesc(file_mimi_discovery_v1_authoritative, 18);
 
 /**
  * An MSP enrolled at this DP.
@@ -509,7 +688,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 14);
+  messageDesc(file_mimi_discovery_v1_authoritative, 19);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -522,7 +701,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 15);
+  messageDesc(file_mimi_discovery_v1_authoritative, 20);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -539,7 +718,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 16);
+  messageDesc(file_mimi_discovery_v1_authoritative, 21);
 
 /**
  * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
@@ -578,7 +757,7 @@ export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
  * Use `create(FeedEntrySchema)` to create a new message.
  */
 export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 17);
+  messageDesc(file_mimi_discovery_v1_authoritative, 22);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
@@ -595,7 +774,7 @@ export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProvide
  * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
 export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 18);
+  messageDesc(file_mimi_discovery_v1_authoritative, 23);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
@@ -617,7 +796,7 @@ export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProvid
  * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
 export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 19);
+  messageDesc(file_mimi_discovery_v1_authoritative, 24);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -630,7 +809,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 20);
+  messageDesc(file_mimi_discovery_v1_authoritative, 25);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -712,7 +891,7 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 21);
+  messageDesc(file_mimi_discovery_v1_authoritative, 26);
 
 /**
  * Why a watcher cannot continue from its position and must drop what it cached from this DP.
@@ -853,6 +1032,33 @@ export const AuthoritativeService: GenService<{
   serviceDesc(file_mimi_discovery_v1_authoritative, 0);
 
 /**
+ * The DP's filter of the CSIs it holds mappings for (G6, GLADOS section 9), so that a resolver
+ * asks a federated DP only when the filter says it may hold a CSI. A bloom filter, keyed: a
+ * CSI's bits are positions taken from HMAC-SHA256 under the filter's key, which only callers
+ * with the resolver or dp role receive (an unkeyed filter of phone numbers would let anyone
+ * list who is there). Bits only go from 0 to 1 within a version; when removals have made it
+ * too dirty, or more CSIs than it was sized for are in it, the DP builds a new version.
+ *
+ * @generated from service mimi.discovery.v1.CsiFilterService
+ */
+export const CsiFilterService: GenService<{
+  /**
+   * First a whole filter (a FilterHeader, then FilterChunks in order, the last marked), unless
+   * the caller's version and position continue; then the additions (bits that went from 0 to
+   * 1) as they happen. A new version is sent whole on the same stream, so a follower moves to
+   * it without a gap: it keeps using the old one until the last chunk of the new one is in.
+   *
+   * @generated from rpc mimi.discovery.v1.CsiFilterService.WatchFilter
+   */
+  watchFilter: {
+    methodKind: "server_streaming";
+    input: typeof WatchFilterRequestSchema;
+    output: typeof WatchFilterResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_mimi_discovery_v1_authoritative, 1);
+
+/**
  * Calls between DPs. Callers must present the certificate of a DP the root registry lists.
  *
  * @generated from service mimi.discovery.v1.PeerService
@@ -874,7 +1080,7 @@ export const PeerService: GenService<{
     output: typeof InvalidateOlderResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_mimi_discovery_v1_authoritative, 1);
+  serviceDesc(file_mimi_discovery_v1_authoritative, 2);
 
 /**
  * Operator functions of an authoritative DP. Callers must present a
@@ -926,5 +1132,5 @@ export const AuthoritativeAdminService: GenService<{
     output: typeof GetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_mimi_discovery_v1_authoritative, 2);
+  serviceDesc(file_mimi_discovery_v1_authoritative, 3);
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/resolver.proto.
  */
 export const file_mimi_discovery_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCKbAQoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEg8KB2V4cGxhaW4YAyABKAgSOAoKZmVkZXJhdGlvbhgEIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25PcHRpb25zIu8BChFGZWRlcmF0aW9uT3B0aW9ucxIvCgRtb2RlGAEgASgOMiEubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvbk1vZGUSPQoDZHBzGAIgASgOMjAubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvbk9wdGlvbnMuRHBTZWxlY3Rpb24SDgoGZHBfaWRzGAMgAygJIloKC0RwU2VsZWN0aW9uEhwKGERQX1NFTEVDVElPTl9VTlNQRUNJRklFRBAAEhcKE0RQX1NFTEVDVElPTl9MSVNURUQQARIUChBEUF9TRUxFQ1RJT05fQUxMEAIiUQoQRmVkZXJhdGlvblJlc3VsdBIsCgdzb3VyY2VzGAEgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBTb3VyY2USDwoHcGFydGlhbBgCIAEoCCKUAwoIRHBTb3VyY2USDQoFZHBfaWQYASABKAkSFQoNYXV0aG9yaXRhdGl2ZRgCIAEoCBI0CgdvdXRjb21lGAMgASgOMiMubWltaS5kaXNjb3ZlcnkudjEuRHBTb3VyY2UuT3V0Y29tZRIvCgZzdGF0dXMYBCABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSKwoEc2VhbBgFIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgGIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mEg8KB2ZhaWx1cmUYByABKAkSDgoGcmVhc29uGAggASgJEhYKDnJldHJ5X2FmdGVyX21zGAkgASgEImQKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhQKEE9VVENPTUVfQU5TV0VSRUQQARISCg5PVVRDT01FX0ZBSUxFRBACEhYKEk9VVENPTUVfT1ZFUl9MSU1JVBADIrkBCg9SZXNvbHZlUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyEg0KBXN0YWxlGAIgASgIEjMKC2V4cGxhbmF0aW9uGAMgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRXhwbGFuYXRpb24SNwoKZmVkZXJhdGlvbhgEIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25SZXN1bHQivAMKC0V4cGxhbmF0aW9uEhIKCmRlbGVnYXRpb24YASABKAkSDQoFZHBfaWQYAiABKAkSEAoIZW5kcG9pbnQYAyABKAkSOAoFY2FjaGUYBCABKA4yKS5taW1pLmRpc2NvdmVyeS52MS5FeHBsYW5hdGlvbi5DYWNoZVN0YXRlEhMKC3R0bF9zZWNvbmRzGAUgASgNEhcKD3JlZ2lzdHJ5X3NlcmlhbBgGIAEoBBI1CgpzaWduYXR1cmVzGAcgAygLMiEubWltaS5kaXNjb3ZlcnkudjEuU2lnbmF0dXJlQ2hlY2sSJgoFc3RlcHMYCCADKAsyFy5taW1pLmRpc2NvdmVyeS52MS5TdGVwEg8KB2ZhaWx1cmUYCSABKAkinwEKCkNhY2hlU3RhdGUSGwoXQ0FDSEVfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9DQUNIRV9TVEFURV9ISVQQARIUChBDQUNIRV9TVEFURV9NSVNTEAISFQoRQ0FDSEVfU1RBVEVfU1RBTEUQAxIaChZDQUNIRV9TVEFURV9QUkVGRVRDSEVEEAQSFgoSQ0FDSEVfU1RBVEVfSk9JTkVEEAUiSgoOU2lnbmF0dXJlQ2hlY2sSDAoEd2hhdBgBIAEoCRIOCgZzaWduZXIYAiABKAkSDgoGa2V5X2lkGAMgASgJEgoKAm9rGAQgASgIIiQKBFN0ZXASDAoEbmFtZRgBIAEoCRIOCgZtaWNyb3MYAiABKAQipAEKFFJlc29sdmVTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAQSCwoDY3NpGAIgASgJEjEKB29wdGlvbnMYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEjgKCmZlZGVyYXRpb24YBCABKAsyJC5taW1pLmRpc2NvdmVyeS52MS5GZWRlcmF0aW9uT3B0aW9ucyKcAQoVUmVzb2x2ZVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNgoIcmVzcG9uc2UYAiABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCJGCgxGbHVzaFJlcXVlc3QSDQoDY3NpGAEgASgJSAASDwoFZHBfaWQYAiABKAlIABINCgNhbGwYAyABKAhIAEIHCgVzY29wZSIgCg1GbHVzaFJlc3BvbnNlEg8KB2V2aWN0ZWQYASABKAQiEQoPR2V0U3RhdHNSZXF1ZXN0IvkEChBHZXRTdGF0c1Jlc3BvbnNlEhUKDWNhY2hlX2VudHJpZXMYASABKAQSDAoEaGl0cxgCIAEoBBIOCgZtaXNzZXMYAyABKAQSDQoFc3RhbGUYBCABKAQSEgoKcHJlZmV0Y2hlcxgFIAEoBBIVCg1pbnZhbGlkYXRpb25zGAYgASgEEg8KB3Jlc3luY3MYByABKAQSGwoTZXZpY3RlZF9ieV9yZWdpc3RyeRgIIAEoBBIPCgdmbHVzaGVkGAkgASgEEhkKEXVwc3RyZWFtX3JlcXVlc3RzGAogASgEEhkKEXVwc3RyZWFtX2ZhaWx1cmVzGAsgASgEEh0KFXZlcmlmaWNhdGlvbl9mYWlsdXJlcxgMIAEoBBIXCg9yZWdpc3RyeV9zZXJpYWwYDSABKAQSGgoScmVnaXN0cnlfY29ubmVjdGVkGA4gASgIEjwKDXN1YnNjcmlwdGlvbnMYDyADKAsyJS5taW1pLmRpc2NvdmVyeS52MS5TdWJzY3JpcHRpb25TdGF0dXMSFgoOcXVvdGFfcmVmdXNhbHMYECABKAQSOwoQdXBzdHJlYW1fd2luZG93cxgRIAMoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLlVwc3RyZWFtV2luZG93EhgKEGVudW1lcmF0aW9uX21vZGUYEiABKAkSHgoWZW51bWVyYXRpb25fZGV0ZWN0aW9ucxgTIAEoBBIcChRlbnVtZXJhdGlvbl9yZWZ1c2FscxgUIAEoBBJCChFyZWNlbnRfZGV0ZWN0aW9ucxgVIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVudW1lcmF0aW9uRGV0ZWN0aW9uIlEKDlVwc3RyZWFtV2luZG93Eg0KBWRwX2lkGAEgASgJEhAKCGluZmxpZ2h0GAIgASgEEg4KBndpbmRvdxgDIAEoBBIOCgZxdWV1ZWQYBCABKAQijgEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVkcF9pZBgBIAEoCRIRCgljb25uZWN0ZWQYAiABKAgSDgoGbG9nX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIOCgZldmVudHMYBSABKAQSDwoHcmVzeW5jcxgGIAEoBBIYChBsYXN0X2V2ZW50X2F0X21zGAcgASgDMqACCg9SZXNvbHZlclNlcnZpY2USUAoHUmVzb2x2ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVJlc3BvbnNlEmYKDVJlc29sdmVTdHJlYW0SJy5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVxdWVzdBooLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVTdHJlYW1SZXNwb25zZSgBMAESUwoIR2V0UXVvdGESIi5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRRdW90YVJlc3BvbnNlMrcBChRSZXNvbHZlckFkbWluU2VydmljZRJKCgVGbHVzaBIfLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVxdWVzdBogLm1pbWkuZGlzY292ZXJ5LnYxLkZsdXNoUmVzcG9uc2USUwoIR2V0U3RhdHMSIi5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1JlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0c1Jlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
+  fileDesc("CiBtaW1pL2Rpc2NvdmVyeS92MS9yZXNvbHZlci5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiEQoPR2V0UXVvdGFSZXF1ZXN0Ip0BChBHZXRRdW90YVJlc3BvbnNlEhAKCGlkZW50aXR5GAEgASgJEhYKDmVucm9sbGVkX3VzZXJzGAIgASgEEicKA2RwcxgDIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLkRwUXVvdGESGAoQcGVyX21pbnV0ZV9saW1pdBgEIAEoBBIcChRwZXJfbWludXRlX3JlbWFpbmluZxgFIAEoBCJACgdEcFF1b3RhEg0KBWRwX2lkGAEgASgJEhMKC2RhaWx5X2xpbWl0GAIgASgEEhEKCXJlbWFpbmluZxgDIAEoBCKbAQoOUmVzb2x2ZVJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEg8KB2V4cGxhaW4YAyABKAgSOAoKZmVkZXJhdGlvbhgEIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25PcHRpb25zIocCChFGZWRlcmF0aW9uT3B0aW9ucxIvCgRtb2RlGAEgASgOMiEubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvbk1vZGUSPQoDZHBzGAIgASgOMjAubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvbk9wdGlvbnMuRHBTZWxlY3Rpb24SDgoGZHBfaWRzGAMgAygJEhYKDmlnbm9yZV9maWx0ZXJzGAQgASgIIloKC0RwU2VsZWN0aW9uEhwKGERQX1NFTEVDVElPTl9VTlNQRUNJRklFRBAAEhcKE0RQX1NFTEVDVElPTl9MSVNURUQQARIUChBEUF9TRUxFQ1RJT05fQUxMEAIiUQoQRmVkZXJhdGlvblJlc3VsdBIsCgdzb3VyY2VzGAEgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBTb3VyY2USDwoHcGFydGlhbBgCIAEoCCK0AwoIRHBTb3VyY2USDQoFZHBfaWQYASABKAkSFQoNYXV0aG9yaXRhdGl2ZRgCIAEoCBI0CgdvdXRjb21lGAMgASgOMiMubWltaS5kaXNjb3ZlcnkudjEuRHBTb3VyY2UuT3V0Y29tZRIvCgZzdGF0dXMYBCABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSKwoEc2VhbBgFIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgGIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mEg8KB2ZhaWx1cmUYByABKAkSDgoGcmVhc29uGAggASgJEhYKDnJldHJ5X2FmdGVyX21zGAkgASgEIoMBCgdPdXRjb21lEhcKE09VVENPTUVfVU5TUEVDSUZJRUQQABIUChBPVVRDT01FX0FOU1dFUkVEEAESEgoOT1VUQ09NRV9GQUlMRUQQAhIWChJPVVRDT01FX09WRVJfTElNSVQQAxIdChlPVVRDT01FX1NLSVBQRURfQllfRklMVEVSEAQiuQEKD1Jlc29sdmVSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXISDQoFc3RhbGUYAiABKAgSMwoLZXhwbGFuYXRpb24YAyABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5FeHBsYW5hdGlvbhI3CgpmZWRlcmF0aW9uGAQgASgLMiMubWltaS5kaXNjb3ZlcnkudjEuRmVkZXJhdGlvblJlc3VsdCK8AwoLRXhwbGFuYXRpb24SEgoKZGVsZWdhdGlvbhgBIAEoCRINCgVkcF9pZBgCIAEoCRIQCghlbmRwb2ludBgDIAEoCRI4CgVjYWNoZRgEIAEoDjIpLm1pbWkuZGlzY292ZXJ5LnYxLkV4cGxhbmF0aW9uLkNhY2hlU3RhdGUSEwoLdHRsX3NlY29uZHMYBSABKA0SFwoPcmVnaXN0cnlfc2VyaWFsGAYgASgEEjUKCnNpZ25hdHVyZXMYByADKAsyIS5taW1pLmRpc2NvdmVyeS52MS5TaWduYXR1cmVDaGVjaxImCgVzdGVwcxgIIAMoCzIXLm1pbWkuZGlzY292ZXJ5LnYxLlN0ZXASDwoHZmFpbHVyZRgJIAEoCSKfAQoKQ2FjaGVTdGF0ZRIbChdDQUNIRV9TVEFURV9VTlNQRUNJRklFRBAAEhMKD0NBQ0hFX1NUQVRFX0hJVBABEhQKEENBQ0hFX1NUQVRFX01JU1MQAhIVChFDQUNIRV9TVEFURV9TVEFMRRADEhoKFkNBQ0hFX1NUQVRFX1BSRUZFVENIRUQQBBIWChJDQUNIRV9TVEFURV9KT0lORUQQBSJKCg5TaWduYXR1cmVDaGVjaxIMCgR3aGF0GAEgASgJEg4KBnNpZ25lchgCIAEoCRIOCgZrZXlfaWQYAyABKAkSCgoCb2sYBCABKAgiJAoEU3RlcBIMCgRuYW1lGAEgASgJEg4KBm1pY3JvcxgCIAEoBCKkAQoUUmVzb2x2ZVN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSOAoKZmVkZXJhdGlvbhgEIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25PcHRpb25zIpwBChVSZXNvbHZlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBI2CghyZXNwb25zZRgCIAEoCzIiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZUgAEi0KBWVycm9yGAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuSXRlbUVycm9ySABCCAoGcmVzdWx0IkYKDEZsdXNoUmVxdWVzdBINCgNjc2kYASABKAlIABIPCgVkcF9pZBgCIAEoCUgAEg0KA2FsbBgDIAEoCEgAQgcKBXNjb3BlIiAKDUZsdXNoUmVzcG9uc2USDwoHZXZpY3RlZBgBIAEoBCIRCg9HZXRTdGF0c1JlcXVlc3QiqwUKEEdldFN0YXRzUmVzcG9uc2USFQoNY2FjaGVfZW50cmllcxgBIAEoBBIMCgRoaXRzGAIgASgEEg4KBm1pc3NlcxgDIAEoBBINCgVzdGFsZRgEIAEoBBISCgpwcmVmZXRjaGVzGAUgASgEEhUKDWludmFsaWRhdGlvbnMYBiABKAQSDwoHcmVzeW5jcxgHIAEoBBIbChNldmljdGVkX2J5X3JlZ2lzdHJ5GAggASgEEg8KB2ZsdXNoZWQYCSABKAQSGQoRdXBzdHJlYW1fcmVxdWVzdHMYCiABKAQSGQoRdXBzdHJlYW1fZmFpbHVyZXMYCyABKAQSHQoVdmVyaWZpY2F0aW9uX2ZhaWx1cmVzGAwgASgEEhcKD3JlZ2lzdHJ5X3NlcmlhbBgNIAEoBBIaChJyZWdpc3RyeV9jb25uZWN0ZWQYDiABKAgSPAoNc3Vic2NyaXB0aW9ucxgPIAMoCzIlLm1pbWkuZGlzY292ZXJ5LnYxLlN1YnNjcmlwdGlvblN0YXR1cxIWCg5xdW90YV9yZWZ1c2FscxgQIAEoBBI7ChB1cHN0cmVhbV93aW5kb3dzGBEgAygLMiEubWltaS5kaXNjb3ZlcnkudjEuVXBzdHJlYW1XaW5kb3cSGAoQZW51bWVyYXRpb25fbW9kZRgSIAEoCRIeChZlbnVtZXJhdGlvbl9kZXRlY3Rpb25zGBMgASgEEhwKFGVudW1lcmF0aW9uX3JlZnVzYWxzGBQgASgEEkIKEXJlY2VudF9kZXRlY3Rpb25zGBUgAygLMicubWltaS5kaXNjb3ZlcnkudjEuRW51bWVyYXRpb25EZXRlY3Rpb24SMAoHZmlsdGVycxgWIAMoCzIfLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlclN0YXR1cyJwCgxGaWx0ZXJTdGF0dXMSDQoFZHBfaWQYASABKAkSDwoHcm91dGluZxgCIAEoCBIMCgRiaXRzGAMgASgEEg4KBmhhc2hlcxgEIAEoDRIQCghwb3NpdGlvbhgFIAEoBBIQCgh2ZXJzaW9ucxgGIAEoBCJRCg5VcHN0cmVhbVdpbmRvdxINCgVkcF9pZBgBIAEoCRIQCghpbmZsaWdodBgCIAEoBBIOCgZ3aW5kb3cYAyABKAQSDgoGcXVldWVkGAQgASgEIo4BChJTdWJzY3JpcHRpb25TdGF0dXMSDQoFZHBfaWQYASABKAkSEQoJY29ubmVjdGVkGAIgASgIEg4KBmxvZ19pZBgDIAEoCRILCgNzZXEYBCABKAQSDgoGZXZlbnRzGAUgASgEEg8KB3Jlc3luY3MYBiABKAQSGAoQbGFzdF9ldmVudF9hdF9tcxgHIAEoAzKgAgoPUmVzb2x2ZXJTZXJ2aWNlElAKB1Jlc29sdmUSIS5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlUmVxdWVzdBoiLm1pbWkuZGlzY292ZXJ5LnYxLlJlc29sdmVSZXNwb25zZRJmCg1SZXNvbHZlU3RyZWFtEicubWltaS5kaXNjb3ZlcnkudjEuUmVzb2x2ZVN0cmVhbVJlcXVlc3QaKC5taW1pLmRpc2NvdmVyeS52MS5SZXNvbHZlU3RyZWFtUmVzcG9uc2UoATABElMKCEdldFF1b3RhEiIubWltaS5kaXNjb3ZlcnkudjEuR2V0UXVvdGFSZXF1ZXN0GiMubWltaS5kaXNjb3ZlcnkudjEuR2V0UXVvdGFSZXNwb25zZTK3AQoUUmVzb2x2ZXJBZG1pblNlcnZpY2USSgoFRmx1c2gSHy5taW1pLmRpc2NvdmVyeS52MS5GbHVzaFJlcXVlc3QaIC5taW1pLmRpc2NvdmVyeS52MS5GbHVzaFJlc3BvbnNlElMKCEdldFN0YXRzEiIubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHNSZXF1ZXN0GiMubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHNSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.GetQuotaRequest
@@ -166,6 +166,14 @@ export type FederationOptions = Message<"mimi.discovery.v1.FederationOptions"> &
    * @generated from field: repeated string dp_ids = 3;
    */
   dpIds: string[];
+
+  /**
+   * Ask every selected DP, whatever its CSI filter says: an answer an MSP can show is complete
+   * (a filter's skip is the resolver's word), at the cost of a lookup at every DP.
+   *
+   * @generated from field: bool ignore_filters = 4;
+   */
+  ignoreFilters: boolean;
 };
 
 /**
@@ -227,7 +235,8 @@ export type FederationResult = Message<"mimi.discovery.v1.FederationResult"> & {
 
   /**
    * True when a DP that should have been asked did not answer (failed, or over the fan-out
-   * limit): the answer holds what the others said and may lack mappings.
+   * limit): the answer holds what the others said and may lack mappings. A DP skipped by its
+   * filter does not make an answer partial.
    *
    * @generated from field: bool partial = 2;
    */
@@ -344,6 +353,15 @@ export enum DpSource_Outcome {
    * @generated from enum value: OUTCOME_OVER_LIMIT = 3;
    */
   OVER_LIMIT = 3,
+
+  /**
+   * Not asked: the DP's CSI filter (CsiFilterService) says it holds nothing for this CSI.
+   * Not a gap (the answer is not partial); a client cannot check it, the filter's key being
+   * the resolvers' and DPs' alone, so it is the resolver's word.
+   *
+   * @generated from enum value: OUTCOME_SKIPPED_BY_FILTER = 4;
+   */
+  SKIPPED_BY_FILTER = 4,
 }
 
 /**
@@ -851,6 +869,13 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
    * @generated from field: repeated mimi.discovery.v1.EnumerationDetection recent_detections = 21;
    */
   recentDetections: EnumerationDetection[];
+
+  /**
+   * The CSI filter of each federated DP (federation routing, G6).
+   *
+   * @generated from field: repeated mimi.discovery.v1.FilterStatus filters = 22;
+   */
+  filters: FilterStatus[];
 };
 
 /**
@@ -859,6 +884,55 @@ export type GetStatsResponse = Message<"mimi.discovery.v1.GetStatsResponse"> & {
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_resolver, 16);
+
+/**
+ * A federated DP's CSI filter as this resolver holds it.
+ *
+ * @generated from message mimi.discovery.v1.FilterStatus
+ */
+export type FilterStatus = Message<"mimi.discovery.v1.FilterStatus"> & {
+  /**
+   * @generated from field: string dp_id = 1;
+   */
+  dpId: string;
+
+  /**
+   * True while a whole filter is held and its stream is open: then it decides which federated
+   * lookups go to the DP; otherwise every one does.
+   *
+   * @generated from field: bool routing = 2;
+   */
+  routing: boolean;
+
+  /**
+   * @generated from field: uint64 bits = 3;
+   */
+  bits: bigint;
+
+  /**
+   * @generated from field: uint32 hashes = 4;
+   */
+  hashes: number;
+
+  /**
+   * Additions applied, and versions received since the resolver started.
+   *
+   * @generated from field: uint64 position = 5;
+   */
+  position: bigint;
+
+  /**
+   * @generated from field: uint64 versions = 6;
+   */
+  versions: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FilterStatus.
+ * Use `create(FilterStatusSchema)` to create a new message.
+ */
+export const FilterStatusSchema: GenMessage<FilterStatus> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_resolver, 17);
 
 /**
  * Lookups in flight at one DP and the window that bounds them (it adapts to the DP's answers).
@@ -894,7 +968,7 @@ export type UpstreamWindow = Message<"mimi.discovery.v1.UpstreamWindow"> & {
  * Use `create(UpstreamWindowSchema)` to create a new message.
  */
 export const UpstreamWindowSchema: GenMessage<UpstreamWindow> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 17);
+  messageDesc(file_mimi_discovery_v1_resolver, 18);
 
 /**
  * The resolver's change subscription to one DP.
@@ -953,7 +1027,7 @@ export type SubscriptionStatus = Message<"mimi.discovery.v1.SubscriptionStatus">
  * Use `create(SubscriptionStatusSchema)` to create a new message.
  */
 export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_resolver, 18);
+  messageDesc(file_mimi_discovery_v1_resolver, 19);
 
 /**
  * The recursive resolver MSPs point at: walks root -> authoritative, caches

@@ -1,0 +1,130 @@
+// The DP's CSI filter: built from the store (mappings and opt-outs), kept by the change log
+// (each CSI that gains a mapping is an addition watchers hear), and rebuilt as a new version
+// when it is fuller than it was sized for or removals have made it too dirty.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { createLogger } from "@mimi/core";
+import { createChangeLog } from "./change-log.js";
+import { createDpFilter } from "./csi-filter.js";
+import type { MappingRow } from "./store/rows.js";
+import { openMappingStore } from "./store/store.js";
+
+const row = (csi: string): MappingRow => ({
+  csi,
+  mspId: "m",
+  ssi: "s1",
+  isDefault: true,
+  precedence: 1,
+  expiresAtMs: Date.UTC(2027, 0, 1),
+  record: new Uint8Array([1]),
+  userSig: new Uint8Array(),
+  mspSig: new Uint8Array([2]),
+  dpSig: new Uint8Array([3]),
+});
+const tel = (i: number) => `tel:+4477${String(i).padStart(8, "0")}`;
+
+function setup(prepare?: (store: ReturnType<typeof openMappingStore>) => void, clock = { t: 0 }) {
+  const store = openMappingStore(":memory:");
+  prepare?.(store);
+  const log = createLogger({ name: "test", level: "silent" });
+  const changeLog = createChangeLog({
+    store,
+    clock: () => Date.UTC(2026, 10, 1),
+    retentionMs: 3_600_000,
+    hashKey: new Uint8Array(32),
+    log,
+  });
+  const filter = createDpFilter({ store, changeLog, falsePositiveRate: 0.01, log, now: () => clock.t });
+  return { store, filter };
+}
+
+/** Waits (by turns of the event loop, never by time) until `check` holds. */
+async function until(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 10_000 && !check(); i++) await new Promise((r) => setImmediate(r));
+  assert.ok(check(), "condition never held");
+}
+
+test("the first build holds every CSI with a mapping or an opt-out, sized for twice as many", async () => {
+  const { filter } = setup((store) => {
+    for (let i = 0; i < 3; i++) store.putMapping(row(tel(i)));
+    store.setOptOut(tel(9), 1);
+  });
+  await until(() => filter.current() !== undefined);
+  const f = filter.current();
+  assert.ok(f);
+  assert.equal(f.csis, 4);
+  for (const i of [0, 1, 2, 9]) assert.ok(f.bits.mayHold(tel(i)), tel(i));
+  let positives = 0;
+  for (let i = 100; i < 1100; i++) if (f.bits.mayHold(tel(i))) positives++;
+  assert.ok(positives < 20, `${positives} of 1,000 absent CSIs test positive`);
+  // At least MIN_FILTER_CSIS (1,024) at 1%: 9,856 bits, 7 hashes.
+  assert.deepEqual(f.bits.shape, { bits: 9_856, hashes: 7 });
+});
+
+test("a CSI that gains a mapping is an addition, and watchers hear of it", async () => {
+  const { store, filter } = setup();
+  await until(() => filter.current() !== undefined);
+  let woken = 0;
+  filter.subscribe(() => woken++);
+  const f = filter.current();
+  assert.ok(f && !f.bits.mayHold(tel(5)));
+  store.putMapping(row(tel(5)));
+  assert.ok(f.bits.mayHold(tel(5)));
+  assert.equal(f.additions.length, 7);
+  assert.ok(woken >= 1);
+  // Another mapping of the same CSI sets no new bit.
+  store.putMapping({ ...row(tel(5)), ssi: "s2" });
+  assert.equal(f.additions.length, 7);
+});
+
+test("a filter fuller than its size, or made dirty by removals, is rebuilt as a new version", async () => {
+  const clock = { t: 0 };
+  const { store, filter } = setup(undefined, clock);
+  await until(() => filter.current() !== undefined);
+  const first = filter.current();
+  // Builds are at least a minute apart: too full within the minute, it waits.
+  store.transaction(() => {
+    for (let i = 0; i < 1_200; i++) store.putMapping(row(tel(i)));
+  });
+  assert.equal(filter.current(), first);
+  clock.t += 60_000;
+  store.transaction(() => {
+    for (let i = 1_200; i < 2_100; i++) store.putMapping(row(tel(i)));
+  });
+  await until(() => filter.current() !== first);
+  const second = filter.current();
+  assert.ok(second && second.csis === 2_100 && second.sizedFor === 4_200);
+  assert.notDeepEqual(second.version, first?.version);
+  for (let i = 0; i < 2_100; i++) assert.ok(second.bits.mayHold(tel(i)));
+  // Removals cannot clear bits: past max(1,000, a quarter of the CSIs) the filter is rebuilt.
+  clock.t += 60_000;
+  store.transaction(() => {
+    for (let i = 0; i < 1_001; i++) store.deleteMapping(tel(i), "m", "s1");
+  });
+  await until(() => filter.current() !== second);
+  assert.equal(filter.current()?.csis, 1_099);
+  assert.equal(filter.stats().versions, 3);
+  filter.close();
+});
+
+test("the served version keeps taking additions while a new one is built", async () => {
+  const clock = { t: 0 };
+  const { store, filter } = setup((s) => {
+    for (let i = 0; i < 25_000; i++) s.putMapping(row(tel(i)));
+  }, clock);
+  await until(() => filter.current() !== undefined);
+  const first = filter.current();
+  assert.ok(first);
+  clock.t += 60_000;
+  // Enough new CSIs to need a bigger filter: the build reads the store in pages, on later turns.
+  store.transaction(() => {
+    for (let i = 25_000; i < 60_000; i++) store.putMapping(row(tel(i)));
+  });
+  assert.equal(filter.current(), first, "still building");
+  // A sign-up during the build is in the served version at once, and in the new one when it comes.
+  store.putMapping(row(tel(99_999_999)));
+  assert.ok(first.bits.mayHold(tel(99_999_999)));
+  await until(() => filter.current() !== first);
+  assert.ok(filter.current()?.bits.mayHold(tel(99_999_999)));
+  filter.close();
+});

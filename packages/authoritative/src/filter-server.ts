@@ -1,0 +1,143 @@
+// gRPC binding of CsiFilterService: a DP's CSI filter (csi-filter.ts) streamed to resolvers and
+// DPs: whole when the caller's version and position do not continue (header, then chunks), then
+// each batch of additions, and a new version whole on the same stream when one is built.
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { DiscoveryError, type Logger, pb } from "@mimi/core";
+import { addService } from "@mimi/rpc";
+import { type DpFilter, type FilterVersion, positionOf } from "./csi-filter.js";
+
+/**
+ * Bytes of filter per chunk. A call queues up to 1,024 messages at a reader that does not read
+ * (rpc's stream writer), so a whole send holds at most 64 MiB; MAX_WHOLE_SENDS bounds the sum.
+ */
+const CHUNK_BYTES = 64 * 1024;
+/** Whole filters sent at once by this DP. */
+const MAX_WHOLE_SENDS = 4;
+/** Bits per additions message. */
+const ADDITIONS_PER_MESSAGE = 4_096;
+
+/** Registers CsiFilterService (resolver role) on `server`. */
+export function bindFilterServer(server: grpc.Server, filter: DpFilter, log: Logger): void {
+  // Whole filters being sent at once: each may queue up to the call's message limit of chunks
+  // at a slow reader, so only a few are in flight; the rest wait their turn.
+  const wholeSends = createSlots(MAX_WHOLE_SENDS);
+  addService(
+    server,
+    pb.CsiFilterService,
+    {
+      async watchFilter(req, ctx, send) {
+        if (req.version.length > 64)
+          throw new DiscoveryError("invalid_argument", "version is at most 64 bytes");
+        // What the caller holds: a version and how many of its additions it has applied.
+        let held: Uint8Array | undefined = req.version.length > 0 ? req.version : undefined;
+        let position = Number(req.position > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : req.position);
+        let resumed = held !== undefined;
+        let wake: (() => void) | undefined;
+        const unsubscribe = filter.subscribe(() => wake?.());
+        const onAbort = () => wake?.();
+        ctx.signal.addEventListener("abort", onAbort);
+        try {
+          while (!ctx.signal.aborted) {
+            const f = filter.current();
+            if (!f) {
+              throw new DiscoveryError(
+                "upstream_unavailable",
+                "this DP's CSI filter is still being built; try again shortly",
+              );
+            }
+            const end = positionOf(f);
+            const continues =
+              held !== undefined &&
+              Buffer.from(held).equals(f.version) &&
+              position >= f.floor &&
+              position <= end;
+            if (!continues) {
+              position = await wholeSends.run(() => sendWhole(f, send));
+              held = f.version;
+              resumed = false;
+              continue;
+            }
+            // On a resume the caller hears at once that its version continues (maybe with nothing new).
+            if (resumed || position < end) {
+              resumed = false;
+              const next = Math.min(end, position + ADDITIONS_PER_MESSAGE);
+              const bits = f.additions.slice(position - f.floor, next - f.floor).map(BigInt);
+              await send({ item: { case: "additions", value: { position: BigInt(next), bits } } });
+              position = next;
+              continue;
+            }
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+            });
+            wake = undefined;
+          }
+        } finally {
+          unsubscribe();
+          ctx.signal.removeEventListener("abort", onAbort);
+        }
+      },
+    },
+    // The key lets its holder test any CSI: resolvers only (they route by it), never MSPs or
+    // other DPs, which have no use for it.
+    { log, roles: ["resolver"] },
+  );
+}
+
+/**
+ * Sends version `f` whole; returns the position it stands for. The position is read before the
+ * bits: additions after it are sent again, which is harmless (a bit set twice is set).
+ */
+async function sendWhole(
+  f: FilterVersion,
+  send: (m: MessageInitShape<typeof pb.WatchFilterResponseSchema>) => Promise<void>,
+): Promise<number> {
+  const position = positionOf(f);
+  const { bits, hashes } = f.bits.shape;
+  await send({
+    item: {
+      case: "header",
+      value: {
+        version: f.version,
+        key: f.bits.key,
+        bits: BigInt(bits),
+        hashes,
+        position: BigInt(position),
+        sizedFor: BigInt(f.sizedFor),
+        targetFalsePositiveRate: f.targetFpr,
+        csis: BigInt(f.csis),
+      },
+    },
+  });
+  const bytes = f.bits.bytes;
+  for (let offset = 0; offset < bytes.length || offset === 0; offset += CHUNK_BYTES) {
+    const end = Math.min(bytes.length, offset + CHUNK_BYTES);
+    await send({
+      item: {
+        case: "chunk",
+        value: { offset: BigInt(offset), data: bytes.subarray(offset, end), last: end === bytes.length },
+      },
+    });
+    if (end === bytes.length) break;
+  }
+  return position;
+}
+
+/** At most `n` tasks at once; the others wait in order. */
+function createSlots(n: number) {
+  let free = n;
+  const waiting: (() => void)[] = [];
+  return {
+    async run<T>(task: () => Promise<T>): Promise<T> {
+      if (free > 0) free--;
+      else await new Promise<void>((resolve) => waiting.push(resolve));
+      try {
+        return await task();
+      } finally {
+        const next = waiting.shift();
+        if (next) next();
+        else free++;
+      }
+    },
+  };
+}
