@@ -17,7 +17,7 @@ import { absentCsi, existingCsi } from "./keys.js";
 
 /** Which CSIs a worker asks for. */
 export interface KeySpec {
-  mode: "warm" | "cold" | "absent" | "mixed" | "misses" | "eu-random";
+  mode: "warm" | "cold" | "absent" | "mixed" | "misses" | "eu-random" | "eu-cold";
   /** Existing CSIs [0, warmCount) are cached at the resolver. */
   warmCount: number;
   /** Existing CSI indexes this worker may use once each. */
@@ -51,6 +51,8 @@ export interface LoadSpec {
   deadlineMs: number;
   keys: KeySpec;
   latFile: string;
+  /** Resolve with these federation parameters (resolver.proto FederationOptions). */
+  federation?: { mode: number; dps?: number; ignoreFilters?: boolean };
 }
 
 /** What a worker reports on stdout as one JSON line. */
@@ -116,6 +118,9 @@ function keySource(k: KeySpec, seed: number): () => string | undefined {
       return nextAbsent;
     case "eu-random":
       return () => existingCsi(2 * Math.floor((rand() * k.universe) / 2));
+    case "eu-cold":
+      // Existing CSIs at eu (even indexes) never asked before: cold[0] to cold[1] count them.
+      return () => (cold < k.cold[1] ? existingCsi(2 * cold++) : undefined);
     case "misses":
       // New contacts, half of them known somewhere: every lookup needs a DP.
       return () => (rand() < 0.5 ? (nextCold() ?? nextAbsent()) : nextAbsent());
@@ -178,7 +183,11 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const dp = channel.client(pb.AuthoritativeService);
   const call =
     spec.service === "resolver"
-      ? (csi: string) => resolver.resolve({ csi }, { timeoutMs: spec.deadlineMs })
+      ? (csi: string) =>
+          resolver.resolve(
+            { csi, ...(spec.federation && { federation: spec.federation }) },
+            { timeoutMs: spec.deadlineMs },
+          )
       : (csi: string) => dp.lookup({ csi }, { timeoutMs: spec.deadlineMs });
 
   await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
@@ -229,7 +238,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
         return false;
       }
       started.set(id, performance.now());
-      feed.push({ requestId: id++, csi });
+      feed.push({ requestId: id++, csi, ...(spec.federation && { federation: spec.federation }) });
       return true;
     };
     for (let k = 0; k < spec.concurrency; k++) if (!send()) break;

@@ -254,6 +254,7 @@ export class Bench {
         ratePerSec: (load.rate ?? 0) / workers,
         deadlineMs: load.deadlineMs ?? 10_000,
         keys: load.keys(w),
+        ...(load.federation && { federation: load.federation }),
         ...(this.o.pin && { pin: this.o.pin.load }),
         latFile: join(this.tmp, `lat-${this.results.length}-${g}-${w}.bin`),
       }));
@@ -266,6 +267,7 @@ export class Bench {
       "dp-eu": net.dps.eu,
       "dp-us": net.dps.us,
       resolver: stand ?? net.resolver,
+      ...Object.assign({}, ...groups.map((g) => g.load.extraServers ?? {})),
     };
     const running = Promise.all(specs.map((group) => Promise.all(group.map(spawnWorker))));
     await new Promise((r) => setTimeout(r, Math.max(0, startAtMs - Date.now())));
@@ -309,6 +311,10 @@ export interface Load {
   identity?: string;
   /** Another server with the resolver's API to load instead (the echo reference); its CPU counts as the resolver's. */
   target?: { readonly address: string; readonly pid: number | undefined };
+  /** Federation parameters of every request (federation scenario). */
+  federation?: LoadSpec["federation"];
+  /** More server processes whose CPU counts among the servers' (federated DPs), by name. */
+  extraServers?: Readonly<Record<string, { readonly pid: number | undefined }>>;
 }
 
 function resultOf(

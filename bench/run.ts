@@ -11,6 +11,7 @@ import { silenceIpServernameWarning } from "@mimi/rpc";
 import { Command } from "commander";
 import { abuseScenario } from "./abuse.js";
 import { clusterScenario } from "./cluster.js";
+import { federationScenario } from "./federation.js";
 import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
@@ -34,6 +35,7 @@ const ALL_SCENARIOS = [
   "abuse",
   "overload",
   "cluster",
+  "federation",
   "authoritative",
   "memory",
   "bulk",
@@ -85,6 +87,7 @@ async function main(o: Options): Promise<void> {
   if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
   if (want("overload")) await overloadScenario(o, bench, netDir, warmCount, log);
   if (want("cluster")) await clusterScenario(o, bench, netDir, warmCount, log);
+  if (want("federation")) await federationScenario(o, bench, netDir, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);

@@ -71,6 +71,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       "cold",
       "echo-bare",
       "echo-core",
+      "federation",
       "memory",
       "mixed",
       "negative",
@@ -87,7 +88,10 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     assert.match(sweep?.firstError ?? "", /RESOURCE_EXHAUSTED|budget|enumeration/);
     assert.ok((sweep?.extra?.granted ?? 0) <= 120, "no more than its minute's budget went to a DP");
     // The cache's heap per answer is measured in a process of its own (checked below), not a load run.
-    for (const r of report.results.filter((x) => !x.variant.startsWith("cache heap"))) {
+    // The federation filter's size is read from the resolver's stats, not a load run.
+    for (const r of report.results.filter(
+      (x) => !x.variant.startsWith("cache heap") && x.variant !== "filter size",
+    )) {
       const what = `${r.scenario} ${r.variant}`;
       assert.ok(r.lookups > 0, `${what} made lookups`);
       // Overload runs ask twice what the resolver takes, with a 1 s deadline: failures are
@@ -99,7 +103,17 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       assert.ok(r.lookupsPerSec > 0, what);
       for (const p of ["p50", "p90", "p99", "p999", "max"])
         assert.ok(Number.isFinite(r.latencyMs[p]), `${what} ${p}`);
-      assert.deepEqual(Object.keys(r.cpuSeconds).sort(), ["dp-eu", "dp-us", "resolver", "root"], what);
+      // Federation runs count their federated DPs' CPU too.
+      const extraDps = Object.keys(r.cpuSeconds).filter(
+        (k) => r.scenario === "federation" && /^dp-x\d+$/.test(k),
+      );
+      assert.deepEqual(
+        Object.keys(r.cpuSeconds)
+          .filter((k) => !extraDps.includes(k))
+          .sort(),
+        ["dp-eu", "dp-us", "resolver", "root"],
+        what,
+      );
       assert.ok((r.rssMb.resolver ?? 0) > 0, `${what} resolver RSS`);
       // Tiny runs may use less than one clock tick (10 ms) of CPU, so only the form is checked.
       assert.ok(
@@ -126,6 +140,22 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       const hits = r.extra?.hitPercent ?? -1;
       assert.ok(hits >= 0 && hits <= 100, `${r.variant}: hit share ${hits}%`);
     }
+    // Federation: with K federated DPs, a local lookup asks 1 DP, one asking every DP 1 + K, and
+    // one routed by the DPs' filters about 1 (the numbers asked are eu's alone).
+    for (const k of [1, 2]) {
+      const asked = (variant: string) =>
+        report.results.find(
+          (r) => r.scenario === "federation" && r.variant === `${k} federated DPs, ${variant}`,
+        )?.extra?.dpsAskedPerLookup ?? -1;
+      assert.equal(asked("local"), 1, `${k} DPs, local`);
+      assert.equal(asked("every DP"), 1 + k, `${k} DPs, every DP`);
+      assert.ok(
+        asked("filters") >= 1 && asked("filters") < 1 + k / 2,
+        `${k} DPs, filters: ${asked("filters")}`,
+      );
+    }
+    const filter = report.results.find((r) => r.scenario === "federation" && r.variant === "filter size");
+    assert.ok((filter?.extra?.bytesPerCsi ?? 0) > 1, "the filter's bytes per CSI");
     const propagation = report.results.find((r) => r.scenario === "propagation");
     assert.ok((propagation?.extra?.samples ?? 0) > 0, "the propagation run saw writes become visible");
     assert.ok((propagation?.latencyMs.p50 ?? 0) > 0, "and measured how long that took");

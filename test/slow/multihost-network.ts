@@ -331,7 +331,8 @@ async function seedRegistry(
 ): Promise<void> {
   const demo = loadDemo();
   const admin = ch.client(pb.RegistryAdminService);
-  for (const d of demo.dps) {
+  // The third-party DP (federation) is not one of this network's hosts.
+  for (const d of demo.dps.filter((x) => !x.thirdParty)) {
     await admin.putDp({
       dp: {
         id: d.id,

@@ -157,6 +157,7 @@ runServer<AuthoritativeConfig>(process, {
       changeLog,
       falsePositiveRate: config.filterFalsePositivePpm / 1e6,
       log,
+      now: clock,
     });
     const sweep = setInterval(() => {
       try {

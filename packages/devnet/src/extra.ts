@@ -1,10 +1,11 @@
 // Extra processes beside a running local network: a read-only secondary root (H1: root
-// failure must not stop resolution) and resolvers with a root list of the caller's choice.
-// They are not part of the Network, so whoever starts them stops them.
+// failure must not stop resolution), resolvers with a root list of the caller's choice, and
+// more DPs (federated ones, D4). They are not part of the Network, so whoever starts them stops them.
 import { join } from "node:path";
 import { pb } from "@mimi/core";
 import type { Network } from "./network.js";
 import { devSigningKeyPaths } from "./paths.js";
+import { ensureDevPki, ensureDevSigningKeys } from "./pki.js";
 import type { ServerProcess } from "./server-process.js";
 
 /** Options shared by the extra processes. */
@@ -73,6 +74,76 @@ export async function waitUntilServing(net: Network, proc: ServerProcess, timeou
     const r = await health.check({ service: "" }, { timeoutMs: 1_000 }).catch(() => undefined);
     if (r?.status === pb.HealthCheckResponse_ServingStatus.SERVING) return;
     if (Date.now() > end) throw new Error(`${proc.name} is not SERVING after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Starts DP `id` (certificate and signing key "dp-<id>", made in the network's PKI when new),
+ * registers it at the root (EU) and enrols the demo MSPs there, trusted for bulk; returns the
+ * process and the root serial of its registration. Naming it as a federated DP of a range is the
+ * caller's (RegistryAdminService.UpdateDelegation).
+ */
+export async function startDp(
+  net: Network,
+  id: string,
+  opts: ExtraProcessOptions = {},
+): Promise<{ proc: ServerProcess; serial: bigint }> {
+  const identity = opts.name ?? `dp-${id}`;
+  await ensureDevPki(net.pkiDir, [identity]);
+  ensureDevSigningKeys(net.pkiDir, [identity]);
+  const proc = net.process(identity, "authoritative", {
+    port: 0,
+    dpId: id,
+    dataDir: join(net.dir, identity),
+    tls: net.tlsConfig(identity),
+    rootEndpoints: [net.root.address],
+    admins: ["admin"],
+    signingKey: devSigningKeyPaths(net.pkiDir, identity).keyFile,
+    rootPublicKey: devSigningKeyPaths(net.pkiDir, "root").publicKeyFile,
+    ...opts.overrides,
+  });
+  await proc.start();
+  const put = await net
+    .channel(net.root.address, "admin")
+    .client(pb.RegistryAdminService)
+    .putDp({
+      dp: {
+        id,
+        endpoints: [proc.address],
+        tlsIdentity: identity,
+        jurisdiction: "EU",
+        signingPublicKey: net.signingKey(identity).publicKey,
+      },
+    });
+  const admin = net.channel(proc.address, "admin").client(pb.AuthoritativeAdminService);
+  await waitForSerial(admin, put.serial);
+  for (const [mspId, tlsIdentity] of [
+    ["bluebird.example", "msp-bluebird"],
+    ["wirechat.example", "msp-wirechat"],
+    ["parrot.example", "msp-parrot"],
+  ] as const) {
+    await admin.enrolMsp({
+      mspId,
+      tlsIdentity,
+      enrolledUsers: 1000n,
+      signingPublicKey: net.signingKey(tlsIdentity).publicKey,
+      mayBulk: true,
+    });
+  }
+  return { proc, serial: put.serial };
+}
+
+/** Waits (polling) until a DP holds the registry at `serial` or later. */
+export async function waitForSerial(
+  admin: { getStatus(req: object): Promise<{ registrySerial: bigint }> },
+  serial: bigint,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while ((await admin.getStatus({})).registrySerial < serial) {
+    if (Date.now() > end)
+      throw new Error(`the DP did not reach registry serial ${serial} in ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

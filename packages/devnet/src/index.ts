@@ -7,8 +7,10 @@ export {
   type ExtraProcessOptions,
   type ExtraResolverOptions,
   type RootSecondaryOptions,
+  startDp,
   startResolver,
   startRootSecondary,
+  waitForSerial,
   waitUntilServing,
 } from "./extra.js";
 export { type Network, type NetworkOptions, type NetworkPorts, startNetwork } from "./network.js";
