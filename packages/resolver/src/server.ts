@@ -12,19 +12,16 @@ import {
   type Detection,
   DiscoveryError,
   type DpInfo,
-  type EnumerationDetector,
   encodeAnswerWithoutTtl,
   encodeResolveResponse,
   encodeResolveStreamItem,
   federatedResponseToProto,
   federationFromProto,
   type Logger,
-  type LoopDelayGuard,
   paramsFromProto,
   parseCsi,
   pb,
   planFederation,
-  type RegistryView,
   readSimpleRequest,
   sleepUnlessAborted,
 } from "@mimi/core";
@@ -39,13 +36,10 @@ import {
   overloadRefusal,
   waitBound,
 } from "./call-bounds.js";
-import type { ChangeSubscriptions } from "./changes.js";
 import { explanation, withExplanation } from "./explain.js";
 import { resolveFederated } from "./federation.js";
 import { createHeldRefusals } from "./held-refusals.js";
 import type { ExplainTrace } from "./lookup-context.js";
-import type { Quotas } from "./quotas.js";
-import type { RateContexts } from "./rate-context.js";
 import type { ResolverServerOptions } from "./server-options.js";
 import type { MissCaller, Resolution, ResolverService } from "./service.js";
 import { isCallerRefusal } from "./upstream.js";

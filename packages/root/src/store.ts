@@ -5,10 +5,8 @@
 import {
   createPrivateFile,
   type Delegation,
-  type DelegationKey,
   DiscoveryError,
   type DpInfo,
-  type FederationPolicy,
   hex64,
   type MspInfo,
   type RegistryChange,
