@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { pb } from "@mimi/core";
-import { eventually, rejectsWith, scenario, useNetwork, writeMapping } from "./harness.js";
+import { eventually, metricValue, rejectsWith, scenario, useNetwork, writeMapping } from "./harness.js";
 
 const t = useNetwork(undefined, undefined, { thirdParty: true });
 const FOUND = pb.LookupStatus.FOUND;
@@ -124,6 +124,13 @@ scenario(
     assert.equal(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, /DP fed: not asked: its filter rules the CSI out/);
     assert.match(cli.stdout, /skipped by their filters, the resolver's word/);
+    // Operators see the same on the resolver's metrics (a rendering is served for a second).
+    const ops = t.net.resolver.opsPort;
+    await eventually(async () => {
+      assert.ok((await metricValue(ops, 'mimi_resolver_federated_sources_total{outcome="skipped"}')) >= 2);
+      assert.equal(await metricValue(ops, 'mimi_resolver_csi_filter_routing{dp="fed"}'), 1);
+      assert.ok((await metricValue(ops, "mimi_resolver_csi_filter_bytes")) >= 9_792 / 8);
+    });
   },
 );
 
@@ -232,6 +239,12 @@ scenario(t, "a federated DP that is down gives a partial answer, marked and stil
     const cli = await mimi(["resolve", "tel:+447700900888", "--federate", "--verify"]);
     assert.equal(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, /PARTIAL/);
+    const ops = t.net.resolver.opsPort;
+    await eventually(async () => {
+      assert.ok((await metricValue(ops, "mimi_resolver_federated_partial_total")) >= 2);
+      assert.ok((await metricValue(ops, 'mimi_resolver_federated_sources_total{outcome="failed"}')) >= 2);
+      assert.equal(await metricValue(ops, 'mimi_resolver_csi_filter_routing{dp="fed"}'), 0);
+    });
   } finally {
     await fed.start({ samePort: true });
     await filterRouting(true);
@@ -261,5 +274,46 @@ scenario(
       assert.equal(back.code, 0, back.stderr);
       await t.resolverApplied(back.stdout);
     }
+  },
+);
+
+scenario(
+  t,
+  "filter streams resume: across a clean restart of the DP without a whole filter, and a restarted resolver routes again",
+  async () => {
+    const fed = t.net.dps.fed;
+    assert.ok(fed);
+    const before = await filterRouting(true);
+    await fed.stop();
+    await fed.start({ samePort: true });
+    // fed kept its version (csi-filter.bin): the resolver resumes from its position and is sent
+    // only what is new, here one sign-up.
+    await writeMapping(t, "fed", "tel:+447700900654", "parrot:resumed");
+    const after = await eventually(async () => {
+      const f = await filterRouting(true);
+      assert.ok((f?.position ?? 0n) > (before?.position ?? 0n), "the sign-up's bits arrived");
+      return f;
+    });
+    assert.equal(after?.versions, before?.versions, "no whole filter was sent again");
+    const r = await resolve("tel:+447700900654", FEDERATE);
+    assert.deepEqual(
+      r.answer?.mappings.map((m) => [m.ssi, m.dpId]),
+      [["parrot:resumed", "fed"]],
+    );
+    // A resolver holds filters in memory: restarted, it takes fed's whole, routes by it, and a
+    // sign-up made while it was down is found.
+    await t.net.resolver.stop();
+    await writeMapping(t, "fed", "tel:+447700900655", "parrot:while-down");
+    await t.net.resolver.start({ samePort: true });
+    const fresh = await filterRouting(true);
+    assert.equal(fresh?.versions, 1n);
+    assert.ok((fresh?.position ?? 0n) > (after?.position ?? 0n), "the whole filter holds the later sign-up");
+    const down = await resolve("tel:+447700900655", FEDERATE);
+    assert.deepEqual(
+      down.answer?.mappings.map((m) => [m.ssi, m.dpId]),
+      [["parrot:while-down", "fed"]],
+    );
+    const skipped = await resolve("tel:+447700900656", FEDERATE);
+    assert.deepEqual(outcomes(skipped)?.[1], ["fed", false, "SKIPPED_BY_FILTER"]);
   },
 );

@@ -2,6 +2,9 @@
 // (each CSI that gains a mapping is an addition watchers hear), and rebuilt as a new version
 // when it is fuller than it was sized for or removals have made it too dirty.
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { createLogger } from "@mimi/core";
 import { createChangeLog } from "./change-log.js";
@@ -23,8 +26,12 @@ const row = (csi: string): MappingRow => ({
 });
 const tel = (i: number) => `tel:+4477${String(i).padStart(8, "0")}`;
 
-function setup(prepare?: (store: ReturnType<typeof openMappingStore>) => void, clock = { t: 0 }) {
-  const store = openMappingStore(":memory:");
+function setup(
+  prepare?: (store: ReturnType<typeof openMappingStore>) => void,
+  clock = { t: 0 },
+  snapshotPath?: string,
+  store = openMappingStore(":memory:"),
+) {
   prepare?.(store);
   const log = createLogger({ name: "test", level: "silent" });
   const changeLog = createChangeLog({
@@ -34,7 +41,14 @@ function setup(prepare?: (store: ReturnType<typeof openMappingStore>) => void, c
     hashKey: new Uint8Array(32),
     log,
   });
-  const filter = createDpFilter({ store, changeLog, falsePositiveRate: 0.01, log, now: () => clock.t });
+  const filter = createDpFilter({
+    store,
+    changeLog,
+    falsePositiveRate: 0.01,
+    log,
+    now: () => clock.t,
+    ...(snapshotPath !== undefined && { snapshotPath }),
+  });
   return { store, filter };
 }
 
@@ -127,4 +141,55 @@ test("the served version keeps taking additions while a new one is built", async
   await until(() => filter.current() !== first);
   assert.ok(filter.current()?.bits.mayHold(tel(99_999_999)));
   filter.close();
+});
+
+test("a clean stop keeps the served version: the next start continues it, with what changed meanwhile", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-filter-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "csi-filter.bin");
+  const first = setup((s) => s.putMapping(row(tel(1))), undefined, path);
+  const { store } = first;
+  await until(() => first.filter.current() !== undefined);
+  store.putMapping(row(tel(2)));
+  const before = first.filter.current();
+  assert.ok(before);
+  const position = before.floor + before.additions.length;
+  assert.equal(position, 7);
+  first.filter.close();
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  // Written while the DP was stopping (calls drain after the filter closed): replayed at start.
+  store.putMapping(row(tel(3)));
+  const second = setup(undefined, undefined, path, store);
+  const f = second.filter.current();
+  assert.ok(f, "taken up at once, without a build");
+  assert.deepEqual(f.version, before.version);
+  assert.equal(f.floor, position);
+  assert.equal(f.additions.length, 7, "the replayed CSI's bits follow the kept position");
+  for (const i of [1, 2, 3]) assert.ok(f.bits.mayHold(tel(i)), tel(i));
+  assert.equal(existsSync(path), false, "taken, so a crash from here cannot reuse it");
+  // A crash (no clean stop): the next start builds a new version.
+  const third = setup(undefined, undefined, path, store);
+  await until(() => third.filter.current() !== undefined);
+  assert.notDeepEqual(third.filter.current()?.version, before.version);
+  third.filter.close();
+});
+
+test("a snapshot of another change log, or a damaged one, is not used", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-filter-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "csi-filter.bin");
+  const a = setup((s) => s.putMapping(row(tel(1))), undefined, path);
+  await until(() => a.filter.current() !== undefined);
+  const kept = a.filter.current()?.version;
+  a.filter.close();
+  // Another store (a restored backup has a new change log id).
+  const b = setup((s) => s.putMapping(row(tel(1))), undefined, path);
+  await until(() => b.filter.current() !== undefined);
+  assert.notDeepEqual(b.filter.current()?.version, kept);
+  b.filter.close();
+  writeFileSync(path, "MIMIFLT1 not a filter");
+  const c = setup(undefined, undefined, path, b.store);
+  await until(() => c.filter.current() !== undefined);
+  assert.ok(c.filter.current()?.bits.mayHold(tel(1)));
+  assert.equal(existsSync(path), false);
 });

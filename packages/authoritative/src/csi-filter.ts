@@ -4,7 +4,8 @@
 // kept by the change log: a CSI that gains a mapping sets its bits, and each bit that went from
 // 0 to 1 is an addition watchers receive. Removals cannot clear bits, so they are counted; a
 // filter that removals have made too dirty, or that holds more CSIs than it was sized for, is
-// rebuilt as a new version (new key, new size), which watchers then receive whole.
+// rebuilt as a new version (new key, new size), which watchers then receive whole. A clean stop
+// keeps the version served for the next start (filter-snapshot.ts), so watchers resume.
 import { randomBytes } from "node:crypto";
 import {
   expectedFpr,
@@ -16,6 +17,7 @@ import {
   MIN_FILTER_CSIS,
 } from "@mimi/core";
 import type { ChangeLog } from "./change-log.js";
+import { type FilterSnapshot, saveFilterSnapshot, takeFilterSnapshot } from "./filter-snapshot.js";
 import type { MappingStore } from "./store/store.js";
 
 /** CSIs read from the store per page of a build. */
@@ -66,7 +68,7 @@ export interface DpFilter {
 
 /** Options of the DP's filter. */
 export interface DpFilterOptions {
-  store: Pick<MappingStore, "csisAfter" | "mappings" | "optedOutAt" | "logBounds" | "count">;
+  store: Pick<MappingStore, "csisAfter" | "mappings" | "optedOutAt" | "logBounds" | "count" | "logId">;
   changeLog: Pick<ChangeLog, "subscribe" | "since">;
   falsePositiveRate: number;
   log: Logger;
@@ -74,6 +76,8 @@ export interface DpFilterOptions {
   random?: (n: number) => Uint8Array;
   /** Clock for the interval between builds (tests pass their own). */
   now?: () => number;
+  /** Where the served version is kept across a clean restart (none: built at every start). */
+  snapshotPath?: string;
 }
 
 /** Starts the filter: its first build runs in pages on later turns of the event loop. */
@@ -214,8 +218,75 @@ export function createDpFilter(o: DpFilterOptions): DpFilter {
     }
   };
 
+  /**
+   * Takes up the version a clean stop left, when it still describes this store: the same change
+   * log, and every event since it still there to replay.
+   */
+  const restore = (): boolean => {
+    const s = o.snapshotPath === undefined ? undefined : takeFilterSnapshot(o.snapshotPath);
+    if (s === undefined) return false;
+    const { oldest, latest } = o.store.logBounds();
+    const problem =
+      "problem" in s
+        ? s.problem
+        : s.logId !== o.store.logId()
+          ? "it is of another change log (a restored store)"
+          : s.seq > latest || s.seq < oldest - 1
+            ? "the change log no longer holds the events since it was written"
+            : s.targetFpr !== o.falsePositiveRate
+              ? "the target false-positive rate changed"
+              : undefined;
+    if (problem !== undefined || "problem" in s) {
+      log.warn({ problem }, "CSI filter snapshot not used; building a new version");
+      return false;
+    }
+    current = {
+      version: s.version,
+      bits: new FilterBits(s.key, s.shape, s.bytes),
+      sizedFor: s.sizedFor,
+      csis: s.csis,
+      targetFpr: s.targetFpr,
+      additions: [],
+      floor: s.position,
+    };
+    versions++;
+    ({ ones, removed, seq } = s);
+    lastCsis = s.csis;
+    log.info(
+      { csis: s.csis, bits: s.shape.bits, position: s.position },
+      "CSI filter taken up from the last stop",
+    );
+    apply();
+    return true;
+  };
+
+  /** Keeps the served version for the next start; called once nothing more is applied to it. */
+  const save = () => {
+    const f = current;
+    if (!f || o.snapshotPath === undefined) return;
+    const snapshot: FilterSnapshot = {
+      logId: o.store.logId(),
+      seq,
+      version: f.version,
+      key: f.bits.key,
+      shape: f.bits.shape,
+      sizedFor: f.sizedFor,
+      csis: f.csis,
+      targetFpr: f.targetFpr,
+      position: positionOf(f),
+      ones,
+      removed,
+      bytes: f.bits.bytes,
+    };
+    try {
+      saveFilterSnapshot(o.snapshotPath, snapshot);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "CSI filter not kept; the next start builds a new version");
+    }
+  };
+
   const unsubscribe = o.changeLog.subscribe(apply);
-  rebuild();
+  if (!restore()) rebuild();
   return {
     current: () => current,
     subscribe(listener) {
@@ -228,9 +299,11 @@ export function createDpFilter(o: DpFilterOptions): DpFilter {
       return { versions, fill, removed, falsePositiveRate: fill ** (current?.bits.shape.hashes ?? 1) };
     },
     close() {
+      if (closed) return;
       closed = true;
       unsubscribe();
       listeners.clear();
+      save();
     },
   };
 }

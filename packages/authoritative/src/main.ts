@@ -65,7 +65,8 @@ runServer<AuthoritativeConfig>(process, {
     const dbPath = join(config.dataDir, "mappings.sqlite");
     // The store holds phone numbers, email addresses and service ids: the data folder is made
     // 0700 and the store 0600, and one that others may open is refused unless the config accepts it.
-    const dataFiles = [...sqliteFilesOf(dbPath), join(config.dataDir, "code-secret")];
+    const filterPath = join(config.dataDir, "csi-filter.bin");
+    const dataFiles = [...sqliteFilesOf(dbPath), join(config.dataDir, "code-secret"), filterPath];
     const allowInsecure = config.allowInsecureDataPermissions;
     for (const problem of checkDataDir(config.dataDir, dataFiles, { allowInsecure })) {
       log.warn({ problem }, "insecure data permissions accepted");
@@ -158,6 +159,8 @@ runServer<AuthoritativeConfig>(process, {
       falsePositiveRate: config.filterFalsePositivePpm / 1e6,
       log,
       now: clock,
+      // Kept across a clean restart, so resolvers resume their streams; it holds the filter's key.
+      snapshotPath: filterPath,
     });
     const sweep = setInterval(() => {
       try {

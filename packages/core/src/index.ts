@@ -214,6 +214,7 @@ export {
   checkPrivate,
   createPrivateFile,
   ensurePrivateDir,
+  PRIVATE_FILE_MODE,
   type PrivateKind,
   type PrivateOptions,
   privateProblem,

@@ -163,6 +163,20 @@ export function createPartLookups(d: PartDeps) {
 /** The part lookups of a resolver service. */
 export type PartLookups = ReturnType<typeof createPartLookups>;
 
+/** Federated queries so far, for the resolver's metrics. */
+export interface FederationCounts {
+  queries: number;
+  /** Answers marked partial: a DP failed or was over the fan-out limit. */
+  partial: number;
+  /** The DPs of those queries, authoritative ones included, by what became of them. */
+  readonly sources: Record<SourceReport["outcome"], number>;
+}
+
+/** Counts at zero. */
+export function createFederationCounts(): FederationCounts {
+  return { queries: 0, partial: 0, sources: { answered: 0, skipped: 0, failed: 0, over_limit: 0 } };
+}
+
 /** What a federated query found: the merge, each DP's part, and how long it may be cached. */
 export interface FederatedResolution {
   readonly merged: MergedAnswer;
@@ -182,6 +196,7 @@ export async function resolveFederated(
   registry: Pick<RegistryView, "dp">,
   lookup: (dp?: DpInfo) => Promise<Resolution>,
   mayHold: (dpId: string) => boolean = () => true,
+  counts: FederationCounts = createFederationCounts(),
 ): Promise<FederatedResolution> {
   // A federated DP whose filter says it holds nothing for the CSI is not asked (G6).
   const skipped = new Set(plan.federated.filter((id) => !mayHold(id)));
@@ -243,5 +258,8 @@ export async function resolveFederated(
       reason: "FANOUT_LIMIT",
     });
   }
+  counts.queries++;
+  for (const s of sources) counts.sources[s.outcome]++;
+  if (sources.some((s) => s.outcome === "failed" || s.outcome === "over_limit")) counts.partial++;
   return { merged: mergeFederated(parts, params), sources, ttlSeconds, stale };
 }

@@ -19,6 +19,7 @@ import { type ChangeSubscriptions, createChangeSubscriptions } from "./changes.j
 import { clusterPrimary, shareWithCluster } from "./cluster-share.js";
 import { parseConfig, type ResolverConfig } from "./config.js";
 import { type CsiFilters, createCsiFilters } from "./csi-filters.js";
+import { createFederationCounts } from "./federation.js";
 import { registerResolverMetrics } from "./metrics.js";
 import { createQuotas } from "./quotas.js";
 import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
@@ -131,6 +132,7 @@ runServer<ResolverConfig>(process, {
     // Federated DPs' CSI filters: a federated query asks such a DP only when its filter may hold the CSI.
     const csiFilters = createCsiFilters({ registry: sync.view, upstream, log, maxBackoffMs: 5_000 });
     filters = csiFilters;
+    const federationCounts = createFederationCounts();
     // A worker of several shares budgets and enumeration detection with the others (cluster-share.ts).
     const share = cluster && shareWithCluster(cluster, config, clock);
     const quotas = share ? share.quotas : createQuotas(config.quotas);
@@ -152,6 +154,8 @@ runServer<ResolverConfig>(process, {
         cacheEvictions: () => cache.evictions,
         verifyPool,
         loop,
+        federation: federationCounts,
+        filters: csiFilters,
       });
     }
     const admins = new Set(config.admins);
@@ -168,6 +172,7 @@ runServer<ResolverConfig>(process, {
       maxFederatedDps: config.maxFederatedDps,
       mayHold: (dpId, uri) => csiFilters.mayHold(dpId, uri),
       filterStates: () => csiFilters.states(),
+      federationCounts,
       loop,
       now: clock,
     });

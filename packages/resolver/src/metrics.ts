@@ -6,6 +6,8 @@ import type { EnumerationDetector } from "@mimi/core";
 import { counterFrom, countersFrom, gaugeFrom, registryGauges } from "@mimi/rpc";
 import type { Registry } from "prom-client";
 import type { ChangeSubscriptions } from "./changes.js";
+import type { CsiFilters } from "./csi-filters.js";
+import type { FederationCounts } from "./federation.js";
 import type { Quotas } from "./quotas.js";
 import type { ResolverService } from "./service.js";
 import type { Upstream } from "./upstream.js";
@@ -25,6 +27,9 @@ export interface ResolverMetricSources {
   readonly verifyPool: { readonly stats: { readonly batches: number; readonly inline: number } };
   /** The event loop's delay and the lookups refused for it (core runtime/loop-delay.ts). */
   readonly loop: { readonly refused: number; takePeak(): number };
+  /** Federated queries (federation.ts) and the federated DPs' CSI filters (csi-filters.ts). */
+  readonly federation: FederationCounts;
+  readonly filters: Pick<CsiFilters, "states" | "bytes">;
 }
 
 /** Registers the resolver's metrics on `registry`. */
@@ -134,5 +139,32 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     "1 while the change subscription to a DP is open and caught up.",
     () => s.subscriptions.states().map((x) => ({ labels: { dp: x.dpId }, value: x.connected ? 1 : 0 })),
     ["dp"],
+  );
+  c(
+    "federated_queries_total",
+    "Queries that federated (asked a range's federated DPs too).",
+    () => s.federation.queries,
+  );
+  c(
+    "federated_partial_total",
+    "Federated answers marked partial: a DP failed or was over the fan-out limit.",
+    () => s.federation.partial,
+  );
+  countersFrom(
+    registry,
+    "mimi_resolver_federated_sources_total",
+    "DPs of federated queries by outcome (answered, skipped by their CSI filter, failed, over the fan-out limit).",
+    "outcome",
+    () => ({ ...s.federation.sources }),
+  );
+  gaugeFrom(
+    registry,
+    "mimi_resolver_csi_filter_routing",
+    "1 while a federated DP's CSI filter is whole and its stream open, so it decides which lookups go there.",
+    () => s.filters.states().map((f) => ({ labels: { dp: f.dpId }, value: f.routing ? 1 : 0 })),
+    ["dp"],
+  );
+  gaugeFrom(registry, "mimi_resolver_csi_filter_bytes", "Bytes of federated DPs' CSI filters held.", () =>
+    s.filters.bytes(),
   );
 }

@@ -2,6 +2,7 @@
 import type { EnumerationDetector, Logger, LoopDelayGuard, RegistryView } from "@mimi/core";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { FilterState } from "./csi-filters.js";
+import type { FederationCounts } from "./federation.js";
 import type { Quotas } from "./quotas.js";
 import type { RateContexts } from "./rate-context.js";
 
@@ -23,6 +24,8 @@ export interface ResolverServerOptions {
   maxFederatedDps: number;
   /** False when federated DP `dpId`'s CSI filter says it holds nothing for `uri` (csi-filters.ts). */
   mayHold: (dpId: string, uri: string) => boolean;
+  /** Federated queries and what became of their DPs, counted for the metrics. */
+  federationCounts?: FederationCounts;
   /** The federated DPs' filters, for GetStats. */
   filterStates: () => readonly FilterState[];
   /** The adaptive windows of lookups in flight per DP (upstream.ts). */

@@ -152,6 +152,7 @@ export function bindResolverServer(
         registry,
         ask,
         (dpId) => query.ignoreFilters === true || opts.mayHold(dpId, csi.uri),
+        opts.federationCounts,
       );
       return federatedResponseToProto(f.merged, f.sources, params, indexOf, f.ttlSeconds, f.stale);
     }
