@@ -121,7 +121,7 @@ async function federationRuns(
       concurrency: o.streamConcurrency,
       keys: () => keys,
       workers: 1,
-      ...(federation && { federation }),
+      ...(federation && { request: { federation } }),
       extraServers,
     });
     const asked = (await served()) - before;

@@ -51,8 +51,8 @@ export interface LoadSpec {
   deadlineMs: number;
   keys: KeySpec;
   latFile: string;
-  /** Resolve with these federation parameters (resolver.proto FederationOptions). */
-  federation?: { mode: number; dps?: number; ignoreFilters?: boolean };
+  /** More fields of every Resolve request: federation parameters (FederationOptions), privacy (PrivacyMode). */
+  request?: { federation?: { mode: number; dps?: number; ignoreFilters?: boolean }; privacy?: number };
 }
 
 /** What a worker reports on stdout as one JSON line. */
@@ -183,11 +183,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const dp = channel.client(pb.AuthoritativeService);
   const call =
     spec.service === "resolver"
-      ? (csi: string) =>
-          resolver.resolve(
-            { csi, ...(spec.federation && { federation: spec.federation }) },
-            { timeoutMs: spec.deadlineMs },
-          )
+      ? (csi: string) => resolver.resolve({ csi, ...spec.request }, { timeoutMs: spec.deadlineMs })
       : (csi: string) => dp.lookup({ csi }, { timeoutMs: spec.deadlineMs });
 
   await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
@@ -238,7 +234,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
         return false;
       }
       started.set(id, performance.now());
-      feed.push({ requestId: id++, csi, ...(spec.federation && { federation: spec.federation }) });
+      feed.push({ requestId: id++, csi, ...spec.request });
       return true;
     };
     for (let k = 0; k < spec.concurrency; k++) if (!send()) break;

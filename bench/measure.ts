@@ -254,7 +254,7 @@ export class Bench {
         ratePerSec: (load.rate ?? 0) / workers,
         deadlineMs: load.deadlineMs ?? 10_000,
         keys: load.keys(w),
-        ...(load.federation && { federation: load.federation }),
+        ...(load.request && { request: load.request }),
         ...(this.o.pin && { pin: this.o.pin.load }),
         latFile: join(this.tmp, `lat-${this.results.length}-${g}-${w}.bin`),
       }));
@@ -311,8 +311,8 @@ export interface Load {
   identity?: string;
   /** Another server with the resolver's API to load instead (the echo reference); its CPU counts as the resolver's. */
   target?: { readonly address: string; readonly pid: number | undefined };
-  /** Federation parameters of every request (federation scenario). */
-  federation?: LoadSpec["federation"];
+  /** More fields of every Resolve request (the federation and private-lookup scenarios). */
+  request?: LoadSpec["request"];
   /** More server processes whose CPU counts among the servers' (federated DPs), by name. */
   extraServers?: Readonly<Record<string, { readonly pid: number | undefined }>>;
 }
@@ -424,8 +424,9 @@ export async function withNetwork<T>(
   extra: {
     nodeArgs?: string[];
     onLine?: (name: string, line: string) => void;
-    /** More of the resolver's config (top-level keys replace the local network's). */
+    /** More of the resolver's and the DPs' configs (top-level keys replace the local network's). */
     resolver?: Record<string, unknown>;
+    authoritative?: Record<string, unknown>;
   } = {},
 ): Promise<T> {
   const net = await startNetwork({
@@ -436,7 +437,7 @@ export async function withNetwork<T>(
     logLevel: "warn",
     overrides: {
       // Answers stay cached for the whole run; the benchmark measures the cache, not expiry.
-      authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600 },
+      authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600, ...extra.authoritative },
       // lru-cache preallocates for maxEntries, so size it to what the run can cache.
       resolver: {
         cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 },

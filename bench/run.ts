@@ -15,6 +15,7 @@ import { federationScenario } from "./federation.js";
 import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
+import { privateScenario } from "./private.js";
 import {
   authoritativeScenario,
   memoryScenario,
@@ -36,6 +37,7 @@ const ALL_SCENARIOS = [
   "overload",
   "cluster",
   "federation",
+  "private",
   "authoritative",
   "memory",
   "bulk",
@@ -88,6 +90,7 @@ async function main(o: Options): Promise<void> {
   if (want("overload")) await overloadScenario(o, bench, netDir, warmCount, log);
   if (want("cluster")) await clusterScenario(o, bench, netDir, warmCount, log);
   if (want("federation")) await federationScenario(o, bench, netDir, log);
+  if (want("private")) await privateScenario(o, bench, netDir, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);

@@ -63,7 +63,7 @@ export interface TestNetwork {
 export function useNetwork(
   overrides?: NetworkOptions["overrides"],
   logLevel?: string,
-  extra: Pick<NetworkOptions, "thirdParty"> = {},
+  extra: Pick<NetworkOptions, "thirdParty" | "privateLookups"> = {},
 ): TestNetwork {
   let net: Network | undefined;
   const dir = mkdtempSync(join(tmpdir(), "mimi-it-"));

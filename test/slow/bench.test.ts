@@ -76,6 +76,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       "mixed",
       "negative",
       "overload",
+      "private",
       "propagation",
       "warm",
     ]);
@@ -88,9 +89,11 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     assert.match(sweep?.firstError ?? "", /RESOURCE_EXHAUSTED|budget|enumeration/);
     assert.ok((sweep?.extra?.granted ?? 0) <= 120, "no more than its minute's budget went to a DP");
     // The cache's heap per answer is measured in a process of its own (checked below), not a load run.
-    // The federation filter's size is read from the resolver's stats, not a load run.
+    // The federation filter's size is read from the resolver's stats, and the private table's
+    // build from the DP's CPU, not from load runs.
     for (const r of report.results.filter(
-      (x) => !x.variant.startsWith("cache heap") && x.variant !== "filter size",
+      (x) =>
+        !x.variant.startsWith("cache heap") && x.variant !== "filter size" && x.variant !== "table build",
     )) {
       const what = `${r.scenario} ${r.variant}`;
       assert.ok(r.lookups > 0, `${what} made lookups`);
@@ -154,6 +157,14 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
         `${k} DPs, filters: ${asked("filters")}`,
       );
     }
+    // Private lookups: the table was built and measured, and private lookups fetched buckets.
+    const build = report.results.find((r) => r.scenario === "private" && r.variant === "table build");
+    assert.ok((build?.extra?.csisPerCpuSecond ?? 0) > 0, "the table build's CSIs per CPU-second");
+    const priv = report.results.find((r) => r.scenario === "private" && r.variant === "private cold lookups");
+    assert.ok(
+      (priv?.extra?.bucketBytesPerLookup ?? 0) >= 4096,
+      "a bucket of at least 4 KiB per private lookup",
+    );
     const filter = report.results.find((r) => r.scenario === "federation" && r.variant === "filter size");
     assert.ok((filter?.extra?.bytesPerCsi ?? 0) > 1, "the filter's bytes per CSI");
     const propagation = report.results.find((r) => r.scenario === "propagation");

@@ -60,6 +60,15 @@ export interface AuthoritativeConfig extends ServerBasics {
   readonly lookupLimits: LookupLimitPolicy;
   /** Enumeration detection per rate-limit context (core runtime/enumeration.ts). */
   readonly enumeration: EnumerationPolicy;
+  /** Private lookups (private-table.ts); off unless the config turns them on. */
+  readonly privateLookups: PrivateLookupConfig;
+}
+
+/** The private-lookup table: built at start when enabled (about 2 ms of CPU per CSI). */
+export interface PrivateLookupConfig {
+  readonly enabled: boolean;
+  /** How long an entry's answer seal lasts (renewed at half of it); at most the 7 days of any seal. */
+  readonly entrySealSeconds: number;
 }
 
 const DEFAULTS = {
@@ -123,6 +132,7 @@ export function parseConfig(
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
     lookupLimits: readLookupLimits(r.object("lookupLimits", { optional: true })),
     enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
+    privateLookups: readPrivateLookups(r.object("privateLookups", { optional: true })),
   };
   r.done();
   if (config.answerSealSeconds < longestTtl) {
@@ -131,6 +141,15 @@ export function parseConfig(
     );
   }
   return deepFreeze(config);
+}
+
+function readPrivateLookups(r: ConfigReader): PrivateLookupConfig {
+  const c: PrivateLookupConfig = {
+    enabled: r.boolean("enabled", false),
+    entrySealSeconds: r.integer("entrySealSeconds", 86_400, 600, MAX_ANSWER_SEAL_SECONDS),
+  };
+  r.done();
+  return c;
 }
 
 function readClaimsSection(r: ConfigReader): ClaimPolicy {

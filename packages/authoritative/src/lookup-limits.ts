@@ -100,8 +100,10 @@ export interface LookupLimits {
   /**
    * Admits one lookup of `csi` by `caller` for `context` (empty: none), or throws
    * RESOURCE_EXHAUSTED; returns the lookup's subject (caller and context) for `answered`.
+   * A private lookup's evaluation has no CSI (nothing to watch for a crawl) and costs `cost`
+   * lookups, one per CSI it evaluates.
    */
-  admit(caller: string, context: Uint8Array, csi: string, nowMs: number): string;
+  admit(caller: string, context: Uint8Array, csi: string | undefined, nowMs: number, cost?: number): string;
   /** Records the answer to an admitted lookup of `subject` for enumeration detection. */
   answered(subject: string, csi: string, notFound: boolean, nowMs: number): void;
   /** Lookups per second `caller` may send this endpoint (0: no limit published). */
@@ -182,7 +184,7 @@ export function createLookupLimits(
   };
 
   return {
-    admit(caller, context, csi, nowMs) {
+    admit(caller, context, csi, nowMs, cost = 1) {
       if (context.length !== 0 && context.length !== RATE_CONTEXT_BYTES) {
         throw new DiscoveryError(
           "invalid_argument",
@@ -190,7 +192,7 @@ export function createLookupLimits(
         );
       }
       const subject = subjectOf(caller, context);
-      const block = detector.blocked(subject, csi, nowMs);
+      const block = csi === undefined ? undefined : detector.blocked(subject, csi, nowMs);
       if (block) {
         throw refuse(
           "enumeration",
@@ -200,7 +202,7 @@ export function createLookupLimits(
         );
       }
       // Checked before anything is taken, so a refused lookup costs no budget.
-      const c = capacity?.check("all", nowMs);
+      const c = capacity?.check("all", nowMs, cost);
       if (c)
         throw refuse(
           "capacity",
@@ -208,7 +210,7 @@ export function createLookupLimits(
           "DP_CAPACITY",
           `this DP endpoint is at its capacity of ${policy.capacityPerSecond} lookups per second`,
         );
-      const r = perCaller.check(caller, nowMs);
+      const r = perCaller.check(caller, nowMs, cost);
       if (r)
         throw refuse(
           "resolver",
@@ -228,7 +230,7 @@ export function createLookupLimits(
       const own = context.length === 0;
       const budgets = own ? ownBudgets : contextBudgets;
       for (const [l, per] of budgets) {
-        const over = l.check(subject, nowMs);
+        const over = l.check(subject, nowMs, cost);
         if (over)
           throw refuse(
             own ? "resolver" : "context",
@@ -237,9 +239,9 @@ export function createLookupLimits(
             `${own ? `"${caller}"` : "the rate-limit context"} has made its ${l.budget.limit} lookups per ${per}${own ? " without a context" : ""} at this DP`,
           );
       }
-      for (const [l] of budgets) l.take(subject, nowMs);
-      capacity?.take("all", nowMs);
-      perCaller.take(caller, nowMs);
+      for (const [l] of budgets) l.take(subject, nowMs, cost);
+      capacity?.take("all", nowMs, cost);
+      perCaller.take(caller, nowMs, cost);
       return subject;
     },
     answered(subject, csi, notFound, nowMs) {

@@ -29,6 +29,8 @@ import { createDpFilter } from "./csi-filter.js";
 import { bindFilterServer } from "./filter-server.js";
 import { createLookupLimits } from "./lookup-limits.js";
 import { createPeerSender } from "./peers.js";
+import { bindPrivateServer } from "./private-server.js";
+import { createPrivateTable, type PrivateTable, readOrCreateEpochKeys } from "./private-table.js";
 import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
 import { createAuthoritativeService } from "./service.js";
@@ -66,7 +68,13 @@ runServer<AuthoritativeConfig>(process, {
     // The store holds phone numbers, email addresses and service ids: the data folder is made
     // 0700 and the store 0600, and one that others may open is refused unless the config accepts it.
     const filterPath = join(config.dataDir, "csi-filter.bin");
-    const dataFiles = [...sqliteFilesOf(dbPath), join(config.dataDir, "code-secret"), filterPath];
+    const oprfKeyPath = join(config.dataDir, "oprf-key.json");
+    const dataFiles = [
+      ...sqliteFilesOf(dbPath),
+      join(config.dataDir, "code-secret"),
+      filterPath,
+      oprfKeyPath,
+    ];
     const allowInsecure = config.allowInsecureDataPermissions;
     for (const problem of checkDataDir(config.dataDir, dataFiles, { allowInsecure })) {
       log.warn({ problem }, "insecure data permissions accepted");
@@ -82,6 +90,8 @@ runServer<AuthoritativeConfig>(process, {
     }
     const signingKey = loadSigningKey(config.signingKey);
     let synced = false;
+    // The private-lookup table (issue 16), built once the registry says which CSIs this DP serves.
+    let privateTable: PrivateTable | undefined;
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -90,8 +100,15 @@ runServer<AuthoritativeConfig>(process, {
       clock,
       persistPath: join(config.dataDir, "registry.bin"),
       rootPublicKey: loadPublicKey(config.rootPublicKey),
-      onChange: () => synced && checkPublishedKey(),
-      onSnapshot: () => synced && checkPublishedKey(),
+      onChange: (change) => {
+        if (synced) checkPublishedKey();
+        // What this DP serves, or an MSP key its opt-out answers depend on, may have changed.
+        if (change.kind !== "refresh") privateTable?.rescan(`registry change ${change.kind}`);
+      },
+      onSnapshot: () => {
+        if (synced) checkPublishedKey();
+        privateTable?.rescan("a new registry copy");
+      },
     });
     // Answers verify only if the registry publishes this DP's key: say so loudly while it does
     // not (a new DP is often registered after it first starts), and once when it does.
@@ -162,6 +179,7 @@ runServer<AuthoritativeConfig>(process, {
       // Kept across a clean restart, so resolvers resume their streams; it holds the filter's key.
       snapshotPath: filterPath,
     });
+    const oprfKeys = config.privateLookups.enabled ? readOrCreateEpochKeys(oprfKeyPath) : undefined;
     const sweep = setInterval(() => {
       try {
         claims.sweep();
@@ -170,6 +188,8 @@ runServer<AuthoritativeConfig>(process, {
       } catch (err) {
         log.error({ err: (err as Error).message }, "sweep failed");
       }
+      // Pages on later turns; its failures are its own (logged there).
+      privateTable?.renew();
     }, config.sweepIntervalMs);
     const limits = createLookupLimits(config.lookupLimits, config.enumeration, (d) =>
       log.warn(
@@ -235,6 +255,18 @@ runServer<AuthoritativeConfig>(process, {
       );
       counterFrom(
         metrics,
+        "mimi_dp_private_evaluations_total",
+        "Blinded CSIs evaluated for private lookups (each one lookup of the caller's budgets).",
+        () => privateCounts.evaluated,
+      );
+      counterFrom(
+        metrics,
+        "mimi_dp_private_buckets_served_total",
+        "Private-lookup buckets served.",
+        () => privateCounts.buckets,
+      );
+      counterFrom(
+        metrics,
         "mimi_dp_csi_filter_builds_total",
         "Versions of the CSI filter built.",
         () => filter.stats().versions,
@@ -249,10 +281,27 @@ runServer<AuthoritativeConfig>(process, {
       now: clock,
     });
     bindFilterServer(server, filter, log);
+    const privateCounts = bindPrivateServer(server, () => privateTable, { log, limits, now: clock });
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
     const ready = sync.ready.then(() => {
       synced = true;
       checkPublishedKey();
+      if (oprfKeys) {
+        privateTable = createPrivateTable({
+          dpId: config.dpId,
+          store,
+          changeLog,
+          keys: oprfKeys,
+          signingKey,
+          answer: (csi, sealMs) => service.answerFor(csi, sealMs),
+          mspIndex: (id) => service.mspIndex(id),
+          notReady: () => sync.problem(),
+          entrySealMs: config.privateLookups.entrySealSeconds * 1000,
+          bucketSealMs: config.answerSealSeconds * 1000,
+          now: clock,
+          log,
+        });
+      }
     });
     return {
       healthServices: [
@@ -260,6 +309,7 @@ runServer<AuthoritativeConfig>(process, {
         pb.AuthoritativeAdminService.typeName,
         pb.PeerService.typeName,
         pb.CsiFilterService.typeName,
+        pb.PrivateLookupService.typeName,
       ],
       ready,
       // Readiness (ops /readyz): a registry copy that expired or did not verify cannot be served from.
@@ -278,6 +328,7 @@ runServer<AuthoritativeConfig>(process, {
       stop() {
         clearInterval(sweep);
         filter.close();
+        privateTable?.close();
         sender.close();
         peers.close();
         sync.close();

@@ -24,6 +24,11 @@ import type { MappingStore } from "./store/store.js";
 export interface AuthoritativeService {
   /** Answers for a CSI (text, or already parsed); refuses one this DP does not serve. */
   lookup(csi: string | Csi): LookupOutcome;
+  /**
+   * The answer a lookup of canonical `csi` gives now, its seal lasting `sealMs` (the private
+   * table's entries); undefined when this DP does not serve it. Not counted as a lookup.
+   */
+  answerFor(csi: string, sealMs: number): LookupOutcome | undefined;
   enrolMsp(e: Omit<EnrolledMsp, "enrolledAtMs">): EnrolledMsp;
   listEnrolled(): EnrolledMsp[];
   /** Parses a CSI (unless it is parsed already) and checks this DP serves it. */
@@ -91,54 +96,67 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     return published && Buffer.from(published).equals(e.mspKey) ? e : undefined;
   };
 
+  const answer = (csi: Csi, sealMs: number): LookupOutcome => {
+    const now = o.clock();
+    // Expired mappings are not served even before the sweep removes them, nor claims withheld
+    // while their conflict is open.
+    const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now && !r.withheld);
+    // Every answer is sealed, denials included, so a resolver can tell a real denial from a
+    // DP or a path that drops answers (AnswerSeal in common.proto).
+    // A seal never outlives a record it lists, so no cache keeps a record past its expiry.
+    const validMs = rows.reduce((ms, r) => Math.min(ms, r.expiresAtMs - now), sealMs);
+    const seal = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
+      sealAnswer(
+        {
+          csi: csi.uri,
+          dpId: o.dpId,
+          status,
+          mappings,
+          ...(optOut && { optOutStatement: optOut.statement }),
+        },
+        o.signingKey,
+        now,
+        validMs,
+      );
+    if (rows.length === 0) {
+      const ttlSeconds = o.negativeTtlSeconds;
+      const optOut = provableOptOut(o.store.optOut(csi.uri)?.evidence);
+      if (!optOut) return { kind: "not_found", dpId: o.dpId, ttlSeconds, seal: seal("not_found", []) };
+      const { mspKey: _, ...proof } = optOut;
+      return {
+        kind: "opted_out",
+        dpId: o.dpId,
+        ttlSeconds,
+        seal: seal("opted_out", [], optOut),
+        optOut: proof,
+      };
+    }
+    // The store returns them by preference: default first, then precedence (R7, R17).
+    const mappings = rows.map(mappingOfRow);
+    return {
+      kind: "answer",
+      mappings,
+      dpId: o.dpId,
+      ttlSeconds: o.answerTtlSeconds,
+      seal: seal("answer", mappings),
+    };
+  };
+
   let lookupsServed = 0;
   return {
     lookup(csiText) {
       lookupsServed++;
-      const csi = requireDelegated(csiText);
-      const now = o.clock();
-      // Expired mappings are not served even before the sweep removes them, nor claims withheld
-      // while their conflict is open.
-      const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now && !r.withheld);
-      // Every answer is sealed, denials included, so a resolver can tell a real denial from a
-      // DP or a path that drops answers (AnswerSeal in common.proto).
-      // A seal never outlives a record it lists, so no cache keeps a record past its expiry.
-      const validMs = rows.reduce((ms, r) => Math.min(ms, r.expiresAtMs - now), o.answerSealMs);
-      const seal = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
-        sealAnswer(
-          {
-            csi: csi.uri,
-            dpId: o.dpId,
-            status,
-            mappings,
-            ...(optOut && { optOutStatement: optOut.statement }),
-          },
-          o.signingKey,
-          now,
-          validMs,
-        );
-      if (rows.length === 0) {
-        const ttlSeconds = o.negativeTtlSeconds;
-        const optOut = provableOptOut(o.store.optOut(csi.uri)?.evidence);
-        if (!optOut) return { kind: "not_found", dpId: o.dpId, ttlSeconds, seal: seal("not_found", []) };
-        const { mspKey: _, ...proof } = optOut;
-        return {
-          kind: "opted_out",
-          dpId: o.dpId,
-          ttlSeconds,
-          seal: seal("opted_out", [], optOut),
-          optOut: proof,
-        };
+      return answer(requireDelegated(csiText), o.answerSealMs);
+    },
+    answerFor(csiText, sealMs) {
+      let csi: Csi;
+      try {
+        csi = requireDelegated(csiText);
+      } catch (err) {
+        if (err instanceof DiscoveryError && err.code === "not_authoritative") return undefined;
+        throw err;
       }
-      // The store returns them by preference: default first, then precedence (R7, R17).
-      const mappings = rows.map(mappingOfRow);
-      return {
-        kind: "answer",
-        mappings,
-        dpId: o.dpId,
-        ttlSeconds: o.answerTtlSeconds,
-        seal: seal("answer", mappings),
-      };
+      return answer(csi, sealMs);
     },
     enrolMsp(e) {
       const published = o.registry.msp(e.mspId);

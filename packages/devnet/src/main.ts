@@ -50,11 +50,13 @@ async function main(): Promise<void> {
     logLevel: process.env.LOG_LEVEL ?? "info",
     onLine: show,
     thirdParty: true,
+    privateLookups: true,
   });
   process.stdout.write(
     `READY resolver=${net.resolver.address} root=${net.root.address} dp-eu=${net.dps.eu.address} dp-us=${net.dps.us.address} dp-fed=${net.dps.fed?.address}\n` +
       `      try: npx mimi resolve tel:+447700900123   (data and certificates are in ${dir})\n` +
-      "      and: npx mimi resolve tel:+447700900123 --federate   (also asks the third-party DP fed)\n",
+      "      and: npx mimi resolve tel:+447700900123 --federate   (also asks the third-party DP fed)\n" +
+      "      and: npx mimi resolve tel:+447700900999 --private --verify   (the DP does not learn the number)\n",
   );
   let stopping = false;
   const stop = async (code: number) => {

@@ -30,6 +30,8 @@ const NO_MSPS: readonly string[] = Object.freeze([]);
 export class CachedAnswer {
   readonly dpId: string;
   readonly kind: OutcomeKind;
+  /** Found by a private lookup: never refreshed in the background (that would be a plain lookup). */
+  readonly private: boolean;
   /** The MSPs of its mappings (the array interned: answers of the same MSPs share one). */
   readonly mspIds: readonly string[];
   /** The TTL the DP gave (the cache keeps the entry's own). */
@@ -49,6 +51,7 @@ export class CachedAnswer {
   ) {
     this.dpId = intern(outcome.dpId);
     this.kind = outcome.kind;
+    this.private = outcome.private === true;
     this.mspIds =
       outcome.kind === "answer" && outcome.mappings.length > 0
         ? internList(outcome.mappings.map((m) => m.mspId))
@@ -58,6 +61,14 @@ export class CachedAnswer {
     this.#bytes = encodeAnswerWithoutTtl(outcome, registry.indexOf);
     this.#serial = registry.serial;
     Object.freeze(this);
+  }
+
+  /**
+   * Whether a popular entry may be refreshed before it expires: not a stale one, nor a private
+   * one (the refresh, asked by nobody in particular, would be a plain lookup the DP sees).
+   */
+  get refreshable(): boolean {
+    return !this.stale && !this.private;
   }
 
   /** The key the CSI at `uri` (this entry's cache key) was delegated by. */
@@ -77,7 +88,7 @@ export class CachedAnswer {
 
   /** The outcome, rebuilt from the bytes (a new object each time; equal to the one stored). */
   get outcome(): LookupOutcome {
-    const o = outcomeFromAnswer(this.dpId, fromBinary(pb.AnswerSchema, this.#bytes), this.kind);
+    const o = outcomeFromAnswer(this.dpId, fromBinary(pb.AnswerSchema, this.#bytes), this.kind, true);
     return Object.freeze({ ...o, ttlSeconds: this.ttlSeconds });
   }
 }
@@ -85,18 +96,23 @@ export class CachedAnswer {
 /**
  * A DP's answer as a domain outcome (frozen). `kind` overrides the status for answers the cache
  * rebuilds (an answer of no mappings is written NOT_FOUND on the wire, like every empty one).
+ * `ours` (the cache's own bytes) keeps the private-lookup mark; a DP's own say-so is ignored.
  */
 export function outcomeFromAnswer(
   dpId: string,
   answer: pb.Answer | undefined,
   kind?: OutcomeKind,
+  ours = false,
 ): LookupOutcome {
   kind ??= answer && kindOfStatus(answer.status);
   if (!answer || !kind)
     throw new DiscoveryError("upstream_failed", `DP "${dpId}" sent an answer without a status`);
   // The seal and opt-out proof are kept as received, for verification and for our own answers.
   const { seal, optOut } = sealPartsFromProto(answer);
-  const sealed = seal ? { seal: Object.freeze(seal) } : {};
+  const sealed = {
+    ...(seal && { seal: Object.freeze(seal) }),
+    ...(ours && answer.privateLookup && { private: true }),
+  };
   const ttlSeconds = answer.ttlSeconds;
   if (kind === "answer") {
     const mappings = Object.freeze(answer.mappings.map(frozenMapping));

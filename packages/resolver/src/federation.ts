@@ -75,7 +75,14 @@ export function createPartLookups(d: PartDeps) {
     let sealed: Verified;
     const abandoned = () => caller.gone?.() === true && inflight.get(key)?.joined !== true;
     try {
-      outcome = await d.upstream.lookup(dp, csi.uri, caller.contextFor(dp.id), caller.waitUntilMs, abandoned);
+      outcome = await d.upstream.lookup(
+        dp,
+        csi.uri,
+        caller.contextFor(dp.id),
+        caller.waitUntilMs,
+        abandoned,
+        caller.privateAt?.(dp.id),
+      );
       if (abandoned()) throw callerGone(true);
       try {
         sealed = await d.verify(csi, outcome);

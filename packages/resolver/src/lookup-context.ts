@@ -16,6 +16,8 @@ export interface MissCaller {
    * answer neither verified nor cached if it already was.
    */
   readonly gone?: () => boolean;
+  /** Whether lookups at DP `dpId` are made privately (private-lookups.ts); unset: plainly. */
+  privateAt?(dpId: string): boolean;
 }
 
 /** The rate-limit context of the resolver's own lookups (refreshes): none. */

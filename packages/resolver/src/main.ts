@@ -21,6 +21,7 @@ import { parseConfig, type ResolverConfig } from "./config.js";
 import { type CsiFilters, createCsiFilters } from "./csi-filters.js";
 import { createFederationCounts } from "./federation.js";
 import { registerResolverMetrics } from "./metrics.js";
+import { createPrivateLookups, type PrivateLookups } from "./private-lookups.js";
 import { createQuotas } from "./quotas.js";
 import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
 import { bindResolverServer, logDetection } from "./server.js";
@@ -84,10 +85,19 @@ runServer<ResolverConfig>(process, {
     const keys = registryKeys(sync.view);
     // Ed25519 checks of DP answers run on worker threads, started at the first cold lookup.
     const verifyPool = createVerifyPool({ threads: config.verifyThreads });
+    let privateLookups: PrivateLookups | undefined;
     const upstream = createUpstream({
       channels: createChannelPool(tls),
       log,
       attemptTimeoutMs: config.upstreamTimeoutMs,
+      // Lookups a query (or the configuration) asks privately go through the same windows.
+      privateLookups: (channel) =>
+        (privateLookups = createPrivateLookups({
+          channel,
+          now: clock,
+          timeoutMs: config.upstreamTimeoutMs,
+          negativeTtlSeconds: config.cache.negativeMaxTtlSeconds,
+        })),
       // Per DP (ids from the registry): each lookup's time, window wait included, and result.
       ...(metrics && {
         observe: outcomesBy(
@@ -156,6 +166,7 @@ runServer<ResolverConfig>(process, {
         loop,
         federation: federationCounts,
         filters: csiFilters,
+        privateLookups: () => privateLookups?.stats,
       });
     }
     const admins = new Set(config.admins);
@@ -170,6 +181,7 @@ runServer<ResolverConfig>(process, {
       rateContexts: createRateContexts(rateContextKey(config)),
       upstreamWindows: () => upstream.windows(),
       maxFederatedDps: config.maxFederatedDps,
+      privateByDefault: (dpId) => config.privateLookups.all || config.privateLookups.dps.includes(dpId),
       mayHold: (dpId, uri) => csiFilters.mayHold(dpId, uri),
       filterStates: () => csiFilters.states(),
       federationCounts,

@@ -8,6 +8,7 @@ import type { Registry } from "prom-client";
 import type { ChangeSubscriptions } from "./changes.js";
 import type { CsiFilters } from "./csi-filters.js";
 import type { FederationCounts } from "./federation.js";
+import type { PrivateLookupStats } from "./private-lookups.js";
 import type { Quotas } from "./quotas.js";
 import type { ResolverService } from "./service.js";
 import type { Upstream } from "./upstream.js";
@@ -30,6 +31,8 @@ export interface ResolverMetricSources {
   /** Federated queries (federation.ts) and the federated DPs' CSI filters (csi-filters.ts). */
   readonly federation: FederationCounts;
   readonly filters: Pick<CsiFilters, "states" | "bytes">;
+  /** Private lookups made so far (private-lookups.ts). */
+  readonly privateLookups: () => PrivateLookupStats | undefined;
 }
 
 /** Registers the resolver's metrics on `registry`. */
@@ -163,6 +166,17 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     "1 while a federated DP's CSI filter is whole and its stream open, so it decides which lookups go there.",
     () => s.filters.states().map((f) => ({ labels: { dp: f.dpId }, value: f.routing ? 1 : 0 })),
     ["dp"],
+  );
+  c("private_lookups_total", "Lookups made privately at DPs.", () => s.privateLookups()?.lookups ?? 0);
+  c(
+    "private_evaluations_total",
+    "Evaluate calls of private lookups (each carries the lookups of one DP and caller made together).",
+    () => s.privateLookups()?.evaluations ?? 0,
+  );
+  c(
+    "private_bucket_bytes_total",
+    "Bytes of private-lookup buckets received.",
+    () => s.privateLookups()?.bucketBytes ?? 0,
   );
   gaugeFrom(registry, "mimi_resolver_csi_filter_bytes", "Bytes of federated DPs' CSI filters held.", () =>
     s.filters.bytes(),

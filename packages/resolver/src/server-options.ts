@@ -26,6 +26,8 @@ export interface ResolverServerOptions {
   mayHold: (dpId: string, uri: string) => boolean;
   /** Federated queries and what became of their DPs, counted for the metrics. */
   federationCounts?: FederationCounts;
+  /** Whether lookups at a DP are private when a query does not say (config privateLookups). */
+  privateByDefault: (dpId: string) => boolean;
   /** The federated DPs' filters, for GetStats. */
   filterStates: () => readonly FilterState[];
   /** The adaptive windows of lookups in flight per DP (upstream.ts). */

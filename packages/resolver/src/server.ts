@@ -131,21 +131,20 @@ export function bindResolverServer(
    * federation.ts), one lookup (lookupOne) at each DP asked.
    */
   const resolveOne = async (
-    csiText: string,
-    options: pb.LookupOptions | undefined,
+    req: Pick<pb.ResolveRequest, "csi" | "options" | "federation" | "privacy">,
     ctx: CallContext,
     onRefused?: (err: DiscoveryError) => void,
     trace?: ExplainTrace,
-    federation?: pb.FederationOptions,
   ) => {
-    const csi = parseCsi(csiText);
-    const params = paramsFromProto(options);
+    const csi = parseCsi(req.csi);
+    const params = paramsFromProto(req.options);
+    const privateAt = privacyOf(req.privacy, opts.privateByDefault);
     // A query federates when it asks to, or when the range's DP publishes that as its default (R11).
-    const query = federationFromProto(federation);
+    const query = federationFromProto(req.federation);
     const delegation = registry.find(csi.key);
     const plan = delegation && planFederation(registry, delegation, query, opts.maxFederatedDps);
     if (plan) {
-      const ask = (dp?: DpInfo) => lookupOne(csi, ctx, onRefused, undefined, dp);
+      const ask = (dp?: DpInfo) => lookupOne(csi, ctx, privateAt, onRefused, undefined, dp);
       const f = await resolveFederated(
         plan,
         params,
@@ -156,7 +155,7 @@ export function bindResolverServer(
       );
       return federatedResponseToProto(f.merged, f.sources, params, indexOf, f.ttlSeconds, f.stale);
     }
-    const r = await lookupOne(csi, ctx, onRefused, trace);
+    const r = await lookupOne(csi, ctx, privateAt, onRefused, trace);
     if (params === DEFAULT_PARAMS) {
       return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r), r.ttlSeconds, r.stale);
     }
@@ -172,6 +171,7 @@ export function bindResolverServer(
   const lookupOne = async (
     csi: Csi,
     ctx: CallContext,
+    privateAt: (dpId: string) => boolean,
     onRefused?: (err: DiscoveryError) => void,
     trace?: ExplainTrace,
     dp?: DpInfo,
@@ -206,6 +206,7 @@ export function bindResolverServer(
         contextFor: (dp) => opts.rateContexts.of(identity, dp, now),
         ...(waitUntilMs !== undefined && { waitUntilMs }),
         gone: () => ctx.signal.aborted || Date.now() >= ctx.deadlineMs,
+        privateAt,
       };
     };
     // Only what a DP answered counts towards enumeration (cached answers are free to fake),
@@ -284,7 +285,7 @@ export function bindResolverServer(
       });
     };
     try {
-      const res = await resolveOne(req.csi, req.options, ctx, undefined, trace, req.federation);
+      const res = await resolveOne(req, ctx, undefined, trace);
       const message = res instanceof Uint8Array ? fromBinary(pb.ResolveResponseSchema, res) : res;
       return { ...message, explanation: explain() } as pb.ResolveResponse;
     } catch (err) {
@@ -299,10 +300,7 @@ export function bindResolverServer(
     server,
     pb.ResolverService,
     {
-      resolve: (req, ctx) =>
-        req.explain
-          ? explained(req, ctx)
-          : resolveOne(req.csi, req.options, ctx, undefined, undefined, req.federation),
+      resolve: (req, ctx) => (req.explain ? explained(req, ctx) : resolveOne(req, ctx)),
       async resolveStream(reqs, ctx, send) {
         let inflight = 0;
         let slotFree: (() => void) | undefined;
@@ -314,7 +312,7 @@ export function bindResolverServer(
         };
         for await (const req of reqs) {
           inflight++;
-          void resolveOne(req.csi, req.options, ctx, onRefused, undefined, req.federation)
+          void resolveOne(req, ctx, onRefused)
             .then(
               (response) =>
                 send(
@@ -409,4 +407,13 @@ export function logDetection(log: Logger, d: Detection, mode: string): void {
       ? "enumeration suspected; lookups in the block refused"
       : "enumeration suspected (logged, not refused)",
   );
+}
+
+/** Whether a query's lookups at a DP are private: as it asks, else as the configuration says for that DP. */
+function privacyOf(mode: pb.PrivacyMode, byDefault: (dpId: string) => boolean): (dpId: string) => boolean {
+  if (mode === pb.PrivacyMode.PRIVATE) return () => true;
+  if (mode === pb.PrivacyMode.PLAIN) return () => false;
+  if (mode !== pb.PrivacyMode.UNSPECIFIED)
+    throw new DiscoveryError("invalid_argument", `unknown privacy mode ${mode}`);
+  return byDefault;
 }

@@ -202,6 +202,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         caller.contextFor(dp.id),
         caller.waitUntilMs,
         abandoned,
+        caller.privateAt?.(dp.id),
       );
       // Verifying (the costliest step of a miss) and caching an answer nobody waits for is
       // what an overloaded resolver can least afford.
@@ -384,7 +385,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       minHits > 0 &&
       hit.hits >= minHits &&
       hit.remainingMs <= hit.ttlMs * remainingFraction &&
-      !hit.value.stale &&
+      hit.value.refreshable &&
       !inflight.has(uri)
     ) {
       // Refreshed in the background; this query is answered from the cache at once.

@@ -11,6 +11,7 @@ import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
+import type { PrivateLookups } from "./private-lookups.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 
@@ -30,6 +31,8 @@ export interface Upstream {
     rateContext?: Uint8Array,
     waitUntilMs?: number,
     abandoned?: () => boolean,
+    /** Look it up privately (private-lookups.ts): the DP does not learn the CSI. */
+    privately?: boolean,
   ): Promise<LookupOutcome>;
   /** The endpoint of DP `dpId` that answered last (read right after a lookup: the one that answered it). */
   answeredBy(dpId: string): string | undefined;
@@ -49,6 +52,8 @@ export interface UpstreamOptions {
   attemptTimeoutMs: number;
   /** Hears how long each lookup at a DP took (window wait included) and whether it failed. */
   observe?: (dpId: string, seconds: number, failed: boolean) => void;
+  /** Private lookups, for lookups asked privately; they go through the same windows and failover. */
+  privateLookups?: (channel: (dp: DpInfo, endpoint: string) => Channel) => PrivateLookups;
 }
 
 /** Creates the pool. */
@@ -95,7 +100,13 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     return mux;
   };
 
-  const attempt = async (dp: DpInfo, csi: string, rateContext: Uint8Array): Promise<LookupOutcome> => {
+  const privateLookups = o.privateLookups?.((dp, endpoint) => channelFor(dp, endpoint));
+  const attempt = async (
+    dp: DpInfo,
+    csi: string,
+    rateContext: Uint8Array,
+    privately: boolean,
+  ): Promise<LookupOutcome> => {
     if (dp.endpoints.length === 0) {
       throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
     }
@@ -107,12 +118,22 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     let timeouts = 0;
     for (const endpoint of order) {
       try {
+        if (privately) {
+          if (!privateLookups)
+            throw new DiscoveryError("failed_precondition", "this resolver does not make private lookups");
+          const outcome = await privateLookups.lookup(dp, endpoint, csi, rateContext);
+          preferred.set(dp.id, endpoint);
+          return outcome;
+        }
         const answer = await muxFor(dp, endpoint).lookup(csi, rateContext);
         preferred.set(dp.id, endpoint);
         return outcomeFromAnswer(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
         if (e.remoteStatus === status.RESOURCE_EXHAUSTED) throw dpRefusal(dp.id, e);
+        // A private lookup's own findings (no private lookups there, a proof or bucket that
+        // does not verify) are the caller's to read as they are.
+        if (privately && e.remoteStatus === undefined && e.code !== "upstream_unavailable") throw e;
         // Details (addresses, transport errors) go to our log; the MSP learns which DP failed. A
         // DP's own text may quote the CSI, so of a DP's refusal only its status is logged.
         const what = e.remoteStatus === undefined ? e.message : statusName(e.remoteStatus);
@@ -139,12 +160,13 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   return {
     channel: channelFor,
-    async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs, abandoned) {
+    async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs, abandoned, privately = false) {
       const gate = gateFor(dp.id);
       const t0 = performance.now();
       let failed = true;
       let observed = true;
-      const send = () => (abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, rateContext));
+      const send = () =>
+        abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, rateContext, privately);
       try {
         const answer = await gate.run(send, timedOut, waitUntilMs, abandoned);
         failed = false;

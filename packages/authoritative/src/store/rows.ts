@@ -144,3 +144,18 @@ export function mappingOfRow(row: MappingRow): Mapping {
     },
   };
 }
+
+/** A CSI's entry in the private-lookup table of one key epoch (private-table.ts). */
+export interface PrivateEntryRow {
+  readonly csi: string;
+  /** 32 bits of the PRF output: the bucket is its top bits. */
+  readonly position: number;
+  readonly tag: Uint8Array;
+  readonly entryKey: Uint8Array;
+  /** Digest of the answer without its seal times. */
+  readonly content: Uint8Array;
+  /** The sealed entry as buckets hold it. */
+  readonly entry: Uint8Array;
+  /** When the answer sealed inside it expires. */
+  readonly sealedUntilMs: number;
+}

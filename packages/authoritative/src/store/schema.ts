@@ -157,4 +157,22 @@ export const MIGRATIONS: readonly string[] = [
   // sequence (a prefix of the log); nothing reads it since, and keeping it up to date was more
   // than half of what a mapping write cost (15-20 us of 35).
   "DROP INDEX change_log_by_time;",
+  // v9 (issue 16): the private-lookup table, one sealed entry per CSI answered FOUND or
+  // OPTED_OUT, by key epoch; the slot (position, tag, AEAD key) is kept so a change re-seals the
+  // entry without evaluating the PRF again. A bucket is a range of positions, so splitting
+  // buckets moves no row. `content` is a digest of the answer without its seal times, so a
+  // change that leaves the answer as it was writes nothing.
+  `CREATE TABLE private_entries (
+     epoch INTEGER NOT NULL,
+     csi TEXT NOT NULL,
+     position INTEGER NOT NULL,
+     tag BLOB NOT NULL,
+     entry_key BLOB NOT NULL,
+     content BLOB NOT NULL,
+     entry BLOB NOT NULL,
+     sealed_until_ms INTEGER NOT NULL,
+     PRIMARY KEY (epoch, csi)
+   ) STRICT, WITHOUT ROWID;
+   CREATE INDEX private_entries_by_position ON private_entries (epoch, position);
+   CREATE INDEX private_entries_by_seal ON private_entries (epoch, sealed_until_ms);`,
 ];

@@ -41,6 +41,17 @@ export interface PeerSqlRow {
 }
 
 /** A row of `change_log`. */
+export interface PrivateSqlRow {
+  epoch: number;
+  csi: string;
+  position: number;
+  tag: Uint8Array;
+  entry_key: Uint8Array;
+  content: Uint8Array;
+  entry: Uint8Array;
+  sealed_until_ms: number;
+}
+
 export interface ChangeSqlRow {
   seq: number;
   csi: string;

@@ -63,4 +63,18 @@ export const SQL = {
   // Pruning deletes a prefix by seq (prunePrefix below), never a hole behind a reader.
   oldestChanges: "SELECT seq, at_ms FROM change_log ORDER BY seq LIMIT ?",
   pruneChangesThrough: "DELETE FROM change_log WHERE seq <= ?",
+  // An event the private table adds when a CSI's entry changed after the change that caused it.
+  logChange: "INSERT INTO change_log (csi, at_ms) VALUES (?, ?)",
+  meta: "SELECT value FROM store_meta WHERE key = ?",
+  setMeta:
+    "INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  privateEntry: "SELECT * FROM private_entries WHERE epoch = ? AND csi = ?",
+  putPrivateEntry:
+    "INSERT OR REPLACE INTO private_entries (epoch, csi, position, tag, entry_key, content, entry, sealed_until_ms) VALUES (@epoch, @csi, @position, @tag, @entryKey, @content, @entry, @sealedUntilMs)",
+  deletePrivateEntry: "DELETE FROM private_entries WHERE epoch = ? AND csi = ?",
+  privateBucket: "SELECT entry FROM private_entries WHERE epoch = ? AND position BETWEEN ? AND ?",
+  clearPrivate:
+    "DELETE FROM private_entries WHERE epoch = ? AND csi IN (SELECT csi FROM private_entries WHERE epoch = ? LIMIT ?)",
+  privateDue:
+    "SELECT csi FROM private_entries WHERE epoch = ? AND sealed_until_ms < ? ORDER BY sealed_until_ms LIMIT ? OFFSET ?",
 } as const;

@@ -21,6 +21,7 @@ import type {
   OptOutEvidence,
   OptOutRow,
   PeerRequestRow,
+  PrivateEntryRow,
 } from "./rows.js";
 import { MIGRATIONS } from "./schema.js";
 import { SQL } from "./sql.js";
@@ -37,6 +38,7 @@ import {
   type OptOutSqlRow,
   optOutOf,
   type PeerSqlRow,
+  type PrivateSqlRow,
 } from "./sql-rows.js";
 
 /** The DP's store. Writes that must happen together run inside `transaction`. */
@@ -106,6 +108,21 @@ export interface MappingStore {
   reschedulePeerRequest(id: number, attempts: number, nextAtMs: number, error: string): void;
   deletePeerRequest(id: number): void;
   peerRequestCount(): number;
+  /** A value of the store's own settings (store_meta), and setting one. */
+  meta(key: string): string | undefined;
+  setMeta(key: string, value: string): void;
+  /** Adds a change event for `csi` (the private table's, once a CSI's entry caught up). */
+  logChange(csi: string, atMs: number): void;
+  /** The private-lookup table of key epoch `epoch` (private-table.ts). */
+  privateEntry(epoch: number, csi: string): PrivateEntryRow | undefined;
+  putPrivateEntry(epoch: number, row: PrivateEntryRow): void;
+  deletePrivateEntry(epoch: number, csi: string): boolean;
+  /** Deletes up to `limit` entries of `epoch`; returns how many went. */
+  clearPrivate(epoch: number, limit: number): number;
+  /** The sealed entries whose position is in [first, last] (one bucket). */
+  privateBucket(epoch: number, first: number, last: number): Uint8Array[];
+  /** Up to `limit` CSIs whose entry's seal ends before `beforeMs`, soonest first. */
+  privateDue(epoch: number, beforeMs: number, limit: number, offset?: number): string[];
   /** Runs `f` in one transaction (nested calls join the outer one). */
   transaction<T>(f: () => T): T;
   /** The durability SQLite runs with, read back from it. */
@@ -203,6 +220,15 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     changesSince: db.prepare<[number, number], ChangeSqlRow>(SQL.changesSince),
     oldestChanges: db.prepare<[number], { seq: number; at_ms: number }>(SQL.oldestChanges),
     pruneChangesThrough: db.prepare<[number]>(SQL.pruneChangesThrough),
+    logChange: db.prepare<[string, number]>(SQL.logChange),
+    meta: db.prepare<[string], { value: string }>(SQL.meta),
+    setMeta: db.prepare<[string, string]>(SQL.setMeta),
+    privateEntry: db.prepare<[number, string], PrivateSqlRow>(SQL.privateEntry),
+    putPrivateEntry: db.prepare(SQL.putPrivateEntry),
+    deletePrivateEntry: db.prepare<[number, string]>(SQL.deletePrivateEntry),
+    privateBucket: db.prepare<[number, number, number], { entry: Uint8Array }>(SQL.privateBucket),
+    clearPrivate: db.prepare<[number, number, number]>(SQL.clearPrivate),
+    privateDue: db.prepare<[number, number, number, number], { csi: string }>(SQL.privateDue),
   };
   const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
   // Watchers are told after commit, never from inside a transaction that may still roll back.
@@ -373,6 +399,32 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     ),
     deletePeerRequest: w("peer request", (id) => void q.deletePeer.run(id)),
     peerRequestCount: () => q.countPeers.get()?.n ?? 0,
+    meta: w("store settings", (key) => q.meta.get(key)?.value),
+    setMeta: w("store settings", (key, value) => void q.setMeta.run(key, value)),
+    logChange: logged("change log", (csi, atMs) => void q.logChange.run(csi, atMs)),
+    privateEntry: w("private table", (epoch, csi) => {
+      const r = q.privateEntry.get(epoch, csi);
+      return (
+        r && {
+          csi: r.csi,
+          position: r.position,
+          tag: r.tag,
+          entryKey: r.entry_key,
+          content: r.content,
+          entry: r.entry,
+          sealedUntilMs: r.sealed_until_ms,
+        }
+      );
+    }),
+    putPrivateEntry: w("private table", (epoch, r) => void q.putPrivateEntry.run({ epoch, ...r })),
+    deletePrivateEntry: w("private table", (epoch, csi) => q.deletePrivateEntry.run(epoch, csi).changes > 0),
+    clearPrivate: w("private table", (epoch, limit) => q.clearPrivate.run(epoch, epoch, limit).changes),
+    privateBucket: w("private table", (epoch, first, last) =>
+      q.privateBucket.all(epoch, first, last).map((r) => r.entry),
+    ),
+    privateDue: w("private table", (epoch, before, limit, offset = 0) =>
+      q.privateDue.all(epoch, before, limit, offset).map((r) => r.csi),
+    ),
     logId: () => q.logId.get()?.value ?? "",
     logBounds: () => {
       const latest = latestSeq();

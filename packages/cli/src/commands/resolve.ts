@@ -53,6 +53,11 @@ export function addResolveCommand(program: Command): void {
         "federate (R10): also ask the federated DPs of the CSI's range (those the range's DP prefers, unless --dp or --all-dps) and merge their answers",
       )
       .option("--local", "do not federate, whatever the range's DP publishes as its default")
+      .option(
+        "--private",
+        "a private lookup: the DP does not learn the CSI or whether it was found (fails when the DP does not offer them; a cached answer is shown either way, marked as found)",
+      )
+      .option("--plain", "a plain lookup, whatever the resolver's configuration says for the DP")
       .option("--dp <id...>", "with --federate: ask exactly these federated DPs")
       .option("--all-dps", "with --federate: ask every federated DP of the range")
       .option(
@@ -95,11 +100,15 @@ export function addResolveCommand(program: Command): void {
         dp?: string[];
         allDps?: boolean;
         askAll?: boolean;
+        private?: boolean;
+        plain?: boolean;
       },
       cmd: Command,
     ) => {
       const csi = csiArg(csiText);
       const federation = federationArgs(o);
+      if (o.private && o.plain) throw new UsageError("--private and --plain contradict each other");
+      const privacy = o.private ? pb.PrivacyMode.PRIVATE : o.plain ? pb.PrivacyMode.PLAIN : undefined;
       // Explain is for the resolver's operators: connect as one unless told otherwise.
       if (o.explain && cmd.getOptionValueSource("identity") === "default") o.identity = "admin";
       if (o.tag !== undefined && (o.tag === "" || o.tag.length > 32))
@@ -121,6 +130,7 @@ export function addResolveCommand(program: Command): void {
             },
             explain: o.explain === true,
             ...(federation && { federation }),
+            ...(privacy !== undefined && { privacy }),
           },
           { timeoutMs },
         );
@@ -154,6 +164,7 @@ export function addResolveCommand(program: Command): void {
           stale: res.stale,
           ttlSeconds: a?.ttlSeconds ?? 0,
           dpIds: a?.dpIds ?? [],
+          lookup: a?.privateLookup ? "private" : "plain",
           mappings: mappings.map((m, i) => ({ ...m, ...(res.federation && { dp: a?.mappings[i]?.dpId }) })),
           ...(res.federation && {
             federation: { partial: res.federation.partial, sources: sources.map(sourceJson) },
@@ -165,7 +176,8 @@ export function addResolveCommand(program: Command): void {
       } else {
         const from = a?.dpIds.filter(Boolean).length ? `, from DP ${a?.dpIds.join(", ")}` : "";
         const what = status === "OPTED_OUT" ? "OPTED_OUT: the holder chose not to be discoverable" : status;
-        out(`${csi}: ${what}${res.stale ? " (STALE)" : ""} (ttl ${a?.ttlSeconds ?? 0}s${from})`);
+        const how = a?.privateLookup ? ", found by a private lookup" : "";
+        out(`${csi}: ${what}${res.stale ? " (STALE)" : ""} (ttl ${a?.ttlSeconds ?? 0}s${from}${how})`);
         mappings.forEach((m, i) => {
           const tags = [...(m.default ? ["Default"] : []), ...m.tags];
           const at = res.federation ? `, at DP ${a?.mappings[i]?.dpId}` : "";
@@ -326,6 +338,10 @@ async function verifyAnswer(
   }
   const r = answerProblem(csi, received, params, registryTrust(view), now);
   if ("problem" in r) return fail(r.problem);
+  if (!r.seal && received.privateLookup)
+    return {
+      text: `not verifiable end to end: NOT_FOUND by a private lookup at DP "${received.dpIds[0]}", the DP the registry ${chain} delegates the CSI to; the resolver checked the DP's signed bucket, which has no entry for it, but passes no proof on (its word; ask with --plain for a sealed denial)`,
+    };
   if (!r.seal) return { text: `verified: no delegation covers this CSI in the registry ${chain}` };
   const until = new Date(r.seal.expiresAtMs).toISOString();
   const what =

@@ -74,6 +74,9 @@ test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
       optOut: { statement: bytes(40, 5), userSignature: bytes(64, 6), mspSignature: bytes(64, 7) },
     },
     { kind: "opted_out", dpId: "eu", ttlSeconds: 120 },
+    // Found by private lookups (Answer.private_lookup, field 8).
+    { kind: "not_found", dpId: "eu", ttlSeconds: 60, private: true },
+    { kind: "opted_out", dpId: "eu", ttlSeconds: 120, seal, private: true },
     {
       kind: "answer",
       dpId: "eu",

@@ -52,6 +52,7 @@ export function writeAnswerWithoutTtl(
   if (outcome.dpId) size += repeatedStringSize(outcome.dpId);
   if (seal) size += 1 + varintSize(sealSize) + sealSize;
   if (optOut) size += 1 + varintSize(optOutSize) + optOutSize;
+  if (outcome.private) size += 2;
 
   const w = new Writer(size);
   w.varintField(1, status);
@@ -72,6 +73,7 @@ export function writeAnswerWithoutTtl(
     w.bytesField(2, optOut.userSignature);
     w.bytesField(3, optOut.mspSignature);
   }
+  if (outcome.private) w.varintField(8, 1);
   return w.done();
 }
 

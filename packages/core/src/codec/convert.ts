@@ -298,6 +298,7 @@ export function answerToProto(
   const dpIds = outcome.dpId ? [outcome.dpId] : [];
   // The seal covers the whole answer and goes with every shape of it (AnswerSeal in common.proto).
   const seal = outcome.seal && { seal: { ...outcome.seal } };
+  const privately = outcome.private === true && { privateLookup: true };
   if (outcome.kind === "opted_out") {
     return {
       status: LookupStatus.OPTED_OUT,
@@ -305,9 +306,11 @@ export function answerToProto(
       dpIds,
       ...seal,
       ...(outcome.optOut && { optOut: { ...outcome.optOut } }),
+      ...privately,
     };
   }
-  if (mappings.length === 0) return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds, ...seal };
+  if (mappings.length === 0)
+    return { status: LookupStatus.NOT_FOUND, ttlSeconds, dpIds, ...seal, ...privately };
   return {
     status: LookupStatus.FOUND,
     mappings: params.format === "verbose" ? mappings.map(mappingToProto) : [],
@@ -315,6 +318,7 @@ export function answerToProto(
     ttlSeconds,
     dpIds,
     ...seal,
+    ...privately,
   };
 }
 
@@ -353,6 +357,7 @@ export function receivedAnswerFromProto(a: Answer): ReceivedAnswer {
     dpIds: [...a.dpIds],
     compactBits: a.compactMspBits,
     ...sealPartsFromProto(a),
+    ...(a.privateLookup && { privateLookup: true }),
   };
 }
 

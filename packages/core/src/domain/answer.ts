@@ -55,12 +55,17 @@ export type LookupOutcome =
       readonly dpId: string;
       readonly ttlSeconds: number;
       readonly seal?: AnswerSeal;
+      readonly private?: boolean;
     }
   | {
       readonly kind: "not_found";
       readonly dpId: string;
       readonly ttlSeconds: number;
       readonly seal?: AnswerSeal;
+      /** Found by a private lookup (Answer.private_lookup): unsealed, proven by the DP's signed bucket to the resolver. */
+      readonly private?: boolean;
+      /** For a private NOT_FOUND, when the DP's signed bucket that proved it expires (ms since the epoch). */
+      readonly privateUntilMs?: number;
     }
   /** The holder chose to be undiscoverable (R14): distinct from having no mapping. */
   | {
@@ -69,6 +74,7 @@ export type LookupOutcome =
       readonly ttlSeconds: number;
       readonly seal?: AnswerSeal;
       readonly optOut?: OptOutProof;
+      readonly private?: boolean;
     };
 
 /** The kind of a lookup outcome. */

@@ -24,6 +24,8 @@ export const SIGNING_CONTEXT = {
   contestHolder: "MIMI-CONTEST-HOLDER-v1",
   answerDp: "MIMI-ANSWER-DP-v1",
   registry: "MIMI-REGISTRY-SIG-v1",
+  privateParams: "MIMI-PRIVATE-PARAMS-DP-v1",
+  privateBucket: "MIMI-PRIVATE-BUCKET-DP-v1",
 } as const;
 export type SigningContext = (typeof SIGNING_CONTEXT)[keyof typeof SIGNING_CONTEXT];
 

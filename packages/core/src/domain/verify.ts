@@ -155,6 +155,8 @@ export interface ReceivedAnswer {
   readonly optOut?: OptOutProof;
   /** The compact bits as received; checked against the seal when given. */
   readonly compactBits?: Uint8Array;
+  /** Found by a private lookup (Answer.private_lookup): a NOT_FOUND then has no seal. */
+  readonly privateLookup?: boolean;
 }
 
 /** The CSI an answer is about: its canonical URI and the key its delegation is found by. */
@@ -201,6 +203,16 @@ export function answerProblem(
     return fail(`it says ${KIND_TEXT[a.status]} but carries mappings or compact bits`);
   }
   if (!a.seal) {
+    // A private lookup's NOT_FOUND: the DP's signed bucket proved it to the resolver, which
+    // passes no proof on, so it verifies but is not provably complete (the resolver's word).
+    if (a.status === "not_found" && a.privateLookup && a.dpIds.length === 1) {
+      const dp = trust.delegatedDp?.(csi.key);
+      if (trust.delegatedDp && dp !== a.dpIds[0])
+        return fail(
+          `it names DP "${a.dpIds[0]}", but the registry delegates this CSI to ${dp ? `DP "${dp}"` : "no DP"}`,
+        );
+      return { seal: undefined, complete: false };
+    }
     // The resolver's own NOT_FOUND when no DP is delegated the range: the registry proves it.
     if (a.status === "not_found" && a.dpIds.length === 0 && trust.delegatedDp) {
       const dp = trust.delegatedDp(csi.key);
@@ -411,6 +423,7 @@ export function verifyOutcome(
       mappings: outcome.kind === "answer" ? outcome.mappings : [],
       dpIds: outcome.dpId ? [outcome.dpId] : [],
       ...(outcome.seal && { seal: outcome.seal }),
+      ...(outcome.private && { privateLookup: true }),
       ...(outcome.kind === "opted_out" && outcome.optOut && { optOut: outcome.optOut }),
     },
     DEFAULT_PARAMS,
@@ -422,6 +435,25 @@ export function verifyOutcome(
       "verification_failed",
       `answer from DP "${outcome.dpId}" failed verification: ${r.problem}`,
     );
+  }
+  // A private NOT_FOUND has no seal; the DP's signed bucket that proved it bounds it instead (how
+  // long it is cached, and served stale). Rebuilt from a cache entry it has no bound: not reused.
+  if (!r.seal && outcome.kind === "not_found" && outcome.private) {
+    if (outcome.privateUntilMs === undefined || outcome.privateUntilMs <= nowMs) {
+      throw new DiscoveryError(
+        "verification_failed",
+        `private NOT_FOUND from DP "${outcome.dpId}" has no current bucket behind it`,
+      );
+    }
+    return {
+      csi: csi.uri,
+      dpId: outcome.dpId,
+      status: "not_found",
+      signedAtMs: nowMs,
+      expiresAtMs: outcome.privateUntilMs,
+      entries: [],
+      optOutDigest: new Uint8Array(0),
+    };
   }
   return r.seal;
 }

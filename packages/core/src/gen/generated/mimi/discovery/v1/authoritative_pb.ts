@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiUgoWSW52YWxpZGF0ZU9sZGVyUmVxdWVzdBILCgNjc2kYASABKAkSKwoHbWFwcGluZxgCIAEoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmciPQoXSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoDRIRCgljb250ZXN0ZWQYAiABKA0ifwoTTG9va3VwU3RyZWFtUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgEEgsKA2NzaRgCIAEoCRIxCgdvcHRpb25zGAMgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYBCABKAwizwEKFExvb2t1cFN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSNQoIcmVzcG9uc2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZUgAEi0KBWVycm9yGAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuSXRlbUVycm9ySAASMwoGbGltaXRzGAQgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW5kcG9pbnRMaW1pdHNIAEIICgZyZXN1bHQiLAoORW5kcG9pbnRMaW1pdHMSGgoSbG9va3Vwc19wZXJfc2Vjb25kGAEgASgNImUKDUxvb2t1cFJlcXVlc3QSCwoDY3NpGAEgASgJEjEKB29wdGlvbnMYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBPcHRpb25zEhQKDHJhdGVfY29udGV4dBgDIAEoDCI7Cg5Mb29rdXBSZXNwb25zZRIpCgZhbnN3ZXIYASABKAsyGS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXIifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCKGAwoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEEhgKEHJlZnVzZWRfY2FwYWNpdHkYBiABKAQSGAoQcmVmdXNlZF9yZXNvbHZlchgHIAEoBBIXCg9yZWZ1c2VkX2NvbnRleHQYCCABKAQSGwoTcmVmdXNlZF9lbnVtZXJhdGlvbhgJIAEoBBIYChBlbnVtZXJhdGlvbl9tb2RlGAogASgJEh4KFmVudW1lcmF0aW9uX2RldGVjdGlvbnMYCyABKAQSQgoRcmVjZW50X2RldGVjdGlvbnMYDCADKAsyJy5taW1pLmRpc2NvdmVyeS52MS5FbnVtZXJhdGlvbkRldGVjdGlvbiq6AQoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIdChlSRVNZTkNfUkVBU09OX05FV19XQVRDSEVSEAESGwoXUkVTWU5DX1JFQVNPTl9PVEhFUl9MT0cQAhIZChVSRVNZTkNfUkVBU09OX1RPT19PTEQQAxIYChRSRVNZTkNfUkVBU09OX0JFSElORBAEEhoKFlJFU1lOQ19SRUFTT05fRElWRVJHRUQQBSp2CglGZWVkRXZlbnQSGgoWRkVFRF9FVkVOVF9VTlNQRUNJRklFRBAAEhsKF0ZFRURfRVZFTlRfRElTQ09OTkVDVEVEEAESGQoVRkVFRF9FVkVOVF9SRUFTU0lHTkVEEAISFQoRRkVFRF9FVkVOVF9QT1JURUQQAzKtAgoUQXV0aG9yaXRhdGl2ZVNlcnZpY2USTQoGTG9va3VwEiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVxdWVzdBohLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlc3BvbnNlEmMKDExvb2t1cFN0cmVhbRImLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0cmVhbVJlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXNwb25zZSgBMAESYQoMV2F0Y2hDaGFuZ2VzEiYubWltaS5kaXNjb3ZlcnkudjEuV2F0Y2hDaGFuZ2VzUmVxdWVzdBonLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1Jlc3BvbnNlMAEycgoQQ3NpRmlsdGVyU2VydmljZRJeCgtXYXRjaEZpbHRlchIlLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoRmlsdGVyUmVxdWVzdBomLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoRmlsdGVyUmVzcG9uc2UwATJ3CgtQZWVyU2VydmljZRJoCg9JbnZhbGlkYXRlT2xkZXISKS5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXF1ZXN0GioubWltaS5kaXNjb3ZlcnkudjEuSW52YWxpZGF0ZU9sZGVyUmVzcG9uc2UyqgMKGUF1dGhvcml0YXRpdmVBZG1pblNlcnZpY2USUwoIRW5yb2xNc3ASIi5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlcXVlc3QaIy5taW1pLmRpc2NvdmVyeS52MS5FbnJvbE1zcFJlc3BvbnNlEmsKEExpc3RFbnJvbGxlZE1zcHMSKi5taW1pLmRpc2NvdmVyeS52MS5MaXN0RW5yb2xsZWRNc3BzUmVxdWVzdBorLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRJzChJJbmdlc3RQcm92aWRlckZlZWQSLC5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Gi0ubWltaS5kaXNjb3ZlcnkudjEuSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2UoARJWCglHZXRTdGF0dXMSIy5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXF1ZXN0GiQubWltaS5kaXNjb3ZlcnkudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiHQobR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0IkQKHEdldFByaXZhdGVQYXJhbWV0ZXJzUmVzcG9uc2USEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJHCg9FdmFsdWF0ZVJlcXVlc3QSDQoFZXBvY2gYASABKA0SDwoHYmxpbmRlZBgCIAMoDBIUCgxyYXRlX2NvbnRleHQYAyABKAwiNAoQRXZhbHVhdGVSZXNwb25zZRIRCglldmFsdWF0ZWQYASADKAwSDQoFcHJvb2YYAiABKAwiMQoQR2V0QnVja2V0UmVxdWVzdBINCgVlcG9jaBgBIAEoDRIOCgZidWNrZXQYAiABKA0iRwoRR2V0QnVja2V0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCglzdGF0ZW1lbnQYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIlIKFkludmFsaWRhdGVPbGRlclJlcXVlc3QSCwoDY3NpGAEgASgJEisKB21hcHBpbmcYAiABKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nIj0KF0ludmFsaWRhdGVPbGRlclJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0SEQoJY29udGVzdGVkGAIgASgNIn8KE0xvb2t1cFN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAQgASgMIs8BChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAEjMKBmxpbWl0cxgEIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50TGltaXRzSABCCAoGcmVzdWx0IiwKDkVuZHBvaW50TGltaXRzEhoKEmxvb2t1cHNfcGVyX3NlY29uZBgBIAEoDSJlCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYAyABKAwiOwoOTG9va3VwUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyIn0KD0Vucm9sTXNwUmVxdWVzdBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDBIQCghtYXlfYnVsaxgFIAEoCCI/ChBFbnJvbE1zcFJlc3BvbnNlEisKA21zcBgBIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sbGVkTXNwIpEBCgtFbnJvbGxlZE1zcBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhYKDmVucm9sbGVkX2F0X21zGAQgASgDEhoKEnNpZ25pbmdfcHVibGljX2tleRgFIAEoDBIQCghtYXlfYnVsaxgGIAEoCCIZChdMaXN0RW5yb2xsZWRNc3BzUmVxdWVzdCJIChhMaXN0RW5yb2xsZWRNc3BzUmVzcG9uc2USLAoEbXNwcxgBIAMoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sbGVkTXNwInQKCUZlZWRFbnRyeRILCgNjc2kYASABKAkSKwoFZXZlbnQYAiABKA4yHC5taW1pLmRpc2NvdmVyeS52MS5GZWVkRXZlbnQSFwoPZWZmZWN0aXZlX2F0X21zGAMgASgDEhQKDGRvbm9yX21zcF9pZBgEIAEoCSJKChlJbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Ei0KB2VudHJpZXMYASADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5GZWVkRW50cnkiRwoaSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2USDwoHZW50cmllcxgBIAEoBBIYChBtYXBwaW5nc19yZW1vdmVkGAIgASgEIhIKEEdldFN0YXR1c1JlcXVlc3QihgMKEUdldFN0YXR1c1Jlc3BvbnNlEg0KBWRwX2lkGAEgASgJEhcKD3JlZ2lzdHJ5X3NlcmlhbBgCIAEoBBIyCgtkZWxlZ2F0aW9ucxgDIAMoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb24SFQoNbWFwcGluZ19jb3VudBgEIAEoBBIWCg5sb29rdXBzX3NlcnZlZBgFIAEoBBIYChByZWZ1c2VkX2NhcGFjaXR5GAYgASgEEhgKEHJlZnVzZWRfcmVzb2x2ZXIYByABKAQSFwoPcmVmdXNlZF9jb250ZXh0GAggASgEEhsKE3JlZnVzZWRfZW51bWVyYXRpb24YCSABKAQSGAoQZW51bWVyYXRpb25fbW9kZRgKIAEoCRIeChZlbnVtZXJhdGlvbl9kZXRlY3Rpb25zGAsgASgEEkIKEXJlY2VudF9kZXRlY3Rpb25zGAwgAygLMicubWltaS5kaXNjb3ZlcnkudjEuRW51bWVyYXRpb25EZXRlY3Rpb24qugEKDFJlc3luY1JlYXNvbhIdChlSRVNZTkNfUkVBU09OX1VOU1BFQ0lGSUVEEAASHQoZUkVTWU5DX1JFQVNPTl9ORVdfV0FUQ0hFUhABEhsKF1JFU1lOQ19SRUFTT05fT1RIRVJfTE9HEAISGQoVUkVTWU5DX1JFQVNPTl9UT09fT0xEEAMSGAoUUkVTWU5DX1JFQVNPTl9CRUhJTkQQBBIaChZSRVNZTkNfUkVBU09OX0RJVkVSR0VEEAUqdgoJRmVlZEV2ZW50EhoKFkZFRURfRVZFTlRfVU5TUEVDSUZJRUQQABIbChdGRUVEX0VWRU5UX0RJU0NPTk5FQ1RFRBABEhkKFUZFRURfRVZFTlRfUkVBU1NJR05FRBACEhUKEUZFRURfRVZFTlRfUE9SVEVEEAMyrQIKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABEmEKDFdhdGNoQ2hhbmdlcxImLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZTABMnIKEENzaUZpbHRlclNlcnZpY2USXgoLV2F0Y2hGaWx0ZXISJS5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlcXVlc3QaJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlc3BvbnNlMAEyvAIKFFByaXZhdGVMb29rdXBTZXJ2aWNlEncKFEdldFByaXZhdGVQYXJhbWV0ZXJzEi4ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0Gi8ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXNwb25zZRJTCghFdmFsdWF0ZRIiLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVzcG9uc2USVgoJR2V0QnVja2V0EiMubWltaS5kaXNjb3ZlcnkudjEuR2V0QnVja2V0UmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldEJ1Y2tldFJlc3BvbnNlMncKC1BlZXJTZXJ2aWNlEmgKD0ludmFsaWRhdGVPbGRlchIpLm1pbWkuZGlzY292ZXJ5LnYxLkludmFsaWRhdGVPbGRlclJlcXVlc3QaKi5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXNwb25zZTKqAwoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.WatchChangesRequest
@@ -377,6 +377,155 @@ export const FilterAdditionsSchema: GenMessage<FilterAdditions> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 9);
 
 /**
+ * @generated from message mimi.discovery.v1.GetPrivateParametersRequest
+ */
+export type GetPrivateParametersRequest = Message<"mimi.discovery.v1.GetPrivateParametersRequest"> & {
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetPrivateParametersRequest.
+ * Use `create(GetPrivateParametersRequestSchema)` to create a new message.
+ */
+export const GetPrivateParametersRequestSchema: GenMessage<GetPrivateParametersRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 10);
+
+/**
+ * @generated from message mimi.discovery.v1.GetPrivateParametersResponse
+ */
+export type GetPrivateParametersResponse = Message<"mimi.discovery.v1.GetPrivateParametersResponse"> & {
+  /**
+   * The canonical statement (core domain/private-table.ts, "MIMI-PRIVATE-PARAMS-v1"): DP id,
+   * suite, epoch, OPRF public key, bucket bits and bytes, signing time; and the DP's Ed25519
+   * signature over it with the key the root registry publishes for it.
+   *
+   * @generated from field: bytes statement = 1;
+   */
+  statement: Uint8Array;
+
+  /**
+   * @generated from field: bytes signature = 2;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetPrivateParametersResponse.
+ * Use `create(GetPrivateParametersResponseSchema)` to create a new message.
+ */
+export const GetPrivateParametersResponseSchema: GenMessage<GetPrivateParametersResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 11);
+
+/**
+ * @generated from message mimi.discovery.v1.EvaluateRequest
+ */
+export type EvaluateRequest = Message<"mimi.discovery.v1.EvaluateRequest"> & {
+  /**
+   * @generated from field: uint32 epoch = 1;
+   */
+  epoch: number;
+
+  /**
+   * Blinded elements, 32 bytes each.
+   *
+   * @generated from field: repeated bytes blinded = 2;
+   */
+  blinded: Uint8Array[];
+
+  /**
+   * As in LookupRequest: the pseudonymous rate-limit context of the party asking.
+   *
+   * @generated from field: bytes rate_context = 3;
+   */
+  rateContext: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.EvaluateRequest.
+ * Use `create(EvaluateRequestSchema)` to create a new message.
+ */
+export const EvaluateRequestSchema: GenMessage<EvaluateRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 12);
+
+/**
+ * @generated from message mimi.discovery.v1.EvaluateResponse
+ */
+export type EvaluateResponse = Message<"mimi.discovery.v1.EvaluateResponse"> & {
+  /**
+   * @generated from field: repeated bytes evaluated = 1;
+   */
+  evaluated: Uint8Array[];
+
+  /**
+   * The DLEQ proof (64 bytes) that every element was evaluated with the epoch's key.
+   *
+   * @generated from field: bytes proof = 2;
+   */
+  proof: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.EvaluateResponse.
+ * Use `create(EvaluateResponseSchema)` to create a new message.
+ */
+export const EvaluateResponseSchema: GenMessage<EvaluateResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 13);
+
+/**
+ * @generated from message mimi.discovery.v1.GetBucketRequest
+ */
+export type GetBucketRequest = Message<"mimi.discovery.v1.GetBucketRequest"> & {
+  /**
+   * @generated from field: uint32 epoch = 1;
+   */
+  epoch: number;
+
+  /**
+   * @generated from field: uint32 bucket = 2;
+   */
+  bucket: number;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetBucketRequest.
+ * Use `create(GetBucketRequestSchema)` to create a new message.
+ */
+export const GetBucketRequestSchema: GenMessage<GetBucketRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 14);
+
+/**
+ * @generated from message mimi.discovery.v1.GetBucketResponse
+ */
+export type GetBucketResponse = Message<"mimi.discovery.v1.GetBucketResponse"> & {
+  /**
+   * The bucket's entries in tag order, zero-padded to the table's bucket_bytes.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * The canonical statement ("MIMI-PRIVATE-BUCKET-v1": DP id, epoch, bucket bits, bucket,
+   * signing time, expiry, SHA-256 of `data`) and the DP's signature over it: the bucket was
+   * this DP's whole table for those CSIs at that time, so a missing entry is a verified denial.
+   *
+   * @generated from field: bytes statement = 2;
+   */
+  statement: Uint8Array;
+
+  /**
+   * @generated from field: bytes signature = 3;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.GetBucketResponse.
+ * Use `create(GetBucketResponseSchema)` to create a new message.
+ */
+export const GetBucketResponseSchema: GenMessage<GetBucketResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 15);
+
+/**
  * @generated from message mimi.discovery.v1.InvalidateOlderRequest
  */
 export type InvalidateOlderRequest = Message<"mimi.discovery.v1.InvalidateOlderRequest"> & {
@@ -400,7 +549,7 @@ export type InvalidateOlderRequest = Message<"mimi.discovery.v1.InvalidateOlderR
  * Use `create(InvalidateOlderRequestSchema)` to create a new message.
  */
 export const InvalidateOlderRequestSchema: GenMessage<InvalidateOlderRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 10);
+  messageDesc(file_mimi_discovery_v1_authoritative, 16);
 
 /**
  * @generated from message mimi.discovery.v1.InvalidateOlderResponse
@@ -426,7 +575,7 @@ export type InvalidateOlderResponse = Message<"mimi.discovery.v1.InvalidateOlder
  * Use `create(InvalidateOlderResponseSchema)` to create a new message.
  */
 export const InvalidateOlderResponseSchema: GenMessage<InvalidateOlderResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 11);
+  messageDesc(file_mimi_discovery_v1_authoritative, 17);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamRequest
@@ -462,7 +611,7 @@ export type LookupStreamRequest = Message<"mimi.discovery.v1.LookupStreamRequest
  * Use `create(LookupStreamRequestSchema)` to create a new message.
  */
 export const LookupStreamRequestSchema: GenMessage<LookupStreamRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 12);
+  messageDesc(file_mimi_discovery_v1_authoritative, 18);
 
 /**
  * @generated from message mimi.discovery.v1.LookupStreamResponse
@@ -506,7 +655,7 @@ export type LookupStreamResponse = Message<"mimi.discovery.v1.LookupStreamRespon
  * Use `create(LookupStreamResponseSchema)` to create a new message.
  */
 export const LookupStreamResponseSchema: GenMessage<LookupStreamResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 13);
+  messageDesc(file_mimi_discovery_v1_authoritative, 19);
 
 /**
  * The rate of lookups one DP endpoint takes from one caller. A resolver paces its lookups to
@@ -529,7 +678,7 @@ export type EndpointLimits = Message<"mimi.discovery.v1.EndpointLimits"> & {
  * Use `create(EndpointLimitsSchema)` to create a new message.
  */
 export const EndpointLimitsSchema: GenMessage<EndpointLimits> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 14);
+  messageDesc(file_mimi_discovery_v1_authoritative, 20);
 
 /**
  * @generated from message mimi.discovery.v1.LookupRequest
@@ -563,7 +712,7 @@ export type LookupRequest = Message<"mimi.discovery.v1.LookupRequest"> & {
  * Use `create(LookupRequestSchema)` to create a new message.
  */
 export const LookupRequestSchema: GenMessage<LookupRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 15);
+  messageDesc(file_mimi_discovery_v1_authoritative, 21);
 
 /**
  * @generated from message mimi.discovery.v1.LookupResponse
@@ -580,7 +729,7 @@ export type LookupResponse = Message<"mimi.discovery.v1.LookupResponse"> & {
  * Use `create(LookupResponseSchema)` to create a new message.
  */
 export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 16);
+  messageDesc(file_mimi_discovery_v1_authoritative, 22);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
@@ -627,7 +776,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 17);
+  messageDesc(file_mimi_discovery_v1_authoritative, 23);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -644,7 +793,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 18);
+  messageDesc(file_mimi_discovery_v1_authoritative, 24);
 
 /**
  * An MSP enrolled at this DP.
@@ -688,7 +837,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 19);
+  messageDesc(file_mimi_discovery_v1_authoritative, 25);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -701,7 +850,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 20);
+  messageDesc(file_mimi_discovery_v1_authoritative, 26);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -718,7 +867,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 21);
+  messageDesc(file_mimi_discovery_v1_authoritative, 27);
 
 /**
  * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
@@ -757,7 +906,7 @@ export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
  * Use `create(FeedEntrySchema)` to create a new message.
  */
 export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 22);
+  messageDesc(file_mimi_discovery_v1_authoritative, 28);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
@@ -774,7 +923,7 @@ export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProvide
  * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
 export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 23);
+  messageDesc(file_mimi_discovery_v1_authoritative, 29);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
@@ -796,7 +945,7 @@ export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProvid
  * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
 export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 24);
+  messageDesc(file_mimi_discovery_v1_authoritative, 30);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -809,7 +958,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 25);
+  messageDesc(file_mimi_discovery_v1_authoritative, 31);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -891,7 +1040,7 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 26);
+  messageDesc(file_mimi_discovery_v1_authoritative, 32);
 
 /**
  * Why a watcher cannot continue from its position and must drop what it cached from this DP.
@@ -1059,6 +1208,56 @@ export const CsiFilterService: GenService<{
   serviceDesc(file_mimi_discovery_v1_authoritative, 1);
 
 /**
+ * Private lookups (issue 16; the private discovery draft's PSM): a resolver learns a CSI's
+ * answer without this DP learning which CSI was asked or whether it was found. The DP keeps a
+ * table of its CSIs' answers, each sealed under a key derived from the CSI's oblivious PRF
+ * output (RFC 9497 VOPRF, ristretto255-SHA512) and placed, by that output, in one of
+ * 2^bucket_bits buckets of equal size. A resolver blinds the CSI, has it evaluated here (the
+ * metered step: one lookup of its budgets per element), checks the proof against the public
+ * key of GetPrivateParameters, unblinds, and fetches the bucket, which is the same for every
+ * caller. Resolvers only.
+ *
+ * @generated from service mimi.discovery.v1.PrivateLookupService
+ */
+export const PrivateLookupService: GenService<{
+  /**
+   * The table's parameters, signed by this DP's registry key.
+   *
+   * @generated from rpc mimi.discovery.v1.PrivateLookupService.GetPrivateParameters
+   */
+  getPrivateParameters: {
+    methodKind: "unary";
+    input: typeof GetPrivateParametersRequestSchema;
+    output: typeof GetPrivateParametersResponseSchema;
+  },
+  /**
+   * Evaluates blinded elements (1 to 32; each costs this DP about 2 ms of CPU) with this DP's
+   * key of `epoch`, with one DLEQ proof for them all. Costs one lookup per element of the
+   * caller's and the rate context's budgets (RESOURCE_EXHAUSTED with retry info past them);
+   * FAILED_PRECONDITION (EPOCH_CHANGED) when `epoch` is not the current one; UNAVAILABLE while
+   * the table is first built.
+   *
+   * @generated from rpc mimi.discovery.v1.PrivateLookupService.Evaluate
+   */
+  evaluate: {
+    methodKind: "unary";
+    input: typeof EvaluateRequestSchema;
+    output: typeof EvaluateResponseSchema;
+  },
+  /**
+   * One bucket of the table, whole and signed. Every bucket has `bucket_bytes` bytes.
+   *
+   * @generated from rpc mimi.discovery.v1.PrivateLookupService.GetBucket
+   */
+  getBucket: {
+    methodKind: "unary";
+    input: typeof GetBucketRequestSchema;
+    output: typeof GetBucketResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_mimi_discovery_v1_authoritative, 2);
+
+/**
  * Calls between DPs. Callers must present the certificate of a DP the root registry lists.
  *
  * @generated from service mimi.discovery.v1.PeerService
@@ -1080,7 +1279,7 @@ export const PeerService: GenService<{
     output: typeof InvalidateOlderResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_mimi_discovery_v1_authoritative, 2);
+  serviceDesc(file_mimi_discovery_v1_authoritative, 3);
 
 /**
  * Operator functions of an authoritative DP. Callers must present a
@@ -1132,5 +1331,5 @@ export const AuthoritativeAdminService: GenService<{
     output: typeof GetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_mimi_discovery_v1_authoritative, 3);
+  serviceDesc(file_mimi_discovery_v1_authoritative, 4);
 

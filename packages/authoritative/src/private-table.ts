@@ -1,0 +1,488 @@
+// The DP's private-lookup table (issue 16; core's domain/private-table.ts has the layout): for
+// each CSI it would answer FOUND or OPTED_OUT, the sealed answer it would give, encrypted under
+// a key derived from the CSI's PRF output and placed at the slot position that output names.
+// Built from the store in pages (the event loop stays free; a restart goes on where the build
+// stopped), and kept by the change log like the CSI filter, during the build too: a changed
+// CSI's entry is sealed again, and when its answer changed, an event of its own tells
+// resolvers to drop what they cached, so none keeps an answer read from a bucket that had not
+// caught up. A registry change makes it read every CSI again while it serves (a range gained
+// or lost, an MSP key changed). Entries' answer seals last `entrySealMs` and are renewed at half
+// of it; buckets are signed when served, for `bucketSealMs`. A bucket that outgrows the table's
+// bucket size grows it up to SPLIT_BUCKET_BYTES, then the table splits every bucket in two
+// (one more bucket bit): positions do not move, so a split rewrites nothing.
+import { createHash } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  answerToProto,
+  bucketBitsFor,
+  bucketBytesFor,
+  bucketOf,
+  DEFAULT_PARAMS,
+  DiscoveryError,
+  encodeBucket,
+  generateOprfKeys,
+  keyIdOf,
+  type Logger,
+  type LookupOutcome,
+  MAX_BUCKET_BITS,
+  MAX_BUCKET_BYTES,
+  type OprfKeys,
+  oprfBlindEvaluate,
+  oprfEvaluate,
+  PRIVATE_FILE_MODE,
+  PRIVATE_SUITE,
+  pb,
+  positionsOf,
+  type SigningKey,
+  SPLIT_BUCKET_BYTES,
+  sealEntry,
+  signBucket,
+  signPrivateParams,
+  slotOf,
+  type TableLayout,
+} from "@mimi/core";
+import type { ChangeLog } from "./change-log.js";
+import type { MappingStore } from "./store/store.js";
+
+/** An epoch's OPRF keys as the DP keeps them. */
+export interface EpochKeys extends OprfKeys {
+  readonly epoch: number;
+}
+
+/** CSIs read and sealed per turn of a build: each costs a PRF evaluation (about 2 ms). */
+const BUILD_PAGE = 4;
+/** Change events applied per turn; a new CSI costs a PRF evaluation, a known one a re-seal. */
+const APPLY_PAGE = 16;
+/** Entries whose seal is renewed per turn of the renewal. */
+const RENEW_PAGE = 64;
+/** Entries deleted per turn when the table starts over. */
+const CLEAR_PAGE = 10_000;
+/** Bytes of signed buckets kept for reuse (each while its content and half its validity last). */
+const SIGNED_CACHE_BYTES = 64 * 1024 * 1024;
+
+/** The table a DP serves. */
+export interface PrivateTable {
+  readonly epoch: number;
+  /** Why lookups cannot be served yet (the first build), or undefined when they can. */
+  notReady(): string | undefined;
+  /** Throws FAILED_PRECONDITION (EPOCH_CHANGED) unless `asked` is the served epoch. */
+  checkEpoch(asked: number): void;
+  /** The signed parameters (GetPrivateParameters). */
+  parameters(): { statement: Uint8Array; signature: Uint8Array };
+  /** Evaluates blinded elements of `epoch` (the caller's budgets are the server's to charge). */
+  evaluate(epoch: number, blinded: readonly Uint8Array[]): { evaluated: Uint8Array[]; proof: Uint8Array };
+  /** Bucket `bucket` of `epoch`, signed now. */
+  bucket(epoch: number, bucket: number): { data: Uint8Array; statement: Uint8Array; signature: Uint8Array };
+  /** Renews, in pages on later turns, the entries whose seal is past half its life (the sweep calls it). */
+  renew(): void;
+  /** Reads every CSI again while serving (the registry changed what this DP serves or how). */
+  rescan(why: string): void;
+  stats(): { built: boolean; scanning: boolean; layout: TableLayout };
+  close(): void;
+}
+
+/** Options of the table. */
+export interface PrivateTableOptions {
+  dpId: string;
+  store: MappingStore;
+  changeLog: Pick<ChangeLog, "subscribe" | "since">;
+  keys: EpochKeys;
+  signingKey: SigningKey;
+  /** The answer a plain lookup of `csi` gives now, its seal lasting `sealMs`; undefined for a CSI this DP does not serve. */
+  answer(csi: string, sealMs: number): LookupOutcome | undefined;
+  mspIndex(mspId: string): number | undefined;
+  /** Why answers cannot be made now (no usable registry copy); the table waits meanwhile. */
+  notReady?: () => string | undefined;
+  entrySealMs: number;
+  bucketSealMs: number;
+  now: () => number;
+  log: Logger;
+}
+
+/**
+ * The DP's OPRF keys, kept in `path` (mode 0600). Made when absent, with the current time in
+ * seconds as the epoch, so a new key never reuses an epoch. A file that does not hold keys is
+ * refused: it would silently make a new table.
+ */
+export function readOrCreateEpochKeys(path: string, now: () => number = Date.now): EpochKeys {
+  try {
+    const k = generateOprfKeys();
+    const epoch = Math.floor(now() / 1000) % 2 ** 32;
+    const json = { epoch, secretKey: hex(k.secretKey), publicKey: hex(k.publicKey) };
+    writeFileSync(path, `${JSON.stringify(json)}\n`, { mode: PRIVATE_FILE_MODE, flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  const j = JSON.parse(readFileSync(path, "utf8")) as {
+    epoch?: unknown;
+    secretKey?: unknown;
+    publicKey?: unknown;
+  };
+  if (
+    !(Number.isInteger(j.epoch) && (j.epoch as number) >= 0 && (j.epoch as number) < 2 ** 32) ||
+    typeof j.secretKey !== "string" ||
+    typeof j.publicKey !== "string" ||
+    !/^[0-9a-f]{64}$/.test(j.secretKey) ||
+    !/^[0-9a-f]{64}$/.test(j.publicKey)
+  ) {
+    throw new Error(
+      `${path} does not hold this DP's OPRF keys (epoch, secretKey, publicKey); remove it to make new ones`,
+    );
+  }
+  return {
+    epoch: j.epoch as number,
+    secretKey: new Uint8Array(Buffer.from(j.secretKey, "hex")),
+    publicKey: new Uint8Array(Buffer.from(j.publicKey, "hex")),
+  };
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+/** How far the table got, kept in the store so a restart goes on from there. */
+interface Progress {
+  /** The key the entries are sealed for, and the change log `seq` is of. */
+  keyId: string;
+  logId: string;
+  bucketBits: number;
+  bucketBytes: number;
+  /** A first build finished: lookups are served (a rescan keeps serving). */
+  built: boolean;
+  /** Old entries are being deleted before a build from scratch. */
+  clearing: boolean;
+  /** The scan: mapped CSIs (0), then opted-out ones (1), after `after`; 2 when done. */
+  pass: 0 | 1 | 2;
+  after: string;
+  /** The last change event applied. */
+  seq: number;
+}
+
+/** Starts the table: its build (or the rest of it) runs on later turns. */
+export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
+  const log = o.log.child({ component: "private-table" });
+  const epoch = o.keys.epoch;
+  const keyId = keyIdOf(o.keys.publicKey);
+  const metaKey = `private_table_${epoch}`;
+  const fresh = (): Progress => ({
+    keyId: hex(keyId),
+    logId: o.store.logId(),
+    bucketBits: bucketBitsFor(o.store.count()),
+    bucketBytes: bucketBytesFor(0),
+    built: false,
+    clearing: false,
+    pass: 0,
+    after: "",
+    seq: o.store.logBounds().latest,
+  });
+  const saved = o.store.meta(metaKey);
+  const progress: Progress = saved ? (JSON.parse(saved) as Progress) : fresh();
+  const save = () => o.store.setMeta(metaKey, JSON.stringify(progress));
+  const layout = (): TableLayout => ({
+    epoch,
+    keyId,
+    bucketBits: progress.bucketBits,
+    bucketBytes: progress.bucketBytes,
+  });
+  let closed = false;
+
+  // Signed buckets, reused while their content and half their validity last; bounded in bytes.
+  const signed = new Map<
+    number,
+    { until: number; data: Uint8Array; statement: Uint8Array; signature: Uint8Array }
+  >();
+  let signedBytes = 0;
+  const forget = (bucket: number) => {
+    const s = signed.get(bucket);
+    if (s) signedBytes -= s.data.length;
+    signed.delete(bucket);
+  };
+  const forgetAll = () => {
+    signed.clear();
+    signedBytes = 0;
+  };
+
+  /**
+   * Starts over when the table cannot follow the log from where it stopped (another key under
+   * this epoch, a restored store, a stop longer than the log keeps events): its entries are
+   * deleted, then every CSI is read again, so no entry survives that the store no longer
+   * backs. Lookups wait meanwhile.
+   */
+  const startOver = (why: string) => {
+    log.warn({ epoch, why }, "the private-lookup table is built again from the store");
+    Object.assign(progress, fresh(), { clearing: true });
+    forgetAll();
+    save();
+  };
+
+  /** Makes room in the bucket of `position` for `delta` more bytes: larger buckets, then more of them. */
+  const fit = (position: number, delta: number) => {
+    for (;;) {
+      const bits = progress.bucketBits;
+      const [first, last] = positionsOf(bucketOf(position, bits), bits);
+      const need = o.store.privateBucket(epoch, first, last).reduce((n, e) => n + e.length, 0) + delta + 2;
+      if (need <= progress.bucketBytes) return;
+      if (bucketBytesFor(need) <= SPLIT_BUCKET_BYTES || bits >= MAX_BUCKET_BITS) {
+        if (need > MAX_BUCKET_BYTES) throw new Error(`bucket of position ${position} is full`);
+        progress.bucketBytes = bucketBytesFor(need);
+        log.info({ bucketBytes: progress.bucketBytes }, "private-lookup buckets grown");
+      } else {
+        progress.bucketBits = bits + 1;
+        log.info({ buckets: 2 ** progress.bucketBits }, "private-lookup buckets split");
+      }
+      forgetAll();
+      save();
+    }
+  };
+
+  /** Seals `csi`'s current answer into its entry, or drops the entry; returns whether the answer changed. */
+  const refresh = (csi: string, reseal = false): boolean => {
+    const outcome = o.answer(csi, o.entrySealMs);
+    const old = o.store.privateEntry(epoch, csi);
+    if (!outcome || outcome.kind === "not_found") {
+      if (!old) return false;
+      o.store.deletePrivateEntry(epoch, csi);
+      forget(bucketOf(old.position, progress.bucketBits));
+      return true;
+    }
+    const answer = create(
+      pb.AnswerSchema,
+      answerToProto(outcome, DEFAULT_PARAMS, o.mspIndex, outcome.ttlSeconds),
+    );
+    const content = contentDigest(answer);
+    const same = old !== undefined && Buffer.from(old.content).equals(content);
+    if (same && !reseal) return false;
+    const slot = old
+      ? { position: old.position, tag: old.tag, key: old.entryKey }
+      : slotOf(oprfEvaluate(o.keys.secretKey, csi), layout());
+    const entry = sealEntry(layout(), slot, toBinary(pb.AnswerSchema, answer));
+    fit(slot.position, entry.length - (old?.entry.length ?? 0));
+    o.store.putPrivateEntry(epoch, {
+      csi,
+      position: slot.position,
+      tag: slot.tag,
+      entryKey: slot.key,
+      content,
+      entry,
+      sealedUntilMs: o.now() + o.entrySealMs,
+    });
+    forget(bucketOf(slot.position, progress.bucketBits));
+    return !same;
+  };
+  /** refresh(), a failure logged and left behind (the entry stays as it was) rather than thrown. */
+  const tryRefresh = (csi: string, reseal = false): boolean => {
+    try {
+      return refresh(csi, reseal);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "a private-lookup entry could not be sealed");
+      return false;
+    }
+  };
+
+  // Waits (a second at a time) while answers cannot be made: nothing is skipped meanwhile.
+  const waitingForAnswers = (then: () => void) => {
+    if (!o.notReady?.()) return false;
+    setTimeout(then, 1_000).unref();
+    return true;
+  };
+
+  let building = false;
+  const build = async () => {
+    if (building || closed) return;
+    building = true;
+    try {
+      while (progress.clearing && !closed) {
+        if (o.store.clearPrivate(epoch, CLEAR_PAGE) < CLEAR_PAGE) {
+          progress.clearing = false;
+          save();
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+      while (progress.pass < 2 && !closed) {
+        if (o.notReady?.()) {
+          await new Promise((r) => setTimeout(r, 1_000).unref());
+          continue;
+        }
+        const page = o.store.csisAfter(progress.after, BUILD_PAGE, progress.pass === 1);
+        o.store.transaction(() => {
+          for (const csi of page) tryRefresh(csi);
+          progress.after = page[page.length - 1] ?? progress.after;
+          if (page.length < BUILD_PAGE) {
+            progress.pass = progress.pass === 0 ? 1 : 2;
+            progress.after = "";
+          }
+          if (progress.pass === 2) progress.built = true;
+          save();
+        });
+        await new Promise((r) => setImmediate(r));
+      }
+      if (!closed)
+        log.info(
+          { epoch, buckets: 2 ** progress.bucketBits, bucketBytes: progress.bucketBytes },
+          "private-lookup table built",
+        );
+    } finally {
+      building = false;
+    }
+    schedule();
+  };
+  const startBuild = () =>
+    void build().catch((err: unknown) =>
+      log.error({ err: (err as Error).message }, "private-lookup table build failed"),
+    );
+
+  // Change events are applied on a later turn, never inside the write that logged them, so a
+  // failure here never reaches a claim's caller, and the table's own events are read too.
+  let scheduled = false;
+  const schedule = () => {
+    if (scheduled || closed) return;
+    scheduled = true;
+    setImmediate(apply);
+  };
+  const apply = () => {
+    scheduled = false;
+    if (closed || progress.clearing || waitingForAnswers(schedule)) return;
+    try {
+      // Events the table had not applied were pruned (a long stop): it starts over.
+      if (o.store.logBounds().oldest > progress.seq + 1) {
+        startOver("the change log no longer holds what the table missed");
+        startBuild();
+        return;
+      }
+      const page = o.changeLog.since(progress.seq, APPLY_PAGE);
+      o.store.transaction(() => {
+        const changed = page.filter((e) => {
+          progress.seq = e.seq;
+          return tryRefresh(e.csi);
+        });
+        for (const e of changed) o.store.logChange(e.csi, o.now());
+        if (page.length > 0) save();
+      });
+      if (page.length === APPLY_PAGE || o.store.logBounds().latest > progress.seq) schedule();
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "private-lookup table could not apply changes; retrying");
+      setTimeout(schedule, 1_000).unref();
+    }
+  };
+
+  let renewing = false;
+  const renewPages = async () => {
+    // Entries that could not be sealed again stay due: skipped, so the rest are not held up.
+    let skipped = 0;
+    while (!closed) {
+      const due = o.store.privateDue(epoch, o.now() + o.entrySealMs / 2, RENEW_PAGE, skipped);
+      if (due.length === 0) return;
+      o.store.transaction(() => {
+        for (const csi of due) {
+          const before = o.store.privateEntry(epoch, csi)?.sealedUntilMs;
+          tryRefresh(csi, true);
+          if (o.store.privateEntry(epoch, csi)?.sealedUntilMs === before && before !== undefined) skipped++;
+        }
+      });
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+
+  if (saved && progress.keyId !== hex(keyId)) startOver("a new OPRF key under the same epoch");
+  else if (progress.logId !== o.store.logId() || progress.seq > o.store.logBounds().latest)
+    startOver("the store is another one (restored from a copy)");
+  const unsubscribe = o.changeLog.subscribe(schedule);
+  startBuild();
+  schedule();
+
+  const checkEpoch = (asked: number) => {
+    if (asked !== epoch) {
+      throw new DiscoveryError(
+        "failed_precondition",
+        `the private-lookup key epoch is ${epoch}, not ${asked}; fetch the parameters again`,
+        { details: { reason: "EPOCH_CHANGED" } },
+      );
+    }
+  };
+  const notReady = () =>
+    !progress.built || progress.clearing ? "the private-lookup table is still being built" : undefined;
+  const check = (asked: number) => {
+    if (notReady()) throw new DiscoveryError("not_ready", `this DP's ${notReady()}; try again shortly`);
+    checkEpoch(asked);
+  };
+
+  return {
+    epoch,
+    notReady,
+    checkEpoch,
+    parameters: () =>
+      signPrivateParams(
+        {
+          dpId: o.dpId,
+          suite: PRIVATE_SUITE,
+          epoch,
+          publicKey: o.keys.publicKey,
+          bucketBits: progress.bucketBits,
+          bucketBytes: progress.bucketBytes,
+          signedAtMs: o.now(),
+        },
+        o.signingKey,
+      ),
+    evaluate(asked, blinded) {
+      check(asked);
+      try {
+        return oprfBlindEvaluate(o.keys, blinded);
+      } catch (err) {
+        throw new DiscoveryError("invalid_argument", (err as Error).message);
+      }
+    },
+    bucket(asked, bucket) {
+      check(asked);
+      const bits = progress.bucketBits;
+      if (!Number.isInteger(bucket) || bucket < 0 || bucket >= 2 ** bits) {
+        throw new DiscoveryError(
+          "invalid_argument",
+          `bucket ${bucket} is not one of this table's ${2 ** bits}; fetch the parameters again`,
+        );
+      }
+      const now = o.now();
+      const kept = signed.get(bucket);
+      if (kept && kept.until > now) return kept;
+      forget(bucket);
+      const [first, last] = positionsOf(bucket, bits);
+      const data = encodeBucket(layout(), o.store.privateBucket(epoch, first, last));
+      const statement = { dpId: o.dpId, epoch, keyId, bucketBits: bits, bucket, signedAtMs: now };
+      const s = signBucket({ ...statement, expiresAtMs: now + o.bucketSealMs }, data, o.signingKey);
+      const made = { until: now + o.bucketSealMs / 2, data, ...s };
+      for (const [b] of signed) {
+        if (signedBytes + data.length <= SIGNED_CACHE_BYTES) break;
+        forget(b);
+      }
+      signed.set(bucket, made);
+      signedBytes += data.length;
+      return made;
+    },
+    renew() {
+      if (!progress.built || progress.clearing || renewing || o.notReady?.()) return;
+      renewing = true;
+      renewPages()
+        .catch((err: unknown) => log.error({ err: (err as Error).message }, "private-lookup renewal failed"))
+        .finally(() => {
+          renewing = false;
+        });
+    },
+    rescan(why) {
+      if (progress.clearing || progress.pass < 2) return;
+      log.info({ epoch, why }, "private-lookup table reads every CSI again");
+      Object.assign(progress, { pass: 0, after: "" });
+      save();
+      startBuild();
+    },
+    stats: () => ({ built: progress.built, scanning: progress.pass < 2, layout: layout() }),
+    close() {
+      closed = true;
+      unsubscribe();
+    },
+  };
+}
+
+/** The answer without its seal's times: what must change for the entry to count as changed. */
+function contentDigest(a: pb.Answer): Uint8Array {
+  const h = createHash("sha256");
+  h.update(toBinary(pb.AnswerSchema, create(pb.AnswerSchema, { ...a, seal: undefined, ttlSeconds: 0 })));
+  return new Uint8Array(h.digest());
+}

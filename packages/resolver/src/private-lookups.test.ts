@@ -1,0 +1,123 @@
+// The resolver's private lookups against a DP that cheats: one that evaluates with another key
+// than it published (it could then tell this resolver's lookups apart, or answer at will), one
+// whose bucket is not the one asked or not signed, one whose parameters are not signed by its
+// registry key. Each is refused VERIFICATION_FAILED; an honest DP's answer comes back private.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import {
+  DiscoveryError,
+  type DpInfo,
+  encodeBucket,
+  generateOprfKeys,
+  generateSigningKey,
+  keyIdOf,
+  type OprfKeys,
+  oprfBlindEvaluate,
+  oprfEvaluate,
+  PRIVATE_SUITE,
+  pb,
+  sealEntry,
+  signBucket,
+  signPrivateParams,
+  slotOf,
+  type TableLayout,
+} from "@mimi/core";
+import type { Channel } from "@mimi/rpc";
+import { createPrivateLookups } from "./private-lookups.js";
+
+const NOW = Date.UTC(2026, 11, 4);
+const CSI = "tel:+447700900123";
+
+/** A DP serving PrivateLookupService from memory, with ways to cheat. */
+function fakeDp(cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsKey?: boolean } = {}) {
+  const signing = generateSigningKey();
+  const keys = generateOprfKeys();
+  const layout: TableLayout = { epoch: 3, keyId: keyIdOf(keys.publicKey), bucketBits: 2, bucketBytes: 4096 };
+  const slot = slotOf(oprfEvaluate(keys.secretKey, CSI), layout);
+  const answer = toBinary(
+    pb.AnswerSchema,
+    create(pb.AnswerSchema, { status: pb.LookupStatus.OPTED_OUT, dpIds: ["eu"], ttlSeconds: 60 }),
+  );
+  const entries = new Map([[slot.bucket, [sealEntry(layout, slot, answer)]]]);
+  const paramsSigner = cheat.paramsKey ? generateSigningKey() : signing;
+  const service = {
+    getPrivateParameters: async () =>
+      signPrivateParams(
+        {
+          dpId: "eu",
+          suite: PRIVATE_SUITE,
+          publicKey: keys.publicKey,
+          epoch: 3,
+          bucketBits: 2,
+          bucketBytes: 4096,
+          signedAtMs: NOW,
+        },
+        paramsSigner,
+      ),
+    evaluate: async (req: { blinded: Uint8Array[] }) =>
+      oprfBlindEvaluate(cheat.evaluateWith ?? keys, req.blinded),
+    getBucket: async (req: { bucket: number }) => {
+      const data = encodeBucket(layout, entries.get(req.bucket) ?? []);
+      const bucket = (req.bucket + (cheat.bucketOffset ?? 0)) % 4;
+      return {
+        data,
+        ...signBucket(
+          {
+            dpId: "eu",
+            epoch: 3,
+            keyId: layout.keyId,
+            bucketBits: 2,
+            bucket,
+            signedAtMs: NOW,
+            expiresAtMs: NOW + 3_600_000,
+          },
+          data,
+          signing,
+        ),
+      };
+    },
+  };
+  const dp = { id: "eu", endpoints: ["dp:1"], signingPublicKey: signing.publicKey } as unknown as DpInfo;
+  const channel = { client: () => service } as unknown as Channel;
+  return {
+    dp,
+    lookups: createPrivateLookups({
+      channel: () => channel,
+      now: () => NOW,
+      timeoutMs: 1_000,
+      negativeTtlSeconds: 60,
+    }),
+  };
+}
+
+const refused = (pattern: RegExp) => (err: unknown) =>
+  err instanceof DiscoveryError && err.code === "verification_failed" && pattern.test(err.message);
+
+test("an honest DP's entry comes back as its answer, marked private; a CSI without one is a NOT_FOUND", async () => {
+  const { dp, lookups } = fakeDp();
+  const found = await lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16));
+  assert.equal(found.kind, "opted_out");
+  assert.equal(found.private, true);
+  const missing = await lookups.lookup(dp, "dp:1", "tel:+447700900999", new Uint8Array(16));
+  assert.deepEqual({ kind: missing.kind, private: missing.private }, { kind: "not_found", private: true });
+  assert.equal(lookups.stats.evaluations, 2);
+});
+
+test("a DP that evaluates with another key than it published is refused", async () => {
+  const { dp, lookups } = fakeDp({ evaluateWith: generateOprfKeys() });
+  await assert.rejects(lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16)), refused(/published key/));
+});
+
+test("a bucket signed as another bucket, or parameters not signed by the DP's registry key, are refused", async () => {
+  const shifted = fakeDp({ bucketOffset: 1 });
+  await assert.rejects(
+    shifted.lookups.lookup(shifted.dp, "dp:1", CSI, new Uint8Array(16)),
+    refused(/another bucket/),
+  );
+  const forged = fakeDp({ paramsKey: true });
+  await assert.rejects(
+    forged.lookups.lookup(forged.dp, "dp:1", CSI, new Uint8Array(16)),
+    refused(/not signed by its registry key/),
+  );
+});

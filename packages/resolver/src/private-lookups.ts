@@ -1,0 +1,240 @@
+// Private lookups (issue 16) from the resolver's side: the DP answers without learning which
+// CSI was asked or whether it was found. Per lookup: blind the CSI, have the DP evaluate it
+// (lookups waiting for the same DP, endpoint and rate-limit context go in one Evaluate of up
+// to 32, one proof for them all), check the proof against the public key of the DP's signed
+// parameters, unblind, fetch the bucket the output names, check the DP's signature over it,
+// and open the CSI's entry: the sealed answer a plain lookup would have given, verified
+// afterwards like one. No entry is a NOT_FOUND the signed bucket proves to this resolver
+// (it carries no DP seal for an MSP to check).
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  bucketProblem,
+  DiscoveryError,
+  type DpInfo,
+  decodeBucketStatement,
+  type LookupOutcome,
+  layoutOf,
+  MAX_OPRF_BATCH,
+  openEntry,
+  oprfBlind,
+  oprfFinalize,
+  type PrivateParams,
+  pb,
+  slotOf,
+  verifyPrivateParams,
+} from "@mimi/core";
+import { type Channel, statusName } from "@mimi/rpc";
+import { outcomeFromAnswer } from "./cached-answer.js";
+
+/** The resolver's private lookups. */
+export interface PrivateLookups {
+  /** Looks `csi` (canonical) up privately at `endpoint` of `dp`; the outcome is marked private. */
+  lookup(dp: DpInfo, endpoint: string, csi: string, rateContext: Uint8Array): Promise<LookupOutcome>;
+  readonly stats: PrivateLookupStats;
+}
+
+/** Counters for metrics and the benchmark. */
+export interface PrivateLookupStats {
+  lookups: number;
+  /** Evaluate calls and the CSIs they carried. */
+  evaluations: number;
+  evaluated: number;
+  buckets: number;
+  /** Bytes of buckets received. */
+  bucketBytes: number;
+}
+
+/** Options of the private lookups. */
+export interface PrivateLookupOptions {
+  channel: (dp: DpInfo, endpoint: string) => Channel;
+  now: () => number;
+  /** Deadline of each call to the DP. */
+  timeoutMs: number;
+  /** How long a NOT_FOUND from a private lookup may be cached (also bounded by the bucket's expiry). */
+  negativeTtlSeconds: number;
+}
+
+/** Parameters are fetched again after this long, and at once when the DP says its epoch changed. */
+const PARAMS_MS = 600_000;
+/** Parameter sets kept (one per DP endpoint asked). */
+const MAX_PARAMS = 1_024;
+
+interface Waiting {
+  csi: string;
+  resolve: (o: LookupOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Creates the private lookups. */
+export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
+  const stats: PrivateLookupStats = { lookups: 0, evaluations: 0, evaluated: 0, buckets: 0, bucketBytes: 0 };
+  const params = new Map<string, { p: Promise<PrivateParams>; at: number }>();
+  const batches = new Map<string, Waiting[]>();
+
+  const client = (dp: DpInfo, endpoint: string) => o.channel(dp, endpoint).client(pb.PrivateLookupService);
+
+  const paramsOf = (dp: DpInfo, endpoint: string, fresh = false): Promise<PrivateParams> => {
+    const k = `${dp.id}|${endpoint}`;
+    const kept = params.get(k);
+    if (kept && !fresh && o.now() - kept.at < PARAMS_MS) return kept.p;
+    const p = client(dp, endpoint)
+      .getPrivateParameters({}, { timeoutMs: o.timeoutMs })
+      .then((r) => {
+        const v = verifyPrivateParams(r.statement, r.signature, dp.id, dp.signingPublicKey);
+        if ("problem" in v) throw new DiscoveryError("verification_failed", v.problem);
+        return v;
+      }, refusedPrivately(dp));
+    p.catch(() => params.delete(k));
+    if (params.size >= MAX_PARAMS) params.delete(params.keys().next().value as string);
+    params.set(k, { p, at: o.now() });
+    return p;
+  };
+
+  /** One batch: evaluated together, then each CSI's bucket fetched and opened. */
+  const run = async (
+    dp: DpInfo,
+    endpoint: string,
+    rateContext: Uint8Array,
+    items: Waiting[],
+    retried = false,
+  ) => {
+    const p = await paramsOf(dp, endpoint, retried);
+    const blinded = items.map((i) => oprfBlind(i.csi));
+    const c = client(dp, endpoint);
+    let ev: pb.EvaluateResponse;
+    try {
+      ev = await c.evaluate(
+        { epoch: p.epoch, blinded: blinded.map((b) => b.blinded), rateContext },
+        { timeoutMs: o.timeoutMs },
+      );
+    } catch (err) {
+      if (!retried && err instanceof DiscoveryError && err.details?.reason === "EPOCH_CHANGED")
+        return run(dp, endpoint, rateContext, items, true);
+      throw err;
+    }
+    stats.evaluations++;
+    stats.evaluated += items.length;
+    let outputs: Uint8Array[];
+    try {
+      outputs = oprfFinalize(blinded, ev.evaluated, p.publicKey, ev.proof);
+    } catch (err) {
+      throw new DiscoveryError("verification_failed", `DP "${dp.id}": ${(err as Error).message}`);
+    }
+    const layout = layoutOf(p);
+    // One fetch per CSI, even when two share a bucket: a shared fetch would tell the DP so.
+    await Promise.all(
+      items.map(async (item, i) => {
+        try {
+          const slot = slotOf(outputs[i] as Uint8Array, layout);
+          const r = await c.getBucket({ epoch: p.epoch, bucket: slot.bucket }, { timeoutMs: o.timeoutMs });
+          stats.buckets++;
+          stats.bucketBytes += r.data.length;
+          const now = o.now();
+          const problem = bucketProblem(
+            r.data,
+            r.statement,
+            r.signature,
+            p,
+            slot.bucket,
+            dp.signingPublicKey,
+            now,
+          );
+          if (problem) {
+            // A table that grew or split its buckets since the parameters were read: read them
+            // again, once.
+            if (!retried && layoutChanged(r, p)) throw new Retry();
+            throw new DiscoveryError("verification_failed", problem);
+          }
+          const expiresAtMs = decodeBucketStatement(r.statement).expiresAtMs;
+          const leftSeconds = Math.max(0, Math.floor((expiresAtMs - now) / 1000));
+          const plain = openEntry(layout, slot, r.data);
+          const outcome: LookupOutcome = plain
+            ? withPrivate(outcomeFromAnswer(dp.id, fromBinary(pb.AnswerSchema, plain)), leftSeconds)
+            : {
+                kind: "not_found",
+                dpId: dp.id,
+                ttlSeconds: Math.min(o.negativeTtlSeconds, leftSeconds),
+                private: true,
+                // No DP seal bounds it: the bucket's statement does, for caching and serving stale.
+                privateUntilMs: expiresAtMs,
+              };
+          item.resolve(Object.freeze(outcome));
+        } catch (err) {
+          if (err instanceof Retry) {
+            run(dp, endpoint, rateContext, [item], true).catch(item.reject);
+            return;
+          }
+          item.reject(
+            err instanceof DiscoveryError
+              ? err
+              : new DiscoveryError(
+                  "verification_failed",
+                  `DP "${dp.id}"'s private answer: ${(err as Error).message}`,
+                ),
+          );
+        }
+      }),
+    );
+  };
+
+  return {
+    stats,
+    lookup(dp, endpoint, csi, rateContext) {
+      stats.lookups++;
+      return new Promise<LookupOutcome>((resolve, reject) => {
+        const k = `${dp.id}|${endpoint}|${Buffer.from(rateContext).toString("hex")}`;
+        let batch = batches.get(k);
+        if (!batch) {
+          batch = [];
+          batches.set(k, batch);
+          // Lookups made in the same turn (a ResolveStream of an address book) share one Evaluate.
+          setImmediate(() => {
+            const all = batches.get(k) ?? [];
+            batches.delete(k);
+            for (let i = 0; i < all.length; i += MAX_OPRF_BATCH) {
+              const items = all.slice(i, i + MAX_OPRF_BATCH);
+              run(dp, endpoint, rateContext, items).catch((err: unknown) => {
+                for (const it of items) it.reject(err);
+              });
+            }
+          });
+        }
+        batch.push({ csi, resolve, reject });
+      });
+    },
+  };
+}
+
+class Retry extends Error {}
+
+/** Whether a bucket is of a later layout than `p` (more bucket bits, larger buckets). */
+function layoutChanged(r: pb.GetBucketResponse, p: PrivateParams): boolean {
+  try {
+    return decodeBucketStatement(r.statement).bucketBits !== p.bucketBits || r.data.length !== p.bucketBytes;
+  } catch {
+    return false;
+  }
+}
+
+/** A DP that does not serve PrivateLookupService (or has it off) says so in the caller's words. */
+function refusedPrivately(dp: DpInfo) {
+  return (err: unknown): never => {
+    if (
+      err instanceof DiscoveryError &&
+      (statusName(err.remoteStatus ?? -1) === "UNIMPLEMENTED" || err.code === "failed_precondition")
+    )
+      throw new DiscoveryError(
+        "failed_precondition",
+        `DP "${dp.id}" does not offer private lookups; ask without PRIVATE`,
+        {
+          cause: err,
+        },
+      );
+    throw err;
+  };
+}
+
+/** The answer from an entry, marked private and cached no longer than its bucket's statement holds. */
+function withPrivate(o: LookupOutcome, leftSeconds: number): LookupOutcome {
+  return { ...o, ttlSeconds: Math.min(o.ttlSeconds, leftSeconds), private: true };
+}
