@@ -424,9 +424,10 @@ export async function withNetwork<T>(
   extra: {
     nodeArgs?: string[];
     onLine?: (name: string, line: string) => void;
-    /** More of the resolver's and the DPs' configs (top-level keys replace the local network's). */
+    /** More of the resolver's config (top-level keys replace the local network's). */
     resolver?: Record<string, unknown>;
-    authoritative?: Record<string, unknown>;
+    /** DPs build private-lookup tables, and the registry publishes their keys (NetworkOptions). */
+    privateLookups?: boolean;
   } = {},
 ): Promise<T> {
   const net = await startNetwork({
@@ -435,9 +436,10 @@ export async function withNetwork<T>(
     ...(bench.o.pin && { launcher: ["taskset", "-c", bench.o.pin.servers] }),
     ...(extra.onLine ? { onLine: extra.onLine } : {}),
     logLevel: "warn",
+    ...(extra.privateLookups && { privateLookups: true }),
     overrides: {
       // Answers stay cached for the whole run; the benchmark measures the cache, not expiry.
-      authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600, ...extra.authoritative },
+      authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600 },
       // lru-cache preallocates for maxEntries, so size it to what the run can cache.
       resolver: {
         cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 },

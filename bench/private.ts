@@ -89,7 +89,7 @@ export async function privateScenario(
         );
       }
     },
-    { authoritative: { privateLookups: { enabled: true } } },
+    { privateLookups: true },
   );
 }
 

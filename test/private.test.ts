@@ -241,3 +241,61 @@ scenario(
     assert.equal(plain.answer?.privateLookup, true);
   },
 );
+
+scenario(
+  t,
+  "a private-lookup key the registry does not publish is refused; published again, it is used",
+  async () => {
+    const put = (...flags: string[]) =>
+      t.cli([
+        "root",
+        "dp",
+        "put",
+        "eu",
+        "--endpoint",
+        t.net.dps.eu.address,
+        "--tls-identity",
+        "dp-eu",
+        "--jurisdiction",
+        "EU",
+        ...flags,
+        "--root",
+        t.net.root.address,
+      ]);
+    const show = async () =>
+      (
+        JSON.parse((await t.cli(["root", "show", "--json", "--root", t.net.root.address])).stdout) as {
+          dps: { id: string; privateLookupKeys?: string[] }[];
+        }
+      ).dps.find((d) => d.id === "eu");
+    const snapshot = await t.net.channel(t.net.root.address, "cli").client(pb.RootService).getSnapshot({});
+    const key = snapshot.snapshot?.dps.find((d) => d.id === "eu")?.privateLookupKeys[0];
+    assert.ok(key, "the network published eu's key");
+    const cleared = await put("--no-private-lookup-keys");
+    assert.equal(cleared.code, 0, cleared.stderr);
+    await t.resolverApplied(cleared.stdout);
+    try {
+      await flush("tel:+447700900123");
+      // VERIFICATION_FAILED reaches the caller as UNAVAILABLE (rpc status.ts), naming why.
+      await rejectsWith(
+        resolve("tel:+447700900123", PRIVATE),
+        status.UNAVAILABLE,
+        /not one the registry publishes/,
+      );
+      // Plain lookups go on.
+      assert.equal((await resolve("tel:+447700900123", PLAIN)).answer?.status, pb.LookupStatus.FOUND);
+    } finally {
+      const again = await put(
+        "--private-lookup-key",
+        `${key.epoch}:${Buffer.from(key.publicKey).toString("hex")}`,
+      );
+      assert.equal(again.code, 0, again.stderr);
+      await t.resolverApplied(again.stdout);
+    }
+    await flush("tel:+447700900123");
+    assert.equal((await resolve("tel:+447700900123", PRIVATE)).answer?.privateLookup, true);
+    assert.deepEqual((await show())?.privateLookupKeys, [
+      `${key.epoch}:${Buffer.from(key.publicKey).toString("hex")}`,
+    ]);
+  },
+);

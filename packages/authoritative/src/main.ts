@@ -92,6 +92,14 @@ runServer<AuthoritativeConfig>(process, {
     let synced = false;
     // The private-lookup table (issue 16), built once the registry says which CSIs this DP serves.
     let privateTable: PrivateTable | undefined;
+    const oprfKeys = config.privateLookups.enabled ? readOrCreateEpochKeys(oprfKeyPath) : undefined;
+    if (oprfKeys) {
+      const key = `${oprfKeys.epoch}:${Buffer.from(oprfKeys.publicKey).toString("hex")}`;
+      log.info(
+        { key },
+        "private lookups on; the registry must publish this key (mimi root dp put --private-lookup-key)",
+      );
+    }
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -113,9 +121,25 @@ runServer<AuthoritativeConfig>(process, {
     // Answers verify only if the registry publishes this DP's key: say so loudly while it does
     // not (a new DP is often registered after it first starts), and once when it does.
     let keyPublished: boolean | undefined;
+    let privateKeyPublished: boolean | undefined;
     const checkPublishedKey = () => {
       const published = sync.view.dp(config.dpId)?.signingPublicKey;
       const ok = published !== undefined && Buffer.from(published).equals(signingKey.publicKey);
+      // Resolvers make private lookups only with a key the registry publishes.
+      const entry = sync.view.dp(config.dpId);
+      const privateOk =
+        !oprfKeys ||
+        (entry?.privateLookupKeys ?? []).some(
+          (k) => k.epoch === oprfKeys.epoch && Buffer.from(k.publicKey).equals(oprfKeys.publicKey),
+        );
+      if (privateOk !== privateKeyPublished) {
+        privateKeyPublished = privateOk;
+        if (!privateOk)
+          log.warn(
+            { dpId: config.dpId, epoch: oprfKeys?.epoch },
+            "the root registry does not (yet) publish this DP's private-lookup key; resolvers refuse its private lookups until it does (mimi root dp put --private-lookup-key)",
+          );
+      }
       if (ok === keyPublished) return;
       keyPublished = ok;
       if (ok) log.info({ dpId: config.dpId }, "the root registry publishes this DP's signing key");
@@ -179,7 +203,6 @@ runServer<AuthoritativeConfig>(process, {
       // Kept across a clean restart, so resolvers resume their streams; it holds the filter's key.
       snapshotPath: filterPath,
     });
-    const oprfKeys = config.privateLookups.enabled ? readOrCreateEpochKeys(oprfKeyPath) : undefined;
     const sweep = setInterval(() => {
       try {
         claims.sweep();

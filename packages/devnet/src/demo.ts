@@ -42,6 +42,8 @@ export async function loadRegistry(
   ch: Channel,
   dps: Readonly<Record<string, ServerProcess | undefined>>,
   signingKey: (name: string) => SigningKey,
+  /** A DP's private-lookup key to publish (read from its data folder), when it has one. */
+  privateKey: (dpId: string) => { epoch: number; publicKey: Uint8Array } | undefined = () => undefined,
 ): Promise<void> {
   const demo = loadDemo();
   const admin = ch.client(pb.RegistryAdminService);
@@ -53,7 +55,11 @@ export async function loadRegistry(
     const key = signingKey(d.tlsIdentity).publicKey;
     const have = snap?.dps.find((x) => x.id === d.id);
     const same = have?.endpoints.length === 1 && have.endpoints[0] === endpoint;
-    if (same && Buffer.from(have.signingPublicKey).equals(key)) continue;
+    const priv = privateKey(d.id);
+    const published = (have?.privateLookupKeys ?? []).some(
+      (k) => k.epoch === priv?.epoch && Buffer.from(k.publicKey).equals(priv.publicKey),
+    );
+    if (same && Buffer.from(have.signingPublicKey).equals(key) && (!priv || published)) continue;
     await admin.putDp({
       dp: {
         id: d.id,
@@ -61,6 +67,7 @@ export async function loadRegistry(
         tlsIdentity: d.tlsIdentity,
         jurisdiction: d.jurisdiction,
         signingPublicKey: key,
+        ...(priv && { privateLookupKeys: [priv] }),
       },
     });
   }

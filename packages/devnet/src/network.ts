@@ -1,7 +1,7 @@
 // Starts a whole local network (root, two regional authoritatives, a resolver) as separate
 // processes on loopback with a development PKI, and loads the demo data. `npm start` runs it
 // on fixed ports; the integration tests and the benchmark run it on ports the OS picks.
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadSigningKey, pb, type SigningKey } from "@mimi/core";
 import { type Channel, channelCredentials, loadTls, openChannel } from "@mimi/rpc";
@@ -154,7 +154,16 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     procs.push(...Object.values(dps));
     await Promise.all(Object.values(dps).map((p) => p.start()));
 
-    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), dps, signingKey);
+    // Each DP made its private-lookup key at start (oprf-key.json); the registry publishes it.
+    const privateKey = (id: string) => {
+      if (!opts.privateLookups) return undefined;
+      const k = JSON.parse(readFileSync(join(dir, `dp-${id}`, "oprf-key.json"), "utf8")) as {
+        epoch: number;
+        publicKey: string;
+      };
+      return { epoch: k.epoch, publicKey: new Uint8Array(Buffer.from(k.publicKey, "hex")) };
+    };
+    if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), dps, signingKey, privateKey);
 
     const resolver = serverProcess("resolver", "resolver", {
       port: ports.resolver,

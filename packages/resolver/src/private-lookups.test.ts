@@ -30,7 +30,9 @@ const NOW = Date.UTC(2026, 11, 4);
 const CSI = "tel:+447700900123";
 
 /** A DP serving PrivateLookupService from memory, with ways to cheat. */
-function fakeDp(cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsKey?: boolean } = {}) {
+function fakeDp(
+  cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsKey?: boolean; unpublished?: boolean } = {},
+) {
   const signing = generateSigningKey();
   const keys = generateOprfKeys();
   const layout: TableLayout = { epoch: 3, keyId: keyIdOf(keys.publicKey), bucketBits: 2, bucketBytes: 4096 };
@@ -78,7 +80,17 @@ function fakeDp(cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsK
       };
     },
   };
-  const dp = { id: "eu", endpoints: ["dp:1"], signingPublicKey: signing.publicKey } as unknown as DpInfo;
+  const dp: DpInfo = {
+    id: "eu",
+    endpoints: ["dp:1"],
+    tlsIdentity: "dp-eu",
+    jurisdiction: "EU",
+    signingPublicKey: signing.publicKey,
+    // The root-signed registry's word on the DP's key (another key when the DP is not published).
+    privateLookupKeys: [
+      { epoch: 3, publicKey: cheat.unpublished ? generateOprfKeys().publicKey : keys.publicKey },
+    ],
+  };
   const channel = { client: () => service } as unknown as Channel;
   return {
     dp,
@@ -119,5 +131,13 @@ test("a bucket signed as another bucket, or parameters not signed by the DP's re
   await assert.rejects(
     forged.lookups.lookup(forged.dp, "dp:1", CSI, new Uint8Array(16)),
     refused(/not signed by its registry key/),
+  );
+});
+
+test("a key the root-signed registry does not publish for the DP is refused, though the DP signed it", async () => {
+  const { dp, lookups } = fakeDp({ unpublished: true });
+  await assert.rejects(
+    lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16)),
+    refused(/not one the registry publishes/),
   );
 });

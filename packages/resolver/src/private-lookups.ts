@@ -99,6 +99,17 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     retried = false,
   ) => {
     const p = await paramsOf(dp, endpoint, retried);
+    // Only a key the root-signed registry publishes now: a DP cannot give this resolver a key of
+    // its own (and tell its lookups apart from others').
+    const published = (dp.privateLookupKeys ?? []).some(
+      (k) => k.epoch === p.epoch && Buffer.from(k.publicKey).equals(p.publicKey),
+    );
+    if (!published) {
+      throw new DiscoveryError(
+        "verification_failed",
+        `DP "${dp.id}"'s private-lookup key of epoch ${p.epoch} is not one the registry publishes for it (mimi root dp put ${dp.id} --private-lookup-key)`,
+      );
+    }
     const blinded = items.map((i) => oprfBlind(i.csi));
     const c = client(dp, endpoint);
     let ev: pb.EvaluateResponse;

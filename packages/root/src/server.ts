@@ -135,7 +135,9 @@ export function bindRootServer(
       },
       async putDp(req, ctx) {
         if (!req.dp) throw new DiscoveryError("invalid_argument", "dp is required");
-        const c = service.putDp(ctx.peer.name, dpFromProto(req.dp));
+        const c = service.putDp(ctx.peer.name, dpFromProto(req.dp), {
+          clearPrivateLookupKeys: req.clearPrivateLookupKeys,
+        });
         audit(log, ctx.peer.name, c.serial, "dp registered");
         return { serial: c.serial };
       },

@@ -3,6 +3,7 @@ import { test } from "node:test";
 import {
   DiscoveryError,
   type DpInfo,
+  generateOprfKeys,
   generateSigningKey,
   parseDelegationKeyText,
   type RegistrySeal,
@@ -383,4 +384,45 @@ test("bad federation edits are refused, naming the problem", () => {
     );
   }
   assert.equal(service.serial(), before);
+});
+
+test("a DP's private-lookup keys are published and signed, kept when not given, cleared on request", () => {
+  const store = openRegistryStore(":memory:");
+  const { service } = setup(store);
+  const k1 = { epoch: 1_700_000_000, publicKey: generateOprfKeys().publicKey };
+  const k2 = { epoch: 1_800_000_000, publicKey: generateOprfKeys().publicKey };
+  service.putDp("a", { ...EU, privateLookupKeys: [k1, k2] });
+  const keys = () => service.snapshot().dps.find((x) => x.id === "eu")?.privateLookupKeys;
+  assert.deepEqual(keys(), [k1, k2]);
+  // Moving endpoints without naming keys keeps them; the change log and a restart keep them too.
+  service.putDp("a", { ...EU, endpoints: ["127.0.0.1:7598"] });
+  assert.deepEqual(keys(), [k1, k2]);
+  const snap = service.snapshot();
+  assert.ok(snap.seal && registrySignatureValid(snap, snap.seal, rootKey.publicKey));
+  assert.deepEqual(
+    setup(store)
+      .service.snapshot()
+      .dps.find((x) => x.id === "eu")?.privateLookupKeys,
+    [k1, k2],
+  );
+  // The signature covers them: another key under the same epoch is another registry.
+  const forged = {
+    ...snap,
+    dps: snap.dps.map((d) => (d.id === "eu" ? { ...d, privateLookupKeys: [k1] } : d)),
+  };
+  assert.equal(registrySignatureValid(forged, snap.seal, rootKey.publicKey), false);
+  service.putDp("a", EU, { clearPrivateLookupKeys: true });
+  assert.equal(keys(), undefined);
+  const refused = (dp: DpInfo, pattern: RegExp) =>
+    assert.throws(
+      () => service.putDp("a", dp),
+      (e: unknown) => e instanceof DiscoveryError && e.code === "invalid_argument" && pattern.test(e.message),
+    );
+  refused({ ...EU, privateLookupKeys: [k1, k2, { epoch: 3, publicKey: k1.publicKey }] }, /at most 2/);
+  refused({ ...EU, privateLookupKeys: [k1, { ...k2, epoch: k1.epoch }] }, /same epoch/);
+  refused(
+    { ...EU, privateLookupKeys: [{ epoch: 5, publicKey: new Uint8Array(32).fill(0xff) }] },
+    /ristretto255/,
+  );
+  refused({ ...EU, privateLookupKeys: [{ epoch: -1, publicKey: k1.publicKey }] }, /32-bit/);
 });

@@ -11,7 +11,10 @@ import {
   type FederationPolicy,
   invalidArgument,
   MAX_FEDERATED_DPS,
+  MAX_PRIVATE_LOOKUP_KEYS,
   type MspInfo,
+  oprfPublicKeyValid,
+  type PrivateLookupKey,
   parseCsi,
   type RegistryChange,
   type RegistryData,
@@ -66,7 +69,8 @@ export interface RootService {
   ): RegistryChange;
   deleteDelegation(actor: string, key: DelegationKey): RegistryChange;
   listDelegations(): { delegations: readonly Delegation[]; serial: bigint };
-  putDp(actor: string, dp: DpInfo): RegistryChange;
+  /** Puts a DP; an empty signing key, or no private-lookup keys, keeps the registry's unless `clearPrivateLookupKeys`. */
+  putDp(actor: string, dp: DpInfo, opts?: { clearPrivateLookupKeys?: boolean }): RegistryChange;
   deleteDp(actor: string, id: string): RegistryChange;
   /** An empty signing key keeps the MSP's current one. */
   putMsp(
@@ -238,7 +242,7 @@ export function createRootService({
       const s = view.snapshot();
       return { delegations: s.delegations, serial: s.serial };
     },
-    putDp(actor, dp) {
+    putDp(actor, dp, opts = {}) {
       checkId("DP id", dp.id);
       if (dp.endpoints.length === 0 || dp.endpoints.length > MAX_ENDPOINTS) {
         throw invalidArgument(`a DP needs 1 to ${MAX_ENDPOINTS} endpoints`);
@@ -255,7 +259,22 @@ export function createRootService({
           ? dp.signingPublicKey
           : (store.dp(dp.id)?.signingPublicKey ?? new Uint8Array(0));
       if (dp.federation) checkPolicy(dp.id, dp.federation);
-      const clean: DpInfo = { ...dp, endpoints: [...dp.endpoints], signingPublicKey: key };
+      const given = dp.privateLookupKeys ?? [];
+      if (opts.clearPrivateLookupKeys && given.length > 0)
+        throw invalidArgument("give private-lookup keys or clear them, not both");
+      checkPrivateLookupKeys(given);
+      const { privateLookupKeys: _, ...rest } = dp;
+      const keys = opts.clearPrivateLookupKeys
+        ? []
+        : given.length > 0
+          ? given
+          : (store.dp(dp.id)?.privateLookupKeys ?? []);
+      const clean: DpInfo = {
+        ...rest,
+        endpoints: [...dp.endpoints],
+        signingPublicKey: key,
+        ...(keys.length > 0 && { privateLookupKeys: keys.map((k) => ({ ...k })) }),
+      };
       return commit(actor, (serial) => ({ serial, kind: "put_dp", dp: clean }));
     },
     deleteDp(actor, id) {
@@ -308,6 +327,24 @@ export function referIn(view: RegistryView, csi: string): Referral | undefined {
 /** A delegation with its federated DPs (the field left out when there are none). */
 function withFederated(d: Delegation, federated: readonly string[]): Delegation {
   return federated.length > 0 ? { ...d, federatedDpIds: [...federated] } : d;
+}
+
+/** A DP's private-lookup keys: at most two, each a valid ristretto255 key of a distinct epoch. */
+function checkPrivateLookupKeys(keys: readonly PrivateLookupKey[]): void {
+  if (keys.length > MAX_PRIVATE_LOOKUP_KEYS)
+    throw invalidArgument(
+      `a DP publishes at most ${MAX_PRIVATE_LOOKUP_KEYS} private-lookup keys (the served and the next)`,
+    );
+  if (new Set(keys.map((k) => k.epoch)).size !== keys.length)
+    throw invalidArgument("two private-lookup keys of the same epoch");
+  for (const k of keys) {
+    if (!Number.isInteger(k.epoch) || k.epoch < 0 || k.epoch >= 2 ** 32)
+      throw invalidArgument("a private-lookup key's epoch is a 32-bit unsigned integer");
+    if (!oprfPublicKeyValid(k.publicKey))
+      throw invalidArgument(
+        `the private-lookup key of epoch ${k.epoch} is not a ristretto255 public key (32 bytes)`,
+      );
+  }
 }
 
 /** A DP's published federation default: known ids, each once, at most MAX_FEDERATED_DPS. */

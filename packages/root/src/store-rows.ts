@@ -28,6 +28,7 @@ export interface DpRow {
   jurisdiction: string;
   signing_key: Buffer;
   federation: string;
+  private_keys: string;
 }
 export interface MspRow {
   id: string;
@@ -79,6 +80,28 @@ export function dpOf(r: DpRow): DpInfo {
     jurisdiction: r.jurisdiction,
     signingPublicKey: new Uint8Array(r.signing_key),
     ...(r.federation !== "" && { federation: JSON.parse(r.federation) as FederationPolicy }),
+    ...privateKeysOf(r.private_keys),
+  };
+}
+
+/** A DP's private-lookup keys as the dps table keeps them (JSON, keys in hex). */
+export function privateKeysColumn(d: DpInfo): string {
+  return JSON.stringify(
+    (d.privateLookupKeys ?? []).map((k) => ({
+      epoch: k.epoch,
+      publicKey: Buffer.from(k.publicKey).toString("hex"),
+    })),
+  );
+}
+
+function privateKeysOf(column: string): Pick<DpInfo, "privateLookupKeys"> {
+  const keys = JSON.parse(column) as { epoch: number; publicKey: string }[];
+  if (keys.length === 0) return {};
+  return {
+    privateLookupKeys: keys.map((k) => ({
+      epoch: k.epoch,
+      publicKey: new Uint8Array(Buffer.from(k.publicKey, "hex")),
+    })),
   };
 }
 

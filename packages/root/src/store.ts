@@ -28,6 +28,7 @@ import {
   jsonBigint,
   type MspRow,
   mspOf,
+  privateKeysColumn,
 } from "./store-rows.js";
 
 /** One audited change: who, when, what. */
@@ -82,6 +83,8 @@ const MIGRATIONS: readonly string[] = [
   // published default behaviour (JSON; empty for the default, LOCAL with no preference).
   `ALTER TABLE delegations ADD COLUMN federated TEXT NOT NULL DEFAULT '[]';
    ALTER TABLE dps ADD COLUMN federation TEXT NOT NULL DEFAULT '';`,
+  // v5: a DP's private-lookup keys (issue 16): a JSON list of {epoch, publicKey (hex)}.
+  "ALTER TABLE dps ADD COLUMN private_keys TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /**
@@ -201,10 +204,11 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
     dps: db.prepare<[], DpRow>("SELECT * FROM dps ORDER BY id"),
     dp: db.prepare<[string], DpRow>("SELECT * FROM dps WHERE id = ?"),
     putDp: db.prepare(
-      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key, federation)
-       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key, @federation)
+      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key, federation, private_keys)
+       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key, @federation, @private_keys)
        ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, tls_identity = excluded.tls_identity,
-         jurisdiction = excluded.jurisdiction, signing_key = excluded.signing_key, federation = excluded.federation`,
+         jurisdiction = excluded.jurisdiction, signing_key = excluded.signing_key, federation = excluded.federation,
+         private_keys = excluded.private_keys`,
     ),
     deleteDp: db.prepare<[string]>("DELETE FROM dps WHERE id = ?"),
     msps: db.prepare<[], MspRow>("SELECT * FROM msps ORDER BY idx"),
@@ -248,6 +252,7 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
           jurisdiction: c.dp.jurisdiction,
           signing_key: Buffer.from(c.dp.signingPublicKey),
           federation: c.dp.federation ? JSON.stringify(c.dp.federation) : "",
+          private_keys: privateKeysColumn(c.dp),
         });
         break;
       case "delete_dp":

@@ -147,7 +147,12 @@ export function addRootCommands(program: Command): void {
       .option(
         "--prefer <id...>",
         "the federated DPs it prefers asked, in order (default: keep; with --federation alone: none)",
-      ),
+      )
+      .option(
+        "--private-lookup-key <epoch:hex...>",
+        "the DP's private-lookup public keys (at most 2; the DP logs its key at start; default: keep)",
+      )
+      .option("--no-private-lookup-keys", "unpublish the DP's private-lookup keys"),
     "admin",
   ).action(
     async (
@@ -160,8 +165,18 @@ export function addRootCommands(program: Command): void {
         signingKey?: string;
         federation?: string;
         prefer?: string[];
+        privateLookupKey?: string[];
+        privateLookupKeys?: boolean;
       },
     ) => {
+      const privateLookupKeys = (o.privateLookupKey ?? []).map((text) => {
+        const m = /^(\d{1,10}):([0-9a-f]{64})$/.exec(text);
+        if (!m) throw new UsageError(`--private-lookup-key ${text}: give <epoch>:<64 hex digits>`);
+        return { epoch: Number(m[1]), publicKey: new Uint8Array(Buffer.from(m[2] as string, "hex")) };
+      });
+      const clearPrivateLookupKeys = o.privateLookupKeys === false;
+      if (clearPrivateLookupKeys && privateLookupKeys.length > 0)
+        throw new UsageError("--private-lookup-key and --no-private-lookup-keys contradict each other");
       const given = o.signingKey !== undefined ? publicKeyArg("--signing-key", o.signingKey) : undefined;
       if (o.federation !== undefined && o.federation !== "local" && o.federation !== "federate") {
         throw new UsageError('--federation must be "local" or "federate"');
@@ -193,7 +208,9 @@ export function addRootCommands(program: Command): void {
               jurisdiction: o.jurisdiction,
               signingPublicKey: key,
               ...(federation && { federation }),
+              privateLookupKeys,
             },
+            clearPrivateLookupKeys,
           },
           opts,
         );
@@ -271,6 +288,10 @@ export function addRootCommands(program: Command): void {
             defaultMode: d.federation?.defaultMode === pb.FederationMode.FEDERATE ? "federate" : "local",
             preferred: d.federation?.preferredDpIds ?? [],
           },
+          // As `mimi root dp put --private-lookup-key` takes them.
+          privateLookupKeys: d.privateLookupKeys.map(
+            (k) => `${k.epoch}:${Buffer.from(k.publicKey).toString("hex")}`,
+          ),
         })),
         msps: (s?.msps ?? []).map((m) => ({
           id: m.id,

@@ -111,6 +111,7 @@ export function dpToProto(d: DpInfo) {
     jurisdiction: d.jurisdiction,
     signingPublicKey: d.signingPublicKey,
     federation: policyToProto(d.federation),
+    privateLookupKeys: (d.privateLookupKeys ?? []).map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })),
   };
 }
 
@@ -123,6 +124,9 @@ export function dpFromProto(d: DpRecord): DpInfo {
     jurisdiction: d.jurisdiction,
     signingPublicKey: d.signingPublicKey,
     ...(federation && { federation }),
+    ...(d.privateLookupKeys.length > 0 && {
+      privateLookupKeys: d.privateLookupKeys.map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })),
+    }),
   };
 }
 

@@ -19,7 +19,7 @@
 // multiplication would be about 2x faster (hash-to-curve dominates) and was left out: it would
 // mean a hand-assembled suite instead of a reviewed one.
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from "node:crypto";
-import { ristretto255_oprf } from "@noble/curves/ed25519.js";
+import { ristretto255, ristretto255_oprf } from "@noble/curves/ed25519.js";
 
 // The VOPRF namespace also has the key holder's evaluate (RFC 9497 section 3.3.1's Evaluate in
 // the VOPRF context, the output a client's finalize gives), which @noble/curves 2.4.0's types
@@ -60,6 +60,16 @@ export interface OprfKeys {
 /** A new random key pair. */
 export function generateOprfKeys(): OprfKeys {
   return VOPRF.generateKeyPair();
+}
+
+/** Whether `publicKey` is a valid OPRF public key of the suite (a non-identity ristretto255 element). */
+export function oprfPublicKeyValid(publicKey: Uint8Array): boolean {
+  if (publicKey.length !== OPRF_ELEMENT_BYTES) return false;
+  try {
+    return !ristretto255.Point.fromBytes(publicKey).equals(ristretto255.Point.ZERO);
+  } catch {
+    return false;
+  }
 }
 
 /** PRF(k, csi) computed by the key's holder (the DP, for its table): 64 bytes. */

@@ -47,7 +47,7 @@ export type SealPeriod = Pick<RegistrySeal, "signedAtMs" | "expiresAtMs">;
 /** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
 export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Array {
   const c = new Canonical()
-    .raw(Buffer.from("MIMI-REGISTRY-v3", "ascii"))
+    .raw(Buffer.from("MIMI-REGISTRY-v4", "ascii"))
     .u64(data.serial)
     .u64(BigInt(period.signedAtMs))
     .u64(BigInt(period.expiresAtMs));
@@ -65,6 +65,9 @@ export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Arr
     c.string(dp.tlsIdentity).string(dp.jurisdiction).bytes(dp.signingPublicKey);
     const policy = dp.federation ?? LOCAL_POLICY;
     c.u32(policy.defaultMode === "federate" ? 2 : 1).strings(policy.preferredDpIds);
+    const keys = [...(dp.privateLookupKeys ?? [])].sort((a, b) => a.epoch - b.epoch);
+    c.u32(keys.length);
+    for (const k of keys) c.u32(k.epoch).bytes(k.publicKey);
   }
   c.u32(data.msps.length);
   for (const m of byId(data.msps)) c.string(m.id).string(m.name).u32(m.index).bytes(m.signingPublicKey);

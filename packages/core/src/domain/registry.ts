@@ -50,7 +50,18 @@ export interface DpInfo {
   readonly signingPublicKey: Uint8Array;
   /** Its default federation behaviour; absent: LOCAL_POLICY. */
   readonly federation?: FederationPolicy;
+  /** The OPRF public keys of its private-lookup tables by epoch (at most MAX_PRIVATE_LOOKUP_KEYS); absent: none. */
+  readonly privateLookupKeys?: readonly PrivateLookupKey[];
 }
+
+/** One private-lookup key epoch of a DP (DpRecord.private_lookup_keys). */
+export interface PrivateLookupKey {
+  readonly epoch: number;
+  readonly publicKey: Uint8Array;
+}
+
+/** Private-lookup keys a DP publishes at most: the table served and the next. */
+export const MAX_PRIVATE_LOOKUP_KEYS = 2;
 
 /** A messaging service provider with its stable compact-format index. */
 export interface MspInfo {

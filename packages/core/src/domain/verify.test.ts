@@ -801,11 +801,22 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       DELEGATIONS[1] as Delegation,
       { ...(DELEGATIONS[0] as Delegation), federatedDpIds: ["us"] },
     ],
-    dps: [US, { ...EU, federation: { defaultMode: "federate", preferredDpIds: ["us"] } }],
+    dps: [
+      US,
+      {
+        ...EU,
+        federation: { defaultMode: "federate", preferredDpIds: ["us"] },
+        // Given out of order: the digest sorts them by epoch.
+        privateLookupKeys: [
+          { epoch: 9, publicKey: new Uint8Array(32).fill(9) },
+          { epoch: 7, publicKey: new Uint8Array(32).fill(7) },
+        ],
+      },
+    ],
     msps: [MSP_NO_KEY, MSP_B, MSP_A],
   };
   const h = createHash("sha256");
-  h.update("MIMI-REGISTRY-v3", "ascii");
+  h.update("MIMI-REGISTRY-v4", "ascii");
   h.update(u64((1n << 40n) + 5n));
   h.update(u64(BigInt(PERIOD.signedAtMs)));
   h.update(u64(BigInt(PERIOD.expiresAtMs)));
@@ -827,6 +838,12 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       u32(2),
       u32(1),
       str("us"),
+      // Two private-lookup keys, by epoch.
+      u32(2),
+      u32(7),
+      bytes(new Uint8Array(32).fill(7)),
+      u32(9),
+      bytes(new Uint8Array(32).fill(9)),
     ]),
   );
   h.update(
@@ -837,8 +854,9 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       str("dp-us"),
       str("US"),
       bytes(otherKey.publicKey),
-      // No policy published: LOCAL (1), no preference.
+      // No policy published: LOCAL (1), no preference; no private-lookup keys.
       u32(1),
+      u32(0),
       u32(0),
     ]),
   );
@@ -868,7 +886,7 @@ test("an empty registry has a fixed digest", () => {
   const expected = createHash("sha256")
     .update(
       Buffer.concat([
-        Buffer.from("MIMI-REGISTRY-v3"),
+        Buffer.from("MIMI-REGISTRY-v4"),
         Buffer.alloc(8),
         u64(BigInt(PERIOD.signedAtMs)),
         u64(BigInt(PERIOD.expiresAtMs)),
