@@ -276,11 +276,10 @@ scenario(
     await t.resolverApplied(cleared.stdout);
     try {
       await flush("tel:+447700900123");
-      // VERIFICATION_FAILED reaches the caller as UNAVAILABLE (rpc status.ts), naming why.
       await rejectsWith(
         resolve("tel:+447700900123", PRIVATE),
-        status.UNAVAILABLE,
-        /not one the registry publishes/,
+        status.FAILED_PRECONDITION,
+        /registry publishes no private-lookup key for DP "eu"/,
       );
       // Plain lookups go on.
       assert.equal((await resolve("tel:+447700900123", PLAIN)).answer?.status, pb.LookupStatus.FOUND);

@@ -134,10 +134,32 @@ test("a bucket signed as another bucket, or parameters not signed by the DP's re
   );
 });
 
-test("a key the root-signed registry does not publish for the DP is refused, though the DP signed it", async () => {
+test("only the key the registry publishes as current is used, though the DP signed another", async () => {
+  const precondition = (pattern: RegExp) => (err: unknown) =>
+    err instanceof DiscoveryError && err.code === "failed_precondition" && pattern.test(err.message);
   const { dp, lookups } = fakeDp({ unpublished: true });
   await assert.rejects(
     lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16)),
-    refused(/not one the registry publishes/),
+    precondition(/not the one the registry publishes as current/),
   );
+  // Two published keys: the newer epoch is the current one, so a DP still on the older one is
+  // refused (it cannot split resolvers between the two).
+  const honest = fakeDp();
+  const older = honest.dp.privateLookupKeys?.[0];
+  assert.ok(older);
+  const both = {
+    ...honest.dp,
+    privateLookupKeys: [older, { epoch: 4, publicKey: generateOprfKeys().publicKey }],
+  };
+  await assert.rejects(
+    honest.lookups.lookup(both, "dp:1", CSI, new Uint8Array(16)),
+    precondition(/epoch 3, not the one the registry publishes as current \(4\)/),
+  );
+  const none = { ...honest.dp, privateLookupKeys: [] };
+  await assert.rejects(
+    honest.lookups.lookup(none, "dp:1", CSI, new Uint8Array(16)),
+    precondition(/publishes no private-lookup key/),
+  );
+  // The published one works.
+  assert.equal((await honest.lookups.lookup(honest.dp, "dp:1", CSI, new Uint8Array(16))).kind, "opted_out");
 });

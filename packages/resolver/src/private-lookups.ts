@@ -99,15 +99,18 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     retried = false,
   ) => {
     const p = await paramsOf(dp, endpoint, retried);
-    // Only a key the root-signed registry publishes now: a DP cannot give this resolver a key of
-    // its own (and tell its lookups apart from others').
-    const published = (dp.privateLookupKeys ?? []).some(
-      (k) => k.epoch === p.epoch && Buffer.from(k.publicKey).equals(p.publicKey),
-    );
-    if (!published) {
+    // Only the key the root-signed registry publishes as the DP's current one (its newest epoch),
+    // as every resolver sees it: a DP cannot give this resolver a key of its own, nor split
+    // resolvers between two published keys, and so tell their lookups apart.
+    const current = [...(dp.privateLookupKeys ?? [])].sort((a, b) => b.epoch - a.epoch)[0];
+    if (!current || current.epoch !== p.epoch || !Buffer.from(current.publicKey).equals(p.publicKey)) {
+      // Parameters read before the registry moved to a new key: read them again, once.
+      if (!retried) return run(dp, endpoint, rateContext, items, true);
       throw new DiscoveryError(
-        "verification_failed",
-        `DP "${dp.id}"'s private-lookup key of epoch ${p.epoch} is not one the registry publishes for it (mimi root dp put ${dp.id} --private-lookup-key)`,
+        "failed_precondition",
+        current
+          ? `DP "${dp.id}" uses private-lookup key epoch ${p.epoch}, not the one the registry publishes as current (${current.epoch}); ask plainly, or later`
+          : `the registry publishes no private-lookup key for DP "${dp.id}"; ask plainly (mimi root dp put ${dp.id} --private-lookup-key)`,
       );
     }
     const blinded = items.map((i) => oprfBlind(i.csi));

@@ -170,8 +170,9 @@ export function addRootCommands(program: Command): void {
       },
     ) => {
       const privateLookupKeys = (o.privateLookupKey ?? []).map((text) => {
-        const m = /^(\d{1,10}):([0-9a-f]{64})$/.exec(text);
-        if (!m) throw new UsageError(`--private-lookup-key ${text}: give <epoch>:<64 hex digits>`);
+        const m = /^(\d{1,10}):([0-9a-fA-F]{64})$/.exec(text);
+        if (!m || Number(m[1]) > 0xffff_ffff)
+          throw new UsageError(`--private-lookup-key ${text}: give <epoch (32-bit)>:<64 hex digits>`);
         return { epoch: Number(m[1]), publicKey: new Uint8Array(Buffer.from(m[2] as string, "hex")) };
       });
       const clearPrivateLookupKeys = o.privateLookupKeys === false;
