@@ -132,3 +132,13 @@ test("a reload changes the budgets that changed and keeps what callers used of t
   l.reconfigure({ ...DEFAULT_LOOKUP_LIMITS, perContextPerMinute: 10 }, DEFAULT_ENUMERATION_POLICY);
   l.admit("resolver", ctx(1), "tel:+447700900001", 0);
 });
+
+test("a private lookup's evaluation counts its CPU against the caller's rate and the capacity, one lookup against the context", () => {
+  const { l } = limits({ perResolverPerSecond: 100, capacityPerSecond: 1_000, perContextPerMinute: 10 });
+  // Four evaluations at a load of 20 each: 80 of the resolver's 100 a second, 4 of the context's 10.
+  l.admit("resolver", ctx(1), undefined, 0, 4, 80);
+  refusal(() => l.admit("resolver", ctx(2), undefined, 0, 2, 40), "DP_RESOLVER_LIMIT");
+  // A second later the rate has refilled, and the context has 6 lookups left, not none.
+  for (let i = 0; i < 6; i++) l.admit("resolver", ctx(1), "tel:+1", 1_000);
+  refusal(() => l.admit("resolver", ctx(1), undefined, 1_000, 1, 20), "DP_CONTEXT_LIMIT");
+});

@@ -101,9 +101,17 @@ export interface LookupLimits {
    * Admits one lookup of `csi` by `caller` for `context` (empty: none), or throws
    * RESOURCE_EXHAUSTED; returns the lookup's subject (caller and context) for `answered`.
    * A private lookup's evaluation has no CSI (nothing to watch for a crawl) and costs `cost`
-   * lookups, one per CSI it evaluates.
+   * lookups of the budgets, one per CSI it evaluates, and `load` of the endpoint's capacity and
+   * the caller's rate: what it costs the DP's CPU in plain lookups (default: `cost`).
    */
-  admit(caller: string, context: Uint8Array, csi: string | undefined, nowMs: number, cost?: number): string;
+  admit(
+    caller: string,
+    context: Uint8Array,
+    csi: string | undefined,
+    nowMs: number,
+    cost?: number,
+    load?: number,
+  ): string;
   /** Records the answer to an admitted lookup of `subject` for enumeration detection. */
   answered(subject: string, csi: string, notFound: boolean, nowMs: number): void;
   /** Lookups per second `caller` may send this endpoint (0: no limit published). */
@@ -184,7 +192,7 @@ export function createLookupLimits(
   };
 
   return {
-    admit(caller, context, csi, nowMs, cost = 1) {
+    admit(caller, context, csi, nowMs, cost = 1, load = cost) {
       if (context.length !== 0 && context.length !== RATE_CONTEXT_BYTES) {
         throw new DiscoveryError(
           "invalid_argument",
@@ -202,7 +210,7 @@ export function createLookupLimits(
         );
       }
       // Checked before anything is taken, so a refused lookup costs no budget.
-      const c = capacity?.check("all", nowMs, cost);
+      const c = capacity?.check("all", nowMs, load);
       if (c)
         throw refuse(
           "capacity",
@@ -210,7 +218,7 @@ export function createLookupLimits(
           "DP_CAPACITY",
           `this DP endpoint is at its capacity of ${policy.capacityPerSecond} lookups per second`,
         );
-      const r = perCaller.check(caller, nowMs, cost);
+      const r = perCaller.check(caller, nowMs, load);
       if (r)
         throw refuse(
           "resolver",
@@ -240,8 +248,8 @@ export function createLookupLimits(
           );
       }
       for (const [l] of budgets) l.take(subject, nowMs, cost);
-      capacity?.take("all", nowMs, cost);
-      perCaller.take(caller, nowMs, cost);
+      capacity?.take("all", nowMs, load);
+      perCaller.take(caller, nowMs, load);
       return subject;
     },
     answered(subject, csi, notFound, nowMs) {

@@ -1,12 +1,21 @@
 // gRPC binding of PrivateLookupService (private-table.ts): resolvers only. Evaluate is the
 // metered step, one lookup of the caller's and the rate context's budgets per element, like a
-// lookup but with no CSI to watch; buckets are the same for every caller and cost no budget.
-// Nothing here names or logs a CSI: the DP never sees one.
+// lookup but with no CSI to watch; a bucket is the same for every caller and costs one lookup of
+// the caller's own budget (a read and a signature). Nothing here names or logs a CSI: the DP
+// never sees one.
 import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError, type Logger, MAX_OPRF_BATCH, OPRF_ELEMENT_BYTES, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { LookupLimits } from "./lookup-limits.js";
 import type { PrivateTable } from "./private-table.js";
+
+/**
+ * What one evaluation costs this DP's CPU, in plain lookups (about 2 ms against 0.1 ms): it
+ * counts this much against the endpoint's capacity and the caller's rate, so a resolver cannot
+ * use its lookup rate to make the DP evaluate twenty times what it can, while the MSPs' budgets
+ * (rate contexts) count it as the one lookup it is.
+ */
+export const EVALUATION_LOAD = 20;
 
 /** Registers PrivateLookupService on `server`; `table` is undefined until it exists (or when private lookups are off). */
 export function bindPrivateServer(
@@ -42,7 +51,7 @@ export function bindPrivateServer(
           throw new DiscoveryError("invalid_argument", `each blinded element is ${OPRF_ELEMENT_BYTES} bytes`);
         // Charged before the work, like a lookup: a refused evaluation costs the DP nothing.
         t.checkEpoch(req.epoch);
-        limits.admit(ctx.peer.name, req.rateContext, undefined, now(), n);
+        limits.admit(ctx.peer.name, req.rateContext, undefined, now(), n, n * EVALUATION_LOAD);
         const r = t.evaluate(req.epoch, req.blinded);
         counts.evaluated += n;
         return r;
