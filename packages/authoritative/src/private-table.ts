@@ -58,6 +58,8 @@ const APPLY_PAGE = 16;
 const RENEW_PAGE = 64;
 /** Entries deleted per turn when the table starts over. */
 const CLEAR_PAGE = 10_000;
+/** How long signed parameters are handed out again before they are signed anew. */
+const PARAMS_RESIGN_MS = 60_000;
 /** Bytes of signed buckets kept for reuse (each while its content and half its validity last). */
 const SIGNED_CACHE_BYTES = 64 * 1024 * 1024;
 
@@ -268,13 +270,16 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     forget(bucketOf(slot.position, progress.bucketBits));
     return !same;
   };
-  /** refresh(), a failure logged and left behind (the entry stays as it was) rather than thrown. */
-  const tryRefresh = (csi: string, reseal = false): boolean => {
+  /**
+   * refresh(), a failure logged and left behind (the entry stays as it was) rather than thrown;
+   * undefined when it failed.
+   */
+  const tryRefresh = (csi: string, reseal = false): boolean | undefined => {
     try {
       return refresh(csi, reseal);
     } catch (err) {
       log.error({ err: (err as Error).message }, "a private-lookup entry could not be sealed");
-      return false;
+      return undefined;
     }
   };
 
@@ -352,7 +357,7 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       o.store.transaction(() => {
         const changed = page.filter((e) => {
           progress.seq = e.seq;
-          return tryRefresh(e.csi);
+          return tryRefresh(e.csi) === true;
         });
         for (const e of changed) o.store.logChange(e.csi, o.now());
         if (page.length > 0) save();
@@ -372,11 +377,8 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       const due = o.store.privateDue(epoch, o.now() + o.entrySealMs / 2, RENEW_PAGE, skipped);
       if (due.length === 0) return;
       o.store.transaction(() => {
-        for (const csi of due) {
-          const before = o.store.privateEntry(epoch, csi)?.sealedUntilMs;
-          tryRefresh(csi, true);
-          if (o.store.privateEntry(epoch, csi)?.sealedUntilMs === before && before !== undefined) skipped++;
-        }
+        // A sealed entry is due again only at half its new life, a dropped one never.
+        for (const csi of due) if (tryRefresh(csi, true) === undefined) skipped++;
       });
       await new Promise((r) => setImmediate(r));
     }
@@ -398,6 +400,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       );
     }
   };
+  let params:
+    | { layoutKey: string; atMs: number; signed: { statement: Uint8Array; signature: Uint8Array } }
+    | undefined;
   const notReady = () =>
     !progress.built || progress.clearing ? "the private-lookup table is still being built" : undefined;
   const check = (asked: number) => {
@@ -409,19 +414,24 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     epoch,
     notReady,
     checkEpoch,
-    parameters: () =>
-      signPrivateParams(
-        {
+    parameters() {
+      // Signed once per layout and minute, not per call: the call is unmetered.
+      const now = o.now();
+      const layoutKey = `${progress.bucketBits}/${progress.bucketBytes}`;
+      if (!params || params.layoutKey !== layoutKey || now - params.atMs >= PARAMS_RESIGN_MS) {
+        const p = {
           dpId: o.dpId,
           suite: PRIVATE_SUITE,
           epoch,
           publicKey: o.keys.publicKey,
           bucketBits: progress.bucketBits,
           bucketBytes: progress.bucketBytes,
-          signedAtMs: o.now(),
-        },
-        o.signingKey,
-      ),
+          signedAtMs: now,
+        };
+        params = { layoutKey, atMs: now, signed: signPrivateParams(p, o.signingKey) };
+      }
+      return params.signed;
+    },
     evaluate(asked, blinded) {
       check(asked);
       try {

@@ -40,6 +40,7 @@ export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./
 export {
   federatedResponseToProto,
   federationFromProto,
+  isPartial,
   receivedFederatedFromProto,
   type SourceReport,
 } from "./codec/federation-codec.js";

@@ -12,6 +12,7 @@ import {
   type DpInfo,
   type FederatedPart,
   type FederationPlan,
+  isPartial,
   type Logger,
   type LookupOutcome,
   type LookupParams,
@@ -267,6 +268,6 @@ export async function resolveFederated(
   }
   counts.queries++;
   for (const s of sources) counts.sources[s.outcome]++;
-  if (sources.some((s) => s.outcome === "failed" || s.outcome === "over_limit")) counts.partial++;
+  if (isPartial(sources)) counts.partial++;
   return { merged: mergeFederated(parts, params), sources, ttlSeconds, stale };
 }

@@ -83,6 +83,11 @@ const OUTCOME_OF = new Map<DpSource_Outcome, ReceivedSource["outcome"]>(
 );
 
 /** The federated ResolveResponse: the merged answer in the query's format, and every source. */
+/** Whether a federated answer is partial: a DP selected failed, or was over the fan-out limit. */
+export function isPartial(sources: readonly Pick<SourceReport, "outcome">[]): boolean {
+  return sources.some((s) => s.outcome === "failed" || s.outcome === "over_limit");
+}
+
 export function federatedResponseToProto(
   merged: MergedAnswer,
   sources: readonly SourceReport[],
@@ -91,7 +96,7 @@ export function federatedResponseToProto(
   ttlSeconds: number,
   stale: boolean,
 ): MessageInitShape<typeof ResolveResponseSchema> {
-  const partial = sources.some((s) => s.outcome === "failed" || s.outcome === "over_limit");
+  const partial = isPartial(sources);
   return {
     answer: {
       status: STATUS[merged.kind],
