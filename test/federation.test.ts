@@ -20,23 +20,7 @@ const resolve = (
 const mimi = (args: string[]) =>
   t.cli([...args, "--resolver", t.net.resolver.address, "--root", t.net.root.address]);
 /** `mimi root dp put eu` at eu's address, publishing this federation default. */
-const putEu = (mode: "local" | "federate") =>
-  t.cli([
-    "root",
-    "dp",
-    "put",
-    "eu",
-    "--endpoint",
-    t.net.dps.eu.address,
-    "--tls-identity",
-    "dp-eu",
-    "--jurisdiction",
-    "EU",
-    "--federation",
-    mode,
-    "--root",
-    t.net.root.address,
-  ]);
+const putEu = (mode: "local" | "federate") => t.putDp("eu", [t.net.dps.eu.address], "--federation", mode);
 /** Waits until the resolver's filter of fed does (or does not) route federated lookups. */
 const filterRouting = (routing: boolean) =>
   eventually(async () => {
@@ -255,9 +239,7 @@ scenario(
   t,
   "a DP that publishes federation as its default gets federated answers for plain queries",
   async () => {
-    const put = await putEu("federate");
-    assert.equal(put.code, 0, put.stderr);
-    await t.resolverApplied(put.stdout);
+    await t.resolverApplied(await putEu("federate"));
     try {
       // A plain request (the resolver's cache-hit fast path included) follows the DP's default (R11).
       await resolve("tel:+447700900123");
@@ -270,9 +252,7 @@ scenario(
         .dps;
       assert.equal(dps.find((d) => d.id === "eu")?.federation.defaultMode, "federate");
     } finally {
-      const back = await putEu("local");
-      assert.equal(back.code, 0, back.stderr);
-      await t.resolverApplied(back.stdout);
+      await t.resolverApplied(await putEu("local"));
     }
   },
 );

@@ -35,10 +35,11 @@ export interface TestNetwork {
   /** Runs the mimi CLI against this network; resolves with exit code and output. */
   cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /**
-   * Re-registers a demo DP at the root with these endpoints (`mimi root dp put`), asserting the
-   * command succeeds; returns its output (with the serial, for resolverApplied).
+   * Re-registers a demo DP at the root with these endpoints and further `flags` (`mimi root dp
+   * put`), asserting the command succeeds; returns its output (with the serial, for
+   * resolverApplied).
    */
-  putDp(dp: "eu" | "us", endpoints: string[]): Promise<string>;
+  putDp(dp: "eu" | "us", endpoints: string[], ...flags: string[]): Promise<string>;
   /** Every process's log lines, for diagnosis. */
   logs(): string;
   /**
@@ -136,7 +137,7 @@ export function useNetwork(
         );
       });
     },
-    async putDp(dp, endpoints) {
+    async putDp(dp, endpoints, ...flags) {
       const r = await this.cli([
         "root",
         "dp",
@@ -148,6 +149,7 @@ export function useNetwork(
         `dp-${dp}`,
         "--jurisdiction",
         dp.toUpperCase(),
+        ...flags,
         "--root",
         the().root.address,
       ]);

@@ -22,9 +22,18 @@ import { devSigningKeyPaths } from "@mimi/devnet";
 import { eventually, metricValue, rejectsWith, scenario, useNetwork, writeMapping } from "./harness.js";
 
 // A small context budget at the DPs, so the metering of evaluations shows within one test.
-const t = useNetwork({ authoritative: { lookupLimits: { perContextPerMinute: 40 } } }, "debug", {
-  privateLookups: true,
-});
+// Retired keys go at the next sweep (each second), so a rotation finishes within one test.
+const t = useNetwork(
+  {
+    authoritative: {
+      lookupLimits: { perContextPerMinute: 40 },
+      privateLookups: { enabled: true, retireAfterSeconds: 0 },
+      sweepIntervalSeconds: 1,
+    },
+  },
+  "debug",
+  { privateLookups: true },
+);
 const PRIVATE = pb.PrivacyMode.PRIVATE;
 const PLAIN = pb.PrivacyMode.PLAIN;
 
@@ -36,6 +45,8 @@ const flush = async (csi: string) => {
 };
 const mimi = (args: string[]) =>
   t.cli([...args, "--resolver", t.net.resolver.address, "--root", t.net.root.address]);
+/** `mimi root dp put eu` at eu's address with these flags; its output. */
+const put = (...flags: string[]) => t.putDp("eu", [t.net.dps.eu.address], ...flags);
 /** What two answers say, without how they were found or sealed. */
 const gist = (a: pb.Answer | undefined) => ({
   status: pb.LookupStatus[a?.status ?? 0],
@@ -246,22 +257,6 @@ scenario(
   t,
   "a private-lookup key the registry does not publish is refused; published again, it is used",
   async () => {
-    const put = (...flags: string[]) =>
-      t.cli([
-        "root",
-        "dp",
-        "put",
-        "eu",
-        "--endpoint",
-        t.net.dps.eu.address,
-        "--tls-identity",
-        "dp-eu",
-        "--jurisdiction",
-        "EU",
-        ...flags,
-        "--root",
-        t.net.root.address,
-      ]);
     const show = async () =>
       (
         JSON.parse((await t.cli(["root", "show", "--json", "--root", t.net.root.address])).stdout) as {
@@ -271,9 +266,7 @@ scenario(
     const snapshot = await t.net.channel(t.net.root.address, "cli").client(pb.RootService).getSnapshot({});
     const key = snapshot.snapshot?.dps.find((d) => d.id === "eu")?.privateLookupKeys[0];
     assert.ok(key, "the network published eu's key");
-    const cleared = await put("--no-private-lookup-keys");
-    assert.equal(cleared.code, 0, cleared.stderr);
-    await t.resolverApplied(cleared.stdout);
+    await t.resolverApplied(await put("--no-private-lookup-keys"));
     try {
       await flush("tel:+447700900123");
       await rejectsWith(
@@ -284,17 +277,86 @@ scenario(
       // Plain lookups go on.
       assert.equal((await resolve("tel:+447700900123", PLAIN)).answer?.status, pb.LookupStatus.FOUND);
     } finally {
-      const again = await put(
-        "--private-lookup-key",
-        `${key.epoch}:${Buffer.from(key.publicKey).toString("hex")}`,
+      await t.resolverApplied(
+        await put("--private-lookup-key", `${key.epoch}:${Buffer.from(key.publicKey).toString("hex")}`),
       );
-      assert.equal(again.code, 0, again.stderr);
-      await t.resolverApplied(again.stdout);
     }
     await flush("tel:+447700900123");
     assert.equal((await resolve("tel:+447700900123", PRIVATE)).answer?.privateLookup, true);
     assert.deepEqual((await show())?.privateLookupKeys, [
       `${key.epoch}:${Buffer.from(key.publicKey).toString("hex")}`,
     ]);
+  },
+);
+
+scenario(
+  t,
+  "a key rotation: the next key's table is built while the old key serves, published it is used, unpublished the old key goes",
+  async () => {
+    const admin = t.net.channel(t.net.dps.eu.address, "admin").client(pb.AuthoritativeAdminService);
+    const keys = async () =>
+      (await admin.getStatus({})).privateLookupKeys.map((k) => ({
+        text: `${k.epoch}:${Buffer.from(k.publicKey).toString("hex")}`,
+        epoch: k.epoch,
+        state: pb.PrivateLookupKeyState[k.state],
+      }));
+    const [old] = await keys();
+    assert.equal(old?.state, "CURRENT");
+    const csi = "tel:+447700900123";
+    const privately = async () => {
+      await flush(csi);
+      const r = await resolve(csi, PRIVATE);
+      assert.equal(r.answer?.status, pb.LookupStatus.FOUND);
+      assert.equal(r.answer?.privateLookup, true);
+    };
+
+    const rolled = await t.cli(["auth", "roll-private-key", "--dp", t.net.dps.eu.address]);
+    assert.equal(rolled.code, 0, rolled.stderr);
+    assert.match(rolled.stdout, /rolled to \d+:[0-9a-f]{64} (BUILDING|READY)/);
+    const next = await eventually(async () => {
+      const [o, n] = await keys();
+      assert.deepEqual([o?.state, n?.state], ["CURRENT", "READY"]);
+      return n as { text: string; epoch: number };
+    });
+    const shown = await t.cli(["auth", "status", "--dp", t.net.dps.eu.address]);
+    assert.match(
+      shown.stdout,
+      new RegExp(`next step: publish the new key: .*--private-lookup-key ${next.text}`),
+    );
+    await privately();
+
+    // Published beside the old key: every resolver moves to it; the old key is still served.
+    await t.resolverApplied(await put("--private-lookup-key", old.text, "--private-lookup-key", next.text));
+    await eventually(async () =>
+      assert.deepEqual(
+        (await keys()).map((k) => k.state),
+        ["PREVIOUS", "CURRENT"],
+      ),
+    );
+    await privately();
+    await rejectsWith(admin.rollPrivateLookupKey({}), status.FAILED_PRECONDITION, /still published/);
+
+    // Published alone: the old key and its table go at the next sweep (retireAfterSeconds 0).
+    await t.resolverApplied(await put("--private-lookup-key", next.text));
+    await eventually(async () =>
+      assert.deepEqual(
+        (await keys()).map((k) => [k.epoch, k.state]),
+        [[next.epoch, "CURRENT"]],
+      ),
+    );
+    const file = JSON.parse(readFileSync(join(t.net.dir, "dp-eu", "oprf-key.json"), "utf8")) as {
+      keys: { epoch: number }[];
+    };
+    assert.deepEqual(
+      file.keys.map((k) => k.epoch),
+      [next.epoch],
+    );
+    await privately();
+    const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.PrivateLookupService);
+    const gone = await rejectsWith(
+      dp.evaluate({ epoch: old.epoch, blinded: [oprfBlind(csi).blinded] }),
+      status.FAILED_PRECONDITION,
+    );
+    assert.equal(gone.details?.reason, "EPOCH_CHANGED");
   },
 );

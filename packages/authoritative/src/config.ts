@@ -69,6 +69,10 @@ export interface PrivateLookupConfig {
   readonly enabled: boolean;
   /** How long an entry's answer seal lasts (renewed at half of it); at most the 7 days of any seal. */
   readonly entrySealSeconds: number;
+  /** How long a key the registry stopped publishing is still served before it is deleted (private-keys.ts). */
+  readonly retireAfterSeconds: number;
+  /** A key older than this many days is rolled by the DP itself; 0: only an operator rolls. */
+  readonly keyLifetimeDays: number;
 }
 
 const DEFAULTS = {
@@ -147,6 +151,8 @@ function readPrivateLookups(r: ConfigReader): PrivateLookupConfig {
   const c: PrivateLookupConfig = {
     enabled: r.boolean("enabled", false),
     entrySealSeconds: r.integer("entrySealSeconds", 86_400, 600, MAX_ANSWER_SEAL_SECONDS),
+    retireAfterSeconds: r.integer("retireAfterSeconds", 3_600, 0, 30 * 86_400),
+    keyLifetimeDays: r.integer("keyLifetimeDays", 0, 0, 3_650),
   };
   r.done();
   return c;

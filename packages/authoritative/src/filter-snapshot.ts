@@ -9,14 +9,14 @@
 // have handed out positions a later replay would number differently. A crash therefore costs a
 // new version, never a gap.
 import { createHash } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import {
   FILTER_KEY_BYTES,
   FILTER_VERSION_BYTES,
   type FilterShape,
   MAX_FILTER_BITS,
   MAX_FILTER_HASHES,
-  PRIVATE_FILE_MODE,
+  replacePrivateFile,
 } from "@mimi/core";
 
 /** One version of the filter as it stood when the DP stopped. */
@@ -80,17 +80,7 @@ export function saveFilterSnapshot(path: string, s: FilterSnapshot): void {
   const digest = createHash("sha256");
   for (const p of parts) digest.update(p);
   parts.push(digest.digest());
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, "w", PRIVATE_FILE_MODE);
-  try {
-    for (const p of parts) {
-      for (let off = 0; off < p.length; ) off += writeSync(fd, p, off, p.length - off);
-    }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  replacePrivateFile(path, parts);
 }
 
 /**

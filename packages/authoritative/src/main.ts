@@ -29,8 +29,8 @@ import { createDpFilter } from "./csi-filter.js";
 import { bindFilterServer } from "./filter-server.js";
 import { createLookupLimits } from "./lookup-limits.js";
 import { createPeerSender } from "./peers.js";
+import { createPrivateKeys, type PrivateKeys, readKeyFile } from "./private-keys.js";
 import { bindPrivateServer } from "./private-server.js";
-import { createPrivateTable, type PrivateTable, readOrCreateEpochKeys } from "./private-table.js";
 import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
 import { createAuthoritativeService } from "./service.js";
@@ -90,16 +90,10 @@ runServer<AuthoritativeConfig>(process, {
     }
     const signingKey = loadSigningKey(config.signingKey);
     let synced = false;
-    // The private-lookup table (issue 16), built once the registry says which CSIs this DP serves.
-    let privateTable: PrivateTable | undefined;
-    const oprfKeys = config.privateLookups.enabled ? readOrCreateEpochKeys(oprfKeyPath) : undefined;
-    if (oprfKeys) {
-      const key = `${oprfKeys.epoch}:${Buffer.from(oprfKeys.publicKey).toString("hex")}`;
-      log.info(
-        { key },
-        "private lookups on; the registry must publish this key (mimi root dp put --private-lookup-key)",
-      );
-    }
+    // The private-lookup keys and tables (issue 16), built once the registry says which CSIs
+    // this DP serves. The key file is read (or made) now, so a damaged one stops the start.
+    let privateKeys: PrivateKeys | undefined;
+    if (config.privateLookups.enabled) readKeyFile(oprfKeyPath);
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -111,35 +105,21 @@ runServer<AuthoritativeConfig>(process, {
       onChange: (change) => {
         if (synced) checkPublishedKey();
         // What this DP serves, or an MSP key its opt-out answers depend on, may have changed.
-        if (change.kind !== "refresh") privateTable?.rescan(`registry change ${change.kind}`);
+        if (change.kind !== "refresh") privateKeys?.rescan(`registry change ${change.kind}`);
       },
       onSnapshot: () => {
         if (synced) checkPublishedKey();
-        privateTable?.rescan("a new registry copy");
+        privateKeys?.rescan("a new registry copy");
       },
     });
     // Answers verify only if the registry publishes this DP's key: say so loudly while it does
     // not (a new DP is often registered after it first starts), and once when it does.
     let keyPublished: boolean | undefined;
-    let privateKeyPublished: boolean | undefined;
     const checkPublishedKey = () => {
       const published = sync.view.dp(config.dpId)?.signingPublicKey;
       const ok = published !== undefined && Buffer.from(published).equals(signingKey.publicKey);
-      // Resolvers make private lookups only with a key the registry publishes.
-      const entry = sync.view.dp(config.dpId);
-      const privateOk =
-        !oprfKeys ||
-        (entry?.privateLookupKeys ?? []).some(
-          (k) => k.epoch === oprfKeys.epoch && Buffer.from(k.publicKey).equals(oprfKeys.publicKey),
-        );
-      if (privateOk !== privateKeyPublished) {
-        privateKeyPublished = privateOk;
-        if (!privateOk)
-          log.warn(
-            { dpId: config.dpId, epoch: oprfKeys?.epoch },
-            "the root registry does not (yet) publish this DP's private-lookup key; resolvers refuse its private lookups until it does (mimi root dp put --private-lookup-key)",
-          );
-      }
+      // Resolvers make private lookups only with the key the registry publishes as newest.
+      privateKeys?.published(sync.view.dp(config.dpId)?.privateLookupKeys);
       if (ok === keyPublished) return;
       keyPublished = ok;
       if (ok) log.info({ dpId: config.dpId }, "the root registry publishes this DP's signing key");
@@ -211,8 +191,12 @@ runServer<AuthoritativeConfig>(process, {
       } catch (err) {
         log.error({ err: (err as Error).message }, "sweep failed");
       }
-      // Pages on later turns; its failures are its own (logged there).
-      privateTable?.renew();
+      // Renewals page on later turns (their failures are logged there); retirements, a roll.
+      try {
+        privateKeys?.maintain();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, "private-lookup key maintenance failed");
+      }
     }, config.sweepIntervalMs);
     const limits = createLookupLimits(config.lookupLimits, config.enumeration, (d) =>
       log.warn(
@@ -302,19 +286,27 @@ runServer<AuthoritativeConfig>(process, {
       changeLog,
       limits,
       now: clock,
+      privateKeys: () => privateKeys,
+      privateLookupsEnabled: config.privateLookups.enabled,
     });
     bindFilterServer(server, filter, log);
-    const privateCounts = bindPrivateServer(server, () => privateTable, { log, limits, now: clock });
+    const privateCounts = bindPrivateServer(server, () => privateKeys, {
+      log,
+      limits,
+      now: clock,
+      enabled: config.privateLookups.enabled,
+    });
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
     const ready = sync.ready.then(() => {
       synced = true;
-      checkPublishedKey();
-      if (oprfKeys) {
-        privateTable = createPrivateTable({
+      if (config.privateLookups.enabled) {
+        privateKeys = createPrivateKeys({
+          path: oprfKeyPath,
+          retireAfterMs: config.privateLookups.retireAfterSeconds * 1000,
+          keyLifetimeMs: config.privateLookups.keyLifetimeDays * 86_400_000,
           dpId: config.dpId,
           store,
           changeLog,
-          keys: oprfKeys,
           signingKey,
           answer: (csi, sealMs) => service.answerFor(csi, sealMs),
           mspIndex: (id) => service.mspIndex(id),
@@ -325,6 +317,7 @@ runServer<AuthoritativeConfig>(process, {
           log,
         });
       }
+      checkPublishedKey();
     });
     return {
       healthServices: [
@@ -351,7 +344,7 @@ runServer<AuthoritativeConfig>(process, {
       stop() {
         clearInterval(sweep);
         filter.close();
-        privateTable?.close();
+        privateKeys?.close();
         sender.close();
         peers.close();
         sync.close();

@@ -7,6 +7,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError, type Logger, MAX_OPRF_BATCH, OPRF_ELEMENT_BYTES, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { LookupLimits } from "./lookup-limits.js";
+import type { KeyState, KeyStatus, PrivateKeys } from "./private-keys.js";
 import type { PrivateTable } from "./private-table.js";
 
 /**
@@ -17,30 +18,37 @@ import type { PrivateTable } from "./private-table.js";
  */
 export const EVALUATION_LOAD = 20;
 
-/** Registers PrivateLookupService on `server`; `table` is undefined until it exists (or when private lookups are off). */
+/**
+ * Registers PrivateLookupService on `server`; `keys` is undefined until the tables exist (or
+ * when private lookups are off). Every call names the key epoch it is for (during a rotation the
+ * DP serves two); the parameters default to the current key.
+ */
 export function bindPrivateServer(
   server: grpc.Server,
-  table: () => PrivateTable | undefined,
-  opts: { log: Logger; limits: LookupLimits; now: () => number },
+  keys: () => PrivateKeys | undefined,
+  opts: { log: Logger; limits: LookupLimits; now: () => number; enabled: boolean },
 ): { readonly evaluated: number; readonly buckets: number } {
   const { log, limits, now } = opts;
   const counts = { evaluated: 0, buckets: 0 };
-  const ready = (): PrivateTable => {
-    const t = table();
-    if (!t) throw new DiscoveryError("failed_precondition", "this DP does not offer private lookups");
+  const ready = (epoch: number | undefined): PrivateTable => {
+    const k = keys();
+    if (!k)
+      throw opts.enabled
+        ? new DiscoveryError("not_ready", "this DP has no registry copy yet; try again shortly")
+        : new DiscoveryError("failed_precondition", "this DP does not offer private lookups");
+    const t = k.table(epoch);
     const problem = t.notReady();
-    if (problem) throw new DiscoveryError("not_ready", `${problem}; try again shortly`);
+    if (problem) throw new DiscoveryError("not_ready", `this DP's ${problem}; try again shortly`);
     return t;
   };
   addService(
     server,
     pb.PrivateLookupService,
     {
-      async getPrivateParameters() {
-        return ready().parameters();
+      async getPrivateParameters(req) {
+        return ready(req.epoch).parameters();
       },
       async evaluate(req, ctx) {
-        const t = ready();
         const n = req.blinded.length;
         if (n === 0 || n > MAX_OPRF_BATCH)
           throw new DiscoveryError(
@@ -50,15 +58,14 @@ export function bindPrivateServer(
         if (req.blinded.some((b) => b.length !== OPRF_ELEMENT_BYTES))
           throw new DiscoveryError("invalid_argument", `each blinded element is ${OPRF_ELEMENT_BYTES} bytes`);
         // Charged before the work, like a lookup: a refused evaluation costs the DP nothing.
-        t.checkEpoch(req.epoch);
+        const t = ready(req.epoch);
         limits.admit(ctx.peer.name, req.rateContext, undefined, now(), n, n * EVALUATION_LOAD);
         const r = t.evaluate(req.epoch, req.blinded);
         counts.evaluated += n;
         return r;
       },
       async getBucket(req, ctx) {
-        const t = ready();
-        t.checkEpoch(req.epoch);
+        const t = ready(req.epoch);
         // Buckets are the same for every caller, but each costs a read and a signature: one of
         // the caller's own lookups (its budget without a rate context) per bucket.
         limits.admit(ctx.peer.name, new Uint8Array(0), undefined, now(), 1);
@@ -70,4 +77,26 @@ export function bindPrivateServer(
     { log, roles: ["resolver"] },
   );
   return counts;
+}
+
+const KEY_STATE: Record<KeyState, pb.PrivateLookupKeyState> = {
+  building: pb.PrivateLookupKeyState.BUILDING,
+  ready: pb.PrivateLookupKeyState.READY,
+  current: pb.PrivateLookupKeyState.CURRENT,
+  previous: pb.PrivateLookupKeyState.PREVIOUS,
+  retiring: pb.PrivateLookupKeyState.RETIRING,
+};
+
+/** A held key as GetStatus and RollPrivateLookupKey report it. */
+export function keyStatusToProto(k: KeyStatus) {
+  return {
+    epoch: k.epoch,
+    publicKey: k.publicKey,
+    state: KEY_STATE[k.state],
+    built: k.built,
+    scanning: k.scanning,
+    bucketBits: k.layout.bucketBits,
+    bucketBytes: k.layout.bucketBytes,
+    retireAtMs: BigInt(k.retireAtMs ?? 0),
+  };
 }

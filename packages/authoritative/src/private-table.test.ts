@@ -3,7 +3,7 @@
 // opt-outs), kept by the change log (a sign-up after the build is in its bucket, and resolvers
 // hear of it by an event of its own), buckets of one size for hits and misses.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -23,7 +23,8 @@ import {
   verifyPrivateParams,
 } from "@mimi/core";
 import { createChangeLog } from "./change-log.js";
-import { createPrivateTable, readOrCreateEpochKeys } from "./private-table.js";
+import { createPrivateKeys, readKeyFile } from "./private-keys.js";
+import { createPrivateTable, type EpochKeys, type PrivateTable, tableMetaKey } from "./private-table.js";
 import type { MappingRow } from "./store/rows.js";
 import { openMappingStore } from "./store/store.js";
 
@@ -80,7 +81,7 @@ function setup(
     log,
   });
   const signingKey = generateSigningKey();
-  const keys = readOrCreateEpochKeys(join(dir, "oprf-key.json"), () => NOW);
+  const [keys] = readKeyFile(join(dir, "oprf-key.json"), () => NOW) as [EpochKeys];
   const table = createPrivateTable({
     dpId: "eu",
     store,
@@ -94,30 +95,30 @@ function setup(
     now: () => NOW,
     log,
   });
-  /** A resolver's private lookup: the status it reads, and the bucket's size. */
-  const lookup = (csi: string) => {
-    const { statement, signature } = table.parameters();
-    const params = verifyPrivateParams(statement, signature, "eu", signingKey.publicKey);
-    assert.ok(!("problem" in params), "parameters verify");
-    const blinded = oprfBlind(csi);
-    const ev = table.evaluate(params.epoch, [blinded.blinded]);
-    const [y] = oprfFinalize([blinded], ev.evaluated, params.publicKey, ev.proof);
-    const layout = layoutOf(params);
-    const slot = slotOf(y as Uint8Array, layout);
-    const b = table.bucket(params.epoch, slot.bucket);
-    assert.equal(
-      bucketProblem(b.data, b.statement, b.signature, params, slot.bucket, signingKey.publicKey, NOW),
-      undefined,
-    );
-    const plain = openEntry(layout, slot, b.data);
-    const answer = plain && fromBinary(pb.AnswerSchema, plain);
-    return {
-      status: answer ? pb.LookupStatus[answer.status] : "no entry",
-      ssis: answer?.mappings.map((m) => m.ssi),
-      size: b.data.length,
-    };
-  };
+  const lookup = (csi: string) => privateLookup(table, signingKey.publicKey, csi);
   return { store, table, lookup, epoch: keys.epoch };
+}
+
+/** A resolver's private lookup in `table`: the status it reads, and the bucket's size. */
+function privateLookup(table: PrivateTable, dpKey: Uint8Array, csi: string) {
+  const { statement, signature } = table.parameters();
+  const params = verifyPrivateParams(statement, signature, "eu", dpKey);
+  assert.ok(!("problem" in params), "parameters verify");
+  const blinded = oprfBlind(csi);
+  const ev = table.evaluate(params.epoch, [blinded.blinded]);
+  const [y] = oprfFinalize([blinded], ev.evaluated, params.publicKey, ev.proof);
+  const layout = layoutOf(params);
+  const slot = slotOf(y as Uint8Array, layout);
+  const b = table.bucket(params.epoch, slot.bucket);
+  assert.equal(bucketProblem(b.data, b.statement, b.signature, params, slot.bucket, dpKey, NOW), undefined);
+  const plain = openEntry(layout, slot, b.data);
+  const answer = plain && fromBinary(pb.AnswerSchema, plain);
+  return {
+    status: answer ? pb.LookupStatus[answer.status] : "no entry",
+    ssis: answer?.mappings.map((m) => m.ssi),
+    size: b.data.length,
+    epoch: params.epoch,
+  };
 }
 
 async function until(check: () => boolean): Promise<void> {
@@ -139,10 +140,10 @@ test("the table answers what a plain lookup would, for found, opted-out and unkn
     (e: DiscoveryError) => e.code === "not_ready",
   );
   await until(() => table.stats().built);
-  assert.deepEqual(lookup(tel(3)), { status: "FOUND", ssis: ["s1"], size: 4096 });
+  assert.deepEqual(lookup(tel(3)), { status: "FOUND", ssis: ["s1"], size: 4096, epoch });
   assert.equal(lookup(tel(50)).status, "OPTED_OUT");
   // Unknown, and outside the DP's ranges: no entry, in a bucket of the same size.
-  assert.deepEqual(lookup(tel(99)), { status: "no entry", ssis: undefined, size: 4096 });
+  assert.deepEqual(lookup(tel(99)), { status: "no entry", ssis: undefined, size: 4096, epoch });
   assert.equal(lookup("tel:+12025550100").status, "no entry");
   // A sign-up after the build is in its bucket at once, and resolvers hear of it twice: the
   // claim's event, then the table's own once the entry caught up.
@@ -230,4 +231,232 @@ test("another key under the same epoch (the key file replaced) rebuilds the tabl
   await until(() => again.table.stats().built);
   assert.equal(again.lookup(tel(1)).status, "FOUND");
   again.table.close();
+});
+
+/** A DP's key ring over a store, with a clock the test moves. */
+function ringSetup(
+  dir: string,
+  prepare: (s: ReturnType<typeof openMappingStore>) => void,
+  opts: { keyLifetimeMs?: number; store?: ReturnType<typeof openMappingStore> } = {},
+) {
+  const store = opts.store ?? openMappingStore(":memory:");
+  prepare(store);
+  const clock = { now: NOW };
+  const log = createLogger({ name: "test", level: "silent" });
+  const changeLog = createChangeLog({
+    store,
+    clock: () => clock.now,
+    retentionMs: 3_600_000,
+    hashKey: new Uint8Array(32),
+    log,
+  });
+  const signingKey = generateSigningKey();
+  const ring = createPrivateKeys({
+    path: join(dir, "oprf-key.json"),
+    retireAfterMs: 60_000,
+    keyLifetimeMs: opts.keyLifetimeMs ?? 0,
+    dpId: "eu",
+    store,
+    changeLog,
+    signingKey,
+    answer: answerOf(store),
+    mspIndex: () => 0,
+    entrySealMs: 86_400_000,
+    bucketSealMs: 3_600_000,
+    now: () => clock.now,
+    log,
+  });
+  const lookup = (csi: string, epoch?: number) => privateLookup(ring.table(epoch), signingKey.publicKey, csi);
+  const states = () =>
+    ring.status().map((k) => `${k.epoch === ring.status()[0]?.epoch ? "old" : "new"}:${k.state}`);
+  return { store, ring, clock, lookup, states };
+}
+
+test("a key rotation: the next table is built beside the served one, the registry's newest key is current, the old key goes after the delay", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { store, ring, clock, lookup, states } = ringSetup(dir, (s) => s.putMapping(row(tel(1))));
+  t.after(() => ring.close());
+  await until(() => ring.status()[0]?.built === true);
+  const a = ring.status()[0] as { epoch: number; publicKey: Uint8Array };
+  const pub = (...ks: { epoch: number; publicKey: Uint8Array }[]) =>
+    ring.published(ks.map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })));
+  pub(a);
+  assert.deepEqual(states(), ["old:current"]);
+
+  clock.now += 5_000;
+  const rolled = ring.roll();
+  assert.equal(rolled.made, true);
+  assert.ok(rolled.key.epoch > a.epoch, "a later epoch");
+  const b = rolled.key;
+  assert.deepEqual(ring.roll().key.epoch, b.epoch, "rolling again returns the key being rolled to");
+  assert.equal(ring.roll().made, false);
+  assert.deepEqual(
+    readKeyFile(join(dir, "oprf-key.json")).map((k) => k.epoch),
+    [a.epoch, b.epoch],
+  );
+  // The served key goes on serving while the next table is built.
+  assert.equal(lookup(tel(1)).epoch, a.epoch);
+  assert.equal(lookup(tel(1)).status, "FOUND");
+  await until(() => ring.status()[1]?.built === true);
+  assert.deepEqual(states(), ["old:current", "new:ready"]);
+  // Both tables follow the store.
+  store.putMapping(row(tel(2)));
+  await until(() => lookup(tel(2), a.epoch).status === "FOUND" && lookup(tel(2), b.epoch).status === "FOUND");
+
+  // Published beside the old one: the new key is current, the old one still served.
+  pub(a, b);
+  assert.deepEqual(states(), ["old:previous", "new:current"]);
+  assert.equal(lookup(tel(1)).epoch, b.epoch, "parameters without an epoch are the current key's");
+  assert.equal(lookup(tel(1), a.epoch).status, "FOUND");
+  assert.throws(() => ring.roll(), /epoch \d+ is still published beside the current one/);
+
+  // Published alone: the old key retires after the delay, never before.
+  pub(b);
+  assert.deepEqual(states(), ["old:retiring", "new:current"]);
+  assert.equal(ring.status()[0]?.retireAtMs, clock.now + 60_000);
+  ring.maintain();
+  assert.equal(lookup(tel(1), a.epoch).status, "FOUND", "served until the delay ends");
+  clock.now += 60_000;
+  ring.maintain();
+  assert.deepEqual(
+    ring.status().map((k) => k.epoch),
+    [b.epoch],
+  );
+  assert.throws(
+    () => ring.table(a.epoch),
+    (e: DiscoveryError) => e.code === "failed_precondition" && e.details?.reason === "EPOCH_CHANGED",
+  );
+  assert.deepEqual(
+    readKeyFile(join(dir, "oprf-key.json")).map((k) => k.epoch),
+    [b.epoch],
+  );
+  await until(
+    () =>
+      store.privateBucket(a.epoch, 0, 2 ** 32 - 1).length === 0 &&
+      store.meta(tableMetaKey(a.epoch)) === undefined &&
+      store.meta("private_retiring") === undefined,
+  );
+  assert.equal(lookup(tel(2)).status, "FOUND");
+  // The next rotation may start.
+  clock.now += 5_000;
+  assert.equal(ring.roll().made, true);
+});
+
+test("keys are never retired on a registry that publishes none of them, and a roll waits for the old key to go", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const { ring, clock, states } = ringSetup(dir, (s) => s.putMapping(row(tel(1))));
+  t.after(() => ring.close());
+  await until(() => ring.status()[0]?.built === true);
+  clock.now += 5_000;
+  ring.roll();
+  await until(() => ring.status()[1]?.built === true);
+  // A registry that lost the keys (or never had them) and one that publishes a key of another epoch.
+  for (const published of [undefined, [], [{ epoch: 7, publicKey: new Uint8Array(32) }]]) {
+    ring.published(published);
+    clock.now += 3_600_000;
+    ring.maintain();
+    assert.deepEqual(states(), ["old:ready", "new:ready"]);
+  }
+});
+
+test("rotation across restarts: both keys come back, a table half deleted by a crash is deleted, a key's lifetime rolls it", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const first = ringSetup(dir, (s) => s.putMapping(row(tel(1))), { keyLifetimeMs: 86_400_000 });
+  await until(() => first.ring.status()[0]?.built === true);
+  first.ring.maintain();
+  assert.equal(first.ring.status().length, 1, "not rolled before its lifetime");
+  first.clock.now += 86_400_000;
+  first.ring.maintain();
+  assert.equal(first.ring.status().length, 2, "rolled at its lifetime");
+  await until(() => first.ring.status()[1]?.built === true);
+  first.ring.close();
+  // A crash between a retirement's key-file write and the deletion of its table.
+  const { store } = first;
+  const gone = 12345;
+  store.putPrivateEntry(gone, {
+    csi: tel(9),
+    position: 1,
+    tag: new Uint8Array(16),
+    entryKey: new Uint8Array(32),
+    content: new Uint8Array(32),
+    entry: new Uint8Array(40),
+    sealedUntilMs: NOW,
+  });
+  store.setMeta("private_retiring", JSON.stringify([gone]));
+  const again = ringSetup(dir, () => {}, { store });
+  t.after(() => again.ring.close());
+  assert.deepEqual(again.states(), ["old:ready", "new:ready"], "both keys, both tables kept");
+  await until(() => store.privateBucket(gone, 0, 2 ** 32 - 1).length === 0);
+  await until(() => store.meta("private_retiring") === undefined);
+  assert.equal(again.lookup(tel(1)).status, "FOUND");
+});
+
+test("the key file: the first version's single key is read, a damaged file is refused", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "oprf-key.json");
+  const [k] = readKeyFile(path, () => NOW) as [EpochKeys];
+  assert.equal(k.epoch, NOW / 1000);
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+  writeFileSync(path, JSON.stringify({ epoch: 5, secretKey: hex(k.secretKey), publicKey: hex(k.publicKey) }));
+  assert.deepEqual(
+    readKeyFile(path).map((x) => [x.epoch, hex(x.publicKey)]),
+    [[5, hex(k.publicKey)]],
+  );
+  for (const bad of [
+    "{",
+    "{}",
+    '{"keys":[]}',
+    JSON.stringify({ epoch: -1, secretKey: "00", publicKey: "00" }),
+  ]) {
+    writeFileSync(path, bad);
+    assert.throws(() => readKeyFile(path), /does not hold this DP's OPRF keys/);
+  }
+});
+
+test("a retirement waits for the new key's table, keeps its time across a restart, and a crash inside it is finished at start", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const first = ringSetup(dir, (s) => s.putMapping(row(tel(1))));
+  await until(() => first.ring.status()[0]?.built === true);
+  const a = first.ring.status()[0] as { epoch: number; publicKey: Uint8Array };
+  first.clock.now += 5_000;
+  const b = first.ring.roll().key;
+  // Published alone before its table is built (an operator's mistake): the old key stays until it is.
+  first.ring.published([{ epoch: b.epoch, publicKey: b.publicKey }]);
+  const retireAt = first.ring.status()[0]?.retireAtMs as number;
+  assert.equal(retireAt, first.clock.now + 60_000);
+  first.clock.now += 60_000;
+  assert.equal(first.ring.status()[1]?.built, false, "the new table is still being built");
+  first.ring.maintain();
+  assert.equal(first.ring.status().length, 2, "not retired while the current key's table is not served");
+  await until(() => first.ring.status()[1]?.built === true);
+  first.ring.close();
+
+  // A restart keeps the retirement's time rather than starting the delay again.
+  const { store } = first;
+  const second = ringSetup(dir, () => {}, { store });
+  second.clock.now = first.clock.now;
+  second.ring.published([{ epoch: b.epoch, publicKey: b.publicKey }]);
+  assert.equal(second.ring.status()[0]?.retireAtMs, retireAt);
+  second.ring.close();
+
+  // A crash after the retirement was recorded but before the key left the file: finished at start.
+  store.setMeta("private_retiring", JSON.stringify([a.epoch]));
+  const third = ringSetup(dir, () => {}, { store });
+  t.after(() => third.ring.close());
+  assert.deepEqual(
+    third.ring.status().map((k) => k.epoch),
+    [b.epoch],
+  );
+  assert.deepEqual(
+    readKeyFile(join(dir, "oprf-key.json")).map((k) => k.epoch),
+    [b.epoch],
+  );
+  await until(() => store.privateBucket(a.epoch, 0, 2 ** 32 - 1).length === 0);
+  assert.equal(third.lookup(tel(1)).status, "FOUND");
 });

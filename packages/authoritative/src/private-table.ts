@@ -11,7 +11,6 @@
 // bucket size grows it up to SPLIT_BUCKET_BYTES, then the table splits every bucket in two
 // (one more bucket bit): positions do not move, so a split rewrites nothing.
 import { createHash } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   answerToProto,
@@ -21,7 +20,6 @@ import {
   DEFAULT_PARAMS,
   DiscoveryError,
   encodeBucket,
-  generateOprfKeys,
   keyIdOf,
   type Logger,
   type LookupOutcome,
@@ -30,7 +28,6 @@ import {
   type OprfKeys,
   oprfBlindEvaluate,
   oprfEvaluate,
-  PRIVATE_FILE_MODE,
   PRIVATE_SUITE,
   pb,
   positionsOf,
@@ -45,10 +42,13 @@ import {
 import type { ChangeLog } from "./change-log.js";
 import type { MappingStore } from "./store/store.js";
 
-/** An epoch's OPRF keys as the DP keeps them. */
+/** An epoch's OPRF keys as the DP keeps them (private-keys.ts). */
 export interface EpochKeys extends OprfKeys {
   readonly epoch: number;
 }
+
+/** The store_meta key of the table of `epoch`'s progress. */
+export const tableMetaKey = (epoch: number) => `private_table_${epoch}`;
 
 /** CSIs read and sealed per turn of a build: each costs a PRF evaluation (about 2 ms). */
 const BUILD_PAGE = 4;
@@ -68,8 +68,6 @@ export interface PrivateTable {
   readonly epoch: number;
   /** Why lookups cannot be served yet (the first build), or undefined when they can. */
   notReady(): string | undefined;
-  /** Throws FAILED_PRECONDITION (EPOCH_CHANGED) unless `asked` is the served epoch. */
-  checkEpoch(asked: number): void;
   /** The signed parameters (GetPrivateParameters). */
   parameters(): { statement: Uint8Array; signature: Uint8Array };
   /** Evaluates blinded elements of `epoch` (the caller's budgets are the server's to charge). */
@@ -102,43 +100,6 @@ export interface PrivateTableOptions {
   log: Logger;
 }
 
-/**
- * The DP's OPRF keys, kept in `path` (mode 0600). Made when absent, with the current time in
- * seconds as the epoch, so a new key never reuses an epoch. A file that does not hold keys is
- * refused: it would silently make a new table.
- */
-export function readOrCreateEpochKeys(path: string, now: () => number = Date.now): EpochKeys {
-  try {
-    const k = generateOprfKeys();
-    const epoch = Math.floor(now() / 1000) % 2 ** 32;
-    const json = { epoch, secretKey: hex(k.secretKey), publicKey: hex(k.publicKey) };
-    writeFileSync(path, `${JSON.stringify(json)}\n`, { mode: PRIVATE_FILE_MODE, flag: "wx" });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-  }
-  const j = JSON.parse(readFileSync(path, "utf8")) as {
-    epoch?: unknown;
-    secretKey?: unknown;
-    publicKey?: unknown;
-  };
-  if (
-    !(Number.isInteger(j.epoch) && (j.epoch as number) >= 0 && (j.epoch as number) < 2 ** 32) ||
-    typeof j.secretKey !== "string" ||
-    typeof j.publicKey !== "string" ||
-    !/^[0-9a-f]{64}$/.test(j.secretKey) ||
-    !/^[0-9a-f]{64}$/.test(j.publicKey)
-  ) {
-    throw new Error(
-      `${path} does not hold this DP's OPRF keys (epoch, secretKey, publicKey); remove it to make new ones`,
-    );
-  }
-  return {
-    epoch: j.epoch as number,
-    secretKey: new Uint8Array(Buffer.from(j.secretKey, "hex")),
-    publicKey: new Uint8Array(Buffer.from(j.publicKey, "hex")),
-  };
-}
-
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 /** How far the table got, kept in the store so a restart goes on from there. */
@@ -164,7 +125,7 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
   const log = o.log.child({ component: "private-table" });
   const epoch = o.keys.epoch;
   const keyId = keyIdOf(o.keys.publicKey);
-  const metaKey = `private_table_${epoch}`;
+  const metaKey = tableMetaKey(epoch);
   const fresh = (): Progress => ({
     keyId: hex(keyId),
     logId: o.store.logId(),
@@ -404,7 +365,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     | { layoutKey: string; atMs: number; signed: { statement: Uint8Array; signature: Uint8Array } }
     | undefined;
   const notReady = () =>
-    !progress.built || progress.clearing ? "the private-lookup table is still being built" : undefined;
+    !progress.built || progress.clearing
+      ? `private-lookup table of epoch ${epoch} is still being built`
+      : undefined;
   const check = (asked: number) => {
     if (notReady()) throw new DiscoveryError("not_ready", `this DP's ${notReady()}; try again shortly`);
     checkEpoch(asked);
@@ -413,7 +376,6 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
   return {
     epoch,
     notReady,
-    checkEpoch,
     parameters() {
       // Signed once per layout and minute, not per call: the call is unmetered.
       const now = o.now();

@@ -26,6 +26,8 @@ import { addService, type CallContext, itemError, MAX_METHOD_REQUEST_BYTES } fro
 import type { ChangeLog, Resync } from "./change-log.js";
 import type { Claims, FeedEntry, StartRequest } from "./claims/index.js";
 import type { LookupLimits } from "./lookup-limits.js";
+import type { PrivateKeys } from "./private-keys.js";
+import { keyStatusToProto } from "./private-server.js";
 import type { AuthoritativeService } from "./service.js";
 import type { ChangeRow, EnrolledMsp, NoticeBody, NoticeRow } from "./store/rows.js";
 
@@ -59,6 +61,9 @@ export function bindAuthoritativeServer(
     /** What reaches the store: capacity, per caller, per rate-limit context, enumeration. */
     limits: LookupLimits;
     now: () => number;
+    /** The private-lookup keys: undefined while off, or until the first registry copy. */
+    privateKeys: () => PrivateKeys | undefined;
+    privateLookupsEnabled: boolean;
   },
 ): void {
   const { log, changeLog, limits, now } = opts;
@@ -250,7 +255,21 @@ export function bindAuthoritativeServer(
           enumerationMode: enumeration.policy.mode,
           enumerationDetections: BigInt(enumeration.counts.detections),
           recentDetections: enumeration.recent().map(detectionToProto),
+          privateLookupKeys: (opts.privateKeys()?.status() ?? []).map(keyStatusToProto),
         };
+      },
+      async rollPrivateLookupKey(_req, ctx) {
+        const keys = opts.privateKeys();
+        if (!keys)
+          throw opts.privateLookupsEnabled
+            ? new DiscoveryError("not_ready", "this DP has no registry copy yet; try again shortly")
+            : new DiscoveryError(
+                "failed_precondition",
+                "private lookups are off at this DP (privateLookups.enabled)",
+              );
+        const r = keys.roll();
+        log.info({ actor: ctx.peer.name, epoch: r.key.epoch, made: r.made }, "private-lookup key roll asked");
+        return { key: keyStatusToProto(r.key), made: r.made };
       },
     },
     {

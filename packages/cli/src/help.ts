@@ -4,7 +4,7 @@
 export const ABOUT = {
   resolve: "ask a resolver where a CSI (tel:+... or mailto:...) is reachable",
   root: "administer the root registry (delegations, DPs, MSPs, audit)",
-  auth: "administer an authoritative DP (MSP enrolment, provider feeds, status)",
+  auth: "administer an authoritative DP (MSP enrolment, provider feeds, status, private-lookup key rotation)",
   claim:
     "act as an MSP at a DP: claim a CSI for a user with a proof of possession, invalidate, opt out, contest, watch notices, register in bulk",
   resolver: "operate a resolver: drop cached answers, read its cache and freshness counters",

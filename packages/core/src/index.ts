@@ -267,6 +267,7 @@ export {
   type PrivateOptions,
   privateProblem,
   readOrCreateSecret,
+  replacePrivateFile,
   restrictFile,
   sqliteFilesOf,
 } from "./runtime/private-files.js";

@@ -157,10 +157,11 @@ export async function startNetwork(opts: NetworkOptions): Promise<Network> {
     // Each DP made its private-lookup key at start (oprf-key.json); the registry publishes it.
     const privateKey = (id: string) => {
       if (!opts.privateLookups) return undefined;
-      const k = JSON.parse(readFileSync(join(dir, `dp-${id}`, "oprf-key.json"), "utf8")) as {
-        epoch: number;
-        publicKey: string;
+      // Its keys, oldest first (private-keys.ts): the newest is the one to publish.
+      const { keys } = JSON.parse(readFileSync(join(dir, `dp-${id}`, "oprf-key.json"), "utf8")) as {
+        keys: { epoch: number; publicKey: string }[];
       };
+      const k = keys[keys.length - 1] as { epoch: number; publicKey: string };
       return { epoch: k.epoch, publicKey: new Uint8Array(Buffer.from(k.publicKey, "hex")) };
     };
     if (opts.demo !== false) await loadRegistry(channel(root.address, "admin"), dps, signingKey, privateKey);

@@ -73,17 +73,20 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
 
   const client = (dp: DpInfo, endpoint: string) => o.channel(dp, endpoint).client(pb.PrivateLookupService);
 
-  const paramsOf = (dp: DpInfo, endpoint: string, fresh = false): Promise<PrivateParams> => {
-    const k = `${dp.id}|${endpoint}`;
+  const paramsOf = (dp: DpInfo, endpoint: string, epoch: number, fresh = false): Promise<PrivateParams> => {
+    const k = `${dp.id}|${endpoint}|${epoch}`;
     const kept = params.get(k);
     if (kept && !fresh && o.now() - kept.at < PARAMS_MS) return kept.p;
     const p = client(dp, endpoint)
-      .getPrivateParameters({}, { timeoutMs: o.timeoutMs })
-      .then((r) => {
-        const v = verifyPrivateParams(r.statement, r.signature, dp.id, dp.signingPublicKey);
-        if ("problem" in v) throw new DiscoveryError("verification_failed", v.problem);
-        return v;
-      }, refusedPrivately(dp));
+      .getPrivateParameters({ epoch }, { timeoutMs: o.timeoutMs })
+      .then(
+        (r) => {
+          const v = verifyPrivateParams(r.statement, r.signature, dp.id, dp.signingPublicKey);
+          if ("problem" in v) throw new DiscoveryError("verification_failed", v.problem);
+          return v;
+        },
+        refusedPrivately(dp, epoch),
+      );
     p.catch(() => params.delete(k));
     if (params.size >= MAX_PARAMS) params.delete(params.keys().next().value as string);
     params.set(k, { p, at: o.now() });
@@ -98,19 +101,23 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     items: Waiting[],
     retried = false,
   ) => {
-    const p = await paramsOf(dp, endpoint, retried);
     // Only the key the root-signed registry publishes as the DP's current one (its newest epoch),
     // as every resolver sees it: a DP cannot give this resolver a key of its own, nor split
-    // resolvers between two published keys, and so tell their lookups apart.
+    // resolvers between two published keys, and so tell their lookups apart. During a rotation
+    // the DP serves two keys; the registry says which one is current.
     const current = [...(dp.privateLookupKeys ?? [])].sort((a, b) => b.epoch - a.epoch)[0];
-    if (!current || current.epoch !== p.epoch || !Buffer.from(current.publicKey).equals(p.publicKey)) {
+    if (!current)
+      throw new DiscoveryError(
+        "failed_precondition",
+        `the registry publishes no private-lookup key for DP "${dp.id}"; ask plainly (mimi root dp put ${dp.id} --private-lookup-key)`,
+      );
+    const p = await paramsOf(dp, endpoint, current.epoch, retried);
+    if (current.epoch !== p.epoch || !Buffer.from(current.publicKey).equals(p.publicKey)) {
       // Parameters read before the registry moved to a new key: read them again, once.
       if (!retried) return run(dp, endpoint, rateContext, items, true);
       throw new DiscoveryError(
         "failed_precondition",
-        current
-          ? `DP "${dp.id}" uses private-lookup key epoch ${p.epoch}, not the one the registry publishes as current (${current.epoch}); ask plainly, or later`
-          : `the registry publishes no private-lookup key for DP "${dp.id}"; ask plainly (mimi root dp put ${dp.id} --private-lookup-key)`,
+        `DP "${dp.id}" uses private-lookup key epoch ${p.epoch}, not the one the registry publishes as current (${current.epoch}); ask plainly, or later`,
       );
     }
     const blinded = items.map((i) => oprfBlind(i.csi));
@@ -231,8 +238,15 @@ function layoutChanged(r: pb.GetBucketResponse, p: PrivateParams): boolean {
 }
 
 /** A DP that does not serve PrivateLookupService (or has it off) says so in the caller's words. */
-function refusedPrivately(dp: DpInfo) {
+function refusedPrivately(dp: DpInfo, epoch: number) {
   return (err: unknown): never => {
+    // It holds keys, but not the one the registry publishes as current (a rotation out of step).
+    if (err instanceof DiscoveryError && err.details?.reason === "EPOCH_CHANGED")
+      throw new DiscoveryError(
+        "failed_precondition",
+        `DP "${dp.id}" does not hold the private-lookup key the registry publishes as its current one (epoch ${epoch}); try again later (${err.message})`,
+        { cause: err, details: { reason: "EPOCH_CHANGED" } },
+      );
     if (
       err instanceof DiscoveryError &&
       (statusName(err.remoteStatus ?? -1) === "UNIMPLEMENTED" || err.code === "failed_precondition")

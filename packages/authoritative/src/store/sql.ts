@@ -68,6 +68,7 @@ export const SQL = {
   meta: "SELECT value FROM store_meta WHERE key = ?",
   setMeta:
     "INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  deleteMeta: "DELETE FROM store_meta WHERE key = ?",
   privateEntry: "SELECT * FROM private_entries WHERE epoch = ? AND csi = ?",
   putPrivateEntry:
     "INSERT OR REPLACE INTO private_entries (epoch, csi, position, tag, entry_key, content, entry, sealed_until_ms) VALUES (@epoch, @csi, @position, @tag, @entryKey, @content, @entry, @sealedUntilMs)",

@@ -108,9 +108,9 @@ export interface MappingStore {
   reschedulePeerRequest(id: number, attempts: number, nextAtMs: number, error: string): void;
   deletePeerRequest(id: number): void;
   peerRequestCount(): number;
-  /** A value of the store's own settings (store_meta), and setting one. */
+  /** A value of the store's own settings (store_meta), and setting one (undefined removes it). */
   meta(key: string): string | undefined;
-  setMeta(key: string, value: string): void;
+  setMeta(key: string, value: string | undefined): void;
   /** Adds a change event for `csi` (the private table's, once a CSI's entry caught up). */
   logChange(csi: string, atMs: number): void;
   /** The private-lookup table of key epoch `epoch` (private-table.ts). */
@@ -223,6 +223,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     logChange: db.prepare<[string, number]>(SQL.logChange),
     meta: db.prepare<[string], { value: string }>(SQL.meta),
     setMeta: db.prepare<[string, string]>(SQL.setMeta),
+    deleteMeta: db.prepare<[string]>(SQL.deleteMeta),
     privateEntry: db.prepare<[number, string], PrivateSqlRow>(SQL.privateEntry),
     putPrivateEntry: db.prepare(SQL.putPrivateEntry),
     deletePrivateEntry: db.prepare<[number, string]>(SQL.deletePrivateEntry),
@@ -400,7 +401,9 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     deletePeerRequest: w("peer request", (id) => void q.deletePeer.run(id)),
     peerRequestCount: () => q.countPeers.get()?.n ?? 0,
     meta: w("store settings", (key) => q.meta.get(key)?.value),
-    setMeta: w("store settings", (key, value) => void q.setMeta.run(key, value)),
+    setMeta: w("store settings", (key, value) =>
+      value === undefined ? void q.deleteMeta.run(key) : void q.setMeta.run(key, value),
+    ),
     logChange: logged("change log", (csi, atMs) => void q.logChange.run(csi, atMs)),
     privateEntry: w("private table", (epoch, csi) => {
       const r = q.privateEntry.get(epoch, csi);

@@ -138,8 +138,60 @@ feeding the same file again removes nothing more.`,
           `  ${isoTime(d.atMs)} ${d.subject} ${d.scope}: ${d.distinct} distinct, ${d.notFound}/${d.answers} not found${d.blockedUntilMs > 0n ? `, refused until ${isoTime(d.blockedUntilMs)}` : ""}`,
         );
       }
+      if (s.privateLookupKeys.length > 0) {
+        out("private-lookup keys:");
+        for (const k of s.privateLookupKeys) out(`  ${privateKeyLine(k)}`);
+        const next = rotationStep(s.privateLookupKeys);
+        if (next) out(`  next step: ${next}`);
+      }
     } finally {
       ch.close();
     }
   });
+  addTlsOptions(
+    authAddr(
+      auth
+        .command("roll-private-key")
+        .description(
+          "start a rotation of the DP's private-lookup key: the next key's table is built beside the served one",
+        ),
+    ),
+    "admin",
+  ).action(async (o: TlsFlags & { dp: string }) => {
+    const { ch, api, opts } = authAdmin(o);
+    try {
+      const r = await api.rollPrivateLookupKey({}, opts);
+      const k = r.key as pb.PrivateLookupKeyStatus;
+      out(`${r.made ? "rolled to" : "already rolling to"} ${privateKeyLine(k)}`);
+      out(
+        "publish it once READY (mimi auth status), beside the current key: mimi root dp put ... --private-lookup-key <current> --private-lookup-key <this one>",
+      );
+    } finally {
+      ch.close();
+    }
+  });
+}
+
+/** A held private-lookup key as `mimi root dp put --private-lookup-key` takes it, with its state. */
+function privateKeyLine(k: pb.PrivateLookupKeyStatus): string {
+  const state = pb.PrivateLookupKeyState[k.state] ?? "UNKNOWN";
+  const table = k.built
+    ? `table built, ${2 ** k.bucketBits} buckets of ${k.bucketBytes} bytes`
+    : "table being built";
+  const retire = k.retireAtMs > 0n ? `, deleted at ${isoTime(k.retireAtMs)}` : "";
+  return `${k.epoch}:${Buffer.from(k.publicKey).toString("hex")} ${state} (${table}${retire})`;
+}
+
+/** What the operator does next in a rotation, if anything. */
+function rotationStep(keys: readonly pb.PrivateLookupKeyStatus[]): string | undefined {
+  const text = (k: pb.PrivateLookupKeyStatus) => `${k.epoch}:${Buffer.from(k.publicKey).toString("hex")}`;
+  const is = (s: pb.PrivateLookupKeyState) => keys.find((k) => k.state === s);
+  const current = is(pb.PrivateLookupKeyState.CURRENT);
+  const ready = is(pb.PrivateLookupKeyState.READY);
+  const previous = is(pb.PrivateLookupKeyState.PREVIOUS);
+  if (ready)
+    return `publish the new key: mimi root dp put ... ${[current, ready].flatMap((k) => (k ? [`--private-lookup-key ${text(k)}`] : [])).join(" ")}`;
+  if (previous && current)
+    return `once resolvers moved to the new key, publish it alone: mimi root dp put ... --private-lookup-key ${text(current)}`;
+  return undefined;
 }

@@ -8,11 +8,15 @@ import {
   closeSync,
   existsSync,
   fchmodSync,
+  fsyncSync,
   mkdirSync,
   openSync,
   readFileSync,
+  renameSync,
+  rmSync,
   statSync,
   writeFileSync,
+  writeSync,
 } from "node:fs";
 import { platform, userInfo } from "node:os";
 import { dirname, resolve } from "node:path";
@@ -138,6 +142,37 @@ export function readOrCreateSecret(path: string, bytes: number, what: string): U
       `${path} holds ${key.length} bytes, not the ${bytes} of ${what}; remove it to make a new one`,
     );
   return new Uint8Array(key);
+}
+
+/**
+ * Replaces `path` with `parts` (mode 0600) so that a crash leaves the old content or the new,
+ * never a mix: written to a temporary file beside it, synced, renamed over it, and the folder
+ * synced so the rename itself survives a power loss.
+ */
+export function replacePrivateFile(path: string, parts: readonly Uint8Array[]): void {
+  // A leftover temporary file (or a link planted there) is removed, never written through.
+  const tmp = `${path}.tmp`;
+  rmSync(tmp, { force: true });
+  const fd = openSync(tmp, "wx", PRIVATE_FILE_MODE);
+  try {
+    fchmodSync(fd, PRIVATE_FILE_MODE);
+    for (const p of parts) {
+      for (let off = 0; off < p.length; ) off += writeSync(fd, p, off, p.length - off);
+    }
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  const dir = openSync(dirname(path), "r");
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }
 
 /** Sets mode 0600 on `path` if it exists (a store's -wal and -shm after open); returns whether it did. */

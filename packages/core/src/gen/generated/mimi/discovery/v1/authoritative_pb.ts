@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiHQobR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0IkQKHEdldFByaXZhdGVQYXJhbWV0ZXJzUmVzcG9uc2USEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJHCg9FdmFsdWF0ZVJlcXVlc3QSDQoFZXBvY2gYASABKA0SDwoHYmxpbmRlZBgCIAMoDBIUCgxyYXRlX2NvbnRleHQYAyABKAwiNAoQRXZhbHVhdGVSZXNwb25zZRIRCglldmFsdWF0ZWQYASADKAwSDQoFcHJvb2YYAiABKAwiMQoQR2V0QnVja2V0UmVxdWVzdBINCgVlcG9jaBgBIAEoDRIOCgZidWNrZXQYAiABKA0iRwoRR2V0QnVja2V0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCglzdGF0ZW1lbnQYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIlIKFkludmFsaWRhdGVPbGRlclJlcXVlc3QSCwoDY3NpGAEgASgJEisKB21hcHBpbmcYAiABKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nIj0KF0ludmFsaWRhdGVPbGRlclJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0SEQoJY29udGVzdGVkGAIgASgNIn8KE0xvb2t1cFN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAQgASgMIs8BChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAEjMKBmxpbWl0cxgEIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50TGltaXRzSABCCAoGcmVzdWx0IiwKDkVuZHBvaW50TGltaXRzEhoKEmxvb2t1cHNfcGVyX3NlY29uZBgBIAEoDSJlCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYAyABKAwiOwoOTG9va3VwUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyIn0KD0Vucm9sTXNwUmVxdWVzdBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDBIQCghtYXlfYnVsaxgFIAEoCCI/ChBFbnJvbE1zcFJlc3BvbnNlEisKA21zcBgBIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sbGVkTXNwIpEBCgtFbnJvbGxlZE1zcBIOCgZtc3BfaWQYASABKAkSFAoMdGxzX2lkZW50aXR5GAIgASgJEhYKDmVucm9sbGVkX3VzZXJzGAMgASgEEhYKDmVucm9sbGVkX2F0X21zGAQgASgDEhoKEnNpZ25pbmdfcHVibGljX2tleRgFIAEoDBIQCghtYXlfYnVsaxgGIAEoCCIZChdMaXN0RW5yb2xsZWRNc3BzUmVxdWVzdCJIChhMaXN0RW5yb2xsZWRNc3BzUmVzcG9uc2USLAoEbXNwcxgBIAMoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sbGVkTXNwInQKCUZlZWRFbnRyeRILCgNjc2kYASABKAkSKwoFZXZlbnQYAiABKA4yHC5taW1pLmRpc2NvdmVyeS52MS5GZWVkRXZlbnQSFwoPZWZmZWN0aXZlX2F0X21zGAMgASgDEhQKDGRvbm9yX21zcF9pZBgEIAEoCSJKChlJbmdlc3RQcm92aWRlckZlZWRSZXF1ZXN0Ei0KB2VudHJpZXMYASADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5GZWVkRW50cnkiRwoaSW5nZXN0UHJvdmlkZXJGZWVkUmVzcG9uc2USDwoHZW50cmllcxgBIAEoBBIYChBtYXBwaW5nc19yZW1vdmVkGAIgASgEIhIKEEdldFN0YXR1c1JlcXVlc3QihgMKEUdldFN0YXR1c1Jlc3BvbnNlEg0KBWRwX2lkGAEgASgJEhcKD3JlZ2lzdHJ5X3NlcmlhbBgCIAEoBBIyCgtkZWxlZ2F0aW9ucxgDIAMoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb24SFQoNbWFwcGluZ19jb3VudBgEIAEoBBIWCg5sb29rdXBzX3NlcnZlZBgFIAEoBBIYChByZWZ1c2VkX2NhcGFjaXR5GAYgASgEEhgKEHJlZnVzZWRfcmVzb2x2ZXIYByABKAQSFwoPcmVmdXNlZF9jb250ZXh0GAggASgEEhsKE3JlZnVzZWRfZW51bWVyYXRpb24YCSABKAQSGAoQZW51bWVyYXRpb25fbW9kZRgKIAEoCRIeChZlbnVtZXJhdGlvbl9kZXRlY3Rpb25zGAsgASgEEkIKEXJlY2VudF9kZXRlY3Rpb25zGAwgAygLMicubWltaS5kaXNjb3ZlcnkudjEuRW51bWVyYXRpb25EZXRlY3Rpb24qugEKDFJlc3luY1JlYXNvbhIdChlSRVNZTkNfUkVBU09OX1VOU1BFQ0lGSUVEEAASHQoZUkVTWU5DX1JFQVNPTl9ORVdfV0FUQ0hFUhABEhsKF1JFU1lOQ19SRUFTT05fT1RIRVJfTE9HEAISGQoVUkVTWU5DX1JFQVNPTl9UT09fT0xEEAMSGAoUUkVTWU5DX1JFQVNPTl9CRUhJTkQQBBIaChZSRVNZTkNfUkVBU09OX0RJVkVSR0VEEAUqdgoJRmVlZEV2ZW50EhoKFkZFRURfRVZFTlRfVU5TUEVDSUZJRUQQABIbChdGRUVEX0VWRU5UX0RJU0NPTk5FQ1RFRBABEhkKFUZFRURfRVZFTlRfUkVBU1NJR05FRBACEhUKEUZFRURfRVZFTlRfUE9SVEVEEAMyrQIKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABEmEKDFdhdGNoQ2hhbmdlcxImLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZTABMnIKEENzaUZpbHRlclNlcnZpY2USXgoLV2F0Y2hGaWx0ZXISJS5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlcXVlc3QaJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlc3BvbnNlMAEyvAIKFFByaXZhdGVMb29rdXBTZXJ2aWNlEncKFEdldFByaXZhdGVQYXJhbWV0ZXJzEi4ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0Gi8ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXNwb25zZRJTCghFdmFsdWF0ZRIiLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVzcG9uc2USVgoJR2V0QnVja2V0EiMubWltaS5kaXNjb3ZlcnkudjEuR2V0QnVja2V0UmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldEJ1Y2tldFJlc3BvbnNlMncKC1BlZXJTZXJ2aWNlEmgKD0ludmFsaWRhdGVPbGRlchIpLm1pbWkuZGlzY292ZXJ5LnYxLkludmFsaWRhdGVPbGRlclJlcXVlc3QaKi5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXNwb25zZTKqAwoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiOwobR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0EhIKBWVwb2NoGAEgASgNSACIAQFCCAoGX2Vwb2NoIkQKHEdldFByaXZhdGVQYXJhbWV0ZXJzUmVzcG9uc2USEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJHCg9FdmFsdWF0ZVJlcXVlc3QSDQoFZXBvY2gYASABKA0SDwoHYmxpbmRlZBgCIAMoDBIUCgxyYXRlX2NvbnRleHQYAyABKAwiNAoQRXZhbHVhdGVSZXNwb25zZRIRCglldmFsdWF0ZWQYASADKAwSDQoFcHJvb2YYAiABKAwiMQoQR2V0QnVja2V0UmVxdWVzdBINCgVlcG9jaBgBIAEoDRIOCgZidWNrZXQYAiABKA0iRwoRR2V0QnVja2V0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCglzdGF0ZW1lbnQYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIlIKFkludmFsaWRhdGVPbGRlclJlcXVlc3QSCwoDY3NpGAEgASgJEisKB21hcHBpbmcYAiABKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nIj0KF0ludmFsaWRhdGVPbGRlclJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0SEQoJY29udGVzdGVkGAIgASgNIn8KE0xvb2t1cFN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAQgASgMIs8BChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAEjMKBmxpbWl0cxgEIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50TGltaXRzSABCCAoGcmVzdWx0IiwKDkVuZHBvaW50TGltaXRzEhoKEmxvb2t1cHNfcGVyX3NlY29uZBgBIAEoDSJlCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYAyABKAwiOwoOTG9va3VwUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyIh0KG1JvbGxQcml2YXRlTG9va3VwS2V5UmVxdWVzdCJkChxSb2xsUHJpdmF0ZUxvb2t1cEtleVJlc3BvbnNlEjYKA2tleRgBIAEoCzIpLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXlTdGF0dXMSDAoEbWFkZRgCIAEoCCLWAQoWUHJpdmF0ZUxvb2t1cEtleVN0YXR1cxINCgVlcG9jaBgBIAEoDRISCgpwdWJsaWNfa2V5GAIgASgMEjcKBXN0YXRlGAMgASgOMigubWltaS5kaXNjb3ZlcnkudjEuUHJpdmF0ZUxvb2t1cEtleVN0YXRlEg0KBWJ1aWx0GAQgASgIEhAKCHNjYW5uaW5nGAUgASgIEhMKC2J1Y2tldF9iaXRzGAYgASgNEhQKDGJ1Y2tldF9ieXRlcxgHIAEoDRIUCgxyZXRpcmVfYXRfbXMYCCABKAMifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCLOAwoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEEhgKEHJlZnVzZWRfY2FwYWNpdHkYBiABKAQSGAoQcmVmdXNlZF9yZXNvbHZlchgHIAEoBBIXCg9yZWZ1c2VkX2NvbnRleHQYCCABKAQSGwoTcmVmdXNlZF9lbnVtZXJhdGlvbhgJIAEoBBIYChBlbnVtZXJhdGlvbl9tb2RlGAogASgJEh4KFmVudW1lcmF0aW9uX2RldGVjdGlvbnMYCyABKAQSQgoRcmVjZW50X2RldGVjdGlvbnMYDCADKAsyJy5taW1pLmRpc2NvdmVyeS52MS5FbnVtZXJhdGlvbkRldGVjdGlvbhJGChNwcml2YXRlX2xvb2t1cF9rZXlzGA0gAygLMikubWltaS5kaXNjb3ZlcnkudjEuUHJpdmF0ZUxvb2t1cEtleVN0YXR1cyq6AQoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIdChlSRVNZTkNfUkVBU09OX05FV19XQVRDSEVSEAESGwoXUkVTWU5DX1JFQVNPTl9PVEhFUl9MT0cQAhIZChVSRVNZTkNfUkVBU09OX1RPT19PTEQQAxIYChRSRVNZTkNfUkVBU09OX0JFSElORBAEEhoKFlJFU1lOQ19SRUFTT05fRElWRVJHRUQQBSqAAgoVUHJpdmF0ZUxvb2t1cEtleVN0YXRlEigKJFBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9VTlNQRUNJRklFRBAAEiUKIVBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9CVUlMRElORxABEiIKHlBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9SRUFEWRACEiQKIFBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9DVVJSRU5UEAMSJQohUFJJVkFURV9MT09LVVBfS0VZX1NUQVRFX1BSRVZJT1VTEAQSJQohUFJJVkFURV9MT09LVVBfS0VZX1NUQVRFX1JFVElSSU5HEAUqdgoJRmVlZEV2ZW50EhoKFkZFRURfRVZFTlRfVU5TUEVDSUZJRUQQABIbChdGRUVEX0VWRU5UX0RJU0NPTk5FQ1RFRBABEhkKFUZFRURfRVZFTlRfUkVBU1NJR05FRBACEhUKEUZFRURfRVZFTlRfUE9SVEVEEAMyrQIKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABEmEKDFdhdGNoQ2hhbmdlcxImLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZTABMnIKEENzaUZpbHRlclNlcnZpY2USXgoLV2F0Y2hGaWx0ZXISJS5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlcXVlc3QaJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlc3BvbnNlMAEyvAIKFFByaXZhdGVMb29rdXBTZXJ2aWNlEncKFEdldFByaXZhdGVQYXJhbWV0ZXJzEi4ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0Gi8ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXNwb25zZRJTCghFdmFsdWF0ZRIiLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVzcG9uc2USVgoJR2V0QnVja2V0EiMubWltaS5kaXNjb3ZlcnkudjEuR2V0QnVja2V0UmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldEJ1Y2tldFJlc3BvbnNlMncKC1BlZXJTZXJ2aWNlEmgKD0ludmFsaWRhdGVPbGRlchIpLm1pbWkuZGlzY292ZXJ5LnYxLkludmFsaWRhdGVPbGRlclJlcXVlc3QaKi5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXNwb25zZTKjBAoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZRJ3ChRSb2xsUHJpdmF0ZUxvb2t1cEtleRIuLm1pbWkuZGlzY292ZXJ5LnYxLlJvbGxQcml2YXRlTG9va3VwS2V5UmVxdWVzdBovLm1pbWkuZGlzY292ZXJ5LnYxLlJvbGxQcml2YXRlTG9va3VwS2V5UmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.WatchChangesRequest
@@ -380,6 +380,15 @@ export const FilterAdditionsSchema: GenMessage<FilterAdditions> = /*@__PURE__*/
  * @generated from message mimi.discovery.v1.GetPrivateParametersRequest
  */
 export type GetPrivateParametersRequest = Message<"mimi.discovery.v1.GetPrivateParametersRequest"> & {
+  /**
+   * The key epoch whose parameters are wanted: a resolver asks for the one the root registry
+   * publishes as the DP's current key (its newest epoch). Unset: the DP's current key by the
+   * same rule (or, before any is published, its newest built table). FAILED_PRECONDITION
+   * (EPOCH_CHANGED) when the DP holds no key of that epoch; UNAVAILABLE while its table is built.
+   *
+   * @generated from field: optional uint32 epoch = 1;
+   */
+  epoch?: number | undefined;
 };
 
 /**
@@ -732,6 +741,105 @@ export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 22);
 
 /**
+ * @generated from message mimi.discovery.v1.RollPrivateLookupKeyRequest
+ */
+export type RollPrivateLookupKeyRequest = Message<"mimi.discovery.v1.RollPrivateLookupKeyRequest"> & {
+};
+
+/**
+ * Describes the message mimi.discovery.v1.RollPrivateLookupKeyRequest.
+ * Use `create(RollPrivateLookupKeyRequestSchema)` to create a new message.
+ */
+export const RollPrivateLookupKeyRequestSchema: GenMessage<RollPrivateLookupKeyRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 23);
+
+/**
+ * @generated from message mimi.discovery.v1.RollPrivateLookupKeyResponse
+ */
+export type RollPrivateLookupKeyResponse = Message<"mimi.discovery.v1.RollPrivateLookupKeyResponse"> & {
+  /**
+   * The key being rolled to.
+   *
+   * @generated from field: mimi.discovery.v1.PrivateLookupKeyStatus key = 1;
+   */
+  key?: PrivateLookupKeyStatus | undefined;
+
+  /**
+   * Whether this call made it (false: a rotation was already under way).
+   *
+   * @generated from field: bool made = 2;
+   */
+  made: boolean;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.RollPrivateLookupKeyResponse.
+ * Use `create(RollPrivateLookupKeyResponseSchema)` to create a new message.
+ */
+export const RollPrivateLookupKeyResponseSchema: GenMessage<RollPrivateLookupKeyResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 24);
+
+/**
+ * @generated from message mimi.discovery.v1.PrivateLookupKeyStatus
+ */
+export type PrivateLookupKeyStatus = Message<"mimi.discovery.v1.PrivateLookupKeyStatus"> & {
+  /**
+   * @generated from field: uint32 epoch = 1;
+   */
+  epoch: number;
+
+  /**
+   * The OPRF public key (32 bytes), as the registry must publish it.
+   *
+   * @generated from field: bytes public_key = 2;
+   */
+  publicKey: Uint8Array;
+
+  /**
+   * @generated from field: mimi.discovery.v1.PrivateLookupKeyState state = 3;
+   */
+  state: PrivateLookupKeyState;
+
+  /**
+   * The table's first build finished (lookups of this epoch are served).
+   *
+   * @generated from field: bool built = 4;
+   */
+  built: boolean;
+
+  /**
+   * The table is reading every CSI (a first build or a rescan).
+   *
+   * @generated from field: bool scanning = 5;
+   */
+  scanning: boolean;
+
+  /**
+   * @generated from field: uint32 bucket_bits = 6;
+   */
+  bucketBits: number;
+
+  /**
+   * @generated from field: uint32 bucket_bytes = 7;
+   */
+  bucketBytes: number;
+
+  /**
+   * RETIRING only: when the key and its table are deleted (ms since the Unix epoch).
+   *
+   * @generated from field: int64 retire_at_ms = 8;
+   */
+  retireAtMs: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.PrivateLookupKeyStatus.
+ * Use `create(PrivateLookupKeyStatusSchema)` to create a new message.
+ */
+export const PrivateLookupKeyStatusSchema: GenMessage<PrivateLookupKeyStatus> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 25);
+
+/**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
  */
 export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
@@ -776,7 +884,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 23);
+  messageDesc(file_mimi_discovery_v1_authoritative, 26);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -793,7 +901,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 24);
+  messageDesc(file_mimi_discovery_v1_authoritative, 27);
 
 /**
  * An MSP enrolled at this DP.
@@ -837,7 +945,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 25);
+  messageDesc(file_mimi_discovery_v1_authoritative, 28);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -850,7 +958,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 26);
+  messageDesc(file_mimi_discovery_v1_authoritative, 29);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -867,7 +975,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 27);
+  messageDesc(file_mimi_discovery_v1_authoritative, 30);
 
 /**
  * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
@@ -906,7 +1014,7 @@ export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
  * Use `create(FeedEntrySchema)` to create a new message.
  */
 export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 28);
+  messageDesc(file_mimi_discovery_v1_authoritative, 31);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
@@ -923,7 +1031,7 @@ export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProvide
  * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
 export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 29);
+  messageDesc(file_mimi_discovery_v1_authoritative, 32);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
@@ -945,7 +1053,7 @@ export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProvid
  * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
 export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 30);
+  messageDesc(file_mimi_discovery_v1_authoritative, 33);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -958,7 +1066,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 31);
+  messageDesc(file_mimi_discovery_v1_authoritative, 34);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -1033,6 +1141,13 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
    * @generated from field: repeated mimi.discovery.v1.EnumerationDetection recent_detections = 12;
    */
   recentDetections: EnumerationDetection[];
+
+  /**
+   * The private-lookup keys the DP holds, oldest first (empty when private lookups are off).
+   *
+   * @generated from field: repeated mimi.discovery.v1.PrivateLookupKeyStatus private_lookup_keys = 13;
+   */
+  privateLookupKeys: PrivateLookupKeyStatus[];
 };
 
 /**
@@ -1040,7 +1155,7 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 32);
+  messageDesc(file_mimi_discovery_v1_authoritative, 35);
 
 /**
  * Why a watcher cannot continue from its position and must drop what it cached from this DP.
@@ -1098,6 +1213,59 @@ export const ResyncReasonSchema: GenEnum<ResyncReason> = /*@__PURE__*/
   enumDesc(file_mimi_discovery_v1_authoritative, 0);
 
 /**
+ * Where a private-lookup key of the DP is in its life, judged against the DP's registry copy.
+ *
+ * @generated from enum mimi.discovery.v1.PrivateLookupKeyState
+ */
+export enum PrivateLookupKeyState {
+  /**
+   * @generated from enum value: PRIVATE_LOOKUP_KEY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Not published; its table is being built (do not publish it yet: lookups would wait).
+   *
+   * @generated from enum value: PRIVATE_LOOKUP_KEY_STATE_BUILDING = 1;
+   */
+  BUILDING = 1,
+
+  /**
+   * Not published; its table is built: publish it.
+   *
+   * @generated from enum value: PRIVATE_LOOKUP_KEY_STATE_READY = 2;
+   */
+  READY = 2,
+
+  /**
+   * The registry's newest published key of this DP: the one resolvers use.
+   *
+   * @generated from enum value: PRIVATE_LOOKUP_KEY_STATE_CURRENT = 3;
+   */
+  CURRENT = 3,
+
+  /**
+   * Published, but older than the current key: still served for resolvers with an older registry copy.
+   *
+   * @generated from enum value: PRIVATE_LOOKUP_KEY_STATE_PREVIOUS = 4;
+   */
+  PREVIOUS = 4,
+
+  /**
+   * Older than the current key and no longer published: deleted at retire_at_ms.
+   *
+   * @generated from enum value: PRIVATE_LOOKUP_KEY_STATE_RETIRING = 5;
+   */
+  RETIRING = 5,
+}
+
+/**
+ * Describes the enum mimi.discovery.v1.PrivateLookupKeyState.
+ */
+export const PrivateLookupKeyStateSchema: GenEnum<PrivateLookupKeyState> = /*@__PURE__*/
+  enumDesc(file_mimi_discovery_v1_authoritative, 1);
+
+/**
  * @generated from enum mimi.discovery.v1.FeedEvent
  */
 export enum FeedEvent {
@@ -1132,7 +1300,7 @@ export enum FeedEvent {
  * Describes the enum mimi.discovery.v1.FeedEvent.
  */
 export const FeedEventSchema: GenEnum<FeedEvent> = /*@__PURE__*/
-  enumDesc(file_mimi_discovery_v1_authoritative, 1);
+  enumDesc(file_mimi_discovery_v1_authoritative, 2);
 
 /**
  * An authoritative DP: answers for the CSIs in the ranges the root delegated
@@ -1234,8 +1402,9 @@ export const PrivateLookupService: GenService<{
    * Evaluates blinded elements (1 to 32; each costs this DP about 2 ms of CPU) with this DP's
    * key of `epoch`, with one DLEQ proof for them all. Costs one lookup per element of the
    * caller's and the rate context's budgets (RESOURCE_EXHAUSTED with retry info past them);
-   * FAILED_PRECONDITION (EPOCH_CHANGED) when `epoch` is not the current one; UNAVAILABLE while
-   * the table is first built.
+   * FAILED_PRECONDITION (EPOCH_CHANGED) when the DP holds no key of `epoch` (during a key
+   * rotation it serves both the current and the next or previous one); UNAVAILABLE while that
+   * epoch's table is first built.
    *
    * @generated from rpc mimi.discovery.v1.PrivateLookupService.Evaluate
    */
@@ -1329,6 +1498,22 @@ export const AuthoritativeAdminService: GenService<{
     methodKind: "unary";
     input: typeof GetStatusRequestSchema;
     output: typeof GetStatusResponseSchema;
+  },
+  /**
+   * Starts a rotation of the private-lookup key: makes the next epoch's key and builds its table
+   * beside the one being served, which goes on serving. Once the key is READY the root operator
+   * publishes it beside the current one (mimi root dp put --private-lookup-key, both keys), which
+   * makes it current for every resolver; once the registry publishes only the new key, the old
+   * key and its table are deleted after privateLookups.retireAfterSeconds. Calling it again
+   * during a rotation returns the key being rolled to; FAILED_PRECONDITION while the old key is
+   * still published or retiring, or when private lookups are off.
+   *
+   * @generated from rpc mimi.discovery.v1.AuthoritativeAdminService.RollPrivateLookupKey
+   */
+  rollPrivateLookupKey: {
+    methodKind: "unary";
+    input: typeof RollPrivateLookupKeyRequestSchema;
+    output: typeof RollPrivateLookupKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_authoritative, 4);

@@ -1,0 +1,361 @@
+// The DP's private-lookup keys and their rotation (issue 16). A DP holds one OPRF key per epoch,
+// at most two at a time (the registry publishes at most two), each with its own table
+// (private-table.ts) built from the same store and kept by the same change log. A rotation is
+// the pre-publish rollover DNSSEC uses for zone keys, with the root registry as the place keys
+// are published:
+//   1. roll: the next key (a later epoch) is made and its table built beside the served one,
+//      which goes on serving (BUILDING, then READY);
+//   2. the root operator publishes it beside the current key: resolvers use only the newest
+//      published key, so every resolver moves to it as its registry copy moves (CURRENT; the old
+//      key is PREVIOUS and still served for resolvers with an older copy);
+//   3. the root operator publishes only the new key: the old one is RETIRING, and after
+//      `retireAfterMs` its key and its table are deleted.
+// States are judged against the DP's registry copy, never by the DP's own say. A key is never
+// retired while it is the newest or while the registry publishes no newer key of this DP, so a
+// registry that lost the keys, or a DP that rolled before anyone published, never strands
+// lookups. The key file is replaced atomically; a table whose deletion a crash interrupted is
+// deleted at the next start (`private_retiring` in the store).
+import { readFileSync } from "node:fs";
+import {
+  DiscoveryError,
+  generateOprfKeys,
+  type PrivateLookupKey,
+  replacePrivateFile,
+  type TableLayout,
+} from "@mimi/core";
+import {
+  createPrivateTable,
+  type EpochKeys,
+  type PrivateTable,
+  type PrivateTableOptions,
+  tableMetaKey,
+} from "./private-table.js";
+
+/** Keys a DP holds at most: the one served and the next (or the previous, while it retires). */
+export const MAX_HELD_KEYS = 2;
+/** Entries of a retired table deleted per turn. */
+const CLEAR_PAGE = 10_000;
+/** The store_meta key listing epochs whose tables are being deleted. */
+const RETIRING_META = "private_retiring";
+/** The store_meta key of when each RETIRING key goes. */
+const RETIRE_AT_META = "private_retire_at";
+
+/** Where a key is in its life (proto PrivateLookupKeyState). */
+export type KeyState = "building" | "ready" | "current" | "previous" | "retiring";
+
+/** One held key, as GetStatus reports it. */
+export interface KeyStatus {
+  readonly epoch: number;
+  readonly publicKey: Uint8Array;
+  readonly state: KeyState;
+  readonly built: boolean;
+  readonly scanning: boolean;
+  readonly layout: TableLayout;
+  /** RETIRING: when the key and its table go. */
+  readonly retireAtMs?: number;
+}
+
+/** The DP's keys and tables. */
+export interface PrivateKeys {
+  /**
+   * The table of `epoch`, or, with none given, of the current key (the newest the registry
+   * publishes, else the newest built, else the newest); FAILED_PRECONDITION (EPOCH_CHANGED)
+   * naming the epochs held when the DP holds no key of `epoch`.
+   */
+  table(epoch?: number): PrivateTable;
+  /** Starts a rotation (see above); returns the key rolled to and whether this call made it. */
+  roll(): { key: KeyStatus; made: boolean };
+  /** The held keys, oldest first. */
+  status(): KeyStatus[];
+  /** What the registry copy publishes for this DP now (undefined: not listed). */
+  published(keys: readonly PrivateLookupKey[] | undefined): void;
+  /** The sweep: entry renewals, retirements that are due, a roll when the key's lifetime ended. */
+  maintain(): void;
+  /** Every table reads every CSI again (the registry changed what this DP serves). */
+  rescan(why: string): void;
+  close(): void;
+}
+
+/** Options: the tables' own, plus where the keys live and how they rotate. */
+export interface PrivateKeysOptions extends Omit<PrivateTableOptions, "keys"> {
+  /** The key file (mode 0600), made with one key when absent. */
+  path: string;
+  /** How long a key the registry stopped publishing is still served. */
+  retireAfterMs: number;
+  /** A key older than this is rolled by the sweep; 0: only an operator rolls. */
+  keyLifetimeMs: number;
+}
+
+/** Starts the tables of every held key (their builds run on later turns). */
+export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
+  const log = o.log.child({ component: "private-keys" });
+  // Tables being deleted (retired keys), resumed at start after a crash; a key still in the
+  // file is taken out of it first (a crash came between the two writes).
+  const retiring = new Set<number>(JSON.parse(o.store.meta(RETIRING_META) ?? "[]") as number[]);
+  let keys = readKeyFile(o.path, o.now);
+  if (keys.some((k) => retiring.has(k.epoch))) {
+    keys = keys.filter((k) => !retiring.has(k.epoch));
+    if (keys.length === 0) throw new Error(`${o.path}: every key in it was being retired`);
+    writeKeyFile(o.path, keys);
+  }
+  const tables = new Map<number, PrivateTable>();
+  const open = (k: EpochKeys) => tables.set(k.epoch, createPrivateTable({ ...o, keys: k }));
+  for (const k of keys) {
+    open(k);
+    log.info({ epoch: k.epoch, key: keyText(k) }, "private-lookup key held");
+  }
+  /** The registry's keys for this DP; undefined before the first copy. */
+  let registry: readonly PrivateLookupKey[] | undefined;
+  // When RETIRING keys go, kept in the store so a restart does not start the delay again.
+  const retireAt = new Map<number, number>(
+    Object.entries(JSON.parse(o.store.meta(RETIRE_AT_META) ?? "{}") as Record<string, number>)
+      .map(([e, at]) => [Number(e), at] as const)
+      .filter(([e]) => keys.some((k) => k.epoch === e)),
+  );
+  const saveRetireAt = () =>
+    o.store.setMeta(
+      RETIRE_AT_META,
+      retireAt.size > 0 ? JSON.stringify(Object.fromEntries(retireAt)) : undefined,
+    );
+  let unpublishedSaid = false;
+  let closed = false;
+
+  const isPublished = (k: EpochKeys) =>
+    (registry ?? []).some((p) => p.epoch === k.epoch && Buffer.from(p.publicKey).equals(k.publicKey));
+  /** The registry's newest key for this DP, when it is one the DP holds. */
+  const currentEpoch = (): number | undefined => {
+    const newest = [...(registry ?? [])].sort((a, b) => b.epoch - a.epoch)[0];
+    return keys.find((k) => newest && k.epoch === newest.epoch && isPublished(k))?.epoch;
+  };
+  const stateOf = (k: EpochKeys, current: number | undefined): KeyState => {
+    if (k.epoch === current) return "current";
+    if (current !== undefined && k.epoch < current) return isPublished(k) ? "previous" : "retiring";
+    return tables.get(k.epoch)?.stats().built ? "ready" : "building";
+  };
+  const statusOf = (k: EpochKeys, current = currentEpoch()): KeyStatus => {
+    const s = (tables.get(k.epoch) as PrivateTable).stats();
+    const state = stateOf(k, current);
+    const at = state === "retiring" ? retireAt.get(k.epoch) : undefined;
+    return {
+      epoch: k.epoch,
+      publicKey: k.publicKey,
+      state,
+      built: s.built,
+      scanning: s.scanning,
+      layout: s.layout,
+      ...(at !== undefined ? { retireAtMs: at } : {}),
+    };
+  };
+
+  // Deleting retired tables, in pages on later turns.
+  const saveRetiring = () =>
+    o.store.setMeta(RETIRING_META, retiring.size > 0 ? JSON.stringify([...retiring]) : undefined);
+  let clearing = false;
+  const clearRetired = async () => {
+    if (clearing) return;
+    clearing = true;
+    try {
+      for (const epoch of retiring) {
+        while (!closed && o.store.clearPrivate(epoch, CLEAR_PAGE) === CLEAR_PAGE) {
+          await new Promise((r) => setImmediate(r));
+        }
+        if (closed) return;
+        o.store.transaction(() => {
+          o.store.setMeta(tableMetaKey(epoch), undefined);
+          retiring.delete(epoch);
+          saveRetiring();
+        });
+        log.info({ epoch }, "retired private-lookup table deleted");
+      }
+    } finally {
+      clearing = false;
+    }
+  };
+  const startClearing = () =>
+    void clearRetired().catch((err: unknown) =>
+      log.error({ err: (err as Error).message }, "a retired private-lookup table could not be deleted"),
+    );
+  startClearing();
+
+  const retire = (epoch: number) => {
+    // Recorded first, then out of the file, then out of service: a crash in between is finished
+    // at the next start, and a failed write leaves the key served and held as it was.
+    const rest = keys.filter((k) => k.epoch !== epoch);
+    retiring.add(epoch);
+    saveRetiring();
+    try {
+      writeKeyFile(o.path, rest);
+    } catch (err) {
+      retiring.delete(epoch);
+      saveRetiring();
+      throw err;
+    }
+    keys = rest;
+    tables.get(epoch)?.close();
+    tables.delete(epoch);
+    retireAt.delete(epoch);
+    saveRetireAt();
+    log.info({ epoch }, "private-lookup key retired: the registry no longer publishes it");
+    startClearing();
+  };
+
+  const roll = (): { key: KeyStatus; made: boolean } => {
+    const current = currentEpoch();
+    const newest = keys[keys.length - 1] as EpochKeys;
+    if (keys.length >= MAX_HELD_KEYS) {
+      const s = statusOf(newest, current);
+      if (s.state === "building" || s.state === "ready") return { key: s, made: false };
+      const old = keys[0] as EpochKeys;
+      const why =
+        stateOf(old, current) === "retiring"
+          ? `is retiring (deleted at ${new Date(retireAt.get(old.epoch) ?? 0).toISOString()})`
+          : "is still published beside the current one; publish only the current key first";
+      throw new DiscoveryError(
+        "failed_precondition",
+        `a rotation is still finishing: the old private-lookup key of epoch ${old.epoch} ${why}`,
+      );
+    }
+    // Above every epoch held or still being deleted: a table's rows are never shared.
+    const epoch = Math.max(Math.floor(o.now() / 1000), newest.epoch + 1, ...[...retiring].map((e) => e + 1));
+    if (epoch >= 2 ** 32)
+      throw new DiscoveryError("failed_precondition", "no private-lookup key epoch is left (2^32 reached)");
+    const next: EpochKeys = { epoch, ...generateOprfKeys() };
+    writeKeyFile(o.path, [...keys, next]);
+    open(next);
+    keys = [...keys, next];
+    log.info(
+      { epoch, key: keyText(next) },
+      "private-lookup key rolled: its table is built beside the served one; publish the key once it is READY",
+    );
+    return { key: statusOf(next, current), made: true };
+  };
+
+  return {
+    table(epoch) {
+      const held = keys.map((k) => k.epoch);
+      if (epoch === undefined) {
+        const built = keys.filter((k) => tables.get(k.epoch)?.stats().built).map((k) => k.epoch);
+        epoch = currentEpoch() ?? built[built.length - 1] ?? (held[held.length - 1] as number);
+      }
+      const t = tables.get(epoch);
+      if (!t) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `this DP holds private-lookup keys of epoch ${held.join(" and ")}, not ${epoch}; fetch the parameters again`,
+          { details: { reason: "EPOCH_CHANGED" } },
+        );
+      }
+      return t;
+    },
+    roll,
+    status: () => keys.map((k) => statusOf(k)),
+    published(published) {
+      const before = keys.map((k) => statusOf(k).state).join();
+      registry = published;
+      const current = currentEpoch();
+      for (const k of keys) {
+        const state = stateOf(k, current);
+        if (state !== "retiring") retireAt.delete(k.epoch);
+        else if (!retireAt.has(k.epoch)) retireAt.set(k.epoch, o.now() + o.retireAfterMs);
+        const other = (published ?? []).find((p) => p.epoch === k.epoch && !isPublished(k));
+        if (other)
+          log.error(
+            { epoch: k.epoch },
+            "the registry publishes another public key under this DP's private-lookup epoch; resolvers will refuse its lookups of that epoch",
+          );
+      }
+      saveRetireAt();
+      const after = keys.map((k) => statusOf(k, current));
+      if (after.map((s) => s.state).join() !== before)
+        for (const s of after) log.info({ epoch: s.epoch, state: s.state }, "private-lookup key state");
+      // Said once while it lasts, like the signing key's warning.
+      if (current === undefined && !unpublishedSaid)
+        log.warn(
+          { keys: keys.map(keyText) },
+          "the root registry publishes no private-lookup key this DP holds as its newest; resolvers refuse its private lookups until it does (mimi root dp put --private-lookup-key)",
+        );
+      unpublishedSaid = current === undefined;
+    },
+    maintain() {
+      for (const t of tables.values()) t.renew();
+      if (retiring.size > 0) startClearing();
+      const now = o.now();
+      // Not before the current key's table serves: resolvers still on the old key would be
+      // stranded while the new one answers UNAVAILABLE (a key published before it was READY).
+      const current = currentEpoch();
+      const serving = current !== undefined && tables.get(current)?.notReady() === undefined;
+      for (const [epoch, at] of retireAt) if (serving && at <= now) retire(epoch);
+      const only = keys[0] as EpochKeys;
+      if (o.keyLifetimeMs > 0 && keys.length === 1 && now >= only.epoch * 1000 + o.keyLifetimeMs) {
+        log.info({ epoch: only.epoch }, "the private-lookup key reached its lifetime");
+        roll();
+      }
+    },
+    rescan(why) {
+      for (const t of tables.values()) t.rescan(why);
+    },
+    close() {
+      closed = true;
+      for (const t of tables.values()) t.close();
+    },
+  };
+}
+
+/**
+ * The DP's OPRF keys, kept in `path` (mode 0600), oldest first. Made with one key when absent,
+ * with the current time in seconds as its epoch, so a new key never reuses an epoch. A file
+ * that does not hold keys is refused: it would silently make new tables. The first version's
+ * file (one key as the whole object) is read too.
+ */
+export function readKeyFile(path: string, now: () => number = Date.now): EpochKeys[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    const first: EpochKeys = { epoch: Math.floor(now() / 1000) % 2 ** 32, ...generateOprfKeys() };
+    writeKeyFile(path, [first]);
+    return [first];
+  }
+  const bad = () =>
+    new Error(
+      `${path} does not hold this DP's OPRF keys (epoch, secretKey, publicKey); remove it to make new ones`,
+    );
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    throw bad();
+  }
+  const list = j !== null && typeof j === "object" && "keys" in j ? (j as { keys: unknown }).keys : [j];
+  if (!Array.isArray(list) || list.length < 1 || list.length > MAX_HELD_KEYS) throw bad();
+  const keys = list.map((k: { epoch?: unknown; secretKey?: unknown; publicKey?: unknown }) => {
+    if (
+      !(Number.isInteger(k?.epoch) && (k.epoch as number) >= 0 && (k.epoch as number) < 2 ** 32) ||
+      typeof k.secretKey !== "string" ||
+      typeof k.publicKey !== "string" ||
+      !/^[0-9a-f]{64}$/.test(k.secretKey) ||
+      !/^[0-9a-f]{64}$/.test(k.publicKey)
+    )
+      throw bad();
+    return {
+      epoch: k.epoch as number,
+      secretKey: new Uint8Array(Buffer.from(k.secretKey, "hex")),
+      publicKey: new Uint8Array(Buffer.from(k.publicKey, "hex")),
+    };
+  });
+  keys.sort((a, b) => a.epoch - b.epoch);
+  if (new Set(keys.map((k) => k.epoch)).size !== keys.length) throw bad();
+  return keys;
+}
+
+function writeKeyFile(path: string, keys: readonly EpochKeys[]): void {
+  const json = {
+    keys: keys.map((k) => ({ epoch: k.epoch, secretKey: hex(k.secretKey), publicKey: hex(k.publicKey) })),
+  };
+  replacePrivateFile(path, [Buffer.from(`${JSON.stringify(json)}\n`)]);
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+/** A key as `mimi root dp put --private-lookup-key` takes it. */
+const keyText = (k: EpochKeys) => `${k.epoch}:${hex(k.publicKey)}`;
