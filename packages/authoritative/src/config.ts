@@ -73,6 +73,8 @@ export interface PrivateLookupConfig {
   readonly retireAfterSeconds: number;
   /** A key older than this many days is rolled by the DP itself; 0: only an operator rolls. */
   readonly keyLifetimeDays: number;
+  /** Worker threads for the OPRF arithmetic (table builds, Evaluate); 0 computes on the event loop. */
+  readonly threads: number;
 }
 
 const DEFAULTS = {
@@ -136,7 +138,7 @@ export function parseConfig(
     bulkVerifyThreads: r.integer("bulkVerifyThreads", Math.max(1, cores - 1), 0, 256),
     lookupLimits: readLookupLimits(r.object("lookupLimits", { optional: true })),
     enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
-    privateLookups: readPrivateLookups(r.object("privateLookups", { optional: true })),
+    privateLookups: readPrivateLookups(r.object("privateLookups", { optional: true }), cores),
   };
   r.done();
   if (config.answerSealSeconds < longestTtl) {
@@ -147,12 +149,13 @@ export function parseConfig(
   return deepFreeze(config);
 }
 
-function readPrivateLookups(r: ConfigReader): PrivateLookupConfig {
+function readPrivateLookups(r: ConfigReader, cores: number): PrivateLookupConfig {
   const c: PrivateLookupConfig = {
     enabled: r.boolean("enabled", false),
     entrySealSeconds: r.integer("entrySealSeconds", 86_400, 600, MAX_ANSWER_SEAL_SECONDS),
     retireAfterSeconds: r.integer("retireAfterSeconds", 3_600, 0, 30 * 86_400),
     keyLifetimeDays: r.integer("keyLifetimeDays", 0, 0, 3_650),
+    threads: r.integer("threads", Math.max(1, cores - 1), 0, 256),
   };
   r.done();
   return c;

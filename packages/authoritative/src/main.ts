@@ -28,6 +28,7 @@ import { type AuthoritativeConfig, parseConfig } from "./config.js";
 import { createDpFilter } from "./csi-filter.js";
 import { bindFilterServer } from "./filter-server.js";
 import { createLookupLimits } from "./lookup-limits.js";
+import { createOprfPool, type OprfPool } from "./oprf-pool.js";
 import { createPeerSender } from "./peers.js";
 import { createPrivateKeys, type PrivateKeys, readKeyFile } from "./private-keys.js";
 import { bindPrivateServer } from "./private-server.js";
@@ -150,6 +151,10 @@ runServer<AuthoritativeConfig>(process, {
       log,
     });
     const bulkVerifier = createBulkVerifier({ threads: config.bulkVerifyThreads });
+    // Made only when private lookups are on; its workers start with the first task.
+    const oprfPool = config.privateLookups.enabled
+      ? createOprfPool({ threads: config.privateLookups.threads })
+      : undefined;
     const claims = createClaims({
       dpId: config.dpId,
       store,
@@ -315,6 +320,7 @@ runServer<AuthoritativeConfig>(process, {
           bucketSealMs: config.answerSealSeconds * 1000,
           now: clock,
           log,
+          pool: oprfPool as OprfPool,
         });
       }
       checkPublishedKey();
@@ -352,6 +358,7 @@ runServer<AuthoritativeConfig>(process, {
       close() {
         // Calls have drained (or been cut off); a batch still verifying fails before the store closes.
         void bulkVerifier.close();
+        void oprfPool?.close();
         store.close();
       },
     };

@@ -60,7 +60,7 @@ export function bindPrivateServer(
         // Charged before the work, like a lookup: a refused evaluation costs the DP nothing.
         const t = ready(req.epoch);
         limits.admit(ctx.peer.name, req.rateContext, undefined, now(), n, n * EVALUATION_LOAD);
-        const r = t.evaluate(req.epoch, req.blinded);
+        const r = await t.evaluate(req.epoch, req.blinded);
         counts.evaluated += n;
         return r;
       },

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import {
   bucketProblem,
@@ -23,6 +23,7 @@ import {
   verifyPrivateParams,
 } from "@mimi/core";
 import { createChangeLog } from "./change-log.js";
+import { createOprfPool } from "./oprf-pool.js";
 import { createPrivateKeys, readKeyFile } from "./private-keys.js";
 import { createPrivateTable, type EpochKeys, type PrivateTable, tableMetaKey } from "./private-table.js";
 import type { MappingRow } from "./store/rows.js";
@@ -42,6 +43,9 @@ const row = (csi: string, ssi = "s1"): MappingRow => ({
 });
 const tel = (i: number) => `tel:+4477${String(i).padStart(8, "0")}`;
 const NOW = Date.UTC(2026, 11, 4);
+// One worker thread: the tables' OPRF arithmetic runs as a DP runs it.
+const pool = createOprfPool({ threads: 1 });
+after(() => pool.close());
 
 /** A DP's answers without real signatures: the table only carries them (verification is the resolver's). */
 function answerOf(store: ReturnType<typeof openMappingStore>) {
@@ -94,23 +98,36 @@ function setup(
     bucketSealMs: 3_600_000,
     now: () => NOW,
     log,
+    pool,
   });
   const lookup = (csi: string) => privateLookup(table, signingKey.publicKey, csi);
   return { store, table, lookup, epoch: keys.epoch };
 }
 
-/** A resolver's private lookup in `table`: the status it reads, and the bucket's size. */
-function privateLookup(table: PrivateTable, dpKey: Uint8Array, csi: string) {
+/**
+ * A resolver's private lookup in `table`: the status it reads, and the bucket's size. Like a
+ * resolver it reads the parameters again when the table split while it evaluated.
+ */
+async function privateLookup(
+  table: PrivateTable,
+  dpKey: Uint8Array,
+  csi: string,
+  retried = false,
+): Promise<{ status: string; ssis: string[] | undefined; size: number; epoch: number }> {
   const { statement, signature } = table.parameters();
   const params = verifyPrivateParams(statement, signature, "eu", dpKey);
   assert.ok(!("problem" in params), "parameters verify");
   const blinded = oprfBlind(csi);
-  const ev = table.evaluate(params.epoch, [blinded.blinded]);
+  const ev = await table.evaluate(params.epoch, [blinded.blinded]);
   const [y] = oprfFinalize([blinded], ev.evaluated, params.publicKey, ev.proof);
   const layout = layoutOf(params);
   const slot = slotOf(y as Uint8Array, layout);
   const b = table.bucket(params.epoch, slot.bucket);
-  assert.equal(bucketProblem(b.data, b.statement, b.signature, params, slot.bucket, dpKey, NOW), undefined);
+  const problem = bucketProblem(b.data, b.statement, b.signature, params, slot.bucket, dpKey, NOW);
+  const now = table.stats().layout;
+  if (!retried && (now.bucketBits !== params.bucketBits || now.bucketBytes !== params.bucketBytes))
+    return privateLookup(table, dpKey, csi, true);
+  assert.equal(problem, undefined);
   const plain = openEntry(layout, slot, b.data);
   const answer = plain && fromBinary(pb.AnswerSchema, plain);
   return {
@@ -121,9 +138,10 @@ function privateLookup(table: PrivateTable, dpKey: Uint8Array, csi: string) {
   };
 }
 
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 10_000 && !check(); i++) await new Promise((r) => setImmediate(r));
-  assert.ok(check(), "condition never held");
+async function until(check: () => boolean | Promise<boolean>): Promise<void> {
+  // Turns, not time: the pool's threads answer on a later turn.
+  for (let i = 0; i < 100_000 && !(await check()); i++) await new Promise((r) => setImmediate(r));
+  assert.ok(await check(), "condition never held");
 }
 
 test("the table answers what a plain lookup would, for found, opted-out and unknown CSIs", async (t) => {
@@ -135,22 +153,22 @@ test("the table answers what a plain lookup would, for found, opted-out and unkn
   }, dir);
   assert.equal(statSync(join(dir, "oprf-key.json")).mode & 0o777, 0o600);
   // Until the build is done the table refuses, so resolvers fall back or retry.
-  assert.throws(
-    () => table.evaluate(epoch, [new Uint8Array(32)]),
+  await assert.rejects(
+    async () => table.evaluate(epoch, [new Uint8Array(32)]),
     (e: DiscoveryError) => e.code === "not_ready",
   );
-  await until(() => table.stats().built);
-  assert.deepEqual(lookup(tel(3)), { status: "FOUND", ssis: ["s1"], size: 4096, epoch });
-  assert.equal(lookup(tel(50)).status, "OPTED_OUT");
+  await until(async () => table.stats().built);
+  assert.deepEqual(await lookup(tel(3)), { status: "FOUND", ssis: ["s1"], size: 4096, epoch });
+  assert.equal((await lookup(tel(50))).status, "OPTED_OUT");
   // Unknown, and outside the DP's ranges: no entry, in a bucket of the same size.
-  assert.deepEqual(lookup(tel(99)), { status: "no entry", ssis: undefined, size: 4096, epoch });
-  assert.equal(lookup("tel:+12025550100").status, "no entry");
+  assert.deepEqual(await lookup(tel(99)), { status: "no entry", ssis: undefined, size: 4096, epoch });
+  assert.equal((await lookup("tel:+12025550100")).status, "no entry");
   // A sign-up after the build is in its bucket at once, and resolvers hear of it twice: the
   // claim's event, then the table's own once the entry caught up.
   const before = store.logBounds().latest;
   store.putMapping(row(tel(77), "new"));
-  await until(() => store.logBounds().latest === before + 2);
-  assert.deepEqual(lookup(tel(77)).ssis, ["new"]);
+  await until(async () => store.logBounds().latest === before + 2);
+  assert.deepEqual((await lookup(tel(77))).ssis, ["new"]);
   // A write that leaves the answer as it was (the same mapping again) is applied but adds no
   // event of the table's own, so the table's events do not feed themselves.
   const settled = store.logBounds().latest;
@@ -160,7 +178,7 @@ test("the table answers what a plain lookup would, for found, opted-out and unkn
   assert.equal(store.logBounds().latest, settled + 1);
   // Removed: the entry goes.
   store.deleteMapping(tel(3), "m", "s1");
-  await until(() => lookup(tel(3)).status === "no entry");
+  await until(async () => (await lookup(tel(3))).status === "no entry");
   table.close();
 });
 
@@ -168,13 +186,13 @@ test("evaluations of another epoch, malformed elements and buckets out of range 
   const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const { table, epoch } = setup((s) => s.putMapping(row(tel(1))), dir);
-  await until(() => table.stats().built);
-  assert.throws(
-    () => table.evaluate(epoch + 1, [oprfBlind(tel(1)).blinded]),
+  await until(async () => table.stats().built);
+  await assert.rejects(
+    async () => table.evaluate(epoch + 1, [oprfBlind(tel(1)).blinded]),
     (e: DiscoveryError) => e.code === "failed_precondition" && e.details?.reason === "EPOCH_CHANGED",
   );
-  assert.throws(
-    () => table.evaluate(epoch, [new Uint8Array(32).fill(0xff)]),
+  await assert.rejects(
+    async () => table.evaluate(epoch, [new Uint8Array(32).fill(0xff)]),
     (e: DiscoveryError) => e.code === "invalid_argument",
   );
   assert.throws(() => table.bucket(epoch, 2 ** 20), /not one of this table's 1/);
@@ -187,8 +205,8 @@ test("a table that cannot follow the store's log (a restored store) starts over,
   const first = setup((s) => {
     for (let i = 0; i < 5; i++) s.putMapping(row(tel(i)));
   }, dir);
-  await until(() => first.table.stats().built);
-  assert.equal(first.lookup(tel(2)).status, "FOUND");
+  await until(async () => first.table.stats().built);
+  assert.equal((await first.lookup(tel(2))).status, "FOUND");
   first.table.close();
   // While the DP is stopped its store is replaced by a copy without tel(2) and with a new log.
   const { store } = first;
@@ -197,9 +215,9 @@ test("a table that cannot follow the store's log (a restored store) starts over,
   store.setMeta("log_id", "restored");
   const again = setup(() => {}, dir, store);
   assert.equal(again.table.stats().built, false, "lookups wait for the new build");
-  await until(() => again.table.stats().built);
-  assert.equal(again.lookup(tel(2)).status, "no entry");
-  assert.equal(again.lookup(tel(3)).status, "FOUND");
+  await until(async () => again.table.stats().built);
+  assert.equal((await again.lookup(tel(2))).status, "no entry");
+  assert.equal((await again.lookup(tel(3))).status, "FOUND");
   again.table.close();
 });
 
@@ -208,13 +226,13 @@ test("buckets grow, then split, as the table fills: every CSI stays found", asyn
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   // Sized for an empty store: one bucket, which 700 entries outgrow.
   const { table, lookup, store } = setup(() => {}, dir);
-  await until(() => table.stats().built);
+  await until(async () => table.stats().built);
   assert.equal(table.stats().layout.bucketBits, 0);
   store.transaction(() => {
     for (let i = 0; i < 700; i++) store.putMapping(row(tel(i)));
   });
-  await until(() => table.stats().layout.bucketBits > 0 && lookup(tel(699)).status === "FOUND");
-  for (const i of [0, 123, 350, 699]) assert.equal(lookup(tel(i)).status, "FOUND", tel(i));
+  await until(async () => table.stats().layout.bucketBits > 0 && (await lookup(tel(699))).status === "FOUND");
+  for (const i of [0, 123, 350, 699]) assert.equal((await lookup(tel(i))).status, "FOUND", tel(i));
   assert.ok(table.stats().layout.bucketBytes <= 64 * 1024);
   table.close();
 });
@@ -223,13 +241,13 @@ test("another key under the same epoch (the key file replaced) rebuilds the tabl
   const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const first = setup((s) => s.putMapping(row(tel(1))), dir);
-  await until(() => first.table.stats().built);
+  await until(async () => first.table.stats().built);
   first.table.close();
   rmSync(join(dir, "oprf-key.json"));
   const again = setup(() => {}, dir, first.store);
   assert.equal(again.epoch, first.epoch, "the same epoch (the same second)");
-  await until(() => again.table.stats().built);
-  assert.equal(again.lookup(tel(1)).status, "FOUND");
+  await until(async () => again.table.stats().built);
+  assert.equal((await again.lookup(tel(1))).status, "FOUND");
   again.table.close();
 });
 
@@ -265,6 +283,7 @@ function ringSetup(
     bucketSealMs: 3_600_000,
     now: () => clock.now,
     log,
+    pool,
   });
   const lookup = (csi: string, epoch?: number) => privateLookup(ring.table(epoch), signingKey.publicKey, csi);
   const states = () =>
@@ -277,7 +296,7 @@ test("a key rotation: the next table is built beside the served one, the registr
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const { store, ring, clock, lookup, states } = ringSetup(dir, (s) => s.putMapping(row(tel(1))));
   t.after(() => ring.close());
-  await until(() => ring.status()[0]?.built === true);
+  await until(async () => ring.status()[0]?.built === true);
   const a = ring.status()[0] as { epoch: number; publicKey: Uint8Array };
   const pub = (...ks: { epoch: number; publicKey: Uint8Array }[]) =>
     ring.published(ks.map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })));
@@ -296,19 +315,23 @@ test("a key rotation: the next table is built beside the served one, the registr
     [a.epoch, b.epoch],
   );
   // The served key goes on serving while the next table is built.
-  assert.equal(lookup(tel(1)).epoch, a.epoch);
-  assert.equal(lookup(tel(1)).status, "FOUND");
-  await until(() => ring.status()[1]?.built === true);
+  assert.equal((await lookup(tel(1))).epoch, a.epoch);
+  assert.equal((await lookup(tel(1))).status, "FOUND");
+  await until(async () => ring.status()[1]?.built === true);
   assert.deepEqual(states(), ["old:current", "new:ready"]);
   // Both tables follow the store.
   store.putMapping(row(tel(2)));
-  await until(() => lookup(tel(2), a.epoch).status === "FOUND" && lookup(tel(2), b.epoch).status === "FOUND");
+  await until(
+    async () =>
+      (await lookup(tel(2), a.epoch)).status === "FOUND" &&
+      (await lookup(tel(2), b.epoch)).status === "FOUND",
+  );
 
   // Published beside the old one: the new key is current, the old one still served.
   pub(a, b);
   assert.deepEqual(states(), ["old:previous", "new:current"]);
-  assert.equal(lookup(tel(1)).epoch, b.epoch, "parameters without an epoch are the current key's");
-  assert.equal(lookup(tel(1), a.epoch).status, "FOUND");
+  assert.equal((await lookup(tel(1))).epoch, b.epoch, "parameters without an epoch are the current key's");
+  assert.equal((await lookup(tel(1), a.epoch)).status, "FOUND");
   assert.throws(() => ring.roll(), /epoch \d+ is still published beside the current one/);
 
   // Published alone: the old key retires after the delay, never before.
@@ -316,7 +339,7 @@ test("a key rotation: the next table is built beside the served one, the registr
   assert.deepEqual(states(), ["old:retiring", "new:current"]);
   assert.equal(ring.status()[0]?.retireAtMs, clock.now + 60_000);
   ring.maintain();
-  assert.equal(lookup(tel(1), a.epoch).status, "FOUND", "served until the delay ends");
+  assert.equal((await lookup(tel(1), a.epoch)).status, "FOUND", "served until the delay ends");
   clock.now += 60_000;
   ring.maintain();
   assert.deepEqual(
@@ -337,7 +360,7 @@ test("a key rotation: the next table is built beside the served one, the registr
       store.meta(tableMetaKey(a.epoch)) === undefined &&
       store.meta("private_retiring") === undefined,
   );
-  assert.equal(lookup(tel(2)).status, "FOUND");
+  assert.equal((await lookup(tel(2))).status, "FOUND");
   // The next rotation may start.
   clock.now += 5_000;
   assert.equal(ring.roll().made, true);
@@ -348,10 +371,10 @@ test("keys are never retired on a registry that publishes none of them, and a ro
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const { ring, clock, states } = ringSetup(dir, (s) => s.putMapping(row(tel(1))));
   t.after(() => ring.close());
-  await until(() => ring.status()[0]?.built === true);
+  await until(async () => ring.status()[0]?.built === true);
   clock.now += 5_000;
   ring.roll();
-  await until(() => ring.status()[1]?.built === true);
+  await until(async () => ring.status()[1]?.built === true);
   // A registry that lost the keys (or never had them) and one that publishes a key of another epoch.
   for (const published of [undefined, [], [{ epoch: 7, publicKey: new Uint8Array(32) }]]) {
     ring.published(published);
@@ -365,13 +388,13 @@ test("rotation across restarts: both keys come back, a table half deleted by a c
   const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const first = ringSetup(dir, (s) => s.putMapping(row(tel(1))), { keyLifetimeMs: 86_400_000 });
-  await until(() => first.ring.status()[0]?.built === true);
+  await until(async () => first.ring.status()[0]?.built === true);
   first.ring.maintain();
   assert.equal(first.ring.status().length, 1, "not rolled before its lifetime");
   first.clock.now += 86_400_000;
   first.ring.maintain();
   assert.equal(first.ring.status().length, 2, "rolled at its lifetime");
-  await until(() => first.ring.status()[1]?.built === true);
+  await until(async () => first.ring.status()[1]?.built === true);
   first.ring.close();
   // A crash between a retirement's key-file write and the deletion of its table.
   const { store } = first;
@@ -389,9 +412,9 @@ test("rotation across restarts: both keys come back, a table half deleted by a c
   const again = ringSetup(dir, () => {}, { store });
   t.after(() => again.ring.close());
   assert.deepEqual(again.states(), ["old:ready", "new:ready"], "both keys, both tables kept");
-  await until(() => store.privateBucket(gone, 0, 2 ** 32 - 1).length === 0);
-  await until(() => store.meta("private_retiring") === undefined);
-  assert.equal(again.lookup(tel(1)).status, "FOUND");
+  await until(async () => store.privateBucket(gone, 0, 2 ** 32 - 1).length === 0);
+  await until(async () => store.meta("private_retiring") === undefined);
+  assert.equal((await again.lookup(tel(1))).status, "FOUND");
 });
 
 test("the key file: the first version's single key is read, a damaged file is refused", (t) => {
@@ -422,7 +445,7 @@ test("a retirement waits for the new key's table, keeps its time across a restar
   const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const first = ringSetup(dir, (s) => s.putMapping(row(tel(1))));
-  await until(() => first.ring.status()[0]?.built === true);
+  await until(async () => first.ring.status()[0]?.built === true);
   const a = first.ring.status()[0] as { epoch: number; publicKey: Uint8Array };
   first.clock.now += 5_000;
   const b = first.ring.roll().key;
@@ -434,7 +457,7 @@ test("a retirement waits for the new key's table, keeps its time across a restar
   assert.equal(first.ring.status()[1]?.built, false, "the new table is still being built");
   first.ring.maintain();
   assert.equal(first.ring.status().length, 2, "not retired while the current key's table is not served");
-  await until(() => first.ring.status()[1]?.built === true);
+  await until(async () => first.ring.status()[1]?.built === true);
   first.ring.close();
 
   // A restart keeps the retirement's time rather than starting the delay again.
@@ -457,6 +480,6 @@ test("a retirement waits for the new key's table, keeps its time across a restar
     readKeyFile(join(dir, "oprf-key.json")).map((k) => k.epoch),
     [b.epoch],
   );
-  await until(() => store.privateBucket(a.epoch, 0, 2 ** 32 - 1).length === 0);
-  assert.equal(third.lookup(tel(1)).status, "FOUND");
+  await until(async () => store.privateBucket(a.epoch, 0, 2 ** 32 - 1).length === 0);
+  assert.equal((await third.lookup(tel(1))).status, "FOUND");
 });

@@ -1,0 +1,87 @@
+// The DP's OPRF work on worker threads (piscina): table builds and Evaluate calls use every
+// core, and an evaluation of 32 elements (some 50 ms) no longer holds up the lookups queued
+// behind it on the event loop. The queue is bounded: an Evaluate that finds it full is refused
+// UNAVAILABLE at once with a retry hint, never queued without end; builds wait their turn.
+import { compiledWorkerUrl, DiscoveryError, type OprfKeys } from "@mimi/core";
+import { Piscina } from "piscina";
+import { type OprfResult, type OprfTask, runOprf } from "./oprf-worker.js";
+
+/** The DP's OPRF arithmetic, off the event loop unless made with no threads. */
+export interface OprfPool {
+  /** Worker threads; 0 computes on the calling thread. */
+  readonly threads: number;
+  /** PRF outputs of `csis` under `secretKey`, in order, split across the threads. */
+  prf(secretKey: Uint8Array, csis: readonly string[]): Promise<Uint8Array[]>;
+  /**
+   * Evaluates blinded elements with one proof (Evaluate). Throws not_ready at once when the
+   * queue is full; rejects invalid_argument for an element that is not a group element.
+   */
+  blindEvaluate(
+    keys: OprfKeys,
+    blinded: readonly Uint8Array[],
+  ): Promise<{ evaluated: Uint8Array[]; proof: Uint8Array }>;
+  close(): Promise<void>;
+}
+
+/** Tasks queued per thread before an Evaluate is refused: at most 32 elements each, about 3 s of work. */
+const QUEUED_PER_THREAD = 64;
+/** Idle workers exit after this; the next task starts them again. */
+const IDLE_TIMEOUT_MS = 60_000;
+
+const WORKER_URL = compiledWorkerUrl(import.meta.url, "oprf-worker.js");
+
+/** Creates the pool with `threads` workers (0: inline). */
+export function createOprfPool({ threads }: { threads: number }): OprfPool {
+  if (!Number.isInteger(threads) || threads < 0) throw new RangeError("threads must be an integer >= 0");
+  const maxQueue = Math.max(1, threads) * QUEUED_PER_THREAD;
+  const pool =
+    threads > 0
+      ? new Piscina<OprfTask, OprfResult>({
+          filename: WORKER_URL.href,
+          minThreads: 0,
+          maxThreads: threads,
+          idleTimeout: IDLE_TIMEOUT_MS,
+          maxQueue: maxQueue + threads * 2,
+        })
+      : undefined;
+  let pending = 0;
+  const run = async (task: OprfTask): Promise<OprfResult> => {
+    pending++;
+    try {
+      return pool ? await pool.run(task) : runOprf(task);
+    } finally {
+      pending--;
+    }
+  };
+  return {
+    threads,
+    async prf(secretKey, csis) {
+      // One slice per thread; builds are paced by their own awaiting, one page at a time.
+      const size = Math.max(1, Math.ceil(csis.length / Math.max(1, threads)));
+      const runs: Promise<OprfResult>[] = [];
+      for (let i = 0; i < csis.length; i += size)
+        runs.push(run({ kind: "prf", secretKey, csis: csis.slice(i, i + size) }));
+      return (await Promise.all(runs)).flatMap((r) => ("outputs" in r ? r.outputs : []));
+    },
+    async blindEvaluate(keys, blinded) {
+      if (pending >= maxQueue)
+        throw new DiscoveryError(
+          "not_ready",
+          `this DP's private-lookup evaluations are at capacity (${pending} batches waiting); retry shortly`,
+          { details: { retryAfterMs: 1_000, reason: "EVALUATIONS_AT_CAPACITY" } },
+        );
+      const r = await run({
+        kind: "evaluate",
+        secretKey: keys.secretKey,
+        publicKey: keys.publicKey,
+        blinded,
+      });
+      if ("problem" in r) throw new DiscoveryError("invalid_argument", r.problem);
+      if (!("evaluated" in r)) throw new Error("an evaluation gave no elements");
+      return r;
+    },
+    close: async () => {
+      await pool?.destroy();
+    },
+  };
+}
