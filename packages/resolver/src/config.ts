@@ -45,7 +45,7 @@ export interface ResolverConfig extends ServerBasics {
   readonly quotas: QuotaPolicy;
   /** Enumeration detection over each caller's answers (core runtime/enumeration.ts). */
   readonly enumeration: EnumerationPolicy;
-  /** Worker threads that make the Ed25519 checks of DP answers; 0 checks on the event loop. */
+  /** Worker threads that make the Ed25519 checks of DP answers (and, a pool of their own, private lookups' OPRF arithmetic); 0 checks on the event loop. */
   readonly verifyThreads: number;
   /**
    * Lookups that need a DP are refused (RESOURCE_EXHAUSTED, RESOLVER_OVERLOADED) while the

@@ -21,6 +21,7 @@ import { parseConfig, type ResolverConfig } from "./config.js";
 import { type CsiFilters, createCsiFilters } from "./csi-filters.js";
 import { createFederationCounts } from "./federation.js";
 import { registerResolverMetrics } from "./metrics.js";
+import { createOprfPool } from "./oprf-pool.js";
 import { createPrivateLookups, type PrivateLookups } from "./private-lookups.js";
 import { createQuotas } from "./quotas.js";
 import { createRateContexts, RATE_CONTEXT_KEY_BYTES } from "./rate-context.js";
@@ -85,6 +86,8 @@ runServer<ResolverConfig>(process, {
     const keys = registryKeys(sync.view);
     // Ed25519 checks of DP answers run on worker threads, started at the first cold lookup.
     const verifyPool = createVerifyPool({ threads: config.verifyThreads });
+    // So do a private lookup's blinding and finalizing, as many threads again.
+    const oprfPool = createOprfPool({ threads: config.verifyThreads });
     let privateLookups: PrivateLookups | undefined;
     const upstream = createUpstream({
       channels: createChannelPool(tls),
@@ -97,6 +100,7 @@ runServer<ResolverConfig>(process, {
           now: clock,
           timeoutMs: config.upstreamTimeoutMs,
           negativeTtlSeconds: config.cache.negativeMaxTtlSeconds,
+          pool: oprfPool,
         })),
       // Per DP (ids from the registry): each lookup's time, window wait included, and result.
       ...(metrics && {
@@ -218,6 +222,7 @@ runServer<ResolverConfig>(process, {
         csiFilters.close();
         upstream.close();
         void verifyPool.close();
+        void oprfPool.close();
       },
     };
   },

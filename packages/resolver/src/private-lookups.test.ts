@@ -3,7 +3,7 @@
 // whose bucket is not the one asked or not signed, one whose parameters are not signed by its
 // registry key. Each is refused VERIFICATION_FAILED; an honest DP's answer comes back private.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   DiscoveryError,
@@ -24,7 +24,12 @@ import {
   type TableLayout,
 } from "@mimi/core";
 import type { Channel } from "@mimi/rpc";
+import { createOprfPool } from "./oprf-pool.js";
 import { createPrivateLookups } from "./private-lookups.js";
+
+// One worker thread: blinding and finalizing run as a resolver runs them.
+const pool = createOprfPool({ threads: 1 });
+after(() => pool.close());
 
 const NOW = Date.UTC(2026, 11, 4);
 const CSI = "tel:+447700900123";
@@ -99,6 +104,7 @@ function fakeDp(
       now: () => NOW,
       timeoutMs: 1_000,
       negativeTtlSeconds: 60,
+      pool,
     }),
   };
 }

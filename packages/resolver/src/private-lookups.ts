@@ -16,8 +16,6 @@ import {
   layoutOf,
   MAX_OPRF_BATCH,
   openEntry,
-  oprfBlind,
-  oprfFinalize,
   type PrivateParams,
   pb,
   slotOf,
@@ -25,6 +23,7 @@ import {
 } from "@mimi/core";
 import { type Channel, statusName } from "@mimi/rpc";
 import { outcomeFromAnswer } from "./cached-answer.js";
+import type { OprfPool } from "./oprf-pool.js";
 
 /** The resolver's private lookups. */
 export interface PrivateLookups {
@@ -52,6 +51,8 @@ export interface PrivateLookupOptions {
   timeoutMs: number;
   /** How long a NOT_FOUND from a private lookup may be cached (also bounded by the bucket's expiry). */
   negativeTtlSeconds: number;
+  /** Where blinding and finalizing run (worker threads, or inline). */
+  pool: OprfPool;
 }
 
 /** Parameters are fetched again after this long, and at once when the DP says its epoch changed. */
@@ -120,7 +121,7 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
         `DP "${dp.id}" uses private-lookup key epoch ${p.epoch}, not the one the registry publishes as current (${current.epoch}); ask plainly, or later`,
       );
     }
-    const blinded = items.map((i) => oprfBlind(i.csi));
+    const blinded = await o.pool.blind(items.map((i) => i.csi));
     const c = client(dp, endpoint);
     let ev: pb.EvaluateResponse;
     try {
@@ -137,7 +138,7 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     stats.evaluated += items.length;
     let outputs: Uint8Array[];
     try {
-      outputs = oprfFinalize(blinded, ev.evaluated, p.publicKey, ev.proof);
+      outputs = await o.pool.finalize(blinded, ev.evaluated, p.publicKey, ev.proof);
     } catch (err) {
       throw new DiscoveryError("verification_failed", `DP "${dp.id}": ${(err as Error).message}`);
     }
