@@ -384,6 +384,28 @@ test("an answer whose lookup raced a change event for its CSI is asked again, no
   assert.equal((await service.resolve(CSI)).outcome.kind, "answer");
 });
 
+test("a private answer that raced a change event is not asked again (a probe would see it), and not cached", async () => {
+  const { state, service } = setup();
+  let open: () => void = () => {};
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60, private: true, privateUntilMs: 1_060_000 };
+  const pending = service.resolve(CSI);
+  await nextTurn();
+  // The DP sends an event for the CSI while the private lookup is out (perhaps for a guess).
+  service.changed("eu", changeHashHex(KEY, CSI.uri));
+  state.gate = undefined;
+  open();
+  const r = await pending;
+  assert.equal(state.calls, 1, "no second evaluation right after the event");
+  assert.equal(r.outcome.kind, "not_found");
+  assert.equal(r.ttlSeconds, 0);
+  // Not cached: the next query asks again.
+  await service.resolve(CSI);
+  assert.equal(state.calls, 2);
+});
+
 test("a resync drops every answer from that DP and counts only when it is not a first subscription", async () => {
   const { service } = setup();
   await service.resolve(CSI);

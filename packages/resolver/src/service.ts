@@ -111,10 +111,7 @@ export interface ResolverServiceOptions {
   prefetch: PrefetchPolicy;
   /** Clock for the record of recent change events. */
   now: () => number;
-  /**
-   * Each DP's change-hash key, as its change log sent it; shared with the cache's index (see
-   * answerIndex), which the service keeps current.
-   */
+  /** Each DP's change-hash key, as its change log sent it; shared with the cache's index (answerIndex). */
   changeKeys: Map<string, Uint8Array>;
 }
 
@@ -231,8 +228,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       const ix = hashKey && `${dp.id}/${changeHashHex(hashKey, csi.uri)}`;
       if (ix && recent.after(ix, startedAt)) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
-        // the change (the event and the answer travel on different streams). Ask again.
-        if (attempt === 0) return walk(csi, 1, background, caller, trace);
+        // the change (the event and the answer travel on different streams). Ask again, but not
+        // privately: a re-ask would tell the DP an event it made up for a guessed CSI hit a
+        // lookup. That answer goes out uncached (the table's own event follows its entry).
+        if (attempt === 0 && !outcome.private) return walk(csi, 1, background, caller, trace);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
