@@ -39,6 +39,8 @@ export interface ChangeSubscriptions {
   /** Starts or stops subscriptions so there is one per DP in the registry. */
   reconcile(): void;
   states(): SubscriptionState[];
+  /** Whether the stream of `dpId` is open and has caught up. */
+  connected(dpId: string): boolean;
   close(): void;
 }
 
@@ -197,6 +199,7 @@ export function createChangeSubscriptions(o: ChangeSubscriptionOptions): ChangeS
         resyncs: s.resyncs,
         lastEventAtMs: s.lastEventAtMs,
       })),
+    connected: (dpId) => subs.get(dpId)?.connected === true,
     close() {
       for (const s of subs.values()) s.close();
       subs.clear();

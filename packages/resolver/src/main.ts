@@ -101,6 +101,8 @@ runServer<ResolverConfig>(process, {
           timeoutMs: config.upstreamTimeoutMs,
           negativeTtlSeconds: config.cache.negativeMaxTtlSeconds,
           pool: oprfPool,
+          // Buckets are kept only while the DP's change stream would say they changed.
+          following: (dpId) => subscriptions?.connected(dpId) === true,
         })),
       // Per DP (ids from the registry): each lookup's time, window wait included, and result.
       ...(metrics && {
@@ -137,7 +139,18 @@ runServer<ResolverConfig>(process, {
     const subs = createChangeSubscriptions({
       registry: sync.view,
       upstream,
-      sink: resolver,
+      // Every event or resync of a DP also drops the private-lookup buckets kept from it.
+      sink: {
+        changed(dpId, hashHex) {
+          privateLookups?.changed(dpId);
+          resolver.changed(dpId, hashHex);
+        },
+        changeKey: (dpId, key) => resolver.changeKey(dpId, key),
+        resync(dpId, counted) {
+          privateLookups?.changed(dpId);
+          return resolver.resync(dpId, counted);
+        },
+      },
       log,
       now: clock,
       maxBackoffMs: 5_000,

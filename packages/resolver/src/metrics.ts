@@ -178,6 +178,11 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     "Bytes of private-lookup buckets received.",
     () => s.privateLookups()?.bucketBytes ?? 0,
   );
+  c(
+    "private_bucket_hits_total",
+    "Private lookups answered from a bucket kept from an earlier fetch (no fetch at the DP).",
+    () => s.privateLookups()?.bucketHits ?? 0,
+  );
   gaugeFrom(registry, "mimi_resolver_csi_filter_bytes", "Bytes of federated DPs' CSI filters held.", () =>
     s.filters.bytes(),
   );

@@ -37,7 +37,10 @@ const CSI = "tel:+447700900123";
 /** A DP serving PrivateLookupService from memory, with ways to cheat. */
 function fakeDp(
   cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsKey?: boolean; unpublished?: boolean } = {},
+  /** Whether the resolver follows the DP's change stream (buckets are kept only then), and its clock. */
+  env: { following?: { on: boolean }; clock?: { now: number } } = {},
 ) {
+  let fetches = 0;
   const signing = generateSigningKey();
   const keys = generateOprfKeys();
   const layout: TableLayout = { epoch: 3, keyId: keyIdOf(keys.publicKey), bucketBits: 2, bucketBytes: 4096 };
@@ -65,6 +68,7 @@ function fakeDp(
     evaluate: async (req: { blinded: Uint8Array[] }) =>
       oprfBlindEvaluate(cheat.evaluateWith ?? keys, req.blinded),
     getBucket: async (req: { bucket: number }) => {
+      fetches++;
       const data = encodeBucket(layout, entries.get(req.bucket) ?? []);
       const bucket = (req.bucket + (cheat.bucketOffset ?? 0)) % 4;
       return {
@@ -97,14 +101,24 @@ function fakeDp(
     ],
   };
   const channel = { client: () => service } as unknown as Channel;
+  /** Adds an entry for `csi` (a claim at the DP), in whatever bucket it falls. */
+  const claim = (csi: string) => {
+    const s = slotOf(oprfEvaluate(keys.secretKey, csi), layout);
+    entries.set(s.bucket, [...(entries.get(s.bucket) ?? []), sealEntry(layout, s, answer)]);
+    return s.bucket;
+  };
   return {
     dp,
+    claim,
+    bucketOf: (csi: string) => slotOf(oprfEvaluate(keys.secretKey, csi), layout).bucket,
+    fetches: () => fetches,
     lookups: createPrivateLookups({
       channel: () => channel,
-      now: () => NOW,
+      now: () => env.clock?.now ?? NOW,
       timeoutMs: 1_000,
       negativeTtlSeconds: 60,
       pool,
+      ...(env.following && { following: () => env.following?.on === true }),
     }),
   };
 }
@@ -168,4 +182,45 @@ test("only the key the registry publishes as current is used, though the DP sign
   );
   // The published one works.
   assert.equal((await honest.lookups.lookup(honest.dp, "dp:1", CSI, new Uint8Array(16))).kind, "opted_out");
+});
+
+test("a kept bucket serves later lookups in it until any change event of its DP, a minute, or the stream is not followed", async () => {
+  const following = { on: true };
+  const clock = { now: NOW };
+  const { dp, lookups, fetches, claim, bucketOf } = fakeDp({}, { following, clock });
+  const ctx = new Uint8Array(16);
+  assert.equal((await lookups.lookup(dp, "dp:1", CSI, ctx)).kind, "opted_out");
+  assert.equal(fetches(), 1);
+  assert.equal((await lookups.lookup(dp, "dp:1", CSI, ctx)).kind, "opted_out");
+  assert.equal(fetches(), 1, "the kept bucket served the second lookup");
+  assert.equal(lookups.stats.bucketHits, 1);
+  // A claim for another CSI of the same bucket, after the bucket was kept: its change event
+  // drops the bucket, so the claim is seen at once.
+  let other = 0;
+  while (bucketOf(`tel:+4477009${String(10_000 + other)}`) !== bucketOf(CSI)) other++;
+  const neighbour = `tel:+4477009${String(10_000 + other)}`;
+  claim(neighbour);
+  lookups.changed("eu");
+  assert.equal((await lookups.lookup(dp, "dp:1", neighbour, ctx)).kind, "opted_out");
+  assert.equal(fetches(), 2);
+  // Not following the DP's stream: nothing would say the bucket changed, so it is fetched.
+  following.on = false;
+  await lookups.lookup(dp, "dp:1", CSI, ctx);
+  assert.equal(fetches(), 3);
+  // Followed again (a stream that resumes replays what it missed, each event dropping buckets),
+  // the bucket fetched meanwhile serves.
+  following.on = true;
+  await lookups.lookup(dp, "dp:1", CSI, ctx);
+  assert.equal(fetches(), 3);
+  // A minute on, it is fetched again even with no event.
+  clock.now += 60_000;
+  await lookups.lookup(dp, "dp:1", CSI, ctx);
+  assert.equal(fetches(), 4);
+});
+
+test("without a change stream to follow, no bucket is kept", async () => {
+  const { dp, lookups, fetches } = fakeDp();
+  await lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16));
+  await lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16));
+  assert.equal(fetches(), 2);
 });

@@ -29,6 +29,8 @@ import type { OprfPool } from "./oprf-pool.js";
 export interface PrivateLookups {
   /** Looks `csi` (canonical) up privately at `endpoint` of `dp`; the outcome is marked private. */
   lookup(dp: DpInfo, endpoint: string, csi: string, rateContext: Uint8Array): Promise<LookupOutcome>;
+  /** A change event (or a resync) from `dpId`: every bucket of it kept so far is dropped. */
+  changed(dpId: string): void;
   readonly stats: PrivateLookupStats;
 }
 
@@ -41,6 +43,8 @@ export interface PrivateLookupStats {
   buckets: number;
   /** Bytes of buckets received. */
   bucketBytes: number;
+  /** Lookups answered from a kept bucket, with no fetch. */
+  bucketHits: number;
 }
 
 /** Options of the private lookups. */
@@ -53,12 +57,31 @@ export interface PrivateLookupOptions {
   negativeTtlSeconds: number;
   /** Where blinding and finalizing run (worker threads, or inline). */
   pool: OprfPool;
+  /**
+   * Whether the resolver follows `dpId`'s change stream and has caught up: buckets of that DP
+   * are kept only then (nothing would tell the resolver they changed). Undefined: none are kept.
+   */
+  following?: (dpId: string) => boolean;
+  /** Bytes of buckets kept for reuse (0: none). */
+  bucketCacheBytes?: number;
 }
 
 /** Parameters are fetched again after this long, and at once when the DP says its epoch changed. */
 const PARAMS_MS = 600_000;
 /** Parameter sets kept (one per DP endpoint asked). */
 const MAX_PARAMS = 1_024;
+/** A kept bucket is used for at most this long, even while no change event says otherwise. */
+const BUCKET_KEEP_MS = 60_000;
+/** Default bytes of kept buckets. */
+const BUCKET_CACHE_BYTES = 32 * 1024 * 1024;
+
+/** A bucket kept for reuse, checked when it was fetched. */
+interface KeptBucket {
+  readonly r: pb.GetBucketResponse;
+  /** The DP's generation (change events seen) when the fetch began: any later event drops it. */
+  readonly generation: number;
+  readonly fetchedAtMs: number;
+}
 
 interface Waiting {
   csi: string;
@@ -68,7 +91,50 @@ interface Waiting {
 
 /** Creates the private lookups. */
 export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
-  const stats: PrivateLookupStats = { lookups: 0, evaluations: 0, evaluated: 0, buckets: 0, bucketBytes: 0 };
+  const stats: PrivateLookupStats = {
+    lookups: 0,
+    evaluations: 0,
+    evaluated: 0,
+    buckets: 0,
+    bucketBytes: 0,
+    bucketHits: 0,
+  };
+  // Buckets are the same for every caller: one kept serves every later lookup that lands in it,
+  // until any change event of its DP (the table's own events follow every entry it rewrites), a
+  // minute, or the bucket's own expiry, whichever comes first. Bounded in bytes, oldest out first.
+  const kept = new Map<string, KeptBucket>();
+  const generations = new Map<string, number>();
+  const cacheBytes = o.following ? (o.bucketCacheBytes ?? BUCKET_CACHE_BYTES) : 0;
+  let keptBytes = 0;
+  const drop = (k: string) => {
+    const b = kept.get(k);
+    if (b) keptBytes -= b.r.data.length;
+    kept.delete(k);
+  };
+  const keptBucket = (dp: DpInfo, k: string, now: number): pb.GetBucketResponse | undefined => {
+    const b = kept.get(k);
+    if (!b) return undefined;
+    if (
+      b.generation !== (generations.get(dp.id) ?? 0) ||
+      now - b.fetchedAtMs >= BUCKET_KEEP_MS ||
+      decodeBucketStatement(b.r.statement).expiresAtMs <= now ||
+      !o.following?.(dp.id)
+    ) {
+      drop(k);
+      return undefined;
+    }
+    return b.r;
+  };
+  const keep = (k: string, r: pb.GetBucketResponse, generation: number, dpId: string, now: number) => {
+    if (r.data.length > cacheBytes || generation !== (generations.get(dpId) ?? 0)) return;
+    drop(k);
+    for (const [old] of kept) {
+      if (keptBytes + r.data.length <= cacheBytes) break;
+      drop(old);
+    }
+    kept.set(k, { r, generation, fetchedAtMs: now });
+    keptBytes += r.data.length;
+  };
   const params = new Map<string, { p: Promise<PrivateParams>; at: number }>();
   const batches = new Map<string, Waiting[]>();
 
@@ -143,30 +209,49 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
       throw new DiscoveryError("verification_failed", `DP "${dp.id}": ${(err as Error).message}`);
     }
     const layout = layoutOf(p);
-    // One fetch per CSI, even when two share a bucket: a shared fetch would tell the DP so.
+    // One fetch per CSI of a batch, even when two share a bucket (a shared fetch would tell the
+    // DP that two of its CSIs collide); only a bucket kept from an earlier batch is not fetched,
+    // which tells the DP less than a fetch would: not which bucket, only that it was one it
+    // served this resolver within the minute.
     await Promise.all(
       items.map(async (item, i) => {
         try {
           const slot = slotOf(outputs[i] as Uint8Array, layout);
-          const r = await c.getBucket({ epoch: p.epoch, bucket: slot.bucket }, { timeoutMs: o.timeoutMs });
-          stats.buckets++;
-          stats.bucketBytes += r.data.length;
-          const now = o.now();
-          const problem = bucketProblem(
-            r.data,
-            r.statement,
-            r.signature,
-            p,
+          // Kept buckets are of this DP key, OPRF key and layout only (checked when fetched).
+          const k = [
+            dp.id,
+            hex(dp.signingPublicKey),
+            p.epoch,
+            hex(p.publicKey),
+            p.bucketBits,
+            p.bucketBytes,
             slot.bucket,
-            dp.signingPublicKey,
-            now,
-          );
-          if (problem) {
-            // A table that grew or split its buckets since the parameters were read: read them
-            // again, once.
-            if (!retried && layoutChanged(r, p)) throw new Retry();
-            throw new DiscoveryError("verification_failed", problem);
+          ].join("|");
+          let r = keptBucket(dp, k, o.now());
+          if (r) stats.bucketHits++;
+          else {
+            const generation = generations.get(dp.id) ?? 0;
+            r = await c.getBucket({ epoch: p.epoch, bucket: slot.bucket }, { timeoutMs: o.timeoutMs });
+            stats.buckets++;
+            stats.bucketBytes += r.data.length;
+            const problem = bucketProblem(
+              r.data,
+              r.statement,
+              r.signature,
+              p,
+              slot.bucket,
+              dp.signingPublicKey,
+              o.now(),
+            );
+            if (problem) {
+              // A table that grew or split its buckets since the parameters were read: read them
+              // again, once.
+              if (!retried && layoutChanged(r, p)) throw new Retry();
+              throw new DiscoveryError("verification_failed", problem);
+            }
+            keep(k, r, generation, dp.id, o.now());
           }
+          const now = o.now();
           const expiresAtMs = decodeBucketStatement(r.statement).expiresAtMs;
           const leftSeconds = Math.max(0, Math.floor((expiresAtMs - now) / 1000));
           const plain = openEntry(layout, slot, r.data);
@@ -201,6 +286,9 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
 
   return {
     stats,
+    changed(dpId) {
+      generations.set(dpId, (generations.get(dpId) ?? 0) + 1);
+    },
     lookup(dp, endpoint, csi, rateContext) {
       stats.lookups++;
       return new Promise<LookupOutcome>((resolve, reject) => {
@@ -228,6 +316,8 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
 }
 
 class Retry extends Error {}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 /** Whether a bucket is of a later layout than `p` (more bucket bits, larger buckets). */
 function layoutChanged(r: pb.GetBucketResponse, p: PrivateParams): boolean {
