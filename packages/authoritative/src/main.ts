@@ -300,6 +300,7 @@ runServer<AuthoritativeConfig>(process, {
       limits,
       now: clock,
       enabled: config.privateLookups.enabled,
+      atCapacity: () => oprfPool?.full() === true,
     });
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
     const ready = sync.ready.then(() => {

@@ -38,15 +38,19 @@ test("a full queue refuses an evaluation at once, with a retry hint; the queued 
   t.after(() => pool.close());
   const keys = generateOprfKeys();
   const element = oprfBlind(csis[0] as string).blinded;
-  // 64 batches a thread are queued; the 65th is refused before any work.
-  const queued = Array.from({ length: 64 }, () => pool.blindEvaluate(keys, [element]));
+  // 16 batches a thread are queued; the 17th is refused before any work, and the server can
+  // tell before it charges anyone (full()).
+  assert.equal(pool.full(), false);
+  const queued = Array.from({ length: 16 }, () => pool.blindEvaluate(keys, [element]));
+  assert.equal(pool.full(), true);
   await assert.rejects(
     pool.blindEvaluate(keys, [element]),
     (e: DiscoveryError) =>
       e.code === "not_ready" && e.details?.retryAfterMs === 1_000 && /at capacity/.test(e.message),
   );
   const done = await Promise.all(queued);
-  assert.equal(done.length, 64);
+  assert.equal(done.length, 16);
+  assert.equal(pool.full(), false);
   // Drained: accepted again.
   assert.equal((await pool.blindEvaluate(keys, [element])).evaluated.length, 1);
 });

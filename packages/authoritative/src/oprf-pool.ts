@@ -12,19 +12,29 @@ export interface OprfPool {
   readonly threads: number;
   /** PRF outputs of `csis` under `secretKey`, in order, split across the threads. */
   prf(secretKey: Uint8Array, csis: readonly string[]): Promise<Uint8Array[]>;
+  /** Whether an Evaluate would be refused now (checked before the caller's budgets are charged). */
+  full(): boolean;
   /**
    * Evaluates blinded elements with one proof (Evaluate). Throws not_ready at once when the
-   * queue is full; rejects invalid_argument for an element that is not a group element.
+   * queue is full; rejects invalid_argument for an element that is not a group element. A task
+   * still queued when `signal` aborts (the caller gave up) is dropped unrun.
    */
   blindEvaluate(
     keys: OprfKeys,
     blinded: readonly Uint8Array[],
+    signal?: AbortSignal,
   ): Promise<{ evaluated: Uint8Array[]; proof: Uint8Array }>;
   close(): Promise<void>;
 }
 
-/** Tasks queued per thread before an Evaluate is refused: at most 32 elements each, about 3 s of work. */
-const QUEUED_PER_THREAD = 64;
+/**
+ * Tasks queued per thread before an Evaluate is refused: at most 32 elements each, under a
+ * second of work, shorter than a resolver's deadline, so little queued is work for a caller who
+ * has already gone (and what is, is dropped when its call ends).
+ */
+const QUEUED_PER_THREAD = 16;
+/** Build tasks a thread may have besides (two tables, one page each in flight). */
+const BUILD_SLACK_PER_THREAD = 4;
 /** Idle workers exit after this; the next task starts them again. */
 const IDLE_TIMEOUT_MS = 60_000;
 
@@ -41,14 +51,14 @@ export function createOprfPool({ threads }: { threads: number }): OprfPool {
           minThreads: 0,
           maxThreads: threads,
           idleTimeout: IDLE_TIMEOUT_MS,
-          maxQueue: maxQueue + threads * 2,
+          maxQueue: maxQueue + threads * BUILD_SLACK_PER_THREAD,
         })
       : undefined;
   let pending = 0;
-  const run = async (task: OprfTask): Promise<OprfResult> => {
+  const run = async (task: OprfTask, signal?: AbortSignal): Promise<OprfResult> => {
     pending++;
     try {
-      return pool ? await pool.run(task) : runOprf(task);
+      return pool ? await pool.run(task, signal ? { signal } : {}) : runOprf(task);
     } finally {
       pending--;
     }
@@ -61,21 +71,28 @@ export function createOprfPool({ threads }: { threads: number }): OprfPool {
       const runs: Promise<OprfResult>[] = [];
       for (let i = 0; i < csis.length; i += size)
         runs.push(run({ kind: "prf", secretKey, csis: csis.slice(i, i + size) }));
-      return (await Promise.all(runs)).flatMap((r) => ("outputs" in r ? r.outputs : []));
+      const outputs = (await Promise.all(runs)).flatMap((r) => ("outputs" in r ? r.outputs : []));
+      // Outputs out of step with their CSIs would seal entries into other CSIs' slots.
+      if (outputs.length !== csis.length)
+        throw new Error(`${outputs.length} PRF outputs for ${csis.length} CSIs`);
+      return outputs;
     },
-    async blindEvaluate(keys, blinded) {
+    full: () => pending >= maxQueue,
+    async blindEvaluate(keys, blinded, signal) {
       if (pending >= maxQueue)
         throw new DiscoveryError(
           "not_ready",
           `this DP's private-lookup evaluations are at capacity (${pending} batches waiting); retry shortly`,
           { details: { retryAfterMs: 1_000, reason: "EVALUATIONS_AT_CAPACITY" } },
         );
-      const r = await run({
+      // Copies: a request's elements are views into its whole message, which would go along.
+      const task: OprfTask = {
         kind: "evaluate",
         secretKey: keys.secretKey,
         publicKey: keys.publicKey,
-        blinded,
-      });
+        blinded: blinded.map((b) => b.slice()),
+      };
+      const r = await run(task, signal);
       if ("problem" in r) throw new DiscoveryError("invalid_argument", r.problem);
       if (!("evaluated" in r)) throw new Error("an evaluation gave no elements");
       return r;

@@ -26,7 +26,14 @@ export const EVALUATION_LOAD = 20;
 export function bindPrivateServer(
   server: grpc.Server,
   keys: () => PrivateKeys | undefined,
-  opts: { log: Logger; limits: LookupLimits; now: () => number; enabled: boolean },
+  opts: {
+    log: Logger;
+    limits: LookupLimits;
+    now: () => number;
+    enabled: boolean;
+    /** Whether the DP's evaluation queue is full (oprf-pool.ts): refused before anything is charged. */
+    atCapacity: () => boolean;
+  },
 ): { readonly evaluated: number; readonly buckets: number } {
   const { log, limits, now } = opts;
   const counts = { evaluated: 0, buckets: 0 };
@@ -57,10 +64,17 @@ export function bindPrivateServer(
           );
         if (req.blinded.some((b) => b.length !== OPRF_ELEMENT_BYTES))
           throw new DiscoveryError("invalid_argument", `each blinded element is ${OPRF_ELEMENT_BYTES} bytes`);
-        // Charged before the work, like a lookup: a refused evaluation costs the DP nothing.
+        // Charged before the work, like a lookup: a refused evaluation costs the DP nothing. A
+        // full queue refuses first, so it charges no budget either.
         const t = ready(req.epoch);
+        if (opts.atCapacity())
+          throw new DiscoveryError(
+            "not_ready",
+            "this DP's private-lookup evaluations are at capacity; retry shortly",
+            { details: { retryAfterMs: 1_000, reason: "EVALUATIONS_AT_CAPACITY" } },
+          );
         limits.admit(ctx.peer.name, req.rateContext, undefined, now(), n, n * EVALUATION_LOAD);
-        const r = await t.evaluate(req.epoch, req.blinded);
+        const r = await t.evaluate(req.epoch, req.blinded, ctx.signal);
         counts.evaluated += n;
         return r;
       },

@@ -23,7 +23,7 @@ import {
   verifyPrivateParams,
 } from "@mimi/core";
 import { createChangeLog } from "./change-log.js";
-import { createOprfPool } from "./oprf-pool.js";
+import { createOprfPool, type OprfPool } from "./oprf-pool.js";
 import { createPrivateKeys, readKeyFile } from "./private-keys.js";
 import { createPrivateTable, type EpochKeys, type PrivateTable, tableMetaKey } from "./private-table.js";
 import type { MappingRow } from "./store/rows.js";
@@ -48,9 +48,9 @@ const pool = createOprfPool({ threads: 1 });
 after(() => pool.close());
 
 /** A DP's answers without real signatures: the table only carries them (verification is the resolver's). */
-function answerOf(store: ReturnType<typeof openMappingStore>) {
+function answerOf(store: ReturnType<typeof openMappingStore>, unserved: ReadonlySet<string> = new Set()) {
   return (csi: string): LookupOutcome | undefined => {
-    if (csi.startsWith("tel:+1")) return undefined; // not this DP's range
+    if (csi.startsWith("tel:+1") || unserved.has(csi)) return undefined; // not this DP's range
     const seal = { statement: new Uint8Array([9, 9]), signature: new Uint8Array(64) };
     const rows = store.mappings(csi);
     if (rows.length > 0) {
@@ -74,6 +74,8 @@ function setup(
   prepare: (s: ReturnType<typeof openMappingStore>) => void,
   dir: string,
   store = openMappingStore(":memory:"),
+  /** CSIs the registry no longer gives this DP (a range moved), and the pool to use. */
+  env: { unserved?: Set<string>; pool?: OprfPool } = {},
 ) {
   prepare(store);
   const log = createLogger({ name: "test", level: "silent" });
@@ -92,13 +94,13 @@ function setup(
     changeLog,
     keys,
     signingKey,
-    answer: answerOf(store),
+    answer: answerOf(store, env.unserved),
     mspIndex: () => 0,
     entrySealMs: 86_400_000,
     bucketSealMs: 3_600_000,
     now: () => NOW,
     log,
-    pool,
+    pool: env.pool ?? pool,
   });
   const lookup = (csi: string) => privateLookup(table, signingKey.publicKey, csi);
   return { store, table, lookup, epoch: keys.epoch };
@@ -482,4 +484,52 @@ test("a retirement waits for the new key's table, keeps its time across a restar
   );
   await until(async () => store.privateBucket(a.epoch, 0, 2 ** 32 - 1).length === 0);
   assert.equal((await third.lookup(tel(1))).status, "FOUND");
+});
+
+test("a rescan re-reads every CSI, tells resolvers of each answer it changed, and starts again when asked during a scan", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const unserved = new Set<string>();
+  const { table, lookup, store, epoch } = setup(
+    (s) => {
+      for (let i = 0; i < 300; i++) s.putMapping(row(tel(i)));
+    },
+    dir,
+    undefined,
+    { unserved },
+  );
+  // Asked during the first scan, once tel(0) was read: the scan goes back to the first CSI, so
+  // the answer read before the change does not stay.
+  await until(async () => store.privateEntry(epoch, tel(0)) !== undefined);
+  assert.equal(table.stats().built, false, "still scanning");
+  unserved.add(tel(0));
+  table.rescan("a registry change during the build");
+  await until(async () => table.stats().built);
+  assert.equal((await lookup(tel(0))).status, "no entry");
+  const before = store.logBounds().latest;
+  // The registry moved tel(7)'s range away: no store change, so only the rescan can see it.
+  unserved.add(tel(7));
+  table.rescan("registry change put_delegation");
+  await until(async () => (await lookup(tel(7))).status === "no entry" && !table.stats().scanning);
+  assert.equal((await lookup(tel(8))).status, "FOUND");
+  const events = store.changesSince(before, 100).map((e) => e.csi);
+  assert.ok(events.includes(tel(7)), "resolvers hear of the changed answer");
+  assert.ok(!events.includes(tel(8)), "and of nothing else");
+  table.close();
+});
+
+test("a page the pool failed is tried again: the build finishes", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  let failures = 1;
+  const flaky: OprfPool = {
+    ...pool,
+    prf: (key, csis) => (failures-- > 0 ? Promise.reject(new Error("worker exited")) : pool.prf(key, csis)),
+  };
+  const { table, lookup } = setup((s) => s.putMapping(row(tel(1))), dir, undefined, { pool: flaky });
+  // The retry waits a second (a timer, not a turn): poll with real time, bounded.
+  for (let i = 0; i < 100 && !table.stats().built; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(table.stats().built, true);
+  assert.equal((await lookup(tel(1))).status, "FOUND");
+  table.close();
 });

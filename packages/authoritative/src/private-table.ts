@@ -74,6 +74,7 @@ export interface PrivateTable {
   evaluate(
     epoch: number,
     blinded: readonly Uint8Array[],
+    signal?: AbortSignal,
   ): Promise<{ evaluated: Uint8Array[]; proof: Uint8Array }>;
   /** Bucket `bucket` of `epoch`, signed now. */
   bucket(epoch: number, bucket: number): { data: Uint8Array; statement: Uint8Array; signature: Uint8Array };
@@ -256,6 +257,39 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     return true;
   };
 
+  /** Reads and seals the next page of the scan. */
+  const buildPage = async () => {
+    const at = `${progress.pass}/${progress.after}`;
+    const page = o.store.csisAfter(progress.after, BUILD_PAGE, progress.pass === 1);
+    // The PRF outputs of CSIs new to the table, on the pool's threads (the costly part).
+    const fresh = page.filter((csi) => !o.store.privateEntry(epoch, csi));
+    const outputs = await o.pool.prf(o.keys.secretKey, fresh);
+    const ys = new Map(fresh.map((csi, i) => [csi, outputs[i]]));
+    // Stopped, started over, or answers unavailable meanwhile: this page is read again.
+    if (closed || progress.clearing || o.notReady?.() || `${progress.pass}/${progress.after}` !== at) return;
+    const done = page.length < BUILD_PAGE;
+    const next: Partial<Progress> = {
+      after: done ? "" : (page[page.length - 1] ?? progress.after),
+      pass: done ? (progress.pass === 0 ? 1 : 2) : progress.pass,
+    };
+    if (next.pass === 2) next.built = true;
+    const before = { ...progress };
+    try {
+      o.store.transaction(() => {
+        const changed = page.filter((csi) => tryRefresh(csi, false, ys.get(csi)) === true);
+        // A rescan of a table already served: resolvers hear of each answer it changed (a
+        // registry change it followed), as they do of the log's changes.
+        if (progress.built) for (const csi of changed) o.store.logChange(csi, o.now());
+        Object.assign(progress, next);
+        save();
+      });
+    } catch (err) {
+      // Rolled back: the scan stays where the store says it is.
+      Object.assign(progress, before);
+      throw err;
+    }
+  };
+
   let building = false;
   const build = async () => {
     if (building || closed) return;
@@ -275,24 +309,13 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
           await new Promise((r) => setTimeout(r, 1_000).unref());
           continue;
         }
-        const at = `${progress.pass}/${progress.after}`;
-        const page = o.store.csisAfter(progress.after, BUILD_PAGE, progress.pass === 1);
-        // The PRF outputs of CSIs new to the table, on the pool's threads (the costly part).
-        const fresh = page.filter((csi) => !o.store.privateEntry(epoch, csi));
-        const outputs = await o.pool.prf(o.keys.secretKey, fresh);
-        const ys = new Map(fresh.map((csi, i) => [csi, outputs[i]]));
-        // A rescan or a start over meanwhile moved the scan: this page is read again.
-        if (closed || progress.clearing || `${progress.pass}/${progress.after}` !== at) continue;
-        o.store.transaction(() => {
-          for (const csi of page) tryRefresh(csi, false, ys.get(csi));
-          progress.after = page[page.length - 1] ?? progress.after;
-          if (page.length < BUILD_PAGE) {
-            progress.pass = progress.pass === 0 ? 1 : 2;
-            progress.after = "";
-          }
-          if (progress.pass === 2) progress.built = true;
-          save();
-        });
+        try {
+          await buildPage();
+        } catch (err) {
+          // A page that failed (the pool, the store) is tried again, never given up on.
+          log.error({ err: (err as Error).message }, "a private-lookup table page failed; retrying");
+          await new Promise((r) => setTimeout(r, 1_000).unref());
+        }
         await new Promise((r) => setImmediate(r));
       }
       if (!closed)
@@ -408,9 +431,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       }
       return params.signed;
     },
-    async evaluate(asked, blinded) {
+    async evaluate(asked, blinded, signal) {
       check(asked);
-      return o.pool.blindEvaluate(o.keys, blinded);
+      return o.pool.blindEvaluate(o.keys, blinded, signal);
     },
     bucket(asked, bucket) {
       check(asked);
@@ -448,7 +471,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
         });
     },
     rescan(why) {
-      if (progress.clearing || progress.pass < 2) return;
+      // Clearing is followed by a whole build anyway; a scan under way starts again from the
+      // first CSI, so none it had read keeps an answer the change made outdated.
+      if (progress.clearing) return;
       log.info({ epoch, why }, "private-lookup table reads every CSI again");
       Object.assign(progress, { pass: 0, after: "" });
       save();

@@ -56,6 +56,7 @@ runServer<ResolverConfig>(process, {
     let service: ResolverService | undefined;
     let subscriptions: ChangeSubscriptions | undefined;
     let filters: CsiFilters | undefined;
+    let privateLookups: PrivateLookups | undefined;
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -65,12 +66,15 @@ runServer<ResolverConfig>(process, {
       rootPublicKey: loadPublicKey(config.rootPublicKey),
       onChange: (change) => {
         service?.registryChanged(change);
+        // A key or a range moved: kept private-lookup buckets may hold answers it changed.
+        if (change.kind !== "refresh") privateLookups?.changedAll();
         if (change.kind === "put_dp" || change.kind === "delete_dp") subscriptions?.reconcile();
         if (change.kind !== "put_msp" && change.kind !== "delete_msp" && change.kind !== "refresh")
           filters?.reconcile();
       },
       onSnapshot: () => {
         service?.registryReplaced();
+        privateLookups?.changedAll();
         subscriptions?.reconcile();
         filters?.reconcile();
       },
@@ -88,7 +92,6 @@ runServer<ResolverConfig>(process, {
     const verifyPool = createVerifyPool({ threads: config.verifyThreads });
     // So do a private lookup's blinding and finalizing, as many threads again.
     const oprfPool = createOprfPool({ threads: config.verifyThreads });
-    let privateLookups: PrivateLookups | undefined;
     const upstream = createUpstream({
       channels: createChannelPool(tls),
       log,

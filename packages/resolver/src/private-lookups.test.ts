@@ -216,6 +216,12 @@ test("a kept bucket serves later lookups in it until any change event of its DP,
   clock.now += 60_000;
   await lookups.lookup(dp, "dp:1", CSI, ctx);
   assert.equal(fetches(), 4);
+  // A registry change (a key, a range) drops every kept bucket.
+  await lookups.lookup(dp, "dp:1", CSI, ctx);
+  assert.equal(fetches(), 4);
+  lookups.changedAll();
+  await lookups.lookup(dp, "dp:1", CSI, ctx);
+  assert.equal(fetches(), 5);
 });
 
 test("without a change stream to follow, no bucket is kept", async () => {

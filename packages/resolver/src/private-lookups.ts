@@ -31,6 +31,8 @@ export interface PrivateLookups {
   lookup(dp: DpInfo, endpoint: string, csi: string, rateContext: Uint8Array): Promise<LookupOutcome>;
   /** A change event (or a resync) from `dpId`: every bucket of it kept so far is dropped. */
   changed(dpId: string): void;
+  /** A registry change (a DP's or an MSP's keys or ranges): every kept bucket is dropped. */
+  changedAll(): void;
   readonly stats: PrivateLookupStats;
 }
 
@@ -77,9 +79,9 @@ const BUCKET_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** A bucket kept for reuse, checked when it was fetched. */
 interface KeptBucket {
-  readonly r: pb.GetBucketResponse;
-  /** The DP's generation (change events seen) when the fetch began: any later event drops it. */
-  readonly generation: number;
+  readonly r: BucketParts;
+  /** The generation (registry changes, and the DP's change events) when the fetch began: any later one drops it. */
+  readonly generation: string;
   readonly fetchedAtMs: number;
 }
 
@@ -104,6 +106,8 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
   // minute, or the bucket's own expiry, whichever comes first. Bounded in bytes, oldest out first.
   const kept = new Map<string, KeptBucket>();
   const generations = new Map<string, number>();
+  let registryGeneration = 0;
+  const generationOf = (dpId: string) => `${registryGeneration}:${generations.get(dpId) ?? 0}`;
   const cacheBytes = o.following ? (o.bucketCacheBytes ?? BUCKET_CACHE_BYTES) : 0;
   let keptBytes = 0;
   const drop = (k: string) => {
@@ -111,11 +115,11 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     if (b) keptBytes -= b.r.data.length;
     kept.delete(k);
   };
-  const keptBucket = (dp: DpInfo, k: string, now: number): pb.GetBucketResponse | undefined => {
+  const keptBucket = (dp: DpInfo, k: string, now: number): BucketParts | undefined => {
     const b = kept.get(k);
     if (!b) return undefined;
     if (
-      b.generation !== (generations.get(dp.id) ?? 0) ||
+      b.generation !== generationOf(dp.id) ||
       now - b.fetchedAtMs >= BUCKET_KEEP_MS ||
       decodeBucketStatement(b.r.statement).expiresAtMs <= now ||
       !o.following?.(dp.id)
@@ -125,14 +129,16 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     }
     return b.r;
   };
-  const keep = (k: string, r: pb.GetBucketResponse, generation: number, dpId: string, now: number) => {
-    if (r.data.length > cacheBytes || generation !== (generations.get(dpId) ?? 0)) return;
+  const keep = (k: string, r: BucketParts, generation: string, dpId: string, now: number) => {
+    if (r.data.length > cacheBytes || generation !== generationOf(dpId)) return;
     drop(k);
     for (const [old] of kept) {
       if (keptBytes + r.data.length <= cacheBytes) break;
       drop(old);
     }
-    kept.set(k, { r, generation, fetchedAtMs: now });
+    // Copies: a response's fields are views into its whole message, which would be kept too.
+    const own = { data: r.data.slice(), statement: r.statement.slice(), signature: r.signature.slice() };
+    kept.set(k, { r: own, generation, fetchedAtMs: now });
     keptBytes += r.data.length;
   };
   const params = new Map<string, { p: Promise<PrivateParams>; at: number }>();
@@ -230,7 +236,7 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
           let r = keptBucket(dp, k, o.now());
           if (r) stats.bucketHits++;
           else {
-            const generation = generations.get(dp.id) ?? 0;
+            const generation = generationOf(dp.id);
             r = await c.getBucket({ epoch: p.epoch, bucket: slot.bucket }, { timeoutMs: o.timeoutMs });
             stats.buckets++;
             stats.bucketBytes += r.data.length;
@@ -289,6 +295,11 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     changed(dpId) {
       generations.set(dpId, (generations.get(dpId) ?? 0) + 1);
     },
+    changedAll() {
+      registryGeneration++;
+      kept.clear();
+      keptBytes = 0;
+    },
     lookup(dp, endpoint, csi, rateContext) {
       stats.lookups++;
       return new Promise<LookupOutcome>((resolve, reject) => {
@@ -317,10 +328,13 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
 
 class Retry extends Error {}
 
+/** What a bucket response holds. */
+type BucketParts = Pick<pb.GetBucketResponse, "data" | "statement" | "signature">;
+
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 /** Whether a bucket is of a later layout than `p` (more bucket bits, larger buckets). */
-function layoutChanged(r: pb.GetBucketResponse, p: PrivateParams): boolean {
+function layoutChanged(r: BucketParts, p: PrivateParams): boolean {
   try {
     return decodeBucketStatement(r.statement).bucketBits !== p.bucketBits || r.data.length !== p.bucketBytes;
   } catch {
