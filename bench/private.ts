@@ -65,7 +65,7 @@ export async function privateScenario(
         ["private", pb.PrivacyMode.PRIVATE],
       ] as const) {
         const keys = cold();
-        const bytes0 = await bucketBytes(net);
+        const before = await resolverCounts(net);
         const r = await bench.measure(net, "private", `${variant} cold lookups`, {
           service: "resolver",
           api: "stream",
@@ -74,18 +74,25 @@ export async function privateScenario(
           workers: 1,
           request: { privacy },
         });
-        const bytes = (await bucketBytes(net)) - bytes0;
+        const after = await resolverCounts(net);
+        const bytes = after.bucketBytes - before.bucketBytes;
+        const evaluations = after.evaluations - before.evaluations;
         r.extra = {
           perDpCpuSecond: round(r.lookups / Math.max(r.cpuSeconds["dp-eu"] ?? 0, 0.01), 0),
           perResolverCpuSecond: round(r.lookups / Math.max(r.cpuSeconds.resolver ?? 0, 0.01), 0),
           ...(variant === "private" &&
-            Number.isFinite(bytes) && { bucketBytesPerLookup: round(bytes / Math.max(r.lookups, 1), 0) }),
+            Number.isFinite(bytes) && {
+              bucketBytesPerLookup: round(bytes / Math.max(r.lookups, 1), 0),
+              // How many lookups shared an Evaluate (and its proof), on average.
+              lookupsPerEvaluate: round(r.lookups / Math.max(evaluations, 1), 1),
+              bucketHits: after.bucketHits - before.bucketHits,
+            }),
         };
         log(
           `private ${variant}: ${r.lookupsPerSec}/s, ${r.extra.perDpCpuSecond} per CPU-s of eu, ${r.extra.perResolverCpuSecond} per CPU-s of the resolver` +
             (r.extra.bucketBytesPerLookup === undefined
               ? ""
-              : `, ${r.extra.bucketBytesPerLookup} bucket bytes per lookup`),
+              : `, ${r.extra.bucketBytesPerLookup} bucket bytes per lookup, ${r.extra.lookupsPerEvaluate} lookups per Evaluate, ${r.extra.bucketHits} from kept buckets`),
         );
       }
     },
@@ -108,15 +115,27 @@ async function builtAt(net: Network, id: "eu" | "us"): Promise<void> {
   }
 }
 
-/** Bucket bytes the resolver received so far (its metrics; NaN without them). */
-async function bucketBytes(net: Network): Promise<number> {
+/** The resolver's private-lookup counters so far (its metrics; NaN without them). */
+async function resolverCounts(
+  net: Network,
+): Promise<{ bucketBytes: number; evaluations: number; bucketHits: number }> {
   // A rendering serves scrapes for a second: wait it out so the figure is current.
   await new Promise((r) => setTimeout(r, 1_100));
   try {
     const body = await (await fetch(`http://127.0.0.1:${net.resolver.opsPort}/metrics`)).text();
-    const line = body.split("\n").find((l) => l.startsWith("mimi_resolver_private_bucket_bytes_total "));
-    return Number(line?.split(" ")[1] ?? Number.NaN);
+    const value = (name: string) =>
+      Number(
+        body
+          .split("\n")
+          .find((l) => l.startsWith(`${name} `))
+          ?.split(" ")[1] ?? Number.NaN,
+      );
+    return {
+      bucketBytes: value("mimi_resolver_private_bucket_bytes_total"),
+      evaluations: value("mimi_resolver_private_evaluations_total"),
+      bucketHits: value("mimi_resolver_private_bucket_hits_total"),
+    };
   } catch {
-    return Number.NaN;
+    return { bucketBytes: Number.NaN, evaluations: Number.NaN, bucketHits: Number.NaN };
   }
 }
