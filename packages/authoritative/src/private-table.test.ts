@@ -75,7 +75,7 @@ function setup(
   dir: string,
   store = openMappingStore(":memory:"),
   /** CSIs the registry no longer gives this DP (a range moved), and the pool to use. */
-  env: { unserved?: Set<string>; pool?: OprfPool } = {},
+  env: { unserved?: Set<string>; pool?: OprfPool; pause?: (ms: number) => Promise<void> } = {},
 ) {
   prepare(store);
   const log = createLogger({ name: "test", level: "silent" });
@@ -101,6 +101,7 @@ function setup(
     now: () => NOW,
     log,
     pool: env.pool ?? pool,
+    ...(env.pause && { pause: env.pause }),
   });
   const lookup = (csi: string) => privateLookup(table, signingKey.publicKey, csi);
   return { store, table, lookup, epoch: keys.epoch };
@@ -526,10 +527,17 @@ test("a page the pool failed is tried again: the build finishes", async (t) => {
     ...pool,
     prf: (key, csis) => (failures-- > 0 ? Promise.reject(new Error("worker exited")) : pool.prf(key, csis)),
   };
-  const { table, lookup } = setup((s) => s.putMapping(row(tel(1))), dir, undefined, { pool: flaky });
-  // The retry waits a second (a timer, not a turn): poll with real time, bounded.
-  for (let i = 0; i < 100 && !table.stats().built; i++) await new Promise((r) => setTimeout(r, 50));
-  assert.equal(table.stats().built, true);
+  // The retry's pause is the test's: it records the wait and goes on at the next turn.
+  const pauses: number[] = [];
+  const { table, lookup } = setup((s) => s.putMapping(row(tel(1))), dir, undefined, {
+    pool: flaky,
+    pause: (ms) => {
+      pauses.push(ms);
+      return new Promise((r) => setImmediate(r));
+    },
+  });
+  await until(async () => table.stats().built);
+  assert.deepEqual(pauses, [1_000], "one failed page, retried after a pause");
   assert.equal((await lookup(tel(1))).status, "FOUND");
   table.close();
 });

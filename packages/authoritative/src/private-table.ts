@@ -104,6 +104,8 @@ export interface PrivateTableOptions {
   pool: OprfPool;
   now: () => number;
   log: Logger;
+  /** Waits before a build tries again (a second by default); tests pass one that waits a turn. */
+  pause?: (ms: number) => Promise<void>;
 }
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -290,6 +292,7 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     }
   };
 
+  const pause = o.pause ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()));
   let building = false;
   const build = async () => {
     if (building || closed) return;
@@ -306,7 +309,7 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
           continue;
         }
         if (o.notReady?.()) {
-          await new Promise((r) => setTimeout(r, 1_000).unref());
+          await pause(1_000);
           continue;
         }
         try {
@@ -314,7 +317,7 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
         } catch (err) {
           // A page that failed (the pool, the store) is tried again, never given up on.
           log.error({ err: (err as Error).message }, "a private-lookup table page failed; retrying");
-          await new Promise((r) => setTimeout(r, 1_000).unref());
+          await pause(1_000);
         }
         await new Promise((r) => setImmediate(r));
       }
