@@ -32,6 +32,8 @@ export interface ChangeLog {
   logId(): string;
   /** The key of this DP's change hashes, sent to watchers in the start message. */
   readonly hashKey: Uint8Array;
+  /** A secondary takes its primary's key (watchers that saw another key resync). */
+  setHashKey(key: Uint8Array): void;
   start(position: LogPosition): LogStart;
   since(seq: number, limit: number): ChangeRow[];
   /** Runs `listener` after every commit that logged a change; returns the unsubscribe function. */
@@ -63,9 +65,15 @@ export function createChangeLog(o: ChangeLogOptions): ChangeLog {
     for (const l of listeners) l();
   });
   const log = o.log.child({ component: "change-log" });
+  let hashKey = o.hashKey;
   return {
     logId: () => o.store.logId(),
-    hashKey: o.hashKey,
+    get hashKey() {
+      return hashKey;
+    },
+    setHashKey(key) {
+      hashKey = key;
+    },
     start(p) {
       const logId = o.store.logId();
       const { oldest, latest } = o.store.logBounds();

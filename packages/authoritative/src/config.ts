@@ -14,6 +14,7 @@ import {
 import { readServerBasics, type ServerBasics } from "@mimi/host";
 import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
 import { type LookupLimitPolicy, readLookupLimits } from "./lookup-limits.js";
+import { DEFAULT_REPLICATION, type ReplicationConfig } from "./replication/index.js";
 import { type DeliveryConfig, readDeliverySection } from "./senders.js";
 import type { Durability } from "./store/store.js";
 
@@ -62,6 +63,8 @@ export interface AuthoritativeConfig extends ServerBasics {
   readonly enumeration: EnumerationPolicy;
   /** Private lookups (private-table.ts); off unless the config turns them on. */
   readonly privateLookups: PrivateLookupConfig;
+  /** Primary and secondaries of one DP (replication/). */
+  readonly replication: ReplicationConfig;
 }
 
 /** The private-lookup table: built at start when enabled (about 2 ms of CPU per CSI). */
@@ -139,14 +142,45 @@ export function parseConfig(
     lookupLimits: readLookupLimits(r.object("lookupLimits", { optional: true })),
     enumeration: readEnumerationPolicy(r.object("enumeration", { optional: true })),
     privateLookups: readPrivateLookups(r.object("privateLookups", { optional: true }), cores),
+    replication: readReplication(r.object("replication", { optional: true })),
   };
   r.done();
+  if (config.privateLookups.enabled && config.replication.peers.length > 0) {
+    // A secondary's change log holds only the primary's events, and the private table adds its own.
+    throw new ConfigError(
+      "config.privateLookups cannot be enabled on a replicated DP yet (replication.peers is set): the private-lookup table is not replicated",
+    );
+  }
   if (config.answerSealSeconds < longestTtl) {
     throw new ConfigError(
       `config.answerSealSeconds (${config.answerSealSeconds}) must be at least the longest TTL given (${longestTtl})`,
     );
   }
   return deepFreeze(config);
+}
+
+function readReplication(r: ConfigReader): ReplicationConfig {
+  const d = DEFAULT_REPLICATION;
+  const c: ReplicationConfig = {
+    role: r.oneOf<"primary" | "secondary">("role", ["primary", "secondary"], d.role),
+    peers: r.stringList("peers", []),
+    followers: r.stringList("followers", []),
+    ackFollowers: r.integer("ackFollowers", d.ackFollowers, 0, 16),
+    ackTimeoutMs: r.integer("ackTimeoutSeconds", d.ackTimeoutMs / 1000, 1, 600) * 1000,
+    heartbeatMs: r.integer("heartbeatSeconds", d.heartbeatMs / 1000, 1, 300) * 1000,
+  };
+  r.done();
+  if (c.role === "secondary" && c.peers.length === 0) {
+    throw new ConfigError(
+      "config.replication.peers must name the DP's other endpoints when role is secondary",
+    );
+  }
+  if (c.ackFollowers > c.peers.length) {
+    throw new ConfigError(
+      `config.replication.ackFollowers (${c.ackFollowers}) needs at least as many peers (${c.peers.length} named)`,
+    );
+  }
+  return c;
 }
 
 function readPrivateLookups(r: ConfigReader, cores: number): PrivateLookupConfig {

@@ -10,6 +10,8 @@ import {
   loadSigningKey,
   pb,
   readOrCreateSecret,
+  registryKeys,
+  replacePrivateFile,
   sqliteFilesOf,
 } from "@mimi/core";
 import { reloadAdmins, runServer } from "@mimi/host";
@@ -32,6 +34,7 @@ import { createOprfPool, type OprfPool } from "./oprf-pool.js";
 import { createPeerSender } from "./peers.js";
 import { createPrivateKeys, type PrivateKeys, readKeyFile } from "./private-keys.js";
 import { bindPrivateServer } from "./private-server.js";
+import { replicationMetrics, startReplication } from "./replication/index.js";
 import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
 import { createAuthoritativeService } from "./service.js";
@@ -136,6 +139,7 @@ runServer<AuthoritativeConfig>(process, {
       store,
       registry: sync.view,
       registryProblem: () => (synced ? sync.problem() : "no registry copy received from a root yet"),
+      storeProblem: () => replication.storeProblem(),
       clock,
       answerTtlSeconds: config.answerTtlSeconds,
       negativeTtlSeconds: config.negativeTtlSeconds,
@@ -143,10 +147,13 @@ runServer<AuthoritativeConfig>(process, {
       answerSealMs: config.answerSealSeconds * 1000,
     });
     const sender = createCodeSender(config.delivery, log, clock);
+    // Channels to other DPs and to this DP's own other endpoints, authenticated as this DP
+    // (closed with the peer sender).
+    const channels = createChannelPool(tls);
     const peers = createPeerSender({
       store,
       registry: sync.view,
-      channels: createChannelPool(tls),
+      channels,
       clock,
       log,
     });
@@ -169,13 +176,33 @@ runServer<AuthoritativeConfig>(process, {
       bulkVerifier,
       log,
     });
+    const changeKeyPath = join(config.dataDir, "change-key");
     const changeLog = createChangeLog({
       store,
       clock,
       retentionMs: config.changeLogRetentionMs,
       // Kept in the data folder like the code secret: the same key across restarts, so
       // resolvers' indexes stay valid; only watchers (resolvers, DPs) are sent it.
-      hashKey: changeKey(join(config.dataDir, "change-key")),
+      hashKey: changeKey(changeKeyPath),
+      log,
+    });
+    // Primary and secondaries (issue 17): the DP's endpoints share one store's contents, log
+    // and change-hash key, so a resolver's subscription continues at whichever it reaches.
+    const dpIdentity = () => sync.view.dp(config.dpId)?.tlsIdentity;
+    const replication = startReplication({
+      config: config.replication,
+      server,
+      store,
+      changeLog,
+      dpId: config.dpId,
+      dpIdentity,
+      channel: (endpoint) => channels.get(endpoint, dpIdentity() ?? ""),
+      setHashKey(key) {
+        replacePrivateFile(changeKeyPath, [key]);
+        changeLog.setHashKey(key);
+      },
+      retentionMs: config.changeLogRetentionMs,
+      clock,
       log,
     });
     // The CSI filter resolvers route federated lookups by (G6); built from the store in the background.
@@ -190,9 +217,13 @@ runServer<AuthoritativeConfig>(process, {
     });
     const sweep = setInterval(() => {
       try {
-        claims.sweep();
+        // Only the primary writes: a secondary's rows change only as its primary's did.
+        if (replication.isPrimary()) {
+          claims.sweep();
+          void peers.kick();
+        }
         changeLog.prune();
-        void peers.kick();
+        replication.prune();
       } catch (err) {
         log.error({ err: (err as Error).message }, "sweep failed");
       }
@@ -283,6 +314,7 @@ runServer<AuthoritativeConfig>(process, {
         "Versions of the CSI filter built.",
         () => filter.stats().versions,
       );
+      replicationMetrics(metrics, () => replication.status(), clock);
     }
     const admins = new Set(config.admins);
     bindAuthoritativeServer(server, service, claims, {
@@ -293,6 +325,7 @@ runServer<AuthoritativeConfig>(process, {
       now: clock,
       privateKeys: () => privateKeys,
       privateLookupsEnabled: config.privateLookups.enabled,
+      replication,
     });
     bindFilterServer(server, filter, log);
     const privateCounts = bindPrivateServer(server, () => privateKeys, {
@@ -325,6 +358,7 @@ runServer<AuthoritativeConfig>(process, {
         });
       }
       checkPublishedKey();
+      replication.start(registryKeys(sync.view));
     });
     return {
       healthServices: [
@@ -333,10 +367,11 @@ runServer<AuthoritativeConfig>(process, {
         pb.PeerService.typeName,
         pb.CsiFilterService.typeName,
         pb.PrivateLookupService.typeName,
+        pb.ReplicationService.typeName,
       ],
       ready,
       // Readiness (ops /readyz): a registry copy that expired or did not verify cannot be served from.
-      notReady: () => sync.problem(),
+      notReady: () => sync.problem() ?? replication.storeProblem(),
       listening: { dpId: config.dpId },
       reload(next, applied) {
         if (applied.includes("admins")) reloadAdmins(admins, next.admins, log);
@@ -353,6 +388,7 @@ runServer<AuthoritativeConfig>(process, {
         filter.close();
         privateKeys?.close();
         sender.close();
+        replication.close();
         peers.close();
         sync.close();
       },

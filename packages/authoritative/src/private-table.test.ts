@@ -143,7 +143,8 @@ async function privateLookup(
 
 async function until(check: () => boolean | Promise<boolean>): Promise<void> {
   // Turns, not time: the pool's threads answer on a later turn.
-  for (let i = 0; i < 100_000 && !(await check()); i++) await new Promise((r) => setImmediate(r));
+  // A generous bound: on a busy machine the build's worker threads take many turns.
+  for (let i = 0; i < 2_000_000 && !(await check()); i++) await new Promise((r) => setImmediate(r));
   assert.ok(await check(), "condition never held");
 }
 

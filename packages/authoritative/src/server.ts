@@ -8,8 +8,6 @@ import {
   csiHash,
   DEFAULT_PARAMS,
   DiscoveryError,
-  delegationToProto,
-  detectionToProto,
   encodeAnswerWithoutTtl,
   encodeLookupResponse,
   encodeLookupStreamItem,
@@ -23,16 +21,14 @@ import {
   serveLog,
 } from "@mimi/core";
 import { addService, type CallContext, itemError, MAX_METHOD_REQUEST_BYTES } from "@mimi/rpc";
+import { bindAdminServer } from "./admin-server.js";
 import type { ChangeLog, Resync } from "./change-log.js";
-import type { Claims, FeedEntry, StartRequest } from "./claims/index.js";
+import type { Claims, StartRequest } from "./claims/index.js";
 import type { LookupLimits } from "./lookup-limits.js";
 import type { PrivateKeys } from "./private-keys.js";
-import { keyStatusToProto } from "./private-server.js";
+import type { Replication } from "./replication/index.js";
 import type { AuthoritativeService } from "./service.js";
-import type { ChangeRow, EnrolledMsp, NoticeBody, NoticeRow } from "./store/rows.js";
-
-/** Most entries one feed message may carry. */
-const MAX_FEED_BATCH = 10_000;
+import type { ChangeRow, NoticeBody, NoticeRow } from "./store/rows.js";
 
 /** Change-log events read from the store per query while a watcher catches up. */
 const CHANGE_PAGE = 1_024;
@@ -64,9 +60,11 @@ export function bindAuthoritativeServer(
     /** The private-lookup keys: undefined while off, or until the first registry copy. */
     privateKeys: () => PrivateKeys | undefined;
     privateLookupsEnabled: boolean;
+    /** Who may write (the primary), and the wait of writes for secondaries (replication/). */
+    replication: Replication;
   },
 ): void {
-  const { log, changeLog, limits, now } = opts;
+  const { log, changeLog, limits, now, replication } = opts;
   const lookupOne = (
     text: string,
     options: pb.LookupOptions | undefined,
@@ -126,6 +124,10 @@ export function bindAuthoritativeServer(
         }
       },
       async watchChanges(req, ctx, send) {
+        // A secondary without a whole copy has no log to offer; the watcher tries another endpoint.
+        const stale = replication.storeProblem();
+        if (stale) throw new DiscoveryError("not_ready", stale);
+        const hashKey = changeLog.hashKey;
         const start = changeLog.start({
           logId: req.logId,
           sinceSeq: clampToNumber(req.sinceSeq),
@@ -145,7 +147,7 @@ export function bindAuthoritativeServer(
               seq: BigInt(start.seq),
               resync: RESYNC[start.resync],
               oldestSeq: BigInt(start.oldestSeq),
-              hashKey: changeLog.hashKey,
+              hashKey,
               atMs: BigInt(start.atMs),
             }),
           },
@@ -167,12 +169,18 @@ export function bindAuthoritativeServer(
             return page;
           },
           async send(c) {
+            if (changeLog.hashKey !== hashKey) {
+              throw new DiscoveryError(
+                "failed_precondition",
+                "this DP's change-hash key changed; watch again",
+              );
+            }
             await send({
               event: {
                 case: "change",
                 value: create(pb.MappingChangedSchema, {
                   seq: BigInt(c.seq),
-                  csiHash: changeHash(changeLog.hashKey, c.csi),
+                  csiHash: changeHash(hashKey, c.csi),
                   atMs: BigInt(c.atMs),
                 }),
               },
@@ -190,100 +198,7 @@ export function bindAuthoritativeServer(
     { log, roles: ["resolver", "dp"] },
   );
 
-  const { admins } = opts;
-  addService(
-    server,
-    pb.AuthoritativeAdminService,
-    {
-      async enrolMsp(req, ctx) {
-        if (req.enrolledUsers > BigInt(Number.MAX_SAFE_INTEGER)) {
-          throw new DiscoveryError("invalid_argument", "enrolled_users must be at most 2^53-1");
-        }
-        const msp = service.enrolMsp({
-          mspId: req.mspId,
-          tlsIdentity: req.tlsIdentity,
-          enrolledUsers: Number(req.enrolledUsers),
-          signingPublicKey: req.signingPublicKey,
-          mayBulk: req.mayBulk,
-        });
-        log.info({ actor: ctx.peer.name, msp: msp.mspId, mayBulk: msp.mayBulk }, "msp enrolled");
-        return { msp: enrolledToProto(msp) };
-      },
-      async listEnrolledMsps() {
-        return { msps: service.listEnrolled().map(enrolledToProto) };
-      },
-      async ingestProviderFeed(reqs, ctx) {
-        let entries = 0;
-        let removed = 0;
-        let batch = 0;
-        for await (const req of reqs) {
-          try {
-            if (req.entries.length > MAX_FEED_BATCH) {
-              throw new DiscoveryError(
-                "invalid_argument",
-                `a message may hold at most ${MAX_FEED_BATCH} entries`,
-              );
-            }
-            removed += claims.ingestFeed(req.entries.map(feedEntryOf));
-            entries += req.entries.length;
-            batch++;
-          } catch (err) {
-            if (!(err instanceof DiscoveryError)) throw err;
-            throw new DiscoveryError(
-              err.code,
-              `message ${batch} (counting from 0) refused; the ${entries} entries before it are applied (${removed} mappings removed): ${err.message}`,
-            );
-          }
-        }
-        log.info({ actor: ctx.peer.name, entries, removed }, "provider feed applied");
-        return { entries: BigInt(entries), mappingsRemoved: BigInt(removed) };
-      },
-      async getStatus() {
-        const s = service.status();
-        const refused = limits.refused;
-        const enumeration = limits.enumeration;
-        return {
-          dpId: s.dpId,
-          registrySerial: s.serial,
-          delegations: s.delegations.map(delegationToProto),
-          mappingCount: BigInt(s.mappingCount),
-          lookupsServed: BigInt(s.lookupsServed),
-          refusedCapacity: BigInt(refused.capacity),
-          refusedResolver: BigInt(refused.resolver),
-          refusedContext: BigInt(refused.context),
-          refusedEnumeration: BigInt(refused.enumeration),
-          enumerationMode: enumeration.policy.mode,
-          enumerationDetections: BigInt(enumeration.counts.detections),
-          recentDetections: enumeration.recent().map(detectionToProto),
-          privateLookupKeys: (opts.privateKeys()?.status() ?? []).map(keyStatusToProto),
-        };
-      },
-      async rollPrivateLookupKey(_req, ctx) {
-        const keys = opts.privateKeys();
-        if (!keys)
-          throw opts.privateLookupsEnabled
-            ? new DiscoveryError("not_ready", "this DP has no registry copy yet; try again shortly")
-            : new DiscoveryError(
-                "failed_precondition",
-                "private lookups are off at this DP (privateLookups.enabled)",
-              );
-        const r = keys.roll();
-        log.info({ actor: ctx.peer.name, epoch: r.key.epoch, made: r.made }, "private-lookup key roll asked");
-        return { key: keyStatusToProto(r.key), made: r.made };
-      },
-    },
-    {
-      log,
-      roles: ["admin"],
-      authorize(peer) {
-        if (!admins.has(peer.name)) {
-          throw new DiscoveryError("permission_denied", `identity "${peer.name}" is not an admin of this DP`);
-        }
-      },
-      // A feed message of MAX_FEED_BATCH entries.
-      maxRequestBytes: { ingestProviderFeed: MAX_METHOD_REQUEST_BYTES },
-    },
-  );
+  bindAdminServer(server, service, claims, opts);
 
   addService(
     server,
@@ -291,7 +206,9 @@ export function bindAuthoritativeServer(
     {
       async invalidateOlder(req, ctx) {
         if (!req.mapping) throw new DiscoveryError("invalid_argument", "mapping is required");
+        replication.beforeWrite();
         const r = claims.invalidateOlder(ctx.peer.name, req.csi, mappingFromProto(req.mapping));
+        await replication.afterWrite(ctx.signal);
         return { removed: r.removed, contested: r.contested };
       },
     },
@@ -303,6 +220,7 @@ export function bindAuthoritativeServer(
     pb.ClaimService,
     {
       async startChallenge(req, ctx) {
+        replication.beforeWrite();
         const caller = claims.callerOf(ctx.peer.name);
         const a = req.action;
         let r: StartRequest;
@@ -339,7 +257,10 @@ export function bindAuthoritativeServer(
       },
       async completeChallenge(req, ctx) {
         const caller = claims.callerOf(ctx.peer.name);
+        replication.beforeWrite();
         const r = claims.complete(caller, req.challengeId, req.code, req.userSignature, req.mspSignature);
+        // Acknowledged only once enough secondaries hold it (replication.ackFollowers).
+        await replication.afterWrite(ctx.signal);
         return {
           mapping: r.mapping && mappingToProto(r.mapping),
           hasPrecedence: r.hasPrecedence,
@@ -350,11 +271,13 @@ export function bindAuthoritativeServer(
         };
       },
       async contestConflict(req, ctx) {
+        replication.beforeWrite();
         claims.contest(claims.callerOf(ctx.peer.name), {
           conflictId: req.conflictId,
           ssi: req.ssi,
           holderSignature: req.holderSignature,
         });
+        await replication.afterWrite(ctx.signal);
         return {};
       },
       async watchNotices(req, ctx, send) {
@@ -389,6 +312,7 @@ export function bindAuthoritativeServer(
           } else if (m.case === "batch") {
             if (session === undefined)
               throw new DiscoveryError("invalid_argument", "send start before the first batch");
+            replication.beforeWrite();
             const ack = await claims.bulkBatchAsync(
               caller,
               session,
@@ -396,6 +320,7 @@ export function bindAuthoritativeServer(
               m.value.records,
             );
             total += ack.stored;
+            await replication.afterWrite(ctx.signal);
             await send({
               message: {
                 case: "ack",
@@ -414,27 +339,15 @@ export function bindAuthoritativeServer(
         log.info({ msp: caller.mspId, session, stored: total }, "bulk session ended");
       },
     },
-    // A bulk batch holds up to 10,000 signed records.
-    { log, roles: ["msp"], maxRequestBytes: { bulkRegister: MAX_METHOD_REQUEST_BYTES } },
+    // A bulk batch holds up to 10,000 signed records. Claims, contests, notices and bulk
+    // sessions live at the primary only; a secondary names it.
+    {
+      log,
+      roles: ["msp"],
+      maxRequestBytes: { bulkRegister: MAX_METHOD_REQUEST_BYTES },
+      authorize: () => replication.requirePrimary(),
+    },
   );
-}
-
-function feedEntryOf(e: pb.FeedEntry): FeedEntry {
-  const events: Record<number, FeedEntry["event"]> = {
-    [pb.FeedEvent.DISCONNECTED]: "disconnected",
-    [pb.FeedEvent.REASSIGNED]: "reassigned",
-    [pb.FeedEvent.PORTED]: "ported",
-  };
-  const event = events[e.event];
-  if (!event)
-    throw new DiscoveryError("invalid_argument", "event must be DISCONNECTED, REASSIGNED or PORTED");
-  const t = e.effectiveAtMs;
-  return {
-    csi: e.csi,
-    event,
-    effectiveAtMs: t > 0n && t <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(t) : -1,
-    donorMspId: e.donorMspId,
-  };
 }
 
 const NOTICE_KINDS: Record<NoticeBody["kind"], pb.NoticeKind> = {
@@ -455,17 +368,6 @@ function noticeToProto(n: NoticeRow) {
     conflictId: n.body.conflictId ?? "",
     contestDeadlineMs: BigInt(n.body.deadlineMs ?? 0),
     reason: n.body.reason,
-  };
-}
-
-function enrolledToProto(m: EnrolledMsp) {
-  return {
-    mspId: m.mspId,
-    tlsIdentity: m.tlsIdentity,
-    enrolledUsers: BigInt(m.enrolledUsers),
-    enrolledAtMs: BigInt(m.enrolledAtMs),
-    signingPublicKey: m.signingPublicKey,
-    mayBulk: m.mayBulk,
   };
 }
 

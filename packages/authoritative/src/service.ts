@@ -57,6 +57,8 @@ export interface AuthoritativeServiceOptions {
    * is; lookups answer UNAVAILABLE meanwhile.
    */
   registryProblem: () => string | undefined;
+  /** Why the store cannot be served from now (a secondary still copying it), if it cannot. */
+  storeProblem?: () => string | undefined;
   clock: Clock;
   answerTtlSeconds: number;
   negativeTtlSeconds: number;
@@ -72,6 +74,8 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
   // answering REFUSED for zones it does not serve.
   const requireDelegated = (given: string | Csi) => {
     const csi = typeof given === "string" ? parseCsi(given) : given;
+    const stale = o.storeProblem?.();
+    if (stale) throw new DiscoveryError("not_ready", stale);
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `this DP cannot use its registry copy: ${problem}`);
     const d = o.registry.find(csi.key);

@@ -218,6 +218,7 @@ export {
   type KeyDirectory,
   mappingProblem,
   type ReceivedAnswer,
+  recordDp,
   registryKeys,
   registryTrust,
   type TrustAnchors,

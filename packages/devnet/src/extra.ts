@@ -1,6 +1,6 @@
 // Extra processes beside a running local network: a read-only secondary root (H1: root
-// failure must not stop resolution), resolvers with a root list of the caller's choice, and
-// more DPs (federated ones, D4). They are not part of the Network, so whoever starts them stops them.
+// failure must not stop resolution), secondaries of a DP (issue 17), resolvers with a root list
+// of the caller's choice, and more DPs (federated ones, D4). They are not part of the Network, so whoever starts them stops them.
 import { join } from "node:path";
 import { pb } from "@mimi/core";
 import type { Network } from "./network.js";
@@ -40,6 +40,39 @@ export async function startRootSecondary(
       endpoints: opts.primaryEndpoints ?? [net.root.address],
       rootPublicKey: devSigningKeyPaths(net.pkiDir, "root").publicKeyFile,
     },
+    ...opts.overrides,
+  });
+  await proc.start();
+  return proc;
+}
+
+/** Options of startDpSecondary. */
+export interface DpSecondaryOptions extends ExtraProcessOptions {
+  /** The DP (default "eu"): the secondary presents its certificate and signs with its key. */
+  dpId?: "eu" | "us";
+  /** The DP's other endpoints (default: the network's DP process). */
+  peers?: readonly string[];
+}
+
+/**
+ * Starts a read-only secondary of one of the network's DPs, following whichever of `peers` is
+ * primary, and resolves once it listens (it is NOT_SERVING until it holds a whole copy: see
+ * waitUntilServing). It is the same DP: its certificate, signing key and root.
+ */
+export async function startDpSecondary(net: Network, opts: DpSecondaryOptions = {}): Promise<ServerProcess> {
+  const dpId = opts.dpId ?? "eu";
+  const name = opts.name ?? `dp-${dpId}-secondary`;
+  const identity = `dp-${dpId}`;
+  const proc = net.process(name, "authoritative", {
+    port: 0,
+    dpId,
+    dataDir: join(net.dir, name),
+    tls: net.tlsConfig(identity),
+    rootEndpoints: [net.root.address],
+    admins: ["admin"],
+    signingKey: devSigningKeyPaths(net.pkiDir, identity).keyFile,
+    rootPublicKey: devSigningKeyPaths(net.pkiDir, "root").publicKeyFile,
+    replication: { role: "secondary", peers: opts.peers ?? [net.dps[dpId].address] },
     ...opts.overrides,
   });
   await proc.start();

@@ -4,10 +4,12 @@
 
 export { type Demo, loadDemo, loadMappings, waitUntilResolving } from "./demo.js";
 export {
+  type DpSecondaryOptions,
   type ExtraProcessOptions,
   type ExtraResolverOptions,
   type RootSecondaryOptions,
   startDp,
+  startDpSecondary,
   startResolver,
   startRootSecondary,
   waitForSerial,

@@ -175,4 +175,125 @@ export const MIGRATIONS: readonly string[] = [
    ) STRICT, WITHOUT ROWID;
    CREATE INDEX private_entries_by_position ON private_entries (epoch, position);
    CREATE INDEX private_entries_by_seal ON private_entries (epoch, sealed_until_ms);`,
+  // v10 (issue 17): a secondary stores the primary's events with the primary's sequence numbers
+  // and times (replication/replica.ts), so these triggers stay quiet while the store is marked a
+  // replica (store_meta 'replica'); on a primary they log every change as before.
+  `DROP TRIGGER log_mapping_insert;
+   DROP TRIGGER log_mapping_update;
+   DROP TRIGGER log_mapping_delete;
+   DROP TRIGGER log_opt_out_insert;
+   DROP TRIGGER log_opt_out_delete;
+   CREATE TRIGGER log_mapping_insert AFTER INSERT ON mappings
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_mapping_update AFTER UPDATE ON mappings
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_mapping_delete AFTER DELETE ON mappings
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_opt_out_insert AFTER INSERT ON opt_outs
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (NEW.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER log_opt_out_delete AFTER DELETE ON opt_outs
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO change_log (csi, at_ms) VALUES (OLD.csi, CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;`,
+  // v11 (issue 17): the writer's own state (enrolments, challenges, conflicts, notices, bulk
+  // sessions, peer requests) logged by row, so secondaries hold it too and a promoted one goes on
+  // where the old primary stopped. Its own log: the change log is what resolvers watch.
+  `CREATE TABLE writer_log (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     tbl TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at_ms INTEGER NOT NULL
+   ) STRICT;
+   CREATE TRIGGER writer_enrolled_msps_insert AFTER INSERT ON enrolled_msps
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('enrolled_msps', json_array(NEW.msp_id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_enrolled_msps_update AFTER UPDATE ON enrolled_msps
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('enrolled_msps', json_array(NEW.msp_id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_enrolled_msps_delete AFTER DELETE ON enrolled_msps
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('enrolled_msps', json_array(OLD.msp_id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_challenges_insert AFTER INSERT ON challenges
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('challenges', json_array(NEW.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_challenges_update AFTER UPDATE ON challenges
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('challenges', json_array(NEW.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_challenges_delete AFTER DELETE ON challenges
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('challenges', json_array(OLD.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_conflicts_insert AFTER INSERT ON conflicts
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('conflicts', json_array(NEW.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_conflicts_update AFTER UPDATE ON conflicts
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('conflicts', json_array(NEW.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_conflicts_delete AFTER DELETE ON conflicts
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('conflicts', json_array(OLD.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_conflict_targets_insert AFTER INSERT ON conflict_targets
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('conflict_targets', json_array(NEW.conflict_id, NEW.msp_id, NEW.ssi), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_conflict_targets_update AFTER UPDATE ON conflict_targets
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('conflict_targets', json_array(NEW.conflict_id, NEW.msp_id, NEW.ssi), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_conflict_targets_delete AFTER DELETE ON conflict_targets
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('conflict_targets', json_array(OLD.conflict_id, OLD.msp_id, OLD.ssi), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_notices_insert AFTER INSERT ON notices
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('notices', json_array(NEW.seq), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_notices_update AFTER UPDATE ON notices
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('notices', json_array(NEW.seq), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_notices_delete AFTER DELETE ON notices
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('notices', json_array(OLD.seq), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_bulk_sessions_insert AFTER INSERT ON bulk_sessions
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('bulk_sessions', json_array(NEW.msp_id, NEW.session_id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_bulk_sessions_update AFTER UPDATE ON bulk_sessions
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('bulk_sessions', json_array(NEW.msp_id, NEW.session_id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_bulk_sessions_delete AFTER DELETE ON bulk_sessions
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('bulk_sessions', json_array(OLD.msp_id, OLD.session_id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_peer_requests_insert AFTER INSERT ON peer_requests
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('peer_requests', json_array(NEW.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_peer_requests_update AFTER UPDATE ON peer_requests
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('peer_requests', json_array(NEW.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;
+   CREATE TRIGGER writer_peer_requests_delete AFTER DELETE ON peer_requests
+   WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
+     INSERT INTO writer_log (tbl, key, at_ms) VALUES ('peer_requests', json_array(OLD.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
+   END;`,
 ];

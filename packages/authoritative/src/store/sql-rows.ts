@@ -1,6 +1,15 @@
 // The rows of a DP's store as SQLite returns them, and their conversion to the rows of rows.ts.
 // Only store.ts reads them; they are apart so that store.ts stays one screenful of statements.
-import type { ConflictRow, EnrolledMsp, MappingRow, OptOutEvidence, OptOutRow } from "./rows.js";
+import type {
+  ChallengeRow,
+  ConflictRow,
+  EnrolledMsp,
+  MappingRow,
+  OptOutEvidence,
+  OptOutRow,
+  PeerRequestRow,
+  PrivateEntryRow,
+} from "./rows.js";
 
 /** A row of `mappings`. */
 export interface MappingSqlRow {
@@ -182,4 +191,48 @@ export function mspOf(r: MspRow): EnrolledMsp {
 
 function optional(optOutEvidence: OptOutEvidence | undefined) {
   return optOutEvidence ? { optOutEvidence } : {};
+}
+
+/** The challenge a `challenges` row holds. */
+export function challengeOf(r: ChallengeSqlRow): ChallengeRow {
+  return {
+    id: r.id,
+    mspId: r.msp_id,
+    csi: r.csi,
+    action: r.action as ChallengeRow["action"],
+    params: r.params,
+    statement: new Uint8Array(r.statement),
+    codeHash: new Uint8Array(r.code_hash),
+    attempts: r.attempts,
+    expiresAtMs: r.expires_at_ms,
+    state: r.state as ChallengeRow["state"],
+  };
+}
+
+/** The queued peer request a `peer_requests` row holds. */
+export function peerRequestOf(r: PeerSqlRow): PeerRequestRow {
+  return {
+    id: r.id,
+    peerDp: r.peer_dp,
+    csi: r.csi,
+    mspId: r.msp_id,
+    ssi: r.ssi,
+    createdAtMs: r.created_at_ms,
+    attempts: r.attempts,
+    nextAtMs: r.next_at_ms,
+    lastError: r.last_error,
+  };
+}
+
+/** The private-table entry a `private_entries` row holds. */
+export function privateEntryOf(r: PrivateSqlRow): PrivateEntryRow {
+  return {
+    csi: r.csi,
+    position: r.position,
+    tag: r.tag,
+    entryKey: r.entry_key,
+    content: r.content,
+    entry: r.entry,
+    sealedUntilMs: r.sealed_until_ms,
+  };
 }

@@ -65,6 +65,11 @@ export const SQL = {
   pruneChangesThrough: "DELETE FROM change_log WHERE seq <= ?",
   // An event the private table adds when a CSI's entry changed after the change that caused it.
   logChange: "INSERT INTO change_log (csi, at_ms) VALUES (?, ?)",
+  // A secondary's copy of the primary's event, with the primary's number and time (replication/).
+  logChangeAt: "INSERT INTO change_log (seq, csi, at_ms) VALUES (?, ?, ?)",
+  // A secondary's log after a copy: empty, its next event the one after the copy's position.
+  forgetLogSeq: "DELETE FROM sqlite_sequence WHERE name = 'change_log'",
+  setLogSeq: "INSERT INTO sqlite_sequence (name, seq) VALUES ('change_log', ?)",
   meta: "SELECT value FROM store_meta WHERE key = ?",
   setMeta:
     "INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

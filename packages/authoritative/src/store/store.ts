@@ -10,25 +10,15 @@ import {
   sqliteFilesOf,
 } from "@mimi/core";
 import Database, { type Statement } from "better-sqlite3";
-import type {
-  ChallengeRow,
-  ChangeRow,
-  ConflictRow,
-  EnrolledMsp,
-  MappingRow,
-  NoticeBody,
-  NoticeRow,
-  OptOutEvidence,
-  OptOutRow,
-  PeerRequestRow,
-  PrivateEntryRow,
-} from "./rows.js";
+import type { Durability, MappingStore, MappingStoreOptions } from "./mapping-store.js";
+import type { NoticeBody } from "./rows.js";
 import { MIGRATIONS } from "./schema.js";
 import { SQL } from "./sql.js";
 import {
   type ChallengeSqlRow,
   type ChangeSqlRow,
   type ConflictSqlRow,
+  challengeOf,
   conflictOf,
   evidenceParams,
   type MappingSqlRow,
@@ -39,113 +29,12 @@ import {
   optOutOf,
   type PeerSqlRow,
   type PrivateSqlRow,
+  peerRequestOf,
+  privateEntryOf,
 } from "./sql-rows.js";
+import { writerState } from "./writer/store.js";
 
-/** The DP's store. Writes that must happen together run inside `transaction`. */
-export interface MappingStore {
-  /** Mappings of one canonical CSI, by preference: default first, then precedence, MSP, SSI. */
-  mappings(csi: string): MappingRow[];
-  mapping(csi: string, mspId: string, ssi: string): MappingRow | undefined;
-  /** Inserts or replaces a mapping. */
-  putMapping(row: MappingRow): void;
-  /** Changes the ordering fields (and the countersignature that covers the default flag). */
-  updateMapping(
-    csi: string,
-    mspId: string,
-    ssi: string,
-    fields: { isDefault: boolean; precedence: number; dpSig: Uint8Array; withheld?: boolean },
-  ): void;
-  deleteMapping(csi: string, mspId: string, ssi: string): boolean;
-  /** Mappings that expired at `nowMs`, at most `limit`. */
-  expired(nowMs: number, limit: number): MappingRow[];
-  /** Up to `limit` CSIs after `after` (in key order) that have mappings, or (`optedOut`) an opt-out. */
-  csisAfter(after: string, limit: number, optedOut?: boolean): string[];
-  count(): number;
-  /** Mappings of the v1 schema that are kept but not served. */
-  legacyCount(): number;
-  optedOutAt(csi: string): number | undefined;
-  /** The CSI's opt-out with the holder's signed statement, when it has one. */
-  optOut(csi: string): OptOutRow | undefined;
-  setOptOut(csi: string, atMs: number, evidence?: OptOutEvidence): void;
-  clearOptOut(csi: string): void;
-  insertChallenge(c: ChallengeRow): void;
-  challenge(id: string): ChallengeRow | undefined;
-  updateChallenge(id: string, attempts: number, state: ChallengeRow["state"]): void;
-  deleteChallengesBefore(ms: number): number;
-  insertConflict(c: ConflictRow, targets: readonly { mspId: string; ssi: string }[]): void;
-  conflict(id: string): ConflictRow | undefined;
-  conflictTargets(id: string): { mspId: string; ssi: string }[];
-  setConflictState(id: string, state: ConflictRow["state"]): void;
-  dueConflicts(nowMs: number, limit: number): ConflictRow[];
-  /** Conflicts still open (metrics). */
-  openConflictCount(): number;
-  openConflicts(csi: string): ConflictRow[];
-  addNotice(mspId: string, atMs: number, body: NoticeBody): number;
-  noticesSince(mspId: string, seq: number, limit: number): NoticeRow[];
-  /** Drops the oldest notices while they are older than `ms` (a prefix by seq; at most 10,000 a call). */
-  deleteNoticesBefore(ms: number): number;
-  bulkCommitted(mspId: string, sessionId: string): number;
-  setBulkCommitted(mspId: string, sessionId: string, committed: number, atMs: number): void;
-  enrol(msp: EnrolledMsp): void;
-  enrolled(mspId: string): EnrolledMsp | undefined;
-  enrolledByIdentity(tlsIdentity: string): EnrolledMsp[];
-  listEnrolled(): EnrolledMsp[];
-  /** Identity of this store's change log; a new store gets a new one. */
-  logId(): string;
-  /** Last sequence number given (0 for none) and the oldest still held (latest + 1 when empty). */
-  logBounds(): { oldest: number; latest: number };
-  changeAt(seq: number): ChangeRow | undefined;
-  changesSince(seq: number, limit: number): ChangeRow[];
-  /**
-   * Drops the oldest events while they are older than `ms` (a prefix of the log: it stops at the
-   * first younger one, so pruning never leaves a hole), at most `limit`; returns how many.
-   */
-  pruneChangesBefore(ms: number, limit: number): number;
-  /** Calls `listener` after each commit that added to the change log. */
-  onChangeLogged(listener: () => void): void;
-  addPeerRequest(r: Omit<PeerRequestRow, "id" | "attempts" | "lastError">): void;
-  duePeerRequests(nowMs: number, limit: number): PeerRequestRow[];
-  reschedulePeerRequest(id: number, attempts: number, nextAtMs: number, error: string): void;
-  deletePeerRequest(id: number): void;
-  peerRequestCount(): number;
-  /** A value of the store's own settings (store_meta), and setting one (undefined removes it). */
-  meta(key: string): string | undefined;
-  setMeta(key: string, value: string | undefined): void;
-  /** Adds a change event for `csi` (the private table's, once a CSI's entry caught up). */
-  logChange(csi: string, atMs: number): void;
-  /** The private-lookup table of key epoch `epoch` (private-table.ts). */
-  privateEntry(epoch: number, csi: string): PrivateEntryRow | undefined;
-  putPrivateEntry(epoch: number, row: PrivateEntryRow): void;
-  deletePrivateEntry(epoch: number, csi: string): boolean;
-  /** Deletes up to `limit` entries of `epoch`; returns how many went. */
-  clearPrivate(epoch: number, limit: number): number;
-  /** The sealed entries whose position is in [first, last] (one bucket). */
-  privateBucket(epoch: number, first: number, last: number): Uint8Array[];
-  /** Up to `limit` CSIs whose entry's seal ends before `beforeMs`, soonest first. */
-  privateDue(epoch: number, beforeMs: number, limit: number, offset?: number): string[];
-  /** Runs `f` in one transaction (nested calls join the outer one). */
-  transaction<T>(f: () => T): T;
-  /** The durability SQLite runs with, read back from it. */
-  durability(): Durability;
-  close(): void;
-}
-
-/**
- * How a commit reaches the disk. "full" (the default): WAL with synchronous=FULL, the WAL is
- * synced at every commit, so a claim, removal, feed message or bulk batch acknowledged to its
- * caller survives a power loss or an OS crash (one fsync per transaction). "normal": the WAL is
- * synced only at checkpoints, so a power loss may undo the last commits (never corrupt the
- * store): acknowledged mappings vanish and their change-log sequence numbers are given again
- * to other events (resolvers see "behind" or "diverged" and resync), and notice sequence
- * numbers an MSP has seen are reused, so it skips the new notices that get them.
- */
-export type Durability = "full" | "normal";
-
-/** Options of openMappingStore. */
-export interface MappingStoreOptions {
-  /** Default "full". */
-  readonly durability?: Durability;
-}
+export type { Durability, MappingStore, MappingStoreOptions };
 
 /**
  * Opens (creating when absent) the store at `path`; ":memory:" for tests. A new store file is
@@ -221,6 +110,9 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     oldestChanges: db.prepare<[number], { seq: number; at_ms: number }>(SQL.oldestChanges),
     pruneChangesThrough: db.prepare<[number]>(SQL.pruneChangesThrough),
     logChange: db.prepare<[string, number]>(SQL.logChange),
+    logChangeAt: db.prepare<[number, string, number]>(SQL.logChangeAt),
+    forgetLogSeq: db.prepare(SQL.forgetLogSeq),
+    setLogSeq: db.prepare<[number]>(SQL.setLogSeq),
     meta: db.prepare<[string], { value: string }>(SQL.meta),
     setMeta: db.prepare<[string, string]>(SQL.setMeta),
     deleteMeta: db.prepare<[string]>(SQL.deleteMeta),
@@ -232,15 +124,23 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     privateDue: db.prepare<[number, number, number, number], { csi: string }>(SQL.privateDue),
   };
   const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
-  // Watchers are told after commit, never from inside a transaction that may still roll back.
+  const writer = writerState(db);
+  // Watchers are told after commit, never from inside a transaction that may still roll back;
+  // those of the change log and of the writer log (replication) apart.
   const listeners: (() => void)[] = [];
+  const writerListeners: (() => void)[] = [];
   let announced = latestSeq();
+  let writerAnnounced = writer.latest();
   const announce = () => {
-    if (db.inTransaction || listeners.length === 0) return;
-    const seq = latestSeq();
-    if (seq === announced) return;
-    announced = seq;
-    for (const l of listeners) l();
+    if (db.inTransaction) return;
+    if (listeners.length > 0 && latestSeq() !== announced) {
+      announced = latestSeq();
+      for (const l of listeners) l();
+    }
+    if (writerListeners.length > 0 && writer.latest() !== writerAnnounced) {
+      writerAnnounced = writer.latest();
+      for (const l of writerListeners) l();
+    }
   };
   const wrap = <T>(what: string, f: () => T): T => {
     try {
@@ -254,7 +154,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
     (...a: A) =>
       wrap(what, () => f(...a));
-  // Writes that may touch mappings or opt-outs, and so the change log.
+  // Writes that may touch mappings or opt-outs (the change log) or the writer's tables (its log).
   const logged =
     <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
     (...a: A) => {
@@ -308,30 +208,20 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     },
     setOptOut: logged("opt-out", (csi, atMs, e) => void q.setOptOut.run({ csi, atMs, ...evidenceParams(e) })),
     clearOptOut: logged("opt-out", (csi) => void q.clearOptOut.run(csi)),
-    insertChallenge: w(
+    insertChallenge: logged(
       "challenge",
       (c) => void q.insertChallenge.run({ ...c, statement: c.statement, codeHash: c.codeHash }),
     ),
     challenge: (id) => {
       const r = q.challenge.get(id);
-      return (
-        r && {
-          id: r.id,
-          mspId: r.msp_id,
-          csi: r.csi,
-          action: r.action as ChallengeRow["action"],
-          params: r.params,
-          statement: new Uint8Array(r.statement),
-          codeHash: new Uint8Array(r.code_hash),
-          attempts: r.attempts,
-          expiresAtMs: r.expires_at_ms,
-          state: r.state as ChallengeRow["state"],
-        }
-      );
+      return r && challengeOf(r);
     },
-    updateChallenge: w("challenge", (id, attempts, state) => void q.updateChallenge.run(attempts, state, id)),
-    deleteChallengesBefore: w("challenge cleanup", (ms) => q.deleteChallenges.run(ms).changes),
-    insertConflict: w("conflict", (c, targets) => {
+    updateChallenge: logged(
+      "challenge",
+      (id, attempts, state) => void q.updateChallenge.run(attempts, state, id),
+    ),
+    deleteChallengesBefore: logged("challenge cleanup", (ms) => q.deleteChallenges.run(ms).changes),
+    insertConflict: logged("conflict", (c, targets) => {
       const { optOutEvidence, ...fields } = c;
       q.insertConflict.run({
         ...fields,
@@ -347,11 +237,11 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       return r && conflictOf(r);
     },
     conflictTargets: (id) => q.targets.all(id).map((t) => ({ mspId: t.msp_id, ssi: t.ssi })),
-    setConflictState: w("conflict", (id, state) => void q.setConflictState.run(state, id)),
+    setConflictState: logged("conflict", (id, state) => void q.setConflictState.run(state, id)),
     dueConflicts: (now, limit) => q.dueConflicts.all(now, limit).map(conflictOf),
     openConflictCount: () => q.openConflictCount.get()?.n ?? 0,
     openConflicts: (csi) => q.openConflicts.all(csi).map(conflictOf),
-    addNotice: w("notice", (msp, at, body) =>
+    addNotice: logged("notice", (msp, at, body) =>
       Number(q.addNotice.run(msp, at, JSON.stringify(body)).lastInsertRowid),
     ),
     noticesSince: (msp, seq, limit) =>
@@ -361,12 +251,12 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
         atMs: r.at_ms,
         body: JSON.parse(r.body) as NoticeBody,
       })),
-    deleteNoticesBefore: w("notice cleanup", (ms) =>
+    deleteNoticesBefore: logged("notice cleanup", (ms) =>
       prunePrefix(q.oldestNotices, q.deleteNoticesThrough, ms, NOTICE_PRUNE_BATCH),
     ),
     bulkCommitted: (msp, session) => q.bulkCommitted.get(msp, session)?.committed ?? 0,
-    setBulkCommitted: w("bulk", (msp, session, n, at) => void q.setBulk.run(msp, session, n, at)),
-    enrol: w(
+    setBulkCommitted: logged("bulk", (msp, session, n, at) => void q.setBulk.run(msp, session, n, at)),
+    enrol: logged(
       "enrolment",
       (msp) =>
         void q.enrol.run({
@@ -381,43 +271,30 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     },
     enrolledByIdentity: (identity) => q.byIdentity.all(identity).map(mspOf),
     listEnrolled: () => q.listEnrolled.all().map(mspOf),
-    addPeerRequest: w("peer request", (r) => void q.addPeer.run(r)),
-    duePeerRequests: (now, limit) =>
-      q.duePeers.all(now, limit).map((r) => ({
-        id: r.id,
-        peerDp: r.peer_dp,
-        csi: r.csi,
-        mspId: r.msp_id,
-        ssi: r.ssi,
-        createdAtMs: r.created_at_ms,
-        attempts: r.attempts,
-        nextAtMs: r.next_at_ms,
-        lastError: r.last_error,
-      })),
-    reschedulePeerRequest: w(
+    addPeerRequest: logged("peer request", (r) => void q.addPeer.run(r)),
+    duePeerRequests: (now, limit) => q.duePeers.all(now, limit).map(peerRequestOf),
+    reschedulePeerRequest: logged(
       "peer request",
       (id, attempts, next, error) => void q.reschedulePeer.run(attempts, next, error, id),
     ),
-    deletePeerRequest: w("peer request", (id) => void q.deletePeer.run(id)),
+    deletePeerRequest: logged("peer request", (id) => void q.deletePeer.run(id)),
     peerRequestCount: () => q.countPeers.get()?.n ?? 0,
     meta: w("store settings", (key) => q.meta.get(key)?.value),
     setMeta: w("store settings", (key, value) =>
       value === undefined ? void q.deleteMeta.run(key) : void q.setMeta.run(key, value),
     ),
     logChange: logged("change log", (csi, atMs) => void q.logChange.run(csi, atMs)),
+    logChangeAt: logged("change log", (seq, csi, atMs) => void q.logChangeAt.run(seq, csi, atMs)),
+    resetLog: logged("change log", (latest) =>
+      db.transaction(() => {
+        q.pruneChangesThrough.run(Number.MAX_SAFE_INTEGER);
+        q.forgetLogSeq.run();
+        q.setLogSeq.run(latest);
+      })(),
+    ),
     privateEntry: w("private table", (epoch, csi) => {
       const r = q.privateEntry.get(epoch, csi);
-      return (
-        r && {
-          csi: r.csi,
-          position: r.position,
-          tag: r.tag,
-          entryKey: r.entry_key,
-          content: r.content,
-          entry: r.entry,
-          sealedUntilMs: r.sealed_until_ms,
-        }
-      );
+      return r && privateEntryOf(r);
     }),
     putPrivateEntry: w("private table", (epoch, r) => void q.putPrivateEntry.run({ epoch, ...r })),
     deletePrivateEntry: w("private table", (epoch, csi) => q.deletePrivateEntry.run(epoch, csi).changes > 0),
@@ -445,6 +322,11 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     onChangeLogged: (l) => {
       announced = latestSeq();
       listeners.push(l);
+    },
+    writer,
+    onWriterLogged: (l) => {
+      writerAnnounced = writer.latest();
+      writerListeners.push(l);
     },
     transaction: (f) => {
       const r = wrap("transaction", () => db.transaction(f)());

@@ -138,6 +138,16 @@ feeding the same file again removes nothing more.`,
           `  ${isoTime(d.atMs)} ${d.subject} ${d.scope}: ${d.distinct} distinct, ${d.notFound}/${d.answers} not found${d.blockedUntilMs > 0n ? `, refused until ${isoTime(d.blockedUntilMs)}` : ""}`,
         );
       }
+      const r = s.replication;
+      if (r) {
+        out(`replication: ${r.role}, epoch ${r.epoch}, at change ${r.appliedSeq}`);
+        for (const f of r.followers) out(`  follower ${f.identity}: holds change ${f.ackedSeq}`);
+        if (r.followerState !== "") {
+          out(
+            `  ${r.followerState}${r.following ? ` from ${r.following}` : ""}, ${r.lagEvents} changes and ${r.lagMs} ms behind at the last report`,
+          );
+        }
+      }
       if (s.privateLookupKeys.length > 0) {
         out("private-lookup keys:");
         for (const k of s.privateLookupKeys) out(`  ${privateKeyLine(k)}`);
@@ -166,6 +176,38 @@ feeding the same file again removes nothing more.`,
       out(
         "publish it once READY (mimi auth status), beside the current key: mimi root dp put ... --private-lookup-key <current> --private-lookup-key <this one>",
       );
+    } finally {
+      ch.close();
+    }
+  });
+  // `mimi auth promote`: a secondary becomes the DP's primary (authoritative replication/promote.ts).
+  addTlsOptions(
+    authAddr(
+      auth
+        .command("promote")
+        .description(
+          "make this secondary the DP's primary at the next epoch; the other endpoints are fenced first and must mostly agree",
+        )
+        .option(
+          "--force",
+          "promote without a majority of the DP's endpoints (acknowledged writes may be lost)",
+        ),
+    ),
+    "admin",
+  ).action(async (o: TlsFlags & { dp: string; force?: boolean }) => {
+    const { ch, api, opts } = authAdmin(o);
+    try {
+      // Fencing asks every other endpoint and may wait for this one to catch up.
+      const r = await api.promote(
+        { force: o.force === true },
+        { timeoutMs: Math.max(opts.timeoutMs, 30_000) },
+      );
+      out(`${o.dp} is now the DP's primary, epoch ${r.epoch}`);
+      for (const p of r.peers) {
+        out(
+          `  ${p.endpoint}: ${p.error !== "" ? `not reached (${p.error})` : p.granted ? "fenced" : "refused its vote"}`,
+        );
+      }
     } finally {
       ch.close();
     }

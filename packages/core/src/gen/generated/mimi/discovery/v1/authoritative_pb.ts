@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/authoritative.proto.
  */
 export const file_mimi_discovery_v1_authoritative: GenFile = /*@__PURE__*/
-  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiOwobR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0EhIKBWVwb2NoGAEgASgNSACIAQFCCAoGX2Vwb2NoIkQKHEdldFByaXZhdGVQYXJhbWV0ZXJzUmVzcG9uc2USEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJHCg9FdmFsdWF0ZVJlcXVlc3QSDQoFZXBvY2gYASABKA0SDwoHYmxpbmRlZBgCIAMoDBIUCgxyYXRlX2NvbnRleHQYAyABKAwiNAoQRXZhbHVhdGVSZXNwb25zZRIRCglldmFsdWF0ZWQYASADKAwSDQoFcHJvb2YYAiABKAwiMQoQR2V0QnVja2V0UmVxdWVzdBINCgVlcG9jaBgBIAEoDRIOCgZidWNrZXQYAiABKA0iRwoRR2V0QnVja2V0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCglzdGF0ZW1lbnQYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIlIKFkludmFsaWRhdGVPbGRlclJlcXVlc3QSCwoDY3NpGAEgASgJEisKB21hcHBpbmcYAiABKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nIj0KF0ludmFsaWRhdGVPbGRlclJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0SEQoJY29udGVzdGVkGAIgASgNIn8KE0xvb2t1cFN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAQgASgMIs8BChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAEjMKBmxpbWl0cxgEIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50TGltaXRzSABCCAoGcmVzdWx0IiwKDkVuZHBvaW50TGltaXRzEhoKEmxvb2t1cHNfcGVyX3NlY29uZBgBIAEoDSJlCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYAyABKAwiOwoOTG9va3VwUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyIh0KG1JvbGxQcml2YXRlTG9va3VwS2V5UmVxdWVzdCJkChxSb2xsUHJpdmF0ZUxvb2t1cEtleVJlc3BvbnNlEjYKA2tleRgBIAEoCzIpLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXlTdGF0dXMSDAoEbWFkZRgCIAEoCCLWAQoWUHJpdmF0ZUxvb2t1cEtleVN0YXR1cxINCgVlcG9jaBgBIAEoDRISCgpwdWJsaWNfa2V5GAIgASgMEjcKBXN0YXRlGAMgASgOMigubWltaS5kaXNjb3ZlcnkudjEuUHJpdmF0ZUxvb2t1cEtleVN0YXRlEg0KBWJ1aWx0GAQgASgIEhAKCHNjYW5uaW5nGAUgASgIEhMKC2J1Y2tldF9iaXRzGAYgASgNEhQKDGJ1Y2tldF9ieXRlcxgHIAEoDRIUCgxyZXRpcmVfYXRfbXMYCCABKAMifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCLOAwoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEEhgKEHJlZnVzZWRfY2FwYWNpdHkYBiABKAQSGAoQcmVmdXNlZF9yZXNvbHZlchgHIAEoBBIXCg9yZWZ1c2VkX2NvbnRleHQYCCABKAQSGwoTcmVmdXNlZF9lbnVtZXJhdGlvbhgJIAEoBBIYChBlbnVtZXJhdGlvbl9tb2RlGAogASgJEh4KFmVudW1lcmF0aW9uX2RldGVjdGlvbnMYCyABKAQSQgoRcmVjZW50X2RldGVjdGlvbnMYDCADKAsyJy5taW1pLmRpc2NvdmVyeS52MS5FbnVtZXJhdGlvbkRldGVjdGlvbhJGChNwcml2YXRlX2xvb2t1cF9rZXlzGA0gAygLMikubWltaS5kaXNjb3ZlcnkudjEuUHJpdmF0ZUxvb2t1cEtleVN0YXR1cyq6AQoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIdChlSRVNZTkNfUkVBU09OX05FV19XQVRDSEVSEAESGwoXUkVTWU5DX1JFQVNPTl9PVEhFUl9MT0cQAhIZChVSRVNZTkNfUkVBU09OX1RPT19PTEQQAxIYChRSRVNZTkNfUkVBU09OX0JFSElORBAEEhoKFlJFU1lOQ19SRUFTT05fRElWRVJHRUQQBSqAAgoVUHJpdmF0ZUxvb2t1cEtleVN0YXRlEigKJFBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9VTlNQRUNJRklFRBAAEiUKIVBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9CVUlMRElORxABEiIKHlBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9SRUFEWRACEiQKIFBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9DVVJSRU5UEAMSJQohUFJJVkFURV9MT09LVVBfS0VZX1NUQVRFX1BSRVZJT1VTEAQSJQohUFJJVkFURV9MT09LVVBfS0VZX1NUQVRFX1JFVElSSU5HEAUqdgoJRmVlZEV2ZW50EhoKFkZFRURfRVZFTlRfVU5TUEVDSUZJRUQQABIbChdGRUVEX0VWRU5UX0RJU0NPTk5FQ1RFRBABEhkKFUZFRURfRVZFTlRfUkVBU1NJR05FRBACEhUKEUZFRURfRVZFTlRfUE9SVEVEEAMyrQIKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABEmEKDFdhdGNoQ2hhbmdlcxImLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZTABMnIKEENzaUZpbHRlclNlcnZpY2USXgoLV2F0Y2hGaWx0ZXISJS5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlcXVlc3QaJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlc3BvbnNlMAEyvAIKFFByaXZhdGVMb29rdXBTZXJ2aWNlEncKFEdldFByaXZhdGVQYXJhbWV0ZXJzEi4ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0Gi8ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXNwb25zZRJTCghFdmFsdWF0ZRIiLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVzcG9uc2USVgoJR2V0QnVja2V0EiMubWltaS5kaXNjb3ZlcnkudjEuR2V0QnVja2V0UmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldEJ1Y2tldFJlc3BvbnNlMncKC1BlZXJTZXJ2aWNlEmgKD0ludmFsaWRhdGVPbGRlchIpLm1pbWkuZGlzY292ZXJ5LnYxLkludmFsaWRhdGVPbGRlclJlcXVlc3QaKi5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXNwb25zZTKjBAoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZRJ3ChRSb2xsUHJpdmF0ZUxvb2t1cEtleRIuLm1pbWkuZGlzY292ZXJ5LnYxLlJvbGxQcml2YXRlTG9va3VwS2V5UmVxdWVzdBovLm1pbWkuZGlzY292ZXJ5LnYxLlJvbGxQcml2YXRlTG9va3VwS2V5UmVzcG9uc2ViBnByb3RvMw", [file_mimi_discovery_v1_common]);
+  fileDesc("CiVtaW1pL2Rpc2NvdmVyeS92MS9hdXRob3JpdGF0aXZlLnByb3RvEhFtaW1pLmRpc2NvdmVyeS52MSJNChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg4KBmxvZ19pZBgBIAEoCRIRCglzaW5jZV9zZXEYAiABKAQSEwoLc2luY2VfYXRfbXMYAyABKAMiwwEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEjIKBXN0YXJ0GAEgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuQ2hhbmdlTG9nU3RhcnRIABIzCgZjaGFuZ2UYAiABKAsyIS5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nQ2hhbmdlZEgAEjkKCWNhdWdodF91cBgDIAEoCzIkLm1pbWkuZGlzY292ZXJ5LnYxLkNoYW5nZUxvZ0NhdWdodFVwSABCBwoFZXZlbnQikwEKDkNoYW5nZUxvZ1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRILCgNzZXEYAiABKAQSLwoGcmVzeW5jGAMgASgOMh8ubWltaS5kaXNjb3ZlcnkudjEuUmVzeW5jUmVhc29uEhIKCm9sZGVzdF9zZXEYBCABKAQSEAoIaGFzaF9rZXkYBSABKAwSDQoFYXRfbXMYBiABKAMiPgoOTWFwcGluZ0NoYW5nZWQSCwoDc2VxGAEgASgEEhAKCGNzaV9oYXNoGAIgASgMEg0KBWF0X21zGAMgASgDIiAKEUNoYW5nZUxvZ0NhdWdodFVwEgsKA3NlcRgBIAEoBCI3ChJXYXRjaEZpbHRlclJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDBIQCghwb3NpdGlvbhgCIAEoBCK6AQoTV2F0Y2hGaWx0ZXJSZXNwb25zZRIxCgZoZWFkZXIYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5GaWx0ZXJIZWFkZXJIABIvCgVjaHVuaxgCIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLkZpbHRlckNodW5rSAASNwoJYWRkaXRpb25zGAMgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuRmlsdGVyQWRkaXRpb25zSABCBgoEaXRlbSKhAQoMRmlsdGVySGVhZGVyEg8KB3ZlcnNpb24YASABKAwSCwoDa2V5GAIgASgMEgwKBGJpdHMYAyABKAQSDgoGaGFzaGVzGAQgASgNEhAKCHBvc2l0aW9uGAUgASgEEhEKCXNpemVkX2ZvchgGIAEoBBIiChp0YXJnZXRfZmFsc2VfcG9zaXRpdmVfcmF0ZRgHIAEoARIMCgRjc2lzGAggASgEIjkKC0ZpbHRlckNodW5rEg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMEgwKBGxhc3QYAyABKAgiMQoPRmlsdGVyQWRkaXRpb25zEhAKCHBvc2l0aW9uGAEgASgEEgwKBGJpdHMYAiADKAQiOwobR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0EhIKBWVwb2NoGAEgASgNSACIAQFCCAoGX2Vwb2NoIkQKHEdldFByaXZhdGVQYXJhbWV0ZXJzUmVzcG9uc2USEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJHCg9FdmFsdWF0ZVJlcXVlc3QSDQoFZXBvY2gYASABKA0SDwoHYmxpbmRlZBgCIAMoDBIUCgxyYXRlX2NvbnRleHQYAyABKAwiNAoQRXZhbHVhdGVSZXNwb25zZRIRCglldmFsdWF0ZWQYASADKAwSDQoFcHJvb2YYAiABKAwiMQoQR2V0QnVja2V0UmVxdWVzdBINCgVlcG9jaBgBIAEoDRIOCgZidWNrZXQYAiABKA0iRwoRR2V0QnVja2V0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCglzdGF0ZW1lbnQYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIlIKFkludmFsaWRhdGVPbGRlclJlcXVlc3QSCwoDY3NpGAEgASgJEisKB21hcHBpbmcYAiABKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nIj0KF0ludmFsaWRhdGVPbGRlclJlc3BvbnNlEg8KB3JlbW92ZWQYASABKA0SEQoJY29udGVzdGVkGAIgASgNIn8KE0xvb2t1cFN0cmVhbVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBILCgNjc2kYAiABKAkSMQoHb3B0aW9ucxgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cE9wdGlvbnMSFAoMcmF0ZV9jb250ZXh0GAQgASgMIs8BChRMb29rdXBTdHJlYW1SZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEjUKCHJlc3BvbnNlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwUmVzcG9uc2VIABItCgVlcnJvchgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkl0ZW1FcnJvckgAEjMKBmxpbWl0cxgEIAEoCzIhLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50TGltaXRzSABCCAoGcmVzdWx0IiwKDkVuZHBvaW50TGltaXRzEhoKEmxvb2t1cHNfcGVyX3NlY29uZBgBIAEoDSJlCg1Mb29rdXBSZXF1ZXN0EgsKA2NzaRgBIAEoCRIxCgdvcHRpb25zGAIgASgLMiAubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwT3B0aW9ucxIUCgxyYXRlX2NvbnRleHQYAyABKAwiOwoOTG9va3VwUmVzcG9uc2USKQoGYW5zd2VyGAEgASgLMhkubWltaS5kaXNjb3ZlcnkudjEuQW5zd2VyIh8KDlByb21vdGVSZXF1ZXN0Eg0KBWZvcmNlGAEgASgIIk0KD1Byb21vdGVSZXNwb25zZRINCgVlcG9jaBgBIAEoBBIrCgVwZWVycxgCIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLlBlZXJGZW5jZSJRCglQZWVyRmVuY2USEAoIZW5kcG9pbnQYASABKAkSDQoFZXJyb3IYAiABKAkSEgoKbGF0ZXN0X3NlcRgDIAEoBBIPCgdncmFudGVkGAQgASgIIh0KG1JvbGxQcml2YXRlTG9va3VwS2V5UmVxdWVzdCJkChxSb2xsUHJpdmF0ZUxvb2t1cEtleVJlc3BvbnNlEjYKA2tleRgBIAEoCzIpLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXlTdGF0dXMSDAoEbWFkZRgCIAEoCCLWAQoWUHJpdmF0ZUxvb2t1cEtleVN0YXR1cxINCgVlcG9jaBgBIAEoDRISCgpwdWJsaWNfa2V5GAIgASgMEjcKBXN0YXRlGAMgASgOMigubWltaS5kaXNjb3ZlcnkudjEuUHJpdmF0ZUxvb2t1cEtleVN0YXRlEg0KBWJ1aWx0GAQgASgIEhAKCHNjYW5uaW5nGAUgASgIEhMKC2J1Y2tldF9iaXRzGAYgASgNEhQKDGJ1Y2tldF9ieXRlcxgHIAEoDRIUCgxyZXRpcmVfYXRfbXMYCCABKAMifQoPRW5yb2xNc3BSZXF1ZXN0Eg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMEhAKCG1heV9idWxrGAUgASgIIj8KEEVucm9sTXNwUmVzcG9uc2USKwoDbXNwGAEgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AikQEKC0Vucm9sbGVkTXNwEg4KBm1zcF9pZBgBIAEoCRIUCgx0bHNfaWRlbnRpdHkYAiABKAkSFgoOZW5yb2xsZWRfdXNlcnMYAyABKAQSFgoOZW5yb2xsZWRfYXRfbXMYBCABKAMSGgoSc2lnbmluZ19wdWJsaWNfa2V5GAUgASgMEhAKCG1heV9idWxrGAYgASgIIhkKF0xpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0IkgKGExpc3RFbnJvbGxlZE1zcHNSZXNwb25zZRIsCgRtc3BzGAEgAygLMh4ubWltaS5kaXNjb3ZlcnkudjEuRW5yb2xsZWRNc3AidAoJRmVlZEVudHJ5EgsKA2NzaRgBIAEoCRIrCgVldmVudBgCIAEoDjIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFdmVudBIXCg9lZmZlY3RpdmVfYXRfbXMYAyABKAMSFAoMZG9ub3JfbXNwX2lkGAQgASgJIkoKGUluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QSLQoHZW50cmllcxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZlZWRFbnRyeSJHChpJbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZRIPCgdlbnRyaWVzGAEgASgEEhgKEG1hcHBpbmdzX3JlbW92ZWQYAiABKAQiEgoQR2V0U3RhdHVzUmVxdWVzdCKIBAoRR2V0U3RhdHVzUmVzcG9uc2USDQoFZHBfaWQYASABKAkSFwoPcmVnaXN0cnlfc2VyaWFsGAIgASgEEjIKC2RlbGVnYXRpb25zGAMgAygLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbhIVCg1tYXBwaW5nX2NvdW50GAQgASgEEhYKDmxvb2t1cHNfc2VydmVkGAUgASgEEhgKEHJlZnVzZWRfY2FwYWNpdHkYBiABKAQSGAoQcmVmdXNlZF9yZXNvbHZlchgHIAEoBBIXCg9yZWZ1c2VkX2NvbnRleHQYCCABKAQSGwoTcmVmdXNlZF9lbnVtZXJhdGlvbhgJIAEoBBIYChBlbnVtZXJhdGlvbl9tb2RlGAogASgJEh4KFmVudW1lcmF0aW9uX2RldGVjdGlvbnMYCyABKAQSQgoRcmVjZW50X2RldGVjdGlvbnMYDCADKAsyJy5taW1pLmRpc2NvdmVyeS52MS5FbnVtZXJhdGlvbkRldGVjdGlvbhJGChNwcml2YXRlX2xvb2t1cF9rZXlzGA0gAygLMikubWltaS5kaXNjb3ZlcnkudjEuUHJpdmF0ZUxvb2t1cEtleVN0YXR1cxI4CgtyZXBsaWNhdGlvbhgOIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLlJlcGxpY2F0aW9uU3RhdGUiyAEKEFJlcGxpY2F0aW9uU3RhdGUSDAoEcm9sZRgBIAEoCRINCgVlcG9jaBgCIAEoBBITCgthcHBsaWVkX3NlcRgDIAEoBBIzCglmb2xsb3dlcnMYBCADKAsyIC5taW1pLmRpc2NvdmVyeS52MS5Gb2xsb3dlclN0YXRlEhYKDmZvbGxvd2VyX3N0YXRlGAUgASgJEhEKCWZvbGxvd2luZxgGIAEoCRISCgpsYWdfZXZlbnRzGAcgASgEEg4KBmxhZ19tcxgIIAEoAyI0Cg1Gb2xsb3dlclN0YXRlEhAKCGlkZW50aXR5GAEgASgJEhEKCWFja2VkX3NlcRgCIAEoBCq6AQoMUmVzeW5jUmVhc29uEh0KGVJFU1lOQ19SRUFTT05fVU5TUEVDSUZJRUQQABIdChlSRVNZTkNfUkVBU09OX05FV19XQVRDSEVSEAESGwoXUkVTWU5DX1JFQVNPTl9PVEhFUl9MT0cQAhIZChVSRVNZTkNfUkVBU09OX1RPT19PTEQQAxIYChRSRVNZTkNfUkVBU09OX0JFSElORBAEEhoKFlJFU1lOQ19SRUFTT05fRElWRVJHRUQQBSqAAgoVUHJpdmF0ZUxvb2t1cEtleVN0YXRlEigKJFBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9VTlNQRUNJRklFRBAAEiUKIVBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9CVUlMRElORxABEiIKHlBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9SRUFEWRACEiQKIFBSSVZBVEVfTE9PS1VQX0tFWV9TVEFURV9DVVJSRU5UEAMSJQohUFJJVkFURV9MT09LVVBfS0VZX1NUQVRFX1BSRVZJT1VTEAQSJQohUFJJVkFURV9MT09LVVBfS0VZX1NUQVRFX1JFVElSSU5HEAUqdgoJRmVlZEV2ZW50EhoKFkZFRURfRVZFTlRfVU5TUEVDSUZJRUQQABIbChdGRUVEX0VWRU5UX0RJU0NPTk5FQ1RFRBABEhkKFUZFRURfRVZFTlRfUkVBU1NJR05FRBACEhUKEUZFRURfRVZFTlRfUE9SVEVEEAMyrQIKFEF1dGhvcml0YXRpdmVTZXJ2aWNlEk0KBkxvb2t1cBIgLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFJlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBSZXNwb25zZRJjCgxMb29rdXBTdHJlYW0SJi5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdHJlYW1SZXF1ZXN0GicubWltaS5kaXNjb3ZlcnkudjEuTG9va3VwU3RyZWFtUmVzcG9uc2UoATABEmEKDFdhdGNoQ2hhbmdlcxImLm1pbWkuZGlzY292ZXJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy5taW1pLmRpc2NvdmVyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZTABMnIKEENzaUZpbHRlclNlcnZpY2USXgoLV2F0Y2hGaWx0ZXISJS5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlcXVlc3QaJi5taW1pLmRpc2NvdmVyeS52MS5XYXRjaEZpbHRlclJlc3BvbnNlMAEyvAIKFFByaXZhdGVMb29rdXBTZXJ2aWNlEncKFEdldFByaXZhdGVQYXJhbWV0ZXJzEi4ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXF1ZXN0Gi8ubWltaS5kaXNjb3ZlcnkudjEuR2V0UHJpdmF0ZVBhcmFtZXRlcnNSZXNwb25zZRJTCghFdmFsdWF0ZRIiLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkV2YWx1YXRlUmVzcG9uc2USVgoJR2V0QnVja2V0EiMubWltaS5kaXNjb3ZlcnkudjEuR2V0QnVja2V0UmVxdWVzdBokLm1pbWkuZGlzY292ZXJ5LnYxLkdldEJ1Y2tldFJlc3BvbnNlMncKC1BlZXJTZXJ2aWNlEmgKD0ludmFsaWRhdGVPbGRlchIpLm1pbWkuZGlzY292ZXJ5LnYxLkludmFsaWRhdGVPbGRlclJlcXVlc3QaKi5taW1pLmRpc2NvdmVyeS52MS5JbnZhbGlkYXRlT2xkZXJSZXNwb25zZTL1BAoZQXV0aG9yaXRhdGl2ZUFkbWluU2VydmljZRJTCghFbnJvbE1zcBIiLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVxdWVzdBojLm1pbWkuZGlzY292ZXJ5LnYxLkVucm9sTXNwUmVzcG9uc2USawoQTGlzdEVucm9sbGVkTXNwcxIqLm1pbWkuZGlzY292ZXJ5LnYxLkxpc3RFbnJvbGxlZE1zcHNSZXF1ZXN0GisubWltaS5kaXNjb3ZlcnkudjEuTGlzdEVucm9sbGVkTXNwc1Jlc3BvbnNlEnMKEkluZ2VzdFByb3ZpZGVyRmVlZBIsLm1pbWkuZGlzY292ZXJ5LnYxLkluZ2VzdFByb3ZpZGVyRmVlZFJlcXVlc3QaLS5taW1pLmRpc2NvdmVyeS52MS5Jbmdlc3RQcm92aWRlckZlZWRSZXNwb25zZSgBElYKCUdldFN0YXR1cxIjLm1pbWkuZGlzY292ZXJ5LnYxLkdldFN0YXR1c1JlcXVlc3QaJC5taW1pLmRpc2NvdmVyeS52MS5HZXRTdGF0dXNSZXNwb25zZRJ3ChRSb2xsUHJpdmF0ZUxvb2t1cEtleRIuLm1pbWkuZGlzY292ZXJ5LnYxLlJvbGxQcml2YXRlTG9va3VwS2V5UmVxdWVzdBovLm1pbWkuZGlzY292ZXJ5LnYxLlJvbGxQcml2YXRlTG9va3VwS2V5UmVzcG9uc2USUAoHUHJvbW90ZRIhLm1pbWkuZGlzY292ZXJ5LnYxLlByb21vdGVSZXF1ZXN0GiIubWltaS5kaXNjb3ZlcnkudjEuUHJvbW90ZVJlc3BvbnNlYgZwcm90bzM", [file_mimi_discovery_v1_common]);
 
 /**
  * @generated from message mimi.discovery.v1.WatchChangesRequest
@@ -741,6 +741,83 @@ export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_authoritative, 22);
 
 /**
+ * @generated from message mimi.discovery.v1.PromoteRequest
+ */
+export type PromoteRequest = Message<"mimi.discovery.v1.PromoteRequest"> & {
+  /**
+   * @generated from field: bool force = 1;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.PromoteRequest.
+ * Use `create(PromoteRequestSchema)` to create a new message.
+ */
+export const PromoteRequestSchema: GenMessage<PromoteRequest> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 23);
+
+/**
+ * @generated from message mimi.discovery.v1.PromoteResponse
+ */
+export type PromoteResponse = Message<"mimi.discovery.v1.PromoteResponse"> & {
+  /**
+   * The epoch this endpoint is now the primary of.
+   *
+   * @generated from field: uint64 epoch = 1;
+   */
+  epoch: bigint;
+
+  /**
+   * What each other endpoint answered to the fence.
+   *
+   * @generated from field: repeated mimi.discovery.v1.PeerFence peers = 2;
+   */
+  peers: PeerFence[];
+};
+
+/**
+ * Describes the message mimi.discovery.v1.PromoteResponse.
+ * Use `create(PromoteResponseSchema)` to create a new message.
+ */
+export const PromoteResponseSchema: GenMessage<PromoteResponse> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 24);
+
+/**
+ * @generated from message mimi.discovery.v1.PeerFence
+ */
+export type PeerFence = Message<"mimi.discovery.v1.PeerFence"> & {
+  /**
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * Empty when it answered; otherwise why it could not be fenced.
+   *
+   * @generated from field: string error = 2;
+   */
+  error: string;
+
+  /**
+   * @generated from field: uint64 latest_seq = 3;
+   */
+  latestSeq: bigint;
+
+  /**
+   * @generated from field: bool granted = 4;
+   */
+  granted: boolean;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.PeerFence.
+ * Use `create(PeerFenceSchema)` to create a new message.
+ */
+export const PeerFenceSchema: GenMessage<PeerFence> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 25);
+
+/**
  * @generated from message mimi.discovery.v1.RollPrivateLookupKeyRequest
  */
 export type RollPrivateLookupKeyRequest = Message<"mimi.discovery.v1.RollPrivateLookupKeyRequest"> & {
@@ -751,7 +828,7 @@ export type RollPrivateLookupKeyRequest = Message<"mimi.discovery.v1.RollPrivate
  * Use `create(RollPrivateLookupKeyRequestSchema)` to create a new message.
  */
 export const RollPrivateLookupKeyRequestSchema: GenMessage<RollPrivateLookupKeyRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 23);
+  messageDesc(file_mimi_discovery_v1_authoritative, 26);
 
 /**
  * @generated from message mimi.discovery.v1.RollPrivateLookupKeyResponse
@@ -777,7 +854,7 @@ export type RollPrivateLookupKeyResponse = Message<"mimi.discovery.v1.RollPrivat
  * Use `create(RollPrivateLookupKeyResponseSchema)` to create a new message.
  */
 export const RollPrivateLookupKeyResponseSchema: GenMessage<RollPrivateLookupKeyResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 24);
+  messageDesc(file_mimi_discovery_v1_authoritative, 27);
 
 /**
  * @generated from message mimi.discovery.v1.PrivateLookupKeyStatus
@@ -837,7 +914,7 @@ export type PrivateLookupKeyStatus = Message<"mimi.discovery.v1.PrivateLookupKey
  * Use `create(PrivateLookupKeyStatusSchema)` to create a new message.
  */
 export const PrivateLookupKeyStatusSchema: GenMessage<PrivateLookupKeyStatus> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 25);
+  messageDesc(file_mimi_discovery_v1_authoritative, 28);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspRequest
@@ -884,7 +961,7 @@ export type EnrolMspRequest = Message<"mimi.discovery.v1.EnrolMspRequest"> & {
  * Use `create(EnrolMspRequestSchema)` to create a new message.
  */
 export const EnrolMspRequestSchema: GenMessage<EnrolMspRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 26);
+  messageDesc(file_mimi_discovery_v1_authoritative, 29);
 
 /**
  * @generated from message mimi.discovery.v1.EnrolMspResponse
@@ -901,7 +978,7 @@ export type EnrolMspResponse = Message<"mimi.discovery.v1.EnrolMspResponse"> & {
  * Use `create(EnrolMspResponseSchema)` to create a new message.
  */
 export const EnrolMspResponseSchema: GenMessage<EnrolMspResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 27);
+  messageDesc(file_mimi_discovery_v1_authoritative, 30);
 
 /**
  * An MSP enrolled at this DP.
@@ -945,7 +1022,7 @@ export type EnrolledMsp = Message<"mimi.discovery.v1.EnrolledMsp"> & {
  * Use `create(EnrolledMspSchema)` to create a new message.
  */
 export const EnrolledMspSchema: GenMessage<EnrolledMsp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 28);
+  messageDesc(file_mimi_discovery_v1_authoritative, 31);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsRequest
@@ -958,7 +1035,7 @@ export type ListEnrolledMspsRequest = Message<"mimi.discovery.v1.ListEnrolledMsp
  * Use `create(ListEnrolledMspsRequestSchema)` to create a new message.
  */
 export const ListEnrolledMspsRequestSchema: GenMessage<ListEnrolledMspsRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 29);
+  messageDesc(file_mimi_discovery_v1_authoritative, 32);
 
 /**
  * @generated from message mimi.discovery.v1.ListEnrolledMspsResponse
@@ -975,7 +1052,7 @@ export type ListEnrolledMspsResponse = Message<"mimi.discovery.v1.ListEnrolledMs
  * Use `create(ListEnrolledMspsResponseSchema)` to create a new message.
  */
 export const ListEnrolledMspsResponseSchema: GenMessage<ListEnrolledMspsResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 30);
+  messageDesc(file_mimi_discovery_v1_authoritative, 33);
 
 /**
  * One entry of a feed from a number or email provider (CSIP) about an identifier (R16, D2).
@@ -1014,7 +1091,7 @@ export type FeedEntry = Message<"mimi.discovery.v1.FeedEntry"> & {
  * Use `create(FeedEntrySchema)` to create a new message.
  */
 export const FeedEntrySchema: GenMessage<FeedEntry> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 31);
+  messageDesc(file_mimi_discovery_v1_authoritative, 34);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedRequest
@@ -1031,7 +1108,7 @@ export type IngestProviderFeedRequest = Message<"mimi.discovery.v1.IngestProvide
  * Use `create(IngestProviderFeedRequestSchema)` to create a new message.
  */
 export const IngestProviderFeedRequestSchema: GenMessage<IngestProviderFeedRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 32);
+  messageDesc(file_mimi_discovery_v1_authoritative, 35);
 
 /**
  * @generated from message mimi.discovery.v1.IngestProviderFeedResponse
@@ -1053,7 +1130,7 @@ export type IngestProviderFeedResponse = Message<"mimi.discovery.v1.IngestProvid
  * Use `create(IngestProviderFeedResponseSchema)` to create a new message.
  */
 export const IngestProviderFeedResponseSchema: GenMessage<IngestProviderFeedResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 33);
+  messageDesc(file_mimi_discovery_v1_authoritative, 36);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusRequest
@@ -1066,7 +1143,7 @@ export type GetStatusRequest = Message<"mimi.discovery.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 34);
+  messageDesc(file_mimi_discovery_v1_authoritative, 37);
 
 /**
  * @generated from message mimi.discovery.v1.GetStatusResponse
@@ -1148,6 +1225,13 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
    * @generated from field: repeated mimi.discovery.v1.PrivateLookupKeyStatus private_lookup_keys = 13;
    */
   privateLookupKeys: PrivateLookupKeyStatus[];
+
+  /**
+   * This endpoint's part in the DP's replication.
+   *
+   * @generated from field: mimi.discovery.v1.ReplicationState replication = 14;
+   */
+  replication?: ReplicationState | undefined;
 };
 
 /**
@@ -1155,7 +1239,90 @@ export type GetStatusResponse = Message<"mimi.discovery.v1.GetStatusResponse"> &
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_authoritative, 35);
+  messageDesc(file_mimi_discovery_v1_authoritative, 38);
+
+/**
+ * @generated from message mimi.discovery.v1.ReplicationState
+ */
+export type ReplicationState = Message<"mimi.discovery.v1.ReplicationState"> & {
+  /**
+   * "primary", "fenced" (replaced by a promotion; writes nothing) or "secondary".
+   *
+   * @generated from field: string role = 1;
+   */
+  role: string;
+
+  /**
+   * @generated from field: uint64 epoch = 2;
+   */
+  epoch: bigint;
+
+  /**
+   * The last change of the DP's log this endpoint holds.
+   *
+   * @generated from field: uint64 applied_seq = 3;
+   */
+  appliedSeq: bigint;
+
+  /**
+   * A primary's followers: their identities and the last change each acknowledged.
+   *
+   * @generated from field: repeated mimi.discovery.v1.FollowerState followers = 4;
+   */
+  followers: FollowerState[];
+
+  /**
+   * A secondary's follower: "copying", "catching_up", "following" or "disconnected", the
+   * endpoint it follows, and how far behind it was at the primary's last report.
+   *
+   * @generated from field: string follower_state = 5;
+   */
+  followerState: string;
+
+  /**
+   * @generated from field: string following = 6;
+   */
+  following: string;
+
+  /**
+   * @generated from field: uint64 lag_events = 7;
+   */
+  lagEvents: bigint;
+
+  /**
+   * @generated from field: int64 lag_ms = 8;
+   */
+  lagMs: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ReplicationState.
+ * Use `create(ReplicationStateSchema)` to create a new message.
+ */
+export const ReplicationStateSchema: GenMessage<ReplicationState> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 39);
+
+/**
+ * @generated from message mimi.discovery.v1.FollowerState
+ */
+export type FollowerState = Message<"mimi.discovery.v1.FollowerState"> & {
+  /**
+   * @generated from field: string identity = 1;
+   */
+  identity: string;
+
+  /**
+   * @generated from field: uint64 acked_seq = 2;
+   */
+  ackedSeq: bigint;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.FollowerState.
+ * Use `create(FollowerStateSchema)` to create a new message.
+ */
+export const FollowerStateSchema: GenMessage<FollowerState> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_authoritative, 40);
 
 /**
  * Why a watcher cannot continue from its position and must drop what it cached from this DP.
@@ -1514,6 +1681,21 @@ export const AuthoritativeAdminService: GenService<{
     methodKind: "unary";
     input: typeof RollPrivateLookupKeyRequestSchema;
     output: typeof RollPrivateLookupKeyResponseSchema;
+  },
+  /**
+   * Promotes this secondary to the DP's primary at the next epoch (`mimi auth promote`). It first
+   * fences the DP's other endpoints (replication.peers) with the new epoch and needs answers
+   * from a majority of all endpoints, and from enough that one of them holds every write a
+   * primary acknowledged (replication.ackFollowers); it refuses (FAILED_PRECONDITION) when
+   * another endpoint holds changes this one lacks, naming it. `force` skips both checks, for
+   * when the majority is lost for good; acknowledged writes may then be lost.
+   *
+   * @generated from rpc mimi.discovery.v1.AuthoritativeAdminService.Promote
+   */
+  promote: {
+    methodKind: "unary";
+    input: typeof PromoteRequestSchema;
+    output: typeof PromoteResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mimi_discovery_v1_authoritative, 4);

@@ -1,0 +1,312 @@
+// A DP endpoint's part in replication (issue 17), wired together: its role and epoch (role.ts),
+// the Follow and Fence service (source.ts), the follower it runs while it is not the primary
+// (replica.ts), the wait of writes for their followers (acks.ts) and promotion (promote.ts).
+import type * as grpc from "@grpc/grpc-js";
+import { type Clock, DiscoveryError, type KeyDirectory, type Logger, pb } from "@mimi/core";
+import { type Channel, counterFrom, gaugeFrom } from "@mimi/rpc";
+import type { ChangeLog } from "../change-log.js";
+import type { MappingStore } from "../store/store.js";
+import { createFollowers, type FollowerStatus } from "./acks.js";
+import { type PeerFence, promote } from "./promote.js";
+import { type Replica, type ReplicaStatus, startReplica } from "./replica.js";
+import { openRole, type RoleName } from "./role.js";
+import { bindReplicationServer } from "./source.js";
+
+/** The replication section of the config. */
+export interface ReplicationConfig {
+  /** The role a new store starts in; a store keeps the role it has (promotion changes it). */
+  readonly role: "primary" | "secondary";
+  /** The DP's other endpoints ("host:port"): secondaries follow whichever is primary. */
+  readonly peers: readonly string[];
+  /** Identities allowed to follow and fence besides the DP's own (the registry's tls_identity). */
+  readonly followers: readonly string[];
+  /** Secondaries that must hold a write before it is acknowledged (0: the primary's disk only). */
+  readonly ackFollowers: number;
+  readonly ackTimeoutMs: number;
+  /** How often an idle follower hears from the primary, and the primary checks its peers' epochs. */
+  readonly heartbeatMs: number;
+}
+
+export const DEFAULT_REPLICATION: ReplicationConfig = {
+  role: "primary",
+  peers: [],
+  followers: [],
+  ackFollowers: 0,
+  ackTimeoutMs: 10_000,
+  heartbeatMs: 5_000,
+};
+
+/** What GetStatus and metrics show. */
+export interface ReplicationStatus {
+  readonly role: RoleName;
+  readonly epoch: number;
+  /** The last change of the DP's log this endpoint holds. */
+  readonly appliedSeq: number;
+  readonly followers: readonly FollowerStatus[];
+  readonly replica: ReplicaStatus | undefined;
+}
+
+/** A running endpoint's replication. */
+export interface Replication {
+  /** Throws unless this endpoint may write now (primary, peers checked, enough followers). */
+  beforeWrite(): void;
+  /** Waits until `ackFollowers` followers hold everything committed so far. */
+  afterWrite(signal?: AbortSignal): Promise<void>;
+  isPrimary(): boolean;
+  /** Throws FAILED_PRECONDITION naming the primary unless this endpoint is it. */
+  requirePrimary(): void;
+  /** Why lookups cannot be answered from this store yet (a secondary without a whole copy). */
+  storeProblem(): string | undefined;
+  promote(force: boolean): Promise<{ epoch: number; peers: PeerFence[] }>;
+  status(): ReplicationStatus;
+  /** Drops writer-log events older than the retention window (the sweep's). */
+  prune(): number;
+  /** Starts following, or checking peers, once the registry's keys are there. */
+  start(keys: KeyDirectory): void;
+  close(): void;
+}
+
+export interface ReplicationOptions {
+  config: ReplicationConfig;
+  server: grpc.Server;
+  store: MappingStore;
+  changeLog: ChangeLog;
+  dpId: string;
+  /** The identity the registry publishes for this DP (its endpoints all present it). */
+  dpIdentity: () => string | undefined;
+  channel: (endpoint: string) => Channel;
+  /** Keeps the primary's change-hash key as this endpoint's own. */
+  setHashKey: (key: Uint8Array) => void;
+  /** How long log events are kept (changeLogRetentionSeconds): a follower further behind copies. */
+  retentionMs: number;
+  clock: Clock;
+  log: Logger;
+}
+
+/** Wake-ups after commits to the writer log, for any number of Follow streams. */
+export function writerSubscriptions(store: MappingStore): (wake: () => void) => () => void {
+  const wakes = new Set<() => void>();
+  store.onWriterLogged(() => {
+    for (const w of wakes) w();
+  });
+  return (wake) => {
+    const entry = () => wake();
+    wakes.add(entry);
+    return () => wakes.delete(entry);
+  };
+}
+
+export function startReplication(o: ReplicationOptions): Replication {
+  const { config, store } = o;
+  const log = o.log.child({ component: "replication" });
+  const role = openRole(store, config.role, { log: o.log, peers: config.peers });
+  const followers = createFollowers({ now: o.clock, timeoutMs: config.ackTimeoutMs });
+  const allowed = () => {
+    const ids = new Set(config.followers);
+    const own = o.dpIdentity();
+    if (own) ids.add(own);
+    return ids;
+  };
+  bindReplicationServer(o.server, {
+    store,
+    changeLog: o.changeLog,
+    role,
+    followers,
+    dpId: o.dpId,
+    allowed,
+    heartbeatMs: config.heartbeatMs,
+    now: o.clock,
+    log: o.log,
+    subscribeWriter: writerSubscriptions(store),
+  });
+  let keys: KeyDirectory | undefined;
+  let replica: Replica | undefined;
+  // A primary writes only once it has asked its peers whether a later epoch exists (an old
+  // primary coming back must not write before it learns it was replaced).
+  let peersChecked = config.peers.length === 0;
+  let probing: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  const probe = async () => {
+    await Promise.all(
+      config.peers.map(async (endpoint) => {
+        try {
+          const r = await o
+            .channel(endpoint)
+            .client(pb.ReplicationService)
+            .fence({ epoch: 0n, candidate: "" }, { timeoutMs: Math.min(3_000, config.heartbeatMs) });
+          role.observeEpoch(Number(r.epoch), endpoint);
+        } catch {
+          // An endpoint that is down cannot have a later epoch that matters to it yet.
+        }
+      }),
+    );
+    peersChecked = true;
+  };
+  const arrange = () => {
+    if (closed || !keys) return;
+    if (role.isPrimary()) {
+      if (replica) {
+        replica.close();
+        replica = undefined;
+      }
+      return;
+    }
+    replica ??= startReplica({
+      store,
+      role,
+      dpId: o.dpId,
+      endpoints: () => config.peers,
+      channel: o.channel,
+      keys,
+      onHashKey: o.setHashKey,
+      currentHashKey: () => o.changeLog.hashKey,
+      now: o.clock,
+      log: o.log,
+    });
+  };
+  role.onChange(arrange);
+
+  return {
+    beforeWrite() {
+      role.requirePrimary();
+      if (!peersChecked) {
+        throw new DiscoveryError(
+          "not_ready",
+          "this primary is still checking the DP's other endpoints; try again shortly",
+          {
+            details: { retryAfterMs: 1_000 },
+          },
+        );
+      }
+      if (followers.available() < config.ackFollowers) {
+        throw new DiscoveryError(
+          "upstream_unavailable",
+          `writes need ${config.ackFollowers} secondar${config.ackFollowers === 1 ? "y" : "ies"} following the primary (replication.ackFollowers) and ${followers.available()} ${followers.available() === 1 ? "is" : "are"}; nothing was written`,
+          { details: { reason: "NOT_ENOUGH_SECONDARIES", retryAfterMs: 1_000 } },
+        );
+      }
+    },
+    afterWrite: (signal) =>
+      followers.waitFor(store.logBounds().latest, store.writer.latest(), config.ackFollowers, signal),
+    isPrimary: () => role.isPrimary(),
+    requirePrimary: () => role.requirePrimary(),
+    storeProblem() {
+      if (role.name() !== "secondary") return undefined;
+      if (!replica) return "this secondary has not yet started following the DP's primary";
+      return replica.problem();
+    },
+    promote: (force) =>
+      promote(
+        { store, role, peers: config.peers, channel: o.channel, ackFollowers: config.ackFollowers, log },
+        force,
+      ),
+    status: () => ({
+      role: role.name(),
+      epoch: role.epoch(),
+      appliedSeq: store.logBounds().latest,
+      followers: followers.list(),
+      replica: replica?.status(),
+    }),
+    prune() {
+      let total = 0;
+      for (;;) {
+        const n = store.writer.pruneBefore(o.clock() - o.retentionMs, 10_000);
+        total += n;
+        if (n < 10_000) return total;
+      }
+    },
+    start(k) {
+      keys = k;
+      arrange();
+      if (config.peers.length > 0) {
+        void probe();
+        probing = setInterval(() => {
+          if (role.isPrimary()) void probe();
+        }, config.heartbeatMs);
+      }
+    },
+    close() {
+      closed = true;
+      if (probing) clearInterval(probing);
+      replica?.close();
+    },
+  };
+}
+
+type Registry = Parameters<typeof gaugeFrom>[0];
+
+/** Replication's metrics, read when scraped: role, epoch, followers, a secondary's lag. */
+export function replicationMetrics(
+  metrics: Registry,
+  status: () => ReplicationStatus,
+  now: () => number,
+): void {
+  const roles: RoleName[] = ["primary", "fenced", "secondary"];
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_role",
+    "1 for this endpoint's role (primary, fenced, secondary), 0 for the others.",
+    () => roles.map((r) => ({ labels: { role: r }, value: status().role === r ? 1 : 0 })),
+    ["role"],
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_epoch",
+    "The highest primary epoch this endpoint knows.",
+    () => status().epoch,
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_followers",
+    "Secondaries following this primary that have stored at least a copy.",
+    () => status().followers.filter((f) => f.ackedAtMs > 0).length,
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_follower_ack_age_seconds",
+    "Seconds since the follower that acknowledged least recently acknowledged (0 with none).",
+    () => {
+      const acked = status().followers.filter((f) => f.ackedAtMs > 0);
+      return acked.length === 0 ? 0 : Math.max(...acked.map((f) => (now() - f.ackedAtMs) / 1000));
+    },
+  );
+  const states = ["copying", "catching_up", "following", "disconnected"] as const;
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_state",
+    "A secondary's follower state: 1 for the present one.",
+    () => states.map((st) => ({ labels: { state: st }, value: status().replica?.state === st ? 1 : 0 })),
+    ["state"],
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_lag_events",
+    "Changes the primary had that this secondary had not applied, at the primary's last report.",
+    () => status().replica?.lagEvents ?? 0,
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_lag_seconds",
+    "From the primary's commit of the last change this secondary applied to its own commit.",
+    () => (status().replica?.lagMs ?? 0) / 1000,
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_replication_applied_seq",
+    "The last change of the DP's log this endpoint holds.",
+    () => status().replica?.appliedSeq ?? 0,
+  );
+  counterFrom(
+    metrics,
+    "mimi_dp_replication_refused_rows_total",
+    "Rows from a primary that did not verify and were not stored.",
+    () => status().replica?.refusedRows ?? 0,
+  );
+  counterFrom(
+    metrics,
+    "mimi_dp_replication_copies_total",
+    "Whole copies of the store begun.",
+    () => status().replica?.copies ?? 0,
+  );
+}

@@ -1,0 +1,330 @@
+// The secondary side of a DP's replication: follows whichever of the DP's other endpoints is
+// primary (core's followLog: failover and backoff), copies the store when its position does not
+// continue (resumably, page by page), then applies every change with the primary's sequence
+// number and time, so that its own change log (what resolvers watch) is the primary's. Every
+// row is checked against the registry's keys before it is stored (state.ts), and each change is
+// acknowledged once committed, for the primary's durability wait. It serves lookups once it has
+// a whole copy and has caught up once; it refuses a primary of an older epoch than it knows.
+import { create } from "@bufbuild/protobuf";
+import { DiscoveryError, followLog, type KeyDirectory, type LogFollower, type Logger, pb } from "@mimi/core";
+import type { Channel } from "@mimi/rpc";
+import type { MappingStore } from "../store/store.js";
+import type { ReplicationRole } from "./role.js";
+import { applyCsiState, checkCsiState, dropCsisBetween } from "./state.js";
+
+/** The copy being received (store_meta 'replica_copy'), so a restart goes on with it. */
+interface CopyState {
+  readonly logId: string;
+  readonly fromSeq: number;
+  readonly fromAtMs: number;
+  /** The last CSI applied ("" for none). */
+  readonly after: string;
+}
+
+const COPY_META = "replica_copy";
+/** The times of the last events applied, kept because a log may hold no event (after a copy). */
+const AT_META = "replica_at";
+const WRITER_AT_META = "replica_writer_at";
+
+/** What a secondary reports (GetStatus, metrics, readiness). */
+export interface ReplicaStatus {
+  readonly state: "copying" | "catching_up" | "following" | "disconnected";
+  /** The endpoint followed now, if any. */
+  readonly endpoint: string | undefined;
+  readonly appliedSeq: number;
+  /** Changes the primary had that this secondary had not applied, at the last report. */
+  readonly lagEvents: number;
+  /** How long the last change applied took from its commit at the primary (ms). */
+  readonly lagMs: number;
+  /** Rows left out because they did not verify. */
+  readonly refusedRows: number;
+  readonly copies: number;
+}
+
+/** A running secondary. */
+export interface Replica {
+  /** Why lookups cannot be served from this store yet, if they cannot. */
+  problem(): string | undefined;
+  status(): ReplicaStatus;
+  close(): void;
+  readonly done: Promise<void>;
+}
+
+/** Options of startReplica. */
+export interface ReplicaOptions {
+  store: MappingStore;
+  role: ReplicationRole;
+  dpId: string;
+  /** The DP's other endpoints; the one that is primary serves the stream. */
+  endpoints: () => readonly string[];
+  /** The channel to one of them (authenticated as this DP, checking the DP's identity). */
+  channel: (endpoint: string) => Channel;
+  /** The registry's keys, which every received row must verify with. */
+  keys: KeyDirectory;
+  /** The primary's change-hash key, to keep as this endpoint's own. */
+  onHashKey: (key: Uint8Array) => void;
+  currentHashKey: () => Uint8Array;
+  now: () => number;
+  log: Logger;
+  maxBackoffMs?: number;
+  pause?: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+/** Acks waiting to be sent: only the latest matters, so the queue never grows. */
+class Requests implements AsyncIterable<pb.FollowRequest> {
+  private ack: { seq: number; writerSeq: number } | undefined;
+  private wake: (() => void) | undefined;
+  private closed = false;
+  constructor(private readonly start: pb.FollowStart) {}
+  push(seq: number, writerSeq: number): void {
+    this.ack = { seq, writerSeq };
+    this.wake?.();
+  }
+  close(): void {
+    this.closed = true;
+    this.wake?.();
+  }
+  async *[Symbol.asyncIterator](): AsyncIterator<pb.FollowRequest> {
+    yield create(pb.FollowRequestSchema, { message: { case: "start", value: this.start } });
+    while (!this.closed) {
+      if (this.ack === undefined) {
+        await new Promise<void>((r) => {
+          this.wake = r;
+        });
+        this.wake = undefined;
+        continue;
+      }
+      const { seq, writerSeq } = this.ack;
+      this.ack = undefined;
+      yield create(pb.FollowRequestSchema, {
+        message: { case: "ack", value: { seq: BigInt(seq), writerSeq: BigInt(writerSeq) } },
+      });
+    }
+  }
+}
+
+/** Starts following. */
+export function startReplica(o: ReplicaOptions): Replica {
+  const { store, role } = o;
+  const log = o.log.child({ component: "replica" });
+  let requests: Requests | undefined;
+  let serving = false;
+  let state: ReplicaStatus["state"] = "disconnected";
+  let lagEvents = 0;
+  let lagMs = 0;
+  let refusedRows = 0;
+  let copies = 0;
+  const copyState = (): CopyState | undefined => {
+    const raw = store.meta(COPY_META);
+    return raw === undefined ? undefined : (JSON.parse(raw) as CopyState);
+  };
+  // A store that was a whole copy before (its log id is a primary's) serves at once after a
+  // restart, as a DNS secondary serves its zone until it expires; one mid-copy does not.
+  serving = copyState() === undefined && store.meta("replica_since") !== undefined;
+  const num = (v: bigint) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v));
+
+  // Tells the primary what this endpoint holds (both logs), once committed.
+  const ack = () => requests?.push(store.logBounds().latest, store.writer.latest());
+
+  const checked = (s: pb.CsiState | undefined) => {
+    if (!s) throw new DiscoveryError("invalid_argument", "a change without its CSI's state");
+    const c = checkCsiState(s, o.dpId, o.keys, o.now());
+    if (c.refused.length > 0) {
+      refusedRows += c.refused.length;
+      // The reasons name no CSI: they are what an operator needs to see that a primary misbehaves.
+      log.warn({ refused: c.refused }, "rows from the primary do not verify; not stored");
+    }
+    return c.state;
+  };
+
+  const apply = (msg: pb.FollowResponse, endpoint: string): boolean => {
+    const m = msg.message;
+    if (m.case === "start") {
+      const s = m.value;
+      if (s.dpId !== o.dpId) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `${endpoint} serves the store of DP "${s.dpId}", not "${o.dpId}"`,
+        );
+      }
+      const epoch = num(s.epoch);
+      if (epoch < role.epoch()) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `${endpoint} is a primary of epoch ${epoch}, older than epoch ${role.epoch()}: it was replaced`,
+        );
+      }
+      role.following(epoch, endpoint);
+      if (!Buffer.from(s.hashKey).equals(o.currentHashKey())) o.onHashKey(s.hashKey);
+      if (s.copy) {
+        const c: CopyState = {
+          logId: s.logId,
+          fromSeq: num(s.fromSeq),
+          fromAtMs: num(s.fromAtMs),
+          after: s.copyAfterCsi,
+        };
+        store.transaction(() => {
+          // A copy that starts brings the writer's tables whole: what this endpoint held goes.
+          if (c.after === "") {
+            store.writer.reset(num(s.writerFromSeq));
+            store.setMeta(WRITER_AT_META, "0");
+          }
+          store.setMeta(COPY_META, JSON.stringify(c));
+        });
+        state = "copying";
+        if (c.after === "") {
+          copies++;
+          log.info({ endpoint, fromSeq: c.fromSeq }, "copying the store from the primary");
+        } else log.info({ endpoint, fromSeq: c.fromSeq }, "going on with the copy of the store");
+      } else state = "catching_up";
+      return false;
+    }
+    if (m.case === "rows") {
+      if (!copyState()) throw new DiscoveryError("failed_precondition", "writer rows outside a copy");
+      store.transaction(() => {
+        for (const r of m.value.rows) store.writer.apply(r.table, r.key, r.row === "" ? undefined : r.row);
+        if (m.value.done) {
+          store.writer.raiseSequences(
+            Object.fromEntries(Object.entries(m.value.sequences).map(([k, v]) => [k, num(v)])),
+          );
+        }
+      });
+      return false;
+    }
+    if (m.case === "rowChange") {
+      if (copyState())
+        throw new DiscoveryError("failed_precondition", "a writer event before the copy was complete");
+      const seq = num(m.value.seq);
+      const latest = store.writer.latest();
+      if (seq !== latest + 1) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `writer event ${seq} does not follow ${latest}; following again`,
+        );
+      }
+      const r = m.value.row;
+      if (!r) throw new DiscoveryError("invalid_argument", "a writer event without its row");
+      store.transaction(() => {
+        store.writer.apply(r.table, r.key, r.row === "" ? undefined : r.row);
+        store.writer.logAt(seq, r.table, r.key, num(m.value.atMs));
+        store.setMeta(WRITER_AT_META, String(num(m.value.atMs)));
+      });
+      ack();
+      return false;
+    }
+    if (m.case === "page") {
+      const c = copyState();
+      if (!c) throw new DiscoveryError("failed_precondition", "a copy page outside a copy");
+      const states = m.value.states.map(checked);
+      const keep = new Set(states.map((s) => s.csi));
+      const last = m.value.lastCsi;
+      store.transaction(() => {
+        dropCsisBetween(store, c.after, m.value.done ? undefined : last, keep);
+        for (const s of states) applyCsiState(store, s);
+        if (m.value.done) {
+          store.resetLog(c.fromSeq);
+          store.setMeta("log_id", c.logId);
+          store.setMeta(AT_META, String(c.fromAtMs));
+          store.setMeta(COPY_META, undefined);
+          store.setMeta("replica_since", String(o.now()));
+        } else store.setMeta(COPY_META, JSON.stringify({ ...c, after: last }));
+      });
+      if (m.value.done) {
+        log.info({ fromSeq: c.fromSeq, mappings: store.count() }, "copy of the store complete");
+        state = "catching_up";
+        ack();
+      }
+      return false;
+    }
+    if (m.case === "change") {
+      if (copyState())
+        throw new DiscoveryError("failed_precondition", "a change before the copy was complete");
+      const seq = num(m.value.seq);
+      const atMs = num(m.value.atMs);
+      const { latest } = store.logBounds();
+      if (seq !== latest + 1) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `change ${seq} does not follow ${latest}; following again`,
+        );
+      }
+      const s = checked(m.value.state);
+      store.transaction(() => {
+        applyCsiState(store, s);
+        store.logChangeAt(seq, s.csi, atMs);
+        store.setMeta(AT_META, String(atMs));
+      });
+      lagMs = Math.max(0, o.now() - atMs);
+      ack();
+      return false;
+    }
+    if (m.case === "caughtUp") {
+      const seq = num(m.value.seq);
+      lagEvents = Math.max(0, seq - store.logBounds().latest);
+      if (state !== "following") log.info({ endpoint, seq }, "secondary caught up with the primary");
+      state = "following";
+      serving = true;
+      ack();
+      return true;
+    }
+    return false;
+  };
+
+  const follower: LogFollower = followLog<pb.FollowResponse>({
+    endpoints: o.endpoints,
+    open(endpoint, signal) {
+      requests?.close();
+      const c = copyState();
+      const { latest } = store.logBounds();
+      const writerLatest = store.writer.latest();
+      const start = create(pb.FollowStartSchema, {
+        logId: c?.logId ?? store.logId(),
+        afterSeq: BigInt(latest),
+        afterAtMs: BigInt(store.changeAt(latest)?.atMs ?? Number(store.meta(AT_META) ?? 0)),
+        copying: c !== undefined,
+        copyFromSeq: BigInt(c?.fromSeq ?? 0),
+        copyAfterCsi: c?.after ?? "",
+        epoch: BigInt(role.epoch()),
+        writerAfterSeq: BigInt(writerLatest),
+        writerAfterAtMs: BigInt(store.writer.atOf(writerLatest) ?? Number(store.meta(WRITER_AT_META) ?? 0)),
+      });
+      const r = new Requests(start);
+      requests = r;
+      signal.addEventListener("abort", () => r.close(), { once: true });
+      return o.channel(endpoint).client(pb.ReplicationService).follow(r, { signal });
+    },
+    apply(msg, endpoint) {
+      return apply(msg, endpoint);
+    },
+    log,
+    messages: {
+      ended: "replication stream ended; following again",
+      failed: "replication stream failed; trying the next endpoint",
+    },
+    maxBackoffMs: o.maxBackoffMs ?? 5_000,
+    ...(o.pause && { pause: o.pause }),
+  });
+
+  return {
+    problem() {
+      if (serving) return undefined;
+      return copyState()
+        ? "this secondary is still copying the DP's store; ask another endpoint"
+        : "this secondary has not yet reached the DP's primary; ask another endpoint";
+    },
+    status: () => ({
+      state: follower.connected() ? state : state === "copying" ? "copying" : "disconnected",
+      endpoint: follower.endpoint(),
+      appliedSeq: store.logBounds().latest,
+      lagEvents,
+      lagMs,
+      refusedRows,
+      copies,
+    }),
+    close() {
+      requests?.close();
+      follower.close();
+    },
+    done: follower.done,
+  };
+}

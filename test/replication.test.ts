@@ -1,0 +1,218 @@
+// Authoritative replicas (issue 17) across real processes: the network's eu DP as primary and
+// two secondaries that follow it (the same DP: its certificate, signing key and root). Claims
+// made at the primary are served by both and reach a resolver through either; writes at a
+// secondary are refused naming the primary; a secondary restarted from an old copy catches up;
+// with the primary gone, lookups go on, a secondary is promoted, claims resume there, and the
+// old primary, brought back, is fenced and follows; with ackFollowers 1 a kill -9 of the primary
+// right after an acknowledged write loses nothing. The scenarios run in order and share the
+// replicas (started by whichever runs first).
+import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
+import { after } from "node:test";
+import { status } from "@grpc/grpc-js";
+import { pb } from "@mimi/core";
+import { type ServerProcess, startDpSecondary, waitUntilServing } from "@mimi/devnet";
+import { eventually, rejectsWith, scenario, useNetwork, writeParrotMapping } from "./harness.js";
+
+const t = useNetwork();
+
+const extras: ServerProcess[] = [];
+after(async () => {
+  await Promise.all(extras.map((p) => p.stop()));
+});
+
+/** Rewrites `proc`'s config with `patch` (merged one level deep) and restarts it on its port. */
+async function reconfigure(proc: ServerProcess, patch: Record<string, Record<string, unknown>>) {
+  const config = JSON.parse(readFileSync(proc.configPath, "utf8")) as Record<string, Record<string, unknown>>;
+  for (const [k, v] of Object.entries(patch)) config[k] = { ...config[k], ...v };
+  writeFileSync(proc.configPath, `${JSON.stringify(config, null, 2)}\n`);
+  if (proc.running) await proc.stop();
+  await proc.start({ samePort: true });
+}
+
+let s1: ServerProcess;
+let s2: ServerProcess;
+let started: Promise<void> | undefined;
+/** Two secondaries of eu, each knowing the DP's other endpoints, listed in the registry. */
+const withReplicas = () => {
+  started ??= (async () => {
+    const primary = t.net.dps.eu.address;
+    s1 = await startDpSecondary(t.net, { name: "dp-eu-s1" });
+    extras.push(s1);
+    s2 = await startDpSecondary(t.net, { name: "dp-eu-s2", peers: [primary, s1.address] });
+    extras.push(s2);
+    await reconfigure(s1, { replication: { peers: [primary, s2.address] } });
+    await Promise.all([waitUntilServing(t.net, s1), waitUntilServing(t.net, s2)]);
+    await t.resolverApplied(await t.putDp("eu", [primary, s1.address, s2.address]));
+  })();
+  return started;
+};
+
+const lookupAt = (proc: ServerProcess, csi: string) =>
+  t.net
+    .channel(proc.address, "resolver")
+    .client(pb.AuthoritativeService)
+    .lookup({ csi }, { timeoutMs: 3_000 });
+const ssisAt = async (proc: ServerProcess, csi: string) =>
+  ((await lookupAt(proc, csi)).answer?.mappings ?? []).map((m) => m.ssi).sort();
+const statusOf = (proc: ServerProcess) =>
+  t.net
+    .channel(proc.address, "admin")
+    .client(pb.AuthoritativeAdminService)
+    .getStatus({}, { timeoutMs: 3_000 });
+const claimsAt = (proc: ServerProcess) => t.net.channel(proc.address, "msp-parrot").client(pb.ClaimService);
+const write = (proc: ServerProcess, csi: string, ssi: string) =>
+  writeParrotMapping(claimsAt(proc), t.net.signingKey("msp-parrot"), "eu", csi, ssi);
+
+scenario(
+  t,
+  "a write at the primary is served by both secondaries, with the primary's log, and reaches a resolver through them",
+  async () => {
+    await withReplicas();
+    await write(t.net.dps.eu, "tel:+447700900551", "@rep-1");
+    for (const s of [s1, s2]) {
+      await eventually(async () => assert.deepEqual(await ssisAt(s, "tel:+447700900551"), ["@rep-1"]));
+    }
+    const [p, a] = await Promise.all([statusOf(t.net.dps.eu), statusOf(s1)]);
+    assert.equal(p.replication?.role, "primary");
+    assert.equal(a.replication?.role, "secondary");
+    assert.equal(a.replication?.followerState, "following");
+    assert.equal(a.replication?.appliedSeq, p.replication?.appliedSeq, "the same log, to the same event");
+    await eventually(async () =>
+      assert.equal((await statusOf(t.net.dps.eu)).replication?.followers.length, 2),
+    );
+    // A resolver's change stream continues at a secondary: same log id, same position.
+    const watch = async (proc: ServerProcess) => {
+      const stream = t.net
+        .channel(proc.address, "resolver")
+        .client(pb.AuthoritativeService)
+        .watchChanges({}, { signal: AbortSignal.timeout(3_000) });
+      for await (const m of stream) if (m.event.case === "start") return m.event.value;
+      throw new Error("no start");
+    };
+    const [ps, ss] = await Promise.all([watch(t.net.dps.eu), watch(s1)]);
+    assert.equal(ss.logId, ps.logId);
+    assert.deepEqual(ss.hashKey, ps.hashKey);
+    // The resolver finds it (whichever endpoint it asks).
+    const r = await t.resolve("tel:+447700900551");
+    assert.deepEqual(
+      r.answer?.mappings.map((m) => m.ssi),
+      ["@rep-1"],
+    );
+  },
+);
+
+scenario(t, "writes sent to a secondary are refused, naming the primary", async () => {
+  await withReplicas();
+  const err = await rejectsWith(
+    write(s1, "tel:+447700900552", "@nope"),
+    status.FAILED_PRECONDITION,
+    /primary/,
+  );
+  assert.equal(err.details?.reason, "NOT_PRIMARY");
+  assert.match(err.details?.metadata?.primary ?? "", new RegExp(t.net.dps.eu.address));
+  const admin = t.net.channel(s1.address, "admin").client(pb.AuthoritativeAdminService);
+  await rejectsWith(
+    admin.enrolMsp({
+      mspId: "x.example",
+      tlsIdentity: "x",
+      enrolledUsers: 1n,
+      signingPublicKey: new Uint8Array(32),
+    }),
+    status.FAILED_PRECONDITION,
+  );
+  assert.deepEqual(await ssisAt(s1, "tel:+447700900552"), []);
+});
+
+scenario(t, "a secondary stopped while the primary writes catches up when it comes back", async () => {
+  await withReplicas();
+  await s2.stop();
+  await write(t.net.dps.eu, "tel:+447700900553", "@while-away");
+  await s2.start({ samePort: true });
+  await waitUntilServing(t.net, s2);
+  await eventually(async () => assert.deepEqual(await ssisAt(s2, "tel:+447700900553"), ["@while-away"]));
+});
+
+scenario(
+  t,
+  "the primary goes: lookups go on, a secondary is promoted, claims resume there, and the old primary is fenced",
+  async () => {
+    await withReplicas();
+    const p = t.net.dps.eu;
+    await write(p, "tel:+447700900554", "@before-loss");
+    await eventually(async () => assert.deepEqual(await ssisAt(s1, "tel:+447700900554"), ["@before-loss"]));
+    await eventually(async () => assert.deepEqual(await ssisAt(s2, "tel:+447700900554"), ["@before-loss"]));
+    await p.kill();
+
+    // Lookups go on: the resolver has not asked for this CSI yet, and the primary is listed first.
+    const r = await t.resolve("tel:+447700900554");
+    assert.deepEqual(
+      r.answer?.mappings.map((m) => m.ssi),
+      ["@before-loss"],
+    );
+    await rejectsWith(write(s1, "tel:+447700900555", "@refused"), status.FAILED_PRECONDITION);
+
+    // Promote s2: its vote and s1's are two of the DP's three endpoints.
+    const promoted = await t.net
+      .channel(s2.address, "admin")
+      .client(pb.AuthoritativeAdminService)
+      .promote({}, { timeoutMs: 20_000 });
+    assert.equal(promoted.epoch, 2n);
+    await write(s2, "tel:+447700900555", "@after-promotion");
+    await eventually(async () =>
+      assert.deepEqual(await ssisAt(s1, "tel:+447700900555"), ["@after-promotion"]),
+    );
+
+    // The old primary comes back, knowing its peers: it learns of epoch 2 before it writes,
+    // follows the new primary, and refuses writes.
+    await reconfigure(p, { replication: { peers: [s1.address, s2.address] } });
+    await eventually(async () => assert.equal((await statusOf(p)).replication?.role, "secondary"));
+    await rejectsWith(write(p, "tel:+447700900556", "@split-brain"), status.FAILED_PRECONDITION);
+    await eventually(async () =>
+      assert.deepEqual(await ssisAt(p, "tel:+447700900555"), ["@after-promotion"]),
+    );
+    assert.deepEqual(await ssisAt(s2, "tel:+447700900556"), []);
+  },
+  { timeoutMs: 120_000 },
+);
+
+scenario(
+  t,
+  "with ackFollowers 1, a kill -9 of the primary right after an acknowledged write loses nothing",
+  async () => {
+    await withReplicas();
+    const primary = s2; // promoted by the scenario before
+    assert.equal((await statusOf(primary)).replication?.role, "primary");
+    // The setting is the DP's: every endpoint has it (a promotion counts on it too).
+    for (const proc of [s1, t.net.dps.eu, primary])
+      await reconfigure(proc, { replication: { ackFollowers: 1 } });
+    // With no secondary following, a write is refused before anything is stored.
+    await Promise.all([s1.stop(), t.net.dps.eu.stop()]);
+    await eventually(async () => assert.equal((await statusOf(primary)).replication?.followers.length, 0));
+    const refused = await rejectsWith(write(primary, "tel:+447700900557", "@durable"), status.UNAVAILABLE);
+    assert.equal(refused.details?.reason, "NOT_ENOUGH_SECONDARIES");
+    await Promise.all([s1.start({ samePort: true }), t.net.dps.eu.start({ samePort: true })]);
+    await eventually(async () => assert.equal((await statusOf(primary)).replication?.followers.length, 2));
+    await write(primary, "tel:+447700900557", "@durable");
+    await primary.kill();
+    // Promote whichever endpoint holds the write: a promotion refuses to lose changes another
+    // endpoint holds, and names it.
+    const promote = (proc: ServerProcess) =>
+      t.net
+        .channel(proc.address, "admin")
+        .client(pb.AuthoritativeAdminService)
+        .promote({}, { timeoutMs: 20_000 });
+    const others = [s1, t.net.dps.eu];
+    let next: ServerProcess = others[0] as ServerProcess;
+    try {
+      await promote(next);
+    } catch (err) {
+      assert.match((err as Error).message, /promote/);
+      next = others[1] as ServerProcess;
+      await promote(next);
+    }
+    assert.deepEqual(await ssisAt(next, "tel:+447700900557"), ["@durable"]);
+    await primary.start({ samePort: true });
+  },
+  { timeoutMs: 120_000 },
+);
