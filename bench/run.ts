@@ -16,6 +16,7 @@ import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
 import { privateScenario } from "./private.js";
+import { replicationScenario } from "./replication.js";
 import {
   authoritativeScenario,
   memoryScenario,
@@ -42,6 +43,7 @@ const ALL_SCENARIOS = [
   "memory",
   "bulk",
   "propagation",
+  "replication",
 ];
 
 /** Servers on the first half of the cores, load on the rest (one core each on a 2-core machine). */
@@ -95,6 +97,7 @@ async function main(o: Options): Promise<void> {
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);
   if (want("propagation")) await propagationScenario(o, bench, join(tmp, "propagation"), log);
+  if (want("replication")) await replicationScenario(o, bench, netDir, log);
 
   mkdirSync(o.out, { recursive: true });
   const file = join(o.out, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);

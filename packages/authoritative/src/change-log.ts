@@ -34,6 +34,8 @@ export interface ChangeLog {
   readonly hashKey: Uint8Array;
   /** A secondary takes its primary's key (watchers that saw another key resync). */
   setHashKey(key: Uint8Array): void;
+  /** Moves whenever the log is replaced (a secondary's copy); watchers of the old one must stop. */
+  generation(): number;
   start(position: LogPosition): LogStart;
   since(seq: number, limit: number): ChangeRow[];
   /** Runs `listener` after every commit that logged a change; returns the unsubscribe function. */
@@ -68,6 +70,7 @@ export function createChangeLog(o: ChangeLogOptions): ChangeLog {
   let hashKey = o.hashKey;
   return {
     logId: () => o.store.logId(),
+    generation: () => o.store.logGeneration(),
     get hashKey() {
       return hashKey;
     },

@@ -336,7 +336,7 @@ runServer<AuthoritativeConfig>(process, {
       atCapacity: () => oprfPool?.full() === true,
     });
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
-    const ready = sync.ready.then(() => {
+    const ready = sync.ready.then(async () => {
       synced = true;
       if (config.privateLookups.enabled) {
         privateKeys = createPrivateKeys({
@@ -359,6 +359,8 @@ runServer<AuthoritativeConfig>(process, {
       }
       checkPublishedKey();
       replication.start(registryKeys(sync.view));
+      // A secondary is SERVING once it holds a whole copy and has caught up once.
+      await replication.whenServing();
     });
     return {
       healthServices: [

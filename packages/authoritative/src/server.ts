@@ -128,6 +128,7 @@ export function bindAuthoritativeServer(
         const stale = replication.storeProblem();
         if (stale) throw new DiscoveryError("not_ready", stale);
         const hashKey = changeLog.hashKey;
+        const generation = changeLog.generation();
         const start = changeLog.start({
           logId: req.logId,
           sinceSeq: clampToNumber(req.sinceSeq),
@@ -157,6 +158,14 @@ export function bindAuthoritativeServer(
           subscribe: (wake) => changeLog.subscribe(wake),
           pageSize: CHANGE_PAGE,
           read(seq, limit) {
+            // A secondary that copied the store again has another history of the log: the
+            // watcher asks again, from its position, and is told to resync if it must.
+            if (changeLog.generation() !== generation) {
+              throw new DiscoveryError(
+                "failed_precondition",
+                "this endpoint's change log was replaced; watch again",
+              );
+            }
             const page = changeLog.since(seq, limit);
             const first = page[0];
             if (first && first.seq !== seq + 1) {

@@ -23,14 +23,18 @@ export interface FollowerStatus {
 
 /** The followers of this primary. */
 export interface Followers {
-  join(name: string): FollowerHandle;
+  /** A follower's stream opens; one with the same `id` (a stream of the same follower) is dropped. */
+  join(name: string, id: string): FollowerHandle;
   /**
    * Resolves once `needed` followers hold change `seq` and writer event `writerSeq`; throws
    * UNAVAILABLE when they do not in time.
    */
   waitFor(seq: number, writerSeq: number, needed: number, signal?: AbortSignal): Promise<void>;
   list(): FollowerStatus[];
-  /** Followers that have stored something (a copy done, or a change): those a write can count on. */
+  /**
+   * Followers that acknowledged within the last `freshMs` (they ack every heartbeat): those a
+   * write can count on.
+   */
   available(): number;
 }
 
@@ -49,6 +53,8 @@ export interface FollowersOptions {
   now: () => number;
   /** The longest a write waits for followers. */
   timeoutMs: number;
+  /** A follower whose last ack is older than this does not count as available (3 heartbeats). */
+  freshMs: number;
   /** Waits between the checks of a waiter's time; tests pass one they control. */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
 }
@@ -56,7 +62,7 @@ export interface FollowersOptions {
 export function createFollowers(o: FollowersOptions): Followers {
   const streams = new Map<
     number,
-    { name: string; acked: number; ackedWriter: number; connectedAtMs: number; ackedAtMs: number }
+    { name: string; id: string; acked: number; ackedWriter: number; connectedAtMs: number; ackedAtMs: number }
   >();
   const waiters = new Set<Waiter>();
   const sleep = o.sleep ?? sleepUnlessAborted;
@@ -75,10 +81,13 @@ export function createFollowers(o: FollowersOptions): Followers {
     }
   };
   return {
-    join(name) {
+    join(name, followerId) {
       const id = next++;
       const nowMs = o.now();
-      streams.set(id, { name, acked: 0, ackedWriter: 0, connectedAtMs: nowMs, ackedAtMs: 0 });
+      if (followerId !== "") {
+        for (const [k, s] of streams) if (s.id === followerId) streams.delete(k);
+      }
+      streams.set(id, { name, id: followerId, acked: 0, ackedWriter: 0, connectedAtMs: nowMs, ackedAtMs: 0 });
       return {
         ack(seq, writerSeq) {
           const s = streams.get(id);
@@ -129,7 +138,10 @@ export function createFollowers(o: FollowersOptions): Followers {
         { details: { reason: "NOT_REPLICATED", retryAfterMs: 1_000, metadata: { seq: String(seq) } } },
       );
     },
-    available: () => [...streams.values()].filter((s) => s.ackedAtMs > 0).length,
+    available: () => {
+      const since = o.now() - o.freshMs;
+      return [...streams.values()].filter((s) => s.ackedAtMs > 0 && s.ackedAtMs >= since).length;
+    },
     list: () =>
       [...streams.values()].map((s) => ({
         name: s.name,

@@ -57,6 +57,8 @@ export interface Replication {
   requirePrimary(): void;
   /** Why lookups cannot be answered from this store yet (a secondary without a whole copy). */
   storeProblem(): string | undefined;
+  /** Resolves once lookups can be answered from this store (at once on a primary). */
+  whenServing(): Promise<void>;
   promote(force: boolean): Promise<{ epoch: number; peers: PeerFence[] }>;
   status(): ReplicationStatus;
   /** Drops writer-log events older than the retention window (the sweep's). */
@@ -100,7 +102,11 @@ export function startReplication(o: ReplicationOptions): Replication {
   const { config, store } = o;
   const log = o.log.child({ component: "replication" });
   const role = openRole(store, config.role, { log: o.log, peers: config.peers });
-  const followers = createFollowers({ now: o.clock, timeoutMs: config.ackTimeoutMs });
+  const followers = createFollowers({
+    now: o.clock,
+    timeoutMs: config.ackTimeoutMs,
+    freshMs: 3 * config.heartbeatMs,
+  });
   const allowed = () => {
     const ids = new Set(config.followers);
     const own = o.dpIdentity();
@@ -126,6 +132,10 @@ export function startReplication(o: ReplicationOptions): Replication {
   let peersChecked = config.peers.length === 0;
   let probing: NodeJS.Timeout | undefined;
   let closed = false;
+  let servingNow: () => void = () => {};
+  const serving = new Promise<void>((r) => {
+    servingNow = r;
+  });
 
   const probe = async () => {
     await Promise.all(
@@ -163,7 +173,9 @@ export function startReplication(o: ReplicationOptions): Replication {
       currentHashKey: () => o.changeLog.hashKey,
       now: o.clock,
       log: o.log,
+      onServing: () => servingNow(),
     });
+    if (replica.problem() === undefined) servingNow();
   };
   role.onChange(arrange);
 
@@ -187,8 +199,21 @@ export function startReplication(o: ReplicationOptions): Replication {
         );
       }
     },
-    afterWrite: (signal) =>
-      followers.waitFor(store.logBounds().latest, store.writer.latest(), config.ackFollowers, signal),
+    async afterWrite(signal) {
+      await followers.waitFor(store.logBounds().latest, store.writer.latest(), config.ackFollowers, signal);
+      // Acks that came in after a promotion elsewhere acknowledge nothing: the write may be lost.
+      if (config.ackFollowers > 0 && !role.isPrimary()) {
+        throw new DiscoveryError(
+          "upstream_unavailable",
+          "the write was stored here, but this endpoint was replaced as the DP's primary before it could be acknowledged; look it up at the new primary before trying again",
+          { details: { reason: "NOT_REPLICATED", retryAfterMs: 1_000 } },
+        );
+      }
+    },
+    whenServing() {
+      if (role.name() !== "secondary") return Promise.resolve();
+      return serving;
+    },
     isPrimary: () => role.isPrimary(),
     requirePrimary: () => role.requirePrimary(),
     storeProblem() {
@@ -198,7 +223,18 @@ export function startReplication(o: ReplicationOptions): Replication {
     },
     promote: (force) =>
       promote(
-        { store, role, peers: config.peers, channel: o.channel, ackFollowers: config.ackFollowers, log },
+        {
+          store,
+          role,
+          peers: config.peers,
+          channel: o.channel,
+          ackFollowers: config.ackFollowers,
+          log,
+          storeProblem: () => {
+            if (role.name() !== "secondary") return undefined;
+            return replica ? replica.problem() : "it has not followed a primary yet";
+          },
+        },
         force,
       ),
     status: () => ({

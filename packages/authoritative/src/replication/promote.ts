@@ -21,6 +21,7 @@ export interface PeerFence {
   readonly granted: boolean;
   readonly logId?: string;
   readonly latestSeq: number;
+  readonly writerLatestSeq?: number;
   /** Whether it serves Follow, so that this endpoint can still catch up from it. */
   readonly source?: boolean;
 }
@@ -40,6 +41,8 @@ export interface PromoteOptions {
   pause?: (ms: number) => Promise<void>;
   /** Deadline of one Fence call. */
   fenceTimeoutMs?: number;
+  /** Why this store cannot be served from (a secondary without a whole copy): it is not promoted. */
+  storeProblem?: () => string | undefined;
 }
 
 /** Promotes this endpoint; returns the epoch it is primary of and what the others answered. */
@@ -52,6 +55,14 @@ export async function promote(
     throw new DiscoveryError(
       "failed_precondition",
       `this endpoint is the DP's primary already (epoch ${role.epoch()})`,
+    );
+  }
+  const incomplete = o.storeProblem?.();
+  if (incomplete && !force) {
+    throw new DiscoveryError(
+      "failed_precondition",
+      `this endpoint does not hold a whole copy of the DP's store (${incomplete}); promote another one`,
+      { details: { reason: "INCOMPLETE_COPY" } },
     );
   }
   const epoch = role.epoch() + 1;
@@ -75,6 +86,7 @@ export async function promote(
             granted: r.granted,
             logId: r.logId,
             latestSeq: Number(r.latestSeq),
+            writerLatestSeq: Number(r.writerLatestSeq),
             source: r.source,
           };
         } catch (err) {
@@ -104,7 +116,11 @@ export async function promote(
   // through the stream this endpoint still follows).
   const ahead = () => {
     const { latest } = store.logBounds();
-    return peers.find((p) => p.granted && p.logId === store.logId() && p.latestSeq > latest);
+    const writer = store.writer.latest();
+    return peers.find(
+      (p) =>
+        p.granted && p.logId === store.logId() && (p.latestSeq > latest || (p.writerLatestSeq ?? 0) > writer),
+    );
   };
   const pause = o.pause ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   // Only an endpoint that serves Follow (the fenced primary) can still feed this one.

@@ -5,6 +5,7 @@
 // row is checked against the registry's keys before it is stored (state.ts), and each change is
 // acknowledged once committed, for the primary's durability wait. It serves lookups once it has
 // a whole copy and has caught up once; it refuses a primary of an older epoch than it knows.
+import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DiscoveryError, followLog, type KeyDirectory, type LogFollower, type Logger, pb } from "@mimi/core";
 import type { Channel } from "@mimi/rpc";
@@ -22,6 +23,13 @@ interface CopyState {
 }
 
 const COPY_META = "replica_copy";
+const FOLLOWER_ID_META = "follower_id";
+/** How long a follower stays with a fenced primary before looking for the new one. */
+const FENCED_RETRY_MS = 5_000;
+/** Changes committed in one transaction at most. */
+const BATCH = 512;
+/** The longest a received change waits for its batch's commit. */
+const FLUSH_MS = 20;
 /** The times of the last events applied, kept because a log may hold no event (after a copy). */
 const AT_META = "replica_at";
 const WRITER_AT_META = "replica_writer_at";
@@ -68,6 +76,8 @@ export interface ReplicaOptions {
   log: Logger;
   maxBackoffMs?: number;
   pause?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Runs once the store can be served from (a whole copy, caught up once). */
+  onServing?: () => void;
 }
 
 /** Acks waiting to be sent: only the latest matters, so the queue never grows. */
@@ -123,12 +133,74 @@ export function startReplica(o: ReplicaOptions): Replica {
   serving = copyState() === undefined && store.meta("replica_since") !== undefined;
   const num = (v: bigint) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v));
 
+  // Names this follower to the primary across its streams (kept in the store).
+  let followerId = store.meta(FOLLOWER_ID_META);
+  if (followerId === undefined) {
+    followerId = randomBytes(12).toString("hex");
+    store.setMeta(FOLLOWER_ID_META, followerId);
+  }
+  // The epoch of the primary followed now: a vote for a later one ends the stream at once, so
+  // this endpoint acknowledges nothing more to a primary it helped replace.
+  let sourceEpoch: number | undefined;
+  let fencedTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+  role.onChange(() => {
+    if (!closed && sourceEpoch !== undefined && role.epoch() > sourceEpoch) {
+      sourceEpoch = undefined;
+      follower.reconnect();
+    }
+  });
+
   // Tells the primary what this endpoint holds (both logs), once committed.
   const ack = () => requests?.push(store.logBounds().latest, store.writer.latest());
+
+  // Changes are committed in batches: those the primary sent in one burst (up to its next
+  // ReplicaCaughtUp, at most BATCH) share a transaction, so a busy primary costs its secondaries
+  // one disk sync per burst, not one per change. A change is acknowledged once its batch
+  // commits. A burst whose caught-up marker is late is committed after FLUSH_MS anyway.
+  const batch: { ops: (() => void)[]; seq?: number; writerSeq?: number; lastAtMs?: number } = { ops: [] };
+  let flushScheduled = false;
+  const flush = () => {
+    if (batch.ops.length === 0) return;
+    const ops = batch.ops.splice(0);
+    const lastAtMs = batch.lastAtMs;
+    batch.seq = undefined;
+    batch.writerSeq = undefined;
+    batch.lastAtMs = undefined;
+    store.transaction(() => {
+      for (const op of ops) op();
+    });
+    if (lastAtMs !== undefined) lagMs = Math.max(0, o.now() - lastAtMs);
+    ack();
+  };
+  const queued = () => {
+    if (batch.ops.length >= BATCH) {
+      flush();
+      return;
+    }
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setTimeout(() => {
+      flushScheduled = false;
+      try {
+        flush();
+      } catch (err) {
+        // The stream goes on; the next change finds the gap and follows again from the store.
+        batch.ops.length = 0;
+        log.error({ err: (err as Error).message }, "applying replicated changes failed");
+        follower.reconnect();
+      }
+    }, FLUSH_MS).unref();
+  };
 
   const checked = (s: pb.CsiState | undefined) => {
     if (!s) throw new DiscoveryError("invalid_argument", "a change without its CSI's state");
     const c = checkCsiState(s, o.dpId, o.keys, o.now());
+    if (c.retry) {
+      // The registry copy may lag the primary's (a new MSP key): follow again later rather than
+      // leave the row out for good.
+      throw new DiscoveryError("not_ready", `a row cannot be checked yet: ${c.retry}; following again`);
+    }
     if (c.refused.length > 0) {
       refusedRows += c.refused.length;
       // The reasons name no CSI: they are what an operator needs to see that a primary misbehaves.
@@ -155,6 +227,11 @@ export function startReplica(o: ReplicaOptions): Replica {
         );
       }
       role.following(epoch, endpoint);
+      sourceEpoch = epoch;
+      // A fenced primary still feeds a promotion's candidate; anyone else looks again shortly
+      // for the primary of the later epoch (followLog tries the next endpoint).
+      clearTimeout(fencedTimer);
+      if (s.fenced) fencedTimer = setTimeout(() => follower.reconnect(), FENCED_RETRY_MS).unref();
       if (!Buffer.from(s.hashKey).equals(o.currentHashKey())) o.onHashKey(s.hashKey);
       if (s.copy) {
         const c: CopyState = {
@@ -163,6 +240,8 @@ export function startReplica(o: ReplicaOptions): Replica {
           fromAtMs: num(s.fromAtMs),
           after: s.copyAfterCsi,
         };
+        // A store being copied again is not served until the copy is whole.
+        if (c.after === "") serving = false;
         store.transaction(() => {
           // A copy that starts brings the writer's tables whole: what this endpoint held goes.
           if (c.after === "") {
@@ -195,23 +274,27 @@ export function startReplica(o: ReplicaOptions): Replica {
       if (copyState())
         throw new DiscoveryError("failed_precondition", "a writer event before the copy was complete");
       const seq = num(m.value.seq);
-      const latest = store.writer.latest();
-      if (seq !== latest + 1) {
+      const expected = (batch.writerSeq ?? store.writer.latest()) + 1;
+      if (seq !== expected) {
         throw new DiscoveryError(
           "failed_precondition",
-          `writer event ${seq} does not follow ${latest}; following again`,
+          `writer event ${seq} does not follow ${expected - 1}; following again`,
         );
       }
       const r = m.value.row;
       if (!r) throw new DiscoveryError("invalid_argument", "a writer event without its row");
-      store.transaction(() => {
+      const atMs = num(m.value.atMs);
+      batch.ops.push(() => {
         store.writer.apply(r.table, r.key, r.row === "" ? undefined : r.row);
-        store.writer.logAt(seq, r.table, r.key, num(m.value.atMs));
-        store.setMeta(WRITER_AT_META, String(num(m.value.atMs)));
+        store.writer.logAt(seq, r.table, r.key, atMs);
+        store.setMeta(WRITER_AT_META, String(atMs));
       });
-      ack();
+      batch.writerSeq = seq;
+      queued();
       return false;
     }
+    // Anything else goes after what is queued.
+    flush();
     if (m.case === "page") {
       const c = copyState();
       if (!c) throw new DiscoveryError("failed_precondition", "a copy page outside a copy");
@@ -241,21 +324,22 @@ export function startReplica(o: ReplicaOptions): Replica {
         throw new DiscoveryError("failed_precondition", "a change before the copy was complete");
       const seq = num(m.value.seq);
       const atMs = num(m.value.atMs);
-      const { latest } = store.logBounds();
-      if (seq !== latest + 1) {
+      const expected = (batch.seq ?? store.logBounds().latest) + 1;
+      if (seq !== expected) {
         throw new DiscoveryError(
           "failed_precondition",
-          `change ${seq} does not follow ${latest}; following again`,
+          `change ${seq} does not follow ${expected - 1}; following again`,
         );
       }
       const s = checked(m.value.state);
-      store.transaction(() => {
+      batch.seq = seq;
+      batch.lastAtMs = atMs;
+      batch.ops.push(() => {
         applyCsiState(store, s);
         store.logChangeAt(seq, s.csi, atMs);
         store.setMeta(AT_META, String(atMs));
       });
-      lagMs = Math.max(0, o.now() - atMs);
-      ack();
+      queued();
       return false;
     }
     if (m.case === "caughtUp") {
@@ -263,6 +347,7 @@ export function startReplica(o: ReplicaOptions): Replica {
       lagEvents = Math.max(0, seq - store.logBounds().latest);
       if (state !== "following") log.info({ endpoint, seq }, "secondary caught up with the primary");
       state = "following";
+      if (!serving) o.onServing?.();
       serving = true;
       ack();
       return true;
@@ -274,6 +359,13 @@ export function startReplica(o: ReplicaOptions): Replica {
     endpoints: o.endpoints,
     open(endpoint, signal) {
       requests?.close();
+      // What the last stream delivered is stored before the position is named.
+      try {
+        flush();
+      } catch (err) {
+        batch.ops.length = 0;
+        log.error({ err: (err as Error).message }, "applying replicated changes failed");
+      }
       const c = copyState();
       const { latest } = store.logBounds();
       const writerLatest = store.writer.latest();
@@ -284,7 +376,9 @@ export function startReplica(o: ReplicaOptions): Replica {
         copying: c !== undefined,
         copyFromSeq: BigInt(c?.fromSeq ?? 0),
         copyAfterCsi: c?.after ?? "",
+        copyFromAtMs: BigInt(c?.fromAtMs ?? 0),
         epoch: BigInt(role.epoch()),
+        followerId,
         writerAfterSeq: BigInt(writerLatest),
         writerAfterAtMs: BigInt(store.writer.atOf(writerLatest) ?? Number(store.meta(WRITER_AT_META) ?? 0)),
       });
@@ -322,6 +416,13 @@ export function startReplica(o: ReplicaOptions): Replica {
       copies,
     }),
     close() {
+      closed = true;
+      clearTimeout(fencedTimer);
+      try {
+        flush();
+      } catch {
+        // What was not stored is asked for again by the next follower.
+      }
       requests?.close();
       follower.close();
     },

@@ -94,7 +94,7 @@ function endpoint(role: "primary" | "secondary", fill = 0): Endpoint {
     log,
   });
   const r = openRole(store, role, { log, peers: ["primary:1"] });
-  const followers = createFollowers({ now: () => NOW, timeoutMs: 1_000 });
+  const followers = createFollowers({ now: () => NOW, timeoutMs: 1_000, freshMs: 15_000 });
   const server: ReplicationServerOptions = {
     store,
     changeLog,
@@ -396,6 +396,7 @@ test("writes wait for the configured number of followers to hold them, and say s
   const followers = createFollowers({
     now: () => NOW,
     timeoutMs: 5_000,
+    freshMs: 15_000,
     sleep: (_ms, signal) =>
       new Promise<void>((r) => {
         wake = r;
@@ -403,7 +404,7 @@ test("writes wait for the configured number of followers to hold them, and say s
       }),
   });
   await followers.waitFor(10, 3, 0); // 0: the primary's disk is enough
-  const a = followers.join("dp-eu");
+  const a = followers.join("dp-eu", "follower-a");
   const held = followers.waitFor(10, 3, 1);
   a.ack(10, 2);
   let settled = false;
@@ -517,4 +518,86 @@ test("the writer's own state follows too: enrolments, notices, challenges, with 
   assert.equal(p.followers.list()[0]?.ackedWriterSeq, p.store.writer.latest());
   replica.close();
   await replica.done;
+});
+
+test("a vote for a later epoch ends the stream to the old primary at once, which is fenced by the next one", async () => {
+  const p = endpoint("primary", 2);
+  const s = endpoint("secondary");
+  const l = link(() => p);
+  follow(s, l.channel);
+  await until(caughtUp(p, s), "following");
+  const generation = s.store.logGeneration();
+  assert.ok(generation >= 1, "the copy replaced the log: watchers of the old one stop");
+  assert.equal(s.role.vote(2, "candidate-x", "a promotion"), true);
+  await until(() => p.role.name() === "fenced", "the old primary fenced by the follower's next stream");
+  assert.equal(l.starts.at(-1)?.epoch, 2n);
+  // A fenced source is followed only until the primary of the later epoch is found.
+  assert.equal(s.role.vote(2, "candidate-y", "another promotion"), false, "one grant per epoch");
+});
+
+test("a follower's new stream replaces its old one, and only followers that acked lately count", () => {
+  let now = NOW;
+  const followers = createFollowers({ now: () => now, timeoutMs: 1_000, freshMs: 15_000 });
+  const first = followers.join("dp-eu", "f1");
+  first.ack(5, 1);
+  const second = followers.join("dp-eu", "f1");
+  assert.equal(followers.list().length, 1, "the same follower counts once");
+  first.ack(9, 9); // the replaced stream's acks count for nothing
+  assert.equal(followers.list()[0]?.ackedSeq, 0);
+  second.ack(9, 9);
+  assert.equal(followers.available(), 1);
+  now += 16_000;
+  assert.equal(followers.available(), 0, "silent for three heartbeats: not counted");
+});
+
+test("a secondary without a whole copy, or behind another in the writer log, is not promoted", async () => {
+  const a = endpoint("secondary");
+  const b = endpoint("secondary");
+  const opts = (self: Endpoint, problem?: string) => ({
+    store: self.store,
+    role: self.role,
+    peers: ["b:1"],
+    channel: () => link(() => b).channel,
+    ackFollowers: 0,
+    log,
+    catchUpMs: 0,
+    pause: async () => {},
+    storeProblem: () => problem,
+  });
+  await assert.rejects(
+    promote(opts(a, "still copying"), false),
+    (e: DiscoveryError) => e.details?.reason === "INCOMPLETE_COPY",
+  );
+  b.store.setMeta("log_id", a.store.logId());
+  b.store.writer.logAt(1, "enrolled_msps", '["x"]', NOW);
+  await assert.rejects(promote(opts(a), false), (e: DiscoveryError) => e.details?.reason === "BEHIND_PEER");
+});
+
+test("a row whose MSP key the registry copy lacks yet is not left out for good: the secondary waits for it", async () => {
+  const p = endpoint("primary", 3);
+  const s = endpoint("secondary");
+  const lagging = new RegistryView();
+  lagging.replace({ ...registry.snapshot(), msps: [] });
+  const replica = startReplica({
+    store: s.store,
+    role: s.role,
+    dpId: "eu",
+    endpoints: () => ["primary:1"],
+    channel: () => link(() => p).channel,
+    keys: registryKeys(lagging),
+    onHashKey: (k) => s.changeLog.setHashKey(k),
+    currentHashKey: () => s.changeLog.hashKey,
+    now: () => NOW,
+    log,
+    maxBackoffMs: 1,
+    pause: () => new Promise<void>((r) => setImmediate(r)),
+  });
+  running.add(replica);
+  await until(() => (s.store.meta("replica_copy") ?? "") !== "", "copy started");
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(s.store.count(), 0, "nothing stored, nothing skipped");
+  assert.equal(replica.status().refusedRows, 0);
+  lagging.replace(registry.snapshot()); // the registry copy catches up
+  await until(caughtUp(p, s), "copied once the key is known");
+  assert.equal(s.store.count(), 3);
 });

@@ -93,7 +93,9 @@ export async function serveFollow(
     { follower: peer, copy: start.copy, fromSeq: start.fromSeq, resumed: start.after !== "" },
     start.copy ? "follower needs a copy of the store" : "follower continues from its position",
   );
-  const handle = o.followers.join(peer);
+  if (req.followerId.length > 64)
+    throw new DiscoveryError("invalid_argument", "follower_id is at most 64 characters");
+  const handle = o.followers.join(peer, req.followerId);
   const latch = new Latch();
   const unsubscribe = changeLog.subscribe(() => latch.fire());
   const unsubscribeWriter = o.subscribeWriter(() => latch.fire());
@@ -131,6 +133,7 @@ export async function serveFollow(
           dpId: o.dpId,
           epoch: BigInt(role.epoch()),
           writerFromSeq: BigInt(start.writerFromSeq),
+          fenced: !role.isPrimary(),
         },
       },
     });
@@ -273,6 +276,7 @@ export function answerFence(
     source: role.isSource(),
     logId: store.logId(),
     latestSeq: BigInt(store.logBounds().latest),
+    writerLatestSeq: BigInt(store.writer.latest()),
   };
 }
 
@@ -295,7 +299,10 @@ function startOf(
   const writer = store.writer.bounds();
   const ours = req.logId === store.logId();
   const held = (seq: number) => seq >= oldest - 1 && seq <= latest;
-  if (ours && req.copying && held(num(req.copyFromSeq))) {
+  const copyFrom = num(req.copyFromSeq);
+  // The copy's position must be an event of this history of the log (not rewritten since).
+  const sameHistory = copyFrom === 0 || store.changeAt(copyFrom)?.atMs === num(req.copyFromAtMs);
+  if (ours && req.copying && held(copyFrom) && sameHistory) {
     // The writer tables came whole at the copy's start, with every event up to `writer.latest`
     // then; events since are still held, or the copy starts again.
     const w = num(req.writerAfterSeq);

@@ -22,6 +22,11 @@ export interface CsiStateRows {
   readonly optOut?: OptOutRow;
 }
 
+/** Compares as SQLite orders TEXT: by the bytes of the UTF-8 encoding. */
+export function byteOrder(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
 /** The CSI's state as the store holds it now. */
 export function csiStateOf(store: MappingStore, csi: string): CsiStateRows {
   const optOut = store.optOut(csi);
@@ -34,7 +39,8 @@ export function csiStateOf(store: MappingStore, csi: string): CsiStateRows {
  */
 export function csisAfter(store: MappingStore, after: string, limit: number): string[] {
   const merged = [...new Set([...store.csisAfter(after, limit), ...store.csisAfter(after, limit, true)])];
-  return merged.sort().slice(0, limit);
+  // SQLite's order (bytes of UTF-8), not JavaScript's (UTF-16 units): they differ past the BMP.
+  return merged.sort(byteOrder).slice(0, limit);
 }
 
 export function csiStateToProto(s: CsiStateRows): MessageInitShape<typeof pb.CsiStateSchema> {
@@ -69,11 +75,13 @@ export interface CheckedState {
   readonly state: CsiStateRows;
   /** Rows that did not verify (a mapping, an opt-out), each with its reason. */
   readonly refused: readonly string[];
+  /** Why a row cannot be checked yet (the registry copy lacks its MSP's key): try again later. */
+  readonly retry?: string;
 }
 
 /**
- * Checks a received state: each mapping must be a mapping of this CSI signed as a lookup answer
- * needs it (record, holder, MSP, and this DP's countersignature, with the registry's keys) and
+ * Checks a received state: each mapping must be a mapping of this CSI, of this DP, signed by its
+ * MSP (with the registry's key) and, unless it is a bulk record, by its holder; and
  * each opt-out's evidence must carry the holder's and the MSP's signatures. What fails is left
  * out, so a secondary never stores (and so never serves) what the MSPs and the DP did not sign.
  * Mappings already expired are left out silently: nobody serves them.
@@ -110,11 +118,16 @@ export function checkCsiState(s: pb.CsiState, dpId: string, keys: KeyDirectory, 
     let problem: string | undefined;
     try {
       const mapping = mappingOfRow(row);
-      problem = mappingProblem(s.csi, mapping, keys, nowMs);
+      // Not the DP's countersignature: this endpoint holds the DP's key itself, so a primary
+      // could make one as easily as it does, and answers are sealed here with that key anyway.
+      problem = mappingProblem(s.csi, mapping, keys, nowMs, { countersignature: false });
       const named = problem === undefined ? recordDp(mapping) : dpId;
       if (named !== dpId) problem = `its record names DP "${named}"`;
     } catch (err) {
       problem = (err as Error).message;
+    }
+    if (problem?.startsWith("the registry publishes no signing key")) {
+      return { state: { csi: s.csi, mappings: [] }, refused: [], retry: problem };
     }
     if (problem) refused.push(`mapping: ${problem}`);
     else mappings.push(row);
@@ -189,7 +202,7 @@ export function dropCsisBetween(
   for (;;) {
     const page = csisAfter(store, cursor, 512);
     for (const csi of page) {
-      if (through !== undefined && csi > through) return;
+      if (through !== undefined && byteOrder(csi, through) > 0) return;
       if (!keep.has(csi)) applyCsiState(store, { csi, mappings: [] });
     }
     if (page.length < 512) return;

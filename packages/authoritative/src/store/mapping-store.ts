@@ -94,6 +94,8 @@ export interface MappingStore {
   logChangeAt(seq: number, csi: string, atMs: number): void;
   /** Empties the change log and makes `latest` its last sequence number (a secondary after a copy). */
   resetLog(latest: number): void;
+  /** How many times this process replaced the change log (resetLog): a watcher's stream ends when it moves. */
+  logGeneration(): number;
   /** The private-lookup table of key epoch `epoch` (private-table.ts). */
   privateEntry(epoch: number, csi: string): PrivateEntryRow | undefined;
   putPrivateEntry(epoch: number, row: PrivateEntryRow): void;

@@ -125,6 +125,8 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
   };
   const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
   const writer = writerState(db);
+  // Bumped whenever the change log is replaced (a secondary's copy), so watchers of the old one stop.
+  let generation = 0;
   // Watchers are told after commit, never from inside a transaction that may still roll back;
   // those of the change log and of the writer log (replication) apart.
   const listeners: (() => void)[] = [];
@@ -285,8 +287,10 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     ),
     logChange: logged("change log", (csi, atMs) => void q.logChange.run(csi, atMs)),
     logChangeAt: logged("change log", (seq, csi, atMs) => void q.logChangeAt.run(seq, csi, atMs)),
+    logGeneration: () => generation,
     resetLog: logged("change log", (latest) =>
       db.transaction(() => {
+        generation++;
         q.pruneChangesThrough.run(Number.MAX_SAFE_INTEGER);
         q.forgetLogSeq.run();
         q.setLogSeq.run(latest);

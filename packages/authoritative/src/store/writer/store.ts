@@ -141,7 +141,13 @@ export function writerState(db: Database.Database): WriterState {
       ),
     );
   const fromJson = (name: string, t: Table, key: unknown[], json: string): Record<string, unknown> => {
-    const parsed = JSON.parse(json) as Record<string, unknown>;
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(json) as Record<string, unknown>;
+    } catch {
+      // JSON.parse quotes the text it could not read, which may hold an identifier: say less.
+      throw new DiscoveryError("invalid_argument", `a row of ${name} is not valid JSON`);
+    }
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
       throw new DiscoveryError("invalid_argument", `a row of ${name} is a JSON object`);
     }
