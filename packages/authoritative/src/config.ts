@@ -168,8 +168,12 @@ function readReplication(r: ConfigReader): ReplicationConfig {
     ackFollowers: r.integer("ackFollowers", d.ackFollowers, 0, 16),
     ackTimeoutMs: r.integer("ackTimeoutSeconds", d.ackTimeoutMs / 1000, 1, 600) * 1000,
     heartbeatMs: r.integer("heartbeatSeconds", d.heartbeatMs / 1000, 1, 300) * 1000,
+    jurisdiction: r.optionalString("jurisdiction") ?? "",
   };
   r.done();
+  if (c.jurisdiction !== "" && !/^[A-Za-z0-9-]{2,16}$/.test(c.jurisdiction)) {
+    throw new ConfigError('config.replication.jurisdiction must be a short code such as "EU" or "US"');
+  }
   if (c.role === "secondary" && c.peers.length === 0) {
     throw new ConfigError(
       "config.replication.peers must name the DP's other endpoints when role is secondary",

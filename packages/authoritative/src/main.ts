@@ -196,6 +196,7 @@ runServer<AuthoritativeConfig>(process, {
       changeLog,
       dpId: config.dpId,
       dpIdentity,
+      dpJurisdiction: () => sync.view.dp(config.dpId)?.jurisdiction,
       channel: (endpoint) => channels.get(endpoint, dpIdentity() ?? ""),
       setHashKey(key) {
         replacePrivateFile(changeKeyPath, [key]);

@@ -72,7 +72,12 @@ export async function startDpSecondary(net: Network, opts: DpSecondaryOptions = 
     admins: ["admin"],
     signingKey: devSigningKeyPaths(net.pkiDir, identity).keyFile,
     rootPublicKey: devSigningKeyPaths(net.pkiDir, "root").publicKeyFile,
-    replication: { role: "secondary", peers: opts.peers ?? [net.dps[dpId].address] },
+    // The demo registry places eu in the EU and us in the US (H2: a secondary checks it).
+    replication: {
+      role: "secondary",
+      peers: opts.peers ?? [net.dps[dpId].address],
+      jurisdiction: dpId === "eu" ? "EU" : "US",
+    },
     ...opts.overrides,
   });
   await proc.start();

@@ -25,6 +25,11 @@ export interface ReplicationConfig {
   readonly ackTimeoutMs: number;
   /** How often an idle follower hears from the primary, and the primary checks its peers' epochs. */
   readonly heartbeatMs: number;
+  /**
+   * The jurisdiction this endpoint's machine is in (H2): it follows, and serves, only a DP the
+   * registry places there; "" checks nothing.
+   */
+  readonly jurisdiction: string;
 }
 
 export const DEFAULT_REPLICATION: ReplicationConfig = {
@@ -34,6 +39,7 @@ export const DEFAULT_REPLICATION: ReplicationConfig = {
   ackFollowers: 0,
   ackTimeoutMs: 10_000,
   heartbeatMs: 5_000,
+  jurisdiction: "",
 };
 
 /** What GetStatus and metrics show. */
@@ -76,6 +82,8 @@ export interface ReplicationOptions {
   dpId: string;
   /** The identity the registry publishes for this DP (its endpoints all present it). */
   dpIdentity: () => string | undefined;
+  /** The jurisdiction the registry places this DP in. */
+  dpJurisdiction: () => string | undefined;
   channel: (endpoint: string) => Channel;
   /** Keeps the primary's change-hash key as this endpoint's own. */
   setHashKey: (key: Uint8Array) => void;
@@ -124,6 +132,7 @@ export function startReplication(o: ReplicationOptions): Replication {
     now: o.clock,
     log: o.log,
     subscribeWriter: writerSubscriptions(store),
+    jurisdiction: o.dpJurisdiction,
   });
   let keys: KeyDirectory | undefined;
   let replica: Replica | undefined;
@@ -174,6 +183,9 @@ export function startReplication(o: ReplicationOptions): Replication {
       now: o.clock,
       log: o.log,
       onServing: () => servingNow(),
+      ...(config.jurisdiction !== "" && {
+        jurisdiction: { configured: config.jurisdiction, published: o.dpJurisdiction },
+      }),
     });
     if (replica.problem() === undefined) servingNow();
   };

@@ -78,6 +78,11 @@ export interface ReplicaOptions {
   pause?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Runs once the store can be served from (a whole copy, caught up once). */
   onServing?: () => void;
+  /**
+   * The jurisdiction this machine is configured for, and the one the registry places the DP in:
+   * when they differ it neither follows nor serves (H2).
+   */
+  jurisdiction?: { readonly configured: string; readonly published: () => string | undefined };
 }
 
 /** Acks waiting to be sent: only the latest matters, so the queue never grows. */
@@ -132,6 +137,14 @@ export function startReplica(o: ReplicaOptions): Replica {
   // restart, as a DNS secondary serves its zone until it expires; one mid-copy does not.
   serving = copyState() === undefined && store.meta("replica_since") !== undefined;
   const num = (v: bigint) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v));
+
+  const jurisdictionProblem = () => {
+    const j = o.jurisdiction;
+    if (!j) return undefined;
+    const published = j.published();
+    if (published === j.configured) return undefined;
+    return `this secondary is configured for jurisdiction "${j.configured}" but the registry places DP "${o.dpId}" in "${published ?? "none"}": it neither follows nor serves it (H2)`;
+  };
 
   // Names this follower to the primary across its streams (kept in the store).
   let followerId = store.meta(FOLLOWER_ID_META);
@@ -359,6 +372,8 @@ export function startReplica(o: ReplicaOptions): Replica {
     endpoints: o.endpoints,
     open(endpoint, signal) {
       requests?.close();
+      const elsewhere = jurisdictionProblem();
+      if (elsewhere) throw new DiscoveryError("failed_precondition", elsewhere);
       // What the last stream delivered is stored before the position is named.
       try {
         flush();
@@ -379,6 +394,7 @@ export function startReplica(o: ReplicaOptions): Replica {
         copyFromAtMs: BigInt(c?.fromAtMs ?? 0),
         epoch: BigInt(role.epoch()),
         followerId,
+        jurisdiction: o.jurisdiction?.configured ?? "",
         writerAfterSeq: BigInt(writerLatest),
         writerAfterAtMs: BigInt(store.writer.atOf(writerLatest) ?? Number(store.meta(WRITER_AT_META) ?? 0)),
       });
@@ -401,6 +417,8 @@ export function startReplica(o: ReplicaOptions): Replica {
 
   return {
     problem() {
+      const elsewhere = jurisdictionProblem();
+      if (elsewhere) return elsewhere;
       if (serving) return undefined;
       return copyState()
         ? "this secondary is still copying the DP's store; ask another endpoint"

@@ -106,6 +106,7 @@ function endpoint(role: "primary" | "secondary", fill = 0): Endpoint {
     now: () => NOW,
     log,
     subscribeWriter: writerSubscriptions(store),
+    jurisdiction: () => "EU",
   };
   return { store, changeLog, role: r, followers, server };
 }
@@ -600,4 +601,47 @@ test("a row whose MSP key the registry copy lacks yet is not left out for good: 
   lagging.replace(registry.snapshot()); // the registry copy catches up
   await until(caughtUp(p, s), "copied once the key is known");
   assert.equal(s.store.count(), 3);
+});
+
+test("a secondary follows and serves only a DP the registry places in its jurisdiction (H2)", async () => {
+  const p = endpoint("primary", 2);
+  const s = endpoint("secondary");
+  let published = "US";
+  const l = link(() => p);
+  const replica = startReplica({
+    store: s.store,
+    role: s.role,
+    dpId: "eu",
+    endpoints: () => ["primary:1"],
+    channel: () => l.channel,
+    keys,
+    onHashKey: (k) => s.changeLog.setHashKey(k),
+    currentHashKey: () => s.changeLog.hashKey,
+    now: () => NOW,
+    log,
+    maxBackoffMs: 1,
+    pause: () => new Promise<void>((r) => setImmediate(r)),
+    jurisdiction: { configured: "EU", published: () => published },
+  });
+  running.add(replica);
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(l.starts.length, 0, "no stream opened");
+  assert.match(replica.problem() ?? "", /jurisdiction "EU".*"US"/);
+  published = "EU";
+  await until(caughtUp(p, s), "follows once the registry agrees");
+  assert.equal(replica.problem(), undefined);
+  assert.equal(l.starts.at(-1)?.jurisdiction, "EU");
+  // The primary's own check: a follower configured elsewhere gets nothing.
+  const other = { ...p.server, jurisdiction: () => "US" };
+  const start = create(pb.FollowRequestSchema, { message: { case: "start", value: { jurisdiction: "EU" } } });
+  await assert.rejects(
+    serveFollow(
+      other,
+      "dp-eu",
+      [start][Symbol.iterator]() as unknown as AsyncIterator<pb.FollowRequest>,
+      new AbortController().signal,
+      async () => {},
+    ),
+    (e: DiscoveryError) => e.code === "permission_denied" && e.details?.reason === "JURISDICTION",
+  );
 });

@@ -30,6 +30,8 @@ export interface ReplicationServerOptions {
   dpId: string;
   /** Certificate identities allowed to follow and fence (the DP's own endpoints). */
   allowed: () => ReadonlySet<string>;
+  /** The jurisdiction the registry places this DP in (a follower configured for another gets nothing). */
+  jurisdiction: () => string | undefined;
   /** Runs `wake` after each commit to the writer log; returns the unsubscribe function. */
   subscribeWriter: (wake: () => void) => () => void;
   /** How often an idle stream gets a ReplicaCaughtUp. */
@@ -80,6 +82,14 @@ export async function serveFollow(
   const req = first.value.message.value;
   role.observeEpoch(epochOf(req.epoch), peer);
   requireSource(role);
+  const published = o.jurisdiction();
+  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
+    throw new DiscoveryError(
+      "permission_denied",
+      `the follower is configured for jurisdiction "${req.jurisdiction}" and the registry places this DP in "${published ?? "none"}": its store stays in its jurisdiction (H2)`,
+      { details: { reason: "JURISDICTION" } },
+    );
+  }
   // Each stream may cost a whole copy: a DP has a few secondaries, never this many.
   if (o.followers.list().length >= MAX_FOLLOW_STREAMS) {
     throw new DiscoveryError(
