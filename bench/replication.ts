@@ -5,8 +5,7 @@
 // arrival on a resolver's WatchChanges stream at the secondary).
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { bulkRegister } from "@mimi/client";
-import { bulkRecord, pb } from "@mimi/core";
+import { pb } from "@mimi/core";
 import { startDpSecondary, waitUntilServing } from "@mimi/devnet";
 import type { KeySpec } from "./load.js";
 import {
@@ -20,6 +19,7 @@ import {
   rssMbOf,
   withNetwork,
 } from "./measure.js";
+import { writeAtRate } from "./writes.js";
 
 export async function replicationScenario(
   o: Options,
@@ -113,55 +113,17 @@ export async function replicationScenario(
           // Ended by the abort below.
         }
       })();
-      const key = net.signingKey("msp-parrot");
-      const claim = net.channel(net.dps.eu.address, "msp-parrot").client(pb.ClaimService);
       const total = Math.max(10, Math.round((o.changeRate * o.durationMs) / 1000));
-      const perTick = Math.max(1, Math.round(o.changeRate / 100));
-      const csiOf = (i: number) => `tel:+4477${String(i).padStart(8, "0")}`;
       const cpu0 = { primary: cpuSecondsOf(net.dps.eu.pid), secondary: cpuSecondsOf(secondary.pid) };
-      const run = Date.now().toString(36);
-      const t0 = performance.now();
-      let written = 0;
-      let tick = 0;
-      let firstError: string | undefined;
-      const writes: Promise<unknown>[] = [];
-      while (written < total) {
-        const first = written;
-        const count = Math.min(perTick, total - written);
-        written += count;
-        const now = Date.now();
-        const records = Array.from({ length: count }, (_, k) =>
-          bulkRecord(
-            {
-              csi: csiOf(first + k),
-              mspId: "parrot.example",
-              ssi: `r${first + k}`,
-              defaultRequested: false,
-              tags: [],
-              createdAtMs: now,
-              dpId: "eu",
-              expiresAtMs: now + 86_400_000,
-            },
-            key,
-          ),
-        );
-        writes.push(
-          // Sessions named per run: the generated network is reused, and a session it already
-          // committed would be skipped.
-          bulkRegister(claim, {
-            sessionId: `replication-${run}-${tick}`,
-            total: count,
-            recordsFrom: () => records,
-          }).catch((err: Error) => {
-            firstError ??= err.message;
-          }),
-        );
-        tick++;
-        const wait = t0 + tick * 10 - performance.now();
-        if (wait > 0) await new Promise((res) => setTimeout(res, wait));
-      }
-      await Promise.all(writes);
-      const writeSeconds = (performance.now() - t0) / 1000;
+      const { writeSeconds, firstError } = await writeAtRate({
+        claim: net.channel(net.dps.eu.address, "msp-parrot").client(pb.ClaimService),
+        key: net.signingKey("msp-parrot"),
+        total,
+        rate: o.changeRate,
+        csiOf: (i) => `tel:+4477${String(i).padStart(8, "0")}`,
+        sessionPrefix: "replication",
+        ssiPrefix: "r",
+      });
       // Every write's event, or 10 s.
       for (let waited = 0; lags.length < total && waited < 10_000; waited += 10) {
         await new Promise((res) => setTimeout(res, 10));

@@ -98,7 +98,6 @@ export async function propagationScenario(
   await withNetwork(bench, dir, 100_000, async (net) => {
     const key = net.signingKey("msp-parrot");
     const total = Math.max(10, Math.round((o.changeRate * o.durationMs) / 1000));
-    const perTick = Math.max(1, Math.round(o.changeRate / 100));
     const csiOf = (i: number) => `tel:+4478${String(i).padStart(8, "0")}`;
     const resolver = net.channel(net.resolver.address, "msp-bluebird").client(pb.ResolverService);
     const claim = net.channel(net.dps.eu.address, "msp-parrot").client(pb.ClaimService);
@@ -112,7 +111,6 @@ export async function propagationScenario(
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
     const latencies: number[] = [];
     let missed = 0;
-    let firstError: string | undefined;
     const watchers: Promise<void>[] = [];
     const visibleAfter = async (csi: string, fromMs: number) => {
       for (;;) {
@@ -128,55 +126,21 @@ export async function propagationScenario(
         await new Promise((res) => setTimeout(res, 1));
       }
     };
-    const started = performance.now();
-    let written = 0;
-    let tick = 0;
-    const writes: Promise<void>[] = [];
-    while (written < total) {
-      const first = written;
-      const count = Math.min(perTick, total - written);
-      written += count;
-      const now = Date.now();
-      const records = Array.from({ length: count }, (_, k) =>
-        bulkRecord(
-          {
-            csi: csiOf(first + k),
-            mspId: "parrot.example",
-            ssi: `p${first + k}`,
-            defaultRequested: false,
-            tags: [],
-            createdAtMs: now,
-            dpId: "eu",
-            expiresAtMs: now + 86_400_000,
-          },
-          key,
-        ),
-      );
-      writes.push(
-        bulkRegister(claim, {
-          sessionId: `propagation-${tick}`,
-          total: count,
-          recordsFrom: () => records,
-        }).then(
-          () => {
-            const acked = performance.now();
-            for (let k = 0; k < count; k++) {
-              if ((first + k) % 10 === 0) watchers.push(visibleAfter(csiOf(first + k), acked));
-            }
-          },
-          (err: Error) => {
-            firstError ??= err.message;
-          },
-        ),
-      );
-      tick++;
-      // Paced against the start, so a slow tick is caught up rather than lowering the rate.
-      const due = started + tick * 10;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((res) => setTimeout(res, wait));
-    }
-    await Promise.all(writes);
-    const writeSeconds = (performance.now() - started) / 1000;
+    const { writeSeconds, firstError } = await writeAtRate({
+      claim,
+      key,
+      total,
+      rate: o.changeRate,
+      csiOf,
+      sessionPrefix: "propagation",
+      ssiPrefix: "p",
+      onAcked(first, count) {
+        const acked = performance.now();
+        for (let k = 0; k < count; k++) {
+          if ((first + k) % 10 === 0) watchers.push(visibleAfter(csiOf(first + k), acked));
+        }
+      },
+    });
     await Promise.all(watchers);
     const cpuSeconds = Object.fromEntries(
       Object.entries(procs).map(([k, p]) => [k, round(cpuSecondsOf(p.pid) - (cpu0[k] ?? 0), 2)]),
@@ -201,4 +165,66 @@ export async function propagationScenario(
       `propagation: ${total} writes at ${result.extra?.changesPerSecond}/s; write -> visible at the resolver (${latencies.length} samples): p50 ${q(50)} ms, p99 ${q(99)} ms, max ${q(100)} ms${missed ? `; ${missed} never seen within 10 s` : ""}`,
     );
   });
+}
+
+/**
+ * Writes `total` mappings as parrot at the eu DP, `rate` per second, in bulk batches every 10 ms
+ * paced against the start (a slow tick is caught up rather than lowering the rate). Sessions
+ * are named per run, so a reused network never skips one it committed before.
+ */
+export async function writeAtRate(w: {
+  claim: Parameters<typeof bulkRegister>[0];
+  key: Parameters<typeof bulkRecord>[1];
+  total: number;
+  rate: number;
+  csiOf: (i: number) => string;
+  sessionPrefix: string;
+  ssiPrefix: string;
+  onAcked?: (first: number, count: number) => void;
+}): Promise<{ writeSeconds: number; firstError: string | undefined }> {
+  const perTick = Math.max(1, Math.round(w.rate / 100));
+  const run = Date.now().toString(36);
+  const started = performance.now();
+  let written = 0;
+  let tick = 0;
+  let firstError: string | undefined;
+  const writes: Promise<void>[] = [];
+  while (written < w.total) {
+    const first = written;
+    const count = Math.min(perTick, w.total - written);
+    written += count;
+    const now = Date.now();
+    const records = Array.from({ length: count }, (_, k) =>
+      bulkRecord(
+        {
+          csi: w.csiOf(first + k),
+          mspId: "parrot.example",
+          ssi: `${w.ssiPrefix}${first + k}`,
+          defaultRequested: false,
+          tags: [],
+          createdAtMs: now,
+          dpId: "eu",
+          expiresAtMs: now + 86_400_000,
+        },
+        w.key,
+      ),
+    );
+    writes.push(
+      bulkRegister(w.claim, {
+        sessionId: `${w.sessionPrefix}-${run}-${tick}`,
+        total: count,
+        recordsFrom: () => records,
+      }).then(
+        () => w.onAcked?.(first, count),
+        (err: Error) => {
+          firstError ??= err.message;
+        },
+      ),
+    );
+    tick++;
+    const wait = started + tick * 10 - performance.now();
+    if (wait > 0) await new Promise((res) => setTimeout(res, wait));
+  }
+  await Promise.all(writes);
+  return { writeSeconds: (performance.now() - started) / 1000, firstError };
 }

@@ -193,3 +193,18 @@ test("a snapshot of another change log, or a damaged one, is not used", async (t
   assert.ok(c.filter.current()?.bits.mayHold(tel(1)));
   assert.equal(existsSync(path), false);
 });
+
+test("a store replaced under the filter (a secondary's copy) is read whole again when asked, at once", async () => {
+  const { store, filter } = setup();
+  await until(() => filter.current() !== undefined);
+  const first = filter.current();
+  // A secondary's copy writes rows with its change-log triggers quiet: no event describes them.
+  store.setMeta("replica", "1");
+  for (let i = 0; i < 5; i++) store.putMapping(row(tel(i)));
+  assert.equal(store.logBounds().latest, 0);
+  assert.equal(first?.bits.mayHold(tel(3)), false);
+  filter.rebuildNow("test: the store was copied");
+  await until(() => filter.current() !== first);
+  assert.equal(filter.current()?.csis, 5);
+  for (let i = 0; i < 5; i++) assert.ok(filter.current()?.bits.mayHold(tel(i)), tel(i));
+});

@@ -63,6 +63,11 @@ export interface DpFilter {
   subscribe(listener: () => void): () => void;
   /** Counters for operators. */
   stats(): { versions: number; fill: number; removed: number; falsePositiveRate: number };
+  /**
+   * Builds a new version now (after one running): the store was replaced under the filter (a
+   * secondary's copy), which no change event describes.
+   */
+  rebuildNow(reason: string): void;
   close(): void;
 }
 
@@ -164,17 +169,33 @@ export function createDpFilter(o: DpFilterOptions): DpFilter {
     apply();
   };
 
-  const rebuild = () => {
-    if (building || closed || now() - lastBuildAt < REBUILD_INTERVAL_MS) return;
+  // A forced build asked for while one runs starts when that one ends.
+  let again = false;
+  const rebuild = (force = false) => {
+    if (closed) return;
+    if (building) {
+      again ||= force;
+      return;
+    }
+    if (!force && now() - lastBuildAt < REBUILD_INTERVAL_MS) return;
     lastBuildAt = now();
-    build().then(wake, (err: unknown) => {
-      building = false;
-      lastBuildAt = now();
-      log.error(
-        { err: (err as Error).message },
-        "CSI filter build failed; the current one stays; retrying in a minute",
-      );
-    });
+    build().then(
+      () => {
+        wake();
+        if (again) {
+          again = false;
+          rebuild(true);
+        }
+      },
+      (err: unknown) => {
+        building = false;
+        lastBuildAt = now();
+        log.error(
+          { err: (err as Error).message },
+          "CSI filter build failed; the current one stays; retrying in a minute",
+        );
+      },
+    );
   };
 
   /** Applies change events up to the log's end; rebuilds when the filter is too full or too dirty. */
@@ -297,6 +318,10 @@ export function createDpFilter(o: DpFilterOptions): DpFilter {
       const fill = current ? ones / current.bits.shape.bits : 1;
       // A CSI not in the filter tests positive when all its bits happen to be set.
       return { versions, fill, removed, falsePositiveRate: fill ** (current?.bits.shape.hashes ?? 1) };
+    },
+    rebuildNow(reason) {
+      log.info({ reason }, "CSI filter rebuilt on request");
+      rebuild(true);
     },
     close() {
       if (closed) return;

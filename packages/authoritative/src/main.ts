@@ -203,6 +203,8 @@ runServer<AuthoritativeConfig>(process, {
         changeLog.setHashKey(key);
       },
       retentionMs: config.changeLogRetentionMs,
+      // A copy replaces the store under the CSI filter, which no change event describes.
+      onCopied: () => filter.rebuildNow("the store was copied from the primary"),
       clock,
       log,
     });

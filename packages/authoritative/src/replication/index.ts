@@ -85,6 +85,8 @@ export interface ReplicationOptions {
   /** The jurisdiction the registry places this DP in. */
   dpJurisdiction: () => string | undefined;
   channel: (endpoint: string) => Channel;
+  /** Runs after a secondary copied the whole store (the CSI filter is built again). */
+  onCopied?: () => void;
   /** Keeps the primary's change-hash key as this endpoint's own. */
   setHashKey: (key: Uint8Array) => void;
   /** How long log events are kept (changeLogRetentionSeconds): a follower further behind copies. */
@@ -183,6 +185,7 @@ export function startReplication(o: ReplicationOptions): Replication {
       now: o.clock,
       log: o.log,
       onServing: () => servingNow(),
+      ...(o.onCopied && { onCopied: o.onCopied }),
       ...(config.jurisdiction !== "" && {
         jurisdiction: { configured: config.jurisdiction, published: o.dpJurisdiction },
       }),

@@ -78,6 +78,8 @@ export interface ReplicaOptions {
   pause?: (ms: number, signal: AbortSignal) => Promise<void>;
   /** Runs once the store can be served from (a whole copy, caught up once). */
   onServing?: () => void;
+  /** Runs after each whole copy (what is derived from the store, like the CSI filter, is built again). */
+  onCopied?: () => void;
   /**
    * The jurisdiction this machine is configured for, and the one the registry places the DP in:
    * when they differ it neither follows nor serves (H2).
@@ -327,6 +329,7 @@ export function startReplica(o: ReplicaOptions): Replica {
       });
       if (m.value.done) {
         log.info({ fromSeq: c.fromSeq, mappings: store.count() }, "copy of the store complete");
+        o.onCopied?.();
         state = "catching_up";
         ack();
       }

@@ -213,7 +213,11 @@ afterEach(async () => {
   running.clear();
 });
 
-function follow(secondary: Endpoint, channel: Channel) {
+function follow(
+  secondary: Endpoint,
+  channel: Channel,
+  more: Partial<Parameters<typeof startReplica>[0]> = {},
+) {
   const replica = startReplica({
     store: secondary.store,
     role: secondary.role,
@@ -228,6 +232,7 @@ function follow(secondary: Endpoint, channel: Channel) {
     maxBackoffMs: 1,
     // A turn of the event loop, not a time: a reconnecting follower lets the test run.
     pause: () => new Promise<void>((r) => setImmediate(r)),
+    ...more,
   });
   running.add(replica);
   return replica;
@@ -579,21 +584,7 @@ test("a row whose MSP key the registry copy lacks yet is not left out for good: 
   const s = endpoint("secondary");
   const lagging = new RegistryView();
   lagging.replace({ ...registry.snapshot(), msps: [] });
-  const replica = startReplica({
-    store: s.store,
-    role: s.role,
-    dpId: "eu",
-    endpoints: () => ["primary:1"],
-    channel: () => link(() => p).channel,
-    keys: registryKeys(lagging),
-    onHashKey: (k) => s.changeLog.setHashKey(k),
-    currentHashKey: () => s.changeLog.hashKey,
-    now: () => NOW,
-    log,
-    maxBackoffMs: 1,
-    pause: () => new Promise<void>((r) => setImmediate(r)),
-  });
-  running.add(replica);
+  const replica = follow(s, link(() => p).channel, { keys: registryKeys(lagging) });
   await until(() => (s.store.meta("replica_copy") ?? "") !== "", "copy started");
   for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
   assert.equal(s.store.count(), 0, "nothing stored, nothing skipped");
@@ -608,22 +599,7 @@ test("a secondary follows and serves only a DP the registry places in its jurisd
   const s = endpoint("secondary");
   let published = "US";
   const l = link(() => p);
-  const replica = startReplica({
-    store: s.store,
-    role: s.role,
-    dpId: "eu",
-    endpoints: () => ["primary:1"],
-    channel: () => l.channel,
-    keys,
-    onHashKey: (k) => s.changeLog.setHashKey(k),
-    currentHashKey: () => s.changeLog.hashKey,
-    now: () => NOW,
-    log,
-    maxBackoffMs: 1,
-    pause: () => new Promise<void>((r) => setImmediate(r)),
-    jurisdiction: { configured: "EU", published: () => published },
-  });
-  running.add(replica);
+  const replica = follow(s, l.channel, { jurisdiction: { configured: "EU", published: () => published } });
   for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
   assert.equal(l.starts.length, 0, "no stream opened");
   assert.match(replica.problem() ?? "", /jurisdiction "EU".*"US"/);
