@@ -200,7 +200,9 @@ test("a store replaced under the filter (a secondary's copy) is read whole again
   const first = filter.current();
   // A secondary's copy writes rows with its change-log triggers quiet: no event describes them.
   store.setMeta("replica", "1");
-  for (let i = 0; i < 5; i++) store.putMapping(row(tel(i)));
+  store.applyReplicated(() => {
+    for (let i = 0; i < 5; i++) store.putMapping(row(tel(i)));
+  });
   assert.equal(store.logBounds().latest, 0);
   assert.equal(first?.bits.mayHold(tel(3)), false);
   filter.rebuildNow("test: the store was copied");

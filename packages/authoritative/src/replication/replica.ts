@@ -182,7 +182,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     batch.seq = undefined;
     batch.writerSeq = undefined;
     batch.lastAtMs = undefined;
-    store.transaction(() => {
+    store.applyReplicated(() => {
       for (const op of ops) op();
     });
     if (lastAtMs !== undefined) lagMs = Math.max(0, o.now() - lastAtMs);
@@ -257,7 +257,7 @@ export function startReplica(o: ReplicaOptions): Replica {
         };
         // A store being copied again is not served until the copy is whole.
         if (c.after === "") serving = false;
-        store.transaction(() => {
+        store.applyReplicated(() => {
           // A copy that starts brings the writer's tables whole: what this endpoint held goes.
           if (c.after === "") {
             store.writer.reset(num(s.writerFromSeq));
@@ -275,7 +275,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     }
     if (m.case === "rows") {
       if (!copyState()) throw new DiscoveryError("failed_precondition", "writer rows outside a copy");
-      store.transaction(() => {
+      store.applyReplicated(() => {
         for (const r of m.value.rows) store.writer.apply(r.table, r.key, r.row === "" ? undefined : r.row);
         if (m.value.done) {
           store.writer.raiseSequences(
@@ -316,7 +316,7 @@ export function startReplica(o: ReplicaOptions): Replica {
       const states = m.value.states.map(checked);
       const keep = new Set(states.map((s) => s.csi));
       const last = m.value.lastCsi;
-      store.transaction(() => {
+      store.applyReplicated(() => {
         dropCsisBetween(store, c.after, m.value.done ? undefined : last, keep);
         for (const s of states) applyCsiState(store, s);
         if (m.value.done) {

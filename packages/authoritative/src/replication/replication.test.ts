@@ -298,7 +298,7 @@ test("a secondary cut off mid-copy goes on from its last page, and one behind th
   await first.done;
   l.release();
   // A CSI of a later page that the secondary held from elsewhere goes: the copy is exact.
-  s.store.putMapping(signedRow("tel:+447999999"));
+  s.store.applyReplicated(() => s.store.putMapping(signedRow("tel:+447999999")));
   const second = follow(s, l.channel);
   await until(caughtUp(p, s), "copy finished");
   const resumed = l.starts.at(-1) as pb.FollowStart;
@@ -366,8 +366,13 @@ test("roles: a secondary refuses writes naming the primary; a later epoch fences
   assert.equal(p.store.logBounds().latest, 1);
   p.role.following(3, "new:1");
   assert.equal(p.role.name(), "secondary");
-  p.store.putMapping(signedRow("tel:+447700900016"));
-  assert.equal(p.store.logBounds().latest, 1, "a secondary's writes log nothing of their own");
+  // A secondary's store takes only replicated changes: a local write is refused, not lost.
+  assert.throws(
+    () => p.store.putMapping(signedRow("tel:+447700900016")),
+    (e: DiscoveryError) => e.code === "failed_precondition",
+  );
+  p.store.applyReplicated(() => p.store.putMapping(signedRow("tel:+447700900016")));
+  assert.equal(p.store.logBounds().latest, 1, "replicated rows log nothing of their own");
 });
 
 test("a follower that knows a later epoch fences the primary it reaches; a replica refuses a primary of an older epoch", async () => {
@@ -450,7 +455,7 @@ test("promotion takes the next epoch with a majority of votes, once per epoch, a
     pause: async () => {},
   });
   // B holds a change A lacks: A may not be promoted, and is told to promote B.
-  b.store.logChangeAt(1, "tel:+441", NOW);
+  b.store.applyReplicated(() => b.store.logChangeAt(1, "tel:+441", NOW));
   b.store.setMeta("log_id", a.store.logId());
   await assert.rejects(promote(opts(a), false), (e: DiscoveryError) => e.details?.reason === "BEHIND_PEER");
   assert.equal(a.role.isPrimary(), false);
@@ -458,7 +463,7 @@ test("promotion takes the next epoch with a majority of votes, once per epoch, a
   assert.equal(b.role.epoch(), 2);
   assert.equal(b.role.vote(2, "someone-else", "x"), false);
   // Once A holds what B holds, it is promoted at epoch 3 with B's vote (P is down: 2 of 3).
-  a.store.logChangeAt(1, "tel:+441", NOW);
+  a.store.applyReplicated(() => a.store.logChangeAt(1, "tel:+441", NOW));
   const r = await promote(opts(a), false);
   assert.equal(r.epoch, 3);
   assert.equal(a.role.name(), "primary");
@@ -500,7 +505,7 @@ test("the writer's own state follows too: enrolments, notices, challenges, with 
     state: "open",
   });
   const s = endpoint("secondary");
-  s.store.enrol({ ...msp, mspId: "stale.example" }); // held before the copy: it goes
+  s.store.applyReplicated(() => s.store.enrol({ ...msp, mspId: "stale.example" })); // held before the copy: it goes
   const replica = follow(s, link(() => p).channel);
   const inSync = () => caughtUp(p, s)() && s.store.writer.latest() === p.store.writer.latest();
   await until(inSync, "copied");

@@ -106,6 +106,11 @@ export interface MappingStore {
   privateBucket(epoch: number, first: number, last: number): Uint8Array[];
   /** Up to `limit` CSIs whose entry's seal ends before `beforeMs`, soonest first. */
   privateDue(epoch: number, beforeMs: number, limit: number, offset?: number): string[];
+  /**
+   * Runs `f` in one transaction as replication (a secondary applying its primary's changes):
+   * the only way a secondary's mappings, opt-outs, logs and writer tables change.
+   */
+  applyReplicated<T>(f: () => T): T;
   /** Runs `f` in one transaction (nested calls join the outer one). */
   transaction<T>(f: () => T): T;
   /** The durability SQLite runs with, read back from it. */

@@ -157,9 +157,19 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     (...a: A) =>
       wrap(what, () => f(...a));
   // Writes that may touch mappings or opt-outs (the change log) or the writer's tables (its log).
+  // A secondary's store takes only its primary's changes (applyReplicated): a local write
+  // there would be logged nowhere and never reach the others, so it is refused.
+  let replica = q.meta.get("replica") !== undefined;
+  let applying = 0;
   const logged =
     <A extends unknown[], T>(what: string, f: (...a: A) => T) =>
     (...a: A) => {
+      if (replica && applying === 0) {
+        throw new DiscoveryError(
+          "failed_precondition",
+          `${what} refused: this store is a secondary's, written only by replication`,
+        );
+      }
       const r = wrap(what, () => f(...a));
       announce();
       return r;
@@ -282,9 +292,21 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     deletePeerRequest: logged("peer request", (id) => void q.deletePeer.run(id)),
     peerRequestCount: () => q.countPeers.get()?.n ?? 0,
     meta: w("store settings", (key) => q.meta.get(key)?.value),
-    setMeta: w("store settings", (key, value) =>
-      value === undefined ? void q.deleteMeta.run(key) : void q.setMeta.run(key, value),
-    ),
+    setMeta: w("store settings", (key, value) => {
+      if (value === undefined) q.deleteMeta.run(key);
+      else q.setMeta.run(key, value);
+      if (key === "replica") replica = value !== undefined;
+    }),
+    applyReplicated: (f) => {
+      applying++;
+      try {
+        const r = wrap("replication", () => db.transaction(f)());
+        announce();
+        return r;
+      } finally {
+        applying--;
+      }
+    },
     logChange: logged("change log", (csi, atMs) => void q.logChange.run(csi, atMs)),
     logChangeAt: logged("change log", (seq, csi, atMs) => void q.logChangeAt.run(seq, csi, atMs)),
     logGeneration: () => generation,
