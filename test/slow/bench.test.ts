@@ -78,6 +78,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       "overload",
       "private",
       "propagation",
+      "replication",
       "warm",
     ]);
     const bulk = report.results.find((r) => r.scenario === "bulk");
@@ -91,9 +92,28 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     // The cache's heap per answer is measured in a process of its own (checked below), not a load run.
     // The federation filter's size is read from the resolver's stats, and the private table's
     // build from the DP's CPU, not from load runs.
+    // A secondary's bring-up and lag are measured on the secondary and the primary, not by a load run.
+    const replicaOnly = (x: Report["results"][number]) =>
+      x.scenario === "replication" && (x.variant.startsWith("bring-up") || x.variant.startsWith("lag"));
+    const bringUp = report.results.find(
+      (r) => r.scenario === "replication" && r.variant.startsWith("bring-up"),
+    );
+    assert.ok(
+      (bringUp?.lookups ?? 0) > 0 && (bringUp?.extra?.bringUpSeconds ?? 0) > 0,
+      "a secondary was brought up",
+    );
+    const lag = report.results.find((r) => r.scenario === "replication" && r.variant.startsWith("lag"));
+    assert.ok(
+      lag && lag.lookups > 0 && lag.errors === 0,
+      `every write reached the secondary: ${lag?.firstError ?? ""}`,
+    );
+    assert.ok(Number.isFinite(lag?.latencyMs.p99), "the lag's p99");
     for (const r of report.results.filter(
       (x) =>
-        !x.variant.startsWith("cache heap") && x.variant !== "filter size" && x.variant !== "table build",
+        !x.variant.startsWith("cache heap") &&
+        x.variant !== "filter size" &&
+        x.variant !== "table build" &&
+        !replicaOnly(x),
     )) {
       const what = `${r.scenario} ${r.variant}`;
       assert.ok(r.lookups > 0, `${what} made lookups`);
