@@ -60,12 +60,30 @@ export function openRole(
   const log = o.log.child({ component: "replication" });
   const listeners: (() => void)[] = [];
   let primaryEndpoint: string | undefined;
-  const meta = (k: string) => store.meta(k);
-  store.transaction(() => {
+  // Read on every lookup (is this store served?): kept in memory, written through. Only this
+  // file writes these keys.
+  const cache = new Map<string, string | undefined>();
+  const meta = (k: string) => {
+    if (!cache.has(k)) cache.set(k, store.meta(k));
+    return cache.get(k);
+  };
+  const set = (k: string, v: string | undefined) => {
+    store.setMeta(k, v);
+    cache.set(k, v);
+  };
+  const transaction = (f: () => void) => {
+    try {
+      store.transaction(f);
+    } catch (err) {
+      cache.clear(); // rolled back: read the store again
+      throw err;
+    }
+  };
+  transaction(() => {
     if (meta(EPOCH_META) !== undefined) return;
-    store.setMeta(EPOCH_META, "1");
-    if (configured === "secondary") store.setMeta(REPLICA_META, "1");
-    else store.setMeta(PRIMARY_EPOCH_META, "1");
+    set(EPOCH_META, "1");
+    if (configured === "secondary") set(REPLICA_META, "1");
+    else set(PRIMARY_EPOCH_META, "1");
   });
   if (configured !== (meta(REPLICA_META) === undefined ? "primary" : "secondary")) {
     log.warn(
@@ -103,7 +121,7 @@ export function openRole(
     observeEpoch(seen, from) {
       if (!Number.isSafeInteger(seen) || seen <= epoch()) return;
       const was = name();
-      store.setMeta(EPOCH_META, String(seen));
+      set(EPOCH_META, String(seen));
       if (was === "primary") {
         log.warn(
           { epoch: seen, from },
@@ -116,7 +134,7 @@ export function openRole(
       this.observeEpoch(seen, endpoint);
       primaryEndpoint = endpoint;
       if (name() !== "fenced") return;
-      store.setMeta(REPLICA_META, "1");
+      set(REPLICA_META, "1");
       log.warn({ epoch: epoch(), endpoint }, "fenced primary now follows the new primary as a secondary");
       changed();
     },
@@ -124,7 +142,7 @@ export function openRole(
       if (!Number.isSafeInteger(at) || at < epoch() || candidate === "") return false;
       const voted = meta(VOTE_META);
       if (at === epoch() && voted !== undefined && voted !== `${at}:${candidate}`) return false;
-      store.setMeta(VOTE_META, `${at}:${candidate}`);
+      set(VOTE_META, `${at}:${candidate}`);
       this.observeEpoch(at, from);
       return true;
     },
@@ -135,10 +153,10 @@ export function openRole(
           `another promotion took epoch ${epoch()} while this one ran; try again`,
         );
       }
-      store.transaction(() => {
-        store.setMeta(EPOCH_META, String(next));
-        store.setMeta(PRIMARY_EPOCH_META, String(next));
-        store.setMeta(REPLICA_META, undefined);
+      transaction(() => {
+        set(EPOCH_META, String(next));
+        set(PRIMARY_EPOCH_META, String(next));
+        set(REPLICA_META, undefined);
       });
       primaryEndpoint = undefined;
       log.warn({ epoch: next }, "promoted: this endpoint is now the DP's primary");
