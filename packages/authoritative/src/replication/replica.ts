@@ -169,10 +169,9 @@ export function startReplica(o: ReplicaOptions): Replica {
   // Tells the primary what this endpoint holds (both logs), once committed.
   const ack = () => requests?.push(store.logBounds().latest, store.writer.latest());
 
-  // Changes are committed in batches: those the primary sent in one burst (up to its next
-  // ReplicaCaughtUp, at most BATCH) share a transaction, so a busy primary costs its secondaries
-  // one disk sync per burst, not one per change. A change is acknowledged once its batch
-  // commits. A burst whose caught-up marker is late is committed after FLUSH_MS anyway.
+  // Changes are committed in batches: those that arrive within FLUSH_MS of the batch's first
+  // (at most BATCH) share a transaction, so a busy primary costs its secondaries one disk sync
+  // per batch, not one per change. A change is acknowledged once its batch commits.
   const batch: { ops: (() => void)[]; seq?: number; writerSeq?: number; lastAtMs?: number } = { ops: [] };
   let flushScheduled = false;
   const flush = () => {
@@ -308,8 +307,9 @@ export function startReplica(o: ReplicaOptions): Replica {
       queued();
       return false;
     }
-    // Anything else goes after what is queued.
-    flush();
+    // Anything else goes after what is queued; a caught-up marker does not hurry the batch
+    // (its commit, one disk sync, waits for FLUSH_MS of changes or BATCH of them).
+    if (m.case !== "caughtUp") flush();
     if (m.case === "page") {
       const c = copyState();
       if (!c) throw new DiscoveryError("failed_precondition", "a copy page outside a copy");
@@ -360,7 +360,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     }
     if (m.case === "caughtUp") {
       const seq = num(m.value.seq);
-      lagEvents = Math.max(0, seq - store.logBounds().latest);
+      lagEvents = Math.max(0, seq - (batch.seq ?? store.logBounds().latest));
       if (state !== "following") log.info({ endpoint, seq }, "secondary caught up with the primary");
       state = "following";
       if (!serving) o.onServing?.();
