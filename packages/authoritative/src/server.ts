@@ -25,6 +25,7 @@ import { bindAdminServer } from "./admin-server.js";
 import type { ChangeLog, Resync } from "./change-log.js";
 import type { Claims, StartRequest } from "./claims/index.js";
 import type { LookupLimits } from "./lookup-limits.js";
+import { clampToNumber } from "./numbers.js";
 import type { PrivateKeys } from "./private-keys.js";
 import type { Replication } from "./replication/index.js";
 import type { AuthoritativeService } from "./service.js";
@@ -378,9 +379,4 @@ function noticeToProto(n: NoticeRow) {
     contestDeadlineMs: BigInt(n.body.deadlineMs ?? 0),
     reason: n.body.reason,
   };
-}
-
-function clampToNumber(v: bigint): number {
-  if (v < 0n) return 0;
-  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
 }

@@ -193,6 +193,12 @@ export function startReplication(o: ReplicationOptions): Replication {
     if (replica.problem() === undefined) servingNow();
   };
   role.onChange(arrange);
+  // Why this store cannot be served from (and so not promoted): a secondary without a whole copy.
+  const storeProblem = () => {
+    if (role.name() !== "secondary") return undefined;
+    if (!replica) return "this secondary has not yet started following the DP's primary";
+    return replica.problem();
+  };
 
   return {
     beforeWrite() {
@@ -231,11 +237,7 @@ export function startReplication(o: ReplicationOptions): Replication {
     },
     isPrimary: () => role.isPrimary(),
     requirePrimary: () => role.requirePrimary(),
-    storeProblem() {
-      if (role.name() !== "secondary") return undefined;
-      if (!replica) return "this secondary has not yet started following the DP's primary";
-      return replica.problem();
-    },
+    storeProblem,
     promote: (force) =>
       promote(
         {
@@ -245,10 +247,7 @@ export function startReplication(o: ReplicationOptions): Replication {
           channel: o.channel,
           ackFollowers: config.ackFollowers,
           log,
-          storeProblem: () => {
-            if (role.name() !== "secondary") return undefined;
-            return replica ? replica.problem() : "it has not followed a primary yet";
-          },
+          storeProblem,
         },
         force,
       ),

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DiscoveryError, followLog, type KeyDirectory, type LogFollower, type Logger, pb } from "@mimi/core";
 import type { Channel } from "@mimi/rpc";
+import { clampToNumber as num } from "../numbers.js";
 import type { MappingStore } from "../store/store.js";
 import type { ReplicationRole } from "./role.js";
 import { applyCsiState, checkCsiState, dropCsisBetween } from "./state.js";
@@ -138,7 +139,6 @@ export function startReplica(o: ReplicaOptions): Replica {
   // A store that was a whole copy before (its log id is a primary's) serves at once after a
   // restart, as a DNS secondary serves its zone until it expires; one mid-copy does not.
   serving = copyState() === undefined && store.meta("replica_since") !== undefined;
-  const num = (v: bigint) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v));
 
   const jurisdictionProblem = () => {
     const j = o.jurisdiction;
@@ -196,15 +196,19 @@ export function startReplica(o: ReplicaOptions): Replica {
     flushScheduled = true;
     setTimeout(() => {
       flushScheduled = false;
-      try {
-        flush();
-      } catch (err) {
-        // The stream goes on; the next change finds the gap and follows again from the store.
-        batch.ops.length = 0;
-        log.error({ err: (err as Error).message }, "applying replicated changes failed");
-        follower.reconnect();
-      }
+      // A batch that failed is dropped whole (the store is as before it): follow again from there.
+      if (!flushOrLog()) follower.reconnect();
     }, FLUSH_MS).unref();
+  };
+  /** Commits what is queued; false (logged) when that failed, the store then as before the batch. */
+  const flushOrLog = () => {
+    try {
+      flush();
+      return true;
+    } catch (err) {
+      log.error({ err: (err as Error).message }, "applying replicated changes failed");
+      return false;
+    }
   };
 
   const checked = (s: pb.CsiState | undefined) => {
@@ -378,12 +382,7 @@ export function startReplica(o: ReplicaOptions): Replica {
       const elsewhere = jurisdictionProblem();
       if (elsewhere) throw new DiscoveryError("failed_precondition", elsewhere);
       // What the last stream delivered is stored before the position is named.
-      try {
-        flush();
-      } catch (err) {
-        batch.ops.length = 0;
-        log.error({ err: (err as Error).message }, "applying replicated changes failed");
-      }
+      flushOrLog();
       const c = copyState();
       const { latest } = store.logBounds();
       const writerLatest = store.writer.latest();
@@ -439,11 +438,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     close() {
       closed = true;
       clearTimeout(fencedTimer);
-      try {
-        flush();
-      } catch {
-        // What was not stored is asked for again by the next follower.
-      }
+      flushOrLog(); // what was not stored is asked for again by the next follower
       requests?.close();
       follower.close();
     },

@@ -10,6 +10,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError, Latch, type Logger, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { ChangeLog } from "../change-log.js";
+import { clampToNumber as num } from "../numbers.js";
 import type { MappingStore } from "../store/store.js";
 import { WRITER_TABLES } from "../store/writer/store.js";
 import type { Followers } from "./acks.js";
@@ -256,8 +257,6 @@ function continuous(head: number | undefined, position: number, what: string): v
     );
   }
 }
-
-const num = (v: bigint) => (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v));
 
 /** Follow streams a primary serves at once. */
 const MAX_FOLLOW_STREAMS = 16;
