@@ -99,6 +99,16 @@ scenario(
       r.answer?.mappings.map((m) => m.ssi),
       ["@rep-1"],
     );
+    // Its lookups are spread per call across the DP's endpoints, not kept to one connection.
+    const endpoints = [t.net.dps.eu, s1, s2];
+    const served = () => Promise.all(endpoints.map(async (p) => (await statusOf(p)).lookupsServed));
+    const before = await served();
+    for (let i = 0; i < 30; i++) await t.resolve(`tel:+4477009006${String(i).padStart(2, "0")}`);
+    const now = await served();
+    endpoints.forEach((p, i) => {
+      const n = (now[i] as bigint) - (before[i] as bigint);
+      assert.ok(n >= 1n, `${p.name} answered ${n} of 30 lookups`);
+    });
   },
 );
 
@@ -132,6 +142,39 @@ scenario(t, "a secondary stopped while the primary writes catches up when it com
   await waitUntilServing(t.net, s2);
   await eventually(async () => assert.deepEqual(await ssisAt(s2, "tel:+447700900553"), ["@while-away"]));
 });
+
+scenario(
+  t,
+  "the registry places each endpoint: a secondary it places outside its jurisdiction neither follows nor serves (H2)",
+  async () => {
+    await withReplicas();
+    const primary = t.net.dps.eu.address;
+    // s1 knows its registry address (startDpSecondary configured it for the EU).
+    await reconfigure(s1, { replication: { endpoint: s1.address } });
+    await waitUntilServing(t.net, s1);
+    const elsewhere = await t.putDp(
+      "eu",
+      [primary, s1.address, s2.address],
+      "--endpoint-jurisdiction",
+      `${s1.address}=CH`,
+    );
+    const shown = await t.cli(["root", "show", "--root", t.net.root.address]);
+    assert.match(shown.stdout, new RegExp(`${s1.address}=CH`), "the registry shows where it is");
+    const health = t.net.channel(s1.address, "cli").client(pb.Health);
+    await eventually(async () =>
+      assert.equal(
+        (await health.check({ service: "" }, { timeoutMs: 2_000 })).status,
+        pb.HealthCheckResponse_ServingStatus.NOT_SERVING,
+      ),
+    );
+    await rejectsWith(lookupAt(s1, "tel:+447700900551"), status.UNAVAILABLE, /"CH"/);
+    await t.resolverApplied(elsewhere);
+    // Back in the EU, it follows and serves again.
+    await t.resolverApplied(await t.putDp("eu", [primary, s1.address, s2.address]));
+    await waitUntilServing(t.net, s1, 20_000);
+    assert.deepEqual(await ssisAt(s1, "tel:+447700900551"), ["@rep-1"]);
+  },
+);
 
 scenario(
   t,

@@ -4,13 +4,14 @@
 // through a relay running there. The demo data is loaded as `npm start` loads it, with the
 // registry listing each DP at its hosts' addresses.
 //
-//   LAN a 10.231.X.0/25:   root .2  eu .3  us .4  secondary .5  resolver .6  msp .9
+//   LAN a 10.231.X.0/25:   root .2  eu .3  us .4  secondary .5  resolver .6  eu2 .7  eu3 .8  msp .9
 //   LAN b 10.231.X.128/25: root .130  us .132  secondary .133  resolver .134  msp .137
 //
 // LAN b carries the secondary's watch of the primary (the primary is reachable there even when
-// its LAN a link is cut) and us's second endpoint; everything else goes over LAN a.
+// its LAN a link is cut) and us's second endpoint; everything else goes over LAN a. The hosts eu2
+// and eu3 stay idle until startEuReplicas makes them secondaries of eu (issue 17).
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -50,11 +51,19 @@ export const HOSTS: readonly HostSpec[] = [
   { name: "us", lans: { a: 4, b: 132 } },
   { name: "sec", lans: { a: 5, b: 133 } },
   { name: "res", lans: { a: 6, b: 134 } },
+  { name: "eu2", lans: { a: 7 } },
+  { name: "eu3", lans: { a: 8 } },
   { name: "msp", lans: { a: 9, b: 137 } },
 ];
 
 /** Every host has a network of its own, so every server keeps the port `npm start` gives it. */
 const PORTS = { root: 7400, sec: 7400, eu: 7501, us: 7502, res: 7600 } as const;
+
+/** eu's secondaries, started by startEuReplicas. */
+export interface EuReplicas {
+  readonly eu2: ServerProcess;
+  readonly eu3: ServerProcess;
+}
 
 /** The DP answers' TTLs: long, so that only a pushed change (or a moved clock) ends them. */
 export const ANSWER_TTL_SECONDS = 300;
@@ -82,6 +91,8 @@ export interface HostNetwork {
     readonly us: string;
     readonly usSecond: string;
     readonly resolver: string;
+    readonly eu2: string;
+    readonly eu3: string;
   };
   /** A channel from the MSP host to `target`, authenticated as `identity`. */
   channel(target: string, identity: string): Channel;
@@ -99,6 +110,13 @@ export interface HostNetwork {
   write(dp: "eu" | "us", address: string, csi: string, ssi: string): Promise<void>;
   /** Claims `csi` for a bluebird user at a DP, running `mimi claim run` on `host`. */
   claim(host: string, dp: "eu" | "us", dpAddress: string, csi: string, ssi: string): Promise<void>;
+  /**
+   * Makes eu a primary with two secondaries on the hosts eu2 and eu3 (each knowing the other two
+   * endpoints as peers), waits until both serve, and lists all three in the registry.
+   */
+  startEuReplicas(): Promise<EuReplicas>;
+  /** Rewrites a server's config with `patch` (merged one level deep) and restarts it on its port. */
+  reconfigure(proc: ServerProcess, patch: Record<string, Record<string, unknown>>): Promise<void>;
   /** Every server's log lines, for diagnosis. */
   logs(): string;
   /** Asserts that a log line matching `pattern` was written (polled: it may still be in a pipe). */
@@ -139,13 +157,15 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
       us: `${lab.ip("us")}:${PORTS.us}`,
       usSecond: `${lab.ip("us", "b")}:${PORTS.us}`,
       resolver: `${lab.ip("res")}:${PORTS.res}`,
+      eu2: `${lab.ip("eu2")}:${PORTS.eu}`,
+      eu3: `${lab.ip("eu3")}:${PORTS.eu}`,
     };
     const pkiDir = join(dir, "pki");
     const both = (host: string) => [lab.ip(host, "a"), lab.ip(host, "b")];
     await ensureDevPki(pkiDir, [...IDENTITIES, "root-secondary"], {
       root: both("root"),
       "root-secondary": both("sec"),
-      "dp-eu": [lab.ip("eu")],
+      "dp-eu": [lab.ip("eu"), lab.ip("eu2"), lab.ip("eu3")],
       "dp-us": both("us"),
       resolver: both("res"),
     });
@@ -174,6 +194,16 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
       return proc;
     };
     const tls = (identity: string) => devTlsPaths(pkiDir, identity);
+    const reconfigure = async (proc: ServerProcess, patch: Record<string, Record<string, unknown>>) => {
+      const config = JSON.parse(readFileSync(proc.configPath, "utf8")) as Record<
+        string,
+        Record<string, unknown>
+      >;
+      for (const [k, v] of Object.entries(patch)) config[k] = { ...config[k], ...v };
+      writeFileSync(proc.configPath, `${JSON.stringify(config, null, 2)}\n`);
+      if (proc.running) await proc.stop();
+      await proc.start({ samePort: true });
+    };
     const rootEndpoints = [at.root, at.sec];
 
     const root = server("root", "root", "root", PORTS.root, {
@@ -187,10 +217,11 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
       tls: tls("root-secondary"),
       primary: { endpoints: [at.rootBackbone], rootPublicKey },
     });
-    const dp = (id: "eu" | "us") =>
-      server(`dp-${id}`, id, "authoritative", PORTS[id], {
+    const dp = (id: "eu" | "us", host: string = id, replication?: object) =>
+      server(host === id ? `dp-${id}` : `dp-${host}`, host, "authoritative", PORTS[id], {
         dpId: id,
-        dataDir: join(dir, `dp-${id}`),
+        dataDir: join(dir, host === id ? `dp-${id}` : `dp-${host}`),
+        ...(replication && { replication }),
         tls: tls(`dp-${id}`),
         rootEndpoints,
         admins: ["admin"],
@@ -226,7 +257,7 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
       lab.ns("msp"),
       join(REPO, "test", "slow", "relay.ts"),
       join(dir, "sockets"),
-      [at.root, at.sec, at.eu, at.us, at.usSecond, at.resolver],
+      [at.root, at.sec, at.eu, at.us, at.usSecond, at.resolver, at.eu2, at.eu3],
       onLine,
     );
     const open = new Map<string, Channel>();
@@ -305,6 +336,48 @@ export async function startHostNetwork(lab: Lab): Promise<HostNetwork> {
           join(dir, `dp-${id}`, "outbox"),
         ]);
         assert.equal(r.code, 0, `mimi claim run on ${host}: ${r.stderr}`);
+      },
+      reconfigure,
+      async startEuReplicas() {
+        const others = (me: string) => [at.eu, at.eu2, at.eu3].filter((a) => a !== me);
+        // Each endpoint knows its address as the registry lists it: a secondary follows only once
+        // the registry places that endpoint in its jurisdiction, and a candidate tells voters.
+        const replication = (me: string) => ({ peers: others(me), jurisdiction: "EU", endpoint: me });
+        // The registry lists the new endpoints first (an endpoint it does not publish gets no copy).
+        const put = await cli("msp", [
+          "root",
+          "dp",
+          "put",
+          "eu",
+          "--endpoint",
+          at.eu,
+          at.eu2,
+          at.eu3,
+          "--tls-identity",
+          "dp-eu",
+          "--jurisdiction",
+          "EU",
+          "--root",
+          at.root,
+        ]);
+        assert.equal(put.code, 0, put.stderr);
+        const serial = /serial (\d+)/.exec(put.stdout)?.[1];
+        assert.ok(serial, `no serial in: ${put.stdout}`);
+        const replica = (host: "eu2" | "eu3") =>
+          dp("eu", host, { role: "secondary", ...replication(at[host]) });
+        const replicas = { eu2: replica("eu2"), eu3: replica("eu3") };
+        await Promise.all([replicas.eu2.start(), replicas.eu3.start()]);
+        // The primary learns its peers (to check their epochs before it writes).
+        await reconfigure(eu, { replication: replication(at.eu) });
+        const health = (address: string) => channel(address, "cli").client(pb.Health);
+        for (const address of [at.eu2, at.eu3]) {
+          await eventually(async () => {
+            const r = await health(address).check({ service: "" }, { timeoutMs: 2_000 });
+            assert.equal(r.status, pb.HealthCheckResponse_ServingStatus.SERVING, `${address} serves`);
+          });
+        }
+        await eventually(async () => assert.ok((await stats()).registrySerial >= BigInt(serial)));
+        return replicas;
       },
       logs: () => lines.join("\n"),
       logged: (pattern, what) =>

@@ -16,6 +16,7 @@ import { waitUntilResolving } from "@mimi/devnet";
 import { eventually, rejectsWith } from "../harness.js";
 import {
   ANSWER_TTL_SECONDS,
+  type EuReplicas,
   type HostNetwork,
   NEGATIVE_TTL_SECONDS,
   STALE_ANSWER_TTL_SECONDS,
@@ -221,7 +222,13 @@ scenario(
       assert.equal(r.stale, false);
       assert.deepEqual(r.answer?.dpIds, ["us"]);
       assert.equal((await n.lookupsServed("us", n.at.usSecond)) - served, 1n, "asked on the second link");
-      await n.logged(new RegExp(`^resolver: .*"endpoint":"${n.at.us}".*"dp lookup failed"`, "m"));
+      // Lookups are spread over both links: those sent to the cut one fail over to the second.
+      const failed = new RegExp(`^resolver: .*"endpoint":"${n.at.us}".*"dp lookup failed"`, "m");
+      for (let i = 0; i < 12 && !failed.test(n.logs()); i++) {
+        const r = await n.resolve(`tel:+120255509${String(i).padStart(2, "0")}`);
+        assert.deepEqual(r.answer?.dpIds, ["us"]);
+      }
+      await n.logged(failed);
       // A claim at us over its second link: the cached NOT_FOUND (10 minutes) goes only when
       // the change stream, moved to the second link, brings the event.
       await n.claim("msp", "us", n.at.usSecond, pending, "@second-link:bluebird.example");
@@ -368,5 +375,139 @@ scenario(
       const back = await put([n.at.us, n.at.usSecond]);
       assert.equal(back.code, 0, back.stderr);
     }
+  },
+);
+
+// Replicas (issue 17): eu as a primary with secondaries on the hosts eu2 and eu3. These run last
+// and in order: they leave eu with three endpoints and eu2 as its primary.
+let replicas: EuReplicas | undefined;
+const ssisAt = async (n: HostNetwork, address: string, csi: string) => {
+  const c = n.channel(address, "resolver").client(pb.AuthoritativeService);
+  return ((await c.lookup({ csi }, { timeoutMs: 5_000 })).answer?.mappings ?? []).map((m) => m.ssi);
+};
+const replicationOf = async (n: HostNetwork, address: string) => {
+  const c = n.channel(address, "admin").client(pb.AuthoritativeAdminService);
+  return (await c.getStatus({}, { timeoutMs: 5_000 })).replication;
+};
+
+scenario(
+  "eu on three hosts: a claim at the primary is served by both secondaries and reaches the resolver through them",
+  async (n) => {
+    replicas = await n.startEuReplicas();
+    const csi = "tel:+447700900861";
+    await n.claim("msp", "eu", n.at.eu, csi, "@replicated:bluebird.example");
+    for (const address of [n.at.eu2, n.at.eu3]) {
+      await eventually(async () =>
+        assert.deepEqual(await ssisAt(n, address, csi), ["@replicated:bluebird.example"]),
+      );
+    }
+    // The resolver spreads its lookups over the three hosts: each answers some of them.
+    const served = () => Promise.all([n.at.eu, n.at.eu2, n.at.eu3].map((a) => n.lookupsServed("eu", a)));
+    const before = await served();
+    for (let i = 0; i < 30; i++) {
+      const r = await n.resolve(`tel:+4477009008${String(i).padStart(2, "0")}`);
+      assert.deepEqual(r.answer?.dpIds, ["eu"]);
+    }
+    const now = await served();
+    for (const [i, v] of now.entries()) {
+      assert.ok(v > (before[i] as bigint), `endpoint ${i + 1} of eu answered none of 30`);
+    }
+    const r = await n.resolve(csi);
+    assert.equal(r.answer?.mappings[0]?.ssi, "@replicated:bluebird.example");
+  },
+);
+
+scenario(
+  "with the primary's host cut off, lookups go on from the secondaries, claims are refused naming the primary, a secondary is promoted and claims resume; the old primary comes back fenced",
+  async (n) => {
+    assert.ok(replicas, "the replicas started");
+    n.lab.cut("eu");
+    const resumed = "tel:+447700900862";
+    try {
+      // No failed lookup: every never-cached CSI is answered afresh by a secondary.
+      for (let i = 0; i < 10; i++) {
+        const r = await n.resolve(`tel:+4477009008${50 + i}`);
+        assert.equal(r.stale, false);
+        assert.deepEqual(r.answer?.dpIds, ["eu"]);
+      }
+      const refused = await rejectsWith(
+        n.write("eu", n.at.eu2, resumed, "@too-early"),
+        status.FAILED_PRECONDITION,
+        /primary/,
+      );
+      assert.equal(refused.details?.reason, "NOT_PRIMARY");
+      // The operator promotes eu2: eu3 votes for it; eu, cut off, cannot answer.
+      const promoted = await n.cli("msp", ["auth", "promote", "--dp", n.at.eu2]);
+      assert.equal(promoted.code, 0, promoted.stderr);
+      assert.match(promoted.stdout, /epoch 2/);
+      assert.match(promoted.stdout, new RegExp(`${n.at.eu3}: fenced`));
+      await n.write("eu", n.at.eu2, resumed, "@after-promotion");
+      await eventually(async () =>
+        assert.deepEqual(await ssisAt(n, n.at.eu3, resumed), ["@after-promotion"]),
+      );
+      assert.equal((await n.resolve(resumed)).answer?.mappings[0]?.ssi, "@after-promotion");
+    } finally {
+      n.lab.restore("eu");
+    }
+    // Back on the network, the old primary hears of epoch 2 from its peers: it writes nothing
+    // more and follows eu2, from which it gets the claim made while it was away.
+    await eventually(async () => {
+      const r = await replicationOf(n, n.at.eu);
+      assert.equal(r?.role, "secondary");
+      assert.equal(r?.epoch, 2n);
+    }, PARTITION_WAIT_MS);
+    await eventually(async () => assert.deepEqual(await ssisAt(n, n.at.eu, resumed), ["@after-promotion"]));
+    const fenced = await rejectsWith(
+      n.write("eu", n.at.eu, "tel:+447700900863", "@old-primary"),
+      status.FAILED_PRECONDITION,
+    );
+    assert.equal(fenced.details?.reason, "NOT_PRIMARY");
+  },
+);
+
+scenario("a secondary restarted from an old copy catches up from the new primary", async (n) => {
+  assert.ok(replicas, "the replicas started");
+  const csi = "tel:+447700900864";
+  await replicas.eu3.stop();
+  await n.write("eu", n.at.eu2, csi, "@while-eu3-was-down");
+  await replicas.eu3.start({ samePort: true });
+  await eventually(async () => assert.deepEqual(await ssisAt(n, n.at.eu3, csi), ["@while-eu3-was-down"]));
+  const [p, s] = await Promise.all([replicationOf(n, n.at.eu2), replicationOf(n, n.at.eu3)]);
+  await eventually(async () =>
+    assert.equal(
+      (await replicationOf(n, n.at.eu3))?.appliedSeq,
+      (await replicationOf(n, n.at.eu2))?.appliedSeq,
+    ),
+  );
+  assert.equal(s?.epoch, p?.epoch);
+});
+
+scenario(
+  "with ackFollowers 1, a kill -9 of the primary right after an acknowledged claim loses nothing",
+  async (n) => {
+    assert.ok(replicas, "the replicas started");
+    const { eu2, eu3 } = replicas;
+    const durable = { replication: { ackFollowers: 1 } };
+    await Promise.all([n.reconfigure(eu3, durable), n.reconfigure(n.servers.eu, durable)]);
+    await n.reconfigure(eu2, durable);
+    // Both secondaries follow eu2 again before the write (one is enough for the ack).
+    await eventually(async () => assert.equal((await replicationOf(n, n.at.eu2))?.followers.length, 2));
+    const csi = "tel:+447700900865";
+    await n.write("eu", n.at.eu2, csi, "@acknowledged");
+    await eu2.kill();
+    // Whichever secondary holds more is promoted (the other refuses its vote to one behind it).
+    let promoted: string | undefined;
+    await eventually(async () => {
+      for (const address of [n.at.eu, n.at.eu3]) {
+        const r = await n.cli("msp", ["auth", "promote", "--dp", address]);
+        if (r.code === 0) {
+          promoted = address;
+          return;
+        }
+      }
+      assert.fail("neither secondary could be promoted");
+    }, PARTITION_WAIT_MS);
+    assert.ok(promoted);
+    assert.deepEqual(await ssisAt(n, promoted, csi), ["@acknowledged"]);
   },
 );

@@ -169,6 +169,7 @@ function readReplication(r: ConfigReader): ReplicationConfig {
     ackTimeoutMs: r.integer("ackTimeoutSeconds", d.ackTimeoutMs / 1000, 1, 600) * 1000,
     heartbeatMs: r.integer("heartbeatSeconds", d.heartbeatMs / 1000, 1, 300) * 1000,
     jurisdiction: r.optionalString("jurisdiction") ?? "",
+    endpoint: r.optionalString("endpoint") ?? "",
   };
   r.done();
   if (c.jurisdiction !== "" && !/^[A-Za-z0-9-]{2,16}$/.test(c.jurisdiction)) {

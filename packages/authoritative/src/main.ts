@@ -1,11 +1,13 @@
 // Authoritative process entry: argv/env -> config -> logger -> store + registry sync + claims +
 // change log + peer requests -> gRPC -> signals, through core's runServer.
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { savedRegistryCopy, startRegistrySync } from "@mimi/client";
 import {
   CHANGE_HASH_KEY_BYTES,
   ConfigError,
   checkDataDir,
+  derivedSecret,
   loadPublicKey,
   loadSigningKey,
   pb,
@@ -40,6 +42,11 @@ import { bindAuthoritativeServer } from "./server.js";
 import { createAuthoritativeService } from "./service.js";
 import { openMappingStore } from "./store/store.js";
 
+// Keys the hashes of open codes. Derived from the DP's signing key, so every endpoint of a
+// replicated DP holds it and a promoted secondary completes the challenges the old primary
+// opened (a new signing key ends the open ones: their MSPs start the claim again).
+const CODE_SECRET_PURPOSE = "MIMI-CODE-HASH-v1";
+
 runServer<AuthoritativeConfig>(process, {
   role: "authoritative",
   parseConfig,
@@ -73,12 +80,16 @@ runServer<AuthoritativeConfig>(process, {
     // 0700 and the store 0600, and one that others may open is refused unless the config accepts it.
     const filterPath = join(config.dataDir, "csi-filter.bin");
     const oprfKeyPath = join(config.dataDir, "oprf-key.json");
-    const dataFiles = [
-      ...sqliteFilesOf(dbPath),
-      join(config.dataDir, "code-secret"),
-      filterPath,
-      oprfKeyPath,
-    ];
+    const dataFiles = [...sqliteFilesOf(dbPath), filterPath, oprfKeyPath];
+    // The code-hash key once was a file of its own; it is derived from the signing key now.
+    const oldCodeSecret = join(config.dataDir, "code-secret");
+    if (existsSync(oldCodeSecret)) {
+      rmSync(oldCodeSecret, { force: true });
+      log.info(
+        { path: oldCodeSecret },
+        "removed the old code-hash key file (the key is derived from the signing key)",
+      );
+    }
     const allowInsecure = config.allowInsecureDataPermissions;
     for (const problem of checkDataDir(config.dataDir, dataFiles, { allowInsecure })) {
       log.warn({ problem }, "insecure data permissions accepted");
@@ -168,7 +179,7 @@ runServer<AuthoritativeConfig>(process, {
       clock,
       signingKey,
       sender,
-      codeSecret: codeSecret(join(config.dataDir, "code-secret")),
+      codeSecret: derivedSecret(signingKey, CODE_SECRET_PURPOSE),
       policy: config.claims,
       requireDelegated: (csi) => service.requireDelegated(csi),
       registry: sync.view,
@@ -196,7 +207,7 @@ runServer<AuthoritativeConfig>(process, {
       changeLog,
       dpId: config.dpId,
       dpIdentity,
-      dpJurisdiction: () => sync.view.dp(config.dpId)?.jurisdiction,
+      dpRecord: () => sync.view.dp(config.dpId),
       channel: (endpoint) => channels.get(endpoint, dpIdentity() ?? ""),
       setHashKey(key) {
         replacePrivateFile(changeKeyPath, [key]);
@@ -406,11 +417,6 @@ runServer<AuthoritativeConfig>(process, {
     };
   },
 });
-
-// Keys the hashes of open codes; made once per DP and kept beside its store.
-function codeSecret(path: string): Uint8Array {
-  return readOrCreateSecret(path, 32, "a code-hash key");
-}
 
 /** The change-hash key; a damaged file would break every resolver's subscription, so it is refused. */
 function changeKey(path: string): Uint8Array {

@@ -172,9 +172,11 @@ export {
   type DelegationKey,
   type DpInfo,
   delegationId,
+  type EndpointJurisdiction,
   type FederationMode,
   type FederationPolicy,
   hex64,
+  jurisdictionOfEndpoint,
   LOCAL_POLICY,
   MAX_FEDERATED_DPS,
   MAX_PRIVATE_LOOKUP_KEYS,
@@ -195,6 +197,7 @@ export {
 } from "./domain/registry-seal.js";
 export {
   checkPublicKey,
+  derivedSecret,
   generateSigningKey,
   loadPublicKey,
   loadSigningKey,

@@ -311,9 +311,16 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   let ready = false;
   let stopping = false;
   let stopWatching = watchTls(tls, config.tls, log);
+  // Health follows readiness once started: a server that cannot answer now (an expired registry
+  // copy, a secondary that may not serve its store) says NOT_SERVING, as /readyz does.
+  const followReadiness = () => {
+    if (ready && !stopping) health.setServing(running.notReady?.() === undefined);
+  };
+  const readinessTimer = setInterval(followReadiness, 1_000);
+  readinessTimer.unref();
   void running.ready.then(() => {
     ready = true;
-    health.setServing(true);
+    followReadiness();
   });
   const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
   const port = await listen(server, config.host, config.port, credentials);
@@ -353,6 +360,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       return;
     }
     stopping = true;
+    clearInterval(readinessTimer);
     log.info({ signal: reason, ...running.shutdownFields?.() }, "shutdown");
     health.setServing(false);
     // Lame duck: readiness and health already say NOT_SERVING, so load balancers and resolvers

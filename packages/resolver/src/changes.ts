@@ -17,7 +17,8 @@ import type { Upstream } from "./upstream.js";
 
 /** What a subscription reports to the resolver. */
 export interface ChangeSink {
-  changed(dpId: string, hashHex: string): void;
+  /** An event of DP `dpId`'s log, delivered by its `endpoint`. */
+  changed(dpId: string, hashHex: string, endpoint: string): void;
   /** The log's change-hash key; true when it differs from the one held (the DP's answers are dropped). */
   changeKey(dpId: string, key: Uint8Array): boolean;
   resync(dpId: string, counted: boolean): number;
@@ -143,7 +144,7 @@ class Subscription {
       if (seq !== this.seq + 1) throw new Error(`change ${seq} does not follow ${this.seq}`);
       const hash = changeHashKey(c.csiHash);
       if (hash === undefined) throw new Error(`change ${seq} carries a malformed CSI hash`);
-      this.o.sink.changed(this.dpId, hash);
+      this.o.sink.changed(this.dpId, hash, endpoint);
       this.seq = seq;
       this.atMs = Number(c.atMs);
       this.events++;

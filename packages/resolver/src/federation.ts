@@ -6,7 +6,6 @@
 // drops it. The merge of the parts is made per query (core's mergeFederated), never cached.
 import {
   type Csi,
-  changeHashHex,
   csiHash,
   DiscoveryError,
   type DpInfo,
@@ -27,7 +26,7 @@ import type { TtlCache } from "./cache.js";
 import { CachedAnswer, isPartKey, partKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import type { MissCaller, Resolution, ResolverStats, Verified } from "./lookup-context.js";
-import type { RecentChanges } from "./recent-changes.js";
+import { eventKey, type RecentChanges } from "./recent-changes.js";
 import type { Upstream } from "./upstream.js";
 
 /** Whether a cached answer is still right for its range: from its DP, or, for a part, from a DP of the range. */
@@ -76,14 +75,13 @@ export function createPartLookups(d: PartDeps) {
     let sealed: Verified;
     const abandoned = () => caller.gone?.() === true && inflight.get(key)?.joined !== true;
     try {
-      outcome = await d.upstream.lookup(
-        dp,
-        csi.uri,
-        caller.contextFor(dp.id),
-        caller.waitUntilMs,
+      outcome = await d.upstream.lookup(dp, csi.uri, {
+        rateContext: caller.contextFor(dp.id),
+        waitUntilMs: caller.waitUntilMs,
         abandoned,
-        caller.privateAt?.(dp.id),
-      );
+        privately: caller.privateAt?.(dp.id),
+        prefer: d.recent.deliveredBy(dp.id, d.changeKeys.get(dp.id), csi.uri),
+      });
       if (abandoned()) throw callerGone(true);
       try {
         sealed = await d.verify(csi, outcome);
@@ -103,8 +101,7 @@ export function createPartLookups(d: PartDeps) {
     // The DP left the range while the lookup was out, or a change event for this CSI came
     // meanwhile (the answer may predate it): the answer is given once and not cached.
     const hashKey = startedAt !== d.recent.count ? d.changeKeys.get(dp.id) : undefined;
-    const raced =
-      hashKey !== undefined && d.recent.after(`${dp.id}/${changeHashHex(hashKey, csi.uri)}`, startedAt);
+    const raced = hashKey !== undefined && d.recent.after(eventKey(dp.id, hashKey, csi.uri), startedAt);
     if (!range || !servesRange(range, dp.id) || range.dpId === dp.id || raced) {
       return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
     }

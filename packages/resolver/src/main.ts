@@ -144,9 +144,9 @@ runServer<ResolverConfig>(process, {
       upstream,
       // Every event or resync of a DP also drops the private-lookup buckets kept from it.
       sink: {
-        changed(dpId, hashHex) {
+        changed(dpId, hashHex, endpoint) {
           privateLookups?.changed(dpId);
-          resolver.changed(dpId, hashHex);
+          resolver.changed(dpId, hashHex, endpoint);
         },
         changeKey: (dpId, key) => resolver.changeKey(dpId, key),
         resync(dpId, counted) {

@@ -44,13 +44,16 @@ function fakeUpstream() {
     /** When set, only this outcome is refused (the others verify). */
     refusesOnly: undefined as LookupOutcome | undefined,
     verified: [] as [string, LookupOutcome][],
+    /** The endpoint each lookup asked to go to first. */
+    preferred: [] as (string | undefined)[],
     /** When set, verification reports a seal that expires at this time. */
     sealExpiresAtMs: undefined as number | undefined,
   };
   const upstream: Upstream = {
-    answeredBy: () => "127.0.0.1:1",
-    async lookup() {
+    async lookup(_dp, _csi, how) {
       state.calls++;
+      state.preferred.push(how?.prefer);
+      how?.answeredBy?.("127.0.0.1:1");
       if (state.gate) await state.gate;
       if (state.fail) throw new DiscoveryError("upstream_unavailable", "down");
       return state.outcome;
@@ -361,6 +364,17 @@ test("a change event evicts the cached answer, a negative one included, and only
   // An event for a CSI nobody cached evicts nothing.
   service.changed("eu", changeHashHex(KEY, "tel:+447700900555"));
   assert.equal(service.stats.invalidations, 1);
+});
+
+test("a CSI whose change event came lately is asked first at the endpoint that delivered it", async () => {
+  const { state, service } = setup();
+  const other = parseCsi("tel:+447700900999");
+  await service.resolve(CSI);
+  service.changed("eu", changeHashHex(KEY, CSI.uri), "dp-eu-2:7500");
+  await service.resolve(CSI);
+  await service.resolve(other);
+  // A secondary that lags could answer from before the change, and that answer would be cached.
+  assert.deepEqual(state.preferred, [undefined, "dp-eu-2:7500", undefined]);
 });
 
 test("an answer whose lookup raced a change event for its CSI is asked again, not cached", async () => {

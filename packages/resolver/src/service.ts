@@ -10,7 +10,6 @@
 // recurses. There is no referral chain to loop through.
 import {
   type Csi,
-  changeHashHex,
   covers,
   csiHash,
   DiscoveryError,
@@ -34,7 +33,7 @@ import {
   type ResolverStats,
   type Verified,
 } from "./lookup-context.js";
-import { RecentChanges } from "./recent-changes.js";
+import { eventKey, RecentChanges } from "./recent-changes.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
 export { answerIndex, CachedAnswer } from "./cached-answer.js";
@@ -65,7 +64,7 @@ export interface ResolverService {
   /** The registry copy was replaced wholesale: re-checks every cached answer. */
   registryReplaced(): void;
   /** DP `dpId` changed the mappings of the CSI with this change hash (hex): drops the answers it gave. */
-  changed(dpId: string, hashHex: string): void;
+  changed(dpId: string, hashHex: string, endpoint?: string): void;
   /**
    * The change-hash key DP `dpId` sent with its log; a key other than the one held drops every
    * answer of that DP (their index was made with the old key). Returns whether it changed.
@@ -193,19 +192,20 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     try {
       stats.upstreamRequests++;
       const t0 = trace ? performance.now() : 0;
-      const outcome = await o.upstream.lookup(
-        dp,
-        csi.uri,
-        caller.contextFor(dp.id),
-        caller.waitUntilMs,
+      let endpoint: string | undefined;
+      const outcome = await o.upstream.lookup(dp, csi.uri, {
+        rateContext: caller.contextFor(dp.id),
+        waitUntilMs: caller.waitUntilMs,
         abandoned,
-        caller.privateAt?.(dp.id),
-      );
+        privately: caller.privateAt?.(dp.id),
+        prefer: recent.deliveredBy(dp.id, o.changeKeys.get(dp.id), csi.uri),
+        ...(trace && { answeredBy: (e: string) => (endpoint = e) }),
+      });
       // Verifying (the costliest step of a miss) and caching an answer nobody waits for is
       // what an overloaded resolver can least afford.
       if (abandoned()) throw callerGone(true);
       const t1 = trace ? performance.now() : 0;
-      if (trace) Object.assign(trace, { endpoint: o.upstream.answeredBy(dp.id), upstreamMs: t1 - t0 });
+      if (trace) Object.assign(trace, { endpoint, upstreamMs: t1 - t0 });
       let sealed: SealStatement | undefined;
       try {
         sealed = await o.verify(csi, outcome);
@@ -225,7 +225,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const hashKey = startedAt !== recent.count ? o.changeKeys.get(dp.id) : undefined; // events came meanwhile
-      const ix = hashKey && `${dp.id}/${changeHashHex(hashKey, csi.uri)}`;
+      const ix = hashKey && eventKey(dp.id, hashKey, csi.uri);
       if (ix && recent.after(ix, startedAt)) {
         // A change event for this CSI arrived while the lookup was out: the answer may predate
         // the change (the event and the answer travel on different streams). Ask again, but not
@@ -430,10 +430,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // Concurrent misses for one CSI share a single upstream request.
       return single(csi, false, caller, trace);
     },
-    changed(dpId, hashHex) {
+    changed(dpId, hashHex, endpoint) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.
       const ix = `${dpId}/${hashHex}`;
-      recent.note(ix);
+      recent.note(ix, endpoint);
       stats.invalidations += o.cache.deleteIndexed(indexSlot(hashHex), (v) => v.dpId === dpId);
     },
     changeKey(dpId, key) {

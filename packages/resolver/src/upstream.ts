@@ -1,6 +1,6 @@
 // Calls to authoritative DPs: one long-lived channel per endpoint carrying one long-lived
-// LookupStream (lookup-mux.ts); failover across a DP's endpoints; gRPC failures become
-// DiscoveryError. The resolver authenticates as itself; nothing about the querying MSP is
+// LookupStream (lookup-mux.ts); lookups spread per call across a DP's endpoints, with failover
+// (endpoint-picker.ts); gRPC failures become DiscoveryError. The resolver authenticates as itself; nothing about the querying MSP is
 // forwarded (R9, P2).
 
 import { performance } from "node:perf_hooks";
@@ -10,32 +10,35 @@ import { type Channel, type ChannelPool, statusName } from "@mimi/rpc";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
+import { EndpointPicker } from "./endpoint-picker.js";
 import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
 import type { PrivateLookups } from "./private-lookups.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 
+/** How one lookup at a DP goes. */
+export interface UpstreamLookup {
+  /** The pseudonymous rate-limit context of the party asked for (empty: the resolver's own). */
+  rateContext?: Uint8Array;
+  /** Waits for the DP's window no later than this (ms on the gate's clock). */
+  waitUntilMs?: number;
+  /** Asked when the window lets the lookup go: its caller has gone, so it fails unsent. */
+  abandoned?: () => boolean;
+  /** Look it up privately (private-lookups.ts): the DP does not learn the CSI. */
+  privately?: boolean;
+  /** The endpoint to try first when it is up (the one that delivered the CSI's latest change). */
+  prefer?: string;
+  /** Hears the endpoint that answered. */
+  answeredBy?: (endpoint: string) => void;
+}
+
 /** Asks DPs for answers. */
 export interface Upstream {
   /**
-   * Looks up a canonical CSI at the DP, trying its endpoints in order, within the DP's adaptive
-   * window of lookups in flight (adaptive-gate.ts).
+   * Looks up a canonical CSI at the DP within its adaptive window of lookups in flight
+   * (adaptive-gate.ts), at one of its endpoints, failing over to the others.
    */
-  /**
-   * Asks DP `dp` for `csi` through its window. `abandoned`, asked when the window lets the lookup
-   * go, says its caller has gone: the lookup then fails without being sent.
-   */
-  lookup(
-    dp: DpInfo,
-    csi: string,
-    rateContext?: Uint8Array,
-    waitUntilMs?: number,
-    abandoned?: () => boolean,
-    /** Look it up privately (private-lookups.ts): the DP does not learn the CSI. */
-    privately?: boolean,
-  ): Promise<LookupOutcome>;
-  /** The endpoint of DP `dpId` that answered last (read right after a lookup: the one that answered it). */
-  answeredBy(dpId: string): string | undefined;
+  lookup(dp: DpInfo, csi: string, how?: UpstreamLookup): Promise<LookupOutcome>;
   /** The window of each DP asked so far (GetStats). */
   windows(): { dpId: string; inflight: number; window: number; queued: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
@@ -61,8 +64,16 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const log = o.log.child({ component: "upstream" });
   const channels = o.channels;
   const muxes = new Map<string, LookupMux>();
-  // The endpoint that answered last, per DP: tried first next time.
-  const preferred = new Map<string, string>();
+  // The endpoint choice per DP (bounded by the registry's DPs, like the windows).
+  const pickers = new Map<string, EndpointPicker>();
+  const pickerFor = (dpId: string) => {
+    let p = pickers.get(dpId);
+    if (!p) {
+      p = new EndpointPicker(() => performance.now());
+      pickers.set(dpId, p);
+    }
+    return p;
+  };
   // One window per DP (bounded by the registry's DPs; a removed DP's gate is small and idle).
   const gates = new Map<string, AdaptiveGate>();
   const gateFor = (dpId: string) => {
@@ -83,16 +94,19 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
   const channelFor = (dp: DpInfo, endpoint: string) => channels.get(endpoint, dp.tlsIdentity);
+  const muxKey = (dp: DpInfo, endpoint: string) => `${dp.tlsIdentity}|${endpoint}`;
   const muxFor = (dp: DpInfo, endpoint: string) => {
-    const k = `${dp.tlsIdentity}|${endpoint}`;
+    const k = muxKey(dp, endpoint);
     let mux = muxes.get(k);
     if (!mux || mux.dead) {
       mux = new LookupMux(channelFor(dp, endpoint), {
         what: `LookupStream at ${endpoint}`,
         timeoutMs: o.attemptTimeoutMs,
-        // The rate the endpoint takes (R13): the DP's lookups leave its gate no faster.
+        // The rate the endpoint takes (R13): the DP's lookups leave its gate no faster than its
+        // endpoints that are up take them together.
         onLimits: (rate) => {
-          if (preferred.get(dp.id) === endpoint || dp.endpoints[0] === endpoint) gateFor(dp.id).setRate(rate);
+          pickerFor(dp.id).setRate(endpoint, rate);
+          repace(dp);
         },
       });
       muxes.set(k, mux);
@@ -100,21 +114,22 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     return mux;
   };
 
+  const repace = (dp: DpInfo) => gateFor(dp.id).setRate(pickerFor(dp.id).rate(dp.endpoints));
+  const busy = (dp: DpInfo) => (endpoint: string) => muxes.get(muxKey(dp, endpoint))?.pendingCount ?? 0;
+
   const privateLookups = o.privateLookups?.((dp, endpoint) => channelFor(dp, endpoint));
-  const attempt = async (
-    dp: DpInfo,
-    csi: string,
-    rateContext: Uint8Array,
-    privately: boolean,
-  ): Promise<LookupOutcome> => {
+  const attempt = async (dp: DpInfo, csi: string, how: UpstreamLookup): Promise<LookupOutcome> => {
     if (dp.endpoints.length === 0) {
       throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
     }
-    const first = preferred.get(dp.id);
-    const order =
-      first && dp.endpoints.includes(first)
-        ? [first, ...dp.endpoints.filter((e) => e !== first)]
-        : dp.endpoints;
+    const rateContext = how.rateContext ?? NO_CONTEXT;
+    const privately = how.privately === true;
+    const picker = pickerFor(dp.id);
+    const order = picker.order(dp.endpoints, busy(dp), how.prefer);
+    const answered = (endpoint: string) => {
+      if (picker.answered(endpoint)) repace(dp);
+      how.answeredBy?.(endpoint);
+    };
     let timeouts = 0;
     for (const endpoint of order) {
       try {
@@ -122,14 +137,18 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           if (!privateLookups)
             throw new DiscoveryError("failed_precondition", "this resolver does not make private lookups");
           const outcome = await privateLookups.lookup(dp, endpoint, csi, rateContext);
-          preferred.set(dp.id, endpoint);
+          answered(endpoint);
           return outcome;
         }
         const answer = await muxFor(dp, endpoint).lookup(csi, rateContext);
-        preferred.set(dp.id, endpoint);
+        answered(endpoint);
         return outcomeFromAnswer(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
+        if (e.code === "upstream_unavailable") {
+          picker.failed(endpoint);
+          repace(dp);
+        } else if (e.remoteStatus !== undefined && picker.answered(endpoint)) repace(dp);
         if (e.remoteStatus === status.RESOURCE_EXHAUSTED) throw dpRefusal(dp.id, e);
         // A private lookup's own findings (no private lookups there, a proof or bucket that
         // does not verify) are the caller's to read as they are.
@@ -160,13 +179,13 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   return {
     channel: channelFor,
-    async lookup(dp, csi, rateContext = NO_CONTEXT, waitUntilMs, abandoned, privately = false) {
+    async lookup(dp, csi, how = {}) {
       const gate = gateFor(dp.id);
       const t0 = performance.now();
       let failed = true;
       let observed = true;
-      const send = () =>
-        abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, rateContext, privately);
+      const { waitUntilMs, abandoned } = how;
+      const send = () => (abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, how));
       try {
         const answer = await gate.run(send, timedOut, waitUntilMs, abandoned);
         failed = false;
@@ -184,7 +203,6 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (observed) o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
     },
-    answeredBy: (dpId) => preferred.get(dpId),
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),
     close() {
       for (const m of muxes.values()) m.close();

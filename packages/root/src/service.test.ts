@@ -5,6 +5,7 @@ import {
   type DpInfo,
   generateOprfKeys,
   generateSigningKey,
+  jurisdictionOfEndpoint,
   parseDelegationKeyText,
   type RegistrySeal,
   RegistryView,
@@ -250,6 +251,55 @@ test("putDp with an empty key keeps the DP's key, so moving endpoints cannot unp
   const dp = service.snapshot().dps.find((d) => d.id === "eu");
   assert.deepEqual(dp?.endpoints, ["127.0.0.1:7599"]);
   assert.deepEqual(dp?.signingPublicKey, dpEuKey);
+});
+
+test("a DP's endpoint jurisdictions are checked, published in one form, and kept across a restart", () => {
+  const { store, service } = setup();
+  const two = ["127.0.0.1:7501", "127.0.0.1:7511"];
+  const at = (endpoint: string, jurisdiction: string) => ({ endpoint, jurisdiction });
+  const refused: [DpInfo, RegExp][] = [
+    [
+      { ...EU, endpoints: two, endpointJurisdictions: [at("127.0.0.1:7599", "CH")] },
+      /not one of the DP's endpoints/,
+    ],
+    [
+      {
+        ...EU,
+        endpoints: two,
+        endpointJurisdictions: [at("127.0.0.1:7511", "CH"), at("127.0.0.1:7511", "EU")],
+      },
+      /twice/,
+    ],
+    [{ ...EU, endpoints: two, endpointJurisdictions: [at("127.0.0.1:7511", "C H")] }, /short code/],
+  ];
+  for (const [dp, reason] of refused) {
+    assert.throws(
+      () => service.putDp("a", dp),
+      (e: unknown) => e instanceof DiscoveryError && e.code === "invalid_argument" && reason.test(e.message),
+    );
+  }
+  // Given out of order and naming an endpoint in the DP's own jurisdiction: published sorted,
+  // with only the endpoint that is elsewhere.
+  service.putDp("a", {
+    ...EU,
+    endpoints: two,
+    endpointJurisdictions: [at("127.0.0.1:7511", "CH"), at("127.0.0.1:7501", "EU")],
+  });
+  const published = service.snapshot().dps.find((d) => d.id === "eu");
+  assert.deepEqual(published?.endpointJurisdictions, [at("127.0.0.1:7511", "CH")]);
+  assert.ok(published);
+  assert.equal(jurisdictionOfEndpoint(published, "127.0.0.1:7511"), "CH");
+  assert.equal(jurisdictionOfEndpoint(published, "127.0.0.1:7501"), "EU");
+  assert.equal(jurisdictionOfEndpoint(published, "127.0.0.1:7599"), undefined, "not an endpoint of the DP");
+  // The store and its change log keep them.
+  assert.deepEqual(store.dp("eu")?.endpointJurisdictions, [at("127.0.0.1:7511", "CH")]);
+  const change = store.changesSince(0n, 100).at(-1);
+  assert.equal(change?.kind, "put_dp");
+  if (change?.kind === "put_dp")
+    assert.deepEqual(change.dp.endpointJurisdictions, [at("127.0.0.1:7511", "CH")]);
+  // A put without them places every endpoint in the DP's jurisdiction again.
+  service.putDp("a", { ...EU, endpoints: two });
+  assert.equal(store.dp("eu")?.endpointJurisdictions, undefined);
 });
 
 test("keys given as Buffers round-trip through the change log as the same bytes", () => {

@@ -8,6 +8,7 @@ import {
   DiscoveryError,
   type DpInfo,
   delegationId,
+  type EndpointJurisdiction,
   type FederationPolicy,
   invalidArgument,
   MAX_FEDERATED_DPS,
@@ -250,9 +251,8 @@ export function createRootService({
       for (const e of dp.endpoints) checkEndpoint(e);
       if (!dp.tlsIdentity || dp.tlsIdentity.length > 253) throw invalidArgument("tls_identity is required");
       if (dp.signingPublicKey.length > 0) checkPublicKey(dp.signingPublicKey, "the DP's signing key");
-      if (!/^[A-Za-z0-9-]{2,16}$/.test(dp.jurisdiction)) {
-        throw invalidArgument('jurisdiction must be a short code such as "EU" or "US"');
-      }
+      checkJurisdiction("jurisdiction", dp.jurisdiction);
+      const places = endpointJurisdictions(dp);
       // An empty key keeps the DP's current one, so moving endpoints cannot unpublish it.
       const key =
         dp.signingPublicKey.length > 0
@@ -263,7 +263,7 @@ export function createRootService({
       if (opts.clearPrivateLookupKeys && given.length > 0)
         throw invalidArgument("give private-lookup keys or clear them, not both");
       checkPrivateLookupKeys(given);
-      const { privateLookupKeys: _, ...rest } = dp;
+      const { privateLookupKeys: _, endpointJurisdictions: __, ...rest } = dp;
       const keys = opts.clearPrivateLookupKeys
         ? []
         : given.length > 0
@@ -274,6 +274,7 @@ export function createRootService({
         endpoints: [...dp.endpoints],
         signingPublicKey: key,
         ...(keys.length > 0 && { privateLookupKeys: keys.map((k) => ({ ...k })) }),
+        ...(places.length > 0 && { endpointJurisdictions: places }),
       };
       return commit(actor, (serial) => ({ serial, kind: "put_dp", dp: clean }));
     },
@@ -365,6 +366,37 @@ function checkId(what: string, id: string): void {
   if (!ID_PATTERN.test(id)) {
     throw invalidArgument(`${what} "${id}" must be 1 to 64 lowercase letters, digits, dots or dashes`);
   }
+}
+
+function checkJurisdiction(what: string, code: string): void {
+  if (!/^[A-Za-z0-9-]{2,16}$/.test(code)) {
+    throw invalidArgument(`${what} "${code}" must be a short code such as "EU" or "US"`);
+  }
+}
+
+/**
+ * A DP's endpoint jurisdictions as published: each names a listed endpoint once and a valid
+ * code; those equal to the DP's own jurisdiction are left out (an endpoint not named is there),
+ * and the rest are sorted by endpoint, so one placement has one encoding.
+ */
+function endpointJurisdictions(dp: DpInfo): EndpointJurisdiction[] {
+  const seen = new Set<string>();
+  for (const p of dp.endpointJurisdictions ?? []) {
+    if (!dp.endpoints.includes(p.endpoint)) {
+      throw invalidArgument(
+        `endpoint_jurisdictions names "${p.endpoint}", which is not one of the DP's endpoints`,
+      );
+    }
+    if (seen.has(p.endpoint)) {
+      throw invalidArgument(`endpoint_jurisdictions names "${p.endpoint}" twice`);
+    }
+    seen.add(p.endpoint);
+    checkJurisdiction(`the jurisdiction of ${p.endpoint}`, p.jurisdiction);
+  }
+  return (dp.endpointJurisdictions ?? [])
+    .filter((p) => p.jurisdiction !== dp.jurisdiction)
+    .map((p) => ({ endpoint: p.endpoint, jurisdiction: p.jurisdiction }))
+    .sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
 }
 
 function checkEndpoint(e: string): void {

@@ -4,6 +4,7 @@ import {
   type Delegation,
   type DelegationKey,
   type DpInfo,
+  type EndpointJurisdiction,
   type FederationPolicy,
   hex64,
   type MspInfo,
@@ -29,6 +30,7 @@ export interface DpRow {
   signing_key: Buffer;
   federation: string;
   private_keys: string;
+  endpoint_jurisdictions: string;
 }
 export interface MspRow {
   id: string;
@@ -81,6 +83,7 @@ export function dpOf(r: DpRow): DpInfo {
     signingPublicKey: new Uint8Array(r.signing_key),
     ...(r.federation !== "" && { federation: JSON.parse(r.federation) as FederationPolicy }),
     ...privateKeysOf(r.private_keys),
+    ...endpointJurisdictionsOf(r.endpoint_jurisdictions),
   };
 }
 
@@ -103,6 +106,11 @@ function privateKeysOf(column: string): Pick<DpInfo, "privateLookupKeys"> {
       publicKey: new Uint8Array(Buffer.from(k.publicKey, "hex")),
     })),
   };
+}
+
+function endpointJurisdictionsOf(column: string): Pick<DpInfo, "endpointJurisdictions"> {
+  const places = JSON.parse(column) as EndpointJurisdiction[];
+  return places.length === 0 ? {} : { endpointJurisdictions: places };
 }
 
 export function mspOf(r: MspRow): MspInfo {

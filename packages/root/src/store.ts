@@ -85,6 +85,9 @@ const MIGRATIONS: readonly string[] = [
    ALTER TABLE dps ADD COLUMN federation TEXT NOT NULL DEFAULT '';`,
   // v5: a DP's private-lookup keys (issue 16): a JSON list of {epoch, publicKey (hex)}.
   "ALTER TABLE dps ADD COLUMN private_keys TEXT NOT NULL DEFAULT '[]';",
+  // v6: where a DP's endpoints are, for those elsewhere than the DP (issue 17, H2): a JSON list
+  // of {endpoint, jurisdiction}.
+  "ALTER TABLE dps ADD COLUMN endpoint_jurisdictions TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /**
@@ -204,11 +207,13 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
     dps: db.prepare<[], DpRow>("SELECT * FROM dps ORDER BY id"),
     dp: db.prepare<[string], DpRow>("SELECT * FROM dps WHERE id = ?"),
     putDp: db.prepare(
-      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key, federation, private_keys)
-       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key, @federation, @private_keys)
+      `INSERT INTO dps (id, endpoints, tls_identity, jurisdiction, signing_key, federation, private_keys,
+         endpoint_jurisdictions)
+       VALUES (@id, @endpoints, @tls_identity, @jurisdiction, @signing_key, @federation, @private_keys,
+         @endpoint_jurisdictions)
        ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, tls_identity = excluded.tls_identity,
          jurisdiction = excluded.jurisdiction, signing_key = excluded.signing_key, federation = excluded.federation,
-         private_keys = excluded.private_keys`,
+         private_keys = excluded.private_keys, endpoint_jurisdictions = excluded.endpoint_jurisdictions`,
     ),
     deleteDp: db.prepare<[string]>("DELETE FROM dps WHERE id = ?"),
     msps: db.prepare<[], MspRow>("SELECT * FROM msps ORDER BY idx"),
@@ -253,6 +258,7 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
           signing_key: Buffer.from(c.dp.signingPublicKey),
           federation: c.dp.federation ? JSON.stringify(c.dp.federation) : "",
           private_keys: privateKeysColumn(c.dp),
+          endpoint_jurisdictions: JSON.stringify(c.dp.endpointJurisdictions ?? []),
         });
         break;
       case "delete_dp":

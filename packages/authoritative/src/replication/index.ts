@@ -2,7 +2,15 @@
 // the Follow and Fence service (source.ts), the follower it runs while it is not the primary
 // (replica.ts), the wait of writes for their followers (acks.ts) and promotion (promote.ts).
 import type * as grpc from "@grpc/grpc-js";
-import { type Clock, DiscoveryError, type KeyDirectory, type Logger, pb } from "@mimi/core";
+import {
+  type Clock,
+  DiscoveryError,
+  type DpInfo,
+  jurisdictionOfEndpoint,
+  type KeyDirectory,
+  type Logger,
+  pb,
+} from "@mimi/core";
 import { type Channel, counterFrom, gaugeFrom } from "@mimi/rpc";
 import type { ChangeLog } from "../change-log.js";
 import type { MappingStore } from "../store/store.js";
@@ -30,7 +38,16 @@ export interface ReplicationConfig {
    * registry places there; "" checks nothing.
    */
   readonly jurisdiction: string;
+  /**
+   * This endpoint's address as the registry lists it among the DP's endpoints; "" when not
+   * given. Given, the registry's jurisdiction of this endpoint is the one checked, and a primary
+   * sends nothing to it while the registry does not list it.
+   */
+  readonly endpoint: string;
 }
+
+/** How long a secondary that voted for a candidate follows it first (Raft's wait for a leader). */
+const FOLLOW_CANDIDATE_MS = 30_000;
 
 export const DEFAULT_REPLICATION: ReplicationConfig = {
   role: "primary",
@@ -40,6 +57,7 @@ export const DEFAULT_REPLICATION: ReplicationConfig = {
   ackTimeoutMs: 10_000,
   heartbeatMs: 5_000,
   jurisdiction: "",
+  endpoint: "",
 };
 
 /** What GetStatus and metrics show. */
@@ -82,8 +100,8 @@ export interface ReplicationOptions {
   dpId: string;
   /** The identity the registry publishes for this DP (its endpoints all present it). */
   dpIdentity: () => string | undefined;
-  /** The jurisdiction the registry places this DP in. */
-  dpJurisdiction: () => string | undefined;
+  /** The registry's entry of this DP. */
+  dpRecord: () => DpInfo | undefined;
   channel: (endpoint: string) => Channel;
   /** Runs after a secondary copied the whole store (the CSI filter is built again). */
   onCopied?: () => void;
@@ -117,6 +135,15 @@ export function startReplication(o: ReplicationOptions): Replication {
     timeoutMs: config.ackTimeoutMs,
     freshMs: 3 * config.heartbeatMs,
   });
+  // The candidate this endpoint last voted for, when it named its address.
+  let elected: { epoch: number; endpoint: string; atMs: number } | undefined;
+  // Where the registry places one of this DP's endpoints ("": the DP itself); undefined when
+  // it does not list the endpoint (or the DP).
+  const placeOf = (endpoint: string) => {
+    const dp = o.dpRecord();
+    if (!dp) return undefined;
+    return endpoint === "" ? dp.jurisdiction : jurisdictionOfEndpoint(dp, endpoint);
+  };
   const allowed = () => {
     const ids = new Set(config.followers);
     const own = o.dpIdentity();
@@ -134,7 +161,10 @@ export function startReplication(o: ReplicationOptions): Replication {
     now: o.clock,
     log: o.log,
     subscribeWriter: writerSubscriptions(store),
-    jurisdiction: o.dpJurisdiction,
+    jurisdiction: placeOf,
+    onGranted(epoch, endpoint) {
+      elected = { epoch, endpoint, atMs: o.clock() };
+    },
   });
   let keys: KeyDirectory | undefined;
   let replica: Replica | undefined;
@@ -178,6 +208,7 @@ export function startReplication(o: ReplicationOptions): Replication {
       role,
       dpId: o.dpId,
       endpoints: () => config.peers,
+      heartbeatMs: config.heartbeatMs,
       channel: o.channel,
       keys,
       onHashKey: o.setHashKey,
@@ -186,8 +217,17 @@ export function startReplication(o: ReplicationOptions): Replication {
       log: o.log,
       onServing: () => servingNow(),
       ...(o.onCopied && { onCopied: o.onCopied }),
+      ...(config.endpoint !== "" && { endpoint: config.endpoint }),
+      prefer: () => {
+        // The candidate this endpoint voted for, while that vote is the latest word on who is
+        // primary (then the peers in turn again).
+        if (!elected || elected.epoch !== role.epoch() || o.clock() - elected.atMs > FOLLOW_CANDIDATE_MS) {
+          return undefined;
+        }
+        return elected.endpoint;
+      },
       ...(config.jurisdiction !== "" && {
-        jurisdiction: { configured: config.jurisdiction, published: o.dpJurisdiction },
+        jurisdiction: { configured: config.jurisdiction, published: () => placeOf(config.endpoint) },
       }),
     });
     if (replica.problem() === undefined) servingNow();
@@ -248,6 +288,7 @@ export function startReplication(o: ReplicationOptions): Replication {
           ackFollowers: config.ackFollowers,
           log,
           storeProblem,
+          endpoint: config.endpoint,
         },
         force,
       ),

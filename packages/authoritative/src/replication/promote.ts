@@ -43,6 +43,8 @@ export interface PromoteOptions {
   fenceTimeoutMs?: number;
   /** Why this store cannot be served from (a secondary without a whole copy): it is not promoted. */
   storeProblem?: () => string | undefined;
+  /** This endpoint's address as the registry lists it ("" unknown), told to voters. */
+  endpoint?: string;
 }
 
 /** Promotes this endpoint; returns the epoch it is primary of and what the others answered. */
@@ -80,7 +82,10 @@ export async function promote(
           const r = await o
             .channel(endpoint)
             .client(pb.ReplicationService)
-            .fence({ epoch: BigInt(epoch), candidate }, { timeoutMs: o.fenceTimeoutMs ?? 3_000 });
+            .fence(
+              { epoch: BigInt(epoch), candidate, endpoint: o.endpoint ?? "" },
+              { timeoutMs: o.fenceTimeoutMs ?? 3_000 },
+            );
           return {
             endpoint,
             granted: r.granted,

@@ -66,6 +66,14 @@ export interface ReplicaOptions {
   dpId: string;
   /** The DP's other endpoints; the one that is primary serves the stream. */
   endpoints: () => readonly string[];
+  /** One of them to try before the one in turn (the candidate this endpoint voted for). */
+  prefer?: () => string | undefined;
+  /**
+   * How often the primary speaks on an idle stream (replication.heartbeatSeconds): a stream, or
+   * an attempt to open one, silent for three of these is dropped and the next endpoint tried (a
+   * primary cut off by the network says nothing).
+   */
+  heartbeatMs?: number;
   /** The channel to one of them (authenticated as this DP, checking the DP's identity). */
   channel: (endpoint: string) => Channel;
   /** The registry's keys, which every received row must verify with. */
@@ -86,6 +94,8 @@ export interface ReplicaOptions {
    * when they differ it neither follows nor serves (H2).
    */
   jurisdiction?: { readonly configured: string; readonly published: () => string | undefined };
+  /** This endpoint's address as the registry lists it (replication.endpoint), told to the primary. */
+  endpoint?: string;
 }
 
 /** Acks waiting to be sent: only the latest matters, so the queue never grows. */
@@ -145,7 +155,13 @@ export function startReplica(o: ReplicaOptions): Replica {
     if (!j) return undefined;
     const published = j.published();
     if (published === j.configured) return undefined;
-    return `this secondary is configured for jurisdiction "${j.configured}" but the registry places DP "${o.dpId}" in "${published ?? "none"}": it neither follows nor serves it (H2)`;
+    if (o.endpoint === undefined) {
+      return `this secondary is configured for jurisdiction "${j.configured}" but the registry places DP "${o.dpId}" in "${published ?? "none"}": it neither follows nor serves it (H2)`;
+    }
+    if (published === undefined) {
+      return `the registry does not list this secondary's endpoint ${o.endpoint} among DP "${o.dpId}"'s endpoints: it neither follows nor serves the DP until the registry publishes it, with its jurisdiction (H2)`;
+    }
+    return `this secondary is configured for jurisdiction "${j.configured}" but the registry places its endpoint ${o.endpoint} in "${published}": it neither follows nor serves DP "${o.dpId}" (H2)`;
   };
 
   // Names this follower to the primary across its streams (kept in the store).
@@ -158,6 +174,8 @@ export function startReplica(o: ReplicaOptions): Replica {
   // this endpoint acknowledges nothing more to a primary it helped replace.
   let sourceEpoch: number | undefined;
   let fencedTimer: NodeJS.Timeout | undefined;
+  // When the stream being read (or opened) last said anything.
+  let heardAtMs = o.now();
   let closed = false;
   role.onChange(() => {
     if (!closed && sourceEpoch !== undefined && role.epoch() > sourceEpoch) {
@@ -379,6 +397,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     endpoints: o.endpoints,
     open(endpoint, signal) {
       requests?.close();
+      heardAtMs = o.now();
       const elsewhere = jurisdictionProblem();
       if (elsewhere) throw new DiscoveryError("failed_precondition", elsewhere);
       // What the last stream delivered is stored before the position is named.
@@ -397,6 +416,7 @@ export function startReplica(o: ReplicaOptions): Replica {
         epoch: BigInt(role.epoch()),
         followerId,
         jurisdiction: o.jurisdiction?.configured ?? "",
+        endpoint: o.endpoint ?? "",
         writerAfterSeq: BigInt(writerLatest),
         writerAfterAtMs: BigInt(store.writer.atOf(writerLatest) ?? Number(store.meta(WRITER_AT_META) ?? 0)),
       });
@@ -406,8 +426,12 @@ export function startReplica(o: ReplicaOptions): Replica {
       return o.channel(endpoint).client(pb.ReplicationService).follow(r, { signal });
     },
     apply(msg, endpoint) {
-      return apply(msg, endpoint);
+      heardAtMs = o.now();
+      const caughtUp = apply(msg, endpoint);
+      heardAtMs = o.now(); // applying may take a while; the stream was not silent meanwhile
+      return caughtUp;
     },
+    ...(o.prefer && { prefer: o.prefer }),
     log,
     messages: {
       ended: "replication stream ended; following again",
@@ -416,6 +440,27 @@ export function startReplica(o: ReplicaOptions): Replica {
     maxBackoffMs: o.maxBackoffMs ?? 5_000,
     ...(o.pause && { pause: o.pause }),
   });
+
+  // Every heartbeat: a stream (or an attempt to open one) that has said nothing for three
+  // heartbeats is dropped; so is one the registry no longer lets this endpoint hold (H2).
+  const heartbeatMs = o.heartbeatMs ?? 5_000;
+  const silence = setInterval(() => {
+    const at = follower.endpoint();
+    if (at === undefined) return;
+    const elsewhere = jurisdictionProblem();
+    if (elsewhere) {
+      log.warn({ endpoint: at, reason: elsewhere }, "replication stopped");
+      follower.reconnect();
+    } else if (o.now() - heardAtMs > 3 * heartbeatMs) {
+      log.warn(
+        { endpoint: at, silentMs: o.now() - heardAtMs },
+        "replication stream silent; trying the next endpoint",
+      );
+      heardAtMs = o.now();
+      follower.reconnect();
+    }
+  }, heartbeatMs);
+  silence.unref();
 
   return {
     problem() {
@@ -438,6 +483,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     close() {
       closed = true;
       clearTimeout(fencedTimer);
+      clearInterval(silence);
       flushOrLog(); // what was not stored is asked for again by the next follower
       requests?.close();
       follower.close();

@@ -626,3 +626,118 @@ test("a secondary follows and serves only a DP the registry places in its jurisd
     (e: DiscoveryError) => e.code === "permission_denied" && e.details?.reason === "JURISDICTION",
   );
 });
+
+test("with its endpoint configured, a secondary is checked against that endpoint's jurisdiction in the registry (H2)", async () => {
+  const p = endpoint("primary", 2);
+  const s = endpoint("secondary");
+  // The registry's placement of each endpoint: undefined while it is not listed.
+  const places = new Map<string, string>();
+  const l = link(() => p);
+  const replica = follow(s, l.channel, {
+    endpoint: "dp-eu-2:7500",
+    jurisdiction: { configured: "EU", published: () => places.get("dp-eu-2:7500") },
+    heartbeatMs: 1,
+  });
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(l.starts.length, 0, "no stream while the registry does not list this endpoint");
+  assert.match(replica.problem() ?? "", /does not list this secondary's endpoint dp-eu-2:7500/);
+  places.set("dp-eu-2:7500", "CH");
+  assert.match(replica.problem() ?? "", /places its endpoint dp-eu-2:7500 in "CH"/);
+  places.set("dp-eu-2:7500", "EU");
+  await until(caughtUp(p, s), "follows once the registry places the endpoint in the EU");
+  assert.equal(l.starts.at(-1)?.endpoint, "dp-eu-2:7500", "the primary is told which endpoint follows");
+  // The registry moves it elsewhere: the stream it holds is dropped, and it serves no more.
+  const streams = l.starts.length;
+  places.set("dp-eu-2:7500", "US");
+  await until(() => replica.status().state === "disconnected", "the stream dropped");
+  assert.match(replica.problem() ?? "", /"US"/);
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(l.starts.length, streams, "and none opened again");
+  places.set("dp-eu-2:7500", "EU");
+  // The primary's check, by the endpoint the follower names.
+  const at = { ...p.server, jurisdiction: (e: string) => places.get(e) };
+  const refusal = (value: { jurisdiction?: string; endpoint?: string }) =>
+    serveFollow(
+      at,
+      "dp-eu",
+      [create(pb.FollowRequestSchema, { message: { case: "start", value } })][
+        Symbol.iterator
+      ]() as unknown as AsyncIterator<pb.FollowRequest>,
+      new AbortController().signal,
+      async () => {},
+    );
+  await assert.rejects(
+    refusal({ jurisdiction: "EU", endpoint: "dp-eu-9:7500" }),
+    (e: DiscoveryError) => e.code === "permission_denied" && e.details?.reason === "UNLISTED_ENDPOINT",
+  );
+  places.set("dp-eu-3:7500", "US");
+  await assert.rejects(
+    refusal({ jurisdiction: "EU", endpoint: "dp-eu-3:7500" }),
+    (e: DiscoveryError) =>
+      e.code === "permission_denied" &&
+      e.details?.reason === "JURISDICTION" &&
+      /dp-eu-3:7500/.test(e.message),
+  );
+});
+
+test("a secondary that voted for a candidate naming its address follows it before the others", async () => {
+  const s = endpoint("secondary");
+  const granted: [number, string][] = [];
+  const server = { ...s.server, onGranted: (epoch: number, e: string) => granted.push([epoch, e]) };
+  const fence = (epoch: bigint, candidate: string, e: string) =>
+    answerFence(server, create(pb.FenceRequestSchema, { epoch, candidate, endpoint: e }), "dp-eu");
+  assert.equal(fence(2n, "c1", "dp-eu-3:7500").granted, true);
+  assert.equal(fence(2n, "c2", "dp-eu-2:7500").granted, false, "one candidate per epoch");
+  assert.equal(fence(3n, "c3", "").granted, true);
+  assert.deepEqual(granted, [[2, "dp-eu-3:7500"]], "heard only for a granted vote that named an address");
+  // The replica tries the preferred endpoint instead of the one in turn.
+  const p = endpoint("primary", 1);
+  const opened: string[] = [];
+  const l = link(() => p);
+  const channelAt = (e: string) => {
+    opened.push(e);
+    return l.channel;
+  };
+  follow(s, l.channel, {
+    endpoints: () => ["dp-eu-1:7500", "dp-eu-3:7500"],
+    channel: channelAt,
+    prefer: () => "dp-eu-3:7500",
+  });
+  await until(caughtUp(p, s), "following");
+  assert.deepEqual([...new Set(opened)], ["dp-eu-3:7500"]);
+});
+
+test("a stream that says nothing for three heartbeats is dropped and the next endpoint tried", async () => {
+  const p = endpoint("primary", 1);
+  const s = endpoint("secondary");
+  let now = NOW;
+  const opened: string[] = [];
+  const l = link(() => p);
+  // The first endpoint accepts the stream and never answers (a host cut off by the network).
+  const silent = {
+    client: () => ({
+      follow: (_reqs: unknown, { signal }: { signal: AbortSignal }) => ({
+        async *[Symbol.asyncIterator]() {
+          await new Promise<void>((_, fail) =>
+            signal.addEventListener("abort", () => fail(new Error("cancelled")), { once: true }),
+          );
+        },
+      }),
+    }),
+  } as unknown as Channel;
+  follow(s, l.channel, {
+    endpoints: () => ["gone:1", "primary:1"],
+    channel: (e) => {
+      opened.push(e);
+      return e === "gone:1" ? silent : l.channel;
+    },
+    now: () => now,
+    heartbeatMs: 1,
+  });
+  await until(() => opened.length === 1, "the first attempt");
+  for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(opened, ["gone:1"], "kept while the clock does not move");
+  now += 4;
+  await until(caughtUp(p, s), "following the next endpoint");
+  assert.deepEqual(opened.slice(0, 2), ["gone:1", "primary:1"]);
+});

@@ -31,10 +31,16 @@ export interface ReplicationServerOptions {
   dpId: string;
   /** Certificate identities allowed to follow and fence (the DP's own endpoints). */
   allowed: () => ReadonlySet<string>;
-  /** The jurisdiction the registry places this DP in (a follower configured for another gets nothing). */
-  jurisdiction: () => string | undefined;
+  /**
+   * Where the registry places the DP's endpoint `endpoint` ("": the DP), undefined when it does
+   * not list it: a follower configured for another jurisdiction, or naming an unlisted
+   * endpoint, gets nothing.
+   */
+  jurisdiction: (endpoint: string) => string | undefined;
   /** Runs `wake` after each commit to the writer log; returns the unsubscribe function. */
   subscribeWriter: (wake: () => void) => () => void;
+  /** Hears a vote granted to a candidate that named its address (the replica follows it first). */
+  onGranted?: (epoch: number, endpoint: string) => void;
   /** How often an idle stream gets a ReplicaCaughtUp. */
   heartbeatMs: number;
   now: () => number;
@@ -83,11 +89,19 @@ export async function serveFollow(
   const req = first.value.message.value;
   role.observeEpoch(epochOf(req.epoch), peer);
   requireSource(role);
-  const published = o.jurisdiction();
-  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
+  const published = o.jurisdiction(req.endpoint);
+  if (req.endpoint !== "" && published === undefined) {
     throw new DiscoveryError(
       "permission_denied",
-      `the follower is configured for jurisdiction "${req.jurisdiction}" and the registry places this DP in "${published ?? "none"}": its store stays in its jurisdiction (H2)`,
+      `the follower names itself ${req.endpoint}, which the registry does not list among this DP's endpoints: the DP's store is copied only to endpoints the registry publishes, with their jurisdiction (H2); list it first (mimi root dp put)`,
+      { details: { reason: "UNLISTED_ENDPOINT" } },
+    );
+  }
+  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
+    const where = req.endpoint === "" ? "this DP" : `the follower's endpoint ${req.endpoint}`;
+    throw new DiscoveryError(
+      "permission_denied",
+      `the follower is configured for jurisdiction "${req.jurisdiction}" and the registry places ${where} in "${published ?? "none"}": its store stays in its jurisdiction (H2)`,
       { details: { reason: "JURISDICTION" } },
     );
   }
@@ -277,7 +291,10 @@ export function answerFence(
   const { store, role } = o;
   if (req.candidate.length > 64)
     throw new DiscoveryError("invalid_argument", "candidate is at most 64 characters");
+  if (req.endpoint.length > 300)
+    throw new DiscoveryError("invalid_argument", "endpoint is at most 300 characters");
   const granted = role.vote(epochOf(req.epoch), req.candidate, peer);
+  if (granted && req.endpoint !== "") o.onGranted?.(role.epoch(), req.endpoint);
   return {
     granted,
     epoch: BigInt(role.epoch()),

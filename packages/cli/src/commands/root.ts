@@ -137,6 +137,10 @@ export function addRootCommands(program: Command): void {
       .requiredOption("--tls-identity <name>", "certificate identity the DP's servers present")
       .requiredOption("--jurisdiction <code>", 'e.g. "EU"')
       .option(
+        "--endpoint-jurisdiction <host:port=code...>",
+        "where an endpoint elsewhere than --jurisdiction is (H2; default: every endpoint is in --jurisdiction)",
+      )
+      .option(
         "--signing-key <file>",
         "the DP's Ed25519 public key file, or its private key PEM (default: keep the key the registry has)",
       )
@@ -162,6 +166,7 @@ export function addRootCommands(program: Command): void {
         endpoint: string[];
         tlsIdentity: string;
         jurisdiction: string;
+        endpointJurisdiction?: string[];
         signingKey?: string;
         federation?: string;
         prefer?: string[];
@@ -174,6 +179,14 @@ export function addRootCommands(program: Command): void {
         if (!m || Number(m[1]) > 0xffff_ffff)
           throw new UsageError(`--private-lookup-key ${text}: give <epoch (32-bit)>:<64 hex digits>`);
         return { epoch: Number(m[1]), publicKey: new Uint8Array(Buffer.from(m[2] as string, "hex")) };
+      });
+      const endpointJurisdictions = (o.endpointJurisdiction ?? []).map((text) => {
+        const at = text.lastIndexOf("=");
+        if (at <= 0 || at === text.length - 1)
+          throw new UsageError(
+            `--endpoint-jurisdiction ${text}: give <host:port>=<code>, e.g. dp-eu-2:7500=CH`,
+          );
+        return { endpoint: text.slice(0, at), jurisdiction: text.slice(at + 1) };
       });
       const clearPrivateLookupKeys = o.privateLookupKeys === false;
       if (clearPrivateLookupKeys && privateLookupKeys.length > 0)
@@ -210,6 +223,7 @@ export function addRootCommands(program: Command): void {
               signingPublicKey: key,
               ...(federation && { federation }),
               privateLookupKeys,
+              endpointJurisdictions,
             },
             clearPrivateLookupKeys,
           },
@@ -293,6 +307,8 @@ export function addRootCommands(program: Command): void {
           privateLookupKeys: d.privateLookupKeys.map(
             (k) => `${k.epoch}:${Buffer.from(k.publicKey).toString("hex")}`,
           ),
+          // As `mimi root dp put --endpoint-jurisdiction` takes them.
+          endpointJurisdictions: d.endpointJurisdictions.map((e) => `${e.endpoint}=${e.jurisdiction}`),
         })),
         msps: (s?.msps ?? []).map((m) => ({
           id: m.id,
@@ -311,7 +327,7 @@ export function addRootCommands(program: Command): void {
       out("DPs:");
       for (const d of view.dps)
         out(
-          `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} key ${d.signingKey.padEnd(8)}  ${d.endpoints.join(" ")}  (${d.federation.defaultMode}${d.federation.preferred.length ? `, prefers ${d.federation.preferred.join(", ")}` : ""})`,
+          `  ${d.id.padEnd(8)} ${d.jurisdiction.padEnd(4)} ${d.tlsIdentity.padEnd(12)} key ${d.signingKey.padEnd(8)}  ${endpointsText(d.endpoints, d.endpointJurisdictions)}  (${d.federation.defaultMode}${d.federation.preferred.length ? `, prefers ${d.federation.preferred.join(", ")}` : ""})`,
         );
       out("MSPs:");
       for (const m of view.msps)
@@ -368,4 +384,9 @@ function describeChange(change: pb.RegistryChange | undefined): string {
 /** ", federated: a, b" for a delegation with federated DPs; "" without. */
 function federatedText(ids: readonly string[]): string {
   return ids.length > 0 ? `  federated: ${ids.join(", ")}` : "";
+}
+
+/** A DP's endpoints, each elsewhere than the DP marked with its jurisdiction ("host:port=CH"). */
+function endpointsText(endpoints: readonly string[], elsewhere: readonly string[]): string {
+  return endpoints.map((e) => elsewhere.find((x) => x.startsWith(`${e}=`)) ?? e).join(" ");
 }

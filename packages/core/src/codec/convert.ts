@@ -112,6 +112,10 @@ export function dpToProto(d: DpInfo) {
     signingPublicKey: d.signingPublicKey,
     federation: policyToProto(d.federation),
     privateLookupKeys: (d.privateLookupKeys ?? []).map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })),
+    endpointJurisdictions: (d.endpointJurisdictions ?? []).map((e) => ({
+      endpoint: e.endpoint,
+      jurisdiction: e.jurisdiction,
+    })),
   };
 }
 
@@ -126,6 +130,12 @@ export function dpFromProto(d: DpRecord): DpInfo {
     ...(federation && { federation }),
     ...(d.privateLookupKeys.length > 0 && {
       privateLookupKeys: d.privateLookupKeys.map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })),
+    }),
+    ...(d.endpointJurisdictions.length > 0 && {
+      endpointJurisdictions: d.endpointJurisdictions.map((e) => ({
+        endpoint: e.endpoint,
+        jurisdiction: e.jurisdiction,
+      })),
     }),
   };
 }

@@ -47,7 +47,7 @@ export type SealPeriod = Pick<RegistrySeal, "signedAtMs" | "expiresAtMs">;
 /** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
 export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Array {
   const c = new Canonical()
-    .raw(Buffer.from("MIMI-REGISTRY-v4", "ascii"))
+    .raw(Buffer.from("MIMI-REGISTRY-v5", "ascii"))
     .u64(data.serial)
     .u64(BigInt(period.signedAtMs))
     .u64(BigInt(period.expiresAtMs));
@@ -68,6 +68,11 @@ export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Arr
     const keys = [...(dp.privateLookupKeys ?? [])].sort((a, b) => a.epoch - b.epoch);
     c.u32(keys.length);
     for (const k of keys) c.u32(k.epoch).bytes(k.publicKey);
+    const places = [...(dp.endpointJurisdictions ?? [])].sort((a, b) =>
+      a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0,
+    );
+    c.u32(places.length);
+    for (const p of places) c.string(p.endpoint).string(p.jurisdiction);
   }
   c.u32(data.msps.length);
   for (const m of byId(data.msps)) c.string(m.id).string(m.name).u32(m.index).bytes(m.signingPublicKey);

@@ -52,6 +52,23 @@ export interface DpInfo {
   readonly federation?: FederationPolicy;
   /** The OPRF public keys of its private-lookup tables by epoch (at most MAX_PRIVATE_LOOKUP_KEYS); absent: none. */
   readonly privateLookupKeys?: readonly PrivateLookupKey[];
+  /**
+   * Endpoints elsewhere than `jurisdiction` (H2), sorted by endpoint, each at most once; absent:
+   * every endpoint is in `jurisdiction`.
+   */
+  readonly endpointJurisdictions?: readonly EndpointJurisdiction[];
+}
+
+/** Where one endpoint of a DP is (DpRecord.endpoint_jurisdictions). */
+export interface EndpointJurisdiction {
+  readonly endpoint: string;
+  readonly jurisdiction: string;
+}
+
+/** The jurisdiction the registry places `endpoint` of `dp` in (H2); undefined when `dp` does not list it. */
+export function jurisdictionOfEndpoint(dp: DpInfo, endpoint: string): string | undefined {
+  if (!dp.endpoints.includes(endpoint)) return undefined;
+  return dp.endpointJurisdictions?.find((e) => e.endpoint === endpoint)?.jurisdiction ?? dp.jurisdiction;
 }
 
 /** One private-lookup key epoch of a DP (DpRecord.private_lookup_keys). */

@@ -10,6 +10,7 @@ import { DiscoveryError } from "./errors.js";
 import {
   checkPublicKey,
   deferVerification,
+  derivedSecret,
   generateSigningKey,
   loadPublicKey,
   loadSigningKey,
@@ -309,4 +310,22 @@ test("verifyDeferred gives what inline checking gives now: big runs are not hand
   assert.equal(await verifyDeferred(counted, worker, () => registered), 2);
   assert.equal(runs, 2);
   assert.equal(handedOff.length, handed);
+});
+
+test("a secret derived from a key is the same for every holder of the key, and differs by key and purpose", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-derived-"));
+  try {
+    const key = generateSigningKey();
+    const path = join(dir, "dp.pem");
+    writeFileSync(path, signingKeyPem(key));
+    const again = loadSigningKey(path); // another endpoint of the DP, with the same key file
+    const code = derivedSecret(key, "MIMI-CODE-HASH-v1");
+    assert.equal(code.length, 32);
+    assert.deepEqual(derivedSecret(again, "MIMI-CODE-HASH-v1"), code);
+    assert.notDeepEqual(derivedSecret(key, "another purpose"), code);
+    assert.notDeepEqual(derivedSecret(generateSigningKey(), "MIMI-CODE-HASH-v1"), code);
+    assert.equal(derivedSecret(key, "MIMI-CODE-HASH-v1", 16).length, 16);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

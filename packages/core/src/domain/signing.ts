@@ -6,6 +6,7 @@ import {
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
+  hkdfSync,
   type KeyObject,
   sign,
   verify,
@@ -46,6 +47,18 @@ export interface SigningKey {
 export function generateSigningKey(): SigningKey {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   return { privateKey, publicKey: rawPublicKey(publicKey) };
+}
+
+/**
+ * A secret for one `purpose`, derived from `key`'s private seed (HKDF-SHA256): whoever holds the
+ * key derives the same secret (every endpoint of a DP), and the secret reveals nothing of the
+ * key or of the secrets of other purposes.
+ */
+export function derivedSecret(key: SigningKey, purpose: string, bytes = 32): Uint8Array {
+  const jwk = key.privateKey.export({ format: "jwk" });
+  if (typeof jwk.d !== "string") throw new Error("the signing key has no private part");
+  const seed = Buffer.from(jwk.d, "base64url");
+  return new Uint8Array(hkdfSync("sha256", seed, "MIMI-DERIVED-v1", purpose, bytes));
 }
 
 /** Reads a PKCS#8 PEM Ed25519 private key. */

@@ -706,6 +706,16 @@ test("changing any signed field of the registry invalidates the signature", () =
     ],
     ["a DP's TLS identity", { ...REGISTRY, dps: [{ ...EU, tlsIdentity: "dp-evil" }, US] }],
     ["a DP's jurisdiction", { ...REGISTRY, dps: [{ ...EU, jurisdiction: "US" }, US] }],
+    [
+      "an endpoint's jurisdiction",
+      {
+        ...REGISTRY,
+        dps: [
+          { ...EU, endpointJurisdictions: [{ endpoint: "dp-eu-2.example:7500", jurisdiction: "US" }] },
+          US,
+        ],
+      },
+    ],
     ["a DP's key", { ...REGISTRY, dps: [{ ...EU, signingPublicKey: otherKey.publicKey }, US] }],
     ["a DP's key removed", { ...REGISTRY, dps: [{ ...EU, signingPublicKey: EMPTY }, US] }],
     [
@@ -811,12 +821,17 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
           { epoch: 9, publicKey: new Uint8Array(32).fill(9) },
           { epoch: 7, publicKey: new Uint8Array(32).fill(7) },
         ],
+        // Given out of order: the digest sorts them by endpoint.
+        endpointJurisdictions: [
+          { endpoint: "dp-eu-2.example:7500", jurisdiction: "CH" },
+          { endpoint: "dp-eu-1.example:7500", jurisdiction: "EU-DE" },
+        ],
       },
     ],
     msps: [MSP_NO_KEY, MSP_B, MSP_A],
   };
   const h = createHash("sha256");
-  h.update("MIMI-REGISTRY-v4", "ascii");
+  h.update("MIMI-REGISTRY-v5", "ascii");
   h.update(u64((1n << 40n) + 5n));
   h.update(u64(BigInt(PERIOD.signedAtMs)));
   h.update(u64(BigInt(PERIOD.expiresAtMs)));
@@ -844,6 +859,12 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       bytes(new Uint8Array(32).fill(7)),
       u32(9),
       bytes(new Uint8Array(32).fill(9)),
+      // Two endpoint jurisdictions, by endpoint.
+      u32(2),
+      str("dp-eu-1.example:7500"),
+      str("EU-DE"),
+      str("dp-eu-2.example:7500"),
+      str("CH"),
     ]),
   );
   h.update(
@@ -854,8 +875,10 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       str("dp-us"),
       str("US"),
       bytes(otherKey.publicKey),
-      // No policy published: LOCAL (1), no preference; no private-lookup keys.
+      // No policy published: LOCAL (1), no preference; no private-lookup keys; no endpoint
+      // jurisdictions.
       u32(1),
+      u32(0),
       u32(0),
       u32(0),
     ]),
@@ -886,7 +909,7 @@ test("an empty registry has a fixed digest", () => {
   const expected = createHash("sha256")
     .update(
       Buffer.concat([
-        Buffer.from("MIMI-REGISTRY-v4"),
+        Buffer.from("MIMI-REGISTRY-v5"),
         Buffer.alloc(8),
         u64(BigInt(PERIOD.signedAtMs)),
         u64(BigInt(PERIOD.expiresAtMs)),

@@ -27,6 +27,7 @@ async function run(
   script: (attempt: number, signal: AbortSignal) => AsyncIterable<Msg>,
   attempts: number,
   endpoints: readonly string[] = ["a", "b"],
+  prefer?: () => string | undefined,
 ) {
   const opened: string[] = [];
   const pauses: number[] = [];
@@ -34,6 +35,7 @@ async function run(
   let follower: LogFollower | undefined;
   follower = followLog<Msg>({
     endpoints: () => endpoints,
+    ...(prefer && { prefer }),
     open(endpoint, signal) {
       opened.push(endpoint);
       if (opened.length > attempts) {
@@ -66,6 +68,22 @@ test("failing attempts go round the endpoints with a doubling pause, up to the c
   }, 6);
   assert.deepEqual(r.opened.slice(0, 6), ["a", "b", "a", "b", "a", "b"]);
   assert.deepEqual(r.pauses.slice(0, 6), [200, 400, 800, 1_000, 1_000, 1_000]);
+});
+
+test("an endpoint the caller prefers is tried instead of the one in turn, while it is listed", async () => {
+  let preferred: string | undefined;
+  const r = await run(
+    (attempt) => {
+      // After the second attempt the caller learns where to go (a new primary), for two tries.
+      if (attempt === 2) preferred = "c";
+      if (attempt === 4) preferred = "z"; // not an endpoint: ignored
+      throw new Error("connection refused");
+    },
+    6,
+    ["a", "b", "c"],
+    () => preferred,
+  );
+  assert.deepEqual(r.opened.slice(0, 6), ["a", "b", "c", "c", "c", "a"]);
 });
 
 test("a stream that caught up starts the backoff over; one that fails midway does not", async () => {

@@ -10,6 +10,11 @@ import { sleepUnlessAborted } from "../runtime/clock.js";
 export interface FollowLogOptions<M> {
   /** The endpoints to try, read again before every attempt (registry edits move them). */
   endpoints(): readonly string[];
+  /**
+   * An endpoint to try next instead of the one in turn, when the caller knows better (a
+   * secondary that just voted for a new primary); undefined, or one not in endpoints(): in turn.
+   */
+  prefer?(): string | undefined;
   /** Opens the stream at `endpoint`, from the caller's current position. */
   open(endpoint: string, signal: AbortSignal): AsyncIterable<M>;
   /**
@@ -63,8 +68,10 @@ export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
     let backoffMs = initialBackoffMs;
     while (!closing.signal.aborted) {
       const endpoints = o.endpoints();
-      const endpoint = endpoints.length > 0 ? endpoints[attempt % endpoints.length] : undefined;
-      attempt++;
+      const preferred = o.prefer?.();
+      let endpoint: string | undefined;
+      if (preferred !== undefined && endpoints.includes(preferred)) endpoint = preferred;
+      else if (endpoints.length > 0) endpoint = endpoints[attempt++ % endpoints.length];
       let progressed = false;
       if (endpoint !== undefined) {
         attemptAbort = new AbortController();

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/common.proto.
  */
 export const file_mimi_discovery_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCKFAQoKRGVsZWdhdGlvbhIKCgJpZBgBIAEoCRItCgNrZXkYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uS2V5Eg0KBWRwX2lkGAMgASgJEhMKC3R0bF9zZWNvbmRzGAQgASgNEhgKEGZlZGVyYXRlZF9kcF9pZHMYBSADKAkiZQoQRmVkZXJhdGlvblBvbGljeRI3CgxkZWZhdWx0X21vZGUYASABKA4yIS5taW1pLmRpc2NvdmVyeS52MS5GZWRlcmF0aW9uTW9kZRIYChBwcmVmZXJyZWRfZHBfaWRzGAIgAygJIuwBCghEcFJlY29yZBIKCgJpZBgBIAEoCRIRCgllbmRwb2ludHMYAiADKAkSFAoMdGxzX2lkZW50aXR5GAMgASgJEhQKDGp1cmlzZGljdGlvbhgEIAEoCRIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSNwoKZmVkZXJhdGlvbhgGIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25Qb2xpY3kSQAoTcHJpdmF0ZV9sb29rdXBfa2V5cxgHIAMoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXkiNQoQUHJpdmF0ZUxvb2t1cEtleRINCgVlcG9jaBgBIAEoDRISCgpwdWJsaWNfa2V5GAIgASgMIlAKCU1zcFJlY29yZBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgNEhoKEnNpZ25pbmdfcHVibGljX2tleRgEIAEoDCLsAQoQUmVnaXN0cnlTbmFwc2hvdBIOCgZzZXJpYWwYASABKAQSMgoLZGVsZWdhdGlvbnMYAiADKAsyHS5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uEigKA2RwcxgDIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkEioKBG1zcHMYBCADKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Nc3BSZWNvcmQSEQoJc2lnbmF0dXJlGAUgASgMEhQKDHNpZ25lZF9hdF9tcxgGIAEoAxIVCg1leHBpcmVzX2F0X21zGAcgASgDImMKEVJlZ2lzdHJ5U2lnbmF0dXJlEg4KBnNlcmlhbBgBIAEoBBIRCglzaWduYXR1cmUYAiABKAwSFAoMc2lnbmVkX2F0X21zGAMgASgDEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMiiwMKDlJlZ2lzdHJ5Q2hhbmdlEg4KBnNlcmlhbBgBIAEoBBI3Cg5wdXRfZGVsZWdhdGlvbhgCIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb25IABIeChRkZWxldGVfZGVsZWdhdGlvbl9pZBgDIAEoCUgAEi0KBnB1dF9kcBgEIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkRwUmVjb3JkSAASFgoMZGVsZXRlX2RwX2lkGAUgASgJSAASLwoHcHV0X21zcBgGIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZEgAEhcKDWRlbGV0ZV9tc3BfaWQYByABKAlIABI1CgdyZWZyZXNoGAsgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVnaXN0cnlSZWZyZXNoSAASEQoJc2lnbmF0dXJlGAggASgMEhQKDHNpZ25lZF9hdF9tcxgJIAEoAxIVCg1leHBpcmVzX2F0X21zGAogASgDQggKBmNoYW5nZSIRCg9SZWdpc3RyeVJlZnJlc2gi1wEKB01hcHBpbmcSDgoGbXNwX2lkGAEgASgJEgsKA3NzaRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEgwKBHRhZ3MYBCADKAkSFQoNY3JlYXRlZF9hdF9tcxgFIAEoAxIUCgxwcm9vZl9tZXRob2QYBiABKAkSFQoNZXhwaXJlc19hdF9tcxgHIAEoAxI6CgZzaWduZWQYCCABKAsyKi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nUmVjb3JkU2lnbmF0dXJlcxINCgVkcF9pZBgJIAEoCSJuChdNYXBwaW5nUmVjb3JkU2lnbmF0dXJlcxIOCgZyZWNvcmQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDBIUCgxkcF9zaWduYXR1cmUYBCABKAwiYQoNTG9va3VwT3B0aW9ucxIvCgZmb3JtYXQYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXJGb3JtYXQSEgoKbXNwX2ZpbHRlchgCIAMoCRILCgN0YWcYAyABKAkiUgoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgDIAEoBBIOCgZyZWFzb24YBCABKAkinAIKBkFuc3dlchIvCgZzdGF0dXMYASABKA4yHy5taW1pLmRpc2NvdmVyeS52MS5Mb29rdXBTdGF0dXMSLAoIbWFwcGluZ3MYAiADKAsyGi5taW1pLmRpc2NvdmVyeS52MS5NYXBwaW5nEhgKEGNvbXBhY3RfbXNwX2JpdHMYAyABKAwSEwoLdHRsX3NlY29uZHMYBCABKA0SDgoGZHBfaWRzGAUgAygJEisKBHNlYWwYBiABKAsyHS5taW1pLmRpc2NvdmVyeS52MS5BbnN3ZXJTZWFsEi8KB29wdF9vdXQYByABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5PcHRPdXRQcm9vZhIWCg5wcml2YXRlX2xvb2t1cBgIIAEoCCIyCgpBbnN3ZXJTZWFsEhEKCXN0YXRlbWVudBgBIAEoDBIRCglzaWduYXR1cmUYAiABKAwiTwoLT3B0T3V0UHJvb2YSEQoJc3RhdGVtZW50GAEgASgMEhYKDnVzZXJfc2lnbmF0dXJlGAIgASgMEhUKDW1zcF9zaWduYXR1cmUYAyABKAwipwEKFEVudW1lcmF0aW9uRGV0ZWN0aW9uEg8KB3N1YmplY3QYASABKAkSDQoFc2NvcGUYAiABKAkSEAoIZGlzdGluY3QYAyABKAQSDwoHYW5zd2VycxgEIAEoBBIRCglub3RfZm91bmQYBSABKAQSDQoFYXRfbXMYByABKAMSGAoQYmxvY2tlZF91bnRpbF9tcxgIIAEoA0oECAYQB1IKY2FjaGVfaGl0cypqCg5GZWRlcmF0aW9uTW9kZRIfChtGRURFUkFUSU9OX01PREVfVU5TUEVDSUZJRUQQABIZChVGRURFUkFUSU9OX01PREVfTE9DQUwQARIcChhGRURFUkFUSU9OX01PREVfRkVERVJBVEUQAiqAAQoMTG9va3VwU3RhdHVzEh0KGUxPT0tVUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNMT09LVVBfU1RBVFVTX0ZPVU5EEAESGwoXTE9PS1VQX1NUQVRVU19OT1RfRk9VTkQQAhIbChdMT09LVVBfU1RBVFVTX09QVEVEX09VVBADKmMKDEFuc3dlckZvcm1hdBIdChlBTlNXRVJfRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVQU5TV0VSX0ZPUk1BVF9WRVJCT1NFEAESGQoVQU5TV0VSX0ZPUk1BVF9DT01QQUNUEAJiBnByb3RvMw");
+  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCKFAQoKRGVsZWdhdGlvbhIKCgJpZBgBIAEoCRItCgNrZXkYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uS2V5Eg0KBWRwX2lkGAMgASgJEhMKC3R0bF9zZWNvbmRzGAQgASgNEhgKEGZlZGVyYXRlZF9kcF9pZHMYBSADKAkiZQoQRmVkZXJhdGlvblBvbGljeRI3CgxkZWZhdWx0X21vZGUYASABKA4yIS5taW1pLmRpc2NvdmVyeS52MS5GZWRlcmF0aW9uTW9kZRIYChBwcmVmZXJyZWRfZHBfaWRzGAIgAygJIrUCCghEcFJlY29yZBIKCgJpZBgBIAEoCRIRCgllbmRwb2ludHMYAiADKAkSFAoMdGxzX2lkZW50aXR5GAMgASgJEhQKDGp1cmlzZGljdGlvbhgEIAEoCRIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSNwoKZmVkZXJhdGlvbhgGIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25Qb2xpY3kSQAoTcHJpdmF0ZV9sb29rdXBfa2V5cxgHIAMoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXkSRwoWZW5kcG9pbnRfanVyaXNkaWN0aW9ucxgIIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50SnVyaXNkaWN0aW9uIj4KFEVuZHBvaW50SnVyaXNkaWN0aW9uEhAKCGVuZHBvaW50GAEgASgJEhQKDGp1cmlzZGljdGlvbhgCIAEoCSI1ChBQcml2YXRlTG9va3VwS2V5Eg0KBWVwb2NoGAEgASgNEhIKCnB1YmxpY19rZXkYAiABKAwiUAoJTXNwUmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW5kZXgYAyABKA0SGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMIuwBChBSZWdpc3RyeVNuYXBzaG90Eg4KBnNlcmlhbBgBIAEoBBIyCgtkZWxlZ2F0aW9ucxgCIAMoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb24SKAoDZHBzGAMgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBSZWNvcmQSKgoEbXNwcxgEIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZBIRCglzaWduYXR1cmUYBSABKAwSFAoMc2lnbmVkX2F0X21zGAYgASgDEhUKDWV4cGlyZXNfYXRfbXMYByABKAMiYwoRUmVnaXN0cnlTaWduYXR1cmUSDgoGc2VyaWFsGAEgASgEEhEKCXNpZ25hdHVyZRgCIAEoDBIUCgxzaWduZWRfYXRfbXMYAyABKAMSFQoNZXhwaXJlc19hdF9tcxgEIAEoAyKLAwoOUmVnaXN0cnlDaGFuZ2USDgoGc2VyaWFsGAEgASgEEjcKDnB1dF9kZWxlZ2F0aW9uGAIgASgLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbkgAEh4KFGRlbGV0ZV9kZWxlZ2F0aW9uX2lkGAMgASgJSAASLQoGcHV0X2RwGAQgASgLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBSZWNvcmRIABIWCgxkZWxldGVfZHBfaWQYBSABKAlIABIvCgdwdXRfbXNwGAYgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuTXNwUmVjb3JkSAASFwoNZGVsZXRlX21zcF9pZBgHIAEoCUgAEjUKB3JlZnJlc2gYCyABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZWdpc3RyeVJlZnJlc2hIABIRCglzaWduYXR1cmUYCCABKAwSFAoMc2lnbmVkX2F0X21zGAkgASgDEhUKDWV4cGlyZXNfYXRfbXMYCiABKANCCAoGY2hhbmdlIhEKD1JlZ2lzdHJ5UmVmcmVzaCLXAQoHTWFwcGluZxIOCgZtc3BfaWQYASABKAkSCwoDc3NpGAIgASgJEhIKCmlzX2RlZmF1bHQYAyABKAgSDAoEdGFncxgEIAMoCRIVCg1jcmVhdGVkX2F0X21zGAUgASgDEhQKDHByb29mX21ldGhvZBgGIAEoCRIVCg1leHBpcmVzX2F0X21zGAcgASgDEjoKBnNpZ25lZBgIIAEoCzIqLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmdSZWNvcmRTaWduYXR1cmVzEg0KBWRwX2lkGAkgASgJIm4KF01hcHBpbmdSZWNvcmRTaWduYXR1cmVzEg4KBnJlY29yZBgBIAEoDBIWCg51c2VyX3NpZ25hdHVyZRgCIAEoDBIVCg1tc3Bfc2lnbmF0dXJlGAMgASgMEhQKDGRwX3NpZ25hdHVyZRgEIAEoDCJhCg1Mb29rdXBPcHRpb25zEi8KBmZvcm1hdBgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlckZvcm1hdBISCgptc3BfZmlsdGVyGAIgAygJEgsKA3RhZxgDIAEoCSJSCglJdGVtRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgEEg4KBnJlYXNvbhgEIAEoCSKcAgoGQW5zd2VyEi8KBnN0YXR1cxgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0YXR1cxIsCghtYXBwaW5ncxgCIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmcSGAoQY29tcGFjdF9tc3BfYml0cxgDIAEoDBITCgt0dGxfc2Vjb25kcxgEIAEoDRIOCgZkcF9pZHMYBSADKAkSKwoEc2VhbBgGIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgHIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mEhYKDnByaXZhdGVfbG9va3VwGAggASgIIjIKCkFuc3dlclNlYWwSEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJPCgtPcHRPdXRQcm9vZhIRCglzdGF0ZW1lbnQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDCKnAQoURW51bWVyYXRpb25EZXRlY3Rpb24SDwoHc3ViamVjdBgBIAEoCRINCgVzY29wZRgCIAEoCRIQCghkaXN0aW5jdBgDIAEoBBIPCgdhbnN3ZXJzGAQgASgEEhEKCW5vdF9mb3VuZBgFIAEoBBINCgVhdF9tcxgHIAEoAxIYChBibG9ja2VkX3VudGlsX21zGAggASgDSgQIBhAHUgpjYWNoZV9oaXRzKmoKDkZlZGVyYXRpb25Nb2RlEh8KG0ZFREVSQVRJT05fTU9ERV9VTlNQRUNJRklFRBAAEhkKFUZFREVSQVRJT05fTU9ERV9MT0NBTBABEhwKGEZFREVSQVRJT05fTU9ERV9GRURFUkFURRACKoABCgxMb29rdXBTdGF0dXMSHQoZTE9PS1VQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0xPT0tVUF9TVEFUVVNfRk9VTkQQARIbChdMT09LVVBfU1RBVFVTX05PVF9GT1VORBACEhsKF0xPT0tVUF9TVEFUVVNfT1BURURfT1VUEAMqYwoMQW5zd2VyRm9ybWF0Eh0KGUFOU1dFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVBTlNXRVJfRk9STUFUX1ZFUkJPU0UQARIZChVBTlNXRVJfRk9STUFUX0NPTVBBQ1QQAmIGcHJvdG8z");
 
 /**
  * The part of the identifier space a delegation covers.
@@ -208,6 +208,17 @@ export type DpRecord = Message<"mimi.discovery.v1.DpRecord"> & {
    * @generated from field: repeated mimi.discovery.v1.PrivateLookupKey private_lookup_keys = 7;
    */
   privateLookupKeys: PrivateLookupKey[];
+
+  /**
+   * Where each endpoint's machine, and so its copy of the DP's store, is (H2), for endpoints
+   * elsewhere than `jurisdiction`; an endpoint not named here is in `jurisdiction`. Each names
+   * an address listed in `endpoints`, at most once. A secondary follows the DP only when the
+   * registry places its own endpoint in the jurisdiction it is configured for, and a primary
+   * sends its store only to such a follower.
+   *
+   * @generated from field: repeated mimi.discovery.v1.EndpointJurisdiction endpoint_jurisdictions = 8;
+   */
+  endpointJurisdictions: EndpointJurisdiction[];
 };
 
 /**
@@ -216,6 +227,34 @@ export type DpRecord = Message<"mimi.discovery.v1.DpRecord"> & {
  */
 export const DpRecordSchema: GenMessage<DpRecord> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_common, 4);
+
+/**
+ * The jurisdiction of one endpoint of a DP.
+ *
+ * @generated from message mimi.discovery.v1.EndpointJurisdiction
+ */
+export type EndpointJurisdiction = Message<"mimi.discovery.v1.EndpointJurisdiction"> & {
+  /**
+   * An address of the DP's `endpoints`.
+   *
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * A short code such as "EU" or "US".
+   *
+   * @generated from field: string jurisdiction = 2;
+   */
+  jurisdiction: string;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.EndpointJurisdiction.
+ * Use `create(EndpointJurisdictionSchema)` to create a new message.
+ */
+export const EndpointJurisdictionSchema: GenMessage<EndpointJurisdiction> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 5);
 
 /**
  * One private-lookup key epoch of a DP: RFC 9497 VOPRF, ristretto255-SHA512.
@@ -241,7 +280,7 @@ export type PrivateLookupKey = Message<"mimi.discovery.v1.PrivateLookupKey"> & {
  * Use `create(PrivateLookupKeySchema)` to create a new message.
  */
 export const PrivateLookupKeySchema: GenMessage<PrivateLookupKey> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 5);
+  messageDesc(file_mimi_discovery_v1_common, 6);
 
 /**
  * A messaging service provider known to the registry.
@@ -281,7 +320,7 @@ export type MspRecord = Message<"mimi.discovery.v1.MspRecord"> & {
  * Use `create(MspRecordSchema)` to create a new message.
  */
 export const MspRecordSchema: GenMessage<MspRecord> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 6);
+  messageDesc(file_mimi_discovery_v1_common, 7);
 
 /**
  * The whole registry at one serial.
@@ -336,13 +375,13 @@ export type RegistrySnapshot = Message<"mimi.discovery.v1.RegistrySnapshot"> & {
  * Use `create(RegistrySnapshotSchema)` to create a new message.
  */
 export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 7);
+  messageDesc(file_mimi_discovery_v1_common, 8);
 
 /**
  * How the root signs its registry, so that a copy received from anywhere (a secondary, a
  * file) can be checked against a pinned root key, like a DNSSEC trust anchor.
  *
- * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v4",
+ * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v5",
  * then serial (u64), signed_at_ms (u64) and expires_at_ms (u64), then the delegations sorted
  * by id, the DPs sorted by id and the MSPs sorted by id, each list as a u32 count followed by
  * its entries. Strings are a u32 byte length and UTF-8 bytes; integers are big-endian; bytes
@@ -350,7 +389,8 @@ export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*
  * federated_dp_ids as a u32 count of strings); a DP is (id, endpoints as a u32 count of strings,
  * tls_identity, jurisdiction, signing_public_key, the federation default mode u32 and its
  * preferred_dp_ids as a u32 count of strings, then its private_lookup_keys sorted by epoch as a
- * u32 count of (epoch u32, public_key)); an MSP is (id, name, index u32, signing_public_key).
+ * u32 count of (epoch u32, public_key), then its endpoint_jurisdictions sorted by endpoint as a
+ * u32 count of (endpoint, jurisdiction)); an MSP is (id, name, index u32, signing_public_key).
  * signature = Ed25519 over the ASCII string "MIMI-REGISTRY-SIG-v1", a zero byte, and digest.
  *
  * A follower accepts a signed registry only when the signature verifies, signed_at_ms is not
@@ -388,7 +428,7 @@ export type RegistrySignature = Message<"mimi.discovery.v1.RegistrySignature"> &
  * Use `create(RegistrySignatureSchema)` to create a new message.
  */
 export const RegistrySignatureSchema: GenMessage<RegistrySignature> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 8);
+  messageDesc(file_mimi_discovery_v1_common, 9);
 
 /**
  * One change to the registry; applying changes in serial order to the snapshot
@@ -474,7 +514,7 @@ export type RegistryChange = Message<"mimi.discovery.v1.RegistryChange"> & {
  * Use `create(RegistryChangeSchema)` to create a new message.
  */
 export const RegistryChangeSchema: GenMessage<RegistryChange> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 9);
+  messageDesc(file_mimi_discovery_v1_common, 10);
 
 /**
  * The body of a refresh change (nothing: the new signature is the point).
@@ -489,7 +529,7 @@ export type RegistryRefresh = Message<"mimi.discovery.v1.RegistryRefresh"> & {
  * Use `create(RegistryRefreshSchema)` to create a new message.
  */
 export const RegistryRefreshSchema: GenMessage<RegistryRefresh> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 10);
+  messageDesc(file_mimi_discovery_v1_common, 11);
 
 /**
  * Where a CSI is reachable: one service and the user's identifier there.
@@ -566,7 +606,7 @@ export type Mapping = Message<"mimi.discovery.v1.Mapping"> & {
  * Use `create(MappingSchema)` to create a new message.
  */
 export const MappingSchema: GenMessage<Mapping> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 11);
+  messageDesc(file_mimi_discovery_v1_common, 12);
 
 /**
  * A mapping record and its three signatures (R3-R6). `record` is the canonical encoding:
@@ -611,7 +651,7 @@ export type MappingRecordSignatures = Message<"mimi.discovery.v1.MappingRecordSi
  * Use `create(MappingRecordSignaturesSchema)` to create a new message.
  */
 export const MappingRecordSignaturesSchema: GenMessage<MappingRecordSignatures> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 12);
+  messageDesc(file_mimi_discovery_v1_common, 13);
 
 /**
  * Query parameters shared by the resolver and authoritative lookups.
@@ -645,7 +685,7 @@ export type LookupOptions = Message<"mimi.discovery.v1.LookupOptions"> & {
  * Use `create(LookupOptionsSchema)` to create a new message.
  */
 export const LookupOptionsSchema: GenMessage<LookupOptions> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 13);
+  messageDesc(file_mimi_discovery_v1_common, 14);
 
 /**
  * The failure of one item of a stream (ResolveStream, LookupStream); the stream goes on.
@@ -687,7 +727,7 @@ export type ItemError = Message<"mimi.discovery.v1.ItemError"> & {
  * Use `create(ItemErrorSchema)` to create a new message.
  */
 export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 14);
+  messageDesc(file_mimi_discovery_v1_common, 15);
 
 /**
  * An answer about one CSI.
@@ -761,7 +801,7 @@ export type Answer = Message<"mimi.discovery.v1.Answer"> & {
  * Use `create(AnswerSchema)` to create a new message.
  */
 export const AnswerSchema: GenMessage<Answer> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 15);
+  messageDesc(file_mimi_discovery_v1_common, 16);
 
 /**
  * A DP's signature over its whole answer for one CSI, valid for a bounded time (like a DNSSEC
@@ -808,7 +848,7 @@ export type AnswerSeal = Message<"mimi.discovery.v1.AnswerSeal"> & {
  * Use `create(AnswerSealSchema)` to create a new message.
  */
 export const AnswerSealSchema: GenMessage<AnswerSeal> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 16);
+  messageDesc(file_mimi_discovery_v1_common, 17);
 
 /**
  * The holder's opt-out (R14) as it was signed: the action statement of claims.proto
@@ -840,7 +880,7 @@ export type OptOutProof = Message<"mimi.discovery.v1.OptOutProof"> & {
  * Use `create(OptOutProofSchema)` to create a new message.
  */
 export const OptOutProofSchema: GenMessage<OptOutProof> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 17);
+  messageDesc(file_mimi_discovery_v1_common, 18);
 
 /**
  * A window of one caller's lookups that looked like a crawl of the number space (R22): many
@@ -904,7 +944,7 @@ export type EnumerationDetection = Message<"mimi.discovery.v1.EnumerationDetecti
  * Use `create(EnumerationDetectionSchema)` to create a new message.
  */
 export const EnumerationDetectionSchema: GenMessage<EnumerationDetection> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 18);
+  messageDesc(file_mimi_discovery_v1_common, 19);
 
 /**
  * Whether a query federates: asks the range's federated DPs besides its authoritative DP.
