@@ -169,8 +169,21 @@ scenario(
     );
     await rejectsWith(lookupAt(s1, "tel:+447700900551"), status.UNAVAILABLE, /"CH"/);
     await t.resolverApplied(elsewhere);
+    // Resolvers still list it (the registry does), fail over past it, and every lookup is answered.
+    for (let i = 0; i < 10; i++) {
+      const r = await t.resolve(`tel:+4477009007${String(i).padStart(2, "0")}`);
+      assert.deepEqual(r.answer?.dpIds, ["eu"]);
+    }
+    // A put that does not mention placements keeps them (as it keeps the DP's key).
+    await t.putDp("eu", [primary, s1.address, s2.address]);
+    assert.match(
+      (await t.cli(["root", "show", "--root", t.net.root.address])).stdout,
+      new RegExp(`${s1.address}=CH`),
+    );
     // Back in the EU, it follows and serves again.
-    await t.resolverApplied(await t.putDp("eu", [primary, s1.address, s2.address]));
+    await t.resolverApplied(
+      await t.putDp("eu", [primary, s1.address, s2.address], "--endpoint-jurisdiction", `${s1.address}=EU`),
+    );
     await waitUntilServing(t.net, s1, 20_000);
     assert.deepEqual(await ssisAt(s1, "tel:+447700900551"), ["@rep-1"]);
   },

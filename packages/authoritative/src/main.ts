@@ -151,6 +151,7 @@ runServer<AuthoritativeConfig>(process, {
       registry: sync.view,
       registryProblem: () => (synced ? sync.problem() : "no registry copy received from a root yet"),
       storeProblem: () => replication.storeProblem(),
+      ttlCapSeconds: () => replication.answerTtlCap(),
       clock,
       answerTtlSeconds: config.answerTtlSeconds,
       negativeTtlSeconds: config.negativeTtlSeconds,

@@ -85,7 +85,10 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     negativeTtlSeconds: 60,
     signingKey: dpKey,
     answerSealMs: DAY,
+    ttlCapSeconds: () => ttlCap,
   });
+  // The replication's cap on TTLs (a secondary out of touch with its primary).
+  let ttlCap: number | undefined;
   const sent: CodeMessage[] = [];
   const claims = createClaims({
     dpId: "eu",
@@ -235,6 +238,9 @@ function setup({ contestWindowMs = 60_000 } = {}) {
     tick: (ms: number) => {
       now += ms;
     },
+    capTtl: (seconds: number | undefined) => {
+      ttlCap = seconds;
+    },
     now: () => now,
   };
 }
@@ -263,6 +269,17 @@ test("a claim sends a code over the CSI's channel, and completing it stores a ma
   // The code is stored only as a keyed hash: it appears nowhere in the challenge row.
   const ch = t.store.challenge(msg.challengeId);
   assert.ok(ch && !Buffer.from(ch.codeHash).toString("latin1").includes(msg.code));
+});
+
+test("answers carry the configured TTLs, capped while the replication caps them (a secondary out of touch)", async () => {
+  const t = setup();
+  await t.claim("bluebird.example", ALICE, "@alice");
+  const nobody = "tel:+447700900999";
+  assert.deepEqual([t.answer(ALICE).ttlSeconds, t.answer(nobody).ttlSeconds], [300, 60]);
+  t.capTtl(30);
+  assert.deepEqual([t.answer(ALICE).ttlSeconds, t.answer(nobody).ttlSeconds], [30, 30]);
+  t.capTtl(120);
+  assert.deepEqual([t.answer(ALICE).ttlSeconds, t.answer(nobody).ttlSeconds], [120, 60]);
 });
 
 test("email CSIs get an email-code proof", async () => {

@@ -59,6 +59,8 @@ export interface AuthoritativeServiceOptions {
   registryProblem: () => string | undefined;
   /** Why the store cannot be served from now (a secondary still copying it), if it cannot. */
   storeProblem?: () => string | undefined;
+  /** The longest TTL answers may carry now (a secondary out of touch with its primary); undefined: none. */
+  ttlCapSeconds?: () => number | undefined;
   clock: Clock;
   answerTtlSeconds: number;
   negativeTtlSeconds: number;
@@ -122,8 +124,10 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
         now,
         validMs,
       );
+    const cap = o.ttlCapSeconds?.();
+    const ttl = (seconds: number) => (cap === undefined ? seconds : Math.min(seconds, cap));
     if (rows.length === 0) {
-      const ttlSeconds = o.negativeTtlSeconds;
+      const ttlSeconds = ttl(o.negativeTtlSeconds);
       const optOut = provableOptOut(o.store.optOut(csi.uri)?.evidence);
       if (!optOut) return { kind: "not_found", dpId: o.dpId, ttlSeconds, seal: seal("not_found", []) };
       const { mspKey: _, ...proof } = optOut;
@@ -141,7 +145,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       kind: "answer",
       mappings,
       dpId: o.dpId,
-      ttlSeconds: o.answerTtlSeconds,
+      ttlSeconds: ttl(o.answerTtlSeconds),
       seal: seal("answer", mappings),
     };
   };

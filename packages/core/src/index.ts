@@ -167,6 +167,7 @@ export {
   tagsProblem,
 } from "./domain/record.js";
 export {
+  byEndpoint,
   covers,
   type Delegation,
   type DelegationKey,

@@ -55,6 +55,8 @@ export interface UpstreamOptions {
   attemptTimeoutMs: number;
   /** Hears how long each lookup at a DP took (window wait included) and whether it failed. */
   observe?: (dpId: string, seconds: number, failed: boolean) => void;
+  /** Clock of the windows and hold-downs (ms; tests pass one they move). */
+  now?: () => number;
   /** Private lookups, for lookups asked privately; they go through the same windows and failover. */
   privateLookups?: (channel: (dp: DpInfo, endpoint: string) => Channel) => PrivateLookups;
 }
@@ -63,13 +65,14 @@ export interface UpstreamOptions {
 export function createUpstream(o: UpstreamOptions): Upstream {
   const log = o.log.child({ component: "upstream" });
   const channels = o.channels;
+  const now = o.now ?? (() => performance.now());
   const muxes = new Map<string, LookupMux>();
   // The endpoint choice per DP (bounded by the registry's DPs, like the windows).
   const pickers = new Map<string, EndpointPicker>();
   const pickerFor = (dpId: string) => {
     let p = pickers.get(dpId);
     if (!p) {
-      p = new EndpointPicker(() => performance.now());
+      p = new EndpointPicker(now);
       pickers.set(dpId, p);
     }
     return p;
@@ -82,7 +85,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       g = new AdaptiveGate(dpId, {
         ...DEFAULT_GATE,
         decreaseEveryMs: o.attemptTimeoutMs,
-        now: () => performance.now(),
+        now,
       });
       gates.set(dpId, g);
     }
@@ -106,7 +109,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         // endpoints that are up take them together.
         onLimits: (rate) => {
           pickerFor(dp.id).setRate(endpoint, rate);
-          repace(dp);
+          repace(listed.get(dp.id) ?? dp);
         },
       });
       muxes.set(k, mux);
@@ -114,6 +117,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     return mux;
   };
 
+  // The DP as the last lookup saw it (the registry may have moved its endpoints since a stream opened).
+  const listed = new Map<string, DpInfo>();
   const repace = (dp: DpInfo) => gateFor(dp.id).setRate(pickerFor(dp.id).rate(dp.endpoints));
   const busy = (dp: DpInfo) => (endpoint: string) => muxes.get(muxKey(dp, endpoint))?.pendingCount ?? 0;
 
@@ -122,15 +127,27 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     if (dp.endpoints.length === 0) {
       throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
     }
+    listed.set(dp.id, dp);
     const rateContext = how.rateContext ?? NO_CONTEXT;
     const privately = how.privately === true;
     const picker = pickerFor(dp.id);
-    const order = picker.order(dp.endpoints, busy(dp), how.prefer);
+    // Not for a private lookup: the DP would learn which CSI it was from where it arrives.
+    const prefer = privately ? undefined : how.prefer;
+    const order = picker.order(dp.endpoints, busy(dp), prefer);
+    // Endpoints that timed out on this lookup: held down only if another answered in time
+    // (that one is slow), not when all are slow (the DP is overloaded; spreading goes on).
+    const slow: string[] = [];
     const answered = (endpoint: string) => {
-      if (picker.answered(endpoint)) repace(dp);
+      let changed = picker.answered(endpoint);
+      for (const s of slow) {
+        picker.failed(s);
+        changed = true;
+      }
+      if (changed) repace(dp);
       how.answeredBy?.(endpoint);
     };
     let timeouts = 0;
+    let refused: DiscoveryError | undefined;
     for (const endpoint of order) {
       try {
         if (privately) {
@@ -145,11 +162,19 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         return outcomeFromAnswer(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
-        if (e.code === "upstream_unavailable") {
+        if (timedOut(e)) slow.push(endpoint);
+        else if (e.code === "upstream_unavailable") {
           picker.failed(endpoint);
           repace(dp);
         } else if (e.remoteStatus !== undefined && picker.answered(endpoint)) repace(dp);
-        if (e.remoteStatus === status.RESOURCE_EXHAUSTED) throw dpRefusal(dp.id, e);
+        if (e.remoteStatus === status.RESOURCE_EXHAUSTED) {
+          // The caller's own budget is one at the DP, whichever endpoint: no failover. An
+          // endpoint's own capacity is its own: the next endpoint may have room.
+          const refusal = dpRefusal(dp.id, e);
+          if (isCallerRefusal(refusal)) throw refusal;
+          refused = refusal;
+          continue;
+        }
         // A private lookup's own findings (no private lookups there, a proof or bucket that
         // does not verify) are the caller's to read as they are.
         if (privately && e.remoteStatus === undefined && e.code !== "upstream_unavailable") throw e;
@@ -169,6 +194,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         }
       }
     }
+    if (refused) throw refused;
     throw new DiscoveryError(
       "upstream_unavailable",
       `DP "${dp.id}" did not answer at any of its ${order.length} endpoint(s)`,

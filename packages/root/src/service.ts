@@ -1,6 +1,7 @@
 // Registry logic, protocol-free: validated edits that each bump the serial, the
 // in-memory view used for referrals and snapshots, and change notification for watchers.
 import {
+  byEndpoint,
   type Clock,
   checkPublicKey,
   type Delegation,
@@ -396,7 +397,7 @@ function endpointJurisdictions(dp: DpInfo): EndpointJurisdiction[] {
   return (dp.endpointJurisdictions ?? [])
     .filter((p) => p.jurisdiction !== dp.jurisdiction)
     .map((p) => ({ endpoint: p.endpoint, jurisdiction: p.jurisdiction }))
-    .sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
+    .sort(byEndpoint);
 }
 
 function checkEndpoint(e: string): void {

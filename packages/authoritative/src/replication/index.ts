@@ -46,6 +46,9 @@ export interface ReplicationConfig {
   readonly endpoint: string;
 }
 
+/** The longest TTL a secondary out of touch with its primary gives its answers. */
+export const OUT_OF_TOUCH_TTL_SECONDS = 30;
+
 /** How long a secondary that voted for a candidate follows it first (Raft's wait for a leader). */
 const FOLLOW_CANDIDATE_MS = 30_000;
 
@@ -81,6 +84,11 @@ export interface Replication {
   requirePrimary(): void;
   /** Why lookups cannot be answered from this store yet (a secondary without a whole copy). */
   storeProblem(): string | undefined;
+  /**
+   * The longest TTL answers may carry now: OUT_OF_TOUCH_TTL_SECONDS on a secondary that may lag
+   * its primary by more than a few heartbeats; undefined otherwise.
+   */
+  answerTtlCap(): number | undefined;
   /** Resolves once lookups can be answered from this store (at once on a primary). */
   whenServing(): Promise<void>;
   promote(force: boolean): Promise<{ epoch: number; peers: PeerFence[] }>;
@@ -162,6 +170,7 @@ export function startReplication(o: ReplicationOptions): Replication {
     log: o.log,
     subscribeWriter: writerSubscriptions(store),
     jurisdiction: placeOf,
+    placesEndpoints: () => (o.dpRecord()?.endpointJurisdictions?.length ?? 0) > 0,
     onGranted(epoch, endpoint) {
       elected = { epoch, endpoint, atMs: o.clock() };
     },
@@ -278,6 +287,11 @@ export function startReplication(o: ReplicationOptions): Replication {
     isPrimary: () => role.isPrimary(),
     requirePrimary: () => role.requirePrimary(),
     storeProblem,
+    // A secondary out of touch still answers (the primary may be gone, and then it holds every
+    // acknowledged write), but briefly: an answer it gives may predate a change, and a
+    // resolver caches it no longer than this, like a DNS resolver's stale answer (RFC 8767).
+    answerTtlCap: () =>
+      role.name() === "secondary" && replica?.outOfTouch() !== false ? OUT_OF_TOUCH_TTL_SECONDS : undefined,
     promote: (force) =>
       promote(
         {

@@ -11,6 +11,7 @@ import { DiscoveryError, followLog, type KeyDirectory, type LogFollower, type Lo
 import type { Channel } from "@mimi/rpc";
 import { clampToNumber as num } from "../numbers.js";
 import type { MappingStore } from "../store/store.js";
+import { FollowRequests } from "./follow-requests.js";
 import type { ReplicationRole } from "./role.js";
 import { applyCsiState, checkCsiState, dropCsisBetween } from "./state.js";
 
@@ -54,10 +55,18 @@ export interface ReplicaStatus {
 export interface Replica {
   /** Why lookups cannot be served from this store yet, if they cannot. */
   problem(): string | undefined;
+  /**
+   * Whether the store may lag the primary's by more than a few heartbeats: not caught up with a
+   * primary lately (cut off, or serving its copy from before a restart), or behind by more.
+   */
+  outOfTouch(): boolean;
   status(): ReplicaStatus;
   close(): void;
   readonly done: Promise<void>;
 }
+
+/** The longest source heartbeat a follower waits out (replication.heartbeatSeconds' bound). */
+const MAX_HEARTBEAT_MS = 300_000;
 
 /** Options of startReplica. */
 export interface ReplicaOptions {
@@ -98,46 +107,17 @@ export interface ReplicaOptions {
   endpoint?: string;
 }
 
-/** Acks waiting to be sent: only the latest matters, so the queue never grows. */
-class Requests implements AsyncIterable<pb.FollowRequest> {
-  private ack: { seq: number; writerSeq: number } | undefined;
-  private wake: (() => void) | undefined;
-  private closed = false;
-  constructor(private readonly start: pb.FollowStart) {}
-  push(seq: number, writerSeq: number): void {
-    this.ack = { seq, writerSeq };
-    this.wake?.();
-  }
-  close(): void {
-    this.closed = true;
-    this.wake?.();
-  }
-  async *[Symbol.asyncIterator](): AsyncIterator<pb.FollowRequest> {
-    yield create(pb.FollowRequestSchema, { message: { case: "start", value: this.start } });
-    while (!this.closed) {
-      if (this.ack === undefined) {
-        await new Promise<void>((r) => {
-          this.wake = r;
-        });
-        this.wake = undefined;
-        continue;
-      }
-      const { seq, writerSeq } = this.ack;
-      this.ack = undefined;
-      yield create(pb.FollowRequestSchema, {
-        message: { case: "ack", value: { seq: BigInt(seq), writerSeq: BigInt(writerSeq) } },
-      });
-    }
-  }
-}
-
 /** Starts following. */
 export function startReplica(o: ReplicaOptions): Replica {
   const { store, role } = o;
   const log = o.log.child({ component: "replica" });
-  let requests: Requests | undefined;
+  let requests: FollowRequests | undefined;
   let serving = false;
   let state: ReplicaStatus["state"] = "disconnected";
+  // The heartbeat of the source of the stream (ReplicaStart), when it said.
+  let sourceHeartbeatMs = 0;
+  // When a primary last said this endpoint had caught up; undefined since the start.
+  let caughtUpAtMs: number | undefined;
   let lagEvents = 0;
   let lagMs = 0;
   let refusedRows = 0;
@@ -249,6 +229,9 @@ export function startReplica(o: ReplicaOptions): Replica {
     const m = msg.message;
     if (m.case === "start") {
       const s = m.value;
+      // The source's heartbeat, if longer than ours, is what silence is measured by (bounded:
+      // a source cannot make a dead stream look alive for long).
+      sourceHeartbeatMs = Math.min(s.heartbeatMs, MAX_HEARTBEAT_MS);
       if (s.dpId !== o.dpId) {
         throw new DiscoveryError(
           "failed_precondition",
@@ -385,6 +368,7 @@ export function startReplica(o: ReplicaOptions): Replica {
       lagEvents = Math.max(0, seq - (batch.seq ?? store.logBounds().latest));
       if (state !== "following") log.info({ endpoint, seq }, "secondary caught up with the primary");
       state = "following";
+      caughtUpAtMs = o.now();
       if (!serving) o.onServing?.();
       serving = true;
       ack();
@@ -420,7 +404,7 @@ export function startReplica(o: ReplicaOptions): Replica {
         writerAfterSeq: BigInt(writerLatest),
         writerAfterAtMs: BigInt(store.writer.atOf(writerLatest) ?? Number(store.meta(WRITER_AT_META) ?? 0)),
       });
-      const r = new Requests(start);
+      const r = new FollowRequests(start);
       requests = r;
       signal.addEventListener("abort", () => r.close(), { once: true });
       return o.channel(endpoint).client(pb.ReplicationService).follow(r, { signal });
@@ -444,6 +428,7 @@ export function startReplica(o: ReplicaOptions): Replica {
   // Every heartbeat: a stream (or an attempt to open one) that has said nothing for three
   // heartbeats is dropped; so is one the registry no longer lets this endpoint hold (H2).
   const heartbeatMs = o.heartbeatMs ?? 5_000;
+  const beat = () => Math.max(heartbeatMs, sourceHeartbeatMs);
   const silence = setInterval(() => {
     const at = follower.endpoint();
     if (at === undefined) return;
@@ -451,7 +436,7 @@ export function startReplica(o: ReplicaOptions): Replica {
     if (elsewhere) {
       log.warn({ endpoint: at, reason: elsewhere }, "replication stopped");
       follower.reconnect();
-    } else if (o.now() - heardAtMs > 3 * heartbeatMs) {
+    } else if (o.now() - heardAtMs > 3 * beat()) {
       log.warn(
         { endpoint: at, silentMs: o.now() - heardAtMs },
         "replication stream silent; trying the next endpoint",
@@ -471,6 +456,7 @@ export function startReplica(o: ReplicaOptions): Replica {
         ? "this secondary is still copying the DP's store; ask another endpoint"
         : "this secondary has not yet reached the DP's primary; ask another endpoint";
     },
+    outOfTouch: () => caughtUpAtMs === undefined || o.now() - caughtUpAtMs > 3 * beat() || lagMs > 3 * beat(),
     status: () => ({
       state: follower.connected() ? state : state === "copying" ? "copying" : "disconnected",
       endpoint: follower.endpoint(),

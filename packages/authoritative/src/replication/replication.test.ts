@@ -107,6 +107,7 @@ function endpoint(role: "primary" | "secondary", fill = 0): Endpoint {
     log,
     subscribeWriter: writerSubscriptions(store),
     jurisdiction: () => "EU",
+    placesEndpoints: () => false,
   };
   return { store, changeLog, role: r, followers, server };
 }
@@ -656,9 +657,9 @@ test("with its endpoint configured, a secondary is checked against that endpoint
   places.set("dp-eu-2:7500", "EU");
   // The primary's check, by the endpoint the follower names.
   const at = { ...p.server, jurisdiction: (e: string) => places.get(e) };
-  const refusal = (value: { jurisdiction?: string; endpoint?: string }) =>
+  const refusal = (value: { jurisdiction?: string; endpoint?: string }, server = at) =>
     serveFollow(
-      at,
+      server,
       "dp-eu",
       [create(pb.FollowRequestSchema, { message: { case: "start", value } })][
         Symbol.iterator
@@ -669,6 +670,11 @@ test("with its endpoint configured, a secondary is checked against that endpoint
   await assert.rejects(
     refusal({ jurisdiction: "EU", endpoint: "dp-eu-9:7500" }),
     (e: DiscoveryError) => e.code === "permission_denied" && e.details?.reason === "UNLISTED_ENDPOINT",
+  );
+  // A registry that places endpoints one by one: a follower that does not name its own gets nothing.
+  await assert.rejects(
+    refusal({ jurisdiction: "EU" }, { ...at, placesEndpoints: () => true }),
+    (e: DiscoveryError) => e.code === "permission_denied" && e.details?.reason === "ENDPOINT_REQUIRED",
   );
   places.set("dp-eu-3:7500", "US");
   await assert.rejects(
@@ -740,4 +746,27 @@ test("a stream that says nothing for three heartbeats is dropped and the next en
   now += 4;
   await until(caughtUp(p, s), "following the next endpoint");
   assert.deepEqual(opened.slice(0, 2), ["gone:1", "primary:1"]);
+});
+
+test("a secondary is out of touch until a primary says it caught up, and again once that is three heartbeats old", async () => {
+  const p = endpoint("primary", 1);
+  const s = endpoint("secondary");
+  let now = NOW;
+  let open = false;
+  const l = link(() => p);
+  const replica = follow(s, l.channel, {
+    now: () => now,
+    heartbeatMs: 1_000,
+    endpoints: () => (open ? ["primary:1"] : []),
+  });
+  assert.equal(replica.outOfTouch(), true, "a copy from before a restart is not known to be current");
+  open = true;
+  await until(() => replica.status().state === "following", "caught up");
+  assert.equal(replica.outOfTouch(), false);
+  // The primary's heartbeat (an hour in these tests) is longer than ours: silence is measured by
+  // it, up to the longest a config allows (300 s), so a source cannot make silence look alive.
+  now += 3 * 300_000;
+  assert.equal(replica.outOfTouch(), false);
+  now += 1;
+  assert.equal(replica.outOfTouch(), true);
 });

@@ -37,6 +37,8 @@ export interface ReplicationServerOptions {
    * endpoint, gets nothing.
    */
   jurisdiction: (endpoint: string) => string | undefined;
+  /** Whether the registry places any of the DP's endpoints individually (endpoint_jurisdictions). */
+  placesEndpoints: () => boolean;
   /** Runs `wake` after each commit to the writer log; returns the unsubscribe function. */
   subscribeWriter: (wake: () => void) => () => void;
   /** Hears a vote granted to a candidate that named its address (the replica follows it first). */
@@ -89,22 +91,13 @@ export async function serveFollow(
   const req = first.value.message.value;
   role.observeEpoch(epochOf(req.epoch), peer);
   requireSource(role);
-  const published = o.jurisdiction(req.endpoint);
-  if (req.endpoint !== "" && published === undefined) {
+  if (req.endpoint.length > 300 || req.jurisdiction.length > 16) {
     throw new DiscoveryError(
-      "permission_denied",
-      `the follower names itself ${req.endpoint}, which the registry does not list among this DP's endpoints: the DP's store is copied only to endpoints the registry publishes, with their jurisdiction (H2); list it first (mimi root dp put)`,
-      { details: { reason: "UNLISTED_ENDPOINT" } },
+      "invalid_argument",
+      "endpoint is at most 300 characters and jurisdiction at most 16",
     );
   }
-  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
-    const where = req.endpoint === "" ? "this DP" : `the follower's endpoint ${req.endpoint}`;
-    throw new DiscoveryError(
-      "permission_denied",
-      `the follower is configured for jurisdiction "${req.jurisdiction}" and the registry places ${where} in "${published ?? "none"}": its store stays in its jurisdiction (H2)`,
-      { details: { reason: "JURISDICTION" } },
-    );
-  }
+  checkPlacement(o, req);
   // Each stream may cost a whole copy: a DP has a few secondaries, never this many.
   if (o.followers.list().length >= MAX_FOLLOW_STREAMS) {
     throw new DiscoveryError(
@@ -159,6 +152,7 @@ export async function serveFollow(
           epoch: BigInt(role.epoch()),
           writerFromSeq: BigInt(start.writerFromSeq),
           fenced: !role.isPrimary(),
+          heartbeatMs: Math.min(o.heartbeatMs, 0xffff_ffff),
         },
       },
     });
@@ -209,8 +203,10 @@ export async function serveFollow(
     sent = { seq: position, writerSeq: writerPosition };
     while (!signal.aborted) {
       if (ackFailure) throw ackFailure;
-      // A fenced primary that became a secondary ends its followers' streams.
+      // A fenced primary that became a secondary ends its followers' streams; a registry that
+      // moved the follower's endpoint elsewhere ends its stream (checked at least every heartbeat).
       requireSource(role);
+      checkPlacement(o, req);
       for (;;) {
         const rows = writer.changesSince(writerPosition, CHANGE_PAGE);
         continuous(rows[0]?.seq, writerPosition, "writer events");
@@ -259,6 +255,37 @@ export async function serveFollow(
     unsubscribe();
     unsubscribeWriter();
     handle.leave();
+  }
+}
+
+/**
+ * Whether the registry lets this follower hold the DP's store (H2): an endpoint it names must be
+ * listed, and placed in the jurisdiction it says it is in; when the registry places any of the
+ * DP's endpoints individually, a follower must name its own.
+ */
+function checkPlacement(o: ReplicationServerOptions, req: pb.FollowStart): void {
+  if (req.endpoint === "" && o.placesEndpoints()) {
+    throw new DiscoveryError(
+      "permission_denied",
+      "the registry places this DP's endpoints one by one: a follower must name its own (replication.endpoint) (H2)",
+      { details: { reason: "ENDPOINT_REQUIRED" } },
+    );
+  }
+  const published = o.jurisdiction(req.endpoint);
+  if (req.endpoint !== "" && published === undefined) {
+    throw new DiscoveryError(
+      "permission_denied",
+      `the follower names itself ${req.endpoint}, which the registry does not list among this DP's endpoints: the DP's store is copied only to endpoints the registry publishes, with their jurisdiction (H2); list it first (mimi root dp put)`,
+      { details: { reason: "UNLISTED_ENDPOINT" } },
+    );
+  }
+  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
+    const where = req.endpoint === "" ? "this DP" : `the follower's endpoint ${req.endpoint}`;
+    throw new DiscoveryError(
+      "permission_denied",
+      `the follower is configured for jurisdiction "${req.jurisdiction}" and the registry places ${where} in "${published ?? "none"}": its store stays in its jurisdiction (H2)`,
+      { details: { reason: "JURISDICTION" } },
+    );
   }
 }
 

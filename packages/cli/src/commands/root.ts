@@ -138,7 +138,7 @@ export function addRootCommands(program: Command): void {
       .requiredOption("--jurisdiction <code>", 'e.g. "EU"')
       .option(
         "--endpoint-jurisdiction <host:port=code...>",
-        "where an endpoint elsewhere than --jurisdiction is (H2; default: every endpoint is in --jurisdiction)",
+        "where an endpoint elsewhere than --jurisdiction is (H2; default: keep the placements of endpoints still listed; host:port=<the DP's code> puts one back)",
       )
       .option(
         "--signing-key <file>",
@@ -199,7 +199,7 @@ export function addRootCommands(program: Command): void {
       try {
         // PutDp replaces the whole record, so a key or policy not given is carried over rather than dropped.
         const current =
-          given && (o.federation !== undefined || o.prefer !== undefined)
+          given && (o.federation !== undefined || o.prefer !== undefined) && endpointJurisdictions.length > 0
             ? undefined
             : (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find((d) => d.id === id);
         const key = given ?? current?.signingPublicKey ?? new Uint8Array(0);
@@ -223,7 +223,10 @@ export function addRootCommands(program: Command): void {
               signingPublicKey: key,
               ...(federation && { federation }),
               privateLookupKeys,
-              endpointJurisdictions,
+              endpointJurisdictions:
+                endpointJurisdictions.length > 0
+                  ? endpointJurisdictions
+                  : (current?.endpointJurisdictions ?? []).filter((e) => o.endpoint.includes(e.endpoint)),
             },
             clearPrivateLookupKeys,
           },

@@ -2,7 +2,7 @@
 // of the whole registry at a serial, its signature under the root key, and the validity period
 // a follower checks before it uses a copy.
 import { createHash } from "node:crypto";
-import { delegationId, LOCAL_POLICY, type RegistryData, type RegistrySeal } from "./registry.js";
+import { byEndpoint, delegationId, LOCAL_POLICY, type RegistryData, type RegistrySeal } from "./registry.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith, verifyWith } from "./signing.js";
 
 class Canonical {
@@ -46,8 +46,11 @@ export type SealPeriod = Pick<RegistrySeal, "signedAtMs" | "expiresAtMs">;
 
 /** SHA-256 over the canonical encoding of the registry (layout in common.proto, RegistrySignature). */
 export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Array {
+  // v5 only when some DP places an endpoint elsewhere: a registry without placements keeps the
+  // v4 digest, so followers of an older build verify it during an upgrade.
+  const placed = data.dps.some((d) => (d.endpointJurisdictions ?? []).length > 0);
   const c = new Canonical()
-    .raw(Buffer.from("MIMI-REGISTRY-v5", "ascii"))
+    .raw(Buffer.from(placed ? "MIMI-REGISTRY-v5" : "MIMI-REGISTRY-v4", "ascii"))
     .u64(data.serial)
     .u64(BigInt(period.signedAtMs))
     .u64(BigInt(period.expiresAtMs));
@@ -68,11 +71,11 @@ export function registryDigest(data: RegistryData, period: SealPeriod): Uint8Arr
     const keys = [...(dp.privateLookupKeys ?? [])].sort((a, b) => a.epoch - b.epoch);
     c.u32(keys.length);
     for (const k of keys) c.u32(k.epoch).bytes(k.publicKey);
-    const places = [...(dp.endpointJurisdictions ?? [])].sort((a, b) =>
-      a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0,
-    );
-    c.u32(places.length);
-    for (const p of places) c.string(p.endpoint).string(p.jurisdiction);
+    if (placed) {
+      const places = [...(dp.endpointJurisdictions ?? [])].sort(byEndpoint);
+      c.u32(places.length);
+      for (const p of places) c.string(p.endpoint).string(p.jurisdiction);
+    }
   }
   c.u32(data.msps.length);
   for (const m of byId(data.msps)) c.string(m.id).string(m.name).u32(m.index).bytes(m.signingPublicKey);

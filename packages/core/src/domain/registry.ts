@@ -65,6 +65,10 @@ export interface EndpointJurisdiction {
   readonly jurisdiction: string;
 }
 
+/** The order of endpoint placements in the registry (and its digest): by endpoint. */
+export const byEndpoint = (a: EndpointJurisdiction, b: EndpointJurisdiction): number =>
+  a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0;
+
 /** The jurisdiction the registry places `endpoint` of `dp` in (H2); undefined when `dp` does not list it. */
 export function jurisdictionOfEndpoint(dp: DpInfo, endpoint: string): string | undefined {
   if (!dp.endpoints.includes(endpoint)) return undefined;

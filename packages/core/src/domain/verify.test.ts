@@ -876,7 +876,7 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
       str("US"),
       bytes(otherKey.publicKey),
       // No policy published: LOCAL (1), no preference; no private-lookup keys; no endpoint
-      // jurisdictions.
+      // jurisdictions (the v5 layout, since eu places some).
       u32(1),
       u32(0),
       u32(0),
@@ -909,7 +909,7 @@ test("an empty registry has a fixed digest", () => {
   const expected = createHash("sha256")
     .update(
       Buffer.concat([
-        Buffer.from("MIMI-REGISTRY-v5"),
+        Buffer.from("MIMI-REGISTRY-v4"),
         Buffer.alloc(8),
         u64(BigInt(PERIOD.signedAtMs)),
         u64(BigInt(PERIOD.expiresAtMs)),
@@ -918,4 +918,50 @@ test("an empty registry has a fixed digest", () => {
     )
     .digest("hex");
   assert.equal(Buffer.from(registryDigest(empty, PERIOD)).toString("hex"), expected);
+});
+
+test("a registry in which no DP places an endpoint elsewhere keeps the v4 digest, which older followers verify", () => {
+  const u32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n);
+    return b;
+  };
+  const u64 = (n: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(n);
+    return b;
+  };
+  const str = (s: string) => Buffer.concat([u32(Buffer.byteLength(s, "utf8")), Buffer.from(s, "utf8")]);
+  const dp: DpInfo = { ...US, endpointJurisdictions: [] };
+  const data: RegistryData = { serial: 3n, delegations: [], dps: [dp], msps: [] };
+  const v4 = createHash("sha256")
+    .update(
+      Buffer.concat([
+        Buffer.from("MIMI-REGISTRY-v4"),
+        u64(3n),
+        u64(BigInt(PERIOD.signedAtMs)),
+        u64(BigInt(PERIOD.expiresAtMs)),
+        u32(0),
+        u32(1),
+        str("us"),
+        u32(1),
+        str("dp-us.example:7500"),
+        str("dp-us"),
+        str("US"),
+        u32(otherKey.publicKey.length),
+        otherKey.publicKey,
+        u32(1), // LOCAL
+        u32(0),
+        u32(0), // no private-lookup keys, and nothing after them
+        u32(0),
+      ]),
+    )
+    .digest("hex");
+  assert.equal(Buffer.from(registryDigest(data, PERIOD)).toString("hex"), v4);
+  // Placing an endpoint elsewhere moves the whole registry to v5.
+  const placed = {
+    ...data,
+    dps: [{ ...dp, endpointJurisdictions: [{ endpoint: "dp-us.example:7500", jurisdiction: "CA" }] }],
+  };
+  assert.notEqual(Buffer.from(registryDigest(placed, PERIOD)).toString("hex"), v4);
 });

@@ -381,7 +381,8 @@ export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*
  * How the root signs its registry, so that a copy received from anywhere (a secondary, a
  * file) can be checked against a pinned root key, like a DNSSEC trust anchor.
  *
- * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v5",
+ * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v5"
+ * ("MIMI-REGISTRY-v4" when no DP has endpoint_jurisdictions, which are then left out),
  * then serial (u64), signed_at_ms (u64) and expires_at_ms (u64), then the delegations sorted
  * by id, the DPs sorted by id and the MSPs sorted by id, each list as a u32 count followed by
  * its entries. Strings are a u32 byte length and UTF-8 bytes; integers are big-endian; bytes
@@ -389,8 +390,9 @@ export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*
  * federated_dp_ids as a u32 count of strings); a DP is (id, endpoints as a u32 count of strings,
  * tls_identity, jurisdiction, signing_public_key, the federation default mode u32 and its
  * preferred_dp_ids as a u32 count of strings, then its private_lookup_keys sorted by epoch as a
- * u32 count of (epoch u32, public_key), then its endpoint_jurisdictions sorted by endpoint as a
- * u32 count of (endpoint, jurisdiction)); an MSP is (id, name, index u32, signing_public_key).
+ * u32 count of (epoch u32, public_key), then (v5 only) its endpoint_jurisdictions sorted by
+ * endpoint as a u32 count of (endpoint, jurisdiction)); an MSP is (id, name, index u32,
+ * signing_public_key).
  * signature = Ed25519 over the ASCII string "MIMI-REGISTRY-SIG-v1", a zero byte, and digest.
  *
  * A follower accepts a signed registry only when the signature verifies, signed_at_ms is not

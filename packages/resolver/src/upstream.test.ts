@@ -1,0 +1,163 @@
+// The upstream pool against two endpoints of one DP, each an in-process gRPC server: lookups
+// spread over both; an endpoint's own capacity refusal fails over, the caller's own budget does
+// not; an endpoint that times out while the other answers is held down, one whose peers are
+// all slow is not.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { status } from "@grpc/grpc-js";
+import { createLogger, DiscoveryError, type DpInfo, pb } from "@mimi/core";
+import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
+import { addService, type ChannelPool } from "@mimi/rpc";
+import { HOLD_DOWN_MS } from "./endpoint-picker.js";
+import { createUpstream } from "./upstream.js";
+
+const log = createLogger({ name: "test", level: "silent" });
+const servers: InProcessServer[] = [];
+after(async () => {
+  for (const s of servers) await s.close();
+});
+
+type Reply = MessageInitShape<typeof pb.LookupStreamResponseSchema>;
+/** How an endpoint treats an item: answer it, refuse it with a reason, or say nothing. */
+type Behaviour = "answer" | "silent" | { refuse: string };
+
+/** An endpoint of DP eu whose LookupStream items get `behaviour()`; counts the items it saw. */
+async function endpoint(behaviour: () => Behaviour) {
+  const seen = { items: 0 };
+  const server = await startInProcess((s) =>
+    addService(
+      s,
+      pb.AuthoritativeService,
+      {
+        async lookup() {
+          throw new DiscoveryError("failed_precondition", "not in this test");
+        },
+        async lookupStream(reqs, ctx, send) {
+          for await (const r of reqs) {
+            seen.items++;
+            const b = behaviour();
+            if (b === "silent") continue;
+            const reply: Reply =
+              b === "answer"
+                ? {
+                    requestId: r.requestId,
+                    result: {
+                      case: "response",
+                      value: { answer: { status: pb.LookupStatus.NOT_FOUND, ttlSeconds: 60 } },
+                    },
+                  }
+                : {
+                    requestId: r.requestId,
+                    result: {
+                      case: "error",
+                      value: {
+                        code: status.RESOURCE_EXHAUSTED,
+                        message: "busy",
+                        reason: b.refuse,
+                        retryAfterMs: 1_000n,
+                      },
+                    },
+                  };
+            await send(reply);
+            if (ctx.signal.aborted) return;
+          }
+        },
+        async watchChanges() {
+          throw new DiscoveryError("failed_precondition", "not in this test");
+        },
+      },
+      { log },
+    ),
+  );
+  servers.push(server);
+  return { server, seen };
+}
+
+async function setup(a: () => Behaviour, b: () => Behaviour) {
+  const [ea, eb] = await Promise.all([endpoint(a), endpoint(b)]);
+  let now = 0;
+  const pool = ea.server.pool();
+  const channels: ChannelPool = { get: (address) => pool.get(address, ""), close: () => pool.close() };
+  const upstream = createUpstream({ channels, log, attemptTimeoutMs: 1_000, now: () => now });
+  const dp: DpInfo = {
+    id: "eu",
+    endpoints: [ea.server.address, eb.server.address],
+    tlsIdentity: "dp-eu",
+    jurisdiction: "EU",
+    signingPublicKey: new Uint8Array(0),
+  };
+  return {
+    upstream,
+    dp,
+    a: ea.seen,
+    b: eb.seen,
+    tick: (ms: number) => {
+      now += ms;
+    },
+  };
+}
+
+const context = new Uint8Array(16).fill(1);
+
+test("lookups are spread over a DP's endpoints, call by call", async () => {
+  const t = await setup(
+    () => "answer",
+    () => "answer",
+  );
+  for (let i = 0; i < 40; i++)
+    assert.equal((await t.upstream.lookup(t.dp, `tel:+4477009${i}`)).kind, "not_found");
+  assert.ok(t.a.items >= 5 && t.b.items >= 5, `split ${t.a.items}/${t.b.items}`);
+  t.upstream.close();
+});
+
+test("an endpoint's capacity refusal is asked of the next endpoint; the caller's own budget is not", async () => {
+  let reason = "DP_CAPACITY";
+  const t = await setup(
+    () => ({ refuse: reason }),
+    () => ({ refuse: reason }),
+  );
+  // Both full: the refusal is the caller's to see, after both were asked.
+  await assert.rejects(
+    t.upstream.lookup(t.dp, "tel:+447700900001", { rateContext: context }),
+    (e: DiscoveryError) => {
+      return e.code === "resource_exhausted" && e.details?.reason === "DP_CAPACITY";
+    },
+  );
+  assert.equal(t.a.items + t.b.items, 2, "both endpoints were asked");
+  reason = "DP_CONTEXT_LIMIT";
+  await assert.rejects(
+    t.upstream.lookup(t.dp, "tel:+447700900002", { rateContext: context }),
+    (e: DiscoveryError) => {
+      return e.code === "resource_exhausted" && e.details?.reason === "DP_CONTEXT_LIMIT";
+    },
+  );
+  assert.equal(t.a.items + t.b.items, 3, "one endpoint only: the caller's budget is one at the DP");
+  t.upstream.close();
+});
+
+test("an endpoint that times out while another answers is held down; all slow, none is", async () => {
+  let bAnswers = true;
+  const t = await setup(
+    () => "silent",
+    () => (bAnswers ? "answer" : "silent"),
+  );
+  // Until a lookup lands on a first, then fails over to b.
+  for (let i = 0; t.a.items === 0 && i < 50; i++) await t.upstream.lookup(t.dp, `tel:+4477009001${i}`);
+  assert.equal(t.a.items, 1);
+  for (let i = 0; i < 20; i++) await t.upstream.lookup(t.dp, `tel:+4477009002${i}`);
+  assert.equal(t.a.items, 1, "held down: b goes first while the clock does not move");
+  t.tick(HOLD_DOWN_MS.min);
+  // Both silent now: lookups fail, and neither endpoint is held down for it.
+  bAnswers = false;
+  await assert.rejects(
+    t.upstream.lookup(t.dp, "tel:+447700900301"),
+    (e: DiscoveryError) => e.code === "upstream_unavailable",
+  );
+  const [a, b] = [t.a.items, t.b.items];
+  bAnswers = true;
+  for (let i = 0; t.a.items === a && i < 50; i++) await t.upstream.lookup(t.dp, `tel:+4477009004${i}`);
+  assert.equal(t.a.items, a + 1, "a is asked again: the all-slow lookup held nobody down");
+  assert.ok(t.b.items > b);
+  t.upstream.close();
+});
