@@ -2,10 +2,11 @@
 // connection, across the endpoints that are up: the less busy of two picked at random (the
 // "power of two choices" of Envoy's least-request balancer), so a replicated DP's secondaries
 // share its load, one large party's lookups included, and a slow endpoint, whose lookups pile
-// up, gets fewer. (Each endpoint keeps its own budgets per party, so a DP sets them per endpoint:
-// a party's lookups reach each of N endpoints at about 1/N of its rate.) An endpoint that did not answer is held down (1 s, doubling to a minute
-// while it keeps failing; any answer ends it) and tried only after those that are up, so
-// failover costs one attempt, not one per call.
+// up, gets fewer. (Each endpoint keeps its own budgets per party, so a DP sets them per
+// endpoint: a party's lookups reach each of N endpoints at about 1/N of its rate.) An endpoint
+// that could not be reached, or timed out while another answered, is held down (1 s, doubling
+// to a minute while it keeps failing; any answer ends it) and tried only after those that are
+// up, so failover costs one attempt, not one per call (upstream.ts decides what failed).
 // A caller may name the endpoint to try first: the resolver does so for a CSI whose change
 // event came lately, sending it to the endpoint that delivered the event, which holds the change
 // (a secondary that lags might answer from before it, and the answer would be cached).

@@ -1,7 +1,7 @@
 // Calls to authoritative DPs: one long-lived channel per endpoint carrying one long-lived
 // LookupStream (lookup-mux.ts); lookups spread per call across a DP's endpoints, with failover
-// (endpoint-picker.ts); gRPC failures become DiscoveryError. The resolver authenticates as itself; nothing about the querying MSP is
-// forwarded (R9, P2).
+// (endpoint-picker.ts); gRPC failures become DiscoveryError. The resolver authenticates as
+// itself; nothing about the querying MSP is forwarded (R9, P2).
 
 import { performance } from "node:perf_hooks";
 import { status } from "@grpc/grpc-js";
