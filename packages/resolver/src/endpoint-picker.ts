@@ -42,7 +42,7 @@ export class EndpointPicker {
     const now = this.now();
     const up: string[] = [];
     const down: string[] = [];
-    for (const e of endpoints) (this.isUp(e, now) ? up : down).push(e);
+    for (const e of endpoints) (this.upAt(e, now) ? up : down).push(e);
     down.sort((a, b) => this.downUntil(a) - this.downUntil(b));
     let first: string | undefined;
     if (prefer !== undefined && up.includes(prefer)) first = prefer;
@@ -75,6 +75,17 @@ export class EndpointPicker {
     s.downUntilMs = this.now() + Math.min(HOLD_DOWN_MS.max, HOLD_DOWN_MS.min * 2 ** (s.failures - 1));
   }
 
+  /** `endpoint` refused for want of capacity: held down for `ms` (at most the longest hold-down). */
+  holdFor(endpoint: string, ms: number): void {
+    const s = this.state(endpoint);
+    s.downUntilMs = Math.max(s.downUntilMs, this.now() + Math.min(Math.max(ms, 0), HOLD_DOWN_MS.max));
+  }
+
+  /** Whether `endpoint` is up (not held down). */
+  isUp(endpoint: string): boolean {
+    return this.upAt(endpoint, this.now());
+  }
+
   /** The rate `endpoint` publishes (lookups per second; 0: none). */
   setRate(endpoint: string, perSecond: number): void {
     this.state(endpoint).rate = perSecond;
@@ -91,13 +102,13 @@ export class EndpointPicker {
     let up = 0;
     for (const e of endpoints) {
       const s = this.states.get(e);
-      if (this.isUp(e, now)) up++;
+      if (this.upAt(e, now)) up++;
       if (s?.rate && (lowest === 0 || s.rate < lowest)) lowest = s.rate;
     }
     return lowest * Math.max(1, up);
   }
 
-  private isUp(endpoint: string, now: number): boolean {
+  private upAt(endpoint: string, now: number): boolean {
     return this.downUntil(endpoint) <= now;
   }
 

@@ -136,6 +136,41 @@ test("an endpoint's capacity refusal is asked of the next endpoint; the caller's
   t.upstream.close();
 });
 
+test("an endpoint out of capacity is left alone until its retry-after; a reason not known is final", async () => {
+  let aSays: Behaviour = { refuse: "DP_RESOLVER_LIMIT" };
+  const t = await setup(
+    () => aSays,
+    () => "answer",
+  );
+  // Until a lookup lands on a first: it is refused there and answered by b.
+  for (let i = 0; t.a.items === 0 && i < 50; i++) {
+    assert.equal(
+      (await t.upstream.lookup(t.dp, `tel:+4477009005${i}`, { rateContext: context })).kind,
+      "not_found",
+    );
+  }
+  assert.equal(t.a.items, 1);
+  for (let i = 0; i < 20; i++) await t.upstream.lookup(t.dp, `tel:+4477009006${i}`, { rateContext: context });
+  assert.equal(t.a.items, 1, "left alone for its retry-after while the clock does not move");
+  t.tick(1_000);
+  aSays = { refuse: "LOOKUP_LIMIT_MINUTE" }; // not a reason this resolver knows: final
+  const b = t.b.items;
+  let refusedAtA = false;
+  let answeredByB = 0;
+  for (let i = 0; !refusedAtA && i < 50; i++) {
+    refusedAtA = await t.upstream
+      .lookup(t.dp, `tel:+4477009007${i}`, { rateContext: context })
+      .then(() => {
+        answeredByB++;
+        return false;
+      })
+      .catch((e: DiscoveryError) => e.details?.reason === "DP_LIMIT");
+  }
+  assert.equal(refusedAtA, true);
+  assert.equal(t.b.items - b, answeredByB, "the refused lookup did not go on to b");
+  t.upstream.close();
+});
+
 test("an endpoint that times out while another answers is held down; all slow, none is", async () => {
   let bAnswers = true;
   const t = await setup(

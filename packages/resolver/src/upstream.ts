@@ -149,6 +149,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     let timeouts = 0;
     let refused: DiscoveryError | undefined;
     for (const endpoint of order) {
+      // After a refusal only endpoints that are up are asked: one held down would cost a wait.
+      if (refused && !picker.isUp(endpoint)) break;
       try {
         if (privately) {
           if (!privateLookups)
@@ -168,10 +170,15 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           repace(dp);
         } else if (e.remoteStatus !== undefined && picker.answered(endpoint)) repace(dp);
         if (e.remoteStatus === status.RESOURCE_EXHAUSTED) {
-          // The caller's own budget is one at the DP, whichever endpoint: no failover. An
-          // endpoint's own capacity is its own: the next endpoint may have room.
+          // An endpoint's own capacity is its own: the next endpoint may have room, and this one
+          // is left alone until its retry-after (a minute at most). Anything else (the caller's
+          // budget, which is one at the DP whichever endpoint; a reason we do not know; a private
+          // lookup, whose evaluation may already be charged) is final.
           const refusal = dpRefusal(dp.id, e);
-          if (isCallerRefusal(refusal)) throw refusal;
+          const reason = refusal.details?.reason ?? "";
+          if (privately || !ENDPOINT_REASONS.has(reason)) throw refusal;
+          picker.holdFor(endpoint, refusal.details?.retryAfterMs ?? 0);
+          repace(dp);
           refused = refusal;
           continue;
         }
@@ -245,14 +252,15 @@ const DP_REASONS = new Set([
   "DP_CONTEXT_LIMIT",
   "ENUMERATION_SUSPECTED",
 ]);
+/** Refusals of one endpoint's own capacity: the next endpoint is asked. */
+const ENDPOINT_REASONS = new Set(["DP_CAPACITY", "DP_RESOLVER_LIMIT"]);
 /** Reasons that concern the caller's rate-limit context, not the resolver as a whole. */
 const CALLER_REASONS = new Set(["DP_CONTEXT_LIMIT", "ENUMERATION_SUSPECTED"]);
 const DAY_MS = 86_400_000;
 
 /**
  * A DP's RESOURCE_EXHAUSTED, as the caller gets it: in the resolver's words (the DP's text is
- * for our log; it may name this resolver), a known reason, a retry-after of at most a day. No
- * failover: another endpoint of the same DP is not a second budget.
+ * for our log; it may name this resolver), a known reason, a retry-after of at most a day.
  */
 function dpRefusal(dpId: string, e: DiscoveryError): DiscoveryError {
   const given = e.details?.reason ?? "";

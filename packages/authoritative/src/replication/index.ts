@@ -290,8 +290,9 @@ export function startReplication(o: ReplicationOptions): Replication {
     // A secondary out of touch still answers (the primary may be gone, and then it holds every
     // acknowledged write), but briefly: an answer it gives may predate a change, and a
     // resolver caches it no longer than this, like a DNS resolver's stale answer (RFC 8767).
+    // A fenced primary is out of touch too: a new primary writes elsewhere.
     answerTtlCap: () =>
-      role.name() === "secondary" && replica?.outOfTouch() !== false ? OUT_OF_TOUCH_TTL_SECONDS : undefined,
+      role.name() !== "primary" && replica?.outOfTouch() !== false ? OUT_OF_TOUCH_TTL_SECONDS : undefined,
     promote: (force) =>
       promote(
         {

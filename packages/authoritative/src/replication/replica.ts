@@ -114,8 +114,10 @@ export function startReplica(o: ReplicaOptions): Replica {
   let requests: FollowRequests | undefined;
   let serving = false;
   let state: ReplicaStatus["state"] = "disconnected";
-  // The heartbeat of the source of the stream (ReplicaStart), when it said.
+  // The heartbeat of the source of the stream (ReplicaStart), when it said, and whether it was
+  // a fenced primary.
   let sourceHeartbeatMs = 0;
+  let sourceFenced = false;
   // When a primary last said this endpoint had caught up; undefined since the start.
   let caughtUpAtMs: number | undefined;
   let lagEvents = 0;
@@ -250,6 +252,7 @@ export function startReplica(o: ReplicaOptions): Replica {
       // A fenced primary still feeds a promotion's candidate; anyone else looks again shortly
       // for the primary of the later epoch (followLog tries the next endpoint).
       clearTimeout(fencedTimer);
+      sourceFenced = s.fenced;
       if (s.fenced) fencedTimer = setTimeout(() => follower.reconnect(), FENCED_RETRY_MS).unref();
       if (!Buffer.from(s.hashKey).equals(o.currentHashKey())) o.onHashKey(s.hashKey);
       if (s.copy) {
@@ -368,7 +371,8 @@ export function startReplica(o: ReplicaOptions): Replica {
       lagEvents = Math.max(0, seq - (batch.seq ?? store.logBounds().latest));
       if (state !== "following") log.info({ endpoint, seq }, "secondary caught up with the primary");
       state = "following";
-      caughtUpAtMs = o.now();
+      // Caught up with a fenced primary is not caught up with the DP: a new primary writes elsewhere.
+      if (!sourceFenced) caughtUpAtMs = o.now();
       if (!serving) o.onServing?.();
       serving = true;
       ack();
@@ -382,6 +386,8 @@ export function startReplica(o: ReplicaOptions): Replica {
     open(endpoint, signal) {
       requests?.close();
       heardAtMs = o.now();
+      sourceHeartbeatMs = 0; // another source: its own heartbeat comes with its start
+      sourceFenced = false;
       const elsewhere = jurisdictionProblem();
       if (elsewhere) throw new DiscoveryError("failed_precondition", elsewhere);
       // What the last stream delivered is stored before the position is named.
@@ -456,7 +462,9 @@ export function startReplica(o: ReplicaOptions): Replica {
         ? "this secondary is still copying the DP's store; ask another endpoint"
         : "this secondary has not yet reached the DP's primary; ask another endpoint";
     },
-    outOfTouch: () => caughtUpAtMs === undefined || o.now() - caughtUpAtMs > 3 * beat() || lagMs > 3 * beat(),
+    // A caughtUp says everything up to then was sent (and, in order, received): a recent one
+    // bounds the lag without comparing the two machines' clocks.
+    outOfTouch: () => caughtUpAtMs === undefined || o.now() - caughtUpAtMs > 3 * beat(),
     status: () => ({
       state: follower.connected() ? state : state === "copying" ? "copying" : "disconnected",
       endpoint: follower.endpoint(),

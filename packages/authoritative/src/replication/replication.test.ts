@@ -770,3 +770,14 @@ test("a secondary is out of touch until a primary says it caught up, and again o
   now += 1;
   assert.equal(replica.outOfTouch(), true);
 });
+
+test("caught up with a fenced primary is not in touch: a new primary writes elsewhere", async () => {
+  const p = endpoint("primary", 1);
+  const s = endpoint("secondary");
+  assert.equal(p.role.vote(2, "candidate-elsewhere", "a promotion"), true);
+  assert.equal(p.role.name(), "fenced");
+  const l = link(() => p);
+  const replica = follow(s, l.channel);
+  await until(() => replica.status().state === "following", "caught up with the fenced source");
+  assert.equal(replica.outOfTouch(), true);
+});

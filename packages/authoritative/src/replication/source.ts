@@ -185,6 +185,7 @@ export async function serveFollow(
       let after = start.after;
       for (;;) {
         if (signal.aborted) return;
+        checkPlacement(o, req); // a long copy stops when the registry moves the follower
         const csis = csisAfter(store, after, COPY_PAGE);
         const done = csis.length < COPY_PAGE;
         const last = csis[csis.length - 1] ?? after;

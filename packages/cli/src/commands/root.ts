@@ -138,7 +138,7 @@ export function addRootCommands(program: Command): void {
       .requiredOption("--jurisdiction <code>", 'e.g. "EU"')
       .option(
         "--endpoint-jurisdiction <host:port=code...>",
-        "where an endpoint elsewhere than --jurisdiction is (H2; default: keep the placements of endpoints still listed; host:port=<the DP's code> puts one back)",
+        "where an endpoint elsewhere than --jurisdiction is (H2); the placements of other endpoints still listed are kept; host:port=<the DP's code> puts one back",
       )
       .option(
         "--signing-key <file>",
@@ -197,11 +197,11 @@ export function addRootCommands(program: Command): void {
       }
       const { ch, api, opts } = admin(o);
       try {
-        // PutDp replaces the whole record, so a key or policy not given is carried over rather than dropped.
-        const current =
-          given && (o.federation !== undefined || o.prefer !== undefined) && endpointJurisdictions.length > 0
-            ? undefined
-            : (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find((d) => d.id === id);
+        // PutDp replaces the whole record, so a key, policy or endpoint placement not given is
+        // carried over rather than dropped.
+        const current = (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find(
+          (d) => d.id === id,
+        );
         const key = given ?? current?.signingPublicKey ?? new Uint8Array(0);
         const federation =
           o.federation === undefined && o.prefer === undefined
@@ -223,10 +223,15 @@ export function addRootCommands(program: Command): void {
               signingPublicKey: key,
               ...(federation && { federation }),
               privateLookupKeys,
-              endpointJurisdictions:
-                endpointJurisdictions.length > 0
-                  ? endpointJurisdictions
-                  : (current?.endpointJurisdictions ?? []).filter((e) => o.endpoint.includes(e.endpoint)),
+              // The current placements of endpoints still listed, each given one overriding.
+              endpointJurisdictions: [
+                ...(current?.endpointJurisdictions ?? []).filter(
+                  (e) =>
+                    o.endpoint.includes(e.endpoint) &&
+                    !endpointJurisdictions.some((g) => g.endpoint === e.endpoint),
+                ),
+                ...endpointJurisdictions,
+              ],
             },
             clearPrivateLookupKeys,
           },
