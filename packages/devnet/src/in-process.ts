@@ -1,8 +1,10 @@
 // gRPC servers inside a test process, on a free loopback port without TLS: the tier between
 // unit tests and the multi-process network, for code that streams, resumes, back-pressures and
 // times out (log followers, multiplexed streams, peers). Never used by a server.
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { type Channel, type ChannelPool, createGrpcServer, listen, openChannel } from "@mimi/rpc";
+import { createLogger, DiscoveryError, pb } from "@mimi/core";
+import { addService, type Channel, type ChannelPool, createGrpcServer, listen, openChannel } from "@mimi/rpc";
 
 /** A server in this process and channels to it. */
 export interface InProcessServer {
@@ -52,4 +54,46 @@ export async function startInProcess(register: (server: grpc.Server) => void): P
       server.forceShutdown();
     },
   };
+}
+
+/** What a test DP does with one LookupStream item: reply through `reply`, or not; `end` ends the stream. */
+export type LookupItemHandler = (
+  item: { requestId: bigint; csi: string },
+  reply: (msg: MessageInitShape<typeof pb.LookupStreamResponseSchema>) => Promise<void>,
+  end: () => void,
+) => void;
+
+/**
+ * A DP in this process whose LookupStream hands every item to `onItem` (the other
+ * AuthoritativeService calls are refused), for tests of the resolver's side of the stream.
+ */
+export function startLookupStreamDp(onItem: LookupItemHandler): Promise<InProcessServer> {
+  const log = createLogger({ name: "test-dp", level: "silent" });
+  const refuse = async (): Promise<never> => {
+    throw new DiscoveryError("failed_precondition", "not in this test");
+  };
+  return startInProcess((s) =>
+    addService(
+      s,
+      pb.AuthoritativeService,
+      {
+        lookup: refuse,
+        watchChanges: refuse,
+        async lookupStream(reqs, ctx, send) {
+          let ended: () => void = () => {};
+          const over = new Promise<void>((r) => {
+            ended = r;
+          });
+          (async () => {
+            for await (const r of reqs) onItem({ requestId: r.requestId, csi: r.csi }, send, ended);
+          })().catch(() => {});
+          await Promise.race([
+            over,
+            new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
+          ]);
+        },
+      },
+      { log },
+    ),
+  );
 }

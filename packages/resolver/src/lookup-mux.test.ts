@@ -3,52 +3,21 @@
 // timeout, a stream that stops answering, the pending cap, and a stream that ends.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import { createLogger, DiscoveryError, pb } from "@mimi/core";
-import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
-import { addService } from "@mimi/rpc";
+import { DiscoveryError, pb } from "@mimi/core";
+import { type InProcessServer, type LookupItemHandler, startLookupStreamDp } from "@mimi/devnet/in-process";
 import { LookupMux } from "./lookup-mux.js";
 
-const log = createLogger({ name: "test", level: "silent" });
 const servers: InProcessServer[] = [];
 after(async () => {
   for (const s of servers) await s.close();
 });
 
 type Item = { requestId: bigint; csi: string };
-type Reply = (msg: MessageInitShape<typeof pb.LookupStreamResponseSchema>) => Promise<void>;
 
 /** A DP whose LookupStream hands every item to `onItem`, which answers (or not) through `reply`. */
-async function dp(onItem: (item: Item, reply: Reply, end: () => void) => void): Promise<InProcessServer> {
-  const server = await startInProcess((s) =>
-    addService(
-      s,
-      pb.AuthoritativeService,
-      {
-        async lookup() {
-          throw new DiscoveryError("failed_precondition", "not in this test");
-        },
-        async lookupStream(reqs, ctx, send) {
-          let ended: () => void = () => {};
-          const over = new Promise<void>((r) => {
-            ended = r;
-          });
-          (async () => {
-            for await (const r of reqs) onItem({ requestId: r.requestId, csi: r.csi }, send as Reply, ended);
-          })().catch(() => {});
-          await Promise.race([
-            over,
-            new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
-          ]);
-        },
-        async watchChanges() {
-          throw new DiscoveryError("failed_precondition", "not in this test");
-        },
-      },
-      { log },
-    ),
-  );
+async function dp(onItem: LookupItemHandler): Promise<InProcessServer> {
+  const server = await startLookupStreamDp(onItem);
   servers.push(server);
   return server;
 }

@@ -4,11 +4,10 @@
 // all slow is not.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import { createLogger, DiscoveryError, type DpInfo, pb } from "@mimi/core";
-import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
-import { addService, type ChannelPool } from "@mimi/rpc";
+import { createLogger, type DiscoveryError, type DpInfo, pb } from "@mimi/core";
+import { type InProcessServer, startLookupStreamDp } from "@mimi/devnet/in-process";
+import type { ChannelPool } from "@mimi/rpc";
 import { HOLD_DOWN_MS } from "./endpoint-picker.js";
 import { createUpstream } from "./upstream.js";
 
@@ -18,58 +17,39 @@ after(async () => {
   for (const s of servers) await s.close();
 });
 
-type Reply = MessageInitShape<typeof pb.LookupStreamResponseSchema>;
 /** How an endpoint treats an item: answer it, refuse it with a reason, or say nothing. */
 type Behaviour = "answer" | "silent" | { refuse: string };
 
 /** An endpoint of DP eu whose LookupStream items get `behaviour()`; counts the items it saw. */
 async function endpoint(behaviour: () => Behaviour) {
   const seen = { items: 0 };
-  const server = await startInProcess((s) =>
-    addService(
-      s,
-      pb.AuthoritativeService,
-      {
-        async lookup() {
-          throw new DiscoveryError("failed_precondition", "not in this test");
-        },
-        async lookupStream(reqs, ctx, send) {
-          for await (const r of reqs) {
-            seen.items++;
-            const b = behaviour();
-            if (b === "silent") continue;
-            const reply: Reply =
-              b === "answer"
-                ? {
-                    requestId: r.requestId,
-                    result: {
-                      case: "response",
-                      value: { answer: { status: pb.LookupStatus.NOT_FOUND, ttlSeconds: 60 } },
-                    },
-                  }
-                : {
-                    requestId: r.requestId,
-                    result: {
-                      case: "error",
-                      value: {
-                        code: status.RESOURCE_EXHAUSTED,
-                        message: "busy",
-                        reason: b.refuse,
-                        retryAfterMs: 1_000n,
-                      },
-                    },
-                  };
-            await send(reply);
-            if (ctx.signal.aborted) return;
+  const server = await startLookupStreamDp((item, reply) => {
+    seen.items++;
+    const b = behaviour();
+    if (b === "silent") return;
+    void reply(
+      b === "answer"
+        ? {
+            requestId: item.requestId,
+            result: {
+              case: "response",
+              value: { answer: { status: pb.LookupStatus.NOT_FOUND, ttlSeconds: 60 } },
+            },
           }
-        },
-        async watchChanges() {
-          throw new DiscoveryError("failed_precondition", "not in this test");
-        },
-      },
-      { log },
-    ),
-  );
+        : {
+            requestId: item.requestId,
+            result: {
+              case: "error",
+              value: {
+                code: status.RESOURCE_EXHAUSTED,
+                message: "busy",
+                reason: b.refuse,
+                retryAfterMs: 1_000n,
+              },
+            },
+          },
+    );
+  });
   servers.push(server);
   return { server, seen };
 }

@@ -790,18 +790,20 @@ test("the order of the registry's lists does not matter: the digest sorts them b
   assert.equal(registrySignatureValid(view.snapshot(), sig, rootKey.publicKey), true);
 });
 
+// The canonical encoding's pieces, written out by hand for the known answers below.
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+};
+const u64 = (n: bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(n);
+  return b;
+};
+const str = (s: string) => Buffer.concat([u32(Buffer.byteLength(s, "utf8")), Buffer.from(s, "utf8")]);
+
 test("known answer: registryDigest follows the layout in common.proto (RegistrySignature)", () => {
-  const u32 = (n: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(n);
-    return b;
-  };
-  const u64 = (n: bigint) => {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(n);
-    return b;
-  };
-  const str = (s: string) => Buffer.concat([u32(Buffer.byteLength(s, "utf8")), Buffer.from(s, "utf8")]);
   const bytes = (b: Uint8Array) => Buffer.concat([u32(b.length), b]);
   const data: RegistryData = {
     serial: (1n << 40n) + 5n,
@@ -900,11 +902,6 @@ test("known answer: registryDigest follows the layout in common.proto (RegistryS
 });
 
 test("an empty registry has a fixed digest", () => {
-  const u64 = (n: bigint) => {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(n);
-    return b;
-  };
   const empty: RegistryData = { serial: 0n, delegations: [], dps: [], msps: [] };
   const expected = createHash("sha256")
     .update(
@@ -921,17 +918,6 @@ test("an empty registry has a fixed digest", () => {
 });
 
 test("a registry in which no DP places an endpoint elsewhere keeps the v4 digest, which older followers verify", () => {
-  const u32 = (n: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(n);
-    return b;
-  };
-  const u64 = (n: bigint) => {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(n);
-    return b;
-  };
-  const str = (s: string) => Buffer.concat([u32(Buffer.byteLength(s, "utf8")), Buffer.from(s, "utf8")]);
   const dp: DpInfo = { ...US, endpointJurisdictions: [] };
   const data: RegistryData = { serial: 3n, delegations: [], dps: [dp], msps: [] };
   const v4 = createHash("sha256")
