@@ -6,6 +6,7 @@ import {
   ConfigReader,
   deepFreeze,
   type EnumerationPolicy,
+  isJurisdictionCode,
   MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
   PROOF_METHODS,
@@ -172,7 +173,7 @@ function readReplication(r: ConfigReader): ReplicationConfig {
     endpoint: r.optionalString("endpoint") ?? "",
   };
   r.done();
-  if (c.jurisdiction !== "" && !/^[A-Za-z0-9-]{2,16}$/.test(c.jurisdiction)) {
+  if (c.jurisdiction !== "" && !isJurisdictionCode(c.jurisdiction)) {
     throw new ConfigError('config.replication.jurisdiction must be a short code such as "EU" or "US"');
   }
   if (c.role === "secondary" && c.peers.length === 0) {

@@ -177,6 +177,7 @@ export {
   type FederationMode,
   type FederationPolicy,
   hex64,
+  isJurisdictionCode,
   jurisdictionOfEndpoint,
   LOCAL_POLICY,
   MAX_FEDERATED_DPS,

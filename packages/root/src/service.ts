@@ -12,6 +12,7 @@ import {
   type EndpointJurisdiction,
   type FederationPolicy,
   invalidArgument,
+  isJurisdictionCode,
   MAX_FEDERATED_DPS,
   MAX_PRIVATE_LOOKUP_KEYS,
   type MspInfo,
@@ -370,7 +371,7 @@ function checkId(what: string, id: string): void {
 }
 
 function checkJurisdiction(what: string, code: string): void {
-  if (!/^[A-Za-z0-9-]{2,16}$/.test(code)) {
+  if (!isJurisdictionCode(code)) {
     throw invalidArgument(`${what} "${code}" must be a short code such as "EU" or "US"`);
   }
 }

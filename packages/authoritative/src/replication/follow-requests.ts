@@ -3,7 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { pb } from "@mimi/core";
 
-/** Acks waiting to be sent: only the latest matters, so the queue never grows. */
+/** A follower's requests: the start, then the latest ack whenever one is waiting. */
 export class FollowRequests implements AsyncIterable<pb.FollowRequest> {
   private ack: { seq: number; writerSeq: number } | undefined;
   private wake: (() => void) | undefined;

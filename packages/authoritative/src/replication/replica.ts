@@ -56,8 +56,8 @@ export interface Replica {
   /** Why lookups cannot be served from this store yet, if they cannot. */
   problem(): string | undefined;
   /**
-   * Whether the store may lag the primary's by more than a few heartbeats: not caught up with a
-   * primary lately (cut off, or serving its copy from before a restart), or behind by more.
+   * Whether the store may lag the DP's by more than a few heartbeats: no primary (a fenced one
+   * does not count) said it caught up lately; cut off, or serving its copy from before a restart.
    */
   outOfTouch(): boolean;
   status(): ReplicaStatus;
@@ -416,9 +416,9 @@ export function startReplica(o: ReplicaOptions): Replica {
       return o.channel(endpoint).client(pb.ReplicationService).follow(r, { signal });
     },
     apply(msg, endpoint) {
-      heardAtMs = o.now();
       const caughtUp = apply(msg, endpoint);
-      heardAtMs = o.now(); // applying may take a while; the stream was not silent meanwhile
+      // After applying (synchronous, and it may take a while): the stream was not silent meanwhile.
+      heardAtMs = o.now();
       return caughtUp;
     },
     ...(o.prefer && { prefer: o.prefer }),

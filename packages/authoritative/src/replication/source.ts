@@ -7,7 +7,7 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError, Latch, type Logger, pb } from "@mimi/core";
+import { DiscoveryError, isJurisdictionCode, Latch, type Logger, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { ChangeLog } from "../change-log.js";
 import { clampToNumber as num } from "../numbers.js";
@@ -91,10 +91,10 @@ export async function serveFollow(
   const req = first.value.message.value;
   role.observeEpoch(epochOf(req.epoch), peer);
   requireSource(role);
-  if (req.endpoint.length > 300 || req.jurisdiction.length > 16) {
+  if (req.endpoint.length > 300 || (req.jurisdiction !== "" && !isJurisdictionCode(req.jurisdiction))) {
     throw new DiscoveryError(
       "invalid_argument",
-      "endpoint is at most 300 characters and jurisdiction at most 16",
+      'endpoint is at most 300 characters, and jurisdiction a short code such as "EU" or "US"',
     );
   }
   checkPlacement(o, req);

@@ -65,6 +65,11 @@ export interface EndpointJurisdiction {
   readonly jurisdiction: string;
 }
 
+/** Whether `code` is a jurisdiction as the registry writes one: 2 to 16 letters, digits or dashes ("EU", "US"). */
+export function isJurisdictionCode(code: string): boolean {
+  return /^[A-Za-z0-9-]{2,16}$/.test(code);
+}
+
 /** The order of endpoint placements in the registry (and its digest): by endpoint. */
 export const byEndpoint = (a: EndpointJurisdiction, b: EndpointJurisdiction): number =>
   a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0;
