@@ -4,17 +4,29 @@
 // secondary are refused naming the primary; a secondary restarted from an old copy catches up;
 // with the primary gone, lookups go on, a secondary is promoted, claims resume there, and the
 // old primary, brought back, is fenced and follows; with ackFollowers 1 a kill -9 of the primary
-// right after an acknowledged write loses nothing. The scenarios run in order and share the
-// replicas (started by whichever runs first).
+// right after an acknowledged write loses nothing. Private lookups are on: every endpoint holds
+// the primary's key and answers them from its own table. The scenarios run in order and share
+// the replicas (started by whichever runs first).
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { after } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import { pb } from "@mimi/core";
-import { type ServerProcess, startDpSecondary, waitUntilServing } from "@mimi/devnet";
-import { eventually, rejectsWith, scenario, useNetwork, writeParrotMapping } from "./harness.js";
+import {
+  layoutOf,
+  loadPublicKey,
+  openEntry,
+  oprfBlind,
+  oprfFinalize,
+  pb,
+  slotOf,
+  verifyPrivateParams,
+} from "@mimi/core";
+import { devSigningKeyPaths, type ServerProcess, startDpSecondary, waitUntilServing } from "@mimi/devnet";
+import { eventually, metricValue, rejectsWith, scenario, useNetwork, writeParrotMapping } from "./harness.js";
 
-const t = useNetwork();
+const t = useNetwork(undefined, undefined, { privateLookups: true });
 
 const extras: ServerProcess[] = [];
 after(async () => {
@@ -37,9 +49,10 @@ let started: Promise<void> | undefined;
 const withReplicas = () => {
   started ??= (async () => {
     const primary = t.net.dps.eu.address;
-    s1 = await startDpSecondary(t.net, { name: "dp-eu-s1" });
+    const overrides = { privateLookups: { enabled: true } };
+    s1 = await startDpSecondary(t.net, { name: "dp-eu-s1", overrides });
     extras.push(s1);
-    s2 = await startDpSecondary(t.net, { name: "dp-eu-s2", peers: [primary, s1.address] });
+    s2 = await startDpSecondary(t.net, { name: "dp-eu-s2", peers: [primary, s1.address], overrides });
     extras.push(s2);
     await reconfigure(s1, { replication: { peers: [primary, s2.address] } });
     await Promise.all([waitUntilServing(t.net, s1), waitUntilServing(t.net, s2)]);
@@ -112,6 +125,84 @@ scenario(
   },
 );
 
+/** A resolver's private lookup of `csi` at `proc` alone: the key it evaluated with, and what the entry says. */
+async function privatelyAt(proc: ServerProcess, csi: string) {
+  const dp = t.net.channel(proc.address, "resolver").client(pb.PrivateLookupService);
+  const raw = await dp.getPrivateParameters({}, { timeoutMs: 3_000 });
+  const dpKey = loadPublicKey(devSigningKeyPaths(t.net.pkiDir, "dp-eu").publicKeyFile);
+  const params = verifyPrivateParams(raw.statement, raw.signature, "eu", dpKey);
+  assert.ok(!("problem" in params), `${proc.name}'s parameters verify with eu's registry key`);
+  const blinded = oprfBlind(csi);
+  const ev = await dp.evaluate(
+    { epoch: params.epoch, blinded: [blinded.blinded], rateContext: randomBytes(16) },
+    { timeoutMs: 3_000 },
+  );
+  const [y] = oprfFinalize([blinded], ev.evaluated, params.publicKey, ev.proof);
+  const layout = layoutOf(params);
+  const slot = slotOf(y as Uint8Array, layout);
+  const bucket = await dp.getBucket({ epoch: params.epoch, bucket: slot.bucket }, { timeoutMs: 3_000 });
+  const plain = openEntry(layout, slot, bucket.data);
+  return {
+    key: Buffer.from(params.publicKey).toString("hex"),
+    ssis: plain ? fromBinary(pb.AnswerSchema, plain).mappings.map((m) => m.ssi) : [],
+    logId: bucket.logId,
+    appliedSeq: bucket.appliedSeq,
+  };
+}
+
+scenario(
+  t,
+  "private lookups: every endpoint evaluates with the primary's key and answers from its own table, and a resolver's private lookups reach them all",
+  async () => {
+    await withReplicas();
+    await write(t.net.dps.eu, "tel:+447700900561", "@private-rep");
+    const endpoints = [t.net.dps.eu, s1, s2];
+    const primary = await privatelyAt(t.net.dps.eu, "tel:+447700900561");
+    assert.deepEqual(primary.ssis, ["@private-rep"]);
+    for (const s of [s1, s2]) {
+      await eventually(async () => {
+        const at = await privatelyAt(s, "tel:+447700900561");
+        assert.deepEqual(at.ssis, ["@private-rep"], `${s.name} answers privately`);
+        assert.equal(at.key, primary.key, `${s.name} holds the primary's key`);
+        assert.equal(at.logId, primary.logId, "its bucket names the DP's log");
+        assert.ok(at.appliedSeq >= primary.appliedSeq, "and says it had applied the write");
+      });
+    }
+    // The secondaries' status shows the key the registry publishes as current.
+    for (const s of [s1, s2]) {
+      const keys = (await statusOf(s)).privateLookupKeys;
+      assert.equal(keys.length, 1);
+      assert.equal(keys[0]?.state, pb.PrivateLookupKeyState.CURRENT);
+    }
+    // Through the resolver, privately: answered, and spread over the three endpoints (each
+    // lookup is evaluated where it goes; buckets are mostly kept by the resolver).
+    const resolver = t.net.channel(t.net.resolver.address, "msp-bluebird").client(pb.ResolverService);
+    const served = () =>
+      Promise.all(endpoints.map((p) => metricValue(p.opsPort, "mimi_dp_private_evaluations_total")));
+    const before = await served();
+    const r = await resolver.resolve({ csi: "tel:+447700900561", privacy: pb.PrivacyMode.PRIVATE });
+    assert.deepEqual(
+      r.answer?.mappings.map((m) => m.ssi),
+      ["@private-rep"],
+    );
+    assert.equal(r.answer?.privateLookup, true);
+    for (let i = 0; i < 30; i++) {
+      await resolver.resolve({
+        csi: `tel:+4477009008${String(i).padStart(2, "0")}`,
+        privacy: pb.PrivacyMode.PRIVATE,
+      });
+    }
+    // Metrics are read as scraped (kept a moment between scrapes).
+    await eventually(async () => {
+      const now = await served();
+      endpoints.forEach((p, i) => {
+        const n = (now[i] as number) - ((before[i] as number) || 0);
+        assert.ok(n >= 1, `${p.name} evaluated ${n} of 31 lookups`);
+      });
+    });
+  },
+);
+
 scenario(t, "writes sent to a secondary are refused, naming the primary", async () => {
   await withReplicas();
   const err = await rejectsWith(
@@ -168,6 +259,8 @@ scenario(
       ),
     );
     await rejectsWith(lookupAt(s1, "tel:+447700900551"), status.UNAVAILABLE, /"CH"/);
+    // Private lookups too: it holds the keys, but answers nothing from a store it may not serve.
+    await rejectsWith(privatelyAt(s1, "tel:+447700900551"), status.UNAVAILABLE, /"CH"/);
     await t.resolverApplied(elsewhere);
     // Resolvers still list it (the registry does), fail over past it, and every lookup is answered.
     for (let i = 0; i < 10; i++) {
@@ -198,6 +291,7 @@ scenario(
     await write(p, "tel:+447700900554", "@before-loss");
     await eventually(async () => assert.deepEqual(await ssisAt(s1, "tel:+447700900554"), ["@before-loss"]));
     await eventually(async () => assert.deepEqual(await ssisAt(s2, "tel:+447700900554"), ["@before-loss"]));
+    const key = (await privatelyAt(p, "tel:+447700900554")).key;
     await p.kill();
 
     // Lookups go on: the resolver has not asked for this CSI yet, and the primary is listed first.
@@ -218,6 +312,13 @@ scenario(
     await eventually(async () =>
       assert.deepEqual(await ssisAt(s1, "tel:+447700900555"), ["@after-promotion"]),
     );
+    // Private lookups go on with the primary's key: the new primary and s1 answer the new claim.
+    for (const e of [s2, s1]) {
+      await eventually(async () => {
+        const at = await privatelyAt(e, "tel:+447700900555");
+        assert.deepEqual([at.ssis, at.key], [["@after-promotion"], key], e.name);
+      });
+    }
 
     // The old primary comes back, knowing its peers: it learns of epoch 2 before it writes,
     // follows the new primary, and refuses writes.
@@ -228,6 +329,10 @@ scenario(
       assert.deepEqual(await ssisAt(p, "tel:+447700900555"), ["@after-promotion"]),
     );
     assert.deepEqual(await ssisAt(s2, "tel:+447700900556"), []);
+    // As a secondary, it holds the new primary's keys (the same) and answers privately too.
+    await eventually(async () =>
+      assert.deepEqual((await privatelyAt(p, "tel:+447700900555")).ssis, ["@after-promotion"]),
+    );
   },
   { timeoutMs: 120_000 },
 );

@@ -146,12 +146,6 @@ export function parseConfig(
     replication: readReplication(r.object("replication", { optional: true })),
   };
   r.done();
-  if (config.privateLookups.enabled && config.replication.peers.length > 0) {
-    // A secondary's change log holds only the primary's events, and the private table adds its own.
-    throw new ConfigError(
-      "config.privateLookups cannot be enabled on a replicated DP yet (replication.peers is set): the private-lookup table is not replicated",
-    );
-  }
   if (config.answerSealSeconds < longestTtl) {
     throw new ConfigError(
       `config.answerSealSeconds (${config.answerSealSeconds}) must be at least the longest TTL given (${longestTtl})`,

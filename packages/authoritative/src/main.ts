@@ -36,6 +36,7 @@ import { createOprfPool, type OprfPool } from "./oprf-pool.js";
 import { createPeerSender } from "./peers.js";
 import { createPrivateKeys, type PrivateKeys, readKeyFile } from "./private-keys.js";
 import { bindPrivateServer } from "./private-server.js";
+import type { EpochKeys } from "./private-table.js";
 import { replicationMetrics, startReplication } from "./replication/index.js";
 import { createCodeSender } from "./senders.js";
 import { bindAuthoritativeServer } from "./server.js";
@@ -106,9 +107,11 @@ runServer<AuthoritativeConfig>(process, {
     const signingKey = loadSigningKey(config.signingKey);
     let synced = false;
     // The private-lookup keys and tables (issue 16), built once the registry says which CSIs
-    // this DP serves. The key file is read (or made) now, so a damaged one stops the start.
+    // this DP serves. The key file is read (by a primary, made) once the role is known, so a
+    // damaged one stops the start; a secondary takes its primary's keys.
     let privateKeys: PrivateKeys | undefined;
-    if (config.privateLookups.enabled) readKeyFile(oprfKeyPath);
+    // Follow streams waiting to send the primary's keys again after a change.
+    const keyWakes = new Set<() => void>();
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -215,11 +218,25 @@ runServer<AuthoritativeConfig>(process, {
         changeLog.setHashKey(key);
       },
       retentionMs: config.changeLogRetentionMs,
-      // A copy replaces the store under the CSI filter, which no change event describes.
-      onCopied: () => filter.rebuildNow("the store was copied from the primary"),
+      // A copy replaces the store under the CSI filter and the private tables, which no change
+      // event describes.
+      onCopied: () => {
+        filter.rebuildNow("the store was copied from the primary");
+        privateKeys?.restart("the store was copied from the primary");
+      },
+      privateKeys: {
+        held: () => privateKeys?.held(),
+        subscribe(wake) {
+          keyWakes.add(wake);
+          return () => keyWakes.delete(wake);
+        },
+        // Asked for only by an endpoint that serves private lookups.
+        ...(config.privateLookups.enabled && { adopt: (keys: EpochKeys[]) => privateKeys?.adopt(keys) }),
+      },
       clock,
       log,
     });
+    if (config.privateLookups.enabled) readKeyFile(oprfKeyPath, clock, replication.isPrimary());
     // The CSI filter resolvers route federated lookups by (G6); built from the store in the background.
     const filter = createDpFilter({
       store,
@@ -349,6 +366,7 @@ runServer<AuthoritativeConfig>(process, {
       now: clock,
       enabled: config.privateLookups.enabled,
       atCapacity: () => oprfPool?.full() === true,
+      notServing: () => (synced ? (sync.problem() ?? replication.storeProblem()) : undefined),
     });
     // Lookups need the delegations; until the first registry copy arrives the DP is NOT_SERVING.
     const ready = sync.ready.then(async () => {
@@ -364,7 +382,14 @@ runServer<AuthoritativeConfig>(process, {
           signingKey,
           answer: (csi, sealMs) => service.answerFor(csi, sealMs),
           mspIndex: (id) => service.mspIndex(id),
-          notReady: () => sync.problem(),
+          // Nor built from a store that is not whole (a secondary copying) or not to be served.
+          notReady: () => sync.problem() ?? replication.storeProblem(),
+          // Only the primary makes, rolls and retires keys and logs its tables' changes.
+          writer: () => replication.isPrimary(),
+          onKeysChanged: () => {
+            for (const wake of keyWakes) wake();
+          },
+          ttlCapSeconds: () => replication.answerTtlCap(),
           entrySealMs: config.privateLookups.entrySealSeconds * 1000,
           bucketSealMs: config.answerSealSeconds * 1000,
           now: clock,

@@ -15,14 +15,16 @@
 // registry that lost the keys, or a DP that rolled before anyone published, never strands
 // lookups. The key file is replaced atomically; a table whose deletion a crash interrupted is
 // deleted at the next start (`private_retiring` in the store).
-import { readFileSync } from "node:fs";
-import {
-  DiscoveryError,
-  generateOprfKeys,
-  type PrivateLookupKey,
-  replacePrivateFile,
-  type TableLayout,
-} from "@mimi/core";
+//
+// On a replicated DP (issue 17) only the primary makes, rolls and retires keys; each secondary
+// holds exactly the keys its primary sends over the Follow stream (adopt), builds a table of
+// its own for each, and deletes the table of a key the primary no longer holds. A secondary
+// that never heard from its primary holds none (private lookups wait), and refuses a set that
+// would drop a key its registry copy still publishes. A promoted secondary goes on with the
+// keys it holds; one that holds none makes its first only for a DP the registry publishes no
+// key for. The key file is private-key-file.ts.
+import { DiscoveryError, generateOprfKeys, type PrivateLookupKey, type TableLayout } from "@mimi/core";
+import { keySetProblem, keyText, MAX_HELD_KEYS, readKeyFile, writeKeyFile } from "./private-key-file.js";
 import {
   createPrivateTable,
   type EpochKeys,
@@ -31,8 +33,6 @@ import {
   tableMetaKey,
 } from "./private-table.js";
 
-/** Keys a DP holds at most: the one served and the next (or the previous, while it retires). */
-export const MAX_HELD_KEYS = 2;
 /** Entries of a retired table deleted per turn. */
 const CLEAR_PAGE = 10_000;
 /** The store_meta key listing epochs whose tables are being deleted. */
@@ -67,12 +67,21 @@ export interface PrivateKeys {
   roll(): { key: KeyStatus; made: boolean };
   /** The held keys, oldest first. */
   status(): KeyStatus[];
+  /** The held keys with their secrets, oldest first (what a primary sends its secondaries). */
+  held(): readonly EpochKeys[];
+  /**
+   * Holds exactly `keys` (a secondary, from its primary): tables of new keys are built, those of
+   * keys no longer held are deleted. Throws INVALID_ARGUMENT for a set that is not keys.
+   */
+  adopt(keys: readonly EpochKeys[]): void;
   /** What the registry copy publishes for this DP now (undefined: not listed). */
   published(keys: readonly PrivateLookupKey[] | undefined): void;
   /** The sweep: entry renewals, retirements that are due, a roll when the key's lifetime ended. */
   maintain(): void;
   /** Every table reads every CSI again (the registry changed what this DP serves). */
   rescan(why: string): void;
+  /** Every table is deleted and built again (a secondary's store was replaced by a copy). */
+  restart(why: string): void;
   close(): void;
 }
 
@@ -84,22 +93,44 @@ export interface PrivateKeysOptions extends Omit<PrivateTableOptions, "keys"> {
   retireAfterMs: number;
   /** A key older than this is rolled by the sweep; 0: only an operator rolls. */
   keyLifetimeMs: number;
+  /**
+   * Whether this endpoint is the DP's primary (true when not given): only it makes, rolls and
+   * retires keys, and its tables log their changes.
+   */
+  writer?: () => boolean;
+  /** Runs after the held keys changed (a roll, a retirement, an adoption). */
+  onKeysChanged?: () => void;
 }
 
 /** Starts the tables of every held key (their builds run on later turns). */
 export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
   const log = o.log.child({ component: "private-keys" });
+  const writer = o.writer ?? (() => true);
   // Tables being deleted (retired keys), resumed at start after a crash; a key still in the
   // file is taken out of it first (a crash came between the two writes).
   const retiring = new Set<number>(JSON.parse(o.store.meta(RETIRING_META) ?? "[]") as number[]);
-  let keys = readKeyFile(o.path, o.now);
+  // A secondary makes no key of its own: it waits for its primary's.
+  let keys = readKeyFile(o.path, o.now, writer());
   if (keys.some((k) => retiring.has(k.epoch))) {
     keys = keys.filter((k) => !retiring.has(k.epoch));
-    if (keys.length === 0) throw new Error(`${o.path}: every key in it was being retired`);
+    if (keys.length === 0 && writer()) throw new Error(`${o.path}: every key in it was being retired`);
     writeKeyFile(o.path, keys);
   }
+  // Entries of an epoch neither held nor being deleted (a crash between recording a deletion
+  // and writing the key file, with the store's meta not yet on disk) are deleted too.
+  for (let e = o.store.privateEpochAfter(-1); e !== undefined; e = o.store.privateEpochAfter(e)) {
+    if (keys.some((k) => k.epoch === e) || retiring.has(e)) continue;
+    retiring.add(e);
+    log.info({ epoch: e }, "entries of a private-lookup key no longer held are deleted");
+  }
+  // A set from the primary not taken yet: it holds a key whose old table is still being
+  // deleted (the new table's rows would go with the old), it would drop a key the registry
+  // still publishes, or the key file could not be written. The sweep tries it again.
+  let waiting: readonly EpochKeys[] | undefined;
   const tables = new Map<number, PrivateTable>();
-  const open = (k: EpochKeys) => tables.set(k.epoch, createPrivateTable({ ...o, keys: k }));
+  const open = (k: EpochKeys) =>
+    tables.set(k.epoch, createPrivateTable({ ...o, keys: k, logsChanges: () => writer() }));
+  const changed = () => o.onKeysChanged?.();
   for (const k of keys) {
     open(k);
     log.info({ epoch: k.epoch, key: keyText(k) }, "private-lookup key held");
@@ -118,6 +149,7 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
       retireAt.size > 0 ? JSON.stringify(Object.fromEntries(retireAt)) : undefined,
     );
   let unpublishedSaid = false;
+  let unheldSaid = false;
   let closed = false;
 
   const isPublished = (k: EpochKeys) =>
@@ -166,6 +198,8 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
           saveRetiring();
         });
         log.info({ epoch }, "retired private-lookup table deleted");
+        // A key the primary sent again while its old table was being deleted.
+        if (waiting) adopt(waiting);
       }
     } finally {
       clearing = false;
@@ -197,12 +231,93 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
     saveRetireAt();
     log.info({ epoch }, "private-lookup key retired: the registry no longer publishes it");
     startClearing();
+    changed();
+  };
+
+  const same = (a: EpochKeys, b: EpochKeys) =>
+    a.epoch === b.epoch &&
+    Buffer.from(a.secretKey).equals(b.secretKey) &&
+    Buffer.from(a.publicKey).equals(b.publicKey);
+  let refusedSaid = "";
+  const adopt = (next: readonly EpochKeys[]) => {
+    waiting = undefined;
+    if (writer()) {
+      // Promoted meanwhile: this endpoint's keys are the DP's now.
+      log.warn("private-lookup keys from another endpoint ignored: this endpoint is the DP's primary");
+      return;
+    }
+    if (next.length === keys.length && next.every((k, i) => same(k, keys[i] as EpochKeys))) return;
+    if (next.some((k) => retiring.has(k.epoch))) {
+      waiting = next;
+      log.info("the primary's private-lookup keys are taken once an old table is deleted");
+      return;
+    }
+    // A primary retires a key only once the registry stopped publishing it. One whose set lacks
+    // a key the registry still publishes (restored from an old copy, promoted without keys and
+    // made its own) would have every endpoint destroy the key resolvers use: refused, loudly,
+    // until the registry no longer publishes it.
+    const dropped = keys.filter((k) => !next.some((n) => same(n, k)));
+    const published = dropped.filter(isPublished).map((k) => k.epoch);
+    if (published.length > 0) {
+      waiting = next;
+      const said = `${published.join()}/${next.map((k) => k.epoch).join()}`;
+      if (said !== refusedSaid)
+        log.error(
+          { published, sent: next.map((k) => k.epoch) },
+          "the DP's primary sent private-lookup keys without one the registry publishes; keeping it (roll and publish at the primary, then unpublish the old key)",
+        );
+      refusedSaid = said;
+      return;
+    }
+    refusedSaid = "";
+    // Keys no longer held are recorded as retiring first, then the file holds the new set: a
+    // crash in between is finished at the next start, as for a retirement. A failed write
+    // leaves everything as it was, and the sweep tries again.
+    const gone = keys.filter((k) => !next.some((n) => n.epoch === k.epoch));
+    for (const k of gone) retiring.add(k.epoch);
+    saveRetiring();
+    try {
+      writeKeyFile(o.path, next);
+    } catch (err) {
+      for (const k of gone) retiring.delete(k.epoch);
+      saveRetiring();
+      waiting = next;
+      log.error(
+        { err: (err as Error).message },
+        "the primary's private-lookup keys could not be stored; retrying",
+      );
+      return;
+    }
+    for (const k of keys) {
+      const kept = next.find((n) => n.epoch === k.epoch);
+      if (kept && same(kept, k)) continue;
+      // Gone, or another key under the same epoch (its table starts over when opened again).
+      tables.get(k.epoch)?.close();
+      tables.delete(k.epoch);
+      retireAt.delete(k.epoch);
+    }
+    saveRetireAt();
+    const before = keys;
+    keys = [...next];
+    for (const k of keys) if (!before.some((b) => same(b, k))) open(k);
+    log.info(
+      { keys: keys.map(keyText), deleted: gone.map((k) => k.epoch) },
+      "private-lookup keys taken from the DP's primary",
+    );
+    if (gone.length > 0) startClearing();
+    changed();
   };
 
   const roll = (): { key: KeyStatus; made: boolean } => {
+    if (!writer())
+      throw new DiscoveryError(
+        "failed_precondition",
+        "only the DP's primary rolls its private-lookup keys; its secondaries take them from it",
+        { details: { reason: "NOT_PRIMARY" } },
+      );
     const current = currentEpoch();
-    const newest = keys[keys.length - 1] as EpochKeys;
-    if (keys.length >= MAX_HELD_KEYS) {
+    const newest = keys[keys.length - 1];
+    if (newest && keys.length >= MAX_HELD_KEYS) {
       const s = statusOf(newest, current);
       if (s.state === "building" || s.state === "ready") return { key: s, made: false };
       const old = keys[0] as EpochKeys;
@@ -216,7 +331,11 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
       );
     }
     // Above every epoch held or still being deleted: a table's rows are never shared.
-    const epoch = Math.max(Math.floor(o.now() / 1000), newest.epoch + 1, ...[...retiring].map((e) => e + 1));
+    const epoch = Math.max(
+      Math.floor(o.now() / 1000),
+      (newest?.epoch ?? 0) + 1,
+      ...[...retiring].map((e) => e + 1),
+    );
     if (epoch >= 2 ** 32)
       throw new DiscoveryError("failed_precondition", "no private-lookup key epoch is left (2^32 reached)");
     const next: EpochKeys = { epoch, ...generateOprfKeys() };
@@ -227,11 +346,17 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
       { epoch, key: keyText(next) },
       "private-lookup key rolled: its table is built beside the served one; publish the key once it is READY",
     );
+    changed();
     return { key: statusOf(next, current), made: true };
   };
 
   return {
     table(epoch) {
+      if (keys.length === 0)
+        throw new DiscoveryError(
+          "not_ready",
+          "this secondary holds no private-lookup key yet: it takes the DP's keys from its primary; ask another endpoint",
+        );
       const held = keys.map((k) => k.epoch);
       if (epoch === undefined) {
         const built = keys.filter((k) => tables.get(k.epoch)?.stats().built).map((k) => k.epoch);
@@ -249,6 +374,13 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
     },
     roll,
     status: () => keys.map((k) => statusOf(k)),
+    held: () => keys,
+    adopt(next) {
+      const problem = keySetProblem(next);
+      if (problem)
+        throw new DiscoveryError("invalid_argument", `the primary's private-lookup keys: ${problem}`);
+      adopt(next);
+    },
     published(published) {
       const before = keys.map((k) => statusOf(k).state).join();
       registry = published;
@@ -268,8 +400,8 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
       const after = keys.map((k) => statusOf(k, current));
       if (after.map((s) => s.state).join() !== before)
         for (const s of after) log.info({ epoch: s.epoch, state: s.state }, "private-lookup key state");
-      // Said once while it lasts, like the signing key's warning.
-      if (current === undefined && !unpublishedSaid)
+      // Said once while it lasts, like the signing key's warning (not by a secondary waiting for keys).
+      if (current === undefined && !unpublishedSaid && keys.length > 0)
         log.warn(
           { keys: keys.map(keyText) },
           "the root registry publishes no private-lookup key this DP holds as its newest; resolvers refuse its private lookups until it does (mimi root dp put --private-lookup-key)",
@@ -279,6 +411,25 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
     maintain() {
       for (const t of tables.values()) t.renew();
       if (retiring.size > 0) startClearing();
+      // Keys change only at the primary; a secondary takes a set it could not take before.
+      if (!writer()) {
+        if (waiting) adopt(waiting);
+        return;
+      }
+      if (keys.length === 0) {
+        // A primary of a DP the registry publishes no key for makes its first; one the registry
+        // publishes keys for (promoted without the DP's keys) leaves it to the operator, since
+        // a new key would replace the one resolvers use at every endpoint.
+        if (registry !== undefined && registry.length === 0) roll();
+        else if (!unheldSaid) {
+          unheldSaid = true;
+          log.error(
+            { published: (registry ?? []).map((k) => k.epoch) },
+            "this primary holds no private-lookup key; roll one (mimi auth roll-private-key) and publish it alone (mimi root dp put --private-lookup-key)",
+          );
+        }
+        return;
+      }
       const now = o.now();
       // Not before the current key's table serves: resolvers still on the old key would be
       // stranded while the new one answers UNAVAILABLE (a key published before it was READY).
@@ -294,6 +445,9 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
     rescan(why) {
       for (const t of tables.values()) t.rescan(why);
     },
+    restart(why) {
+      for (const t of tables.values()) t.restart(why);
+    },
     close() {
       closed = true;
       for (const t of tables.values()) t.close();
@@ -301,61 +455,4 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
   };
 }
 
-/**
- * The DP's OPRF keys, kept in `path` (mode 0600), oldest first. Made with one key when absent,
- * with the current time in seconds as its epoch, so a new key never reuses an epoch. A file
- * that does not hold keys is refused: it would silently make new tables. The first version's
- * file (one key as the whole object) is read too.
- */
-export function readKeyFile(path: string, now: () => number = Date.now): EpochKeys[] {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    const first: EpochKeys = { epoch: Math.floor(now() / 1000) % 2 ** 32, ...generateOprfKeys() };
-    writeKeyFile(path, [first]);
-    return [first];
-  }
-  const bad = () =>
-    new Error(
-      `${path} does not hold this DP's OPRF keys (epoch, secretKey, publicKey); remove it to make new ones`,
-    );
-  let j: unknown;
-  try {
-    j = JSON.parse(text);
-  } catch {
-    throw bad();
-  }
-  const list = j !== null && typeof j === "object" && "keys" in j ? (j as { keys: unknown }).keys : [j];
-  if (!Array.isArray(list) || list.length < 1 || list.length > MAX_HELD_KEYS) throw bad();
-  const keys = list.map((k: { epoch?: unknown; secretKey?: unknown; publicKey?: unknown }) => {
-    if (
-      !(Number.isInteger(k?.epoch) && (k.epoch as number) >= 0 && (k.epoch as number) < 2 ** 32) ||
-      typeof k.secretKey !== "string" ||
-      typeof k.publicKey !== "string" ||
-      !/^[0-9a-f]{64}$/.test(k.secretKey) ||
-      !/^[0-9a-f]{64}$/.test(k.publicKey)
-    )
-      throw bad();
-    return {
-      epoch: k.epoch as number,
-      secretKey: new Uint8Array(Buffer.from(k.secretKey, "hex")),
-      publicKey: new Uint8Array(Buffer.from(k.publicKey, "hex")),
-    };
-  });
-  keys.sort((a, b) => a.epoch - b.epoch);
-  if (new Set(keys.map((k) => k.epoch)).size !== keys.length) throw bad();
-  return keys;
-}
-
-function writeKeyFile(path: string, keys: readonly EpochKeys[]): void {
-  const json = {
-    keys: keys.map((k) => ({ epoch: k.epoch, secretKey: hex(k.secretKey), publicKey: hex(k.publicKey) })),
-  };
-  replacePrivateFile(path, [Buffer.from(`${JSON.stringify(json)}\n`)]);
-}
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
-/** A key as `mimi root dp put --private-lookup-key` takes it. */
-const keyText = (k: EpochKeys) => `${k.epoch}:${hex(k.publicKey)}`;
+export { MAX_HELD_KEYS, readKeyFile } from "./private-key-file.js";

@@ -33,16 +33,22 @@ export function bindPrivateServer(
     enabled: boolean;
     /** Whether the DP's evaluation queue is full (oprf-pool.ts): refused before anything is charged. */
     atCapacity: () => boolean;
+    /**
+     * Why this endpoint may not answer from its store now (no usable registry copy; a secondary
+     * copying, never caught up, or placed outside its jurisdiction), as plain lookups are refused.
+     */
+    notServing?: () => string | undefined;
   },
 ): { readonly evaluated: number; readonly buckets: number } {
   const { log, limits, now } = opts;
   const counts = { evaluated: 0, buckets: 0 };
   const ready = (epoch: number | undefined): PrivateTable => {
+    if (!opts.enabled)
+      throw new DiscoveryError("failed_precondition", "this DP does not offer private lookups");
+    const notServing = opts.notServing?.();
+    if (notServing) throw new DiscoveryError("not_ready", `${notServing}; try again shortly`);
     const k = keys();
-    if (!k)
-      throw opts.enabled
-        ? new DiscoveryError("not_ready", "this DP has no registry copy yet; try again shortly")
-        : new DiscoveryError("failed_precondition", "this DP does not offer private lookups");
+    if (!k) throw new DiscoveryError("not_ready", "this DP has no registry copy yet; try again shortly");
     const t = k.table(epoch);
     const problem = t.notReady();
     if (problem) throw new DiscoveryError("not_ready", `this DP's ${problem}; try again shortly`);
@@ -83,9 +89,22 @@ export function bindPrivateServer(
         // Buckets are the same for every caller, but each costs a read and a signature: one of
         // the caller's own lookups (its budget without a rate context) per bucket.
         limits.admit(ctx.peer.name, new Uint8Array(0), undefined, now(), 1);
+        // Not older than the store (a change just replicated to this endpoint, or just logged),
+        // unless that would take long; the response says which change it had applied.
+        await t.caughtUp();
+        // The wait may have seen the key retired or replaced, or the endpoint stop serving.
+        if (ready(req.epoch) !== t)
+          throw new DiscoveryError("not_ready", "this DP's private-lookup key changed; try again");
+        const { logId, seq } = t.applied();
         const b = t.bucket(req.epoch, req.bucket);
         counts.buckets++;
-        return b;
+        return {
+          data: b.data,
+          statement: b.statement,
+          signature: b.signature,
+          logId,
+          appliedSeq: BigInt(seq),
+        };
       },
     },
     { log, roles: ["resolver"] },

@@ -3,7 +3,7 @@
 // opt-outs), kept by the change log (a sign-up after the build is in its bucket, and resolvers
 // hear of it by an event of its own), buckets of one size for hits and misses.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -12,6 +12,8 @@ import {
   bucketProblem,
   createLogger,
   type DiscoveryError,
+  decodeBucketStatement,
+  generateOprfKeys,
   generateSigningKey,
   type LookupOutcome,
   layoutOf,
@@ -259,7 +261,14 @@ test("another key under the same epoch (the key file replaced) rebuilds the tabl
 function ringSetup(
   dir: string,
   prepare: (s: ReturnType<typeof openMappingStore>) => void,
-  opts: { keyLifetimeMs?: number; store?: ReturnType<typeof openMappingStore> } = {},
+  opts: {
+    keyLifetimeMs?: number;
+    store?: ReturnType<typeof openMappingStore>;
+    /** Whether this endpoint is the DP's primary (a replicated DP); always, when not given. */
+    role?: { primary: boolean };
+    /** The TTL cap of an endpoint out of touch with its primary. */
+    cap?: { seconds: number | undefined };
+  } = {},
 ) {
   const store = opts.store ?? openMappingStore(":memory:");
   prepare(store);
@@ -288,6 +297,8 @@ function ringSetup(
     now: () => clock.now,
     log,
     pool,
+    ...(opts.role && { writer: () => opts.role?.primary === true }),
+    ...(opts.cap && { ttlCapSeconds: () => opts.cap?.seconds }),
   });
   const lookup = (csi: string, epoch?: number) => privateLookup(ring.table(epoch), signingKey.publicKey, csi);
   const states = () =>
@@ -434,15 +445,25 @@ test("the key file: the first version's single key is read, a damaged file is re
     readKeyFile(path).map((x) => [x.epoch, hex(x.publicKey)]),
     [[5, hex(k.publicKey)]],
   );
-  for (const bad of [
-    "{",
-    "{}",
-    '{"keys":[]}',
-    JSON.stringify({ epoch: -1, secretKey: "00", publicKey: "00" }),
-  ]) {
+  for (const bad of ["{", "{}", JSON.stringify({ epoch: -1, secretKey: "00", publicKey: "00" })]) {
     writeFileSync(path, bad);
     assert.throws(() => readKeyFile(path), /does not hold this DP's OPRF keys/);
   }
+  // No key held (a secondary's, or none yet): a secondary reads none, a primary makes its first.
+  writeFileSync(path, '{"keys":[]}');
+  assert.deepEqual(
+    readKeyFile(path, () => NOW, false),
+    [],
+  );
+  rmSync(path);
+  assert.deepEqual(
+    readKeyFile(path, () => NOW, false),
+    [],
+  );
+  assert.equal(existsSync(path), false, "a secondary makes no key file");
+  writeFileSync(path, '{"keys":[]}');
+  assert.equal(readKeyFile(path, () => NOW)[0]?.epoch, NOW / 1000);
+  assert.equal(readKeyFile(path, () => NOW, false).length, 1, "the key made is kept");
 });
 
 test("a retirement waits for the new key's table, keeps its time across a restart, and a crash inside it is finished at start", async (t) => {
@@ -541,4 +562,180 @@ test("a page the pool failed is tried again: the build finishes", async (t) => {
   assert.deepEqual(pauses, [1_000], "one failed page, retried after a pause");
   assert.equal((await lookup(tel(1))).status, "FOUND");
   table.close();
+});
+
+/** A replicated change applied to a secondary's store as replication applies it: with the primary's number. */
+function replicate(store: ReturnType<typeof openMappingStore>, seq: number, csi: string, ssi = "s1") {
+  store.applyReplicated(() => {
+    store.putMapping(row(csi, ssi));
+    store.logChangeAt(seq, csi, NOW);
+  });
+}
+
+test("a secondary's keys: none of its own, its primary's taken, tables that log nothing, a dropped key's table deleted, no roll until promoted", async (t) => {
+  const pdir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  const sdir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => {
+    rmSync(pdir, { recursive: true, force: true });
+    rmSync(sdir, { recursive: true, force: true });
+  });
+  const primary = ringSetup(pdir, (s) => s.putMapping(row(tel(1))));
+  t.after(() => primary.ring.close());
+  await until(async () => primary.ring.status()[0]?.built === true);
+  // The secondary's store is a replica's: written only by replication, with the primary's numbers.
+  const role = { primary: false };
+  const sec = ringSetup(
+    sdir,
+    (s) => {
+      s.setMeta("replica", "1");
+      replicate(s, 1, tel(1));
+    },
+    { role },
+  );
+  t.after(() => sec.ring.close());
+  assert.deepEqual(sec.ring.status(), [], "a secondary makes no key of its own");
+  assert.throws(
+    () => sec.ring.table(),
+    (e: DiscoveryError) => e.code === "not_ready",
+  );
+  assert.throws(
+    () => sec.ring.roll(),
+    (e: DiscoveryError) => e.details?.reason === "NOT_PRIMARY",
+  );
+  sec.ring.maintain();
+  assert.equal(existsSync(join(sdir, "oprf-key.json")), false);
+
+  // The primary's key: the same public key, a table built from the secondary's own store.
+  sec.ring.adopt(primary.ring.held());
+  assert.equal(statSync(join(sdir, "oprf-key.json")).mode & 0o777, 0o600);
+  assert.deepEqual(sec.ring.status()[0]?.publicKey, primary.ring.status()[0]?.publicKey);
+  await until(async () => sec.ring.status()[0]?.built === true);
+  assert.equal((await sec.lookup(tel(1))).status, "FOUND");
+  // A replicated change: a bucket read after caughtUp holds it, and the table logged nothing.
+  replicate(sec.store, 2, tel(2), "s2");
+  await sec.ring.table().caughtUp();
+  assert.equal(sec.ring.table().applied().seq, 2);
+  assert.deepEqual((await sec.lookup(tel(2))).ssis, ["s2"]);
+  assert.equal(sec.store.logBounds().latest, 2, "the log is the primary's alone");
+  assert.equal(sec.ring.held(), sec.ring.held(), "the same set until it changes");
+
+  // A roll at the primary, then its retirement of the old key: the secondary follows both.
+  const old = primary.ring.held()[0] as EpochKeys;
+  primary.ring.roll();
+  sec.ring.adopt(primary.ring.held());
+  assert.equal(sec.ring.status().length, 2);
+  await until(async () => sec.ring.status().every((k) => k.built));
+  const next = primary.ring.held()[1] as EpochKeys;
+  const publish = (...ks: EpochKeys[]) =>
+    sec.ring.published(ks.map((k) => ({ epoch: k.epoch, publicKey: k.publicKey })));
+  // While its registry copy still publishes the old key, a set without it is not taken.
+  publish(old, next);
+  sec.ring.adopt([next]);
+  assert.equal(sec.ring.status().length, 2, "the published key is kept");
+  assert.equal((await sec.lookup(tel(1), old.epoch)).status, "FOUND");
+  // Unpublished: the sweep takes it, unless the key file cannot be written (then all stays).
+  publish(next);
+  rmSync(sdir, { recursive: true, force: true });
+  sec.ring.maintain();
+  sec.ring.maintain(); // a sweep after the failure deletes nothing either
+  assert.equal(sec.ring.status().length, 2, "a failed write changes nothing");
+  assert.ok(sec.store.privateEntry(old.epoch, tel(1)), "the old table's entries are kept");
+  assert.equal((await sec.lookup(tel(1), old.epoch)).status, "FOUND", "and deletes no table");
+  mkdirSync(sdir, { mode: 0o700 });
+  sec.ring.maintain();
+  assert.deepEqual(
+    sec.ring.status().map((k) => k.epoch),
+    [next.epoch],
+  );
+  await until(async () => sec.store.privateEntry(old.epoch, tel(1)) === undefined);
+  assert.equal((await sec.lookup(tel(2), next.epoch)).status, "FOUND");
+  // A set that is not keys is refused whole.
+  const other = generateOprfKeys();
+  assert.throws(
+    () => sec.ring.adopt([{ ...next, publicKey: other.publicKey }]),
+    (e: DiscoveryError) => e.code === "invalid_argument" && /not a key pair/.test(e.message),
+  );
+  assert.throws(
+    () => sec.ring.adopt([]),
+    (e: DiscoveryError) => e.code === "invalid_argument",
+  );
+  assert.deepEqual(
+    sec.ring.status().map((k) => k.epoch),
+    [next.epoch],
+  );
+  // The store replaced by a copy: the table is deleted and built again.
+  sec.ring.restart("the store was copied from the primary");
+  assert.equal(sec.ring.status()[0]?.built, false);
+  await until(async () => sec.ring.status()[0]?.built === true);
+  assert.equal((await sec.lookup(tel(2))).status, "FOUND");
+  // Promoted: keys from elsewhere are ignored, it rolls, and its tables log their own changes.
+  role.primary = true;
+  sec.store.setMeta("replica", undefined);
+  sec.ring.adopt([{ epoch: next.epoch + 5, ...generateOprfKeys() }]);
+  assert.deepEqual(
+    sec.ring.status().map((k) => k.epoch),
+    [next.epoch],
+  );
+  const at = sec.store.logBounds().latest;
+  sec.store.putMapping(row(tel(2), "s3"));
+  await until(async () => sec.store.logBounds().latest === at + 2);
+  assert.equal(sec.ring.roll().made, true);
+});
+
+test("a secondary promoted without keys makes its first; an endpoint out of touch signs buckets no longer than its TTL cap", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const role = { primary: false };
+  const cap: { seconds: number | undefined } = { seconds: undefined };
+  const { ring, clock } = ringSetup(dir, (s) => s.putMapping(row(tel(1))), { role, cap });
+  t.after(() => ring.close());
+  ring.maintain();
+  assert.equal(ring.status().length, 0);
+  role.primary = true;
+  // The registry publishes a key of this DP it does not hold: a new one would replace it at
+  // every endpoint, so that is left to the operator.
+  ring.published([{ epoch: 5, publicKey: generateOprfKeys().publicKey }]);
+  ring.maintain();
+  assert.equal(ring.status().length, 0);
+  ring.published([]);
+  ring.maintain();
+  assert.equal(ring.status().length, 1, "the sweep of a new primary made a key");
+  await until(async () => ring.status()[0]?.built === true);
+  const table = ring.table();
+  const expiry = () => decodeBucketStatement(table.bucket(table.epoch, 0).statement).expiresAtMs;
+  assert.equal(expiry(), NOW + 3_600_000);
+  cap.seconds = 30;
+  assert.equal(expiry(), NOW + 30_000, "a kept bucket signed for longer is not handed out");
+  cap.seconds = undefined;
+  assert.equal(expiry(), NOW + 30_000, "a shorter one is kept for half its life");
+  clock.now += 16_000;
+  assert.equal(expiry(), clock.now + 3_600_000);
+  // A closed table (its key retired or replaced) serves nothing.
+  table.close();
+  assert.throws(
+    () => table.bucket(table.epoch, 0),
+    (e: DiscoveryError) => e.code === "not_ready",
+  );
+});
+
+test("entries of an epoch neither held nor being deleted are deleted at start", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const orphan = {
+    csi: tel(9),
+    position: 0,
+    tag: new Uint8Array(16),
+    entryKey: new Uint8Array(32),
+    content: new Uint8Array(32),
+    entry: new Uint8Array(8),
+    sealedUntilMs: NOW,
+  };
+  const { ring, store } = ringSetup(dir, (s) => {
+    s.putMapping(row(tel(1)));
+    s.putPrivateEntry(7, orphan);
+  });
+  t.after(() => ring.close());
+  await until(async () => store.privateEntry(7, tel(9)) === undefined);
+  await until(async () => ring.status()[0]?.built === true);
+  assert.equal(store.privateEpochAfter(-1), ring.status()[0]?.epoch, "only the held key's entries are left");
 });

@@ -1,16 +1,3 @@
-// The DP's private-lookup table (issue 16; core's domain/private-table.ts has the layout): for
-// each CSI it would answer FOUND or OPTED_OUT, the sealed answer it would give, encrypted under
-// a key derived from the CSI's PRF output and placed at the slot position that output names.
-// Built from the store in pages (the event loop stays free; a restart goes on where the build
-// stopped), and kept by the change log like the CSI filter, during the build too: a changed
-// CSI's entry is sealed again, and when its answer changed, an event of its own tells
-// resolvers to drop what they cached, so none keeps an answer read from a bucket that had not
-// caught up. A registry change makes it read every CSI again while it serves (a range gained
-// or lost, an MSP key changed). Entries' answer seals last `entrySealMs` and are renewed at half
-// of it; buckets are signed when served, for `bucketSealMs`. A bucket that outgrows the table's
-// bucket size grows it up to SPLIT_BUCKET_BYTES, then the table splits every bucket in two
-// (one more bucket bit): positions do not move, so a split rewrites nothing.
-import { createHash } from "node:crypto";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   answerToProto,
@@ -23,23 +10,20 @@ import {
   keyIdOf,
   type Logger,
   type LookupOutcome,
-  MAX_BUCKET_BITS,
-  MAX_BUCKET_BYTES,
   type OprfKeys,
   oprfEvaluate,
-  PRIVATE_SUITE,
   pb,
   positionsOf,
   type SigningKey,
-  SPLIT_BUCKET_BYTES,
   sealEntry,
-  signBucket,
-  signPrivateParams,
   slotOf,
   type TableLayout,
 } from "@mimi/core";
 import type { ChangeLog } from "./change-log.js";
 import type { OprfPool } from "./oprf-pool.js";
+import { createPositionWaits } from "./position-waits.js";
+import { contentDigest, growToFit } from "./private-entries.js";
+import { createSignedBuckets, createSignedParams, type SignedBucket } from "./private-signing.js";
 import type { MappingStore } from "./store/store.js";
 
 /** An epoch's OPRF keys as the DP keeps them (private-keys.ts). */
@@ -58,10 +42,10 @@ const APPLY_PAGE = 16;
 const RENEW_PAGE = 64;
 /** Entries deleted per turn when the table starts over. */
 const CLEAR_PAGE = 10_000;
-/** How long signed parameters are handed out again before they are signed anew. */
-const PARAMS_RESIGN_MS = 60_000;
-/** Bytes of signed buckets kept for reuse (each while its content and half its validity last). */
-const SIGNED_CACHE_BYTES = 64 * 1024 * 1024;
+/** The longest a bucket read waits for the table to apply the store's latest change. */
+const CATCH_UP_WAIT_MS = 1_000;
+/** Bucket reads waiting at once; past this they are answered without waiting (and say how old). */
+const MAX_CATCH_UP_WAITERS = 1_024;
 
 /** The table a DP serves. */
 export interface PrivateTable {
@@ -77,7 +61,16 @@ export interface PrivateTable {
     signal?: AbortSignal,
   ): Promise<{ evaluated: Uint8Array[]; proof: Uint8Array }>;
   /** Bucket `bucket` of `epoch`, signed now. */
-  bucket(epoch: number, bucket: number): { data: Uint8Array; statement: Uint8Array; signature: Uint8Array };
+  bucket(epoch: number, bucket: number): SignedBucket;
+  /**
+   * Resolves once the table has applied every change the store held when called, or after
+   * CATCH_UP_WAIT_MS (or at once, past MAX_CATCH_UP_WAITERS waiting), whichever comes first.
+   */
+  caughtUp(): Promise<void>;
+  /** The change log the table follows and the last of its events applied. */
+  applied(): { logId: string; seq: number };
+  /** Deletes every entry and builds the table again (the store under it was replaced by a copy). */
+  restart(why: string): void;
   /** Renews, in pages on later turns, the entries whose seal is past half its life (the sweep calls it). */
   renew(): void;
   /** Reads every CSI again while serving (the registry changed what this DP serves or how). */
@@ -98,6 +91,13 @@ export interface PrivateTableOptions {
   mspIndex(mspId: string): number | undefined;
   /** Why answers cannot be made now (no usable registry copy); the table waits meanwhile. */
   notReady?: () => string | undefined;
+  /**
+   * Whether the table logs its own change events (the DP's primary; true when not given): a
+   * secondary's log is its primary's, written only by replication.
+   */
+  logsChanges?: () => boolean;
+  /** The longest TTL answers may carry now (a secondary out of touch): buckets are signed no longer. */
+  ttlCapSeconds?: () => number | undefined;
   entrySealMs: number;
   bucketSealMs: number;
   /** Where the OPRF arithmetic runs (worker threads, or inline). */
@@ -156,21 +156,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
   });
   let closed = false;
 
-  // Signed buckets, reused while their content and half their validity last; bounded in bytes.
-  const signed = new Map<
-    number,
-    { until: number; data: Uint8Array; statement: Uint8Array; signature: Uint8Array }
-  >();
-  let signedBytes = 0;
-  const forget = (bucket: number) => {
-    const s = signed.get(bucket);
-    if (s) signedBytes -= s.data.length;
-    signed.delete(bucket);
-  };
-  const forgetAll = () => {
-    signed.clear();
-    signedBytes = 0;
-  };
+  const signed = createSignedBuckets(o.signingKey);
+  const forget = signed.forget;
+  const forgetAll = signed.clear;
 
   /**
    * Starts over when the table cannot follow the log from where it stopped (another key under
@@ -185,23 +173,17 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     save();
   };
 
-  /** Makes room in the bucket of `position` for `delta` more bytes: larger buckets, then more of them. */
+  /** Makes room in the bucket of `position` for `delta` more bytes (a new layout forgets what was signed). */
   const fit = (position: number, delta: number) => {
-    for (;;) {
-      const bits = progress.bucketBits;
-      const [first, last] = positionsOf(bucketOf(position, bits), bits);
-      const need = o.store.privateBucket(epoch, first, last).reduce((n, e) => n + e.length, 0) + delta + 2;
-      if (need <= progress.bucketBytes) return;
-      if (bucketBytesFor(need) <= SPLIT_BUCKET_BYTES || bits >= MAX_BUCKET_BITS) {
-        if (need > MAX_BUCKET_BYTES) throw new Error(`bucket of position ${position} is full`);
-        progress.bucketBytes = bucketBytesFor(need);
-        log.info({ bucketBytes: progress.bucketBytes }, "private-lookup buckets grown");
-      } else {
-        progress.bucketBits = bits + 1;
-        log.info({ buckets: 2 ** progress.bucketBits }, "private-lookup buckets split");
+    const was = `${progress.bucketBits}/${progress.bucketBytes}`;
+    try {
+      growToFit(o.store, epoch, progress, position, delta, log);
+    } finally {
+      // Kept even when the bucket could not grow enough (the entry is left as it was).
+      if (`${progress.bucketBits}/${progress.bucketBytes}` !== was) {
+        forgetAll();
+        save();
       }
-      forgetAll();
-      save();
     }
   };
 
@@ -281,7 +263,7 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
         const changed = page.filter((csi) => tryRefresh(csi, false, ys.get(csi)) === true);
         // A rescan of a table already served: resolvers hear of each answer it changed (a
         // registry change it followed), as they do of the log's changes.
-        if (progress.built) for (const csi of changed) o.store.logChange(csi, o.now());
+        if (progress.built && logs()) for (const csi of changed) o.store.logChange(csi, o.now());
         Object.assign(progress, next);
         save();
       });
@@ -292,6 +274,14 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     }
   };
 
+  const logs = o.logsChanges ?? (() => true);
+  // Bucket reads waiting for the table to apply the store's latest change (see caughtUp).
+  const waits = createPositionWaits({
+    reached: (seq) => progress.seq >= seq || progress.logId !== o.store.logId(),
+    maxWaitMs: CATCH_UP_WAIT_MS,
+    max: MAX_CATCH_UP_WAITERS,
+  });
+  const release = () => waits.release();
   const pause = o.pause ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()));
   let building = false;
   const build = async () => {
@@ -355,15 +345,23 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
         return;
       }
       const page = o.changeLog.since(progress.seq, APPLY_PAGE);
-      o.store.transaction(() => {
-        const changed = page.filter((e) => {
-          progress.seq = e.seq;
-          return tryRefresh(e.csi) === true;
+      const before = { ...progress };
+      try {
+        o.store.transaction(() => {
+          const changed = page.filter((e) => {
+            progress.seq = e.seq;
+            return tryRefresh(e.csi) === true;
+          });
+          if (logs()) for (const e of changed) o.store.logChange(e.csi, o.now());
+          if (page.length > 0) save();
         });
-        for (const e of changed) o.store.logChange(e.csi, o.now());
-        if (page.length > 0) save();
-      });
+      } catch (err) {
+        // Rolled back: the table says it applied no more than the store holds (applied_seq).
+        Object.assign(progress, before);
+        throw err;
+      }
       if (page.length === APPLY_PAGE || o.store.logBounds().latest > progress.seq) schedule();
+      else release();
     } catch (err) {
       log.error({ err: (err as Error).message }, "private-lookup table could not apply changes; retrying");
       setTimeout(schedule, 1_000).unref();
@@ -401,14 +399,15 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       );
     }
   };
-  let params:
-    | { layoutKey: string; atMs: number; signed: { statement: Uint8Array; signature: Uint8Array } }
-    | undefined;
+  const params = createSignedParams(o.dpId, o.keys, o.signingKey);
   const notReady = () =>
     !progress.built || progress.clearing
       ? `private-lookup table of epoch ${epoch} is still being built`
       : undefined;
   const check = (asked: number) => {
+    // A table closed (its key retired or replaced) serves nothing: its rows are being deleted.
+    if (closed)
+      throw new DiscoveryError("not_ready", `the private-lookup key of epoch ${epoch} changed; try again`);
     if (notReady()) throw new DiscoveryError("not_ready", `this DP's ${notReady()}; try again shortly`);
     checkEpoch(asked);
   };
@@ -416,24 +415,8 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
   return {
     epoch,
     notReady,
-    parameters() {
-      // Signed once per layout and minute, not per call: the call is unmetered.
-      const now = o.now();
-      const layoutKey = `${progress.bucketBits}/${progress.bucketBytes}`;
-      if (!params || params.layoutKey !== layoutKey || now - params.atMs >= PARAMS_RESIGN_MS) {
-        const p = {
-          dpId: o.dpId,
-          suite: PRIVATE_SUITE,
-          epoch,
-          publicKey: o.keys.publicKey,
-          bucketBits: progress.bucketBits,
-          bucketBytes: progress.bucketBytes,
-          signedAtMs: now,
-        };
-        params = { layoutKey, atMs: now, signed: signPrivateParams(p, o.signingKey) };
-      }
-      return params.signed;
-    },
+    parameters: () => params(layout(), o.now()),
+
     async evaluate(asked, blinded, signal) {
       check(asked);
       return o.pool.blindEvaluate(o.keys, blinded, signal);
@@ -447,22 +430,13 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
           `bucket ${bucket} is not one of this table's ${2 ** bits}; fetch the parameters again`,
         );
       }
-      const now = o.now();
-      const kept = signed.get(bucket);
-      if (kept && kept.until > now) return kept;
-      forget(bucket);
-      const [first, last] = positionsOf(bucket, bits);
-      const data = encodeBucket(layout(), o.store.privateBucket(epoch, first, last));
-      const statement = { dpId: o.dpId, epoch, keyId, bucketBits: bits, bucket, signedAtMs: now };
-      const s = signBucket({ ...statement, expiresAtMs: now + o.bucketSealMs }, data, o.signingKey);
-      const made = { until: now + o.bucketSealMs / 2, data, ...s };
-      for (const [b] of signed) {
-        if (signedBytes + data.length <= SIGNED_CACHE_BYTES) break;
-        forget(b);
-      }
-      signed.set(bucket, made);
-      signedBytes += data.length;
-      return made;
+      // Out of touch (a secondary that may lag): signed for no longer than answers' TTLs.
+      const cap = o.ttlCapSeconds?.();
+      const sealMs = cap === undefined ? o.bucketSealMs : Math.min(o.bucketSealMs, cap * 1000);
+      return signed.get({ dpId: o.dpId, epoch, keyId, bucketBits: bits, bucket }, sealMs, o.now(), () => {
+        const [first, last] = positionsOf(bucket, bits);
+        return encodeBucket(layout(), o.store.privateBucket(epoch, first, last));
+      });
     },
     renew() {
       if (!progress.built || progress.clearing || renewing || o.notReady?.()) return;
@@ -482,17 +456,25 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       save();
       startBuild();
     },
+    caughtUp() {
+      // Nothing is applied while the table clears or answers cannot be made: no wait then.
+      if (closed || progress.clearing || o.notReady?.()) return Promise.resolve();
+      const wait = waits.until(o.store.logBounds().latest);
+      schedule();
+      return wait;
+    },
+    applied: () => ({ logId: progress.logId, seq: progress.seq }),
+    restart(why) {
+      startOver(why);
+      release();
+      startBuild();
+      schedule();
+    },
     stats: () => ({ built: progress.built, scanning: progress.pass < 2, layout: layout() }),
     close() {
       closed = true;
       unsubscribe();
+      waits.close();
     },
   };
-}
-
-/** The answer without its seal's times: what must change for the entry to count as changed. */
-function contentDigest(a: pb.Answer): Uint8Array {
-  const h = createHash("sha256");
-  h.update(toBinary(pb.AnswerSchema, create(pb.AnswerSchema, { ...a, seal: undefined, ttlSeconds: 0 })));
-  return new Uint8Array(h.digest());
 }

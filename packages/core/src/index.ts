@@ -136,6 +136,7 @@ export {
   oprfBlindEvaluate,
   oprfEvaluate,
   oprfFinalize,
+  oprfKeysMatch,
   oprfPublicKeyValid,
   PRIVATE_SUITE,
   positionsOf,

@@ -42,6 +42,8 @@ export interface ChangeSubscriptions {
   states(): SubscriptionState[];
   /** Whether the stream of `dpId` is open and has caught up. */
   connected(dpId: string): boolean;
+  /** The log of `dpId` followed and its last event received, while the stream is caught up. */
+  position(dpId: string): { logId: string; seq: number } | undefined;
   close(): void;
 }
 
@@ -201,6 +203,10 @@ export function createChangeSubscriptions(o: ChangeSubscriptionOptions): ChangeS
         lastEventAtMs: s.lastEventAtMs,
       })),
     connected: (dpId) => subs.get(dpId)?.connected === true,
+    position(dpId) {
+      const s = subs.get(dpId);
+      return s?.connected ? { logId: s.logId, seq: s.seq } : undefined;
+    },
     close() {
       for (const s of subs.values()) s.close();
       subs.clear();

@@ -106,6 +106,7 @@ runServer<ResolverConfig>(process, {
           pool: oprfPool,
           // Buckets are kept only while the DP's change stream would say they changed.
           following: (dpId) => subscriptions?.connected(dpId) === true,
+          position: (dpId) => subscriptions?.position(dpId),
         })),
       // Per DP (ids from the registry): each lookup's time, window wait included, and result.
       ...(metrics && {

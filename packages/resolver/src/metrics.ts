@@ -174,6 +174,11 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     () => s.privateLookups()?.evaluations ?? 0,
   );
   c(
+    "private_buckets_behind_total",
+    "Private-lookup buckets a DP endpoint read before applying a change this resolver had seen (answers served uncached).",
+    () => s.privateLookups()?.bucketsBehind ?? 0,
+  );
+  c(
     "private_bucket_bytes_total",
     "Bytes of private-lookup buckets received.",
     () => s.privateLookups()?.bucketBytes ?? 0,

@@ -38,7 +38,13 @@ const CSI = "tel:+447700900123";
 function fakeDp(
   cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsKey?: boolean; unpublished?: boolean } = {},
   /** Whether the resolver follows the DP's change stream (buckets are kept only then), and its clock. */
-  env: { following?: { on: boolean }; clock?: { now: number } } = {},
+  env: {
+    following?: { on: boolean };
+    clock?: { now: number };
+    /** The log and event the DP says its table had applied, and where the resolver's stream is. */
+    applied?: { logId: string; seq: number };
+    position?: { logId: string; seq: number };
+  } = {},
 ) {
   let fetches = 0;
   const signing = generateSigningKey();
@@ -73,6 +79,8 @@ function fakeDp(
       const bucket = (req.bucket + (cheat.bucketOffset ?? 0)) % 4;
       return {
         data,
+        logId: env.applied?.logId ?? "",
+        appliedSeq: BigInt(env.applied?.seq ?? 0),
         ...signBucket(
           {
             dpId: "eu",
@@ -119,6 +127,7 @@ function fakeDp(
       negativeTtlSeconds: 60,
       pool,
       ...(env.following && { following: () => env.following?.on === true }),
+      ...(env.position && { position: () => env.position }),
     }),
   };
 }
@@ -229,4 +238,32 @@ test("without a change stream to follow, no bucket is kept", async () => {
   await lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16));
   await lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16));
   assert.equal(fetches(), 2);
+});
+
+test("a bucket read before a change the resolver has seen is not kept, and its answer is marked so it is not cached", async () => {
+  const following = { on: true };
+  const applied = { logId: "log-a", seq: 7 };
+  const position = { logId: "log-a", seq: 9 };
+  const { dp, lookups, fetches } = fakeDp({}, { following, applied, position });
+  const ctx = new Uint8Array(16);
+  let predated = 0;
+  const ask = () => lookups.lookup(dp, "dp:1", CSI, ctx, () => predated++);
+  // The endpoint (a secondary that lags) had applied event 7; the resolver has seen 9.
+  assert.equal((await ask()).kind, "opted_out", "the answer is still served");
+  assert.equal(predated, 1);
+  await ask();
+  assert.equal(fetches(), 2, "not kept: fetched again");
+  assert.equal(lookups.stats.bucketsBehind, 2);
+  // Caught up with what the resolver has seen: kept, and not marked.
+  applied.seq = 9;
+  await ask();
+  await ask();
+  assert.equal(fetches(), 3);
+  assert.equal(predated, 2);
+  // Another log (the DP restored, or an endpoint that does not say): nothing to compare.
+  applied.logId = "";
+  applied.seq = 0;
+  lookups.changed("eu");
+  await ask();
+  assert.equal(predated, 2);
 });

@@ -27,8 +27,18 @@ import type { OprfPool } from "./oprf-pool.js";
 
 /** The resolver's private lookups. */
 export interface PrivateLookups {
-  /** Looks `csi` (canonical) up privately at `endpoint` of `dp`; the outcome is marked private. */
-  lookup(dp: DpInfo, endpoint: string, csi: string, rateContext: Uint8Array): Promise<LookupOutcome>;
+  /**
+   * Looks `csi` (canonical) up privately at `endpoint` of `dp`; the outcome is marked private.
+   * `predates` hears that the bucket it came from was read before a change of the DP's log this
+   * resolver has seen (see PrivateLookupOptions.position).
+   */
+  lookup(
+    dp: DpInfo,
+    endpoint: string,
+    csi: string,
+    rateContext: Uint8Array,
+    predates?: () => void,
+  ): Promise<LookupOutcome>;
   /** A change event (or a resync) from `dpId`: every bucket of it kept so far is dropped. */
   changed(dpId: string): void;
   /** A registry change (a DP's or an MSP's keys or ranges): every kept bucket is dropped. */
@@ -47,6 +57,8 @@ export interface PrivateLookupStats {
   bucketBytes: number;
   /** Lookups answered from a kept bucket, with no fetch. */
   bucketHits: number;
+  /** Buckets read by an endpoint that had not applied a change this resolver had seen (not kept). */
+  bucketsBehind: number;
 }
 
 /** Options of the private lookups. */
@@ -66,6 +78,12 @@ export interface PrivateLookupOptions {
   following?: (dpId: string) => boolean;
   /** Bytes of buckets kept for reuse (0: none). */
   bucketCacheBytes?: number;
+  /**
+   * Where the resolver's change stream of `dpId` is (its log and last event). A bucket whose DP
+   * endpoint says it had applied less of that log when read may predate a change already seen:
+   * it is not kept, and its answer is marked so it is not cached.
+   */
+  position?: (dpId: string) => { logId: string; seq: number } | undefined;
 }
 
 /** Parameters are fetched again after this long, and at once when the DP says its epoch changed. */
@@ -89,6 +107,7 @@ interface Waiting {
   csi: string;
   resolve: (o: LookupOutcome) => void;
   reject: (e: unknown) => void;
+  predates: (() => void) | undefined;
 }
 
 /** Creates the private lookups. */
@@ -100,6 +119,7 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
     buckets: 0,
     bucketBytes: 0,
     bucketHits: 0,
+    bucketsBehind: 0,
   };
   // Buckets are the same for every caller: one kept serves every later lookup that lands in it,
   // until any change event of its DP (the table's own events follow every entry it rewrites), a
@@ -237,7 +257,12 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
           if (r) stats.bucketHits++;
           else {
             const generation = generationOf(dp.id);
-            r = await c.getBucket({ epoch: p.epoch, bucket: slot.bucket }, { timeoutMs: o.timeoutMs });
+            const seen = o.position?.(dp.id);
+            const fetched = await c.getBucket(
+              { epoch: p.epoch, bucket: slot.bucket },
+              { timeoutMs: o.timeoutMs },
+            );
+            r = fetched;
             stats.buckets++;
             stats.bucketBytes += r.data.length;
             const problem = bucketProblem(
@@ -255,7 +280,10 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
               if (!retried && layoutChanged(r, p)) throw new Retry();
               throw new DiscoveryError("verification_failed", problem);
             }
-            keep(k, r, generation, dp.id, o.now());
+            if (seen && fetched.logId === seen.logId && fetched.appliedSeq < BigInt(seen.seq)) {
+              stats.bucketsBehind++;
+              item.predates?.();
+            } else keep(k, r, generation, dp.id, o.now());
           }
           const now = o.now();
           const expiresAtMs = decodeBucketStatement(r.statement).expiresAtMs;
@@ -300,7 +328,7 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
       kept.clear();
       keptBytes = 0;
     },
-    lookup(dp, endpoint, csi, rateContext) {
+    lookup(dp, endpoint, csi, rateContext, predates) {
       stats.lookups++;
       return new Promise<LookupOutcome>((resolve, reject) => {
         const k = `${dp.id}|${endpoint}|${Buffer.from(rateContext).toString("hex")}`;
@@ -320,7 +348,7 @@ export function createPrivateLookups(o: PrivateLookupOptions): PrivateLookups {
             }
           });
         }
-        batch.push({ csi, resolve, reject });
+        batch.push({ csi, resolve, reject, predates });
       });
     },
   };

@@ -48,12 +48,15 @@ function fakeUpstream() {
     preferred: [] as (string | undefined)[],
     /** When set, verification reports a seal that expires at this time. */
     sealExpiresAtMs: undefined as number | undefined,
+    /** Whether the DP endpoint's answer came from a bucket older than a change the resolver saw. */
+    predates: false,
   };
   const upstream: Upstream = {
     async lookup(_dp, _csi, how) {
       state.calls++;
       state.preferred.push(how?.prefer);
       how?.answeredBy?.("127.0.0.1:1");
+      if (state.predates) how?.predates?.();
       if (state.gate) await state.gate;
       if (state.fail) throw new DiscoveryError("upstream_unavailable", "down");
       return state.outcome;
@@ -418,6 +421,18 @@ test("a private answer that raced a change event is not asked again (a probe wou
   // Not cached: the next query asks again.
   await service.resolve(CSI);
   assert.equal(state.calls, 2);
+});
+
+test("an answer read before a change the resolver has seen is served but not cached", async () => {
+  const { state, service } = setup();
+  state.predates = true;
+  const first = await service.resolve(CSI);
+  assert.deepEqual([first.source, first.ttlSeconds], ["upstream", 0]);
+  assert.equal((await service.resolve(CSI)).source, "upstream", "asked again: nothing was cached");
+  state.predates = false;
+  await service.resolve(CSI);
+  assert.equal((await service.resolve(CSI)).source, "cache");
+  assert.equal(state.calls, 3);
 });
 
 test("a resync drops every answer from that DP and counts only when it is not a first subscription", async () => {

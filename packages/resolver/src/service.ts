@@ -34,6 +34,7 @@ import {
   type Verified,
 } from "./lookup-context.js";
 import { eventKey, RecentChanges } from "./recent-changes.js";
+import { watchSignerKeys } from "./signer-keys.js";
 import { isCallerRefusal, type Upstream } from "./upstream.js";
 
 export { answerIndex, CachedAnswer } from "./cached-answer.js";
@@ -193,6 +194,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       stats.upstreamRequests++;
       const t0 = trace ? performance.now() : 0;
       let endpoint: string | undefined;
+      let predates = false;
       const outcome = await o.upstream.lookup(dp, csi.uri, {
         rateContext: caller.contextFor(dp.id),
         waitUntilMs: caller.waitUntilMs,
@@ -200,6 +202,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         privately: caller.privateAt?.(dp.id),
         prefer: recent.deliveredBy(dp.id, o.changeKeys.get(dp.id), csi.uri),
         ...(trace && { answeredBy: (e: string) => (endpoint = e) }),
+        predates: () => {
+          predates = true;
+        },
       });
       // Verifying (the costliest step of a miss) and caching an answer nobody waits for is
       // what an overloaded resolver can least afford.
@@ -224,6 +229,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         if (attempt === 0) return walk(csi, 1, background, caller, trace);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
+      // Read by a DP endpoint that had not yet applied a change this resolver has seen (a
+      // replicated DP's secondary that lags): served, as the DP's latest word to this lookup,
+      // but not cached. Not asked again: a re-ask would tell the DP which changes the CSI may be among.
+      if (predates) return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       const hashKey = startedAt !== recent.count ? o.changeKeys.get(dp.id) : undefined; // events came meanwhile
       const ix = hashKey && eventKey(dp.id, hashKey, csi.uri);
       if (ix && recent.after(ix, startedAt)) {
@@ -294,26 +303,9 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
 
   // The signing keys of DPs and MSPs as they were when cached answers were verified; a key
   // that changed or vanished drops what it signed (the answers would not verify any more).
-  const signerKeys = new Map<string, string>();
-  const signersNow = () => {
-    const now = new Map<string, string>();
-    for (const dp of o.registry.allDps())
-      now.set(`dp:${dp.id}`, Buffer.from(dp.signingPublicKey).toString("hex"));
-    for (const m of o.registry.allMsps())
-      now.set(`msp:${m.id}`, Buffer.from(m.signingPublicKey).toString("hex"));
-    return now;
-  };
-  for (const [k, v] of signersNow()) signerKeys.set(k, v);
+  const signerKeys = watchSignerKeys(o.registry);
   const evictChangedSigners = () => {
-    const now = signersNow();
-    const dps = new Set<string>();
-    const msps = new Set<string>();
-    for (const k of new Set([...signerKeys.keys(), ...now.keys()])) {
-      if (signerKeys.get(k) === now.get(k)) continue;
-      (k.startsWith("dp:") ? dps : msps).add(k.slice(k.indexOf(":") + 1));
-    }
-    signerKeys.clear();
-    for (const [k, v] of now) signerKeys.set(k, v);
+    const { dps, msps } = signerKeys.changed();
     if (dps.size === 0 && msps.size === 0) return;
     const n = o.cache.prune(
       (_uri, v) =>

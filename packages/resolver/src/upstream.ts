@@ -30,6 +30,11 @@ export interface UpstreamLookup {
   prefer?: string;
   /** Hears the endpoint that answered. */
   answeredBy?: (endpoint: string) => void;
+  /**
+   * Hears that the answer may predate a change the resolver has already seen (a private answer
+   * from a bucket the endpoint read before applying it): it is served, but not cached.
+   */
+  predates?: () => void;
 }
 
 /** Asks DPs for answers. */
@@ -155,7 +160,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (privately) {
           if (!privateLookups)
             throw new DiscoveryError("failed_precondition", "this resolver does not make private lookups");
-          const outcome = await privateLookups.lookup(dp, endpoint, csi, rateContext);
+          const outcome = await privateLookups.lookup(dp, endpoint, csi, rateContext, how.predates);
           answered(endpoint);
           return outcome;
         }

@@ -13,6 +13,7 @@ import {
 } from "@mimi/core";
 import { type Channel, counterFrom, gaugeFrom } from "@mimi/rpc";
 import type { ChangeLog } from "../change-log.js";
+import type { EpochKeys } from "../private-table.js";
 import type { MappingStore } from "../store/store.js";
 import { createFollowers, type FollowerStatus } from "./acks.js";
 import { type PeerFence, promote } from "./promote.js";
@@ -113,6 +114,16 @@ export interface ReplicationOptions {
   channel: (endpoint: string) => Channel;
   /** Runs after a secondary copied the whole store (the CSI filter is built again). */
   onCopied?: () => void;
+  /**
+   * This endpoint's private-lookup keys (undefined when it serves no private lookups): a primary
+   * sends them to its followers, a secondary adopts its primary's.
+   */
+  privateKeys?: {
+    held: () => readonly EpochKeys[] | undefined;
+    subscribe: (wake: () => void) => () => void;
+    /** Takes the primary's keys (absent: this endpoint serves no private lookups and asks for none). */
+    adopt?: (keys: EpochKeys[]) => void;
+  };
   /** Keeps the primary's change-hash key as this endpoint's own. */
   setHashKey: (key: Uint8Array) => void;
   /** How long log events are kept (changeLogRetentionSeconds): a follower further behind copies. */
@@ -169,6 +180,7 @@ export function startReplication(o: ReplicationOptions): Replication {
     now: o.clock,
     log: o.log,
     subscribeWriter: writerSubscriptions(store),
+    ...(o.privateKeys && { privateKeys: o.privateKeys }),
     jurisdiction: placeOf,
     placesEndpoints: () => (o.dpRecord()?.endpointJurisdictions?.length ?? 0) > 0,
     onGranted(epoch, endpoint) {
@@ -226,6 +238,7 @@ export function startReplication(o: ReplicationOptions): Replication {
       log: o.log,
       onServing: () => servingNow(),
       ...(o.onCopied && { onCopied: o.onCopied }),
+      ...(o.privateKeys?.adopt && { onPrivateKeys: o.privateKeys.adopt }),
       ...(config.endpoint !== "" && { endpoint: config.endpoint }),
       prefer: () => {
         // The candidate this endpoint voted for, while that vote is the latest word on who is

@@ -5,13 +5,17 @@
 // row is checked against the registry's keys before it is stored (state.ts), and each change is
 // acknowledged once committed, for the primary's durability wait. It serves lookups once it has
 // a whole copy and has caught up once; it refuses a primary of an older epoch than it knows.
+// The primary's private-lookup keys, when it sends them, are handed on (private-keys.ts adopts
+// them); a set that is not keys is logged and left, and the store's replication goes on.
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { DiscoveryError, followLog, type KeyDirectory, type LogFollower, type Logger, pb } from "@mimi/core";
 import type { Channel } from "@mimi/rpc";
 import { clampToNumber as num } from "../numbers.js";
+import type { EpochKeys } from "../private-table.js";
 import type { MappingStore } from "../store/store.js";
 import { FollowRequests } from "./follow-requests.js";
+import { placementProblem } from "./placement.js";
 import type { ReplicationRole } from "./role.js";
 import { applyCsiState, checkCsiState, dropCsisBetween } from "./state.js";
 
@@ -98,6 +102,8 @@ export interface ReplicaOptions {
   onServing?: () => void;
   /** Runs after each whole copy (what is derived from the store, like the CSI filter, is built again). */
   onCopied?: () => void;
+  /** The primary's private-lookup keys, as it sent them (after its start, and when they change). */
+  onPrivateKeys?: (keys: EpochKeys[]) => void;
   /**
    * The jurisdiction this machine is configured for, and the one the registry places the DP in:
    * when they differ it neither follows nor serves (H2).
@@ -132,19 +138,7 @@ export function startReplica(o: ReplicaOptions): Replica {
   // restart, as a DNS secondary serves its zone until it expires; one mid-copy does not.
   serving = copyState() === undefined && store.meta("replica_since") !== undefined;
 
-  const jurisdictionProblem = () => {
-    const j = o.jurisdiction;
-    if (!j) return undefined;
-    const published = j.published();
-    if (published === j.configured) return undefined;
-    if (o.endpoint === undefined) {
-      return `this secondary is configured for jurisdiction "${j.configured}" but the registry places DP "${o.dpId}" in "${published ?? "none"}": it neither follows nor serves it (H2)`;
-    }
-    if (published === undefined) {
-      return `the registry does not list this secondary's endpoint ${o.endpoint} among DP "${o.dpId}"'s endpoints: it neither follows nor serves the DP until the registry publishes it, with its jurisdiction (H2)`;
-    }
-    return `this secondary is configured for jurisdiction "${j.configured}" but the registry places its endpoint ${o.endpoint} in "${published}": it neither follows nor serves DP "${o.dpId}" (H2)`;
-  };
+  const jurisdictionProblem = () => placementProblem(o.dpId, o.jurisdiction, o.endpoint);
 
   // Names this follower to the primary across its streams (kept in the store).
   let followerId = store.meta(FOLLOWER_ID_META);
@@ -280,6 +274,21 @@ export function startReplica(o: ReplicaOptions): Replica {
       } else state = "catching_up";
       return false;
     }
+    if (m.case === "privateKeys") {
+      // Not from a fenced primary: a new primary's keys may differ (rolled, retired since).
+      if (sourceFenced) return false;
+      try {
+        o.onPrivateKeys?.(
+          m.value.keys.map((k) => ({ epoch: k.epoch, secretKey: k.secretKey, publicKey: k.publicKey })),
+        );
+      } catch (err) {
+        log.error(
+          { endpoint, err: (err as Error).message },
+          "the primary's private-lookup keys were not taken",
+        );
+      }
+      return false;
+    }
     if (m.case === "rows") {
       if (!copyState()) throw new DiscoveryError("failed_precondition", "writer rows outside a copy");
       store.applyReplicated(() => {
@@ -407,6 +416,7 @@ export function startReplica(o: ReplicaOptions): Replica {
         followerId,
         jurisdiction: o.jurisdiction?.configured ?? "",
         endpoint: o.endpoint ?? "",
+        privateKeys: o.onPrivateKeys !== undefined,
         writerAfterSeq: BigInt(writerLatest),
         writerAfterAtMs: BigInt(store.writer.atOf(writerLatest) ?? Number(store.meta(WRITER_AT_META) ?? 0)),
       });

@@ -1,7 +1,8 @@
 // A DP's replication in one process: a primary store served by serveFollow and a secondary
 // store following it through startReplica, joined by an in-memory stream that the tests can
 // hold and cut. The copy (paged, resumable), the changes with the primary's numbers, times and
-// hash key, rows that do not verify, roles and epochs, the durability wait, and promotion.
+// hash key, rows that do not verify, roles and epochs, the durability wait, promotion, and the
+// private-lookup keys.
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
@@ -10,6 +11,7 @@ import {
   createLogger,
   DiscoveryError,
   dpSignedParts,
+  generateOprfKeys,
   generateSigningKey,
   pb,
   RegistryView,
@@ -19,6 +21,7 @@ import {
 } from "@mimi/core";
 import type { Channel } from "@mimi/rpc";
 import { type ChangeLog, createChangeLog } from "../change-log.js";
+import type { EpochKeys } from "../private-table.js";
 import type { MappingRow } from "../store/rows.js";
 import { type MappingStore, openMappingStore } from "../store/store.js";
 import { createFollowers, type Followers } from "./acks.js";
@@ -118,6 +121,8 @@ function endpoint(role: "primary" | "secondary", fill = 0): Endpoint {
  */
 function link(source: () => Endpoint, o: { holdAfter?: number } = {}) {
   const starts: pb.FollowStart[] = [];
+  /** What each message sent was (its case), in order, over every stream. */
+  const sentKinds: string[] = [];
   let release: () => void = () => {};
   const held = new Promise<void>((r) => {
     release = r;
@@ -144,6 +149,7 @@ function link(source: () => Endpoint, o: { holdAfter?: number } = {}) {
         const send = async (m: MessageInitShape<typeof pb.FollowResponseSchema>) => {
           if (o.holdAfter !== undefined && stream === 0 && sent >= o.holdAfter) await held;
           sent++;
+          sentKinds.push(m.message?.case ?? "");
           // Through the wire format, as gRPC would carry it.
           const wire = toBinary(pb.FollowResponseSchema, create(pb.FollowResponseSchema, m));
           queue.push(fromBinary(pb.FollowResponseSchema, wire));
@@ -201,7 +207,7 @@ function link(source: () => Endpoint, o: { holdAfter?: number } = {}) {
       },
     }),
   } as unknown as Channel;
-  return { channel, starts, release };
+  return { channel, starts, release, sentKinds };
 }
 
 /** Replicas a test started, closed after it whatever its outcome. */
@@ -788,4 +794,80 @@ test("caught up with a fenced primary is not in touch: a new primary writes else
   const replica = follow(s, l.channel);
   await until(() => replica.status().state === "following", "caught up with the fenced source");
   assert.equal(replica.outOfTouch(), true);
+});
+
+test("a primary's private-lookup keys go to a follower that asks for them, at the start and again when they change, only where the registry places it, and never from a fenced primary", async () => {
+  const p = endpoint("primary", 3);
+  const s = endpoint("secondary");
+  const key = (epoch: number) => ({ epoch, ...generateOprfKeys() });
+  let held: readonly EpochKeys[] = [key(100)];
+  const wakes = new Set<() => void>();
+  p.server.privateKeys = {
+    held: () => held,
+    subscribe(wake) {
+      wakes.add(wake);
+      return () => wakes.delete(wake);
+    },
+  };
+  const received: EpochKeys[][] = [];
+  const { channel } = link(() => p);
+  const replica = follow(s, channel, { onPrivateKeys: (k) => received.push(k) });
+  await until(() => received.length === 1 && caughtUp(p, s)(), "keys sent with the start");
+  const hex = (ks: readonly EpochKeys[]) =>
+    ks.map(
+      (k) =>
+        `${k.epoch}:${Buffer.from(k.secretKey).toString("hex")}:${Buffer.from(k.publicKey).toString("hex")}`,
+    );
+  assert.deepEqual(hex(received[0] as EpochKeys[]), hex(held), "the secret and public halves, as held");
+  // A roll: the stream wakes and sends the new set; a set sent once is not sent again.
+  held = [...held, key(200)];
+  for (const w of wakes) w();
+  await until(() => received.length === 2, "the new set sent");
+  assert.deepEqual(hex(received[1] as EpochKeys[]), hex(held));
+  p.store.putMapping(signedRow(csiOf(50)));
+  await until(caughtUp(p, s), "a change after the keys");
+  assert.equal(received.length, 2, "unchanged keys are not sent again");
+  replica.close();
+  await replica.done;
+
+  // A follower that serves no private lookups does not ask for the keys, and is sent none.
+  const u = endpoint("secondary");
+  const l1 = link(() => p);
+  const plain = follow(u, l1.channel);
+  await until(caughtUp(p, u), "a follower without private lookups caught up");
+  assert.equal(l1.starts[0]?.privateKeys, false);
+  assert.ok(!l1.sentKinds.includes("privateKeys"), "no keys sent to it");
+  plain.close();
+  await plain.done;
+
+  // Keys from a fenced primary are not taken: the new primary's may differ.
+  const f = endpoint("primary", 1);
+  f.server.privateKeys = p.server.privateKeys;
+  assert.equal(f.role.vote(2, "candidate-elsewhere", "a promotion"), true);
+  const v = endpoint("secondary");
+  const fromFenced: EpochKeys[][] = [];
+  const l3 = link(() => f);
+  const behindFence = follow(v, l3.channel, { onPrivateKeys: (k) => fromFenced.push(k) });
+  await until(() => behindFence.status().state === "following", "caught up with the fenced source");
+  assert.ok(l3.sentKinds.includes("privateKeys"), "the fenced source sent them");
+  assert.equal(fromFenced.length, 0, "and they were not taken");
+  behindFence.close();
+  await behindFence.done;
+
+  // A follower the registry does not place where it says it is gets nothing, keys included.
+  const q = endpoint("primary", 1);
+  q.server.privateKeys = p.server.privateKeys;
+  q.server.jurisdiction = () => "CH";
+  const t = endpoint("secondary");
+  const got: EpochKeys[][] = [];
+  const l2 = link(() => q);
+  const refused = follow(t, l2.channel, {
+    onPrivateKeys: (k) => got.push(k),
+    jurisdiction: { configured: "EU", published: () => "EU" },
+  });
+  await until(() => l2.starts.length >= 2, "the follower tried and was refused");
+  assert.equal(got.length, 0);
+  assert.equal(t.store.count(), 0);
+  refused.close();
+  await refused.done;
 });

@@ -2,8 +2,9 @@
 // follower a copy of every CSI's state when its position does not continue (in key order, in
 // pages, resumable), then each change of the log with the CSI's state as stored when sent,
 // then ReplicaCaughtUp after every drain (and every heartbeat, so an idle follower still knows
-// the primary is there); the follower's acks feed the durability wait. Fence is answered by
-// every endpoint. Only the identities in replication.followers may call either.
+// the primary is there); the follower's acks feed the durability wait. A primary that serves
+// private lookups sends its OPRF keys after the start and again when they change. Fence is
+// answered by every endpoint. Only the identities in replication.followers may call either.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
@@ -11,9 +12,11 @@ import { DiscoveryError, isJurisdictionCode, Latch, type Logger, pb } from "@mim
 import { addService } from "@mimi/rpc";
 import type { ChangeLog } from "../change-log.js";
 import { clampToNumber as num } from "../numbers.js";
+import type { EpochKeys } from "../private-table.js";
 import type { MappingStore } from "../store/store.js";
 import { WRITER_TABLES } from "../store/writer/store.js";
 import type { Followers } from "./acks.js";
+import { checkPlacement } from "./placement.js";
 import type { ReplicationRole } from "./role.js";
 import { csiStateOf, csiStateToProto, csisAfter } from "./state.js";
 
@@ -41,6 +44,14 @@ export interface ReplicationServerOptions {
   placesEndpoints: () => boolean;
   /** Runs `wake` after each commit to the writer log; returns the unsubscribe function. */
   subscribeWriter: (wake: () => void) => () => void;
+  /**
+   * The private-lookup keys this endpoint holds (undefined: it serves no private lookups), and
+   * the wake-ups after they change; the stream sends them to the follower.
+   */
+  privateKeys?: {
+    held: () => readonly EpochKeys[] | undefined;
+    subscribe: (wake: () => void) => () => void;
+  };
   /** Hears a vote granted to a candidate that named its address (the replica follows it first). */
   onGranted?: (epoch: number, endpoint: string) => void;
   /** How often an idle stream gets a ReplicaCaughtUp. */
@@ -117,6 +128,22 @@ export async function serveFollow(
   const latch = new Latch();
   const unsubscribe = changeLog.subscribe(() => latch.fire());
   const unsubscribeWriter = o.subscribeWriter(() => latch.fire());
+  const unsubscribeKeys = o.privateKeys?.subscribe(() => latch.fire());
+  // The keys last sent (the same array until they change).
+  let keysSent: readonly EpochKeys[] | undefined;
+  const sendKeys = async () => {
+    const held = req.privateKeys ? o.privateKeys?.held() : undefined;
+    if (!held || held === keysSent || held.length === 0) return;
+    keysSent = held;
+    await send({
+      message: {
+        case: "privateKeys",
+        value: {
+          keys: held.map((k) => ({ epoch: k.epoch, secretKey: k.secretKey, publicKey: k.publicKey })),
+        },
+      },
+    });
+  };
   const heartbeat = setInterval(() => latch.fire(), o.heartbeatMs);
   // Positions sent so far: a follower cannot acknowledge what it was never sent.
   let sent = { seq: 0, writerSeq: 0 };
@@ -156,6 +183,7 @@ export async function serveFollow(
         },
       },
     });
+    await sendKeys();
     // A copy that starts sends the writer's tables first (small: bounded by their retention),
     // then the CSIs in key order; one that goes on sends the CSIs after where it stopped.
     if (start.copy && start.after === "") {
@@ -208,6 +236,7 @@ export async function serveFollow(
       // moved the follower's endpoint elsewhere ends its stream (checked at least every heartbeat).
       requireSource(role);
       checkPlacement(o, req);
+      await sendKeys();
       for (;;) {
         const rows = writer.changesSince(writerPosition, CHANGE_PAGE);
         continuous(rows[0]?.seq, writerPosition, "writer events");
@@ -255,38 +284,8 @@ export async function serveFollow(
     clearInterval(heartbeat);
     unsubscribe();
     unsubscribeWriter();
+    unsubscribeKeys?.();
     handle.leave();
-  }
-}
-
-/**
- * Whether the registry lets this follower hold the DP's store (H2): an endpoint it names must be
- * listed, and placed in the jurisdiction it says it is in; when the registry places any of the
- * DP's endpoints individually, a follower must name its own.
- */
-function checkPlacement(o: ReplicationServerOptions, req: pb.FollowStart): void {
-  if (req.endpoint === "" && o.placesEndpoints()) {
-    throw new DiscoveryError(
-      "permission_denied",
-      "the registry places this DP's endpoints one by one: a follower must name its own (replication.endpoint) (H2)",
-      { details: { reason: "ENDPOINT_REQUIRED" } },
-    );
-  }
-  const published = o.jurisdiction(req.endpoint);
-  if (req.endpoint !== "" && published === undefined) {
-    throw new DiscoveryError(
-      "permission_denied",
-      `the follower names itself ${req.endpoint}, which the registry does not list among this DP's endpoints: the DP's store is copied only to endpoints the registry publishes, with their jurisdiction (H2); list it first (mimi root dp put)`,
-      { details: { reason: "UNLISTED_ENDPOINT" } },
-    );
-  }
-  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
-    const where = req.endpoint === "" ? "this DP" : `the follower's endpoint ${req.endpoint}`;
-    throw new DiscoveryError(
-      "permission_denied",
-      `the follower is configured for jurisdiction "${req.jurisdiction}" and the registry places ${where} in "${published ?? "none"}": its store stays in its jurisdiction (H2)`,
-      { details: { reason: "JURISDICTION" } },
-    );
   }
 }
 

@@ -102,6 +102,8 @@ export interface MappingStore {
   deletePrivateEntry(epoch: number, csi: string): boolean;
   /** Deletes up to `limit` entries of `epoch`; returns how many went. */
   clearPrivate(epoch: number, limit: number): number;
+  /** The least key epoch above `after` that has private-lookup entries (an index seek). */
+  privateEpochAfter(after: number): number | undefined;
   /** The sealed entries whose position is in [first, last] (one bucket). */
   privateBucket(epoch: number, first: number, last: number): Uint8Array[];
   /** Up to `limit` CSIs whose entry's seal ends before `beforeMs`, soonest first. */

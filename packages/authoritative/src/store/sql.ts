@@ -81,6 +81,7 @@ export const SQL = {
   privateBucket: "SELECT entry FROM private_entries WHERE epoch = ? AND position BETWEEN ? AND ?",
   clearPrivate:
     "DELETE FROM private_entries WHERE epoch = ? AND csi IN (SELECT csi FROM private_entries WHERE epoch = ? LIMIT ?)",
+  privateEpochAfter: "SELECT epoch FROM private_entries WHERE epoch > ? ORDER BY epoch LIMIT 1",
   privateDue:
     "SELECT csi FROM private_entries WHERE epoch = ? AND sealed_until_ms < ? ORDER BY sealed_until_ms LIMIT ? OFFSET ?",
 } as const;

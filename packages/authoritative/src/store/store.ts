@@ -122,6 +122,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     privateBucket: db.prepare<[number, number, number], { entry: Uint8Array }>(SQL.privateBucket),
     clearPrivate: db.prepare<[number, number, number]>(SQL.clearPrivate),
     privateDue: db.prepare<[number, number, number, number], { csi: string }>(SQL.privateDue),
+    privateEpochAfter: db.prepare<[number], { epoch: number }>(SQL.privateEpochAfter),
   };
   const latestSeq = () => q.latestSeq.get()?.seq ?? 0;
   const writer = writerState(db);
@@ -325,6 +326,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     putPrivateEntry: w("private table", (epoch, r) => void q.putPrivateEntry.run({ epoch, ...r })),
     deletePrivateEntry: w("private table", (epoch, csi) => q.deletePrivateEntry.run(epoch, csi).changes > 0),
     clearPrivate: w("private table", (epoch, limit) => q.clearPrivate.run(epoch, epoch, limit).changes),
+    privateEpochAfter: w("private table", (after) => q.privateEpochAfter.get(after)?.epoch),
     privateBucket: w("private table", (epoch, first, last) =>
       q.privateBucket.all(epoch, first, last).map((r) => r.entry),
     ),

@@ -16,6 +16,7 @@ import {
   oprfBlindEvaluate,
   oprfEvaluate,
   oprfFinalize,
+  oprfKeysMatch,
   PRIVATE_SUITE,
   type Slot,
   sealEntry,
@@ -61,6 +62,16 @@ test("a DP that evaluates with another key than it published is caught by the pr
   );
   const swapped = [ok.evaluated[1], ok.evaluated[0], ok.evaluated[2]] as Uint8Array[];
   assert.throws(() => oprfFinalize(blinded, swapped, published.publicKey, ok.proof), /does not verify/);
+});
+
+test("a key pair matches only when its public element is its secret's", () => {
+  const k = generateOprfKeys();
+  assert.equal(oprfKeysMatch(k), true);
+  const other = generateOprfKeys();
+  assert.equal(oprfKeysMatch({ secretKey: k.secretKey, publicKey: other.publicKey }), false);
+  assert.equal(oprfKeysMatch({ secretKey: new Uint8Array(32).fill(255), publicKey: k.publicKey }), false);
+  assert.equal(oprfKeysMatch({ secretKey: new Uint8Array(32), publicKey: k.publicKey }), false);
+  assert.equal(oprfKeysMatch({ secretKey: k.secretKey.subarray(1), publicKey: k.publicKey }), false);
 });
 
 test("evaluation requests are bounded and malformed elements refused", () => {

@@ -72,6 +72,17 @@ export function oprfPublicKeyValid(publicKey: Uint8Array): boolean {
   }
 }
 
+/** Whether `keys` is a key pair of the suite: a secret scalar whose public element is `publicKey`. */
+export function oprfKeysMatch(keys: OprfKeys): boolean {
+  if (keys.secretKey.length !== OPRF_ELEMENT_BYTES || !oprfPublicKeyValid(keys.publicKey)) return false;
+  try {
+    const s = ristretto255.Point.Fn.fromBytes(keys.secretKey);
+    return s !== 0n && Buffer.from(ristretto255.Point.BASE.multiply(s).toBytes()).equals(keys.publicKey);
+  } catch {
+    return false;
+  }
+}
+
 /** PRF(k, csi) computed by the key's holder (the DP, for its table): 64 bytes. */
 export function oprfEvaluate(secretKey: Uint8Array, csiUri: string): Uint8Array {
   return VOPRF.evaluate(secretKey, enc.encode(csiUri));

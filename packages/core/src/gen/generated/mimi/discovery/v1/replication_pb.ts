@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/replication.proto.
  */
 export const file_mimi_discovery_v1_replication: GenFile = /*@__PURE__*/
-  fileDesc("CiNtaW1pL2Rpc2NvdmVyeS92MS9yZXBsaWNhdGlvbi5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiQgoMRmVuY2VSZXF1ZXN0Eg0KBWVwb2NoGAEgASgEEhEKCWNhbmRpZGF0ZRgCIAEoCRIQCghlbmRwb2ludBgDIAEoCSKPAQoNRmVuY2VSZXNwb25zZRINCgVlcG9jaBgBIAEoBBIPCgdwcmltYXJ5GAIgASgIEg4KBmxvZ19pZBgDIAEoCRISCgpsYXRlc3Rfc2VxGAQgASgEEg8KB2dyYW50ZWQYBSABKAgSDgoGc291cmNlGAYgASgIEhkKEXdyaXRlcl9sYXRlc3Rfc2VxGAcgASgEIngKDUZvbGxvd1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5Gb2xsb3dTdGFydEgAEisKA2FjaxgCIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZvbGxvd0Fja0gAQgkKB21lc3NhZ2UioAIKC0ZvbGxvd1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSEwoLYWZ0ZXJfYXRfbXMYAyABKAMSDwoHY29weWluZxgEIAEoCBIVCg1jb3B5X2Zyb21fc2VxGAUgASgEEhYKDmNvcHlfYWZ0ZXJfY3NpGAYgASgJEg0KBWVwb2NoGAcgASgEEhgKEHdyaXRlcl9hZnRlcl9zZXEYCCABKAQSGgoSd3JpdGVyX2FmdGVyX2F0X21zGAkgASgDEhMKC2ZvbGxvd2VyX2lkGAogASgJEhcKD2NvcHlfZnJvbV9hdF9tcxgLIAEoAxIUCgxqdXJpc2RpY3Rpb24YDCABKAkSEAoIZW5kcG9pbnQYDSABKAkiLAoJRm9sbG93QWNrEgsKA3NlcRgBIAEoBBISCgp3cml0ZXJfc2VxGAIgASgEItUCCg5Gb2xsb3dSZXNwb25zZRIwCgVzdGFydBgBIAEoCzIfLm1pbWkuZGlzY292ZXJ5LnYxLlJlcGxpY2FTdGFydEgAEi4KBHBhZ2UYAiABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5SZXBsaWNhUGFnZUgAEjIKBmNoYW5nZRgDIAEoCzIgLm1pbWkuZGlzY292ZXJ5LnYxLlJlcGxpY2FDaGFuZ2VIABI3CgljYXVnaHRfdXAYBCABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZXBsaWNhQ2F1Z2h0VXBIABIuCgRyb3dzGAUgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuUmVwbGljYVJvd3NIABI5Cgpyb3dfY2hhbmdlGAYgASgLMiMubWltaS5kaXNjb3ZlcnkudjEuUmVwbGljYVJvd0NoYW5nZUgAQgkKB21lc3NhZ2Ui2QEKDFJlcGxpY2FTdGFydBIOCgZsb2dfaWQYASABKAkSEAoIaGFzaF9rZXkYAiABKAwSDAoEY29weRgDIAEoCBIQCghmcm9tX3NlcRgEIAEoBBIWCg5jb3B5X2FmdGVyX2NzaRgFIAEoCRISCgpmcm9tX2F0X21zGAYgASgDEg0KBWRwX2lkGAcgASgJEg0KBWVwb2NoGAggASgEEhcKD3dyaXRlcl9mcm9tX3NlcRgJIAEoBBIOCgZmZW5jZWQYCiABKAgSFAoMaGVhcnRiZWF0X21zGAsgASgNIrsBCgtSZXBsaWNhUm93cxIqCgRyb3dzGAEgAygLMhwubWltaS5kaXNjb3ZlcnkudjEuV3JpdGVyUm93EgwKBGRvbmUYAiABKAgSQAoJc2VxdWVuY2VzGAMgAygLMi0ubWltaS5kaXNjb3ZlcnkudjEuUmVwbGljYVJvd3MuU2VxdWVuY2VzRW50cnkaMAoOU2VxdWVuY2VzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgEOgI4ASI0CglXcml0ZXJSb3cSDQoFdGFibGUYASABKAkSCwoDa2V5GAIgASgJEgsKA3JvdxgDIAEoCSJZChBSZXBsaWNhUm93Q2hhbmdlEgsKA3NlcRgBIAEoBBINCgVhdF9tcxgCIAEoAxIpCgNyb3cYAyABKAsyHC5taW1pLmRpc2NvdmVyeS52MS5Xcml0ZXJSb3ciWgoLUmVwbGljYVBhZ2USKwoGc3RhdGVzGAEgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuQ3NpU3RhdGUSEAoIbGFzdF9jc2kYAiABKAkSDAoEZG9uZRgDIAEoCCJXCg1SZXBsaWNhQ2hhbmdlEgsKA3NlcRgBIAEoBBINCgVhdF9tcxgCIAEoAxIqCgVzdGF0ZRgDIAEoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkNzaVN0YXRlIkYKD1JlcGxpY2FDYXVnaHRVcBILCgNzZXEYASABKAQSEgoKc2VudF9hdF9tcxgCIAEoAxISCgp3cml0ZXJfc2VxGAMgASgEIo4BCghDc2lTdGF0ZRILCgNjc2kYASABKAkSMgoIbWFwcGluZ3MYAiADKAsyIC5taW1pLmRpc2NvdmVyeS52MS5TdG9yZWRNYXBwaW5nEjUKB29wdF9vdXQYAyABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5TdG9yZWRPcHRPdXRIAIgBAUIKCghfb3B0X291dCLSAQoNU3RvcmVkTWFwcGluZxIOCgZtc3BfaWQYASABKAkSCwoDc3NpGAIgASgJEhIKCmlzX2RlZmF1bHQYAyABKAgSEgoKcHJlY2VkZW5jZRgEIAEoAxIVCg1leHBpcmVzX2F0X21zGAUgASgDEg4KBnJlY29yZBgGIAEoDBIWCg51c2VyX3NpZ25hdHVyZRgHIAEoDBIVCg1tc3Bfc2lnbmF0dXJlGAggASgMEhQKDGRwX3NpZ25hdHVyZRgJIAEoDBIQCgh3aXRoaGVsZBgKIAEoCCJwCgxTdG9yZWRPcHRPdXQSDQoFYXRfbXMYASABKAMSEQoJc3RhdGVtZW50GAIgASgMEhYKDnVzZXJfc2lnbmF0dXJlGAMgASgMEhUKDW1zcF9zaWduYXR1cmUYBCABKAwSDwoHbXNwX2tleRgFIAEoDDKzAQoSUmVwbGljYXRpb25TZXJ2aWNlElEKBkZvbGxvdxIgLm1pbWkuZGlzY292ZXJ5LnYxLkZvbGxvd1JlcXVlc3QaIS5taW1pLmRpc2NvdmVyeS52MS5Gb2xsb3dSZXNwb25zZSgBMAESSgoFRmVuY2USHy5taW1pLmRpc2NvdmVyeS52MS5GZW5jZVJlcXVlc3QaIC5taW1pLmRpc2NvdmVyeS52MS5GZW5jZVJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CiNtaW1pL2Rpc2NvdmVyeS92MS9yZXBsaWNhdGlvbi5wcm90bxIRbWltaS5kaXNjb3ZlcnkudjEiQgoMRmVuY2VSZXF1ZXN0Eg0KBWVwb2NoGAEgASgEEhEKCWNhbmRpZGF0ZRgCIAEoCRIQCghlbmRwb2ludBgDIAEoCSKPAQoNRmVuY2VSZXNwb25zZRINCgVlcG9jaBgBIAEoBBIPCgdwcmltYXJ5GAIgASgIEg4KBmxvZ19pZBgDIAEoCRISCgpsYXRlc3Rfc2VxGAQgASgEEg8KB2dyYW50ZWQYBSABKAgSDgoGc291cmNlGAYgASgIEhkKEXdyaXRlcl9sYXRlc3Rfc2VxGAcgASgEIngKDUZvbGxvd1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5taW1pLmRpc2NvdmVyeS52MS5Gb2xsb3dTdGFydEgAEisKA2FjaxgCIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLkZvbGxvd0Fja0gAQgkKB21lc3NhZ2UitgIKC0ZvbGxvd1N0YXJ0Eg4KBmxvZ19pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSEwoLYWZ0ZXJfYXRfbXMYAyABKAMSDwoHY29weWluZxgEIAEoCBIVCg1jb3B5X2Zyb21fc2VxGAUgASgEEhYKDmNvcHlfYWZ0ZXJfY3NpGAYgASgJEg0KBWVwb2NoGAcgASgEEhgKEHdyaXRlcl9hZnRlcl9zZXEYCCABKAQSGgoSd3JpdGVyX2FmdGVyX2F0X21zGAkgASgDEhMKC2ZvbGxvd2VyX2lkGAogASgJEhcKD2NvcHlfZnJvbV9hdF9tcxgLIAEoAxIUCgxqdXJpc2RpY3Rpb24YDCABKAkSEAoIZW5kcG9pbnQYDSABKAkSFAoMcHJpdmF0ZV9rZXlzGA4gASgIIiwKCUZvbGxvd0FjaxILCgNzZXEYASABKAQSEgoKd3JpdGVyX3NlcRgCIAEoBCKUAwoORm9sbG93UmVzcG9uc2USMAoFc3RhcnQYASABKAsyHy5taW1pLmRpc2NvdmVyeS52MS5SZXBsaWNhU3RhcnRIABIuCgRwYWdlGAIgASgLMh4ubWltaS5kaXNjb3ZlcnkudjEuUmVwbGljYVBhZ2VIABIyCgZjaGFuZ2UYAyABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5SZXBsaWNhQ2hhbmdlSAASNwoJY2F1Z2h0X3VwGAQgASgLMiIubWltaS5kaXNjb3ZlcnkudjEuUmVwbGljYUNhdWdodFVwSAASLgoEcm93cxgFIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLlJlcGxpY2FSb3dzSAASOQoKcm93X2NoYW5nZRgGIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLlJlcGxpY2FSb3dDaGFuZ2VIABI9Cgxwcml2YXRlX2tleXMYByABKAsyJS5taW1pLmRpc2NvdmVyeS52MS5SZXBsaWNhUHJpdmF0ZUtleXNIAEIJCgdtZXNzYWdlIkgKElJlcGxpY2FQcml2YXRlS2V5cxIyCgRrZXlzGAEgAygLMiQubWltaS5kaXNjb3ZlcnkudjEuUmVwbGljYVByaXZhdGVLZXkiSgoRUmVwbGljYVByaXZhdGVLZXkSDQoFZXBvY2gYASABKA0SEgoKc2VjcmV0X2tleRgCIAEoDBISCgpwdWJsaWNfa2V5GAMgASgMItkBCgxSZXBsaWNhU3RhcnQSDgoGbG9nX2lkGAEgASgJEhAKCGhhc2hfa2V5GAIgASgMEgwKBGNvcHkYAyABKAgSEAoIZnJvbV9zZXEYBCABKAQSFgoOY29weV9hZnRlcl9jc2kYBSABKAkSEgoKZnJvbV9hdF9tcxgGIAEoAxINCgVkcF9pZBgHIAEoCRINCgVlcG9jaBgIIAEoBBIXCg93cml0ZXJfZnJvbV9zZXEYCSABKAQSDgoGZmVuY2VkGAogASgIEhQKDGhlYXJ0YmVhdF9tcxgLIAEoDSK7AQoLUmVwbGljYVJvd3MSKgoEcm93cxgBIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLldyaXRlclJvdxIMCgRkb25lGAIgASgIEkAKCXNlcXVlbmNlcxgDIAMoCzItLm1pbWkuZGlzY292ZXJ5LnYxLlJlcGxpY2FSb3dzLlNlcXVlbmNlc0VudHJ5GjAKDlNlcXVlbmNlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBDoCOAEiNAoJV3JpdGVyUm93Eg0KBXRhYmxlGAEgASgJEgsKA2tleRgCIAEoCRILCgNyb3cYAyABKAkiWQoQUmVwbGljYVJvd0NoYW5nZRILCgNzZXEYASABKAQSDQoFYXRfbXMYAiABKAMSKQoDcm93GAMgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuV3JpdGVyUm93IloKC1JlcGxpY2FQYWdlEisKBnN0YXRlcxgBIAMoCzIbLm1pbWkuZGlzY292ZXJ5LnYxLkNzaVN0YXRlEhAKCGxhc3RfY3NpGAIgASgJEgwKBGRvbmUYAyABKAgiVwoNUmVwbGljYUNoYW5nZRILCgNzZXEYASABKAQSDQoFYXRfbXMYAiABKAMSKgoFc3RhdGUYAyABKAsyGy5taW1pLmRpc2NvdmVyeS52MS5Dc2lTdGF0ZSJGCg9SZXBsaWNhQ2F1Z2h0VXASCwoDc2VxGAEgASgEEhIKCnNlbnRfYXRfbXMYAiABKAMSEgoKd3JpdGVyX3NlcRgDIAEoBCKOAQoIQ3NpU3RhdGUSCwoDY3NpGAEgASgJEjIKCG1hcHBpbmdzGAIgAygLMiAubWltaS5kaXNjb3ZlcnkudjEuU3RvcmVkTWFwcGluZxI1CgdvcHRfb3V0GAMgASgLMh8ubWltaS5kaXNjb3ZlcnkudjEuU3RvcmVkT3B0T3V0SACIAQFCCgoIX29wdF9vdXQi0gEKDVN0b3JlZE1hcHBpbmcSDgoGbXNwX2lkGAEgASgJEgsKA3NzaRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhIKCnByZWNlZGVuY2UYBCABKAMSFQoNZXhwaXJlc19hdF9tcxgFIAEoAxIOCgZyZWNvcmQYBiABKAwSFgoOdXNlcl9zaWduYXR1cmUYByABKAwSFQoNbXNwX3NpZ25hdHVyZRgIIAEoDBIUCgxkcF9zaWduYXR1cmUYCSABKAwSEAoId2l0aGhlbGQYCiABKAgicAoMU3RvcmVkT3B0T3V0Eg0KBWF0X21zGAEgASgDEhEKCXN0YXRlbWVudBgCIAEoDBIWCg51c2VyX3NpZ25hdHVyZRgDIAEoDBIVCg1tc3Bfc2lnbmF0dXJlGAQgASgMEg8KB21zcF9rZXkYBSABKAwyswEKElJlcGxpY2F0aW9uU2VydmljZRJRCgZGb2xsb3cSIC5taW1pLmRpc2NvdmVyeS52MS5Gb2xsb3dSZXF1ZXN0GiEubWltaS5kaXNjb3ZlcnkudjEuRm9sbG93UmVzcG9uc2UoATABEkoKBUZlbmNlEh8ubWltaS5kaXNjb3ZlcnkudjEuRmVuY2VSZXF1ZXN0GiAubWltaS5kaXNjb3ZlcnkudjEuRmVuY2VSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message mimi.discovery.v1.FenceRequest
@@ -234,6 +234,14 @@ export type FollowStart = Message<"mimi.discovery.v1.FollowStart"> & {
    * @generated from field: string endpoint = 13;
    */
   endpoint: string;
+
+  /**
+   * The follower serves private lookups and takes the DP's private-lookup keys
+   * (ReplicaPrivateKeys); a follower that does not say so is sent none.
+   *
+   * @generated from field: bool private_keys = 14;
+   */
+  privateKeys: boolean;
 };
 
 /**
@@ -311,6 +319,12 @@ export type FollowResponse = Message<"mimi.discovery.v1.FollowResponse"> & {
      */
     value: ReplicaRowChange;
     case: "rowChange";
+  } | {
+    /**
+     * @generated from field: mimi.discovery.v1.ReplicaPrivateKeys private_keys = 7;
+     */
+    value: ReplicaPrivateKeys;
+    case: "privateKeys";
   } | { case: undefined; value?: undefined };
 };
 
@@ -320,6 +334,60 @@ export type FollowResponse = Message<"mimi.discovery.v1.FollowResponse"> & {
  */
 export const FollowResponseSchema: GenMessage<FollowResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_replication, 5);
+
+/**
+ * The DP's private-lookup (OPRF) keys as the source holds them (issue 16), sent after
+ * ReplicaStart and, once a copy is done, within a wake-up of any change (a roll, a retirement)
+ * by a source that serves private lookups, to a follower that asks for them (FollowStart
+ * private_keys). The follower holds exactly these keys: every endpoint evaluates
+ * with the key the registry publishes and builds its own table from its copy of the store, and
+ * a promoted secondary goes on with them. They are secret: sent only on this mutually
+ * authenticated stream, to a follower the registry places where the DP may keep its data.
+ *
+ * @generated from message mimi.discovery.v1.ReplicaPrivateKeys
+ */
+export type ReplicaPrivateKeys = Message<"mimi.discovery.v1.ReplicaPrivateKeys"> & {
+  /**
+   * @generated from field: repeated mimi.discovery.v1.ReplicaPrivateKey keys = 1;
+   */
+  keys: ReplicaPrivateKey[];
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ReplicaPrivateKeys.
+ * Use `create(ReplicaPrivateKeysSchema)` to create a new message.
+ */
+export const ReplicaPrivateKeysSchema: GenMessage<ReplicaPrivateKeys> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_replication, 6);
+
+/**
+ * @generated from message mimi.discovery.v1.ReplicaPrivateKey
+ */
+export type ReplicaPrivateKey = Message<"mimi.discovery.v1.ReplicaPrivateKey"> & {
+  /**
+   * @generated from field: uint32 epoch = 1;
+   */
+  epoch: number;
+
+  /**
+   * The ristretto255 secret scalar and public element, 32 bytes each.
+   *
+   * @generated from field: bytes secret_key = 2;
+   */
+  secretKey: Uint8Array;
+
+  /**
+   * @generated from field: bytes public_key = 3;
+   */
+  publicKey: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.ReplicaPrivateKey.
+ * Use `create(ReplicaPrivateKeySchema)` to create a new message.
+ */
+export const ReplicaPrivateKeySchema: GenMessage<ReplicaPrivateKey> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_replication, 7);
 
 /**
  * The first message of every Follow.
@@ -415,7 +483,7 @@ export type ReplicaStart = Message<"mimi.discovery.v1.ReplicaStart"> & {
  * Use `create(ReplicaStartSchema)` to create a new message.
  */
 export const ReplicaStartSchema: GenMessage<ReplicaStart> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 6);
+  messageDesc(file_mimi_discovery_v1_replication, 8);
 
 /**
  * A page of the copy of the writer's tables, sent before the CSI pages of a copy that starts
@@ -448,7 +516,7 @@ export type ReplicaRows = Message<"mimi.discovery.v1.ReplicaRows"> & {
  * Use `create(ReplicaRowsSchema)` to create a new message.
  */
 export const ReplicaRowsSchema: GenMessage<ReplicaRows> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 7);
+  messageDesc(file_mimi_discovery_v1_replication, 9);
 
 /**
  * One row of a writer table, by its primary key.
@@ -484,7 +552,7 @@ export type WriterRow = Message<"mimi.discovery.v1.WriterRow"> & {
  * Use `create(WriterRowSchema)` to create a new message.
  */
 export const WriterRowSchema: GenMessage<WriterRow> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 8);
+  messageDesc(file_mimi_discovery_v1_replication, 10);
 
 /**
  * One event of the primary's writer log, with the row as stored when sent.
@@ -513,7 +581,7 @@ export type ReplicaRowChange = Message<"mimi.discovery.v1.ReplicaRowChange"> & {
  * Use `create(ReplicaRowChangeSchema)` to create a new message.
  */
 export const ReplicaRowChangeSchema: GenMessage<ReplicaRowChange> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 9);
+  messageDesc(file_mimi_discovery_v1_replication, 11);
 
 /**
  * A page of the copy: the state of the CSIs after the previous page's last one, in key order.
@@ -547,7 +615,7 @@ export type ReplicaPage = Message<"mimi.discovery.v1.ReplicaPage"> & {
  * Use `create(ReplicaPageSchema)` to create a new message.
  */
 export const ReplicaPageSchema: GenMessage<ReplicaPage> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 10);
+  messageDesc(file_mimi_discovery_v1_replication, 12);
 
 /**
  * One committed change of the primary's log, with the CSI's state as stored now (at or after
@@ -577,7 +645,7 @@ export type ReplicaChange = Message<"mimi.discovery.v1.ReplicaChange"> & {
  * Use `create(ReplicaChangeSchema)` to create a new message.
  */
 export const ReplicaChangeSchema: GenMessage<ReplicaChange> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 11);
+  messageDesc(file_mimi_discovery_v1_replication, 13);
 
 /**
  * The backlog is delivered; live changes follow.
@@ -608,7 +676,7 @@ export type ReplicaCaughtUp = Message<"mimi.discovery.v1.ReplicaCaughtUp"> & {
  * Use `create(ReplicaCaughtUpSchema)` to create a new message.
  */
 export const ReplicaCaughtUpSchema: GenMessage<ReplicaCaughtUp> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 12);
+  messageDesc(file_mimi_discovery_v1_replication, 14);
 
 /**
  * Everything a DP stores for one CSI that lookups answer from: its mappings (withheld ones
@@ -642,7 +710,7 @@ export type CsiState = Message<"mimi.discovery.v1.CsiState"> & {
  * Use `create(CsiStateSchema)` to create a new message.
  */
 export const CsiStateSchema: GenMessage<CsiState> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 13);
+  messageDesc(file_mimi_discovery_v1_replication, 15);
 
 /**
  * @generated from message mimi.discovery.v1.StoredMapping
@@ -708,7 +776,7 @@ export type StoredMapping = Message<"mimi.discovery.v1.StoredMapping"> & {
  * Use `create(StoredMappingSchema)` to create a new message.
  */
 export const StoredMappingSchema: GenMessage<StoredMapping> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 14);
+  messageDesc(file_mimi_discovery_v1_replication, 16);
 
 /**
  * @generated from message mimi.discovery.v1.StoredOptOut
@@ -748,7 +816,7 @@ export type StoredOptOut = Message<"mimi.discovery.v1.StoredOptOut"> & {
  * Use `create(StoredOptOutSchema)` to create a new message.
  */
 export const StoredOptOutSchema: GenMessage<StoredOptOut> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_replication, 15);
+  messageDesc(file_mimi_discovery_v1_replication, 17);
 
 /**
  * A DP's store followed by its read-only secondaries, as DNS secondaries follow a primary by
