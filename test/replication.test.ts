@@ -1,6 +1,7 @@
 // Authoritative replicas (issue 17) across real processes: the network's eu DP as primary and
 // two secondaries that follow it (the same DP: its certificate, signing key and root). Claims
-// made at the primary are served by both and reach a resolver through either; writes at a
+// made at the primary are served by both (lookups, change streams, CSI filters) and reach a
+// resolver through either; writes at a
 // secondary are refused naming the primary; a secondary restarted from an old copy catches up;
 // with the primary gone, lookups go on, a secondary is promoted, claims resume there, and the
 // old primary, brought back, is fenced and follows; with ackFollowers 1 a kill -9 of the primary
@@ -14,6 +15,7 @@ import { after } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
 import {
+  FilterBits,
   layoutOf,
   loadPublicKey,
   openEntry,
@@ -79,7 +81,7 @@ const write = (proc: ServerProcess, csi: string, ssi: string) =>
 
 scenario(
   t,
-  "a write at the primary is served by both secondaries, with the primary's log, and reaches a resolver through them",
+  "a write at the primary is served by both secondaries, with the primary's log and in their CSI filters, and reaches a resolver through them",
   async () => {
     await withReplicas();
     await write(t.net.dps.eu, "tel:+447700900551", "@rep-1");
@@ -106,6 +108,12 @@ scenario(
     const [ps, ss] = await Promise.all([watch(t.net.dps.eu), watch(s1)]);
     assert.equal(ss.logId, ps.logId);
     assert.deepEqual(ss.hashKey, ps.hashKey);
+    // Its CSI filter (federated routing) holds the write, and a later write reaches it as an
+    // addition on the same stream (each endpoint builds its own filter from its store).
+    await filterAt(s2, (f) => f.mayHold("tel:+447700900551"));
+    const later = filterAt(s2, (f) => f.mayHold("tel:+447700900559"));
+    await write(t.net.dps.eu, "tel:+447700900559", "@rep-filter");
+    await later;
     // The resolver finds it (whichever endpoint it asks).
     const r = await t.resolve("tel:+447700900551");
     assert.deepEqual(
@@ -124,6 +132,32 @@ scenario(
     });
   },
 );
+
+/**
+ * Follows `proc`'s CSI filter (WatchFilter) as a resolver does until `done(bits)` holds for the
+ * filter it has (whole, with the additions received since); fails after 10 s.
+ */
+async function filterAt(proc: ServerProcess, done: (bits: FilterBits) => boolean): Promise<void> {
+  const stream = t.net
+    .channel(proc.address, "resolver")
+    .client(pb.CsiFilterService)
+    .watchFilter({}, { signal: AbortSignal.timeout(10_000) });
+  let building: FilterBits | undefined;
+  let bits: FilterBits | undefined;
+  for await (const m of stream) {
+    if (m.item.case === "header") {
+      const h = m.item.value;
+      building = new FilterBits(h.key, { bits: Number(h.bits), hashes: h.hashes });
+    } else if (m.item.case === "chunk" && building) {
+      building.bytes.set(m.item.value.data, Number(m.item.value.offset));
+      if (m.item.value.last) bits = building;
+    } else if (m.item.case === "additions" && bits) {
+      for (const b of m.item.value.bits) bits.set(Number(b));
+    }
+    if (bits && done(bits)) return;
+  }
+  throw new Error(`${proc.name}'s filter stream ended first`);
+}
 
 /** A resolver's private lookup of `csi` at `proc` alone: the key it evaluated with, and what the entry says. */
 async function privatelyAt(proc: ServerProcess, csi: string) {
