@@ -34,7 +34,8 @@ import { bindFilterServer } from "./filter-server.js";
 import { createLookupLimits } from "./lookup-limits.js";
 import { createOprfPool, type OprfPool } from "./oprf-pool.js";
 import { createPeerSender } from "./peers.js";
-import { createPrivateKeys, type PrivateKeys, readKeyFile } from "./private-keys.js";
+import { readKeyFile } from "./private-key-file.js";
+import { createPrivateKeys, type PrivateKeys } from "./private-keys.js";
 import { bindPrivateServer } from "./private-server.js";
 import type { EpochKeys } from "./private-table.js";
 import { replicationMetrics, startReplication } from "./replication/index.js";
@@ -236,7 +237,11 @@ runServer<AuthoritativeConfig>(process, {
       clock,
       log,
     });
-    if (config.privateLookups.enabled) readKeyFile(oprfKeyPath, clock, replication.isPrimary());
+    // Made at start only by a lone DP: a replicated primary's first key comes from the sweep, and
+    // only while the registry publishes none (one promoted without the DP's keys must not make
+    // a key of its own at a restart).
+    const makeKeyAtStart = replication.isPrimary() && config.replication.peers.length === 0;
+    if (config.privateLookups.enabled) readKeyFile(oprfKeyPath, clock, makeKeyAtStart);
     // The CSI filter resolvers route federated lookups by (G6); built from the store in the background.
     const filter = createDpFilter({
       store,
@@ -386,6 +391,7 @@ runServer<AuthoritativeConfig>(process, {
           notReady: () => sync.problem() ?? replication.storeProblem(),
           // Only the primary makes, rolls and retires keys and logs its tables' changes.
           writer: () => replication.isPrimary(),
+          makeKeyAtStart,
           onKeysChanged: () => {
             for (const wake of keyWakes) wake();
           },

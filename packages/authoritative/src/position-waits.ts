@@ -4,42 +4,53 @@
 
 /** The waits on one position. */
 export interface PositionWaits {
-  /** Resolves once `reached(target)` holds at a release, after `maxWaitMs`, or at once past `max` waiting. */
+  /**
+   * Resolves once a release finds `target` reached, after `maxWaitMs`, or at once when `max`
+   * waits are held already. The caller checks first that it is not reached.
+   */
   until(target: number): Promise<void>;
-  /** Ends the waits whose target is reached (call after the position moved). */
-  release(): void;
+  /** Ends the waits whose target `reached` says is reached (call after the position moved). */
+  release(reached: (target: number) => boolean): void;
   /** Ends every wait. */
   close(): void;
+  readonly waiting: number;
 }
 
-export function createPositionWaits(o: {
-  /** Whether the position is at `target` or past it. */
-  reached: (target: number) => boolean;
-  maxWaitMs: number;
-  max: number;
-}): PositionWaits {
+/** Runs `fn` after `ms`; returns how to cancel it (tests pass one they fire themselves). */
+export type Timer = (fn: () => void, ms: number) => () => void;
+
+const realTimer: Timer = (fn, ms) => {
+  const t = setTimeout(fn, ms).unref();
+  return () => clearTimeout(t);
+};
+
+export function createPositionWaits(o: { maxWaitMs: number; max: number; timer?: Timer }): PositionWaits {
+  const timer = o.timer ?? realTimer;
   const waits = new Set<{ target: number; done: () => void }>();
   return {
     until(target) {
-      if (o.reached(target) || waits.size >= o.max) return Promise.resolve();
+      if (waits.size >= o.max) return Promise.resolve();
       return new Promise<void>((resolve) => {
         const w = {
           target,
           done: () => {
-            clearTimeout(timer);
+            cancel();
             waits.delete(w);
             resolve();
           },
         };
-        const timer = setTimeout(w.done, o.maxWaitMs).unref();
+        const cancel = timer(w.done, o.maxWaitMs);
         waits.add(w);
       });
     },
-    release() {
-      for (const w of waits) if (o.reached(w.target)) w.done();
+    release(reached) {
+      for (const w of waits) if (reached(w.target)) w.done();
     },
     close() {
       for (const w of waits) w.done();
+    },
+    get waiting() {
+      return waits.size;
     },
   };
 }

@@ -22,8 +22,8 @@ export interface GrowingLayout {
 }
 
 /**
- * Grows `layout` until the bucket of `position` holds `delta` more bytes; returns whether it
- * changed. Throws when the bucket cannot grow further (what it grew before stays).
+ * Grows `layout` until the bucket of `position` holds `delta` more bytes. Throws when the bucket
+ * cannot grow further (what it grew before stays).
  */
 export function growToFit(
   store: Pick<MappingStore, "privateBucket">,
@@ -32,13 +32,12 @@ export function growToFit(
   position: number,
   delta: number,
   log: Logger,
-): boolean {
-  let grown = false;
+): void {
   for (;;) {
     const bits = layout.bucketBits;
     const [first, last] = positionsOf(bucketOf(position, bits), bits);
     const need = store.privateBucket(epoch, first, last).reduce((n, e) => n + e.length, 0) + delta + 2;
-    if (need <= layout.bucketBytes) return grown;
+    if (need <= layout.bucketBytes) return;
     if (bucketBytesFor(need) <= SPLIT_BUCKET_BYTES || bits >= MAX_BUCKET_BITS) {
       if (need > MAX_BUCKET_BYTES) throw new Error(`bucket of position ${position} is full`);
       layout.bucketBytes = bucketBytesFor(need);
@@ -47,7 +46,6 @@ export function growToFit(
       layout.bucketBits = bits + 1;
       log.info({ buckets: 2 ** layout.bucketBits }, "private-lookup buckets split");
     }
-    grown = true;
   }
 }
 

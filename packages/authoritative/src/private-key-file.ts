@@ -8,10 +8,11 @@ import type { EpochKeys } from "./private-table.js";
 export const MAX_HELD_KEYS = 2;
 
 /**
- * The DP's OPRF keys, kept in `path` (mode 0600), oldest first. Made with one key when absent,
- * with the current time in seconds as its epoch, so a new key never reuses an epoch. A file
- * that does not hold keys is refused: it would silently make new tables. The first version's
- * file (one key as the whole object) is read too.
+ * The DP's OPRF keys, kept in `path` (mode 0600), oldest first. With `make`, a file that is
+ * absent or holds no key is made with one key, the current time in seconds as its epoch, so a
+ * new key never reuses an epoch; without it, none is read (a secondary waiting for its
+ * primary's). A file that is not a key file is refused: it would silently make new tables. The
+ * first version's file (one key as the whole object) is read too.
  */
 export function readKeyFile(path: string, now: () => number = Date.now, make = true): EpochKeys[] {
   let text: string;

@@ -87,7 +87,7 @@ export interface PrivateKeys {
 
 /** Options: the tables' own, plus where the keys live and how they rotate. */
 export interface PrivateKeysOptions extends Omit<PrivateTableOptions, "keys"> {
-  /** The key file (mode 0600), made with one key when absent. */
+  /** The key file (mode 0600); see makeKeyAtStart for when it is made. */
   path: string;
   /** How long a key the registry stopped publishing is still served. */
   retireAfterMs: number;
@@ -100,6 +100,8 @@ export interface PrivateKeysOptions extends Omit<PrivateTableOptions, "keys"> {
   writer?: () => boolean;
   /** Runs after the held keys changed (a roll, a retirement, an adoption). */
   onKeysChanged?: () => void;
+  /** Whether a missing key file is made with a first key now (a lone DP; `writer()` when not given). */
+  makeKeyAtStart?: boolean;
 }
 
 /** Starts the tables of every held key (their builds run on later turns). */
@@ -110,7 +112,7 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
   // file is taken out of it first (a crash came between the two writes).
   const retiring = new Set<number>(JSON.parse(o.store.meta(RETIRING_META) ?? "[]") as number[]);
   // A secondary makes no key of its own: it waits for its primary's.
-  let keys = readKeyFile(o.path, o.now, writer());
+  let keys = readKeyFile(o.path, o.now, o.makeKeyAtStart ?? writer());
   if (keys.some((k) => retiring.has(k.epoch))) {
     keys = keys.filter((k) => !retiring.has(k.epoch));
     if (keys.length === 0 && writer()) throw new Error(`${o.path}: every key in it was being retired`);
@@ -454,5 +456,3 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
     },
   };
 }
-
-export { MAX_HELD_KEYS, readKeyFile } from "./private-key-file.js";

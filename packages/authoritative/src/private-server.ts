@@ -91,10 +91,13 @@ export function bindPrivateServer(
         limits.admit(ctx.peer.name, new Uint8Array(0), undefined, now(), 1);
         // Not older than the store (a change just replicated to this endpoint, or just logged),
         // unless that would take long; the response says which change it had applied.
-        await t.caughtUp();
-        // The wait may have seen the key retired or replaced, or the endpoint stop serving.
-        if (ready(req.epoch) !== t)
-          throw new DiscoveryError("not_ready", "this DP's private-lookup key changed; try again");
+        const wait = t.caughtUp();
+        if (wait) {
+          await wait;
+          // The wait may have seen the key retired or replaced, or the endpoint stop serving.
+          if (ready(req.epoch) !== t)
+            throw new DiscoveryError("not_ready", "this DP's private-lookup key changed; try again");
+        }
         const { logId, seq } = t.applied();
         const b = t.bucket(req.epoch, req.bucket);
         counts.buckets++;

@@ -35,18 +35,17 @@ export interface BucketIdentity {
 
 /** The kept buckets of one table. */
 export interface SignedBuckets {
-  /**
-   * Bucket `id.bucket`, signed for `sealMs` from `now`: a kept one when it is still good for at
-   * most that long, else `read()`'s data signed anew and kept.
-   */
-  get(id: BucketIdentity, sealMs: number, now: number, read: () => Uint8Array): SignedBucket;
+  /** Bucket `bucket` as kept, while it is good and signed for no longer than `sealMs` from `now`. */
+  kept(bucket: number, sealMs: number, now: number): SignedBucket | undefined;
+  /** Bucket `id.bucket` holding `data`, signed for `sealMs` from `now`, and kept. */
+  sign(id: BucketIdentity, data: Uint8Array, sealMs: number, now: number): SignedBucket;
   /** Forgets a bucket whose content changed. */
   forget(bucket: number): void;
   /** Forgets them all (the layout changed). */
   clear(): void;
 }
 
-export function createSignedBuckets(signingKey: SigningKey, maxBytes = SIGNED_CACHE_BYTES): SignedBuckets {
+export function createSignedBuckets(signingKey: SigningKey): SignedBuckets {
   const kept = new Map<number, SignedBucket & { until: number; expiresAtMs: number }>();
   let bytes = 0;
   const forget = (bucket: number) => {
@@ -55,17 +54,18 @@ export function createSignedBuckets(signingKey: SigningKey, maxBytes = SIGNED_CA
     kept.delete(bucket);
   };
   return {
-    get(id, sealMs, now, read) {
-      const k = kept.get(id.bucket);
+    kept(bucket, sealMs, now) {
+      const k = kept.get(bucket);
       // Not one signed for longer than asked now (an endpoint that went out of touch since).
-      if (k && k.until > now && k.expiresAtMs <= now + sealMs) return k;
+      return k && k.until > now && k.expiresAtMs <= now + sealMs ? k : undefined;
+    },
+    sign(id, data, sealMs, now) {
       forget(id.bucket);
-      const data = read();
       const expiresAtMs = now + sealMs;
       const s = signBucket({ ...id, signedAtMs: now, expiresAtMs }, data, signingKey);
       const made = { until: now + sealMs / 2, expiresAtMs, data, ...s };
       for (const [b] of kept) {
-        if (bytes + data.length <= maxBytes) break;
+        if (bytes + data.length <= SIGNED_CACHE_BYTES) break;
         forget(b);
       }
       kept.set(id.bucket, made);

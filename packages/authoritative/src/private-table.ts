@@ -1,3 +1,17 @@
+// The DP's private-lookup table (issue 16; core's domain/private-table.ts has the layout): for
+// each CSI it would answer FOUND or OPTED_OUT, the sealed answer it would give, encrypted under
+// a key derived from the CSI's PRF output and placed at the slot position that output names.
+// Built from the store in pages (the event loop stays free; a restart goes on where the build
+// stopped), and kept by the change log like the CSI filter, during the build too: a changed
+// CSI's entry is sealed again, and when its answer changed, an event of its own tells
+// resolvers to drop what they cached, so none keeps an answer read from a bucket that had not
+// caught up. A registry change makes it read every CSI again while it serves (a range gained
+// or lost, an MSP key changed). Entries' answer seals last `entrySealMs` and are renewed at half
+// of it; buckets are signed when served, for `bucketSealMs` (private-signing.ts). A bucket that
+// outgrows the table's bucket size grows it (private-entries.ts). On a DP's secondary (issue
+// 17) the table is built the same way from the secondary's whole copy of the store but logs
+// nothing (the log is the primary's, whose table's events arrive with it); a bucket read waits,
+// briefly, until the table has applied what the store holds, and says which change that was.
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
   answerToProto,
@@ -62,11 +76,8 @@ export interface PrivateTable {
   ): Promise<{ evaluated: Uint8Array[]; proof: Uint8Array }>;
   /** Bucket `bucket` of `epoch`, signed now. */
   bucket(epoch: number, bucket: number): SignedBucket;
-  /**
-   * Resolves once the table has applied every change the store held when called, or after
-   * CATCH_UP_WAIT_MS (or at once, past MAX_CATCH_UP_WAITERS waiting), whichever comes first.
-   */
-  caughtUp(): Promise<void>;
+  /** A wait (bounded) until the table has applied what the store holds; undefined when no wait is needed. */
+  caughtUp(): Promise<void> | undefined;
   /** The change log the table follows and the last of its events applied. */
   applied(): { logId: string; seq: number };
   /** Deletes every entry and builds the table again (the store under it was replaced by a copy). */
@@ -91,10 +102,7 @@ export interface PrivateTableOptions {
   mspIndex(mspId: string): number | undefined;
   /** Why answers cannot be made now (no usable registry copy); the table waits meanwhile. */
   notReady?: () => string | undefined;
-  /**
-   * Whether the table logs its own change events (the DP's primary; true when not given): a
-   * secondary's log is its primary's, written only by replication.
-   */
+  /** Whether the table logs its own change events (true when not given; a secondary's log is its primary's). */
   logsChanges?: () => boolean;
   /** The longest TTL answers may carry now (a secondary out of touch): buckets are signed no longer. */
   ttlCapSeconds?: () => number | undefined;
@@ -175,12 +183,12 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
 
   /** Makes room in the bucket of `position` for `delta` more bytes (a new layout forgets what was signed). */
   const fit = (position: number, delta: number) => {
-    const was = `${progress.bucketBits}/${progress.bucketBytes}`;
+    const { bucketBits, bucketBytes } = progress;
     try {
       growToFit(o.store, epoch, progress, position, delta, log);
     } finally {
       // Kept even when the bucket could not grow enough (the entry is left as it was).
-      if (`${progress.bucketBits}/${progress.bucketBytes}` !== was) {
+      if (progress.bucketBits !== bucketBits || progress.bucketBytes !== bucketBytes) {
         forgetAll();
         save();
       }
@@ -276,12 +284,12 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
 
   const logs = o.logsChanges ?? (() => true);
   // Bucket reads waiting for the table to apply the store's latest change (see caughtUp).
-  const waits = createPositionWaits({
-    reached: (seq) => progress.seq >= seq || progress.logId !== o.store.logId(),
-    maxWaitMs: CATCH_UP_WAIT_MS,
-    max: MAX_CATCH_UP_WAITERS,
-  });
-  const release = () => waits.release();
+  const waits = createPositionWaits({ maxWaitMs: CATCH_UP_WAIT_MS, max: MAX_CATCH_UP_WAITERS });
+  const release = () => {
+    if (waits.waiting === 0) return;
+    const other = progress.logId !== o.store.logId(); // started over on another log: nothing to wait for
+    waits.release((seq) => other || progress.seq >= seq);
+  };
   const pause = o.pause ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()));
   let building = false;
   const build = async () => {
@@ -345,6 +353,10 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
         return;
       }
       const page = o.changeLog.since(progress.seq, APPLY_PAGE);
+      if (page.length === 0) {
+        release();
+        return;
+      }
       const before = { ...progress };
       try {
         o.store.transaction(() => {
@@ -353,15 +365,16 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
             return tryRefresh(e.csi) === true;
           });
           if (logs()) for (const e of changed) o.store.logChange(e.csi, o.now());
-          if (page.length > 0) save();
+          save();
         });
       } catch (err) {
         // Rolled back: the table says it applied no more than the store holds (applied_seq).
         Object.assign(progress, before);
         throw err;
       }
+      // Bucket reads whose change is applied go now, not when the table has caught up.
+      release();
       if (page.length === APPLY_PAGE || o.store.logBounds().latest > progress.seq) schedule();
-      else release();
     } catch (err) {
       log.error({ err: (err as Error).message }, "private-lookup table could not apply changes; retrying");
       setTimeout(schedule, 1_000).unref();
@@ -433,10 +446,12 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       // Out of touch (a secondary that may lag): signed for no longer than answers' TTLs.
       const cap = o.ttlCapSeconds?.();
       const sealMs = cap === undefined ? o.bucketSealMs : Math.min(o.bucketSealMs, cap * 1000);
-      return signed.get({ dpId: o.dpId, epoch, keyId, bucketBits: bits, bucket }, sealMs, o.now(), () => {
-        const [first, last] = positionsOf(bucket, bits);
-        return encodeBucket(layout(), o.store.privateBucket(epoch, first, last));
-      });
+      const now = o.now();
+      const kept = signed.kept(bucket, sealMs, now);
+      if (kept) return kept;
+      const [first, last] = positionsOf(bucket, bits);
+      const data = encodeBucket(layout(), o.store.privateBucket(epoch, first, last));
+      return signed.sign({ dpId: o.dpId, epoch, keyId, bucketBits: bits, bucket }, data, sealMs, now);
     },
     renew() {
       if (!progress.built || progress.clearing || renewing || o.notReady?.()) return;
@@ -458,8 +473,10 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     },
     caughtUp() {
       // Nothing is applied while the table clears or answers cannot be made: no wait then.
-      if (closed || progress.clearing || o.notReady?.()) return Promise.resolve();
-      const wait = waits.until(o.store.logBounds().latest);
+      if (closed || progress.clearing) return undefined;
+      const { latest } = o.store.logBounds();
+      if (progress.seq >= latest || o.notReady?.()) return undefined;
+      const wait = waits.until(latest);
       schedule();
       return wait;
     },

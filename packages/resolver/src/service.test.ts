@@ -423,16 +423,22 @@ test("a private answer that raced a change event is not asked again (a probe wou
   assert.equal(state.calls, 2);
 });
 
-test("an answer read before a change the resolver has seen is served but not cached", async () => {
+test("a private answer read before a change the resolver has seen is served but not cached", async () => {
   const { state, service } = setup();
+  const privately = () => ({ key: "m", contextFor: () => new Uint8Array(0), privateAt: () => true });
   state.predates = true;
-  const first = await service.resolve(CSI);
+  const first = await service.resolve(CSI, privately);
   assert.deepEqual([first.source, first.ttlSeconds], ["upstream", 0]);
-  assert.equal((await service.resolve(CSI)).source, "upstream", "asked again: nothing was cached");
+  assert.equal((await service.resolve(CSI, privately)).source, "upstream", "asked again: nothing was cached");
   state.predates = false;
+  await service.resolve(CSI, privately);
+  assert.equal((await service.resolve(CSI, privately)).source, "cache");
+  assert.equal(state.calls, 3);
+  // A plain lookup is not told to listen: only private answers come from buckets.
+  await service.flush({ csi: CSI });
+  state.predates = true;
   await service.resolve(CSI);
   assert.equal((await service.resolve(CSI)).source, "cache");
-  assert.equal(state.calls, 3);
 });
 
 test("a resync drops every answer from that DP and counts only when it is not a first subscription", async () => {

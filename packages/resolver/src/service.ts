@@ -195,16 +195,19 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       const t0 = trace ? performance.now() : 0;
       let endpoint: string | undefined;
       let predates = false;
+      const privately = caller.privateAt?.(dp.id) === true;
       const outcome = await o.upstream.lookup(dp, csi.uri, {
         rateContext: caller.contextFor(dp.id),
         waitUntilMs: caller.waitUntilMs,
         abandoned,
-        privately: caller.privateAt?.(dp.id),
+        privately,
         prefer: recent.deliveredBy(dp.id, o.changeKeys.get(dp.id), csi.uri),
         ...(trace && { answeredBy: (e: string) => (endpoint = e) }),
-        predates: () => {
-          predates = true;
-        },
+        ...(privately && {
+          predates: () => {
+            predates = true;
+          },
+        }),
       });
       // Verifying (the costliest step of a miss) and caching an answer nobody waits for is
       // what an overloaded resolver can least afford.

@@ -12,6 +12,7 @@ import { create } from "@bufbuild/protobuf";
 import { DiscoveryError, followLog, type KeyDirectory, type LogFollower, type Logger, pb } from "@mimi/core";
 import type { Channel } from "@mimi/rpc";
 import { clampToNumber as num } from "../numbers.js";
+import { MAX_HELD_KEYS } from "../private-key-file.js";
 import type { EpochKeys } from "../private-table.js";
 import type { MappingStore } from "../store/store.js";
 import { FollowRequests } from "./follow-requests.js";
@@ -275,11 +276,12 @@ export function startReplica(o: ReplicaOptions): Replica {
       return false;
     }
     if (m.case === "privateKeys") {
-      // Not from a fenced primary: a new primary's keys may differ (rolled, retired since).
-      if (sourceFenced) return false;
+      if (sourceFenced) return false; // none sends them: a new primary's keys may differ
       try {
+        // One more than a DP holds is enough for adopt to refuse a set that is too large.
+        const keys = m.value.keys.slice(0, MAX_HELD_KEYS + 1);
         o.onPrivateKeys?.(
-          m.value.keys.map((k) => ({ epoch: k.epoch, secretKey: k.secretKey, publicKey: k.publicKey })),
+          keys.map((k) => ({ epoch: k.epoch, secretKey: k.secretKey, publicKey: k.publicKey })),
         );
       } catch (err) {
         log.error(

@@ -132,7 +132,8 @@ export async function serveFollow(
   // The keys last sent (the same array until they change).
   let keysSent: readonly EpochKeys[] | undefined;
   const sendKeys = async () => {
-    const held = req.privateKeys ? o.privateKeys?.held() : undefined;
+    // Only from a primary: a fenced one's keys may be older than the new primary's.
+    const held = req.privateKeys && role.isPrimary() ? o.privateKeys?.held() : undefined;
     if (!held || held === keysSent || held.length === 0) return;
     keysSent = held;
     await send({
