@@ -359,16 +359,16 @@ export function createPrivateKeys(o: PrivateKeysOptions): PrivateKeys {
           "not_ready",
           "this secondary holds no private-lookup key yet: it takes the DP's keys from its primary; ask another endpoint",
         );
-      const held = keys.map((k) => k.epoch);
       if (epoch === undefined) {
         const built = keys.filter((k) => tables.get(k.epoch)?.stats().built).map((k) => k.epoch);
-        epoch = currentEpoch() ?? built[built.length - 1] ?? (held[held.length - 1] as number);
+        epoch = currentEpoch() ?? built[built.length - 1] ?? (keys[keys.length - 1] as EpochKeys).epoch;
       }
       const t = tables.get(epoch);
       if (!t) {
+        const held = keys.map((k) => k.epoch).join(" and ");
         throw new DiscoveryError(
           "failed_precondition",
-          `this DP holds private-lookup keys of epoch ${held.join(" and ")}, not ${epoch}; fetch the parameters again`,
+          `this DP holds private-lookup keys of epoch ${held}, not ${epoch}; fetch the parameters again`,
           { details: { reason: "EPOCH_CHANGED" } },
         );
       }

@@ -336,13 +336,14 @@ export const FollowResponseSchema: GenMessage<FollowResponse> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_replication, 5);
 
 /**
- * The DP's private-lookup (OPRF) keys as the source holds them (issue 16), sent after
+ * The DP's private-lookup (OPRF) keys as the primary holds them (issue 16), sent after
  * ReplicaStart and, once a copy is done, within a wake-up of any change (a roll, a retirement)
- * by a source that serves private lookups, to a follower that asks for them (FollowStart
- * private_keys). The follower holds exactly these keys: every endpoint evaluates
- * with the key the registry publishes and builds its own table from its copy of the store, and
- * a promoted secondary goes on with them. They are secret: sent only on this mutually
- * authenticated stream, to a follower the registry places where the DP may keep its data.
+ * by a primary that serves private lookups (a fenced one sends none), to a follower that asks
+ * for them (FollowStart private_keys). The follower holds exactly these keys: every endpoint
+ * evaluates with the key the registry publishes and builds its own table from its copy of the
+ * store, and a promoted secondary goes on with them. They are secret: sent only on this
+ * mutually authenticated stream, to a follower the registry places where the DP may keep its
+ * data.
  *
  * @generated from message mimi.discovery.v1.ReplicaPrivateKeys
  */
