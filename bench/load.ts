@@ -49,6 +49,8 @@ export interface LoadSpec {
   ratePerSec: number;
   /** Each call's deadline (ms), as an MSP would set it. */
   deadlineMs: number;
+  /** Connections the calls are spread over, round robin (default 1). */
+  connections?: number;
   keys: KeySpec;
   latFile: string;
   /** More fields of every Resolve request: federation parameters (FederationOptions), privacy (PrivacyMode). */
@@ -149,12 +151,15 @@ class Latencies {
 }
 
 async function run(spec: LoadSpec): Promise<LoadResult> {
-  const channel: Channel = openChannel(
-    spec.target,
-    channelCredentials(loadTls(devTlsPaths(spec.pkiDir, spec.identity))),
+  const credentials = channelCredentials(loadTls(devTlsPaths(spec.pkiDir, spec.identity)));
+  const connections = Math.max(1, spec.connections ?? 1);
+  const channels: Channel[] = Array.from({ length: connections }, () =>
+    openChannel(spec.target, credentials, { ownConnection: connections > 1 }),
   );
   // Connect (TLS handshake, HTTP/2 settings) before the clock starts; a health check asks for no CSI.
-  await channel.client(pb.Health).check({}, { timeoutMs: 10_000, waitForReady: true });
+  await Promise.all(
+    channels.map((c) => c.client(pb.Health).check({}, { timeoutMs: 10_000, waitForReady: true })),
+  );
   const next = keySource(spec.keys, process.pid);
   const lat = new Latencies();
   let errors = 0;
@@ -179,12 +184,16 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     errorsByKind[kind] = (errorsByKind[kind] ?? 0) + 1;
     if (errorsByKind[kind] === 1) errorSamples[kind] = err instanceof Error ? err.message : String(err);
   };
-  const resolver = channel.client(pb.ResolverService);
-  const dp = channel.client(pb.AuthoritativeService);
+  const resolvers = channels.map((c) => c.client(pb.ResolverService));
+  const dps = channels.map((c) => c.client(pb.AuthoritativeService));
+  const resolver = resolvers[0] as (typeof resolvers)[number];
+  // Unary calls go to the connections in turn; a stream uses the first.
+  let turn = 0;
+  const inTurn = <T>(of: readonly T[]) => of[turn++ % connections] as T;
   const call =
     spec.service === "resolver"
-      ? (csi: string) => resolver.resolve({ csi, ...spec.request }, { timeoutMs: spec.deadlineMs })
-      : (csi: string) => dp.lookup({ csi }, { timeoutMs: spec.deadlineMs });
+      ? (csi: string) => inTurn(resolvers).resolve({ csi, ...spec.request }, { timeoutMs: spec.deadlineMs })
+      : (csi: string) => inTurn(dps).lookup({ csi }, { timeoutMs: spec.deadlineMs });
 
   await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
   t0 = performance.now();
@@ -272,7 +281,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   }
   const elapsedMs = performance.now() - t0;
   writeFileSync(spec.latFile, lat.bytes());
-  channel.close();
+  for (const c of channels) c.close();
   const failed = new Float64Array(failLat.bytes().buffer, 0, failLat.n).sort();
   const at = (p: number) =>
     (failed[Math.min(failed.length - 1, Math.floor((p / 100) * failed.length))] ?? 0) / 1000;

@@ -35,10 +35,7 @@ export interface Options {
   metrics: boolean;
   /** The resolver's verifyThreads; undefined keeps its default. */
   verifyThreads?: number | undefined;
-  /**
-   * CPU pinning (--pin): the servers run on `servers` (a taskset list such as "0"), the load
-   * processes on `load` ("1"), so neither takes the other's cores.
-   */
+  /** CPU pinning (--pin): servers on `servers` (a taskset list such as "0"), load processes on `load` ("1"). */
   pin?: { servers: string; load: string } | undefined;
 }
 
@@ -164,10 +161,7 @@ function spawnWorker(spec: LoadSpec): Promise<LoadResult> {
   });
 }
 
-/**
- * Fills the resolver's cache with existing CSIs [0, warmCount), as the warm, mixed, abuse and
- * overload runs expect; the fill is not a result of its own.
- */
+/** Fills the resolver's cache with CSIs [0, warmCount), as the warm, mixed, abuse and overload runs expect (no result). */
 export async function prewarm(bench: Bench, net: Network, o: Options, warmCount: number): Promise<void> {
   await bench.measure(net, "prewarm", `${warmCount} CSIs`, {
     service: "resolver",
@@ -253,6 +247,7 @@ export class Bench {
         concurrency: Math.max(1, Math.round(load.concurrency / workers)),
         ratePerSec: (load.rate ?? 0) / workers,
         deadlineMs: load.deadlineMs ?? 10_000,
+        ...(load.connections && { connections: load.connections }),
         keys: load.keys(w),
         ...(load.request && { request: load.request }),
         ...(this.o.pin && { pin: this.o.pin.load }),
@@ -304,6 +299,8 @@ export interface Load {
   rate?: number;
   /** Each call's deadline; default 10 s. */
   deadlineMs?: number;
+  /** Connections per load process (default 1). */
+  connections?: number;
   keys: (worker: number) => KeySpec;
   durationMs?: number;
   workers?: number;

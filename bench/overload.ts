@@ -74,6 +74,10 @@ export async function overloadScenario(
           concurrency: 1,
           rate,
           deadlineMs: DEADLINE_MS,
+          // Enough connections for every call of a deadline's worth in flight, at a server's 100
+          // streams per connection: past that the calls would wait in the load's own client,
+          // where the resolver cannot see them, let alone refuse them.
+          connections: Math.ceil((rate * DEADLINE_MS) / 1000 / 100 / o.workers),
           keys: misses(Math.ceil((rate * o.durationMs) / 1000)),
         };
         const before = await resolverCounters(net.resolver.opsPort, COUNTERS);
@@ -119,6 +123,7 @@ const GAUGES = ["upstream_inflight", "upstream_queued", "upstream_window", "even
 const COUNTERS = [
   "cache_misses_total",
   "overload_refusals_total",
+  "upstream_refusals_total",
   "lookups_abandoned_total",
   "verify_batches_total",
   "verify_inline_total",

@@ -262,7 +262,7 @@ async function drainingGate() {
   return { gate, answers, clock };
 }
 
-test("a lookup that could not leave the queue before its bound, at the rate answers come back, is refused at once", async () => {
+test("a lookup that would be answered too late, at the rate answers come back, is refused at once", async () => {
   const { gate, answers, clock } = await drainingGate();
   // 40 answers in the last second: the DP drains about 40 lookups a second through this gate.
   await answers(40, 25);
@@ -273,8 +273,8 @@ test("a lookup that could not leave the queue before its bound, at the rate answ
   const waiters = [pending(), pending(), pending()];
   const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
   await until(() => gate.state.queued === 3);
-  // One with 80 ms left would leave in about 100 ms (fourth in line at 40 a second): refused
-  // now, with that as retry-after.
+  // One with 80 ms left would be answered in about 150 ms (sixth in line at 40 a second, the two
+  // sent counted): refused now, with that as retry-after.
   const refused = await gate
     .run(() => Promise.resolve("no"), isTimeout, now + 80)
     .then(
@@ -284,14 +284,93 @@ test("a lookup that could not leave the queue before its bound, at the rate answ
   assert.equal(refused?.code, "resource_exhausted");
   assert.equal(refused?.details?.reason, "UPSTREAM_SATURATED");
   const retryAfter = Number(refused?.details?.retryAfterMs);
-  assert.ok(retryAfter >= 90 && retryAfter <= 105, `retry after ${retryAfter} ms`);
-  assert.match(refused?.message ?? "", /answers about 4[0-2] lookups per second here and 3 are waiting/);
-  // One with a second left waits its turn.
+  assert.ok(retryAfter >= 140 && retryAfter <= 160, `retry after ${retryAfter} ms`);
+  assert.match(
+    refused?.message ?? "",
+    /answers about 4[0-2] lookups per second here and 2 are sent and 3 waiting/,
+  );
+  // Those 150 ms must fit in the base answer time (25 ms) and half of the rest of what is left:
+  // with 250 ms left, refused too; with 300 ms, it waits its turn.
+  const short = await gate
+    .run(() => Promise.resolve("no"), isTimeout, now + 250)
+    .catch((e: DiscoveryError) => e);
+  assert.equal((short as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  assert.equal(gate.refused, 2, "both refusals counted (mimi_resolver_upstream_refusals_total)");
   const patient = pending();
-  const last = gate.run(() => patient.p, isTimeout, now + 1_000);
+  const last = gate.run(() => patient.p, isTimeout, now + 300);
   await until(() => gate.state.queued === 4);
   for (const c of [...hold, ...waiters, patient]) c.settle(true);
   await Promise.all([...held, ...waiting, last]);
+});
+
+test("in slow start, lookups already sent count: one the window has room for is refused when they would make it late", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 100,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  // Answers came back at about 80 a second (40 in the half second measured whole and the one
+  // under way), and 60 lookups are out: a new one would be answered in about 730 ms.
+  for (let i = 0; i < 40; i++) {
+    const c = pending();
+    const run = gate.run(() => c.p, isTimeout);
+    clock.now += 25;
+    c.settle(true);
+    await run;
+  }
+  const now = clock.now;
+  const out = Array.from({ length: 60 }, () => pending());
+  const sent = out.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  await until(() => gate.state.inflight === 60);
+  assert.equal(gate.state.queued, 0);
+  assert.ok(gate.state.window > 60, "the window has room");
+  const late = await gate
+    .run(() => Promise.resolve("sent"), isTimeout, now + 500)
+    .catch((e: DiscoveryError) => e);
+  assert.equal((late as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  assert.ok(Number((late as DiscoveryError).details?.retryAfterMs) >= 600);
+  // A caller with two seconds left is sent at once.
+  assert.equal(await gate.run(() => Promise.resolve("sent"), isTimeout, now + 2_000), "sent");
+  for (const c of out) c.settle(true);
+  await Promise.all(sent);
+});
+
+test("lookups not judged (private ones, a retry) are neither refused by the answer-time rule nor counted by it", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 200,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  const answer = async () => {
+    const c = pending();
+    const run = gate.run(() => c.p, isTimeout);
+    clock.now += 25;
+    c.settle(true);
+    await run;
+  };
+  // 40 judged answers: about 80 a second, as above.
+  for (let i = 0; i < 40; i++) await answer();
+  const now = clock.now;
+  // 100 slow private lookups out: a plain one with 500 ms left goes, as does a private one.
+  const slow = Array.from({ length: 100 }, () => pending());
+  const out = slow.map((c) => gate.run(() => c.p, isTimeout, now + 10_000, undefined, false));
+  await until(() => gate.state.inflight === 100);
+  assert.equal(await gate.run(() => Promise.resolve("sent"), isTimeout, now + 500), "sent");
+  // 60 plain ones out: a plain one with 500 ms left is refused; one not judged is not.
+  const plain = Array.from({ length: 60 }, () => pending());
+  const sent = plain.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  await until(() => gate.state.inflight === 160);
+  const late = await gate
+    .run(() => Promise.resolve("sent"), isTimeout, now + 500)
+    .catch((e: DiscoveryError) => e);
+  assert.equal((late as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  assert.equal(await gate.run(() => Promise.resolve("sent"), isTimeout, now + 500, undefined, false), "sent");
+  for (const c of [...slow, ...plain]) c.settle(true);
+  await Promise.all([...out, ...sent]);
 });
 
 test("a burst after an idle spell is judged at the rate of the burst, not averaged with the idle time", async () => {
@@ -303,8 +382,40 @@ test("a burst after an idle spell is judged at the rate of the burst, not averag
   const hold = [pending(), pending()];
   const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
   const waiters = Array.from({ length: 20 }, () => pending());
-  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 80));
+  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 200));
   await until(() => gate.state.queued === 20);
   for (const c of [...hold, ...waiters]) c.settle(true);
   assert.equal((await Promise.all([...held, ...waiting])).length, 22);
+});
+
+test("a DP whose every answer is slow, but that keeps up, is not refused for its slowness", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("far", {
+    ...DEFAULT_GATE,
+    initialWindow: 100,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  // A lookup every 10 ms, each answered 300 ms after it went: 30 out, 100 answers a second.
+  const out: { c: ReturnType<typeof pending>; due: number; run: Promise<string> }[] = [];
+  for (let t = 0; t < 2_000; t += 10) {
+    clock.now = t;
+    while (out.length > 0 && (out[0]?.due ?? Number.POSITIVE_INFINITY) <= t) {
+      const o = out.shift();
+      o?.c.settle(true);
+      await o?.run;
+    }
+    const c = pending();
+    out.push({ c, due: t + 300, run: gate.run(() => c.p, isTimeout, t + 10_000) });
+  }
+  assert.equal(gate.state.inflight, 30);
+  // About 310 ms to an answer: with 250 ms left it could not come in time, so it is refused.
+  const short = await gate
+    .run(() => Promise.resolve("sent"), isTimeout, clock.now + 250)
+    .catch((e: DiscoveryError) => e);
+  assert.equal((short as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  // With 500 ms left it goes: half of 500 ms would refuse it, but its base (300 ms) is not a queue.
+  assert.equal(await gate.run(() => Promise.resolve("sent"), isTimeout, clock.now + 500), "sent");
+  for (const o of out) o.c.settle(true);
+  await Promise.all(out.map((o) => o.run));
 });

@@ -9,10 +9,23 @@
 // at the start of each LookupStream): lookups then also leave the gate no faster than that rate
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
-// Without a published rate, once slow start is over, the same holds at the rate answers have
-// come back over the last second: a lookup that would not leave the queue before its wait bound is refused at once
-// (UPSTREAM_SATURATED, with the drain time as retry-after) instead of holding its caller until
-// it times out. The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
+// The window alone refuses nothing: answered in time, it grows to its maximum whatever queue
+// forms behind it (in overload runs every lookup then waited out its caller's deadline at the DP
+// and 0.26-0.37x of the sustainable rate was answered). So a lookup is also judged on arrival
+// by Little's law: with n lookups ahead of it (sent, and once slow start is over also waiting)
+// and answers coming back at r a second over the last second, it would be answered in about
+// (n + 1) / r. Past its base (the quickest answer of the last 5-10 s) plus half of the rest of
+// its wait bound it is refused at once (UPSTREAM_SATURATED, with that time as retry-after)
+// instead of queueing behind lookups that will use up its caller's deadline; the other half is
+// for what follows the DP's answer (verification, the reply) and for time the call spent before
+// its handler ran, which the resolver cannot see (four fifths instead of half left so much
+// late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base only
+// widens the budget, so a DP far away is not refused for its distance, and a base read too low
+// on shared cores costs nothing but that. In slow start only the lookups sent count (the
+// window, not the DP, holds the others back, and it doubles every round trip). Private lookups (several calls, far slower) are not
+// judged and not counted, so asking privately cannot make plain lookups look late; nor is a
+// retry after a timeout, whose caller should hear the timeout.
+// The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
 // queue from its own CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
@@ -54,11 +67,23 @@ interface Waiter {
 const DRAIN_BUCKET_MS = 500;
 /** Fewer completions than this in the buckets do not estimate a drain rate. */
 const MIN_DRAIN_SAMPLES = 20;
+/**
+ * A lookup is refused at once when, at the drain rate, the lookups ahead of it would take longer
+ * than its base answer time plus this share of the rest of its wait bound (itself nine tenths
+ * of its caller's deadline).
+ */
+const ANSWER_SHARE = 0.5;
+/** The base answer time is the least of the current and the previous bucket of this length. */
+const BASE_BUCKET_MS = 5_000;
 
 /** The gate of one DP. */
 export class AdaptiveGate {
   private window: number;
   private inflight = 0;
+  /** Lookups refused unsent so far (too late by the answer-time rule, over the queue or the published rate). */
+  refused = 0;
+  /** Of those in flight, the judged ones (the answer-time rule counts these, and their answers). */
+  private judgedInflight = 0;
   private readonly queue: Waiter[] = [];
   private head = 0;
   private waiting = 0;
@@ -76,6 +101,10 @@ export class AdaptiveGate {
   /** How much of the previous bucket counted (0 after an idle spell), and whether the current one began on time. */
   private prevSpanMs = 0;
   private nowSpanWhole = false;
+  /** The quickest answer (ms) of a judged lookup in the current and the previous base bucket. */
+  private baseNow = Number.POSITIVE_INFINITY;
+  private basePrev = Number.POSITIVE_INFINITY;
+  private baseStart = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly name: string,
@@ -104,30 +133,60 @@ export class AdaptiveGate {
 
   /**
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
-   * which `timedOut` is true halves the window; a success widens it.
+   * which `timedOut` is true halves the window; a success widens it. A `judged` lookup is first
+   * judged by the answer-time rule (refuseIfLate), and its answer counts towards the drain rate
+   * that rule uses; others (private lookups, much slower than plain ones; a retry after a
+   * timeout, whose caller should hear that timeout) only take the window.
    */
   async run<T>(
     f: () => Promise<T>,
     timedOut: (err: unknown) => boolean,
     waitUntilMs?: number,
     abandoned?: () => boolean,
+    judged = true,
   ): Promise<T> {
+    const leftMs = waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now();
+    if (judged && leftMs > 0) this.refuseIfLate(leftMs);
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
-    else
-      await this.wait(waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now(), abandoned);
+    else await this.wait(leftMs, abandoned);
+    if (judged) this.judgedInflight++;
+    const sentAt = this.o.now();
     try {
       const r = await f();
+      if (judged) this.noteAnswerMs(this.o.now() - sentAt);
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
       return r;
     } catch (err) {
       if (timedOut(err)) this.shrink();
       throw err;
     } finally {
-      this.countDone();
+      if (judged) {
+        this.judgedInflight--;
+        this.countDone();
+      }
       this.inflight--;
       this.next();
     }
+  }
+
+  private noteAnswerMs(ms: number): void {
+    const now = this.o.now();
+    const buckets = Math.floor((now - this.baseStart) / BASE_BUCKET_MS);
+    if (buckets >= 1) {
+      this.basePrev = buckets === 1 ? this.baseNow : Number.POSITIVE_INFINITY;
+      this.baseNow = Number.POSITIVE_INFINITY;
+      this.baseStart = buckets === 1 ? this.baseStart + BASE_BUCKET_MS : now;
+    }
+    this.baseNow = Math.min(this.baseNow, ms);
+  }
+
+  /** The quickest answer of the last 5-10 s (ms), or 0 when none came. */
+  private baseMs(): number {
+    const age = this.o.now() - this.baseStart;
+    if (age >= 2 * BASE_BUCKET_MS) return 0;
+    const base = age < BASE_BUCKET_MS ? Math.min(this.baseNow, this.basePrev) : this.baseNow;
+    return Number.isFinite(base) ? Math.max(0, base) : 0;
   }
 
   private countDone(): void {
@@ -157,6 +216,27 @@ export class AdaptiveGate {
     if (done < MIN_DRAIN_SAMPLES) return 0;
     const spanMs = age + (withPrev ? this.prevSpanMs : 0);
     return (done * 1_000) / Math.max(spanMs, 100);
+  }
+
+  /**
+   * Refuses (throws) a lookup that, at the rate answers come back, would be answered after its
+   * base answer time plus ANSWER_SHARE of the rest of the `leftMs` its caller leaves it. Nothing
+   * is refused while the rate is unknown (fewer than MIN_DRAIN_SAMPLES answers in the last second).
+   */
+  private refuseIfLate(leftMs: number): void {
+    const drained = this.drainRate();
+    if (drained === 0) return;
+    const ahead = this.judgedInflight + (this.slowStart ? 0 : this.waiting);
+    const expectedMs = ((ahead + 1) * 1_000) / drained;
+    const base = this.baseMs();
+    if (expectedMs < base + ANSWER_SHARE * Math.max(0, leftMs - base)) return;
+    const retryAfterMs = Math.ceil(Math.min(expectedMs, 10_000));
+    this.refused++;
+    throw new DiscoveryError(
+      "resource_exhausted",
+      `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.waiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
+      { details: { retryAfterMs, reason: "UPSTREAM_SATURATED" } },
+    );
   }
 
   private shrink(): void {
@@ -208,6 +288,7 @@ export class AdaptiveGate {
     // would not leave before its wait bound is refused now rather than after it.
     const drainMs = this.rate > 0 ? ((this.waiting + 1) * 1_000) / this.rate : 0;
     if (this.rate > 0 && drainMs >= maxWaitMs) {
+      this.refused++;
       return Promise.reject(
         new DiscoveryError(
           "resource_exhausted",
@@ -216,22 +297,8 @@ export class AdaptiveGate {
         ),
       );
     }
-    // At the rate answers come back, the same: a lookup that would wait past its bound is
-    // refused now, fast, instead of holding its caller until it times out.
-    // Only once slow start is over: before, the window, not the DP, sets the rate.
-    const drained = this.slowStart ? 0 : this.drainRate();
-    const drainedMs = drained > 0 ? ((this.waiting + 1) * 1_000) / drained : 0;
-    if (drained > 0 && drainedMs >= maxWaitMs) {
-      const retryAfterMs = Math.ceil(Math.min(drainedMs, 10_000));
-      return Promise.reject(
-        new DiscoveryError(
-          "resource_exhausted",
-          `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.waiting} are waiting for it: this one would not leave within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
-          { details: { retryAfterMs, reason: "UPSTREAM_SATURATED" } },
-        ),
-      );
-    }
     if (this.waiting >= this.o.maxQueue) {
+      this.refused++;
       return Promise.reject(
         new DiscoveryError(
           "resource_exhausted",

@@ -112,6 +112,13 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
     "Lookups refused by an enforced enumeration detection.",
     () => s.enumeration.counts.refused,
   );
+  countersFrom(
+    registry,
+    "mimi_resolver_upstream_refusals_total",
+    "Lookups a DP's gate refused unsent (UPSTREAM_SATURATED: they would have been answered too late; DP_CAPACITY: over its published rate).",
+    "dp",
+    () => Object.fromEntries(s.upstream.windows().map((w) => [w.dpId, w.refused])),
+  );
   registryGauges(registry, s.registry);
   const perDp = (pick: (w: { inflight: number; window: number; queued: number }) => number) => () =>
     s.upstream.windows().map((w) => ({ labels: { dp: w.dpId }, value: pick(w) }));

@@ -54,12 +54,22 @@ async function endpoint(behaviour: () => Behaviour) {
   return { server, seen };
 }
 
-async function setup(a: () => Behaviour, b: () => Behaviour) {
+async function setup(
+  a: () => Behaviour,
+  b: () => Behaviour,
+  observe?: (dpId: string, seconds: number, failed: boolean) => void,
+) {
   const [ea, eb] = await Promise.all([endpoint(a), endpoint(b)]);
   let now = 0;
   const pool = ea.server.pool();
   const channels: ChannelPool = { get: (address) => pool.get(address, ""), close: () => pool.close() };
-  const upstream = createUpstream({ channels, log, attemptTimeoutMs: 1_000, now: () => now });
+  const upstream = createUpstream({
+    channels,
+    log,
+    attemptTimeoutMs: 1_000,
+    now: () => now,
+    ...(observe && { observe }),
+  });
   const dp: DpInfo = {
     id: "eu",
     endpoints: [ea.server.address, eb.server.address],
@@ -174,5 +184,31 @@ test("an endpoint that times out while another answers is held down; all slow, n
   for (let i = 0; t.a.items === a && i < 50; i++) await t.upstream.lookup(t.dp, `tel:+4477009004${i}`);
   assert.equal(t.a.items, a + 1, "a is asked again: the all-slow lookup held nobody down");
   assert.ok(t.b.items > b);
+  t.upstream.close();
+});
+
+test("a lookup the gate refuses as too late is not sent, and is not counted as the DP's failure", async () => {
+  const observed: boolean[] = [];
+  const t = await setup(
+    () => "answer",
+    () => "answer",
+    (_dp, _s, failed) => observed.push(failed),
+  );
+  // 30 answers on a clock that does not move: the DP drains them at once (a high rate, known).
+  for (let i = 0; i < 30; i++) await t.upstream.lookup(t.dp, `tel:+4477009008${i}`);
+  assert.deepEqual(new Set(observed), new Set([false]));
+  const asked = t.a.items + t.b.items;
+  // A caller with 1 ms to wait cannot be answered in time at any rate this clock can see.
+  await assert.rejects(
+    t.upstream.lookup(t.dp, "tel:+447700900901", { waitUntilMs: 1 }),
+    (e: DiscoveryError) => e.code === "resource_exhausted" && e.details?.reason === "UPSTREAM_SATURATED",
+  );
+  assert.equal(t.a.items + t.b.items, asked, "not sent");
+  assert.equal(observed.length, 30, "not observed as a lookup at the DP");
+  // A private lookup is not judged by that rule (this resolver has none: it fails its own way).
+  await assert.rejects(
+    t.upstream.lookup(t.dp, "tel:+447700900902", { waitUntilMs: 1, privately: true }),
+    (e: DiscoveryError) => e.code === "failed_precondition",
+  );
   t.upstream.close();
 });

@@ -44,8 +44,8 @@ export interface Upstream {
    * (adaptive-gate.ts), at one of its endpoints, failing over to the others.
    */
   lookup(dp: DpInfo, csi: string, how?: UpstreamLookup): Promise<LookupOutcome>;
-  /** The window of each DP asked so far (GetStats). */
-  windows(): { dpId: string; inflight: number; window: number; queued: number }[];
+  /** The window of each DP asked so far (GetStats), and the lookups its gate refused unsent. */
+  windows(): { dpId: string; inflight: number; window: number; queued: number; refused: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
   channel(dp: DpInfo, endpoint: string): Channel;
   close(): void;
@@ -225,23 +225,24 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       const { waitUntilMs, abandoned } = how;
       const send = () => (abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, how));
       try {
-        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned);
+        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned, how.privately !== true);
         failed = false;
         return answer;
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
-        // A lookup dropped for nobody is not the DP's doing: neither a failure nor a latency.
-        if (isCallerGone(err)) observed = false;
+        // A lookup dropped for nobody, or refused by the gate unsent, is not the DP's doing:
+        // neither a failure nor a latency.
+        if (isCallerGone(err) || gateRefused(err)) observed = false;
         if (!timedOut(err) || !gate.shrank) throw err;
-        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned);
+        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned, false);
         failed = false;
         return answer;
       } finally {
         if (observed) o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
     },
-    windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state })),
+    windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state, refused: g.refused })),
     close() {
       for (const m of muxes.values()) m.close();
       muxes.clear();
@@ -249,6 +250,11 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     },
   };
 }
+/** Whether `err` is the gate's own refusal of a lookup it never sent (adaptive-gate.ts). */
+function gateRefused(err: unknown): boolean {
+  return err instanceof DiscoveryError && err.code === "resource_exhausted" && err.remoteStatus === undefined;
+}
+
 /** Why a DP may refuse a lookup (lookup-limits.ts at the DP); anything else reads DP_LIMIT. */
 const DP_REASONS = new Set([
   "DP_CAPACITY",

@@ -53,9 +53,22 @@ export interface Channel {
   close(): void;
 }
 
-/** Opens a channel (one multiplexed HTTP/2 connection, reconnected by grpc-js) to `address`. */
-export function openChannel(address: string, credentials: grpc.ChannelCredentials): Channel {
-  const raw = new grpc.Client(address, credentials, CHANNEL_OPTIONS);
+/**
+ * Opens a channel (one multiplexed HTTP/2 connection, reconnected by grpc-js) to `address`.
+ * Channels with the same address and credentials share their connection unless `ownConnection`:
+ * a client that keeps more calls in flight than a server takes on one connection (its
+ * SETTINGS_MAX_CONCURRENT_STREAMS; the rest wait in the client, unseen by the server) opens
+ * several.
+ */
+export function openChannel(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  opts?: { ownConnection?: boolean },
+): Channel {
+  const options = opts?.ownConnection
+    ? { ...CHANNEL_OPTIONS, "grpc.use_local_subchannel_pool": 1 }
+    : CHANNEL_OPTIONS;
+  const raw = new grpc.Client(address, credentials, options);
   return {
     address,
     client: (service) => makeClient(raw, address, service),
