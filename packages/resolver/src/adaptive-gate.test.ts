@@ -284,20 +284,23 @@ test("a lookup that would be answered too late, at the rate answers come back, i
   assert.equal(refused?.code, "resource_exhausted");
   assert.equal(refused?.details?.reason, "UPSTREAM_SATURATED");
   const retryAfter = Number(refused?.details?.retryAfterMs);
-  assert.ok(retryAfter >= 140 && retryAfter <= 160, `retry after ${retryAfter} ms`);
+  assert.ok(
+    retryAfter >= 140 && retryAfter <= 320,
+    `retry after ${retryAfter} ms: the time to an answer, spread up to twice that`,
+  );
   assert.match(
     refused?.message ?? "",
     /answers about 4[0-2] lookups per second here and 2 are sent and 3 waiting/,
   );
   // Those 150 ms must fit in the base answer time (25 ms) and half of the rest of what is left:
-  // with 250 ms left, refused too; with 300 ms, it waits its turn.
+  // with 250 ms left, refused too; with a second, it waits its turn.
   const short = await gate
     .run(() => Promise.resolve("no"), isTimeout, now + 250)
     .catch((e: DiscoveryError) => e);
   assert.equal((short as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
   assert.equal(gate.refused, 2, "both refusals counted (mimi_resolver_upstream_refusals_total)");
   const patient = pending();
-  const last = gate.run(() => patient.p, isTimeout, now + 300);
+  const last = gate.run(() => patient.p, isTimeout, now + 1_000);
   await until(() => gate.state.queued === 4);
   for (const c of [...hold, ...waiters, patient]) c.settle(true);
   await Promise.all([...held, ...waiting, last]);
@@ -382,7 +385,7 @@ test("a burst after an idle spell is judged at the rate of the burst, not averag
   const hold = [pending(), pending()];
   const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
   const waiters = Array.from({ length: 20 }, () => pending());
-  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 200));
+  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 2_000));
   await until(() => gate.state.queued === 20);
   for (const c of [...hold, ...waiters]) c.settle(true);
   assert.equal((await Promise.all([...held, ...waiting])).length, 22);
@@ -418,4 +421,74 @@ test("a DP whose every answer is slow, but that keeps up, is not refused for its
   assert.equal(await gate.run(() => Promise.resolve("sent"), isTimeout, clock.now + 500), "sent");
   for (const o of out) o.c.settle(true);
   await Promise.all(out.map((o) => o.run));
+});
+
+test("while the gate refuses, the base answer time does not rise with the DP's queue; once it stops, it follows", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 100,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  const refuseOne = async () => {
+    const e = await gate
+      .run(() => Promise.resolve("sent"), isTimeout, clock.now + 1)
+      .catch((err: DiscoveryError) => err);
+    assert.equal((e as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  };
+  // A second of answers in 25 ms: the base is 25 ms.
+  for (let i = 0; i < 40; i++) {
+    const c = pending();
+    const run = gate.run(() => c.p, isTimeout);
+    clock.now += 25;
+    c.settle(true);
+    await run;
+  }
+  // Then a lookup every 10 ms, each answered 400 ms after it went (the DP's queue), until `until`,
+  // refusing one lookup a second when `refusing`.
+  const out: { c: ReturnType<typeof pending>; due: number; run: Promise<string> }[] = [];
+  const steady = async (until: number, refusing: boolean) => {
+    for (; clock.now < until; clock.now += 10) {
+      while (out.length > 0 && (out[0]?.due ?? Number.POSITIVE_INFINITY) <= clock.now) {
+        const o = out.shift();
+        o?.c.settle(true);
+        await o?.run;
+      }
+      if (refusing && clock.now % 1_000 === 0) await refuseOne();
+      const c = pending();
+      out.push({ c, due: clock.now + 400, run: gate.run(() => c.p, isTimeout, clock.now + 10_000) });
+    }
+  };
+  // About 410 ms to an answer with 40 out at 100 a second. With 500 ms left: refused with the
+  // base at 25 ms (25 + 237), sent with it at 400 ms (400 + 50).
+  const withHalfASecond = () =>
+    gate.run(() => Promise.resolve("sent"), isTimeout, clock.now + 500, undefined, true);
+  await steady(16_000, true);
+  await assert.rejects(withHalfASecond(), (e: DiscoveryError) => e.details?.reason === "UPSTREAM_SATURATED");
+  // Two whole buckets without a refusal: the base is the DP's answer time now.
+  await steady(32_000, false);
+  assert.equal(await withHalfASecond(), "sent");
+  for (const o of out) o.c.settle(true);
+  await Promise.all(out.map((o) => o.run));
+});
+
+test("past slow start, private lookups waiting for the window do not count as ahead of a plain one", async () => {
+  const { gate, answers, clock } = await drainingGate();
+  await answers(40, 25);
+  const now = clock.now;
+  const hold = [pending(), pending()];
+  const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  // 30 private lookups wait (at about 41 answers a second they would make a plain one late).
+  const privately = Array.from({ length: 30 }, () => pending());
+  const waitingPrivately = privately.map((c) =>
+    gate.run(() => c.p, isTimeout, now + 10_000, undefined, false),
+  );
+  await until(() => gate.state.queued === 30);
+  const plain = pending();
+  const last = gate.run(() => plain.p, isTimeout, now + 1_000);
+  await until(() => gate.state.queued === 31);
+  assert.equal(gate.refused, 0);
+  for (const c of [...hold, ...privately, plain]) c.settle(true);
+  await Promise.all([...held, ...waitingPrivately, last]);
 });

@@ -10,21 +10,23 @@
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue
-// forms behind it (in overload runs every lookup then waited out its caller's deadline at the DP
-// and 0.26-0.37x of the sustainable rate was answered). So a lookup is also judged on arrival
-// by Little's law: with n lookups ahead of it (sent, and once slow start is over also waiting)
-// and answers coming back at r a second over the last second, it would be answered in about
-// (n + 1) / r. Past its base (the quickest answer of the last 5-10 s) plus half of the rest of
-// its wait bound it is refused at once (UPSTREAM_SATURATED, with that time as retry-after)
-// instead of queueing behind lookups that will use up its caller's deadline; the other half is
-// for what follows the DP's answer (verification, the reply) and for time the call spent before
-// its handler ran, which the resolver cannot see (four fifths instead of half left so much
-// late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base only
-// widens the budget, so a DP far away is not refused for its distance, and a base read too low
-// on shared cores costs nothing but that. In slow start only the lookups sent count (the
-// window, not the DP, holds the others back, and it doubles every round trip). Private lookups (several calls, far slower) are not
-// judged and not counted, so asking privately cannot make plain lookups look late; nor is a
-// retry after a timeout, whose caller should hear the timeout.
+// forms behind it (in overload runs every lookup then waited out its caller's deadline at the
+// DP, and 0.23-0.37x of the sustainable rate was answered). So a plain lookup is also judged on
+// arrival by Little's law: with n lookups ahead of it (sent, and once slow start is over also
+// waiting) and answers coming back at r a second over the last second, it would be answered in
+// about (n + 1) / r. Past its base (the quickest answer of the last 5-10 s) plus half of the rest
+// of its wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times that time as
+// retry-after) instead of queueing behind lookups that will use up its caller's deadline. The
+// other half is for what follows the DP's answer (verification, the reply) and for time the
+// call spent before its handler ran, which the resolver cannot see (four fifths instead of
+// half left so much late work that 0.48x of the sustainable rate was answered, against
+// 0.72-0.83x). The base widens the budget, so a DP far away is not refused for its distance; it
+// may fall but not rise while the gate refuses (every answer then carries the DP's queue, and
+// a base that took it in would let answer times creep up to the bound). In slow start only
+// the lookups sent count (the window, not the DP, holds the others back, and it doubles every
+// round trip). Private lookups (several calls, far slower) are neither judged nor counted, so
+// asking privately cannot make plain lookups look late; nor is the retry after a timeout,
+// whose caller hears that timeout when the retry is not sent.
 // The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
@@ -82,8 +84,9 @@ export class AdaptiveGate {
   private inflight = 0;
   /** Lookups refused unsent so far (too late by the answer-time rule, over the queue or the published rate). */
   refused = 0;
-  /** Of those in flight, the judged ones (the answer-time rule counts these, and their answers). */
+  /** Of those in flight and waiting, the judged ones (the answer-time rule counts these, and their answers). */
   private judgedInflight = 0;
+  private judgedWaiting = 0;
   private readonly queue: Waiter[] = [];
   private head = 0;
   private waiting = 0;
@@ -105,6 +108,8 @@ export class AdaptiveGate {
   private baseNow = Number.POSITIVE_INFINITY;
   private basePrev = Number.POSITIVE_INFINITY;
   private baseStart = Number.NEGATIVE_INFINITY;
+  /** `refused` when the current base bucket began. */
+  private refusedAtBase = 0;
 
   constructor(
     private readonly name: string,
@@ -149,7 +154,7 @@ export class AdaptiveGate {
     if (judged && leftMs > 0) this.refuseIfLate(leftMs);
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
-    else await this.wait(leftMs, abandoned);
+    else await this.wait(leftMs, judged, abandoned);
     if (judged) this.judgedInflight++;
     const sentAt = this.o.now();
     try {
@@ -174,18 +179,26 @@ export class AdaptiveGate {
     const now = this.o.now();
     const buckets = Math.floor((now - this.baseStart) / BASE_BUCKET_MS);
     if (buckets >= 1) {
-      this.basePrev = buckets === 1 ? this.baseNow : Number.POSITIVE_INFINITY;
+      // While the gate refuses, the DP is behind and every answer carries its queue: the base
+      // may fall then but not rise, or it would take the queue in and let answer times creep
+      // up to the callers' bounds.
+      const refusing = this.refused !== this.refusedAtBase;
+      if (refusing) this.basePrev = Math.min(this.basePrev, this.baseNow);
+      else this.basePrev = buckets === 1 ? this.baseNow : Number.POSITIVE_INFINITY;
       this.baseNow = Number.POSITIVE_INFINITY;
       this.baseStart = buckets === 1 ? this.baseStart + BASE_BUCKET_MS : now;
+      this.refusedAtBase = this.refused;
     }
     this.baseNow = Math.min(this.baseNow, ms);
   }
 
-  /** The quickest answer of the last 5-10 s (ms), or 0 when none came. */
+  /**
+   * The quickest answer of the last 5-10 s, or of the spell before the gate began refusing (ms);
+   * 0 when none came in the last 10 s.
+   */
   private baseMs(): number {
-    const age = this.o.now() - this.baseStart;
-    if (age >= 2 * BASE_BUCKET_MS) return 0;
-    const base = age < BASE_BUCKET_MS ? Math.min(this.baseNow, this.basePrev) : this.baseNow;
+    if (this.o.now() - this.baseStart >= 2 * BASE_BUCKET_MS) return 0;
+    const base = Math.min(this.baseNow, this.basePrev);
     return Number.isFinite(base) ? Math.max(0, base) : 0;
   }
 
@@ -226,15 +239,17 @@ export class AdaptiveGate {
   private refuseIfLate(leftMs: number): void {
     const drained = this.drainRate();
     if (drained === 0) return;
-    const ahead = this.judgedInflight + (this.slowStart ? 0 : this.waiting);
+    const ahead = this.judgedInflight + (this.slowStart ? 0 : this.judgedWaiting);
     const expectedMs = ((ahead + 1) * 1_000) / drained;
     const base = this.baseMs();
-    if (expectedMs < base + ANSWER_SHARE * Math.max(0, leftMs - base)) return;
-    const retryAfterMs = Math.ceil(Math.min(expectedMs, 10_000));
+    // Less time than the DP's quickest answer: no budget at all.
+    if (leftMs > base && expectedMs < base + ANSWER_SHARE * (leftMs - base)) return;
+    // Spread (one to two times that) so that the callers refused together do not come back together.
+    const retryAfterMs = Math.ceil(Math.min(expectedMs, 10_000) * (1 + Math.random()));
     this.refused++;
     throw new DiscoveryError(
       "resource_exhausted",
-      `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.waiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
+      `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
       { details: { retryAfterMs, reason: "UPSTREAM_SATURATED" } },
     );
   }
@@ -275,7 +290,7 @@ export class AdaptiveGate {
     return false;
   }
 
-  private wait(maxWaitMs: number, abandoned?: () => boolean): Promise<void> {
+  private wait(maxWaitMs: number, judged: boolean, abandoned?: () => boolean): Promise<void> {
     if (maxWaitMs <= 0) {
       return Promise.reject(
         new DiscoveryError(
@@ -308,10 +323,16 @@ export class AdaptiveGate {
       );
     }
     this.waiting++;
+    const counted = judged ? 1 : 0;
+    this.judgedWaiting += counted;
+    const left = () => {
+      this.waiting--;
+      this.judgedWaiting -= counted;
+    };
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         w.gone = true;
-        this.waiting--;
+        left();
         reject(
           new DiscoveryError(
             "upstream_unavailable",
@@ -324,13 +345,13 @@ export class AdaptiveGate {
         ...(abandoned && { abandoned }),
         start: () => {
           clearTimeout(timer);
-          this.waiting--;
+          left();
           resolve();
         },
         drop: () => {
           clearTimeout(timer);
           w.gone = true;
-          this.waiting--;
+          left();
           reject(callerGone(false));
         },
       };

@@ -115,7 +115,7 @@ export function registerResolverMetrics(registry: Registry, s: ResolverMetricSou
   countersFrom(
     registry,
     "mimi_resolver_upstream_refusals_total",
-    "Lookups a DP's gate refused unsent (UPSTREAM_SATURATED: they would have been answered too late; DP_CAPACITY: over its published rate).",
+    "Lookups a DP's gate refused unsent (UPSTREAM_SATURATED: they would have been answered too late, or its queue was full; DP_CAPACITY: over its published rate).",
     "dp",
     () => Object.fromEntries(s.upstream.windows().map((w) => [w.dpId, w.refused])),
   );

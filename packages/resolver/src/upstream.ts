@@ -235,7 +235,17 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         // neither a failure nor a latency.
         if (isCallerGone(err) || gateRefused(err)) observed = false;
         if (!timedOut(err) || !gate.shrank) throw err;
-        const answer = await gate.run(send, timedOut, waitUntilMs, abandoned, false);
+        // A retry the gate does not send (no time left, its queue full) fails with the timeout.
+        let resent = false;
+        const resend = () => {
+          resent = true;
+          return send();
+        };
+        const answer = await gate
+          .run(resend, timedOut, waitUntilMs, abandoned, false)
+          .catch((again: unknown) => {
+            throw resent ? again : err;
+          });
         failed = false;
         return answer;
       } finally {
