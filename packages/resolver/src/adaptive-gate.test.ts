@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DiscoveryError } from "@mimi/core";
-import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
+import { AdaptiveGate, DEFAULT_GATE, type GateOptions } from "./adaptive-gate.js";
+import { TOO_LATE } from "./call-bounds.js";
 
 const timeout = () => new DiscoveryError("upstream_unavailable", "deadline");
 const isTimeout = (e: unknown) => e instanceof DiscoveryError && e.code === "upstream_unavailable";
@@ -18,6 +19,58 @@ function pending() {
 async function until(ok: () => boolean): Promise<void> {
   for (let i = 0; i < 10_000 && !ok(); i++) await new Promise((r) => setImmediate(r));
   assert.ok(ok());
+}
+
+/** `n` lookups through `gate`, one at a time, each answered `everyMs` after it went on `clock`. */
+async function answerInTurn(gate: AdaptiveGate, clock: { now: number }, n: number, everyMs: number) {
+  for (let i = 0; i < n; i++) {
+    const c = pending();
+    const run = gate.run(() => c.p, isTimeout);
+    clock.now += everyMs;
+    c.settle(true);
+    await run;
+  }
+}
+
+/**
+ * A gate in slow start on a clock the test moves, that has seen 40 answers 25 ms apart (about 80
+ * a second, a base of 25 ms).
+ */
+async function measuredGate(o: Partial<GateOptions> = {}) {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+    ...o,
+  });
+  await answerInTurn(gate, clock, 40, 25);
+  return { gate, clock };
+}
+
+/** Lookups sent through a gate and answered when the clock reaches `due`. */
+type Outstanding = { c: ReturnType<typeof pending>; due: number; run: Promise<string> }[];
+
+/**
+ * A lookup every 10 ms until `untilMs`, each answered `answerMs` after it went (a DP that keeps
+ * up, at 100 a second), with `each` run at every whole second from `eachFromMs`.
+ */
+async function steadyLoad(
+  gate: AdaptiveGate,
+  clock: { now: number },
+  out: Outstanding,
+  o: { untilMs: number; answerMs: number; each?: () => Promise<void>; eachFromMs?: number },
+) {
+  for (; clock.now < o.untilMs; clock.now += 10) {
+    while (out.length > 0 && (out[0]?.due ?? Number.POSITIVE_INFINITY) <= clock.now) {
+      const x = out.shift();
+      x?.c.settle(true);
+      await x?.run;
+    }
+    if (o.each && clock.now % 1_000 === 0 && clock.now >= (o.eachFromMs ?? 0)) await o.each();
+    const c = pending();
+    out.push({ c, due: clock.now + o.answerMs, run: gate.run(() => c.p, isTimeout, clock.now + 10_000) });
+  }
 }
 
 test("lookups over the window wait, in order, and start as others finish", async () => {
@@ -250,15 +303,7 @@ async function drainingGate() {
   const lostRun = gate.run(() => lost.p, isTimeout);
   lost.settle(false);
   await assert.rejects(lostRun);
-  const answers = async (n: number, everyMs: number) => {
-    for (let i = 0; i < n; i++) {
-      const c = pending();
-      const run = gate.run(() => c.p, isTimeout);
-      clock.now += everyMs;
-      c.settle(true);
-      await run;
-    }
-  };
+  const answers = (n: number, everyMs: number) => answerInTurn(gate, clock, n, everyMs);
   return { gate, answers, clock };
 }
 
@@ -307,22 +352,9 @@ test("a lookup that would be answered too late, at the rate answers come back, i
 });
 
 test("in slow start, lookups already sent count: one the window has room for is refused when they would make it late", async () => {
-  const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 100,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
   // Answers came back at about 80 a second (40 in the half second measured whole and the one
   // under way), and 60 lookups are out: a new one would be answered in about 730 ms.
-  for (let i = 0; i < 40; i++) {
-    const c = pending();
-    const run = gate.run(() => c.p, isTimeout);
-    clock.now += 25;
-    c.settle(true);
-    await run;
-  }
+  const { gate, clock } = await measuredGate({ initialWindow: 100 });
   const now = clock.now;
   const out = Array.from({ length: 60 }, () => pending());
   const sent = out.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
@@ -341,22 +373,8 @@ test("in slow start, lookups already sent count: one the window has room for is 
 });
 
 test("lookups not judged (private ones, a retry) are neither refused by the answer-time rule nor counted by it", async () => {
-  const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 200,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
-  const answer = async () => {
-    const c = pending();
-    const run = gate.run(() => c.p, isTimeout);
-    clock.now += 25;
-    c.settle(true);
-    await run;
-  };
   // 40 judged answers: about 80 a second, as above.
-  for (let i = 0; i < 40; i++) await answer();
+  const { gate, clock } = await measuredGate({ initialWindow: 200 });
   const now = clock.now;
   // 100 slow private lookups out: a plain one with 500 ms left goes, as does a private one.
   const slow = Array.from({ length: 100 }, () => pending());
@@ -378,14 +396,15 @@ test("lookups not judged (private ones, a retry) are neither refused by the answ
 
 test("a burst after an idle spell is judged at the rate of the burst, not averaged with the idle time", async () => {
   const { gate, answers, clock } = await drainingGate();
-  // Idle for five seconds, then 30 answers in 30 ms: about a thousand a second.
+  // Idle for five seconds, then 30 answers in 30 ms: 300 a second (a rate is read over 100 ms at
+  // least); averaged with the idle time it would be 6, or 30 over one idle second.
   clock.now = 5_000;
   await answers(30, 1);
   const now = clock.now;
   const hold = [pending(), pending()];
   const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
   const waiters = Array.from({ length: 20 }, () => pending());
-  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 2_000));
+  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 400));
   await until(() => gate.state.queued === 20);
   for (const c of [...hold, ...waiters]) c.settle(true);
   assert.equal((await Promise.all([...held, ...waiting])).length, 22);
@@ -400,23 +419,17 @@ test("a DP whose every answer is slow, but that keeps up, is not refused for its
     now: () => clock.now,
   });
   // A lookup every 10 ms, each answered 300 ms after it went: 30 out, 100 answers a second.
-  const out: { c: ReturnType<typeof pending>; due: number; run: Promise<string> }[] = [];
-  for (let t = 0; t < 2_000; t += 10) {
-    clock.now = t;
-    while (out.length > 0 && (out[0]?.due ?? Number.POSITIVE_INFINITY) <= t) {
-      const o = out.shift();
-      o?.c.settle(true);
-      await o?.run;
-    }
-    const c = pending();
-    out.push({ c, due: t + 300, run: gate.run(() => c.p, isTimeout, t + 10_000) });
-  }
+  const out: Outstanding = [];
+  await steadyLoad(gate, clock, out, { untilMs: 2_000, answerMs: 300 });
   assert.equal(gate.state.inflight, 30);
-  // About 310 ms to an answer: with 250 ms left it could not come in time, so it is refused.
+  // With 250 ms left, less than its quickest answer: the caller's deadline is too short (it
+  // stays charged, call-bounds.ts), which is not the DP's saturation.
   const short = await gate
     .run(() => Promise.resolve("sent"), isTimeout, clock.now + 250)
     .catch((e: DiscoveryError) => e);
-  assert.equal((short as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  assert.equal((short as DiscoveryError).code, "upstream_unavailable");
+  assert.equal((short as DiscoveryError).details?.reason, TOO_LATE);
+  assert.equal(gate.refused, 0);
   // With 500 ms left it goes: half of 500 ms would refuse it, but its base (300 ms) is not a queue.
   assert.equal(await gate.run(() => Promise.resolve("sent"), isTimeout, clock.now + 500), "sent");
   for (const o of out) o.c.settle(true);
@@ -424,42 +437,24 @@ test("a DP whose every answer is slow, but that keeps up, is not refused for its
 });
 
 test("while the gate refuses, the base answer time does not rise with the DP's queue; once it stops, it follows", async () => {
-  const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 100,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
+  // A second of answers in 25 ms: the base is 25 ms.
+  const { gate, clock } = await measuredGate({ initialWindow: 100 });
+  // With 300 ms left and 40 out at 100 a second, refused as saturated.
   const refuseOne = async () => {
     const e = await gate
-      .run(() => Promise.resolve("sent"), isTimeout, clock.now + 1)
+      .run(() => Promise.resolve("sent"), isTimeout, clock.now + 300)
       .catch((err: DiscoveryError) => err);
     assert.equal((e as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
   };
-  // A second of answers in 25 ms: the base is 25 ms.
-  for (let i = 0; i < 40; i++) {
-    const c = pending();
-    const run = gate.run(() => c.p, isTimeout);
-    clock.now += 25;
-    c.settle(true);
-    await run;
-  }
-  // Then a lookup every 10 ms, each answered 400 ms after it went (the DP's queue), until `until`,
-  // refusing one lookup a second when `refusing`.
-  const out: { c: ReturnType<typeof pending>; due: number; run: Promise<string> }[] = [];
-  const steady = async (until: number, refusing: boolean) => {
-    for (; clock.now < until; clock.now += 10) {
-      while (out.length > 0 && (out[0]?.due ?? Number.POSITIVE_INFINITY) <= clock.now) {
-        const o = out.shift();
-        o?.c.settle(true);
-        await o?.run;
-      }
-      if (refusing && clock.now % 1_000 === 0) await refuseOne();
-      const c = pending();
-      out.push({ c, due: clock.now + 400, run: gate.run(() => c.p, isTimeout, clock.now + 10_000) });
-    }
-  };
+  // Then a lookup every 10 ms, each answered 400 ms after it went (the DP's queue), refusing one
+  // lookup a second once 40 are out when `refusing`.
+  const out: Outstanding = [];
+  const steady = (untilMs: number, refusing: boolean) =>
+    steadyLoad(gate, clock, out, {
+      untilMs,
+      answerMs: 400,
+      ...(refusing && { each: refuseOne, eachFromMs: 2_000 }),
+    });
   // About 410 ms to an answer with 40 out at 100 a second. With 500 ms left: refused with the
   // base at 25 ms (25 + 237), sent with it at 400 ms (400 + 50).
   const withHalfASecond = () =>
@@ -491,4 +486,21 @@ test("past slow start, private lookups waiting for the window do not count as ah
   assert.equal(gate.refused, 0);
   for (const c of [...hold, ...privately, plain]) c.settle(true);
   await Promise.all([...held, ...waitingPrivately, last]);
+});
+
+test("in slow start at the largest window, lookups waiting count: no doubling will drain them", async () => {
+  const { gate, clock } = await measuredGate({ initialWindow: 2, minWindow: 2, maxWindow: 2 });
+  const now = clock.now;
+  const hold = [pending(), pending()];
+  const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  const waiters = Array.from({ length: 60 }, () => pending());
+  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  await until(() => gate.state.queued === 60);
+  // 62 ahead at about 80 a second: about 790 ms, past 25 + (1,000 - 25) / 2.
+  const late = await gate
+    .run(() => Promise.resolve("sent"), isTimeout, now + 1_000)
+    .catch((e: DiscoveryError) => e);
+  assert.equal((late as DiscoveryError).details?.reason, "UPSTREAM_SATURATED");
+  for (const c of [...hold, ...waiters]) c.settle(true);
+  await Promise.all([...held, ...waiting]);
 });

@@ -11,28 +11,43 @@
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue
 // forms behind it (in overload runs every lookup then waited out its caller's deadline at the
-// DP, and 0.23-0.37x of the sustainable rate was answered). So a plain lookup is also judged on
-// arrival by Little's law: with n lookups ahead of it (sent, and once slow start is over also
-// waiting) and answers coming back at r a second over the last second, it would be answered in
-// about (n + 1) / r. Past its base (the quickest answer of the last 5-10 s) plus half of the rest
-// of its wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times that time as
-// retry-after) instead of queueing behind lookups that will use up its caller's deadline. The
-// other half is for what follows the DP's answer (verification, the reply) and for time the
-// call spent before its handler ran, which the resolver cannot see (four fifths instead of
-// half left so much late work that 0.48x of the sustainable rate was answered, against
-// 0.72-0.83x). The base widens the budget, so a DP far away is not refused for its distance; it
-// may fall but not rise while the gate refuses (every answer then carries the DP's queue, and
-// a base that took it in would let answer times creep up to the bound). In slow start only
-// the lookups sent count (the window, not the DP, holds the others back, and it doubles every
-// round trip). Private lookups (several calls, far slower) are neither judged nor counted, so
-// asking privately cannot make plain lookups look late; nor is the retry after a timeout,
-// whose caller hears that timeout when the retry is not sent.
+// DP, and 0.16-0.37x of the sustainable rate was answered). So a plain lookup is also judged on
+// arrival by Little's law: with n lookups ahead of it (sent, and waiting too once slow start is
+// over or the window is at its largest) and answers coming back at r a second over the last
+// second, it would be answered in about (n + 1) / r. Past its base (the quickest answer of the
+// last 5-10 s) plus half of the rest of its wait bound, it is refused at once
+// (UPSTREAM_SATURATED, one to two times that time as retry-after) instead of queueing behind
+// lookups that will use up its caller's deadline; a caller with less time than the base has too
+// short a deadline (DEADLINE_TOO_SHORT). The other half is for what follows the DP's answer
+// (verification, the reply) and for time the call spent before its handler ran, which the
+// resolver cannot see (four fifths instead of half left so much late work that 0.48x of the
+// sustainable rate was answered, against 0.72-0.75x). The base widens the budget, so a DP far
+// away is not refused for its distance; it may fall but not rise while lookups are refused as
+// late (every answer then carries the DP's queue, and a base that took it in would let answer
+// times creep up to the bound). Private lookups (several calls, far slower) are neither judged
+// nor counted, so asking privately cannot make plain lookups look late; nor is the retry after
+// a timeout, whose caller hears that timeout when the retry is not sent.
 // The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
 // queue from its own CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
 import { DiscoveryError } from "@mimi/core";
-import { callerGone } from "./call-bounds.js";
+import { callerGone, TOO_LATE } from "./call-bounds.js";
+
+/** The reason of the gate's refusals for lack of room at the DP (RESOURCE_EXHAUSTED). */
+export const UPSTREAM_SATURATED = "UPSTREAM_SATURATED";
+
+/** The gate's failures of lookups it never sent. */
+const unsent = new WeakSet<DiscoveryError>();
+const notSent = (e: DiscoveryError): DiscoveryError => {
+  unsent.add(e);
+  return e;
+};
+
+/** Whether `err` is the gate's failure of a lookup it never sent (not the DP's doing). */
+export function refusedUnsent(err: unknown): boolean {
+  return err instanceof DiscoveryError && unsent.has(err);
+}
 
 /** The gate's bounds. */
 export interface GateOptions {
@@ -82,8 +97,10 @@ const BASE_BUCKET_MS = 5_000;
 export class AdaptiveGate {
   private window: number;
   private inflight = 0;
-  /** Lookups refused unsent so far (too late by the answer-time rule, over the queue or the published rate). */
-  refused = 0;
+  /** Lookups refused unsent (too late by the answer-time rule, over the queue or the published rate). */
+  private refusals = 0;
+  /** Of those, the answer-time rule's (a base bucket with any keeps the base from rising). */
+  private lateRefusals = 0;
   /** Of those in flight and waiting, the judged ones (the answer-time rule counts these, and their answers). */
   private judgedInflight = 0;
   private judgedWaiting = 0;
@@ -108,7 +125,7 @@ export class AdaptiveGate {
   private baseNow = Number.POSITIVE_INFINITY;
   private basePrev = Number.POSITIVE_INFINITY;
   private baseStart = Number.NEGATIVE_INFINITY;
-  /** `refused` when the current base bucket began. */
+  /** `lateRefusals` when the current base bucket began. */
   private refusedAtBase = 0;
 
   constructor(
@@ -121,6 +138,11 @@ export class AdaptiveGate {
   /** Whether a timeout has shrunk the window within the last attempt deadline. */
   get shrank(): boolean {
     return this.o.now() - this.lastDecreaseMs < this.o.decreaseEveryMs * 2;
+  }
+
+  /** Lookups refused unsent so far (mimi_resolver_upstream_refusals_total). */
+  get refused(): number {
+    return this.refusals;
   }
 
   /** Lookups in flight now, the window and the queue (for stats and tests). */
@@ -151,7 +173,7 @@ export class AdaptiveGate {
     judged = true,
   ): Promise<T> {
     const leftMs = waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now();
-    if (judged && leftMs > 0) this.refuseIfLate(leftMs);
+    if (judged) this.refuseIfLate(leftMs);
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
     else await this.wait(leftMs, judged, abandoned);
@@ -182,12 +204,12 @@ export class AdaptiveGate {
       // While the gate refuses, the DP is behind and every answer carries its queue: the base
       // may fall then but not rise, or it would take the queue in and let answer times creep
       // up to the callers' bounds.
-      const refusing = this.refused !== this.refusedAtBase;
+      const refusing = this.lateRefusals !== this.refusedAtBase;
       if (refusing) this.basePrev = Math.min(this.basePrev, this.baseNow);
       else this.basePrev = buckets === 1 ? this.baseNow : Number.POSITIVE_INFINITY;
       this.baseNow = Number.POSITIVE_INFINITY;
       this.baseStart = buckets === 1 ? this.baseStart + BASE_BUCKET_MS : now;
-      this.refusedAtBase = this.refused;
+      this.refusedAtBase = this.lateRefusals;
     }
     this.baseNow = Math.min(this.baseNow, ms);
   }
@@ -239,18 +261,33 @@ export class AdaptiveGate {
   private refuseIfLate(leftMs: number): void {
     const drained = this.drainRate();
     if (drained === 0) return;
-    const ahead = this.judgedInflight + (this.slowStart ? 0 : this.judgedWaiting);
-    const expectedMs = ((ahead + 1) * 1_000) / drained;
     const base = this.baseMs();
-    // Less time than the DP's quickest answer: no budget at all.
-    if (leftMs > base && expectedMs < base + ANSWER_SHARE * (leftMs - base)) return;
-    // Spread (one to two times that) so that the callers refused together do not come back together.
-    const retryAfterMs = Math.ceil(Math.min(expectedMs, 10_000) * (1 + Math.random()));
-    this.refused++;
-    throw new DiscoveryError(
-      "resource_exhausted",
-      `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
-      { details: { retryAfterMs, reason: "UPSTREAM_SATURATED" } },
+    if (!(leftMs > base)) {
+      // Less time than the DP's quickest answer: the caller's deadline, not the DP, is short
+      // (charged like a miss answered at its deadline; call-bounds.ts).
+      throw notSent(
+        new DiscoveryError(
+          "upstream_unavailable",
+          `DP "${this.name}" answers no faster than ${Math.round(base)} ms here, and this call's deadline leaves less; try again with a longer deadline`,
+          { details: { reason: TOO_LATE } },
+        ),
+      );
+    }
+    // Waiting lookups count once slow start is over, or once the window can grow no more.
+    const waiting = !this.slowStart || this.window >= this.o.maxWindow ? this.judgedWaiting : 0;
+    const expectedMs = ((this.judgedInflight + waiting + 1) * 1_000) / drained;
+    if (expectedMs < base + ANSWER_SHARE * (leftMs - base)) return;
+    // Spread (one to two times that, at least 100 ms) so that callers refused together do not
+    // come back together.
+    const retryAfterMs = Math.ceil(Math.max(100, Math.min(expectedMs, 10_000)) * (1 + Math.random()));
+    this.refusals++;
+    this.lateRefusals++;
+    throw notSent(
+      new DiscoveryError(
+        "resource_exhausted",
+        `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
+        { details: { retryAfterMs, reason: UPSTREAM_SATURATED } },
+      ),
     );
   }
 
@@ -293,9 +330,11 @@ export class AdaptiveGate {
   private wait(maxWaitMs: number, judged: boolean, abandoned?: () => boolean): Promise<void> {
     if (maxWaitMs <= 0) {
       return Promise.reject(
-        new DiscoveryError(
-          "upstream_unavailable",
-          `DP "${this.name}" has lookups waiting and the caller's deadline leaves no time to wait`,
+        notSent(
+          new DiscoveryError(
+            "upstream_unavailable",
+            `DP "${this.name}" has lookups waiting and the caller's deadline leaves no time to wait`,
+          ),
         ),
       );
     }
@@ -303,22 +342,26 @@ export class AdaptiveGate {
     // would not leave before its wait bound is refused now rather than after it.
     const drainMs = this.rate > 0 ? ((this.waiting + 1) * 1_000) / this.rate : 0;
     if (this.rate > 0 && drainMs >= maxWaitMs) {
-      this.refused++;
+      this.refusals++;
       return Promise.reject(
-        new DiscoveryError(
-          "resource_exhausted",
-          `DP "${this.name}" takes ${this.rate} lookups per second and ${this.waiting} are waiting for it; try again in ${Math.ceil(drainMs / 1_000)} s`,
-          { details: { retryAfterMs: Math.ceil(drainMs), reason: "DP_CAPACITY" } },
+        notSent(
+          new DiscoveryError(
+            "resource_exhausted",
+            `DP "${this.name}" takes ${this.rate} lookups per second and ${this.waiting} are waiting for it; try again in ${Math.ceil(drainMs / 1_000)} s`,
+            { details: { retryAfterMs: Math.ceil(drainMs), reason: "DP_CAPACITY" } },
+          ),
         ),
       );
     }
     if (this.waiting >= this.o.maxQueue) {
-      this.refused++;
+      this.refusals++;
       return Promise.reject(
-        new DiscoveryError(
-          "resource_exhausted",
-          `DP "${this.name}" answers slower than lookups arrive: ${this.waiting} are waiting for it; try again shortly`,
-          { details: { retryAfterMs: 1_000, reason: "UPSTREAM_SATURATED" } },
+        notSent(
+          new DiscoveryError(
+            "resource_exhausted",
+            `DP "${this.name}" answers slower than lookups arrive: ${this.waiting} are waiting for it; try again shortly`,
+            { details: { retryAfterMs: 1_000, reason: UPSTREAM_SATURATED } },
+          ),
         ),
       );
     }
@@ -334,9 +377,11 @@ export class AdaptiveGate {
         w.gone = true;
         left();
         reject(
-          new DiscoveryError(
-            "upstream_unavailable",
-            `DP "${this.name}" is overloaded: the lookup waited ${Math.round(maxWaitMs)} ms for it`,
+          notSent(
+            new DiscoveryError(
+              "upstream_unavailable",
+              `DP "${this.name}" is overloaded: the lookup waited ${Math.round(maxWaitMs)} ms for it`,
+            ),
           ),
         );
       }, maxWaitMs);

@@ -26,6 +26,7 @@ import {
   sleepUnlessAborted,
 } from "@mimi/core";
 import { addService, type CallContext, itemError } from "@mimi/rpc";
+import { UPSTREAM_SATURATED } from "./adaptive-gate.js";
 import { bindResolverAdmin } from "./admin-server.js";
 import {
   answerBound,
@@ -239,7 +240,7 @@ export function bindResolverServer(
         err.code === "resource_exhausted" &&
         // The resolver's own capacity (its loop, a DP's drain) is not the caller's doing: no pause.
         err.details?.reason !== OVERLOADED &&
-        err.details?.reason !== "UPSTREAM_SATURATED"
+        err.details?.reason !== UPSTREAM_SATURATED
       ) {
         if (onRefused) onRefused(err);
         else {

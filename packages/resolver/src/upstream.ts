@@ -7,7 +7,7 @@ import { performance } from "node:perf_hooks";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError, type DpInfo, type Logger, type LookupOutcome } from "@mimi/core";
 import { type Channel, type ChannelPool, statusName } from "@mimi/rpc";
-import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
+import { AdaptiveGate, DEFAULT_GATE, refusedUnsent } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { EndpointPicker } from "./endpoint-picker.js";
@@ -231,9 +231,9 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       } catch (err) {
         // Once more after a timeout: the window has shrunk to what the DP answers in time, so
         // an overloaded DP is asked more slowly instead of the lookup failing.
-        // A lookup dropped for nobody, or refused by the gate unsent, is not the DP's doing:
+        // A lookup dropped for nobody, or failed by the gate unsent, is not a lookup at the DP:
         // neither a failure nor a latency.
-        if (isCallerGone(err) || gateRefused(err)) observed = false;
+        if (isCallerGone(err) || refusedUnsent(err)) observed = false;
         if (!timedOut(err) || !gate.shrank) throw err;
         // A retry the gate does not send (no time left, its queue full) fails with the timeout.
         let resent = false;
@@ -260,11 +260,6 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     },
   };
 }
-/** Whether `err` is the gate's own refusal of a lookup it never sent (adaptive-gate.ts). */
-function gateRefused(err: unknown): boolean {
-  return err instanceof DiscoveryError && err.code === "resource_exhausted" && err.remoteStatus === undefined;
-}
-
 /** Why a DP may refuse a lookup (lookup-limits.ts at the DP); anything else reads DP_LIMIT. */
 const DP_REASONS = new Set([
   "DP_CAPACITY",
