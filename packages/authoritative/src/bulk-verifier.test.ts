@@ -157,6 +157,8 @@ test("a full queue refuses a batch at once with not_ready and a retry hint; room
     (err: unknown) =>
       err instanceof DiscoveryError &&
       err.code === "not_ready" &&
+      err.details?.retryAfterMs === 1_000 &&
+      err.details.reason === "VERIFICATION_AT_CAPACITY" &&
       /at capacity.*retry the batch in about/.test(err.message),
   );
   assert.equal((await first).indexOf(1), -1);

@@ -71,6 +71,7 @@ export function createBulkVerifier({ threads }: { threads: number }): BulkVerifi
         throw new DiscoveryError(
           "not_ready",
           `bulk verification is at capacity (${pendingSlices} slices of records waiting); retry the batch in about ${RETRY_AFTER_SECONDS} s`,
+          { details: { retryAfterMs: RETRY_AFTER_SECONDS * 1_000, reason: "VERIFICATION_AT_CAPACITY" } },
         );
       }
       pendingSlices += count;
