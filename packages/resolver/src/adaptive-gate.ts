@@ -178,10 +178,10 @@ export class AdaptiveGate {
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
     else await this.wait(leftMs, judged, abandoned);
     if (judged) this.judgedInflight++;
-    const sentAt = this.o.now();
+    const sentAt = judged ? this.o.now() : 0;
     try {
       const r = await f();
-      if (judged) this.noteAnswerMs(this.o.now() - sentAt);
+      if (judged) this.noteAnswer(sentAt);
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
       return r;
     } catch (err) {
@@ -197,8 +197,10 @@ export class AdaptiveGate {
     }
   }
 
-  private noteAnswerMs(ms: number): void {
+  /** Counts the answer of a judged lookup sent at `sentAt` towards the base answer time. */
+  private noteAnswer(sentAt: number): void {
     const now = this.o.now();
+    const ms = now - sentAt;
     const buckets = Math.floor((now - this.baseStart) / BASE_BUCKET_MS);
     if (buckets >= 1) {
       // While the gate refuses, the DP is behind and every answer carries its queue: the base
