@@ -347,6 +347,15 @@ test("a lookup that would be answered too late, at the rate answers come back, i
   const short = await tryLookup(gate, now + 250);
   assert.equal(reasonOf(short), "UPSTREAM_SATURATED");
   assert.equal(gate.refused, 2, "both refusals counted (mimi_resolver_upstream_refusals_total)");
+  // The same verdict without a lookup (the resolver refusing a miss before decoding it): refused
+  // and counted alike. With a second left it would wait; with less time than the base, run()
+  // refuses it for the caller's short deadline (its caller stays charged), so refusalNow leaves it to run().
+  assert.equal(reasonOf(gate.refusalNow(now + 250) ?? "none"), "UPSTREAM_SATURATED");
+  assert.equal(gate.refusalNow(now + 1_000), undefined);
+  assert.equal(gate.refusalNow(now + 10), undefined);
+  assert.equal(reasonOf(await tryLookup(gate, now + 10)), TOO_LATE);
+  assert.equal(gate.refused, 3, "the verdict without a lookup counted too; the short deadline not");
+  assert.equal(gate.state.queued, 3, "a verdict queues nothing");
   const patient = pending();
   const last = gate.run(() => patient.p, isTimeout, now + 1_000);
   await until(() => gate.state.queued === 4);

@@ -150,6 +150,17 @@ export class AdaptiveGate {
     return { inflight: this.inflight, window: Math.floor(this.window), queued: this.waiting };
   }
 
+  /**
+   * The refusal a judged lookup that may wait until `waitUntilMs` gets now for being late
+   * (UPSTREAM_SATURATED, counted as run() counts it), or undefined when run() would take it or
+   * refuse it for another reason (a deadline shorter than the base, whose caller stays
+   * charged). For a miss refused before the resolver decodes its request (fast-paths.ts).
+   */
+  refusalNow(waitUntilMs?: number): DiscoveryError | undefined {
+    const verdict = this.lateVerdict(this.leftMs(waitUntilMs));
+    return verdict?.details?.reason === UPSTREAM_SATURATED ? verdict : undefined;
+  }
+
   /** The rate the DP's endpoint published, in lookups per second (0: none). */
   setRate(perSecond: number): void {
     if (perSecond === this.rate) return;
@@ -161,7 +172,7 @@ export class AdaptiveGate {
   /**
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
    * which `timedOut` is true halves the window; a success widens it. A `judged` lookup is first
-   * judged by the answer-time rule (refuseIfLate), and its answer counts towards the drain rate
+   * judged by the answer-time rule (lateVerdict), and its answer counts towards the drain rate
    * that rule uses; others (private lookups, much slower than plain ones; a retry after a
    * timeout, whose caller should hear that timeout) only take the window.
    */
@@ -172,8 +183,11 @@ export class AdaptiveGate {
     abandoned?: () => boolean,
     judged = true,
   ): Promise<T> {
-    const leftMs = waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now();
-    if (judged) this.refuseIfLate(leftMs);
+    const leftMs = this.leftMs(waitUntilMs);
+    if (judged) {
+      const verdict = this.lateVerdict(leftMs);
+      if (verdict) throw verdict;
+    }
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
     else await this.wait(leftMs, judged, abandoned);
@@ -255,19 +269,25 @@ export class AdaptiveGate {
     return (done * 1_000) / Math.max(spanMs, 100);
   }
 
+  /** How long a lookup that may wait until `waitUntilMs` has (the default bound when none). */
+  private leftMs(waitUntilMs: number | undefined): number {
+    return waitUntilMs === undefined ? this.o.maxWaitMs : waitUntilMs - this.o.now();
+  }
+
   /**
-   * Refuses (throws) a lookup that, at the rate answers come back, would be answered after its
-   * base answer time plus ANSWER_SHARE of the rest of the `leftMs` its caller leaves it. Nothing
-   * is refused while the rate is unknown (fewer than MIN_DRAIN_SAMPLES answers in the last second).
+   * The refusal of a lookup that, at the rate answers come back, would be answered after its
+   * base answer time plus ANSWER_SHARE of the rest of the `leftMs` its caller leaves it, or
+   * undefined. Nothing is refused while the rate is unknown (fewer than MIN_DRAIN_SAMPLES
+   * answers in the last second).
    */
-  private refuseIfLate(leftMs: number): void {
+  private lateVerdict(leftMs: number): DiscoveryError | undefined {
     const drained = this.drainRate();
-    if (drained === 0) return;
+    if (drained === 0) return undefined;
     const base = this.baseMs();
     if (!(leftMs > base)) {
       // Less time than the DP's quickest answer: the caller's deadline, not the DP, is short
       // (charged like a miss answered at its deadline; call-bounds.ts).
-      throw notSent(
+      return notSent(
         new DiscoveryError(
           "upstream_unavailable",
           `DP "${this.name}" answers no faster than ${Math.round(base)} ms here, and this call's deadline leaves less; try again with a longer deadline`,
@@ -278,13 +298,13 @@ export class AdaptiveGate {
     // Waiting lookups count once slow start is over, or once the window can grow no more.
     const waiting = !this.slowStart || this.window >= this.o.maxWindow ? this.judgedWaiting : 0;
     const expectedMs = ((this.judgedInflight + waiting + 1) * 1_000) / drained;
-    if (expectedMs < base + ANSWER_SHARE * (leftMs - base)) return;
+    if (expectedMs < base + ANSWER_SHARE * (leftMs - base)) return undefined;
     // Spread (one to two times that, at least 100 ms) so that callers refused together do not
     // come back together.
     const retryAfterMs = Math.ceil(Math.max(100, Math.min(expectedMs, 10_000)) * (1 + Math.random()));
     this.refusals++;
     this.lateRefusals++;
-    throw notSent(
+    return notSent(
       new DiscoveryError(
         "resource_exhausted",
         `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,

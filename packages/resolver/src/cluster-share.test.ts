@@ -127,7 +127,13 @@ test("a worker that starts late gets the budgets spent and the blocks in force",
     c.flush();
     const late = c.worker(2);
     assert.throws(() => late.quotas.charge("msp", "eu", c.now()), /spent its budget/);
+    assert.equal(
+      late.enumeration.blocked("crawler", "tel:+447700309999", c.now(), false)?.scope,
+      "tel:+44770030",
+    );
+    assert.equal(late.enumeration.counts.refused, 0, "a look counts no refusal");
     assert.equal(late.enumeration.blocked("crawler", "tel:+447700309999", c.now())?.scope, "tel:+44770030");
+    assert.equal(late.enumeration.counts.refused, 1);
   } finally {
     c.close();
   }

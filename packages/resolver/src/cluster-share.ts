@@ -143,7 +143,7 @@ export function shareWithCluster(
     },
     observe: (subject, csi, notFound) => observeParts(subject, csiBlockOf(csi), csiHash32(csi), notFound),
     observeParts,
-    blocked(subject, csi, nowMs) {
+    blocked(subject, csi, nowMs, count = true) {
       if (current.mode !== "enforce" || blocks.size === 0) return undefined;
       const key = `${subject}\0${csiBlockOf(csi)}`;
       const b = blocks.get(key);
@@ -152,7 +152,7 @@ export function shareWithCluster(
         blocks.delete(key);
         return undefined;
       }
-      counts.refused++;
+      if (count) counts.refused++;
       return b;
     },
     activeBlocks: (nowMs) => [...blocks.values()].filter((b) => nowMs < b.blockedUntilMs),

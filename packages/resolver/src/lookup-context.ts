@@ -1,5 +1,5 @@
 // Who a resolver lookup is made for, and what it records when the caller asked to explain it.
-import type { LookupOutcome, SealStatement } from "@mimi/core";
+import type { DiscoveryError, LookupOutcome, SealStatement } from "@mimi/core";
 import type { CachedAnswer } from "./cached-answer.js";
 
 /** Who a lookup that reaches a DP is made for. */
@@ -18,6 +18,14 @@ export interface MissCaller {
   readonly gone?: () => boolean;
   /** Whether lookups at DP `dpId` are made privately (private-lookups.ts); unset: plainly. */
   privateAt?(dpId: string): boolean;
+}
+
+/** What ResolverService.refusedMiss judges a miss by. */
+export interface MissRefusals extends Pick<MissCaller, "waitUntilMs" | "privateAt"> {
+  /** The refusal of every miss now, when the resolver itself is overloaded. */
+  overloaded?: () => DiscoveryError | undefined;
+  /** Whether the caller's own checks would refuse its miss at DP `dpId` (then left to them). */
+  refusesCaller?: (dpId: string) => boolean;
 }
 
 /** The rate-limit context of the resolver's own lookups (refreshes): none. */
@@ -85,3 +93,21 @@ export interface ResolverStats {
 
 /** An answer's seal once it verified (undefined for an answer that carries none). */
 export type Verified = SealStatement | undefined;
+
+/** Stats with nothing counted yet. */
+export function noStats(): ResolverStats {
+  return {
+    hits: 0,
+    misses: 0,
+    stale: 0,
+    upstreamRequests: 0,
+    upstreamFailures: 0,
+    prefetches: 0,
+    invalidations: 0,
+    resyncs: 0,
+    flushed: 0,
+    evictedByRegistry: 0,
+    verificationFailures: 0,
+    abandoned: 0,
+  };
+}

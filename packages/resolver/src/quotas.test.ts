@@ -33,6 +33,20 @@ test("a caller's budget per DP per day follows its enrolled users, never below 5
   assert.equal(spend(() => q.charge("msp-a", "us", 0)).passed, 50);
   assert.equal(spend(() => q.charge("msp-b", "eu", 0)).passed, 50);
   assert.equal(q.refused, 3);
+  // allows() says what charge would do, and takes and counts nothing.
+  assert.equal(q.allows("msp-a", "eu", 0), false, "the day's budget at eu is spent");
+  assert.equal(q.allows("msp-c", "eu", 0), true);
+  for (let i = 0; i < 100; i++) assert.equal(q.allows("msp-c", "eu", 0), true);
+  assert.equal(spend(() => q.charge("msp-c", "eu", 0)).passed, 50, "allows took nothing");
+  assert.equal(q.refused, 4, "allows counted no refusal");
+});
+
+test("allows() sees the minute's budget as charge does, at any DP", () => {
+  const q = createQuotas({ ...DEFAULT_QUOTA_POLICY, perMinuteFloor: 5, burstFactor: 0 });
+  // 5 a minute across DPs (the floor), well inside each DP's day.
+  assert.equal(spend(() => q.charge("msp-a", "eu", 0)).passed, 5);
+  assert.equal(q.allows("msp-a", "us", 0), false, "the minute is across DPs");
+  assert.equal(q.allows("msp-a", "us", MINUTE), true, "a minute later it has room again");
 });
 
 test("enrolled users scale the budget; a sweep is stopped within its first minute", () => {

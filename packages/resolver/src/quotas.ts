@@ -68,6 +68,8 @@ export interface Quotas {
   state(): QuotaState;
   /** Raises this process's limiters to `state` (another's): never lowers what a key has spent. */
   adopt(state: QuotaState, nowMs: number): void;
+  /** Whether `charge` would take `cost` now (it takes and counts nothing). */
+  allows(identity: string, dpId: string, nowMs: number, cost?: number): boolean;
   /** Gives back a charge whose lookup got no answer (the DP was down, the resolver not ready). */
   refund(identity: string, dpId: string, nowMs: number, cost?: number): void;
   /** What a query asking `dpsAsked` DPs costs in all, in lookups (R12). */
@@ -145,6 +147,12 @@ export function createQuotas(initial: QuotaPolicy, processes = 1): Quotas {
         );
       }
       for (const [l, key] of budgets) l.take(key, nowMs, cost);
+    },
+    allows(identity, dpId, nowMs, cost = 1) {
+      return (
+        !limiter(minuteOf(identity), MINUTE).check(identity, nowMs, cost) &&
+        !limiter(dailyOf(identity), DAY).check(`${identity}\0${dpId}`, nowMs, cost)
+      );
     },
     absorb(identity, dpId, nowMs, cost, times) {
       limiter(minuteOf(identity), MINUTE).force(identity, nowMs, cost * times);

@@ -22,7 +22,6 @@ import {
   parseCsi,
   pb,
   planFederation,
-  readSimpleRequest,
   sleepUnlessAborted,
 } from "@mimi/core";
 import { addService, type CallContext, itemError } from "@mimi/rpc";
@@ -38,6 +37,7 @@ import {
   waitBound,
 } from "./call-bounds.js";
 import { explanation, withExplanation } from "./explain.js";
+import { createFastPaths } from "./fast-paths.js";
 import { resolveFederated } from "./federation.js";
 import { createHeldRefusals } from "./held-refusals.js";
 import type { ExplainTrace } from "./lookup-context.js";
@@ -47,11 +47,6 @@ import { isCallerRefusal } from "./upstream.js";
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 const MAX_STREAM_INFLIGHT = 1_024;
-
-// Field numbers of ResolveRequest.csi, ResolveStreamRequest.request_id and .csi (resolver.proto).
-const RESOLVE_CSI = 1;
-const STREAM_REQUEST_ID = 1;
-const STREAM_CSI = 2;
 
 /** Refusals one caller gets at full speed each second; past it, its calls are slowed. */
 const REFUSALS_PER_SECOND = 100;
@@ -78,43 +73,6 @@ export function bindResolverServer(
   const encodedAnswer = (r: Resolution) =>
     r.answer ? r.answer.encoded(registry.serial, indexOf) : encodeAnswerWithoutTtl(r.outcome, indexOf);
 
-  // Cache hits asked with default parameters are answered from the request's bytes (core
-  // rpc/fast-path.ts): no decoding, no call context, no promise. The cache holds canonical URIs
-  // only, so a CSI written any other way misses here and takes the full path (resolveOne), as
-  // does every request with options or explain, and every lookup while debug logging is on.
-  // A range whose DP federates by default (R11) is answered by the full path, which federates.
-  let federating = { serial: -1n, any: false };
-  const federatesByDefault = (uri: string) => {
-    if (federating.serial !== registry.serial) {
-      const any = registry.allDps().some((d) => d.federation?.defaultMode === "federate");
-      federating = { serial: registry.serial, any };
-    }
-    if (!federating.any) return false;
-    let d: ReturnType<typeof registry.find>;
-    try {
-      d = registry.find(parseCsi(uri).key);
-    } catch {
-      return true; // not a CSI: the full path says why
-    }
-    return d !== undefined && registry.dp(d.dpId)?.federation?.defaultMode === "federate";
-  };
-  const hitResponse = (csi: string): Uint8Array | undefined => {
-    if (log.isLevelEnabled("debug") || federatesByDefault(csi)) return undefined;
-    const r = service.cached(csi);
-    return r && encodeResolveResponse(encodedAnswer(r), r.ttlSeconds, r.stale);
-  };
-  const fast = {
-    resolve: (bytes: Uint8Array) => {
-      const req = readSimpleRequest(bytes, RESOLVE_CSI);
-      return req && hitResponse(req.csi);
-    },
-    resolveStream: (bytes: Uint8Array) => {
-      const req = readSimpleRequest(bytes, STREAM_CSI, STREAM_REQUEST_ID);
-      const response = req && hitResponse(req.csi);
-      return response && encodeResolveStreamItem(req.id, response);
-    },
-  };
-
   // A caller that ignores retry-after would keep the resolver busy refusing it (a refusal costs
   // about what a cache hit does: the message round trip). Past REFUSALS_PER_SECOND refusals a
   // second, its calls are slowed instead: a refused unary call is answered only after a pause,
@@ -122,6 +80,7 @@ export function bindResolverServer(
   // then holds the sender).
   const held = createHeldRefusals();
   const refusals = createRateLimiter({ limit: REFUSALS_PER_SECOND, windowMs: 1_000 }, MAX_REFUSING_KEYS);
+  const fast = createFastPaths(service, { ...opts, held, encodedAnswer });
   const refusalPause = (identity: string): number => {
     const over = refusals.take(identity, opts.now());
     return over ? Math.min(over.retryAfterMs, MAX_REFUSAL_PAUSE_MS) : 0;

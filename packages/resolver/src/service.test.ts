@@ -50,6 +50,10 @@ function fakeUpstream() {
     sealExpiresAtMs: undefined as number | undefined,
     /** Whether the DP endpoint's answer came from a bucket older than a change the resolver saw. */
     predates: false,
+    /** Why the registry copy may not be used now, when set. */
+    registryProblem: undefined as string | undefined,
+    /** The gate's verdict on a miss refused before it is asked (refusedMiss). */
+    refusalNow: undefined as ((dpId: string, waitUntilMs?: number) => DiscoveryError | undefined) | undefined,
   };
   const upstream: Upstream = {
     async lookup(_dp, _csi, how) {
@@ -64,6 +68,7 @@ function fakeUpstream() {
     channel() {
       throw new Error("no channels in unit tests");
     },
+    refusalNow: (dpId, waitUntilMs) => state.refusalNow?.(dpId, waitUntilMs),
     windows: () => [],
     close() {},
   };
@@ -89,7 +94,7 @@ function setup(prefetch = { minHits: 0, remainingFraction: 0.1 }) {
   const service = createResolverService({
     cache,
     registry: reg,
-    registryProblem: () => undefined,
+    registryProblem: () => state.registryProblem,
     upstream,
     log: createLogger({ name: "test", level: "silent" }),
     negativeMaxTtlSeconds: 30,
@@ -174,6 +179,89 @@ test("a CSI no delegation covers is NOT_FOUND without asking any DP", async () =
   const r = await service.resolve(parseCsi("tel:+4915123456789"));
   assert.equal(r.outcome.kind, "not_found");
   assert.equal(state.calls, 0);
+});
+
+test("a miss refused before it is asked gets its DP's gate's verdict, unless resolve would do anything else with it", async () => {
+  const { state, service } = setup();
+  const saturated = new DiscoveryError("resource_exhausted", "saturated", {
+    details: { reason: "UPSTREAM_SATURATED" },
+  });
+  let verdict: DiscoveryError | undefined = saturated;
+  const judged: [string, number | undefined][] = [];
+  state.refusalNow = (dpId, waitUntilMs) => {
+    judged.push([dpId, waitUntilMs]);
+    return verdict;
+  };
+  const checkedAt: string[] = [];
+  const refusesCaller = (dpId: string) => {
+    checkedAt.push(dpId);
+    return false;
+  };
+  assert.equal(
+    service.refusedMiss(CSI, { waitUntilMs: 1_234, privateAt: () => false, refusesCaller }),
+    saturated,
+  );
+  assert.deepEqual(judged, [["eu", 1_234]], "judged at the CSI's DP, with the caller's bound");
+  assert.deepEqual(checkedAt, ["eu"], "the caller's own checks asked at its DP");
+  const { misses, upstreamRequests, upstreamFailures } = service.stats;
+  assert.deepEqual([misses, upstreamRequests, upstreamFailures], [1, 1, 1], "counted as resolve counts it");
+  assert.equal(state.calls, 0, "no DP was asked");
+  // Each of these takes the full path, unjudged: another caller's lookup of the CSI is in
+  // flight (this one would join it), ...
+  let open: () => void = () => {};
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  const first = service.resolve(CSI);
+  assert.equal(service.refusedMiss(CSI, {}), undefined);
+  open();
+  await first;
+  // ... no DP holds the range (resolve answers NOT_FOUND), the lookup is private there (private
+  // lookups are not judged), the caller's own checks refuse it (it hears its own refusal), the
+  // registry copy is unusable (resolve says so).
+  assert.equal(service.refusedMiss(parseCsi("tel:+4915123456789"), {}), undefined);
+  assert.equal(service.refusedMiss(CSI, { privateAt: (dpId) => dpId === "eu" }), undefined);
+  assert.equal(service.refusedMiss(CSI, { refusesCaller: (dpId) => dpId === "eu" }), undefined);
+  state.registryProblem = "no registry copy yet";
+  assert.equal(service.refusedMiss(CSI, {}), undefined);
+  state.registryProblem = undefined;
+  assert.equal(judged.length, 1, "none of them judged");
+  // The gate takes it: not refused, and not counted (the full path counts it).
+  verdict = undefined;
+  assert.equal(service.refusedMiss(parseCsi("tel:+447700900124"), {}), undefined);
+  assert.equal(judged.length, 2);
+  assert.equal(service.stats.misses, 2, "the refusal and the lookup");
+  // The resolver's own overload refuses any miss first, as resolve's onMiss does: one to join
+  // and one no DP holds included, neither the caller's checks nor the gate asked. Counted as a
+  // miss only.
+  const late = new DiscoveryError("resource_exhausted", "loop late", {
+    details: { reason: "RESOLVER_OVERLOADED" },
+  });
+  const overloaded = () => late;
+  const notAsked = () => assert.fail("the caller's checks come after the overload's");
+  state.gate = new Promise((r) => {
+    open = r;
+  });
+  const again = service.resolve(parseCsi("tel:+447700900125"));
+  assert.equal(
+    service.refusedMiss(parseCsi("tel:+447700900125"), { overloaded, refusesCaller: notAsked }),
+    late,
+  );
+  assert.equal(
+    service.refusedMiss(parseCsi("tel:+4915123456789"), { overloaded, refusesCaller: notAsked }),
+    late,
+  );
+  assert.equal(
+    service.refusedMiss(parseCsi("tel:+447700900126"), { overloaded, refusesCaller: notAsked }),
+    late,
+  );
+  open();
+  await again;
+  assert.equal(judged.length, 2, "the gate not asked");
+  assert.deepEqual(
+    [service.stats.misses, service.stats.upstreamRequests, service.stats.upstreamFailures],
+    [6, 3, 1],
+  );
 });
 
 test("registry changes evict cached answers whose delegation moved, appeared or vanished", async () => {

@@ -13,32 +13,32 @@ import {
   covers,
   csiHash,
   DiscoveryError,
-  type Logger,
   type LookupKey,
   type LookupOutcome,
   parseDelegationKeyText,
   type RegistryChange,
-  type RegistryView,
   type SealStatement,
 } from "@mimi/core";
-import type { TtlCache } from "./cache.js";
 import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
 import {
   type LookupTrace,
   type MissCaller,
+  type MissRefusals,
+  noStats,
   OWN,
   type Resolution,
   type ResolverStats,
-  type Verified,
 } from "./lookup-context.js";
 import { eventKey, RecentChanges } from "./recent-changes.js";
+import type { ResolverServiceOptions } from "./service-options.js";
 import { watchSignerKeys } from "./signer-keys.js";
-import { isCallerRefusal, type Upstream } from "./upstream.js";
+import { isCallerRefusal } from "./upstream.js";
 
 export { answerIndex, CachedAnswer } from "./cached-answer.js";
-export type { MissCaller, Resolution, ResolverStats } from "./lookup-context.js";
+export type { MissCaller, MissRefusals, Resolution, ResolverStats } from "./lookup-context.js";
+export type { PrefetchPolicy, ResolverServiceOptions } from "./service-options.js";
 
 /** What an operator's flush drops. */
 export type FlushScope = { readonly csi: Csi } | { readonly dpId: string } | "all";
@@ -58,6 +58,14 @@ export interface ResolverService {
    * exactly as `resolve` would give it, prefetch included; undefined when the cache has none.
    */
   cached(uri: string, trace?: LookupTrace): Resolution | undefined;
+  /**
+   * The refusal a miss of `csi` (not in the cache) gets at once, before anyone is asked:
+   * `caller.overloaded`'s first, as resolve's `onMiss` does; else its DP gate's (Upstream.refusalNow).
+   * Undefined whenever resolve would do anything else: the registry copy unusable, no
+   * delegation or no such DP, a lookup to join, a private lookup, a caller its own checks
+   * refuse, a DP with no rate known. Counted as resolve counts such a failure.
+   */
+  refusedMiss(csi: Csi, caller: MissRefusals): DiscoveryError | undefined;
   /** DP `dp`'s answer for `csi` as a federated DP of its range (federation.ts); `onMiss` as for resolve. */
   part: PartLookups["part"];
   /** Drops cached answers a registry change made wrong (their range moved, appeared or vanished). */
@@ -82,58 +90,12 @@ export interface ResolverService {
   readonly stats: Readonly<ResolverStats>;
 }
 
-/** Background refresh of popular answers (like Unbound's prefetch). */
-export interface PrefetchPolicy {
-  /** Fresh hits an answer needs within its TTL to be refreshed; 0 turns prefetch off. */
-  readonly minHits: number;
-  /** Refresh once less than this share of the TTL remains (0..1). */
-  readonly remainingFraction: number;
-}
-
-/** Options of the resolver service. */
-export interface ResolverServiceOptions {
-  cache: TtlCache<CachedAnswer>;
-  registry: RegistryView;
-  /** Why the registry copy may not be used now (none yet, or expired), or undefined when it may. */
-  registryProblem: () => string | undefined;
-  upstream: Upstream;
-  log: Logger;
-  /** Upper bound on how long NOT_FOUND is cached, whatever the DP says. */
-  negativeMaxTtlSeconds: number;
-  /** TTL given with stale answers (RFC 8767 recommends 30 s). */
-  staleAnswerTtlSeconds: number;
-  /**
-   * Checks an upstream answer end to end (its seal and signatures against the root-signed
-   * registry) and returns its seal; throws verification_failed when it does not hold. Such
-   * answers are never cached or served.
-   */
-  verify: (csi: Csi, outcome: LookupOutcome) => Verified | Promise<Verified>;
-  prefetch: PrefetchPolicy;
-  /** Clock for the record of recent change events. */
-  now: () => number;
-  /** Each DP's change-hash key, as its change log sent it; shared with the cache's index (answerIndex). */
-  changeKeys: Map<string, Uint8Array>;
-}
-
 /** Creates the resolver service. */
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
   // A lookup in flight, its first caller's key, and whether anyone joined it.
   const inflight = new Map<string, { p: Promise<Resolution>; key: string; joined: boolean }>();
-  const stats: ResolverStats = {
-    hits: 0,
-    misses: 0,
-    stale: 0,
-    upstreamRequests: 0,
-    upstreamFailures: 0,
-    prefetches: 0,
-    invalidations: 0,
-    resyncs: 0,
-    flushed: 0,
-    evictedByRegistry: 0,
-    verificationFailures: 0,
-    abandoned: 0,
-  };
+  const stats = noStats();
   const recent = new RecentChanges(o.now);
   // The DP an answer must come from now; "" when no delegation covers the key.
   const delegatedDp = (key: LookupKey) => o.registry.find(key)?.dpId ?? "";
@@ -424,6 +386,24 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // Concurrent misses for one CSI share a single upstream request.
       return single(csi, false, caller, trace);
+    },
+    refusedMiss(csi, caller) {
+      const overloaded = caller.overloaded?.();
+      if (overloaded) {
+        stats.misses++;
+        return overloaded;
+      }
+      if (inflight.has(csi.uri) || o.registryProblem()) return undefined;
+      const dpId = o.registry.find(csi.key)?.dpId;
+      if (dpId === undefined || !o.registry.dp(dpId) || caller.privateAt?.(dpId)) return undefined;
+      if (caller.refusesCaller?.(dpId)) return undefined;
+      const refusal = o.upstream.refusalNow(dpId, caller.waitUntilMs);
+      if (refusal) {
+        stats.misses++;
+        stats.upstreamRequests++;
+        stats.upstreamFailures++;
+      }
+      return refusal;
     },
     changed(dpId, hashHex, endpoint) {
       // Scoped to the DP that sent it: another DP's answer for a CSI with the same hash stays.

@@ -194,6 +194,8 @@ test("a lookup the gate refuses as too late is not sent, and is not counted as t
     () => "answer",
     (_dp, _s, failed) => observed.push(failed),
   );
+  // A DP not asked yet has no gate, so no rate to judge by: nothing is refused before it is asked.
+  assert.equal(t.upstream.refusalNow(t.dp.id, 1), undefined);
   // 30 answers on a clock that does not move: the DP drains them at once (a high rate, known).
   for (let i = 0; i < 30; i++) await t.upstream.lookup(t.dp, `tel:+4477009008${i}`);
   assert.deepEqual(new Set(observed), new Set([false]));
@@ -205,6 +207,14 @@ test("a lookup the gate refuses as too late is not sent, and is not counted as t
   );
   assert.equal(t.a.items + t.b.items, asked, "not sent");
   assert.equal(observed.length, 30, "not observed as a lookup at the DP");
+  // The same verdict without a lookup, at that DP's gate and no other.
+  assert.equal(t.upstream.refusalNow(t.dp.id, 1)?.details?.reason, "UPSTREAM_SATURATED");
+  assert.equal(t.upstream.refusalNow("elsewhere", 1), undefined);
+  assert.deepEqual(
+    t.upstream.windows().map((w) => [w.dpId, w.refused]),
+    [[t.dp.id, 2]],
+    "both refusals counted at the gate",
+  );
   // A private lookup is not judged by that rule (this resolver has none: it fails its own way).
   await assert.rejects(
     t.upstream.lookup(t.dp, "tel:+447700900902", { waitUntilMs: 1, privately: true }),

@@ -44,6 +44,11 @@ export interface Upstream {
    * (adaptive-gate.ts), at one of its endpoints, failing over to the others.
    */
   lookup(dp: DpInfo, csi: string, how?: UpstreamLookup): Promise<LookupOutcome>;
+  /**
+   * The refusal a plain lookup at DP `dpId` that may wait until `waitUntilMs` would get from its
+   * gate now for being late (AdaptiveGate.refusalNow), or undefined.
+   */
+  refusalNow(dpId: string, waitUntilMs?: number): DiscoveryError | undefined;
   /** The window of each DP asked so far (GetStats), and the lookups its gate refused unsent. */
   windows(): { dpId: string; inflight: number; window: number; queued: number; refused: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
@@ -252,6 +257,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (observed) o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
     },
+    // A DP with no gate yet has answered nothing here, so no rate is known to judge by.
+    refusalNow: (dpId, waitUntilMs) => gates.get(dpId)?.refusalNow(waitUntilMs),
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state, refused: g.refused })),
     close() {
       for (const m of muxes.values()) m.close();

@@ -10,17 +10,29 @@ import { fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "@mimi/core";
 
+/** What a unary call's fast path may read of the call besides its request. */
+export interface FastCall {
+  /** The call's deadline (ms since the epoch; Infinity when it has none). */
+  readonly deadlineMs: number;
+  /** The caller's identity, from its certificate (read once per connection); throws without one. */
+  readonly peer: { readonly name: string };
+}
+
 /**
  * Answers a request from its encoded bytes, or declines with undefined. It must answer exactly
  * what the method's handler would, and runs before any role check, so only services without
  * `roles` or `authorize` may have one. Should it throw, the request takes the full path.
+ * A unary call's fast path is also given the call, and may refuse it by returning a
+ * DiscoveryError, which is sent as a handler's would be; it must refuse only what the handler
+ * would refuse alike. A stream's items are given no call, and must not be refused: an error
+ * returned for one is a decline, and whatever the fast path counted for it stays counted.
  */
-export type FastPath = (request: Buffer) => Uint8Array | undefined;
+export type FastPath = (request: Buffer, call?: FastCall) => Uint8Array | DiscoveryError | undefined;
 
 /** What `fast` answers, or undefined when it declines or fails (the full path then answers). */
-function tryFast(fast: FastPath, request: Buffer): Uint8Array | undefined {
+function tryFast(fast: FastPath, request: Buffer, call?: FastCall): Uint8Array | DiscoveryError | undefined {
   try {
-    return fast(request);
+    return fast(request, call);
   } catch {
     return undefined;
   }
@@ -76,18 +88,35 @@ export function decoder(method: DescMethod, maxBytes: number): (buf: Buffer) => 
   };
 }
 
-/** A unary handler that tries `fast` on the request's bytes first (the method's deserializer kept them). */
+/**
+ * A unary handler that tries `fast` on the request's bytes first (the method's deserializer kept
+ * them); a refusal it returns is sent as `fail` makes it into a status.
+ */
 export function fastUnary(
   slow: grpc.handleUnaryCall<unknown, unknown>,
   fast: FastPath,
   decode: (buf: Buffer) => unknown,
+  fail: (err: DiscoveryError) => Partial<grpc.StatusObject>,
+  peerOf: (call: grpc.ServerUnaryCall<unknown, unknown>) => { readonly name: string },
 ): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
     const req = call.request;
     if (req instanceof Buffer) {
-      const out = tryFast(fast, req);
-      if (out) {
+      const out = tryFast(fast, req, {
+        get deadlineMs() {
+          const d = call.getDeadline();
+          return d instanceof Date ? d.getTime() : d;
+        },
+        get peer() {
+          return peerOf(call);
+        },
+      });
+      if (out instanceof Uint8Array) {
         callback(null, out);
+        return;
+      }
+      if (out) {
+        callback(fail(out));
         return;
       }
       call.request = decode(req);
@@ -112,7 +141,7 @@ export function fastItems(
         const r = await items.next();
         if (r.done || !(r.value instanceof Buffer)) return r;
         const out = tryFast(fast, r.value);
-        if (!out) return { done: false, value: decode(r.value) };
+        if (!out || out instanceof DiscoveryError) return { done: false, value: decode(r.value) };
         await send(out);
       }
     },

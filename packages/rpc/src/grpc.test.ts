@@ -190,7 +190,12 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
   servers.push(server);
   const seen: string[] = [];
   const fastSaw: number[] = [];
-  // The fast path answers "tel:+1fast" only; everything else reaches the handlers decoded.
+  // The fast path answers "tel:+1fast" and refuses "tel:+1refuse"; everything else reaches the
+  // handlers decoded.
+  const refusal = new DiscoveryError("resource_exhausted", "too busy for tel:+1refuse", {
+    details: { retryAfterMs: 1_500, reason: "BUSY" },
+  });
+  const refusedBy: number[] = [];
   const fastLookup = toBinary(
     LookupResponseSchema,
     create(LookupResponseSchema, { answer: { dpIds: ["fast"] } }),
@@ -216,14 +221,22 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
     log,
     maxRequestBytes: { lookup: 2_048 },
     fast: {
-      lookup: (bytes) => {
+      lookup: (bytes, call) => {
         fastSaw.push(bytes.length);
         const csi = fromBinary(LookupRequestSchema, bytes).csi;
         if (csi === "tel:+1throw") throw new Error("a fast path that fails");
+        // Without TLS there is no certificate to name the caller: reading it throws, a decline.
+        if (csi === "tel:+1peer") return call?.peer.name === undefined ? undefined : refusal;
+        if (csi === "tel:+1refuse") {
+          refusedBy.push(call?.deadlineMs ?? Number.NaN);
+          return refusal;
+        }
         return csi === "tel:+1fast" ? fastLookup : undefined;
       },
       lookupStream: (bytes) => {
         const r = fromBinary(LookupStreamRequestSchema, bytes);
+        // A stream's item is given no call: an error returned for it is a decline.
+        if (r.csi === "tel:+1refuse") return refusal;
         return r.csi === "tel:+1fast"
           ? toBinary(
               LookupStreamResponseSchema,
@@ -244,7 +257,24 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
   assert.equal((await dp.lookup({ csi: "tel:+1slow" })).answer?.dpIds[0], "slow");
   // A fast path that throws is a decline: the full path answers.
   assert.equal((await dp.lookup({ csi: "tel:+1throw" })).answer?.dpIds[0], "slow");
-  assert.deepEqual(seen, ["tel:+1slow", "tel:+1throw"], "the handler saw only what the fast path declined");
+  assert.equal((await dp.lookup({ csi: "tel:+1peer" })).answer?.dpIds[0], "slow");
+  assert.deepEqual(
+    seen,
+    ["tel:+1slow", "tel:+1throw", "tel:+1peer"],
+    "the handler saw only what the fast path declined",
+  );
+  // A refusal is sent as the handler's would be, details and all; the fast path saw the deadline.
+  const sentAt = Date.now();
+  await assert.rejects(dp.lookup({ csi: "tel:+1refuse" }, { timeoutMs: 60_000 }), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.remoteStatus, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(err.message, /too busy for tel:\+1refuse/);
+    assert.deepEqual(err.details, { retryAfterMs: 1_500, reason: "BUSY", metadata: {} });
+    return true;
+  });
+  const deadline = refusedBy[0] ?? Number.NaN;
+  assert.ok(deadline >= sentAt + 60_000 && deadline <= Date.now() + 60_000, `deadline ${deadline}`);
+  assert.equal(seen.length, 3, "the handler did not see the refused call");
   // Too large for the method: refused before the fast path sees it.
   const before = fastSaw.length;
   await assert.rejects(dp.lookup({ csi: "x".repeat(4_096) }), (err: unknown) => {
@@ -257,15 +287,21 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
   seen.length = 0;
   async function* items() {
     for (let i = 1; i <= 200; i++) yield { requestId: BigInt(i), csi: i % 2 ? "tel:+1fast" : `tel:+1${i}` };
+    yield { requestId: 201n, csi: "tel:+1refuse" };
   }
   const got = new Map<bigint, string>();
   for await (const r of dp.lookupStream(items())) {
     assert.equal(r.result.case, "response");
     got.set(r.requestId, r.result.case === "response" ? (r.result.value.answer?.dpIds[0] ?? "") : "");
   }
-  assert.equal(got.size, 200);
-  for (const [id, by] of got) assert.equal(by, id % 2n ? "fast" : "slow");
-  assert.equal(seen.length, 100);
+  assert.equal(got.size, 201);
+  for (const [id, by] of got) assert.equal(by, id % 2n && id !== 201n ? "fast" : "slow");
+  assert.equal(seen.length, 101);
+  assert.equal(
+    seen.at(-1),
+    "tel:+1refuse",
+    "the item the fast path returned an error for took the full path",
+  );
 });
 
 test("a fast path is refused on a service with role checks, which it would skip", () => {

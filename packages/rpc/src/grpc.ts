@@ -286,7 +286,8 @@ function serverHandler(
 ): grpc.UntypedHandleCall {
   let raw = methodHandler(method, path, handler, options, limits, fast);
   if (fast && method.methodKind === "unary") {
-    raw = fastUnary(raw as grpc.handleUnaryCall<unknown, unknown>, fast.fast, fast.decode);
+    const fail = (err: DiscoveryError) => toWireStatus(err, options.log, path);
+    raw = fastUnary(raw as grpc.handleUnaryCall<unknown, unknown>, fast.fast, fast.decode, fail, peerOf);
   }
   if (!limits.observers) return raw;
   return observed(raw, limits.observers(path, CALL_TYPES[method.methodKind]), method.methodKind);

@@ -9,7 +9,7 @@ export {
   type ServiceClient,
 } from "./channel.js";
 export { type ChannelPool, createChannelPool } from "./channel-pool.js";
-export type { FastPath } from "./fast-path.js";
+export type { FastCall, FastPath } from "./fast-path.js";
 export {
   type AddServiceOptions,
   addService,

@@ -49,6 +49,9 @@ test("a sweep of one block trips at its 50th distinct number and blocks that blo
   assert.equal(d.blocked("someone-else", num("4477009", 1), 2_000), undefined);
   assert.equal(d.counts.detections, 2);
   assert.equal(d.counts.refused, 1);
+  // A look without refusing (the resolver's fast path, before the check that refuses) counts nothing.
+  assert.ok(d.blocked("crawler", num("4477009", 9999), 2_000, false));
+  assert.equal(d.counts.refused, 1);
   // The block ends after blockSeconds; a clock stepped back before it started lifts nothing.
   assert.ok(d.blocked("crawler", num("4477009", 1), 0), "a step back keeps the block");
   assert.equal(d.blocked("crawler", num("4477009", 1), 1_049 + 300_000), undefined);

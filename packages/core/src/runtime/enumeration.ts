@@ -101,8 +101,11 @@ export interface EnumerationDetector {
   ): readonly Detection[];
   /** The enforced blocks in force now (to hand to a process that starts). */
   activeBlocks(nowMs: number): readonly Detection[];
-  /** The enforced detection that refuses `subject`'s lookup of `csi` now, if any. */
-  blocked(subject: string, csi: string, nowMs: number): Detection | undefined;
+  /**
+   * The enforced detection that refuses `subject`'s lookup of `csi` now, if any, counted as a
+   * refusal unless `count` is false (a look ahead of the check that refuses).
+   */
+  blocked(subject: string, csi: string, nowMs: number, count?: boolean): Detection | undefined;
   /** Detections so far, and lookups refused by blocks. */
   readonly counts: { readonly detections: number; readonly refused: number };
   /** The latest detections, newest first (at most 32), for the operator. */
@@ -219,10 +222,10 @@ export function createEnumerationDetector(initial: EnumerationPolicy): Enumerati
       return observeParts(subject, csiBlockOf(csi), csiHash32(csi), notFound, nowMs);
     },
     observeParts,
-    blocked(subject, csi, nowMs) {
+    blocked(subject, csi, nowMs, count = true) {
       if (policy.mode !== "enforce" || blocks.size === 0) return undefined;
       const b = activeBlock(`${subject}\0${csiBlockOf(csi)}`, nowMs);
-      if (b) counts.refused++;
+      if (b && count) counts.refused++;
       return b;
     },
     activeBlocks: (nowMs) => [...blocks.values()].filter((b) => nowMs < b.blockedUntilMs),
