@@ -70,8 +70,17 @@ function setup() {
   } as Pick<ResolverService, "cached" | "refusedMiss"> as ResolverService;
   const log = createLogger({ name: "test", level: "silent" });
   const loop = { admitting: true, delayMs: 150, admit: () => loop.admitting };
-  const quotas = createQuotas({ ...DEFAULT_QUOTA_POLICY, perMinuteFloor: 1, burstFactor: 0 });
-  quotas.charge("msp-spent", "eu", 0);
+  // A day's budget of 50 lookups per DP, and no minute's to speak of: msp-spent has spent its
+  // day at eu (the DP of +44), msp-spent-elsewhere its day at us.
+  const quotas = createQuotas({
+    ...DEFAULT_QUOTA_POLICY,
+    lookupsPerUserPerDay: 50,
+    perMinuteFloor: 1_000_000,
+  });
+  for (let i = 0; i < 50; i++) {
+    quotas.charge("msp-spent", "eu", 0);
+    quotas.charge("msp-spent-elsewhere", "us", 0);
+  }
   const enumeration = {
     blocked(subject: string, _csi: string, _nowMs: number, count?: boolean) {
       // Only the full path's check refuses, and counts (GetStats' enumeration refusals).
@@ -79,9 +88,10 @@ function setup() {
       return subject === "crawler" ? { subject, scope: "x", blockedUntilMs: 1 } : undefined;
     },
   } as unknown as EnumerationDetector;
+  const reg = registry();
   const fast = createFastPaths(service, {
     log,
-    registry: registry(),
+    registry: reg,
     loop,
     enumeration,
     quotas,
@@ -90,7 +100,7 @@ function setup() {
     held: { check: (identity) => (identity === "msp-held" ? saturated : undefined) },
     encodedAnswer: () => ENCODED,
   });
-  return { fast, seen, log, loop };
+  return { fast, seen, log, loop, registry: reg };
 }
 
 type Extra = Pick<MessageInitShape<typeof pb.ResolveRequestSchema>, "options" | "explain" | "privacy">;
@@ -105,16 +115,24 @@ test("a cached answer is sent from the request's bytes; a miss is refused when t
   const t0 = performance.now();
   const deadline = Date.now() + 1_000;
   assert.equal(fast.resolve(request("tel:+447700900002"), call("msp-a", deadline)), saturated);
-  const t1 = performance.now();
+  const [t1, w1] = [performance.now(), Date.now()];
   const judged = seen[0];
   assert.equal(judged?.uri, "tel:+447700900002");
-  // Nine tenths of what is left of the deadline, on the monotonic clock (call-bounds.ts waitBound).
+  // Nine tenths of what is left of the deadline, on the monotonic clock (call-bounds.ts waitBound):
+  // at most nine tenths of a second from t1, at least nine tenths of what was left at w1 from t0.
   const until = judged?.caller.waitUntilMs ?? Number.NaN;
-  assert.ok(until >= t0 + 850 && until <= t1 + 900, `waits until ${until - t0} ms from now`);
+  assert.ok(
+    until <= t1 + 900 && until >= t0 + 0.9 * (deadline - w1) - 1,
+    `waits until ${until - t0} ms from t0`,
+  );
   assert.equal(judged?.caller.privateAt?.("private"), true, "the configured private DPs");
   assert.equal(judged?.caller.privateAt?.("eu"), false);
   // No deadline: the gate's own bound.
-  fast.resolve(request("tel:+447700900003"), call("msp-a", Number.POSITIVE_INFINITY));
+  assert.equal(
+    fast.resolve(request("tel:+447700900003"), call("msp-a", Number.POSITIVE_INFINITY)),
+    saturated,
+  );
+  assert.equal(seen.length, 2);
   assert.equal(seen[1]?.caller.waitUntilMs, undefined);
 });
 
@@ -137,6 +155,8 @@ test("a stream's item, a request with options, a CSI not written canonically, a 
     undefined,
     "a CSI that does not parse: the full path says why",
   );
+  // (Here a DP federates by default, so the CSI was parsed to find its range; with none, the
+  // fast path parses it to judge it and throws, a decline too: rpc's tryFast.)
   assert.equal(seen.length, 0, "none of them judged");
   log.level = "debug";
   assert.equal(fast.resolve(request(CACHED), call()), undefined, "debug logging logs every lookup");
@@ -160,6 +180,8 @@ test("a caller its own checks would refuse (a block, a held context, a spent bud
     assert.equal(fast.resolve(request("tel:+447700900002"), call(name)), undefined, name);
   }
   assert.equal(fast.resolve(request("tel:+447700900002"), call("msp-fresh")), saturated);
+  // A budget spent at another DP is no reason (the day's budget is per DP).
+  assert.equal(fast.resolve(request("tel:+447700900002"), call("msp-spent-elsewhere")), saturated);
   // A caller whose certificate names nobody: reading the peer throws, a decline (the full path
   // answers UNAUTHENTICATED).
   const anonymous: FastCall = {
@@ -169,4 +191,17 @@ test("a caller its own checks would refuse (a block, a held context, a spent bud
     },
   };
   assert.throws(() => fast.resolve(request("tel:+447700900002"), anonymous), /no common name/);
+});
+
+test("with no DP federating, a CSI that does not parse throws in the fast path: a decline", () => {
+  const { fast, seen, registry: reg } = setup();
+  reg.replace({
+    serial: 2n,
+    delegations: [{ id: "e164:44", key: { kind: "e164", prefix: "44" }, dpId: "eu", ttlSeconds: 3600 }],
+    dps: [dp("eu")],
+    msps: [],
+  });
+  assert.throws(() => fast.resolve(request("tel:447"), call()), /international form/);
+  assert.equal(fast.resolve(request("tel:+447700900002"), call()), saturated, "a CSI that parses is judged");
+  assert.equal(seen.length, 1);
 });
