@@ -2,7 +2,7 @@
 // measured from the MSP's side of the DP with the signing done in this process, as at an MSP.
 import { join } from "node:path";
 import { bulkRegister } from "@mimi/client";
-import { bulkRecord, type DiscoveryError, pb } from "@mimi/core";
+import { bulkRecord, pb } from "@mimi/core";
 import {
   type Bench,
   cpuSecondsOf,
@@ -209,25 +209,14 @@ export async function writeAtRate(w: {
         w.key,
       ),
     );
-    const sessionId = `${w.sessionPrefix}-${run}-${tick}`;
-    // As an MSP would: a batch the DP refuses with a retry-after (its verification at capacity
-    // on a busy machine) is sent again after it, three times at most.
-    const write = async (): Promise<void> => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await bulkRegister(w.claim, {
-            sessionId: `${sessionId}-${attempt}`,
-            total: count,
-            recordsFrom: () => records,
-          });
-          return;
-        } catch (err) {
-          const after = (err as DiscoveryError).details?.retryAfterMs;
-          if (attempt >= 3 || after === undefined) throw err;
-          await new Promise((res) => setTimeout(res, Math.min(after, 5_000)));
-        }
-      }
-    };
+    // A batch the DP refuses with a retry-after (its verification at capacity on a busy
+    // machine) is sent again after it by bulkRegister itself, as an MSP's would be.
+    const write = () =>
+      bulkRegister(w.claim, {
+        sessionId: `${w.sessionPrefix}-${run}-${tick}`,
+        total: count,
+        recordsFrom: () => records,
+      });
     writes.push(
       write().then(
         () => w.onAcked?.(first, count),

@@ -11,7 +11,7 @@ import {
   MAX_MAPPING_LIFETIME_MS,
   type MappingRecord,
 } from "@mimi/core";
-import { type ClaimClient, startAction, startClaim } from "./msp.js";
+import { type BulkProgress, bulkRegister, type ClaimClient, startAction, startClaim } from "./msp.js";
 
 const NOW = 1_800_000_000_000;
 const user = generateSigningKey();
@@ -121,4 +121,108 @@ test("tags are compared one by one: two asked tags cannot come back as one that 
   const asked = { ...request, tags: ["Work", "Business"] };
   const merged = encodeMappingRecord({ ...honest, tags: ["Work, Business"] });
   await refused(startClaim(dpReturning(merged), party, asked, user, { now: () => NOW }), /tags/);
+});
+
+/**
+ * A DP's BulkRegister that keeps its session's committed count across streams, and fails the
+ * stream with each of `refusals` in turn when the batch at `failAt` arrives.
+ */
+function bulkDp(refusals: DiscoveryError[], failAt = 2) {
+  const state = { committed: 0, streams: 0 };
+  const api = {
+    bulkRegister(reqs: AsyncIterable<{ message: { case: string; value: { records?: unknown[] } } }>) {
+      state.streams++;
+      return (async function* () {
+        const it = reqs[Symbol.asyncIterator]();
+        await it.next(); // start
+        yield { message: { case: "resume", value: { committed: BigInt(state.committed) } } };
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          if (state.committed === failAt) {
+            const refusal = refusals.shift();
+            if (refusal) throw refusal;
+          }
+          const n = r.value.message.value.records?.length ?? 0;
+          state.committed += n;
+          const ack = { committed: BigInt(state.committed), stored: n, unchanged: 0, optedOut: 0 };
+          yield { message: { case: "ack", value: ack } };
+        }
+      })();
+    },
+  } as unknown as ClaimClient;
+  return { api, state };
+}
+
+const atCapacity = (retryAfterMs?: number) =>
+  new DiscoveryError("resource_exhausted", "bulk verification is at capacity", {
+    ...(retryAfterMs !== undefined && { details: { retryAfterMs, reason: "VERIFICATION_AT_CAPACITY" } }),
+  });
+const records = (_first: number, count: number) =>
+  Array.from({ length: count }, () => ({ record: new Uint8Array(1), mspSignature: new Uint8Array(1) }));
+
+test("bulkRegister waits out a refusal's retry-after and resumes the session, counting every stream's records", async () => {
+  const { api, state } = bulkDp([atCapacity(1_000), atCapacity(2_500)]);
+  const waited: number[] = [];
+  const seen: BulkProgress[] = [];
+  const done = await bulkRegister(api, {
+    sessionId: "s",
+    total: 5,
+    batchSize: 1,
+    recordsFrom: records,
+    onProgress: (p) => seen.push(p),
+    sleep: async (ms) => void waited.push(ms),
+  });
+  assert.deepEqual(waited, [1_000, 2_500], "each retry-after waited out");
+  assert.equal(state.streams, 3);
+  assert.deepEqual(done, { committed: 5, resumedAt: 0, stored: 5, unchanged: 0, optedOut: 0 });
+  assert.deepEqual(
+    seen.map((p) => [p.committed, p.stored, p.resumedAt]),
+    [1, 2, 3, 4, 5].map((n) => [n, n, 0]),
+    "progress counts the call, not each stream",
+  );
+});
+
+test("bulkRegister ends at a refusal with no retry-after, one too long, the last retry, or an abort", async () => {
+  const sleep = async () => {};
+  const run = (refusals: DiscoveryError[], more: Partial<Parameters<typeof bulkRegister>[1]> = {}) => {
+    const dp = bulkDp(refusals);
+    return {
+      dp,
+      done: bulkRegister(dp.api, {
+        sessionId: "s",
+        total: 5,
+        batchSize: 1,
+        recordsFrom: records,
+        sleep,
+        ...more,
+      }),
+    };
+  };
+  const failsWith = (p: Promise<unknown>, retryAfterMs?: number) =>
+    assert.rejects(
+      p,
+      (e: unknown) => e instanceof DiscoveryError && e.details?.retryAfterMs === retryAfterMs,
+    );
+  const noDetails = run([atCapacity()]);
+  await failsWith(noDetails.done);
+  assert.equal(noDetails.dp.state.streams, 1);
+  const tooLong = run([atCapacity(30_001)]);
+  await failsWith(tooLong.done, 30_001);
+  assert.equal(tooLong.dp.state.streams, 1, "past maxRetryWaitMs: not waited for");
+  const notOurs = run([
+    new DiscoveryError("invalid_argument", "record 2: bad", { details: { retryAfterMs: 1 } }),
+  ]);
+  await assert.rejects(notOurs.done, /record 2: bad/);
+  assert.equal(notOurs.dp.state.streams, 1, "only RESOURCE_EXHAUSTED is waited out");
+  const spent = run([atCapacity(1), atCapacity(1), atCapacity(1), atCapacity(1)]);
+  await failsWith(spent.done, 1);
+  assert.equal(spent.dp.state.streams, 4, "three retries, then the refusal");
+  const none = run([atCapacity(1)], { retries: 0 });
+  await failsWith(none.done, 1);
+  assert.equal(none.dp.state.streams, 1);
+  const stop = new AbortController();
+  const aborted = run([atCapacity(1_000)], { signal: stop.signal, sleep: async () => stop.abort() });
+  await failsWith(aborted.done, 1_000);
+  assert.equal(aborted.dp.state.streams, 1, "aborted while waiting: not resumed");
 });

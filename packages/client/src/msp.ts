@@ -3,6 +3,7 @@
 // demo data, tests and the benchmark all drive DPs through these functions.
 import type { MessageShape } from "@bufbuild/protobuf";
 import {
+  DiscoveryError,
   decodeActionStatement,
   decodeMappingRecord,
   encodeContestStatement,
@@ -16,6 +17,7 @@ import {
   SIGNING_CONTEXT,
   type SigningKey,
   signWith,
+  sleepUnlessAborted,
 } from "@mimi/core";
 import type { ClaimService, CompleteChallengeResponseSchema } from "@mimi/core/pb";
 import type { ServiceClient } from "@mimi/rpc";
@@ -253,26 +255,64 @@ export interface BulkProgress {
   optedOut: number;
 }
 
+/** How often, and for how long at most, bulkRegister waits out a refusal's retry-after. */
+const BULK_RETRIES = 3;
+const BULK_MAX_RETRY_WAIT_MS = 30_000;
+
+/** Options of bulkRegister. */
+export interface BulkOptions {
+  sessionId: string;
+  total: number;
+  recordsFrom: (first: number, count: number) => { record: Uint8Array; mspSignature: Uint8Array }[];
+  batchSize?: number;
+  window?: number;
+  onProgress?: (p: BulkProgress) => void;
+  signal?: AbortSignal;
+  /**
+   * A refusal that names when to try again (RESOURCE_EXHAUSTED with RetryInfo: the DP's
+   * verification at capacity, a budget that refills) is waited out and the session resumed,
+   * this many times at most (default 3); one that asks for longer than `maxRetryWaitMs`
+   * (default 30 s) is not waited for. 0: every failure ends the call.
+   */
+  retries?: number;
+  maxRetryWaitMs?: number;
+  /** Waits `ms`, or less if `signal` aborts (tests pass their own). */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
 /**
  * Streams `total` records to the DP under `sessionId`, resuming where the session's committed
  * count stands. `recordsFrom(i, n)` returns records i..i+n-1 (signed). At most `window` batches
- * are unacknowledged at once; `onProgress` runs after each acknowledgement.
+ * are unacknowledged at once; `onProgress` runs after each acknowledgement, with the counts of
+ * this call (retries included). A refusal with a retry-after is waited out (`retries`).
  */
-export async function bulkRegister(
-  api: ClaimClient,
-  opts: {
-    sessionId: string;
-    total: number;
-    recordsFrom: (first: number, count: number) => { record: Uint8Array; mspSignature: Uint8Array }[];
-    batchSize?: number;
-    window?: number;
-    onProgress?: (p: BulkProgress) => void;
-    signal?: AbortSignal;
-  },
-): Promise<BulkProgress> {
+export async function bulkRegister(api: ClaimClient, opts: BulkOptions): Promise<BulkProgress> {
+  const progress: BulkProgress = { committed: 0, resumedAt: -1, stored: 0, unchanged: 0, optedOut: 0 };
+  const retries = opts.retries ?? BULK_RETRIES;
+  const maxWaitMs = opts.maxRetryWaitMs ?? BULK_MAX_RETRY_WAIT_MS;
+  const signal = opts.signal ?? new AbortController().signal;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await registerOnce(api, opts, progress);
+      return { ...progress, resumedAt: Math.max(0, progress.resumedAt) };
+    } catch (err) {
+      const waitMs = err instanceof DiscoveryError ? err.details?.retryAfterMs : undefined;
+      const waits =
+        err instanceof DiscoveryError &&
+        err.code === "resource_exhausted" &&
+        waitMs !== undefined &&
+        waitMs <= maxWaitMs;
+      if (!waits || attempt >= retries || signal.aborted) throw err;
+      await (opts.sleep ?? sleepUnlessAborted)(waitMs, signal);
+      if (signal.aborted) throw err;
+    }
+  }
+}
+
+/** One BulkRegister stream of the session, adding to `progress` (whose resumedAt is the first stream's). */
+async function registerOnce(api: ClaimClient, opts: BulkOptions, progress: BulkProgress): Promise<void> {
   const batchSize = opts.batchSize ?? 2_000;
   const window = opts.window ?? 4;
-  const progress: BulkProgress = { committed: 0, resumedAt: 0, stored: 0, unchanged: 0, optedOut: 0 };
   let resumeAt: ((n: number) => void) | undefined;
   const resumed = new Promise<number>((resolve) => {
     resumeAt = resolve;
@@ -293,7 +333,8 @@ export async function bulkRegister(
   for await (const res of api.bulkRegister(requests(), { ...(opts.signal ? { signal: opts.signal } : {}) })) {
     const m = res.message;
     if (m.case === "resume") {
-      progress.committed = progress.resumedAt = Number(m.value.committed);
+      progress.committed = Number(m.value.committed);
+      if (progress.resumedAt < 0) progress.resumedAt = progress.committed;
       resumeAt?.(progress.committed);
     } else if (m.case === "ack") {
       acked++;
@@ -301,11 +342,10 @@ export async function bulkRegister(
       progress.stored += m.value.stored;
       progress.unchanged += m.value.unchanged;
       progress.optedOut += m.value.optedOut;
-      opts.onProgress?.({ ...progress });
+      opts.onProgress?.({ ...progress, resumedAt: Math.max(0, progress.resumedAt) });
       wakeSender?.();
       wakeSender = undefined;
     }
     if (progress.committed >= opts.total && acked > 0) break;
   }
-  return progress;
 }
