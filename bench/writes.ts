@@ -211,14 +211,13 @@ export async function writeAtRate(w: {
     );
     // A batch the DP refuses with a retry-after (its verification at capacity on a busy
     // machine) is sent again after it by bulkRegister itself, as an MSP's would be.
-    const write = () =>
-      bulkRegister(w.claim, {
-        sessionId: `${w.sessionPrefix}-${run}-${tick}`,
-        total: count,
-        recordsFrom: () => records,
-      });
+    const write = bulkRegister(w.claim, {
+      sessionId: `${w.sessionPrefix}-${run}-${tick}`,
+      total: count,
+      recordsFrom: () => records,
+    });
     writes.push(
-      write().then(
+      write.then(
         () => w.onAcked?.(first, count),
         (err: Error) => {
           firstError ??= err.message;

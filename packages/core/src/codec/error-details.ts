@@ -48,10 +48,10 @@ export function encodeStatusDetails(code: number, message: string, d: ErrorDetai
   const w = new BinaryWriter();
   if (code !== 0) w.uint32(STATUS_CODE).int32(code);
   if (message) w.uint32(STATUS_MESSAGE).string(message);
-  const detail = (type: string, value: (w: BinaryWriter) => void) => {
+  const detail = (type: string, value: () => void) => {
     w.uint32(STATUS_DETAIL).fork().uint32(ANY_TYPE).string(type);
     w.uint32(ANY_VALUE).fork();
-    value(w);
+    value();
     w.join().join();
   };
   const pair = (first: string, second: string) => {
