@@ -116,6 +116,51 @@ test("lookups over the window wait, in order, and start as others finish", async
   assert.deepEqual(await Promise.all(runs.slice(3)), ["answer", "answer"]);
 });
 
+test("a lookup that timed out keeps its place until the DP is done with it; other failures give it back at once", async () => {
+  // The DP's late answers, by the timeout that each one ends.
+  const late = new Map<unknown, () => void>();
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 2,
+    minWindow: 2,
+    decreaseEveryMs: 1_000,
+    stillBusy: (err) => {
+      let done = () => {};
+      const p = new Promise<void>((resolve) => {
+        done = resolve;
+      });
+      late.set(err, done);
+      return p;
+    },
+    now: () => 0,
+  });
+  const calls = Array.from({ length: 4 }, () => pending());
+  const started: number[] = [];
+  const runs = calls.map((c, i) =>
+    gate.run(() => {
+      started.push(i);
+      return c.p;
+    }, isTimeout),
+  );
+  await until(() => started.length === 2);
+  calls[0]?.settle(false);
+  await assert.rejects(runs[0] as Promise<string>);
+  // Failed for its caller, still at the DP: the next waits.
+  assert.deepEqual(gate.state, { inflight: 2, window: 2, queued: 2 });
+  assert.deepEqual(started, [0, 1]);
+  for (const done of late.values()) done();
+  await until(() => started.length === 3);
+  assert.deepEqual(gate.state, { inflight: 2, window: 2, queued: 1 });
+  for (const c of calls.slice(1)) c.settle(true);
+  assert.deepEqual(await Promise.all(runs.slice(1)), ["answer", "answer", "answer"]);
+  assert.equal(gate.state.inflight, 0);
+  // A failure that is not a timeout (a refusal, a cut stream) holds nothing at the DP.
+  const refused = new DiscoveryError("resource_exhausted", "not a timeout");
+  await assert.rejects(gate.run(() => Promise.reject(refused), isTimeout));
+  assert.equal(gate.state.inflight, 0);
+  assert.equal(late.size, 1, "no late answer was asked for");
+});
+
 test("slow start doubles the window per round until a timeout; then one per window; timeouts halve it", async () => {
   let now = 0;
   const gate = new AdaptiveGate("eu", {

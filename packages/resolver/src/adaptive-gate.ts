@@ -2,9 +2,12 @@
 // answers, as TCP's congestion window does: it starts small and grows by one per answer (slow
 // start, doubling per round trip) until the first timeout, then by one per window of answers
 // (additive increase), and halves when an attempt times out (multiplicative decrease, at most
-// once per attempt deadline, so one slow burst halves it once). What is over the window waits in a bounded queue, for a bounded time, instead of
-// being sent to a DP that cannot answer it within the deadline; a full queue or a wait past its
-// bound fails at once with a clear status rather than after a timeout (the abuse issue's
+// once per attempt deadline, so one slow burst halves it once). A lookup that timed out keeps
+// its place until the DP answers it late: the DP is still working on it, and a retry sent in
+// its place would queue behind it there and time out as well (test/abuse.test.ts: on a starved
+// DP, a burst of retries all timed out again 1.5 s later). What is over the window waits in a
+// bounded queue, for a bounded time, instead of being sent to a DP that cannot answer it within
+// the deadline; a full queue or a wait past its bound fails at once with a clear status rather than after a timeout (the abuse issue's
 // "bend, do not break"). A DP endpoint may also publish the rate it takes (R13; EndpointLimits
 // at the start of each LookupStream): lookups then also leave the gate no faster than that rate
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
@@ -60,6 +63,11 @@ export interface GateOptions {
   readonly maxWaitMs: number;
   /** A timeout halves the window at most once per this long (the attempt deadline). */
   readonly decreaseEveryMs: number;
+  /**
+   * For a lookup that timed out: when the DP is done with it (it answered late). Until then it
+   * keeps its place in the window, so what follows is not sent to queue behind it at the DP.
+   */
+  readonly stillBusy?: (err: unknown) => Promise<void> | undefined;
   readonly now: () => number;
 }
 
@@ -171,7 +179,8 @@ export class AdaptiveGate {
 
   /**
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
-   * which `timedOut` is true halves the window; a success widens it. A `judged` lookup is first
+   * which `timedOut` is true halves the window, and holds its place until the DP is done with
+   * it (`stillBusy`); a success widens it. A `judged` lookup is first
    * judged by the answer-time rule (lateVerdict), and its answer counts towards the drain rate
    * that rule uses; others (private lookups, much slower than plain ones; a retry after a
    * timeout, whose caller should hear that timeout) only take the window.
@@ -193,22 +202,35 @@ export class AdaptiveGate {
     else await this.wait(leftMs, judged, abandoned);
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
+    let busy: Promise<void> | undefined;
     try {
       const r = await f();
       if (judged) this.noteAnswer(sentAt);
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
       return r;
     } catch (err) {
-      if (timedOut(err)) this.shrink();
+      if (timedOut(err)) {
+        this.shrink();
+        busy = this.o.stillBusy?.(err);
+      }
       throw err;
     } finally {
-      if (judged) {
-        this.judgedInflight--;
-        this.countDone();
-      }
-      this.inflight--;
-      this.next();
+      // Counted done when the DP is (a late answer counts towards the drain rate then).
+      if (busy) {
+        const done = () => this.release(judged);
+        void busy.then(done, done);
+      } else this.release(judged);
     }
+  }
+
+  /** A lookup of the window is done at the DP: its place goes to the next. */
+  private release(judged: boolean): void {
+    if (judged) {
+      this.judgedInflight--;
+      this.countDone();
+    }
+    this.inflight--;
+    this.next();
   }
 
   /** Counts the answer of a judged lookup sent at `sentAt` towards the base answer time. */

@@ -1,12 +1,13 @@
 // The resolver's multiplexed LookupStream against a DP played by an in-process gRPC server:
 // answers matched by request id whatever their order, item errors as statuses, the per-item
-// timeout, a stream that stops answering, the pending cap, and a stream that ends.
+// timeout and the DP's late answer to it, a stream that stops answering, the pending cap, and a
+// stream that ends.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError, pb } from "@mimi/core";
 import { type InProcessServer, type LookupItemHandler, startLookupStreamDp } from "@mimi/devnet/in-process";
-import { LookupMux } from "./lookup-mux.js";
+import { LookupMux, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
 
 const servers: InProcessServer[] = [];
 after(async () => {
@@ -100,12 +101,83 @@ test("a stream on which nothing is heard while an item times out is dropped, fai
     assert.ok(err instanceof DiscoveryError);
     assert.equal(err.code, "upstream_unavailable");
     assert.match(err.message, /stopped answering/);
+    // Timed out with its stream: the window shrinks, and the lookup may be tried again.
+    assert.equal(err.details?.reason, UPSTREAM_TIMEOUT);
+    // The stream is gone, and what the DP held of it with it.
+    assert.equal(unansweredAtDp(err), undefined);
     return true;
   });
   assert.equal(mux.dead, true);
+  assert.equal(mux.pendingCount, 0);
 });
 
-test("past the pending cap a lookup is refused at once, as an overloaded DP", async () => {
+/** The failure of `p`, which must fail. */
+const failureOf = (p: Promise<unknown>) =>
+  p.then(
+    () => assert.fail("answered"),
+    (err: unknown) => err,
+  );
+
+test("an item that timed out is the DP's work until it answers late, the stream ends, or the bound passes", async () => {
+  const held: { item: Item; reply: (m: ReturnType<typeof found>) => Promise<void> }[] = [];
+  let end = () => {};
+  const server = await dp((item, reply, endStream) => {
+    held.push({ item, reply });
+    end = endStream;
+  });
+  const now = 0; // something is always heard "lately": no stream is dropped as stuck
+  const mux = new LookupMux(server.channel(), {
+    what: "test stream",
+    timeoutMs: 50,
+    lateAnswerMs: 60_000,
+    now: () => now,
+  });
+  const first = await failureOf(mux.lookup("late"));
+  assert.match(String(first), /no answer within 50 ms/);
+  const late = unansweredAtDp(first);
+  assert.ok(late, "a timeout says when the DP is done with it");
+  let done = false;
+  void late.then(() => {
+    done = true;
+  });
+  assert.equal(mux.pendingCount, 1, "still the DP's work");
+  await (held[0] as (typeof held)[0]).reply(found(held[0]?.item.requestId ?? 0n, "late"));
+  await late;
+  assert.equal(done, true);
+  assert.equal(mux.pendingCount, 0);
+
+  // One the DP never answers is its work until its stream ends.
+  const second = await failureOf(mux.lookup("never"));
+  assert.equal(mux.pendingCount, 1);
+  end();
+  await unansweredAtDp(second);
+  assert.equal(mux.pendingCount, 0);
+  assert.equal(mux.dead, true);
+
+  // Any other failure leaves nothing at the DP to wait for.
+  const refused = await failureOf(mux.lookup("after the end"));
+  assert.match(String(refused), /the stream has ended/);
+  assert.equal(unansweredAtDp(refused), undefined);
+});
+
+test("an item the DP never answers gives its place back at the bound", async () => {
+  const server = await dp(() => {});
+  const now = 0;
+  const mux = new LookupMux(server.channel(), {
+    what: "test stream",
+    timeoutMs: 50,
+    lateAnswerMs: 50,
+    now: () => now,
+  });
+  const err = await failureOf(mux.lookup("silent"));
+  assert.equal(mux.pendingCount, 1);
+  await unansweredAtDp(err);
+  assert.equal(mux.pendingCount, 0);
+  assert.equal(mux.dead, false);
+  mux.close();
+});
+
+test("past the pending cap a lookup is refused at once, as an overloaded DP; timed-out items count", async () => {
   const server = await dp(() => {});
   const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 10_000, maxPending: 3 });
   const waiting = ["a", "b", "c"].map((csi) => mux.lookup(csi).catch((err: Error) => err));
@@ -113,6 +185,20 @@ test("past the pending cap a lookup is refused at once, as an overloaded DP", as
   assert.equal(mux.pendingCount, 3);
   mux.close();
   for (const w of await Promise.all(waiting)) assert.ok(w instanceof DiscoveryError);
+
+  // Items that timed out and are not answered yet still take their places under the cap.
+  const now = 0;
+  const slow = new LookupMux(server.channel(), {
+    what: "test stream",
+    timeoutMs: 50,
+    maxPending: 2,
+    lateAnswerMs: 60_000,
+    now: () => now,
+  });
+  await Promise.all([failureOf(slow.lookup("a")), failureOf(slow.lookup("b"))]);
+  await assert.rejects(slow.lookup("c"), /2 lookups already waiting/);
+  slow.close();
+  assert.equal(slow.pendingCount, 0, "closing gives them back");
 });
 
 test("when the DP ends the stream, pending items fail as unavailable and the mux is dead", async () => {

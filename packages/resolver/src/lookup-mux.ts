@@ -2,6 +2,9 @@
 // id: a lookup costs a message each way, not an HTTP/2 call. Items time out on their own; a
 // stream that stops answering is dropped; when the stream ends every pending item fails as
 // upstream_unavailable, so the caller fails over and the next lookup opens a new stream.
+// An item that timed out is still the DP's work until it answers it late (or the stream ends,
+// or a bound passes): unansweredAtDp() says when, so the window can keep its place (a retry
+// sent at once would queue behind it at the DP and time out too).
 import { AsyncQueue, DiscoveryError, pb } from "@mimi/core";
 import { type Channel, fromStatus, itemErrorDetails } from "@mimi/rpc";
 
@@ -10,12 +13,35 @@ const MAX_PENDING_PER_STREAM = 4_096;
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 
+/** The DP's late answers to items that timed out, by the timeout's error. */
+const lateAnswers = new WeakMap<DiscoveryError, Promise<void>>();
+
+/**
+ * When the DP is done with the lookup that failed with `err` (a timeout of this module, or an
+ * error upstream.ts marked with markUnansweredAtDp): it answered late, the stream ended, or the
+ * bound (`lateAnswerMs`) passed. Undefined for any other failure: the DP holds nothing of it.
+ */
+export function unansweredAtDp(err: unknown): Promise<void> | undefined {
+  return err instanceof DiscoveryError ? lateAnswers.get(err) : undefined;
+}
+
+/** Marks `err` as failing a lookup the DP works on until `done` settles. */
+export function markUnansweredAtDp(err: DiscoveryError, done: Promise<void>): DiscoveryError {
+  lateAnswers.set(err, done);
+  return err;
+}
+
 /** Options of one multiplexed stream. */
 export interface LookupMuxOptions {
   /** Names the stream in errors, e.g. "LookupStream at 10.0.0.1:7501". */
   what: string;
   /** How long one lookup waits for its answer. */
   timeoutMs: number;
+  /**
+   * How long past its timeout an unanswered item still counts as the DP's work (default four
+   * timeouts): a DP that never answers it gives its place back then.
+   */
+  lateAnswerMs?: number;
   /** Lookups outstanding at once; more are refused as upstream_unavailable. */
   maxPending?: number;
   /** Clock for noticing a stream that stopped answering. */
@@ -42,6 +68,8 @@ export const UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT";
 export class LookupMux {
   private readonly queue = new AsyncQueue<{ requestId: bigint; csi: string; rateContext: Uint8Array }>();
   private readonly pending = new Map<bigint, Pending>();
+  /** Items that timed out, sent and not yet answered: each one's release. */
+  private readonly unanswered = new Map<bigint, () => void>();
   private nextId = 1n;
   private lastHeardMs: number;
   private abort = new AbortController();
@@ -49,6 +77,7 @@ export class LookupMux {
 
   private readonly what: string;
   private readonly timeoutMs: number;
+  private readonly lateAnswerMs: number;
   private readonly maxPending: number;
   private readonly now: () => number;
   private readonly onLimits: ((lookupsPerSecond: number) => void) | undefined;
@@ -59,6 +88,7 @@ export class LookupMux {
   ) {
     this.what = o.what;
     this.timeoutMs = o.timeoutMs;
+    this.lateAnswerMs = o.lateAnswerMs ?? 4 * o.timeoutMs;
     this.maxPending = o.maxPending ?? MAX_PENDING_PER_STREAM;
     this.now = o.now ?? Date.now;
     this.onLimits = o.onLimits;
@@ -66,20 +96,24 @@ export class LookupMux {
     void this.read();
   }
 
-  /** Lookups sent and not yet answered (or failed). */
+  /** Lookups not yet answered: waited for, or timed out and still the DP's work. */
   get pendingCount(): number {
-    return this.pending.size;
+    return this.pending.size + this.unanswered.size;
   }
 
   private async read(): Promise<void> {
     let cause = "the stream ended";
     try {
       // Lookups whose callers gave up (timed out) are not sent: a slow DP should not spend
-      // its time on answers nobody waits for.
+      // its time on answers nobody waits for (and holds none of them).
       const pending = this.pending;
+      const unanswered = this.unanswered;
       const queue = this.queue;
       const live = (async function* () {
-        for await (const item of queue) if (pending.has(item.requestId)) yield item;
+        for await (const item of queue) {
+          if (pending.has(item.requestId)) yield item;
+          else unanswered.get(item.requestId)?.();
+        }
       })();
       const responses = this.channel
         .client(pb.AuthoritativeService)
@@ -95,7 +129,11 @@ export class LookupMux {
         }
         first = false;
         const p = this.pending.get(res.requestId);
-        if (!p) continue; // timed out already
+        if (!p) {
+          // Timed out already: the DP is done with it now.
+          this.unanswered.get(res.requestId)?.();
+          continue;
+        }
         this.pending.delete(res.requestId);
         clearTimeout(p.timer);
         if (res.result.case === "response") p.resolve(res.result.value.answer);
@@ -111,19 +149,30 @@ export class LookupMux {
     }
   }
 
-  private fail(cause: string): void {
+  /** Ends the mux: pending items fail with `cause` (as timeouts when `timedOut`). */
+  private fail(cause: string, timedOut = false): void {
     this.dead = true;
     this.queue.close();
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
-      p.reject(new DiscoveryError("upstream_unavailable", `${this.what}: ${cause}`));
+      p.reject(
+        new DiscoveryError(
+          "upstream_unavailable",
+          `${this.what}: ${cause}`,
+          timedOut ? { details: { reason: UPSTREAM_TIMEOUT } } : undefined,
+        ),
+      );
       this.pending.delete(id);
     }
+    for (const release of [...this.unanswered.values()]) release();
   }
 
   /** Looks `csi` up, forwarding `rateContext` (P2; empty for none). */
   lookup(csi: string, rateContext: Uint8Array = NO_CONTEXT): Promise<pb.Answer | undefined> {
-    if (this.pending.size >= this.maxPending) {
+    if (this.dead) {
+      return Promise.reject(new DiscoveryError("upstream_unavailable", `${this.what}: the stream has ended`));
+    }
+    if (this.pendingCount >= this.maxPending) {
       return Promise.reject(
         new DiscoveryError(
           "upstream_unavailable",
@@ -135,18 +184,37 @@ export class LookupMux {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(requestId);
-        reject(
-          new DiscoveryError("upstream_unavailable", `${this.what}: no answer within ${this.timeoutMs} ms`, {
+        const err = new DiscoveryError(
+          "upstream_unavailable",
+          `${this.what}: no answer within ${this.timeoutMs} ms`,
+          {
             details: { reason: UPSTREAM_TIMEOUT },
-          }),
+          },
         );
+        reject(markUnansweredAtDp(err, this.awaitLate(requestId)));
         if (this.now() - this.lastHeardMs > this.timeoutMs) {
           this.abort.abort();
-          this.fail("the stream stopped answering");
+          // The DP said nothing on it for an attempt's deadline: what is pending there timed
+          // out with it (the window shrinks; the lookups may be tried again on a new stream).
+          this.fail("the stream stopped answering", true);
         }
       }, this.timeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
       this.queue.push({ requestId, csi, rateContext });
+    });
+  }
+
+  /** Settles when the DP answers `requestId` late, the stream ends, or lateAnswerMs passes. */
+  private awaitLate(requestId: bigint): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const release = () => {
+        clearTimeout(bound);
+        this.unanswered.delete(requestId);
+        resolve();
+      };
+      const bound = setTimeout(release, this.lateAnswerMs);
+      bound.unref();
+      this.unanswered.set(requestId, release);
     });
   }
 

@@ -1,7 +1,8 @@
 // The upstream pool against two endpoints of one DP, each an in-process gRPC server: lookups
 // spread over both; an endpoint's own capacity refusal fails over, the caller's own budget does
 // not; an endpoint that times out while the other answers is held down, one whose peers are
-// all slow is not.
+// all slow is not; a lookup that timed out is tried again once the DP has answered it late,
+// three times at most, and not past its caller's bound.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
@@ -17,25 +18,26 @@ after(async () => {
   for (const s of servers) await s.close();
 });
 
-/** How an endpoint treats an item: answer it, refuse it with a reason, or say nothing. */
-type Behaviour = "answer" | "silent" | { refuse: string };
+/**
+ * How an endpoint treats an item: answer it, refuse it with a reason, say nothing, or hold it
+ * for the test to answer (`held`).
+ */
+type Behaviour = "answer" | "silent" | "hold" | { refuse: string };
 
 /** An endpoint of DP eu whose LookupStream items get `behaviour()`; counts the items it saw. */
 async function endpoint(behaviour: () => Behaviour) {
-  const seen = { items: 0 };
+  const seen = { items: 0, held: [] as (() => Promise<void>)[] };
   const server = await startLookupStreamDp((item, reply) => {
     seen.items++;
     const b = behaviour();
     if (b === "silent") return;
+    if (b === "hold") {
+      seen.held.push(() => reply(notFound(item.requestId)));
+      return;
+    }
     void reply(
       b === "answer"
-        ? {
-            requestId: item.requestId,
-            result: {
-              case: "response",
-              value: { answer: { status: pb.LookupStatus.NOT_FOUND, ttlSeconds: 60 } },
-            },
-          }
+        ? notFound(item.requestId)
         : {
             requestId: item.requestId,
             result: {
@@ -54,10 +56,19 @@ async function endpoint(behaviour: () => Behaviour) {
   return { server, seen };
 }
 
+const notFound = (requestId: bigint) => ({
+  requestId,
+  result: {
+    case: "response" as const,
+    value: { answer: { status: pb.LookupStatus.NOT_FOUND, ttlSeconds: 60 } },
+  },
+});
+
 async function setup(
   a: () => Behaviour,
   b: () => Behaviour,
   observe?: (dpId: string, seconds: number, failed: boolean) => void,
+  attemptTimeoutMs = 1_000,
 ) {
   const [ea, eb] = await Promise.all([endpoint(a), endpoint(b)]);
   let now = 0;
@@ -66,7 +77,7 @@ async function setup(
   const upstream = createUpstream({
     channels,
     log,
-    attemptTimeoutMs: 1_000,
+    attemptTimeoutMs,
     now: () => now,
     ...(observe && { observe }),
   });
@@ -85,6 +96,7 @@ async function setup(
     tick: (ms: number) => {
       now += ms;
     },
+    clock: () => now,
   };
 }
 
@@ -162,10 +174,12 @@ test("an endpoint out of capacity is left alone until its retry-after; a reason 
 });
 
 test("an endpoint that times out while another answers is held down; all slow, none is", async () => {
-  let bAnswers = true;
+  // Slow endpoints: they answer what they hold when the test says.
+  let aSays: Behaviour = "hold";
+  let bSays: Behaviour = "answer";
   const t = await setup(
-    () => "silent",
-    () => (bAnswers ? "answer" : "silent"),
+    () => aSays,
+    () => bSays,
   );
   // Until a lookup lands on a first, then fails over to b.
   for (let i = 0; t.a.items === 0 && i < 50; i++) await t.upstream.lookup(t.dp, `tel:+4477009001${i}`);
@@ -173,17 +187,21 @@ test("an endpoint that times out while another answers is held down; all slow, n
   for (let i = 0; i < 20; i++) await t.upstream.lookup(t.dp, `tel:+4477009002${i}`);
   assert.equal(t.a.items, 1, "held down: b goes first while the clock does not move");
   t.tick(HOLD_DOWN_MS.min);
-  // Both silent now: lookups fail, and neither endpoint is held down for it.
-  bAnswers = false;
+  // Both slow now: lookups fail, and neither endpoint is held down for it. (With time for one
+  // attempt only: another would find both as slow.)
+  bSays = "hold";
   await assert.rejects(
-    t.upstream.lookup(t.dp, "tel:+447700900301"),
+    t.upstream.lookup(t.dp, "tel:+447700900301", { waitUntilMs: t.clock() + 999 }),
     (e: DiscoveryError) => e.code === "upstream_unavailable",
   );
-  const [a, b] = [t.a.items, t.b.items];
-  bAnswers = true;
+  const a = t.a.items;
+  // They answer what they held, late; a lookup's place in the window is back once both have.
+  for (const late of [...t.a.held, ...t.b.held]) await late();
+  await until(() => t.upstream.windows()[0]?.inflight === 0, "the late answers are in");
+  aSays = "answer";
+  bSays = "answer";
   for (let i = 0; t.a.items === a && i < 50; i++) await t.upstream.lookup(t.dp, `tel:+4477009004${i}`);
   assert.equal(t.a.items, a + 1, "a is asked again: the all-slow lookup held nobody down");
-  assert.ok(t.b.items > b);
   t.upstream.close();
 });
 
@@ -220,5 +238,58 @@ test("a lookup the gate refuses as too late is not sent, and is not counted as t
     t.upstream.lookup(t.dp, "tel:+447700900902", { waitUntilMs: 1, privately: true }),
     (e: DiscoveryError) => e.code === "failed_precondition",
   );
+  t.upstream.close();
+});
+
+async function until(ok: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 2_000 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(ok(), what);
+}
+
+test("lookups that timed out are tried again once the DP has answered them late, not queued behind them", async () => {
+  let says: Behaviour = "hold";
+  const t = await setup(
+    () => says,
+    () => "answer",
+    undefined,
+    100,
+  );
+  const one = { ...t.dp, endpoints: t.dp.endpoints.slice(0, 1) };
+  // A window's worth (4) the DP sits on past their deadline, as a starved DP does.
+  const lookups = [1, 2, 3, 4].map((i) => t.upstream.lookup(one, `tel:+44770090010${i}`));
+  const eu = () => t.upstream.windows()[0];
+  await until(() => eu()?.queued === 4, "the four retries wait for the window");
+  assert.equal(t.a.items, 4, "no retry was sent to queue behind what the DP still works on");
+  assert.equal(eu()?.inflight, 4);
+  // The DP gets to one: its place is back, and the retries go through it one after another
+  // (answered at once now), while the three it has not answered keep theirs.
+  says = "answer";
+  await t.a.held[0]?.();
+  for (const l of await Promise.all(lookups)) assert.equal(l.kind, "not_found");
+  assert.equal(t.a.items, 8, "each lookup was sent twice");
+  assert.deepEqual([eu()?.inflight, eu()?.queued], [3, 0]);
+  for (const late of t.a.held.slice(1)) await late();
+  await until(() => eu()?.inflight === 0, "their places are given back as the DP answers them");
+  t.upstream.close();
+});
+
+test("a lookup is tried three times at most, and not again when its caller's bound leaves less than an attempt", async () => {
+  const t = await setup(
+    () => "silent",
+    () => "silent",
+    undefined,
+    100,
+  );
+  const one = { ...t.dp, endpoints: t.dp.endpoints.slice(0, 1) };
+  await assert.rejects(t.upstream.lookup(one, "tel:+447700900201"), (e: DiscoveryError) => {
+    return e.code === "upstream_unavailable" && e.details?.reason === "UPSTREAM_TIMEOUT";
+  });
+  assert.equal(t.a.items, 3);
+  // The upstream's clock stands at 0: a caller that may wait until 99 ms has no room for another attempt.
+  await assert.rejects(
+    t.upstream.lookup(one, "tel:+447700900202", { waitUntilMs: 99 }),
+    (e: DiscoveryError) => e.code === "upstream_unavailable",
+  );
+  assert.equal(t.a.items, 4);
   t.upstream.close();
 });

@@ -11,10 +11,12 @@ import { AdaptiveGate, DEFAULT_GATE, refusedUnsent } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { EndpointPicker } from "./endpoint-picker.js";
-import { LookupMux, UPSTREAM_TIMEOUT } from "./lookup-mux.js";
+import { LookupMux, markUnansweredAtDp, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
 import type { PrivateLookups } from "./private-lookups.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
+/** Attempts of one lookup at most: the first and two more after timeouts (as the caller's time allows). */
+const MAX_ATTEMPTS = 3;
 
 /** How one lookup at a DP goes. */
 export interface UpstreamLookup {
@@ -95,14 +97,16 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       g = new AdaptiveGate(dpId, {
         ...DEFAULT_GATE,
         decreaseEveryMs: o.attemptTimeoutMs,
+        stillBusy: unansweredAtDp,
         now,
       });
       gates.set(dpId, g);
     }
     return g;
   };
-  // Only an item that timed out says the DP is overloaded; a refused connection, a stream cut
-  // (connection age) or the gate's own refusals do not shrink the window or earn a retry.
+  // Only items that timed out (alone, or with their stream when it said nothing for an attempt's
+  // deadline) say the DP is overloaded; a refused connection, a stream cut (connection age) or
+  // the gate's own refusals do not shrink the window or earn a retry.
   const timedOut = (err: unknown) =>
     err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
@@ -115,6 +119,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       mux = new LookupMux(channelFor(dp, endpoint), {
         what: `LookupStream at ${endpoint}`,
         timeoutMs: o.attemptTimeoutMs,
+        now,
         // The rate the endpoint takes (R13): the DP's lookups leave its gate no faster than its
         // endpoints that are up take them together.
         onLimits: (rate) => {
@@ -157,6 +162,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       how.answeredBy?.(endpoint);
     };
     let timeouts = 0;
+    // The timed-out attempts' late answers: the DP is busy with them until then.
+    const late: Promise<void>[] = [];
     let refused: DiscoveryError | undefined;
     for (const endpoint of order) {
       // After a refusal only endpoints that are up are asked: one held down would cost a wait.
@@ -174,8 +181,11 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         return outcomeFromAnswer(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
-        if (timedOut(e)) slow.push(endpoint);
-        else if (e.code === "upstream_unavailable") {
+        if (timedOut(e)) {
+          slow.push(endpoint);
+          const l = unansweredAtDp(e);
+          if (l) late.push(l);
+        } else if (e.code === "upstream_unavailable") {
           picker.failed(endpoint);
           repace(dp);
         } else if (e.remoteStatus !== undefined && picker.answered(endpoint)) repace(dp);
@@ -212,12 +222,19 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       }
     }
     if (refused) throw refused;
-    throw new DiscoveryError(
+    const failed = new DiscoveryError(
       "upstream_unavailable",
       `DP "${dp.id}" did not answer at any of its ${order.length} endpoint(s)`,
       // Every endpoint timed out: the DP is there but overloaded.
       timeouts === order.length ? { details: { reason: UPSTREAM_TIMEOUT } } : undefined,
     );
+    // It is busy with those lookups until it answers them late.
+    throw late.length > 0
+      ? markUnansweredAtDp(
+          failed,
+          Promise.all(late).then(() => {}),
+        )
+      : failed;
   };
 
   return {
@@ -229,30 +246,41 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       let observed = true;
       const { waitUntilMs, abandoned } = how;
       const send = () => (abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, how));
+      // Another attempt after a timeout while the caller's bound leaves one: the window has
+      // shrunk to what the DP answers in time, and the attempts that timed out keep their places
+      // in it until the DP is done with them, so an overloaded DP is asked more slowly instead
+      // of the lookup failing.
+      const again = (err: unknown, attempts: number) =>
+        timedOut(err) &&
+        gate.shrank &&
+        attempts < MAX_ATTEMPTS &&
+        (waitUntilMs === undefined || waitUntilMs - now() > o.attemptTimeoutMs);
       try {
         const answer = await gate.run(send, timedOut, waitUntilMs, abandoned, how.privately !== true);
         failed = false;
         return answer;
       } catch (err) {
-        // Once more after a timeout: the window has shrunk to what the DP answers in time, so
-        // an overloaded DP is asked more slowly instead of the lookup failing.
         // A lookup dropped for nobody, or failed by the gate unsent, is not a lookup at the DP:
         // neither a failure nor a latency.
         if (isCallerGone(err) || refusedUnsent(err)) observed = false;
-        if (!timedOut(err) || !gate.shrank) throw err;
-        // A retry the gate does not send (no time left, its queue full) fails with the timeout.
-        let resent = false;
-        const resend = () => {
-          resent = true;
-          return send();
-        };
-        const answer = await gate
-          .run(resend, timedOut, waitUntilMs, abandoned, false)
-          .catch((again: unknown) => {
-            throw resent ? again : err;
-          });
-        failed = false;
-        return answer;
+        let last = err;
+        for (let attempts = 1; again(last, attempts); attempts++) {
+          // A retry the gate does not send (no time left, its queue full) fails with the last timeout.
+          let resent = false;
+          const resend = () => {
+            resent = true;
+            return send();
+          };
+          try {
+            const answer = await gate.run(resend, timedOut, waitUntilMs, abandoned, false);
+            failed = false;
+            return answer;
+          } catch (e) {
+            if (!resent) throw last;
+            last = e;
+          }
+        }
+        throw last;
       } finally {
         if (observed) o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
