@@ -3,9 +3,9 @@
 // start, doubling per round trip) until the first timeout, then by one per window of answers
 // (additive increase), and halves when an attempt times out (multiplicative decrease, at most
 // once per attempt deadline, so one slow burst halves it once). A lookup that timed out keeps
-// its place until the DP answers it late: the DP is still working on it, and a retry sent in
-// its place would queue behind it there and time out as well (test/abuse.test.ts: on a starved
-// DP, a burst of retries all timed out again 1.5 s later). What is over the window waits in a
+// its place until the DP answers it late (`stillBusy`): the DP is still working on it, and
+// what took its place would queue behind it there and time out as well (test/abuse.test.ts:
+// on a starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is over the window waits in a
 // bounded queue, for a bounded time, instead of being sent to a DP that cannot answer it within
 // the deadline; a full queue or a wait past its bound fails at once with a clear status rather than after a timeout (the abuse issue's
 // "bend, do not break"). A DP endpoint may also publish the rate it takes (R13; EndpointLimits
@@ -28,8 +28,9 @@
 // away is not refused for its distance; it may fall but not rise while lookups are refused as
 // late (every answer then carries the DP's queue, and a base that took it in would let answer
 // times creep up to the bound). Private lookups (several calls, far slower) are neither judged
-// nor counted, so asking privately cannot make plain lookups look late; nor is the retry after
-// a timeout, whose caller hears that timeout when the retry is not sent.
+// nor counted, so asking privately cannot make plain lookups look late; nor are the retries
+// after a timeout, whose caller hears that timeout when a retry is not sent. A lookup that
+// timed out counts as ahead until the DP is done with it, and as answered only if it answered.
 // The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
@@ -64,10 +65,11 @@ export interface GateOptions {
   /** A timeout halves the window at most once per this long (the attempt deadline). */
   readonly decreaseEveryMs: number;
   /**
-   * For a lookup that timed out: when the DP is done with it (it answered late). Until then it
-   * keeps its place in the window, so what follows is not sent to queue behind it at the DP.
+   * For a lookup that failed: when the DP is done with it (true when it answered late), or
+   * undefined when it holds nothing of it. Until then the lookup keeps its place in the window,
+   * so what follows is not sent to queue behind it at the DP.
    */
-  readonly stillBusy?: (err: unknown) => Promise<void> | undefined;
+  readonly stillBusy?: (err: unknown) => Promise<boolean> | undefined;
   readonly now: () => number;
 }
 
@@ -179,8 +181,8 @@ export class AdaptiveGate {
 
   /**
    * Runs `f` once the window has room (and the published rate lets it go). A failure of `f` for
-   * which `timedOut` is true halves the window, and holds its place until the DP is done with
-   * it (`stillBusy`); a success widens it. A `judged` lookup is first
+   * which `timedOut` is true halves the window; a failure holds its place until the DP is done
+   * with it (`stillBusy`); a success widens it. A `judged` lookup is first
    * judged by the answer-time rule (lateVerdict), and its answer counts towards the drain rate
    * that rule uses; others (private lookups, much slower than plain ones; a retry after a
    * timeout, whose caller should hear that timeout) only take the window.
@@ -202,32 +204,32 @@ export class AdaptiveGate {
     else await this.wait(leftMs, judged, abandoned);
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
-    let busy: Promise<void> | undefined;
+    let busy: Promise<boolean> | undefined;
     try {
       const r = await f();
       if (judged) this.noteAnswer(sentAt);
       this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
       return r;
     } catch (err) {
-      if (timedOut(err)) {
-        this.shrink();
-        busy = this.o.stillBusy?.(err);
-      }
+      if (timedOut(err)) this.shrink();
+      busy = this.o.stillBusy?.(err);
       throw err;
     } finally {
-      // Counted done when the DP is (a late answer counts towards the drain rate then).
+      // Done when the DP is: a late answer counts towards the drain rate then, none not at all.
       if (busy) {
-        const done = () => this.release(judged);
-        void busy.then(done, done);
-      } else this.release(judged);
+        void busy.then(
+          (answered) => this.release(judged, answered),
+          () => this.release(judged, false),
+        );
+      } else this.release(judged, true);
     }
   }
 
-  /** A lookup of the window is done at the DP: its place goes to the next. */
-  private release(judged: boolean): void {
+  /** A lookup of the window is done at the DP (`answered`, or not): its place goes to the next. */
+  private release(judged: boolean, answered: boolean): void {
     if (judged) {
       this.judgedInflight--;
-      this.countDone();
+      if (answered) this.countDone();
     }
     this.inflight--;
     this.next();

@@ -7,7 +7,7 @@ import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError, pb } from "@mimi/core";
 import { type InProcessServer, type LookupItemHandler, startLookupStreamDp } from "@mimi/devnet/in-process";
-import { LookupMux, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
+import { LookupMux, STREAM_ENDED, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
 
 const servers: InProcessServer[] = [];
 after(async () => {
@@ -136,21 +136,18 @@ test("an item that timed out is the DP's work until it answers late, the stream 
   assert.match(String(first), /no answer within 50 ms/);
   const late = unansweredAtDp(first);
   assert.ok(late, "a timeout says when the DP is done with it");
-  let done = false;
-  void late.then(() => {
-    done = true;
-  });
   assert.equal(mux.pendingCount, 1, "still the DP's work");
   await (held[0] as (typeof held)[0]).reply(found(held[0]?.item.requestId ?? 0n, "late"));
-  await late;
-  assert.equal(done, true);
+  const reply = await late;
+  assert.ok(reply && "answer" in reply, "the late reply is the DP's answer");
+  assert.equal(reply.answer?.mappings[0]?.ssi, "late");
   assert.equal(mux.pendingCount, 0);
 
   // One the DP never answers is its work until its stream ends.
   const second = await failureOf(mux.lookup("never"));
   assert.equal(mux.pendingCount, 1);
   end();
-  await unansweredAtDp(second);
+  assert.equal(await unansweredAtDp(second), undefined, "no reply came");
   assert.equal(mux.pendingCount, 0);
   assert.equal(mux.dead, true);
 
@@ -171,10 +168,19 @@ test("an item the DP never answers gives its place back at the bound", async () 
   });
   const err = await failureOf(mux.lookup("silent"));
   assert.equal(mux.pendingCount, 1);
-  await unansweredAtDp(err);
+  assert.equal(await unansweredAtDp(err), undefined);
   assert.equal(mux.pendingCount, 0);
   assert.equal(mux.dead, false);
   mux.close();
+});
+
+test("replies to request ids the stream is not waiting on are no sign of life: a stream sending only those is dropped", async () => {
+  const server = await dp((item, reply) => void reply(found(item.requestId + 1_000n, "junk")));
+  let now = 0;
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50, now: () => now });
+  now += 1_000;
+  await assert.rejects(mux.lookup("x"), /no answer within 50 ms/);
+  assert.equal(mux.dead, true, "nothing it was asked was heard for longer than a timeout");
 });
 
 test("past the pending cap a lookup is refused at once, as an overloaded DP; timed-out items count", async () => {
@@ -207,6 +213,8 @@ test("when the DP ends the stream, pending items fail as unavailable and the mux
   await assert.rejects(mux.lookup("x"), (err: unknown) => {
     assert.ok(err instanceof DiscoveryError);
     assert.equal(err.code, "upstream_unavailable");
+    // Not answered: a new stream may be asked.
+    assert.equal(err.details?.reason, STREAM_ENDED);
     return true;
   });
   assert.equal(mux.dead, true);

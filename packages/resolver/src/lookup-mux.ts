@@ -1,10 +1,11 @@
 // One long-lived LookupStream to one DP endpoint, over which lookups are multiplexed by request
 // id: a lookup costs a message each way, not an HTTP/2 call. Items time out on their own; a
 // stream that stops answering is dropped; when the stream ends every pending item fails as
-// upstream_unavailable, so the caller fails over and the next lookup opens a new stream.
-// An item that timed out is still the DP's work until it answers it late (or the stream ends,
-// or a bound passes): unansweredAtDp() says when, so the window can keep its place (a retry
-// sent at once would queue behind it at the DP and time out too).
+// upstream_unavailable (reason STREAM_ENDED: upstream.ts asks once more on a new stream, then
+// fails over). An item that timed out is still the DP's work until it answers it late (or the
+// stream ends, or a bound passes): unansweredAtDp() gives that late reply, so the window can
+// keep the lookup's place and the lookup can take the late answer instead of asking again (a
+// lookup sent again would queue behind it at the DP, which answers a stream in order).
 import { AsyncQueue, DiscoveryError, pb } from "@mimi/core";
 import { type Channel, fromStatus, itemErrorDetails } from "@mimi/rpc";
 
@@ -13,22 +14,22 @@ const MAX_PENDING_PER_STREAM = 4_096;
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 
-/** The DP's late answers to items that timed out, by the timeout's error. */
-const lateAnswers = new WeakMap<DiscoveryError, Promise<void>>();
+/**
+ * What the DP sent for an item after it timed out: its answer, or its error; undefined when
+ * nothing came (the stream ended, the bound passed, the item was never sent).
+ */
+export type LateReply = { answer: pb.Answer | undefined } | { error: DiscoveryError } | undefined;
+
+/** The DP's late replies to items that timed out, by the timeout's error. */
+const lateReplies = new WeakMap<DiscoveryError, Promise<LateReply>>();
 
 /**
- * When the DP is done with the lookup that failed with `err` (a timeout of this module, or an
- * error upstream.ts marked with markUnansweredAtDp): it answered late, the stream ended, or the
- * bound (`lateAnswerMs`) passed. Undefined for any other failure: the DP holds nothing of it.
+ * The DP's late reply to the item that failed with `err`, a timeout of this module: it settles
+ * when the DP is done with it (answered late, the stream ended, or `lateAnswerMs` passed).
+ * Undefined for any other failure: the DP holds nothing of it.
  */
-export function unansweredAtDp(err: unknown): Promise<void> | undefined {
-  return err instanceof DiscoveryError ? lateAnswers.get(err) : undefined;
-}
-
-/** Marks `err` as failing a lookup the DP works on until `done` settles. */
-export function markUnansweredAtDp(err: DiscoveryError, done: Promise<void>): DiscoveryError {
-  lateAnswers.set(err, done);
-  return err;
+export function unansweredAtDp(err: unknown): Promise<LateReply> | undefined {
+  return err instanceof DiscoveryError ? lateReplies.get(err) : undefined;
 }
 
 /** Options of one multiplexed stream. */
@@ -56,20 +57,26 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-/**
- * One LookupStream to one endpoint. Items time out on their own; when the stream ends or
- * fails, every pending item fails as upstream_unavailable (so the caller fails over), and the
- * next lookup opens a new stream. A stream on which items time out while nothing arrives is
- * presumed stuck and dropped, rather than waiting for keepalive to notice.
- */
 /** The reason of an item that timed out: the adaptive window's signal of an overloaded DP. */
 export const UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT";
+/**
+ * The reason of an item whose stream ended or failed under it (a connection closed at its age,
+ * a DP restarting, a connection lost): the DP never answered it, and a new stream may.
+ */
+export const STREAM_ENDED = "STREAM_ENDED";
 
+/**
+ * One LookupStream to one endpoint. Items time out on their own, and stay the DP's work until
+ * it replies late; when the stream ends or fails, every pending item fails as
+ * upstream_unavailable (STREAM_ENDED), and the next lookup opens a new stream. A stream on
+ * which items time out while nothing it was asked arrives is presumed stuck and dropped (its
+ * items time out with it), rather than waiting for keepalive to notice.
+ */
 export class LookupMux {
   private readonly queue = new AsyncQueue<{ requestId: bigint; csi: string; rateContext: Uint8Array }>();
   private readonly pending = new Map<bigint, Pending>();
-  /** Items that timed out, sent and not yet answered: each one's release. */
-  private readonly unanswered = new Map<bigint, () => void>();
+  /** Items that timed out and are not answered yet: each one's settling with the DP's late reply. */
+  private readonly unanswered = new Map<bigint, (reply: LateReply) => void>();
   private nextId = 1n;
   private lastHeardMs: number;
   private abort = new AbortController();
@@ -112,7 +119,7 @@ export class LookupMux {
       const live = (async function* () {
         for await (const item of queue) {
           if (pending.has(item.requestId)) yield item;
-          else unanswered.get(item.requestId)?.();
+          else unanswered.get(item.requestId)?.(undefined);
         }
       })();
       const responses = this.channel
@@ -120,37 +127,52 @@ export class LookupMux {
         .lookupStream(live, { signal: this.abort.signal });
       let first = true;
       for await (const res of responses) {
-        this.lastHeardMs = this.now();
         if (res.result.case === "limits") {
           // Only as the stream's first message, as the protocol says; later ones are ignored.
-          if (first) this.onLimits?.(res.result.value.lookupsPerSecond);
+          if (first) {
+            this.lastHeardMs = this.now();
+            this.onLimits?.(res.result.value.lookupsPerSecond);
+          }
           first = false;
           continue;
         }
         first = false;
         const p = this.pending.get(res.requestId);
         if (!p) {
-          // Timed out already: the DP is done with it now.
-          this.unanswered.get(res.requestId)?.();
+          // Timed out already: the late reply. A request id this stream is not waiting on says
+          // nothing of the DP's life.
+          const late = this.unanswered.get(res.requestId);
+          if (!late) continue;
+          this.lastHeardMs = this.now();
+          late(this.replyOf(res));
           continue;
         }
+        this.lastHeardMs = this.now();
         this.pending.delete(res.requestId);
         clearTimeout(p.timer);
-        if (res.result.case === "response") p.resolve(res.result.value.answer);
-        else if (res.result.case === "error") {
-          const e = res.result.value;
-          p.reject(fromStatus(e.code, e.message, this.what, undefined, itemErrorDetails(e)));
-        } else p.reject(new DiscoveryError("upstream_failed", `${this.what}: an item came back empty`));
+        const reply = this.replyOf(res);
+        if ("answer" in reply) p.resolve(reply.answer);
+        else p.reject(reply.error);
       }
     } catch (err) {
       cause = (err as Error).message;
     } finally {
-      this.fail(cause);
+      this.fail(cause, STREAM_ENDED);
     }
   }
 
-  /** Ends the mux: pending items fail with `cause` (as timeouts when `timedOut`). */
-  private fail(cause: string, timedOut = false): void {
+  /** An item's answer, or its error. */
+  private replyOf(res: pb.LookupStreamResponse): NonNullable<LateReply> {
+    if (res.result.case === "response") return { answer: res.result.value.answer };
+    if (res.result.case === "error") {
+      const e = res.result.value;
+      return { error: fromStatus(e.code, e.message, this.what, undefined, itemErrorDetails(e)) };
+    }
+    return { error: new DiscoveryError("upstream_failed", `${this.what}: an item came back empty`) };
+  }
+
+  /** Ends the mux: pending items fail with `cause`, and `reason` when one is given. */
+  private fail(cause: string, reason?: string): void {
     this.dead = true;
     this.queue.close();
     for (const [id, p] of this.pending) {
@@ -159,12 +181,12 @@ export class LookupMux {
         new DiscoveryError(
           "upstream_unavailable",
           `${this.what}: ${cause}`,
-          timedOut ? { details: { reason: UPSTREAM_TIMEOUT } } : undefined,
+          reason === undefined ? undefined : { details: { reason } },
         ),
       );
       this.pending.delete(id);
     }
-    for (const release of [...this.unanswered.values()]) release();
+    for (const settle of [...this.unanswered.values()]) settle(undefined);
   }
 
   /** Looks `csi` up, forwarding `rateContext` (P2; empty for none). */
@@ -191,12 +213,13 @@ export class LookupMux {
             details: { reason: UPSTREAM_TIMEOUT },
           },
         );
-        reject(markUnansweredAtDp(err, this.awaitLate(requestId)));
+        lateReplies.set(err, this.awaitLate(requestId));
+        reject(err);
         if (this.now() - this.lastHeardMs > this.timeoutMs) {
           this.abort.abort();
           // The DP said nothing on it for an attempt's deadline: what is pending there timed
           // out with it (the window shrinks; the lookups may be tried again on a new stream).
-          this.fail("the stream stopped answering", true);
+          this.fail("the stream stopped answering", UPSTREAM_TIMEOUT);
         }
       }, this.timeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
@@ -204,17 +227,17 @@ export class LookupMux {
     });
   }
 
-  /** Settles when the DP answers `requestId` late, the stream ends, or lateAnswerMs passes. */
-  private awaitLate(requestId: bigint): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const release = () => {
+  /** The DP's late reply to `requestId`; nothing when the stream ends or lateAnswerMs passes. */
+  private awaitLate(requestId: bigint): Promise<LateReply> {
+    return new Promise<LateReply>((resolve) => {
+      const settle = (reply: LateReply) => {
         clearTimeout(bound);
         this.unanswered.delete(requestId);
-        resolve();
+        resolve(reply);
       };
-      const bound = setTimeout(release, this.lateAnswerMs);
+      const bound = setTimeout(() => settle(undefined), this.lateAnswerMs);
       bound.unref();
-      this.unanswered.set(requestId, release);
+      this.unanswered.set(requestId, settle);
     });
   }
 

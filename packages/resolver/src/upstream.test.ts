@@ -1,12 +1,12 @@
 // The upstream pool against two endpoints of one DP, each an in-process gRPC server: lookups
 // spread over both; an endpoint's own capacity refusal fails over, the caller's own budget does
 // not; an endpoint that times out while the other answers is held down, one whose peers are
-// all slow is not; a lookup that timed out is tried again once the DP has answered it late,
+// all slow is not; a lookup whose stream ended under it is asked once more on a new one; a lookup that timed out is tried again once the DP has answered it late,
 // three times at most, and not past its caller's bound.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
-import { createLogger, type DiscoveryError, type DpInfo, pb } from "@mimi/core";
+import { createLogger, type DiscoveryError, type DpInfo, type Logger, pb } from "@mimi/core";
 import { type InProcessServer, startLookupStreamDp } from "@mimi/devnet/in-process";
 import type { ChannelPool } from "@mimi/rpc";
 import { HOLD_DOWN_MS } from "./endpoint-picker.js";
@@ -19,20 +19,22 @@ after(async () => {
 });
 
 /**
- * How an endpoint treats an item: answer it, refuse it with a reason, say nothing, or hold it
- * for the test to answer (`held`).
+ * How an endpoint treats an item: answer it, refuse it with a reason, say nothing, hold it for
+ * the test to answer (`held`), or end its stream.
  */
-type Behaviour = "answer" | "silent" | "hold" | { refuse: string };
+type Behaviour = "answer" | "silent" | "hold" | "end" | { refuse: string };
 
 /** An endpoint of DP eu whose LookupStream items get `behaviour()`; counts the items it saw. */
 async function endpoint(behaviour: () => Behaviour) {
-  const seen = { items: 0, held: [] as (() => Promise<void>)[] };
-  const server = await startLookupStreamDp((item, reply) => {
+  const seen = { items: 0, held: [] as (() => Promise<void>)[], end: () => {} };
+  const server = await startLookupStreamDp((item, reply, end) => {
     seen.items++;
     const b = behaviour();
     if (b === "silent") return;
+    if (b === "end") return end();
     if (b === "hold") {
       seen.held.push(() => reply(notFound(item.requestId)));
+      seen.end = end;
       return;
     }
     void reply(
@@ -67,8 +69,12 @@ const notFound = (requestId: bigint) => ({
 async function setup(
   a: () => Behaviour,
   b: () => Behaviour,
-  observe?: (dpId: string, seconds: number, failed: boolean) => void,
-  attemptTimeoutMs = 1_000,
+  o: {
+    observe?: (dpId: string, seconds: number, failed: boolean) => void;
+    attemptTimeoutMs?: number;
+    lateAnswerMs?: number;
+    log?: Logger;
+  } = {},
 ) {
   const [ea, eb] = await Promise.all([endpoint(a), endpoint(b)]);
   let now = 0;
@@ -76,10 +82,11 @@ async function setup(
   const channels: ChannelPool = { get: (address) => pool.get(address, ""), close: () => pool.close() };
   const upstream = createUpstream({
     channels,
-    log,
-    attemptTimeoutMs,
+    log: o.log ?? log,
+    attemptTimeoutMs: o.attemptTimeoutMs ?? 1_000,
+    ...(o.lateAnswerMs !== undefined && { lateAnswerMs: o.lateAnswerMs }),
     now: () => now,
-    ...(observe && { observe }),
+    ...(o.observe && { observe: o.observe }),
   });
   const dp: DpInfo = {
     id: "eu",
@@ -205,12 +212,40 @@ test("an endpoint that times out while another answers is held down; all slow, n
   t.upstream.close();
 });
 
+test("a lookup whose stream ended under it is asked once more on a new stream, and only once", async () => {
+  let says: Behaviour = "end";
+  const t = await setup(
+    () => {
+      const now = says;
+      says = "answer";
+      return now;
+    },
+    () => "answer",
+  );
+  const one = { ...t.dp, endpoints: t.dp.endpoints.slice(0, 1) };
+  // The first stream ends with the lookup on it (as at its connection's age); a new one answers.
+  assert.equal((await t.upstream.lookup(one, "tel:+447700900401")).kind, "not_found");
+  assert.equal(t.a.items, 2);
+  // A DP that ends every stream is asked twice, then the lookup fails.
+  const always = await setup(
+    () => "end",
+    () => "answer",
+  );
+  const only = { ...always.dp, endpoints: always.dp.endpoints.slice(0, 1) };
+  await assert.rejects(always.upstream.lookup(only, "tel:+447700900402"), (e: DiscoveryError) => {
+    return e.code === "upstream_unavailable" && e.details?.reason === undefined;
+  });
+  assert.equal(always.a.items, 2);
+  t.upstream.close();
+  always.upstream.close();
+});
+
 test("a lookup the gate refuses as too late is not sent, and is not counted as the DP's failure", async () => {
   const observed: boolean[] = [];
   const t = await setup(
     () => "answer",
     () => "answer",
-    (_dp, _s, failed) => observed.push(failed),
+    { observe: (_dp, _s, failed) => observed.push(failed) },
   );
   // A DP not asked yet has no gate, so no rate to judge by: nothing is refused before it is asked.
   assert.equal(t.upstream.refusalNow(t.dp.id, 1), undefined);
@@ -246,50 +281,80 @@ async function until(ok: () => boolean, what: string): Promise<void> {
   assert.ok(ok(), what);
 }
 
-test("lookups that timed out are tried again once the DP has answered them late, not queued behind them", async () => {
+/** A logger that keeps the `err` of each warning (the upstream warns once per failed attempt). */
+function warnings(): { log: Logger; errs: string[] } {
+  const errs: string[] = [];
+  const spy = {
+    child: () => spy,
+    warn: (o: { err?: string }) => errs.push(o.err ?? ""),
+    info: () => {},
+    debug: () => {},
+    error: () => {},
+  };
+  return { log: spy as unknown as Logger, errs };
+}
+
+test("a lookup that timed out takes the DP's late answer instead of asking again, and keeps its place until then", async () => {
   let says: Behaviour = "hold";
+  const w = warnings();
   const t = await setup(
     () => says,
     () => "answer",
-    undefined,
-    100,
+    { attemptTimeoutMs: 100, lateAnswerMs: 60_000, log: w.log },
   );
   const one = { ...t.dp, endpoints: t.dp.endpoints.slice(0, 1) };
   // A window's worth (4) the DP sits on past their deadline, as a starved DP does.
   const lookups = [1, 2, 3, 4].map((i) => t.upstream.lookup(one, `tel:+44770090010${i}`));
+  await until(() => w.errs.length === 4, "the four timed out");
+  assert.ok(w.errs.every((e) => /no answer within 100 ms/.test(e)));
+  // A fifth waits: the four keep their places while the DP still works on them.
+  const fifth = t.upstream.lookup(one, "tel:+447700900105");
   const eu = () => t.upstream.windows()[0];
-  await until(() => eu()?.queued === 4, "the four retries wait for the window");
-  assert.equal(t.a.items, 4, "no retry was sent to queue behind what the DP still works on");
-  assert.equal(eu()?.inflight, 4);
-  // The DP gets to one: its place is back, and the retries go through it one after another
-  // (answered at once now), while the three it has not answered keep theirs.
+  await until(() => eu()?.queued === 1, "the fifth waits for the window");
+  assert.equal(t.a.items, 4, "nothing was sent to queue behind them");
+  // The DP gets to them: their late answers are the lookups' answers, and the fifth goes.
   says = "answer";
-  await t.a.held[0]?.();
-  for (const l of await Promise.all(lookups)) assert.equal(l.kind, "not_found");
-  assert.equal(t.a.items, 8, "each lookup was sent twice");
-  assert.deepEqual([eu()?.inflight, eu()?.queued], [3, 0]);
-  for (const late of t.a.held.slice(1)) await late();
-  await until(() => eu()?.inflight === 0, "their places are given back as the DP answers them");
+  for (const late of t.a.held) await late();
+  for (const l of await Promise.all([...lookups, fifth])) assert.equal(l.kind, "not_found");
+  assert.equal(t.a.items, 5, "none was asked twice");
+  assert.deepEqual([eu()?.inflight, eu()?.queued], [0, 0]);
   t.upstream.close();
 });
 
-test("a lookup is tried three times at most, and not again when its caller's bound leaves less than an attempt", async () => {
+test("a lookup whose late answer does not come is asked again: three attempts at most, none past its caller's bound", async () => {
+  let says: Behaviour = "hold";
+  const w = warnings();
   const t = await setup(
+    () => says,
     () => "silent",
-    () => "silent",
-    undefined,
-    100,
+    { attemptTimeoutMs: 100, lateAnswerMs: 60_000, log: w.log },
   );
   const one = { ...t.dp, endpoints: t.dp.endpoints.slice(0, 1) };
-  await assert.rejects(t.upstream.lookup(one, "tel:+447700900201"), (e: DiscoveryError) => {
+  // Its stream ends after the timeout, the lookup unanswered: asked again, on a new stream.
+  const cut = t.upstream.lookup(one, "tel:+447700900200");
+  await until(() => w.errs.length === 1, "timed out");
+  says = "answer";
+  t.a.end();
+  assert.equal((await cut).kind, "not_found");
+  assert.equal(t.a.items, 2);
+
+  // Never answered (the bound passes): three attempts, then the timeout.
+  const silent = await setup(
+    () => "silent",
+    () => "silent",
+    { attemptTimeoutMs: 100, lateAnswerMs: 10 },
+  );
+  const only = { ...silent.dp, endpoints: silent.dp.endpoints.slice(0, 1) };
+  await assert.rejects(silent.upstream.lookup(only, "tel:+447700900201"), (e: DiscoveryError) => {
     return e.code === "upstream_unavailable" && e.details?.reason === "UPSTREAM_TIMEOUT";
   });
-  assert.equal(t.a.items, 3);
+  assert.equal(silent.a.items, 3);
   // The upstream's clock stands at 0: a caller that may wait until 99 ms has no room for another attempt.
   await assert.rejects(
-    t.upstream.lookup(one, "tel:+447700900202", { waitUntilMs: 99 }),
+    silent.upstream.lookup(only, "tel:+447700900202", { waitUntilMs: 99 }),
     (e: DiscoveryError) => e.code === "upstream_unavailable",
   );
-  assert.equal(t.a.items, 4);
+  assert.equal(silent.a.items, 4);
   t.upstream.close();
+  silent.upstream.close();
 });

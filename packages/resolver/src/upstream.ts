@@ -11,12 +11,37 @@ import { AdaptiveGate, DEFAULT_GATE, refusedUnsent } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { EndpointPicker } from "./endpoint-picker.js";
-import { LookupMux, markUnansweredAtDp, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
+import { type LateReply, LookupMux, STREAM_ENDED, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
 import type { PrivateLookups } from "./private-lookups.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 /** Attempts of one lookup at most: the first and two more after timeouts (as the caller's time allows). */
 const MAX_ATTEMPTS = 3;
+
+/**
+ * For a lookup whose attempt timed out at endpoints: the DP's first late reply to it, and when
+ * the DP is done with all of them (true when any reply came).
+ */
+interface Late {
+  first: Promise<LateReply>;
+  done: Promise<boolean>;
+}
+const lateOf = new WeakMap<DiscoveryError, Late>();
+const lateFor = (err: unknown) => (err instanceof DiscoveryError ? lateOf.get(err) : undefined);
+
+/** The first of `replies` that came, or undefined once none did. */
+function firstReply(replies: Promise<LateReply>[]): Promise<LateReply> {
+  return new Promise((resolve) => {
+    let left = replies.length;
+    if (left === 0) resolve(undefined);
+    for (const r of replies) {
+      void r.then((reply) => {
+        left--;
+        if (reply || left === 0) resolve(reply);
+      });
+    }
+  });
+}
 
 /** How one lookup at a DP goes. */
 export interface UpstreamLookup {
@@ -65,6 +90,8 @@ export interface UpstreamOptions {
   log: Logger;
   /** Deadline of one attempt at one endpoint. */
   attemptTimeoutMs: number;
+  /** How long past its deadline an attempt's late answer is waited for (default four deadlines). */
+  lateAnswerMs?: number;
   /** Hears how long each lookup at a DP took (window wait included) and whether it failed. */
   observe?: (dpId: string, seconds: number, failed: boolean) => void;
   /** Clock of the windows and hold-downs (ms; tests pass one they move). */
@@ -97,7 +124,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       g = new AdaptiveGate(dpId, {
         ...DEFAULT_GATE,
         decreaseEveryMs: o.attemptTimeoutMs,
-        stillBusy: unansweredAtDp,
+        stillBusy: (err) => lateFor(err)?.done,
         now,
       });
       gates.set(dpId, g);
@@ -106,7 +133,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   };
   // Only items that timed out (alone, or with their stream when it said nothing for an attempt's
   // deadline) say the DP is overloaded; a refused connection, a stream cut (connection age) or
-  // the gate's own refusals do not shrink the window or earn a retry.
+  // the gate's own refusals do not shrink the window or earn a retry (a stream cut earns the
+  // lookup one more stream: onStream).
   const timedOut = (err: unknown) =>
     err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
@@ -119,6 +147,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       mux = new LookupMux(channelFor(dp, endpoint), {
         what: `LookupStream at ${endpoint}`,
         timeoutMs: o.attemptTimeoutMs,
+        ...(o.lateAnswerMs !== undefined && { lateAnswerMs: o.lateAnswerMs }),
         now,
         // The rate the endpoint takes (R13): the DP's lookups leave its gate no faster than its
         // endpoints that are up take them together.
@@ -136,6 +165,33 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const listed = new Map<string, DpInfo>();
   const repace = (dp: DpInfo) => gateFor(dp.id).setRate(pickerFor(dp.id).rate(dp.endpoints));
   const busy = (dp: DpInfo) => (endpoint: string) => muxes.get(muxKey(dp, endpoint))?.pendingCount ?? 0;
+
+  // A lookup at one endpoint, asked once more on a new stream when its stream ended under it
+  // (a connection closed at its age, a DP restarting): the DP never answered it. A DP that is
+  // down fails the second stream at once, and is held down for that.
+  const onStream = async (dp: DpInfo, endpoint: string, csi: string, rateContext: Uint8Array) => {
+    try {
+      return await muxFor(dp, endpoint).lookup(csi, rateContext);
+    } catch (err) {
+      if (!(err instanceof DiscoveryError && err.details?.reason === STREAM_ENDED)) throw err;
+      return await muxFor(dp, endpoint).lookup(csi, rateContext);
+    }
+  };
+
+  // The DP's late reply to a lookup that failed with `err`, waited for until `waitUntilMs`.
+  const lateReply = (err: unknown, waitUntilMs: number | undefined): Promise<LateReply> => {
+    const first = lateFor(err)?.first;
+    if (!first) return Promise.resolve(undefined);
+    if (waitUntilMs === undefined) return first;
+    return new Promise((resolve) => {
+      const bound = setTimeout(() => resolve(undefined), Math.max(0, waitUntilMs - now()));
+      void first.then((reply) => {
+        clearTimeout(bound);
+        resolve(reply);
+      });
+    });
+  };
+  let closed = false;
 
   const privateLookups = o.privateLookups?.((dp, endpoint) => channelFor(dp, endpoint));
   const attempt = async (dp: DpInfo, csi: string, how: UpstreamLookup): Promise<LookupOutcome> => {
@@ -162,8 +218,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       how.answeredBy?.(endpoint);
     };
     let timeouts = 0;
-    // The timed-out attempts' late answers: the DP is busy with them until then.
-    const late: Promise<void>[] = [];
+    // The timed-out attempts' late replies: the DP is busy with them until then.
+    const lates: Promise<LateReply>[] = [];
     let refused: DiscoveryError | undefined;
     for (const endpoint of order) {
       // After a refusal only endpoints that are up are asked: one held down would cost a wait.
@@ -176,15 +232,15 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           answered(endpoint);
           return outcome;
         }
-        const answer = await muxFor(dp, endpoint).lookup(csi, rateContext);
+        const answer = await onStream(dp, endpoint, csi, rateContext);
         answered(endpoint);
         return outcomeFromAnswer(dp.id, answer);
       } catch (err) {
         const e = err instanceof DiscoveryError ? err : new DiscoveryError("upstream_failed", String(err));
         if (timedOut(e)) {
           slow.push(endpoint);
-          const l = unansweredAtDp(e);
-          if (l) late.push(l);
+          const late = unansweredAtDp(e);
+          if (late) lates.push(late);
         } else if (e.code === "upstream_unavailable") {
           picker.failed(endpoint);
           repace(dp);
@@ -228,13 +284,14 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       // Every endpoint timed out: the DP is there but overloaded.
       timeouts === order.length ? { details: { reason: UPSTREAM_TIMEOUT } } : undefined,
     );
-    // It is busy with those lookups until it answers them late.
-    throw late.length > 0
-      ? markUnansweredAtDp(
-          failed,
-          Promise.all(late).then(() => {}),
-        )
-      : failed;
+    // It is busy with those lookups until it replies late, and a late answer is still one.
+    if (lates.length > 0) {
+      lateOf.set(failed, {
+        first: firstReply(lates),
+        done: Promise.all(lates).then((replies) => replies.some((r) => r !== undefined)),
+      });
+    }
+    throw failed;
   };
 
   return {
@@ -245,16 +302,20 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       let failed = true;
       let observed = true;
       const { waitUntilMs, abandoned } = how;
-      const send = () => (abandoned?.() ? Promise.reject(callerGone(false)) : attempt(dp, csi, how));
-      // Another attempt after a timeout while the caller's bound leaves one: the window has
-      // shrunk to what the DP answers in time, and the attempts that timed out keep their places
-      // in it until the DP is done with them, so an overloaded DP is asked more slowly instead
-      // of the lookup failing.
-      const again = (err: unknown, attempts: number) =>
-        timedOut(err) &&
-        gate.shrank &&
-        attempts < MAX_ATTEMPTS &&
-        (waitUntilMs === undefined || waitUntilMs - now() > o.attemptTimeoutMs);
+      const send = () =>
+        closed
+          ? Promise.reject(new DiscoveryError("upstream_unavailable", "the resolver is shutting down"))
+          : abandoned?.()
+            ? Promise.reject(callerGone(false))
+            : attempt(dp, csi, how);
+      // After a timeout the DP's late reply is waited for, and the lookup asked again only when
+      // none came (its stream ended, or four deadlines passed): the DP answers a stream in order,
+      // so what is sent again would be answered after the original anyway. Each attempt needs a
+      // whole deadline within its caller's bound, three attempts at most; the window has shrunk
+      // and the attempts that timed out keep their places in it until the DP is done with them,
+      // so an overloaded DP is asked more slowly instead of the lookup failing.
+      const timeForOne = () => waitUntilMs === undefined || waitUntilMs - now() > o.attemptTimeoutMs;
+      const retryUntil = waitUntilMs === undefined ? undefined : waitUntilMs - o.attemptTimeoutMs;
       try {
         const answer = await gate.run(send, timedOut, waitUntilMs, abandoned, how.privately !== true);
         failed = false;
@@ -264,7 +325,13 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         // neither a failure nor a latency.
         if (isCallerGone(err) || refusedUnsent(err)) observed = false;
         let last = err;
-        for (let attempts = 1; again(last, attempts); attempts++) {
+        for (let attempts = 1; timedOut(last) && gate.shrank && attempts < MAX_ATTEMPTS; attempts++) {
+          const reply = await lateReply(last, waitUntilMs);
+          if (reply && "answer" in reply) {
+            failed = false;
+            return outcomeFromAnswer(dp.id, reply.answer);
+          }
+          if (!timeForOne()) break;
           // A retry the gate does not send (no time left, its queue full) fails with the last timeout.
           let resent = false;
           const resend = () => {
@@ -272,7 +339,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
             return send();
           };
           try {
-            const answer = await gate.run(resend, timedOut, waitUntilMs, abandoned, false);
+            const answer = await gate.run(resend, timedOut, retryUntil, abandoned, false);
             failed = false;
             return answer;
           } catch (e) {
@@ -289,6 +356,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     refusalNow: (dpId, waitUntilMs) => gates.get(dpId)?.refusalNow(waitUntilMs),
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state, refused: g.refused })),
     close() {
+      closed = true;
       for (const m of muxes.values()) m.close();
       muxes.clear();
       channels.close();
