@@ -82,6 +82,19 @@ async function steadyLoad(
   }
 }
 
+/** `n` lookups through `gate`, settled by hand, and the order in which the gate started them. */
+function lookupsThrough(gate: AdaptiveGate, n: number) {
+  const calls = Array.from({ length: n }, () => pending());
+  const started: number[] = [];
+  const runs = calls.map((c, i) =>
+    gate.run(() => {
+      started.push(i);
+      return c.p;
+    }, isTimeout),
+  );
+  return { calls, started, runs };
+}
+
 test("lookups over the window wait, in order, and start as others finish", async () => {
   const gate = new AdaptiveGate("eu", {
     ...DEFAULT_GATE,
@@ -90,14 +103,7 @@ test("lookups over the window wait, in order, and start as others finish", async
     decreaseEveryMs: 1_000,
     now: () => 0,
   });
-  const calls = Array.from({ length: 5 }, () => pending());
-  const started: number[] = [];
-  const runs = calls.map((c, i) =>
-    gate.run(() => {
-      started.push(i);
-      return c.p;
-    }, isTimeout),
-  );
+  const { calls, started, runs } = lookupsThrough(gate, 5);
   await until(() => started.length === 2);
   assert.deepEqual(gate.state, { inflight: 2, window: 2, queued: 3 });
   // An answer in slow start widens the window by one: two more start.
@@ -135,14 +141,7 @@ test("a lookup that timed out keeps its place until the DP is done with it; othe
     },
     now: () => 0,
   });
-  const calls = Array.from({ length: 4 }, () => pending());
-  const started: number[] = [];
-  const runs = calls.map((c, i) =>
-    gate.run(() => {
-      started.push(i);
-      return c.p;
-    }, isTimeout),
-  );
+  const { calls, started, runs } = lookupsThrough(gate, 4);
   await until(() => started.length === 2);
   calls[0]?.settle(false);
   await assert.rejects(runs[0] as Promise<string>);

@@ -304,7 +304,10 @@ test("a lookup that timed out takes the DP's late answer instead of asking again
   );
   const one = { ...t.dp, endpoints: t.dp.endpoints.slice(0, 1) };
   // A window's worth (4) the DP sits on past their deadline, as a starved DP does.
-  const lookups = [1, 2, 3, 4].map((i) => t.upstream.lookup(one, `tel:+44770090010${i}`));
+  const from: string[] = [];
+  const lookups = [1, 2, 3, 4].map((i) =>
+    t.upstream.lookup(one, `tel:+44770090010${i}`, { answeredBy: (e) => from.push(e) }),
+  );
   await until(() => w.errs.length === 4, "the four timed out");
   assert.ok(w.errs.every((e) => /no answer within 100 ms/.test(e)));
   // A fifth waits: the four keep their places while the DP still works on them.
@@ -317,6 +320,7 @@ test("a lookup that timed out takes the DP's late answer instead of asking again
   for (const late of t.a.held) await late();
   for (const l of await Promise.all([...lookups, fifth])) assert.equal(l.kind, "not_found");
   assert.equal(t.a.items, 5, "none was asked twice");
+  assert.deepEqual(from, [one.endpoints[0], one.endpoints[0], one.endpoints[0], one.endpoints[0]]);
   assert.deepEqual([eu()?.inflight, eu()?.queued], [0, 0]);
   t.upstream.close();
 });

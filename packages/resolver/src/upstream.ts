@@ -18,19 +18,22 @@ const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 /** Attempts of one lookup at most: the first and two more after timeouts (as the caller's time allows). */
 const MAX_ATTEMPTS = 3;
 
+/** A late reply, and the endpoint it came from. */
+type FromEndpoint = { endpoint: string; reply: NonNullable<LateReply> };
+
 /**
  * For a lookup whose attempt timed out at endpoints: the DP's first late reply to it, and when
  * the DP is done with all of them (true when any reply came).
  */
 interface Late {
-  first: Promise<LateReply>;
+  first: Promise<FromEndpoint | undefined>;
   done: Promise<boolean>;
 }
 const lateOf = new WeakMap<DiscoveryError, Late>();
 const lateFor = (err: unknown) => (err instanceof DiscoveryError ? lateOf.get(err) : undefined);
 
 /** The first of `replies` that came, or undefined once none did. */
-function firstReply(replies: Promise<LateReply>[]): Promise<LateReply> {
+function firstReply(replies: Promise<FromEndpoint | undefined>[]): Promise<FromEndpoint | undefined> {
   return new Promise((resolve) => {
     let left = replies.length;
     if (left === 0) resolve(undefined);
@@ -179,7 +182,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   };
 
   // The DP's late reply to a lookup that failed with `err`, waited for until `waitUntilMs`.
-  const lateReply = (err: unknown, waitUntilMs: number | undefined): Promise<LateReply> => {
+  const lateReply = (err: unknown, waitUntilMs: number | undefined): Promise<FromEndpoint | undefined> => {
     const first = lateFor(err)?.first;
     if (!first) return Promise.resolve(undefined);
     if (waitUntilMs === undefined) return first;
@@ -219,7 +222,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     };
     let timeouts = 0;
     // The timed-out attempts' late replies: the DP is busy with them until then.
-    const lates: Promise<LateReply>[] = [];
+    const lates: Promise<FromEndpoint | undefined>[] = [];
     let refused: DiscoveryError | undefined;
     for (const endpoint of order) {
       // After a refusal only endpoints that are up are asked: one held down would cost a wait.
@@ -240,7 +243,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (timedOut(e)) {
           slow.push(endpoint);
           const late = unansweredAtDp(e);
-          if (late) lates.push(late);
+          if (late) lates.push(late.then((reply) => reply && { endpoint, reply }));
         } else if (e.code === "upstream_unavailable") {
           picker.failed(endpoint);
           repace(dp);
@@ -326,10 +329,11 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (isCallerGone(err) || refusedUnsent(err)) observed = false;
         let last = err;
         for (let attempts = 1; timedOut(last) && gate.shrank && attempts < MAX_ATTEMPTS; attempts++) {
-          const reply = await lateReply(last, waitUntilMs);
-          if (reply && "answer" in reply) {
+          const late = await lateReply(last, waitUntilMs);
+          if (late && "answer" in late.reply) {
+            how.answeredBy?.(late.endpoint);
             failed = false;
-            return outcomeFromAnswer(dp.id, reply.answer);
+            return outcomeFromAnswer(dp.id, late.reply.answer);
           }
           if (!timeForOne()) break;
           // A retry the gate does not send (no time left, its queue full) fails with the last timeout.
