@@ -5,11 +5,12 @@
 // once per attempt deadline, so one slow burst halves it once). A lookup that timed out keeps
 // its place until the DP answers it late (`stillBusy`): the DP is still working on it, and
 // what took its place would queue behind it there and time out as well (test/abuse.test.ts:
-// on a starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is over the window waits in a
-// bounded queue, for a bounded time, instead of being sent to a DP that cannot answer it within
-// the deadline; a full queue or a wait past its bound fails at once with a clear status rather than after a timeout (the abuse issue's
-// "bend, do not break"). A DP endpoint may also publish the rate it takes (R13; EndpointLimits
-// at the start of each LookupStream): lookups then also leave the gate no faster than that rate
+// on a starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is
+// over the window waits in a bounded queue, for a bounded time, instead of being sent to a DP
+// that cannot answer it within the deadline; a full queue or a wait past its bound fails at once
+// with a clear status rather than after a timeout (the abuse issue's "bend, do not break"). A
+// DP endpoint may also publish the rate it takes (R13; EndpointLimits at the start of each
+// LookupStream): lookups then also leave the gate no faster than that rate
 // (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
 // that could not leave within the queue's bound is refused at once (DP_CAPACITY).
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue

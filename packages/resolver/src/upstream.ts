@@ -311,14 +311,6 @@ export function createUpstream(o: UpstreamOptions): Upstream {
           : abandoned?.()
             ? Promise.reject(callerGone(false))
             : attempt(dp, csi, how);
-      // After a timeout the DP's late reply is waited for, and the lookup asked again only when
-      // none came (its stream ended, or four deadlines passed): the DP answers a stream in order,
-      // so what is sent again would be answered after the original anyway. Each attempt needs a
-      // whole deadline within its caller's bound, three attempts at most; the window has shrunk
-      // and the attempts that timed out keep their places in it until the DP is done with them,
-      // so an overloaded DP is asked more slowly instead of the lookup failing.
-      const timeForOne = () => waitUntilMs === undefined || waitUntilMs - now() > o.attemptTimeoutMs;
-      const retryUntil = waitUntilMs === undefined ? undefined : waitUntilMs - o.attemptTimeoutMs;
       try {
         const answer = await gate.run(send, timedOut, waitUntilMs, abandoned, how.privately !== true);
         failed = false;
@@ -327,6 +319,14 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         // A lookup dropped for nobody, or failed by the gate unsent, is not a lookup at the DP:
         // neither a failure nor a latency.
         if (isCallerGone(err) || refusedUnsent(err)) observed = false;
+        // After a timeout the DP's late reply is waited for, and the lookup asked again only
+        // when none came (its stream ended, or four deadlines passed): the DP answers a stream
+        // in order, so what is sent again would be answered after the original anyway. Each
+        // attempt needs a whole deadline within its caller's bound, three attempts at most; the
+        // window has shrunk and the attempts that timed out keep their places in it until the DP
+        // is done with them, so an overloaded DP is asked more slowly instead of the lookup failing.
+        const timeForOne = () => waitUntilMs === undefined || waitUntilMs - now() > o.attemptTimeoutMs;
+        const retryUntil = waitUntilMs === undefined ? undefined : waitUntilMs - o.attemptTimeoutMs;
         let last = err;
         for (let attempts = 1; timedOut(last) && gate.shrank && attempts < MAX_ATTEMPTS; attempts++) {
           const late = await lateReply(last, waitUntilMs);
