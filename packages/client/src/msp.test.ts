@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   type ActionStatement,
+  createLogger,
   DiscoveryError,
   encodeActionStatement,
   encodeMappingRecord,
@@ -11,7 +12,10 @@ import {
   MAX_MAPPING_LIFETIME_MS,
   type MappingRecord,
 } from "@mimi/core";
+import { fromStatus, toWireStatus } from "@mimi/rpc";
 import { type BulkProgress, bulkRegister, type ClaimClient, startAction, startClaim } from "./msp.js";
+
+const silent = createLogger({ name: "test", level: "silent" });
 
 const NOW = 1_800_000_000_000;
 const user = generateSigningKey();
@@ -154,15 +158,25 @@ function bulkDp(refusals: DiscoveryError[], failAt = 2) {
   return { api, state };
 }
 
-const atCapacity = (retryAfterMs?: number) =>
-  new DiscoveryError("resource_exhausted", "bulk verification is at capacity", {
+/**
+ * The DP's refusal of a batch for its verification's capacity (authoritative bulk-verifier.ts:
+ * not_ready), as the client gets it: through the status mapping both sides use.
+ */
+const atCapacity = (retryAfterMs?: number) => {
+  const dp = new DiscoveryError("not_ready", "bulk verification is at capacity", {
     ...(retryAfterMs !== undefined && { details: { retryAfterMs, reason: "VERIFICATION_AT_CAPACITY" } }),
   });
+  const wire = toWireStatus(dp, silent, "BulkRegister");
+  return fromStatus(wire.code, wire.details, "BulkRegister at the DP", undefined, dp.details);
+};
+/** A budget of the DP's that refills: RESOURCE_EXHAUSTED with a retry-after. */
+const overBudget = (retryAfterMs: number) =>
+  new DiscoveryError("resource_exhausted", "registrations per minute", { details: { retryAfterMs } });
 const records = (_first: number, count: number) =>
   Array.from({ length: count }, () => ({ record: new Uint8Array(1), mspSignature: new Uint8Array(1) }));
 
 test("bulkRegister waits out a refusal's retry-after and resumes the session, counting every stream's records", async () => {
-  const { api, state } = bulkDp([atCapacity(1_000), atCapacity(2_500)]);
+  const { api, state } = bulkDp([atCapacity(1_000), overBudget(2_500)]);
   const waited: number[] = [];
   const seen: BulkProgress[] = [];
   const done = await bulkRegister(api, {
@@ -214,7 +228,7 @@ test("bulkRegister ends at a refusal with no retry-after, one too long, the last
     new DiscoveryError("invalid_argument", "record 2: bad", { details: { retryAfterMs: 1 } }),
   ]);
   await assert.rejects(notOurs.done, /record 2: bad/);
-  assert.equal(notOurs.dp.state.streams, 1, "only RESOURCE_EXHAUSTED is waited out");
+  assert.equal(notOurs.dp.state.streams, 1, "only UNAVAILABLE and RESOURCE_EXHAUSTED are waited out");
   const spent = run([atCapacity(1), atCapacity(1), atCapacity(1), atCapacity(1)]);
   await failsWith(spent.done, 1);
   assert.equal(spent.dp.state.streams, 4, "three retries, then the refusal");

@@ -269,8 +269,8 @@ export interface BulkOptions {
   onProgress?: (p: BulkProgress) => void;
   signal?: AbortSignal;
   /**
-   * A refusal that names when to try again (RESOURCE_EXHAUSTED with RetryInfo: the DP's
-   * verification at capacity, a budget that refills) is waited out and the session resumed,
+   * A refusal that names when to try again (UNAVAILABLE or RESOURCE_EXHAUSTED with RetryInfo:
+   * the DP's verification at capacity, a budget that refills) is waited out and the session resumed,
    * this many times at most (default 3); one that asks for longer than `maxRetryWaitMs`
    * (default 30 s) is not waited for. 0: every failure ends the call.
    */
@@ -297,9 +297,11 @@ export async function bulkRegister(api: ClaimClient, opts: BulkOptions): Promise
       return { ...progress, resumedAt: Math.max(0, progress.resumedAt) };
     } catch (err) {
       const waitMs = err instanceof DiscoveryError ? err.details?.retryAfterMs : undefined;
+      // UNAVAILABLE (upstream_unavailable here) is what the DP sends for its verification at
+      // capacity; RESOURCE_EXHAUSTED for a budget. Either is retried only when it says when.
       const waits =
         err instanceof DiscoveryError &&
-        err.code === "resource_exhausted" &&
+        (err.code === "resource_exhausted" || err.code === "upstream_unavailable") &&
         waitMs !== undefined &&
         waitMs <= maxWaitMs;
       if (!waits || attempt >= retries || signal.aborted) throw err;
