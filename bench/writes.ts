@@ -210,11 +210,13 @@ export async function writeAtRate(w: {
       ),
     );
     // A batch the DP refuses with a retry-after (its verification at capacity on a busy
-    // machine) is sent again after it by bulkRegister itself, as an MSP's would be.
+    // machine) is sent again after it by bulkRegister itself, as an MSP's would be; a loader
+    // that keeps a hundred sessions a second going perseveres longer than the default three.
     const write = bulkRegister(w.claim, {
       sessionId: `${w.sessionPrefix}-${run}-${tick}`,
       total: count,
       recordsFrom: () => records,
+      retries: 10,
     });
     writes.push(
       write.then(

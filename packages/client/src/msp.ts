@@ -270,7 +270,8 @@ export interface BulkOptions {
   signal?: AbortSignal;
   /**
    * A refusal that names when to try again (UNAVAILABLE or RESOURCE_EXHAUSTED with RetryInfo:
-   * the DP's verification at capacity, a budget that refills) is waited out and the session resumed,
+   * the DP's verification at capacity, a budget that refills) is waited out (up to half as long
+   * again, spread at random) and the session resumed,
    * this many times at most (default 3); one that asks for longer than `maxRetryWaitMs`
    * (default 30 s) is not waited for. 0: every failure ends the call.
    */
@@ -305,7 +306,8 @@ export async function bulkRegister(api: ClaimClient, opts: BulkOptions): Promise
         waitMs !== undefined &&
         waitMs <= maxWaitMs;
       if (!waits || attempt >= retries || signal.aborted) throw err;
-      await (opts.sleep ?? sleepUnlessAborted)(waitMs, signal);
+      // Up to half as long again, so that sessions refused together do not all come back together.
+      await (opts.sleep ?? sleepUnlessAborted)(Math.min(maxWaitMs, waitMs * (1 + Math.random() / 2)), signal);
       if (signal.aborted) throw err;
     }
   }
