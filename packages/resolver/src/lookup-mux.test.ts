@@ -80,22 +80,20 @@ test("an unanswered item times out alone while the stream keeps answering others
   const server = await dp((item, reply) => {
     if (item.csi !== "silent") void reply(found(item.requestId, item.csi));
   });
-  const now = 0;
-  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50, now: () => now });
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50 });
   const silent = mux.lookup("silent");
   assert.equal((await mux.lookup("heard"))?.mappings[0]?.ssi, "heard");
   await assert.rejects(silent, /no answer within 50 ms/);
-  assert.equal(mux.dead, false, "something was heard lately, so the stream is kept");
+  assert.equal(mux.dead, false, "something was heard after it was sent, so the stream is kept");
   mux.close();
 });
 
 test("a stream on which nothing is heard while an item times out is dropped, failing every pending item", async () => {
   const server = await dp(() => {});
-  let now = 0;
-  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50, now: () => now });
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50 });
   const first = mux.lookup("one");
   const second = mux.lookup("two");
-  now += 1_000; // nothing heard for longer than a timeout when the first item gives up
+  // Nothing heard since the first was sent when it gives up.
   await assert.rejects(first, /no answer within/);
   await assert.rejects(second, (err: unknown) => {
     assert.ok(err instanceof DiscoveryError);
@@ -118,35 +116,50 @@ const failureOf = (p: Promise<unknown>) =>
     (err: unknown) => err,
   );
 
-test("an item that timed out is the DP's work until it answers late, the stream ends, or the bound passes", async () => {
+/**
+ * A DP that answers "ping" at once and holds everything else for the test (a DP that is slow,
+ * not silent: the pings keep its stream heard).
+ */
+async function slowDp() {
   const held: { item: Item; reply: (m: ReturnType<typeof found>) => Promise<void> }[] = [];
   let end = () => {};
   const server = await dp((item, reply, endStream) => {
-    held.push({ item, reply });
+    if (item.csi === "ping") void reply(found(item.requestId, "pong"));
+    else held.push({ item, reply });
     end = endStream;
   });
-  const now = 0; // something is always heard "lately": no stream is dropped as stuck
-  const mux = new LookupMux(server.channel(), {
+  return { server, held, end: () => end() };
+}
+
+/** `csi` looked up and failed (timed out), with a ping answered after it was sent. */
+async function timedOutWhileHeard(mux: LookupMux, csi: string): Promise<unknown> {
+  const failure = failureOf(mux.lookup(csi));
+  assert.equal((await mux.lookup("ping"))?.mappings[0]?.ssi, "pong");
+  return failure;
+}
+
+test("an item that timed out is the DP's work until it answers late, or the stream ends", async () => {
+  const dp = await slowDp();
+  const mux = new LookupMux(dp.server.channel(), {
     what: "test stream",
-    timeoutMs: 50,
+    timeoutMs: 500,
     lateAnswerMs: 60_000,
-    now: () => now,
   });
-  const first = await failureOf(mux.lookup("late"));
-  assert.match(String(first), /no answer within 50 ms/);
+  const first = await timedOutWhileHeard(mux, "late");
+  assert.match(String(first), /no answer within 500 ms/);
   const late = unansweredAtDp(first);
   assert.ok(late, "a timeout says when the DP is done with it");
   assert.equal(mux.pendingCount, 1, "still the DP's work");
-  await (held[0] as (typeof held)[0]).reply(found(held[0]?.item.requestId ?? 0n, "late"));
+  await dp.held[0]?.reply(found(dp.held[0]?.item.requestId ?? 0n, "late"));
   const reply = await late;
   assert.ok(reply && "answer" in reply, "the late reply is the DP's answer");
   assert.equal(reply.answer?.mappings[0]?.ssi, "late");
   assert.equal(mux.pendingCount, 0);
 
   // One the DP never answers is its work until its stream ends.
-  const second = await failureOf(mux.lookup("never"));
+  const second = await timedOutWhileHeard(mux, "never");
   assert.equal(mux.pendingCount, 1);
-  end();
+  dp.end();
   assert.equal(await unansweredAtDp(second), undefined, "no reply came");
   assert.equal(mux.pendingCount, 0);
   assert.equal(mux.dead, true);
@@ -158,15 +171,9 @@ test("an item that timed out is the DP's work until it answers late, the stream 
 });
 
 test("an item the DP never answers gives its place back at the bound", async () => {
-  const server = await dp(() => {});
-  const now = 0;
-  const mux = new LookupMux(server.channel(), {
-    what: "test stream",
-    timeoutMs: 50,
-    lateAnswerMs: 50,
-    now: () => now,
-  });
-  const err = await failureOf(mux.lookup("silent"));
+  const dp = await slowDp();
+  const mux = new LookupMux(dp.server.channel(), { what: "test stream", timeoutMs: 500, lateAnswerMs: 50 });
+  const err = await timedOutWhileHeard(mux, "never");
   assert.equal(mux.pendingCount, 1);
   assert.equal(await unansweredAtDp(err), undefined);
   assert.equal(mux.pendingCount, 0);
@@ -174,13 +181,25 @@ test("an item the DP never answers gives its place back at the bound", async () 
   mux.close();
 });
 
+test("a stream silent for a deadline after an item timed out is dropped, ending the wait for its late reply", async () => {
+  const dp = await slowDp();
+  const mux = new LookupMux(dp.server.channel(), {
+    what: "test stream",
+    timeoutMs: 100,
+    lateAnswerMs: 60_000,
+  });
+  const err = await timedOutWhileHeard(mux, "late");
+  assert.equal(mux.dead, false, "heard after it was sent");
+  assert.equal(await unansweredAtDp(err), undefined, "no reply: the stream went silent");
+  assert.equal(mux.dead, true);
+  assert.equal(mux.pendingCount, 0);
+});
+
 test("replies to request ids the stream is not waiting on are no sign of life: a stream sending only those is dropped", async () => {
   const server = await dp((item, reply) => void reply(found(item.requestId + 1_000n, "junk")));
-  let now = 0;
-  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50, now: () => now });
-  now += 1_000;
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 50 });
   await assert.rejects(mux.lookup("x"), /no answer within 50 ms/);
-  assert.equal(mux.dead, true, "nothing it was asked was heard for longer than a timeout");
+  assert.equal(mux.dead, true, "nothing it was asked was heard while it waited");
 });
 
 test("past the pending cap a lookup is refused at once, as an overloaded DP; timed-out items count", async () => {
@@ -193,17 +212,20 @@ test("past the pending cap a lookup is refused at once, as an overloaded DP; tim
   for (const w of await Promise.all(waiting)) assert.ok(w instanceof DiscoveryError);
 
   // Items that timed out and are not answered yet still take their places under the cap.
-  const now = 0;
-  const slow = new LookupMux(server.channel(), {
+  const slowly = await slowDp();
+  const slow = new LookupMux(slowly.server.channel(), {
     what: "test stream",
-    timeoutMs: 50,
-    maxPending: 2,
+    timeoutMs: 500,
+    maxPending: 3,
     lateAnswerMs: 60_000,
-    now: () => now,
   });
-  await Promise.all([failureOf(slow.lookup("a")), failureOf(slow.lookup("b"))]);
-  await assert.rejects(slow.lookup("c"), /2 lookups already waiting/);
+  const a = failureOf(slow.lookup("a"));
+  await timedOutWhileHeard(slow, "b");
+  await a;
+  const c = failureOf(slow.lookup("c"));
+  await assert.rejects(slow.lookup("d"), /3 lookups already waiting/);
   slow.close();
+  await c;
   assert.equal(slow.pendingCount, 0, "closing gives them back");
 });
 

@@ -45,8 +45,6 @@ export interface LookupMuxOptions {
   lateAnswerMs?: number;
   /** Lookups outstanding at once; more are refused as upstream_unavailable. */
   maxPending?: number;
-  /** Clock for noticing a stream that stopped answering. */
-  now?: () => number;
   /** Hears the rate the endpoint publishes at the start of each stream (lookups per second; 0: none). */
   onLimits?: (lookupsPerSecond: number) => void;
 }
@@ -78,7 +76,8 @@ export class LookupMux {
   /** Items that timed out and are not answered yet: each one's settling with the DP's late reply. */
   private readonly unanswered = new Map<bigint, (reply: LateReply) => void>();
   private nextId = 1n;
-  private lastHeardMs: number;
+  /** Messages heard on the stream (replies to items it waits on, its first limits). */
+  private heard = 0;
   private abort = new AbortController();
   dead = false;
 
@@ -86,7 +85,6 @@ export class LookupMux {
   private readonly timeoutMs: number;
   private readonly lateAnswerMs: number;
   private readonly maxPending: number;
-  private readonly now: () => number;
   private readonly onLimits: ((lookupsPerSecond: number) => void) | undefined;
 
   constructor(
@@ -97,9 +95,7 @@ export class LookupMux {
     this.timeoutMs = o.timeoutMs;
     this.lateAnswerMs = o.lateAnswerMs ?? 4 * o.timeoutMs;
     this.maxPending = o.maxPending ?? MAX_PENDING_PER_STREAM;
-    this.now = o.now ?? Date.now;
     this.onLimits = o.onLimits;
-    this.lastHeardMs = this.now();
     void this.read();
   }
 
@@ -130,7 +126,7 @@ export class LookupMux {
         if (res.result.case === "limits") {
           // Only as the stream's first message, as the protocol says; later ones are ignored.
           if (first) {
-            this.lastHeardMs = this.now();
+            this.heard++;
             this.onLimits?.(res.result.value.lookupsPerSecond);
           }
           first = false;
@@ -143,11 +139,11 @@ export class LookupMux {
           // nothing of the DP's life.
           const late = this.unanswered.get(res.requestId);
           if (!late) continue;
-          this.lastHeardMs = this.now();
+          this.heard++;
           late(this.replyOf(res));
           continue;
         }
-        this.lastHeardMs = this.now();
+        this.heard++;
         this.pending.delete(res.requestId);
         clearTimeout(p.timer);
         const reply = this.replyOf(res);
@@ -203,6 +199,7 @@ export class LookupMux {
       );
     }
     const requestId = this.nextId++;
+    const heardAtSend = this.heard;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(requestId);
@@ -215,30 +212,45 @@ export class LookupMux {
         );
         lateReplies.set(err, this.awaitLate(requestId));
         reject(err);
-        if (this.now() - this.lastHeardMs > this.timeoutMs) {
-          this.abort.abort();
-          // The DP said nothing on it for an attempt's deadline: what is pending there timed
-          // out with it (the window shrinks; the lookups may be tried again on a new stream).
-          this.fail("the stream stopped answering", UPSTREAM_TIMEOUT);
-        }
+        // Nothing heard on the stream for a whole deadline (counted, not timed: a timer may
+        // fire a little early by another clock, and the check must not miss a silent stream).
+        if (this.heard === heardAtSend) this.stalled();
       }, this.timeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
       this.queue.push({ requestId, csi, rateContext });
     });
   }
 
-  /** The DP's late reply to `requestId`; nothing when the stream ends or lateAnswerMs passes. */
+  /**
+   * The DP's late reply to `requestId`; nothing when the stream ends or lateAnswerMs passes. A
+   * stream on which nothing at all is heard for another deadline is dropped as stalled, so a
+   * lookup does not wait out the bound on a DP that went silent (and could be answered stale).
+   */
   private awaitLate(requestId: bigint): Promise<LateReply> {
+    const heardAtTimeout = this.heard;
     return new Promise<LateReply>((resolve) => {
       const settle = (reply: LateReply) => {
         clearTimeout(bound);
+        clearTimeout(silence);
         this.unanswered.delete(requestId);
         resolve(reply);
       };
       const bound = setTimeout(() => settle(undefined), this.lateAnswerMs);
+      const silence = setTimeout(() => {
+        if (this.heard === heardAtTimeout) this.stalled();
+      }, this.timeoutMs);
       bound.unref();
+      silence.unref();
       this.unanswered.set(requestId, settle);
     });
+  }
+
+  /** The DP said nothing on the stream for a deadline: what is pending there times out with it. */
+  private stalled(): void {
+    if (this.dead) return;
+    this.abort.abort();
+    // (The window shrinks; the lookups may be tried again on a new stream.)
+    this.fail("the stream stopped answering", UPSTREAM_TIMEOUT);
   }
 
   close(): void {

@@ -151,7 +151,6 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         what: `LookupStream at ${endpoint}`,
         timeoutMs: o.attemptTimeoutMs,
         ...(o.lateAnswerMs !== undefined && { lateAnswerMs: o.lateAnswerMs }),
-        now,
         // The rate the endpoint takes (R13): the DP's lookups leave its gate no faster than its
         // endpoints that are up take them together.
         onLimits: (rate) => {
