@@ -32,6 +32,7 @@ export {
   encodeLookupResponse,
   encodeLookupStreamItem,
   encodeResolveResponse,
+  encodeResolveStreamHit,
   encodeResolveStreamItem,
   readSimpleRequest,
   type SimpleRequest,

@@ -5,7 +5,7 @@ import {
   type Csi,
   type DiscoveryError,
   encodeResolveResponse,
-  encodeResolveStreamItem,
+  encodeResolveStreamHit,
   parseCsi,
   readSimpleRequest,
 } from "@mimi/core";
@@ -108,8 +108,8 @@ export function createFastPaths(
     },
     resolveStream: (bytes) => {
       const req = readSimpleRequest(bytes, STREAM_CSI, STREAM_REQUEST_ID);
-      const response = req && allowed(req.csi) && hitResponse(req.csi);
-      return response ? encodeResolveStreamItem(req.id, response) : undefined;
+      const r = req && allowed(req.csi) && service.cached(req.csi);
+      return r ? encodeResolveStreamHit(req.id, o.encodedAnswer(r), r.ttlSeconds, r.stale) : undefined;
     },
   };
 }

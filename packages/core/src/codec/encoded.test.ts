@@ -19,6 +19,7 @@ import {
   encodeLookupResponse,
   encodeLookupStreamItem,
   encodeResolveResponse,
+  encodeResolveStreamHit,
   encodeResolveStreamItem,
   readSimpleRequest,
 } from "./encoded.js";
@@ -139,6 +140,27 @@ test("the hand-written framing decodes as the message at every varint length, st
     assert.equal(item.requestId, id);
     assert.equal(item.result.case, "response");
     assert.deepEqual(item.result.value, fromBinary(ResolveResponseSchema, response));
+  }
+});
+
+test("a streamed hit written in one buffer is the item of the response, byte for byte", () => {
+  for (const outcome of outcomes) {
+    const answer = encodeAnswerWithoutTtl(outcome, indexOf);
+    for (const ttl of [0, 1, 127, 128, 16_384, 2 ** 31 - 1]) {
+      for (const stale of [false, true]) {
+        for (const id of [0, 1, 127, 128, 2 ** 53 - 1]) {
+          const hit = encodeResolveStreamHit<unknown>(id, answer, ttl, stale);
+          const parts = encodeResolveStreamItem<unknown>(
+            BigInt(id),
+            encodeResolveResponse(answer, ttl, stale),
+          );
+          assert.deepEqual([...hit], [...parts], `id ${id}, ttl ${ttl}, stale ${stale}`);
+          const item = fromBinary(ResolveStreamResponseSchema, hit);
+          assert.equal(item.requestId, BigInt(id));
+          assert.equal(item.result.case === "response" && item.result.value.answer?.ttlSeconds, ttl);
+        }
+      }
+    }
   }
 });
 
