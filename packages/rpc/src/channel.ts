@@ -6,8 +6,9 @@ import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/prot
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
-import { type In, MAX_BUFFERED_MESSAGES, type Out } from "./grpc.js";
+import type { In, Out } from "./grpc.js";
 import { fromServiceError } from "./status.js";
+import { MAX_BUFFERED_MESSAGES } from "./stream-write.js";
 
 /** Per-call client options. */
 export interface CallOptions {

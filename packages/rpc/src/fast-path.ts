@@ -127,13 +127,14 @@ export function fastUnary(
 
 /**
  * The items of a streaming call for its handler: each raw item is offered to `fast` first, and
- * what it answers is sent at once (waiting for the peer like any send); the rest are decoded.
+ * what it answers is written at once (`write` returns a promise only when the writer is to
+ * wait for the peer, and then the next item waits too); the rest are decoded.
  */
 export function fastItems(
   items: AsyncIterator<unknown>,
   fast: FastPath,
   decode: (buf: Buffer) => unknown,
-  send: (reply: Uint8Array) => Promise<void>,
+  write: (reply: Uint8Array) => Promise<void> | undefined,
 ): AsyncIterator<unknown> {
   return {
     async next() {
@@ -142,7 +143,8 @@ export function fastItems(
         if (r.done || !(r.value instanceof Buffer)) return r;
         const out = tryFast(fast, r.value);
         if (!out || out instanceof DiscoveryError) return { done: false, value: decode(r.value) };
-        await send(out);
+        const wait = write(out);
+        if (wait) await wait;
       }
     },
     return: (value?: unknown) => items.return?.(value) ?? Promise.resolve({ done: true, value }),

@@ -3,7 +3,7 @@
 // throws reaches the peer only as a status (status.ts); the client half is channel.ts.
 
 import type { DescMessage, DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type * as grpc from "@grpc/grpc-js";
 import { status as grpcStatus } from "@grpc/grpc-js";
@@ -15,6 +15,7 @@ import { type CallObservers, observed, streamEnded } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
 import { toWireStatus } from "./status.js";
+import { asReply, sending, type Write, writer } from "./stream-write.js";
 
 /** Who is calling, as read from the client certificate of the mutual-TLS connection. */
 export interface PeerIdentity {
@@ -342,7 +343,7 @@ function methodHandler(
       // identity (connections.maxWatchersPerIdentity), given back when the stream ends.
       return (call: grpc.ServerWritableStream<unknown, unknown>) => {
         const { ctx, done } = makeContext(call, path);
-        const send = writer(call, method, ctx.signal);
+        const send = sending(writer(call, method, ctx.signal));
         let release: (() => void) | undefined;
         const finish = () => {
           release?.();
@@ -394,12 +395,13 @@ function methodHandler(
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<unknown, unknown>) => {
         const { ctx, done } = makeContext(call, path);
-        const send = writer(call, method, ctx.signal);
+        const write = writer(call, method, ctx.signal);
+        const send = sending(write);
         let release: (() => void) | undefined;
         (async () => {
           check?.(ctx);
           release = streamingCalls.acquire(ctx.peerName);
-          await handler(incoming(call, fast && { ...fast, send }), ctx, send);
+          await handler(incoming(call, fast && { ...fast, write }), ctx, send);
         })().then(
           () => {
             release?.();
@@ -427,12 +429,12 @@ function methodHandler(
  */
 function incoming(
   call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
-  fast?: FastDecoding & { send: (reply: Uint8Array) => Promise<void> },
+  fast?: FastDecoding & { write: Write },
 ): AsyncIterable<unknown> {
   return {
     [Symbol.asyncIterator]: () => {
       const items = call.iterator({ destroyOnReturn: false });
-      const it = fast ? fastItems(items, fast.fast, fast.decode, fast.send) : items;
+      const it = fast ? fastItems(items, fast.fast, fast.decode, fast.write) : items;
       return {
         next: () =>
           it.next().then((r) => {
@@ -442,48 +444,5 @@ function incoming(
         return: (value?: unknown) => it.return?.(value) ?? Promise.resolve({ done: true, value }),
       };
     },
-  };
-}
-
-/** Messages a stream may queue, either way, before the writer waits for the peer to read. */
-export const MAX_BUFFERED_MESSAGES = 1_024;
-
-/** Pre-encoded bytes pass through; anything else becomes a message of the method's output type. */
-function asReply(method: DescMethod, out: unknown): unknown {
-  return out instanceof Uint8Array ? out : create(method.output, out as MessageInitShape<DescMessage>);
-}
-
-/** A send function that waits for the stream to drain, so a slow reader slows the writer instead of growing memory. */
-function writer(
-  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
-  method: DescMethod,
-  signal: AbortSignal,
-): (msg: unknown) => Promise<void> {
-  // One wait for "drain" shared by all senders, so a stalled reader costs one listener, not one per send.
-  let drained: Promise<void> | undefined;
-  const drain = () => {
-    drained ??= new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        call.removeListener("drain", onDrain);
-        reject(signal.reason);
-      };
-      const onDrain = () => {
-        signal.removeEventListener("abort", onAbort);
-        resolve();
-      };
-      call.once("drain", onDrain);
-      signal.addEventListener("abort", onAbort, { once: true });
-    }).finally(() => {
-      drained = undefined;
-    });
-    return drained;
-  };
-  return async (msg: unknown) => {
-    if (signal.aborted) throw signal.reason;
-    // Waiting for "drain" each time write() says the buffer is past grpc-js's small object-mode
-    // mark would cost a listener per message; callers bound their own in-flight work, so the
-    // wait starts only once MAX_BUFFERED_MESSAGES are queued.
-    if (call.write(asReply(method, msg)) || call.writableLength < MAX_BUFFERED_MESSAGES) return;
-    await drain();
   };
 }
