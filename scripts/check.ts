@@ -97,6 +97,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   ],
   test: [...SHARED, "@mimi/devnet"],
 };
+/** What tests anywhere may import besides (helpers for tests, never for production code). */
+const TESTS_MAY_IMPORT = ["@mimi/core/testing"];
 /** Libraries: no process of their own, so they read no process global. */
 const LIBRARIES = ["core", "rpc", "host", "client"];
 const SERVERS = ["root", "authoritative", "resolver"];
@@ -124,7 +126,9 @@ for (const { part, dir } of parts) {
       const spec = m[1] as string;
       const allowed = MAY_IMPORT[part] ?? [];
       // Unit tests of a package may use the dev network's helpers (PKI, in-process servers).
-      const testOk = isTest && part !== "test" && spec.startsWith("@mimi/devnet");
+      const testOk =
+        (isTest && part !== "test" && spec.startsWith("@mimi/devnet")) ||
+        (isTest && TESTS_MAY_IMPORT.includes(spec));
       if (!allowed.includes(spec) && !testOk) failures.push(`${f} imports ${spec}`);
     }
     if (/(?:from|import\()\s*"\.\.\/packages\//.test(code))

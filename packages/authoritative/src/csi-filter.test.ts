@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { createLogger } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { createChangeLog } from "./change-log.js";
 import { createDpFilter } from "./csi-filter.js";
 import type { MappingRow } from "./store/rows.js";
@@ -50,12 +51,6 @@ function setup(
     ...(snapshotPath !== undefined && { snapshotPath }),
   });
   return { store, filter };
-}
-
-/** Waits (by turns of the event loop, never by time) until `check` holds. */
-async function until(check: () => boolean): Promise<void> {
-  for (let i = 0; i < 10_000 && !check(); i++) await new Promise((r) => setImmediate(r));
-  assert.ok(check(), "condition never held");
 }
 
 test("the first build holds every CSI with a mapping or an opt-out, sized for twice as many", async () => {

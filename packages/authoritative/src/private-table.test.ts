@@ -24,6 +24,7 @@ import {
   slotOf,
   verifyPrivateParams,
 } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { createChangeLog } from "./change-log.js";
 import { createOprfPool, type OprfPool } from "./oprf-pool.js";
 import { readKeyFile } from "./private-key-file.js";
@@ -142,13 +143,6 @@ async function privateLookup(
     size: b.data.length,
     epoch: params.epoch,
   };
-}
-
-async function until(check: () => boolean | Promise<boolean>): Promise<void> {
-  // Turns, not time: the pool's threads answer on a later turn.
-  // A generous bound: on a busy machine the build's worker threads take many turns.
-  for (let i = 0; i < 2_000_000 && !(await check()); i++) await new Promise((r) => setImmediate(r));
-  assert.ok(await check(), "condition never held");
 }
 
 test("the table answers what a plain lookup would, for found, opted-out and unknown CSIs", async (t) => {

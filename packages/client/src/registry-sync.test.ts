@@ -23,6 +23,7 @@ import {
   snapshotToProto,
 } from "@mimi/core";
 import { RootService } from "@mimi/core/pb";
+import { until } from "@mimi/core/testing";
 import { addService, createGrpcServer, listen } from "@mimi/rpc";
 import { startRegistrySync } from "./registry-sync.js";
 
@@ -151,14 +152,6 @@ function follow(key: SigningKey, endpoints: string[], persistPath?: string) {
   });
   cleanups.push(() => sync.close());
   return sync;
-}
-
-async function until(ok: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 20_000;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
 }
 
 test("a follower gets the snapshot and every change, then live changes as they commit", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DiscoveryError } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { AdaptiveGate, DEFAULT_GATE, type GateOptions } from "./adaptive-gate.js";
 import { TOO_LATE } from "./call-bounds.js";
 
@@ -14,11 +15,6 @@ function pending() {
     settle = (ok) => (ok ? resolve("answer") : reject(timeout()));
   });
   return { p, settle };
-}
-
-async function until(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 10_000 && !ok(); i++) await new Promise((r) => setImmediate(r));
-  assert.ok(ok());
 }
 
 /** `n` lookups through `gate`, one at a time, each answered `everyMs` after it went on `clock`. */

@@ -16,6 +16,7 @@ import {
   LookupStreamResponseSchema,
   RootService,
 } from "@mimi/core/pb";
+import { until } from "@mimi/core/testing";
 import { type Channel, openChannel } from "./channel.js";
 import { addService, type ServiceHandlers } from "./grpc.js";
 import { createGrpcServer, listen } from "./listen.js";
@@ -27,15 +28,6 @@ after(() => {
   for (const c of channels) c.close();
   for (const s of servers) s.forceShutdown();
 });
-
-/** Polls `ok` until it holds (a state another party changes), failing after `ms`. */
-async function until(ok: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
 
 /**
  * Waits until `count()` stops moving for many turns of the event loop. A writer that is not

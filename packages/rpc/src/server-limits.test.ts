@@ -10,6 +10,7 @@ import { TLSSocket, connect as tlsConnect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { createLogger, DiscoveryError } from "@mimi/core";
 import { ResolverService, RootService } from "@mimi/core/pb";
+import { until } from "@mimi/core/testing";
 import { devTlsPaths } from "@mimi/devnet/paths";
 import { ensureDevPki } from "@mimi/devnet/pki";
 import { type Channel, openChannel } from "./channel.js";
@@ -65,18 +66,6 @@ async function serve(
   );
   const port = await listen(server, "127.0.0.1", 0, creds);
   return { server, port, watching: () => watching, streaming: () => streaming };
-}
-
-/**
- * Polls `ok` (state the server or a socket changes) once per turn of the event loop. The bound
- * matters: Node's own handshake timeout (120 s) would close a socket too, only much later.
- */
-async function until(ok: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 20_000;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
 }
 
 function channel(port: number): Channel {
@@ -212,6 +201,8 @@ test("a connection that does not finish its TLS handshake in time is closed", as
     closed = true;
   });
   silent.on("error", () => {});
+  // until's bound (2M turns of the loop, seconds) is far below Node's own handshake timeout
+  // (120 s), which would close the socket too.
   await until(() => closed, "the silent connection is closed");
 });
 

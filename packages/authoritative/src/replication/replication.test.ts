@@ -19,6 +19,7 @@ import {
   SIGNING_CONTEXT,
   signWith,
 } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import type { Channel } from "@mimi/rpc";
 import { type ChangeLog, createChangeLog } from "../change-log.js";
 import type { EpochKeys } from "../private-table.js";
@@ -243,15 +244,6 @@ function follow(
   });
   running.add(replica);
   return replica;
-}
-
-/** Polls by turns of the event loop until `ok` (no wall clock). */
-async function until(ok: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2_000_000; i++) {
-    if (ok()) return;
-    await new Promise((r) => setImmediate(r));
-  }
-  assert.fail(`never: ${what}`);
 }
 
 const caughtUp = (p: Endpoint, s: Endpoint) => () =>

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createLogger } from "../runtime/logger.js";
+import { until } from "../testing.js";
 import { followLog, type LogFollower } from "./follow-log.js";
 
 const log = createLogger({ name: "test", level: "silent" });
@@ -119,9 +120,6 @@ test("reconnect drops the stream and goes on at once; close ends the loop", asyn
       pauses.push(ms);
     },
   });
-  const until = async (ok: () => boolean) => {
-    while (!ok()) await new Promise((r) => setImmediate(r));
-  };
   await until(() => follower.connected());
   assert.equal(follower.endpoint(), "a");
   follower.reconnect();
