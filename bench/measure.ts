@@ -7,6 +7,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Network, startNetwork } from "@mimi/devnet";
 import type { KeySpec, LoadResult, LoadSpec } from "./load.js";
+import { printRow, type RunResult, round } from "./report.js";
+
+export { fmtCount, HEADER, type RunResult, round } from "./report.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -27,6 +30,8 @@ export interface Options {
   scenarios: string[];
   out: string;
   dataDir: string;
+  /** The Unbound+NSD reference script the anchor scenario runs (bench/anchor.ts). */
+  anchorScript: string;
   /** When set, servers run under node --cpu-prof and write profiles here. */
   profileDir: string | undefined;
   /** Rounds of the echo reference and the warm runs, alternating (their ratios' median is reported). */
@@ -37,32 +42,6 @@ export interface Options {
   verifyThreads?: number | undefined;
   /** CPU pinning (--pin): servers on `servers` (a taskset list such as "0"), load processes on `load` ("1"). */
   pin?: { servers: string; load: string } | undefined;
-}
-
-/** One measured run of one scenario. */
-export interface RunResult {
-  scenario: string;
-  variant: string;
-  lookups: number;
-  errors: number;
-  firstError?: string;
-  /** When the first error came, from the start of the run (ms). */
-  firstErrorAfterMs?: number;
-  lookupsPerSec: number;
-  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
-  cpuSeconds: Record<string, number>;
-  rssMb: Record<string, number>;
-  lookupsPerResolverCpuSecond?: number;
-  lookupsPerServerCpuSecond: number;
-  /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
-  errorsByKind?: Record<string, number>;
-  /** The first failure's message of each kind (one worker's). */
-  errorSamples?: Record<string, string>;
-  /** How fast failures came: the worst worker's p50 and p99 (ms). */
-  failureMs?: { p50: number; p99: number };
-  extra?: Record<string, number>;
-  /** Which round of the alternating reference and warm runs, when there are rounds. */
-  round?: number;
 }
 
 const CLK_TCK = (() => {
@@ -216,6 +195,12 @@ export class Bench {
     return r;
   }
 
+  /** Keeps a result and prints its row. */
+  record(result: RunResult): void {
+    this.results.push(result);
+    printRow(result);
+  }
+
   /** Runs one load configuration and records the result. */
   async measure(net: Network, scenario: string, variant: string, load: Load): Promise<RunResult> {
     const [r] = await this.measureSideBySide(net, scenario, [{ variant, load }]);
@@ -284,8 +269,7 @@ export class Bench {
         rssMb,
       );
       if (this.round !== undefined) result.round = this.round;
-      this.results.push(result);
-      printRow(result);
+      this.record(result);
       return result;
     });
   }
@@ -377,42 +361,6 @@ function resultOf(
   };
 }
 
-export function round(v: number, digits: number): number {
-  const f = 10 ** digits;
-  return Math.round(v * f) / f;
-}
-
-export const HEADER =
-  "scenario       variant                 lookups/s   p50 ms   p90 ms   p99 ms  p99.9 ms   max ms  res CPU-s  all CPU-s  /res CPU-s  /all CPU-s  res RSS MB";
-
-function printRow(r: RunResult): void {
-  const cpuAll = Object.values(r.cpuSeconds).reduce((a, b) => a + b, 0);
-  const cells = [
-    r.scenario.padEnd(14),
-    r.variant.padEnd(22),
-    String(r.lookupsPerSec).padStart(10),
-    r.latencyMs.p50.toFixed(3).padStart(8),
-    r.latencyMs.p90.toFixed(3).padStart(8),
-    r.latencyMs.p99.toFixed(3).padStart(8),
-    r.latencyMs.p999.toFixed(3).padStart(9),
-    r.latencyMs.max.toFixed(1).padStart(8),
-    (r.cpuSeconds.resolver ?? 0).toFixed(2).padStart(10),
-    cpuAll.toFixed(2).padStart(10),
-    String(r.lookupsPerResolverCpuSecond ?? "-").padStart(11),
-    String(r.lookupsPerServerCpuSecond).padStart(11),
-    String(r.rssMb.resolver ?? 0).padStart(11),
-  ];
-  const failed = r.errorsByKind
-    ? Object.entries(r.errorsByKind)
-        .map(([k, n]) => `${k}=${n}`)
-        .join(" ")
-    : "";
-  const failFast = r.failureMs ? `, failures p50 ${r.failureMs.p50} ms p99 ${r.failureMs.p99} ms` : "";
-  process.stdout.write(
-    `${cells.join(" ")}${r.errors ? `  errors=${r.errors} (${failed}${failFast}; first: ${r.firstError})` : ""}\n`,
-  );
-}
-
 export async function withNetwork<T>(
   bench: Bench,
   dir: string,
@@ -488,9 +436,4 @@ export async function resolverCounters(
  */
 export function cacheEntriesFor(o: Options): number {
   return Math.max(10_000, Math.min(2 * o.mappings, 4_000_000));
-}
-
-/** A count as the table prints it: 2k, 1M. */
-export function fmtCount(n: number): string {
-  return n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n);
 }

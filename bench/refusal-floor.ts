@@ -6,7 +6,7 @@
 // (refuse-terse). The server runs pinned to CPU 0 and the
 // client (this process; pin it with taskset -c 1) keeps 64 calls in flight; the server reports
 // its CPU per call over the calls after the first 1,000. The floor a resolver's fast refusal
-// (resolver fast-paths.ts) is read against: README, Performance.
+// (resolver fast-paths.ts) is read against: bench/README.md, Overload.
 //   taskset -c 1 node --import tsx bench/refusal-floor.ts [modes, default ok,refuse-short,refuse-terse,refuse-full]
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { silenceIpServernameWarning } from "@mimi/rpc";
 import { Command } from "commander";
 import { abuseScenario } from "./abuse.js";
+import { anchorScenario } from "./anchor.js";
 import { clusterScenario } from "./cluster.js";
 import { federationScenario } from "./federation.js";
 import { ensureGenerated } from "./generate.js";
@@ -34,6 +35,7 @@ const ALL_SCENARIOS = [
   "cold",
   "negative",
   "mixed",
+  "anchor",
   "abuse",
   "overload",
   "cluster",
@@ -88,6 +90,8 @@ async function main(o: Options): Promise<void> {
   if (["echo", "warm", "cold", "negative", "mixed"].some(want))
     await resolverScenarios(o, bench, netDir, warmCount, want);
   const referenceRatios = printReferenceRatios(bench, log);
+  // Right after our lookups, so that the two are measured in the same hour.
+  const anchorRatios = want("anchor") ? await anchorScenario(o, bench, o.anchorScript, log) : [];
   if (want("abuse")) await abuseScenario(o, bench, netDir, warmCount, log);
   if (want("overload")) await overloadScenario(o, bench, netDir, warmCount, log);
   if (want("cluster")) await clusterScenario(o, bench, netDir, warmCount, log);
@@ -104,7 +108,7 @@ async function main(o: Options): Promise<void> {
   const { dataDir: _d, out: _o, ...parameters } = o;
   writeFileSync(
     file,
-    `${JSON.stringify({ machine, parameters, referenceRatios, results: bench.results }, null, 2)}\n`,
+    `${JSON.stringify({ machine, parameters, referenceRatios, anchorRatios, results: bench.results }, null, 2)}\n`,
   );
   log(`results: ${file}`);
   rmSync(tmp, { recursive: true, force: true });
@@ -127,6 +131,11 @@ const cli = new Command("bench")
   .option("--scenarios <list>", `subset of ${ALL_SCENARIOS.join(",")}`, ALL_SCENARIOS.join(","))
   .option("--out <dir>", "folder for the JSON result", join(REPO, "bench/results"))
   .option("--data <dir>", "folder for generated data (reused across runs)", join(REPO, "data/bench"))
+  .option(
+    "--anchor <script>",
+    "the Unbound+NSD reference run by the anchor scenario",
+    resolve(REPO, "../shared/anchors/enum/run.sh"),
+  )
   .option("--profile <dir>", "run the servers under node --cpu-prof, writing profiles to <dir>")
   .option("--no-metrics", "run the resolver without its ops listener and metrics (to price them)")
   .option(
@@ -156,6 +165,7 @@ const cli = new Command("bench")
       scenarios: String(raw.scenarios).split(","),
       out: String(raw.out),
       dataDir: String(raw.data),
+      anchorScript: String(raw.anchor),
       profileDir: typeof raw.profile === "string" ? raw.profile : undefined,
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
