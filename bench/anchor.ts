@@ -12,8 +12,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Bench, Options, RunResult } from "./measure.js";
-import { round } from "./measure.js";
+import { type Bench, type Options, type RunResult, round } from "./measure.js";
 
 /** The programs run.sh needs on the PATH. */
 const NEEDS = ["nsd", "unbound", "unbound-control", "dnsperf", "dig", "python3", "bc", "ss"];

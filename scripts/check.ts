@@ -127,8 +127,7 @@ for (const { part, dir } of parts) {
       const allowed = MAY_IMPORT[part] ?? [];
       // Unit tests of a package may use the dev network's helpers (PKI, in-process servers).
       const testOk =
-        (isTest && part !== "test" && spec.startsWith("@mimi/devnet")) ||
-        (isTest && TESTS_MAY_IMPORT.includes(spec));
+        isTest && (TESTS_MAY_IMPORT.includes(spec) || (part !== "test" && spec.startsWith("@mimi/devnet")));
       if (!allowed.includes(spec) && !testOk) failures.push(`${f} imports ${spec}`);
     }
     if (/(?:from|import\()\s*"\.\.\/packages\//.test(code))

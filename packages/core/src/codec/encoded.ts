@@ -60,9 +60,14 @@ function filled(out: Uint8Array, end: number): Uint8Array {
   return out;
 }
 
+/** Length of the Answer once its ttl_seconds field (absent when 0) is appended. */
+function answerLengthWithTtl(answerWithoutTtl: Uint8Array, ttlSeconds: number): number {
+  return answerWithoutTtl.length + (ttlSeconds !== 0 ? 1 + varintSize(ttlSeconds) : 0);
+}
+
 /** Length of the ResolveResponse that writeResolveResponse writes. */
 function resolveResponseSize(answerWithoutTtl: Uint8Array, ttlSeconds: number, stale: boolean): number {
-  const answerLength = answerWithoutTtl.length + (ttlSeconds !== 0 ? 1 + varintSize(ttlSeconds) : 0);
+  const answerLength = answerLengthWithTtl(answerWithoutTtl, ttlSeconds);
   return 1 + varintSize(answerLength) + answerLength + (stale ? 2 : 0);
 }
 
@@ -74,7 +79,7 @@ function writeResolveResponse(
   ttlSeconds: number,
   stale: boolean,
 ): number {
-  const answerLength = answerWithoutTtl.length + (ttlSeconds !== 0 ? 1 + varintSize(ttlSeconds) : 0);
+  const answerLength = answerLengthWithTtl(answerWithoutTtl, ttlSeconds);
   out[at++] = (RESOLVE_RESPONSE_ANSWER << 3) | 2;
   at = writeVarint(out, at, answerLength);
   out.set(answerWithoutTtl, at);
