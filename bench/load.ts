@@ -65,6 +65,8 @@ export interface LoadResult {
   /** When the first error came, from the start (ms). */
   firstErrorAfterMs?: number;
   elapsedMs: number;
+  /** The worker's own CPU (user and system) over the run, in seconds. */
+  cpuSeconds: number;
   exhausted: boolean;
   /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
   errorsByKind: Record<string, number>;
@@ -197,6 +199,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
 
   await new Promise((r) => setTimeout(r, Math.max(0, spec.startAtMs - Date.now())));
   t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const end = t0 + spec.durationMs;
 
   if (spec.ratePerSec > 0) {
@@ -280,6 +283,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     await Promise.all(Array.from({ length: spec.concurrency }, loop));
   }
   const elapsedMs = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
   writeFileSync(spec.latFile, lat.bytes());
   for (const c of channels) c.close();
   const failed = new Float64Array(failLat.bytes().buffer, 0, failLat.n).sort();
@@ -290,6 +294,7 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     errors,
     ...(firstError ? { firstError, firstErrorAfterMs } : {}),
     elapsedMs,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
     exhausted,
     errorsByKind,
     errorSamples,

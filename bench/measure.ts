@@ -34,6 +34,8 @@ export interface Options {
   anchorScript: string;
   /** When set, servers run under node --cpu-prof and write profiles here. */
   profileDir: string | undefined;
+  /** Options of node for every server process (--node-args). */
+  nodeArgs: readonly string[];
   /** Rounds of the echo reference and the warm runs, alternating (their ratios' median is reported). */
   rounds: number;
   /** False: the resolver runs without its ops listener, so without metrics (to price them). */
@@ -345,6 +347,10 @@ function resultOf(
       },
     }),
     lookupsPerSec: round(lookups / elapsedS, 0),
+    loadCpuSeconds: round(
+      outcomes.reduce((n, o) => n + o.cpuSeconds, 0),
+      2,
+    ),
     latencyMs: {
       p50: round(percentile(all, 50), 3),
       p90: round(percentile(all, 90), 3),

@@ -47,6 +47,8 @@ export async function overloadScenario(
     });
   };
   let sustainable = 0;
+  // Lookups answered per resolver CPU-second in that run.
+  let sustainedPerCpu = 0;
   // The sustainable rate is measured without the guard (which refuses while the loop is late)
   // and with a long deadline, so the closed loop finds the resolver's capacity, not a refusal rate.
   for (const guard of [false, true]) {
@@ -66,6 +68,7 @@ export async function overloadScenario(
             keys: misses(Math.ceil((4_000 * o.durationMs) / 1000)),
           });
           sustainable = Math.max(10, closed.lookupsPerSec);
+          sustainedPerCpu = closed.lookupsPerResolverCpuSecond ?? 0;
         }
         const rate = 2 * sustainable;
         const load: Load = {
@@ -81,13 +84,28 @@ export async function overloadScenario(
           keys: misses(Math.ceil((rate * o.durationMs) / 1000)),
         };
         const before = await resolverCounters(net.resolver.opsPort, COUNTERS);
+        const handledBefore = await handled(net.resolver.opsPort);
         // Where lookups waited: the DP windows' gauges, sampled through the run (their peaks).
         const peaks: Record<string, number> = {};
+        // And a timeline of them with the counters' growth, one line a second, in the log.
+        const timeline: string[] = [];
         let sampling = true;
         const sampler = (async () => {
+          const t0 = Date.now();
+          let last: Record<string, number> = before;
           while (sampling) {
-            const g = await resolverCounters(net.resolver.opsPort, GAUGES).catch(() => ({}));
-            for (const [k, v] of Object.entries(g)) peaks[`peak_${k}`] = Math.max(peaks[`peak_${k}`] ?? 0, v);
+            const g: Record<string, number> = await resolverCounters(net.resolver.opsPort, [
+              ...GAUGES,
+              ...COUNTERS,
+            ]).catch(() => ({}));
+            for (const k of GAUGES) peaks[`peak_${k}`] = Math.max(peaks[`peak_${k}`] ?? 0, g[k] ?? 0);
+            const grew = (k: string) => (g[k] ?? 0) - (last[k] ?? 0);
+            timeline.push(
+              `${((Date.now() - t0) / 1000).toFixed(1)}s in ${g.upstream_inflight} q ${g.upstream_queued} w ${g.upstream_window} ` +
+                `lag ${Math.round(g.event_loop_delay_peak_ms ?? 0)} +miss ${grew("cache_misses_total")} +ref ${grew("upstream_refusals_total")} ` +
+                `+ovl ${grew("overload_refusals_total")} +aband ${grew("lookups_abandoned_total")}`,
+            );
+            last = g;
             await new Promise((r) => setTimeout(r, 1_000));
           }
         })();
@@ -99,12 +117,17 @@ export async function overloadScenario(
           await sampler;
         }
         const after = await resolverCounters(net.resolver.opsPort, COUNTERS);
+        const handledAfter = await handled(net.resolver.opsPort);
         // What the resolver did with the load, from its own counters (ops listener).
         r.extra = {
           ...Object.fromEntries(COUNTERS.map((c) => [c, (after[c] ?? 0) - (before[c] ?? 0)])),
+          ...Object.fromEntries(
+            Object.entries(handledAfter).map(([k, v]) => [`resolve_${k}`, v - (handledBefore[k] ?? 0)]),
+          ),
           ...peaks,
         };
-        log(`${summary(r, rate, sustainable, label)}; resolver: ${JSON.stringify(r.extra)}`);
+        log(`timeline (${label}): ${timeline.join("; ")}`);
+        log(`${summary(r, rate, sustainable, sustainedPerCpu, label)}; resolver: ${JSON.stringify(r.extra)}`);
       },
       {
         resolver: {
@@ -129,7 +152,13 @@ const COUNTERS = [
   "verify_inline_total",
 ];
 
-function summary(r: RunResult, rate: number, sustainable: number, label: string): string {
+function summary(
+  r: RunResult,
+  rate: number,
+  sustainable: number,
+  sustainedPerCpu: number,
+  label: string,
+): string {
   const seconds = (r.lookups + r.errors) / rate;
   const perSec = (n: number) => Math.round(n / Math.max(seconds, 0.001));
   const kinds = Object.entries(r.errorsByKind ?? {})
@@ -138,6 +167,43 @@ function summary(r: RunResult, rate: number, sustainable: number, label: string)
   return (
     `overload (${label}): asked ${rate}/s (2x the ${sustainable}/s sustained closed-loop); answered ${r.lookupsPerSec}/s ` +
     `(${(r.lookupsPerSec / sustainable).toFixed(2)}x sustainable), p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms; ` +
-    `failed ${kinds || "none"}${r.failureMs ? `, failures came after p50 ${r.failureMs.p50} ms, p99 ${r.failureMs.p99} ms` : ""}`
+    `failed ${kinds || "none"}${r.failureMs ? `, failures came after p50 ${r.failureMs.p50} ms, p99 ${r.failureMs.p99} ms` : ""}; ` +
+    cpuShares(r, sustainedPerCpu)
   );
+}
+
+/**
+ * Where the CPU went: the resolver's and the load processes' share of a core, and what was
+ * answered per resolver CPU-second as a share of the sustained run's. Where the load shares the
+ * servers' cores (no --pin), twice the rate costs the load about twice the CPU, and what it takes
+ * the resolver lacks; the last ratio sets that aside, since refusals are paid from it too.
+ */
+function cpuShares(r: RunResult, sustainedPerCpu: number): string {
+  const seconds = r.lookupsPerSec > 0 ? r.lookups / r.lookupsPerSec : 0;
+  if (seconds === 0) return "no lookup answered";
+  const core = (cpu: number) => (cpu / seconds).toFixed(2);
+  const perCpu = r.lookupsPerResolverCpuSecond ?? 0;
+  return (
+    `cores used: resolver ${core(r.cpuSeconds.resolver ?? 0)}, load ${core(r.loadCpuSeconds ?? 0)}; ` +
+    `answered per resolver CPU-s ${perCpu} (${sustainedPerCpu > 0 ? (perCpu / sustainedPerCpu).toFixed(2) : "-"}x the sustained run's)`
+  );
+}
+
+/**
+ * The resolver's Resolve calls by the status it sent (grpc_server_handled_total): set beside what
+ * the load counted, they show what was answered in time at the resolver but late at the load.
+ */
+async function handled(opsPort: number): Promise<Record<string, number>> {
+  if (!opsPort) return {};
+  const body = await (
+    await fetch(`http://127.0.0.1:${opsPort}/metrics`, { signal: AbortSignal.timeout(5_000) })
+  ).text();
+  const out: Record<string, number> = {};
+  for (const line of body.split("\n")) {
+    const m = /^grpc_server_handled_total\{([^}]*)\} (\S+)$/.exec(line);
+    if (!m || !/grpc_method="Resolve"/.test(m[1] as string)) continue;
+    const code = /grpc_code="([A-Z_]+)"/.exec(m[1] as string)?.[1] ?? "?";
+    out[code] = (out[code] ?? 0) + Number(m[2]);
+  }
+  return out;
 }

@@ -12,6 +12,11 @@ export interface RunResult {
   lookupsPerSec: number;
   latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number };
   cpuSeconds: Record<string, number>;
+  /**
+   * The load processes' CPU over the run (their own measure, in seconds): where they share the
+   * servers' cores (no --pin), what they take is not the servers'.
+   */
+  loadCpuSeconds?: number;
   rssMb: Record<string, number>;
   lookupsPerResolverCpuSecond?: number;
   lookupsPerServerCpuSecond: number;

@@ -78,9 +78,11 @@ async function main(o: Options): Promise<void> {
   );
   const warmCount = Math.min(o.quick ? 200 : 10_000, o.mappings);
   const bench = new Bench(o, tmp, warmCount);
+  bench.nodeArgs = [...o.nodeArgs];
+  if (o.nodeArgs.length > 0) log(`servers run with node ${o.nodeArgs.join(" ")}`);
   if (o.profileDir) {
     mkdirSync(o.profileDir, { recursive: true });
-    bench.nodeArgs = ["--cpu-prof", "--cpu-prof-dir", resolve(o.profileDir)];
+    bench.nodeArgs.push("--cpu-prof", "--cpu-prof-dir", resolve(o.profileDir));
     log(
       `profiling servers into ${o.profileDir} (summarize: node --import tsx bench/profile-summary.ts ${o.profileDir})`,
     );
@@ -137,6 +139,10 @@ const cli = new Command("bench")
     resolve(REPO, "../shared/anchors/enum/run.sh"),
   )
   .option("--profile <dir>", "run the servers under node --cpu-prof, writing profiles to <dir>")
+  .option(
+    "--node-args <args>",
+    "options of node for every server process, space-separated (e.g. --node-args=--max-semi-space-size=32)",
+  )
   .option("--no-metrics", "run the resolver without its ops listener and metrics (to price them)")
   .option(
     "--verify-threads <n>",
@@ -167,6 +173,7 @@ const cli = new Command("bench")
       dataDir: String(raw.data),
       anchorScript: String(raw.anchor),
       profileDir: typeof raw.profile === "string" ? raw.profile : undefined,
+      nodeArgs: typeof raw.nodeArgs === "string" ? raw.nodeArgs.split(" ").filter(Boolean) : [],
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
       pin: raw.pin === true ? pinning(availableParallelism()) : undefined,

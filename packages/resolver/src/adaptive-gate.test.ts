@@ -29,8 +29,9 @@ async function answerInTurn(gate: AdaptiveGate, clock: { now: number }, n: numbe
 }
 
 /**
- * A gate in slow start on a clock the test moves, that has seen 40 answers 25 ms apart (about 80
- * a second, a base of 25 ms).
+ * A gate in slow start on a clock the test moves, whose DP has a queue: an answer in 5 ms (the
+ * base), and a second later 40 lookups answered one after another, each in 25 ms (about 80 a
+ * second, as the drain rate reads them).
  */
 async function measuredGate(o: Partial<GateOptions> = {}) {
   const clock = { now: 0 };
@@ -40,6 +41,8 @@ async function measuredGate(o: Partial<GateOptions> = {}) {
     now: () => clock.now,
     ...o,
   });
+  await answerInTurn(gate, clock, 1, 5);
+  clock.now += 1_000;
   await answerInTurn(gate, clock, 40, 25);
   return { gate, clock };
 }
@@ -58,7 +61,7 @@ type Outstanding = { c: ReturnType<typeof pending>; due: number; run: Promise<st
 
 /**
  * A lookup every 10 ms until `untilMs`, each answered `answerMs` after it went (a DP that keeps
- * up, at 100 a second), with `each` run at every whole second from `eachFromMs`.
+ * up, at 100 a second), with `each` run once in every second from `eachFromMs`.
  */
 async function steadyLoad(
   gate: AdaptiveGate,
@@ -72,7 +75,7 @@ async function steadyLoad(
       x?.c.settle(true);
       await x?.run;
     }
-    if (o.each && clock.now % 1_000 === 0 && clock.now >= (o.eachFromMs ?? 0)) await o.each();
+    if (o.each && clock.now % 1_000 < 10 && clock.now >= (o.eachFromMs ?? 0)) await o.each();
     const c = pending();
     out.push({ c, due: clock.now + o.answerMs, run: gate.run(() => c.p, isTimeout, clock.now + 10_000) });
   }
@@ -156,6 +159,15 @@ test("a lookup that timed out keeps its place until the DP is done with it; othe
   assert.equal(gate.state.inflight, 0);
 });
 
+/** A round of `n` lookups sent at once through `gate`, then all answered. */
+async function round(gate: AdaptiveGate, n: number) {
+  const calls = Array.from({ length: n }, () => pending());
+  const runs = calls.map((c) => gate.run(() => c.p, isTimeout));
+  await until(() => gate.state.inflight + gate.state.queued === n);
+  for (const c of calls) c.settle(true);
+  await Promise.all(runs);
+}
+
 test("slow start doubles the window per round until a timeout; then one per window; timeouts halve it", async () => {
   let now = 0;
   const gate = new AdaptiveGate("eu", {
@@ -165,7 +177,7 @@ test("slow start doubles the window per round until a timeout; then one per wind
     decreaseEveryMs: 1_000,
     now: () => now,
   });
-  for (let i = 0; i < 8; i++) await gate.run(async () => "ok", isTimeout);
+  await round(gate, 8);
   assert.equal(gate.state.window, 16, "a window of answers doubles it");
   const fail = () =>
     gate.run(async () => {
@@ -175,9 +187,9 @@ test("slow start doubles the window per round until a timeout; then one per wind
   await assert.rejects(fail());
   assert.equal(gate.state.window, 8, "halved once within one deadline");
   assert.equal(gate.shrank, true);
-  for (let i = 0; i < 8; i++) await gate.run(async () => "ok", isTimeout);
+  await round(gate, 8);
   assert.equal(gate.state.window, 8, "after a timeout, eight answers are not yet a whole step");
-  for (let i = 0; i < 2; i++) await gate.run(async () => "ok", isTimeout);
+  await round(gate, 8);
   assert.equal(gate.state.window, 9);
   now += 1_000;
   await assert.rejects(fail());
@@ -186,6 +198,25 @@ test("slow start doubles the window per round until a timeout; then one per wind
   assert.equal(gate.state.window, 4, "never below the minimum");
   now += 10_000;
   assert.equal(gate.shrank, false);
+});
+
+test("only a window that is the limit grows: lookups one at a time leave it as it is, for a later burst", async () => {
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 8,
+    minWindow: 4,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  // In slow start it grows while the most out at once is over half of it: two at a time, never.
+  for (let i = 0; i < 50; i++) await round(gate, 2);
+  assert.equal(gate.state.window, 8);
+  // Five at once fill more than half of it: it grows, to twice that and no further.
+  for (let i = 0; i < 10; i++) await round(gate, 5);
+  assert.equal(gate.state.window, 10);
+  // A burst over the window waits for it and grows it, as before.
+  await round(gate, 40);
+  assert.ok(gate.state.window > 20, `grown by the burst to ${gate.state.window}`);
 });
 
 test("a full queue is refused at once, and a lookup that waits too long gives up", async () => {
@@ -331,12 +362,17 @@ test("a waiter nobody waits for any more leaves at its turn: never sent, and the
   await assert.rejects(dropped, /nobody was waiting/);
   assert.equal(await next, "answer");
   assert.deepEqual(started, ["first", "next"], "the dropped lookup was never sent");
-  assert.deepEqual(gate.state, { inflight: 0, window: 3, queued: 0 }, "two answers widened it");
+  assert.deepEqual(
+    gate.state,
+    { inflight: 0, window: 2, queued: 0 },
+    "the answer while two waited widened it; the next, out alone, did not",
+  );
 });
 
 /**
  * A gate of window 2 past slow start (a timeout ended it: before, the window sets the rate, not
- * the DP) on a clock the test moves, and `answers(n, everyMs)`: n lookups answered in turn.
+ * the DP) on a clock the test moves, with a base answer time of 5 ms, and `answers(n, everyMs)`:
+ * n lookups answered in turn (slower than 15 ms, they show the DP's queue).
  */
 async function drainingGate() {
   const clock = { now: 0 };
@@ -352,13 +388,16 @@ async function drainingGate() {
   const lostRun = gate.run(() => lost.p, isTimeout);
   lost.settle(false);
   await assert.rejects(lostRun);
+  // An answer in 5 ms: the base, against which later answers show the DP's queue.
+  await answerInTurn(gate, clock, 1, 5);
   const answers = (n: number, everyMs: number) => answerInTurn(gate, clock, n, everyMs);
   return { gate, answers, clock };
 }
 
 test("a lookup that would be answered too late, at the rate answers come back, is refused at once", async () => {
   const { gate, answers, clock } = await drainingGate();
-  // 40 answers in the last second: the DP drains about 40 lookups a second through this gate.
+  // 40 answers in the last second, each in 25 ms where the base is 5 (a queue): the DP drains
+  // about 40 lookups a second through this gate.
   await answers(40, 25);
   const now = clock.now;
   // The window full, three wait.
@@ -382,7 +421,7 @@ test("a lookup that would be answered too late, at the rate answers come back, i
     refused?.message ?? "",
     /answers about 4[0-2] lookups per second here and 2 are sent and 3 waiting/,
   );
-  // Those 150 ms must fit in the base answer time (25 ms) and half of the rest of what is left:
+  // Those 150 ms must fit in the base answer time (5 ms) and half of the rest of what is left:
   // with 250 ms left, refused too; with a second, it waits its turn.
   const short = await tryLookup(gate, now + 250);
   assert.equal(reasonOf(short), "UPSTREAM_SATURATED");
@@ -392,8 +431,8 @@ test("a lookup that would be answered too late, at the rate answers come back, i
   // refuses it for the caller's short deadline (its caller stays charged), so refusalNow leaves it to run().
   assert.equal(reasonOf(gate.refusalNow(now + 250) ?? "none"), "UPSTREAM_SATURATED");
   assert.equal(gate.refusalNow(now + 1_000), undefined);
-  assert.equal(gate.refusalNow(now + 10), undefined);
-  assert.equal(reasonOf(await tryLookup(gate, now + 10)), TOO_LATE);
+  assert.equal(gate.refusalNow(now + 4), undefined);
+  assert.equal(reasonOf(await tryLookup(gate, now + 4)), TOO_LATE);
   assert.equal(gate.refused, 3, "the verdict without a lookup counted too; the short deadline not");
   assert.equal(gate.state.queued, 3, "a verdict queues nothing");
   const patient = pending();
@@ -403,7 +442,7 @@ test("a lookup that would be answered too late, at the rate answers come back, i
   await Promise.all([...held, ...waiting, last]);
 });
 
-test("in slow start, lookups already sent count: one the window has room for is refused when they would make it late", async () => {
+test("lookups already sent count: one the window has room for is refused when they would make it late", async () => {
   // Answers came back at about 80 a second (40 in the half second measured whole and the one
   // under way), and 60 lookups are out: a new one would be answered in about 730 ms.
   const { gate, clock } = await measuredGate({ initialWindow: 100 });
@@ -430,7 +469,7 @@ test("lookups not judged (private ones, a retry) are neither refused by the answ
   const slow = Array.from({ length: 100 }, () => pending());
   const out = slow.map((c) => gate.run(() => c.p, isTimeout, now + 10_000, undefined, false));
   await until(() => gate.state.inflight === 100);
-  assert.equal(await tryLookup(gate, now + 500), "sent");
+  assert.equal(gate.refusalNow(now + 500), undefined);
   // 60 plain ones out: a plain one with 500 ms left is refused; one not judged is not.
   const plain = Array.from({ length: 60 }, () => pending());
   const sent = plain.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
@@ -458,6 +497,49 @@ test("a burst after an idle spell is judged at the rate of the burst, not averag
   assert.equal((await Promise.all([...held, ...waiting])).length, 22);
 });
 
+test("a burst after light traffic, at a DP that answers as quickly as ever, waits for the window and is not refused", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 64,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  // Three seconds of a lookup every 40 ms, each answered in 5 ms: 25 answers a second, which is
+  // what was asked, not what the DP can answer.
+  while (clock.now < 3_000) {
+    await answerInTurn(gate, clock, 1, 5);
+    clock.now += 35;
+  }
+  // 200 lookups at once with a second to wait: 64 go, the rest wait; each round is answered in
+  // 5 ms again. At 25 a second they would have looked 8 s away, and all but 12 been refused.
+  const calls: ReturnType<typeof pending>[] = [];
+  const runs = Array.from({ length: 200 }, () =>
+    gate
+      .run(
+        () => {
+          const c = pending();
+          calls.push(c);
+          return c.p;
+        },
+        isTimeout,
+        clock.now + 1_000,
+      )
+      .catch((e: DiscoveryError) => e),
+  );
+  assert.equal(gate.state.queued, 136);
+  while (calls.length > 0) {
+    await until(() => gate.state.inflight === calls.length);
+    clock.now += 5;
+    for (const c of calls.splice(0)) c.settle(true);
+    await until(() => calls.length > 0 || gate.state.inflight === 0);
+  }
+  const out = await Promise.all(runs);
+  assert.deepEqual(new Set(out), new Set(["answer"]), "all 200 answered");
+  assert.equal(gate.refused, 0);
+  assert.ok(clock.now - 3_000 <= 20, `answered in ${clock.now - 3_000} ms: the window doubled each round`);
+});
+
 test("a DP whose every answer is slow, but that keeps up, is not refused for its slowness", async () => {
   const clock = { now: 0 };
   const gate = new AdaptiveGate("far", {
@@ -483,7 +565,7 @@ test("a DP whose every answer is slow, but that keeps up, is not refused for its
 });
 
 test("while the gate refuses, the base answer time does not rise with the DP's queue; once it stops, it follows", async () => {
-  // A second of answers in 25 ms: the base is 25 ms.
+  // The base is 5 ms.
   const { gate, clock } = await measuredGate({ initialWindow: 100 });
   // With 300 ms left and 40 out at 100 a second, refused as saturated.
   const refuseOne = async () => {
@@ -497,10 +579,10 @@ test("while the gate refuses, the base answer time does not rise with the DP's q
     steadyLoad(gate, clock, out, {
       untilMs,
       answerMs: 400,
-      ...(refusing && { each: refuseOne, eachFromMs: 2_000 }),
+      ...(refusing && { each: refuseOne, eachFromMs: clock.now + 1_000 }),
     });
   // About 410 ms to an answer with 40 out at 100 a second. With 500 ms left: refused with the
-  // base at 25 ms (25 + 237), sent with it at 400 ms (400 + 50).
+  // base at 5 ms (5 + 247), sent with it at 400 ms (400 + 50).
   await steady(16_000, true);
   assert.equal(reasonOf(await tryLookup(gate, clock.now + 500)), "UPSTREAM_SATURATED");
   // Two whole buckets without a refusal: the base is the DP's answer time now.
@@ -530,17 +612,71 @@ test("past slow start, private lookups waiting for the window do not count as ah
   await Promise.all([...held, ...waitingPrivately, last]);
 });
 
-test("in slow start at the largest window, lookups waiting count: no doubling will drain them", async () => {
-  const { gate, clock } = await measuredGate({ initialWindow: 2, minWindow: 2, maxWindow: 2 });
-  const now = clock.now;
-  const hold = [pending(), pending()];
-  const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
-  const waiters = Array.from({ length: 60 }, () => pending());
-  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
-  await until(() => gate.state.queued === 60);
-  // 62 ahead at about 80 a second: about 790 ms, past 25 + (1,000 - 25) / 2.
-  const late = await tryLookup(gate, now + 1_000);
-  assert.equal(reasonOf(late), "UPSTREAM_SATURATED");
-  for (const c of [...hold, ...waiters]) c.settle(true);
-  await Promise.all([...held, ...waiting]);
+test("a queue that stands still refuses a newcomer at once, with no answer to tell a rate", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 2,
+    minWindow: 2,
+    maxWindow: 2,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  // Two sent that the DP does not answer, two waiting behind them from t = 0, one from t = 500.
+  const calls = Array.from({ length: 5 }, () => pending());
+  const runs = calls.slice(0, 4).map((c) => gate.run(() => c.p, isTimeout, 10_000));
+  await until(() => gate.state.queued === 2);
+  clock.now = 500;
+  runs.push(gate.run(() => (calls[4] as ReturnType<typeof pending>).p, isTimeout, 10_000));
+  await until(() => gate.state.queued === 3);
+  // One with 1.1 s left would be answered in 500 ms at the soonest, within half of that: it may wait.
+  assert.equal(gate.refusalNow(1_600), undefined);
+  // At 600 ms the first in the queue has waited 600 ms, past half of the second: refused at once.
+  clock.now = 600;
+  const refused = await tryLookup(gate, 1_600);
+  assert.equal(reasonOf(refused), "UPSTREAM_SATURATED");
+  assert.match(
+    (refused as DiscoveryError).message,
+    /has had lookups waiting for 600 ms here and 2 are sent and 3 waiting/,
+  );
+  assert.ok(Number((refused as DiscoveryError).details?.retryAfterMs) >= 600);
+  // One with more time may still wait.
+  assert.equal(gate.refusalNow(3_000), undefined);
+  // The DP answers the two (in 600 ms, now the base): the queue moves, and its first has waited
+  // 100 ms. With a second left: 700 ms at the soonest, within 600 + (1,000 - 600) / 2.
+  calls[0]?.settle(true);
+  calls[1]?.settle(true);
+  await until(() => gate.state.queued === 1);
+  assert.equal(gate.refusalNow(1_600), undefined);
+  for (const c of calls) c.settle(true);
+  await Promise.all(runs);
+});
+
+test("a queue at the DP ends slow start: the window then grows by about one per window of answers", async () => {
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 8,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  // A round of 8 answered in 5 ms doubles the window.
+  const roundIn = async (n: number, ms: number) => {
+    const calls = Array.from({ length: n }, () => pending());
+    const runs = calls.map((c) => gate.run(() => c.p, isTimeout, clock.now + 10_000));
+    await until(() => gate.state.inflight === n);
+    clock.now += ms;
+    for (const c of calls) c.settle(true);
+    await Promise.all(runs);
+  };
+  await roundIn(8, 5);
+  assert.equal(gate.state.window, 16);
+  // A second later (the quick answers out of the last second's), a round of 16 answered in 40 ms,
+  // where the base is 5: a queue. Slow start would make it 32; after its first answer, the window
+  // grows by 1/16 an answer (just under one for the round).
+  clock.now += 1_000;
+  await roundIn(16, 40);
+  assert.equal(gate.state.window, 16);
+  await roundIn(16, 40);
+  assert.equal(gate.state.window, 17);
 });

@@ -1,8 +1,12 @@
 // How many lookups a resolver keeps in flight at one DP: a window that adapts to what the DP
 // answers, as TCP's congestion window does: it starts small and grows by one per answer (slow
-// start, doubling per round trip) until the first timeout, then by one per window of answers
-// (additive increase), and halves when an attempt times out (multiplicative decrease, at most
-// once per attempt deadline, so one slow burst halves it once). A lookup that timed out keeps
+// start, doubling per round trip) until the first timeout or the first sign of a queue (below),
+// then by one per window of answers (additive increase), and halves when an attempt times out
+// (multiplicative decrease, at most once per attempt deadline, so one slow burst halves it
+// once). It grows only while it is the limit (lookups wait for it, or the most out at once in
+// this round or the last filled it; half of it in slow start), as TCP's congestion window
+// validation has it: a window grown by answers to lookups sent one at a time would later let a
+// whole burst onto the DP before any answer told how it copes. A lookup that timed out keeps
 // its place until the DP answers it late (`stillBusy`): the DP is still working on it, and
 // what took its place would queue behind it there and time out as well (test/abuse.test.ts:
 // on a starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is
@@ -16,10 +20,17 @@
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue
 // forms behind it (in overload runs every lookup then waited out its caller's deadline at the
 // DP, and 0.16-0.37x of the sustainable rate was answered). So a plain lookup is also judged on
-// arrival by Little's law: with n lookups ahead of it (sent, and waiting too once slow start is
-// over or the window is at its largest) and answers coming back at r a second over the last
-// second, it would be answered in about (n + 1) / r. Past its base (the quickest answer of the
-// last 5-10 s) plus half of the rest of its wait bound, it is refused at once
+// arrival. While the DP has a queue (even the quickest answer of the last second took well
+// over the base, the quickest of the last 5-10 s), it is judged by Little's law: with n lookups
+// ahead of it (sent and waiting) and answers coming back at r a second over the last second,
+// it would be answered in about (n + 1) / r. Without a queue, r is only what was asked (25
+// lookups a second of light traffic would have refused all but 12 of a burst of 200 that the
+// DP answered in 5 ms), and the window limits what is sent. A queue also ends slow start, as a
+// rise in round trips does in TCP's HyStart. And when lookups wait for the window, the first of
+// them has waited some time w, and the queue has not moved since: a lookup joining it would
+// wait at least that (the standing queue CoDel reads), answers or not; so it would be answered
+// in base + w at the soonest. Past its base plus half of the rest of its wait bound, it is
+// refused at once
 // (UPSTREAM_SATURATED, one to two times that time as retry-after) instead of queueing behind
 // lookups that will use up its caller's deadline; a caller with less time than the base has too
 // short a deadline (DEADLINE_TOO_SHORT). The other half is for what follows the DP's answer
@@ -37,6 +48,7 @@
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
 // queue from its own CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
 import { DiscoveryError } from "@mimi/core";
+import { AnswerTimes } from "./answer-times.js";
 import { callerGone, TOO_LATE } from "./call-bounds.js";
 
 /** The reason of the gate's refusals for lack of room at the DP (RESOURCE_EXHAUSTED). */
@@ -83,6 +95,8 @@ export const DEFAULT_GATE: Omit<GateOptions, "now" | "decreaseEveryMs"> = {
 };
 
 interface Waiter {
+  /** When it began to wait. */
+  readonly since: number;
   start(): void;
   /** It stopped waiting (its time ran out, or it was dropped): its turn is skipped. */
   gone: boolean;
@@ -91,18 +105,12 @@ interface Waiter {
   drop(): void;
 }
 
-/** Completions are counted over two buckets of this length to estimate the drain rate. */
-const DRAIN_BUCKET_MS = 500;
-/** Fewer completions than this in the buckets do not estimate a drain rate. */
-const MIN_DRAIN_SAMPLES = 20;
 /**
  * A lookup is refused at once when, at the drain rate, the lookups ahead of it would take longer
  * than its base answer time plus this share of the rest of its wait bound (itself nine tenths
  * of its caller's deadline).
  */
 const ANSWER_SHARE = 0.5;
-/** The base answer time is the least of the current and the previous bucket of this length. */
-const BASE_BUCKET_MS = 5_000;
 
 /** The gate of one DP. */
 export class AdaptiveGate {
@@ -110,7 +118,7 @@ export class AdaptiveGate {
   private inflight = 0;
   /** Lookups refused unsent (too late by the answer-time rule, over the queue or the published rate). */
   private refusals = 0;
-  /** Of those, the answer-time rule's (a base bucket with any keeps the base from rising). */
+  /** Of those, the answer-time rule's (while it refuses, the base answer time may not rise). */
   private lateRefusals = 0;
   /** Of those in flight and waiting, the judged ones (the answer-time rule counts these, and their answers). */
   private judgedInflight = 0;
@@ -119,31 +127,25 @@ export class AdaptiveGate {
   private head = 0;
   private waiting = 0;
   private lastDecreaseMs = Number.NEGATIVE_INFINITY;
+  /** The most lookups out at once in the current round (a window's worth of answers) and the last. */
+  private outPeak = 0;
+  private outPeakPrev = 0;
+  private roundAnswers = 0;
   /** Slow start lasts until the first timeout. */
   private slowStart = true;
   /** The published rate (lookups per second; 0: none), its schedule, and the timer that resumes it. */
   private rate = 0;
   private tatMs = 0;
   private paceTimer: NodeJS.Timeout | undefined;
-  /** Completions in the current and the previous drain bucket. */
-  private doneNow = 0;
-  private donePrev = 0;
-  private doneStart = Number.NEGATIVE_INFINITY;
-  /** How much of the previous bucket counted (0 after an idle spell), and whether the current one began on time. */
-  private prevSpanMs = 0;
-  private nowSpanWhole = false;
-  /** The quickest answer (ms) of a judged lookup in the current and the previous base bucket. */
-  private baseNow = Number.POSITIVE_INFINITY;
-  private basePrev = Number.POSITIVE_INFINITY;
-  private baseStart = Number.NEGATIVE_INFINITY;
-  /** `lateRefusals` when the current base bucket began. */
-  private refusedAtBase = 0;
+  /** What the judged lookups' answers tell: the drain rate, the base answer time, a queue. */
+  private readonly answers: AnswerTimes;
 
   constructor(
     private readonly name: string,
     private readonly o: GateOptions,
   ) {
     this.window = o.initialWindow;
+    this.answers = new AnswerTimes(o.now);
   }
 
   /** Whether a timeout has shrunk the window within the last attempt deadline. */
@@ -203,13 +205,30 @@ export class AdaptiveGate {
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
     else await this.wait(leftMs, judged, abandoned);
+    this.outPeak = Math.max(this.outPeak, this.inflight);
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
     let busy: Promise<boolean> | undefined;
+    let answerMs: number | undefined;
     try {
       const r = await f();
-      if (judged) this.noteAnswer(sentAt);
-      this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
+      if (judged) {
+        answerMs = this.o.now() - sentAt;
+        this.answers.timely(answerMs, this.lateRefusals);
+        // A queue ends slow start, as a rise in round trips does in TCP's HyStart: doubling the
+        // window would only lengthen it, and the lookups waiting count from now on.
+        if (this.slowStart && this.answers.queueing(answerMs)) this.slowStart = false;
+      }
+      // Only a window that is the limit grows (as TCP's congestion window validation has it):
+      // one grown while fewer lookups were out would let a later burst onto the DP at once.
+      if (++this.roundAnswers >= Math.floor(this.window)) {
+        this.outPeakPrev = this.outPeak;
+        this.outPeak = this.inflight;
+        this.roundAnswers = 0;
+      }
+      if (this.limited()) {
+        this.window = Math.min(this.o.maxWindow, this.window + (this.slowStart ? 1 : 1 / this.window));
+      }
       return r;
     } catch (err) {
       if (timedOut(err)) this.shrink();
@@ -222,76 +241,37 @@ export class AdaptiveGate {
           (answered) => this.release(judged, answered),
           () => this.release(judged, false),
         );
-      } else this.release(judged, true);
+      } else this.release(judged, true, answerMs);
     }
   }
 
+  /**
+   * Whether the window limits what is sent: lookups wait for it, or the most out at once in
+   * this round of a window's answers or the last filled it (in slow start, which doubles it per
+   * round, half of it: Linux's rule for its congestion window).
+   */
+  private limited(): boolean {
+    const out = Math.max(this.outPeak, this.outPeakPrev);
+    return this.waiting > 0 || (this.slowStart ? 2 * out > this.window : out >= Math.floor(this.window));
+  }
+
   /** A lookup of the window is done at the DP (`answered`, or not): its place goes to the next. */
-  private release(judged: boolean, answered: boolean): void {
+  private release(judged: boolean, answered: boolean, answerMs?: number): void {
     if (judged) {
       this.judgedInflight--;
-      if (answered) this.countDone();
+      if (answered) this.answers.done(answerMs);
     }
     this.inflight--;
     this.next();
   }
 
-  /** Counts the answer of a judged lookup sent at `sentAt` towards the base answer time. */
-  private noteAnswer(sentAt: number): void {
-    const now = this.o.now();
-    const ms = now - sentAt;
-    const buckets = Math.floor((now - this.baseStart) / BASE_BUCKET_MS);
-    if (buckets >= 1) {
-      // While the gate refuses, the DP is behind and every answer carries its queue: the base
-      // may fall then but not rise, or it would take the queue in and let answer times creep
-      // up to the callers' bounds.
-      const refusing = this.lateRefusals !== this.refusedAtBase;
-      if (refusing) this.basePrev = Math.min(this.basePrev, this.baseNow);
-      else this.basePrev = buckets === 1 ? this.baseNow : Number.POSITIVE_INFINITY;
-      this.baseNow = Number.POSITIVE_INFINITY;
-      this.baseStart = buckets === 1 ? this.baseStart + BASE_BUCKET_MS : now;
-      this.refusedAtBase = this.lateRefusals;
-    }
-    this.baseNow = Math.min(this.baseNow, ms);
-  }
-
   /**
-   * The quickest answer of the last 5-10 s, or of the spell before the gate began refusing (ms);
-   * 0 when none came in the last 10 s.
+   * How long the first lookup in the queue has waited (ms; 0 when none waits). One that left
+   * stays first until the queue moves, so this is how long the queue has stood still at least.
    */
-  private baseMs(): number {
-    if (this.o.now() - this.baseStart >= 2 * BASE_BUCKET_MS) return 0;
-    const base = Math.min(this.baseNow, this.basePrev);
-    return Number.isFinite(base) ? Math.max(0, base) : 0;
-  }
-
-  private countDone(): void {
-    const now = this.o.now();
-    const buckets = Math.floor((now - this.doneStart) / DRAIN_BUCKET_MS);
-    if (buckets >= 1) {
-      // The previous bucket counts only when it was the one just before and was counted whole.
-      this.donePrev = buckets === 1 ? this.doneNow : 0;
-      this.prevSpanMs = buckets === 1 && this.nowSpanWhole ? DRAIN_BUCKET_MS : 0;
-      this.doneNow = 0;
-      this.nowSpanWhole = buckets === 1;
-      this.doneStart = buckets === 1 ? this.doneStart + DRAIN_BUCKET_MS : now;
-    }
-    this.doneNow++;
-  }
-
-  /**
-   * Answers per second over the last half second to second, counting only time answers were
-   * coming in (a burst after an idle spell is not averaged with the idle time), or 0 when too
-   * few to tell.
-   */
-  private drainRate(): number {
-    const age = this.o.now() - this.doneStart; // how far into the current bucket
-    if (age >= 2 * DRAIN_BUCKET_MS) return 0;
-    const withPrev = age < DRAIN_BUCKET_MS;
-    const done = this.doneNow + (withPrev ? this.donePrev : 0);
-    if (done < MIN_DRAIN_SAMPLES) return 0;
-    const spanMs = age + (withPrev ? this.prevSpanMs : 0);
-    return (done * 1_000) / Math.max(spanMs, 100);
+  private headWaitedMs(): number {
+    const first = this.waiting > 0 ? this.queue[this.head] : undefined;
+    return first ? Math.max(0, this.o.now() - first.since) : 0;
   }
 
   /** How long a lookup that may wait until `waitUntilMs` has (the default bound when none). */
@@ -300,16 +280,18 @@ export class AdaptiveGate {
   }
 
   /**
-   * The refusal of a lookup that, at the rate answers come back, would be answered after its
-   * base answer time plus ANSWER_SHARE of the rest of the `leftMs` its caller leaves it, or
-   * undefined. Nothing is refused while the rate is unknown (fewer than MIN_DRAIN_SAMPLES
-   * answers in the last second).
+   * The refusal of a lookup that would be answered after its base answer time plus ANSWER_SHARE
+   * of the rest of the `leftMs` its caller leaves it (at the rate answers come back, while the
+   * DP has a queue; or behind the queue's first, which has waited so long already), or
+   * undefined. With no rate known (too few answers in the last second) and nobody waiting,
+   * nothing is refused.
    */
   private lateVerdict(leftMs: number): DiscoveryError | undefined {
-    const drained = this.drainRate();
-    if (drained === 0) return undefined;
-    const base = this.baseMs();
-    if (!(leftMs > base)) {
+    const drained = this.answers.drainRate();
+    const waitedMs = this.headWaitedMs();
+    if (drained === 0 && waitedMs === 0) return undefined;
+    const base = this.answers.baseMs();
+    if (drained > 0 && !(leftMs > base)) {
       // Less time than the DP's quickest answer: the caller's deadline, not the DP, is short
       // (charged like a miss answered at its deadline; call-bounds.ts).
       return notSent(
@@ -320,9 +302,16 @@ export class AdaptiveGate {
         ),
       );
     }
-    // Waiting lookups count once slow start is over, or once the window can grow no more.
-    const waiting = !this.slowStart || this.window >= this.o.maxWindow ? this.judgedWaiting : 0;
-    const expectedMs = ((this.judgedInflight + waiting + 1) * 1_000) / drained;
+    // A lookup that would wait joins the queue behind one that has waited this long already,
+    // and the queue has not moved since: it would wait at least as long (a queue that stands is
+    // the sign CoDel reads), whether or not answers came back to tell a rate.
+    let expectedMs = waitedMs > 0 ? base + waitedMs : 0;
+    // Answers as quick as ever: the rate is the demand, not the DP's capacity, and the window
+    // limits what is sent (a burst after light traffic would otherwise be refused at that rate).
+    // With a queue, the lookups waiting for the window count too (and slow start is over).
+    const byRate = drained > 0 && this.answers.queueing();
+    if (byRate)
+      expectedMs = Math.max(expectedMs, ((this.judgedInflight + this.judgedWaiting + 1) * 1_000) / drained);
     if (expectedMs < base + ANSWER_SHARE * (leftMs - base)) return undefined;
     // Spread (one to two times that, at least 100 ms) so that callers refused together do not
     // come back together.
@@ -332,7 +321,7 @@ export class AdaptiveGate {
     return notSent(
       new DiscoveryError(
         "resource_exhausted",
-        `DP "${this.name}" answers about ${Math.round(drained)} lookups per second here and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
+        `DP "${this.name}" ${byRate ? `answers about ${Math.round(drained)} lookups per second here` : `has had lookups waiting for ${Math.round(waitedMs)} ms here`} and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
         { details: { retryAfterMs, reason: UPSTREAM_SATURATED } },
       ),
     );
@@ -433,6 +422,7 @@ export class AdaptiveGate {
         );
       }, maxWaitMs);
       const w: Waiter = {
+        since: this.o.now(),
         gone: false,
         ...(abandoned && { abandoned }),
         start: () => {

@@ -236,27 +236,36 @@ test("a lookup whose stream ended under it is asked once more on a new stream, a
 
 test("a lookup the gate refuses as too late is not sent, and is not counted as the DP's failure", async () => {
   const observed: boolean[] = [];
-  const t = await setup(
-    () => "answer",
-    () => "answer",
-    { observe: (_dp, _s, failed) => observed.push(failed) },
-  );
+  // The DP answers its first lookup in 5 ms (the base) and the rest in 25 (a queue), on the
+  // test's clock.
+  let answered = 0;
+  let tick: (ms: number) => void = () => {};
+  const answer = (): Behaviour => {
+    tick(answered++ === 0 ? 5 : 25);
+    return "answer";
+  };
+  const t = await setup(answer, answer, { observe: (_dp, _s, failed) => observed.push(failed) });
+  tick = t.tick;
   // A DP not asked yet has no gate, so no rate to judge by: nothing is refused before it is asked.
-  assert.equal(t.upstream.refusalNow(t.dp.id, 1), undefined);
-  // 30 answers on a clock that does not move: the DP drains them at once (a high rate, known).
-  for (let i = 0; i < 30; i++) await t.upstream.lookup(t.dp, `tel:+4477009008${i}`);
+  assert.equal(t.upstream.refusalNow(t.dp.id, 6), undefined);
+  // An answer, and a second later 30 more, each in 25 ms.
+  for (let i = 0; i < 31; i++) {
+    await t.upstream.lookup(t.dp, `tel:+4477009008${i}`);
+    if (i === 0) t.tick(1_000);
+  }
   assert.deepEqual(new Set(observed), new Set([false]));
   const asked = t.a.items + t.b.items;
-  // A caller with 1 ms to wait cannot be answered in time at any rate this clock can see.
+  // A caller with 6 ms to wait (1 over the base) cannot be answered in time at that rate.
+  const waitUntilMs = t.clock() + 6;
   await assert.rejects(
-    t.upstream.lookup(t.dp, "tel:+447700900901", { waitUntilMs: 1 }),
+    t.upstream.lookup(t.dp, "tel:+447700900901", { waitUntilMs }),
     (e: DiscoveryError) => e.code === "resource_exhausted" && e.details?.reason === "UPSTREAM_SATURATED",
   );
   assert.equal(t.a.items + t.b.items, asked, "not sent");
-  assert.equal(observed.length, 30, "not observed as a lookup at the DP");
+  assert.equal(observed.length, 31, "not observed as a lookup at the DP");
   // The same verdict without a lookup, at that DP's gate and no other.
-  assert.equal(t.upstream.refusalNow(t.dp.id, 1)?.details?.reason, "UPSTREAM_SATURATED");
-  assert.equal(t.upstream.refusalNow("elsewhere", 1), undefined);
+  assert.equal(t.upstream.refusalNow(t.dp.id, waitUntilMs)?.details?.reason, "UPSTREAM_SATURATED");
+  assert.equal(t.upstream.refusalNow("elsewhere", waitUntilMs), undefined);
   assert.deepEqual(
     t.upstream.windows().map((w) => [w.dpId, w.refused]),
     [[t.dp.id, 2]],
@@ -264,7 +273,7 @@ test("a lookup the gate refuses as too late is not sent, and is not counted as t
   );
   // A private lookup is not judged by that rule (this resolver has none: it fails its own way).
   await assert.rejects(
-    t.upstream.lookup(t.dp, "tel:+447700900902", { waitUntilMs: 1, privately: true }),
+    t.upstream.lookup(t.dp, "tel:+447700900902", { waitUntilMs, privately: true }),
     (e: DiscoveryError) => e.code === "failed_precondition",
   );
   t.upstream.close();
