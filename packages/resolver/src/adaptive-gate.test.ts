@@ -29,9 +29,9 @@ async function answerInTurn(gate: AdaptiveGate, clock: { now: number }, n: numbe
 }
 
 /**
- * A gate in slow start on a clock the test moves, whose DP has a queue: an answer in 5 ms (the
- * base), and a second later 40 lookups answered one after another, each in 25 ms (about 80 a
- * second, as the drain rate reads them).
+ * A gate in slow start on a clock the test moves: an answer in 5 ms (the base), and a second
+ * later 40 lookups answered one after another, each in 25 ms (about 80 a second, as the drain
+ * rate reads them).
  */
 async function measuredGate(o: Partial<GateOptions> = {}) {
   const clock = { now: 0 };
@@ -79,6 +79,42 @@ async function steadyLoad(
     const c = pending();
     out.push({ c, due: clock.now + o.answerMs, run: gate.run(() => c.p, isTimeout, clock.now + 10_000) });
   }
+}
+
+/**
+ * `n` lookups at once through `gate` with a second to wait (`sent(queued)` is told how many wait
+ * at first), answered in rounds: each round, every lookup out is answered `ms` later on `clock`.
+ * What each got: "answer", or the gate's failure.
+ */
+async function inRounds(
+  gate: AdaptiveGate,
+  clock: { now: number },
+  n: number,
+  ms: number,
+  sent: (queued: number) => void = () => {},
+): Promise<(string | DiscoveryError)[]> {
+  const out: ReturnType<typeof pending>[] = [];
+  const runs = Array.from({ length: n }, () =>
+    gate
+      .run(
+        () => {
+          const c = pending();
+          out.push(c);
+          return c.p;
+        },
+        isTimeout,
+        clock.now + 1_000,
+      )
+      .catch((e: DiscoveryError) => e),
+  );
+  sent(gate.state.queued);
+  while (out.length > 0) {
+    await until(() => gate.state.inflight === out.length);
+    clock.now += ms;
+    for (const c of out.splice(0)) c.settle(true);
+    await until(() => out.length > 0 || gate.state.inflight === 0);
+  }
+  return Promise.all(runs);
 }
 
 /** `n` lookups through `gate`, settled by hand, and the order in which the gate started them. */
@@ -481,63 +517,33 @@ test("lookups not judged (private ones, a retry) are neither refused by the answ
   await Promise.all([...out, ...sent]);
 });
 
-test("a burst after an idle spell is judged at the rate of the burst, not averaged with the idle time", async () => {
-  const { gate, answers, clock } = await drainingGate();
-  // Idle for five seconds, then 30 answers in 30 ms: 300 a second (a rate is read over 100 ms at
-  // least); averaged with the idle time it would be 6, or 30 over one idle second.
-  clock.now = 5_000;
-  await answers(30, 1);
-  const now = clock.now;
-  const hold = [pending(), pending()];
-  const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
-  const waiters = Array.from({ length: 20 }, () => pending());
-  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 400));
-  await until(() => gate.state.queued === 20);
-  for (const c of [...hold, ...waiters]) c.settle(true);
-  assert.equal((await Promise.all([...held, ...waiting])).length, 22);
-});
-
-test("a burst after light traffic, at a DP that answers as quickly as ever, waits for the window and is not refused", async () => {
+test("a long queue behind a small window, at the rate it drains, is refused however quick the DP", async () => {
   const clock = { now: 0 };
   const gate = new AdaptiveGate("eu", {
     ...DEFAULT_GATE,
-    initialWindow: 64,
+    initialWindow: 4,
+    minWindow: 4,
+    maxWindow: 4,
     decreaseEveryMs: 1_000,
     now: () => clock.now,
   });
-  // Three seconds of a lookup every 40 ms, each answered in 5 ms: 25 answers a second, which is
-  // what was asked, not what the DP can answer.
-  while (clock.now < 3_000) {
-    await answerInTurn(gate, clock, 1, 5);
-    clock.now += 35;
-  }
-  // 200 lookups at once with a second to wait: 64 go, the rest wait; each round is answered in
-  // 5 ms again. At 25 a second they would have looked 8 s away, and all but 12 been refused.
-  const calls: ReturnType<typeof pending>[] = [];
-  const runs = Array.from({ length: 200 }, () =>
-    gate
-      .run(
-        () => {
-          const c = pending();
-          calls.push(c);
-          return c.p;
-        },
-        isTimeout,
-        clock.now + 1_000,
-      )
-      .catch((e: DiscoveryError) => e),
-  );
-  assert.equal(gate.state.queued, 136);
-  while (calls.length > 0) {
-    await until(() => gate.state.inflight === calls.length);
-    clock.now += 5;
-    for (const c of calls.splice(0)) c.settle(true);
-    await until(() => calls.length > 0 || gate.state.inflight === 0);
-  }
-  const out = await Promise.all(runs);
-  assert.deepEqual(new Set(out), new Set(["answer"]), "all 200 answered");
+  // 100 lookups through a window of 4, each round answered in 5 ms: 800 a second.
+  await inRounds(gate, clock, 100, 5);
   assert.equal(gate.refused, 0);
-  assert.ok(clock.now - 3_000 <= 20, `answered in ${clock.now - 3_000} ms: the window doubled each round`);
+  // 400 more at once: 4 go, 396 wait. A newcomer with 500 ms left would be answered in about
+  // 500 ms: refused; one with 2 s left may wait.
+  let verdict: unknown;
+  let patient: unknown;
+  const out = await inRounds(gate, clock, 400, 5, () => {
+    verdict = gate.refusalNow(clock.now + 500);
+    patient = gate.refusalNow(clock.now + 2_000);
+  });
+  assert.match(
+    String((verdict as DiscoveryError | undefined)?.message),
+    /answers about 8\d\d lookups per second here and 4 are sent and 396 waiting/,
+  );
+  assert.equal(patient, undefined);
+  assert.equal(out.length, 400);
 });
 
 test("a DP whose every answer is slow, but that keeps up, is not refused for its slowness", async () => {
@@ -631,52 +637,65 @@ test("a queue that stands still refuses a newcomer at once, with no answer to te
   await until(() => gate.state.queued === 3);
   // One with 1.1 s left would be answered in 500 ms at the soonest, within half of that: it may wait.
   assert.equal(gate.refusalNow(1_600), undefined);
-  // At 600 ms the first in the queue has waited 600 ms, past half of the second: refused at once.
+  // At 600 ms nothing has been sent for 600 ms, past half of the second: refused at once.
   clock.now = 600;
   const refused = await tryLookup(gate, 1_600);
   assert.equal(reasonOf(refused), "UPSTREAM_SATURATED");
   assert.match(
     (refused as DiscoveryError).message,
-    /has had lookups waiting for 600 ms here and 2 are sent and 3 waiting/,
+    /has sent nothing for 600 ms here while lookups wait and 2 are sent and 3 waiting/,
   );
   assert.ok(Number((refused as DiscoveryError).details?.retryAfterMs) >= 600);
   // One with more time may still wait.
   assert.equal(gate.refusalNow(3_000), undefined);
-  // The DP answers the two (in 600 ms, now the base): the queue moves, and its first has waited
-  // 100 ms. With a second left: 700 ms at the soonest, within 600 + (1,000 - 600) / 2.
+  // The DP answers the two in 600 ms (now the base): the queue moves, and a newcomer with a
+  // second left is judged by the 100 ms it has stood since: it may wait.
   calls[0]?.settle(true);
   calls[1]?.settle(true);
   await until(() => gate.state.queued === 1);
-  assert.equal(gate.refusalNow(1_600), undefined);
+  clock.now = 700;
+  assert.equal(gate.refusalNow(1_700), undefined);
   for (const c of calls) c.settle(true);
   await Promise.all(runs);
 });
 
-test("a queue at the DP ends slow start: the window then grows by about one per window of answers", async () => {
+test("a lookup that left the front of the queue does not count as waiting there", async () => {
   const clock = { now: 0 };
   const gate = new AdaptiveGate("eu", {
     ...DEFAULT_GATE,
-    initialWindow: 8,
+    initialWindow: 1,
+    minWindow: 1,
+    maxWindow: 1,
     decreaseEveryMs: 1_000,
     now: () => clock.now,
   });
-  // A round of 8 answered in 5 ms doubles the window.
-  const roundIn = async (n: number, ms: number) => {
-    const calls = Array.from({ length: n }, () => pending());
-    const runs = calls.map((c) => gate.run(() => c.p, isTimeout, clock.now + 10_000));
-    await until(() => gate.state.inflight === n);
-    clock.now += ms;
-    for (const c of calls) c.settle(true);
-    await Promise.all(runs);
-  };
-  await roundIn(8, 5);
-  assert.equal(gate.state.window, 16);
-  // A second later (the quick answers out of the last second's), a round of 16 answered in 40 ms,
-  // where the base is 5: a queue. Slow start would make it 32; after its first answer, the window
-  // grows by 1/16 an answer (just under one for the round).
-  clock.now += 1_000;
-  await roundIn(16, 40);
-  assert.equal(gate.state.window, 16);
-  await roundIn(16, 40);
-  assert.equal(gate.state.window, 17);
+  const held = pending();
+  const out = gate.run(() => held.p, isTimeout, 10_000);
+  // One waits with 5 ms to spare, and gives up; a second comes at t = 1,000.
+  const gaveUp = gate.run(() => Promise.resolve("sent"), isTimeout, 5).catch((e: DiscoveryError) => e);
+  assert.match(String(await gaveUp), /waited 5 ms/);
+  clock.now = 1_000;
+  const second = gate.run(() => Promise.resolve("sent"), isTimeout, 10_000);
+  await until(() => gate.state.queued === 1);
+  // At 1,100 the one waiting has waited 100 ms, not the 1,100 of the one that left.
+  clock.now = 1_100;
+  assert.equal(gate.refusalNow(2_100), undefined);
+  held.settle(true);
+  assert.equal(await second, "sent");
+  await out;
+});
+
+test("in slow start at the largest window, lookups waiting count: no doubling will drain them", async () => {
+  const { gate, clock } = await measuredGate({ initialWindow: 2, minWindow: 2, maxWindow: 2 });
+  const now = clock.now;
+  const hold = [pending(), pending()];
+  const held = hold.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  const waiters = Array.from({ length: 60 }, () => pending());
+  const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
+  await until(() => gate.state.queued === 60);
+  // 62 ahead at about 80 a second: about 790 ms, past 25 + (1,000 - 25) / 2.
+  const late = await tryLookup(gate, now + 1_000);
+  assert.equal(reasonOf(late), "UPSTREAM_SATURATED");
+  for (const c of [...hold, ...waiters]) c.settle(true);
+  await Promise.all([...held, ...waiting]);
 });

@@ -1,48 +1,52 @@
 // How many lookups a resolver keeps in flight at one DP: a window that adapts to what the DP
 // answers, as TCP's congestion window does: it starts small and grows by one per answer (slow
-// start, doubling per round trip) until the first timeout or the first sign of a queue (below),
-// then by one per window of answers (additive increase), and halves when an attempt times out
-// (multiplicative decrease, at most once per attempt deadline, so one slow burst halves it
-// once). It grows only while it is the limit (lookups wait for it, or the most out at once in
-// this round or the last filled it; half of it in slow start), as TCP's congestion window
-// validation has it: a window grown by answers to lookups sent one at a time would later let a
-// whole burst onto the DP before any answer told how it copes. A lookup that timed out keeps
-// its place until the DP answers it late (`stillBusy`): the DP is still working on it, and
-// what took its place would queue behind it there and time out as well (test/abuse.test.ts:
-// on a starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is
-// over the window waits in a bounded queue, for a bounded time, instead of being sent to a DP
-// that cannot answer it within the deadline; a full queue or a wait past its bound fails at once
-// with a clear status rather than after a timeout (the abuse issue's "bend, do not break"). A
-// DP endpoint may also publish the rate it takes (R13; EndpointLimits at the start of each
-// LookupStream): lookups then also leave the gate no faster than that rate
-// (a GCRA schedule with a tenth of a second's burst), waiting in the same queue, and a lookup
-// that could not leave within the queue's bound is refused at once (DP_CAPACITY).
+// start, doubling per round trip) until the first timeout, then by one per window of answers
+// (additive increase), and halves when an attempt times out (multiplicative decrease, at most
+// once per attempt deadline, so one slow burst halves it once). In slow start it grows only
+// while it is the limit (lookups wait for it, or the most out at once in this round or the last
+// filled half of it), as TCP's congestion window validation has it: a window doubled by answers
+// to lookups sent a few at a time would later let a whole burst onto the DP before any answer
+// told how it copes (1,193 lookups at once in an overload run). A lookup that timed out keeps
+// its place until the DP answers it late (`stillBusy`): the DP is still working on it, and what
+// took its place would queue behind it there and time out as well (test/abuse.test.ts: on a
+// starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is over the
+// window waits in a bounded queue, for a bounded time, instead of being sent to a DP that cannot
+// answer it within the deadline; a full queue or a wait past its bound fails at once with a
+// clear status rather than after a timeout (the abuse issue's "bend, do not break"). A DP
+// endpoint may also publish the rate it takes (R13; EndpointLimits at the start of each
+// LookupStream): lookups then also leave the gate no faster than that rate (a GCRA schedule with
+// a tenth of a second's burst), waiting in the same queue, and a lookup that could not leave
+// within the queue's bound is refused at once (DP_CAPACITY).
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue
 // forms behind it (in overload runs every lookup then waited out its caller's deadline at the
 // DP, and 0.16-0.37x of the sustainable rate was answered). So a plain lookup is also judged on
-// arrival. While the DP has a queue (even the quickest answer of the last second took well
-// over the base, the quickest of the last 5-10 s), it is judged by Little's law: with n lookups
-// ahead of it (sent and waiting) and answers coming back at r a second over the last second,
-// it would be answered in about (n + 1) / r. Without a queue, r is only what was asked (25
-// lookups a second of light traffic would have refused all but 12 of a burst of 200 that the
-// DP answered in 5 ms), and the window limits what is sent. A queue also ends slow start, as a
-// rise in round trips does in TCP's HyStart. And when lookups wait for the window, the first of
-// them has waited some time w, and the queue has not moved since: a lookup joining it would
-// wait at least that (the standing queue CoDel reads), answers or not; so it would be answered
-// in base + w at the soonest. Past its base plus half of the rest of its wait bound, it is
-// refused at once
-// (UPSTREAM_SATURATED, one to two times that time as retry-after) instead of queueing behind
-// lookups that will use up its caller's deadline; a caller with less time than the base has too
-// short a deadline (DEADLINE_TOO_SHORT). The other half is for what follows the DP's answer
-// (verification, the reply) and for time the call spent before its handler ran, which the
-// resolver cannot see (four fifths instead of half left so much late work that 0.48x of the
-// sustainable rate was answered, against 0.72-0.75x). The base widens the budget, so a DP far
-// away is not refused for its distance; it may fall but not rise while lookups are refused as
-// late (every answer then carries the DP's queue, and a base that took it in would let answer
-// times creep up to the bound). Private lookups (several calls, far slower) are neither judged
-// nor counted, so asking privately cannot make plain lookups look late; nor are the retries
-// after a timeout, whose caller hears that timeout when a retry is not sent. A lookup that
-// timed out counts as ahead until the DP is done with it, and as answered only if it answered.
+// arrival, its answer time read two ways, the later counting. By Little's law: with n lookups
+// ahead of it (sent, and waiting too once slow start is over or the window is at its largest)
+// and answers coming back at r a second over the last second, about (n + 1) / r. And when the
+// queue has stood still for w (nothing sent since, though lookups wait), by base + w: a newcomer
+// would wait about that long (the standing queue CoDel reads), whether or not answers come back
+// to tell a rate, as when the resolver's own loop falls behind (before, with too few answers to
+// tell a rate, nothing was refused and the queue held every lookup until each waited out its
+// bound). Past its base (the quickest answer of the last 5-10 s) plus half of the rest of its
+// wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times that time as
+// retry-after) instead of queueing behind lookups that will use up its caller's deadline; a
+// caller with less time than the base has too short a deadline (DEADLINE_TOO_SHORT). The other
+// half is for what follows the DP's answer (verification, the reply) and for time the call spent
+// before its handler ran, which the resolver cannot see (four fifths instead of half left so
+// much late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base
+// widens the budget, so a DP far away is not refused for its distance; it may fall but not rise
+// while lookups are refused as late (every answer then carries the DP's queue, and a base that
+// took it in would let answer times creep up to the bound). Private lookups (several calls, far
+// slower) are neither judged nor counted in n, so asking privately cannot make plain lookups
+// look late by the rate; nor are the retries after a timeout, whose caller hears that timeout
+// when a retry is not sent. A queue that stands still refuses newcomers whatever holds the
+// window, since they would wait behind it all the same. A lookup that timed out counts as ahead
+// until the DP is done with it, and as answered only if it answered. Known and left: r is what
+// was asked as much as what the DP can answer, so after light traffic a burst is judged at the
+// light rate (25 answers a second refuse all but 12 of 200 lookups at once, though the DP
+// answers them in 5 ms). Applying the rule only while the DP showed a queue or a full window
+// fixed that, and answered less in overload runs (bench/README.md, Overload), as did ending slow
+// start on a queue (TCP's HyStart) and judging a waiting lookup by the window's round trips.
 // The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
@@ -106,9 +110,9 @@ interface Waiter {
 }
 
 /**
- * A lookup is refused at once when, at the drain rate, the lookups ahead of it would take longer
- * than its base answer time plus this share of the rest of its wait bound (itself nine tenths
- * of its caller's deadline).
+ * A lookup is refused at once when it would be answered (by the drain rate, or by how long the
+ * queue has stood still) later than its base answer time plus this share of the rest of its
+ * wait bound (itself nine tenths of its caller's deadline).
  */
 const ANSWER_SHARE = 0.5;
 
@@ -127,6 +131,8 @@ export class AdaptiveGate {
   private head = 0;
   private waiting = 0;
   private lastDecreaseMs = Number.NEGATIVE_INFINITY;
+  /** When the gate last sent a lookup (from the queue or straight away). */
+  private lastSentMs = Number.NEGATIVE_INFINITY;
   /** The most lookups out at once in the current round (a window's worth of answers) and the last. */
   private outPeak = 0;
   private outPeakPrev = 0;
@@ -206,21 +212,18 @@ export class AdaptiveGate {
     if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
     else await this.wait(leftMs, judged, abandoned);
     this.outPeak = Math.max(this.outPeak, this.inflight);
+    this.lastSentMs = this.o.now();
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
     let busy: Promise<boolean> | undefined;
-    let answerMs: number | undefined;
     try {
       const r = await f();
       if (judged) {
-        answerMs = this.o.now() - sentAt;
-        this.answers.timely(answerMs, this.lateRefusals);
-        // A queue ends slow start, as a rise in round trips does in TCP's HyStart: doubling the
-        // window would only lengthen it, and the lookups waiting count from now on.
-        if (this.slowStart && this.answers.queueing(answerMs)) this.slowStart = false;
+        this.answers.timely(this.o.now() - sentAt, this.lateRefusals);
       }
-      // Only a window that is the limit grows (as TCP's congestion window validation has it):
-      // one grown while fewer lookups were out would let a later burst onto the DP at once.
+      // In slow start only a window that is the limit grows (as TCP's congestion window
+      // validation has it): one grown while fewer lookups were out would let a later burst onto
+      // the DP at once.
       if (++this.roundAnswers >= Math.floor(this.window)) {
         this.outPeakPrev = this.outPeak;
         this.outPeak = this.inflight;
@@ -241,37 +244,48 @@ export class AdaptiveGate {
           (answered) => this.release(judged, answered),
           () => this.release(judged, false),
         );
-      } else this.release(judged, true, answerMs);
+      } else this.release(judged, true);
     }
   }
 
   /**
-   * Whether the window limits what is sent: lookups wait for it, or the most out at once in
-   * this round of a window's answers or the last filled it (in slow start, which doubles it per
-   * round, half of it: Linux's rule for its congestion window).
+   * Whether the window may grow: past slow start, on every answer in time (as before); in slow
+   * start, while it limits what is sent: lookups wait for it, or the most out at once in this
+   * round of a window's answers or the last filled half of it (Linux's rule for its congestion
+   * window in slow start).
    */
   private limited(): boolean {
-    const out = Math.max(this.outPeak, this.outPeakPrev);
-    return this.waiting > 0 || (this.slowStart ? 2 * out > this.window : out >= Math.floor(this.window));
+    if (!this.slowStart || this.waiting > 0) return true;
+    return 2 * Math.max(this.outPeak, this.outPeakPrev) > this.window;
   }
 
   /** A lookup of the window is done at the DP (`answered`, or not): its place goes to the next. */
-  private release(judged: boolean, answered: boolean, answerMs?: number): void {
+  private release(judged: boolean, answered: boolean): void {
     if (judged) {
       this.judgedInflight--;
-      if (answered) this.answers.done(answerMs);
+      if (answered) this.answers.done();
     }
     this.inflight--;
     this.next();
+    // Idle: the rounds before do not widen the window for what comes next.
+    if (this.inflight === 0 && this.waiting === 0) {
+      this.outPeak = 0;
+      this.outPeakPrev = 0;
+      this.roundAnswers = 0;
+    }
   }
 
   /**
-   * How long the first lookup in the queue has waited (ms; 0 when none waits). One that left
-   * stays first until the queue moves, so this is how long the queue has stood still at least.
+   * How long the queue has stood still (ms; 0 when none waits): since the gate last sent a
+   * lookup, or since the first lookup still waiting came if later. A lookup joining it would
+   * wait about that long (CoDel reads a standing queue so), whether or not answers come back to
+   * tell a rate. Those that left the queue's front are skipped, as next() would.
    */
-  private headWaitedMs(): number {
-    const first = this.waiting > 0 ? this.queue[this.head] : undefined;
-    return first ? Math.max(0, this.o.now() - first.since) : 0;
+  private standingMs(): number {
+    if (this.waiting === 0) return 0;
+    while (this.head < this.queue.length && (this.queue[this.head] as Waiter).gone) this.head++;
+    const first = this.queue[this.head];
+    return first ? Math.max(0, this.o.now() - Math.max(first.since, this.lastSentMs)) : 0;
   }
 
   /** How long a lookup that may wait until `waitUntilMs` has (the default bound when none). */
@@ -281,17 +295,16 @@ export class AdaptiveGate {
 
   /**
    * The refusal of a lookup that would be answered after its base answer time plus ANSWER_SHARE
-   * of the rest of the `leftMs` its caller leaves it (at the rate answers come back, while the
-   * DP has a queue; or behind the queue's first, which has waited so long already), or
-   * undefined. With no rate known (too few answers in the last second) and nobody waiting,
-   * nothing is refused.
+   * of the rest of the `leftMs` its caller leaves it, or undefined. Its answer time is judged
+   * two ways, the later counting: at the rate answers come back (Little's law), and by how long
+   * the queue has stood still. With no rate known (too few answers in the last second) and
+   * nobody waiting, nothing is refused.
    */
   private lateVerdict(leftMs: number): DiscoveryError | undefined {
     const drained = this.answers.drainRate();
-    const waitedMs = this.headWaitedMs();
-    if (drained === 0 && waitedMs === 0) return undefined;
+    if (drained === 0 && this.waiting === 0) return undefined;
     const base = this.answers.baseMs();
-    if (drained > 0 && !(leftMs > base)) {
+    if (!(leftMs > base) && (base > 0 || drained > 0)) {
       // Less time than the DP's quickest answer: the caller's deadline, not the DP, is short
       // (charged like a miss answered at its deadline; call-bounds.ts).
       return notSent(
@@ -302,26 +315,27 @@ export class AdaptiveGate {
         ),
       );
     }
-    // A lookup that would wait joins the queue behind one that has waited this long already,
-    // and the queue has not moved since: it would wait at least as long (a queue that stands is
-    // the sign CoDel reads), whether or not answers came back to tell a rate.
-    let expectedMs = waitedMs > 0 ? base + waitedMs : 0;
-    // Answers as quick as ever: the rate is the demand, not the DP's capacity, and the window
-    // limits what is sent (a burst after light traffic would otherwise be refused at that rate).
-    // With a queue, the lookups waiting for the window count too (and slow start is over).
-    const byRate = drained > 0 && this.answers.queueing();
-    if (byRate)
-      expectedMs = Math.max(expectedMs, ((this.judgedInflight + this.judgedWaiting + 1) * 1_000) / drained);
+    if (!(leftMs > 0)) return undefined; // no time to wait at all: wait() says so
+    // Waiting lookups count once slow start is over, or once the window can grow no more.
+    const waiting = !this.slowStart || this.window >= this.o.maxWindow ? this.judgedWaiting : 0;
+    const ahead = this.judgedInflight + waiting + 1;
+    const byRate = drained > 0 ? (ahead * 1_000) / drained : 0;
+    const standing = this.standingMs();
+    const expectedMs = Math.max(byRate, standing > 0 ? base + standing : 0);
     if (expectedMs < base + ANSWER_SHARE * (leftMs - base)) return undefined;
     // Spread (one to two times that, at least 100 ms) so that callers refused together do not
     // come back together.
     const retryAfterMs = Math.ceil(Math.max(100, Math.min(expectedMs, 10_000)) * (1 + Math.random()));
     this.refusals++;
     this.lateRefusals++;
+    const why =
+      expectedMs === byRate
+        ? `answers about ${Math.round(drained)} lookups per second here`
+        : `has sent nothing for ${Math.round(standing)} ms here while lookups wait`;
     return notSent(
       new DiscoveryError(
         "resource_exhausted",
-        `DP "${this.name}" ${byRate ? `answers about ${Math.round(drained)} lookups per second here` : `has had lookups waiting for ${Math.round(waitedMs)} ms here`} and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
+        `DP "${this.name}" ${why} and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
         { details: { retryAfterMs, reason: UPSTREAM_SATURATED } },
       ),
     );

@@ -1,18 +1,10 @@
 // What an adaptive gate (adaptive-gate.ts) has seen of its DP's answers to judged lookups: the
-// rate they come back at, the base answer time (the quickest of the last 5-10 s) and whether the
-// DP has a queue (even the quickest answer of the last second took well over the base).
+// rate they come back at and the base answer time (the quickest of the last 5-10 s).
 
 /** Completions are counted over two buckets of this length to estimate the drain rate. */
 const DRAIN_BUCKET_MS = 500;
 /** Fewer completions than this in the buckets do not estimate a drain rate. */
 const MIN_DRAIN_SAMPLES = 20;
-/**
- * The DP is taken to have a queue (and the drain rate to be its capacity) when even the quickest
- * answer of the drain rate's span took longer than the base by this share of the base, and by
- * this much at least (the jitter of a shared machine's loopback).
- */
-const QUEUE_SHARE = 0.25;
-const QUEUE_MIN_MS = 10;
 /** The base answer time is the least of the current and the previous bucket of this length. */
 const BASE_BUCKET_MS = 5_000;
 
@@ -20,9 +12,6 @@ export class AnswerTimes {
   /** Completions in the current and the previous drain bucket. */
   private doneNow = 0;
   private donePrev = 0;
-  /** The quickest timely answer (ms) in the current and the previous drain bucket. */
-  private quickestNow = Number.POSITIVE_INFINITY;
-  private quickestPrev = Number.POSITIVE_INFINITY;
   private doneStart = Number.NEGATIVE_INFINITY;
   /** How much of the previous bucket counted (0 after an idle spell), and whether the current one began on time. */
   private prevSpanMs = 0;
@@ -67,42 +56,19 @@ export class AnswerTimes {
     return Number.isFinite(base) ? Math.max(0, base) : 0;
   }
 
-  /** Counts an answer towards the drain rate, and its time (ms; none for a late one) towards the quickest. */
-  done(answerMs = Number.POSITIVE_INFINITY): void {
+  /** Counts an answer (or a failure, or a late answer) towards the drain rate. */
+  done(): void {
     const now = this.now();
     const buckets = Math.floor((now - this.doneStart) / DRAIN_BUCKET_MS);
     if (buckets >= 1) {
       // The previous bucket counts only when it was the one just before and was counted whole.
       this.donePrev = buckets === 1 ? this.doneNow : 0;
-      this.quickestPrev = buckets === 1 ? this.quickestNow : Number.POSITIVE_INFINITY;
       this.prevSpanMs = buckets === 1 && this.nowSpanWhole ? DRAIN_BUCKET_MS : 0;
       this.doneNow = 0;
-      this.quickestNow = Number.POSITIVE_INFINITY;
       this.nowSpanWhole = buckets === 1;
       this.doneStart = buckets === 1 ? this.doneStart + DRAIN_BUCKET_MS : now;
     }
     this.doneNow++;
-    this.quickestNow = Math.min(this.quickestNow, answerMs);
-  }
-
-  /**
-   * Whether the DP (or the resolver's own loop, which its answers wait for too) has a queue:
-   * even the quickest answer of the drain rate's span (and `answerMs`, one not counted yet) took
-   * well over the base answer time, or every answer there was late. Without one, answers come
-   * back as fast as the DP can give them, and the rate they come back at is what was asked,
-   * not what the DP could answer. (Answers older than the span do not count: after an idle
-   * spell, only `answerMs` does.)
-   */
-  queueing(answerMs = Number.POSITIVE_INFINITY): boolean {
-    const age = this.now() - this.doneStart;
-    const recent = age < 2 * DRAIN_BUCKET_MS ? this.quickestNow : Number.POSITIVE_INFINITY;
-    const quickest = Math.min(
-      answerMs,
-      recent,
-      age < DRAIN_BUCKET_MS ? this.quickestPrev : Number.POSITIVE_INFINITY,
-    );
-    const base = this.baseMs();
-    return quickest > base + Math.max(QUEUE_MIN_MS, base * QUEUE_SHARE);
   }
 
   /**

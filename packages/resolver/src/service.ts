@@ -63,7 +63,7 @@ export interface ResolverService {
    * `caller.overloaded`'s first, as resolve's `onMiss` does; else its DP gate's (Upstream.refusalNow).
    * Undefined whenever resolve would do anything else: the registry copy unusable, no
    * delegation or no such DP, a lookup to join, a private lookup, a caller its own checks
-   * refuse, a DP with no rate known. Counted as resolve counts such a failure.
+   * refuse, a DP whose gate would send it or let it wait. Counted as resolve counts such a failure.
    */
   refusedMiss(csi: Csi, caller: MissRefusals): DiscoveryError | undefined;
   /** DP `dp`'s answer for `csi` as a federated DP of its range (federation.ts); `onMiss` as for resolve. */

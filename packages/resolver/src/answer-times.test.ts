@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { AnswerTimes } from "./answer-times.js";
+
+/** Answer times on a clock the test moves; `answer(ms)` counts one answered in `ms`, at now. */
+function times() {
+  const clock = { now: 0 };
+  const t = new AnswerTimes(() => clock.now);
+  const answer = (ms: number) => {
+    t.timely(ms, 0);
+    t.done();
+  };
+  return { t, clock, answer };
+}
+
+test("a burst after an idle spell is read at the rate of the burst, not averaged with the idle time", () => {
+  const { t, clock, answer } = times();
+  // Two seconds of an answer every 20 ms: 50 a second, over whole buckets.
+  for (let i = 0; i < 100; i++) {
+    answer(5);
+    clock.now += 20;
+  }
+  assert.equal(Math.round(t.drainRate()), 50);
+  // Five seconds idle: no rate.
+  clock.now += 5_000;
+  assert.equal(t.drainRate(), 0);
+  // Then 30 answers in 30 ms: 300 a second (a rate is read over 100 ms at least); averaged with
+  // the idle time it would be 6, or 30 over one idle second.
+  for (let i = 0; i < 30; i++) {
+    answer(5);
+    clock.now += 1;
+  }
+  assert.equal(Math.round(t.drainRate()), 300);
+  // Fewer than 20 answers in the span tell no rate.
+  clock.now += 1_000;
+  for (let i = 0; i < 19; i++) answer(5);
+  assert.equal(t.drainRate(), 0);
+});
