@@ -82,7 +82,7 @@ async function steadyLoad(
 }
 
 /**
- * `n` lookups at once through `gate` with a second to wait (`sent(queued)` is told how many wait
+ * `n` lookups at once through `gate` with 10 s to wait (`sent(queued)` is told how many wait
  * at first), answered in rounds: each round, every lookup out is answered `ms` later on `clock`.
  * What each got: "answer", or the gate's failure.
  */
@@ -103,7 +103,7 @@ async function inRounds(
           return c.p;
         },
         isTimeout,
-        clock.now + 1_000,
+        clock.now + 10_000,
       )
       .catch((e: DiscoveryError) => e),
   );
@@ -232,6 +232,9 @@ test("slow start doubles the window per round until a timeout; then one per wind
   now += 1_000;
   await assert.rejects(fail());
   assert.equal(gate.state.window, 4, "never below the minimum");
+  // Past slow start every answer in time grows it, even to lookups sent one at a time.
+  for (let i = 0; i < 8; i++) await gate.run(async () => "ok", isTimeout);
+  assert.equal(gate.state.window, 5);
   now += 10_000;
   assert.equal(gate.shrank, false);
 });
@@ -253,6 +256,19 @@ test("only a window that is the limit grows: lookups one at a time leave it as i
   // A burst over the window waits for it and grows it, as before.
   await round(gate, 40);
   assert.ok(gate.state.window > 20, `grown by the burst to ${gate.state.window}`);
+  // A burst of 12 into a fresh window of 10 doubles it, about; lookups two at a time after it
+  // leave it as it is (slow start doubles a window for what it sent, not more).
+  const fresh = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 10,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  await round(fresh, 12);
+  const grown = fresh.state.window;
+  assert.ok(grown < 24, `${grown}`);
+  for (let i = 0; i < 20; i++) await round(fresh, 2);
+  assert.equal(fresh.state.window, grown);
 });
 
 test("a full queue is refused at once, and a lookup that waits too long gives up", async () => {
@@ -303,7 +319,8 @@ test("a published rate paces lookups out of the gate and refuses at once what co
     }, isTimeout),
   );
   await until(() => started.length === 1);
-  assert.deepEqual(gate.state, { inflight: 0, window: 101, queued: 4 });
+  // Those four wait for the rate, not the window, which does not grow for them.
+  assert.deepEqual(gate.state, { inflight: 0, window: 100, queued: 4 });
   for (let step = 1; step <= 4; step++) {
     now += 100;
     t.mock.timers.tick(100);
@@ -408,7 +425,7 @@ test("a waiter nobody waits for any more leaves at its turn: never sent, and the
 /**
  * A gate of window 2 past slow start (a timeout ended it: before, the window sets the rate, not
  * the DP) on a clock the test moves, with a base answer time of 5 ms, and `answers(n, everyMs)`:
- * n lookups answered in turn (slower than 15 ms, they show the DP's queue).
+ * n lookups answered in turn.
  */
 async function drainingGate() {
   const clock = { now: 0 };
@@ -432,8 +449,8 @@ async function drainingGate() {
 
 test("a lookup that would be answered too late, at the rate answers come back, is refused at once", async () => {
   const { gate, answers, clock } = await drainingGate();
-  // 40 answers in the last second, each in 25 ms where the base is 5 (a queue): the DP drains
-  // about 40 lookups a second through this gate.
+  // 40 answers in the last second, each in 25 ms (the base is 5): the DP drains about 40
+  // lookups a second through this gate.
   await answers(40, 25);
   const now = clock.now;
   // The window full, three wait.
@@ -479,8 +496,8 @@ test("a lookup that would be answered too late, at the rate answers come back, i
 });
 
 test("lookups already sent count: one the window has room for is refused when they would make it late", async () => {
-  // Answers came back at about 80 a second (40 in the half second measured whole and the one
-  // under way), and 60 lookups are out: a new one would be answered in about 730 ms.
+  // Answers came back at about 84 a second (20 and 20 over 475 ms), and 60 lookups are out: a
+  // new one would be answered in about 730 ms.
   const { gate, clock } = await measuredGate({ initialWindow: 100 });
   const now = clock.now;
   const out = Array.from({ length: 60 }, () => pending());
@@ -693,7 +710,7 @@ test("in slow start at the largest window, lookups waiting count: no doubling wi
   const waiters = Array.from({ length: 60 }, () => pending());
   const waiting = waiters.map((c) => gate.run(() => c.p, isTimeout, now + 10_000));
   await until(() => gate.state.queued === 60);
-  // 62 ahead at about 80 a second: about 790 ms, past 25 + (1,000 - 25) / 2.
+  // 63 ahead at about 84 a second: about 750 ms, past 5 + (1,000 - 5) / 2.
   const late = await tryLookup(gate, now + 1_000);
   assert.equal(reasonOf(late), "UPSTREAM_SATURATED");
   for (const c of [...hold, ...waiters]) c.settle(true);

@@ -30,7 +30,8 @@
 // bound). Past its base (the quickest answer of the last 5-10 s) plus half of the rest of its
 // wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times that time as
 // retry-after) instead of queueing behind lookups that will use up its caller's deadline; a
-// caller with less time than the base has too short a deadline (DEADLINE_TOO_SHORT). The other
+// caller with less time than the base, while a rate or a queue is known, has too short a deadline
+// (DEADLINE_TOO_SHORT). The other
 // half is for what follows the DP's answer (verification, the reply) and for time the call spent
 // before its handler ran, which the resolver cannot see (four fifths instead of half left so
 // much late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base
@@ -143,7 +144,7 @@ export class AdaptiveGate {
   private rate = 0;
   private tatMs = 0;
   private paceTimer: NodeJS.Timeout | undefined;
-  /** What the judged lookups' answers tell: the drain rate, the base answer time, a queue. */
+  /** What the judged lookups' answers tell: the drain rate and the base answer time. */
   private readonly answers: AnswerTimes;
 
   constructor(
@@ -250,13 +251,18 @@ export class AdaptiveGate {
 
   /**
    * Whether the window may grow: past slow start, on every answer in time (as before); in slow
-   * start, while it limits what is sent: lookups wait for it, or the most out at once in this
-   * round of a window's answers or the last filled half of it (Linux's rule for its congestion
-   * window in slow start).
+   * start, while it limits what is sent: lookups wait for it, full, or the most out at once in
+   * this round of a window's answers or the last filled more than half of it (Linux's rule for
+   * its congestion window in slow start).
    */
   private limited(): boolean {
-    if (!this.slowStart || this.waiting > 0) return true;
+    if (!this.slowStart || (this.waiting > 0 && this.windowFull())) return true;
     return 2 * Math.max(this.outPeak, this.outPeakPrev) > this.window;
+  }
+
+  /** Whether the window is full (lookups may also wait for a published rate with room in it). */
+  private windowFull(): boolean {
+    return this.inflight >= Math.floor(this.window);
   }
 
   /** A lookup of the window is done at the DP (`answered`, or not): its place goes to the next. */
@@ -267,12 +273,6 @@ export class AdaptiveGate {
     }
     this.inflight--;
     this.next();
-    // Idle: the rounds before do not widen the window for what comes next.
-    if (this.inflight === 0 && this.waiting === 0) {
-      this.outPeak = 0;
-      this.outPeakPrev = 0;
-      this.roundAnswers = 0;
-    }
   }
 
   /**
@@ -282,7 +282,9 @@ export class AdaptiveGate {
    * tell a rate. Those that left the queue's front are skipped, as next() would.
    */
   private standingMs(): number {
-    if (this.waiting === 0) return 0;
+    // Lookups waiting for a published rate, with room in the window, wait for its schedule:
+    // wait() judges those (DP_CAPACITY).
+    if (this.waiting === 0 || !this.windowFull()) return 0;
     while (this.head < this.queue.length && (this.queue[this.head] as Waiter).gone) this.head++;
     const first = this.queue[this.head];
     return first ? Math.max(0, this.o.now() - Math.max(first.since, this.lastSentMs)) : 0;
@@ -468,6 +470,7 @@ export class AdaptiveGate {
       }
       if (w.gone) continue;
       this.inflight++;
+      this.lastSentMs = this.o.now();
       w.start();
     }
   }

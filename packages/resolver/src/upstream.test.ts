@@ -236,7 +236,7 @@ test("a lookup whose stream ended under it is asked once more on a new stream, a
 
 test("a lookup the gate refuses as too late is not sent, and is not counted as the DP's failure", async () => {
   const observed: boolean[] = [];
-  // The DP answers its first lookup in 5 ms (the base) and the rest in 25 (a queue), on the
+  // The DP answers its first lookup in 5 ms (the base) and the rest in 25, on the
   // test's clock.
   let answered = 0;
   let tick: (ms: number) => void = () => {};

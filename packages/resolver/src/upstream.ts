@@ -355,7 +355,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (observed) o.observe?.(dp.id, (performance.now() - t0) / 1000, failed);
       }
     },
-    // A DP with no gate yet has answered nothing here, so no rate is known to judge by.
+    // A DP with no gate yet has answered nothing here and has no queue: nothing to judge by.
     refusalNow: (dpId, waitUntilMs) => gates.get(dpId)?.refusalNow(waitUntilMs),
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state, refused: g.refused })),
     close() {
