@@ -8,6 +8,17 @@ import { TOO_LATE } from "./call-bounds.js";
 const timeout = () => new DiscoveryError("upstream_unavailable", "deadline");
 const isTimeout = (e: unknown) => e instanceof DiscoveryError && e.code === "upstream_unavailable";
 
+/** A gate whose window stays at `w`, on a clock the test moves. */
+const fixedGate = (w: number, clock: { now: number }) =>
+  new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: w,
+    minWindow: w,
+    maxWindow: w,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+
 /** A lookup the test settles by hand. */
 function pending() {
   let settle: (ok: boolean) => void = () => {};
@@ -429,14 +440,7 @@ test("a waiter nobody waits for any more leaves at its turn: never sent, and the
  */
 async function drainingGate() {
   const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 2,
-    minWindow: 2,
-    maxWindow: 2,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
+  const gate = fixedGate(2, clock);
   const lost = pending();
   const lostRun = gate.run(() => lost.p, isTimeout);
   lost.settle(false);
@@ -536,14 +540,7 @@ test("lookups not judged (private ones, a retry) are neither refused by the answ
 
 test("a long queue behind a small window, at the rate it drains, is refused however quick the DP", async () => {
   const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 4,
-    minWindow: 4,
-    maxWindow: 4,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
+  const gate = fixedGate(4, clock);
   // 100 lookups through a window of 4, each round answered in 5 ms: 800 a second.
   await inRounds(gate, clock, 100, 5);
   assert.equal(gate.refused, 0);
@@ -637,14 +634,7 @@ test("past slow start, private lookups waiting for the window do not count as ah
 
 test("a queue that stands still refuses a newcomer at once, with no answer to tell a rate", async () => {
   const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 2,
-    minWindow: 2,
-    maxWindow: 2,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
+  const gate = fixedGate(2, clock);
   // Two sent that the DP does not answer, two waiting behind them from t = 0, one from t = 500.
   const calls = Array.from({ length: 5 }, () => pending());
   const runs = calls.slice(0, 4).map((c) => gate.run(() => c.p, isTimeout, 10_000));
@@ -678,14 +668,7 @@ test("a queue that stands still refuses a newcomer at once, with no answer to te
 
 test("a lookup that left the front of the queue does not count as waiting there", async () => {
   const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 1,
-    minWindow: 1,
-    maxWindow: 1,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
+  const gate = fixedGate(1, clock);
   const held = pending();
   const out = gate.run(() => held.p, isTimeout, 10_000);
   // One waits with 5 ms to spare, and gives up; a second comes at t = 1,000.
