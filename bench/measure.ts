@@ -420,13 +420,18 @@ export async function withNetwork<T>(
  * The resolver's counters `names` (without their mimi_resolver_ prefix) now, summed over their
  * label sets (a clustered resolver's workers); empty when it runs without an ops listener.
  */
+/** The text of a server's ops listener's /metrics (Prometheus exposition). */
+export async function opsMetrics(opsPort: number): Promise<string> {
+  const url = `http://127.0.0.1:${opsPort}/metrics`;
+  return (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
+}
+
 export async function resolverCounters(
   opsPort: number,
   names: readonly string[],
 ): Promise<Record<string, number>> {
   if (!opsPort) return {};
-  const url = `http://127.0.0.1:${opsPort}/metrics`;
-  const body = await (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
+  const body = await opsMetrics(opsPort);
   const out: Record<string, number> = {};
   for (const line of body.split("\n")) {
     const m = /^mimi_resolver_([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line);

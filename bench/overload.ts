@@ -16,6 +16,7 @@ import {
   cacheEntriesFor,
   type Load,
   type Options,
+  opsMetrics,
   prewarm,
   type RunResult,
   resolverCounters,
@@ -101,7 +102,7 @@ export async function overloadScenario(
             for (const k of GAUGES) peaks[`peak_${k}`] = Math.max(peaks[`peak_${k}`] ?? 0, g[k] ?? 0);
             const grew = (k: string) => (g[k] ?? 0) - (last[k] ?? 0);
             timeline.push(
-              `${((Date.now() - t0) / 1000).toFixed(1)}s in ${g.upstream_inflight} q ${g.upstream_queued} w ${g.upstream_window} ` +
+              `${((Date.now() - t0) / 1000).toFixed(1)}s in ${g.upstream_inflight ?? "-"} q ${g.upstream_queued ?? "-"} w ${g.upstream_window ?? "-"} ` +
                 `lag ${Math.round(g.event_loop_delay_peak_ms ?? 0)} +miss ${grew("cache_misses_total")} +ref ${grew("upstream_refusals_total")} ` +
                 `+ovl ${grew("overload_refusals_total")} +aband ${grew("lookups_abandoned_total")}`,
             );
@@ -195,9 +196,7 @@ function cpuShares(r: RunResult, sustainedPerCpu: number): string {
  */
 async function handled(opsPort: number): Promise<Record<string, number>> {
   if (!opsPort) return {};
-  const body = await (
-    await fetch(`http://127.0.0.1:${opsPort}/metrics`, { signal: AbortSignal.timeout(5_000) })
-  ).text();
+  const body = await opsMetrics(opsPort);
   const out: Record<string, number> = {};
   for (const line of body.split("\n")) {
     const m = /^grpc_server_handled_total\{([^}]*)\} (\S+)$/.exec(line);

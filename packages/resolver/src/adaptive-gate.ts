@@ -210,18 +210,18 @@ export class AdaptiveGate {
       if (verdict) throw verdict;
     }
     // A waiter is counted in flight by whoever starts it, so the window is never overrun.
-    if (this.inflight < Math.floor(this.window) && this.waiting === 0 && this.paced()) this.inflight++;
-    else await this.wait(leftMs, judged, abandoned);
+    // (next() marks the send of a waiter it starts.)
+    if (!this.windowFull() && this.waiting === 0 && this.paced()) {
+      this.inflight++;
+      this.lastSentMs = this.o.now();
+    } else await this.wait(leftMs, judged, abandoned);
     this.outPeak = Math.max(this.outPeak, this.inflight);
-    this.lastSentMs = this.o.now();
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
     let busy: Promise<boolean> | undefined;
     try {
       const r = await f();
-      if (judged) {
-        this.answers.timely(this.o.now() - sentAt, this.lateRefusals);
-      }
+      if (judged) this.answers.timely(this.o.now() - sentAt, this.lateRefusals);
       // In slow start only a window that is the limit grows (as TCP's congestion window
       // validation has it): one grown while fewer lookups were out would let a later burst onto
       // the DP at once.
@@ -459,7 +459,7 @@ export class AdaptiveGate {
 
   /** Starts waiters while the window has room. */
   private next(): void {
-    while (this.inflight < Math.floor(this.window) && this.head < this.queue.length) {
+    while (!this.windowFull() && this.head < this.queue.length) {
       const w = this.queue[this.head] as Waiter;
       if (!w.gone && w.abandoned?.()) w.drop();
       if (!w.gone && !this.paced()) return;
