@@ -74,6 +74,11 @@ export interface LoadResult {
   errorSamples: Record<string, string>;
   /** Percentiles of the failures' latency (ms), from send (or due time, open loop) to failure. */
   failureMs?: { p50: number; p99: number };
+  /**
+   * Open loop: the same from when each call was sent. A load process behind its schedule sends
+   * late, and every failure then looks slow from its due time however fast it was refused.
+   */
+  failureFromSendMs?: { p50: number; p99: number };
 }
 
 /** gRPC status names by code. */
@@ -172,10 +177,12 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const errorsByKind: Record<string, number> = {};
   const errorSamples: Record<string, string> = {};
   const failLat = new Latencies();
-  /** A failure of a call sent (or due, open loop) at `since`. */
-  const fail = (err: unknown, since?: number) => {
+  const failSentLat = new Latencies();
+  /** A failure of a call sent (or due, open loop) at `since`, and sent at `sentAt` (open loop). */
+  const fail = (err: unknown, since?: number, sentAt?: number) => {
     errors++;
     if (since !== undefined) failLat.add((performance.now() - since) * 1000);
+    if (sentAt !== undefined) failSentLat.add((performance.now() - sentAt) * 1000);
     firstErrorAfterMs ??= performance.now() - t0;
     firstError ??= err instanceof Error ? err.message : String(err);
     // By the gRPC status the server (or the client's deadline) gave, and the reason when named.
@@ -219,10 +226,11 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
             break;
           }
           inflight++;
+          const sentAt = performance.now();
           call(csi)
             .then(
               () => lat.add((performance.now() - due) * 1000),
-              (err: unknown) => fail(err, due),
+              (err: unknown) => fail(err, due, sentAt),
             )
             .finally(() => {
               inflight--;
@@ -286,9 +294,8 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const cpu = process.cpuUsage(cpu0);
   writeFileSync(spec.latFile, lat.bytes());
   for (const c of channels) c.close();
-  const failed = new Float64Array(failLat.bytes().buffer, 0, failLat.n).sort();
-  const at = (p: number) =>
-    (failed[Math.min(failed.length - 1, Math.floor((p / 100) * failed.length))] ?? 0) / 1000;
+  const failed = failurePercentiles(failLat);
+  const failedFromSend = failurePercentiles(failSentLat);
   return {
     count: lat.n,
     errors,
@@ -298,8 +305,17 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     exhausted,
     errorsByKind,
     errorSamples,
-    ...(failed.length > 0 && { failureMs: { p50: at(50), p99: at(99) } }),
+    ...(failed && { failureMs: failed }),
+    ...(failedFromSend && { failureFromSendMs: failedFromSend }),
   };
+}
+
+/** The median and 99th percentile (ms) of latencies recorded in us, or undefined for none. */
+function failurePercentiles(l: Latencies): { p50: number; p99: number } | undefined {
+  const sorted = new Float64Array(l.bytes().buffer, 0, l.n).sort();
+  const at = (p: number) =>
+    (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) / 1000;
+  return sorted.length > 0 ? { p50: at(50), p99: at(99) } : undefined;
 }
 
 silenceIpServernameWarning(process);

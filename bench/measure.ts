@@ -328,7 +328,15 @@ function resultOf(
   const errorsByKind: Record<string, number> = {};
   for (const o of outcomes)
     for (const [k, n] of Object.entries(o.errorsByKind)) errorsByKind[k] = (errorsByKind[k] ?? 0) + n;
-  const failures = outcomes.flatMap((o) => (o.failureMs ? [o.failureMs] : []));
+  // The worst worker's percentiles (each worker's own; not merged).
+  const worst = (of: ({ p50: number; p99: number } | undefined)[]) => {
+    const f = of.filter((x) => x !== undefined);
+    return f.length === 0
+      ? undefined
+      : { p50: round(Math.max(...f.map((x) => x.p50)), 3), p99: round(Math.max(...f.map((x) => x.p99)), 3) };
+  };
+  const failureMs = worst(outcomes.map((o) => o.failureMs));
+  const failureFromSendMs = worst(outcomes.map((o) => o.failureFromSendMs));
   return {
     scenario,
     variant,
@@ -340,12 +348,8 @@ function resultOf(
       errorsByKind,
       errorSamples: Object.assign({}, ...outcomes.map((o) => o.errorSamples)) as Record<string, string>,
     }),
-    ...(failures.length > 0 && {
-      failureMs: {
-        p50: round(Math.max(...failures.map((f) => f.p50)), 3),
-        p99: round(Math.max(...failures.map((f) => f.p99)), 3),
-      },
-    }),
+    ...(failureMs && { failureMs }),
+    ...(failureFromSendMs && { failureFromSendMs }),
     lookupsPerSec: round(lookups / elapsedS, 0),
     loadCpuSeconds: round(
       outcomes.reduce((n, o) => n + o.cpuSeconds, 0),

@@ -168,7 +168,7 @@ function summary(
   return (
     `overload (${label}): asked ${rate}/s (2x the ${sustainable}/s sustained closed-loop); answered ${r.lookupsPerSec}/s ` +
     `(${(r.lookupsPerSec / sustainable).toFixed(2)}x sustainable), p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms; ` +
-    `failed ${kinds || "none"}${r.failureMs ? `, failures came after p50 ${r.failureMs.p50} ms, p99 ${r.failureMs.p99} ms` : ""}; ` +
+    `failed ${kinds || "none"}${failureTimes(r)}; ` +
     cpuShares(r, sustainedPerCpu)
   );
 }
@@ -179,6 +179,19 @@ function summary(
  * servers' cores (no --pin), twice the rate costs the load about twice the CPU, and what it takes
  * the resolver lacks; the last ratio sets that aside, since refusals are paid from it too.
  */
+/**
+ * How long failures took, from when each call was due and from when it was sent: a load process
+ * behind its schedule makes failures look slow from their due time, however fast the refusal.
+ */
+function failureTimes(r: RunResult): string {
+  if (!r.failureMs) return "";
+  const sent = r.failureFromSendMs;
+  return (
+    `, failures came after p50 ${r.failureMs.p50} ms, p99 ${r.failureMs.p99} ms` +
+    (sent ? ` (from sending: p50 ${sent.p50} ms, p99 ${sent.p99} ms)` : "")
+  );
+}
+
 function cpuShares(r: RunResult, sustainedPerCpu: number): string {
   const seconds = r.lookupsPerSec > 0 ? r.lookups / r.lookupsPerSec : 0;
   if (seconds === 0) return "no lookup answered";

@@ -26,6 +26,8 @@ export interface RunResult {
   errorSamples?: Record<string, string>;
   /** How fast failures came: the worst worker's p50 and p99 (ms). */
   failureMs?: { p50: number; p99: number };
+  /** Open loop: the same from when each call was sent, not when it was due. */
+  failureFromSendMs?: { p50: number; p99: number };
   extra?: Record<string, number>;
   /** Which round of the alternating reference and warm runs, when there are rounds. */
   round?: number;

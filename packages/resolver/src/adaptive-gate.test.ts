@@ -93,8 +93,8 @@ async function steadyLoad(
 }
 
 /**
- * `n` lookups at once through `gate` with 10 s to wait (`sent(queued)` is told how many wait
- * at first), answered in rounds: each round, every lookup out is answered `ms` later on `clock`.
+ * `n` lookups at once through `gate` with `leftMs` to wait (`sent(queued)` is told how many
+ * wait at first), answered in rounds: each round, every lookup out is answered `ms` later on `clock`.
  * What each got: "answer", or the gate's failure.
  */
 async function inRounds(
@@ -103,6 +103,7 @@ async function inRounds(
   n: number,
   ms: number,
   sent: (queued: number) => void = () => {},
+  leftMs = 10_000,
 ): Promise<(string | DiscoveryError)[]> {
   const out: ReturnType<typeof pending>[] = [];
   const runs = Array.from({ length: n }, () =>
@@ -114,7 +115,7 @@ async function inRounds(
           return c.p;
         },
         isTimeout,
-        clock.now + 10_000,
+        clock.now + leftMs,
       )
       .catch((e: DiscoveryError) => e),
   );
@@ -166,6 +167,8 @@ test("lookups over the window wait, in order, and start as others finish", async
   await until(() => started.length === 5);
   calls[4]?.settle(true);
   assert.deepEqual(await Promise.all(runs.slice(3)), ["answer", "answer"]);
+  // The queue, emptied, holds none of the waiters gone by.
+  assert.equal((gate as unknown as { queue: unknown[] }).queue.length, 0);
 });
 
 test("a lookup that timed out keeps its place until the DP is done with it; other failures give it back at once", async () => {
@@ -558,6 +561,40 @@ test("a long queue behind a small window, at the rate it drains, is refused howe
   );
   assert.equal(patient, undefined);
   assert.equal(out.length, 400);
+});
+
+test("a burst after light traffic, at a DP that answers as quickly as ever, is judged by what the window drains, not by what was asked", async () => {
+  for (const { gate, queued, rounds } of [
+    // In slow start, a window of 64 (waiting lookups do not count: the window doubles for them).
+    {
+      gate: (clock: { now: number }) =>
+        new AdaptiveGate("eu", {
+          ...DEFAULT_GATE,
+          initialWindow: 64,
+          decreaseEveryMs: 1_000,
+          now: () => clock.now,
+        }),
+      queued: 136,
+      rounds: 3,
+    },
+    // At its largest, a window of 16 (waiting lookups count: 16 drain every 5 ms).
+    { gate: (clock: { now: number }) => fixedGate(16, clock), queued: 184, rounds: 13 },
+  ]) {
+    const clock = { now: 0 };
+    const g = gate(clock);
+    // Three seconds of a lookup every 40 ms, each answered in 5 ms: 25 answers a second, which
+    // is what was asked, not what the DP can answer.
+    while (clock.now < 3_000) {
+      await answerInTurn(g, clock, 1, 5);
+      clock.now += 35;
+    }
+    // 200 lookups at once with a second to wait, each round answered in 5 ms again. At 25 a
+    // second they would look 8 s away, and all but 12 be refused.
+    const out = await inRounds(g, clock, 200, 5, (waiting) => assert.equal(waiting, queued), 1_000);
+    assert.deepEqual(new Set(out), new Set(["answer"]), "all 200 answered");
+    assert.equal(g.refused, 0);
+    assert.equal(clock.now - 3_000, rounds * 5, "answered in rounds of the window");
+  }
 });
 
 test("a DP whose every answer is slow, but that keeps up, is not refused for its slowness", async () => {

@@ -17,37 +17,40 @@
 // LookupStream): lookups then also leave the gate no faster than that rate (a GCRA schedule with
 // a tenth of a second's burst), waiting in the same queue, and a lookup that could not leave
 // within the queue's bound is refused at once (DP_CAPACITY).
-// The window alone refuses nothing: answered in time, it grows to its maximum whatever queue
-// forms behind it (in overload runs every lookup then waited out its caller's deadline at the
-// DP, and 0.16-0.37x of the sustainable rate was answered). So a plain lookup is also judged on
-// arrival, its answer time read two ways, the later counting. By Little's law: with n lookups
-// ahead of it (sent, and waiting too once slow start is over or the window is at its largest)
-// and answers coming back at r a second over the last second, about (n + 1) / r. And when the
-// queue has stood still for w (nothing sent since, though lookups wait), by base + w: a newcomer
-// would wait about that long (the standing queue CoDel reads), whether or not answers come back
-// to tell a rate, as when the resolver's own loop falls behind (before, with too few answers to
-// tell a rate, nothing was refused and the queue held every lookup until each waited out its
-// bound). Past its base (the quickest answer of the last 5-10 s) plus half of the rest of its
-// wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times that time as
-// retry-after) instead of queueing behind lookups that will use up its caller's deadline; a
-// caller with less time than the base, while a rate or a queue is known, has too short a deadline
-// (DEADLINE_TOO_SHORT). The other
+// The window alone refuses nothing: answered in time, it grows to its maximum whatever queue forms
+// behind it (in overload runs every lookup then waited out its caller's deadline at the DP, and
+// 0.16-0.37x of the sustainable rate was answered). So a plain lookup is also judged on arrival,
+// its answer time read two ways, the later counting. By Little's law: with n lookups ahead of it
+// (sent, and waiting too once slow start is over or the window is at its largest) and answers
+// coming back at r a second over the last second, about (n + 1) / r. While the DP shows no queue
+// (its answers, smoothed as TCP's SRTT, within a quarter and 10 ms of the base), r is what was
+// asked more than what the DP can answer, and a window of w drains w per smoothed answer time s: r
+// counts as at least w / s (before, after light traffic, a burst was judged at the light rate: 25
+// answers a second refused all but 12 of 200 lookups at once that the DP answered in 5 ms). Once
+// answers slow, by a queue at the DP or the resolver's own loop behind, each takes longer the more
+// are sent, w / s no longer tells what the window drains, and r alone counts. And when the queue
+// has stood still for t (nothing sent since, though lookups wait), by base + t: a newcomer would
+// wait about that long (the standing queue CoDel reads), whether or not answers come back to tell a
+// rate, as when the resolver's own loop falls behind (before, with too few answers to tell a rate,
+// nothing was refused and the queue held every lookup until each waited out its bound). Past its
+// base (the quickest answer of the last 5-10 s) plus half of the rest of its wait bound, it is
+// refused at once (UPSTREAM_SATURATED, one to two times that time as retry-after) instead of
+// queueing behind lookups that will use up its caller's deadline; a caller with less time than the
+// base, while a rate or a queue is known, has too short a deadline (DEADLINE_TOO_SHORT). The other
 // half is for what follows the DP's answer (verification, the reply) and for time the call spent
-// before its handler ran, which the resolver cannot see (four fifths instead of half left so
-// much late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base
-// widens the budget, so a DP far away is not refused for its distance; it may fall but not rise
-// while lookups are refused as late (every answer then carries the DP's queue, and a base that
-// took it in would let answer times creep up to the bound). Private lookups (several calls, far
-// slower) are neither judged nor counted in n, so asking privately cannot make plain lookups
-// look late by the rate; nor are the retries after a timeout, whose caller hears that timeout
-// when a retry is not sent. A queue that stands still refuses newcomers whatever holds the
-// window, since they would wait behind it all the same. A lookup that timed out counts as ahead
-// until the DP is done with it, and as answered only if it answered. Known and left: r is what
-// was asked as much as what the DP can answer, so after light traffic a burst is judged at the
-// light rate (25 answers a second refuse all but 12 of 200 lookups at once, though the DP
-// answers them in 5 ms). Applying the rule only while the DP showed a queue or a full window
-// fixed that, and answered less in overload runs (bench/README.md, Overload), as did ending slow
-// start on a queue (TCP's HyStart) and judging a waiting lookup by the window's round trips.
+// before its handler ran, which the resolver cannot see (four fifths instead of half left so much
+// late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base widens
+// the budget, so a DP far away is not refused for its distance; it may fall but not rise while
+// lookups are refused as late (every answer then carries the DP's queue, and a base that took it in
+// would let answer times creep up to the bound). Private lookups (several calls, far slower) are
+// neither judged nor counted in n, so asking privately cannot make plain lookups look late by the
+// rate; nor are the retries after a timeout, whose caller hears that timeout when a retry is not
+// sent. A queue that stands still refuses newcomers whatever holds the window, since they would
+// wait behind it all the same. A lookup that timed out counts as ahead until the DP is done with
+// it, and as answered only if it answered. Applying the rule only while the DP had shown a queue or
+// a full window in the last 2 s also let the burst through, and answered less in overload runs
+// (bench/README.md, Overload), as did ending slow start on a queue (TCP's HyStart) and judging a
+// waiting lookup by the window's round trips alone.
 // The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
 // gradient limiter: shrink when answers take well over the base round trip) was tried and
 // collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
@@ -321,7 +324,13 @@ export class AdaptiveGate {
     // Waiting lookups count once slow start is over, or once the window can grow no more.
     const waiting = !this.slowStart || this.window >= this.o.maxWindow ? this.judgedWaiting : 0;
     const ahead = this.judgedInflight + waiting + 1;
-    const byRate = drained > 0 ? (ahead * 1_000) / drained : 0;
+    // While answers come about as quickly as the base (no queue showing at the DP), the window
+    // drains a window's worth per answer time, however few lookups were asked: the rate answers
+    // came back at is then what was asked, not what the DP can answer.
+    const unqueued = drained > 0 ? this.answers.unqueuedMs() : undefined;
+    const rate =
+      unqueued === undefined ? drained : Math.max(drained, (Math.floor(this.window) * 1_000) / unqueued);
+    const byRate = rate > 0 ? (ahead * 1_000) / rate : 0;
     const standing = this.standingMs();
     const expectedMs = Math.max(byRate, standing > 0 ? base + standing : 0);
     if (expectedMs < base + ANSWER_SHARE * (leftMs - base)) return undefined;
@@ -332,7 +341,7 @@ export class AdaptiveGate {
     this.lateRefusals++;
     const why =
       expectedMs === byRate
-        ? `answers about ${Math.round(drained)} lookups per second here`
+        ? `answers about ${Math.round(rate)} lookups per second here`
         : `has sent nothing for ${Math.round(standing)} ms here while lookups wait`;
     return notSent(
       new DiscoveryError(
@@ -472,6 +481,11 @@ export class AdaptiveGate {
       this.inflight++;
       this.lastSentMs = this.o.now();
       w.start();
+    }
+    // Emptied: let go of the waiters gone by (they hold their lookups' closures).
+    if (this.head > 0 && this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
     }
   }
 }

@@ -36,3 +36,29 @@ test("a burst after an idle spell is read at the rate of the burst, not averaged
   for (let i = 0; i < 19; i++) answer(5);
   assert.equal(t.drainRate(), 0);
 });
+
+test("the smoothed answer time is told while it is about the base, and not once answers show a queue", () => {
+  const { t, clock, answer } = times();
+  assert.equal(t.unqueuedMs(), undefined, "no answer yet");
+  // Answers in 8 ms, with a quickest of 5 (the base).
+  answer(5);
+  for (let i = 0; i < 40; i++) {
+    answer(8);
+    clock.now += 10;
+  }
+  assert.equal(Math.round(t.unqueuedMs() ?? 0), 8);
+  // Answers in 30 ms: within a few of them the smoothed time passes the base by a quarter and
+  // 10 ms (16.25), a queue at the DP.
+  let answers = 0;
+  while (t.unqueuedMs() !== undefined) {
+    answer(30);
+    answers++;
+  }
+  assert.ok(answers >= 3 && answers <= 8, `${answers} answers in 30 ms`);
+  // Answers as quick as the base again bring it back.
+  for (let i = 0; i < 40; i++) answer(5);
+  assert.equal(Math.round(t.unqueuedMs() ?? 0), 5);
+  // Time under a millisecond is told as one, so a window over it stays finite.
+  for (let i = 0; i < 200; i++) answer(0);
+  assert.equal(t.unqueuedMs(), 1);
+});

@@ -1,5 +1,6 @@
 // What an adaptive gate (adaptive-gate.ts) has seen of its DP's answers to judged lookups: the
-// rate they come back at and the base answer time (the quickest of the last 5-10 s).
+// rate they come back at, the base answer time (the quickest of the last 5-10 s) and the recent
+// answer time (smoothed, as TCP's SRTT).
 
 /** Completions are counted over two buckets of this length to estimate the drain rate. */
 const DRAIN_BUCKET_MS = 500;
@@ -7,6 +8,11 @@ const DRAIN_BUCKET_MS = 500;
 const MIN_DRAIN_SAMPLES = 20;
 /** The base answer time is the least of the current and the previous bucket of this length. */
 const BASE_BUCKET_MS = 5_000;
+/** Each answer moves the smoothed answer time this share of the way to its own (TCP's SRTT gain). */
+const SMOOTHING = 1 / 8;
+/** Answers that take more than the base by this share and this many ms show a queue at the DP. */
+const QUEUE_SHARE = 0.25;
+const QUEUE_MS = 10;
 
 export class AnswerTimes {
   /** Completions in the current and the previous drain bucket. */
@@ -22,6 +28,8 @@ export class AnswerTimes {
   private baseStart = Number.NEGATIVE_INFINITY;
   /** The gate's count of refusals for lateness when the current base bucket began. */
   private refusedAtBase = 0;
+  /** The smoothed answer time (ms; undefined before the first answer). */
+  private smoothedMs: number | undefined;
 
   constructor(private readonly now: () => number) {}
 
@@ -44,6 +52,19 @@ export class AnswerTimes {
       this.refusedAtBase = lateRefusals;
     }
     this.baseNow = Math.min(this.baseNow, ms);
+    this.smoothedMs =
+      this.smoothedMs === undefined ? ms : this.smoothedMs + SMOOTHING * (ms - this.smoothedMs);
+  }
+
+  /**
+   * The smoothed answer time of the last answers (ms, at least 1) while it is about the base, no
+   * queue showing at the DP; undefined when they take well over the base (a quarter more and
+   * 10 ms) or none came.
+   */
+  unqueuedMs(): number | undefined {
+    const ms = this.smoothedMs;
+    if (ms === undefined || ms > this.baseMs() * (1 + QUEUE_SHARE) + QUEUE_MS) return undefined;
+    return Math.max(1, ms);
   }
 
   /**

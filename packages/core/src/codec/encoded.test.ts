@@ -162,6 +162,10 @@ test("a streamed hit written in one buffer is the item of the response, byte for
       }
     }
   }
+  const answer = encodeAnswerWithoutTtl(outcomes[0] as LookupOutcome, indexOf);
+  for (const id of [-1, 2 ** 53, 0.5, Number.NaN]) {
+    assert.throws(() => encodeResolveStreamHit<unknown>(id, answer, 1, false), RangeError, `id ${id}`);
+  }
 });
 
 test("the simple-request reader takes exactly the requests that hold a CSI and an id, as protobuf-es decodes them", () => {

@@ -142,6 +142,11 @@ export function encodeResolveStreamHit<M>(
   ttlSeconds: number,
   stale: boolean,
 ): Encoded<M> {
+  // Beyond 2^53 a number's varint would be wrong, not refused: say so (the fast path then
+  // declines, and the full path answers).
+  if (!Number.isSafeInteger(requestId) || requestId < 0) {
+    throw new RangeError(`a streamed hit's request id must be a whole number below 2^53, not ${requestId}`);
+  }
   const size = resolveResponseSize(answerWithoutTtl, ttlSeconds, stale);
   const out = new Uint8Array(streamItemHeadSize(requestId, size) + size); // its own: see shortLived
   const at = writeStreamItemHead(out, requestId, size);
