@@ -40,6 +40,11 @@ export interface Options {
   rounds: number;
   /** False: the resolver runs without its ops listener, so without metrics (to price them). */
   metrics: boolean;
+  /**
+   * Lookups a second the overload runs offer (--overload-rate); undefined: twice the sustained
+   * rate. For A/B runs: the sustained rate moves from run to run, and the offered rate with it.
+   */
+  overloadRate?: number | undefined;
   /** The resolver's verifyThreads; undefined keeps its default. */
   verifyThreads?: number | undefined;
   /** CPU pinning (--pin): servers on `servers` (a taskset list such as "0"), load processes on `load` ("1"). */

@@ -1,7 +1,8 @@
 // The overload scenario: the resolver's sustainable rate of lookups that each need a DP (new
 // contacts, half of them unknown), measured closed-loop at a high concurrency without the guard
 // and with a 10 s deadline (so it is the resolver's capacity, not what a deadline or the guard
-// let through), then an open loop at twice that rate with the 1 s deadline an MSP would set:
+// let through), then an open loop at twice that rate (or --overload-rate's, for A/B runs) with
+// the 1 s deadline an MSP would set:
 // once without the resolver's event-loop guard (the default) and once with it
 // (maxEventLoopDelayMs 100), on fresh networks. Reports what was answered per second, what was
 // refused and how fast, and what ran out of time. With --pin the load processes run on cores
@@ -71,7 +72,7 @@ export async function overloadScenario(
           sustainable = Math.max(10, closed.lookupsPerSec);
           sustainedPerCpu = closed.lookupsPerResolverCpuSecond ?? 0;
         }
-        const rate = 2 * sustainable;
+        const rate = o.overloadRate ?? 2 * sustainable;
         const load: Load = {
           service: "resolver",
           api: "unary",
@@ -166,19 +167,13 @@ function summary(
     .map(([k, n]) => `${k} ${perSec(n)}/s`)
     .join(", ");
   return (
-    `overload (${label}): asked ${rate}/s (2x the ${sustainable}/s sustained closed-loop); answered ${r.lookupsPerSec}/s ` +
+    `overload (${label}): asked ${rate}/s (${(rate / sustainable).toFixed(2)}x the ${sustainable}/s sustained closed-loop); answered ${r.lookupsPerSec}/s ` +
     `(${(r.lookupsPerSec / sustainable).toFixed(2)}x sustainable), p50 ${r.latencyMs.p50} ms, p99 ${r.latencyMs.p99} ms; ` +
     `failed ${kinds || "none"}${failureTimes(r)}; ` +
     cpuShares(r, sustainedPerCpu)
   );
 }
 
-/**
- * Where the CPU went: the resolver's and the load processes' share of a core, and what was
- * answered per resolver CPU-second as a share of the sustained run's. Where the load shares the
- * servers' cores (no --pin), twice the rate costs the load about twice the CPU, and what it takes
- * the resolver lacks; the last ratio sets that aside, since refusals are paid from it too.
- */
 /**
  * How long failures took, from when each call was due and from when it was sent: a load process
  * behind its schedule makes failures look slow from their due time, however fast the refusal.
@@ -192,6 +187,12 @@ function failureTimes(r: RunResult): string {
   );
 }
 
+/**
+ * Where the CPU went: the resolver's and the load processes' share of a core, and what was
+ * answered per resolver CPU-second as a share of the sustained run's. Where the load shares the
+ * servers' cores (no --pin), twice the rate costs the load about twice the CPU, and what it takes
+ * the resolver lacks; the last ratio sets that aside, since refusals are paid from it too.
+ */
 function cpuShares(r: RunResult, sustainedPerCpu: number): string {
   const seconds = r.lookupsPerSec > 0 ? r.lookups / r.lookupsPerSec : 0;
   if (seconds === 0) return "no lookup answered";

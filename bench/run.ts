@@ -145,6 +145,10 @@ const cli = new Command("bench")
   )
   .option("--no-metrics", "run the resolver without its ops listener and metrics (to price them)")
   .option(
+    "--overload-rate <n>",
+    "lookups a second the overload runs offer (default: twice the sustained rate); for A/B runs, where the sustained rate's own noise would move it",
+  )
+  .option(
     "--verify-threads <n>",
     "the resolver's verifyThreads (default: its own, cores - 1; 0 checks on the event loop)",
   )
@@ -176,6 +180,7 @@ const cli = new Command("bench")
       nodeArgs: typeof raw.nodeArgs === "string" ? raw.nodeArgs.split(" ").filter(Boolean) : [],
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
+      overloadRate: raw.overloadRate === undefined ? undefined : Number(raw.overloadRate),
       pin: raw.pin === true ? pinning(availableParallelism()) : undefined,
     };
     if (o.verifyThreads !== undefined && !(Number.isInteger(o.verifyThreads) && o.verifyThreads >= 0))

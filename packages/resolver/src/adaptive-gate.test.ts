@@ -563,7 +563,7 @@ test("a long queue behind a small window, at the rate it drains, is refused howe
   assert.equal(out.length, 400);
 });
 
-test("a burst after light traffic, at a DP that answers as quickly as ever, is judged by what the window drains, not by what was asked", async () => {
+test("a burst after light traffic, at a DP that answers as quickly as ever, is judged by what its window could drain, not by what was asked", async () => {
   for (const { gate, queued, rounds } of [
     // In slow start, a window of 64 (waiting lookups do not count: the window doubles for them).
     {
@@ -588,12 +588,117 @@ test("a burst after light traffic, at a DP that answers as quickly as ever, is j
       await answerInTurn(g, clock, 1, 5);
       clock.now += 35;
     }
-    // 200 lookups at once with a second to wait, each round answered in 5 ms again. At 25 a
-    // second they would look 8 s away, and all but 12 be refused.
-    const out = await inRounds(g, clock, 200, 5, (waiting) => assert.equal(waiting, queued), 1_000);
+    // 200 lookups at once with two seconds to wait, each round answered in 5 ms again. At 25 a
+    // second they would look 8 s away, and all but 25 be refused; at twice the one lookup out at
+    // once that the DP answered in 5 ms, 400 a second, they are half a second away.
+    const out = await inRounds(g, clock, 200, 5, (waiting) => assert.equal(waiting, queued), 2_000);
     assert.deepEqual(new Set(out), new Set(["answer"]), "all 200 answered");
     assert.equal(g.refused, 0);
     assert.equal(clock.now - 3_000, rounds * 5, "answered in rounds of the window");
+  }
+});
+
+/**
+ * A window of 16 on a moving clock (and `stillBusy` for its failures), after three seconds of
+ * lookups `atOnce` at a time (default one), every 20 ms, each answered in 5 ms: 50 answers a
+ * second for each at once.
+ */
+async function lightlyUsed(o: { stillBusy?: GateOptions["stillBusy"]; atOnce?: number } = {}) {
+  const { stillBusy, atOnce = 1 } = o;
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 16,
+    minWindow: 16,
+    maxWindow: 16,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+    ...(stillBusy && { stillBusy }),
+  });
+  while (clock.now < 3_000) {
+    if (atOnce === 1) await answerInTurn(gate, clock, 1, 5);
+    else await inRounds(gate, clock, atOnce, 5);
+    clock.now += 15;
+  }
+  return { gate, clock };
+}
+
+/** `n` lookups through `gate` with 10 s to wait, settled by hand. */
+async function outstanding(gate: AdaptiveGate, clock: { now: number }, n: number) {
+  const before = gate.state.inflight + gate.state.queued;
+  const calls = Array.from({ length: n }, () => pending());
+  const runs = calls.map((c) => gate.run(() => c.p, isTimeout, clock.now + 10_000));
+  await until(() => gate.state.inflight + gate.state.queued === before + n);
+  return async () => {
+    for (const c of calls) c.settle(true);
+    await Promise.all(runs);
+  };
+}
+
+test("a DP is not taken to answer more at once, as quickly, than twice what it has shown, nor plain lookups to have the places private ones hold", async () => {
+  const { gate, clock } = await lightlyUsed();
+  // 500 out and waiting: a newcomer with two seconds left. The window (16 every 5 ms) would drain
+  // them in 160 ms; at twice the one lookup the DP has answered at once, 400 a second, they take
+  // 1.25 s: refused.
+  const settle = await outstanding(gate, clock, 500);
+  assert.match(
+    String(gate.refusalNow(clock.now + 2_000)?.message),
+    /answers about 400 lookups per second here and 16 are sent and 484 waiting/,
+  );
+  await settle();
+  // Eight at a time answered in 5 ms (400 a second came back): the window's 16 could be out.
+  // With 12 of them held by private lookups, plain ones have 4: 800 a second, and 1,000 of them
+  // waiting are 1.26 s away (160 ms at the window's 16 every 5 ms): refused.
+  const busy = await lightlyUsed({ atOnce: 8 });
+  const slow = Array.from({ length: 12 }, () => pending());
+  const held = slow.map((c) =>
+    busy.gate.run(() => c.p, isTimeout, busy.clock.now + 10_000, undefined, false),
+  );
+  const settlePlain = await outstanding(busy.gate, busy.clock, 1_000);
+  assert.match(
+    String(busy.gate.refusalNow(busy.clock.now + 2_000)?.message),
+    /answers about 800 lookups per second here and 4 are sent and 996 waiting/,
+  );
+  for (const c of slow) c.settle(true);
+  await Promise.all(held);
+  await settlePlain();
+});
+
+test("a DP that timed out or answered late is judged by the rate its answers came back at", async () => {
+  // 45 out and waiting; a newcomer with a second left. At 400 a second (twice the one out at
+  // once, answered in 5 ms) they are 115 ms away: taken; at the 50 a second that came back,
+  // 920 ms: refused.
+  const verdict = (gate: AdaptiveGate, clock: { now: number }) =>
+    reasonOf(gate.refusalNow(clock.now + 1_000) ?? "taken");
+  {
+    // A timeout: for two attempt deadlines the DP has shown it can fall behind.
+    const { gate, clock } = await lightlyUsed();
+    await assert.rejects(gate.run(() => Promise.reject(timeout()), isTimeout));
+    const settle = await outstanding(gate, clock, 45);
+    assert.equal(verdict(gate, clock), "UPSTREAM_SATURATED");
+    await settle();
+  }
+  {
+    // A lookup that failed with the DP still at it (not a timeout of the gate's), answered 200 ms
+    // after it went: the late answer counts in the smoothed answer time, which then shows a queue.
+    const late = pending();
+    const failure = new DiscoveryError("upstream_unavailable", "attempt deadline");
+    const { gate, clock } = await lightlyUsed({
+      stillBusy: (err) => (err === failure ? late.p.then(() => true) : undefined),
+    });
+    const failed = gate.run(
+      () => Promise.reject(failure),
+      () => false,
+      clock.now + 10_000,
+    );
+    await assert.rejects(failed);
+    const settle = await outstanding(gate, clock, 44);
+    assert.equal(verdict(gate, clock), "taken");
+    clock.now += 200;
+    late.settle(true);
+    await until(() => verdict(gate, clock) !== "taken");
+    assert.equal(verdict(gate, clock), "UPSTREAM_SATURATED");
+    await settle();
   }
 });
 

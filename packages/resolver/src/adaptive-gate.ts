@@ -1,60 +1,55 @@
 // How many lookups a resolver keeps in flight at one DP: a window that adapts to what the DP
 // answers, as TCP's congestion window does: it starts small and grows by one per answer (slow
 // start, doubling per round trip) until the first timeout, then by one per window of answers
-// (additive increase), and halves when an attempt times out (multiplicative decrease, at most
-// once per attempt deadline, so one slow burst halves it once). In slow start it grows only
-// while it is the limit (lookups wait for it, or the most out at once in this round or the last
-// filled half of it), as TCP's congestion window validation has it: a window doubled by answers
-// to lookups sent a few at a time would later let a whole burst onto the DP before any answer
-// told how it copes (1,193 lookups at once in an overload run). A lookup that timed out keeps
-// its place until the DP answers it late (`stillBusy`): the DP is still working on it, and what
-// took its place would queue behind it there and time out as well (test/abuse.test.ts: on a
-// starved DP, a burst of retries sent at once all timed out again 1.5 s later). What is over the
-// window waits in a bounded queue, for a bounded time, instead of being sent to a DP that cannot
-// answer it within the deadline; a full queue or a wait past its bound fails at once with a
-// clear status rather than after a timeout (the abuse issue's "bend, do not break"). A DP
-// endpoint may also publish the rate it takes (R13; EndpointLimits at the start of each
-// LookupStream): lookups then also leave the gate no faster than that rate (a GCRA schedule with
-// a tenth of a second's burst), waiting in the same queue, and a lookup that could not leave
+// (additive increase), and halves when an attempt times out (multiplicative decrease, at most once
+// per attempt deadline, so one slow burst halves it once). In slow start it grows only while it is
+// the limit (lookups wait for it, or the most out at once in this round or the last filled half of
+// it), as TCP's congestion window validation has it: a window doubled by answers to lookups sent a
+// few at a time would later let a whole burst onto the DP before any answer told how it copes. A
+// lookup that timed out keeps its place until the DP answers it late (`stillBusy`): the DP is still
+// working on it, and what took its place would queue behind it there and time out as well
+// (test/abuse.test.ts: on a starved DP, a burst of retries sent at once all timed out again 1.5 s
+// later). What is over the window waits in a bounded queue, for a bounded time, instead of being
+// sent to a DP that cannot answer it within the deadline; a full queue or a wait past its bound
+// fails at once with a clear status rather than after a timeout (the abuse issue's "bend, do not
+// break"). A DP endpoint may also publish the rate it takes (R13; EndpointLimits at the start of
+// each LookupStream): lookups then also leave the gate no faster than that rate (a GCRA schedule
+// with a tenth of a second's burst), waiting in the same queue, and a lookup that could not leave
 // within the queue's bound is refused at once (DP_CAPACITY).
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue forms
-// behind it (in overload runs every lookup then waited out its caller's deadline at the DP, and
-// 0.16-0.37x of the sustainable rate was answered). So a plain lookup is also judged on arrival,
-// its answer time read two ways, the later counting. By Little's law: with n lookups ahead of it
-// (sent, and waiting too once slow start is over or the window is at its largest) and answers
-// coming back at r a second over the last second, about (n + 1) / r. While the DP shows no queue
-// (its answers, smoothed as TCP's SRTT, within a quarter and 10 ms of the base), r is what was
-// asked more than what the DP can answer, and a window of w drains w per smoothed answer time s: r
-// counts as at least w / s (before, after light traffic, a burst was judged at the light rate: 25
-// answers a second refused all but 12 of 200 lookups at once that the DP answered in 5 ms). Once
-// answers slow, by a queue at the DP or the resolver's own loop behind, each takes longer the more
-// are sent, w / s no longer tells what the window drains, and r alone counts. And when the queue
-// has stood still for t (nothing sent since, though lookups wait), by base + t: a newcomer would
-// wait about that long (the standing queue CoDel reads), whether or not answers come back to tell a
-// rate, as when the resolver's own loop falls behind (before, with too few answers to tell a rate,
-// nothing was refused and the queue held every lookup until each waited out its bound). Past its
-// base (the quickest answer of the last 5-10 s) plus half of the rest of its wait bound, it is
-// refused at once (UPSTREAM_SATURATED, one to two times that time as retry-after) instead of
-// queueing behind lookups that will use up its caller's deadline; a caller with less time than the
-// base, while a rate or a queue is known, has too short a deadline (DEADLINE_TOO_SHORT). The other
-// half is for what follows the DP's answer (verification, the reply) and for time the call spent
-// before its handler ran, which the resolver cannot see (four fifths instead of half left so much
-// late work that 0.48x of the sustainable rate was answered, against 0.72-0.75x). The base widens
-// the budget, so a DP far away is not refused for its distance; it may fall but not rise while
-// lookups are refused as late (every answer then carries the DP's queue, and a base that took it in
-// would let answer times creep up to the bound). Private lookups (several calls, far slower) are
-// neither judged nor counted in n, so asking privately cannot make plain lookups look late by the
-// rate; nor are the retries after a timeout, whose caller hears that timeout when a retry is not
-// sent. A queue that stands still refuses newcomers whatever holds the window, since they would
-// wait behind it all the same. A lookup that timed out counts as ahead until the DP is done with
-// it, and as answered only if it answered. Applying the rule only while the DP had shown a queue or
-// a full window in the last 2 s also let the burst through, and answered less in overload runs
-// (bench/README.md, Overload), as did ending slow start on a queue (TCP's HyStart) and judging a
-// waiting lookup by the window's round trips alone.
-// The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's
-// gradient limiter: shrink when answers take well over the base round trip) was tried and
-// collapsed the window where DPs and resolver share cores, since a resolver cannot tell a DP's
-// queue from its own CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
+// behind it. So a plain lookup is also judged on arrival, its answer time read two ways, the later
+// counting. By Little's law: with n lookups ahead of it (sent, and waiting too once slow start is
+// over or the window is at its largest) and answers coming back at r a second over the last second,
+// about (n + 1) / r. While the DP shows no queue (its answers, late ones included and smoothed as
+// TCP's SRTT, within a quarter and 10 ms of the base, and no timeout within two attempt deadlines),
+// r is what was asked more than what the DP can answer, and a window drains w lookups per smoothed
+// answer time s: r counts as at least w / s, w being the window's room for plain lookups but no
+// more than twice the most that were out at once when one was answered that quickly (slow start's
+// doubling: a DP is not taken to answer more at once than it has shown). Once answers slow, by a
+// queue at the DP or the resolver's own loop behind, each takes longer the more are sent, w / s no
+// longer tells what the window drains, and r alone counts. And when the queue has stood still for t
+// (nothing sent since, though lookups wait), by base + t: a newcomer would wait about that long
+// (the standing queue CoDel reads), whether or not answers come back to tell a rate, as when the
+// resolver's own loop falls behind. Past its base (the quickest answer of the last 5-10 s) plus
+// half of the rest of its wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times
+// that time as retry-after) instead of queueing behind lookups that will use up its caller's
+// deadline; a caller with less time than the base, while a rate or a queue is known, has too short
+// a deadline (DEADLINE_TOO_SHORT). The other half is for what follows the DP's answer
+// (verification, the reply) and for time the call spent before its handler ran, which the resolver
+// cannot see. The base widens the budget, so a DP far away is not refused for its distance; it may
+// fall but not rise while lookups are refused as late (every answer then carries the DP's queue,
+// and a base that took it in would let answer times creep up to the bound). Private lookups
+// (several calls, far slower) are neither judged nor counted in n, so asking privately cannot make
+// plain lookups look late by the rate; nor are the retries after a timeout, whose caller hears that
+// timeout when a retry is not sent. A queue that stands still refuses newcomers whatever holds the
+// window, since they would wait behind it all the same. A lookup that timed out counts as ahead
+// until the DP is done with it, and as answered only if it answered. What each rule fixed, and what
+// was tried and dropped, with figures: ARCHITECTURE.md (upstream windows) and bench/README.md
+// (Overload).
+// The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's gradient
+// limiter: shrink when answers take well over the base round trip) was tried and collapsed the
+// window where DPs and resolver share cores, since a resolver cannot tell a DP's queue from its own
+// CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
 import { DiscoveryError } from "@mimi/core";
 import { AnswerTimes } from "./answer-times.js";
 import { callerGone, TOO_LATE } from "./call-bounds.js";
@@ -147,7 +142,7 @@ export class AdaptiveGate {
   private rate = 0;
   private tatMs = 0;
   private paceTimer: NodeJS.Timeout | undefined;
-  /** What the judged lookups' answers tell: the drain rate and the base answer time. */
+  /** What the judged lookups' answers tell: the drain rate, the base and the smoothed answer time. */
   private readonly answers: AnswerTimes;
 
   constructor(
@@ -221,10 +216,11 @@ export class AdaptiveGate {
     this.outPeak = Math.max(this.outPeak, this.inflight);
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
+    const outAtSend = this.inflight;
     let busy: Promise<boolean> | undefined;
     try {
       const r = await f();
-      if (judged) this.answers.timely(this.o.now() - sentAt, this.lateRefusals);
+      if (judged) this.answers.timely(this.o.now() - sentAt, this.lateRefusals, outAtSend);
       // In slow start only a window that is the limit grows (as TCP's congestion window
       // validation has it): one grown while fewer lookups were out would let a later burst onto
       // the DP at once.
@@ -242,10 +238,14 @@ export class AdaptiveGate {
       busy = this.o.stillBusy?.(err);
       throw err;
     } finally {
-      // Done when the DP is: a late answer counts towards the drain rate then, none not at all.
+      // Done when the DP is: a late answer counts towards the drain rate then (and its time
+      // towards the smoothed answer time), none not at all.
       if (busy) {
         void busy.then(
-          (answered) => this.release(judged, answered),
+          (answered) => {
+            if (answered && judged) this.answers.late(this.o.now() - sentAt);
+            this.release(judged, answered);
+          },
           () => this.release(judged, false),
         );
       } else this.release(judged, true);
@@ -301,8 +301,9 @@ export class AdaptiveGate {
   /**
    * The refusal of a lookup that would be answered after its base answer time plus ANSWER_SHARE
    * of the rest of the `leftMs` its caller leaves it, or undefined. Its answer time is judged
-   * two ways, the later counting: at the rate answers come back (Little's law), and by how long
-   * the queue has stood still. With no rate known (too few answers in the last second) and
+   * two ways, the later counting: at the rate answers come back (Little's law; while no queue
+   * shows, at least the rate the window drains, unqueuedRate), and by how long the queue has
+   * stood still. With no rate known (too few answers in the last second) and
    * nobody waiting, nothing is refused.
    */
   private lateVerdict(leftMs: number): DiscoveryError | undefined {
@@ -324,12 +325,7 @@ export class AdaptiveGate {
     // Waiting lookups count once slow start is over, or once the window can grow no more.
     const waiting = !this.slowStart || this.window >= this.o.maxWindow ? this.judgedWaiting : 0;
     const ahead = this.judgedInflight + waiting + 1;
-    // While answers come about as quickly as the base (no queue showing at the DP), the window
-    // drains a window's worth per answer time, however few lookups were asked: the rate answers
-    // came back at is then what was asked, not what the DP can answer.
-    const unqueued = drained > 0 ? this.answers.unqueuedMs() : undefined;
-    const rate =
-      unqueued === undefined ? drained : Math.max(drained, (Math.floor(this.window) * 1_000) / unqueued);
+    const rate = Math.max(drained, drained > 0 ? this.unqueuedRate() : 0);
     const byRate = rate > 0 ? (ahead * 1_000) / rate : 0;
     const standing = this.standingMs();
     const expectedMs = Math.max(byRate, standing > 0 ? base + standing : 0);
@@ -350,6 +346,18 @@ export class AdaptiveGate {
         { details: { retryAfterMs, reason: UPSTREAM_SATURATED } },
       ),
     );
+  }
+
+  /**
+   * While the DP shows no queue (see the header), the rate the window drains plain lookups at:
+   * its room for them, at most twice the most that were out at once when one was answered that
+   * quickly, per smoothed answer time. 0 when a queue shows.
+   */
+  private unqueuedRate(): number {
+    const quick = this.shrank ? undefined : this.answers.unqueued();
+    if (!quick) return 0;
+    const room = Math.min(Math.floor(this.window) - (this.inflight - this.judgedInflight), 2 * quick.out);
+    return room > 0 ? (room * 1_000) / quick.ms : 0;
   }
 
   private shrink(): void {

@@ -1,6 +1,7 @@
 // What an adaptive gate (adaptive-gate.ts) has seen of its DP's answers to judged lookups: the
-// rate they come back at, the base answer time (the quickest of the last 5-10 s) and the recent
-// answer time (smoothed, as TCP's SRTT).
+// rate they come back at, the base answer time (the quickest of the last 5-10 s), the recent
+// answer time (smoothed, as TCP's SRTT; late answers count in it too) and the most lookups that
+// were out at once when one of them was answered that quickly.
 
 /** Completions are counted over two buckets of this length to estimate the drain rate. */
 const DRAIN_BUCKET_MS = 500;
@@ -30,14 +31,18 @@ export class AnswerTimes {
   private refusedAtBase = 0;
   /** The smoothed answer time (ms; undefined before the first answer). */
   private smoothedMs: number | undefined;
+  /** The most lookups out when one was sent that was answered with no queue showing, in the current and the previous base bucket. */
+  private quickOutNow = 0;
+  private quickOutPrev = 0;
 
   constructor(private readonly now: () => number) {}
 
   /**
-   * Counts an answer that came in time, `ms` after its lookup was sent, towards the base answer
-   * time; `lateRefusals` is the gate's count of refusals for lateness so far.
+   * Counts an answer that came in time, `ms` after its lookup was sent with `out` lookups out
+   * (itself included), towards the base and the smoothed answer time; `lateRefusals` is the
+   * gate's count of refusals for lateness so far.
    */
-  timely(ms: number, lateRefusals: number): void {
+  timely(ms: number, lateRefusals: number, out: number): void {
     const now = this.now();
     const buckets = Math.floor((now - this.baseStart) / BASE_BUCKET_MS);
     if (buckets >= 1) {
@@ -50,21 +55,43 @@ export class AnswerTimes {
       this.baseNow = Number.POSITIVE_INFINITY;
       this.baseStart = buckets === 1 ? this.baseStart + BASE_BUCKET_MS : now;
       this.refusedAtBase = lateRefusals;
+      this.quickOutPrev = buckets === 1 ? this.quickOutNow : 0;
+      this.quickOutNow = 0;
     }
     this.baseNow = Math.min(this.baseNow, ms);
+    this.smooth(ms);
+    if (!this.queueIn(ms)) this.quickOutNow = Math.max(this.quickOutNow, out);
+  }
+
+  /**
+   * Counts a late answer (to a lookup that timed out), `ms` after its lookup was sent, towards
+   * the smoothed answer time only: a DP answering late has a queue however quick it was before.
+   */
+  late(ms: number): void {
+    this.smooth(ms);
+  }
+
+  private smooth(ms: number): void {
     this.smoothedMs =
       this.smoothedMs === undefined ? ms : this.smoothedMs + SMOOTHING * (ms - this.smoothedMs);
   }
 
+  /** Whether an answer time of `ms` shows a queue at the DP: over the base by a quarter and 10 ms. */
+  private queueIn(ms: number): boolean {
+    return ms > this.baseMs() * (1 + QUEUE_SHARE) + QUEUE_MS;
+  }
+
   /**
-   * The smoothed answer time of the last answers (ms, at least 1) while it is about the base, no
-   * queue showing at the DP; undefined when they take well over the base (a quarter more and
-   * 10 ms) or none came.
+   * While the DP shows no queue (the smoothed answer time about the base, and an answer in time
+   * within the last 10 s): that time (ms, at least 1) and the most lookups that were out at once
+   * when one of them was answered so quickly in the last 5-10 s. Undefined when answers take
+   * well over the base or none came.
    */
-  unqueuedMs(): number | undefined {
+  unqueued(): { ms: number; out: number } | undefined {
     const ms = this.smoothedMs;
-    if (ms === undefined || ms > this.baseMs() * (1 + QUEUE_SHARE) + QUEUE_MS) return undefined;
-    return Math.max(1, ms);
+    const answeredLately = this.now() - this.baseStart < 2 * BASE_BUCKET_MS;
+    if (ms === undefined || !answeredLately || this.queueIn(ms)) return undefined;
+    return { ms: Math.max(1, ms), out: Math.max(this.quickOutNow, this.quickOutPrev, 1) };
   }
 
   /**

@@ -142,8 +142,9 @@ export function encodeResolveStreamHit<M>(
   ttlSeconds: number,
   stale: boolean,
 ): Encoded<M> {
-  // Beyond 2^53 a number's varint would be wrong, not refused: say so (the fast path then
-  // declines, and the full path answers).
+  // Beyond 2^53 a number's varint would be wrong, not refused: say so. readSimpleRequest's ids
+  // never are; were one, the fast path would decline (having counted the hit) and the full path
+  // answer.
   if (!Number.isSafeInteger(requestId) || requestId < 0) {
     throw new RangeError(`a streamed hit's request id must be a whole number below 2^53, not ${requestId}`);
   }
