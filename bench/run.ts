@@ -187,7 +187,11 @@ const cli = new Command("bench")
       throw new Error("--verify-threads must be an integer >= 0");
     for (const [k, v] of Object.entries(o)) {
       if (k !== "verifyThreads" && typeof v === "number" && !(Number.isFinite(v) && v > 0))
-        throw new Error(`--${k} must be a positive number`);
+        throw new Error(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must be a positive number`);
+    }
+    // The open loop spreads over a connection per 100 calls a second (bench/overload.ts).
+    if (o.overloadRate !== undefined && o.overloadRate > 100_000) {
+      throw new Error("--overload-rate must be at most 100000");
     }
     await main(o);
   });

@@ -7,15 +7,14 @@
 // it), as TCP's congestion window validation has it: a window doubled by answers to lookups sent a
 // few at a time would later let a whole burst onto the DP before any answer told how it copes. A
 // lookup that timed out keeps its place until the DP answers it late (`stillBusy`): the DP is still
-// working on it, and what took its place would queue behind it there and time out as well
-// (test/abuse.test.ts: on a starved DP, a burst of retries sent at once all timed out again 1.5 s
-// later). What is over the window waits in a bounded queue, for a bounded time, instead of being
-// sent to a DP that cannot answer it within the deadline; a full queue or a wait past its bound
-// fails at once with a clear status rather than after a timeout (the abuse issue's "bend, do not
-// break"). A DP endpoint may also publish the rate it takes (R13; EndpointLimits at the start of
-// each LookupStream): lookups then also leave the gate no faster than that rate (a GCRA schedule
-// with a tenth of a second's burst), waiting in the same queue, and a lookup that could not leave
-// within the queue's bound is refused at once (DP_CAPACITY).
+// working on it, and what took its place would queue behind it there and time out as well. What is
+// over the window waits in a bounded queue, for a bounded time, instead of being sent to a DP that
+// cannot answer it within the deadline; a full queue or a wait past its bound fails at once with a
+// clear status rather than after a timeout (the abuse issue's "bend, do not break"). A DP endpoint
+// may also publish the rate it takes (R13; EndpointLimits at the start of each LookupStream):
+// lookups then also leave the gate no faster than that rate (a GCRA schedule with a tenth of a
+// second's burst), waiting in the same queue, and a lookup that could not leave within the queue's
+// bound is refused at once (DP_CAPACITY).
 // The window alone refuses nothing: answered in time, it grows to its maximum whatever queue forms
 // behind it. So a plain lookup is also judged on arrival, its answer time read two ways, the later
 // counting. By Little's law: with n lookups ahead of it (sent, and waiting too once slow start is
@@ -23,33 +22,33 @@
 // about (n + 1) / r. While the DP shows no queue (its answers, late ones included and smoothed as
 // TCP's SRTT, within a quarter and 10 ms of the base, and no timeout within two attempt deadlines),
 // r is what was asked more than what the DP can answer, and a window drains w lookups per smoothed
-// answer time s: r counts as at least w / s, w being the window's room for plain lookups but no
-// more than twice the most that were out at once when one was answered that quickly (slow start's
-// doubling: a DP is not taken to answer more at once than it has shown). Once answers slow, by a
-// queue at the DP or the resolver's own loop behind, each takes longer the more are sent, w / s no
-// longer tells what the window drains, and r alone counts. And when the queue has stood still for t
-// (nothing sent since, though lookups wait), by base + t: a newcomer would wait about that long
-// (the standing queue CoDel reads), whether or not answers come back to tell a rate, as when the
-// resolver's own loop falls behind. Past its base (the quickest answer of the last 5-10 s) plus
-// half of the rest of its wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times
-// that time as retry-after) instead of queueing behind lookups that will use up its caller's
-// deadline; a caller with less time than the base, while a rate or a queue is known, has too short
-// a deadline (DEADLINE_TOO_SHORT). The other half is for what follows the DP's answer
-// (verification, the reply) and for time the call spent before its handler ran, which the resolver
-// cannot see. The base widens the budget, so a DP far away is not refused for its distance; it may
-// fall but not rise while lookups are refused as late (every answer then carries the DP's queue,
-// and a base that took it in would let answer times creep up to the bound). Private lookups
-// (several calls, far slower) are neither judged nor counted in n, so asking privately cannot make
-// plain lookups look late by the rate; nor are the retries after a timeout, whose caller hears that
-// timeout when a retry is not sent. A queue that stands still refuses newcomers whatever holds the
-// window, since they would wait behind it all the same. A lookup that timed out counts as ahead
-// until the DP is done with it, and as answered only if it answered. What each rule fixed, and what
-// was tried and dropped, with figures: ARCHITECTURE.md (upstream windows) and bench/README.md
-// (Overload).
-// The window shrinks on timeouts only: a delay-based decrease (TCP Vegas, Netflix's gradient
-// limiter: shrink when answers take well over the base round trip) was tried and collapsed the
-// window where DPs and resolver share cores, since a resolver cannot tell a DP's queue from its own
-// CPU contention (0.5x of the sustainable rate answered, from 0.8-0.98x).
+// answer time s: a known r counts as at least w / s, w being the window's room for plain lookups
+// but no more than twice the most plain ones that were out at once when one was answered that
+// quickly in the last 5-15 s (slow start's doubling: a DP is not taken to answer more at once than
+// it has shown; so after lookups one at a time answered in 5 ms, a caller with 900 ms to wait finds
+// about 180 lookups ahead of it too many). Once answers slow, by a queue at the DP or the
+// resolver's own loop behind, each takes longer the more are sent, w / s no longer tells what the
+// window drains, and r alone counts. And when the queue has stood still for t (nothing sent since,
+// though lookups wait), by base + t: a newcomer would wait about that long (the standing queue
+// CoDel reads), whether or not answers come back to tell a rate, as when the resolver's own loop
+// falls behind. Past its base (the quickest answer of the last 5-10 s) plus half of the rest of its
+// wait bound, it is refused at once (UPSTREAM_SATURATED, one to two times that time as retry-after)
+// instead of queueing behind lookups that will use up its caller's deadline; a caller with less
+// time than the base, while a rate or a queue is known, has too short a deadline
+// (DEADLINE_TOO_SHORT). The other half is for what follows the DP's answer (verification, the
+// reply) and for time the call spent before its handler ran, which the resolver cannot see. The
+// base widens the budget, so a DP far away is not refused for its distance; it may fall but not
+// rise while lookups are refused as late (every answer then carries the DP's queue, and a base that
+// took it in would let answer times creep up to the bound). Private lookups (several calls, far
+// slower) are neither judged nor counted in n, so asking privately cannot make plain lookups look
+// late by the rate; nor are the retries after a timeout, whose caller hears that timeout when a
+// retry is not sent. A queue that stands still refuses newcomers whatever holds the window, since
+// they would wait behind it all the same. A lookup that timed out counts as ahead until the DP is
+// done with it, and towards r then if the DP answered it late (at once, if the DP holds nothing of
+// it). What each rule fixed, and what was tried and dropped, with figures: ARCHITECTURE.md
+// (upstream windows) and bench/README.md (Overload).
+// The window shrinks on timeouts only: a delay-based one (TCP Vegas) collapsed where DPs and
+// resolver share cores, since a resolver cannot tell a DP's queue from its own CPU contention.
 import { DiscoveryError } from "@mimi/core";
 import { AnswerTimes } from "./answer-times.js";
 import { callerGone, TOO_LATE } from "./call-bounds.js";
@@ -130,6 +129,8 @@ export class AdaptiveGate {
   private head = 0;
   private waiting = 0;
   private lastDecreaseMs = Number.NEGATIVE_INFINITY;
+  /** When a lookup last timed out (whether or not it halved the window). */
+  private lastTimeoutMs = Number.NEGATIVE_INFINITY;
   /** When the gate last sent a lookup (from the queue or straight away). */
   private lastSentMs = Number.NEGATIVE_INFINITY;
   /** The most lookups out at once in the current round (a window's worth of answers) and the last. */
@@ -153,7 +154,7 @@ export class AdaptiveGate {
     this.answers = new AnswerTimes(o.now);
   }
 
-  /** Whether a timeout has shrunk the window within the last attempt deadline. */
+  /** Whether a timeout has shrunk the window within the last two attempt deadlines. */
   get shrank(): boolean {
     return this.o.now() - this.lastDecreaseMs < this.o.decreaseEveryMs * 2;
   }
@@ -216,11 +217,11 @@ export class AdaptiveGate {
     this.outPeak = Math.max(this.outPeak, this.inflight);
     if (judged) this.judgedInflight++;
     const sentAt = judged ? this.o.now() : 0;
-    const outAtSend = this.inflight;
+    const plainOut = this.judgedInflight; // plain lookups out, this one included
     let busy: Promise<boolean> | undefined;
     try {
       const r = await f();
-      if (judged) this.answers.timely(this.o.now() - sentAt, this.lateRefusals, outAtSend);
+      if (judged) this.answers.timely(this.o.now() - sentAt, this.lateRefusals, plainOut);
       // In slow start only a window that is the limit grows (as TCP's congestion window
       // validation has it): one grown while fewer lookups were out would let a later burst onto
       // the DP at once.
@@ -302,9 +303,8 @@ export class AdaptiveGate {
    * The refusal of a lookup that would be answered after its base answer time plus ANSWER_SHARE
    * of the rest of the `leftMs` its caller leaves it, or undefined. Its answer time is judged
    * two ways, the later counting: at the rate answers come back (Little's law; while no queue
-   * shows, at least the rate the window drains, unqueuedRate), and by how long the queue has
-   * stood still. With no rate known (too few answers in the last second) and
-   * nobody waiting, nothing is refused.
+   * shows, at least the rate the window drains), and by how long the queue has stood still.
+   * With no rate known (too few answers in the last second) and nobody waiting, nothing is refused.
    */
   private lateVerdict(leftMs: number): DiscoveryError | undefined {
     const drained = this.answers.drainRate();
@@ -348,13 +348,10 @@ export class AdaptiveGate {
     );
   }
 
-  /**
-   * While the DP shows no queue (see the header), the rate the window drains plain lookups at:
-   * its room for them, at most twice the most that were out at once when one was answered that
-   * quickly, per smoothed answer time. 0 when a queue shows.
-   */
+  /** The rate the window drains plain lookups at while the DP shows no queue (the header's w / s), or 0. */
   private unqueuedRate(): number {
-    const quick = this.shrank ? undefined : this.answers.unqueued();
+    const timedOutLately = this.o.now() - this.lastTimeoutMs < 2 * this.o.decreaseEveryMs;
+    const quick = timedOutLately ? undefined : this.answers.unqueued();
     if (!quick) return 0;
     const room = Math.min(Math.floor(this.window) - (this.inflight - this.judgedInflight), 2 * quick.out);
     return room > 0 ? (room * 1_000) / quick.ms : 0;
@@ -362,6 +359,7 @@ export class AdaptiveGate {
 
   private shrink(): void {
     const now = this.o.now();
+    this.lastTimeoutMs = now;
     if (now - this.lastDecreaseMs < this.o.decreaseEveryMs) return;
     this.lastDecreaseMs = now;
     this.slowStart = false;

@@ -29,8 +29,10 @@ export class AnswerTimes {
   private baseStart = Number.NEGATIVE_INFINITY;
   /** The gate's count of refusals for lateness when the current base bucket began. */
   private refusedAtBase = 0;
-  /** The smoothed answer time (ms; undefined before the first answer). */
+  /** The smoothed answer time (ms; undefined before the first answer and after an idle spell). */
   private smoothedMs: number | undefined;
+  /** When the last answer in time came. */
+  private lastTimelyMs = Number.NEGATIVE_INFINITY;
   /** The most lookups out when one was sent that was answered with no queue showing, in the current and the previous base bucket. */
   private quickOutNow = 0;
   private quickOutPrev = 0;
@@ -57,7 +59,10 @@ export class AnswerTimes {
       this.refusedAtBase = lateRefusals;
       this.quickOutPrev = buckets === 1 ? this.quickOutNow : 0;
       this.quickOutNow = 0;
+      // After an idle spell the DP may answer differently: start the smoothed time afresh.
+      if (buckets >= 2) this.smoothedMs = undefined;
     }
+    this.lastTimelyMs = now;
     this.baseNow = Math.min(this.baseNow, ms);
     this.smooth(ms);
     if (!this.queueIn(ms)) this.quickOutNow = Math.max(this.quickOutNow, out);
@@ -83,13 +88,13 @@ export class AnswerTimes {
 
   /**
    * While the DP shows no queue (the smoothed answer time about the base, and an answer in time
-   * within the last 10 s): that time (ms, at least 1) and the most lookups that were out at once
-   * when one of them was answered so quickly in the last 5-10 s. Undefined when answers take
-   * well over the base or none came.
+   * within the last 5 s): that time (ms, at least 1) and the most lookups that were out at once
+   * when one of them was answered so quickly in the last 5-15 s. Undefined when answers take
+   * well over the base or none came lately.
    */
   unqueued(): { ms: number; out: number } | undefined {
     const ms = this.smoothedMs;
-    const answeredLately = this.now() - this.baseStart < 2 * BASE_BUCKET_MS;
+    const answeredLately = this.now() - this.lastTimelyMs < BASE_BUCKET_MS;
     if (ms === undefined || !answeredLately || this.queueIn(ms)) return undefined;
     return { ms: Math.max(1, ms), out: Math.max(this.quickOutNow, this.quickOutPrev, 1) };
   }
