@@ -40,6 +40,24 @@ async function answerInTurn(gate: AdaptiveGate, clock: { now: number }, n: numbe
 }
 
 /**
+ * Until `untilMs` on `clock`, `atOnce` lookups through `gate` every `everyMs`, answered 5 ms
+ * after they went: light traffic, at one a time 1,000 / `everyMs` answers a second.
+ */
+async function lightTraffic(
+  gate: AdaptiveGate,
+  clock: { now: number },
+  untilMs: number,
+  everyMs = 20,
+  atOnce = 1,
+) {
+  while (clock.now < untilMs) {
+    if (atOnce === 1) await answerInTurn(gate, clock, 1, 5);
+    else await inRounds(gate, clock, atOnce, 5);
+    clock.now += everyMs - 5;
+  }
+}
+
+/**
  * A gate in slow start on a clock the test moves: an answer in 5 ms (the base), and a second
  * later 40 lookups answered one after another, each in 25 ms (about 80 a second, as the drain
  * rate reads them).
@@ -584,10 +602,7 @@ test("a burst after light traffic, at a DP that answers as quickly as ever, is j
     const g = gate(clock);
     // Three seconds of a lookup every 40 ms, each answered in 5 ms: 25 answers a second, which
     // is what was asked, not what the DP can answer.
-    while (clock.now < 3_000) {
-      await answerInTurn(g, clock, 1, 5);
-      clock.now += 35;
-    }
+    await lightTraffic(g, clock, 3_000, 40);
     // 150 lookups at once with 900 ms to wait (a 1 s deadline), each round answered in 5 ms
     // again. At 25 a second they would look 6 s away, and all but 11 be refused; at twice the one
     // lookup out at once that the DP answered in 5 ms, 400 a second, they are 375 ms away.
@@ -622,11 +637,7 @@ async function lightlyUsed(
     ...(stillBusy && { stillBusy }),
   });
   const held = privateOut.map((c) => gate.run(() => c.p, isTimeout, 10_000, undefined, false));
-  while (clock.now < 3_000) {
-    if (atOnce === 1) await answerInTurn(gate, clock, 1, 5);
-    else await inRounds(gate, clock, atOnce, 5);
-    clock.now += 15;
-  }
+  await lightTraffic(gate, clock, 3_000, 20, atOnce);
   for (const c of privateOut) c.settle(true);
   await Promise.all(held);
   return { gate, clock };
@@ -636,11 +647,10 @@ async function lightlyUsed(
 const rateIn = (refusal: DiscoveryError | undefined) =>
   Number(/answers about (\d+) lookups per second/.exec(refusal?.message ?? "")?.[1]);
 
-/** `n` lookups through `gate` with 10 s to wait, settled by hand. */
-async function outstanding(gate: AdaptiveGate, clock: { now: number }, n: number) {
+/** `n` lookups through `gate` (10 s to wait, the default), settled by hand. */
+async function outstanding(gate: AdaptiveGate, n: number) {
   const before = gate.state.inflight + gate.state.queued;
-  const calls = Array.from({ length: n }, () => pending());
-  const runs = calls.map((c) => gate.run(() => c.p, isTimeout, clock.now + 10_000));
+  const { calls, runs } = lookupsThrough(gate, n);
   await until(() => gate.state.inflight + gate.state.queued === before + n);
   return async () => {
     for (const c of calls) c.settle(true);
@@ -653,13 +663,13 @@ test("a DP is not taken to answer more at once, as quickly, than twice what it h
   // 500 out and waiting: a newcomer with two seconds left. The window (16 every 5 ms) would drain
   // them in 160 ms; at twice the one lookup the DP has answered at once, 400 a second, they take
   // 1.25 s: refused.
-  const settle = await outstanding(gate, clock, 500);
+  const settle = await outstanding(gate, 500);
   const rate = rateIn(gate.refusalNow(clock.now + 2_000));
   assert.ok(rate >= 300 && rate <= 600, `${rate}`);
   await settle();
   // The same after lookups one at a time beside 12 private ones: plain ones were out one at a time.
   const beside = await lightlyUsed({ privateOut: Array.from({ length: 12 }, () => pending()) });
-  const settleBeside = await outstanding(beside.gate, beside.clock, 500);
+  const settleBeside = await outstanding(beside.gate, 500);
   const besideRate = rateIn(beside.gate.refusalNow(beside.clock.now + 2_000));
   assert.ok(besideRate >= 300 && besideRate <= 600, `${besideRate}`);
   await settleBeside();
@@ -671,7 +681,7 @@ test("a DP is not taken to answer more at once, as quickly, than twice what it h
   const held = slow.map((c) =>
     busy.gate.run(() => c.p, isTimeout, busy.clock.now + 10_000, undefined, false),
   );
-  const settlePlain = await outstanding(busy.gate, busy.clock, 1_000);
+  const settlePlain = await outstanding(busy.gate, 1_000);
   assert.deepEqual(busy.gate.state, { inflight: 16, window: 16, queued: 996 });
   const busyRate = rateIn(busy.gate.refusalNow(busy.clock.now + 2_000));
   assert.ok(busyRate >= 600 && busyRate <= 1_000, `${busyRate}`);
@@ -692,18 +702,12 @@ test("a DP that timed out or answered late is judged by the rate its answers cam
     // halve the window again. Lookups one at a time go on in between.
     const { gate, clock } = await lightlyUsed();
     const timesOut = () => assert.rejects(gate.run(() => Promise.reject(timeout()), isTimeout));
-    const lightUntil = async (ms: number) => {
-      while (clock.now < ms) {
-        await answerInTurn(gate, clock, 1, 5);
-        clock.now += 15;
-      }
-    };
     await timesOut();
-    await lightUntil(3_900);
+    await lightTraffic(gate, clock, 3_900);
     await timesOut();
-    await lightUntil(5_100);
+    await lightTraffic(gate, clock, 5_100);
     assert.equal(gate.shrank, false, "the window was halved over two deadlines ago");
-    const settle = await outstanding(gate, clock, 45);
+    const settle = await outstanding(gate, 45);
     assert.equal(verdict(gate, clock), "UPSTREAM_SATURATED");
     await settle();
   }
@@ -721,7 +725,7 @@ test("a DP that timed out or answered late is judged by the rate its answers cam
       clock.now + 10_000,
     );
     await assert.rejects(failed);
-    const settle = await outstanding(gate, clock, 44);
+    const settle = await outstanding(gate, 44);
     assert.equal(verdict(gate, clock), "taken");
     clock.now += 200;
     late.settle(true);
