@@ -2,7 +2,15 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { bitsSet, decodeStatusDetails, pb, STATUS_DETAILS_KEY } from "@mimi/core";
+import {
+  bitsSet,
+  decodeSealStatement,
+  decodeStatusDetails,
+  pb,
+  receivedAnswerFromProto,
+  STATUS_DETAILS_KEY,
+  sealSignatureValid,
+} from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet";
 import { channelCredentials, loadTls } from "@mimi/rpc";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
@@ -109,6 +117,52 @@ scenario(t, "an authoritative refuses a CSI outside its delegation", async () =>
   const ok = await eu.lookup({ csi: "tel:+447700900123" });
   assert.equal(ok.answer?.status, FOUND);
 });
+
+scenario(
+  t,
+  "lookups streamed to a DP together are sealed together, each answer verifiable alone and in order",
+  async () => {
+    const n = t.net;
+    const eu = n.channel(n.dps.eu.address, "resolver").client(pb.AuthoritativeService);
+    // One found, the rest not, and one outside the DP's delegation (an item error in its place).
+    const csis = Array.from(
+      { length: 40 },
+      (_, i) => `tel:+4477009${String(i ? 1000 + i : 123).padStart(5, "0")}`,
+    );
+    csis[20] = "tel:+12025550142";
+    async function* requests() {
+      for (const [i, csi] of csis.entries()) yield { requestId: BigInt(i + 1), csi };
+    }
+    const answers: pb.LookupStreamResponse[] = [];
+    for await (const res of eu.lookupStream(requests())) {
+      if (res.result.case !== "limits") answers.push(res);
+      if (answers.length === csis.length) break;
+    }
+    assert.deepEqual(
+      answers.map((a) => a.requestId),
+      csis.map((_, i) => BigInt(i + 1)),
+    );
+    assert.match(
+      answers[20]?.result.case === "error" ? answers[20].result.value.message : "",
+      /delegated to DP "us"/,
+    );
+    const dpKey = n.signingKey("dp-eu").publicKey;
+    const signatures = new Set<string>();
+    for (const [i, a] of answers.entries()) {
+      if (i === 20) continue;
+      const seal =
+        a.result.case === "response"
+          ? receivedAnswerFromProto(a.result.value.answer as pb.Answer).seal
+          : undefined;
+      assert.ok(seal && sealSignatureValid(dpKey, seal), `answer ${i}`);
+      assert.equal(decodeSealStatement(seal.statement).csi, csis[i]);
+      signatures.add(Buffer.from(seal.signature).toString("hex"));
+    }
+    assert.equal(answers[0]?.result.case === "response" && answers[0].result.value.answer?.status, FOUND);
+    // Written in one burst, they are read in a few turns of the DP's event loop, not one by one.
+    assert.ok(signatures.size < 39, `${signatures.size} signatures for 39 answers`);
+  },
+);
 
 scenario(t, "a client without a certificate, or with one from another CA, is refused", async () => {
   const grpc = await import("@grpc/grpc-js");

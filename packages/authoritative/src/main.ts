@@ -289,6 +289,12 @@ runServer<AuthoritativeConfig>(process, {
     if (metrics) {
       // Read when scraped; no label names anything per caller (a context is never a label).
       counterFrom(metrics, "mimi_dp_lookups_total", "Lookups answered.", () => service.lookupsServed);
+      counterFrom(
+        metrics,
+        "mimi_dp_seal_signatures_total",
+        "Signatures made to seal lookups' answers: one per batch sealed together (lookups per signature is the batch size).",
+        () => service.sealCounts.signatures,
+      );
       countersFrom(
         metrics,
         "mimi_dp_lookups_refused_total",

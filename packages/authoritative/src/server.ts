@@ -34,6 +34,12 @@ import type { ChangeRow, NoticeBody, NoticeRow } from "./store/rows.js";
 /** Change-log events read from the store per query while a watcher catches up. */
 const CHANGE_PAGE = 1_024;
 
+/**
+ * Answers of one lookup stream read but not yet written: the most a stream holds while its
+ * answers wait for their seals or for the resolver to read. One seal batch's worth.
+ */
+const MAX_UNWRITTEN = 256;
+
 /** Notices read from the store per query. */
 const NOTICE_PAGE = 256;
 
@@ -66,7 +72,7 @@ export function bindAuthoritativeServer(
   },
 ): void {
   const { log, changeLog, limits, now, replication } = opts;
-  const lookupOne = (
+  const lookupOne = async (
     text: string,
     options: pb.LookupOptions | undefined,
     context: Uint8Array,
@@ -79,7 +85,7 @@ export function bindAuthoritativeServer(
     const caller = ctx.peer.name;
     const nowMs = now();
     const subject = limits.admit(caller, context, csi.uri, nowMs);
-    const outcome = service.lookup(csi);
+    const outcome = await service.lookup(csi);
     limits.answered(subject, csi.uri, outcome.kind === "not_found", nowMs);
     if (log.isLevelEnabled("debug")) {
       log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
@@ -107,22 +113,45 @@ export function bindAuthoritativeServer(
           requestId: 0n,
           result: { case: "limits", value: { lookupsPerSecond: limits.publishedRate() } },
         });
-        // Lookups are synchronous reads of the store, so items are answered in order; send()
-        // waits when the resolver stops reading, which stops this loop reading requests.
+        // Each lookup reads the store at once, and its answer waits for its seal, signed with
+        // those of the other lookups read in this turn of the event loop (seal-batcher.ts). So
+        // the next request is read without waiting for the answer. Answers are written in
+        // order, one at a time; send() waits when the resolver stops reading, and once
+        // MAX_UNWRITTEN answers wait to be written, so does this loop.
+        let written: Promise<void> = Promise.resolve();
+        let unwritten = 0;
+        let failed: { err: unknown } | undefined;
         for await (const req of reqs) {
-          let reply: pb.LookupStreamResponse["result"] | Uint8Array;
-          try {
-            const response = lookupOne(req.csi, req.options, req.rateContext, ctx);
-            reply = response instanceof Uint8Array ? response : { case: "response", value: response };
-          } catch (err) {
-            reply = { case: "error", value: create(pb.ItemErrorSchema, itemError(err, log, ctx.method)) };
-          }
-          await send(
-            reply instanceof Uint8Array
-              ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, reply)
-              : { requestId: req.requestId, result: reply },
+          if (failed) break;
+          const reply = lookupOne(req.csi, req.options, req.rateContext, ctx).then(
+            (response): pb.LookupStreamResponse["result"] | Uint8Array =>
+              response instanceof Uint8Array ? response : { case: "response", value: response },
+            (err) => ({
+              case: "error" as const,
+              value: create(pb.ItemErrorSchema, itemError(err, log, ctx.method)),
+            }),
           );
+          unwritten++;
+          written = written.then(async () => {
+            try {
+              const r = await reply;
+              if (!failed) {
+                await send(
+                  r instanceof Uint8Array
+                    ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, r)
+                    : { requestId: req.requestId, result: r },
+                );
+              }
+            } catch (err) {
+              failed ??= { err };
+            } finally {
+              unwritten--;
+            }
+          });
+          if (unwritten >= MAX_UNWRITTEN) await written;
         }
+        await written;
+        if (failed) throw failed.err;
       },
       async watchChanges(req, ctx, send) {
         // A secondary without a whole copy has no log to offer; the watcher tries another endpoint.

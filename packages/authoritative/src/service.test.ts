@@ -206,8 +206,8 @@ function setup({ contestWindowMs = 60_000 } = {}) {
         ),
       ),
     );
-  const answer = (csi: string) => {
-    const o = service.lookup(csi);
+  const answer = async (csi: string) => {
+    const o = await service.lookup(csi);
     // Every answer the DP gives must verify end to end, denials and opt-outs included, and
     // every mapping in it on its own (countersignature too).
     assert.equal(verifyOutcome(parseCsi(csi), o, registryTrust(registry), now)?.dpId, "eu");
@@ -263,7 +263,7 @@ test("a claim sends a code over the CSI's channel, and completing it stores a ma
   assert.match(msg.code, /^\d{6}$/);
   assert.equal(r.hasPrecedence, true);
   assert.equal(r.mapping?.proofMethod, "sms-code");
-  const a = t.answer(ALICE);
+  const a = await t.answer(ALICE);
   assert.equal(t.summary(a), "bluebird.example*");
   assert.deepEqual(a.kind === "answer" && a.mappings[0]?.tags, ["Personal"]);
   // The code is stored only as a keyed hash: it appears nowhere in the challenge row.
@@ -275,11 +275,11 @@ test("answers carry the configured TTLs, capped while the replication caps them 
   const t = setup();
   await t.claim("bluebird.example", ALICE, "@alice");
   const nobody = "tel:+447700900999";
-  assert.deepEqual([t.answer(ALICE).ttlSeconds, t.answer(nobody).ttlSeconds], [300, 60]);
+  assert.deepEqual([(await t.answer(ALICE)).ttlSeconds, (await t.answer(nobody)).ttlSeconds], [300, 60]);
   t.capTtl(30);
-  assert.deepEqual([t.answer(ALICE).ttlSeconds, t.answer(nobody).ttlSeconds], [30, 30]);
+  assert.deepEqual([(await t.answer(ALICE)).ttlSeconds, (await t.answer(nobody)).ttlSeconds], [30, 30]);
   t.capTtl(120);
-  assert.deepEqual([t.answer(ALICE).ttlSeconds, t.answer(nobody).ttlSeconds], [120, 60]);
+  assert.deepEqual([(await t.answer(ALICE)).ttlSeconds, (await t.answer(nobody)).ttlSeconds], [120, 60]);
 });
 
 test("email CSIs get an email-code proof", async () => {
@@ -336,7 +336,7 @@ test("wrong, expired, replayed and exhausted codes are refused", async () => {
     "failed_precondition",
     /already completed/,
   );
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
 });
 
 test("an MSP cannot complete another MSP's challenge, claim for another MSP, or act unenrolled (R21)", async () => {
@@ -403,7 +403,7 @@ test("forged or missing signatures are refused and spend an attempt, like a wron
     "failed_precondition",
     /closed after too many/,
   );
-  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
   // A corrected submission within the attempts goes through.
   const ch = await t.openClaim(user);
   const ok = t.sign(ch, "claim", user, "bluebird.example");
@@ -414,7 +414,7 @@ test("forged or missing signatures are refused and spend an attempt, like a wron
     /user_signature/,
   );
   t.claims.complete(c(), ch.challengeId, t.lastCode(), ok.user, ok.msp);
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
 });
 
 test("the statement the MSP signs is the canonical record the DP countersigns", async () => {
@@ -454,26 +454,26 @@ test("tag rules: Default is a flag never a tag; tags are few, short, distinct", 
 
 test("answer shapes: not found, one MSP, several MSPs, several mappings at one MSP, opted out (R14)", async () => {
   const t = setup();
-  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@a", { makeDefault: true, user: holder });
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
   await t.claim("wirechat.example", ALICE, "wc-1", { user: holder, tags: ["Business"] });
   await t.claim("wirechat.example", ALICE, "wc-2", { user: holder });
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example wirechat.example");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example* wirechat.example wirechat.example");
   const r = await t.act(
     "parrot.example",
     { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey },
     holder,
   );
   assert.equal(r.removed, 3);
-  assert.equal(t.answer(ALICE).kind, "opted_out");
+  assert.equal((await t.answer(ALICE)).kind, "opted_out");
   // Bulk registration respects the opt-out; only a new claim by the holder lifts it.
   const ack = t.bulk("bluebird.example", "s1", [{ csi: ALICE, ssi: "@a" }]);
   assert.deepEqual([ack.stored, ack.optedOut], [0, 1]);
-  assert.equal(t.answer(ALICE).kind, "opted_out");
+  assert.equal((await t.answer(ALICE)).kind, "opted_out");
   await t.claim("parrot.example", ALICE, "p-1", { user: holder });
-  assert.equal(t.summary(t.answer(ALICE)), "parrot.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "parrot.example*");
 });
 
 test("every answer is sealed; an opt-out it cannot prove is answered as a sealed NOT_FOUND", async () => {
@@ -481,7 +481,7 @@ test("every answer is sealed; an opt-out it cannot prove is answered as a sealed
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@a", { user: holder });
   await t.act("wirechat.example", { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey }, holder);
-  const opted = t.answer(ALICE);
+  const opted = await t.answer(ALICE);
   assert.equal(opted.kind, "opted_out");
   assert.ok(opted.kind === "opted_out" && opted.optOut && opted.seal, "the seal and the holder's opt-out");
   // The MSP the holder acted through changes its key: its signature on the opt-out no longer
@@ -493,27 +493,27 @@ test("every answer is sealed; an opt-out it cannot prove is answered as a sealed
     kind: "put_msp",
     msp: { ...wirechat, signingPublicKey: generateSigningKey().publicKey },
   });
-  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
   // An opt-out kept from before signed denials has no statement: likewise a sealed NOT_FOUND.
   const bob = "tel:+447700900124";
   t.store.setOptOut(bob, t.now());
-  assert.equal(t.answer(bob).kind, "not_found");
+  assert.equal((await t.answer(bob)).kind, "not_found");
   assert.equal(t.store.optedOutAt(bob), t.now(), "it is still opted out for claims and bulk");
 });
 
 test("a seal never outlives a record it lists, so no cache keeps a record past its expiry", async () => {
   const t = setup();
   await t.claim("bluebird.example", ALICE, "@a");
-  const sealOf = () => {
-    const a = t.answer(ALICE);
+  const sealOf = async () => {
+    const a = await t.answer(ALICE);
     assert.ok(a.kind === "answer" && a.seal);
     return { seal: decodeSealStatement(a.seal.statement), expiresAtMs: a.mappings[0]?.expiresAtMs ?? 0 };
   };
-  const fresh = sealOf();
+  const fresh = await sealOf();
   assert.equal(fresh.seal.expiresAtMs - fresh.seal.signedAtMs, DAY, "answerSealMs while the record lasts");
   // Ten seconds before the record expires, the seal ends with it.
   t.tick(fresh.expiresAtMs - t.now() - 10_000);
-  const late = sealOf();
+  const late = await sealOf();
   assert.equal(late.seal.expiresAtMs, late.expiresAtMs);
   assert.equal(late.seal.expiresAtMs - late.seal.signedAtMs, 10_000);
 });
@@ -521,18 +521,21 @@ test("a seal never outlives a record it lists, so no cache keeps a record past i
 test("default tie-break: first mapping is the default; a requester wins once; only the holder moves it (R7)", async () => {
   const t = setup();
   t.bulk("bluebird.example", "b", [{ csi: ALICE, ssi: "@a" }]);
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
   t.tick(1);
   t.bulk("wirechat.example", "w", [{ csi: ALICE, ssi: "wc", def: true }]);
   t.tick(1);
   t.bulk("telco.example", "t", [{ csi: ALICE, ssi: "tc", def: true }]);
   // wirechat asked first (better precedence) and keeps it; telco's later request changes nothing.
-  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example* bluebird.example telco.example");
+  assert.equal(t.summary(await t.answer(ALICE)), "wirechat.example* bluebird.example telco.example");
   // A holder's claim with make_default moves it; a code proof is stricter than bulk, so it
   // takes precedence at once. The others then follow in precedence order.
   const r = await t.claim("parrot.example", ALICE, "p", { makeDefault: true });
   assert.equal(r.hasPrecedence, true, "a code proof is stricter than bulk, so it takes precedence at once");
-  assert.equal(t.summary(t.answer(ALICE)), "parrot.example* bluebird.example wirechat.example telco.example");
+  assert.equal(
+    t.summary(await t.answer(ALICE)),
+    "parrot.example* bluebird.example wirechat.example telco.example",
+  );
 });
 
 test("a query may ask for a tag; Default selects the default mapping", async () => {
@@ -540,7 +543,7 @@ test("a query may ask for a tag; Default selects the default mapping", async () 
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@a", { makeDefault: true, tags: ["Personal"], user: holder });
   await t.claim("wirechat.example", ALICE, "wc", { tags: ["Business"], user: holder });
-  const a = t.answer(ALICE);
+  const a = await t.answer(ALICE);
   assert.ok(a.kind === "answer");
   const pick = (tag: string) =>
     filterMappings(a.mappings, { format: "verbose", mspFilter: [], tag }).map((m) => m.mspId);
@@ -561,7 +564,7 @@ test("a claim beside another holder's mapping opens a conflict; the old MSP is t
   );
   // The claim is stored but withheld while the conflict is open: answers do not reveal the
   // claimant to the old holder's MSP (or anyone).
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
   assert.equal(t.store.mapping(ALICE, "wirechat.example", "@new")?.withheld, true);
   const notices = t.claims.notices("bluebird.example", 0, 10);
   assert.equal(notices.length, 1);
@@ -612,7 +615,7 @@ test("a contest needs the holder's fresh signature, is final, and drops the with
   t.claims.contest(bluebird, consent(r.conflictId, "bluebird.example", "@old", old.user));
   t.tick(2_000);
   assert.equal(t.claims.sweep(), 0);
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
   assert.equal(t.store.mapping(ALICE, "wirechat.example", "@new"), undefined, "the withheld claim is gone");
   const told = t.claims.notices("wirechat.example", 0, 10).map((x) => x.body.kind);
   assert.deepEqual(told, ["conflict_closed"]);
@@ -630,7 +633,7 @@ test("opt-out follows the removal rules: own mappings at once, another holder's 
   const other = await t.claim("wirechat.example", ALICE, "@theirs");
   t.tick(1_001);
   t.claims.sweep(); // the wirechat claim's own conflict lapses: both are served now
-  assert.equal(t.summary(t.answer(ALICE)), "bluebird.example* wirechat.example");
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example* wirechat.example");
   // Another holder's invalidation of wirechat's mapping: a conflict the opt-out must leave open.
   const stranger = generateSigningKey();
   const third = await t.act(
@@ -651,7 +654,7 @@ test("opt-out follows the removal rules: own mappings at once, another holder's 
   );
   assert.equal(r.removed, 1, "only the holder's own mapping goes at once");
   assert.ok(r.conflictId.startsWith("cf_"));
-  assert.equal(t.answer(ALICE).kind, "answer", "not opted out while another holder's mapping stands");
+  assert.equal((await t.answer(ALICE)).kind, "answer", "not opted out while another holder's mapping stands");
   assert.equal(t.store.conflict(third.conflictId)?.state, "open", "open conflicts are not voided");
   // The other holder contests with fresh consent: their mapping stays, the CSI is not opted out.
   t.claims.contest(
@@ -664,7 +667,7 @@ test("opt-out follows the removal rules: own mappings at once, another holder's 
   assert.equal(t.store.optedOutAt(ALICE), undefined, "a contested opt-out does not take effect");
   // The stranger's invalidation, left open by the opt-out and not contested, took effect.
   assert.equal(t.store.conflict(third.conflictId)?.state, "lapsed");
-  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
 });
 
 test("an opt-out removes weaker (bulk) mappings at once: an MSP cannot veto it with its own key", async () => {
@@ -679,7 +682,7 @@ test("an opt-out removes weaker (bulk) mappings at once: an MSP cannot veto it w
   );
   assert.equal(r.removed, 2);
   assert.equal(r.conflictId, "");
-  assert.equal(t.answer(ALICE).kind, "opted_out");
+  assert.equal((await t.answer(ALICE)).kind, "opted_out");
   assert.equal(t.claims.notices("wirechat.example", 0, 10).at(-1)?.body.kind, "mapping_removed");
 });
 
@@ -700,7 +703,7 @@ test("an uncontested opt-out conflict removes the other holders' mappings, and b
   t.bulk("parrot.example", "p", [{ csi: ALICE, ssi: "p-bulk" }]);
   t.tick(1_001);
   t.claims.sweep();
-  assert.equal(t.answer(ALICE).kind, "opted_out");
+  assert.equal((await t.answer(ALICE)).kind, "opted_out");
 });
 
 test("an opt-out by the existing holder does not publish the claim withheld against their mapping", async () => {
@@ -716,7 +719,7 @@ test("an opt-out by the existing holder does not publish the claim withheld agai
     "the withheld claim is dropped",
   );
   assert.equal(t.store.conflict(rival.conflictId)?.state, "contested");
-  assert.equal(t.answer(ALICE).kind, "opted_out");
+  assert.equal((await t.answer(ALICE)).kind, "opted_out");
 });
 
 test("an uncontested conflict lapses: the new claim takes precedence and the default", async () => {
@@ -727,7 +730,7 @@ test("an uncontested conflict lapses: the new claim takes precedence and the def
   assert.equal(t.claims.sweep(), 0, "not before the deadline");
   t.tick(600);
   assert.equal(t.claims.sweep(), 1);
-  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example* bluebird.example");
+  assert.equal(t.summary(await t.answer(ALICE)), "wirechat.example* bluebird.example");
   const kinds = t.claims.notices("bluebird.example", 0, 10).map((x) => x.body.kind);
   assert.deepEqual(kinds, ["conflict_opened", "precedence_lost", "default_changed"]);
   await rejects(
@@ -747,7 +750,7 @@ test("replacement: uncontested, the older holder's mappings are removed and thei
   await t.claim("wirechat.example", ALICE, "@new", { replace: true });
   t.tick(1_001);
   t.claims.sweep();
-  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "wirechat.example*");
   const removed = t.claims.notices("bluebird.example", 0, 10).at(-1)?.body;
   assert.equal(removed?.kind, "mapping_removed");
   assert.equal(removed?.ssi, "@old");
@@ -760,7 +763,7 @@ test("a stricter proof takes precedence at once, and with replace removes the bu
   assert.equal(r.hasPrecedence, true);
   assert.equal(r.conflictId, "");
   assert.equal(r.removed, 1);
-  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "wirechat.example*");
   assert.equal(t.claims.notices("bluebird.example", 0, 10)[0]?.body.kind, "mapping_removed");
 });
 
@@ -783,7 +786,7 @@ test("the holder invalidates their own mapping at once; another holder's only th
   );
   assert.equal(own.removed, 1);
   assert.equal(own.conflictId, "");
-  assert.equal(t.summary(t.answer(ALICE)), "wirechat.example*");
+  assert.equal(t.summary(await t.answer(ALICE)), "wirechat.example*");
   // Someone else's mapping: a conflict its MSP may contest.
   const other = await t.act(
     "parrot.example",
@@ -794,7 +797,7 @@ test("the holder invalidates their own mapping at once; another holder's only th
   assert.ok(other.conflictId);
   t.tick(1_001);
   t.claims.sweep();
-  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
   await rejects(
     t.act(
       "parrot.example",
@@ -822,8 +825,8 @@ test("provider feed: reassigned and disconnected remove mappings created before 
   ];
   assert.equal(t.claims.ingestFeed(entries), 2);
   assert.equal(t.claims.ingestFeed(entries), 0);
-  assert.equal(t.answer(ALICE).kind, "not_found");
-  assert.equal(t.summary(t.answer(BOB)), "wirechat.example*", "the new holder's later claim survives");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
+  assert.equal(t.summary(await t.answer(BOB)), "wirechat.example*", "the new holder's later claim survives");
   await rejects(
     () =>
       t.claims.ingestFeed([
@@ -839,7 +842,7 @@ test("provider feed: reassigned and disconnected remove mappings created before 
     "invalid_argument",
     /future/,
   );
-  assert.equal(t.summary(t.answer(BOB)), "wirechat.example*");
+  assert.equal(t.summary(await t.answer(BOB)), "wirechat.example*");
 });
 
 test("number porting: the four cases of D2", async () => {
@@ -851,7 +854,7 @@ test("number porting: the four cases of D2", async () => {
   t.bulk("bluebird.example", "1", [{ csi: c1, ssi: "@ott" }]);
   t.tick(1);
   assert.equal(port(c1, ""), 0);
-  assert.equal(t.summary(t.answer(c1)), "bluebird.example*");
+  assert.equal(t.summary(await t.answer(c1)), "bluebird.example*");
   // 2. Only the recipient operator is an MSP: it registers; the user now has two and may choose.
   const c2 = "tel:+447700900302";
   const holder = generateSigningKey();
@@ -859,20 +862,20 @@ test("number porting: the four cases of D2", async () => {
   t.tick(1);
   assert.equal(port(c2, ""), 0);
   await t.claim("telco.example", c2, "telco-user", { user: holder, makeDefault: true });
-  assert.equal(t.summary(t.answer(c2)), "telco.example* bluebird.example");
+  assert.equal(t.summary(await t.answer(c2)), "telco.example* bluebird.example");
   // 3. Only the donor operator is an MSP: its mapping goes; nothing is left.
   const c3 = "tel:+447700900303";
   t.bulk("telco.example", "3", [{ csi: c3, ssi: "telco-old" }]);
   t.tick(1);
   assert.equal(port(c3, "telco.example"), 1);
-  assert.equal(t.answer(c3).kind, "not_found");
+  assert.equal((await t.answer(c3)).kind, "not_found");
   // 4. Both operators are MSPs: the donor's mapping goes, the recipient's appears.
   const c4 = "tel:+447700900304";
   t.bulk("telco.example", "4", [{ csi: c4, ssi: "telco-old" }]);
   t.tick(1);
   assert.equal(port(c4, "telco.example"), 1);
   t.bulk("wirechat.example", "4", [{ csi: c4, ssi: "wirechat-operator-user" }]);
-  assert.equal(t.summary(t.answer(c4)), "wirechat.example*");
+  assert.equal(t.summary(await t.answer(c4)), "wirechat.example*");
 });
 
 test("bulk registration is idempotent, resumes from the committed count, and is atomic per batch (G4)", async () => {
@@ -962,7 +965,7 @@ test("expired mappings are not served and the sweep removes them with a notice",
   const t = setup();
   t.bulk("bluebird.example", "b", [{ csi: ALICE, ssi: "@a" }]);
   t.tick(301 * DAY);
-  assert.equal(t.answer(ALICE).kind, "not_found");
+  assert.equal((await t.answer(ALICE)).kind, "not_found");
   t.claims.sweep();
   assert.equal(t.store.count(), 0);
   assert.match(t.claims.notices("bluebird.example", 0, 10)[0]?.body.reason ?? "", /expired/);

@@ -14,16 +14,21 @@ import {
   parseCsi,
   type RegistryView,
   type SigningKey,
-  sealAnswer,
+  sealBatch,
+  sealStatement,
   servesRange,
 } from "@mimi/core";
+import { createSealBatcher } from "./seal-batcher.js";
 import { type EnrolledMsp, mappingOfRow, type OptOutEvidence } from "./store/rows.js";
 import type { MappingStore } from "./store/store.js";
 
 /** The authoritative's operations. */
 export interface AuthoritativeService {
-  /** Answers for a CSI (text, or already parsed); refuses one this DP does not serve. */
-  lookup(csi: string | Csi): LookupOutcome;
+  /**
+   * Answers for a CSI (text, or already parsed); refuses one this DP does not serve. The answer
+   * is read at once and sealed with the others of this turn of the event loop (seal-batcher.ts).
+   */
+  lookup(csi: string | Csi): Promise<LookupOutcome>;
   /**
    * The answer a lookup of canonical `csi` gives now, its seal lasting `sealMs` (the private
    * table's entries); undefined when this DP does not serve it. Not counted as a lookup.
@@ -42,6 +47,8 @@ export interface AuthoritativeService {
   };
   /** Lookups answered since the process started (without counting the store, as status() does). */
   readonly lookupsServed: number;
+  /** Signatures made for lookups' seals (one per batch), and the seals they covered. */
+  readonly sealCounts: { readonly signatures: number; readonly seals: number };
   /** Registry index of an MSP, for compact answers. */
   mspIndex(mspId: string): number | undefined;
 }
@@ -68,6 +75,12 @@ export interface AuthoritativeServiceOptions {
   signingKey: SigningKey;
   /** How long a seal is valid from the lookup (at least the longest TTL given). */
   answerSealMs: number;
+}
+
+/** An answer before it is sealed: its outcome, and the statement its seal is to sign. */
+interface Unsealed {
+  readonly outcome: LookupOutcome;
+  readonly statement: Uint8Array;
 }
 
 /** Creates the authoritative service. */
@@ -102,7 +115,9 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     return published && Buffer.from(published).equals(e.mspKey) ? e : undefined;
   };
 
-  const answer = (csi: Csi, sealMs: number): LookupOutcome => {
+  // The outcome without its seal, and the statement its seal signs: sealed in a batch by
+  // lookup(), alone by answerFor().
+  const answer = (csi: Csi, sealMs: number): Unsealed => {
     const now = o.clock();
     // Expired mappings are not served even before the sweep removes them, nor claims withheld
     // while their conflict is open.
@@ -111,8 +126,8 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     // DP or a path that drops answers (AnswerSeal in common.proto).
     // A seal never outlives a record it lists, so no cache keeps a record past its expiry.
     const validMs = rows.reduce((ms, r) => Math.min(ms, r.expiresAtMs - now), sealMs);
-    const seal = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
-      sealAnswer(
+    const statement = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
+      sealStatement(
         {
           csi: csi.uri,
           dpId: o.dpId,
@@ -120,7 +135,6 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
           mappings,
           ...(optOut && { optOutStatement: optOut.statement }),
         },
-        o.signingKey,
         now,
         validMs,
       );
@@ -129,32 +143,33 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     if (rows.length === 0) {
       const ttlSeconds = ttl(o.negativeTtlSeconds);
       const optOut = provableOptOut(o.store.optOut(csi.uri)?.evidence);
-      if (!optOut) return { kind: "not_found", dpId: o.dpId, ttlSeconds, seal: seal("not_found", []) };
+      if (!optOut) {
+        return {
+          outcome: { kind: "not_found", dpId: o.dpId, ttlSeconds },
+          statement: statement("not_found", []),
+        };
+      }
       const { mspKey: _, ...proof } = optOut;
       return {
-        kind: "opted_out",
-        dpId: o.dpId,
-        ttlSeconds,
-        seal: seal("opted_out", [], optOut),
-        optOut: proof,
+        outcome: { kind: "opted_out", dpId: o.dpId, ttlSeconds, optOut: proof },
+        statement: statement("opted_out", [], optOut),
       };
     }
     // The store returns them by preference: default first, then precedence (R7, R17).
     const mappings = rows.map(mappingOfRow);
     return {
-      kind: "answer",
-      mappings,
-      dpId: o.dpId,
-      ttlSeconds: ttl(o.answerTtlSeconds),
-      seal: seal("answer", mappings),
+      outcome: { kind: "answer", mappings, dpId: o.dpId, ttlSeconds: ttl(o.answerTtlSeconds) },
+      statement: statement("answer", mappings),
     };
   };
+  const batcher = createSealBatcher(o.signingKey);
 
   let lookupsServed = 0;
   return {
-    lookup(csiText) {
+    async lookup(csiText) {
       lookupsServed++;
-      return answer(requireDelegated(csiText), o.answerSealMs);
+      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs);
+      return { ...outcome, seal: await batcher.seal(statement) };
     },
     answerFor(csiText, sealMs) {
       let csi: Csi;
@@ -164,7 +179,8 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
         if (err instanceof DiscoveryError && err.code === "not_authoritative") return undefined;
         throw err;
       }
-      return answer(csi, sealMs);
+      const { outcome, statement } = answer(csi, sealMs);
+      return { ...outcome, seal: sealBatch([statement], o.signingKey)[0] };
     },
     enrolMsp(e) {
       const published = o.registry.msp(e.mspId);
@@ -204,5 +220,6 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     get lookupsServed() {
       return lookupsServed;
     },
+    sealCounts: batcher.counts,
   };
 }

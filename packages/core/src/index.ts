@@ -57,6 +57,7 @@ export {
   type MappingSignatures,
   type OptOutProof,
   type OutcomeKind,
+  type SealBatch,
 } from "./domain/answer.js";
 export {
   decodeSealStatement,
@@ -68,6 +69,7 @@ export {
   type SealStatement,
   sealAnswer,
   sealDigest,
+  sealStatement,
 } from "./domain/answer-seal.js";
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
@@ -199,6 +201,7 @@ export {
   sealProblem,
   signRegistry,
 } from "./domain/registry-seal.js";
+export { batchRoot, MAX_SEAL_BATCH, sealBatch, sealSignatureValid } from "./domain/seal-batch.js";
 export {
   checkPublicKey,
   derivedSecret,

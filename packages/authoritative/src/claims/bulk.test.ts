@@ -210,8 +210,8 @@ test("lookups are answered while the pool verifies a large batch", async () => {
   order.length = 0;
   const records = largeBatch();
   const looked = new Promise<void>((resolve) =>
-    setImmediate(() => {
-      const o = t.service.lookup(csiOf(0));
+    setImmediate(async () => {
+      const o = await t.service.lookup(csiOf(0));
       order.push(`lookup ${o.kind}`);
       resolve();
     }),

@@ -26,6 +26,9 @@ const mapping = (over: Partial<Mapping>): Mapping => ({
   ...over,
 });
 const seal = { statement: bytes(90, 7), signature: bytes(64, 8) };
+// Sealed in a batch (SealBatch): the first leaf (index 0 is not written), and a later one.
+const firstOfBatch = { ...seal, batch: { salt: bytes(16, 9), index: 0, size: 2, path: bytes(32, 10) } };
+const inBatch = { ...seal, batch: { salt: bytes(16, 9), index: 200, size: 256, path: bytes(256, 11) } };
 
 test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
   const outcomes: LookupOutcome[] = [
@@ -77,6 +80,8 @@ test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
     // Found by private lookups (Answer.private_lookup, field 8).
     { kind: "not_found", dpId: "eu", ttlSeconds: 60, private: true },
     { kind: "opted_out", dpId: "eu", ttlSeconds: 120, seal, private: true },
+    { kind: "not_found", dpId: "us", ttlSeconds: 60, seal: firstOfBatch },
+    { kind: "answer", dpId: "eu", ttlSeconds: 300, seal: inBatch, mappings: [mapping({})] },
     {
       kind: "answer",
       dpId: "eu",

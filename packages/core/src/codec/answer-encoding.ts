@@ -15,6 +15,8 @@ const tag = (field: number, wire: number) => (field << 3) | wire;
 
 /** Whether every number of the answer is one the varint writer takes (0 <= n < 2^53). */
 export function handEncodable(outcome: LookupOutcome): boolean {
+  const b = outcome.seal?.batch;
+  if (b && !(isUint32(b.index) && isUint32(b.size))) return false;
   if (outcome.kind !== "answer") return true;
   return outcome.mappings.every(
     (m) =>
@@ -24,6 +26,8 @@ export function handEncodable(outcome: LookupOutcome): boolean {
       m.expiresAtMs >= 0,
   );
 }
+
+const isUint32 = (n: number) => Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff;
 
 /** The Answer without ttl_seconds, as protobuf-es would encode it; numbers must be handEncodable. */
 export function writeAnswerWithoutTtl(
@@ -41,7 +45,18 @@ export function writeAnswerWithoutTtl(
   const mappingSizes = mappings.map(mappingSize);
   const seal = outcome.seal;
   const optOut = outcome.kind === "opted_out" ? outcome.optOut : undefined;
-  const sealSize = seal ? bytesSize(seal.statement) + bytesSize(seal.signature) : 0;
+  const batch = seal?.batch;
+  const batchSize = batch
+    ? bytesSize(batch.salt) +
+      varintFieldSize(batch.index) +
+      varintFieldSize(batch.size) +
+      bytesSize(batch.path)
+    : 0;
+  const sealSize = seal
+    ? bytesSize(seal.statement) +
+      bytesSize(seal.signature) +
+      (batch ? 1 + varintSize(batchSize) + batchSize : 0)
+    : 0;
   const optOutSize = optOut
     ? bytesSize(optOut.statement) + bytesSize(optOut.userSignature) + bytesSize(optOut.mspSignature)
     : 0;
@@ -66,6 +81,13 @@ export function writeAnswerWithoutTtl(
     w.lengthPrefix(6, sealSize);
     w.bytesField(1, seal.statement);
     w.bytesField(2, seal.signature);
+    if (batch) {
+      w.lengthPrefix(3, batchSize);
+      w.bytesField(1, batch.salt);
+      if (batch.index !== 0) w.varintField(2, batch.index);
+      if (batch.size !== 0) w.varintField(3, batch.size);
+      w.bytesField(4, batch.path);
+    }
   }
   if (optOut) {
     w.lengthPrefix(7, optOutSize);
@@ -125,6 +147,8 @@ export function varintSize(n: number): number {
 }
 
 const bytesSize = (b: Uint8Array) => (b.length ? 1 + varintSize(b.length) + b.length : 0);
+/** A varint field of a field number below 16, left out when 0 (proto3). */
+const varintFieldSize = (n: number) => (n ? 1 + varintSize(n) : 0);
 const stringSize = (s: string) => (s ? repeatedStringSize(s) : 0);
 /** An element of a repeated string, written even when empty. */
 const repeatedStringSize = (s: string) => {

@@ -347,10 +347,17 @@ export function kindOfStatus(s: LookupStatus): OutcomeKind | undefined {
   return KIND_OF_STATUS.get(s);
 }
 
+function sealFromWire(s: NonNullable<Answer["seal"]>): AnswerSeal {
+  const { statement, signature, batch: b } = s;
+  return b
+    ? { statement, signature, batch: { salt: b.salt, index: b.index, size: b.size, path: b.path } }
+    : { statement, signature };
+}
+
 /** The seal and opt-out proof of a wire answer, as domain values (absent when not sent). */
 export function sealPartsFromProto(a: Answer): { seal?: AnswerSeal; optOut?: OptOutProof } {
   return {
-    ...(a.seal && { seal: { statement: a.seal.statement, signature: a.seal.signature } }),
+    ...(a.seal && { seal: sealFromWire(a.seal) }),
     ...(a.optOut && {
       optOut: {
         statement: a.optOut.statement,

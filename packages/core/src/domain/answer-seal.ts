@@ -112,12 +112,15 @@ export interface Sealable {
   readonly optOutStatement?: Uint8Array;
 }
 
-/** The DP's seal over `a`, valid from `signedAtMs` for `validMs`. */
-export function sealAnswer(a: Sealable, key: SigningKey, signedAtMs: number, validMs: number): AnswerSeal {
+/**
+ * The statement of a seal over `a`, valid from `signedAtMs` for `validMs`, to be signed alone
+ * (sealAnswer) or in a batch (seal-batch.ts).
+ */
+export function sealStatement(a: Sealable, signedAtMs: number, validMs: number): Uint8Array {
   if (!(validMs > 0 && validMs <= MAX_ANSWER_SEAL_MS)) {
     throw new RangeError(`a seal must be valid for 1 ms to ${MAX_ANSWER_SEAL_SECONDS} s`);
   }
-  const statement = encodeSealStatement({
+  return encodeSealStatement({
     csi: a.csi,
     dpId: a.dpId,
     status: a.status,
@@ -129,5 +132,10 @@ export function sealAnswer(a: Sealable, key: SigningKey, signedAtMs: number, val
     }),
     optOutDigest: a.optOutStatement ? sealDigest(a.optOutStatement) : new Uint8Array(0),
   });
+}
+
+/** The DP's seal over `a`, valid from `signedAtMs` for `validMs`, signed alone. */
+export function sealAnswer(a: Sealable, key: SigningKey, signedAtMs: number, validMs: number): AnswerSeal {
+  const statement = sealStatement(a, signedAtMs, validMs);
   return { statement, signature: signWith(key, SIGNING_CONTEXT.answerDp, statement) };
 }

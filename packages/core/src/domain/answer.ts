@@ -33,7 +33,19 @@ export interface MappingSignatures {
  */
 export interface AnswerSeal {
   readonly statement: Uint8Array;
+  /** Over the statement; or, with `batch`, over the root of the batch it was sealed in. */
   readonly signature: Uint8Array;
+  readonly batch?: SealBatch;
+}
+
+/** A seal's place in a batch signed together (seal-batch.ts; SealBatch in common.proto). */
+export interface SealBatch {
+  /** Random, so the path's sibling hashes tell nothing of the batch's other answers. */
+  readonly salt: Uint8Array;
+  readonly index: number;
+  readonly size: number;
+  /** The sibling hashes from the leaf to the root, 32 bytes each, concatenated. */
+  readonly path: Uint8Array;
 }
 
 /** The holder's opt-out as they signed it: an action statement with the holder's and the MSP's signatures. */

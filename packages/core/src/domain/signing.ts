@@ -24,6 +24,7 @@ export const SIGNING_CONTEXT = {
   actionMsp: "MIMI-ACTION-MSP-v1",
   contestHolder: "MIMI-CONTEST-HOLDER-v1",
   answerDp: "MIMI-ANSWER-DP-v1",
+  answerDpBatch: "MIMI-ANSWER-BATCH-DP-v1",
   registry: "MIMI-REGISTRY-SIG-v1",
   privateParams: "MIMI-PRIVATE-PARAMS-DP-v1",
   privateBucket: "MIMI-PRIVATE-BUCKET-DP-v1",

@@ -16,7 +16,8 @@ import {
 } from "./answer.js";
 import { decodeSealStatement, type SealStatement, sealDigest } from "./answer-seal.js";
 import { type FederatedMapping, type FederatedPart, mergeFederated } from "./federation.js";
-import { PUBLIC_KEY_BYTES, SIGNING_CONTEXT, verifyWith } from "./signing.js";
+import { sealSignatureValid } from "./seal-batch.js";
+import { PUBLIC_KEY_BYTES } from "./signing.js";
 import {
   type AnsweredCsi,
   type KeyDirectory,
@@ -206,9 +207,7 @@ function sourceProblem(
   const key = trust.dpKey(st.dpId);
   if (!key || key.length !== PUBLIC_KEY_BYTES)
     return { problem: "the registry publishes no signing key for it" };
-  if (
-    !verifyWith(key, SIGNING_CONTEXT.answerDp, s.seal.signature, [s.seal.statement], { registryKey: true })
-  ) {
+  if (!sealSignatureValid(key, s.seal)) {
     return { problem: "its seal does not verify" };
   }
   if (st.status === "opted_out") {

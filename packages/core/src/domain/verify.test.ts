@@ -3,7 +3,13 @@
 import assert from "node:assert/strict";
 import { createHash, verify } from "node:crypto";
 import { test } from "node:test";
-import { DEFAULT_PARAMS, type LookupOutcome, type LookupParams, type Mapping } from "./answer.js";
+import {
+  type AnswerSeal,
+  DEFAULT_PARAMS,
+  type LookupOutcome,
+  type LookupParams,
+  type Mapping,
+} from "./answer.js";
 import { encodeSealStatement, MAX_ANSWER_SEAL_MS, type Sealable, sealAnswer } from "./answer-seal.js";
 import { parseCsi } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
@@ -23,6 +29,7 @@ import {
   sealProblem,
   signRegistry,
 } from "./registry-seal.js";
+import { sealBatch } from "./seal-batch.js";
 import { generateSigningKey, SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
 import {
   answerProblem,
@@ -446,6 +453,26 @@ test("a sealed answer verifies whole; a path cannot drop, reorder or re-flag its
     { msp: mspKey },
   );
   assert.match(check(found([GOOD, forged])), /MSP "b.example": the MSP's signature does not verify/);
+});
+
+test("an answer sealed in a batch verifies as one sealed alone, and only with its own place in the batch", () => {
+  const both = [GOOD, AT_B];
+  const alone = found(both).seal as AnswerSeal;
+  const denial = seal({ status: "not_found" }).statement;
+  const [inBatch, other] = sealBatch([alone.statement, denial], dpKey);
+  assert.ok(inBatch?.batch && other?.batch);
+  assert.equal(check(found(both, { seal: inBatch })), "ok");
+  assert.equal(check({ status: "not_found", mappings: [], dpIds: ["eu"], seal: other }), "ok");
+  assert.match(
+    check(found(both, { seal: { ...inBatch, batch: other.batch } })),
+    /the DP's seal does not verify/,
+  );
+  assert.match(
+    check(found(both, { seal: sealBatch([alone.statement, denial], otherKey)[0] })),
+    /does not verify/,
+  );
+  // A path cannot drop a mapping from a batched answer either.
+  assert.match(check(found([GOOD], { seal: inBatch })), /holds 1 of the 2 mappings the seal lists/);
 });
 
 test("a denial verifies only with the seal of the delegated DP for this very CSI, within its period", () => {

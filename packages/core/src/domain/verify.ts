@@ -30,6 +30,7 @@ import {
   PROOF_METHODS,
   RECORD_CLOCK_SKEW_MS,
 } from "./record.js";
+import { sealSignatureValid } from "./seal-batch.js";
 import { PUBLIC_KEY_BYTES, SIGNING_CONTEXT, verifyWith } from "./signing.js";
 
 /** Where verification finds the DPs' and MSPs' keys (the root-signed registry). */
@@ -245,9 +246,7 @@ export function answerProblem(
   if (!dpKey || dpKey.length !== PUBLIC_KEY_BYTES) {
     return fail(`the registry publishes no signing key for DP "${s.dpId}"`);
   }
-  if (
-    !verifyWith(dpKey, SIGNING_CONTEXT.answerDp, a.seal.signature, [a.seal.statement], { registryKey: true })
-  ) {
+  if (!sealSignatureValid(dpKey, a.seal)) {
     return fail("the DP's seal does not verify");
   }
   if (s.status === "opted_out") {

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file mimi/discovery/v1/common.proto.
  */
 export const file_mimi_discovery_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCKFAQoKRGVsZWdhdGlvbhIKCgJpZBgBIAEoCRItCgNrZXkYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uS2V5Eg0KBWRwX2lkGAMgASgJEhMKC3R0bF9zZWNvbmRzGAQgASgNEhgKEGZlZGVyYXRlZF9kcF9pZHMYBSADKAkiZQoQRmVkZXJhdGlvblBvbGljeRI3CgxkZWZhdWx0X21vZGUYASABKA4yIS5taW1pLmRpc2NvdmVyeS52MS5GZWRlcmF0aW9uTW9kZRIYChBwcmVmZXJyZWRfZHBfaWRzGAIgAygJIrUCCghEcFJlY29yZBIKCgJpZBgBIAEoCRIRCgllbmRwb2ludHMYAiADKAkSFAoMdGxzX2lkZW50aXR5GAMgASgJEhQKDGp1cmlzZGljdGlvbhgEIAEoCRIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSNwoKZmVkZXJhdGlvbhgGIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25Qb2xpY3kSQAoTcHJpdmF0ZV9sb29rdXBfa2V5cxgHIAMoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXkSRwoWZW5kcG9pbnRfanVyaXNkaWN0aW9ucxgIIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50SnVyaXNkaWN0aW9uIj4KFEVuZHBvaW50SnVyaXNkaWN0aW9uEhAKCGVuZHBvaW50GAEgASgJEhQKDGp1cmlzZGljdGlvbhgCIAEoCSI1ChBQcml2YXRlTG9va3VwS2V5Eg0KBWVwb2NoGAEgASgNEhIKCnB1YmxpY19rZXkYAiABKAwiUAoJTXNwUmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW5kZXgYAyABKA0SGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMIuwBChBSZWdpc3RyeVNuYXBzaG90Eg4KBnNlcmlhbBgBIAEoBBIyCgtkZWxlZ2F0aW9ucxgCIAMoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb24SKAoDZHBzGAMgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBSZWNvcmQSKgoEbXNwcxgEIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZBIRCglzaWduYXR1cmUYBSABKAwSFAoMc2lnbmVkX2F0X21zGAYgASgDEhUKDWV4cGlyZXNfYXRfbXMYByABKAMiYwoRUmVnaXN0cnlTaWduYXR1cmUSDgoGc2VyaWFsGAEgASgEEhEKCXNpZ25hdHVyZRgCIAEoDBIUCgxzaWduZWRfYXRfbXMYAyABKAMSFQoNZXhwaXJlc19hdF9tcxgEIAEoAyKLAwoOUmVnaXN0cnlDaGFuZ2USDgoGc2VyaWFsGAEgASgEEjcKDnB1dF9kZWxlZ2F0aW9uGAIgASgLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbkgAEh4KFGRlbGV0ZV9kZWxlZ2F0aW9uX2lkGAMgASgJSAASLQoGcHV0X2RwGAQgASgLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBSZWNvcmRIABIWCgxkZWxldGVfZHBfaWQYBSABKAlIABIvCgdwdXRfbXNwGAYgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuTXNwUmVjb3JkSAASFwoNZGVsZXRlX21zcF9pZBgHIAEoCUgAEjUKB3JlZnJlc2gYCyABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZWdpc3RyeVJlZnJlc2hIABIRCglzaWduYXR1cmUYCCABKAwSFAoMc2lnbmVkX2F0X21zGAkgASgDEhUKDWV4cGlyZXNfYXRfbXMYCiABKANCCAoGY2hhbmdlIhEKD1JlZ2lzdHJ5UmVmcmVzaCLXAQoHTWFwcGluZxIOCgZtc3BfaWQYASABKAkSCwoDc3NpGAIgASgJEhIKCmlzX2RlZmF1bHQYAyABKAgSDAoEdGFncxgEIAMoCRIVCg1jcmVhdGVkX2F0X21zGAUgASgDEhQKDHByb29mX21ldGhvZBgGIAEoCRIVCg1leHBpcmVzX2F0X21zGAcgASgDEjoKBnNpZ25lZBgIIAEoCzIqLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmdSZWNvcmRTaWduYXR1cmVzEg0KBWRwX2lkGAkgASgJIm4KF01hcHBpbmdSZWNvcmRTaWduYXR1cmVzEg4KBnJlY29yZBgBIAEoDBIWCg51c2VyX3NpZ25hdHVyZRgCIAEoDBIVCg1tc3Bfc2lnbmF0dXJlGAMgASgMEhQKDGRwX3NpZ25hdHVyZRgEIAEoDCJhCg1Mb29rdXBPcHRpb25zEi8KBmZvcm1hdBgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlckZvcm1hdBISCgptc3BfZmlsdGVyGAIgAygJEgsKA3RhZxgDIAEoCSJSCglJdGVtRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgEEg4KBnJlYXNvbhgEIAEoCSKcAgoGQW5zd2VyEi8KBnN0YXR1cxgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0YXR1cxIsCghtYXBwaW5ncxgCIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmcSGAoQY29tcGFjdF9tc3BfYml0cxgDIAEoDBITCgt0dGxfc2Vjb25kcxgEIAEoDRIOCgZkcF9pZHMYBSADKAkSKwoEc2VhbBgGIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgHIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mEhYKDnByaXZhdGVfbG9va3VwGAggASgIIjIKCkFuc3dlclNlYWwSEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDCJPCgtPcHRPdXRQcm9vZhIRCglzdGF0ZW1lbnQYASABKAwSFgoOdXNlcl9zaWduYXR1cmUYAiABKAwSFQoNbXNwX3NpZ25hdHVyZRgDIAEoDCKnAQoURW51bWVyYXRpb25EZXRlY3Rpb24SDwoHc3ViamVjdBgBIAEoCRINCgVzY29wZRgCIAEoCRIQCghkaXN0aW5jdBgDIAEoBBIPCgdhbnN3ZXJzGAQgASgEEhEKCW5vdF9mb3VuZBgFIAEoBBINCgVhdF9tcxgHIAEoAxIYChBibG9ja2VkX3VudGlsX21zGAggASgDSgQIBhAHUgpjYWNoZV9oaXRzKmoKDkZlZGVyYXRpb25Nb2RlEh8KG0ZFREVSQVRJT05fTU9ERV9VTlNQRUNJRklFRBAAEhkKFUZFREVSQVRJT05fTU9ERV9MT0NBTBABEhwKGEZFREVSQVRJT05fTU9ERV9GRURFUkFURRACKoABCgxMb29rdXBTdGF0dXMSHQoZTE9PS1VQX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0xPT0tVUF9TVEFUVVNfRk9VTkQQARIbChdMT09LVVBfU1RBVFVTX05PVF9GT1VORBACEhsKF0xPT0tVUF9TVEFUVVNfT1BURURfT1VUEAMqYwoMQW5zd2VyRm9ybWF0Eh0KGUFOU1dFUl9GT1JNQVRfVU5TUEVDSUZJRUQQABIZChVBTlNXRVJfRk9STUFUX1ZFUkJPU0UQARIZChVBTlNXRVJfRk9STUFUX0NPTVBBQ1QQAmIGcHJvdG8z");
+  fileDesc("Ch5taW1pL2Rpc2NvdmVyeS92MS9jb21tb24ucHJvdG8SEW1pbWkuZGlzY292ZXJ5LnYxImwKDURlbGVnYXRpb25LZXkSFQoLZTE2NF9wcmVmaXgYASABKAlIABI9ChBlbWFpbF9oYXNoX3JhbmdlGAIgASgLMiEubWltaS5kaXNjb3ZlcnkudjEuRW1haWxIYXNoUmFuZ2VIAEIFCgNrZXkiLQoORW1haWxIYXNoUmFuZ2USDQoFZmlyc3QYASABKAQSDAoEbGFzdBgCIAEoBCKFAQoKRGVsZWdhdGlvbhIKCgJpZBgBIAEoCRItCgNrZXkYAiABKAsyIC5taW1pLmRpc2NvdmVyeS52MS5EZWxlZ2F0aW9uS2V5Eg0KBWRwX2lkGAMgASgJEhMKC3R0bF9zZWNvbmRzGAQgASgNEhgKEGZlZGVyYXRlZF9kcF9pZHMYBSADKAkiZQoQRmVkZXJhdGlvblBvbGljeRI3CgxkZWZhdWx0X21vZGUYASABKA4yIS5taW1pLmRpc2NvdmVyeS52MS5GZWRlcmF0aW9uTW9kZRIYChBwcmVmZXJyZWRfZHBfaWRzGAIgAygJIrUCCghEcFJlY29yZBIKCgJpZBgBIAEoCRIRCgllbmRwb2ludHMYAiADKAkSFAoMdGxzX2lkZW50aXR5GAMgASgJEhQKDGp1cmlzZGljdGlvbhgEIAEoCRIaChJzaWduaW5nX3B1YmxpY19rZXkYBSABKAwSNwoKZmVkZXJhdGlvbhgGIAEoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLkZlZGVyYXRpb25Qb2xpY3kSQAoTcHJpdmF0ZV9sb29rdXBfa2V5cxgHIAMoCzIjLm1pbWkuZGlzY292ZXJ5LnYxLlByaXZhdGVMb29rdXBLZXkSRwoWZW5kcG9pbnRfanVyaXNkaWN0aW9ucxgIIAMoCzInLm1pbWkuZGlzY292ZXJ5LnYxLkVuZHBvaW50SnVyaXNkaWN0aW9uIj4KFEVuZHBvaW50SnVyaXNkaWN0aW9uEhAKCGVuZHBvaW50GAEgASgJEhQKDGp1cmlzZGljdGlvbhgCIAEoCSI1ChBQcml2YXRlTG9va3VwS2V5Eg0KBWVwb2NoGAEgASgNEhIKCnB1YmxpY19rZXkYAiABKAwiUAoJTXNwUmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFaW5kZXgYAyABKA0SGgoSc2lnbmluZ19wdWJsaWNfa2V5GAQgASgMIuwBChBSZWdpc3RyeVNuYXBzaG90Eg4KBnNlcmlhbBgBIAEoBBIyCgtkZWxlZ2F0aW9ucxgCIAMoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkRlbGVnYXRpb24SKAoDZHBzGAMgAygLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBSZWNvcmQSKgoEbXNwcxgEIAMoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLk1zcFJlY29yZBIRCglzaWduYXR1cmUYBSABKAwSFAoMc2lnbmVkX2F0X21zGAYgASgDEhUKDWV4cGlyZXNfYXRfbXMYByABKAMiYwoRUmVnaXN0cnlTaWduYXR1cmUSDgoGc2VyaWFsGAEgASgEEhEKCXNpZ25hdHVyZRgCIAEoDBIUCgxzaWduZWRfYXRfbXMYAyABKAMSFQoNZXhwaXJlc19hdF9tcxgEIAEoAyKLAwoOUmVnaXN0cnlDaGFuZ2USDgoGc2VyaWFsGAEgASgEEjcKDnB1dF9kZWxlZ2F0aW9uGAIgASgLMh0ubWltaS5kaXNjb3ZlcnkudjEuRGVsZWdhdGlvbkgAEh4KFGRlbGV0ZV9kZWxlZ2F0aW9uX2lkGAMgASgJSAASLQoGcHV0X2RwGAQgASgLMhsubWltaS5kaXNjb3ZlcnkudjEuRHBSZWNvcmRIABIWCgxkZWxldGVfZHBfaWQYBSABKAlIABIvCgdwdXRfbXNwGAYgASgLMhwubWltaS5kaXNjb3ZlcnkudjEuTXNwUmVjb3JkSAASFwoNZGVsZXRlX21zcF9pZBgHIAEoCUgAEjUKB3JlZnJlc2gYCyABKAsyIi5taW1pLmRpc2NvdmVyeS52MS5SZWdpc3RyeVJlZnJlc2hIABIRCglzaWduYXR1cmUYCCABKAwSFAoMc2lnbmVkX2F0X21zGAkgASgDEhUKDWV4cGlyZXNfYXRfbXMYCiABKANCCAoGY2hhbmdlIhEKD1JlZ2lzdHJ5UmVmcmVzaCLXAQoHTWFwcGluZxIOCgZtc3BfaWQYASABKAkSCwoDc3NpGAIgASgJEhIKCmlzX2RlZmF1bHQYAyABKAgSDAoEdGFncxgEIAMoCRIVCg1jcmVhdGVkX2F0X21zGAUgASgDEhQKDHByb29mX21ldGhvZBgGIAEoCRIVCg1leHBpcmVzX2F0X21zGAcgASgDEjoKBnNpZ25lZBgIIAEoCzIqLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmdSZWNvcmRTaWduYXR1cmVzEg0KBWRwX2lkGAkgASgJIm4KF01hcHBpbmdSZWNvcmRTaWduYXR1cmVzEg4KBnJlY29yZBgBIAEoDBIWCg51c2VyX3NpZ25hdHVyZRgCIAEoDBIVCg1tc3Bfc2lnbmF0dXJlGAMgASgMEhQKDGRwX3NpZ25hdHVyZRgEIAEoDCJhCg1Mb29rdXBPcHRpb25zEi8KBmZvcm1hdBgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlckZvcm1hdBISCgptc3BfZmlsdGVyGAIgAygJEgsKA3RhZxgDIAEoCSJSCglJdGVtRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgEEg4KBnJlYXNvbhgEIAEoCSKcAgoGQW5zd2VyEi8KBnN0YXR1cxgBIAEoDjIfLm1pbWkuZGlzY292ZXJ5LnYxLkxvb2t1cFN0YXR1cxIsCghtYXBwaW5ncxgCIAMoCzIaLm1pbWkuZGlzY292ZXJ5LnYxLk1hcHBpbmcSGAoQY29tcGFjdF9tc3BfYml0cxgDIAEoDBITCgt0dGxfc2Vjb25kcxgEIAEoDRIOCgZkcF9pZHMYBSADKAkSKwoEc2VhbBgGIAEoCzIdLm1pbWkuZGlzY292ZXJ5LnYxLkFuc3dlclNlYWwSLwoHb3B0X291dBgHIAEoCzIeLm1pbWkuZGlzY292ZXJ5LnYxLk9wdE91dFByb29mEhYKDnByaXZhdGVfbG9va3VwGAggASgIIl8KCkFuc3dlclNlYWwSEQoJc3RhdGVtZW50GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBIrCgViYXRjaBgDIAEoCzIcLm1pbWkuZGlzY292ZXJ5LnYxLlNlYWxCYXRjaCJECglTZWFsQmF0Y2gSDAoEc2FsdBgBIAEoDBINCgVpbmRleBgCIAEoDRIMCgRzaXplGAMgASgNEgwKBHBhdGgYBCABKAwiTwoLT3B0T3V0UHJvb2YSEQoJc3RhdGVtZW50GAEgASgMEhYKDnVzZXJfc2lnbmF0dXJlGAIgASgMEhUKDW1zcF9zaWduYXR1cmUYAyABKAwipwEKFEVudW1lcmF0aW9uRGV0ZWN0aW9uEg8KB3N1YmplY3QYASABKAkSDQoFc2NvcGUYAiABKAkSEAoIZGlzdGluY3QYAyABKAQSDwoHYW5zd2VycxgEIAEoBBIRCglub3RfZm91bmQYBSABKAQSDQoFYXRfbXMYByABKAMSGAoQYmxvY2tlZF91bnRpbF9tcxgIIAEoA0oECAYQB1IKY2FjaGVfaGl0cypqCg5GZWRlcmF0aW9uTW9kZRIfChtGRURFUkFUSU9OX01PREVfVU5TUEVDSUZJRUQQABIZChVGRURFUkFUSU9OX01PREVfTE9DQUwQARIcChhGRURFUkFUSU9OX01PREVfRkVERVJBVEUQAiqAAQoMTG9va3VwU3RhdHVzEh0KGUxPT0tVUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNMT09LVVBfU1RBVFVTX0ZPVU5EEAESGwoXTE9PS1VQX1NUQVRVU19OT1RfRk9VTkQQAhIbChdMT09LVVBfU1RBVFVTX09QVEVEX09VVBADKmMKDEFuc3dlckZvcm1hdBIdChlBTlNXRVJfRk9STUFUX1VOU1BFQ0lGSUVEEAASGQoVQU5TV0VSX0ZPUk1BVF9WRVJCT1NFEAESGQoVQU5TV0VSX0ZPUk1BVF9DT01QQUNUEAJiBnByb3RvMw");
 
 /**
  * The part of the identifier space a delegation covers.
@@ -831,6 +831,9 @@ export const AnswerSchema: GenMessage<Answer> = /*@__PURE__*/
  * mapping at those MSPs; compact bits must be those of the listed MSPs (a tag filter can only
  * leave mappings out, since tags are inside the records).
  *
+ * A DP may seal the answers it gives within a moment together, with one signature: `batch` is
+ * then set, and `signature` is over the batch rather than over the statement (SealBatch).
+ *
  * @generated from message mimi.discovery.v1.AnswerSeal
  */
 export type AnswerSeal = Message<"mimi.discovery.v1.AnswerSeal"> & {
@@ -843,6 +846,13 @@ export type AnswerSeal = Message<"mimi.discovery.v1.AnswerSeal"> & {
    * @generated from field: bytes signature = 2;
    */
   signature: Uint8Array;
+
+  /**
+   * Unset: `signature` is over the statement, as above.
+   *
+   * @generated from field: mimi.discovery.v1.SealBatch batch = 3;
+   */
+  batch?: SealBatch | undefined;
 };
 
 /**
@@ -851,6 +861,61 @@ export type AnswerSeal = Message<"mimi.discovery.v1.AnswerSeal"> & {
  */
 export const AnswerSealSchema: GenMessage<AnswerSeal> = /*@__PURE__*/
   messageDesc(file_mimi_discovery_v1_common, 17);
+
+/**
+ * One answer's place in a batch of seals signed together (as Certificate Transparency signs a
+ * tree of certificates): the statements of the batch are the leaves of a Merkle tree with
+ * RFC 9162's shape (section 2.1.1), each salted, and the DP signs the tree's root once.
+ *
+ * The leaf of a statement is SHA-256(0x00, salt, statement); a node over two subtrees is
+ * SHA-256(0x01, left, right). `path` is the answer's inclusion proof (RFC 9162 section 2.1.3):
+ * the sibling hashes from its leaf up to the root, 32 bytes each, concatenated. A verifier
+ * computes the root from the statement, salt, index, size and path by RFC 9162's algorithm
+ * (section 2.1.3.2), then checks `signature` as Ed25519 over the ASCII string
+ * "MIMI-ANSWER-BATCH-DP-v1", a zero byte, and the batch statement: the ASCII string
+ * "MIMI-ANSWER-BATCH-v1", size (u16 big-endian) and the root (a u16 length, 32, and the 32
+ * bytes), by the key the root registry publishes for the statement's dp_id. The seal then
+ * holds exactly as a seal signed alone would.
+ *
+ * The salt is random (16 bytes), so the sibling hashes of a path tell nothing of the other
+ * answers in the batch: an answer's statement could otherwise be guessed and hashed, since a
+ * phone number is small. A batch holds 2 to 256 answers (one alone is signed alone), so a path
+ * holds at most 8 hashes; the size tells how many answers the DP sealed in that moment.
+ *
+ * @generated from message mimi.discovery.v1.SealBatch
+ */
+export type SealBatch = Message<"mimi.discovery.v1.SealBatch"> & {
+  /**
+   * @generated from field: bytes salt = 1;
+   */
+  salt: Uint8Array;
+
+  /**
+   * The answer's leaf, from 0.
+   *
+   * @generated from field: uint32 index = 2;
+   */
+  index: number;
+
+  /**
+   * Leaves in the batch.
+   *
+   * @generated from field: uint32 size = 3;
+   */
+  size: number;
+
+  /**
+   * @generated from field: bytes path = 4;
+   */
+  path: Uint8Array;
+};
+
+/**
+ * Describes the message mimi.discovery.v1.SealBatch.
+ * Use `create(SealBatchSchema)` to create a new message.
+ */
+export const SealBatchSchema: GenMessage<SealBatch> = /*@__PURE__*/
+  messageDesc(file_mimi_discovery_v1_common, 18);
 
 /**
  * The holder's opt-out (R14) as it was signed: the action statement of claims.proto
@@ -882,7 +947,7 @@ export type OptOutProof = Message<"mimi.discovery.v1.OptOutProof"> & {
  * Use `create(OptOutProofSchema)` to create a new message.
  */
 export const OptOutProofSchema: GenMessage<OptOutProof> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 18);
+  messageDesc(file_mimi_discovery_v1_common, 19);
 
 /**
  * A window of one caller's lookups that looked like a crawl of the number space (R22): many
@@ -946,7 +1011,7 @@ export type EnumerationDetection = Message<"mimi.discovery.v1.EnumerationDetecti
  * Use `create(EnumerationDetectionSchema)` to create a new message.
  */
 export const EnumerationDetectionSchema: GenMessage<EnumerationDetection> = /*@__PURE__*/
-  messageDesc(file_mimi_discovery_v1_common, 19);
+  messageDesc(file_mimi_discovery_v1_common, 20);
 
 /**
  * Whether a query federates: asks the range's federated DPs besides its authoritative DP.

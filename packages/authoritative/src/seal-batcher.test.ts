@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { createPublicKey, randomBytes } from "node:crypto";
+import { test } from "node:test";
+import { type AnswerSeal, generateSigningKey, type SigningKey, sealSignatureValid } from "@mimi/core";
+import { createSealBatcher } from "./seal-batcher.js";
+
+const key = generateSigningKey();
+const statement = () => randomBytes(80);
+
+/** A batcher whose turns end when the test says (run()). */
+function manual(maxBatch?: number, k: SigningKey = key) {
+  const due: (() => void)[] = [];
+  const batcher = createSealBatcher(k, (f) => due.push(f), maxBatch);
+  const run = () => {
+    for (const f of due.splice(0)) f();
+  };
+  return { batcher, due, run };
+}
+
+test("the seals asked within one turn are signed together, once, when it ends", async () => {
+  const { batcher, due, run } = manual();
+  const asked = Array.from({ length: 5 }, () => batcher.seal(statement()));
+  assert.equal(due.length, 1, "one signing is scheduled for the turn");
+  assert.equal(batcher.counts.signatures, 0, "nothing is signed before the turn ends");
+  run();
+  const seals = await Promise.all(asked);
+  assert.deepEqual(
+    seals.map((s) => s.batch?.index),
+    [0, 1, 2, 3, 4],
+  );
+  assert.equal(new Set(seals.map((s) => Buffer.from(s.signature).toString("hex"))).size, 1);
+  for (const s of seals) assert.ok(sealSignatureValid(key.publicKey, s));
+  assert.deepEqual(batcher.counts, { signatures: 1, seals: 5 });
+  // The next turn's seal is a batch of its own: one alone is signed alone.
+  const next = batcher.seal(statement());
+  run();
+  const alone = await next;
+  assert.equal(alone.batch, undefined);
+  assert.ok(sealSignatureValid(key.publicKey, alone));
+  assert.deepEqual(batcher.counts, { signatures: 2, seals: 6 });
+});
+
+test("a batch that fills up is signed at once, and the turn's end signs what came after", async () => {
+  const { batcher, run } = manual(3);
+  const settled: AnswerSeal[] = [];
+  const asked = Array.from({ length: 4 }, () => batcher.seal(statement()).then((s) => settled.push(s)));
+  await Promise.resolve();
+  assert.equal(batcher.counts.signatures, 1);
+  assert.equal(settled.length, 3, "the full batch is answered without waiting for the turn");
+  run();
+  await Promise.all(asked);
+  assert.deepEqual(batcher.counts, { signatures: 2, seals: 4 });
+  assert.equal(settled[3]?.batch, undefined, "the fourth was alone in its batch");
+});
+
+test("a batch that cannot be signed fails each of its seals, and the next batch is signed afresh", async () => {
+  // A public key object in place of the private one makes signing throw.
+  const k = { publicKey: key.publicKey, privateKey: createPublicKey(key.privateKey) };
+  const { batcher, run } = manual(undefined, k);
+  const asked = [batcher.seal(statement()), batcher.seal(statement())];
+  run();
+  for (const p of asked) await assert.rejects(p, /private/);
+  assert.deepEqual(batcher.counts, { signatures: 0, seals: 0 });
+  k.privateKey = key.privateKey;
+  const again = [batcher.seal(statement()), batcher.seal(statement())];
+  run();
+  for (const p of again) assert.ok(sealSignatureValid(key.publicKey, await p));
+  assert.deepEqual(batcher.counts, { signatures: 1, seals: 2 });
+});
+
+test("by default a batch is the turn of the event loop: seals asked in one turn share a signature", async () => {
+  const batcher = createSealBatcher(key);
+  const first = await Promise.all([batcher.seal(statement()), batcher.seal(statement())]);
+  const later = await batcher.seal(statement());
+  assert.equal(first[0]?.batch?.size, 2);
+  assert.deepEqual(first[0]?.signature, first[1]?.signature);
+  assert.equal(later.batch, undefined);
+  assert.deepEqual(batcher.counts, { signatures: 2, seals: 3 });
+});
