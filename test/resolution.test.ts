@@ -1,5 +1,6 @@
 // Resolution through root -> authoritative -> resolver over mutual TLS (R8, R14, R15, R23, D1).
 import assert from "node:assert/strict";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import {
@@ -161,6 +162,48 @@ scenario(
     assert.equal(answers[0]?.result.case === "response" && answers[0].result.value.answer?.status, FOUND);
     // Written in one burst, they are read in a few turns of the DP's event loop, not one by one.
     assert.ok(signatures.size < 39, `${signatures.size} signatures for 39 answers`);
+  },
+);
+
+scenario(
+  t,
+  "a malformed request on a DP's lookup stream ends it, after the answers to the requests before it",
+  async () => {
+    const creds = channelCredentials(loadTls(devTlsPaths(t.net.pkiDir, "resolver")));
+    const raw = new grpc.Client(t.net.dps.eu.address, creds);
+    const same = (b: Buffer) => b;
+    try {
+      const stream = raw.makeBidiStreamRequest(
+        "/mimi.discovery.v1.AuthoritativeService/LookupStream",
+        same,
+        same,
+      );
+      const items: pb.LookupStreamResponse[] = [];
+      stream.on("data", (b: Buffer) => items.push(fromBinary(pb.LookupStreamResponseSchema, b)));
+      const ended = new Promise<grpc.ServiceError>((done) => stream.on("error", done));
+      // Three lookups and a malformed message (field 2, the CSI, not UTF-8) in one burst: the
+      // answers wait for their seals while the malformed message is read.
+      for (const [i, csi] of ["tel:+447700900123", "tel:+447700901001", "tel:+447700901002"].entries()) {
+        stream.write(
+          Buffer.from(
+            toBinary(
+              pb.LookupStreamRequestSchema,
+              create(pb.LookupStreamRequestSchema, { requestId: BigInt(i + 1), csi }),
+            ),
+          ),
+        );
+      }
+      stream.write(Buffer.from([0x12, 0x02, 0xc3, 0x28]));
+      const err = await ended;
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(err.details, /malformed request message/);
+      assert.deepEqual(
+        items.filter((r) => r.result.case === "response").map((r) => r.requestId),
+        [1n, 2n, 3n],
+      );
+    } finally {
+      raw.close();
+    }
   },
 );
 

@@ -139,3 +139,11 @@ test("answer seals last an hour by default, at least the longest TTL and at most
   );
   assert.throws(() => parseConfig({ ...example(), answerSealSeconds: 7 * 86_400 + 1 }), /answerSealSeconds/);
 });
+
+test("seals are batched up to 256 answers a signature by default; 1 signs each alone", () => {
+  assert.equal(parseConfig(example()).sealBatchMax, 256);
+  assert.equal(parseConfig({ ...example(), sealBatchMax: 1 }).sealBatchMax, 1);
+  for (const bad of [0, 257, 2.5]) {
+    assert.throws(() => parseConfig({ ...example(), sealBatchMax: bad }), /sealBatchMax/);
+  }
+});

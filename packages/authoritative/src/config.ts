@@ -9,6 +9,7 @@ import {
   isJurisdictionCode,
   MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
+  MAX_SEAL_BATCH,
   PROOF_METHODS,
   readEnumerationPolicy,
 } from "@mimi/core";
@@ -35,6 +36,11 @@ export interface AuthoritativeConfig extends ServerBasics {
    * default flag) passes as current, and the longest a resolver may serve it stale.
    */
   readonly answerSealSeconds: number;
+  /**
+   * The most answers one seal signature covers (SealBatch in common.proto); 1 signs each alone,
+   * for a network whose verifiers predate batched seals (upgrade them first, then raise it).
+   */
+  readonly sealBatchMax: number;
   /** PEM Ed25519 private key the DP countersigns mappings with; the root registry publishes its public key. */
   readonly signingKey: string;
   /** File holding the root's public key; the registry copy must be signed by it. */
@@ -129,6 +135,7 @@ export function parseConfig(
       1,
       MAX_ANSWER_SEAL_SECONDS,
     ),
+    sealBatchMax: r.integer("sealBatchMax", MAX_SEAL_BATCH, 1, MAX_SEAL_BATCH),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),

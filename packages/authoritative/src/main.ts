@@ -161,6 +161,7 @@ runServer<AuthoritativeConfig>(process, {
       negativeTtlSeconds: config.negativeTtlSeconds,
       signingKey,
       answerSealMs: config.answerSealSeconds * 1000,
+      sealBatchMax: config.sealBatchMax,
     });
     const sender = createCodeSender(config.delivery, log, clock);
     // Channels to other DPs and to this DP's own other endpoints, authenticated as this DP

@@ -40,6 +40,40 @@ test("the seals asked within one turn are signed together, once, when it ends", 
   assert.deepEqual(batcher.counts, { signatures: 2, seals: 6 });
 });
 
+test("a batch holds one key's seals: each caller's batch is signed apart, at the same turn's end", async () => {
+  const { batcher, due, run } = manual();
+  const a = [batcher.seal(statement(), "resolver-1/ctx-a"), batcher.seal(statement(), "resolver-1/ctx-a")];
+  const b = [batcher.seal(statement(), "resolver-1/ctx-b"), batcher.seal(statement(), "resolver-2")];
+  const c = batcher.seal(statement(), "resolver-1/ctx-a");
+  assert.equal(due.length, 1);
+  run();
+  const [a1, a2, a3] = [...(await Promise.all(a)), await c];
+  const [b1, b2] = await Promise.all(b);
+  assert.deepEqual(
+    [a1, a2, a3].map((s) => [s?.batch?.index, s?.batch?.size]),
+    [
+      [0, 3],
+      [1, 3],
+      [2, 3],
+    ],
+  );
+  assert.deepEqual(a1?.signature, a3?.signature);
+  // Alone in their batches: another context of the same resolver, another resolver.
+  assert.equal(b1?.batch, undefined);
+  assert.equal(b2?.batch, undefined);
+  assert.notDeepEqual(b1?.signature, a1?.signature);
+  assert.deepEqual(batcher.counts, { signatures: 3, seals: 5 });
+});
+
+test("a batch of at most one signs every seal alone, at once; other sizes are refused", async () => {
+  const { batcher, due } = manual(1);
+  const [s1, s2] = await Promise.all([batcher.seal(statement()), batcher.seal(statement())]);
+  assert.equal(due.length, 0, "nothing waits for the turn's end");
+  assert.ok(s1 && s2 && !s1.batch && !s2.batch);
+  assert.ok(sealSignatureValid(key.publicKey, s1) && sealSignatureValid(key.publicKey, s2));
+  for (const bad of [0, 257, 1.5]) assert.throws(() => createSealBatcher(key, setImmediate, bad), RangeError);
+});
+
 test("a batch that fills up is signed at once, and the turn's end signs what came after", async () => {
   const { batcher, run } = manual(3);
   const settled: AnswerSeal[] = [];

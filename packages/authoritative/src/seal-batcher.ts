@@ -1,13 +1,17 @@
 // Seals the answers of one turn of the event loop together (core seal-batch.ts): every lookup
 // read in that turn (a resolver's stream delivers many in one read) waits for the turn's end,
-// and then one Ed25519 signature covers them all, where each took one before (about 55 µs
-// here). A lookup alone is signed alone. The wait is one setImmediate: the turn's I/O is done
-// by then, and nothing else is waited for.
+// and then one Ed25519 signature covers each batch, where each answer took one before (about
+// 55 µs here). A lookup alone in its batch is signed alone. The wait is one setImmediate: the
+// turn's I/O is done by then, and nothing else is waited for.
+//
+// A batch holds the lookups of one key only: the server's is the caller and its rate-limit
+// context (one MSP behind a resolver). A path tells its reader the batch's size and its place
+// in it, so a batch shared between callers would tell each how many lookups others made.
 import { type AnswerSeal, MAX_SEAL_BATCH, type SigningKey, sealBatch } from "@mimi/core";
 
 export interface SealBatcher {
-  /** The seal of `statement` (sealStatement's), once its batch is signed. */
-  seal(statement: Uint8Array): Promise<AnswerSeal>;
+  /** The seal of `statement` (sealStatement's), once its batch of `key` is signed. */
+  seal(statement: Uint8Array, key?: string): Promise<AnswerSeal>;
   /** Signatures made so far, and seals they covered. */
   readonly counts: { readonly signatures: number; readonly seals: number };
 }
@@ -19,25 +23,27 @@ interface Waiting {
 }
 
 /**
- * A batcher signing with `key`. `defer` runs the signing after the statements of this turn are
- * in (setImmediate; tests pass their own). A batch that reaches MAX_SEAL_BATCH is signed at once.
+ * A batcher signing with `signingKey`. `defer` runs the signing after the statements of this
+ * turn are in (setImmediate; tests pass their own). A batch that reaches `maxBatch` is signed
+ * at once; a `maxBatch` of 1 signs every seal alone (for verifiers older than SealBatch).
  */
 export function createSealBatcher(
-  key: SigningKey,
+  signingKey: SigningKey,
   defer: (f: () => void) => void = setImmediate,
   maxBatch = MAX_SEAL_BATCH,
 ): SealBatcher {
-  let waiting: Waiting[] = [];
+  if (!(Number.isInteger(maxBatch) && maxBatch >= 1 && maxBatch <= MAX_SEAL_BATCH)) {
+    throw new RangeError(`a seal batch holds 1 to ${MAX_SEAL_BATCH} seals`);
+  }
+  // The batches of this turn by key; at most one entry per lookup read in the turn.
+  let batches = new Map<string, Waiting[]>();
   const counts = { signatures: 0, seals: 0 };
-  const sign = () => {
-    const batch = waiting;
-    if (batch.length === 0) return; // signed when it filled up
-    waiting = [];
+  const signBatch = (batch: readonly Waiting[]) => {
     let seals: AnswerSeal[];
     try {
       seals = sealBatch(
         batch.map((w) => w.statement),
-        key,
+        signingKey,
       );
     } catch (err) {
       for (const w of batch) w.reject(err);
@@ -49,12 +55,25 @@ export function createSealBatcher(
       w.resolve(seals[i] as AnswerSeal);
     });
   };
+  const signAll = () => {
+    const turn = batches;
+    batches = new Map();
+    for (const batch of turn.values()) signBatch(batch);
+  };
   return {
-    seal: (statement) =>
+    seal: (statement, key = "") =>
       new Promise<AnswerSeal>((resolve, reject) => {
-        waiting.push({ statement, resolve, reject });
-        if (waiting.length >= maxBatch) sign();
-        else if (waiting.length === 1) defer(sign);
+        const waiting = { statement, resolve, reject };
+        const batch = batches.get(key);
+        if (maxBatch === 1) {
+          signBatch([waiting]);
+        } else if (!batch) {
+          if (batches.size === 0) defer(signAll);
+          batches.set(key, [waiting]);
+        } else if (batch.push(waiting) >= maxBatch) {
+          batches.delete(key);
+          signBatch(batch);
+        }
       }),
     counts,
   };

@@ -26,6 +26,7 @@ import type { ChangeLog, Resync } from "./change-log.js";
 import type { Claims, StartRequest } from "./claims/index.js";
 import type { LookupLimits } from "./lookup-limits.js";
 import { clampToNumber } from "./numbers.js";
+import { replyInOrder } from "./ordered-replies.js";
 import type { PrivateKeys } from "./private-keys.js";
 import type { Replication } from "./replication/index.js";
 import type { AuthoritativeService } from "./service.js";
@@ -35,8 +36,8 @@ import type { ChangeRow, NoticeBody, NoticeRow } from "./store/rows.js";
 const CHANGE_PAGE = 1_024;
 
 /**
- * Answers of one lookup stream read but not yet written: the most a stream holds while its
- * answers wait for their seals or for the resolver to read. One seal batch's worth.
+ * Answers of one lookup stream begun but not yet written: the most a stream holds while they
+ * wait for their seals or for the resolver to read. One seal batch's worth.
  */
 const MAX_UNWRITTEN = 256;
 
@@ -85,8 +86,10 @@ export function bindAuthoritativeServer(
     const caller = ctx.peer.name;
     const nowMs = now();
     const subject = limits.admit(caller, context, csi.uri, nowMs);
-    const outcome = await service.lookup(csi);
-    limits.answered(subject, csi.uri, outcome.kind === "not_found", nowMs);
+    // Sealed with the other lookups of this caller and rate-limit context read in this turn.
+    const pending = service.lookup(csi, subject);
+    limits.answered(subject, csi.uri, pending.kind === "not_found", nowMs);
+    const outcome = await pending.sealed();
     if (log.isLevelEnabled("debug")) {
       log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
     }
@@ -113,45 +116,28 @@ export function bindAuthoritativeServer(
           requestId: 0n,
           result: { case: "limits", value: { lookupsPerSecond: limits.publishedRate() } },
         });
-        // Each lookup reads the store at once, and its answer waits for its seal, signed with
-        // those of the other lookups read in this turn of the event loop (seal-batcher.ts). So
-        // the next request is read without waiting for the answer. Answers are written in
-        // order, one at a time; send() waits when the resolver stops reading, and once
-        // MAX_UNWRITTEN answers wait to be written, so does this loop.
-        let written: Promise<void> = Promise.resolve();
-        let unwritten = 0;
-        let failed: { err: unknown } | undefined;
-        for await (const req of reqs) {
-          if (failed) break;
-          const reply = lookupOne(req.csi, req.options, req.rateContext, ctx).then(
-            (response): pb.LookupStreamResponse["result"] | Uint8Array =>
-              response instanceof Uint8Array ? response : { case: "response", value: response },
-            (err) => ({
-              case: "error" as const,
-              value: create(pb.ItemErrorSchema, itemError(err, log, ctx.method)),
-            }),
-          );
-          unwritten++;
-          written = written.then(async () => {
-            try {
-              const r = await reply;
-              if (!failed) {
-                await send(
-                  r instanceof Uint8Array
-                    ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, r)
-                    : { requestId: req.requestId, result: r },
-                );
-              }
-            } catch (err) {
-              failed ??= { err };
-            } finally {
-              unwritten--;
-            }
-          });
-          if (unwritten >= MAX_UNWRITTEN) await written;
-        }
-        await written;
-        if (failed) throw failed.err;
+        // Each answer waits for its seal (seal-batcher.ts): the stream reads on meanwhile and
+        // writes answers in order (ordered-replies.ts). send() waits while the resolver does
+        // not read, and so, past MAX_UNWRITTEN answers, does reading.
+        await replyInOrder(
+          reqs,
+          (req) =>
+            lookupOne(req.csi, req.options, req.rateContext, ctx).then(
+              (response) =>
+                response instanceof Uint8Array
+                  ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, response)
+                  : { requestId: req.requestId, result: { case: "response" as const, value: response } },
+              (err) => ({
+                requestId: req.requestId,
+                result: {
+                  case: "error" as const,
+                  value: create(pb.ItemErrorSchema, itemError(err, log, ctx.method)),
+                },
+              }),
+            ),
+          send,
+          MAX_UNWRITTEN,
+        );
       },
       async watchChanges(req, ctx, send) {
         // A secondary without a whole copy has no log to offer; the watcher tries another endpoint.

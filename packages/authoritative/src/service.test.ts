@@ -207,7 +207,7 @@ function setup({ contestWindowMs = 60_000 } = {}) {
       ),
     );
   const answer = async (csi: string) => {
-    const o = await service.lookup(csi);
+    const o = await service.lookup(csi).sealed();
     // Every answer the DP gives must verify end to end, denials and opt-outs included, and
     // every mapping in it on its own (countersignature too).
     assert.equal(verifyOutcome(parseCsi(csi), o, registryTrust(registry), now)?.dpId, "eu");
@@ -269,6 +269,33 @@ test("a claim sends a code over the CSI's channel, and completing it stores a ma
   // The code is stored only as a keyed hash: it appears nowhere in the challenge row.
   const ch = t.store.challenge(msg.challengeId);
   assert.ok(ch && !Buffer.from(ch.codeHash).toString("latin1").includes(msg.code));
+});
+
+test("lookups of one caller asked together are sealed with one signature, and each answer verifies end to end", async () => {
+  const t = setup();
+  await t.claim("bluebird.example", ALICE, "@alice");
+  const csis = [ALICE, "tel:+447700900999", "tel:+447700900998"];
+  const before = t.service.sealCounts.signatures;
+  const pending = csis.map((csi) => t.service.lookup(csi, "resolver/ctx-1"));
+  // What the answer is, is known before it is sealed (for the enumeration detector).
+  assert.deepEqual(
+    pending.map((p) => p.kind),
+    ["answer", "not_found", "not_found"],
+  );
+  const other = t.service.lookup(ALICE, "resolver/ctx-2");
+  const answers = await Promise.all(pending.map((p) => p.sealed()));
+  assert.equal(new Set(answers.map((a) => Buffer.from(a.seal?.signature ?? []).toString("hex"))).size, 1);
+  for (const [i, a] of answers.entries()) {
+    assert.equal(a.seal?.batch?.size, 3);
+    assert.equal(
+      verifyOutcome(parseCsi(csis[i] as string), a, registryTrust(t.registry), t.now())?.dpId,
+      "eu",
+    );
+  }
+  const alone = await other.sealed();
+  assert.equal(alone.seal?.batch, undefined, "another context's lookup is not in the batch");
+  assert.equal(verifyOutcome(parseCsi(ALICE), alone, registryTrust(t.registry), t.now())?.dpId, "eu");
+  assert.equal(t.service.sealCounts.signatures - before, 2);
 });
 
 test("answers carry the configured TTLs, capped while the replication caps them (a secondary out of touch)", async () => {

@@ -26,9 +26,10 @@ import type { MappingStore } from "./store/store.js";
 export interface AuthoritativeService {
   /**
    * Answers for a CSI (text, or already parsed); refuses one this DP does not serve. The answer
-   * is read at once and sealed with the others of this turn of the event loop (seal-batcher.ts).
+   * is read at once, and sealed with the other lookups of the same `batch` (the caller and its
+   * rate-limit context) in this turn of the event loop (seal-batcher.ts).
    */
-  lookup(csi: string | Csi): Promise<LookupOutcome>;
+  lookup(csi: string | Csi, batch?: string): PendingAnswer;
   /**
    * The answer a lookup of canonical `csi` gives now, its seal lasting `sealMs` (the private
    * table's entries); undefined when this DP does not serve it. Not counted as a lookup.
@@ -75,6 +76,15 @@ export interface AuthoritativeServiceOptions {
   signingKey: SigningKey;
   /** How long a seal is valid from the lookup (at least the longest TTL given). */
   answerSealMs: number;
+  /** The most lookups' seals one signature covers (1: each signed alone); MAX_SEAL_BATCH by default. */
+  sealBatchMax?: number;
+}
+
+/** A lookup's answer, read from the store, before it is sealed. */
+export interface PendingAnswer {
+  readonly kind: OutcomeKind;
+  /** The answer with its seal, once its batch is signed. */
+  sealed(): Promise<LookupOutcome>;
 }
 
 /** An answer before it is sealed: its outcome, and the statement its seal is to sign. */
@@ -162,14 +172,16 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       statement: statement("answer", mappings),
     };
   };
-  const batcher = createSealBatcher(o.signingKey);
+  const batcher = createSealBatcher(o.signingKey, setImmediate, o.sealBatchMax);
 
   let lookupsServed = 0;
   return {
-    async lookup(csiText) {
+    lookup(csiText, batch = "") {
       lookupsServed++;
       const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs);
-      return { ...outcome, seal: await batcher.seal(statement) };
+      const seal = batcher.seal(statement, batch);
+      seal.catch(() => {}); // a caller that never asks for it does not leave a rejection unheard
+      return { kind: outcome.kind, sealed: async () => ({ ...outcome, seal: await seal }) };
     },
     answerFor(csiText, sealMs) {
       let csi: Csi;

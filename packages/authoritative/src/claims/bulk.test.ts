@@ -211,7 +211,7 @@ test("lookups are answered while the pool verifies a large batch", async () => {
   const records = largeBatch();
   const looked = new Promise<void>((resolve) =>
     setImmediate(async () => {
-      const o = await t.service.lookup(csiOf(0));
+      const o = await t.service.lookup(csiOf(0)).sealed();
       order.push(`lookup ${o.kind}`);
       resolve();
     }),

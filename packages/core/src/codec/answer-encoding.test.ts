@@ -96,6 +96,19 @@ test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
   }
 });
 
+test("a batch place that is not a uint32 is left to protobuf-es", () => {
+  for (const index of [-1, 2 ** 32, 0.5]) {
+    const o: LookupOutcome = {
+      kind: "not_found",
+      dpId: "eu",
+      ttlSeconds: 60,
+      seal: { ...inBatch, batch: { ...inBatch.batch, index } },
+    };
+    assert.equal(handEncodable(o), false, String(index));
+  }
+  assert.equal(handEncodable({ kind: "not_found", dpId: "eu", ttlSeconds: 60, seal: inBatch }), true);
+});
+
 test("times the varint writer does not take are left to protobuf-es", () => {
   for (const t of [-1, 2 ** 53, Number.NaN]) {
     assert.equal(

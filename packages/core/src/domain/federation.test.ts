@@ -3,7 +3,14 @@
 // notices every way a resolver could bend it.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DEFAULT_PARAMS, type LookupOutcome, type LookupParams, type Mapping } from "./answer.js";
+import {
+  type AnswerSeal,
+  DEFAULT_PARAMS,
+  type LookupOutcome,
+  type LookupParams,
+  type Mapping,
+  type SealBatch,
+} from "./answer.js";
 import { sealAnswer } from "./answer-seal.js";
 import { parseCsi } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
@@ -17,6 +24,7 @@ import {
 } from "./federation.js";
 import { dpSignedParts, encodeMappingRecord, type MappingRecord } from "./record.js";
 import { type Delegation, type DpInfo, type MspInfo, RegistryView } from "./registry.js";
+import { sealBatch } from "./seal-batch.js";
 import { generateSigningKey, SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
 import { registryTrust } from "./verify.js";
 import {
@@ -257,6 +265,34 @@ test("an honest merged answer verifies, complete; a partial one verifies and say
   const compact = { ...DEFAULT_PARAMS, format: "compact" as const };
   const bits = { ...honest([EU_PART, FED_PART], compact), compactBits: new Uint8Array([0b111]) };
   assert.deepEqual(federatedAnswerProblem(csi, bits, compact, TRUST, NOW, EU_FED), { complete: true });
+});
+
+test("parts sealed in batches verify as parts sealed alone, each only with its own place", () => {
+  // Each DP's part sealed in a batch beside another lookup's answer.
+  const inBatch = (part: FederatedPart): FederatedPart => {
+    const seal = part.outcome.seal as AnswerSeal;
+    const other = sealAnswer(
+      { csi: "tel:+447700900999", dpId: part.dpId, status: "not_found", mappings: [] },
+      keys[part.dpId] as SigningKey,
+      NOW - 1000,
+      3_600_000,
+    );
+    const [batched] = sealBatch([seal.statement, other.statement], keys[part.dpId] as SigningKey);
+    return { ...part, outcome: { ...part.outcome, seal: batched } };
+  };
+  const parts = [inBatch(EU_PART), inBatch(FED_PART), inBatch(TP_PART)];
+  assert.ok(parts.every((p) => p.outcome.seal?.batch?.size === 2));
+  assert.deepEqual(federatedAnswerProblem(csi, honest(parts), DEFAULT_PARAMS, TRUST, NOW, ALL), {
+    complete: true,
+  });
+  const [eu, fed, tp] = parts as [FederatedPart, FederatedPart, FederatedPart];
+  const euSeal = eu.outcome.seal as AnswerSeal & { batch: SealBatch };
+  const moved = {
+    ...eu,
+    outcome: { ...eu.outcome, seal: { ...euSeal, batch: { ...euSeal.batch, index: 1 } } },
+  };
+  const r = federatedAnswerProblem(csi, honest([moved, fed, tp]), DEFAULT_PARAMS, TRUST, NOW, ALL);
+  assert.match("problem" in r ? r.problem : "", /its seal does not verify/);
 });
 
 test("every way of bending a merged answer is caught, with the reason", () => {

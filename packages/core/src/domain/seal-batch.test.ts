@@ -92,6 +92,8 @@ test("a batched seal does not hold for another statement, salt, place, size, pat
     ["a short salt", { ...s, batch: { ...b, salt: b.salt.subarray(1) } }],
     ["index", { ...s, batch: { ...b, index: 4 } }],
     ["index past the size", { ...s, batch: { ...b, index: 11 } }],
+    ["a negative index", { ...s, batch: { ...b, index: -1 } }],
+    ["a fractional index", { ...s, batch: { ...b, index: 5.5 } }],
     ["size", { ...s, batch: { ...b, size: 12 } }],
     ["size of one", { ...s, batch: { ...b, size: 1, index: 0 } }],
     ["size past the most", { ...s, batch: { ...b, size: MAX_SEAL_BATCH + 1 } }],

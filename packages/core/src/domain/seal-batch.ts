@@ -73,7 +73,11 @@ export function sealBatch(statements: readonly Uint8Array[], key: SigningKey): A
  */
 export function batchRoot(statement: Uint8Array, b: SealBatch): Uint8Array | undefined {
   const { index, size, path } = b;
-  if (b.salt.length !== SALT_BYTES || !(size >= 2 && size <= MAX_SEAL_BATCH) || !(index < size)) {
+  if (
+    b.salt.length !== SALT_BYTES ||
+    !(Number.isInteger(size) && size >= 2 && size <= MAX_SEAL_BATCH) ||
+    !(Number.isInteger(index) && index >= 0 && index < size)
+  ) {
     return undefined;
   }
   if (path.length % HASH_BYTES !== 0) return undefined;

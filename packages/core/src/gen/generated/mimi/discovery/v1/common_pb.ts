@@ -880,7 +880,10 @@ export const AnswerSealSchema: GenMessage<AnswerSeal> = /*@__PURE__*/
  * The salt is random (16 bytes), so the sibling hashes of a path tell nothing of the other
  * answers in the batch: an answer's statement could otherwise be guessed and hashed, since a
  * phone number is small. A batch holds 2 to 256 answers (one alone is signed alone), so a path
- * holds at most 8 hashes; the size tells how many answers the DP sealed in that moment.
+ * holds at most 8 hashes; the size tells how many answers the DP sealed in that moment. A DP
+ * batches only the lookups of one caller and rate-limit context, so that is all it tells.
+ * A verifier that predates this message refuses batched seals: a DP signs every seal alone
+ * (its sealBatchMax set to 1) until its verifiers are upgraded.
  *
  * @generated from message mimi.discovery.v1.SealBatch
  */
