@@ -122,6 +122,24 @@ test("a failed send ends the stream at once, though the peer sends nothing more"
   assert.deepEqual(sent, ["answer 1"], "nothing after the failure is sent");
 });
 
+test("an answer that rejects fails the stream as a failed send does, unheard by nobody", async () => {
+  const reqs = requests<number>();
+  const sent: string[] = [];
+  const broken = new Error("the seal could not be made");
+  const done = replyInOrder(
+    reqs.iterable,
+    async (n) => {
+      if (n >= 2) throw broken;
+      return `answer ${n}`;
+    },
+    async (r) => void sent.push(r),
+    16,
+  );
+  reqs.push(1, 2, 3, 4);
+  await assert.rejects(done, broken);
+  assert.deepEqual(sent, ["answer 1"]);
+});
+
 test("a failed read rejects only after every answer begun before it was written", async () => {
   const reqs = requests<number>();
   const a = answers();

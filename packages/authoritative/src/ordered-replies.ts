@@ -18,25 +18,39 @@ export async function replyInOrder<Req, Reply>(
 ): Promise<void> {
   const items = reqs[Symbol.asyncIterator]();
   let failure: { err: unknown } | undefined;
-  let stop: (err: unknown) => void = () => {};
-  const stopped = new Promise<never>((_, reject) => {
-    stop = reject;
-  });
-  stopped.catch(() => {}); // heard through the race below
+  // Read through a call: sends set it in their own turns, which flow analysis does not see.
+  const failed = () => failure;
+  // Rejects the read in progress when a send fails. A promise per read, not one raced for the
+  // stream's life: every race would add a reaction to it, kept as long as the stream is open.
+  let interrupt: ((err: unknown) => void) | undefined;
+  const read = () =>
+    new Promise<IteratorResult<Req>>((resolve, reject) => {
+      interrupt = reject;
+      items.next().then(resolve, reject);
+    }).finally(() => {
+      interrupt = undefined;
+    });
   let last: Promise<void> = Promise.resolve();
   const unwritten: Promise<void>[] = [];
+  let finished = false;
   try {
     for (;;) {
-      const next = await Promise.race([items.next(), stopped]);
-      if (next.done) break;
+      const f = failed();
+      if (f) throw f.err;
+      const next = await read();
+      if (next.done) {
+        finished = true;
+        break;
+      }
       const reply = answer(next.value);
+      reply.catch(() => {}); // heard by its link below, which may run after it settles
       last = last.then(async () => {
         if (failure) return;
         try {
           await send(await reply);
         } catch (err) {
           failure = { err };
-          stop(err);
+          interrupt?.(err);
         }
       });
       unwritten.push(last);
@@ -44,7 +58,10 @@ export async function replyInOrder<Req, Reply>(
       if (unwritten.length >= maxUnwritten) await unwritten.shift();
     }
   } finally {
+    // Stop the reader's listeners (a failed send or read leaves the stream open otherwise).
+    if (!finished) items.return?.().catch(() => {});
     await last;
   }
-  if (failure) throw failure.err;
+  const f = failed();
+  if (f) throw f.err;
 }

@@ -79,6 +79,27 @@ test("the checks asked for in one turn go to the workers as one batch, each dist
   assert.equal(pool.stats.inline, inline);
 });
 
+test("a check asked for while the same one is on a thread waits for it, and is not made again", async () => {
+  const sigs = records(700);
+  const batches = pool.stats.batches;
+  const inline = pool.stats.inline;
+  const first = verifyOffLoop(pool, verifyAll(sigs));
+  // The next turn: the first lookup's checks have gone to the thread, and are not back.
+  await new Promise((r) => setImmediate(r));
+  assert.equal(pool.stats.batches, batches + 1);
+  const second = verifyOffLoop(pool, verifyAll(sigs));
+  assert.deepEqual(await Promise.all([first, second]), [10, 10]);
+  assert.equal(pool.stats.batches, batches + 1, "no second batch");
+  assert.equal(pool.stats.inline, inline, "nor checks made inline");
+  // A bad check waited for this way fails both lookups alike.
+  const bad = [...records(800, 9), tamper(sign(809))];
+  const a = verifyOffLoop(pool, verifyAll(bad));
+  await new Promise((r) => setImmediate(r));
+  const b = verifyOffLoop(pool, verifyAll(bad));
+  await assert.rejects(a, /record 809/);
+  await assert.rejects(b, /record 809/);
+});
+
 test("a lone lookup's few checks, with the workers idle, are made inline", async () => {
   const batches = pool.stats.batches;
   const inline = pool.stats.inline;

@@ -39,6 +39,12 @@ const inline = (checks: readonly PendingCheck[]) =>
     signatureValid(c.publicKey, c.message, c.signature, c.registryKey) ? 1 : 0,
   );
 
+/** One distinct check, with who waits for it. */
+interface Waiters {
+  readonly check: PendingCheck;
+  readonly done: ((ok: boolean) => void)[];
+}
+
 /** Creates a pool of `threads` workers (0: every check inline, on the calling thread). */
 export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
   if (!Number.isInteger(threads) || threads < 0) throw new RangeError("threads must be an integer >= 0");
@@ -65,10 +71,14 @@ export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
   });
   let inFlight = 0;
   // This turn's checks, by id (each distinct check made once), with who waits for them.
-  let waiting = new Map<string, { check: PendingCheck; done: ((ok: boolean) => void)[] }>();
+  let waiting = new Map<string, Waiters>();
+  // Checks on a thread, by id: the same check asked for in a later turn waits for the one made
+  // there (a DP's seal batch is one check for all its answers, which may arrive over several
+  // reads). At most maxInFlight batches of MAX_BATCH.
+  const onThread = new Map<string, Waiters>();
   let scheduled = false;
 
-  const send = (batch: { check: PendingCheck; done: ((ok: boolean) => void)[] }[]) => {
+  const send = (batch: Waiters[]) => {
     const settle = (valid: Uint8Array) => {
       batch.forEach((w, i) => {
         for (const done of w.done) done(valid[i] === 1);
@@ -79,11 +89,11 @@ export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
       settle(inline(batch.map((w) => w.check)));
       return;
     }
-    inFlight++;
-    stats.batches++;
-    const task = pack(batch.map((w) => w.check));
-    pool
-      .run(task, {
+    const checks = batch.map((w) => w.check);
+    let run: Promise<Uint8Array>;
+    try {
+      const task = pack(checks);
+      run = pool.run(task, {
         transferList: [
           task.keys.buffer,
           task.signatures.buffer,
@@ -91,10 +101,23 @@ export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
           task.ends.buffer,
           task.registryKeys.buffer,
         ],
-      })
+      });
+    } catch {
+      // A pool that cannot take the batch (a thread that will not start) leaves it to us.
+      stats.inline += batch.length;
+      settle(inline(checks));
+      return;
+    }
+    inFlight++;
+    stats.batches++;
+    for (const w of batch) onThread.set(w.check.id, w);
+    run
       // A worker that failed (it should not: checks do not throw) leaves the checks to us.
-      .catch(() => inline(batch.map((w) => w.check)))
-      .then(settle)
+      .catch(() => inline(checks))
+      .then((valid) => {
+        for (const w of batch) onThread.delete(w.check.id);
+        settle(valid);
+      })
       .finally(() => inFlight--);
   };
 
@@ -112,7 +135,7 @@ export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
       const results = checks.map(
         (c) =>
           new Promise<boolean>((resolve) => {
-            const w = waiting.get(c.id);
+            const w = onThread.get(c.id) ?? waiting.get(c.id);
             if (w) w.done.push(resolve);
             else waiting.set(c.id, { check: c, done: [resolve] });
           }),
