@@ -79,6 +79,21 @@ test("each calling resolver is held to its rate, and all of them to the endpoint
   assert.equal(limits({ capacityPerSecond: 0, perResolverPerSecond: 9 }).l.publishedRate(), 9);
 });
 
+test("a caller named like another caller's context does not share its budget", () => {
+  const { l } = limits({ perContextPerMinute: 2, ownPerMinute: 2 });
+  const hex = "07".repeat(16);
+  const subjects = [
+    l.admit("a", ctx(7), "tel:+447700900001", 0),
+    l.admit(`a/${hex}`, none, "tel:+447700900001", 0),
+    l.admit("a", none, "tel:+447700900001", 0),
+  ];
+  assert.deepEqual(subjects, [`a/${hex}`, `a/${hex}/`, "a"]);
+  // Each has its own budget: a second lookup each is still within it.
+  l.admit("a", ctx(7), "tel:+447700900002", 0);
+  l.admit(`a/${hex}`, none, "tel:+447700900002", 0);
+  refusal(() => l.admit("a", ctx(7), "tel:+447700900003", 0), "DP_CONTEXT_LIMIT");
+});
+
 test("a crawl under one context is detected and, in enforce mode, refused in its block; other contexts go on", () => {
   const { l, seen } = limits({}, "enforce");
   for (let i = 0; i < 50; i++) {

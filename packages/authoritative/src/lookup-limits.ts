@@ -159,9 +159,15 @@ export function createLookupLimits(
   const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
   // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
   // Lookups without one (a resolver's own refreshes, a peer DP) are the caller's own context,
-  // held to the same budgets and watched the same way.
+  // held to the same budgets and watched the same way. A caller whose name holds a "/" is
+  // named with one more at the end without a context, so that "a/<context hex>" cannot pass
+  // for caller "a" under that context (the subject also keys budgets and seal batches).
   const subjectOf = (caller: string, context: Uint8Array) =>
-    context.length === 0 ? caller : `${caller}/${Buffer.from(context).toString("hex")}`;
+    context.length > 0
+      ? `${caller}/${Buffer.from(context).toString("hex")}`
+      : caller.includes("/")
+        ? `${caller}/`
+        : caller;
   // The contexts each caller opened today: a resolver forwards one per MSP it serves, so a
   // caller inventing a context per lookup (a fresh budget each time) is refused past the cap.
   const opened = new Map<string, { day: number; contexts: Set<string> }>();
