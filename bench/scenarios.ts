@@ -13,10 +13,13 @@ import type { KeySpec } from "./load.js";
 import {
   type Bench,
   cacheEntriesFor,
+  dpSealCounts,
   fmtCount,
+  type Load,
   nodeCommand,
   type Options,
   prewarm,
+  type RunResult,
   round,
   rssMbOf,
   split,
@@ -136,6 +139,25 @@ function median(xs: readonly number[]): number {
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
+/**
+ * bench.measure, also counting the lookups the DPs sealed per signature during the run (their
+ * seal batches, ARCHITECTURE): kept as `dpLookupsPerSignature` and printed.
+ */
+function withSealBatches(bench: Bench, net: Network) {
+  return async (scenario: string, variant: string, load: Load): Promise<RunResult> => {
+    const before = await dpSealCounts(net);
+    const r = await bench.measure(net, scenario, variant, load);
+    const after = await dpSealCounts(net);
+    const signatures = after.signatures - before.signatures;
+    if (signatures > 0) {
+      const perSignature = round((after.lookups - before.lookups) / signatures, 2);
+      r.extra = { ...r.extra, dpLookupsPerSignature: perSignature };
+      process.stdout.write(`${scenario} ${variant}: the DPs sealed ${perSignature} lookups per signature\n`);
+    }
+    return r;
+  };
+}
+
 /** warm, cold, negative and mixed runs against one network holding `o.mappings` mappings. */
 export async function resolverScenarios(
   o: Options,
@@ -208,20 +230,21 @@ export async function resolverScenarios(
       });
     }
     if (want("cold")) {
-      await bench.measure(net, "cold", "unary c=1", {
+      const sealed = withSealBatches(bench, net);
+      await sealed("cold", "unary c=1", {
         service: "resolver",
         api: "unary",
         concurrency: 1,
         keys: coldFor(budget(5_000)),
         workers: 1,
       });
-      await bench.measure(net, "cold", `unary c=${c}`, {
+      await sealed("cold", `unary c=${c}`, {
         service: "resolver",
         api: "unary",
         concurrency: c,
         keys: coldFor(budget(30_000)),
       });
-      await bench.measure(net, "cold", `stream c=${o.streamConcurrency}`, {
+      await sealed("cold", `stream c=${o.streamConcurrency}`, {
         service: "resolver",
         api: "stream",
         concurrency: o.streamConcurrency,
