@@ -84,12 +84,12 @@ export function createVerifyPool({ threads }: { threads: number }): VerifyPool {
         for (const done of w.done) done(valid[i] === 1);
       });
     };
+    const checks = batch.map((w) => w.check);
     if (inFlight >= maxInFlight || (inFlight === 0 && batch.length <= INLINE_WHEN_IDLE)) {
       stats.inline += batch.length;
-      settle(inline(batch.map((w) => w.check)));
+      settle(inline(checks));
       return;
     }
-    const checks = batch.map((w) => w.check);
     let run: Promise<Uint8Array>;
     try {
       const task = pack(checks);
