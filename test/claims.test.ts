@@ -160,6 +160,18 @@ scenario(
     const wc = asMsp("msp-wirechat");
     const sentSeries = 'mimi_dp_codes_sent_total{channel="sms-http"}';
     const sent = (await metricValue(t.net.dps.eu.opsPort, sentSeries)) || 0;
+    // A bad field of a request is named, as a client in any language reads it (BadRequest).
+    const claimWith = (c: string, ssi: string) =>
+      wc.api.startChallenge({
+        csi: c,
+        action: { case: "claim", value: { ssi, userPublicKey: user.publicKey } },
+      });
+    const badCsi = await rejectsWith(claimWith("tel:+44abc", "wc-555"), status.INVALID_ARGUMENT, /digits/);
+    assert.equal(badCsi.details?.reason, "INVALID_CSI");
+    assert.equal(badCsi.details?.fields?.[0]?.field, "csi");
+    const badSsi = await rejectsWith(claimWith("tel:+447700900556", " "), status.INVALID_ARGUMENT, /ssi/);
+    assert.equal(badSsi.details?.reason, "INVALID_FIELD");
+    assert.equal(badSsi.details?.fields?.[0]?.field, "claim.ssi");
     const ch = await startClaim(wc.api, wc.party, { csi, ssi: "wc-555", makeDefault: true }, user);
     const code = await codeFrom("sms", "+447700900555");
     // The ops listener counts the code by its channel (and names no number).
@@ -172,17 +184,23 @@ scenario(
       /no challenge/,
     );
     const wrong = code === "000000" ? "111111" : "000000";
-    await rejectsWith(
+    const wrongCode = await rejectsWith(
       completeChallenge(wc.api, ch, wrong, user, wc.key),
       status.INVALID_ARGUMENT,
       /wrong code; 4 attempt/,
     );
+    // What to fix and how many tries are left, in machine-readable form.
+    assert.equal(wrongCode.details?.reason, "PROOF_FAILED");
+    assert.equal(wrongCode.details?.fields?.[0]?.field, "code");
+    assert.equal(wrongCode.details?.metadata?.attempts_left, "4");
     // The MSP signs with a key that is not its enrolled one: refused, challenge stays usable.
-    await rejectsWith(
+    const badSignature = await rejectsWith(
       completeChallenge(wc.api, ch, code, user, generateSigningKey()),
       status.INVALID_ARGUMENT,
       /msp_signature/,
     );
+    assert.equal(badSignature.details?.fields?.[0]?.field, "msp_signature");
+    assert.equal(badSignature.details?.metadata?.attempts_left, "3");
     await completeChallenge(wc.api, ch, code, user, wc.key);
     await rejectsWith(
       completeChallenge(wc.api, ch, code, user, wc.key),

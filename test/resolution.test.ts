@@ -95,7 +95,7 @@ scenario(t, "concurrent identical misses cause one upstream request", async () =
   assert.equal((await t.lookupsServed("eu")) - before, 1n);
 });
 
-scenario(t, "malformed CSIs get INVALID_ARGUMENT with the reason", async () => {
+scenario(t, "malformed CSIs get INVALID_ARGUMENT with the reason, naming the field to fix", async () => {
   const cases: [string, RegExp][] = [
     ["", /empty/],
     ["tel:+44abc", /only digits/],
@@ -103,7 +103,24 @@ scenario(t, "malformed CSIs get INVALID_ARGUMENT with the reason", async () => {
     ["mailto:alice@-x-.org", /domain/],
     ["x".repeat(1000), /longer than/],
   ];
-  for (const [csi, reason] of cases) await rejectsWith(t.resolve(csi), status.INVALID_ARGUMENT, reason);
+  for (const [csi, reason] of cases) {
+    const err = await rejectsWith(t.resolve(csi), status.INVALID_ARGUMENT, reason);
+    // google.rpc.ErrorInfo and BadRequest, as a client in any language reads them.
+    assert.equal(err.details?.reason, "INVALID_CSI");
+    assert.deepEqual(
+      err.details?.fields?.map((f) => f.field),
+      ["csi"],
+    );
+    assert.match(err.details?.fields?.[0]?.description ?? "", reason);
+  }
+  const filter = await rejectsWith(
+    t.resolve("tel:+447700900123", { mspFilter: [""] }),
+    status.INVALID_ARGUMENT,
+  );
+  assert.equal(filter.details?.reason, "INVALID_FIELD");
+  assert.deepEqual(filter.details?.fields, [
+    { field: "options.msp_filter", description: "msp_filter entries must be 1 to 128 characters" },
+  ]);
 });
 
 scenario(t, "an authoritative refuses a CSI outside its delegation", async () => {
@@ -361,7 +378,8 @@ scenario(t, "every server answers the standard health check; the root refers sim
   assert.equal(ref.delegation?.dpId, "us");
   assert.deepEqual(ref.dp?.endpoints, [n.dps.us.address]);
   assert.equal((await root.refer({ csi: "tel:+81312345678" })).delegation, undefined);
-  await rejectsWith(root.refer({ csi: "tel:12" }), status.INVALID_ARGUMENT);
+  const refused = await rejectsWith(root.refer({ csi: "tel:12" }), status.INVALID_ARGUMENT);
+  assert.equal(refused.details?.fields?.[0]?.field, "csi");
 });
 
 scenario(
@@ -425,6 +443,7 @@ scenario(t, "ResolveStream answers every item once by id; a bad CSI fails only i
   assert.equal(answer(0)?.status, pb.LookupStatus.FOUND);
   assert.equal(error(1)?.code, status.INVALID_ARGUMENT);
   assert.match(error(1)?.message ?? "", /digits/);
+  assert.equal(error(1)?.reason, "INVALID_CSI");
   assert.deepEqual(answer(2)?.dpIds, ["us"]);
   assert.equal(answer(3)?.status, pb.LookupStatus.NOT_FOUND);
   for (let i = 4; i < csis.length; i++) assert.equal(answer(i)?.status, pb.LookupStatus.NOT_FOUND);

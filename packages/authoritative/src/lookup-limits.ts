@@ -16,6 +16,7 @@ import {
   DiscoveryError,
   type EnumerationDetector,
   type EnumerationPolicy,
+  invalidArgument,
   type KeyedRateLimiter,
   setNewest,
 } from "@mimi/core";
@@ -200,9 +201,9 @@ export function createLookupLimits(
   return {
     admit(caller, context, csi, nowMs, cost = 1, load = cost) {
       if (context.length !== 0 && context.length !== RATE_CONTEXT_BYTES) {
-        throw new DiscoveryError(
-          "invalid_argument",
+        throw invalidArgument(
           `rate_context must be empty or ${RATE_CONTEXT_BYTES} bytes, not ${context.length}`,
+          "rate_context",
         );
       }
       const subject = subjectOf(caller, context);

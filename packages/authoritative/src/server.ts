@@ -16,7 +16,7 @@ import {
   mappingToProto,
   mspToProto,
   paramsFromProto,
-  parseCsi,
+  parseRequestCsi,
   pb,
   serveLog,
 } from "@mimi/core";
@@ -80,7 +80,7 @@ export function bindAuthoritativeServer(
     ctx: CallContext,
   ) => {
     // Parsed first, so limits and detection see the canonical CSI however it was written.
-    const csi = parseCsi(text);
+    const csi = parseRequestCsi(text);
     const params = paramsFromProto(options);
     // The caller's identity is read once per connection (rpc/grpc.ts).
     const caller = ctx.peer.name;

@@ -72,7 +72,7 @@ export {
   sealStatement,
 } from "./domain/answer-seal.js";
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
-export { type Csi, type CsiType, type LookupKey, parseCsi } from "./domain/csi.js";
+export { type Csi, type CsiType, type LookupKey, parseCsi, parseRequestCsi } from "./domain/csi.js";
 export {
   expectedFpr,
   FILTER_KEY_BYTES,
@@ -89,6 +89,8 @@ export {
   DiscoveryError,
   type DiscoveryErrorCode,
   type ErrorDetails,
+  INVALID_FIELD,
+  INVALID_REQUEST,
   invalidArgument,
 } from "./domain/errors.js";
 export {

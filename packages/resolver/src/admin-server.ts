@@ -1,7 +1,7 @@
 // gRPC binding of ResolverAdminService: the resolver's operator functions (flush, stats), for
 // callers whose certificate carries the admin role and whose identity the configuration lists.
 import type * as grpc from "@grpc/grpc-js";
-import { csiHash, DiscoveryError, detectionToProto, parseCsi, pb } from "@mimi/core";
+import { csiHash, DiscoveryError, detectionToProto, parseRequestCsi, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { ResolverServerOptions } from "./server-options.js";
 import type { FlushScope, ResolverService } from "./service.js";
@@ -23,7 +23,7 @@ export function bindResolverAdmin(
         let scope: FlushScope;
         let what: string;
         if (s.case === "csi") {
-          const csi = parseCsi(s.value);
+          const csi = parseRequestCsi(s.value);
           scope = { csi };
           what = `csi ${csiHash(csi.uri)}`;
         } else if (s.case === "dpId" && s.value) {

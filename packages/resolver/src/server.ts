@@ -17,9 +17,11 @@ import {
   encodeResolveStreamItem,
   federatedResponseToProto,
   federationFromProto,
+  invalidArgument,
   type Logger,
   paramsFromProto,
   parseCsi,
+  parseRequestCsi,
   pb,
   planFederation,
   sleepUnlessAborted,
@@ -96,7 +98,7 @@ export function bindResolverServer(
     onRefused?: (err: DiscoveryError) => void,
     trace?: ExplainTrace,
   ) => {
-    const csi = parseCsi(req.csi);
+    const csi = parseRequestCsi(req.csi);
     const params = paramsFromProto(req.options);
     const privateAt = privacyOf(req.privacy, opts.privateByDefault);
     // A query federates when it asks to, or when the range's DP publishes that as its default (R11).
@@ -373,7 +375,6 @@ export function logDetection(log: Logger, d: Detection, mode: string): void {
 function privacyOf(mode: pb.PrivacyMode, byDefault: (dpId: string) => boolean): (dpId: string) => boolean {
   if (mode === pb.PrivacyMode.PRIVATE) return () => true;
   if (mode === pb.PrivacyMode.PLAIN) return () => false;
-  if (mode !== pb.PrivacyMode.UNSPECIFIED)
-    throw new DiscoveryError("invalid_argument", `unknown privacy mode ${mode}`);
+  if (mode !== pb.PrivacyMode.UNSPECIFIED) throw invalidArgument(`unknown privacy mode ${mode}`, "privacy");
   return byDefault;
 }

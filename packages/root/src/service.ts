@@ -18,7 +18,7 @@ import {
   type MspInfo,
   oprfPublicKeyValid,
   type PrivateLookupKey,
-  parseCsi,
+  parseRequestCsi,
   type RegistryChange,
   type RegistryData,
   type RegistrySeal,
@@ -323,7 +323,7 @@ export function createRootService({
 
 /** The referral for `csi` in a registry view; shared by primary and secondary. */
 export function referIn(view: RegistryView, csi: string): Referral | undefined {
-  const delegation = view.find(parseCsi(csi).key);
+  const delegation = view.find(parseRequestCsi(csi).key);
   return delegation && { delegation, dp: view.dp(delegation.dpId), serial: view.serial };
 }
 

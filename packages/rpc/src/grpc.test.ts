@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
-import { createLogger, DiscoveryError } from "@mimi/core";
+import { createLogger, DiscoveryError, INVALID_REQUEST, invalidArgument } from "@mimi/core";
 import {
   AuthoritativeAdminService,
   AuthoritativeService,
@@ -68,6 +68,7 @@ test("unary: the typed handler answers; a DiscoveryError is its status; anything
   const ch = await serve(RootService, {
     async refer(req) {
       if (req.csi === "bad") throw new DiscoveryError("invalid_argument", "csi is bad");
+      if (req.csi === "field") throw invalidArgument("csi is not a number", "csi", "INVALID_CSI");
       if (req.csi === "boom") throw new Error("secret database detail");
       return { serial: 7n };
     },
@@ -79,6 +80,17 @@ test("unary: the typed handler answers; a DiscoveryError is its status; anything
     assert.equal(err.code, "invalid_argument");
     assert.equal(err.remoteStatus, grpc.status.INVALID_ARGUMENT);
     assert.match(err.message, /csi is bad/);
+    // An INVALID_ARGUMENT that names no field still says, in machine-readable form, that the
+    // request is to be fixed.
+    assert.equal(err.details?.reason, INVALID_REQUEST);
+    assert.equal(err.details?.fields, undefined);
+    return true;
+  });
+  await assert.rejects(root.refer({ csi: "field" }), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.remoteStatus, grpc.status.INVALID_ARGUMENT);
+    assert.equal(err.details?.reason, "INVALID_CSI");
+    assert.deepEqual(err.details?.fields, [{ field: "csi", description: "csi is not a number" }]);
     return true;
   });
   await assert.rejects(root.refer({ csi: "boom" }), (err: unknown) => {

@@ -8,6 +8,7 @@ import {
   decodeStatusDetails,
   type ErrorDetails,
   encodeStatusDetails,
+  INVALID_REQUEST,
   STATUS_DETAILS_KEY,
 } from "@mimi/core";
 import type { Logger } from "pino";
@@ -48,25 +49,34 @@ export interface WireStatus {
  */
 export function toWireStatus(err: unknown, log: Logger, method: string): WireStatus {
   const metadata = new Metadata();
+  const s = peerStatus(err, log, method);
+  if (s.errorDetails) {
+    metadata.set(STATUS_DETAILS_KEY, Buffer.from(encodeStatusDetails(s.code, s.details, s.errorDetails)));
+  }
+  return { code: s.code, details: s.details, metadata };
+}
+
+/** What the peer is told of `err`: its status, message and rich details (toWireStatus, itemError). */
+function peerStatus(
+  err: unknown,
+  log: Logger,
+  method: string,
+): { code: Status; details: string; errorDetails?: ErrorDetails } {
   if (err instanceof DiscoveryError) {
     if (err.code === "store_failure") {
       // Storage errors describe our database, not the request: the details stay in the log.
       log.error({ err, method }, "request failed");
-      return {
-        code: statusOf(err.code),
-        details: "storage failure; the server log has the cause",
-        metadata,
-      };
+      return { code: statusOf(err.code), details: "storage failure; the server log has the cause" };
     }
     log.debug({ code: err.code, method, reason: err.message }, "request refused");
-    const code = statusOf(err.code);
-    if (err.details) {
-      metadata.set(STATUS_DETAILS_KEY, Buffer.from(encodeStatusDetails(code, err.message, err.details)));
-    }
-    return { code, details: err.message, metadata };
+    // A request the caller must fix always says so in machine-readable form: one that names
+    // no field is the request as a whole (INVALID_REQUEST).
+    const errorDetails =
+      err.details ?? (err.code === "invalid_argument" ? { reason: INVALID_REQUEST } : undefined);
+    return { code: statusOf(err.code), details: err.message, ...(errorDetails && { errorDetails }) };
   }
   log.error({ err, method }, "unexpected error in handler");
-  return { code: Status.INTERNAL, details: "internal error; the server log has the cause", metadata };
+  return { code: Status.INTERNAL, details: "internal error; the server log has the cause" };
 }
 
 /** Converts a failure from a gRPC call into a DiscoveryError; UNAVAILABLE and deadline errors become upstream_unavailable. */
@@ -132,8 +142,8 @@ export function itemError(
   log: Logger,
   method: string,
 ): { code: number; message: string; retryAfterMs: bigint; reason: string } {
-  const s = toWireStatus(err, log, method);
-  const d = err instanceof DiscoveryError ? err.details : undefined;
+  const s = peerStatus(err, log, method);
+  const d = s.errorDetails;
   const retry = d?.retryAfterMs ?? 0;
   return {
     code: s.code,

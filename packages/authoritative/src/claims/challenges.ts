@@ -13,6 +13,7 @@ import {
   encodeMappingRecord,
   invalidArgument,
   MAX_SSI_LENGTH,
+  parseRequestCsi,
   SIGNING_CONTEXT,
   verifyWith,
 } from "@mimi/core";
@@ -44,16 +45,16 @@ export async function startChallenge(
   req: StartRequest,
 ): Promise<StartResult> {
   const { store, policy } = ctx;
-  const csi = ctx.requireDelegated(req.csi);
-  checkPublicKey(req.userPublicKey, "user_public_key");
+  const csi = ctx.requireDelegated(parseRequestCsi(req.csi));
+  checkPublicKey(req.userPublicKey, "user_public_key", `${req.action}.user_public_key`);
   const now = ctx.clock();
   const id = `ch_${randomBytes(16).toString("base64url")}`;
   const proofMethod = csi.type === "tel" ? "sms-code" : "email-code";
   let statement: Uint8Array;
   let params = {};
   if (req.action === "claim") {
-    checkSsi(req.ssi);
-    const tags = checkTags(req.tags);
+    checkSsi(req.ssi, "claim.ssi");
+    const tags = checkTags(req.tags, "claim.tags");
     statement = encodeMappingRecord({
       csi: csi.uri,
       mspId: caller.mspId,
@@ -71,9 +72,9 @@ export async function startChallenge(
   } else {
     const target = req.action === "invalidate" ? { mspId: req.mspId, ssi: req.ssi } : { mspId: "", ssi: "" };
     if (target.ssi !== "" && target.mspId === "")
-      throw invalidArgument("an ssi to invalidate needs its msp_id");
-    if (target.mspId.length > 128 || target.ssi.length > MAX_SSI_LENGTH)
-      throw invalidArgument("target is too long");
+      throw invalidArgument("an ssi to invalidate needs its msp_id", "invalidate.msp_id");
+    if (target.mspId.length > 128) throw invalidArgument("msp_id is too long", "invalidate.msp_id");
+    if (target.ssi.length > MAX_SSI_LENGTH) throw invalidArgument("ssi is too long", "invalidate.ssi");
     statement = encodeActionStatement({
       action: req.action,
       csi: csi.uri,
@@ -156,17 +157,26 @@ export function completeChallenge(
   deps.throttle.beforeProof(ch.csi, caller.mspId, now);
   // A wrong code and a bad signature both spend an attempt of the challenge and count toward
   // the CSI's lock, across challenges.
-  const failedProof = (what: string) => {
+  // A failed proof names the field at fault and the attempts left (ErrorInfo's metadata).
+  const failedProof = (what: string, field: string) => {
     const attempts = ch.attempts + 1;
     const left = policy.maxAttempts - attempts;
     store.updateChallenge(ch.id, attempts, left <= 0 ? "exhausted" : "open");
     deps.throttle.failed(ch.csi, caller.mspId, now);
     ctx.log.info({ challenge: ch.id, msp: caller.mspId, attempts }, "failed proof");
-    return invalidArgument(
-      left <= 0 ? `${what}; no attempts left, start a new challenge` : `${what}; ${left} attempt(s) left`,
-    );
+    const message =
+      left <= 0 ? `${what}; no attempts left, start a new challenge` : `${what}; ${left} attempt(s) left`;
+    return new DiscoveryError("invalid_argument", message, {
+      details: {
+        reason: "PROOF_FAILED",
+        fields: [{ field, description: message }],
+        metadata: { attempts_left: String(Math.max(0, left)) },
+      },
+    });
   };
-  if (!timingSafeEqual(hashCode(deps.codeSecret, ch.id, code), ch.codeHash)) throw failedProof("wrong code");
+  if (!timingSafeEqual(hashCode(deps.codeSecret, ch.id, code), ch.codeHash)) {
+    throw failedProof("wrong code", "code");
+  }
   const claim = ch.action === "claim";
   const ctxUser = claim ? SIGNING_CONTEXT.mappingUser : SIGNING_CONTEXT.actionUser;
   const ctxMsp = claim ? SIGNING_CONTEXT.mappingMsp : SIGNING_CONTEXT.actionMsp;
@@ -176,10 +186,13 @@ export function completeChallenge(
   // Signatures are checked after the code so that a wrong signature cannot probe codes;
   // the challenge stays open for a corrected submission.
   if (!verifyWith(userKey, ctxUser, userSig, [ch.statement])) {
-    throw failedProof("user_signature does not verify with the user's key over the statement");
+    throw failedProof(
+      "user_signature does not verify with the user's key over the statement",
+      "user_signature",
+    );
   }
   if (!verifyWith(caller.signingPublicKey, ctxMsp, mspSig, [ch.statement], { registryKey: true })) {
-    throw failedProof("msp_signature does not verify with the MSP's enrolled signing key");
+    throw failedProof("msp_signature does not verify with the MSP's enrolled signing key", "msp_signature");
   }
   return ctx.tx(() => {
     store.updateChallenge(ch.id, ch.attempts, "used");

@@ -23,8 +23,8 @@ export interface ClaimsContext {
   readonly policy: ClaimPolicy;
   readonly registry: RegistryView;
   readonly log: Logger;
-  /** Parses a CSI and checks this DP serves it (throws not_authoritative otherwise). */
-  requireDelegated(csi: string): Csi;
+  /** Parses a CSI (or takes one parsed) and checks this DP serves it (throws not_authoritative otherwise). */
+  requireDelegated(csi: string | Csi): Csi;
   /** Runs `f` as one transaction; notices and peer requests are announced once it is over. */
   tx<T>(f: () => T): T;
   /** Adds a notice for `mspId` in the current transaction, dated now. */
@@ -45,7 +45,7 @@ export interface ContextOptions {
   log: Logger;
   signingKey: SigningKey;
   notices: Notices;
-  requireDelegated(csi: string): Csi;
+  requireDelegated(csi: string | Csi): Csi;
   /** Called after a transaction that queued first-mapping requests. */
   onPeerRequests?: () => void;
 }

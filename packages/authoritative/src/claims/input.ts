@@ -4,17 +4,17 @@ import { invalidArgument, type MappingRecord, ssiProblem, tagsProblem } from "@m
 /** Created times may lie at most this far ahead of the DP's clock. */
 export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 
-/** Validates preference tags (R7); throws INVALID_ARGUMENT with the reason. */
-export function checkTags(tags: readonly string[]): string[] {
+/** Validates preference tags (R7); throws INVALID_ARGUMENT with the reason (naming `field`, when given). */
+export function checkTags(tags: readonly string[], field?: string): string[] {
   const why = tagsProblem(tags);
-  if (why) throw invalidArgument(why);
+  if (why) throw invalidArgument(why, field);
   return [...tags];
 }
 
-/** Validates a service-specific identifier; throws INVALID_ARGUMENT with the reason. */
-export function checkSsi(ssi: string): void {
+/** Validates a service-specific identifier; throws INVALID_ARGUMENT with the reason (naming `field`, when given). */
+export function checkSsi(ssi: string, field?: string): void {
   const why = ssiProblem(ssi);
-  if (why) throw invalidArgument(why);
+  if (why) throw invalidArgument(why, field);
 }
 
 /** A record made elsewhere (bulk) must be current and must not outlive the DP's mapping lifetime. */

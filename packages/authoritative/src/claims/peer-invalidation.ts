@@ -8,7 +8,7 @@ import {
   invalidArgument,
   type Mapping,
   mappingProblem,
-  parseCsi,
+  parseRequestCsi,
   registryKeys,
 } from "@mimi/core";
 import type { ClaimsContext } from "./context.js";
@@ -24,7 +24,7 @@ export function invalidateOlder(
   m: Mapping,
 ): InvalidateOlderResult {
   const { store, registry } = ctx;
-  const csi = parseCsi(csiText);
+  const csi = parseRequestCsi(csiText);
   const caller = registry.allDps().find((d) => d.tlsIdentity === callerIdentity);
   if (!caller || caller.id === ctx.dpId) {
     throw new DiscoveryError(

@@ -1,6 +1,6 @@
 // Provider feeds (R16, D2, D3): an operator's reports of disconnected, reassigned and ported
 // identifiers remove the mappings each makes outdated, in one transaction per message.
-import { DiscoveryError, invalidArgument } from "@mimi/core";
+import { DiscoveryError, invalidArgument, parseRequestCsi } from "@mimi/core";
 import type { ClaimsContext } from "./context.js";
 import { removeRows, settleDefault } from "./effects.js";
 import { MAX_CLOCK_SKEW_MS } from "./input.js";
@@ -23,10 +23,18 @@ export function ingestFeed(ctx: ClaimsContext, entries: readonly FeedEntry[]): n
       }
       if (e.event === "ported" && e.donorMspId.length > 128)
         throw invalidArgument("donor_msp_id is too long");
-      return { e, csi: ctx.requireDelegated(e.csi) };
+      return { e, csi: ctx.requireDelegated(parseRequestCsi(e.csi)) };
     } catch (err) {
-      if (err instanceof DiscoveryError) throw new DiscoveryError(err.code, `entry ${i}: ${err.message}`);
-      throw err;
+      if (!(err instanceof DiscoveryError)) throw err;
+      // The entry's fields, named from the request (entries[i].csi).
+      const d = err.details;
+      const fields = d?.fields?.map((f) => ({
+        field: `entries[${i}].${f.field}`,
+        description: f.description,
+      }));
+      throw new DiscoveryError(err.code, `entry ${i}: ${err.message}`, {
+        ...(d && { details: { ...d, ...(fields && { fields }) } }),
+      });
     }
   });
   return ctx.tx(() => {

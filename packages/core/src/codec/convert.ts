@@ -292,7 +292,7 @@ export function paramsFromProto(o: LookupOptions | undefined): LookupParams {
     o.format !== PbFormat.VERBOSE &&
     o.format !== PbFormat.COMPACT
   ) {
-    throw invalidArgument(`unknown answer format ${o.format}`);
+    throw invalidArgument(`unknown answer format ${o.format}`, "options.format");
   }
   return checkParams(format, o?.mspFilter ?? [], o?.tag ?? "");
 }

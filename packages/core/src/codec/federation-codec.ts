@@ -32,7 +32,7 @@ export function federationFromProto(
           ? "federate"
           : undefined;
   if (o.mode !== FederationMode.UNSPECIFIED && mode === undefined) {
-    throw invalidArgument(`unknown federation.mode ${o.mode}`);
+    throw invalidArgument(`unknown federation.mode ${o.mode}`, "federation.mode");
   }
   const dps =
     o.dps === FederationOptions_DpSelection.LISTED
@@ -42,18 +42,26 @@ export function federationFromProto(
         : o.dps === FederationOptions_DpSelection.UNSPECIFIED
           ? "preferred"
           : undefined;
-  if (!dps) throw invalidArgument(`unknown federation.dps ${o.dps}`);
+  if (!dps) throw invalidArgument(`unknown federation.dps ${o.dps}`, "federation.dps");
   if (dps === "listed" && o.dpIds.length === 0) {
-    throw invalidArgument("federation.dps is LISTED but federation.dp_ids names no DP");
+    throw invalidArgument("federation.dps is LISTED but federation.dp_ids names no DP", "federation.dp_ids");
   }
   if (dps !== "listed" && o.dpIds.length > 0) {
-    throw invalidArgument("federation.dp_ids is only read with federation.dps = DP_SELECTION_LISTED");
+    throw invalidArgument(
+      "federation.dp_ids is only read with federation.dps = DP_SELECTION_LISTED",
+      "federation.dp_ids",
+    );
   }
   if (o.dpIds.length > MAX_FEDERATED_DPS) {
-    throw invalidArgument(`federation.dp_ids names more than ${MAX_FEDERATED_DPS} DPs`);
+    throw invalidArgument(`federation.dp_ids names more than ${MAX_FEDERATED_DPS} DPs`, "federation.dp_ids");
   }
   for (const id of o.dpIds) {
-    if (!DP_ID.test(id)) throw invalidArgument(`federation.dp_ids entry "${id.slice(0, 64)}" is not a DP id`);
+    if (!DP_ID.test(id)) {
+      throw invalidArgument(
+        `federation.dp_ids entry "${id.slice(0, 64)}" is not a DP id`,
+        "federation.dp_ids",
+      );
+    }
   }
   if (mode === undefined && dps === "preferred" && !o.ignoreFilters) return DEFAULT_FEDERATION;
   return { ...(mode && { mode }), dps, dpIds: [...o.dpIds], ...(o.ignoreFilters && { ignoreFilters: true }) };

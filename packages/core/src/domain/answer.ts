@@ -114,14 +114,15 @@ export const DEFAULT_PARAMS: LookupParams = Object.freeze({
 /** Most MSP ids one filter may name. */
 const MAX_MSP_FILTER = 64;
 
-/** Validates query parameters; throws INVALID_ARGUMENT naming the problem. */
+/** Validates query parameters; throws INVALID_ARGUMENT naming the problem and its field (LookupOptions'). */
 export function checkParams(format: AnswerFormat, mspFilter: readonly string[], tag = ""): LookupParams {
   if (mspFilter.length === 0 && format === "verbose" && tag === "") return DEFAULT_PARAMS;
-  if (tag.length > 32) throw invalidArgument("tag must be at most 32 characters");
+  if (tag.length > 32) throw invalidArgument("tag must be at most 32 characters", "options.tag");
   if (mspFilter.length > MAX_MSP_FILTER)
-    throw invalidArgument(`msp_filter names more than ${MAX_MSP_FILTER} MSPs`);
+    throw invalidArgument(`msp_filter names more than ${MAX_MSP_FILTER} MSPs`, "options.msp_filter");
   for (const id of mspFilter) {
-    if (id === "" || id.length > 128) throw invalidArgument("msp_filter entries must be 1 to 128 characters");
+    if (id === "" || id.length > 128)
+      throw invalidArgument("msp_filter entries must be 1 to 128 characters", "options.msp_filter");
   }
   return { format, mspFilter, tag };
 }

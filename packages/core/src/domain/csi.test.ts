@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { type Csi, emailDomainHash, parseCsi } from "./csi.js";
+import { type Csi, emailDomainHash, parseCsi, parseRequestCsi } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
 
 const ok: [input: string, uri: string][] = [
@@ -62,6 +62,25 @@ test("invalid CSIs are refused with INVALID_ARGUMENT and a reason", () => {
       `${input.slice(0, 30)} should fail with ${reason}`,
     );
   }
+});
+
+test("a request's CSI is refused naming its field, so a client can tell what to fix", () => {
+  for (const [input, reason] of bad) {
+    assert.throws(
+      () => parseRequestCsi(input, "request.csi"),
+      (err: unknown) => {
+        assert.ok(err instanceof DiscoveryError);
+        assert.equal(err.code, "invalid_argument");
+        assert.match(err.message, reason);
+        assert.deepEqual(err.details, {
+          reason: "INVALID_CSI",
+          fields: [{ field: "request.csi", description: err.message }],
+        });
+        return true;
+      },
+    );
+  }
+  assert.equal(parseRequestCsi("+44 7700 900123").uri, "tel:+447700900123");
 });
 
 test("tel keys are the E.164 digits; email keys hash the IDNA domain only", () => {

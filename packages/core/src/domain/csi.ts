@@ -10,7 +10,7 @@ import {
   PhoneNumber,
   parsePhoneNumberWithError,
 } from "libphonenumber-js/max";
-import { invalidArgument } from "./errors.js";
+import { DiscoveryError, invalidArgument } from "./errors.js";
 
 /** The CSI types this network knows. */
 export type CsiType = "tel" | "mailto";
@@ -51,6 +51,22 @@ export function parseCsi(input: string): Csi {
   throw invalidArgument(
     `cannot tell the type of CSI "${truncate(text)}": use tel:+<country code><number> or mailto:<address>`,
   );
+}
+
+/**
+ * parseCsi for a CSI a request carries in `field`: its INVALID_ARGUMENT names the field, with
+ * the reason INVALID_CSI (google.rpc.BadRequest and ErrorInfo), so a client can tell which of
+ * its inputs to fix. parseCsi itself is also used on CSIs inside signed records and files.
+ */
+export function parseRequestCsi(input: string, field = "csi"): Csi {
+  try {
+    return parseCsi(input);
+  } catch (err) {
+    if (err instanceof DiscoveryError && err.code === "invalid_argument" && !err.details) {
+      throw invalidArgument(err.message, field, "INVALID_CSI");
+    }
+    throw err;
+  }
 }
 
 const FULLWIDTH_PLUS = "\uFF0B";

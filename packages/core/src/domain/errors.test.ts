@@ -2,16 +2,16 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DiscoveryError } from "./errors.js";
 
-test("overload refusals carry no stack; other errors do, and the stack limit is left as it was", () => {
+test("refusals made by the thousand carry no stack; other errors do, and the stack limit is left as it was", () => {
   const limit = Error.stackTraceLimit;
-  for (const code of ["resource_exhausted", "upstream_unavailable"] as const) {
+  for (const code of ["resource_exhausted", "upstream_unavailable", "invalid_argument"] as const) {
     const e = new DiscoveryError(code, "refused", { details: { reason: "UPSTREAM_SATURATED" } });
     assert.doesNotMatch(e.stack ?? "", /\n\s+at /, code);
     assert.equal(e.message, "refused");
     assert.equal(e.details?.reason, "UPSTREAM_SATURATED");
   }
   assert.equal(Error.stackTraceLimit, limit);
-  const bad = new DiscoveryError("invalid_argument", "no such field");
+  const bad = new DiscoveryError("failed_precondition", "not now");
   assert.match(bad.stack ?? "", /\n\s+at /);
   assert.equal(Error.stackTraceLimit, limit);
   assert.match(new Error("plain").stack ?? "", /\n\s+at /);

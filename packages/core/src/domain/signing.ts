@@ -105,11 +105,12 @@ function rawPublicKey(key: KeyObject): Uint8Array {
   return new Uint8Array(der.subarray(SPKI_PREFIX.length));
 }
 
-/** Throws INVALID_ARGUMENT unless `raw` has the length of an Ed25519 public key. */
-export function checkPublicKey(raw: Uint8Array, what: string): void {
+/** Throws INVALID_ARGUMENT unless `raw` has the length of an Ed25519 public key (naming `field`, when given). */
+export function checkPublicKey(raw: Uint8Array, what: string, field?: string): void {
   if (raw.length !== PUBLIC_KEY_BYTES) {
     throw invalidArgument(
       `${what} must be an Ed25519 public key of ${PUBLIC_KEY_BYTES} bytes, not ${raw.length}`,
+      field,
     );
   }
 }

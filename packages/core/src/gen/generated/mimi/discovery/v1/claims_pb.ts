@@ -184,8 +184,12 @@ export type StartChallengeResponse = Message<"mimi.discovery.v1.StartChallengeRe
 
   /**
    * What the user and the MSP sign on completion: for a claim the canonical mapping record
-   * (see MappingRecordSignatures), otherwise an action statement. Decode and check it
-   * before signing.
+   * (see MappingRecordSignatures), otherwise an action statement: the ASCII bytes
+   * "MIMI-ACTION-v1" (no length), then action ("invalidate" or "opt_out"), csi,
+   * challenge_id, dp_id, msp_id, target_msp_id, target_ssi (strings), user_public_key
+   * (bytes) and issued_at_ms (u64); strings and bytes are a u16 big-endian byte length and
+   * the bytes. The user signs it under "MIMI-ACTION-USER-v1", the MSP under
+   * "MIMI-ACTION-MSP-v1". Decode and check it before signing.
    *
    * @generated from field: bytes statement = 4;
    */
@@ -308,8 +312,9 @@ export type ContestConflictRequest = Message<"mimi.discovery.v1.ContestConflictR
   /**
    * The holder's fresh consent: the Ed25519 signature of the key in that mapping's record
    * (for a bulk mapping, which has none, the MSP's registry key) over the ASCII string
-   * "MIMI-CONTEST-HOLDER-v1", a zero byte, and the contest statement: "MIMI-CONTEST-v1",
-   * then conflict_id, the CSI, the MSP id and ssi, each a u16 byte length and UTF-8 bytes.
+   * "MIMI-CONTEST-HOLDER-v1", a zero byte, and the contest statement: the ASCII bytes
+   * "MIMI-CONTEST-v1" (no length), then conflict_id, the CSI, the MSP id and ssi, each a u16
+   * byte length and UTF-8 bytes.
    * Without it an MSP could block equal-proof claimants forever. A contest is final.
    *
    * @generated from field: bytes holder_signature = 3;

@@ -84,7 +84,10 @@ export const EmailHashRangeSchema: GenMessage<EmailHashRange> = /*@__PURE__*/
  */
 export type Delegation = Message<"mimi.discovery.v1.Delegation"> & {
   /**
-   * Canonical text of the key: "e164:44" or "email:0000000000000000-7fffffffffffffff".
+   * Canonical text of the key: "e164:" and the prefix's digits ("e164:44"), or "email:" and
+   * the range's first and last values as 16 lowercase hex digits each
+   * ("email:0000000000000000-7fffffffffffffff"). The root's signature covers id, not key: a
+   * verifier refuses a delegation whose key's canonical text is not its id.
    *
    * @generated from field: string id = 1;
    */
@@ -381,14 +384,15 @@ export const RegistrySnapshotSchema: GenMessage<RegistrySnapshot> = /*@__PURE__*
  * How the root signs its registry, so that a copy received from anywhere (a secondary, a
  * file) can be checked against a pinned root key, like a DNSSEC trust anchor.
  *
- * digest = SHA-256 of the canonical registry encoding: the ASCII string "MIMI-REGISTRY-v5"
+ * digest = SHA-256 of the canonical registry encoding: the ASCII bytes "MIMI-REGISTRY-v5"
  * ("MIMI-REGISTRY-v4" when no DP has endpoint_jurisdictions, which are then left out),
  * then serial (u64), signed_at_ms (u64) and expires_at_ms (u64), then the delegations sorted
  * by id, the DPs sorted by id and the MSPs sorted by id, each list as a u32 count followed by
  * its entries. Strings are a u32 byte length and UTF-8 bytes; integers are big-endian; bytes
  * fields are a u32 length and the bytes. A delegation is (id, dp_id, ttl_seconds u32,
  * federated_dp_ids as a u32 count of strings); a DP is (id, endpoints as a u32 count of strings,
- * tls_identity, jurisdiction, signing_public_key, the federation default mode u32 and its
+ * tls_identity, jurisdiction, signing_public_key, the federation default mode u32 (2 for
+ * FEDERATE; 1 otherwise, an unset policy or mode included) and its
  * preferred_dp_ids as a u32 count of strings, then its private_lookup_keys sorted by epoch as a
  * u32 count of (epoch u32, public_key), then (v5 only) its endpoint_jurisdictions sorted by
  * endpoint as a u32 count of (endpoint, jurisdiction)); an MSP is (id, name, index u32,
@@ -612,7 +616,7 @@ export const MappingSchema: GenMessage<Mapping> = /*@__PURE__*/
 
 /**
  * A mapping record and its three signatures (R3-R6). `record` is the canonical encoding:
- * the ASCII string "MIMI-MAPPING-v1", then the fields in this order: csi, msp_id, ssi,
+ * the ASCII bytes "MIMI-MAPPING-v1" (no length), then the fields in this order: csi, msp_id, ssi,
  * default_requested (u8 0/1), tags (u8 count, then each string), created_at_ms (u64),
  * proof_method, proof_id, user_public_key (bytes), dp_id, expires_at_ms (u64). Strings and
  * bytes are a u16 big-endian byte length and the bytes (UTF-8 for strings); integers are
@@ -812,7 +816,7 @@ export const AnswerSchema: GenMessage<Answer> = /*@__PURE__*/
  * replayed answer is current at most until its expiry. It names the exact CSI, never a range, so
  * a denial tells nothing about other identifiers.
  *
- * `statement` is the canonical encoding: the ASCII string "MIMI-ANSWER-v1", then csi, dp_id,
+ * `statement` is the canonical encoding: the ASCII bytes "MIMI-ANSWER-v1" (no length), then csi, dp_id,
  * status (u8: the LookupStatus number, 1 FOUND, 2 NOT_FOUND, 3 OPTED_OUT), signed_at_ms (u64),
  * expires_at_ms (u64), the mapping count (u16), each mapping in answer order as msp_id,
  * is_default (u8 0/1) and the SHA-256 of its record (bytes, 32), then the SHA-256 of the
@@ -872,9 +876,9 @@ export const AnswerSealSchema: GenMessage<AnswerSeal> = /*@__PURE__*/
  * the sibling hashes from its leaf up to the root, 32 bytes each, concatenated. A verifier
  * computes the root from the statement, salt, index, size and path by RFC 9162's algorithm
  * (section 2.1.3.2), then checks `signature` as Ed25519 over the ASCII string
- * "MIMI-ANSWER-BATCH-DP-v1", a zero byte, and the batch statement: the ASCII string
- * "MIMI-ANSWER-BATCH-v1", size (u16 big-endian) and the root (a u16 length, 32, and the 32
- * bytes), by the key the root registry publishes for the statement's dp_id. The seal then
+ * "MIMI-ANSWER-BATCH-DP-v1", a zero byte, and the batch statement: the ASCII bytes
+ * "MIMI-ANSWER-BATCH-v1" (no length), size (u16 big-endian) and the root (a u16 length, 32,
+ * and the 32 bytes), by the key the root registry publishes for the statement's dp_id. The seal then
  * holds exactly as a seal signed alone would.
  *
  * The salt is random (16 bytes), so the sibling hashes of a path tell nothing of the other
@@ -882,6 +886,9 @@ export const AnswerSealSchema: GenMessage<AnswerSeal> = /*@__PURE__*/
  * phone number is small. A batch holds 2 to 256 answers (one alone is signed alone), so a path
  * holds at most 8 hashes; the size tells how many answers the DP sealed in that moment. A DP
  * batches only the lookups of one caller and rate-limit context, so that is all it tells.
+ * A verifier refuses a batch whose salt is not 16 bytes, whose size is not 2 to 256, or whose
+ * index is not below its size, and a path that is not a whole number of hashes or that RFC
+ * 9162's algorithm does not use up exactly.
  * A verifier that predates this message refuses batched seals: a DP signs every seal alone
  * (its sealBatchMax set to 1) until its verifiers are upgraded.
  *
