@@ -69,6 +69,9 @@ test("unary: the typed handler answers; a DiscoveryError is its status; anything
     async refer(req) {
       if (req.csi === "bad") throw new DiscoveryError("invalid_argument", "csi is bad");
       if (req.csi === "field") throw invalidArgument("csi is not a number", "csi", "INVALID_CSI");
+      // A message echoing input cut inside a surrogate pair (grpc-js's encodeURI threw on it,
+      // uncaught, and the process ended).
+      if (req.csi === "cut") throw invalidArgument(`"${"😀".slice(0, 1)}" is not a CSI`);
       if (req.csi === "boom") throw new Error("secret database detail");
       return { serial: 7n };
     },
@@ -91,6 +94,13 @@ test("unary: the typed handler answers; a DiscoveryError is its status; anything
     assert.equal(err.remoteStatus, grpc.status.INVALID_ARGUMENT);
     assert.equal(err.details?.reason, "INVALID_CSI");
     assert.deepEqual(err.details?.fields, [{ field: "csi", description: "csi is not a number" }]);
+    return true;
+  });
+  // (A deadline, since the server that failed to send the status never answered.)
+  await assert.rejects(root.refer({ csi: "cut" }, { timeoutMs: 10_000 }), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.remoteStatus, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.message, /"\uFFFD" is not a CSI/);
     return true;
   });
   await assert.rejects(root.refer({ csi: "boom" }), (err: unknown) => {

@@ -56,6 +56,17 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
   return { code: s.code, details: s.details, metadata };
 }
 
+/**
+ * `text` with each lone UTF-16 surrogate replaced by U+FFFD, as a UTF-8 encoder writes it
+ * (String.prototype.toWellFormed, in Node 20 but not in the ES2023 lib). A message that echoes
+ * a caller's input cut short (a CSI truncated inside a surrogate pair) can hold one, and grpc-js
+ * percent-encodes the status message with encodeURI, which throws on it: uncaught, in the middle
+ * of sending the status, which ended the server process (found by test/slow/fuzz.test.ts).
+ */
+function sendable(text: string): string {
+  return (text as unknown as { toWellFormed(): string }).toWellFormed();
+}
+
 /** What the peer is told of `err`: its status, message and rich details (toWireStatus, itemError). */
 function peerStatus(
   err: unknown,
@@ -73,7 +84,8 @@ function peerStatus(
     // no field is the request as a whole (INVALID_REQUEST).
     const errorDetails =
       err.details ?? (err.code === "invalid_argument" ? { reason: INVALID_REQUEST } : undefined);
-    return { code: statusOf(err.code), details: err.message, ...(errorDetails && { errorDetails }) };
+    const details = sendable(err.message);
+    return { code: statusOf(err.code), details, ...(errorDetails && { errorDetails }) };
   }
   log.error({ err, method }, "unexpected error in handler");
   return { code: Status.INTERNAL, details: "internal error; the server log has the cause" };
