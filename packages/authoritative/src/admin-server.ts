@@ -1,7 +1,14 @@
 // gRPC binding of AuthoritativeAdminService: the DP operator's calls (enrolment, feeds, status,
 // key rolls, promotion), for the identities in `admins` only.
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError, delegationToProto, detectionToProto, type Logger, pb } from "@mimi/core";
+import {
+  DiscoveryError,
+  delegationToProto,
+  detectionToProto,
+  invalidArgument,
+  type Logger,
+  pb,
+} from "@mimi/core";
 import { addService, MAX_METHOD_REQUEST_BYTES } from "@mimi/rpc";
 import type { Claims, FeedEntry } from "./claims/index.js";
 import type { LookupLimits } from "./lookup-limits.js";
@@ -36,7 +43,7 @@ export function bindAdminServer(
       async enrolMsp(req, ctx) {
         replication.beforeWrite();
         if (req.enrolledUsers > BigInt(Number.MAX_SAFE_INTEGER)) {
-          throw new DiscoveryError("invalid_argument", "enrolled_users must be at most 2^53-1");
+          throw invalidArgument("enrolled_users must be at most 2^53-1", "enrolled_users");
         }
         const msp = service.enrolMsp({
           mspId: req.mspId,
@@ -64,7 +71,7 @@ export function bindAdminServer(
                 `a message may hold at most ${MAX_FEED_BATCH} entries`,
               );
             }
-            removed += claims.ingestFeed(req.entries.map(feedEntryOf));
+            removed += claims.ingestFeed(req.entries.map((e, i) => feedEntryOf(e, i)));
             entries += req.entries.length;
             batch++;
           } catch (err) {
@@ -142,15 +149,19 @@ export function bindAdminServer(
   );
 }
 
-function feedEntryOf(e: pb.FeedEntry): FeedEntry {
+function feedEntryOf(e: pb.FeedEntry, i: number): FeedEntry {
   const events: Record<number, FeedEntry["event"]> = {
     [pb.FeedEvent.DISCONNECTED]: "disconnected",
     [pb.FeedEvent.REASSIGNED]: "reassigned",
     [pb.FeedEvent.PORTED]: "ported",
   };
   const event = events[e.event];
-  if (!event)
-    throw new DiscoveryError("invalid_argument", "event must be DISCONNECTED, REASSIGNED or PORTED");
+  if (!event) {
+    throw invalidArgument(
+      `entry ${i}: event must be DISCONNECTED, REASSIGNED or PORTED`,
+      `entries[${i}].event`,
+    );
+  }
   const t = e.effectiveAtMs;
   return {
     csi: e.csi,

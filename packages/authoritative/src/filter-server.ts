@@ -3,7 +3,7 @@
 // each batch of additions, and a new version whole on the same stream when one is built.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError, type Logger, pb } from "@mimi/core";
+import { DiscoveryError, invalidArgument, type Logger, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import { type DpFilter, type FilterVersion, positionOf } from "./csi-filter.js";
 
@@ -27,8 +27,7 @@ export function bindFilterServer(server: grpc.Server, filter: DpFilter, log: Log
     pb.CsiFilterService,
     {
       async watchFilter(req, ctx, send) {
-        if (req.version.length > 64)
-          throw new DiscoveryError("invalid_argument", "version is at most 64 bytes");
+        if (req.version.length > 64) throw invalidArgument("version is at most 64 bytes", "version");
         // What the caller holds: a version and how many of its additions it has applied.
         let held: Uint8Array | undefined = req.version.length > 0 ? req.version : undefined;
         let position = Number(req.position > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : req.position);

@@ -4,7 +4,14 @@
 // the caller's own budget (a read and a signature). Nothing here names or logs a CSI: the DP
 // never sees one.
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError, type Logger, MAX_OPRF_BATCH, OPRF_ELEMENT_BYTES, pb } from "@mimi/core";
+import {
+  DiscoveryError,
+  invalidArgument,
+  type Logger,
+  MAX_OPRF_BATCH,
+  OPRF_ELEMENT_BYTES,
+  pb,
+} from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { LookupLimits } from "./lookup-limits.js";
 import type { KeyState, KeyStatus, PrivateKeys } from "./private-keys.js";
@@ -64,12 +71,9 @@ export function bindPrivateServer(
       async evaluate(req, ctx) {
         const n = req.blinded.length;
         if (n === 0 || n > MAX_OPRF_BATCH)
-          throw new DiscoveryError(
-            "invalid_argument",
-            `blinded holds 1 to ${MAX_OPRF_BATCH} elements, not ${n}`,
-          );
+          throw invalidArgument(`blinded holds 1 to ${MAX_OPRF_BATCH} elements, not ${n}`, "blinded");
         if (req.blinded.some((b) => b.length !== OPRF_ELEMENT_BYTES))
-          throw new DiscoveryError("invalid_argument", `each blinded element is ${OPRF_ELEMENT_BYTES} bytes`);
+          throw invalidArgument(`each blinded element is ${OPRF_ELEMENT_BYTES} bytes`, "blinded");
         // Charged before the work, like a lookup: a refused evaluation costs the DP nothing. A
         // full queue refuses first, so it charges no budget either.
         const t = ready(req.epoch);

@@ -11,6 +11,7 @@ import {
   encodeAnswerWithoutTtl,
   encodeLookupResponse,
   encodeLookupStreamItem,
+  invalidArgument,
   type Logger,
   mappingFromProto,
   mappingToProto,
@@ -230,7 +231,7 @@ export function bindAuthoritativeServer(
     pb.PeerService,
     {
       async invalidateOlder(req, ctx) {
-        if (!req.mapping) throw new DiscoveryError("invalid_argument", "mapping is required");
+        if (!req.mapping) throw invalidArgument("mapping is required", "mapping");
         replication.beforeWrite();
         const r = claims.invalidateOlder(ctx.peer.name, req.csi, mappingFromProto(req.mapping));
         await replication.afterWrite(ctx.signal);
@@ -270,7 +271,7 @@ export function bindAuthoritativeServer(
         } else if (a.case === "optOut") {
           r = { action: "opt_out", csi: req.csi, userPublicKey: a.value.userPublicKey };
         } else {
-          throw new DiscoveryError("invalid_argument", "set one action: claim, invalidate or opt_out");
+          throw invalidArgument("set one action: claim, invalidate or opt_out", "action");
         }
         const s = await claims.start(caller, r);
         return {

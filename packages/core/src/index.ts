@@ -86,6 +86,7 @@ export {
   MIN_FILTER_CSIS,
 } from "./domain/csi-filter.js";
 export {
+  clipped,
   DiscoveryError,
   type DiscoveryErrorCode,
   type ErrorDetails,

@@ -109,7 +109,10 @@ export function bindRootServer(
       },
       async updateDelegation(req, ctx) {
         if (!req.setFederatedDpIds && req.federatedDpIds.length > 0) {
-          throw invalidArgument("federated_dp_ids is only read with set_federated_dp_ids = true");
+          throw invalidArgument(
+            "federated_dp_ids is only read with set_federated_dp_ids = true",
+            "federated_dp_ids",
+          );
         }
         const c = service.updateDelegation(
           ctx.peer.name,
@@ -134,7 +137,7 @@ export function bindRootServer(
         return { delegations: delegations.map(delegationToProto), serial };
       },
       async putDp(req, ctx) {
-        if (!req.dp) throw new DiscoveryError("invalid_argument", "dp is required");
+        if (!req.dp) throw invalidArgument("dp is required", "dp");
         const c = service.putDp(ctx.peer.name, dpFromProto(req.dp), {
           clearPrivateLookupKeys: req.clearPrivateLookupKeys,
         });

@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import * as pb from "@mimi/core/pb";
 import { peerOf } from "./grpc.js";
+import { sendable } from "./status.js";
 
 /** Reflection streams served at once, across callers. */
 const MAX_STREAMS = 4;
@@ -54,7 +55,8 @@ export function addReflection(server: grpc.Server): void {
   >[0];
   const services = registeredServices(server);
   let open = 0;
-  const refuse = (call: Duplex, code: grpc.status, details: string) => call.emit("error", { code, details });
+  const refuse = (call: Duplex, code: grpc.status, details: string) =>
+    call.emit("error", { code, details: sendable(details) });
   const gate =
     (handler: (call: Duplex) => void) =>
     (call: Duplex): void => {

@@ -57,14 +57,14 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
 }
 
 /**
- * `text` with each lone UTF-16 surrogate replaced by U+FFFD, as a UTF-8 encoder writes it
- * (String.prototype.toWellFormed, in Node 20 but not in the ES2023 lib). A message that echoes
- * a caller's input cut short (a CSI truncated inside a surrogate pair) can hold one, and grpc-js
- * percent-encodes the status message with encodeURI, which throws on it: uncaught, in the middle
- * of sending the status, which ended the server process (found by test/slow/fuzz.test.ts).
+ * `text` with each lone UTF-16 surrogate replaced by U+FFFD, as a UTF-8 encoder writes it. A
+ * message that echoes a caller's input cut short (a CSI truncated inside a surrogate pair, before
+ * core's `clipped`) can hold one, and grpc-js percent-encodes the status message with encodeURI,
+ * which throws on it: uncaught, in the middle of sending the status, which ended the server
+ * process (found by test/slow/fuzz.test.ts). Every status message we send goes through here.
  */
-function sendable(text: string): string {
-  return (text as unknown as { toWellFormed(): string }).toWellFormed();
+export function sendable(text: string): string {
+  return text.toWellFormed();
 }
 
 /** What the peer is told of `err`: its status, message and rich details (toWireStatus, itemError). */

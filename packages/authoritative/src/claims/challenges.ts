@@ -5,6 +5,7 @@
 import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
 import {
   checkPublicKey,
+  clipped,
   csiHash,
   DiscoveryError,
   decodeActionStatement,
@@ -140,7 +141,7 @@ export function completeChallenge(
   const ch = store.challenge(challengeId);
   // Another MSP's challenge is reported like a missing one, so ids reveal nothing.
   if (!ch || ch.mspId !== caller.mspId) {
-    throw new DiscoveryError("not_found", `no challenge "${challengeId.slice(0, 64)}" is open for this MSP`);
+    throw new DiscoveryError("not_found", `no challenge "${clipped(challengeId, 64)}" is open for this MSP`);
   }
   if (ch.state === "used")
     throw new DiscoveryError("failed_precondition", "this challenge was already completed");
@@ -166,13 +167,7 @@ export function completeChallenge(
     ctx.log.info({ challenge: ch.id, msp: caller.mspId, attempts }, "failed proof");
     const message =
       left <= 0 ? `${what}; no attempts left, start a new challenge` : `${what}; ${left} attempt(s) left`;
-    return new DiscoveryError("invalid_argument", message, {
-      details: {
-        reason: "PROOF_FAILED",
-        fields: [{ field, description: message }],
-        metadata: { attempts_left: String(Math.max(0, left)) },
-      },
-    });
+    return invalidArgument(message, field, "PROOF_FAILED", { attempts_left: String(Math.max(0, left)) });
   };
   if (!timingSafeEqual(hashCode(deps.codeSecret, ch.id, code), ch.codeHash)) {
     throw failedProof("wrong code", "code");

@@ -13,16 +13,17 @@ export function ingestFeed(ctx: ClaimsContext, entries: readonly FeedEntry[]): n
   const checked = entries.map((e, i) => {
     try {
       if (!Number.isSafeInteger(e.effectiveAtMs) || e.effectiveAtMs <= 0) {
-        throw invalidArgument("effective_at_ms must be a time in ms since 1970");
+        throw invalidArgument("effective_at_ms must be a time in ms since 1970", "effective_at_ms");
       }
       // A scheduled event must not remove today's mappings; feed it once it has happened.
       if (e.effectiveAtMs > ctx.clock() + MAX_CLOCK_SKEW_MS) {
         throw invalidArgument(
           "effective_at_ms lies in the future; send the entry once the event has happened",
+          "effective_at_ms",
         );
       }
       if (e.event === "ported" && e.donorMspId.length > 128)
-        throw invalidArgument("donor_msp_id is too long");
+        throw invalidArgument("donor_msp_id is too long", "donor_msp_id");
       return { e, csi: ctx.requireDelegated(parseRequestCsi(e.csi)) };
     } catch (err) {
       if (!(err instanceof DiscoveryError)) throw err;

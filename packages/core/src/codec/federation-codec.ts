@@ -2,7 +2,7 @@
 // ResolveResponse (the merged answer with each DP's source) both ways.
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { compactBits, type LookupParams, type OutcomeKind } from "../domain/answer.js";
-import { invalidArgument } from "../domain/errors.js";
+import { clipped, invalidArgument } from "../domain/errors.js";
 import { DEFAULT_FEDERATION, type FederationQuery, type MergedAnswer } from "../domain/federation.js";
 import { MAX_FEDERATED_DPS } from "../domain/registry.js";
 import type { ReceivedFederatedAnswer, ReceivedSource } from "../domain/verify-federated.js";
@@ -58,7 +58,7 @@ export function federationFromProto(
   for (const id of o.dpIds) {
     if (!DP_ID.test(id)) {
       throw invalidArgument(
-        `federation.dp_ids entry "${id.slice(0, 64)}" is not a DP id`,
+        `federation.dp_ids entry "${clipped(id, 64)}" is not a DP id`,
         "federation.dp_ids",
       );
     }

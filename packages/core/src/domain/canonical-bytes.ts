@@ -7,7 +7,7 @@ import { invalidArgument } from "./errors.js";
 const MAX_FIELD = 0xffff;
 
 /** Strings whose UTF-8 encoding decodes back to themselves (no lone surrogate). ES2024. */
-const wellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
+const wellFormed = (s: string): boolean => s.isWellFormed();
 
 /**
  * Writes a canonical encoding: ASCII magic, u16-length-prefixed fields, big-endian integers.

@@ -10,7 +10,7 @@ import {
   PhoneNumber,
   parsePhoneNumberWithError,
 } from "libphonenumber-js/max";
-import { DiscoveryError, invalidArgument } from "./errors.js";
+import { clipped, DiscoveryError, invalidArgument } from "./errors.js";
 
 /** The CSI types this network knows. */
 export type CsiType = "tel" | "mailto";
@@ -339,5 +339,5 @@ export function emailDomainHash(asciiDomain: string): bigint {
 }
 
 function truncate(s: string): string {
-  return s.length > 40 ? `${s.slice(0, 40)}...` : s;
+  return clipped(s, 40);
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DiscoveryError } from "./errors.js";
+import { clipped, DiscoveryError } from "./errors.js";
 
 test("refusals made by the thousand carry no stack; other errors do, and the stack limit is left as it was", () => {
   const limit = Error.stackTraceLimit;
@@ -15,4 +15,14 @@ test("refusals made by the thousand carry no stack; other errors do, and the sta
   assert.match(bad.stack ?? "", /\n\s+at /);
   assert.equal(Error.stackTraceLimit, limit);
   assert.match(new Error("plain").stack ?? "", /\n\s+at /);
+});
+
+test("a message's echo of input is clipped on a character boundary, never inside a surrogate pair", () => {
+  assert.equal(clipped("abc", 3), "abc");
+  assert.equal(clipped("abcd", 3), "abc...");
+  // "😀" is two UTF-16 units: cutting after its first would leave a lone surrogate.
+  const cut = clipped(`ab${"😀".repeat(3)}`, 3);
+  assert.equal(cut, "ab...");
+  assert.ok(cut.isWellFormed());
+  assert.equal(clipped(`ab${"😀".repeat(3)}`, 4), "ab😀...");
 });

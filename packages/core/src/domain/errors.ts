@@ -80,13 +80,28 @@ export class DiscoveryError extends Error {
 /**
  * Shorthand for throwing INVALID_ARGUMENT with a reason. `field` names the request field at
  * fault (its path, as google.rpc.BadRequest names it: "csi", "options.tag"); the status then
- * carries it with `reason` (ErrorInfo), so a client can tell which field to fix.
+ * carries it with `reason` and `metadata` (ErrorInfo), so a client can tell which field to fix.
  */
-export function invalidArgument(message: string, field?: string, reason = INVALID_FIELD): DiscoveryError {
+export function invalidArgument(
+  message: string,
+  field?: string,
+  reason = INVALID_FIELD,
+  metadata?: Readonly<Record<string, string>>,
+): DiscoveryError {
   if (field === undefined) return new DiscoveryError("invalid_argument", message);
   return new DiscoveryError("invalid_argument", message, {
-    details: { reason, fields: [{ field, description: message }] },
+    details: { reason, fields: [{ field, description: message }], ...(metadata && { metadata }) },
   });
+}
+
+/**
+ * `text` cut to at most `max` UTF-16 units, with "..." when cut, never inside a surrogate pair:
+ * for messages that echo a caller's input.
+ */
+export function clipped(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const end = /[\uD800-\uDBFF]/.test(text.charAt(max - 1)) ? max - 1 : max;
+  return `${text.slice(0, end)}...`;
 }
 
 /** ErrorInfo's reason of an INVALID_ARGUMENT that names its field, when nothing more specific says why. */

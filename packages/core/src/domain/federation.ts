@@ -9,7 +9,7 @@ import {
   type Mapping,
   type OutcomeKind,
 } from "./answer.js";
-import { DiscoveryError } from "./errors.js";
+import { type DiscoveryError, invalidArgument } from "./errors.js";
 import { type Delegation, type FederationMode, LOCAL_POLICY, type RegistryView } from "./registry.js";
 
 /** R10's federation parameters of one query. */
@@ -81,9 +81,7 @@ export function planFederation(
 
 /** INVALID_ARGUMENT for federation.dp_ids, with the field and a reason a client can act on. */
 function badField(problem: string, reason: string): DiscoveryError {
-  return new DiscoveryError("invalid_argument", problem, {
-    details: { reason, fields: [{ field: "federation.dp_ids", description: problem }] },
-  });
+  return invalidArgument(problem, "federation.dp_ids", reason);
 }
 
 /**

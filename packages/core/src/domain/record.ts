@@ -3,7 +3,7 @@
 // claims.proto) so that any implementation can rebuild and check them; nothing here
 // depends on how protobuf happens to serialize a message.
 import { ByteReader, ByteWriter } from "./canonical-bytes.js";
-import { invalidArgument } from "./errors.js";
+import { clipped, invalidArgument } from "./errors.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
 
 /** How possession was proven; the ranking (weakest first) decides conflicts (R17). */
@@ -190,7 +190,7 @@ export function tagsProblem(tags: readonly string[]): string | undefined {
   for (const t of tags) {
     if (t.toLowerCase() === "default") return '"Default" is not a tag; ask for the default with make_default';
     if (!/^[\p{L}\p{N}][\p{L}\p{N} _-]*$/u.test(t) || t.length > MAX_TAG_LENGTH) {
-      return `tag "${t.slice(0, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`;
+      return `tag "${clipped(t, 40)}" must be 1 to ${MAX_TAG_LENGTH} letters, digits, spaces or dashes`;
     }
     if (seen.has(t.toLowerCase())) return `tag "${t}" appears twice`;
     seen.add(t.toLowerCase());

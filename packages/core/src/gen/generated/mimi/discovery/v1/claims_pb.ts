@@ -204,6 +204,9 @@ export const StartChallengeResponseSchema: GenMessage<StartChallengeResponse> = 
   messageDesc(file_mimi_discovery_v1_claims, 4);
 
 /**
+ * A wrong code or signature is INVALID_ARGUMENT with the reason PROOF_FAILED, the field at
+ * fault (code, user_signature or msp_signature) and attempts_left in the ErrorInfo's metadata.
+ *
  * @generated from message mimi.discovery.v1.CompleteChallengeRequest
  */
 export type CompleteChallengeRequest = Message<"mimi.discovery.v1.CompleteChallengeRequest"> & {
