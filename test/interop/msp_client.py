@@ -30,7 +30,8 @@ sys.path.insert(0, args.gen)
 
 import grpc  # noqa: E402
 from cryptography.exceptions import InvalidSignature  # noqa: E402
-from cryptography.hazmat.primitives.serialization import load_pem_public_key  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 from mimi.discovery.v1 import common_pb2 as common  # noqa: E402
 from mimi.discovery.v1 import resolver_pb2, resolver_pb2_grpc, root_pb2, root_pb2_grpc  # noqa: E402
@@ -62,13 +63,10 @@ def sha256(*parts):
     return hashlib.sha256(b"".join(parts)).digest()
 
 
-def ed25519_valid(key, public_key_bytes, context, message, signature):
+def ed25519_valid(public_key, context, message, signature):
     # "Ed25519 over the ASCII bytes of its context, one zero byte, and the message."
     try:
-        if key is None:
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-            key = Ed25519PublicKey.from_public_bytes(public_key_bytes)
+        key = Ed25519PublicKey.from_public_bytes(public_key)
         key.verify(signature, context.encode("ascii") + b"\x00" + message)
         return True
     except (InvalidSignature, ValueError):
@@ -233,9 +231,9 @@ def sealed_answer_problem(csi, answer, dps, msps, delegated):
         b = seal.batch
         root = root_from_path(sha256(b"\x00", b.salt, seal.statement), b.index, b.size, b.path)
         signed = b"MIMI-ANSWER-BATCH-v1" + struct.pack(">HH", b.size, 32) + root
-        if not ed25519_valid(None, dp.signing_public_key, "MIMI-ANSWER-BATCH-DP-v1", signed, seal.signature):
+        if not ed25519_valid(dp.signing_public_key, "MIMI-ANSWER-BATCH-DP-v1", signed, seal.signature):
             return "batched seal does not verify"
-    elif not ed25519_valid(None, dp.signing_public_key, "MIMI-ANSWER-DP-v1", seal.statement, seal.signature):
+    elif not ed25519_valid(dp.signing_public_key, "MIMI-ANSWER-DP-v1", seal.statement, seal.signature):
         return "seal does not verify"
     if len(st["mappings"]) != len(answer.mappings):
         return "mappings differ from the seal"
@@ -245,7 +243,7 @@ def sealed_answer_problem(csi, answer, dps, msps, delegated):
         if record_csi_and_msp(m.signed.record) != (csi, msp_id):
             return f"mapping at {msp_id}: its record is for another CSI or MSP"
         msp = msps.get(msp_id)
-        if msp is None or not ed25519_valid(None, msp.signing_public_key, "MIMI-MAPPING-MSP-v1", m.signed.record, m.signed.msp_signature):
+        if msp is None or not ed25519_valid(msp.signing_public_key, "MIMI-MAPPING-MSP-v1", m.signed.record, m.signed.msp_signature):
             return f"mapping at {msp_id}: MSP signature does not verify"
     return None
 
@@ -266,9 +264,9 @@ def rich_details(err):
 
 
 # 1. The registry, checked against the pinned root key.
-root_key = load_pem_public_key(read("root-signing.pub"))
+root_key = load_pem_public_key(read("root-signing.pub")).public_bytes(Encoding.Raw, PublicFormat.Raw)
 snap = root_pb2_grpc.RootServiceStub(channel(args.root)).GetSnapshot(root_pb2.GetSnapshotRequest(), timeout=10).snapshot
-signed = ed25519_valid(root_key, None, "MIMI-REGISTRY-SIG-v1", registry_digest(snap), snap.signature)
+signed = ed25519_valid(root_key, "MIMI-REGISTRY-SIG-v1", registry_digest(snap), snap.signature)
 check("the registry verifies with the root key", signed, f"serial {snap.serial}, {len(snap.dps)} DPs, {len(snap.msps)} MSPs")
 dps = {d.id: d for d in snap.dps} if signed else {}
 msps = {m.id: m for m in snap.msps} if signed else {}
@@ -343,7 +341,7 @@ later = root_pb2.GetSnapshotResponse().snapshot
 later.CopyFrom(snap)
 later.msps[0].signing_public_key = bytes(32)
 check("a registry with a changed MSP key is refused",
-      not ed25519_valid(root_key, None, "MIMI-REGISTRY-SIG-v1", registry_digest(later), snap.signature))
+      not ed25519_valid(root_key, "MIMI-REGISTRY-SIG-v1", registry_digest(later), snap.signature))
 
 # 6. Bad requests: INVALID_ARGUMENT, with the field to fix in machine-readable form.
 for csi in ("tel:12ab", "", "x" * 1000):
