@@ -5,7 +5,9 @@
 // on this machine in this hour. Two of them: "bare" is grpc-js alone (a raw handler, the
 // request decoded by protobuf-es only where the stream needs its id), "core" adds core's server
 // options, connection limits and service adapter (decoding, role checks, metrics hooks), the
-// framework every server runs on. Started by bench/scenarios.ts; prints {"port":N}.
+// framework every server runs on. A third, "options", has the raw handlers on a server made with
+// the framework's options and limits, to tell what the options cost from what the adapter does
+// (--echoes). Started by bench/references.ts; prints {"port":N}.
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { createLogger, encodeResolveStreamItem, pb } from "@mimi/core";
@@ -21,7 +23,7 @@ import {
 } from "@mimi/rpc";
 
 interface EchoSpec {
-  mode: "bare" | "core";
+  mode: "bare" | "options" | "core";
   /** The local network's PKI: the echo presents the resolver's certificate. */
   pkiDir: string;
   /** An encoded ResolveResponse, hex. */
@@ -32,7 +34,7 @@ silenceIpServernameWarning(process);
 const spec = JSON.parse(process.argv[2] ?? "{}") as EchoSpec;
 const response = new Uint8Array(Buffer.from(spec.responseHex, "hex"));
 const log = createLogger({ name: "echo", level: "warn" });
-const server = spec.mode === "core" ? createGrpcServer() : new grpc.Server({ "grpc.enable_channelz": 0 });
+const server = spec.mode === "bare" ? new grpc.Server({ "grpc.enable_channelz": 0 }) : createGrpcServer();
 addHealthService(server, log, [pb.ResolverService.typeName], true);
 if (spec.mode === "core") {
   // Typed as the message; the adapter writes Uint8Array answers as they are (core codec/encoded.ts).

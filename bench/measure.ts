@@ -38,6 +38,10 @@ export interface Options {
   nodeArgs: readonly string[];
   /** Rounds of the echo reference and the warm runs, alternating (their ratios' median is reported). */
   rounds: number;
+  /** The references' runs load their servers at the same time as the warm run of their shape (--paired). */
+  paired: boolean;
+  /** The echo references to run (bench/echo-server.ts's modes). */
+  echoes: readonly ("bare" | "options" | "core")[];
   /** False: the resolver runs without its ops listener, so without metrics (to price them). */
   metrics: boolean;
   /**
@@ -216,12 +220,13 @@ export class Bench {
 
   /**
    * Runs several load configurations at once (their workers start at the same moment) and
-   * records one result per configuration; the servers' CPU is the whole run's, in each.
+   * records one result per configuration, under its own scenario name where it has one; the
+   * servers' CPU is the whole run's, in each.
    */
   async measureSideBySide(
     net: Network,
     scenario: string,
-    groups: readonly { variant: string; load: Load }[],
+    groups: readonly { variant: string; load: Load; scenario?: string }[],
   ): Promise<RunResult[]> {
     const startAtMs = Date.now() + 1_500;
     const specsOf = (load: Load, g: number): LoadSpec[] => {
@@ -247,34 +252,45 @@ export class Bench {
       }));
     };
     const specs = groups.map((g, i) => specsOf(g.load, i));
-    // A run against the echo reference counts the echo's CPU where the resolver's would be.
-    const stand = groups.find((g) => g.load.target)?.load.target;
     const procs: Record<string, { readonly pid: number | undefined }> = {
       root: net.root,
       "dp-eu": net.dps.eu,
       "dp-us": net.dps.us,
-      resolver: stand ?? net.resolver,
+      resolver: net.resolver,
       ...Object.assign({}, ...groups.map((g) => g.load.extraServers ?? {})),
     };
+    // Servers loaded instead of the resolver (the echo references), by group.
+    groups.forEach((g, i) => {
+      if (g.load.target) procs[`target-${i}`] = g.load.target;
+    });
     const running = Promise.all(specs.map((group) => Promise.all(group.map(spawnWorker))));
     await new Promise((r) => setTimeout(r, Math.max(0, startAtMs - Date.now())));
     const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
     const outcomes = await running;
     const cpu1 = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, cpuSecondsOf(p.pid)]));
-    const cpuSeconds = Object.fromEntries(
+    const cpuAll = Object.fromEntries(
       Object.keys(procs).map((k) => [k, round((cpu1[k] ?? 0) - (cpu0[k] ?? 0), 2)]),
     );
-    const rssMb = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)]));
+    const rssAll = Object.fromEntries(Object.entries(procs).map(([k, p]) => [k, round(rssMbOf(p.pid), 1)]));
+    // Each group's view: a group loading a target counts that server's CPU and RSS where the
+    // resolver's would be; the other groups' targets are not its servers.
+    const viewOf = (all: Record<string, number>, i: number) => {
+      const own = groups[i]?.load.target ? all[`target-${i}`] : all.resolver;
+      const view = Object.fromEntries(Object.entries(all).filter(([k]) => !k.startsWith("target-")));
+      view.resolver = own ?? 0;
+      return view;
+    };
     return groups.map((g, i) => {
       const result: RunResult = resultOf(
-        scenario,
+        g.scenario ?? scenario,
         g.variant,
         g.load,
         specs[i] as LoadSpec[],
         outcomes[i] as LoadResult[],
-        cpuSeconds,
-        rssMb,
+        viewOf(cpuAll, i),
+        viewOf(rssAll, i),
       );
+      result.startedAt = new Date(startAtMs).toISOString();
       if (this.round !== undefined) result.round = this.round;
       this.record(result);
       return result;

@@ -29,6 +29,8 @@ export interface RunResult {
   /** Open loop: the same from when each call was sent, not when it was due. */
   failureFromSendMs?: { p50: number; p99: number };
   extra?: Record<string, number>;
+  /** When the load started (ISO 8601), to find the run in a server's profile or log. */
+  startedAt?: string;
   /** Which round of the alternating reference and warm runs, when there are rounds. */
   round?: number;
 }

@@ -17,13 +17,9 @@ import { ensureGenerated } from "./generate.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
 import { privateScenario } from "./private.js";
+import { ECHO_MODES, type EchoMode, printReferenceRatios } from "./references.js";
 import { replicationScenario } from "./replication.js";
-import {
-  authoritativeScenario,
-  memoryScenario,
-  printReferenceRatios,
-  resolverScenarios,
-} from "./scenarios.js";
+import { authoritativeScenario, memoryScenario, resolverScenarios } from "./scenarios.js";
 import { bulkScenario, propagationScenario } from "./writes.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -126,6 +122,11 @@ const cli = new Command("bench")
   .option("--stream-concurrency <n>", "outstanding requests per ResolveStream run", "256")
   .option("--rate <n>", "requests per second for open-loop runs", "2000")
   .option("--rounds <n>", "rounds of the echo reference and warm runs, alternating (median ratio)", "3")
+  .option("--echoes <list>", `echo references to run, of ${ECHO_MODES.join(",")}`, "bare,core")
+  .option(
+    "--paired",
+    "run each warm run and the echo references' runs of its shape at once, on the same cores, instead of in turn (ratios the machine's drift cannot move)",
+  )
   .option("--auth-sizes <list>", "mapping counts for the authoritative-alone runs", "1000000,10000000")
   .option("--memory-entries <n>", "answers to cache in the memory run", "1000000")
   .option("--bulk-records <n>", "signed mappings the bulk run registers", "200000")
@@ -182,6 +183,14 @@ const cli = new Command("bench")
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
       overloadRate: raw.overloadRate === undefined ? undefined : Number(raw.overloadRate),
       pin: raw.pin === true ? pinning(availableParallelism()) : undefined,
+      paired: raw.paired === true,
+      echoes: String(raw.echoes)
+        .split(",")
+        .map((m) => {
+          if (!(ECHO_MODES as readonly string[]).includes(m))
+            throw new Error(`--echoes: ${m} is not one of ${ECHO_MODES.join(",")}`);
+          return m as EchoMode;
+        }),
     };
     if (o.verifyThreads !== undefined && !(Number.isInteger(o.verifyThreads) && o.verifyThreads >= 0))
       throw new Error("--verify-threads must be an integer >= 0");

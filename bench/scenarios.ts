@@ -1,14 +1,11 @@
 // The read-path scenarios: cache hits, cold walks to the DPs, negative answers, a mix of the
 // three, the authoritative alone at large sizes, and the resolver's memory per cached answer.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { toBinary } from "@bufbuild/protobuf";
-import { pb } from "@mimi/core";
 import type { Network } from "@mimi/devnet";
 import { ensureGenerated } from "./generate.js";
-import { existingCsi } from "./keys.js";
 import type { KeySpec } from "./load.js";
 import {
   type Bench,
@@ -16,7 +13,6 @@ import {
   dpSealCounts,
   fmtCount,
   type Load,
-  nodeCommand,
   type Options,
   prewarm,
   type RunResult,
@@ -25,119 +21,9 @@ import {
   split,
   withNetwork,
 } from "./measure.js";
+import { echoReference, pairedReferences, shapeLoad, warmShapes } from "./references.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-
-/**
- * The reference measured in the same run (bench/echo-server.ts): the resolver's API over the same
- * TLS and framework, answering every lookup with a real cached answer's bytes and doing nothing
- * else. Run with the warm runs' shapes, so each warm figure reads as a ratio of it.
- */
-async function echoReference(o: Options, bench: Bench, net: Network, keys: () => KeySpec): Promise<void> {
-  const res = await net
-    .channel(net.resolver.address, "msp-bluebird")
-    .client(pb.ResolverService)
-    .resolve({ csi: existingCsi(0) }, { timeoutMs: 10_000 });
-  const responseHex = Buffer.from(toBinary(pb.ResolveResponseSchema, res)).toString("hex");
-  for (const mode of ["bare", "core"] as const) {
-    const spec = { mode, pkiDir: net.pkiDir, responseHex };
-    // Pinned like the servers it stands for (--pin).
-    const [command, args] = nodeCommand(
-      [...bench.nodeArgs, "--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
-      o.pin?.servers,
-    );
-    const echo = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
-    try {
-      const port = await new Promise<number>((done, fail) => {
-        let out = "";
-        echo.stdout.on("data", (d) => {
-          out += d;
-          if (out.includes("\n")) done((JSON.parse(out.split("\n")[0] ?? "") as { port: number }).port);
-        });
-        echo.once("exit", (code) => fail(new Error(`the echo reference exited (${code}) before listening`)));
-      });
-      const target = { address: `127.0.0.1:${port}`, pid: echo.pid };
-      const shape = (api: "unary" | "stream", concurrency: number, workers?: number) => ({
-        service: "resolver" as const,
-        api,
-        concurrency,
-        keys,
-        target,
-        ...(workers !== undefined && { workers }),
-      });
-      const scenario = `echo-${mode}`;
-      // A fresh process runs cold (JIT, first handshakes) while the resolver has served for a
-      // while: warm it up, unmeasured, so the reference's first run is not the slowest.
-      for (const api of ["unary", "stream"] as const) {
-        await bench.measure(net, `${scenario}-warmup`, api, {
-          ...shape(api, api === "unary" ? o.concurrency : o.streamConcurrency),
-          durationMs: Math.min(2_000, o.durationMs),
-        });
-        bench.results.pop();
-      }
-      await bench.measure(net, scenario, "unary c=1", shape("unary", 1, 1));
-      await bench.measure(net, scenario, `unary c=${o.concurrency}`, shape("unary", o.concurrency));
-      await bench.measure(
-        net,
-        scenario,
-        `stream c=${o.streamConcurrency}`,
-        shape("stream", o.streamConcurrency),
-      );
-    } finally {
-      // Closing its stdin ends it cleanly (a profile, when asked for, is written on exit).
-      const exited = new Promise((done) => echo.once("exit", done));
-      echo.stdin.end();
-      const timer = setTimeout(() => echo.kill(), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-  }
-}
-
-/**
- * Each warm run shape as a ratio of the echo reference's run of the same shape: the ratio of
- * each round (runs minutes apart at most), then the median over the rounds. Returns them.
- */
-export function printReferenceRatios(
-  bench: Bench,
-  log: (line: string) => void,
-): { reference: string; variant: string; cpu: number; p50: number; rounds: number[] }[] {
-  const out: ReturnType<typeof printReferenceRatios> = [];
-  const shapes = new Set(
-    bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => `${r.scenario}|${r.variant}`),
-  );
-  for (const shape of shapes) {
-    const [reference = "", variant = ""] = shape.split("|");
-    const cpu: number[] = [];
-    const p50: number[] = [];
-    for (const echo of bench.results.filter((r) => r.scenario === reference && r.variant === variant)) {
-      const warm = bench.results.find(
-        (r) => r.scenario === "warm" && r.variant === variant && r.round === echo.round,
-      );
-      if (!warm?.lookupsPerResolverCpuSecond || !echo.lookupsPerResolverCpuSecond) continue;
-      cpu.push(warm.lookupsPerResolverCpuSecond / echo.lookupsPerResolverCpuSecond);
-      p50.push(warm.latencyMs.p50 / Math.max(echo.latencyMs.p50, 0.001));
-    }
-    if (cpu.length === 0) continue;
-    const r = {
-      reference,
-      variant,
-      cpu: round(median(cpu), 2),
-      p50: round(median(p50), 2),
-      rounds: cpu.map((x) => round(x, 2)),
-    };
-    out.push(r);
-    const each = cpu.length > 1 ? ` (rounds: ${r.rounds.join(", ")})` : "";
-    log(`warm ${variant}: ${r.cpu}x ${reference}'s calls per CPU-second${each}; p50 latency ${r.p50}x`);
-  }
-  return out;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
 
 /**
  * bench.measure, also counting the lookups the DPs sealed per signature during the run (their
@@ -192,34 +78,21 @@ export async function resolverScenarios(
     const budget = (rate: number) =>
       Math.min(Math.ceil((rate * o.durationMs) / 1000), Math.floor((o.mappings - warmCount) / 6));
 
-    // The reference and the warm runs alternate, round after round: this machine's speed
-    // drifts by tens of percent within minutes, and a ratio is only as good as the moment
-    // its two runs shared (printReferenceRatios takes the median of the rounds).
-    for (let round = 1; round <= (want("echo") && want("warm") ? o.rounds : 1); round++) {
-      bench.round = round;
-      if (want("echo")) await echoReference(o, bench, net, keys({}));
-      if (!want("warm")) continue;
-      await bench.measure(net, "warm", "unary c=1", {
-        service: "resolver",
-        api: "unary",
-        concurrency: 1,
-        keys: keys({}),
-        workers: 1,
-      });
-      await bench.measure(net, "warm", `unary c=${c}`, {
-        service: "resolver",
-        api: "unary",
-        concurrency: c,
-        keys: keys({}),
-      });
-      await bench.measure(net, "warm", `stream c=${o.streamConcurrency}`, {
-        service: "resolver",
-        api: "stream",
-        concurrency: o.streamConcurrency,
-        keys: keys({}),
-      });
+    // The references and the warm runs alternate, round after round, or run at once
+    // (--paired): this machine's speed drifts by tens of percent within minutes, and a ratio is
+    // only as good as the moment its two runs shared (bench/references.ts).
+    if (o.paired && want("echo") && want("warm")) {
+      await pairedReferences(o, bench, net, keys({}));
+    } else {
+      for (let round = 1; round <= (want("echo") && want("warm") ? o.rounds : 1); round++) {
+        bench.round = round;
+        if (want("echo")) await echoReference(o, bench, net, keys({}));
+        if (!want("warm")) continue;
+        for (const shape of warmShapes(o))
+          await bench.measure(net, "warm", shape.variant, shapeLoad(shape, keys({})));
+      }
+      bench.round = undefined;
     }
-    bench.round = undefined;
     if (want("warm")) {
       await bench.measure(net, "warm", `open ${o.rate}/s`, {
         service: "resolver",

@@ -26,40 +26,47 @@ interface Report {
     extra?: Record<string, number>;
     errorsByKind?: Record<string, number>;
     round?: number;
+    startedAt?: string;
   }[];
+  referenceRatios?: { reference: string; variant: string; rounds: number[] }[];
 }
 
 /** Longest the quick run may take; on a loaded 2-core machine it has needed about 3 minutes. */
 const BENCH_LIMIT_MS = 900_000;
+
+/** Runs `npm run bench -- --quick` with `args` into `dir`; its stdout and its JSON report. */
+async function quickBench(dir: string, args: readonly string[]): Promise<{ out: string; report: Report }> {
+  const out = await new Promise<string>((done, fail) =>
+    execFile(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(REPO, "bench/run.ts"),
+        "--quick",
+        "--out",
+        join(dir, "out"),
+        "--data",
+        join(dir, "data"),
+        ...args,
+      ],
+      // SIGKILL on timeout: the benchmark's servers and load processes watch its pipes and
+      // end with it, so nothing is left running.
+      { timeout: BENCH_LIMIT_MS, killSignal: "SIGKILL", cwd: REPO, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => (err ? fail(new Error(`${err.message}\n${stdout}\n${stderr}`)) : done(stdout)),
+    ),
+  );
+  const files = readdirSync(join(dir, "out")).filter((f) => f.endsWith(".json"));
+  assert.equal(files.length, 1, out);
+  return { out, report: JSON.parse(readFileSync(join(dir, "out", files[0] as string), "utf8")) as Report };
+}
 
 test("npm run bench -- --quick runs every scenario and reports its numbers", {
   timeout: BENCH_LIMIT_MS + 60_000,
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "mimi-bench-"));
   try {
-    const out = await new Promise<string>((done, fail) =>
-      execFile(
-        process.execPath,
-        [
-          "--import",
-          "tsx",
-          join(REPO, "bench/run.ts"),
-          "--quick",
-          "--out",
-          join(dir, "out"),
-          "--data",
-          join(dir, "data"),
-        ],
-        // SIGKILL on timeout: the benchmark's servers and load processes watch its pipes and
-        // end with it, so nothing is left running.
-        { timeout: BENCH_LIMIT_MS, killSignal: "SIGKILL", cwd: REPO, maxBuffer: 64 * 1024 * 1024 },
-        (err, stdout, stderr) =>
-          err ? fail(new Error(`${err.message}\n${stdout}\n${stderr}`)) : done(stdout),
-      ),
-    );
-    const files = readdirSync(join(dir, "out")).filter((f) => f.endsWith(".json"));
-    assert.equal(files.length, 1, out);
-    const report = JSON.parse(readFileSync(join(dir, "out", files[0] as string), "utf8")) as Report;
+    const { out, report } = await quickBench(dir, []);
     assert.ok(report.machine.cores > 0 && report.machine.node.startsWith("v"));
     assert.equal(report.parameters.quick, true);
     const scenarios = new Set(report.results.map((r) => r.scenario));
@@ -201,6 +208,49 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     assert.ok((memory?.extra?.cachedAnswers ?? 0) > 0, "the memory run cached answers");
     assert.ok(Number.isFinite(memory?.extra?.bytesPerCachedAnswer), "and reported bytes per answer");
     assert.match(out, /scenario\s+variant\s+lookups\/s/, "the table is printed");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("--paired runs each warm shape and the echo references at the same moment", {
+  timeout: BENCH_LIMIT_MS + 60_000,
+}, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-bench-"));
+  try {
+    const echoes = ["echo-bare", "echo-options", "echo-core"];
+    const { out, report } = await quickBench(dir, [
+      "--paired",
+      "--scenarios",
+      "echo,warm",
+      "--echoes",
+      "bare,options,core",
+    ]);
+    const paired = report.results.filter((r) => r.round !== undefined);
+    const shapes = [...new Set(paired.map((r) => r.variant))];
+    assert.equal(shapes.length, 3, "unary c=1, unary c=N and the stream");
+    for (const variant of shapes) {
+      for (const round of [1, 2]) {
+        const runs = paired.filter((r) => r.variant === variant && r.round === round);
+        assert.deepEqual(
+          runs.map((r) => r.scenario).sort(),
+          [...echoes, "warm"].sort(),
+          `${variant}, round ${round}`,
+        );
+        // One moment for all four, each with the figures of the servers it loaded (its own
+        // server's as the resolver's; no other run's echo among them).
+        assert.equal(new Set(runs.map((r) => r.startedAt)).size, 1, `${variant}, round ${round}: at once`);
+        for (const r of runs) {
+          assert.ok(r.lookups > 0 && r.errors === 0, `${r.scenario} ${variant}: ${r.firstError ?? ""}`);
+          assert.deepEqual(Object.keys(r.cpuSeconds).sort(), ["dp-eu", "dp-us", "resolver", "root"]);
+        }
+      }
+    }
+    // Every warm shape read against every reference, a ratio per round.
+    const ratios = report.referenceRatios ?? [];
+    assert.equal(ratios.length, 9, out);
+    for (const r of ratios) assert.equal(r.rounds.length, 2, `${r.reference} ${r.variant}`);
+    assert.deepEqual([...new Set(ratios.map((r) => r.reference))].sort(), [...echoes].sort());
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,0 +1,218 @@
+// The references the warm runs are read against (bench/echo-server.ts): servers with the
+// resolver's API over the same mutual TLS that do no work and answer a real cached answer's
+// bytes: `echo-bare` (grpc-js alone) and `echo-core` (with the project's gRPC framework), and on
+// request (--echoes) `echo-options` (grpc-js with the framework's server options and raw
+// handlers). They are set beside the warm runs in one of two ways:
+// - in turn (the default): rounds of echo-bare's runs, echo-core's, then the warm runs, so a
+//   round's ratio is taken between runs a minute or two apart;
+// - at once (--paired): each shape's warm run and the references' runs load their servers in
+//   the same seconds, on the same cores, each from load processes of its own, so the machine's
+//   drift moves all three alike.
+// Either way each round's ratio is kept, and the median over the rounds reported.
+import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { toBinary } from "@bufbuild/protobuf";
+import { pb } from "@mimi/core";
+import type { Network } from "@mimi/devnet";
+import { existingCsi } from "./keys.js";
+import type { KeySpec } from "./load.js";
+import { type Bench, type Load, nodeCommand, type Options, round } from "./measure.js";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** The warm runs' shapes, which the references repeat. */
+export function warmShapes(
+  o: Options,
+): { variant: string; api: "unary" | "stream"; concurrency: number; workers?: number }[] {
+  return [
+    { variant: "unary c=1", api: "unary", concurrency: 1, workers: 1 },
+    { variant: `unary c=${o.concurrency}`, api: "unary", concurrency: o.concurrency },
+    { variant: `stream c=${o.streamConcurrency}`, api: "stream", concurrency: o.streamConcurrency },
+  ];
+}
+
+type Shape = ReturnType<typeof warmShapes>[number];
+
+/** A shape's load at the resolver, or at `target` (an echo) instead. */
+export function shapeLoad(shape: Shape, keys: () => KeySpec, target?: Load["target"]): Load {
+  return {
+    service: "resolver",
+    api: shape.api,
+    concurrency: shape.concurrency,
+    keys,
+    ...(shape.workers !== undefined && { workers: shape.workers }),
+    ...(target && { target }),
+  };
+}
+
+/** The echo references there are (bench/echo-server.ts). */
+export const ECHO_MODES = ["bare", "options", "core"] as const;
+export type EchoMode = (typeof ECHO_MODES)[number];
+
+interface Echo {
+  readonly scenario: string;
+  readonly target: { readonly address: string; readonly pid: number | undefined };
+  stop(): Promise<void>;
+}
+
+/** A real cached answer's bytes (hex), which the echoes send back to every lookup. */
+async function cachedAnswerHex(net: Network): Promise<string> {
+  const res = await net
+    .channel(net.resolver.address, "msp-bluebird")
+    .client(pb.ResolverService)
+    .resolve({ csi: existingCsi(0) }, { timeoutMs: 10_000 });
+  return Buffer.from(toBinary(pb.ResolveResponseSchema, res)).toString("hex");
+}
+
+/**
+ * Starts an echo of `mode` and warms it up, unmeasured: a fresh process runs cold (JIT, first
+ * handshakes) while the resolver has served for a while.
+ */
+async function startEcho(
+  o: Options,
+  bench: Bench,
+  net: Network,
+  mode: EchoMode,
+  responseHex: string,
+  keys: () => KeySpec,
+): Promise<Echo> {
+  const spec = { mode, pkiDir: net.pkiDir, responseHex };
+  // Pinned like the servers it stands for (--pin).
+  const [command, args] = nodeCommand(
+    [...bench.nodeArgs, "--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
+    o.pin?.servers,
+  );
+  const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
+  const stop = async () => {
+    // Closing its stdin ends it cleanly (a profile, when asked for, is written on exit).
+    const exited = new Promise((done) => child.once("exit", done));
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill(), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    const port = await new Promise<number>((done, fail) => {
+      // Its other output (--node-args=--trace-gc's lines) is skipped; a bounded tail is kept.
+      let out = "";
+      child.stdout.on("data", (d) => {
+        out = (out + d).slice(-65_536);
+        const m = /^\{"port":(\d+)\}$/m.exec(out);
+        if (m) done(Number(m[1]));
+      });
+      child.once("exit", (code) => fail(new Error(`the echo reference exited (${code}) before listening`)));
+    });
+    const echo: Echo = {
+      scenario: `echo-${mode}`,
+      target: { address: `127.0.0.1:${port}`, pid: child.pid },
+      stop,
+    };
+    for (const shape of warmShapes(o).slice(1)) {
+      await bench.measure(net, `${echo.scenario}-warmup`, shape.api, {
+        ...shapeLoad(shape, keys, echo.target),
+        durationMs: Math.min(2_000, o.durationMs),
+      });
+      bench.results.pop();
+    }
+    return echo;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** One round in turn: each echo's runs of every shape (bench.round set by the caller). */
+export async function echoReference(
+  o: Options,
+  bench: Bench,
+  net: Network,
+  keys: () => KeySpec,
+): Promise<void> {
+  const responseHex = await cachedAnswerHex(net);
+  for (const mode of o.echoes) {
+    const echo = await startEcho(o, bench, net, mode, responseHex, keys);
+    try {
+      for (const shape of warmShapes(o)) {
+        await bench.measure(net, echo.scenario, shape.variant, shapeLoad(shape, keys, echo.target));
+      }
+    } finally {
+      await echo.stop();
+    }
+  }
+}
+
+/** All `o.rounds` rounds at once (--paired): each shape's warm run beside the echoes' runs. */
+export async function pairedReferences(
+  o: Options,
+  bench: Bench,
+  net: Network,
+  keys: () => KeySpec,
+): Promise<void> {
+  const responseHex = await cachedAnswerHex(net);
+  const echoes: Echo[] = [];
+  try {
+    for (const mode of o.echoes) echoes.push(await startEcho(o, bench, net, mode, responseHex, keys));
+    for (let r = 1; r <= o.rounds; r++) {
+      bench.round = r;
+      for (const shape of warmShapes(o)) {
+        await bench.measureSideBySide(net, "warm", [
+          { variant: shape.variant, load: shapeLoad(shape, keys) },
+          ...echoes.map((e) => ({
+            scenario: e.scenario,
+            variant: shape.variant,
+            load: shapeLoad(shape, keys, e.target),
+          })),
+        ]);
+      }
+    }
+  } finally {
+    bench.round = undefined;
+    await Promise.all(echoes.map((e) => e.stop()));
+  }
+}
+
+/**
+ * Each warm run shape as a ratio of the echo reference's run of the same shape: the ratio of
+ * each round, then the median over the rounds. Returns them.
+ */
+export function printReferenceRatios(
+  bench: Bench,
+  log: (line: string) => void,
+): { reference: string; variant: string; cpu: number; p50: number; rounds: number[] }[] {
+  const out: ReturnType<typeof printReferenceRatios> = [];
+  const shapes = new Set(
+    bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => `${r.scenario}|${r.variant}`),
+  );
+  for (const shape of shapes) {
+    const [reference = "", variant = ""] = shape.split("|");
+    const cpu: number[] = [];
+    const p50: number[] = [];
+    for (const echo of bench.results.filter((r) => r.scenario === reference && r.variant === variant)) {
+      const warm = bench.results.find(
+        (r) => r.scenario === "warm" && r.variant === variant && r.round === echo.round,
+      );
+      if (!warm?.lookupsPerResolverCpuSecond || !echo.lookupsPerResolverCpuSecond) continue;
+      cpu.push(warm.lookupsPerResolverCpuSecond / echo.lookupsPerResolverCpuSecond);
+      p50.push(warm.latencyMs.p50 / Math.max(echo.latencyMs.p50, 0.001));
+    }
+    if (cpu.length === 0) continue;
+    const r = {
+      reference,
+      variant,
+      cpu: round(median(cpu), 2),
+      p50: round(median(p50), 2),
+      rounds: cpu.map((x) => round(x, 2)),
+    };
+    out.push(r);
+    const each = cpu.length > 1 ? ` (rounds: ${r.rounds.join(", ")})` : "";
+    log(`warm ${variant}: ${r.cpu}x ${reference}'s calls per CPU-second${each}; p50 latency ${r.p50}x`);
+  }
+  return out;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
