@@ -68,6 +68,28 @@ export interface Resolution {
   readonly source: "cache" | "upstream" | "stale";
 }
 
+/**
+ * A cache hit's resolution. Its outcome is rebuilt only if read: a hit with default parameters
+ * sends the answer's encoding and never reads it. A class, not an object literal with a getter
+ * made per hit (rpc/grpc.ts ServerCallContext says why).
+ */
+export class CachedResolution implements Resolution {
+  readonly stale: boolean;
+  readonly source: "cache" | "stale";
+
+  constructor(
+    readonly answer: CachedAnswer,
+    readonly ttlSeconds: number,
+  ) {
+    this.stale = answer.stale;
+    this.source = answer.stale ? "stale" : "cache";
+  }
+
+  get outcome(): LookupOutcome {
+    return this.answer.outcome;
+  }
+}
+
 /** Counters an operator reads (and tests observe). */
 export interface ResolverStats {
   hits: number;

@@ -751,5 +751,13 @@ test("a lookup whose caller went away is neither verified nor cached, unless som
   await first;
   assert.equal(state.verified.length, 1);
   assert.equal(service.stats.abandoned, 1);
-  assert.ok(service.cached(CSI.uri), "cached for the next caller");
+  const hit = service.cached(CSI.uri);
+  assert.ok(hit, "cached for the next caller");
+  assert.equal(hit.source, "cache");
+  // The hit's outcome is rebuilt when read, by a getter on its prototype: an object literal's
+  // getter, made per hit, kept what it held out of V8's young generation (rpc/grpc.ts).
+  assert.equal(Object.getOwnPropertyDescriptor(hit, "outcome"), undefined);
+  const stored = (await second).outcome;
+  assert.equal(hit.outcome.kind, stored.kind);
+  assert.equal(hit.outcome.dpId, stored.dpId);
 });

@@ -23,6 +23,7 @@ import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
 import {
+  CachedResolution,
   type LookupTrace,
   type MissCaller,
   type MissRefusals,
@@ -353,18 +354,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         log.debug({ csi: csiHash(uri), err: err.message }, "prefetch failed");
       });
     }
-    const answer = hit.value;
-    // The outcome is rebuilt only if asked for: a hit with default parameters sends the
-    // answer's encoding and never reads it.
-    return {
-      get outcome() {
-        return answer.outcome;
-      },
-      answer,
-      ttlSeconds: hit.remainingTtlSeconds,
-      stale: answer.stale,
-      source: answer.stale ? "stale" : "cache",
-    };
+    return new CachedResolution(hit.value, hit.remainingTtlSeconds);
   };
 
   const parts = createPartLookups({ ...o, recent, stats, log, encodingRegistry, sealLeftSeconds });

@@ -89,6 +89,32 @@ export function decoder(method: DescMethod, maxBytes: number): (buf: Buffer) => 
 }
 
 /**
+ * What a unary call's fast path reads of the call, read when asked. A class, as the call
+ * context is (rpc/grpc.ts ServerCallContext says why not an object literal with getters).
+ */
+class UnaryFastCall implements FastCall {
+  readonly #call: grpc.ServerUnaryCall<unknown, unknown>;
+  readonly #peerOf: (call: grpc.ServerUnaryCall<unknown, unknown>) => { readonly name: string };
+
+  constructor(
+    call: grpc.ServerUnaryCall<unknown, unknown>,
+    peerOf: (call: grpc.ServerUnaryCall<unknown, unknown>) => { readonly name: string },
+  ) {
+    this.#call = call;
+    this.#peerOf = peerOf;
+  }
+
+  get deadlineMs(): number {
+    const d = this.#call.getDeadline();
+    return d instanceof Date ? d.getTime() : d;
+  }
+
+  get peer(): { readonly name: string } {
+    return this.#peerOf(this.#call);
+  }
+}
+
+/**
  * A unary handler that tries `fast` on the request's bytes first (the method's deserializer kept
  * them); a refusal it returns is sent as `fail` makes it into a status.
  */
@@ -102,15 +128,7 @@ export function fastUnary(
   return (call, callback) => {
     const req = call.request;
     if (req instanceof Buffer) {
-      const out = tryFast(fast, req, {
-        get deadlineMs() {
-          const d = call.getDeadline();
-          return d instanceof Date ? d.getTime() : d;
-        },
-        get peer() {
-          return peerOf(call);
-        },
-      });
+      const out = tryFast(fast, req, new UnaryFastCall(call, peerOf));
       if (out instanceof Uint8Array) {
         callback(null, out);
         return;

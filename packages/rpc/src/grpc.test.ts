@@ -18,7 +18,8 @@ import {
 } from "@mimi/core/pb";
 import { until } from "@mimi/core/testing";
 import { type Channel, openChannel } from "./channel.js";
-import { addService, type ServiceHandlers } from "./grpc.js";
+import type { FastCall } from "./fast-path.js";
+import { addService, type CallContext, type ServiceHandlers } from "./grpc.js";
 import { createGrpcServer, listen } from "./listen.js";
 
 const log = createLogger({ name: "test", level: "silent" });
@@ -64,9 +65,24 @@ async function serve<S extends GenServiceMethods>(
   return ch;
 }
 
+/**
+ * Whether `o` keeps its getter `name` on a prototype. Objects made per call must: V8 allocates
+ * an object literal's getters' accessor pairs in old space, so what their closures hold (a
+ * whole grpc-js call) outlives the young generation until a full collection.
+ */
+function getterOnPrototype(o: object, name: string): boolean {
+  const own = Object.getOwnPropertyDescriptor(o, name);
+  const inherited = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(o), name);
+  return own === undefined && typeof inherited?.get === "function";
+}
+
 test("unary: the typed handler answers; a DiscoveryError is its status; anything else is a fixed INTERNAL", async () => {
+  const contexts: CallContext[] = [];
+  const abortedDuring: boolean[] = [];
   const ch = await serve(RootService, {
-    async refer(req) {
+    async refer(req, ctx) {
+      contexts.push(ctx);
+      abortedDuring.push(ctx.signal.aborted);
       if (req.csi === "bad") throw new DiscoveryError("invalid_argument", "csi is bad");
       if (req.csi === "field") throw invalidArgument("csi is not a number", "csi", "INVALID_CSI");
       // A message echoing input cut inside a surrogate pair (grpc-js's encodeURI threw on it,
@@ -109,6 +125,17 @@ test("unary: the typed handler answers; a DiscoveryError is its status; anything
     assert.doesNotMatch(err.message, /secret/);
     return true;
   });
+  // The context each handler got: its getters on the prototype, and they work.
+  const ctx = contexts[0];
+  assert.ok(ctx);
+  for (const name of ["peer", "peerName", "signal", "deadlineMs"]) {
+    assert.ok(getterOnPrototype(ctx, name), `ctx.${name} is a prototype getter`);
+  }
+  assert.equal(ctx.method, "/mimi.discovery.v1.RootService/Refer");
+  // No TLS here, so no certificate to name the caller.
+  assert.equal(ctx.peerName, "(no common name)");
+  assert.equal(ctx.deadlineMs, Number.POSITIVE_INFINITY);
+  assert.equal(abortedDuring[0], false, "not aborted while the call ran");
 });
 
 test("a server stream waits for a reader that stops reading, and cancelling it releases the handler", async () => {
@@ -210,6 +237,7 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
     details: { retryAfterMs: 1_500, reason: "BUSY" },
   });
   const refusedBy: number[] = [];
+  const fastCalls: FastCall[] = [];
   const fastLookup = toBinary(
     LookupResponseSchema,
     create(LookupResponseSchema, { answer: { dpIds: ["fast"] } }),
@@ -242,6 +270,7 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
         // Without TLS there is no certificate to name the caller: reading it throws, a decline.
         if (csi === "tel:+1peer") return call?.peer.name === undefined ? undefined : refusal;
         if (csi === "tel:+1refuse") {
+          if (call) fastCalls.push(call);
           refusedBy.push(call?.deadlineMs ?? Number.NaN);
           return refusal;
         }
@@ -289,6 +318,10 @@ test("a fast path answers from the request's bytes; what it declines is decoded 
   const deadline = refusedBy[0] ?? Number.NaN;
   assert.ok(deadline >= sentAt + 60_000 && deadline <= Date.now() + 60_000, `deadline ${deadline}`);
   assert.equal(seen.length, 3, "the handler did not see the refused call");
+  // The call a fast path reads keeps its getters on a prototype too.
+  assert.ok(
+    fastCalls[0] && getterOnPrototype(fastCalls[0], "deadlineMs") && getterOnPrototype(fastCalls[0], "peer"),
+  );
   // Too large for the method: refused before the fast path sees it.
   const before = fastSaw.length;
   await assert.rejects(dp.lookup({ csi: "x".repeat(4_096) }), (err: unknown) => {

@@ -165,41 +165,66 @@ type AnyCall =
  * The per-call context. Both the peer identity and the abort signal are made on first use:
  * reading the certificate (grpc-js converts the whole X.509, fingerprints included) and
  * wiring an AbortController cost more than a cache hit does, and most calls need neither.
+ *
+ * A class with its getters on the prototype, never an object literal with getters made per
+ * call: V8 gives each getter of such a literal an accessor pair it allocates in old space, so
+ * whatever the getters' closures hold (here the whole grpc-js call) outlives the young
+ * generation until a full collection. Made per call, that promoted every call: the resolver's
+ * scavenges took 6-18 ms (echo-bare's 1.3), with a full collection every second or two
+ * (bench/README.md, "Cache hits").
  */
-function makeContext(call: AnyCall, path: string): { ctx: CallContext; done: () => void } {
-  const events = call as unknown as NodeJS.EventEmitter & { cancelled?: boolean };
-  let controller: AbortController | undefined;
-  let onCancel: (() => void) | undefined;
-  let peer: PeerIdentity | undefined;
-  const ctx: CallContext = {
-    get peer() {
-      peer ??= peerOf(call);
-      return peer;
-    },
-    get peerName() {
-      try {
-        return this.peer.name;
-      } catch {
-        return "(no common name)";
-      }
-    },
-    get signal() {
-      if (!controller) {
-        const c = new AbortController();
-        controller = c;
-        onCancel = () => c.abort(new DiscoveryError("upstream_unavailable", "call cancelled"));
-        if (events.cancelled) onCancel();
-        else events.on("cancelled", onCancel);
-      }
-      return controller.signal;
-    },
-    method: path,
-    get deadlineMs() {
-      const d = call.getDeadline();
-      return d instanceof Date ? d.getTime() : d;
-    },
-  };
-  return { ctx, done: () => onCancel && events.removeListener("cancelled", onCancel) };
+class ServerCallContext implements CallContext {
+  readonly #call: AnyCall;
+  #controller: AbortController | undefined;
+  #onCancel: (() => void) | undefined;
+  #peer: PeerIdentity | undefined;
+
+  constructor(
+    call: AnyCall,
+    readonly method: string,
+  ) {
+    this.#call = call;
+  }
+
+  get peer(): PeerIdentity {
+    this.#peer ??= peerOf(this.#call);
+    return this.#peer;
+  }
+
+  get peerName(): string {
+    try {
+      return this.peer.name;
+    } catch {
+      return "(no common name)";
+    }
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      const c = new AbortController();
+      this.#controller = c;
+      const onCancel = () => c.abort(new DiscoveryError("upstream_unavailable", "call cancelled"));
+      this.#onCancel = onCancel;
+      const events = this.#events();
+      if (events.cancelled) onCancel();
+      else events.on("cancelled", onCancel);
+    }
+    return this.#controller.signal;
+  }
+
+  get deadlineMs(): number {
+    const d = this.#call.getDeadline();
+    return d instanceof Date ? d.getTime() : d;
+  }
+
+  /** The handler is done with the call: stops listening for its cancellation. */
+  done(): void {
+    if (this.#onCancel) this.#events().removeListener("cancelled", this.#onCancel);
+  }
+
+  #events(): NodeJS.EventEmitter & { cancelled?: boolean } {
+    return this.#call as unknown as NodeJS.EventEmitter & { cancelled?: boolean };
+  }
 }
 
 // The identity of each HTTP/2 connection, read from its certificate once. Node converts the
@@ -322,18 +347,18 @@ function methodHandler(
   switch (method.methodKind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const { ctx, done } = makeContext(call, path);
+        const ctx = new ServerCallContext(call, path);
         (async () => {
           check?.(ctx);
           const out = await handler(wellFormed(call.request), ctx);
           return asReply(method, out);
         })().then(
           (res) => {
-            done();
+            ctx.done();
             callback(null, res);
           },
           (err) => {
-            done();
+            ctx.done();
             callback(fail(err));
           },
         );
@@ -342,12 +367,12 @@ function methodHandler(
       // Server streams are watches, held open for long: each takes a slot of its caller's
       // identity (connections.maxWatchersPerIdentity), given back when the stream ends.
       return (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const { ctx, done } = makeContext(call, path);
+        const ctx = new ServerCallContext(call, path);
         const send = sending(writer(call, method, ctx.signal));
         let release: (() => void) | undefined;
         const finish = () => {
           release?.();
-          done();
+          ctx.done();
         };
         (async () => {
           check?.(ctx);
@@ -372,7 +397,7 @@ function methodHandler(
       // Client and bidirectional streams take a slot of their caller's identity too
       // (connections.maxStreamingCallsPerIdentity), for as long as they are open.
       return (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const { ctx, done } = makeContext(call, path);
+        const ctx = new ServerCallContext(call, path);
         let release: (() => void) | undefined;
         (async () => {
           check?.(ctx);
@@ -382,19 +407,19 @@ function methodHandler(
         })().then(
           (res) => {
             release?.();
-            done();
+            ctx.done();
             callback(null, res);
           },
           (err) => {
             release?.();
-            done();
+            ctx.done();
             callback(fail(err));
           },
         );
       };
     case "bidi_streaming":
       return (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-        const { ctx, done } = makeContext(call, path);
+        const ctx = new ServerCallContext(call, path);
         const write = writer(call, method, ctx.signal);
         const send = sending(write);
         let release: (() => void) | undefined;
@@ -405,13 +430,13 @@ function methodHandler(
         })().then(
           () => {
             release?.();
-            done();
+            ctx.done();
             streamEnded(call, grpcStatus.OK);
             call.end();
           },
           (err) => {
             release?.();
-            done();
+            ctx.done();
             if (call.cancelled) return;
             const status = fail(err);
             streamEnded(call, status.code ?? grpcStatus.UNKNOWN);
