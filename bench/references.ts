@@ -84,9 +84,11 @@ async function startEcho(
     o.pin?.servers,
   );
   const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
+  const exited = new Promise<void>((done) => child.once("exit", () => done()));
   const stop = async () => {
+    // Never started (spawn failed), or already gone: nothing to wait for.
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
     // Closing its stdin ends it cleanly (a profile, when asked for, is written on exit).
-    const exited = new Promise((done) => child.once("exit", done));
     child.stdin.end();
     const timer = setTimeout(() => child.kill(), 10_000);
     await exited;
@@ -94,14 +96,31 @@ async function startEcho(
   };
   try {
     const port = await new Promise<number>((done, fail) => {
-      // Its other output (--node-args=--trace-gc's lines) is skipped; a bounded tail is kept.
+      const timer = setTimeout(
+        () => settle(() => fail(new Error("the echo reference did not listen within 60 s"))),
+        60_000,
+      );
+      const settle = (f: () => void) => {
+        clearTimeout(timer);
+        child.stdout.removeListener("data", scan);
+        child.stdout.resume(); // its other output is drained unread from here on
+        f();
+      };
+      // Its other output (--node-args=--trace-gc's lines, written unbuffered or not) is skipped;
+      // a bounded tail is searched.
       let out = "";
-      child.stdout.on("data", (d) => {
+      const scan = (d: Buffer) => {
         out = (out + d).slice(-65_536);
-        const m = /^\{"port":(\d+)\}$/m.exec(out);
-        if (m) done(Number(m[1]));
-      });
-      child.once("exit", (code) => fail(new Error(`the echo reference exited (${code}) before listening`)));
+        const m = /\{"port":(\d+)\}/.exec(out);
+        if (m) settle(() => done(Number(m[1])));
+      };
+      child.stdout.on("data", scan);
+      child.once("error", (err) =>
+        settle(() => fail(new Error(`the echo reference did not start: ${err.message}`))),
+      );
+      child.once("exit", (code) =>
+        settle(() => fail(new Error(`the echo reference exited (${code}) before listening`))),
+      );
     });
     const echo: Echo = {
       scenario: `echo-${mode}`,

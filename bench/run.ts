@@ -184,14 +184,23 @@ const cli = new Command("bench")
       overloadRate: raw.overloadRate === undefined ? undefined : Number(raw.overloadRate),
       pin: raw.pin === true ? pinning(availableParallelism()) : undefined,
       paired: raw.paired === true,
-      echoes: String(raw.echoes)
-        .split(",")
-        .map((m) => {
-          if (!(ECHO_MODES as readonly string[]).includes(m))
-            throw new Error(`--echoes: ${m} is not one of ${ECHO_MODES.join(",")}`);
-          return m as EchoMode;
-        }),
+      echoes: [
+        ...new Set(
+          String(raw.echoes)
+            .split(",")
+            .map((m) => m.trim())
+            .filter(Boolean)
+            .map((m) => {
+              if (!(ECHO_MODES as readonly string[]).includes(m))
+                throw new Error(`--echoes: ${m} is not one of ${ECHO_MODES.join(",")}`);
+              return m as EchoMode;
+            }),
+        ),
+      ],
     };
+    if (o.echoes.length === 0) throw new Error(`--echoes needs one of ${ECHO_MODES.join(",")}`);
+    if (o.paired && !(o.scenarios.includes("echo") && o.scenarios.includes("warm")))
+      throw new Error("--paired pairs the echo and warm scenarios: --scenarios must include both");
     if (o.verifyThreads !== undefined && !(Number.isInteger(o.verifyThreads) && o.verifyThreads >= 0))
       throw new Error("--verify-threads must be an integer >= 0");
     for (const [k, v] of Object.entries(o)) {
