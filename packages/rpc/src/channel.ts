@@ -206,16 +206,31 @@ const ENDED = Symbol("call ended");
  * (cancelled, failed, or finished by the server), whether it is waiting for "drain" or for
  * the next request, and then closes the request iterable: otherwise a wait that can never
  * end would hold the call and the iterable, and everything they hold, for good.
+ *
+ * The call's end wakes the one wait in progress. Racing each wait against a single promise of
+ * the call's end would leave a reaction on that promise per message, each holding what its
+ * wait returned (the request), until the call ends: a resolver's stream to a DP, open for
+ * days, kept every lookup it ever sent.
  */
 async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStream<unknown>): Promise<void> {
   let ended = false;
-  let onEnd: () => void = () => {};
-  const end = new Promise<typeof ENDED>((resolve) => {
-    onEnd = () => {
-      ended = true;
-      resolve(ENDED);
-    };
-  });
+  let wake: ((v: typeof ENDED) => void) | undefined;
+  const onEnd = () => {
+    ended = true;
+    wake?.(ENDED);
+  };
+  // `wait` settles through its resolve (or reject); the call's end settles it with ENDED.
+  const untilEnded = <T>(
+    wait: (resolve: (v: T) => void, reject: (err: unknown) => void) => void,
+  ): Promise<T | typeof ENDED> =>
+    ended
+      ? Promise.resolve(ENDED)
+      : new Promise<T | typeof ENDED>((resolve, reject) => {
+          wake = resolve;
+          wait(resolve, reject);
+        }).finally(() => {
+          wake = undefined;
+        });
   call.once("status", onEnd);
   call.once("error", onEnd);
   const it = reqs[Symbol.asyncIterator]();
@@ -225,7 +240,9 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
       const pending = it.next();
       // A request source that fails after the call ended has nobody left to tell.
       pending.catch(() => {});
-      const next = await Promise.race([pending, end]);
+      const next = await untilEnded<IteratorResult<unknown>>((resolve, reject) => {
+        pending.then(resolve, reject);
+      });
       if (next === ENDED) return;
       if (next.done) {
         finished = true;
@@ -233,11 +250,10 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
       }
       if (!call.write(next.value) && call.writableLength >= MAX_BUFFERED_MESSAGES) {
         let onDrain: () => void = () => {};
-        const drained = new Promise<void>((resolve) => {
-          onDrain = resolve;
+        const woke = await untilEnded<void>((resolve) => {
+          onDrain = () => resolve();
           call.once("drain", onDrain);
         });
-        const woke = await Promise.race([drained, end]);
         call.removeListener("drain", onDrain);
         if (woke === ENDED) return;
       }

@@ -3,6 +3,8 @@
 // directions, and cancellation, which must release a handler and a client's request pump.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
@@ -204,6 +206,48 @@ test("a stream's request pump stops when the call ends, even while it waits for 
   abort.abort();
   await reading;
   await until(() => released, "the request iterable is closed once the call ends");
+});
+
+test("a stream's request pump keeps no message it has sent while the call stays open", async () => {
+  // Regression: each wait raced one promise of the call's end, which left a reaction on it per
+  // message, each holding the request, until the call ended (a resolver's stream to a DP stays
+  // open for days).
+  let read = 0;
+  const ch = await serve(AuthoritativeService, {
+    async lookupStream(reqs) {
+      for await (const _ of reqs) read++;
+    },
+  });
+  const sent: WeakRef<object>[] = [];
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((r) => {
+    finish = r;
+  });
+  async function* requests() {
+    for (let i = 1; i <= 2_000; i++) {
+      const msg = { requestId: BigInt(i), csi: `tel:+1555${i}` };
+      sent.push(new WeakRef(msg));
+      yield msg;
+    }
+    await finished;
+  }
+  const reading = (async () => {
+    for await (const r of ch.client(AuthoritativeService).lookupStream(requests())) void r;
+  })();
+  await until(() => read === 2_000, "the server read every message");
+  // The call is still open: what it sent is garbage now.
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  await until(
+    () => {
+      gc();
+      return sent.filter((w) => w.deref() !== undefined).length <= 10;
+    },
+    "the messages sent were collected while the call is open",
+    50,
+  );
+  finish();
+  await reading;
 });
 
 test("client streaming: every message reaches the handler in order, and its one reply comes back", async () => {
