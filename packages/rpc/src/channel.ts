@@ -219,7 +219,8 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
     ended = true;
     wake?.(ENDED);
   };
-  // `wait` settles through its resolve (or reject); the call's end settles it with ENDED.
+  // `wait` settles through its resolve (or reject); the call's end settles it with ENDED. One
+  // wait at a time: the caller clears `wake` once it has settled.
   const untilEnded = <T>(
     wait: (resolve: (v: T) => void, reject: (err: unknown) => void) => void,
   ): Promise<T | typeof ENDED> =>
@@ -228,8 +229,6 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
       : new Promise<T | typeof ENDED>((resolve, reject) => {
           wake = resolve;
           wait(resolve, reject);
-        }).finally(() => {
-          wake = undefined;
         });
   call.once("status", onEnd);
   call.once("error", onEnd);
@@ -237,12 +236,15 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
   let finished = false;
   try {
     for (;;) {
+      // Ended: take nothing more from the source.
+      if (ended) return;
       const pending = it.next();
       // A request source that fails after the call ended has nobody left to tell.
       pending.catch(() => {});
       const next = await untilEnded<IteratorResult<unknown>>((resolve, reject) => {
         pending.then(resolve, reject);
       });
+      wake = undefined;
       if (next === ENDED) return;
       if (next.done) {
         finished = true;
@@ -254,6 +256,7 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
           onDrain = () => resolve();
           call.once("drain", onDrain);
         });
+        wake = undefined;
         call.removeListener("drain", onDrain);
         if (woke === ENDED) return;
       }

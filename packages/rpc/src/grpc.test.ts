@@ -234,20 +234,23 @@ test("a stream's request pump keeps no message it has sent while the call stays 
   const reading = (async () => {
     for await (const r of ch.client(AuthoritativeService).lookupStream(requests())) void r;
   })();
-  await until(() => read === 2_000, "the server read every message");
-  // The call is still open: what it sent is garbage now.
-  setFlagsFromString("--expose-gc");
-  const gc = runInNewContext("gc") as () => void;
-  await until(
-    () => {
-      gc();
-      return sent.filter((w) => w.deref() !== undefined).length <= 10;
-    },
-    "the messages sent were collected while the call is open",
-    50,
-  );
-  finish();
-  await reading;
+  try {
+    await until(() => read === 2_000, "the server read every message");
+    // The call is still open: what it sent is garbage now.
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    await until(
+      () => {
+        gc();
+        return sent.filter((w) => w.deref() !== undefined).length <= 10;
+      },
+      "the messages sent were collected while the call is open",
+      50,
+    );
+  } finally {
+    finish();
+    await reading;
+  }
 });
 
 test("client streaming: every message reaches the handler in order, and its one reply comes back", async () => {

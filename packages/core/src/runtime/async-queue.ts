@@ -30,9 +30,15 @@ export class AsyncQueue<T> {
   async *[Symbol.asyncIterator](): AsyncGenerator<T> {
     for (;;) {
       if (this.head < this.items.length) {
-        const item = this.items[this.head++] as T;
-        // Compact now and then instead of shift() per item (O(n) each).
-        if (this.head > 1024 && this.head * 2 > this.items.length) {
+        const item = this.items[this.head] as T;
+        // The slot lets go of what it held: a queue that stays open (a resolver's stream to a
+        // DP) would otherwise keep up to a compaction's worth of items it has handed out.
+        this.items[this.head++] = undefined as T;
+        // Compact now and then instead of shift() per item (O(n) each); drained, start afresh.
+        if (this.head === this.items.length) {
+          this.items = [];
+          this.head = 0;
+        } else if (this.head > 1024 && this.head * 2 > this.items.length) {
           this.items = this.items.slice(this.head);
           this.head = 0;
         }

@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { until } from "../testing.js";
+import { AsyncQueue } from "./async-queue.js";
+
+test("items come out in order, across compactions, and close ends the iteration after them", async () => {
+  const q = new AsyncQueue<number>();
+  const got: number[] = [];
+  const reading = (async () => {
+    for await (const n of q) got.push(n);
+  })();
+  for (let i = 0; i < 3_000; i++) q.push(i);
+  await until(() => got.length === 3_000, "every item taken");
+  q.push(3_000);
+  q.close();
+  q.push(3_001); // ignored once closed
+  await reading;
+  assert.deepEqual(
+    got,
+    Array.from({ length: 3_001 }, (_, i) => i),
+  );
+  assert.equal(q.length, 0);
+});
+
+test("an open queue lets go of the items it has handed out", async () => {
+  // Regression: taken items stayed in the array until a compaction (up to 1,024 of them), and
+  // a resolver's queue of requests to a DP stays open for days.
+  const q = new AsyncQueue<object>();
+  const handed: WeakRef<object>[] = [];
+  let taken = 0;
+  const reading = (async () => {
+    for await (const _ of q) taken++;
+  })();
+  for (let i = 0; i < 500; i++) {
+    const item = { i };
+    handed.push(new WeakRef(item));
+    q.push(item);
+  }
+  try {
+    await until(() => taken === 500, "every item taken");
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    await until(
+      () => {
+        gc();
+        return handed.filter((w) => w.deref() !== undefined).length <= 2;
+      },
+      "the items handed out were collected while the queue is open",
+      50,
+    );
+  } finally {
+    q.close();
+    await reading;
+  }
+});
