@@ -1,4 +1,6 @@
 // For the packages' tests (exported as @mimi/core/testing; nothing in production imports it).
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 
 /**
  * Resolves once `ok()` holds, checking it after each turn of the event loop (setImmediate: I/O
@@ -16,4 +18,27 @@ export async function until(
     await new Promise((r) => setImmediate(r));
   }
   if (!(await ok())) throw new Error(`never: ${what} (after ${turns} turns of the event loop)`);
+}
+
+/**
+ * Waits until at most `atMost` of `refs` still hold their object, forcing a full collection
+ * before each look (up to `turns` turns of the event loop): for tests that something lets go of
+ * what it no longer needs.
+ */
+export async function untilCollected(
+  refs: readonly WeakRef<object>[],
+  atMost: number,
+  what: string,
+  turns = 50,
+): Promise<void> {
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  await until(
+    () => {
+      gc();
+      return refs.filter((w) => w.deref() !== undefined).length <= atMost;
+    },
+    what,
+    turns,
+  );
 }

@@ -3,8 +3,6 @@
 // directions, and cancellation, which must release a handler and a client's request pump.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
@@ -18,7 +16,7 @@ import {
   LookupStreamResponseSchema,
   RootService,
 } from "@mimi/core/pb";
-import { until } from "@mimi/core/testing";
+import { until, untilCollected } from "@mimi/core/testing";
 import { type Channel, openChannel } from "./channel.js";
 import type { FastCall } from "./fast-path.js";
 import { addService, type CallContext, type ServiceHandlers } from "./grpc.js";
@@ -237,16 +235,7 @@ test("a stream's request pump keeps no message it has sent while the call stays 
   try {
     await until(() => read === 2_000, "the server read every message");
     // The call is still open: what it sent is garbage now.
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as () => void;
-    await until(
-      () => {
-        gc();
-        return sent.filter((w) => w.deref() !== undefined).length <= 10;
-      },
-      "the messages sent were collected while the call is open",
-      50,
-    );
+    await untilCollected(sent, 10, "the messages sent were collected while the call is open");
   } finally {
     finish();
     await reading;

@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
-import { until } from "../testing.js";
+import { until, untilCollected } from "../testing.js";
 import { AsyncQueue } from "./async-queue.js";
 
 test("items come out in order, across compactions, and close ends the iteration after them", async () => {
@@ -40,16 +38,7 @@ test("an open queue lets go of the items it has handed out", async () => {
   }
   try {
     await until(() => taken === 500, "every item taken");
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as () => void;
-    await until(
-      () => {
-        gc();
-        return handed.filter((w) => w.deref() !== undefined).length <= 2;
-      },
-      "the items handed out were collected while the queue is open",
-      50,
-    );
+    await untilCollected(handed, 2, "the items handed out were collected while the queue is open");
   } finally {
     q.close();
     await reading;
