@@ -7,7 +7,7 @@
 //   round's ratio is taken between runs a minute or two apart;
 // - at once (--paired): each shape's warm run and the references' runs load their servers in
 //   the same seconds, on the same cores, each from load processes of its own, so the machine's
-//   drift moves all three alike.
+//   drift moves all of them alike.
 // Either way each round's ratio is kept, and the median over the rounds reported.
 import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
@@ -84,6 +84,8 @@ async function startEcho(
     o.pin?.servers,
   );
   const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] });
+  // Ending the stdin of a process that has just died fails with EPIPE: nothing to tell.
+  child.stdin.on("error", () => {});
   const exited = new Promise<void>((done) => child.once("exit", () => done()));
   const stop = async () => {
     // Never started (spawn failed), or already gone: nothing to wait for.

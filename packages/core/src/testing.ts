@@ -31,8 +31,7 @@ export async function untilCollected(
   what: string,
   turns = 50,
 ): Promise<void> {
-  setFlagsFromString("--expose-gc");
-  const gc = runInNewContext("gc") as () => void;
+  const gc = fullCollection();
   await until(
     () => {
       gc();
@@ -41,4 +40,29 @@ export async function untilCollected(
     what,
     turns,
   );
+}
+
+let collect: (() => void) | undefined;
+/** V8's full collection: the process's own `gc` when it runs with --expose-gc, else made once. */
+function fullCollection(): () => void {
+  if (!collect) {
+    const own = (globalThis as { gc?: () => void }).gc;
+    if (own) collect = own;
+    else {
+      setFlagsFromString("--expose-gc");
+      collect = runInNewContext("gc") as () => void;
+    }
+  }
+  return collect;
+}
+
+/**
+ * Whether `o` keeps its getter `name` on a prototype, as objects made per call must
+ * (ARCHITECTURE.md, "Hot paths": an object literal's getters keep what they hold out of V8's
+ * young generation).
+ */
+export function getterOnPrototype(o: object, name: string): boolean {
+  const own = Object.getOwnPropertyDescriptor(o, name);
+  const inherited = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(o), name);
+  return own === undefined && typeof inherited?.get === "function";
 }

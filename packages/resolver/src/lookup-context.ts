@@ -71,7 +71,7 @@ export interface Resolution {
 /**
  * A cache hit's resolution. Its outcome is rebuilt only if read: a hit with default parameters
  * sends the answer's encoding and never reads it. A class, not an object literal with a getter
- * made per hit (rpc/grpc.ts ServerCallContext says why).
+ * made per hit (ARCHITECTURE.md, "Hot paths").
  */
 export class CachedResolution implements Resolution {
   readonly stale: boolean;

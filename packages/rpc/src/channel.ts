@@ -236,13 +236,10 @@ async function pump(reqs: AsyncIterable<unknown>, call: grpc.ClientWritableStrea
   let finished = false;
   try {
     for (;;) {
-      // Ended: take nothing more from the source.
-      if (ended) return;
-      const pending = it.next();
-      // A request source that fails after the call ended has nobody left to tell.
-      pending.catch(() => {});
+      // Once the call has ended nothing more is taken from the source; a request source that
+      // fails after it ended has nobody left to tell (its rejection settles a finished wait).
       const next = await untilEnded<IteratorResult<unknown>>((resolve, reject) => {
-        pending.then(resolve, reject);
+        it.next().then(resolve, reject);
       });
       wake = undefined;
       if (next === ENDED) return;

@@ -90,7 +90,7 @@ export function decoder(method: DescMethod, maxBytes: number): (buf: Buffer) => 
 
 /**
  * What a unary call's fast path reads of the call, read when asked. A class, as the call
- * context is (rpc/grpc.ts ServerCallContext says why not an object literal with getters).
+ * context is (ARCHITECTURE.md, "Hot paths": not an object literal with getters).
  */
 class UnaryFastCall implements FastCall {
   readonly #call: grpc.ServerUnaryCall<unknown, unknown>;

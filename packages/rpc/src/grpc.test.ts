@@ -16,7 +16,7 @@ import {
   LookupStreamResponseSchema,
   RootService,
 } from "@mimi/core/pb";
-import { until, untilCollected } from "@mimi/core/testing";
+import { getterOnPrototype, until, untilCollected } from "@mimi/core/testing";
 import { type Channel, openChannel } from "./channel.js";
 import type { FastCall } from "./fast-path.js";
 import { addService, type CallContext, type ServiceHandlers } from "./grpc.js";
@@ -63,17 +63,6 @@ async function serve<S extends GenServiceMethods>(
   const ch = openChannel(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   channels.push(ch);
   return ch;
-}
-
-/**
- * Whether `o` keeps its getter `name` on a prototype. Objects made per call must: V8 allocates
- * an object literal's getters' accessor pairs in old space, so what their closures hold (a
- * whole grpc-js call) outlives the young generation until a full collection.
- */
-function getterOnPrototype(o: object, name: string): boolean {
-  const own = Object.getOwnPropertyDescriptor(o, name);
-  const inherited = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(o), name);
-  return own === undefined && typeof inherited?.get === "function";
 }
 
 test("unary: the typed handler answers; a DiscoveryError is its status; anything else is a fixed INTERNAL", async () => {

@@ -167,11 +167,9 @@ type AnyCall =
  * wiring an AbortController cost more than a cache hit does, and most calls need neither.
  *
  * A class with its getters on the prototype, never an object literal with getters made per
- * call: V8 gives each getter of such a literal an accessor pair it allocates in old space, so
- * whatever the getters' closures hold (here the whole grpc-js call) outlives the young
- * generation until a full collection. Made per call, that promoted every call: the resolver's
- * scavenges took 6-18 ms (echo-bare's 1.3), with a full collection every second or two
- * (bench/README.md, "Cache hits").
+ * call: V8 allocates such a literal's accessor pairs in old space, so what the getters' closures
+ * hold (here the whole grpc-js call) outlives the young generation until a full collection, for
+ * every call (ARCHITECTURE.md, "Hot paths").
  */
 class ServerCallContext implements CallContext {
   readonly #call: AnyCall;
