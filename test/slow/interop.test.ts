@@ -21,12 +21,16 @@ import { scenario, useNetwork } from "../harness.js";
 const REPO = resolve(fileURLToPath(import.meta.url), "../../..");
 const CLIENT = join(REPO, "test/interop/msp_client.py");
 const PACKAGES =
-  "python3-grpcio python3-protobuf python3-cryptography protobuf-compiler protobuf-compiler-grpc";
+  "python3-grpcio python3-protobuf python3-cryptography protobuf-compiler protobuf-compiler-grpc libprotobuf-dev";
 
 /** The Python and protoc plugin to use, or why there are none. */
 function toolchain(): { python: string; plugin: string } | string {
   const run = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: "utf8", timeout: 30_000 });
   if (run("protoc", ["--version"]).status !== 0) return "protoc is not installed";
+  // The proto imports google.protobuf's well-known types, which Debian ships apart from protoc
+  // (libprotobuf-dev, only recommended by protobuf-compiler).
+  if (run("protoc", ["--descriptor_set_out=/dev/null", "google/protobuf/duration.proto"]).status !== 0)
+    return "protoc finds no well-known types (google/protobuf/duration.proto)";
   const plugin = run("sh", ["-c", "command -v grpc_python_plugin"]).stdout.trim();
   if (!plugin) return "grpc_python_plugin is not installed";
   // Debian's packages are for Debian's Python, which another python3 on the PATH may not be.
