@@ -88,6 +88,12 @@ export function decoder(method: DescMethod, maxBytes: number): (buf: Buffer) => 
   };
 }
 
+/** A call's deadline in ms since 1970 (Infinity when it has none), as FastCall and CallContext give it. */
+export function deadlineOf(call: { getDeadline(): Date | number }): number {
+  const d = call.getDeadline();
+  return d instanceof Date ? d.getTime() : d;
+}
+
 /**
  * What a unary call's fast path reads of the call, read when asked. A class, as the call
  * context is (ARCHITECTURE.md, "Hot paths": not an object literal with getters).
@@ -105,8 +111,7 @@ class UnaryFastCall implements FastCall {
   }
 
   get deadlineMs(): number {
-    const d = this.#call.getDeadline();
-    return d instanceof Date ? d.getTime() : d;
+    return deadlineOf(this.#call);
   }
 
   get peer(): { readonly name: string } {

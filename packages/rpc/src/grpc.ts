@@ -10,7 +10,15 @@ import { status as grpcStatus } from "@grpc/grpc-js";
 import type { Encoded } from "@mimi/core";
 import { DiscoveryError } from "@mimi/core";
 import type { Logger } from "pino";
-import { decoder, type FastPath, fastItems, fastUnary, sizeChecked, wellFormed } from "./fast-path.js";
+import {
+  deadlineOf,
+  decoder,
+  type FastPath,
+  fastItems,
+  fastUnary,
+  sizeChecked,
+  wellFormed,
+} from "./fast-path.js";
 import { type CallObservers, observed, streamEnded } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
@@ -211,8 +219,7 @@ class ServerCallContext implements CallContext {
   }
 
   get deadlineMs(): number {
-    const d = this.#call.getDeadline();
-    return d instanceof Date ? d.getTime() : d;
+    return deadlineOf(this.#call);
   }
 
   /** The handler is done with the call: stops listening for its cancellation. */
