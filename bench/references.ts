@@ -57,7 +57,7 @@ interface Echo {
 }
 
 /** A real cached answer's bytes (hex), which the echoes send back to every lookup. */
-async function cachedAnswerHex(net: Network): Promise<string> {
+export async function cachedAnswerHex(net: Network): Promise<string> {
   const res = await net
     .channel(net.resolver.address, "msp-bluebird")
     .client(pb.ResolverService)
@@ -69,7 +69,7 @@ async function cachedAnswerHex(net: Network): Promise<string> {
  * Starts an echo of `mode` and warms it up, unmeasured: a fresh process runs cold (JIT, first
  * handshakes) while the resolver has served for a while.
  */
-async function startEcho(
+export async function startEcho(
   o: Options,
   bench: Bench,
   net: Network,

@@ -14,6 +14,7 @@ import { anchorScenario } from "./anchor.js";
 import { clusterScenario } from "./cluster.js";
 import { federationScenario } from "./federation.js";
 import { ensureGenerated } from "./generate.js";
+import { idleScenario } from "./idle.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
 import { privateScenario } from "./private.js";
@@ -39,6 +40,7 @@ const ALL_SCENARIOS = [
   "private",
   "authoritative",
   "memory",
+  "idle",
   "bulk",
   "propagation",
   "replication",
@@ -97,6 +99,7 @@ async function main(o: Options): Promise<void> {
   if (want("private")) await privateScenario(o, bench, netDir, log);
   if (want("authoritative")) await authoritativeScenario(o, bench, log);
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
+  if (want("idle")) await idleScenario(o, bench, netDir, warmCount, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);
   if (want("propagation")) await propagationScenario(o, bench, join(tmp, "propagation"), log);
   if (want("replication")) await replicationScenario(o, bench, netDir, log);

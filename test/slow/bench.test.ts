@@ -79,6 +79,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
       "echo-bare",
       "echo-core",
       "federation",
+      "idle",
       "memory",
       "mixed",
       "negative",
@@ -120,6 +121,7 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
         !x.variant.startsWith("cache heap") &&
         x.variant !== "filter size" &&
         x.variant !== "table build" &&
+        x.scenario !== "idle" &&
         !replicaOnly(x),
     )) {
       const what = `${r.scenario} ${r.variant}`;
@@ -207,6 +209,16 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
     }
     assert.ok((memory?.extra?.cachedAnswers ?? 0) > 0, "the memory run cached answers");
     assert.ok(Number.isFinite(memory?.extra?.bytesPerCachedAnswer), "and reported bytes per answer");
+    // The idle run measures every server and echo-bare with no load: CPU, not lookups.
+    const idle = report.results.find((r) => r.scenario === "idle");
+    assert.equal(idle?.lookups, 0, "the idle run sends nothing");
+    for (const k of ["root", "dp-eu", "dp-us", "resolver", "echo-bare"]) {
+      assert.ok(
+        Number.isFinite(idle?.extra?.[k]) && (idle?.extra?.[k] ?? -1) >= 0,
+        `idle ms a second of ${k}`,
+      );
+    }
+    assert.match(out, /idle: ms of CPU a second/, "and is printed");
     assert.match(out, /scenario\s+variant\s+lookups\/s/, "the table is printed");
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -4,7 +4,15 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { createLogger, DiscoveryError, pb } from "@mimi/core";
-import { addService, type Channel, type ChannelPool, createGrpcServer, listen, openChannel } from "@mimi/rpc";
+import {
+  addService,
+  type Channel,
+  type ChannelPool,
+  channelPool,
+  createGrpcServer,
+  listen,
+  openChannel,
+} from "@mimi/rpc";
 
 /** A server in this process and channels to it. */
 export interface InProcessServer {
@@ -32,23 +40,7 @@ export async function startInProcess(register: (server: grpc.Server) => void): P
   return {
     address,
     channel: () => open(address),
-    pool: () => {
-      const byAddress = new Map<string, Channel>();
-      return {
-        get(to) {
-          let ch = byAddress.get(to);
-          if (!ch) {
-            ch = open(to);
-            byAddress.set(to, ch);
-          }
-          return ch;
-        },
-        close() {
-          for (const ch of byAddress.values()) ch.close();
-          byAddress.clear();
-        },
-      };
-    },
+    pool: () => channelPool((to) => open(to)),
     async close() {
       for (const ch of channels) ch.close();
       server.forceShutdown();
@@ -65,14 +57,18 @@ export type LookupItemHandler = (
 
 /**
  * A DP in this process whose LookupStream hands every item to `onItem` (the other
- * AuthoritativeService calls are refused), for tests of the resolver's side of the stream.
+ * AuthoritativeService calls are refused), for tests of the resolver's side of the stream. As a
+ * DP does, it ends a stream whose requests ended once it has replied to each item.
  */
-export function startLookupStreamDp(onItem: LookupItemHandler): Promise<InProcessServer> {
+export async function startLookupStreamDp(
+  onItem: LookupItemHandler,
+): Promise<InProcessServer & { readonly openStreams: number }> {
   const log = createLogger({ name: "test-dp", level: "silent" });
   const refuse = async (): Promise<never> => {
     throw new DiscoveryError("failed_precondition", "not in this test");
   };
-  return startInProcess((s) =>
+  let openStreams = 0;
+  const server = await startInProcess((s) =>
     addService(
       s,
       pb.AuthoritativeService,
@@ -84,16 +80,39 @@ export function startLookupStreamDp(onItem: LookupItemHandler): Promise<InProces
           const over = new Promise<void>((r) => {
             ended = r;
           });
+          let unanswered = 0;
+          let requestsEnded = false;
+          const reply: typeof send = async (msg) => {
+            await send(msg);
+            unanswered--;
+            if (requestsEnded && unanswered <= 0) ended();
+          };
           (async () => {
-            for await (const r of reqs) onItem({ requestId: r.requestId, csi: r.csi }, send, ended);
+            for await (const r of reqs) {
+              unanswered++;
+              onItem({ requestId: r.requestId, csi: r.csi }, reply, ended);
+            }
+            requestsEnded = true;
+            if (unanswered <= 0) ended();
           })().catch(() => {});
-          await Promise.race([
-            over,
-            new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
-          ]);
+          openStreams++;
+          try {
+            await Promise.race([
+              over,
+              new Promise<void>((r) => ctx.signal.addEventListener("abort", () => r(), { once: true })),
+            ]);
+          } finally {
+            openStreams--;
+          }
         },
       },
       { log },
     ),
   );
+  return {
+    ...server,
+    get openStreams() {
+      return openStreams;
+    },
+  };
 }

@@ -253,6 +253,15 @@ export class LookupMux {
     this.fail("the stream stopped answering", UPSTREAM_TIMEOUT);
   }
 
+  /**
+   * Its endpoint left the registry: it takes no more lookups and ends its half of the stream, so
+   * the DP answers what it was sent and then ends the call.
+   */
+  retire(): void {
+    this.dead = true;
+    this.queue.close();
+  }
+
   close(): void {
     this.abort.abort();
     this.fail("the resolver is shutting down");

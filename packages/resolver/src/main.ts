@@ -57,6 +57,7 @@ runServer<ResolverConfig>(process, {
     let subscriptions: ChangeSubscriptions | undefined;
     let filters: CsiFilters | undefined;
     let privateLookups: PrivateLookups | undefined;
+    let retainEndpoints: (() => void) | undefined;
     const sync = startRegistrySync({
       rootEndpoints: config.rootEndpoints,
       // Only a root may serve the registry (a certificate with the root role).
@@ -69,6 +70,9 @@ runServer<ResolverConfig>(process, {
         // A key or a range moved: kept private-lookup buckets may hold answers it changed.
         if (change.kind !== "refresh") privateLookups?.changedAll();
         if (change.kind === "put_dp" || change.kind === "delete_dp") subscriptions?.reconcile();
+        // A refresh also closes what a lookup racing an earlier change may have reopened.
+        if (change.kind === "put_dp" || change.kind === "delete_dp" || change.kind === "refresh")
+          retainEndpoints?.();
         if (change.kind !== "put_msp" && change.kind !== "delete_msp" && change.kind !== "refresh")
           filters?.reconcile();
       },
@@ -77,6 +81,7 @@ runServer<ResolverConfig>(process, {
         privateLookups?.changedAll();
         subscriptions?.reconcile();
         filters?.reconcile();
+        retainEndpoints?.();
       },
       ...(config.dataDir ? { persistPath: join(config.dataDir, "registry.bin") } : {}),
     });
@@ -118,6 +123,12 @@ runServer<ResolverConfig>(process, {
         ),
       }),
     });
+    // Streams and channels to endpoints no DP lists any longer end (grpc-js would reconnect to
+    // them every few seconds for as long as they lived).
+    retainEndpoints = () => {
+      const closed = upstream.retain(sync.view.allDps());
+      if (closed > 0) log.info({ closed }, "closed the channels to endpoints no DP lists");
+    };
     const resolver = createResolverService({
       cache,
       registry: sync.view,

@@ -71,6 +71,7 @@ function fakeUpstream() {
     },
     refusalNow: (dpId, waitUntilMs) => state.refusalNow?.(dpId, waitUntilMs),
     windows: () => [],
+    retain: () => 0,
     close() {},
   };
   return { state, upstream };

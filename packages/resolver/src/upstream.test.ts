@@ -1,14 +1,14 @@
 // The upstream pool against two endpoints of one DP, each an in-process gRPC server: lookups
 // spread over both; an endpoint's own capacity refusal fails over, the caller's own budget does
 // not; an endpoint that times out while the other answers is held down, one whose peers are
-// all slow is not; a lookup whose stream ended under it is asked once more on a new one; a lookup that timed out is tried again once the DP has answered it late,
+// all slow is not; a lookup whose stream ended under it is asked once more on a new one; an endpoint the registry no longer lists is let go; a lookup that timed out is tried again once the DP has answered it late,
 // three times at most, and not past its caller's bound.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { createLogger, type DiscoveryError, type DpInfo, type Logger, pb } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { type InProcessServer, startLookupStreamDp } from "@mimi/devnet/in-process";
-import type { ChannelPool } from "@mimi/rpc";
 import { HOLD_DOWN_MS } from "./endpoint-picker.js";
 import { createUpstream } from "./upstream.js";
 
@@ -77,8 +77,7 @@ async function setup(
 ) {
   const [ea, eb] = await Promise.all([endpoint(a), endpoint(b)]);
   let now = 0;
-  const pool = ea.server.pool();
-  const channels: ChannelPool = { get: (address) => pool.get(address, ""), close: () => pool.close() };
+  const channels = ea.server.pool();
   const upstream = createUpstream({
     channels,
     log: o.log ?? log,
@@ -99,6 +98,7 @@ async function setup(
     dp,
     a: ea.seen,
     b: eb.seen,
+    bServer: eb.server,
     tick: (ms: number) => {
       now += ms;
     },
@@ -232,6 +232,36 @@ test("a lookup whose stream ended under it is asked once more on a new stream, a
   assert.equal(always.a.items, 2);
   t.upstream.close();
   always.upstream.close();
+});
+
+test("an endpoint the registry no longer lists: its stream ends once answered, its channel closes, lookups go elsewhere", async () => {
+  const t = await setup(
+    () => "answer",
+    () => "hold",
+  );
+  const [a, b] = t.dp.endpoints as [string, string];
+  // A lookup waits at B when the registry moves the DP to A alone.
+  const waiting = t.upstream.lookup(t.dp, "tel:+447700900501", { prefer: b });
+  await until(() => t.b.held.length === 1, "B holds the lookup");
+  assert.equal(t.bServer.openStreams, 1);
+  const moved = { ...t.dp, endpoints: [a] };
+  assert.equal(t.upstream.retain([moved]), 1, "B's channel is closed");
+  // What B was sent is still B's to answer, and then its stream ends.
+  await (t.b.held[0] as () => Promise<void>)();
+  assert.equal((await waiting).kind, "not_found");
+  await until(() => t.bServer.openStreams === 0, "B's stream ends");
+  // Lookups by the new listing never reach B again.
+  for (let i = 0; i < 10; i++) await t.upstream.lookup(moved, `tel:+44770090051${i}`, { prefer: b });
+  assert.equal(t.b.items, 1);
+  assert.equal(t.a.items, 10);
+  // A DP that left the registry: its channel closes, and its idle window goes.
+  assert.deepEqual(
+    t.upstream.windows().map((w) => w.dpId),
+    ["eu"],
+  );
+  assert.equal(t.upstream.retain([]), 1, "A's channel is closed");
+  assert.deepEqual(t.upstream.windows(), []);
+  t.upstream.close();
 });
 
 test("a lookup the gate refuses as too late is not sent, and is not counted as the DP's failure", async () => {

@@ -83,6 +83,12 @@ export interface Upstream {
   windows(): { dpId: string; inflight: number; window: number; queued: number; refused: number }[];
   /** The channel to one of a DP's endpoints (shared with lookups; change watches use it too). */
   channel(dp: DpInfo, endpoint: string): Channel;
+  /**
+   * The registry now lists `dps`: the streams and channels to endpoints no DP lists any longer
+   * end (what they were sent is still answered), and what was kept of DPs that left is dropped.
+   * Returns how many channels were closed.
+   */
+  retain(dps: readonly DpInfo[]): number;
   close(): void;
 }
 
@@ -119,7 +125,7 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     }
     return p;
   };
-  // One window per DP (bounded by the registry's DPs; a removed DP's gate is small and idle).
+  // One window per DP (bounded by the registry's DPs: retain drops a removed DP's idle gate).
   const gates = new Map<string, AdaptiveGate>();
   const gateFor = (dpId: string) => {
     let g = gates.get(dpId);
@@ -142,7 +148,9 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
   const channelFor = (dp: DpInfo, endpoint: string) => channels.get(endpoint, dp.tlsIdentity);
-  const muxKey = (dp: DpInfo, endpoint: string) => `${dp.tlsIdentity}|${endpoint}`;
+  // Keyed as the channel pool keys its channels: a DP's endpoint and the identity it must show.
+  const endpointKey = (identity: string, endpoint: string) => `${identity}|${endpoint}`;
+  const muxKey = (dp: DpInfo, endpoint: string) => endpointKey(dp.tlsIdentity, endpoint);
   const muxFor = (dp: DpInfo, endpoint: string) => {
     const k = muxKey(dp, endpoint);
     let mux = muxes.get(k);
@@ -358,6 +366,23 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     // A DP with no gate yet has answered nothing here and has no queue: nothing to judge by.
     refusalNow: (dpId, waitUntilMs) => gates.get(dpId)?.refusalNow(waitUntilMs),
     windows: () => [...gates].map(([dpId, g]) => ({ dpId, ...g.state, refused: g.refused })),
+    retain(dps) {
+      const keep = new Set(dps.flatMap((dp) => dp.endpoints.map((e) => muxKey(dp, e))));
+      for (const [k, mux] of muxes) {
+        if (keep.has(k)) continue;
+        mux.retire();
+        muxes.delete(k);
+      }
+      const ids = new Set(dps.map((dp) => dp.id));
+      for (const id of [...pickers.keys(), ...listed.keys()]) {
+        if (ids.has(id)) continue;
+        pickers.delete(id);
+        listed.delete(id);
+      }
+      for (const [id, g] of gates)
+        if (!ids.has(id) && g.state.inflight === 0 && g.state.queued === 0) gates.delete(id);
+      return channels.retain((address, identity) => keep.has(endpointKey(identity, address)));
+    },
     close() {
       closed = true;
       for (const m of muxes.values()) m.close();

@@ -8,7 +8,7 @@ export {
   openChannel,
   type ServiceClient,
 } from "./channel.js";
-export { type ChannelPool, createChannelPool } from "./channel-pool.js";
+export { type ChannelPool, channelPool, createChannelPool } from "./channel-pool.js";
 export type { FastCall, FastPath } from "./fast-path.js";
 export {
   type AddServiceOptions,

@@ -1,0 +1,77 @@
+// The idle scenario: what each server costs while nobody asks it anything (its timers,
+// keepalives, reconnects, sweeps), beside echo-bare's process, idle in the same window. Every
+// resolver and DP pays it all day, and it counts in each figure measured below a server's
+// ceiling (the paired runs, bench/references.ts). It found a metrics timer that woke every
+// server 100 times a second and a resolver reconnecting to endpoints its registry copy no
+// longer listed (bench/README).
+import {
+  type Bench,
+  cacheEntriesFor,
+  cpuSecondsOf,
+  type Options,
+  round,
+  rssMbOf,
+  withNetwork,
+} from "./measure.js";
+import { cachedAnswerHex, startEcho } from "./references.js";
+
+/** Seconds the network and the echo are left alone before the measured window (start-up GCs, JIT). */
+const SETTLE_SECONDS = 3;
+
+export async function idleScenario(
+  o: Options,
+  bench: Bench,
+  netDir: string,
+  warmCount: number,
+  log: (s: string) => void,
+): Promise<void> {
+  await withNetwork(bench, netDir, cacheEntriesFor(o), async (net) => {
+    const keys = () => ({
+      mode: "warm" as const,
+      warmCount,
+      cold: [0, 0] as [number, number],
+      absent: [0, 0] as [number, number],
+      universe: 0,
+    });
+    const echo = await startEcho(o, bench, net, "bare", await cachedAnswerHex(net), keys);
+    try {
+      const procs: Record<string, number | undefined> = {
+        root: net.root.pid,
+        "dp-eu": net.dps.eu.pid,
+        "dp-us": net.dps.us.pid,
+        resolver: net.resolver.pid,
+        "echo-bare": echo.target.pid,
+      };
+      await new Promise((r) => setTimeout(r, SETTLE_SECONDS * 1000));
+      const startedAt = new Date().toISOString();
+      const cpu0 = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuSecondsOf(pid)]));
+      await new Promise((r) => setTimeout(r, o.durationMs));
+      const cpuSeconds = Object.fromEntries(
+        Object.entries(procs).map(([k, pid]) => [k, round(cpuSecondsOf(pid) - (cpu0[k] ?? 0), 2)]),
+      );
+      const msPerSecond = Object.fromEntries(
+        Object.entries(cpuSeconds).map(([k, s]) => [k, round((s * 1000) / (o.durationMs / 1000), 1)]),
+      );
+      bench.results.push({
+        scenario: "idle",
+        variant: `${o.durationMs / 1000} s`,
+        lookups: 0,
+        errors: 0,
+        lookupsPerSec: 0,
+        latencyMs: { p50: 0, p90: 0, p99: 0, p999: 0, max: 0 },
+        cpuSeconds,
+        rssMb: Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, round(rssMbOf(pid), 1)])),
+        lookupsPerServerCpuSecond: 0,
+        extra: msPerSecond,
+        startedAt,
+      });
+      log(
+        `idle: ms of CPU a second, over ${o.durationMs / 1000} s: ${Object.entries(msPerSecond)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ")}`,
+      );
+    } finally {
+      await echo.stop();
+    }
+  });
+}
