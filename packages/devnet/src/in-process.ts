@@ -58,10 +58,12 @@ export type LookupItemHandler = (
 /**
  * A DP in this process whose LookupStream hands every item to `onItem` (the other
  * AuthoritativeService calls are refused), for tests of the resolver's side of the stream. As a
- * DP does, it ends a stream whose requests ended once it has replied to each item.
+ * DP does, it ends a stream whose requests ended once it has replied to each item, unless
+ * `endWithRequests` is false (a DP that keeps it open).
  */
 export async function startLookupStreamDp(
   onItem: LookupItemHandler,
+  { endWithRequests = true } = {},
 ): Promise<InProcessServer & { readonly openStreams: number }> {
   const log = createLogger({ name: "test-dp", level: "silent" });
   const refuse = async (): Promise<never> => {
@@ -80,20 +82,24 @@ export async function startLookupStreamDp(
           const over = new Promise<void>((r) => {
             ended = r;
           });
-          let unanswered = 0;
+          // Items not replied to yet, by request id (a reply to any other id answers none).
+          const unanswered = new Set<bigint>();
           let requestsEnded = false;
-          const reply: typeof send = async (msg) => {
+          const endIfDone = () => {
+            if (endWithRequests && requestsEnded && unanswered.size === 0) ended();
+          };
+          const reply = async (msg: MessageInitShape<typeof pb.LookupStreamResponseSchema>) => {
             await send(msg);
-            unanswered--;
-            if (requestsEnded && unanswered <= 0) ended();
+            if (msg.requestId !== undefined) unanswered.delete(BigInt(msg.requestId));
+            endIfDone();
           };
           (async () => {
             for await (const r of reqs) {
-              unanswered++;
+              unanswered.add(r.requestId);
               onItem({ requestId: r.requestId, csi: r.csi }, reply, ended);
             }
             requestsEnded = true;
-            if (unanswered <= 0) ended();
+            endIfDone();
           })().catch(() => {});
           openStreams++;
           try {

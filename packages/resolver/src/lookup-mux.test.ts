@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError, pb } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { type InProcessServer, type LookupItemHandler, startLookupStreamDp } from "@mimi/devnet/in-process";
 import { LookupMux, STREAM_ENDED, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
 
@@ -17,8 +18,8 @@ after(async () => {
 type Item = { requestId: bigint; csi: string };
 
 /** A DP whose LookupStream hands every item to `onItem`, which answers (or not) through `reply`. */
-async function dp(onItem: LookupItemHandler): Promise<InProcessServer> {
-  const server = await startLookupStreamDp(onItem);
+async function dp(onItem: LookupItemHandler, o?: { endWithRequests?: boolean }) {
+  const server = await startLookupStreamDp(onItem, o);
   servers.push(server);
   return server;
 }
@@ -240,4 +241,32 @@ test("when the DP ends the stream, pending items fail as unavailable and the mux
     return true;
   });
   assert.equal(mux.dead, true);
+});
+
+test("a retired stream takes no more lookups, ends once the DP has answered, and is cut if the DP keeps it open", async () => {
+  for (const endWithRequests of [true, false]) {
+    const held: (() => Promise<void>)[] = [];
+    const server = await dp((item, reply) => void held.push(() => reply(found(item.requestId, item.csi))), {
+      endWithRequests,
+    });
+    // Long enough that nothing here times out or stalls; the cut comes at lateAnswerMs.
+    const mux = new LookupMux(server.channel(), {
+      what: "test stream",
+      timeoutMs: 60_000,
+      lateAnswerMs: 200,
+    });
+    const sent = mux.lookup("a");
+    await until(() => held.length === 1, "the DP holds the item");
+    mux.retire();
+    await assert.rejects(mux.lookup("b"), (e: DiscoveryError) => e.code === "upstream_unavailable");
+    // What it was sent is still answered on it.
+    await (held[0] as () => Promise<void>)();
+    assert.equal((await sent)?.mappings[0]?.ssi, "a");
+    let ended = false;
+    void mux.ended.then(() => {
+      ended = true;
+    });
+    await until(() => ended && server.openStreams === 0, `the stream ends (DP ends it: ${endWithRequests})`);
+    assert.equal(held.length, 1, "nothing more was sent");
+  }
 });

@@ -80,6 +80,10 @@ export class LookupMux {
   private heard = 0;
   private abort = new AbortController();
   dead = false;
+  /** Set by retire(): no more lookups, and the stream ends once the DP has answered. */
+  private retired = false;
+  /** Settles when the stream has ended (read() catches everything). */
+  readonly ended: Promise<void>;
 
   private readonly what: string;
   private readonly timeoutMs: number;
@@ -96,7 +100,7 @@ export class LookupMux {
     this.lateAnswerMs = o.lateAnswerMs ?? 4 * o.timeoutMs;
     this.maxPending = o.maxPending ?? MAX_PENDING_PER_STREAM;
     this.onLimits = o.onLimits;
-    void this.read();
+    this.ended = this.read();
   }
 
   /** Lookups not yet answered: waited for, or timed out and still the DP's work. */
@@ -187,7 +191,7 @@ export class LookupMux {
 
   /** Looks `csi` up, forwarding `rateContext` (P2; empty for none). */
   lookup(csi: string, rateContext: Uint8Array = NO_CONTEXT): Promise<pb.Answer | undefined> {
-    if (this.dead) {
+    if (this.dead || this.retired) {
       return Promise.reject(new DiscoveryError("upstream_unavailable", `${this.what}: the stream has ended`));
     }
     if (this.pendingCount >= this.maxPending) {
@@ -255,11 +259,20 @@ export class LookupMux {
 
   /**
    * Its endpoint left the registry: it takes no more lookups and ends its half of the stream, so
-   * the DP answers what it was sent and then ends the call.
+   * the DP answers what it was sent and then ends the call. A DP that has not ended it by
+   * `lateAnswerMs` (when its late answers would no longer count) has it cut; one that goes
+   * silent meanwhile has it dropped as stalled, as before.
    */
   retire(): void {
-    this.dead = true;
+    if (this.retired || this.dead) return;
+    this.retired = true;
     this.queue.close();
+    const cut = setTimeout(() => {
+      this.abort.abort();
+      this.fail("the endpoint left the registry, and the DP did not end the stream", STREAM_ENDED);
+    }, this.lateAnswerMs);
+    cut.unref();
+    void this.ended.then(() => clearTimeout(cut));
   }
 
   close(): void {

@@ -70,11 +70,10 @@ runServer<ResolverConfig>(process, {
         // A key or a range moved: kept private-lookup buckets may hold answers it changed.
         if (change.kind !== "refresh") privateLookups?.changedAll();
         if (change.kind === "put_dp" || change.kind === "delete_dp") subscriptions?.reconcile();
-        // A refresh also closes what a lookup racing an earlier change may have reopened.
-        if (change.kind === "put_dp" || change.kind === "delete_dp" || change.kind === "refresh")
-          retainEndpoints?.();
         if (change.kind !== "put_msp" && change.kind !== "delete_msp" && change.kind !== "refresh")
           filters?.reconcile();
+        // Last: the streams above have moved off the endpoints it lets go.
+        if (change.kind === "put_dp" || change.kind === "delete_dp") retainEndpoints?.();
       },
       onSnapshot: () => {
         service?.registryReplaced();
@@ -99,6 +98,7 @@ runServer<ResolverConfig>(process, {
     const oprfPool = createOprfPool({ threads: config.verifyThreads });
     const upstream = createUpstream({
       channels: createChannelPool(tls),
+      registry: sync.view,
       log,
       attemptTimeoutMs: config.upstreamTimeoutMs,
       // Lookups a query (or the configuration) asks privately go through the same windows.

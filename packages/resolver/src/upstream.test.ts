@@ -73,6 +73,8 @@ async function setup(
     attemptTimeoutMs?: number;
     lateAnswerMs?: number;
     log?: Logger;
+    /** The registry's DPs (upstream's `registry`); unset: every endpoint a lookup names is listed. */
+    registry?: Map<string, DpInfo>;
   } = {},
 ) {
   const [ea, eb] = await Promise.all([endpoint(a), endpoint(b)]);
@@ -85,6 +87,7 @@ async function setup(
     ...(o.lateAnswerMs !== undefined && { lateAnswerMs: o.lateAnswerMs }),
     now: () => now,
     ...(o.observe && { observe: o.observe }),
+    ...(o.registry && { registry: { dp: (id: string) => o.registry?.get(id) } }),
   });
   const dp: DpInfo = {
     id: "eu",
@@ -235,32 +238,45 @@ test("a lookup whose stream ended under it is asked once more on a new stream, a
 });
 
 test("an endpoint the registry no longer lists: its stream ends once answered, its channel closes, lookups go elsewhere", async () => {
+  const registry = new Map<string, DpInfo>();
   const t = await setup(
     () => "answer",
     () => "hold",
+    { registry },
   );
+  registry.set("eu", t.dp);
   const [a, b] = t.dp.endpoints as [string, string];
   // A lookup waits at B when the registry moves the DP to A alone.
   const waiting = t.upstream.lookup(t.dp, "tel:+447700900501", { prefer: b });
   await until(() => t.b.held.length === 1, "B holds the lookup");
   assert.equal(t.bServer.openStreams, 1);
-  const moved = { ...t.dp, endpoints: [a] };
-  assert.equal(t.upstream.retain([moved]), 1, "B's channel is closed");
+  registry.set("eu", { ...t.dp, endpoints: [a] });
+  assert.equal(t.upstream.retain([...registry.values()]), 1, "B's channel is closed");
   // What B was sent is still B's to answer, and then its stream ends.
   await (t.b.held[0] as () => Promise<void>)();
   assert.equal((await waiting).kind, "not_found");
   await until(() => t.bServer.openStreams === 0, "B's stream ends");
-  // Lookups by the new listing never reach B again.
-  for (let i = 0; i < 10; i++) await t.upstream.lookup(moved, `tel:+44770090051${i}`, { prefer: b });
+  // Lookups that began before the change (they still name B, and prefer it) go to A, and open
+  // nothing to B again.
+  for (let i = 0; i < 10; i++) await t.upstream.lookup(t.dp, `tel:+44770090051${i}`, { prefer: b });
   assert.equal(t.b.items, 1);
   assert.equal(t.a.items, 10);
+  assert.equal(t.bServer.openStreams, 0);
   // A DP that left the registry: its channel closes, and its idle window goes.
   assert.deepEqual(
     t.upstream.windows().map((w) => w.dpId),
     ["eu"],
   );
+  registry.clear();
   assert.equal(t.upstream.retain([]), 1, "A's channel is closed");
   assert.deepEqual(t.upstream.windows(), []);
+  // A lookup that began before it left opens no channel to it again.
+  await assert.rejects(
+    t.upstream.lookup(t.dp, "tel:+447700900520"),
+    (e: DiscoveryError) => e.code === "upstream_unavailable",
+  );
+  assert.equal(t.a.items, 10);
+  assert.equal(t.b.items, 1);
   t.upstream.close();
 });
 

@@ -5,7 +5,7 @@
 
 import { performance } from "node:perf_hooks";
 import { status } from "@grpc/grpc-js";
-import { DiscoveryError, type DpInfo, type Logger, type LookupOutcome } from "@mimi/core";
+import { DiscoveryError, type DpInfo, type Logger, type LookupOutcome, type RegistryView } from "@mimi/core";
 import { type Channel, type ChannelPool, statusName } from "@mimi/rpc";
 import { AdaptiveGate, DEFAULT_GATE, refusedUnsent } from "./adaptive-gate.js";
 import { outcomeFromAnswer } from "./cached-answer.js";
@@ -107,6 +107,12 @@ export interface UpstreamOptions {
   now?: () => number;
   /** Private lookups, for lookups asked privately; they go through the same windows and failover. */
   privateLookups?: (channel: (dp: DpInfo, endpoint: string) => Channel) => PrivateLookups;
+  /**
+   * The registry copy: a DP's endpoints as it lists them now. A lookup that began before a change
+   * goes to the endpoints listed now, and no channel is opened to one no longer listed. Unset
+   * (tests): every endpoint a lookup names is listed.
+   */
+  registry?: Pick<RegistryView, "dp">;
 }
 
 /** Creates the pool. */
@@ -115,6 +121,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const channels = o.channels;
   const now = o.now ?? (() => performance.now());
   const muxes = new Map<string, LookupMux>();
+  // Muxes of endpoints the registry no longer lists, until their streams end (closed with the upstream).
+  const retiring = new Set<LookupMux>();
   // The endpoint choice per DP (bounded by the registry's DPs, like the windows).
   const pickers = new Map<string, EndpointPicker>();
   const pickerFor = (dpId: string) => {
@@ -147,7 +155,22 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const timedOut = (err: unknown) =>
     err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
-  const channelFor = (dp: DpInfo, endpoint: string) => channels.get(endpoint, dp.tlsIdentity);
+  // Whether the registry lists `endpoint` for `dp` now: a lookup, retry or private lookup that
+  // began before a change must not reopen what retain let go.
+  const listedNow = (dp: DpInfo, endpoint: string) => {
+    if (!o.registry) return true;
+    const d = o.registry.dp(dp.id);
+    return d !== undefined && d.tlsIdentity === dp.tlsIdentity && d.endpoints.includes(endpoint);
+  };
+  const channelFor = (dp: DpInfo, endpoint: string) => {
+    if (!listedNow(dp, endpoint)) {
+      throw new DiscoveryError(
+        "upstream_unavailable",
+        `${endpoint} is no longer an endpoint of DP "${dp.id}"`,
+      );
+    }
+    return channels.get(endpoint, dp.tlsIdentity);
+  };
   // Keyed as the channel pool keys its channels: a DP's endpoint and the identity it must show.
   const endpointKey = (identity: string, endpoint: string) => `${identity}|${endpoint}`;
   const muxKey = (dp: DpInfo, endpoint: string) => endpointKey(dp.tlsIdentity, endpoint);
@@ -204,7 +227,9 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   let closed = false;
 
   const privateLookups = o.privateLookups?.((dp, endpoint) => channelFor(dp, endpoint));
-  const attempt = async (dp: DpInfo, csi: string, how: UpstreamLookup): Promise<LookupOutcome> => {
+  const attempt = async (asked: DpInfo, csi: string, how: UpstreamLookup): Promise<LookupOutcome> => {
+    // The DP as the registry lists it now (a retry may come after its endpoints moved).
+    const dp = o.registry?.dp(asked.id) ?? asked;
     if (dp.endpoints.length === 0) {
       throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
     }
@@ -372,6 +397,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
         if (keep.has(k)) continue;
         mux.retire();
         muxes.delete(k);
+        retiring.add(mux);
+        void mux.ended.then(() => retiring.delete(mux));
       }
       const ids = new Set(dps.map((dp) => dp.id));
       for (const id of [...pickers.keys(), ...listed.keys()]) {
@@ -385,8 +412,9 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     },
     close() {
       closed = true;
-      for (const m of muxes.values()) m.close();
+      for (const m of [...muxes.values(), ...retiring]) m.close();
       muxes.clear();
+      retiring.clear();
       channels.close();
     },
   };

@@ -6,6 +6,7 @@ import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/prot
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
+import { DiscoveryError } from "@mimi/core";
 import type { In, Out } from "./grpc.js";
 import { fromServiceError } from "./status.js";
 import { MAX_BUFFERED_MESSAGES } from "./stream-write.js";
@@ -98,6 +99,18 @@ function bindSignal(call: { cancel(): void }, signal: AbortSignal | undefined): 
   return () => signal.removeEventListener("abort", onAbort);
 }
 
+/**
+ * A call grpc-js started, or upstream_unavailable: it throws at once, instead of failing the
+ * call, on a channel that has been closed (a DP endpoint the registry no longer lists).
+ */
+function started<T>(what: string, make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    throw new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error).message}`);
+  }
+}
+
 function makeClient<S extends GenServiceMethods>(
   raw: grpc.Client,
   address: string,
@@ -114,18 +127,12 @@ function makeClient<S extends GenServiceMethods>(
       case "unary":
         out[method.localName] = (req: unknown, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = raw.makeUnaryRequest(
-              path,
-              ser,
-              de,
-              req,
-              metadataFor(opts),
-              callOptions(opts),
-              (err, res) => {
+            const call = started(what, () =>
+              raw.makeUnaryRequest(path, ser, de, req, metadataFor(opts), callOptions(opts), (err, res) => {
                 unbind();
                 if (err) reject(fromServiceError(err, what));
                 else resolve(res);
-              },
+              }),
             );
             const unbind = bindSignal(call, opts?.signal);
           });
@@ -133,13 +140,8 @@ function makeClient<S extends GenServiceMethods>(
       case "server_streaming":
         out[method.localName] = (req: unknown, opts?: CallOptions) => ({
           async *[Symbol.asyncIterator]() {
-            const call = raw.makeServerStreamRequest(
-              path,
-              ser,
-              de,
-              req,
-              metadataFor(opts),
-              callOptions(opts),
+            const call = started(what, () =>
+              raw.makeServerStreamRequest(path, ser, de, req, metadataFor(opts), callOptions(opts)),
             );
             const unbind = bindSignal(call, opts?.signal);
             try {
@@ -156,17 +158,12 @@ function makeClient<S extends GenServiceMethods>(
       case "client_streaming":
         out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = raw.makeClientStreamRequest(
-              path,
-              ser,
-              de,
-              metadataFor(opts),
-              callOptions(opts),
-              (err, res) => {
+            const call = started(what, () =>
+              raw.makeClientStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts), (err, res) => {
                 unbind();
                 if (err) reject(fromServiceError(err, what));
                 else resolve(res);
-              },
+              }),
             );
             const unbind = bindSignal(call, opts?.signal);
             pump(reqs, call).catch((err) => {
@@ -178,7 +175,9 @@ function makeClient<S extends GenServiceMethods>(
       case "bidi_streaming":
         out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) => ({
           async *[Symbol.asyncIterator]() {
-            const call = raw.makeBidiStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts));
+            const call = started(what, () =>
+              raw.makeBidiStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts)),
+            );
             const unbind = bindSignal(call, opts?.signal);
             pump(reqs, call).catch(() => call.cancel());
             try {

@@ -40,7 +40,7 @@ export function createServerMetrics(role: string): ServerMetrics {
   const registry = new Registry();
   // Node's event-loop delay histogram (nodejs_eventloop_lag_*) sampled every 100 ms, not
   // prom-client's 10: its timer woke an idle server 100 times a second, about 2 ms of CPU a
-  // second per process. A scrape's percentiles still rest on hundreds of samples; a stall
+  // second per process. A scrape every 15 s still reads percentiles of 150 samples; a stall
   // shorter than 100 ms is seen in part.
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   new Gauge({
