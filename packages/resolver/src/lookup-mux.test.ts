@@ -1,7 +1,7 @@
 // The resolver's multiplexed LookupStream against a DP played by an in-process gRPC server:
 // answers matched by request id whatever their order, item errors as statuses, the per-item
-// timeout and the DP's late answer to it, a stream that stops answering, the pending cap, and a
-// stream that ends.
+// timeout and the DP's late answer to it, a stream that stops answering, the pending cap, a
+// stream that ends, and a stream retired when its endpoint left the registry.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { status } from "@grpc/grpc-js";
@@ -16,6 +16,15 @@ after(async () => {
 });
 
 type Item = { requestId: bigint; csi: string };
+
+/** Whether `mux`'s stream has ended, as a function to poll with until(). */
+function endedOf(mux: LookupMux): () => boolean {
+  let ended = false;
+  void mux.ended.then(() => {
+    ended = true;
+  });
+  return () => ended;
+}
 
 /** A DP whose LookupStream hands every item to `onItem`, which answers (or not) through `reply`. */
 async function dp(onItem: LookupItemHandler, o?: { endWithRequests?: boolean }) {
@@ -243,30 +252,43 @@ test("when the DP ends the stream, pending items fail as unavailable and the mux
   assert.equal(mux.dead, true);
 });
 
-test("a retired stream takes no more lookups, ends once the DP has answered, and is cut if the DP keeps it open", async () => {
-  for (const endWithRequests of [true, false]) {
-    const held: (() => Promise<void>)[] = [];
-    const server = await dp((item, reply) => void held.push(() => reply(found(item.requestId, item.csi))), {
-      endWithRequests,
-    });
-    // Long enough that nothing here times out or stalls; the cut comes at lateAnswerMs.
-    const mux = new LookupMux(server.channel(), {
-      what: "test stream",
-      timeoutMs: 60_000,
-      lateAnswerMs: 200,
-    });
-    const sent = mux.lookup("a");
-    await until(() => held.length === 1, "the DP holds the item");
-    mux.retire();
-    await assert.rejects(mux.lookup("b"), (e: DiscoveryError) => e.code === "upstream_unavailable");
-    // What it was sent is still answered on it.
-    await (held[0] as () => Promise<void>)();
-    assert.equal((await sent)?.mappings[0]?.ssi, "a");
-    let ended = false;
-    void mux.ended.then(() => {
-      ended = true;
-    });
-    await until(() => ended && server.openStreams === 0, `the stream ends (DP ends it: ${endWithRequests})`);
-    assert.equal(held.length, 1, "nothing more was sent");
-  }
+test("a retired stream sends what was queued, takes no more lookups, and ends once the DP has answered", async () => {
+  const held: (() => Promise<void>)[] = [];
+  const server = await dp((item, reply) => void held.push(() => reply(found(item.requestId, item.csi))));
+  // Nothing here times out, stalls or is cut: only the DP's end can end the stream.
+  const mux = new LookupMux(server.channel(), { what: "test stream", timeoutMs: 60_000 });
+  // Retired in the same turn as the lookup, which is still queued: it is sent all the same.
+  const sent = mux.lookup("a");
+  mux.retire();
+  await assert.rejects(mux.lookup("b"), (e: DiscoveryError) => e.code === "upstream_unavailable");
+  await until(() => held.length === 1, "the DP holds the item");
+  await (held[0] as () => Promise<void>)();
+  assert.equal((await sent)?.mappings[0]?.ssi, "a");
+  const ended = endedOf(mux);
+  await until(() => ended() && server.openStreams === 0, "the DP ends the stream");
+  assert.equal(held.length, 1, "nothing more was sent");
+});
+
+test("a retired stream the DP keeps open is cut at the late-answer bound; one it stops answering is dropped", async () => {
+  // The DP answered everything but does not end the stream: only the cut ends it.
+  const open = await dp((item, reply) => void reply(found(item.requestId, item.csi)), {
+    endWithRequests: false,
+  });
+  const kept = new LookupMux(open.channel(), { what: "test stream", timeoutMs: 60_000, lateAnswerMs: 200 });
+  assert.equal((await kept.lookup("a"))?.mappings[0]?.ssi, "a");
+  kept.retire();
+  const cut = endedOf(kept);
+  await until(() => cut() && open.openStreams === 0, "the stream is cut");
+  // A DP silent on a retired stream: its item times out and the stream is dropped as stalled.
+  const silent = await dp(() => {}, { endWithRequests: false });
+  const quiet = new LookupMux(silent.channel(), {
+    what: "test stream",
+    timeoutMs: 50,
+    lateAnswerMs: 3_600_000,
+  });
+  const lost = quiet.lookup("a");
+  quiet.retire();
+  await assert.rejects(lost, (e: DiscoveryError) => e.details?.reason === UPSTREAM_TIMEOUT);
+  const dropped = endedOf(quiet);
+  await until(() => dropped() && silent.openStreams === 0, "the silent stream is dropped");
 });

@@ -256,6 +256,12 @@ test("an endpoint the registry no longer lists: its stream ends once answered, i
   await (t.b.held[0] as () => Promise<void>)();
   assert.equal((await waiting).kind, "not_found");
   await until(() => t.bServer.openStreams === 0, "B's stream ends");
+  // No channel is opened to B again, whoever asks (change and filter streams, private lookups,
+  // a retry on a new stream).
+  assert.throws(
+    () => t.upstream.channel(t.dp, b),
+    (e: DiscoveryError) => e.code === "upstream_unavailable",
+  );
   // Lookups that began before the change (they still name B, and prefer it) go to A, and open
   // nothing to B again.
   for (let i = 0; i < 10; i++) await t.upstream.lookup(t.dp, `tel:+44770090051${i}`, { prefer: b });
@@ -270,7 +276,7 @@ test("an endpoint the registry no longer lists: its stream ends once answered, i
   registry.clear();
   assert.equal(t.upstream.retain([]), 1, "A's channel is closed");
   assert.deepEqual(t.upstream.windows(), []);
-  // A lookup that began before it left opens no channel to it again.
+  // A lookup that began before it left fails at once, and opens no channel to it again.
   await assert.rejects(
     t.upstream.lookup(t.dp, "tel:+447700900520"),
     (e: DiscoveryError) => e.code === "upstream_unavailable",

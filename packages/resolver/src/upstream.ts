@@ -157,6 +157,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
 
   // Whether the registry lists `endpoint` for `dp` now: a lookup, retry or private lookup that
   // began before a change must not reopen what retain let go.
+  const leftRegistry = (dpId: string) =>
+    new DiscoveryError("upstream_unavailable", `DP "${dpId}" is no longer in the registry`);
   const listedNow = (dp: DpInfo, endpoint: string) => {
     if (!o.registry) return true;
     const d = o.registry.dp(dp.id);
@@ -229,7 +231,9 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const privateLookups = o.privateLookups?.((dp, endpoint) => channelFor(dp, endpoint));
   const attempt = async (asked: DpInfo, csi: string, how: UpstreamLookup): Promise<LookupOutcome> => {
     // The DP as the registry lists it now (a retry may come after its endpoints moved).
-    const dp = o.registry?.dp(asked.id) ?? asked;
+    const current = o.registry?.dp(asked.id);
+    if (o.registry && !current) throw leftRegistry(asked.id);
+    const dp = current ?? asked;
     if (dp.endpoints.length === 0) {
       throw new DiscoveryError("upstream_unavailable", `DP "${dp.id}" has no endpoints in the registry`);
     }
@@ -259,6 +263,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
     for (const endpoint of order) {
       // After a refusal only endpoints that are up are asked: one held down would cost a wait.
       if (refused && !picker.isUp(endpoint)) break;
+      // The registry moved the DP meanwhile: not a failure of the endpoint, just not asked.
+      if (!listedNow(dp, endpoint)) continue;
       try {
         if (privately) {
           if (!privateLookups)
@@ -332,6 +338,8 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   return {
     channel: channelFor,
     async lookup(dp, csi, how = {}) {
+      // A lookup begun before its DP left the registry (no gate or picker is made for it again).
+      if (o.registry && !o.registry.dp(dp.id)) throw leftRegistry(dp.id);
       const gate = gateFor(dp.id);
       const t0 = performance.now();
       let failed = true;

@@ -100,14 +100,16 @@ function bindSignal(call: { cancel(): void }, signal: AbortSignal | undefined): 
 }
 
 /**
- * A call grpc-js started, or upstream_unavailable: it throws at once, instead of failing the
- * call, on a channel that has been closed (a DP endpoint the registry no longer lists).
+ * A call grpc-js started. On a channel that has been closed (a DP endpoint the registry no
+ * longer lists) grpc-js throws at once instead of failing the call: that is upstream_unavailable,
+ * as a failed call there would be. Any other throw is left as it is (a bug, not the peer).
  */
-function started<T>(what: string, make: () => T): T {
+function started<T>(raw: grpc.Client, what: string, make: () => T): T {
   try {
     return make();
   } catch (err) {
-    throw new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error).message}`);
+    if (raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.SHUTDOWN) throw err;
+    throw new DiscoveryError("upstream_unavailable", `${what}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -127,7 +129,7 @@ function makeClient<S extends GenServiceMethods>(
       case "unary":
         out[method.localName] = (req: unknown, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = started(what, () =>
+            const call = started(raw, what, () =>
               raw.makeUnaryRequest(path, ser, de, req, metadataFor(opts), callOptions(opts), (err, res) => {
                 unbind();
                 if (err) reject(fromServiceError(err, what));
@@ -140,7 +142,7 @@ function makeClient<S extends GenServiceMethods>(
       case "server_streaming":
         out[method.localName] = (req: unknown, opts?: CallOptions) => ({
           async *[Symbol.asyncIterator]() {
-            const call = started(what, () =>
+            const call = started(raw, what, () =>
               raw.makeServerStreamRequest(path, ser, de, req, metadataFor(opts), callOptions(opts)),
             );
             const unbind = bindSignal(call, opts?.signal);
@@ -158,7 +160,7 @@ function makeClient<S extends GenServiceMethods>(
       case "client_streaming":
         out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = started(what, () =>
+            const call = started(raw, what, () =>
               raw.makeClientStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts), (err, res) => {
                 unbind();
                 if (err) reject(fromServiceError(err, what));
@@ -175,7 +177,7 @@ function makeClient<S extends GenServiceMethods>(
       case "bidi_streaming":
         out[method.localName] = (reqs: AsyncIterable<unknown>, opts?: CallOptions) => ({
           async *[Symbol.asyncIterator]() {
-            const call = started(what, () =>
+            const call = started(raw, what, () =>
               raw.makeBidiStreamRequest(path, ser, de, metadataFor(opts), callOptions(opts)),
             );
             const unbind = bindSignal(call, opts?.signal);
