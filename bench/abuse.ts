@@ -2,7 +2,7 @@
 // resolving its address book, against one resolver with the local network's budgets and
 // enumeration detection enforcing. Reports what each was granted, how soon the sweep was
 // refused, and the address book's latency beside the sweep against alone.
-import type { KeySpec } from "./load.js";
+import { warmKeys } from "./keys.js";
 import { type Bench, cacheEntriesFor, type Load, type Options, prewarm, withNetwork } from "./measure.js";
 
 /** The sweeper's enrolled users here: 20 users, so 2,000 lookups per DP per day and 120 a minute. */
@@ -34,7 +34,7 @@ export async function abuseScenario(
     netDir,
     cacheEntries,
     async (net) => {
-      const base: KeySpec = { mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 };
+      const base = warmKeys(warmCount);
       await prewarm(bench, net, o, warmCount);
       // The address book: mostly contacts asked before (cached), some new, a few unknown ones
       // scattered over many number blocks, at a steady rate (open loop: latency counts from

@@ -7,7 +7,7 @@
 // On a machine whose cores also run the load processes and the DPs, the ratio says what a
 // second worker buys when the cores are shared, not what a dedicated machine would give.
 import { availableParallelism } from "node:os";
-import type { KeySpec } from "./load.js";
+import { warmKeys } from "./keys.js";
 import {
   type Bench,
   cacheEntriesFor,
@@ -26,7 +26,7 @@ export async function clusterScenario(
   log: (s: string) => void,
 ): Promise<void> {
   const cacheEntries = cacheEntriesFor(o);
-  const warm = (): KeySpec => ({ mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 });
+  const warm = () => warmKeys(warmCount);
   const cores = availableParallelism();
   const byWorkers = new Map<number, RunResult[]>();
   for (const workers of [1, cores]) {

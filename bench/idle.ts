@@ -4,6 +4,8 @@
 // ceiling (the paired runs, bench/references.ts). It found a metrics timer that woke every
 // server 100 times a second and a resolver reconnecting to endpoints its registry copy no
 // longer listed (bench/README).
+
+import { warmKeys } from "./keys.js";
 import {
   type Bench,
   cacheEntriesFor,
@@ -26,13 +28,7 @@ export async function idleScenario(
   log: (s: string) => void,
 ): Promise<void> {
   await withNetwork(bench, netDir, cacheEntriesFor(o), async (net) => {
-    const keys = () => ({
-      mode: "warm" as const,
-      warmCount,
-      cold: [0, 0] as [number, number],
-      absent: [0, 0] as [number, number],
-      universe: 0,
-    });
+    const keys = () => warmKeys(warmCount);
     const echo = await startEcho(o, bench, net, "bare", await cachedAnswerHex(net), keys);
     try {
       const procs: Record<string, number | undefined> = {

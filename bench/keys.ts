@@ -25,3 +25,29 @@ function pad(n: number, width: number): string {
 
 /** MSPs the generated mappings point at (the demo MSPs, so the demo enrolment covers them). */
 export const BENCH_MSPS = ["bluebird.example", "wirechat.example", "parrot.example"] as const;
+
+/** Which CSIs a worker asks for. */
+export interface KeySpec {
+  mode: "warm" | "cold" | "absent" | "mixed" | "misses" | "eu-random" | "eu-cold";
+  /** Existing CSIs [0, warmCount) are cached at the resolver. */
+  warmCount: number;
+  /** Existing CSI indexes this worker may use once each. */
+  cold: [number, number];
+  /** Absent CSI indexes this worker may use once each. */
+  absent: [number, number];
+  /** For eu-random: existing CSIs are [0, universe). */
+  universe: number;
+  /**
+   * Absent CSI index i asks absentCsi(i * absentStride): 1 walks one number block after another
+   * (a sweep), a large stride scatters them over many blocks (an address book's unknown numbers).
+   */
+  absentStride?: number;
+}
+
+/**
+ * The prewarmed CSIs [0, warmCount), cached at the resolver: the spec the others start from.
+ * (Here, not in load.ts, which is the load processes' entry point and runs when imported.)
+ */
+export function warmKeys(warmCount: number): KeySpec {
+  return { mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 };
+}

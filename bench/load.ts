@@ -13,25 +13,9 @@ import {
   openChannel,
   silenceIpServernameWarning,
 } from "@mimi/rpc";
-import { absentCsi, existingCsi } from "./keys.js";
+import { absentCsi, existingCsi, type KeySpec } from "./keys.js";
 
-/** Which CSIs a worker asks for. */
-export interface KeySpec {
-  mode: "warm" | "cold" | "absent" | "mixed" | "misses" | "eu-random" | "eu-cold";
-  /** Existing CSIs [0, warmCount) are cached at the resolver. */
-  warmCount: number;
-  /** Existing CSI indexes this worker may use once each. */
-  cold: [number, number];
-  /** Absent CSI indexes this worker may use once each. */
-  absent: [number, number];
-  /** For eu-random: existing CSIs are [0, universe). */
-  universe: number;
-  /**
-   * Absent CSI index i asks absentCsi(i * absentStride): 1 walks one number block after another
-   * (a sweep), a large stride scatters them over many blocks (an address book's unknown numbers).
-   */
-  absentStride?: number;
-}
+export type { KeySpec } from "./keys.js";
 
 /** What the parent asks of one worker. */
 export interface LoadSpec {

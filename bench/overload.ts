@@ -11,6 +11,7 @@
 // unary call costs its client about what a cache hit costs the resolver, so an open loop of
 // hits at twice the resolver's rate overloads the load processes first (their deadlines fire
 // late, the servers idle). A miss costs the resolver several times what it costs the client.
+import { warmKeys } from "./keys.js";
 import type { KeySpec } from "./load.js";
 import {
   type Bench,
@@ -36,7 +37,7 @@ export async function overloadScenario(
   log: (s: string) => void,
 ): Promise<void> {
   const cacheEntries = cacheEntriesFor(o);
-  const base: KeySpec = { mode: "warm", warmCount, cold: [0, 0], absent: [0, 0], universe: 0 };
+  const base = warmKeys(warmCount);
   const misses = (lookups: number) => {
     const cold = split(bench.takeCold(Math.ceil(lookups / 2)), o.workers);
     const absent = split(bench.takeAbsent(lookups), o.workers);

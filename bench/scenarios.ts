@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Network } from "@mimi/devnet";
 import { ensureGenerated } from "./generate.js";
+import { warmKeys } from "./keys.js";
 import type { KeySpec } from "./load.js";
 import {
   type Bench,
@@ -55,14 +56,7 @@ export async function resolverScenarios(
   const c = o.concurrency;
   const cacheEntries = cacheEntriesFor(o);
   await withNetwork(bench, netDir, cacheEntries, async (net) => {
-    const keys = (over: Partial<KeySpec>) => (): KeySpec => ({
-      mode: "warm",
-      warmCount,
-      cold: [0, 0],
-      absent: [0, 0],
-      universe: 0,
-      ...over,
-    });
+    const keys = (over: Partial<KeySpec>) => (): KeySpec => ({ ...warmKeys(warmCount), ...over });
     const coldFor = (count: number) => {
       const parts = split(bench.takeCold(count), o.workers);
       return (w: number) => keys({ mode: "cold", cold: parts[w] ?? [0, 0] })();

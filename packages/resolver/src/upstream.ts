@@ -155,10 +155,10 @@ export function createUpstream(o: UpstreamOptions): Upstream {
   const timedOut = (err: unknown) =>
     err instanceof DiscoveryError && err.details?.reason === UPSTREAM_TIMEOUT;
 
-  // Whether the registry lists `endpoint` for `dp` now: a lookup, retry or private lookup that
-  // began before a change must not reopen what retain let go.
   const leftRegistry = (dpId: string) =>
     new DiscoveryError("upstream_unavailable", `DP "${dpId}" is no longer in the registry`);
+  // Whether the registry lists `endpoint` for `dp` now: a lookup, retry or private lookup that
+  // began before a change must not reopen what retain let go.
   const listedNow = (dp: DpInfo, endpoint: string) => {
     if (!o.registry) return true;
     const d = o.registry.dp(dp.id);
