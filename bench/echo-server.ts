@@ -5,17 +5,22 @@
 // on this machine in this hour. Two of them: "bare" is grpc-js alone (a raw handler, the
 // request decoded by protobuf-es only where the stream needs its id), "core" adds core's server
 // options, connection limits and service adapter (decoding, role checks, metrics hooks), the
-// framework every server runs on. A third, "options", has the raw handlers on a server made with
-// the framework's options and limits, to tell what the options cost from what the adapter does
-// (--echoes). Started by bench/references.ts; prints {"port":N}.
+// framework every server runs on. On request (--echoes): "options" has the raw handlers on a
+// server made with the framework's options and limits, to tell what the options cost from what
+// the adapter does; "fast" is the resolver's hit path without the hit (the framework, its call
+// metrics and a fast path that answers every request with the same bytes), to tell what a hit's
+// own work costs from what the framework around it does. Started by bench/references.ts; prints
+// {"port":N}.
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { createLogger, encodeResolveStreamItem, pb } from "@mimi/core";
+import { createLogger, encodeResolveStreamItem, pb, readSimpleRequest } from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet/paths";
 import {
   addHealthService,
   addService,
   createGrpcServer,
+  createServerMetrics,
+  DEFAULT_CONNECTION_LIMITS,
   listen,
   loadTls,
   serverCredentials,
@@ -23,7 +28,7 @@ import {
 } from "@mimi/rpc";
 
 interface EchoSpec {
-  mode: "bare" | "options" | "core";
+  mode: "bare" | "options" | "core" | "fast";
   /** The local network's PKI: the echo presents the resolver's certificate. */
   pkiDir: string;
   /** An encoded ResolveResponse, hex. */
@@ -34,9 +39,39 @@ silenceIpServernameWarning(process);
 const spec = JSON.parse(process.argv[2] ?? "{}") as EchoSpec;
 const response = new Uint8Array(Buffer.from(spec.responseHex, "hex"));
 const log = createLogger({ name: "echo", level: "warn" });
-const server = spec.mode === "bare" ? new grpc.Server({ "grpc.enable_channelz": 0 }) : createGrpcServer();
+const server =
+  spec.mode === "bare"
+    ? new grpc.Server({ "grpc.enable_channelz": 0 })
+    : createGrpcServer(
+        DEFAULT_CONNECTION_LIMITS,
+        spec.mode === "fast" ? createServerMetrics("resolver").observers : undefined,
+      );
 addHealthService(server, log, [pb.ResolverService.typeName], true);
-if (spec.mode === "core") {
+if (spec.mode === "fast") {
+  // The resolver's hit path with the hit's own work taken out: the framework's fast-path
+  // wrappers and call metrics around a fast path that answers every request with the same
+  // bytes (a stream item with its request's id).
+  const item = (req: Buffer) => {
+    const r = readSimpleRequest(req, 2, 1);
+    return r && encodeResolveStreamItem(r.id, response);
+  };
+  const declined = new Error("the fast echo answers every request on its fast path");
+  addService(
+    server,
+    pb.ResolverService,
+    {
+      resolve: async () => {
+        throw declined;
+      },
+      // The items' fast path runs as the handler reads them, and answers them all.
+      async resolveStream(reqs) {
+        for await (const _ of reqs) throw declined;
+      },
+      getQuota: async () => ({}),
+    },
+    { log, fast: { resolve: () => response, resolveStream: item } },
+  );
+} else if (spec.mode === "core") {
   // Typed as the message; the adapter writes Uint8Array answers as they are (core codec/encoded.ts).
   const answer = response as unknown as pb.ResolveResponse;
   addService(

@@ -41,7 +41,7 @@ export interface Options {
   /** The references' runs load their servers at the same time as the warm run of their shape (--paired). */
   paired: boolean;
   /** The echo references to run (bench/echo-server.ts's modes). */
-  echoes: readonly ("bare" | "options" | "core")[];
+  echoes: readonly ("bare" | "options" | "core" | "fast")[];
   /** False: the resolver runs without its ops listener, so without metrics (to price them). */
   metrics: boolean;
   /**

@@ -2,7 +2,8 @@
 // resolver's API over the same mutual TLS that do no work and answer a real cached answer's
 // bytes: `echo-bare` (grpc-js alone) and `echo-core` (with the project's gRPC framework), and on
 // request (--echoes) `echo-options` (grpc-js with the framework's server options and raw
-// handlers). They are set beside the warm runs in one of two ways:
+// handlers) and `echo-fast` (the framework's fast path answering every request with the same
+// bytes, with the resolver's call metrics). They are set beside the warm runs in one of two ways:
 // - in turn (the default): rounds of echo-bare's runs, echo-core's, then the warm runs, so a
 //   round's ratio is taken between runs a minute or two apart;
 // - at once (--paired): each shape's warm run and the references' runs load their servers in
@@ -47,7 +48,7 @@ export function shapeLoad(shape: Shape, keys: () => KeySpec, target?: Load["targ
 }
 
 /** The echo references there are (bench/echo-server.ts). */
-export const ECHO_MODES = ["bare", "options", "core"] as const;
+export const ECHO_MODES = ["bare", "options", "core", "fast"] as const;
 export type EchoMode = (typeof ECHO_MODES)[number];
 
 interface Echo {

@@ -230,13 +230,13 @@ test("--paired runs each warm shape and the echo references at the same moment",
 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "mimi-bench-"));
   try {
-    const echoes = ["echo-bare", "echo-options", "echo-core"];
+    const echoes = ["echo-bare", "echo-options", "echo-core", "echo-fast"];
     const { out, report } = await quickBench(dir, [
       "--paired",
       "--scenarios",
       "echo,warm",
       "--echoes",
-      "bare,options,core",
+      "bare,options,core,fast",
     ]);
     const paired = report.results.filter((r) => r.round !== undefined);
     const shapes = [...new Set(paired.map((r) => r.variant))];
@@ -249,7 +249,7 @@ test("--paired runs each warm shape and the echo references at the same moment",
           [...echoes, "warm"].sort(),
           `${variant}, round ${round}`,
         );
-        // Started together (one start time for all four, where runs in turn have one each),
+        // Started together (one start time for all of them, where runs in turn have one each),
         // each with the figures of the servers it loaded: its own server's as the resolver's,
         // no other run's echo among them.
         assert.equal(new Set(runs.map((r) => r.startedAt)).size, 1, `${variant}, round ${round}: at once`);
