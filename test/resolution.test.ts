@@ -527,14 +527,40 @@ scenario(
           "MALFORMED_MESSAGE",
         );
       }
-      // A stream: the call ends with the status at the first malformed message.
+      // A stream: an item whose request id can be read fails alone, as a bad CSI does, and the
+      // stream goes on; one whose id cannot be read ends the call with the status.
       const stream = raw.makeBidiStreamRequest(
         "/mimi.discovery.v1.ResolverService/ResolveStream",
         same,
         same,
       );
+      const items: pb.ResolveStreamResponse[] = [];
       const ended = new Promise<grpc.ServiceError>((done) => stream.on("error", done));
-      stream.on("data", () => {});
+      const answered = new Promise<void>((done) =>
+        stream.on("data", (b: Buffer) => {
+          items.push(fromBinary(pb.ResolveStreamResponseSchema, b));
+          if (items.length === 2) done();
+        }),
+      );
+      // request_id 7, then field 2 (csi) holding bytes that are not UTF-8.
+      stream.write(Buffer.from([0x08, 0x07, 0x12, 0x02, 0xc3, 0x28]));
+      const good = create(pb.ResolveStreamRequestSchema, { requestId: 8n, csi: "tel:+447700900123" });
+      stream.write(Buffer.from(toBinary(pb.ResolveStreamRequestSchema, good)));
+      await Promise.race([
+        answered,
+        ended.then((e) => assert.fail(`the stream ended before both items were answered: ${e.message}`)),
+      ]);
+      const [first, second] = [...items].sort((a, b) => Number(a.requestId - b.requestId));
+      assert.equal(first?.requestId, 7n);
+      assert.equal(first?.result.case, "error");
+      if (first?.result.case === "error") {
+        assert.equal(first.result.value.code, grpc.status.INVALID_ARGUMENT);
+        assert.equal(first.result.value.reason, "MALFORMED_MESSAGE");
+        assert.match(first.result.value.message, /^malformed request message: /);
+      }
+      assert.equal(second?.requestId, 8n);
+      assert.equal(second?.result.case, "response");
+      // Field 1 with the wrong wire type: no request id to answer under.
       stream.write(bad[0] as Buffer);
       const err = await ended;
       assert.equal(err.code, grpc.status.INVALID_ARGUMENT);

@@ -35,6 +35,7 @@ export {
   encodeResolveStreamHit,
   encodeResolveStreamItem,
   readSimpleRequest,
+  readVarintField,
   type SimpleRequest,
 } from "./codec/encoded.js";
 export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./codec/error-details.js";

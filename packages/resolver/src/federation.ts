@@ -24,7 +24,8 @@ import {
 } from "@mimi/core";
 import type { TtlCache } from "./cache.js";
 import { CachedAnswer, isPartKey, partKey, uriOfKey } from "./cached-answer.js";
-import { callerGone, isCallerGone } from "./call-bounds.js";
+import { callerGone } from "./call-bounds.js";
+import { type Flight, InFlight } from "./in-flight.js";
 import type { MissCaller, Resolution, ResolverStats, Verified } from "./lookup-context.js";
 import { eventKey, type RecentChanges } from "./recent-changes.js";
 import type { Upstream } from "./upstream.js";
@@ -63,17 +64,16 @@ export interface PartDeps {
  * resolver's own lookups: it charges the caller at that DP and says who the DP is asked for.
  */
 export function createPartLookups(d: PartDeps) {
-  // A lookup in flight per part, and whether anyone joined it (then its first caller leaving
-  // does not abandon it).
-  const inflight = new Map<string, { p: Promise<Resolution>; joined: boolean }>();
+  // A lookup in flight per part, plain or private (in-flight.ts).
+  const inflight = new InFlight<Resolution>();
 
-  const ask = async (dp: DpInfo, csi: Csi, caller: MissCaller): Promise<Resolution> => {
+  const ask = async (dp: DpInfo, csi: Csi, caller: MissCaller, flight: Flight): Promise<Resolution> => {
     const key = partKey(dp.id, csi.uri);
     const startedAt = d.recent.count;
     d.stats.upstreamRequests++;
     let outcome: LookupOutcome;
     let sealed: Verified;
-    const abandoned = () => caller.gone?.() === true && inflight.get(key)?.joined !== true;
+    const abandoned = () => caller.gone?.() === true && !flight.joined;
     try {
       outcome = await d.upstream.lookup(dp, csi.uri, {
         rateContext: caller.contextFor(dp.id),
@@ -112,31 +112,26 @@ export function createPartLookups(d: PartDeps) {
     return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", answer };
   };
 
-  const single = (dp: DpInfo, csi: Csi, caller: MissCaller): Promise<Resolution> => {
-    const key = partKey(dp.id, csi.uri);
-    const running = inflight.get(key);
-    if (running) {
-      running.joined = true;
-      // Dropped because its first caller left as this one joined: asked again for this one.
-      return running.p.catch((err: unknown) => {
-        if (isCallerGone(err)) return single(dp, csi, caller);
-        throw err;
-      });
-    }
-    const p = ask(dp, csi, caller).finally(() => inflight.delete(key));
-    inflight.set(key, { p, joined: false });
-    return p;
-  };
+  const single = (dp: DpInfo, csi: Csi, caller: MissCaller): Promise<Resolution> =>
+    inflight.run(
+      inflight.keyOf(partKey(dp.id, csi.uri), caller.privateAt?.(dp.id) === true),
+      { caller: caller.key, background: false },
+      (flight) => ask(dp, csi, caller, flight),
+      () => single(dp, csi, caller),
+    );
 
   return {
-    /** DP `dp`'s answer for `csi` as a federated DP of its range. */
-    part(dp: DpInfo, csi: Csi, onMiss: () => MissCaller): Promise<Resolution> {
+    /**
+     * DP `dp`'s answer for `csi` as a federated DP of its range; with `sealedDenial`, a cached
+     * NOT_FOUND a private lookup found is a miss (as for service.resolve).
+     */
+    part(dp: DpInfo, csi: Csi, onMiss: () => MissCaller, sealedDenial = false): Promise<Resolution> {
       // Like the resolver's own walks: no copy of the registry that may be used, no lookup.
       const problem = d.registryProblem();
       if (problem) return Promise.reject(new DiscoveryError("not_ready", `${problem}; retry shortly`));
       const key = partKey(dp.id, csi.uri);
       const hit = d.cache.get(key);
-      if (hit) {
+      if (hit && !(sealedDenial && hit.value.private && hit.value.kind === "not_found")) {
         d.stats.hits++;
         const answer = hit.value;
         return Promise.resolve({

@@ -4,7 +4,7 @@
 // every caller shares). Bounded: past the bound the oldest is forgotten, which only means the
 // next lookup asks the DP again.
 import { csiBlockOf, type DiscoveryError, setNewest } from "@mimi/core";
-import { dpRefusalError } from "./upstream.js";
+import { dpRefusalError } from "./refusals.js";
 
 const MAX_HELD = 100_000;
 

@@ -36,7 +36,14 @@ const CSI = "tel:+447700900123";
 
 /** A DP serving PrivateLookupService from memory, with ways to cheat. */
 function fakeDp(
-  cheat: { evaluateWith?: OprfKeys; bucketOffset?: number; paramsKey?: boolean; unpublished?: boolean } = {},
+  cheat: {
+    evaluateWith?: OprfKeys;
+    bucketOffset?: number;
+    paramsKey?: boolean;
+    unpublished?: boolean;
+    /** Its parameters are refused with this error. */
+    paramsRefused?: DiscoveryError;
+  } = {},
   /** Whether the resolver follows the DP's change stream (buckets are kept only then), and its clock. */
   env: {
     following?: { on: boolean };
@@ -58,8 +65,9 @@ function fakeDp(
   const entries = new Map([[slot.bucket, [sealEntry(layout, slot, answer)]]]);
   const paramsSigner = cheat.paramsKey ? generateSigningKey() : signing;
   const service = {
-    getPrivateParameters: async () =>
-      signPrivateParams(
+    getPrivateParameters: async () => {
+      if (cheat.paramsRefused) throw cheat.paramsRefused;
+      return signPrivateParams(
         {
           dpId: "eu",
           suite: PRIVATE_SUITE,
@@ -70,7 +78,8 @@ function fakeDp(
           signedAtMs: NOW,
         },
         paramsSigner,
-      ),
+      );
+    },
     evaluate: async (req: { blinded: Uint8Array[] }) =>
       oprfBlindEvaluate(cheat.evaluateWith ?? keys, req.blinded),
     getBucket: async (req: { bucket: number }) => {
@@ -191,6 +200,27 @@ test("only the key the registry publishes as current is used, though the DP sign
   );
   // The published one works.
   assert.equal((await honest.lookups.lookup(honest.dp, "dp:1", CSI, new Uint8Array(16))).kind, "opted_out");
+});
+
+test("a DP without the published key is refused in the resolver's words, without the DP's own text", async () => {
+  const dpText =
+    "GetPrivateParameters at 10.1.2.3:7443: FAILED_PRECONDITION: no key for epoch 3 in /srv/dp/oprf-key.json";
+  const { dp, lookups } = fakeDp({
+    paramsRefused: new DiscoveryError("failed_precondition", dpText, {
+      details: { reason: "EPOCH_CHANGED" },
+    }),
+  });
+  await assert.rejects(lookups.lookup(dp, "dp:1", CSI, new Uint8Array(16)), (err: unknown) => {
+    assert.ok(err instanceof DiscoveryError);
+    assert.equal(err.code, "failed_precondition");
+    assert.equal(err.details?.reason, "EPOCH_CHANGED");
+    assert.match(
+      err.message,
+      /^DP "eu" does not hold the private-lookup key the registry publishes as its current one \(epoch 3\); try again later$/,
+    );
+    assert.equal((err.cause as Error).message, dpText, "kept as the cause");
+    return true;
+  });
 });
 
 test("a kept bucket serves later lookups in it until any change event of its DP, a minute, or the stream is not followed", async () => {

@@ -374,10 +374,11 @@ function layoutChanged(r: BucketParts, p: PrivateParams): boolean {
 function refusedPrivately(dp: DpInfo, epoch: number) {
   return (err: unknown): never => {
     // It holds keys, but not the one the registry publishes as current (a rotation out of step).
+    // The DP's own text (its address, its files) is not passed on; it stays the cause.
     if (err instanceof DiscoveryError && err.details?.reason === "EPOCH_CHANGED")
       throw new DiscoveryError(
         "failed_precondition",
-        `DP "${dp.id}" does not hold the private-lookup key the registry publishes as its current one (epoch ${epoch}); try again later (${err.message})`,
+        `DP "${dp.id}" does not hold the private-lookup key the registry publishes as its current one (epoch ${epoch}); try again later`,
         { cause: err, details: { reason: "EPOCH_CHANGED" } },
       );
     if (

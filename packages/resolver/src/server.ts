@@ -24,17 +24,16 @@ import {
   parseRequestCsi,
   pb,
   planFederation,
+  readVarintField,
   sleepUnlessAborted,
 } from "@mimi/core";
 import { addService, type CallContext, itemError } from "@mimi/rpc";
-import { UPSTREAM_SATURATED } from "./adaptive-gate.js";
 import { bindResolverAdmin } from "./admin-server.js";
 import {
   answerBound,
   answerInTime,
   chargedAnyway,
   clocksNow,
-  OVERLOADED,
   overloadRefusal,
   waitBound,
 } from "./call-bounds.js";
@@ -43,9 +42,14 @@ import { createFastPaths } from "./fast-paths.js";
 import { resolveFederated } from "./federation.js";
 import { createHeldRefusals } from "./held-refusals.js";
 import type { ExplainTrace } from "./lookup-context.js";
+import { earnedRefusal, isCallerRefusal } from "./refusals.js";
 import type { ResolverServerOptions } from "./server-options.js";
 import type { MissCaller, Resolution, ResolverService } from "./service.js";
-import { isCallerRefusal } from "./upstream.js";
+
+/** ResolveStreamRequest.request_id's field number (resolver.proto). */
+const STREAM_REQUEST_ID = 1;
+/** The method whose items' errors are logged under its name. */
+const RESOLVE_STREAM = `/${pb.ResolverService.typeName}/ResolveStream`;
 
 /** Items of one ResolveStream worked on at once; the stream is not read further until one completes. */
 const MAX_STREAM_INFLIGHT = 1_024;
@@ -83,9 +87,12 @@ export function bindResolverServer(
   const held = createHeldRefusals();
   const refusals = createRateLimiter({ limit: REFUSALS_PER_SECOND, windowMs: 1_000 }, MAX_REFUSING_KEYS);
   const fast = createFastPaths(service, { ...opts, held, encodedAnswer });
-  const refusalPause = (identity: string): number => {
+  const refusalPause = (identity: string, answerBy?: number): number => {
     const over = refusals.take(identity, opts.now());
-    return over ? Math.min(over.retryAfterMs, MAX_REFUSAL_PAUSE_MS) : 0;
+    const pause = over ? Math.min(over.retryAfterMs, MAX_REFUSAL_PAUSE_MS) : 0;
+    // Over before the caller's deadline: it hears the refusal instead of cancelling the call
+    // (each cancellation is a stream reset, of which a connection takes only so many).
+    return answerBy === undefined ? pause : Math.min(pause, Math.max(0, answerBy - performance.now()));
   };
 
   /**
@@ -101,12 +108,15 @@ export function bindResolverServer(
     const csi = parseRequestCsi(req.csi);
     const params = paramsFromProto(req.options);
     const privateAt = privacyOf(req.privacy, opts.privateByDefault);
+    // A caller that asks PLAIN gets what a plain lookup gives: a DP's sealed denial, never a
+    // private lookup's NOT_FOUND (the resolver's word alone), even from the cache.
+    const sealedDenial = req.privacy === pb.PrivacyMode.PLAIN;
     // A query federates when it asks to, or when the range's DP publishes that as its default (R11).
     const query = federationFromProto(req.federation);
     const delegation = registry.find(csi.key);
     const plan = delegation && planFederation(registry, delegation, query, opts.maxFederatedDps);
     if (plan) {
-      const ask = (dp?: DpInfo) => lookupOne(csi, ctx, privateAt, onRefused, undefined, dp);
+      const ask = (dp?: DpInfo) => lookupOne(csi, ctx, { privateAt, sealedDenial, onRefused, dp });
       const f = await resolveFederated(
         plan,
         params,
@@ -117,7 +127,7 @@ export function bindResolverServer(
       );
       return federatedResponseToProto(f.merged, f.sources, params, indexOf, f.ttlSeconds, f.stale);
     }
-    const r = await lookupOne(csi, ctx, privateAt, onRefused, trace);
+    const r = await lookupOne(csi, ctx, { privateAt, sealedDenial, onRefused, trace });
     if (params === DEFAULT_PARAMS) {
       return encodeResolveResponse<pb.ResolveResponse>(encodedAnswer(r), r.ttlSeconds, r.stale);
     }
@@ -133,11 +143,15 @@ export function bindResolverServer(
   const lookupOne = async (
     csi: Csi,
     ctx: CallContext,
-    privateAt: (dpId: string) => boolean,
-    onRefused?: (err: DiscoveryError) => void,
-    trace?: ExplainTrace,
-    dp?: DpInfo,
+    how: {
+      privateAt: (dpId: string) => boolean;
+      sealedDenial?: boolean;
+      onRefused?: (err: DiscoveryError) => void;
+      trace?: ExplainTrace;
+      dp?: DpInfo;
+    },
   ): Promise<Resolution> => {
+    const { privateAt, onRefused, trace, dp } = how;
     // Everything about the caller happens on a miss only: a cache hit costs nobody a lookup and
     // reads nothing of the call. The caller's identity (read once per connection, core
     // rpc/grpc.ts) is charged the miss unless an enforced enumeration detection or a DP's
@@ -183,7 +197,10 @@ export function bindResolverServer(
     };
     let r: Resolution;
     try {
-      const resolving = dp ? service.part(dp, csi, charge) : service.resolve(csi, charge, trace);
+      const sealedDenial = how.sealedDenial === true;
+      const resolving = dp
+        ? service.part(dp, csi, charge, sealedDenial)
+        : service.resolve(csi, charge, trace, sealedDenial);
       // charge() ran (synchronously) only on a miss: a hit has nothing to observe.
       const pending = charged ? resolving.then(observed) : resolving;
       r = await (answerBy === undefined ? pending : answerInTime(pending, answerBy - performance.now()));
@@ -196,16 +213,11 @@ export function bindResolverServer(
         if (isCallerRefusal(err)) held.hold(identity, dpId, csi.uri, err, opts.now());
         else if (!chargedAnyway(err)) opts.quotas.refund(identity, dpId, opts.now(), charged.cost);
       }
-      if (
-        err instanceof DiscoveryError &&
-        err.code === "resource_exhausted" &&
-        // The resolver's own capacity (its loop, a DP's drain) is not the caller's doing: no pause.
-        err.details?.reason !== OVERLOADED &&
-        err.details?.reason !== UPSTREAM_SATURATED
-      ) {
+      // Capacity (the resolver's or a DP's) is not the caller's doing: no pause for it.
+      if (earnedRefusal(err)) {
         if (onRefused) onRefused(err);
         else {
-          const pause = refusalPause(ctx.peerName);
+          const pause = refusalPause(ctx.peerName, answerBy ?? answerBound(ctx.deadlineMs, clocksNow()));
           if (pause > 0) await sleepUnlessAborted(pause, ctx.signal);
         }
       }
@@ -328,7 +340,25 @@ export function bindResolverServer(
         };
       },
     },
-    { log, fast },
+    {
+      log,
+      fast,
+      // An item that does not decode (a CSI that is not UTF-8, say) fails alone, as a bad CSI
+      // does, when its request id can be read.
+      itemErrors: {
+        resolveStream(bytes, err) {
+          const requestId = readVarintField(bytes, STREAM_REQUEST_ID);
+          if (requestId === undefined) return undefined;
+          return toBinary(
+            pb.ResolveStreamResponseSchema,
+            create(pb.ResolveStreamResponseSchema, {
+              requestId,
+              result: { case: "error", value: itemError(err, log, RESOLVE_STREAM) },
+            }),
+          );
+        },
+      },
+    },
   );
 
   bindResolverAdmin(server, service, opts);

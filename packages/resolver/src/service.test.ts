@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { status } from "@grpc/grpc-js";
 import {
   changeHashHex,
   createLogger,
@@ -11,7 +12,7 @@ import {
 } from "@mimi/core";
 import { getterOnPrototype } from "@mimi/core/testing";
 import { createTtlCache } from "./cache.js";
-import { answerIndex, type CachedAnswer, createResolverService } from "./service.js";
+import { answerIndex, type CachedAnswer, createResolverService, type MissCaller } from "./service.js";
 import type { Upstream } from "./upstream.js";
 
 const DP: DpInfo = {
@@ -53,6 +54,14 @@ function fakeUpstream() {
     predates: false,
     /** Why the registry copy may not be used now, when set. */
     registryProblem: undefined as string | undefined,
+    /** What a private lookup finds, when set (else `outcome`). */
+    privateOutcome: undefined as LookupOutcome | undefined,
+    /** Whether each lookup was made privately. */
+    privately: [] as boolean[],
+    /** The first byte of each lookup's rate-limit context. */
+    contexts: [] as (number | undefined)[],
+    /** The DP's refusal of a lookup under this rate-limit context, if any. */
+    refuses: undefined as ((rateContext: Uint8Array | undefined) => DiscoveryError | undefined) | undefined,
     /** The gate's verdict on a miss refused before it is asked (refusedMiss). */
     refusalNow: undefined as ((dpId: string, waitUntilMs?: number) => DiscoveryError | undefined) | undefined,
   };
@@ -63,8 +72,12 @@ function fakeUpstream() {
       how?.answeredBy?.("127.0.0.1:1");
       if (state.predates) how?.predates?.();
       if (state.gate) await state.gate;
+      state.privately.push(how?.privately === true);
+      state.contexts.push(how?.rateContext?.[0]);
       if (state.fail) throw new DiscoveryError("upstream_unavailable", "down");
-      return state.outcome;
+      const refusal = state.refuses?.(how?.rateContext);
+      if (refusal) throw refusal;
+      return (how?.privately && state.privateOutcome) || state.outcome;
     },
     channel() {
       throw new Error("no channels in unit tests");
@@ -762,4 +775,122 @@ test("a lookup whose caller went away is neither verified nor cached, unless som
   const stored = (await second).outcome;
   assert.equal(hit.outcome.kind, stored.kind);
   assert.equal(hit.outcome.dpId, stored.dpId);
+});
+
+test("a caller asking PLAIN gets the DP's sealed denial: it joins no private lookup, and a private NOT_FOUND in the cache is a miss for it", async () => {
+  const { state, service, reg } = setup();
+  const fed: DpInfo = { ...DP, id: "fed" };
+  reg.replace({
+    serial: 2n,
+    delegations: [
+      {
+        id: "e164:44",
+        key: { kind: "e164", prefix: "44" },
+        dpId: "eu",
+        ttlSeconds: 3600,
+        federatedDpIds: ["fed"],
+      },
+    ],
+    dps: [DP, fed],
+    msps: [],
+  });
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60 };
+  state.privateOutcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60, private: true };
+  const caller = (key: string, privately: boolean) => () => ({
+    key,
+    contextFor: () => new Uint8Array(0),
+    privateAt: () => privately,
+  });
+  let open = () => {};
+  state.gate = new Promise<void>((r) => {
+    open = r;
+  });
+  const privateAsk = service.resolve(CSI, caller("a", true));
+  const plainAsk = service.resolve(CSI, caller("b", false), undefined, true);
+  const privateJoiner = service.resolve(CSI, caller("c", true));
+  open();
+  state.gate = undefined;
+  const [p, plain, joined] = await Promise.all([privateAsk, plainAsk, privateJoiner]);
+  assert.deepEqual(state.privately, [true, false], "one private lookup and one plain one");
+  assert.equal(p.outcome.private, true);
+  assert.equal(plain.outcome.private, undefined);
+  // The DP learns nothing more from a private ask joining a plain lookup, as from a cache hit.
+  assert.equal(joined.outcome, plain.outcome, "a private ask joins the plain lookup in flight");
+
+  // Cached: a private NOT_FOUND is served to a caller that did not ask PLAIN, and is a miss
+  // for one that did; the plain answer then cached serves both.
+  service.flush("all");
+  state.privately = [];
+  await service.resolve(CSI, caller("a", true));
+  assert.equal((await service.resolve(CSI, caller("d", false))).source, "cache");
+  const asked = await service.resolve(CSI, caller("b", false), undefined, true);
+  assert.equal(asked.source, "upstream");
+  assert.equal(asked.outcome.private, undefined);
+  assert.equal((await service.resolve(CSI, caller("b", false), undefined, true)).source, "cache");
+  assert.deepEqual(state.privately, [true, false]);
+
+  // A federated DP's part the same way.
+  state.privately = [];
+  await service.part(fed, CSI, caller("a", true));
+  assert.equal((await service.part(fed, CSI, caller("d", false))).source, "cache");
+  const part = await service.part(fed, CSI, caller("b", false), true);
+  assert.equal(part.source, "upstream");
+  assert.equal(part.outcome.private, undefined);
+  assert.deepEqual(state.privately, [true, false]);
+});
+
+test("a caller that joined another's lookup is asked for again under its own context when the DP refused the first's", async () => {
+  const { state, service } = setup();
+  const fed: DpInfo = { ...DP, id: "fed" };
+  const caller = (key: string, context: number) => () => ({
+    key,
+    contextFor: () => Uint8Array.of(context),
+  });
+  // The DP refuses context 1 (its budget there is spent) and answers context 2.
+  state.refuses = (ctx) =>
+    ctx?.[0] === 1
+      ? new DiscoveryError("resource_exhausted", "spent", {
+          remoteStatus: status.RESOURCE_EXHAUSTED,
+          details: { reason: "DP_CONTEXT_LIMIT", retryAfterMs: 60_000 },
+        })
+      : undefined;
+  for (const [what, ask] of [
+    ["at the CSI's DP", (c: () => MissCaller) => service.resolve(CSI, c)],
+    ["at a federated DP", (c: () => MissCaller) => service.part(fed, CSI, c)],
+  ] as const) {
+    service.flush("all");
+    state.contexts = [];
+    let open = () => {};
+    state.gate = new Promise<void>((r) => {
+      open = r;
+    });
+    const first = ask(caller("msp-a", 1));
+    const joiner = ask(caller("msp-b", 2));
+    open();
+    await assert.rejects(first, /spent/, what);
+    assert.equal((await joiner).source, "upstream", what);
+    assert.deepEqual(state.contexts, [1, 2], `${what}: asked again under the joiner's own context`);
+  }
+});
+
+test("a caller that joined the resolver's own refresh is served stale when the refresh fails", async () => {
+  const { clock, state, service } = setup({ minHits: 2, remainingFraction: 0.1 });
+  await service.resolve(CSI); // ttl 60 s
+  clock.now += 30_000;
+  await service.resolve(CSI);
+  let open = () => {};
+  state.gate = new Promise<void>((r) => {
+    open = r;
+  });
+  state.fail = true;
+  clock.now += 25_000;
+  await service.resolve(CSI); // popular and near expiry: refreshed in the background
+  assert.equal(service.stats.prefetches, 1);
+  clock.now += 10_000; // expired while the refresh waits for the DP
+  const joiner = service.resolve(CSI, () => ({ key: "msp-a", contextFor: () => new Uint8Array(0) }));
+  open();
+  const r = await joiner;
+  assert.equal(r.source, "stale");
+  assert.equal(r.stale, true);
+  assert.equal(state.calls, 2, "the joiner was not asked for again: it shares the refresh's failure");
 });

@@ -22,6 +22,7 @@ import {
 import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
+import { type Flight, InFlight } from "./in-flight.js";
 import {
   CachedResolution,
   type LookupTrace,
@@ -35,7 +36,6 @@ import {
 import { eventKey, RecentChanges } from "./recent-changes.js";
 import type { ResolverServiceOptions } from "./service-options.js";
 import { watchSignerKeys } from "./signer-keys.js";
-import { isCallerRefusal } from "./upstream.js";
 
 export { answerIndex, CachedAnswer } from "./cached-answer.js";
 export type { MissCaller, MissRefusals, Resolution, ResolverStats } from "./lookup-context.js";
@@ -52,8 +52,15 @@ export interface ResolverService {
    * returns is who the DP is asked for (its pseudonymous rate-limit context, P2, and how long
    * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context;
    * a joiner whose first caller's context the DP refused is asked for again under its own.
+   * With `sealedDenial`, a cached NOT_FOUND that a private lookup found (no DP seal) counts as
+   * a miss, so the DP is asked plainly.
    */
-  resolve(csi: Csi, onMiss?: () => MissCaller | undefined, trace?: LookupTrace): Promise<Resolution>;
+  resolve(
+    csi: Csi,
+    onMiss?: () => MissCaller | undefined,
+    trace?: LookupTrace,
+    sealedDenial?: boolean,
+  ): Promise<Resolution>;
   /**
    * The cached answer for `uri` (a canonical CSI URI: a string that is not one finds nothing),
    * exactly as `resolve` would give it, prefetch included; undefined when the cache has none.
@@ -95,7 +102,7 @@ export interface ResolverService {
 export function createResolverService(o: ResolverServiceOptions): ResolverService {
   const log = o.log.child({ component: "resolver" });
   // A lookup in flight, its first caller's key, and whether anyone joined it.
-  const inflight = new Map<string, { p: Promise<Resolution>; key: string; joined: boolean }>();
+  const inflight = new InFlight<Resolution>();
   const stats = noStats();
   const recent = new RecentChanges(o.now);
   // The DP an answer must come from now; "" when no delegation covers the key.
@@ -129,6 +136,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     background = false,
     caller: MissCaller = OWN,
     trace?: LookupTrace,
+    flight?: Flight,
   ): Promise<Resolution> => {
     const problem = o.registryProblem();
     if (problem) throw new DiscoveryError("not_ready", `${problem}; retry shortly`);
@@ -152,7 +160,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     }
     const startedAt = recent.count;
     // Nobody is left to hear the answer: its caller went away and nobody joined its lookup.
-    const abandoned = () => caller.gone?.() === true && inflight.get(csi.uri)?.joined !== true;
+    const abandoned = () => caller.gone?.() === true && flight?.joined !== true;
     try {
       stats.upstreamRequests++;
       const t0 = trace ? performance.now() : 0;
@@ -192,7 +200,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       if (delegatedDp(csi.key) !== dp.id) {
         // The delegation moved while the lookup was in flight: this answer is from the old DP.
         // Ask the new one (once; a registry flapping faster than a lookup is not chased).
-        if (attempt === 0) return walk(csi, 1, background, caller, trace);
+        if (attempt === 0) return walk(csi, 1, background, caller, trace, flight);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       // Read by a DP endpoint that had not yet applied a change this resolver has seen (a
@@ -206,7 +214,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         // the change (the event and the answer travel on different streams). Ask again, but not
         // privately: a re-ask would tell the DP an event it made up for a guessed CSI hit a
         // lookup. That answer goes out uncached (the table's own event follows its entry).
-        if (attempt === 0 && !outcome.private) return walk(csi, 1, background, caller, trace);
+        if (attempt === 0 && !outcome.private) return walk(csi, 1, background, caller, trace, flight);
         return { outcome, ttlSeconds: 0, stale: false, source: "upstream" };
       }
       const wanted =
@@ -217,37 +225,43 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       return { outcome, ttlSeconds: ttl, stale: false, source: "upstream", answer };
     } catch (err) {
       stats.upstreamFailures++;
-      // A failed prefetch leaves the fresh entry as it is. A refusal (a budget, a DP's limit, no
-      // time left to wait) is the caller's answer: it is not papered over with a stale one, which
-      // would also mark the answer stale for everyone.
       if (abandoned()) {
         if (isCallerGone(err)) stats.abandoned++;
         throw err;
       }
-      if (background || (err instanceof DiscoveryError && err.code === "resource_exhausted")) throw err;
-      const e = err as DiscoveryError;
-      const stale = o.cache.getStale(csi.uri);
-      // Only an answer from the DP that holds the range today may be served stale, and only
-      // while it still verifies against today's registry (keys rotate, records and seals expire).
-      const staleOutcome = stale && stale.dpId === dp.id ? stale.outcome : undefined;
-      const verified = staleOutcome ? await verifiedNow(csi, staleOutcome) : false;
-      if (staleOutcome && verified !== false) {
-        stats.stale++;
-        log.warn({ csi: csiHash(csi.uri), dp: dp.id, err: e.message }, "serving stale answer");
-        // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
-        // failed DP again for every request (each attempt costs a full upstream timeout).
-        const { ttl, answer } = store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true);
-        if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
-        return {
-          outcome: staleOutcome,
-          ttlSeconds: ttl,
-          stale: true,
-          source: "stale",
-          answer,
-        };
-      }
-      throw err;
+      // A failed prefetch leaves the fresh entry as it is.
+      if (background) throw err;
+      return servedStale(csi, dp.id, err, trace);
     }
+  };
+
+  /**
+   * The stale answer served for a lookup that failed with `err` at DP `dpId` (RFC 8767), or
+   * `err` when there is none to serve. A refusal (a budget, a DP's limit, no time left to
+   * wait) is the caller's answer: it is not papered over with a stale one, which would also
+   * mark the answer stale for everyone.
+   */
+  const servedStale = async (
+    csi: Csi,
+    dpId: string,
+    err: unknown,
+    trace?: LookupTrace,
+  ): Promise<Resolution> => {
+    if (err instanceof DiscoveryError && err.code === "resource_exhausted") throw err;
+    const e = err as DiscoveryError;
+    const stale = o.cache.getStale(csi.uri);
+    // Only an answer from the DP that holds the range today may be served stale, and only
+    // while it still verifies against today's registry (keys rotate, records and seals expire).
+    const staleOutcome = stale && stale.dpId === dpId ? stale.outcome : undefined;
+    const verified = staleOutcome ? await verifiedNow(csi, staleOutcome) : false;
+    if (!staleOutcome || verified === false) throw err;
+    stats.stale++;
+    log.warn({ csi: csiHash(csi.uri), dp: dpId, err: e.message }, "serving stale answer");
+    // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
+    // failed DP again for every request (each attempt costs a full upstream timeout).
+    const { ttl, answer } = store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true);
+    if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
+    return { outcome: staleOutcome, ttlSeconds: ttl, stale: true, source: "stale", answer };
   };
 
   /** The seal of an answer that verifies now, or false (and the answer is dropped). */
@@ -307,35 +321,43 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
+  // A caller that joins the resolver's own refresh when it fails is served stale (below); the
+  // joiners of one refresh share that fallback (one verification of the stale answer).
+  const staleAfter = new WeakMap<Flight, Promise<Resolution>>();
+
   const single = (
     csi: Csi,
     background: boolean,
     caller: MissCaller = OWN,
     trace?: LookupTrace,
   ): Promise<Resolution> => {
-    const running = inflight.get(csi.uri);
-    if (trace) trace.cache = running ? "joined" : "miss";
-    if (!running) {
-      const p = walk(csi, 0, background, caller, trace).finally(() => inflight.delete(csi.uri));
-      inflight.set(csi.uri, { p, key: caller.key, joined: false });
-      return p;
-    }
-    running.joined = true;
-    if (running.key === caller.key) return running.p;
-    // Joined under another caller's context: a DP refusing that context says nothing about
-    // this caller, who is asked for under its own.
-    return running.p.catch((err: unknown) => {
-      // Nor does a lookup dropped because its first caller left (this one joined as it was).
-      if (isCallerRefusal(err) || isCallerGone(err)) return single(csi, background, caller, trace);
-      throw err;
-    });
+    // Privately or plainly, as the caller asks at the range's DP.
+    const key = inflight.keyOf(csi.uri, caller.privateAt?.(delegatedDp(csi.key)) === true);
+    if (trace) trace.cache = inflight.has(key) ? "joined" : "miss";
+    return inflight.run(
+      key,
+      { caller: caller.key, background },
+      (flight) => walk(csi, 0, background, caller, trace, flight),
+      () => single(csi, background, caller, trace),
+      // A caller that joined the resolver's own refresh is served stale when it fails, as it
+      // would have been by a lookup of its own.
+      async (err, flight) => {
+        if (!flight.background || background) throw err;
+        let stale = staleAfter.get(flight);
+        if (!stale) {
+          stale = servedStale(csi, delegatedDp(csi.key), err, trace);
+          staleAfter.set(flight, stale);
+        }
+        return stale;
+      },
+    );
   };
   const { minHits, remainingFraction } = o.prefetch;
 
-  const cached = (uri: string, trace?: LookupTrace): Resolution | undefined => {
+  const cached = (uri: string, trace?: LookupTrace, sealedDenial = false): Resolution | undefined => {
     // A caller's text that names a federated part's key finds nothing (only `part` reads those).
     const hit = isPartKey(uri) ? undefined : o.cache.get(uri);
-    if (!hit) return undefined;
+    if (!hit || (sealedDenial && hit.value.private && hit.value.kind === "not_found")) return undefined;
     stats.hits++;
     if (trace) trace.cache = hit.value.stale ? "stale" : "hit";
     if (
@@ -362,8 +384,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     stats,
     part: parts.part,
     cached,
-    resolve(csi, onMiss, trace) {
-      const hit = cached(csi.uri, trace);
+    resolve(csi, onMiss, trace, sealedDenial) {
+      const hit = cached(csi.uri, trace, sealedDenial);
       if (hit) return Promise.resolve(hit);
       stats.misses++;
       let caller: MissCaller | undefined;
@@ -383,6 +405,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
         stats.misses++;
         return overloaded;
       }
+      // A plain lookup to join (a private ask is left to the full path below).
       if (inflight.has(csi.uri) || o.registryProblem()) return undefined;
       const dpId = o.registry.find(csi.key)?.dpId;
       if (dpId === undefined || !o.registry.dp(dpId) || caller.privateAt?.(dpId)) return undefined;

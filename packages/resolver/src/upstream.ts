@@ -13,6 +13,7 @@ import { callerGone, isCallerGone } from "./call-bounds.js";
 import { EndpointPicker } from "./endpoint-picker.js";
 import { type LateReply, LookupMux, STREAM_ENDED, UPSTREAM_TIMEOUT, unansweredAtDp } from "./lookup-mux.js";
 import type { PrivateLookups } from "./private-lookups.js";
+import { dpRefusal, ENDPOINT_REASONS } from "./refusals.js";
 
 const NO_CONTEXT: Uint8Array = new Uint8Array(0);
 /** Attempts of one lookup at most: the first and two more after timeouts (as the caller's time allows). */
@@ -426,62 +427,4 @@ export function createUpstream(o: UpstreamOptions): Upstream {
       channels.close();
     },
   };
-}
-/** Why a DP may refuse a lookup (lookup-limits.ts at the DP); anything else reads DP_LIMIT. */
-const DP_REASONS = new Set([
-  "DP_CAPACITY",
-  "DP_RESOLVER_LIMIT",
-  "DP_CONTEXTS_PER_RESOLVER",
-  "DP_CONTEXT_LIMIT",
-  "ENUMERATION_SUSPECTED",
-]);
-/** Refusals of one endpoint's own capacity: the next endpoint is asked. */
-const ENDPOINT_REASONS = new Set(["DP_CAPACITY", "DP_RESOLVER_LIMIT"]);
-/** Reasons that concern the caller's rate-limit context, not the resolver as a whole. */
-const CALLER_REASONS = new Set(["DP_CONTEXT_LIMIT", "ENUMERATION_SUSPECTED"]);
-const DAY_MS = 86_400_000;
-
-/**
- * A DP's RESOURCE_EXHAUSTED, as the caller gets it: in the resolver's words (the DP's text is
- * for our log; it may name this resolver), a known reason, a retry-after of at most a day.
- */
-function dpRefusal(dpId: string, e: DiscoveryError): DiscoveryError {
-  const given = e.details?.reason ?? "";
-  const reason = DP_REASONS.has(given) ? given : "DP_LIMIT";
-  const raw = e.details?.retryAfterMs ?? 1_000;
-  const retryAfterMs = Math.min(DAY_MS, Math.max(0, Number.isFinite(raw) ? raw : DAY_MS));
-  return dpRefusalError(dpId, reason, retryAfterMs, e);
-}
-
-/**
- * The caller's RESOURCE_EXHAUSTED for a DP's refusal: as the DP sent it (`cause`, marked with
- * the DP's status), or as the resolver repeats it while it holds the caller (held-refusals.ts).
- */
-export function dpRefusalError(
-  dpId: string,
-  reason: string,
-  retryAfterMs: number,
-  cause?: DiscoveryError,
-): DiscoveryError {
-  return new DiscoveryError(
-    "resource_exhausted",
-    `DP "${dpId}" refused the lookup (${reason}); try again in ${Math.ceil(retryAfterMs / 1000)} s`,
-    {
-      ...(cause && { cause, remoteStatus: status.RESOURCE_EXHAUSTED }),
-      details: { retryAfterMs, reason, metadata: { dp: dpId } },
-    },
-  );
-}
-
-/**
- * Whether `err` is a DP refusing the caller's own rate-limit context (its budget there, or an
- * enumeration block): charged to the caller, not retried under its name.
- */
-export function isCallerRefusal(err: unknown): err is DiscoveryError {
-  return (
-    err instanceof DiscoveryError &&
-    err.code === "resource_exhausted" &&
-    err.remoteStatus === status.RESOURCE_EXHAUSTED &&
-    CALLER_REASONS.has(err.details?.reason ?? "")
-  );
 }

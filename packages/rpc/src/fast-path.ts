@@ -45,20 +45,37 @@ function tryFast(fast: FastPath, request: Buffer, call?: FastCall): Uint8Array |
 export class Malformed {
   constructor(
     readonly reason: string,
+    /** The message as it came (a stream's item error reads its id from them). */
+    readonly bytes: Buffer,
     readonly tooLarge = false,
   ) {}
+
+  /** The status naming what in the bytes is wrong. */
+  get error(): DiscoveryError {
+    if (this.tooLarge) {
+      return new DiscoveryError("resource_exhausted", this.reason, {
+        details: { reason: "REQUEST_TOO_LARGE" },
+      });
+    }
+    return new DiscoveryError("invalid_argument", `malformed request message: ${this.reason}`, {
+      details: { reason: "MALFORMED_MESSAGE" },
+    });
+  }
 }
 
 /** The request, or the status naming what in its bytes is wrong. */
 export function wellFormed<T>(msg: T): T {
-  if (!(msg instanceof Malformed)) return msg;
-  if (msg.tooLarge) {
-    throw new DiscoveryError("resource_exhausted", msg.reason, { details: { reason: "REQUEST_TOO_LARGE" } });
-  }
-  throw new DiscoveryError("invalid_argument", `malformed request message: ${msg.reason}`, {
-    details: { reason: "MALFORMED_MESSAGE" },
-  });
+  if (msg instanceof Malformed) throw msg.error;
+  return msg;
 }
+
+/**
+ * A streaming method's answer to an item it could not decode, from the item's bytes and the
+ * status naming what is wrong with them: that item's own error reply, after which the stream
+ * goes on, or undefined when the item cannot be told apart from the others (the stream then
+ * ends with the status).
+ */
+export type ItemErrorReply = (bytes: Buffer, err: DiscoveryError) => Uint8Array | undefined;
 
 /** The size check every request gets: the bytes, or Malformed when they are too many. */
 export function sizeChecked(method: DescMethod, maxBytes: number): (buf: Buffer) => Buffer | Malformed {
@@ -66,6 +83,7 @@ export function sizeChecked(method: DescMethod, maxBytes: number): (buf: Buffer)
     buf.length > maxBytes
       ? new Malformed(
           `the request message of ${buf.length} bytes is larger than ${maxBytes}, the most ${method.name} takes`,
+          buf,
           true,
         )
       : buf;
@@ -83,7 +101,7 @@ export function decoder(method: DescMethod, maxBytes: number): (buf: Buffer) => 
     try {
       return fromBinary(method.input as DescMessage, b);
     } catch (err) {
-      return new Malformed((err as Error).message);
+      return new Malformed((err as Error).message, b);
     }
   };
 }

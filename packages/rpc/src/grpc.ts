@@ -16,6 +16,8 @@ import {
   type FastPath,
   fastItems,
   fastUnary,
+  type ItemErrorReply,
+  Malformed,
   sizeChecked,
   wellFormed,
 } from "./fast-path.js";
@@ -93,6 +95,12 @@ export interface AddServiceOptions {
    * tried before it is decoded (rpc/fast-path.ts), e.g. the resolver's cache hits.
    */
   fast?: Readonly<Record<string, FastPath>>;
+  /**
+   * Per bidirectional method (by its local name): the reply to an item that could not be
+   * decoded, so that one bad item fails alone (rpc/fast-path.ts ItemErrorReply). Unset: such
+   * an item ends the stream with its status.
+   */
+  itemErrors?: Readonly<Record<string, ItemErrorReply>>;
 }
 
 /** Registers typed handlers for a generated service on a grpc-js server. */
@@ -334,7 +342,7 @@ function methodHandler(
   method: DescMethod,
   path: string,
   handler: (...args: unknown[]) => unknown,
-  { log, authorize, roles }: AddServiceOptions,
+  { log, authorize, roles, itemErrors }: AddServiceOptions,
   { watchers, streamingCalls }: { watchers: WatchSlots; streamingCalls: WatchSlots },
   fast: FastDecoding | undefined,
 ): grpc.UntypedHandleCall {
@@ -431,7 +439,12 @@ function methodHandler(
         (async () => {
           check?.(ctx);
           release = streamingCalls.acquire(ctx.peerName);
-          await handler(incoming(call, fast && { ...fast, write }), ctx, send);
+          const itemError = itemErrors?.[method.localName];
+          await handler(
+            incoming(call, fast && { ...fast, write }, itemError && { reply: itemError, write }),
+            ctx,
+            send,
+          );
         })().then(
           () => {
             release?.();
@@ -460,17 +473,25 @@ function methodHandler(
 function incoming(
   call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
   fast?: FastDecoding & { write: Write },
+  itemError?: { reply: ItemErrorReply; write: Write },
 ): AsyncIterable<unknown> {
   return {
     [Symbol.asyncIterator]: () => {
       const items = call.iterator({ destroyOnReturn: false });
       const it = fast ? fastItems(items, fast.fast, fast.decode, fast.write) : items;
       return {
-        next: () =>
-          it.next().then((r) => {
-            if (!r.done) wellFormed(r.value);
-            return r;
-          }),
+        async next() {
+          for (;;) {
+            const r = await it.next();
+            if (r.done || !(r.value instanceof Malformed)) return r;
+            const err = r.value.error;
+            // An item over the method's size ends the stream, as before: its bytes are not read.
+            const reply = r.value.tooLarge ? undefined : itemError?.reply(r.value.bytes, err);
+            if (!reply) throw err;
+            const wait = itemError?.write(reply);
+            if (wait) await wait;
+          }
+        },
         return: (value?: unknown) => it.return?.(value) ?? Promise.resolve({ done: true, value }),
       };
     },

@@ -9,7 +9,7 @@ export {
   type ServiceClient,
 } from "./channel.js";
 export { type ChannelPool, channelPool, createChannelPool } from "./channel-pool.js";
-export type { FastCall, FastPath } from "./fast-path.js";
+export type { FastCall, FastPath, ItemErrorReply } from "./fast-path.js";
 export {
   type AddServiceOptions,
   addService,

@@ -22,6 +22,7 @@ import {
   encodeResolveStreamHit,
   encodeResolveStreamItem,
   readSimpleRequest,
+  readVarintField,
 } from "./encoded.js";
 
 const index: Record<string, number> = { "a.example": 0, "b.example": 9 };
@@ -250,4 +251,31 @@ test("a DP's pre-encoded answers decode as the LookupResponse and stream item bu
     assert.equal(item.requestId, 42n);
     assert.deepEqual(item.result, { case: "response", value: built });
   }
+});
+
+test("readVarintField reads a varint field of a message that does not decode, and nothing from broken wire format", () => {
+  const notUtf8 = [0x12, 0x02, 0xc3, 0x28]; // field 2: a string that is not UTF-8
+  assert.equal(readVarintField(Uint8Array.from([0x08, 0x07, ...notUtf8]), 1), 7n);
+  assert.equal(
+    readVarintField(Uint8Array.from([...notUtf8, 0x08, 0x96, 0x01]), 1),
+    150n,
+    "after other fields",
+  );
+  assert.equal(
+    readVarintField(Uint8Array.from([0x08, 0x01, 0x08, 0x02]), 1),
+    2n,
+    "the last one, as decoders take it",
+  );
+  assert.equal(readVarintField(Uint8Array.from(notUtf8), 1), undefined, "absent");
+  assert.equal(
+    readVarintField(Uint8Array.from([0x0a, 0x01, 0x41]), 1),
+    undefined,
+    "field 1, but not a varint",
+  );
+  assert.equal(readVarintField(Uint8Array.from([0x08, 0xff]), 1), undefined, "a varint cut short");
+  assert.equal(
+    readVarintField(Uint8Array.from([0x08, 0x07, 0x12, 0x09, 0x41]), 1),
+    undefined,
+    "a length past the end",
+  );
 });

@@ -2,7 +2,7 @@
 // without its TTL; each hit appends the remaining TTL and the response framing. Proto3 readers
 // accept fields in any order, so the bytes decode exactly like the message built field by field.
 import { create, toBinary } from "@bufbuild/protobuf";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
 import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import { handEncodable, varintSize, writeAnswerWithoutTtl } from "./answer-encoding.js";
@@ -224,6 +224,26 @@ export function readSimpleRequest(
   const buffer =
     bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { id, csi: buffer.toString("latin1", at, at + length) };
+}
+
+/**
+ * The value of varint field `field` (the last one, as a decoder takes it) of a message that
+ * may not decode, e.g. one whose string is not UTF-8: read by walking the fields' wire format,
+ * decoding none of them. Undefined when the field is absent or the wire format itself breaks.
+ */
+export function readVarintField(bytes: Uint8Array, field: number): bigint | undefined {
+  try {
+    const r = new BinaryReader(bytes);
+    let found: bigint | undefined;
+    while (r.pos < r.len) {
+      const [no, type] = r.tag();
+      if (no === field && type === WireType.Varint) found = BigInt(r.uint64());
+      else r.skip(type, no);
+    }
+    return found;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -1098,7 +1098,10 @@ export const ResolverService: GenService<{
   /**
    * Resolves many CSIs over one stream, for MSP servers that resolve whole address
    * books. Every request gets exactly one response carrying its request_id, in
-   * completion order (not request order). A bad CSI fails only its own item. The
+   * completion order (not request order). A bad CSI fails only its own item, and so does
+   * an item that does not decode (MALFORMED_MESSAGE) when its request_id can be read;
+   * one whose request_id cannot be read ends the stream with INVALID_ARGUMENT, and one
+   * larger than the server takes ends it with RESOURCE_EXHAUSTED. The
    * server works on a bounded number of items per stream at a time and stops reading
    * while that many are pending, so a fast writer is slowed rather than buffered.
    * Each item counts as one lookup for rate limits; an item over budget fails alone with
