@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { createLogger, DiscoveryError, encodeMappingRecord, pb, RegistryView } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { type InProcessServer, startInProcess } from "@mimi/devnet/in-process";
 import { addService } from "@mimi/rpc";
 import { createPeerSender } from "./peers.js";
@@ -184,4 +185,73 @@ test("a request whose mapping went, or that failed for a week, is dropped", asyn
   assert.equal(seen.length, 1, "one last try");
   assert.equal(old.store.peerRequestCount(), 0, "then it is abandoned");
   s2.close();
+});
+
+/** A queue of requests to two peers, "us" (three) and "ap" (one), each peer at `endpoints`. */
+function twoPeers(endpoints: { us: string; ap: string }) {
+  const t = setup([endpoints.us]);
+  for (const ssi of ["@second", "@third"]) {
+    const row = t.store.mapping(CSI, "bluebird.example", "@new");
+    assert.ok(row);
+    t.store.putMapping({ ...row, ssi, isDefault: false });
+    t.store.addPeerRequest({
+      peerDp: "us",
+      csi: CSI,
+      mspId: "bluebird.example",
+      ssi,
+      createdAtMs: t.clock.now,
+      nextAtMs: t.clock.now,
+    });
+  }
+  t.store.addPeerRequest({
+    peerDp: "ap",
+    csi: CSI,
+    mspId: "bluebird.example",
+    ssi: "@new",
+    createdAtMs: t.clock.now,
+    nextAtMs: t.clock.now,
+  });
+  const dp = (id: string, endpoint: string) => ({
+    id,
+    endpoints: [endpoint],
+    tlsIdentity: `dp-${id}`,
+    jurisdiction: "US",
+    signingPublicKey: new Uint8Array(0),
+  });
+  t.registry.replace({
+    serial: 2n,
+    delegations: [],
+    dps: [dp("us", endpoints.us), dp("ap", endpoints.ap)],
+    msps: [],
+  });
+  return t;
+}
+
+test("a peer that does not answer costs a round one call, and holds up no other peer's requests", async () => {
+  let release = () => {};
+  const held = new Promise<never>((_, reject) => {
+    release = () => reject(new DiscoveryError("upstream_unavailable", "peer down"));
+  });
+  const us = await peer(() => held);
+  const ap = await peer(() => ({ removed: 0, contested: 0 }) as pb.InvalidateOlderResponse);
+  const t = twoPeers({ us: us.server.address, ap: ap.server.address });
+  const sender = t.senderVia(us.server);
+  const round = sender.kick();
+  // "us" has not answered its first request; "ap"'s is delivered meanwhile.
+  await until(() => ap.seen.length === 1 && t.store.peerRequestCount() === 3, "ap's request delivered");
+  assert.equal(us.seen.length, 1);
+  release();
+  await round;
+  assert.equal(us.seen.length, 1, "its other requests were put off without a call");
+  const left = queued(t.store);
+  assert.deepEqual(
+    left.map((r) => [r.peerDp, r.attempts, r.nextAtMs - t.clock.now]),
+    [
+      ["us", 1, 1_000],
+      ["us", 1, 1_000],
+      ["us", 1, 1_000],
+    ],
+  );
+  assert.equal(left.filter((r) => /^not asked: DP "us" did not answer/.test(r.lastError ?? "")).length, 2);
+  sender.close();
 });

@@ -49,7 +49,12 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
   let again = false;
   let closed = false;
 
-  const sendOne = async (r: PeerRequestRow) => {
+  /**
+   * Sends one request. `down` holds the peers found unreachable in this round (every endpoint
+   * failed to answer): their other requests are put off without a call, so a silent peer costs
+   * a round one call's timeouts, not one per request.
+   */
+  const sendOne = async (r: PeerRequestRow, down: Map<string, string>) => {
     const row = o.store.mapping(r.csi, r.mspId, r.ssi);
     const dp = o.registry.dp(r.peerDp);
     if (!row || !dp) {
@@ -57,8 +62,9 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
       o.store.deletePeerRequest(r.id);
       return;
     }
-    let error = `DP "${dp.id}" lists no endpoints`;
-    for (const endpoint of dp.endpoints) {
+    let error = down.get(dp.id) ?? `DP "${dp.id}" lists no endpoints`;
+    let unreachable = dp.endpoints.length > 0;
+    for (const endpoint of down.has(dp.id) ? [] : dp.endpoints) {
       try {
         const res = await channels
           .get(endpoint, dp.tlsIdentity)
@@ -76,9 +82,14 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
       } catch (err) {
         error = (err as Error).message;
         // Refusals are retried too: the peer's registry copy may not yet show our delegation.
-        if (!(err instanceof DiscoveryError && err.code === "upstream_unavailable")) break;
+        if (!(err instanceof DiscoveryError && err.code === "upstream_unavailable")) {
+          unreachable = false;
+          break;
+        }
       }
     }
+    if (unreachable && !down.has(dp.id))
+      down.set(dp.id, `not asked: DP "${dp.id}" did not answer in this round (${error})`);
     const now = o.clock();
     if (now - r.createdAtMs > GIVE_UP_AFTER_MS) {
       o.store.deletePeerRequest(r.id);
@@ -104,13 +115,22 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
     running = true;
     try {
       let due: PeerRequestRow[];
+      const down = new Map<string, string>();
       do {
         again = false;
         due = o.store.duePeerRequests(o.clock(), 50);
-        for (const r of due) {
-          if (closed) return;
-          await sendOne(r);
-        }
+        // Each peer's requests in order, the peers at once: one that does not answer holds up
+        // only its own.
+        const byPeer = new Map<string, PeerRequestRow[]>();
+        for (const r of due) byPeer.set(r.peerDp, [...(byPeer.get(r.peerDp) ?? []), r]);
+        await Promise.all(
+          [...byPeer.values()].map(async (rows) => {
+            for (const r of rows) {
+              if (closed) return;
+              await sendOne(r, down);
+            }
+          }),
+        );
       } while (!closed && (again || due.length === 50));
     } catch (err) {
       log.error({ err: (err as Error).message }, "sending first-mapping requests failed");
