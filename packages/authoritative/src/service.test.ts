@@ -317,6 +317,21 @@ test("email CSIs get an email-code proof", async () => {
   assert.equal(r.mapping?.proofMethod, "email-code");
 });
 
+// The code for "a%b@example.org" went to "a%25b@example.org": the sender was given the local
+// part as the canonical URI escapes it (RFC 6068 section 2), another mailbox than the holder's.
+test("an email code goes to the address itself, not to its URI escape", async () => {
+  const t = setup();
+  const cases: [csi: string, to: string][] = [
+    ["a%b@example.org", "a%b@example.org"],
+    ["mailto:a%25b@example.org", "a%b@example.org"],
+    ["a?b@example.org", "a?b@example.org"],
+  ];
+  for (const [i, [csi, to]] of cases.entries()) {
+    await t.claim("wirechat.example", csi, `wc-${i}`);
+    assert.equal(t.sent.at(-1)?.to, to, csi);
+  }
+});
+
 test("wrong, expired, replayed and exhausted codes are refused", async () => {
   const t = setup();
   const user = generateSigningKey();

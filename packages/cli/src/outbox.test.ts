@@ -77,7 +77,9 @@ test("newestFor looks across the outboxes of several DPs", () => {
   assert.equal(newestFor([us, eu], "+447700900123")?.code, "222222");
 });
 
-test("a CSI's address is its URI without the scheme", () => {
+test("a CSI's address is its URI without the scheme, the mailto escapes undone", () => {
   assert.equal(addressOf("tel:+447700900123"), "+447700900123");
   assert.equal(addressOf("mailto:alice@example.org"), "alice@example.org");
+  // The DP sends the code for "a%b@example.org" there, so that is where the code is looked for.
+  assert.equal(addressOf("mailto:a%25b@example.org"), "a%b@example.org");
 });

@@ -4,6 +4,7 @@
 // written to a dot-prefixed temporary name and renamed, so a file is whole or absent.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { csiAddress } from "@mimi/core";
 
 /** One code message as the DP wrote it. */
 export interface OutboxMessage {
@@ -56,9 +57,9 @@ export function newestFor(dirs: readonly string[], to: string): OutboxMessage | 
     .at(0);
 }
 
-/** The bare address a DP sends a CSI's code to: the URI without its scheme. */
+/** The bare address a DP sends a CSI's code to (core's csiAddress of the canonical URI). */
 export function addressOf(csiUri: string): string {
-  return csiUri.slice(csiUri.indexOf(":") + 1);
+  return csiAddress(csiUri);
 }
 
 function parseMessage(file: string): OutboxMessage | undefined {

@@ -73,7 +73,14 @@ export {
   sealStatement,
 } from "./domain/answer-seal.js";
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
-export { type Csi, type CsiType, type LookupKey, parseCsi, parseRequestCsi } from "./domain/csi.js";
+export {
+  type Csi,
+  type CsiType,
+  csiAddress,
+  type LookupKey,
+  parseCsi,
+  parseRequestCsi,
+} from "./domain/csi.js";
 export {
   expectedFpr,
   FILTER_KEY_BYTES,

@@ -6,6 +6,7 @@ import { createHmac, randomBytes, randomInt, timingSafeEqual } from "node:crypto
 import {
   checkPublicKey,
   clipped,
+  csiAddress,
   csiHash,
   DiscoveryError,
   decodeActionStatement,
@@ -107,7 +108,7 @@ export async function startChallenge(
   try {
     await deps.sender.send({
       csiType: csi.type,
-      to: csi.uri.slice(csi.uri.indexOf(":") + 1),
+      to: csiAddress(csi.uri),
       code,
       expiresAtMs,
       dpId: ctx.dpId,

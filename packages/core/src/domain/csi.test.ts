@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { type Csi, emailDomainHash, parseCsi, parseRequestCsi } from "./csi.js";
+import { type Csi, csiAddress, emailDomainHash, parseCsi, parseRequestCsi } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
 
 const ok: [input: string, uri: string][] = [
@@ -174,6 +174,27 @@ const mailto: [input: string, uri: string][] = [
 
 test("mailto URIs are percent-decoded and bare addresses are not", () => {
   for (const [input, uri] of mailto) assert.equal(check(input).uri, uri, input);
+});
+
+// Codes for "a%b@example.org" went to "a%25b@example.org", the local part as its canonical URI
+// escapes it (RFC 6068 section 2), a mailbox its holder does not own: an address is not a URI.
+const addresses: [input: string, address: string][] = [
+  ["tel:+44 7700 900123", "+447700900123"],
+  ["Alice@Example.ORG", "alice@example.org"],
+  ["a%b@example.org", "a%b@example.org"],
+  ["mailto:a%25b@example.org", "a%b@example.org"],
+  ["a?b@example.org", "a?b@example.org"],
+  ["a%3Fb?%25@example.org", "a%3fb?%25@example.org"],
+  ["a%2Bb@example.com", "a%2bb@example.com"],
+  ["mailto:j%C3%B6rg@b%C3%BCcher.example", "jörg@xn--bcher-kva.example"],
+];
+
+test("csiAddress gives the address a code is sent to, which parses back to the same CSI", () => {
+  for (const [input, address] of addresses) {
+    const csi = check(input);
+    assert.equal(csiAddress(csi.uri), address, input);
+    assert.equal(check(address).uri, csi.uri, `${input}: the address is the same CSI`);
+  }
 });
 
 const refused: [input: string, reason: RegExp][] = [

@@ -333,6 +333,22 @@ function mailtoLocalPart(local: string): string {
   return local.replaceAll("%", "%25").replaceAll("?", "%3F");
 }
 
+/**
+ * The address a CSI's proof-of-possession code goes to, from its canonical URI (`Csi.uri`):
+ * "+447700900123" for tel, the email address itself for mailto. The URI's escapes of "%" and "?"
+ * in the local part are undone, so "mailto:a%25b@example.org" is sent to "a%b@example.org", the
+ * mailbox its holder owns, and the address parses back to the same CSI.
+ */
+export function csiAddress(uri: string): string {
+  if (uri.startsWith("tel:")) return uri.slice(4);
+  if (!uri.startsWith("mailto:")) throw new RangeError("csiAddress takes a canonical tel: or mailto: URI");
+  const at = uri.lastIndexOf("@");
+  // The inverse of mailtoLocalPart: a canonical local part holds no other escape, and the
+  // domain (IDNA ASCII) none at all.
+  const local = uri.slice(7, at).replace(/%25|%3F/g, (e) => (e === "%25" ? "%" : "?"));
+  return `${local}${uri.slice(at)}`;
+}
+
 /** The leading 64 bits of SHA-256 over the IDNA (ASCII, lowercase) domain, as an unsigned integer. */
 export function emailDomainHash(asciiDomain: string): bigint {
   return createHash("sha256").update(asciiDomain).digest().readBigUInt64BE(0);
