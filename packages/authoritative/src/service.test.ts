@@ -381,6 +381,32 @@ test("wrong, expired, replayed and exhausted codes are refused", async () => {
   assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
 });
 
+// A challenge completed after its range moved to another DP stored the mapping here, at a DP
+// that no longer serves the CSI: only startChallenge checked the delegation.
+test("a challenge whose range moved to another DP while the code was out is refused, and stores nothing", async () => {
+  const t = setup();
+  const user = generateSigningKey();
+  const ch = await t.openClaim(user);
+  const s = t.sign(ch, "claim", user, "bluebird.example");
+  const moved = t.registry.snapshot();
+  t.registry.replace({
+    ...moved,
+    serial: moved.serial + 1n,
+    delegations: moved.delegations.map((d) => (d.id === "e164:44" ? { ...d, dpId: "us" } : d)),
+  });
+  await rejects(
+    () => t.claims.complete(t.caller("bluebird.example"), ch.challengeId, t.lastCode(), s.user, s.msp),
+    "not_authoritative",
+    /delegated to DP "us", not to this DP \("eu"\)/,
+  );
+  assert.deepEqual(t.store.mappings(ALICE), []);
+  assert.equal(t.store.challenge(ch.challengeId)?.attempts, 0, "no attempt is spent");
+  // Back here (the move undone), the same code completes the claim.
+  t.registry.replace({ ...moved, serial: moved.serial + 2n });
+  const r = t.claims.complete(t.caller("bluebird.example"), ch.challengeId, t.lastCode(), s.user, s.msp);
+  assert.equal(r.mapping?.ssi, "@a");
+});
+
 test("an MSP cannot complete another MSP's challenge, claim for another MSP, or act unenrolled (R21)", async () => {
   const t = setup();
   const user = generateSigningKey();

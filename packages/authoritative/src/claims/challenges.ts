@@ -156,6 +156,10 @@ export function completeChallenge(
   if (now > ch.expiresAtMs) {
     throw new DiscoveryError("failed_precondition", "the code has expired; start a new challenge");
   }
+  // The range may have moved to another DP while the code was out (startChallenge checked it
+  // then): a DP writes a CSI only while the registry delegates it here, so this refuses as any
+  // other write does, before the code is checked and an attempt spent.
+  ctx.requireDelegated(ch.csi);
   deps.throttle.beforeProof(ch.csi, caller.mspId, now);
   // A wrong code and a bad signature both spend an attempt of the challenge and count toward
   // the CSI's lock, across challenges.
