@@ -129,7 +129,7 @@ scenario(
     await rejectsWith(
       asMsp.client(pb.AuthoritativeService).lookup({ csi: "tel:+447700900123" }),
       status.PERMISSION_DENIED,
-      /identity "msp-bluebird" \(role msp\) may not call mimi\.discovery\.v1\.AuthoritativeService: it needs a certificate with role resolver or dp/,
+      /identity "msp-bluebird" \(role msp\) may not call mimi\.discovery\.v1\.AuthoritativeService: it needs a certificate with role resolver$/,
     );
     const watch = asMsp
       .client(pb.AuthoritativeService)
@@ -141,7 +141,34 @@ scenario(
         }
       })(),
       status.PERMISSION_DENIED,
-      /needs a certificate with role resolver or dp/,
+      /needs a certificate with role resolver$/,
+    );
+    // Nor can a DP's: no DP is a client of another's lookups or changes (DPs call each other's
+    // PeerService and ReplicationService only), so a DP certificate is no way around a resolver.
+    const asDp = t.net.channel(eu, "dp-us").client(pb.AuthoritativeService);
+    const dpRefused =
+      /identity "dp-us" \(role dp\) may not call mimi\.discovery\.v1\.AuthoritativeService: it needs a certificate with role resolver$/;
+    await rejectsWith(asDp.lookup({ csi: "tel:+447700900123" }), status.PERMISSION_DENIED, dpRefused);
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) {
+        // Never reached: the call is refused before anything is sent.
+      }
+    };
+    await rejectsWith(
+      drain(
+        asDp.lookupStream(
+          (async function* () {
+            yield { requestId: 1n, csi: "tel:+447700900123" };
+          })(),
+        ),
+      ),
+      status.PERMISSION_DENIED,
+      dpRefused,
+    );
+    await rejectsWith(
+      drain(asDp.watchChanges({ logId: "", sinceSeq: 0n, sinceAtMs: 0n })),
+      status.PERMISSION_DENIED,
+      dpRefused,
     );
     // Only DPs call PeerService; only MSPs claim; only admins administer.
     await rejectsWith(

@@ -81,7 +81,7 @@ export const RATE_CONTEXT_BYTES = 16;
  */
 const MAX_KEYS = 100_000;
 /**
- * Callers whose contexts are counted at once (identities with the resolver or dp role, which
+ * Callers whose contexts are counted at once (identities with the resolver role, which
  * only the CA hands out): at most this many times maxContextsPerResolverPerDay entries.
  */
 const MAX_CALLERS = 256;

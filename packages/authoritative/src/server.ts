@@ -220,8 +220,9 @@ export function bindAuthoritativeServer(
         });
       },
     },
-    // Resolvers look up (and follow changes); DPs may ask peers. An MSP goes through a resolver.
-    { log, roles: ["resolver", "dp"] },
+    // Resolvers look up and follow changes; nothing else does. DPs speak to each other through
+    // PeerService and ReplicationService only, and an MSP goes through a resolver (its budgets).
+    { log, roles: ["resolver"] },
   );
 
   bindAdminServer(server, service, claims, opts);

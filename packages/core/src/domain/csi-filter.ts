@@ -2,7 +2,7 @@
 // for, so a resolver asks a federated DP only when the filter says it may hold a CSI. It is
 // keyed: a CSI's bit positions come from HMAC-SHA256 under the filter's key, so a filter in
 // the wrong hands is noise (an unkeyed filter of phone numbers would be an enumeration oracle:
-// hash every number of a country and read off who is there). Only resolvers and DPs get the key.
+// hash every number of a country and read off who is there). Only resolvers get the key.
 import { createHmac } from "node:crypto";
 
 /** Bytes of a filter key. */

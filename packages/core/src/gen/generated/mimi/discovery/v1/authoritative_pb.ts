@@ -120,7 +120,7 @@ export type ChangeLogStart = Message<"mimi.discovery.v1.ChangeLogStart"> & {
 
   /**
    * The DP's key for the change hashes of this log (32 bytes). Only certificates with the
-   * resolver or dp role may watch, so only they can match an event to a CSI. A watcher that
+   * resolver role may watch, so only they can match an event to a CSI. A watcher that
    * sees another key than before must resync as for another log.
    *
    * @generated from field: bytes hash_key = 5;
@@ -1486,7 +1486,9 @@ export const FeedEventSchema: GenEnum<FeedEvent> = /*@__PURE__*/
 
 /**
  * An authoritative DP: answers for the CSIs in the ranges the root delegated
- * to it and refuses others with FAILED_PRECONDITION. It never recurses.
+ * to it and refuses others with FAILED_PRECONDITION. It never recurses. Only certificates
+ * with the resolver role may call it (PERMISSION_DENIED otherwise): MSPs look up through a
+ * resolver, and DPs call each other's PeerService and ReplicationService only.
  *
  * @generated from service mimi.discovery.v1.AuthoritativeService
  */
@@ -1517,8 +1519,8 @@ export const AuthoritativeService: GenService<{
    * Streams this DP's change log, so a resolver can drop cached answers (positive and
    * negative) the moment they change here (R20, D1). First a ChangeLogStart saying whether
    * the caller's position continues; then every change after it, oldest first; then
-   * ChangeLogCaughtUp; then changes as they commit. Any caller with a certificate from the
-   * network's CA may watch; events name CSIs only by their change hash, never in clear.
+   * ChangeLogCaughtUp; then changes as they commit. Events name CSIs only by their change
+   * hash, never in clear.
    *
    * @generated from rpc mimi.discovery.v1.AuthoritativeService.WatchChanges
    */
@@ -1534,7 +1536,7 @@ export const AuthoritativeService: GenService<{
  * The DP's filter of the CSIs it holds mappings for (G6, GLADOS section 9), so that a resolver
  * asks a federated DP only when the filter says it may hold a CSI. A bloom filter, keyed: a
  * CSI's bits are positions taken from HMAC-SHA256 under the filter's key, which only callers
- * with the resolver or dp role receive (an unkeyed filter of phone numbers would let anyone
+ * with the resolver role receive (an unkeyed filter of phone numbers would let anyone
  * list who is there). Bits only go from 0 to 1 within a version; when removals have made it
  * too dirty, or more CSIs than it was sized for are in it, the DP builds a new version.
  *
