@@ -296,4 +296,8 @@ export const MIGRATIONS: readonly string[] = [
    WHEN NOT EXISTS (SELECT 1 FROM store_meta WHERE key = 'replica') BEGIN
      INSERT INTO writer_log (tbl, key, at_ms) VALUES ('peer_requests', json_array(OLD.id), CAST(unixepoch('subsec') * 1000 AS INTEGER));
    END;`,
+  // v12: a CSI's open conflicts (read by every claim, removal and peer request for that CSI)
+  // were found through conflicts_due by state alone, reading every open conflict of the DP
+  // (a contest window is days long). This index serves the CSI, the state and the order.
+  "CREATE INDEX conflicts_by_csi ON conflicts (csi, state, opened_at_ms);",
 ];

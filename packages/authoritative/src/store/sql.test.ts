@@ -1,6 +1,7 @@
 // Issue 14: a DP must cost nothing measurable when nothing changes, at 100M mappings. Every
 // statement the store prepares is read here through SQLite's query planner: none may read a
-// large table whole, so neither the sweep nor a lookup grows with the store. The mapping count,
+// large table whole, or search one by fewer columns than it filters on, so neither the sweep
+// nor a lookup grows with the store. The mapping count,
 // which start-up and GetStatus read, is kept by triggers instead of counted.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -39,7 +40,18 @@ function planOf(db: Database.Database, sql: string): string[] {
   return (stmt.all(...args) as { detail: string }[]).map((r) => r.detail);
 }
 
-/** What is wrong with a statement's plan at 100M rows, if anything. */
+/** Columns the statement's WHERE clauses compare for equality with a value (not SET's). */
+function equalityColumns(sql: string): Set<string> {
+  const where = sql.slice(Math.max(0, sql.search(/\bWHERE\b/)));
+  return new Set([...where.matchAll(/\b(\w+)\s*=\s*(?:\?|@\w+|'[^']*')/g)].map((m) => m[1] as string));
+}
+
+/**
+ * What is wrong with a statement's plan at 100M rows, if anything: a scan of a large table, or
+ * a search of one that leaves a column the statement filters on for equality out of the index
+ * search (it reads every row of the columns it did use, e.g. every open conflict of the DP to
+ * find one CSI's). A search by rowid equality reads one row and is always fine.
+ */
 function scanProblem(sql: string, plan: readonly string[]): string | undefined {
   // Rows read in key order with no filter, stopping at a LIMIT (the oldest log rows): bounded.
   const bounded =
@@ -51,6 +63,15 @@ function scanProblem(sql: string, plan: readonly string[]): string | undefined {
     if (table in SMALL_TABLES) continue;
     if (bounded) continue;
     return `scans ${table} (${d})`;
+  }
+  const wanted = equalityColumns(sql);
+  for (const d of plan) {
+    const search = /^SEARCH (\w+)(?: USING .*?\((.*)\))?/.exec(d);
+    if (!search || (search[1] as string) in SMALL_TABLES) continue;
+    const used = new Set([...(search[2] ?? "").matchAll(/(\w+)\s*[=<>]/g)].map((m) => m[1] as string));
+    if (used.has("rowid") && /\browid=/.test(d)) continue;
+    const missing = [...wanted].filter((c) => !used.has(c));
+    if (missing.length > 0) return `searches ${search[1]} without ${missing.join(", ")} (${d})`;
   }
   return undefined;
 }
@@ -78,6 +99,11 @@ test("no statement of the store reads a large table whole (query plans)", () => 
     );
     const byRecord = "SELECT * FROM mappings WHERE record = ? ORDER BY csi LIMIT 5";
     assert.match(scanProblem(byRecord, planOf(db, byRecord)) ?? "", /scans mappings/);
+    // So is a search that uses an index for one filter column and reads every row under it to
+    // check the other: openConflicts was "SEARCH conflicts USING INDEX conflicts_due (state=?)"
+    // until v12, every open conflict read to find one CSI's.
+    const byMsp = "SELECT * FROM conflicts WHERE state = 'open' AND new_msp = ?";
+    assert.match(scanProblem(byMsp, planOf(db, byMsp)) ?? "", /searches conflicts without new_msp/);
   } finally {
     db.close();
   }
@@ -131,6 +157,41 @@ test("the mapping count follows inserts, rewrites, deletes and rolled-back trans
   const reopened = openMappingStore(path);
   assert.equal(reopened.count(), 2, "kept across a restart");
   reopened.close();
+});
+
+test("a v11 store upgrades with an index for a CSI's open conflicts, and its conflicts found by it", () => {
+  const path = join(dir, "v11.sqlite");
+  const db = new Database(path);
+  for (const m of MIGRATIONS.slice(0, 11)) db.exec(m);
+  db.pragma("user_version = 11");
+  db.prepare(
+    `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state)
+     VALUES (?, ?, 'm', 'm', 's', 0, 0, ?, 9, ?)`,
+  ).run("c1", "tel:+441", 1, "open");
+  db.prepare(
+    `INSERT INTO conflicts (id, csi, claimant_msp, new_msp, new_ssi, replace, make_default, opened_at_ms, deadline_ms, state)
+     VALUES (?, ?, 'm', 'm', 's', 0, 0, ?, 9, ?)`,
+  ).run("c2", "tel:+442", 2, "open");
+  db.close();
+  const store = openMappingStore(path);
+  try {
+    assert.deepEqual(
+      store.openConflicts("tel:+441").map((c) => c.id),
+      ["c1"],
+    );
+  } finally {
+    store.close();
+  }
+  const opened = new Database(path, { readonly: true });
+  try {
+    assert.equal(opened.pragma("user_version", { simple: true }), MIGRATIONS.length);
+    assert.match(
+      planOf(opened, SQL.openConflicts).join(" "),
+      /USING INDEX conflicts_by_csi \(csi=\? AND state=\?\)/,
+    );
+  } finally {
+    opened.close();
+  }
 });
 
 test("a v6 store upgrades with its mappings counted once", () => {
