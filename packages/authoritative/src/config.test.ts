@@ -35,6 +35,8 @@ test("the deploy example parses", () => {
     mappingLifetimeMs: 365 * 86_400_000,
     proofRanking: ["bulk", "email-code", "sms-code"],
     noticeRetentionMs: 30 * 86_400_000,
+    maxMappingsPerCsi: 16,
+    maxMappingsPerCsiPerMsp: 4,
     limits: {
       codesPerCsiPerHour: 3,
       codesPerCsiPerDay: 10,
@@ -87,6 +89,7 @@ test("delivery, claims and the sweep interval are optional and take defaults", (
   assert.equal(config.claims.codeLength, 6);
   assert.equal(config.claims.mappingLifetimeMs, 365 * 86_400_000);
   assert.deepEqual(config.claims.proofRanking, ["bulk", "email-code", "sms-code"]);
+  assert.deepEqual([config.claims.maxMappingsPerCsi, config.claims.maxMappingsPerCsiPerMsp], [16, 4]);
   assert.equal(config.sweepIntervalMs, 5_000);
 });
 
@@ -98,6 +101,11 @@ test("bad delivery and claims settings are refused, naming the key", () => {
     [{ ...raw, claims: { ...raw.claims, codeLength: 4 } }, /codeLength/],
     [{ ...raw, claims: { ...raw.claims, maxAttempts: 0 } }, /maxAttempts/],
     [{ ...raw, claims: { ...raw.claims, codeTtl: 60 } }, /unknown key: codeTtl/],
+    [{ ...raw, claims: { ...raw.claims, maxMappingsPerCsi: 25 } }, /maxMappingsPerCsi/],
+    [
+      { ...raw, claims: { ...raw.claims, maxMappingsPerCsi: 4, maxMappingsPerCsiPerMsp: 5 } },
+      /maxMappingsPerCsiPerMsp must be at most maxMappingsPerCsi/,
+    ],
     [{ ...raw, sweepIntervalSeconds: 0 }, /sweepIntervalSeconds/],
     [{ ...raw, delivery: { ...raw.delivery, sms: {} } }, /unknown key: sms/],
     [

@@ -87,6 +87,14 @@ export interface PrivateLookupConfig {
   readonly threads: number;
 }
 
+/**
+ * The highest maxMappingsPerCsi may be set: an answer of that many mappings of the largest
+ * size allowed (an SSI of 256 characters, 8 tags of 32, 64-character ids: about 2 KB each with
+ * the record, its three signatures and the seal's line) still fits one private-lookup entry
+ * (MAX_ENTRY_PLAINTEXT, 64 KiB), far below gRPC's 4 MiB message limit.
+ */
+const MAX_MAPPINGS_PER_CSI = 24;
+
 const DEFAULTS = {
   host: "127.0.0.1",
   port: 7500,
@@ -99,6 +107,8 @@ const DEFAULTS = {
   contestWindowSeconds: 7 * 86_400,
   mappingLifetimeDays: 365,
   noticeRetentionDays: 30,
+  maxMappingsPerCsi: 16,
+  maxMappingsPerCsiPerMsp: 4,
   sweepIntervalSeconds: 5,
   changeLogRetentionSeconds: 86_400,
   filterFalsePositivePpm: 10_000,
@@ -221,9 +231,19 @@ function readClaimsSection(r: ConfigReader): ClaimPolicy {
       86_400_000,
     proofRanking: ranking,
     noticeRetentionMs: r.integer("noticeRetentionDays", DEFAULTS.noticeRetentionDays, 1, 365) * 86_400_000,
+    maxMappingsPerCsi: r.integer("maxMappingsPerCsi", DEFAULTS.maxMappingsPerCsi, 1, MAX_MAPPINGS_PER_CSI),
+    maxMappingsPerCsiPerMsp: r.integer(
+      "maxMappingsPerCsiPerMsp",
+      DEFAULTS.maxMappingsPerCsiPerMsp,
+      1,
+      MAX_MAPPINGS_PER_CSI,
+    ),
     limits: readClaimLimits(r.object("limits", { optional: true })),
   };
   r.done();
+  if (policy.maxMappingsPerCsiPerMsp > policy.maxMappingsPerCsi) {
+    throw new ConfigError("config.claims.maxMappingsPerCsiPerMsp must be at most maxMappingsPerCsi");
+  }
   return policy;
 }
 

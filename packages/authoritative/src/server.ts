@@ -356,6 +356,7 @@ export function bindAuthoritativeServer(
                   stored: ack.stored,
                   unchanged: ack.unchanged,
                   optedOut: ack.optedOut,
+                  overLimit: ack.overLimit,
                 },
               },
             });

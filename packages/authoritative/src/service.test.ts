@@ -41,7 +41,7 @@ const DAY = 86_400_000;
 const MSPS = ["bluebird.example", "wirechat.example", "parrot.example", "telco.example"] as const;
 type MspId = (typeof MSPS)[number];
 
-function setup({ contestWindowMs = 60_000 } = {}) {
+function setup({ contestWindowMs = 60_000, maxMappingsPerCsi = 16, maxMappingsPerCsiPerMsp = 4 } = {}) {
   let now = Date.UTC(2026, 10, 1);
   const dpKey = generateSigningKey();
   const mspKeys = new Map<string, SigningKey>(MSPS.map((m) => [m, generateSigningKey()]));
@@ -105,6 +105,8 @@ function setup({ contestWindowMs = 60_000 } = {}) {
       mappingLifetimeMs: 365 * DAY,
       proofRanking: ["bulk", "email-code", "sms-code"],
       noticeRetentionMs: 30 * DAY,
+      maxMappingsPerCsi,
+      maxMappingsPerCsiPerMsp,
       // The flows here claim one CSI many times; the budgets have their own tests (throttle.test.ts).
       limits: {
         ...DEFAULT_CLAIM_LIMITS,
@@ -944,6 +946,97 @@ test("number porting: the four cases of D2", async () => {
   assert.equal(port(c4, "telco.example"), 1);
   t.bulk("wirechat.example", "4", [{ csi: c4, ssi: "wirechat-operator-user" }]);
   assert.equal(t.summary(await t.answer(c4)), "wirechat.example*");
+});
+
+// Any number of mappings could be stored for one CSI (a new SSI each time): its answer outgrew a
+// private-lookup entry (64 KiB) and, further on, gRPC's 4 MiB message, and one bulk MSP could
+// stuff a victim's number with thousands of mappings in one batch.
+const overCap = async (p: Promise<unknown> | (() => unknown), reason: string) => {
+  await assert.rejects(
+    async () => (typeof p === "function" ? p() : p),
+    (e: unknown) =>
+      e instanceof DiscoveryError &&
+      e.code === "resource_exhausted" &&
+      e.details?.reason === reason &&
+      /the most one (MSP|CSI) may hold/.test(e.message),
+  );
+};
+
+test("claims stop at the caps on mappings per CSI and per MSP at a CSI, before a code and when completed", async () => {
+  const t = setup({ maxMappingsPerCsi: 3, maxMappingsPerCsiPerMsp: 2 });
+  const holder = generateSigningKey();
+  const claimAs = (msp: MspId, ssi: string) => t.claim(msp, ALICE, ssi, { user: holder });
+  await claimAs("bluebird.example", "@a1");
+  await claimAs("bluebird.example", "@a2");
+  // A third of one MSP is refused before any code is sent.
+  const sentBefore = t.sent.length;
+  await overCap(claimAs("bluebird.example", "@a3"), "CSI_MSP_MAPPING_LIMIT");
+  assert.equal(t.sent.length, sentBefore, "no code is spent on a claim that cannot complete");
+  // A renewal adds no mapping and passes.
+  assert.equal((await claimAs("bluebird.example", "@a1")).mapping?.ssi, "@a1");
+  // Started while there was room, completed once the CSI is full: refused in the transaction,
+  // which leaves the challenge open for after a mapping is removed.
+  const parrot = await t.claims.start(t.caller("parrot.example"), {
+    action: "claim",
+    csi: ALICE,
+    ssi: "p1",
+    tags: [],
+    makeDefault: false,
+    userPublicKey: holder.publicKey,
+    replaceExisting: false,
+  });
+  const parrotCode = t.lastCode();
+  await claimAs("wirechat.example", "@w1");
+  const s = t.sign(parrot, "claim", holder, "parrot.example");
+  const complete = () =>
+    t.claims.complete(t.caller("parrot.example"), parrot.challengeId, parrotCode, s.user, s.msp);
+  await overCap(complete, "CSI_MAPPING_LIMIT");
+  assert.equal(t.store.mappings(ALICE).length, 3);
+  assert.equal(t.store.challenge(parrot.challengeId)?.state, "open");
+  await t.act(
+    "bluebird.example",
+    {
+      action: "invalidate",
+      csi: ALICE,
+      mspId: "bluebird.example",
+      ssi: "@a2",
+      userPublicKey: holder.publicKey,
+    },
+    holder,
+  );
+  assert.equal(complete().mapping?.ssi, "p1");
+  assert.equal(t.summary(await t.answer(ALICE)).split(" ").length, 3);
+});
+
+test("bulk records over the caps are left out and counted, and a holder's stricter claim replaces them", async () => {
+  const t = setup({ maxMappingsPerCsi: 3, maxMappingsPerCsiPerMsp: 2 });
+  const other = "tel:+447700900124";
+  const a = t.bulk("telco.example", "s1", [
+    { csi: ALICE, ssi: "t1" },
+    { csi: ALICE, ssi: "t2" },
+    { csi: ALICE, ssi: "t3" },
+    { csi: other, ssi: "t1" },
+  ]);
+  assert.deepEqual(
+    [a.committed, a.stored, a.overLimit],
+    [4, 3, 1],
+    "the batch commits; one record is left out",
+  );
+  const b = t.bulk("bluebird.example", "s1", [
+    { csi: ALICE, ssi: "b1" },
+    { csi: ALICE, ssi: "b2" },
+  ]);
+  assert.deepEqual([b.stored, b.overLimit], [1, 1]);
+  assert.equal(t.store.mappings(ALICE).length, 3);
+  // A record stored already is a re-registration, not a new mapping.
+  const again = t.bulk("telco.example", "s2", [{ csi: ALICE, ssi: "t1", tags: ["Work"] }]);
+  assert.deepEqual([again.stored, again.overLimit], [1, 0]);
+  // The holder of a number the bulk MSPs filled: a claim beside them is refused, one that
+  // replaces them with its stricter proof (sms-code over bulk) is not.
+  await overCap(t.claim("parrot.example", ALICE, "p1"), "CSI_MAPPING_LIMIT");
+  const r = await t.claim("parrot.example", ALICE, "p1", { replace: true });
+  assert.equal(r.removed, 3);
+  assert.equal(t.summary(await t.answer(ALICE)), "parrot.example*");
 });
 
 test("bulk registration is idempotent, resumes from the committed count, and is atomic per batch (G4)", async () => {

@@ -149,7 +149,13 @@ function bulkDp(refusals: DiscoveryError[], failAt = 2) {
           }
           const n = r.value.message.value.records?.length ?? 0;
           state.committed += n;
-          const ack = { committed: BigInt(state.committed), stored: n, unchanged: 0, optedOut: 0 };
+          const ack = {
+            committed: BigInt(state.committed),
+            stored: n,
+            unchanged: 0,
+            optedOut: 0,
+            overLimit: 0,
+          };
           yield { message: { case: "ack", value: ack } };
         }
       })();
@@ -192,7 +198,7 @@ test("bulkRegister waits out a refusal's retry-after and resumes the session, co
   assert.ok(waited[0] !== undefined && waited[0] >= 1_000 && waited[0] <= 1_500, `${waited[0]}`);
   assert.ok(waited[1] !== undefined && waited[1] >= 2_500 && waited[1] <= 3_750, `${waited[1]}`);
   assert.equal(state.streams, 3);
-  assert.deepEqual(done, { committed: 5, resumedAt: 0, stored: 5, unchanged: 0, optedOut: 0 });
+  assert.deepEqual(done, { committed: 5, resumedAt: 0, stored: 5, unchanged: 0, optedOut: 0, overLimit: 0 });
   assert.deepEqual(
     seen.map((p) => [p.committed, p.stored, p.resumedAt]),
     [1, 2, 3, 4, 5].map((n) => [n, n, 0]),

@@ -253,6 +253,8 @@ export interface BulkProgress {
   stored: number;
   unchanged: number;
   optedOut: number;
+  /** Left out because their CSI, or this MSP at it, holds the most mappings the DP allows. */
+  overLimit: number;
 }
 
 /** How often, and for how long at most, bulkRegister waits out a refusal's retry-after. */
@@ -288,7 +290,14 @@ export interface BulkOptions {
  * this call (retries included). A refusal with a retry-after is waited out (`retries`).
  */
 export async function bulkRegister(api: ClaimClient, opts: BulkOptions): Promise<BulkProgress> {
-  const progress: BulkProgress = { committed: 0, resumedAt: -1, stored: 0, unchanged: 0, optedOut: 0 };
+  const progress: BulkProgress = {
+    committed: 0,
+    resumedAt: -1,
+    stored: 0,
+    unchanged: 0,
+    optedOut: 0,
+    overLimit: 0,
+  };
   const retries = opts.retries ?? BULK_RETRIES;
   const maxWaitMs = opts.maxRetryWaitMs ?? BULK_MAX_RETRY_WAIT_MS;
   const signal = opts.signal ?? new AbortController().signal;
@@ -346,6 +355,7 @@ async function registerOnce(api: ClaimClient, opts: BulkOptions, progress: BulkP
       progress.stored += m.value.stored;
       progress.unchanged += m.value.unchanged;
       progress.optedOut += m.value.optedOut;
+      progress.overLimit += m.value.overLimit;
       opts.onProgress?.({ ...progress, resumedAt: Math.max(0, progress.resumedAt) });
       wakeSender?.();
       wakeSender = undefined;

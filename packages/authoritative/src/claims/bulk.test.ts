@@ -72,6 +72,8 @@ function setup(bulkVerifier?: BulkVerifier) {
       mappingLifetimeMs: 365 * DAY,
       proofRanking: ["bulk", "email-code", "sms-code"],
       noticeRetentionMs: 30 * DAY,
+      maxMappingsPerCsi: 16,
+      maxMappingsPerCsiPerMsp: 4,
     },
     requireDelegated: (csi) => service.requireDelegated(csi),
     registry,
@@ -143,7 +145,7 @@ test("a batch checked in the pool reports what inline checking reports, record f
     {
       name: "all good, across several slices",
       records: batch(1_200, {}),
-      expected: { committed: 1_200, stored: 1_200, unchanged: 0, optedOut: 0 },
+      expected: { committed: 1_200, stored: 1_200, unchanged: 0, optedOut: 0, overLimit: 0 },
     },
     {
       name: "a bad signature before a bad field",
@@ -189,7 +191,7 @@ test("a resent batch that overlaps the committed ones is numbered and skipped as
     message: "record 15: msp_signature does not verify with the MSP's enrolled signing key",
   });
   const ack = await t.claims.bulkBatchAsync(t.caller, "s", 5, records.slice(5));
-  assert.deepEqual(ack, { committed: 20, stored: 10, unchanged: 0, optedOut: 0 });
+  assert.deepEqual(ack, { committed: 20, stored: 10, unchanged: 0, optedOut: 0, overLimit: 0 });
 });
 
 test("lookups are answered while the pool verifies a large batch", async () => {

@@ -9,7 +9,7 @@ import type { EnrolledMsp } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
 import { settleDefault } from "./effects.js";
 import { checkRecordTimes, checkSsi, checkTags } from "./input.js";
-import { decideBulk } from "./rules.js";
+import { capBroken, decideBulk } from "./rules.js";
 import type { BulkAck } from "./types.js";
 
 /** Largest batch one bulk message may carry. */
@@ -162,7 +162,8 @@ function commitBatch(
   checked: readonly MappingRecord[],
 ): BulkAck {
   const { store } = ctx;
-  const ack: BulkAck = { committed: 0, stored: 0, unchanged: 0, optedOut: 0 };
+  const ack: BulkAck = { committed: 0, stored: 0, unchanged: 0, optedOut: 0, overLimit: 0 };
+  const caps = { perCsi: ctx.policy.maxMappingsPerCsi, perMsp: ctx.policy.maxMappingsPerCsiPerMsp };
   ctx.tx(() => {
     // Read again: another stream of the same session may have committed while this batch was
     // verified; the records it committed are skipped, as if this batch had come after it.
@@ -193,6 +194,13 @@ function commitBatch(
         ack.unchanged++;
         continue;
       }
+      // A record that would break a cap is left out and counted, as an opted-out CSI's is: it
+      // depends on what others stored for the CSI, which the MSP cannot know, so it must not
+      // stop the session the way a malformed record does.
+      if (capBroken(rows, r, caps)) {
+        ack.overLimit++;
+        continue;
+      }
       store.putMapping({
         csi: r.csi,
         mspId: r.mspId,
@@ -211,6 +219,12 @@ function commitBatch(
     ack.committed = Math.max(committed, b.firstIndex + b.size);
     store.setBulkCommitted(caller.mspId, sessionId, ack.committed, b.now);
   });
+  if (ack.overLimit > 0) {
+    ctx.log.info(
+      { msp: caller.mspId, session: sessionId, overLimit: ack.overLimit },
+      "bulk records over the mapping caps left out",
+    );
+  }
   return ack;
 }
 

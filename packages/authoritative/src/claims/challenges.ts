@@ -15,16 +15,18 @@ import {
   encodeMappingRecord,
   invalidArgument,
   MAX_SSI_LENGTH,
+  type MappingRecord,
   parseRequestCsi,
   SIGNING_CONTEXT,
   verifyWith,
 } from "@mimi/core";
 import type { CodeSender } from "../senders.js";
 import type { EnrolledMsp } from "../store/rows.js";
-import { applyClaim } from "./claim.js";
+import { applyClaim, requireRoomFor } from "./claim.js";
 import type { ClaimsContext } from "./context.js";
 import { checkSsi, checkTags } from "./input.js";
 import { applyInvalidate, applyOptOut } from "./removal.js";
+import { decideClaim } from "./rules.js";
 import type { ClaimThrottle } from "./throttle.js";
 import type { CompleteResult, StartRequest, StartResult } from "./types.js";
 
@@ -57,7 +59,7 @@ export async function startChallenge(
   if (req.action === "claim") {
     checkSsi(req.ssi, "claim.ssi");
     const tags = checkTags(req.tags, "claim.tags");
-    statement = encodeMappingRecord({
+    const record: MappingRecord = {
       csi: csi.uri,
       mspId: caller.mspId,
       ssi: req.ssi,
@@ -69,7 +71,18 @@ export async function startChallenge(
       userPublicKey: req.userPublicKey,
       dpId: ctx.dpId,
       expiresAtMs: now + policy.mappingLifetimeMs,
-    });
+    };
+    statement = encodeMappingRecord(record);
+    // A claim the caps would refuse when completed is refused before a code is spent on it
+    // (completing checks again, in its transaction: the CSI may fill up meanwhile).
+    const rows = store.mappings(csi.uri);
+    requireRoomFor(
+      ctx,
+      rows,
+      decideClaim(rows, record, policy.proofRanking, now),
+      record,
+      req.replaceExisting,
+    );
     params = { replaceExisting: req.replaceExisting, makeDefault: req.makeDefault };
   } else {
     const target = req.action === "invalidate" ? { mspId: req.mspId, ssi: req.ssi } : { mspId: "", ssi: "" };

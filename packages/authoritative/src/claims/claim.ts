@@ -2,11 +2,11 @@
 // this DP's signatures; beside other holders' mappings it takes precedence at once only with a
 // stricter proof, else it opens a conflict they may contest. A first mapping asks peer DPs
 // to de-list older ones.
-import { csiHash, decodeMappingRecord, parseCsi } from "@mimi/core";
+import { csiHash, DiscoveryError, decodeMappingRecord, type MappingRecord, parseCsi } from "@mimi/core";
 import { type ChallengeRow, type EnrolledMsp, type MappingRow, mappingOfRow } from "../store/rows.js";
 import type { ClaimsContext } from "./context.js";
 import { existingMsps, openConflict, promote, removeRows, settleDefault } from "./effects.js";
-import { decideClaim } from "./rules.js";
+import { type ClaimDecision, capBroken, decideClaim } from "./rules.js";
 import type { CompleteResult } from "./types.js";
 
 /**
@@ -22,6 +22,49 @@ function peersOf(ctx: ClaimsContext, csi: string): string[] {
   return [...new Set(ids)].filter((id) => id !== ctx.dpId);
 }
 
+/**
+ * Refuses a claim of `r` (decided as `d` beside the CSI's `rows`) that would leave its CSI with
+ * more mappings than the caps allow, counting what the claim removes at once (a stricter proof
+ * that replaces). RESOURCE_EXHAUSTED with the reason CSI_MAPPING_LIMIT or CSI_MSP_MAPPING_LIMIT.
+ */
+export function requireRoomFor(
+  ctx: ClaimsContext,
+  rows: readonly MappingRow[],
+  d: ClaimDecision,
+  r: MappingRecord,
+  replaceExisting: boolean,
+): void {
+  const { maxMappingsPerCsi: perCsi, maxMappingsPerCsiPerMsp: perMsp } = ctx.policy;
+  const staying =
+    d.outcome === "stricter" && replaceExisting ? rows.filter((x) => !d.others.includes(x)) : rows;
+  const broken = capBroken(staying, r, { perCsi, perMsp });
+  if (!broken) return;
+  const [reason, limit, message] =
+    broken === "msp"
+      ? [
+          "CSI_MSP_MAPPING_LIMIT",
+          perMsp,
+          `this MSP already has ${perMsp} mappings for this CSI, the most one MSP may hold for one CSI; remove one (invalidate it) before adding another`,
+        ]
+      : [
+          "CSI_MAPPING_LIMIT",
+          perCsi,
+          `this CSI already has ${perCsi} mappings, the most one CSI may hold; the holder can remove mappings no longer used (invalidate), or claim with replace_existing and a stricter proof than theirs`,
+        ];
+  throw new DiscoveryError("resource_exhausted", message, {
+    details: {
+      reason,
+      quota: [
+        {
+          subject: broken === "msp" ? `msp:${r.mspId}` : "csi",
+          description: `${limit} mappings per CSI${broken === "msp" ? " per MSP" : ""}`,
+        },
+      ],
+      metadata: { limit: String(limit) },
+    },
+  });
+}
+
 /** Stores the claimed mapping and settles precedence, conflicts and the default; in the caller's transaction. */
 export function applyClaim(
   ctx: ClaimsContext,
@@ -34,8 +77,11 @@ export function applyClaim(
   const r = decodeMappingRecord(ch.statement);
   const params = JSON.parse(ch.params) as { replaceExisting: boolean; makeDefault: boolean };
   const now = ctx.clock();
+  const rows = store.mappings(r.csi);
+  const d = decideClaim(rows, r, ctx.policy.proofRanking, now);
+  // Checked here, in the write's transaction, whatever was true when the code was sent.
+  requireRoomFor(ctx, rows, d, r, params.replaceExisting);
   store.clearOptOut(r.csi);
-  const d = decideClaim(store.mappings(r.csi), r, ctx.policy.proofRanking, now);
   const row: MappingRow = {
     csi: r.csi,
     mspId: r.mspId,

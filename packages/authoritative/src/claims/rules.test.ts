@@ -4,6 +4,7 @@ import { test } from "node:test";
 import { encodeMappingRecord, type MappingRecord } from "@mimi/core";
 import type { MappingRow } from "../store/rows.js";
 import {
+  capBroken,
   decideBulk,
   decideClaim,
   defaultChanges,
@@ -313,4 +314,26 @@ test("a peer's first mapping removes weaker older mappings of other holders and 
   assert.deepEqual(keys(weaker), ["bulked/bulked-user"]);
   assert.deepEqual(keys(contestable), ["sms/sms-user"]);
   assert.equal(rankOf(RANKING, "unknown"), -1);
+});
+
+test("capBroken: a new mapping beyond the caps per MSP and per CSI; a stored one never", () => {
+  const caps = { perCsi: 3, perMsp: 2 };
+  const rows = [row({ msp: "a", ssi: "1" }), row({ msp: "a", ssi: "2" }), row({ msp: "b", ssi: "1" })];
+  const cases: [
+    rows: MappingRow[],
+    key: { mspId: string; ssi: string },
+    broken: "msp" | "csi" | undefined,
+  ][] = [
+    [rows.slice(0, 1), { mspId: "a", ssi: "2" }, undefined],
+    [rows.slice(0, 2), { mspId: "a", ssi: "3" }, "msp"],
+    [rows.slice(0, 2), { mspId: "b", ssi: "1" }, undefined],
+    [rows, { mspId: "c", ssi: "1" }, "csi"],
+    [rows, { mspId: "a", ssi: "3" }, "msp"],
+    // Renewals and re-registrations add nothing, even over a cap that was lowered.
+    [rows, { mspId: "a", ssi: "1" }, undefined],
+    [rows, { mspId: "b", ssi: "1" }, undefined],
+  ];
+  for (const [given, key, broken] of cases) {
+    assert.equal(capBroken(given, key, caps), broken, `${given.length} rows, ${key.mspId}/${key.ssi}`);
+  }
 });

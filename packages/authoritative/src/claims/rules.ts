@@ -223,6 +223,29 @@ export function decideBulk(
   };
 }
 
+/** The most mappings one CSI holds at a DP: in all, and of one MSP (ClaimPolicy). */
+export interface MappingCaps {
+  readonly perCsi: number;
+  readonly perMsp: number;
+}
+
+/**
+ * Which cap a new mapping `key` would break beside the CSI's `rows` (the mappings that stay),
+ * if any: "msp" when its MSP holds `perMsp` of them already, "csi" when the CSI holds `perCsi`.
+ * A mapping already stored (a renewal, a re-registration) adds nothing and breaks none, so a
+ * CSI over a lowered cap keeps its mappings and may renew them.
+ */
+export function capBroken(
+  rows: readonly MappingRow[],
+  key: MappingKey,
+  caps: MappingCaps,
+): "msp" | "csi" | undefined {
+  if (rows.some((r) => sameMapping(r, key))) return undefined;
+  if (rows.filter((r) => r.mspId === key.mspId).length >= caps.perMsp) return "msp";
+  if (rows.length >= caps.perCsi) return "csi";
+  return undefined;
+}
+
 /**
  * What a peer DP's first mapping (R18) does to older mappings of other holders here: those
  * with a weaker proof go at once, the rest only through a conflict.

@@ -15,6 +15,13 @@ export interface ClaimPolicy {
   /** Proof methods from weakest to strongest (R17's "stricter proof"). */
   readonly proofRanking: ProofRanking;
   readonly noticeRetentionMs: number;
+  /**
+   * The most mappings one CSI may hold here, withheld claims included, and of one MSP: an
+   * answer stays small enough for a private-lookup entry and a gRPC message, and no MSP can
+   * stuff a number (claims/claim.ts, bulk.ts).
+   */
+  readonly maxMappingsPerCsi: number;
+  readonly maxMappingsPerCsiPerMsp: number;
   /** Code budgets and the failure lock (claims/throttle.ts); DEFAULT_CLAIM_LIMITS when absent. */
   readonly limits?: ClaimLimits;
 }
@@ -62,6 +69,8 @@ export interface BulkAck {
   stored: number;
   unchanged: number;
   optedOut: number;
+  /** Records left out because their CSI, or their MSP at that CSI, holds the most mappings allowed. */
+  overLimit: number;
 }
 
 /** What a peer's first-mapping request did here (R18). */

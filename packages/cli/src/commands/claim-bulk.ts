@@ -167,7 +167,8 @@ count stands.`,
         out(
           `committed ${result.committed}/${records.count} records of session "${session}"` +
             `${result.resumedAt > 0 ? ` (resumed at ${result.resumedAt})` : ""}: ` +
-            `stored ${result.stored}, unchanged ${result.unchanged}, opted out ${result.optedOut}; ` +
+            `stored ${result.stored}, unchanged ${result.unchanged}, opted out ${result.optedOut}, ` +
+            `over the DP's mapping caps ${result.overLimit}; ` +
             `${sent} in ${formatDuration(elapsedMs / 1000)} (${rate}/s)`,
         );
       },
