@@ -28,12 +28,14 @@ export {
 } from "./codec/convert.js";
 export {
   type Encoded,
+  type EncodedSnapshot,
   encodeAnswerWithoutTtl,
   encodeLookupResponse,
   encodeLookupStreamItem,
   encodeResolveResponse,
   encodeResolveStreamHit,
   encodeResolveStreamItem,
+  encodeSnapshotResponses,
   readSimpleRequest,
   readVarintField,
   type SimpleRequest,

@@ -69,9 +69,12 @@ test("a secondary serves the primary's registry, serials, signatures and backlog
   const view = new RegistryView();
   view.replace(base);
   s.snapshotReceived(base);
+  // Read once before the changes: the snapshot is kept per serial and each change drops it.
+  assert.equal(s.snapshot().serial, base.serial);
   follow(s, p.changesSince(base.serial, 100), view);
 
   assert.deepEqual(s.snapshot(), p.snapshot());
+  assert.equal(s.snapshot(), s.snapshot(), "one snapshot object per serial");
   assert.equal(s.serial(), 3n);
   // Changes before the snapshot were never received: a watcher behind it needs a snapshot.
   assert.equal(s.backlogStart(), base.serial);

@@ -11,7 +11,7 @@ import {
   RegistryView,
   registrySignatureValid,
 } from "@mimi/core";
-import { type RootService, referIn } from "./service.js";
+import { frozenSnapshot, type RootService, referIn } from "./service.js";
 import type { RegistryStore } from "./store.js";
 
 /** The actor recorded with received changes; the primary's audit log keeps the admin's identity. */
@@ -49,6 +49,8 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
   // The primary's signature over `view`; undefined while no verified copy is held, during
   // which the read operations answer UNAVAILABLE so that watchers try another root.
   let seal: RegistrySeal | undefined;
+  // The snapshot of (view, seal), made on first use after each change.
+  let snapshot: RegistryData | undefined;
   const listeners = new Set<() => void>();
   const primaries = primaryEndpoints.join(", ");
 
@@ -76,6 +78,7 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
   }
 
   const notify = () => {
+    snapshot = undefined;
     for (const l of listeners) l();
   };
   const readOnly = () =>
@@ -122,7 +125,9 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
       notify();
     },
     snapshot: () => {
-      return { ...view.snapshot(), seal: requireCopy() };
+      const held = requireCopy();
+      snapshot ??= frozenSnapshot({ ...view.snapshot(), seal: held });
+      return snapshot;
     },
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),

@@ -8,14 +8,16 @@ import {
   delegationToProto,
   dpFromProto,
   dpToProto,
+  type EncodedSnapshot,
+  encodeSnapshotResponses,
   invalidArgument,
   keyFromProto,
   type Logger,
   mspToProto,
   pb,
   type RegistryChange,
+  type RegistryData,
   serveLog,
-  snapshotToProto,
 } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { RootService } from "./service.js";
@@ -26,6 +28,28 @@ const MAX_BACKLOG = 1_000;
 /** Changes read from the store per query while a watcher catches up. */
 const CHANGE_PAGE = 256;
 
+/** The snapshot responses and the serial they are at. */
+export type SnapshotResponses = EncodedSnapshot & { readonly serial: bigint };
+
+/**
+ * The registry's snapshot responses, encoded once per snapshot the service holds (once per
+ * serial): every resolver, DP and secondary that starts, reconnects or falls behind asks for
+ * the whole registry, and converting, encoding and copying it for each of them cost the root
+ * the same work over and over. The bytes are shared by every call and never written to.
+ */
+export function snapshotEncoder(service: Pick<RootService, "snapshot">): () => SnapshotResponses {
+  let held: RegistryData | undefined;
+  let encoded: SnapshotResponses | undefined;
+  return () => {
+    const snap = service.snapshot();
+    if (snap !== held || !encoded) {
+      encoded = { serial: snap.serial, ...encodeSnapshotResponses(snap) };
+      held = snap;
+    }
+    return encoded;
+  };
+}
+
 /** Registers RootService and RegistryAdminService on `server`. */
 export function bindRootServer(
   server: grpc.Server,
@@ -34,17 +58,18 @@ export function bindRootServer(
   opts: { log: Logger; admins: ReadonlySet<string> },
 ): void {
   const { log } = opts;
+  const encodedSnapshot = snapshotEncoder(service);
   addService(
     server,
     pb.RootService,
     {
       async getSnapshot() {
-        return { snapshot: snapshotToProto(service.snapshot()) };
+        return encodedSnapshot().getSnapshot;
       },
       async watchRegistry(req, ctx, send) {
         const sendSnapshot = async () => {
-          const snap = service.snapshot();
-          await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
+          const snap = encodedSnapshot();
+          await send(snap.watchRegistry);
           return snap.serial;
         };
         let from = req.sinceSerial;

@@ -43,6 +43,10 @@ const MAX_TTL_SECONDS = 7 * 86_400;
 
 /** The root's operations. */
 export interface RootService {
+  /**
+   * The whole registry with its seal: one frozen object until the registry or its seal changes
+   * (a new serial), so that what is made of it can be kept per snapshot (server.ts).
+   */
   snapshot(): RegistryData;
   serial(): bigint;
   /** Changes after `since`, oldest first, at most `limit`. */
@@ -136,10 +140,14 @@ export function createRootService({
     if (view.serial > 0n) store.setSeal(view.serial, seal);
   }
 
+  // The snapshot of (view, seal), made on first use after each change.
+  let snapshot: RegistryData | undefined;
+
   const commit = (actor: string, make: (serial: bigint) => RegistryChange, check?: () => void) => {
     const change = store.commit(actor, clock(), make, check);
     view.apply(change);
     seal = sign();
+    snapshot = undefined;
     store.setSeal(change.serial, seal);
     for (const l of listeners) l();
     return { ...change, seal };
@@ -177,7 +185,10 @@ export function createRootService({
   };
 
   return {
-    snapshot: () => ({ ...view.snapshot(), seal }),
+    snapshot: () => {
+      snapshot ??= frozenSnapshot({ ...view.snapshot(), seal });
+      return snapshot;
+    },
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),
     backlogStart: () => store.baseSerial(),
@@ -319,6 +330,14 @@ export function createRootService({
       return commit(REFRESH_ACTOR, (serial) => ({ serial, kind: "refresh" }));
     },
   };
+}
+
+/** `data` and its lists frozen: a snapshot is handed to every caller until the next change. */
+export function frozenSnapshot(data: RegistryData): RegistryData {
+  Object.freeze(data.delegations);
+  Object.freeze(data.dps);
+  Object.freeze(data.msps);
+  return Object.freeze(data);
 }
 
 /** The referral for `csi` in a registry view; shared by primary and secondary. */

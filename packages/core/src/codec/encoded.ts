@@ -1,12 +1,20 @@
 // Pre-encoded responses for the resolver's cache-hit path. A cached answer is serialized once
 // without its TTL; each hit appends the remaining TTL and the response framing. Proto3 readers
 // accept fields in any order, so the bytes decode exactly like the message built field by field.
+// Also the root's registry snapshot, encoded once per serial for every caller.
 import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
-import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import type { RegistryData } from "../domain/registry.js";
+import { AnswerSchema, RegistrySnapshotSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
+import {
+  type GetSnapshotResponse,
+  GetSnapshotResponseSchema,
+  type WatchRegistryResponse,
+  WatchRegistryResponseSchema,
+} from "../gen/generated/mimi/discovery/v1/root_pb.js";
 import { handEncodable, varintSize, writeAnswerWithoutTtl } from "./answer-encoding.js";
-import { answerToProto } from "./convert.js";
+import { answerToProto, snapshotToProto } from "./convert.js";
 
 /** Bytes that are already the wire form of a message of type M. */
 export type Encoded<M> = Uint8Array & { readonly __encodedMessage?: M };
@@ -257,4 +265,22 @@ export function encodeLookupResponse<M>(answerWithoutTtl: Uint8Array, ttlSeconds
 /** A LookupStreamResponse carrying an encoded LookupResponse: ResolveStreamResponse's layout. */
 export function encodeLookupStreamItem<M>(requestId: bigint, lookupResponse: Uint8Array): Encoded<M> {
   return encodeResolveStreamItem<M>(requestId, lookupResponse);
+}
+
+/** A registry snapshot as the root's GetSnapshot and WatchRegistry (its snapshot event) send it. */
+export interface EncodedSnapshot {
+  readonly getSnapshot: Encoded<GetSnapshotResponse>;
+  readonly watchRegistry: Encoded<WatchRegistryResponse>;
+}
+
+/** Encodes both responses that carry the registry snapshot `s`, for reuse by every call. */
+export function encodeSnapshotResponses(s: RegistryData): EncodedSnapshot {
+  const snapshot = create(RegistrySnapshotSchema, snapshotToProto(s));
+  return {
+    getSnapshot: toBinary(GetSnapshotResponseSchema, create(GetSnapshotResponseSchema, { snapshot })),
+    watchRegistry: toBinary(
+      WatchRegistryResponseSchema,
+      create(WatchRegistryResponseSchema, { event: { case: "snapshot", value: snapshot } }),
+    ),
+  };
 }

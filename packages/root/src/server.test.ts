@@ -1,0 +1,54 @@
+// The root's snapshot responses: encoded once per registry serial and shared by every call.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
+import { generateSigningKey, pb } from "@mimi/core";
+import { snapshotEncoder } from "./server.js";
+import { createRootService } from "./service.js";
+import { openRegistryStore } from "./store.js";
+
+// GetSnapshot and WatchRegistry rebuilt, sorted, converted and encoded the whole registry for
+// every call: each follower that starts, reconnects or falls behind cost the root that work again.
+test("the snapshot is encoded once per serial, and again after a change", () => {
+  let now = 1_000;
+  const service = createRootService({
+    store: openRegistryStore(":memory:"),
+    clock: () => now++,
+    defaultDelegationTtlSeconds: 3600,
+    signingKey: generateSigningKey(),
+    signatureValidityMs: 86_400_000,
+    signatureRefreshMs: 43_200_000,
+  });
+  service.putDp("admin", {
+    id: "eu",
+    endpoints: ["127.0.0.1:7501"],
+    tlsIdentity: "dp-eu",
+    jurisdiction: "EU",
+    signingPublicKey: generateSigningKey().publicKey,
+  });
+  const encoded = snapshotEncoder(service);
+  const first = encoded();
+  assert.equal(encoded(), first, "the same bytes for every call at one serial");
+  assert.equal(service.snapshot(), service.snapshot(), "one snapshot object per serial");
+  const got = fromBinary(pb.GetSnapshotResponseSchema, first.getSnapshot).snapshot;
+  const watched = fromBinary(pb.WatchRegistryResponseSchema, first.watchRegistry).event;
+  assert.equal(got?.serial, 1n);
+  assert.deepEqual(
+    got?.dps.map((d) => d.id),
+    ["eu"],
+  );
+  assert.equal(watched.case, "snapshot");
+  assert.deepEqual(watched.value, got, "both responses carry the same snapshot");
+  assert.ok(Object.isFrozen(service.snapshot().dps), "a shared snapshot cannot be changed by a caller");
+
+  service.createDelegation("admin", { kind: "e164", prefix: "44" }, "eu", 0);
+  const second = encoded();
+  assert.notEqual(second, first);
+  const after = fromBinary(pb.GetSnapshotResponseSchema, second.getSnapshot).snapshot;
+  assert.equal(after?.serial, 2n);
+  assert.deepEqual(
+    after?.delegations.map((d) => d.id),
+    ["e164:44"],
+  );
+  assert.equal(encoded(), second);
+});
