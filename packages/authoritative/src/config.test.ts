@@ -46,6 +46,7 @@ test("the deploy example parses", () => {
       mspCodesPerDayFloor: 100,
       smsCodesPerHour: 1_000,
       emailCodesPerHour: 10_000,
+      mspSharePercentOfChannel: 25,
       failuresPerCsiPerHour: 10,
     },
   });

@@ -260,6 +260,7 @@ function readClaimLimits(r: ConfigReader): ClaimLimits {
     mspCodesPerDayFloor: n("mspCodesPerDayFloor", 10_000_000),
     smsCodesPerHour: n("smsCodesPerHour", 10_000_000),
     emailCodesPerHour: n("emailCodesPerHour", 10_000_000),
+    mspSharePercentOfChannel: n("mspSharePercentOfChannel", 100),
     failuresPerCsiPerHour: n("failuresPerCsiPerHour", 1_000),
   };
   r.done();

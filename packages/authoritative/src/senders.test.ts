@@ -57,6 +57,10 @@ function unavailable(reason: RegExp, msg = message()) {
     assert.ok(e instanceof DiscoveryError, String(e));
     assert.equal(e.code, "upstream_unavailable");
     assert.match(e.message, reason);
+    // Only a send that timed out may have delivered the code; it says so.
+    const timedOut = /within \d+ ms/.test(e.message);
+    assert.equal(e.details?.reason === "DELIVERY_UNKNOWN", timedOut, `${e.message}: ${e.details?.reason}`);
+    if (timedOut) assert.match(e.message, /the code may still arrive$/);
     assert.ok(!e.message.includes(msg.to) && !e.message.includes(msg.code), e.message);
     return true;
   };

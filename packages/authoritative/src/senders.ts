@@ -247,6 +247,18 @@ export function createCodeSender(
 
 const unavailable = (message: string) => new DiscoveryError("upstream_unavailable", message);
 
+/** The reason of a failed send that may still have delivered the code (a timeout after it went out). */
+export const DELIVERY_UNKNOWN = "DELIVERY_UNKNOWN";
+
+/**
+ * A send that gave up while the gateway or relay may already have taken the message: the code
+ * may arrive (and an SMS be billed), so its budgets stay spent (claims/challenges.ts).
+ */
+const uncertain = (message: string) =>
+  new DiscoveryError("upstream_unavailable", `${message}; the code may still arrive`, {
+    details: { reason: DELIVERY_UNKNOWN },
+  });
+
 function minutesLeft(msg: CodeMessage, nowMs: number): number {
   return Math.max(1, Math.ceil((msg.expiresAtMs - nowMs) / 60_000));
 }
@@ -331,7 +343,9 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
         if (e.code === "EMAXRECIPIENTS") {
           throw new DiscoveryError("invalid_argument", "the email address is not a single address");
         }
-        throw unavailable(smtpReason(e, c.timeoutMs));
+        // A relay that stopped answering may have taken the message before it did.
+        const timedOut = e.code === "ETIMEDOUT" || e.code === "EABORT";
+        throw (timedOut ? uncertain : unavailable)(smtpReason(e, c.timeoutMs));
       }
     },
     close() {
@@ -383,7 +397,7 @@ function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {
         });
       } catch (err) {
         if ((err as Error)?.name === "TimeoutError") {
-          throw unavailable(`SMS gateway did not answer within ${c.timeoutMs} ms`);
+          throw uncertain(`SMS gateway did not answer within ${c.timeoutMs} ms`);
         }
         const cause = (err as { cause?: { code?: unknown } })?.cause?.code;
         throw unavailable(

@@ -32,7 +32,7 @@ import {
   DEFAULT_CLAIM_LIMITS,
   type StartRequest,
 } from "./claims/index.js";
-import type { CodeMessage } from "./senders.js";
+import { type CodeMessage, DELIVERY_UNKNOWN } from "./senders.js";
 import { createAuthoritativeService } from "./service.js";
 import type { EnrolledMsp } from "./store/rows.js";
 import { openMappingStore } from "./store/store.js";
@@ -90,12 +90,21 @@ function setup({ contestWindowMs = 60_000, maxMappingsPerCsi = 16, maxMappingsPe
   // The replication's cap on TTLs (a secondary out of touch with its primary).
   let ttlCap: number | undefined;
   const sent: CodeMessage[] = [];
+  /** When set, every send fails with it. */
+  const delivery: { fails?: DiscoveryError } = {};
   const claims = createClaims({
     dpId: "eu",
     store,
     clock: () => now,
     signingKey: dpKey,
-    sender: { send: async (m) => void sent.push(m), counts: { sent: {}, failed: {} }, close() {} },
+    sender: {
+      send: async (m) => {
+        if (delivery.fails) throw delivery.fails;
+        sent.push(m);
+      },
+      counts: { sent: {}, failed: {} },
+      close() {},
+    },
     codeSecret: new Uint8Array(32).fill(7),
     policy: {
       codeLength: 6,
@@ -224,6 +233,7 @@ function setup({ contestWindowMs = 60_000, maxMappingsPerCsi = 16, maxMappingsPe
     service,
     store,
     sent,
+    delivery,
     caller,
     claim,
     openClaim,
@@ -332,6 +342,73 @@ test("an email code goes to the address itself, not to its URI escape", async ()
     await t.claim("wirechat.example", csi, `wc-${i}`);
     assert.equal(t.sent.at(-1)?.to, to, csi);
   }
+});
+
+test("a code that surely did not go out spends no budget; one whose send timed out may have, and does", async () => {
+  for (const [what, failure, spent] of [
+    [
+      "the gateway refused",
+      new DiscoveryError("upstream_unavailable", "SMS gateway answered HTTP 500"),
+      false,
+    ],
+    [
+      "the gateway timed out",
+      new DiscoveryError(
+        "upstream_unavailable",
+        "SMS gateway did not answer within 200 ms; the code may still arrive",
+        {
+          details: { reason: DELIVERY_UNKNOWN },
+        },
+      ),
+      true,
+    ],
+  ] as const) {
+    const t = setup();
+    const start = () =>
+      t.claims.start(t.caller("bluebird.example"), {
+        action: "claim",
+        csi: ALICE,
+        ssi: "@a",
+        tags: [],
+        makeDefault: false,
+        userPublicKey: generateSigningKey().publicKey,
+        replaceExisting: false,
+      });
+    // Ten codes an hour to one number for all MSPs together (the shared budget).
+    t.delivery.fails = failure;
+    for (let i = 0; i < 10; i++) await assert.rejects(start(), failure, what);
+    t.delivery.fails = undefined;
+    if (spent) await rejects(start, "resource_exhausted", /per number per hour, all MSPs together/);
+    else assert.ok((await start()).challengeId, `${what}: the budget was given back`);
+  }
+});
+
+test("no code goes to a premium-rate number, and nothing is spent on asking", async () => {
+  const t = setup();
+  const premium = "tel:+449098790000";
+  const err = await t.claims
+    .start(t.caller("bluebird.example"), {
+      action: "claim",
+      csi: premium,
+      ssi: "@a",
+      tags: [],
+      makeDefault: false,
+      userPublicKey: generateSigningKey().publicKey,
+      replaceExisting: false,
+    })
+    .then(
+      () => assert.fail("refused"),
+      (e: unknown) => e,
+    );
+  assert.ok(err instanceof DiscoveryError);
+  assert.equal(err.code, "invalid_argument");
+  assert.match(err.message, /no codes are sent to premium-rate numbers/);
+  assert.equal(err.details?.reason, "CODE_NUMBER_TYPE");
+  assert.deepEqual(
+    err.details?.fields?.map((f) => f.field),
+    ["csi"],
+  );
+  assert.equal(t.sent.length, 0);
 });
 
 test("wrong, expired, replayed and exhausted codes are refused", async () => {

@@ -82,6 +82,7 @@ export {
   type LookupKey,
   parseCsi,
   parseRequestCsi,
+  revenueShareType,
 } from "./domain/csi.js";
 export {
   expectedFpr,

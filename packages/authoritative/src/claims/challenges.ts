@@ -17,10 +17,11 @@ import {
   MAX_SSI_LENGTH,
   type MappingRecord,
   parseRequestCsi,
+  revenueShareType,
   SIGNING_CONTEXT,
   verifyWith,
 } from "@mimi/core";
-import type { CodeSender } from "../senders.js";
+import { type CodeSender, DELIVERY_UNKNOWN } from "../senders.js";
 import type { EnrolledMsp } from "../store/rows.js";
 import { applyClaim, requireRoomFor } from "./claim.js";
 import type { ClaimsContext } from "./context.js";
@@ -50,6 +51,15 @@ export async function startChallenge(
 ): Promise<StartResult> {
   const { store, policy } = ctx;
   const csi = ctx.requireDelegated(parseRequestCsi(req.csi));
+  const premium = revenueShareType(csi.uri);
+  if (premium) {
+    throw invalidArgument(
+      `no codes are sent to ${premium === "PREMIUM_RATE" ? "premium-rate" : "shared-cost"} numbers (their messages earn their holder money: SMS pumping); such a number cannot be claimed by code`,
+      "csi",
+      "CODE_NUMBER_TYPE",
+      { type: premium },
+    );
+  }
   checkPublicKey(req.userPublicKey, "user_public_key", `${req.action}.user_public_key`);
   const now = ctx.clock();
   const id = `ch_${randomBytes(16).toString("base64url")}`;
@@ -130,8 +140,10 @@ export async function startChallenge(
     });
   } catch (err) {
     store.updateChallenge(id, 0, "exhausted");
-    // Nobody got a code: the budgets are not spent (an SMS gateway outage must not use up a day).
-    deps.throttle.notSent(csi, caller, ctx.clock());
+    // Nobody got a code: the budgets are not spent (an SMS gateway outage must not use up a
+    // day). A send that timed out may have delivered one (and been billed): that stays spent.
+    const mayHaveGone = err instanceof DiscoveryError && err.details?.reason === DELIVERY_UNKNOWN;
+    if (!mayHaveGone) deps.throttle.notSent(csi, caller, ctx.clock());
     throw err;
   }
   ctx.log.info(

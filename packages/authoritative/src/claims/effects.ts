@@ -61,7 +61,7 @@ function releaseOrphanedClaims(ctx: ClaimsContext, csi: string): void {
 export function settleDefault(ctx: ClaimsContext, csi: string, preferred?: MappingKey): void {
   // A withheld claim is nobody's default until its conflict lapses.
   const served = ctx.store.mappings(csi).filter((r) => !r.withheld);
-  for (const { row: r, isDefault } of defaultChanges(served, preferred)) {
+  for (const { row: r, isDefault } of defaultChanges(served, ctx.policy.proofRanking, preferred)) {
     ctx.store.updateMapping(r.csi, r.mspId, r.ssi, {
       isDefault,
       precedence: r.precedence,

@@ -97,6 +97,23 @@ test("defaultChanges keeps exactly one default, deciding once and deterministica
       want: "b",
     },
     {
+      name: "a bulk record that asked does not take the default from a holder who proved the number",
+      rows: [
+        { msp: "a", isDefault: true, proof: "email-code" },
+        { msp: "b", asked: true, proof: "bulk", holder: 0, precedence: 0 },
+      ],
+      want: undefined,
+    },
+    {
+      name: "one proven as strongly that asked does, and the weaker request is not a candidate",
+      rows: [
+        { msp: "a", isDefault: true, proof: "email-code" },
+        { msp: "b", asked: true, proof: "bulk", holder: 0, precedence: 0 },
+        { msp: "c", asked: true, proof: "email-code", holder: 2, precedence: 5 },
+      ],
+      want: "c",
+    },
+    {
       name: "among several that asked, the best precedence wins",
       rows: [
         { msp: "a", asked: true, precedence: 5 },
@@ -131,7 +148,7 @@ test("defaultChanges keeps exactly one default, deciding once and deterministica
   for (const c of cases) {
     const rows = c.rows.map(row);
     const preferred = c.preferred ? { mspId: c.preferred, ssi: `${c.preferred}-user` } : undefined;
-    const changes = defaultChanges(rows, preferred);
+    const changes = defaultChanges(rows, RANKING, preferred);
     if (c.want === undefined) {
       assert.deepEqual(changes, [], c.name);
       continue;

@@ -44,16 +44,26 @@ export interface DefaultChange {
 /**
  * Keeps exactly one default per CSI (R7); returns the flags that must change. `preferred` is a
  * holder's explicit choice. Without one, a single default stays unless it never asked to be
- * default and another mapping did; otherwise the choice is made once, deterministically: among
+ * default and another mapping proven at least as strongly (`ranking`) did: a bulk record's
+ * request, its MSP's word with no user behind it, does not take the default from a mapping
+ * whose holder proved the number. Otherwise the choice is made once, deterministically: among
  * the mappings that asked for it (else the current defaults when several, else all) the best
  * precedence, then MSP, then SSI.
  */
-export function defaultChanges(rows: readonly MappingRow[], preferred?: MappingKey): DefaultChange[] {
+export function defaultChanges(
+  rows: readonly MappingRow[],
+  ranking: ProofRanking,
+  preferred?: MappingKey,
+): DefaultChange[] {
   if (rows.length === 0) return [];
   const defaults = rows.filter((r) => r.isDefault);
-  const asked = rows.filter((r) => decodeMappingRecord(r.record).defaultRequested);
-  let target = preferred && rows.find((r) => sameMapping(r, preferred));
+  const records = new Map(rows.map((r) => [r, decodeMappingRecord(r.record)]));
+  const proof = (r: MappingRow) => rankOf(ranking, records.get(r)?.proofMethod ?? "");
   const only = defaults.length === 1 ? defaults[0] : undefined;
+  const asked = rows.filter(
+    (r) => records.get(r)?.defaultRequested && (!only || r === only || proof(r) >= proof(only)),
+  );
+  let target = preferred && rows.find((r) => sameMapping(r, preferred));
   if (!target && only && (asked.length === 0 || asked.includes(only))) return [];
   if (!target) {
     const pool = asked.length > 0 ? asked : defaults.length > 1 ? defaults : rows;

@@ -82,7 +82,7 @@ test("codes to one number stop at each MSP's budget and at a larger one for all 
 });
 
 test("a refusal says which budget and when, and charges no budget", () => {
-  const limits: ClaimLimits = { ...DEFAULT_CLAIM_LIMITS, smsCodesPerHour: 2 };
+  const limits: ClaimLimits = { ...DEFAULT_CLAIM_LIMITS, smsCodesPerHour: 2, mspSharePercentOfChannel: 100 };
   const t = createClaimThrottle(limits);
   const x = msp("x.example");
   t.beforeCode(A, x, 0);
@@ -186,4 +186,43 @@ test("a code that could not be sent spends no budget", () => {
       outcome(() => t.beforeCode(A, x, 0)),
       "ok",
     );
+});
+
+test("one MSP takes at most its share of a channel's hour; the rest stays for the others", () => {
+  const limits: ClaimLimits = { ...DEFAULT_CLAIM_LIMITS, smsCodesPerHour: 8, mspSharePercentOfChannel: 25 };
+  const t = createClaimThrottle(limits);
+  const [x, y] = [msp("x.example"), msp("y.example")];
+  const number = (i: number) => parseCsi(`tel:+4477009002${String(i).padStart(2, "0")}`);
+  assert.equal(
+    outcome(() => t.beforeCode(number(0), x, 0)),
+    "ok",
+  );
+  assert.equal(
+    outcome(() => t.beforeCode(number(1), x, 0)),
+    "ok",
+  );
+  assert.equal(
+    outcome(() => t.beforeCode(number(2), x, 0)),
+    "CODE_LIMIT_MSP_CHANNEL 1800000",
+    "2 of 8 an hour",
+  );
+  // Email is another channel, with its own share.
+  assert.equal(
+    outcome(() => t.beforeCode(parseCsi("mailto:a@example.org"), x, 0)),
+    "ok",
+  );
+  // The other MSPs still have the rest of the channel, until it is spent.
+  for (let i = 3; i < 9; i++) {
+    const who = i < 5 ? y : msp(`z${i}.example`);
+    assert.equal(
+      outcome(() => t.beforeCode(number(i), who, 0)),
+      "ok",
+      `code ${i}`,
+    );
+  }
+  assert.match(
+    outcome(() => t.beforeCode(number(9), msp("w.example"), 0)),
+    /^CODE_LIMIT_CHANNEL /,
+  );
+  assert.equal(t.refused.CODE_LIMIT_MSP_CHANNEL, 1);
 });

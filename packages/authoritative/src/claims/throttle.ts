@@ -1,8 +1,8 @@
 // Code throttles (R22, G5; GLADOS 8.1 and 11.2): a code costs its recipient attention and the DP
 // money (SMS), and every code is one more chance to guess. So codes are budgeted per CSI and
 // calling MSP (per hour and per day), per CSI across all MSPs (a larger cap: a flood through
-// many MSPs still stops), per MSP (from its enrolled user count), and per channel (all MSPs
-// together, the DP's SMS bill); failed proofs (wrong codes and bad signatures, across
+// many MSPs still stops), per MSP (from its enrolled user count, and a share of each channel's
+// hour), and per channel (all MSPs together, the DP's SMS bill); failed proofs (wrong codes and bad signatures, across
 // challenges) lock the CSI's challenges for the MSP that failed, and only for it, so one MSP
 // cannot lock a number against the holder's own MSP. Budgets are GCRA limiters in memory (core
 // runtime/rate-limit.ts): a restart forgives what was spent. Each refusal is
@@ -25,6 +25,8 @@ export interface ClaimLimits {
   /** All MSPs together, per channel: the DP's SMS bill and its mail reputation. */
   readonly smsCodesPerHour: number;
   readonly emailCodesPerHour: number;
+  /** The most of a channel's hourly codes one MSP may take (per cent), so none can use it all. */
+  readonly mspSharePercentOfChannel: number;
   /** Failed proofs (wrong code, bad signature) per CSI per MSP per hour before they lock. */
   readonly failuresPerCsiPerHour: number;
 }
@@ -38,6 +40,7 @@ export const DEFAULT_CLAIM_LIMITS: ClaimLimits = {
   mspCodesPerDayFloor: 100,
   smsCodesPerHour: 1_000,
   emailCodesPerHour: 10_000,
+  mspSharePercentOfChannel: 25,
   failuresPerCsiPerHour: 10,
 };
 
@@ -73,6 +76,14 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
   const channels = {
     tel: rate(limits.smsCodesPerHour, HOUR, 1),
     mailto: rate(limits.emailCodesPerHour, HOUR, 1),
+  };
+  // Each MSP's share of a channel: one MSP alone (its users' real claims, or a flood it lets
+  // through) leaves the rest of the channel to the others.
+  const share = (perHour: number) =>
+    Math.max(1, Math.floor((perHour * limits.mspSharePercentOfChannel) / 100));
+  const mspChannels = {
+    tel: rate(share(limits.smsCodesPerHour), HOUR, MAX_MSPS),
+    mailto: rate(share(limits.emailCodesPerHour), HOUR, MAX_MSPS),
   };
   // One limiter per MSP budget size: an MSP's size changes only when it is enrolled again.
   const mspLimiters = new Map<number, KeyedRateLimiter>();
@@ -127,6 +138,13 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
         "CODE_LIMIT_CHANNEL",
         `channel:${channelName}`,
         `${channelName} codes per hour`,
+      ],
+      [
+        csi.type === "tel" ? mspChannels.tel : mspChannels.mailto,
+        caller.mspId,
+        "CODE_LIMIT_MSP_CHANNEL",
+        `msp:${caller.mspId}`,
+        `${channelName} codes per hour for one MSP (its share of the channel)`,
       ],
     ];
   };

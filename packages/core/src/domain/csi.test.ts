@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { type Csi, csiAddress, emailDomainHash, parseCsi, parseRequestCsi } from "./csi.js";
+import { type Csi, csiAddress, emailDomainHash, parseCsi, parseRequestCsi, revenueShareType } from "./csi.js";
 import { DiscoveryError } from "./errors.js";
 
 const ok: [input: string, uri: string][] = [
@@ -339,4 +339,17 @@ test("tel keys agree with libphonenumber on generated numbers, with and without 
   }
   assert.ok(agreed > 2000, `compared ${agreed} numbers`);
   assert.ok(stripped > 500, `${stripped} of them had a prefix dropped`);
+});
+
+test("revenueShareType names premium-rate and shared-cost numbers, and nothing else", () => {
+  const cases: [uri: string, type: string | undefined][] = [
+    ["tel:+449098790000", "PREMIUM_RATE"],
+    ["tel:+19005550100", "PREMIUM_RATE"],
+    ["tel:+33810123456", "SHARED_COST"],
+    ["tel:+447700100000", undefined], // mobile
+    ["tel:+31201234567", undefined], // fixed line
+    ["tel:+447700900123", undefined], // fictional (drama) range: not known, so not refused
+    ["mailto:a@example.org", undefined],
+  ];
+  for (const [uri, type] of cases) assert.equal(revenueShareType(uri), type, uri);
 });

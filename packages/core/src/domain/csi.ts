@@ -334,6 +334,22 @@ function mailtoLocalPart(local: string): string {
 }
 
 /**
+ * The kind of a phone number whose calls and messages are charged at a premium to the sender
+ * and shared with the number's holder ("PREMIUM_RATE", "SHARED_COST"), as libphonenumber's
+ * metadata knows them; undefined for any other number (an unknown or fictional one included).
+ * A DP sends no codes there: SMS pumping fraud earns on exactly those messages.
+ */
+export function revenueShareType(uri: string): "PREMIUM_RATE" | "SHARED_COST" | undefined {
+  if (!uri.startsWith("tel:")) return undefined;
+  try {
+    const type = parsePhoneNumberWithError(uri.slice(4)).getType();
+    return type === "PREMIUM_RATE" || type === "SHARED_COST" ? type : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The address a CSI's proof-of-possession code goes to, from its canonical URI (`Csi.uri`):
  * "+447700900123" for tel, the email address itself for mailto. The URI's escapes of "%" and "?"
  * in the local part are undone, so "mailto:a%25b@example.org" is sent to "a%b@example.org", the
