@@ -773,6 +773,40 @@ test("a contest needs the holder's fresh signature, is final, and drops the with
   );
 });
 
+test("the sweep drops conflicts and bulk sessions nobody can act on once their notices are gone", async () => {
+  const t = setup({ contestWindowMs: 5 * DAY });
+  await t.claim("bluebird.example", ALICE, "@old");
+  const lapsed = await t.claim("wirechat.example", ALICE, "@new");
+  t.tick(5 * DAY + 1);
+  t.claims.sweep(); // wirechat's claim lapses uncontested
+  assert.equal(t.store.conflict(lapsed.conflictId)?.state, "lapsed");
+  t.bulk("bluebird.example", "export-1", [{ csi: "tel:+447700900555", ssi: "@b" }]);
+  // Another conflict, opened later, still open when the first one's notices go.
+  t.tick(29 * DAY);
+  const open = await t.claim("parrot.example", ALICE, "@third");
+  assert.ok(open.conflictId);
+  t.claims.sweep();
+  assert.equal(t.store.conflict(lapsed.conflictId)?.state, "lapsed", "kept while its notices are");
+  assert.equal(t.store.bulkCommitted("bluebird.example", "export-1"), 1);
+  t.tick(DAY + 1_000); // past claims.noticeRetentionDays (30) since the lapse and the session
+  t.claims.sweep();
+  assert.equal(t.store.conflict(lapsed.conflictId), undefined);
+  assert.deepEqual(t.store.conflictTargets(lapsed.conflictId), []);
+  assert.equal(t.store.bulkCommitted("bluebird.example", "export-1"), 0, "an idle session starts over");
+  assert.equal(t.store.conflict(open.conflictId)?.state, "open", "an open conflict stays");
+  assert.ok(t.store.conflictTargets(open.conflictId).length > 0);
+});
+
+test("an empty bulk batch is refused and writes nothing", async () => {
+  const t = setup();
+  await rejects(
+    () => t.claims.bulkBatchAsync(t.caller("bluebird.example"), "empty", 0, []),
+    "invalid_argument",
+    /a batch needs at least one record/,
+  );
+  assert.equal(t.store.bulkCommitted("bluebird.example", "empty"), 0);
+});
+
 test("opt-out follows the removal rules: own mappings at once, another holder's through a conflict", async () => {
   const t = setup({ contestWindowMs: 1_000 });
   const holder = generateSigningKey();

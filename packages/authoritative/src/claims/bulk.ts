@@ -94,6 +94,9 @@ function openBatch(
 ): OpenBatch {
   if (records.length > MAX_BULK_BATCH)
     throw invalidArgument(`a batch may hold at most ${MAX_BULK_BATCH} records`);
+  // An empty batch would write the session (and replicate it) for nothing.
+  if (records.length === 0)
+    throw invalidArgument("a batch needs at least one record; BulkStart alone says where the session stands");
   const committed = ctx.store.bulkCommitted(caller.mspId, sessionId);
   if (firstIndex > committed) {
     throw new DiscoveryError(

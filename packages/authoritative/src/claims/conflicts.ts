@@ -147,10 +147,13 @@ function settleConflict(ctx: ClaimsContext, c: ConflictRow): void {
 /** Conflicts settled per sweep, and expired mappings removed per sweep. */
 const SWEEP_CONFLICTS = 100;
 const SWEEP_EXPIRED = 1_000;
+/** Settled conflicts and idle bulk sessions dropped per sweep at most. */
+const SWEEP_PRUNE = 1_000;
 
 /**
  * Settles conflicts past their deadline (each in its own transaction), removes expired
- * mappings and old challenges and notices; returns the conflicts settled.
+ * mappings, old challenges and notices, and conflicts and bulk sessions no notice refers to any
+ * more; returns the conflicts settled.
  */
 export function sweep(ctx: ClaimsContext): number {
   const { store } = ctx;
@@ -163,7 +166,11 @@ export function sweep(ctx: ClaimsContext): number {
       settleDefault(ctx, r.csi);
     }
     store.deleteChallengesBefore(now - 86_400_000);
-    store.deleteNoticesBefore(now - ctx.policy.noticeRetentionMs);
+    // What nobody can act on once its notices are gone: settled conflicts, idle bulk sessions.
+    const retained = now - ctx.policy.noticeRetentionMs;
+    store.deleteNoticesBefore(retained);
+    store.deleteSettledConflictsBefore(retained, SWEEP_PRUNE);
+    store.deleteIdleBulkSessions(retained, SWEEP_PRUNE);
   });
   if (due.length > 0) ctx.log.info({ settled: due.length }, "conflicts settled");
   return due.length;

@@ -53,6 +53,10 @@ export interface MappingStore {
   /** Conflicts still open (metrics). */
   openConflictCount(): number;
   openConflicts(csi: string): ConflictRow[];
+  /** Drops at most `limit` conflicts settled before `ms`, with their targets; returns how many. */
+  deleteSettledConflictsBefore(ms: number, limit: number): number;
+  /** Drops at most `limit` bulk sessions last written before `ms`; returns how many. */
+  deleteIdleBulkSessions(ms: number, limit: number): number;
   addNotice(mspId: string, atMs: number, body: NoticeBody): number;
   noticesSince(mspId: string, seq: number, limit: number): NoticeRow[];
   /** Drops the oldest notices while they are older than `ms` (a prefix by seq; at most 10,000 a call). */

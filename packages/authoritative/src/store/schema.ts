@@ -300,4 +300,7 @@ export const MIGRATIONS: readonly string[] = [
   // were found through conflicts_due by state alone, reading every open conflict of the DP
   // (a contest window is days long). This index serves the CSI, the state and the order.
   "CREATE INDEX conflicts_by_csi ON conflicts (csi, state, opened_at_ms);",
+  // v13: bulk sessions idle past the notice retention are dropped by the sweep (they grew with
+  // every session an MSP ever started), found by when they were last written.
+  "CREATE INDEX bulk_sessions_idle ON bulk_sessions (updated_at_ms);",
 ];

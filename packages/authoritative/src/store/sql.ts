@@ -37,6 +37,15 @@ export const SQL = {
   dueConflicts:
     "SELECT * FROM conflicts WHERE state = 'open' AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
   openConflicts: "SELECT * FROM conflicts WHERE state = 'open' AND csi = ? ORDER BY opened_at_ms",
+  // Conflicts settled (contested, lapsed, void) before the notice retention: their notices are
+  // gone, so nobody can act on them any more.
+  settledConflictsBefore:
+    "SELECT id FROM conflicts WHERE state IN ('contested', 'lapsed', 'void') AND deadline_ms < ? LIMIT ?",
+  deleteConflictTargets: "DELETE FROM conflict_targets WHERE conflict_id = ?",
+  deleteConflict: "DELETE FROM conflicts WHERE id = ?",
+  // Bulk sessions idle past the notice retention: a session resumed after that starts over.
+  deleteIdleBulkSessions:
+    "DELETE FROM bulk_sessions WHERE rowid IN (SELECT rowid FROM bulk_sessions WHERE updated_at_ms < ? LIMIT ?)",
   addNotice: "INSERT INTO notices (msp_id, at_ms, body) VALUES (?, ?, ?)",
   noticesSince: "SELECT * FROM notices WHERE msp_id = ? AND seq > ? ORDER BY seq LIMIT ?",
   oldestNotices: "SELECT seq, at_ms FROM notices ORDER BY seq LIMIT ?",

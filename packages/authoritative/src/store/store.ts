@@ -84,6 +84,10 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     openConflictCount: db.prepare<[], { n: number }>(SQL.openConflictCount),
     dueConflicts: db.prepare<[number, number], ConflictSqlRow>(SQL.dueConflicts),
     openConflicts: db.prepare<[string], ConflictSqlRow>(SQL.openConflicts),
+    settledConflictsBefore: db.prepare<[number, number], { id: string }>(SQL.settledConflictsBefore),
+    deleteConflictTargets: db.prepare<[string]>(SQL.deleteConflictTargets),
+    deleteConflict: db.prepare<[string]>(SQL.deleteConflict),
+    deleteIdleBulkSessions: db.prepare<[number, number]>(SQL.deleteIdleBulkSessions),
     addNotice: db.prepare<[string, number, string]>(SQL.addNotice),
     noticesSince: db.prepare<
       [string, number, number],
@@ -254,6 +258,18 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     dueConflicts: (now, limit) => q.dueConflicts.all(now, limit).map(conflictOf),
     openConflictCount: () => q.openConflictCount.get()?.n ?? 0,
     openConflicts: (csi) => q.openConflicts.all(csi).map(conflictOf),
+    deleteSettledConflictsBefore: logged("conflict cleanup", (ms, limit) => {
+      const ids = q.settledConflictsBefore.all(ms, limit);
+      for (const { id } of ids) {
+        q.deleteConflictTargets.run(id);
+        q.deleteConflict.run(id);
+      }
+      return ids.length;
+    }),
+    deleteIdleBulkSessions: logged(
+      "bulk session cleanup",
+      (ms, limit) => q.deleteIdleBulkSessions.run(ms, limit).changes,
+    ),
     addNotice: logged("notice", (msp, at, body) =>
       Number(q.addNotice.run(msp, at, JSON.stringify(body)).lastInsertRowid),
     ),
