@@ -94,6 +94,12 @@ test("delivery, claims and the sweep interval are optional and take defaults", (
   assert.equal(config.sweepIntervalMs, 5_000);
 });
 
+test("a lower maxMappingsPerCsi alone lowers the per-MSP default with it", () => {
+  const { maxMappingsPerCsiPerMsp: _set, ...claims } = example().claims as Record<string, unknown>;
+  const config = parseConfig({ ...example(), claims: { ...claims, maxMappingsPerCsi: 3 } });
+  assert.deepEqual([config.claims.maxMappingsPerCsi, config.claims.maxMappingsPerCsiPerMsp], [3, 3]);
+});
+
 test("bad delivery and claims settings are refused, naming the key", () => {
   const raw = example();
   const cases: [unknown, RegExp][] = [

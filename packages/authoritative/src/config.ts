@@ -15,9 +15,9 @@ import {
 } from "@mimi/core";
 import { readServerBasics, type ServerBasics } from "@mimi/host";
 import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
+import { type DeliveryConfig, readDeliverySection } from "./delivery-config.js";
 import { type LookupLimitPolicy, readLookupLimits } from "./lookup-limits.js";
 import { DEFAULT_REPLICATION, type ReplicationConfig } from "./replication/index.js";
-import { type DeliveryConfig, readDeliverySection } from "./senders.js";
 import type { Durability } from "./store/store.js";
 
 /** Validated authoritative configuration. */
@@ -221,6 +221,7 @@ function readClaimsSection(r: ConfigReader): ClaimPolicy {
       );
     }
   }
+  const perCsi = r.integer("maxMappingsPerCsi", DEFAULTS.maxMappingsPerCsi, 1, MAX_MAPPINGS_PER_CSI);
   const policy: ClaimPolicy = {
     codeLength: r.integer("codeLength", DEFAULTS.codeLength, 6, 10),
     codeTtlMs: r.integer("codeTtlSeconds", DEFAULTS.codeTtlSeconds, 30, 3_600) * 1000,
@@ -231,10 +232,11 @@ function readClaimsSection(r: ConfigReader): ClaimPolicy {
       86_400_000,
     proofRanking: ranking,
     noticeRetentionMs: r.integer("noticeRetentionDays", DEFAULTS.noticeRetentionDays, 1, 365) * 86_400_000,
-    maxMappingsPerCsi: r.integer("maxMappingsPerCsi", DEFAULTS.maxMappingsPerCsi, 1, MAX_MAPPINGS_PER_CSI),
+    maxMappingsPerCsi: perCsi,
+    // Its default never above the total: setting only maxMappingsPerCsi lower must not fail.
     maxMappingsPerCsiPerMsp: r.integer(
       "maxMappingsPerCsiPerMsp",
-      DEFAULTS.maxMappingsPerCsiPerMsp,
+      Math.min(DEFAULTS.maxMappingsPerCsiPerMsp, perCsi),
       1,
       MAX_MAPPINGS_PER_CSI,
     ),

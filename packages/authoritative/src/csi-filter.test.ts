@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { createLogger } from "@mimi/core";
+import { createLogger, FilterBits } from "@mimi/core";
 import { until } from "@mimi/core/testing";
 import { createChangeLog } from "./change-log.js";
 import { createDpFilter } from "./csi-filter.js";
@@ -149,8 +149,12 @@ test("a clean stop keeps the served version: the next start continues it, with w
   const before = first.filter.current();
   assert.ok(before);
   const position = before.floor + before.additions.length;
-  assert.equal(position, 7);
+  assert.ok(position > 0, "tel(2)'s bits were added");
   first.filter.close();
+  // The bits tel(3) sets on top of the kept version: seven, less any that the version's random
+  // key puts on a bit already set (so the count is read off the bits, not assumed).
+  const replayed = new FilterBits(before.bits.key, before.bits.shape, before.bits.bytes.slice()).add(tel(3));
+  assert.ok(replayed.length > 0);
   assert.equal(statSync(path).mode & 0o777, 0o600);
   // Written while the DP was stopping (calls drain after the filter closed): replayed at start.
   store.putMapping(row(tel(3)));
@@ -159,7 +163,7 @@ test("a clean stop keeps the served version: the next start continues it, with w
   assert.ok(f, "taken up at once, without a build");
   assert.deepEqual(f.version, before.version);
   assert.equal(f.floor, position);
-  assert.equal(f.additions.length, 7, "the replayed CSI's bits follow the kept position");
+  assert.deepEqual(f.additions, replayed, "the replayed CSI's bits follow the kept position");
   for (const i of [1, 2, 3]) assert.ok(f.bits.mayHold(tel(i)), tel(i));
   assert.equal(existsSync(path), false, "taken, so a crash from here cannot reuse it");
   // A crash (no clean stop): the next start builds a new version.

@@ -2,7 +2,7 @@
 // its budgets, but a DP cannot rely on every resolver doing so, so it limits on its own side:
 // - the endpoint's capacity (all callers together), published to each resolver at the start
 //   of its LookupStream so a well-behaved resolver paces itself instead of being refused;
-// - each calling resolver (or peer DP), by its certificate identity;
+// - each calling resolver, by its certificate identity;
 // - each rate-limit context a resolver forwards: a per-MSP, per-day pseudonym (P2) that lets
 //   the DP cap one abusive MSP behind a shared resolver without learning which MSP it is;
 // - enumeration detection per context (core runtime/enumeration.ts), since a DP sees every
@@ -25,7 +25,7 @@ import {
 export interface LookupLimitPolicy {
   /** Lookups per second this endpoint takes from all callers together; 0: not limited, not published. */
   readonly capacityPerSecond: number;
-  /** Lookups per second one calling identity (a resolver, a peer DP) may send. */
+  /** Lookups per second one calling identity (a resolver) may send. */
   readonly perResolverPerSecond: number;
   /** Lookups one rate-limit context (one MSP behind one resolver, one day) may make per minute. */
   readonly perContextPerMinute: number;
@@ -35,7 +35,7 @@ export interface LookupLimitPolicy {
   readonly maxContextsPerResolverPerDay: number;
   /**
    * Lookups a caller may make per minute and per day without a context (a resolver's own
-   * refreshes of popular answers, a peer DP): its own budget, larger than one MSP's.
+   * refreshes of popular answers): its own budget, larger than one MSP's.
    */
   readonly ownPerMinute: number;
   readonly ownPerDay: number;
@@ -145,7 +145,7 @@ export function createLookupLimits(
     capacity = p.capacityPerSecond > 0 ? limiter(capacity, p.capacityPerSecond, second, 1) : undefined;
     perCaller = limiter(perCaller, p.perResolverPerSecond, second, MAX_KEYS);
     // The minute and day budgets of a context, and of the lookups without one (the caller's
-    // own budget: its refreshes, or a peer DP's lookups).
+    // own budget: its refreshes).
     contextBudgets = [
       [limiter(contextBudgets[0]?.[0], p.perContextPerMinute, 60_000, MAX_KEYS), "minute"],
       [limiter(contextBudgets[1]?.[0], p.perContextPerDay, 86_400_000, MAX_KEYS), "day"],
@@ -159,7 +159,7 @@ export function createLookupLimits(
   const detector = createEnumerationDetector(enumeration);
   const refused: LookupRefusals = { capacity: 0, resolver: 0, context: 0, enumeration: 0 };
   // A context is named by its caller and its bytes: two resolvers' contexts never share a budget.
-  // Lookups without one (a resolver's own refreshes, a peer DP) are the caller's own context,
+  // Lookups without one (a resolver's own refreshes) are the caller's own context,
   // held to the same budgets and watched the same way. A caller whose name holds a "/" is
   // named with one more at the end without a context, so that "a/<context hex>" cannot pass
   // for caller "a" under that context (the subject also keys budgets and seal batches).

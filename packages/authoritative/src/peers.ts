@@ -122,8 +122,13 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
         // Each peer's requests in order, the peers at once: one that does not answer holds up
         // only its own.
         const byPeer = new Map<string, PeerRequestRow[]>();
-        for (const r of due) byPeer.set(r.peerDp, [...(byPeer.get(r.peerDp) ?? []), r]);
-        await Promise.all(
+        for (const r of due) {
+          const rows = byPeer.get(r.peerDp);
+          if (rows) rows.push(r);
+          else byPeer.set(r.peerDp, [r]);
+        }
+        // Settled, not failed fast: the round is over only when every peer's sends are.
+        const sent = await Promise.allSettled(
           [...byPeer.values()].map(async (rows) => {
             for (const r of rows) {
               if (closed) return;
@@ -131,6 +136,8 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
             }
           }),
         );
+        const failed = sent.find((r) => r.status === "rejected");
+        if (failed) throw failed.reason;
       } while (!closed && (again || due.length === 50));
     } catch (err) {
       log.error({ err: (err as Error).message }, "sending first-mapping requests failed");

@@ -1,21 +1,14 @@
 // Delivers proof-of-possession codes to a CSI over its own channel: email through SMTP, SMS
 // through an HTTP gateway, or files in a local outbox for development and tests.
 import { randomUUID } from "node:crypto";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
-import { platform } from "node:os";
-import { join, resolve } from "node:path";
-import {
-  type Clock,
-  ConfigError,
-  type ConfigReader,
-  csiHash,
-  DiscoveryError,
-  deepFreeze,
-  type Logger,
-  systemClock,
-} from "@mimi/core";
+import { Agent as HttpAgent, request as httpRequest } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { join } from "node:path";
+import { type Clock, csiHash, DiscoveryError, type Logger, parseCsi, systemClock } from "@mimi/core";
 import { createTransport } from "nodemailer";
+import { type DeliveryConfig, type EmailDelivery, fromDomain, type TelDelivery } from "./delivery-config.js";
 
 /** One code to deliver. `to` is the bare address: "+447700900123" for tel, "alice@example.org" for mailto. */
 export interface CodeMessage {
@@ -29,161 +22,12 @@ export interface CodeMessage {
   readonly challengeId: string;
 }
 
-/** Where codes go, per CSI type. */
-export type DeliveryConfig = {
-  readonly email: EmailDelivery;
-  readonly tel: TelDelivery;
-  readonly outboxDir: string;
-};
-
-/** Email channel: the outbox, or an SMTP relay (`secure` is TLS from the first byte, `requireTls` demands STARTTLS). */
-export type EmailDelivery =
-  | { kind: "outbox" }
-  | {
-      kind: "smtp";
-      host: string;
-      port: number;
-      secure: boolean;
-      from: string;
-      user?: string;
-      password?: string;
-      requireTls?: boolean;
-      /** Bounds connecting, each server reply, and the whole send. */
-      timeoutMs: number;
-    };
-
-/** SMS channel: the outbox, or an HTTP gateway taking POST {"to","text"}. */
-export type TelDelivery =
-  | { kind: "outbox" }
-  | { kind: "http"; url: string; token?: string; timeoutMs: number };
-
 /** Sends codes; one instance per process, closed on shutdown. */
 export interface CodeSender {
   send(msg: CodeMessage): Promise<void>;
   /** Codes handed to each channel, and those a channel could not take, by channel name (metrics). */
   readonly counts: { readonly sent: Record<string, number>; readonly failed: Record<string, number> };
   close(): void;
-}
-
-const DEFAULTS = {
-  smtpPort: 587,
-  smtpTimeoutMs: 10_000,
-  httpTimeoutMs: 5_000,
-} as const;
-
-const SMTP_TLS_MODES = ["implicit", "starttls", "opportunistic"] as const;
-
-/**
- * Parses the "delivery" config section; an absent (empty) section means both channels use the outbox.
- *
- * outboxDir defaults to join(dataDir, "outbox"); relative paths resolve against baseDir. The SMTP
- * TLS setting is one string, `tls`, because ConfigReader has no boolean field: "implicit" (secure),
- * "starttls" (requireTls, the default except on port 465) or "opportunistic" (a local relay).
- */
-export function readDeliverySection(r: ConfigReader, baseDir: string, dataDir: string): DeliveryConfig {
-  const defaultOutbox = resolve(baseDir, dataDir, "outbox");
-  const outboxDir = resolve(baseDir, r.string("outboxDir", defaultOutbox));
-  const email = readEmail(r.object("email", { optional: true }), baseDir);
-  const tel = readTel(r.object("tel", { optional: true }), baseDir);
-  r.done();
-  return deepFreeze<DeliveryConfig>({ email, tel, outboxDir });
-}
-
-/**
- * A secret given inline (`key`) or in a file (`fileKey`, read now, trailing newline dropped), so
- * deployments can keep it out of the config (a mounted secret, a credentials file). The file
- * must be the process user's and closed to group and others.
- */
-function readSecret(r: ConfigReader, key: string, fileKey: string, baseDir: string, what: string) {
-  const inline = r.optionalString(key);
-  const file = r.optionalString(fileKey);
-  if (inline !== undefined && file !== undefined)
-    throw new ConfigError(`${what}: set ${key} or ${fileKey}, not both`);
-  if (file === undefined) return inline;
-  const path = resolve(baseDir, file);
-  let st: ReturnType<typeof statSync>;
-  try {
-    st = statSync(path);
-  } catch {
-    throw new ConfigError(`${what}.${fileKey}: ${path} cannot be read`);
-  }
-  if (platform() !== "win32" && (st.mode & 0o077) !== 0) {
-    const mode = (st.mode & 0o777).toString(8).padStart(4, "0");
-    throw new ConfigError(
-      `${what}.${fileKey}: ${path} has mode ${mode}: group or others may read it; fix: chmod 600 ${path}`,
-    );
-  }
-  const secret = readFileSync(path, "utf8").replace(/\r?\n$/, "");
-  if (secret === "") throw new ConfigError(`${what}.${fileKey}: ${path} is empty`);
-  return secret;
-}
-
-function readEmail(e: ConfigReader, baseDir: string): EmailDelivery {
-  const kind = e.string("kind", "outbox");
-  if (kind === "outbox") {
-    e.done();
-    return { kind };
-  }
-  if (kind !== "smtp") throw new ConfigError(`delivery.email.kind must be "outbox" or "smtp", not "${kind}"`);
-  const host = e.string("host");
-  const port = e.integer("port", DEFAULTS.smtpPort, 1, 65_535);
-  const tls = e.string("tls", port === 465 ? "implicit" : "starttls");
-  if (!(SMTP_TLS_MODES as readonly string[]).includes(tls)) {
-    throw new ConfigError(`delivery.email.tls must be one of ${SMTP_TLS_MODES.join(", ")}`);
-  }
-  const from = e.string("from");
-  if (fromDomain(from) === undefined) {
-    throw new ConfigError('delivery.email.from must be an address such as "MIMI <codes@dp.example>"');
-  }
-  const user = e.optionalString("user");
-  const password = readSecret(e, "password", "passwordFile", baseDir, "delivery.email");
-  if ((user === undefined) !== (password === undefined)) {
-    throw new ConfigError(
-      "delivery.email.user and delivery.email.password (or passwordFile) must be set together",
-    );
-  }
-  const timeoutMs = e.integer("timeoutMs", DEFAULTS.smtpTimeoutMs, 100, 120_000);
-  e.done();
-  return {
-    kind,
-    host,
-    port,
-    secure: tls === "implicit",
-    requireTls: tls === "starttls",
-    from,
-    ...(user !== undefined && { user, password }),
-    timeoutMs,
-  };
-}
-
-function readTel(t: ConfigReader, baseDir: string): TelDelivery {
-  const kind = t.string("kind", "outbox");
-  if (kind === "outbox") {
-    t.done();
-    return { kind };
-  }
-  if (kind !== "http") throw new ConfigError(`delivery.tel.kind must be "outbox" or "http", not "${kind}"`);
-  const url = t.string("url");
-  if (!/^https?:$/.test(parseUrl(url)?.protocol ?? "")) {
-    throw new ConfigError("delivery.tel.url must be an http or https URL");
-  }
-  const token = readSecret(t, "token", "tokenFile", baseDir, "delivery.tel");
-  const timeoutMs = t.integer("timeoutMs", DEFAULTS.httpTimeoutMs, 100, 60_000);
-  t.done();
-  return { kind, url, ...(token !== undefined && { token }), timeoutMs };
-}
-
-function parseUrl(url: string): URL | undefined {
-  try {
-    return new URL(url);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The domain of the From address, used on the right of Message-IDs. */
-function fromDomain(from: string): string | undefined {
-  return /@([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)>?\s*$/.exec(from)?.[1];
 }
 
 interface Channel {
@@ -219,7 +63,7 @@ export function createCodeSender(
       const channel = msg.csiType === "tel" ? tel : email;
       const fields = {
         channel: channel.name,
-        csi: csiHash(`${msg.csiType}:${msg.to}`),
+        csi: csiHash(canonicalUri(msg)),
         challengeId: msg.challengeId,
         purpose: msg.purpose,
       };
@@ -246,6 +90,15 @@ export function createCodeSender(
 }
 
 const unavailable = (message: string) => new DiscoveryError("upstream_unavailable", message);
+
+/** The CSI a message goes to, as the DP's other log lines name it (its hash is logged). */
+function canonicalUri(msg: CodeMessage): string {
+  try {
+    return parseCsi(msg.to).uri;
+  } catch {
+    return `${msg.csiType}:${msg.to}`;
+  }
+}
 
 /** The reason of a failed send that may still have delivered the code (a timeout after it went out). */
 export const DELIVERY_UNKNOWN = "DELIVERY_UNKNOWN";
@@ -314,7 +167,10 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
     ...(c.user !== undefined && { auth: { user: c.user, pass: c.password ?? "" } }),
     connectionTimeout: c.timeoutMs,
     greetingTimeout: c.timeoutMs,
-    socketTimeout: c.timeoutMs,
+    // Longer than the phases before the session (connect, greeting, TLS), so a relay that stalls
+    // there fails on that phase's timeout, when nothing can have been sent; a socket timeout then
+    // means a stall mid-session, perhaps after the message went out.
+    socketTimeout: 2 * c.timeoutMs,
     disableFileAccess: true,
     disableUrlAccess: true,
   });
@@ -335,17 +191,20 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
           date: new Date(sentAtMs),
           // RFC 3834: keeps vacation responders from answering the DP.
           headers: { "Auto-Submitted": "auto-generated" },
-          // The socket timeouts reset on every reply; this bounds a relay that trickles them.
-          signal: AbortSignal.timeout(c.timeoutMs),
+          // The socket timeouts reset on every reply; this bounds a relay that trickles them
+          // (longer than every phase timeout, so it fires mid-session only).
+          signal: AbortSignal.timeout(3 * c.timeoutMs),
         });
       } catch (err) {
-        const e = err as { code?: string; responseCode?: number };
+        const e = err as { code?: string; responseCode?: number; timeoutType?: string };
         if (e.code === "EMAXRECIPIENTS") {
           throw new DiscoveryError("invalid_argument", "the email address is not a single address");
         }
-        // A relay that stopped answering may have taken the message before it did.
-        const timedOut = e.code === "ETIMEDOUT" || e.code === "EABORT";
-        throw (timedOut ? uncertain : unavailable)(smtpReason(e, c.timeoutMs));
+        // A relay that stopped answering mid-session may have taken the message before it did;
+        // one that never connected, greeted or finished TLS cannot have.
+        const midSession =
+          (e.code === "ETIMEDOUT" && e.timeoutType === "SOCKET_TIMEOUT") || e.code === "EABORT";
+        throw (midSession ? uncertain : unavailable)(smtpReason(e, c.timeoutMs));
       }
     },
     close() {
@@ -354,7 +213,10 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
   };
 }
 
-function smtpReason(err: { code?: string; responseCode?: number }, timeoutMs: number): string {
+function smtpReason(
+  err: { code?: string; responseCode?: number; timeoutType?: string },
+  timeoutMs: number,
+): string {
   const code = err.code ?? "unknown";
   const reply = err.responseCode !== undefined ? ` (SMTP ${err.responseCode})` : "";
   switch (code) {
@@ -363,8 +225,9 @@ function smtpReason(err: { code?: string; responseCode?: number }, timeoutMs: nu
     case "EDNS":
       return `cannot reach the mail server (${code}); check delivery.email.host and port`;
     case "ETIMEDOUT":
+      return `the mail server did not answer within ${err.timeoutType === "SOCKET_TIMEOUT" ? 2 * timeoutMs : timeoutMs} ms`;
     case "EABORT":
-      return `the mail server did not answer within ${timeoutMs} ms`;
+      return `the mail server took longer than ${3 * timeoutMs} ms over the message`;
     case "ETLS":
     case "EREQUIRETLS":
       return `TLS with the mail server failed (${code}); check delivery.email.tls`;
@@ -379,36 +242,66 @@ function smtpReason(err: { code?: string; responseCode?: number }, timeoutMs: nu
 }
 
 function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {
+  const url = new URL(c.url);
+  const https = url.protocol === "https:";
+  // Kept-alive connections, reused across codes as fetch's pool did.
+  const agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
   return {
     name: "sms-http",
-    async deliver(msg, sentAtMs) {
-      let res: Response;
-      try {
-        res = await fetch(c.url, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            ...(c.token !== undefined && { authorization: `Bearer ${c.token}` }),
+    deliver: (msg, sentAtMs) =>
+      new Promise<void>((resolveSent, reject) => {
+        const body = JSON.stringify({ to: msg.to, text: smsText(msg, sentAtMs) });
+        // Whether the whole request went out: a failure after that may have sent the SMS.
+        let handedOver = false;
+        // node:http follows no redirect: one would resend the code, and maybe the token, to a
+        // URL nobody configured.
+        const req = (https ? httpsRequest : httpRequest)(
+          url,
+          {
+            method: "POST",
+            agent,
+            headers: {
+              "content-type": "application/json",
+              "content-length": Buffer.byteLength(body),
+              ...(c.token !== undefined && { authorization: `Bearer ${c.token}` }),
+            },
+            signal: AbortSignal.timeout(c.timeoutMs),
           },
-          body: JSON.stringify({ to: msg.to, text: smsText(msg, sentAtMs) }),
-          // A redirect would resend the code, and maybe the token, to a URL nobody configured.
-          redirect: "manual",
-          signal: AbortSignal.timeout(c.timeoutMs),
-        });
-      } catch (err) {
-        if ((err as Error)?.name === "TimeoutError") {
-          throw uncertain(`SMS gateway did not answer within ${c.timeoutMs} ms`);
-        }
-        const cause = (err as { cause?: { code?: unknown } })?.cause?.code;
-        throw unavailable(
-          `cannot reach the SMS gateway (${typeof cause === "string" ? cause : "fetch failed"})`,
+          (res) => {
+            // Drained, so the keep-alive connection returns to the pool.
+            res.resume();
+            res.on("error", () => reject(uncertain("the SMS gateway's answer broke off")));
+            res.on("end", () => {
+              const code = res.statusCode ?? 0;
+              if (code >= 200 && code <= 299) resolveSent();
+              else reject(unavailable(`SMS gateway answered HTTP ${code}`));
+            });
+          },
         );
-      }
-      // Drain the body so the keep-alive connection returns to the pool.
-      await res.arrayBuffer().catch(() => undefined);
-      if (res.status < 200 || res.status > 299) throw unavailable(`SMS gateway answered HTTP ${res.status}`);
+        req.on("finish", () => {
+          handedOver = true;
+        });
+        req.on("error", (err: Error & { code?: string }) => {
+          const timedOut = err.name === "AbortError" || err.code === "ABORT_ERR";
+          if (handedOver) {
+            reject(
+              uncertain(
+                timedOut
+                  ? `SMS gateway did not answer within ${c.timeoutMs} ms`
+                  : `the connection to the SMS gateway broke (${err.code ?? "error"})`,
+              ),
+            );
+          } else if (timedOut) {
+            reject(unavailable(`SMS gateway did not take the request within ${c.timeoutMs} ms`));
+          } else {
+            reject(unavailable(`cannot reach the SMS gateway (${err.code ?? "error"})`));
+          }
+        });
+        req.end(body);
+      }),
+    close() {
+      agent.destroy();
     },
-    close() {},
   };
 }
 

@@ -17,7 +17,7 @@ import type { Resolution, ResolverService } from "./service.js";
 
 // Field numbers of ResolveRequest.csi, ResolveStreamRequest.request_id and .csi (resolver.proto).
 const RESOLVE_CSI = 1;
-const STREAM_REQUEST_ID = 1;
+export const STREAM_REQUEST_ID = 1;
 const STREAM_CSI = 2;
 
 /** What the fast paths read besides the service. */

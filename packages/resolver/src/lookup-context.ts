@@ -18,6 +18,8 @@ export interface MissCaller {
   readonly gone?: () => boolean;
   /** Whether lookups at DP `dpId` are made privately (private-lookups.ts); unset: plainly. */
   privateAt?(dpId: string): boolean;
+  /** Asks for a DP's sealed denial (PLAIN): a private NOT_FOUND is not served to it, not even stale. */
+  readonly sealedDenial?: boolean;
 }
 
 /** What ResolverService.refusedMiss judges a miss by. */

@@ -38,7 +38,7 @@ import {
   waitBound,
 } from "./call-bounds.js";
 import { explanation, withExplanation } from "./explain.js";
-import { createFastPaths } from "./fast-paths.js";
+import { createFastPaths, STREAM_REQUEST_ID } from "./fast-paths.js";
 import { resolveFederated } from "./federation.js";
 import { createHeldRefusals } from "./held-refusals.js";
 import type { ExplainTrace } from "./lookup-context.js";
@@ -46,8 +46,6 @@ import { earnedRefusal, isCallerRefusal } from "./refusals.js";
 import type { ResolverServerOptions } from "./server-options.js";
 import type { MissCaller, Resolution, ResolverService } from "./service.js";
 
-/** ResolveStreamRequest.request_id's field number (resolver.proto). */
-const STREAM_REQUEST_ID = 1;
 /** The method whose items' errors are logged under its name. */
 const RESOLVE_STREAM = `/${pb.ResolverService.typeName}/ResolveStream`;
 
@@ -183,6 +181,7 @@ export function bindResolverServer(
         ...(waitUntilMs !== undefined && { waitUntilMs }),
         gone: () => ctx.signal.aborted || Date.now() >= ctx.deadlineMs,
         privateAt,
+        ...(how.sealedDenial && { sealedDenial: true }),
       };
     };
     // Only what a DP answered counts towards enumeration (cached answers are free to fake),

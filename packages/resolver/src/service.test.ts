@@ -839,6 +839,29 @@ test("a caller asking PLAIN gets the DP's sealed denial: it joins no private loo
   assert.deepEqual(state.privately, [true, false]);
 });
 
+test("a caller asking PLAIN is not served a private NOT_FOUND stale either when the DP fails", async () => {
+  const { clock, state, service } = setup();
+  state.privateOutcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60, private: true };
+  const ask = (privately: boolean, sealedDenial?: boolean) => () => ({
+    key: "msp-a",
+    contextFor: () => new Uint8Array(0),
+    privateAt: () => privately,
+    ...(sealedDenial && { sealedDenial }),
+  });
+  await service.resolve(CSI, ask(true));
+  state.fail = true;
+  // Fresh in the cache: a miss for the PLAIN ask, whose lookup fails; the private entry is not
+  // served to it instead.
+  await assert.rejects(service.resolve(CSI, ask(false, true), undefined, true), /down/);
+  // Expired: the same.
+  clock.now += 61_000;
+  await assert.rejects(service.resolve(CSI, ask(false, true), undefined, true), /down/);
+  // A caller that did not ask PLAIN is served it stale.
+  const r = await service.resolve(CSI, ask(false));
+  assert.equal(r.source, "stale");
+  assert.equal(r.outcome.private, true);
+});
+
 test("a caller that joined another's lookup is asked for again under its own context when the DP refused the first's", async () => {
   const { state, service } = setup();
   const fed: DpInfo = { ...DP, id: "fed" };

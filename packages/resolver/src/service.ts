@@ -231,8 +231,14 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // A failed prefetch leaves the fresh entry as it is.
       if (background) throw err;
-      return servedStale(csi, dp.id, err, trace);
+      return servedStale(csi, dp.id, err, trace).then(unsealedFor(caller, err));
     }
+  };
+
+  /** What a caller is served, unless it asked for a sealed denial and this is a private NOT_FOUND (then `err`). */
+  const unsealedFor = (caller: MissCaller, err: unknown) => (r: Resolution) => {
+    if (caller.sealedDenial && r.outcome.kind === "not_found" && r.outcome.private) throw err;
+    return r;
   };
 
   /**
@@ -348,7 +354,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
           stale = servedStale(csi, delegatedDp(csi.key), err, trace);
           staleAfter.set(flight, stale);
         }
-        return stale;
+        return stale.then(unsealedFor(caller, err));
       },
     );
   };

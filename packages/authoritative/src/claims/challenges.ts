@@ -139,12 +139,15 @@ export async function startChallenge(
       challengeId: id,
     });
   } catch (err) {
-    store.updateChallenge(id, 0, "exhausted");
-    // Nobody got a code: the budgets are not spent (an SMS gateway outage must not use up a
-    // day). A send that timed out may have delivered one (and been billed): that stays spent.
-    const mayHaveGone = err instanceof DiscoveryError && err.details?.reason === DELIVERY_UNKNOWN;
-    if (!mayHaveGone) deps.throttle.notSent(csi, caller, ctx.clock());
-    throw err;
+    // A send that went out and then got no answer may have delivered the code (and been
+    // billed): it counts as sent, so its budgets stay spent and the challenge stays open for
+    // the code, should it arrive (the sender logged the failure). Otherwise nobody got a code:
+    // the budgets are not spent (an SMS gateway outage must not use up a day).
+    if (!(err instanceof DiscoveryError && err.details?.reason === DELIVERY_UNKNOWN)) {
+      store.updateChallenge(id, 0, "exhausted");
+      deps.throttle.notSent(csi, caller, ctx.clock());
+      throw err;
+    }
   }
   ctx.log.info(
     { csi: csiHash(csi.uri), msp: caller.mspId, action: req.action, challenge: id },

@@ -47,6 +47,8 @@ export function contestConflict(ctx: ClaimsContext, caller: EnrolledMsp, contest
   if (!targets.some((t) => t.ssi === contest.ssi)) {
     throw invalidArgument(`the conflict is not about this MSP's user "${contest.ssi.slice(0, 64)}"`);
   }
+  // A contest writes to the CSI (it removes the withheld claim): only while it is delegated here.
+  ctx.requireDelegated(c.csi);
   const held = store.mapping(c.csi, caller.mspId, contest.ssi);
   if (!held) throw new DiscoveryError("failed_precondition", "the mapping the conflict is about is gone");
   const holderKey = decodeMappingRecord(held.record).userPublicKey;

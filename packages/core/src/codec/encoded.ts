@@ -11,7 +11,6 @@ import {
   type GetSnapshotResponse,
   GetSnapshotResponseSchema,
   type WatchRegistryResponse,
-  WatchRegistryResponseSchema,
 } from "../gen/generated/mimi/discovery/v1/root_pb.js";
 import { handEncodable, varintSize, writeAnswerWithoutTtl } from "./answer-encoding.js";
 import { answerToProto, snapshotToProto } from "./convert.js";
@@ -273,14 +272,15 @@ export interface EncodedSnapshot {
   readonly watchRegistry: Encoded<WatchRegistryResponse>;
 }
 
-/** Encodes both responses that carry the registry snapshot `s`, for reuse by every call. */
+/**
+ * Encodes both responses that carry the registry snapshot `s`, for reuse by every call. They
+ * are one encoding: GetSnapshotResponse.snapshot and WatchRegistryResponse's snapshot event
+ * are both field 1, a RegistrySnapshot.
+ */
 export function encodeSnapshotResponses(s: RegistryData): EncodedSnapshot {
-  const snapshot = create(RegistrySnapshotSchema, snapshotToProto(s));
-  return {
-    getSnapshot: toBinary(GetSnapshotResponseSchema, create(GetSnapshotResponseSchema, { snapshot })),
-    watchRegistry: toBinary(
-      WatchRegistryResponseSchema,
-      create(WatchRegistryResponseSchema, { event: { case: "snapshot", value: snapshot } }),
-    ),
-  };
+  const bytes = toBinary(
+    GetSnapshotResponseSchema,
+    create(GetSnapshotResponseSchema, { snapshot: create(RegistrySnapshotSchema, snapshotToProto(s)) }),
+  );
+  return { getSnapshot: bytes, watchRegistry: bytes };
 }

@@ -970,8 +970,8 @@ export type EnumerationDetection = Message<"mimi.discovery.v1.EnumerationDetecti
   /**
    * Who: a caller's certificate identity at a resolver; at a DP, the calling resolver's
    * identity and the pseudonymous rate-limit context it forwarded, as "resolver/context-hex",
-   * or the caller's identity alone for lookups without a context (a resolver's own refreshes,
-   * a peer DP), written with a "/" at its end when the identity itself holds one ("a/b/"), so
+   * or the caller's identity alone for lookups without a context (a resolver's own
+   * refreshes), written with a "/" at its end when the identity itself holds one ("a/b/"), so
    * that no caller's own subject can read as another's context.
    *
    * @generated from field: string subject = 1;
