@@ -365,16 +365,7 @@ test("a code that surely did not go out spends no budget; one whose send may hav
   ] as const) {
     const t = setup();
     const user = generateSigningKey();
-    const start = () =>
-      t.claims.start(t.caller("bluebird.example"), {
-        action: "claim",
-        csi: ALICE,
-        ssi: "@a",
-        tags: [],
-        makeDefault: false,
-        userPublicKey: user.publicKey,
-        replaceExisting: false,
-      });
+    const start = () => t.openClaim(user);
     // Ten codes an hour to one number for all MSPs together (the shared budget).
     t.delivery.fails = failure;
     const started: string[] = [];
