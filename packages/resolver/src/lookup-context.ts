@@ -1,5 +1,5 @@
 // Who a resolver lookup is made for, and what it records when the caller asked to explain it.
-import type { DiscoveryError, LookupOutcome, SealStatement } from "@mimi/core";
+import { DiscoveryError, type LookupOutcome, type SealStatement } from "@mimi/core";
 import type { CachedAnswer } from "./cached-answer.js";
 
 /** Who a lookup that reaches a DP is made for. */
@@ -134,4 +134,19 @@ export function noStats(): ResolverStats {
     verificationFailures: 0,
     abandoned: 0,
   };
+}
+
+/**
+ * What `caller` is served of a lookup's resolution at DP `dpId`, its own or one it joined: not
+ * a stale private NOT_FOUND (no DP seal) when it asked for a sealed denial (PLAIN). A fresh
+ * answer is always what a plain lookup found, as a plain ask joins only plain lookups.
+ */
+export function sealedFor(caller: MissCaller, dpId: string, r: Resolution): Resolution {
+  if (!caller.sealedDenial || r.source !== "stale" || r.outcome.kind !== "not_found" || !r.outcome.private) {
+    return r;
+  }
+  throw new DiscoveryError(
+    "upstream_unavailable",
+    `DP "${dpId}" did not answer, and the resolver holds only a NOT_FOUND found by a private lookup, which carries no DP seal; try again shortly, or without PLAIN`,
+  );
 }

@@ -850,16 +850,33 @@ test("a caller asking PLAIN is not served a private NOT_FOUND stale either when 
   });
   await service.resolve(CSI, ask(true));
   state.fail = true;
+  const unsealed = /holds only a NOT_FOUND found by a private lookup, which carries no DP seal/;
   // Fresh in the cache: a miss for the PLAIN ask, whose lookup fails; the private entry is not
   // served to it instead.
-  await assert.rejects(service.resolve(CSI, ask(false, true), undefined, true), /down/);
+  await assert.rejects(service.resolve(CSI, ask(false, true), undefined, true), unsealed);
   // Expired: the same.
   clock.now += 61_000;
-  await assert.rejects(service.resolve(CSI, ask(false, true), undefined, true), /down/);
+  await assert.rejects(service.resolve(CSI, ask(false, true), undefined, true), unsealed);
   // A caller that did not ask PLAIN is served it stale.
   const r = await service.resolve(CSI, ask(false));
   assert.equal(r.source, "stale");
   assert.equal(r.outcome.private, true);
+  // A PLAIN ask that joins another caller's failing lookup is not served it either, while the
+  // caller who made the lookup is.
+  service.flush("all");
+  state.fail = false;
+  await service.resolve(CSI, ask(true));
+  clock.now += 61_000;
+  state.fail = true;
+  let open = () => {};
+  state.gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const first = service.resolve(CSI, ask(false));
+  const joiner = service.resolve(CSI, () => ({ ...ask(false, true)(), key: "msp-b" }), undefined, true);
+  open();
+  assert.equal((await first).source, "stale");
+  await assert.rejects(joiner, unsealed);
 });
 
 test("a caller that joined another's lookup is asked for again under its own context when the DP refused the first's", async () => {

@@ -32,6 +32,7 @@ import {
   OWN,
   type Resolution,
   type ResolverStats,
+  sealedFor,
 } from "./lookup-context.js";
 import { eventKey, RecentChanges } from "./recent-changes.js";
 import type { ResolverServiceOptions } from "./service-options.js";
@@ -231,14 +232,8 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // A failed prefetch leaves the fresh entry as it is.
       if (background) throw err;
-      return servedStale(csi, dp.id, err, trace).then(unsealedFor(caller, err));
+      return servedStale(csi, dp.id, err, trace);
     }
-  };
-
-  /** What a caller is served, unless it asked for a sealed denial and this is a private NOT_FOUND (then `err`). */
-  const unsealedFor = (caller: MissCaller, err: unknown) => (r: Resolution) => {
-    if (caller.sealedDenial && r.outcome.kind === "not_found" && r.outcome.private) throw err;
-    return r;
   };
 
   /**
@@ -340,23 +335,25 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     // Privately or plainly, as the caller asks at the range's DP.
     const key = inflight.keyOf(csi.uri, caller.privateAt?.(delegatedDp(csi.key)) === true);
     if (trace) trace.cache = inflight.has(key) ? "joined" : "miss";
-    return inflight.run(
-      key,
-      { caller: caller.key, background },
-      (flight) => walk(csi, 0, background, caller, trace, flight),
-      () => single(csi, background, caller, trace),
-      // A caller that joined the resolver's own refresh is served stale when it fails, as it
-      // would have been by a lookup of its own.
-      async (err, flight) => {
-        if (!flight.background || background) throw err;
-        let stale = staleAfter.get(flight);
-        if (!stale) {
-          stale = servedStale(csi, delegatedDp(csi.key), err, trace);
-          staleAfter.set(flight, stale);
-        }
-        return stale.then(unsealedFor(caller, err));
-      },
-    );
+    return inflight
+      .run(
+        key,
+        { caller: caller.key, background },
+        (flight) => walk(csi, 0, background, caller, trace, flight),
+        () => single(csi, background, caller, trace),
+        // A caller that joined the resolver's own refresh is served stale when it fails, as it
+        // would have been by a lookup of its own.
+        async (err, flight) => {
+          if (!flight.background || background) throw err;
+          let stale = staleAfter.get(flight);
+          if (!stale) {
+            stale = servedStale(csi, delegatedDp(csi.key), err, trace);
+            staleAfter.set(flight, stale);
+          }
+          return stale;
+        },
+      )
+      .then((r) => sealedFor(caller, delegatedDp(csi.key), r));
   };
   const { minHits, remainingFraction } = o.prefetch;
 
