@@ -258,7 +258,7 @@ export { type FollowLogOptions, followLog, type LogFollower } from "./follow/fol
 export { type ServeLogOptions, serveLog } from "./follow/serve-log.js";
 export * as pb from "./gen/index.js";
 export { AsyncQueue } from "./runtime/async-queue.js";
-export { setNewest } from "./runtime/bounded-map.js";
+export { RecencyMap, setNewest } from "./runtime/bounded-map.js";
 export { type Clock, fileOffsetClock, sleepUnlessAborted, systemClock } from "./runtime/clock.js";
 export { ConfigError, ConfigReader, deepFreeze, readConfigFile } from "./runtime/config.js";
 export {

@@ -13,9 +13,9 @@
 // detection is only logged and counted in either mode, since a third party can make an MSP's
 // users ask for a few dozen unknown numbers (a shared contact list) and must not be able to
 // switch the MSP off. State is in memory and bounded: windows in an LRU of `maxTracked` keys
-// (by last use),
-// blocks in their own bounded map, so new windows cannot push a block out.
-import { setNewest } from "./bounded-map.js";
+// (by last use, to within a quarter of `maxTracked`: bounded-map.ts RecencyMap), blocks in
+// their own bounded map, so new windows cannot push a block out.
+import { RecencyMap, setNewest } from "./bounded-map.js";
 import { ConfigError, type ConfigReader } from "./config.js";
 
 /** What the detector does when it sees the pattern. */
@@ -143,7 +143,7 @@ const MAX_BLOCKS = 100_000;
 export function createEnumerationDetector(initial: EnumerationPolicy): EnumerationDetector {
   let policy = initial;
   let windowMs = policy.windowSeconds * 1000;
-  const windows = new Map<string, Window>();
+  const windows = new RecencyMap<string, Window>(policy.maxTracked);
   const blocks = new Map<string, Detection>();
   const recent: Detection[] = [];
   const counts = { detections: 0, refused: 0 };
@@ -154,7 +154,7 @@ export function createEnumerationDetector(initial: EnumerationPolicy): Enumerati
     // use goes to the back of the LRU, so a slow crawl's window outlives many one-off ones.
     if (!w || nowMs - w.startMs >= windowMs)
       w = { startMs: nowMs, answers: 0, notFound: 0, distinct: new Set(), tripped: false };
-    setNewest(windows, key, w, policy.maxTracked);
+    windows.set(key, w);
     return w;
   };
 
@@ -217,6 +217,7 @@ export function createEnumerationDetector(initial: EnumerationPolicy): Enumerati
     setPolicy(next) {
       policy = next;
       windowMs = next.windowSeconds * 1000;
+      windows.max = next.maxTracked;
     },
     observe(subject, csi, notFound, nowMs) {
       return observeParts(subject, csiBlockOf(csi), csiHash32(csi), notFound, nowMs);

@@ -1,11 +1,12 @@
 // A keyed rate limiter: GCRA (the generic cell rate algorithm), one "theoretical arrival time"
 // per key. It allows `limit` units at once and refills them evenly over `windowMs` (a token
 // bucket of `limit` tokens, without a timer), answers exactly when a refused call could
-// succeed, and keeps 8 bytes of state per key. Keys live in a Map used as an LRU bounded by
-// `maxKeys`: an evicted key only loses what it had spent, so `maxKeys` must exceed the number of
-// keys that can be busy within one window (callers size it from the budgets in front of it).
+// succeed, and keeps one number of state per key. Keys live in a RecencyMap (bounded-map.ts)
+// bounded by `maxKeys`: an evicted key only loses what it had spent, so three quarters of
+// `maxKeys` must exceed the number of keys that can be busy within one window (callers size it
+// from the budgets in front of it).
 
-import { setNewest } from "./bounded-map.js";
+import { RecencyMap } from "./bounded-map.js";
 
 /** A budget: `limit` units per `windowMs`, all of them available at once. */
 export interface RateLimit {
@@ -58,7 +59,7 @@ export function createRateLimiter(
   const interval = budget.windowMs / budget.limit; // ms per unit
   const span = budget.windowMs; // the whole budget, in ms of arrival time
   const ahead = span * Math.max(1, opts.maxDebtBudgets ?? 1); // the furthest an arrival time may be
-  const tat = new Map<string, number>();
+  const tat = new RecencyMap<string, number>(maxKeys);
   // An arrival time further ahead than charges (and debts) can put it means the clock went back
   // (a host's clock is stepped): the key is forgiven rather than locked out that long.
   const arrival = (key: string, nowMs: number) => {
@@ -77,16 +78,16 @@ export function createRateLimiter(
       const refused = refusal(key, nowMs, cost);
       if (refused) return refused;
       const next = arrival(key, nowMs) + cost * interval;
-      setNewest(tat, key, next, maxKeys); // the Map's order is the LRU order
+      tat.set(key, next);
       return undefined;
     },
     force(key, nowMs, cost = 1) {
-      setNewest(tat, key, Math.min(arrival(key, nowMs) + cost * interval, nowMs + ahead), maxKeys);
+      tat.set(key, Math.min(arrival(key, nowMs) + cost * interval, nowMs + ahead));
     },
-    entries: () => [...tat],
+    entries: () => [...tat.entries()],
     raise(key, tatMs, nowMs) {
       const t = Math.min(tatMs, nowMs + ahead);
-      if (t > arrival(key, nowMs)) setNewest(tat, key, t, maxKeys);
+      if (t > arrival(key, nowMs)) tat.set(key, t);
     },
     giveBack(key, nowMs, cost = 1) {
       const t = tat.get(key);

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { RecencyMap, setNewest } from "./bounded-map.js";
+
+const keysOf = <K, V>(m: RecencyMap<K, V>) => [...m.entries()].map(([k]) => k);
+
+test("setNewest keeps exact LRU order within its bound", () => {
+  const m = new Map<string, number>();
+  for (const k of ["a", "b", "c"]) setNewest(m, k, 0, 3);
+  setNewest(m, "a", 1, 3);
+  setNewest(m, "d", 0, 3);
+  assert.deepEqual([...m.keys()], ["c", "a", "d"]);
+});
+
+test("a RecencyMap sets a present key in place until a quarter of its bound came after it", () => {
+  const m = new RecencyMap<string, number>(8); // a quarter: 2 inserts or moves
+  for (const k of ["a", "b", "c"]) m.set(k, 0);
+  // "c" is the newest and "b" one behind it: setting them changes values, not the order.
+  m.set("c", 1);
+  m.set("b", 2);
+  assert.deepEqual(
+    [...m.entries()],
+    [
+      ["a", 0],
+      ["b", 2],
+      ["c", 1],
+    ],
+  );
+  // Two entries came after "a": setting it makes it the newest.
+  m.set("a", 3);
+  assert.deepEqual(keysOf(m), ["b", "c", "a"]);
+  assert.equal(m.get("a"), 3);
+  assert.equal(m.get("z"), undefined);
+});
+
+test("a RecencyMap drops an entry only after three quarters of its bound were set since its last use", () => {
+  const max = 64;
+  const m = new RecencyMap<number, number>(max);
+  // Exact bookkeeping beside it: for each key, how many inserts and moves any key has had in
+  // all, at its last set. An entry the map drops must have been left alone that long.
+  let sets = 0;
+  const lastUse = new Map<number, number>();
+  let seed = 12345;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x80000000;
+  };
+  for (let i = 0; i < 20_000; i++) {
+    // A few hot keys among many one-off ones: the pattern of a crawl beside address books.
+    const key = rand() < 0.3 ? Math.floor(rand() * 8) : 1_000 + i;
+    const before = new Set(keysOf(m));
+    m.set(key, i);
+    sets++;
+    lastUse.set(key, sets);
+    assert.ok(m.size <= max);
+    for (const k of before) {
+      if (m.get(k) !== undefined) continue;
+      const idle = sets - (lastUse.get(k) ?? 0);
+      assert.ok(idle >= (3 * max) / 4, `key ${k} dropped after ${idle} sets, fewer than 3/4 of ${max}`);
+      lastUse.delete(k);
+    }
+  }
+  // The hot keys were set often enough never to be dropped.
+  for (let k = 0; k < 8; k++) assert.notEqual(m.get(k), undefined, `hot key ${k} kept`);
+});
+
+test("a RecencyMap whose bound is lowered drops the oldest at the next insert", () => {
+  const m = new RecencyMap<string, number>(4);
+  for (const k of ["a", "b", "c", "d"]) m.set(k, 0);
+  m.max = 2;
+  assert.equal(m.size, 4, "nothing is dropped before an insert");
+  m.set("e", 0);
+  assert.deepEqual(keysOf(m), ["d", "e"]);
+  assert.equal(m.delete("d"), true);
+  assert.equal(m.delete("d"), false);
+  assert.deepEqual(keysOf(m), ["e"]);
+});
