@@ -160,6 +160,56 @@ export function conflictOf(r: ConflictSqlRow): ConflictRow {
   };
 }
 
+/**
+ * A `mappings` row as the lookup statement reads it (SQL.mappings, in raw mode): the record and
+ * its three signatures in one blob, after their first three lengths.
+ */
+export type MappingLookupSqlRow = [
+  msp_id: string,
+  ssi: string,
+  is_default: number,
+  precedence: number,
+  expires_at_ms: number,
+  withheld: number,
+  record_bytes: number,
+  user_sig_bytes: number,
+  msp_sig_bytes: number,
+  signed: Buffer,
+];
+
+/** The mapping of `csi` a lookup row holds; its byte fields are views of the row's blob. */
+export function mappingOfLookup(csi: string, r: MappingLookupSqlRow): MappingRow {
+  const [
+    mspId,
+    ssi,
+    isDefault,
+    precedence,
+    expiresAtMs,
+    withheld,
+    recordBytes,
+    userSigBytes,
+    mspSigBytes,
+    b,
+  ] = r;
+  const userSigAt = recordBytes;
+  const mspSigAt = userSigAt + userSigBytes;
+  const dpSigAt = mspSigAt + mspSigBytes;
+  const view = (from: number, to: number) => new Uint8Array(b.buffer, b.byteOffset + from, to - from);
+  return {
+    csi,
+    mspId,
+    ssi,
+    isDefault: isDefault === 1,
+    precedence,
+    expiresAtMs,
+    record: view(0, userSigAt),
+    userSig: view(userSigAt, mspSigAt),
+    mspSig: view(mspSigAt, dpSigAt),
+    dpSig: view(dpSigAt, b.byteLength),
+    ...(withheld === 1 ? { withheld: true } : {}),
+  };
+}
+
 /** The mapping a `mappings` row holds; its byte fields are views of the row's buffers, not copies. */
 export function mappingOf(r: MappingSqlRow): MappingRow {
   return {

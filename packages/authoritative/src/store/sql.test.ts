@@ -122,6 +122,53 @@ const row = (csi: string, ssi = "s1", expiresAtMs = Date.UTC(2027, 0, 1)): Mappi
   dpSig: new Uint8Array([3]),
 });
 
+test("a lookup reads each mapping's record and signatures back byte for byte (one blob a row)", () => {
+  const store = openMappingStore(":memory:");
+  // Bytes that are not UTF-8 (the lookup statement joins them as TEXT), NULs, and empty
+  // signatures at each place, so that the lengths that split the blob are all exercised.
+  const bytes = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (seed * 31 + i * 97) % 256);
+  const rows: MappingRow[] = [
+    {
+      ...row("tel:+441", "s1"),
+      record: bytes(300, 1),
+      userSig: bytes(64, 2),
+      mspSig: bytes(64, 3),
+      dpSig: bytes(64, 4),
+    },
+    {
+      ...row("tel:+441", "s2"),
+      record: new Uint8Array([0xff, 0, 0xc3]),
+      userSig: new Uint8Array(),
+      mspSig: bytes(1, 5),
+      dpSig: new Uint8Array(),
+    },
+    {
+      ...row("tel:+441", "s3"),
+      record: new Uint8Array([0]),
+      userSig: bytes(3, 6),
+      mspSig: new Uint8Array(),
+      dpSig: bytes(2, 7),
+    },
+  ];
+  try {
+    for (const r of rows) store.putMapping(r);
+    const read = store.mappings("tel:+441");
+    assert.equal(read.length, 3);
+    for (const r of rows) {
+      const got = read.find((m) => m.ssi === r.ssi);
+      assert.ok(got, r.ssi);
+      assert.deepEqual(
+        [got.csi, got.record, got.userSig, got.mspSig, got.dpSig],
+        [r.csi, r.record, r.userSig, r.mspSig, r.dpSig],
+        r.ssi,
+      );
+      assert.deepEqual(got, store.mapping(r.csi, r.mspId, r.ssi), "the same row as the single read");
+    }
+  } finally {
+    store.close();
+  }
+});
+
 test("the mapping count follows inserts, rewrites, deletes and rolled-back transactions", () => {
   const path = join(dir, "count.sqlite");
   const store = openMappingStore(path);

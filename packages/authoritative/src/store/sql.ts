@@ -1,7 +1,13 @@
 // Every statement the mapping store prepares, by name. store.ts prepares them with their row
 // types; sql.test.ts reads each one's query plan, so none of them can scan a large table.
 export const SQL = {
-  mappings: "SELECT * FROM mappings WHERE csi = ? ORDER BY is_default DESC, precedence, msp_id, ssi",
+  // Lookups read a CSI's mappings with the record and its signatures in one blob, split by
+  // their lengths (sql-rows.ts mappingOfLookup): SQLite hands back one buffer a row instead of
+  // four, each with its own allocation for the collector to free. The concatenation is TEXT
+  // in SQLite, which copies the bytes unchecked, and the cast makes it a BLOB again.
+  mappings: `SELECT msp_id, ssi, is_default, precedence, expires_at_ms, withheld,
+      length(record), length(user_sig), length(msp_sig), CAST(record || user_sig || msp_sig || dp_sig AS BLOB)
+    FROM mappings WHERE csi = ? ORDER BY is_default DESC, precedence, msp_id, ssi`,
   mapping: "SELECT * FROM mappings WHERE csi = ? AND msp_id = ? AND ssi = ?",
   // An upsert, not REPLACE: the row count's triggers see an insert or an update, never a hidden delete.
   putMapping: `INSERT INTO mappings (csi, msp_id, ssi, is_default, precedence, expires_at_ms, record, user_sig, msp_sig, dp_sig, withheld)

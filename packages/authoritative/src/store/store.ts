@@ -21,9 +21,11 @@ import {
   challengeOf,
   conflictOf,
   evidenceParams,
+  type MappingLookupSqlRow,
   type MappingSqlRow,
   type MspRow,
   mappingOf,
+  mappingOfLookup,
   mspOf,
   type OptOutSqlRow,
   optOutOf,
@@ -59,7 +61,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     );
   }
   const q = {
-    mappings: db.prepare<[string], MappingSqlRow>(SQL.mappings),
+    mappings: db.prepare<[string], MappingLookupSqlRow>(SQL.mappings).raw(true),
     mapping: db.prepare<[string, string, string], MappingSqlRow>(SQL.mapping),
     putMapping: db.prepare(SQL.putMapping),
     updateMapping: db.prepare(SQL.updateMapping),
@@ -180,7 +182,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       return r;
     };
   return {
-    mappings: w("lookup", (csi) => q.mappings.all(csi).map(mappingOf)),
+    mappings: w("lookup", (csi) => q.mappings.all(csi).map((r) => mappingOfLookup(csi, r))),
     mapping: w("lookup", (csi, msp, ssi) => {
       const r = q.mapping.get(csi, msp, ssi);
       return r && mappingOf(r);
