@@ -228,6 +228,12 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     });
   } else if (spec.api === "stream") {
     const feed = new AsyncQueue<{ requestId: bigint; csi: string }>();
+    // A resolver's ResolveStream, or a DP's LookupStream (what resolvers ask DPs with), whose
+    // first message is the DP's published rate, not an answer.
+    const answers =
+      spec.service === "resolver"
+        ? resolver.resolveStream(feed, { timeoutMs: spec.durationMs + 30_000 })
+        : (dps[0] as (typeof dps)[number]).lookupStream(feed, { timeoutMs: spec.durationMs + 30_000 });
     const started = new Map<bigint, number>();
     let id = 0n;
     const send = () => {
@@ -244,7 +250,8 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
     for (let k = 0; k < spec.concurrency; k++) if (!send()) break;
     if (started.size === 0) feed.close();
     try {
-      for await (const res of resolver.resolveStream(feed, { timeoutMs: spec.durationMs + 30_000 })) {
+      for await (const res of answers) {
+        if (res.result.case === "limits") continue;
         const s = started.get(res.requestId);
         started.delete(res.requestId);
         if (res.result.case === "error") fail(new Error(res.result.value.message));

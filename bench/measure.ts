@@ -388,6 +388,10 @@ function resultOf(
     ...(load.service === "resolver" && (cpuSeconds.resolver ?? 0) > 0
       ? { lookupsPerResolverCpuSecond: round(lookups / (cpuSeconds.resolver ?? 1), 0) }
       : {}),
+    // The authoritative alone is loaded at eu.
+    ...(load.service === "authoritative" && (cpuSeconds["dp-eu"] ?? 0) > 0
+      ? { lookupsPerDpCpuSecond: round(lookups / (cpuSeconds["dp-eu"] ?? 1), 0) }
+      : {}),
     lookupsPerServerCpuSecond: serverCpu > 0 ? round(lookups / serverCpu, 0) : 0,
   };
 }

@@ -194,15 +194,22 @@ export async function pairedReferences(
   }
 }
 
+/** A figure over an echo reference's of the same shape: CPU per lookup and p50 latency. */
+export interface ReferenceRatio {
+  reference: string;
+  variant: string;
+  cpu: number;
+  p50: number;
+  rounds: number[];
+}
+
 /**
  * Each warm run shape as a ratio of the echo reference's run of the same shape: the ratio of
  * each round, then the median over the rounds. Returns them.
  */
-export function printReferenceRatios(
-  bench: Bench,
-  log: (line: string) => void,
-): { reference: string; variant: string; cpu: number; p50: number; rounds: number[] }[] {
-  const out: ReturnType<typeof printReferenceRatios> = [];
+
+export function printReferenceRatios(bench: Bench, log: (line: string) => void): ReferenceRatio[] {
+  const out: ReferenceRatio[] = [];
   const shapes = new Set(
     bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => `${r.scenario}|${r.variant}`),
   );
@@ -229,6 +236,44 @@ export function printReferenceRatios(
     out.push(r);
     const each = cpu.length > 1 ? ` (rounds: ${r.rounds.join(", ")})` : "";
     log(`warm ${variant}: ${r.cpu}x ${reference}'s calls per CPU-second${each}; p50 latency ${r.p50}x`);
+  }
+  return out;
+}
+
+/**
+ * The authoritative alone, per CPU-second of its DP, against each echo reference of the same
+ * shape in this run: the median of the echo's runs, since it does not run in rounds beside them.
+ */
+export function printDpRatios(bench: Bench, log: (line: string) => void): ReferenceRatio[] {
+  const out: ReferenceRatio[] = [];
+  const shapes = new Set(
+    bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => `${r.scenario}|${r.variant}`),
+  );
+  for (const dp of bench.results.filter((r) => r.scenario === "authoritative" && r.lookupsPerDpCpuSecond)) {
+    const variant = dp.variant.slice(dp.variant.indexOf(" ") + 1); // "20k unary c=64" -> "unary c=64"
+    for (const shape of shapes) {
+      const [reference = "", echoVariant = ""] = shape.split("|");
+      if (echoVariant !== variant) continue;
+      const runs = bench.results.filter(
+        (r) => r.scenario === reference && r.variant === variant && r.lookupsPerResolverCpuSecond,
+      );
+      if (runs.length === 0) continue;
+      const r = {
+        reference,
+        variant: `authoritative ${dp.variant}`,
+        cpu: round(
+          (dp.lookupsPerDpCpuSecond as number) /
+            median(runs.map((e) => e.lookupsPerResolverCpuSecond as number)),
+          2,
+        ),
+        p50: round(dp.latencyMs.p50 / Math.max(median(runs.map((e) => e.latencyMs.p50)), 0.001), 2),
+        rounds: [],
+      };
+      out.push(r);
+      log(
+        `authoritative ${dp.variant}: ${dp.lookupsPerDpCpuSecond} lookups per DP CPU-second, ${r.cpu}x ${reference}'s calls per CPU-second; p50 latency ${r.p50}x`,
+      );
+    }
   }
   return out;
 }

@@ -19,6 +19,8 @@ export interface RunResult {
   loadCpuSeconds?: number;
   rssMb: Record<string, number>;
   lookupsPerResolverCpuSecond?: number;
+  /** The authoritative alone: lookups per CPU-second of the DP loaded. */
+  lookupsPerDpCpuSecond?: number;
   lookupsPerServerCpuSecond: number;
   /** Failures by status and reason, e.g. "RESOURCE_EXHAUSTED/RESOLVER_OVERLOADED". */
   errorsByKind?: Record<string, number>;

@@ -18,7 +18,7 @@ import { idleScenario } from "./idle.js";
 import { Bench, HEADER, type Options, round } from "./measure.js";
 import { overloadScenario } from "./overload.js";
 import { privateScenario } from "./private.js";
-import { ECHO_MODES, type EchoMode, printReferenceRatios } from "./references.js";
+import { ECHO_MODES, type EchoMode, printDpRatios, printReferenceRatios } from "./references.js";
 import { replicationScenario } from "./replication.js";
 import { authoritativeScenario, memoryScenario, resolverScenarios } from "./scenarios.js";
 import { bulkScenario, propagationScenario } from "./writes.js";
@@ -97,7 +97,10 @@ async function main(o: Options): Promise<void> {
   if (want("cluster")) await clusterScenario(o, bench, netDir, warmCount, log);
   if (want("federation")) await federationScenario(o, bench, netDir, log);
   if (want("private")) await privateScenario(o, bench, netDir, log);
-  if (want("authoritative")) await authoritativeScenario(o, bench, log);
+  if (want("authoritative")) {
+    await authoritativeScenario(o, bench, log);
+    referenceRatios.push(...printDpRatios(bench, log));
+  }
   if (want("memory")) await memoryScenario(o, bench, netDir, log);
   if (want("idle")) await idleScenario(o, bench, netDir, warmCount, log);
   if (want("bulk")) await bulkScenario(o, bench, tmp, log);
