@@ -27,6 +27,7 @@ interface Report {
     errorsByKind?: Record<string, number>;
     round?: number;
     startedAt?: string;
+    lookupsPerDpCpuSecond?: number;
   }[];
   referenceRatios?: { reference: string; variant: string; rounds: number[] }[];
 }
@@ -161,6 +162,34 @@ test("npm run bench -- --quick runs every scenario and reports its numbers", {
         [1, 2],
         `${scenario} ran in two rounds`,
       );
+    }
+    // The authoritative alone runs the echoes' shapes (its stream a LookupStream), each per CPU-second
+    // of its DP and, where both measured CPU, over each echo's run of the same shape.
+    const warmShapes = report.results
+      .filter((r) => r.scenario === "warm" && r.round === 1)
+      .map((r) => r.variant);
+    const dpRuns = report.results.filter((r) => r.scenario === "authoritative");
+    assert.deepEqual(
+      dpRuns.map((r) => r.variant.slice(r.variant.indexOf(" ") + 1)),
+      warmShapes,
+      "the authoritative alone in the echoes' shapes",
+    );
+    for (const r of dpRuns) {
+      if ((r.cpuSeconds["dp-eu"] ?? 0) === 0) continue; // less than a clock tick: no figure
+      assert.ok((r.lookupsPerDpCpuSecond ?? 0) > 0, `${r.variant}: lookups per DP CPU-second`);
+      const shape = r.variant.slice(r.variant.indexOf(" ") + 1);
+      for (const reference of ["echo-bare", "echo-core"]) {
+        const echoMeasured = report.results.some(
+          (e) => e.scenario === reference && e.variant === shape && (e.cpuSeconds.resolver ?? 0) > 0,
+        );
+        if (!echoMeasured) continue;
+        assert.ok(
+          (report.referenceRatios ?? []).some(
+            (x) => x.reference === reference && x.variant === `authoritative ${r.variant}`,
+          ),
+          `${r.variant} over ${reference}`,
+        );
+      }
     }
     // The cluster runs: one worker and one per core, each reporting its workers and hit share.
     const cluster = report.results.filter((r) => r.scenario === "cluster");
