@@ -21,6 +21,7 @@ import {
   createGrpcServer,
   createServerMetrics,
   DEFAULT_CONNECTION_LIMITS,
+  keepStreamMapsYoung,
   listen,
   loadTls,
   serverCredentials,
@@ -121,6 +122,8 @@ const port = await listen(
   0,
   serverCredentials(loadTls(devTlsPaths(spec.pkiDir, "resolver")), { handshakeTimeoutMs: 10_000 }),
 );
+// The framework's echoes get what runServer gives every server after it listens.
+if (spec.mode !== "bare") keepStreamMapsYoung(server);
 process.stdout.write(`${JSON.stringify({ port })}\n`);
 // The benchmark holds our stdin open; when it goes, so do we.
 process.stdin.on("end", () => process.exit(0));

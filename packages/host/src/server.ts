@@ -23,6 +23,7 @@ import {
   capConnections,
   createGrpcServer,
   createServerMetrics,
+  keepStreamMapsYoung,
   listen,
   MIMI_VERSION,
   readConnectionLimits,
@@ -325,6 +326,10 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
   const port = await listen(server, config.host, config.port, credentials);
   capConnections(server, config.connections);
+  // After each full collection, a fresh Map of each connection's streams (rpc stream-maps.ts).
+  if (!keepStreamMapsYoung(server)) {
+    log.warn({}, "this Node keeps HTTP/2 streams otherwise: calls may be promoted after full collections");
+  }
   const notReady = () => (stopping ? "shutting down" : !ready ? "starting" : running.notReady?.());
   // A worker's metrics and readiness go to its primary, which serves the ops listener for all.
   if (link) {

@@ -50,6 +50,7 @@ export {
   toWireStatus,
   type WireStatus,
 } from "./status.js";
+export { keepStreamMapsYoung, refreshStreamMaps, streamMapRefreshes, streamStateOf } from "./stream-maps.js";
 export {
   channelCredentials,
   type LiveTls,
