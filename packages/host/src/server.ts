@@ -327,9 +327,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   const port = await listen(server, config.host, config.port, credentials);
   capConnections(server, config.connections);
   // After each full collection, a fresh Map of each connection's streams (rpc stream-maps.ts).
-  if (!keepStreamMapsYoung(server)) {
-    log.warn({}, "this Node keeps HTTP/2 streams otherwise: calls may be promoted after full collections");
-  }
+  keepStreamMapsYoung(server, (why) => log.warn({}, why));
   const notReady = () => (stopping ? "shutting down" : !ready ? "starting" : running.notReady?.());
   // A worker's metrics and readiness go to its primary, which serves the ops listener for all.
   if (link) {

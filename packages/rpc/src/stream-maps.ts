@@ -11,8 +11,8 @@
 // of old tables is cut, and the new table is young.
 //
 // This reaches into Node's internals (the `state` symbol of an Http2Session). Should a Node
-// version lay them out otherwise, nothing is changed and keepStreamMapsYoung says so; the
-// test of this file fails then, so an upgrade notices.
+// version lay them out otherwise, nothing is changed and the first session says so (through
+// keepStreamMapsYoung's `onUnsupported`); the test of this file fails then too.
 
 import type { Http2Server, Http2Session } from "node:http2";
 import { constants, PerformanceObserver } from "node:perf_hooks";
@@ -57,13 +57,24 @@ export function streamMapRefreshes(): number {
 
 /**
  * Refreshes the stream maps of `server`'s sessions after every full collection (call after
- * listen). Returns false, changing nothing, where grpc-js keeps its listeners otherwise.
+ * listen). Returns false, changing nothing, where grpc-js keeps its listeners otherwise; calls
+ * `onUnsupported` once, at the first session, where Node keeps a session's streams otherwise.
  */
-export function keepStreamMapsYoung(server: grpc.Server): boolean {
+export function keepStreamMapsYoung(server: grpc.Server, onUnsupported?: (why: string) => void): boolean {
   const listeners = (server as unknown as { http2Servers?: Map<Http2Server, unknown> }).http2Servers;
   if (!(listeners instanceof Map) || listeners.size === 0) return false;
+  let checked = false;
   for (const l of listeners.keys()) {
     l.on("session", (session: Http2Session) => {
+      if (!checked) {
+        checked = true;
+        if (!streamStateOf(session)) {
+          onUnsupported?.(
+            "this Node keeps an HTTP/2 session's streams where rpc/stream-maps.ts does not look: " +
+              "calls may be promoted out of the young generation after full collections",
+          );
+        }
+      }
       sessions.add(session);
       session.once("close", () => sessions.delete(session));
     });

@@ -127,16 +127,21 @@ test("a lookup reads each mapping's record and signatures back byte for byte (on
   // Bytes that are not UTF-8 (the lookup statement joins them as TEXT), NULs, and empty
   // signatures at each place, so that the lengths that split the blob are all exercised.
   const bytes = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (seed * 31 + i * 97) % 256);
+  // And the other columns varied, so that a column read into the wrong field shows.
   const rows: MappingRow[] = [
     {
       ...row("tel:+441", "s1"),
+      precedence: 2,
+      withheld: true,
       record: bytes(300, 1),
       userSig: bytes(64, 2),
       mspSig: bytes(64, 3),
       dpSig: bytes(64, 4),
     },
     {
-      ...row("tel:+441", "s2"),
+      ...row("tel:+441", "s2", Date.UTC(2027, 5, 1)),
+      isDefault: true,
+      precedence: 0,
       record: new Uint8Array([0xff, 0, 0xc3]),
       userSig: new Uint8Array(),
       mspSig: bytes(1, 5),
@@ -153,7 +158,11 @@ test("a lookup reads each mapping's record and signatures back byte for byte (on
   try {
     for (const r of rows) store.putMapping(r);
     const read = store.mappings("tel:+441");
-    assert.equal(read.length, 3);
+    assert.deepEqual(
+      read.map((m) => m.ssi),
+      ["s2", "s3", "s1"],
+      "default first, then by precedence",
+    );
     for (const r of rows) {
       const got = read.find((m) => m.ssi === r.ssi);
       assert.ok(got, r.ssi);
@@ -163,10 +172,24 @@ test("a lookup reads each mapping's record and signatures back byte for byte (on
         r.ssi,
       );
       assert.deepEqual(got, store.mapping(r.csi, r.mspId, r.ssi), "the same row as the single read");
+      assert.deepEqual(
+        [got.isDefault, got.precedence, got.expiresAtMs, got.withheld === true],
+        [r.isDefault, r.precedence, r.expiresAtMs, r.withheld === true],
+        r.ssi,
+      );
     }
   } finally {
     store.close();
   }
+});
+
+test("a store whose text encoding is not UTF-8 is refused at open", () => {
+  const path = join(dir, "utf16.sqlite");
+  const db = new Database(path);
+  db.pragma("encoding = 'UTF-16le'");
+  db.exec("CREATE TABLE t (x)");
+  db.close();
+  assert.throws(() => openMappingStore(path), /UTF-16le, not UTF-8/);
 });
 
 test("the mapping count follows inserts, rewrites, deletes and rolled-back transactions", () => {

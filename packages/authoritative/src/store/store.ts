@@ -49,6 +49,10 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     db = new Database(path);
     db.pragma("journal_mode = WAL");
     db.pragma(`synchronous = ${options.durability === "normal" ? "NORMAL" : "FULL"}`);
+    // Lookups join a mapping's blobs as TEXT (sql.ts): byte for byte only in a UTF-8 database
+    // (UTF-16 would drop an odd last byte). A new store is UTF-8; one made otherwise is refused.
+    const encoding = db.pragma("encoding", { simple: true });
+    if (encoding !== "UTF-8") throw new Error(`its text encoding is ${String(encoding)}, not UTF-8`);
     if (path !== ":memory:") for (const f of sqliteFilesOf(path).slice(1)) restrictFile(f);
     migrate(db);
   } catch (err) {

@@ -24,12 +24,12 @@ interface Held<V> {
 }
 
 /**
- * A map of at most `max` entries in approximate LRU order, whose writes to a present key
- * allocate nothing: the value is replaced in place, and the entry moves to the newest end only
- * once a quarter of `max` entries have been inserted or moved since it last did. So an entry is
- * dropped only after at least three quarters of `max` others were inserted or moved since it
- * was last set (exact LRU: all of `max`); size `max` for that. `max` may change (a policy
- * reload); the next insert drops what exceeds it.
+ * A map of at most `max` entries in approximate LRU order, whose writes to a present key make
+ * no Map operation: the value is replaced in place, and the entry moves to the newest end only
+ * once a sixteenth of `max` entries have been inserted or moved since it last did. So an entry
+ * is dropped only after at least fifteen sixteenths of `max` others were inserted or moved since
+ * it was last set (exact LRU: all of `max`), and a hot key moves once per max/16 inserts. `max`
+ * may change (a policy reload); the next insert drops what exceeds it.
  */
 export class RecencyMap<K, V> {
   readonly #entries = new Map<K, Held<V>>();
@@ -50,7 +50,7 @@ export class RecencyMap<K, V> {
     const held = this.#entries.get(key);
     if (held) {
       held.value = value;
-      if (this.#moves - held.at < this.max / 4) return;
+      if (this.#moves - held.at < this.max / 16) return;
       this.#entries.delete(key);
       held.at = ++this.#moves;
       this.#entries.set(key, held);

@@ -13,7 +13,7 @@
 // detection is only logged and counted in either mode, since a third party can make an MSP's
 // users ask for a few dozen unknown numbers (a shared contact list) and must not be able to
 // switch the MSP off. State is in memory and bounded: windows in an LRU of `maxTracked` keys
-// (by last use, to within a quarter of `maxTracked`: bounded-map.ts RecencyMap), blocks in
+// (by last use, to within a sixteenth of `maxTracked`: bounded-map.ts RecencyMap), blocks in
 // their own bounded map, so new windows cannot push a block out.
 import { RecencyMap, setNewest } from "./bounded-map.js";
 import { ConfigError, type ConfigReader } from "./config.js";

@@ -2,8 +2,8 @@
 // per key. It allows `limit` units at once and refills them evenly over `windowMs` (a token
 // bucket of `limit` tokens, without a timer), answers exactly when a refused call could
 // succeed, and keeps one number of state per key. Keys live in a RecencyMap (bounded-map.ts)
-// bounded by `maxKeys`: an evicted key only loses what it had spent, so three quarters of
-// `maxKeys` must exceed the number of keys that can be busy within one window (callers size it
+// bounded by `maxKeys`: an evicted key only loses what it had spent, so fifteen sixteenths
+// of `maxKeys` must exceed the number of keys that can be busy within one window (callers size it
 // from the budgets in front of it).
 
 import { RecencyMap } from "./bounded-map.js";
