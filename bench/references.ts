@@ -246,14 +246,12 @@ export function printReferenceRatios(bench: Bench, log: (line: string) => void):
  */
 export function printDpRatios(bench: Bench, log: (line: string) => void): ReferenceRatio[] {
   const out: ReferenceRatio[] = [];
-  const shapes = new Set(
-    bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => `${r.scenario}|${r.variant}`),
+  const references = new Set(
+    bench.results.filter((r) => r.scenario.startsWith("echo-")).map((r) => r.scenario),
   );
   for (const dp of bench.results.filter((r) => r.scenario === "authoritative" && r.lookupsPerDpCpuSecond)) {
     const variant = dp.variant.slice(dp.variant.indexOf(" ") + 1); // "20k unary c=64" -> "unary c=64"
-    for (const shape of shapes) {
-      const [reference = "", echoVariant = ""] = shape.split("|");
-      if (echoVariant !== variant) continue;
+    for (const reference of references) {
       const runs = bench.results.filter(
         (r) => r.scenario === reference && r.variant === variant && r.lookupsPerResolverCpuSecond,
       );

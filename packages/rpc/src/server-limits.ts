@@ -178,6 +178,15 @@ export function limitsOf(server: grpc.Server): AttachedLimits {
 }
 
 /**
+ * The HTTP/2 servers listening for `server` (after listen), or none where grpc-js keeps them
+ * otherwise: grpc-js holds them in a private map (1.14).
+ */
+export function listenersOf(server: grpc.Server): Server[] {
+  const listeners = (server as unknown as { http2Servers?: Map<Server, unknown> }).http2Servers;
+  return listeners instanceof Map ? [...listeners.keys()] : [];
+}
+
+/**
  * Sets what grpc-js has no option for on the listening sockets of `server` (call after listen):
  * the connection caps, in all and per source address. grpc-js keeps its HTTP/2 servers in a
  * private map (1.14); a version without it fails here, at start, rather than running without
@@ -187,11 +196,11 @@ export function capConnections(
   server: grpc.Server,
   caps: Pick<ConnectionLimits, "maxConnections" | "maxConnectionsPerAddress">,
 ): void {
-  const listeners = (server as unknown as { http2Servers?: Map<Server, unknown> }).http2Servers;
-  if (!(listeners instanceof Map) || listeners.size === 0) {
+  const listeners = listenersOf(server);
+  if (listeners.length === 0) {
     throw new Error("cannot reach grpc-js's listening sockets to cap connections (grpc-js changed?)");
   }
-  for (const l of listeners.keys()) {
+  for (const l of listeners) {
     l.maxConnections = caps.maxConnections;
     // Entries are addresses with an open connection: at most maxConnections of them.
     const open = new Map<string, number>();

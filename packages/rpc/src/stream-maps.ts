@@ -14,10 +14,11 @@
 // version lay them out otherwise, nothing is changed and the first session says so (through
 // keepStreamMapsYoung's `onUnsupported`); the test of this file fails then too.
 
-import type { Http2Server, Http2Session } from "node:http2";
+import type { Http2Session } from "node:http2";
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import { isMap } from "node:util/types";
 import type * as grpc from "@grpc/grpc-js";
+import { listenersOf } from "./server-limits.js";
 
 /** Sessions of the servers hooked, while open (at most their connection caps). */
 const sessions = new Set<Http2Session>();
@@ -61,10 +62,10 @@ export function streamMapRefreshes(): number {
  * `onUnsupported` once, at the first session, where Node keeps a session's streams otherwise.
  */
 export function keepStreamMapsYoung(server: grpc.Server, onUnsupported?: (why: string) => void): boolean {
-  const listeners = (server as unknown as { http2Servers?: Map<Http2Server, unknown> }).http2Servers;
-  if (!(listeners instanceof Map) || listeners.size === 0) return false;
+  const listeners = listenersOf(server);
+  if (listeners.length === 0) return false;
   let checked = false;
-  for (const l of listeners.keys()) {
+  for (const l of listeners) {
     l.on("session", (session: Http2Session) => {
       if (!checked) {
         checked = true;

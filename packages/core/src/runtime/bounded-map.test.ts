@@ -36,8 +36,9 @@ test("a RecencyMap sets a present key in place until a sixteenth of its bound ca
 test("a RecencyMap drops an entry only after fifteen sixteenths of its bound were set since its last use", () => {
   const max = 64;
   const m = new RecencyMap<number, number>(max);
-  // Exact bookkeeping beside it: for each key, how many inserts and moves any key has had in
-  // all, at its last set. An entry the map drops must have been left alone that long.
+  // Exact bookkeeping beside it: for each key, how many sets there had been in all at its last
+  // set. Sets are at least the map's inserts and moves, so an entry the map drops must have
+  // been left alone for 15/16 of the bound in sets too.
   let sets = 0;
   const lastUse = new Map<number, number>();
   let seed = 12345;

@@ -2,14 +2,19 @@
 //
 // setNewest() keeps a Map in exact LRU order: a key is made the newest by deleting and setting
 // it again. Each delete leaves a hole that V8 clears by building the table anew, so a hot key
-// costs a new table every few calls; in a long-lived map that churn had a DP's whole calls
-// promoted out of V8's young generation (bench/README.md, "A DP's lookups promoted"), so the
-// maps written on every lookup are RecencyMaps instead.
+// costs a new table every few calls, and in a long-lived map the replaced tables outlive the
+// young generation (bench/README.md, "The authoritative alone"): the maps written on every
+// lookup are RecencyMaps instead.
 
 /** Sets `key` as the newest entry of `map`, dropping the oldest while there are more than `max`. */
 export function setNewest<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
   map.delete(key);
   map.set(key, value);
+  dropOldest(map, max);
+}
+
+/** Drops the oldest entries of `map` (its first in insertion order) while it holds more than `max`. */
+function dropOldest<K>(map: Map<K, unknown>, max: number): void {
   while (map.size > max) {
     const oldest = map.keys().next();
     if (oldest.done) break;
@@ -57,11 +62,7 @@ export class RecencyMap<K, V> {
       return;
     }
     this.#entries.set(key, { value, at: ++this.#moves });
-    while (this.#entries.size > this.max) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done) break;
-      this.#entries.delete(oldest.value);
-    }
+    dropOldest(this.#entries, this.max);
   }
 
   delete(key: K): boolean {
