@@ -14,9 +14,9 @@ import {
   type Options,
   prewarm,
   type RunResult,
-  resolverCounters,
   withNetwork,
 } from "./measure.js";
+import { resolverCounters } from "./ops-counters.js";
 
 export async function clusterScenario(
   o: Options,

@@ -51,6 +51,8 @@ export interface Options {
   overloadRate?: number | undefined;
   /** The resolver's verifyThreads; undefined keeps its default. */
   verifyThreads?: number | undefined;
+  /** The DPs' answerCacheMegabytes (0: off, every lookup read from the store); undefined keeps their default. */
+  dpAnswerCacheMb?: number | undefined;
   /** CPU pinning (--pin): servers on `servers` (a taskset list such as "0"), load processes on `load` ("1"). */
   pin?: { servers: string; load: string } | undefined;
 }
@@ -419,7 +421,11 @@ export async function withNetwork<T>(
     ...(extra.privateLookups && { privateLookups: true }),
     overrides: {
       // Answers stay cached for the whole run; the benchmark measures the cache, not expiry.
-      authoritative: { answerTtlSeconds: 3600, negativeTtlSeconds: 3600 },
+      authoritative: {
+        answerTtlSeconds: 3600,
+        negativeTtlSeconds: 3600,
+        ...(bench.o.dpAnswerCacheMb === undefined ? {} : { answerCacheMegabytes: bench.o.dpAnswerCacheMb }),
+      },
       // lru-cache preallocates for maxEntries, so size it to what the run can cache.
       resolver: {
         cache: { maxEntries: cacheEntries, negativeMaxTtlSeconds: 3600 },
@@ -443,50 +449,6 @@ export async function withNetwork<T>(
   } finally {
     await net.stop();
   }
-}
-
-/** The text of a server's ops listener's /metrics (Prometheus exposition). */
-export async function opsMetrics(opsPort: number): Promise<string> {
-  const url = `http://127.0.0.1:${opsPort}/metrics`;
-  return (await fetch(url, { signal: AbortSignal.timeout(5_000) })).text();
-}
-
-/**
- * A server's counters `names` (without their `prefix`) now, summed over their label sets (a
- * clustered resolver's workers); empty when it runs without an ops listener.
- */
-async function counters(
-  opsPort: number,
-  prefix: string,
-  names: readonly string[],
-): Promise<Record<string, number>> {
-  if (!opsPort) return {};
-  const body = await opsMetrics(opsPort);
-  const out: Record<string, number> = {};
-  for (const line of body.split("\n")) {
-    if (!line.startsWith(prefix)) continue;
-    const m = /^([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line.slice(prefix.length));
-    if (m && names.includes(m[1] as string)) out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
-  }
-  return out;
-}
-
-/** The resolver's counters `names` (without their mimi_resolver_ prefix) now. */
-export function resolverCounters(opsPort: number, names: readonly string[]): Promise<Record<string, number>> {
-  return counters(opsPort, "mimi_resolver_", names);
-}
-
-/** Lookups the network's DPs answered, and signatures they made to seal them (seal batches). */
-export async function dpSealCounts(net: Network): Promise<{ lookups: number; signatures: number }> {
-  const each = await Promise.all(
-    Object.values(net.dps).map((dp) =>
-      counters(dp.opsPort, "mimi_dp_", ["lookups_total", "seal_signatures_total"]),
-    ),
-  );
-  return {
-    lookups: each.reduce((n, c) => n + (c.lookups_total ?? 0), 0),
-    signatures: each.reduce((n, c) => n + (c.seal_signatures_total ?? 0), 0),
-  };
 }
 
 /**

@@ -18,13 +18,12 @@ import {
   cacheEntriesFor,
   type Load,
   type Options,
-  opsMetrics,
   prewarm,
   type RunResult,
-  resolverCounters,
   split,
   withNetwork,
 } from "./measure.js";
+import { opsMetrics, resolverCounters } from "./ops-counters.js";
 
 /** An MSP's deadline for one lookup. */
 const DEADLINE_MS = 1_000;

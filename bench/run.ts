@@ -160,6 +160,10 @@ const cli = new Command("bench")
     "the resolver's verifyThreads (default: its own, cores - 1; 0 checks on the event loop)",
   )
   .option(
+    "--dp-answer-cache-mb <n>",
+    "the DPs' answerCacheMegabytes (default: their own, 64; 0 reads every lookup from the store)",
+  )
+  .option(
     "--pin",
     "run the servers on the first half of the cores and the load processes on the rest (taskset), so load cannot steal the servers' CPU",
   )
@@ -187,6 +191,7 @@ const cli = new Command("bench")
       nodeArgs: typeof raw.nodeArgs === "string" ? raw.nodeArgs.split(" ").filter(Boolean) : [],
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
+      dpAnswerCacheMb: raw.dpAnswerCacheMb === undefined ? undefined : Number(raw.dpAnswerCacheMb),
       overloadRate: raw.overloadRate === undefined ? undefined : Number(raw.overloadRate),
       pin: raw.pin === true ? pinning(availableParallelism()) : undefined,
       paired: raw.paired === true,
@@ -207,10 +212,21 @@ const cli = new Command("bench")
     if (o.echoes.length === 0) throw new Error(`--echoes needs one of ${ECHO_MODES.join(",")}`);
     if (o.paired && !(o.scenarios.includes("echo") && o.scenarios.includes("warm")))
       throw new Error("--paired pairs the echo and warm scenarios: --scenarios must include both");
-    if (o.verifyThreads !== undefined && !(Number.isInteger(o.verifyThreads) && o.verifyThreads >= 0))
-      throw new Error("--verify-threads must be an integer >= 0");
+    for (const [k, flag] of [
+      ["verifyThreads", "--verify-threads"],
+      ["dpAnswerCacheMb", "--dp-answer-cache-mb"],
+    ] as const) {
+      const v = o[k];
+      if (v !== undefined && !(Number.isInteger(v) && v >= 0))
+        throw new Error(`${flag} must be an integer >= 0`);
+    }
     for (const [k, v] of Object.entries(o)) {
-      if (k !== "verifyThreads" && typeof v === "number" && !(Number.isFinite(v) && v > 0))
+      if (
+        k !== "verifyThreads" &&
+        k !== "dpAnswerCacheMb" &&
+        typeof v === "number" &&
+        !(Number.isFinite(v) && v > 0)
+      )
         throw new Error(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must be a positive number`);
     }
     // The open loop spreads over a connection per 100 calls a second (bench/overload.ts).

@@ -11,7 +11,6 @@ import type { KeySpec } from "./load.js";
 import {
   type Bench,
   cacheEntriesFor,
-  dpSealCounts,
   fmtCount,
   type Load,
   type Options,
@@ -22,6 +21,7 @@ import {
   split,
   withNetwork,
 } from "./measure.js";
+import { dpAnswerCacheCounts, dpSealCounts } from "./ops-counters.js";
 import { echoReference, pairedReferences, shapeLoad, warmShapes } from "./references.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -184,12 +184,26 @@ export async function authoritativeScenario(
       // The echo references' shapes (their ratios in the report), the stream being what
       // resolvers ask a DP with: LookupStream.
       for (const shape of warmShapes(o)) {
-        const r = await bench.measure(net, "authoritative", `${fmtCount(size)} ${shape.variant}`, {
+        const variant = `${fmtCount(size)} ${shape.variant}`;
+        const before = await dpAnswerCacheCounts(net);
+        const r = await bench.measure(net, "authoritative", variant, {
           ...shapeLoad(shape, k),
           service: "authoritative",
         });
+        // How many lookups the DP's answer cache answered: the shapes run in turn over the same
+        // keys, so the later ones find more of them there.
+        const after = await dpAnswerCacheCounts(net);
+        const read = after.hits - before.hits + after.misses - before.misses;
+        if (read > 0) {
+          const share = round((after.hits - before.hits) / read, 3);
+          r.extra = { ...r.extra, dpAnswerCacheHitShare: share };
+          log(
+            `authoritative ${variant}: ${round(100 * share, 1)}% of lookups answered from the DP's answer cache`,
+          );
+        }
         if (shape.variant === `unary c=${o.concurrency}`) {
           r.extra = {
+            ...r.extra,
             storeBytesPerMapping: round(storeBytes / size, 0),
             startupSeconds,
             generationSeconds: round(s, 1),

@@ -155,6 +155,14 @@ test("answer seals last an hour by default, at least the longest TTL and at most
   assert.throws(() => parseConfig({ ...example(), answerSealSeconds: 7 * 86_400 + 1 }), /answerSealSeconds/);
 });
 
+test("the answer cache holds 64 MB by default; 0 turns it off", () => {
+  assert.equal(parseConfig(example()).answerCacheMegabytes, 64);
+  assert.equal(parseConfig({ ...example(), answerCacheMegabytes: 0 }).answerCacheMegabytes, 0);
+  for (const bad of [-1, 65_537, 1.5, "64"]) {
+    assert.throws(() => parseConfig({ ...example(), answerCacheMegabytes: bad }), /answerCacheMegabytes/);
+  }
+});
+
 test("seals are batched up to 256 answers a signature by default; 1 signs each alone", () => {
   assert.equal(parseConfig(example()).sealBatchMax, 256);
   assert.equal(parseConfig({ ...example(), sealBatchMax: 1 }).sealBatchMax, 1);

@@ -41,6 +41,11 @@ export interface AuthoritativeConfig extends ServerBasics {
    * for a network whose verifiers predate batched seals (upgrade them first, then raise it).
    */
   readonly sealBatchMax: number;
+  /**
+   * Megabytes of answers kept ready in memory for the CSIs looked up most recently (answer-cache.ts);
+   * 0 reads every lookup from the store.
+   */
+  readonly answerCacheMegabytes: number;
   /** PEM Ed25519 private key the DP countersigns mappings with; the root registry publishes its public key. */
   readonly signingKey: string;
   /** File holding the root's public key; the registry copy must be signed by it. */
@@ -113,6 +118,7 @@ const DEFAULTS = {
   changeLogRetentionSeconds: 86_400,
   filterFalsePositivePpm: 10_000,
   durability: "full",
+  answerCacheMegabytes: 64,
 } as const;
 
 /**
@@ -146,6 +152,7 @@ export function parseConfig(
       MAX_ANSWER_SEAL_SECONDS,
     ),
     sealBatchMax: r.integer("sealBatchMax", MAX_SEAL_BATCH, 1, MAX_SEAL_BATCH),
+    answerCacheMegabytes: r.integer("answerCacheMegabytes", DEFAULTS.answerCacheMegabytes, 0, 65_536),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
     delivery: readDeliverySection(r.object("delivery", { optional: true }), baseDir, dataDir),

@@ -162,6 +162,7 @@ runServer<AuthoritativeConfig>(process, {
       signingKey,
       answerSealMs: config.answerSealSeconds * 1000,
       sealBatchMax: config.sealBatchMax,
+      answerCacheBytes: config.answerCacheMegabytes * 2 ** 20,
     });
     const sender = createCodeSender(config.delivery, log, clock);
     // Channels to other DPs and to this DP's own other endpoints, authenticated as this DP
@@ -296,6 +297,22 @@ runServer<AuthoritativeConfig>(process, {
         "Signatures made to seal lookups' answers: one per batch sealed together (lookups per signature is the batch size).",
         () => service.sealCounts.signatures,
       );
+      const cached = service.answerCacheCounts;
+      if (cached) {
+        countersFrom(
+          metrics,
+          "mimi_dp_answer_cache_lookups_total",
+          "Lookups by where their answer was read: the answer cache (hit) or the store (miss).",
+          "result",
+          () => ({ hit: cached.hits, miss: cached.misses }),
+        );
+        gaugeFrom(
+          metrics,
+          "mimi_dp_answer_cache_bytes",
+          "Estimated bytes of answers the answer cache holds.",
+          () => cached.bytes,
+        );
+      }
       countersFrom(
         metrics,
         "mimi_dp_lookups_refused_total",

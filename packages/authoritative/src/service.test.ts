@@ -33,7 +33,7 @@ import {
   type StartRequest,
 } from "./claims/index.js";
 import { type CodeMessage, DELIVERY_UNKNOWN } from "./senders.js";
-import { createAuthoritativeService } from "./service.js";
+import { type AuthoritativeServiceOptions, createAuthoritativeService } from "./service.js";
 import type { EnrolledMsp } from "./store/rows.js";
 import { openMappingStore } from "./store/store.js";
 
@@ -75,7 +75,7 @@ function setup({ contestWindowMs = 60_000, maxMappingsPerCsi = 16, maxMappingsPe
     })),
   });
   const store = openMappingStore(":memory:");
-  const service = createAuthoritativeService({
+  const options: AuthoritativeServiceOptions = {
     dpId: "eu",
     store,
     registry,
@@ -86,7 +86,8 @@ function setup({ contestWindowMs = 60_000, maxMappingsPerCsi = 16, maxMappingsPe
     signingKey: dpKey,
     answerSealMs: DAY,
     ttlCapSeconds: () => ttlCap,
-  });
+  };
+  const service = createAuthoritativeService(options);
   // The replication's cap on TTLs (a secondary out of touch with its primary).
   let ttlCap: number | undefined;
   const sent: CodeMessage[] = [];
@@ -231,6 +232,7 @@ function setup({ contestWindowMs = 60_000, maxMappingsPerCsi = 16, maxMappingsPe
   return {
     claims: claims as Claims,
     service,
+    options,
     store,
     sent,
     delivery,
@@ -687,6 +689,63 @@ test("a seal never outlives a record it lists, so no cache keeps a record past i
   const late = await sealOf();
   assert.equal(late.seal.expiresAtMs, late.expiresAtMs);
   assert.equal(late.seal.expiresAtMs - late.seal.signedAtMs, 10_000);
+});
+
+test("lookups answer from the answer cache, and the lookup after any write to the CSI's mappings or opt-out sees it", async () => {
+  const t = setup();
+  await t.claim("bluebird.example", ALICE, "@a");
+  const counts = t.service.answerCacheCounts;
+  assert.ok(counts, "on by default");
+  // Without the answer() helper's checks: some writes below change rows the DP countersigned.
+  const look = async () => t.summary(await t.service.lookup(ALICE).sealed());
+  assert.equal(await look(), "bluebird.example*");
+  const hits = counts.hits;
+  assert.equal(await look(), "bluebird.example*");
+  assert.equal(counts.hits, hits + 1, "the second lookup was a hit");
+  const row = t.store.mappings(ALICE)[0];
+  assert.ok(row);
+  const fields = { isDefault: true, precedence: 0, dpSig: row.dpSig };
+  t.store.updateMapping(ALICE, row.mspId, row.ssi, { ...fields, isDefault: false });
+  assert.equal(await look(), "bluebird.example");
+  t.store.updateMapping(ALICE, row.mspId, row.ssi, { ...fields, withheld: true });
+  assert.equal(await look(), "not_found");
+  t.store.updateMapping(ALICE, row.mspId, row.ssi, { ...fields, withheld: false });
+  assert.equal(await look(), "bluebird.example*");
+  // A mapping that expires in a second leaves the answer then, with no write.
+  const brief = { ...row, mspId: "wirechat.example", ssi: "@w", isDefault: false, precedence: 1 };
+  t.store.putMapping({ ...brief, expiresAtMs: t.now() + 1_000 });
+  assert.equal(await look(), "bluebird.example* wirechat.example");
+  assert.equal(await look(), "bluebird.example* wirechat.example");
+  t.tick(1_000);
+  assert.equal(await look(), "bluebird.example*");
+  t.store.putMapping({ ...brief, expiresAtMs: t.now() + DAY });
+  assert.equal(await look(), "bluebird.example* wirechat.example");
+  t.store.deleteMapping(ALICE, "wirechat.example", "@w");
+  assert.equal(await look(), "bluebird.example*");
+  // A write rolled back changes nothing, nor does a lookup after it keep what it wrote.
+  assert.throws(() =>
+    t.store.transaction(() => {
+      t.store.deleteMapping(ALICE, row.mspId, row.ssi);
+      throw new Error("rolled back");
+    }),
+  );
+  assert.equal(await look(), "bluebird.example*");
+  // Replication writes the same way (a secondary applying its primary's changes).
+  t.store.applyReplicated(() => t.store.deleteMapping(ALICE, row.mspId, row.ssi));
+  assert.equal(await look(), "not_found");
+  // The holder claims again, then opts out, then claims again.
+  const holder = generateSigningKey();
+  await t.claim("bluebird.example", ALICE, "@a", { user: holder });
+  assert.equal(await look(), "bluebird.example*");
+  await t.act("bluebird.example", { action: "opt_out", csi: ALICE, userPublicKey: holder.publicKey }, holder);
+  assert.equal(await look(), "opted_out");
+  assert.equal(await look(), "opted_out");
+  t.store.clearOptOut(ALICE);
+  assert.equal(await look(), "not_found");
+  // Off: every lookup reads the store.
+  const off = createAuthoritativeService({ ...t.options, answerCacheBytes: 0 });
+  assert.equal(off.answerCacheCounts, undefined);
+  assert.equal(t.summary(await off.lookup(ALICE).sealed()), "not_found");
 });
 
 test("default tie-break: first mapping is the default; a requester wins once; only the holder moves it (R7)", async () => {

@@ -8,8 +8,8 @@ import {
   DiscoveryError,
   decodeActionStatement,
   invalidArgument,
+  keepEncodedMappings,
   type LookupOutcome,
-  type Mapping,
   type OutcomeKind,
   parseCsi,
   type RegistryView,
@@ -17,7 +17,10 @@ import {
   sealBatch,
   sealStatement,
   servesRange,
+  statementAt,
+  statementParts,
 } from "@mimi/core";
+import { type AnswerCache, createAnswerCache, type PreparedAnswer } from "./answer-cache.js";
 import { createSealBatcher } from "./seal-batcher.js";
 import { type EnrolledMsp, mappingOfRow, type OptOutEvidence } from "./store/rows.js";
 import type { MappingStore } from "./store/store.js";
@@ -50,6 +53,8 @@ export interface AuthoritativeService {
   readonly lookupsServed: number;
   /** Signatures made for lookups' seals (one per batch), and the seals they covered. */
   readonly sealCounts: { readonly signatures: number; readonly seals: number };
+  /** The answer cache's hits, misses and contents (answer-cache.ts); undefined while it is off. */
+  readonly answerCacheCounts: AnswerCache["counts"] | undefined;
   /** Registry index of an MSP, for compact answers. */
   mspIndex(mspId: string): number | undefined;
 }
@@ -78,7 +83,12 @@ export interface AuthoritativeServiceOptions {
   answerSealMs: number;
   /** The most lookups' seals one signature covers (1: each signed alone); MAX_SEAL_BATCH by default. */
   sealBatchMax?: number;
+  /** Bytes of answers kept ready for lookups (answer-cache.ts); 0 turns it off. Default 64 MB. */
+  answerCacheBytes?: number;
 }
+
+/** The answer cache's bound unless the options set one. */
+export const DEFAULT_ANSWER_CACHE_BYTES = 64 << 20;
 
 /** A lookup's answer, read from the store, before it is sealed. */
 export interface PendingAnswer {
@@ -125,24 +135,49 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     return published && Buffer.from(published).equals(e.mspKey) ? e : undefined;
   };
 
-  // The outcome without its seal, and the statement its seal signs: sealed in a batch by
-  // lookup(), alone by answerFor().
-  const answer = (csi: Csi, sealMs: number): Unsealed => {
-    const now = o.clock();
+  // What the store holds for the CSI now, as answers are made of it.
+  const read = (csi: string, now: number): PreparedAnswer => {
     // Expired mappings are not served even before the sweep removes them, nor claims withheld
     // while their conflict is open.
-    const rows = o.store.mappings(csi.uri).filter((r) => r.expiresAtMs > now && !r.withheld);
+    const rows = o.store.mappings(csi).filter((r) => r.expiresAtMs > now && !r.withheld);
+    if (rows.length === 0) return { mappings: [], optOut: o.store.optOut(csi)?.evidence, untilMs: Infinity };
+    // The store returns them by preference: default first, then precedence (R7, R17).
+    const mappings = rows.map(mappingOfRow);
+    const untilMs = rows.reduce((ms, r) => Math.min(ms, r.expiresAtMs), Infinity);
+    return { mappings, found: statementParts({ csi, dpId: o.dpId, status: "answer", mappings }), untilMs };
+  };
+  const cacheBytes = o.answerCacheBytes ?? DEFAULT_ANSWER_CACHE_BYTES;
+  const cache = cacheBytes > 0 ? createAnswerCache(cacheBytes) : undefined;
+  if (cache) o.store.onMappingsTouched((csi) => cache.drop(csi));
+  const cachedRead = (csi: string, now: number): PreparedAnswer => {
+    let a = cache?.get(csi, now);
+    if (!a) {
+      a = read(csi, now);
+      if (cache) {
+        // Kept answers list the same mappings array each time: encoded once, here.
+        if (a.found) keepEncodedMappings(a.mappings);
+        cache.set(csi, a);
+      }
+    }
+    return a;
+  };
+
+  // The outcome without its seal, and the statement its seal signs: sealed in a batch by
+  // lookup(), from the cache, alone by answerFor(), from the store.
+  const answer = (csi: Csi, sealMs: number, prepare = read): Unsealed => {
+    const now = o.clock();
+    const { mappings, found, untilMs, optOut: heldOptOut } = prepare(csi.uri, now);
     // Every answer is sealed, denials included, so a resolver can tell a real denial from a
     // DP or a path that drops answers (AnswerSeal in common.proto).
     // A seal never outlives a record it lists, so no cache keeps a record past its expiry.
-    const validMs = rows.reduce((ms, r) => Math.min(ms, r.expiresAtMs - now), sealMs);
-    const statement = (status: OutcomeKind, mappings: readonly Mapping[], optOut?: OptOutEvidence) =>
+    const validMs = Math.min(untilMs - now, sealMs);
+    const denial = (status: OutcomeKind, optOut?: OptOutEvidence) =>
       sealStatement(
         {
           csi: csi.uri,
           dpId: o.dpId,
           status,
-          mappings,
+          mappings: [],
           ...(optOut && { optOutStatement: optOut.statement }),
         },
         now,
@@ -150,26 +185,26 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       );
     const cap = o.ttlCapSeconds?.();
     const ttl = (seconds: number) => (cap === undefined ? seconds : Math.min(seconds, cap));
-    if (rows.length === 0) {
+    if (!found) {
+      // No mapping to serve.
       const ttlSeconds = ttl(o.negativeTtlSeconds);
-      const optOut = provableOptOut(o.store.optOut(csi.uri)?.evidence);
+      // Proven with the registry's keys of now, whenever the opt-out was read.
+      const optOut = provableOptOut(heldOptOut);
       if (!optOut) {
         return {
           outcome: { kind: "not_found", dpId: o.dpId, ttlSeconds },
-          statement: statement("not_found", []),
+          statement: denial("not_found"),
         };
       }
       const { mspKey: _, ...proof } = optOut;
       return {
         outcome: { kind: "opted_out", dpId: o.dpId, ttlSeconds, optOut: proof },
-        statement: statement("opted_out", [], optOut),
+        statement: denial("opted_out", optOut),
       };
     }
-    // The store returns them by preference: default first, then precedence (R7, R17).
-    const mappings = rows.map(mappingOfRow);
     return {
       outcome: { kind: "answer", mappings, dpId: o.dpId, ttlSeconds: ttl(o.answerTtlSeconds) },
-      statement: statement("answer", mappings),
+      statement: statementAt(found, now, validMs),
     };
   };
   const batcher = createSealBatcher(o.signingKey, setImmediate, o.sealBatchMax);
@@ -178,7 +213,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
   return {
     lookup(csiText, batch = "") {
       lookupsServed++;
-      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs);
+      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs, cachedRead);
       const seal = batcher.seal(statement, batch);
       seal.catch(() => {}); // a caller that never asks for it does not leave a rejection unheard
       return { kind: outcome.kind, sealed: async () => ({ ...outcome, seal: await seal }) };
@@ -233,5 +268,6 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       return lookupsServed;
     },
     sealCounts: batcher.counts,
+    answerCacheCounts: cache?.counts,
   };
 }

@@ -6,6 +6,7 @@
 // The generated wire types are the `pb` namespace (also `@mimi/core/pb`), so they never mix with
 // domain types.
 
+export { keepEncodedMappings } from "./codec/answer-encoding.js";
 export {
   answerToProto,
   changeFromProto,
@@ -70,9 +71,12 @@ export {
   type Sealable,
   type SealedEntry,
   type SealStatement,
+  type StatementParts,
   sealAnswer,
   sealDigest,
   sealStatement,
+  statementAt,
+  statementParts,
 } from "./domain/answer-seal.js";
 export { CHANGE_HASH_KEY_BYTES, changeHash, changeHashHex, changeHashKey } from "./domain/change-hash.js";
 export {

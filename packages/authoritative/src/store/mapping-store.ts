@@ -78,6 +78,12 @@ export interface MappingStore {
    * first younger one, so pruning never leaves a hole), at most `limit`; returns how many.
    */
   pruneChangesBefore(ms: number, limit: number): number;
+  /**
+   * Calls `listener` with the CSI at each write to its mappings or opt-out, when it is made
+   * (inside its transaction, which may still roll back): what holds copies of a CSI's answer
+   * drops them there, before any later read.
+   */
+  onMappingsTouched(listener: (csi: string) => void): void;
   /** Calls `listener` after each commit that added to the change log. */
   onChangeLogged(listener: () => void): void;
   /** The writer's own tables and their log, by row (replication of the writer's state). */

@@ -155,6 +155,12 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       for (const l of writerListeners) l();
     }
   };
+  // Told of every write to a CSI's mappings or opt-out as it is made, before its commit: for
+  // what keeps copies of answers to drop them (a write rolled back only costs a re-read).
+  const touchListeners: ((csi: string) => void)[] = [];
+  const touched = (csi: string) => {
+    for (const l of touchListeners) l(csi);
+  };
   const wrap = <T>(what: string, f: () => T): T => {
     try {
       return f();
@@ -192,6 +198,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       return r && mappingOf(r);
     }),
     putMapping: logged("store", (m) => {
+      touched(m.csi);
       q.putMapping.run({
         csi: m.csi,
         msp_id: m.mspId,
@@ -207,6 +214,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       });
     }),
     updateMapping: logged("store", (csi, msp, ssi, f) => {
+      touched(csi);
       q.updateMapping.run({
         csi,
         msp_id: msp,
@@ -217,7 +225,10 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
         withheld: f.withheld === undefined ? null : f.withheld ? 1 : 0,
       });
     }),
-    deleteMapping: logged("delete", (csi, msp, ssi) => q.deleteMapping.run(csi, msp, ssi).changes > 0),
+    deleteMapping: logged("delete", (csi, msp, ssi) => {
+      touched(csi);
+      return q.deleteMapping.run(csi, msp, ssi).changes > 0;
+    }),
     expired: w("expiry scan", (now, limit) => q.expired.all(now, limit).map(mappingOf)),
     csisAfter: w("filter build", (after, limit, optedOut = false) =>
       (optedOut ? q.optedOutCsisAfter : q.mappedCsisAfter).all(after, limit).map((r) => r.csi),
@@ -229,8 +240,14 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       const r = q.optedOut.get(csi);
       return r && optOutOf(r);
     },
-    setOptOut: logged("opt-out", (csi, atMs, e) => void q.setOptOut.run({ csi, atMs, ...evidenceParams(e) })),
-    clearOptOut: logged("opt-out", (csi) => void q.clearOptOut.run(csi)),
+    setOptOut: logged("opt-out", (csi, atMs, e) => {
+      touched(csi);
+      q.setOptOut.run({ csi, atMs, ...evidenceParams(e) });
+    }),
+    clearOptOut: logged("opt-out", (csi) => {
+      touched(csi);
+      q.clearOptOut.run(csi);
+    }),
     insertChallenge: logged(
       "challenge",
       (c) => void q.insertChallenge.run({ ...c, statement: c.statement, codeHash: c.codeHash }),
@@ -369,6 +386,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
     pruneChangesBefore: w("change log pruning", (ms, limit) =>
       prunePrefix(q.oldestChanges, q.pruneChangesThrough, ms, limit),
     ),
+    onMappingsTouched: (l) => void touchListeners.push(l),
     onChangeLogged: (l) => {
       announced = latestSeq();
       listeners.push(l);

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { DEFAULT_PARAMS, type LookupOutcome, type Mapping } from "../domain/answer.js";
 import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
-import { handEncodable, writeAnswerWithoutTtl } from "./answer-encoding.js";
+import { handEncodable, keepEncodedMappings, writeAnswerWithoutTtl } from "./answer-encoding.js";
 import { answerToProto } from "./convert.js";
 
 const index: Record<string, number> = { "a.example": 0, "b.example": 9, "ü.example": 3 };
@@ -93,7 +93,29 @@ test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
     assert.ok(handEncodable(o));
     const want = toBinary(AnswerSchema, create(AnswerSchema, answerToProto(o, DEFAULT_PARAMS, indexOf, 0)));
     assert.deepEqual(Buffer.from(writeAnswerWithoutTtl(o, indexOf)), Buffer.from(want), `outcome ${i}`);
+    // The same with its mappings encoded once, as a DP's answer cache keeps them.
+    if (o.kind !== "answer") continue;
+    const kept: LookupOutcome = { ...o, mappings: [...o.mappings] };
+    keepEncodedMappings(kept.mappings);
+    assert.deepEqual(Buffer.from(writeAnswerWithoutTtl(kept, indexOf)), Buffer.from(want), `kept ${i}`);
   }
+});
+
+test("mappings kept encoded are written as they were when kept; others as they are", () => {
+  const m = { ...mapping({}) };
+  const mappings = [m];
+  keepEncodedMappings(mappings);
+  const o: LookupOutcome = { kind: "answer", dpId: "eu", ttlSeconds: 1, mappings };
+  const before = Buffer.from(writeAnswerWithoutTtl(o, indexOf));
+  // Against the contract (a kept array never changes), to show the bytes come from the keeping.
+  Object.assign(m, { ssi: "@changed:a" });
+  assert.deepEqual(Buffer.from(writeAnswerWithoutTtl(o, indexOf)), before);
+  const fresh: LookupOutcome = { ...o, mappings: [m] };
+  assert.notDeepEqual(Buffer.from(writeAnswerWithoutTtl(fresh, indexOf)), before);
+  // An array with a time the varint writer does not take is not kept: protobuf-es writes it.
+  const odd = [mapping({ expiresAtMs: -1 })];
+  keepEncodedMappings(odd);
+  assert.equal(handEncodable({ ...o, mappings: odd }), false);
 });
 
 test("a batch place that is not a uint32 is left to protobuf-es", () => {

@@ -13,19 +13,39 @@ const LEN = 2;
 const VARINT = 0;
 const tag = (field: number, wire: number) => (field << 3) | wire;
 
+// The mappings' bytes (Answer field 2, each with its tag and length) of answers a DP gives again
+// and again from its answer cache, by the identity of their array, which it never changes:
+// written once when the answer is kept (keepEncodedMappings), copied into each answer after.
+const keptMappings = new WeakMap<readonly Mapping[], Uint8Array>();
+
+/**
+ * Encodes `mappings` once for every answer that lists this very array, which must never change
+ * after; an array with a number the varint writer does not take is left to each answer.
+ */
+export function keepEncodedMappings(mappings: readonly Mapping[]): void {
+  if (!mappings.every(encodableMapping)) return;
+  const sizes = mappings.map(mappingSize);
+  const w = new Writer(sizes.reduce((n, s) => n + 1 + varintSize(s) + s, 0));
+  mappings.forEach((m, i) => {
+    w.lengthPrefix(2, sizes[i] as number);
+    writeMapping(w, m);
+  });
+  keptMappings.set(mappings, w.done());
+}
+
 /** Whether every number of the answer is one the varint writer takes (0 <= n < 2^53). */
 export function handEncodable(outcome: LookupOutcome): boolean {
   const b = outcome.seal?.batch;
   if (b && !(isUint32(b.index) && isUint32(b.size))) return false;
   if (outcome.kind !== "answer") return true;
-  return outcome.mappings.every(
-    (m) =>
-      Number.isSafeInteger(m.createdAtMs) &&
-      m.createdAtMs >= 0 &&
-      Number.isSafeInteger(m.expiresAtMs) &&
-      m.expiresAtMs >= 0,
-  );
+  return keptMappings.has(outcome.mappings) || outcome.mappings.every(encodableMapping);
 }
+
+const encodableMapping = (m: Mapping) =>
+  Number.isSafeInteger(m.createdAtMs) &&
+  m.createdAtMs >= 0 &&
+  Number.isSafeInteger(m.expiresAtMs) &&
+  m.expiresAtMs >= 0;
 
 const isUint32 = (n: number) => Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff;
 
@@ -42,7 +62,8 @@ export function writeAnswerWithoutTtl(
         ? LookupStatus.NOT_FOUND
         : LookupStatus.FOUND;
   const bits = status === LookupStatus.FOUND ? compactBits(mappings, indexOf) : new Uint8Array(0);
-  const mappingSizes = mappings.map(mappingSize);
+  const kept = keptMappings.get(mappings);
+  const mappingSizes = kept ? [] : mappings.map(mappingSize);
   const seal = outcome.seal;
   const optOut = outcome.kind === "opted_out" ? outcome.optOut : undefined;
   const batch = seal?.batch;
@@ -61,7 +82,7 @@ export function writeAnswerWithoutTtl(
     ? bytesSize(optOut.statement) + bytesSize(optOut.userSignature) + bytesSize(optOut.mspSignature)
     : 0;
   // Status is never UNSPECIFIED (0), so it is always written.
-  let size = 1 + varintSize(status);
+  let size = 1 + varintSize(status) + (kept?.length ?? 0);
   for (const n of mappingSizes) size += 1 + varintSize(n) + n;
   size += bytesSize(bits);
   if (outcome.dpId) size += repeatedStringSize(outcome.dpId);
@@ -71,10 +92,12 @@ export function writeAnswerWithoutTtl(
 
   const w = new Writer(size);
   w.varintField(1, status);
-  mappings.forEach((m, i) => {
-    w.lengthPrefix(2, mappingSizes[i] as number);
-    writeMapping(w, m);
-  });
+  if (kept) w.raw(kept);
+  else
+    mappings.forEach((m, i) => {
+      w.lengthPrefix(2, mappingSizes[i] as number);
+      writeMapping(w, m);
+    });
   w.bytesField(3, bits);
   if (outcome.dpId) w.stringField(5, outcome.dpId, true);
   if (seal) {
@@ -182,6 +205,12 @@ class Writer {
   lengthPrefix(field: number, length: number): void {
     this.out[this.at++] = tag(field, LEN);
     this.varint(length);
+  }
+
+  /** Bytes already encoded. */
+  raw(b: Uint8Array): void {
+    this.out.set(b, this.at);
+    this.at += b.length;
   }
 
   bytesField(field: number, b: Uint8Array): void {

@@ -10,6 +10,9 @@ import {
   type SealStatement,
   sealAnswer,
   sealDigest,
+  sealStatement,
+  statementAt,
+  statementParts,
 } from "./answer-seal.js";
 import { generateSigningKey, SIGNING_CONTEXT, verifyWith } from "./signing.js";
 
@@ -55,6 +58,54 @@ test("known answer: the statement follows the layout in common.proto (AnswerSeal
   ]);
   assert.deepEqual(Buffer.from(encodeSealStatement(FOUND)), expected);
   assert.deepEqual(decodeSealStatement(expected), FOUND);
+});
+
+test("a statement's parts, sealed at any time, are the statement encoded whole at that time", () => {
+  const sealable = {
+    csi: FOUND.csi,
+    dpId: "eu",
+    status: "answer" as const,
+    mappings: FOUND.entries.map((e, i) => ({
+      mspId: e.mspId,
+      ssi: `@${i}`,
+      isDefault: e.isDefault,
+      tags: [],
+      createdAtMs: 0,
+      proofMethod: "sms-code",
+      expiresAtMs: 0,
+      signed: {
+        record: new Uint8Array([i]),
+        userSignature: new Uint8Array(0),
+        mspSignature: new Uint8Array(0),
+        dpSignature: new Uint8Array(0),
+      },
+    })),
+  };
+  const parts = statementParts(sealable);
+  for (const [at, valid] of [
+    [0, 1],
+    [1_700_000_000_000, 86_400_000],
+    [Number.MAX_SAFE_INTEGER - MAX_ANSWER_SEAL_MS, MAX_ANSWER_SEAL_MS],
+  ] as const) {
+    const whole = encodeSealStatement({
+      csi: FOUND.csi,
+      dpId: "eu",
+      status: "answer",
+      signedAtMs: at,
+      expiresAtMs: at + valid,
+      entries: sealable.mappings.map((m) => ({
+        mspId: m.mspId,
+        isDefault: m.isDefault,
+        recordDigest: createHash("sha256").update(m.signed.record).digest(),
+      })),
+      optOutDigest: new Uint8Array(0),
+    });
+    assert.deepEqual(Buffer.from(statementAt(parts, at, valid)), Buffer.from(whole));
+    assert.deepEqual(Buffer.from(sealStatement(sealable, at, valid)), Buffer.from(whole));
+    assert.equal(decodeSealStatement(whole).expiresAtMs, at + valid, "every byte of a large time");
+  }
+  assert.throws(() => statementAt(parts, 0, 0), RangeError);
+  assert.throws(() => statementAt(parts, 0, MAX_ANSWER_SEAL_MS + 1), RangeError);
 });
 
 test("a DP's seal is Ed25519 under its own context over the statement, for the period asked", () => {

@@ -9,6 +9,23 @@ const MAX_FIELD = 0xffff;
 /** Strings whose UTF-8 encoding decodes back to themselves (no lone surrogate). ES2024. */
 const wellFormed = (s: string): boolean => s.isWellFormed();
 
+/** Writes `n` (a safe non-negative integer) as a big-endian u64 at `at` of `out`. */
+export function writeU64(out: Uint8Array, at: number, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw invalidArgument("a record time must be a non-negative integer");
+  // Safe integers fit in 53 bits: the high and low 32-bit halves, no BigInt.
+  const hi = Math.floor(n / 0x1_0000_0000);
+  const lo = n >>> 0;
+  out[at] = hi >>> 24;
+  out[at + 1] = (hi >>> 16) & 0xff;
+  out[at + 2] = (hi >>> 8) & 0xff;
+  out[at + 3] = hi & 0xff;
+  out[at + 4] = lo >>> 24;
+  out[at + 5] = (lo >>> 16) & 0xff;
+  out[at + 6] = (lo >>> 8) & 0xff;
+  out[at + 7] = lo & 0xff;
+}
+
 /**
  * Writes a canonical encoding: ASCII magic, u16-length-prefixed fields, big-endian integers.
  * Into one buffer that doubles when full: a record is built per claim, bulk row and answer seal,
@@ -62,12 +79,8 @@ export class ByteWriter {
     return this;
   }
   u64(n: number): this {
-    if (!Number.isSafeInteger(n) || n < 0)
-      throw invalidArgument("a record time must be a non-negative integer");
     this.room(8);
-    // Safe integers fit in 53 bits: the high and low 32-bit halves, no BigInt.
-    this.buf.writeUInt32BE(Math.floor(n / 0x1_0000_0000), this.at);
-    this.buf.writeUInt32BE(n >>> 0, this.at + 4);
+    writeU64(this.buf, this.at, n);
     this.at += 8;
     return this;
   }

@@ -1,0 +1,99 @@
+// The DP's answers ready to seal, by CSI, kept in memory as NSD keeps its compiled zone: a
+// lookup of a CSI looked up before takes the CSI's live mappings, decoded and encoded, and its
+// seal statement but for the times, from here. The store's read, the records' decoding, their
+// digests and the encodings were about a third of a lookup's CPU (bench/README.md, "The
+// authoritative alone").
+//
+// Never stale: the store tells of each write to a CSI's mappings or opt-out as it is made
+// (MappingStore.onMappingsTouched), which drops the CSI's entry before anything can read it
+// again; an entry ends when the first of its mappings expires; and the least recently used go
+// once the entries' estimated sizes pass the bound. Only lookups fill it (service.ts), never a
+// reader inside a transaction, so a write rolled back leaves nothing of itself here.
+import type { Mapping, StatementParts } from "@mimi/core";
+import { LRUCache } from "lru-cache";
+import type { OptOutEvidence } from "./store/rows.js";
+
+/** What an answer for one CSI is made of, before its TTL, times and seal. */
+export interface PreparedAnswer {
+  /** The mappings served (not expired, not withheld), by preference. */
+  readonly mappings: readonly Mapping[];
+  /** The seal statement of the answer listing them, but for its times (none when there are none). */
+  readonly found?: StatementParts;
+  /** The holder's opt-out, read only when no mapping is served. */
+  readonly optOut?: OptOutEvidence;
+  /** When the first of `mappings` expires (Infinity: none does). */
+  readonly untilMs: number;
+}
+
+export interface AnswerCache {
+  /** The CSI's answer as kept, while none of its mappings expired at `nowMs`. */
+  get(csi: string, nowMs: number): PreparedAnswer | undefined;
+  set(csi: string, answer: PreparedAnswer): void;
+  /** Forgets the CSI (its mappings or opt-out are being written). */
+  drop(csi: string): void;
+  /** Lookups answered from here and from the store, and what is kept now. */
+  readonly counts: {
+    readonly hits: number;
+    readonly misses: number;
+    readonly entries: number;
+    readonly bytes: number;
+  };
+}
+
+/**
+ * Estimated bytes an entry holds: the row's buffer (record and signatures) and its views, the
+ * decoded fields, the mappings' encoding, the statement's parts and the objects around them. An
+ * entry of one bench mapping (a 112-byte record, 240 bytes with its signatures) took 2,414
+ * bytes of heap and buffers with the cache's own bookkeeping, measured over 20,000 (V8 on Node
+ * 20); this says 2,460 for it.
+ */
+export function preparedSize(csi: string, a: PreparedAnswer): number {
+  let bytes = 400 + 2 * csi.length;
+  for (const m of a.mappings) {
+    const s = m.signed;
+    const signed = s
+      ? s.record.length + s.userSignature.length + s.mspSignature.length + s.dpSignature.length
+      : 0;
+    bytes += 1_200 + 3 * signed;
+  }
+  if (a.found) bytes += a.found.head.length + a.found.tail.length;
+  const o = a.optOut;
+  if (o) bytes += 300 + o.statement.length + o.userSignature.length + o.mspSignature.length + o.mspKey.length;
+  return bytes;
+}
+
+/** A cache holding answers of at most `maxBytes` estimated bytes (preparedSize); at least 1 MB. */
+export function createAnswerCache(maxBytes: number): AnswerCache {
+  if (!(Number.isSafeInteger(maxBytes) && maxBytes >= 1 << 20)) {
+    throw new RangeError("an answer cache holds at least 1 MB");
+  }
+  const lru = new LRUCache<string, PreparedAnswer>({
+    maxSize: maxBytes,
+    sizeCalculation: (a, csi) => preparedSize(csi, a),
+  });
+  const counts = {
+    hits: 0,
+    misses: 0,
+    get entries() {
+      return lru.size;
+    },
+    get bytes() {
+      return lru.calculatedSize;
+    },
+  };
+  return {
+    get(csi, nowMs) {
+      const a = lru.get(csi);
+      if (a && a.untilMs > nowMs) {
+        counts.hits++;
+        return a;
+      }
+      counts.misses++;
+      if (a) lru.delete(csi);
+      return undefined;
+    },
+    set: (csi, a) => void lru.set(csi, a),
+    drop: (csi) => void lru.delete(csi),
+    counts,
+  };
+}
