@@ -53,6 +53,8 @@ export interface Options {
   verifyThreads?: number | undefined;
   /** The DPs' answerCacheMegabytes (0: off, every lookup read from the store); undefined keeps their default. */
   dpAnswerCacheMb?: number | undefined;
+  /** The DPs' sealBatchWaitMs (0: every turn signs what it read); undefined keeps their default. */
+  dpSealWaitMs?: number | undefined;
   /** CPU pinning (--pin): servers on `servers` (a taskset list such as "0"), load processes on `load` ("1"). */
   pin?: { servers: string; load: string } | undefined;
 }
@@ -425,6 +427,7 @@ export async function withNetwork<T>(
         answerTtlSeconds: 3600,
         negativeTtlSeconds: 3600,
         ...(bench.o.dpAnswerCacheMb === undefined ? {} : { answerCacheMegabytes: bench.o.dpAnswerCacheMb }),
+        ...(bench.o.dpSealWaitMs === undefined ? {} : { sealBatchWaitMs: bench.o.dpSealWaitMs }),
       },
       // lru-cache preallocates for maxEntries, so size it to what the run can cache.
       resolver: {

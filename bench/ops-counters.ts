@@ -9,8 +9,9 @@ export async function opsMetrics(opsPort: number): Promise<string> {
 }
 
 /**
- * A server's counters `names` (without their `prefix`) now, summed over their label sets (a
- * clustered resolver's workers); empty when it runs without an ops listener.
+ * A server's counters `names` (without their `prefix`) now: a bare name sums its label sets (a
+ * clustered resolver's workers), a name with its labels as exposed (`x_total{result="hit"}`)
+ * reads that set; empty when the server runs without an ops listener.
  */
 async function counters(
   opsPort: number,
@@ -22,8 +23,12 @@ async function counters(
   const out: Record<string, number> = {};
   for (const line of body.split("\n")) {
     if (!line.startsWith(prefix)) continue;
-    const m = /^([a-z_]+)(?:\{[^}]*\})? (\S+)$/.exec(line.slice(prefix.length));
-    if (m && names.includes(m[1] as string)) out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
+    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line.slice(prefix.length));
+    if (!m) continue;
+    for (const key of [m[1] as string, `${m[1]}${m[2] ?? ""}`]) {
+      if (names.includes(key)) out[key] = (out[key] ?? 0) + Number(m[3]);
+      if (!m[2]) break;
+    }
   }
   return out;
 }
@@ -33,28 +38,25 @@ export function resolverCounters(opsPort: number, names: readonly string[]): Pro
   return counters(opsPort, "mimi_resolver_", names);
 }
 
-/** Lookups the network's DPs answered, and signatures they made to seal them (seal batches). */
-export async function dpSealCounts(net: Network): Promise<{ lookups: number; signatures: number }> {
-  const each = await Promise.all(
-    Object.values(net.dps).map((dp) =>
-      counters(dp.opsPort, "mimi_dp_", ["lookups_total", "seal_signatures_total"]),
-    ),
-  );
-  return {
-    lookups: each.reduce((n, c) => n + (c.lookups_total ?? 0), 0),
-    signatures: each.reduce((n, c) => n + (c.seal_signatures_total ?? 0), 0),
-  };
-}
+const DP_COUNTERS = {
+  lookups: "lookups_total",
+  signatures: "seal_signatures_total",
+  hits: 'answer_cache_lookups_total{result="hit"}',
+  misses: 'answer_cache_lookups_total{result="miss"}',
+} as const;
 
-/** The DPs' answer-cache hits and misses now (the DP's answer-cache.ts), summed over the DPs. */
-export async function dpAnswerCacheCounts(net: Network): Promise<{ hits: number; misses: number }> {
-  const out = { hits: 0, misses: 0 };
-  for (const dp of Object.values(net.dps)) {
-    if (!dp.opsPort) continue;
-    for (const line of (await opsMetrics(dp.opsPort)).split("\n")) {
-      const m = /^mimi_dp_answer_cache_lookups_total\{result="(hit|miss)"\} (\S+)$/.exec(line);
-      if (m) out[m[1] === "hit" ? "hits" : "misses"] += Number(m[2]);
-    }
-  }
-  return out;
+/**
+ * What the network's DPs counted so far: lookups answered, signatures made to seal them (seal
+ * batches), and lookups answered from their answer caches (answer-cache.ts) or the store.
+ */
+export async function dpCounts(net: Network): Promise<Record<keyof typeof DP_COUNTERS, number>> {
+  const names = Object.values(DP_COUNTERS);
+  const each = await Promise.all(Object.values(net.dps).map((dp) => counters(dp.opsPort, "mimi_dp_", names)));
+  const sum = (name: string) => each.reduce((n, c) => n + (c[name] ?? 0), 0);
+  return {
+    lookups: sum(DP_COUNTERS.lookups),
+    signatures: sum(DP_COUNTERS.signatures),
+    hits: sum(DP_COUNTERS.hits),
+    misses: sum(DP_COUNTERS.misses),
+  };
 }

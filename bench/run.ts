@@ -164,6 +164,10 @@ const cli = new Command("bench")
     "the DPs' answerCacheMegabytes (default: their own, 64; 0 reads every lookup from the store)",
   )
   .option(
+    "--dp-seal-wait-ms <n>",
+    "the DPs' sealBatchWaitMs (default: their own, 1; 0 signs what each turn read)",
+  )
+  .option(
     "--pin",
     "run the servers on the first half of the cores and the load processes on the rest (taskset), so load cannot steal the servers' CPU",
   )
@@ -192,6 +196,7 @@ const cli = new Command("bench")
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),
       dpAnswerCacheMb: raw.dpAnswerCacheMb === undefined ? undefined : Number(raw.dpAnswerCacheMb),
+      dpSealWaitMs: raw.dpSealWaitMs === undefined ? undefined : Number(raw.dpSealWaitMs),
       overloadRate: raw.overloadRate === undefined ? undefined : Number(raw.overloadRate),
       pin: raw.pin === true ? pinning(availableParallelism()) : undefined,
       paired: raw.paired === true,
@@ -215,18 +220,16 @@ const cli = new Command("bench")
     for (const [k, flag] of [
       ["verifyThreads", "--verify-threads"],
       ["dpAnswerCacheMb", "--dp-answer-cache-mb"],
+      ["dpSealWaitMs", "--dp-seal-wait-ms"],
     ] as const) {
       const v = o[k];
       if (v !== undefined && !(Number.isInteger(v) && v >= 0))
         throw new Error(`${flag} must be an integer >= 0`);
     }
+    // Those may be 0; every other number must be positive.
+    const zeroable = new Set(["verifyThreads", "dpAnswerCacheMb", "dpSealWaitMs"]);
     for (const [k, v] of Object.entries(o)) {
-      if (
-        k !== "verifyThreads" &&
-        k !== "dpAnswerCacheMb" &&
-        typeof v === "number" &&
-        !(Number.isFinite(v) && v > 0)
-      )
+      if (!zeroable.has(k) && typeof v === "number" && !(Number.isFinite(v) && v > 0))
         throw new Error(`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} must be a positive number`);
     }
     // The open loop spreads over a connection per 100 calls a second (bench/overload.ts).

@@ -21,7 +21,7 @@ import {
   split,
   withNetwork,
 } from "./measure.js";
-import { dpAnswerCacheCounts, dpSealCounts } from "./ops-counters.js";
+import { dpCounts } from "./ops-counters.js";
 import { echoReference, pairedReferences, shapeLoad, warmShapes } from "./references.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -32,9 +32,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
  */
 function withSealBatches(bench: Bench, net: Network) {
   return async (scenario: string, variant: string, load: Load): Promise<RunResult> => {
-    const before = await dpSealCounts(net);
+    const before = await dpCounts(net);
     const r = await bench.measure(net, scenario, variant, load);
-    const after = await dpSealCounts(net);
+    const after = await dpCounts(net);
     const signatures = after.signatures - before.signatures;
     if (signatures > 0) {
       const perSignature = round((after.lookups - before.lookups) / signatures, 2);
@@ -185,20 +185,22 @@ export async function authoritativeScenario(
       // resolvers ask a DP with: LookupStream.
       for (const shape of warmShapes(o)) {
         const variant = `${fmtCount(size)} ${shape.variant}`;
-        const before = await dpAnswerCacheCounts(net);
+        const before = await dpCounts(net);
         const r = await bench.measure(net, "authoritative", variant, {
           ...shapeLoad(shape, k),
           service: "authoritative",
         });
-        // How many lookups the DP's answer cache answered: the shapes run in turn over the same
-        // keys, so the later ones find more of them there.
-        const after = await dpAnswerCacheCounts(net);
+        // How many lookups the DP's answer cache answered (the shapes run in turn over the same
+        // keys, so the later ones find more of them there), and how many a seal signature covered.
+        const after = await dpCounts(net);
         const read = after.hits - before.hits + after.misses - before.misses;
-        if (read > 0) {
+        const signatures = after.signatures - before.signatures;
+        if (read > 0 && signatures > 0) {
           const share = round((after.hits - before.hits) / read, 3);
-          r.extra = { ...r.extra, dpAnswerCacheHitShare: share };
+          const perSignature = round((after.lookups - before.lookups) / signatures, 2);
+          r.extra = { ...r.extra, dpAnswerCacheHitShare: share, dpLookupsPerSignature: perSignature };
           log(
-            `authoritative ${variant}: ${round(100 * share, 1)}% of lookups answered from the DP's answer cache`,
+            `authoritative ${variant}: ${round(100 * share, 1)}% of lookups answered from the DP's answer cache, ${perSignature} lookups a seal signature`,
           );
         }
         if (shape.variant === `unary c=${o.concurrency}`) {

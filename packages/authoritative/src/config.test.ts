@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
-import { parseConfig } from "./config.js";
+import { answerCacheProblem, parseConfig } from "./config.js";
 
 const example = () =>
   JSON.parse(
@@ -153,6 +153,24 @@ test("answer seals last an hour by default, at least the longest TTL and at most
     /answerSealSeconds \(599\) must be at least the longest TTL given \(600\)/,
   );
   assert.throws(() => parseConfig({ ...example(), answerSealSeconds: 7 * 86_400 + 1 }), /answerSealSeconds/);
+});
+
+test("rounds of seal signing are paced 1 ms apart by default; 0 to 20 ms", () => {
+  assert.equal(parseConfig(example()).sealBatchWaitMs, 1);
+  assert.equal(parseConfig({ ...example(), sealBatchWaitMs: 0 }).sealBatchWaitMs, 0);
+  for (const bad of [-1, 21, 0.5]) {
+    assert.throws(() => parseConfig({ ...example(), sealBatchWaitMs: bad }), /sealBatchWaitMs/);
+  }
+});
+
+test("an answer cache may take at most half of the heap's limit", () => {
+  const limit = 4096 * 2 ** 20;
+  assert.equal(answerCacheProblem(64, limit), undefined);
+  assert.equal(answerCacheProblem(2048, limit), undefined);
+  assert.match(
+    answerCacheProblem(2049, limit) ?? "",
+    /answerCacheMegabytes \(2049\) is more than half .*\(4096 MB\)/,
+  );
 });
 
 test("the answer cache holds 64 MB by default; 0 turns it off", () => {

@@ -42,6 +42,11 @@ export interface AuthoritativeConfig extends ServerBasics {
    */
   readonly sealBatchMax: number;
   /**
+   * Under load, rounds of seal signing start at least this many ms apart, so a signature covers
+   * the lookups of that long (seal-batcher.ts); 0 signs what each turn of the event loop read.
+   */
+  readonly sealBatchWaitMs: number;
+  /**
    * Megabytes of answers kept ready in memory for the CSIs looked up most recently (answer-cache.ts);
    * 0 reads every lookup from the store.
    */
@@ -119,6 +124,7 @@ const DEFAULTS = {
   filterFalsePositivePpm: 10_000,
   durability: "full",
   answerCacheMegabytes: 64,
+  sealBatchWaitMs: 1,
 } as const;
 
 /**
@@ -152,6 +158,7 @@ export function parseConfig(
       MAX_ANSWER_SEAL_SECONDS,
     ),
     sealBatchMax: r.integer("sealBatchMax", MAX_SEAL_BATCH, 1, MAX_SEAL_BATCH),
+    sealBatchWaitMs: r.integer("sealBatchWaitMs", DEFAULTS.sealBatchWaitMs, 0, 20),
     answerCacheMegabytes: r.integer("answerCacheMegabytes", DEFAULTS.answerCacheMegabytes, 0, 65_536),
     signingKey: resolve(baseDir, r.string("signingKey")),
     rootPublicKey: resolve(baseDir, r.string("rootPublicKey")),
@@ -277,4 +284,15 @@ function readClaimLimits(r: ConfigReader): ClaimLimits {
     throw new ConfigError("config.claims.limits.codesPerCsiPerDay must be at least codesPerCsiPerHour");
   }
   return limits;
+}
+
+/**
+ * Why an answer cache of `megabytes` cannot run in a heap of `heapLimitBytes` (V8's
+ * heap_size_limit), or undefined: it may take at most half, or a DP whose lookups fill it
+ * would run out of memory before the cache evicts anything.
+ */
+export function answerCacheProblem(megabytes: number, heapLimitBytes: number): string | undefined {
+  const most = Math.floor(heapLimitBytes / 2 / 2 ** 20);
+  if (megabytes <= most) return undefined;
+  return `config.answerCacheMegabytes (${megabytes}) is more than half of this process's heap limit (${most * 2} MB): lower it, or raise the limit (node --max-old-space-size)`;
 }

@@ -2,6 +2,7 @@
 // change log + peer requests -> gRPC -> signals, through core's runServer.
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { getHeapStatistics } from "node:v8";
 import { savedRegistryCopy, startRegistrySync } from "@mimi/client";
 import {
   CHANGE_HASH_KEY_BYTES,
@@ -28,7 +29,7 @@ import {
 import { createBulkVerifier } from "./bulk-verifier.js";
 import { createChangeLog } from "./change-log.js";
 import { createClaims } from "./claims/index.js";
-import { type AuthoritativeConfig, parseConfig } from "./config.js";
+import { type AuthoritativeConfig, answerCacheProblem, parseConfig } from "./config.js";
 import { createDpFilter } from "./csi-filter.js";
 import { bindFilterServer } from "./filter-server.js";
 import { createLookupLimits } from "./lookup-limits.js";
@@ -53,6 +54,8 @@ runServer<AuthoritativeConfig>(process, {
   role: "authoritative",
   parseConfig,
   check(config) {
+    const cacheProblem = answerCacheProblem(config.answerCacheMegabytes, getHeapStatistics().heap_size_limit);
+    if (cacheProblem) throw new ConfigError(cacheProblem);
     const key = loadSigningKey(config.signingKey);
     // The signing key against the registry this DP last saw: a key the registry does not
     // publish makes resolvers refuse every answer (a copy the root did not sign is an error too).
@@ -162,6 +165,7 @@ runServer<AuthoritativeConfig>(process, {
       signingKey,
       answerSealMs: config.answerSealSeconds * 1000,
       sealBatchMax: config.sealBatchMax,
+      sealBatchWaitMs: config.sealBatchWaitMs,
       answerCacheBytes: config.answerCacheMegabytes * 2 ** 20,
     });
     const sender = createCodeSender(config.delivery, log, clock);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createPublicKey, randomBytes } from "node:crypto";
 import { test } from "node:test";
 import { type AnswerSeal, generateSigningKey, type SigningKey, sealSignatureValid } from "@mimi/core";
-import { createSealBatcher } from "./seal-batcher.js";
+import { createSealBatcher, PACE_FROM } from "./seal-batcher.js";
 
 const key = generateSigningKey();
 const statement = () => randomBytes(80);
@@ -110,4 +110,59 @@ test("by default a batch is the turn of the event loop: seals asked in one turn 
   assert.deepEqual(first[0]?.signature, first[1]?.signature);
   assert.equal(later.batch, undefined);
   assert.deepEqual(batcher.counts, { signatures: 2, seals: 3 });
+});
+
+test("after a round of PACE_FROM seals the next waits for the rest of the pace, and takes the seals of the turns between", async () => {
+  let t = 0;
+  const due: (() => void)[] = [];
+  const timers: { f: () => void; ms: number }[] = [];
+  const batcher = createSealBatcher(key, (f) => due.push(f), undefined, {
+    ms: 1,
+    now: () => t,
+    after: (f, ms) => timers.push({ f, ms }),
+  });
+  const endTurn = () => {
+    for (const f of due.splice(0)) f();
+  };
+  const round = () => Array.from({ length: PACE_FROM }, () => batcher.seal(statement()));
+  // A busy turn is signed at its end.
+  const busy = round();
+  endTurn();
+  assert.equal((await Promise.all(busy))[0]?.batch?.size, PACE_FROM);
+  // 0.25 ms later the next round waits for the rest of the millisecond, across turns.
+  t = 0.25;
+  const a = batcher.seal(statement());
+  endTurn();
+  const b = batcher.seal(statement());
+  endTurn();
+  assert.equal(batcher.counts.signatures, 1, "nothing more is signed at the turns' ends");
+  assert.deepEqual(
+    timers.map((x) => x.ms),
+    [0.75],
+    "one round is scheduled, for when the millisecond is over",
+  );
+  t = 1;
+  timers.shift()?.f();
+  const [sa, sb] = await Promise.all([a, b]);
+  assert.deepEqual([sa.batch?.size, sb.batch?.size], [2, 2], "the two turns' seals share a signature");
+  assert.ok(sealSignatureValid(key.publicKey, sa) && sealSignatureValid(key.publicKey, sb));
+  // That round was small (one caller at a time): the next is signed at its turn's end, within the pace.
+  t = 1.1;
+  const next = batcher.seal(statement());
+  endTurn();
+  assert.equal((await next).batch, undefined);
+  assert.equal(timers.length, 0);
+  // A clock set back holds a round no longer than the pace.
+  const again = round();
+  endTurn();
+  await Promise.all(again);
+  t = -1_000;
+  const back = batcher.seal(statement());
+  assert.deepEqual(
+    timers.map((x) => x.ms),
+    [1],
+  );
+  timers.shift()?.f();
+  assert.ok(sealSignatureValid(key.publicKey, await back));
+  assert.deepEqual(batcher.counts, { signatures: 5, seals: 2 * PACE_FROM + 4 });
 });

@@ -4,6 +4,13 @@
 // 55 µs here). A lookup alone in its batch is signed alone. The wait is one setImmediate: the
 // turn's I/O is done by then, and nothing else is waited for.
 //
+// Under load, rounds of signing are paced like a database's group commit: after a round of
+// at least PACE_FROM seals, the next starts `pacing.ms` after it began, so the lookups of the
+// turns between join it. A DP asked one or a few lookups at a time signs each turn's at its
+// end, as before (a pause would be a whole millisecond: Node's timers are no finer, and one
+// caller's next lookup comes sooner than that); a busy one signs what arrived in that
+// millisecond, where one turn held about 4 (bench/README.md), for at most that much latency.
+//
 // A batch holds the lookups of one key only: the server's is the caller and its rate-limit
 // context (one MSP behind a resolver). A path tells its reader the batch's size and its place
 // in it, so a batch shared between callers would tell each how many lookups others made.
@@ -22,15 +29,30 @@ interface Waiting {
   readonly reject: (err: unknown) => void;
 }
 
+/** Seals in a round from which the next is paced: fewer say that callers ask one at a time. */
+export const PACE_FROM = 4;
+
+/** How rounds of signing are spaced (createSealBatcher). */
+export interface SealPacing {
+  /** A round starts at least this many ms after the previous one began; 0: every turn signs. */
+  readonly ms: number;
+  /** A monotonic clock (performance.now): a wall clock set back would hold no round longer than `ms` either. */
+  readonly now: () => number;
+  /** Runs `f` in `ms` (setTimeout; tests pass their own). */
+  readonly after: (f: () => void, ms: number) => void;
+}
+
 /**
  * A batcher signing with `signingKey`. `defer` runs the signing after the statements of this
- * turn are in (setImmediate; tests pass their own). A batch that reaches `maxBatch` is signed
- * at once; a `maxBatch` of 1 signs every seal alone (for verifiers older than SealBatch).
+ * turn are in (setImmediate; tests pass their own), or later by `pacing`. A batch that reaches
+ * `maxBatch` is signed at once; a `maxBatch` of 1 signs every seal alone (for verifiers older
+ * than SealBatch).
  */
 export function createSealBatcher(
   signingKey: SigningKey,
   defer: (f: () => void) => void = setImmediate,
   maxBatch = MAX_SEAL_BATCH,
+  pacing?: SealPacing,
 ): SealBatcher {
   if (!(Number.isInteger(maxBatch) && maxBatch >= 1 && maxBatch <= MAX_SEAL_BATCH)) {
     throw new RangeError(`a seal batch holds 1 to ${MAX_SEAL_BATCH} seals`);
@@ -55,10 +77,29 @@ export function createSealBatcher(
       w.resolve(seals[i] as AnswerSeal);
     });
   };
+  // When the last round began (none yet), how many seals it held, and whether the next one is
+  // scheduled.
+  let lastRound = Number.NEGATIVE_INFINITY;
+  let lastRoundSeals = 0;
+  let scheduled = false;
   const signAll = () => {
+    scheduled = false;
+    if (pacing) lastRound = pacing.now();
     const turn = batches;
     batches = new Map();
-    for (const batch of turn.values()) signBatch(batch);
+    lastRoundSeals = 0;
+    for (const batch of turn.values()) {
+      lastRoundSeals += batch.length;
+      signBatch(batch);
+    }
+  };
+  const scheduleRound = () => {
+    if (scheduled) return;
+    scheduled = true;
+    const paced = pacing && lastRoundSeals >= PACE_FROM;
+    const wait = paced ? Math.min(lastRound + pacing.ms - pacing.now(), pacing.ms) : 0;
+    if (pacing && wait > 0) pacing.after(signAll, wait);
+    else defer(signAll);
   };
   return {
     seal: (statement, key = "") =>
@@ -68,7 +109,7 @@ export function createSealBatcher(
         if (maxBatch === 1) {
           signBatch([waiting]);
         } else if (!batch) {
-          if (batches.size === 0) defer(signAll);
+          scheduleRound();
           batches.set(key, [waiting]);
         } else if (batch.push(waiting) >= maxBatch) {
           batches.delete(key);

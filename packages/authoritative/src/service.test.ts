@@ -700,7 +700,8 @@ test("lookups answer from the answer cache, and the lookup after any write to th
   const look = async () => t.summary(await t.service.lookup(ALICE).sealed());
   assert.equal(await look(), "bluebird.example*");
   const hits = counts.hits;
-  assert.equal(await look(), "bluebird.example*");
+  // A hit's answer verifies end to end, its seal listing exactly its mappings.
+  assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
   assert.equal(counts.hits, hits + 1, "the second lookup was a hit");
   const row = t.store.mappings(ALICE)[0];
   assert.ok(row);
@@ -722,10 +723,11 @@ test("lookups answer from the answer cache, and the lookup after any write to th
   assert.equal(await look(), "bluebird.example* wirechat.example");
   t.store.deleteMapping(ALICE, "wirechat.example", "@w");
   assert.equal(await look(), "bluebird.example*");
-  // A write rolled back changes nothing, nor does a lookup after it keep what it wrote.
+  // A write rolled back changes nothing, nor is what a lookup read inside its transaction kept.
   assert.throws(() =>
     t.store.transaction(() => {
-      t.store.deleteMapping(ALICE, row.mspId, row.ssi);
+      t.store.updateMapping(ALICE, row.mspId, row.ssi, { ...fields, isDefault: false });
+      t.service.lookup(ALICE);
       throw new Error("rolled back");
     }),
   );
@@ -733,6 +735,10 @@ test("lookups answer from the answer cache, and the lookup after any write to th
   // Replication writes the same way (a secondary applying its primary's changes).
   t.store.applyReplicated(() => t.store.deleteMapping(ALICE, row.mspId, row.ssi));
   assert.equal(await look(), "not_found");
+  // A plain NOT_FOUND is not kept: each is read from the store.
+  const misses = counts.misses;
+  assert.equal(await look(), "not_found");
+  assert.equal(counts.misses, misses + 1);
   // The holder claims again, then opts out, then claims again.
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@a", { user: holder });

@@ -83,9 +83,17 @@ export interface AuthoritativeServiceOptions {
   answerSealMs: number;
   /** The most lookups' seals one signature covers (1: each signed alone); MAX_SEAL_BATCH by default. */
   sealBatchMax?: number;
+  /**
+   * How far apart rounds of seal signing start under load (seal-batcher.ts, SealPacing); 0 signs
+   * at every turn's end. Default 1 ms.
+   */
+  sealBatchWaitMs?: number;
   /** Bytes of answers kept ready for lookups (answer-cache.ts); 0 turns it off. Default 64 MB. */
   answerCacheBytes?: number;
 }
+
+/** How far apart rounds of seal signing start under load unless the options say. */
+export const DEFAULT_SEAL_BATCH_WAIT_MS = 1;
 
 /** The answer cache's bound unless the options set one. */
 export const DEFAULT_ANSWER_CACHE_BYTES = 64 << 20;
@@ -153,7 +161,11 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     let a = cache?.get(csi, now);
     if (!a) {
       a = read(csi, now);
-      if (cache) {
+      // Kept: answers with mappings or an opt-out. A plain NOT_FOUND (most of what address-book
+      // discovery and every enumerator ask) costs the store two index reads that find nothing,
+      // and would push real answers out. Nothing read inside a transaction is kept: it may
+      // still be rolled back.
+      if (cache && (a.found || a.optOut) && !o.store.inTransaction()) {
         // Kept answers list the same mappings array each time: encoded once, here.
         if (a.found) keepEncodedMappings(a.mappings);
         cache.set(csi, a);
@@ -207,7 +219,11 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       statement: statementAt(found, now, validMs),
     };
   };
-  const batcher = createSealBatcher(o.signingKey, setImmediate, o.sealBatchMax);
+  const batcher = createSealBatcher(o.signingKey, setImmediate, o.sealBatchMax, {
+    ms: o.sealBatchWaitMs ?? DEFAULT_SEAL_BATCH_WAIT_MS,
+    now: () => performance.now(),
+    after: (f, ms) => setTimeout(f, ms),
+  });
 
   let lookupsServed = 0;
   return {

@@ -125,6 +125,8 @@ export interface MappingStore {
   applyReplicated<T>(f: () => T): T;
   /** Runs `f` in one transaction (nested calls join the outer one). */
   transaction<T>(f: () => T): T;
+  /** Whether a transaction is open: what is read now may still be rolled back. */
+  inTransaction(): boolean;
   /** The durability SQLite runs with, read back from it. */
   durability(): Durability;
   close(): void;

@@ -396,6 +396,7 @@ export function openMappingStore(path: string, options: MappingStoreOptions = {}
       writerAnnounced = writer.latest();
       writerListeners.push(l);
     },
+    inTransaction: () => db.inTransaction,
     transaction: (f) => {
       const r = wrap("transaction", () => db.transaction(f)());
       announce();

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { DEFAULT_PARAMS, type LookupOutcome, type Mapping } from "../domain/answer.js";
+import {
+  DEFAULT_PARAMS,
+  type LookupOutcome,
+  type Mapping,
+  type MappingSignatures,
+} from "../domain/answer.js";
 import { AnswerSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import { handEncodable, keepEncodedMappings, writeAnswerWithoutTtl } from "./answer-encoding.js";
 import { answerToProto } from "./convert.js";
@@ -101,14 +106,16 @@ test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
   }
 });
 
-test("mappings kept encoded are written as they were when kept; others as they are", () => {
-  const m = { ...mapping({}) };
+test("mappings kept encoded are frozen, and written as they were when kept; others as they are", () => {
+  const m = mapping({ signed: { ...(mapping({}).signed as MappingSignatures), record: bytes(150, 1) } });
   const mappings = [m];
   keepEncodedMappings(mappings);
+  assert.ok(Object.isFrozen(mappings) && Object.isFrozen(m));
+  assert.throws(() => Object.assign(m, { ssi: "@changed:a" }), TypeError);
   const o: LookupOutcome = { kind: "answer", dpId: "eu", ttlSeconds: 1, mappings };
   const before = Buffer.from(writeAnswerWithoutTtl(o, indexOf));
-  // Against the contract (a kept array never changes), to show the bytes come from the keeping.
-  Object.assign(m, { ssi: "@changed:a" });
+  // Bytes cannot be frozen: changed against the contract, to show the answer's come from the keeping.
+  (m.signed as MappingSignatures).record[0] = 99;
   assert.deepEqual(Buffer.from(writeAnswerWithoutTtl(o, indexOf)), before);
   const fresh: LookupOutcome = { ...o, mappings: [m] };
   assert.notDeepEqual(Buffer.from(writeAnswerWithoutTtl(fresh, indexOf)), before);

@@ -19,11 +19,14 @@ const tag = (field: number, wire: number) => (field << 3) | wire;
 const keptMappings = new WeakMap<readonly Mapping[], Uint8Array>();
 
 /**
- * Encodes `mappings` once for every answer that lists this very array, which must never change
- * after; an array with a number the varint writer does not take is left to each answer.
+ * Encodes `mappings` once for every answer that lists this very array, and freezes the array
+ * and its mappings, which must not change after; an array with a number the varint writer does
+ * not take is left to each answer.
  */
 export function keepEncodedMappings(mappings: readonly Mapping[]): void {
   if (!mappings.every(encodableMapping)) return;
+  for (const m of mappings) Object.freeze(m);
+  Object.freeze(mappings);
   const sizes = mappings.map(mappingSize);
   const w = new Writer(sizes.reduce((n, s) => n + 1 + varintSize(s) + s, 0));
   mappings.forEach((m, i) => {

@@ -40,6 +40,13 @@ const u64 = (n: number) => {
 };
 
 test("known answer: the statement follows the layout in common.proto (AnswerSeal)", () => {
+  // The times as the bytes of a BigInt, also near 2^53, where both 32-bit halves are full.
+  const big = { ...FOUND, signedAtMs: 2 ** 53 - 2, expiresAtMs: 2 ** 53 - 1 };
+  assert.deepEqual(
+    Buffer.from(encodeSealStatement(big)).subarray(38, 54),
+    Buffer.from("001ffffffffffffe001fffffffffffff", "hex"),
+  );
+  assert.deepEqual(decodeSealStatement(encodeSealStatement(big)), big);
   const expected = Buffer.concat([
     Buffer.from("MIMI-ANSWER-v1", "ascii"),
     str("tel:+447700900123"),
