@@ -195,14 +195,19 @@ export async function authoritativeScenario(
         const after = await dpCounts(net);
         const read = after.hits - before.hits + after.misses - before.misses;
         const signatures = after.signatures - before.signatures;
-        if (read > 0 && signatures > 0) {
+        // With the cache off (--dp-answer-cache-mb 0) the DP counts no hits or misses.
+        const said: string[] = [];
+        if (read > 0) {
           const share = round((after.hits - before.hits) / read, 3);
-          const perSignature = round((after.lookups - before.lookups) / signatures, 2);
-          r.extra = { ...r.extra, dpAnswerCacheHitShare: share, dpLookupsPerSignature: perSignature };
-          log(
-            `authoritative ${variant}: ${round(100 * share, 1)}% of lookups answered from the DP's answer cache, ${perSignature} lookups a seal signature`,
-          );
+          r.extra = { ...r.extra, dpAnswerCacheHitShare: share };
+          said.push(`${round(100 * share, 1)}% of lookups answered from the DP's answer cache`);
         }
+        if (signatures > 0) {
+          const perSignature = round((after.lookups - before.lookups) / signatures, 2);
+          r.extra = { ...r.extra, dpLookupsPerSignature: perSignature };
+          said.push(`${perSignature} lookups a seal signature`);
+        }
+        if (said.length > 0) log(`authoritative ${variant}: ${said.join(", ")}`);
         if (shape.variant === `unary c=${o.concurrency}`) {
           r.extra = {
             ...r.extra,

@@ -50,12 +50,17 @@ import { openMappingStore } from "./store/store.js";
 // opened (a new signing key ends the open ones: their MSPs start the claim again).
 const CODE_SECRET_PURPOSE = "MIMI-CODE-HASH-v1";
 
+/** Refuses an answer cache this process's heap could not hold (at `--check` and at every start). */
+function refuseOversizedCache(config: AuthoritativeConfig): void {
+  const problem = answerCacheProblem(config.answerCacheMegabytes, getHeapStatistics().heap_size_limit);
+  if (problem) throw new ConfigError(problem);
+}
+
 runServer<AuthoritativeConfig>(process, {
   role: "authoritative",
   parseConfig,
   check(config) {
-    const cacheProblem = answerCacheProblem(config.answerCacheMegabytes, getHeapStatistics().heap_size_limit);
-    if (cacheProblem) throw new ConfigError(cacheProblem);
+    refuseOversizedCache(config);
     const key = loadSigningKey(config.signingKey);
     // The signing key against the registry this DP last saw: a key the registry does not
     // publish makes resolvers refuse every answer (a copy the root did not sign is an error too).
@@ -80,6 +85,7 @@ runServer<AuthoritativeConfig>(process, {
   reloadable: ["admins", "lookupLimits", "enumeration"],
   logName: (config) => `authoritative-${config.dpId}`,
   start({ config, log, clock, tls, server, metrics }) {
+    refuseOversizedCache(config);
     const dbPath = join(config.dataDir, "mappings.sqlite");
     // The store holds phone numbers, email addresses and service ids: the data folder is made
     // 0700 and the store 0600, and one that others may open is refused unless the config accepts it.

@@ -149,9 +149,9 @@ test("after a round of PACE_FROM seals the next waits for the rest of the pace, 
   // That round was small (one caller at a time): the next is signed at its turn's end, within the pace.
   t = 1.1;
   const next = batcher.seal(statement());
+  assert.equal(timers.length, 0, "no round paced");
   endTurn();
   assert.equal((await next).batch, undefined);
-  assert.equal(timers.length, 0);
   // A clock set back holds a round no longer than the pace.
   const again = round();
   endTurn();

@@ -1,15 +1,17 @@
 // Seals the answers of one turn of the event loop together (core seal-batch.ts): every lookup
 // read in that turn (a resolver's stream delivers many in one read) waits for the turn's end,
 // and then one Ed25519 signature covers each batch, where each answer took one before (about
-// 55 µs here). A lookup alone in its batch is signed alone. The wait is one setImmediate: the
-// turn's I/O is done by then, and nothing else is waited for.
+// 55 µs here). A lookup alone in its batch is signed alone. Unpaced, the wait is one
+// setImmediate: the turn's I/O is done by then, and nothing else is waited for.
 //
 // Under load, rounds of signing are paced like a database's group commit: after a round of
-// at least PACE_FROM seals, the next starts `pacing.ms` after it began, so the lookups of the
-// turns between join it. A DP asked one or a few lookups at a time signs each turn's at its
-// end, as before (a pause would be a whole millisecond: Node's timers are no finer, and one
-// caller's next lookup comes sooner than that); a busy one signs what arrived in that
-// millisecond, where one turn held about 4 (bench/README.md), for at most that much latency.
+// at least PACE_FROM seals, the next starts about `pacing.ms` after it began, so the lookups of
+// the turns between join it. A DP asked a few lookups at a time (by all its callers together)
+// signs each turn's at its end, as before (a pause would be a whole millisecond: Node's timers
+// are no finer, and one caller's next lookup comes sooner than that); a busy one signs what
+// arrived in that time, where one turn held about 5 (bench/README.md). The latency it adds is
+// about `pacing.ms`, plus up to a millisecond of timer granularity and the turn then running;
+// it is the DP's, not one caller's: a busy caller paces every caller's seals.
 //
 // A batch holds the lookups of one key only: the server's is the caller and its rate-limit
 // context (one MSP behind a resolver). A path tells its reader the batch's size and its place
@@ -38,7 +40,7 @@ export interface SealPacing {
   readonly ms: number;
   /** A monotonic clock (performance.now): a wall clock set back would hold no round longer than `ms` either. */
   readonly now: () => number;
-  /** Runs `f` in `ms` (setTimeout; tests pass their own). */
+  /** Runs `f` in `ms` (setTimeout, which waits whole milliseconds, at least 1; tests pass their own). */
   readonly after: (f: () => void, ms: number) => void;
 }
 

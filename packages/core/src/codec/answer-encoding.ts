@@ -19,13 +19,18 @@ const tag = (field: number, wire: number) => (field << 3) | wire;
 const keptMappings = new WeakMap<readonly Mapping[], Uint8Array>();
 
 /**
- * Encodes `mappings` once for every answer that lists this very array, and freezes the array
- * and its mappings, which must not change after; an array with a number the varint writer does
- * not take is left to each answer.
+ * Encodes `mappings` once for every answer that lists this very array, and freezes the array,
+ * its mappings, their tags and signature sets (not the bytes: typed arrays cannot be frozen),
+ * which must not change after; an array with a number the varint writer does not take is left
+ * to each answer.
  */
 export function keepEncodedMappings(mappings: readonly Mapping[]): void {
   if (!mappings.every(encodableMapping)) return;
-  for (const m of mappings) Object.freeze(m);
+  for (const m of mappings) {
+    Object.freeze(m.tags);
+    if (m.signed) Object.freeze(m.signed);
+    Object.freeze(m);
+  }
   Object.freeze(mappings);
   const sizes = mappings.map(mappingSize);
   const w = new Writer(sizes.reduce((n, s) => n + 1 + varintSize(s) + s, 0));
