@@ -618,6 +618,11 @@ scenario(
     }
     const hits = await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total");
     const dpLookups = await value(net.dps.eu.opsPort, "mimi_dp_lookups_total");
+    // Every DP lookup is read from its answer cache (hit) or its store (miss).
+    const dpRead = async () =>
+      (await value(net.dps.eu.opsPort, 'mimi_dp_answer_cache_lookups_total{result="hit"}')) +
+      (await value(net.dps.eu.opsPort, 'mimi_dp_answer_cache_lookups_total{result="miss"}'));
+    const dpReadBefore = await dpRead();
     const dpOk =
       (await value(net.resolver.opsPort, 'mimi_resolver_dp_lookups_total{dp="eu",result="ok"}')) || 0;
     await t.resolve("tel:+447700900199"); // a miss: the eu DP is asked
@@ -629,6 +634,8 @@ scenario(
       assert.equal(await count("INVALID_ARGUMENT"), bad + 1);
       assert.ok((await value(net.resolver.opsPort, "mimi_resolver_cache_hits_total")) >= hits + 3);
       assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
+      assert.equal(await dpRead(), dpReadBefore + 1);
+      assert.ok(Number.isInteger(await value(net.dps.eu.opsPort, "mimi_dp_answer_cache_entries")));
       assert.equal(await streams(), streamsBefore + 1);
       // The miss went to eu: counted, and timed, per DP.
       assert.equal(

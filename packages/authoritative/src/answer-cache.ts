@@ -10,6 +10,7 @@
 // once the entries' estimated sizes pass the bound. Only lookups fill it (service.ts), never a
 // reader inside a transaction, so a write rolled back leaves nothing of itself here.
 import type { Mapping, StatementParts } from "@mimi/core";
+import { countersFrom, gaugeFrom } from "@mimi/rpc";
 import { LRUCache } from "lru-cache";
 import type { OptOutEvidence } from "./store/rows.js";
 
@@ -96,4 +97,25 @@ export function createAnswerCache(maxBytes: number): AnswerCache {
     drop: (csi) => void lru.delete(csi),
     counts,
   };
+}
+
+/** The cache's metrics, read when scraped: lookups by where they were read, bytes and entries held. */
+export function answerCacheMetrics(
+  metrics: Parameters<typeof gaugeFrom>[0],
+  counts: AnswerCache["counts"],
+): void {
+  countersFrom(
+    metrics,
+    "mimi_dp_answer_cache_lookups_total",
+    "Lookups by where their answer was read: the answer cache (hit) or the store (miss).",
+    "result",
+    () => ({ hit: counts.hits, miss: counts.misses }),
+  );
+  gaugeFrom(
+    metrics,
+    "mimi_dp_answer_cache_bytes",
+    "Estimated bytes of answers the answer cache holds.",
+    () => counts.bytes,
+  );
+  gaugeFrom(metrics, "mimi_dp_answer_cache_entries", "Answers the answer cache holds.", () => counts.entries);
 }

@@ -18,6 +18,7 @@ import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./clai
 import { type DeliveryConfig, readDeliverySection } from "./delivery-config.js";
 import { type LookupLimitPolicy, readLookupLimits } from "./lookup-limits.js";
 import { DEFAULT_REPLICATION, type ReplicationConfig } from "./replication/index.js";
+import { DEFAULT_ANSWER_CACHE_BYTES, DEFAULT_SEAL_BATCH_WAIT_MS } from "./service.js";
 import type { Durability } from "./store/store.js";
 
 /** Validated authoritative configuration. */
@@ -123,8 +124,8 @@ const DEFAULTS = {
   changeLogRetentionSeconds: 86_400,
   filterFalsePositivePpm: 10_000,
   durability: "full",
-  answerCacheMegabytes: 64,
-  sealBatchWaitMs: 1,
+  answerCacheMegabytes: DEFAULT_ANSWER_CACHE_BYTES / 2 ** 20,
+  sealBatchWaitMs: DEFAULT_SEAL_BATCH_WAIT_MS,
 } as const;
 
 /**

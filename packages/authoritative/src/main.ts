@@ -26,6 +26,7 @@ import {
   gaugeFrom,
   registryGauges,
 } from "@mimi/rpc";
+import { answerCacheMetrics } from "./answer-cache.js";
 import { createBulkVerifier } from "./bulk-verifier.js";
 import { createChangeLog } from "./change-log.js";
 import { createClaims } from "./claims/index.js";
@@ -307,22 +308,7 @@ runServer<AuthoritativeConfig>(process, {
         "Signatures made to seal lookups' answers: one per batch sealed together (lookups per signature is the batch size).",
         () => service.sealCounts.signatures,
       );
-      const cached = service.answerCacheCounts;
-      if (cached) {
-        countersFrom(
-          metrics,
-          "mimi_dp_answer_cache_lookups_total",
-          "Lookups by where their answer was read: the answer cache (hit) or the store (miss).",
-          "result",
-          () => ({ hit: cached.hits, miss: cached.misses }),
-        );
-        gaugeFrom(
-          metrics,
-          "mimi_dp_answer_cache_bytes",
-          "Estimated bytes of answers the answer cache holds.",
-          () => cached.bytes,
-        );
-      }
+      if (service.answerCacheCounts) answerCacheMetrics(metrics, service.answerCacheCounts);
       countersFrom(
         metrics,
         "mimi_dp_lookups_refused_total",
