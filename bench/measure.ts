@@ -6,6 +6,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Network, startNetwork } from "@mimi/devnet";
+import { gcTraceWriter } from "./gc-trace.js";
 import type { KeySpec, LoadResult, LoadSpec } from "./load.js";
 import { printRow, type RunResult, round } from "./report.js";
 
@@ -34,6 +35,8 @@ export interface Options {
   anchorScript: string;
   /** When set, servers run under node --cpu-prof and write profiles here. */
   profileDir: string | undefined;
+  /** When set, servers run under node --trace-gc-nvp, their traces kept here (bench/gc-trace.ts). */
+  gcTraceDir: string | undefined;
   /** Options of node for every server process (--node-args). */
   nodeArgs: readonly string[];
   /** Rounds of the echo reference and the warm runs, alternating (their ratios' median is reported). */
@@ -414,11 +417,19 @@ export async function withNetwork<T>(
     privateLookups?: boolean;
   } = {},
 ): Promise<T> {
+  const gc = bench.o.gcTraceDir === undefined ? undefined : gcTraceWriter(bench.o.gcTraceDir);
+  const onLine =
+    gc && extra.onLine
+      ? (name: string, line: string) => {
+          extra.onLine?.(name, line);
+          gc(name, line);
+        }
+      : (gc ?? extra.onLine);
   const net = await startNetwork({
     dir,
     nodeArgs: [...bench.nodeArgs, ...(extra.nodeArgs ?? [])],
     ...(bench.o.pin && { launcher: ["taskset", "-c", bench.o.pin.servers] }),
-    ...(extra.onLine ? { onLine: extra.onLine } : {}),
+    ...(onLine ? { onLine } : {}),
     logLevel: "warn",
     ...(extra.privateLookups && { privateLookups: true }),
     overrides: {

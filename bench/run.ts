@@ -85,6 +85,12 @@ async function main(o: Options): Promise<void> {
       `profiling servers into ${o.profileDir} (summarize: node --import tsx bench/profile-summary.ts ${o.profileDir})`,
     );
   }
+  if (o.gcTraceDir) {
+    bench.nodeArgs.push("--trace-gc-nvp");
+    log(
+      `tracing the servers' collections into ${o.gcTraceDir} (summarize: node --import tsx bench/gc-trace.ts ${o.gcTraceDir} <result .json>)`,
+    );
+  }
   const want = (s: string) => o.scenarios.includes(s);
   log(HEADER);
   if (["echo", "warm", "cold", "negative", "mixed"].some(want))
@@ -147,6 +153,10 @@ const cli = new Command("bench")
   )
   .option("--profile <dir>", "run the servers under node --cpu-prof, writing profiles to <dir>")
   .option(
+    "--gc-trace <dir>",
+    "run the servers under node --trace-gc-nvp, keeping each one's collections in <dir>/<server>.log",
+  )
+  .option(
     "--node-args <args>",
     "options of node for every server process, space-separated (e.g. --node-args=--max-semi-space-size=32)",
   )
@@ -192,6 +202,7 @@ const cli = new Command("bench")
       dataDir: String(raw.data),
       anchorScript: String(raw.anchor),
       profileDir: typeof raw.profile === "string" ? raw.profile : undefined,
+      gcTraceDir: typeof raw.gcTrace === "string" ? resolve(raw.gcTrace) : undefined,
       nodeArgs: typeof raw.nodeArgs === "string" ? raw.nodeArgs.split(" ").filter(Boolean) : [],
       metrics: raw.metrics !== false,
       verifyThreads: raw.verifyThreads === undefined ? undefined : Number(raw.verifyThreads),

@@ -95,10 +95,11 @@ export function bindAuthoritativeServer(
       log.debug({ peer: caller, csi: csiHash(csi.uri), outcome: outcome.kind }, "lookup");
     }
     // Default parameters (what resolvers ask) get the answer written by hand (core
-    // codec/answer-encoding.ts), the same bytes protobuf-es would write, at a third of the cost.
+    // codec/answer-encoding.ts), the same bytes protobuf-es would write, at a third of the cost,
+    // in a short-lived buffer: it is copied into the response here.
     if (params === DEFAULT_PARAMS) {
       return encodeLookupResponse<pb.LookupResponse>(
-        encodeAnswerWithoutTtl(outcome, service.mspIndex),
+        encodeAnswerWithoutTtl(outcome, service.mspIndex, true),
         outcome.ttlSeconds,
       );
     }

@@ -175,10 +175,12 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
   };
 
   // The outcome without its seal, and the statement its seal signs: sealed in a batch by
-  // lookup(), from the cache, alone by answerFor(), from the store.
-  const answer = (csi: Csi, sealMs: number, prepare = read): Unsealed => {
+  // lookup(), from the cache, alone by answerFor(), from the store. A lookup's statement is
+  // written into its answer and dropped, so it takes a slice of the buffer pool (answer-seal.ts);
+  // answerFor's may be kept (the private table's entries).
+  const answer = (csi: Csi, sealMs: number, lookup = false): Unsealed => {
     const now = o.clock();
-    const { mappings, found, untilMs, optOut: heldOptOut } = prepare(csi.uri, now);
+    const { mappings, found, untilMs, optOut: heldOptOut } = (lookup ? cachedRead : read)(csi.uri, now);
     // Every answer is sealed, denials included, so a resolver can tell a real denial from a
     // DP or a path that drops answers (AnswerSeal in common.proto).
     // A seal never outlives a record it lists, so no cache keeps a record past its expiry.
@@ -194,6 +196,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
         },
         now,
         validMs,
+        lookup,
       );
     const cap = o.ttlCapSeconds?.();
     const ttl = (seconds: number) => (cap === undefined ? seconds : Math.min(seconds, cap));
@@ -216,7 +219,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     }
     return {
       outcome: { kind: "answer", mappings, dpId: o.dpId, ttlSeconds: ttl(o.answerTtlSeconds) },
-      statement: statementAt(found, now, validMs),
+      statement: statementAt(found, now, validMs, lookup),
     };
   };
   const batcher = createSealBatcher(o.signingKey, setImmediate, o.sealBatchMax, {
@@ -229,7 +232,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
   return {
     lookup(csiText, batch = "") {
       lookupsServed++;
-      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs, cachedRead);
+      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs, true);
       const seal = batcher.seal(statement, batch);
       seal.catch(() => {}); // a caller that never asks for it does not leave a rejection unheard
       return { kind: outcome.kind, sealed: async () => ({ ...outcome, seal: await seal }) };

@@ -35,6 +35,13 @@ const seal = { statement: bytes(90, 7), signature: bytes(64, 8) };
 const firstOfBatch = { ...seal, batch: { salt: bytes(16, 9), index: 0, size: 2, path: bytes(32, 10) } };
 const inBatch = { ...seal, batch: { salt: bytes(16, 9), index: 200, size: 256, path: bytes(256, 11) } };
 
+/** Fills what is left of Node's current buffer pool with 0xff; says which pool, and how much is left. */
+function dirtyPool(): { buffer: ArrayBufferLike; left: number } {
+  const probe = Buffer.allocUnsafe(1);
+  const rest = new Uint8Array(probe.buffer, probe.byteOffset + 1).fill(0xff);
+  return { buffer: probe.buffer, left: rest.length - 8 };
+}
+
 test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
   const outcomes: LookupOutcome[] = [
     {
@@ -98,6 +105,12 @@ test("the hand-written Answer is byte for byte what protobuf-es writes", () => {
     assert.ok(handEncodable(o));
     const want = toBinary(AnswerSchema, create(AnswerSchema, answerToProto(o, DEFAULT_PARAMS, indexOf, 0)));
     assert.deepEqual(Buffer.from(writeAnswerWithoutTtl(o, indexOf)), Buffer.from(want), `outcome ${i}`);
+    // Short-lived (a DP's, copied into its response at once): a slice of Node's buffer pool,
+    // whose bytes are not zeroed; written into a pool full of 0xff, every byte must be set.
+    const pool = dirtyPool();
+    const short = writeAnswerWithoutTtl(o, indexOf, true);
+    assert.deepEqual(Buffer.from(short), Buffer.from(want), `short-lived ${i}`);
+    if (want.length < pool.left) assert.equal(short.buffer, pool.buffer, `outcome ${i} from the pool`);
     // The same with its mappings encoded once, as a DP's answer cache keeps them.
     if (o.kind !== "answer") continue;
     const kept: LookupOutcome = { ...o, mappings: [...o.mappings] };

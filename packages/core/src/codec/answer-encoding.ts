@@ -5,7 +5,7 @@
 // exact size). Fields go in field-number order and proto3 defaults are left out, as protobuf-es
 // writes them, so the bytes are identical (answer-encoding.test.ts compares them).
 import type { LookupOutcome, Mapping, MappingSignatures } from "../domain/answer.js";
-import { compactBits } from "../domain/answer.js";
+import { compactBitsLength, setCompactBits } from "../domain/answer.js";
 import { LookupStatus } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 
 // Field numbers of Answer, Mapping, MappingRecordSignatures, AnswerSeal and OptOutProof (common.proto).
@@ -57,10 +57,16 @@ const encodableMapping = (m: Mapping) =>
 
 const isUint32 = (n: number) => Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff;
 
-/** The Answer without ttl_seconds, as protobuf-es would encode it; numbers must be handEncodable. */
+/**
+ * The Answer without ttl_seconds, as protobuf-es would encode it; numbers must be handEncodable.
+ * Its bytes are a buffer of their own, to be kept (the resolver caches them), unless
+ * `shortLived` (copied into a response at once, as a DP's are): then a slice of Node's buffer
+ * pool, which costs the collector nothing of its own.
+ */
 export function writeAnswerWithoutTtl(
   outcome: LookupOutcome,
   indexOf: (mspId: string) => number | undefined,
+  shortLived = false,
 ): Uint8Array {
   const mappings = outcome.kind === "answer" ? outcome.mappings : [];
   const status =
@@ -69,7 +75,7 @@ export function writeAnswerWithoutTtl(
       : mappings.length === 0
         ? LookupStatus.NOT_FOUND
         : LookupStatus.FOUND;
-  const bits = status === LookupStatus.FOUND ? compactBits(mappings, indexOf) : new Uint8Array(0);
+  const bitsLength = status === LookupStatus.FOUND ? compactBitsLength(mappings, indexOf) : 0;
   const kept = keptMappings.get(mappings);
   const mappingSizes = kept ? [] : mappings.map(mappingSize);
   const seal = outcome.seal;
@@ -92,13 +98,13 @@ export function writeAnswerWithoutTtl(
   // Status is never UNSPECIFIED (0), so it is always written.
   let size = 1 + varintSize(status) + (kept?.length ?? 0);
   for (const n of mappingSizes) size += 1 + varintSize(n) + n;
-  size += bytesSize(bits);
+  if (bitsLength > 0) size += 1 + varintSize(bitsLength) + bitsLength;
   if (outcome.dpId) size += repeatedStringSize(outcome.dpId);
   if (seal) size += 1 + varintSize(sealSize) + sealSize;
   if (optOut) size += 1 + varintSize(optOutSize) + optOutSize;
   if (outcome.private) size += 2;
 
-  const w = new Writer(size);
+  const w = new Writer(size, shortLived);
   w.varintField(1, status);
   if (kept) w.raw(kept);
   else
@@ -106,7 +112,10 @@ export function writeAnswerWithoutTtl(
       w.lengthPrefix(2, mappingSizes[i] as number);
       writeMapping(w, m);
     });
-  w.bytesField(3, bits);
+  if (bitsLength > 0) {
+    w.lengthPrefix(3, bitsLength);
+    w.compactBits(bitsLength, mappings, indexOf);
+  }
   if (outcome.dpId) w.stringField(5, outcome.dpId, true);
   if (seal) {
     w.lengthPrefix(6, sealSize);
@@ -192,9 +201,10 @@ class Writer {
   private readonly out: Buffer;
   private at = 0;
 
-  constructor(size: number) {
-    // Not from Buffer's shared pool: a cached answer must not keep a pool slab alive.
-    this.out = Buffer.from(new ArrayBuffer(size));
+  constructor(size: number, shortLived = false) {
+    // Not from Buffer's shared pool unless short-lived: a cached answer must not keep a pool
+    // slab alive. A pooled buffer is not zeroed: done() checks every byte was written.
+    this.out = shortLived ? Buffer.allocUnsafe(size) : Buffer.from(new ArrayBuffer(size));
   }
 
   varint(n: number): void {
@@ -236,9 +246,20 @@ class Writer {
     this.at += this.out.write(s, this.at, "utf8");
   }
 
+  /** The compact bits of `mappings` (compactBitsLength bytes), written in place. */
+  compactBits(
+    length: number,
+    mappings: readonly Mapping[],
+    indexOf: (mspId: string) => number | undefined,
+  ): void {
+    this.out.fill(0, this.at, this.at + length);
+    setCompactBits(this.out, this.at, mappings, indexOf);
+    this.at += length;
+  }
+
   done(): Uint8Array {
     if (this.at !== this.out.length)
       throw new Error(`answer encoding wrote ${this.at} of ${this.out.length} bytes`);
-    return new Uint8Array(this.out.buffer, 0, this.at);
+    return new Uint8Array(this.out.buffer, this.out.byteOffset, this.at);
   }
 }

@@ -23,13 +23,17 @@ const ANSWER_TTL_SECONDS = 4;
 const RESOLVE_RESPONSE_ANSWER = 1;
 const RESOLVE_RESPONSE_STALE = 2;
 
-/** The Answer for default parameters (verbose, no filter) without ttl_seconds, for reuse across hits. */
+/**
+ * The Answer for default parameters (verbose, no filter) without ttl_seconds, for reuse across
+ * hits; `shortLived` for bytes copied into a response at once (writeAnswerWithoutTtl).
+ */
 export function encodeAnswerWithoutTtl(
   outcome: LookupOutcome,
   indexOf: (mspId: string) => number | undefined,
+  shortLived = false,
 ): Uint8Array {
   // By hand (answer-encoding.ts), but for times no varint of ours takes (negative or past 2^53).
-  if (handEncodable(outcome)) return writeAnswerWithoutTtl(outcome, indexOf);
+  if (handEncodable(outcome)) return writeAnswerWithoutTtl(outcome, indexOf, shortLived);
   return toBinary(AnswerSchema, create(AnswerSchema, answerToProto(outcome, DEFAULT_PARAMS, indexOf, 0)));
 }
 

@@ -108,6 +108,10 @@ test("a statement's parts, sealed at any time, are the statement encoded whole a
       optOutDigest: new Uint8Array(0),
     });
     assert.deepEqual(Buffer.from(statementAt(parts, at, valid)), Buffer.from(whole));
+    // A lookup's, in a slice of Node's buffer pool (not zeroed): the same bytes.
+    const pooled = statementAt(parts, at, valid, true);
+    assert.deepEqual(Buffer.from(pooled), Buffer.from(whole));
+    assert.ok(pooled.buffer.byteLength > pooled.length, "a slice of the pool");
     assert.deepEqual(Buffer.from(sealStatement(sealable, at, valid)), Buffer.from(whole));
     assert.equal(decodeSealStatement(whole).expiresAtMs, at + valid, "every byte of a large time");
   }

@@ -3,9 +3,9 @@
 // mappings from an answer, reorder it, or replay an old default flag as current (RRSIG-like
 // inception and expiration). A seal names the exact CSI: there are no ranges, so nothing in a
 // denial helps anyone walk the identifier space (the trap of DNSSEC's NSEC).
-import { createHash } from "node:crypto";
 import type { AnswerSeal, Mapping, OutcomeKind } from "./answer.js";
 import { ByteReader, ByteWriter, writeU64 } from "./canonical-bytes.js";
+import { sha256 } from "./digest.js";
 import { invalidArgument } from "./errors.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
 
@@ -45,7 +45,7 @@ const STATUS_OF_CODE = new Map(Object.entries(STATUS_CODE).map(([k, v]) => [v, k
 
 /** SHA-256 of a record or statement, as seals name them. */
 export function sealDigest(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(bytes).digest());
+  return sha256(bytes);
 }
 
 /**
@@ -76,14 +76,25 @@ function partsOf(
   return { head, tail: tail.bytes(s.optOutDigest).done() };
 }
 
-/** The statement of `p` with its times, in a buffer of its own. */
-function joined(p: StatementParts, signedAtMs: number, expiresAtMs: number): Uint8Array {
-  const out = new Uint8Array(p.head.length + 16 + p.tail.length);
+/**
+ * The statement of `p` with its times, in a buffer of its own, or when `shortLived` (a lookup's,
+ * written into its answer and dropped) in a slice of Node's buffer pool, which costs the
+ * collector nothing of its own; every byte is written.
+ */
+function joined(p: StatementParts, signedAtMs: number, expiresAtMs: number, shortLived = false): Uint8Array {
+  const size = p.head.length + 16 + p.tail.length;
+  const out = shortLived ? pooled(size) : new Uint8Array(size);
   out.set(p.head, 0);
   writeU64(out, p.head.length, signedAtMs);
   writeU64(out, p.head.length + 8, expiresAtMs);
   out.set(p.tail, p.head.length + 16);
   return out;
+}
+
+/** `size` bytes from Node's buffer pool, as a plain Uint8Array (not zeroed). */
+function pooled(size: number): Uint8Array {
+  const b = Buffer.allocUnsafe(size);
+  return new Uint8Array(b.buffer, b.byteOffset, size);
 }
 
 /** The canonical bytes of a seal statement (layout in common.proto, AnswerSeal). */
@@ -152,20 +163,33 @@ export function statementParts(a: Sealable): StatementParts {
   });
 }
 
-/** The statement of `p` (statementParts'), valid from `signedAtMs` for `validMs`. */
-export function statementAt(p: StatementParts, signedAtMs: number, validMs: number): Uint8Array {
+/**
+ * The statement of `p` (statementParts'), valid from `signedAtMs` for `validMs`; `shortLived`
+ * when it is not kept past its answer's encoding (joined).
+ */
+export function statementAt(
+  p: StatementParts,
+  signedAtMs: number,
+  validMs: number,
+  shortLived = false,
+): Uint8Array {
   if (!(validMs > 0 && validMs <= MAX_ANSWER_SEAL_MS)) {
     throw new RangeError(`a seal must be valid for 1 ms to ${MAX_ANSWER_SEAL_SECONDS} s`);
   }
-  return joined(p, signedAtMs, signedAtMs + validMs);
+  return joined(p, signedAtMs, signedAtMs + validMs, shortLived);
 }
 
 /**
  * The statement of a seal over `a`, valid from `signedAtMs` for `validMs`, to be signed alone
- * (sealAnswer) or in a batch (seal-batch.ts).
+ * (sealAnswer) or in a batch (seal-batch.ts); `shortLived` as statementAt.
  */
-export function sealStatement(a: Sealable, signedAtMs: number, validMs: number): Uint8Array {
-  return statementAt(statementParts(a), signedAtMs, validMs);
+export function sealStatement(
+  a: Sealable,
+  signedAtMs: number,
+  validMs: number,
+  shortLived = false,
+): Uint8Array {
+  return statementAt(statementParts(a), signedAtMs, validMs, shortLived);
 }
 
 /** The DP's seal over `a`, valid from `signedAtMs` for `validMs`, signed alone. */

@@ -146,17 +146,35 @@ export function compactBits(
   mappings: readonly { readonly mspId: string }[],
   indexOf: (mspId: string) => number | undefined,
 ): Uint8Array {
+  const bits = new Uint8Array(compactBitsLength(mappings, indexOf));
+  setCompactBits(bits, 0, mappings, indexOf);
+  return bits;
+}
+
+/** Bytes of `mappings`' compact bits (compactBits): 0 when the registry knows none of their MSPs. */
+export function compactBitsLength(
+  mappings: readonly { readonly mspId: string }[],
+  indexOf: (mspId: string) => number | undefined,
+): number {
   let max = -1;
-  const idx: number[] = [];
   for (const m of mappings) {
     const i = indexOf(m.mspId);
-    if (i === undefined) continue;
-    idx.push(i);
-    if (i > max) max = i;
+    if (i !== undefined && i > max) max = i;
   }
-  const bits = new Uint8Array(max < 0 ? 0 : (max >> 3) + 1);
-  for (const i of idx) bits[i >> 3] = (bits[i >> 3] ?? 0) | (1 << (i & 7));
-  return bits;
+  return max < 0 ? 0 : (max >> 3) + 1;
+}
+
+/** Sets `mappings`' compact bits in `out` from `at`, where compactBitsLength zeroed bytes are. */
+export function setCompactBits(
+  out: Uint8Array,
+  at: number,
+  mappings: readonly { readonly mspId: string }[],
+  indexOf: (mspId: string) => number | undefined,
+): void {
+  for (const m of mappings) {
+    const i = indexOf(m.mspId);
+    if (i !== undefined) out[at + (i >> 3)] = (out[at + (i >> 3)] ?? 0) | (1 << (i & 7));
+  }
 }
 
 /** Indexes of the bits set in a compact answer. */

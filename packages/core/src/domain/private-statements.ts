@@ -3,9 +3,10 @@
 // Both are signed with the DP's key the root registry publishes, so a resolver checks them
 // as it checks answers. A bucket statement with an expiry makes a missing entry a denial as
 // verifiable, and as bounded in time, as a sealed NOT_FOUND.
-import { createHash } from "node:crypto";
+
 import { MAX_ANSWER_SEAL_MS } from "./answer-seal.js";
 import { ByteReader, ByteWriter } from "./canonical-bytes.js";
+import { sha256 } from "./digest.js";
 import {
   keyIdOf,
   MAX_BUCKET_BITS,
@@ -149,7 +150,7 @@ export function layoutOf(p: PrivateParams): TableLayout {
 
 /** SHA-256 of a bucket's bytes. */
 export function bucketDigest(data: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(data).digest());
+  return sha256(data);
 }
 
 /** Signs bucket `data` as `s` (its digest is computed here). */
