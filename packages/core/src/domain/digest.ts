@@ -15,9 +15,27 @@ const oneShot = typeof crypto.hash === "function";
  * Node's other name for latin1.)
  */
 export function sha256Latin1(data: Uint8Array): string {
+  return sha256Text(data, "binary");
+}
+
+/** SHA-256 of `data` as text: "binary" (sha256Latin1), "base64", "base64url" or "hex". */
+export function sha256Text(data: Uint8Array, encoding: crypto.BinaryToTextEncoding): string {
   return oneShot
-    ? crypto.hash("sha256", data, "binary")
-    : crypto.createHash("sha256").update(data).digest("binary");
+    ? crypto.hash("sha256", data, encoding)
+    : crypto.createHash("sha256").update(data).digest(encoding);
+}
+
+/** SHA-256 of `parts` one after the other, as sha256Text; the parts are joined in a slice of the buffer pool. */
+export function sha256OfParts(parts: readonly Uint8Array[], encoding: crypto.BinaryToTextEncoding): string {
+  let size = 0;
+  for (const p of parts) size += p.length;
+  const joined = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const p of parts) {
+    joined.set(p, at);
+    at += p.length;
+  }
+  return sha256Text(joined, encoding);
 }
 
 /** SHA-256 of `data`, as a plain Uint8Array of its own. */

@@ -2,7 +2,6 @@
 // and a zero byte before the message, so a signature made for one purpose (a mapping
 // record, an action, the registry) can never be replayed as another.
 import {
-  createHash,
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
@@ -13,6 +12,7 @@ import {
 } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { setNewest } from "../runtime/bounded-map.js";
+import { sha256OfParts } from "./digest.js";
 import { invalidArgument } from "./errors.js";
 
 /** Signature contexts; each names what is signed and by whom. */
@@ -167,7 +167,7 @@ export function verifyWith(
   // A signature that verified once verifies again: a record fetched again (a refresh, another
   // DP's copy) costs a hash, not an Ed25519 verification. Keyed by everything verified (the
   // key, the message, the signature), so a key the registry rotates is a new entry.
-  const id = createHash("sha256").update(publicKey).update(signature).update(msg).digest("base64");
+  const id = sha256OfParts([publicKey, signature, msg], "base64");
   if (verified.has(id)) {
     verifications.remembered++;
     return true;
