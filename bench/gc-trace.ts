@@ -3,10 +3,11 @@
 // each after the time it was read (ms since 1970). Then
 //   node --import tsx bench/gc-trace.ts <dir> <bench result .json>
 // sums each server's collections over each run of the result (from its startedAt, for the
-// run's duration): scavenges and their pause, the phases of it that grow with what the program
+// run's duration; results from before runs recorded theirs take --duration): scavenges and their pause, the phases of it that grow with what the program
 // makes (parallel copying; the sweep of array buffers, one per typed array with memory of its
 // own; the weak handles of native objects, such as a Hash per createHash), bytes allocated and
-// promoted, and full collections. bench/README.md, "Fewer objects per lookup", read a DP's
+// promoted, and full collections. Servers started outside a network (the echo references) are
+// not traced. bench/README.md, "Fewer objects per lookup", read a DP's
 // lookup stream this way.
 import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -55,7 +56,7 @@ function sum(lines: readonly string[], from: number, to: number): Sums {
       for (const p of PHASES) s.ms[p] += kv.get(p) ?? 0;
       s.allocatedMb += (kv.get("allocated") ?? 0) / 2 ** 20;
       s.promotedMb += (kv.get("promoted") ?? 0) / 2 ** 20;
-    } else if (kind === "mc" || kind === "mmc") {
+    } else if (kind === "mc" || kind === "mmc" || kind === "mms") {
       s.full++;
       s.fullMs += kv.get("pause") ?? 0;
     }
@@ -66,7 +67,13 @@ function sum(lines: readonly string[], from: number, to: number): Sums {
 function main(dir: string, resultFile: string): void {
   const result = JSON.parse(readFileSync(resultFile, "utf8")) as {
     parameters: { durationMs: number };
-    results: { scenario: string; variant: string; startedAt?: string; lookups: number }[];
+    results: {
+      scenario: string;
+      variant: string;
+      startedAt?: string;
+      durationMs?: number;
+      lookups: number;
+    }[];
   };
   const logs = readdirSync(dir)
     .filter((f) => f.endsWith(".log"))
@@ -76,7 +83,7 @@ function main(dir: string, resultFile: string): void {
     const from = Date.parse(run.startedAt);
     process.stdout.write(`${run.scenario} ${run.variant} (${run.lookups} lookups, from ${run.startedAt})\n`);
     for (const { server, lines } of logs) {
-      const s = sum(lines, from, from + result.parameters.durationMs);
+      const s = sum(lines, from, from + (run.durationMs ?? result.parameters.durationMs));
       if (s.scavenges === 0 && s.full === 0) continue;
       const ms = (p: (typeof PHASES)[number]) => s.ms[p].toFixed(0);
       process.stdout.write(

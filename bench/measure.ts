@@ -298,6 +298,7 @@ export class Bench {
         viewOf(rssAll, i),
       );
       result.startedAt = new Date(startAtMs).toISOString();
+      result.durationMs = g.load.durationMs ?? this.o.durationMs;
       if (this.round !== undefined) result.round = this.round;
       this.record(result);
       return result;

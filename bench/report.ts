@@ -33,6 +33,8 @@ export interface RunResult {
   extra?: Record<string, number>;
   /** When the load started (ISO 8601), to find the run in a server's profile or log. */
   startedAt?: string;
+  /** How long the load ran (ms), from startedAt. */
+  durationMs?: number;
   /** Which round of the alternating reference and warm runs, when there are rounds. */
   round?: number;
 }

@@ -67,3 +67,29 @@ test("the size estimate grows with every mapping and byte an answer holds", () =
   assert.ok(preparedSize("tel:+4412345", prepared(1)) > one);
   assert.throws(() => createAnswerCache(MB - 1), RangeError);
 });
+
+test("an answer is admitted on its CSI's second read in a while; a first read is only remembered", () => {
+  const cache = createAnswerCache(MB);
+  const csis = Array.from({ length: 200 }, (_, i) => `tel:+44770090${String(i).padStart(4, "0")}`);
+  assert.deepEqual(
+    csis.map((c) => cache.admits(c)),
+    csis.map(() => false),
+    "first reads",
+  );
+  // A 1 MB bound has 1,024 slots: 200 CSIs mostly keep theirs, so most second reads are admitted.
+  const second = csis.filter((c) => cache.admits(c)).length;
+  assert.ok(second >= 150, `${second} of 200 admitted on their second read`);
+  assert.equal(cache.counts.admitted, second);
+  assert.equal(cache.counts.firstSights, 200 + (200 - second));
+  const fresh = "tel:+447700900777";
+  assert.deepEqual(
+    [cache.admits(fresh), cache.admits(fresh), cache.admits(fresh)],
+    [false, true, false],
+    "admitting forgets the sight: the read after it starts again",
+  );
+  // A flood of other CSIs pushes a first sight out: then it is a first sight again, which costs
+  // only speed (an answer not kept), never a wrong answer.
+  cache.admits("tel:+447700900999");
+  for (let i = 0; i < 20_000; i++) cache.admits(`mailto:crawl${i}@example.com`);
+  assert.equal(cache.admits("tel:+447700900999"), false);
+});

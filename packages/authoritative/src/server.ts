@@ -88,7 +88,8 @@ export function bindAuthoritativeServer(
     const nowMs = now();
     const subject = limits.admit(caller, context, csi.uri, nowMs);
     // Sealed with the other lookups of this caller and rate-limit context read in this turn.
-    const pending = service.lookup(csi, subject);
+    // Default parameters: encoded the moment it is sealed, so its statement may be short-lived.
+    const pending = service.lookup(csi, subject, params === DEFAULT_PARAMS);
     limits.answered(subject, csi.uri, pending.kind === "not_found", nowMs);
     const outcome = await pending.sealed();
     if (log.isLevelEnabled("debug")) {

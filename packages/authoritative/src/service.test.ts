@@ -312,6 +312,23 @@ test("lookups of one caller asked together are sealed with one signature, and ea
   assert.equal(t.service.sealCounts.signatures - before, 2);
 });
 
+test("a lookup encoded as soon as it is sealed has its seal statement in the buffer pool; others keep theirs", async () => {
+  const t = setup();
+  await t.claim("bluebird.example", ALICE, "@alice");
+  const statement = (o: LookupOutcome | undefined) => o?.seal?.statement ?? new Uint8Array(0);
+  for (const csi of [ALICE, "tel:+447700900999"]) {
+    const short = await t.service.lookup(csi, "", true).sealed();
+    const kept = await t.service.lookup(csi).sealed();
+    assert.ok(statement(short).buffer.byteLength > statement(short).length, `${csi}: a slice of the pool`);
+    assert.equal(statement(kept).buffer.byteLength, statement(kept).length, `${csi}: a buffer of its own`);
+    for (const o of [short, kept]) {
+      assert.equal(verifyOutcome(parseCsi(csi), o, registryTrust(t.registry), t.now())?.dpId, "eu");
+    }
+  }
+  const forTable = statement(t.service.answerFor(ALICE, 60_000));
+  assert.equal(forTable.buffer.byteLength, forTable.length, "answerFor's: a buffer of its own");
+});
+
 test("answers carry the configured TTLs, capped while the replication caps them (a secondary out of touch)", async () => {
   const t = setup();
   await t.claim("bluebird.example", ALICE, "@alice");
@@ -697,8 +714,18 @@ test("lookups answer from the answer cache, and the lookup after any write to th
   const counts = t.service.answerCacheCounts;
   assert.ok(counts, "on by default");
   // Without the answer() helper's checks: some writes below change rows the DP countersigned.
-  const look = async () => t.summary(await t.service.lookup(ALICE).sealed());
-  assert.equal(await look(), "bluebird.example*");
+  const lookOnce = async () => t.summary(await t.service.lookup(ALICE).sealed());
+  // Asked twice: the first answer after a write must show it, and the second read keeps the
+  // answer (kept on its second read in a while), so each write below has a kept answer to drop.
+  const look = async () => {
+    const first = await lookOnce();
+    assert.equal(await lookOnce(), first);
+    return first;
+  };
+  assert.equal(await lookOnce(), "bluebird.example*");
+  assert.equal(counts.entries, 0, "not kept on its first read");
+  assert.equal(await lookOnce(), "bluebird.example*");
+  assert.equal(counts.entries, 1, "kept on its second");
   const hits = counts.hits;
   // A hit's answer verifies end to end, its seal listing exactly its mappings.
   assert.equal(t.summary(await t.answer(ALICE)), "bluebird.example*");
@@ -738,7 +765,7 @@ test("lookups answer from the answer cache, and the lookup after any write to th
   // A plain NOT_FOUND is not kept: each is read from the store.
   const misses = counts.misses;
   assert.equal(await look(), "not_found");
-  assert.equal(counts.misses, misses + 1);
+  assert.equal(counts.misses, misses + 2);
   // The holder claims again, then opts out, then claims again.
   const holder = generateSigningKey();
   await t.claim("bluebird.example", ALICE, "@a", { user: holder });

@@ -30,9 +30,11 @@ export interface AuthoritativeService {
   /**
    * Answers for a CSI (text, or already parsed); refuses one this DP does not serve. The answer
    * is read at once, and sealed with the other lookups of the same `batch` (the caller and its
-   * rate-limit context) in this turn of the event loop (seal-batcher.ts).
+   * rate-limit context) in this turn of the event loop (seal-batcher.ts). `shortLived`: the
+   * caller encodes the answer as soon as it is sealed and keeps nothing of it, so its seal
+   * statement may be a slice of Node's buffer pool (core shortLivedBytes).
    */
-  lookup(csi: string | Csi, batch?: string): PendingAnswer;
+  lookup(csi: string | Csi, batch?: string, shortLived?: boolean): PendingAnswer;
   /**
    * The answer a lookup of canonical `csi` gives now, its seal lasting `sealMs` (the private
    * table's entries); undefined when this DP does not serve it. Not counted as a lookup.
@@ -161,11 +163,12 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     let a = cache?.get(csi, now);
     if (!a) {
       a = read(csi, now);
-      // Kept: answers with mappings or an opt-out. A plain NOT_FOUND (most of what address-book
+      // Kept: answers with mappings or an opt-out, on their second read in a while (most CSIs
+      // are asked once a TTL: answer-cache.ts). A plain NOT_FOUND (most of what address-book
       // discovery and every enumerator ask) costs the store two index reads that find nothing,
       // and would push real answers out. Nothing read inside a transaction is kept: it may
       // still be rolled back.
-      if (cache && (a.found || a.optOut) && !o.store.inTransaction()) {
+      if (cache && (a.found || a.optOut) && !o.store.inTransaction() && cache.admits(csi)) {
         // Kept answers list the same mappings array each time: encoded once, here.
         if (a.found) keepEncodedMappings(a.mappings);
         cache.set(csi, a);
@@ -175,10 +178,10 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
   };
 
   // The outcome without its seal, and the statement its seal signs: sealed in a batch by
-  // lookup(), from the cache, alone by answerFor(), from the store. A lookup's statement is
-  // written into its answer and dropped, so it takes a slice of the buffer pool (answer-seal.ts);
-  // answerFor's may be kept (the private table's entries).
-  const answer = (csi: Csi, sealMs: number, lookup = false): Unsealed => {
+  // lookup(), from the cache, alone by answerFor(), from the store. A `shortLived` statement
+  // takes a slice of the buffer pool (core shortLivedBytes): only a lookup whose answer is
+  // encoded the moment it is sealed asks for one.
+  const answer = (csi: Csi, sealMs: number, lookup = false, shortLived = false): Unsealed => {
     const now = o.clock();
     const { mappings, found, untilMs, optOut: heldOptOut } = (lookup ? cachedRead : read)(csi.uri, now);
     // Every answer is sealed, denials included, so a resolver can tell a real denial from a
@@ -196,7 +199,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
         },
         now,
         validMs,
-        lookup,
+        shortLived,
       );
     const cap = o.ttlCapSeconds?.();
     const ttl = (seconds: number) => (cap === undefined ? seconds : Math.min(seconds, cap));
@@ -219,7 +222,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
     }
     return {
       outcome: { kind: "answer", mappings, dpId: o.dpId, ttlSeconds: ttl(o.answerTtlSeconds) },
-      statement: statementAt(found, now, validMs, lookup),
+      statement: statementAt(found, now, validMs, shortLived),
     };
   };
   const batcher = createSealBatcher(o.signingKey, setImmediate, o.sealBatchMax, {
@@ -230,9 +233,9 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
 
   let lookupsServed = 0;
   return {
-    lookup(csiText, batch = "") {
+    lookup(csiText, batch = "", shortLived = false) {
       lookupsServed++;
-      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs, true);
+      const { outcome, statement } = answer(requireDelegated(csiText), o.answerSealMs, true, shortLived);
       const seal = batcher.seal(statement, batch);
       seal.catch(() => {}); // a caller that never asks for it does not leave a rejection unheard
       return { kind: outcome.kind, sealed: async () => ({ ...outcome, seal: await seal }) };

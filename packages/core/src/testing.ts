@@ -66,3 +66,22 @@ export function getterOnPrototype(o: object, name: string): boolean {
   const inherited = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(o), name);
   return own === undefined && typeof inherited?.get === "function";
 }
+
+/**
+ * Fills what is left of Node's current buffer pool (Buffer.allocUnsafe's shared slab) with
+ * 0xff, first moving to a fresh pool when less than half a pool is left, so the next
+ * short-lived allocations (canonical-bytes.ts shortLivedBytes) come from dirty bytes: a writer
+ * that leaves one byte unwritten then shows it. Says which pool it dirtied, and how many bytes
+ * of it the next allocations may take.
+ */
+export function dirtyBufferPool(): { buffer: ArrayBufferLike; left: number } {
+  const half = Buffer.poolSize >>> 1;
+  let probe = Buffer.allocUnsafe(1);
+  const rest = () => probe.buffer.byteLength - probe.byteOffset - 1;
+  // A slice of what is left takes it all, and the next allocation opens a new pool.
+  if (rest() < half) Buffer.allocUnsafe(Math.max(1, rest() - 8));
+  probe = Buffer.allocUnsafe(1);
+  new Uint8Array(probe.buffer, probe.byteOffset + 1).fill(0xff);
+  // Allocations are aligned to 8 bytes within the pool.
+  return { buffer: probe.buffer, left: rest() - 8 };
+}

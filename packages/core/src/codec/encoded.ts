@@ -5,6 +5,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { DEFAULT_PARAMS, type LookupOutcome } from "../domain/answer.js";
+import { shortLivedBytes } from "../domain/canonical-bytes.js";
 import type { RegistryData } from "../domain/registry.js";
 import { AnswerSchema, RegistrySnapshotSchema } from "../gen/generated/mimi/discovery/v1/common_pb.js";
 import {
@@ -46,23 +47,9 @@ export function encodeResolveResponse<M>(
   // Written by hand into one buffer of the exact size: protobuf-es's BinaryWriter keeps chunk
   // lists and copies the answer twice, about 13 us a hit against 1 here (the hit path's cost).
   const size = resolveResponseSize(answerWithoutTtl, ttlSeconds, stale);
-  const out = shortLived(size);
+  // A unary reply: grpc-js copies it into its frame as soon as it is sent.
+  const out = shortLivedBytes(size);
   return filled(out, writeResolveResponse(out, 0, answerWithoutTtl, ttlSeconds, stale)) as Encoded<M>;
-}
-
-/**
- * A buffer for a unary reply, which grpc-js copies into its frame as soon as it is sent (or for
- * bytes copied into a stream item at once): a slice of Node's shared pool, which costs about a
- * quarter of a typed array of its own (no backing store to allocate, zero and collect: 0.35
- * against 0.9-1.2 us a kilobyte here). Its bytes are not zeroed, so every writer here fills it
- * exactly (`filled`). Never for what may be kept: a slice keeps its whole 8 KiB pool alive, and
- * a stream's messages wait in its write queue (up to a thousand of them for a peer that does
- * not read), so stream items, like cache entries, get buffers of their own.
- */
-function shortLived(size: number): Uint8Array {
-  const b = Buffer.allocUnsafe(size);
-  // A plain view of the same bytes, as before: what decodes it gets Uint8Array fields, not Buffers.
-  return new Uint8Array(b.buffer, b.byteOffset, size);
 }
 
 /** `out`, checked to have been written to its end (a pooled buffer's other bytes are another's). */
@@ -133,7 +120,7 @@ export function encodeResolveStreamItem<M>(
     w.tag(STREAM_RESPONSE, WireType.LengthDelimited).bytes(resolveResponse);
     return w.finish() as Encoded<M>;
   }
-  // A buffer of its own: a stream item may wait in the stream's write queue (see shortLived).
+  // A buffer of its own: a stream item may wait in the stream's write queue (see shortLivedBytes).
   const out = new Uint8Array(
     streamItemHeadSize(Number(requestId), resolveResponse.length) + resolveResponse.length,
   );
@@ -160,7 +147,7 @@ export function encodeResolveStreamHit<M>(
     throw new RangeError(`a streamed hit's request id must be a whole number below 2^53, not ${requestId}`);
   }
   const size = resolveResponseSize(answerWithoutTtl, ttlSeconds, stale);
-  const out = new Uint8Array(streamItemHeadSize(requestId, size) + size); // its own: see shortLived
+  const out = new Uint8Array(streamItemHeadSize(requestId, size) + size); // its own: see shortLivedBytes
   const at = writeStreamItemHead(out, requestId, size);
   return filled(out, writeResolveResponse(out, at, answerWithoutTtl, ttlSeconds, stale)) as Encoded<M>;
 }

@@ -4,7 +4,7 @@
 // inception and expiration). A seal names the exact CSI: there are no ranges, so nothing in a
 // denial helps anyone walk the identifier space (the trap of DNSSEC's NSEC).
 import type { AnswerSeal, Mapping, OutcomeKind } from "./answer.js";
-import { ByteReader, ByteWriter, writeU64 } from "./canonical-bytes.js";
+import { ByteReader, ByteWriter, shortLivedBytes, writeU64 } from "./canonical-bytes.js";
 import { sha256 } from "./digest.js";
 import { invalidArgument } from "./errors.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith } from "./signing.js";
@@ -83,18 +83,12 @@ function partsOf(
  */
 function joined(p: StatementParts, signedAtMs: number, expiresAtMs: number, shortLived = false): Uint8Array {
   const size = p.head.length + 16 + p.tail.length;
-  const out = shortLived ? pooled(size) : new Uint8Array(size);
+  const out = shortLived ? shortLivedBytes(size) : new Uint8Array(size);
   out.set(p.head, 0);
   writeU64(out, p.head.length, signedAtMs);
   writeU64(out, p.head.length + 8, expiresAtMs);
   out.set(p.tail, p.head.length + 16);
   return out;
-}
-
-/** `size` bytes from Node's buffer pool, as a plain Uint8Array (not zeroed). */
-function pooled(size: number): Uint8Array {
-  const b = Buffer.allocUnsafe(size);
-  return new Uint8Array(b.buffer, b.byteOffset, size);
 }
 
 /** The canonical bytes of a seal statement (layout in common.proto, AnswerSeal). */

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bitsSet, checkParams, compactBits, filterMappings, type Mapping } from "./answer.js";
+import {
+  bitsSet,
+  checkParams,
+  compactBits,
+  compactBitsLength,
+  filterMappings,
+  type Mapping,
+  setCompactBits,
+} from "./answer.js";
 import { DiscoveryError } from "./errors.js";
 
 const m = (mspId: string, createdAtMs: number, isDefault = false, tags: string[] = []): Mapping => ({
@@ -19,6 +27,21 @@ test("compact bits set bit i for the MSP with registry index i, LSB first", () =
   assert.deepEqual([...bits], [0b101, 0b10]);
   assert.deepEqual(bitsSet(bits), [0, 2, 9]);
   assert.equal(compactBits([], () => 0).length, 0);
+  // An index no root gives (negative, fractional, past 2^31) is left out like an unknown MSP,
+  // and never sets a bit outside the bytes counted: the DP writes these bits in place.
+  const odd: Record<string, number> = { a: 0, neg: -1, half: 1.5, huge: 2 ** 31, c: 9 };
+  const few = compactBits(
+    ["neg", "a", "half", "huge", "c"].map((id) => m(id, 1)),
+    (id) => odd[id],
+  );
+  assert.deepEqual([...few], [0b1, 0b10]);
+  const out = new Uint8Array(4);
+  setCompactBits(out, 1, [m("neg", 1), m("huge", 1)], (id) => odd[id]);
+  assert.deepEqual([...out], [0, 0, 0, 0]);
+  assert.equal(
+    compactBitsLength([m("neg", 1), m("huge", 1)], (id) => odd[id]),
+    0,
+  );
 });
 
 test("the MSP filter keeps only the named MSPs; bad filters are refused", () => {

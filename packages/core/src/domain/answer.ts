@@ -151,20 +151,28 @@ export function compactBits(
   return bits;
 }
 
+/** The registry index of an MSP as a bit position, or -1 for an MSP without a usable one. */
+function bitOf(indexOf: (mspId: string) => number | undefined, mspId: string): number {
+  const i = indexOf(mspId);
+  // The root numbers MSPs from 0; anything else (negative, fractional, past 2^31) is left out
+  // like an unknown MSP, so no bit can land outside the bytes counted for it.
+  return i !== undefined && Number.isInteger(i) && i >= 0 && i <= 0x7fff_ffff ? i : -1;
+}
+
 /** Bytes of `mappings`' compact bits (compactBits): 0 when the registry knows none of their MSPs. */
 export function compactBitsLength(
   mappings: readonly { readonly mspId: string }[],
   indexOf: (mspId: string) => number | undefined,
 ): number {
   let max = -1;
-  for (const m of mappings) {
-    const i = indexOf(m.mspId);
-    if (i !== undefined && i > max) max = i;
-  }
-  return max < 0 ? 0 : (max >> 3) + 1;
+  for (const m of mappings) max = Math.max(max, bitOf(indexOf, m.mspId));
+  return max < 0 ? 0 : (max >>> 3) + 1;
 }
 
-/** Sets `mappings`' compact bits in `out` from `at`, where compactBitsLength zeroed bytes are. */
+/**
+ * Sets `mappings`' compact bits in the compactBitsLength bytes of `out` from `at`, which the
+ * caller has zeroed.
+ */
 export function setCompactBits(
   out: Uint8Array,
   at: number,
@@ -172,8 +180,8 @@ export function setCompactBits(
   indexOf: (mspId: string) => number | undefined,
 ): void {
   for (const m of mappings) {
-    const i = indexOf(m.mspId);
-    if (i !== undefined) out[at + (i >> 3)] = (out[at + (i >> 3)] ?? 0) | (1 << (i & 7));
+    const i = bitOf(indexOf, m.mspId);
+    if (i >= 0) out[at + (i >>> 3)] = (out[at + (i >>> 3)] ?? 0) | (1 << (i & 7));
   }
 }
 

@@ -3,7 +3,6 @@
 // Both are signed with the DP's key the root registry publishes, so a resolver checks them
 // as it checks answers. A bucket statement with an expiry makes a missing entry a denial as
 // verifiable, and as bounded in time, as a sealed NOT_FOUND.
-
 import { MAX_ANSWER_SEAL_MS } from "./answer-seal.js";
 import { ByteReader, ByteWriter } from "./canonical-bytes.js";
 import { sha256 } from "./digest.js";

@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import type { AnswerSeal, SealBatch } from "./answer.js";
 import { ByteWriter } from "./canonical-bytes.js";
-import { sha256Latin1 } from "./digest.js";
+import { sha256Latin1, sha256OfParts } from "./digest.js";
 import { SIGNING_CONTEXT, type SigningKey, signWith, verifyWith } from "./signing.js";
 
 /** The most seals one batch holds: a path is then at most 8 hashes (256 bytes). */
@@ -17,7 +17,7 @@ export const MAX_SEAL_BATCH = 256;
 const SALT_BYTES = 16;
 const HASH_BYTES = 32;
 const BATCH_MAGIC = "MIMI-ANSWER-BATCH-v1";
-const LEAF = 0;
+const LEAF = Buffer.of(0);
 const NODE = 1;
 
 // The tree's hashes are latin1 strings of 32 characters (digest.ts): a hash is 0.4 µs and
@@ -26,11 +26,7 @@ const NODE = 1;
 
 /** The leaf of a salt (SALT_BYTES) and a statement. */
 function leafHash(salt: Uint8Array, statement: Uint8Array): string {
-  const input = Buffer.allocUnsafe(1 + SALT_BYTES + statement.length);
-  input[0] = LEAF;
-  input.set(salt, 1);
-  input.set(statement, 1 + SALT_BYTES);
-  return sha256Latin1(input);
+  return sha256OfParts([LEAF, salt, statement], "binary");
 }
 
 function nodeHash(left: string, right: string): string {
@@ -91,7 +87,7 @@ export function sealBatch(statements: readonly Uint8Array[], key: SigningKey): A
  */
 export function batchRoot(statement: Uint8Array, b: SealBatch): Uint8Array | undefined {
   const root = rootOf(statement, b);
-  return root === undefined ? undefined : Buffer.from(root, "latin1");
+  return root === undefined ? undefined : new Uint8Array(Buffer.from(root, "latin1"));
 }
 
 /** batchRoot's root, as the tree's hashes are kept. */
