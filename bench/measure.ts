@@ -298,7 +298,8 @@ export class Bench {
         viewOf(rssAll, i),
       );
       result.startedAt = new Date(startAtMs).toISOString();
-      result.durationMs = g.load.durationMs ?? this.o.durationMs;
+      // What the load processes were told (every spec of a group runs as long).
+      result.durationMs = (specs[i] as LoadSpec[])[0]?.durationMs ?? this.o.durationMs;
       if (this.round !== undefined) result.round = this.round;
       this.record(result);
       return result;

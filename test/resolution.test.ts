@@ -636,6 +636,8 @@ scenario(
       assert.equal(await value(net.dps.eu.opsPort, "mimi_dp_lookups_total"), dpLookups + 1);
       assert.equal(await dpRead(), dpReadBefore + 1);
       assert.ok(Number.isInteger(await value(net.dps.eu.opsPort, "mimi_dp_answer_cache_entries")));
+      const admissions = 'mimi_dp_answer_cache_admissions_total{result="first_sight"}';
+      assert.ok(Number.isInteger(await value(net.dps.eu.opsPort, admissions)));
       assert.equal(await streams(), streamsBefore + 1);
       // The miss went to eu: counted, and timed, per DP.
       assert.equal(

@@ -25,17 +25,9 @@ export function sha256Text(data: Uint8Array, encoding: crypto.BinaryToTextEncodi
     : crypto.createHash("sha256").update(data).digest(encoding);
 }
 
-/** SHA-256 of `parts` one after the other, as sha256Text; the parts are joined in a slice of the buffer pool. */
+/** SHA-256 of `parts` one after the other, as sha256Text (joined by Buffer.concat, in a slice of the buffer pool). */
 export function sha256OfParts(parts: readonly Uint8Array[], encoding: crypto.BinaryToTextEncoding): string {
-  let size = 0;
-  for (const p of parts) size += p.length;
-  const joined = Buffer.allocUnsafe(size);
-  let at = 0;
-  for (const p of parts) {
-    joined.set(p, at);
-    at += p.length;
-  }
-  return sha256Text(joined, encoding);
+  return sha256Text(Buffer.concat(parts), encoding);
 }
 
 /** SHA-256 of `data`, as a plain Uint8Array of its own. */
