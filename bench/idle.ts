@@ -17,8 +17,13 @@ import {
 } from "./measure.js";
 import { cachedAnswerHex, startEcho } from "./references.js";
 
-/** Seconds the network and the echo are left alone before the measured window (start-up GCs, JIT). */
-const SETTLE_SECONDS = 3;
+/**
+ * Seconds the network and the echo are left alone before the measured window. Long enough for
+ * V8's memory reducer, which runs two full collections some 15 s after a process's allocation
+ * rate falls at start-up: at 1M mappings they cost the resolver about 100 ms of CPU (its heap
+ * holds about 50 MB then), a one-off that a short window read as a steady cost (bench/README).
+ */
+const SETTLE_SECONDS = 25;
 
 export async function idleScenario(
   o: Options,

@@ -1,0 +1,104 @@
+// Outgoing connections made with live TLS material (host's TlsFiles, rpc's channelCredentials):
+// one TLS context per material, not one per connection, and a rotation reaches the next
+// connection. Real mutual TLS over loopback, with certificates from the development PKI.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import tls from "node:tls";
+import * as grpc from "@grpc/grpc-js";
+import { TlsFiles } from "@mimi/host";
+import {
+  channelCredentials,
+  createGrpcServer,
+  listen,
+  loadTls,
+  serverCredentials,
+  silenceIpServernameWarning,
+} from "@mimi/rpc";
+import { devTlsPaths } from "./paths.js";
+import { ensureDevPki } from "./pki.js";
+
+silenceIpServernameWarning(process);
+const dir = mkdtempSync(join(tmpdir(), "mimi-tls-context-"));
+const cleanups: (() => void)[] = [() => rmSync(dir, { recursive: true, force: true })];
+after(() => {
+  for (const c of cleanups.reverse()) c();
+});
+
+/** A method that answers with the SHA-256 fingerprint of the certificate its caller presented. */
+const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
+  path: "/test.Who/Who",
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: (b) => b,
+  requestDeserialize: (b) => b,
+  responseSerialize: (b) => b,
+  responseDeserialize: (b) => b,
+};
+const WhoClient = grpc.makeGenericClientConstructor({ Who: WHO }, "Who");
+
+test("a channel's connections share one TLS context until the material rotates", async () => {
+  await ensureDevPki(dir, ["server", "client"]);
+  const server = createGrpcServer();
+  server.addService(
+    { Who: WHO },
+    {
+      Who: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) =>
+        done(null, Buffer.from(call.getAuthContext().sslPeerCertificate?.fingerprint256 ?? "")),
+    },
+  );
+  const port = await listen(server, "127.0.0.1", 0, serverCredentials(loadTls(devTlsPaths(dir, "server"))));
+  cleanups.push(() => server.forceShutdown());
+
+  const files = new TlsFiles(devTlsPaths(dir, "client"));
+  const creds = channelCredentials(files, "server");
+  // Contexts Node builds from here on: the server's was built when it listened.
+  let built = 0;
+  const build = tls.createSecureContext;
+  tls.createSecureContext = (o) => {
+    built++;
+    return build(o);
+  };
+  cleanups.push(() => {
+    tls.createSecureContext = build;
+  });
+  // Each call on a client of its own, with a subchannel pool of its own: a new connection.
+  const connectAndAsk = async (): Promise<string> => {
+    const client = new WhoClient(`127.0.0.1:${port}`, creds, { "grpc.use_local_subchannel_pool": 1 });
+    try {
+      return await new Promise<string>((resolve, reject) =>
+        client.makeUnaryRequest(
+          WHO.path,
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.alloc(0),
+          (err, res) => (err || !res ? reject(err) : resolve(res.toString())),
+        ),
+      );
+    } finally {
+      client.close();
+    }
+  };
+
+  const first = await connectAndAsk();
+  assert.equal(first, files.summary.fingerprint, "the server saw the client's certificate");
+  assert.equal(built, 1, "the first connection built the context");
+  for (let i = 0; i < 3; i++) assert.equal(await connectAndAsk(), first);
+  assert.equal(built, 1, "three more connections built none");
+
+  // A rotation: a new key and certificate of the same identity.
+  const paths = devTlsPaths(dir, "client");
+  rmSync(paths.certFile);
+  rmSync(paths.keyFile);
+  await ensureDevPki(dir, ["client"]);
+  assert.equal(files.reload().changed, true);
+  const built0 = built;
+  const rotated = await connectAndAsk();
+  assert.notEqual(rotated, first, "the next connection presents the new certificate");
+  assert.equal(rotated, files.summary.fingerprint);
+  assert.equal(built - built0, 1, "one context for the new material");
+  assert.equal(await connectAndAsk(), rotated);
+  assert.equal(built - built0, 1, "and no more");
+});
