@@ -13,7 +13,7 @@
 // {"port":N}.
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { createLogger, encodeResolveStreamItem, pb, readSimpleRequest } from "@mimi/core";
+import { createLogger, encodeResolveStreamItem, type ItemBytes, pb, readSimpleRequest } from "@mimi/core";
 import { devTlsPaths } from "@mimi/devnet/paths";
 import {
   addHealthService,
@@ -52,9 +52,9 @@ if (spec.mode === "fast") {
   // The resolver's hit path with the hit's own work taken out: the framework's fast-path
   // wrappers and call metrics around a fast path that answers every request with the same
   // bytes (a stream item with its request's id).
-  const item = (req: Buffer) => {
+  const item = (req: Buffer, _call?: unknown, itemBytes?: ItemBytes) => {
     const r = readSimpleRequest(req, 2, 1);
-    return r && encodeResolveStreamItem(r.id, response);
+    return r && encodeResolveStreamItem(r.id, response, itemBytes);
   };
   const declined = new Error("the fast echo answers every request on its fast path");
   addService(

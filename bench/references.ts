@@ -12,10 +12,12 @@
 // Either way each round's ratio is kept, and the median over the rounds reported.
 import { spawn } from "node:child_process";
 import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { toBinary } from "@bufbuild/protobuf";
 import { pb } from "@mimi/core";
 import type { Network } from "@mimi/devnet";
+import { gcTraceWriter } from "./gc-trace.js";
 import { existingCsi } from "./keys.js";
 import type { KeySpec } from "./load.js";
 import { type Bench, type Load, nodeCommand, type Options, round } from "./measure.js";
@@ -79,6 +81,7 @@ export async function startEcho(
   keys: () => KeySpec,
 ): Promise<Echo> {
   const spec = { mode, pkiDir: net.pkiDir, responseHex };
+  const gc = o.gcTraceDir === undefined ? undefined : gcTraceWriter(o.gcTraceDir);
   // Pinned like the servers it stands for (--pin).
   const [command, args] = nodeCommand(
     [...bench.nodeArgs, "--import", "tsx", join(HERE, "echo-server.ts"), JSON.stringify(spec)],
@@ -106,7 +109,10 @@ export async function startEcho(
       const settle = (f: () => void) => {
         clearTimeout(timer);
         child.stdout.removeListener("data", scan);
-        child.stdout.resume(); // its other output is drained unread from here on
+        // Its other output is drained from here on: unread, or with --gc-trace its collections
+        // kept beside the servers' (echo-<mode>.log), to set the resolver's beside its reference's.
+        if (gc) createInterface({ input: child.stdout }).on("line", (line) => gc(`echo-${mode}`, line));
+        else child.stdout.resume();
         f();
       };
       // Its other output (--node-args=--trace-gc's lines, written unbuffered or not) is skipped;

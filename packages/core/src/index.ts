@@ -37,9 +37,12 @@ export {
   encodeResolveStreamHit,
   encodeResolveStreamItem,
   encodeSnapshotResponses,
+  type ItemBytes,
+  ownBuffer,
   readSimpleRequest,
   readVarintField,
   type SimpleRequest,
+  streamItemSlab,
 } from "./codec/encoded.js";
 export { decodeStatusDetails, encodeStatusDetails, STATUS_DETAILS_KEY } from "./codec/error-details.js";
 export {

@@ -106,10 +106,12 @@ export function createFastPaths(
       if (!req || !allowed(req.csi)) return undefined;
       return hitResponse(req.csi) ?? (call && refusedMiss(req.csi, call));
     },
-    resolveStream: (bytes) => {
+    resolveStream: (bytes, _call, itemBytes) => {
       const req = readSimpleRequest(bytes, STREAM_CSI, STREAM_REQUEST_ID);
       const r = req && allowed(req.csi) && service.cached(req.csi);
-      return r ? encodeResolveStreamHit(req.id, o.encodedAnswer(r), r.ttlSeconds, r.stale) : undefined;
+      return r
+        ? encodeResolveStreamHit(req.id, o.encodedAnswer(r), r.ttlSeconds, r.stale, itemBytes)
+        : undefined;
     },
   };
 }

@@ -8,7 +8,7 @@
 import type { DescMessage, DescMethod } from "@bufbuild/protobuf";
 import { fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError } from "@mimi/core";
+import { DiscoveryError, type ItemBytes, streamItemSlab } from "@mimi/core";
 
 /** What a unary call's fast path may read of the call besides its request. */
 export interface FastCall {
@@ -25,14 +25,24 @@ export interface FastCall {
  * A unary call's fast path is also given the call, and may refuse it by returning a
  * DiscoveryError, which is sent as a handler's would be; it must refuse only what the handler
  * would refuse alike. A stream's items are given no call, and must not be refused: an error
- * returned for one is a decline, and whatever the fast path counted for it stays counted.
+ * returned for one is a decline, and whatever the fast path counted for it stays counted. They
+ * are given their stream's ItemBytes (core streamItemSlab) to write their replies in.
  */
-export type FastPath = (request: Buffer, call?: FastCall) => Uint8Array | DiscoveryError | undefined;
+export type FastPath = (
+  request: Buffer,
+  call?: FastCall,
+  itemBytes?: ItemBytes,
+) => Uint8Array | DiscoveryError | undefined;
 
 /** What `fast` answers, or undefined when it declines or fails (the full path then answers). */
-function tryFast(fast: FastPath, request: Buffer, call?: FastCall): Uint8Array | DiscoveryError | undefined {
+function tryFast(
+  fast: FastPath,
+  request: Buffer,
+  call?: FastCall,
+  itemBytes?: ItemBytes,
+): Uint8Array | DiscoveryError | undefined {
   try {
-    return fast(request, call);
+    return fast(request, call, itemBytes);
   } catch {
     return undefined;
   }
@@ -177,12 +187,13 @@ export function fastItems(
   decode: (buf: Buffer) => unknown,
   write: (reply: Uint8Array) => Promise<void> | undefined,
 ): AsyncIterator<unknown> {
+  const itemBytes = streamItemSlab();
   return {
     async next() {
       for (;;) {
         const r = await items.next();
         if (r.done || !(r.value instanceof Buffer)) return r;
-        const out = tryFast(fast, r.value);
+        const out = tryFast(fast, r.value, undefined, itemBytes);
         if (!out || out instanceof DiscoveryError) return { done: false, value: decode(r.value) };
         const wait = write(out);
         if (wait) await wait;

@@ -23,6 +23,7 @@ import {
   encodeResolveStreamItem,
   readSimpleRequest,
   readVarintField,
+  streamItemSlab,
 } from "./encoded.js";
 
 const index: Record<string, number> = { "a.example": 0, "b.example": 9 };
@@ -167,6 +168,34 @@ test("a streamed hit written in one buffer is the item of the response, byte for
   for (const id of [-1, 2 ** 53, 0.5, Number.NaN]) {
     assert.throws(() => encodeResolveStreamHit<unknown>(id, answer, 1, false), RangeError, `id ${id}`);
   }
+});
+
+test("a stream's items cut from its slab are its own bytes, each the same as a buffer of its own", () => {
+  const itemBytes = streamItemSlab();
+  const made: { item: Uint8Array; expected: number[] }[] = [];
+  for (const outcome of outcomes) {
+    const answer = encodeAnswerWithoutTtl(outcome, indexOf);
+    for (const ttl of [0, 1, 16_384]) {
+      for (const id of [0, 1, 128, 2 ** 53 - 1]) {
+        const hit = encodeResolveStreamHit<unknown>(id, answer, ttl, false, itemBytes);
+        assert.deepEqual([...hit], [...encodeResolveStreamHit<unknown>(id, answer, ttl, false)]);
+        const response = encodeLookupResponse(answer, ttl);
+        const item = encodeLookupStreamItem<unknown>(BigInt(id), response, itemBytes);
+        assert.deepEqual([...item], [...encodeLookupStreamItem<unknown>(BigInt(id), response)]);
+        made.push({ item: hit, expected: [...hit] }, { item, expected: [...item] });
+      }
+    }
+  }
+  // No item written later landed on an earlier one's bytes.
+  for (const { item, expected } of made) assert.deepEqual([...item], expected);
+  // Small items share backing stores, several to one.
+  const stores = new Set(made.map(({ item }) => item.buffer));
+  assert.ok(stores.size * 4 <= made.length, `${made.length} items in ${stores.size} backing stores`);
+  // A cut is zeroed whatever was written before it, and a large item gets a buffer of its own.
+  itemBytes(100).fill(0xff);
+  assert.deepEqual([...itemBytes(100)], new Array(100).fill(0));
+  const large = itemBytes(5_000);
+  assert.equal(large.byteLength, large.buffer.byteLength);
 });
 
 test("the simple-request reader takes exactly the requests that hold a CSI and an id, as protobuf-es decodes them", () => {
