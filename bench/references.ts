@@ -106,11 +106,16 @@ export async function startEcho(
         () => settle(() => fail(new Error("the echo reference did not listen within 60 s"))),
         60_000,
       );
+      // Once: listening, or the first of failing to start, exiting and timing out.
+      let settled = false;
       const settle = (f: () => void) => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         child.stdout.removeListener("data", scan);
         // Its other output is drained from here on: unread, or with --gc-trace its collections
-        // kept beside the servers' (echo-<mode>.log), to set the resolver's beside its reference's.
+        // kept beside the servers' (echo-<mode>.log), to set the resolver's beside its reference's;
+        // those of its start-up, read with the port, are left out.
         if (gc) createInterface({ input: child.stdout }).on("line", (line) => gc(`echo-${mode}`, line));
         else child.stdout.resume();
         f();

@@ -20,7 +20,6 @@ import {
   parseRequestCsi,
   pb,
   serveLog,
-  streamItemSlab,
 } from "@mimi/core";
 import { addService, type CallContext, itemError, MAX_METHOD_REQUEST_BYTES } from "@mimi/rpc";
 import { bindAdminServer } from "./admin-server.js";
@@ -123,14 +122,13 @@ export function bindAuthoritativeServer(
         // Each answer waits for its seal (seal-batcher.ts): the stream reads on meanwhile and
         // writes answers in order (ordered-replies.ts). send() waits while the resolver does
         // not read, and so, past MAX_UNWRITTEN answers, does reading.
-        const itemBytes = streamItemSlab();
         await replyInOrder(
           reqs,
           (req) =>
             lookupOne(req.csi, req.options, req.rateContext, ctx).then(
               (response) =>
                 response instanceof Uint8Array
-                  ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, response, itemBytes)
+                  ? encodeLookupStreamItem<pb.LookupStreamResponse>(req.requestId, response)
                   : { requestId: req.requestId, result: { case: "response" as const, value: response } },
               (err) => ({
                 requestId: req.requestId,

@@ -38,7 +38,6 @@ export {
   encodeResolveStreamItem,
   encodeSnapshotResponses,
   type ItemBytes,
-  ownBuffer,
   readSimpleRequest,
   readVarintField,
   type SimpleRequest,

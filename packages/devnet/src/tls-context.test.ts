@@ -2,7 +2,7 @@
 // one TLS context per material, not one per connection, and a rotation reaches the next
 // connection. Real mutual TLS over loopback, with certificates from the development PKI.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -39,8 +39,8 @@ const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
 };
 const WhoClient = grpc.makeGenericClientConstructor({ Who: WHO }, "Who");
 
-test("a channel's connections share one TLS context until the material rotates", async () => {
-  await ensureDevPki(dir, ["server", "client"]);
+/** A server presenting `identity`'s certificate, answering Who; its port. */
+async function whoServer(identity: string): Promise<number> {
   const server = createGrpcServer();
   server.addService(
     { Who: WHO },
@@ -49,8 +49,15 @@ test("a channel's connections share one TLS context until the material rotates",
         done(null, Buffer.from(call.getAuthContext().sslPeerCertificate?.fingerprint256 ?? "")),
     },
   );
-  const port = await listen(server, "127.0.0.1", 0, serverCredentials(loadTls(devTlsPaths(dir, "server"))));
+  const port = await listen(server, "127.0.0.1", 0, serverCredentials(loadTls(devTlsPaths(dir, identity))));
   cleanups.push(() => server.forceShutdown());
+  return port;
+}
+
+test("a channel's connections share one TLS context until the material rotates", async () => {
+  await ensureDevPki(dir, ["server", "client", "other"]);
+  const port = await whoServer("server");
+  const otherPort = await whoServer("other");
 
   const files = new TlsFiles(devTlsPaths(dir, "client"));
   const creds = channelCredentials(files, "server");
@@ -65,8 +72,8 @@ test("a channel's connections share one TLS context until the material rotates",
     tls.createSecureContext = build;
   });
   // Each call on a client of its own, with a subchannel pool of its own: a new connection.
-  const connectAndAsk = async (): Promise<string> => {
-    const client = new WhoClient(`127.0.0.1:${port}`, creds, { "grpc.use_local_subchannel_pool": 1 });
+  const connectAndAsk = async (to = port): Promise<string> => {
+    const client = new WhoClient(`127.0.0.1:${to}`, creds, { "grpc.use_local_subchannel_pool": 1 });
     try {
       return await new Promise<string>((resolve, reject) =>
         client.makeUnaryRequest(
@@ -87,6 +94,8 @@ test("a channel's connections share one TLS context until the material rotates",
   assert.equal(built, 1, "the first connection built the context");
   for (let i = 0; i < 3; i++) assert.equal(await connectAndAsk(), first);
   assert.equal(built, 1, "three more connections built none");
+  // The kept context does not stand for the server's checks, made on every connection.
+  await assert.rejects(connectAndAsk(otherPort), /presented identity "other", expected "server"/);
 
   // A rotation: a new key and certificate of the same identity.
   const paths = devTlsPaths(dir, "client");
@@ -101,4 +110,12 @@ test("a channel's connections share one TLS context until the material rotates",
   assert.equal(built - built0, 1, "one context for the new material");
   assert.equal(await connectAndAsk(), rotated);
   assert.equal(built - built0, 1, "and no more");
+
+  // A new CA file (the same CA, listed twice) is new material too.
+  const caFile = devTlsPaths(dir, "client").caFile;
+  writeFileSync(caFile, Buffer.concat([readFileSync(caFile), readFileSync(caFile)]));
+  assert.equal(files.reload().changed, true);
+  const built1 = built;
+  assert.equal(await connectAndAsk(), rotated);
+  assert.equal(built - built1, 1, "one context for the new CA file");
 });

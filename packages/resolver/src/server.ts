@@ -26,7 +26,6 @@ import {
   planFederation,
   readVarintField,
   sleepUnlessAborted,
-  streamItemSlab,
 } from "@mimi/core";
 import { addService, type CallContext, itemError } from "@mimi/rpc";
 import { bindResolverAdmin } from "./admin-server.js";
@@ -284,7 +283,6 @@ export function bindResolverServer(
           const pause = refusalPause(ctx.peerName);
           if (pause > 0) pauseUntil = Math.max(pauseUntil, performance.now() + pause);
         };
-        const itemBytes = streamItemSlab();
         for await (const req of reqs) {
           inflight++;
           void resolveOne(req, ctx, onRefused)
@@ -292,7 +290,7 @@ export function bindResolverServer(
               (response) =>
                 send(
                   response instanceof Uint8Array
-                    ? encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response, itemBytes)
+                    ? encodeResolveStreamItem<pb.ResolveStreamResponse>(req.requestId, response)
                     : { requestId: req.requestId, result: { case: "response", value: response } },
                 ),
               (err: unknown) =>

@@ -120,14 +120,17 @@ export const ownBuffer: ItemBytes = (size) => new Uint8Array(size);
 const SLAB_CHUNK_BYTES = 8_192;
 
 /**
- * Item buffers for one stream, cut in turn from zeroed chunks of its own: one typed array (one
- * backing store to allocate, and for the collector to sweep) for every ten or so items, where a
- * typed array per item cost 1.1 µs of CPU against 0.2 (in-process, 700-byte items, 2026-12-07).
- * Unlike slices of Node's shared pool (shortLivedBytes), a chunk holds this stream's items only,
- * in the order they wait in its queue, so what its queue keeps alive is its items and at most
- * one chunk more, not a pool per item; and a chunk is zeroed, so a byte an encoder left unwritten
- * is a zero, never another message's. Items over half a chunk get buffers of their own. One
- * slab per stream, held while the stream is open (at most a chunk).
+ * Item buffers for one stream that writes each item as it is cut (the resolver's fast path,
+ * rpc fastItems), cut in turn from zeroed chunks of its own: one typed array (one backing store
+ * to allocate, and for the collector to sweep) for every ten or so items, where a typed array
+ * per item cost 1.1 µs of CPU against 0.2 (in-process, 700-byte items, 2026-12-07). Unlike slices
+ * of Node's shared pool (shortLivedBytes), a chunk holds this stream's items only, in the order
+ * they wait in its queue, so what the queue keeps alive is its items and at most one chunk more,
+ * not a pool per item; and a chunk is zeroed, so a byte an encoder left unwritten is a zero,
+ * never another message's. Not for a stream whose items are cut in another order than they are
+ * written (the DP's LookupStream cuts each as its seal is signed and writes them in the order
+ * asked): a late item would keep its whole chunk alive. Items over half a chunk get buffers of
+ * their own. The stream holds at most one chunk while it is open.
  */
 export function streamItemSlab(): ItemBytes {
   let chunk = new Uint8Array(0);
@@ -289,12 +292,8 @@ export function encodeLookupResponse<M>(answerWithoutTtl: Uint8Array, ttlSeconds
 }
 
 /** A LookupStreamResponse carrying an encoded LookupResponse: ResolveStreamResponse's layout. */
-export function encodeLookupStreamItem<M>(
-  requestId: bigint,
-  lookupResponse: Uint8Array,
-  bytes: ItemBytes = ownBuffer,
-): Encoded<M> {
-  return encodeResolveStreamItem<M>(requestId, lookupResponse, bytes);
+export function encodeLookupStreamItem<M>(requestId: bigint, lookupResponse: Uint8Array): Encoded<M> {
+  return encodeResolveStreamItem<M>(requestId, lookupResponse);
 }
 
 /** A registry snapshot as the root's GetSnapshot and WatchRegistry (its snapshot event) send it. */

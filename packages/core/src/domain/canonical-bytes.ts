@@ -13,9 +13,10 @@ const MAX_FIELD = 0xffff;
  * 0.35 against 0.9-1.2 µs a kilobyte here) and leaves the collector no array buffer to sweep.
  * Not zeroed: the writer must fill every byte. Never for what may be kept: a slice keeps its
  * whole 8 KiB pool alive, and a stream's messages wait in its write queue (up to a thousand of
- * them for a peer that does not read), so cache entries get buffers of their own and stream items
- * are cut from chunks of their own stream's (codec/encoded.ts streamItemSlab). A plain
- * Uint8Array view, so that what decodes it gets Uint8Array fields, not Buffers.
+ * them for a peer that does not read), so cache entries and stream items get buffers of their
+ * own, or, where a stream writes each item as it is cut, slices of chunks of that stream's own
+ * (codec/encoded.ts streamItemSlab). A plain Uint8Array view, so that what decodes it gets
+ * Uint8Array fields, not Buffers.
  */
 export function shortLivedBytes(size: number): Uint8Array {
   const b = Buffer.allocUnsafe(size);
