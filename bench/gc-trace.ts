@@ -4,10 +4,11 @@
 //   node --import tsx bench/gc-trace.ts <dir> <bench result .json>
 // sums each server's collections over each run of the result (from its startedAt, for the
 // run's duration; results from before runs recorded theirs take --duration): scavenges and
-// their pause, the phases of it that grow with what the program makes (parallel copying; the sweep of array buffers, one per typed array with memory of its
-// own; the weak handles of native objects, such as a Hash per createHash), bytes allocated and
-// promoted, and full collections. The echo references' go to <dir>/echo-<mode>.log, from when
-// each listens. bench/README.md, "Fewer objects per lookup", read a DP's lookup stream this way.
+// their pause, the phases of it that grow with what the program makes (parallel copying; the
+// sweep of array buffers, one per typed array with memory of its own; the weak handles of
+// native objects, such as a Hash per createHash), bytes allocated and promoted, and full
+// collections. The echo references' go to <dir>/echo-<mode>.log, from when each listens.
+// bench/README.md, "Fewer objects per lookup", read a DP's lookup stream this way.
 import { appendFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -62,7 +62,9 @@ export function loadTls(paths: TlsPaths): TlsMaterial {
 
 /**
  * TLS material that may change while a process runs (TlsFiles in tls-files.ts): a grpc-js
- * certificate provider, so new connections use the newest material.
+ * certificate provider, so new connections use the newest material. A change is published as
+ * new buffers, never by writing into ones published before: outgoing connections keep the TLS
+ * context they built while the buffers are the same (channelCredentials).
  */
 export interface LiveTls extends grpc.experimental.CertificateProvider {
   /** The material in use now. */
