@@ -634,7 +634,7 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv) {
   });
 }
 
-test("every ConfigMap's config passes its server's --check against the files its pod mounts", async () => {
+test("every ConfigMap's config passes its server's --check against the files its pod mounts, and a DP's too large answer cache does not", async () => {
   const dir = mkdtempSync(join(tmpdir(), "mimi-deploy-"));
   try {
     const pki = join(dir, "pki");
@@ -675,10 +675,12 @@ test("every ConfigMap's config passes its server's --check against the files its
       writeFileSync(configFile, JSON.stringify(config));
       return {
         s,
+        configFile,
         ...(await run(process.execPath, [inRepo(s.main), "--check", "--config", configFile], env)),
       };
     });
-    for (const { s, code, stdout, stderr } of await Promise.all(checks)) {
+    const results = await Promise.all(checks);
+    for (const { s, code, stdout, stderr } of results) {
       assert.equal(code, 0, `${s.name}: ${s.configSource} passes --check: ${stderr}`);
       const ok = /: ok \((\w+); port (\d+), ops port (\d+)\)/.exec(stdout);
       assert.ok(ok, `${s.name}: --check says ok: ${stdout}`);
@@ -690,6 +692,25 @@ test("every ConfigMap's config passes its server's --check against the files its
       );
       assert.equal(Number(ok[3]), s.ports.get("ops"), `${s.name}: and on its ops port`);
     }
+    // A DP's answer cache may take at most half its heap: more is refused before it starts, with
+    // what to change (the same check runs at every start).
+    const dp = results.find((r) => r.s.role === "authoritative");
+    assert.ok(dp, "the cluster has a DP");
+    const big = join(dirname(dp.configFile), "big-cache.json");
+    writeFileSync(
+      big,
+      JSON.stringify({ ...JSON.parse(readFileSync(dp.configFile, "utf8")), answerCacheMegabytes: 1024 }),
+    );
+    const refused = await run(
+      process.execPath,
+      ["--max-old-space-size=512", inRepo(dp.s.main), "--check", "--config", big],
+      env,
+    );
+    assert.notEqual(refused.code, 0, `a 1 GB cache in a 512 MB heap is refused: ${refused.stdout}`);
+    assert.match(
+      refused.stderr + refused.stdout,
+      /answerCacheMegabytes \(1024\) is more than half of this process's heap limit .*--max-old-space-size/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -72,8 +72,8 @@ test("a channel's connections share one TLS context until the material rotates",
     tls.createSecureContext = build;
   });
   // Each call on a client of its own, with a subchannel pool of its own: a new connection.
-  const connectAndAsk = async (to = port): Promise<string> => {
-    const client = new WhoClient(`127.0.0.1:${to}`, creds, { "grpc.use_local_subchannel_pool": 1 });
+  const connectAndAsk = async (to = port, using = creds): Promise<string> => {
+    const client = new WhoClient(`127.0.0.1:${to}`, using, { "grpc.use_local_subchannel_pool": 1 });
     try {
       return await new Promise<string>((resolve, reject) =>
         client.makeUnaryRequest(
@@ -94,6 +94,9 @@ test("a channel's connections share one TLS context until the material rotates",
   assert.equal(built, 1, "the first connection built the context");
   for (let i = 0; i < 3; i++) assert.equal(await connectAndAsk(), first);
   assert.equal(built, 1, "three more connections built none");
+  // Another channel's credentials from the same files (a resolver's channel to another DP) too.
+  assert.equal(await connectAndAsk(port, channelCredentials(files, "server")), first);
+  assert.equal(built, 1, "nor did other credentials made from the same files");
   // The kept context does not stand for the server's checks, made on every connection.
   await assert.rejects(connectAndAsk(otherPort), /presented identity "other", expected "server"/);
 

@@ -146,21 +146,30 @@ export function channelCredentials(
     },
   };
   return isLive(tls)
-    ? oneContextPerMaterial(grpc.experimental.createCertificateProviderChannelCredentials(tls, tls, verify))
+    ? oneContextPerMaterial(
+        grpc.experimental.createCertificateProviderChannelCredentials(tls, tls, verify),
+        tls,
+      )
     : grpc.credentials.createSsl(tls.ca, tls.key, tls.cert, verify);
 }
+
+/** The TLS context last built from each provider's material (oneContextPerMaterial). */
+const contexts = new WeakMap<LiveTls, { readonly material: readonly unknown[]; readonly context: unknown }>();
 
 /**
  * grpc-js (1.14) builds a new SecureContext from a certificate provider's latest material for
  * every connection it makes (getLatestSecureContext): 0.8 ms of CPU parsing the CA bundle, the
- * certificate and the key, on every connection to a DP and every retry of one that does not
- * answer. This keeps the context it built for as long as the material is the same buffers
- * (TlsFiles publishes the buffers it holds, again to each new listener, and new ones at a
- * rotation, so the next connection after one builds a new context). Where grpc-js names these
- * fields otherwise, nothing is changed and each connection builds its own context, as before
- * (devnet tls-context.test.ts notices).
+ * certificate and the key, twice for every connection to a DP and every retry of one that does
+ * not answer. This keeps the context built from a provider's material for as long as the
+ * material is the same buffers (TlsFiles publishes the buffers it holds, again to each new
+ * listener, and new ones at a rotation, so the next connection after one builds a new context),
+ * shared by every channel made with that provider (a resolver's channels to each DP endpoint):
+ * the context holds our certificate and whom we trust, and the server's identity is checked
+ * on each connection all the same. Where grpc-js names these fields otherwise, nothing is
+ * changed and each connection builds its own context, as before (devnet tls-context.test.ts
+ * notices).
  */
-function oneContextPerMaterial(creds: grpc.ChannelCredentials): grpc.ChannelCredentials {
+function oneContextPerMaterial(creds: grpc.ChannelCredentials, provider: LiveTls): grpc.ChannelCredentials {
   const c = creds as unknown as {
     getLatestSecureContext?: () => unknown;
     latestCaUpdate?: { caCertificate?: unknown };
@@ -168,17 +177,18 @@ function oneContextPerMaterial(creds: grpc.ChannelCredentials): grpc.ChannelCred
   };
   const build = c.getLatestSecureContext;
   if (typeof build !== "function" || !("latestCaUpdate" in c) || !("latestIdentityUpdate" in c)) return creds;
-  let kept: { material: readonly unknown[]; context: unknown } | undefined;
   c.getLatestSecureContext = () => {
     const material = [
       c.latestCaUpdate?.caCertificate,
       c.latestIdentityUpdate?.certificate,
       c.latestIdentityUpdate?.privateKey,
     ];
+    const kept = contexts.get(provider);
     if (kept?.material.every((m, i) => m === material[i])) return kept.context;
     const context = build.call(c);
     // null while the provider has published nothing yet, or when the material did not load.
-    kept = context ? { material, context } : undefined;
+    if (context) contexts.set(provider, { material, context });
+    else contexts.delete(provider);
     return context;
   };
   return creds;
