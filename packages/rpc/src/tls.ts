@@ -186,9 +186,9 @@ function oneContextPerMaterial(creds: grpc.ChannelCredentials, provider: LiveTls
     const kept = contexts.get(provider);
     if (kept?.material.every((m, i) => m === material[i])) return kept.context;
     const context = build.call(c);
-    // null while the provider has published nothing yet, or when the material did not load.
+    // null while this credentials' provider has published nothing to it yet, or when the
+    // material did not load: then nothing is kept, and what another channel keeps stays.
     if (context) contexts.set(provider, { material, context });
-    else contexts.delete(provider);
     return context;
   };
   return creds;
