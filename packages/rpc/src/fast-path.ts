@@ -8,7 +8,7 @@
 import type { DescMessage, DescMethod } from "@bufbuild/protobuf";
 import { fromBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
-import { DiscoveryError, type ItemBytes, streamItemSlab } from "@mimi/core";
+import { DiscoveryError, type ItemBytes } from "@mimi/core";
 
 /** What a unary call's fast path may read of the call besides its request. */
 export interface FastCall {
@@ -35,7 +35,7 @@ export type FastPath = (
 ) => Uint8Array | DiscoveryError | undefined;
 
 /** What `fast` answers, or undefined when it declines or fails (the full path then answers). */
-function tryFast(
+export function tryFast(
   fast: FastPath,
   request: Buffer,
   call?: FastCall,
@@ -173,32 +173,5 @@ export function fastUnary(
       call.request = decode(req);
     }
     slow(call, callback);
-  };
-}
-
-/**
- * The items of a streaming call for its handler: each raw item is offered to `fast` first, and
- * what it answers is written at once (`write` returns a promise only when the writer is to
- * wait for the peer, and then the next item waits too); the rest are decoded.
- */
-export function fastItems(
-  items: AsyncIterator<unknown>,
-  fast: FastPath,
-  decode: (buf: Buffer) => unknown,
-  write: (reply: Uint8Array) => Promise<void> | undefined,
-): AsyncIterator<unknown> {
-  const itemBytes = streamItemSlab();
-  return {
-    async next() {
-      for (;;) {
-        const r = await items.next();
-        if (r.done || !(r.value instanceof Buffer)) return r;
-        const out = tryFast(fast, r.value, undefined, itemBytes);
-        if (!out || out instanceof DiscoveryError) return { done: false, value: decode(r.value) };
-        const wait = write(out);
-        if (wait) await wait;
-      }
-    },
-    return: (value?: unknown) => items.return?.(value) ?? Promise.resolve({ done: true, value }),
   };
 }

@@ -14,10 +14,8 @@ import {
   deadlineOf,
   decoder,
   type FastPath,
-  fastItems,
   fastUnary,
   type ItemErrorReply,
-  Malformed,
   sizeChecked,
   wellFormed,
 } from "./fast-path.js";
@@ -25,7 +23,8 @@ import { type CallObservers, observed, streamEnded } from "./metrics.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
 import { toWireStatus } from "./status.js";
-import { asReply, sending, type Write, writer } from "./stream-write.js";
+import { incoming } from "./stream-intake.js";
+import { asReply, sending, writer } from "./stream-write.js";
 
 /** Who is calling, as read from the client certificate of the mutual-TLS connection. */
 export interface PeerIdentity {
@@ -463,37 +462,4 @@ function methodHandler(
         );
       };
   }
-}
-
-/**
- * The request messages of a streaming call. Iterating a Readable with for-await destroys it
- * when the loop ends, which for a duplex call would also close the response side before
- * the handler has sent its last responses; this iterator leaves the call open.
- */
-function incoming(
-  call: grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
-  fast?: FastDecoding & { write: Write },
-  itemError?: { reply: ItemErrorReply; write: Write },
-): AsyncIterable<unknown> {
-  return {
-    [Symbol.asyncIterator]: () => {
-      const items = call.iterator({ destroyOnReturn: false });
-      const it = fast ? fastItems(items, fast.fast, fast.decode, fast.write) : items;
-      return {
-        async next() {
-          for (;;) {
-            const r = await it.next();
-            if (r.done || !(r.value instanceof Malformed)) return r;
-            const err = r.value.error;
-            // An item over the method's size ends the stream, as before: its bytes are not read.
-            const reply = r.value.tooLarge ? undefined : itemError?.reply(r.value.bytes, err);
-            if (!reply) throw err;
-            const wait = itemError?.write(reply);
-            if (wait) await wait;
-          }
-        },
-        return: (value?: unknown) => it.return?.(value) ?? Promise.resolve({ done: true, value }),
-      };
-    },
-  };
 }

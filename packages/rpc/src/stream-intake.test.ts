@@ -1,0 +1,230 @@
+// A stream's request intake over a Duplex standing in for grpc-js's server call (object mode,
+// fed with push() as grpc-js feeds it): the bound on what it reads ahead of the handler, fast
+// replies with no reader, their back-pressure, undecodable items, cancellation and stopping.
+import assert from "node:assert/strict";
+import { Duplex } from "node:stream";
+import { test } from "node:test";
+import type * as grpc from "@grpc/grpc-js";
+import { DiscoveryError } from "@mimi/core";
+import { until } from "@mimi/core/testing";
+import { Malformed } from "./fast-path.js";
+import { type FastItems, incoming, MAX_QUEUED_ITEMS } from "./stream-intake.js";
+
+type Call = grpc.ServerDuplexStream<unknown, unknown>;
+
+/** A call whose requests the test pushes, and whose writes it records. */
+function fakeCall() {
+  const written: unknown[] = [];
+  const duplex = new Duplex({
+    objectMode: true,
+    read() {},
+    write(chunk, _enc, done) {
+      written.push(chunk);
+      done();
+    },
+  });
+  return { call: duplex as unknown as Call, duplex, written };
+}
+
+/** How `p` settles, failing (not hanging) when it does not within some turns of the event loop. */
+async function settled<T>(p: Promise<T>): Promise<{ value: T } | { error: unknown }> {
+  let out: { value: T } | { error: unknown } | undefined;
+  p.then(
+    (value) => {
+      out = { value };
+    },
+    (error: unknown) => {
+      out = { error };
+    },
+  );
+  await until(() => out !== undefined, "the promise settled", 10_000);
+  return out as { value: T } | { error: unknown };
+}
+
+/** The requests not yet handed to the intake: what the call still buffers. */
+const unread = (d: Duplex) => d.readableLength;
+
+test("items wait for the handler in a short queue: the call pauses while it is full and flows as they are taken", async () => {
+  const { call, duplex } = fakeCall();
+  const items = incoming(call)[Symbol.asyncIterator]();
+  for (let i = 0; i < 40; i++) duplex.push(`r${i}`);
+  duplex.push(null);
+  // Nothing taken yet: the queue holds its bound and the call keeps the rest.
+  await until(() => duplex.isPaused() && unread(duplex) === 40 - MAX_QUEUED_ITEMS, "paused at the bound");
+  const got: unknown[] = [];
+  for (let i = 0; i < 10; i++) got.push((await items.next()).value);
+  await until(() => unread(duplex) === 40 - MAX_QUEUED_ITEMS - 10, "read on as the handler took ten");
+  assert.ok(duplex.isPaused(), "full again");
+  for (;;) {
+    const r = await items.next();
+    if (r.done) break;
+    got.push(r.value);
+  }
+  assert.deepEqual(
+    got,
+    Array.from({ length: 40 }, (_, i) => `r${i}`),
+  );
+  assert.equal((await items.next()).done, true, "ended stays ended");
+});
+
+test("a fast path answers items as they come, with no reader; what it declines waits for the handler, in order", async () => {
+  const { call, duplex, written } = fakeCall();
+  const decoded: string[] = [];
+  const fast: FastItems = {
+    fast: (b) => (b.toString().startsWith("hit") ? Buffer.from(`answer ${b}`) : undefined),
+    decode: (b) => {
+      decoded.push(b.toString());
+      return b.toString();
+    },
+    write: (reply) => {
+      call.write(reply);
+      return undefined;
+    },
+  };
+  const items = incoming(call, fast)[Symbol.asyncIterator]();
+  for (let i = 0; i < 100; i++) duplex.push(Buffer.from(i % 4 === 0 ? `miss${i}` : `hit${i}`));
+  // 25 misses: more than the queue holds, so the call pauses after the 16th and the hits
+  // behind it wait in the call.
+  await until(() => duplex.isPaused(), "paused behind the misses");
+  assert.equal(decoded.length, MAX_QUEUED_ITEMS);
+  assert.equal(written.length, 45, "the hits before the 16th miss (#60) were answered without a reader");
+  const misses: unknown[] = [];
+  while (misses.length < 25) misses.push((await items.next()).value);
+  assert.deepEqual(
+    misses,
+    Array.from({ length: 25 }, (_, i) => `miss${4 * i}`),
+  );
+  await until(() => written.length === 75, "every hit answered");
+  assert.deepEqual(
+    written.map(String),
+    Array.from({ length: 100 }, (_, i) => i)
+      .filter((i) => i % 4 !== 0)
+      .map((i) => `answer hit${i}`),
+  );
+});
+
+test("a fast reply that must wait for the peer pauses reading until it is written", async () => {
+  const { call, duplex, written } = fakeCall();
+  let release: (() => void) | undefined;
+  const fast: FastItems = {
+    fast: (b) => Buffer.from(`answer ${b}`),
+    decode: (b) => b,
+    write: (reply) => {
+      written.push(reply);
+      // The third reply finds the peer behind.
+      return written.length === 3
+        ? new Promise<void>((r) => {
+            release = r;
+          })
+        : undefined;
+    },
+  };
+  incoming(call, fast)[Symbol.asyncIterator]();
+  for (let i = 0; i < 10; i++) duplex.push(Buffer.from(`hit${i}`));
+  await until(() => release !== undefined && duplex.isPaused(), "paused on the waiting write");
+  assert.equal(written.length, 3);
+  release?.();
+  await until(() => written.length === 10, "the rest answered once it was written");
+});
+
+test("an undecodable item is answered in its turn; without a reply its status ends the items, after those before it", async () => {
+  const bad = (b: Buffer) => new Malformed("bad varint", b);
+  // With an item error reply: written when the handler reaches it, and the stream goes on.
+  {
+    const { call, duplex, written } = fakeCall();
+    const errors = {
+      reply: (bytes: Buffer, err: DiscoveryError) => Buffer.from(`error for ${bytes}: ${err.code}`),
+      write: (r: unknown) => {
+        call.write(r);
+        return undefined;
+      },
+    };
+    const items = incoming(call, undefined, errors)[Symbol.asyncIterator]();
+    duplex.push("a");
+    duplex.push(bad(Buffer.from("x")));
+    duplex.push("b");
+    duplex.push(null);
+    assert.equal((await items.next()).value, "a");
+    assert.equal(written.length, 0, "the error reply waits for its turn");
+    assert.equal((await items.next()).value, "b");
+    assert.deepEqual(written.map(String), ["error for x: invalid_argument"]);
+    assert.equal((await items.next()).done, true);
+  }
+  // Without one: the items before it, then its status; nothing after it is read.
+  {
+    const { call, duplex } = fakeCall();
+    const items = incoming(call)[Symbol.asyncIterator]();
+    duplex.push("a");
+    duplex.push(bad(Buffer.from("x")));
+    duplex.push("b");
+    assert.equal((await items.next()).value, "a");
+    await assert.rejects(items.next(), (err: unknown) => {
+      assert.ok(err instanceof DiscoveryError);
+      assert.equal(err.code, "invalid_argument");
+      assert.match(err.message, /malformed request message: bad varint/);
+      return true;
+    });
+    assert.equal(duplex.listenerCount("data"), 0, "reading stopped at the bad item");
+    assert.equal(unread(duplex), 1, "the item after it is not taken");
+  }
+  // An item over the method's size ends the stream even with an item error reply.
+  {
+    const { call, duplex } = fakeCall();
+    const errors = { reply: () => Buffer.from("never"), write: () => undefined };
+    const items = incoming(call, undefined, errors)[Symbol.asyncIterator]();
+    duplex.push(new Malformed("too large", Buffer.alloc(8), true));
+    await assert.rejects(
+      items.next(),
+      (err: unknown) => err instanceof DiscoveryError && err.code === "resource_exhausted",
+    );
+  }
+});
+
+test("a call cancelled before or while the handler reads ends its items with an error; return() stops reading", async () => {
+  // Cancelled (grpc-js destroys the call) before the handler began: no event is missed.
+  {
+    const { call, duplex } = fakeCall();
+    duplex.destroy();
+    await until(() => duplex.closed, "closed");
+    const out = await settled(incoming(call)[Symbol.asyncIterator]().next());
+    assert.ok(
+      "error" in out && /closed before its requests ended/.test(String(out.error)),
+      "an error, at once",
+    );
+  }
+  // Cancelled while the handler waits for an item.
+  {
+    const { call, duplex } = fakeCall();
+    const waiting = incoming(call)[Symbol.asyncIterator]().next();
+    duplex.destroy();
+    const out = await settled(waiting);
+    assert.ok(
+      "error" in out && /closed before its requests ended/.test(String(out.error)),
+      "the wait ends in an error",
+    );
+  }
+  // Half-closed before the handler began: done.
+  {
+    const { call, duplex } = fakeCall();
+    duplex.push(null);
+    duplex.resume();
+    await until(() => duplex.readableEnded, "ended");
+    const out = await settled(incoming(call)[Symbol.asyncIterator]().next());
+    assert.ok("value" in out && out.value.done === true, "done, at once");
+  }
+  // The handler stops early: nothing more is read, and the call stays open for its replies.
+  {
+    const { call, duplex, written } = fakeCall();
+    const items = incoming(call)[Symbol.asyncIterator]();
+    duplex.push("a");
+    assert.equal((await items.next()).value, "a");
+    await items.return?.();
+    duplex.push("b");
+    assert.equal(duplex.listenerCount("data"), 0);
+    assert.equal(unread(duplex), 1, "b is not taken");
+    assert.equal((await items.next()).done, true);
+    call.write("reply");
+    assert.deepEqual(written, ["reply"]);
+    assert.ok(!duplex.destroyed);
+  }
+});

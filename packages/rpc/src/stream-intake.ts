@@ -1,0 +1,228 @@
+// The request messages of a client or bidirectional stream, as the handler's AsyncIterable
+// (rpc/grpc.ts). They are read from the call's "data" events, not through the Readable's async
+// iterator, which costs a generator step and a promise per message: a fast path's items
+// (fast-path.ts) are answered as they arrive, with no promise at all, and the rest wait in a
+// short queue for the handler. The call is paused while that queue is full or a fast reply waits
+// for the peer to read, so what a stream holds stays bounded and a slow handler slows its peer.
+
+import type * as grpc from "@grpc/grpc-js";
+import { streamItemSlab } from "@mimi/core";
+import { type FastPath, type ItemErrorReply, Malformed, tryFast } from "./fast-path.js";
+import type { Write } from "./stream-write.js";
+
+/**
+ * Items read for the handler and not yet taken, past which the call is paused: the high-water
+ * mark of a Readable in object mode, what the stream held before.
+ */
+export const MAX_QUEUED_ITEMS = 16;
+
+/** What a method's fast path needs to answer items: the path, the decoder of what it declines, and the stream's Write. */
+export interface FastItems {
+  readonly fast: FastPath;
+  readonly decode: (buf: Buffer) => unknown;
+  readonly write: Write;
+}
+
+/** The reply to an item that could not be decoded, and the stream's Write to send it with. */
+export interface ItemErrors {
+  readonly reply: ItemErrorReply;
+  readonly write: Write;
+}
+
+type Call = grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
+
+/** A queued entry: an item for the handler, or the reply to an undecodable one (written in its turn). */
+type Entry = { readonly item: unknown } | { readonly reply: Uint8Array };
+
+/**
+ * The request messages of a streaming call. The call stays open when the handler stops
+ * iterating (iterating a Readable with for-await would destroy it, closing the response side
+ * before the handler sent its last responses). An item that cannot be decoded is answered with
+ * `itemErrors`' reply in its turn and the stream goes on; without one (or an item over the
+ * method's size) iteration throws its status after the items before it.
+ */
+export function incoming(call: Call, fast?: FastItems, itemErrors?: ItemErrors): AsyncIterable<unknown> {
+  return { [Symbol.asyncIterator]: () => new Intake(call, fast, itemErrors) };
+}
+
+class Intake implements AsyncIterator<unknown> {
+  readonly #call: Call;
+  readonly #fast: (FastItems & { readonly itemBytes: ReturnType<typeof streamItemSlab> }) | undefined;
+  readonly #itemErrors: ItemErrors | undefined;
+  /** Items and error replies for the handler, in the order read. */
+  #queue: Entry[] = [];
+  #head = 0;
+  /** The end of the requests once the queue is drained: done, or an error to throw. */
+  #end: { readonly error?: unknown } | undefined;
+  /** A next() waiting for an item. */
+  #waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (err: unknown) => void } | undefined;
+  /** A fast reply waiting for the peer to read; the call is paused meanwhile. */
+  #writeWait = false;
+  #paused = false;
+  #stopped = false;
+
+  constructor(call: Call, fast: FastItems | undefined, itemErrors: ItemErrors | undefined) {
+    this.#call = call;
+    this.#fast = fast && { ...fast, itemBytes: streamItemSlab() };
+    this.#itemErrors = itemErrors;
+    call.on("data", this.#onData);
+    call.once("end", this.#onEnd);
+    call.once("error", this.#onError);
+    call.once("close", this.#onClose);
+    // Ended or cancelled before the handler began to read: those events have gone by.
+    if (call.readableEnded) this.#onEnd();
+    else if (call.destroyed) this.#onClose();
+  }
+
+  next(): Promise<IteratorResult<unknown>> {
+    for (;;) {
+      const entry = this.#take();
+      if (entry === undefined) break;
+      if ("item" in entry) return Promise.resolve({ done: false, value: entry.item });
+      // An undecodable item's reply, written in its turn; reading waits while the peer does.
+      const wait = this.#itemErrors?.write(entry.reply);
+      if (wait) return wait.then(() => this.next());
+    }
+    if (this.#end) {
+      this.#stop();
+      return "error" in this.#end
+        ? Promise.reject(this.#end.error)
+        : Promise.resolve({ done: true, value: undefined });
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+    });
+  }
+
+  return(value?: unknown): Promise<IteratorResult<unknown>> {
+    this.#stop();
+    return Promise.resolve({ done: true, value });
+  }
+
+  #take(): Entry | undefined {
+    if (this.#head === this.#queue.length) return undefined;
+    const entry = this.#queue[this.#head] as Entry;
+    this.#head++;
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    }
+    this.#flow();
+    return entry;
+  }
+
+  readonly #onData = (msg: unknown): void => {
+    if (this.#stopped) return;
+    let item = msg;
+    const fast = this.#fast;
+    if (fast && item instanceof Buffer) {
+      const out = tryFast(fast.fast, item, undefined, fast.itemBytes);
+      if (out instanceof Uint8Array) {
+        let wait: Promise<void> | undefined;
+        try {
+          wait = fast.write(out);
+        } catch (err) {
+          this.#finish({ error: err });
+          return;
+        }
+        if (wait) this.#waitForWrite(wait);
+        return;
+      }
+      item = fast.decode(item);
+    }
+    if (item instanceof Malformed) {
+      const err = item.error;
+      // An item over the method's size ends the stream, as before: its bytes are not read.
+      const reply = item.tooLarge ? undefined : this.#itemErrors?.reply(item.bytes, err);
+      if (!reply) {
+        this.#finish({ error: err });
+        return;
+      }
+      this.#push({ reply });
+      return;
+    }
+    this.#push({ item });
+  };
+
+  readonly #onEnd = (): void => this.#finish({});
+
+  readonly #onError = (err: unknown): void => this.#finish({ error: err });
+
+  /** Closed before its requests ended: the call was cancelled (grpc-js destroys it then). */
+  readonly #onClose = (): void =>
+    this.#finish({ error: new Error("the call was closed before its requests ended") });
+
+  #push(entry: Entry): void {
+    const waiter = this.#waiter;
+    if (waiter && "item" in entry) {
+      this.#waiter = undefined;
+      waiter.resolve({ done: false, value: entry.item });
+      return;
+    }
+    this.#queue.push(entry);
+    if (waiter) {
+      // An error reply to write first: the waiting next() does it in turn.
+      this.#waiter = undefined;
+      this.next().then(waiter.resolve, waiter.reject);
+      return;
+    }
+    this.#flow();
+  }
+
+  #waitForWrite(wait: Promise<void>): void {
+    this.#writeWait = true;
+    this.#flow();
+    wait.then(
+      () => {
+        this.#writeWait = false;
+        this.#flow();
+      },
+      (err: unknown) => this.#finish({ error: err }),
+    );
+  }
+
+  /** Sets the end: the queue's items are still taken first, then next() ends as it says. */
+  #finish(end: { readonly error?: unknown }): void {
+    if (this.#end) return;
+    this.#end = end;
+    // No item after the end is read: an error ends reading where it happened.
+    this.#detach();
+    const waiter = this.#waiter;
+    if (waiter) {
+      this.#waiter = undefined;
+      this.next().then(waiter.resolve, waiter.reject);
+    }
+  }
+
+  /** Pauses the call while the queue is full or a fast reply waits, and lets it flow otherwise. */
+  #flow(): void {
+    if (this.#stopped) return;
+    const hold = this.#writeWait || this.#queue.length - this.#head >= MAX_QUEUED_ITEMS;
+    if (hold && !this.#paused) {
+      this.#paused = true;
+      this.#call.pause();
+    } else if (!hold && this.#paused) {
+      this.#paused = false;
+      this.#call.resume();
+    }
+  }
+
+  #detach(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#call.removeListener("data", this.#onData);
+    this.#call.removeListener("end", this.#onEnd);
+    this.#call.removeListener("error", this.#onError);
+    this.#call.removeListener("close", this.#onClose);
+    // Nothing reads the call's requests any more; the handler may still write its replies.
+    this.#call.pause();
+  }
+
+  /** The handler is done with the requests: nothing more is read or kept. */
+  #stop(): void {
+    this.#detach();
+    this.#queue = [];
+    this.#head = 0;
+    this.#end ??= {};
+  }
+}
