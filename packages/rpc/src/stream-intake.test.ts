@@ -6,7 +6,7 @@ import { Duplex } from "node:stream";
 import { test } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError } from "@mimi/core";
-import { until } from "@mimi/core/testing";
+import { until, untilCollected } from "@mimi/core/testing";
 import { Malformed } from "./fast-path.js";
 import { type FastItems, incoming, MAX_QUEUED_ITEMS } from "./stream-intake.js";
 
@@ -226,5 +226,97 @@ test("a call cancelled before or while the handler reads ends its items with an 
     call.write("reply");
     assert.deepEqual(written, ["reply"]);
     assert.ok(!duplex.destroyed);
+  }
+});
+
+test("a handler slower than its peer keeps only what waits: items it took are let go while the stream stays open", async () => {
+  const { call, duplex } = fakeCall();
+  const items = incoming(call)[Symbol.asyncIterator]();
+  // Far more than the queue holds: it never empties while the handler takes them one by one.
+  for (let i = 0; i < 400; i++) duplex.push({ n: i });
+  const taken: WeakRef<object>[] = [];
+  for (let i = 0; i < 300; i++) {
+    const r = await items.next();
+    taken.push(new WeakRef(r.value as object));
+    // The handler's own wait between items, in which the call refills the queue.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  assert.ok(unread(duplex) > 0, "the queue never ran dry");
+  await untilCollected(taken, 1, "the items taken let go (the last may still be held)");
+});
+
+test("a cancelled call, or a fast reply that fails, starts no more work: what waits is dropped", async () => {
+  {
+    const { call, duplex } = fakeCall();
+    const items = incoming(call)[Symbol.asyncIterator]();
+    for (let i = 0; i < 5; i++) duplex.push(`r${i}`);
+    await until(() => unread(duplex) === 0, "all five queued");
+    duplex.destroy();
+    await until(() => duplex.closed, "closed");
+    const out = await settled(items.next());
+    assert.ok(
+      "error" in out && /closed before its requests ended/.test(String(out.error)),
+      `no queued item after a cancel: ${JSON.stringify("value" in out ? out.value : String(out.error))}`,
+    );
+  }
+  {
+    const { call, duplex } = fakeCall();
+    let fail: ((err: Error) => void) | undefined;
+    const fast: FastItems = {
+      fast: (b) => (b.toString() === "hit" ? Buffer.from("answer") : undefined),
+      decode: (b) => b.toString(),
+      write: () =>
+        new Promise<void>((_, reject) => {
+          fail = reject;
+        }),
+    };
+    const items = incoming(call, fast)[Symbol.asyncIterator]();
+    duplex.push(Buffer.from("miss"));
+    duplex.push(Buffer.from("hit"));
+    await until(() => fail !== undefined, "the hit's reply waits");
+    fail?.(new Error("the peer went away"));
+    await new Promise((resolve) => setImmediate(resolve));
+    const out = await settled(items.next());
+    assert.ok(
+      "error" in out && /the peer went away/.test(String(out.error)),
+      "the miss before it is dropped too",
+    );
+  }
+});
+
+test("a pending next() ends when the handler stops; a decoder that throws fails the stream, not the process", async () => {
+  {
+    const { call } = fakeCall();
+    const items = incoming(call)[Symbol.asyncIterator]();
+    const waiting = items.next();
+    await items.return?.();
+    const out = await settled(waiting);
+    assert.ok("value" in out && out.value.done === true);
+  }
+  {
+    const { call, duplex } = fakeCall();
+    const fast: FastItems = {
+      fast: () => undefined,
+      decode: () => {
+        throw new Error("a decoder that fails");
+      },
+      write: () => undefined,
+    };
+    const items = incoming(call, fast)[Symbol.asyncIterator]();
+    duplex.push(Buffer.from("x"));
+    const out = await settled(items.next());
+    assert.ok("error" in out && /a decoder that fails/.test(String(out.error)));
+  }
+  // A second reader of the same requests (the first stopped, pausing the call) reads on.
+  {
+    const { call, duplex } = fakeCall();
+    const reqs = incoming(call);
+    const first = reqs[Symbol.asyncIterator]();
+    duplex.push("a");
+    assert.equal((await first.next()).value, "a");
+    await first.return?.();
+    duplex.push("b");
+    const out = await settled(reqs[Symbol.asyncIterator]().next());
+    assert.ok("value" in out && out.value.value === "b");
   }
 });

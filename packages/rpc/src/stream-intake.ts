@@ -49,9 +49,8 @@ class Intake implements AsyncIterator<unknown> {
   readonly #call: Call;
   readonly #fast: (FastItems & { readonly itemBytes: ReturnType<typeof streamItemSlab> }) | undefined;
   readonly #itemErrors: ItemErrors | undefined;
-  /** Items and error replies for the handler, in the order read. */
-  #queue: Entry[] = [];
-  #head = 0;
+  /** Items and error replies for the handler, in the order read: at most MAX_QUEUED_ITEMS and a few more. */
+  readonly #queue: Entry[] = [];
   /** The end of the requests once the queue is drained: done, or an error to throw. */
   #end: { readonly error?: unknown } | undefined;
   /** A next() waiting for an item. */
@@ -72,9 +71,13 @@ class Intake implements AsyncIterator<unknown> {
     // Ended or cancelled before the handler began to read: those events have gone by.
     if (call.readableEnded) this.#onEnd();
     else if (call.destroyed) this.#onClose();
+    // A "data" listener does not restart a call paused before (by an earlier reader).
+    else call.resume();
   }
 
   next(): Promise<IteratorResult<unknown>> {
+    // Destroyed (cancelled) before its "close" event, which comes a tick later.
+    if (!this.#end && this.#call.destroyed && !this.#call.readableEnded) this.#onClose();
     for (;;) {
       const entry = this.#take();
       if (entry === undefined) break;
@@ -94,25 +97,32 @@ class Intake implements AsyncIterator<unknown> {
     });
   }
 
+  /** Stops reading; a next() still waiting ends, done. */
   return(value?: unknown): Promise<IteratorResult<unknown>> {
     this.#stop();
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.resolve({ done: true, value: undefined });
     return Promise.resolve({ done: true, value });
   }
 
   #take(): Entry | undefined {
-    if (this.#head === this.#queue.length) return undefined;
-    const entry = this.#queue[this.#head] as Entry;
-    this.#head++;
-    if (this.#head === this.#queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    }
-    this.#flow();
+    const entry = this.#queue.shift();
+    if (entry !== undefined) this.#flow();
     return entry;
   }
 
   readonly #onData = (msg: unknown): void => {
     if (this.#stopped) return;
+    // Run inside grpc-js's delivery of the message: what throws here ends the stream, not the process.
+    try {
+      this.#read(msg);
+    } catch (err) {
+      this.#finish({ error: err }, true);
+    }
+  };
+
+  #read(msg: unknown): void {
     let item = msg;
     const fast = this.#fast;
     if (fast && item instanceof Buffer) {
@@ -122,7 +132,7 @@ class Intake implements AsyncIterator<unknown> {
         try {
           wait = fast.write(out);
         } catch (err) {
-          this.#finish({ error: err });
+          this.#finish({ error: err }, true);
           return;
         }
         if (wait) this.#waitForWrite(wait);
@@ -142,15 +152,15 @@ class Intake implements AsyncIterator<unknown> {
       return;
     }
     this.#push({ item });
-  };
+  }
 
   readonly #onEnd = (): void => this.#finish({});
 
-  readonly #onError = (err: unknown): void => this.#finish({ error: err });
+  readonly #onError = (err: unknown): void => this.#finish({ error: err }, true);
 
   /** Closed before its requests ended: the call was cancelled (grpc-js destroys it then). */
   readonly #onClose = (): void =>
-    this.#finish({ error: new Error("the call was closed before its requests ended") });
+    this.#finish({ error: new Error("the call was closed before its requests ended") }, true);
 
   #push(entry: Entry): void {
     const waiter = this.#waiter;
@@ -177,14 +187,19 @@ class Intake implements AsyncIterator<unknown> {
         this.#writeWait = false;
         this.#flow();
       },
-      (err: unknown) => this.#finish({ error: err }),
+      (err: unknown) => this.#finish({ error: err }, true),
     );
   }
 
-  /** Sets the end: the queue's items are still taken first, then next() ends as it says. */
-  #finish(end: { readonly error?: unknown }): void {
+  /**
+   * Sets the end. The queue's items are taken first (the items before an undecodable one, or
+   * before the peer's half-close), unless `drop`: a call cancelled or failing has nobody to
+   * answer them to, so no more work starts for it.
+   */
+  #finish(end: { readonly error?: unknown }, drop = false): void {
     if (this.#end) return;
     this.#end = end;
+    if (drop) this.#queue.length = 0;
     // No item after the end is read: an error ends reading where it happened.
     this.#detach();
     const waiter = this.#waiter;
@@ -197,7 +212,7 @@ class Intake implements AsyncIterator<unknown> {
   /** Pauses the call while the queue is full or a fast reply waits, and lets it flow otherwise. */
   #flow(): void {
     if (this.#stopped) return;
-    const hold = this.#writeWait || this.#queue.length - this.#head >= MAX_QUEUED_ITEMS;
+    const hold = this.#writeWait || this.#queue.length >= MAX_QUEUED_ITEMS;
     if (hold && !this.#paused) {
       this.#paused = true;
       this.#call.pause();
@@ -221,8 +236,7 @@ class Intake implements AsyncIterator<unknown> {
   /** The handler is done with the requests: nothing more is read or kept. */
   #stop(): void {
     this.#detach();
-    this.#queue = [];
-    this.#head = 0;
+    this.#queue.length = 0;
     this.#end ??= {};
   }
 }
