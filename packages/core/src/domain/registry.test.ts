@@ -53,6 +53,23 @@ test("changes apply in place: delete falls back to the shorter prefix, put moves
   v.apply({ serial: 9n, kind: "put_delegation", delegation: d({ kind: "e164", prefix: "44" }, "uk") });
   assert.equal(v.find(parseCsi("tel:+447700900123").key)?.dpId, "uk");
   assert.equal(v.serial, 9n);
+  // A prefix of a length no other has is matched at once,
+  // and covering lists every delegation over the number, longest first.
+  v.apply({ serial: 10n, kind: "put_delegation", delegation: d({ kind: "e164", prefix: "44770" }, "ldn") });
+  assert.equal(v.find(parseCsi("tel:+447700900123").key)?.dpId, "ldn");
+  assert.deepEqual(
+    v.covering(parseCsi("tel:+447700900123").key).map((x) => x.dpId),
+    ["ldn", "uk"],
+  );
+  // A prefix longer than the number never matches it.
+  v.apply({
+    serial: 11n,
+    kind: "put_delegation",
+    delegation: d({ kind: "e164", prefix: "4477009001234" }, "x"),
+  });
+  assert.equal(v.find({ kind: "e164", digits: "447700900" })?.dpId, "ldn");
+  v.apply({ serial: 12n, kind: "delete_delegation", id: "e164:44770" });
+  assert.equal(v.find(parseCsi("tel:+447700900123").key)?.dpId, "uk");
 });
 
 test("delegation keys parse from admin text", () => {

@@ -186,15 +186,17 @@ export function covers(key: DelegationKey, lookup: LookupKey): boolean {
 }
 
 /**
- * A mutable in-memory copy of the registry with fast matching. E.164 matching is at most
- * 15 map probes (longest prefix first); email matching is a binary search over sorted,
- * non-overlapping ranges.
+ * A mutable in-memory copy of the registry with fast matching. E.164 matching probes a map
+ * once per length that some delegated prefix has (longest first; at most 15, usually 1-3);
+ * email matching is a binary search over sorted, non-overlapping ranges.
  */
 export class RegistryView {
   private serialValue = 0n;
   private readonly delegations = new Map<string, Delegation>();
   private readonly e164 = new Map<string, Delegation>();
   private emailRanges: Delegation[] = [];
+  /** The lengths of the delegated E.164 prefixes, longest first, each once. */
+  private e164Lengths: number[] = [];
   private readonly dps = new Map<string, DpInfo>();
   private readonly msps = new Map<string, MspInfo>();
 
@@ -211,7 +213,7 @@ export class RegistryView {
     for (const d of data.delegations) this.putDelegation(d);
     for (const dp of data.dps) this.dps.set(dp.id, dp);
     for (const m of data.msps) this.msps.set(m.id, m);
-    this.sortEmailRanges();
+    this.reindex();
     this.serialValue = data.serial;
   }
 
@@ -221,11 +223,11 @@ export class RegistryView {
       case "put_delegation":
         this.removeDelegation(change.delegation.id);
         this.putDelegation(change.delegation);
-        this.sortEmailRanges();
+        this.reindex();
         break;
       case "delete_delegation":
         this.removeDelegation(change.id);
-        this.sortEmailRanges();
+        this.reindex();
         break;
       case "put_dp":
         this.dps.set(change.dp.id, change.dp);
@@ -248,7 +250,8 @@ export class RegistryView {
   /** The delegation covering a lookup key, or undefined when none does. */
   find(key: LookupKey): Delegation | undefined {
     if (key.kind === "e164") {
-      for (let len = Math.min(key.digits.length, 15); len > 0; len--) {
+      for (const len of this.e164Lengths) {
+        if (len > key.digits.length) continue;
         const d = this.e164.get(key.digits.slice(0, len));
         if (d) return d;
       }
@@ -272,7 +275,8 @@ export class RegistryView {
   covering(key: LookupKey): Delegation[] {
     if (key.kind === "e164") {
       const found: Delegation[] = [];
-      for (let len = Math.min(key.digits.length, 15); len > 0; len--) {
+      for (const len of this.e164Lengths) {
+        if (len > key.digits.length) continue;
         const d = this.e164.get(key.digits.slice(0, len));
         if (d) found.push(d);
       }
@@ -329,7 +333,9 @@ export class RegistryView {
     if (old.key.kind === "e164") this.e164.delete(old.key.prefix);
   }
 
-  private sortEmailRanges(): void {
+  /** Rebuilds what matching reads besides the maps: after every change to the delegations. */
+  private reindex(): void {
+    this.e164Lengths = [...new Set([...this.e164.keys()].map((p) => p.length))].sort((a, b) => b - a);
     this.emailRanges = [...this.delegations.values()]
       .filter((d) => d.key.kind === "email")
       .sort((a, b) => {
