@@ -127,9 +127,9 @@ test("a fast reply that must wait for the peer pauses reading until it is writte
   await until(() => written.length === 10, "the rest answered once it was written");
 });
 
-test("an undecodable item is answered in its turn; without a reply its status ends the items, after those before it", async () => {
+test("an undecodable item is answered as it comes; without a reply its status ends the items, after those before it", async () => {
   const bad = (b: Buffer) => new Malformed("bad varint", b);
-  // With an item error reply: written when the handler reaches it, and the stream goes on.
+  // With an item error reply: written as it comes, as a fast reply is, and the stream goes on.
   {
     const { call, duplex, written } = fakeCall();
     const errors = {
@@ -144,11 +144,39 @@ test("an undecodable item is answered in its turn; without a reply its status en
     duplex.push(bad(Buffer.from("x")));
     duplex.push("b");
     duplex.push(null);
-    assert.equal((await items.next()).value, "a");
-    assert.equal(written.length, 0, "the error reply waits for its turn");
-    assert.equal((await items.next()).value, "b");
+    await until(() => written.length === 1, "answered with no reader");
     assert.deepEqual(written.map(String), ["error for x: invalid_argument"]);
+    assert.equal((await items.next()).value, "a");
+    assert.equal((await items.next()).value, "b");
     assert.equal((await items.next()).done, true);
+  }
+  // While the handler waits for an item, any number of bad ones are answered and its wait
+  // goes on, for the next good one.
+  {
+    const { call, duplex, written } = fakeCall();
+    let behind: (() => void) | undefined;
+    const errors = {
+      reply: (bytes: Buffer) => Buffer.from(`error for ${bytes}`),
+      write: (r: unknown) => {
+        written.push(r);
+        // The 500th reply finds the peer behind: reading waits for it.
+        return written.length === 500
+          ? new Promise<void>((resolve) => {
+              behind = resolve;
+            })
+          : undefined;
+      },
+    };
+    const items = incoming(call, undefined, errors)[Symbol.asyncIterator]();
+    const waiting = items.next();
+    for (let i = 0; i < 1_000; i++) duplex.push(bad(Buffer.from(`x${i}`)));
+    duplex.push("good");
+    await until(() => behind !== undefined && duplex.isPaused(), "paused behind the peer");
+    assert.equal(written.length, 500);
+    behind?.();
+    const out = await settled(waiting);
+    assert.ok("value" in out && out.value.value === "good", "the wait ends with the good item");
+    assert.equal(written.length, 1_000);
   }
   // Without one: the items before it, then its status; nothing after it is read.
   {
@@ -246,6 +274,27 @@ test("a handler slower than its peer keeps only what waits: items it took are le
 });
 
 test("a cancelled call, or a fast reply that fails, starts no more work: what waits is dropped", async () => {
+  // Destroyed, and asked at once, before the "close" event comes.
+  {
+    const { call, duplex } = fakeCall();
+    const items = incoming(call)[Symbol.asyncIterator]();
+    for (let i = 0; i < 5; i++) duplex.push(`r${i}`);
+    await until(() => unread(duplex) === 0, "all five queued");
+    duplex.destroy();
+    const out = await settled(items.next());
+    assert.ok("error" in out && /closed before its requests ended/.test(String(out.error)));
+  }
+  // Cancelled after the peer's half-close (grpc-js marks the call cancelled).
+  {
+    const { call, duplex } = fakeCall();
+    const items = incoming(call)[Symbol.asyncIterator]();
+    for (let i = 0; i < 5; i++) duplex.push(`r${i}`);
+    duplex.push(null);
+    await until(() => duplex.readableEnded, "half-closed, all five queued");
+    (duplex as unknown as { cancelled: boolean }).cancelled = true;
+    const out = await settled(items.next());
+    assert.ok("error" in out && /closed before its requests ended/.test(String(out.error)));
+  }
   {
     const { call, duplex } = fakeCall();
     const items = incoming(call)[Symbol.asyncIterator]();

@@ -31,15 +31,12 @@ export interface ItemErrors {
 
 type Call = grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
 
-/** A queued entry: an item for the handler, or the reply to an undecodable one (written in its turn). */
-type Entry = { readonly item: unknown } | { readonly reply: Uint8Array };
-
 /**
  * The request messages of a streaming call. The call stays open when the handler stops
  * iterating (iterating a Readable with for-await would destroy it, closing the response side
  * before the handler sent its last responses). An item that cannot be decoded is answered with
- * `itemErrors`' reply in its turn and the stream goes on; without one (or an item over the
- * method's size) iteration throws its status after the items before it.
+ * `itemErrors`' reply as it comes, as a fast path's items are, and the stream goes on; without
+ * one (or an item over the method's size) iteration throws its status after the items before it.
  */
 export function incoming(call: Call, fast?: FastItems, itemErrors?: ItemErrors): AsyncIterable<unknown> {
   return { [Symbol.asyncIterator]: () => new Intake(call, fast, itemErrors) };
@@ -49,14 +46,14 @@ class Intake implements AsyncIterator<unknown> {
   readonly #call: Call;
   readonly #fast: (FastItems & { readonly itemBytes: ReturnType<typeof streamItemSlab> }) | undefined;
   readonly #itemErrors: ItemErrors | undefined;
-  /** Items and error replies for the handler, in the order read: at most MAX_QUEUED_ITEMS and a few more. */
-  readonly #queue: Entry[] = [];
+  /** Items for the handler, in the order read: at most MAX_QUEUED_ITEMS and a few more. */
+  readonly #queue: unknown[] = [];
   /** The end of the requests once the queue is drained: done, or an error to throw. */
   #end: { readonly error?: unknown } | undefined;
   /** A next() waiting for an item. */
   #waiter: { resolve: (r: IteratorResult<unknown>) => void; reject: (err: unknown) => void } | undefined;
-  /** A fast reply waiting for the peer to read; the call is paused meanwhile. */
-  #writeWait = false;
+  /** Replies written here (fast, or to undecodable items) waiting for the peer to read; the call is paused meanwhile. */
+  #writeWaits = 0;
   #paused = false;
   #stopped = false;
 
@@ -76,15 +73,14 @@ class Intake implements AsyncIterator<unknown> {
   }
 
   next(): Promise<IteratorResult<unknown>> {
-    // Destroyed (cancelled) before its "close" event, which comes a tick later.
-    if (!this.#end && this.#call.destroyed && !this.#call.readableEnded) this.#onClose();
-    for (;;) {
-      const entry = this.#take();
-      if (entry === undefined) break;
-      if ("item" in entry) return Promise.resolve({ done: false, value: entry.item });
-      // An undecodable item's reply, written in its turn; reading waits while the peer does.
-      const wait = this.#itemErrors?.write(entry.reply);
-      if (wait) return wait.then(() => this.next());
+    // Cancelled: even after the peer's half-close (a "close" event then finds nobody listening),
+    // or destroyed before its "close" event, which comes a tick later.
+    const call = this.#call;
+    if (call.cancelled || (call.destroyed && !call.readableEnded)) this.#cancelled();
+    if (this.#queue.length > 0) {
+      const item = this.#queue.shift();
+      this.#flow();
+      return Promise.resolve({ done: false, value: item });
     }
     if (this.#end) {
       this.#stop();
@@ -106,12 +102,6 @@ class Intake implements AsyncIterator<unknown> {
     return Promise.resolve({ done: true, value });
   }
 
-  #take(): Entry | undefined {
-    const entry = this.#queue.shift();
-    if (entry !== undefined) this.#flow();
-    return entry;
-  }
-
   readonly #onData = (msg: unknown): void => {
     if (this.#stopped) return;
     // Run inside grpc-js's delivery of the message: what throws here ends the stream, not the process.
@@ -128,14 +118,7 @@ class Intake implements AsyncIterator<unknown> {
     if (fast && item instanceof Buffer) {
       const out = tryFast(fast.fast, item, undefined, fast.itemBytes);
       if (out instanceof Uint8Array) {
-        let wait: Promise<void> | undefined;
-        try {
-          wait = fast.write(out);
-        } catch (err) {
-          this.#finish({ error: err }, true);
-          return;
-        }
-        if (wait) this.#waitForWrite(wait);
+        this.#write(fast.write, out);
         return;
       }
       item = fast.decode(item);
@@ -143,15 +126,24 @@ class Intake implements AsyncIterator<unknown> {
     if (item instanceof Malformed) {
       const err = item.error;
       // An item over the method's size ends the stream, as before: its bytes are not read.
-      const reply = item.tooLarge ? undefined : this.#itemErrors?.reply(item.bytes, err);
-      if (!reply) {
+      const errors = this.#itemErrors;
+      const reply = item.tooLarge ? undefined : errors?.reply(item.bytes, err);
+      if (!(errors && reply)) {
         this.#finish({ error: err });
         return;
       }
-      this.#push({ reply });
+      this.#write(errors.write, reply);
       return;
     }
-    this.#push({ item });
+    const waiter = this.#waiter;
+    if (waiter) {
+      // A next() waits only on an empty queue.
+      this.#waiter = undefined;
+      waiter.resolve({ done: false, value: item });
+      return;
+    }
+    this.#queue.push(item);
+    this.#flow();
   }
 
   readonly #onEnd = (): void => this.#finish({});
@@ -159,32 +151,24 @@ class Intake implements AsyncIterator<unknown> {
   readonly #onError = (err: unknown): void => this.#finish({ error: err }, true);
 
   /** Closed before its requests ended: the call was cancelled (grpc-js destroys it then). */
-  readonly #onClose = (): void =>
-    this.#finish({ error: new Error("the call was closed before its requests ended") }, true);
+  readonly #onClose = (): void => this.#finish({ error: closedEarly() }, true);
 
-  #push(entry: Entry): void {
-    const waiter = this.#waiter;
-    if (waiter && "item" in entry) {
-      this.#waiter = undefined;
-      waiter.resolve({ done: false, value: entry.item });
-      return;
-    }
-    this.#queue.push(entry);
-    if (waiter) {
-      // An error reply to write first: the waiting next() does it in turn.
-      this.#waiter = undefined;
-      this.next().then(waiter.resolve, waiter.reject);
-      return;
-    }
-    this.#flow();
+  /** Cancelled: what waits is dropped and iteration ends with the error, whatever end was set. */
+  #cancelled(): void {
+    if (this.#end && "error" in this.#end) return;
+    this.#end = undefined;
+    this.#finish({ error: closedEarly() }, true);
   }
 
-  #waitForWrite(wait: Promise<void>): void {
-    this.#writeWait = true;
+  /** Writes a reply made here; while the peer is behind, reading waits for it. */
+  #write(write: Write, reply: Uint8Array): void {
+    const wait = write(reply);
+    if (!wait) return;
+    this.#writeWaits++;
     this.#flow();
     wait.then(
       () => {
-        this.#writeWait = false;
+        this.#writeWaits--;
         this.#flow();
       },
       (err: unknown) => this.#finish({ error: err }, true),
@@ -209,10 +193,10 @@ class Intake implements AsyncIterator<unknown> {
     }
   }
 
-  /** Pauses the call while the queue is full or a fast reply waits, and lets it flow otherwise. */
+  /** Pauses the call while the queue is full or a reply waits, and lets it flow otherwise. */
   #flow(): void {
     if (this.#stopped) return;
-    const hold = this.#writeWait || this.#queue.length >= MAX_QUEUED_ITEMS;
+    const hold = this.#writeWaits > 0 || this.#queue.length >= MAX_QUEUED_ITEMS;
     if (hold && !this.#paused) {
       this.#paused = true;
       this.#call.pause();
@@ -239,4 +223,8 @@ class Intake implements AsyncIterator<unknown> {
     this.#queue.length = 0;
     this.#end ??= {};
   }
+}
+
+function closedEarly(): Error {
+  return new Error("the call was closed before its requests ended");
 }
