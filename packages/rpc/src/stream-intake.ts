@@ -1,9 +1,10 @@
 // The request messages of a client or bidirectional stream, as the handler's AsyncIterable
 // (rpc/grpc.ts). They are read from the call's "data" events, not through the Readable's async
 // iterator, which costs a generator step and a promise per message: a fast path's items
-// (fast-path.ts) are answered as they arrive, with no promise at all, and the rest wait in a
-// short queue for the handler. The call is paused while that queue is full or a fast reply waits
-// for the peer to read, so what a stream holds stays bounded and a slow handler slows its peer.
+// (fast-path.ts), and the error replies to items that cannot be decoded, are answered as they
+// arrive, with no promise at all, and the rest wait in a short queue for the handler. The call is
+// paused while that queue is full or a reply written here waits for the peer to read, so what a
+// stream holds stays bounded and a slow handler slows its peer.
 
 import type * as grpc from "@grpc/grpc-js";
 import { streamItemSlab } from "@mimi/core";
