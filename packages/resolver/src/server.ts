@@ -307,8 +307,7 @@ export function bindResolverServer(
               slotFree?.();
               if (inflight === 0) allDone?.();
             });
-          // Refused too often: take no more items until the pause is over (the fast path still
-          // answers cache hits, as it does unary calls, until 16 items wait; rpc stream-intake.ts).
+          // Refused too often: read nothing more until the pause is over.
           const wait = pauseUntil - performance.now();
           if (wait > 0) await sleepUnlessAborted(wait, ctx.signal);
           if (inflight >= MAX_STREAM_INFLIGHT) {
