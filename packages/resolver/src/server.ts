@@ -307,7 +307,8 @@ export function bindResolverServer(
               slotFree?.();
               if (inflight === 0) allDone?.();
             });
-          // Refused too often: read nothing more until the pause is over.
+          // Refused too often: take nothing more until the pause is over (the fast path still
+          // answers hits that come before the next item for this handler).
           const wait = pauseUntil - performance.now();
           if (wait > 0) await sleepUnlessAborted(wait, ctx.signal);
           if (inflight >= MAX_STREAM_INFLIGHT) {

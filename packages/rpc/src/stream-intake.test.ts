@@ -259,13 +259,13 @@ test("a call cancelled before or while the handler reads ends its items with an 
 test("a handler slower than its peer keeps only what waits: items it took are let go while the stream stays open", async () => {
   const { call, duplex } = fakeCall();
   const items = incoming(call)[Symbol.asyncIterator]();
-  // Far more than the queue holds: it never empties while the handler takes them one by one.
+  // Far more than the call buffers: it is never empty while the handler takes them one by one.
   for (let i = 0; i < 400; i++) duplex.push({ n: i });
   const taken: WeakRef<object>[] = [];
   for (let i = 0; i < 300; i++) {
     const r = await items.next();
     taken.push(new WeakRef(r.value as object));
-    // The handler's own wait between items, in which the call refills the queue.
+    // The handler's own wait between items, in which the call reads on.
     await new Promise((resolve) => setImmediate(resolve));
   }
   assert.ok(unread(duplex) > 0, "the queue never ran dry");
@@ -307,6 +307,8 @@ test("a cancelled call, or a fast reply that fails, starts no more work: what wa
       `no queued item after a cancel: ${JSON.stringify("value" in out ? out.value : String(out.error))}`,
     );
   }
+  // A fast reply that fails ends the items at once (nothing is held then: the call was paused
+  // for the reply, so the miss behind it was never read).
   {
     const { call, duplex } = fakeCall();
     let fail: ((err: Error) => void) | undefined;
