@@ -60,7 +60,6 @@ class Intake implements AsyncIterator<unknown> {
   /** Replies written here (fast, or to undecodable items) waiting for the peer to read; the call is paused meanwhile. */
   #writeWaits = 0;
   #paused = false;
-  #stopped = false;
 
   constructor(call: Call, fast: FastItems | undefined, itemErrors: ItemErrors | undefined) {
     this.#call = call;
@@ -108,7 +107,7 @@ class Intake implements AsyncIterator<unknown> {
   }
 
   readonly #onData = (msg: unknown): void => {
-    if (this.#stopped) return;
+    if (this.#end) return;
     // Run inside grpc-js's delivery of the message: what throws here ends the stream, not the process.
     try {
       this.#read(msg);
@@ -200,7 +199,7 @@ class Intake implements AsyncIterator<unknown> {
 
   /** Pauses the call while the queue is full or a reply waits, and lets it flow otherwise. */
   #flow(): void {
-    if (this.#stopped) return;
+    if (this.#end) return;
     const hold = this.#writeWaits > 0 || this.#queue.length >= MAX_QUEUED_ITEMS;
     if (hold && !this.#paused) {
       this.#paused = true;
@@ -211,9 +210,8 @@ class Intake implements AsyncIterator<unknown> {
     }
   }
 
+  /** Stops reading: once the end is set (removing a listener twice does nothing). */
   #detach(): void {
-    if (this.#stopped) return;
-    this.#stopped = true;
     this.#call.removeListener("data", this.#onData);
     this.#call.removeListener("end", this.#onEnd);
     this.#call.removeListener("error", this.#onError);
@@ -224,9 +222,9 @@ class Intake implements AsyncIterator<unknown> {
 
   /** The handler is done with the requests: nothing more is read or kept. */
   #stop(): void {
-    this.#detach();
-    this.#queue.length = 0;
     this.#end ??= {};
+    this.#queue.length = 0;
+    this.#detach();
   }
 }
 
