@@ -115,7 +115,7 @@ export function createPartLookups(d: PartDeps) {
   const single = (dp: DpInfo, csi: Csi, caller: MissCaller): Promise<Resolution> =>
     inflight.run(
       inflight.keyOf(partKey(dp.id, csi.uri), caller.privateAt?.(dp.id) === true),
-      { caller: caller.key, background: false },
+      { caller: caller.key, background: false, waitUntilMs: caller.waitUntilMs },
       (flight) => ask(dp, csi, caller, flight),
       () => single(dp, csi, caller),
     );

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError } from "@mimi/core";
+import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { callerGone } from "./call-bounds.js";
 import { type Flight, InFlight } from "./in-flight.js";
 
@@ -74,6 +75,60 @@ test("a joiner is asked for again when the lookup failed for its first caller al
     assert.equal(await other, "b's own answer", why);
     assert.deepEqual(asked.sort(), sameAskedAgain ? ["a", "b"] : ["b"], why);
   }
+});
+
+test("a joiner allowing a longer wait than the first caller is asked for again when the gate refused the lookup unsent", async () => {
+  // The gate's refusal of a lookup that may not wait while its window is full.
+  const clock = { now: 0 };
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    maxWindow: 1,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  gate.run(
+    () => new Promise<never>(() => {}),
+    () => false,
+  );
+  const refused = await gate
+    .run(
+      async () => "sent",
+      () => false,
+      0,
+    )
+    .catch((e: unknown) => e);
+  assert.ok(refused instanceof DiscoveryError);
+  for (const [why, first, joiner, askedAgain] of [
+    ["a later bound", 10, 20, true],
+    ["no bound (the gate's default of its own)", 10, undefined, true],
+    ["the same bound", 10, 10, false],
+    ["an earlier bound", 10, 5, false],
+    ["a first caller with no bound", undefined, 20, false],
+    ["neither with a bound", undefined, undefined, false],
+  ] as const) {
+    const inflight = new InFlight<string>();
+    const lookup = held();
+    inflight.run("k", { ...A, waitUntilMs: first }, () => lookup.p, unasked).catch(() => {});
+    const asked: string[] = [];
+    const joined = inflight.run("k", { ...B, waitUntilMs: joiner }, unasked, async () => {
+      asked.push("b");
+      return "b's own answer";
+    });
+    lookup.settle.reject(refused);
+    if (askedAgain) assert.equal(await joined, "b's own answer", why);
+    else await assert.rejects(joined, refused, why);
+    assert.equal(asked.length, askedAgain ? 1 : 0, why);
+  }
+  // A failure at the DP is shared, whatever the joiner's bound.
+  const inflight = new InFlight<string>();
+  const lookup = held();
+  inflight.run("k", { ...A, waitUntilMs: 10 }, () => lookup.p, unasked).catch(() => {});
+  const joined = inflight.run("k", { ...B, waitUntilMs: 20 }, unasked, unasked);
+  const down = new DiscoveryError("upstream_unavailable", "down");
+  lookup.settle.reject(down);
+  await assert.rejects(joined, down);
 });
 
 test("any other failure is shared, or given to `failed` with the flight that was joined", async () => {

@@ -11,6 +11,7 @@ import {
   RegistryView,
 } from "@mimi/core";
 import { getterOnPrototype } from "@mimi/core/testing";
+import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { createTtlCache } from "./cache.js";
 import { answerIndex, type CachedAnswer, createResolverService, type MissCaller } from "./service.js";
 import type { Upstream } from "./upstream.js";
@@ -64,9 +65,21 @@ function fakeUpstream() {
     refuses: undefined as ((rateContext: Uint8Array | undefined) => DiscoveryError | undefined) | undefined,
     /** The gate's verdict on a miss refused before it is asked (refusedMiss). */
     refusalNow: undefined as ((dpId: string, waitUntilMs?: number) => DiscoveryError | undefined) | undefined,
+    /** When set, every lookup first passes this gate with its wait bound (refused ones are not counted). */
+    window: undefined as AdaptiveGate | undefined,
+    /** The wait bound of each lookup the gate let through. */
+    waits: [] as (number | undefined)[],
   };
   const upstream: Upstream = {
     async lookup(_dp, _csi, how) {
+      if (state.window) {
+        await state.window.run(
+          async () => {},
+          () => false,
+          how?.waitUntilMs,
+        );
+        state.waits.push(how?.waitUntilMs);
+      }
       state.calls++;
       state.preferred.push(how?.prefer);
       how?.answeredBy?.("127.0.0.1:1");
@@ -911,6 +924,55 @@ test("a caller that joined another's lookup is asked for again under its own con
     assert.equal((await joiner).source, "upstream", what);
     assert.deepEqual(state.contexts, [1, 2], `${what}: asked again under the joiner's own context`);
   }
+});
+
+test("a caller that joined a lookup the gate refused unsent for its first caller's short deadline is asked for again under its own", async () => {
+  const { state, service } = setup();
+  const fed: DpInfo = { ...DP, id: "fed" };
+  const clock = { now: 0 };
+  // A window of one, held by a lookup the test answers: a lookup that may not wait is refused.
+  state.window = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    maxWindow: 1,
+    decreaseEveryMs: 1_000,
+    now: () => clock.now,
+  });
+  const caller = (key: string, waitUntilMs: number) => () => ({
+    key,
+    contextFor: () => new Uint8Array(0),
+    waitUntilMs,
+  });
+  for (const [what, ask] of [
+    ["at the CSI's DP", (c: () => MissCaller) => service.resolve(CSI, c)],
+    ["at a federated DP", (c: () => MissCaller) => service.part(fed, CSI, c)],
+  ] as const) {
+    service.flush("all");
+    state.waits = [];
+    let answer = () => {};
+    const holder = state.window.run(
+      () =>
+        new Promise<void>((r) => {
+          answer = r;
+        }),
+      () => false,
+    );
+    const first = ask(caller("msp-a", clock.now)); // no time to wait for the window
+    const sameBound = ask(caller("msp-b", clock.now));
+    const longer = ask(caller("msp-c", clock.now + 5_000));
+    await assert.rejects(first, /no time to wait/, what);
+    await assert.rejects(
+      sameBound,
+      /no time to wait/,
+      `${what}: a joiner allowing no longer shares the refusal`,
+    );
+    answer(); // the window has room again
+    await holder;
+    assert.equal((await longer).source, "upstream", what);
+    assert.deepEqual(state.waits, [clock.now + 5_000], `${what}: asked again, with the joiner's own bound`);
+  }
+  state.window = undefined;
 });
 
 test("a caller that joined the resolver's own refresh is served stale when the refresh fails", async () => {

@@ -338,7 +338,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     return inflight
       .run(
         key,
-        { caller: caller.key, background },
+        { caller: caller.key, background, waitUntilMs: caller.waitUntilMs },
         (flight) => walk(csi, 0, background, caller, trace, flight),
         () => single(csi, background, caller, trace),
         // A caller that joined the resolver's own refresh is served stale when it fails, as it
