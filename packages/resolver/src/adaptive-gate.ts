@@ -52,21 +52,10 @@
 import { DiscoveryError } from "@mimi/core";
 import { AnswerTimes } from "./answer-times.js";
 import { callerGone, TOO_LATE } from "./call-bounds.js";
+import { notSent, notSentForBound } from "./gate-refusals.js";
 
 /** The reason of the gate's refusals for lack of room at the DP (RESOURCE_EXHAUSTED). */
 export const UPSTREAM_SATURATED = "UPSTREAM_SATURATED";
-
-/** The gate's failures of lookups it never sent. */
-const unsent = new WeakSet<DiscoveryError>();
-const notSent = (e: DiscoveryError): DiscoveryError => {
-  unsent.add(e);
-  return e;
-};
-
-/** Whether `err` is the gate's failure of a lookup it never sent (not the DP's doing). */
-export function refusedUnsent(err: unknown): boolean {
-  return err instanceof DiscoveryError && unsent.has(err);
-}
 
 /** The gate's bounds. */
 export interface GateOptions {
@@ -313,7 +302,7 @@ export class AdaptiveGate {
     if (!(leftMs > base) && (base > 0 || drained > 0)) {
       // Less time than the DP's quickest answer: the caller's deadline, not the DP, is short
       // (charged like a miss answered at its deadline; call-bounds.ts).
-      return notSent(
+      return notSentForBound(
         new DiscoveryError(
           "upstream_unavailable",
           `DP "${this.name}" answers no faster than ${Math.round(base)} ms here, and this call's deadline leaves less; try again with a longer deadline`,
@@ -339,7 +328,7 @@ export class AdaptiveGate {
       expectedMs === byRate
         ? `answers about ${Math.round(rate)} lookups per second here`
         : `has sent nothing for ${Math.round(standing)} ms here while lookups wait`;
-    return notSent(
+    return notSentForBound(
       new DiscoveryError(
         "resource_exhausted",
         `DP "${this.name}" ${why} and ${this.judgedInflight} are sent and ${this.judgedWaiting} waiting: this one would not be answered within its deadline; try again in ${Math.ceil(retryAfterMs / 1_000)} s`,
@@ -397,7 +386,7 @@ export class AdaptiveGate {
   private wait(maxWaitMs: number, judged: boolean, abandoned?: () => boolean): Promise<void> {
     if (maxWaitMs <= 0) {
       return Promise.reject(
-        notSent(
+        notSentForBound(
           new DiscoveryError(
             "upstream_unavailable",
             `DP "${this.name}" has lookups waiting and the caller's deadline leaves no time to wait`,
@@ -411,7 +400,7 @@ export class AdaptiveGate {
     if (this.rate > 0 && drainMs >= maxWaitMs) {
       this.refusals++;
       return Promise.reject(
-        notSent(
+        notSentForBound(
           new DiscoveryError(
             "resource_exhausted",
             `DP "${this.name}" takes ${this.rate} lookups per second and ${this.waiting} are waiting for it; try again in ${Math.ceil(drainMs / 1_000)} s`,
@@ -444,7 +433,7 @@ export class AdaptiveGate {
         w.gone = true;
         left();
         reject(
-          notSent(
+          notSentForBound(
             new DiscoveryError(
               "upstream_unavailable",
               `DP "${this.name}" is overloaded: the lookup waited ${Math.round(maxWaitMs)} ms for it`,

@@ -2,8 +2,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError } from "@mimi/core";
+import { until } from "@mimi/core/testing";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { callerGone } from "./call-bounds.js";
+import { refusedForBound, refusedUnsent } from "./gate-refusals.js";
 import { type Flight, InFlight } from "./in-flight.js";
 
 /** A lookup the test settles. */
@@ -77,29 +79,47 @@ test("a joiner is asked for again when the lookup failed for its first caller al
   }
 });
 
-test("a joiner allowing a longer wait than the first caller is asked for again when the gate refused the lookup unsent", async () => {
-  // The gate's refusal of a lookup that may not wait while its window is full.
+/** The gate's refusals of a lookup when its window of one is full: for its bound, and for a full queue. */
+async function gateRefusals() {
   const clock = { now: 0 };
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 1,
-    minWindow: 1,
-    maxWindow: 1,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
-  gate.run(
-    () => new Promise<never>(() => {}),
-    () => false,
-  );
-  const refused = await gate
-    .run(
-      async () => "sent",
+  const gate = (maxQueue: number) => {
+    const g = new AdaptiveGate("eu", {
+      ...DEFAULT_GATE,
+      initialWindow: 1,
+      minWindow: 1,
+      maxWindow: 1,
+      maxQueue,
+      decreaseEveryMs: 1_000,
+      now: () => clock.now,
+    });
+    g.run(
+      () => new Promise<never>(() => {}),
       () => false,
-      0,
-    )
-    .catch((e: unknown) => e);
-  assert.ok(refused instanceof DiscoveryError);
+    );
+    return g;
+  };
+  const refusal = (g: AdaptiveGate, waitUntilMs: number) =>
+    g
+      .run(
+        async () => "sent",
+        () => false,
+        waitUntilMs,
+      )
+      .then(
+        () => assert.fail("sent"),
+        (e: unknown) => e as DiscoveryError,
+      );
+  // No time left to wait; a queue that holds nobody, whatever the bound.
+  const noTime = await refusal(gate(10), clock.now);
+  const queueFull = await refusal(gate(0), clock.now + 60_000);
+  assert.ok(refusedForBound(noTime));
+  assert.equal(refusedForBound(queueFull), false);
+  assert.ok(refusedUnsent(queueFull));
+  return { noTime, queueFull };
+}
+
+test("a joiner allowing a longer wait than the first caller is asked for again when the gate failed the lookup for the first's bound", async () => {
+  const { noTime, queueFull } = await gateRefusals();
   for (const [why, first, joiner, askedAgain] of [
     ["a later bound", 10, 20, true],
     ["no bound (the gate's default of its own)", 10, undefined, true],
@@ -116,19 +136,60 @@ test("a joiner allowing a longer wait than the first caller is asked for again w
       asked.push("b");
       return "b's own answer";
     });
-    lookup.settle.reject(refused);
+    lookup.settle.reject(noTime);
     if (askedAgain) assert.equal(await joined, "b's own answer", why);
-    else await assert.rejects(joined, refused, why);
+    else await assert.rejects(joined, (e) => e === noTime, why);
     assert.equal(asked.length, askedAgain ? 1 : 0, why);
   }
-  // A failure at the DP is shared, whatever the joiner's bound.
+  // A failure the bound did not decide is shared, whatever the joiner's bound: the DP's, or the
+  // gate's full queue (asking again would only be refused again).
+  for (const failure of [new DiscoveryError("upstream_unavailable", "down"), queueFull]) {
+    const inflight = new InFlight<string>();
+    const lookup = held();
+    inflight.run("k", { ...A, waitUntilMs: 10 }, () => lookup.p, unasked).catch(() => {});
+    const joined = inflight.run("k", { ...B, waitUntilMs: 20 }, unasked, unasked);
+    lookup.settle.reject(failure);
+    await assert.rejects(joined, failure);
+  }
+});
+
+test("joiners outwaiting a failed first caller ask once, under the longest wait; a retry failed for its own bound gives the first failure", async () => {
+  const { noTime } = await gateRefusals();
   const inflight = new InFlight<string>();
+  const first = held();
+  const retried = held();
+  const starts: (number | undefined)[] = [];
+  // Asked again as service.ts asks: the same key, under the joiner's own bound.
+  const ask = (caller: string, waitUntilMs: number): Promise<string> =>
+    inflight.run(
+      "k",
+      { caller, background: false, waitUntilMs },
+      (f) => {
+        starts.push(f.waitUntilMs);
+        return retried.p;
+      },
+      () => ask(caller, waitUntilMs),
+    );
+  inflight.run("k", { ...A, waitUntilMs: 10 }, () => first.p, unasked).catch(() => {});
+  // Bounds rising in the order they joined: asked again in that order, each would start a
+  // lookup the next outwaits, a round per joiner.
+  const joiners = Array.from({ length: 50 }, (_, i) => ask(`msp-${i}`, 11 + i));
+  first.settle.reject(noTime);
+  await until(() => starts.length > 0);
+  assert.deepEqual(starts, [60], "one lookup, under the longest wait");
+  retried.settle.resolve("answer");
+  assert.deepEqual(new Set(await Promise.all(joiners)), new Set(["answer"]));
+  assert.equal(starts.length, 1);
+
+  // Failed for its own bound in turn, a joiner's ask gives the failure it joined.
+  const again = new InFlight<string>();
   const lookup = held();
-  inflight.run("k", { ...A, waitUntilMs: 10 }, () => lookup.p, unasked).catch(() => {});
-  const joined = inflight.run("k", { ...B, waitUntilMs: 20 }, unasked, unasked);
-  const down = new DiscoveryError("upstream_unavailable", "down");
-  lookup.settle.reject(down);
-  await assert.rejects(joined, down);
+  again.run("k", { ...A, waitUntilMs: 10 }, () => lookup.p, unasked).catch(() => {});
+  const joined = again.run("k", { ...B, waitUntilMs: 20 }, unasked, async () => {
+    throw (await gateRefusals()).noTime;
+  });
+  lookup.settle.reject(noTime);
+  await assert.rejects(joined, (e) => e === noTime, "the first failure itself, not the retry's");
 });
 
 test("any other failure is shared, or given to `failed` with the flight that was joined", async () => {

@@ -1,7 +1,7 @@
 // Misses in flight, one lookup per key shared by the callers that ask meanwhile: the resolver's
 // own walks (service.ts) and federated DPs' parts (federation.ts) join the same way.
-import { refusedUnsent } from "./adaptive-gate.js";
 import { isCallerGone } from "./call-bounds.js";
+import { refusedForBound } from "./gate-refusals.js";
 import { isCallerRefusal } from "./refusals.js";
 
 /** One lookup in flight: whom it is made for, and whether another ask joined it. */
@@ -19,9 +19,19 @@ export interface Flight {
   joined: boolean;
 }
 
+/** A lookup in flight and who joined it. */
+interface Entry<T> {
+  readonly p: Promise<T>;
+  readonly flight: Flight;
+  /** Of the joiners allowing a longer wait than the first caller, the one allowing the longest. */
+  longest?: { readonly waitUntilMs: number | undefined; readonly again: () => Promise<T> };
+  /** `longest` asked for again, once the gate failed the lookup for its first caller's bound. */
+  retry?: Promise<T>;
+}
+
 /** The lookups in flight, by key. */
 export class InFlight<T> {
-  readonly #flights = new Map<string, { readonly p: Promise<T>; readonly flight: Flight }>();
+  readonly #flights = new Map<string, Entry<T>>();
 
   /**
    * The key of an ask for `key` (a CSI, or a federated part) made privately or plainly. A
@@ -44,13 +54,14 @@ export class InFlight<T> {
    * The lookup of `key` for `ask.caller`: the one in flight, or `start`'s. An ask that joined is
    * asked for again (`again`) when the lookup was dropped because its first caller had left
    * (and was the only one then), and, under another caller, when a DP refused that caller's
-   * rate-limit context, which says nothing about this one; and when the gate refused the lookup
-   * unsent (adaptive-gate.ts: no time left to wait, or too little for the DP's answer time)
-   * while the joiner allows it longer than its first caller did: a caller with a short deadline
-   * must not fail the lookups of callers with long ones that happen to join it, and the DP saw
-   * nothing of it. Any other failure such a joiner gets through `failed` when given, with the
-   * flight it joined (service.ts serves it stale when the resolver's own refresh failed, as its
-   * own lookup would have).
+   * rate-limit context, which says nothing about this one; and when the gate failed the lookup
+   * unsent for its first caller's wait bound (gate-refusals.ts) while the joiner
+   * allows a longer wait: a caller with a short deadline must not fail the lookups that callers
+   * with long ones make of the same key. The joiner allowing the longest wait asks first, and
+   * the others join its lookup, so one failure starts one lookup, not one per joiner. A joiner
+   * whose own ask is failed for its bound in turn gets the failure it joined. Any other failure
+   * such a joiner gets through `failed` when given, with the flight it joined (service.ts serves
+   * it stale when the resolver's own refresh failed, as its own lookup would have).
    */
   run(
     key: string,
@@ -63,16 +74,31 @@ export class InFlight<T> {
     if (running) {
       running.flight.joined = true;
       const same = running.flight.caller === ask.caller;
+      const outwaits = waitsLonger(ask.waitUntilMs, running.flight.waitUntilMs);
+      if (outwaits && (!running.longest || waitsLonger(ask.waitUntilMs, running.longest.waitUntilMs))) {
+        running.longest = { waitUntilMs: ask.waitUntilMs, again };
+      }
       return running.p.catch((err: unknown) => {
         // Dropped as this ask joined (its first caller had left): asked again, whoever asks.
         if (isCallerGone(err) || (!same && isCallerRefusal(err))) return again();
-        if (refusedUnsent(err) && waitsLonger(ask.waitUntilMs, running.flight.waitUntilMs)) return again();
+        const longest = running.longest;
+        if (outwaits && longest && refusedForBound(err)) {
+          // The longest's ask starts the lookup the others then join (each under its own name).
+          if (!running.retry) {
+            running.retry = longest.again();
+            running.retry.catch(() => {}); // heard by the longest's own handler, which may run later
+          }
+          const asked = longest.again === again ? running.retry : again();
+          return asked.catch((e: unknown) => {
+            throw refusedForBound(e) ? err : e;
+          });
+        }
         if (failed && !same) return failed(err, running.flight);
         throw err;
       });
     }
     const flight: Flight = { ...ask, joined: false };
-    const entry = { p: start(flight), flight };
+    const entry: Entry<T> = { p: start(flight), flight };
     this.#flights.set(key, entry);
     // Only this lookup's own entry goes: by the time it settles, another may hold the key.
     const leave = () => {
@@ -84,11 +110,12 @@ export class InFlight<T> {
 }
 
 /**
- * Whether a joiner's wait bound is later than the first caller's. Unset is the gate's default,
- * counted from when a lookup starts: a joiner without a bound (a caller that set no deadline)
- * gets that default of its own, and one with a bound never outwaits a first caller without one
- * (the resolver's refresh, or a caller that set no deadline).
+ * Whether wait bound `a` is later than `b`. Unset is the gate's default, counted from when a
+ * lookup starts (10 s): a joiner without a bound (a caller that set no deadline) is taken to
+ * allow the longest wait, and nothing outwaits a first caller without one (the resolver's
+ * refresh, whose joiners are served stale when it fails, or a caller that set no deadline; a
+ * joiner allowing up to a minute could wait longer than its default, and shares its failure).
  */
-function waitsLonger(joiner: number | undefined, first: number | undefined): boolean {
-  return first !== undefined && (joiner === undefined || joiner > first);
+function waitsLonger(a: number | undefined, b: number | undefined): boolean {
+  return b !== undefined && (a === undefined || a > b);
 }

@@ -202,6 +202,46 @@ test("an expired answer is served stale when the DP is down, and never without o
   await assert.rejects(service.resolve(parseCsi("tel:+447700900999")), /down/);
 });
 
+test("a lookup its caller's deadline failed before it reached the DP is not served stale; one whose default wait ran out is", async () => {
+  const { clock, state, service } = setup();
+  await service.resolve(CSI);
+  clock.now += 61_000; // expired, within the stale window
+  const gateClock = { now: 0 };
+  // A window of one, held throughout: what else comes waits, or is refused.
+  const gate = (maxWaitMs: number) => {
+    const g = new AdaptiveGate("eu", {
+      ...DEFAULT_GATE,
+      initialWindow: 1,
+      minWindow: 1,
+      maxWindow: 1,
+      maxWaitMs,
+      decreaseEveryMs: 1_000,
+      now: () => gateClock.now,
+    });
+    g.run(
+      () => new Promise<never>(() => {}),
+      () => false,
+    );
+    return g;
+  };
+  state.window = gate(10_000);
+  const caller = (waitUntilMs: number) => () => ({
+    key: "msp-a",
+    contextFor: () => new Uint8Array(0),
+    waitUntilMs,
+  });
+  // Its deadline left no time to wait: its answer is the refusal, and nothing is kept stale for
+  // the others (a short deadline must not keep a CSI stale for everyone).
+  await assert.rejects(service.resolve(CSI, caller(gateClock.now)), /no time to wait/);
+  assert.equal(service.stats.stale, 0);
+  // No deadline: the gate's default wait (1 ms here) ran out, as a DP that does not answer.
+  state.window = gate(1);
+  const r = await service.resolve(CSI, () => ({ key: "msp-b", contextFor: () => new Uint8Array(0) }));
+  assert.equal(r.source, "stale");
+  assert.equal(service.stats.stale, 1);
+  state.window = undefined;
+});
+
 test("a CSI no delegation covers is NOT_FOUND without asking any DP", async () => {
   const { state, service } = setup();
   const r = await service.resolve(parseCsi("tel:+4915123456789"));

@@ -22,6 +22,7 @@ import {
 import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
+import { refusedForBound } from "./gate-refusals.js";
 import { type Flight, InFlight } from "./in-flight.js";
 import {
   CachedResolution,
@@ -52,7 +53,8 @@ export interface ResolverService {
    * charged there), and what it throws fails the call without asking anyone; the caller it
    * returns is who the DP is asked for (its pseudonymous rate-limit context, P2, and how long
    * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context;
-   * a joiner whose first caller's context the DP refused is asked for again under its own.
+   * a joiner whose first caller's context the DP refused, or whose deadline is later than a
+   * first caller's the gate failed it for, is asked for again under its own (in-flight.ts).
    * With `sealedDenial`, a cached NOT_FOUND that a private lookup found (no DP seal) counts as
    * a miss, so the DP is asked plainly.
    */
@@ -232,15 +234,20 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // A failed prefetch leaves the fresh entry as it is.
       if (background) throw err;
+      // Failed unsent for its caller's deadline (no time to wait, or its wait ran out): the
+      // caller's answer, not the DP's failure. A stale answer would be kept for everyone for
+      // the stale TTL, so a caller with a short deadline could keep a CSI stale for all. (With
+      // no deadline the gate's default bound ran out: the DP's doing, as a timeout is.)
+      if (caller.waitUntilMs !== undefined && refusedForBound(err)) throw err;
       return servedStale(csi, dp.id, err, trace);
     }
   };
 
   /**
    * The stale answer served for a lookup that failed with `err` at DP `dpId` (RFC 8767), or
-   * `err` when there is none to serve. A refusal (a budget, a DP's limit, no time left to
-   * wait) is the caller's answer: it is not papered over with a stale one, which would also
-   * mark the answer stale for everyone.
+   * `err` when there is none to serve. A refusal (a budget, a DP's limit) is the caller's
+   * answer: it is not papered over with a stale one, which would also mark the answer stale for
+   * everyone. (Nor is a failure its caller's deadline decided: walk.)
    */
   const servedStale = async (
     csi: Csi,
