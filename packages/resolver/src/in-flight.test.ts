@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
+import { performance } from "node:perf_hooks";
 import { test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError } from "@mimi/core";
 import { until } from "@mimi/core/testing";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
-import { callerGone } from "./call-bounds.js";
-import { refusedForBound, refusedUnsent } from "./gate-refusals.js";
+import { callerGone, TOO_LATE } from "./call-bounds.js";
+import { notSentForBound, refusedForBound, refusedUnsent } from "./gate-refusals.js";
 import { type Flight, InFlight } from "./in-flight.js";
 
 /** A lookup the test settles. */
@@ -120,13 +121,17 @@ async function gateRefusals() {
 
 test("a joiner allowing a longer wait than the first caller is asked for again when the gate failed the lookup for the first's bound", async () => {
   const { noTime, queueFull } = await gateRefusals();
+  // Bounds on performance.now()'s clock; none: the gate's default (10 s) from the ask.
+  const now = performance.now();
+  const at = (ms: number) => now + ms;
   for (const [why, first, joiner, askedAgain] of [
-    ["a later bound", 10, 20, true],
-    ["no bound (the gate's default of its own)", 10, undefined, true],
-    ["the same bound", 10, 10, false],
-    ["an earlier bound", 10, 5, false],
-    ["a first caller with no bound", undefined, 20, false],
-    ["neither with a bound", undefined, undefined, false],
+    ["a later bound", at(10), at(20), true],
+    ["no bound: 10 s from now", at(10), undefined, true],
+    ["no bound, against a first caller allowing a minute", at(60_000), undefined, false],
+    ["the same bound", at(10), at(10), false],
+    ["an earlier bound", at(10), at(5), false],
+    ["a first caller with no bound (10 s), against 20 ms", undefined, at(20), false],
+    ["a first caller with no bound (10 s), against a minute", undefined, at(60_000), true],
   ] as const) {
     const inflight = new InFlight<string>();
     const lookup = held();
@@ -181,15 +186,24 @@ test("joiners outwaiting a failed first caller ask once, under the longest wait;
   assert.deepEqual(new Set(await Promise.all(joiners)), new Set(["answer"]));
   assert.equal(starts.length, 1);
 
-  // Failed for its own bound in turn, a joiner's ask gives the failure it joined.
-  const again = new InFlight<string>();
-  const lookup = held();
-  again.run("k", { ...A, waitUntilMs: 10 }, () => lookup.p, unasked).catch(() => {});
-  const joined = again.run("k", { ...B, waitUntilMs: 20 }, unasked, async () => {
-    throw (await gateRefusals()).noTime;
-  });
-  lookup.settle.reject(noTime);
-  await assert.rejects(joined, (e) => e === noTime, "the first failure itself, not the retry's");
+  // Failed for its own bound in turn, a joiner is not charged for it where the failure it
+  // joined was refunded (TOO_LATE is charged: call-bounds.ts chargedAnyway).
+  const tooLate = notSentForBound(
+    new DiscoveryError("upstream_unavailable", "answers no faster than", { details: { reason: TOO_LATE } }),
+  );
+  const { noTime: ownNoTime } = await gateRefusals();
+  for (const [why, joinedFailure, retryFailure, heard] of [
+    ["a refunded failure joined, a charged one of its own", noTime, tooLate, noTime],
+    ["a charged failure joined, a refunded one of its own", tooLate, ownNoTime, ownNoTime],
+    ["both refunded: its own", noTime, ownNoTime, ownNoTime],
+  ] as const) {
+    const inflight = new InFlight<string>();
+    const lookup = held();
+    inflight.run("k", { ...A, waitUntilMs: 10 }, () => lookup.p, unasked).catch(() => {});
+    const joined = inflight.run("k", { ...B, waitUntilMs: 20 }, unasked, () => Promise.reject(retryFailure));
+    lookup.settle.reject(joinedFailure);
+    await assert.rejects(joined, (e) => e === heard, why);
+  }
 });
 
 test("any other failure is shared, or given to `failed` with the flight that was joined", async () => {

@@ -1,6 +1,8 @@
 // Misses in flight, one lookup per key shared by the callers that ask meanwhile: the resolver's
 // own walks (service.ts) and federated DPs' parts (federation.ts) join the same way.
-import { isCallerGone } from "./call-bounds.js";
+import { performance } from "node:perf_hooks";
+import { DEFAULT_GATE } from "./adaptive-gate.js";
+import { chargedAnyway, isCallerGone } from "./call-bounds.js";
 import { refusedForBound } from "./gate-refusals.js";
 import { isCallerRefusal } from "./refusals.js";
 
@@ -23,8 +25,10 @@ export interface Flight {
 interface Entry<T> {
   readonly p: Promise<T>;
   readonly flight: Flight;
+  /** Until when the first caller lets the lookup wait (performance.now(); its default when unset). */
+  readonly boundMs: number;
   /** Of the joiners allowing a longer wait than the first caller, the one allowing the longest. */
-  longest?: { readonly waitUntilMs: number | undefined; readonly again: () => Promise<T> };
+  longest?: { readonly boundMs: number; readonly again: () => Promise<T> };
   /** `longest` asked for again, once the gate failed the lookup for its first caller's bound. */
   retry?: Promise<T>;
 }
@@ -32,6 +36,14 @@ interface Entry<T> {
 /** The lookups in flight, by key. */
 export class InFlight<T> {
   readonly #flights = new Map<string, Entry<T>>();
+
+  /** `defaultWaitMs`: how long a lookup whose caller named no deadline waits (the gate's maxWaitMs). */
+  constructor(private readonly defaultWaitMs = DEFAULT_GATE.maxWaitMs) {}
+
+  /** Until when an ask may wait (performance.now()): its bound, or the default from now. */
+  #boundOf(ask: Omit<Flight, "joined">): number {
+    return ask.waitUntilMs ?? performance.now() + this.defaultWaitMs;
+  }
 
   /**
    * The key of an ask for `key` (a CSI, or a federated part) made privately or plainly. A
@@ -58,8 +70,10 @@ export class InFlight<T> {
    * unsent for its first caller's wait bound (gate-refusals.ts) while the joiner
    * allows a longer wait: a caller with a short deadline must not fail the lookups that callers
    * with long ones make of the same key. The joiner allowing the longest wait asks first, and
-   * the others join its lookup, so one failure starts one lookup, not one per joiner. A joiner
-   * whose own ask is failed for its bound in turn gets the failure it joined. Any other failure
+   * the others join its lookup, so one failure starts one lookup, not one per joiner (two when
+   * the longest asks privately and others plainly: keyOf). A caller without a deadline waits
+   * the gate's default from when it asks. A joiner whose own ask is failed for its bound in turn
+   * is not charged for it when the failure it joined was refunded. Any other failure
    * such a joiner gets through `failed` when given, with the flight it joined (service.ts serves
    * it stale when the resolver's own refresh failed, as its own lookup would have).
    */
@@ -74,23 +88,27 @@ export class InFlight<T> {
     if (running) {
       running.flight.joined = true;
       const same = running.flight.caller === ask.caller;
-      const outwaits = waitsLonger(ask.waitUntilMs, running.flight.waitUntilMs);
-      if (outwaits && (!running.longest || waitsLonger(ask.waitUntilMs, running.longest.waitUntilMs))) {
-        running.longest = { waitUntilMs: ask.waitUntilMs, again };
+      const boundMs = this.#boundOf(ask);
+      const outwaits = boundMs > running.boundMs;
+      if (outwaits && (!running.longest || boundMs > running.longest.boundMs)) {
+        running.longest = { boundMs, again };
       }
       return running.p.catch((err: unknown) => {
         // Dropped as this ask joined (its first caller had left): asked again, whoever asks.
         if (isCallerGone(err) || (!same && isCallerRefusal(err))) return again();
         const longest = running.longest;
         if (outwaits && longest && refusedForBound(err)) {
-          // The longest's ask starts the lookup the others then join (each under its own name).
+          // The longest's ask starts the lookup; the others join it (under its context and bound,
+          // each served as itself).
           if (!running.retry) {
             running.retry = longest.again();
             running.retry.catch(() => {}); // heard by the longest's own handler, which may run later
           }
           const asked = longest.again === again ? running.retry : again();
+          // Failed for its own bound in turn: the joiner hears whichever failure does not
+          // charge it when one does not (a retry must not turn a refund into a charge).
           return asked.catch((e: unknown) => {
-            throw refusedForBound(e) ? err : e;
+            throw refusedForBound(e) && chargedAnyway(e) && !chargedAnyway(err) ? err : e;
           });
         }
         if (failed && !same) return failed(err, running.flight);
@@ -98,7 +116,7 @@ export class InFlight<T> {
       });
     }
     const flight: Flight = { ...ask, joined: false };
-    const entry: Entry<T> = { p: start(flight), flight };
+    const entry: Entry<T> = { p: start(flight), flight, boundMs: this.#boundOf(ask) };
     this.#flights.set(key, entry);
     // Only this lookup's own entry goes: by the time it settles, another may hold the key.
     const leave = () => {
@@ -107,15 +125,4 @@ export class InFlight<T> {
     entry.p.then(leave, leave);
     return entry.p;
   }
-}
-
-/**
- * Whether wait bound `a` is later than `b`. Unset is the gate's default, counted from when a
- * lookup starts (10 s): a joiner without a bound (a caller that set no deadline) is taken to
- * allow the longest wait, and nothing outwaits a first caller without one (the resolver's
- * refresh, whose joiners are served stale when it fails, or a caller that set no deadline; a
- * joiner allowing up to a minute could wait longer than its default, and shares its failure).
- */
-function waitsLonger(a: number | undefined, b: number | undefined): boolean {
-  return b !== undefined && (a === undefined || a > b);
 }

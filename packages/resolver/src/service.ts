@@ -53,8 +53,8 @@ export interface ResolverService {
    * charged there), and what it throws fails the call without asking anyone; the caller it
    * returns is who the DP is asked for (its pseudonymous rate-limit context, P2, and how long
    * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context;
-   * a joiner whose first caller's context the DP refused, or whose deadline is later than a
-   * first caller's the gate failed it for, is asked for again under its own (in-flight.ts).
+   * a joiner is asked for again under its own when the DP refused the first's context, or the
+   * gate failed it for the first's deadline and its own is later (in-flight.ts).
    * With `sealedDenial`, a cached NOT_FOUND that a private lookup found (no DP seal) counts as
    * a miss, so the DP is asked plainly.
    */
@@ -234,12 +234,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // A failed prefetch leaves the fresh entry as it is.
       if (background) throw err;
-      // Failed unsent for its caller's deadline (no time to wait, or its wait ran out): the
-      // caller's answer, not the DP's failure. A stale answer would be kept for everyone for
-      // the stale TTL, so a caller with a short deadline could keep a CSI stale for all. (With
-      // no deadline the gate's default bound ran out: the DP's doing, as a timeout is.)
-      if (caller.waitUntilMs !== undefined && refusedForBound(err)) throw err;
-      return servedStale(csi, dp.id, err, trace);
+      // Failed unsent for its caller's deadline: served stale, but not kept stale for everyone,
+      // or a short deadline could keep a CSI stale for all (without one, the DP's doing).
+      const forCaller = caller.waitUntilMs !== undefined && refusedForBound(err);
+      return servedStale(csi, dp.id, err, trace, !forCaller);
     }
   };
 
@@ -247,13 +245,14 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
    * The stale answer served for a lookup that failed with `err` at DP `dpId` (RFC 8767), or
    * `err` when there is none to serve. A refusal (a budget, a DP's limit) is the caller's
    * answer: it is not papered over with a stale one, which would also mark the answer stale for
-   * everyone. (Nor is a failure its caller's deadline decided: walk.)
+   * everyone. With `keep` the stale answer is kept for the stale TTL; without, served alone.
    */
   const servedStale = async (
     csi: Csi,
     dpId: string,
     err: unknown,
     trace?: LookupTrace,
+    keep = true,
   ): Promise<Resolution> => {
     if (err instanceof DiscoveryError && err.code === "resource_exhausted") throw err;
     const e = err as DiscoveryError;
@@ -265,9 +264,13 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     if (!staleOutcome || verified === false) throw err;
     stats.stale++;
     log.warn({ csi: csiHash(csi.uri), dp: dpId, err: e.message }, "serving stale answer");
-    // RFC 8767's failure recheck timer: keep serving it for the stale TTL without asking the
-    // failed DP again for every request (each attempt costs a full upstream timeout).
-    const { ttl, answer } = store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true);
+    // RFC 8767's failure recheck timer: kept, the failed DP is not asked again for each request.
+    const { ttl, answer } = keep
+      ? store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true)
+      : {
+          ttl: Math.max(0, Math.min(o.staleAnswerTtlSeconds, sealLeftSeconds(verified))),
+          answer: new CachedAnswer(staleOutcome, csi.key, true, encodingRegistry),
+        };
     if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
     return { outcome: staleOutcome, ttlSeconds: ttl, stale: true, source: "stale", answer };
   };
