@@ -59,6 +59,13 @@ test("the deploy example parses", () => {
     () => parseConfig({ ...example(), claims: { limits: { smsCodesPerHour: 0 } } }),
     /smsCodesPerHour/,
   );
+  // The per-number budgets keep a day of the channels' codes in memory: bounded by these.
+  for (const key of ["smsCodesPerHour", "emailCodesPerHour"]) {
+    assert.throws(
+      () => parseConfig({ ...example(), claims: { limits: { [key]: 100_001 } } }),
+      new RegExp(key),
+    );
+  }
   assert.equal(config.sweepIntervalMs, 5_000);
   assert.ok(Object.isFrozen(config));
   assert.ok(Object.isFrozen(config.delivery.email));

@@ -14,7 +14,7 @@ import {
   readDeliverySection,
   type TelDelivery,
 } from "./delivery-config.js";
-import { type CodeMessage, createCodeSender, readOutbox } from "./senders.js";
+import { type CodeMessage, createCodeSender, DELIVERY_REFUSED, readOutbox } from "./senders.js";
 
 const log = createLogger({ name: "test", level: "silent" });
 const NOW = 1_700_000_000_000;
@@ -77,8 +77,18 @@ const smtp = (p: number, over: Partial<Extract<EmailDelivery, { kind: "smtp" }>>
   ...over,
 });
 
-/** A local SMTP server; with `stallAfterData` it takes the message and never acknowledges it. */
-async function startSmtpServer(t: TestContext, { stallAfterData = false } = {}) {
+/**
+ * A local SMTP server; with `stallAfterData` it takes the message and never acknowledges it,
+ * with `refuseRecipient` (`refuseSender`) it answers RCPT TO (MAIL FROM) with that reply code.
+ */
+async function startSmtpServer(
+  t: TestContext,
+  {
+    stallAfterData = false,
+    refuseRecipient = 0,
+    refuseSender = 0,
+  }: { stallAfterData?: boolean; refuseRecipient?: number; refuseSender?: number } = {},
+) {
   const received: { rcpt: string[]; user: string | undefined; data: string }[] = [];
   const server = new SMTPServer({
     authOptional: true,
@@ -88,6 +98,14 @@ async function startSmtpServer(t: TestContext, { stallAfterData = false } = {}) 
     logger: false,
     onAuth(auth, _session, cb) {
       cb(null, { user: auth.username });
+    },
+    onMailFrom(_address, _session, cb) {
+      if (refuseSender === 0) return cb();
+      cb(Object.assign(new Error("not allowed to send"), { responseCode: refuseSender }));
+    },
+    onRcptTo(_address, _session, cb) {
+      if (refuseRecipient === 0) return cb();
+      cb(Object.assign(new Error("no such mailbox"), { responseCode: refuseRecipient }));
     },
     onData(stream, session, cb) {
       const chunks: Buffer[] = [];
@@ -259,16 +277,22 @@ test("SMS without a token sends no Authorization header", async (t) => {
   assert.equal(auth, undefined);
 });
 
-test("SMS gateway failures reject with upstream_unavailable", async (t) => {
+test("SMS gateway failures reject with upstream_unavailable, saying whether the code may have gone", async (t) => {
   const tel = message({ csiType: "tel", to: "+447700900123" });
-  const failing = await startGateway(t, (_b, _req, res) => res.writeHead(500).end("boom"));
+  const answering = (code: number) => startGateway(t, (_b, _req, res) => res.writeHead(code).end("boom"));
   const redirecting = await startGateway(t, (_b, _req, res) =>
     res.writeHead(307, { location: "http://127.0.0.1:1/elsewhere" }).end(),
   );
   // Never answers; the sender's own timeout must end the request.
   const hanging = await startGateway(t, () => {});
   const cases: [string, string, RegExp, boolean][] = [
-    ["HTTP 500", failing, /^SMS gateway answered HTTP 500$/, false],
+    // An error after the gateway (or a proxy's upstream) may have taken the message.
+    ["HTTP 500", await answering(500), /^SMS gateway answered HTTP 500/, true],
+    ["HTTP 502", await answering(502), /^SMS gateway answered HTTP 502/, true],
+    // Not taken now; a gateway the operator must set right.
+    ["HTTP 503", await answering(503), /^SMS gateway answered HTTP 503$/, false],
+    ["HTTP 429", await answering(429), /^SMS gateway answered HTTP 429$/, false],
+    ["HTTP 401", await answering(401), /^SMS gateway answered HTTP 401$/, false],
     ["redirect not followed", redirecting, /^SMS gateway answered HTTP 307$/, false],
     // The request went out and no answer came: the gateway may have sent the SMS.
     ["hanging gateway", hanging, /did not answer within 200 ms/, true],
@@ -286,6 +310,43 @@ test("SMS gateway failures reject with upstream_unavailable", async (t) => {
       name,
     );
   }
+});
+
+test("an SMS gateway or mail relay refusing the recipient rejects with FAILED_PRECONDITION, DELIVERY_REFUSED", async (t) => {
+  const isRefused = (what: RegExp, msg: CodeMessage) => (e: unknown) => {
+    assert.ok(e instanceof DiscoveryError, String(e));
+    assert.equal(e.code, "failed_precondition");
+    assert.equal(e.details?.reason, DELIVERY_REFUSED);
+    assert.match(e.message, what);
+    assert.ok(!e.message.includes(msg.to) && !e.message.includes(msg.code), e.message);
+    return true;
+  };
+  const tel = message({ csiType: "tel", to: "+447700900123" });
+  for (const code of [400, 422]) {
+    const url = await startGateway(t, (_b, _req, res) => res.writeHead(code).end());
+    await assert.rejects(
+      sender(t, { tel: { kind: "http", url, timeoutMs: 2_000 } }).send(tel),
+      isRefused(new RegExp(`HTTP ${code}`), tel),
+    );
+  }
+  // A relay's permanent refusal of the mailbox; a temporary one (4xx) is the relay's state.
+  const permanent = await startSmtpServer(t, { refuseRecipient: 550 });
+  await assert.rejects(
+    sender(t, { email: smtp(permanent.port) }).send(message()),
+    isRefused(/refused the sender or recipient \(SMTP 550\)/, message()),
+  );
+  const temporary = await startSmtpServer(t, { refuseRecipient: 450 });
+  await assert.rejects(
+    sender(t, { email: smtp(temporary.port) }).send(message()),
+    unavailable(/refused the sender or recipient \(SMTP 450\)/),
+  );
+  // The relay refusing the DP's own sender address is the operator's to set right.
+  const sender550 = await startSmtpServer(t, { refuseSender: 550 });
+  await assert.rejects(
+    sender(t, { email: smtp(sender550.port) }).send(message()),
+    unavailable(/refused the sender or recipient \(SMTP 550\)/),
+  );
+  assert.equal(permanent.received.length + temporary.received.length + sender550.received.length, 0);
 });
 
 test("the outbox holds one private file per message; readOutbox filters and sorts newest first", async (t) => {

@@ -112,6 +112,20 @@ const uncertain = (message: string) =>
     details: { reason: DELIVERY_UNKNOWN },
   });
 
+/** The reason of a send the gateway or relay refused for its recipient. */
+export const DELIVERY_REFUSED = "DELIVERY_REFUSED";
+
+/**
+ * A send refused for its recipient (an SMS gateway's "invalid number", a relay's permanent
+ * refusal of the mailbox): nobody got a code, but the calling MSP asked for it, so its own
+ * budgets stay spent (claims/challenges.ts), and one cannot make the DP call its gateway
+ * without bound by naming numbers that take no SMS.
+ */
+const refused = (message: string) =>
+  new DiscoveryError("failed_precondition", `${message}; no code was sent to this address`, {
+    details: { reason: DELIVERY_REFUSED },
+  });
+
 function minutesLeft(msg: CodeMessage, nowMs: number): number {
   return Math.max(1, Math.ceil((msg.expiresAtMs - nowMs) / 60_000));
 }
@@ -196,7 +210,7 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
           signal: AbortSignal.timeout(3 * c.timeoutMs),
         });
       } catch (err) {
-        const e = err as { code?: string; responseCode?: number; timeoutType?: string };
+        const e = err as { code?: string; responseCode?: number; timeoutType?: string; rejected?: unknown[] };
         if (e.code === "EMAXRECIPIENTS") {
           throw new DiscoveryError("invalid_argument", "the email address is not a single address");
         }
@@ -204,7 +218,10 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
         // one that never connected, greeted or finished TLS cannot have.
         const midSession =
           (e.code === "ETIMEDOUT" && e.timeoutType === "SOCKET_TIMEOUT") || e.code === "EABORT";
-        throw (midSession ? uncertain : unavailable)(smtpReason(e, c.timeoutMs));
+        // A permanent refusal (5xx) of the recipient itself, not of the DP's sender address.
+        const recipientRefused =
+          e.code === "EENVELOPE" && (e.rejected?.length ?? 0) > 0 && (e.responseCode ?? 0) >= 500;
+        throw (midSession ? uncertain : recipientRefused ? refused : unavailable)(smtpReason(e, c.timeoutMs));
       }
     },
     close() {
@@ -241,6 +258,21 @@ function smtpReason(
   }
 }
 
+/**
+ * What an SMS gateway's answer other than 2xx says of the code. 400 and 422 refuse the request
+ * itself, which the DP wrote well: its number (refused). A 5xx but 503 is an error that may
+ * have come after the gateway took the message, or from a proxy in front of one that did
+ * (uncertain: it counts as sent). 503, 408 and 429 say it was not taken now, and other answers
+ * (3xx, 401, 403, 404) a gateway the DP's operator must set right: nobody was charged for those
+ * (unavailable).
+ */
+function gatewayFailure(code: number): DiscoveryError {
+  const what = `SMS gateway answered HTTP ${code}`;
+  if (code === 400 || code === 422) return refused(what);
+  if (code >= 500 && code !== 503) return uncertain(what);
+  return unavailable(what);
+}
+
 function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {
   const url = new URL(c.url);
   const https = url.protocol === "https:";
@@ -274,7 +306,7 @@ function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {
             res.on("end", () => {
               const code = res.statusCode ?? 0;
               if (code >= 200 && code <= 299) resolveSent();
-              else reject(unavailable(`SMS gateway answered HTTP ${code}`));
+              else reject(gatewayFailure(code));
             });
           },
         );

@@ -188,6 +188,67 @@ test("a code that could not be sent spends no budget", () => {
     );
 });
 
+test("a number's day is remembered however many other numbers the channels reach that day", () => {
+  // 100 SMS an hour, all to one MSP: 2,400 numbers a day, each allowed one code a day.
+  const limits: ClaimLimits = {
+    ...DEFAULT_CLAIM_LIMITS,
+    codesPerCsiPerHour: 1,
+    codesPerCsiPerDay: 1,
+    smsCodesPerHour: 100,
+    emailCodesPerHour: 1,
+    mspSharePercentOfChannel: 100,
+    mspCodesPerDayFloor: 10_000,
+  };
+  // Bounds sized from the channels alone (no floor), so a day's numbers must fit.
+  const t = createClaimThrottle(limits, 1);
+  const x = msp("x.example");
+  const number = (i: number) => parseCsi(`tel:+4477009${String(i).padStart(5, "0")}`);
+  const every = HOUR / 100;
+  for (let i = 0; i < 2_399; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(number(i), x, i * every)),
+      "ok",
+      `${i}`,
+    );
+  // The first number, a day's worth of other numbers later, is still spent for that day.
+  assert.match(
+    outcome(() => t.beforeCode(number(0), x, 2_399 * every)),
+    /^CODE_LIMIT_CSI_DAY /,
+  );
+});
+
+test("a code whose recipient the gateway refused stays charged to its MSP alone", () => {
+  // The MSP's day is 100 codes (its floor); the number's own budgets are 3 an hour and 10 a day.
+  const t = createClaimThrottle(DEFAULT_CLAIM_LIMITS);
+  const [x, y] = [msp("x.example"), msp("y.example")];
+  for (let i = 0; i < 100; i++) {
+    t.beforeCode(A, x, 0);
+    t.notSent(A, x, 0, true);
+  }
+  assert.match(
+    outcome(() => t.beforeCode(B, x, 0)),
+    /^CODE_LIMIT_MSP /,
+    "its failed sends spent its day",
+  );
+  // The number and the channel were given back: another MSP's code to it goes.
+  for (let i = 0; i < 3; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(A, y, 0)),
+      "ok",
+    );
+  // And an hour's share of the channel (250 of 1,000 SMS) is the MSP's too.
+  const z = msp("z.example", 1_000_000);
+  const number = (i: number) => parseCsi(`tel:+4477009${String(i).padStart(5, "0")}`);
+  for (let i = 0; i < 250; i++) {
+    t.beforeCode(number(i), z, 0);
+    t.notSent(number(i), z, 0, true);
+  }
+  assert.match(
+    outcome(() => t.beforeCode(C, z, 0)),
+    /^CODE_LIMIT_MSP_CHANNEL /,
+  );
+});
+
 test("one MSP takes at most its share of a channel's hour; the rest stays for the others", () => {
   const limits: ClaimLimits = { ...DEFAULT_CLAIM_LIMITS, smsCodesPerHour: 8, mspSharePercentOfChannel: 25 };
   const t = createClaimThrottle(limits);

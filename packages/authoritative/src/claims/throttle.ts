@@ -7,7 +7,8 @@
 // cannot lock a number against the holder's own MSP. Budgets are GCRA limiters in memory (core
 // runtime/rate-limit.ts): a restart forgives what was spent. Each refusal is
 // RESOURCE_EXHAUSTED naming the budget, with RetryInfo and QuotaFailure details; a code that
-// could not be sent is given back.
+// could not be sent is given back, but to the MSP's own budgets when the gateway refused its
+// recipient (so failed sends are bounded too).
 import { type Csi, createRateLimiter, DiscoveryError, type KeyedRateLimiter } from "@mimi/core";
 import type { EnrolledMsp } from "../store/rows.js";
 
@@ -46,16 +47,23 @@ export const DEFAULT_CLAIM_LIMITS: ClaimLimits = {
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-/** Keys tracked per limiter: an evicted key is forgiven what it spent (named in ARCHITECTURE). */
-const MAX_KEYS = 200_000;
+/**
+ * Keys tracked per limiter at least: an evicted key is forgiven what it spent (named in
+ * ARCHITECTURE), so the per-number limiters hold more than the channels let through in their
+ * window (keysFor).
+ */
+const MIN_KEYS = 200_000;
 const MAX_MSPS = 10_000;
 
 /** The throttles of one DP. */
 export interface ClaimThrottle {
   /** Before a code is sent: charges every budget, or throws RESOURCE_EXHAUSTED and charges none. */
   beforeCode(csi: Csi, caller: EnrolledMsp, nowMs: number): void;
-  /** A code that could not be sent: gives back what beforeCode charged. */
-  notSent(csi: Csi, caller: EnrolledMsp, nowMs: number): void;
+  /**
+   * A code that could not be sent: gives back what beforeCode charged, but for `caller`'s own
+   * budgets when `callerKeeps` (a recipient the gateway refused: the MSP asked for it).
+   */
+  notSent(csi: Csi, caller: EnrolledMsp, nowMs: number, callerKeeps?: boolean): void;
   /** Before a code is checked: throws RESOURCE_EXHAUSTED while `mspId` is locked out of the CSI. */
   beforeProof(csi: string, mspId: string, nowMs: number): void;
   /** A wrong code or a bad signature for `csi` from `mspId`. */
@@ -64,15 +72,25 @@ export interface ClaimThrottle {
   readonly refused: Readonly<Record<string, number>>;
 }
 
-/** Creates the throttles for `limits`. */
-export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
-  const rate = (limit: number, windowMs: number, keys = MAX_KEYS) =>
+/** Creates the throttles for `limits` (`minKeys`: MIN_KEYS, but in tests). */
+export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): ClaimThrottle {
+  // A key of the per-number limiters is spent only by a code sent (or a proof failed, of a
+  // challenge a code opened), so in a window they see at most the channels' codes of that
+  // window. RecencyMap keeps them to within a sixteenth of its bound: 16/15 of that, so no
+  // number's spending is pushed out within its window however the codes are spread.
+  const keysFor = (windowMs: number) =>
+    Math.max(
+      minKeys,
+      Math.ceil((((limits.smsCodesPerHour + limits.emailCodesPerHour) * windowMs) / HOUR) * (16 / 15)) + 16,
+    );
+  const rate = (limit: number, windowMs: number, keys = keysFor(windowMs)) =>
     createRateLimiter({ limit, windowMs }, keys);
   const perHour = rate(limits.codesPerCsiPerHour, HOUR);
   const perDay = rate(limits.codesPerCsiPerDay, DAY);
   const sharedHour = rate(limits.sharedCodesPerCsiPerHour, HOUR);
   const sharedDay = rate(limits.sharedCodesPerCsiPerDay, DAY);
-  const failures = rate(limits.failuresPerCsiPerHour, HOUR);
+  // Failed proofs come from challenges opened within the hour or the code's lifetime before it.
+  const failures = rate(limits.failuresPerCsiPerHour, HOUR, keysFor(2 * HOUR));
   const channels = {
     tel: rate(limits.smsCodesPerHour, HOUR, 1),
     mailto: rate(limits.emailCodesPerHour, HOUR, 1),
@@ -168,8 +186,10 @@ export function createClaimThrottle(limits: ClaimLimits): ClaimThrottle {
       }
       for (const [limiter, key] of budgets) limiter.take(key, nowMs);
     },
-    notSent(csi, caller, nowMs) {
-      for (const [limiter, key] of budgetsOf(csi, caller)) limiter.giveBack(key, nowMs);
+    notSent(csi, caller, nowMs, callerKeeps = false) {
+      for (const [limiter, key, , subject] of budgetsOf(csi, caller)) {
+        if (!(callerKeeps && subject === `msp:${caller.mspId}`)) limiter.giveBack(key, nowMs);
+      }
     },
     beforeProof(csi, mspId, nowMs) {
       const locked = lockedProblem(csi, mspId, nowMs);
