@@ -52,6 +52,8 @@ export interface TtlCache<V> {
    * minimum TTL does not override); returns the TTL used. A cap of 0 or less stores nothing.
    */
   set(key: string, value: V, ttlSeconds: number, capSeconds?: number): number;
+  /** The TTL `set` would use for `ttlSeconds` and `capSeconds` (0 or less: not stored). */
+  ttlFor(ttlSeconds: number, capSeconds?: number): number;
   /** A fresh entry, or undefined when absent or expired. */
   get(key: string): CacheHit<V> | undefined;
   /** An entry that expired less than the stale window ago. */
@@ -93,10 +95,13 @@ export function createTtlCache<V>(o: TtlCacheOptions<V>): TtlCache<V> {
     },
   });
   const staleMs = o.staleWindowSeconds * 1000;
+  const ttlFor = (ttlSeconds: number, capSeconds = Number.POSITIVE_INFINITY) =>
+    Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds, capSeconds);
   return {
     evictions,
+    ttlFor,
     set(key, value, ttlSeconds, capSeconds = Number.POSITIVE_INFINITY) {
-      const ttl = Math.min(Math.max(ttlSeconds, o.minTtlSeconds), o.maxTtlSeconds, capSeconds);
+      const ttl = ttlFor(ttlSeconds, capSeconds);
       if (ttl <= 0) {
         lru.delete(key);
         return 0;

@@ -33,3 +33,12 @@ export function refusedUnsent(err: unknown): boolean {
 export function refusedForBound(err: unknown): boolean {
   return forBound.has(err as DiscoveryError);
 }
+
+/**
+ * Whether a lookup for a caller that may wait until `waitUntilMs` failed unsent for a deadline
+ * (its own or a first caller's it joined): the gate's, judged by a bound, where the caller
+ * named one. Without one the gate's default wait ran out: the DP's doing, as a timeout is.
+ */
+export function failedForDeadline(waitUntilMs: number | undefined, err: unknown): boolean {
+  return waitUntilMs !== undefined && refusedForBound(err);
+}

@@ -132,6 +132,7 @@ test("a joiner allowing a longer wait than the first caller is asked for again w
     ["an earlier bound", at(10), at(5), false],
     ["a first caller with no bound (10 s), against 20 ms", undefined, at(20), false],
     ["a first caller with no bound (10 s), against a minute", undefined, at(60_000), true],
+    ["neither with a bound (the later only by the moments between them)", undefined, undefined, false],
   ] as const) {
     const inflight = new InFlight<string>();
     const lookup = held();

@@ -89,7 +89,10 @@ export class InFlight<T> {
       running.flight.joined = true;
       const same = running.flight.caller === ask.caller;
       const boundMs = this.#boundOf(ask);
-      const outwaits = boundMs > running.boundMs;
+      // Without deadlines both wait the default, the later one by the moments between them.
+      const outwaits =
+        boundMs > running.boundMs &&
+        !(ask.waitUntilMs === undefined && running.flight.waitUntilMs === undefined);
       if (outwaits && (!running.longest || boundMs > running.longest.boundMs)) {
         running.longest = { boundMs, again };
       }

@@ -248,6 +248,48 @@ test("a lookup its caller's deadline failed before it reached the DP is served s
   }
 });
 
+test("when a short deadline fails a shared lookup, its callers and the joiners it outlasts are served stale, and a joiner allowing longer is asked for again", async () => {
+  const { clock, state, service } = setup();
+  await service.resolve(CSI);
+  clock.now += 61_000; // expired, within the stale window
+  // A window of one, held until the test lets go: a lookup that may not wait is refused.
+  let letGo = () => {};
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    maxWindow: 1,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  const holder = gate.run(
+    () =>
+      new Promise<void>((r) => {
+        letGo = r;
+      }),
+    () => false,
+  );
+  state.window = gate;
+  const caller = (key: string, waitUntilMs: number) => () => ({
+    key,
+    contextFor: () => new Uint8Array(0),
+    waitUntilMs,
+  });
+  const first = service.resolve(CSI, caller("msp-a", 0)); // no time to wait
+  const same = service.resolve(CSI, caller("msp-b", 0));
+  const longer = service.resolve(CSI, caller("msp-c", 5_000));
+  assert.equal((await first).source, "stale");
+  assert.equal((await same).source, "stale");
+  assert.equal(service.cached(CSI.uri), undefined, "no stale answer kept for the others");
+  letGo();
+  await holder;
+  const r = await longer;
+  assert.equal(r.source, "upstream", "asked again under its own deadline, and answered fresh");
+  assert.equal(r.stale, false);
+  assert.equal(service.stats.stale, 2);
+  state.window = undefined;
+});
+
 test("a CSI no delegation covers is NOT_FOUND without asking any DP", async () => {
   const { state, service } = setup();
   const r = await service.resolve(parseCsi("tel:+4915123456789"));

@@ -22,7 +22,7 @@ import {
 import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
-import { refusedForBound } from "./gate-refusals.js";
+import { failedForDeadline } from "./gate-refusals.js";
 import { type Flight, InFlight } from "./in-flight.js";
 import {
   CachedResolution,
@@ -52,11 +52,9 @@ export interface ResolverService {
    * Resolves `csi`; `onMiss` runs first when the cache cannot answer (the caller's lookup is
    * charged there), and what it throws fails the call without asking anyone; the caller it
    * returns is who the DP is asked for (its pseudonymous rate-limit context, P2, and how long
-   * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context;
-   * a joiner is asked for again under its own when the DP refused the first's context, or the
-   * gate failed it for the first's deadline and its own is later (in-flight.ts).
-   * With `sealedDenial`, a cached NOT_FOUND that a private lookup found (no DP seal) counts as
-   * a miss, so the DP is asked plainly.
+   * it waits). Concurrent misses for one CSI share one lookup, under the first caller's context
+   * (in-flight.ts says when a joiner is asked for again under its own). With `sealedDenial`, a
+   * cached NOT_FOUND that a private lookup found (no DP seal) counts as a miss.
    */
   resolve(
     csi: Csi,
@@ -234,18 +232,16 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // A failed prefetch leaves the fresh entry as it is.
       if (background) throw err;
-      // Failed unsent for its caller's deadline: served stale, but not kept stale for everyone,
-      // or a short deadline could keep a CSI stale for all (without one, the DP's doing).
-      const forCaller = caller.waitUntilMs !== undefined && refusedForBound(err);
-      return servedStale(csi, dp.id, err, trace, !forCaller);
+      // Its caller's deadline failed it: single() serves each caller stale alone; not the DP's.
+      if (failedForDeadline(caller.waitUntilMs, err)) throw err;
+      return servedStale(csi, dp.id, err, trace);
     }
   };
 
   /**
    * The stale answer served for a lookup that failed with `err` at DP `dpId` (RFC 8767), or
    * `err` when there is none to serve. A refusal (a budget, a DP's limit) is the caller's
-   * answer: it is not papered over with a stale one, which would also mark the answer stale for
-   * everyone. With `keep` the stale answer is kept for the stale TTL; without, served alone.
+   * answer, never papered over. With `keep` it is kept for the stale TTL (RFC 8767's recheck timer).
    */
   const servedStale = async (
     csi: Csi,
@@ -264,11 +260,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     if (!staleOutcome || verified === false) throw err;
     stats.stale++;
     log.warn({ csi: csiHash(csi.uri), dp: dpId, err: e.message }, "serving stale answer");
-    // RFC 8767's failure recheck timer: kept, the failed DP is not asked again for each request.
     const { ttl, answer } = keep
       ? store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true)
       : {
-          ttl: Math.max(0, Math.min(o.staleAnswerTtlSeconds, sealLeftSeconds(verified))),
+          ttl: o.cache.ttlFor(o.staleAnswerTtlSeconds, sealLeftSeconds(verified)),
           answer: new CachedAnswer(staleOutcome, csi.key, true, encodingRegistry),
         };
     if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
@@ -363,6 +358,11 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
           return stale;
         },
       )
+      .catch((err: unknown) => {
+        // A deadline this caller's would not outlast: stale for it alone (in-flight.ts).
+        if (!failedForDeadline(caller.waitUntilMs, err)) throw err;
+        return servedStale(csi, delegatedDp(csi.key), err, trace, false);
+      })
       .then((r) => sealedFor(caller, delegatedDp(csi.key), r));
   };
   const { minHits, remainingFraction } = o.prefetch;
