@@ -275,10 +275,10 @@ function readClaimLimits(r: ConfigReader): ClaimLimits {
     sharedCodesPerCsiPerDay: n("sharedCodesPerCsiPerDay", 10_000),
     mspCodesPerThousandUsersPerDay: n("mspCodesPerThousandUsersPerDay", 1_000_000),
     mspCodesPerDayFloor: n("mspCodesPerDayFloor", 10_000_000),
-    // The per-number budgets keep a day of the channels' codes in memory (claims/throttle.ts,
-    // about 150 bytes a number): at these maxima some 5M numbers a limiter, under 1 GB each.
-    smsCodesPerHour: n("smsCodesPerHour", 100_000),
-    emailCodesPerHour: n("emailCodesPerHour", 100_000),
+    // The per-number budgets keep a day of the channels' attempts in memory (claims/throttle.ts,
+    // about 150 bytes a number): at these maxima up to 2.1M numbers a daily limiter, 320 MB.
+    smsCodesPerHour: n("smsCodesPerHour", 20_000),
+    emailCodesPerHour: n("emailCodesPerHour", 20_000),
     mspSharePercentOfChannel: n("mspSharePercentOfChannel", 100),
     failuresPerCsiPerHour: n("failuresPerCsiPerHour", 1_000),
   };

@@ -112,20 +112,6 @@ const uncertain = (message: string) =>
     details: { reason: DELIVERY_UNKNOWN },
   });
 
-/** The reason of a send the gateway or relay refused for its recipient. */
-export const DELIVERY_REFUSED = "DELIVERY_REFUSED";
-
-/**
- * A send refused for its recipient (an SMS gateway's "invalid number", a relay's permanent
- * refusal of the mailbox): nobody got a code, but the calling MSP asked for it, so its own
- * budgets stay spent (claims/challenges.ts), and one cannot make the DP call its gateway
- * without bound by naming numbers that take no SMS.
- */
-const refused = (message: string) =>
-  new DiscoveryError("failed_precondition", `${message}; no code was sent to this address`, {
-    details: { reason: DELIVERY_REFUSED },
-  });
-
 function minutesLeft(msg: CodeMessage, nowMs: number): number {
   return Math.max(1, Math.ceil((msg.expiresAtMs - nowMs) / 60_000));
 }
@@ -210,7 +196,7 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
           signal: AbortSignal.timeout(3 * c.timeoutMs),
         });
       } catch (err) {
-        const e = err as { code?: string; responseCode?: number; timeoutType?: string; rejected?: unknown[] };
+        const e = err as { code?: string; responseCode?: number; timeoutType?: string };
         if (e.code === "EMAXRECIPIENTS") {
           throw new DiscoveryError("invalid_argument", "the email address is not a single address");
         }
@@ -218,10 +204,7 @@ function smtpChannel(c: Extract<EmailDelivery, { kind: "smtp" }>, log: Logger): 
         // one that never connected, greeted or finished TLS cannot have.
         const midSession =
           (e.code === "ETIMEDOUT" && e.timeoutType === "SOCKET_TIMEOUT") || e.code === "EABORT";
-        // A permanent refusal (5xx) of the recipient itself, not of the DP's sender address.
-        const recipientRefused =
-          e.code === "EENVELOPE" && (e.rejected?.length ?? 0) > 0 && (e.responseCode ?? 0) >= 500;
-        throw (midSession ? uncertain : recipientRefused ? refused : unavailable)(smtpReason(e, c.timeoutMs));
+        throw (midSession ? uncertain : unavailable)(smtpReason(e, c.timeoutMs));
       }
     },
     close() {
@@ -259,18 +242,13 @@ function smtpReason(
 }
 
 /**
- * What an SMS gateway's answer other than 2xx says of the code. 400 and 422 refuse the request
- * itself, which the DP wrote well: its number (refused). A 5xx but 503 is an error that may
- * have come after the gateway took the message, or from a proxy in front of one that did
- * (uncertain: it counts as sent). 503, 408 and 429 say it was not taken now, and other answers
- * (3xx, 401, 403, 404) a gateway the DP's operator must set right: nobody was charged for those
- * (unavailable).
+ * What an SMS gateway's answer other than 2xx says of the code: a 500 or a 504 may come after
+ * the gateway (or the one behind its proxy) took the message, so it may have been sent and
+ * billed (uncertain); any other answer (4xx, 502, 503) says it was not taken (unavailable).
  */
 function gatewayFailure(code: number): DiscoveryError {
   const what = `SMS gateway answered HTTP ${code}`;
-  if (code === 400 || code === 422) return refused(what);
-  if (code >= 500 && code !== 503) return uncertain(what);
-  return unavailable(what);
+  return code === 500 || code === 504 ? uncertain(what) : unavailable(what);
 }
 
 function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {

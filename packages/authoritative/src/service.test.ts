@@ -32,7 +32,7 @@ import {
   DEFAULT_CLAIM_LIMITS,
   type StartRequest,
 } from "./claims/index.js";
-import { type CodeMessage, DELIVERY_REFUSED, DELIVERY_UNKNOWN } from "./senders.js";
+import { type CodeMessage, DELIVERY_UNKNOWN } from "./senders.js";
 import { type AuthoritativeServiceOptions, createAuthoritativeService } from "./service.js";
 import type { EnrolledMsp } from "./store/rows.js";
 import { openMappingStore } from "./store/store.js";
@@ -401,33 +401,6 @@ test("a code that surely did not go out spends no budget; one whose send may hav
     // Each challenge stays open for its code, should it arrive.
     for (const id of started) assert.equal(t.store.challenge(id)?.state, "open", what);
   }
-});
-
-test("a code whose recipient the gateway refused is given back to the number but stays spent for its MSP", async () => {
-  const t = setup();
-  const user = generateSigningKey();
-  t.delivery.fails = new DiscoveryError(
-    "failed_precondition",
-    "SMS gateway answered HTTP 400; no code was sent",
-    {
-      details: { reason: DELIVERY_REFUSED },
-    },
-  );
-  // An MSP of 10 users may have 100 codes a day; the number, 10 an hour for all MSPs together.
-  for (let i = 0; i < 100; i++) await rejects(() => t.openClaim(user), "failed_precondition", /HTTP 400/);
-  t.delivery.fails = undefined;
-  await rejects(() => t.openClaim(user), "resource_exhausted", /codes per MSP per day/);
-  // Another MSP's code to the number goes: the number's budgets were given back.
-  const other = await t.claims.start(t.caller("wirechat.example"), {
-    action: "claim",
-    csi: ALICE,
-    ssi: "@w",
-    tags: [],
-    makeDefault: false,
-    userPublicKey: user.publicKey,
-    replaceExisting: false,
-  });
-  assert.ok(other.challengeId);
 });
 
 test("no code goes to a premium-rate number", async () => {

@@ -21,7 +21,7 @@ import {
   SIGNING_CONTEXT,
   verifyWith,
 } from "@mimi/core";
-import { type CodeSender, DELIVERY_REFUSED, DELIVERY_UNKNOWN } from "../senders.js";
+import { type CodeSender, DELIVERY_UNKNOWN } from "../senders.js";
 import type { EnrolledMsp } from "../store/rows.js";
 import { applyClaim, requireRoomFor } from "./claim.js";
 import type { ClaimsContext } from "./context.js";
@@ -142,13 +142,10 @@ export async function startChallenge(
     // A send that went out and then got no answer may have delivered the code (and been
     // billed): it counts as sent, so its budgets stay spent and the challenge stays open for
     // the code, should it arrive (the sender logged the failure). Otherwise nobody got a code:
-    // the budgets are not spent (an SMS gateway outage must not use up a day), but for the
-    // MSP's own when the gateway refused the recipient: the MSP named it, and its failed sends
-    // must be bounded as its codes are (each is a call to the gateway and a challenge row).
-    const reason = err instanceof DiscoveryError ? err.details?.reason : undefined;
-    if (reason !== DELIVERY_UNKNOWN) {
+    // the budgets are not spent (an SMS gateway outage must not use up a day).
+    if (!(err instanceof DiscoveryError && err.details?.reason === DELIVERY_UNKNOWN)) {
       store.updateChallenge(id, 0, "exhausted");
-      deps.throttle.notSent(csi, caller, ctx.clock(), reason === DELIVERY_REFUSED);
+      deps.throttle.notSent(csi, caller, ctx.clock());
       throw err;
     }
   }

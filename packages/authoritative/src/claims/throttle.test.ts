@@ -5,6 +5,7 @@ import type { EnrolledMsp } from "../store/rows.js";
 import { type ClaimLimits, createClaimThrottle, DEFAULT_CLAIM_LIMITS } from "./throttle.js";
 
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 const msp = (mspId: string, enrolledUsers = 0): EnrolledMsp => ({
   mspId,
   tlsIdentity: mspId,
@@ -188,8 +189,8 @@ test("a code that could not be sent spends no budget", () => {
     );
 });
 
-test("a number's day is remembered however many other numbers the channels reach that day", () => {
-  // 100 SMS an hour, all to one MSP: 2,400 numbers a day, each allowed one code a day.
+test("a number's day is remembered however many attempts, sent or given back, the channels make that day", () => {
+  // 100 SMS an hour (200 attempts), all to one MSP; each number one code a day.
   const limits: ClaimLimits = {
     ...DEFAULT_CLAIM_LIMITS,
     codesPerCsiPerHour: 1,
@@ -199,53 +200,76 @@ test("a number's day is remembered however many other numbers the channels reach
     mspSharePercentOfChannel: 100,
     mspCodesPerDayFloor: 10_000,
   };
-  // Bounds sized from the channels alone (no floor), so a day's numbers must fit.
+  // Bounds sized from the channels alone (no floor), so a day's attempts must fit.
   const t = createClaimThrottle(limits, 1);
   const x = msp("x.example");
   const number = (i: number) => parseCsi(`tel:+4477009${String(i).padStart(5, "0")}`);
-  const every = HOUR / 100;
-  for (let i = 0; i < 2_399; i++)
+  assert.equal(
+    outcome(() => t.beforeCode(number(0), x, 0)),
+    "ok",
+  );
+  // The rest of the channel's burst at once, then its rate for the rest of the day: a code
+  // sent to a number of its own, after an attempt given back (a send that failed) beside it.
+  let at = 0;
+  let n = 1;
+  for (let i = 1; at < DAY - HOUR / 50; i++) {
+    if (i >= 100) at += HOUR / 100;
+    const failed = number(n++);
     assert.equal(
-      outcome(() => t.beforeCode(number(i), x, i * every)),
+      outcome(() => t.beforeCode(failed, x, at)),
       "ok",
-      `${i}`,
+      `attempt ${i}`,
     );
-  // The first number, a day's worth of other numbers later, is still spent for that day.
+    t.notSent(failed, x, at);
+    assert.equal(
+      outcome(() => t.beforeCode(number(n++), x, at)),
+      "ok",
+      `code ${i}`,
+    );
+  }
   assert.match(
-    outcome(() => t.beforeCode(number(0), x, 2_399 * every)),
+    outcome(() => t.beforeCode(number(0), x, at)),
     /^CODE_LIMIT_CSI_DAY /,
+    "still spent that day",
   );
 });
 
-test("a code whose recipient the gateway refused stays charged to its MSP alone", () => {
-  // The MSP's day is 100 codes (its floor); the number's own budgets are 3 an hour and 10 a day.
+test("attempts are never given back: failed sends stop at twice an MSP's share of the channel, and at twice the channel", () => {
   const t = createClaimThrottle(DEFAULT_CLAIM_LIMITS);
-  const [x, y] = [msp("x.example"), msp("y.example")];
-  for (let i = 0; i < 100; i++) {
-    t.beforeCode(A, x, 0);
-    t.notSent(A, x, 0, true);
-  }
-  assert.match(
-    outcome(() => t.beforeCode(B, x, 0)),
-    /^CODE_LIMIT_MSP /,
-    "its failed sends spent its day",
-  );
-  // The number and the channel were given back: another MSP's code to it goes.
-  for (let i = 0; i < 3; i++)
-    assert.equal(
-      outcome(() => t.beforeCode(A, y, 0)),
-      "ok",
-    );
-  // And an hour's share of the channel (250 of 1,000 SMS) is the MSP's too.
-  const z = msp("z.example", 1_000_000);
   const number = (i: number) => parseCsi(`tel:+4477009${String(i).padStart(5, "0")}`);
-  for (let i = 0; i < 250; i++) {
-    t.beforeCode(number(i), z, 0);
-    t.notSent(number(i), z, 0, true);
+  // An MSP's share is 250 SMS an hour: 500 attempts, all of them failing and given back.
+  const x = msp("x.example", 1_000_000);
+  for (let i = 0; i < 500; i++) {
+    t.beforeCode(number(i), x, 0);
+    t.notSent(number(i), x, 0);
   }
   assert.match(
-    outcome(() => t.beforeCode(C, z, 0)),
-    /^CODE_LIMIT_MSP_CHANNEL /,
+    outcome(() => t.beforeCode(number(500), x, 0)),
+    /^CODE_LIMIT_MSP_ATTEMPTS /,
+  );
+  // The codes were given back: another MSP's code to one of those numbers goes, and so does
+  // an email code of the same MSP (another channel).
+  assert.equal(
+    outcome(() => t.beforeCode(number(0), msp("y.example"), 0)),
+    "ok",
+  );
+  assert.equal(
+    outcome(() => t.beforeCode(parseCsi("mailto:a@example.org"), x, 0)),
+    "ok",
+  );
+  // The channel's 2,000 SMS attempts an hour, whichever MSPs make them.
+  let made = 501;
+  for (let m = 0; made < 2_000; m++) {
+    const other = msp(`m${m}.example`, 1_000_000);
+    for (let i = 0; i < 500 && made < 2_000; i++, made++) {
+      const n = number(1_000 + made);
+      t.beforeCode(n, other, 0);
+      t.notSent(n, other, 0);
+    }
+  }
+  assert.match(
+    outcome(() => t.beforeCode(number(99_999), msp("z.example"), 0)),
+    /^CODE_LIMIT_CHANNEL_ATTEMPTS /,
   );
 });
 

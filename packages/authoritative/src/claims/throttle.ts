@@ -7,8 +7,11 @@
 // cannot lock a number against the holder's own MSP. Budgets are GCRA limiters in memory (core
 // runtime/rate-limit.ts): a restart forgives what was spent. Each refusal is
 // RESOURCE_EXHAUSTED naming the budget, with RetryInfo and QuotaFailure details; a code that
-// could not be sent is given back, but to the MSP's own budgets when the gateway refused its
-// recipient (so failed sends are bounded too).
+// could not be sent is given back. Attempts are budgeted apart and never given back (twice an
+// MSP's share of a channel's hour, twice the channel's): each one is a call to the gateway or
+// relay and a challenge row, and an MSP naming addresses that take no code (refused, unknown
+// domains) could otherwise make them without bound.
+import { createHash } from "node:crypto";
 import { type Csi, createRateLimiter, DiscoveryError, type KeyedRateLimiter } from "@mimi/core";
 import type { EnrolledMsp } from "../store/rows.js";
 
@@ -47,6 +50,8 @@ export const DEFAULT_CLAIM_LIMITS: ClaimLimits = {
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
+/** Attempts a code may take (failed sends included), per code of the channel budgets. */
+const ATTEMPTS_PER_CODE = 2;
 /**
  * Keys tracked per limiter at least: an evicted key is forgiven what it spent (named in
  * ARCHITECTURE), so the per-number limiters hold more than the channels let through in their
@@ -59,11 +64,8 @@ const MAX_MSPS = 10_000;
 export interface ClaimThrottle {
   /** Before a code is sent: charges every budget, or throws RESOURCE_EXHAUSTED and charges none. */
   beforeCode(csi: Csi, caller: EnrolledMsp, nowMs: number): void;
-  /**
-   * A code that could not be sent: gives back what beforeCode charged, but for `caller`'s own
-   * budgets when `callerKeeps` (a recipient the gateway refused: the MSP asked for it).
-   */
-  notSent(csi: Csi, caller: EnrolledMsp, nowMs: number, callerKeeps?: boolean): void;
+  /** A code that could not be sent: gives back what beforeCode charged but the attempt. */
+  notSent(csi: Csi, caller: EnrolledMsp, nowMs: number): void;
   /** Before a code is checked: throws RESOURCE_EXHAUSTED while `mspId` is locked out of the CSI. */
   beforeProof(csi: string, mspId: string, nowMs: number): void;
   /** A wrong code or a bad signature for `csi` from `mspId`. */
@@ -74,15 +76,15 @@ export interface ClaimThrottle {
 
 /** Creates the throttles for `limits` (`minKeys`: MIN_KEYS, but in tests). */
 export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): ClaimThrottle {
-  // A key of the per-number limiters is spent only by a code sent (or a proof failed, of a
-  // challenge a code opened), so in a window they see at most the channels' codes of that
-  // window. RecencyMap keeps them to within a sixteenth of its bound: 16/15 of that, so no
-  // number's spending is pushed out within its window however the codes are spread.
+  // A key of the per-number limiters is put by an attempt (even one given back, which may push
+  // another key out as it is put) or a failed proof (of a challenge an attempt opened), so a
+  // window of W sees at most the channels' attempts in it: a GCRA limiter lets through its
+  // limit at once and then its rate, 2 x (W / 1 h + 1) hours of codes. RecencyMap keeps keys to
+  // within a sixteenth of its bound: 16/15 of that, so no number's spending is pushed out
+  // within its window however the attempts are spread.
+  const attemptsPerHour = ATTEMPTS_PER_CODE * (limits.smsCodesPerHour + limits.emailCodesPerHour);
   const keysFor = (windowMs: number) =>
-    Math.max(
-      minKeys,
-      Math.ceil((((limits.smsCodesPerHour + limits.emailCodesPerHour) * windowMs) / HOUR) * (16 / 15)) + 16,
-    );
+    Math.max(minKeys, Math.ceil(attemptsPerHour * (windowMs / HOUR + 1) * (16 / 15)) + 16);
   const rate = (limit: number, windowMs: number, keys = keysFor(windowMs)) =>
     createRateLimiter({ limit, windowMs }, keys);
   const perHour = rate(limits.codesPerCsiPerHour, HOUR);
@@ -103,6 +105,15 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
     tel: rate(share(limits.smsCodesPerHour), HOUR, MAX_MSPS),
     mailto: rate(share(limits.emailCodesPerHour), HOUR, MAX_MSPS),
   };
+  // Attempts, sent or not, never given back: the channel's, and each MSP's share of them.
+  const attempts = {
+    tel: rate(ATTEMPTS_PER_CODE * limits.smsCodesPerHour, HOUR, 1),
+    mailto: rate(ATTEMPTS_PER_CODE * limits.emailCodesPerHour, HOUR, 1),
+  };
+  const mspAttempts = {
+    tel: rate(ATTEMPTS_PER_CODE * share(limits.smsCodesPerHour), HOUR, MAX_MSPS),
+    mailto: rate(ATTEMPTS_PER_CODE * share(limits.emailCodesPerHour), HOUR, MAX_MSPS),
+  };
   // One limiter per MSP budget size: an MSP's size changes only when it is enrolled again.
   const mspLimiters = new Map<number, KeyedRateLimiter>();
   const mspLimiter = (m: EnrolledMsp) => {
@@ -117,7 +128,9 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
     }
     return l;
   };
-  const pair = (csi: string, mspId: string) => `${csi}\0${mspId}`;
+  // Numbers are keyed by a digest of fixed length: an email address may be 254 characters.
+  const numberKey = (csi: string) => createHash("sha256").update(csi).digest("base64url").slice(0, 22);
+  const pair = (csi: string, mspId: string) => `${numberKey(csi)}\0${mspId}`;
   const refused: Record<string, number> = {};
   const counted = (reason: string) => {
     refused[reason] = (refused[reason] ?? 0) + 1;
@@ -135,34 +148,74 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
       )
     );
   };
-  const budgetsOf = (csi: Csi, caller: EnrolledMsp): [KeyedRateLimiter, string, string, string, string][] => {
+  /** The budgets a code takes: [limiter, key, reason, subject, what, given back when not sent]. */
+  const budgetsOf = (
+    csi: Csi,
+    caller: EnrolledMsp,
+  ): [KeyedRateLimiter, string, string, string, string, boolean][] => {
     const channelName = csi.type === "tel" ? "sms" : "email";
-    const own = pair(csi.uri, caller.mspId);
+    const number = numberKey(csi.uri);
+    const own = `${number}\0${caller.mspId}`;
+    const tel = csi.type === "tel";
     return [
-      [mspLimiter(caller), caller.mspId, "CODE_LIMIT_MSP", `msp:${caller.mspId}`, "codes per MSP per day"],
-      [perHour, own, "CODE_LIMIT_CSI_HOUR", "csi", "codes per number per hour"],
-      [perDay, own, "CODE_LIMIT_CSI_DAY", "csi", "codes per number per day"],
+      [
+        mspLimiter(caller),
+        caller.mspId,
+        "CODE_LIMIT_MSP",
+        `msp:${caller.mspId}`,
+        "codes per MSP per day",
+        true,
+      ],
+      [perHour, own, "CODE_LIMIT_CSI_HOUR", "csi", "codes per number per hour", true],
+      [perDay, own, "CODE_LIMIT_CSI_DAY", "csi", "codes per number per day", true],
       [
         sharedHour,
-        csi.uri,
+        number,
         "CODE_LIMIT_CSI_SHARED_HOUR",
         "csi",
         "codes per number per hour, all MSPs together",
+        true,
       ],
-      [sharedDay, csi.uri, "CODE_LIMIT_CSI_SHARED_DAY", "csi", "codes per number per day, all MSPs together"],
       [
-        csi.type === "tel" ? channels.tel : channels.mailto,
+        sharedDay,
+        number,
+        "CODE_LIMIT_CSI_SHARED_DAY",
+        "csi",
+        "codes per number per day, all MSPs together",
+        true,
+      ],
+      [
+        tel ? channels.tel : channels.mailto,
         "",
         "CODE_LIMIT_CHANNEL",
         `channel:${channelName}`,
         `${channelName} codes per hour`,
+        true,
       ],
       [
-        csi.type === "tel" ? mspChannels.tel : mspChannels.mailto,
+        tel ? mspChannels.tel : mspChannels.mailto,
         caller.mspId,
         "CODE_LIMIT_MSP_CHANNEL",
         `msp:${caller.mspId}`,
         `${channelName} codes per hour for one MSP (its share of the channel)`,
+        true,
+      ],
+      // Checked after the code budgets, which ordinary claims meet first.
+      [
+        tel ? attempts.tel : attempts.mailto,
+        "",
+        "CODE_LIMIT_CHANNEL_ATTEMPTS",
+        `channel:${channelName}`,
+        `${channelName} code attempts per hour, failed sends included`,
+        false,
+      ],
+      [
+        tel ? mspAttempts.tel : mspAttempts.mailto,
+        caller.mspId,
+        "CODE_LIMIT_MSP_ATTEMPTS",
+        `msp:${caller.mspId}`,
+        `${channelName} code attempts per hour for one MSP, failed sends included`,
+        false,
       ],
     ];
   };
@@ -186,9 +239,9 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
       }
       for (const [limiter, key] of budgets) limiter.take(key, nowMs);
     },
-    notSent(csi, caller, nowMs, callerKeeps = false) {
-      for (const [limiter, key, , subject] of budgetsOf(csi, caller)) {
-        if (!(callerKeeps && subject === `msp:${caller.mspId}`)) limiter.giveBack(key, nowMs);
+    notSent(csi, caller, nowMs) {
+      for (const [limiter, key, , , , givenBack] of budgetsOf(csi, caller)) {
+        if (givenBack) limiter.giveBack(key, nowMs);
       }
     },
     beforeProof(csi, mspId, nowMs) {
