@@ -1,7 +1,7 @@
 // What the adaptive gate (adaptive-gate.ts) says of the lookups it fails without sending them:
 // not the DP's doing (upstream.ts does not count them as the DP's failures or latencies), and,
 // of those, which its caller's wait bound decided (in-flight.ts asks again for joiners allowing
-// longer; service.ts serves no stale answer for them).
+// longer; stale-answers.ts keeps no stale answer for a caller's deadline).
 import type { DiscoveryError } from "@mimi/core";
 
 const unsent = new WeakSet<DiscoveryError>();
@@ -32,13 +32,4 @@ export function refusedUnsent(err: unknown): boolean {
 /** Whether `err` is the gate's failure of a lookup it never sent, for its caller's wait bound. */
 export function refusedForBound(err: unknown): boolean {
   return forBound.has(err as DiscoveryError);
-}
-
-/**
- * Whether a lookup for a caller that may wait until `waitUntilMs` failed unsent for a deadline
- * (its own or a first caller's it joined): the gate's, judged by a bound, where the caller
- * named one. Without one the gate's default wait ran out: the DP's doing, as a timeout is.
- */
-export function failedForDeadline(waitUntilMs: number | undefined, err: unknown): boolean {
-  return waitUntilMs !== undefined && refusedForBound(err);
 }

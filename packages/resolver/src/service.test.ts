@@ -286,7 +286,12 @@ test("when a short deadline fails a shared lookup, its callers and the joiners i
   const r = await longer;
   assert.equal(r.source, "upstream", "asked again under its own deadline, and answered fresh");
   assert.equal(r.stale, false);
-  assert.equal(service.stats.stale, 2);
+  assert.equal(
+    service.stats.stale,
+    1,
+    "one stale answer (one verification), for the callers the failure reached",
+  );
+  assert.equal(state.calls, 2, "the DP asked once before, and once for the joiner allowing longer");
   state.window = undefined;
 });
 

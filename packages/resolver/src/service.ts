@@ -19,10 +19,11 @@ import {
   type RegistryChange,
   type SealStatement,
 } from "@mimi/core";
+import { DEFAULT_GATE } from "./adaptive-gate.js";
 import { CachedAnswer, indexSlot, isPartKey, uriOfKey } from "./cached-answer.js";
 import { callerGone, isCallerGone } from "./call-bounds.js";
 import { answersRange, createPartLookups, type PartLookups } from "./federation.js";
-import { failedForDeadline } from "./gate-refusals.js";
+import { refusedForBound } from "./gate-refusals.js";
 import { type Flight, InFlight } from "./in-flight.js";
 import {
   CachedResolution,
@@ -38,6 +39,7 @@ import {
 import { eventKey, RecentChanges } from "./recent-changes.js";
 import type { ResolverServiceOptions } from "./service-options.js";
 import { watchSignerKeys } from "./signer-keys.js";
+import { createStaleAnswers } from "./stale-answers.js";
 
 export { answerIndex, CachedAnswer } from "./cached-answer.js";
 export type { MissCaller, MissRefusals, Resolution, ResolverStats } from "./lookup-context.js";
@@ -232,58 +234,13 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       }
       // A failed prefetch leaves the fresh entry as it is.
       if (background) throw err;
-      // Its caller's deadline failed it: single() serves each caller stale alone; not the DP's.
-      if (failedForDeadline(caller.waitUntilMs, err)) throw err;
-      return servedStale(csi, dp.id, err, trace);
-    }
-  };
-
-  /**
-   * The stale answer served for a lookup that failed with `err` at DP `dpId` (RFC 8767), or
-   * `err` when there is none to serve. A refusal (a budget, a DP's limit) is the caller's
-   * answer, never papered over. With `keep` it is kept for the stale TTL (RFC 8767's recheck timer).
-   */
-  const servedStale = async (
-    csi: Csi,
-    dpId: string,
-    err: unknown,
-    trace?: LookupTrace,
-    keep = true,
-  ): Promise<Resolution> => {
-    if (err instanceof DiscoveryError && err.code === "resource_exhausted") throw err;
-    const e = err as DiscoveryError;
-    const stale = o.cache.getStale(csi.uri);
-    // Only an answer from the DP that holds the range today may be served stale, and only
-    // while it still verifies against today's registry (keys rotate, records and seals expire).
-    const staleOutcome = stale && stale.dpId === dpId ? stale.outcome : undefined;
-    const verified = staleOutcome ? await verifiedNow(csi, staleOutcome) : false;
-    if (!staleOutcome || verified === false) throw err;
-    stats.stale++;
-    log.warn({ csi: csiHash(csi.uri), dp: dpId, err: e.message }, "serving stale answer");
-    const { ttl, answer } = keep
-      ? store(csi, staleOutcome, o.staleAnswerTtlSeconds, verified, true)
-      : {
-          ttl: o.cache.ttlFor(o.staleAnswerTtlSeconds, sealLeftSeconds(verified)),
-          answer: new CachedAnswer(staleOutcome, csi.key, true, encodingRegistry),
-        };
-    if (trace) Object.assign(trace, { cache: "stale", failure: e.message });
-    return { outcome: staleOutcome, ttlSeconds: ttl, stale: true, source: "stale", answer };
-  };
-
-  /** The seal of an answer that verifies now, or false (and the answer is dropped). */
-  const verifiedNow = async (
-    csi: Csi,
-    outcome: LookupOutcome,
-  ): Promise<SealStatement | undefined | false> => {
-    try {
-      return await o.verify(csi, outcome);
-    } catch (err) {
-      o.cache.delete(csi.uri);
-      log.warn(
-        { csi: csiHash(csi.uri), err: (err as Error).message },
-        "stale answer no longer verifies; not served",
-      );
-      return false;
+      // A wait bound failed it, its caller's deadline or the gate's default: the lookup fails
+      // (single() serves each caller stale; joiners allowing longer ask again).
+      if (refusedForBound(err)) {
+        if (caller.waitUntilMs === undefined) byDefaultBound.add(err as object);
+        throw err;
+      }
+      return stale.once(csi, dp.id, err, trace, true);
     }
   };
 
@@ -327,9 +284,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     });
   };
 
-  // A caller that joins the resolver's own refresh when it fails is served stale (below); the
-  // joiners of one refresh share that fallback (one verification of the stale answer).
-  const staleAfter = new WeakMap<Flight, Promise<Resolution>>();
+  const stale = createStaleAnswers({ ...o, stats, log, encodingRegistry, sealLeftSeconds });
+  // Failures of lookups whose first caller named no deadline, decided by the gate's default
+  // wait: the DP's doing, as a timeout is, so their stale answer is kept for everyone.
+  const byDefaultBound = new WeakSet<object>();
 
   const single = (
     csi: Csi,
@@ -340,28 +298,30 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     // Privately or plainly, as the caller asks at the range's DP.
     const key = inflight.keyOf(csi.uri, caller.privateAt?.(delegatedDp(csi.key)) === true);
     if (trace) trace.cache = inflight.has(key) ? "joined" : "miss";
+    // Asked again (in-flight.ts) within the default wait it had when it asked, not a new one.
+    const askedAt = caller.waitUntilMs === undefined ? performance.now() : 0;
+    const bounded = () => ({
+      ...caller,
+      waitUntilMs: caller.waitUntilMs ?? askedAt + DEFAULT_GATE.maxWaitMs,
+    });
     return inflight
       .run(
         key,
         { caller: caller.key, background, waitUntilMs: caller.waitUntilMs },
         (flight) => walk(csi, 0, background, caller, trace, flight),
-        () => single(csi, background, caller, trace),
+        () => single(csi, background, bounded(), trace),
         // A caller that joined the resolver's own refresh is served stale when it fails, as it
         // would have been by a lookup of its own.
         async (err, flight) => {
           if (!flight.background || background) throw err;
-          let stale = staleAfter.get(flight);
-          if (!stale) {
-            stale = servedStale(csi, delegatedDp(csi.key), err, trace);
-            staleAfter.set(flight, stale);
-          }
-          return stale;
+          return stale.once(csi, delegatedDp(csi.key), err, trace, true);
         },
       )
       .catch((err: unknown) => {
-        // A deadline this caller's would not outlast: stale for it alone (in-flight.ts).
-        if (!failedForDeadline(caller.waitUntilMs, err)) throw err;
-        return servedStale(csi, delegatedDp(csi.key), err, trace, false);
+        // A wait bound this caller's would not outlast (in-flight.ts): stale, kept for the
+        // others only when the gate's default decided it.
+        if (!refusedForBound(err)) throw err;
+        return stale.once(csi, delegatedDp(csi.key), err, trace, byDefaultBound.has(err as object));
       })
       .then((r) => sealedFor(caller, delegatedDp(csi.key), r));
   };
