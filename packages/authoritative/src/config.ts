@@ -275,8 +275,8 @@ function readClaimLimits(r: ConfigReader): ClaimLimits {
     sharedCodesPerCsiPerDay: n("sharedCodesPerCsiPerDay", 10_000),
     mspCodesPerThousandUsersPerDay: n("mspCodesPerThousandUsersPerDay", 1_000_000),
     mspCodesPerDayFloor: n("mspCodesPerDayFloor", 10_000_000),
-    // The per-number budgets keep a day of the channels' attempts in memory (claims/throttle.ts,
-    // about 150 bytes a number): at these maxima up to 2.1M numbers a daily limiter, 320 MB.
+    // The per-number budgets keep a day of the channels' numbers in memory (claims/throttle.ts,
+    // 162 bytes a key): at these maxima up to 2.9M keys, 460 MB, in all.
     smsCodesPerHour: n("smsCodesPerHour", 20_000),
     emailCodesPerHour: n("emailCodesPerHour", 20_000),
     mspSharePercentOfChannel: n("mspSharePercentOfChannel", 100),

@@ -259,7 +259,7 @@ test("SMS without a token sends no Authorization header", async (t) => {
   assert.equal(auth, undefined);
 });
 
-test("SMS gateway failures reject with upstream_unavailable, saying whether the code may have gone", async (t) => {
+test("SMS gateway failures reject with upstream_unavailable, saying whether the code may have gone (only when no answer came)", async (t) => {
   const tel = message({ csiType: "tel", to: "+447700900123" });
   const answering = (code: number) => startGateway(t, (_b, _req, res) => res.writeHead(code).end("boom"));
   const redirecting = await startGateway(t, (_b, _req, res) =>
@@ -268,10 +268,9 @@ test("SMS gateway failures reject with upstream_unavailable, saying whether the 
   // Never answers; the sender's own timeout must end the request.
   const hanging = await startGateway(t, () => {});
   const cases: [string, string, RegExp, boolean][] = [
-    // An error after the gateway (or a proxy's upstream) may have taken the message.
-    ["HTTP 500", await answering(500), /^SMS gateway answered HTTP 500/, true],
-    ["HTTP 504", await answering(504), /^SMS gateway answered HTTP 504/, true],
-    // Not taken: refused, not now, or a gateway the operator must set right.
+    // An answer other than 2xx: not taken (refused, not now, or set wrong).
+    ["HTTP 500", await answering(500), /^SMS gateway answered HTTP 500$/, false],
+    ["HTTP 504", await answering(504), /^SMS gateway answered HTTP 504$/, false],
     ["HTTP 400", await answering(400), /^SMS gateway answered HTTP 400$/, false],
     ["HTTP 502", await answering(502), /^SMS gateway answered HTTP 502$/, false],
     ["HTTP 503", await answering(503), /^SMS gateway answered HTTP 503$/, false],

@@ -241,16 +241,6 @@ function smtpReason(
   }
 }
 
-/**
- * What an SMS gateway's answer other than 2xx says of the code: a 500 or a 504 may come after
- * the gateway (or the one behind its proxy) took the message, so it may have been sent and
- * billed (uncertain); any other answer (4xx, 502, 503) says it was not taken (unavailable).
- */
-function gatewayFailure(code: number): DiscoveryError {
-  const what = `SMS gateway answered HTTP ${code}`;
-  return code === 500 || code === 504 ? uncertain(what) : unavailable(what);
-}
-
 function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {
   const url = new URL(c.url);
   const https = url.protocol === "https:";
@@ -284,7 +274,10 @@ function httpSmsChannel(c: Extract<TelDelivery, { kind: "http" }>): Channel {
             res.on("end", () => {
               const code = res.statusCode ?? 0;
               if (code >= 200 && code <= 299) resolveSent();
-              else reject(gatewayFailure(code));
+              // An answer other than 2xx: not taken. (A gateway that fails after taking a
+              // message and says so with an error would bill a code nobody is told of; the
+              // attempt budgets, never given back, bound what such failures cost.)
+              else reject(unavailable(`SMS gateway answered HTTP ${code}`));
             });
           },
         );

@@ -273,6 +273,36 @@ test("attempts are never given back: failed sends stop at twice an MSP's share o
   );
 });
 
+test("an MSP's failed sends stop at twice its codes a day; its code budgets are met first; a refused call spends nothing", () => {
+  const t = createClaimThrottle(DEFAULT_CLAIM_LIMITS);
+  const number = (i: number) => parseCsi(`tel:+4477009${String(i).padStart(5, "0")}`);
+  // An MSP of no users: 100 codes a day (the floor), 200 attempts.
+  const x = msp("x.example");
+  for (let i = 0; i < 200; i++) {
+    t.beforeCode(number(i), x, 0);
+    t.notSent(number(i), x, 0);
+  }
+  const at = 0;
+  assert.match(
+    outcome(() => t.beforeCode(number(200), x, at)),
+    /^CODE_LIMIT_MSP_DAY_ATTEMPTS /,
+  );
+  // Refused on its attempts, the call took nothing: the number's budgets are whole for another MSP.
+  const y = msp("y.example");
+  for (let i = 0; i < 3; i++)
+    assert.equal(
+      outcome(() => t.beforeCode(number(200), y, at)),
+      "ok",
+    );
+  // Codes sent spend both: once its 100 codes are spent, the refusal names its codes.
+  const z = msp("z.example");
+  for (let i = 0; i < 100; i++) t.beforeCode(number(1_000 + i), z, 0);
+  assert.match(
+    outcome(() => t.beforeCode(number(2_000), z, 0)),
+    /^CODE_LIMIT_MSP /,
+  );
+});
+
 test("one MSP takes at most its share of a channel's hour; the rest stays for the others", () => {
   const limits: ClaimLimits = { ...DEFAULT_CLAIM_LIMITS, smsCodesPerHour: 8, mspSharePercentOfChannel: 25 };
   const t = createClaimThrottle(limits);

@@ -8,9 +8,9 @@
 // runtime/rate-limit.ts): a restart forgives what was spent. Each refusal is
 // RESOURCE_EXHAUSTED naming the budget, with RetryInfo and QuotaFailure details; a code that
 // could not be sent is given back. Attempts are budgeted apart and never given back (twice an
-// MSP's share of a channel's hour, twice the channel's): each one is a call to the gateway or
-// relay and a challenge row, and an MSP naming addresses that take no code (refused, unknown
-// domains) could otherwise make them without bound.
+// MSP's codes a day, twice its share of a channel's hour, twice the channel's): each one is a
+// call to the gateway or relay and a challenge row, and an MSP naming addresses that take no
+// code (refused, unknown domains) could otherwise make them without bound.
 import { createHash } from "node:crypto";
 import { type Csi, createRateLimiter, DiscoveryError, type KeyedRateLimiter } from "@mimi/core";
 import type { EnrolledMsp } from "../store/rows.js";
@@ -76,15 +76,18 @@ export interface ClaimThrottle {
 
 /** Creates the throttles for `limits` (`minKeys`: MIN_KEYS, but in tests). */
 export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): ClaimThrottle {
-  // A key of the per-number limiters is put by an attempt (even one given back, which may push
-  // another key out as it is put) or a failed proof (of a challenge an attempt opened), so a
-  // window of W sees at most the channels' attempts in it: a GCRA limiter lets through its
-  // limit at once and then its rate, 2 x (W / 1 h + 1) hours of codes. RecencyMap keeps keys to
-  // within a sixteenth of its bound: 16/15 of that, so no number's spending is pushed out
-  // within its window however the attempts are spread.
-  const attemptsPerHour = ATTEMPTS_PER_CODE * (limits.smsCodesPerHour + limits.emailCodesPerHour);
+  // The per-number limiters hold a key for each number charged within their window W: at most
+  // the channels' codes in W, which a GCRA limiter lets through as its limit at once and then
+  // its rate (W / 1 h + 1 hours of codes), and a failed proof's key belongs to a code's
+  // challenge. An attempt given back puts a key too, taken out as it is given back, so the
+  // attempts out at once (at most the channels' attempt burst) need room beside them.
+  // RecencyMap keeps keys to within a sixteenth of its bound: 16/15 of all that.
+  const codesPerHour = limits.smsCodesPerHour + limits.emailCodesPerHour;
   const keysFor = (windowMs: number) =>
-    Math.max(minKeys, Math.ceil(attemptsPerHour * (windowMs / HOUR + 1) * (16 / 15)) + 16);
+    Math.max(
+      minKeys,
+      Math.ceil((codesPerHour * (windowMs / HOUR + 1) + ATTEMPTS_PER_CODE * codesPerHour) * (16 / 15)) + 16,
+    );
   const rate = (limit: number, windowMs: number, keys = keysFor(windowMs)) =>
     createRateLimiter({ limit, windowMs }, keys);
   const perHour = rate(limits.codesPerCsiPerHour, HOUR);
@@ -115,21 +118,25 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
     mailto: rate(ATTEMPTS_PER_CODE * share(limits.emailCodesPerHour), HOUR, MAX_MSPS),
   };
   // One limiter per MSP budget size: an MSP's size changes only when it is enrolled again.
+  // Its attempts a day are twice its codes.
   const mspLimiters = new Map<number, KeyedRateLimiter>();
-  const mspLimiter = (m: EnrolledMsp) => {
-    const limit = Math.max(
+  const mspLimiter = (m: EnrolledMsp, perCode = 1) => {
+    const codes = Math.max(
       limits.mspCodesPerDayFloor,
       Math.ceil((m.enrolledUsers * limits.mspCodesPerThousandUsersPerDay) / 1000),
     );
-    let l = mspLimiters.get(limit);
+    const limit = perCode * codes;
+    // Keyed apart from a budget of codes of the same size (negative: attempts).
+    const id = perCode === 1 ? limit : -limit;
+    let l = mspLimiters.get(id);
     if (!l) {
       l = rate(limit, DAY, MAX_MSPS);
-      mspLimiters.set(limit, l);
+      mspLimiters.set(id, l);
     }
     return l;
   };
   // Numbers are keyed by a digest of fixed length: an email address may be 254 characters.
-  const numberKey = (csi: string) => createHash("sha256").update(csi).digest("base64url").slice(0, 22);
+  const numberKey = (csi: string) => createHash("sha256").update(csi).digest().toString("base64url", 0, 16);
   const pair = (csi: string, mspId: string) => `${numberKey(csi)}\0${mspId}`;
   const refused: Record<string, number> = {};
   const counted = (reason: string) => {
@@ -202,11 +209,11 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
       ],
       // Checked after the code budgets, which ordinary claims meet first.
       [
-        tel ? attempts.tel : attempts.mailto,
-        "",
-        "CODE_LIMIT_CHANNEL_ATTEMPTS",
-        `channel:${channelName}`,
-        `${channelName} code attempts per hour, failed sends included`,
+        mspLimiter(caller, ATTEMPTS_PER_CODE),
+        caller.mspId,
+        "CODE_LIMIT_MSP_DAY_ATTEMPTS",
+        `msp:${caller.mspId}`,
+        "code attempts per MSP per day, failed sends included",
         false,
       ],
       [
@@ -215,6 +222,14 @@ export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): Cl
         "CODE_LIMIT_MSP_ATTEMPTS",
         `msp:${caller.mspId}`,
         `${channelName} code attempts per hour for one MSP, failed sends included`,
+        false,
+      ],
+      [
+        tel ? attempts.tel : attempts.mailto,
+        "",
+        "CODE_LIMIT_CHANNEL_ATTEMPTS",
+        `channel:${channelName}`,
+        `${channelName} code attempts per hour, failed sends included`,
         false,
       ],
     ];
