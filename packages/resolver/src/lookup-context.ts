@@ -10,6 +10,8 @@ export interface MissCaller {
   contextFor(dpId: string): Uint8Array;
   /** When (performance.now()) it stops waiting for a DP's window; unset: the gate's default. */
   readonly waitUntilMs?: number;
+  /** Whether `waitUntilMs` is the gate's default from when it first asked, not a deadline. */
+  readonly defaultWait?: boolean;
   /**
    * Whether the caller has gone away (cancelled, or its deadline passed). A lookup nobody else
    * joined is then abandoned: not sent if it is still waiting for the DP's window, and its

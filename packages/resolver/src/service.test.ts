@@ -13,6 +13,7 @@ import {
 import { getterOnPrototype } from "@mimi/core/testing";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { createTtlCache } from "./cache.js";
+import { notSentForBound } from "./gate-refusals.js";
 import { answerIndex, type CachedAnswer, createResolverService, type MissCaller } from "./service.js";
 import type { Upstream } from "./upstream.js";
 
@@ -293,6 +294,25 @@ test("when a short deadline fails a shared lookup, its callers and the joiners i
   );
   assert.equal(state.calls, 2, "the DP asked once before, and once for the joiner allowing longer");
   state.window = undefined;
+});
+
+test("one failure for a deadline that ends the lookups of two CSIs serves each its own stale answer", async () => {
+  const { clock, state, service } = setup();
+  const other = parseCsi("tel:+447700900124");
+  await service.resolve(CSI);
+  state.outcome = { kind: "not_found", dpId: "eu", ttlSeconds: 60 };
+  await service.resolve(other);
+  clock.now += 61_000; // both expired, within the stale window
+  // One refusal for a deadline, as a private batch fails every lookup in it with one error.
+  const shared = notSentForBound(new DiscoveryError("upstream_unavailable", "no time left to wait"));
+  state.refuses = () => shared;
+  const caller = () => ({ key: "msp-a", contextFor: () => new Uint8Array(0), waitUntilMs: 1 });
+  const [a, b] = await Promise.all([service.resolve(CSI, caller), service.resolve(other, caller)]);
+  assert.equal(a.source, "stale");
+  assert.equal(a.outcome.kind, "answer");
+  assert.equal(b.source, "stale");
+  assert.equal(b.outcome.kind, "not_found", "its own stale answer, not the other CSI's");
+  assert.equal(service.stats.stale, 2);
 });
 
 test("a CSI no delegation covers is NOT_FOUND without asking any DP", async () => {

@@ -237,10 +237,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       // A wait bound failed it, its caller's deadline or the gate's default: the lookup fails
       // (single() serves each caller stale; joiners allowing longer ask again).
       if (refusedForBound(err)) {
-        if (caller.waitUntilMs === undefined) byDefaultBound.add(err as object);
+        if (caller.waitUntilMs === undefined || caller.defaultWait) byDefaultBound.add(err as object);
         throw err;
       }
-      return stale.once(csi, dp.id, err, trace, true);
+      return stale.served(csi, dp.id, err, trace, true);
     }
   };
 
@@ -300,10 +300,10 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
     if (trace) trace.cache = inflight.has(key) ? "joined" : "miss";
     // Asked again (in-flight.ts) within the default wait it had when it asked, not a new one.
     const askedAt = caller.waitUntilMs === undefined ? performance.now() : 0;
-    const bounded = () => ({
-      ...caller,
-      waitUntilMs: caller.waitUntilMs ?? askedAt + DEFAULT_GATE.maxWaitMs,
-    });
+    const bounded = (): MissCaller =>
+      caller.waitUntilMs !== undefined
+        ? caller
+        : { ...caller, waitUntilMs: askedAt + DEFAULT_GATE.maxWaitMs, defaultWait: true };
     return inflight
       .run(
         key,
@@ -320,7 +320,7 @@ export function createResolverService(o: ResolverServiceOptions): ResolverServic
       .catch((err: unknown) => {
         // A wait bound this caller's would not outlast (in-flight.ts): stale, kept for the
         // others only when the gate's default decided it.
-        if (!refusedForBound(err)) throw err;
+        if (background || !refusedForBound(err)) throw err;
         return stale.once(csi, delegatedDp(csi.key), err, trace, byDefaultBound.has(err as object));
       })
       .then((r) => sealedFor(caller, delegatedDp(csi.key), r));

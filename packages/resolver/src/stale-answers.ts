@@ -71,11 +71,13 @@ export function createStaleAnswers(d: StaleDeps) {
     return { outcome: staleOutcome, ttlSeconds, stale: true, source: "stale", answer };
   };
 
-  // One fallback per failure, shared by every caller it reached (one verification of the stale
-  // answer, one count), as the joiners of a failed lookup share its failure.
-  const after = new WeakMap<object, Promise<Resolution>>();
+  // One fallback per failure and CSI, shared by every caller of the CSI it reached (one
+  // verification of the stale answer, one count), as the joiners of a failed lookup share its
+  // failure. By CSI too: one failure may end the lookups of several CSIs (a private batch).
+  const after = new WeakMap<object, Map<string, Promise<Resolution>>>();
   return {
-    /** served(), once per failure `err` (an object): the callers it reached share the result. */
+    served,
+    /** served(), once per failure `err` (an object) and CSI: the callers it reached share it. */
     once(
       csi: Csi,
       dpId: string,
@@ -84,12 +86,23 @@ export function createStaleAnswers(d: StaleDeps) {
       keep: boolean,
     ): Promise<Resolution> {
       if (typeof err !== "object" || err === null) return served(csi, dpId, err, trace, keep);
-      let r = after.get(err);
-      if (!r) {
-        r = served(csi, dpId, err, trace, keep);
-        after.set(err, r);
+      let byCsi = after.get(err);
+      if (!byCsi) {
+        byCsi = new Map();
+        after.set(err, byCsi);
       }
-      return r;
+      let r = byCsi.get(csi.uri);
+      if (!r) {
+        r = served(csi, dpId, err, undefined, keep);
+        byCsi.set(csi.uri, r);
+      }
+      // Each caller's own explanation says it was served stale, and why.
+      return trace
+        ? r.then((res) => {
+            Object.assign(trace, { cache: "stale", failure: (err as Error).message });
+            return res;
+          })
+        : r;
     },
   };
 }
