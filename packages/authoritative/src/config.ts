@@ -275,10 +275,10 @@ function readClaimLimits(r: ConfigReader): ClaimLimits {
     sharedCodesPerCsiPerDay: n("sharedCodesPerCsiPerDay", 10_000),
     mspCodesPerThousandUsersPerDay: n("mspCodesPerThousandUsersPerDay", 1_000_000),
     mspCodesPerDayFloor: n("mspCodesPerDayFloor", 10_000_000),
-    // The per-number budgets keep a day of the channels' numbers in memory (claims/throttle.ts,
-    // 162 bytes a key): at these maxima up to 2.9M keys, 460 MB, in all.
-    smsCodesPerHour: n("smsCodesPerHour", 20_000),
-    emailCodesPerHour: n("emailCodesPerHour", 20_000),
+    // The per-number budgets keep a day of the channels' attempts in memory (claims/throttle.ts,
+    // 162 bytes a key): at these maxima up to 2.7M keys, 445 MB, in all.
+    smsCodesPerHour: n("smsCodesPerHour", 10_000),
+    emailCodesPerHour: n("emailCodesPerHour", 10_000),
     mspSharePercentOfChannel: n("mspSharePercentOfChannel", 100),
     failuresPerCsiPerHour: n("failuresPerCsiPerHour", 1_000),
   };

@@ -287,13 +287,15 @@ test("an MSP's failed sends stop at twice its codes a day; its code budgets are 
     outcome(() => t.beforeCode(number(200), x, at)),
     /^CODE_LIMIT_MSP_DAY_ATTEMPTS /,
   );
-  // Refused on its attempts, the call took nothing: the number's budgets are whole for another MSP.
-  const y = msp("y.example");
-  for (let i = 0; i < 3; i++)
+  // Refused on its attempts, the call took nothing: the number's 10 codes an hour for all MSPs
+  // are whole (three MSPs of 3, then one more).
+  for (let i = 0; i < 10; i++) {
     assert.equal(
-      outcome(() => t.beforeCode(number(200), y, at)),
+      outcome(() => t.beforeCode(number(200), msp(`y${Math.floor(i / 3)}.example`), at)),
       "ok",
+      `${i}`,
     );
+  }
   // Codes sent spend both: once its 100 codes are spent, the refusal names its codes.
   const z = msp("z.example");
   for (let i = 0; i < 100; i++) t.beforeCode(number(1_000 + i), z, 0);

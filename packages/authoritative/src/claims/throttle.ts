@@ -76,18 +76,16 @@ export interface ClaimThrottle {
 
 /** Creates the throttles for `limits` (`minKeys`: MIN_KEYS, but in tests). */
 export function createClaimThrottle(limits: ClaimLimits, minKeys = MIN_KEYS): ClaimThrottle {
-  // The per-number limiters hold a key for each number charged within their window W: at most
-  // the channels' codes in W, which a GCRA limiter lets through as its limit at once and then
-  // its rate (W / 1 h + 1 hours of codes), and a failed proof's key belongs to a code's
-  // challenge. An attempt given back puts a key too, taken out as it is given back, so the
-  // attempts out at once (at most the channels' attempt burst) need room beside them.
-  // RecencyMap keeps keys to within a sixteenth of its bound: 16/15 of all that.
-  const codesPerHour = limits.smsCodesPerHour + limits.emailCodesPerHour;
+  // A number's key is pushed out once as many other keys were put or moved after it (beyond a
+  // sixteenth, RecencyMap), and every attempt puts or moves one: a code, a send that failed
+  // (to a number charged before, it moves that key; to a fresh one, it puts a key and takes it
+  // out), or a failed proof (of a challenge an attempt opened). A GCRA limiter lets through its
+  // limit at once and then its rate, so a window of W sees at most the channels' attempts of
+  // W / 1 h + 1 hours: the bound is 16/15 of that, and no number's spending is pushed out
+  // within its window however the attempts are spread.
+  const attemptsPerHour = ATTEMPTS_PER_CODE * (limits.smsCodesPerHour + limits.emailCodesPerHour);
   const keysFor = (windowMs: number) =>
-    Math.max(
-      minKeys,
-      Math.ceil((codesPerHour * (windowMs / HOUR + 1) + ATTEMPTS_PER_CODE * codesPerHour) * (16 / 15)) + 16,
-    );
+    Math.max(minKeys, Math.ceil(attemptsPerHour * (windowMs / HOUR + 1) * (16 / 15)) + 16);
   const rate = (limit: number, windowMs: number, keys = keysFor(windowMs)) =>
     createRateLimiter({ limit, windowMs }, keys);
   const perHour = rate(limits.codesPerCsiPerHour, HOUR);
