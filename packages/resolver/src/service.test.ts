@@ -10,7 +10,7 @@ import {
   parseCsi,
   RegistryView,
 } from "@mimi/core";
-import { getterOnPrototype } from "@mimi/core/testing";
+import { getterOnPrototype, until } from "@mimi/core/testing";
 import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
 import { createTtlCache } from "./cache.js";
 import { notSentForBound } from "./gate-refusals.js";
@@ -1085,6 +1085,39 @@ test("a caller that joined a lookup the gate refused unsent for its first caller
     assert.equal((await longer).source, "upstream", what);
     assert.deepEqual(state.waits, [clock.now + 5_000], `${what}: asked again, with the joiner's own bound`);
   }
+  state.window = undefined;
+});
+
+test("the resolver's own refresh, failed by the gate's wait, serves no stale answer and leaves the entry as it is", async () => {
+  const { clock, state, service } = setup({ minHits: 2, remainingFraction: 0.1 });
+  await service.resolve(CSI); // ttl 60 s
+  clock.now += 30_000;
+  await service.resolve(CSI);
+  // A window of one, held: the refresh waits the gate's default (1 ms here) and fails unsent.
+  const gate = new AdaptiveGate("eu", {
+    ...DEFAULT_GATE,
+    initialWindow: 1,
+    minWindow: 1,
+    maxWindow: 1,
+    maxWaitMs: 1,
+    decreaseEveryMs: 1_000,
+    now: () => 0,
+  });
+  gate.run(
+    () => new Promise<never>(() => {}),
+    () => false,
+  );
+  state.window = gate;
+  clock.now += 25_000;
+  const hit = await service.resolve(CSI); // popular and near expiry: refreshed in the background
+  assert.equal(hit.source, "cache");
+  assert.equal(service.stats.prefetches, 1);
+  await until(() => service.stats.upstreamFailures === 1);
+  for (let i = 0; i < 5; i++) await nextTurn();
+  assert.equal(service.stats.stale, 0, "a refresh is nobody's answer: nothing served stale");
+  const after = await service.resolve(CSI);
+  assert.equal(after.source, "cache");
+  assert.equal(after.stale, false, "the fresh entry is as it was");
   state.window = undefined;
 });
 
