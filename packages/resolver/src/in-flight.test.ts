@@ -4,10 +4,11 @@ import { test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { DiscoveryError } from "@mimi/core";
 import { until } from "@mimi/core/testing";
-import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
+import type { AdaptiveGate } from "./adaptive-gate.js";
 import { callerGone, TOO_LATE } from "./call-bounds.js";
 import { notSentForBound, refusedForBound, refusedUnsent } from "./gate-refusals.js";
 import { type Flight, InFlight } from "./in-flight.js";
+import { heldWindow } from "./testing.js";
 
 /** A lookup the test settles. */
 function held() {
@@ -82,23 +83,7 @@ test("a joiner is asked for again when the lookup failed for its first caller al
 
 /** The gate's refusals of a lookup when its window of one is full: for its bound, and for a full queue. */
 async function gateRefusals() {
-  const clock = { now: 0 };
-  const gate = (maxQueue: number) => {
-    const g = new AdaptiveGate("eu", {
-      ...DEFAULT_GATE,
-      initialWindow: 1,
-      minWindow: 1,
-      maxWindow: 1,
-      maxQueue,
-      decreaseEveryMs: 1_000,
-      now: () => clock.now,
-    });
-    g.run(
-      () => new Promise<never>(() => {}),
-      () => false,
-    );
-    return g;
-  };
+  const gate = (maxQueue: number) => heldWindow({ maxQueue }).gate;
   const refusal = (g: AdaptiveGate, waitUntilMs: number) =>
     g
       .run(
@@ -111,8 +96,8 @@ async function gateRefusals() {
         (e: unknown) => e as DiscoveryError,
       );
   // No time left to wait; a queue that holds nobody, whatever the bound.
-  const noTime = await refusal(gate(10), clock.now);
-  const queueFull = await refusal(gate(0), clock.now + 60_000);
+  const noTime = await refusal(gate(10), 0);
+  const queueFull = await refusal(gate(0), 60_000);
   assert.ok(refusedForBound(noTime));
   assert.equal(refusedForBound(queueFull), false);
   assert.ok(refusedUnsent(queueFull));

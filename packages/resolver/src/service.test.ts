@@ -11,10 +11,11 @@ import {
   RegistryView,
 } from "@mimi/core";
 import { getterOnPrototype, until } from "@mimi/core/testing";
-import { AdaptiveGate, DEFAULT_GATE } from "./adaptive-gate.js";
+import type { AdaptiveGate } from "./adaptive-gate.js";
 import { createTtlCache } from "./cache.js";
 import { notSentForBound } from "./gate-refusals.js";
 import { answerIndex, type CachedAnswer, createResolverService, type MissCaller } from "./service.js";
+import { heldWindow } from "./testing.js";
 import type { Upstream } from "./upstream.js";
 
 const DP: DpInfo = {
@@ -204,24 +205,8 @@ test("an expired answer is served stale when the DP is down, and never without o
 });
 
 test("a lookup its caller's deadline failed before it reached the DP is served stale, but nothing is kept stale for the others", async () => {
-  const gateClock = { now: 0 };
   // A window of one, held throughout: what else comes waits, or is refused.
-  const gate = (maxWaitMs: number) => {
-    const g = new AdaptiveGate("eu", {
-      ...DEFAULT_GATE,
-      initialWindow: 1,
-      minWindow: 1,
-      maxWindow: 1,
-      maxWaitMs,
-      decreaseEveryMs: 1_000,
-      now: () => gateClock.now,
-    });
-    g.run(
-      () => new Promise<never>(() => {}),
-      () => false,
-    );
-    return g;
-  };
+  const gate = (maxWaitMs: number) => heldWindow({ maxWaitMs }).gate;
   const caller = (waitUntilMs?: number) => () => ({
     key: "msp-a",
     contextFor: () => new Uint8Array(0),
@@ -229,7 +214,7 @@ test("a lookup its caller's deadline failed before it reached the DP is served s
   });
   for (const [why, maxWaitMs, waitUntilMs, kept] of [
     // Its deadline left no time to wait: a short deadline must not keep a CSI stale for everyone.
-    ["no time left by its deadline", 10_000, gateClock.now, false],
+    ["no time left by its deadline", 10_000, 0, false],
     // No deadline: the gate's default wait (1 ms here) ran out, as a DP that does not answer.
     ["the default wait ran out", 1, undefined, true],
   ] as const) {
@@ -254,22 +239,7 @@ test("when a short deadline fails a shared lookup, its callers and the joiners i
   await service.resolve(CSI);
   clock.now += 61_000; // expired, within the stale window
   // A window of one, held until the test lets go: a lookup that may not wait is refused.
-  let letGo = () => {};
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 1,
-    minWindow: 1,
-    maxWindow: 1,
-    decreaseEveryMs: 1_000,
-    now: () => 0,
-  });
-  const holder = gate.run(
-    () =>
-      new Promise<void>((r) => {
-        letGo = r;
-      }),
-    () => false,
-  );
+  const { gate, held: holder, letGo } = heldWindow();
   state.window = gate;
   const caller = (key: string, waitUntilMs: number) => () => ({
     key,
@@ -1042,16 +1012,6 @@ test("a caller that joined another's lookup is asked for again under its own con
 test("a caller that joined a lookup the gate refused unsent for its first caller's short deadline is asked for again under its own", async () => {
   const { state, service } = setup();
   const fed: DpInfo = { ...DP, id: "fed" };
-  const clock = { now: 0 };
-  // A window of one, held by a lookup the test answers: a lookup that may not wait is refused.
-  state.window = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 1,
-    minWindow: 1,
-    maxWindow: 1,
-    decreaseEveryMs: 1_000,
-    now: () => clock.now,
-  });
   const caller = (key: string, waitUntilMs: number) => () => ({
     key,
     contextFor: () => new Uint8Array(0),
@@ -1063,17 +1023,12 @@ test("a caller that joined a lookup the gate refused unsent for its first caller
   ] as const) {
     service.flush("all");
     state.waits = [];
-    let answer = () => {};
-    const holder = state.window.run(
-      () =>
-        new Promise<void>((r) => {
-          answer = r;
-        }),
-      () => false,
-    );
-    const first = ask(caller("msp-a", clock.now)); // no time to wait for the window
-    const sameBound = ask(caller("msp-b", clock.now));
-    const longer = ask(caller("msp-c", clock.now + 5_000));
+    // A window of one, held by a lookup the test answers: a lookup that may not wait is refused.
+    const { gate, held: holder, letGo: answer } = heldWindow();
+    state.window = gate;
+    const first = ask(caller("msp-a", 0)); // no time to wait for the window
+    const sameBound = ask(caller("msp-b", 0));
+    const longer = ask(caller("msp-c", 5_000));
     await assert.rejects(first, /no time to wait/, what);
     await assert.rejects(
       sameBound,
@@ -1083,7 +1038,7 @@ test("a caller that joined a lookup the gate refused unsent for its first caller
     answer(); // the window has room again
     await holder;
     assert.equal((await longer).source, "upstream", what);
-    assert.deepEqual(state.waits, [clock.now + 5_000], `${what}: asked again, with the joiner's own bound`);
+    assert.deepEqual(state.waits, [5_000], `${what}: asked again, with the joiner's own bound`);
   }
   state.window = undefined;
 });
@@ -1094,19 +1049,7 @@ test("the resolver's own refresh, failed by the gate's wait, serves no stale ans
   clock.now += 30_000;
   await service.resolve(CSI);
   // A window of one, held: the refresh waits the gate's default (1 ms here) and fails unsent.
-  const gate = new AdaptiveGate("eu", {
-    ...DEFAULT_GATE,
-    initialWindow: 1,
-    minWindow: 1,
-    maxWindow: 1,
-    maxWaitMs: 1,
-    decreaseEveryMs: 1_000,
-    now: () => 0,
-  });
-  gate.run(
-    () => new Promise<never>(() => {}),
-    () => false,
-  );
+  const { gate } = heldWindow({ maxWaitMs: 1 });
   state.window = gate;
   clock.now += 25_000;
   const hit = await service.resolve(CSI); // popular and near expiry: refreshed in the background
