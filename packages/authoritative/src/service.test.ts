@@ -1235,6 +1235,47 @@ test("claims stop at the caps on mappings per CSI and per MSP at a CSI, before a
   assert.equal(t.summary(await t.answer(ALICE)).split(" ").length, 3);
 });
 
+test("a claim refused for a full CSI spends the MSP's attempts, so the caps are no free probe of a registered number", async () => {
+  const t = setup({ maxMappingsPerCsi: 1 });
+  await t.claim("bluebird.example", ALICE, "@a1");
+  const start = (csi: string) =>
+    t.claims.start(t.caller("parrot.example"), {
+      action: "claim",
+      csi,
+      ssi: "p1",
+      tags: [],
+      makeDefault: false,
+      userPublicKey: generateSigningKey().publicKey,
+      replaceExisting: false,
+    });
+  const sentBefore = t.sent.length;
+  const reasonOf = async (csi: string) => {
+    try {
+      await start(csi);
+      return "started";
+    } catch (e) {
+      assert.ok(e instanceof DiscoveryError, String(e));
+      return String(e.details?.reason);
+    }
+  };
+  let full = 0;
+  let reason = await reasonOf(ALICE);
+  for (; reason === "CSI_MAPPING_LIMIT" && full < 1_000; reason = await reasonOf(ALICE)) full += 1;
+  // The MSP's attempts a day (twice its floor of 100 codes) end the probing; no code went out.
+  assert.equal(reason, "CODE_LIMIT_MSP_DAY_ATTEMPTS");
+  assert.equal(full, 2 * DEFAULT_CLAIM_LIMITS.mspCodesPerDayFloor);
+  assert.equal(t.sent.length, sentBefore);
+  // The budget is the MSP's, whatever the number; the number's own code budgets (10 an hour
+  // across MSPs) were given back each time, so another MSP still gets a code sent to it.
+  assert.equal(await reasonOf("tel:+447700900124"), "CODE_LIMIT_MSP_DAY_ATTEMPTS");
+  await t.claims.start(t.caller("wirechat.example"), {
+    action: "opt_out",
+    csi: ALICE,
+    userPublicKey: generateSigningKey().publicKey,
+  });
+  assert.equal(t.sent.length, sentBefore + 1);
+});
+
 test("bulk records over the caps are left out and counted, and a holder's stricter claim replaces them", async () => {
   const t = setup({ maxMappingsPerCsi: 3, maxMappingsPerCsiPerMsp: 2 });
   const other = "tel:+447700900124";

@@ -66,6 +66,7 @@ export async function startChallenge(
   const proofMethod = csi.type === "tel" ? "sms-code" : "email-code";
   let statement: Uint8Array;
   let params = {};
+  let requireRoom = () => {};
   if (req.action === "claim") {
     checkSsi(req.ssi, "claim.ssi");
     const tags = checkTags(req.tags, "claim.tags");
@@ -83,16 +84,18 @@ export async function startChallenge(
       expiresAtMs: now + policy.mappingLifetimeMs,
     };
     statement = encodeMappingRecord(record);
-    // A claim the caps would refuse when completed is refused before a code is spent on it
+    // A claim the caps would refuse when completed is refused before a code is sent for it
     // (completing checks again, in its transaction: the CSI may fill up meanwhile).
-    const rows = store.mappings(csi.uri);
-    requireRoomFor(
-      ctx,
-      rows,
-      decideClaim(rows, record, policy.proofRanking, now),
-      record,
-      req.replaceExisting,
-    );
+    requireRoom = () => {
+      const rows = store.mappings(csi.uri);
+      requireRoomFor(
+        ctx,
+        rows,
+        decideClaim(rows, record, policy.proofRanking, now),
+        record,
+        req.replaceExisting,
+      );
+    };
     params = { replaceExisting: req.replaceExisting, makeDefault: req.makeDefault };
   } else {
     const target = req.action === "invalidate" ? { mspId: req.mspId, ssi: req.ssi } : { mspId: "", ssi: "" };
@@ -114,6 +117,14 @@ export async function startChallenge(
   }
   // Last, once the request is known to be well formed: a refused code spends no budget.
   deps.throttle.beforeCode(csi, caller, now);
+  // The caps are checked after the budgets, and a claim they refuse spends an attempt like a
+  // failed send: "this CSI is full" says the number is registered, so it is no free probe.
+  try {
+    requireRoom();
+  } catch (err) {
+    deps.throttle.notSent(csi, caller, now);
+    throw err;
+  }
   const code = String(randomInt(0, 10 ** policy.codeLength)).padStart(policy.codeLength, "0");
   const expiresAtMs = now + policy.codeTtlMs;
   store.insertChallenge({
