@@ -74,12 +74,13 @@ interface FakeRoot {
  * A root serving `held` through serveLog. `breakAfter` ends the first watch with UNAVAILABLE
  * after that many changes; `skip` leaves out one serial on the first watch (a lost message);
  * `replay` answers every watch with a snapshot of everything held, whatever the follower holds
- * (a root replaying an old registry).
+ * (a root replaying an old registry); `unsigned` holds that change without its seal (a root that
+ * stored it so), and answers a later watch from 0 with the snapshot of all it holds.
  */
 async function fakeRoot(
   key: SigningKey,
   all: readonly RegistryChange[],
-  opts: { breakAfter?: number; skip?: bigint; replay?: boolean } = {},
+  opts: { breakAfter?: number; skip?: bigint; replay?: boolean; unsigned?: bigint } = {},
 ): Promise<FakeRoot> {
   const listeners = new Set<() => void>();
   const root: FakeRoot = {
@@ -103,7 +104,8 @@ async function fakeRoot(
         root.watches.push(req.sinceSerial);
         let from = req.sinceSerial;
         if (from === 0n || opts.replay) {
-          const snap = stateAt(root.held, opts.replay ? root.held.length : 0, key);
+          const latest = opts.replay || (opts.unsigned !== undefined && !first);
+          const snap = stateAt(root.held, latest ? root.held.length : 0, key);
           await send({ event: { case: "snapshot", value: snapshotToProto(snap) } });
           from = snap.serial;
         }
@@ -116,7 +118,10 @@ async function fakeRoot(
           },
           pageSize: 2,
           read: (since, limit) =>
-            root.held.filter((c) => c.serial > since && !(first && c.serial === opts.skip)).slice(0, limit),
+            root.held
+              .filter((c) => c.serial > since && !(first && c.serial === opts.skip))
+              .slice(0, limit)
+              .map((c) => (c.serial === opts.unsigned ? { ...c, seal: undefined } : c)),
           async send(c) {
             if (first && opts.breakAfter !== undefined && sent === opts.breakAfter) {
               throw new DiscoveryError("upstream_unavailable", "the root went away");
@@ -182,6 +187,15 @@ test("a gap in the changes makes the follower watch again from what it holds", a
   const sync = follow(key, [root.address]);
   await until(() => sync.view.serial === 5n, "all changes are applied");
   assert.deepEqual(root.watches, [0n, 2n], "the second watch starts after serial 2, before the gap");
+});
+
+test("a change that fails to verify makes the follower ask for the whole registry, not the same change again", async () => {
+  const key = generateSigningKey();
+  const root = await fakeRoot(key, signedLog(key, 5), { unsigned: 3n });
+  const sync = follow(key, [root.address]);
+  await until(() => sync.view.serial === 5n, "the follower gets past the change through a snapshot");
+  assert.deepEqual(root.watches.slice(0, 2), [0n, 0n], "the second watch asks from 0, not from 2");
+  assert.equal(sync.view.msp("m5.example")?.index, 4);
 });
 
 test("a dead first root is skipped; changes another key signed are refused and never applied", async () => {

@@ -150,9 +150,13 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     }, 200);
   };
 
+  // Set when a change failed to verify: the next watch asks for the whole registry (since 0), as
+  // the root would replay the same change to a watch from the serial held, and fail it again.
+  let resync = false;
   const apply = (msg: WatchRegistryResponse, root: string): boolean => {
     const ev = msg.event;
     if (ev.case === "snapshot") {
+      resync = false;
       const data = snapshotFromProto(ev.value);
       accept(data, "registry snapshot");
       view.replace(data);
@@ -174,6 +178,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
         accept(now, "registry change", false);
       } catch (err) {
         view.replace(verified);
+        resync = true;
         throw err;
       }
       verified = now;
@@ -195,7 +200,7 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
     open: (root, signal) =>
       (channels.get(root) as Channel)
         .client(RootService)
-        .watchRegistry({ sinceSerial: view.serial }, { signal }),
+        .watchRegistry({ sinceSerial: resync ? 0n : view.serial }, { signal }),
     apply,
     log,
     messages: {

@@ -165,6 +165,7 @@ export function bindRootServer(
         if (!req.dp) throw invalidArgument("dp is required", "dp");
         const c = service.putDp(ctx.peer.name, dpFromProto(req.dp), {
           clearPrivateLookupKeys: req.clearPrivateLookupKeys,
+          ...(req.ifSerial > 0n && { ifSerial: req.ifSerial }),
         });
         audit(log, ctx.peer.name, c.serial, "dp registered");
         return { serial: c.serial };

@@ -218,6 +218,61 @@ test("a root that stopped between commit and signing signs the last change at st
   assert.equal(snapshot.serial, 2n);
   assert.equal(registrySignatureValid(snapshot, last?.seal as RegistrySeal, rootKey.publicKey), true);
   assert.deepEqual(last?.seal, snapshot.seal);
+  assert.equal(restarted.backlogStart(), 0n, "every change can be replayed");
+});
+
+test("a watcher from before a change stored without its seal is sent a snapshot, not that change", () => {
+  const { store, service } = setup();
+  service.putDp("admin", EU);
+  // Two changes stored unsigned, by a root from before commits were signed in their transaction.
+  store.commit("admin", 5, (serial) => ({ serial, kind: "put_dp", dp: US }));
+  store.commit("admin", 6, (serial) => ({ serial, kind: "delete_dp", id: "us" }));
+  const restarted = setup(store).service;
+  // Start signs the last; the one before it stays unsealed, and no watcher is replayed it.
+  assert.equal(restarted.backlogStart(), 2n);
+  restarted.putDp("admin", US);
+  assert.equal(restarted.backlogStart(), 2n);
+  assert.ok(restarted.changesSince(2n, 10).every((c) => c.seal));
+});
+
+test("a change is stored with its seal or not at all: a write failing after the signature leaves the registry, its seal and its log as they were", () => {
+  const store = openRegistryStore(":memory:");
+  let failSealed = false;
+  const failing: RegistryStore = {
+    ...store,
+    commit: (actor, atMs, make, check, seal) =>
+      store.commit(actor, atMs, make, check, (c) => {
+        const signed = seal?.(c);
+        if (failSealed) throw new Error("disk I/O error");
+        return signed as RegistrySeal;
+      }),
+  };
+  const { service } = setup(failing);
+  service.putDp("admin", EU);
+  const before = service.snapshot();
+  let woken = 0;
+  service.subscribe(() => woken++);
+  failSealed = true;
+  assert.throws(() => service.putDp("admin", US), /registry write failed: disk I\/O error/);
+  assert.deepEqual(service.snapshot(), before, "the view and the seal are the stored ones");
+  assert.equal(service.serial(), 1n);
+  assert.equal(store.serial(), 1n);
+  assert.equal(woken, 0, "no watcher is woken for a change that was not stored");
+  failSealed = false;
+  const change = service.putDp("admin", US);
+  assert.equal(change.serial, 2n);
+  // Every change a follower can be replayed carries the seal of the registry it leaves.
+  const log = service.changesSince(0n, 10);
+  assert.deepEqual(
+    log.map((c) => c.serial),
+    [1n, 2n],
+  );
+  for (const c of log) assert.ok(c.seal, `change ${c.serial} has its seal`);
+  assert.deepEqual(log[1]?.seal, service.snapshot().seal);
+  assert.equal(
+    registrySignatureValid(service.snapshot(), service.snapshot().seal as RegistrySeal, rootKey.publicKey),
+    true,
+  );
 });
 
 test("a restart with a new root key signs with the new key", () => {
@@ -387,6 +442,7 @@ test("a range's federated DPs and a DP's federation default are published, signe
   assert.deepEqual(again.delegations.find((x) => x.id === "e164:1")?.federatedDpIds, ["eu"]);
   service.updateDelegation("a", key("+1"), "", 0, []);
   assert.equal(d()?.federatedDpIds, undefined);
+  service.putDp("a", { ...US, federation: { defaultMode: "federate", preferredDpIds: [] } });
   service.deleteDp("a", "eu");
 });
 
@@ -425,6 +481,11 @@ test("bad federation edits are refused, naming the problem", () => {
       "invalid_argument",
       /preferred DP id/,
     ],
+    [
+      () => service.putDp("a", { ...EU, federation: { defaultMode: "local", preferredDpIds: ["uss"] } }),
+      "failed_precondition",
+      /DP "uss" is not registered/,
+    ],
   ];
   for (const [f, code, reason] of cases) {
     assert.throws(
@@ -434,6 +495,41 @@ test("bad federation edits are refused, naming the problem", () => {
     );
   }
   assert.equal(service.serial(), before);
+});
+
+test("a DP preferred by another's policy is not deleted; PutDp at a stale serial is refused, at the current one applies", () => {
+  const { service } = setup();
+  service.putDp("a", EU);
+  service.putDp("a", { ...US, federation: { defaultMode: "federate", preferredDpIds: ["eu"] } });
+  assert.throws(
+    () => service.deleteDp("a", "eu"),
+    (e: unknown) =>
+      e instanceof DiscoveryError && e.code === "failed_precondition" && /policy of DP "us"/.test(e.message),
+  );
+  // An admin read the registry at this serial to carry fields over; another edit came between.
+  const read = service.serial();
+  const rotated = generateSigningKey().publicKey;
+  service.putDp("b", { ...EU, signingPublicKey: rotated });
+  assert.throws(
+    () =>
+      service.putDp(
+        "a",
+        { ...EU, signingPublicKey: EMPTY, endpoints: ["127.0.0.1:7601"] },
+        { ifSerial: read },
+      ),
+    (e: unknown) =>
+      e instanceof DiscoveryError &&
+      e.code === "failed_precondition" &&
+      e.details?.reason === "REGISTRY_CHANGED" &&
+      e.details.metadata?.serial === String(read + 1n),
+  );
+  const at = service.serial();
+  service.putDp("a", { ...EU, signingPublicKey: EMPTY, endpoints: ["127.0.0.1:7601"] }, { ifSerial: at });
+  const eu = service.snapshot().dps.find((d) => d.id === "eu");
+  assert.deepEqual(eu?.endpoints, ["127.0.0.1:7601"]);
+  assert.deepEqual(eu?.signingPublicKey, rotated, "an empty key keeps the rotated one");
+  service.putDp("a", { ...US, federation: { defaultMode: "federate", preferredDpIds: [] } });
+  service.deleteDp("a", "eu");
 });
 
 test("a DP's private-lookup keys are published and signed, kept when not given, cleared on request", () => {

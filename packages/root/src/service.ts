@@ -77,7 +77,12 @@ export interface RootService {
   deleteDelegation(actor: string, key: DelegationKey): RegistryChange;
   listDelegations(): { delegations: readonly Delegation[]; serial: bigint };
   /** Puts a DP; an empty signing key, or no private-lookup keys, keeps the registry's unless `clearPrivateLookupKeys`. */
-  putDp(actor: string, dp: DpInfo, opts?: { clearPrivateLookupKeys?: boolean }): RegistryChange;
+  /** `ifSerial`: refuse (REGISTRY_CHANGED) unless the registry is still at that serial. */
+  putDp(
+    actor: string,
+    dp: DpInfo,
+    opts?: { clearPrivateLookupKeys?: boolean; ifSerial?: bigint },
+  ): RegistryChange;
   deleteDp(actor: string, id: string): RegistryChange;
   /** An empty signing key keeps the MSP's current one. */
   putMsp(
@@ -129,9 +134,10 @@ export function createRootService({
       expiresAtMs: now + signatureValidityMs,
     });
   };
-  // The seal of the current registry. Signing happens right after each commit; a root that
-  // stopped in between (or holds a seal from before seals had a validity period) signs the
-  // current serial at start: no follower can have seen that serial under another seal.
+  // The seal of the current registry. Each change is signed in its commit's transaction; a
+  // root whose last change has no valid seal (written before that, or with a seal from before
+  // seals had a validity period, or under another key) signs the current serial at start: no
+  // follower can have seen that serial under another seal.
   const stored = store.seal();
   let seal: RegistrySeal;
   if (stored && registrySignatureValid(view.snapshot(), stored, signingKey.publicKey)) seal = stored;
@@ -140,15 +146,31 @@ export function createRootService({
     if (view.serial > 0n) store.setSeal(view.serial, seal);
   }
 
+  const unsealedThrough = store.unsealedThrough();
+
   // The snapshot of (view, seal), made on first use after each change.
   let snapshot: RegistryData | undefined;
 
   const commit = (actor: string, make: (serial: bigint) => RegistryChange, check?: () => void) => {
-    const change = store.commit(actor, clock(), make, check);
-    view.apply(change);
-    seal = sign();
+    // The view takes the change, and is signed, inside the store's transaction, so the change is
+    // stored with its seal or not at all; when the transaction fails after that, the view is
+    // read again from the store, which rolled back, and the seal held is still the current one.
+    let applied = false;
+    let next: RegistrySeal | undefined;
+    let change: RegistryChange;
+    try {
+      change = store.commit(actor, clock(), make, check, (c) => {
+        applied = true;
+        view.apply(c);
+        next = sign();
+        return next;
+      });
+    } catch (err) {
+      if (applied) view.replace(store.load());
+      throw err;
+    }
+    seal = next as RegistrySeal;
     snapshot = undefined;
-    store.setSeal(change.serial, seal);
     for (const l of listeners) l();
     return { ...change, seal };
   };
@@ -191,7 +213,9 @@ export function createRootService({
     },
     serial: () => view.serial,
     changesSince: (since, limit) => store.changesSince(since, limit),
-    backlogStart: () => store.baseSerial(),
+    // A change without a seal cannot be replayed (a follower refuses it): a watcher from before
+    // it gets a snapshot. Commits store their seal, so only a store written before that has one.
+    backlogStart: () => (store.baseSerial() > unsealedThrough ? store.baseSerial() : unsealedThrough),
     checkWritable: () => {},
     subscribe(listener) {
       listeners.add(listener);
@@ -271,7 +295,10 @@ export function createRootService({
         dp.signingPublicKey.length > 0
           ? dp.signingPublicKey
           : (store.dp(dp.id)?.signingPublicKey ?? new Uint8Array(0));
-      if (dp.federation) checkPolicy(dp.id, dp.federation);
+      if (dp.federation) {
+        checkPolicy(dp.id, dp.federation);
+        for (const id of dp.federation.preferredDpIds) requireDp(id);
+      }
       const given = dp.privateLookupKeys ?? [];
       if (opts.clearPrivateLookupKeys && given.length > 0)
         throw invalidArgument("give private-lookup keys or clear them, not both");
@@ -289,7 +316,20 @@ export function createRootService({
         ...(keys.length > 0 && { privateLookupKeys: keys.map((k) => ({ ...k })) }),
         ...(places.length > 0 && { endpointJurisdictions: places }),
       };
-      return commit(actor, (serial) => ({ serial, kind: "put_dp", dp: clean }));
+      return commit(
+        actor,
+        (serial) => ({ serial, kind: "put_dp", dp: clean }),
+        () => {
+          const at = store.serial();
+          if (opts.ifSerial !== undefined && opts.ifSerial !== at) {
+            throw new DiscoveryError(
+              "failed_precondition",
+              `the registry changed since serial ${opts.ifSerial} (it is at ${at}): read DP "${dp.id}" again and redo the edit`,
+              { details: { reason: "REGISTRY_CHANGED", metadata: { serial: String(at) } } },
+            );
+          }
+        },
+      );
     },
     deleteDp(actor, id) {
       return commit(
@@ -302,6 +342,13 @@ export function createRootService({
             throw new DiscoveryError(
               "failed_precondition",
               `DP "${id}" is still named by ${used.length} delegation(s) as their DP or a federated DP, e.g. ${used[0]?.id}; move or delete them first`,
+            );
+          }
+          const preferring = view.snapshot().dps.find((d) => d.federation?.preferredDpIds.includes(id));
+          if (preferring) {
+            throw new DiscoveryError(
+              "failed_precondition",
+              `DP "${id}" is preferred in the federation policy of DP "${preferring.id}"; change that policy first`,
             );
           }
         },

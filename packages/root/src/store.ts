@@ -98,6 +98,11 @@ export interface RegistryStore {
   serial(): bigint;
   /** Every change after this serial is held; 0 unless the registry was replaced by a snapshot. */
   baseSerial(): bigint;
+  /**
+   * The last change stored without a seal (by a root from before commits were signed in their
+   * transaction, or with a seal of the older format); 0 when every change has one.
+   */
+  unsealedThrough(): bigint;
   /** The stored root seal of the registry at its current serial, if any. */
   seal(): RegistrySeal | undefined;
   /** Whether anything was ever written (a change or a snapshot). */
@@ -113,13 +118,16 @@ export interface RegistryStore {
   nextMspIndex(): number;
   /**
    * Applies a change in one transaction and records it with the next serial; `check` runs inside
-   * the transaction so validation and write see the same state.
+   * the transaction so validation and write see the same state. `seal`, when given, signs the
+   * registry as the change leaves it, also inside: the change is stored with its seal or not at
+   * all (a change stored without one would stop every follower replaying it).
    */
   commit(
     actor: string,
     atMs: number,
     make: (serial: bigint) => RegistryChange,
     check?: () => void,
+    seal?: (change: RegistryChange) => RegistrySeal,
   ): RegistryChange;
   /** Changes with serial > `since`, oldest first, with their signatures. */
   changesSince(since: bigint, limit: number): RegistryChange[];
@@ -236,6 +244,9 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
     ),
     audit: db.prepare<[number], ChangeRow>("SELECT * FROM changes ORDER BY serial DESC LIMIT ?"),
     setSignature: db.prepare<[Buffer, number]>("UPDATE changes SET signature = ? WHERE serial = ?"),
+    unsealedThrough: db.prepare<[number], { s: number | null }>(
+      "SELECT max(serial) AS s FROM changes WHERE signature IS NULL OR length(signature) != ?",
+    ),
   };
 
   const serial = () => BigInt(q.serial.get()?.s ?? 0);
@@ -282,11 +293,19 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
   };
 
   const commitTx = db.transaction(
-    (actor: string, atMs: number, make: (serial: bigint) => RegistryChange, check?: () => void) => {
+    (
+      actor: string,
+      atMs: number,
+      make: (serial: bigint) => RegistryChange,
+      check?: () => void,
+      seal?: (change: RegistryChange) => RegistrySeal,
+    ) => {
       check?.();
       const change = make(serial() + 1n);
       applyChange(change);
-      q.insertChange.run(Number(change.serial), atMs, actor, JSON.stringify(change, jsonBigint));
+      const body = JSON.stringify(change, jsonBigint);
+      if (seal) q.insertSignedChange.run(Number(change.serial), atMs, actor, body, sealBytes(seal(change)));
+      else q.insertChange.run(Number(change.serial), atMs, actor, body);
       return change;
     },
   );
@@ -339,6 +358,7 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
   return {
     serial,
     baseSerial,
+    unsealedThrough: () => BigInt(q.unsealedThrough.get(SEAL_BYTES)?.s ?? 0),
     seal: () => {
       const last = q.lastSignature.get();
       return sealOf(last ? last.signature : q.base.get()?.signature);
@@ -368,9 +388,9 @@ export function openRegistryStore(path: string, options: { durability?: Durabili
     delegationsOf: (dpId) => q.delegationsOf.all({ dp: dpId }).map(delegationOf),
     emailOverlaps: (first, last) => q.overlaps.all(hex64(last), hex64(first)).map(delegationOf),
     nextMspIndex: () => q.nextMspIndex.get()?.v ?? 0,
-    commit: (actor, atMs, make, check) => {
+    commit: (actor, atMs, make, check, seal) => {
       try {
-        return commitTx(actor, atMs, make, check);
+        return commitTx(actor, atMs, make, check, seal);
       } catch (err) {
         if (err instanceof DiscoveryError) throw err;
         throw new DiscoveryError("store_failure", `registry write failed: ${(err as Error).message}`, {

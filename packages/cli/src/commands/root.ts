@@ -197,11 +197,12 @@ export function addRootCommands(program: Command): void {
       }
       const { ch, api, opts } = admin(o);
       try {
-        // PutDp replaces the whole record, so a key, policy or endpoint placement not given is
-        // carried over rather than dropped.
-        const current = (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot?.dps.find(
-          (d) => d.id === id,
-        );
+        // PutDp replaces the whole record, so a policy or endpoint placement not given is carried
+        // over rather than dropped, and the edit applies only at the serial it was read at (an
+        // edit made meanwhile is not undone). A key not given is sent empty: the root keeps its
+        // current one.
+        const snapshot = (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot;
+        const current = snapshot?.dps.find((d) => d.id === id);
         const key = given ?? current?.signingPublicKey ?? new Uint8Array(0);
         const federation =
           o.federation === undefined && o.prefer === undefined
@@ -220,7 +221,7 @@ export function addRootCommands(program: Command): void {
               endpoints: o.endpoint,
               tlsIdentity: o.tlsIdentity,
               jurisdiction: o.jurisdiction,
-              signingPublicKey: key,
+              signingPublicKey: given ?? new Uint8Array(0),
               ...(federation && { federation }),
               privateLookupKeys,
               // The current placements of endpoints still listed, each given one overriding.
@@ -234,6 +235,7 @@ export function addRootCommands(program: Command): void {
               ],
             },
             clearPrivateLookupKeys,
+            ifSerial: snapshot?.serial ?? 0n,
           },
           opts,
         );
