@@ -138,6 +138,27 @@ test("bad delivery and claims settings are refused, naming the key", () => {
   for (const [bad, reason] of cases) assert.throws(() => parseConfig(bad, "/etc/mimi"), reason);
 });
 
+test("with private lookups on, a lookup limit below the largest Evaluate's cost is refused", () => {
+  const on = { enabled: true };
+  for (const [key, least] of [
+    ["capacityPerSecond", 640],
+    ["perResolverPerSecond", 640],
+    ["perContextPerMinute", 32],
+  ] as const) {
+    const at = (n: number) => ({ ...example(), privateLookups: on, lookupLimits: { [key]: n } });
+    assert.throws(
+      () => parseConfig(at(least - 1)),
+      new RegExp(`lookupLimits.${key} \\(${least - 1}\\) must be at least ${least}`),
+    );
+    assert.equal(parseConfig(at(least)).lookupLimits[key], least);
+    // Off, the limit is the operator's alone.
+    assert.equal(
+      parseConfig({ ...at(least - 1), privateLookups: { enabled: false } }).lookupLimits[key],
+      least - 1,
+    );
+  }
+});
+
 test("unknown keys and out-of-range values are refused", () => {
   assert.throws(() => parseConfig({ ...example(), prot: 1 }), /unknown key: prot/);
   assert.throws(() => parseConfig({ ...example(), port: 70000 }), /port must be an integer/);

@@ -9,6 +9,7 @@ import {
   isJurisdictionCode,
   MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
+  MAX_OPRF_BATCH,
   MAX_SEAL_BATCH,
   PROOF_METHODS,
   readEnumerationPolicy,
@@ -17,6 +18,7 @@ import { readServerBasics, type ServerBasics } from "@mimi/host";
 import { type ClaimLimits, type ClaimPolicy, DEFAULT_CLAIM_LIMITS } from "./claims/index.js";
 import { type DeliveryConfig, readDeliverySection } from "./delivery-config.js";
 import { type LookupLimitPolicy, readLookupLimits } from "./lookup-limits.js";
+import { EVALUATION_LOAD } from "./private-server.js";
 import { DEFAULT_REPLICATION, type ReplicationConfig } from "./replication/index.js";
 import { DEFAULT_ANSWER_CACHE_BYTES, DEFAULT_SEAL_BATCH_WAIT_MS } from "./service.js";
 import type { Durability } from "./store/store.js";
@@ -178,6 +180,8 @@ export function parseConfig(
     replication: readReplication(r.object("replication", { optional: true })),
   };
   r.done();
+  const batchProblem = config.privateLookups.enabled && privateBatchProblem(config.lookupLimits);
+  if (batchProblem) throw new ConfigError(batchProblem);
   if (config.answerSealSeconds < longestTtl) {
     throw new ConfigError(
       `config.answerSealSeconds (${config.answerSealSeconds}) must be at least the longest TTL given (${longestTtl})`,
@@ -213,6 +217,27 @@ function readReplication(r: ConfigReader): ReplicationConfig {
     );
   }
   return c;
+}
+
+/**
+ * Why these limits cannot admit the largest Evaluate (MAX_OPRF_BATCH elements, EVALUATION_LOAD
+ * each against the capacity and a resolver's rate, one each against a context's minute), if they
+ * cannot: a batch costing more than a whole budget would be refused for good, and resolvers send
+ * batches that large.
+ */
+function privateBatchProblem(l: LookupLimitPolicy): string | undefined {
+  const load = MAX_OPRF_BATCH * EVALUATION_LOAD;
+  const limits: [string, number, number][] = [
+    ["capacityPerSecond", l.capacityPerSecond, load],
+    ["perResolverPerSecond", l.perResolverPerSecond, load],
+    ["perContextPerMinute", l.perContextPerMinute, MAX_OPRF_BATCH],
+  ];
+  for (const [key, value, least] of limits) {
+    if (value !== 0 && value < least) {
+      return `config.lookupLimits.${key} (${value}) must be at least ${least} while private lookups are enabled: an Evaluate of ${MAX_OPRF_BATCH} elements counts ${least} against it, and would be refused for good`;
+    }
+  }
+  return undefined;
 }
 
 function readPrivateLookups(r: ConfigReader, cores: number): PrivateLookupConfig {

@@ -54,3 +54,29 @@ test("a full queue refuses an evaluation at once, with a retry hint; the queued 
   // Drained: accepted again.
   assert.equal((await pool.blindEvaluate(keys, [element])).evaluated.length, 1);
 });
+
+// piscina ends a worker to abort a task it runs: a resolver cancelling its calls made the DP
+// start a thread (and load its modules) per call.
+test("a cancelled evaluation on a thread runs to its end; one still waiting is dropped unrun", async (t) => {
+  const pool = createOprfPool({ threads: 1 });
+  t.after(() => pool.close());
+  const keys = generateOprfKeys();
+  const element = oprfBlind(csis[0] as string).blinded;
+  await pool.blindEvaluate(keys, [element]);
+  const running = new AbortController();
+  const waiting = new AbortController();
+  const first = pool.blindEvaluate(keys, [element], running.signal);
+  const second = pool.blindEvaluate(keys, [element], waiting.signal).then(
+    () => undefined,
+    (e: DiscoveryError) => e,
+  );
+  const third = pool.blindEvaluate(keys, [element]);
+  running.abort();
+  waiting.abort();
+  assert.equal((await first).evaluated.length, 1, "the running evaluation completes");
+  const refused = await second;
+  assert.equal(refused?.code, "not_ready", "the waiting one is dropped");
+  assert.equal(refused?.details?.reason, "CALL_ENDED");
+  assert.equal((await third).evaluated.length, 1, "the one behind it still runs");
+  assert.equal(pool.full(), false);
+});

@@ -17,7 +17,8 @@ export interface OprfPool {
   /**
    * Evaluates blinded elements with one proof (Evaluate). Throws not_ready at once when the
    * queue is full; rejects invalid_argument for an element that is not a group element. A task
-   * still queued when `signal` aborts (the caller gave up) is dropped unrun.
+   * still queued when `signal` aborts (the caller gave up) is dropped unrun; one already on a
+   * thread runs to its end.
    */
   blindEvaluate(
     keys: OprfKeys,
@@ -55,12 +56,50 @@ export function createOprfPool({ threads }: { threads: number }): OprfPool {
         })
       : undefined;
   let pending = 0;
-  const run = async (task: OprfTask, signal?: AbortSignal): Promise<OprfResult> => {
+  const compute = async (task: OprfTask): Promise<OprfResult> => (pool ? pool.run(task) : runOprf(task));
+  const run = async (task: OprfTask): Promise<OprfResult> => {
     pending++;
     try {
-      return pool ? await pool.run(task, signal ? { signal } : {}) : runOprf(task);
+      return await compute(task);
     } finally {
       pending--;
+    }
+  };
+  // Evaluations wait here, not in piscina's queue, for one of `slots` places on the threads:
+  // piscina aborts a running task by ending its worker (a new one then loads the whole module
+  // graph), so a caller that cancels must not reach it. A waiter whose signal aborts is dropped.
+  const slots = Math.max(1, threads);
+  let evaluating = 0;
+  const waiting = new Set<() => void>();
+  const turn = (signal?: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      const gone = () =>
+        new DiscoveryError("not_ready", "the call ended before its evaluation started", {
+          details: { reason: "CALL_ENDED" },
+        });
+      if (signal?.aborted) return reject(gone());
+      if (evaluating < slots) {
+        evaluating++;
+        return resolve();
+      }
+      const go = () => {
+        signal?.removeEventListener("abort", onAbort);
+        evaluating++;
+        resolve();
+      };
+      const onAbort = () => {
+        waiting.delete(go);
+        reject(gone());
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      waiting.add(go);
+    });
+  const done = () => {
+    evaluating--;
+    const next = waiting.values().next();
+    if (!next.done) {
+      waiting.delete(next.value);
+      next.value();
     }
   };
   return {
@@ -92,7 +131,18 @@ export function createOprfPool({ threads }: { threads: number }): OprfPool {
         publicKey: keys.publicKey,
         blinded: blinded.map((b) => b.slice()),
       };
-      const r = await run(task, signal);
+      pending++;
+      let r: OprfResult;
+      try {
+        await turn(signal);
+        try {
+          r = await compute(task);
+        } finally {
+          done();
+        }
+      } finally {
+        pending--;
+      }
       if ("problem" in r) throw new DiscoveryError("invalid_argument", r.problem);
       if (!("evaluated" in r)) throw new Error("an evaluation gave no elements");
       return r;

@@ -164,6 +164,22 @@ test("a dead endpoint fails over to the peer's next one; a refusal is retried la
   assert.equal(second.seen.length, 0, "a refusal is an answer: the next endpoint is not asked");
   assert.match(queued(r.store)[0]?.lastError ?? "", /not delegated to you yet/);
   s2.close();
+
+  // A replica listed first answers that only its primary writes: the primary, next, is asked.
+  const replica = await peer(() =>
+    Promise.reject(
+      new DiscoveryError("failed_precondition", "this endpoint is a replica", {
+        details: { reason: "NOT_PRIMARY", metadata: { primary: "elsewhere", epoch: "2" } },
+      }),
+    ),
+  );
+  const primary = await peer(() => ({ removed: 1, contested: 0 }) as pb.InvalidateOlderResponse);
+  const p = setup([replica.server.address, primary.server.address]);
+  const s3 = p.senderVia(replica.server);
+  await s3.kick();
+  assert.deepEqual([replica.seen.length, primary.seen.length], [1, 1]);
+  assert.equal(p.store.peerRequestCount(), 0, "delivered to the primary");
+  s3.close();
 });
 
 test("a request whose mapping went, or that failed for a week, is dropped", async () => {

@@ -81,6 +81,12 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
         return;
       } catch (err) {
         error = (err as Error).message;
+        // A replica of the peer answers that only its primary writes: the next endpoint is
+        // asked (the primary may be listed after its replicas, or be one since a failover).
+        if (err instanceof DiscoveryError && err.details?.reason === "NOT_PRIMARY") {
+          unreachable = false;
+          continue;
+        }
         // Refusals are retried too: the peer's registry copy may not yet show our delegation.
         if (!(err instanceof DiscoveryError && err.code === "upstream_unavailable")) {
           unreachable = false;
