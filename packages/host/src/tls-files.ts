@@ -12,7 +12,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { experimental } from "@grpc/grpc-js";
 import { ConfigError } from "@mimi/core";
-import { loadTls, type TlsMaterial, type TlsPaths } from "@mimi/rpc";
+import { loadTls, ROLE_URI_PREFIX, subjectAltNames, type TlsMaterial, type TlsPaths } from "@mimi/rpc";
 
 type CaListener = experimental.CaCertificateUpdateListener;
 type IdentityListener = experimental.IdentityCertificateUpdateListener;
@@ -115,9 +115,9 @@ export function checkTlsMaterial(
 
 /** A certificate's identity as a rotation must keep it: its subject and its role URIs. */
 function identityOf(c: X509Certificate): string {
-  const roles = (c.subjectAltName ?? "")
-    .split(", ")
-    .filter((n) => n.startsWith("URI:urn:mimi:role:"))
+  const roles = (subjectAltNames(c.subjectAltName ?? "") ?? [])
+    .filter((n) => n.type === "URI" && n.value.startsWith(ROLE_URI_PREFIX))
+    .map((n) => `URI:${n.value}`)
     .sort();
   return `${c.subject.replace(/\n/g, ", ")} [${roles.join(" ")}]`;
 }

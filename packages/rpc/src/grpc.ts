@@ -115,6 +115,7 @@ export function addService<S extends GenServiceMethods>(
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
     const maxBytes = options.maxRequestBytes?.[method.localName] ?? limits.limits.maxRequestBytes;
+    limits.requestBytes.set(path, maxBytes);
     const decode = decoder(method, maxBytes);
     const fast = fastPathOf(method, options);
     // With a fast path the request stays bytes until the fast path declines it.

@@ -32,7 +32,15 @@ export {
   type ServerMetrics,
 } from "./metrics.js";
 export { addReflection } from "./reflection.js";
-export { describeRoles, ROLE_URI_PREFIX, ROLES, type Role, rolesOf, roleUri } from "./roles.js";
+export {
+  describeRoles,
+  ROLE_URI_PREFIX,
+  ROLES,
+  type Role,
+  rolesOf,
+  roleUri,
+  subjectAltNames,
+} from "./roles.js";
 export {
   type ConnectionLimits,
   capConnections,

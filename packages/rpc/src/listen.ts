@@ -7,13 +7,17 @@ import {
   type ConnectionLimits,
   DEFAULT_CONNECTION_LIMITS,
   grpcLimitOptions,
+  limitRequests,
 } from "./server-limits.js";
 
-/** Server options: keepalive pings to find dead clients, and tolerance for clients' pings on idle streams. */
+/**
+ * Server options: keepalive pings to find dead clients. (grpc-js's server has no limit on a
+ * client's pings: `grpc.http2.min_ping_interval_without_data_ms` is a C-core option it ignores;
+ * Node's HTTP/2 answers each PING and bounds the answers it has not yet written.)
+ */
 const SERVER_OPTIONS: grpc.ServerOptions = {
   "grpc.keepalive_time_ms": 60_000,
   "grpc.keepalive_timeout_ms": 20_000,
-  "grpc.http2.min_ping_interval_without_data_ms": 10_000,
   // Channelz keeps per-call statistics for a debugging service we do not expose.
   "grpc.enable_channelz": 0,
 };
@@ -23,8 +27,13 @@ export function createGrpcServer(
   limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
   observers?: CallObservers,
 ): grpc.Server {
-  const server = new grpc.Server({ ...SERVER_OPTIONS, ...grpcLimitOptions(limits) });
-  attachLimits(server, limits, observers);
+  const requestBytes = new Map<string, number>();
+  const server = new grpc.Server({
+    ...SERVER_OPTIONS,
+    ...grpcLimitOptions(limits),
+    interceptors: [limitRequests(requestBytes)],
+  });
+  attachLimits(server, limits, observers, requestBytes);
   return server;
 }
 

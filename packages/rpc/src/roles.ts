@@ -18,17 +18,56 @@ export function roleUri(role: Role): string {
 }
 
 /**
- * The roles a peer certificate grants. Node gives the SANs as one string
- * ("DNS:localhost, URI:urn:mimi:role:dp"); unknown roles are ignored.
+ * The entries of Node's one-string form of a certificate's subject alternative names
+ * ("DNS:localhost, URI:urn:mimi:role:dp"). Node writes a value holding a comma, a quote or other
+ * special characters as a JSON string (`URI:"urn:x,URI:urn:mimi:role:root"`): such a value is
+ * read whole, so text a CA copied into one name cannot pass for another name. Undefined when
+ * the string is not of that form.
+ */
+export function subjectAltNames(text: string): { type: string; value: string }[] | undefined {
+  const out: { type: string; value: string }[] = [];
+  let i = 0;
+  while (i < text.length) {
+    const colon = text.indexOf(":", i);
+    if (colon < 0) return undefined;
+    const type = text.slice(i, colon);
+    let value: string;
+    let end: number;
+    if (text[colon + 1] === '"') {
+      // A JSON string: up to the first quote not escaped.
+      end = colon + 2;
+      while (end < text.length && text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      if (end >= text.length) return undefined;
+      try {
+        value = JSON.parse(text.slice(colon + 1, end + 1)) as string;
+      } catch {
+        return undefined;
+      }
+      end += 1;
+    } else {
+      const next = text.indexOf(", ", colon + 1);
+      end = next < 0 ? text.length : next;
+      value = text.slice(colon + 1, end);
+    }
+    out.push({ type, value });
+    if (end === text.length) break;
+    if (text.slice(end, end + 2) !== ", ") return undefined;
+    i = end + 2;
+  }
+  return out;
+}
+
+/**
+ * The roles a peer certificate grants: its URI names `urn:mimi:role:<role>`, each whole (see
+ * subjectAltNames); unknown roles are ignored, and a list Node did not write grants none.
  */
 export function rolesOf(cert: Pick<PeerCertificate, "subjectaltname"> | undefined): ReadonlySet<Role> {
   const roles = new Set<Role>();
   const sans = cert?.subjectaltname;
   if (!sans) return roles;
-  for (const part of sans.split(",")) {
-    const san = part.trim();
-    if (!san.startsWith(`URI:${ROLE_URI_PREFIX}`)) continue;
-    const role = san.slice(4 + ROLE_URI_PREFIX.length);
+  for (const { type, value } of subjectAltNames(sans) ?? []) {
+    if (type !== "URI" || !value.startsWith(ROLE_URI_PREFIX)) continue;
+    const role = value.slice(ROLE_URI_PREFIX.length);
     if ((ROLES as readonly string[]).includes(role)) roles.add(role as Role);
   }
   return roles;

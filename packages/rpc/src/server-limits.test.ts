@@ -143,6 +143,49 @@ test("a request larger than its method takes is RESOURCE_EXHAUSTED, before it is
   });
 });
 
+// grpc-js read (or inflated) any request up to the 16 MiB of the largest method before the
+// method's own check: here a message past twice its method's limit is refused by its length.
+test("a request past twice its method's limit is refused by its declared length, compressed or not", async () => {
+  const s = await serve({ maxRequestBytes: 1_024 });
+  for (const compressed of [false, true]) {
+    const ch = new grpc.Client(
+      `127.0.0.1:${s.port}`,
+      grpc.credentials.createInsecure(),
+      compressed ? { "grpc.default_compression_algorithm": 2 } : {},
+    );
+    closers.push(() => ch.close());
+    const call = (bytes: number) =>
+      new Promise<grpc.ServiceError | undefined>((done) => {
+        // A Resolve request: field 1 (csi), a string of `bytes` bytes.
+        const body = Buffer.concat([Buffer.from([0x0a]), varint(bytes), Buffer.alloc(bytes, 0x78)]);
+        ch.makeUnaryRequest(
+          "/mimi.discovery.v1.ResolverService/Resolve",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          body,
+          (err) => done(err ?? undefined),
+        );
+      });
+    const near = await call(2_000);
+    assert.equal(near?.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(
+      near?.details ?? "",
+      /larger than 1024, the most Resolve takes/,
+      "read, and refused by the method",
+    );
+    const far = await call(compressed ? 200_000 : 20_000);
+    assert.equal(far?.code, grpc.status.RESOURCE_EXHAUSTED);
+    assert.match(far?.details ?? "", /larger than (max \(\d+ vs 2048\)|2048)/, `compressed: ${compressed}`);
+  }
+});
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  for (; n >= 0x80; n >>>= 7) out.push((n & 0x7f) | 0x80);
+  out.push(n);
+  return Buffer.from(out);
+}
+
 test("connections past the cap are closed as they arrive", async () => {
   const s = await serve({});
   capConnections(s.server, { maxConnections: 1, maxConnectionsPerAddress: 100 });

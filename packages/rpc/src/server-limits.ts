@@ -154,17 +154,51 @@ export interface AttachedLimits {
   observers?: CallObservers;
   watchers: WatchSlots;
   streamingCalls: WatchSlots;
+  /** The largest request message of each method path; addService fills it. */
+  requestBytes: Map<string, number>;
 }
 const attached = new WeakMap<grpc.Server, AttachedLimits>();
 
 /** Gives `server` its limits; addService reads them (createGrpcServer calls this). */
-export function attachLimits(server: grpc.Server, limits: ConnectionLimits, observers?: CallObservers): void {
+export function attachLimits(
+  server: grpc.Server,
+  limits: ConnectionLimits,
+  observers?: CallObservers,
+  requestBytes = new Map<string, number>(),
+): void {
   attached.set(server, {
     limits,
     ...(observers && { observers }),
     watchers: createWatchSlots(limits.maxWatchersPerIdentity),
     streamingCalls: createWatchSlots(limits.maxStreamingCallsPerIdentity, STREAMING_CALLS),
+    requestBytes,
   });
+}
+
+/**
+ * Holds each call to its own method's request size from the message's first bytes. grpc-js
+ * knows one limit per server, the largest any method takes (16 MiB, for bulk batches), and
+ * buffers a message up to it, or inflates a compressed one to it, before the method's own check
+ * (rpc/grpc.ts) runs: a 16 KiB gzip body cost 16 MiB. Here a call's reader takes at most twice
+ * its method's limit (within the server's): a message between the two is still read and refused
+ * with REQUEST_TOO_LARGE and what the method takes; a larger one is refused RESOURCE_EXHAUSTED
+ * by its declared length, before its body is read. grpc-js keeps the reader's limits in private
+ * fields (1.14); server-limits.test.ts fails should they move.
+ */
+export function limitRequests(byPath: ReadonlyMap<string, number>): grpc.ServerInterceptor {
+  return (method, call) => {
+    const limit = byPath.get(method.path);
+    const base = call as unknown as {
+      decoder?: { maxReadMessageLength?: number };
+      maxReceiveMessageSize?: number;
+    };
+    if (limit !== undefined && base.decoder && typeof base.decoder.maxReadMessageLength === "number") {
+      const most = Math.min(2 * limit, MAX_METHOD_REQUEST_BYTES);
+      base.decoder.maxReadMessageLength = most;
+      base.maxReceiveMessageSize = most;
+    }
+    return call as grpc.ServerInterceptingCall;
+  };
 }
 
 /** The limits of `server`: those attached, or the defaults for a server made elsewhere. */
@@ -201,18 +235,23 @@ export function capConnections(
     throw new Error("cannot reach grpc-js's listening sockets to cap connections (grpc-js changed?)");
   }
   for (const l of listeners) {
-    l.maxConnections = caps.maxConnections;
+    // Counted here rather than with the listener's maxConnections: in a node:cluster worker a
+    // connection that refuses goes back to the primary, which hands it to a worker again, round
+    // and round while every worker is full (a descriptor passed each time, kept by the primary).
     // Entries are addresses with an open connection: at most maxConnections of them.
+    let total = 0;
     const open = new Map<string, number>();
     l.on("connection", (socket: Socket) => {
       const address = socket.remoteAddress ?? "";
       const n = (open.get(address) ?? 0) + 1;
-      if (n > caps.maxConnectionsPerAddress) {
+      if (total >= caps.maxConnections || n > caps.maxConnectionsPerAddress) {
         socket.destroy();
         return;
       }
+      total++;
       open.set(address, n);
       socket.once("close", () => {
+        total--;
         const left = (open.get(address) ?? 1) - 1;
         if (left <= 0) open.delete(address);
         else open.set(address, left);
