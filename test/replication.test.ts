@@ -109,8 +109,21 @@ scenario(
     assert.equal(ss.logId, ps.logId);
     assert.deepEqual(ss.hashKey, ps.hashKey);
     // Its CSI filter (federated routing) holds the write, and a later write reaches it as an
-    // addition on the same stream (each endpoint builds its own filter from its store).
-    await filterAt(s2, (f) => f.mayHold("tel:+447700900551"));
+    // addition on the same stream (each endpoint builds its own filter from its store). A DP
+    // serves its filter only while a range names it as a federated DP: +800, us's, names eu.
+    await rejectsWith(
+      filterAt(s2, () => true),
+      status.FAILED_PRECONDITION,
+      /no range of the registry names this DP as a federated DP/,
+    );
+    const added = await t.cli(
+      ["root", "delegation", "add", "+800", "--dp", "us", "--federated", "eu"].concat([
+        "--root",
+        t.net.root.address,
+      ]),
+    );
+    assert.equal(added.code, 0, added.stderr);
+    await eventually(() => filterAt(s2, (f) => f.mayHold("tel:+447700900551")));
     const later = filterAt(s2, (f) => f.mayHold("tel:+447700900559"));
     await write(t.net.dps.eu, "tel:+447700900559", "@rep-filter");
     await later;

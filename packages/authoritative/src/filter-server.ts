@@ -17,8 +17,17 @@ const MAX_WHOLE_SENDS = 4;
 /** Bits per additions message. */
 const ADDITIONS_PER_MESSAGE = 4_096;
 
-/** Registers CsiFilterService (resolver role) on `server`. */
-export function bindFilterServer(server: grpc.Server, filter: DpFilter, log: Logger): void {
+/**
+ * Registers CsiFilterService (resolver role) on `server`. `federated` says whether some range
+ * names this DP as a federated DP: only then do resolvers route by its filter, and only then is
+ * it served (its key lets the holder test any CSI offline).
+ */
+export function bindFilterServer(
+  server: grpc.Server,
+  filter: DpFilter,
+  log: Logger,
+  federated: () => boolean,
+): void {
   // Whole filters being sent at once: each may queue up to the call's message limit of chunks
   // at a slow reader, so only a few are in flight; the rest wait their turn.
   const wholeSends = createSlots(MAX_WHOLE_SENDS);
@@ -38,6 +47,14 @@ export function bindFilterServer(server: grpc.Server, filter: DpFilter, log: Log
         ctx.signal.addEventListener("abort", onAbort);
         try {
           while (!ctx.signal.aborted) {
+            // Checked before every send: a stream open when the DP stops being federated ends.
+            if (!federated()) {
+              throw new DiscoveryError(
+                "failed_precondition",
+                "no range of the registry names this DP as a federated DP, so no resolver routes by its CSI filter, and it is not served",
+                { details: { reason: "NOT_FEDERATED" } },
+              );
+            }
             const f = filter.current();
             if (!f) {
               throw new DiscoveryError(

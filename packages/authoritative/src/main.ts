@@ -384,7 +384,16 @@ runServer<AuthoritativeConfig>(process, {
       privateLookupsEnabled: config.privateLookups.enabled,
       replication,
     });
-    bindFilterServer(server, filter, log);
+    // Whether some range names this DP as a federated DP, read again once per registry serial.
+    let federatedAt = -1n;
+    let federated = false;
+    bindFilterServer(server, filter, log, () => {
+      if (sync.view.serial !== federatedAt) {
+        federatedAt = sync.view.serial;
+        federated = sync.view.delegationsOf(config.dpId).some((d) => d.federatedDpIds?.includes(config.dpId));
+      }
+      return federated;
+    });
     const privateCounts = bindPrivateServer(server, () => privateKeys, {
       log,
       limits,
