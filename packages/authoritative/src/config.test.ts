@@ -144,6 +144,9 @@ test("with private lookups on, a lookup limit below the largest Evaluate's cost 
     ["capacityPerSecond", 640],
     ["perResolverPerSecond", 640],
     ["perContextPerMinute", 32],
+    ["perContextPerDay", 32],
+    ["ownPerMinute", 32],
+    ["ownPerDay", 32],
   ] as const) {
     const at = (n: number) => ({ ...example(), privateLookups: on, lookupLimits: { [key]: n } });
     assert.throws(

@@ -221,9 +221,9 @@ function readReplication(r: ConfigReader): ReplicationConfig {
 
 /**
  * Why these limits cannot admit the largest Evaluate (MAX_OPRF_BATCH elements, EVALUATION_LOAD
- * each against the capacity and a resolver's rate, one each against a context's minute), if they
- * cannot: a batch costing more than a whole budget would be refused for good, and resolvers send
- * batches that large.
+ * each against the capacity and a resolver's rate, one each against a context's budgets, or the
+ * resolver's own for a batch without a context), if they cannot: a batch costing more than a
+ * whole budget would be refused for good, and resolvers send batches that large.
  */
 function privateBatchProblem(l: LookupLimitPolicy): string | undefined {
   const load = MAX_OPRF_BATCH * EVALUATION_LOAD;
@@ -231,6 +231,9 @@ function privateBatchProblem(l: LookupLimitPolicy): string | undefined {
     ["capacityPerSecond", l.capacityPerSecond, load],
     ["perResolverPerSecond", l.perResolverPerSecond, load],
     ["perContextPerMinute", l.perContextPerMinute, MAX_OPRF_BATCH],
+    ["perContextPerDay", l.perContextPerDay, MAX_OPRF_BATCH],
+    ["ownPerMinute", l.ownPerMinute, MAX_OPRF_BATCH],
+    ["ownPerDay", l.ownPerDay, MAX_OPRF_BATCH],
   ];
   for (const [key, value, least] of limits) {
     if (value !== 0 && value < least) {

@@ -172,16 +172,16 @@ export function startRegistrySync(opts: RegistrySyncOptions): RegistrySync {
         // A gap means a lost message; restart the watch from what we hold.
         throw new Error(`registry change ${change.serial} does not follow ${view.serial}`);
       }
-      view.apply(change);
-      const now: RegistryData = { ...view.snapshot(), ...(change.seal ? { seal: change.seal } : {}) };
       try {
+        view.apply(change);
+        const now: RegistryData = { ...view.snapshot(), ...(change.seal ? { seal: change.seal } : {}) };
         accept(now, "registry change", false);
+        verified = now;
       } catch (err) {
         view.replace(verified);
         resync = true;
         throw err;
       }
-      verified = now;
       highWater = change.serial;
       expiryLogged = false;
       log.info({ serial: change.serial.toString(), kind: change.kind }, "registry change applied");

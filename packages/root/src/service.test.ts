@@ -484,7 +484,7 @@ test("bad federation edits are refused, naming the problem", () => {
     [
       () => service.putDp("a", { ...EU, federation: { defaultMode: "local", preferredDpIds: ["uss"] } }),
       "failed_precondition",
-      /DP "uss" is not registered/,
+      /prefers DP "uss", which is not registered/,
     ],
   ];
   for (const [f, code, reason] of cases) {

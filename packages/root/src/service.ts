@@ -124,12 +124,12 @@ export function createRootService({
   signatureValidityMs,
   signatureRefreshMs,
 }: RootServiceOptions): RootService {
-  const view = new RegistryView();
+  let view = new RegistryView();
   view.replace(store.load());
   const listeners = new Set<() => void>();
-  const sign = (): RegistrySeal => {
+  const sign = (of: RegistryView = view): RegistrySeal => {
     const now = clock();
-    return signRegistry(view.snapshot(), signingKey, {
+    return signRegistry(of.snapshot(), signingKey, {
       signedAtMs: now,
       expiresAtMs: now + signatureValidityMs,
     });
@@ -152,24 +152,21 @@ export function createRootService({
   let snapshot: RegistryData | undefined;
 
   const commit = (actor: string, make: (serial: bigint) => RegistryChange, check?: () => void) => {
-    // The view takes the change, and is signed, inside the store's transaction, so the change is
-    // stored with its seal or not at all; when the transaction fails after that, the view is
-    // read again from the store, which rolled back, and the seal held is still the current one.
-    let applied = false;
-    let next: RegistrySeal | undefined;
-    let change: RegistryChange;
-    try {
-      change = store.commit(actor, clock(), make, check, (c) => {
-        applied = true;
-        view.apply(c);
-        next = sign();
-        return next;
-      });
-    } catch (err) {
-      if (applied) view.replace(store.load());
-      throw err;
-    }
-    seal = next as RegistrySeal;
+    // A copy of the view takes the change and is signed inside the store's transaction, so the
+    // change is stored with its seal or not at all; the copy replaces the view once committed,
+    // and a transaction that fails leaves the view and its seal as they were. (An edit copies
+    // the registry: admin edits are few, and the copy costs what a snapshot does.)
+    let next: { view: RegistryView; seal: RegistrySeal } | undefined;
+    const change = store.commit(actor, clock(), make, check, (c) => {
+      const copy = new RegistryView();
+      copy.replace(view.snapshot());
+      copy.apply(c);
+      next = { view: copy, seal: sign(copy) };
+      return next.seal;
+    });
+    if (!next) throw new Error("the store committed a change without sealing it");
+    view = next.view;
+    seal = next.seal;
     snapshot = undefined;
     for (const l of listeners) l();
     return { ...change, seal };
@@ -297,7 +294,14 @@ export function createRootService({
           : (store.dp(dp.id)?.signingPublicKey ?? new Uint8Array(0));
       if (dp.federation) {
         checkPolicy(dp.id, dp.federation);
-        for (const id of dp.federation.preferredDpIds) requireDp(id);
+        for (const id of dp.federation.preferredDpIds) {
+          if (!store.dp(id)) {
+            throw new DiscoveryError(
+              "failed_precondition",
+              `the federation policy prefers DP "${id}", which is not registered: add it first, or give the policy anew (mimi root dp put --federation, --prefer)`,
+            );
+          }
+        }
       }
       const given = dp.privateLookupKeys ?? [];
       if (opts.clearPrivateLookupKeys && given.length > 0)

@@ -14,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ReflectionService } from "@grpc/reflection";
 import * as pb from "@mimi/core/pb";
 import { peerOf } from "./grpc.js";
+import { limitsOf } from "./server-limits.js";
 import { sendable } from "./status.js";
 
 /** Reflection streams served at once, across callers. */
@@ -111,6 +112,10 @@ export function addReflection(server: grpc.Server): void {
         wrapped[name] = gate(handler as (call: Duplex) => void) as grpc.UntypedHandleCall;
       }
       server.addService(service, wrapped);
+      // Its requests are small (a symbol or a file name): held to the server's usual limit,
+      // like every method addService registers (server-limits.ts limitRequests).
+      const limits = limitsOf(server);
+      for (const m of Object.values(service)) limits.requestBytes.set(m.path, limits.limits.maxRequestBytes);
     },
   };
   new ReflectionService(definition, services ? { services } : {}).addToServer(gated);

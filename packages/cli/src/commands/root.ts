@@ -1,6 +1,6 @@
 // `mimi root ...`: registry administration (H3): delegations, the DP and MSP registries, the
 // signed snapshot and the audit log. Every edit is checked and audited by the root itself.
-import { keyToProto, parseDelegationKeyText, pb } from "@mimi/core";
+import { DiscoveryError, keyToProto, parseDelegationKeyText, pb } from "@mimi/core";
 import type { Command } from "commander";
 import { count, fingerprint, UsageError } from "../args.js";
 import { addTlsOptions, connect, LOCAL_PORTS, local, type TlsFlags, timeoutOf } from "../connect.js";
@@ -199,46 +199,59 @@ export function addRootCommands(program: Command): void {
       try {
         // PutDp replaces the whole record, so a policy or endpoint placement not given is carried
         // over rather than dropped, and the edit applies only at the serial it was read at (an
-        // edit made meanwhile is not undone). A key not given is sent empty: the root keeps its
+        // edit made meanwhile is not undone: the root says REGISTRY_CHANGED, and the record is
+        // read again, a few times at most). A key not given is sent empty: the root keeps its
         // current one.
-        const snapshot = (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot;
-        const current = snapshot?.dps.find((d) => d.id === id);
-        const key = given ?? current?.signingPublicKey ?? new Uint8Array(0);
-        const federation =
-          o.federation === undefined && o.prefer === undefined
-            ? current?.federation
-            : {
-                defaultMode:
-                  (o.federation ?? "local") === "federate"
-                    ? pb.FederationMode.FEDERATE
-                    : pb.FederationMode.LOCAL,
-                preferredDpIds: o.prefer ?? [],
-              };
-        const r = await api.putDp(
-          {
-            dp: {
-              id,
-              endpoints: o.endpoint,
-              tlsIdentity: o.tlsIdentity,
-              jurisdiction: o.jurisdiction,
-              signingPublicKey: given ?? new Uint8Array(0),
-              ...(federation && { federation }),
-              privateLookupKeys,
-              // The current placements of endpoints still listed, each given one overriding.
-              endpointJurisdictions: [
-                ...(current?.endpointJurisdictions ?? []).filter(
-                  (e) =>
-                    o.endpoint.includes(e.endpoint) &&
-                    !endpointJurisdictions.some((g) => g.endpoint === e.endpoint),
-                ),
-                ...endpointJurisdictions,
-              ],
+        const put = async () => {
+          const snapshot = (await ch.client(pb.RootService).getSnapshot({}, opts)).snapshot;
+          const current = snapshot?.dps.find((d) => d.id === id);
+          const federation =
+            o.federation === undefined && o.prefer === undefined
+              ? current?.federation
+              : {
+                  defaultMode:
+                    (o.federation ?? "local") === "federate"
+                      ? pb.FederationMode.FEDERATE
+                      : pb.FederationMode.LOCAL,
+                  preferredDpIds: o.prefer ?? [],
+                };
+          const r = await api.putDp(
+            {
+              dp: {
+                id,
+                endpoints: o.endpoint,
+                tlsIdentity: o.tlsIdentity,
+                jurisdiction: o.jurisdiction,
+                signingPublicKey: given ?? new Uint8Array(0),
+                ...(federation && { federation }),
+                privateLookupKeys,
+                // The current placements of endpoints still listed, each given one overriding.
+                endpointJurisdictions: [
+                  ...(current?.endpointJurisdictions ?? []).filter(
+                    (e) =>
+                      o.endpoint.includes(e.endpoint) &&
+                      !endpointJurisdictions.some((g) => g.endpoint === e.endpoint),
+                  ),
+                  ...endpointJurisdictions,
+                ],
+              },
+              clearPrivateLookupKeys,
+              ifSerial: snapshot?.serial ?? 0n,
             },
-            clearPrivateLookupKeys,
-            ifSerial: snapshot?.serial ?? 0n,
-          },
-          opts,
-        );
+            opts,
+          );
+          return { r, key: given ?? current?.signingPublicKey ?? new Uint8Array(0) };
+        };
+        let done: Awaited<ReturnType<typeof put>> | undefined;
+        for (let attempt = 1; !done; attempt++) {
+          try {
+            done = await put();
+          } catch (err) {
+            const changed = err instanceof DiscoveryError && err.details?.reason === "REGISTRY_CHANGED";
+            if (!changed || attempt >= 3) throw err;
+          }
+        }
+        const { r, key } = done;
         out(`DP ${id} registered with signing key ${fingerprint(key)} (serial ${r.serial})`);
         if (key.length === 0) out("  without a signing key, answers from this DP do not verify");
       } finally {

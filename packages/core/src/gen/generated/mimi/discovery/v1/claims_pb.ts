@@ -728,9 +728,9 @@ export const NoticeKindSchema: GenEnum<NoticeKind> = /*@__PURE__*/
 export const ClaimService: GenService<{
   /**
    * Opens a challenge and sends its code to the CSI. The MSP never sees the code. Codes are
-   * budgeted per CSI (across MSPs), per MSP (from its enrolled users) and per channel, and so
-   * are attempts, never given back: a failed send, or a claim refused because the CSI is full
-   * (CSI_MAPPING_LIMIT, CSI_MSP_MAPPING_LIMIT), spends one. A spent budget, or a CSI locked
+   * budgeted per CSI (across MSPs), per MSP (from its enrolled users) and per channel; attempts,
+   * never given back, per MSP and per channel: a failed send, or a claim refused because the CSI
+   * is full (CSI_MAPPING_LIMIT, CSI_MSP_MAPPING_LIMIT), spends one. A spent budget, or a CSI locked
    * after failed proofs, fails RESOURCE_EXHAUSTED with RetryInfo, QuotaFailure and ErrorInfo in
    * grpc-status-details-bin (google/rpc/error_details.proto).
    *
