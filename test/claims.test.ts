@@ -393,6 +393,21 @@ scenario(
     const dp = t.net.channel(t.net.dps.eu.address, "resolver").client(pb.AuthoritativeService);
     assert.equal((await dp.lookup({ csi: "tel:+447700900123" })).answer?.status, pb.LookupStatus.NOT_FOUND);
     assert.equal((await dp.lookup({ csi: "tel:+33612345678" })).answer?.status, pb.LookupStatus.FOUND);
+    // A bad message fails the feed naming its field (BadRequest); the messages before it stay
+    // applied, each a write of its own.
+    async function* badSecond() {
+      yield { entries: [{ csi: "tel:+447700900124", event: pb.FeedEvent.DISCONNECTED, effectiveAtMs: 1n }] };
+      yield { entries: [{ csi: "tel:+447700900125", event: 99 as pb.FeedEvent, effectiveAtMs: 1n }] };
+    }
+    const bad = await rejectsWith(
+      admin.ingestProviderFeed(badSecond()),
+      status.INVALID_ARGUMENT,
+      /message 1 \(counting from 0\) refused; the 1 entries before it are applied/,
+    );
+    assert.deepEqual(
+      bad.details?.fields?.map((f) => f.field),
+      ["entries[0].event"],
+    );
     const notAdmin = t.net.channel(t.net.dps.eu.address, "msp-parrot").client(pb.AuthoritativeAdminService);
     await rejectsWith(
       notAdmin.ingestProviderFeed(feed()),

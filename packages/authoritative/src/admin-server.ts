@@ -65,13 +65,19 @@ export function bindAdminServer(
         let batch = 0;
         for await (const req of reqs) {
           try {
+            // Each message is a write of its own, as each bulk batch is: a primary fenced while
+            // the stream is open refuses the next, and what is applied is on the followers the
+            // DP waits for before it says so.
+            replication.beforeWrite();
             if (req.entries.length > MAX_FEED_BATCH) {
               throw new DiscoveryError(
                 "invalid_argument",
                 `a message may hold at most ${MAX_FEED_BATCH} entries`,
               );
             }
-            removed += claims.ingestFeed(req.entries.map((e, i) => feedEntryOf(e, i)));
+            const gone = claims.ingestFeed(req.entries.map((e, i) => feedEntryOf(e, i)));
+            await replication.afterWrite(ctx.signal);
+            removed += gone;
             entries += req.entries.length;
             batch++;
           } catch (err) {
@@ -79,10 +85,10 @@ export function bindAdminServer(
             throw new DiscoveryError(
               err.code,
               `message ${batch} (counting from 0) refused; the ${entries} entries before it are applied (${removed} mappings removed): ${err.message}`,
+              { cause: err, ...(err.details && { details: err.details }) },
             );
           }
         }
-        await replication.afterWrite(ctx.signal);
         log.info({ actor: ctx.peer.name, entries, removed }, "provider feed applied");
         return { entries: BigInt(entries), mappingsRemoved: BigInt(removed) };
       },
