@@ -12,8 +12,15 @@ import { type DpFilter, type FilterVersion, positionOf } from "./csi-filter.js";
  * (rpc's stream writer), so a whole send holds at most 64 MiB; MAX_WHOLE_SENDS bounds the sum.
  */
 const CHUNK_BYTES = 64 * 1024;
-/** Whole filters sent at once by this DP. */
+/** Whole filters sent at once by this DP, and to one identity (a resolver's workers take turns). */
 const MAX_WHOLE_SENDS = 4;
+const MAX_WHOLE_SENDS_PER_IDENTITY = 1;
+/**
+ * How long a whole send may take: this long, plus a second per MiB of filter. A reader that does
+ * not read held its slot until its connection aged out (an hour), and with four such streams
+ * every resolver waited for a filter and asked every federated DP meanwhile.
+ */
+const WHOLE_SEND_BASE_MS = 30_000;
 /** Bits per additions message. */
 const ADDITIONS_PER_MESSAGE = 4_096;
 
@@ -30,7 +37,7 @@ export function bindFilterServer(
 ): void {
   // Whole filters being sent at once: each may queue up to the call's message limit of chunks
   // at a slow reader, so only a few are in flight; the rest wait their turn.
-  const wholeSends = createSlots(MAX_WHOLE_SENDS);
+  const wholeSends = createSlots(MAX_WHOLE_SENDS, MAX_WHOLE_SENDS_PER_IDENTITY);
   addService(
     server,
     pb.CsiFilterService,
@@ -69,7 +76,7 @@ export function bindFilterServer(
               position >= f.floor &&
               position <= end;
             if (!continues) {
-              position = await wholeSends.run(() => sendWhole(f, send));
+              position = await wholeSends.run(ctx.peer.name, () => sendWholeWithin(f, send));
               held = f.version;
               resumed = false;
               continue;
@@ -139,20 +146,73 @@ async function sendWhole(
   return position;
 }
 
-/** At most `n` tasks at once; the others wait in order. */
-function createSlots(n: number) {
+/**
+ * sendWhole, failed RESOURCE_EXHAUSTED (FILTER_NOT_READ) when the caller has not taken it all
+ * within WHOLE_SEND_BASE_MS and a second per MiB: the call ends, and its slot is free.
+ */
+export async function sendWholeWithin(
+  f: FilterVersion,
+  send: (m: MessageInitShape<typeof pb.WatchFilterResponseSchema>) => Promise<void>,
+): Promise<number> {
+  const ms = WHOLE_SEND_BASE_MS + Math.ceil(f.bits.bytes.length / 2 ** 20) * 1_000;
+  let timer: NodeJS.Timeout | undefined;
+  const sending = sendWhole(f, send);
+  // Once the call has ended the sends still waiting reject; nobody waits for them then.
+  sending.catch(() => {});
+  try {
+    return await Promise.race([
+      sending,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new DiscoveryError(
+                "resource_exhausted",
+                `the CSI filter (${Math.ceil(f.bits.bytes.length / 2 ** 20)} MiB) was not read within ${ms / 1000} s; watch again and read it as it comes`,
+                { details: { reason: "FILTER_NOT_READ" } },
+              ),
+            ),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * At most `n` tasks at once, and `perKey` of one key; the others wait in order (a waiter whose
+ * key is at its share lets later ones of other keys by).
+ */
+export function createSlots(n: number, perKey: number) {
   let free = n;
-  const waiting: (() => void)[] = [];
+  const held = new Map<string, number>();
+  const waiting: { key: string; go: () => void }[] = [];
+  const room = (key: string) => free > 0 && (held.get(key) ?? 0) < perKey;
+  const take = (key: string) => {
+    free--;
+    held.set(key, (held.get(key) ?? 0) + 1);
+  };
   return {
-    async run<T>(task: () => Promise<T>): Promise<T> {
-      if (free > 0) free--;
-      else await new Promise<void>((resolve) => waiting.push(resolve));
+    async run<T>(key: string, task: () => Promise<T>): Promise<T> {
+      if (room(key)) take(key);
+      else await new Promise<void>((go) => waiting.push({ key, go }));
       try {
         return await task();
       } finally {
-        const next = waiting.shift();
-        if (next) next();
-        else free++;
+        free++;
+        const left = (held.get(key) ?? 1) - 1;
+        if (left > 0) held.set(key, left);
+        else held.delete(key);
+        const next = waiting.findIndex((w) => room(w.key));
+        if (next >= 0) {
+          const [w] = waiting.splice(next, 1);
+          if (w) {
+            take(w.key);
+            w.go();
+          }
+        }
       }
     },
   };
