@@ -275,6 +275,48 @@ test("a change is stored with its seal or not at all: a write failing after the 
   );
 });
 
+test("an edit that would take the encoded registry past what a follower receives is refused; removals still go through", () => {
+  const store = openRegistryStore(":memory:");
+  let now = 1_000;
+  const service = createRootService({
+    store,
+    clock: () => now++,
+    defaultDelegationTtlSeconds: 3600,
+    signingKey: rootKey,
+    ...VALIDITY,
+    maxRegistryBytes: 1_000,
+  });
+  service.putDp("a", EU);
+  let added = 0;
+  const put = () => service.createDelegation("a", key(`+${100 + added}`), "eu", 0);
+  for (; added < 100; added++) {
+    try {
+      put();
+    } catch (e) {
+      assert.ok(e instanceof DiscoveryError && e.code === "resource_exhausted", String(e));
+      assert.equal(e.details?.reason, "REGISTRY_TOO_LARGE");
+      assert.match(e.message, /more than the 1000 a follower takes in one message/);
+      break;
+    }
+  }
+  assert.ok(added > 3 && added < 100, `${added} MSPs fit`);
+  const serial = service.serial();
+  assert.equal(store.serial(), serial, "the refused edit left nothing");
+  assert.equal(service.snapshot().delegations.length, added);
+  service.deleteDelegation("a", key("+100"));
+  assert.equal(service.serial(), serial + 1n);
+  assert.equal(put().kind, "put_delegation", "room again after a removal");
+  // A host longer than DNS allows is refused, its echo cut short.
+  assert.throws(
+    () => service.putDp("a", { ...EU, endpoints: [`${"h".repeat(300)}:7501`] }),
+    (e: unknown) =>
+      e instanceof DiscoveryError &&
+      e.code === "invalid_argument" &&
+      /the host at most 253 characters/.test(e.message) &&
+      e.message.length < 200,
+  );
+});
+
 test("a restart with a new root key signs with the new key", () => {
   const { store, service } = setup();
   service.putDp("admin", EU);

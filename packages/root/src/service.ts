@@ -1,7 +1,6 @@
 // Registry logic, protocol-free: validated edits that each bump the serial, the
 // in-memory view used for referrals and snapshots, and change notification for watchers.
 import {
-  byEndpoint,
   type Clock,
   checkPublicKey,
   type Delegation,
@@ -9,15 +8,10 @@ import {
   DiscoveryError,
   type DpInfo,
   delegationId,
-  type EndpointJurisdiction,
-  type FederationPolicy,
+  encodeSnapshotResponses,
   invalidArgument,
-  isJurisdictionCode,
   MAX_FEDERATED_DPS,
-  MAX_PRIVATE_LOOKUP_KEYS,
   type MspInfo,
-  oprfPublicKeyValid,
-  type PrivateLookupKey,
   parseRequestCsi,
   type RegistryChange,
   type RegistryData,
@@ -27,6 +21,14 @@ import {
   type SigningKey,
   signRegistry,
 } from "@mimi/core";
+import {
+  checkEndpoint,
+  checkId,
+  checkJurisdiction,
+  checkPolicy,
+  checkPrivateLookupKeys,
+  endpointJurisdictions,
+} from "./checks.js";
 import type { AuditEntry, RegistryStore } from "./store.js";
 
 /** A referral for one CSI: the delegation covering it and the DP it names. */
@@ -37,7 +39,6 @@ export interface Referral {
 }
 
 /** Limits on registry records; ids appear in certificates, logs and answers. */
-const ID_PATTERN = /^[a-z0-9](?:[a-z0-9.-]{0,62}[a-z0-9])?$/;
 const MAX_ENDPOINTS = 16;
 const MAX_TTL_SECONDS = 7 * 86_400;
 
@@ -76,8 +77,11 @@ export interface RootService {
   ): RegistryChange;
   deleteDelegation(actor: string, key: DelegationKey): RegistryChange;
   listDelegations(): { delegations: readonly Delegation[]; serial: bigint };
-  /** Puts a DP; an empty signing key, or no private-lookup keys, keeps the registry's unless `clearPrivateLookupKeys`. */
-  /** `ifSerial`: refuse (REGISTRY_CHANGED) unless the registry is still at that serial. */
+  /**
+   * Puts a DP; an empty signing key, or no private-lookup keys, keeps the registry's unless
+   * `clearPrivateLookupKeys`. `ifSerial`: refuse (REGISTRY_CHANGED) unless the registry is still
+   * at that serial.
+   */
   putDp(
     actor: string,
     dp: DpInfo,
@@ -113,7 +117,16 @@ export interface RootServiceOptions {
   signatureValidityMs: number;
   /** Re-sign once less than this remains of the validity. */
   signatureRefreshMs: number;
+  /** The largest encoded registry an edit may leave (MAX_REGISTRY_BYTES; tests lower it). */
+  maxRegistryBytes?: number;
 }
+
+/**
+ * The largest registry, encoded as GetSnapshot and WatchRegistry send it, that an edit may
+ * leave: every follower takes it in one message, and gRPC clients receive at most 4 MiB unless
+ * told otherwise (grpc-js's and C-core's default), so a registry past it would reach none.
+ */
+export const MAX_REGISTRY_BYTES = 4_000_000;
 
 /** Creates the root service over an opened store. */
 export function createRootService({
@@ -123,6 +136,7 @@ export function createRootService({
   signingKey,
   signatureValidityMs,
   signatureRefreshMs,
+  maxRegistryBytes = MAX_REGISTRY_BYTES,
 }: RootServiceOptions): RootService {
   let view = new RegistryView();
   view.replace(store.load());
@@ -162,6 +176,24 @@ export function createRootService({
       copy.replace(view.snapshot());
       copy.apply(c);
       next = { view: copy, seal: sign(copy) };
+      // An edit that adds may not take the registry past what a follower can receive; removals
+      // and re-signing always go through.
+      if (c.kind.startsWith("put_")) {
+        const bytes = encodeSnapshotResponses({ ...copy.snapshot(), seal: next.seal }).getSnapshot.length;
+        if (bytes > maxRegistryBytes) {
+          throw new DiscoveryError(
+            "resource_exhausted",
+            `this edit would make the registry ${bytes} bytes, more than the ${maxRegistryBytes} a follower takes in one message; remove entries no longer used first`,
+            {
+              details: {
+                reason: "REGISTRY_TOO_LARGE",
+                quota: [{ subject: "registry", description: `${maxRegistryBytes} bytes encoded` }],
+                metadata: { bytes: String(bytes), limit: String(maxRegistryBytes) },
+              },
+            },
+          );
+        }
+      }
       return next.seal;
     });
     if (!next) throw new Error("the store committed a change without sealing it");
@@ -400,79 +432,4 @@ export function referIn(view: RegistryView, csi: string): Referral | undefined {
 /** A delegation with its federated DPs (the field left out when there are none). */
 function withFederated(d: Delegation, federated: readonly string[]): Delegation {
   return federated.length > 0 ? { ...d, federatedDpIds: [...federated] } : d;
-}
-
-/** A DP's private-lookup keys: at most two, each a valid ristretto255 key of a distinct epoch. */
-function checkPrivateLookupKeys(keys: readonly PrivateLookupKey[]): void {
-  if (keys.length > MAX_PRIVATE_LOOKUP_KEYS)
-    throw invalidArgument(
-      `a DP publishes at most ${MAX_PRIVATE_LOOKUP_KEYS} private-lookup keys (the served and the next)`,
-    );
-  if (new Set(keys.map((k) => k.epoch)).size !== keys.length)
-    throw invalidArgument("two private-lookup keys of the same epoch");
-  for (const k of keys) {
-    if (!Number.isInteger(k.epoch) || k.epoch < 0 || k.epoch >= 2 ** 32)
-      throw invalidArgument("a private-lookup key's epoch is a 32-bit unsigned integer");
-    if (!oprfPublicKeyValid(k.publicKey))
-      throw invalidArgument(
-        `the private-lookup key of epoch ${k.epoch} is not a ristretto255 public key (32 bytes)`,
-      );
-  }
-}
-
-/** A DP's published federation default: known ids, each once, at most MAX_FEDERATED_DPS. */
-function checkPolicy(dpId: string, p: FederationPolicy): void {
-  if (p.preferredDpIds.length > MAX_FEDERATED_DPS) {
-    throw invalidArgument(`a DP's policy prefers at most ${MAX_FEDERATED_DPS} federated DPs`);
-  }
-  if (new Set(p.preferredDpIds).size !== p.preferredDpIds.length) {
-    throw invalidArgument("the policy names a preferred DP twice");
-  }
-  for (const id of p.preferredDpIds) {
-    checkId("preferred DP id", id);
-    if (id === dpId) throw invalidArgument("a DP's policy cannot prefer the DP itself");
-  }
-}
-
-function checkId(what: string, id: string): void {
-  if (!ID_PATTERN.test(id)) {
-    throw invalidArgument(`${what} "${id}" must be 1 to 64 lowercase letters, digits, dots or dashes`);
-  }
-}
-
-function checkJurisdiction(what: string, code: string): void {
-  if (!isJurisdictionCode(code)) {
-    throw invalidArgument(`${what} "${code}" must be a short code such as "EU" or "US"`);
-  }
-}
-
-/**
- * A DP's endpoint jurisdictions as published: each names a listed endpoint once and a valid
- * code; those equal to the DP's own jurisdiction are left out (an endpoint not named is there),
- * and the rest are sorted by endpoint, so one placement has one encoding.
- */
-function endpointJurisdictions(dp: DpInfo): EndpointJurisdiction[] {
-  const seen = new Set<string>();
-  for (const p of dp.endpointJurisdictions ?? []) {
-    if (!dp.endpoints.includes(p.endpoint)) {
-      throw invalidArgument(
-        `endpoint_jurisdictions names "${p.endpoint}", which is not one of the DP's endpoints`,
-      );
-    }
-    if (seen.has(p.endpoint)) {
-      throw invalidArgument(`endpoint_jurisdictions names "${p.endpoint}" twice`);
-    }
-    seen.add(p.endpoint);
-    checkJurisdiction(`the jurisdiction of ${p.endpoint}`, p.jurisdiction);
-  }
-  return (dp.endpointJurisdictions ?? [])
-    .filter((p) => p.jurisdiction !== dp.jurisdiction)
-    .map((p) => ({ endpoint: p.endpoint, jurisdiction: p.jurisdiction }))
-    .sort(byEndpoint);
-}
-
-function checkEndpoint(e: string): void {
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(e);
-  const port = Number(m?.[2]);
-  if (!m || port < 1 || port > 65535) throw invalidArgument(`endpoint "${e}" must be host:port`);
 }

@@ -3,6 +3,7 @@
 // into DiscoveryError through fromServiceError and fromStatus.
 import { Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import {
+  clipped,
   DiscoveryError,
   type DiscoveryErrorCode,
   decodeStatusDetails,
@@ -61,11 +62,16 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
  * message that echoes a caller's input cut short (a CSI truncated inside a surrogate pair, before
  * core's `clipped`) can hold one, and grpc-js percent-encodes the status message with encodeURI,
  * which throws on it: uncaught, in the middle of sending the status, which ended the server
- * process (found by test/slow/fuzz.test.ts). Every status message we send goes through here.
+ * process (found by test/slow/fuzz.test.ts). Every status message we send goes through here,
+ * and is cut to MAX_STATUS_MESSAGE: a message echoing a field of a large request (a 64 KiB id)
+ * would outgrow the peer's header limit, which resets the stream instead of telling the status.
  */
 export function sendable(text: string): string {
-  return text.toWellFormed();
+  return clipped(text, MAX_STATUS_MESSAGE).toWellFormed();
 }
+
+/** The longest status message sent, in UTF-16 units (percent-encoded, well under 64 KiB). */
+export const MAX_STATUS_MESSAGE = 2_000;
 
 /** What the peer is told of `err`: its status, message and rich details (toWireStatus, itemError). */
 function peerStatus(
