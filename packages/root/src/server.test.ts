@@ -1,9 +1,9 @@
 // The root's snapshot responses: encoded once per registry serial and shared by every call.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { generateSigningKey, pb } from "@mimi/core";
-import { snapshotEncoder } from "./server.js";
+import { auditPage, snapshotEncoder } from "./server.js";
 import { createRootService } from "./service.js";
 import { openRegistryStore } from "./store.js";
 
@@ -51,4 +51,38 @@ test("the snapshot is encoded once per serial, and again after a change", () => 
     ["e164:44"],
   );
   assert.equal(encoded(), second);
+});
+
+test("ListAudit holds as many records as fit its byte bound, newest first, and says it left some out", () => {
+  let now = 1_000;
+  const service = createRootService({
+    store: openRegistryStore(":memory:"),
+    clock: () => now++,
+    defaultDelegationTtlSeconds: 3600,
+    signingKey: generateSigningKey(),
+    signatureValidityMs: 86_400_000,
+    signatureRefreshMs: 43_200_000,
+  });
+  const endpoints = Array.from({ length: 16 }, (_, i) => `${"h".repeat(200)}${i}:7501`);
+  for (let i = 0; i < 10; i++) {
+    service.putDp("admin", {
+      id: `dp${i}`,
+      endpoints,
+      tlsIdentity: `dp-${i}`,
+      jurisdiction: "EU",
+      signingPublicKey: generateSigningKey().publicKey,
+    });
+  }
+  const all = auditPage(service.audit(100));
+  assert.equal(all.truncated, false);
+  assert.equal(all.records?.length, 10);
+  const some = auditPage(service.audit(100), 10_000);
+  assert.equal(some.truncated, true);
+  assert.deepEqual(
+    some.records?.map((r) => r.serial),
+    [10n, 9n],
+    "each put_dp of 16 long endpoints is over 3 KB: the two newest fit",
+  );
+  const bytes = toBinary(pb.ListAuditResponseSchema, create(pb.ListAuditResponseSchema, some));
+  assert.ok(bytes.length <= 10_000, `${bytes.length} bytes`);
 });

@@ -1,6 +1,7 @@
 // gRPC binding of the root: decodes requests, checks admin identity, calls the service,
 // and streams the registry to watchers (core's serveLog). The only file of the root that
 // knows gRPC.
+import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
   changeToProto,
@@ -21,10 +22,13 @@ import {
 } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import type { RootService } from "./service.js";
+import type { AuditEntry } from "./store.js";
 
 /** A watcher further behind than this gets a snapshot instead of the change backlog. */
 const MAX_BACKLOG = 1_000;
 
+/** The most a ListAudit response holds (gRPC clients receive 4 MiB by default). */
+const MAX_AUDIT_BYTES = 3_500_000;
 /** Changes read from the store per query while a watcher catches up. */
 const CHANGE_PAGE = 256;
 
@@ -182,14 +186,7 @@ export function bindRootServer(
       },
       async listAudit(req) {
         const limit = req.limit === 0 ? 100 : Math.min(req.limit, 10_000);
-        return {
-          records: service.audit(limit).map((e) => ({
-            serial: e.change.serial,
-            atMs: BigInt(e.atMs),
-            actor: e.actor,
-            change: changeToProto(e.change),
-          })),
-        };
+        return auditPage(service.audit(limit));
       },
     },
     {
@@ -208,4 +205,30 @@ export function bindRootServer(
 
 function audit(log: Logger, actor: string, serial: bigint, msg: string): void {
   log.info({ actor, serial: serial.toString() }, msg);
+}
+
+/**
+ * ListAudit's response for `entries` (newest first): as many as fit in `maxBytes` encoded, so
+ * every client can receive it (a put_dp record may be a few KiB: 10,000 of them would not fit in
+ * gRPC's default 4 MiB), and whether some were left out.
+ */
+export function auditPage(
+  entries: readonly AuditEntry[],
+  maxBytes = MAX_AUDIT_BYTES,
+): MessageInitShape<typeof pb.ListAuditResponseSchema> {
+  const records: MessageInitShape<typeof pb.AuditRecordSchema>[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const record = {
+      serial: e.change.serial,
+      atMs: BigInt(e.atMs),
+      actor: e.actor,
+      change: changeToProto(e.change),
+    };
+    // The record and its field tag and length in the response.
+    bytes += toBinary(pb.AuditRecordSchema, create(pb.AuditRecordSchema, record)).length + 6;
+    if (bytes > maxBytes) return { records, truncated: true };
+    records.push(record);
+  }
+  return { records, truncated: false };
 }

@@ -377,6 +377,7 @@ export function addRootCommands(program: Command): void {
           `${String(rec.serial).padStart(5)}  ${new Date(Number(rec.atMs)).toISOString()}  ${rec.actor.padEnd(10)}  ${what}`,
         );
       }
+      if (r.truncated) out(`  (older records left out: the response holds at most 3.5 MB)`);
     } finally {
       ch.close();
     }
