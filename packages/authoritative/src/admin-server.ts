@@ -64,6 +64,7 @@ export function bindAdminServer(
         let removed = 0;
         let batch = 0;
         for await (const req of reqs) {
+          let applied = false;
           try {
             // Each message is a write of its own, as each bulk batch is: a primary fenced while
             // the stream is open refuses the next, and what is applied is on the followers the
@@ -75,18 +76,22 @@ export function bindAdminServer(
                 `a message may hold at most ${MAX_FEED_BATCH} entries`,
               );
             }
-            const gone = claims.ingestFeed(req.entries.map((e, i) => feedEntryOf(e, i)));
-            await replication.afterWrite(ctx.signal);
-            removed += gone;
+            removed += claims.ingestFeed(req.entries.map((e, i) => feedEntryOf(e, i)));
             entries += req.entries.length;
+            applied = true;
+            await replication.afterWrite(ctx.signal);
             batch++;
           } catch (err) {
             if (!(err instanceof DiscoveryError)) throw err;
-            throw new DiscoveryError(
-              err.code,
-              `message ${batch} (counting from 0) refused; the ${entries} entries before it are applied (${removed} mappings removed): ${err.message}`,
-              { cause: err, ...(err.details && { details: err.details }) },
-            );
+            // Messages after a failed one are not applied; a feed is idempotent, so the whole
+            // feed (or the rest, from this message on) can be sent again.
+            const what = applied
+              ? `message ${batch} (counting from 0) is applied here but not confirmed by the followers; ${entries} entries in all are applied (${removed} mappings removed)`
+              : `message ${batch} (counting from 0) refused; the ${entries} entries before it are applied (${removed} mappings removed)`;
+            throw new DiscoveryError(err.code, `${what}: ${err.message}`, {
+              cause: err,
+              ...(err.details && { details: err.details }),
+            });
           }
         }
         log.info({ actor: ctx.peer.name, entries, removed }, "provider feed applied");

@@ -1,20 +1,12 @@
-// Whole CSI filters: a reader that does not read gives its slot up within a bound, and one
-// identity (a resolver's workers) holds one slot at a time, so the others are never all held.
+// Whole CSI filters: one identity (a resolver's workers) holds one send slot at a time, so a
+// reader that does not read cannot hold every other resolver's filter back; a waiter whose call
+// ended leaves the line.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { DiscoveryError, FilterBits } from "@mimi/core";
-import type { FilterVersion } from "./csi-filter.js";
-import { createSlots, sendWholeWithin } from "./filter-server.js";
+import { DiscoveryError } from "@mimi/core";
+import { createSlots } from "./filter-server.js";
 
-const version = (bytes: number): FilterVersion => ({
-  version: new Uint8Array(16),
-  bits: new FilterBits(new Uint8Array(32), { bits: bytes * 8, hashes: 7 }),
-  sizedFor: 1_000,
-  csis: 10,
-  targetFpr: 0.01,
-  additions: [],
-  floor: 0,
-});
+const turn = () => new Promise((r) => setImmediate(r));
 
 test("one identity holds one whole send at a time; other identities take the free slots", async () => {
   const slots = createSlots(2, 1);
@@ -25,59 +17,49 @@ test("one identity holds one whole send at a time; other identities take the fre
       order.push(`start ${name}`);
       gates.set(name, () => done(name));
     });
-  const a1 = slots.run("a", task("a1"));
-  const a2 = slots.run("a", task("a2"));
-  const b1 = slots.run("b", task("b1"));
-  const c1 = slots.run("c", task("c1"));
-  await new Promise((r) => setImmediate(r));
+  const open = new AbortController().signal;
+  const a1 = slots.run("a", open, task("a1"));
+  const a2 = slots.run("a", open, task("a2"));
+  const b1 = slots.run("b", open, task("b1"));
+  const c1 = slots.run("c", open, task("c1"));
+  await turn();
   // a2 waits for a1 though a slot is free; b1 takes it; c1 waits for any.
   assert.deepEqual(order, ["start a1", "start b1"]);
   gates.get("a1")?.();
   assert.equal(await a1, "a1");
-  await new Promise((r) => setImmediate(r));
+  await turn();
   // a's slot is free again: a2 (first in line) takes it, c1 still waits.
   assert.deepEqual(order, ["start a1", "start b1", "start a2"]);
   gates.get("b1")?.();
   await b1;
-  await new Promise((r) => setImmediate(r));
+  await turn();
   assert.deepEqual(order.at(-1), "start c1");
   gates.get("a2")?.();
   gates.get("c1")?.();
   assert.deepEqual(await Promise.all([a2, c1]), ["a2", "c1"]);
 });
 
-test("a whole send the reader does not take fails FILTER_NOT_READ after 30 s and a second per MiB", async (t) => {
-  t.mock.timers.enable({ apis: ["setTimeout"] });
-  const sent: string[] = [];
-  // The reader takes the header and then nothing: every later send waits for good.
-  const send = (m: { item?: { case?: string } }) => {
-    sent.push(String(m.item?.case));
-    return sent.length === 1 ? Promise.resolve() : new Promise<void>(() => {});
-  };
-  const outcome = sendWholeWithin(version(3 * 2 ** 20), send).then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  await new Promise((r) => setImmediate(r));
-  assert.deepEqual(sent, ["header", "chunk"]);
-  t.mock.timers.tick(32_999);
-  await new Promise((r) => setImmediate(r));
-  let settled = false;
-  void outcome.then(() => {
-    settled = true;
-  });
-  await new Promise((r) => setImmediate(r));
-  assert.equal(settled, false, "not before 30 s and 3 s for 3 MiB");
-  t.mock.timers.tick(1);
-  const err = await outcome;
-  assert.ok(err instanceof DiscoveryError);
-  assert.equal(err.code, "resource_exhausted");
-  assert.equal(err.details?.reason, "FILTER_NOT_READ");
-  // A reader that reads gets the whole filter: the header and one chunk per 64 KiB.
-  const all: string[] = [];
-  const position = await sendWholeWithin(version(200 * 1024), async (m) => {
-    all.push(String(m.item?.case));
-  });
-  assert.equal(position, 0);
-  assert.deepEqual(all, ["header", "chunk", "chunk", "chunk", "chunk"]);
+test("a waiter whose call ends leaves the line, and the next one takes the slot", async () => {
+  const slots = createSlots(1, 1);
+  let release = () => {};
+  const first = slots.run("a", new AbortController().signal, () => new Promise<void>((r) => (release = r)));
+  const gone = new AbortController();
+  const started: string[] = [];
+  const second = slots
+    .run("b", gone.signal, async () => started.push("b"))
+    .then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+  const third = slots.run("c", new AbortController().signal, async () => started.push("c"));
+  await turn();
+  assert.equal(slots.waiting, 2);
+  gone.abort();
+  const err = await second;
+  assert.ok(err instanceof DiscoveryError && /call ended/.test(err.message));
+  assert.equal(slots.waiting, 1, "the ended call's waiter is gone at once");
+  release();
+  await first;
+  await third;
+  assert.deepEqual(started, ["c"], "the slot went to the next live waiter");
 });

@@ -12,28 +12,27 @@ import { type DpFilter, type FilterVersion, positionOf } from "./csi-filter.js";
  * (rpc's stream writer), so a whole send holds at most 64 MiB; MAX_WHOLE_SENDS bounds the sum.
  */
 const CHUNK_BYTES = 64 * 1024;
-/** Whole filters sent at once by this DP, and to one identity (a resolver's workers take turns). */
+/**
+ * Whole filters sent at once by this DP, and to one identity (a resolver's workers take turns):
+ * a reader that does not read holds its slot until its connection ages out (an hour), so one
+ * resolver held back four could otherwise hold every other resolver's filter back.
+ */
 const MAX_WHOLE_SENDS = 4;
 const MAX_WHOLE_SENDS_PER_IDENTITY = 1;
-/**
- * How long a whole send may take: this long, plus a second per MiB of filter. A reader that does
- * not read held its slot until its connection aged out (an hour), and with four such streams
- * every resolver waited for a filter and asked every federated DP meanwhile.
- */
-const WHOLE_SEND_BASE_MS = 30_000;
 /** Bits per additions message. */
 const ADDITIONS_PER_MESSAGE = 4_096;
 
 /**
  * Registers CsiFilterService (resolver role) on `server`. `federated` says whether some range
- * names this DP as a federated DP: only then do resolvers route by its filter, and only then is
- * it served (its key lets the holder test any CSI offline).
+ * names this DP as a federated DP (undefined while it has no registry copy): only then do
+ * resolvers route by its filter, and only then is it served (its key lets the holder test any
+ * CSI offline).
  */
 export function bindFilterServer(
   server: grpc.Server,
   filter: DpFilter,
   log: Logger,
-  federated: () => boolean,
+  federated: () => boolean | undefined,
 ): void {
   // Whole filters being sent at once: each may queue up to the call's message limit of chunks
   // at a slow reader, so only a few are in flight; the rest wait their turn.
@@ -52,16 +51,22 @@ export function bindFilterServer(
         const unsubscribe = filter.subscribe(() => wake?.());
         const onAbort = () => wake?.();
         ctx.signal.addEventListener("abort", onAbort);
+        // Checked before every send: a stream open when the DP stops being federated ends.
+        const requireFederated = () => {
+          const is = federated();
+          if (is === undefined)
+            throw new DiscoveryError("not_ready", "this DP has no registry copy yet; try again shortly");
+          if (!is) {
+            throw new DiscoveryError(
+              "failed_precondition",
+              "no range of the registry names this DP as a federated DP, so no resolver routes by its CSI filter, and it is not served",
+              { details: { reason: "NOT_FEDERATED" } },
+            );
+          }
+        };
         try {
           while (!ctx.signal.aborted) {
-            // Checked before every send: a stream open when the DP stops being federated ends.
-            if (!federated()) {
-              throw new DiscoveryError(
-                "failed_precondition",
-                "no range of the registry names this DP as a federated DP, so no resolver routes by its CSI filter, and it is not served",
-                { details: { reason: "NOT_FEDERATED" } },
-              );
-            }
+            requireFederated();
             const f = filter.current();
             if (!f) {
               throw new DiscoveryError(
@@ -76,8 +81,14 @@ export function bindFilterServer(
               position >= f.floor &&
               position <= end;
             if (!continues) {
-              position = await wholeSends.run(ctx.peer.name, () => sendWholeWithin(f, send));
-              held = f.version;
+              // The slot may be a while coming: what to send is read again once it is ours.
+              const sent = await wholeSends.run(ctx.peer.name, ctx.signal, async () => {
+                requireFederated();
+                const now = filter.current() ?? f;
+                return { version: now.version, position: await sendWhole(now, send) };
+              });
+              position = sent.position;
+              held = sent.version;
               resumed = false;
               continue;
             }
@@ -147,43 +158,9 @@ async function sendWhole(
 }
 
 /**
- * sendWhole, failed RESOURCE_EXHAUSTED (FILTER_NOT_READ) when the caller has not taken it all
- * within WHOLE_SEND_BASE_MS and a second per MiB: the call ends, and its slot is free.
- */
-export async function sendWholeWithin(
-  f: FilterVersion,
-  send: (m: MessageInitShape<typeof pb.WatchFilterResponseSchema>) => Promise<void>,
-): Promise<number> {
-  const ms = WHOLE_SEND_BASE_MS + Math.ceil(f.bits.bytes.length / 2 ** 20) * 1_000;
-  let timer: NodeJS.Timeout | undefined;
-  const sending = sendWhole(f, send);
-  // Once the call has ended the sends still waiting reject; nobody waits for them then.
-  sending.catch(() => {});
-  try {
-    return await Promise.race([
-      sending,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new DiscoveryError(
-                "resource_exhausted",
-                `the CSI filter (${Math.ceil(f.bits.bytes.length / 2 ** 20)} MiB) was not read within ${ms / 1000} s; watch again and read it as it comes`,
-                { details: { reason: "FILTER_NOT_READ" } },
-              ),
-            ),
-          ms,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
  * At most `n` tasks at once, and `perKey` of one key; the others wait in order (a waiter whose
- * key is at its share lets later ones of other keys by).
+ * key is at its share lets later ones of other keys by). A waiter whose `signal` aborts (its call
+ * ended) leaves the line.
  */
 export function createSlots(n: number, perKey: number) {
   let free = n;
@@ -194,10 +171,30 @@ export function createSlots(n: number, perKey: number) {
     free--;
     held.set(key, (held.get(key) ?? 0) + 1);
   };
+  const wait = (key: string, signal: AbortSignal) =>
+    new Promise<void>((resolve, reject) => {
+      const w = {
+        key,
+        go: () => {
+          signal.removeEventListener("abort", gone);
+          resolve();
+        },
+      };
+      const gone = () => {
+        waiting.splice(waiting.indexOf(w), 1);
+        reject(new DiscoveryError("upstream_unavailable", "the call ended while it waited for a slot"));
+      };
+      signal.addEventListener("abort", gone, { once: true });
+      waiting.push(w);
+    });
   return {
-    async run<T>(key: string, task: () => Promise<T>): Promise<T> {
+    get waiting() {
+      return waiting.length;
+    },
+    async run<T>(key: string, signal: AbortSignal, task: () => Promise<T>): Promise<T> {
+      if (signal.aborted) throw new DiscoveryError("upstream_unavailable", "the call ended");
       if (room(key)) take(key);
-      else await new Promise<void>((go) => waiting.push({ key, go }));
+      else await wait(key, signal);
       try {
         return await task();
       } finally {

@@ -388,6 +388,7 @@ runServer<AuthoritativeConfig>(process, {
     let federatedAt = -1n;
     let federated = false;
     bindFilterServer(server, filter, log, () => {
+      if (sync.view.serial === 0n) return undefined;
       if (sync.view.serial !== federatedAt) {
         federatedAt = sync.view.serial;
         federated = sync.view.delegationsOf(config.dpId).some((d) => d.federatedDpIds?.includes(config.dpId));

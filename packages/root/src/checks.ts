@@ -1,5 +1,5 @@
 // The root's checks of what an edit names (ids, endpoints, jurisdictions, policies, keys):
-// each refuses INVALID_ARGUMENT naming what is wrong, echoing at most a clipped part of it.
+// each refuses INVALID_ARGUMENT naming what is wrong (rpc's sendable cuts what it echoes).
 import {
   byEndpoint,
   clipped,

@@ -303,9 +303,22 @@ test("an edit that would take the encoded registry past what a follower receives
   const serial = service.serial();
   assert.equal(store.serial(), serial, "the refused edit left nothing");
   assert.equal(service.snapshot().delegations.length, added);
-  service.deleteDelegation("a", key("+100"));
-  assert.equal(service.serial(), serial + 1n);
-  assert.equal(put().kind, "put_delegation", "room again after a removal");
+  // Over the bound already (a lower bound after a restart): an edit that does not grow it passes.
+  const lower = createRootService({
+    store,
+    clock: () => now++,
+    defaultDelegationTtlSeconds: 3600,
+    signingKey: rootKey,
+    ...VALIDITY,
+    maxRegistryBytes: 500,
+  });
+  assert.equal(lower.updateDelegation("a", key("+100"), "", 60).kind, "put_delegation");
+  assert.throws(
+    () => lower.createDelegation("a", key("+999"), "eu", 0),
+    /REGISTRY_TOO_LARGE|more than the 500/,
+  );
+  lower.deleteDelegation("a", key("+100"));
+  assert.equal(store.serial(), serial + 2n);
   // A host longer than DNS allows is refused, its echo cut short.
   assert.throws(
     () => service.putDp("a", { ...EU, endpoints: [`${"h".repeat(300)}:7501`] }),

@@ -162,6 +162,9 @@ export function createRootService({
 
   const unsealedThrough = store.unsealedThrough();
 
+  const encodedBytes = (v: RegistryView, sealed: RegistrySeal) =>
+    encodeSnapshotResponses({ ...v.snapshot(), seal: sealed }).getSnapshot.length;
+
   // The snapshot of (view, seal), made on first use after each change.
   let snapshot: RegistryData | undefined;
 
@@ -176,11 +179,11 @@ export function createRootService({
       copy.replace(view.snapshot());
       copy.apply(c);
       next = { view: copy, seal: sign(copy) };
-      // An edit that adds may not take the registry past what a follower can receive; removals
-      // and re-signing always go through.
+      // An edit may not leave the registry past what a follower can receive and larger than it
+      // was; removals, edits that shrink it and re-signing always go through.
       if (c.kind.startsWith("put_")) {
-        const bytes = encodeSnapshotResponses({ ...copy.snapshot(), seal: next.seal }).getSnapshot.length;
-        if (bytes > maxRegistryBytes) {
+        const bytes = encodedBytes(copy, next.seal);
+        if (bytes > maxRegistryBytes && bytes > encodedBytes(view, seal)) {
           throw new DiscoveryError(
             "resource_exhausted",
             `this edit would make the registry ${bytes} bytes, more than the ${maxRegistryBytes} a follower takes in one message; remove entries no longer used first`,

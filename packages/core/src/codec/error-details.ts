@@ -5,7 +5,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { anyUnpack, durationMs } from "@bufbuild/protobuf/wkt";
-import type { ErrorDetails } from "../domain/errors.js";
+import { clipped, type ErrorDetails } from "../domain/errors.js";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
@@ -38,6 +38,9 @@ const PAIR_SECOND = (2 << 3) | 2; // Violation.description, FieldViolation.descr
 const INFO_METADATA = (3 << 3) | 2;
 const TYPE_PREFIX = "type.googleapis.com/google.rpc.";
 
+/** The longest text of a detail (a field's description, a metadata value), in UTF-16 units. */
+const MAX_DETAIL_TEXT = 1_000;
+
 /**
  * The google.rpc.Status bytes for a status with `details`. Written field by field, in
  * field-number order with proto3 defaults left out, as protobuf-es writes these messages
@@ -54,9 +57,12 @@ export function encodeStatusDetails(code: number, message: string, d: ErrorDetai
     value();
     w.join().join();
   };
+  // Texts may echo a caller's input (a field's description repeats the message): each is cut,
+  // so the trailer stays within every peer's header limit, as the message is (rpc's sendable).
+  const text = (t: string) => clipped(t, MAX_DETAIL_TEXT).toWellFormed();
   const pair = (first: string, second: string) => {
-    if (first) w.uint32(PAIR_FIRST).string(first);
-    if (second) w.uint32(PAIR_SECOND).string(second);
+    if (first) w.uint32(PAIR_FIRST).string(text(first));
+    if (second) w.uint32(PAIR_SECOND).string(text(second));
   };
   if (d.retryAfterMs !== undefined) {
     const ms = Math.max(0, Math.ceil(d.retryAfterMs));
@@ -91,9 +97,9 @@ export function encodeStatusDetails(code: number, message: string, d: ErrorDetai
         w.uint32(INFO_METADATA)
           .fork()
           .uint32(PAIR_FIRST)
-          .string(key)
+          .string(text(key))
           .uint32(PAIR_SECOND)
-          .string(value)
+          .string(text(value))
           .join();
       }
     });

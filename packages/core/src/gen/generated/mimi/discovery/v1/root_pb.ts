@@ -511,7 +511,8 @@ export const PutMspResponseSchema: GenMessage<PutMspResponse> = /*@__PURE__*/
  */
 export type ListAuditRequest = Message<"mimi.discovery.v1.ListAuditRequest"> & {
   /**
-   * At most this many records; 0 means 100.
+   * At most this many records (10,000 at most; fewer when they would pass the response's
+   * bytes, ListAuditResponse.truncated); 0 means 100.
    *
    * @generated from field: uint32 limit = 1;
    */
