@@ -181,7 +181,8 @@ export function createSlots(n: number, perKey: number) {
         },
       };
       const gone = () => {
-        waiting.splice(waiting.indexOf(w), 1);
+        const at = waiting.indexOf(w);
+        if (at >= 0) waiting.splice(at, 1);
         reject(new DiscoveryError("upstream_unavailable", "the call ended while it waited for a slot"));
       };
       signal.addEventListener("abort", gone, { once: true });

@@ -34,8 +34,11 @@ export interface OprfPool {
  * has already gone (and what is, is dropped when its call ends).
  */
 const QUEUED_PER_THREAD = 16;
-/** Build tasks a thread may have besides (two tables, one page each in flight). */
-const BUILD_SLACK_PER_THREAD = 4;
+/**
+ * Table tasks a thread may have besides: a table has a build page and a change-log page in
+ * flight at most, and a DP holds two tables (three for a moment while one is deleted).
+ */
+const BUILD_SLACK_PER_THREAD = 6;
 /** Idle workers exit after this; the next task starts them again. */
 const IDLE_TIMEOUT_MS = 60_000;
 

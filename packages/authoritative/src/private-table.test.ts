@@ -79,7 +79,12 @@ function setup(
   dir: string,
   store = openMappingStore(":memory:"),
   /** CSIs the registry no longer gives this DP (a range moved), and the pool to use. */
-  env: { unserved?: Set<string>; pool?: OprfPool; pause?: (ms: number) => Promise<void> } = {},
+  env: {
+    unserved?: Set<string>;
+    pool?: OprfPool;
+    pause?: (ms: number) => Promise<void>;
+    notReady?: () => string | undefined;
+  } = {},
 ) {
   prepare(store);
   const log = createLogger({ name: "test", level: "silent" });
@@ -106,6 +111,7 @@ function setup(
     log,
     pool: env.pool ?? pool,
     ...(env.pause && { pause: env.pause }),
+    ...(env.notReady && { notReady: env.notReady }),
   });
   const lookup = (csi: string) => privateLookup(table, signingKey.publicKey, csi);
   return { store, table, lookup, epoch: keys.epoch };
@@ -278,6 +284,38 @@ test("sign-ups applied from the change log get their PRF outputs from the pool, 
   store.putMapping(row(tel(117), "again"));
   await until(async () => (await lookup(tel(117))).ssis?.includes("again") === true);
   assert.equal(asked.length, 40);
+  table.close();
+});
+
+test("a change-log page whose answers became unavailable while the pool computed is applied only once they are back", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "mimi-private-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  let held: (() => void) | undefined;
+  const gated: OprfPool = {
+    ...pool,
+    prf: async (key, csis) => {
+      const out = await pool.prf(key, csis);
+      if (csis.includes(tel(300)) && !held) await new Promise<void>((r) => (held = r));
+      return out;
+    },
+  };
+  let problem: string | undefined;
+  const { table, lookup, store } = setup((s) => s.putMapping(row(tel(1))), dir, undefined, {
+    pool: gated,
+    notReady: () => problem,
+  });
+  await until(async () => table.stats().built);
+  store.putMapping(row(tel(300)));
+  const signUp = store.logBounds().latest;
+  await until(async () => held !== undefined);
+  // The registry copy expired while the page waited for its outputs: the page is not applied.
+  problem = "no usable registry copy";
+  held?.();
+  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(table.applied().seq, signUp - 1, "the sign-up's event is not applied");
+  assert.equal((await lookup(tel(300))).status, "no entry");
+  problem = undefined;
+  await until(async () => (await lookup(tel(300))).status === "FOUND");
   table.close();
 });
 

@@ -108,8 +108,12 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
    * deleted, then every CSI is read again, so no entry survives that the store no longer
    * backs. Lookups wait meanwhile.
    */
+  // Moves at every start over: a page read before one is never applied after it, whatever
+  // position the new start happens to share with the old.
+  let generation = 0;
   const startOver = (why: string) => {
     log.warn({ epoch, why }, "the private-lookup table is built again from the store");
+    generation++;
     Object.assign(progress, fresh(), { clearing: true });
     forgetAll();
     save();
@@ -188,9 +192,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
     const at = `${progress.pass}/${progress.after}`;
     const page = o.store.csisAfter(progress.after, BUILD_PAGE, progress.pass === 1);
     // The PRF outputs of CSIs new to the table, on the pool's threads (the costly part).
-    const fresh = page.filter((csi) => !o.store.privateEntry(epoch, csi));
-    const outputs = await o.pool.prf(o.keys.secretKey, fresh);
-    const ys = new Map(fresh.map((csi, i) => [csi, outputs[i]]));
+    const unseen = page.filter((csi) => !o.store.privateEntry(epoch, csi));
+    const outputs = await o.pool.prf(o.keys.secretKey, unseen);
+    const ys = new Map(unseen.map((csi, i) => [csi, outputs[i]]));
     // Stopped, started over, or answers unavailable meanwhile: this page is read again.
     if (closed || progress.clearing || o.notReady?.() || `${progress.pass}/${progress.after}` !== at) return;
     const done = page.length < BUILD_PAGE;
@@ -296,15 +300,32 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
         return;
       }
       // The PRF outputs of CSIs new to the table, on the pool's threads: on the event loop
-      // (about 1.4 ms each) a bulk batch of 10,000 new CSIs held it for 14 s a table.
-      const at = progress.seq;
-      const fresh = [...new Set(page.map((e) => e.csi))].filter((csi) => !o.store.privateEntry(epoch, csi));
-      const outputs = fresh.length > 0 ? await o.pool.prf(o.keys.secretKey, fresh) : [];
-      if (closed || progress.clearing || progress.seq !== at) {
+      // (about 1.4 ms each) a bulk batch of 10,000 new CSIs held it for 14 s a table. A pool
+      // that fails leaves them to be computed here, as before, so the log is never held up.
+      const at = { seq: progress.seq, generation };
+      const unseen = [...new Set(page.map((e) => e.csi))].filter((csi) => !o.store.privateEntry(epoch, csi));
+      const outputs =
+        unseen.length === 0
+          ? []
+          : await o.pool.prf(o.keys.secretKey, unseen).catch((err: unknown) => {
+              log.warn(
+                { err: (err as Error).message },
+                "the OPRF pool failed; a change-log page is computed inline",
+              );
+              return [] as Uint8Array[];
+            });
+      // Moved while it waited (started over, closed, answers unavailable): read again.
+      if (
+        closed ||
+        progress.clearing ||
+        progress.seq !== at.seq ||
+        generation !== at.generation ||
+        o.notReady?.()
+      ) {
         schedule();
         return;
       }
-      const ys = new Map(fresh.map((csi, i) => [csi, outputs[i]]));
+      const ys = new Map(unseen.map((csi, i) => [csi, outputs[i]]));
       const before = { ...progress };
       try {
         o.store.transaction(() => {

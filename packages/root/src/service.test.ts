@@ -299,7 +299,7 @@ test("an edit that would take the encoded registry past what a follower receives
       break;
     }
   }
-  assert.ok(added > 3 && added < 100, `${added} MSPs fit`);
+  assert.ok(added > 3 && added < 100, `${added} delegations fit`);
   const serial = service.serial();
   assert.equal(store.serial(), serial, "the refused edit left nothing");
   assert.equal(service.snapshot().delegations.length, added);
