@@ -7,11 +7,10 @@ import { auditPage, snapshotEncoder } from "./server.js";
 import { createRootService } from "./service.js";
 import { openRegistryStore } from "./store.js";
 
-// GetSnapshot and WatchRegistry rebuilt, sorted, converted and encoded the whole registry for
-// every call: each follower that starts, reconnects or falls behind cost the root that work again.
-test("the snapshot is encoded once per serial, and again after a change", () => {
+/** A root service over an empty store in memory, on a clock of its own. */
+function newService() {
   let now = 1_000;
-  const service = createRootService({
+  return createRootService({
     store: openRegistryStore(":memory:"),
     clock: () => now++,
     defaultDelegationTtlSeconds: 3600,
@@ -19,6 +18,12 @@ test("the snapshot is encoded once per serial, and again after a change", () => 
     signatureValidityMs: 86_400_000,
     signatureRefreshMs: 43_200_000,
   });
+}
+
+// GetSnapshot and WatchRegistry rebuilt, sorted, converted and encoded the whole registry for
+// every call: each follower that starts, reconnects or falls behind cost the root that work again.
+test("the snapshot is encoded once per serial, and again after a change", () => {
+  const service = newService();
   service.putDp("admin", {
     id: "eu",
     endpoints: ["127.0.0.1:7501"],
@@ -54,15 +59,7 @@ test("the snapshot is encoded once per serial, and again after a change", () => 
 });
 
 test("ListAudit holds as many records as fit its byte bound, newest first, and says it left some out", () => {
-  let now = 1_000;
-  const service = createRootService({
-    store: openRegistryStore(":memory:"),
-    clock: () => now++,
-    defaultDelegationTtlSeconds: 3600,
-    signingKey: generateSigningKey(),
-    signatureValidityMs: 86_400_000,
-    signatureRefreshMs: 43_200_000,
-  });
+  const service = newService();
   const endpoints = Array.from({ length: 16 }, (_, i) => `${"h".repeat(200)}${i}:7501`);
   for (let i = 0; i < 10; i++) {
     service.putDp("admin", {

@@ -33,7 +33,11 @@ const US: DpInfo = {
 };
 const rootKey = generateSigningKey();
 
-function setup(store: RegistryStore = openRegistryStore(":memory:"), signingKey: SigningKey = rootKey) {
+function setup(
+  store: RegistryStore = openRegistryStore(":memory:"),
+  signingKey: SigningKey = rootKey,
+  maxRegistryBytes?: number,
+) {
   let now = 1_000;
   const service = createRootService({
     store,
@@ -41,6 +45,7 @@ function setup(store: RegistryStore = openRegistryStore(":memory:"), signingKey:
     defaultDelegationTtlSeconds: 3600,
     signingKey,
     ...VALIDITY,
+    ...(maxRegistryBytes !== undefined && { maxRegistryBytes }),
   });
   return { store, service };
 }
@@ -276,16 +281,7 @@ test("a change is stored with its seal or not at all: a write failing after the 
 });
 
 test("an edit that would take the encoded registry past what a follower receives is refused; removals still go through", () => {
-  const store = openRegistryStore(":memory:");
-  let now = 1_000;
-  const service = createRootService({
-    store,
-    clock: () => now++,
-    defaultDelegationTtlSeconds: 3600,
-    signingKey: rootKey,
-    ...VALIDITY,
-    maxRegistryBytes: 1_000,
-  });
+  const { store, service } = setup(undefined, rootKey, 1_000);
   service.putDp("a", EU);
   let added = 0;
   const put = () => service.createDelegation("a", key(`+${100 + added}`), "eu", 0);
@@ -304,14 +300,7 @@ test("an edit that would take the encoded registry past what a follower receives
   assert.equal(store.serial(), serial, "the refused edit left nothing");
   assert.equal(service.snapshot().delegations.length, added);
   // Over the bound already (a lower bound after a restart): an edit that does not grow it passes.
-  const lower = createRootService({
-    store,
-    clock: () => now++,
-    defaultDelegationTtlSeconds: 3600,
-    signingKey: rootKey,
-    ...VALIDITY,
-    maxRegistryBytes: 500,
-  });
+  const lower = setup(store, rootKey, 500).service;
   assert.equal(lower.updateDelegation("a", key("+100"), "", 60).kind, "put_delegation");
   assert.throws(
     () => lower.createDelegation("a", key("+999"), "eu", 0),
