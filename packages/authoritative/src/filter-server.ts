@@ -14,8 +14,9 @@ import { type DpFilter, type FilterVersion, positionOf } from "./csi-filter.js";
 const CHUNK_BYTES = 64 * 1024;
 /**
  * Whole filters sent at once by this DP, and to one identity (a resolver's workers take turns):
- * a reader that does not read holds its slot until its connection ages out (an hour), so one
- * resolver held back four could otherwise hold every other resolver's filter back.
+ * a reader that does not read holds its slot until its connection ages out (an hour), and
+ * without the per-identity share one resolver could hold all four, and every other resolver's
+ * filter with them.
  */
 const MAX_WHOLE_SENDS = 4;
 const MAX_WHOLE_SENDS_PER_IDENTITY = 1;
