@@ -179,6 +179,27 @@ test("a request past twice its method's limit is refused by its declared length,
   }
 });
 
+test("a server stream's request is held to its method's limit too", async () => {
+  const s = await serve({ maxRequestBytes: 1_024 });
+  const ch = new grpc.Client(`127.0.0.1:${s.port}`, grpc.credentials.createInsecure());
+  closers.push(() => ch.close());
+  // A WatchRegistry request with an unknown field of 20,000 bytes (field 15, length-delimited).
+  const body = Buffer.concat([Buffer.from([0x7a]), varint(20_000), Buffer.alloc(20_000, 1)]);
+  const err = await new Promise<grpc.ServiceError>((done) => {
+    const call = ch.makeServerStreamRequest(
+      "/mimi.discovery.v1.RootService/WatchRegistry",
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      body,
+    );
+    call.on("data", () => {});
+    call.on("error", done);
+  });
+  assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED);
+  assert.match(err.details, /larger than max \(\d+ vs 2048\)/);
+  assert.equal(s.watching(), 0, "the handler never ran");
+});
+
 function varint(n: number): Buffer {
   const out: number[] = [];
   for (; n >= 0x80; n >>>= 7) out.push((n & 0x7f) | 0x80);
