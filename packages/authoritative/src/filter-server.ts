@@ -6,6 +6,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { DiscoveryError, invalidArgument, type Logger, pb } from "@mimi/core";
 import { addService } from "@mimi/rpc";
 import { type DpFilter, type FilterVersion, positionOf } from "./csi-filter.js";
+import { createSlots } from "./slots.js";
 
 /**
  * Bytes of filter per chunk. A call queues up to 1,024 messages at a reader that does not read
@@ -37,7 +38,11 @@ export function bindFilterServer(
 ): void {
   // Whole filters being sent at once: each may queue up to the call's message limit of chunks
   // at a slow reader, so only a few are in flight; the rest wait their turn.
-  const wholeSends = createSlots(MAX_WHOLE_SENDS, MAX_WHOLE_SENDS_PER_IDENTITY);
+  const wholeSends = createSlots(
+    MAX_WHOLE_SENDS,
+    MAX_WHOLE_SENDS_PER_IDENTITY,
+    () => new DiscoveryError("upstream_unavailable", "the call ended while it waited for a slot"),
+  );
   addService(
     server,
     pb.CsiFilterService,
@@ -156,63 +161,4 @@ async function sendWhole(
     if (end === bytes.length) break;
   }
   return position;
-}
-
-/**
- * At most `n` tasks at once, and `perKey` of one key; the others wait in order (a waiter whose
- * key is at its share lets later ones of other keys by). A waiter whose `signal` aborts (its call
- * ended) leaves the line.
- */
-export function createSlots(n: number, perKey: number) {
-  let free = n;
-  const held = new Map<string, number>();
-  const waiting: { key: string; go: () => void }[] = [];
-  const room = (key: string) => free > 0 && (held.get(key) ?? 0) < perKey;
-  const take = (key: string) => {
-    free--;
-    held.set(key, (held.get(key) ?? 0) + 1);
-  };
-  const wait = (key: string, signal: AbortSignal) =>
-    new Promise<void>((resolve, reject) => {
-      const w = {
-        key,
-        go: () => {
-          signal.removeEventListener("abort", gone);
-          resolve();
-        },
-      };
-      const gone = () => {
-        const at = waiting.indexOf(w);
-        if (at >= 0) waiting.splice(at, 1);
-        reject(new DiscoveryError("upstream_unavailable", "the call ended while it waited for a slot"));
-      };
-      signal.addEventListener("abort", gone, { once: true });
-      waiting.push(w);
-    });
-  return {
-    get waiting() {
-      return waiting.length;
-    },
-    async run<T>(key: string, signal: AbortSignal, task: () => Promise<T>): Promise<T> {
-      if (signal.aborted) throw new DiscoveryError("upstream_unavailable", "the call ended");
-      if (room(key)) take(key);
-      else await wait(key, signal);
-      try {
-        return await task();
-      } finally {
-        free++;
-        const left = (held.get(key) ?? 1) - 1;
-        if (left > 0) held.set(key, left);
-        else held.delete(key);
-        const next = waiting.findIndex((w) => room(w.key));
-        if (next >= 0) {
-          const [w] = waiting.splice(next, 1);
-          if (w) {
-            take(w.key);
-            w.go();
-          }
-        }
-      }
-    },
-  };
 }

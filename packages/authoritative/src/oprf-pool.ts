@@ -5,6 +5,7 @@
 import { compiledWorkerUrl, DiscoveryError, type OprfKeys } from "@mimi/core";
 import { Piscina } from "piscina";
 import { type OprfResult, type OprfTask, runOprf } from "./oprf-worker.js";
+import { createSlots } from "./slots.js";
 
 /** The DP's OPRF arithmetic, off the event loop unless made with no threads. */
 export interface OprfPool {
@@ -68,43 +69,18 @@ export function createOprfPool({ threads }: { threads: number }): OprfPool {
       pending--;
     }
   };
-  // Evaluations wait here, not in piscina's queue, for one of `slots` places on the threads:
-  // piscina aborts a running task by ending its worker (a new one then loads the whole module
-  // graph), so a caller that cancels must not reach it. A waiter whose signal aborts is dropped.
+  // Evaluations wait here, not in piscina's queue, for one of the threads: piscina aborts a
+  // running task by ending its worker (a new one then loads the whole module graph), so a caller
+  // that cancels must not reach it. A waiter whose signal aborts is dropped.
   const slots = Math.max(1, threads);
-  let evaluating = 0;
-  const waiting = new Set<() => void>();
-  const turn = (signal?: AbortSignal) =>
-    new Promise<void>((resolve, reject) => {
-      const gone = () =>
-        new DiscoveryError("not_ready", "the call ended before its evaluation started", {
-          details: { reason: "CALL_ENDED" },
-        });
-      if (signal?.aborted) return reject(gone());
-      if (evaluating < slots) {
-        evaluating++;
-        return resolve();
-      }
-      const go = () => {
-        signal?.removeEventListener("abort", onAbort);
-        evaluating++;
-        resolve();
-      };
-      const onAbort = () => {
-        waiting.delete(go);
-        reject(gone());
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      waiting.add(go);
-    });
-  const done = () => {
-    evaluating--;
-    const next = waiting.values().next();
-    if (!next.done) {
-      waiting.delete(next.value);
-      next.value();
-    }
-  };
+  const evaluations = createSlots(
+    slots,
+    slots,
+    () =>
+      new DiscoveryError("not_ready", "the call ended before its evaluation started", {
+        details: { reason: "CALL_ENDED" },
+      }),
+  );
   return {
     threads,
     async prf(secretKey, csis) {
@@ -137,12 +113,7 @@ export function createOprfPool({ threads }: { threads: number }): OprfPool {
       pending++;
       let r: OprfResult;
       try {
-        await turn(signal);
-        try {
-          r = await compute(task);
-        } finally {
-          done();
-        }
+        r = await evaluations.run("", signal, () => compute(task));
       } finally {
         pending--;
       }

@@ -1,15 +1,16 @@
-// Whole CSI filters: one identity (a resolver's workers) holds one send slot at a time, so a
-// reader that does not read cannot hold every other resolver's filter back; a waiter whose call
-// ended leaves the line.
+// Slots (the DP's whole filter sends, its OPRF evaluations): one identity (a resolver's workers)
+// holds one whole-send slot at a time, so a reader that does not read cannot hold every other
+// resolver's filter back; a waiter whose call ended leaves the line.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { DiscoveryError } from "@mimi/core";
-import { createSlots } from "./filter-server.js";
+import { createSlots } from "./slots.js";
 
 const turn = () => new Promise((r) => setImmediate(r));
+const ended = () => new DiscoveryError("upstream_unavailable", "the call ended while it waited for a slot");
 
 test("one identity holds one whole send at a time; other identities take the free slots", async () => {
-  const slots = createSlots(2, 1);
+  const slots = createSlots(2, 1, ended);
   const order: string[] = [];
   const gates = new Map<string, () => void>();
   const task = (name: string) => () =>
@@ -40,7 +41,7 @@ test("one identity holds one whole send at a time; other identities take the fre
 });
 
 test("a waiter whose call ends leaves the line, and the next one takes the slot", async () => {
-  const slots = createSlots(1, 1);
+  const slots = createSlots(1, 1, ended);
   let release = () => {};
   const first = slots.run("a", new AbortController().signal, () => new Promise<void>((r) => (release = r)));
   const gone = new AbortController();
