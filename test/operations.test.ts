@@ -10,8 +10,15 @@ import { join } from "node:path";
 import { connect } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import { pb } from "@mimi/core";
-import { devTlsPaths, ensureDevPki, type ServerProcess, startResolver, waitUntilServing } from "@mimi/devnet";
+import { DiscoveryError, pb } from "@mimi/core";
+import {
+  devTlsPaths,
+  ensureDevPki,
+  type ServerProcess,
+  startResolver,
+  waitUntilServing,
+  writeDevCrl,
+} from "@mimi/devnet";
 import { channelCredentials, loadTls } from "@mimi/rpc";
 import { eventually, rejectsWith, scenario, useNetwork } from "./harness.js";
 
@@ -179,6 +186,71 @@ scenario(
       await eventually(async () => assert.equal(lines(proc, /new TLS material refused/).length, 1));
       assert.match(lines(proc, /new TLS material refused/)[0] as string, /key values mismatch/);
       assert.equal(await servedSerial(proc), after);
+    } finally {
+      await Promise.all(extras.splice(0).map((p) => p.stop()));
+    }
+  },
+);
+
+scenario(
+  t,
+  "a certificate a new CRL revokes loses its open stream and its next handshake; other peers go on",
+  async () => {
+    try {
+      const hour = 3_600_000;
+      const crlFile = join(t.net.dir, "resolver-crl.pem");
+      await writeDevCrl(t.net.pkiDir, crlFile, { thisUpdate: new Date(Date.now() - 2 * hour) });
+      await ensureDevPki(t.net.pkiDir, ["resolver-crl"]);
+      const proc = await resolverAs("resolver-crl", {
+        tls: { ...t.net.tlsConfig("resolver-crl"), crlFile, watchSeconds: 1 },
+      });
+      const csi = "tel:+447700900123";
+      const open = (msp: string) => {
+        const requests = feed<{ requestId: bigint; csi: string }>();
+        const responses = t.net
+          .channel(proc.address, msp)
+          .client(pb.ResolverService)
+          .resolveStream(requests, { timeoutMs: 60_000 })
+          [Symbol.asyncIterator]();
+        return { requests, responses };
+      };
+      const kept = open("msp-bluebird");
+      const revoked = open("msp-wirechat");
+      for (const s of [kept, revoked]) {
+        s.requests.push({ requestId: 1n, csi });
+        const first = await s.responses.next();
+        assert.equal(first.done ? undefined : first.value.result.case, "response");
+      }
+
+      // The CA revokes msp-wirechat's certificate; the file watch takes the new list.
+      await writeDevCrl(t.net.pkiDir, crlFile, {
+        revoke: ["msp-wirechat"],
+        thisUpdate: new Date(Date.now() - hour),
+      });
+      await eventually(async () =>
+        assert.equal(lines(proc, /certificate revocation lists changed/).length, 1),
+      );
+      const ended = await eventually(async () => {
+        const l = lines(proc, /ending the connections of peers no longer trusted/);
+        assert.equal(l.length, 1);
+        return JSON.parse(l[0] as string) as { connections: number };
+      });
+      assert.equal(ended.connections, 1, "only the revoked peer's connection");
+      // Its stream ends, at the latest after the grace the server gives running calls.
+      await assert.rejects(revoked.responses.next(), (err: DiscoveryError) => err instanceof DiscoveryError);
+      // The other stream goes on.
+      kept.requests.push({ requestId: 2n, csi });
+      const next = await kept.responses.next();
+      assert.equal(next.done ? undefined : next.value.requestId, 2n);
+      kept.requests.end();
+      // A new connection of the revoked certificate fails its handshake.
+      await rejectsWith(
+        t.net
+          .channel(proc.address, "msp-wirechat")
+          .client(pb.ResolverService)
+          .resolve({ csi }, { timeoutMs: 10_000 }),
+        status.UNAVAILABLE,
+      );
     } finally {
       await Promise.all(extras.splice(0).map((p) => p.stop()));
     }

@@ -17,6 +17,6 @@ export {
 } from "./extra.js";
 export { type Network, type NetworkOptions, type NetworkPorts, startNetwork } from "./network.js";
 export { devSigningKeyPaths, devTlsPaths, IDENTITIES, LOCAL_PORTS, SIGNING_KEYS } from "./paths.js";
-export { ensureDevPki, ensureDevSigningKeys } from "./pki.js";
+export { type DevCrlOptions, ensureDevPki, ensureDevSigningKeys, writeDevCrl } from "./pki.js";
 export { type Role, ServerProcess, type ServerProcessOptions } from "./server-process.js";
 export { type SupervisorIo, supervise } from "./supervise.js";

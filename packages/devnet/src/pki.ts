@@ -22,12 +22,14 @@ const DAY_MS = 86_400_000;
  * parseDevIdentity for "name=role" and the roles names imply). `extraIps` adds IP SANs to the
  * certificates of the identities it names (servers on other hosts, e.g. the multi-host test's
  * network namespaces). Existing files are kept when they grant the same roles and addresses, so
- * re-running adds only what is missing. Private keys are written with mode 0600.
+ * re-running adds only what is missing. Private keys are written with mode 0600. A new CA is
+ * named `caSubject` (tests of a second CA).
  */
 export async function ensureDevPki(
   dir: string,
   identities: readonly string[],
   extraIps: Readonly<Record<string, readonly string[]>> = {},
+  caSubject = DEVELOPMENT_CA_SUBJECT,
 ): Promise<void> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const caCertPath = join(dir, "ca.pem");
@@ -41,7 +43,7 @@ export async function ensureDevPki(
     const keys = await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
     caCert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: randomSerial(),
-      name: DEVELOPMENT_CA_SUBJECT,
+      name: caSubject,
       notBefore: new Date(Date.now() - DAY_MS),
       notAfter: new Date(Date.now() + 3650 * DAY_MS),
       signingAlgorithm: ALG,
@@ -101,6 +103,41 @@ export async function ensureDevPki(
     writeFileSync(paths.keyFile, await exportKey(keys.privateKey), { mode: 0o600 });
     writeFileSync(paths.certFile, `${cert.toString("pem")}\n`);
   }
+}
+
+/** What writeDevCrl lists and when. */
+export interface DevCrlOptions {
+  /** Identities whose certificates (in the PKI folder) the list revokes. */
+  readonly revoke?: readonly string[];
+  /** When the list was issued (default: a minute ago). */
+  readonly thisUpdate?: Date;
+  /** When a newer list is due (default: a week after thisUpdate). */
+  readonly nextUpdate?: Date;
+}
+
+/**
+ * Writes to `file` a certificate revocation list of the development CA in `dir` (ensureDevPki),
+ * revoking the certificates of the identities `o.revoke` names, as a CA operator would publish
+ * one (`openssl ca -gencrl`): a PEM "X509 CRL" block, for a server's `tls.crlFile`.
+ */
+export async function writeDevCrl(dir: string, file: string, o: DevCrlOptions = {}): Promise<void> {
+  const caCert = new x509.X509Certificate(readFileSync(join(dir, "ca.pem"), "utf8"));
+  const caKey = await importKey(readFileSync(join(dir, "ca-key.pem"), "utf8"));
+  const thisUpdate = o.thisUpdate ?? new Date(Date.now() - 60_000);
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: caCert.subject,
+    thisUpdate,
+    nextUpdate: o.nextUpdate ?? new Date(thisUpdate.getTime() + 7 * DAY_MS),
+    entries: (o.revoke ?? []).map((identity) => ({
+      serialNumber: new x509.X509Certificate(readFileSync(devTlsPaths(dir, identity).certFile, "utf8"))
+        .serialNumber,
+      revocationDate: thisUpdate,
+    })),
+    signingKey: caKey,
+    signingAlgorithm: ALG,
+  });
+  // OpenSSL (and so Node's `crl`) reads CRLs under the label "X509 CRL" only.
+  writeFileSync(file, `${crl.toString("pem").replace(/(BEGIN|END) CRL/g, "$1 X509 CRL")}\n`);
 }
 
 /** Whether the certificate at `path` grants exactly these role URIs (older ones grant none). */

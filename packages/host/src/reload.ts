@@ -8,7 +8,7 @@
 import { setLogLevel } from "@mimi/core";
 import type { TlsPaths } from "@mimi/rpc";
 import type { Logger } from "pino";
-import type { TlsFiles } from "./tls-files.js";
+import { logTlsReload, type TlsFiles } from "./tls-files.js";
 
 /** Keys of the parsed config that every server applies on reload. */
 const RELOADED_BY_EVERY_SERVER = ["logLevel", "tls", "lameDuckMs"] as const;
@@ -87,9 +87,7 @@ export function applyReload<C extends { tls: TlsPaths; logLevel: string }>(
   try {
     const r = target.tls.reload(config.tls);
     if (r.changed) {
-      log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
-      // Whom the server trusts changed: said louder, with what came and went.
-      if (r.ca) log.warn({ caFile: config.tls.caFile, ...r.ca }, "trusted CAs changed");
+      logTlsReload(log, r, config.tls.caFile);
       if (!applied.includes("tls")) applied.push("tls");
     }
   } catch (err) {

@@ -23,6 +23,7 @@ import {
   capConnections,
   createGrpcServer,
   createServerMetrics,
+  endUntrustedSessions,
   keepStreamMapsYoung,
   listen,
   MIMI_VERSION,
@@ -32,6 +33,7 @@ import {
   shutdown,
   silenceIpServernameWarning,
   type TlsPaths,
+  trackSessions,
   type WarningEmitter,
 } from "@mimi/rpc";
 import type { Logger } from "pino";
@@ -39,10 +41,12 @@ import type { Registry } from "prom-client";
 import { answerMetrics, type ClusterLink, type ClusterSpec, runPrimary, workerLink } from "./cluster.js";
 import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
 import { applyReload } from "./reload.js";
-import { holdsDevelopmentCa, TlsFiles } from "./tls-files.js";
+import { holdsDevelopmentCa, logTlsReload, TlsFiles } from "./tls-files.js";
 
 /** How long a stopping server lets running calls finish before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2_000;
+/** How long a peer no longer trusted keeps the calls it was making on a connection it holds. */
+const UNTRUSTED_GRACE_MS = 2_000;
 
 /** The keys every server's configuration has. */
 export interface ServerBasics {
@@ -315,7 +319,7 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   // Health follows readiness once started: a server that cannot answer now (an expired registry
   // copy, a secondary that may not serve its store) says NOT_SERVING, as /readyz does.
   const followReadiness = () => {
-    if (ready && !stopping) health.setServing(running.notReady?.() === undefined);
+    if (ready && !stopping) health.setServing((tls.problem() ?? running.notReady?.()) === undefined);
   };
   const readinessTimer = setInterval(followReadiness, 1_000);
   readinessTimer.unref();
@@ -326,9 +330,17 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   const credentials = serverCredentials(tls, { handshakeTimeoutMs: config.connections.handshakeTimeoutMs });
   const port = await listen(server, config.host, config.port, credentials);
   capConnections(server, config.connections);
+  // A peer the server stops trusting (its CA removed, its certificate revoked) loses the
+  // connections it holds too, not only new ones.
+  trackSessions(server);
+  tls.onTrustChange(() => {
+    const ended = endUntrustedSessions(server, (chain) => tls.trustsPeer(chain), UNTRUSTED_GRACE_MS);
+    if (ended > 0) log.warn({ connections: ended }, "ending the connections of peers no longer trusted");
+  });
   // After each full collection, a fresh Map of each connection's streams (rpc stream-maps.ts).
   keepStreamMapsYoung(server, (why) => log.warn({}, why));
-  const notReady = () => (stopping ? "shutting down" : !ready ? "starting" : running.notReady?.());
+  const notReady = () =>
+    stopping ? "shutting down" : !ready ? "starting" : (tls.problem() ?? running.notReady?.());
   // A worker's metrics and readiness go to its primary, which serves the ops listener for all.
   if (link) {
     answerMetrics(link, metrics?.registry);
@@ -448,7 +460,7 @@ function watchTls(tls: TlsFiles, paths: TlsPaths, log: Logger): () => void {
       log.error({ err: r.message }, "changed TLS files refused; the certificate in use stays in use");
       return;
     }
-    if (r.changed) log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+    logTlsReload(log, r, paths.caFile);
     if (r.caPending) {
       log.warn(
         { caFile: paths.caFile },

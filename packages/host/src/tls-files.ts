@@ -7,12 +7,17 @@
 // material kept, so a bad rotation never leaves a server unable to handshake. The CA file (whom
 // the server trusts) changes only on an explicit reload (SIGHUP), logged with what it adds and
 // removes, never by the file watch: write access to a certificate folder must not be enough to
-// bring in a new trust anchor unnoticed.
+// bring in a new trust anchor unnoticed. A CRL file (crl.ts) is checked the same way, and follows
+// the watch: a newer list can only take trust away, and an older one is refused. When whom the
+// server trusts changes, its listeners hear it (onTrustChange), so that open connections of
+// peers no longer trusted can be ended.
 import { createHash, X509Certificate } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { experimental } from "@grpc/grpc-js";
 import { ConfigError } from "@mimi/core";
 import { loadTls, ROLE_URI_PREFIX, subjectAltNames, type TlsMaterial, type TlsPaths } from "@mimi/rpc";
+import type { Logger } from "pino";
+import { type CrlSet, peerTrusted, readCrls } from "./crl.js";
 
 type CaListener = experimental.CaCertificateUpdateListener;
 type IdentityListener = experimental.IdentityCertificateUpdateListener;
@@ -26,6 +31,15 @@ export interface CertificateSummary {
   readonly fingerprint: string;
   /** SHA-256 of the CA bundle's bytes (first 16 hex digits), to tell a CA change apart. */
   readonly caBundle: string;
+  /** With a CRL file: how many lists, certificates they revoke, and when the first is due again. */
+  readonly crl?: { readonly lists: number; readonly revoked: number; readonly nextUpdate?: string };
+}
+
+/** What checkTlsMaterial read: the summary, the CAs of the bundle and the CRLs. */
+export interface CheckedTls {
+  readonly summary: CertificateSummary;
+  readonly cas: readonly X509Certificate[];
+  readonly crls?: CrlSet;
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -42,6 +56,11 @@ export function checkTlsMaterial(
   nowMs: number,
   sameIdentity?: string,
 ): CertificateSummary {
+  return checkTls(m, paths, nowMs, sameIdentity).summary;
+}
+
+/** checkTlsMaterial, with the CAs and CRLs it read (a CRL file is checked against the CA file). */
+function checkTls(m: TlsMaterial, paths: TlsPaths, nowMs: number, sameIdentity?: string): CheckedTls {
   const files = `${paths.certFile}, ${paths.keyFile}, ${paths.caFile}`;
   const fail = (why: string): never => {
     throw new ConfigError(`TLS material (${files}) ${why}`);
@@ -104,13 +123,29 @@ export function checkTlsMaterial(
         "the roles (restart the server to change them)",
     );
   }
-  return {
+  const crls =
+    m.crl === undefined
+      ? undefined
+      : readCrls(m.crl, cas, nowMs, (why) => {
+          throw new ConfigError(`CRL file ${paths.crlFile ?? ""} ${why}`);
+        });
+  const lists = crls && [...crls.byIssuer.values()];
+  const summary: CertificateSummary = {
     subject: leaf.subject.replace(/\n/g, ", "),
     serial: leaf.serialNumber,
     notAfter: new Date(leaf.validTo).toISOString(),
     fingerprint: leaf.fingerprint256,
     caBundle: createHash("sha256").update(m.ca).digest("hex").slice(0, 16),
+    ...(crls &&
+      lists && {
+        crl: {
+          lists: lists.length,
+          revoked: lists.reduce((n, l) => n + l.revoked.size, 0),
+          ...(crls.nextUpdateMs !== undefined && { nextUpdate: new Date(crls.nextUpdateMs).toISOString() }),
+        },
+      }),
   };
+  return { summary, cas, ...(crls && { crls }) };
 }
 
 /** A certificate's identity as a rotation must keep it: its subject and its role URIs. */
@@ -161,8 +196,21 @@ export type TlsReload = {
       readonly after: CertificateSummary;
       /** CAs the reload added to and removed from what the server trusts, when it changed them. */
       readonly ca?: { readonly added: readonly string[]; readonly removed: readonly string[] };
+      /** The CRLs now in use, when they changed (null: the server no longer has any). */
+      readonly crl?: CertificateSummary["crl"] | null;
+      /** Whether the certificate or its key changed. */
+      readonly rotated: boolean;
     }
 );
+
+/** Logs what a reload of the TLS files changed (SIGHUP and the file watch alike). */
+export function logTlsReload(log: Logger, r: TlsReload, caFile: string): void {
+  if (!r.changed) return;
+  if (r.rotated) log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+  // Whom the server trusts changed: said louder, with what came and went.
+  if (r.ca) log.warn({ caFile, ...r.ca }, "trusted CAs changed");
+  if (r.crl !== undefined) log.warn({ crl: r.crl }, "certificate revocation lists changed");
+}
 
 /**
  * A server's TLS files, loaded and checked at start, reloaded on request (SIGHUP) or when they
@@ -172,10 +220,11 @@ export type TlsReload = {
 export class TlsFiles implements experimental.CertificateProvider {
   #paths: TlsPaths;
   #material: TlsMaterial;
-  #summary: CertificateSummary;
+  #checked: CheckedTls;
   readonly #now: () => number;
   readonly #caListeners = new Set<CaListener>();
   readonly #identityListeners = new Set<IdentityListener>();
+  readonly #trustListeners = new Set<() => void>();
 
   readonly #allowDevelopmentCa: boolean;
 
@@ -184,7 +233,39 @@ export class TlsFiles implements experimental.CertificateProvider {
     this.#allowDevelopmentCa = o.allowDevelopmentCa ?? true;
     this.#paths = paths;
     this.#material = loadTls(paths);
-    this.#summary = checkTlsMaterial(this.#material, paths, this.#now());
+    this.#checked = checkTls(this.#material, paths, this.#now());
+  }
+
+  /** The CRLs in use, as the server's TLS context takes them (rpc serverCredentials). */
+  get crl(): Buffer | undefined {
+    return this.#checked.crls?.pem;
+  }
+
+  /**
+   * Whether a peer that presented `chain` (leaf first) is trusted by the CAs and CRLs in use:
+   * a connection made before a CA was removed or a certificate revoked is not.
+   */
+  trustsPeer(chain: readonly X509Certificate[]): boolean {
+    return peerTrusted(chain, this.#checked.cas, this.#checked.crls);
+  }
+
+  /** Calls `listener` each time the CAs or the CRLs in use change; returns the function that stops. */
+  onTrustChange(listener: () => void): () => void {
+    this.#trustListeners.add(listener);
+    return () => this.#trustListeners.delete(listener);
+  }
+
+  /**
+   * Why the server cannot accept peers now, or undefined: a CRL in use that is past its next
+   * update makes OpenSSL refuse every peer of its CA until a current one is in place.
+   */
+  problem(): string | undefined {
+    const due = this.#checked.crls?.nextUpdateMs;
+    if (due === undefined || due > this.#now()) return undefined;
+    return (
+      `a CRL in ${this.#paths.crlFile ?? "the CRL file"} expired at ${new Date(due).toISOString()}; ` +
+      "handshakes are refused until a current one is in place"
+    );
   }
 
   /** The material in use. */
@@ -198,7 +279,7 @@ export class TlsFiles implements experimental.CertificateProvider {
 
   /** The certificate in use. */
   get summary(): CertificateSummary {
-    return this.#summary;
+    return this.#checked.summary;
   }
 
   /**
@@ -209,10 +290,21 @@ export class TlsFiles implements experimental.CertificateProvider {
    */
   reload(paths: TlsPaths = this.#paths, { ca = true }: { ca?: boolean } = {}): TlsReload {
     const read = loadTls(paths);
-    const caPending = !ca && !read.ca.equals(this.#material.ca);
-    const next = ca ? read : { ...read, ca: this.#material.ca };
-    const sameCa = next.ca.equals(this.#material.ca);
-    const same = sameCa && next.cert.equals(this.#material.cert) && next.key.equals(this.#material.key);
+    const was = this.#material;
+    const caPending = !ca && !read.ca.equals(was.ca);
+    // Parts whose bytes did not change keep the buffers in use: outgoing channels keep their
+    // TLS context while the buffers they were given stay the same (rpc channelCredentials).
+    const kept = (b: Buffer, old: Buffer) => (b.equals(old) ? old : b);
+    const next: TlsMaterial = {
+      ca: ca ? kept(read.ca, was.ca) : was.ca,
+      cert: kept(read.cert, was.cert),
+      key: kept(read.key, was.key),
+      ...(read.crl && { crl: was.crl ? kept(read.crl, was.crl) : read.crl }),
+    };
+    const sameCa = next.ca === was.ca;
+    const sameCrl = next.crl === was.crl;
+    const rotated = next.cert !== was.cert || next.key !== was.key;
+    const same = sameCa && sameCrl && !rotated;
     const pending = caPending ? { caPending } : {};
     if (same && paths === this.#paths) return { changed: false, ...pending };
     if (!sameCa && holdsDevelopmentCa(next.ca) && !this.#allowDevelopmentCa) {
@@ -220,13 +312,19 @@ export class TlsFiles implements experimental.CertificateProvider {
         `${paths.caFile} now holds the development CA; allowDevelopmentCa is off, so it is refused`,
       );
     }
-    const before = this.#summary;
-    const after = checkTlsMaterial(
-      next,
-      paths,
-      this.#now(),
-      identityOf(new X509Certificate(this.#material.cert)),
-    );
+    const before = this.#checked.summary;
+    const checked = checkTls(next, paths, this.#now(), identityOf(new X509Certificate(was.cert)));
+    const after = checked.summary;
+    for (const [issuer, list] of checked.crls?.byIssuer ?? []) {
+      const inUse = this.#checked.crls?.byIssuer.get(issuer);
+      if (inUse && list.thisUpdateMs < inUse.thisUpdateMs) {
+        throw new ConfigError(
+          `CRL file ${paths.crlFile ?? ""} holds a CRL from ${list.issuer} issued ` +
+            `${new Date(list.thisUpdateMs).toISOString()}, older than the one in use ` +
+            `(${new Date(inUse.thisUpdateMs).toISOString()}); an older list could take back a revocation`,
+        );
+      }
+    }
     const caChange = sameCa
       ? undefined
       : (() => {
@@ -235,11 +333,21 @@ export class TlsFiles implements experimental.CertificateProvider {
         })();
     this.#paths = paths;
     this.#material = next;
-    this.#summary = after;
+    this.#checked = checked;
     if (same) return { changed: false, ...pending };
-    for (const l of this.#caListeners) l({ caCertificate: next.ca });
-    for (const l of this.#identityListeners) l({ certificate: next.cert, privateKey: next.key });
-    return { changed: true, before, after, ...(caChange && { ca: caChange }), ...pending };
+    // The server's context takes the CRLs when the CA material is published (rpc serverCredentials).
+    if (!sameCa || !sameCrl) for (const l of this.#caListeners) l({ caCertificate: next.ca });
+    if (rotated) for (const l of this.#identityListeners) l({ certificate: next.cert, privateKey: next.key });
+    if (!sameCa || !sameCrl) for (const l of this.#trustListeners) l();
+    return {
+      changed: true,
+      rotated,
+      before,
+      after,
+      ...(caChange && { ca: caChange }),
+      ...(!sameCrl && { crl: after.crl ?? null }),
+      ...pending,
+    };
   }
 
   /**

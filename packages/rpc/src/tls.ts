@@ -14,6 +14,11 @@ export interface TlsPaths {
   caFile: string;
   certFile: string;
   keyFile: string;
+  /**
+   * Certificate revocation lists (PEM "X509 CRL" blocks), one from each CA of the CA file: a
+   * client certificate they list is refused at the handshake. Optional.
+   */
+  crlFile?: string;
   /** How often a server checks the files for a rotation (0: only on SIGHUP); default 60. */
   watchSeconds?: number;
 }
@@ -23,6 +28,8 @@ export interface TlsMaterial {
   ca: Buffer;
   cert: Buffer;
   key: Buffer;
+  /** The CRL file's bytes, when the paths name one. */
+  crl?: Buffer;
 }
 
 /** The largest PEM file read: a CA bundle of a few hundred certificates. */
@@ -57,6 +64,7 @@ export function loadTls(paths: TlsPaths): TlsMaterial {
     ca: readPem("CA file", paths.caFile),
     cert: readPem("certificate", paths.certFile),
     key: readPem("key", paths.keyFile),
+    ...(paths.crlFile !== undefined && { crl: readPem("CRL file", paths.crlFile) }),
   };
 }
 
@@ -69,6 +77,11 @@ export function loadTls(paths: TlsPaths): TlsMaterial {
 export interface LiveTls extends grpc.experimental.CertificateProvider {
   /** The material in use now. */
   readonly material: TlsMaterial;
+  /**
+   * The revocation lists a server's TLS context takes (Node's `crl`: "X509 CRL" blocks), when
+   * there are any; read at each context the provider publishes.
+   */
+  readonly crl?: Buffer;
 }
 
 /** Fixed material, or material that may rotate. */
@@ -99,10 +112,16 @@ export function serverCredentials(
   options.minVersion = "TLSv1.3";
   if (isLive(tls)) {
     // Each context a provider publishes reaches Node's setSecureContext, which resets what it
-    // is not given (the minimum version among them): give it the floor every time.
+    // is not given (the minimum version, the CRLs): give them every time. A change of the CRLs
+    // alone is published as the CA material again (TlsFiles), so it comes through here too.
     const c = creds as unknown as { updateSecureContextOptions(o: SecureContextOptions | null): void };
     const update = c.updateSecureContextOptions.bind(c);
-    c.updateSecureContextOptions = (o) => update(o && { ...o, minVersion: "TLSv1.3" });
+    c.updateSecureContextOptions = (o) => {
+      const crl = tls.crl;
+      update(o && { ...o, minVersion: "TLSv1.3", ...(crl && { crl }) });
+    };
+  } else if (tls.crl) {
+    options.crl = tls.crl;
   }
   if (handshakeTimeoutMs !== undefined) options.handshakeTimeout = handshakeTimeoutMs;
   return creds;
@@ -197,10 +216,12 @@ function oneContextPerMaterial(creds: grpc.ChannelCredentials, provider: LiveTls
 /** Reads a `tls` section ({caFile, certFile, keyFile}); relative paths are resolved against `baseDir`. */
 export function readTlsSection(r: ConfigReader, baseDir: string): TlsPaths {
   const t = r.object("tls");
+  const crlFile = t.optionalString("crlFile");
   const paths = {
     caFile: resolve(baseDir, t.string("caFile")),
     certFile: resolve(baseDir, t.string("certFile")),
     keyFile: resolve(baseDir, t.string("keyFile")),
+    ...(crlFile !== undefined && { crlFile: resolve(baseDir, crlFile) }),
     watchSeconds: t.integer("watchSeconds", 60, 0, 86_400),
   };
   t.done();
