@@ -104,6 +104,7 @@ export {
 } from "./domain/csi-filter.js";
 export {
   clipped,
+  clippedWithin,
   DiscoveryError,
   type DiscoveryErrorCode,
   type ErrorDetails,

@@ -8,7 +8,7 @@ import {
   invalidArgument,
   STATUS_DETAILS_KEY,
 } from "@mimi/core";
-import { MAX_STATUS_MESSAGE, sendable, toWireStatus } from "./status.js";
+import { MAX_STATUS_MESSAGE, MAX_STATUS_WIRE, sendable, toWireStatus } from "./status.js";
 
 test("a message echoing a large field is cut short, never inside a surrogate pair", () => {
   const log = createLogger({ name: "test", level: "silent" });
@@ -31,4 +31,27 @@ test("the rich details are cut too: a field's description repeats the message", 
   const d = decodeStatusDetails(raw);
   assert.equal(d?.fields?.[0]?.field, "csi");
   assert.equal(d?.fields?.[0]?.description.length, 1_003);
+});
+
+test("a message of non-ASCII text is cut by its size on the wire: the trailers stay under 8 KiB", () => {
+  const log = createLogger({ name: "test", level: "silent" });
+  // A CSI of CJK characters echoed back: 3 UTF-8 bytes each, 9 characters percent-encoded.
+  const err = invalidArgument(`csi "${"界".repeat(65_536)}" is not a number`, "csi");
+  const s = toWireStatus(err, log, "Resolve");
+  const encoded = encodeURI(s.details).length;
+  assert.ok(
+    encoded <= MAX_STATUS_WIRE && encoded > MAX_STATUS_WIRE - 12,
+    `${encoded} characters on the wire`,
+  );
+  assert.ok(s.details.startsWith('csi "界界') && s.details.endsWith("..."));
+  const raw = s.metadata.get(STATUS_DETAILS_KEY)[0] as Buffer;
+  const d = decodeStatusDetails(raw);
+  assert.ok(Buffer.byteLength(d?.fields?.[0]?.description ?? "") <= 1_003);
+  assert.ok(encoded + raw.toString("base64").length < 8_000, `${encoded} + ${raw.length} bytes of details`);
+  // Emoji (4 bytes, 12 characters) are cut whole.
+  const emoji = sendable("😀".repeat(MAX_STATUS_MESSAGE));
+  assert.ok(encodeURI(emoji).length <= MAX_STATUS_WIRE);
+  assert.ok(emoji.endsWith("😀..."));
+  // Plain ASCII keeps its 2,000 characters.
+  assert.equal(sendable("a".repeat(5_000)).length, MAX_STATUS_MESSAGE + 3);
 });

@@ -3,7 +3,7 @@
 // into DiscoveryError through fromServiceError and fromStatus.
 import { Metadata, type ServiceError, status as Status } from "@grpc/grpc-js";
 import {
-  clipped,
+  clippedWithin,
   DiscoveryError,
   type DiscoveryErrorCode,
   decodeStatusDetails,
@@ -67,11 +67,19 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
  * would outgrow the peer's header limit, which resets the stream instead of telling the status.
  */
 export function sendable(text: string): string {
-  return clipped(text, MAX_STATUS_MESSAGE).toWellFormed();
+  return clippedWithin(text, MAX_STATUS_MESSAGE, MAX_STATUS_WIRE, (s) => encodeURI(s).length);
 }
 
-/** The longest status message sent, in UTF-16 units (percent-encoded, well under 64 KiB). */
+/** The longest status message sent, in UTF-16 units. */
 export const MAX_STATUS_MESSAGE = 2_000;
+/**
+ * The longest status message sent, percent-encoded as grpc-js sends it (encodeURI: three
+ * characters a UTF-8 byte outside plain ASCII). The message also goes, in UTF-8, into the rich
+ * details, which are base64-encoded: with a field's description (1,000 bytes at most) the
+ * trailers stay under 8 KiB, the size above which gRPC's C core starts to refuse them (its
+ * default soft limit), where 2,000 characters of non-ASCII text took about 26 KB.
+ */
+export const MAX_STATUS_WIRE = 2_400;
 
 /** What the peer is told of `err`: its status, message and rich details (toWireStatus, itemError). */
 function peerStatus(

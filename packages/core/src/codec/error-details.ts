@@ -5,7 +5,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { anyUnpack, durationMs } from "@bufbuild/protobuf/wkt";
-import { clipped, type ErrorDetails } from "../domain/errors.js";
+import { clippedWithin, type ErrorDetails } from "../domain/errors.js";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
@@ -38,7 +38,7 @@ const PAIR_SECOND = (2 << 3) | 2; // Violation.description, FieldViolation.descr
 const INFO_METADATA = (3 << 3) | 2;
 const TYPE_PREFIX = "type.googleapis.com/google.rpc.";
 
-/** The longest text of a detail (a field's description, a metadata value), in UTF-16 units. */
+/** The longest text of a detail (a field's description, a metadata value), in UTF-16 units and (with its "...") in UTF-8 bytes. */
 const MAX_DETAIL_TEXT = 1_000;
 
 /**
@@ -59,7 +59,7 @@ export function encodeStatusDetails(code: number, message: string, d: ErrorDetai
   };
   // Texts may echo a caller's input (a field's description repeats the message): each is cut,
   // so the trailer stays within every peer's header limit, as the message is (rpc's sendable).
-  const text = (t: string) => clipped(t, MAX_DETAIL_TEXT).toWellFormed();
+  const text = (t: string) => clippedWithin(t, MAX_DETAIL_TEXT, MAX_DETAIL_TEXT + 3, Buffer.byteLength);
   const pair = (first: string, second: string) => {
     if (first) w.uint32(PAIR_FIRST).string(text(first));
     if (second) w.uint32(PAIR_SECOND).string(text(second));

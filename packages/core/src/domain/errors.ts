@@ -104,6 +104,29 @@ export function clipped(text: string, max: number): string {
   return `${text.slice(0, end)}...`;
 }
 
+/**
+ * `text` cut as `clipped` cuts it, to at most `maxUnits` UTF-16 units and then to as few more as
+ * keep `size(text)` (its size on the wire: UTF-8 bytes, percent-encoded characters) within
+ * `maxSize`; lone surrogates become U+FFFD. A message of non-ASCII characters takes three or
+ * more bytes a character on the wire, and a peer's header limit counts bytes.
+ */
+export function clippedWithin(
+  text: string,
+  maxUnits: number,
+  maxSize: number,
+  size: (s: string) => number,
+): string {
+  const t = clipped(text, maxUnits).toWellFormed();
+  if (size(t) <= maxSize) return t;
+  let [lo, hi] = [0, t.length - 1];
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (size(clipped(t, mid).toWellFormed()) <= maxSize) lo = mid;
+    else hi = mid - 1;
+  }
+  return clipped(t, lo).toWellFormed();
+}
+
 /** ErrorInfo's reason of an INVALID_ARGUMENT that names its field, when nothing more specific says why. */
 export const INVALID_FIELD = "INVALID_FIELD";
 /**
