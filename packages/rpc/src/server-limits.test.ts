@@ -16,7 +16,7 @@ import { ensureDevPki } from "@mimi/devnet/pki";
 import { type Channel, openChannel } from "./channel.js";
 import { addService } from "./grpc.js";
 import { createGrpcServer, listen } from "./listen.js";
-import { capConnections, DEFAULT_CONNECTION_LIMITS } from "./server-limits.js";
+import { addressKey, capConnections, DEFAULT_CONNECTION_LIMITS } from "./server-limits.js";
 import { channelCredentials, loadTls, serverCredentials } from "./tls.js";
 
 const log = createLogger({ name: "test", level: "silent" });
@@ -334,4 +334,19 @@ test("each connection's identity is its own certificate's, read once per connect
   });
   old.destroy();
   assert.match(failure, /version|protocol/i);
+});
+
+test("an IPv6 source is counted by its /64; IPv4, mapped or not, by its address", () => {
+  assert.equal(addressKey("192.0.2.7"), "192.0.2.7");
+  assert.equal(addressKey("::ffff:192.0.2.7"), "192.0.2.7");
+  const a = addressKey("2001:db8:1:2:aaaa::1");
+  assert.equal(a, "2001:db8:1:2::/64");
+  for (const same of ["2001:0db8:0001:0002:ffff:1:2:3", "2001:DB8:1:2::9", "2001:db8:1:2:0:0:0:0%eth0"]) {
+    assert.equal(addressKey(same), a, same);
+  }
+  assert.notEqual(addressKey("2001:db8:1:3::1"), a, "the next /64 is another source");
+  assert.equal(addressKey("::1"), "0:0:0:0::/64");
+  assert.equal(addressKey("2001:db8::"), "2001:db8:0:0::/64");
+  assert.equal(addressKey("64:ff9b::192.0.2.7"), "64:ff9b:0:0::/64");
+  assert.equal(addressKey("fe80::1:2:3:4"), "fe80:0:0:0::/64");
 });

@@ -12,8 +12,9 @@ export interface ConnectionLimits {
   /** Open connections at once; more are closed as they arrive. */
   readonly maxConnections: number;
   /**
-   * Open connections from one source address: counted before TLS, so without it anyone who can
-   * reach the port could hold every connection (reconnecting at each handshake timeout).
+   * Open connections from one source address (an IPv6 address's /64, addressKey): counted before
+   * TLS, so without it anyone who can reach the port could hold every connection (reconnecting
+   * at each handshake timeout).
    */
   readonly maxConnectionsPerAddress: number;
   /**
@@ -221,6 +222,31 @@ export function listenersOf(server: grpc.Server): Server[] {
 }
 
 /**
+ * The source a connection is counted against: an IPv4 address (also when mapped into IPv6), or
+ * an IPv6 address's /64, the smallest block a host is given (RFC 6177), which holds more
+ * addresses than any cap could count one by one.
+ */
+export function addressKey(address: string): string {
+  const bare = address.replace(/%.*$/, "").toLowerCase();
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(bare);
+  if (mapped) return mapped[1] as string;
+  if (!bare.includes(":")) return bare;
+  // Hextets of the address with "::" spelt out (an IPv4 tail counts as two, and is not needed).
+  const [head = "", tail] = bare.split("::", 2);
+  const groups = (s: string) => (s === "" ? [] : s.split(":").map((g) => (g.includes(".") ? "0" : g)));
+  const front = groups(head);
+  const back = tail === undefined ? [] : groups(tail);
+  const hextets =
+    tail === undefined
+      ? front
+      : [...front, ...Array(Math.max(0, 8 - front.length - back.length)).fill("0"), ...back];
+  return `${hextets
+    .slice(0, 4)
+    .map((h) => (Number.parseInt(h, 16) || 0).toString(16))
+    .join(":")}::/64`;
+}
+
+/**
  * Sets what grpc-js has no option for on the listening sockets of `server` (call after listen):
  * the connection caps, in all and per source address. grpc-js keeps its HTTP/2 servers in a
  * private map (1.14); a version without it fails here, at start, rather than running without
@@ -242,7 +268,7 @@ export function capConnections(
     let total = 0;
     const open = new Map<string, number>();
     l.on("connection", (socket: Socket) => {
-      const address = socket.remoteAddress ?? "";
+      const address = addressKey(socket.remoteAddress ?? "");
       const n = (open.get(address) ?? 0) + 1;
       if (total >= caps.maxConnections || n > caps.maxConnectionsPerAddress) {
         socket.destroy();
