@@ -119,6 +119,15 @@ scenario(
           .client(pb.ResolverAdminService)
           .getStats({}, { timeoutMs: 5_000 });
       await rejectsWith(stats(), status.PERMISSION_DENIED, /not an admin|admin/);
+      // Said where an operator looks (the process logs at info).
+      await eventually(async () => {
+        const refused = lines(proc, /call refused for its caller's identity/);
+        assert.equal(refused.length, 1);
+        assert.match(
+          refused[0] as string,
+          /"level":40.*"identity":"admin-ops".*ResolverAdminService\/GetStats/,
+        );
+      });
       editConfig(proc, (c) => {
         c.admins = ["admin", "admin-ops"];
         c.logLevel = "debug";

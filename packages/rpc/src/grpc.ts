@@ -20,6 +20,7 @@ import {
   wellFormed,
 } from "./fast-path.js";
 import { type CallObservers, observed, streamEnded } from "./metrics.js";
+import { type RefusalLog, refusalLog } from "./refusals.js";
 import { describeRoles, type Role, rolesOf } from "./roles.js";
 import { limitsOf, type WatchSlots } from "./server-limits.js";
 import { toWireStatus } from "./status.js";
@@ -111,7 +112,7 @@ export function addService<S extends GenServiceMethods>(
 ): void {
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const implementation: grpc.UntypedServiceImplementation = {};
-  const limits = limitsOf(server);
+  const limits = { ...limitsOf(server), refused: refusalLog(options.log) };
   for (const method of service.methods) {
     const path = `/${service.typeName}/${method.name}`;
     const maxBytes = options.maxRequestBytes?.[method.localName] ?? limits.limits.maxRequestBytes;
@@ -320,7 +321,12 @@ function serverHandler(
   path: string,
   handler: (...args: unknown[]) => unknown,
   options: AddServiceOptions,
-  limits: { watchers: WatchSlots; streamingCalls: WatchSlots; observers?: CallObservers },
+  limits: {
+    watchers: WatchSlots;
+    streamingCalls: WatchSlots;
+    observers?: CallObservers;
+    refused: RefusalLog;
+  },
   fast?: FastDecoding,
 ): grpc.UntypedHandleCall {
   let raw = methodHandler(method, path, handler, options, limits, fast);
@@ -343,7 +349,11 @@ function methodHandler(
   path: string,
   handler: (...args: unknown[]) => unknown,
   { log, authorize, roles, itemErrors }: AddServiceOptions,
-  { watchers, streamingCalls }: { watchers: WatchSlots; streamingCalls: WatchSlots },
+  {
+    watchers,
+    streamingCalls,
+    refused,
+  }: { watchers: WatchSlots; streamingCalls: WatchSlots; refused: RefusalLog },
   fast: FastDecoding | undefined,
 ): grpc.UntypedHandleCall {
   const fail = (err: unknown) => toWireStatus(err, log, path);
@@ -353,8 +363,13 @@ function methodHandler(
   const check =
     needsRole || authorize
       ? (ctx: CallContext) => {
-          needsRole?.(ctx.peer);
-          authorize?.(ctx.peer, path);
+          try {
+            needsRole?.(ctx.peer);
+            authorize?.(ctx.peer, path);
+          } catch (err) {
+            refused(() => ctx.peer.name, path, err);
+            throw err;
+          }
         }
       : undefined;
   switch (method.methodKind) {
