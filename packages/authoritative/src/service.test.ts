@@ -25,6 +25,7 @@ import {
   signWith,
   verifyOutcome,
 } from "@mimi/core";
+import { PEER_REQUESTS } from "./claims/context.js";
 import {
   type Claims,
   checkTags,
@@ -32,6 +33,7 @@ import {
   DEFAULT_CLAIM_LIMITS,
   type StartRequest,
 } from "./claims/index.js";
+import { PEER_RATE } from "./claims/peer-invalidation.js";
 import { type CodeMessage, DELIVERY_UNKNOWN } from "./senders.js";
 import { type AuthoritativeServiceOptions, createAuthoritativeService } from "./service.js";
 import type { EnrolledMsp } from "./store/rows.js";
@@ -1579,4 +1581,41 @@ test("peer requests are refused unless a registry DP delegated the CSI sends a m
     contested: 0,
   });
   assert.equal(t.store.mappings(CARVED).length, 1);
+});
+
+test("one peer identity's first-mapping requests are held to a rate, refused before any check costs", async () => {
+  const t = setup();
+  const { peerMapping } = carveOut(t);
+  const m = peerMapping();
+  // An identity no registry DP holds spends its share too: refused for who it is, then for its rate.
+  for (let i = 0; i < PEER_REQUESTS.limit; i++) {
+    await rejects(
+      () => t.claims.invalidateOlder("dp-stranger", CARVED, m),
+      "permission_denied",
+      /not another DP/,
+    );
+  }
+  const e = (() => {
+    try {
+      t.claims.invalidateOlder("dp-stranger", CARVED, m);
+    } catch (err) {
+      return err as DiscoveryError;
+    }
+    assert.fail("the request past the rate was taken");
+  })();
+  assert.equal(e.code, "resource_exhausted");
+  assert.match(
+    e.message,
+    /"dp-stranger" sent more than 600 first-mapping requests a minute; try again in 1 s/,
+  );
+  assert.equal(e.details?.reason, PEER_RATE);
+  assert.ok((e.details?.retryAfterMs ?? 0) > 0);
+  // Another identity has its own share; and the refused one gets one more every 100 ms.
+  assert.deepEqual(t.claims.invalidateOlder("dp-us", CARVED, m), { removed: 0, contested: 0 });
+  t.tick(100);
+  await rejects(
+    () => t.claims.invalidateOlder("dp-stranger", CARVED, m),
+    "permission_denied",
+    /not another DP/,
+  );
 });

@@ -3,7 +3,9 @@
 import {
   type Clock,
   type Csi,
+  createRateLimiter,
   dpSignedParts,
+  type KeyedRateLimiter,
   type Logger,
   type RegistryView,
   SIGNING_CONTEXT,
@@ -23,6 +25,8 @@ export interface ClaimsContext {
   readonly policy: ClaimPolicy;
   readonly registry: RegistryView;
   readonly log: Logger;
+  /** First-mapping requests (R18) taken from each peer identity (peer-invalidation.ts). */
+  readonly peerRequests: KeyedRateLimiter;
   /** Parses a CSI (or takes one parsed) and checks this DP serves it (throws not_authoritative otherwise). */
   requireDelegated(csi: string | Csi): Csi;
   /** Runs `f` as one transaction; notices and peer requests are announced once it is over. */
@@ -50,6 +54,17 @@ export interface ContextOptions {
   onPeerRequests?: () => void;
 }
 
+/**
+ * First-mapping requests a peer identity may send: a minute's worth at once, then one every
+ * 100 ms. A peer asks once for each first holder-proven mapping stored for a CSI (a claim, which
+ * its own code budgets bound), one request at a time (peers.ts), so this is far above what a
+ * peer sends; each request costs up to three signature checks and a write transaction here, and
+ * any certificate with the dp role may call, registered or not.
+ */
+export const PEER_REQUESTS = { limit: 600, windowMs: 60_000 } as const;
+/** Peer identities whose spending is remembered (a registry of DPs, and certificates that are not). */
+const MAX_PEER_IDENTITIES = 1_000;
+
 /** Creates the context. */
 export function createContext(o: ContextOptions): ClaimsContext {
   let peerRequestsQueued = false;
@@ -67,6 +82,7 @@ export function createContext(o: ContextOptions): ClaimsContext {
     policy: o.policy,
     registry: o.registry,
     log: o.log,
+    peerRequests: createRateLimiter(PEER_REQUESTS, MAX_PEER_IDENTITIES),
     requireDelegated: o.requireDelegated,
     tx(f) {
       try {

@@ -11,10 +11,13 @@ import {
   parseRequestCsi,
   registryKeys,
 } from "@mimi/core";
-import type { ClaimsContext } from "./context.js";
+import { type ClaimsContext, PEER_REQUESTS } from "./context.js";
 import { openConflict, removeRows, settleDefault } from "./effects.js";
 import { olderThanPeerMapping } from "./rules.js";
 import type { InvalidateOlderResult } from "./types.js";
+
+/** ErrorInfo's reason when a peer identity sent more first-mapping requests than PEER_REQUESTS. */
+export const PEER_RATE = "PEER_RATE";
 
 /** Checks who asks and what it sends, then de-lists older mappings of other holders. */
 export function invalidateOlder(
@@ -24,6 +27,16 @@ export function invalidateOlder(
   m: Mapping,
 ): InvalidateOlderResult {
   const { store, registry } = ctx;
+  // First, before anything it asks costs: each identity's share.
+  const refusal = ctx.peerRequests.take(callerIdentity, ctx.clock());
+  if (refusal) {
+    throw new DiscoveryError(
+      "resource_exhausted",
+      `identity "${callerIdentity}" sent more than ${PEER_REQUESTS.limit} first-mapping requests a minute; ` +
+        `try again in ${Math.ceil(refusal.retryAfterMs / 1000)} s`,
+      { details: { retryAfterMs: refusal.retryAfterMs, reason: PEER_RATE } },
+    );
+  }
   const csi = parseRequestCsi(csiText);
   const caller = registry.allDps().find((d) => d.tlsIdentity === callerIdentity);
   if (!caller || caller.id === ctx.dpId) {
