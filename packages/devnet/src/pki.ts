@@ -113,6 +113,10 @@ export interface DevCrlOptions {
   readonly thisUpdate?: Date;
   /** When a newer list is due (default: a week after thisUpdate). */
   readonly nextUpdate?: Date;
+  /** Its cRLNumber extension, when given. */
+  readonly number?: number;
+  /** Further list extensions (tests of lists a server must refuse). */
+  readonly extensions?: readonly x509.Extension[];
 }
 
 /**
@@ -133,11 +137,23 @@ export async function writeDevCrl(dir: string, file: string, o: DevCrlOptions = 
         .serialNumber,
       revocationDate: thisUpdate,
     })),
+    extensions: [
+      ...(o.number !== undefined ? [new x509.Extension("2.5.29.20", false, derInteger(o.number))] : []),
+      ...(o.extensions ?? []),
+    ],
     signingKey: caKey,
     signingAlgorithm: ALG,
   });
   // OpenSSL (and so Node's `crl`) reads CRLs under the label "X509 CRL" only.
   writeFileSync(file, `${crl.toString("pem").replace(/(BEGIN|END) CRL/g, "$1 X509 CRL")}\n`);
+}
+
+/** A non-negative integer as DER. */
+function derInteger(n: number): Uint8Array {
+  let hex = n.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  if (Number.parseInt(hex.slice(0, 2), 16) >= 0x80) hex = `00${hex}`;
+  return Uint8Array.from([0x02, hex.length / 2, ...Buffer.from(hex, "hex")]);
 }
 
 /** Whether the certificate at `path` grants exactly these role URIs (older ones grant none). */

@@ -2,14 +2,15 @@
 // client certificate is refused at the handshake, and a connection it already holds is ended
 // when the list that revokes it arrives; a list that would refuse every peer, or take a
 // revocation back, is refused and the one in use kept. Real mutual TLS over loopback.
+import "reflect-metadata";
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
+import { type KeyObject, webcrypto, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { TlsFiles } from "@mimi/host";
+import { serialKey, TlsFiles } from "@mimi/host";
 import {
   channelCredentials,
   createGrpcServer,
@@ -18,8 +19,10 @@ import {
   loadTls,
   serverCredentials,
   silenceIpServernameWarning,
+  type TlsMaterial,
   trackSessions,
 } from "@mimi/rpc";
+import * as x509 from "@peculiar/x509";
 import { devTlsPaths } from "./paths.js";
 import { ensureDevPki, writeDevCrl } from "./pki.js";
 
@@ -50,6 +53,42 @@ const caOf = (pki = dir) => new X509Certificate(readFileSync(join(pki, "ca.pem")
 const serverFiles = (now?: () => number) =>
   new TlsFiles({ ...devTlsPaths(dir, "server"), crlFile }, now ? { now } : {});
 
+/** A server answering Echo with `files`' material; its port. */
+async function echoServer(files: TlsFiles): Promise<number> {
+  const server = createGrpcServer();
+  server.addService(
+    { Echo: ECHO },
+    {
+      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) =>
+        done(null, call.request),
+    },
+  );
+  const port = await listen(server, "127.0.0.1", 0, serverCredentials(files));
+  cleanups.push(() => server.forceShutdown());
+  return port;
+}
+
+/** One Echo call on a new connection made with `tls`. */
+async function askOnce(port: number, tls: TlsMaterial): Promise<string> {
+  const c = new EchoClient(`127.0.0.1:${port}`, channelCredentials(tls, "server"), {
+    "grpc.use_local_subchannel_pool": 1,
+  });
+  try {
+    return await new Promise<string>((resolve, reject) =>
+      c.makeUnaryRequest(
+        ECHO.path,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.from("hi"),
+        { deadline: Date.now() + 10_000 },
+        (err, res) => (err || !res ? reject(err) : resolve(res.toString())),
+      ),
+    );
+  } finally {
+    c.close();
+  }
+}
+
 test("a CRL file that would refuse every peer, or that no CA of the CA file signed, is refused", async () => {
   await ensureDevPki(dir, ["server", "good", "bad"]);
   await ensureDevPki(stranger, ["server"], {}, "CN=Stranger CA");
@@ -64,12 +103,29 @@ test("a CRL file that would refuse every peer, or that no CA of the CA file sign
     /CRL file .*crl\.pem has a CRL from CN=MIMI Development CA that expired at/,
   );
   await refused(() => writeDevCrl(dir, crlFile, { thisUpdate: new Date(now + HOUR) }), /not valid before/);
-  await refused(() => writeDevCrl(stranger, crlFile), /has a CRL 1 that no CA of the CA file signed/);
+  const unsigned =
+    /has no CRL from CN=MIMI Development CA: .*\(1 list\(s\) in the file are signed by no CA of the CA file/;
+  await refused(() => writeDevCrl(stranger, crlFile), unsigned);
   // A CA of the same name with another key (anyone can name a CA so) did not sign it either.
   const sameName = join(dir, "same-name");
   await ensureDevPki(sameName, []);
-  await refused(() => writeDevCrl(sameName, crlFile), /has a CRL 1 that no CA of the CA file signed/);
-  await refused(() => writeFileSync(crlFile, readFileSync(join(dir, "ca.pem"))), /holds no CRL/);
+  await refused(() => writeDevCrl(sameName, crlFile), unsigned);
+  await refused(
+    () => writeFileSync(crlFile, readFileSync(join(dir, "ca.pem"))),
+    /holds a PEM block that is not a CRL/,
+  );
+  await refused(
+    () => writeFileSync(crlFile, "-----BEGIN X509 CRL-----\nAAAA\n"),
+    /holds a CRL block cut short/,
+  );
+  // Lists OpenSSL would not take as a plain full list, which would refuse every peer of the CA.
+  const delta = new x509.Extension("2.5.29.27", true, Uint8Array.from([2, 1, 1]));
+  await refused(() => writeDevCrl(dir, crlFile, { extensions: [delta] }), /is a delta or partial list/);
+  const unknown = new x509.Extension("1.2.3.4", true, Uint8Array.from([5, 0]));
+  await refused(
+    () => writeDevCrl(dir, crlFile, { extensions: [unknown] }),
+    /critical extension OpenSSL does not take/,
+  );
   await refused(
     () => writeFileSync(crlFile, "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"),
     /does not parse/,
@@ -85,15 +141,83 @@ test("a CRL file that would refuse every peer, or that no CA of the CA file sign
     () => new TlsFiles({ ...devTlsPaths(dir, "server"), caFile: both, crlFile }),
     /has no CRL from CN=Stranger CA: .*every CA of the CA file needs a current one/,
   );
-  // Two lists, one from each, pass; and a file of one current list does.
-  await writeDevCrl(stranger, join(dir, "stranger-crl.pem"));
-  writeFileSync(
-    join(dir, "two.pem"),
-    Buffer.concat([readFileSync(crlFile), readFileSync(join(dir, "stranger-crl.pem"))]),
-  );
-  const two = new TlsFiles({ ...devTlsPaths(dir, "server"), caFile: both, crlFile: join(dir, "two.pem") });
-  assert.equal(two.summary.crl?.lists, 2);
   assert.equal(serverFiles().summary.crl?.lists, 1);
+  // A list from a CA not (yet) in the CA file is left out, and said.
+  writeFileSync(join(dir, "extra.pem"), Buffer.concat([readFileSync(crlFile), await crlOf(stranger)]));
+  assert.equal(serverFiles().summary.crl?.skipped, undefined);
+  assert.deepEqual(
+    new TlsFiles({ ...devTlsPaths(dir, "server"), crlFile: join(dir, "extra.pem") }).summary.crl?.skipped,
+    1,
+  );
+});
+
+/** The PEM of a new list of the CA in `pki`. */
+async function crlOf(pki: string, o: Parameters<typeof writeDevCrl>[2] = {}): Promise<Buffer> {
+  const file = join(pki, `crl-${Math.random().toString(36).slice(2)}.pem`);
+  await writeDevCrl(pki, file, o);
+  return readFileSync(file);
+}
+
+test("with two CAs and a list from each, the peers of both connect, and each list revokes its own", async () => {
+  await ensureDevPki(dir, ["server", "good", "bad"]);
+  await ensureDevPki(stranger, ["server", "outsider", "outcast"], {}, "CN=Stranger CA");
+  const both = join(dir, "both-cas.pem");
+  writeFileSync(
+    both,
+    Buffer.concat([readFileSync(join(dir, "ca.pem")), readFileSync(join(stranger, "ca.pem"))]),
+  );
+  const lists = join(dir, "two-lists.pem");
+  writeFileSync(
+    lists,
+    Buffer.concat([await crlOf(dir, { revoke: ["bad"] }), await crlOf(stranger, { revoke: ["outcast"] })]),
+  );
+  const files = new TlsFiles({ ...devTlsPaths(dir, "server"), caFile: both, crlFile: lists });
+  assert.deepEqual([files.summary.crl?.lists, files.summary.crl?.revoked], [2, 2]);
+  const port = await echoServer(files);
+  const ask = (pki: string, identity: string) =>
+    askOnce(port, { ...loadTls(devTlsPaths(pki, identity)), ca: readFileSync(both) });
+  assert.equal(await ask(dir, "good"), "hi");
+  // Node reads one list per buffer: given the two as one, the second CA's peers were all refused.
+  assert.equal(await ask(stranger, "outsider"), "hi");
+  await assert.rejects(ask(dir, "bad"), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
+  await assert.rejects(
+    ask(stranger, "outcast"),
+    (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE,
+  );
+});
+
+test("a peer is trusted along signatures only: certificates that merely name a trusted CA do not anchor it", async () => {
+  await ensureDevPki(dir, ["server", "bad"]);
+  await ensureDevPki(stranger, ["server", "outsider"], {}, "CN=Stranger CA");
+  // The server trusts the stranger CA alone (the development CA was removed from its CA file).
+  const files = new TlsFiles(devTlsPaths(stranger, "server"));
+  assert.equal(files.trustsPeer([certOf("outsider", stranger), caOf(stranger)]), true);
+  assert.equal(files.trustsPeer([certOf("outsider", stranger)]), true, "Node did not complete the chain");
+  // A leaf of the removed CA, with a certificate naming the removed CA (and carrying its key, so
+  // the leaf's signature checks out) as issued by the trusted one, and the trusted CA itself.
+  const removed = new x509.X509Certificate(readFileSync(join(dir, "ca.pem")));
+  const trusted = new x509.X509Certificate(readFileSync(join(stranger, "ca.pem")));
+  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+  const forger = await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"]);
+  const fake = await x509.X509CertificateGenerator.create({
+    serialNumber: "7f01",
+    subject: removed.subject,
+    issuer: trusted.subject,
+    notBefore: new Date(Date.now() - HOUR),
+    notAfter: new Date(Date.now() + HOUR),
+    publicKey: await removed.publicKey.export(alg, ["verify"]),
+    signingKey: forger.privateKey,
+    signingAlgorithm: alg,
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+  });
+  const forged = [certOf("bad"), new X509Certificate(Buffer.from(fake.rawData)), caOf(stranger)];
+  assert.equal(
+    forged[0]?.verify(forged[1]?.publicKey as KeyObject),
+    true,
+    "the leaf checks out under the fake",
+  );
+  assert.equal(files.trustsPeer(forged), false);
+  assert.equal(files.trustsPeer([certOf("bad"), caOf(stranger)]), false);
 });
 
 test("a revoked peer is refused at the handshake and loses the connection it held; an older list is refused", async () => {
@@ -119,10 +243,10 @@ test("a revoked peer is refused at the handshake and loses the connection it hel
   );
   const port = await listen(server, "127.0.0.1", 0, serverCredentials(files));
   cleanups.push(() => server.forceShutdown());
-  trackSessions(server);
+  trackSessions(server, (chain) => files.trustsPeer(chain), 10_000);
   let ended = 0;
   files.onTrustChange(() => {
-    ended += endUntrustedSessions(server, (chain) => files.trustsPeer(chain), 60_000);
+    ended += endUntrustedSessions(server, 60_000);
   });
 
   // One client each, kept: its calls share one connection.
@@ -185,4 +309,82 @@ test("a revoked peer is refused at the handshake and loses the connection it hel
   assert.equal(files.problem(), undefined);
   now = Date.parse(files.summary.crl?.nextUpdate ?? "") + 1;
   assert.match(files.problem() ?? "", /a CRL in .*crl\.pem expired at .*; handshakes are refused/);
+});
+
+test("new lists are used though a certificate beside them is refused; cRLNumber orders lists; a due list is said", async () => {
+  await ensureDevPki(dir, ["server", "good", "bad"]);
+  const paths = {
+    ...devTlsPaths(dir, "server"),
+    crlFile,
+    certFile: join(dir, "server-copy.pem"),
+    keyFile: join(dir, "server-copy-key.pem"),
+  };
+  writeFileSync(paths.certFile, readFileSync(devTlsPaths(dir, "server").certFile));
+  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "server").keyFile));
+  const t0 = Date.now();
+  await writeDevCrl(dir, crlFile, {
+    number: 5,
+    thisUpdate: new Date(t0 - 2 * HOUR),
+    nextUpdate: new Date(t0 + 6 * HOUR),
+  });
+  let now = t0;
+  const files = new TlsFiles(paths, { now: () => now });
+  assert.equal(files.crlWarning(), undefined);
+  // A certificate job left a key that does not match, and the CA published a new list: the list
+  // is taken, the certificate in use stays, and the refusal is told.
+  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "good").keyFile));
+  await writeDevCrl(dir, crlFile, { number: 6, revoke: ["bad"], thisUpdate: new Date(t0 - HOUR) });
+  const r = files.reload();
+  assert.equal(r.changed, true);
+  assert.equal(r.changed && r.rotated, false);
+  assert.equal(r.changed && r.crl?.revoked, 1);
+  assert.match((r.changed && r.refused) || "", /key values mismatch/);
+  assert.equal(files.trustsPeer([certOf("bad"), caOf()]), false);
+  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "server").keyFile));
+  // A list issued later but numbered lower is older: refused.
+  await writeDevCrl(dir, crlFile, { number: 4, thisUpdate: new Date(t0 - HOUR / 2) });
+  assert.throws(() => files.reload(), /older than the one in use/);
+  // A list in its last quarter (or last hour) is said, before OpenSSL starts refusing.
+  await writeDevCrl(dir, crlFile, {
+    number: 7,
+    revoke: ["bad"],
+    thisUpdate: new Date(t0 - HOUR),
+    nextUpdate: new Date(t0 + 7 * HOUR),
+  });
+  assert.equal(files.reload().changed, true);
+  now = t0 + 4 * HOUR;
+  assert.equal(files.crlWarning(), undefined);
+  now = t0 + 6 * HOUR + 1;
+  assert.match(files.crlWarning() ?? "", /is due again at .*; publish a newer one before then/);
+});
+
+test("serial numbers compare without their sign byte or case", () => {
+  assert.equal(serialKey("00FF01"), serialKey("ff01"));
+  assert.equal(serialKey("0"), "0");
+});
+
+test("after a change of trust, a connection whose handshake began before it is judged as it arrives", async () => {
+  await ensureDevPki(dir, ["server", "good"]);
+  const files = new TlsFiles(devTlsPaths(dir, "server"));
+  const server = createGrpcServer();
+  server.addService(
+    { Echo: ECHO },
+    {
+      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) =>
+        done(null, call.request),
+    },
+  );
+  const port = await listen(server, "127.0.0.1", 0, serverCredentials(files));
+  cleanups.push(() => server.forceShutdown());
+  // What the server trusts, as a switch: OpenSSL's context is not changed, as for a handshake
+  // that was already checked under the old trust when the change came.
+  let trusted = true;
+  trackSessions(server, () => trusted, 60_000);
+  const good = loadTls(devTlsPaths(dir, "good"));
+  assert.equal(await askOnce(port, good), "hi");
+  trusted = false;
+  endUntrustedSessions(server, 60_000);
+  await assert.rejects(askOnce(port, good), (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE);
+  trusted = true;
+  assert.equal(await askOnce(port, good), "hi");
 });

@@ -6,9 +6,18 @@
 // CA file under that CA's name, is current, and every CA of the file has one. The lists also
 // tell which open connections a new list revokes (peerTrusted), since a handshake is checked
 // once and a connection can stay open for days.
-import { verify as verifySignature, type X509Certificate } from "node:crypto";
+import { createHash, verify as verifySignature, type X509Certificate } from "node:crypto";
 import { AsnConvert } from "@peculiar/asn1-schema";
-import { Certificate, CertificateList } from "@peculiar/asn1-x509";
+import {
+  Certificate,
+  CertificateList,
+  id_ce_authorityKeyIdentifier,
+  id_ce_cRLNumber,
+  id_ce_deltaCRLIndicator,
+  id_ce_issuingDistributionPoint,
+  id_ce_keyUsage,
+  KeyUsage,
+} from "@peculiar/asn1-x509";
 
 /** One CA's list, as checked. */
 export interface IssuedCrl {
@@ -17,18 +26,25 @@ export interface IssuedCrl {
   readonly thisUpdateMs: number;
   /** When a newer list is due; OpenSSL refuses every peer of the CA after it. */
   readonly nextUpdateMs: number | undefined;
+  /** Its cRLNumber extension, when it has one: a newer list has a larger one. */
+  readonly number: bigint | undefined;
   /** Serial numbers listed, as serialKey writes them. */
   readonly revoked: ReadonlySet<string>;
 }
 
 /** A CRL file, checked against a CA bundle. */
 export interface CrlSet {
-  /** The lists as Node's TLS context takes them: "X509 CRL" PEM blocks. */
-  readonly pem: Buffer;
-  /** Each list by the SHA-256 fingerprint of the CA that signed it. */
+  /**
+   * The lists as Node's TLS context takes them: one PEM "X509 CRL" buffer each (Node reads one
+   * list from each buffer it is given, and would silently drop the rest of a bundle).
+   */
+  readonly pem: readonly Buffer[];
+  /** Each list by its CA's key (keyOf). */
   readonly byIssuer: ReadonlyMap<string, IssuedCrl>;
   /** The earliest time a list is due again (ms), if any list says. */
   readonly nextUpdateMs: number | undefined;
+  /** Lists in the file that no CA of the CA file signed: not used (a CA still to come, or a stray). */
+  readonly skipped: number;
 }
 
 /** The hash each signature algorithm we check uses (null: the algorithm has its own). */
@@ -43,11 +59,40 @@ const SIGNATURE_HASHES: Readonly<Record<string, string | null>> = {
   "1.3.101.113": null, // Ed448
 };
 
-const PEM_CRL = /-----BEGIN (?:X509 )?CRL-----([\s\S]*?)-----END (?:X509 )?CRL-----/g;
+/** List extensions OpenSSL takes as a plain full list: its number and the issuer's key id. */
+const PLAIN_LIST_EXTENSIONS = new Set([id_ce_cRLNumber, id_ce_authorityKeyIdentifier]);
+
+/** The longest chain a peer's trust is followed through (peerTrusted). */
+const MAX_CHAIN = 8;
 
 /** A serial number as a lower-case hexadecimal string without leading zeros. */
 export function serialKey(hex: string): string {
   return hex.toLowerCase().replace(/^0+(?=.)/, "");
+}
+
+/** A CA's key (SHA-256 of its SubjectPublicKeyInfo): what its lists are found by. */
+export function keyOf(c: X509Certificate): string {
+  return createHash("sha256")
+    .update(c.publicKey.export({ type: "spki", format: "der" }))
+    .digest("hex");
+}
+
+/** The base64 bodies of the CRL blocks of `text`, scanned once (no regular expression to backtrack). */
+function crlBlocks(text: string, fail: (why: string) => never): string[] {
+  const out: string[] = [];
+  let at = 0;
+  for (;;) {
+    const begin = text.indexOf("-----BEGIN ", at);
+    if (begin < 0) return out;
+    const label = /^-----BEGIN (X509 CRL|CRL)-----/.exec(text.slice(begin, begin + 30));
+    if (!label) fail("holds a PEM block that is not a CRL");
+    const body = begin + label[0].length;
+    const end = text.indexOf(`-----END ${label[1]}-----`, body);
+    const nextBegin = text.indexOf("-----BEGIN ", body);
+    if (end < 0 || (nextBegin >= 0 && nextBegin < end)) fail("holds a CRL block cut short");
+    out.push(text.slice(body, end));
+    at = end + 1;
+  }
 }
 
 /**
@@ -60,24 +105,33 @@ export function readCrls(
   nowMs: number,
   fail: (why: string) => never,
 ): CrlSet {
-  const text = pem.toString("utf8");
-  const blocks = [...text.matchAll(PEM_CRL)];
+  const blocks = crlBlocks(pem.toString("utf8"), fail);
   if (blocks.length === 0) fail("holds no CRL (PEM blocks BEGIN X509 CRL)");
-  if ((text.match(/-----BEGIN /g) ?? []).length !== blocks.length) {
-    fail("holds a PEM block that is not a whole CRL");
-  }
-  const subjects = cas.map((ca) =>
-    AsnConvert.serialize(AsnConvert.parse(ca.raw, Certificate).tbsCertificate.subject),
-  );
+  const signers = cas.map((c) => {
+    const parsed = AsnConvert.parse(c.raw, Certificate).tbsCertificate;
+    const usage = parsed.extensions?.find((e) => e.extnID === id_ce_keyUsage);
+    return {
+      c,
+      key: keyOf(c),
+      name: Buffer.from(AsnConvert.serialize(parsed.subject)),
+      // A CA whose key usage leaves out cRLSign: OpenSSL refuses the lists it signs.
+      mayList: !usage || AsnConvert.parse(usage.extnValue, KeyUsage).toJSON().includes("crlSign"),
+    };
+  });
   const byIssuer = new Map<string, IssuedCrl>();
+  const pems: Buffer[] = [];
   let nextUpdateMs: number | undefined;
-  const out: string[] = [];
-  blocks.forEach((block, i) => {
+  let skipped = 0;
+  blocks.forEach((body, i) => {
     const at = `CRL ${i + 1}`;
-    const der = Buffer.from((block[1] ?? "").replace(/\s+/g, ""), "base64");
+    const der = Buffer.from(body.replace(/\s+/g, ""), "base64");
     let list: CertificateList;
+    let signed: Buffer;
+    let issuerName: Buffer;
     try {
       list = AsnConvert.parse(der, CertificateList);
+      signed = tbsBytes(der);
+      issuerName = Buffer.from(AsnConvert.serialize(list.tbsCertList.issuer));
     } catch (err) {
       fail(`has a ${at} that does not parse: ${(err as Error).message}`);
     }
@@ -87,43 +141,74 @@ export function readCrls(
     if (hash === undefined || tbs.signature.algorithm !== oid) {
       fail(`has a ${at} signed with an algorithm this server does not check (${oid})`);
     }
-    const issuerName = Buffer.from(AsnConvert.serialize(tbs.issuer));
-    const signed = tbsBytes(der);
     const signature = Buffer.from(list.signature);
-    const ca = cas.find(
-      (c, k) =>
-        issuerName.equals(Buffer.from(subjects[k] as ArrayBuffer)) && verifies(hash, signed, c, signature),
-    );
-    if (!ca) fail(`has a ${at} that no CA of the CA file signed (under its own name)`);
-    const issuer = ca.subject.replace(/\n/g, ", ");
-    if (byIssuer.has(ca.fingerprint256)) fail(`has two CRLs from ${issuer}; keep only the newest`);
+    const signer = signers.find((s) => issuerName.equals(s.name) && verifies(hash, signed, s.c, signature));
+    if (!signer) {
+      skipped++;
+      return;
+    }
+    const issuer = signer.c.subject.replace(/\n/g, ", ");
+    if (!signer.mayList) fail(`has a CRL from ${issuer}, whose certificate's key usage leaves out cRLSign`);
+    for (const e of tbs.crlExtensions ?? []) {
+      if (e.extnID === id_ce_deltaCRLIndicator || e.extnID === id_ce_issuingDistributionPoint) {
+        fail(`has a CRL from ${issuer} that is a delta or partial list (${e.extnID}); give full lists`);
+      }
+      if (e.critical && !PLAIN_LIST_EXTENSIONS.has(e.extnID)) {
+        fail(`has a CRL from ${issuer} with a critical extension OpenSSL does not take (${e.extnID})`);
+      }
+    }
+    for (const r of tbs.revokedCertificates ?? []) {
+      if (r.crlEntryExtensions?.some((e) => e.critical)) {
+        fail(
+          `has a CRL from ${issuer} with a critical entry extension (an indirect list?); give direct lists`,
+        );
+      }
+    }
+    if (byIssuer.has(signer.key)) fail(`has two CRLs from ${issuer}; keep only the newest`);
     const thisUpdateMs = tbs.thisUpdate.getTime().getTime();
     const next = tbs.nextUpdate?.getTime().getTime();
-    if (thisUpdateMs > nowMs)
+    if (thisUpdateMs > nowMs) {
       fail(`has a CRL from ${issuer} not valid before ${new Date(thisUpdateMs).toISOString()}`);
+    }
     if (next !== undefined && next <= nowMs) {
       fail(
         `has a CRL from ${issuer} that expired at ${new Date(next).toISOString()} (peers it covers are refused)`,
       );
     }
+    const numbered = tbs.crlExtensions?.find((e) => e.extnID === id_ce_cRLNumber);
     const revoked = new Set(
       (tbs.revokedCertificates ?? []).map((r) => serialKey(Buffer.from(r.userCertificate).toString("hex"))),
     );
-    byIssuer.set(ca.fingerprint256, { issuer, thisUpdateMs, nextUpdateMs: next, revoked });
+    byIssuer.set(signer.key, {
+      issuer,
+      thisUpdateMs,
+      nextUpdateMs: next,
+      number: numbered && integerOf(Buffer.from(numbered.extnValue.buffer)),
+      revoked,
+    });
     if (next !== undefined) nextUpdateMs = Math.min(nextUpdateMs ?? next, next);
     const lines = der.toString("base64").match(/.{1,64}/g) ?? [];
-    out.push(`-----BEGIN X509 CRL-----\n${lines.join("\n")}\n-----END X509 CRL-----\n`);
+    pems.push(Buffer.from(`-----BEGIN X509 CRL-----\n${lines.join("\n")}\n-----END X509 CRL-----\n`));
   });
-  const without = cas
-    .filter((c) => !byIssuer.has(c.fingerprint256))
-    .map((c) => c.subject.replace(/\n/g, ", "));
+  const without = signers.filter((s) => !byIssuer.has(s.key)).map((s) => s.c.subject.replace(/\n/g, ", "));
   if (without.length > 0) {
     fail(
       `has no CRL from ${without.join("; ")}: with a CRL file, every CA of the CA file needs a current one, ` +
-        "or the handshakes of the peers it issued fail",
+        "or the handshakes of the peers it issued fail" +
+        (skipped > 0
+          ? ` (${skipped} list(s) in the file are signed by no CA of the CA file, under its name)`
+          : ""),
     );
   }
-  return { pem: Buffer.from(out.join("")), byIssuer, nextUpdateMs };
+  return { pem: pems, byIssuer, nextUpdateMs, skipped };
+}
+
+/** The value of a DER INTEGER (a cRLNumber), or undefined when it is not one. */
+function integerOf(der: Buffer): bigint | undefined {
+  if (der[0] !== 0x02) return undefined;
+  const h = header(der, 0);
+  const bytes = der.subarray(h.content, h.content + h.length);
+  return bytes.length === 0 ? undefined : BigInt(`0x${bytes.toString("hex")}`);
 }
 
 /** Whether `ca`'s key made `signature` over `data`; false for a key of another type. */
@@ -155,28 +240,31 @@ function header(der: Buffer, at: number): { content: number; length: number } {
 }
 
 /**
- * Whether a peer that presented `chain` (leaf first, as getPeerCertificate(true) walks it) is
- * still trusted by `cas` and `crls`: some certificate of the chain is a CA of the bundle or was
- * issued by one, and none is listed as revoked by its issuer's list.
+ * Whether a peer that presented `chain` (leaf first, as getPeerCertificate(true) gives it) is
+ * still trusted by `cas` and `crls`: a path of signatures from the leaf, through what the peer
+ * presented, reaches a CA of the bundle, and no certificate on it is revoked by its issuer's
+ * list. Only signatures are followed: Node links a presented chain by names alone, and a peer
+ * may add certificates that merely name a trusted CA.
  */
 export function peerTrusted(
   chain: readonly X509Certificate[],
   cas: readonly X509Certificate[],
   crls: CrlSet | undefined,
 ): boolean {
-  const anchored = chain.some((c) =>
-    cas.some((ca) => ca.fingerprint256 === c.fingerprint256 || (c.checkIssued(ca) && c.verify(ca.publicKey))),
-  );
-  if (!anchored) return false;
-  if (!crls) return true;
-  for (const [i, cert] of chain.entries()) {
-    // Its issuer is the next of the chain or a CA of the bundle (a chain Node did not complete).
-    const next = chain[i + 1];
-    const issuers = [...(next ? [next] : []), ...cas].filter(
-      (x) => x.fingerprint256 !== cert.fingerprint256 && cert.checkIssued(x) && cert.verify(x.publicKey),
-    );
-    const serial = serialKey(cert.serialNumber);
-    if (issuers.some((x) => crls.byIssuer.get(x.fingerprint256)?.revoked.has(serial))) return false;
+  const issued = (c: X509Certificate, by: X509Certificate) =>
+    by.fingerprint256 !== c.fingerprint256 && c.checkIssued(by) && c.verify(by.publicKey);
+  const revokedBy = (issuer: X509Certificate, c: X509Certificate) =>
+    crls?.byIssuer.get(keyOf(issuer))?.revoked.has(serialKey(c.serialNumber)) === true;
+  const presented = chain.slice(1, MAX_CHAIN);
+  let cert = chain[0];
+  for (let depth = 0; cert && depth < MAX_CHAIN; depth++) {
+    const c: X509Certificate = cert;
+    if (cas.some((ca) => ca.fingerprint256 === c.fingerprint256)) return true;
+    const anchor = cas.find((ca) => issued(c, ca));
+    if (anchor) return !revokedBy(anchor, c);
+    const next = presented.find((x) => issued(c, x));
+    if (!next || revokedBy(next, c)) return false;
+    cert = next;
   }
-  return true;
+  return false;
 }

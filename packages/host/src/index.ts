@@ -7,6 +7,7 @@ export {
   type PrimaryPart,
   WORKER_VARIABLE,
 } from "./cluster.js";
+export { serialKey } from "./crl.js";
 export { type OpsConfig, type OpsListener, readOpsSection, startOps } from "./ops.js";
 export { applyReload, planReload, type ReloadPlan, reloadAdmins } from "./reload.js";
 export {

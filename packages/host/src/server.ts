@@ -318,8 +318,13 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   let stopWatching = watchTls(tls, config.tls, log);
   // Health follows readiness once started: a server that cannot answer now (an expired registry
   // copy, a secondary that may not serve its store) says NOT_SERVING, as /readyz does.
+  let crlSaid: string | undefined;
   const followReadiness = () => {
     if (ready && !stopping) health.setServing((tls.problem() ?? running.notReady?.()) === undefined);
+    // A CRL near or past its next update is said once, when that becomes so.
+    const crl = tls.problem() ?? tls.crlWarning();
+    if (crl !== crlSaid && crl !== undefined) log.child({}, { level: "warn" }).warn({}, crl);
+    crlSaid = crl;
   };
   const readinessTimer = setInterval(followReadiness, 1_000);
   readinessTimer.unref();
@@ -332,9 +337,9 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   capConnections(server, config.connections);
   // A peer the server stops trusting (its CA removed, its certificate revoked) loses the
   // connections it holds too, not only new ones.
-  trackSessions(server);
+  trackSessions(server, (chain) => tls.trustsPeer(chain), config.connections.handshakeTimeoutMs + 1_000);
   tls.onTrustChange(() => {
-    const ended = endUntrustedSessions(server, (chain) => tls.trustsPeer(chain), UNTRUSTED_GRACE_MS);
+    const ended = endUntrustedSessions(server, UNTRUSTED_GRACE_MS);
     if (ended > 0) log.warn({ connections: ended }, "ending the connections of peers no longer trusted");
   });
   // After each full collection, a fresh Map of each connection's streams (rpc stream-maps.ts).
@@ -460,10 +465,10 @@ function watchTls(tls: TlsFiles, paths: TlsPaths, log: Logger): () => void {
       log.error({ err: r.message }, "changed TLS files refused; the certificate in use stays in use");
       return;
     }
-    logTlsReload(log, r, paths.caFile);
+    logTlsReload(log, r, tls.paths.caFile);
     if (r.caPending) {
       log.warn(
-        { caFile: paths.caFile },
+        { caFile: tls.paths.caFile },
         "the CA file changed; it is trusted only after a reload (SIGHUP, systemctl reload)",
       );
     }

@@ -31,8 +31,16 @@ export interface CertificateSummary {
   readonly fingerprint: string;
   /** SHA-256 of the CA bundle's bytes (first 16 hex digits), to tell a CA change apart. */
   readonly caBundle: string;
-  /** With a CRL file: how many lists, certificates they revoke, and when the first is due again. */
-  readonly crl?: { readonly lists: number; readonly revoked: number; readonly nextUpdate?: string };
+  /**
+   * With a CRL file: how many lists, certificates they revoke, when the first is due again, and
+   * how many lists were left out as signed by no CA of the CA file.
+   */
+  readonly crl?: {
+    readonly lists: number;
+    readonly revoked: number;
+    readonly nextUpdate?: string;
+    readonly skipped?: number;
+  };
 }
 
 /** What checkTlsMaterial read: the summary, the CAs of the bundle and the CRLs. */
@@ -123,12 +131,18 @@ function checkTls(m: TlsMaterial, paths: TlsPaths, nowMs: number, sameIdentity?:
         "the roles (restart the server to change them)",
     );
   }
-  const crls =
-    m.crl === undefined
-      ? undefined
-      : readCrls(m.crl, cas, nowMs, (why) => {
-          throw new ConfigError(`CRL file ${paths.crlFile ?? ""} ${why}`);
-        });
+  const crlFail = (why: string): never => {
+    throw new ConfigError(`CRL file ${paths.crlFile ?? ""} ${why}`);
+  };
+  const crls = m.crl === undefined ? undefined : readCrls(m.crl, cas, nowMs, crlFail);
+  if (crls) {
+    // As the server's context will be given them: what OpenSSL does not load fails here.
+    try {
+      createSecureContext({ key: m.key, cert: m.cert, ca: m.ca, crl: [...crls.pem] });
+    } catch (err) {
+      crlFail(`does not load: ${(err as Error).message}`);
+    }
+  }
   const lists = crls && [...crls.byIssuer.values()];
   const summary: CertificateSummary = {
     subject: leaf.subject.replace(/\n/g, ", "),
@@ -141,11 +155,23 @@ function checkTls(m: TlsMaterial, paths: TlsPaths, nowMs: number, sameIdentity?:
         crl: {
           lists: lists.length,
           revoked: lists.reduce((n, l) => n + l.revoked.size, 0),
+          ...(crls.skipped > 0 && { skipped: crls.skipped }),
           ...(crls.nextUpdateMs !== undefined && { nextUpdate: new Date(crls.nextUpdateMs).toISOString() }),
         },
       }),
   };
   return { summary, cas, ...(crls && { crls }) };
+}
+
+/** `m` with the CRL file's bytes `crl`, or without any. */
+function withCrl(m: TlsMaterial, crl: Buffer | undefined): TlsMaterial {
+  const { crl: _, ...rest } = m;
+  return crl ? { ...rest, crl } : rest;
+}
+
+/** Whether two materials are the same buffers. */
+function sameMaterial(a: TlsMaterial, b: TlsMaterial): boolean {
+  return a.ca === b.ca && a.cert === b.cert && a.key === b.key && a.crl === b.crl;
 }
 
 /** A certificate's identity as a rotation must keep it: its subject and its role URIs. */
@@ -200,6 +226,11 @@ export type TlsReload = {
       readonly crl?: CertificateSummary["crl"] | null;
       /** Whether the certificate or its key changed. */
       readonly rotated: boolean;
+      /**
+       * Why part of the new material was refused while the rest was applied (new lists with
+       * the certificate in use, or a new certificate with the lists in use).
+       */
+      readonly refused?: string;
     }
 );
 
@@ -210,6 +241,9 @@ export function logTlsReload(log: Logger, r: TlsReload, caFile: string): void {
   // Whom the server trusts changed: said louder, with what came and went.
   if (r.ca) log.warn({ caFile, ...r.ca }, "trusted CAs changed");
   if (r.crl !== undefined) log.warn({ crl: r.crl }, "certificate revocation lists changed");
+  if (r.refused !== undefined) {
+    log.error({ err: r.refused }, "part of the new TLS material refused; what passed is in use");
+  }
 }
 
 /**
@@ -237,7 +271,7 @@ export class TlsFiles implements experimental.CertificateProvider {
   }
 
   /** The CRLs in use, as the server's TLS context takes them (rpc serverCredentials). */
-  get crl(): Buffer | undefined {
+  get crl(): readonly Buffer[] | undefined {
     return this.#checked.crls?.pem;
   }
 
@@ -295,49 +329,61 @@ export class TlsFiles implements experimental.CertificateProvider {
     // Parts whose bytes did not change keep the buffers in use: outgoing channels keep their
     // TLS context while the buffers they were given stay the same (rpc channelCredentials).
     const kept = (b: Buffer, old: Buffer) => (b.equals(old) ? old : b);
-    const next: TlsMaterial = {
-      ca: ca ? kept(read.ca, was.ca) : was.ca,
-      cert: kept(read.cert, was.cert),
-      key: kept(read.key, was.key),
-      ...(read.crl && { crl: was.crl ? kept(read.crl, was.crl) : read.crl }),
-    };
-    const sameCa = next.ca === was.ca;
-    const sameCrl = next.crl === was.crl;
-    const rotated = next.cert !== was.cert || next.key !== was.key;
-    const same = sameCa && sameCrl && !rotated;
+    const next = withCrl(
+      {
+        ca: ca ? kept(read.ca, was.ca) : was.ca,
+        cert: kept(read.cert, was.cert),
+        key: kept(read.key, was.key),
+      },
+      read.crl && was.crl ? kept(read.crl, was.crl) : read.crl,
+    );
     const pending = caPending ? { caPending } : {};
-    if (same && paths === this.#paths) return { changed: false, ...pending };
-    if (!sameCa && holdsDevelopmentCa(next.ca) && !this.#allowDevelopmentCa) {
-      throw new ConfigError(
-        `${paths.caFile} now holds the development CA; allowDevelopmentCa is off, so it is refused`,
-      );
-    }
-    const before = this.#checked.summary;
-    const checked = checkTls(next, paths, this.#now(), identityOf(new X509Certificate(was.cert)));
-    const after = checked.summary;
-    for (const [issuer, list] of checked.crls?.byIssuer ?? []) {
-      const inUse = this.#checked.crls?.byIssuer.get(issuer);
-      if (inUse && list.thisUpdateMs < inUse.thisUpdateMs) {
-        throw new ConfigError(
-          `CRL file ${paths.crlFile ?? ""} holds a CRL from ${list.issuer} issued ` +
-            `${new Date(list.thisUpdateMs).toISOString()}, older than the one in use ` +
-            `(${new Date(inUse.thisUpdateMs).toISOString()}); an older list could take back a revocation`,
-        );
+    if (sameMaterial(next, was) && paths === this.#paths) return { changed: false, ...pending };
+    const identity = identityOf(new X509Certificate(was.cert));
+    let material = next;
+    let checked: CheckedTls;
+    let refused: string | undefined;
+    try {
+      checked = this.#check(next, paths, identity);
+    } catch (err) {
+      // Lists and certificates come from different jobs: one that does not pass does not hold
+      // back the other (a certificate file stuck bad would otherwise let the lists expire).
+      const crlChanged = next.crl !== was.crl;
+      const restChanged = next.ca !== was.ca || next.cert !== was.cert || next.key !== was.key;
+      if (!(err instanceof ConfigError) || !crlChanged || !restChanged) throw err;
+      let fallback: { material: TlsMaterial; checked: CheckedTls } | undefined;
+      for (const m of [withCrl(was, next.crl), withCrl(next, was.crl)]) {
+        try {
+          fallback = { material: m, checked: this.#check(m, paths, identity) };
+          break;
+        } catch {
+          // The other part, then.
+        }
       }
+      if (!fallback) throw err;
+      ({ material, checked } = fallback);
+      refused = err.message;
     }
+    const sameCa = material.ca === was.ca;
+    const sameCrl = material.crl === was.crl;
+    const rotated = material.cert !== was.cert || material.key !== was.key;
+    const before = this.#checked.summary;
+    const after = checked.summary;
     const caChange = sameCa
       ? undefined
       : (() => {
-          const [was, now] = [caSubjects(this.#material.ca), caSubjects(next.ca)];
+          const [was, now] = [caSubjects(this.#material.ca), caSubjects(material.ca)];
           return { added: now.filter((c) => !was.includes(c)), removed: was.filter((c) => !now.includes(c)) };
         })();
     this.#paths = paths;
-    this.#material = next;
+    this.#material = material;
     this.#checked = checked;
-    if (same) return { changed: false, ...pending };
+    if (sameCa && sameCrl && !rotated) return { changed: false, ...pending };
     // The server's context takes the CRLs when the CA material is published (rpc serverCredentials).
-    if (!sameCa || !sameCrl) for (const l of this.#caListeners) l({ caCertificate: next.ca });
-    if (rotated) for (const l of this.#identityListeners) l({ certificate: next.cert, privateKey: next.key });
+    if (!sameCa || !sameCrl) for (const l of this.#caListeners) l({ caCertificate: material.ca });
+    if (rotated) {
+      for (const l of this.#identityListeners) l({ certificate: material.cert, privateKey: material.key });
+    }
     if (!sameCa || !sameCrl) for (const l of this.#trustListeners) l();
     return {
       changed: true,
@@ -346,8 +392,55 @@ export class TlsFiles implements experimental.CertificateProvider {
       after,
       ...(caChange && { ca: caChange }),
       ...(!sameCrl && { crl: after.crl ?? null }),
+      ...(refused !== undefined && { refused }),
       ...pending,
     };
+  }
+
+  /** checkTlsMaterial for a reload: a development CA brought in, and lists older than those in use, refused too. */
+  #check(m: TlsMaterial, paths: TlsPaths, identity: string): CheckedTls {
+    if (m.ca !== this.#material.ca && holdsDevelopmentCa(m.ca) && !this.#allowDevelopmentCa) {
+      throw new ConfigError(
+        `${paths.caFile} now holds the development CA; allowDevelopmentCa is off, so it is refused`,
+      );
+    }
+    const checked = checkTls(m, paths, this.#now(), identity);
+    for (const [key, list] of checked.crls?.byIssuer ?? []) {
+      const inUse = this.#checked.crls?.byIssuer.get(key);
+      if (!inUse) continue;
+      // By cRLNumber when both lists carry one, else by issue time.
+      const older =
+        list.number !== undefined && inUse.number !== undefined
+          ? list.number < inUse.number
+          : list.thisUpdateMs < inUse.thisUpdateMs;
+      if (older) {
+        throw new ConfigError(
+          `CRL file ${paths.crlFile ?? ""} holds a CRL from ${list.issuer} issued ` +
+            `${new Date(list.thisUpdateMs).toISOString()}, older than the one in use ` +
+            `(${new Date(inUse.thisUpdateMs).toISOString()}); an older list could take back a revocation`,
+        );
+      }
+    }
+    return checked;
+  }
+
+  /**
+   * A warning while a CRL in use is near its next update (its last quarter, or its last hour):
+   * past it OpenSSL refuses every peer of its CA.
+   */
+  crlWarning(): string | undefined {
+    const now = this.#now();
+    for (const l of this.#checked.crls?.byIssuer.values() ?? []) {
+      if (l.nextUpdateMs === undefined || l.nextUpdateMs <= now) continue;
+      const margin = Math.max(3_600_000, (l.nextUpdateMs - l.thisUpdateMs) / 4);
+      if (l.nextUpdateMs - now <= margin) {
+        return (
+          `the CRL from ${l.issuer} is due again at ${new Date(l.nextUpdateMs).toISOString()}; ` +
+          "publish a newer one before then, or every peer of that CA is refused"
+        );
+      }
+    }
+    return undefined;
   }
 
   /**

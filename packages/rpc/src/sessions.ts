@@ -8,36 +8,56 @@ import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
 import type * as grpc from "@grpc/grpc-js";
 import { listenersOf } from "./server-limits.js";
 
-const tracked = new WeakMap<grpc.Server, Set<ServerHttp2Session>>();
+/** How many certificates of a peer's chain are read (a chain is rarely more than three). */
+const MAX_CHAIN = 8;
+
+interface Tracked {
+  readonly sessions: Set<ServerHttp2Session>;
+  readonly trusted: (chain: readonly X509Certificate[]) => boolean;
+  /** How long after a change of trust new sessions are checked too (their handshakes may predate it). */
+  readonly recheckMs: number;
+  recheckUntil: number;
+}
+
+const tracked = new WeakMap<grpc.Server, Tracked>();
 
 /**
- * Keeps the open HTTP/2 sessions of `server` (call after listen). grpc-js keeps its listening
- * servers in a private map (1.14): a version without it fails here, at start.
+ * Keeps the open HTTP/2 sessions of `server` (call after listen), judged by `trusted` when
+ * endUntrustedSessions runs. A handshake under way when trust changes was checked against what
+ * was trusted before, and its session arrives after the sweep: for `recheckMs` after each
+ * sweep (the handshake timeout and a little more), each new session is judged as it arrives.
+ * grpc-js keeps its listening servers in a private map (1.14): a version without it fails
+ * here, at start.
  */
-export function trackSessions(server: grpc.Server): void {
-  if (tracked.has(server)) return;
+export function trackSessions(
+  server: grpc.Server,
+  trusted: (chain: readonly X509Certificate[]) => boolean,
+  recheckMs: number,
+): void {
+  if (tracked.has(server)) throw new Error("the sessions of this server are tracked already");
   const listeners = listenersOf(server);
   if (listeners.length === 0) {
     throw new Error("cannot reach grpc-js's listening sockets to follow connections (grpc-js changed?)");
   }
-  const sessions = new Set<ServerHttp2Session>();
-  tracked.set(server, sessions);
+  const t: Tracked = { sessions: new Set(), trusted, recheckMs, recheckUntil: 0 };
+  tracked.set(server, t);
   for (const l of listeners) {
     l.on("session", (s: ServerHttp2Session) => {
-      sessions.add(s);
-      s.once("close", () => sessions.delete(s));
+      t.sessions.add(s);
+      s.once("close", () => t.sessions.delete(s));
+      if (Date.now() < t.recheckUntil && !trustedSession(t, s)) s.destroy();
     });
   }
 }
 
-/** The certificates a session's peer presented, leaf first, with the issuers Node found for them. */
+/** The certificates a session's peer presented (at most MAX_CHAIN), leaf first, with the issuers Node found. */
 export function peerChain(session: ServerHttp2Session): X509Certificate[] {
   const socket = session.socket as TLSSocket;
   const chain: X509Certificate[] = [];
   const seen = new Set<string>();
   let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate?.(true) as DetailedPeerCertificate;
   // The chain ends at a certificate that names itself as its issuer.
-  while (c?.raw && !seen.has(c.fingerprint256)) {
+  while (c?.raw && !seen.has(c.fingerprint256) && chain.length < MAX_CHAIN) {
     seen.add(c.fingerprint256);
     chain.push(new X509Certificate(c.raw));
     c = c.issuerCertificate;
@@ -45,26 +65,28 @@ export function peerChain(session: ServerHttp2Session): X509Certificate[] {
   return chain;
 }
 
+/** Whether a session's peer is trusted; a certificate that no longer parses is not. */
+function trustedSession(t: Tracked, s: ServerHttp2Session): boolean {
+  try {
+    return t.trusted(peerChain(s));
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Ends each open session of `server` whose peer `trusted` refuses (given peerChain): it is told
- * to go away (GOAWAY: it may start no new call; those running go on), and closed after `graceMs`
- * whatever is still running. Returns how many sessions it ends.
+ * Ends each open session of `server` whose peer is no longer trusted (trackSessions): it is
+ * told to go away (GOAWAY: it may start no new call; those running go on), and closed after
+ * `graceMs` whatever is still running. Sessions that arrive in the next while are judged as
+ * they come. Returns how many sessions it ends.
  */
-export function endUntrustedSessions(
-  server: grpc.Server,
-  trusted: (chain: readonly X509Certificate[]) => boolean,
-  graceMs: number,
-): number {
+export function endUntrustedSessions(server: grpc.Server, graceMs: number): number {
+  const t = tracked.get(server);
+  if (!t) return 0;
+  t.recheckUntil = Date.now() + t.recheckMs;
   let ended = 0;
-  for (const s of tracked.get(server) ?? []) {
-    if (s.closed || s.destroyed) continue;
-    let keep = false;
-    try {
-      keep = trusted(peerChain(s));
-    } catch {
-      // A certificate that no longer parses is not trusted.
-    }
-    if (keep) continue;
+  for (const s of t.sessions) {
+    if (s.closed || s.destroyed || trustedSession(t, s)) continue;
     ended++;
     s.close();
     const timer = setTimeout(() => s.destroy(), graceMs);

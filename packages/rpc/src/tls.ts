@@ -78,10 +78,10 @@ export interface LiveTls extends grpc.experimental.CertificateProvider {
   /** The material in use now. */
   readonly material: TlsMaterial;
   /**
-   * The revocation lists a server's TLS context takes (Node's `crl`: "X509 CRL" blocks), when
-   * there are any; read at each context the provider publishes.
+   * The revocation lists a server's TLS context takes (Node's `crl`: one "X509 CRL" buffer per
+   * list), when there are any; read at each context the provider publishes.
    */
-  readonly crl?: Buffer;
+  readonly crl?: readonly Buffer[] | undefined;
 }
 
 /** Fixed material, or material that may rotate. */
@@ -118,10 +118,11 @@ export function serverCredentials(
     const update = c.updateSecureContextOptions.bind(c);
     c.updateSecureContextOptions = (o) => {
       const crl = tls.crl;
-      update(o && { ...o, minVersion: "TLSv1.3", ...(crl && { crl }) });
+      update(o && { ...o, minVersion: "TLSv1.3", ...(crl && { crl: [...crl] }) });
     };
   } else if (tls.crl) {
-    options.crl = tls.crl;
+    // Lists are checked before use (host crl.ts), which fixed material never is.
+    throw new Error("a CRL file needs live TLS material (host's TlsFiles), which checks it");
   }
   if (handshakeTimeoutMs !== undefined) options.handshakeTimeout = handshakeTimeoutMs;
   return creds;
