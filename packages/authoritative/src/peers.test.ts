@@ -271,3 +271,45 @@ test("a peer that does not answer costs a round one call, and holds up no other 
   assert.equal(left.filter((r) => /^not asked: DP "us" did not answer/.test(r.lastError ?? "")).length, 2);
   sender.close();
 });
+
+test("a peer that asks us to slow down (PEER_RATE) is waited for as it says, its requests' attempts unspent", async () => {
+  let slow = true;
+  const { server, seen } = await peer(() => {
+    if (slow) {
+      return Promise.reject(
+        new DiscoveryError("resource_exhausted", "too many", {
+          details: { reason: "PEER_RATE", retryAfterMs: 30_000 },
+        }),
+      );
+    }
+    return { removed: 0, contested: 0 } as pb.InvalidateOlderResponse;
+  });
+  const { clock, store, senderVia } = setup([server.address]);
+  // A second request for the same peer in the round.
+  store.addPeerRequest({
+    peerDp: "us",
+    csi: CSI,
+    mspId: "bluebird.example",
+    ssi: "@new",
+    createdAtMs: clock.now,
+    nextAtMs: clock.now,
+  });
+  const sender = senderVia(server);
+  await sender.kick();
+  assert.equal(seen.length, 1, "the round's other request waits without a call");
+  const waiting = queued(store);
+  assert.equal(waiting.length, 2);
+  for (const r of waiting) {
+    assert.equal(r.attempts, 0, "no attempt spent");
+    assert.equal(r.nextAtMs, clock.now + 30_000);
+  }
+  clock.now += 29_999;
+  await sender.kick();
+  assert.equal(seen.length, 1, "not before the time the peer gave");
+  slow = false;
+  clock.now += 1;
+  await sender.kick();
+  assert.equal(seen.length, 3);
+  assert.equal(store.peerRequestCount(), 0);
+  sender.close();
+});

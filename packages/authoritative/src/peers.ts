@@ -12,6 +12,7 @@ import {
   type RegistryView,
 } from "@mimi/core";
 import type { ChannelPool } from "@mimi/rpc";
+import { PEER_RATE } from "./claims/peer-invalidation.js";
 import { mappingOfRow, type PeerRequestRow } from "./store/rows.js";
 import type { MappingStore } from "./store/store.js";
 
@@ -52,14 +53,20 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
   /**
    * Sends one request. `down` holds the peers found unreachable in this round (every endpoint
    * failed to answer): their other requests are put off without a call, so a silent peer costs
-   * a round one call's timeouts, not one per request.
+   * a round one call's timeouts, not one per request. `paused` holds the peers that asked us to
+   * slow down (PEER_RATE), until when: their requests wait until then, their attempts unspent.
    */
-  const sendOne = async (r: PeerRequestRow, down: Map<string, string>) => {
+  const sendOne = async (r: PeerRequestRow, down: Map<string, string>, paused: Map<string, number>) => {
     const row = o.store.mapping(r.csi, r.mspId, r.ssi);
     const dp = o.registry.dp(r.peerDp);
     if (!row || !dp) {
       // The mapping went (its holder removed it) or the peer left the registry: nothing to ask.
       o.store.deletePeerRequest(r.id);
+      return;
+    }
+    const until = paused.get(dp.id);
+    if (until !== undefined) {
+      o.store.reschedulePeerRequest(r.id, r.attempts, until, `DP "${dp.id}" asked to slow down`);
       return;
     }
     let error = down.get(dp.id) ?? `DP "${dp.id}" lists no endpoints`;
@@ -81,6 +88,18 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
         return;
       } catch (err) {
         error = (err as Error).message;
+        // The peer takes so many requests a minute from us: wait as long as it says, for this
+        // request and the rest of this round's, spending no attempt.
+        if (err instanceof DiscoveryError && err.details?.reason === PEER_RATE) {
+          const at = o.clock() + Math.min(Math.max(err.details.retryAfterMs ?? 1_000, 1_000), MAX_BACKOFF_MS);
+          paused.set(dp.id, at);
+          o.store.reschedulePeerRequest(r.id, r.attempts, at, error);
+          log.info(
+            { peer: dp.id, retryAt: new Date(at).toISOString() },
+            "peer DP asked to slow down first-mapping requests",
+          );
+          return;
+        }
         // A replica of the peer answers that only its primary writes: the next endpoint is
         // asked (the primary may be listed after its replicas, or be one since a failover).
         if (err instanceof DiscoveryError && err.details?.reason === "NOT_PRIMARY") {
@@ -122,6 +141,7 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
     try {
       let due: PeerRequestRow[];
       const down = new Map<string, string>();
+      const paused = new Map<string, number>();
       do {
         again = false;
         due = o.store.duePeerRequests(o.clock(), 50);
@@ -138,7 +158,7 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
           [...byPeer.values()].map(async (rows) => {
             for (const r of rows) {
               if (closed) return;
-              await sendOne(r, down);
+              await sendOne(r, down, paused);
             }
           }),
         );

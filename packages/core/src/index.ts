@@ -111,6 +111,7 @@ export {
   INVALID_FIELD,
   INVALID_REQUEST,
   invalidArgument,
+  type WireSize,
 } from "./domain/errors.js";
 export {
   DEFAULT_FEDERATION,

@@ -14,7 +14,7 @@ const MAX_PAIRS = 1_000;
 /** Logs `err` when it refused `identity()` a call of `path`; anything else is left alone. */
 export type RefusalLog = (identity: () => string, path: string, err: unknown) => void;
 
-export function refusalLog(log: Logger, now: () => number = Date.now): RefusalLog {
+export function refusalLog(log: Logger, now: () => number = () => performance.now()): RefusalLog {
   const said = new Map<string, { at: number; more: number }>();
   return (identity, path, err) => {
     if (!(err instanceof DiscoveryError) || err.code !== "permission_denied") return;

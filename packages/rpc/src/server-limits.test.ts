@@ -336,17 +336,24 @@ test("each connection's identity is its own certificate's, read once per connect
   assert.match(failure, /version|protocol/i);
 });
 
-test("an IPv6 source is counted by its /64; IPv4, mapped or not, by its address", () => {
+test("an IPv6 source is counted by its /64; IPv4, mapped, translated or not, by its address", () => {
   assert.equal(addressKey("192.0.2.7"), "192.0.2.7");
   assert.equal(addressKey("::ffff:192.0.2.7"), "192.0.2.7");
   const a = addressKey("2001:db8:1:2:aaaa::1");
-  assert.equal(a, "2001:db8:1:2::/64");
+  assert.equal(a, "2001:db8:1:2:0:0:0:0/64");
   for (const same of ["2001:0db8:0001:0002:ffff:1:2:3", "2001:DB8:1:2::9", "2001:db8:1:2:0:0:0:0%eth0"]) {
     assert.equal(addressKey(same), a, same);
   }
   assert.notEqual(addressKey("2001:db8:1:3::1"), a, "the next /64 is another source");
-  assert.equal(addressKey("::1"), "0:0:0:0::/64");
-  assert.equal(addressKey("2001:db8::"), "2001:db8:0:0::/64");
-  assert.equal(addressKey("64:ff9b::192.0.2.7"), "64:ff9b:0:0::/64");
-  assert.equal(addressKey("fe80::1:2:3:4"), "fe80:0:0:0::/64");
+  assert.equal(addressKey("::1"), "0:0:0:0:0:0:0:0/64");
+  assert.equal(addressKey("2001:db8::"), "2001:db8:0:0:0:0:0:0/64");
+  assert.equal(addressKey("fe80::1:2:3:4"), "fe80:0:0:0:0:0:0:0/64");
+  // NAT64's well-known prefix carries IPv4 clients, each its own source, however it is written.
+  assert.equal(addressKey("64:ff9b::c000:207"), "192.0.2.7");
+  assert.equal(addressKey("64:ff9b::192.0.2.7"), "192.0.2.7");
+  assert.notEqual(addressKey("64:ff9b::c000:208"), addressKey("64:ff9b::c000:207"));
+  // Another prefix length: 128 counts addresses, 48 a site.
+  assert.equal(addressKey("2001:db8:1:2::9", 128), "2001:db8:1:2:0:0:0:9/128");
+  assert.equal(addressKey("2001:db8:1:2::9", 48), "2001:db8:1:0:0:0:0:0/48");
+  assert.equal(addressKey("2001:db8:1:ffff::9", 56), "2001:db8:1:ff00:0:0:0:0/56");
 });

@@ -17,6 +17,8 @@ export interface ConnectionLimits {
    * at each handshake timeout).
    */
   readonly maxConnectionsPerAddress: number;
+  /** How much of an IPv6 source address counts as one source (its prefix, in bits; addressKey). */
+  readonly ipv6PrefixLength: number;
   /**
    * Concurrent streams (calls) on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). Calls
    * past it wait at the client, where one whose deadline passes ends without a word to us; past
@@ -46,6 +48,7 @@ export interface ConnectionLimits {
 export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
   maxConnections: 1_000,
   maxConnectionsPerAddress: 100,
+  ipv6PrefixLength: 64,
   maxStreamsPerConnection: 100,
   maxWatchersPerIdentity: 64,
   maxStreamingCallsPerIdentity: 256,
@@ -69,6 +72,7 @@ export function readConnectionLimits(root: ConfigReader): ConnectionLimits {
   const limits: ConnectionLimits = {
     maxConnections: r.integer("maxConnections", d.maxConnections, 1, 1_000_000),
     maxConnectionsPerAddress: r.integer("maxConnectionsPerAddress", d.maxConnectionsPerAddress, 1, 1_000_000),
+    ipv6PrefixLength: r.integer("ipv6PrefixLength", d.ipv6PrefixLength, 16, 128),
     maxStreamsPerConnection: r.integer("maxStreamsPerConnection", d.maxStreamsPerConnection, 1, 100_000),
     maxWatchersPerIdentity: r.integer("maxWatchersPerIdentity", d.maxWatchersPerIdentity, 1, 100_000),
     maxStreamingCallsPerIdentity: r.integer(
@@ -222,28 +226,47 @@ export function listenersOf(server: grpc.Server): Server[] {
 }
 
 /**
- * The source a connection is counted against: an IPv4 address (also when mapped into IPv6), or
- * an IPv6 address's /64, the smallest block a host is given (RFC 6177), which holds more
- * addresses than any cap could count one by one.
+ * The source a connection is counted against: an IPv4 address (also when mapped into IPv6, or
+ * translated by NAT64's well-known prefix, 64:ff9b::/96, where each IPv4 client is its own), or
+ * an IPv6 address's first `v6PrefixBits` bits: 64 by default, the block a single site's subnet
+ * gets, which holds more addresses than any cap could count one by one; 128 counts addresses.
  */
-export function addressKey(address: string): string {
+export function addressKey(address: string, v6PrefixBits = 64): string {
   const bare = address.replace(/%.*$/, "").toLowerCase();
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(bare);
   if (mapped) return mapped[1] as string;
   if (!bare.includes(":")) return bare;
-  // Hextets of the address with "::" spelt out (an IPv4 tail counts as two, and is not needed).
-  const [head = "", tail] = bare.split("::", 2);
-  const groups = (s: string) => (s === "" ? [] : s.split(":").map((g) => (g.includes(".") ? "0" : g)));
+  const hextets = ipv6Hextets(bare);
+  if (!hextets) return bare;
+  if (hextets[0] === 0x64 && hextets[1] === 0xff9b && hextets.slice(2, 6).every((h) => h === 0)) {
+    const [hi = 0, lo = 0] = hextets.slice(6);
+    return [hi >> 8, hi & 0xff, lo >> 8, lo & 0xff].join(".");
+  }
+  const kept = hextets.map((h, i) => {
+    const bits = Math.min(16, Math.max(0, v6PrefixBits - 16 * i));
+    return bits === 0 ? 0 : h & (0xffff << (16 - bits)) & 0xffff;
+  });
+  return `${kept.map((h) => h.toString(16)).join(":")}/${v6PrefixBits}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address in text, or undefined when it is not one. */
+function ipv6Hextets(text: string): number[] | undefined {
+  const [head = "", tail, more] = text.split("::");
+  if (more !== undefined) return undefined;
+  const groups = (s: string): number[] =>
+    s === ""
+      ? []
+      : s.split(":").flatMap((g) => {
+          const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(g);
+          if (!v4) return [Number.parseInt(g, 16)];
+          const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+          return [(a << 8) | b, (c << 8) | d];
+        });
   const front = groups(head);
   const back = tail === undefined ? [] : groups(tail);
-  const hextets =
-    tail === undefined
-      ? front
-      : [...front, ...Array(Math.max(0, 8 - front.length - back.length)).fill("0"), ...back];
-  return `${hextets
-    .slice(0, 4)
-    .map((h) => (Number.parseInt(h, 16) || 0).toString(16))
-    .join(":")}::/64`;
+  const fill = 8 - front.length - back.length;
+  const all = tail === undefined ? front : [...front, ...Array<number>(Math.max(0, fill)).fill(0), ...back];
+  return all.length === 8 && all.every((h) => Number.isInteger(h) && h >= 0 && h <= 0xffff) ? all : undefined;
 }
 
 /**
@@ -254,7 +277,8 @@ export function addressKey(address: string): string {
  */
 export function capConnections(
   server: grpc.Server,
-  caps: Pick<ConnectionLimits, "maxConnections" | "maxConnectionsPerAddress">,
+  caps: Pick<ConnectionLimits, "maxConnections" | "maxConnectionsPerAddress"> &
+    Partial<Pick<ConnectionLimits, "ipv6PrefixLength">>,
 ): void {
   const listeners = listenersOf(server);
   if (listeners.length === 0) {
@@ -268,7 +292,7 @@ export function capConnections(
     let total = 0;
     const open = new Map<string, number>();
     l.on("connection", (socket: Socket) => {
-      const address = addressKey(socket.remoteAddress ?? "");
+      const address = addressKey(socket.remoteAddress ?? "", caps.ipv6PrefixLength);
       const n = (open.get(address) ?? 0) + 1;
       if (total >= caps.maxConnections || n > caps.maxConnectionsPerAddress) {
         socket.destroy();

@@ -8,7 +8,7 @@ import {
   invalidArgument,
   STATUS_DETAILS_KEY,
 } from "@mimi/core";
-import { MAX_STATUS_MESSAGE, MAX_STATUS_WIRE, sendable, toWireStatus } from "./status.js";
+import { MAX_STATUS_MESSAGE, MAX_STATUS_WIRE, MAX_TRAILER_VALUES, sendable, toWireStatus } from "./status.js";
 
 test("a message echoing a large field is cut short, never inside a surrogate pair", () => {
   const log = createLogger({ name: "test", level: "silent" });
@@ -54,4 +54,42 @@ test("a message of non-ASCII text is cut by its size on the wire: the trailers s
   assert.ok(emoji.endsWith("😀..."));
   // Plain ASCII keeps its 2,000 characters.
   assert.equal(sendable("a".repeat(5_000)).length, MAX_STATUS_MESSAGE + 3);
+});
+
+/** What a status's message and details take in the trailers: percent-encoded and base64. */
+function trailerValues(s: ReturnType<typeof toWireStatus>): number {
+  const raw = s.metadata.get(STATUS_DETAILS_KEY)[0] as Buffer | undefined;
+  return encodeURI(s.details).length + (raw ? raw.toString("base64").length : 0);
+}
+
+test("the trailers stay within their budget for the worst mixes: encoded ASCII, many details", () => {
+  const log = createLogger({ name: "test", level: "silent" });
+  // Mostly plain ASCII with a space in ten: the message is cut by its encoded size.
+  const spaced = invalidArgument(`csi "${"aaaaaaaaa ".repeat(6_000)}" is not a number`, "csi");
+  const a = toWireStatus(spaced, log, "Resolve");
+  assert.ok(encodeURI(a.details).length <= MAX_STATUS_WIRE);
+  assert.ok(a.details.length < MAX_STATUS_MESSAGE, "cut below 2,000 characters");
+  assert.ok(trailerValues(a) <= MAX_TRAILER_VALUES, `${trailerValues(a)}`);
+  // Many long details: the reason, the retry time and the first field are what is kept.
+  const many = new DiscoveryError("invalid_argument", "界".repeat(5_000), {
+    details: {
+      reason: "MANY",
+      retryAfterMs: 1_500,
+      fields: Array.from({ length: 10 }, (_, i) => ({ field: `f${i}`, description: "界".repeat(2_000) })),
+      metadata: { note: "界".repeat(2_000) },
+    },
+  });
+  const b = toWireStatus(many, log, "Resolve");
+  assert.ok(trailerValues(b) <= MAX_TRAILER_VALUES, `${trailerValues(b)}`);
+  const d = decodeStatusDetails(b.metadata.get(STATUS_DETAILS_KEY)[0] as Buffer);
+  assert.equal(d?.reason, "MANY");
+  assert.equal(d?.retryAfterMs, 1_500);
+  assert.deepEqual(
+    d?.fields?.map((f) => f.field),
+    ["f0"],
+  );
+  // Lone surrogates are sent as U+FFFD, never thrown on.
+  const lone = sendable("\uD800".repeat(3_000));
+  assert.ok(encodeURI(lone).length <= MAX_STATUS_WIRE);
+  assert.ok(lone.startsWith("\uFFFD") && lone.endsWith("..."));
 });

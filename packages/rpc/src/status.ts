@@ -52,10 +52,28 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
   const metadata = new Metadata();
   const s = peerStatus(err, log, method);
   if (s.errorDetails) {
-    metadata.set(STATUS_DETAILS_KEY, Buffer.from(encodeStatusDetails(s.code, s.details, s.errorDetails)));
+    let bytes = encodeStatusDetails(s.code, s.details, s.errorDetails);
+    // Each text is cut; should many of them together still outgrow the trailers' budget, the
+    // details keep what a client acts on (the reason and when to retry) and drop the rest.
+    if (Math.ceil(bytes.length / 3) * 4 + encodeURI(s.details).length > MAX_TRAILER_VALUES) {
+      const { reason, retryAfterMs, fields } = s.errorDetails;
+      bytes = encodeStatusDetails(s.code, s.details, {
+        ...(reason !== undefined && { reason }),
+        ...(retryAfterMs !== undefined && { retryAfterMs }),
+        ...(fields?.[0] && { fields: [fields[0]] }),
+      });
+    }
+    metadata.set(STATUS_DETAILS_KEY, Buffer.from(bytes));
   }
   return { code: s.code, details: s.details, metadata };
 }
+
+/**
+ * The most the status message (percent-encoded) and the rich details (base64) may take
+ * together: under gRPC C-core's 8 KiB soft limit on metadata, with room for the names, the
+ * per-entry overhead HPACK counts and a trailers-only reply's other headers.
+ */
+export const MAX_TRAILER_VALUES = 7_000;
 
 /**
  * `text` with each lone UTF-16 surrogate replaced by U+FFFD, as a UTF-8 encoder writes it. A
@@ -67,7 +85,7 @@ export function toWireStatus(err: unknown, log: Logger, method: string): WireSta
  * would outgrow the peer's header limit, which resets the stream instead of telling the status.
  */
 export function sendable(text: string): string {
-  return clippedWithin(text, MAX_STATUS_MESSAGE, MAX_STATUS_WIRE, (s) => encodeURI(s).length);
+  return clippedWithin(text, MAX_STATUS_MESSAGE, MAX_STATUS_WIRE, "percent-encoded");
 }
 
 /** The longest status message sent, in UTF-16 units. */

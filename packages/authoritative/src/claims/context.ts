@@ -25,7 +25,7 @@ export interface ClaimsContext {
   readonly policy: ClaimPolicy;
   readonly registry: RegistryView;
   readonly log: Logger;
-  /** First-mapping requests (R18) taken from each peer identity (peer-invalidation.ts). */
+  /** First-mapping requests (R18) taken from each registry DP (peer-invalidation.ts). */
   readonly peerRequests: KeyedRateLimiter;
   /** Parses a CSI (or takes one parsed) and checks this DP serves it (throws not_authoritative otherwise). */
   requireDelegated(csi: string | Csi): Csi;
@@ -55,14 +55,14 @@ export interface ContextOptions {
 }
 
 /**
- * First-mapping requests a peer identity may send: a minute's worth at once, then one every
- * 100 ms. A peer asks once for each first holder-proven mapping stored for a CSI (a claim, which
- * its own code budgets bound), one request at a time (peers.ts), so this is far above what a
- * peer sends; each request costs up to three signature checks and a write transaction here, and
- * any certificate with the dp role may call, registered or not.
+ * First-mapping requests a registry DP may send: a minute's worth at once, then one every 100
+ * ms. A peer asks once for each first holder-proven mapping stored for a CSI (a claim, which its
+ * own code budgets bound), one request at a time (peers.ts), so this is far above what a peer
+ * sends; each request costs up to three signature checks and a write transaction here. Callers
+ * that are no registry DP are refused first, at the cost of a look through the registry.
  */
 export const PEER_REQUESTS = { limit: 600, windowMs: 60_000 } as const;
-/** Peer identities whose spending is remembered (a registry of DPs, and certificates that are not). */
+/** Peer DPs whose spending is remembered (more than a registry holds). */
 const MAX_PEER_IDENTITIES = 1_000;
 
 /** Creates the context. */

@@ -27,17 +27,6 @@ export function invalidateOlder(
   m: Mapping,
 ): InvalidateOlderResult {
   const { store, registry } = ctx;
-  // First, before anything it asks costs: each identity's share.
-  const refusal = ctx.peerRequests.take(callerIdentity, ctx.clock());
-  if (refusal) {
-    throw new DiscoveryError(
-      "resource_exhausted",
-      `identity "${callerIdentity}" sent more than ${PEER_REQUESTS.limit} first-mapping requests a minute; ` +
-        `try again in ${Math.ceil(refusal.retryAfterMs / 1000)} s`,
-      { details: { retryAfterMs: refusal.retryAfterMs, reason: PEER_RATE } },
-    );
-  }
-  const csi = parseRequestCsi(csiText);
   const caller = registry.allDps().find((d) => d.tlsIdentity === callerIdentity);
   if (!caller || caller.id === ctx.dpId) {
     throw new DiscoveryError(
@@ -45,6 +34,17 @@ export function invalidateOlder(
       `identity "${callerIdentity}" is not another DP of the root registry`,
     );
   }
+  // Then, before anything it asks costs: each registry DP's share (only they are remembered).
+  const refusal = ctx.peerRequests.take(caller.id, ctx.clock());
+  if (refusal) {
+    throw new DiscoveryError(
+      "resource_exhausted",
+      `DP "${caller.id}" sent more than ${PEER_REQUESTS.limit} first-mapping requests a minute; ` +
+        `try again in ${Math.ceil(refusal.retryAfterMs / 1000)} s`,
+      { details: { retryAfterMs: refusal.retryAfterMs, reason: PEER_RATE } },
+    );
+  }
+  const csi = parseRequestCsi(csiText);
   const d = registry.find(csi.key);
   if (d?.dpId !== caller.id) {
     throw new DiscoveryError(

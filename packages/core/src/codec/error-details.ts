@@ -59,7 +59,7 @@ export function encodeStatusDetails(code: number, message: string, d: ErrorDetai
   };
   // Texts may echo a caller's input (a field's description repeats the message): each is cut,
   // so the trailer stays within every peer's header limit, as the message is (rpc's sendable).
-  const text = (t: string) => clippedWithin(t, MAX_DETAIL_TEXT, MAX_DETAIL_TEXT + 3, Buffer.byteLength);
+  const text = (t: string) => clippedWithin(t, MAX_DETAIL_TEXT, MAX_DETAIL_TEXT + 3, "utf8");
   const pair = (first: string, second: string) => {
     if (first) w.uint32(PAIR_FIRST).string(text(first));
     if (second) w.uint32(PAIR_SECOND).string(text(second));

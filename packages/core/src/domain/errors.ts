@@ -104,27 +104,40 @@ export function clipped(text: string, max: number): string {
   return `${text.slice(0, end)}...`;
 }
 
+/** How a text is measured on the wire, a code point at a time. */
+export type WireSize = "utf8" | "percent-encoded";
+
+/** Characters encodeURI leaves as they are (grpc-js percent-encodes status messages with it). */
+const URI_PLAIN = /[A-Za-z0-9;,/?:@&=+$\-_.!~*'()#]/;
+
+/** The size of one code point on the wire. */
+function codePointSize(cp: number, ch: string, how: WireSize): number {
+  const bytes = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  if (how === "utf8") return bytes;
+  return bytes === 1 && URI_PLAIN.test(ch) ? 1 : 3 * bytes;
+}
+
 /**
  * `text` cut as `clipped` cuts it, to at most `maxUnits` UTF-16 units and then to as few more as
- * keep `size(text)` (its size on the wire: UTF-8 bytes, percent-encoded characters) within
- * `maxSize`; lone surrogates become U+FFFD. A message of non-ASCII characters takes three or
- * more bytes a character on the wire, and a peer's header limit counts bytes.
+ * keep its size on the wire (`how`: UTF-8 bytes, or characters once percent-encoded as grpc-js
+ * sends a status message) within `maxSize`, "..." included; lone surrogates become U+FFFD. A
+ * message of non-ASCII characters takes three or more bytes a character on the wire, and a
+ * peer's header limit counts bytes. One pass over the text.
  */
-export function clippedWithin(
-  text: string,
-  maxUnits: number,
-  maxSize: number,
-  size: (s: string) => number,
-): string {
+export function clippedWithin(text: string, maxUnits: number, maxSize: number, how: WireSize): string {
   const t = clipped(text, maxUnits).toWellFormed();
-  if (size(t) <= maxSize) return t;
-  let [lo, hi] = [0, t.length - 1];
-  while (lo < hi) {
-    const mid = Math.ceil((lo + hi) / 2);
-    if (size(clipped(t, mid).toWellFormed()) <= maxSize) lo = mid;
-    else hi = mid - 1;
+  let size = 0;
+  // Where the text may be cut with "..." still within maxSize.
+  let cut = 0;
+  for (let i = 0; i < t.length; ) {
+    const cp = t.codePointAt(i) as number;
+    const width = cp > 0xffff ? 2 : 1;
+    size += codePointSize(cp, t.slice(i, i + width), how);
+    i += width;
+    if (size + 3 <= maxSize) cut = i;
   }
-  return clipped(t, lo).toWellFormed();
+  if (size <= maxSize) return t;
+  return `${t.slice(0, cut)}...`;
 }
 
 /** ErrorInfo's reason of an INVALID_ARGUMENT that names its field, when nothing more specific says why. */
