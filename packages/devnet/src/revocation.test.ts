@@ -5,7 +5,7 @@
 import "reflect-metadata";
 import assert from "node:assert/strict";
 import { type KeyObject, webcrypto, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -126,6 +126,15 @@ test("a CRL file that would refuse every peer, or that no CA of the CA file sign
     () => writeDevCrl(dir, crlFile, { extensions: [unknown] }),
     /critical extension OpenSSL does not take/,
   );
+  // OpenSSL handles no critical cRLNumber either.
+  const criticalNumber = new x509.Extension("2.5.29.20", true, Uint8Array.from([2, 1, 9]));
+  await refused(
+    () => writeDevCrl(dir, crlFile, { extensions: [criticalNumber] }),
+    /critical extension OpenSSL does not take \(2\.5\.29\.20\)/,
+  );
+  // A list whose authority key identifier names another key is not the CA's, to OpenSSL.
+  const otherKeyId = new x509.AuthorityKeyIdentifierExtension("0102030405060708090a0b0c0d0e0f1011121314");
+  await refused(() => writeDevCrl(dir, crlFile, { extensions: [otherKeyId] }), unsigned);
   await refused(
     () => writeFileSync(crlFile, "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"),
     /does not parse/,
@@ -352,9 +361,10 @@ test("new lists are used though a certificate beside them is refused; cRLNumber 
     nextUpdate: new Date(t0 + 7 * HOUR),
   });
   assert.equal(files.reload().changed, true);
-  now = t0 + 4 * HOUR;
-  assert.equal(files.crlWarning(), undefined);
-  now = t0 + 6 * HOUR + 1;
+  now = t0 + 4.9 * HOUR;
+  assert.equal(files.crlWarning(), undefined, "2.1 hours left of eight: not yet");
+  // An hour and a half left of eight: in the last quarter, though more than an hour is left.
+  now = t0 + 5.5 * HOUR;
   assert.match(files.crlWarning() ?? "", /is due again at .*; publish a newer one before then/);
 });
 
@@ -388,3 +398,74 @@ test("after a change of trust, a connection whose handshake began before it is j
   trusted = true;
   assert.equal(await askOnce(port, good), "hi");
 });
+
+test("a peer under an intermediate is judged link by link: the root's list revokes the intermediate", async () => {
+  await ensureDevPki(dir, ["server"]);
+  // An intermediate CA the development CA issued, in a folder of its own, with a leaf it issued.
+  const inter = join(dir, "inter");
+  mkdirSync(inter, { recursive: true });
+  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+  const rootCert = new x509.X509Certificate(readFileSync(join(dir, "ca.pem")));
+  const rootKey = await importCaKey(readFileSync(join(dir, "ca-key.pem"), "utf8"));
+  const interKeys = await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"]);
+  const interCert = await x509.X509CertificateGenerator.create({
+    serialNumber: "2a01",
+    subject: "CN=MIMI Intermediate CA",
+    issuer: rootCert.subject,
+    notBefore: new Date(Date.now() - HOUR),
+    notAfter: new Date(Date.now() + 48 * HOUR),
+    publicKey: interKeys.publicKey,
+    signingKey: rootKey,
+    signingAlgorithm: alg,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    ],
+  });
+  writeFileSync(join(inter, "ca.pem"), `${interCert.toString("pem")}\n`);
+  writeFileSync(join(dir, "inter-ca.pem"), `${interCert.toString("pem")}\n`);
+  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", interKeys.privateKey)).toString(
+    "base64",
+  );
+  writeFileSync(
+    join(inter, "ca-key.pem"),
+    `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`,
+  );
+  const leafKeys = await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"]);
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: "2a02",
+    subject: "CN=under-inter",
+    issuer: interCert.subject,
+    notBefore: new Date(Date.now() - HOUR),
+    notAfter: new Date(Date.now() + 24 * HOUR),
+    publicKey: leafKeys.publicKey,
+    signingKey: interKeys.privateKey,
+    signingAlgorithm: alg,
+  });
+  const chain = [leaf, interCert, rootCert].map((c) => new X509Certificate(Buffer.from(c.rawData)));
+  const caFile = join(dir, "root-and-inter.pem");
+  writeFileSync(
+    caFile,
+    Buffer.concat([readFileSync(join(dir, "ca.pem")), readFileSync(join(inter, "ca.pem"))]),
+  );
+  const lists = join(dir, "root-and-inter-crl.pem");
+  const withLists = async (revokeInter: boolean) => {
+    writeFileSync(
+      lists,
+      Buffer.concat([await crlOf(dir, revokeInter ? { revoke: ["inter-ca"] } : {}), await crlOf(inter)]),
+    );
+    return new TlsFiles({ ...devTlsPaths(dir, "server"), caFile, crlFile: lists });
+  };
+  assert.equal((await withLists(false)).trustsPeer(chain), true);
+  assert.equal((await withLists(true)).trustsPeer(chain), false, "the root's list revokes the intermediate");
+  // With lists, an intermediate the peer brought (not in the CA file) has none: OpenSSL refuses.
+  writeFileSync(lists, await crlOf(dir));
+  const rootOnly = new TlsFiles({ ...devTlsPaths(dir, "server"), crlFile: lists });
+  assert.equal(rootOnly.trustsPeer(chain), false);
+  assert.equal(new TlsFiles(devTlsPaths(dir, "server")).trustsPeer(chain), true, "without lists it chains");
+});
+
+async function importCaKey(pem: string) {
+  const der = Buffer.from(pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
+  return webcrypto.subtle.importKey("pkcs8", der, { name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
+}

@@ -3,12 +3,15 @@
 // certificate of a peer's chain needs a current list from its issuer, or the handshake fails).
 // So that one bad list cannot make a server refuse every peer, the lists are checked here before
 // they are used, as the certificates are (tls-files.ts): each parses, is signed by a CA of the
-// CA file under that CA's name, is current, and every CA of the file has one. The lists also
+// CA file under that CA's name (lists of other CAs are left out), is a plain full list, is
+// current, and every CA of the file has one. The lists also
 // tell which open connections a new list revokes (peerTrusted), since a handshake is checked
 // once and a connection can stay open for days.
 import { createHash, verify as verifySignature, type X509Certificate } from "node:crypto";
+import { ConfigError } from "@mimi/core";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import {
+  AuthorityKeyIdentifier,
   Certificate,
   CertificateList,
   id_ce_authorityKeyIdentifier,
@@ -16,7 +19,9 @@ import {
   id_ce_deltaCRLIndicator,
   id_ce_issuingDistributionPoint,
   id_ce_keyUsage,
+  id_ce_subjectKeyIdentifier,
   KeyUsage,
+  SubjectKeyIdentifier,
 } from "@peculiar/asn1-x509";
 
 /** One CA's list, as checked. */
@@ -39,8 +44,10 @@ export interface CrlSet {
    * list from each buffer it is given, and would silently drop the rest of a bundle).
    */
   readonly pem: readonly Buffer[];
-  /** Each list by its CA's key (keyOf). */
+  /** Each list by its CA's key and name (issuerKey). */
   readonly byIssuer: ReadonlyMap<string, IssuedCrl>;
+  /** How many lists are in use. */
+  readonly lists: number;
   /** The earliest time a list is due again (ms), if any list says. */
   readonly nextUpdateMs: number | undefined;
   /** Lists in the file that no CA of the CA file signed: not used (a CA still to come, or a stray). */
@@ -58,9 +65,6 @@ const SIGNATURE_HASHES: Readonly<Record<string, string | null>> = {
   "1.3.101.112": null, // Ed25519
   "1.3.101.113": null, // Ed448
 };
-
-/** List extensions OpenSSL takes as a plain full list: its number and the issuer's key id. */
-const PLAIN_LIST_EXTENSIONS = new Set([id_ce_cRLNumber, id_ce_authorityKeyIdentifier]);
 
 /** The longest chain a peer's trust is followed through (peerTrusted). */
 const MAX_CHAIN = 8;
@@ -95,9 +99,59 @@ function crlBlocks(text: string, fail: (why: string) => never): string[] {
   }
 }
 
+/** A CA of the CA file as a list's signer: what OpenSSL matches a list to it by. */
+interface Signer {
+  readonly c: X509Certificate;
+  /** Where its list is kept (issuerKey). */
+  readonly key: string;
+  /** Its subject, DER-encoded: OpenSSL finds a CA's list by name. */
+  readonly name: Buffer;
+  /** Its subject key identifier and serial, which a list's authority key identifier must match. */
+  readonly ski: Buffer | undefined;
+  readonly serial: string;
+  /** Whether its key usage allows signing lists (cRLSign; no key usage allows all). */
+  readonly mayList: boolean;
+}
+
+function signerOf(c: X509Certificate): Signer {
+  const parsed = AsnConvert.parse(c.raw, Certificate).tbsCertificate;
+  const ext = (id: string) => parsed.extensions?.find((e) => e.extnID === id);
+  const usage = ext(id_ce_keyUsage);
+  const ski = ext(id_ce_subjectKeyIdentifier);
+  return {
+    c,
+    key: issuerKey(c),
+    name: Buffer.from(AsnConvert.serialize(parsed.subject)),
+    ski: ski && Buffer.from(AsnConvert.parse(ski.extnValue, SubjectKeyIdentifier).buffer),
+    serial: serialKey(c.serialNumber),
+    mayList: !usage || AsnConvert.parse(usage.extnValue, KeyUsage).toJSON().includes("crlSign"),
+  };
+}
+
+/**
+ * Where a CA's list is kept and found: its key and its name, both, since OpenSSL finds a list by
+ * the issuer's name and checks it with the issuer's key.
+ */
+export function issuerKey(c: X509Certificate): string {
+  return `${keyOf(c)}\n${c.subject}`;
+}
+
+/** Whether a list's authority key identifier (if any) names `s`, as OpenSSL requires. */
+function akidNames(list: CertificateList, s: Signer): boolean {
+  const akid = list.tbsCertList.crlExtensions?.find((e) => e.extnID === id_ce_authorityKeyIdentifier);
+  if (!akid) return true;
+  const a = AsnConvert.parse(akid.extnValue, AuthorityKeyIdentifier);
+  if (a.keyIdentifier && s.ski && !Buffer.from(a.keyIdentifier.buffer).equals(s.ski)) return false;
+  if (a.authorityCertSerialNumber) {
+    return serialKey(Buffer.from(a.authorityCertSerialNumber).toString("hex")) === s.serial;
+  }
+  return true;
+}
+
 /**
  * Reads and checks the lists in `pem` against the CAs of `cas` at `nowMs`; `fail` throws with
- * the reason (a sentence that follows the CRL file's name).
+ * the reason (a sentence that follows the CRL file's name). Lists no CA of the file signed are
+ * left out (counted in `skipped`).
  */
 export function readCrls(
   pem: Buffer,
@@ -105,20 +159,27 @@ export function readCrls(
   nowMs: number,
   fail: (why: string) => never,
 ): CrlSet {
+  try {
+    return readChecked(pem, cas, nowMs, fail);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // What the parser or a certificate throws, said as the file's problem.
+    return fail(`could not be read: ${(err as Error).message}`);
+  }
+}
+
+function readChecked(
+  pem: Buffer,
+  cas: readonly X509Certificate[],
+  nowMs: number,
+  fail: (why: string) => never,
+): CrlSet {
   const blocks = crlBlocks(pem.toString("utf8"), fail);
   if (blocks.length === 0) fail("holds no CRL (PEM blocks BEGIN X509 CRL)");
-  const signers = cas.map((c) => {
-    const parsed = AsnConvert.parse(c.raw, Certificate).tbsCertificate;
-    const usage = parsed.extensions?.find((e) => e.extnID === id_ce_keyUsage);
-    return {
-      c,
-      key: keyOf(c),
-      name: Buffer.from(AsnConvert.serialize(parsed.subject)),
-      // A CA whose key usage leaves out cRLSign: OpenSSL refuses the lists it signs.
-      mayList: !usage || AsnConvert.parse(usage.extnValue, KeyUsage).toJSON().includes("crlSign"),
-    };
-  });
+  const signers = cas.map(signerOf);
   const byIssuer = new Map<string, IssuedCrl>();
+  /** The CAs (by fingerprint) a list covers. */
+  const covered = new Set<string>();
   const pems: Buffer[] = [];
   let nextUpdateMs: number | undefined;
   let skipped = 0;
@@ -136,13 +197,22 @@ export function readCrls(
       fail(`has a ${at} that does not parse: ${(err as Error).message}`);
     }
     const tbs = list.tbsCertList;
+    // A list of a CA not in the file (one still to come, or a stray) is left out, whatever it is.
+    const named = signers.filter((s) => issuerName.equals(s.name));
+    if (named.length === 0) {
+      skipped++;
+      return;
+    }
     const oid = list.signatureAlgorithm.algorithm;
     const hash = SIGNATURE_HASHES[oid];
     if (hash === undefined || tbs.signature.algorithm !== oid) {
       fail(`has a ${at} signed with an algorithm this server does not check (${oid})`);
     }
     const signature = Buffer.from(list.signature);
-    const signer = signers.find((s) => issuerName.equals(s.name) && verifies(hash, signed, s.c, signature));
+    // Every CA of the file of this name and key: a CA certificate issued again for the same key
+    // is covered by the same list.
+    const mine = named.filter((s) => akidNames(list, s) && verifies(hash, signed, s.c, signature));
+    const signer = mine[0];
     if (!signer) {
       skipped++;
       return;
@@ -153,7 +223,8 @@ export function readCrls(
       if (e.extnID === id_ce_deltaCRLIndicator || e.extnID === id_ce_issuingDistributionPoint) {
         fail(`has a CRL from ${issuer} that is a delta or partial list (${e.extnID}); give full lists`);
       }
-      if (e.critical && !PLAIN_LIST_EXTENSIONS.has(e.extnID)) {
+      // OpenSSL handles only the authority key identifier among critical list extensions.
+      if (e.critical && e.extnID !== id_ce_authorityKeyIdentifier) {
         fail(`has a CRL from ${issuer} with a critical extension OpenSSL does not take (${e.extnID})`);
       }
     }
@@ -164,7 +235,8 @@ export function readCrls(
         );
       }
     }
-    if (byIssuer.has(signer.key)) fail(`has two CRLs from ${issuer}; keep only the newest`);
+    if (mine.some((s) => covered.has(s.c.fingerprint256)))
+      fail(`has two CRLs from ${issuer}; keep only the newest`);
     const thisUpdateMs = tbs.thisUpdate.getTime().getTime();
     const next = tbs.nextUpdate?.getTime().getTime();
     if (thisUpdateMs > nowMs) {
@@ -179,18 +251,24 @@ export function readCrls(
     const revoked = new Set(
       (tbs.revokedCertificates ?? []).map((r) => serialKey(Buffer.from(r.userCertificate).toString("hex"))),
     );
-    byIssuer.set(signer.key, {
+    const issued: IssuedCrl = {
       issuer,
       thisUpdateMs,
       nextUpdateMs: next,
       number: numbered && integerOf(Buffer.from(numbered.extnValue.buffer)),
       revoked,
-    });
+    };
+    for (const s of mine) {
+      covered.add(s.c.fingerprint256);
+      byIssuer.set(s.key, issued);
+    }
     if (next !== undefined) nextUpdateMs = Math.min(nextUpdateMs ?? next, next);
     const lines = der.toString("base64").match(/.{1,64}/g) ?? [];
     pems.push(Buffer.from(`-----BEGIN X509 CRL-----\n${lines.join("\n")}\n-----END X509 CRL-----\n`));
   });
-  const without = signers.filter((s) => !byIssuer.has(s.key)).map((s) => s.c.subject.replace(/\n/g, ", "));
+  const without = signers
+    .filter((s) => !covered.has(s.c.fingerprint256))
+    .map((s) => s.c.subject.replace(/\n/g, ", "));
   if (without.length > 0) {
     fail(
       `has no CRL from ${without.join("; ")}: with a CRL file, every CA of the CA file needs a current one, ` +
@@ -200,12 +278,12 @@ export function readCrls(
           : ""),
     );
   }
-  return { pem: pems, byIssuer, nextUpdateMs, skipped };
+  return { pem: pems, byIssuer, nextUpdateMs, lists: pems.length, skipped };
 }
 
 /** The value of a DER INTEGER (a cRLNumber), or undefined when it is not one. */
 function integerOf(der: Buffer): bigint | undefined {
-  if (der[0] !== 0x02) return undefined;
+  if (der[0] !== 0x02 || der.length < 2) return undefined;
   const h = header(der, 0);
   const bytes = der.subarray(h.content, h.content + h.length);
   return bytes.length === 0 ? undefined : BigInt(`0x${bytes.toString("hex")}`);
@@ -240,31 +318,35 @@ function header(der: Buffer, at: number): { content: number; length: number } {
 }
 
 /**
- * Whether a peer that presented `chain` (leaf first, as getPeerCertificate(true) gives it) is
- * still trusted by `cas` and `crls`: a path of signatures from the leaf, through what the peer
- * presented, reaches a CA of the bundle, and no certificate on it is revoked by its issuer's
- * list. Only signatures are followed: Node links a presented chain by names alone, and a peer
- * may add certificates that merely name a trusted CA.
+ * Whether a peer that presented `chain` (leaf first, as Node links it: getPeerCertificate(true))
+ * is still trusted by `cas` and `crls`, as OpenSSL would judge a new handshake: a path of
+ * signatures from the leaf, each issuer taken from the CA file first and else from the chain,
+ * ends at a self-signed CA of the file, and with lists, every issuer on it has one (a CA of the
+ * file has; an intermediate the peer brought has none, which OpenSSL refuses) that does not
+ * list the certificate it issued. Only signatures are followed: Node links a chain by names,
+ * and a peer may add a certificate that merely names a trusted CA.
  */
 export function peerTrusted(
   chain: readonly X509Certificate[],
   cas: readonly X509Certificate[],
   crls: CrlSet | undefined,
 ): boolean {
-  const issued = (c: X509Certificate, by: X509Certificate) =>
-    by.fingerprint256 !== c.fingerprint256 && c.checkIssued(by) && c.verify(by.publicKey);
-  const revokedBy = (issuer: X509Certificate, c: X509Certificate) =>
-    crls?.byIssuer.get(keyOf(issuer))?.revoked.has(serialKey(c.serialNumber)) === true;
+  const issued = (c: X509Certificate, by: X509Certificate) => c.checkIssued(by) && c.verify(by.publicKey);
+  const inFile = (c: X509Certificate) => cas.some((ca) => ca.fingerprint256 === c.fingerprint256);
   const presented = chain.slice(1, MAX_CHAIN);
   let cert = chain[0];
   for (let depth = 0; cert && depth < MAX_CHAIN; depth++) {
     const c: X509Certificate = cert;
-    if (cas.some((ca) => ca.fingerprint256 === c.fingerprint256)) return true;
-    const anchor = cas.find((ca) => issued(c, ca));
-    if (anchor) return !revokedBy(anchor, c);
-    const next = presented.find((x) => issued(c, x));
-    if (!next || revokedBy(next, c)) return false;
-    cert = next;
+    if (issued(c, c)) return inFile(c);
+    const issuer =
+      cas.find((ca) => ca.fingerprint256 !== c.fingerprint256 && issued(c, ca)) ??
+      presented.find((x) => x.fingerprint256 !== c.fingerprint256 && issued(c, x));
+    if (!issuer) return false;
+    if (crls) {
+      const list = crls.byIssuer.get(issuerKey(issuer));
+      if (!list || list.revoked.has(serialKey(c.serialNumber))) return false;
+    }
+    cert = issuer;
   }
   return false;
 }

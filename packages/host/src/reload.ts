@@ -8,7 +8,7 @@
 import { setLogLevel } from "@mimi/core";
 import type { TlsPaths } from "@mimi/rpc";
 import type { Logger } from "pino";
-import { logTlsReload, type TlsFiles } from "./tls-files.js";
+import type { TlsFiles, TlsReload } from "./tls-files.js";
 
 /** Keys of the parsed config that every server applies on reload. */
 const RELOADED_BY_EVERY_SERVER = ["logLevel", "tls", "lameDuckMs"] as const;
@@ -132,4 +132,16 @@ export function reloadAdmins(admins: Set<string>, next: readonly string[], log: 
   admins.clear();
   for (const a of next) admins.add(a);
   log.info({ added, removed }, "admins reloaded");
+}
+
+/** Logs what a reload of the TLS files changed (SIGHUP and the file watch alike). */
+export function logTlsReload(log: Logger, r: TlsReload, caFile: string): void {
+  if (!r.changed) return;
+  if (r.rotated) log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
+  // Whom the server trusts changed: said louder, with what came and went.
+  if (r.ca) log.warn({ caFile, ...r.ca }, "trusted CAs changed");
+  if (r.crl !== undefined) log.warn({ crl: r.crl }, "certificate revocation lists changed");
+  if (r.refused !== undefined) {
+    log.error({ err: r.refused }, "part of the new TLS material refused; what passed is in use");
+  }
 }

@@ -40,8 +40,8 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { answerMetrics, type ClusterLink, type ClusterSpec, runPrimary, workerLink } from "./cluster.js";
 import { type OpsConfig, readOpsSection, startOps } from "./ops.js";
-import { applyReload } from "./reload.js";
-import { holdsDevelopmentCa, logTlsReload, TlsFiles } from "./tls-files.js";
+import { applyReload, logTlsReload } from "./reload.js";
+import { holdsDevelopmentCa, TlsFiles } from "./tls-files.js";
 
 /** How long a stopping server lets running calls finish before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2_000;
@@ -300,6 +300,9 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
       .child({}, { level: "warn" })
       .warn({ caFile: config.tls.caFile }, "trusting the development CA; never in production");
   }
+  if (tls.summary.crl) {
+    log.child({}, { level: "info" }).info({ crl: tls.summary.crl }, "certificate revocation lists in use");
+  }
   const metrics = config.ops ? createServerMetrics(spec.role) : undefined;
   const server = createGrpcServer(config.connections, metrics?.observers);
   const running = await spec.start({
@@ -337,7 +340,12 @@ async function start<C extends ServerBasics>(host: ProcessHost, spec: ServerSpec
   capConnections(server, config.connections);
   // A peer the server stops trusting (its CA removed, its certificate revoked) loses the
   // connections it holds too, not only new ones.
-  trackSessions(server, (chain) => tls.trustsPeer(chain), config.connections.handshakeTimeoutMs + 1_000);
+  trackSessions(
+    server,
+    (chain) => tls.trustsPeer(chain),
+    config.connections.handshakeTimeoutMs + 1_000,
+    () => log.warn({}, "ended a connection of a peer no longer trusted as it arrived"),
+  );
   tls.onTrustChange(() => {
     const ended = endUntrustedSessions(server, UNTRUSTED_GRACE_MS);
     if (ended > 0) log.warn({ connections: ended }, "ending the connections of peers no longer trusted");

@@ -16,7 +16,6 @@ import { createSecureContext } from "node:tls";
 import type { experimental } from "@grpc/grpc-js";
 import { ConfigError } from "@mimi/core";
 import { loadTls, ROLE_URI_PREFIX, subjectAltNames, type TlsMaterial, type TlsPaths } from "@mimi/rpc";
-import type { Logger } from "pino";
 import { type CrlSet, peerTrusted, readCrls } from "./crl.js";
 
 type CaListener = experimental.CaCertificateUpdateListener;
@@ -143,7 +142,7 @@ function checkTls(m: TlsMaterial, paths: TlsPaths, nowMs: number, sameIdentity?:
       crlFail(`does not load: ${(err as Error).message}`);
     }
   }
-  const lists = crls && [...crls.byIssuer.values()];
+  const lists = crls && [...new Set(crls.byIssuer.values())];
   const summary: CertificateSummary = {
     subject: leaf.subject.replace(/\n/g, ", "),
     serial: leaf.serialNumber,
@@ -233,18 +232,6 @@ export type TlsReload = {
       readonly refused?: string;
     }
 );
-
-/** Logs what a reload of the TLS files changed (SIGHUP and the file watch alike). */
-export function logTlsReload(log: Logger, r: TlsReload, caFile: string): void {
-  if (!r.changed) return;
-  if (r.rotated) log.info({ before: r.before, after: r.after }, "TLS certificate rotated");
-  // Whom the server trusts changed: said louder, with what came and went.
-  if (r.ca) log.warn({ caFile, ...r.ca }, "trusted CAs changed");
-  if (r.crl !== undefined) log.warn({ crl: r.crl }, "certificate revocation lists changed");
-  if (r.refused !== undefined) {
-    log.error({ err: r.refused }, "part of the new TLS material refused; what passed is in use");
-  }
-}
 
 /**
  * A server's TLS files, loaded and checked at start, reloaded on request (SIGHUP) or when they
@@ -409,15 +396,17 @@ export class TlsFiles implements experimental.CertificateProvider {
       const inUse = this.#checked.crls?.byIssuer.get(key);
       if (!inUse) continue;
       // By cRLNumber when both lists carry one, else by issue time.
-      const older =
-        list.number !== undefined && inUse.number !== undefined
-          ? list.number < inUse.number
-          : list.thisUpdateMs < inUse.thisUpdateMs;
+      const numbered = list.number !== undefined && inUse.number !== undefined;
+      const older = numbered
+        ? (list.number as bigint) < (inUse.number as bigint)
+        : list.thisUpdateMs < inUse.thisUpdateMs;
       if (older) {
+        const [what, mine, theirs] = numbered
+          ? ["numbered", String(list.number), String(inUse.number)]
+          : ["issued", new Date(list.thisUpdateMs).toISOString(), new Date(inUse.thisUpdateMs).toISOString()];
         throw new ConfigError(
-          `CRL file ${paths.crlFile ?? ""} holds a CRL from ${list.issuer} issued ` +
-            `${new Date(list.thisUpdateMs).toISOString()}, older than the one in use ` +
-            `(${new Date(inUse.thisUpdateMs).toISOString()}); an older list could take back a revocation`,
+          `CRL file ${paths.crlFile ?? ""} holds a CRL from ${list.issuer} ${what} ${mine}, older than ` +
+            `the one in use (${theirs}); an older list could take back a revocation`,
         );
       }
     }
@@ -432,7 +421,8 @@ export class TlsFiles implements experimental.CertificateProvider {
     const now = this.#now();
     for (const l of this.#checked.crls?.byIssuer.values() ?? []) {
       if (l.nextUpdateMs === undefined || l.nextUpdateMs <= now) continue;
-      const margin = Math.max(3_600_000, (l.nextUpdateMs - l.thisUpdateMs) / 4);
+      const span = l.nextUpdateMs - l.thisUpdateMs;
+      const margin = Math.min(span / 2, Math.max(3_600_000, span / 4));
       if (l.nextUpdateMs - now <= margin) {
         return (
           `the CRL from ${l.issuer} is due again at ${new Date(l.nextUpdateMs).toISOString()}; ` +
@@ -453,7 +443,8 @@ export class TlsFiles implements experimental.CertificateProvider {
     const timer = setInterval(() => {
       try {
         const r = this.reload(undefined, { ca: false });
-        lastError = "";
+        // A part refused while the rest was taken is said with it, not again at the next check.
+        lastError = (r.changed && r.refused) || "";
         // A changed CA file is said once, until a reload applies it.
         const sayPending = r.caPending === true && !pendingSaid;
         pendingSaid = r.caPending === true;

@@ -33,6 +33,8 @@ export function trackSessions(
   server: grpc.Server,
   trusted: (chain: readonly X509Certificate[]) => boolean,
   recheckMs: number,
+  /** Told of each session ended as it arrived. */
+  onRefused?: () => void,
 ): void {
   if (tracked.has(server)) throw new Error("the sessions of this server are tracked already");
   const listeners = listenersOf(server);
@@ -45,7 +47,10 @@ export function trackSessions(
     l.on("session", (s: ServerHttp2Session) => {
       t.sessions.add(s);
       s.once("close", () => t.sessions.delete(s));
-      if (Date.now() < t.recheckUntil && !trustedSession(t, s)) s.destroy();
+      if (performance.now() < t.recheckUntil && !trustedSession(t, s)) {
+        s.destroy();
+        onRefused?.();
+      }
     });
   }
 }
@@ -83,7 +88,7 @@ function trustedSession(t: Tracked, s: ServerHttp2Session): boolean {
 export function endUntrustedSessions(server: grpc.Server, graceMs: number): number {
   const t = tracked.get(server);
   if (!t) return 0;
-  t.recheckUntil = Date.now() + t.recheckMs;
+  t.recheckUntil = performance.now() + t.recheckMs;
   let ended = 0;
   for (const s of t.sessions) {
     if (s.closed || s.destroyed || trustedSession(t, s)) continue;
