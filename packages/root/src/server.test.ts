@@ -1,9 +1,10 @@
 // The root's snapshot responses: encoded once per registry serial and shared by every call.
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { generateSigningKey, pb } from "@mimi/core";
-import { auditPage, snapshotEncoder } from "./server.js";
+import { createLogger, DiscoveryError, generateSigningKey, pb } from "@mimi/core";
+import { startInProcess } from "@mimi/devnet/in-process";
+import { auditPage, bindRootServer, SNAPSHOT_RATE, snapshotBudget, snapshotEncoder } from "./server.js";
 import { createRootService } from "./service.js";
 import { openRegistryStore } from "./store.js";
 
@@ -82,4 +83,55 @@ test("ListAudit holds as many records as fit its byte bound, newest first, and s
   );
   const bytes = toBinary(pb.ListAuditResponseSchema, create(pb.ListAuditResponseSchema, some));
   assert.ok(bytes.length <= 10_000, `${bytes.length} bytes`);
+});
+
+test("snapshot bytes are budgeted per identity, and a snapshot larger than the budget still goes once a minute", () => {
+  let now = 0;
+  const charge = snapshotBudget(() => now, 1_000);
+  for (let i = 0; i < 4; i++) charge("resolver-a", 250);
+  const e = (() => {
+    try {
+      charge("resolver-a", 250);
+    } catch (err) {
+      return err as DiscoveryError;
+    }
+    assert.fail("a snapshot past the budget was sent");
+  })();
+  assert.equal(e.code, "resource_exhausted");
+  assert.equal(e.details?.reason, SNAPSHOT_RATE);
+  assert.match(
+    e.message,
+    /identity "resolver-a" was sent .* of registry snapshots in the last minute; try again in 15 s/,
+  );
+  assert.equal(e.details?.retryAfterMs, 15_000);
+  charge("resolver-b", 250);
+  now += 15_000;
+  charge("resolver-a", 250);
+  // Larger than the whole budget: once a minute.
+  charge("big", 5_000);
+  assert.throws(() => charge("big", 5_000), DiscoveryError);
+  now += 60_000;
+  charge("big", 5_000);
+});
+
+test("GetSnapshot and a watch from serial 0 are charged to the caller's snapshot budget", async () => {
+  const service = newService();
+  const root = await startInProcess((server) =>
+    bindRootServer(server, service, {
+      log: createLogger({ name: "test", level: "silent" }),
+      admins: new Set(),
+      snapshotBytesPerMinute: 1,
+    }),
+  );
+  after(() => root.close());
+  const client = root.channel().client(pb.RootService);
+  await client.getSnapshot({});
+  const refused = (err: unknown) =>
+    err instanceof DiscoveryError &&
+    err.code === "resource_exhausted" &&
+    err.details?.reason === SNAPSHOT_RATE;
+  await assert.rejects(client.getSnapshot({}), refused);
+  await assert.rejects(async () => {
+    for await (const _ of client.watchRegistry({ sinceSerial: 0n })) break;
+  }, refused);
 });

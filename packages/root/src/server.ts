@@ -5,6 +5,7 @@ import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import {
   changeToProto,
+  createRateLimiter,
   DiscoveryError,
   delegationToProto,
   dpFromProto,
@@ -31,6 +32,37 @@ const MAX_BACKLOG = 1_000;
 const MAX_AUDIT_BYTES = 3_500_000;
 /** Changes read from the store per query while a watcher catches up. */
 const CHANGE_PAGE = 256;
+
+/**
+ * Snapshot bytes one identity is sent a minute (a burst of as much): sixteen snapshots of a
+ * registry at its largest (root checks.ts), far more than a follower needs (one at start, one
+ * after it falls too far behind); a caller in a loop costs the root as much egress and TLS.
+ */
+export const SNAPSHOT_BYTES_PER_MINUTE = 64 * 1024 * 1024;
+/** ErrorInfo's reason when an identity was sent its snapshot bytes for the minute. */
+export const SNAPSHOT_RATE = "SNAPSHOT_RATE";
+
+/**
+ * Charges `identity` for a snapshot of `bytes` (a snapshot larger than the budget costs the
+ * budget: still one a minute), or throws RESOURCE_EXHAUSTED with when to try again.
+ */
+export function snapshotBudget(
+  now: () => number = Date.now,
+  perMinute = SNAPSHOT_BYTES_PER_MINUTE,
+): (identity: string, bytes: number) => void {
+  const limiter = createRateLimiter({ limit: perMinute, windowMs: 60_000 }, 10_000);
+  return (identity, bytes) => {
+    const refusal = limiter.take(identity, now(), Math.max(1, Math.min(bytes, perMinute)));
+    if (!refusal) return;
+    const seconds = Math.ceil(refusal.retryAfterMs / 1000);
+    throw new DiscoveryError(
+      "resource_exhausted",
+      `identity "${identity}" was sent ${Math.round(perMinute / 1_048_576)} MiB of registry snapshots in the ` +
+        `last minute; try again in ${seconds} s (WatchRegistry sends changes after its first snapshot)`,
+      { details: { retryAfterMs: refusal.retryAfterMs, reason: SNAPSHOT_RATE } },
+    );
+  };
+}
 
 /** The snapshot responses and the serial they are at. */
 export type SnapshotResponses = EncodedSnapshot & { readonly serial: bigint };
@@ -59,16 +91,25 @@ export function bindRootServer(
   server: grpc.Server,
   service: RootService,
   /** `admins` is live: a reload replaces its members. */
-  opts: { log: Logger; admins: ReadonlySet<string> },
+  opts: {
+    log: Logger;
+    admins: ReadonlySet<string>;
+    now?: () => number;
+    /** SNAPSHOT_BYTES_PER_MINUTE, but in tests. */
+    snapshotBytesPerMinute?: number;
+  },
 ): void {
   const { log } = opts;
   const encodedSnapshot = snapshotEncoder(service);
+  const charge = snapshotBudget(opts.now, opts.snapshotBytesPerMinute);
   addService(
     server,
     pb.RootService,
     {
-      async getSnapshot() {
-        return encodedSnapshot().getSnapshot;
+      async getSnapshot(_req, ctx) {
+        const snap = encodedSnapshot();
+        charge(ctx.peerName, snap.getSnapshot.length);
+        return snap.getSnapshot;
       },
       async watchRegistry(req, ctx, send) {
         const sendSnapshot = async () => {
@@ -77,7 +118,12 @@ export function bindRootServer(
           return snap.serial;
         };
         let from = req.sinceSerial;
-        if (from === 0n || service.serial() - from > BigInt(MAX_BACKLOG)) from = await sendSnapshot();
+        // The snapshot a watcher asks for is charged; one the root sends of its own accord (it
+        // was restored, or the watcher fell behind what it holds) is not.
+        if (from === 0n || service.serial() - from > BigInt(MAX_BACKLOG)) {
+          charge(ctx.peerName, encodedSnapshot().watchRegistry.length);
+          from = await sendSnapshot();
+        }
         log.debug(
           {
             component: "watch",

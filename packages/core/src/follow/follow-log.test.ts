@@ -3,6 +3,7 @@
 // a deliberate reconnect, and close.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { DiscoveryError } from "../domain/errors.js";
 import { createLogger } from "../runtime/logger.js";
 import { until } from "../testing.js";
 import { followLog, type LogFollower } from "./follow-log.js";
@@ -69,6 +70,18 @@ test("failing attempts go round the endpoints with a doubling pause, up to the c
   }, 6);
   assert.deepEqual(r.opened.slice(0, 6), ["a", "b", "a", "b", "a", "b"]);
   assert.deepEqual(r.pauses.slice(0, 6), [200, 400, 800, 1_000, 1_000, 1_000]);
+});
+
+test("a refusal that says when to try again is waited for, beyond the backoff", async () => {
+  const r = await run((attempt) => {
+    if (attempt === 1) {
+      throw new DiscoveryError("resource_exhausted", "too many snapshots", {
+        details: { retryAfterMs: 15_000 },
+      });
+    }
+    throw new Error("connection refused");
+  }, 2);
+  assert.deepEqual(r.pauses.slice(0, 2), [15_000, 400]);
 });
 
 test("an endpoint the caller prefers is tried instead of the one in turn, while it is listed", async () => {

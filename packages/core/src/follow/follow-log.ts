@@ -4,7 +4,11 @@
 // attempts make no progress and starts over once a stream catches up. Where to resume from is
 // the caller's: open() asks for the stream from the position the caller holds.
 import type { Logger } from "pino";
+import { DiscoveryError } from "../domain/errors.js";
 import { sleepUnlessAborted } from "../runtime/clock.js";
+
+/** The longest a refusal's retry-after holds a follower back (a server says at most a minute). */
+const MAX_RETRY_AFTER_MS = 600_000;
 
 /** Options of followLog. */
 export interface FollowLogOptions<M> {
@@ -73,6 +77,8 @@ export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
       if (preferred !== undefined && endpoints.includes(preferred)) endpoint = preferred;
       else if (endpoints.length > 0) endpoint = endpoints[attempt++ % endpoints.length];
       let progressed = false;
+      /** How long the endpoint asked us to wait (a refusal's retry-after), if it did. */
+      let retryAfterMs = 0;
       if (endpoint !== undefined) {
         attemptAbort = new AbortController();
         current = endpoint;
@@ -95,12 +101,14 @@ export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
             continue;
           }
           o.log.warn({ ...o.logFields, [field]: endpoint, err: (err as Error).message }, o.messages.failed);
+          const asked = err instanceof DiscoveryError ? (err.details?.retryAfterMs ?? 0) : 0;
+          retryAfterMs = Number.isFinite(asked) ? Math.min(Math.max(asked, 0), MAX_RETRY_AFTER_MS) : 0;
         }
       }
       isConnected = false;
       current = undefined;
       if (!progressed) backoffMs = Math.min(backoffMs * 2, o.maxBackoffMs);
-      await pause(backoffMs * (0.5 + random() / 2), closing.signal);
+      await pause(Math.max(backoffMs * (0.5 + random() / 2), retryAfterMs), closing.signal);
     }
     isConnected = false;
     current = undefined;
