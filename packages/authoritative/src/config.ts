@@ -204,7 +204,9 @@ function readReplication(r: ConfigReader): ReplicationConfig {
   };
   r.done();
   if (c.jurisdiction !== "" && !isJurisdictionCode(c.jurisdiction)) {
-    throw new ConfigError('config.replication.jurisdiction must be a short code such as "EU" or "US"');
+    throw new ConfigError(
+      'config.replication.jurisdiction must be a short upper-case code such as "EU" or "US"',
+    );
   }
   if (c.role === "secondary" && c.peers.length === 0) {
     throw new ConfigError(

@@ -112,6 +112,11 @@ test("bad edits are refused and leave the registry unchanged", () => {
     [() => service.putMsp("a", "x", "X", new Uint8Array(33)), "invalid_argument"],
     [() => service.putDp("a", { ...US, signingPublicKey: new Uint8Array(31) }), "invalid_argument"],
     [() => service.putDp("a", { ...US, signingPublicKey: new Uint8Array(64) }), "invalid_argument"],
+    // Another DP's certificate identity or endpoint; an endpoint twice; a lower-case jurisdiction.
+    [() => service.putDp("a", { ...US, tlsIdentity: EU.tlsIdentity }), "already_exists"],
+    [() => service.putDp("a", { ...US, endpoints: [...US.endpoints, ...EU.endpoints] }), "already_exists"],
+    [() => service.putDp("a", { ...US, endpoints: [...US.endpoints, ...US.endpoints] }), "invalid_argument"],
+    [() => service.putDp("a", { ...US, jurisdiction: "us" }), "invalid_argument"],
   ];
   for (const [f, code] of cases) {
     assert.throws(f, (e: unknown) => e instanceof DiscoveryError && e.code === code, code);
@@ -391,7 +396,10 @@ test("a DP's endpoint jurisdictions are checked, published in one form, and kept
       },
       /twice/,
     ],
-    [{ ...EU, endpoints: two, endpointJurisdictions: [at("127.0.0.1:7511", "C H")] }, /short code/],
+    [
+      { ...EU, endpoints: two, endpointJurisdictions: [at("127.0.0.1:7511", "C H")] },
+      /short upper-case code/,
+    ],
   ];
   for (const [dp, reason] of refused) {
     assert.throws(

@@ -320,7 +320,29 @@ export function createRootService({
         throw invalidArgument(`a DP needs 1 to ${MAX_ENDPOINTS} endpoints`);
       }
       for (const e of dp.endpoints) checkEndpoint(e);
+      if (new Set(dp.endpoints).size !== dp.endpoints.length)
+        throw invalidArgument("an endpoint is listed twice");
       if (!dp.tlsIdentity || dp.tlsIdentity.length > 253) throw invalidArgument("tls_identity is required");
+      // Resolvers hold each endpoint to its DP's certificate identity, and peers are told apart
+      // by it: two DPs may share neither.
+      for (const other of view.snapshot().dps) {
+        if (other.id === dp.id) continue;
+        if (other.tlsIdentity === dp.tlsIdentity) {
+          throw new DiscoveryError(
+            "already_exists",
+            `DP "${other.id}" already presents tls_identity "${dp.tlsIdentity}"; each DP needs a certificate identity of its own`,
+            { details: { reason: "TLS_IDENTITY_TAKEN" } },
+          );
+        }
+        const shared = dp.endpoints.find((e) => other.endpoints.includes(e));
+        if (shared !== undefined) {
+          throw new DiscoveryError(
+            "already_exists",
+            `endpoint ${shared} is DP "${other.id}"'s; an endpoint serves one DP`,
+            { details: { reason: "ENDPOINT_TAKEN" } },
+          );
+        }
+      }
       if (dp.signingPublicKey.length > 0) checkPublicKey(dp.signingPublicKey, "the DP's signing key");
       checkJurisdiction("jurisdiction", dp.jurisdiction);
       const places = endpointJurisdictions(dp);

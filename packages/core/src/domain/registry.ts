@@ -65,9 +65,13 @@ export interface EndpointJurisdiction {
   readonly jurisdiction: string;
 }
 
-/** Whether `code` is a jurisdiction as the registry writes one: 2 to 16 letters, digits or dashes ("EU", "US"). */
+/**
+ * Whether `code` is a jurisdiction as the registry writes one: 2 to 16 upper-case letters,
+ * digits or dashes ("EU", "US"). One spelling only: codes are compared as they are (a secondary's
+ * placement against the registry's), and "eu" beside "EU" would be another jurisdiction.
+ */
 export function isJurisdictionCode(code: string): boolean {
-  return /^[A-Za-z0-9-]{2,16}$/.test(code);
+  return /^[A-Z0-9-]{2,16}$/.test(code);
 }
 
 /** The order of endpoint placements in the registry (and its digest): by endpoint. */
