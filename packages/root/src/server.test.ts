@@ -61,11 +61,11 @@ test("the snapshot is encoded once per serial, and again after a change", () => 
 
 test("ListAudit holds as many records as fit its byte bound, newest first, and says it left some out", () => {
   const service = newService();
-  const endpoints = Array.from({ length: 16 }, (_, i) => `${"h".repeat(200)}${i}:7501`);
   for (let i = 0; i < 10; i++) {
     service.putDp("admin", {
       id: `dp${i}`,
-      endpoints,
+      // Long hosts, each DP its own.
+      endpoints: Array.from({ length: 16 }, (_, k) => `${"h".repeat(200)}${i}-${k}:7501`),
       tlsIdentity: `dp-${i}`,
       jurisdiction: "EU",
       signingPublicKey: generateSigningKey().publicKey,
