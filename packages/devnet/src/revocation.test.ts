@@ -399,70 +399,181 @@ test("after a change of trust, a connection whose handshake began before it is j
   assert.equal(await askOnce(port, good), "hi");
 });
 
-test("a peer under an intermediate is judged link by link: the root's list revokes the intermediate", async () => {
-  await ensureDevPki(dir, ["server"]);
-  // An intermediate CA the development CA issued, in a folder of its own, with a leaf it issued.
-  const inter = join(dir, "inter");
-  mkdirSync(inter, { recursive: true });
-  const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
-  const rootCert = new x509.X509Certificate(readFileSync(join(dir, "ca.pem")));
-  const rootKey = await importCaKey(readFileSync(join(dir, "ca-key.pem"), "utf8"));
-  const interKeys = await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"]);
-  const interCert = await x509.X509CertificateGenerator.create({
-    serialNumber: "2a01",
-    subject: "CN=MIMI Intermediate CA",
-    issuer: rootCert.subject,
+const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+
+/** A key pair and certificate made here, for chains the development PKI does not make. */
+interface Made {
+  readonly cert: x509.X509Certificate;
+  readonly keys: webcrypto.CryptoKeyPair;
+}
+
+/** A certificate of `subject` for a new key, issued by `by` (self-signed without). */
+async function make(
+  subject: string,
+  o: { by?: Made; serial: string; extensions?: x509.Extension[] },
+): Promise<Made> {
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"])) as webcrypto.CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: o.serial,
+    subject,
+    issuer: o.by ? o.by.cert.subject : subject,
     notBefore: new Date(Date.now() - HOUR),
     notAfter: new Date(Date.now() + 48 * HOUR),
-    publicKey: interKeys.publicKey,
-    signingKey: rootKey,
-    signingAlgorithm: alg,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    ],
+    publicKey: keys.publicKey,
+    signingKey: (o.by ?? { keys }).keys.privateKey,
+    signingAlgorithm: ALG,
+    extensions: o.extensions ?? [],
   });
-  writeFileSync(join(inter, "ca.pem"), `${interCert.toString("pem")}\n`);
-  writeFileSync(join(dir, "inter-ca.pem"), `${interCert.toString("pem")}\n`);
-  const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", interKeys.privateKey)).toString(
-    "base64",
-  );
-  writeFileSync(
-    join(inter, "ca-key.pem"),
-    `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`,
-  );
-  const leafKeys = await webcrypto.subtle.generateKey(alg, true, ["sign", "verify"]);
-  const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: "2a02",
-    subject: "CN=under-inter",
-    issuer: interCert.subject,
-    notBefore: new Date(Date.now() - HOUR),
-    notAfter: new Date(Date.now() + 24 * HOUR),
-    publicKey: leafKeys.publicKey,
-    signingKey: interKeys.privateKey,
-    signingAlgorithm: alg,
+  return { cert, keys };
+}
+
+const caExtensions = (pathLength?: number) => [
+  new x509.BasicConstraintsExtension(true, pathLength, true),
+  new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+];
+const pem = (m: Made) => `${m.cert.toString("pem")}\n`;
+async function keyPem(m: Made): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", m.keys.privateKey));
+  return `-----BEGIN PRIVATE KEY-----\n${der.toString("base64")}\n-----END PRIVATE KEY-----\n`;
+}
+/** Puts `m` in `folder` as writeDevCrl's CA (ca.pem, ca-key.pem). */
+async function asCa(folder: string, m: Made): Promise<void> {
+  mkdirSync(folder, { recursive: true });
+  writeFileSync(join(folder, "ca.pem"), pem(m));
+  writeFileSync(join(folder, "ca-key.pem"), await keyPem(m));
+}
+
+test("a peer under an intermediate is judged link by link, as OpenSSL judges its handshakes", async () => {
+  const rootDir = join(dir, "own-root");
+  const interDir = join(dir, "own-inter");
+  const root = await make("CN=Own Root CA", { serial: "3a01", extensions: caExtensions() });
+  const inter = await make("CN=Own Intermediate CA", {
+    by: root,
+    serial: "3a02",
+    extensions: caExtensions(0),
   });
-  const chain = [leaf, interCert, rootCert].map((c) => new X509Certificate(Buffer.from(c.rawData)));
-  const caFile = join(dir, "root-and-inter.pem");
-  writeFileSync(
-    caFile,
-    Buffer.concat([readFileSync(join(dir, "ca.pem")), readFileSync(join(inter, "ca.pem"))]),
-  );
-  const lists = join(dir, "root-and-inter-crl.pem");
-  const withLists = async (revokeInter: boolean) => {
-    writeFileSync(
-      lists,
-      Buffer.concat([await crlOf(dir, revokeInter ? { revoke: ["inter-ca"] } : {}), await crlOf(inter)]),
-    );
-    return new TlsFiles({ ...devTlsPaths(dir, "server"), caFile, crlFile: lists });
+  const server = await make("CN=server", {
+    by: root,
+    serial: "3a03",
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }])],
+  });
+  const leaf = await make("CN=under-inter", { by: inter, serial: "3a04" });
+  await asCa(rootDir, root);
+  await asCa(interDir, inter);
+  writeFileSync(join(rootDir, "inter.pem"), pem(inter));
+  const paths = {
+    caFile: join(rootDir, "root-and-inter.pem"),
+    certFile: join(rootDir, "server.pem"),
+    keyFile: join(rootDir, "server-key.pem"),
+    crlFile: join(rootDir, "lists.pem"),
   };
-  assert.equal((await withLists(false)).trustsPeer(chain), true);
-  assert.equal((await withLists(true)).trustsPeer(chain), false, "the root's list revokes the intermediate");
+  writeFileSync(paths.caFile, pem(root) + pem(inter));
+  writeFileSync(paths.certFile, pem(server));
+  writeFileSync(paths.keyFile, await keyPem(server));
+  const t0 = Date.now();
+  const lists = async (o: { revokeInter: boolean; at: number }) =>
+    writeFileSync(
+      paths.crlFile,
+      Buffer.concat([
+        await crlOf(rootDir, {
+          ...(o.revokeInter && { revoke: ["inter"] }),
+          thisUpdate: new Date(o.at),
+          // As openssl ca writes them: the issuer's key identifier, here critical.
+          extensions: [await x509.AuthorityKeyIdentifierExtension.create(root.cert, true)],
+        }),
+        await crlOf(interDir, { thisUpdate: new Date(o.at) }),
+      ]),
+    );
+  await lists({ revokeInter: false, at: t0 - 2 * HOUR });
+  const files = new TlsFiles(paths);
+  const port = await echoServer(files);
+  const client: TlsMaterial = {
+    ca: Buffer.from(pem(root)),
+    cert: Buffer.from(pem(leaf) + pem(inter)),
+    key: Buffer.from(await keyPem(leaf)),
+  };
+  const chain = [leaf, inter, root].map((m) => new X509Certificate(Buffer.from(m.cert.rawData)));
+  assert.equal(await askOnce(port, client), "hi", "OpenSSL takes the chain");
+  assert.equal(files.trustsPeer(chain), true, "and so does the judge of open connections");
+  // The root revokes the intermediate: OpenSSL refuses the next handshake, and the judge agrees.
+  await lists({ revokeInter: true, at: t0 - HOUR });
+  assert.equal(files.reload(undefined, { ca: false }).changed, true);
+  await assert.rejects(
+    askOnce(port, client),
+    (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE,
+  );
+  assert.equal(files.trustsPeer(chain), false);
+  assert.equal(files.trustsPeer(chain.slice(0, 2)), false, "whether or not Node added the root");
   // With lists, an intermediate the peer brought (not in the CA file) has none: OpenSSL refuses.
-  writeFileSync(lists, await crlOf(dir));
-  const rootOnly = new TlsFiles({ ...devTlsPaths(dir, "server"), crlFile: lists });
+  writeFileSync(paths.caFile, pem(root));
+  writeFileSync(paths.crlFile, await crlOf(rootDir));
+  const rootOnly = new TlsFiles(paths);
   assert.equal(rootOnly.trustsPeer(chain), false);
-  assert.equal(new TlsFiles(devTlsPaths(dir, "server")).trustsPeer(chain), true, "without lists it chains");
+  const { crlFile: _, ...withoutLists } = paths;
+  assert.equal(new TlsFiles(withoutLists).trustsPeer(chain), true, "without lists it chains");
+});
+
+test("a self-signed peer certificate listed in the CA file is trusted; an issuer the peer brings must be a CA", async () => {
+  await ensureDevPki(dir, ["server"]);
+  // A client's own self-signed certificate, without keyCertSign, listed in the server's CA file.
+  const own = await make("CN=self-signed-client", {
+    serial: "4b01",
+    extensions: [new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true)],
+  });
+  const caFile = join(dir, "ca-and-own.pem");
+  writeFileSync(caFile, Buffer.concat([readFileSync(join(dir, "ca.pem")), Buffer.from(pem(own))]));
+  const files = new TlsFiles({ ...devTlsPaths(dir, "server"), caFile });
+  const ownCert = new X509Certificate(Buffer.from(own.cert.rawData));
+  assert.equal(files.trustsPeer([ownCert]), true);
+  // An end-entity certificate of the trusted CA, without key usage, does not issue.
+  const devCa: Made = {
+    cert: new x509.X509Certificate(readFileSync(join(dir, "ca.pem"))),
+    keys: {
+      privateKey: await importCaKey(readFileSync(join(dir, "ca-key.pem"), "utf8")),
+      publicKey: await new x509.X509Certificate(readFileSync(join(dir, "ca.pem"))).publicKey.export(ALG, [
+        "verify",
+      ]),
+    },
+  };
+  const endEntity = await make("CN=end-entity", {
+    by: devCa,
+    serial: "4b02",
+    extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
+  });
+  const underIt = await make("CN=under-end-entity", { by: endEntity, serial: "4b03" });
+  const chain = [underIt, endEntity, devCa].map((m) => new X509Certificate(Buffer.from(m.cert.rawData)));
+  assert.equal(chain[0]?.verify(chain[1]?.publicKey as KeyObject), true);
+  assert.equal(files.trustsPeer(chain), false);
+});
+
+test("a CRL file that cannot be read holds back no certificate rotation", async () => {
+  await ensureDevPki(dir, ["server", "good"]);
+  const paths = {
+    ...devTlsPaths(dir, "server"),
+    crlFile,
+    certFile: join(dir, "rot.pem"),
+    keyFile: join(dir, "rot-key.pem"),
+  };
+  writeFileSync(paths.certFile, readFileSync(devTlsPaths(dir, "server").certFile));
+  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "server").keyFile));
+  await writeDevCrl(dir, crlFile);
+  const files = new TlsFiles(paths);
+  const before = files.summary.fingerprint;
+  // A rotation (same identity, new key) while the CRL file is gone.
+  const fresh = join(dir, "fresh");
+  mkdirSync(fresh, { recursive: true });
+  for (const f of ["ca.pem", "ca-key.pem"]) writeFileSync(join(fresh, f), readFileSync(join(dir, f)));
+  await ensureDevPki(fresh, ["server"]);
+  writeFileSync(paths.certFile, readFileSync(devTlsPaths(fresh, "server").certFile));
+  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(fresh, "server").keyFile));
+  rmSync(crlFile);
+  const r = files.reload(undefined, { ca: false });
+  assert.equal(r.changed && r.rotated, true);
+  assert.notEqual(files.summary.fingerprint, before);
+  assert.match((r.changed && r.refused) || "", /cannot read TLS CRL file/);
+  assert.equal(files.summary.crl?.lists, 1, "the lists in use stay");
+  // Nothing else changed: the unreadable file is said as a refusal.
+  assert.throws(() => files.reload(undefined, { ca: false }), /cannot read TLS CRL file/);
 });
 
 async function importCaKey(pem: string) {

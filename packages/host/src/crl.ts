@@ -46,8 +46,6 @@ export interface CrlSet {
   readonly pem: readonly Buffer[];
   /** Each list by its CA's key and name (issuerKey). */
   readonly byIssuer: ReadonlyMap<string, IssuedCrl>;
-  /** How many lists are in use. */
-  readonly lists: number;
   /** The earliest time a list is due again (ms), if any list says. */
   readonly nextUpdateMs: number | undefined;
   /** Lists in the file that no CA of the CA file signed: not used (a CA still to come, or a stray). */
@@ -106,9 +104,13 @@ interface Signer {
   readonly key: string;
   /** Its subject, DER-encoded: OpenSSL finds a CA's list by name. */
   readonly name: Buffer;
-  /** Its subject key identifier and serial, which a list's authority key identifier must match. */
+  /**
+   * Its subject key identifier, serial and issuer's name (DER), which a list's authority key
+   * identifier must match where it names them.
+   */
   readonly ski: Buffer | undefined;
   readonly serial: string;
+  readonly issuerName: Buffer;
   /** Whether its key usage allows signing lists (cRLSign; no key usage allows all). */
   readonly mayList: boolean;
 }
@@ -124,6 +126,7 @@ function signerOf(c: X509Certificate): Signer {
     name: Buffer.from(AsnConvert.serialize(parsed.subject)),
     ski: ski && Buffer.from(AsnConvert.parse(ski.extnValue, SubjectKeyIdentifier).buffer),
     serial: serialKey(c.serialNumber),
+    issuerName: Buffer.from(AsnConvert.serialize(parsed.issuer)),
     mayList: !usage || AsnConvert.parse(usage.extnValue, KeyUsage).toJSON().includes("crlSign"),
   };
 }
@@ -142,6 +145,9 @@ function akidNames(list: CertificateList, s: Signer): boolean {
   if (!akid) return true;
   const a = AsnConvert.parse(akid.extnValue, AuthorityKeyIdentifier);
   if (a.keyIdentifier && s.ski && !Buffer.from(a.keyIdentifier.buffer).equals(s.ski)) return false;
+  // As OpenSSL: the first directory name among the issuer names is the CA's own issuer.
+  const named = a.authorityCertIssuer?.find((g) => g.directoryName)?.directoryName;
+  if (named && !Buffer.from(AsnConvert.serialize(named)).equals(s.issuerName)) return false;
   if (a.authorityCertSerialNumber) {
     return serialKey(Buffer.from(a.authorityCertSerialNumber).toString("hex")) === s.serial;
   }
@@ -163,8 +169,8 @@ export function readCrls(
     return readChecked(pem, cas, nowMs, fail);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    // What the parser or a certificate throws, said as the file's problem.
-    return fail(`could not be read: ${(err as Error).message}`);
+    // What the parser throws, said as the file's problem.
+    return fail(`could not be read: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
 
@@ -176,7 +182,12 @@ function readChecked(
 ): CrlSet {
   const blocks = crlBlocks(pem.toString("utf8"), fail);
   if (blocks.length === 0) fail("holds no CRL (PEM blocks BEGIN X509 CRL)");
-  const signers = cas.map(signerOf);
+  let signers: Signer[];
+  try {
+    signers = cas.map(signerOf);
+  } catch (err) {
+    throw new ConfigError(`the CA file has a certificate whose extensions do not parse: ${String(err)}`);
+  }
   const byIssuer = new Map<string, IssuedCrl>();
   /** The CAs (by fingerprint) a list covers. */
   const covered = new Set<string>();
@@ -209,8 +220,7 @@ function readChecked(
       fail(`has a ${at} signed with an algorithm this server does not check (${oid})`);
     }
     const signature = Buffer.from(list.signature);
-    // Every CA of the file of this name and key: a CA certificate issued again for the same key
-    // is covered by the same list.
+    // The CA of the file of this name whose key signed it (the CA file holds one CA a name).
     const mine = named.filter((s) => akidNames(list, s) && verifies(hash, signed, s.c, signature));
     const signer = mine[0];
     if (!signer) {
@@ -278,7 +288,7 @@ function readChecked(
           : ""),
     );
   }
-  return { pem: pems, byIssuer, nextUpdateMs, lists: pems.length, skipped };
+  return { pem: pems, byIssuer, nextUpdateMs, skipped };
 }
 
 /** The value of a DER INTEGER (a cRLNumber), or undefined when it is not one. */
@@ -318,29 +328,31 @@ function header(der: Buffer, at: number): { content: number; length: number } {
 }
 
 /**
- * Whether a peer that presented `chain` (leaf first, as Node links it: getPeerCertificate(true))
- * is still trusted by `cas` and `crls`, as OpenSSL would judge a new handshake: a path of
- * signatures from the leaf, each issuer taken from the CA file first and else from the chain,
- * ends at a self-signed CA of the file, and with lists, every issuer on it has one (a CA of the
- * file has; an intermediate the peer brought has none, which OpenSSL refuses) that does not
- * list the certificate it issued. Only signatures are followed: Node links a chain by names,
- * and a peer may add a certificate that merely names a trusted CA.
+ * Whether a peer that presented `chain` (leaf first, as getPeerCertificate(true) gives it) is
+ * still trusted by `cas` and `crls`. What is checked: a path of signatures from the leaf, each
+ * issuer taken from the CA file first and else from the chain (where it must be a CA), ends at a
+ * self-signed certificate of the file; and with lists, every issuer on it has one (a CA of the
+ * file has; an intermediate the peer brought has none, which OpenSSL refuses) that does not list
+ * the certificate it issued. Not checked again: validity periods, path lengths, purposes. Only
+ * signatures are followed: Node links a chain without checking them, and a peer may add a
+ * certificate that merely names a trusted CA.
  */
 export function peerTrusted(
   chain: readonly X509Certificate[],
   cas: readonly X509Certificate[],
   crls: CrlSet | undefined,
 ): boolean {
-  const issued = (c: X509Certificate, by: X509Certificate) => c.checkIssued(by) && c.verify(by.publicKey);
+  const issued = (c: X509Certificate, by: X509Certificate) =>
+    by.fingerprint256 !== c.fingerprint256 && c.checkIssued(by) && c.verify(by.publicKey);
   const inFile = (c: X509Certificate) => cas.some((ca) => ca.fingerprint256 === c.fingerprint256);
   const presented = chain.slice(1, MAX_CHAIN);
   let cert = chain[0];
   for (let depth = 0; cert && depth < MAX_CHAIN; depth++) {
     const c: X509Certificate = cert;
-    if (issued(c, c)) return inFile(c);
-    const issuer =
-      cas.find((ca) => ca.fingerprint256 !== c.fingerprint256 && issued(c, ca)) ??
-      presented.find((x) => x.fingerprint256 !== c.fingerprint256 && issued(c, x));
+    // Self-signed: trusted when it is in the file (OpenSSL asks no key usage of such an anchor).
+    if (c.subject === c.issuer && c.verify(c.publicKey)) return inFile(c);
+    // An issuer the peer brought must be a CA; those of the file are what the operator trusts.
+    const issuer = cas.find((ca) => issued(c, ca)) ?? presented.find((x) => x.ca && issued(c, x));
     if (!issuer) return false;
     if (crls) {
       const list = crls.byIssuer.get(issuerKey(issuer));

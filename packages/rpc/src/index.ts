@@ -63,6 +63,7 @@ export { keepStreamMapsYoung, refreshStreamMaps, streamMapRefreshes, streamState
 export {
   channelCredentials,
   type LiveTls,
+  loadCrl,
   loadTls,
   readTlsSection,
   type ServerExpectation,

@@ -34,19 +34,21 @@ export interface TlsMaterial {
 
 /** The largest PEM file read: a CA bundle of a few hundred certificates. */
 const MAX_PEM_BYTES = 1024 * 1024;
+/** The largest CRL file read: lists of a large CA run to some hundred thousand entries. */
+const MAX_CRL_BYTES = 32 * 1024 * 1024;
 
 /**
  * Reads one PEM file: a regular file of at most MAX_PEM_BYTES, opened without blocking, so a
  * FIFO, a device or a huge file put in its place (a rotation gone wrong, or on purpose) is
  * refused rather than freezing or exhausting the server that reads it.
  */
-function readPem(what: string, path: string): Buffer {
+function readPem(what: string, path: string, maxBytes = MAX_PEM_BYTES): Buffer {
   let fd: number | undefined;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     const st = fstatSync(fd);
     if (!st.isFile()) throw new Error("not a regular file");
-    if (st.size > MAX_PEM_BYTES) throw new Error(`larger than ${MAX_PEM_BYTES} bytes`);
+    if (st.size > maxBytes) throw new Error(`larger than ${maxBytes} bytes`);
     return readFileSync(fd);
   } catch (err) {
     throw new DiscoveryError(
@@ -64,8 +66,13 @@ export function loadTls(paths: TlsPaths): TlsMaterial {
     ca: readPem("CA file", paths.caFile),
     cert: readPem("certificate", paths.certFile),
     key: readPem("key", paths.keyFile),
-    ...(paths.crlFile !== undefined && { crl: readPem("CRL file", paths.crlFile) }),
+    ...(paths.crlFile !== undefined && { crl: loadCrl(paths.crlFile) }),
   };
+}
+
+/** Reads a CRL file (at most MAX_CRL_BYTES); a missing or unreadable file is reported with its path. */
+export function loadCrl(path: string): Buffer {
+  return readPem("CRL file", path, MAX_CRL_BYTES);
 }
 
 /**
