@@ -11,7 +11,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import {
   bucketProblem,
   createLogger,
-  type DiscoveryError,
+  DiscoveryError,
   decodeBucketStatement,
   generateOprfKeys,
   generateSigningKey,
@@ -202,7 +202,13 @@ test("evaluations of another epoch, malformed elements and buckets out of range 
     async () => table.evaluate(epoch, [new Uint8Array(32).fill(0xff)]),
     (e: DiscoveryError) => e.code === "invalid_argument",
   );
-  assert.throws(() => table.bucket(epoch, 2 ** 20), /not one of this table's 1/);
+  assert.throws(
+    () => table.bucket(epoch, 2 ** 20),
+    (e: unknown) =>
+      e instanceof DiscoveryError &&
+      /not one of this table's 1/.test(e.message) &&
+      e.details?.fields?.[0]?.field === "bucket",
+  );
   table.close();
 });
 

@@ -21,6 +21,7 @@ import {
   DEFAULT_PARAMS,
   DiscoveryError,
   encodeBucket,
+  invalidArgument,
   keyIdOf,
   oprfEvaluate,
   pb,
@@ -409,9 +410,9 @@ export function createPrivateTable(o: PrivateTableOptions): PrivateTable {
       check(asked);
       const bits = progress.bucketBits;
       if (!Number.isInteger(bucket) || bucket < 0 || bucket >= 2 ** bits) {
-        throw new DiscoveryError(
-          "invalid_argument",
+        throw invalidArgument(
           `bucket ${bucket} is not one of this table's ${2 ** bits}; fetch the parameters again`,
+          "bucket",
         );
       }
       // Out of touch (a secondary that may lag): signed for no longer than answers' TTLs.
