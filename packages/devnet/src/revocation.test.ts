@@ -25,6 +25,7 @@ import {
 import * as x509 from "@peculiar/x509";
 import { devTlsPaths } from "./paths.js";
 import { ensureDevPki, writeDevCrl } from "./pki.js";
+import { bytesMethod } from "./testing.js";
 
 silenceIpServernameWarning(process);
 const dir = mkdtempSync(join(tmpdir(), "mimi-revocation-"));
@@ -36,15 +37,7 @@ after(() => {
 });
 const HOUR = 3_600_000;
 
-const ECHO: grpc.MethodDefinition<Buffer, Buffer> = {
-  path: "/test.Echo/Echo",
-  requestStream: false,
-  responseStream: false,
-  requestSerialize: (b) => b,
-  requestDeserialize: (b) => b,
-  responseSerialize: (b) => b,
-  responseDeserialize: (b) => b,
-};
+const ECHO = bytesMethod("/test.Echo/Echo");
 const EchoClient = grpc.makeGenericClientConstructor({ Echo: ECHO }, "Echo");
 
 const certOf = (identity: string, pki = dir) =>
@@ -53,8 +46,21 @@ const caOf = (pki = dir) => new X509Certificate(readFileSync(join(pki, "ca.pem")
 const serverFiles = (now?: () => number) =>
   new TlsFiles({ ...devTlsPaths(dir, "server"), crlFile }, now ? { now } : {});
 
-/** A server answering Echo with `files`' material; its port. */
-async function echoServer(files: TlsFiles): Promise<number> {
+/** Paths of a copy of the server's pair (`name`.pem and `name`-key.pem) that a test may rewrite, with the CRL file. */
+function serverCopy(name: string) {
+  const paths = {
+    ...devTlsPaths(dir, "server"),
+    crlFile,
+    certFile: join(dir, `${name}.pem`),
+    keyFile: join(dir, `${name}-key.pem`),
+  };
+  writeFileSync(paths.certFile, readFileSync(devTlsPaths(dir, "server").certFile));
+  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "server").keyFile));
+  return paths;
+}
+
+/** A server answering Echo with `files`' material, and its port. */
+async function echoServer(files: TlsFiles): Promise<{ server: grpc.Server; port: number }> {
   const server = createGrpcServer();
   server.addService(
     { Echo: ECHO },
@@ -65,7 +71,21 @@ async function echoServer(files: TlsFiles): Promise<number> {
   );
   const port = await listen(server, "127.0.0.1", 0, serverCredentials(files));
   cleanups.push(() => server.forceShutdown());
-  return port;
+  return { server, port };
+}
+
+/** One Echo call of "hi" on `c`'s connection. */
+function echo(c: grpc.Client): Promise<string> {
+  return new Promise<string>((resolve, reject) =>
+    c.makeUnaryRequest(
+      ECHO.path,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.from("hi"),
+      { deadline: Date.now() + 10_000 },
+      (err, res) => (err || !res ? reject(err) : resolve(res.toString())),
+    ),
+  );
 }
 
 /** One Echo call on a new connection made with `tls`. */
@@ -74,16 +94,7 @@ async function askOnce(port: number, tls: TlsMaterial): Promise<string> {
     "grpc.use_local_subchannel_pool": 1,
   });
   try {
-    return await new Promise<string>((resolve, reject) =>
-      c.makeUnaryRequest(
-        ECHO.path,
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        Buffer.from("hi"),
-        { deadline: Date.now() + 10_000 },
-        (err, res) => (err || !res ? reject(err) : resolve(res.toString())),
-      ),
-    );
+    return await echo(c);
   } finally {
     c.close();
   }
@@ -182,7 +193,7 @@ test("with two CAs and a list from each, the peers of both connect, and each lis
   );
   const files = new TlsFiles({ ...devTlsPaths(dir, "server"), caFile: both, crlFile: lists });
   assert.deepEqual([files.summary.crl?.lists, files.summary.crl?.revoked], [2, 2]);
-  const port = await echoServer(files);
+  const { port } = await echoServer(files);
   const ask = (pki: string, identity: string) =>
     askOnce(port, { ...loadTls(devTlsPaths(pki, identity)), ca: readFileSync(both) });
   assert.equal(await ask(dir, "good"), "hi");
@@ -242,16 +253,7 @@ test("a revoked peer is refused at the handshake and loses the connection it hel
       revoked: 0,
     },
   );
-  const server = createGrpcServer();
-  server.addService(
-    { Echo: ECHO },
-    {
-      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) =>
-        done(null, call.request),
-    },
-  );
-  const port = await listen(server, "127.0.0.1", 0, serverCredentials(files));
-  cleanups.push(() => server.forceShutdown());
+  const { server, port } = await echoServer(files);
   trackSessions(server, (chain) => files.trustsPeer(chain), 10_000);
   let ended = 0;
   files.onTrustChange(() => {
@@ -270,17 +272,7 @@ test("a revoked peer is refused at the handshake and loses the connection it hel
     cleanups.push(() => c.close());
     return c;
   };
-  const ask = (c: grpc.Client) =>
-    new Promise<string>((resolve, reject) =>
-      c.makeUnaryRequest(
-        ECHO.path,
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        Buffer.from("hi"),
-        { deadline: Date.now() + 10_000 },
-        (err, res) => (err || !res ? reject(err) : resolve(res.toString())),
-      ),
-    );
+  const ask = echo;
   const good = clientOf("good");
   const bad = clientOf("bad");
   assert.equal(await ask(good), "hi");
@@ -322,14 +314,7 @@ test("a revoked peer is refused at the handshake and loses the connection it hel
 
 test("new lists are used though a certificate beside them is refused; cRLNumber orders lists; a due list is said", async () => {
   await ensureDevPki(dir, ["server", "good", "bad"]);
-  const paths = {
-    ...devTlsPaths(dir, "server"),
-    crlFile,
-    certFile: join(dir, "server-copy.pem"),
-    keyFile: join(dir, "server-copy-key.pem"),
-  };
-  writeFileSync(paths.certFile, readFileSync(devTlsPaths(dir, "server").certFile));
-  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "server").keyFile));
+  const paths = serverCopy("server-copy");
   const t0 = Date.now();
   await writeDevCrl(dir, crlFile, {
     number: 5,
@@ -376,16 +361,7 @@ test("serial numbers compare without their sign byte or case", () => {
 test("after a change of trust, a connection whose handshake began before it is judged as it arrives", async () => {
   await ensureDevPki(dir, ["server", "good"]);
   const files = new TlsFiles(devTlsPaths(dir, "server"));
-  const server = createGrpcServer();
-  server.addService(
-    { Echo: ECHO },
-    {
-      Echo: (call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) =>
-        done(null, call.request),
-    },
-  );
-  const port = await listen(server, "127.0.0.1", 0, serverCredentials(files));
-  cleanups.push(() => server.forceShutdown());
+  const { server, port } = await echoServer(files);
   // What the server trusts, as a switch: OpenSSL's context is not changed, as for a handshake
   // that was already checked under the old trust when the change came.
   let trusted = true;
@@ -486,7 +462,7 @@ test("a peer under an intermediate is judged link by link, as OpenSSL judges its
     );
   await lists({ revokeInter: false, at: t0 - 2 * HOUR });
   const files = new TlsFiles(paths);
-  const port = await echoServer(files);
+  const { port } = await echoServer(files);
   const client: TlsMaterial = {
     ca: Buffer.from(pem(root)),
     cert: Buffer.from(pem(leaf) + pem(inter)),
@@ -548,14 +524,7 @@ test("a self-signed peer certificate listed in the CA file is trusted; an issuer
 
 test("a CRL file that cannot be read holds back no certificate rotation", async () => {
   await ensureDevPki(dir, ["server", "good"]);
-  const paths = {
-    ...devTlsPaths(dir, "server"),
-    crlFile,
-    certFile: join(dir, "rot.pem"),
-    keyFile: join(dir, "rot-key.pem"),
-  };
-  writeFileSync(paths.certFile, readFileSync(devTlsPaths(dir, "server").certFile));
-  writeFileSync(paths.keyFile, readFileSync(devTlsPaths(dir, "server").keyFile));
+  const paths = serverCopy("rot");
   await writeDevCrl(dir, crlFile);
   const files = new TlsFiles(paths);
   const before = files.summary.fingerprint;

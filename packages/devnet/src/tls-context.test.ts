@@ -19,6 +19,7 @@ import {
 } from "@mimi/rpc";
 import { devTlsPaths } from "./paths.js";
 import { ensureDevPki } from "./pki.js";
+import { bytesMethod } from "./testing.js";
 
 silenceIpServernameWarning(process);
 const dir = mkdtempSync(join(tmpdir(), "mimi-tls-context-"));
@@ -28,15 +29,7 @@ after(() => {
 });
 
 /** A method that answers with the SHA-256 fingerprint of the certificate its caller presented. */
-const WHO: grpc.MethodDefinition<Buffer, Buffer> = {
-  path: "/test.Who/Who",
-  requestStream: false,
-  responseStream: false,
-  requestSerialize: (b) => b,
-  requestDeserialize: (b) => b,
-  responseSerialize: (b) => b,
-  responseDeserialize: (b) => b,
-};
+const WHO = bytesMethod("/test.Who/Who");
 const WhoClient = grpc.makeGenericClientConstructor({ Who: WHO }, "Who");
 
 /** A server presenting `identity`'s certificate, answering Who; its port. */
