@@ -306,30 +306,6 @@ scenario(t, "delegation edits made with the CLI are audited and reach the resolv
   assert.match(audit.stdout, /admin\s+delegation \+4420 -> eu/);
 });
 
-scenario(t, "an MSP registered and removed with the CLI leaves the registry, audited", async () => {
-  const at = ["--root", t.net.root.address];
-  const put = await t.cli(["root", "msp", "put", "probe.example", "--name", "Probe", ...at]);
-  assert.equal(put.code, 0, put.stderr);
-  const index = Number(/has index (\d+)/.exec(put.stdout)?.[1]);
-  const shown = async () =>
-    (
-      JSON.parse((await t.cli(["root", "show", "--json", ...at])).stdout) as { msps: { id: string }[] }
-    ).msps.map((m) => m.id);
-  assert.ok((await shown()).includes("probe.example"));
-  const rm = await t.cli(["root", "msp", "remove", "probe.example", ...at]);
-  assert.equal(rm.code, 0, rm.stderr);
-  assert.match(rm.stdout, /MSP probe\.example removed \(serial \d+\); its index is not given to another MSP/);
-  assert.ok(!(await shown()).includes("probe.example"));
-  const again = await t.cli(["root", "msp", "remove", "probe.example", ...at]);
-  assert.equal(again.code, 1);
-  assert.match(again.stderr, /NOT_FOUND: MSP "probe.example" is not registered/);
-  const audit = await t.cli(["root", "audit", "--limit", "2", ...at]);
-  assert.match(audit.stdout, /admin\s+msp probe\.example removed/);
-  // Registered again, it gets a new index.
-  const back = await t.cli(["root", "msp", "put", "probe.example", "--name", "Probe", ...at]);
-  assert.equal(Number(/has index (\d+)/.exec(back.stdout)?.[1]), index + 1);
-});
-
 scenario(t, "mimi resolve prints readable and JSON answers; a malformed CSI exits non-zero", async () => {
   const human = await t.cli(["resolve", "tel:+447700900123", "--resolver", t.net.resolver.address]);
   assert.equal(human.code, 0, human.stderr);

@@ -262,7 +262,7 @@ export function createAuthoritativeService(o: AuthoritativeServiceOptions): Auth
       if (!Buffer.from(published.signingPublicKey).equals(e.signingPublicKey)) {
         throw new DiscoveryError(
           "failed_precondition",
-          `the signing key differs from the one the root registry publishes for MSP "${e.mspId}"; update the registry first (mimi root msp put)`,
+          `the signing key differs from the one the root registry publishes for MSP "${e.mspId}"; update the registry first (mimi root msp)`,
         );
       }
       const clash = o.store.enrolledByIdentity(e.tlsIdentity).find((m) => m.mspId !== e.mspId);

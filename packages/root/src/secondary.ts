@@ -165,9 +165,6 @@ export function createSecondaryService(opts: SecondaryOptions): SecondaryService
     putMsp: () => {
       throw readOnly();
     },
-    deleteMsp: () => {
-      throw readOnly();
-    },
     // The received changes carry no actor or time, so the audit log lives at the primary only.
     audit: () => {
       throw readOnly();

@@ -230,11 +230,6 @@ export function bindRootServer(
         audit(log, ctx.peer.name, change.serial, "msp registered");
         return { msp: mspToProto(msp), serial: change.serial };
       },
-      async deleteMsp(req, ctx) {
-        const c = service.deleteMsp(ctx.peer.name, req.id);
-        audit(log, ctx.peer.name, c.serial, "msp deleted");
-        return { serial: c.serial };
-      },
       async listAudit(req) {
         const limit = req.limit === 0 ? 100 : Math.min(req.limit, 10_000);
         return auditPage(service.audit(limit));

@@ -88,8 +88,6 @@ export interface RootService {
     opts?: { clearPrivateLookupKeys?: boolean; ifSerial?: bigint },
   ): RegistryChange;
   deleteDp(actor: string, id: string): RegistryChange;
-  /** Removes an MSP; its index is never given again. */
-  deleteMsp(actor: string, id: string): RegistryChange;
   /** An empty signing key keeps the MSP's current one. */
   putMsp(
     actor: string,
@@ -433,15 +431,6 @@ export function createRootService({
         return { serial, kind: "put_msp", msp };
       });
       return { msp: msp as MspInfo, change };
-    },
-    deleteMsp(actor, id) {
-      return commit(
-        actor,
-        (serial) => ({ serial, kind: "delete_msp", id }),
-        () => {
-          if (!store.msp(id)) throw new DiscoveryError("not_found", `MSP "${id}" is not registered`);
-        },
-      );
     },
     audit: (limit) => store.audit(limit),
     refreshIfDue() {

@@ -271,12 +271,11 @@ export function addRootCommands(program: Command): void {
       ch.close();
     }
   });
-  const msp = root.command("msp").description("register and remove MSPs");
   addTlsOptions(
     rootAddr(
-      msp
-        .command("put")
-        .description("register an MSP or change it (its compact index is assigned once)")
+      root
+        .command("msp")
+        .description("register an MSP (its compact index is assigned once)")
         .argument("<id>"),
     )
       .requiredOption("--name <name>", "display name")
@@ -293,23 +292,6 @@ export function addRootCommands(program: Command): void {
       out(
         `MSP ${id} has index ${r.msp?.index} and signing key ${fingerprint(r.msp?.signingPublicKey ?? key)} (serial ${r.serial})`,
       );
-    } finally {
-      ch.close();
-    }
-  });
-  addTlsOptions(
-    rootAddr(
-      msp
-        .command("remove")
-        .description("remove an MSP: followers drop its key, so the mappings it signed no longer verify")
-        .argument("<id>"),
-    ),
-    "admin",
-  ).action(async (id: string, o: TlsFlags & { root: string }) => {
-    const { ch, api, opts } = admin(o);
-    try {
-      const r = await api.deleteMsp({ id }, opts);
-      out(`MSP ${id} removed (serial ${r.serial}); its index is not given to another MSP`);
     } finally {
       ch.close();
     }
