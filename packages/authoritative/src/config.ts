@@ -7,6 +7,7 @@ import {
   deepFreeze,
   type EnumerationPolicy,
   isJurisdictionCode,
+  jurisdictionCode,
   MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
   MAX_OPRF_BATCH,
@@ -199,14 +200,12 @@ function readReplication(r: ConfigReader): ReplicationConfig {
     ackFollowers: r.integer("ackFollowers", d.ackFollowers, 0, 16),
     ackTimeoutMs: r.integer("ackTimeoutSeconds", d.ackTimeoutMs / 1000, 1, 600) * 1000,
     heartbeatMs: r.integer("heartbeatSeconds", d.heartbeatMs / 1000, 1, 300) * 1000,
-    jurisdiction: r.optionalString("jurisdiction") ?? "",
+    jurisdiction: jurisdictionCode(r.optionalString("jurisdiction") ?? ""),
     endpoint: r.optionalString("endpoint") ?? "",
   };
   r.done();
   if (c.jurisdiction !== "" && !isJurisdictionCode(c.jurisdiction)) {
-    throw new ConfigError(
-      'config.replication.jurisdiction must be a short upper-case code such as "EU" or "US"',
-    );
+    throw new ConfigError('config.replication.jurisdiction must be a short code such as "EU" or "US"');
   }
   if (c.role === "secondary" && c.peers.length === 0) {
     throw new ConfigError(

@@ -204,6 +204,7 @@ export {
   type FederationPolicy,
   hex64,
   isJurisdictionCode,
+  jurisdictionCode,
   jurisdictionOfEndpoint,
   LOCAL_POLICY,
   MAX_FEDERATED_DPS,

@@ -56,7 +56,7 @@ export function checkId(what: string, id: string): void {
 
 export function checkJurisdiction(what: string, code: string): void {
   if (!isJurisdictionCode(code)) {
-    throw invalidArgument(`${what} "${code}" must be a short upper-case code such as "EU" or "US"`);
+    throw invalidArgument(`${what} "${code}" must be a short code such as "EU" or "US"`);
   }
 }
 

@@ -92,7 +92,7 @@ runServer<RootConfig>(process, {
       refreshTimer.unref();
     }
     const admins = new Set(config.admins);
-    bindRootServer(server, service, { log, admins });
+    bindRootServer(server, service, { log, admins, now: clock });
     return {
       reload: (next, applied) => {
         if (applied.includes("admins")) reloadAdmins(admins, next.admins, log);

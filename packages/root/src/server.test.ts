@@ -134,4 +134,9 @@ test("GetSnapshot and a watch from serial 0 are charged to the caller's snapshot
   await assert.rejects(async () => {
     for await (const _ of client.watchRegistry({ sinceSerial: 0n })) break;
   }, refused);
+  // A watch from ahead of the root (as after it was restored) gets its snapshot from the root's
+  // own check: the first snapshot of a watch is charged whatever sends it.
+  await assert.rejects(async () => {
+    for await (const _ of client.watchRegistry({ sinceSerial: 1_000n })) break;
+  }, refused);
 });

@@ -112,18 +112,19 @@ export function bindRootServer(
         return snap.getSnapshot;
       },
       async watchRegistry(req, ctx, send) {
+        // The first snapshot of a watch is charged, whatever sends it (the watcher asked from 0,
+        // from too far behind, from ahead of a restored root, or from before what a secondary
+        // holds); one the root sends later in the watch, of its own accord, is not.
+        let first = true;
         const sendSnapshot = async () => {
           const snap = encodedSnapshot();
+          if (first) charge(ctx.peerName, snap.watchRegistry.length);
+          first = false;
           await send(snap.watchRegistry);
           return snap.serial;
         };
         let from = req.sinceSerial;
-        // The snapshot a watcher asks for is charged; one the root sends of its own accord (it
-        // was restored, or the watcher fell behind what it holds) is not.
-        if (from === 0n || service.serial() - from > BigInt(MAX_BACKLOG)) {
-          charge(ctx.peerName, encodedSnapshot().watchRegistry.length);
-          from = await sendSnapshot();
-        }
+        if (from === 0n || service.serial() - from > BigInt(MAX_BACKLOG)) from = await sendSnapshot();
         log.debug(
           {
             component: "watch",
@@ -144,10 +145,14 @@ export function bindRootServer(
           check: (sent) => (sent > service.serial() || sent < service.backlogStart() ? sendSnapshot() : sent),
           read: (sent, limit) => service.changesSince(sent, limit),
           async send(c) {
+            first = false;
             await send({ event: { case: "change", value: changeToProto(c) } });
             return c.serial;
           },
-          caughtUp: (serial) => send({ event: { case: "caughtUp", value: { serial } } }),
+          caughtUp: (serial) => {
+            first = false;
+            return send({ event: { case: "caughtUp", value: { serial } } });
+          },
         });
       },
       async refer(req) {

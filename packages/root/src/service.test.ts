@@ -112,16 +112,33 @@ test("bad edits are refused and leave the registry unchanged", () => {
     [() => service.putMsp("a", "x", "X", new Uint8Array(33)), "invalid_argument"],
     [() => service.putDp("a", { ...US, signingPublicKey: new Uint8Array(31) }), "invalid_argument"],
     [() => service.putDp("a", { ...US, signingPublicKey: new Uint8Array(64) }), "invalid_argument"],
-    // Another DP's certificate identity or endpoint; an endpoint twice; a lower-case jurisdiction.
+    // Another DP's certificate identity or endpoint; an endpoint twice.
     [() => service.putDp("a", { ...US, tlsIdentity: EU.tlsIdentity }), "already_exists"],
     [() => service.putDp("a", { ...US, endpoints: [...US.endpoints, ...EU.endpoints] }), "already_exists"],
     [() => service.putDp("a", { ...US, endpoints: [...US.endpoints, ...US.endpoints] }), "invalid_argument"],
-    [() => service.putDp("a", { ...US, jurisdiction: "us" }), "invalid_argument"],
+    [
+      () => service.putDp("a", { ...US, endpoints: ["LOCALHOST:7502", "localhost:07502"] }),
+      "invalid_argument",
+    ],
+    [() => service.putDp("a", { ...US, endpoints: ["127.0.0.1:07501"] }), "already_exists"],
   ];
   for (const [f, code] of cases) {
     assert.throws(f, (e: unknown) => e instanceof DiscoveryError && e.code === code, code);
   }
   assert.equal(service.serial(), before);
+});
+
+test("jurisdictions are stored upper-cased, as they are compared", () => {
+  const { service } = setup();
+  service.putDp("a", {
+    ...EU,
+    endpoints: ["127.0.0.1:7501", "127.0.0.1:7511"],
+    jurisdiction: "eu",
+    endpointJurisdictions: [{ endpoint: "127.0.0.1:7511", jurisdiction: "ch" }],
+  });
+  const dp = service.snapshot().dps.find((d) => d.id === "eu");
+  assert.equal(dp?.jurisdiction, "EU");
+  assert.deepEqual(dp?.endpointJurisdictions, [{ endpoint: "127.0.0.1:7511", jurisdiction: "CH" }]);
 });
 
 test("MSP indexes are assigned once and survive renames and restarts", () => {
@@ -374,10 +391,7 @@ test("a DP's endpoint jurisdictions are checked, published in one form, and kept
       },
       /twice/,
     ],
-    [
-      { ...EU, endpoints: two, endpointJurisdictions: [at("127.0.0.1:7511", "C H")] },
-      /short upper-case code/,
-    ],
+    [{ ...EU, endpoints: two, endpointJurisdictions: [at("127.0.0.1:7511", "C H")] }, /short code/],
   ];
   for (const [dp, reason] of refused) {
     assert.throws(

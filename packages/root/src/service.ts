@@ -10,6 +10,7 @@ import {
   delegationId,
   encodeSnapshotResponses,
   invalidArgument,
+  jurisdictionCode,
   MAX_FEDERATED_DPS,
   type MspInfo,
   parseRequestCsi,
@@ -312,14 +313,30 @@ export function createRootService({
       const s = view.snapshot();
       return { delegations: s.delegations, serial: s.serial };
     },
-    putDp(actor, dp, opts = {}) {
+    putDp(actor, asked, opts = {}) {
+      // Jurisdictions are stored upper-cased, as they are compared (core jurisdictionCode).
+      const dp: DpInfo = {
+        ...asked,
+        jurisdiction: jurisdictionCode(asked.jurisdiction),
+        ...(asked.endpointJurisdictions && {
+          endpointJurisdictions: asked.endpointJurisdictions.map((e) => ({
+            ...e,
+            jurisdiction: jurisdictionCode(e.jurisdiction),
+          })),
+        }),
+      };
       checkId("DP id", dp.id);
       if (dp.endpoints.length === 0 || dp.endpoints.length > MAX_ENDPOINTS) {
         throw invalidArgument(`a DP needs 1 to ${MAX_ENDPOINTS} endpoints`);
       }
       for (const e of dp.endpoints) checkEndpoint(e);
-      if (new Set(dp.endpoints).size !== dp.endpoints.length)
-        throw invalidArgument("an endpoint is listed twice");
+      // Endpoints as a connection reaches them: host names in any case, ports with leading zeros.
+      const reached = (e: string) => {
+        const at = e.lastIndexOf(":");
+        return `${e.slice(0, at).toLowerCase()}:${Number(e.slice(at + 1))}`;
+      };
+      const mine = dp.endpoints.map(reached);
+      if (new Set(mine).size !== mine.length) throw invalidArgument("an endpoint is listed twice");
       if (!dp.tlsIdentity || dp.tlsIdentity.length > 253) throw invalidArgument("tls_identity is required");
       // Resolvers hold each endpoint to its DP's certificate identity, and peers are told apart
       // by it: two DPs may share neither.
@@ -332,7 +349,8 @@ export function createRootService({
             { details: { reason: "TLS_IDENTITY_TAKEN" } },
           );
         }
-        const shared = dp.endpoints.find((e) => other.endpoints.includes(e));
+        const theirs = new Set(other.endpoints.map(reached));
+        const shared = dp.endpoints.find((e) => theirs.has(reached(e)));
         if (shared !== undefined) {
           throw new DiscoveryError(
             "already_exists",

@@ -2,7 +2,7 @@
 // the primary sends nothing to a follower the registry does not place where the follower says
 // it is (checkPlacement), and a secondary neither follows nor serves while the registry places
 // it outside the jurisdiction it is configured for (placementProblem).
-import { DiscoveryError, type pb } from "@mimi/core";
+import { DiscoveryError, jurisdictionCode, type pb } from "@mimi/core";
 
 /** The registry's placement of the DP's endpoints, as the primary reads it. */
 export interface Placement {
@@ -33,7 +33,7 @@ export function checkPlacement(o: Placement, req: pb.FollowStart): void {
       { details: { reason: "UNLISTED_ENDPOINT" } },
     );
   }
-  if (req.jurisdiction !== "" && req.jurisdiction !== published) {
+  if (req.jurisdiction !== "" && jurisdictionCode(req.jurisdiction) !== published?.toUpperCase()) {
     const where = req.endpoint === "" ? "this DP" : `the follower's endpoint ${req.endpoint}`;
     throw new DiscoveryError(
       "permission_denied",
@@ -55,7 +55,8 @@ export function placementProblem(
   if (!jurisdiction) return undefined;
   const { configured } = jurisdiction;
   const published = jurisdiction.published();
-  if (published === configured) return undefined;
+  if (published !== undefined && jurisdictionCode(published) === jurisdictionCode(configured))
+    return undefined;
   if (endpoint === undefined) {
     return `this secondary is configured for jurisdiction "${configured}" but the registry places DP "${dpId}" in "${published ?? "none"}": it neither follows nor serves it (H2)`;
   }

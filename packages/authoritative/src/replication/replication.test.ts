@@ -672,7 +672,7 @@ test("with its endpoint configured, a secondary is checked against that endpoint
   // A registry that places endpoints one by one: a follower that does not name its own gets nothing.
   await assert.rejects(
     refusal({ jurisdiction: "E U", endpoint: "dp-eu-2:7500" }),
-    (e: DiscoveryError) => e.code === "invalid_argument" && /short upper-case code/.test(e.message),
+    (e: DiscoveryError) => e.code === "invalid_argument" && /short code/.test(e.message),
   );
   await assert.rejects(
     refusal({ endpoint: "x".repeat(301) }),

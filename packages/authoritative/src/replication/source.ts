@@ -105,7 +105,7 @@ export async function serveFollow(
   if (req.endpoint.length > 300 || (req.jurisdiction !== "" && !isJurisdictionCode(req.jurisdiction))) {
     throw new DiscoveryError(
       "invalid_argument",
-      'endpoint is at most 300 characters, and jurisdiction a short upper-case code such as "EU" or "US"',
+      'endpoint is at most 300 characters, and jurisdiction a short code such as "EU" or "US"',
     );
   }
   checkPlacement(o, req);

@@ -65,13 +65,18 @@ export interface EndpointJurisdiction {
   readonly jurisdiction: string;
 }
 
-/**
- * Whether `code` is a jurisdiction as the registry writes one: 2 to 16 upper-case letters,
- * digits or dashes ("EU", "US"). One spelling only: codes are compared as they are (a secondary's
- * placement against the registry's), and "eu" beside "EU" would be another jurisdiction.
- */
+/** Whether `code` is a jurisdiction code: 2 to 16 letters, digits or dashes ("EU", "US"). */
 export function isJurisdictionCode(code: string): boolean {
-  return /^[A-Z0-9-]{2,16}$/.test(code);
+  return /^[A-Za-z0-9-]{2,16}$/.test(code);
+}
+
+/**
+ * A jurisdiction code as it is stored and compared: upper case. The root stores codes so, and
+ * what compares a code with one it was given (a secondary's placement with the registry's)
+ * compares them so, since a registry from before may hold "eu" and a config say "EU".
+ */
+export function jurisdictionCode(code: string): string {
+  return code.toUpperCase();
 }
 
 /** The order of endpoint placements in the registry (and its digest): by endpoint. */

@@ -72,16 +72,44 @@ test("failing attempts go round the endpoints with a doubling pause, up to the c
   assert.deepEqual(r.pauses.slice(0, 6), [200, 400, 800, 1_000, 1_000, 1_000]);
 });
 
-test("a refusal that says when to try again is waited for, beyond the backoff", async () => {
-  const r = await run((attempt) => {
-    if (attempt === 1) {
+test("an endpoint that refuses with a retry-after is left alone that long; the others are tried meanwhile", async () => {
+  // The clock moves by the pauses the loop takes. Every attempt is refused for 15 s.
+  let clock = 0;
+  const opened: string[] = [];
+  const opens: number[] = [];
+  const pauses: number[] = [];
+  let follower: LogFollower | undefined;
+  follower = followLog<Msg>({
+    endpoints: () => ["a", "b"],
+    open(endpoint, signal) {
+      opened.push(endpoint);
+      opens.push(clock);
+      if (opened.length > 3) {
+        follower?.close();
+        return stream([], signal);
+      }
       throw new DiscoveryError("resource_exhausted", "too many snapshots", {
         details: { retryAfterMs: 15_000 },
       });
-    }
-    throw new Error("connection refused");
-  }, 2);
-  assert.deepEqual(r.pauses.slice(0, 2), [15_000, 400]);
+    },
+    apply: () => false,
+    log,
+    messages: { ended: "ended", failed: "failed" },
+    initialBackoffMs: 100,
+    maxBackoffMs: 1_000,
+    random: () => 1,
+    now: () => clock,
+    pause: async (ms) => {
+      pauses.push(ms);
+      clock += ms;
+    },
+  });
+  await follower.done;
+  // a refuses for 15 s: b is asked after the usual backoff, not 15 s later; b refuses too, and
+  // with both held the loop waits until a may be asked again, then asks it.
+  assert.deepEqual(opened.slice(0, 3), ["a", "b", "a"]);
+  assert.deepEqual(pauses.slice(0, 3), [200, 400, 14_400]);
+  assert.deepEqual(opens.slice(0, 3), [0, 200, 15_000]);
 });
 
 test("an endpoint the caller prefers is tried instead of the one in turn, while it is listed", async () => {

@@ -7,7 +7,10 @@ import type { Logger } from "pino";
 import { DiscoveryError } from "../domain/errors.js";
 import { sleepUnlessAborted } from "../runtime/clock.js";
 
-/** The longest a refusal's retry-after holds a follower back (a server says at most a minute). */
+/**
+ * The longest a refusal's retry-after holds an endpoint back (servers here say at most a
+ * minute; this bounds what a server that says more can make a follower do).
+ */
 const MAX_RETRY_AFTER_MS = 600_000;
 
 /** Options of followLog. */
@@ -41,6 +44,8 @@ export interface FollowLogOptions<M> {
   random?: () => number;
   /** Waits between attempts; tests pass one that records the pause instead. */
   pause?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Milliseconds on a monotonic clock, for endpoints held back by a retry-after (tests pass one). */
+  now?: () => number;
 }
 
 /** A running follower. */
@@ -62,6 +67,7 @@ export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
   const initialBackoffMs = o.initialBackoffMs ?? 100;
   const random = o.random ?? Math.random;
   const pause = o.pause ?? sleepUnlessAborted;
+  const now = o.now ?? (() => performance.now());
   let attemptAbort = new AbortController();
   let isConnected = false;
   let current: string | undefined;
@@ -70,15 +76,22 @@ export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
   const run = async () => {
     let attempt = 0;
     let backoffMs = initialBackoffMs;
+    /** Endpoints that refused with a retry-after, until when: the others are tried meanwhile. */
+    const heldUntil = new Map<string, number>();
     while (!closing.signal.aborted) {
-      const endpoints = o.endpoints();
+      const t = now();
+      for (const [e, until] of heldUntil) if (until <= t) heldUntil.delete(e);
+      const endpoints = o.endpoints().filter((e) => !heldUntil.has(e));
+      if (endpoints.length === 0 && heldUntil.size > 0) {
+        // Every endpoint asked us to wait: until the first of them may be asked again.
+        await pause(Math.min(...heldUntil.values()) - t, closing.signal);
+        continue;
+      }
       const preferred = o.prefer?.();
       let endpoint: string | undefined;
       if (preferred !== undefined && endpoints.includes(preferred)) endpoint = preferred;
       else if (endpoints.length > 0) endpoint = endpoints[attempt++ % endpoints.length];
       let progressed = false;
-      /** How long the endpoint asked us to wait (a refusal's retry-after), if it did. */
-      let retryAfterMs = 0;
       if (endpoint !== undefined) {
         attemptAbort = new AbortController();
         current = endpoint;
@@ -102,13 +115,14 @@ export function followLog<M>(o: FollowLogOptions<M>): LogFollower {
           }
           o.log.warn({ ...o.logFields, [field]: endpoint, err: (err as Error).message }, o.messages.failed);
           const asked = err instanceof DiscoveryError ? (err.details?.retryAfterMs ?? 0) : 0;
-          retryAfterMs = Number.isFinite(asked) ? Math.min(Math.max(asked, 0), MAX_RETRY_AFTER_MS) : 0;
+          if (Number.isFinite(asked) && asked > 0)
+            heldUntil.set(endpoint, now() + Math.min(asked, MAX_RETRY_AFTER_MS));
         }
       }
       isConnected = false;
       current = undefined;
       if (!progressed) backoffMs = Math.min(backoffMs * 2, o.maxBackoffMs);
-      await pause(Math.max(backoffMs * (0.5 + random() / 2), retryAfterMs), closing.signal);
+      await pause(backoffMs * (0.5 + random() / 2), closing.signal);
     }
     isConnected = false;
     current = undefined;
