@@ -7,7 +7,6 @@ import {
   deepFreeze,
   type EnumerationPolicy,
   isJurisdictionCode,
-  jurisdictionCode,
   MAX_ANSWER_SEAL_SECONDS,
   MAX_MAPPING_LIFETIME_DAYS,
   MAX_OPRF_BATCH,
@@ -200,7 +199,7 @@ function readReplication(r: ConfigReader): ReplicationConfig {
     ackFollowers: r.integer("ackFollowers", d.ackFollowers, 0, 16),
     ackTimeoutMs: r.integer("ackTimeoutSeconds", d.ackTimeoutMs / 1000, 1, 600) * 1000,
     heartbeatMs: r.integer("heartbeatSeconds", d.heartbeatMs / 1000, 1, 300) * 1000,
-    jurisdiction: jurisdictionCode(r.optionalString("jurisdiction") ?? ""),
+    jurisdiction: r.optionalString("jurisdiction") ?? "",
     endpoint: r.optionalString("endpoint") ?? "",
   };
   r.done();

@@ -313,3 +313,20 @@ test("a peer that asks us to slow down (PEER_RATE) is waited for as it says, its
   assert.equal(store.peerRequestCount(), 0);
   sender.close();
 });
+
+test("a week-old request is given up even while its peer keeps asking us to slow down", async () => {
+  const { server, seen } = await peer(() =>
+    Promise.reject(
+      new DiscoveryError("resource_exhausted", "too many", {
+        details: { reason: "PEER_RATE", retryAfterMs: 30_000 },
+      }),
+    ),
+  );
+  const old = setup([server.address]);
+  old.clock.now += 8 * DAY;
+  const sender = old.senderVia(server);
+  await sender.kick();
+  assert.equal(seen.length, 1, "one last try");
+  assert.equal(old.store.peerRequestCount(), 0, "then it is abandoned, not put off again");
+  sender.close();
+});

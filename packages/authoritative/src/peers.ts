@@ -64,9 +64,21 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
       o.store.deletePeerRequest(r.id);
       return;
     }
+    // A request a week old is given up even while its peer asks us to slow down: a peer that
+    // keeps asking keeps nothing queued for ever.
+    const abandoned = (error: string) => {
+      if (o.clock() - r.createdAtMs <= GIVE_UP_AFTER_MS) return false;
+      o.store.deletePeerRequest(r.id);
+      log.warn(
+        { csi: csiHash(r.csi), peer: dp.id, attempts: r.attempts, err: error },
+        "first-mapping request abandoned",
+      );
+      return true;
+    };
     const until = paused.get(dp.id);
     if (until !== undefined) {
-      o.store.reschedulePeerRequest(r.id, r.attempts, until, `DP "${dp.id}" asked to slow down`);
+      const why = `DP "${dp.id}" asked to slow down`;
+      if (!abandoned(why)) o.store.reschedulePeerRequest(r.id, r.attempts, until, why);
       return;
     }
     let error = down.get(dp.id) ?? `DP "${dp.id}" lists no endpoints`;
@@ -91,9 +103,11 @@ export function createPeerSender(o: PeerSenderOptions): PeerSender {
         // The peer takes so many requests a minute from us: wait as long as it says, for this
         // request and the rest of this round's, spending no attempt.
         if (err instanceof DiscoveryError && err.details?.reason === PEER_RATE) {
-          const at = o.clock() + Math.min(Math.max(err.details.retryAfterMs ?? 1_000, 1_000), MAX_BACKOFF_MS);
+          const asked = err.details.retryAfterMs ?? 1_000;
+          const at =
+            o.clock() + Math.min(Math.max(Number.isFinite(asked) ? asked : 1_000, 1_000), MAX_BACKOFF_MS);
           paused.set(dp.id, at);
-          o.store.reschedulePeerRequest(r.id, r.attempts, at, error);
+          if (!abandoned(error)) o.store.reschedulePeerRequest(r.id, r.attempts, at, error);
           log.info(
             { peer: dp.id, retryAt: new Date(at).toISOString() },
             "peer DP asked to slow down first-mapping requests",

@@ -543,6 +543,12 @@ test("a CRL file that cannot be read holds back no certificate rotation", async 
   assert.equal(files.summary.crl?.lists, 1, "the lists in use stay");
   // Nothing else changed: the unreadable file is said as a refusal.
   assert.throws(() => files.reload(undefined, { ca: false }), /cannot read TLS CRL file/);
+  // A config that names no CRL file any more (SIGHUP) drops the lists.
+  const { crlFile: _, ...without } = paths;
+  const dropped = files.reload(without);
+  assert.equal(dropped.changed && dropped.crl, null);
+  assert.equal(files.summary.crl, undefined);
+  assert.equal(files.crl, undefined);
 });
 
 async function importCaKey(pem: string) {

@@ -93,7 +93,7 @@ export function applyReload<C extends { tls: TlsPaths; logLevel: string }>(
   } catch (err) {
     log.error(
       { err: (err as Error).message },
-      "reload: new TLS material refused; the certificate in use stays in use",
+      "reload: new TLS material refused; the material in use stays in use",
     );
     config = { ...config, tls: running.tls };
     const i = applied.indexOf("tls");

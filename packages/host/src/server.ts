@@ -470,7 +470,7 @@ function watchTls(tls: TlsFiles, paths: TlsPaths, log: Logger): () => void {
   if (seconds === 0) return () => {};
   return tls.watch(seconds * 1000, (r) => {
     if (r instanceof Error) {
-      log.error({ err: r.message }, "changed TLS files refused; the certificate in use stays in use");
+      log.error({ err: r.message }, "changed TLS files refused; the material in use stays in use");
       return;
     }
     logTlsReload(log, r, tls.paths.caFile);

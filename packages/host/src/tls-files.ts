@@ -171,10 +171,11 @@ export class TlsFiles implements experimental.CertificateProvider {
     const crlFile = paths.crlFile;
     const lists = crlFile === undefined ? undefined : attempt(() => loadCrl(crlFile));
     if (files instanceof Error && !(lists instanceof Buffer)) throw files;
-    if (lists instanceof Error && was.crl === undefined) throw lists;
     const unreadable =
       files instanceof Error ? files.message : lists instanceof Error ? lists.message : undefined;
-    const read = withCrl(files instanceof Error ? was : files, lists instanceof Buffer ? lists : was.crl);
+    // No CRL file named: no lists (an operator drops them so, say after one expired). One that
+    // cannot be read: the lists in use, if any, stay.
+    const read = withCrl(files instanceof Error ? was : files, lists instanceof Error ? was.crl : lists);
     const caPending = !ca && !read.ca.equals(was.ca);
     // Parts whose bytes did not change keep the buffers in use: outgoing channels keep their
     // TLS context while the buffers they were given stay the same (rpc channelCredentials).
@@ -244,7 +245,10 @@ export class TlsFiles implements experimental.CertificateProvider {
       before,
       after,
       ...(caChange && { ca: caChange }),
-      ...(!sameCrl && { crl: after.crl ?? null }),
+      // New lists, or the same lists used otherwise (a CA brought in or taken out by a reload).
+      ...((!sameCrl || JSON.stringify(before.crl) !== JSON.stringify(after.crl)) && {
+        crl: after.crl ?? null,
+      }),
       ...((refused ?? unreadable) !== undefined && {
         refused: [unreadable, refused].filter((r) => r !== undefined).join("; "),
       }),

@@ -120,6 +120,7 @@ test("GetSnapshot and a watch from serial 0 are charged to the caller's snapshot
     bindRootServer(server, service, {
       log: createLogger({ name: "test", level: "silent" }),
       admins: new Set(),
+      now: () => 0,
       snapshotBytesPerMinute: 1,
     }),
   );

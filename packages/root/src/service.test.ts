@@ -128,19 +128,6 @@ test("bad edits are refused and leave the registry unchanged", () => {
   assert.equal(service.serial(), before);
 });
 
-test("jurisdictions are stored upper-cased, as they are compared", () => {
-  const { service } = setup();
-  service.putDp("a", {
-    ...EU,
-    endpoints: ["127.0.0.1:7501", "127.0.0.1:7511"],
-    jurisdiction: "eu",
-    endpointJurisdictions: [{ endpoint: "127.0.0.1:7511", jurisdiction: "ch" }],
-  });
-  const dp = service.snapshot().dps.find((d) => d.id === "eu");
-  assert.equal(dp?.jurisdiction, "EU");
-  assert.deepEqual(dp?.endpointJurisdictions, [{ endpoint: "127.0.0.1:7511", jurisdiction: "CH" }]);
-});
-
 test("MSP indexes are assigned once and survive renames and restarts", () => {
   const { store, service } = setup();
   assert.equal(service.putMsp("a", "one.example", "One", EMPTY).msp.index, 0);

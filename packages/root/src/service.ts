@@ -10,7 +10,6 @@ import {
   delegationId,
   encodeSnapshotResponses,
   invalidArgument,
-  jurisdictionCode,
   MAX_FEDERATED_DPS,
   type MspInfo,
   parseRequestCsi,
@@ -313,18 +312,7 @@ export function createRootService({
       const s = view.snapshot();
       return { delegations: s.delegations, serial: s.serial };
     },
-    putDp(actor, asked, opts = {}) {
-      // Jurisdictions are stored upper-cased, as they are compared (core jurisdictionCode).
-      const dp: DpInfo = {
-        ...asked,
-        jurisdiction: jurisdictionCode(asked.jurisdiction),
-        ...(asked.endpointJurisdictions && {
-          endpointJurisdictions: asked.endpointJurisdictions.map((e) => ({
-            ...e,
-            jurisdiction: jurisdictionCode(e.jurisdiction),
-          })),
-        }),
-      };
+    putDp(actor, dp, opts = {}) {
       checkId("DP id", dp.id);
       if (dp.endpoints.length === 0 || dp.endpoints.length > MAX_ENDPOINTS) {
         throw invalidArgument(`a DP needs 1 to ${MAX_ENDPOINTS} endpoints`);

@@ -34,8 +34,11 @@ export interface TlsMaterial {
 
 /** The largest PEM file read: a CA bundle of a few hundred certificates. */
 const MAX_PEM_BYTES = 1024 * 1024;
-/** The largest CRL file read: lists of a large CA run to some hundred thousand entries. */
-const MAX_CRL_BYTES = 32 * 1024 * 1024;
+/**
+ * The largest CRL file read: some hundred thousand entries. A changed file is parsed and
+ * checked on the event loop (a few hundred milliseconds at this size), once per change.
+ */
+const MAX_CRL_BYTES = 8 * 1024 * 1024;
 
 /**
  * Reads one PEM file: a regular file of at most MAX_PEM_BYTES, opened without blocking, so a

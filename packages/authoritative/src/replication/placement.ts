@@ -33,7 +33,10 @@ export function checkPlacement(o: Placement, req: pb.FollowStart): void {
       { details: { reason: "UNLISTED_ENDPOINT" } },
     );
   }
-  if (req.jurisdiction !== "" && jurisdictionCode(req.jurisdiction) !== published?.toUpperCase()) {
+  if (
+    req.jurisdiction !== "" &&
+    (published === undefined || jurisdictionCode(req.jurisdiction) !== jurisdictionCode(published))
+  ) {
     const where = req.endpoint === "" ? "this DP" : `the follower's endpoint ${req.endpoint}`;
     throw new DiscoveryError(
       "permission_denied",

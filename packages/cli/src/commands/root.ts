@@ -186,7 +186,7 @@ export function addRootCommands(program: Command): void {
           throw new UsageError(
             `--endpoint-jurisdiction ${text}: give <host:port>=<code>, e.g. dp-eu-2:7500=CH`,
           );
-        return { endpoint: text.slice(0, at), jurisdiction: text.slice(at + 1).toUpperCase() };
+        return { endpoint: text.slice(0, at), jurisdiction: text.slice(at + 1) };
       });
       const clearPrivateLookupKeys = o.privateLookupKeys === false;
       if (clearPrivateLookupKeys && privateLookupKeys.length > 0)
@@ -221,7 +221,7 @@ export function addRootCommands(program: Command): void {
                 id,
                 endpoints: o.endpoint,
                 tlsIdentity: o.tlsIdentity,
-                jurisdiction: o.jurisdiction.toUpperCase(),
+                jurisdiction: o.jurisdiction,
                 signingPublicKey: given ?? new Uint8Array(0),
                 ...(federation && { federation }),
                 privateLookupKeys,

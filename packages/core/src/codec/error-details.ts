@@ -38,7 +38,10 @@ const PAIR_SECOND = (2 << 3) | 2; // Violation.description, FieldViolation.descr
 const INFO_METADATA = (3 << 3) | 2;
 const TYPE_PREFIX = "type.googleapis.com/google.rpc.";
 
-/** The longest text of a detail (a field's description, a metadata value), in UTF-16 units and (with its "...") in UTF-8 bytes. */
+/**
+ * The longest text of a detail (a field's description, a metadata value): this many UTF-16
+ * units, and this many UTF-8 bytes before its "..." when cut.
+ */
 const MAX_DETAIL_TEXT = 1_000;
 
 /**

@@ -71,9 +71,9 @@ export function isJurisdictionCode(code: string): boolean {
 }
 
 /**
- * A jurisdiction code as it is stored and compared: upper case. The root stores codes so, and
- * what compares a code with one it was given (a secondary's placement with the registry's)
- * compares them so, since a registry from before may hold "eu" and a config say "EU".
+ * A jurisdiction code as it is compared: upper case. Codes are stored and sent as written (a
+ * server of an earlier build compares them as they are), and compared so wherever one is held
+ * against another (a secondary's placement with the registry's): "eu" and "EU" are one place.
  */
 export function jurisdictionCode(code: string): string {
   return code.toUpperCase();

@@ -245,7 +245,7 @@ export type EndpointJurisdiction = Message<"mimi.discovery.v1.EndpointJurisdicti
   endpoint: string;
 
   /**
-   * A short upper-case code such as "EU" or "US" (2 to 16 of A-Z, 0-9 and dashes).
+   * A short code such as "EU" or "US" (2 to 16 letters, digits and dashes), compared in any case.
    *
    * @generated from field: string jurisdiction = 2;
    */
