@@ -73,7 +73,7 @@ export function serialKey(hex: string): string {
 }
 
 /** A CA's key (SHA-256 of its SubjectPublicKeyInfo): what its lists are found by. */
-export function keyOf(c: X509Certificate): string {
+function keyOf(c: X509Certificate): string {
   return createHash("sha256")
     .update(c.publicKey.export({ type: "spki", format: "der" }))
     .digest("hex");
@@ -135,7 +135,7 @@ function signerOf(c: X509Certificate): Signer {
  * Where a CA's list is kept and found: its key and its name, both, since OpenSSL finds a list by
  * the issuer's name and checks it with the issuer's key.
  */
-export function issuerKey(c: X509Certificate): string {
+function issuerKey(c: X509Certificate): string {
   return `${keyOf(c)}\n${c.subject}`;
 }
 

@@ -50,7 +50,7 @@ export {
   readConnectionLimits,
   type WatchSlots,
 } from "./server-limits.js";
-export { endUntrustedSessions, peerChain, trackSessions } from "./sessions.js";
+export { endUntrustedSessions, trackSessions } from "./sessions.js";
 export {
   fromStatus,
   itemError,

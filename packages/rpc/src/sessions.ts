@@ -56,7 +56,7 @@ export function trackSessions(
 }
 
 /** The certificates a session's peer presented (at most MAX_CHAIN), leaf first, with the issuers Node found. */
-export function peerChain(session: ServerHttp2Session): X509Certificate[] {
+function peerChain(session: ServerHttp2Session): X509Certificate[] {
   const socket = session.socket as TLSSocket;
   const chain: X509Certificate[] = [];
   const seen = new Set<string>();
